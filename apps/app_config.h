@@ -1,0 +1,39 @@
+#pragma once
+/// The whole llmrec configuration: one section per subsystem. Later
+/// subsystems (data, model, train, ...) add their sections here.
+
+#include "common/config.h"
+#include "common/logging.h"
+#include "distributed/communicator.h"
+
+namespace llmrec {
+
+/// The `run:` section: where a run keeps its files, and threads per rank.
+struct RunConfig {
+  std::string dir = "runs/llmrec";
+  int threads = 0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("dir", dir,
+            "Run directory: resolved config (config.yaml), per-rank logs (logs/rank-R.log) and results");
+    v.field("threads", threads,
+            "Intra-op threads per rank (LibTorch/OpenMP); 0 keeps OMP_NUM_THREADS or the library default",
+            config_range(0, 1024));
+  }
+};
+
+struct Config {
+  RunConfig run;
+  LogConfig log;
+  CommConfig comm;
+
+  template <class V>
+  void visit(V& v) {
+    v.section("run", run, "Run directory and threads");
+    v.section("log", log, "Logging");
+    v.section("comm", comm, "Collective communication between ranks");
+  }
+};
+
+}  // namespace llmrec

@@ -1,0 +1,69 @@
+#include "apps/app_context.h"
+
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/version.h"
+
+namespace llmrec {
+
+Config app_load_config(const ConfigOptions& options) {
+  Config config;
+  config_load(options.config_path, options.overrides, config);
+  return config;
+}
+
+namespace {
+
+void prepare_run_dir(AppContext& ctx) {
+  namespace fs = std::filesystem;
+  ctx.run_dir = ctx.config.run.dir;
+  if (ctx.comm->rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(fs::path(ctx.run_dir) / "logs", ec);
+    if (ec) throw IoError(fmt::format("cannot create run directory {}: {}", ctx.run_dir, ec.message()));
+    std::string path = (fs::path(ctx.run_dir) / "config.yaml").string();
+    std::ofstream out(path);
+    out << "# resolved configuration, written by llmrec " << version_string() << " ("
+        << version_git_revision() << ")\n"
+        << ConfigWriter::write(ctx.config);
+    if (!out) throw IoError(fmt::format("cannot write {}", path));
+  }
+  ctx.comm->barrier();
+  logging_add_file(
+      (fs::path(ctx.run_dir) / "logs" / fmt::format("rank-{}.log", ctx.comm->rank())).string());
+}
+
+}  // namespace
+
+int app_run_distributed(const ConfigOptions& options, const std::function<int(AppContext&)>& body) {
+  AppContext ctx;
+  ctx.config = app_load_config(options);
+  if (ctx.config.run.threads > 0) at::set_num_threads(ctx.config.run.threads);
+  ctx.comm = communicator_create(ctx.config.comm);
+  logging_init(ctx.config.log, ctx.comm->rank(), ctx.comm->size());
+  try {
+    prepare_run_dir(ctx);
+    spdlog::info("llmrec {} ({}) on {} rank(s), {}", version_string(), version_git_revision(), ctx.comm->size(),
+                 ctx.comm->describe());
+    spdlog::debug("resolved configuration:\n{}", ConfigWriter::write(ctx.config));
+    return body(ctx);
+  } catch (const CommTimeout& e) {
+    spdlog::critical("{}", e.what());
+    spdlog::critical("aborting all ranks (exit code {})", kExitCommTimeout);
+    ctx.comm->abort(kExitCommTimeout);
+    return kExitCommTimeout;  // not reached: abort() ends the process
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    if (ctx.comm->size() > 1) {
+      spdlog::critical("aborting all ranks so that none is left waiting (exit code {})", kExitError);
+      ctx.comm->abort(kExitError);
+    }
+    return kExitError;
+  }
+}
+
+}  // namespace llmrec

@@ -1,0 +1,17 @@
+#pragma once
+/// The `llmrec` subcommands; each registers its CLI11 options and returns
+/// the exit code. main.cpp only wires them together.
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace llmrec {
+
+/// Multi-line build description for `llmrec --version`.
+std::string version_text();
+
+void command_config_add(CLI::App& app);
+void command_check_add(CLI::App& app);
+
+}  // namespace llmrec

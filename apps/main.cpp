@@ -1,0 +1,25 @@
+// llmrec: train and serve language-model-driven recommenders.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "apps/commands.h"
+#include "common/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"llmrec: train and serve language-model-driven recommenders"};
+  app.set_version_flag("--version", [] { return llmrec::version_text(); }, "Print build facts and exit");
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  llmrec::command_config_add(app);
+  llmrec::command_check_add(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const llmrec::Error& e) {
+    std::fprintf(stderr, "llmrec: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

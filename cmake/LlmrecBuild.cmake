@@ -1,0 +1,35 @@
+# Build-wide settings. Nothing here adds global compile definitions: backend
+# switches are set on the targets that need them (see distributed/).
+
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
+endif()
+
+set(CMAKE_CXX_STANDARD 17)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+set(CMAKE_CXX_EXTENSIONS OFF)
+# No -fPIC/-fPIE flags of our own: everything compiles with the toolchain's
+# default (PIE on Debian), so one precompiled header fits libraries and
+# executables alike.
+set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
+
+option(LLMREC_BUILD_TESTS "Build the GoogleTest suites" ON)
+set(LLMREC_CUDA "AUTO" CACHE STRING "Build the CUDA path: AUTO (if LibTorch has CUDA), ON, OFF")
+set(LLMREC_NCCL "AUTO" CACHE STRING "Build the NCCL backend: AUTO (if CUDA and NCCL are found), ON, OFF")
+set_property(CACHE LLMREC_CUDA PROPERTY STRINGS AUTO ON OFF)
+set_property(CACHE LLMREC_NCCL PROPERTY STRINGS AUTO ON OFF)
+
+# ccache, when present. Precompiled headers need the sloppiness below to hit.
+find_program(LLMREC_CCACHE_PROGRAM ccache)
+if(LLMREC_CCACHE_PROGRAM)
+  set(LLMREC_CCACHE ON)
+  set(CMAKE_CXX_COMPILER_LAUNCHER
+      ${CMAKE_COMMAND} -E env CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+      CCACHE_CPP2=true ${LLMREC_CCACHE_PROGRAM})
+else()
+  set(LLMREC_CCACHE OFF)
+endif()
+
+# Our own code is -Wall -Wextra clean; third-party headers come in as SYSTEM.
+set(LLMREC_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+

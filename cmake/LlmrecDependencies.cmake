@@ -1,0 +1,59 @@
+# Finds every dependency and wraps each in one target our libraries link.
+
+find_package(Threads REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(yaml-cpp REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(nlohmann_json 3.9 REQUIRED)
+find_package(CLI11 QUIET CONFIG)
+if(NOT CLI11_FOUND)
+  find_path(LLMREC_CLI11_INCLUDE CLI/CLI.hpp REQUIRED)
+  add_library(CLI11::CLI11 INTERFACE IMPORTED)
+  target_include_directories(CLI11::CLI11 SYSTEM INTERFACE ${LLMREC_CLI11_INCLUDE})
+endif()
+
+# LibTorch: Debian's libtorch-dev (CPU) or an official CUDA LibTorch found
+# through CMAKE_PREFIX_PATH (see docs/building.md).
+find_package(Torch REQUIRED)
+add_library(llmrec_torch INTERFACE)
+target_include_directories(llmrec_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+target_link_libraries(llmrec_torch INTERFACE ${TORCH_LIBRARIES})
+if(TORCH_CXX_FLAGS)
+  separate_arguments(_llmrec_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  target_compile_options(llmrec_torch INTERFACE ${_llmrec_torch_flags})
+endif()
+
+# CUDA: AUTO means "if this LibTorch was built with CUDA".
+set(_llmrec_torch_has_cuda OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES OR CUDA_FOUND)
+  set(_llmrec_torch_has_cuda ON)
+endif()
+if(LLMREC_CUDA STREQUAL "AUTO")
+  set(LLMREC_CUDA_ENABLED ${_llmrec_torch_has_cuda})
+elseif(LLMREC_CUDA)
+  if(NOT _llmrec_torch_has_cuda)
+    message(FATAL_ERROR "LLMREC_CUDA=ON but the LibTorch at ${TORCH_INSTALL_PREFIX} has no CUDA. "
+                        "Point CMAKE_PREFIX_PATH at a CUDA LibTorch (docs/building.md).")
+  endif()
+  set(LLMREC_CUDA_ENABLED ON)
+else()
+  set(LLMREC_CUDA_ENABLED OFF)
+endif()
+
+# NCCL: AUTO means "if CUDA is on and nccl.h plus libnccl are found".
+set(LLMREC_NCCL_ENABLED OFF)
+if(LLMREC_CUDA_ENABLED AND NOT LLMREC_NCCL STREQUAL "OFF")
+  find_path(LLMREC_NCCL_INCLUDE_DIR nccl.h HINTS ENV NCCL_HOME ENV CUDA_HOME PATH_SUFFIXES include)
+  find_library(LLMREC_NCCL_LIBRARY nccl HINTS ENV NCCL_HOME ENV CUDA_HOME PATH_SUFFIXES lib lib64)
+  if(LLMREC_NCCL_INCLUDE_DIR AND LLMREC_NCCL_LIBRARY)
+    set(LLMREC_NCCL_ENABLED ON)
+  endif()
+endif()
+if(LLMREC_NCCL STREQUAL "ON" AND NOT LLMREC_NCCL_ENABLED)
+  message(FATAL_ERROR "LLMREC_NCCL=ON but CUDA is off or nccl.h/libnccl were not found "
+                      "(set NCCL_HOME or CUDA_HOME).")
+endif()
+
+if(LLMREC_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()

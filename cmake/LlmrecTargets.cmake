@@ -1,0 +1,54 @@
+# Helpers that give every llmrec target the same shape.
+
+# Precompiled ATen header, built once and reused by every target that uses
+# tensors (the header costs ~5 s per translation unit otherwise).
+add_library(llmrec_pch STATIC ${PROJECT_SOURCE_DIR}/cmake/pch.cpp)
+target_link_libraries(llmrec_pch PUBLIC llmrec_torch)
+target_compile_options(llmrec_pch PRIVATE ${LLMREC_WARNINGS})
+target_precompile_headers(llmrec_pch PRIVATE <ATen/ATen.h> <vector> <string> <memory>)
+
+# llmrec_add_library(<folder> SOURCES ... DEPS ... [TORCH])
+#   Creates the static library llmrec_<folder>; headers are included as
+#   "<folder>/<file>.h" from the project root.
+function(llmrec_add_library folder)
+  cmake_parse_arguments(ARG "TORCH" "" "SOURCES;DEPS" ${ARGN})
+  set(target llmrec_${folder})
+  add_library(${target} STATIC ${ARG_SOURCES})
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_compile_options(${target} PRIVATE ${LLMREC_WARNINGS})
+  target_link_libraries(${target} PUBLIC ${ARG_DEPS})
+  if(ARG_TORCH)
+    target_link_libraries(${target} PUBLIC llmrec_torch)
+    target_precompile_headers(${target} REUSE_FROM llmrec_pch)
+  endif()
+endfunction()
+
+# llmrec_add_test(<name> SOURCES ... DEPS ... [TORCH] [NP n...] [LABELS ...])
+#   One GoogleTest executable. Without NP it runs as one process; with NP it
+#   is registered once per world size under mpirun (one OpenMP thread each).
+function(llmrec_add_test name)
+  cmake_parse_arguments(ARG "TORCH" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE ${LLMREC_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock)
+  if(ARG_TORCH)
+    target_precompile_headers(${name} REUSE_FROM llmrec_pch)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set(env "LLMREC_SHARED_DIR=${LLMREC_SHARED_DIR};LLMREC_SOURCE_DIR=${PROJECT_SOURCE_DIR};OMP_NUM_THREADS=1")
+  if(NOT ARG_NP)
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}" LABELS "unit;${ARG_LABELS}")
+  else()
+    foreach(np IN LISTS ARG_NP)
+      add_test(NAME ${name}_np${np}
+               COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe
+                       -np ${np} -x OMP_NUM_THREADS=1 $<TARGET_FILE:${name}>)
+      # Ranks of one test share the machine's cores: never run two at once.
+      set_tests_properties(${name}_np${np} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}"
+                           LABELS "mpi;${ARG_LABELS}" RUN_SERIAL ON PROCESSORS ${np})
+    endforeach()
+  endif()
+endfunction()

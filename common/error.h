@@ -1,0 +1,68 @@
+#pragma once
+/// The one error model of llmrec: typed exceptions that carry a message
+/// naming what failed and where (file:line of a data row or config key, the
+/// rank and the collective), and that chain the earlier cause.
+///
+///   LLMREC_CHECK(n > 0, "batch_size must be positive, got {}", n);
+///   throw ConfigError(fmt::format("{}: unknown key '{}'", where, key));
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace llmrec {
+
+/// Base of every llmrec error. `what()` is the full message, ready to print.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Invalid configuration: a YAML file, an include, a --set override.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A file could not be read or written, or its contents are invalid.
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A collective failed (MPI/NCCL error, ranks disagree on a call).
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A collective did not complete within its timeout: a peer rank is dead or
+/// stalled. The communicator cannot be used afterwards; abort the job.
+class CommTimeout : public CommError {
+ public:
+  using CommError::CommError;
+};
+
+/// Wraps `cause` with context, keeping the original message:
+/// "while loading configs/x.yaml: <cause>".
+template <class E = Error>
+[[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context) {
+  throw E(context + ": " + cause.what());
+}
+
+namespace detail {
+[[noreturn]] void check_failed(const char* condition, const char* file, int line,
+                               const std::string& message);
+}  // namespace detail
+
+}  // namespace llmrec
+
+/// Throws llmrec::Error with the formatted message, the failed condition and
+/// the source location when `cond` is false.
+#define LLMREC_CHECK(cond, ...)                                                       \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      ::llmrec::detail::check_failed(#cond, __FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
+    }                                                                                 \
+  } while (0)

@@ -1,0 +1,592 @@
+#include "distributed/mpi_communicator.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "common/logging.h"
+#include "distributed/mpi_check.h"
+
+namespace llmrec {
+
+namespace detail {
+void mpi_failed(int code, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) len = 0;
+  throw CommError(fmt::format("{} failed: {} (MPI error {}, {}:{})", call,
+                              std::string(text, static_cast<std::size_t>(len)), code, file, line));
+}
+}  // namespace detail
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  if (MPI_Get_library_version(text, &len) != MPI_SUCCESS) return "unknown MPI";
+  std::string s(text, static_cast<std::size_t>(len));
+  auto comma = s.find(',');
+  return s.substr(0, comma);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// MPI counts are ints: larger reductions go in chunks of this many elements.
+constexpr std::int64_t kMaxChunk = std::int64_t{1} << 30;
+// How long a destroyed communicator waits at least for a timed-out
+// collective to complete before giving up on MPI_Finalize.
+constexpr double kMinDrainSeconds = 10.0;
+
+const char* thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "single";
+    case MPI_THREAD_FUNNELED: return "funneled";
+    case MPI_THREAD_SERIALIZED: return "serialized";
+    case MPI_THREAD_MULTIPLE: return "multiple";
+    default: return "unknown";
+  }
+}
+
+/// Process-wide MPI initialisation, shared by the communicators alive.
+class MpiRuntime {
+ public:
+  static std::shared_ptr<MpiRuntime> acquire() {
+    static std::mutex mutex;
+    static std::weak_ptr<MpiRuntime> current;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto rt = current.lock()) return rt;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) {
+      throw CommError("MPI was already finalised in this process: create one communicator per process "
+                      "and keep it for the whole run");
+    }
+    std::shared_ptr<MpiRuntime> rt(new MpiRuntime());
+    current = rt;
+    return rt;
+  }
+
+  ~MpiRuntime() {
+    if (owns_ && finalize_) MPI_Finalize();
+  }
+
+  int thread_level() const { return provided_; }
+  /// Called when a collective is stuck: MPI_Finalize would block forever.
+  void skip_finalize() { finalize_ = false; }
+
+ private:
+  MpiRuntime() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided_) != MPI_SUCCESS) {
+        throw CommError("MPI_Init_thread failed: is this binary started by a matching mpirun/srun?");
+      }
+      owns_ = true;
+    } else {
+      MPI_Query_thread(&provided_);
+    }
+    if (provided_ < MPI_THREAD_SERIALIZED) {
+      throw CommError(fmt::format(
+          "the MPI library ({}) provides thread level '{}', llmrec needs at least 'serialized' "
+          "(collectives run on a communication thread): use an MPI built with thread support",
+          mpi_library_version(), thread_level_name(provided_)));
+    }
+  }
+
+  int provided_ = MPI_THREAD_SINGLE;
+  bool owns_ = false;
+  bool finalize_ = true;
+};
+
+/// Thrown when every rank detects the same problem at the same point of a
+/// collective (e.g. mismatched sizes): the ranks stay in step, so the
+/// communicator remains usable.
+class AgreedError : public CommError {
+ public:
+  using CommError::CommError;
+};
+
+class MpiWork : public Work {
+ public:
+  MpiWork(std::string what, std::string tag) : what_(std::move(what)), tag_(std::move(tag)) {}
+
+  bool completed() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return done_;
+  }
+
+  void wait(Seconds timeout) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto ready = [&] { return done_; };
+    if (timeout.count() > 0) {
+      if (!cv_.wait_for(lock, timeout, ready)) {
+        throw CommTimeout(fmt::format("{}: {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
+      }
+    } else {
+      cv_.wait(lock, ready);
+    }
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  void finish(std::exception_ptr error) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+      error_ = std::move(error);
+    }
+    cv_.notify_all();
+  }
+
+  const std::string& what() const { return what_; }
+
+ private:
+  std::string what_;
+  std::string tag_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+};
+
+/// What a collective looks like from one rank; compared across ranks.
+enum class OpKind : std::int64_t { AllReduce = 1, Broadcast, AllGather, AllGatherV, Barrier };
+
+struct Signature {
+  std::int64_t kind = 0;
+  std::int64_t dtype = -1;
+  std::int64_t op_or_root = 0;
+  std::int64_t count = 0;       // elements; -1 where it may differ (all_gather_v)
+  std::int64_t shape_hash = 0;  // full shape (all_gather) or trailing dims (all_gather_v)
+};
+constexpr int kSignatureLen = 5;
+static_assert(sizeof(Signature) == kSignatureLen * sizeof(std::int64_t));
+
+std::int64_t shape_hash(at::IntArrayRef dims) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (auto d : dims) h = (h ^ static_cast<std::uint64_t>(d) ^ 0x9e37) * 1099511628211ULL;
+  return static_cast<std::int64_t>(h >> 1);
+}
+
+std::string describe(const Signature& s) {
+  std::string dtype = s.dtype < 0 ? std::string("-")
+                                   : std::string(c10::toString(static_cast<at::ScalarType>(s.dtype)));
+  switch (static_cast<OpKind>(s.kind)) {
+    case OpKind::AllReduce:
+      return fmt::format("all_reduce({}) {} x {}", reduce_op_name(static_cast<ReduceOp>(s.op_or_root)),
+                         dtype, s.count);
+    case OpKind::Broadcast:
+      return fmt::format("broadcast(root {}) {} x {}", s.op_or_root, dtype, s.count);
+    case OpKind::AllGather:
+      return fmt::format("all_gather {} x {} (shape #{:x})", dtype, s.count, s.shape_hash & 0xffff);
+    case OpKind::AllGatherV:
+      return fmt::format("all_gather_v {} (row shape #{:x})", dtype, s.shape_hash & 0xffff);
+    case OpKind::Barrier:
+      return "barrier";
+  }
+  return fmt::format("unknown collective {}", s.kind);
+}
+
+MPI_Datatype reduce_type(at::ScalarType t, const std::string& tag) {
+  switch (t) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kInt: return MPI_INT32_T;
+    case at::kLong: return MPI_INT64_T;
+    default:
+      throw CommError(fmt::format("{}: all_reduce supports float32, float64, int32 and int64 tensors, got {}",
+                                  tag, c10::toString(t)));
+  }
+}
+
+MPI_Op reduce_mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum:
+    case ReduceOp::Avg: return MPI_SUM;
+    case ReduceOp::Min: return MPI_MIN;
+    case ReduceOp::Max: return MPI_MAX;
+  }
+  return MPI_SUM;
+}
+
+void check_cpu(const at::Tensor& t, const char* op, const std::string& tag) {
+  if (!t.defined()) throw CommError(fmt::format("{}: {} got an undefined tensor", tag, op));
+  if (!t.device().is_cpu()) {
+    throw CommError(fmt::format("{}: the MPI backend's {} needs a CPU tensor, got one on {}", tag, op,
+                                t.device().str()));
+  }
+}
+
+int int_count(std::int64_t n, const char* what, const std::string& tag) {
+  if (n > INT_MAX) {
+    throw AgreedError(fmt::format("{}: {} of {} bytes exceeds MPI's 2 GiB count limit; split it", tag, what, n));
+  }
+  return static_cast<int>(n);
+}
+
+struct OpContext {
+  std::uint64_t seq;
+  std::string what;
+  Clock::time_point deadline;
+  double timeout_s;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(const CommConfig& config)
+      : runtime_(MpiRuntime::acquire()), config_(config) {
+    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
+    MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    MPI_Comm node = MPI_COMM_NULL;
+    MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
+    MPI_CHECK(MPI_Comm_size(node, &local_size_));
+    MPI_CHECK(MPI_Comm_free(&node));
+    char name[MPI_MAX_PROCESSOR_NAME] = {0};
+    int len = 0;
+    MPI_CHECK(MPI_Get_processor_name(name, &len));
+    host_.assign(name, static_cast<std::size_t>(len));
+    tag_ = fmt::format("rank {}/{}", rank_, size_);
+    worker_ = std::thread([this] { worker_loop(); });
+  }
+
+  ~MpiCommunicator() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+    if (!stuck_.empty() && !drain_stuck()) {
+      spdlog::warn("{}: a timed-out collective never completed; skipping MPI_Finalize", tag_);
+      runtime_->skip_finalize();
+      // MPI may still write these buffers: leak them rather than free them.
+      new std::vector<Stuck>(std::move(stuck_));
+      return;
+    }
+    MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
+  std::string host() const override { return host_; }
+  std::string describe() const override {
+    return fmt::format("mpi ({}, thread level {})", mpi_library_version(),
+                       thread_level_name(runtime_->thread_level()));
+  }
+
+  void all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts) override {
+    all_reduce_async(tensor, opts)->wait();
+  }
+
+  std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, const AllReduceOptions& opts) override {
+    check_cpu(tensor, "all_reduce", tag_);
+    MPI_Datatype type = reduce_type(tensor.scalar_type(), tag_);
+    Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
+                  static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
+    return enqueue(sig, opts.timeout, [this, tensor, type, op = opts.op](const OpContext& ctx) {
+      at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
+      auto* base = static_cast<char*>(buf.data_ptr());
+      const std::int64_t n = buf.numel();
+      const std::int64_t elem = buf.element_size();
+      std::int64_t off = 0;
+      do {  // one call even for an empty tensor: every rank takes part
+        int count = static_cast<int>(std::min(kMaxChunk, n - off));
+        MPI_Request req;
+        MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_, &req));
+        wait_request(req, ctx, {buf});
+        off += count;
+      } while (off < n);
+      if (op == ReduceOp::Avg && n > 0) {
+        if (buf.is_floating_point()) {
+          buf.div_(size_);
+        } else {
+          buf.div_(size_, "trunc");
+        }
+      }
+      if (!buf.is_same(tensor)) tensor.copy_(buf);
+    });
+  }
+
+  void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
+    check_cpu(tensor, "broadcast", tag_);
+    if (opts.root < 0 || opts.root >= size_) {
+      throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})",
+                                  tag_, opts.root, size_));
+    }
+    Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
+                  opts.root, tensor.numel(), 0};
+    enqueue(sig, opts.timeout, [this, tensor, root = opts.root](const OpContext& ctx) {
+      at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
+      auto* base = static_cast<char*>(buf.data_ptr());
+      const std::int64_t bytes = buf.numel() * buf.element_size();
+      std::int64_t off = 0;
+      do {
+        int count = static_cast<int>(std::min(kMaxChunk, bytes - off));
+        MPI_Request req;
+        MPI_CHECK(MPI_Ibcast(base + off, count, MPI_BYTE, root, comm_, &req));
+        wait_request(req, ctx, {buf});
+        off += count;
+      } while (off < bytes);
+      if (!buf.is_same(tensor)) tensor.copy_(buf);
+    })->wait();
+  }
+
+  at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
+    check_cpu(tensor, "all_gather", tag_);
+    Signature sig{static_cast<std::int64_t>(OpKind::AllGather), static_cast<std::int64_t>(tensor.scalar_type()),
+                  0, tensor.numel(), shape_hash(tensor.sizes())};
+    std::vector<std::int64_t> out_shape{size_};
+    out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+    at::Tensor out = at::empty(out_shape, tensor.options());
+    enqueue(sig, opts.timeout, [this, tensor, out](const OpContext& ctx) {
+      at::Tensor in = tensor.contiguous();
+      int bytes = int_count(in.numel() * in.element_size() * size_, "all_gather", tag_);
+      bytes /= size_;
+      MPI_Request req;
+      MPI_CHECK(MPI_Iallgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_, &req));
+      wait_request(req, ctx, {in, out});
+    })->wait();
+    return out;
+  }
+
+  std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
+    check_cpu(tensor, "all_gather_v", tag_);
+    if (tensor.dim() == 0) {
+      throw CommError(fmt::format("{}: all_gather_v needs a tensor with a first dimension, got a scalar",
+                                  tag_));
+    }
+    at::IntArrayRef row_shape = tensor.sizes().slice(1);
+    Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()),
+                  0, -1, shape_hash(row_shape)};
+    auto result = std::make_shared<std::vector<at::Tensor>>();
+    enqueue(sig, opts.timeout, [this, tensor, result](const OpContext& ctx) {
+      at::Tensor in = tensor.contiguous();
+      // MPI buffers are tensors so that a timed-out request can keep them alive.
+      at::Tensor mine = at::tensor({in.size(0)}, at::kLong);
+      at::Tensor rows_t = at::empty({size_}, at::kLong);
+      MPI_Request req;
+      MPI_CHECK(MPI_Iallgather(mine.data_ptr(), 1, MPI_INT64_T, rows_t.data_ptr(), 1, MPI_INT64_T, comm_, &req));
+      wait_request(req, ctx, {mine, rows_t});
+      std::vector<std::int64_t> rows(rows_t.data_ptr<std::int64_t>(), rows_t.data_ptr<std::int64_t>() + size_);
+      const std::int64_t row_bytes =
+          static_cast<std::int64_t>(c10::multiply_integers(in.sizes().slice(1))) * in.element_size();
+      std::int64_t total_rows = 0;
+      for (auto r : rows) total_rows += r;
+      int_count(total_rows * row_bytes, "all_gather_v", tag_);
+      std::vector<int> counts(rows.size()), displs(rows.size());
+      for (std::size_t r = 0, at_byte = 0; r < rows.size(); ++r) {
+        counts[r] = static_cast<int>(rows[r] * row_bytes);
+        displs[r] = static_cast<int>(at_byte);
+        at_byte += static_cast<std::size_t>(counts[r]);
+      }
+      std::vector<std::int64_t> shape(in.sizes().begin(), in.sizes().end());
+      shape[0] = total_rows;
+      at::Tensor out = at::empty(shape, in.options());
+      MPI_CHECK(MPI_Iallgatherv(in.data_ptr(), counts[static_cast<std::size_t>(rank_)], MPI_BYTE,
+                                out.data_ptr(), counts.data(), displs.data(), MPI_BYTE, comm_, &req));
+      wait_request(req, ctx, {in, out});
+      std::int64_t start = 0;
+      for (auto r : rows) {
+        result->push_back(out.narrow(0, start, r));
+        start += r;
+      }
+    })->wait();
+    return std::move(*result);
+  }
+
+  void barrier(const CollectiveOptions& opts) override {
+    Signature sig{static_cast<std::int64_t>(OpKind::Barrier), -1, 0, 0, 0};
+    enqueue(sig, opts.timeout, [this](const OpContext& ctx) {
+      MPI_Request req;
+      MPI_CHECK(MPI_Ibarrier(comm_, &req));
+      wait_request(req, ctx, {});
+    })->wait();
+  }
+
+  [[noreturn]] void abort(int code) override {
+    logging_flush();
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+  }
+
+ private:
+  struct Task {
+    std::shared_ptr<MpiWork> work;
+    Signature signature;
+    Seconds timeout;
+    std::function<void(const OpContext&)> run;
+  };
+
+  std::shared_ptr<Work> enqueue(const Signature& sig, Seconds timeout,
+                                   std::function<void(const OpContext&)> run) {
+    if (timeout.count() <= 0) timeout = Seconds(config_.timeout_s);
+    std::shared_ptr<MpiWork> work;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++issued_;
+      work = std::make_shared<MpiWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_), tag_);
+      queue_.push_back({work, sig, timeout, std::move(run)});
+    }
+    cv_.notify_all();
+    return work;
+  }
+
+  void worker_loop() {
+    std::uint64_t seq = 0;
+    while (true) {
+      Task task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      ++seq;
+      if (!broken_.empty()) {
+        task.work->finish(std::make_exception_ptr(CommError(fmt::format(
+            "{}: {} not run: the communicator failed earlier ({})", tag_, task.work->what(), broken_))));
+        continue;
+      }
+      OpContext ctx{seq, task.work->what(),
+                    Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout), task.timeout.count()};
+      try {
+        if (config_.verify && size_ > 1) verify(ctx, task.signature);
+        task.run(ctx);
+        task.work->finish(nullptr);
+      } catch (const AgreedError&) {
+        task.work->finish(std::current_exception());
+      } catch (const CommTimeout& e) {
+        broken_ = e.what();
+        task.work->finish(std::current_exception());
+      } catch (const std::exception& e) {
+        broken_ = fmt::format("{}: {} failed: {}", tag_, ctx.what, e.what());
+        task.work->finish(std::make_exception_ptr(CommError(broken_)));
+      }
+    }
+  }
+
+  /// Polls `req` until it completes or the deadline passes. Spins (yielding)
+  /// briefly for low latency, then sleeps with backoff so a waiting
+  /// communication thread does not steal a core from compute.
+  /// `buffers` are the tensors MPI reads or writes: if the request times
+  /// out they are kept alive, since MPI may still write them later.
+  void wait_request(MPI_Request& req, const OpContext& ctx, std::vector<at::Tensor> buffers) {
+    auto start = Clock::now();
+    auto nap = std::chrono::microseconds(20);
+    while (true) {
+      int done = 0;
+      MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+      if (done) return;
+      auto now = Clock::now();
+      if (now >= ctx.deadline) {
+        stuck_.push_back({req, std::move(buffers)});
+        throw CommTimeout(fmt::format(
+            "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s): another rank is "
+            "dead, stalled, or called a different collective. The communicator is unusable; abort the job.",
+            tag_, host_, ctx.what, ctx.timeout_s));
+      }
+      if (now - start < std::chrono::microseconds(200)) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(nap);
+        nap = std::min(nap * 2, std::chrono::microseconds(1000));
+      }
+    }
+  }
+
+  /// Compares this rank's signature with every other rank's (one small
+  /// all-reduce of max(s) and max(-s)); on a mismatch, gathers them all so
+  /// that every rank can say who passed what.
+  void verify(const OpContext& ctx, const Signature& sig) {
+    at::Tensor mine = at::empty({kSignatureLen}, at::kLong);
+    std::memcpy(mine.data_ptr(), &sig, sizeof(sig));
+    at::Tensor both = at::cat({mine, -mine});
+    MPI_Request req;
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, both.data_ptr(), 2 * kSignatureLen, MPI_INT64_T, MPI_MAX, comm_, &req));
+    wait_request(req, ctx, {both});
+    const auto* buf = both.data_ptr<std::int64_t>();
+    bool same = true;
+    for (int i = 0; i < kSignatureLen; ++i) same = same && buf[i] == -buf[kSignatureLen + i];
+    if (same) return;
+    at::Tensor all_t = at::empty({size_, kSignatureLen}, at::kLong);
+    MPI_CHECK(MPI_Iallgather(mine.data_ptr(), kSignatureLen, MPI_INT64_T, all_t.data_ptr(), kSignatureLen,
+                             MPI_INT64_T, comm_, &req));
+    wait_request(req, ctx, {mine, all_t});
+    std::vector<Signature> all(static_cast<std::size_t>(size_));
+    std::memcpy(all.data(), all_t.data_ptr(), all.size() * sizeof(Signature));
+    std::string detail;
+    for (int r = 0; r < size_; ++r) {
+      detail += fmt::format("\n    rank {}: {}", r, llmrec::describe(all[static_cast<std::size_t>(r)]));
+    }
+    throw AgreedError(fmt::format("{}: collective #{} differs between ranks (every rank must call the same "
+                                  "collective with the same dtype, size, op and root):{}",
+                                  tag_, ctx.seq, detail));
+  }
+
+  /// After a timeout the stuck request may still complete (a slow rank that
+  /// caught up); wait for it a bounded time so that MPI can finalise.
+  bool drain_stuck() {
+    const Seconds grace(std::max(config_.timeout_s, kMinDrainSeconds));
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(grace);
+    for (auto& stuck : stuck_) {
+      while (true) {
+        int done = 0;
+        if (MPI_Test(&stuck.request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+        if (done) break;
+        if (Clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    stuck_.clear();
+    return true;
+  }
+
+  std::shared_ptr<MpiRuntime> runtime_;
+  CommConfig config_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  std::string host_;
+  std::string tag_;  // "rank R/W", in every message
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stop_ = false;
+  std::uint64_t issued_ = 0;
+  std::thread worker_;
+
+  // Worker-thread state.
+  std::string broken_;
+  /// Requests that timed out, with the buffers MPI may still write.
+  struct Stuck {
+    MPI_Request request;
+    std::vector<at::Tensor> buffers;
+  };
+  std::vector<Stuck> stuck_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> mpi_communicator_create(const CommConfig& config) {
+  return std::make_unique<MpiCommunicator>(config);
+}
+
+}  // namespace llmrec

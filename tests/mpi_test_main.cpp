@@ -1,0 +1,52 @@
+// main() for multi-rank GoogleTest binaries: one communicator for the whole
+// process; only rank 0 prints the test progress, every rank's failures are
+// printed with its rank, and the exit code is the worst over the ranks.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "common/logging.h"
+#include "tests/mpi_test_main.h"
+
+namespace llmrec::testing {
+namespace {
+std::unique_ptr<Communicator> g_comm;
+
+// On ranks other than 0: print failed assertions only, tagged with the rank.
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (!r.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
+                 r.line_number(), r.summary());
+  }
+
+ private:
+  int rank_;
+};
+}  // namespace
+Communicator& test_comm() { return *g_comm; }
+}  // namespace llmrec::testing
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  llmrec::CommConfig config;
+  config.timeout_s = 60;  // a wrong test must fail, not hang CTest
+  llmrec::testing::g_comm = llmrec::communicator_create(config);
+  auto& comm = *llmrec::testing::g_comm;
+  llmrec::logging_init(llmrec::LogConfig{}, comm.rank(), comm.size());
+  if (comm.rank() != 0) {
+    // Keep rank 0's full report; other ranks print failures only.
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new llmrec::testing::FailurePrinter(comm.rank()));
+  }
+  int rc = RUN_ALL_TESTS();
+  at::Tensor worst = at::tensor({rc}, at::kInt);
+  comm.all_reduce(worst, {llmrec::ReduceOp::Max});
+  rc = worst.item<int>();
+  if (comm.rank() == 0 && rc != 0) std::fprintf(stderr, "a test failed on at least one rank\n");
+  llmrec::testing::g_comm.reset();
+  return rc;
+}
