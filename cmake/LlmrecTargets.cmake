@@ -7,11 +7,20 @@ target_link_libraries(llmrec_pch PUBLIC llmrec_torch)
 target_compile_options(llmrec_pch PRIVATE ${LLMREC_WARNINGS})
 target_precompile_headers(llmrec_pch PRIVATE <ATen/ATen.h> <vector> <string> <memory>)
 
-# llmrec_add_library(<folder> SOURCES ... DEPS ... [TORCH])
+# The same for code that uses the LibTorch C++ frontend (torch::nn modules,
+# autograd, optimizers): <torch/torch.h> costs ~15-40 s per translation unit.
+add_library(llmrec_pch_nn STATIC ${PROJECT_SOURCE_DIR}/cmake/pch.cpp)
+target_link_libraries(llmrec_pch_nn PUBLIC llmrec_torch)
+target_compile_options(llmrec_pch_nn PRIVATE ${LLMREC_WARNINGS})
+target_precompile_headers(llmrec_pch_nn PRIVATE <torch/torch.h> <vector> <string> <memory>)
+
+# llmrec_add_library(<folder> SOURCES ... DEPS ... [TORCH | NN])
+#   TORCH: links LibTorch and reuses the <ATen/ATen.h> precompiled header;
+#   NN: the same with the <torch/torch.h> precompiled header.
 #   Creates the static library llmrec_<folder>; headers are included as
 #   "<folder>/<file>.h" from the project root.
 function(llmrec_add_library folder)
-  cmake_parse_arguments(ARG "TORCH" "" "SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH;NN" "" "SOURCES;DEPS" ${ARGN})
   set(target llmrec_${folder})
   add_library(${target} STATIC ${ARG_SOURCES})
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
@@ -20,19 +29,24 @@ function(llmrec_add_library folder)
   if(ARG_TORCH)
     target_link_libraries(${target} PUBLIC llmrec_torch)
     target_precompile_headers(${target} REUSE_FROM llmrec_pch)
+  elseif(ARG_NN)
+    target_link_libraries(${target} PUBLIC llmrec_torch)
+    target_precompile_headers(${target} REUSE_FROM llmrec_pch_nn)
   endif()
 endfunction()
 
-# llmrec_add_test(<name> SOURCES ... DEPS ... [TORCH] [NP n...] [LABELS ...])
+# llmrec_add_test(<name> SOURCES ... DEPS ... [TORCH | NN] [NP n...] [LABELS ...])
 #   One GoogleTest executable. Without NP it runs as one process; with NP it
 #   is registered once per world size under mpirun (one OpenMP thread each).
 function(llmrec_add_test name)
-  cmake_parse_arguments(ARG "TORCH" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH;NN" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${LLMREC_WARNINGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock)
   if(ARG_TORCH)
     target_precompile_headers(${name} REUSE_FROM llmrec_pch)
+  elseif(ARG_NN)
+    target_precompile_headers(${name} REUSE_FROM llmrec_pch_nn)
   endif()
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
