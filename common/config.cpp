@@ -306,6 +306,17 @@ std::string config_convert(const ConfigNode& node, std::vector<std::string>& out
   return {};
 }
 
+std::string config_convert(const ConfigNode& node, std::map<std::string, double>& out) {
+  if (node.kind != ConfigNode::Kind::Map) return "must be a mapping of names to numbers";
+  out.clear();
+  for (const auto& [key, value] : node.map) {
+    double v = 0;
+    if (!config_convert(value, v).empty()) return fmt::format("must map names to numbers ('{}' is not a number)", key);
+    out[key] = v;
+  }
+  return {};
+}
+
 std::string config_format(bool v) { return v ? "true" : "false"; }
 std::string config_format(int v) { return std::to_string(v); }
 std::string config_format(std::int64_t v) { return std::to_string(v); }
@@ -313,12 +324,19 @@ std::string config_format(double v) { return fmt::format("{}", v); }
 std::string config_format(const std::string& v) { return v; }
 std::string config_format(const std::vector<std::string>& v) { return "[" + join(v) + "]"; }
 
+std::string config_format(const std::map<std::string, double>& v) {
+  std::string s;
+  for (const auto& [k, x] : v) s += (s.empty() ? "" : ", ") + k + ": " + config_format(x);
+  return "{" + s + "}";
+}
+
 std::string config_type_name(const bool*) { return "bool"; }
 std::string config_type_name(const int*) { return "int"; }
 std::string config_type_name(const std::int64_t*) { return "int"; }
 std::string config_type_name(const double*) { return "float"; }
 std::string config_type_name(const std::string*) { return "string"; }
 std::string config_type_name(const std::vector<std::string>*) { return "list of strings"; }
+std::string config_type_name(const std::map<std::string, double>*) { return "map of numbers"; }
 
 // ---------------------------------------------------------------- reader
 
@@ -422,6 +440,11 @@ void ConfigWriter::write_scalar(const char* key, const std::vector<std::string>&
   impl_->out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const auto& s : v) impl_->out << YAML::DoubleQuoted << s;
   impl_->out << YAML::EndSeq;
+}
+void ConfigWriter::write_scalar(const char* key, const std::map<std::string, double>& v) {
+  impl_->out << YAML::Key << key << YAML::Value << YAML::BeginMap;
+  for (const auto& [k, x] : v) impl_->out << YAML::Key << k << YAML::Value << config_format(x);
+  impl_->out << YAML::EndMap;
 }
 void ConfigWriter::begin_section(const char* key) {
   impl_->out << YAML::Key << key << YAML::Value << YAML::BeginMap;

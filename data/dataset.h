@@ -1,0 +1,108 @@
+#pragma once
+/// The prepared dataset file (HDF5; layout in docs/data-format.md): writing
+/// it, and reading it the way each rank needs it: the item table whole, the
+/// users and their events only for the rank's slice (hyperslabs).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llmrec {
+
+constexpr const char* kDatasetFormat = "llmrec-dataset";
+constexpr std::int64_t kDatasetVersion = 1;
+
+/// Every item of the catalogue, in dataset item id order.
+struct ItemTable {
+  std::vector<std::string> ids;         ///< raw item ids
+  std::vector<std::string> categories;  ///< "" when no category column
+  std::vector<std::string> texts;       ///< joined text the tokens come from
+  std::vector<std::int32_t> tokens;     ///< [items, text_len], [CLS] ... [SEP], padded with the pad id
+  std::vector<std::int32_t> length;     ///< real tokens per item
+  std::vector<std::int64_t> train_count;///< training events per item (popularity)
+  std::vector<std::uint8_t> cold;       ///< 1 = no training event
+};
+
+/// Users in dataset order and their time-sorted events (CSR).
+struct UserTable {
+  std::vector<std::string> ids;
+  std::vector<std::int64_t> offsets;    ///< users + 1; events of user u: [offsets[u], offsets[u+1])
+  std::vector<std::int64_t> train_end;  ///< training events of user u: the first train_end of them
+  std::vector<std::int64_t> valid;      ///< absolute event index, -1 = none
+  std::vector<std::int64_t> test;       ///< absolute event index, -1 = none
+};
+
+struct EventTable {
+  std::vector<std::int32_t> item;
+  std::vector<std::int64_t> time;    ///< unix seconds
+  std::vector<std::uint8_t> type;    ///< index into event_types
+  std::vector<float> weight;         ///< loss weight (data.event_weights)
+  std::vector<float> rating;         ///< NaN when none
+  std::vector<std::vector<std::int32_t>> context;  ///< per context column: index into its values
+};
+
+/// Everything a dataset file holds.
+struct DatasetArrays {
+  std::vector<std::string> vocab;
+  int text_len = 0;
+  std::vector<std::string> event_types;
+  std::vector<std::string> context_names;
+  std::vector<std::vector<std::string>> context_values;
+  bool has_rating = false;
+  ItemTable items;
+  UserTable users;
+  EventTable events;
+};
+
+/// Writes `data` to `path` atomically, with the resolved config and the
+/// preparation report as attributes.
+void dataset_write(const std::string& path, const DatasetArrays& data, const std::string& config_yaml,
+                   const std::string& report_json, const std::string& split);
+
+/// A slice of users [begin, end) with their events; offsets are relative
+/// to the slice's first event, valid/test indices too (-1 = none).
+struct UserSlice {
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+  std::int64_t first_event = 0;  ///< dataset index of the slice's first event
+  UserTable users;    ///< ids, offsets (end-begin+1, from 0), train_end, valid, test
+  EventTable events;  ///< item, time, type, weight (rating and context not read)
+};
+
+/// Read access; every read is checked (Fletcher32) and bounds-checked.
+class DatasetFile {
+ public:
+  /// Opens and validates format, version and the consistency of the sizes.
+  explicit DatasetFile(const std::string& path);
+  ~DatasetFile();
+  DatasetFile(DatasetFile&&) noexcept;
+  DatasetFile& operator=(DatasetFile&&) noexcept;
+
+  const std::string& path() const;
+  std::int64_t num_users() const { return num_users_; }
+  std::int64_t num_items() const { return num_items_; }
+  std::int64_t num_events() const { return num_events_; }
+  int text_len() const { return text_len_; }
+  std::string split() const;
+  std::string config_yaml() const;
+  std::string report_json() const;
+
+  std::vector<std::string> vocab() const;
+  std::vector<std::string> event_types() const;
+  /// The whole item table (every rank needs every item's text).
+  ItemTable read_items() const;
+  /// Per-user training event counts of all users (for sharding; U values).
+  std::vector<std::int64_t> read_train_end() const;
+  /// Users [begin, end) and only their events (hyperslab reads).
+  UserSlice read_users(std::int64_t begin, std::int64_t end) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::int64_t num_users_ = 0;
+  std::int64_t num_items_ = 0;
+  std::int64_t num_events_ = 0;
+  int text_len_ = 0;
+};
+
+}  // namespace llmrec

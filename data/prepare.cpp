@@ -1,0 +1,593 @@
+#include "data/prepare.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/error.h"
+#include "common/hdf5.h"
+#include "data/csv.h"
+#include "data/dataset.h"
+#include "data/text.h"
+#include "data/vocab_builder.h"
+#include "data/wordpiece.h"
+
+namespace llmrec {
+namespace {
+
+std::string detect_format(const std::string& path, const std::string& configured) {
+  if (configured != "auto") return configured;
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext == ".csv") return "csv";
+  if (ext == ".tsv" || ext == ".tab") return "tsv";
+  if (ext == ".jsonl" || ext == ".ndjson") return "jsonl";
+  throw ConfigError(fmt::format("{}: cannot tell the format from the extension '{}'; set data.format to csv, tsv "
+                                "or jsonl", path, ext));
+}
+
+/// Rows of a CSV/TSV/JSONL file as the values of the wanted columns.
+class RowSource {
+ public:
+  enum class Status { Row, End, Bad };
+
+  /// `wanted`: column name and the config key that names it (for messages);
+  /// an empty name means "not used" and yields "".
+  RowSource(const std::string& path, const std::string& format,
+            const std::vector<std::pair<std::string, std::string>>& wanted)
+      : path_(path), format_(format), wanted_(wanted) {
+    if (format_ == "jsonl") {
+      in_.open(path, std::ios::binary);
+      if (!in_) throw IoError(fmt::format("cannot open {}", path));
+      return;
+    }
+    csv_ = std::make_unique<CsvReader>(path, format_ == "tsv" ? '\t' : ',');
+    std::vector<std::string> header;
+    std::int64_t line = 0;
+    std::string reason;
+    auto st = csv_->next(header, line, reason);
+    if (st == CsvReader::Status::End) throw IoError(fmt::format("{}: empty file (no header line)", path));
+    if (st == CsvReader::Status::Malformed) throw IoError(fmt::format("{}:{}: bad header line: {}", path, line, reason));
+    columns_ = header.size();
+    for (const auto& [name, key] : wanted_) {
+      if (name.empty()) {
+        index_.push_back(-1);
+        continue;
+      }
+      auto it = std::find(header.begin(), header.end(), name);
+      if (it == header.end()) {
+        std::string all;
+        for (const auto& h : header) all += (all.empty() ? "" : ", ") + h;
+        throw IoError(fmt::format("{}:1: no column '{}' in the header (columns: {}); set {} to the right name", path,
+                                  name, all, key));
+      }
+      index_.push_back(static_cast<int>(it - header.begin()));
+    }
+  }
+
+  Status next(std::vector<std::string>& values, std::int64_t& line, std::string& reason) {
+    values.assign(wanted_.size(), std::string());
+    if (csv_) {
+      auto st = csv_->next(fields_, line, reason);
+      if (st == CsvReader::Status::End) return Status::End;
+      if (st == CsvReader::Status::Malformed) {
+        reason = "malformed " + format_ + ": " + reason;
+        return Status::Bad;
+      }
+      if (fields_.size() != columns_) {
+        if (fields_.size() == 1 && fields_[0].empty()) return next(values, line, reason);  // blank line
+        reason = fmt::format("expected {} fields, got {}", columns_, fields_.size());
+        return Status::Bad;
+      }
+      for (std::size_t k = 0; k < index_.size(); ++k) {
+        if (index_[k] >= 0) values[k] = fields_[static_cast<std::size_t>(index_[k])];  // a column may be wanted twice
+      }
+      return Status::Row;
+    }
+    std::string text;
+    while (true) {
+      if (!std::getline(in_, text)) return Status::End;
+      line = ++jsonl_line_;
+      if (!text.empty() && text.back() == '\r') text.pop_back();
+      if (text.find_first_not_of(" \t") != std::string::npos) break;
+    }
+    nlohmann::json obj = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (obj.is_discarded() || !obj.is_object()) {
+      reason = "malformed jsonl: not a JSON object";
+      return Status::Bad;
+    }
+    for (std::size_t k = 0; k < wanted_.size(); ++k) {
+      const std::string& name = wanted_[k].first;
+      if (name.empty()) continue;
+      auto it = obj.find(name);
+      if (it == obj.end() || it->is_null()) continue;  // missing: "" (required fields are checked by the caller)
+      if (it->is_string()) {
+        values[k] = it->get<std::string>();
+      } else if (it->is_number_integer() || it->is_number_unsigned()) {
+        values[k] = it->dump();
+      } else if (it->is_number_float()) {
+        values[k] = it->dump();
+      } else if (it->is_boolean()) {
+        values[k] = it->get<bool>() ? "true" : "false";
+      } else {
+        reason = fmt::format("field '{}' is not a string or a number", name);
+        return Status::Bad;
+      }
+    }
+    return Status::Row;
+  }
+
+ private:
+  std::string path_;
+  std::string format_;
+  std::vector<std::pair<std::string, std::string>> wanted_;
+  std::unique_ptr<CsvReader> csv_;
+  std::ifstream in_;
+  std::int64_t jsonl_line_ = 0;
+  std::size_t columns_ = 0;
+  std::vector<int> index_;
+  std::vector<std::string> fields_;
+};
+
+/// Applies the bad-row policy and keeps the counts.
+class BadRows {
+ public:
+  BadRows(const DataConfig& config, PrepareReport::Source& report) : config_(config), report_(report) {}
+
+  void add(std::int64_t line, const std::string& reason, const std::string& detail = "") {
+    std::string where = fmt::format("{}:{}", report_.path, line);
+    if (config_.on_error == "error") {
+      throw IoError(fmt::format("{}: {}{} (data.on_error: skip would skip and count such rows)", where, reason,
+                                detail.empty() ? "" : ": " + detail));
+    }
+    ++report_.skipped[reason];
+    auto& ex = report_.examples[reason];
+    if (static_cast<int>(ex.size()) < config_.show_errors) ex.push_back(detail.empty() ? where : where + ": " + detail);
+  }
+
+ private:
+  const DataConfig& config_;
+  PrepareReport::Source& report_;
+};
+
+std::string shorten(const std::string& s) { return s.size() <= 60 ? s : s.substr(0, 57) + "..."; }
+
+struct Event {
+  std::int32_t user;
+  std::int32_t item;
+  std::int64_t time;
+  std::uint8_t type;
+  float rating;
+  std::int64_t line;
+  std::vector<std::int32_t> context;
+};
+
+}  // namespace
+
+PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved_yaml) {
+  if (cfg.interactions.empty() || cfg.catalogue.empty()) {
+    throw ConfigError("data.interactions and data.catalogue must name the raw files to prepare");
+  }
+  if (cfg.split == "leave_last_out" && cfg.min_user_events < 3) {
+    throw ConfigError(fmt::format("data.min_user_events is {}, but the leave_last_out split needs at least 3 "
+                                  "events per user (train, valid, test)", cfg.min_user_events));
+  }
+  std::int64_t cut = 0;
+  if (cfg.split == "temporal") {
+    auto c = parse_timestamp(cfg.cut, "auto");
+    if (!c) throw ConfigError(fmt::format("data.cut '{}' is not a time (unix seconds or ISO 8601)", cfg.cut));
+    cut = *c;
+  }
+  PrepareReport report;
+
+  // ---- catalogue
+  report.catalogue.path = cfg.catalogue;
+  std::vector<std::pair<std::string, std::string>> cat_cols = {{cfg.catalogue_columns.item, "data.catalogue_columns.item"},
+                                                               {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
+  for (const auto& t : cfg.catalogue_columns.text) cat_cols.emplace_back(t, "data.catalogue_columns.text");
+  std::vector<std::string> item_ids, item_texts, item_categories;
+  std::unordered_map<std::string, std::int32_t> item_index;
+  std::unordered_map<std::string, std::int64_t> item_line;
+  {
+    RowSource src(cfg.catalogue, detect_format(cfg.catalogue, cfg.format), cat_cols);
+    BadRows bad(cfg, report.catalogue);
+    std::vector<std::string> v;
+    std::int64_t line = 0;
+    std::string reason;
+    while (true) {
+      auto st = src.next(v, line, reason);
+      if (st == RowSource::Status::End) break;
+      ++report.catalogue.rows_read;
+      if (st == RowSource::Status::Bad) {
+        bad.add(line, reason);
+        continue;
+      }
+      bool utf8_ok = true;
+      for (std::size_t k = 0; k < v.size() && utf8_ok; ++k) {
+        if (!utf8_valid(v[k])) {
+          bad.add(line, "invalid UTF-8", fmt::format("in column '{}'", cat_cols[k].first));
+          utf8_ok = false;
+        }
+      }
+      if (!utf8_ok) continue;
+      if (v[0].empty()) {
+        bad.add(line, "missing item id", fmt::format("column '{}' is empty", cat_cols[0].first));
+        continue;
+      }
+      if (item_index.count(v[0])) {
+        bad.add(line, "duplicate item id", fmt::format("'{}' first defined at line {}", shorten(v[0]), item_line[v[0]]));
+        continue;
+      }
+      std::string text;
+      for (std::size_t k = 2; k < v.size(); ++k) {
+        if (v[k].empty()) continue;
+        if (!text.empty()) text += " ; ";
+        text += v[k];
+      }
+      if (text.empty()) {
+        bad.add(line, "missing item text", fmt::format("item '{}' has no text in any text column", shorten(v[0])));
+        continue;
+      }
+      if (utf8_length(text) > static_cast<std::size_t>(cfg.max_text_chars)) {
+        bad.add(line, "over-long text", fmt::format("item '{}': {} characters > data.max_text_chars {}",
+                                                    shorten(v[0]), utf8_length(text), cfg.max_text_chars));
+        continue;
+      }
+      item_index.emplace(v[0], static_cast<std::int32_t>(item_ids.size()));
+      item_line.emplace(v[0], line);
+      item_ids.push_back(v[0]);
+      item_categories.push_back(v[1]);
+      item_texts.push_back(std::move(text));
+      ++report.catalogue.rows_kept;
+    }
+  }
+  if (item_ids.empty()) throw IoError(fmt::format("{}: no valid catalogue rows", cfg.catalogue));
+
+  // ---- interactions
+  report.interactions.path = cfg.interactions;
+  const auto& c = cfg.columns;
+  std::vector<std::pair<std::string, std::string>> cols = {{c.user, "data.columns.user"},
+                                                           {c.item, "data.columns.item"},
+                                                           {c.time, "data.columns.time"},
+                                                           {c.event, "data.columns.event"},
+                                                           {c.rating, "data.columns.rating"}};
+  for (const auto& x : c.context) cols.emplace_back(x, "data.columns.context");
+  std::vector<std::string> event_types;
+  std::vector<float> event_weights;
+  for (const auto& [name, w] : cfg.event_weights) {
+    event_types.push_back(name);
+    event_weights.push_back(static_cast<float>(w));
+  }
+  if (c.event.empty()) {
+    event_types = {"event"};
+    event_weights = {1.0f};
+  }
+  std::string known_events;
+  for (const auto& e : event_types) known_events += (known_events.empty() ? "" : ", ") + e;
+
+  std::vector<std::string> user_ids;
+  std::unordered_map<std::string, std::int32_t> user_index;
+  std::vector<std::vector<std::string>> context_values(c.context.size());
+  std::vector<std::unordered_map<std::string, std::int32_t>> context_index(c.context.size());
+  std::vector<Event> events;
+  {
+    RowSource src(cfg.interactions, detect_format(cfg.interactions, cfg.format), cols);
+    BadRows bad(cfg, report.interactions);
+    // Duplicate detection on (user, item, time, event) -> first line.
+    struct KeyHash {
+      std::size_t operator()(const std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>& k) const {
+        std::size_t h = std::hash<std::int64_t>()(std::get<2>(k));
+        h ^= std::hash<std::int64_t>()((std::int64_t(std::get<0>(k)) << 32) | std::uint32_t(std::get<1>(k))) + 0x9e3779b9 + (h << 6) + (h >> 2);
+        return h ^ std::get<3>(k);
+      }
+    };
+    std::unordered_map<std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>, std::int64_t, KeyHash> seen;
+    std::vector<std::string> v;
+    std::int64_t line = 0;
+    std::string reason;
+    while (true) {
+      auto st = src.next(v, line, reason);
+      if (st == RowSource::Status::End) break;
+      ++report.interactions.rows_read;
+      if (st == RowSource::Status::Bad) {
+        bad.add(line, reason);
+        continue;
+      }
+      bool ok = true;
+      for (std::size_t k = 0; k < v.size() && ok; ++k) {
+        if (!utf8_valid(v[k])) {
+          bad.add(line, "invalid UTF-8", fmt::format("in column '{}'", cols[k].first));
+          ok = false;
+        }
+      }
+      if (!ok) continue;
+      for (std::size_t k = 0; k < 4 && ok; ++k) {
+        if (!cols[k].first.empty() && v[k].empty()) {
+          bad.add(line, "missing field", fmt::format("column '{}' is empty", cols[k].first));
+          ok = false;
+        }
+      }
+      if (!ok) continue;
+      auto item = item_index.find(v[1]);
+      if (item == item_index.end()) {
+        bad.add(line, "unknown item id", fmt::format("'{}' is not in the catalogue {}", shorten(v[1]), cfg.catalogue));
+        continue;
+      }
+      auto t = parse_timestamp(v[2], cfg.time_format);
+      if (!t) {
+        bad.add(line, "bad timestamp", fmt::format("'{}' is not a {} time", shorten(v[2]),
+                                                   cfg.time_format == "auto" ? "unix or ISO 8601" : cfg.time_format));
+        continue;
+      }
+      std::uint8_t type = 0;
+      if (!c.event.empty()) {
+        auto it = std::find(event_types.begin(), event_types.end(), v[3]);
+        if (it == event_types.end()) {
+          bad.add(line, "unknown event type", fmt::format("'{}' (data.event_weights has: {})", shorten(v[3]), known_events));
+          continue;
+        }
+        type = static_cast<std::uint8_t>(it - event_types.begin());
+      }
+      float rating = std::nanf("");
+      if (!c.rating.empty() && !v[4].empty()) {
+        char* end = nullptr;
+        double r = std::strtod(v[4].c_str(), &end);
+        if (end != v[4].c_str() + v[4].size() || !std::isfinite(r)) {
+          bad.add(line, "bad rating", fmt::format("'{}' is not a number", shorten(v[4])));
+          continue;
+        }
+        rating = static_cast<float>(r);
+      }
+      auto [uit, inserted] = user_index.emplace(v[0], static_cast<std::int32_t>(user_ids.size()));
+      if (inserted) user_ids.push_back(v[0]);
+      auto key = std::make_tuple(uit->second, item->second, *t, type);
+      auto [dup, fresh] = seen.emplace(key, line);
+      if (!fresh) {
+        bad.add(line, "duplicate event", fmt::format("same user, item, time and event as line {}", dup->second));
+        continue;
+      }
+      Event e{uit->second, item->second, *t, type, rating, line, {}};
+      for (std::size_t k = 0; k < c.context.size(); ++k) {
+        auto [cit, added] = context_index[k].emplace(v[5 + k], static_cast<std::int32_t>(context_values[k].size()));
+        if (added) context_values[k].push_back(v[5 + k]);
+        e.context.push_back(cit->second);
+      }
+      events.push_back(std::move(e));
+      ++report.interactions.rows_kept;
+    }
+  }
+  report.events_after_validation = static_cast<std::int64_t>(events.size());
+  report.users_seen = static_cast<std::int64_t>(user_ids.size());
+
+  // ---- per-user time order, k-core, min events
+  std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) {
+    return a.user != b.user ? a.user < b.user : (a.time != b.time ? a.time < b.time : a.line < b.line);
+  });
+  std::vector<char> alive(events.size(), 1);
+  auto count_by = [&](auto key, std::size_t n) {
+    std::vector<std::int64_t> cnt(n, 0);
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      if (alive[i]) ++cnt[static_cast<std::size_t>(key(events[i]))];
+    }
+    return cnt;
+  };
+  if (cfg.kcore > 0) {
+    std::vector<char> item_had(item_ids.size(), 0), user_had(user_ids.size(), 0);
+    for (const auto& e : events) item_had[e.item] = user_had[e.user] = 1;
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      auto uc = count_by([](const Event& e) { return e.user; }, user_ids.size());
+      auto ic = count_by([](const Event& e) { return e.item; }, item_ids.size());
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        if (alive[i] && (uc[events[i].user] < cfg.kcore || ic[events[i].item] < cfg.kcore)) {
+          alive[i] = 0;
+          ++report.kcore_events_removed;
+          changed = true;
+        }
+      }
+    }
+    auto uc = count_by([](const Event& e) { return e.user; }, user_ids.size());
+    auto ic = count_by([](const Event& e) { return e.item; }, item_ids.size());
+    for (std::size_t u = 0; u < uc.size(); ++u) report.kcore_users_removed += user_had[u] && uc[u] == 0;
+    for (std::size_t i = 0; i < ic.size(); ++i) report.kcore_items_removed += item_had[i] && ic[i] == 0;
+  }
+  {
+    auto uc = count_by([](const Event& e) { return e.user; }, user_ids.size());
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      if (alive[i] && uc[events[i].user] < cfg.min_user_events) {
+        alive[i] = 0;
+        ++report.min_events_events_removed;
+      }
+    }
+    for (auto n : uc) report.min_events_users_removed += n > 0 && n < cfg.min_user_events;
+  }
+
+  // ---- users (sorted by raw id), CSR, split
+  std::vector<std::int32_t> order;
+  {
+    std::vector<char> has(user_ids.size(), 0);
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      if (alive[i]) has[events[i].user] = 1;
+    }
+    for (std::size_t u = 0; u < user_ids.size(); ++u) {
+      if (has[u]) order.push_back(static_cast<std::int32_t>(u));
+    }
+    std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return user_ids[a] < user_ids[b]; });
+  }
+  std::vector<std::size_t> first(user_ids.size() + 1, events.size());
+  for (std::size_t i = events.size(); i-- > 0;) first[events[i].user] = i;
+
+  DatasetArrays out;
+  out.event_types = event_types;
+  out.context_names = c.context;
+  out.context_values = context_values;
+  out.events.context.resize(c.context.size());
+  out.items.ids = item_ids;
+  out.items.categories = item_categories;
+  out.items.texts = item_texts;
+  out.users.offsets.push_back(0);
+  std::vector<std::int64_t> train_count(item_ids.size(), 0);
+  for (std::int32_t u : order) {
+    std::vector<std::size_t> evs;
+    for (std::size_t i = first[static_cast<std::size_t>(u)]; i < events.size() && events[i].user == u; ++i) {
+      if (alive[i]) evs.push_back(i);
+    }
+    const std::int64_t n = static_cast<std::int64_t>(evs.size());
+    std::int64_t train_end, valid, test;
+    if (cfg.split == "leave_last_out") {
+      train_end = n - 2;
+      valid = n - 2;
+      test = n - 1;
+    } else {
+      std::int64_t k = 0;
+      while (k < n && events[evs[static_cast<std::size_t>(k)]].time < cut) ++k;
+      if (k == 0) {
+        ++report.no_train_users_removed;
+        report.no_train_events_removed += n;
+        continue;
+      }
+      valid = k >= 2 ? k - 1 : -1;
+      train_end = k >= 2 ? k - 1 : k;
+      test = k < n ? k : -1;
+    }
+    const std::int64_t base = out.users.offsets.back();
+    out.users.ids.push_back(user_ids[static_cast<std::size_t>(u)]);
+    out.users.train_end.push_back(train_end);
+    out.users.valid.push_back(valid >= 0 ? base + valid : -1);
+    out.users.test.push_back(test >= 0 ? base + test : -1);
+    for (std::int64_t k = 0; k < n; ++k) {
+      const Event& e = events[evs[static_cast<std::size_t>(k)]];
+      out.events.item.push_back(e.item);
+      out.events.time.push_back(e.time);
+      out.events.type.push_back(e.type);
+      out.events.weight.push_back(event_weights[e.type]);
+      out.events.rating.push_back(e.rating);
+      for (std::size_t x = 0; x < c.context.size(); ++x) out.events.context[x].push_back(e.context[x]);
+      if (k < train_end) ++train_count[static_cast<std::size_t>(e.item)];
+    }
+    report.train_events += train_end;
+    report.valid_events += valid >= 0;
+    report.test_events += test >= 0;
+    out.users.offsets.push_back(base + n);
+  }
+  if (out.users.ids.empty()) throw IoError("no user is left after validation and filtering: nothing to train on");
+  out.has_rating = !c.rating.empty();
+  out.items.train_count = train_count;
+  out.items.cold.resize(item_ids.size());
+  for (std::size_t i = 0; i < item_ids.size(); ++i) out.items.cold[i] = train_count[i] == 0;
+  for (std::size_t u = 0; u < out.users.test.size(); ++u) {
+    auto t = out.users.test[u];
+    if (t >= 0) report.test_events_on_cold_items += out.items.cold[static_cast<std::size_t>(out.events.item[static_cast<std::size_t>(t)])];
+  }
+
+  // ---- tokenize every catalogue item once
+  WordPieceTokenizer tokenizer = [&] {
+    if (!cfg.vocab.empty()) return WordPieceTokenizer::from_file(cfg.vocab);
+    VocabBuilderOptions options;
+    options.vocab_size = cfg.vocab_size;
+    VocabBuilder builder(options);
+    for (const auto& t : item_texts) builder.add_text(t);
+    return WordPieceTokenizer::from_tokens(builder.build());
+  }();
+  out.vocab = tokenizer.tokens();
+  out.text_len = cfg.text_len;
+  out.items.tokens.assign(item_ids.size() * static_cast<std::size_t>(cfg.text_len), tokenizer.pad_id());
+  out.items.length.resize(item_ids.size());
+  std::int64_t unk = 0, total = 0;
+  std::vector<std::int32_t> full, ids;
+  for (std::size_t i = 0; i < item_ids.size(); ++i) {
+    tokenizer.encode_into(item_texts[i], full);
+    tokenizer.encode_into(item_texts[i], ids, cfg.text_len);
+    report.truncated_texts += full.size() > ids.size();
+    std::copy(ids.begin(), ids.end(), out.items.tokens.begin() + static_cast<std::ptrdiff_t>(i) * cfg.text_len);
+    out.items.length[i] = static_cast<std::int32_t>(ids.size());
+    for (auto id : ids) unk += id == tokenizer.unk_id();
+    total += static_cast<std::int64_t>(ids.size());
+  }
+  report.unk_token_share = total > 0 ? static_cast<double>(unk) / static_cast<double>(total) : 0.0;
+  report.vocab_size = static_cast<std::int64_t>(out.vocab.size());
+
+  report.users = static_cast<std::int64_t>(out.users.ids.size());
+  report.items = static_cast<std::int64_t>(item_ids.size());
+  report.events = static_cast<std::int64_t>(out.events.item.size());
+  for (auto n : train_count) report.items_with_training_events += n > 0;
+  report.cold_items = report.items - report.items_with_training_events;
+
+  dataset_write(cfg.dataset, out, resolved_yaml, report.to_json(), cfg.split);
+  return report;
+}
+
+std::string PrepareReport::to_json() const {
+  auto source = [](const Source& s) {
+    nlohmann::json j = {{"path", s.path}, {"rows_read", s.rows_read}, {"rows_kept", s.rows_kept}};
+    j["skipped"] = nlohmann::json::object();
+    for (const auto& [k, n] : s.skipped) j["skipped"][k] = n;
+    j["examples"] = nlohmann::json::object();
+    for (const auto& [k, v] : s.examples) j["examples"][k] = v;
+    return j;
+  };
+  nlohmann::json j = {
+      {"catalogue", source(catalogue)},
+      {"interactions", source(interactions)},
+      {"events_after_validation", events_after_validation},
+      {"users_seen", users_seen},
+      {"kcore", {{"events_removed", kcore_events_removed}, {"users_removed", kcore_users_removed},
+                 {"items_losing_all_events", kcore_items_removed}}},
+      {"min_user_events", {{"users_removed", min_events_users_removed}, {"events_removed", min_events_events_removed}}},
+      {"temporal_no_train", {{"users_removed", no_train_users_removed}, {"events_removed", no_train_events_removed}}},
+      {"users", users},
+      {"items", items},
+      {"items_with_training_events", items_with_training_events},
+      {"cold_items", cold_items},
+      {"events", events},
+      {"split", {{"train", train_events}, {"valid", valid_events}, {"test", test_events},
+                 {"test_on_cold_items", test_events_on_cold_items}}},
+      {"vocab_size", vocab_size},
+      {"truncated_texts", truncated_texts},
+      {"unk_token_share", unk_token_share},
+  };
+  return j.dump(2);
+}
+
+std::string PrepareReport::to_text() const {
+  std::string s;
+  auto source = [&](const char* what, const Source& src) {
+    std::int64_t skipped = 0;
+    for (const auto& [k, n] : src.skipped) skipped += n;
+    s += fmt::format("{} {}: {} rows read, {} kept, {} skipped\n", what, src.path, src.rows_read, src.rows_kept, skipped);
+    for (const auto& [k, n] : src.skipped) {
+      s += fmt::format("    {:>9}  {}\n", n, k);
+      for (const auto& ex : src.examples.at(k)) s += fmt::format("               e.g. {}\n", ex);
+    }
+  };
+  source("catalogue", catalogue);
+  source("interactions", interactions);
+  s += fmt::format("events after validation: {} from {} users\n", events_after_validation, users_seen);
+  if (kcore_events_removed > 0) {
+    s += fmt::format("k-core: removed {} events, {} users; {} items lost all their events\n", kcore_events_removed,
+                     kcore_users_removed, kcore_items_removed);
+  }
+  s += fmt::format("fewer than min_user_events: removed {} users with {} events\n", min_events_users_removed,
+                   min_events_events_removed);
+  if (no_train_users_removed > 0) {
+    s += fmt::format("temporal split, no event before the cut: removed {} users with {} events\n",
+                     no_train_users_removed, no_train_events_removed);
+  }
+  s += fmt::format("dataset: {} users, {} items ({} with training events, {} cold), {} events\n", users, items,
+                   items_with_training_events, cold_items, events);
+  s += fmt::format("split: {} train, {} valid, {} test events ({} of the test events on cold items)\n", train_events,
+                   valid_events, test_events, test_events_on_cold_items);
+  s += fmt::format("text: vocabulary {} tokens, {} item texts truncated, {:.2f}% [UNK] tokens\n", vocab_size,
+                   truncated_texts, 100.0 * unk_token_share);
+  return s;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,196 @@
+#include "data/sampler.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "common/error.h"
+
+namespace llmrec {
+
+std::vector<Shard> shard_users(const std::vector<std::int64_t>& train_end, int world) {
+  LLMREC_CHECK(world >= 1, "world size must be positive, got {}", world);
+  const auto n = static_cast<std::int64_t>(train_end.size());
+  std::vector<std::int64_t> prefix(train_end.size() + 1, 0);
+  for (std::size_t u = 0; u < train_end.size(); ++u) prefix[u + 1] = prefix[u] + examples_of_user(train_end[u]);
+  const std::int64_t total = prefix.back();
+  std::vector<Shard> shards(static_cast<std::size_t>(world));
+  std::int64_t begin = 0;
+  for (int r = 0; r < world; ++r) {
+    // End at the first user whose prefix reaches the rank's share.
+    const std::int64_t goal = total * (r + 1) / world;
+    std::int64_t end = r + 1 == world ? n
+                                      : std::lower_bound(prefix.begin() + begin, prefix.end(), goal) - prefix.begin();
+    end = std::clamp<std::int64_t>(end, begin, n);
+    shards[static_cast<std::size_t>(r)] = {begin, end, prefix[static_cast<std::size_t>(end)] - prefix[static_cast<std::size_t>(begin)]};
+    begin = end;
+  }
+  return shards;
+}
+
+BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, const SamplerOptions& options)
+    : options_(options), rank_(rank) {
+  LLMREC_CHECK(options.batch_size >= 1, "batch size must be positive, got {}", options.batch_size);
+  LLMREC_CHECK(options.history >= 1, "history length must be positive, got {}", options.history);
+  auto shards = shard_users(dataset.read_train_end(), world);
+  shard_ = shards.at(static_cast<std::size_t>(rank));
+  for (const auto& s : shards) {
+    global_examples_ += s.examples;
+    steps_per_epoch_ = std::max(steps_per_epoch_, (s.examples + options.batch_size - 1) / options.batch_size);
+  }
+  items_ = dataset.read_items();
+  text_len_ = dataset.text_len();
+  slice_ = dataset.read_users(shard_.user_begin, shard_.user_end);
+  for (std::size_t u = 0; u + 1 < slice_.users.offsets.size(); ++u) {
+    const std::int64_t first = slice_.users.offsets[u];
+    for (std::int64_t j = 1; j < slice_.users.train_end[u]; ++j) {
+      example_user_.push_back(static_cast<std::int32_t>(u));
+      example_event_.push_back(first + j);
+    }
+  }
+  LLMREC_CHECK(local_examples() == shard_.examples, "rank {}: {} examples read, {} planned", rank,
+               local_examples(), shard_.examples);
+}
+
+std::vector<std::int64_t> BatchSampler::permutation(std::int64_t epoch) const {
+  // splitmix64 of (seed, epoch, rank) -> mt19937_64; Fisher-Yates with
+  // Lemire's unbiased bounded draw, so the order is the same everywhere.
+  auto mix = [](std::uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  };
+  std::mt19937_64 gen(mix(mix(options_.seed) ^ static_cast<std::uint64_t>(epoch)) ^ mix(static_cast<std::uint64_t>(rank_) + 7));
+  std::vector<std::int64_t> perm(example_user_.size());
+  for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int64_t>(i);
+  for (std::size_t i = perm.size(); i > 1; --i) {
+    auto j = static_cast<std::size_t>((static_cast<unsigned __int128>(gen()) * i) >> 64);
+    std::swap(perm[i - 1], perm[j]);
+  }
+  return perm;
+}
+
+Batch BatchSampler::batch(const Cursor& cursor) const {
+  LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps", cursor.step,
+               steps_per_epoch_);
+  auto perm = permutation(cursor.epoch);
+  const auto n = static_cast<std::int64_t>(perm.size());
+  const std::int64_t lo = std::min(n, cursor.step * options_.batch_size);
+  const std::int64_t hi = std::min(n, lo + options_.batch_size);
+  const std::int64_t b = hi - lo;
+  const std::int64_t t_len = options_.history;
+
+  // Unique items of the batch, sorted by id.
+  std::vector<std::int64_t> ids;
+  for (std::int64_t k = lo; k < hi; ++k) {
+    const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
+    const std::int64_t first = slice_.users.offsets[static_cast<std::size_t>(example_user_[e])];
+    const std::int64_t target = example_event_[e];
+    for (std::int64_t j = std::max(first, target - t_len); j <= target; ++j) ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  auto row_of = [&](std::int64_t item) { return std::lower_bound(ids.begin(), ids.end(), item) - ids.begin(); };
+
+  Batch out;
+  out.cursor = cursor;
+  const auto u = static_cast<std::int64_t>(ids.size());
+  out.item_ids = at::tensor(ids, at::kLong);
+  if (u == 0) out.item_ids = at::empty({0}, at::kLong);
+  out.item_tokens = at::empty({u, text_len_}, at::kLong);
+  out.item_mask = at::empty({u, text_len_}, at::kLong);
+  auto* tok = out.item_tokens.data_ptr<std::int64_t>();
+  auto* mask = out.item_mask.data_ptr<std::int64_t>();
+  for (std::int64_t r = 0; r < u; ++r) {
+    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
+    const std::int32_t len = items_.length[item];
+    for (int k = 0; k < text_len_; ++k) {
+      tok[r * text_len_ + k] = items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
+      mask[r * text_len_ + k] = k < len ? 1 : 0;
+    }
+  }
+  out.history = at::full({b, t_len}, -1, at::kLong);
+  out.target = at::empty({b}, at::kLong);
+  out.weight = at::empty({b}, at::kFloat);
+  out.example_user = at::empty({b}, at::kLong);
+  out.example_event = at::empty({b}, at::kLong);
+  auto* hist = out.history.data_ptr<std::int64_t>();
+  for (std::int64_t k = 0; k < b; ++k) {
+    const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(lo + k)]);
+    const auto user = static_cast<std::size_t>(example_user_[e]);
+    const std::int64_t first = slice_.users.offsets[user];
+    const std::int64_t target = example_event_[e];
+    const std::int64_t start = std::max(first, target - t_len);
+    // Right-aligned: the most recent history item in slot T-1.
+    for (std::int64_t j = start; j < target; ++j) {
+      hist[k * t_len + (t_len - (target - j))] = row_of(slice_.events.item[static_cast<std::size_t>(j)]);
+    }
+    out.target[k] = row_of(slice_.events.item[static_cast<std::size_t>(target)]);
+    out.weight[k] = slice_.events.weight[static_cast<std::size_t>(target)];
+    out.example_user[k] = slice_.begin + static_cast<std::int64_t>(user);
+    out.example_event[k] = slice_.first_event + target;
+  }
+  return out;
+}
+
+BatchLoader::BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth)
+    : sampler_(std::move(sampler)), depth_(std::max(depth, 1)), produce_(start), consume_(start) {
+  LLMREC_CHECK(sampler_->steps_per_epoch() > 0, "no training examples: the dataset has no user with 2 or more "
+               "training events");
+  thread_ = std::thread([this] { run(); });
+}
+
+BatchLoader::~BatchLoader() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void BatchLoader::run() {
+  while (true) {
+    Cursor c;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < depth_; });
+      if (stop_ || error_) return;
+      c = produce_;
+      produce_.step += 1;
+      if (produce_.step == sampler_->steps_per_epoch()) produce_ = {produce_.epoch + 1, 0};
+    }
+    try {
+      Batch b = sampler_->batch(c);
+      std::lock_guard<std::mutex> lock(mutex_);
+      ready_.push_back(std::move(b));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+    }
+    cv_.notify_all();
+  }
+}
+
+Batch BatchLoader::next() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return !ready_.empty() || error_; });
+  if (ready_.empty() && error_) std::rethrow_exception(error_);
+  Batch b = std::move(ready_.front());
+  ready_.pop_front();
+  consume_ = b.cursor;
+  consume_.step += 1;
+  if (consume_.step == sampler_->steps_per_epoch()) consume_ = {consume_.epoch + 1, 0};
+  cv_.notify_all();
+  return b;
+}
+
+Cursor BatchLoader::cursor() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return consume_;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,133 @@
+#pragma once
+/// Training examples and batches on each rank.
+///
+/// Sharding: users are split into W contiguous ranges with about the same
+/// number of training examples (a pure function of the per-user counts, so
+/// every rank computes the same plan without communicating); each rank reads
+/// only its range from the dataset (hyperslabs).
+///
+/// Examples: for each training event j >= 1 of a user, (history = the up to
+/// T events before j, target = event j, weight = its event weight).
+///
+/// Epochs: each rank shuffles its examples with a permutation seeded by
+/// (seed, epoch, rank); every rank runs the same number of steps per epoch,
+/// max over ranks of ceil(examples / batch), so a rank with fewer examples
+/// gets a shorter (possibly empty) last batch: every example is seen exactly
+/// once per epoch and no collective can hang on a short shard.
+///
+/// A Cursor (epoch, step) names a batch; batch(cursor) is a pure function,
+/// so a checkpoint that saves the cursor resumes the same remaining batches.
+/// BatchLoader prepares the next batches on a background thread.
+
+#include <ATen/core/Tensor.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace llmrec {
+
+/// Users [begin, end) of one rank and their training examples.
+struct Shard {
+  std::int64_t user_begin = 0;
+  std::int64_t user_end = 0;
+  std::int64_t examples = 0;
+};
+
+/// Training examples of a user with `train_events` training events.
+inline std::int64_t examples_of_user(std::int64_t train_events) { return train_events > 1 ? train_events - 1 : 0; }
+
+/// Splits users into `world` contiguous ranges balancing the examples.
+std::vector<Shard> shard_users(const std::vector<std::int64_t>& train_end, int world);
+
+struct Cursor {
+  std::int64_t epoch = 0;
+  std::int64_t step = 0;
+  bool operator==(const Cursor& o) const { return epoch == o.epoch && step == o.step; }
+};
+
+/// One batch of a rank. Item rows: the unique items of the batch (targets
+/// and histories), sorted by item id; history and target index those rows.
+struct Batch {
+  Cursor cursor;
+  at::Tensor item_ids;     ///< [U] int64 dataset item ids
+  at::Tensor item_tokens;  ///< [U, L] int64
+  at::Tensor item_mask;    ///< [U, L] int64, 1 = token
+  at::Tensor history;      ///< [B, T] int64 rows of item_ids, -1 = padding; right-aligned, most recent last
+  at::Tensor target;       ///< [B] int64 row of the target item
+  at::Tensor weight;       ///< [B] float32 event weight
+  at::Tensor example_user; ///< [B] int64 dataset user index (for checks and logs)
+  at::Tensor example_event;///< [B] int64 dataset event index of the target
+  std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
+};
+
+struct SamplerOptions {
+  std::int64_t batch_size = 64;  ///< users (examples) per rank and step
+  std::int64_t history = 20;     ///< T
+  std::uint64_t seed = 1234;
+};
+
+class BatchSampler {
+ public:
+  /// Reads this rank's users from `dataset` and the whole item table.
+  BatchSampler(const DatasetFile& dataset, int rank, int world, const SamplerOptions& options);
+
+  std::int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  std::int64_t local_examples() const { return static_cast<std::int64_t>(example_user_.size()); }
+  std::int64_t global_examples() const { return global_examples_; }
+  const Shard& shard() const { return shard_; }
+  const ItemTable& items() const { return items_; }
+
+  /// The batch at `cursor` (deterministic; thread-safe).
+  Batch batch(const Cursor& cursor) const;
+
+ private:
+  std::vector<std::int64_t> permutation(std::int64_t epoch) const;
+
+  SamplerOptions options_;
+  int rank_;
+  Shard shard_;
+  std::int64_t steps_per_epoch_ = 0;
+  std::int64_t global_examples_ = 0;
+  ItemTable items_;
+  int text_len_ = 0;
+  UserSlice slice_;
+  std::vector<std::int32_t> example_user_;  ///< local user of each example
+  std::vector<std::int64_t> example_event_; ///< slice-relative event index of the target
+};
+
+/// Prefetches batches in order on a background thread.
+class BatchLoader {
+ public:
+  BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth = 2);
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  /// The next batch (blocks until prepared); rethrows a preparation error.
+  Batch next();
+  /// The cursor of the batch next() returns next: save it in a checkpoint.
+  Cursor cursor() const;
+
+ private:
+  void run();
+
+  std::shared_ptr<const BatchSampler> sampler_;
+  int depth_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Batch> ready_;
+  std::exception_ptr error_;
+  Cursor produce_;  ///< next cursor the thread prepares
+  Cursor consume_;  ///< next cursor next() returns
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace llmrec

@@ -1,0 +1,22 @@
+#pragma once
+/// Small text utilities of the importers: UTF-8 validation, timestamps.
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace llmrec {
+
+/// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or
+/// code points past U+10FFFF).
+bool utf8_valid(std::string_view s);
+/// Number of code points of a valid UTF-8 string.
+std::size_t utf8_length(std::string_view s);
+
+/// Parses a timestamp to unix seconds. `format`: "unix" (integer or decimal
+/// seconds), "unix_ms", "iso8601" (YYYY-MM-DD, optionally [T ]hh:mm[:ss[.f]]
+/// and Z or +hh:mm), or "auto" (a number is unix seconds, else ISO 8601).
+/// Returns nothing when the text is not a valid time of that format.
+std::optional<std::int64_t> parse_timestamp(std::string_view text, std::string_view format);
+
+}  // namespace llmrec

@@ -1,0 +1,276 @@
+// `llmrec prepare`: every bad-input case gives its clear error or counted
+// skip; prepare -> read round trip; formats; filters; splits; checksums.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/dataset.h"
+#include "data/prepare.h"
+#include "data/synth.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+const char* kCatalogue =
+    "item_id,title,category,brand,tags,description\n"
+    "a,Red Running Shoes,sports > shoes,Acme,red;light,\"Light, fast shoes\"\n"
+    "b,Blue Jacket,clothing > jacket,Bolt,blue,\"A warm jacket\nwith two lines\"\n"  // quoted newline: lines 3-4
+    "c,Green Tea,grocery > tea,Cha,green,Loose leaves\n"
+    "d,Old Lamp,home > lamp,Lux,vintage,Never bought\n";  // line 6: no events -> cold
+
+class PrepareTest : public ::testing::Test {
+ protected:
+  fs::path dir = fs::temp_directory_path() / ("llmrec_prepare_" + std::to_string(::getpid()) + "_" +
+                                              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  DataConfig cfg;
+
+  void SetUp() override {
+    fs::create_directories(dir);
+    cfg.catalogue = write("catalogue.csv", kCatalogue);
+    cfg.dataset = (dir / "dataset.h5").string();
+    cfg.vocab_size = 300;
+    cfg.text_len = 16;
+  }
+  void TearDown() override { fs::remove_all(dir); }
+
+  std::string write(const std::string& name, const std::string& text) {
+    std::ofstream(dir / name, std::ios::binary) << text;
+    return (dir / name).string();
+  }
+  // Three good users: u1 (a, b, c), u2 (c, a, b), u3 (b, c, a); times out of order on purpose.
+  std::string good_rows() {
+    return "u1,a,100,view,\nu1,c,300,purchase,5\nu1,b,200,click,\n"
+           "u2,c,100,view,\nu2,a,200,cart,\nu2,b,300,view,\n"
+           "u3,b,1970-01-01T00:01:40Z,view,\nu3,c,1970-01-01T00:03:20Z,view,\nu3,a,1970-01-01T00:05:00Z,view,\n";
+  }
+  std::string error_of(const std::string& interactions) {
+    cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + interactions);
+    try {
+      prepare_dataset(cfg, "");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+};
+
+TEST_F(PrepareTest, RoundTripSortsSplitsAndTokenizes) {
+  cfg.columns.rating = "rating";
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  PrepareReport r = prepare_dataset(cfg, "the: config\n");
+  EXPECT_EQ(r.catalogue.rows_read, 4);
+  EXPECT_EQ(r.interactions.rows_read, 9);
+  EXPECT_EQ(r.interactions.rows_kept, 9);
+  EXPECT_EQ(r.users, 3);
+  EXPECT_EQ(r.items, 4);
+  EXPECT_EQ(r.cold_items, 1);  // d: never seen (a, b, c each are some user's one training event)
+  EXPECT_EQ(r.train_events + r.valid_events + r.test_events, 9);
+
+  DatasetFile f(cfg.dataset);
+  EXPECT_EQ(f.num_users(), 3);
+  EXPECT_EQ(f.num_items(), 4);
+  EXPECT_EQ(f.num_events(), 9);
+  EXPECT_EQ(f.text_len(), 16);
+  EXPECT_EQ(f.split(), "leave_last_out");
+  EXPECT_EQ(f.config_yaml(), "the: config\n");
+  ItemTable items = f.read_items();
+  EXPECT_EQ(items.ids, (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_EQ(items.texts[1], "Blue Jacket ; clothing > jacket ; Bolt ; blue ; A warm jacket\nwith two lines");
+  EXPECT_EQ(items.categories[3], "home > lamp");
+  EXPECT_EQ(items.tokens[0], 2);  // [CLS] of the built vocabulary ([PAD] [UNK] [CLS] [SEP] [MASK])
+  EXPECT_EQ(items.cold[3], 1);
+
+  UserSlice all = f.read_users(0, 3);
+  // u1's events sorted by time: a(100) b(200) c(300): train a, valid b, test c.
+  EXPECT_EQ(all.users.offsets, (std::vector<std::int64_t>{0, 3, 6, 9}));
+  EXPECT_EQ(all.events.item[0], 0);
+  EXPECT_EQ(all.events.item[1], 1);
+  EXPECT_EQ(all.events.item[2], 2);
+  EXPECT_EQ(all.events.time[2], 300);
+  EXPECT_EQ(all.users.train_end[0], 1);
+  EXPECT_EQ(all.users.valid[0], 1);
+  EXPECT_EQ(all.users.test[0], 2);
+  EXPECT_FLOAT_EQ(all.events.weight[2], 4.0f);  // purchase
+  EXPECT_EQ(all.events.time[6], 100);           // ISO 8601 parsed
+  // A slice reads only its users, with slice-relative indices.
+  UserSlice one = f.read_users(1, 2);
+  EXPECT_EQ(one.first_event, 3);
+  EXPECT_EQ(one.users.offsets, (std::vector<std::int64_t>{0, 3}));
+  EXPECT_EQ(one.events.item, (std::vector<std::int32_t>{2, 0, 1}));
+  EXPECT_EQ(one.users.test[0], 2);
+}
+
+TEST_F(PrepareTest, EachBadInteractionRowNamesFileLineAndReason) {
+  const std::string good = good_rows();  // lines 2-10
+  EXPECT_THAT(error_of(good + "u4,zz,100,view,\n"), HasSubstr("interactions.csv:11: unknown item id: 'zz' is not in the catalogue"));
+  EXPECT_THAT(error_of(good + "u4,a,yesterday,view,\n"), HasSubstr(":11: bad timestamp: 'yesterday'"));
+  EXPECT_THAT(error_of(good + "u4,a,2024-02-30T00:00:00Z,view,\n"), HasSubstr(":11: bad timestamp"));
+  EXPECT_THAT(error_of(good + "u4,,100,view,\n"), HasSubstr(":11: missing field: column 'item_id' is empty"));
+  EXPECT_THAT(error_of(good + "u4,a,100\n"), HasSubstr(":11: expected 5 fields, got 3"));
+  EXPECT_THAT(error_of(good + "u4\xff,a,100,view,\n"), HasSubstr(":11: invalid UTF-8: in column 'user_id'"));
+  EXPECT_THAT(error_of(good + "u1,a,100,view,\n"), HasSubstr(":11: duplicate event: same user, item, time and event as line 2"));
+  EXPECT_THAT(error_of(good + "u4,a,100,wishlist,\n"), HasSubstr(":11: unknown event type: 'wishlist' (data.event_weights has: cart, click, purchase, view)"));
+  EXPECT_THAT(error_of(good + "u4,a,1\"00,view,\n"), HasSubstr(":11: malformed csv: quote inside an unquoted field"));
+  EXPECT_THAT(error_of(good + "u4,a,100,view,\"5\n"), HasSubstr(":11: malformed csv: unterminated quoted field"));
+  cfg.columns.rating = "rating";
+  EXPECT_THAT(error_of(good + "u4,a,100,view,five\n"), HasSubstr(":11: bad rating: 'five' is not a number"));
+}
+
+TEST_F(PrepareTest, BadCatalogueRows) {
+  auto catalogue_error = [&](const std::string& extra) {
+    cfg.catalogue = write("catalogue.csv", std::string(kCatalogue) + extra);
+    return error_of(good_rows());
+  };
+  EXPECT_THAT(catalogue_error("a,Dup,x,y,z,w\n"), HasSubstr("catalogue.csv:7: duplicate item id: 'a' first defined at line 2"));
+  EXPECT_THAT(catalogue_error(",No id,x,y,z,w\n"), HasSubstr("catalogue.csv:7: missing item id"));
+  EXPECT_THAT(catalogue_error("e,,,,,\n"), HasSubstr("catalogue.csv:7: missing item text"));
+  cfg.max_text_chars = 40;
+  EXPECT_THAT(catalogue_error(""), HasSubstr("catalogue.csv:2: over-long text: item 'a'"));
+  cfg.max_text_chars = 4000;
+  EXPECT_THAT(catalogue_error("e,Caf\xc3\x28,x,y,z,w\n"), HasSubstr("catalogue.csv:7: invalid UTF-8: in column 'title'"));
+  cfg.catalogue_columns.item = "sku";
+  EXPECT_THAT(catalogue_error(""), HasSubstr("catalogue.csv:1: no column 'sku' in the header (columns: item_id, title"));
+  EXPECT_THAT(catalogue_error(""), HasSubstr("set data.catalogue_columns.item"));
+}
+
+TEST_F(PrepareTest, SkipPolicyCountsEveryRowByReason) {
+  cfg.on_error = "skip";
+  cfg.show_errors = 1;
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
+                                                   "u4,zz,100,view,\nu5,zz,100,view,\nu4,a,never,view,\nu1,a,100,view,\n");
+  PrepareReport r = prepare_dataset(cfg, "");
+  EXPECT_EQ(r.interactions.rows_read, 13);
+  EXPECT_EQ(r.interactions.rows_kept, 9);
+  EXPECT_EQ(r.interactions.skipped.at("unknown item id"), 2);
+  EXPECT_EQ(r.interactions.skipped.at("bad timestamp"), 1);
+  EXPECT_EQ(r.interactions.skipped.at("duplicate event"), 1);
+  ASSERT_EQ(r.interactions.examples.at("unknown item id").size(), 1u);  // show_errors: 1
+  EXPECT_THAT(r.interactions.examples.at("unknown item id")[0], HasSubstr("interactions.csv:11: 'zz'"));
+  std::string text = r.to_text();
+  EXPECT_THAT(text, HasSubstr("13 rows read, 9 kept, 4 skipped"));
+  EXPECT_THAT(text, HasSubstr("e.g. "));
+}
+
+TEST_F(PrepareTest, MinUserEventsAndKcoreAreCounted) {
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
+                                                   "u4,a,100,view,\nu4,b,200,view,\n");
+  PrepareReport r = prepare_dataset(cfg, "");
+  EXPECT_EQ(r.min_events_users_removed, 1);
+  EXPECT_EQ(r.min_events_events_removed, 2);
+  EXPECT_EQ(r.users, 3);
+  // k-core 3: item d has no events, u4 has 2: removed; a, b, c keep >= 3.
+  cfg.kcore = 3;
+  r = prepare_dataset(cfg, "");
+  EXPECT_EQ(r.kcore_events_removed, 2);
+  EXPECT_EQ(r.kcore_users_removed, 1);
+  EXPECT_EQ(r.users, 3);
+  EXPECT_EQ(r.events, 9);
+}
+
+TEST_F(PrepareTest, TemporalSplit) {
+  cfg.split = "temporal";
+  cfg.cut = "250";
+  cfg.min_user_events = 1;
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
+                                                   "u4,a,260,view,\n");
+  PrepareReport r = prepare_dataset(cfg, "");
+  EXPECT_EQ(r.no_train_users_removed, 1);  // u4: nothing before the cut
+  DatasetFile f(cfg.dataset);
+  UserSlice all = f.read_users(0, f.num_users());
+  // u1: a(100) b(200) | c(300): train [a], valid b, test c.
+  EXPECT_EQ(all.users.train_end[0], 1);
+  EXPECT_EQ(all.users.valid[0], 1);
+  EXPECT_EQ(all.users.test[0], 2);
+  // u3: b(100) c(200) | a(300).
+  EXPECT_EQ(all.users.test[2], 8);
+  cfg.cut = "not a time";
+  EXPECT_THROW(prepare_dataset(cfg, ""), ConfigError);
+}
+
+TEST_F(PrepareTest, JsonlAndTsvGiveTheSameDataset) {
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  prepare_dataset(cfg, "");
+  auto csv = DatasetFile(cfg.dataset).read_users(0, 3);
+
+  std::string jsonl, tsv = "user_id\titem_id\ttimestamp\tevent\trating\n";
+  std::istringstream rows(good_rows());
+  std::string line;
+  while (std::getline(rows, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string x;
+    while (std::getline(ss, x, ',')) f.push_back(x);
+    bool numeric = f[2].find('-') == std::string::npos;
+    jsonl += "{\"user_id\": \"" + f[0] + "\", \"item_id\": \"" + f[1] + "\", \"timestamp\": " +
+             (numeric ? f[2] : "\"" + f[2] + "\"") + ", \"event\": \"" + f[3] + "\"}\n";
+    tsv += f[0] + "\t" + f[1] + "\t" + f[2] + "\t" + f[3] + "\t\n";
+  }
+  for (const auto& [name, text] : {std::pair<std::string, std::string>{"i.jsonl", jsonl}, {"i.tsv", tsv}}) {
+    cfg.interactions = write(name, text);
+    prepare_dataset(cfg, "");
+    auto other = DatasetFile(cfg.dataset).read_users(0, 3);
+    EXPECT_EQ(other.events.item, csv.events.item) << name;
+    EXPECT_EQ(other.events.time, csv.events.time) << name;
+    EXPECT_EQ(other.users.offsets, csv.users.offsets) << name;
+  }
+  cfg.interactions = write("bad.jsonl", "{\"user_id\": \"u1\"\n");
+  try {
+    prepare_dataset(cfg, "");
+    FAIL();
+  } catch (const IoError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("bad.jsonl:1: malformed jsonl"));
+  }
+}
+
+TEST_F(PrepareTest, AFlippedByteIsDetectedByTheChecksum) {
+  SynthOptions o;
+  o.items = 300;
+  o.users = 400;
+  synth_write(o, (dir / "shop").string());
+  cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
+  cfg.interactions = (dir / "shop" / "interactions.csv").string();
+  cfg.columns.rating = "rating";
+  PrepareReport r = prepare_dataset(cfg, "");
+  EXPECT_EQ(r.interactions.rows_read, r.interactions.rows_kept);
+  EXPECT_GT(r.test_events_on_cold_items, 0);
+
+  // Flip one byte in the middle of the largest dataset's raw data.
+  std::string bytes;
+  {
+    std::ifstream in(cfg.dataset, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  // events/time values are 8-byte little-endian unix times: find a run of them.
+  std::size_t at = bytes.size() / 2;
+  bytes[at] = static_cast<char>(bytes[at] ^ 0x5a);
+  std::ofstream(cfg.dataset, std::ios::binary) << bytes;
+  try {
+    DatasetFile f(cfg.dataset);
+    auto items = f.read_items();
+    auto users = f.read_users(0, f.num_users());
+    FAIL() << "a flipped byte went unnoticed";
+  } catch (const IoError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(cfg.dataset));
+    EXPECT_THAT(e.what(), ::testing::AnyOf(HasSubstr("checksum"), HasSubstr("dataset '"), HasSubstr("attribute")));
+  }
+}
+
+TEST_F(PrepareTest, NotADatasetFile) {
+  write("junk.h5", "not hdf5 at all");
+  try {
+    DatasetFile f((dir / "junk.h5").string());
+    FAIL();
+  } catch (const IoError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("junk.h5: not an HDF5 file"));
+  }
+}
+
+}  // namespace
+}  // namespace llmrec

@@ -1,0 +1,207 @@
+// Sharded sampling across W = 1, 2, 3 ranks: every training example seen
+// exactly once per epoch, equal step counts, determinism, exact resume,
+// correct history windows.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <numeric>
+#include <set>
+
+#include "data/prepare.h"
+#include "data/sampler.h"
+#include "data/synth.h"
+#include "tests/mpi_test_main.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using ::llmrec::testing::test_comm;
+
+TEST(ShardUsers, ContiguousCompleteAndBalanced) {
+  std::vector<std::int64_t> train_end = {0, 1, 5, 9, 2, 2, 30, 1, 4, 4, 4, 7};
+  std::int64_t total = 0;
+  for (auto t : train_end) total += examples_of_user(t);
+  for (int w = 1; w <= 5; ++w) {
+    auto shards = shard_users(train_end, w);
+    ASSERT_EQ(static_cast<int>(shards.size()), w);
+    std::int64_t at = 0, sum = 0;
+    for (const auto& s : shards) {
+      EXPECT_EQ(s.user_begin, at);
+      EXPECT_LE(s.user_begin, s.user_end);
+      at = s.user_end;
+      std::int64_t ex = 0;
+      for (auto u = s.user_begin; u < s.user_end; ++u) ex += examples_of_user(train_end[static_cast<std::size_t>(u)]);
+      EXPECT_EQ(ex, s.examples);
+      sum += ex;
+    }
+    EXPECT_EQ(at, static_cast<std::int64_t>(train_end.size()));
+    EXPECT_EQ(sum, total);
+  }
+}
+
+class SamplerTest : public ::testing::Test {
+ protected:
+  static std::string dataset_;
+  Communicator& comm = test_comm();
+
+  // Rank 0 makes a small synthetic dataset; every rank learns its path.
+  static void SetUpTestSuite() {
+    Communicator& comm = test_comm();
+    std::string path;
+    if (comm.rank() == 0) {
+      fs::path dir = fs::temp_directory_path() / ("llmrec_sampler_" + std::to_string(::getpid()));
+      fs::create_directories(dir);
+      SynthOptions o;
+      o.items = 150;
+      o.users = 97;  // not a multiple of 2 or 3
+      o.mean_history = 9;
+      synth_write(o, (dir / "shop").string());
+      DataConfig cfg;
+      cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
+      cfg.interactions = (dir / "shop" / "interactions.csv").string();
+      cfg.dataset = (dir / "dataset.h5").string();
+      cfg.vocab_size = 400;
+      cfg.text_len = 12;
+      prepare_dataset(cfg, "");
+      path = cfg.dataset;
+    }
+    at::Tensor len = at::tensor({static_cast<std::int64_t>(path.size())}, at::kLong);
+    comm.broadcast(len);
+    at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
+    if (comm.rank() == 0) std::memcpy(bytes.data_ptr(), path.data(), path.size());
+    comm.broadcast(bytes);
+    dataset_.assign(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
+  }
+  static void TearDownTestSuite() {
+    test_comm().barrier();
+    if (test_comm().rank() == 0) fs::remove_all(fs::path(dataset_).parent_path());
+  }
+
+  SamplerOptions options() const {
+    SamplerOptions o;
+    o.batch_size = 8;
+    o.history = 4;
+    o.seed = 99;
+    return o;
+  }
+};
+std::string SamplerTest::dataset_;
+
+TEST_F(SamplerTest, EveryTrainingExampleExactlyOncePerEpochOnEqualSteps) {
+  DatasetFile f(dataset_);
+  BatchSampler sampler(f, comm.rank(), comm.size(), options());
+  at::Tensor steps = comm.all_gather(at::tensor({sampler.steps_per_epoch()}, at::kLong));
+  EXPECT_TRUE(at::equal(steps, at::full_like(steps, sampler.steps_per_epoch())));
+
+  for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
+    std::vector<std::int64_t> seen;
+    for (std::int64_t s = 0; s < sampler.steps_per_epoch(); ++s) {
+      Batch b = sampler.batch({epoch, s});
+      EXPECT_LE(b.size(), 8);
+      for (std::int64_t k = 0; k < b.size(); ++k) seen.push_back(b.example_event[k].item<std::int64_t>());
+    }
+    auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
+    if (comm.rank() != 0) continue;
+    std::vector<std::int64_t> got;
+    for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+    std::sort(got.begin(), got.end());
+    // Expected: for each user, training events 1 .. train_end-1 (absolute).
+    UserSlice everyone = f.read_users(0, f.num_users());
+    std::vector<std::int64_t> want;
+    for (std::int64_t u = 0; u < f.num_users(); ++u) {
+      for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
+        want.push_back(everyone.users.offsets[static_cast<std::size_t>(u)] + j);
+      }
+    }
+    EXPECT_EQ(got, want) << "epoch " << epoch << " with " << comm.size() << " ranks";
+    EXPECT_EQ(static_cast<std::int64_t>(got.size()), sampler.global_examples());
+  }
+}
+
+TEST_F(SamplerTest, SameSeedSameBatchesOtherEpochOtherOrder) {
+  DatasetFile f(dataset_);
+  BatchSampler a(f, comm.rank(), comm.size(), options());
+  BatchSampler b(f, comm.rank(), comm.size(), options());
+  Batch x = a.batch({0, 1}), y = b.batch({0, 1}), z = a.batch({1, 1});
+  EXPECT_TRUE(at::equal(x.example_event, y.example_event));
+  EXPECT_TRUE(at::equal(x.item_tokens, y.item_tokens));
+  EXPECT_TRUE(at::equal(x.history, y.history));
+  if (a.local_examples() > 16) {
+    EXPECT_FALSE(at::equal(x.example_event, z.example_event));
+  }
+}
+
+TEST_F(SamplerTest, BatchContentsMatchTheDataset) {
+  DatasetFile f(dataset_);
+  BatchSampler sampler(f, comm.rank(), comm.size(), options());
+  UserSlice everyone = f.read_users(0, f.num_users());
+  ItemTable items = f.read_items();
+  Batch b = sampler.batch({0, 0});
+  ASSERT_GT(b.size(), 0);
+  // Item rows: unique, sorted, tokens and masks from the item table.
+  auto ids = b.item_ids;
+  EXPECT_TRUE(at::equal(std::get<0>(at::sort(ids)), ids));
+  EXPECT_EQ(std::get<0>(at::_unique(ids)).numel(), ids.numel());
+  for (std::int64_t r = 0; r < ids.numel(); ++r) {
+    auto item = static_cast<std::size_t>(ids[r].item<std::int64_t>());
+    for (int k = 0; k < f.text_len(); ++k) {
+      EXPECT_EQ(b.item_tokens[r][k].item<std::int64_t>(), items.tokens[item * static_cast<std::size_t>(f.text_len()) + static_cast<std::size_t>(k)]);
+      EXPECT_EQ(b.item_mask[r][k].item<std::int64_t>(), k < items.length[item] ? 1 : 0);
+    }
+  }
+  for (std::int64_t k = 0; k < b.size(); ++k) {
+    const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
+    const std::int64_t target = b.example_event[k].item<std::int64_t>();
+    const std::int64_t first = everyone.users.offsets[user];
+    ASSERT_GT(target, first);
+    ASSERT_LT(target, first + everyone.users.train_end[user]);
+    EXPECT_EQ(ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+    EXPECT_FLOAT_EQ(b.weight[k].item<float>(), everyone.events.weight[static_cast<std::size_t>(target)]);
+    // Right-aligned history: slot T-1 is the event just before the target.
+    for (int slot = 3, j = static_cast<int>(target) - 1; slot >= 0; --slot, --j) {
+      std::int64_t row = b.history[k][slot].item<std::int64_t>();
+      if (j < first) {
+        EXPECT_EQ(row, -1);
+      } else {
+        ASSERT_GE(row, 0);
+        EXPECT_EQ(ids[row].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(j)]);
+      }
+    }
+  }
+}
+
+TEST_F(SamplerTest, LoaderResumesAtACursorWithTheSameRemainingBatches) {
+  DatasetFile f(dataset_);
+  auto sampler = std::make_shared<BatchSampler>(f, comm.rank(), comm.size(), options());
+  const std::int64_t steps = sampler->steps_per_epoch();
+  ASSERT_GE(steps, 3);
+  // Run 1: from the start, through the end of epoch 1.
+  std::vector<Batch> full;
+  {
+    BatchLoader loader(sampler, {0, 0});
+    for (std::int64_t i = 0; i < 2 * steps; ++i) full.push_back(loader.next());
+  }
+  // Run 2: stop after 3 steps, save the cursor, resume in a new loader.
+  Cursor saved;
+  {
+    BatchLoader loader(sampler, {0, 0});
+    for (int i = 0; i < 3; ++i) loader.next();
+    saved = loader.cursor();
+  }
+  EXPECT_EQ(saved, (Cursor{0, 3}));
+  BatchLoader resumed(sampler, saved);
+  for (std::int64_t i = 3; i < 2 * steps; ++i) {
+    Batch b = resumed.next();
+    EXPECT_EQ(b.cursor, full[static_cast<std::size_t>(i)].cursor);
+    EXPECT_TRUE(at::equal(b.example_event, full[static_cast<std::size_t>(i)].example_event)) << "batch " << i;
+    EXPECT_TRUE(at::equal(b.history, full[static_cast<std::size_t>(i)].history));
+  }
+  EXPECT_EQ(resumed.cursor(), (Cursor{2, 0}));
+}
+
+}  // namespace
+}  // namespace llmrec
