@@ -1,6 +1,6 @@
 #pragma once
-/// safetensors reader and writer (F32, F16, BF16; I64 and other integer
-/// dtypes are read too, for buffers such as `position_ids`).
+/// safetensors reader and writer (F32, F16, BF16; F64, I64, I32, I16, I8, U8
+/// and BOOL too, e.g. for buffers such as `position_ids`).
 ///
 /// Format: u64 little-endian header length N, N bytes of JSON
 /// {"__metadata__": {...}, name: {"dtype", "shape", "data_offsets": [b, e]}},
@@ -26,7 +26,12 @@ struct SafetensorsFile {
 };
 
 /// Reads every tensor of `path`. Throws IoError naming `path` (and the
-/// tensor, where one is at fault) on any inconsistency.
+/// tensor, where one is at fault) on any inconsistency. Checks (as the
+/// reference implementation): header length within the file and at most
+/// 100 MB; the header a JSON object without duplicate keys; every dtype
+/// known; shapes non-negative with an overflow-checked byte count equal to
+/// the data_offsets span; the offsets tiling the data region exactly (no
+/// overlap, no hole, no trailing bytes); BOOL bytes 0 or 1.
 SafetensorsFile safetensors_read(const std::string& path);
 
 /// Parses an in-memory file (same checks); `name` is used in messages.
@@ -34,7 +39,9 @@ SafetensorsFile safetensors_parse(const std::string& bytes, const std::string& n
 
 /// Writes tensors (contiguous copies, stored in name order) and metadata.
 /// Supported dtypes: float32, float16, bfloat16, float64, int64, int32,
-/// int8, uint8, bool. Written atomically (temporary file, then rename).
+/// int16, int8, uint8, bool. The header is space-padded to a multiple of 8
+/// bytes. Written atomically (temporary file `<path>.tmp.<pid>`, then
+/// rename); throws IoError naming `path` (and the tensor) on failure.
 void safetensors_write(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

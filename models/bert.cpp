@@ -1,0 +1,378 @@
+// HF-compatible BERT encoder (see bert.h).
+#include "models/bert.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace llmrec {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void config_fail(const std::string& where, const std::string& message) {
+  throw ConfigError(fmt::format("{}: {}", where, message));
+}
+
+void read_int(const json& j, const char* key, std::int64_t& out, bool required, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    if (required) config_fail(where, fmt::format("missing required key '{}'", key));
+    return;
+  }
+  if (!it->is_number_integer()) config_fail(where, fmt::format("'{}' must be an integer, got {}", key, it->dump()));
+  out = it->get<std::int64_t>();
+}
+
+void read_double(const json& j, const char* key, double& out, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end()) return;
+  if (!it->is_number()) config_fail(where, fmt::format("'{}' must be a number, got {}", key, it->dump()));
+  out = it->get<double>();
+}
+
+void read_string(const json& j, const char* key, std::string& out, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end()) return;
+  if (!it->is_string()) config_fail(where, fmt::format("'{}' must be a string, got {}", key, it->dump()));
+  out = it->get<std::string>();
+}
+
+/// Most negative finite value of `dtype`: HF's torch.finfo(dtype).min.
+double dtype_lowest(c10::ScalarType dtype) {
+  switch (dtype) {
+    case c10::kDouble: return std::numeric_limits<double>::lowest();
+    case c10::kFloat: return std::numeric_limits<float>::lowest();
+    case c10::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+    case c10::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+    default: throw Error(fmt::format("BertModel: unsupported floating dtype {}", c10::toString(dtype)));
+  }
+}
+
+std::string shape_text(const torch::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+
+/// Checks an index tensor [N, L] and returns it as int64 on `device`.
+torch::Tensor index_input(const torch::Tensor& t, const char* name, torch::IntArrayRef shape, std::int64_t limit,
+                          const char* limit_name, const torch::Device& device) {
+  if (!c10::isIntegralType(t.scalar_type(), /*includeBool=*/false)) {
+    throw Error(fmt::format("BertModel: {} must be an integer tensor, got {}", name, c10::toString(t.scalar_type())));
+  }
+  if (t.sizes() != shape) {
+    throw Error(fmt::format("BertModel: {} has shape {}, expected [{}]", name, shape_text(t), fmt::join(shape, ", ")));
+  }
+  torch::Tensor out = t.to(device, torch::kLong);
+  if (out.numel() > 0) {
+    const std::int64_t lo = out.min().item<std::int64_t>();
+    const std::int64_t hi = out.max().item<std::int64_t>();
+    if (lo < 0 || hi >= limit) {
+      throw Error(fmt::format("BertModel: {} has values in [{}, {}], outside [0, {}) ({})", name, lo, hi, limit,
+                              limit_name));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------- config
+
+BertConfig BertConfig::from_json_string(const std::string& text, const std::string& name) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw IoError(fmt::format("{}: not valid JSON: {}", name, e.what()));
+  }
+  if (!j.is_object()) throw IoError(fmt::format("{}: not a JSON object", name));
+
+  BertConfig c;
+  std::string model_type = "bert";
+  read_string(j, "model_type", model_type, name);
+  if (model_type != "bert") {
+    config_fail(name, fmt::format("'model_type' is '{}'; only 'bert' is supported (other architectures differ in "
+                                  "embeddings or normalisation)",
+                                  model_type));
+  }
+  std::string position_type = "absolute";
+  read_string(j, "position_embedding_type", position_type, name);
+  if (position_type != "absolute") {
+    config_fail(name, fmt::format("'position_embedding_type' is '{}'; only 'absolute' is supported", position_type));
+  }
+  read_int(j, "vocab_size", c.vocab_size, true, name);
+  read_int(j, "hidden_size", c.hidden_size, true, name);
+  read_int(j, "num_hidden_layers", c.num_hidden_layers, true, name);
+  read_int(j, "num_attention_heads", c.num_attention_heads, true, name);
+  read_int(j, "intermediate_size", c.intermediate_size, true, name);
+  read_int(j, "max_position_embeddings", c.max_position_embeddings, true, name);
+  read_int(j, "type_vocab_size", c.type_vocab_size, false, name);
+  read_double(j, "layer_norm_eps", c.layer_norm_eps, name);
+  read_double(j, "hidden_dropout_prob", c.hidden_dropout_prob, name);
+  read_double(j, "attention_probs_dropout_prob", c.attention_probs_dropout_prob, name);
+  read_string(j, "hidden_act", c.hidden_act, name);
+  read_double(j, "initializer_range", c.initializer_range, name);
+  auto pad = j.find("pad_token_id");
+  if (pad != j.end() && pad->is_null()) {
+    c.pad_token_id = -1;
+  } else {
+    read_int(j, "pad_token_id", c.pad_token_id, false, name);
+  }
+  c.validate(name);
+  return c;
+}
+
+BertConfig BertConfig::from_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(fmt::format("{}: cannot open for reading", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw IoError(fmt::format("{}: read error", path));
+  return from_json_string(text.str(), path);
+}
+
+std::string BertConfig::to_json() const {
+  nlohmann::ordered_json j;
+  j["architectures"] = {"BertModel"};
+  j["model_type"] = "bert";
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["intermediate_size"] = intermediate_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["type_vocab_size"] = type_vocab_size;
+  j["hidden_act"] = hidden_act;
+  j["layer_norm_eps"] = layer_norm_eps;
+  j["hidden_dropout_prob"] = hidden_dropout_prob;
+  j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
+  j["initializer_range"] = initializer_range;
+  if (pad_token_id >= 0) {
+    j["pad_token_id"] = pad_token_id;
+  } else {
+    j["pad_token_id"] = nullptr;
+  }
+  j["position_embedding_type"] = "absolute";
+  return j.dump(2) + "\n";
+}
+
+void BertConfig::validate(const std::string& where) const {
+  auto positive = [&](const char* key, std::int64_t v) {
+    if (v < 1) config_fail(where, fmt::format("'{}' must be >= 1, got {}", key, v));
+  };
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("num_attention_heads", num_attention_heads);
+  positive("intermediate_size", intermediate_size);
+  positive("max_position_embeddings", max_position_embeddings);
+  positive("type_vocab_size", type_vocab_size);
+  if (num_hidden_layers < 0) config_fail(where, fmt::format("'num_hidden_layers' must be >= 0, got {}", num_hidden_layers));
+  if (hidden_size % num_attention_heads != 0) {
+    config_fail(where, fmt::format("'hidden_size' {} is not a multiple of 'num_attention_heads' {}", hidden_size,
+                                   num_attention_heads));
+  }
+  if (!(layer_norm_eps > 0)) config_fail(where, fmt::format("'layer_norm_eps' must be > 0, got {}", layer_norm_eps));
+  for (auto [key, p] : {std::pair<const char*, double>{"hidden_dropout_prob", hidden_dropout_prob},
+                        {"attention_probs_dropout_prob", attention_probs_dropout_prob}}) {
+    if (!(p >= 0 && p < 1)) config_fail(where, fmt::format("'{}' must be in [0, 1), got {}", key, p));
+  }
+  if (!(initializer_range >= 0)) {
+    config_fail(where, fmt::format("'initializer_range' must be >= 0, got {}", initializer_range));
+  }
+  if (hidden_act != "gelu") {
+    config_fail(where, fmt::format("'hidden_act' is '{}'; only 'gelu' (the exact erf GELU of HF BERT) is supported",
+                                   hidden_act));
+  }
+  if (pad_token_id < -1 || pad_token_id >= vocab_size) {
+    config_fail(where, fmt::format("'pad_token_id' {} is outside [0, vocab_size {})", pad_token_id, vocab_size));
+  }
+}
+
+// ----------------------------------------------------------------- modules
+
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertEmbeddingsImpl::reset() {
+  auto word = torch::nn::EmbeddingOptions(config.vocab_size, config.hidden_size);
+  if (config.pad_token_id >= 0) word.padding_idx(config.pad_token_id);
+  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(word));
+  position_embeddings = register_module(
+      "position_embeddings", torch::nn::Embedding(config.max_position_embeddings, config.hidden_size));
+  token_type_embeddings =
+      register_module("token_type_embeddings", torch::nn::Embedding(config.type_vocab_size, config.hidden_size));
+  LayerNorm = register_module(
+      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+  dropout = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
+  torch::NoGradGuard no_grad;
+  for (auto* e : {&word_embeddings, &position_embeddings, &token_type_embeddings}) {
+    (*e)->weight.normal_(0.0, config.initializer_range);
+  }
+  if (config.pad_token_id >= 0) word_embeddings->weight[config.pad_token_id].zero_();
+}
+
+torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
+  const std::int64_t length = input_ids.size(1);
+  torch::Tensor positions = torch::arange(length, input_ids.options().dtype(torch::kLong));
+  torch::Tensor x = word_embeddings(input_ids) + token_type_embeddings(token_type_ids);
+  x = x + position_embeddings(positions).unsqueeze(0);
+  return dropout(LayerNorm(x));
+}
+
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertSelfAttentionImpl::reset() {
+  const auto h = config.hidden_size;
+  auto linear = [&](const char* name) {
+    return register_module(name, LoraLinear(LoraLinearOptions(h, h).init_std(config.initializer_range)));
+  };
+  query = linear("query");
+  key = linear("key");
+  value = linear("value");
+  dropout = register_module("dropout", torch::nn::Dropout(config.attention_probs_dropout_prob));
+}
+
+torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+  const std::int64_t n = x.size(0);
+  const std::int64_t length = x.size(1);
+  const std::int64_t heads = config.num_attention_heads;
+  const std::int64_t head_size = config.head_size();
+  // [N, L, H] -> [N, A, L, H/A]: head a owns features a*H/A .. (a+1)*H/A - 1.
+  auto split = [&](const torch::Tensor& t) { return t.view({n, length, heads, head_size}).permute({0, 2, 1, 3}); };
+  torch::Tensor q = split(query(x));
+  torch::Tensor k = split(key(x));
+  torch::Tensor v = split(value(x));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
+  scores = scores + additive_mask;
+  torch::Tensor probs = dropout(torch::softmax(scores, -1));
+  return torch::matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, length, config.hidden_size});
+}
+
+BertResidualImpl::BertResidualImpl(const BertConfig& config_, std::int64_t in_features_)
+    : config(config_), in_features(in_features_) {
+  reset();
+}
+
+void BertResidualImpl::reset() {
+  dense = register_module(
+      "dense", LoraLinear(LoraLinearOptions(in_features, config.hidden_size).init_std(config.initializer_range)));
+  LayerNorm = register_module(
+      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+  dropout = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
+}
+
+torch::Tensor BertResidualImpl::forward(const torch::Tensor& h, const torch::Tensor& residual) {
+  return LayerNorm(dropout(dense(h)) + residual);
+}
+
+BertAttentionImpl::BertAttentionImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertAttentionImpl::reset() {
+  self = register_module("self", BertSelfAttention(config));
+  output = register_module("output", BertResidual(config, config.hidden_size));
+}
+
+torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+  return output(self(x, additive_mask), x);
+}
+
+BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertIntermediateImpl::reset() {
+  dense = register_module("dense", LoraLinear(LoraLinearOptions(config.hidden_size, config.intermediate_size)
+                                                  .init_std(config.initializer_range)));
+}
+
+torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) {
+  return torch::gelu(dense(x));  // approximate = "none": the erf GELU
+}
+
+BertLayerImpl::BertLayerImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertLayerImpl::reset() {
+  attention = register_module("attention", BertAttention(config));
+  intermediate = register_module("intermediate", BertIntermediate(config));
+  output = register_module("output", BertResidual(config, config.intermediate_size));
+}
+
+torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+  torch::Tensor a = attention(x, additive_mask);
+  return output(intermediate(a), a);
+}
+
+BertEncoderImpl::BertEncoderImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertEncoderImpl::reset() {
+  layer = register_module("layer", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < config.num_hidden_layers; ++i) layer->push_back(BertLayer(config));
+}
+
+torch::Tensor BertEncoderImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+  torch::Tensor h = x;
+  for (std::size_t i = 0; i < layer->size(); ++i) h = layer->at<BertLayerImpl>(i).forward(h, additive_mask);
+  return h;
+}
+
+BertPoolerImpl::BertPoolerImpl(const BertConfig& config_) : config(config_) { reset(); }
+
+void BertPoolerImpl::reset() {
+  dense = register_module("dense", LoraLinear(LoraLinearOptions(config.hidden_size, config.hidden_size)
+                                                  .init_std(config.initializer_range)));
+}
+
+torch::Tensor BertPoolerImpl::forward(const torch::Tensor& x) { return torch::tanh(dense(x.select(1, 0))); }
+
+BertModelImpl::BertModelImpl(const BertConfig& config, bool add_pooler) : config_(config), add_pooler_(add_pooler) {
+  config_.validate("BertModel config");
+  reset();
+}
+
+void BertModelImpl::reset() {
+  embeddings = register_module("embeddings", BertEmbeddings(config_));
+  encoder = register_module("encoder", BertEncoder(config_));
+  if (add_pooler_) pooler = register_module("pooler", BertPooler(config_));
+}
+
+BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                  const torch::Tensor& token_type_ids) {
+  if (!input_ids.defined() || input_ids.dim() != 2) {
+    throw Error(fmt::format("BertModel: input_ids must be [N, L], got {}",
+                            input_ids.defined() ? shape_text(input_ids) : "an undefined tensor"));
+  }
+  const torch::Tensor& word = embeddings->word_embeddings->weight;
+  const torch::Device device = word.device();
+  const auto shape = input_ids.sizes();
+  if (shape[1] > config_.max_position_embeddings) {
+    throw Error(fmt::format("BertModel: sequence length {} exceeds max_position_embeddings {}", shape[1],
+                            config_.max_position_embeddings));
+  }
+  torch::Tensor ids = index_input(input_ids, "input_ids", shape, config_.vocab_size, "vocab_size", device);
+  torch::Tensor types = token_type_ids.defined()
+                            ? index_input(token_type_ids, "token_type_ids", shape, config_.type_vocab_size,
+                                          "type_vocab_size", device)
+                            : torch::zeros_like(ids);
+  torch::Tensor mask = attention_mask;
+  if (!mask.defined()) {
+    mask = torch::ones_like(ids);
+  } else if (mask.sizes() != shape) {
+    throw Error(fmt::format("BertModel: attention_mask has shape {}, expected [{}]", shape_text(mask),
+                            fmt::join(shape, ", ")));
+  } else if (mask.is_complex()) {
+    throw Error("BertModel: attention_mask must be integer, bool or floating point");
+  }
+  torch::Tensor x = embeddings(ids, types);
+  x = encoder(x, bert_additive_mask(mask.to(device), x.scalar_type()));
+  BertOutput out;
+  out.last_hidden_state = x;
+  if (add_pooler_) out.pooler_output = pooler(x);
+  return out;
+}
+
+torch::Tensor bert_additive_mask(const torch::Tensor& attention_mask, c10::ScalarType dtype) {
+  return (1.0 - attention_mask.to(dtype)).unsqueeze(1).unsqueeze(2) * dtype_lowest(dtype);
+}
+
+}  // namespace llmrec

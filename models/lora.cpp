@@ -1,0 +1,494 @@
+// LoRA on BertModel; PEFT and HF directory I/O (see lora.h).
+#include "models/lora.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <iterator>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "common/error.h"
+#include "models/safetensors.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr const char* kPeftPrefix = "base_model.model.";
+constexpr const char* kAdapterConfig = "adapter_config.json";
+constexpr const char* kAdapterWeights = "adapter_model.safetensors";
+constexpr std::size_t kMaxListedNames = 20;
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_lora_name(const std::string& name) {
+  return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
+}
+
+/// PEFT's rule for a list of target_modules.
+bool target_matches(const std::string& module_name, const std::string& target) {
+  return module_name == target || ends_with(module_name, "." + target);
+}
+
+std::string shape_text(const torch::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+
+std::string quoted_list(const std::vector<std::string>& names) {
+  std::string out;
+  for (std::size_t i = 0; i < names.size() && i < kMaxListedNames; ++i) out += (i ? ", '" : "'") + names[i] + "'";
+  if (names.size() > kMaxListedNames) out += fmt::format(" and {} more", names.size() - kMaxListedNames);
+  return out;
+}
+
+using NamedLinear = std::pair<std::string, LoraLinearImpl*>;
+
+std::vector<NamedLinear> linear_modules(const torch::nn::Module& model) {
+  std::vector<NamedLinear> out;
+  for (const auto& m : model.named_modules("", /*include_self=*/false)) {
+    if (auto* linear = dynamic_cast<LoraLinearImpl*>(m.value().get())) out.emplace_back(m.key(), linear);
+  }
+  return out;
+}
+
+std::vector<NamedLinear> adapted_linears(const torch::nn::Module& model) {
+  std::vector<NamedLinear> out;
+  for (const auto& item : linear_modules(model)) {
+    if (item.second->has_adapter()) out.push_back(item);
+  }
+  return out;
+}
+
+/// The Linear modules `targets` select, in module order. Throws when a
+/// target selects nothing, or selects a module that is not a Linear.
+std::vector<NamedLinear> select_targets(const torch::nn::Module& model, const std::vector<std::string>& targets) {
+  std::vector<NamedLinear> out;
+  std::set<std::string> linear_names;
+  for (const auto& target : targets) {
+    LLMREC_CHECK(!target.empty(), "LoRA target_modules contains an empty name");
+  }
+  for (const auto& target : targets) {
+    bool matched = false;
+    for (const auto& m : model.named_modules("", /*include_self=*/false)) {
+      if (!target_matches(m.key(), target)) continue;
+      if (dynamic_cast<LoraLinearImpl*>(m.value().get()) == nullptr) {
+        throw Error(fmt::format("LoRA target '{}' matches '{}', which is not a Linear layer (LoRA applies to Linear "
+                                "layers only)",
+                                target, m.key()));
+      }
+      matched = true;
+    }
+    if (!matched) {
+      std::set<std::string> last;
+      for (const auto& item : linear_modules(model)) last.insert(item.first.substr(item.first.rfind('.') + 1));
+      throw Error(fmt::format("LoRA target '{}' matches no module of the model; its Linear layers are named {} "
+                              "(e.g. {})",
+                              target, fmt::join(last, ", "),
+                              linear_modules(model).empty() ? "none" : linear_modules(model).front().first));
+    }
+  }
+  for (const auto& item : linear_modules(model)) {
+    for (const auto& target : targets) {
+      if (target_matches(item.first, target)) {
+        out.push_back(item);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+void validate_options(const LoraOptions& options) {
+  LLMREC_CHECK(options.r >= 0, "LoRA r must be >= 0 (0 = full fine-tuning), got {}", options.r);
+  if (options.r == 0) return;
+  LLMREC_CHECK(options.alpha > 0, "LoRA alpha must be positive, got {}", options.alpha);
+  LLMREC_CHECK(options.dropout >= 0 && options.dropout < 1, "LoRA dropout must be in [0, 1), got {}", options.dropout);
+  LLMREC_CHECK(!options.target_modules.empty(), "LoRA target_modules is empty (r = {} needs at least one target)",
+               options.r);
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  const std::string tmp = fmt::format("{}.tmp.{}", path.string(), ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw IoError(fmt::format("{}: cannot create the temporary file {}", path.string(), tmp));
+    out << text;
+    out.flush();
+    if (!out) {
+      out.close();
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      throw IoError(fmt::format("{}: write to {} failed (disk full?)", path.string(), tmp));
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw IoError(fmt::format("{}: cannot rename {} into place: {}", path.string(), tmp, ec.message()));
+  }
+}
+
+void make_directory(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    throw IoError(fmt::format("{}: cannot create directory: {}", dir.string(), ec ? ec.message() : "not a directory"));
+  }
+}
+
+json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(fmt::format("{}: cannot open for reading", path.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  try {
+    return json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw IoError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+  }
+}
+
+[[noreturn]] void refuse_pickle(const fs::path& dir, const std::string& missing, const std::string& pickle) {
+  throw IoError(fmt::format("{}: has {} but no {}: llmrec never unpickles (a .bin file is a Python pickle, which can "
+                            "run code when loaded); save the adapter with safe_serialization=True (PEFT's default)",
+                            dir.string(), pickle, missing));
+}
+
+LoraOptions parse_adapter_config(const json& j, const std::string& where) {
+  auto fail = [&](const std::string& message) { throw ConfigError(fmt::format("{}: {}", where, message)); };
+  if (!j.is_object()) fail("not a JSON object");
+  auto get = [&](const char* key) -> const json* {
+    auto it = j.find(key);
+    return it == j.end() ? nullptr : &*it;
+  };
+  LoraOptions o;
+  const json* peft_type = get("peft_type");
+  if (peft_type == nullptr || !peft_type->is_string() || peft_type->get<std::string>() != "LORA") {
+    fail(fmt::format("'peft_type' is {}, expected \"LORA\"", peft_type ? peft_type->dump() : "missing"));
+  }
+  const json* r = get("r");
+  if (r == nullptr || !r->is_number_integer() || r->get<std::int64_t>() < 1) {
+    fail(fmt::format("'r' must be an integer >= 1, got {}", r ? r->dump() : "nothing"));
+  }
+  o.r = r->get<std::int64_t>();
+  const json* alpha = get("lora_alpha");
+  if (alpha == nullptr || !alpha->is_number() || !(alpha->get<double>() > 0)) {
+    fail(fmt::format("'lora_alpha' must be a positive number, got {}", alpha ? alpha->dump() : "nothing"));
+  }
+  o.alpha = alpha->get<double>();
+  if (const json* dropout = get("lora_dropout"); dropout != nullptr && !dropout->is_null()) {
+    if (!dropout->is_number() || !(dropout->get<double>() >= 0 && dropout->get<double>() < 1)) {
+      fail(fmt::format("'lora_dropout' must be a number in [0, 1), got {}", dropout->dump()));
+    }
+    o.dropout = dropout->get<double>();
+  }
+  const json* targets = get("target_modules");
+  if (targets == nullptr || targets->is_null()) {
+    fail("'target_modules' is missing or null; list the module names (e.g. [\"query\", \"value\"])");
+  }
+  if (targets->is_string()) {
+    fail(fmt::format("'target_modules' is the regular expression {}; only a list of module names is supported",
+                     targets->dump()));
+  }
+  if (!targets->is_array() || targets->empty()) fail("'target_modules' must be a non-empty list of module names");
+  o.target_modules.clear();
+  for (const auto& t : *targets) {
+    if (!t.is_string() || t.get<std::string>().empty()) {
+      fail(fmt::format("'target_modules' entry {} is not a module name", t.dump()));
+    }
+    o.target_modules.push_back(t.get<std::string>());
+  }
+  if (const json* bias = get("bias"); bias != nullptr && *bias != "none") {
+    fail(fmt::format("'bias' is {}; only \"none\" is supported (no trained biases)", bias->dump()));
+  }
+  for (const char* key : {"fan_in_fan_out", "use_rslora", "use_dora"}) {
+    if (const json* v = get(key); v != nullptr && !v->is_null() && *v != false) {
+      fail(fmt::format("'{}' is {}; this feature is not supported", key, v->dump()));
+    }
+  }
+  if (const json* v = get("layers_to_transform"); v != nullptr && !v->is_null()) {
+    fail(fmt::format("'layers_to_transform' is {}; adapters on a subset of layers are not supported", v->dump()));
+  }
+  if (const json* v = get("modules_to_save"); v != nullptr && !v->is_null() && !(v->is_array() && v->empty())) {
+    fail(fmt::format("'modules_to_save' is {}; fully trained extra modules are not supported", v->dump()));
+  }
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (const json* v = get(key); v != nullptr && !v->is_null() && !(v->is_object() && v->empty())) {
+      fail(fmt::format("'{}' is {}; per-module ranks or alphas are not supported", key, v->dump()));
+    }
+  }
+  return o;
+}
+
+/// Checks that the model's adapters are what `options` describes.
+void check_adapters_match(const BertModel& model, const LoraOptions& options, const std::string& context) {
+  std::vector<NamedLinear> adapted = adapted_linears(*model);
+  std::vector<NamedLinear> selected = select_targets(*model, options.target_modules);
+  std::vector<std::string> have;
+  std::vector<std::string> want;
+  for (const auto& a : adapted) have.push_back(a.first);
+  for (const auto& s : selected) want.push_back(s.first);
+  if (have != want) {
+    std::sort(have.begin(), have.end());
+    std::sort(want.begin(), want.end());
+    std::vector<std::string> extra;
+    std::vector<std::string> absent;
+    std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(extra));
+    std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(absent));
+    throw Error(fmt::format("{}: target_modules [{}] do not select the model's adapters (adapted but not targeted: "
+                            "{}; targeted but without an adapter: {})",
+                            context, fmt::join(options.target_modules, ", "), extra.empty() ? "none" : quoted_list(extra),
+                            absent.empty() ? "none" : quoted_list(absent)));
+  }
+  for (const auto& [name, linear] : adapted) {
+    const LoraAdapterOptions& a = linear->adapter();
+    if (a.r() != options.r || a.alpha() != options.alpha) {
+      throw Error(fmt::format("{}: adapter '{}' has r {} alpha {}, expected r {} alpha {}", context, name, a.r(),
+                              a.alpha(), options.r, options.alpha));
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> apply_lora(BertModel& model, const LoraOptions& options) {
+  validate_options(options);
+  std::vector<NamedLinear> existing = adapted_linears(*model);
+  if (!existing.empty()) {
+    throw Error(fmt::format("apply_lora: the model already has LoRA adapters (on {})", quoted_list([&] {
+                              std::vector<std::string> names;
+                              for (const auto& e : existing) names.push_back(e.first);
+                              return names;
+                            }())));
+  }
+  if (options.r == 0) {
+    for (auto& p : model->parameters()) p.requires_grad_(true);
+    return {};
+  }
+  std::vector<NamedLinear> selected = select_targets(*model, options.target_modules);
+  for (auto& p : model->parameters()) p.requires_grad_(false);
+  std::vector<std::string> names;
+  for (auto& [name, linear] : selected) {
+    linear->adapter_add(LoraAdapterOptions(options.r).alpha(options.alpha).dropout(options.dropout));
+    names.push_back(name);
+  }
+  return names;
+}
+
+std::vector<std::string> lora_adapted_modules(const torch::nn::Module& model) {
+  std::vector<std::string> names;
+  for (const auto& item : adapted_linears(model)) names.push_back(item.first);
+  return names;
+}
+
+void lora_merge(torch::nn::Module& module) {
+  for (auto& item : adapted_linears(module)) item.second->merge();
+}
+
+void lora_unmerge(torch::nn::Module& module) {
+  for (auto& item : adapted_linears(module)) item.second->unmerge();
+}
+
+torch::OrderedDict<std::string, torch::Tensor> lora_trainable_parameters(const torch::nn::Module& module) {
+  torch::OrderedDict<std::string, torch::Tensor> out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    if (p.value().requires_grad()) out.insert(p.key(), p.value());
+  }
+  return out;
+}
+
+void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOptions& options,
+                    const std::string& base_model_name_or_path) {
+  validate_options(options);
+  const std::string context = fmt::format("lora_save_peft({})", dir);
+  if (options.r == 0) {
+    throw Error(fmt::format("{}: r = 0 is full fine-tuning, which has no adapter; use save_hf_directory", context));
+  }
+  std::vector<NamedLinear> adapted = adapted_linears(*model);
+  if (adapted.empty()) throw Error(fmt::format("{}: the model has no LoRA adapters (apply_lora first)", context));
+  check_adapters_match(model, options, context);
+  for (const auto& [name, linear] : adapted) {
+    if (linear->adapter().dropout() != options.dropout) {
+      throw Error(fmt::format("{}: adapter '{}' has dropout {}, options say {}", context, name,
+                              linear->adapter().dropout(), options.dropout));
+    }
+  }
+
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [name, linear] : adapted) {
+    tensors[kPeftPrefix + name + ".lora_A.weight"] = linear->lora_A->weight.detach().to(torch::kCPU, torch::kFloat);
+    tensors[kPeftPrefix + name + ".lora_B.weight"] = linear->lora_B->weight.detach().to(torch::kCPU, torch::kFloat);
+  }
+
+  json config = json::object();  // keys sorted, as PEFT writes them
+  config["base_model_name_or_path"] = base_model_name_or_path;
+  config["bias"] = "none";
+  config["fan_in_fan_out"] = false;
+  config["inference_mode"] = true;
+  config["init_lora_weights"] = true;
+  config["layers_pattern"] = nullptr;
+  config["layers_to_transform"] = nullptr;
+  if (options.alpha == std::floor(options.alpha) && std::abs(options.alpha) < 1e15) {
+    config["lora_alpha"] = static_cast<std::int64_t>(options.alpha);
+  } else {
+    config["lora_alpha"] = options.alpha;
+  }
+  config["lora_dropout"] = options.dropout;
+  config["modules_to_save"] = nullptr;
+  config["peft_type"] = "LORA";
+  config["r"] = options.r;
+  config["revision"] = nullptr;
+  config["target_modules"] = options.target_modules;
+  config["task_type"] = nullptr;
+
+  const fs::path root(dir);
+  make_directory(root);
+  safetensors_write((root / kAdapterWeights).string(), tensors, {{"format", "pt"}});
+  write_text_atomic(root / kAdapterConfig, config.dump(2) + "\n");
+}
+
+LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
+  const fs::path root(dir);
+  const fs::path config_path = root / kAdapterConfig;
+  const fs::path weights_path = root / kAdapterWeights;
+  if (!fs::is_directory(root)) throw IoError(fmt::format("{}: not a directory (expected a PEFT adapter)", dir));
+  if (!fs::exists(config_path)) throw IoError(fmt::format("{}: no {} (not a PEFT adapter directory)", dir, kAdapterConfig));
+  if (!fs::exists(weights_path)) {
+    if (fs::exists(root / "adapter_model.bin")) refuse_pickle(root, kAdapterWeights, "adapter_model.bin");
+    throw IoError(fmt::format("{}: no {}", dir, kAdapterWeights));
+  }
+  LoraOptions options = parse_adapter_config(read_json_file(config_path), config_path.string());
+  SafetensorsFile file = safetensors_read(weights_path.string());
+
+  const std::string context = fmt::format("lora_load_peft({})", dir);
+  std::vector<NamedLinear> adapted = adapted_linears(*model);
+  for (const auto& [name, linear] : adapted) {
+    if (linear->merged()) {
+      throw Error(fmt::format("{}: adapter '{}' is merged into its weight; lora_unmerge before loading", context, name));
+    }
+  }
+  if (adapted.empty()) {
+    try {
+      apply_lora(model, options);
+    } catch (const Error& e) {
+      rethrow_with_context<ConfigError>(e, fmt::format("{}: target_modules", config_path.string()));
+    }
+  } else {
+    check_adapters_match(model, options, context);
+  }
+
+  // Expected tensor names, relative to BertModel.
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& [name, linear] : adapted_linears(*model)) {
+    params.emplace(name + ".lora_A.weight", linear->lora_A->weight);
+    params.emplace(name + ".lora_B.weight", linear->lora_B->weight);
+  }
+  const std::string where = weights_path.string();
+  std::vector<std::string> problems;
+  std::vector<std::string> unexpected;
+  std::map<std::string, std::string> found;  // parameter name -> file name
+  for (const auto& item : file.tensors) {
+    const std::string& file_name = item.first;
+    std::string name = starts_with(file_name, kPeftPrefix) ? file_name.substr(std::string(kPeftPrefix).size()) : "";
+    if (starts_with(name, "bert.")) name = name.substr(5);  // an adapter trained on BertFor*: same encoder
+    if (params.count(name) == 0) {
+      unexpected.push_back(file_name);
+      continue;
+    }
+    if (!found.emplace(name, file_name).second) {
+      problems.push_back(fmt::format("tensors '{}' and '{}' both give '{}'", found[name], file_name, name));
+      continue;
+    }
+    const torch::Tensor& t = item.second;
+    const torch::Tensor& p = params.at(name);
+    if (t.sizes() != p.sizes()) {
+      problems.push_back(fmt::format("tensor '{}': expected shape {} (r = {}), found {}", file_name, shape_text(p),
+                                     options.r, shape_text(t)));
+    } else if (!t.is_floating_point()) {
+      problems.push_back(fmt::format("tensor '{}': dtype {} is not floating point", file_name,
+                                     c10::toString(t.scalar_type())));
+    }
+  }
+  std::vector<std::string> missing;
+  for (const auto& item : params) {
+    if (found.count(item.first) == 0) missing.push_back(kPeftPrefix + item.first);
+  }
+  if (!missing.empty()) {
+    problems.push_back(fmt::format("{} missing tensor(s): {}", missing.size(), quoted_list(missing)));
+  }
+  if (!unexpected.empty()) {
+    problems.push_back(fmt::format("{} unexpected tensor(s) (not a lora_A/lora_B weight of a targeted module): {}",
+                                   unexpected.size(), quoted_list(unexpected)));
+  }
+  if (!problems.empty()) {
+    std::string message = fmt::format("{}: the adapter does not match the model:", where);
+    for (const auto& p : problems) message += "\n  " + p;
+    throw IoError(message);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : params) p.copy_(file.tensors.at(found.at(name)));
+  return options;
+}
+
+void save_hf_directory(const std::string& dir, const BertModel& model, const BertConfig& config,
+                       const std::string& vocab_path, c10::ScalarType dtype) {
+  const BertConfig& built = model->config();
+  if (config.vocab_size != built.vocab_size || config.hidden_size != built.hidden_size ||
+      config.num_hidden_layers != built.num_hidden_layers || config.num_attention_heads != built.num_attention_heads ||
+      config.intermediate_size != built.intermediate_size ||
+      config.max_position_embeddings != built.max_position_embeddings ||
+      config.type_vocab_size != built.type_vocab_size) {
+    throw Error(fmt::format("save_hf_directory({}): the config's sizes differ from the model's", dir));
+  }
+  config.validate(fmt::format("save_hf_directory({}): config", dir));
+  if (!vocab_path.empty() && !fs::is_regular_file(vocab_path)) {
+    throw IoError(fmt::format("{}: vocabulary not found (save_hf_directory)", vocab_path));
+  }
+
+  std::map<std::string, LoraLinearImpl*> adapters;
+  for (const auto& item : adapted_linears(*model)) adapters.emplace(item.first, item.second);
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    if (is_lora_name(name)) continue;
+    torch::Tensor value = p.value().detach();
+    if (ends_with(name, ".weight")) {
+      auto it = adapters.find(name.substr(0, name.size() - 7));
+      if (it != adapters.end()) value = it->second->merged_weight();
+    }
+    tensors[name] = value.to(torch::kCPU, dtype);
+  }
+
+  const fs::path root(dir);
+  make_directory(root);
+  safetensors_write((root / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  write_text_atomic(root / "config.json", config.to_json());
+  if (!vocab_path.empty()) {
+    const fs::path tmp = fmt::format("{}.tmp.{}", (root / "vocab.txt").string(), ::getpid());
+    std::error_code ec;
+    fs::copy_file(vocab_path, tmp, fs::copy_options::overwrite_existing, ec);
+    if (!ec) fs::rename(tmp, root / "vocab.txt", ec);
+    if (ec) {
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      throw IoError(fmt::format("{}: cannot copy the vocabulary to {}: {}", vocab_path, root.string(), ec.message()));
+    }
+  }
+}
+
+}  // namespace llmrec

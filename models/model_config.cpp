@@ -1,0 +1,34 @@
+#include "models/model_config.h"
+
+#include <fmt/format.h>
+
+namespace llmrec {
+
+void ModelConfig::validate() const {
+  std::vector<std::string> problems;
+  if (dim % user.heads != 0) {
+    problems.push_back(
+        fmt::format("model.dim ({}) must be divisible by model.user.heads ({})", dim, user.heads));
+  }
+  if (bert.pretrained.empty()) {
+    if (bert.hidden % bert.heads != 0) {
+      problems.push_back(fmt::format("model.bert.hidden ({}) must be divisible by model.bert.heads ({})",
+                                     bert.hidden, bert.heads));
+    }
+    if (text_len > bert.max_positions) {
+      problems.push_back(fmt::format("model.text_len ({}) exceeds model.bert.max_positions ({})", text_len,
+                                     bert.max_positions));
+    }
+  }
+  if (lora.r > 0 && lora.targets.empty()) {
+    problems.push_back(
+        "model.lora.targets is empty while model.lora.r > 0; name the modules to "
+        "adapt (e.g. [query, value]) or set model.lora.r: 0 for full fine-tuning");
+  }
+  if (problems.empty()) return;
+  std::string message = "invalid model configuration:";
+  for (const auto& p : problems) message += "\n  " + p;
+  throw ConfigError(message);
+}
+
+}  // namespace llmrec

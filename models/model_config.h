@@ -1,0 +1,169 @@
+#pragma once
+/// The `model:` section of the configuration: the reference recommender of
+/// docs/DESIGN.md ("Reference model", `type: bert_attn`). Defaults are the
+/// `bench-tiny` workload of docs/BENCHMARKS.md, i.e. the PyTorch peer
+/// (shared/peers/torch_ddp_bench.py).
+///
+///   model:
+///     dim: 128
+///     bert: {pretrained: models/bert-mini}   # HF directory; "" builds from the keys
+///     lora: {r: 8, alpha: 16, targets: [query, value]}
+///     user: {history: 20, heads: 2, layers: 0}
+///     loss: {negatives: in_batch, temperature: 1.0}
+///
+/// Field checks (ranges, choices) run while reading; the constraints that tie
+/// two keys together (`dim` divisible by `user.heads`, ...) are checked by
+/// `ModelConfig::validate()`, which every model constructor calls.
+/// No tensors here: this header is read by the config tooling too.
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+
+namespace llmrec {
+
+/// `model.bert`: the item tower's BERT (HF `BertModel` semantics).
+struct ModelBertConfig {
+  std::string pretrained;  ///< HF model directory; "" = random init from the keys below
+  int layers = 2;
+  int hidden = 128;
+  int heads = 2;
+  int intermediate = 512;
+  int vocab_size = 30522;
+  int max_positions = 512;
+  double dropout = 0.0;
+  bool add_pooler = false;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("pretrained", pretrained,
+            "HF model directory (config.json, model.safetensors); its config.json then sets the "
+            "architecture and the keys layers..dropout below are ignored (add_pooler applies). "
+            "\"\" builds a randomly initialised BERT from those keys");
+    v.field("layers", layers, "Transformer layers (num_hidden_layers)", config_range(1, 128));
+    v.field("hidden", hidden, "Hidden size H (hidden_size)", config_range(1, 65536));
+    v.field("heads", heads, "Attention heads (num_attention_heads); must divide hidden",
+            config_range(1, 1024));
+    v.field("intermediate", intermediate, "Feed-forward size (intermediate_size)", config_range(1, 1 << 20));
+    v.field("vocab_size", vocab_size, "WordPiece vocabulary size", config_range(1, 10000000));
+    v.field("max_positions", max_positions,
+            "Position embeddings (max_position_embeddings); must be >= model.text_len",
+            config_range(1, 65536));
+    v.field("dropout", dropout,
+            "Dropout of hidden states and attention probabilities (hidden_dropout_prob and "
+            "attention_probs_dropout_prob)",
+            config_range(0.0, 0.99));
+    v.field("add_pooler", add_pooler,
+            "Build the pooler (dense+tanh over [CLS]); the recommender reads h_[CLS] itself, so the "
+            "pooler is always frozen and only counts as a frozen parameter");
+  }
+};
+
+/// `model.lora`: low-rank adapters on the frozen BERT (HF PEFT semantics).
+struct ModelLoraConfig {
+  int r = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> targets = {"query", "value"};
+
+  template <class V>
+  void visit(V& v) {
+    v.field("r", r, "Adapter rank; 0 = no adapters: every BERT weight is trained (full fine-tuning)",
+            config_range(0, 4096));
+    v.field("alpha", alpha, "Scale numerator: the update is (alpha / r) B A x", config_range(1e-6, 1e6));
+    v.field("dropout", dropout, "Dropout on the adapter input", config_range(0.0, 0.99));
+    v.field("targets", targets,
+            "Names of the BERT Linear modules that get adapters, in every layer (e.g. query, key, "
+            "value, dense)");
+  }
+};
+
+/// `model.user`: the user tower (attention ranker over the history).
+struct ModelUserConfig {
+  int history = 20;
+  int heads = 2;
+  int layers = 0;
+  double dropout = 0.0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("history", history,
+            "T: the most recent T history items pooled into the user vector (learned position "
+            "embedding per slot)",
+            config_range(1, 4096));
+    v.field("heads", heads,
+            "Attention heads of the pooling (and of the encoder layers); must divide model.dim",
+            config_range(1, 1024));
+    v.field("layers", layers,
+            "Transformer encoder layers (self-attention over the history, padding masked, "
+            "post-LN, GELU, feed-forward 4 x dim) before the pooling; 0 = plain attention pooling",
+            config_range(0, 64));
+    v.field("dropout", dropout, "Dropout on attention probabilities and encoder residual branches",
+            config_range(0.0, 0.99));
+  }
+};
+
+/// `model.loss`: the sampled-softmax recommender loss (models/loss.h).
+struct ModelLossConfig {
+  std::string negatives = "in_batch";
+  int sampled_negatives = 0;
+  bool logq_correction = false;
+  double temperature = 1.0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("negatives", negatives,
+            "Candidates each positive competes with: in_batch = the unique targets of the batch "
+            "(as the PyTorch peer); batch_items = every unique item encoded for the batch "
+            "(targets, history items and sampled negatives)",
+            config_one_of({"in_batch", "batch_items"}));
+    v.field("sampled_negatives", sampled_negatives,
+            "Extra negatives the batch builder draws per batch and appends as candidates "
+            "(0 = none); an item equal to a user's target is never that user's negative",
+            config_range(0, 1 << 20));
+    v.field("logq_correction", logq_correction,
+            "Subtract log q(item) (the item's probability of being a candidate, from the batch "
+            "builder) from every candidate logit, to undo the popularity bias of in-batch negatives");
+    v.field("temperature", temperature, "Logits are u^T A l / temperature", config_range(1e-4, 1e4));
+  }
+};
+
+/// The `model:` section.
+struct ModelConfig {
+  std::string type = "bert_attn";
+  int dim = 128;
+  int text_len = 32;
+  bool item_id_embedding = false;
+  double id_dropout = 0.1;
+  ModelBertConfig bert;
+  ModelLoraConfig lora;
+  ModelUserConfig user;
+  ModelLossConfig loss;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("type", type, "Model family (docs/DESIGN.md, Reference model)", config_one_of({"bert_attn"}));
+    v.field("dim", dim, "d: size of item and user vectors (item vector = Linear(H, d)(h_[CLS]))",
+            config_range(1, 65536));
+    v.field("text_len", text_len, "L: item text length in WordPiece tokens, [CLS] and [SEP] included",
+            config_range(2, 65536));
+    v.field("item_id_embedding", item_id_embedding,
+            "Add a learned vector per training item to its text vector (items unseen in training "
+            "use text only)");
+    v.field("id_dropout", id_dropout,
+            "Training only: probability that an item's ID vector is dropped (zeroed, not "
+            "rescaled) for a batch, so the model also learns to rank from text alone",
+            config_range(0.0, 1.0));
+    v.section("bert", bert, "Item tower: BERT encoder");
+    v.section("lora", lora, "Item tower: LoRA adapters");
+    v.section("user", user, "User tower: attention ranker over the history");
+    v.section("loss", loss, "Recommender loss");
+  }
+
+  /// Throws ConfigError listing every constraint between keys that does
+  /// not hold (each message names the keys, "model.dim", ...).
+  void validate() const;
+};
+
+}  // namespace llmrec

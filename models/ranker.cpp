@@ -1,0 +1,188 @@
+#include "models/ranker.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+
+namespace llmrec {
+
+namespace {
+
+/// "Float [2, 3]" or "undefined", for error messages.
+std::string shape_of(const at::Tensor& t) {
+  return t.defined() ? c10::str(t.scalar_type(), " ", t.sizes()) : std::string("undefined");
+}
+
+void check_mask(const torch::Tensor& x, const torch::Tensor& mask, const char* what) {
+  LLMREC_CHECK(x.dim() == 3, "{}: expected [B, S, d] vectors, got {} dims", what, x.dim());
+  LLMREC_CHECK(mask.dim() == 2 && mask.size(0) == x.size(0) && mask.size(1) == x.size(1),
+               "{}: mask must be [B, S] = [{}, {}], got {}", what, x.size(0), x.size(1), shape_of(mask));
+  LLMREC_CHECK(mask.scalar_type() == torch::kBool, "{}: mask must be bool (true = real item), got {}", what,
+               shape_of(mask));
+}
+
+}  // namespace
+
+// --------------------------------------------------------------- attention
+
+MaskedAttentionImpl::MaskedAttentionImpl(const MaskedAttentionOptions& options_) : options(options_) {
+  reset();
+}
+
+void MaskedAttentionImpl::reset() {
+  const std::int64_t d = options.dim();
+  LLMREC_CHECK(d > 0 && options.heads() > 0 && d % options.heads() == 0,
+               "attention: dim {} must be a positive multiple of heads {}", d, options.heads());
+  in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * d, d}));
+  in_proj_bias = register_parameter("in_proj_bias", torch::zeros({3 * d}));
+  out_proj = register_module("out_proj", torch::nn::Linear(d, d));
+  // torch.nn.MultiheadAttention._reset_parameters
+  torch::NoGradGuard no_grad;
+  torch::nn::init::xavier_uniform_(in_proj_weight);
+  out_proj->bias.zero_();
+}
+
+torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const torch::Tensor& key_value,
+                                           const torch::Tensor& key_mask) {
+  check_mask(key_value, key_mask, "attention");
+  const std::int64_t d = options.dim();
+  const std::int64_t h = options.heads();
+  const std::int64_t dh = d / h;
+  LLMREC_CHECK(
+      query.dim() == 3 && query.size(0) == key_value.size(0) && query.size(2) == d && key_value.size(2) == d,
+      "attention: query [B, Q, {}] and keys [B, S, {}] expected, got {} and {}", d, d, shape_of(query),
+      shape_of(key_value));
+  const std::int64_t B = query.size(0);
+  const std::int64_t Q = query.size(1);
+  const std::int64_t S = key_value.size(1);
+
+  // Padded keys are zeroed first: whatever they held (even NaN) then
+  // contributes neither to the output nor to any gradient.
+  const torch::Tensor kv = key_value.masked_fill(~key_mask.unsqueeze(-1), 0.0);
+  auto w = in_proj_weight.chunk(3, 0);
+  auto b = in_proj_bias.chunk(3, 0);
+  auto heads = [&](const torch::Tensor& t, std::int64_t n) {
+    return t.view({B, n, h, dh}).transpose(1, 2);  // [B, h, n, dh]
+  };
+  torch::Tensor q = heads(torch::nn::functional::linear(query, w[0], b[0]), Q);
+  torch::Tensor k = heads(torch::nn::functional::linear(kv, w[1], b[1]), S);
+  torch::Tensor v = heads(torch::nn::functional::linear(kv, w[2], b[2]), S);
+
+  // A row with no real key attends (uniformly, finitely) to its zeroed
+  // slots and its output is replaced by zeros below: no NaN anywhere.
+  const torch::Tensor has_key = key_mask.any(1);                                         // [B]
+  const torch::Tensor attend = key_mask.logical_or(has_key.logical_not().unsqueeze(1));  // [B, S]
+  torch::Tensor logits = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(dh));
+  logits =
+      logits.masked_fill(attend.logical_not().view({B, 1, 1, S}), -std::numeric_limits<double>::infinity());
+  torch::Tensor p = torch::softmax(logits, -1);
+  p = torch::dropout(p, options.dropout(), is_training());
+  torch::Tensor ctx = torch::matmul(p, v).transpose(1, 2).reshape({B, Q, d});
+  return out_proj(ctx).masked_fill(has_key.logical_not().view({B, 1, 1}), 0.0);
+}
+
+// ------------------------------------------------------- encoder layers
+
+HistoryEncoderLayerImpl::HistoryEncoderLayerImpl(const HistoryEncoderLayerOptions& options_)
+    : options(options_) {
+  reset();
+}
+
+void HistoryEncoderLayerImpl::reset() {
+  const std::int64_t d = options.dim();
+  const std::int64_t ff = options.ff_dim() > 0 ? options.ff_dim() : 4 * d;
+  self_attn = register_module(
+      "self_attn", MaskedAttention(MaskedAttentionOptions(d, options.heads()).dropout(options.dropout())));
+  linear1 = register_module("linear1", torch::nn::Linear(d, ff));
+  linear2 = register_module("linear2", torch::nn::Linear(ff, d));
+  norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.eps())));
+  norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.eps())));
+  dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
+}
+
+torch::Tensor HistoryEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+  check_mask(x, mask, "history encoder layer");
+  torch::Tensor y = norm1(x + dropout(self_attn(x, x, mask)));
+  y = norm2(y + dropout(linear2(dropout(torch::gelu(linear1(y))))));
+  return y.masked_fill(~mask.unsqueeze(-1), 0.0);
+}
+
+// ------------------------------------------------------------ user tower
+
+UserTowerImpl::UserTowerImpl(const UserTowerOptions& options_) : options(options_) {
+  reset();
+}
+
+void UserTowerImpl::reset() {
+  const std::int64_t d = options.dim();
+  LLMREC_CHECK(options.history() > 0, "user tower: history T must be positive, got {}", options.history());
+  LLMREC_CHECK(options.layers() >= 0, "user tower: layers must be >= 0, got {}", options.layers());
+  positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
+  query = register_parameter("query", torch::randn({1, d}) * 0.02);
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < options.layers(); ++i) {
+    layers->push_back(HistoryEncoderLayer(
+        HistoryEncoderLayerOptions(d, options.heads()).dropout(options.dropout()).eps(options.eps())));
+  }
+  attn = register_module(
+      "attn", MaskedAttention(MaskedAttentionOptions(d, options.heads()).dropout(options.dropout())));
+  norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.eps())));
+  proj = register_module("proj", torch::nn::Linear(d, d));
+}
+
+torch::Tensor UserTowerImpl::position_rows(const torch::Tensor& mask) const {
+  const torch::Tensor real = mask.to(torch::kLong);
+  // Real items strictly after each slot: reverse cumulative sum minus self.
+  const torch::Tensor later = real.flip({1}).cumsum(1).flip({1}) - real;
+  const std::int64_t last = options.history() - 1;
+  return torch::where(mask, last - later, torch::full_like(later, last));
+}
+
+torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Tensor& mask) {
+  check_mask(items, mask, "user tower");
+  const std::int64_t B = items.size(0);
+  const std::int64_t S = items.size(1);
+  const std::int64_t d = options.dim();
+  LLMREC_CHECK(items.size(2) == d, "user tower: item vectors must have d = {}, got {}", d, items.size(2));
+  LLMREC_CHECK(S <= options.history(),
+               "user tower: {} history slots exceed model.user.history T = {}; keep the most "
+               "recent T items",
+               S, options.history());
+
+  const torch::Tensor pad = mask.logical_not().unsqueeze(-1);
+  const torch::Tensor pos = positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
+  torch::Tensor h = (items + pos).masked_fill(pad, 0.0);
+  for (const auto& layer : *layers) {
+    h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
+  }
+  const torch::Tensor pooled = attn(query.expand({B, 1, d}), h, mask).squeeze(1);  // [B, d]
+  return proj(norm(pooled));
+}
+
+// -------------------------------------------------------------- scorer
+
+BilinearScorerImpl::BilinearScorerImpl(const BilinearScorerOptions& options_) : options(options_) {
+  reset();
+}
+
+void BilinearScorerImpl::reset() {
+  LLMREC_CHECK(options.dim() > 0, "bilinear scorer: dim must be positive, got {}", options.dim());
+  weight = register_parameter("weight", torch::eye(options.dim()));
+}
+
+torch::Tensor BilinearScorerImpl::item_keys(const torch::Tensor& items) const {
+  LLMREC_CHECK(items.dim() >= 1 && items.size(-1) == options.dim(),
+               "bilinear scorer: item vectors must end in d = {}, got {}", options.dim(), shape_of(items));
+  return torch::matmul(items, weight.t());
+}
+
+torch::Tensor BilinearScorerImpl::forward(const torch::Tensor& users, const torch::Tensor& items) {
+  LLMREC_CHECK(users.dim() == 2 && users.size(1) == options.dim(),
+               "bilinear scorer: users must be [B, {}], got {}", options.dim(), shape_of(users));
+  return torch::matmul(users, item_keys(items).t());
+}
+
+}  // namespace llmrec

@@ -1,0 +1,183 @@
+#pragma once
+/// The user tower (attention ranker) and the bilinear scorer of the
+/// reference model (docs/DESIGN.md, "Reference model"; docs/ranker.md).
+///
+///   UserTower user(UserTowerOptions(128, 20).heads(2));
+///   torch::Tensor u = user(history_vecs /*[B, T, d]*/, history_mask /*[B, T] bool*/);
+///   BilinearScorer scorer(BilinearScorerOptions(128));
+///   torch::Tensor s = scorer(u, item_vecs);            // [B, C] = u A l^T
+///   torch::Tensor keys = scorer->item_keys(item_vecs); // A l per item: s = u . key
+///
+/// History convention: slot order is time order (oldest first, most recent
+/// last); `mask` is true at real items. Padding may sit anywhere (the data
+/// layer right-aligns: padding first, the most recent item in the last slot).
+/// A real item's position embedding is chosen by its recency among the
+/// real items only (row T-1 for the most recent, T-2 for the one before,
+/// ...), so neither the values in padded slots nor the number or place of
+/// padded slots change the output. Module and parameter names follow
+/// torch.nn (`in_proj_weight`, `out_proj`, `self_attn`, `linear1`, `norm1`).
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+
+namespace llmrec {
+
+// --------------------------------------------------------------- attention
+
+struct MaskedAttentionOptions {
+  MaskedAttentionOptions(std::int64_t dim, std::int64_t heads) : dim_(dim), heads_(heads) {}
+  TORCH_ARG(std::int64_t, dim);
+  TORCH_ARG(std::int64_t, heads);
+  /// Dropout on the attention probabilities (training mode only).
+  TORCH_ARG(double, dropout) = 0.0;
+};
+
+/// Multi-head scaled dot-product attention with a key padding mask, with the
+/// parameters of torch.nn.MultiheadAttention (in_proj_weight [3d, d],
+/// in_proj_bias [3d], out_proj Linear(d, d); same initialisation).
+/// Unlike torch's, a query whose keys are all padding gets a zero output
+/// (not NaN), with zero gradients flowing back.
+class MaskedAttentionImpl : public torch::nn::Cloneable<MaskedAttentionImpl> {
+ public:
+  MaskedAttentionImpl(std::int64_t dim, std::int64_t heads)
+      : MaskedAttentionImpl(MaskedAttentionOptions(dim, heads)) {}
+  explicit MaskedAttentionImpl(const MaskedAttentionOptions& options);
+
+  void reset() override;
+
+  /// query [B, Q, d], key_value [B, S, d], key_mask [B, S] bool (true = real
+  /// key) -> [B, Q, d]. Padded keys get exactly zero weight; rows of B with
+  /// no real key give zeros.
+  torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value,
+                        const torch::Tensor& key_mask);
+
+  MaskedAttentionOptions options;
+  torch::Tensor in_proj_weight;
+  torch::Tensor in_proj_bias;
+  torch::nn::Linear out_proj{nullptr};
+};
+TORCH_MODULE(MaskedAttention);
+
+// ------------------------------------------------------- encoder layers
+
+struct HistoryEncoderLayerOptions {
+  HistoryEncoderLayerOptions(std::int64_t dim, std::int64_t heads) : dim_(dim), heads_(heads) {}
+  TORCH_ARG(std::int64_t, dim);
+  TORCH_ARG(std::int64_t, heads);
+  /// Feed-forward width; 0 = 4 x dim.
+  TORCH_ARG(std::int64_t, ff_dim) = 0;
+  TORCH_ARG(double, dropout) = 0.0;
+  TORCH_ARG(double, eps) = 1e-5;
+};
+
+/// One Transformer encoder block over a history, post-LN like
+/// torch.nn.TransformerEncoderLayer(norm_first=False) but with GELU:
+///   x = norm1(x + drop(self_attn(x, x, x, mask)))
+///   x = norm2(x + drop(linear2(drop(gelu(linear1(x))))))
+/// then padded slots are set to zero, so they never carry information.
+class HistoryEncoderLayerImpl : public torch::nn::Cloneable<HistoryEncoderLayerImpl> {
+ public:
+  explicit HistoryEncoderLayerImpl(const HistoryEncoderLayerOptions& options);
+
+  void reset() override;
+
+  /// x [B, T, d], mask [B, T] bool (true = real item) -> [B, T, d].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+
+  HistoryEncoderLayerOptions options;
+  MaskedAttention self_attn{nullptr};
+  torch::nn::Linear linear1{nullptr};
+  torch::nn::Linear linear2{nullptr};
+  torch::nn::LayerNorm norm1{nullptr};
+  torch::nn::LayerNorm norm2{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(HistoryEncoderLayer);
+
+// ------------------------------------------------------------ user tower
+
+struct UserTowerOptions {
+  UserTowerOptions(std::int64_t dim, std::int64_t history) : dim_(dim), history_(history) {}
+  /// d: item and user vector size.
+  TORCH_ARG(std::int64_t, dim);
+  /// T: history slots (rows of the position embedding).
+  TORCH_ARG(std::int64_t, history);
+  /// Heads of the pooling attention and of the encoder layers; divides dim.
+  TORCH_ARG(std::int64_t, heads) = 2;
+  /// Encoder layers before the pooling (0 = plain attention pooling).
+  TORCH_ARG(std::int64_t, layers) = 0;
+  TORCH_ARG(double, dropout) = 0.0;
+  /// LayerNorm epsilon (torch.nn.LayerNorm's default, as the peer).
+  TORCH_ARG(double, eps) = 1e-5;
+};
+
+/// u = proj(norm(pool(h))), h = encoder^layers(items + positions), where
+/// pool is multi-head attention of one learned query over the real items.
+/// Parameters: positions [T, d] (normal, std 0.02), query [1, d] (normal,
+/// std 0.02), layers (ModuleList of HistoryEncoderLayer), attn
+/// (MaskedAttention), norm (LayerNorm(d)), proj (Linear(d, d)).
+///
+/// A user with no real item (all slots padding) has a zero pooled vector, so
+/// u = proj(norm(0)) = proj.weight . norm.bias + proj.bias: a learned
+/// "no history" vector, never NaN.
+class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
+ public:
+  explicit UserTowerImpl(const UserTowerOptions& options);
+
+  void reset() override;
+
+  /// items [B, S, d] history item vectors in time order (S <= T), mask
+  /// [B, S] bool (true = real item; padded slots may hold anything, even
+  /// NaN) -> u [B, d].
+  torch::Tensor forward(const torch::Tensor& items, const torch::Tensor& mask);
+
+  /// Position-embedding rows used by each slot: T-1 for the most recent real
+  /// item, T-1-k for the item with k more recent real items; padded slots
+  /// get T-1 (their value is discarded). [B, S] int64.
+  torch::Tensor position_rows(const torch::Tensor& mask) const;
+
+  UserTowerOptions options;
+  torch::Tensor positions;
+  torch::Tensor query;
+  torch::nn::ModuleList layers{nullptr};
+  MaskedAttention attn{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+  torch::nn::Linear proj{nullptr};
+};
+TORCH_MODULE(UserTower);
+
+// -------------------------------------------------------------- scorer
+
+struct BilinearScorerOptions {
+  explicit BilinearScorerOptions(std::int64_t dim) : dim_(dim) {}
+  TORCH_ARG(std::int64_t, dim);
+};
+
+/// s(u, l) = u^T A l with A [d, d] learned, initialised to the identity
+/// (parameter `weight`). `item_keys(l) = l A^T` is what an export stores:
+/// then s(u, l) = u . key(l), a plain inner product.
+class BilinearScorerImpl : public torch::nn::Cloneable<BilinearScorerImpl> {
+ public:
+  explicit BilinearScorerImpl(std::int64_t dim) : BilinearScorerImpl(BilinearScorerOptions(dim)) {}
+  explicit BilinearScorerImpl(const BilinearScorerOptions& options);
+
+  void reset() override;
+
+  /// items [..., d] -> keys [..., d] (each row A l).
+  torch::Tensor item_keys(const torch::Tensor& items) const;
+
+  /// users [B, d], items [C, d] -> scores [B, C], s_bc = u_b^T A l_c.
+  torch::Tensor forward(const torch::Tensor& users, const torch::Tensor& items);
+
+  BilinearScorerOptions options;
+  torch::Tensor weight;
+};
+TORCH_MODULE(BilinearScorer);
+
+}  // namespace llmrec

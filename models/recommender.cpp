@@ -1,0 +1,228 @@
+#include "models/recommender.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "models/hf_loader.h"
+#include "models/lora.h"
+
+namespace llmrec {
+
+namespace {
+
+std::string shape_of(const torch::Tensor& t) {
+  return t.defined() ? c10::str(t.scalar_type(), " ", t.sizes()) : std::string("undefined");
+}
+
+void check_rows(const torch::Tensor& t, const char* name, std::int64_t dims) {
+  LLMREC_CHECK(t.defined() && t.dim() == dims && t.scalar_type() == torch::kLong,
+               "RecBatch.{}: expected a {}-d int64 tensor of item rows, got {}", name, dims, shape_of(t));
+}
+
+}  // namespace
+
+BertConfig bert_config_from(const ModelBertConfig& config) {
+  BertConfig bert;
+  bert.vocab_size = config.vocab_size;
+  bert.hidden_size = config.hidden;
+  bert.num_hidden_layers = config.layers;
+  bert.num_attention_heads = config.heads;
+  bert.intermediate_size = config.intermediate;
+  bert.max_position_embeddings = config.max_positions;
+  bert.hidden_dropout_prob = config.dropout;
+  bert.attention_probs_dropout_prob = config.dropout;
+  return bert;
+}
+
+RecommenderImpl::RecommenderImpl(const RecommenderOptions& options) : options_(options) {
+  const ModelConfig& cfg = options_.config();
+  cfg.validate();
+  if (cfg.item_id_embedding && options_.id_items() <= 0) {
+    throw ConfigError(
+        fmt::format("model.item_id_embedding is true but the model was given {} training items; the ID table "
+                    "needs the number of training items from the dataset",
+                    options_.id_items()));
+  }
+  const std::string& dir = cfg.bert.pretrained;
+  if (dir.empty()) {
+    bert_config_ = bert_config_from(cfg.bert);
+  } else {
+    bert_config_ = BertConfig::from_json_file((std::filesystem::path(dir) / "config.json").string());
+    if (cfg.text_len > bert_config_.max_position_embeddings) {
+      throw ConfigError(fmt::format("model.text_len ({}) exceeds max_position_embeddings ({}) of {}",
+                                    cfg.text_len, bert_config_.max_position_embeddings, dir));
+    }
+  }
+  bert_config_.validate(dir.empty() ? std::string("model.bert") : dir + "/config.json");
+  reset();
+  if (!dir.empty()) {
+    // Weights of the base model; LoRA adapters keep their fresh init.
+    HfBertLoadOptions load;
+    load.add_pooler = cfg.bert.add_pooler;
+    HfBert loaded = load_hf_bert(dir, load);
+    torch::NoGradGuard no_grad;
+    auto mine = bert->named_parameters();
+    std::size_t copied = 0;
+    for (const auto& p : loaded.model->named_parameters()) {
+      torch::Tensor* target = mine.find(p.key());
+      LLMREC_CHECK(target != nullptr, "{}: tensor '{}' has no place in the item tower's BERT", dir, p.key());
+      target->copy_(p.value());
+      ++copied;
+    }
+    std::size_t base = 0;  // every parameter but the fresh adapters must have been loaded
+    for (const auto& p : mine) base += p.key().find("lora_") == std::string::npos ? 1 : 0;
+    LLMREC_CHECK(copied == base, "{}: loaded {} BERT tensors, the item tower has {}", dir, copied, base);
+    auto my_buffers = bert->named_buffers();
+    for (const auto& b : loaded.model->named_buffers()) {
+      if (torch::Tensor* target = my_buffers.find(b.key())) target->copy_(b.value());
+    }
+  }
+}
+
+void RecommenderImpl::reset() {
+  const ModelConfig& cfg = options_.config();
+  const std::int64_t d = cfg.dim;
+
+  bert = register_module("bert", BertModel(bert_config_, cfg.bert.add_pooler));
+  LoraOptions lora;
+  lora.r = cfg.lora.r;
+  lora.alpha = cfg.lora.alpha;
+  lora.dropout = cfg.lora.dropout;
+  lora.target_modules = cfg.lora.targets;
+  apply_lora(bert, lora);  // r > 0: base frozen, adapters trainable; r = 0: all trainable
+  if (bert->has_pooler()) {
+    for (auto& p : bert->pooler->parameters()) p.requires_grad_(false);
+  }
+
+  item_proj = register_module("item_proj", torch::nn::Linear(bert_config_.hidden_size, d));
+  if (cfg.item_id_embedding) {
+    item_id_embedding = register_module("item_id_embedding", torch::nn::Embedding(options_.id_items(), d));
+    torch::NoGradGuard no_grad;
+    item_id_embedding->weight.zero_();  // start as the text-only model
+  } else {
+    item_id_embedding = nullptr;
+  }
+  user = register_module("user", UserTower(UserTowerOptions(d, cfg.user.history)
+                                               .heads(cfg.user.heads)
+                                               .layers(cfg.user.layers)
+                                               .dropout(cfg.user.dropout)));
+  scorer = register_module("scorer", BilinearScorer(d));
+}
+
+std::shared_ptr<torch::nn::Module> RecommenderImpl::clone(
+    const torch::optional<torch::Device>& device) const {
+  auto copy = torch::nn::Cloneable<RecommenderImpl>::clone(device);
+  auto mine = named_parameters();
+  for (auto& p : copy->named_parameters()) p.value().requires_grad_(mine[p.key()].requires_grad());
+  return copy;
+}
+
+LossOptions RecommenderImpl::loss_options() const {
+  const ModelLossConfig& loss = options_.config().loss;
+  return LossOptions().temperature(loss.temperature).logq_correction(loss.logq_correction);
+}
+
+torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const torch::Tensor& mask,
+                                            const torch::Tensor& item_ids) {
+  LLMREC_CHECK(tokens.defined() && tokens.dim() == 2, "encode_items: tokens must be [U, L], got {}",
+               shape_of(tokens));
+  const BertOutput out = bert(tokens, mask);
+  torch::Tensor vecs = item_proj(out.last_hidden_state.select(1, 0));  // h_[CLS]
+  if (!item_id_embedding || !item_ids.defined()) return vecs;
+
+  LLMREC_CHECK(
+      item_ids.dim() == 1 && item_ids.size(0) == tokens.size(0) && item_ids.scalar_type() == torch::kLong,
+      "encode_items: item_ids must be [U = {}] int64, got {}", tokens.size(0), shape_of(item_ids));
+  const std::int64_t n = options_.id_items();
+  const torch::Tensor ids = item_ids.to(vecs.device());
+  torch::Tensor has_id = (ids >= 0).logical_and(ids < n);  // cold items: text only
+  const double p = options_.config().id_dropout;
+  if (is_training() && p > 0) {
+    has_id = has_id.logical_and(torch::rand({ids.size(0)}, vecs.options()) >= p);
+  }
+  const torch::Tensor id_vecs = item_id_embedding(ids.clamp(0, n - 1));
+  return vecs + id_vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
+}
+
+torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
+                                            const torch::Tensor& item_vecs) {
+  check_rows(history_index, "history", 2);
+  LLMREC_CHECK(item_vecs.dim() == 2 && item_vecs.size(1) == options_.config().dim,
+               "user_vectors: item_vecs must be [U, d = {}], got {}", options_.config().dim,
+               shape_of(item_vecs));
+  const std::int64_t B = history_index.size(0);
+  const std::int64_t S = history_index.size(1);
+  const std::int64_t U = item_vecs.size(0);
+  const torch::Tensor index = history_index.to(item_vecs.device());
+  const torch::Tensor mask = index >= 0;
+  torch::Tensor items;
+  if (U == 0) {
+    items = torch::zeros({B, S, item_vecs.size(1)}, item_vecs.options());
+  } else {
+    items = item_vecs.index_select(0, index.clamp_min(0).reshape({-1})).view({B, S, item_vecs.size(1)});
+  }
+  return user(items, mask);
+}
+
+LossResult RecommenderImpl::forward_result(const RecBatch& batch) {
+  const ModelConfig& cfg = options_.config();
+  LLMREC_CHECK(batch.item_tokens.defined() && batch.item_tokens.dim() == 2,
+               "RecBatch.item_tokens must be [U, L], got {}", shape_of(batch.item_tokens));
+  const std::int64_t U = batch.item_tokens.size(0);
+  LLMREC_CHECK(batch.item_ids.defined() && batch.item_ids.dim() == 1 && batch.item_ids.size(0) == U &&
+                   batch.item_ids.scalar_type() == torch::kLong,
+               "RecBatch.item_ids must be [U = {}] int64, got {}", U, shape_of(batch.item_ids));
+  check_rows(batch.history, "history", 2);
+  check_rows(batch.target, "target", 1);
+  const std::int64_t B = batch.target.size(0);
+  LLMREC_CHECK(batch.history.size(0) == B, "RecBatch.history has {} users, target has {}",
+               batch.history.size(0), B);
+  const bool has_negatives = batch.negatives.defined() && batch.negatives.numel() > 0;
+  if (has_negatives) check_rows(batch.negatives, "negatives", 1);
+  if (cfg.loss.logq_correction) {
+    LLMREC_CHECK(batch.item_log_q.defined() && batch.item_log_q.dim() == 1 && batch.item_log_q.size(0) == U,
+                 "model.loss.logq_correction is on: RecBatch.item_log_q must be [U = {}], got {}", U,
+                 shape_of(batch.item_log_q));
+  }
+  // Row ranges, checked with one synchronisation.
+  {
+    std::vector<torch::Tensor> ok = {((batch.history >= -1).logical_and(batch.history < U)).all(),
+                                     ((batch.target >= 0).logical_and(batch.target < U)).all()};
+    if (has_negatives) ok.push_back(((batch.negatives >= 0).logical_and(batch.negatives < U)).all());
+    LLMREC_CHECK(torch::stack(ok).all().item<bool>(),
+                 "RecBatch: history (-1 or a row), target and negatives must index rows of item_tokens "
+                 "[0, {}); history ok: {}, target ok: {}",
+                 U, ok[0].item<bool>(), ok[1].item<bool>());
+  }
+
+  const torch::Tensor item_vecs = encode_items(batch.item_tokens, batch.item_mask, batch.item_ids);
+  const torch::Tensor users = user_vectors(batch.history, item_vecs);
+  const torch::Tensor keys = scorer->item_keys(item_vecs);
+  const torch::Device device = item_vecs.device();
+
+  // Candidate rows: the batch's own items first, then sampled negatives
+  // (the loss keeps the first occurrence of each item id).
+  torch::Tensor rows = cfg.loss.negatives == "batch_items"
+                           ? torch::arange(U, torch::TensorOptions().dtype(torch::kLong).device(device))
+                           : std::get<0>(torch::_unique(batch.target.to(device), /*sorted=*/true));
+  if (has_negatives) rows = torch::cat({rows, batch.negatives.to(device)});
+  const torch::Tensor item_ids = batch.item_ids.to(device);
+  const torch::Tensor cand_log_q =
+      cfg.loss.logq_correction ? batch.item_log_q.to(device).index_select(0, rows) : torch::Tensor();
+  const torch::Tensor weights = batch.weight.defined() ? batch.weight.to(device) : torch::Tensor();
+  return recommender_loss(users, keys.index_select(0, rows), item_ids.index_select(0, rows),
+                          item_ids.index_select(0, batch.target.to(device)), weights, loss_options(),
+                          cand_log_q);
+}
+
+std::vector<torch::Tensor> RecommenderImpl::trainable_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : parameters()) {
+    if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,227 @@
+// BertModel without goldens: HF parameter names and initialisation, mask
+// forms, padding that cannot leak into real tokens, float32/float64, dropout
+// in train mode only, input validation, clone().
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <set>
+
+#include "common/error.h"
+#include "models/bert.h"
+
+namespace llmrec {
+namespace {
+
+using ::testing::HasSubstr;
+
+BertConfig small_config() {
+  BertConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 24;
+  c.max_position_embeddings = 12;
+  c.type_vocab_size = 2;
+  c.hidden_dropout_prob = 0.1;
+  c.attention_probs_dropout_prob = 0.1;
+  return c;
+}
+
+/// A model with noisy LayerNorm and biases, so that nothing hides behind 1/0.
+BertModel noisy_model(const BertConfig& config, c10::ScalarType dtype = torch::kDouble) {
+  torch::manual_seed(11);
+  BertModel model(config);
+  model->to(dtype);
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  model->eval();
+  return model;
+}
+
+std::string error_of(BertModel& model, const torch::Tensor& ids, const torch::Tensor& mask,
+                     const torch::Tensor& types = {}) {
+  try {
+    model->forward(ids, mask, types);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Bert, ParameterNamesAndShapesAreHfs) {
+  BertModel model(small_config());
+  std::map<std::string, std::vector<std::int64_t>> got;
+  for (const auto& p : model->named_parameters()) got[p.key()] = p.value().sizes().vec();
+  std::map<std::string, std::vector<std::int64_t>> want = {
+      {"embeddings.word_embeddings.weight", {50, 16}},
+      {"embeddings.position_embeddings.weight", {12, 16}},
+      {"embeddings.token_type_embeddings.weight", {2, 16}},
+      {"embeddings.LayerNorm.weight", {16}},
+      {"embeddings.LayerNorm.bias", {16}},
+      {"pooler.dense.weight", {16, 16}},
+      {"pooler.dense.bias", {16}},
+  };
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    for (const char* n : {"query", "key", "value"}) {
+      want[p + "attention.self." + n + ".weight"] = {16, 16};
+      want[p + "attention.self." + n + ".bias"] = {16};
+    }
+    want[p + "attention.output.dense.weight"] = {16, 16};
+    want[p + "attention.output.dense.bias"] = {16};
+    want[p + "attention.output.LayerNorm.weight"] = {16};
+    want[p + "attention.output.LayerNorm.bias"] = {16};
+    want[p + "intermediate.dense.weight"] = {24, 16};
+    want[p + "intermediate.dense.bias"] = {24};
+    want[p + "output.dense.weight"] = {16, 24};
+    want[p + "output.dense.bias"] = {16};
+    want[p + "output.LayerNorm.weight"] = {16};
+    want[p + "output.LayerNorm.bias"] = {16};
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(model->buffers().empty());
+
+  BertModel bare(small_config(), /*add_pooler=*/false);
+  for (const auto& p : bare->named_parameters()) EXPECT_EQ(p.key().rfind("pooler.", 0), std::string::npos) << p.key();
+  EXPECT_FALSE(bare->has_pooler());
+}
+
+TEST(Bert, InitialisationFollowsHf) {
+  BertConfig c = small_config();
+  c.vocab_size = 2000;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.initializer_range = 0.05;
+  c.pad_token_id = 3;
+  torch::manual_seed(1);
+  BertModel model(c);
+  for (const auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    const torch::Tensor& t = p.value();
+    SCOPED_TRACE(name);
+    if (name.find("LayerNorm.weight") != std::string::npos) {
+      EXPECT_TRUE(torch::equal(t, torch::ones_like(t)));
+    } else if (name.find("LayerNorm.bias") != std::string::npos || name.find(".bias") != std::string::npos) {
+      EXPECT_TRUE(torch::equal(t, torch::zeros_like(t)));
+    } else if (t.numel() >= 4096) {
+      EXPECT_NEAR(t.std().item<double>(), 0.05, 0.005);
+      EXPECT_NEAR(t.mean().item<double>(), 0.0, 0.005);
+    }
+  }
+  torch::Tensor pad_row = model->embeddings->word_embeddings->weight[3];
+  EXPECT_TRUE(torch::equal(pad_row, torch::zeros_like(pad_row)));
+}
+
+TEST(Bert, MaskFormsAgree) {
+  BertModel model = noisy_model(small_config());
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::tensor({{2, 7, 9, 3, 0}, {2, 4, 0, 0, 0}});
+  torch::Tensor mask = torch::tensor({{1, 1, 1, 1, 0}, {1, 1, 0, 0, 0}});
+  BertOutput a = model(ids, mask);
+  BertOutput b = model(ids.to(torch::kInt), mask.to(torch::kBool));
+  BertOutput c = model(ids, mask.to(torch::kFloat), torch::zeros_like(ids));
+  EXPECT_TRUE(torch::equal(a.last_hidden_state, b.last_hidden_state));
+  EXPECT_TRUE(torch::equal(a.last_hidden_state, c.last_hidden_state));
+  EXPECT_TRUE(torch::equal(a.pooler_output, b.pooler_output));
+  // No mask = every token attends everywhere.
+  BertOutput none = model(ids, torch::Tensor());
+  BertOutput ones = model(ids, torch::ones_like(ids));
+  EXPECT_TRUE(torch::equal(none.last_hidden_state, ones.last_hidden_state));
+  EXPECT_FALSE(torch::allclose(none.last_hidden_state, a.last_hidden_state));
+  // Token types matter.
+  BertOutput typed = model(ids, mask, torch::ones_like(ids));
+  EXPECT_FALSE(torch::allclose(typed.last_hidden_state, a.last_hidden_state));
+}
+
+TEST(Bert, PaddingNeverReachesRealTokens) {
+  BertModel model = noisy_model(small_config());
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::tensor({{2, 7, 9, 3}});
+  BertOutput plain = model(ids, torch::ones_like(ids));
+  // Same sequence padded with arbitrary ids, masked out.
+  torch::Tensor padded = torch::tensor({{2, 7, 9, 3, 41, 17, 5}});
+  torch::Tensor mask = torch::tensor({{1, 1, 1, 1, 0, 0, 0}});
+  BertOutput out = model(padded, mask);
+  EXPECT_TRUE(torch::allclose(out.last_hidden_state.slice(1, 0, 4), plain.last_hidden_state, 0, 1e-13));
+  EXPECT_TRUE(torch::allclose(out.pooler_output, plain.pooler_output, 0, 1e-13));
+  EXPECT_FALSE(torch::isnan(out.last_hidden_state).any().item<bool>());
+  // A sequence that is all padding gives finite numbers (uniform attention, as HF).
+  BertOutput empty = model(padded, torch::zeros_like(padded));
+  EXPECT_TRUE(torch::isfinite(empty.last_hidden_state).all().item<bool>());
+}
+
+TEST(Bert, Float32AndFloat64Agree) {
+  BertModel f64 = noisy_model(small_config(), torch::kDouble);
+  BertModel f32(std::dynamic_pointer_cast<BertModelImpl>(f64->clone()));
+  f32->to(torch::kFloat);
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::tensor({{2, 7, 9, 3, 0}, {2, 4, 5, 0, 0}});
+  torch::Tensor mask = torch::tensor({{1, 1, 1, 1, 0}, {1, 1, 1, 0, 0}});
+  BertOutput a = f64(ids, mask);
+  BertOutput b = f32(ids, mask);
+  EXPECT_EQ(a.last_hidden_state.scalar_type(), torch::kDouble);
+  EXPECT_EQ(b.last_hidden_state.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(torch::allclose(a.last_hidden_state, b.last_hidden_state.to(torch::kDouble), 0, 1e-5));
+  EXPECT_TRUE(torch::allclose(a.pooler_output, b.pooler_output.to(torch::kDouble), 0, 1e-5));
+}
+
+TEST(Bert, DropoutOnlyInTrainMode) {
+  BertModel model = noisy_model(small_config());
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::tensor({{2, 7, 9, 3}});
+  torch::Tensor mask = torch::ones_like(ids);
+  torch::Tensor e1 = model(ids, mask).last_hidden_state;
+  torch::Tensor e2 = model(ids, mask).last_hidden_state;
+  EXPECT_TRUE(torch::equal(e1, e2));
+  model->train();
+  torch::Tensor t1 = model(ids, mask).last_hidden_state;
+  torch::Tensor t2 = model(ids, mask).last_hidden_state;
+  EXPECT_FALSE(torch::allclose(t1, t2));
+}
+
+TEST(Bert, InvalidInputsAreNamed) {
+  BertModel model = noisy_model(small_config());
+  torch::Tensor ids = torch::tensor({{2, 7, 9}});
+  torch::Tensor mask = torch::ones_like(ids);
+  EXPECT_THAT(error_of(model, torch::tensor({2, 7, 9}), mask), HasSubstr("input_ids must be [N, L]"));
+  EXPECT_THAT(error_of(model, torch::tensor({{2, 50, 9}}), mask), HasSubstr("input_ids has values in [2, 50]"));
+  EXPECT_THAT(error_of(model, torch::tensor({{2, -1, 9}}), mask), HasSubstr("outside [0, 50)"));
+  EXPECT_THAT(error_of(model, ids.to(torch::kFloat), mask), HasSubstr("input_ids must be an integer tensor"));
+  EXPECT_THAT(error_of(model, ids, torch::ones({1, 4})), HasSubstr("attention_mask has shape [1, 4]"));
+  EXPECT_THAT(error_of(model, ids, mask, torch::full_like(ids, 2)), HasSubstr("token_type_ids has values"));
+  torch::Tensor long_ids = torch::ones({1, 13}, torch::kLong);
+  EXPECT_THAT(error_of(model, long_ids, torch::ones_like(long_ids)),
+              HasSubstr("sequence length 13 exceeds max_position_embeddings 12"));
+  // Empty batch is fine.
+  torch::Tensor none = torch::zeros({0, 3}, torch::kLong);
+  EXPECT_EQ(model(none, none).last_hidden_state.sizes(), (std::vector<std::int64_t>{0, 3, 16}));
+}
+
+TEST(Bert, InvalidConfigIsAConfigError) {
+  BertConfig c = small_config();
+  c.hidden_act = "gelu_new";
+  EXPECT_THROW(BertModel{c}, ConfigError);
+  c = small_config();
+  c.num_attention_heads = 5;
+  EXPECT_THROW(BertModel{c}, ConfigError);
+}
+
+TEST(Bert, CloneIsDeepAndEqual) {
+  BertModel model = noisy_model(small_config());
+  auto copy = std::dynamic_pointer_cast<BertModelImpl>(model->clone());
+  ASSERT_TRUE(copy != nullptr);
+  BertModel other(copy);
+  other->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::tensor({{2, 7, 9, 3}});
+  EXPECT_TRUE(torch::equal(model(ids, torch::ones_like(ids)).last_hidden_state,
+                           other(ids, torch::ones_like(ids)).last_hidden_state));
+  other->encoder->layer->at<BertLayerImpl>(1).output->dense->weight.add_(1.0);
+  EXPECT_FALSE(torch::equal(model(ids, torch::ones_like(ids)).last_hidden_state,
+                            other(ids, torch::ones_like(ids)).last_hidden_state));
+}
+
+}  // namespace
+}  // namespace llmrec

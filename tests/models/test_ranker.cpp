@@ -1,0 +1,246 @@
+// The user tower (attention ranker) and the bilinear scorer: padding never
+// changes a user's vector (values, count and place of padded slots), an
+// empty history gives the documented vector and no NaN, the attention equals
+// torch.nn.MultiheadAttention on real keys, and A starts as the identity.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "models/ranker.h"
+
+namespace llmrec {
+namespace {
+
+constexpr std::int64_t kDim = 16;
+constexpr std::int64_t kHistory = 8;
+
+UserTower make_tower(std::int64_t layers, double dropout = 0.0) {
+  torch::manual_seed(7);
+  UserTower tower(UserTowerOptions(kDim, kHistory).heads(2).layers(layers).dropout(dropout));
+  // Non-trivial LayerNorm and bias parameters, so that a wrong "empty" path
+  // or a leak from padding cannot hide behind zeros and ones.
+  torch::NoGradGuard no_grad;
+  for (auto& p : tower->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  tower->eval();
+  return tower;
+}
+
+/// Places `items` [k, d] into a history of `slots` slots at the slot indices
+/// `where` (increasing), every other slot filled with `pad_value`-scaled noise.
+std::pair<torch::Tensor, torch::Tensor> place(const torch::Tensor& items, std::int64_t slots,
+                                              const std::vector<std::int64_t>& where, double pad_value) {
+  torch::Tensor h = torch::randn({1, slots, kDim}) * pad_value;
+  torch::Tensor mask = torch::zeros({1, slots}, torch::kBool);
+  for (std::size_t i = 0; i < where.size(); ++i) {
+    h[0][where[i]] = items[static_cast<std::int64_t>(i)];
+    mask[0][where[i]] = true;
+  }
+  return {h, mask};
+}
+
+class UserTowerPadding : public ::testing::TestWithParam<int> {};
+
+TEST_P(UserTowerPadding, OutputIgnoresPaddingValuesCountAndPlace) {
+  UserTower tower = make_tower(GetParam());
+  torch::manual_seed(11);
+  const torch::Tensor items = torch::randn({3, kDim});
+
+  auto [h0, m0] = place(items, 3, {0, 1, 2}, 0.0);  // no padding at all
+  const torch::Tensor u0 = tower(h0, m0);
+  ASSERT_TRUE(torch::isfinite(u0).all().item<bool>());
+
+  struct Layout {
+    std::int64_t slots;
+    std::vector<std::int64_t> where;
+  };
+  const std::vector<Layout> layouts = {
+      {kHistory, {5, 6, 7}},  // right-aligned (the data layer's layout)
+      {5, {2, 3, 4}},         // shorter window
+      {kHistory, {0, 1, 2}},  // left-aligned
+      {6, {0, 3, 5}},         // interleaved
+  };
+  for (const auto& layout : layouts) {
+    for (double garbage : {0.0, 1.0, 1e6}) {
+      auto [h, m] = place(items, layout.slots, layout.where, garbage);
+      const torch::Tensor u = tower(h, m);
+      EXPECT_TRUE(torch::allclose(u, u0, 1e-5, 1e-6))
+          << "slots " << layout.slots << " garbage " << garbage << "\n"
+          << (u - u0).abs().max();
+      // Same layout, other garbage: bit-identical.
+      auto [h2, m2] = place(items, layout.slots, layout.where, garbage + 3.0);
+      EXPECT_TRUE(torch::equal(tower(h2, m2), u));
+    }
+  }
+}
+
+TEST_P(UserTowerPadding, NanInPaddedSlotsDoesNotLeakIntoOutputOrGradients) {
+  UserTower tower = make_tower(GetParam());
+  tower->train();  // dropout is 0: train mode only enables the autograd paths
+  torch::manual_seed(3);
+  const torch::Tensor items = torch::randn({2, kDim});
+  auto [h, m] = place(items, kHistory, {6, 7}, 1.0);
+  auto [h_clean, m_clean] = place(items, kHistory, {6, 7}, 0.0);
+  h.index_put_({0, 0}, std::numeric_limits<float>::quiet_NaN());
+  h.index_put_({0, 3}, std::numeric_limits<float>::infinity());
+  h.requires_grad_(true);
+
+  const torch::Tensor u = tower(h, m);
+  EXPECT_TRUE(torch::equal(u, tower(h_clean, m_clean)));
+  u.sum().backward();
+  for (const auto& p : tower->named_parameters()) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+  }
+  EXPECT_EQ(h.grad().index({0, torch::indexing::Slice(0, 6)}).abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(h.grad().index({0, torch::indexing::Slice(6, 8)}).abs().sum().item<float>(), 0.0f);
+}
+
+TEST_P(UserTowerPadding, EachUserOfABatchIsComputedAlone) {
+  UserTower tower = make_tower(GetParam());
+  torch::manual_seed(5);
+  const torch::Tensor h = torch::randn({4, kHistory, kDim});
+  torch::Tensor mask = torch::ones({4, kHistory}, torch::kBool);
+  mask.index_put_({0, torch::indexing::Slice(0, 5)}, false);  // 3 items
+  mask.index_put_({1, torch::indexing::Slice()}, false);      // empty
+  mask.index_put_({3, torch::indexing::Slice(0, 7)}, false);  // 1 item
+  const torch::Tensor u = tower(h, mask);
+  for (std::int64_t b = 0; b < 4; ++b) {
+    const torch::Tensor alone = tower(h.slice(0, b, b + 1), mask.slice(0, b, b + 1));
+    EXPECT_TRUE(torch::allclose(u.slice(0, b, b + 1), alone, 1e-5, 1e-6)) << "user " << b;
+  }
+}
+
+TEST_P(UserTowerPadding, EmptyHistoryIsTheLearnedNoHistoryVector) {
+  UserTower tower = make_tower(GetParam());
+  tower->train();
+  const torch::Tensor h = torch::randn({2, kHistory, kDim}) * 100;
+  const torch::Tensor mask = torch::zeros({2, kHistory}, torch::kBool);
+  const torch::Tensor u = tower(h, mask);
+  ASSERT_TRUE(torch::isfinite(u).all().item<bool>());
+  // Pooled vector 0 -> LayerNorm gives its bias -> proj.
+  const torch::Tensor expected = torch::matmul(tower->proj->weight, tower->norm->bias) + tower->proj->bias;
+  EXPECT_TRUE(torch::allclose(u[0], expected, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(u[1], expected, 1e-5, 1e-6));
+  // Zero-length history too.
+  const torch::Tensor u_none = tower(torch::zeros({1, 0, kDim}), torch::zeros({1, 0}, torch::kBool));
+  EXPECT_TRUE(torch::allclose(u_none[0], expected, 1e-5, 1e-6));
+
+  u.sum().backward();
+  for (const auto& p : tower->named_parameters()) {
+    if (!p.value().grad().defined()) continue;
+    EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+  }
+  EXPECT_GT(tower->norm->bias.grad().abs().sum().item<float>(), 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layers, UserTowerPadding, ::testing::Values(0, 2),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return "layers" + std::to_string(info.param);
+                         });
+
+TEST(UserTower, PositionRowsCountRecencyAmongRealItems) {
+  UserTower tower(UserTowerOptions(kDim, 5));
+  const torch::Tensor mask =
+      torch::tensor({0, 0, 1, 1, 1, /**/ 1, 0, 1, 0, 1, /**/ 1, 1, 1, 1, 1}, torch::kBool).view({3, 5});
+  const torch::Tensor rows = tower->position_rows(mask);
+  const torch::Tensor expected =
+      torch::tensor({4, 4, 2, 3, 4, /**/ 2, 4, 3, 4, 4, /**/ 0, 1, 2, 3, 4}, torch::kLong).view({3, 5});
+  EXPECT_TRUE(torch::equal(rows, expected)) << rows;
+}
+
+TEST(UserTower, FullHistoryMatchesTorchMultiheadAttentionPooling) {
+  // The peer: h = item[hist] + hist_pos; nn.MultiheadAttention(q, h, h,
+  // key_padding_mask) -> LayerNorm -> Linear. With every slot real the
+  // position rows are the slot indices, as in the peer.
+  torch::manual_seed(21);
+  UserTower tower(UserTowerOptions(kDim, kHistory).heads(2));
+  tower->eval();
+  torch::nn::MultiheadAttention mha(torch::nn::MultiheadAttentionOptions(kDim, 2));
+  {
+    torch::NoGradGuard no_grad;
+    mha->in_proj_weight.copy_(tower->attn->in_proj_weight);
+    mha->in_proj_bias.copy_(tower->attn->in_proj_bias + 0.05);
+    tower->attn->in_proj_bias.copy_(mha->in_proj_bias);
+    mha->out_proj->weight.copy_(tower->attn->out_proj->weight);
+    mha->out_proj->bias.fill_(0.1);
+    tower->attn->out_proj->bias.fill_(0.1);
+  }
+  mha->eval();
+  const torch::Tensor items = torch::randn({3, kHistory, kDim});
+  torch::Tensor mask = torch::ones({3, kHistory}, torch::kBool);
+  mask.index_put_({1, torch::indexing::Slice(0, 4)}, false);  // padded user (right-aligned)
+
+  const torch::Tensor u = tower(items, mask);
+  // Reference for the full users (0 and 2): slot t uses position row t.
+  const torch::Tensor h = items + tower->positions.unsqueeze(0);
+  const torch::Tensor q = tower->query.expand({3, 1, kDim});
+  auto ref = std::get<0>(mha(q.transpose(0, 1), h.transpose(0, 1), h.transpose(0, 1),
+                             /*key_padding_mask=*/mask.logical_not()));
+  const torch::Tensor u_ref = tower->proj(tower->norm(ref.squeeze(0)));
+  EXPECT_TRUE(torch::allclose(u[0], u_ref[0], 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(u[2], u_ref[2], 1e-5, 1e-6));
+  // The padded user: its 4 real items took rows 4..7, as in the peer.
+  EXPECT_TRUE(torch::allclose(u[1], u_ref[1], 1e-5, 1e-6));
+}
+
+TEST(UserTower, MoreSlotsThanPositionsIsAnError) {
+  UserTower tower(UserTowerOptions(kDim, 4));
+  EXPECT_THROW(tower(torch::randn({1, 5, kDim}), torch::ones({1, 5}, torch::kBool)), Error);
+  EXPECT_THROW(tower(torch::randn({1, 4, kDim}), torch::ones({1, 4}, torch::kLong)), Error);
+}
+
+TEST(UserTower, BenchTinyParameterCountsEqualThePeer) {
+  UserTower tower(UserTowerOptions(128, 20).heads(2));
+  std::map<std::string, std::int64_t> counts;
+  std::int64_t total = 0;
+  for (const auto& p : tower->named_parameters()) {
+    counts[p.key()] = p.value().numel();
+    total += p.value().numel();
+  }
+  EXPECT_EQ(counts.at("positions"), 2560);
+  EXPECT_EQ(counts.at("query"), 128);
+  EXPECT_EQ(counts.at("attn.in_proj_weight") + counts.at("attn.in_proj_bias") +
+                counts.at("attn.out_proj.weight") + counts.at("attn.out_proj.bias"),
+            66048);
+  EXPECT_EQ(counts.at("norm.weight") + counts.at("norm.bias"), 256);
+  EXPECT_EQ(counts.at("proj.weight") + counts.at("proj.bias"), 16512);
+  EXPECT_EQ(total, 2560 + 128 + 66048 + 256 + 16512);
+}
+
+TEST(UserTower, CloneCopiesEveryParameter) {
+  UserTower tower = make_tower(1);
+  auto copy = std::dynamic_pointer_cast<UserTowerImpl>(tower->clone());
+  ASSERT_TRUE(copy);
+  const torch::Tensor h = torch::randn({2, kHistory, kDim});
+  const torch::Tensor mask = torch::ones({2, kHistory}, torch::kBool);
+  EXPECT_TRUE(torch::equal(copy->forward(h, mask), tower(h, mask)));
+}
+
+TEST(BilinearScorer, StartsAsIdentityAndKeysGiveTheSameScores) {
+  BilinearScorer scorer(kDim);
+  EXPECT_TRUE(torch::equal(scorer->weight, torch::eye(kDim)));
+  const torch::Tensor u = torch::randn({3, kDim});
+  const torch::Tensor l = torch::randn({5, kDim});
+  EXPECT_TRUE(torch::allclose(scorer(u, l), torch::matmul(u, l.t())));
+
+  {
+    torch::NoGradGuard no_grad;
+    scorer->weight.copy_(torch::randn({kDim, kDim}));
+  }
+  const torch::Tensor s = scorer(u, l);
+  const torch::Tensor keys = scorer->item_keys(l);
+  const auto A = scorer->weight;
+  for (std::int64_t b = 0; b < 3; ++b) {
+    for (std::int64_t c = 0; c < 5; ++c) {
+      const float expected = torch::dot(u[b], torch::mv(A, l[c])).item<float>();  // u^T A l
+      EXPECT_NEAR(s[b][c].item<float>(), expected, 1e-3f * (1 + std::abs(expected)));
+      EXPECT_NEAR(torch::dot(u[b], keys[c]).item<float>(), expected, 1e-3f * (1 + std::abs(expected)));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmrec
