@@ -5,7 +5,12 @@
 BUILD      ?= build
 BUILD_TYPE ?= Release
 JOBS       ?= $(shell nproc)
-DEMO_DIR   ?= runs/demo
+DEMO_DIR   ?= runs/quickstart
+# The demo runs configs/quickstart.yaml; a DEMO_DIR other than its run.dir
+# moves every path with --set.
+DEMO_SET   := $(if $(filter runs/quickstart,$(DEMO_DIR)),,--set run.dir=$(DEMO_DIR) \
+  --set data.interactions=$(DEMO_DIR)/shop/interactions.csv --set data.catalogue=$(DEMO_DIR)/shop/catalogue.csv \
+  --set data.dataset=$(DEMO_DIR)/dataset.h5)
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := cmake g++ make git ccache pkg-config \
@@ -48,16 +53,23 @@ test-unit: build
 test-mpi: build
 	cd $(BUILD) && ctest --output-on-failure -L mpi
 
-# The main job on the built-in example. Today: the installation and cluster
-# check on 2 ranks (BLAS, exact collective results, all-reduce bandwidth).
+# The main job on the built-in example: the synthetic shop, validated and
+# prepared into a dataset, then the 2-rank installation check. Training,
+# evaluation, export and serving join as they land.
 demo: build
 	@echo "== llmrec --version"
 	@$(BUILD)/llmrec --version
 	@echo
-	@echo "== launch/mpirun.sh -n 2 -- check -c configs/quickstart.yaml --set run.dir=$(DEMO_DIR)"
-	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- check -c configs/quickstart.yaml --set run.dir=$(DEMO_DIR)
+	@echo "== llmrec synth -o $(DEMO_DIR)/shop"
+	@$(BUILD)/llmrec synth -o $(DEMO_DIR)/shop
 	@echo
-	@echo "Resolved config, logs and check.json are in $(DEMO_DIR)/."
+	@echo "== llmrec prepare -c configs/quickstart.yaml"
+	@$(BUILD)/llmrec prepare -c configs/quickstart.yaml $(DEMO_SET)
+	@echo
+	@echo "== launch/mpirun.sh -n 2 -- check -c configs/quickstart.yaml"
+	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- check -c configs/quickstart.yaml $(DEMO_SET)
+	@echo
+	@echo "Everything is in $(DEMO_DIR)/: shop/ (raw CSV), dataset.h5 (+ .report.json), config.yaml, logs/, check.json"
 
 clean:
 	rm -rf $(BUILD)

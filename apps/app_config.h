@@ -4,7 +4,9 @@
 
 #include "common/config.h"
 #include "common/logging.h"
+#include "data/data_config.h"
 #include "distributed/communicator.h"
+#include "models/model_config.h"
 
 namespace llmrec {
 
@@ -27,12 +29,16 @@ struct Config {
   RunConfig run;
   LogConfig log;
   CommConfig comm;
+  DataConfig data;
+  ModelConfig model;
 
   template <class V>
   void visit(V& v) {
     v.section("run", run, "Run directory and threads");
     v.section("log", log, "Logging");
     v.section("comm", comm, "Collective communication between ranks");
+    v.section("data", data, "Raw exports, validation, filtering, split and the prepared dataset file");
+    v.section("model", model, "The recommender: BERT item tower with LoRA, attention ranker, loss");
   }
 };
 

@@ -13,5 +13,9 @@ std::string version_text();
 
 void command_config_add(CLI::App& app);
 void command_check_add(CLI::App& app);
+void command_tokenize_add(CLI::App& app);
+void command_synth_add(CLI::App& app);
+void command_prepare_add(CLI::App& app);
+void command_encode_add(CLI::App& app);
 
 }  // namespace llmrec

@@ -13,6 +13,10 @@ int main(int argc, char** argv) {
   app.fallthrough(false);
   llmrec::command_config_add(app);
   llmrec::command_check_add(app);
+  llmrec::command_tokenize_add(app);
+  llmrec::command_synth_add(app);
+  llmrec::command_prepare_add(app);
+  llmrec::command_encode_add(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -51,7 +51,7 @@ expect "enum error names --set" bad_enum.txt "--set comm.backend=nccl: 'comm.bac
 "$bin" config --schema --markdown >schema.md
 sed -n '/<!-- schema:begin -->/,/<!-- schema:end -->/p' "$src/docs/configuration.md" | sed '1d;$d' >doc_schema.md
 if diff -u doc_schema.md schema.md >schema.diff; then ok "docs/configuration.md matches the schema"
-else fail "docs/configuration.md is out of date: run 'llmrec config --schema --markdown'" schema.diff; fi
+else fail "docs/configuration.md is out of date: run tools/update_config_docs.sh" schema.diff; fi
 
 # check under mpirun -np 2 through the launch script: exact collectives,
 # run directory with resolved config, per-rank rank-tagged logs.
@@ -95,6 +95,80 @@ if [[ $rc -ne 0 && $rc -ne 124 && $took -lt 30 ]]; then
   expect "fatal error aborts all ranks" abort.txt 'cannot create run directory /proc/llmrec-no' 'aborting all ranks'
 else
   fail "fatal error on rank 0: exit $rc after ${took}s (want non-zero, < 30 s)" abort.txt
+fi
+
+# synth -> prepare with the shipped quickstart config (paths overridden).
+"$bin" synth -o shop --items 300 --users 200 --seed 5 >synth.txt 2>&1 \
+  && expect "synth" synth.txt '^synth: 300 items \([0-9]+ cold' \
+  && expect "synth catalogue header" shop/catalogue.csv '^item_id,title,description,category,brand,price,tags$' \
+  || fail "synth" synth.txt
+"$bin" synth -o shop2 --items 300 --users 200 --seed 5 >/dev/null 2>&1
+if cmp -s shop/interactions.csv shop2/interactions.csv && cmp -s shop/catalogue.csv shop2/catalogue.csv; then
+  ok "synth is deterministic for a seed"
+else fail "synth differs between two runs with one seed"; fi
+pset=(--set data.interactions=shop/interactions.csv --set data.catalogue=shop/catalogue.csv --set data.dataset=ds.h5)
+"$bin" prepare -c "$src/configs/quickstart.yaml" "${pset[@]}" >prepare.txt 2>&1 \
+  && expect "prepare" prepare.txt 'interactions shop/interactions.csv: ([0-9]+) rows read, \1 kept, 0 skipped' \
+       '^dataset: [0-9]+ users, 300 items' '-> ds.h5' \
+  && expect "prepare report" ds.h5.report.json '"test_on_cold_items"' \
+  || fail "prepare" prepare.txt
+# A bad row stops prepare with file:line; skip counts it instead.
+{ cat shop/interactions.csv; echo "u999999,no-such-item,2024-01-01T00:00:00Z,view,"; } >bad.csv
+lines=$(wc -l <bad.csv)
+"$bin" prepare -c "$src/configs/quickstart.yaml" "${pset[@]}" --set data.interactions=bad.csv >bad.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "prepare: bad row names file:line" bad.txt "bad.csv:$lines: unknown item id: 'no-such-item'" \
+  || fail "prepare bad row: exit $rc" bad.txt
+"$bin" prepare -c "$src/configs/quickstart.yaml" "${pset[@]}" --set data.interactions=bad.csv \
+  --set data.on_error=skip >skip.txt 2>&1 \
+  && expect "prepare: skip counts" skip.txt '1 skipped' '1  unknown item id' "e.g. bad.csv:$lines" \
+  || fail "prepare skip" skip.txt
+
+# tokenize: two golden titles give HF's ids (shared/golden); --tokens, --max-len; a bad vocab.
+shared=${LLMREC_SHARED_DIR:-$src/../shared}
+golden=$shared/golden/wordpiece_bert_base_uncased.jsonl
+vocab=$shared/models/bert-base-uncased/vocab.txt
+if [[ -f $golden && -f $vocab ]]; then
+  sed -n '1p;17p' "$golden" | sed -E 's/^\{"text":"(.*)","ids":.*$/\1/' >tok_in.txt
+  sed -n '1p;17p' "$golden" | sed -E 's/^.*"ids":(\[[0-9,]*\]).*$/\1/' >tok_want.txt
+  "$bin" tokenize --vocab "$vocab" <tok_in.txt >tok_got.txt 2>&1
+  if diff -u tok_want.txt tok_got.txt >tok.diff; then ok "tokenize: golden ids"
+  else fail "tokenize: golden ids differ" tok.diff; fi
+  printf 'Crème brûlée\n' | "$bin" tokenize --vocab "$vocab" --tokens --max-len 4 >tok_tokens.txt 2>&1
+  expect "tokenize --tokens --max-len" tok_tokens.txt '^\["\[CLS\]","cr","##eme","\[SEP\]"\]$'
+else
+  fail "tokenize: golden files missing under $shared (set LLMREC_SHARED_DIR)"
+fi
+printf '[PAD]\n[UNK]\n[CLS]\n[SEP]\n[PAD]\n' >dup_vocab.txt
+echo x | "$bin" tokenize --vocab dup_vocab.txt >tok_bad.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "tokenize: bad vocab names file:line" tok_bad.txt "dup_vocab.txt:5: duplicate token '\[PAD\]'" \
+  || fail "tokenize: bad vocab exit code $rc, expected 1" tok_bad.txt
+
+# encode: the golden case single_no_padding of shared/golden/tiny-bert-forward.json
+# through input_ids, in float64; a few values against the golden (to 1e-9).
+tiny="${LLMREC_SHARED_DIR:-$src/../shared}/golden/tiny-bert"
+if [[ -f $tiny/model.safetensors ]]; then
+  echo '{"input_ids": [[101, 13675, 21382, 7987, 9307, 2063, 102]], "attention_mask": [[1, 1, 1, 1, 1, 1, 1]]}' \
+    | "$bin" encode --model "$tiny" --dtype float64 >encode.txt 2>&1
+  rc=$?
+  # last_hidden_state[0,0,0..2], its last value [0,6,63], pooler_output[0,0..1]
+  got=$(sed -nE 's/^\{"last_hidden_state": \{"shape": \[1, 7, 64\], "data": \[([^],]+),([^],]+),([^],]+),.*,([^],]+)\]\}, "pooler_output": \{"shape": \[1, 64\], "data": \[([^],]+),([^],]+),.*\]\}\}$/\1 \2 \3 \4 \5 \6/p' encode.txt)
+  want="0.03176123908179289 -0.5666363244353502 -1.196252403047884 1.4573157105468726 0.2108725508076231 -0.019713425416350128"
+  if [[ $rc -eq 0 ]] && awk -v got="$got" -v want="$want" 'BEGIN {
+        n = split(got, g, " "); m = split(want, w, " "); if (n != m) exit 1
+        for (i = 1; i <= n; i++) { d = g[i] - w[i]; if (d < 0) d = -d; if (d > 1e-9) exit 1 } }'; then
+    ok "encode reproduces the tiny-bert golden"
+  else
+    fail "encode: exit $rc; got '$got', want '$want'" encode.txt
+  fi
+  printf '{"input_ids": [101, 102]}\n{"input_ids": [[101, "x"]]}\n' | "$bin" encode --model "$tiny" >encode_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "encode names the bad line and field" encode_bad.txt '^\{"last_hidden_state"' \
+    "stdin line 2: field 'input_ids' \[0\]\[1\] is \"x\", not an integer" \
+    || fail "encode bad line: exit code $rc, expected 1" encode_bad.txt
+else
+  fail "encode: golden model missing at $tiny (set LLMREC_SHARED_DIR)"
 fi
 
 echo "cli: $passed passed, $failed failed"
