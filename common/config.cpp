@@ -306,6 +306,17 @@ std::string config_convert(const ConfigNode& node, std::vector<std::string>& out
   return {};
 }
 
+std::string config_convert(const ConfigNode& node, std::vector<int>& out) {
+  if (node.kind != ConfigNode::Kind::Sequence) return "must be a list of integers";
+  out.clear();
+  for (const auto& item : node.seq) {
+    int v = 0;
+    if (!convert_int(item, v, "an integer").empty()) return "must be a list of integers";
+    out.push_back(v);
+  }
+  return {};
+}
+
 std::string config_convert(const ConfigNode& node, std::map<std::string, double>& out) {
   if (node.kind != ConfigNode::Kind::Map) return "must be a mapping of names to numbers";
   out.clear();
@@ -323,6 +334,11 @@ std::string config_format(std::int64_t v) { return std::to_string(v); }
 std::string config_format(double v) { return fmt::format("{}", v); }
 std::string config_format(const std::string& v) { return v; }
 std::string config_format(const std::vector<std::string>& v) { return "[" + join(v) + "]"; }
+std::string config_format(const std::vector<int>& v) {
+  std::vector<std::string> s;
+  for (int x : v) s.push_back(std::to_string(x));
+  return "[" + join(s) + "]";
+}
 
 std::string config_format(const std::map<std::string, double>& v) {
   std::string s;
@@ -336,6 +352,7 @@ std::string config_type_name(const std::int64_t*) { return "int"; }
 std::string config_type_name(const double*) { return "float"; }
 std::string config_type_name(const std::string*) { return "string"; }
 std::string config_type_name(const std::vector<std::string>*) { return "list of strings"; }
+std::string config_type_name(const std::vector<int>*) { return "list of ints"; }
 std::string config_type_name(const std::map<std::string, double>*) { return "map of numbers"; }
 
 // ---------------------------------------------------------------- reader
@@ -439,6 +456,11 @@ void ConfigWriter::write_scalar(const char* key, const std::string& v) {
 void ConfigWriter::write_scalar(const char* key, const std::vector<std::string>& v) {
   impl_->out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const auto& s : v) impl_->out << YAML::DoubleQuoted << s;
+  impl_->out << YAML::EndSeq;
+}
+void ConfigWriter::write_scalar(const char* key, const std::vector<int>& v) {
+  impl_->out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (int x : v) impl_->out << x;
   impl_->out << YAML::EndSeq;
 }
 void ConfigWriter::write_scalar(const char* key, const std::map<std::string, double>& v) {

@@ -76,6 +76,7 @@ std::string config_convert(const ConfigNode& node, std::int64_t& out);
 std::string config_convert(const ConfigNode& node, double& out);
 std::string config_convert(const ConfigNode& node, std::string& out);
 std::string config_convert(const ConfigNode& node, std::vector<std::string>& out);
+std::string config_convert(const ConfigNode& node, std::vector<int>& out);
 std::string config_convert(const ConfigNode& node, std::map<std::string, double>& out);
 
 std::string config_format(bool v);
@@ -84,6 +85,7 @@ std::string config_format(std::int64_t v);
 std::string config_format(double v);
 std::string config_format(const std::string& v);
 std::string config_format(const std::vector<std::string>& v);
+std::string config_format(const std::vector<int>& v);
 std::string config_format(const std::map<std::string, double>& v);
 
 std::string config_type_name(const bool*);
@@ -92,6 +94,7 @@ std::string config_type_name(const std::int64_t*);
 std::string config_type_name(const double*);
 std::string config_type_name(const std::string*);
 std::string config_type_name(const std::vector<std::string>*);
+std::string config_type_name(const std::vector<int>*);
 std::string config_type_name(const std::map<std::string, double>*);
 
 /// Visitor that reads a ConfigNode tree into a struct, collecting errors.
@@ -186,6 +189,7 @@ class ConfigWriter {
   void write_scalar(const char* key, double v);
   void write_scalar(const char* key, const std::string& v);
   void write_scalar(const char* key, const std::vector<std::string>& v);
+  void write_scalar(const char* key, const std::vector<int>& v);
   void write_scalar(const char* key, const std::map<std::string, double>& v);
   void begin_section(const char* key);
   void end_section();

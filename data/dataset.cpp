@@ -123,6 +123,8 @@ std::vector<std::int64_t> DatasetFile::read_train_end() const {
   return impl_->file.read<std::int64_t>("users/train_end");
 }
 
+std::vector<std::string> DatasetFile::read_user_ids() const { return impl_->file.read_strings("users/id"); }
+
 UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
   if (begin < 0 || end < begin || end > num_users_) {
     throw IoError(fmt::format("{}: user slice [{}, {}) outside [0, {})", path(), begin, end, num_users_));

@@ -93,6 +93,8 @@ class DatasetFile {
   ItemTable read_items() const;
   /// Per-user training event counts of all users (for sharding; U values).
   std::vector<std::int64_t> read_train_end() const;
+  /// Raw ids of all users, in dataset user order (U strings).
+  std::vector<std::string> read_user_ids() const;
   /// Users [begin, end) and only their events (hyperslab reads).
   UserSlice read_users(std::int64_t begin, std::int64_t end) const;
 

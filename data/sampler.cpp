@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <random>
 
@@ -42,6 +43,8 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
   }
   items_ = dataset.read_items();
   text_len_ = dataset.text_len();
+  log_q_total_ = static_cast<double>(items_.ids.size());
+  for (auto c : items_.train_count) log_q_total_ += static_cast<double>(c);
   slice_ = dataset.read_users(shard_.user_begin, shard_.user_end);
   for (std::size_t u = 0; u + 1 < slice_.users.offsets.size(); ++u) {
     const std::int64_t first = slice_.users.offsets[u];
@@ -91,6 +94,18 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
     const std::int64_t target = example_event_[e];
     for (std::int64_t j = std::max(first, target - t_len); j <= target; ++j) ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
   }
+  // Sampled negatives: uniform over the catalogue, seeded by (seed, epoch,
+  // step, rank) so that a batch stays a pure function of its cursor.
+  std::vector<std::int64_t> negatives;
+  if (options_.sampled_negatives > 0 && b > 0) {
+    std::mt19937_64 gen(options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^
+                        static_cast<std::uint64_t>(cursor.step) * 7919ULL ^ static_cast<std::uint64_t>(rank_ + 1) << 48);
+    const auto n_items = static_cast<unsigned __int128>(items_.ids.size());
+    for (std::int64_t k = 0; k < options_.sampled_negatives; ++k) {
+      negatives.push_back(static_cast<std::int64_t>((static_cast<unsigned __int128>(gen()) * n_items) >> 64));
+    }
+    ids.insert(ids.end(), negatives.begin(), negatives.end());
+  }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   auto row_of = [&](std::int64_t item) { return std::lower_bound(ids.begin(), ids.end(), item) - ids.begin(); };
@@ -111,6 +126,15 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
       tok[r * text_len_ + k] = items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
       mask[r * text_len_ + k] = k < len ? 1 : 0;
     }
+  }
+  out.negatives = at::empty({static_cast<std::int64_t>(negatives.size())}, at::kLong);
+  for (std::size_t k = 0; k < negatives.size(); ++k) out.negatives[static_cast<std::int64_t>(k)] = row_of(negatives[k]);
+  // log q: an item's share of training events (add-one smoothed), the
+  // rate at which in-batch sampling meets it.
+  out.item_log_q = at::empty({u}, at::kFloat);
+  for (std::int64_t r = 0; r < u; ++r) {
+    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
+    out.item_log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
   }
   out.history = at::full({b, t_len}, -1, at::kLong);
   out.target = at::empty({b}, at::kLong);

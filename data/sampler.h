@@ -62,6 +62,8 @@ struct Batch {
   at::Tensor history;      ///< [B, T] int64 rows of item_ids, -1 = padding; right-aligned, most recent last
   at::Tensor target;       ///< [B] int64 row of the target item
   at::Tensor weight;       ///< [B] float32 event weight
+  at::Tensor negatives;    ///< [N] int64 rows of the sampled negatives (empty without them)
+  at::Tensor item_log_q;   ///< [U] float32 log of each item's share of training events (logQ correction)
   at::Tensor example_user; ///< [B] int64 dataset user index (for checks and logs)
   at::Tensor example_event;///< [B] int64 dataset event index of the target
   std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
@@ -71,6 +73,7 @@ struct SamplerOptions {
   std::int64_t batch_size = 64;  ///< users (examples) per rank and step
   std::int64_t history = 20;     ///< T
   std::uint64_t seed = 1234;
+  std::int64_t sampled_negatives = 0;  ///< extra negatives per batch, uniform over the catalogue
 };
 
 class BatchSampler {
@@ -97,6 +100,7 @@ class BatchSampler {
   std::int64_t global_examples_ = 0;
   ItemTable items_;
   int text_len_ = 0;
+  double log_q_total_ = 1;  ///< training events + items (add-one smoothing)
   UserSlice slice_;
   std::vector<std::int32_t> example_user_;  ///< local user of each example
   std::vector<std::int64_t> example_event_; ///< slice-relative event index of the target

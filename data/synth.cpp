@@ -226,7 +226,7 @@ SynthOptions SynthOptions::preset(const std::string& name) {
 }
 
 SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
-  LLMREC_CHECK(o.items >= 10 && o.users >= 1, "synth needs at least 10 items and 1 user, got {} and {}", o.items,
+  LLMREC_CHECK(o.items >= 10 && o.users >= 0, "synth needs at least 10 items and 0 users, got {} and {}", o.items,
                o.users);
   LLMREC_CHECK(o.min_history >= 2, "synth min_history must be at least 2, got {}", o.min_history);
   LLMREC_CHECK(o.cold_share >= 0 && o.cold_share < 0.9, "synth cold_share must be in [0, 0.9), got {}", o.cold_share);
@@ -258,7 +258,9 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
   std::iota(rank.begin(), rank.end(), 1);
   for (std::size_t i = rank.size(); i > 1; --i) std::swap(rank[i - 1], rank[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(i)))]);
   std::string catalogue = "item_id,title,description,category,brand,price,tags\n";
-  std::string latent_items = "item_id,department,leaf,brand,price_band,style,popularity,cold\n";
+  // brand_id disambiguates brands that drew the same name; popularity is
+  // written exactly (17 digits) so that the oracle reproduces the choice model.
+  std::string latent_items = "item_id,department,leaf,brand,price_band,style,popularity,cold,brand_id\n";
   SynthSummary summary;
   summary.items = o.items;
   for (std::int64_t i = 0; i < o.items; ++i) {
@@ -296,12 +298,15 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
       csv_append_field(row, f);
     }
     catalogue += row + "\n";
-    latent_items += fmt::format("{},{},{},{},{},{},{:.6g},{}\n", item_id(i), leaf.department, leaf.name, brand,
-                                it.band, kStyles[static_cast<std::size_t>(it.style)], it.popularity, it.cold ? 1 : 0);
+    latent_items += fmt::format("{},{},{},{},{},{},{:.17g},{},{}\n", item_id(i), leaf.department, leaf.name, brand,
+                                it.band, kStyles[static_cast<std::size_t>(it.style)], it.popularity, it.cold ? 1 : 0,
+                                it.brand);
   }
   write_file(fs::path(out_dir) / "catalogue.csv", catalogue);
   write_file(fs::path(out_dir) / "latent_items.csv", latent_items);
   catalogue.clear();
+
+  if (o.users == 0) return summary;  // catalogue only
 
   // Proposals come from popularity^beta; acceptance exp(match - max) makes
   // the draw exactly P ~ popularity^beta * exp(match).
@@ -319,7 +324,7 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
   summary.users = o.users;
   std::ofstream inter(fs::path(out_dir) / "interactions.csv", std::ios::binary);
   inter << "user_id,item_id,timestamp,event,rating\n";
-  std::string latent_users = "user_id,leaves,brands,styles,price_band\n";
+  std::string latent_users = "user_id,leaves,brands,styles,price_band,brand_ids,departments\n";
   std::string buf;
   std::vector<std::int64_t> chosen;
   std::vector<std::int64_t> times;
@@ -387,9 +392,11 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
       return s;
     };
     latent_users += fmt::format(
-        "{},{},{},{},{}\n", user_id(u), join(user.leaves, [](int l) { return std::string(kLeaves[static_cast<std::size_t>(l)].name); }),
+        "{},{},{},{},{},{},{}\n", user_id(u), join(user.leaves, [](int l) { return std::string(kLeaves[static_cast<std::size_t>(l)].name); }),
         join(user.brands, [&](int b) { return brand_names[static_cast<std::size_t>(b)]; }),
-        join(user.styles, [](int s) { return std::string(kStyles[static_cast<std::size_t>(s)]); }), user.band);
+        join(user.styles, [](int s) { return std::string(kStyles[static_cast<std::size_t>(s)]); }), user.band,
+        join(user.brands, [](int b) { return std::to_string(b); }),
+        join(user.departments, [](int d) { return std::string(kLeaves[static_cast<std::size_t>(d * kLeavesPerDepartment)].department); }));
     if (buf.size() > (1 << 20)) {
       inter << buf;
       buf.clear();

@@ -27,7 +27,7 @@ namespace llmrec {
 
 struct SynthOptions {
   std::int64_t items = 2000;
-  std::int64_t users = 3000;
+  std::int64_t users = 3000;   ///< 0 = the catalogue only (no interactions file)
   double mean_history = 20;     ///< mean events per user
   int min_history = 5;          ///< every user has at least this many
   double cold_share = 0.10;     ///< items released after the cut
@@ -52,7 +52,8 @@ struct SynthSummary {
   std::int64_t cut_time = 0;     ///< unix seconds
 };
 
-/// Writes the shop to `out_dir` (created if missing).
+/// Writes the shop to `out_dir` (created if missing). With users = 0 only
+/// catalogue.csv and latent_items.csv are written.
 SynthSummary synth_write(const SynthOptions& options, const std::string& out_dir);
 
 }  // namespace llmrec

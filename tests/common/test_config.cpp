@@ -203,3 +203,42 @@ TEST(EditDistance, Basics) {
 
 }  // namespace
 }  // namespace llmrec
+
+namespace llmrec {
+namespace {
+
+struct IntList {
+  std::vector<int> k = {10, 20};
+  template <class V>
+  void visit(V& v) {
+    v.field("k", k, "cut-offs");
+  }
+};
+
+TEST(ConfigIntList, ReadsWritesAndDescribesAListOfInts) {
+  IntList a;
+  config_load("", {"k=[5, 1, 50]"}, a);
+  EXPECT_EQ(a.k, (std::vector<int>{5, 1, 50}));
+  EXPECT_EQ(config_format(a.k), "[5, 1, 50]");
+  const std::string text = ConfigWriter::write(a);
+  EXPECT_EQ(text, "k: [5, 1, 50]\n");
+  IntList b;
+  config_load("", {"k=[]"}, b);
+  EXPECT_TRUE(b.k.empty());
+  auto keys = ConfigSchema::list(IntList{});
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(keys[0].type, "list of ints");
+  EXPECT_EQ(keys[0].default_value, "[10, 20]");
+  for (const char* bad : {"k=[1, x]", "k=3", "k=[1.5]", "k=[[1]]", "k=[99999999999]"}) {
+    IntList c;
+    try {
+      config_load("", {bad}, c);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(std::string("--set ") + bad + ": 'k' must be a list of integers"));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmrec

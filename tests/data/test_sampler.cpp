@@ -10,10 +10,9 @@
 #include <numeric>
 #include <set>
 
-#include "data/prepare.h"
 #include "data/sampler.h"
-#include "data/synth.h"
 #include "tests/mpi_test_main.h"
+#include "tests/test_dataset_helper.h"
 
 namespace llmrec {
 namespace {
@@ -48,38 +47,8 @@ class SamplerTest : public ::testing::Test {
   static std::string dataset_;
   Communicator& comm = test_comm();
 
-  // Rank 0 makes a small synthetic dataset; every rank learns its path.
-  static void SetUpTestSuite() {
-    Communicator& comm = test_comm();
-    std::string path;
-    if (comm.rank() == 0) {
-      fs::path dir = fs::temp_directory_path() / ("llmrec_sampler_" + std::to_string(::getpid()));
-      fs::create_directories(dir);
-      SynthOptions o;
-      o.items = 150;
-      o.users = 97;  // not a multiple of 2 or 3
-      o.mean_history = 9;
-      synth_write(o, (dir / "shop").string());
-      DataConfig cfg;
-      cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
-      cfg.interactions = (dir / "shop" / "interactions.csv").string();
-      cfg.dataset = (dir / "dataset.h5").string();
-      cfg.vocab_size = 400;
-      cfg.text_len = 12;
-      prepare_dataset(cfg, "");
-      path = cfg.dataset;
-    }
-    at::Tensor len = at::tensor({static_cast<std::int64_t>(path.size())}, at::kLong);
-    comm.broadcast(len);
-    at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
-    if (comm.rank() == 0) std::memcpy(bytes.data_ptr(), path.data(), path.size());
-    comm.broadcast(bytes);
-    dataset_.assign(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
-  }
-  static void TearDownTestSuite() {
-    test_comm().barrier();
-    if (test_comm().rank() == 0) fs::remove_all(fs::path(dataset_).parent_path());
-  }
+  static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(test_comm(), "sampler", 150, 97, 9, 12); }
+  static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
 
   SamplerOptions options() const {
     SamplerOptions o;

@@ -1,0 +1,51 @@
+#pragma once
+// Multi-rank tests: rank 0 writes a small synthetic dataset, every rank gets
+// its path (broadcast). Deleted by dataset_helper_cleanup().
+#include <ATen/ATen.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <unistd.h>
+
+#include "data/prepare.h"
+#include "data/synth.h"
+#include "distributed/communicator.h"
+
+namespace llmrec::testing {
+
+inline std::string make_test_dataset(Communicator& comm, const std::string& tag, std::int64_t items,
+                                     std::int64_t users, double mean_history, int text_len) {
+  namespace fs = std::filesystem;
+  std::string path;
+  if (comm.rank() == 0) {
+    fs::path dir = fs::temp_directory_path() / ("llmrec_" + tag + "_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    SynthOptions o;
+    o.items = items;
+    o.users = users;
+    o.mean_history = mean_history;
+    synth_write(o, (dir / "shop").string());
+    DataConfig cfg;
+    cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
+    cfg.interactions = (dir / "shop" / "interactions.csv").string();
+    cfg.dataset = (dir / "dataset.h5").string();
+    cfg.vocab_size = 400;
+    cfg.text_len = text_len;
+    prepare_dataset(cfg, "");
+    path = cfg.dataset;
+  }
+  at::Tensor len = at::tensor({static_cast<std::int64_t>(path.size())}, at::kLong);
+  comm.broadcast(len);
+  at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
+  if (comm.rank() == 0) std::memcpy(bytes.data_ptr(), path.data(), path.size());
+  comm.broadcast(bytes);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
+}
+
+inline void dataset_helper_cleanup(Communicator& comm, const std::string& path) {
+  comm.barrier();
+  if (comm.rank() == 0) std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
+}  // namespace llmrec::testing
