@@ -1,0 +1,148 @@
+// `llmrec eval`: full-ranking evaluation (docs/evaluation.md) of the
+// baselines, the synthetic shop's oracle and their fusion, under mpirun.
+//
+// 1. Every rank builds the same scorers (eval_scorers_build: the extension
+//    point where the trained model joins), then the fusion of
+//    eval.fusion.weights, tuned on the validation split with eval.fusion.tune.
+// 2. Each scorer is evaluated on the split over all ranks; results are
+//    identical on every rank and to one rank.
+// 3. Rank 0 prints the table and writes <run.dir>/eval_<split>.json.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "apps/app_context.h"
+#include "apps/commands.h"
+#include "apps/config_options.h"
+#include "common/sha256.h"
+#include "data/dataset.h"
+#include "trainer/baselines.h"
+#include "trainer/evaluation.h"
+#include "trainer/fusion.h"
+
+namespace llmrec {
+namespace {
+
+/// The command line of `llmrec eval`.
+struct EvalCommand {
+  ConfigOptions options;
+  std::string split = "test";
+  std::vector<std::string> baselines;  ///< --baseline; empty = eval.baselines (+ oracle with eval.oracle_dir)
+};
+
+/// The baselines this run evaluates, in table order.
+std::vector<std::string> eval_baselines_of(const EvalCommand& cmd, const EvalConfig& config) {
+  if (!cmd.baselines.empty()) return cmd.baselines;
+  std::vector<std::string> names = config.baselines;
+  if (!config.oracle_dir.empty() && std::find(names.begin(), names.end(), "oracle") == names.end()) {
+    names.push_back("oracle");
+  }
+  return names;
+}
+
+/// The scorers of one `llmrec eval` run, in table order, identical on every
+/// rank (building them is collective). Extension point: the trained model
+/// (a `--checkpoint` option of EvalCommand) joins here as one more scorer,
+/// e.g. a ModelScorer named "model" put first; eval.fusion.weights can then
+/// name it.
+std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, AppContext& ctx,
+                                                        const DatasetFile& file) {
+  return baseline_scorers_create(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval);
+}
+
+/// The fused scorer of eval.fusion.weights over `scorers` (by name), with
+/// weights tuned on the validation split when eval.fusion.tune is set;
+/// nullptr when no fusion is configured.
+std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
+                                          const DatasetFile& file) {
+  const EvalFusionConfig& f = ctx.config.eval.fusion;
+  if (f.weights.empty()) return nullptr;
+  std::vector<FusionComponent> components;
+  std::string available;
+  for (const auto& s : scorers) available += (available.empty() ? "" : ", ") + s->name();
+  for (const auto& [name, weight] : f.weights) {  // by name: a fixed order
+    auto it = std::find_if(scorers.begin(), scorers.end(), [&](const auto& s) { return s->name() == name; });
+    if (it == scorers.end()) {
+      throw ConfigError(fmt::format("eval.fusion.weights names '{}', which this run does not evaluate (scorers: {})",
+                                    name, available));
+    }
+    components.push_back({*it, weight});
+  }
+  if (!f.tune) return std::make_shared<FusedScorer>(std::move(components));
+  std::size_t reference = 0;
+  for (std::size_t k = 0; k < components.size(); ++k) {
+    if (components[k].scorer->name() == "model") reference = k;
+  }
+  Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
+  FusionTuning t = fusion_tune(components, reference, valid);
+  std::string picked;
+  for (std::size_t k = 0; k < components.size(); ++k) {
+    picked += fmt::format("{}{}={}", k ? ", " : "", components[k].scorer->name(), t.weights[k]);
+  }
+  spdlog::info("fusion: tuned on valid over {} weightings: {} (NDCG@10 {:.4f})", t.tried.size(), picked, t.ndcg10);
+  return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t));
+}
+
+int run_eval(const EvalCommand& cmd, AppContext& ctx) {
+  const EvalConfig& config = ctx.config.eval;
+  DatasetFile file(ctx.config.data.dataset);
+  std::vector<std::shared_ptr<Scorer>> scorers = eval_scorers_build(cmd, ctx, file);
+  if (auto fused = eval_fusion_build(scorers, ctx, file)) scorers.push_back(fused);
+  if (scorers.empty()) {
+    throw ConfigError("nothing to evaluate: eval.baselines is empty, no --baseline was given and eval.oracle_dir is "
+                      "not set");
+  }
+
+  Evaluator ev(file, *ctx.comm, cmd.split, config);
+  std::vector<EvalResult> results;
+  for (const auto& s : scorers) {
+    results.push_back(ev.evaluate(*s));
+    const EvalResult& r = results.back();
+    spdlog::info("eval {}: {} NDCG@{} {:.4f} Recall@{} {:.4f} MRR {:.4f}, cold NDCG@{} {:.4f} ({:.2f} s)", cmd.split,
+                 r.scorer, r.k[0], r.all.ndcg[0], r.k[0], r.all.recall[0], r.all.mrr, r.k[0], r.cold.ndcg[0],
+                 r.seconds);
+  }
+  if (ctx.comm->rank() != 0) return 0;
+
+  const EvalResult& first = results.front();
+  std::string out = fmt::format(
+      "llmrec eval: split {}, {} rank(s); {} users evaluated ({} without a {} event skipped), {} on cold items; "
+      "full ranking over {} items, history excluded\n\n",
+      cmd.split, ctx.comm->size(), first.users_evaluated, first.users_skipped, cmd.split, first.cold.users,
+      first.num_items);
+  out += eval_results_table(results);
+  const std::string path = (std::filesystem::path(ctx.run_dir) / ("eval_" + cmd.split + ".json")).string();
+  write_eval_results(path, results,
+                     eval_protocol(file, cmd.split, config, ConfigWriter::write(ctx.config), ctx.comm->size()));
+  out += fmt::format("\n-> {}\n", path);
+  std::fputs(out.c_str(), stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
+void command_eval_add(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "eval", "Evaluate the baselines (eval: section) with full ranking on the dataset's valid or test split; "
+              "prints a table, writes <run.dir>/eval_<split>.json (run it under mpirun)");
+  auto args = std::make_shared<EvalCommand>();
+  config_options_add(*cmd, args->options);
+  cmd->add_option("--split", args->split, "Which held-out events to rank")
+      ->check(CLI::IsMember({"valid", "test"}))
+      ->capture_default_str();
+  cmd->add_option("--baseline", args->baselines,
+                  "Evaluate this baseline (repeatable): popularity, itemknn, bpr, oracle; default: eval.baselines, "
+                  "plus the oracle when eval.oracle_dir is set")
+      ->check(CLI::IsMember(eval_baseline_names()))
+      ->allow_extra_args(false);
+  cmd->callback([args] {
+    int rc = app_run_distributed(args->options, [args](AppContext& ctx) { return run_eval(*args, ctx); });
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace llmrec

@@ -1,0 +1,393 @@
+#include "trainer/baselines.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+
+#include "common/error.h"
+#include "common/sha256.h"
+#include "trainer/oracle.h"
+
+namespace llmrec {
+namespace {
+
+/// Deterministic draws from the raw mt19937_64 stream (the standard
+/// distributions differ between library implementations).
+struct Rng {
+  std::mt19937_64 gen;
+  explicit Rng(std::uint64_t seed) : gen(seed) {}
+  double uniform() { return static_cast<double>(gen() >> 11) * 0x1.0p-53; }
+  std::int64_t below(std::int64_t n) {
+    return std::min(n - 1, static_cast<std::int64_t>(uniform() * static_cast<double>(n)));
+  }
+  double normal() {
+    const double u1 = std::max(uniform(), 1e-300), u2 = uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+  }
+};
+
+/// Each user's distinct items, sorted (CSR over the same users).
+TrainingHistories distinct_sorted(const TrainingHistories& h) {
+  TrainingHistories out;
+  out.num_items = h.num_items;
+  out.offsets.reserve(h.offsets.size());
+  std::vector<std::int32_t> buf;
+  for (std::int64_t u = 0; u < h.num_users(); ++u) {
+    buf.assign(h.items.begin() + h.offsets[static_cast<std::size_t>(u)],
+               h.items.begin() + h.offsets[static_cast<std::size_t>(u) + 1]);
+    std::sort(buf.begin(), buf.end());
+    buf.erase(std::unique(buf.begin(), buf.end()), buf.end());
+    out.items.insert(out.items.end(), buf.begin(), buf.end());
+    out.offsets.push_back(static_cast<std::int64_t>(out.items.size()));
+  }
+  return out;
+}
+
+void check_request_users(const ScoreRequest& request, std::int64_t num_users, const char* scorer) {
+  for (std::int64_t u : request.users) {
+    if (u < 0 || u >= num_users) {
+      throw Error(fmt::format("{}: user {} is not one of the {} users it was trained on", scorer, u, num_users));
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- histories
+
+TrainingHistories training_histories_of(const UserSlice& slice, std::int64_t num_items) {
+  TrainingHistories h;
+  h.num_items = num_items;
+  const std::int64_t n = slice.end - slice.begin;
+  for (std::int64_t u = 0; u < n; ++u) {
+    const std::int64_t first = slice.users.offsets[static_cast<std::size_t>(u)];
+    const std::int64_t train = slice.users.train_end[static_cast<std::size_t>(u)];
+    h.items.insert(h.items.end(), slice.events.item.begin() + first, slice.events.item.begin() + first + train);
+    h.offsets.push_back(static_cast<std::int64_t>(h.items.size()));
+  }
+  return h;
+}
+
+TrainingHistories training_histories_gather(const DatasetFile& file, Communicator& comm) {
+  const std::int64_t users = file.num_users();
+  const std::int64_t begin = users * comm.rank() / comm.size();
+  const std::int64_t end = users * (comm.rank() + 1) / comm.size();
+  TrainingHistories mine;
+  mine.num_items = file.num_items();
+  if (end > begin) mine = training_histories_of(file.read_users(begin, end), file.num_items());
+  // Lengths then items, each all-gathered in rank order = user order.
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(end - begin));
+  for (std::size_t u = 0; u < lengths.size(); ++u) lengths[u] = mine.offsets[u + 1] - mine.offsets[u];
+  auto lengths_all = comm.all_gather_v(at::tensor(lengths, at::kLong));
+  auto items_all = comm.all_gather_v(at::tensor(mine.items, at::kInt));
+  TrainingHistories h;
+  h.num_items = file.num_items();
+  for (std::size_t r = 0; r < lengths_all.size(); ++r) {
+    at::Tensor len = lengths_all[r].contiguous(), it = items_all[r].contiguous();
+    const std::int64_t* l = len.data_ptr<std::int64_t>();
+    for (std::int64_t u = 0; u < len.numel(); ++u) h.offsets.push_back(h.offsets.back() + l[u]);
+    h.items.insert(h.items.end(), it.data_ptr<std::int32_t>(), it.data_ptr<std::int32_t>() + it.numel());
+  }
+  LLMREC_CHECK(h.num_users() == users && h.offsets.back() == static_cast<std::int64_t>(h.items.size()),
+               "gathered training histories of {} users ({} items), expected {} users", h.num_users(), h.items.size(),
+               users);
+  return h;
+}
+
+// ---------------------------------------------------------------- popularity
+
+PopularityScorer::PopularityScorer(std::vector<std::int64_t> train_count) {
+  counts_.reserve(train_count.size());
+  for (auto c : train_count) counts_.push_back(static_cast<float>(c));
+}
+
+nlohmann::json PopularityScorer::params() const {
+  return {{"score", "training events of the item"}};
+}
+
+at::Tensor PopularityScorer::score(const ScoreRequest& request) {
+  const auto n = static_cast<std::int64_t>(counts_.size());
+  at::Tensor row = at::from_blob(counts_.data(), {1, n}, at::kFloat);
+  return row.expand({request.size(), n}).clone();
+}
+
+// ---------------------------------------------------------------- ItemKNN
+
+std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std::int64_t begin, std::int64_t end,
+                                         const ItemKnnOptions& options) {
+  const std::int64_t n_items = histories.num_items;
+  LLMREC_CHECK(begin >= 0 && begin <= end && end <= n_items, "itemknn rows [{}, {}) outside [0, {})", begin, end,
+               n_items);
+  LLMREC_CHECK(options.neighbours >= 1 && options.shrink >= 0, "itemknn needs neighbours >= 1 and shrink >= 0");
+  const TrainingHistories sets = distinct_sorted(histories);
+  // Inverted index: the users of each item, and |U_i|.
+  std::vector<std::int64_t> item_offsets(static_cast<std::size_t>(n_items) + 1, 0);
+  for (auto i : sets.items) {
+    LLMREC_CHECK(i >= 0 && i < n_items, "training history item {} is not an item id", i);
+    ++item_offsets[static_cast<std::size_t>(i) + 1];
+  }
+  std::partial_sum(item_offsets.begin(), item_offsets.end(), item_offsets.begin());
+  std::vector<std::int64_t> item_users(sets.items.size());
+  {
+    std::vector<std::int64_t> at(item_offsets.begin(), item_offsets.end() - 1);
+    for (std::int64_t u = 0; u < sets.num_users(); ++u) {
+      for (auto k = sets.offsets[static_cast<std::size_t>(u)]; k < sets.offsets[static_cast<std::size_t>(u) + 1]; ++k) {
+        item_users[static_cast<std::size_t>(at[static_cast<std::size_t>(sets.items[static_cast<std::size_t>(k)])]++)] = u;
+      }
+    }
+  }
+  auto users_of = [&](std::int64_t i) {
+    return item_offsets[static_cast<std::size_t>(i) + 1] - item_offsets[static_cast<std::size_t>(i)];
+  };
+
+  std::vector<ItemNeighbours> rows(static_cast<std::size_t>(end - begin));
+  std::vector<std::int64_t> common(static_cast<std::size_t>(n_items), 0);
+  std::vector<std::int32_t> touched;
+  std::vector<std::pair<double, std::int32_t>> cand;
+  for (std::int64_t i = begin; i < end; ++i) {
+    touched.clear();
+    for (auto k = item_offsets[static_cast<std::size_t>(i)]; k < item_offsets[static_cast<std::size_t>(i) + 1]; ++k) {
+      const auto u = static_cast<std::size_t>(item_users[static_cast<std::size_t>(k)]);
+      for (auto e = sets.offsets[u]; e < sets.offsets[u + 1]; ++e) {
+        const std::int32_t j = sets.items[static_cast<std::size_t>(e)];
+        if (j == i) continue;
+        if (common[static_cast<std::size_t>(j)]++ == 0) touched.push_back(j);
+      }
+    }
+    cand.clear();
+    const double ni = static_cast<double>(users_of(i));
+    for (std::int32_t j : touched) {
+      const double c = static_cast<double>(common[static_cast<std::size_t>(j)]);
+      cand.emplace_back(c / (std::sqrt(ni * static_cast<double>(users_of(j))) + options.shrink), j);
+      common[static_cast<std::size_t>(j)] = 0;
+    }
+    const auto keep = std::min<std::size_t>(cand.size(), static_cast<std::size_t>(options.neighbours));
+    auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+    std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(keep), cand.end(), better);
+    ItemNeighbours& row = rows[static_cast<std::size_t>(i - begin)];
+    for (std::size_t k = 0; k < keep; ++k) {
+      row.items.push_back(cand[k].second);
+      row.similarity.push_back(static_cast<float>(cand[k].first));
+    }
+  }
+  return rows;
+}
+
+ItemKnnScorer::ItemKnnScorer(const TrainingHistories& histories, const ItemKnnOptions& options, Communicator& comm)
+    : options_(options) {
+  const std::int64_t n = histories.num_items;
+  const std::int64_t begin = n * comm.rank() / comm.size(), end = n * (comm.rank() + 1) / comm.size();
+  std::vector<ItemNeighbours> mine = itemknn_rows(histories, begin, end, options);
+  std::vector<std::int64_t> lengths;
+  std::vector<std::int32_t> items;
+  std::vector<float> sims;
+  for (const auto& r : mine) {
+    lengths.push_back(static_cast<std::int64_t>(r.items.size()));
+    items.insert(items.end(), r.items.begin(), r.items.end());
+    sims.insert(sims.end(), r.similarity.begin(), r.similarity.end());
+  }
+  auto lengths_all = comm.all_gather_v(at::tensor(lengths, at::kLong));
+  auto items_all = comm.all_gather_v(at::tensor(items, at::kInt));
+  auto sims_all = comm.all_gather_v(at::tensor(sims, at::kFloat));
+  rows_.reserve(static_cast<std::size_t>(n));
+  for (std::size_t r = 0; r < lengths_all.size(); ++r) {
+    at::Tensor len = lengths_all[r].contiguous(), it = items_all[r].contiguous(), si = sims_all[r].contiguous();
+    const std::int64_t* l = len.data_ptr<std::int64_t>();
+    const std::int32_t* ip = it.data_ptr<std::int32_t>();
+    const float* sp = si.data_ptr<float>();
+    std::int64_t at = 0;
+    for (std::int64_t k = 0; k < len.numel(); ++k) {
+      ItemNeighbours row;
+      row.items.assign(ip + at, ip + at + l[k]);
+      row.similarity.assign(sp + at, sp + at + l[k]);
+      at += l[k];
+      rows_.push_back(std::move(row));
+    }
+    LLMREC_CHECK(at == it.numel() && at == si.numel(), "itemknn: rank {} sent inconsistent rows", r);
+  }
+  LLMREC_CHECK(static_cast<std::int64_t>(rows_.size()) == n, "itemknn gathered {} rows, expected {}", rows_.size(), n);
+}
+
+ItemKnnScorer::ItemKnnScorer(std::vector<ItemNeighbours> rows, const ItemKnnOptions& options)
+    : options_(options), rows_(std::move(rows)) {}
+
+nlohmann::json ItemKnnScorer::params() const {
+  return {{"neighbours", options_.neighbours},
+          {"shrink", options_.shrink},
+          {"similarity", "|U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) over training events"}};
+}
+
+at::Tensor ItemKnnScorer::score(const ScoreRequest& request) {
+  const auto n = static_cast<std::int64_t>(rows_.size());
+  at::Tensor out = at::zeros({request.size(), n}, at::kFloat);
+  std::vector<double> acc(static_cast<std::size_t>(n));
+  std::vector<std::int32_t> hist;
+  for (std::int64_t b = 0; b < request.size(); ++b) {
+    hist.assign(request.history_items.begin() + request.history_begin(b),
+                request.history_items.begin() + request.history_end(b));
+    std::sort(hist.begin(), hist.end());
+    hist.erase(std::unique(hist.begin(), hist.end()), hist.end());
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (std::int32_t i : hist) {
+      LLMREC_CHECK(i >= 0 && i < n, "itemknn: history item {} is not an item id", i);
+      const ItemNeighbours& row = rows_[static_cast<std::size_t>(i)];
+      for (std::size_t k = 0; k < row.items.size(); ++k) acc[static_cast<std::size_t>(row.items[k])] += row.similarity[k];
+    }
+    float* o = out.data_ptr<float>() + b * n;
+    for (std::int64_t j = 0; j < n; ++j) o[j] = static_cast<float>(acc[static_cast<std::size_t>(j)]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- BPR
+
+BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config) : config_(config) {
+  train(histories);
+}
+
+BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config, Communicator& comm)
+    : config_(config) {
+  train(histories);
+  // Every rank trained the same model; prove it with a digest of the bytes.
+  Sha256 h;
+  for (const at::Tensor* t : {&users_, &items_, &bias_}) h.update(t->data_ptr(), static_cast<std::size_t>(t->nbytes()));
+  const auto d = h.digest();
+  std::vector<std::int64_t> words(4);
+  std::memcpy(words.data(), d.data(), d.size());
+  at::Tensor all = comm.all_gather(at::tensor(words, at::kLong));
+  for (int r = 1; r < comm.size(); ++r) {
+    if (!at::equal(all[r], all[0])) {
+      throw CommError(fmt::format("bpr: rank {} trained different factors than rank 0 (same data and seed): the ranks "
+                                  "do not compute identically; run all ranks on one kind of CPU",
+                                  r));
+    }
+  }
+}
+
+void BprScorer::train(const TrainingHistories& histories) {
+  const std::int64_t n_users = histories.num_users(), n_items = histories.num_items;
+  const int dim = config_.dim;
+  LLMREC_CHECK(dim >= 1 && config_.epochs >= 0 && n_items >= 1, "bpr needs dim >= 1, epochs >= 0 and items");
+  Rng rng(static_cast<std::uint64_t>(config_.seed));
+  std::vector<float> p(static_cast<std::size_t>(n_users * dim)), q(static_cast<std::size_t>(n_items * dim));
+  std::vector<float> bias(static_cast<std::size_t>(n_items), 0.0f);
+  constexpr double kInitStd = 0.01;
+  for (auto& x : p) x = static_cast<float>(kInitStd * rng.normal());
+  for (auto& x : q) x = static_cast<float>(kInitStd * rng.normal());
+
+  const TrainingHistories sets = distinct_sorted(histories);
+  std::vector<std::int64_t> event_user(histories.items.size());
+  for (std::int64_t u = 0; u < n_users; ++u) {
+    for (auto e = histories.offsets[static_cast<std::size_t>(u)]; e < histories.offsets[static_cast<std::size_t>(u) + 1]; ++e) {
+      event_user[static_cast<std::size_t>(e)] = u;
+    }
+  }
+  std::vector<std::int64_t> order(histories.items.size());
+  std::iota(order.begin(), order.end(), 0);
+  const auto lr = static_cast<float>(config_.lr), reg = static_cast<float>(config_.reg);
+  constexpr int kNegativeTries = 64;
+  for (int epoch = 0; epoch < config_.epochs; ++epoch) {
+    for (std::size_t k = order.size(); k > 1; --k) {
+      std::swap(order[k - 1], order[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(k)))]);
+    }
+    double loss = 0;
+    std::int64_t steps = 0;
+    for (std::int64_t e : order) {
+      const std::int64_t u = event_user[static_cast<std::size_t>(e)];
+      const std::int32_t i = histories.items[static_cast<std::size_t>(e)];
+      const auto s0 = sets.items.begin() + sets.offsets[static_cast<std::size_t>(u)];
+      const auto s1 = sets.items.begin() + sets.offsets[static_cast<std::size_t>(u) + 1];
+      std::int32_t j = -1;
+      for (int t = 0; t < kNegativeTries && j < 0; ++t) {
+        const auto c = static_cast<std::int32_t>(rng.below(n_items));
+        if (!std::binary_search(s0, s1, c)) j = c;
+      }
+      if (j < 0) continue;  // the user has (nearly) every item: no negative to learn from
+      float* pu = p.data() + u * dim;
+      float* qi = q.data() + static_cast<std::int64_t>(i) * dim;
+      float* qj = q.data() + static_cast<std::int64_t>(j) * dim;
+      double x = static_cast<double>(bias[static_cast<std::size_t>(i)]) - bias[static_cast<std::size_t>(j)];
+      for (int d = 0; d < dim; ++d) x += static_cast<double>(pu[d]) * (static_cast<double>(qi[d]) - qj[d]);
+      loss += x > 0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x));
+      ++steps;
+      const auto g = static_cast<float>(1.0 / (1.0 + std::exp(x)));  // sigmoid(-x)
+      for (int d = 0; d < dim; ++d) {
+        const float a = pu[d], bi = qi[d], bj = qj[d];
+        pu[d] += lr * (g * (bi - bj) - reg * a);
+        qi[d] += lr * (g * a - reg * bi);
+        qj[d] += lr * (-g * a - reg * bj);
+      }
+      float& b_i = bias[static_cast<std::size_t>(i)];
+      float& b_j = bias[static_cast<std::size_t>(j)];
+      b_i += lr * (g - reg * b_i);
+      b_j += lr * (-g - reg * b_j);
+    }
+    epoch_loss_.push_back(steps > 0 ? loss / static_cast<double>(steps) : 0.0);
+  }
+  users_ = at::tensor(p, at::kFloat).view({n_users, dim});
+  items_ = at::tensor(q, at::kFloat).view({n_items, dim});
+  bias_ = at::tensor(bias, at::kFloat);
+}
+
+nlohmann::json BprScorer::params() const {
+  return {{"dim", config_.dim}, {"epochs", config_.epochs}, {"lr", config_.lr}, {"reg", config_.reg},
+          {"seed", config_.seed}, {"negatives", "1 uniform per training event and epoch"},
+          {"final_train_loss", epoch_loss_.empty() ? 0.0 : epoch_loss_.back()}};
+}
+
+at::Tensor BprScorer::score(const ScoreRequest& request) {
+  check_request_users(request, users_.size(0), "bpr");
+  if (request.size() == 0) return at::zeros({0, items_.size(0)}, at::kFloat);
+  at::Tensor idx = at::tensor(request.users, at::kLong);
+  return at::addmm(bias_.unsqueeze(0), users_.index_select(0, idx), items_.t());
+}
+
+// ---------------------------------------------------------------- factory
+
+std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
+                                                             const DatasetFile& file, Communicator& comm,
+                                                             const EvalConfig& config) {
+  const auto& known = eval_baseline_names();
+  bool need_histories = false;
+  for (const auto& n : names) {
+    if (std::find(known.begin(), known.end(), n) == known.end()) {
+      throw ConfigError(fmt::format("unknown baseline '{}': choose out of popularity, itemknn, bpr, oracle", n));
+    }
+    if (n == "oracle" && config.oracle_dir.empty()) {
+      throw ConfigError("baseline 'oracle' needs eval.oracle_dir: the `llmrec synth` directory the dataset came from");
+    }
+    need_histories = need_histories || n == "itemknn" || n == "bpr";
+  }
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  TrainingHistories histories;
+  if (need_histories) histories = training_histories_gather(file, comm);
+  std::vector<std::shared_ptr<Scorer>> out;
+  for (const auto& n : names) {
+    const auto t0 = Clock::now();
+    if (n == "popularity") {
+      out.push_back(std::make_shared<PopularityScorer>(file.read_items().train_count));
+    } else if (n == "itemknn") {
+      out.push_back(std::make_shared<ItemKnnScorer>(
+          histories, ItemKnnOptions{config.itemknn.neighbours, config.itemknn.shrink}, comm));
+      spdlog::info("itemknn: similarity rows of {} items in {:.2f} s", histories.num_items, since(t0));
+    } else if (n == "bpr") {
+      auto bpr = std::make_shared<BprScorer>(histories, config.bpr, comm);
+      spdlog::info("bpr: {} epochs over {} training events in {:.2f} s, loss {:.4f} -> {:.4f}", config.bpr.epochs,
+                   histories.items.size(), since(t0), bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().front(),
+                   bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().back());
+      out.push_back(std::move(bpr));
+    } else {
+      out.push_back(OracleScorer::open(config.oracle_dir, file));
+    }
+  }
+  return out;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,133 @@
+#pragma once
+/// The baselines of the evaluation harness (docs/evaluation.md): popularity,
+/// ItemKNN (item-item co-occurrence cosine) and BPR matrix factorisation.
+/// Each learns only from the training events (never from validation or test
+/// events) and gives the same scores on every rank and for any world size.
+///
+///   TrainingHistories h = training_histories_gather(file, comm);   // collective
+///   ItemKnnScorer knn(h, {100, 10.0}, comm);                       // collective
+///   BprScorer bpr(h, config.eval.bpr, comm);                       // collective
+///   PopularityScorer pop(file.read_items().train_count);
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "distributed/communicator.h"
+#include "trainer/eval_config.h"
+#include "trainer/scorer.h"
+
+namespace llmrec {
+
+/// Every user's training events (items in time order), CSR by dataset user.
+struct TrainingHistories {
+  std::int64_t num_items = 0;
+  std::vector<std::int64_t> offsets{0};  ///< users + 1
+  std::vector<std::int32_t> items;
+
+  std::int64_t num_users() const { return static_cast<std::int64_t>(offsets.size()) - 1; }
+};
+
+/// The training events of the users in `slice` (pure).
+TrainingHistories training_histories_of(const UserSlice& slice, std::int64_t num_items);
+
+/// Collective: each rank reads an even, contiguous share of the users and
+/// the shares are all-gathered, so every rank holds all training histories.
+TrainingHistories training_histories_gather(const DatasetFile& file, Communicator& comm);
+
+/// score(u, i) = number of training events of item i. Ignores the history.
+class PopularityScorer : public Scorer {
+ public:
+  explicit PopularityScorer(std::vector<std::int64_t> train_count);
+  std::string name() const override { return "popularity"; }
+  nlohmann::json params() const override;
+  at::Tensor score(const ScoreRequest& request) override;
+
+ private:
+  std::vector<float> counts_;
+};
+
+struct ItemKnnOptions {
+  int neighbours = 100;  ///< similarity row kept per item: its top `neighbours`
+  double shrink = 10.0;
+};
+
+/// One item's kept neighbours, most similar first (ties: smaller id first).
+struct ItemNeighbours {
+  std::vector<std::int32_t> items;
+  std::vector<float> similarity;
+};
+
+/// Pure: the similarity rows of items [begin, end) from the training
+/// histories (each user's items taken as a set):
+///   sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink),   j != i,
+/// U_i = the users with a training event on i; only pairs with a common user,
+/// top `neighbours` per row.
+std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std::int64_t begin, std::int64_t end,
+                                         const ItemKnnOptions& options);
+
+/// score(u, j) = sum over the distinct items i of u's history of sim(i, j),
+/// where j is among i's kept neighbours (else that term is 0).
+class ItemKnnScorer : public Scorer {
+ public:
+  /// Collective: the rows are computed in contiguous item ranges, one per
+  /// rank, and all-gathered (exact: each row is computed the same way
+  /// wherever it is computed).
+  ItemKnnScorer(const TrainingHistories& histories, const ItemKnnOptions& options, Communicator& comm);
+  /// From precomputed rows (num_items of them).
+  ItemKnnScorer(std::vector<ItemNeighbours> rows, const ItemKnnOptions& options);
+  std::string name() const override { return "itemknn"; }
+  nlohmann::json params() const override;
+  at::Tensor score(const ScoreRequest& request) override;
+  const std::vector<ItemNeighbours>& rows() const { return rows_; }
+
+ private:
+  ItemKnnOptions options_;
+  std::vector<ItemNeighbours> rows_;
+};
+
+/// BPR-MF (Rendle et al. 2009): score(u, i) = p_u . q_i + b_i, trained by SGD
+/// on ln sigmoid(x_ui - x_uj) over the training events (u, i), one negative
+/// j drawn uniformly from the items u has no training event on, per event
+/// and epoch; events visited in a seeded random order each epoch.
+class BprScorer : public Scorer {
+ public:
+  /// Collective only to check the result: every rank trains the same model
+  /// (its own arithmetic, no BLAS, deterministic for the seed), then the
+  /// ranks compare a fingerprint of the factors (CommError if they differ).
+  BprScorer(const TrainingHistories& histories, const EvalBprConfig& config, Communicator& comm);
+  /// Trains without a communicator (one process).
+  BprScorer(const TrainingHistories& histories, const EvalBprConfig& config);
+  std::string name() const override { return "bpr"; }
+  nlohmann::json params() const override;
+  at::Tensor score(const ScoreRequest& request) override;
+
+  /// Mean training loss -ln sigmoid(x_ui - x_uj) of each epoch.
+  const std::vector<double>& epoch_loss() const { return epoch_loss_; }
+  /// User factors [users, dim], item factors [items, dim], item biases [items].
+  const at::Tensor& user_factors() const { return users_; }
+  const at::Tensor& item_factors() const { return items_; }
+  const at::Tensor& item_bias() const { return bias_; }
+
+ private:
+  void train(const TrainingHistories& histories);
+
+  EvalBprConfig config_;
+  at::Tensor users_, items_, bias_;
+  std::vector<double> epoch_loss_;
+};
+
+/// Collective: the named baselines, in the order given, out of
+/// eval_baseline_names() (popularity, itemknn, bpr, oracle; the oracle reads
+/// config.oracle_dir). Training histories are gathered once when ItemKNN or
+/// BPR needs them. ConfigError for an unknown name or an oracle without
+/// eval.oracle_dir.
+std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
+                                                             const DatasetFile& file, Communicator& comm,
+                                                             const EvalConfig& config);
+
+}  // namespace llmrec

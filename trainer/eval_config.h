@@ -1,0 +1,160 @@
+#pragma once
+/// The `eval:` section: how recommenders are evaluated (full ranking over
+/// every item, docs/evaluation.md), which baselines run next to the model,
+/// their parameters, the oracle of the synthetic shop, and score fusion.
+///
+///   eval:
+///     k: [10, 20]
+///     baselines: [popularity, itemknn, bpr]
+///     oracle_dir: runs/quickstart/shop      # the `llmrec synth` output
+///     itemknn: {neighbours: 100, shrink: 10}
+///     bpr: {dim: 64, epochs: 30, lr: 0.05, reg: 0.003, seed: 1}
+///     fusion: {weights: {model: 1.0, itemknn: 0.5}, tune: false}
+///
+/// No tensors here: this header is read by the config tooling too.
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+
+namespace llmrec {
+
+/// Names of the baselines `eval.baselines` and `llmrec eval --baseline` accept.
+inline const std::vector<std::string>& eval_baseline_names() {
+  static const std::vector<std::string> names = {"popularity", "itemknn", "bpr", "oracle"};
+  return names;
+}
+
+/// Largest cut-off K accepted in `eval.k`.
+constexpr int kEvalMaxK = 10000;
+
+/// `eval.k`: a non-empty list of distinct cut-offs in [1, kEvalMaxK].
+inline ConfigCheck<std::vector<int>> eval_check_k() {
+  return {[](const std::vector<int>& ks) {
+            if (ks.empty()) return std::string("must list at least one cut-off");
+            for (std::size_t i = 0; i < ks.size(); ++i) {
+              if (ks[i] < 1 || ks[i] > kEvalMaxK) return fmt::format("must hold values in [1, {}]", kEvalMaxK);
+              if (std::find(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(i), ks[i]) !=
+                  ks.begin() + static_cast<std::ptrdiff_t>(i)) {
+                return fmt::format("must not repeat a value ({} twice)", ks[i]);
+              }
+            }
+            return std::string();
+          },
+          fmt::format("distinct, each in [1, {}]", kEvalMaxK)};
+}
+
+/// `eval.baselines`: distinct names out of eval_baseline_names().
+inline ConfigCheck<std::vector<std::string>> eval_check_baselines() {
+  return {[](const std::vector<std::string>& names) {
+            const auto& known = eval_baseline_names();
+            for (std::size_t i = 0; i < names.size(); ++i) {
+              if (std::find(known.begin(), known.end(), names[i]) == known.end()) {
+                return fmt::format("must name baselines out of: popularity, itemknn, bpr, oracle ('{}' is not one)",
+                                   names[i]);
+              }
+              if (std::count(names.begin(), names.end(), names[i]) > 1) {
+                return fmt::format("must not repeat a name ('{}' twice)", names[i]);
+              }
+            }
+            return std::string();
+          },
+          "out of: popularity, itemknn, bpr, oracle"};
+}
+
+/// `eval.fusion.weights`: finite weights >= 0, at least one positive.
+inline ConfigCheck<std::map<std::string, double>> eval_check_fusion_weights() {
+  return {[](const std::map<std::string, double>& w) {
+            bool positive = w.empty();
+            for (const auto& [name, x] : w) {
+              if (x < 0) return fmt::format("must not be negative ('{}' is {})", name, x);
+              positive = positive || x > 0;
+            }
+            return positive ? std::string() : std::string("must give at least one component a positive weight");
+          },
+          "weights >= 0, one > 0"};
+}
+
+/// `eval.itemknn`: item-item co-occurrence cosine with shrinkage.
+struct EvalItemKnnConfig {
+  int neighbours = 100;
+  double shrink = 10.0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("neighbours", neighbours, "Most similar items kept per item (top-k of each similarity row)",
+            config_range(1, 100000));
+    v.field("shrink", shrink,
+            "Shrinkage: sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), damping pairs seen by few users",
+            config_range(0.0, 1e9));
+  }
+};
+
+/// `eval.bpr`: BPR matrix factorisation trained on the training events.
+struct EvalBprConfig {
+  int dim = 64;
+  int epochs = 30;
+  double lr = 0.05;
+  double reg = 0.003;
+  std::int64_t seed = 1;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("dim", dim, "Factors per user and item", config_range(1, 4096));
+    v.field("epochs", epochs, "Passes over the training events (one sampled negative per event and pass)",
+            config_range(0, 100000));
+    v.field("lr", lr, "SGD learning rate", config_range(1e-8, 10.0));
+    v.field("reg", reg, "L2 regularisation of the factors and item biases touched by each step",
+            config_range(0.0, 10.0));
+    v.field("seed", seed, "Seed of the initialisation, the event order and the negatives (same model on every rank)");
+  }
+};
+
+/// `eval.fusion`: weighted sum of per-user standardised scores.
+struct EvalFusionConfig {
+  std::map<std::string, double> weights;
+  bool tune = false;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("weights", weights,
+            "Scorers fused into one more row of the table, name -> weight (e.g. {model: 1.0, itemknn: 0.5}); "
+            "each score is standardised per user first; {} = no fusion",
+            eval_check_fusion_weights());
+    v.field("tune", tune,
+            "Grid-search the weights on the validation split (maximising NDCG@10): the reference component "
+            "(model if present, else the first name) keeps weight 1, the others try 0, 0.1, 0.25, 0.5, 1, 2, 4");
+  }
+};
+
+struct EvalConfig {
+  std::vector<int> k = {10, 20};
+  int batch_users = 256;
+  std::string oracle_dir;
+  std::vector<std::string> baselines = {"popularity", "itemknn", "bpr"};
+  EvalItemKnnConfig itemknn;
+  EvalBprConfig bpr;
+  EvalFusionConfig fusion;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("k", k, "Cut-offs K of Recall@K, NDCG@K, HitRate@K, coverage@K, diversity@K (the first one is "
+            "shown first)", eval_check_k());
+    v.field("batch_users", batch_users,
+            "Users scored per block ([block, items] float scores in memory at once)", config_range(1, 1 << 20));
+    v.field("oracle_dir", oracle_dir,
+            "Directory of a `llmrec synth` shop (latent_items.csv, latent_users.csv, synth.json) the dataset "
+            "was prepared from: adds the oracle (the true choice model) to `llmrec eval`; \"\" = none");
+    v.field("baselines", baselines, "Baselines `llmrec eval` runs (oracle needs eval.oracle_dir)",
+            eval_check_baselines());
+    v.section("itemknn", itemknn, "ItemKNN baseline: item-item co-occurrence cosine over training histories");
+    v.section("bpr", bpr, "BPR-MF baseline: matrix factorisation, pairwise loss, uniform negatives");
+    v.section("fusion", fusion, "Score fusion: s = sum_k w_k z_k(u, i), z = score standardised per user");
+  }
+};
+
+}  // namespace llmrec

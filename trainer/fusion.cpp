@@ -1,0 +1,213 @@
+#include "trainer/fusion.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "trainer/metrics.h"
+
+namespace llmrec {
+namespace {
+
+constexpr float kNever = -std::numeric_limits<float>::infinity();
+constexpr int kTuneK = 10;
+
+/// Scores of `scorer` for `request`, z-standardised row by row: [B, n]
+/// floats. `n` < 0 takes the catalogue size from these scores.
+std::vector<float> standardised_scores(Scorer& scorer, const ScoreRequest& request, std::int64_t& n) {
+  at::Tensor s = scorer.score(request);
+  if (n < 0 && s.defined() && s.dim() == 2) n = s.size(1);
+  if (!s.defined() || s.dim() != 2 || s.size(0) != request.size() || s.size(1) != n ||
+      s.scalar_type() != at::kFloat) {
+    throw Error(fmt::format("fusion: component '{}' returned scores that are not [{}, {}] float32", scorer.name(),
+                            request.size(), n));
+  }
+  s = s.contiguous();
+  std::vector<float> z(static_cast<std::size_t>(request.size() * n));
+  for (std::int64_t b = 0; b < request.size(); ++b) {
+    try {
+      fusion_standardise(s.data_ptr<float>() + b * n, n, z.data() + b * n);
+    } catch (const Error& e) {
+      rethrow_with_context(e, fmt::format("fusion: component '{}', user {}", scorer.name(),
+                                          request.users[static_cast<std::size_t>(b)]));
+    }
+  }
+  return z;
+}
+
+}  // namespace
+
+const std::vector<double>& fusion_grid() {
+  static const std::vector<double> grid = {0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0};
+  return grid;
+}
+
+void fusion_standardise(const float* scores, std::int64_t n, float* z) {
+  double sum = 0;
+  std::int64_t finite = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float s = scores[i];
+    if (std::isnan(s) || s == -kNever) throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", i, s));
+    if (s != kNever) {
+      sum += s;
+      ++finite;
+    }
+  }
+  const double mean = finite > 0 ? sum / static_cast<double>(finite) : 0.0;
+  double var = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (scores[i] != kNever) var += (scores[i] - mean) * (scores[i] - mean);
+  }
+  const double sd = finite > 0 ? std::sqrt(var / static_cast<double>(finite)) : 0.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (scores[i] == kNever) {
+      z[i] = kNever;
+    } else {
+      z[i] = sd > 0 ? static_cast<float>((scores[i] - mean) / sd) : 0.0f;
+    }
+  }
+}
+
+void fusion_combine(const std::vector<const float*>& z, const std::vector<double>& weights, std::int64_t n,
+                    float* out) {
+  LLMREC_CHECK(z.size() == weights.size(), "fusion: {} score rows for {} weights", z.size(), weights.size());
+  for (std::int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    bool never = false;
+    for (std::size_t k = 0; k < z.size(); ++k) {
+      if (weights[k] == 0) continue;
+      const float v = z[k][i];
+      if (v == kNever) {
+        never = true;
+        break;
+      }
+      s += weights[k] * static_cast<double>(v);
+    }
+    out[i] = never ? kNever : static_cast<float>(s);
+  }
+}
+
+// ---------------------------------------------------------------- scorer
+
+FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string name, nlohmann::json tuning)
+    : components_(std::move(components)), name_(std::move(name)), tuning_(std::move(tuning)) {
+  bool positive = false;
+  for (const auto& c : components_) {
+    LLMREC_CHECK(c.scorer != nullptr, "fusion: a component has no scorer");
+    if (!(c.weight >= 0) || !std::isfinite(c.weight)) {
+      throw ConfigError(fmt::format("fusion: weight of '{}' is {}; weights must be finite and >= 0", c.scorer->name(),
+                                    c.weight));
+    }
+    positive = positive || c.weight > 0;
+  }
+  if (!positive) throw ConfigError("fusion: at least one component needs a positive weight");
+}
+
+nlohmann::json FusedScorer::params() const {
+  nlohmann::json comps = nlohmann::json::array();
+  for (const auto& c : components_) {
+    comps.push_back({{"name", c.scorer->name()}, {"weight", c.weight}, {"params", c.scorer->params()}});
+  }
+  nlohmann::json j = {{"components", comps},
+                      {"standardisation",
+                       "z = (s - mean) / std over the user's finite scores of all items (population std; "
+                       "std 0 gives z = 0; -inf stays -inf)"},
+                      {"score", "sum_k weight_k z_k"}};
+  if (!tuning_.is_null()) j["tuning"] = tuning_;
+  return j;
+}
+
+at::Tensor FusedScorer::score(const ScoreRequest& request) {
+  std::int64_t n = -1;
+  std::vector<std::vector<float>> zs;
+  std::vector<const float*> rows;
+  std::vector<double> weights;
+  for (const auto& c : components_) {
+    if (c.weight == 0) continue;
+    zs.push_back(standardised_scores(*c.scorer, request, n));
+    weights.push_back(c.weight);
+  }
+  at::Tensor out = at::empty({request.size(), n}, at::kFloat);
+  for (std::int64_t b = 0; b < request.size(); ++b) {
+    rows.clear();
+    for (const auto& z : zs) rows.push_back(z.data() + b * n);
+    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- tuning
+
+FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid) {
+  LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'", valid.split());
+  LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());
+  const std::vector<double>& grid = fusion_grid();
+  FusionTuning t;
+  // Grid points: mixed radix over the non-reference components.
+  std::size_t points = 1;
+  for (std::size_t k = 0; k + 1 < components.size(); ++k) points *= grid.size();
+  for (std::size_t g = 0; g < points; ++g) {
+    std::vector<double> w(components.size(), 1.0);
+    std::size_t rest = g, radix = points;
+    for (std::size_t k = 0; k < components.size(); ++k) {
+      if (k == reference) continue;
+      radix /= grid.size();
+      w[k] = grid[rest / radix];
+      rest %= radix;
+    }
+    t.tried.push_back(w);
+  }
+
+  std::int64_t n = valid.num_items();
+  const auto gp = static_cast<int>(points);
+  std::vector<double> local;
+  std::vector<float> fused(static_cast<std::size_t>(n));
+  ExclusionMask mask(n);
+  for (std::int64_t call = 0; call < valid.calls(); ++call) {
+    const Evaluator::Block blk = valid.block(call);
+    std::vector<std::vector<float>> zs;
+    for (const auto& c : components) zs.push_back(standardised_scores(*c.scorer, blk.request, n));
+    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
+      const auto b = static_cast<std::size_t>(r);
+      std::vector<const float*> rows;
+      for (const auto& z : zs) rows.push_back(z.data() + r * n);
+      mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
+               blk.targets[b]);
+      for (int g = 0; g < gp; ++g) {
+        fusion_combine(rows, t.tried[static_cast<std::size_t>(g)], n, fused.data());
+        local.push_back(metric_ndcg(rank_user(fused.data(), n, mask.data(), blk.targets[b], kTuneK).rank, kTuneK));
+      }
+      mask.clear();
+    }
+  }
+  const std::vector<double> all = valid.gather_user_rows(local, gp);
+  const std::size_t users = all.size() / points;
+  t.tried_ndcg10.assign(points, 0.0);
+  for (std::size_t u = 0; u < users; ++u) {
+    for (std::size_t g = 0; g < points; ++g) t.tried_ndcg10[g] += all[u * points + g];
+  }
+  std::size_t best = 0;
+  for (std::size_t g = 0; g < points; ++g) {
+    t.tried_ndcg10[g] = users > 0 ? t.tried_ndcg10[g] / static_cast<double>(users) : 0.0;
+    if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
+  }
+  t.weights = t.tried[best];
+  t.ndcg10 = t.tried_ndcg10[best];
+  return t;
+}
+
+FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const FusionTuning& tuning) {
+  LLMREC_CHECK(components.size() == tuning.weights.size(), "fusion: {} components, {} tuned weights",
+               components.size(), tuning.weights.size());
+  for (std::size_t k = 0; k < components.size(); ++k) components[k].weight = tuning.weights[k];
+  return FusedScorer(std::move(components), "fusion",
+                     {{"split", "valid"},
+                      {"objective", "NDCG@10"},
+                      {"grid", fusion_grid()},
+                      {"best_valid_ndcg@10", tuning.ndcg10},
+                      {"points_tried", tuning.tried.size()}});
+}
+
+}  // namespace llmrec

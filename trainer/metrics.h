@@ -1,0 +1,73 @@
+#pragma once
+/// The ranking metrics of evaluation (definitions: docs/evaluation.md), as
+/// pure functions of one user's scores, so that each is unit-testable.
+///
+/// The ranking is a total order: a higher score ranks first; equal scores
+/// rank by the smaller dataset item id first. The held-out item's rank and
+/// the top-K lists follow the same order, so HitRate@K = 1 exactly when the
+/// held-out item is in the top-K list.
+///
+///   ExclusionMask mask(num_items);
+///   mask.set(history.data(), history.size(), target);   // history, not the target
+///   UserRanking r = rank_user(scores, num_items, mask.data(), target, 20);
+///   double ndcg10 = metric_ndcg(r.rank, 10);
+///   mask.clear();
+
+#include <cstdint>
+#include <vector>
+
+namespace llmrec {
+
+/// True when item `a` (score `sa`) ranks before item `b` (score `sb`).
+inline bool ranks_before(float sa, std::int32_t a, float sb, std::int32_t b) {
+  return sa > sb || (sa == sb && a < b);
+}
+
+/// The items left out of one user's ranking: a bitmap over the catalogue,
+/// set from the user's history and cleared again in O(history).
+class ExclusionMask {
+ public:
+  explicit ExclusionMask(std::int64_t num_items);
+  /// Excludes `items` (ids in [0, num_items)), except `keep` (the held-out
+  /// item stays rankable even when it was consumed before); -1 keeps none.
+  void set(const std::int32_t* items, std::int64_t n, std::int32_t keep);
+  /// Un-excludes everything set since the last clear().
+  void clear();
+  bool excluded(std::int32_t item) const { return mask_[static_cast<std::size_t>(item)] != 0; }
+  const std::uint8_t* data() const { return mask_.data(); }
+  std::int64_t num_excluded() const { return static_cast<std::int64_t>(set_.size()); }
+
+ private:
+  std::vector<std::uint8_t> mask_;
+  std::vector<std::int32_t> set_;
+};
+
+/// One user's ranking over the items that are not excluded.
+struct UserRanking {
+  std::int64_t rank = 0;           ///< 1-based full rank of the held-out item
+  std::vector<std::int32_t> top;   ///< the best min(k_max, candidates) items, best first
+};
+
+/// Ranks `scores[0 .. num_items)`: items with `excluded[i] != 0` are skipped;
+/// `target` must not be excluded. One pass, O(num_items log k_max) at worst.
+/// Throws Error naming the item when a score is NaN or +inf.
+UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded, std::int32_t target,
+                      int k_max);
+
+/// 1 when rank <= k, else 0.
+double metric_hit_rate(std::int64_t rank, int k);
+/// |top[0..k) & relevant| / |relevant| (0 when nothing is relevant).
+double metric_recall(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& relevant);
+/// One relevant item: 1 / log2(rank + 1) when rank <= k, else 0 (the ideal
+/// DCG is 1: rank 1 scores 1, rank 3 scores 1/log2(4) = 0.5).
+double metric_ndcg(std::int64_t rank, int k);
+/// 1 / rank, over the full ranking (no cut-off).
+double metric_reciprocal_rank(std::int64_t rank);
+/// Share of the pairs of top[0..min(k, size)) whose categories differ
+/// (`category[item]` is a category code); 0 for lists shorter than 2.
+double metric_diversity(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& category);
+/// Mean training count of top[0..min(k, size)); 0 for an empty list.
+double metric_mean_popularity(const std::vector<std::int32_t>& top, int k,
+                              const std::vector<std::int64_t>& train_count);
+
+}  // namespace llmrec
