@@ -7,6 +7,8 @@
 #include "data/data_config.h"
 #include "distributed/communicator.h"
 #include "models/model_config.h"
+#include "trainer/eval_config.h"
+#include "trainer/train_config.h"
 
 namespace llmrec {
 
@@ -31,6 +33,8 @@ struct Config {
   CommConfig comm;
   DataConfig data;
   ModelConfig model;
+  TrainConfig train;
+  EvalConfig eval;
 
   template <class V>
   void visit(V& v) {
@@ -39,6 +43,8 @@ struct Config {
     v.section("comm", comm, "Collective communication between ranks");
     v.section("data", data, "Raw exports, validation, filtering, split and the prepared dataset file");
     v.section("model", model, "The recommender: BERT item tower with LoRA, attention ranker, loss");
+    v.section("train", train, "Training: batches, AdamW, schedule, negatives, stopping, logging");
+    v.section("eval", eval, "Evaluation: full ranking, cut-offs, baselines, oracle, fusion");
   }
 };
 

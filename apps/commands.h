@@ -16,6 +16,9 @@ void command_check_add(CLI::App& app);
 void command_tokenize_add(CLI::App& app);
 void command_synth_add(CLI::App& app);
 void command_prepare_add(CLI::App& app);
+void command_eval_add(CLI::App& app);
+void command_train_add(CLI::App& app);
+void command_bench_add(CLI::App& app);
 void command_encode_add(CLI::App& app);
 
 }  // namespace llmrec

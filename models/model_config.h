@@ -46,7 +46,9 @@ struct ModelBertConfig {
     v.field("heads", heads, "Attention heads (num_attention_heads); must divide hidden",
             config_range(1, 1024));
     v.field("intermediate", intermediate, "Feed-forward size (intermediate_size)", config_range(1, 1 << 20));
-    v.field("vocab_size", vocab_size, "WordPiece vocabulary size", config_range(1, 10000000));
+    v.field("vocab_size", vocab_size,
+            "WordPiece vocabulary size; 0 = the dataset's vocabulary (set by training from data.dataset)",
+            config_range(0, 10000000));
     v.field("max_positions", max_positions,
             "Position embeddings (max_position_embeddings); must be >= model.text_len",
             config_range(1, 65536));
@@ -135,6 +137,7 @@ struct ModelConfig {
   int dim = 128;
   int text_len = 32;
   bool item_id_embedding = false;
+  std::string pooling = "cls";
   double id_dropout = 0.1;
   ModelBertConfig bert;
   ModelLoraConfig lora;
@@ -148,6 +151,11 @@ struct ModelConfig {
             config_range(1, 65536));
     v.field("text_len", text_len, "L: item text length in WordPiece tokens, [CLS] and [SEP] included",
             config_range(2, 65536));
+    v.field("pooling", pooling,
+            "Item text vector from BERT's output: cls = h_[CLS] (DESIGN.md); mean = mean of the token "
+            "outputs (padding excluded), which carries the words' identity from the first step even "
+            "with an untrained encoder",
+            config_one_of({"cls", "mean"}));
     v.field("item_id_embedding", item_id_embedding,
             "Add a learned vector per training item to its text vector (items unseen in training "
             "use text only)");

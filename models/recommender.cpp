@@ -1,5 +1,7 @@
 #include "models/recommender.h"
 
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -100,7 +102,11 @@ void RecommenderImpl::reset() {
   if (cfg.item_id_embedding) {
     item_id_embedding = register_module("item_id_embedding", torch::nn::Embedding(options_.id_items(), d));
     torch::NoGradGuard no_grad;
-    item_id_embedding->weight.zero_();  // start as the text-only model
+    // Small random vectors, as ID-based recommenders start: zeros would make
+    // every history look alike to the user tower (all item vectors equal
+    // while the text vectors are still uninformative), and the symmetry
+    // breaks only slowly.
+    item_id_embedding->weight.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(d)));
   } else {
     item_id_embedding = nullptr;
   }
@@ -129,7 +135,14 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
   LLMREC_CHECK(tokens.defined() && tokens.dim() == 2, "encode_items: tokens must be [U, L], got {}",
                shape_of(tokens));
   const BertOutput out = bert(tokens, mask);
-  torch::Tensor vecs = item_proj(out.last_hidden_state.select(1, 0));  // h_[CLS]
+  torch::Tensor pooled;
+  if (options_.config().pooling == "mean") {
+    torch::Tensor m = mask.to(out.last_hidden_state.dtype()).unsqueeze(-1);
+    pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1.0);
+  } else {
+    pooled = out.last_hidden_state.select(1, 0);  // h_[CLS]
+  }
+  torch::Tensor vecs = item_proj(pooled);
   if (!item_id_embedding || !item_ids.defined()) return vecs;
 
   LLMREC_CHECK(

@@ -112,6 +112,22 @@ pset=(--set data.interactions=shop/interactions.csv --set data.catalogue=shop/ca
        '^dataset: [0-9]+ users, 300 items' '-> ds.h5' \
   && expect "prepare report" ds.h5.report.json '"test_on_cold_items"' \
   || fail "prepare" prepare.txt
+# eval on 2 ranks: the baselines and the shop's oracle, full ranking on the
+# test split; a table on rank 0 and the result file with its protocol.
+mpirun "${root[@]}" --oversubscribe -np 2 "$bin" eval -c "$src/configs/quickstart.yaml" "${pset[@]}" \
+  --set eval.oracle_dir=shop --set run.dir=runeval --split test >eval.txt 2>&1 \
+  && expect "eval -np 2" eval.txt '^llmrec eval: split test, 2 rank\(s\); [0-9]+ users evaluated' \
+       '^popularity +0\.[0-9]{4} ' '^itemknn +0\.[0-9]{4} ' '^bpr +0\.[0-9]{4} ' '^oracle +0\.[0-9]{4} ' \
+  && expect "eval result file" runeval/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256": "[0-9a-f]{64}"' \
+       '"ranking": "full ranking over 300 items, history excluded"' '"world_size": 2' \
+  || fail "eval -np 2" eval.txt
+ndcg_oracle=$(awk '$1 == "oracle" { print $2 }' eval.txt)
+ndcg_pop=$(awk '$1 == "popularity" { print $2 }' eval.txt)
+if awk -v o="$ndcg_oracle" -v p="$ndcg_pop" 'BEGIN { exit !(o + 0 > p + 0 && o != "") }'; then
+  ok "eval: oracle NDCG@10 $ndcg_oracle > popularity $ndcg_pop"
+else
+  fail "eval: oracle NDCG@10 '$ndcg_oracle' is not above popularity '$ndcg_pop'" eval.txt
+fi
 # A bad row stops prepare with file:line; skip counts it instead.
 { cat shop/interactions.csv; echo "u999999,no-such-item,2024-01-01T00:00:00Z,view,"; } >bad.csv
 lines=$(wc -l <bad.csv)
@@ -170,6 +186,62 @@ if [[ -f $tiny/model.safetensors ]]; then
 else
   fail "encode: golden model missing at $tiny (set LLMREC_SHARED_DIR)"
 fi
+
+# train on 2 ranks (a tiny model), then the test-split table with baselines.
+cat >tiny.yaml <<YAML
+include: $src/configs/quickstart.yaml
+data: {dataset: ds.h5}
+model:
+  dim: 16
+  text_len: 16
+  bert: {layers: 1, hidden: 32, heads: 2, intermediate: 64, max_positions: 32}
+  user: {history: 8}
+  loss: {sampled_negatives: 16}
+train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 20}
+eval: {baselines: [popularity, itemknn], oracle_dir: shop}
+YAML
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=train_run >train.txt 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then
+  expect "train -np 2" train.txt 'validation after step [0-9]+: NDCG@10' '^model +0\.[0-9]+' '^popularity +0\.' '^oracle +0\.'
+  expect "train metrics.jsonl" train_run/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"'
+  expect "train eval_test.json" train_run/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256"'
+else
+  fail "train -np 2 exited $rc" train.txt
+fi
+# SIGTERM (what Slurm sends before the time limit): every rank stops after
+# the same step with a message naming it; mpirun (which got the signal
+# itself) exits non-zero, a single process with 128 + 15.
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=term_run \
+  --set train.max_steps=100000 --set train.eval_every=0 >term.txt 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q '"step"' term_run/metrics.jsonl 2>/dev/null && break; sleep 0.2; done
+kill -TERM $pid
+wait $pid
+rc=$?
+if [[ $rc -ne 0 ]]; then
+  expect "SIGTERM stops every rank after the same step" term.txt \
+    '\[rank 0/2\] warning stop requested \(Terminated\): every rank stopped after step ([0-9]+) of 100000' \
+    '\[rank 1/2\] warning stop requested \(Terminated\): every rank stopped after step' 'stopped by Terminated after step'
+  s0=$(grep -o 'rank 0/2\] warning stop requested (Terminated): every rank stopped after step [0-9]*' term.txt | grep -o '[0-9]*$')
+  s1=$(grep -o 'rank 1/2\] warning stop requested (Terminated): every rank stopped after step [0-9]*' term.txt | grep -o '[0-9]*$')
+  [[ -n "$s0" && "$s0" == "$s1" ]] && ok "SIGTERM: both ranks at step $s0" || fail "SIGTERM: ranks stopped at '$s0' and '$s1'" term.txt
+else
+  fail "SIGTERM under mpirun: exit code 0" term.txt
+fi
+"$bin" train -c tiny.yaml --set run.dir=term1_run --set train.max_steps=100000 --set train.eval_every=0 >term1.txt 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q '"step"' term1_run/metrics.jsonl 2>/dev/null && break; sleep 0.2; done
+kill -TERM $pid
+wait $pid
+rc=$?
+[[ $rc -eq 143 ]] && expect "SIGTERM, one process: exit 143" term1.txt 'stopped by Terminated after step' \
+  || fail "SIGTERM, one process: exit code $rc, expected 143" term1.txt
+
+# bench tokenize prints one JSON line with the figures.
+"$bin" bench tokenize --workload demo --repeats 2 >bench.txt 2>&1 \
+  && expect "bench tokenize" bench.txt '^\{"bench":"tokenize".*"texts":2000.*"tokens_per_s":[0-9]' \
+  || fail "bench tokenize" bench.txt
 
 echo "cli: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,0 +1,69 @@
+#include "apps/train_run.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "trainer/baselines.h"
+#include "trainer/evaluation.h"
+#include "trainer/model_scorer.h"
+#include "trainer/trainer.h"
+
+namespace llmrec {
+namespace {
+
+/// NDCG at the first configured K of 10, else at the first K.
+double ndcg_at_10(const EvalResult& r) {
+  auto it = std::find(r.k.begin(), r.k.end(), 10);
+  const std::size_t i = it == r.k.end() ? 0 : static_cast<std::size_t>(it - r.k.begin());
+  return r.all.ndcg.at(i);
+}
+
+}  // namespace
+
+int train_run(AppContext& ctx) {
+  const Config& cfg = ctx.config;
+  TrainerSetup setup{cfg.train, cfg.model, cfg.data.dataset, ctx.run_dir};
+  Trainer trainer(setup, *ctx.comm);
+  DatasetFile file(cfg.data.dataset);
+  Evaluator valid(file, *ctx.comm, "valid", cfg.eval);
+  const int text_len = cfg.model.text_len;
+  auto validate = [&](Recommender& model) {
+    ModelScorer scorer(model, valid.items(), text_len, *ctx.comm);
+    return ndcg_at_10(valid.evaluate(scorer));
+  };
+  TrainResult r = trainer.run(validate);
+  spdlog::info("trained {} of {} steps, {:.1f} examples/s, last loss {:.4f}; best validation NDCG@10 {:.4f} at step {}",
+               r.steps, r.planned_steps, r.examples_per_s, r.last_loss, r.best_score, r.best_step);
+  if (r.stop_signal != 0) {
+    spdlog::error("stopped by {} after step {} of {}: the run is incomplete", strsignal(r.stop_signal), r.steps,
+                  r.planned_steps);
+    return 128 + r.stop_signal;
+  }
+
+  // Test split: the best model next to the baselines (and the oracle).
+  std::vector<std::string> names = cfg.eval.baselines;
+  if (!cfg.eval.oracle_dir.empty() && std::find(names.begin(), names.end(), "oracle") == names.end()) {
+    names.push_back("oracle");
+  }
+  std::vector<std::shared_ptr<Scorer>> scorers;
+  scorers.push_back(std::make_shared<ModelScorer>(trainer.model(), valid.items(), text_len, *ctx.comm));
+  for (auto& s : baseline_scorers_create(names, file, *ctx.comm, cfg.eval)) scorers.push_back(s);
+  Evaluator test(file, *ctx.comm, "test", cfg.eval);
+  std::vector<EvalResult> results;
+  for (auto& s : scorers) results.push_back(test.evaluate(*s));
+  if (ctx.comm->rank() == 0) {
+    const std::string path = ctx.run_dir + "/eval_test.json";
+    Config resolved = cfg;
+    write_eval_results(path, results,
+                       eval_protocol(file, "test", cfg.eval, ConfigWriter::write(resolved), ctx.comm->size()));
+    std::printf("\nTest split, full ranking over %lld items (%s):\n%s\n", static_cast<long long>(results[0].num_items),
+                path.c_str(), eval_results_table(results).c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace llmrec

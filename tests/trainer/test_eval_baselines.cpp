@@ -1,0 +1,274 @@
+// Baselines on W = 1, 2, 3 ranks: popularity and ItemKNN on a hand-made
+// dataset against hand-computed values, the evaluation of that dataset
+// figure by figure, ItemKNN rows identical however they are distributed,
+// and BPR: deterministic for a seed, the same on every rank, far better than
+// a random ranking on a small synthetic shop.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "tests/mpi_test_main.h"
+#include "tests/trainer/eval_test_util.h"
+#include "trainer/baselines.h"
+#include "trainer/evaluation.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using ::llmrec::testing::test_comm;
+using ::testing::ElementsAre;
+
+// Items 0..4 (categories x x y y z); users, events oldest first:
+//   u0: 0 1 2 | valid 3 | test 4      (4 has no training event: cold)
+//   u1: 0 1   | valid 2 | test 3
+//   u2: 1 2 3 | valid 0 | test 0      (the test item was consumed before)
+//   u3: 0     | valid 1 | test 2
+//   u4: 3 (training only: skipped in both splits)
+// Training counts: 3 3 2 2 0. |U_i|: 3 3 2 2 0. Common users:
+//   (0,1) 2   (0,2) 1   (1,2) 2   (1,3) 1   (2,3) 1
+class HandDataset : public ::testing::Test {
+ protected:
+  static std::string path_;
+  Communicator& comm = test_comm();
+
+  static void SetUpTestSuite() {
+    std::string p;
+    if (test_comm().rank() == 0) {
+      fs::path dir = fs::temp_directory_path() / ("llmrec_hand_" + std::to_string(::getpid()));
+      fs::create_directories(dir);
+      p = (dir / "hand.h5").string();
+      ::llmrec::testing::write_hand_dataset(p, {{0, 1, 2, 3, 4}, {0, 1, 2, 3}, {1, 2, 3, 0, 0}, {0, 1, 2}}, {{3}},
+                                            {"x", "x", "y", "y", "z"});
+    }
+    path_ = ::llmrec::testing::broadcast_string(test_comm(), p);
+  }
+  static void TearDownTestSuite() {
+    test_comm().barrier();
+    if (test_comm().rank() == 0) fs::remove_all(fs::path(path_).parent_path());
+  }
+  static EvalConfig config(std::vector<int> k, int batch) {
+    EvalConfig c;
+    c.k = std::move(k);
+    c.batch_users = batch;
+    return c;
+  }
+};
+std::string HandDataset::path_;
+
+TEST_F(HandDataset, TrainingHistoriesAreGatheredInUserOrder) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  EXPECT_THAT(h.offsets, ElementsAre(0, 3, 5, 8, 9, 10));
+  EXPECT_THAT(h.items, ElementsAre(0, 1, 2, 0, 1, 1, 2, 3, 0, 3));
+  EXPECT_EQ(h.num_items, 5);
+}
+
+TEST_F(HandDataset, PopularityScoresAreTrainingCounts) {
+  DatasetFile f(path_);
+  PopularityScorer pop(f.read_items().train_count);
+  ScoreRequest r;
+  const std::int32_t items[] = {0};
+  const std::int64_t times[] = {1};
+  r.add_user(0, items, times, 1, 2);
+  r.add_user(3, items, times, 0, 2);
+  at::Tensor s = pop.score(r);
+  ASSERT_EQ(s.sizes(), (std::vector<std::int64_t>{2, 5}));
+  for (int b = 0; b < 2; ++b) {
+    EXPECT_TRUE(at::equal(s[b], at::tensor({3.0f, 3.0f, 2.0f, 2.0f, 0.0f})));
+  }
+  EXPECT_EQ(pop.score(ScoreRequest{}).size(0), 0);
+}
+
+TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  const double r6 = std::sqrt(6.0);
+  {  // shrink 0, every neighbour
+    ItemKnnScorer knn(h, {100, 0.0}, comm);
+    const auto& rows = knn.rows();
+    ASSERT_EQ(rows.size(), 5u);
+    EXPECT_THAT(rows[0].items, ElementsAre(1, 2));  // 2/3, 1/sqrt(6)
+    EXPECT_FLOAT_EQ(rows[0].similarity[0], static_cast<float>(2.0 / 3.0));
+    EXPECT_FLOAT_EQ(rows[0].similarity[1], static_cast<float>(1.0 / r6));
+    EXPECT_THAT(rows[1].items, ElementsAre(2, 0, 3));  // 2/sqrt(6), 2/3, 1/sqrt(6)
+    EXPECT_THAT(rows[2].items, ElementsAre(1, 3, 0));  // 2/sqrt(6), 1/2, 1/sqrt(6)
+    EXPECT_FLOAT_EQ(rows[2].similarity[1], 0.5f);
+    EXPECT_THAT(rows[3].items, ElementsAre(2, 1));  // 1/2, 1/sqrt(6)
+    EXPECT_TRUE(rows[4].items.empty());              // cold: no co-occurrence
+    // A history {0, 1, 0}: distinct items 0 and 1.
+    ScoreRequest r;
+    const std::int32_t items[] = {0, 1, 0};
+    const std::int64_t times[] = {1, 2, 3};
+    r.add_user(2, items, times, 3, 4);
+    at::Tensor s = knn.score(r);
+    const float want[] = {static_cast<float>(2.0 / 3.0), static_cast<float>(2.0 / 3.0),
+                          static_cast<float>(1.0 / r6 + 2.0 / r6), static_cast<float>(1.0 / r6), 0.0f};
+    for (int i = 0; i < 5; ++i) EXPECT_FLOAT_EQ(s[0][i].item<float>(), want[i]) << "item " << i;
+  }
+  {  // shrink 1 damps the rare pairs; one neighbour per item
+    ItemKnnScorer knn(h, {1, 1.0}, comm);
+    const auto& rows = knn.rows();
+    EXPECT_THAT(rows[0].items, ElementsAre(1));
+    EXPECT_FLOAT_EQ(rows[0].similarity[0], 0.5f);  // 2 / (3 + 1)
+    EXPECT_THAT(rows[1].items, ElementsAre(2));
+    EXPECT_FLOAT_EQ(rows[1].similarity[0], static_cast<float>(2.0 / (r6 + 1.0)));
+    EXPECT_THAT(rows[3].items, ElementsAre(2));
+    EXPECT_FLOAT_EQ(rows[3].similarity[0], 1.0f / 3.0f);  // 1 / (2 + 1)
+  }
+}
+
+TEST_F(HandDataset, ItemKnnRowsDoNotDependOnHowTheyAreDistributed) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  ItemKnnScorer knn(h, {2, 0.5}, comm);
+  std::vector<ItemNeighbours> whole = itemknn_rows(h, 0, 5, {2, 0.5});
+  ASSERT_EQ(knn.rows().size(), whole.size());
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(knn.rows()[i].items, whole[i].items);
+    EXPECT_EQ(knn.rows()[i].similarity, whole[i].similarity);
+  }
+}
+
+TEST_F(HandDataset, PopularityEvaluationFigureByFigure) {
+  DatasetFile f(path_);
+  PopularityScorer pop(f.read_items().train_count);
+  // Test split, histories = training + validation events:
+  //   u0 excl 0 1 2 3 -> [4]        target 4 (cold) rank 1
+  //   u1 excl 0 1 2   -> [3 4]      target 3 rank 1
+  //   u2 excl 1 2 3 (0 kept: held out) -> [0 4]  target 0 rank 1
+  //   u3 excl 0 1     -> [2 3 4]    target 2 rank 1 (2 ties 3: smaller id first)
+  for (int batch : {1, 2, 64}) {
+    EvalResult r = evaluate(pop, f, comm, "test", config({1, 2}, batch));
+    EXPECT_EQ(r.users, 5);
+    EXPECT_EQ(r.users_evaluated, 4);
+    EXPECT_EQ(r.users_skipped, 1);
+    EXPECT_EQ(r.repeat_targets, 1);
+    EXPECT_TRUE(r.has_categories);
+    EXPECT_EQ(r.all.users, 4);
+    EXPECT_DOUBLE_EQ(r.all.mrr, 1.0);
+    EXPECT_THAT(r.all.ndcg, ElementsAre(1.0, 1.0));
+    EXPECT_THAT(r.all.hit_rate, ElementsAre(1.0, 1.0));
+    EXPECT_THAT(r.all.recall, ElementsAre(1.0, 1.0));
+    // top-2 lists [4] [3 4] [0 4] [2 3]: categories z | y z | x z | y y.
+    EXPECT_DOUBLE_EQ(r.all.diversity[1], (0.0 + 1.0 + 1.0 + 0.0) / 4);
+    EXPECT_DOUBLE_EQ(r.all.mean_popularity[0], (0.0 + 2.0 + 3.0 + 2.0) / 4);
+    EXPECT_DOUBLE_EQ(r.all.mean_popularity[1], (0.0 + 1.0 + 1.5 + 2.0) / 4);
+    EXPECT_DOUBLE_EQ(r.all.coverage[0], 4.0 / 5.0);  // top-1: 4 3 0 2
+    EXPECT_DOUBLE_EQ(r.all.coverage[1], 4.0 / 5.0);
+    EXPECT_EQ(r.cold.users, 1);  // u0
+    EXPECT_DOUBLE_EQ(r.cold.ndcg[0], 1.0);
+    EXPECT_DOUBLE_EQ(r.cold.coverage[0], 1.0 / 5.0);
+  }
+  // Validation split, histories = training events:
+  //   u0 excl 0 1 2 -> [3 4] target 3 rank 1; u1 excl 0 1 -> [2 3 4] target 2 rank 1;
+  //   u2 excl 1 2 3 -> [0 4] target 0 rank 1; u3 excl 0 -> [1 2 3 4] target 1 rank 1.
+  EvalResult v = evaluate(pop, f, comm, "valid", config({1}, 3));
+  EXPECT_EQ(v.users_evaluated, 4);
+  EXPECT_EQ(v.repeat_targets, 0);
+  EXPECT_EQ(v.cold.users, 0);
+  EXPECT_TRUE(std::isnan(v.cold.ndcg[0]));
+  EXPECT_DOUBLE_EQ(v.all.coverage[0], 4.0 / 5.0);  // 3 2 0 1
+}
+
+TEST_F(HandDataset, AReversedRankingGivesTheHandComputedRanks) {
+  DatasetFile f(path_);
+  // Lower ids score higher: order 0 1 2 3 4.
+  ::llmrec::testing::FixedScorer fixed("fixed", {5, 4, 3, 2, 1});
+  // Test split: u0 [4] rank 1; u1 [3 4] target 3 rank 1; u2 [0 4] target 0 rank 1;
+  // u3 [2 3 4] target 2 rank 1. Validation: u0 [3 4] t3 r1; u1 [2 3 4] t2 r1;
+  // u2 [0 4] t0 r1; u3 [1 2 3 4] t1 r1. Now reverse it:
+  ::llmrec::testing::FixedScorer reversed("reversed", {1, 2, 3, 4, 5});
+  EvalResult v = evaluate(reversed, f, comm, "valid", config({1, 2}, 2));
+  // u0 [4 3] t3 r2; u1 [4 3 2] t2 r3; u2 [4 0] t0 r2; u3 [4 3 2 1] t1 r4.
+  EXPECT_DOUBLE_EQ(v.all.mrr, (1.0 / 2 + 1.0 / 3 + 1.0 / 2 + 1.0 / 4) / 4);
+  EXPECT_DOUBLE_EQ(v.all.ndcg[1], (1.0 / std::log2(3.0) + 0 + 1.0 / std::log2(3.0) + 0) / 4);
+  EXPECT_DOUBLE_EQ(v.all.hit_rate[1], 0.5);
+  EXPECT_DOUBLE_EQ(v.all.ndcg[0], 0.0);
+  EvalResult t = evaluate(fixed, f, comm, "valid", config({1}, 2));
+  EXPECT_DOUBLE_EQ(t.all.ndcg[0], 1.0);
+}
+
+// ---------------------------------------------------------------- BPR
+
+class SynthShop : public ::testing::Test {
+ protected:
+  static std::string path_;
+  Communicator& comm = test_comm();
+  static void SetUpTestSuite() {
+    SynthOptions o;
+    o.items = 300;
+    o.users = 400;
+    o.mean_history = 15;
+    o.seed = 77;
+    path_ = ::llmrec::testing::make_synth_dataset(test_comm(), "bpr", o);
+  }
+  static void TearDownTestSuite() { ::llmrec::testing::remove_dataset_dir(test_comm(), path_); }
+};
+std::string SynthShop::path_;
+
+TEST_F(SynthShop, BprIsDeterministicForASeedAndTheSameOnEveryRank) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  EvalBprConfig c;
+  c.dim = 8;
+  c.epochs = 3;
+  BprScorer a(h, c, comm);  // also checks that every rank trained the same factors
+  BprScorer b(h, c);
+  EXPECT_TRUE(at::equal(a.user_factors(), b.user_factors()));
+  EXPECT_TRUE(at::equal(a.item_factors(), b.item_factors()));
+  EXPECT_TRUE(at::equal(a.item_bias(), b.item_bias()));
+  c.seed = 2;
+  BprScorer other(h, c);
+  EXPECT_FALSE(at::equal(a.item_factors(), other.item_factors()));
+  // Rank 0's factors, broadcast, equal every rank's own.
+  at::Tensor mine = a.item_factors().clone();
+  comm.broadcast(mine);
+  EXPECT_TRUE(at::equal(mine, a.item_factors()));
+}
+
+TEST_F(SynthShop, BprLearnsAndRanksFarBetterThanRandom) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  EvalConfig c;
+  BprScorer bpr(h, c.bpr, comm);
+  ASSERT_EQ(bpr.epoch_loss().size(), static_cast<std::size_t>(c.bpr.epochs));
+  EXPECT_LT(bpr.epoch_loss().back(), 0.6 * bpr.epoch_loss().front());
+  ::llmrec::testing::RandomScorer random(f.num_items());
+  Evaluator ev(f, comm, "valid", c);
+  EvalResult rb = ev.evaluate(bpr);
+  EvalResult rr = ev.evaluate(random);
+  // A random ranking of ~285 candidates: NDCG@10 ~ 0.015.
+  EXPECT_LT(rr.all.ndcg[0], 0.04);
+  EXPECT_GT(rb.all.ndcg[0], rr.all.ndcg[0] + 0.05);
+  EXPECT_GT(rb.all.ndcg[0], 3 * rr.all.ndcg[0]);
+  EXPECT_GT(rb.all.recall[1], 2 * rr.all.recall[1]);
+  if (comm.rank() == 0) {
+    std::printf("valid NDCG@10: bpr %.4f, random %.4f\n", rb.all.ndcg[0], rr.all.ndcg[0]);
+  }
+}
+
+TEST_F(SynthShop, FactoryBuildsTheNamedBaselinesInOrderAndRefusesBadNames) {
+  DatasetFile f(path_);
+  EvalConfig c;
+  c.bpr.epochs = 1;
+  auto scorers = baseline_scorers_create({"bpr", "popularity", "itemknn"}, f, comm, c);
+  ASSERT_EQ(scorers.size(), 3u);
+  EXPECT_EQ(scorers[0]->name(), "bpr");
+  EXPECT_EQ(scorers[1]->name(), "popularity");
+  EXPECT_EQ(scorers[2]->name(), "itemknn");
+  EXPECT_THROW(baseline_scorers_create({"popularity", "sasrec"}, f, comm, c), ConfigError);
+  try {
+    baseline_scorers_create({"oracle"}, f, comm, c);
+    FAIL() << "oracle without eval.oracle_dir accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("eval.oracle_dir"));
+  }
+}
+
+}  // namespace
+}  // namespace llmrec

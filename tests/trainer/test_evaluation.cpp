@@ -1,0 +1,255 @@
+// Distributed evaluation on W = 1, 2, 3 ranks: every figure bitwise equal to
+// a one-process evaluation (computed here on rank 0 with a world-size-1
+// communicator) and the same on every rank; equal score() calls on every
+// rank; fusion and its tuning; the result file's protocol.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/sha256.h"
+#include "tests/mpi_test_main.h"
+#include "tests/trainer/eval_test_util.h"
+#include "trainer/baselines.h"
+#include "trainer/evaluation.h"
+#include "trainer/fusion.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using ::llmrec::testing::LocalCommunicator;
+using ::llmrec::testing::test_comm;
+using ::testing::HasSubstr;
+
+class EvaluationTest : public ::testing::Test {
+ protected:
+  static std::string path_;
+  Communicator& comm = test_comm();
+  static void SetUpTestSuite() {
+    SynthOptions o;
+    o.items = 400;
+    o.users = 253;  // not a multiple of the block size, 2 or 3
+    o.mean_history = 12;
+    o.seed = 5;
+    path_ = ::llmrec::testing::make_synth_dataset(test_comm(), "evaluation", o);
+  }
+  static void TearDownTestSuite() { ::llmrec::testing::remove_dataset_dir(test_comm(), path_); }
+
+  static EvalConfig config() {
+    EvalConfig c;
+    c.k = {5, 10, 20};
+    c.batch_users = 7;
+    c.itemknn.neighbours = 20;
+    c.bpr.dim = 8;
+    c.bpr.epochs = 4;
+    c.oracle_dir = ::llmrec::testing::shop_dir_of(path_);
+    return c;
+  }
+  // The scorers of one evaluation run, built over `c` (collective on c).
+  static std::vector<std::shared_ptr<Scorer>> scorers(const DatasetFile& f, Communicator& c, Evaluator& valid) {
+    auto s = baseline_scorers_create({"popularity", "itemknn", "bpr", "oracle"}, f, c, config());
+    s.push_back(std::make_shared<FusedScorer>(std::vector<FusionComponent>{{s[1], 1.0}, {s[2], 0.5}}, "fusion"));
+    FusionTuning t = fusion_tune({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, 0, valid);
+    s.push_back(std::make_shared<FusedScorer>(fused_with_tuning({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, t)));
+    return s;
+  }
+};
+std::string EvaluationTest::path_;
+
+/// Every double and count of a result, as raw bits.
+std::vector<std::int64_t> bits_of(const EvalResult& r) {
+  std::vector<std::int64_t> out = {r.users, r.users_evaluated, r.users_skipped, r.repeat_targets, r.all.users,
+                                   r.cold.users};
+  for (const auto& [name, v] : eval_figures(r)) {
+    std::int64_t b = 0;
+    std::memcpy(&b, &v, sizeof b);
+    out.push_back(b);
+  }
+  return out;
+}
+
+TEST_F(EvaluationTest, EveryFigureIsBitwiseTheSameAsOneRankAndOnEveryRank) {
+  DatasetFile f(path_);
+  for (const std::string split : {"valid", "test"}) {
+    Evaluator valid(f, comm, "valid", config());
+    auto dist_scorers = scorers(f, comm, valid);
+    Evaluator ev(f, comm, split, config());
+    std::vector<std::vector<std::int64_t>> got;
+    for (auto& s : dist_scorers) got.push_back(bits_of(ev.evaluate(*s)));
+
+    // Every rank returned the same bits.
+    for (std::size_t k = 0; k < got.size(); ++k) {
+      at::Tensor all = comm.all_gather(at::tensor(got[k], at::kLong));
+      for (int r = 1; r < comm.size(); ++r) {
+        EXPECT_TRUE(at::equal(all[r], all[0])) << dist_scorers[k]->name() << " differs on rank " << r;
+      }
+    }
+    if (comm.rank() != 0) continue;
+    // The reference: one process, whole dataset, world size 1.
+    LocalCommunicator local;
+    Evaluator valid1(f, local, "valid", config());
+    auto ref_scorers = scorers(f, local, valid1);
+    Evaluator ev1(f, local, split, config());
+    for (std::size_t k = 0; k < ref_scorers.size(); ++k) {
+      EvalResult want = ev1.evaluate(*ref_scorers[k]);
+      EXPECT_EQ(got[k], bits_of(want)) << split << ": " << want.scorer << " differs from one rank with "
+                                       << comm.size() << " ranks";
+      EXPECT_GT(want.users_evaluated, 200);
+      if (want.scorer == "fusion") {
+        EXPECT_EQ(ref_scorers[k]->params().dump(), dist_scorers[k]->params().dump());
+      }
+    }
+  }
+}
+
+/// Counts its score() calls and runs a collective in each: evaluation must
+/// call it the same number of times on every rank or the job would hang.
+class CollectiveScorer : public Scorer {
+ public:
+  CollectiveScorer(Communicator& comm, std::int64_t n) : comm_(comm), n_(n) {}
+  std::string name() const override { return "collective"; }
+  nlohmann::json params() const override { return nlohmann::json::object(); }
+  at::Tensor score(const ScoreRequest& r) override {
+    at::Tensor t = at::tensor({r.size()}, at::kLong);
+    comm_.all_reduce(t);
+    ++calls;
+    return at::zeros({r.size(), n_}, at::kFloat);
+  }
+  int calls = 0;
+
+ private:
+  Communicator& comm_;
+  std::int64_t n_;
+};
+
+TEST_F(EvaluationTest, EveryRankCallsScoreEquallyOftenSoScorersMayUseCollectives) {
+  DatasetFile f(path_);
+  for (int batch : {1, 7, 100, 1000}) {
+    EvalConfig c = config();
+    c.batch_users = batch;
+    CollectiveScorer s(comm, f.num_items());
+    Evaluator ev(f, comm, "test", c);
+    EvalResult r = ev.evaluate(s);
+    EXPECT_EQ(s.calls, eval_shard(f.num_users(), batch, comm.rank(), comm.size()).calls);
+    EXPECT_EQ(s.calls, ev.calls());
+    EXPECT_EQ(r.users_evaluated + r.users_skipped, f.num_users());
+  }
+}
+
+TEST_F(EvaluationTest, ScoresOfTheWrongShapeOrNanNameTheScorer) {
+  DatasetFile f(path_);
+  ::llmrec::testing::FixedScorer short_row("short", std::vector<float>(10, 0.0f));
+  Evaluator ev(f, comm, "test", config());
+  try {
+    ev.evaluate(short_row);
+    ADD_FAILURE() << "a [B, 10] score tensor was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("scorer 'short' returned shape"));
+  }
+  std::vector<float> row(static_cast<std::size_t>(f.num_items()), 1.0f);
+  row[3] = std::nanf("");
+  ::llmrec::testing::FixedScorer nan("nan", row);
+  try {
+    ev.evaluate(nan);
+    ADD_FAILURE() << "a NaN score was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("scorer 'nan', user"));
+    EXPECT_THAT(e.what(), HasSubstr("item 3 has score nan"));
+  }
+  // The failed evaluations left the ranks out of step; realign before the next test.
+  comm.barrier();
+}
+
+TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) {
+  // Pure standardisation: mean 2, population std sqrt(2/3) over finite scores.
+  const float s[] = {1.0f, 2.0f, 3.0f, -std::numeric_limits<float>::infinity()};
+  float z[4];
+  fusion_standardise(s, 4, z);
+  const double sd = std::sqrt(2.0 / 3.0);
+  EXPECT_FLOAT_EQ(z[0], static_cast<float>(-1.0 / sd));
+  EXPECT_FLOAT_EQ(z[1], 0.0f);
+  EXPECT_FLOAT_EQ(z[2], static_cast<float>(1.0 / sd));
+  EXPECT_EQ(z[3], -std::numeric_limits<float>::infinity());
+  const float flat[] = {4.0f, 4.0f};
+  fusion_standardise(flat, 2, z);
+  EXPECT_EQ(z[0], 0.0f);
+  // Combination skips weight 0 (even -inf there) and keeps -inf of a weighted one.
+  const float a[] = {1.0f, -std::numeric_limits<float>::infinity(), 2.0f};
+  const float b[] = {-std::numeric_limits<float>::infinity(), 1.0f, 0.5f};
+  float out[3];
+  fusion_combine({a, b}, {2.0, 0.0}, 3, out);
+  EXPECT_EQ(out[0], 2.0f);
+  EXPECT_EQ(out[1], -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(out[2], 4.0f);
+
+  // Tuning: the oracle fused with a random ranking. The chosen weights are
+  // the first best grid point, and the fused scorer with them evaluates to
+  // exactly the NDCG@10 the tuning measured.
+  DatasetFile f(path_);
+  EvalConfig c = config();
+  auto base = baseline_scorers_create({"oracle"}, f, comm, c);
+  auto random = std::make_shared<::llmrec::testing::RandomScorer>(f.num_items());
+  Evaluator valid(f, comm, "valid", c);
+  FusionTuning t = fusion_tune({{base[0], 1.0}, {random, 1.0}}, 0, valid);
+  ASSERT_EQ(t.tried.size(), fusion_grid().size());
+  std::size_t best = 0;
+  for (std::size_t g = 0; g < t.tried.size(); ++g) {
+    EXPECT_EQ(t.tried[g], (std::vector<double>{1.0, fusion_grid()[g]}));  // reference fixed at 1
+    if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
+  }
+  EXPECT_EQ(t.weights, t.tried[best]);
+  EXPECT_EQ(t.ndcg10, t.tried_ndcg10[best]);
+  EXPECT_LT(t.tried_ndcg10.back(), t.ndcg10 - 0.05);  // random at weight 4 drowns the oracle
+  FusedScorer fused = fused_with_tuning({{base[0], 1.0}, {random, 1.0}}, t);
+  EXPECT_DOUBLE_EQ(valid.evaluate(fused).all.ndcg[1], t.ndcg10);  // config k = {5, 10, 20}
+  // Weight 0 for the random ranking: the oracle alone (up to float rounding of z).
+  EXPECT_NEAR(t.tried_ndcg10.front(), valid.evaluate(*base[0]).all.ndcg[1], 2e-3);
+  EXPECT_EQ(fused.params()["tuning"]["objective"], "NDCG@10");
+  auto all_zero = [&] { FusedScorer bad({{random, 0.0}}); };
+  EXPECT_THROW(all_zero(), ConfigError);
+}
+
+TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
+  DatasetFile f(path_);
+  EvalConfig c = config();
+  auto pop = baseline_scorers_create({"popularity"}, f, comm, c);
+  EvalResult r = evaluate(*pop[0], f, comm, "test", c);
+  if (comm.rank() != 0) return;
+  const std::string yaml = "run:\n  dir: x\n";
+  const std::string out = (fs::path(path_).parent_path() / "eval_test.json").string();
+  write_eval_result(out, r, eval_protocol(f, "test", c, yaml, comm.size()));
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(out));
+  EXPECT_EQ(j["format"], "llmrec-eval");
+  EXPECT_EQ(j["version"], 1);
+  const auto& p = j["protocol"];
+  EXPECT_EQ(p["dataset"], path_);
+  EXPECT_EQ(p["dataset_sha256"], sha256_file(path_));
+  EXPECT_EQ(p["dataset_settings"]["split_method"], "leave_last_out");
+  EXPECT_EQ(p["dataset_settings"]["filtering"]["min_user_events"], 3);
+  EXPECT_EQ(p["dataset_settings"]["filtering"]["kcore"], 0);
+  EXPECT_EQ(p["dataset_settings"]["report"]["users"], f.num_users());
+  EXPECT_EQ(p["split"], "test");
+  EXPECT_EQ(p["ranking"], fmt::format("full ranking over {} items, history excluded", f.num_items()));
+  EXPECT_THAT(p["history"].get<std::string>(), HasSubstr("validation event"));
+  EXPECT_EQ(p["k"], nlohmann::json({5, 10, 20}));
+  EXPECT_EQ(p["scorers"][0]["name"], "popularity");
+  EXPECT_TRUE(p["scorers"][0]["params"].is_object());
+  EXPECT_EQ(p["config_sha256"], sha256_hex(yaml));
+  EXPECT_EQ(p["world_size"], comm.size());
+  const auto& res = j["results"][0];
+  EXPECT_EQ(res["scorer"], "popularity");
+  EXPECT_EQ(res["users"]["evaluated"], r.users_evaluated);
+  EXPECT_EQ(res["users"]["skipped_without_test_event"], r.users_skipped);
+  EXPECT_DOUBLE_EQ(res["all"]["ndcg@10"].get<double>(), r.all.ndcg[1]);
+  EXPECT_DOUBLE_EQ(res["cold"]["recall@20"].get<double>(), r.cold.recall[2]);
+  EXPECT_TRUE(res["all"].contains("diversity@5"));
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+}
+
+}  // namespace
+}  // namespace llmrec

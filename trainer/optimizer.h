@@ -1,0 +1,31 @@
+#pragma once
+/// AdamW with decay and no-decay groups, and the learning-rate schedule.
+
+#include <torch/optim/adamw.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/train_config.h"
+
+namespace llmrec {
+
+/// AdamW over `params` (name, tensor): group 0 with weight decay, group 1
+/// without (1-D tensors: biases, LayerNorm weights and such).
+std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                                                const TrainConfig& config);
+
+/// Warm-up steps of a run of `total_steps` (config.warmup < 1 is a share).
+std::int64_t warmup_steps(const TrainConfig& config, std::int64_t total_steps);
+
+/// Learning rate at optimizer step `step` (0-based) of `total_steps`:
+/// linear warm-up from lr/warmup to lr, then cosine, linear or constant
+/// decay to lr x min_lr_ratio at the last step. Pure.
+double learning_rate(const TrainConfig& config, std::int64_t step, std::int64_t total_steps);
+
+/// Sets every group's learning rate.
+void set_learning_rate(torch::optim::AdamW& optimizer, double lr);
+
+}  // namespace llmrec

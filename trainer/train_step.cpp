@@ -1,0 +1,146 @@
+#include "trainer/train_step.h"
+
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "models/loss.h"
+
+namespace llmrec {
+namespace {
+
+at::Tensor cat_or_empty(const std::vector<at::Tensor>& parts, const at::Tensor& like) {
+  if (parts.empty()) return like.new_empty({0});
+  return at::cat(parts, 0);
+}
+
+}  // namespace
+
+MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync) {
+  const ModelConfig& mc = model->options().config();
+  const std::int64_t b = batch.size();
+  const std::int64_t d = mc.dim;
+  const int world = ctx.comm != nullptr ? ctx.comm->size() : 1;
+
+  // Examples of this micro-step on every rank (the loss normaliser).
+  std::int64_t n_global = b;
+  if (ctx.comm != nullptr && world > 1) {
+    at::Tensor n = at::tensor({b}, at::kLong);
+    ctx.comm->all_reduce(n);
+    n_global = n.item<std::int64_t>();
+  }
+  MicroStepResult result{0.0, b, n_global};
+  if (n_global == 0) return result;
+  const double scale = static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
+
+  // Item tower over the batch's unique items (cold items: text only).
+  const std::int64_t u = batch.item_ids.numel();
+  torch::Tensor item_vecs;
+  if (u > 0) {
+    torch::Tensor tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
+    torch::Tensor mask = batch.item_mask.narrow(1, 0, ctx.text_len);
+    torch::Tensor emb_ids = batch.item_ids;
+    if (ctx.cold != nullptr) {
+      torch::Tensor is_cold = torch::empty({u}, torch::kBool);
+      for (std::int64_t r = 0; r < u; ++r) is_cold[r] = (*ctx.cold)[static_cast<std::size_t>(batch.item_ids[r].item<std::int64_t>())] != 0;
+      emb_ids = torch::where(is_cold, torch::full_like(emb_ids, ctx.num_items), emb_ids);
+    }
+    item_vecs = model->encode_items(tokens, mask, emb_ids);
+  } else {
+    item_vecs = torch::zeros({0, d});
+  }
+
+  // Candidates: the batch's targets (+ sampled negatives), or every item.
+  torch::Tensor cand_rows;
+  if (mc.loss.negatives == "batch_items") {
+    cand_rows = torch::arange(u, torch::kLong);
+  } else {
+    std::vector<torch::Tensor> parts;
+    if (b > 0) parts.push_back(batch.target);
+    if (batch.negatives.defined() && batch.negatives.numel() > 0) parts.push_back(batch.negatives);
+    cand_rows = parts.empty() ? torch::empty({0}, torch::kLong) : std::get<0>(torch::_unique(torch::cat(parts)));
+  }
+  torch::Tensor keys_local = model->item_keys(item_vecs.index_select(0, cand_rows));
+  torch::Tensor ids_local = batch.item_ids.numel() > 0 ? batch.item_ids.index_select(0, cand_rows) : torch::empty({0}, torch::kLong);
+  torch::Tensor logq_local = batch.item_log_q.defined() && batch.item_log_q.numel() > 0
+                                 ? batch.item_log_q.index_select(0, cand_rows)
+                                 : torch::zeros({cand_rows.numel()});
+
+  torch::Tensor user_vecs = b > 0 ? model->user_vectors(batch.history, item_vecs) : torch::zeros({0, d});
+  torch::Tensor target_ids = b > 0 ? batch.item_ids.index_select(0, batch.target) : torch::empty({0}, torch::kLong);
+  torch::Tensor weights = b > 0 ? batch.weight : torch::empty({0});
+  LossOptions loss_opts = model->loss_options();
+
+  std::unique_ptr<GradientReducer::NoSync> no_sync;
+  if (!sync && ctx.reducer != nullptr) no_sync = std::make_unique<GradientReducer::NoSync>(*ctx.reducer);
+
+  if (ctx.global_negatives && ctx.comm != nullptr && world > 1) {
+    auto key_parts = ctx.comm->all_gather_v(keys_local.detach().contiguous());
+    auto id_parts = ctx.comm->all_gather_v(ids_local.contiguous());
+    auto logq_parts = ctx.comm->all_gather_v(logq_local.contiguous());
+    std::int64_t own_offset = 0;
+    for (int r = 0; r < ctx.comm->rank(); ++r) own_offset += key_parts[static_cast<std::size_t>(r)].size(0);
+    torch::Tensor all_keys = cat_or_empty(key_parts, keys_local).view({-1, d}).requires_grad_(true);
+    torch::Tensor all_ids = cat_or_empty(id_parts, ids_local);
+    torch::Tensor all_logq = cat_or_empty(logq_parts, logq_local);
+    torch::Tensor grad_keys;
+    torch::Tensor loss;
+    if (b > 0) {
+      LossResult lr = recommender_loss(user_vecs, all_keys, all_ids, target_ids, weights, loss_opts, all_logq);
+      torch::Tensor weighted = (lr.nll * weights).sum();
+      result.loss_sum = weighted.item<double>();
+      loss = weighted * scale;
+      grad_keys = torch::autograd::grad({loss}, {all_keys}, {}, /*retain_graph=*/true)[0];
+    } else {
+      grad_keys = torch::zeros_like(all_keys);
+    }
+    ctx.comm->all_reduce(grad_keys);  // every rank's users' gradient on every key
+    std::vector<torch::Tensor> roots, grads;
+    if (b > 0) {
+      roots.push_back(loss);
+      grads.push_back(torch::ones_like(loss));
+    }
+    if (keys_local.numel() > 0) {
+      roots.push_back(keys_local);
+      grads.push_back(grad_keys.narrow(0, own_offset, keys_local.size(0)));
+    }
+    if (!roots.empty()) torch::autograd::backward(roots, grads);
+    return result;
+  }
+
+  if (b > 0) {
+    LossResult lr = recommender_loss(user_vecs, keys_local, ids_local, target_ids, weights, loss_opts, logq_local);
+    torch::Tensor weighted = (lr.nll * weights).sum();
+    result.loss_sum = weighted.item<double>();
+    (weighted * scale).backward();
+  }
+  return result;
+}
+
+Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {
+  LLMREC_CHECK(0 <= begin && begin <= end && end <= batch.size(), "batch_slice [{}, {}) of a batch of {}", begin, end,
+               batch.size());
+  Batch out = batch;
+  const std::int64_t b = end - begin;
+  torch::Tensor hist = batch.history.narrow(0, begin, b);
+  torch::Tensor target = batch.target.narrow(0, begin, b);
+  std::vector<torch::Tensor> used = {hist.flatten(), target};
+  if (batch.negatives.defined()) used.push_back(batch.negatives);
+  torch::Tensor rows = torch::cat(used);
+  rows = std::get<0>(torch::_unique(rows.masked_select(rows >= 0)));  // sorted rows = sorted item ids
+  torch::Tensor remap = torch::full({batch.item_ids.numel()}, -1, torch::kLong);
+  remap.index_put_({rows}, torch::arange(rows.numel(), torch::kLong));
+  out.item_ids = batch.item_ids.index_select(0, rows);
+  out.item_tokens = batch.item_tokens.index_select(0, rows);
+  out.item_mask = batch.item_mask.index_select(0, rows);
+  if (batch.item_log_q.defined()) out.item_log_q = batch.item_log_q.index_select(0, rows);
+  out.history = torch::where(hist >= 0, remap.index_select(0, hist.clamp_min(0).flatten()).view(hist.sizes()),
+                             torch::full_like(hist, -1));
+  out.target = remap.index_select(0, target);
+  if (batch.negatives.defined()) out.negatives = remap.index_select(0, batch.negatives);
+  out.weight = batch.weight.narrow(0, begin, b);
+  out.example_user = batch.example_user.narrow(0, begin, b);
+  out.example_event = batch.example_event.narrow(0, begin, b);
+  return out;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,60 @@
+#pragma once
+/// One micro-batch of data-parallel training: forward, loss and backward,
+/// with per-rank or global (all-gathered) negatives. Pure of the loop around
+/// it, so that equivalence tests can drive it directly.
+///
+/// Loss scaling. A micro-step's loss on rank r is
+///   loss_r = W / (M * N) * sum_{i on r} w_i * nll_i
+/// where N is the number of examples of this micro-step on all ranks, W the
+/// world size and M the micro-batches per optimizer step. The reducer
+/// averages over ranks, so the optimizer sees the gradient of
+///   (1 / M) sum_micro (1 / N) sum_{all i} w_i nll_i,
+/// the same whatever the world size: W ranks x batch B equal 1 rank x batch
+/// W*B (global negatives) or 1 rank accumulating the W batches (local).
+///
+/// Global negatives. Each rank's candidate keys (A l) are all-gathered; the
+/// loss uses the gathered copy as a leaf; its gradient is computed first
+/// (only the loss head, no parameters), summed over ranks (one all-reduce),
+/// and each rank returns its own slice to its keys in the one backward pass
+/// through the item tower. So a rank's items get the gradient of every
+/// rank's users, and all collectives are issued in the same order on every
+/// rank (even one with an empty batch).
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "data/sampler.h"
+#include "distributed/communicator.h"
+#include "distributed/gradient_reducer.h"
+#include "models/recommender.h"
+
+namespace llmrec {
+
+struct StepContext {
+  Communicator* comm = nullptr;        ///< null = one process
+  GradientReducer* reducer = nullptr;  ///< null = no reduction (one process)
+  bool global_negatives = false;
+  int micro_batches = 1;
+  int text_len = 0;                    ///< tokens fed to the item tower (<= the dataset's)
+  /// Items that get an ID vector (model.item_id_embedding): not cold.
+  const std::vector<std::uint8_t>* cold = nullptr;
+  std::int64_t num_items = 0;
+};
+
+struct MicroStepResult {
+  double loss_sum = 0;       ///< sum of w_i nll_i over this rank's examples
+  std::int64_t examples = 0; ///< this rank's examples
+  std::int64_t global_examples = 0;
+};
+
+/// Forward and backward of one micro-batch. With `sync` false the backward
+/// runs inside the reducer's no_sync (gradient accumulation).
+MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync);
+
+/// The examples [begin, end) of `batch` as a batch of their own (items
+/// re-indexed, negatives kept). For tests and for splitting batches.
+Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end);
+
+}  // namespace llmrec

@@ -1,0 +1,245 @@
+#include "trainer/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "distributed/gradient_reducer.h"
+#include "trainer/optimizer.h"
+#include "trainer/train_step.h"
+
+namespace llmrec {
+namespace {
+
+std::atomic<int> g_signal{0};
+void on_signal(int sig) { g_signal.store(sig); }
+
+using Clock = std::chrono::steady_clock;
+
+std::string format_duration(double s) {
+  if (s < 0 || !std::isfinite(s)) return "?";
+  auto t = static_cast<long long>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+}  // namespace
+
+StopSignal::StopSignal() {
+  g_signal.store(0);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+StopSignal::~StopSignal() {
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+}
+int StopSignal::received() { return g_signal.load(); }
+
+Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setup)), comm_(comm) {
+  DatasetFile dataset(setup_.dataset);
+  const auto vocab = static_cast<int>(dataset.vocab().size());
+  auto& bert = setup_.model.bert;
+  if (bert.pretrained.empty()) {
+    if (bert.vocab_size == 0) {
+      bert.vocab_size = vocab;
+    } else if (bert.vocab_size != vocab) {
+      throw ConfigError(fmt::format("model.bert.vocab_size is {} but the dataset {} has a vocabulary of {} tokens; "
+                                    "set model.bert.vocab_size: 0 to take the dataset's", bert.vocab_size,
+                                    setup_.dataset, vocab));
+    }
+  }
+  if (setup_.model.text_len > dataset.text_len()) {
+    throw ConfigError(fmt::format("model.text_len {} is longer than the dataset's items ({} tokens, data.text_len)",
+                                  setup_.model.text_len, dataset.text_len()));
+  }
+  text_len_ = setup_.model.text_len;
+
+  SamplerOptions so;
+  so.batch_size = setup_.train.batch_size;
+  so.history = setup_.model.user.history;
+  so.seed = static_cast<std::uint64_t>(setup_.train.seed);
+  so.sampled_negatives = setup_.model.loss.sampled_negatives;
+  sampler_ = std::make_shared<BatchSampler>(dataset, comm_.rank(), comm_.size(), so);
+  const std::int64_t per_epoch = sampler_->steps_per_epoch() / setup_.train.micro_batches;
+  if (per_epoch == 0) {
+    throw ConfigError(fmt::format("an epoch has {} batches per rank, fewer than train.micro_batches {}: lower "
+                                  "train.batch_size or train.micro_batches", sampler_->steps_per_epoch(),
+                                  setup_.train.micro_batches));
+  }
+  planned_steps_ = setup_.train.max_steps > 0 ? setup_.train.max_steps : per_epoch * setup_.train.epochs;
+
+  torch::manual_seed(static_cast<std::uint64_t>(setup_.train.seed));  // same initial weights on every rank
+  model_ = Recommender(RecommenderOptions(setup_.model).id_items(dataset.num_items()));
+}
+
+Trainer::~Trainer() = default;
+
+TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
+  const TrainConfig& tc = setup_.train;
+  const bool rank0 = comm_.rank() == 0;
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  for (const auto& p : model_->named_parameters()) {
+    if (p.value().requires_grad()) params.emplace_back(p.key(), p.value());
+  }
+  GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::Avg});
+  auto optimizer = make_adamw(params, tc);
+  std::vector<torch::Tensor> trainable;
+  for (auto& [n, p] : params) trainable.push_back(p);
+  std::int64_t n_trainable = 0, n_total = 0;
+  for (auto& p : trainable) n_trainable += p.numel();
+  for (auto& p : model_->parameters()) n_total += p.numel();
+  spdlog::info("model: {} parameters, {} trainable ({} tensors); {} bytes all-reduced per step in {} bucket(s)",
+               n_total, n_trainable, trainable.size(), reducer.bytes_per_step(), reducer.buckets().size());
+  spdlog::info("data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
+               "planned ({} micro-batches each, negatives {})", sampler_->global_examples(),
+               sampler_->local_examples(), sampler_->steps_per_epoch(), tc.batch_size, planned_steps_,
+               tc.micro_batches, tc.negatives);
+
+  StepContext ctx;
+  ctx.comm = &comm_;
+  ctx.reducer = &reducer;
+  ctx.global_negatives = tc.negatives == "global";
+  ctx.micro_batches = tc.micro_batches;
+  ctx.text_len = text_len_;
+  ctx.cold = &sampler_->items().cold;
+  ctx.num_items = static_cast<std::int64_t>(sampler_->items().ids.size());
+
+  std::ofstream metrics;
+  if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
+  const bool bar = rank0 && tc.progress && isatty(STDERR_FILENO);
+  StopSignal stop_signal;
+  BatchLoader loader(sampler_, {0, 0});
+  TrainResult result;
+  result.planned_steps = planned_steps_;
+  int bad_evals = 0;
+  const auto t_start = Clock::now();
+  auto t_window = t_start;
+  double window_loss = 0, window_wait = 0, window_step_s = 0;
+  std::int64_t window_examples = 0, total_examples = 0, window_steps = 0;
+  const std::int64_t steps_per_epoch = sampler_->steps_per_epoch() / tc.micro_batches;
+
+  model_->train();
+  for (std::int64_t step = 0; step < planned_steps_; ++step) {
+    const auto t_step = Clock::now();
+    double loss_sum = 0;
+    std::int64_t examples = 0;
+    for (int m = 0; m < tc.micro_batches; ++m) {
+      Batch batch = loader.next();
+      MicroStepResult r = train_micro_step(model_, batch, ctx, /*sync=*/m + 1 == tc.micro_batches);
+      loss_sum += r.loss_sum;
+      examples += r.examples;
+    }
+    reducer.finish();
+    double grad_norm = 0;
+    if (tc.clip_norm > 0) {
+      grad_norm = torch::nn::utils::clip_grad_norm_(trainable, tc.clip_norm);
+    }
+    const double lr = learning_rate(tc, step, planned_steps_);
+    set_learning_rate(*optimizer, lr);
+    optimizer->step();
+    optimizer->zero_grad();
+
+    // One small collective: loss, examples, and whether to stop.
+    at::Tensor agg = at::tensor({loss_sum, static_cast<double>(examples), static_cast<double>(StopSignal::received())},
+                                at::kDouble);
+    comm_.all_reduce(agg);
+    const double step_loss = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+    const auto global_examples = static_cast<std::int64_t>(agg[1].item<double>());
+    const double step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
+    result.steps = step + 1;
+    result.last_loss = step_loss;
+    total_examples += global_examples;
+    window_loss += step_loss;
+    window_wait += reducer.stats().wait_s;
+    window_step_s += step_s;
+    window_examples += global_examples;
+    ++window_steps;
+
+    const bool last = step + 1 == planned_steps_;
+    if ((step + 1) % tc.log_every == 0 || last) {
+      const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
+      const double eps = static_cast<double>(window_examples) / std::max(secs, 1e-9);
+      const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(planned_steps_ - step - 1);
+      nlohmann::json line = {{"step", step + 1},
+                             {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch)},
+                             {"loss", window_loss / static_cast<double>(window_steps)},
+                             {"lr", lr},
+                             {"grad_norm", grad_norm},
+                             {"examples_per_s", eps},
+                             {"comm_wait_s", window_wait / static_cast<double>(window_steps)},
+                             {"comm_share", window_wait / std::max(window_step_s, 1e-9)},
+                             {"allreduce_bytes_per_step", reducer.stats().bytes},
+                             {"elapsed_s", elapsed}};
+      if (rank0) metrics << line.dump() << "\n" << std::flush;
+      if (!bar) {
+        spdlog::info("step {}/{} loss {:.4f} lr {:.2e} {:.0f} ex/s comm {:.1f}% ETA {}", step + 1, planned_steps_,
+                     window_loss / static_cast<double>(window_steps), lr, eps,
+                     100.0 * window_wait / std::max(window_step_s, 1e-9), format_duration(eta));
+      }
+      window_loss = window_wait = window_step_s = 0;
+      window_examples = window_steps = 0;
+      t_window = Clock::now();
+    }
+    if (bar) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(planned_steps_ - step - 1);
+      const int width = 30;
+      const int filled = static_cast<int>(width * (step + 1) / planned_steps_);
+      std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f %.0f ex/s ETA %s   ", std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                   std::string(static_cast<std::size_t>(width - filled), '.').c_str(), static_cast<long long>(step + 1),
+                   static_cast<long long>(planned_steps_), step_loss,
+                   static_cast<double>(total_examples) / std::max(elapsed, 1e-9), format_duration(eta).c_str());
+      if (last) std::fprintf(stderr, "\n");
+    }
+
+    const int signal = static_cast<int>(agg[2].item<double>()) != 0 ? std::max(StopSignal::received(), SIGTERM) : 0;
+    if (signal != 0) {
+      if (bar) std::fprintf(stderr, "\n");
+      result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
+      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
+                   step + 1, planned_steps_);
+      break;
+    }
+
+    const bool epoch_end = (step + 1) % steps_per_epoch == 0;
+    const bool eval_now = validate && (tc.eval_every > 0 ? ((step + 1) % tc.eval_every == 0 || last) : (epoch_end || last));
+    if (eval_now) {
+      if (bar) std::fprintf(stderr, "\n");
+      model_->eval();
+      double score = validate(model_);
+      model_->train();
+      if (rank0) metrics << nlohmann::json{{"step", step + 1}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
+      spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", step + 1, score,
+                   score > result.best_score ? " (best)" : "");
+      if (score > result.best_score) {
+        result.best_score = score;
+        result.best_step = step + 1;
+        best_ = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
+        bad_evals = 0;
+      } else if (tc.patience > 0 && ++bad_evals >= tc.patience) {
+        result.early_stopped = true;
+        spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}", bad_evals,
+                     result.best_score, result.best_step);
+        break;
+      }
+    }
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+  result.examples_per_s = static_cast<double>(total_examples) / std::max(elapsed, 1e-9);
+  model_->eval();
+  if (best_) best_->eval();
+  return result;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,78 @@
+#pragma once
+/// The training loop of `llmrec train`.
+///
+/// Per optimizer step, on every rank: micro_batches micro-steps (the last
+/// synchronised), GradientReducer::finish, global-norm clipping, the
+/// learning rate of the schedule, AdamW; then one small all-reduce that
+/// carries the step's loss, example count and whether any rank received
+/// SIGINT/SIGTERM, so that every rank stops after the same step. Metrics go
+/// to <run.dir>/metrics.jsonl (rank 0), a progress bar with ETA to rank 0's
+/// terminal. Validation (collective) runs every eval_every steps or at the
+/// end of each epoch; early stopping keeps the best model by NDCG@10.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "data/sampler.h"
+#include "distributed/communicator.h"
+#include "models/model_config.h"
+#include "models/recommender.h"
+#include "trainer/train_config.h"
+
+namespace llmrec {
+
+struct TrainerSetup {
+  TrainConfig train;
+  ModelConfig model;
+  std::string dataset;
+  std::string run_dir;
+};
+
+struct TrainResult {
+  std::int64_t steps = 0;          ///< optimizer steps done
+  std::int64_t planned_steps = 0;
+  int stop_signal = 0;             ///< SIGINT/SIGTERM that stopped the run, 0 = none
+  bool early_stopped = false;
+  double best_score = -1;          ///< best validation NDCG@10 (-1 = never validated)
+  std::int64_t best_step = -1;
+  double examples_per_s = 0;       ///< global, over the whole run
+  double last_loss = 0;
+};
+
+class Trainer {
+ public:
+  /// Opens the dataset, builds the model (vocab size 0 = the dataset's),
+  /// the sampler, reducer and optimizer. Collective: every rank calls it.
+  Trainer(TrainerSetup setup, Communicator& comm);
+  ~Trainer();
+
+  /// Runs to the end, an early stop or a signal. `validate` (optional,
+  /// collective) returns the validation NDCG@10 of the model.
+  TrainResult run(const std::function<double(Recommender&)>& validate = {});
+
+  /// The trained model (the best by validation, when validated).
+  Recommender& model() { return best_ ? best_ : model_; }
+  const BatchSampler& sampler() const { return *sampler_; }
+  std::int64_t planned_steps() const { return planned_steps_; }
+
+ private:
+  TrainerSetup setup_;
+  Communicator& comm_;
+  std::shared_ptr<BatchSampler> sampler_;
+  Recommender model_{nullptr};
+  Recommender best_{nullptr};
+  std::int64_t planned_steps_ = 0;
+  int text_len_ = 0;
+};
+
+/// Installs SIGINT/SIGTERM handlers that only record the signal (restored
+/// by the destructor); the loop checks it between steps.
+class StopSignal {
+ public:
+  StopSignal();
+  ~StopSignal();
+  static int received();
+};
+
+}  // namespace llmrec
