@@ -72,6 +72,27 @@ class RowSource {
     }
   }
 
+  /// Reads rows until one is well-formed, valid UTF-8 in every wanted
+  /// column; counts every row read and hands the others to `bad`. False
+  /// at the end of the file.
+  template <class Bad>
+  bool next_valid(std::vector<std::string>& values, std::int64_t& line, Bad& bad, std::int64_t& rows_read) {
+    std::string reason;
+    while (true) {
+      auto st = next(values, line, reason);
+      if (st == Status::End) return false;
+      ++rows_read;
+      if (st == Status::Bad) {
+        bad.add(line, reason);
+        continue;
+      }
+      std::size_t k = 0;
+      while (k < values.size() && utf8_valid(values[k])) ++k;
+      if (k == values.size()) return true;
+      bad.add(line, "invalid UTF-8", fmt::format("in column '{}'", wanted_[k].first));
+    }
+  }
+
   Status next(std::vector<std::string>& values, std::int64_t& line, std::string& reason) {
     values.assign(wanted_.size(), std::string());
     if (csv_) {
@@ -200,23 +221,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     BadRows bad(cfg, report.catalogue);
     std::vector<std::string> v;
     std::int64_t line = 0;
-    std::string reason;
-    while (true) {
-      auto st = src.next(v, line, reason);
-      if (st == RowSource::Status::End) break;
-      ++report.catalogue.rows_read;
-      if (st == RowSource::Status::Bad) {
-        bad.add(line, reason);
-        continue;
-      }
-      bool utf8_ok = true;
-      for (std::size_t k = 0; k < v.size() && utf8_ok; ++k) {
-        if (!utf8_valid(v[k])) {
-          bad.add(line, "invalid UTF-8", fmt::format("in column '{}'", cat_cols[k].first));
-          utf8_ok = false;
-        }
-      }
-      if (!utf8_ok) continue;
+    while (src.next_valid(v, line, bad, report.catalogue.rows_read)) {
       if (v[0].empty()) {
         bad.add(line, "missing item id", fmt::format("column '{}' is empty", cat_cols[0].first));
         continue;
@@ -291,23 +296,8 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     std::unordered_map<std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>, std::int64_t, KeyHash> seen;
     std::vector<std::string> v;
     std::int64_t line = 0;
-    std::string reason;
-    while (true) {
-      auto st = src.next(v, line, reason);
-      if (st == RowSource::Status::End) break;
-      ++report.interactions.rows_read;
-      if (st == RowSource::Status::Bad) {
-        bad.add(line, reason);
-        continue;
-      }
+    while (src.next_valid(v, line, bad, report.interactions.rows_read)) {
       bool ok = true;
-      for (std::size_t k = 0; k < v.size() && ok; ++k) {
-        if (!utf8_valid(v[k])) {
-          bad.add(line, "invalid UTF-8", fmt::format("in column '{}'", cols[k].first));
-          ok = false;
-        }
-      }
-      if (!ok) continue;
       for (std::size_t k = 0; k < 4 && ok; ++k) {
         if (!cols[k].first.empty() && v[k].empty()) {
           bad.add(line, "missing field", fmt::format("column '{}' is empty", cols[k].first));

@@ -6,6 +6,14 @@
 
 namespace llmrec {
 
+std::vector<std::pair<std::string, torch::Tensor>> trainable_named_parameters(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : module.named_parameters()) {
+    if (p.value().requires_grad()) out.emplace_back(p.key(), p.value());
+  }
+  return out;
+}
+
 std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<std::pair<std::string, torch::Tensor>>& params,
                                                 const TrainConfig& config) {
   std::vector<torch::Tensor> decay, no_decay;

@@ -1,6 +1,7 @@
 #pragma once
 /// AdamW with decay and no-decay groups, and the learning-rate schedule.
 
+#include <torch/nn/module.h>
 #include <torch/optim/adamw.h>
 
 #include <memory>
@@ -11,6 +12,9 @@
 #include "trainer/train_config.h"
 
 namespace llmrec {
+
+/// The parameters of `module` that require a gradient, with their names.
+std::vector<std::pair<std::string, torch::Tensor>> trainable_named_parameters(const torch::nn::Module& module);
 
 /// AdamW over `params` (name, tensor): group 0 with weight decay, group 1
 /// without (1-D tensors: biases, LayerNorm weights and such).

@@ -87,10 +87,7 @@ Trainer::~Trainer() = default;
 TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   const TrainConfig& tc = setup_.train;
   const bool rank0 = comm_.rank() == 0;
-  std::vector<std::pair<std::string, torch::Tensor>> params;
-  for (const auto& p : model_->named_parameters()) {
-    if (p.value().requires_grad()) params.emplace_back(p.key(), p.value());
-  }
+  auto params = trainable_named_parameters(*model_);
   GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::Avg});
   auto optimizer = make_adamw(params, tc);
   std::vector<torch::Tensor> trainable;

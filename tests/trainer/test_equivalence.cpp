@@ -12,6 +12,7 @@
 #include "distributed/gradient_reducer.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
+#include "tests/trainer/tiny_model.h"
 #include "trainer/optimizer.h"
 #include "trainer/train_step.h"
 
@@ -23,24 +24,6 @@ using ::llmrec::testing::test_comm;
 constexpr std::int64_t kB = 6;     // per-rank batch
 constexpr int kSteps = 4;
 
-ModelConfig tiny_model() {
-  ModelConfig m;
-  m.dim = 16;
-  m.text_len = 10;
-  m.bert.layers = 1;
-  m.bert.hidden = 32;
-  m.bert.heads = 2;
-  m.bert.intermediate = 64;
-  m.bert.max_positions = 16;
-  m.bert.vocab_size = 0;
-  m.lora.r = 4;
-  m.user.history = 4;
-  m.user.heads = 2;
-  m.item_id_embedding = true;
-  m.id_dropout = 0.0;
-  return m;
-}
-
 class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int>> {
  protected:
   static std::string dataset_;
@@ -50,8 +33,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int>> {
   Communicator& comm = test_comm();
 
   Recommender make_model(const DatasetFile& f) {
-    ModelConfig m = tiny_model();
-    m.bert.vocab_size = static_cast<int>(f.vocab().size());
+    ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
     torch::manual_seed(11);
     Recommender model(RecommenderOptions(m).id_items(f.num_items()));
     model->to(torch::kDouble);
@@ -83,8 +65,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
 
   // Reference: one process, no communication.
   Recommender ref = make_model(f);
-  std::vector<std::pair<std::string, torch::Tensor>> ref_params;
-  for (const auto& p : ref->named_parameters()) if (p.value().requires_grad()) ref_params.emplace_back(p.key(), p.value());
+  auto ref_params = trainable_named_parameters(*ref);
   auto ref_opt = make_adamw(ref_params, tc);
   StepContext one;
   one.global_negatives = global;
@@ -93,8 +74,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   one.num_items = f.num_items();
   // Distributed: this rank's slice of every global batch.
   Recommender dist = make_model(f);
-  std::vector<std::pair<std::string, torch::Tensor>> dist_params;
-  for (const auto& p : dist->named_parameters()) if (p.value().requires_grad()) dist_params.emplace_back(p.key(), p.value());
+  auto dist_params = trainable_named_parameters(*dist);
   GradientReducer reducer(comm, dist_params, {0.01, ReduceOp::Avg});
   auto dist_opt = make_adamw(dist_params, tc);
   StepContext many = one;

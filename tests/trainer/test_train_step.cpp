@@ -8,6 +8,7 @@
 #include "data/sampler.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
+#include "tests/trainer/tiny_model.h"
 #include "trainer/optimizer.h"
 #include "trainer/train_step.h"
 
@@ -24,23 +25,11 @@ TEST(TrainStep, OverfitsAFixedBatch) {
   so.history = 4;
   BatchSampler sampler(f, 0, 1, so);
   Batch batch = sampler.batch({0, 0});
-  ModelConfig m;
-  m.dim = 16;
-  m.text_len = 10;
-  m.bert.layers = 1;
-  m.bert.hidden = 32;
-  m.bert.heads = 2;
-  m.bert.intermediate = 64;
-  m.bert.max_positions = 16;
-  m.bert.vocab_size = static_cast<int>(f.vocab().size());
-  m.user.history = 4;
-  m.item_id_embedding = true;
-  m.id_dropout = 0;
+  ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
   torch::manual_seed(3);
   Recommender model(RecommenderOptions(m).id_items(f.num_items()));
   model->train();
-  std::vector<std::pair<std::string, torch::Tensor>> params;
-  for (const auto& p : model->named_parameters()) if (p.value().requires_grad()) params.emplace_back(p.key(), p.value());
+  auto params = trainable_named_parameters(*model);
   TrainConfig tc;
   tc.lr = 1e-2;
   auto opt = make_adamw(params, tc);
