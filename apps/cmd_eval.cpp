@@ -22,6 +22,7 @@
 #include "trainer/baselines.h"
 #include "trainer/evaluation.h"
 #include "trainer/fusion.h"
+#include "apps/eval_fusion.h"
 
 namespace llmrec {
 namespace {
@@ -52,6 +53,53 @@ std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, 
                                                         const DatasetFile& file) {
   return baseline_scorers_create(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval);
 }
+
+int run_eval(const EvalCommand& cmd, AppContext& ctx) {
+  const EvalConfig& config = ctx.config.eval;
+  DatasetFile file(ctx.config.data.dataset);
+  std::vector<std::shared_ptr<Scorer>> scorers = eval_scorers_build(cmd, ctx, file);
+  const auto& fusion = ctx.config.eval.fusion.weights;
+  if (fusion.count("model") != 0) {
+    // `llmrec eval` has no trained model to load until checkpoints exist;
+    // `llmrec train` evaluates this fusion at the end of training.
+    spdlog::warn("eval.fusion.weights names 'model', which `llmrec eval` cannot load yet (no checkpoints): the "
+                 "fusion row is left out here; `llmrec train` reports it");
+  } else if (auto fused = eval_fusion_build(scorers, ctx, file)) {
+    scorers.push_back(fused);
+  }
+  if (scorers.empty()) {
+    throw ConfigError("nothing to evaluate: eval.baselines is empty, no --baseline was given and eval.oracle_dir is "
+                      "not set");
+  }
+
+  Evaluator ev(file, *ctx.comm, cmd.split, config);
+  std::vector<EvalResult> results;
+  for (const auto& s : scorers) {
+    results.push_back(ev.evaluate(*s));
+    const EvalResult& r = results.back();
+    spdlog::info("eval {}: {} NDCG@{} {:.4f} Recall@{} {:.4f} MRR {:.4f}, cold NDCG@{} {:.4f} ({:.2f} s)", cmd.split,
+                 r.scorer, r.k[0], r.all.ndcg[0], r.k[0], r.all.recall[0], r.all.mrr, r.k[0], r.cold.ndcg[0],
+                 r.seconds);
+  }
+  if (ctx.comm->rank() != 0) return 0;
+
+  const EvalResult& first = results.front();
+  std::string out = fmt::format(
+      "llmrec eval: split {}, {} rank(s); {} users evaluated ({} without a {} event skipped), {} on cold items; "
+      "full ranking over {} items, history excluded\n\n",
+      cmd.split, ctx.comm->size(), first.users_evaluated, first.users_skipped, cmd.split, first.cold.users,
+      first.num_items);
+  out += eval_results_table(results);
+  const std::string path = (std::filesystem::path(ctx.run_dir) / ("eval_" + cmd.split + ".json")).string();
+  write_eval_results(path, results,
+                     eval_protocol(file, cmd.split, config, ConfigWriter::write(ctx.config), ctx.comm->size()));
+  out += fmt::format("\n-> {}\n", path);
+  std::fputs(out.c_str(), stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
 
 /// The fused scorer of eval.fusion.weights over `scorers` (by name), with
 /// weights tuned on the validation split when eval.fusion.tune is set;
@@ -86,44 +134,6 @@ std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scor
   return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t));
 }
 
-int run_eval(const EvalCommand& cmd, AppContext& ctx) {
-  const EvalConfig& config = ctx.config.eval;
-  DatasetFile file(ctx.config.data.dataset);
-  std::vector<std::shared_ptr<Scorer>> scorers = eval_scorers_build(cmd, ctx, file);
-  if (auto fused = eval_fusion_build(scorers, ctx, file)) scorers.push_back(fused);
-  if (scorers.empty()) {
-    throw ConfigError("nothing to evaluate: eval.baselines is empty, no --baseline was given and eval.oracle_dir is "
-                      "not set");
-  }
-
-  Evaluator ev(file, *ctx.comm, cmd.split, config);
-  std::vector<EvalResult> results;
-  for (const auto& s : scorers) {
-    results.push_back(ev.evaluate(*s));
-    const EvalResult& r = results.back();
-    spdlog::info("eval {}: {} NDCG@{} {:.4f} Recall@{} {:.4f} MRR {:.4f}, cold NDCG@{} {:.4f} ({:.2f} s)", cmd.split,
-                 r.scorer, r.k[0], r.all.ndcg[0], r.k[0], r.all.recall[0], r.all.mrr, r.k[0], r.cold.ndcg[0],
-                 r.seconds);
-  }
-  if (ctx.comm->rank() != 0) return 0;
-
-  const EvalResult& first = results.front();
-  std::string out = fmt::format(
-      "llmrec eval: split {}, {} rank(s); {} users evaluated ({} without a {} event skipped), {} on cold items; "
-      "full ranking over {} items, history excluded\n\n",
-      cmd.split, ctx.comm->size(), first.users_evaluated, first.users_skipped, cmd.split, first.cold.users,
-      first.num_items);
-  out += eval_results_table(results);
-  const std::string path = (std::filesystem::path(ctx.run_dir) / ("eval_" + cmd.split + ".json")).string();
-  write_eval_results(path, results,
-                     eval_protocol(file, cmd.split, config, ConfigWriter::write(ctx.config), ctx.comm->size()));
-  out += fmt::format("\n-> {}\n", path);
-  std::fputs(out.c_str(), stdout);
-  std::fflush(stdout);
-  return 0;
-}
-
-}  // namespace
 
 void command_eval_add(CLI::App& app) {
   auto* cmd = app.add_subcommand(

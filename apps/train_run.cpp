@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "apps/eval_fusion.h"
 #include "trainer/baselines.h"
 #include "trainer/evaluation.h"
 #include "trainer/model_scorer.h"
@@ -51,6 +52,7 @@ int train_run(AppContext& ctx) {
   std::vector<std::shared_ptr<Scorer>> scorers;
   scorers.push_back(std::make_shared<ModelScorer>(trainer.model(), valid.items(), text_len, *ctx.comm));
   for (auto& s : baseline_scorers_create(names, file, *ctx.comm, cfg.eval)) scorers.push_back(s);
+  if (auto fused = eval_fusion_build(scorers, ctx, file)) scorers.push_back(fused);
   Evaluator test(file, *ctx.comm, "test", cfg.eval);
   std::vector<EvalResult> results;
   for (auto& s : scorers) results.push_back(test.evaluate(*s));

@@ -1,0 +1,20 @@
+#pragma once
+// Fusion of scorers as eval.fusion configures it; shared by `llmrec eval`
+// and `llmrec train` (whose test table fuses the trained model).
+#include <memory>
+#include <vector>
+
+#include "apps/app_context.h"
+#include "data/dataset.h"
+#include "trainer/scorer.h"
+
+namespace llmrec {
+
+/// The fused scorer of eval.fusion.weights over `scorers` (by name), with
+/// weights tuned on the validation split when eval.fusion.tune is set
+/// (the scorer named "model", when present, is the reference of weight 1);
+/// nullptr when no fusion is configured. Collective.
+std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
+                                          const DatasetFile& file);
+
+}  // namespace llmrec
