@@ -19,13 +19,14 @@ set(LLMREC_NCCL "AUTO" CACHE STRING "Build the NCCL backend: AUTO (if CUDA and N
 set_property(CACHE LLMREC_CUDA PROPERTY STRINGS AUTO ON OFF)
 set_property(CACHE LLMREC_NCCL PROPERTY STRINGS AUTO ON OFF)
 
-# ccache, when present. Precompiled headers need the sloppiness below to hit.
+# ccache, when present. Precompiled headers need the sloppiness below to hit;
+# BASEDIR/NOHASHDIR let a fresh clone in another folder (CI) hit the cache.
 find_program(LLMREC_CCACHE_PROGRAM ccache)
 if(LLMREC_CCACHE_PROGRAM)
   set(LLMREC_CCACHE ON)
   set(CMAKE_CXX_COMPILER_LAUNCHER
       ${CMAKE_COMMAND} -E env CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-      CCACHE_CPP2=true ${LLMREC_CCACHE_PROGRAM})
+      CCACHE_CPP2=true CCACHE_BASEDIR=${PROJECT_SOURCE_DIR} CCACHE_NOHASHDIR=true ${LLMREC_CCACHE_PROGRAM})
 else()
   set(LLMREC_CCACHE OFF)
 endif()

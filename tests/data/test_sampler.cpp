@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <numeric>
 #include <set>
@@ -140,6 +141,30 @@ TEST_F(SamplerTest, BatchContentsMatchTheDataset) {
         EXPECT_EQ(ids[row].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(j)]);
       }
     }
+  }
+}
+
+TEST_F(SamplerTest, SampledNegativesAndLogQ) {
+  DatasetFile f(dataset_);
+  SamplerOptions o = options();
+  o.sampled_negatives = 7;
+  BatchSampler sampler(f, comm.rank(), comm.size(), o);
+  ItemTable items = f.read_items();
+  double total = static_cast<double>(items.ids.size());
+  for (auto c : items.train_count) total += static_cast<double>(c);
+  Batch a = sampler.batch({0, 0}), b = sampler.batch({0, 0}), c = sampler.batch({0, 1});
+  if (a.size() == 0) GTEST_SKIP() << "empty first batch on this rank";
+  ASSERT_EQ(a.negatives.numel(), 7);
+  EXPECT_TRUE(at::equal(a.negatives, b.negatives));  // a pure function of the cursor
+  if (c.size() > 0) {
+    EXPECT_FALSE(at::equal(a.item_ids.index_select(0, a.negatives), c.item_ids.index_select(0, c.negatives)));
+  }
+  // Negatives are rows of the batch's items; log q is each item's smoothed share of training events.
+  EXPECT_TRUE((a.negatives >= 0).all().item<bool>());
+  EXPECT_TRUE((a.negatives < a.item_ids.numel()).all().item<bool>());
+  for (std::int64_t r = 0; r < a.item_ids.numel(); ++r) {
+    auto item = static_cast<std::size_t>(a.item_ids[r].item<std::int64_t>());
+    EXPECT_NEAR(a.item_log_q[r].item<float>(), std::log((static_cast<double>(items.train_count[item]) + 1) / total), 1e-5);
   }
 }
 
