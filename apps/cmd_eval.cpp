@@ -21,7 +21,9 @@
 #include "data/dataset.h"
 #include "trainer/baselines.h"
 #include "trainer/evaluation.h"
+#include "trainer/checkpoint.h"
 #include "trainer/fusion.h"
+#include "trainer/model_scorer.h"
 #include "apps/eval_fusion.h"
 
 namespace llmrec {
@@ -32,6 +34,7 @@ struct EvalCommand {
   ConfigOptions options;
   std::string split = "test";
   std::vector<std::string> baselines;  ///< --baseline; empty = eval.baselines (+ oracle with eval.oracle_dir)
+  std::string checkpoint;              ///< --checkpoint: a trained model (model.h5 of `llmrec train`)
 };
 
 /// The baselines this run evaluates, in table order.
@@ -51,7 +54,20 @@ std::vector<std::string> eval_baselines_of(const EvalCommand& cmd, const EvalCon
 /// name it.
 std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, AppContext& ctx,
                                                         const DatasetFile& file) {
-  return baseline_scorers_create(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval);
+  std::vector<std::shared_ptr<Scorer>> scorers;
+  if (!cmd.checkpoint.empty()) {
+    Recommender model = checkpoint_load_model(cmd.checkpoint);
+    const int text_len = model->options().config().text_len;
+    if (text_len > file.text_len()) {
+      throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {}", cmd.checkpoint,
+                                    text_len, file.path(), file.text_len()));
+    }
+    scorers.push_back(std::make_shared<ModelScorer>(model, file.read_items(), text_len, *ctx.comm));
+  }
+  for (auto& s : baseline_scorers_create(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval)) {
+    scorers.push_back(s);
+  }
+  return scorers;
 }
 
 int run_eval(const EvalCommand& cmd, AppContext& ctx) {
@@ -59,11 +75,8 @@ int run_eval(const EvalCommand& cmd, AppContext& ctx) {
   DatasetFile file(ctx.config.data.dataset);
   std::vector<std::shared_ptr<Scorer>> scorers = eval_scorers_build(cmd, ctx, file);
   const auto& fusion = ctx.config.eval.fusion.weights;
-  if (fusion.count("model") != 0) {
-    // `llmrec eval` has no trained model to load until checkpoints exist;
-    // `llmrec train` evaluates this fusion at the end of training.
-    spdlog::warn("eval.fusion.weights names 'model', which `llmrec eval` cannot load yet (no checkpoints): the "
-                 "fusion row is left out here; `llmrec train` reports it");
+  if (fusion.count("model") != 0 && cmd.checkpoint.empty()) {
+    spdlog::warn("eval.fusion.weights names 'model' but no --checkpoint was given: the fusion row is left out");
   } else if (auto fused = eval_fusion_build(scorers, ctx, file)) {
     scorers.push_back(fused);
   }
@@ -144,6 +157,8 @@ void command_eval_add(CLI::App& app) {
   cmd->add_option("--split", args->split, "Which held-out events to rank")
       ->check(CLI::IsMember({"valid", "test"}))
       ->capture_default_str();
+  cmd->add_option("--checkpoint", args->checkpoint, "A trained model (model.h5 written by `llmrec train`)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--baseline", args->baselines,
                   "Evaluate this baseline (repeatable): popularity, itemknn, bpr, oracle; default: eval.baselines, "
                   "plus the oracle when eval.oracle_dir is set")

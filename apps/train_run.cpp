@@ -8,6 +8,7 @@
 
 #include "apps/eval_fusion.h"
 #include "trainer/baselines.h"
+#include "trainer/checkpoint.h"
 #include "trainer/evaluation.h"
 #include "trainer/model_scorer.h"
 #include "trainer/trainer.h"
@@ -44,6 +45,16 @@ int train_run(AppContext& ctx) {
     return 128 + r.stop_signal;
   }
 
+  Config resolved = cfg;
+  const std::string resolved_yaml = ConfigWriter::write(resolved);
+  if (ctx.comm->rank() == 0) {
+    const std::string path = ctx.run_dir + "/model.h5";
+    checkpoint_save_model(path, trainer.model(), r.best_step > 0 ? r.best_step : r.steps, ctx.comm->size(),
+                          resolved_yaml);
+    spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})", r.best_step > 0 ? "best" : "final", path,
+                 path);
+  }
+
   // Test split: the best model next to the baselines (and the oracle).
   std::vector<std::string> names = cfg.eval.baselines;
   if (!cfg.eval.oracle_dir.empty() && std::find(names.begin(), names.end(), "oracle") == names.end()) {
@@ -58,9 +69,7 @@ int train_run(AppContext& ctx) {
   for (auto& s : scorers) results.push_back(test.evaluate(*s));
   if (ctx.comm->rank() == 0) {
     const std::string path = ctx.run_dir + "/eval_test.json";
-    Config resolved = cfg;
-    write_eval_results(path, results,
-                       eval_protocol(file, "test", cfg.eval, ConfigWriter::write(resolved), ctx.comm->size()));
+    write_eval_results(path, results, eval_protocol(file, "test", cfg.eval, resolved_yaml, ctx.comm->size()));
     std::printf("\nTest split, full ranking over %lld items (%s):\n%s\n", static_cast<long long>(results[0].num_items),
                 path.c_str(), eval_results_table(results).c_str());
     std::fflush(stdout);

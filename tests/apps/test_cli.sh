@@ -206,6 +206,13 @@ if [[ $rc -eq 0 ]]; then
   expect "train -np 2" train.txt 'validation after step [0-9]+: NDCG@10' '^model +0\.[0-9]+' '^popularity +0\.' '^oracle +0\.'
   expect "train metrics.jsonl" train_run/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"'
   expect "train eval_test.json" train_run/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256"'
+  # The saved model evaluates to the same test NDCG@10 with llmrec eval.
+  want=$(awk '$1 == "model" {print $2}' train.txt)
+  mpirun "${root[@]}" --oversubscribe -np 2 "$bin" eval -c tiny.yaml --set run.dir=ev_ckpt --split test \
+    --checkpoint train_run/model.h5 >ev_ckpt.txt 2>&1
+  got=$(awk '$1 == "model" {print $2}' ev_ckpt.txt)
+  [[ -n "$want" && "$want" == "$got" ]] && ok "eval --checkpoint reproduces the model's NDCG@10 ($got)" \
+    || fail "eval --checkpoint: NDCG@10 '$got', training printed '$want'" ev_ckpt.txt
 else
   fail "train -np 2 exited $rc" train.txt
 fi
