@@ -57,7 +57,9 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
                local_examples(), shard_.examples);
 }
 
-std::vector<std::int64_t> BatchSampler::permutation(std::int64_t epoch) const {
+std::shared_ptr<const std::vector<std::int64_t>> BatchSampler::permutation(std::int64_t epoch) const {
+  std::lock_guard<std::mutex> lock(perm_mutex_);
+  if (perm_ && perm_epoch_ == epoch) return perm_;
   // splitmix64 of (seed, epoch, rank) -> mt19937_64; Fisher-Yates with
   // Lemire's unbiased bounded draw, so the order is the same everywhere.
   auto mix = [](std::uint64_t x) {
@@ -73,13 +75,16 @@ std::vector<std::int64_t> BatchSampler::permutation(std::int64_t epoch) const {
     auto j = static_cast<std::size_t>((static_cast<unsigned __int128>(gen()) * i) >> 64);
     std::swap(perm[i - 1], perm[j]);
   }
-  return perm;
+  perm_ = std::make_shared<const std::vector<std::int64_t>>(std::move(perm));
+  perm_epoch_ = epoch;
+  return perm_;
 }
 
 Batch BatchSampler::batch(const Cursor& cursor) const {
   LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps", cursor.step,
                steps_per_epoch_);
-  auto perm = permutation(cursor.epoch);
+  const auto perm_ptr = permutation(cursor.epoch);
+  const std::vector<std::int64_t>& perm = *perm_ptr;
   const auto n = static_cast<std::int64_t>(perm.size());
   const std::int64_t lo = std::min(n, cursor.step * options_.batch_size);
   const std::int64_t hi = std::min(n, lo + options_.batch_size);
@@ -128,13 +133,15 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
     }
   }
   out.negatives = at::empty({static_cast<std::int64_t>(negatives.size())}, at::kLong);
-  for (std::size_t k = 0; k < negatives.size(); ++k) out.negatives[static_cast<std::int64_t>(k)] = row_of(negatives[k]);
+  auto* neg = out.negatives.data_ptr<std::int64_t>();
+  for (std::size_t k = 0; k < negatives.size(); ++k) neg[k] = row_of(negatives[k]);
   // log q: an item's share of training events (add-one smoothed), the
   // rate at which in-batch sampling meets it.
   out.item_log_q = at::empty({u}, at::kFloat);
+  auto* log_q = out.item_log_q.data_ptr<float>();
   for (std::int64_t r = 0; r < u; ++r) {
     const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
-    out.item_log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
+    log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
   }
   out.history = at::full({b, t_len}, -1, at::kLong);
   out.target = at::empty({b}, at::kLong);
@@ -142,6 +149,10 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   out.example_user = at::empty({b}, at::kLong);
   out.example_event = at::empty({b}, at::kLong);
   auto* hist = out.history.data_ptr<std::int64_t>();
+  auto* target_row = out.target.data_ptr<std::int64_t>();
+  auto* weight = out.weight.data_ptr<float>();
+  auto* ex_user = out.example_user.data_ptr<std::int64_t>();
+  auto* ex_event = out.example_event.data_ptr<std::int64_t>();
   for (std::int64_t k = 0; k < b; ++k) {
     const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(lo + k)]);
     const auto user = static_cast<std::size_t>(example_user_[e]);
@@ -152,10 +163,10 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
     for (std::int64_t j = start; j < target; ++j) {
       hist[k * t_len + (t_len - (target - j))] = row_of(slice_.events.item[static_cast<std::size_t>(j)]);
     }
-    out.target[k] = row_of(slice_.events.item[static_cast<std::size_t>(target)]);
-    out.weight[k] = slice_.events.weight[static_cast<std::size_t>(target)];
-    out.example_user[k] = slice_.begin + static_cast<std::int64_t>(user);
-    out.example_event[k] = slice_.first_event + target;
+    target_row[k] = row_of(slice_.events.item[static_cast<std::size_t>(target)]);
+    weight[k] = slice_.events.weight[static_cast<std::size_t>(target)];
+    ex_user[k] = slice_.begin + static_cast<std::int64_t>(user);
+    ex_event[k] = slice_.first_event + target;
   }
   return out;
 }

@@ -91,7 +91,9 @@ class BatchSampler {
   Batch batch(const Cursor& cursor) const;
 
  private:
-  std::vector<std::int64_t> permutation(std::int64_t epoch) const;
+  /// The epoch's order of this rank's examples; computed once per epoch
+  /// (every batch of an epoch asks for it) and shared.
+  std::shared_ptr<const std::vector<std::int64_t>> permutation(std::int64_t epoch) const;
 
   SamplerOptions options_;
   int rank_;
@@ -104,6 +106,9 @@ class BatchSampler {
   UserSlice slice_;
   std::vector<std::int32_t> example_user_;  ///< local user of each example
   std::vector<std::int64_t> example_event_; ///< slice-relative event index of the target
+  mutable std::mutex perm_mutex_;
+  mutable std::int64_t perm_epoch_ = -1;
+  mutable std::shared_ptr<const std::vector<std::int64_t>> perm_;
 };
 
 /// Prefetches batches in order on a background thread.

@@ -40,8 +40,9 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
     torch::Tensor mask = batch.item_mask.narrow(1, 0, ctx.text_len);
     torch::Tensor emb_ids = batch.item_ids;
     if (ctx.cold != nullptr) {
-      torch::Tensor is_cold = torch::empty({u}, torch::kBool);
-      for (std::int64_t r = 0; r < u; ++r) is_cold[r] = (*ctx.cold)[static_cast<std::size_t>(batch.item_ids[r].item<std::int64_t>())] != 0;
+      torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(ctx.cold->data()),
+                                            {static_cast<std::int64_t>(ctx.cold->size())}, torch::kByte);
+      torch::Tensor is_cold = cold.index_select(0, batch.item_ids).to(torch::kBool);
       emb_ids = torch::where(is_cold, torch::full_like(emb_ids, ctx.num_items), emb_ids);
     }
     item_vecs = model->encode_items(tokens, mask, emb_ids);

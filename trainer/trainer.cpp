@@ -200,8 +200,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
       if (last) std::fprintf(stderr, "\n");
     }
 
-    const int signal = static_cast<int>(agg[2].item<double>()) != 0 ? std::max(StopSignal::received(), SIGTERM) : 0;
-    if (signal != 0) {
+    if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here
       if (bar) std::fprintf(stderr, "\n");
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
       spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
