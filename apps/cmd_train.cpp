@@ -15,9 +15,17 @@ void command_train_add(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "train", "Train the recommender on data.dataset (run it under mpirun for data parallelism)");
   auto options = std::make_shared<ConfigOptions>();
+  auto run = std::make_shared<TrainRunOptions>();
   config_options_add(*cmd, *options);
-  cmd->callback([options] {
-    int rc = app_run_distributed(*options, [](AppContext& ctx) { return train_run(ctx); });
+  cmd->add_option("--resume", run->resume,
+                  "none: start fresh (refused if run.dir has checkpoints); auto: continue from the newest valid "
+                  "checkpoint in <run.dir>/checkpoints (fresh if none); or a checkpoint file")
+      ->default_str("none");
+  cmd->add_option("--stop-after", run->stop_after,
+                  "Stop after this many steps of this run, writing a checkpoint (time-sliced jobs)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->callback([options, run] {
+    int rc = app_run_distributed(*options, [run](AppContext& ctx) { return train_run(ctx, *run); });
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "apps/eval_fusion.h"
+#include "distributed/broadcast_string.h"
 #include "trainer/baselines.h"
 #include "trainer/checkpoint.h"
 #include "trainer/evaluation.h"
@@ -23,11 +25,49 @@ double ndcg_at_10(const EvalResult& r) {
   return r.all.ndcg.at(i);
 }
 
+/// The checkpoint to resume from ("" = start fresh), the same on every rank.
+std::string resolve_resume(AppContext& ctx, const std::string& resume) {
+  const std::string dir = checkpoint_dir(ctx.run_dir);
+  std::string chosen, problem;
+  if (ctx.comm->rank() == 0) {
+    if (resume == "none") {
+      auto existing = checkpoint_list(dir);
+      if (!existing.empty()) {
+        problem = fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue that "
+                              "run, or use another run.dir", dir, existing.size(), existing.front());
+      }
+    } else if (resume == "auto") {
+      std::vector<std::string> skipped;
+      chosen = checkpoint_latest_valid(dir, &skipped);
+      for (const auto& s : skipped) spdlog::warn("skipping a damaged checkpoint: {}", s);
+      if (chosen.empty()) {
+        spdlog::info("--resume auto: no valid checkpoint in {}{}; starting fresh", dir,
+                     skipped.empty() ? "" : fmt::format(" ({} damaged)", skipped.size()));
+      }
+    } else {
+      if (!std::filesystem::is_regular_file(resume)) problem = fmt::format("--resume {}: no such file", resume);
+      chosen = resume;
+    }
+  }
+  problem = broadcast_string(*ctx.comm, problem);
+  if (!problem.empty()) throw ConfigError(problem);
+  return broadcast_string(*ctx.comm, chosen);
+}
+
 }  // namespace
 
-int train_run(AppContext& ctx) {
+int train_run(AppContext& ctx, const TrainRunOptions& options) {
   const Config& cfg = ctx.config;
-  TrainerSetup setup{cfg.train, cfg.model, cfg.data.dataset, ctx.run_dir};
+  Config resolved = cfg;
+  const std::string resolved_yaml = ConfigWriter::write(resolved);
+  TrainerSetup setup;
+  setup.train = cfg.train;
+  setup.model = cfg.model;
+  setup.dataset = cfg.data.dataset;
+  setup.run_dir = ctx.run_dir;
+  setup.resume = resolve_resume(ctx, options.resume);
+  setup.run_config_yaml = resolved_yaml;
+  setup.stop_after = options.stop_after;
   Trainer trainer(setup, *ctx.comm);
   DatasetFile file(cfg.data.dataset);
   Evaluator valid(file, *ctx.comm, "valid", cfg.eval);
@@ -40,17 +80,20 @@ int train_run(AppContext& ctx) {
   spdlog::info("trained {} of {} steps, {:.1f} examples/s, last loss {:.4f}; best validation NDCG@10 {:.4f} at step {}",
                r.steps, r.planned_steps, r.examples_per_s, r.last_loss, r.best_score, r.best_step);
   if (r.stop_signal != 0) {
-    spdlog::error("stopped by {} after step {} of {}: the run is incomplete", strsignal(r.stop_signal), r.steps,
-                  r.planned_steps);
+    spdlog::error("stopped by {} after step {} of {}: the run is incomplete; checkpoint {} (continue with "
+                  "--resume auto)", strsignal(r.stop_signal), r.steps, r.planned_steps, r.last_checkpoint);
     return 128 + r.stop_signal;
   }
+  if (r.stopped_after) return 0;
 
-  Config resolved = cfg;
-  const std::string resolved_yaml = ConfigWriter::write(resolved);
   if (ctx.comm->rank() == 0) {
     const std::string path = ctx.run_dir + "/model.h5";
-    checkpoint_save_model(path, trainer.model(), r.best_step > 0 ? r.best_step : r.steps, ctx.comm->size(),
-                          resolved_yaml);
+    CheckpointParts parts;
+    parts.model = trainer.model();
+    parts.run_config_yaml = resolved_yaml;
+    parts.model_step = r.best_step > 0 ? r.best_step : r.steps;
+    parts.model_world_size = ctx.comm->size();
+    checkpoint_save(path, parts);
     spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})", r.best_step > 0 ? "best" : "final", path,
                  path);
   }

@@ -2,11 +2,24 @@
 // The body of `llmrec train` (also used by tests): train, validate, test.
 #include "apps/app_context.h"
 
+#include <cstdint>
+#include <string>
+
 namespace llmrec {
+
+/// Command-line options of `llmrec train` beyond the config.
+struct TrainRunOptions {
+  /// none: start fresh (an error if run.dir already has checkpoints);
+  /// auto: the newest valid checkpoint of run.dir, fresh if none; or a path.
+  std::string resume = "none";
+  /// Stop with a checkpoint after this many steps of this run (0 = off).
+  std::int64_t stop_after = 0;
+};
 
 /// Trains with ctx.config, validating as train.eval_every says, then
 /// evaluates the best model on the test split next to the baselines.
-/// Returns the exit code: 0, or 128 + signal when stopped by SIGINT/SIGTERM.
-int train_run(AppContext& ctx);
+/// Returns the exit code: 0, or 128 + signal when stopped by SIGINT/SIGTERM
+/// (after writing a checkpoint).
+int train_run(AppContext& ctx, const TrainRunOptions& options = {});
 
 }  // namespace llmrec

@@ -10,6 +10,7 @@
 
 #include "data/prepare.h"
 #include "data/synth.h"
+#include "distributed/broadcast_string.h"
 #include "distributed/communicator.h"
 
 namespace llmrec::testing {
@@ -35,12 +36,7 @@ inline std::string make_test_dataset(Communicator& comm, const std::string& tag,
     prepare_dataset(cfg, "");
     path = cfg.dataset;
   }
-  at::Tensor len = at::tensor({static_cast<std::int64_t>(path.size())}, at::kLong);
-  comm.broadcast(len);
-  at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
-  if (comm.rank() == 0) std::memcpy(bytes.data_ptr(), path.data(), path.size());
-  comm.broadcast(bytes);
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
+  return broadcast_string(comm, path);
 }
 
 inline void dataset_helper_cleanup(Communicator& comm, const std::string& path) {

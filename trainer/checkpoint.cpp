@@ -1,13 +1,23 @@
 #include "trainer/checkpoint.h"
 
+#include <c10/util/string_utils.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <regex>
+
 #include "common/config.h"
 #include "common/hdf5.h"
+#include "trainer/optimizer.h"
 
 namespace llmrec {
 namespace {
+
+namespace fs = std::filesystem;
 
 /// Every parameter and buffer of the model, by module path.
 std::vector<std::pair<std::string, torch::Tensor>> model_tensors(const torch::nn::Module& m) {
@@ -17,28 +27,62 @@ std::vector<std::pair<std::string, torch::Tensor>> model_tensors(const torch::nn
   return out;
 }
 
-}  // namespace
+bool is_double(const torch::Tensor& t) { return t.scalar_type() == torch::kDouble; }
 
-void checkpoint_save_model(const std::string& path, Recommender& model, std::int64_t step, int world_size,
-                           const std::string& run_config_yaml) {
-  auto f = h5::File::create(path);
-  f.set_attr("/", "format", kCheckpointFormat);
-  f.set_attr("/", "version", kCheckpointVersion);
-  ModelConfig mc = model->options().config();
-  f.set_attr("/", "model_config", ConfigWriter::write(mc));
-  f.set_attr("/", "id_items", model->options().id_items());
-  f.set_attr("/", "step", step);
-  f.set_attr("/", "world_size", static_cast<std::int64_t>(world_size));
-  f.set_attr("/", "config", run_config_yaml);
-  for (const auto& [name, t] : model_tensors(*model)) {
-    torch::Tensor c = t.detach().cpu().to(torch::kFloat).contiguous();
-    std::vector<std::uint64_t> dims(c.sizes().begin(), c.sizes().end());
-    f.write<float>("model/" + name, c.data_ptr<float>(), dims);
+/// Writes `t` (float32 or float64, any shape) as `name`, keeping its dtype.
+void write_tensor(h5::File& f, const std::string& name, const torch::Tensor& t) {
+  torch::Tensor c = t.detach().cpu().contiguous();
+  std::vector<std::uint64_t> dims(c.sizes().begin(), c.sizes().end());
+  if (is_double(c)) {
+    f.write<double>(name, c.data_ptr<double>(), dims);
+  } else {
+    c = c.to(torch::kFloat);
+    f.write<float>(name, c.data_ptr<float>(), dims);
   }
-  f.commit();
 }
 
-Recommender checkpoint_load_model(const std::string& path) {
+/// Reads `name` into `t` (same shape; the file's dtype is `dtype`).
+void read_tensor(const h5::File& f, const std::string& name, const std::string& label, const std::string& dtype,
+                 torch::Tensor t) {
+  if (!f.exists(name)) throw IoError(fmt::format("{}: tensor '{}' is missing", f.path(), label));
+  auto shape = f.shape(name);
+  std::vector<std::int64_t> dims(shape.begin(), shape.end());
+  if (dims != t.sizes().vec()) {
+    throw IoError(fmt::format("{}: tensor '{}' has shape {} in the file, the model expects {}", f.path(), label,
+                              fmt::join(dims, "x"), fmt::join(t.sizes().vec(), "x")));
+  }
+  torch::NoGradGuard no_grad;
+  if (dtype == "float64") {
+    std::vector<double> v = f.read<double>(name);
+    t.copy_(torch::from_blob(v.data(), t.sizes(), torch::kDouble).to(t.scalar_type()));
+  } else {
+    std::vector<float> v = f.read<float>(name);
+    t.copy_(torch::from_blob(v.data(), t.sizes(), torch::kFloat).to(t.scalar_type()));
+  }
+}
+
+void write_module(h5::File& f, const std::string& group, const torch::nn::Module& m) {
+  for (const auto& [name, t] : model_tensors(m)) write_tensor(f, group + "/" + name, t);
+}
+
+void read_module(const h5::File& f, const std::string& group, const std::string& dtype, torch::nn::Module& m) {
+  for (auto& [name, t] : model_tensors(m)) read_tensor(f, group + "/" + name, group + "/" + name, dtype, t);
+}
+
+std::string format_double(double v) { return fmt::format("{:.17g}", v); }
+
+double parse_double(const h5::File& f, const std::string& key) {
+  const std::string s = f.attr_string("/", key);
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size()) {
+    throw IoError(fmt::format("{}: attribute '{}' is '{}', not a number", f.path(), key, s));
+  }
+  return v;
+}
+
+/// Opens a checkpoint and checks its format and version.
+h5::File open_checkpoint(const std::string& path) {
   auto f = h5::File::open(path);
   if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kCheckpointFormat) {
     throw IoError(fmt::format("{}: not an llmrec checkpoint (attribute 'format' is not '{}')", path, kCheckpointFormat));
@@ -48,29 +92,293 @@ Recommender checkpoint_load_model(const std::string& path) {
     throw IoError(fmt::format("{}: checkpoint version {} is not supported (this llmrec reads {})", path, version,
                               kCheckpointVersion));
   }
+  return f;
+}
+
+ModelConfig stored_model_config(const h5::File& f) {
   ModelConfig mc;
   try {
-    ConfigReader::read(config_parse_string(f.attr_string("/", "model_config"), path + " [model_config]"), mc);
+    ConfigReader::read(config_parse_string(f.attr_string("/", "model_config"), f.path() + " [model_config]"), mc);
   } catch (const ConfigError& e) {
-    throw IoError(fmt::format("{}: the stored model configuration is invalid: {}", path, e.what()));
+    throw IoError(fmt::format("{}: the stored model configuration is invalid: {}", f.path(), e.what()));
+  }
+  return mc;
+}
+
+std::string stored_dtype(const h5::File& f) {
+  const std::string dtype = f.attr_string("/", "dtype");
+  if (dtype != "float32" && dtype != "float64") {
+    throw IoError(fmt::format("{}: attribute 'dtype' is '{}', expected float32 or float64", f.path(), dtype));
+  }
+  return dtype;
+}
+
+/// "a.b.c" -> scalar text of every leaf of a parsed YAML tree.
+void flatten(const ConfigNode& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  switch (n.kind) {
+    case ConfigNode::Kind::Map:
+      for (const auto& [k, v] : n.map) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
+      break;
+    case ConfigNode::Kind::Sequence: {
+      std::vector<std::string> items;
+      for (const auto& v : n.seq) items.push_back(v.kind == ConfigNode::Kind::Scalar ? v.scalar : "...");
+      out[prefix] = fmt::format("[{}]", fmt::join(items, ", "));
+      break;
+    }
+    case ConfigNode::Kind::Scalar:
+      out[prefix] = n.scalar;
+      break;
+    case ConfigNode::Kind::Null:
+      out[prefix] = "null";
+      break;
+  }
+}
+
+std::map<std::string, std::string> flat_model_config(const ModelConfig& mc) {
+  ModelConfig copy = mc;
+  std::map<std::string, std::string> out;
+  flatten(config_parse_string(ConfigWriter::write(copy), "model"), "model", out);
+  return out;
+}
+
+std::int64_t step_of(const fs::path& p) {
+  static const std::regex re("step-([0-9]+)\\.h5");
+  std::smatch m;
+  const std::string name = p.filename().string();
+  if (!std::regex_match(name, m, re)) return -1;
+  return std::stoll(m[1].str());
+}
+
+}  // namespace
+
+std::vector<std::string> model_config_diff(const ModelConfig& stored, const ModelConfig& current) {
+  auto a = flat_model_config(stored);
+  auto b = flat_model_config(current);
+  std::vector<std::string> out;
+  for (const auto& [k, v] : a) {
+    auto it = b.find(k);
+    if (it == b.end()) {
+      out.push_back(fmt::format("{}: checkpoint {}, config (absent)", k, v));
+    } else if (it->second != v) {
+      out.push_back(fmt::format("{}: checkpoint {}, config {}", k, v, it->second));
+    }
+  }
+  for (const auto& [k, v] : b) {
+    if (a.count(k) == 0) out.push_back(fmt::format("{}: checkpoint (absent), config {}", k, v));
+  }
+  return out;
+}
+
+void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
+  LLMREC_CHECK(static_cast<bool>(parts.model), "checkpoint_save: no model");
+  try {
+    auto f = h5::File::create(path);
+    f.set_attr("/", "format", kCheckpointFormat);
+    f.set_attr("/", "version", kCheckpointVersion);
+    ModelConfig mc = parts.model->options().config();
+    f.set_attr("/", "model_config", ConfigWriter::write(mc));
+    f.set_attr("/", "id_items", parts.model->options().id_items());
+    const auto params = parts.model->parameters();
+    f.set_attr("/", "dtype", !params.empty() && is_double(params[0]) ? "float64" : "float32");
+    f.set_attr("/", "config", parts.run_config_yaml);
+    const TrainingState* s = parts.state;
+    f.set_attr("/", "step", s != nullptr ? s->step : parts.model_step);
+    f.set_attr("/", "world_size", static_cast<std::int64_t>(s != nullptr ? s->world_size : parts.model_world_size));
+    f.set_attr("/", "training", std::int64_t{s != nullptr && parts.optimizer != nullptr ? 1 : 0});
+    write_module(f, "model", *parts.model);
+    if (s != nullptr) {
+      f.set_attr("/", "cursor_epoch", s->cursor.epoch);
+      f.set_attr("/", "cursor_step", s->cursor.step);
+      f.set_attr("/", "steps_per_epoch", s->steps_per_epoch);
+      f.set_attr("/", "planned_steps", s->planned_steps);
+      f.set_attr("/", "best_score", format_double(s->best_score));
+      f.set_attr("/", "best_step", s->best_step);
+      f.set_attr("/", "bad_evals", static_cast<std::int64_t>(s->bad_evals));
+      f.set_attr("/", "validation_due", std::int64_t{s->validation_due ? 1 : 0});
+      f.set_attr("/", "ranks_rng", static_cast<std::int64_t>(s->rng.size()));
+      for (std::size_t r = 0; r < s->rng.size(); ++r) {
+        torch::Tensor g = s->rng[r].contiguous();
+        f.write<std::uint8_t>("rng/" + std::to_string(r), g.data_ptr<std::uint8_t>(),
+                              {static_cast<std::uint64_t>(g.numel())});
+      }
+    }
+    if (parts.best) write_module(f, "best", *parts.best);
+    if (parts.optimizer != nullptr) {
+      LLMREC_CHECK(parts.params != nullptr, "checkpoint_save: optimizer without parameter names");
+      auto& state = parts.optimizer->state();
+      for (const auto& [name, p] : *parts.params) {
+        auto it = state.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+        if (it == state.end()) continue;  // not stepped yet
+        auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+        const std::string g = "optimizer/" + name;
+        write_tensor(f, g + "/exp_avg", st.exp_avg());
+        write_tensor(f, g + "/exp_avg_sq", st.exp_avg_sq());
+        f.set_attr(g + "/exp_avg", "step", st.step());
+      }
+    }
+    f.commit();
+  } catch (const IoError& e) {
+    throw IoError(fmt::format("writing checkpoint {} failed: {}", path, e.what()));
+  }
+}
+
+void checkpoint_load(const std::string& path, CheckpointParts& parts) {
+  LLMREC_CHECK(static_cast<bool>(parts.model), "checkpoint_load: no model");
+  auto f = open_checkpoint(path);
+  const ModelConfig stored = stored_model_config(f);
+  const auto diff = model_config_diff(stored, parts.model->options().config());
+  if (!diff.empty()) {
+    throw ConfigError(fmt::format("{}: the checkpoint was trained with a different model; resume with the same "
+                                  "model section or start a new run.dir:\n  {}", path, fmt::join(diff, "\n  ")));
+  }
+  if (f.attr_int("/", "id_items") != parts.model->options().id_items()) {
+    throw ConfigError(fmt::format("{}: the checkpoint has ID vectors for {} items, this dataset for {}: it was "
+                                  "trained on another dataset", path, f.attr_int("/", "id_items"),
+                                  parts.model->options().id_items()));
+  }
+  const std::string dtype = stored_dtype(f);
+  read_module(f, "model", dtype, *parts.model);
+  const bool training = f.has_attr("/", "training") && f.attr_int("/", "training") == 1;
+  if (parts.state != nullptr) {
+    if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: it cannot resume training", path));
+    TrainingState& s = *parts.state;
+    s.step = f.attr_int("/", "step");
+    s.world_size = static_cast<int>(f.attr_int("/", "world_size"));
+    s.cursor.epoch = f.attr_int("/", "cursor_epoch");
+    s.cursor.step = f.attr_int("/", "cursor_step");
+    s.steps_per_epoch = f.attr_int("/", "steps_per_epoch");
+    s.planned_steps = f.attr_int("/", "planned_steps");
+    s.best_score = parse_double(f, "best_score");
+    s.best_step = f.attr_int("/", "best_step");
+    s.bad_evals = static_cast<int>(f.attr_int("/", "bad_evals"));
+    s.validation_due = f.attr_int("/", "validation_due") != 0;
+    if (s.step < 0 || s.world_size < 1 || s.cursor.epoch < 0 || s.cursor.step < 0 || s.steps_per_epoch < 1) {
+      throw IoError(fmt::format("{}: inconsistent training state (step {}, world size {}, cursor {}/{}, {} steps "
+                                "per epoch)", path, s.step, s.world_size, s.cursor.epoch, s.cursor.step,
+                                s.steps_per_epoch));
+    }
+    s.rng.clear();
+    const std::int64_t n_rng = f.attr_int("/", "ranks_rng");
+    for (std::int64_t r = 0; r < n_rng; ++r) {
+      std::vector<std::uint8_t> g = f.read<std::uint8_t>("rng/" + std::to_string(r));
+      s.rng.push_back(torch::from_blob(g.data(), {static_cast<std::int64_t>(g.size())}, torch::kUInt8).clone());
+    }
+  }
+  if (parts.best) {
+    if (f.exists("best")) {
+      read_module(f, "best", dtype, *parts.best);
+    } else {
+      parts.best = nullptr;
+    }
+  }
+  if (parts.optimizer != nullptr) {
+    LLMREC_CHECK(parts.params != nullptr, "checkpoint_load: optimizer without parameter names");
+    if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: no optimizer state", path));
+    auto& state = parts.optimizer->state();
+    state.clear();
+    for (const auto& [name, p] : *parts.params) {
+      const std::string g = "optimizer/" + name;
+      if (!f.exists(g)) continue;  // never stepped when saved
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      torch::Tensor m = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+      torch::Tensor v = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+      read_tensor(f, g + "/exp_avg", "optimizer state of " + name, dtype, m);
+      read_tensor(f, g + "/exp_avg_sq", "optimizer state of " + name, dtype, v);
+      st->exp_avg(m);
+      st->exp_avg_sq(v);
+      st->step(f.attr_int(g + "/exp_avg", "step"));
+      state[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(st);
+    }
+  }
+}
+
+Recommender checkpoint_load_model(const std::string& path) {
+  ModelConfig mc;
+  std::int64_t id_items = 0;
+  std::string dtype;
+  {
+    auto f = open_checkpoint(path);
+    mc = stored_model_config(f);
+    id_items = f.attr_int("/", "id_items");
+    dtype = stored_dtype(f);
   }
   torch::manual_seed(0);
-  Recommender model(RecommenderOptions(mc).id_items(f.attr_int("/", "id_items")));
-  torch::NoGradGuard no_grad;
-  for (auto& [name, t] : model_tensors(*model)) {
-    const std::string key = "model/" + name;
-    if (!f.exists(key)) throw IoError(fmt::format("{}: tensor '{}' is missing", path, name));
-    auto shape = f.shape(key);
-    std::vector<std::int64_t> dims(shape.begin(), shape.end());
-    if (dims != t.sizes().vec()) {
-      throw IoError(fmt::format("{}: tensor '{}' has shape {} in the file, the model expects {}", path, name,
-                                fmt::join(dims, "x"), fmt::join(t.sizes().vec(), "x")));
-    }
-    std::vector<float> values = f.read<float>(key);
-    t.copy_(torch::from_blob(values.data(), t.sizes(), torch::kFloat).to(t.scalar_type()));
-  }
+  Recommender model(RecommenderOptions(mc).id_items(id_items));
+  if (dtype == "float64") model->to(torch::kDouble);
+  CheckpointParts parts;
+  parts.model = model;
+  checkpoint_load(path, parts);
   model->eval();
   return model;
+}
+
+void checkpoint_verify(const std::string& path) {
+  auto f = open_checkpoint(path);
+  stored_model_config(f);
+  const std::string dtype = stored_dtype(f);
+  // Rebuild the shapes from the stored model and read every tensor.
+  torch::manual_seed(0);
+  Recommender model(RecommenderOptions(stored_model_config(f)).id_items(f.attr_int("/", "id_items")));
+  if (dtype == "float64") model->to(torch::kDouble);
+  CheckpointParts parts;
+  parts.model = model;
+  TrainingState state;
+  const bool training = f.has_attr("/", "training") && f.attr_int("/", "training") == 1;
+  if (training) {
+    parts.state = &state;
+    if (f.exists("best")) parts.best = std::dynamic_pointer_cast<RecommenderImpl>(model->clone());
+  }
+  checkpoint_load(path, parts);
+  if (training) {
+    // Optimizer state: read every stored tensor (checksums) without a model.
+    for (const auto& [name, p] : trainable_named_parameters(*model)) {
+      const std::string g = "optimizer/" + name;
+      if (!f.exists(g)) continue;
+      torch::Tensor t = torch::zeros_like(p);
+      read_tensor(f, g + "/exp_avg", "optimizer state of " + name, dtype, t);
+      read_tensor(f, g + "/exp_avg_sq", "optimizer state of " + name, dtype, t);
+    }
+  }
+}
+
+std::string checkpoint_dir(const std::string& run_dir) { return (fs::path(run_dir) / "checkpoints").string(); }
+
+std::string checkpoint_path(const std::string& dir, std::int64_t step) {
+  return (fs::path(dir) / fmt::format("step-{:08d}.h5", step)).string();
+}
+
+std::vector<std::string> checkpoint_list(const std::string& dir) {
+  std::vector<std::pair<std::int64_t, std::string>> found;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::int64_t s = step_of(e.path());
+    if (s >= 0 && e.is_regular_file(ec)) found.emplace_back(s, e.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& [s, p] : found) out.push_back(p);
+  return out;
+}
+
+std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped) {
+  for (const auto& path : checkpoint_list(dir)) {
+    try {
+      checkpoint_verify(path);
+      return path;
+    } catch (const Error& e) {
+      if (skipped != nullptr) skipped->push_back(fmt::format("{}: {}", path, e.what()));
+    }
+  }
+  return "";
+}
+
+void checkpoint_prune(const std::string& dir, int keep) {
+  auto all = checkpoint_list(dir);
+  for (std::size_t i = static_cast<std::size_t>(std::max(keep, 1)); i < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove(all[i], ec);
+  }
 }
 
 }  // namespace llmrec

@@ -1,33 +1,102 @@
 #pragma once
-/// Model checkpoints (HDF5, format `llmrec-checkpoint`, version 1): the
-/// weights of a trained recommender by module path, with the `model:`
-/// configuration that builds it, so `llmrec eval --checkpoint` can score it.
+/// Checkpoints (HDF5, format `llmrec-checkpoint`, version 2): the weights of
+/// a recommender by module path with the `model:` configuration that builds
+/// it and, in a training checkpoint, everything an exact resume needs.
 ///
-/// Layout: root attributes `format`, `version`, `model_config` (YAML of the
-/// model section), `id_items`, `step`, `world_size`, `config` (the run's
-/// resolved YAML); one dataset per parameter and buffer under `model/`
-/// (`model/bert.encoder.layer.0.attention.self.query.weight`, ...) as
-/// float32, checksummed (Fletcher32). Written atomically.
+/// Layout (docs/training.md, "Checkpoints"): root attributes `format`,
+/// `version`, `model_config` (YAML of the model section), `id_items`,
+/// `dtype` (float32|float64), `step`, `world_size`, `config` (the run's
+/// resolved YAML), `training` (1 = the groups below are present);
+/// `model/<module path>` for every parameter and buffer in the model's dtype;
+/// a training checkpoint adds `optimizer/<parameter>/{exp_avg,exp_avg_sq}`
+/// with attribute `step`, `rng/<rank>` (each rank's CPU generator state),
+/// `best/<module path>` (the best model so far, when validated) and the
+/// attributes `cursor_epoch`, `cursor_step`, `steps_per_epoch`,
+/// `planned_steps`, `best_score`, `best_step`, `bad_evals`, `validation_due`. Every dataset is
+/// checksummed (Fletcher32); files are written to a temporary name, fsynced
+/// and renamed, so a crash never leaves a half file under a checkpoint name.
 ///
-/// Version 1 holds weights only: optimizer state, RNG states and the data
-/// cursor (exact resume) are not stored yet.
+///   checkpoint_save(path, {model, &optimizer, &params, best, state, yaml});
+///   auto dir = checkpoint_dir(run_dir);
+///   std::string latest = checkpoint_latest_valid(dir, &skipped);  // "" = none
+///   checkpoint_load(latest, {model, &optimizer, &params, best, &state});
 
+#include <torch/optim/adamw.h>
+
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "data/sampler.h"
 #include "models/recommender.h"
 
 namespace llmrec {
 
 constexpr const char* kCheckpointFormat = "llmrec-checkpoint";
-constexpr std::int64_t kCheckpointVersion = 1;
+constexpr std::int64_t kCheckpointVersion = 2;
 
-/// Writes `model` to `path` (call on one rank).
-void checkpoint_save_model(const std::string& path, Recommender& model, std::int64_t step, int world_size,
-                           const std::string& run_config_yaml);
+/// Where training stands, besides the weights and the optimizer state.
+struct TrainingState {
+  std::int64_t step = 0;             ///< optimizer steps done
+  Cursor cursor;                     ///< the next batch (same on every rank)
+  std::int64_t steps_per_epoch = 0;  ///< batches per rank and epoch when saved
+  std::int64_t planned_steps = 0;
+  double best_score = -1;
+  std::int64_t best_step = -1;
+  int bad_evals = 0;
+  bool validation_due = false;  ///< a validation was due at `step` but the run stopped first
+  int world_size = 1;
+  std::vector<at::Tensor> rng;  ///< uint8 CPU generator state of each rank
+};
 
-/// Builds the recommender the checkpoint describes and loads its weights;
-/// IoError naming the file and tensor for anything missing, of the wrong
-/// shape, or corrupted (checksum).
+/// What a checkpoint holds; null members are absent (a model file has only
+/// `model`).
+struct CheckpointParts {
+  Recommender model{nullptr};
+  torch::optim::AdamW* optimizer = nullptr;
+  /// The optimizer's parameters by name (the state's keys in the file).
+  const std::vector<std::pair<std::string, torch::Tensor>>* params = nullptr;
+  Recommender best{nullptr};
+  TrainingState* state = nullptr;
+  std::string run_config_yaml;
+  /// The `step` attribute of a model file (without `state`).
+  std::int64_t model_step = 0;
+  int model_world_size = 1;
+};
+
+/// Writes `parts` to `path` (call on one rank). IoError naming the path
+/// on failure (e.g. a full disk); the previous file of that name is kept.
+void checkpoint_save(const std::string& path, const CheckpointParts& parts);
+
+/// Loads a checkpoint into existing objects: the model (and best, state,
+/// optimizer when given and present in the file; `best` is reset to null
+/// when the file has none). Checks that the stored model configuration
+/// equals `parts.model`'s (ConfigError listing every differing key) and
+/// every tensor's shape; IoError naming the file and tensor otherwise.
+void checkpoint_load(const std::string& path, CheckpointParts& parts);
+
+/// Builds the recommender a checkpoint describes and loads its weights.
 Recommender checkpoint_load_model(const std::string& path);
+
+/// Reads every dataset of a checkpoint (verifying checksums and the
+/// format); IoError describing the first problem.
+void checkpoint_verify(const std::string& path);
+
+/// `<run_dir>/checkpoints`.
+std::string checkpoint_dir(const std::string& run_dir);
+/// `<dir>/step-<step, 8 digits>.h5`.
+std::string checkpoint_path(const std::string& dir, std::int64_t step);
+/// The checkpoints in `dir` (step-*.h5), newest (highest step) first.
+std::vector<std::string> checkpoint_list(const std::string& dir);
+/// The newest checkpoint of `dir` that passes checkpoint_verify, "" if none;
+/// each damaged one is appended to `skipped` as "path: reason".
+std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped);
+/// Deletes all but the newest `keep` checkpoints of `dir` (keep >= 1).
+void checkpoint_prune(const std::string& dir, int keep);
+
+/// Every key where two model configurations differ, as
+/// "model.dim: checkpoint 64, config 128" (empty = same model).
+std::vector<std::string> model_config_diff(const ModelConfig& stored, const ModelConfig& current);
 
 }  // namespace llmrec

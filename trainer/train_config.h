@@ -29,6 +29,8 @@ struct TrainConfig {
   int eval_every = 0;
   int patience = 0;
   bool progress = true;
+  int checkpoint_every = 0;
+  int keep_checkpoints = 3;
 
   template <class V>
   void visit(V& v) {
@@ -64,6 +66,10 @@ struct TrainConfig {
             "Early stopping: stop after this many validations without a better NDCG@10; 0 = off",
             config_range(0, 1 << 20));
     v.field("progress", progress, "Rank 0 shows a progress bar with ETA on a terminal");
+    v.field("checkpoint_every", checkpoint_every,
+            "Steps between training checkpoints in <run.dir>/checkpoints (also written after the last step and "
+            "on SIGINT/SIGTERM); 0 = only those", config_range(0, 1 << 30));
+    v.field("keep_checkpoints", keep_checkpoints, "Training checkpoints kept (the newest)", config_range(1, 1 << 20));
   }
 };
 

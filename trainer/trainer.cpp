@@ -8,10 +8,14 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "distributed/broadcast_string.h"
 #include "distributed/gradient_reducer.h"
 #include "trainer/optimizer.h"
 #include "trainer/train_step.h"
@@ -84,6 +88,44 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
 
 Trainer::~Trainer() = default;
 
+std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW& optimizer,
+                                      const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  at::Tensor rng;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rng = gen.get_state();
+  }
+  at::Tensor all = comm_.all_gather(rng);
+  state.rng.clear();
+  for (int r = 0; r < comm_.size(); ++r) state.rng.push_back(all[r].clone());
+  const std::string dir = checkpoint_dir(setup_.run_dir);
+  const std::string path = checkpoint_path(dir, state.step);
+  std::string error;
+  if (comm_.rank() == 0) {
+    try {
+      std::filesystem::create_directories(dir);
+      CheckpointParts parts;
+      parts.model = model_;
+      parts.optimizer = &optimizer;
+      parts.params = &params;
+      parts.best = best_;
+      parts.state = &state;
+      parts.run_config_yaml = setup_.run_config_yaml;
+      checkpoint_save(path, parts);
+      checkpoint_prune(dir, setup_.train.keep_checkpoints);
+    } catch (const std::exception& e) {
+      error = e.what();
+      if (error.empty()) error = "unknown error";
+    }
+  }
+  // Every rank learns whether rank 0 succeeded, so none waits or goes on alone.
+  error = broadcast_string(comm_, error);
+  if (!error.empty()) throw IoError(error);
+  spdlog::info("checkpoint after step {}: {}", state.step, path);
+  return path;
+}
+
 TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   const TrainConfig& tc = setup_.train;
   const bool rank0 = comm_.rank() == 0;
@@ -111,22 +153,102 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   ctx.cold = &sampler_->items().cold;
   ctx.num_items = static_cast<std::int64_t>(sampler_->items().ids.size());
 
+  TrainResult result;
+  result.planned_steps = planned_steps_;
+  int bad_evals = 0;
+  std::int64_t start_step = 0;
+  Cursor start_cursor{0, 0};
+  bool validation_due = false;
+  if (!setup_.resume.empty()) {
+    TrainingState saved;
+    CheckpointParts parts;
+    parts.model = model_;
+    parts.optimizer = optimizer.get();
+    parts.params = &params;
+    parts.best = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
+    parts.state = &saved;
+    checkpoint_load(setup_.resume, parts);
+    best_ = parts.best;
+    if (best_) best_->eval();
+    start_step = saved.step;
+    result.best_score = saved.best_score;
+    result.best_step = saved.best_step;
+    bad_evals = saved.bad_evals;
+    validation_due = saved.validation_due;
+    if (!saved.rng.empty()) {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(saved.rng[static_cast<std::size_t>(comm_.rank()) % saved.rng.size()]);
+    }
+    const std::int64_t spe = sampler_->steps_per_epoch();
+    if (saved.world_size == comm_.size() && saved.steps_per_epoch == spe) {
+      start_cursor = saved.cursor;
+    } else {
+      start_cursor = {saved.cursor.epoch, std::min(spe - 1, saved.cursor.step * spe / saved.steps_per_epoch)};
+      spdlog::warn("resuming a checkpoint of world size {} ({} batches per rank and epoch) on world size {} ({}): "
+                   "model, optimizer and schedule continue exactly; the data continue at batch {} of epoch {} "
+                   "(the same share of the epoch), so the rest of that epoch is not the same examples", 
+                   saved.world_size, saved.steps_per_epoch, comm_.size(), spe, start_cursor.step, start_cursor.epoch);
+    }
+    if (saved.planned_steps != planned_steps_) {
+      spdlog::warn("the checkpoint planned {} steps, this run plans {}: the learning-rate schedule follows this run's",
+                   saved.planned_steps, planned_steps_);
+    }
+    result.resumed_step = start_step;
+    spdlog::info("resumed from {} after step {} (epoch {}, batch {})", setup_.resume, start_step, start_cursor.epoch,
+                 start_cursor.step);
+  }
+
   std::ofstream metrics;
   if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
   const bool bar = rank0 && tc.progress && isatty(STDERR_FILENO);
   StopSignal stop_signal;
-  BatchLoader loader(sampler_, {0, 0});
-  TrainResult result;
-  result.planned_steps = planned_steps_;
-  int bad_evals = 0;
+  BatchLoader loader(sampler_, start_cursor);
   const auto t_start = Clock::now();
   auto t_window = t_start;
   double window_loss = 0, window_wait = 0, window_step_s = 0;
   std::int64_t window_examples = 0, total_examples = 0, window_steps = 0;
   const std::int64_t steps_per_epoch = sampler_->steps_per_epoch() / tc.micro_batches;
+  result.steps = start_step;
+
+  TrainingState state;
+  state.world_size = comm_.size();
+  state.steps_per_epoch = sampler_->steps_per_epoch();
+  state.planned_steps = planned_steps_;
+  auto checkpoint = [&](std::int64_t steps_done, bool due) {
+    state.step = steps_done;
+    state.cursor = loader.cursor();
+    state.best_score = result.best_score;
+    state.best_step = result.best_step;
+    state.bad_evals = bad_evals;
+    state.validation_due = due;
+    result.last_checkpoint = write_checkpoint(state, *optimizer, params);
+  };
+
+  // A run stopped by a signal right at a validation step validates first.
+  auto run_validation = [&](std::int64_t steps_done) {
+    model_->eval();
+    double score = validate(model_);
+    model_->train();
+    if (rank0) metrics << nlohmann::json{{"step", steps_done}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
+    spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score,
+                 score > result.best_score ? " (best)" : "");
+    if (score > result.best_score) {
+      result.best_score = score;
+      result.best_step = steps_done;
+      best_ = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
+      best_->eval();
+      bad_evals = 0;
+    } else if (tc.patience > 0 && ++bad_evals >= tc.patience) {
+      result.early_stopped = true;
+      spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}", bad_evals,
+                   result.best_score, result.best_step);
+    }
+  };
+  if (validation_due && validate) run_validation(start_step);
 
   model_->train();
-  for (std::int64_t step = 0; step < planned_steps_; ++step) {
+  for (std::int64_t step = start_step; step < planned_steps_ && !result.early_stopped; ++step) {
     const auto t_step = Clock::now();
     double loss_sum = 0;
     std::int64_t examples = 0;
@@ -167,7 +289,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
       const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
       const double eps = static_cast<double>(window_examples) / std::max(secs, 1e-9);
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(planned_steps_ - step - 1);
+      const double eta = elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(planned_steps_ - step - 1);
       nlohmann::json line = {{"step", step + 1},
                              {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch)},
                              {"loss", window_loss / static_cast<double>(window_steps)},
@@ -190,7 +312,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     }
     if (bar) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(planned_steps_ - step - 1);
+      const double eta = elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(planned_steps_ - step - 1);
       const int width = 30;
       const int filled = static_cast<int>(width * (step + 1) / planned_steps_);
       std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f %.0f ex/s ETA %s   ", std::string(static_cast<std::size_t>(filled), '#').c_str(),
@@ -200,35 +322,29 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
       if (last) std::fprintf(stderr, "\n");
     }
 
-    if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here
+    const bool signalled = agg[2].item<double>() != 0;
+    const bool stop_after = setup_.stop_after > 0 && step + 1 - start_step >= setup_.stop_after && !last;
+    const bool epoch_end = (step + 1) % steps_per_epoch == 0;
+    const bool eval_now = validate && (tc.eval_every > 0 ? ((step + 1) % tc.eval_every == 0 || last) : (epoch_end || last));
+    if (signalled) {  // some rank got a signal: all stop here, saving first
       if (bar) std::fprintf(stderr, "\n");
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
       spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
                    step + 1, planned_steps_);
+      checkpoint(step + 1, eval_now);
       break;
     }
-
-    const bool epoch_end = (step + 1) % steps_per_epoch == 0;
-    const bool eval_now = validate && (tc.eval_every > 0 ? ((step + 1) % tc.eval_every == 0 || last) : (epoch_end || last));
     if (eval_now) {
       if (bar) std::fprintf(stderr, "\n");
-      model_->eval();
-      double score = validate(model_);
-      model_->train();
-      if (rank0) metrics << nlohmann::json{{"step", step + 1}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
-      spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", step + 1, score,
-                   score > result.best_score ? " (best)" : "");
-      if (score > result.best_score) {
-        result.best_score = score;
-        result.best_step = step + 1;
-        best_ = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
-        bad_evals = 0;
-      } else if (tc.patience > 0 && ++bad_evals >= tc.patience) {
-        result.early_stopped = true;
-        spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}", bad_evals,
-                     result.best_score, result.best_step);
-        break;
-      }
+      run_validation(step + 1);
+    }
+    const bool periodic = tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0;
+    if (periodic || last || stop_after || result.early_stopped) checkpoint(step + 1, false);
+    if (stop_after) {
+      result.stopped_after = true;
+      spdlog::info("stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
+                   step + 1 - start_step, step + 1, planned_steps_);
+      break;
     }
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();

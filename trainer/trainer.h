@@ -9,6 +9,12 @@
 /// to <run.dir>/metrics.jsonl (rank 0), a progress bar with ETA to rank 0's
 /// terminal. Validation (collective) runs every eval_every steps or at the
 /// end of each epoch; early stopping keeps the best model by NDCG@10.
+/// Training checkpoints (trainer/checkpoint.h) go to
+/// <run.dir>/checkpoints every train.checkpoint_every steps, after the last
+/// step, and when a signal or stop_after ends the run; the newest
+/// train.keep_checkpoints are kept. Writing one is collective (every rank's
+/// RNG state is gathered; rank 0 writes) and a failed write (full disk) is
+/// an IoError on every rank, naming the path.
 
 #include <functional>
 #include <memory>
@@ -18,6 +24,7 @@
 #include "distributed/communicator.h"
 #include "models/model_config.h"
 #include "models/recommender.h"
+#include "trainer/checkpoint.h"
 #include "trainer/train_config.h"
 
 namespace llmrec {
@@ -27,6 +34,15 @@ struct TrainerSetup {
   ModelConfig model;
   std::string dataset;
   std::string run_dir;
+  /// Training checkpoint to resume from ("" = start fresh). Exact on the
+  /// same world size; on another one the data position of the epoch is
+  /// carried over proportionally (logged).
+  std::string resume;
+  /// The run's resolved YAML, stored in every checkpoint.
+  std::string run_config_yaml;
+  /// Stop (with a checkpoint) after this many optimizer steps of this run;
+  /// 0 = run to the end. For time-sliced jobs and resume tests.
+  std::int64_t stop_after = 0;
 };
 
 struct TrainResult {
@@ -38,6 +54,9 @@ struct TrainResult {
   std::int64_t best_step = -1;
   double examples_per_s = 0;       ///< global, over the whole run
   double last_loss = 0;
+  std::int64_t resumed_step = -1;  ///< step the run resumed from, -1 = fresh start
+  bool stopped_after = false;      ///< ended by TrainerSetup::stop_after
+  std::string last_checkpoint;     ///< newest checkpoint written ("" = none)
 };
 
 class Trainer {
@@ -53,6 +72,8 @@ class Trainer {
 
   /// The trained model (the best by validation, when validated).
   Recommender& model() { return best_ ? best_ : model_; }
+  /// The model after the last step (whatever validation said).
+  Recommender& last_model() { return model_; }
   const BatchSampler& sampler() const { return *sampler_; }
   std::int64_t planned_steps() const { return planned_steps_; }
 
@@ -64,6 +85,10 @@ class Trainer {
   Recommender best_{nullptr};
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
+
+  /// Collective: writes the checkpoint of `state` (after `state.step` steps).
+  std::string write_checkpoint(TrainingState& state, torch::optim::AdamW& optimizer,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& params);
 };
 
 /// Installs SIGINT/SIGTERM handlers that only record the signal (restored

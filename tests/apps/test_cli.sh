@@ -245,6 +245,32 @@ rc=$?
 [[ $rc -eq 143 ]] && expect "SIGTERM, one process: exit 143" term1.txt 'stopped by Terminated after step' \
   || fail "SIGTERM, one process: exit code $rc, expected 143" term1.txt
 
+# The checkpoint SIGTERM wrote lets the run continue (--resume auto); a
+# plain second start into that run.dir is refused instead of mixing runs.
+s1=$(grep -o 'stop requested (Terminated): every rank stopped after step [0-9]*' term1.txt | grep -o '[0-9]*$')
+ls term1_run/checkpoints/step-*.h5 >/dev/null 2>&1 && ok "SIGTERM wrote a checkpoint (step $s1)" \
+  || fail "SIGTERM: no checkpoint in term1_run/checkpoints" term1.txt
+"$bin" train -c tiny.yaml --set run.dir=term1_run --set train.max_steps=100000 >again.txt 2>&1 \
+  && fail "a second start in a run.dir with checkpoints must be refused" again.txt \
+  || expect "train refuses to start over a run's checkpoints" again.txt 'already holds 1 checkpoint.*--resume auto'
+if [[ -n "$s1" ]]; then
+  "$bin" train -c tiny.yaml --set run.dir=term1_run --set train.max_steps=$((s1 + 3)) --set train.eval_every=0 \
+    --resume auto >resume1.txt 2>&1 \
+    && expect "--resume auto continues after the SIGTERM checkpoint" resume1.txt \
+      "resumed from term1_run/checkpoints/step-0*${s1}.h5 after step ${s1}" "trained $((s1 + 3)) of $((s1 + 3)) steps" \
+    || fail "--resume auto after SIGTERM" resume1.txt
+fi
+# Time-sliced training on 2 ranks (--stop-after, then --resume auto) ends
+# with exactly the model of the uninterrupted run: the same test NDCG@10.
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=slice_run --stop-after 7 \
+  >slice1.txt 2>&1 && LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=slice_run \
+  --resume auto >slice2.txt 2>&1
+got=$(awk '$1 == "model" {print $2}' slice2.txt)
+want=$(awk '$1 == "model" {print $2}' train.txt)
+[[ -n "$want" && "$want" == "$got" ]] && grep -q 'resumed from slice_run/checkpoints/step-00000007.h5' slice2.txt \
+  && ok "stop after 7 steps + resume on 2 ranks = the uninterrupted run (test NDCG@10 $got)" \
+  || fail "sliced training: NDCG@10 '$got', uninterrupted '$want'" slice2.txt
+
 # bench tokenize prints one JSON line with the figures.
 "$bin" bench tokenize --workload demo --repeats 2 >bench.txt 2>&1 \
   && expect "bench tokenize" bench.txt '^\{"bench":"tokenize".*"texts":2000.*"tokens_per_s":[0-9]' \

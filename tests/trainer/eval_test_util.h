@@ -16,6 +16,7 @@
 #include "data/dataset.h"
 #include "data/prepare.h"
 #include "data/synth.h"
+#include "distributed/broadcast_string.h"
 #include "distributed/communicator.h"
 #include "trainer/scorer.h"
 
@@ -45,15 +46,7 @@ class LocalCommunicator : public Communicator {
   [[noreturn]] void abort(int code) override { std::_Exit(code); }
 };
 
-/// Broadcasts a string from rank 0.
-inline std::string broadcast_string(Communicator& comm, const std::string& s) {
-  at::Tensor len = at::tensor({static_cast<std::int64_t>(s.size())}, at::kLong);
-  comm.broadcast(len);
-  at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
-  if (comm.rank() == 0 && !s.empty()) std::memcpy(bytes.data_ptr(), s.data(), s.size());
-  comm.broadcast(bytes);
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
-}
+using ::llmrec::broadcast_string;
 
 /// The resolved-YAML shape `prepare` stores (a `data:` section).
 struct DataOnlyConfig {
