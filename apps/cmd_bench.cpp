@@ -1,5 +1,5 @@
 // `llmrec bench`: benchmarks that print one JSON line per result
-// (BENCHMARKS.md). Today: tokenize.
+// (BENCHMARKS.md): tokenize here; train, allreduce, encode in bench_train.cpp.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "apps/bench.h"
 #include "apps/commands.h"
 #include "common/version.h"
 #include "data/csv.h"
@@ -97,6 +98,7 @@ void command_bench_add(CLI::App& app) {
   tok->add_option("--vocab", *vocab, "vocab.txt; default: a vocabulary built from the texts")->check(CLI::ExistingFile);
   tok->add_option("--repeats", *repeats, "Timed passes; the median is reported")->check(CLI::Range(1, 1000))->capture_default_str();
   tok->callback([=] { bench_tokenize(*workload, *vocab, *repeats); });
+  bench_distributed_add(*cmd);
 }
 
 }  // namespace llmrec

@@ -236,19 +236,23 @@ void BertSelfAttentionImpl::reset() {
 }
 
 torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+  return attend(x, x, additive_mask);
+}
+
+torch::Tensor BertSelfAttentionImpl::attend(const torch::Tensor& xq, const torch::Tensor& x,
+                                            const torch::Tensor& additive_mask) {
   const std::int64_t n = x.size(0);
-  const std::int64_t length = x.size(1);
   const std::int64_t heads = config.num_attention_heads;
   const std::int64_t head_size = config.head_size();
   // [N, L, H] -> [N, A, L, H/A]: head a owns features a*H/A .. (a+1)*H/A - 1.
-  auto split = [&](const torch::Tensor& t) { return t.view({n, length, heads, head_size}).permute({0, 2, 1, 3}); };
-  torch::Tensor q = split(query(x));
+  auto split = [&](const torch::Tensor& t) { return t.view({n, t.size(1), heads, head_size}).permute({0, 2, 1, 3}); };
+  torch::Tensor q = split(query(xq));
   torch::Tensor k = split(key(x));
   torch::Tensor v = split(value(x));
   torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
   scores = scores + additive_mask;
   torch::Tensor probs = dropout(torch::softmax(scores, -1));
-  return torch::matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, length, config.hidden_size});
+  return torch::matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, xq.size(1), config.hidden_size});
 }
 
 BertResidualImpl::BertResidualImpl(const BertConfig& config_, std::int64_t in_features_)
@@ -303,6 +307,12 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
   return output(intermediate(a), a);
 }
 
+torch::Tensor BertLayerImpl::forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask) {
+  const torch::Tensor first = x.narrow(1, 0, 1);
+  torch::Tensor a = attention->output(attention->self->attend(first, x, additive_mask), first);
+  return output(intermediate(a), a).select(1, 0);
+}
+
 BertEncoderImpl::BertEncoderImpl(const BertConfig& config_) : config(config_) { reset(); }
 
 void BertEncoderImpl::reset() {
@@ -336,8 +346,9 @@ void BertModelImpl::reset() {
   if (add_pooler_) pooler = register_module("pooler", BertPooler(config_));
 }
 
-BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                  const torch::Tensor& token_type_ids) {
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> BertModelImpl::inputs(const torch::Tensor& input_ids,
+                                                                              const torch::Tensor& attention_mask,
+                                                                              const torch::Tensor& token_type_ids) const {
   if (!input_ids.defined() || input_ids.dim() != 2) {
     throw Error(fmt::format("BertModel: input_ids must be [N, L], got {}",
                             input_ids.defined() ? shape_text(input_ids) : "an undefined tensor"));
@@ -363,12 +374,51 @@ BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::T
   } else if (mask.is_complex()) {
     throw Error("BertModel: attention_mask must be integer, bool or floating point");
   }
+  return {ids, types, mask.to(device)};
+}
+
+BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                  const torch::Tensor& token_type_ids) {
+  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
   torch::Tensor x = embeddings(ids, types);
-  x = encoder(x, bert_additive_mask(mask.to(device), x.scalar_type()));
+  x = encoder(x, bert_additive_mask(mask, x.scalar_type()));
   BertOutput out;
   out.last_hidden_state = x;
   if (add_pooler_) out.pooler_output = pooler(x);
   return out;
+}
+
+torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                         const torch::Tensor& token_type_ids) {
+  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
+  const std::int64_t n = ids.size(0), full = ids.size(1);
+  auto& layers = *encoder->layer;
+  auto run = [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
+    torch::Tensor x = embeddings(g_ids, g_types);
+    const torch::Tensor additive = bert_additive_mask(g_mask, x.scalar_type());
+    const std::size_t last = layers.size() - 1;
+    for (std::size_t i = 0; i < last; ++i) x = layers.at<BertLayerImpl>(i).forward(x, additive);
+    return layers.at<BertLayerImpl>(last).forward_first(x, additive);
+  };
+  if (n == 0 || full == 0) return run(ids, types, mask);
+  // Length of each row: one past its last real token, rounded up to 4.
+  const torch::Tensor positions = torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  torch::Tensor used = (mask.ne(0).to(torch::kLong) * positions).amax(1).clamp_min(1);
+  used = ((used + 3) / 4 * 4).clamp_max(full).cpu();
+  const torch::Tensor sorted = std::get<0>(torch::_unique(used, /*sorted=*/true));
+  if (sorted.numel() == 1 && sorted.item<std::int64_t>() == full) return run(ids, types, mask);
+  std::vector<torch::Tensor> parts, rows;
+  for (std::int64_t i = 0; i < sorted.numel(); ++i) {
+    const std::int64_t len = sorted[i].item<std::int64_t>();
+    torch::Tensor r = used.eq(len).nonzero().squeeze(1).to(ids.device());
+    rows.push_back(r);
+    parts.push_back(run(ids.index_select(0, r).narrow(1, 0, len), types.index_select(0, r).narrow(1, 0, len),
+                        mask.index_select(0, r).narrow(1, 0, len)));
+  }
+  // Back to the input order (differentiable: a permutation of the rows).
+  const torch::Tensor order = torch::cat(rows);
+  const torch::Tensor inverse = torch::empty_like(order).index_put_({order}, torch::arange(n, order.options()));
+  return torch::cat(parts).index_select(0, inverse);
 }
 
 torch::Tensor bert_additive_mask(const torch::Tensor& attention_mask, c10::ScalarType dtype) {

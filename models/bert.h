@@ -23,8 +23,10 @@
 ///   BertModel bert(BertConfig::from_json_file("tiny-bert/config.json"));
 ///   bert->eval();
 ///   BertOutput out = bert(input_ids, attention_mask);   // [N, L, H], [N, H]
+///   torch::Tensor cls = bert->first_token(input_ids, attention_mask);  // [N, H], cheaper
 
 #include <torch/nn/cloneable.h>
+#include <tuple>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
@@ -108,6 +110,9 @@ class BertSelfAttentionImpl : public torch::nn::Cloneable<BertSelfAttentionImpl>
   void reset() override;
   /// x [N, L, H], additive mask [N, 1, 1, L] -> context [N, L, H].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask);
+  /// Queries from `xq` [N, Q, H], keys and values from `x` [N, L, H] ->
+  /// context [N, Q, H] (forward(x, m) is attend(x, x, m)).
+  torch::Tensor attend(const torch::Tensor& xq, const torch::Tensor& x, const torch::Tensor& additive_mask);
 
   BertConfig config;
   LoraLinear query{nullptr};
@@ -165,6 +170,9 @@ class BertLayerImpl : public torch::nn::Cloneable<BertLayerImpl> {
   explicit BertLayerImpl(const BertConfig& config);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask);
+  /// The output at the first position only, [N, H]: keys and values of
+  /// every token, everything else for token 0 alone.
+  torch::Tensor forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask);
 
   BertConfig config;
   BertAttention attention{nullptr};
@@ -214,6 +222,16 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   BertOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                      const torch::Tensor& token_type_ids = {});
 
+  /// forward(...).last_hidden_state[:, 0] (h_[CLS]), equal up to float
+  /// rounding, for a fraction of the work: sequences are grouped by their
+  /// length (last real token, rounded up to a multiple of 4) and each group
+  /// is cut to it, so padding beyond it is never computed (real tokens
+  /// never attend to padding, so this changes nothing); and the last layer
+  /// computes keys and values for every token but the query, attention
+  /// output and feed-forward for token 0 alone. Same checks as forward().
+  torch::Tensor first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                            const torch::Tensor& token_type_ids = {});
+
   const BertConfig& config() const { return config_; }
   bool has_pooler() const { return add_pooler_; }
 
@@ -222,6 +240,11 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   BertPooler pooler{nullptr};  ///< empty without a pooler
 
  private:
+  /// Validated inputs on the parameters' device: ids, types, mask.
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> inputs(const torch::Tensor& input_ids,
+                                                                 const torch::Tensor& attention_mask,
+                                                                 const torch::Tensor& token_type_ids) const;
+
   BertConfig config_;
   bool add_pooler_;
 };

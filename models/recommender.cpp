@@ -134,13 +134,13 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
                                             const torch::Tensor& item_ids) {
   LLMREC_CHECK(tokens.defined() && tokens.dim() == 2, "encode_items: tokens must be [U, L], got {}",
                shape_of(tokens));
-  const BertOutput out = bert(tokens, mask);
   torch::Tensor pooled;
   if (options_.config().pooling == "mean") {
+    const BertOutput out = bert(tokens, mask);
     torch::Tensor m = mask.to(out.last_hidden_state.dtype()).unsqueeze(-1);
     pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1.0);
   } else {
-    pooled = out.last_hidden_state.select(1, 0);  // h_[CLS]
+    pooled = bert->first_token(tokens, mask);  // h_[CLS], computing only what it needs
   }
   torch::Tensor vecs = item_proj(pooled);
   if (!item_id_embedding || !item_ids.defined()) return vecs;

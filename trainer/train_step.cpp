@@ -1,5 +1,7 @@
 #include "trainer/train_step.h"
 
+#include <chrono>
+
 #include <torch/torch.h>
 
 #include "common/error.h"
@@ -20,6 +22,11 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   const std::int64_t b = batch.size();
   const std::int64_t d = mc.dim;
   const int world = ctx.comm != nullptr ? ctx.comm->size() : 1;
+  const auto t_start = std::chrono::steady_clock::now();
+  auto seconds = [](std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  auto t_forward = t_start;
 
   // Examples of this micro-step on every rank (the loss normaliser).
   std::int64_t n_global = b;
@@ -90,8 +97,10 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
       torch::Tensor weighted = (lr.nll * weights).sum();
       result.loss_sum = weighted.item<double>();
       loss = weighted * scale;
+      t_forward = std::chrono::steady_clock::now();
       grad_keys = torch::autograd::grad({loss}, {all_keys}, {}, /*retain_graph=*/true)[0];
     } else {
+      t_forward = std::chrono::steady_clock::now();
       grad_keys = torch::zeros_like(all_keys);
     }
     ctx.comm->all_reduce(grad_keys);  // every rank's users' gradient on every key
@@ -105,6 +114,8 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
       grads.push_back(grad_keys.narrow(0, own_offset, keys_local.size(0)));
     }
     if (!roots.empty()) torch::autograd::backward(roots, grads);
+    result.forward_s = seconds(t_start, t_forward);
+    result.backward_s = seconds(t_forward, std::chrono::steady_clock::now());
     return result;
   }
 
@@ -112,8 +123,13 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
     LossResult lr = recommender_loss(user_vecs, keys_local, ids_local, target_ids, weights, loss_opts, logq_local);
     torch::Tensor weighted = (lr.nll * weights).sum();
     result.loss_sum = weighted.item<double>();
+    t_forward = std::chrono::steady_clock::now();
     (weighted * scale).backward();
+  } else {
+    t_forward = std::chrono::steady_clock::now();
   }
+  result.forward_s = seconds(t_start, t_forward);
+  result.backward_s = seconds(t_forward, std::chrono::steady_clock::now());
   return result;
 }
 

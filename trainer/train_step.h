@@ -47,6 +47,8 @@ struct MicroStepResult {
   double loss_sum = 0;       ///< sum of w_i nll_i over this rank's examples
   std::int64_t examples = 0; ///< this rank's examples
   std::int64_t global_examples = 0;
+  double forward_s = 0;   ///< up to the loss (with global negatives: their all-gathers too)
+  double backward_s = 0;  ///< the rest: backward, with the reducer's overlapped launches
 };
 
 /// Forward and backward of one micro-batch. With `sync` false the backward

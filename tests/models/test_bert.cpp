@@ -152,6 +152,42 @@ TEST(Bert, PaddingNeverReachesRealTokens) {
   EXPECT_TRUE(torch::isfinite(empty.last_hidden_state).all().item<bool>());
 }
 
+TEST(Bert, FirstTokenEqualsTheFullForwardWithItsGradients) {
+  // Rows of many lengths (grouped and cut by first_token), right-padded
+  // with arbitrary ids, and one row with a hole in its mask; 1 to 3 layers.
+  for (std::int64_t layers : {1, 2, 3}) {
+    BertConfig config = small_config();
+    config.num_hidden_layers = layers;
+    BertModel model = noisy_model(config);
+    torch::manual_seed(3);
+    const std::int64_t n = 9, L = 12;
+    torch::Tensor ids = torch::randint(1, 50, {n, L}, torch::kLong);
+    torch::Tensor lengths = torch::tensor({1, 2, 3, 5, 7, 8, 11, 12, 6}, torch::kLong);
+    torch::Tensor mask = (torch::arange(L).unsqueeze(0) < lengths.unsqueeze(1)).to(torch::kLong);
+    mask[8][2] = 0;  // a hole inside a row
+    torch::Tensor types = torch::randint(0, 2, {n, L}, torch::kLong);
+
+    torch::Tensor full = model(ids, mask, types).last_hidden_state.select(1, 0);
+    auto g_full = torch::autograd::grad({model(ids, mask, types).last_hidden_state.select(1, 0).pow(2).sum()},
+                                        model->parameters(), {}, false, false, true);
+    torch::Tensor first = model->first_token(ids, mask, types);
+    ASSERT_EQ(first.sizes(), full.sizes());
+    EXPECT_TRUE(torch::allclose(first, full, 0, 1e-12)) << layers << " layers: max diff "
+                                                        << (first - full).abs().max().item<double>();
+    auto g_first = torch::autograd::grad({model->first_token(ids, mask, types).pow(2).sum()}, model->parameters(), {},
+                                         false, false, true);
+    ASSERT_EQ(g_full.size(), g_first.size());
+    for (std::size_t i = 0; i < g_full.size(); ++i) {
+      if (!g_full[i].defined()) {
+        EXPECT_TRUE(!g_first[i].defined() || g_first[i].abs().max().item<double>() == 0);
+        continue;
+      }
+      ASSERT_TRUE(g_first[i].defined()) << i;
+      EXPECT_TRUE(torch::allclose(g_first[i], g_full[i], 0, 1e-11)) << layers << " layers, parameter " << i;
+    }
+  }
+}
+
 TEST(Bert, Float32AndFloat64Agree) {
   BertModel f64 = noisy_model(small_config(), torch::kDouble);
   BertModel f32(std::dynamic_pointer_cast<BertModelImpl>(f64->clone()));

@@ -1,0 +1,24 @@
+#pragma once
+// `llmrec bench` subcommands that run on the ranks of a job (train,
+// allreduce, encode); `bench tokenize` lives in cmd_bench.cpp.
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace llmrec {
+
+struct BenchOptions {
+  std::string workload = "bench-tiny";
+  std::int64_t seed = 1234;
+  int steps = 30;
+  int warmup = 5;
+  std::int64_t batch = 0;  ///< 0 = the workload's
+  int repeats = 3;
+  int max_mb = 256;
+};
+
+/// Adds train, allreduce and encode under `bench`.
+void bench_distributed_add(CLI::App& bench);
+
+}  // namespace llmrec

@@ -1,0 +1,425 @@
+// `llmrec bench train | allreduce | encode`: the training step, the
+// communicator and the export's item encoding, on the workloads of
+// BENCHMARKS.md, each printing one JSON line per result (rank 0) in the
+// shape of the peers' lines (../shared/peers/torch_ddp_bench.py), so that
+// bench/README.md can put them side by side.
+//
+// The train and encode workloads generate their batches and item texts the
+// way the PyTorch peer does (Zipf(1.1) item draws over the catalogue, full
+// histories, a fixed random token sequence per item of length U{12..L}), so
+// both sides do the same work per step: the unique items of 64 users x 21
+// events through BERT+LoRA, the attention ranker, the in-batch softmax over
+// the unique targets, AdamW on the trainable parameters, one all-reduce of
+// their gradients. The step itself is llmrec's: train_micro_step, the
+// GradientReducer, AdamW and the per-step loss/stop all-reduce of the
+// Trainer.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "apps/app_context.h"
+#include "apps/bench.h"
+#include "apps/config_options.h"
+#include "common/sha256.h"
+#include "common/version.h"
+#include "distributed/gradient_reducer.h"
+#include "distributed/mpi_check.h"
+#include "trainer/model_scorer.h"
+#include "trainer/optimizer.h"
+#include "trainer/train_step.h"
+
+namespace llmrec {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Workload {
+  std::string name;
+  std::int64_t items = 20000;
+  std::int64_t batch = 64;
+  ModelConfig model;
+};
+
+/// BENCHMARKS.md's workloads (the model of the peer for bench-tiny).
+Workload workload_of(const std::string& name) {
+  Workload w;
+  w.name = name;
+  ModelConfig& m = w.model;
+  m.dim = 128;
+  m.text_len = 32;
+  m.pooling = "cls";
+  m.item_id_embedding = false;
+  m.bert.layers = 2;
+  m.bert.hidden = 128;
+  m.bert.heads = 2;
+  m.bert.intermediate = 512;
+  m.bert.vocab_size = 30522;
+  m.bert.max_positions = 512;
+  m.bert.dropout = 0.0;
+  m.lora.r = 8;
+  m.lora.alpha = 16;
+  m.lora.dropout = 0.0;
+  m.lora.targets = {"query", "value"};
+  m.user.history = 20;
+  m.user.heads = 2;
+  m.user.layers = 0;
+  m.user.dropout = 0.0;
+  m.loss.negatives = "in_batch";
+  if (name == "bench-small") {
+    w.items = 100000;
+    w.batch = 128;
+    m.bert.layers = 4;
+    m.bert.hidden = 256;
+    m.bert.heads = 4;
+    m.bert.intermediate = 1024;
+    m.text_len = 48;
+  }
+  return w;
+}
+
+/// The peer's synthetic catalogue: item i's text is a fixed random token
+/// sequence [CLS] ... [SEP] of length U{12..L}, zero-padded.
+struct SyntheticCatalogue {
+  at::Tensor tokens;  ///< [I, L] int64
+  at::Tensor mask;    ///< [I, L] int64
+  at::Tensor length;  ///< [I] int64
+  SyntheticCatalogue(std::int64_t items, std::int64_t L, std::uint64_t seed) {
+    at::Generator g = at::detail::createCPUGenerator(seed);
+    length = at::randint(12, L + 1, {items}, g, at::kLong);
+    tokens = at::randint(1996, 30522, {items, L}, g, at::kLong);
+    mask = (at::arange(L, at::kLong).unsqueeze(0) < length.unsqueeze(1)).to(at::kLong);
+    tokens.select(1, 0).fill_(101);
+    tokens.index_put_({at::arange(items, at::kLong), length - 1}, at::scalar_tensor(102, at::kLong));
+    tokens.mul_(mask);
+  }
+};
+
+/// The peer's batches: B users x (T history + 1 target) ids ~ Zipf(s).
+class SyntheticBatches {
+ public:
+  SyntheticBatches(const SyntheticCatalogue& cat, std::int64_t batch, std::int64_t history, double zipf,
+                   std::uint64_t seed)
+      : cat_(cat), batch_(batch), history_(history), gen_(at::detail::createCPUGenerator(seed)) {
+    probs_ = at::arange(1, cat.tokens.size(0) + 1, at::kDouble).pow(-zipf);
+  }
+  Batch next() {
+    at::Tensor draws = at::multinomial(probs_, batch_ * (history_ + 1), /*replacement=*/true, gen_);
+    auto [uniq, inverse, counts] = at::_unique2(draws, /*sorted=*/true, /*return_inverse=*/true, false);
+    at::Tensor inv = inverse.view({batch_, history_ + 1});
+    Batch b;
+    b.item_ids = uniq;
+    b.item_tokens = cat_.tokens.index_select(0, uniq);
+    b.item_mask = cat_.mask.index_select(0, uniq);
+    b.history = inv.narrow(1, 0, history_).contiguous();
+    b.target = inv.select(1, history_).contiguous();
+    b.weight = at::ones({batch_}, at::kFloat);
+    b.negatives = at::empty({0}, at::kLong);
+    b.item_log_q = at::zeros({uniq.size(0)}, at::kFloat);
+    b.example_user = at::zeros({batch_}, at::kLong);
+    b.example_event = at::zeros({batch_}, at::kLong);
+    return b;
+  }
+
+ private:
+  const SyntheticCatalogue& cat_;
+  std::int64_t batch_, history_;
+  at::Generator gen_;
+  at::Tensor probs_;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+/// Max over ranks of each value.
+std::vector<double> max_over_ranks(Communicator& comm, const std::vector<double>& v) {
+  at::Tensor t = at::tensor(v, at::kDouble);
+  comm.all_reduce(t, {ReduceOp::Max});
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+std::string config_hash(ModelConfig mc) { return sha256_hex(ConfigWriter::write(mc)).substr(0, 12); }
+
+nlohmann::json header(const std::string& bench, const std::string& workload, Communicator& comm) {
+  return {{"bench", bench},
+          {"workload", workload},
+          {"git", version_git_revision()},
+          {"world_size", comm.size()},
+          {"threads_per_rank", at::get_num_threads()},
+          {"device", "cpu"},
+          {"blas", blas_describe()}};
+}
+
+int bench_train(AppContext& ctx, const BenchOptions& o) {
+  Communicator& comm = *ctx.comm;
+  Workload w = workload_of(o.workload);
+  const std::int64_t batch = o.batch > 0 ? o.batch : w.batch;
+  SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
+  SyntheticBatches data(cat, batch, w.model.user.history, 1.1,
+                        static_cast<std::uint64_t>(o.seed) * 1000 + 1 + static_cast<std::uint64_t>(comm.rank()));
+
+  torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
+  Recommender model(RecommenderOptions(w.model));
+  model->train();
+  auto params = trainable_named_parameters(*model);
+  GradientReducer reducer(comm, params, {25.0, ReduceOp::Avg});
+  TrainConfig tc;
+  tc.lr = 1e-3;
+  tc.weight_decay = 0.01;
+  auto optimizer = make_adamw(params, tc);
+  StepContext sctx;
+  sctx.comm = &comm;
+  sctx.reducer = &reducer;
+  sctx.text_len = w.model.text_len;
+  sctx.num_items = w.items;
+
+  // The same bytes all-reduced alone, not overlapped: what the reducer hides.
+  at::Tensor flat = at::zeros({std::max<std::int64_t>(reducer.bytes_per_step() / 4, 1)}, at::kFloat);
+  std::vector<double> alone;
+  for (int i = 0; i < 12; ++i) {
+    comm.barrier();
+    auto t0 = Clock::now();
+    comm.all_reduce(flat, {ReduceOp::Avg});
+    if (i >= 2) alone.push_back(since(t0));
+  }
+
+  std::vector<double> t_step, t_data, t_fwd, t_bwd, t_wait, t_opt, uniques;
+  double loss_last = 0;
+  Clock::time_point t_start;
+  for (int step = 0; step < o.warmup + o.steps; ++step) {
+    if (step == o.warmup) {
+      comm.barrier();
+      t_start = Clock::now();
+    }
+    const auto t0 = Clock::now();
+    Batch b = data.next();
+    const double data_s = since(t0);
+    MicroStepResult r = train_micro_step(model, b, sctx, /*sync=*/true);
+    const auto t2 = Clock::now();
+    reducer.finish();
+    const double wait_s = reducer.stats().wait_s;
+    const auto t3 = Clock::now();
+    optimizer->step();
+    optimizer->zero_grad();
+    // The Trainer's per-step loss / examples / stop all-reduce.
+    at::Tensor agg = at::tensor({r.loss_sum, static_cast<double>(r.examples), 0.0}, at::kDouble);
+    comm.all_reduce(agg);
+    const double opt_s = since(t3);
+    (void)t2;
+    if (step >= o.warmup) {
+      t_step.push_back(since(t0) * 1e3);
+      t_data.push_back(data_s * 1e3);
+      t_fwd.push_back(r.forward_s * 1e3);
+      t_bwd.push_back(r.backward_s * 1e3);
+      t_wait.push_back(wait_s * 1e3);
+      t_opt.push_back(opt_s * 1e3);
+      uniques.push_back(static_cast<double>(b.item_ids.size(0)));
+      loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+    }
+  }
+  comm.barrier();
+  const double elapsed = since(t_start);
+
+  double mean_unique = 0;
+  for (double u : uniques) mean_unique += u;
+  mean_unique /= std::max<double>(1, static_cast<double>(uniques.size()));
+  auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_fwd), median(t_bwd), median(t_wait),
+                                 median(t_opt), peak_rss_mb(), median(alone) * 1e3});
+  // Replicas must agree: max and -min of the trainable checksum over ranks.
+  double csum = 0;
+  for (auto& [n, p] : params) csum += p.detach().to(at::kDouble).sum().item<double>();
+  auto sync = max_over_ranks(comm, {csum, -csum});
+  at::Tensor u = at::tensor({mean_unique}, at::kDouble);
+  comm.all_reduce(u, {ReduceOp::Avg});
+  std::int64_t n_trainable = 0, n_total = 0;
+  for (auto& [n, p] : params) n_trainable += p.numel();
+  for (auto& p : model->parameters()) n_total += p.numel();
+  const double wait_ms = m[4], alone_ms = m[7];
+  nlohmann::json line = header("train", w.name, comm);
+  line.update({{"config_hash", config_hash(w.model)},
+               {"examples_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
+               {"step_ms_median", m[0]},
+               {"data_ms_median", m[1]},
+               {"forward_ms_median", m[2]},
+               {"backward_ms_median", m[3]},
+               {"comm_wait_ms_median", wait_ms},
+               {"optimizer_ms_median", m[5]},
+               {"allreduce_alone_ms_median", alone_ms},
+               {"allreduce_hidden_share", comm.size() > 1 && alone_ms > 0 ? std::clamp(1.0 - wait_ms / alone_ms, 0.0, 1.0)
+                                                                           : 0.0},
+               {"unique_items_per_step_mean", u.item<double>()},
+               {"trainable_params", n_trainable},
+               {"total_params", n_total},
+               {"allreduce_bytes_per_step", reducer.bytes_per_step()},
+               {"peak_rss_mb", m[6]},
+               {"loss_last", loss_last},
+               {"params_in_sync", sync[0] == -sync[1]},
+               {"warmup_steps", o.warmup},
+               {"measured_steps", o.steps},
+               {"batch_per_rank", batch}});
+  if (comm.rank() == 0) {
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+/// Bus bandwidth of an all-reduce of `bytes` taking `s` seconds on W ranks.
+double bus_gbps(double bytes, double s, int world) {
+  return s > 0 ? 2.0 * (world - 1) / world * bytes / s / 1e9 : 0.0;
+}
+
+int bench_allreduce(AppContext& ctx, const BenchOptions& o) {
+  Communicator& comm = *ctx.comm;
+  if (comm.size() < 2) {
+    spdlog::error("bench allreduce needs at least 2 ranks (run it under mpirun -np 2)");
+    return 1;
+  }
+  for (std::int64_t bytes = 4 << 10; bytes <= (static_cast<std::int64_t>(o.max_mb) << 20); bytes *= 4) {
+    const std::int64_t n = bytes / 4;
+    at::Tensor t = at::ones({n}, at::kFloat);
+    std::vector<float> raw(static_cast<std::size_t>(n), 1.0f);
+    const int reps = bytes <= (1 << 20) ? 50 : bytes <= (16 << 20) ? 10 : 4;
+    std::vector<double> ours, mpi;
+    for (int i = 0; i < reps + 2; ++i) {  // alternate, the first two untimed
+      comm.barrier();
+      auto t0 = Clock::now();
+      comm.all_reduce(t);
+      const double a = since(t0);
+      comm.barrier();
+      // Raw MPI on the job's communicator: the ceiling (our MPI backend
+      // runs on MPI_COMM_WORLD's duplicate, on its own thread).
+      t0 = Clock::now();
+      MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+      const double b = since(t0);
+      if (i >= 2) {
+        ours.push_back(a);
+        mpi.push_back(b);
+      }
+    }
+    auto m = max_over_ranks(comm, {median(ours), median(mpi)});
+    nlohmann::json line = header("allreduce", "float32-sum", comm);
+    line.update({{"bytes", bytes},
+                 {"reps", reps},
+                 {"llmrec_us_median", m[0] * 1e6},
+                 {"mpi_us_median", m[1] * 1e6},
+                 {"llmrec_bus_gbps", bus_gbps(static_cast<double>(bytes), m[0], comm.size())},
+                 {"mpi_bus_gbps", bus_gbps(static_cast<double>(bytes), m[1], comm.size())},
+                 {"ratio", m[0] > 0 ? m[1] / m[0] : 0.0}});
+    if (comm.rank() == 0) {
+      std::printf("%s\n", line.dump().c_str());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+int bench_encode(AppContext& ctx, const BenchOptions& o) {
+  Communicator& comm = *ctx.comm;
+  Workload w = workload_of(o.workload);
+  SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
+  torch::manual_seed(static_cast<std::uint64_t>(o.seed));
+  Recommender model(RecommenderOptions(w.model));
+  model->eval();
+  ItemTable items;
+  items.ids.resize(static_cast<std::size_t>(w.items));
+  at::Tensor tok32 = cat.tokens.to(at::kInt).contiguous();
+  items.tokens.assign(tok32.data_ptr<std::int32_t>(), tok32.data_ptr<std::int32_t>() + tok32.numel());
+  at::Tensor len32 = cat.length.to(at::kInt).contiguous();
+  items.length.assign(len32.data_ptr<std::int32_t>(), len32.data_ptr<std::int32_t>() + len32.numel());
+  items.cold.assign(static_cast<std::size_t>(w.items), 1);
+  {  // warm-up: one block
+    ItemTable first = items;
+    first.ids.resize(kEncodeBlock);
+    first.tokens.resize(static_cast<std::size_t>(kEncodeBlock * w.model.text_len));
+    first.length.resize(kEncodeBlock);
+    first.cold.resize(kEncodeBlock);
+    encode_all_items(model, first, w.model.text_len, comm);
+  }
+  std::vector<double> secs;
+  at::Tensor vecs;
+  for (int r = 0; r < o.repeats; ++r) {
+    comm.barrier();
+    auto t0 = Clock::now();
+    vecs = encode_all_items(model, items, w.model.text_len, comm);
+    at::Tensor keys = model->item_keys(vecs);  // what the export stores
+    secs.push_back(since(t0));
+  }
+  auto m = max_over_ranks(comm, {median(secs), peak_rss_mb()});
+  nlohmann::json line = header("encode", w.name, comm);
+  line.update({{"config_hash", config_hash(w.model)},
+               {"items", w.items},
+               {"repeats", o.repeats},
+               {"seconds_median", m[0]},
+               {"items_per_s", static_cast<double>(w.items) / m[0]},
+               {"peak_rss_mb", m[1]}});
+  if (comm.rank() == 0) {
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void bench_distributed_add(CLI::App& bench) {
+  struct Options {
+    ConfigOptions config;
+    BenchOptions bench;
+  };
+  auto add = [&bench](const std::string& name, const std::string& help,
+                      int (*body)(AppContext&, const BenchOptions&)) {
+    auto* cmd = bench.add_subcommand(name, help);
+    auto o = std::make_shared<Options>();
+    config_options_add(*cmd, o->config);
+    if (name != "allreduce") {
+      cmd->add_option("--workload", o->bench.workload, "bench-tiny or bench-small (BENCHMARKS.md)")
+          ->check(CLI::IsMember({"bench-tiny", "bench-small"}))
+          ->capture_default_str();
+      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
+    }
+    if (name == "train") {
+      cmd->add_option("--steps", o->bench.steps, "Measured steps")->check(CLI::Range(1, 100000))->capture_default_str();
+      cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")->check(CLI::Range(0, 100000))->capture_default_str();
+      cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")->check(CLI::Range(0, 1 << 20));
+    }
+    if (name == "encode") {
+      cmd->add_option("--repeats", o->bench.repeats, "Timed passes; the median is reported")
+          ->check(CLI::Range(1, 100))
+          ->capture_default_str();
+    }
+    if (name == "allreduce") {
+      cmd->add_option("--max-mb", o->bench.max_mb, "Largest buffer in MiB (from 4 KiB, x4 each)")
+          ->check(CLI::Range(1, 4096))
+          ->capture_default_str();
+    }
+    cmd->callback([o, body] {
+      int rc = app_run_distributed(o->config, [o, body](AppContext& ctx) { return body(ctx, o->bench); });
+      if (rc != 0) throw CLI::RuntimeError(rc);
+    });
+  };
+  add("train", "Training examples/s of the workload's model on synthetic batches (run under mpirun; "
+               "--set run.threads=N for threads per rank)", bench_train);
+  add("allreduce", "Communicator all-reduce vs raw MPI_Allreduce, 4 KiB .. --max-mb (under mpirun -np 2+)",
+      bench_allreduce);
+  add("encode", "Items encoded per second through the item tower, as llmrec export does", bench_encode);
+}
+
+}  // namespace llmrec
