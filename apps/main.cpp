@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   llmrec::command_train_add(app);
   llmrec::command_bench_add(app);
   llmrec::command_encode_add(app);
+  llmrec::command_export_add(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -192,6 +192,70 @@ struct Event {
 
 }  // namespace
 
+Catalogue catalogue_read(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
+  report.path = path;
+  std::vector<std::pair<std::string, std::string>> cat_cols = {{cfg.catalogue_columns.item, "data.catalogue_columns.item"},
+                                                               {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
+  for (const auto& t : cfg.catalogue_columns.text) cat_cols.emplace_back(t, "data.catalogue_columns.text");
+  Catalogue out;
+  std::unordered_map<std::string, std::int64_t> item_line;
+  RowSource src(path, detect_format(path, cfg.format), cat_cols);
+  BadRows bad(cfg, report);
+  std::vector<std::string> v;
+  std::int64_t line = 0;
+  while (src.next_valid(v, line, bad, report.rows_read)) {
+    if (v[0].empty()) {
+      bad.add(line, "missing item id", fmt::format("column '{}' is empty", cat_cols[0].first));
+      continue;
+    }
+    if (item_line.count(v[0])) {
+      bad.add(line, "duplicate item id", fmt::format("'{}' first defined at line {}", shorten(v[0]), item_line[v[0]]));
+      continue;
+    }
+    std::string text;
+    for (std::size_t k = 2; k < v.size(); ++k) {
+      if (v[k].empty()) continue;
+      if (!text.empty()) text += " ; ";
+      text += v[k];
+    }
+    if (text.empty()) {
+      bad.add(line, "missing item text", fmt::format("item '{}' has no text in any text column", shorten(v[0])));
+      continue;
+    }
+    if (utf8_length(text) > static_cast<std::size_t>(cfg.max_text_chars)) {
+      bad.add(line, "over-long text", fmt::format("item '{}': {} characters > data.max_text_chars {}",
+                                                  shorten(v[0]), utf8_length(text), cfg.max_text_chars));
+      continue;
+    }
+    item_line.emplace(v[0], line);
+    out.ids.push_back(v[0]);
+    out.categories.push_back(v[1]);
+    out.texts.push_back(std::move(text));
+    out.lines.push_back(line);
+    ++report.rows_kept;
+  }
+  if (out.ids.empty()) throw IoError(fmt::format("{}: no valid catalogue rows", path));
+  return out;
+}
+
+TokenizedTexts item_texts_tokenize(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
+                                   int text_len) {
+  TokenizedTexts out;
+  out.tokens.assign(texts.size() * static_cast<std::size_t>(text_len), tokenizer.pad_id());
+  out.length.resize(texts.size());
+  std::vector<std::int32_t> full, ids;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    tokenizer.encode_into(texts[i], full);
+    tokenizer.encode_into(texts[i], ids, text_len);
+    out.truncated += full.size() > ids.size();
+    std::copy(ids.begin(), ids.end(), out.tokens.begin() + static_cast<std::ptrdiff_t>(i) * text_len);
+    out.length[i] = static_cast<std::int32_t>(ids.size());
+    for (auto id : ids) out.unk += id == tokenizer.unk_id();
+    out.total += static_cast<std::int64_t>(ids.size());
+  }
+  return out;
+}
+
 PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved_yaml) {
   if (cfg.interactions.empty() || cfg.catalogue.empty()) {
     throw ConfigError("data.interactions and data.catalogue must name the raw files to prepare");
@@ -209,51 +273,11 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   PrepareReport report;
 
   // ---- catalogue
-  report.catalogue.path = cfg.catalogue;
-  std::vector<std::pair<std::string, std::string>> cat_cols = {{cfg.catalogue_columns.item, "data.catalogue_columns.item"},
-                                                               {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
-  for (const auto& t : cfg.catalogue_columns.text) cat_cols.emplace_back(t, "data.catalogue_columns.text");
-  std::vector<std::string> item_ids, item_texts, item_categories;
+  Catalogue catalogue = catalogue_read(cfg.catalogue, cfg, report.catalogue);
+  const std::vector<std::string>& item_ids = catalogue.ids;
+  const std::vector<std::string>& item_texts = catalogue.texts;
   std::unordered_map<std::string, std::int32_t> item_index;
-  std::unordered_map<std::string, std::int64_t> item_line;
-  {
-    RowSource src(cfg.catalogue, detect_format(cfg.catalogue, cfg.format), cat_cols);
-    BadRows bad(cfg, report.catalogue);
-    std::vector<std::string> v;
-    std::int64_t line = 0;
-    while (src.next_valid(v, line, bad, report.catalogue.rows_read)) {
-      if (v[0].empty()) {
-        bad.add(line, "missing item id", fmt::format("column '{}' is empty", cat_cols[0].first));
-        continue;
-      }
-      if (item_index.count(v[0])) {
-        bad.add(line, "duplicate item id", fmt::format("'{}' first defined at line {}", shorten(v[0]), item_line[v[0]]));
-        continue;
-      }
-      std::string text;
-      for (std::size_t k = 2; k < v.size(); ++k) {
-        if (v[k].empty()) continue;
-        if (!text.empty()) text += " ; ";
-        text += v[k];
-      }
-      if (text.empty()) {
-        bad.add(line, "missing item text", fmt::format("item '{}' has no text in any text column", shorten(v[0])));
-        continue;
-      }
-      if (utf8_length(text) > static_cast<std::size_t>(cfg.max_text_chars)) {
-        bad.add(line, "over-long text", fmt::format("item '{}': {} characters > data.max_text_chars {}",
-                                                    shorten(v[0]), utf8_length(text), cfg.max_text_chars));
-        continue;
-      }
-      item_index.emplace(v[0], static_cast<std::int32_t>(item_ids.size()));
-      item_line.emplace(v[0], line);
-      item_ids.push_back(v[0]);
-      item_categories.push_back(v[1]);
-      item_texts.push_back(std::move(text));
-      ++report.catalogue.rows_kept;
-    }
-  }
-  if (item_ids.empty()) throw IoError(fmt::format("{}: no valid catalogue rows", cfg.catalogue));
+  for (std::size_t i = 0; i < item_ids.size(); ++i) item_index.emplace(item_ids[i], static_cast<std::int32_t>(i));
 
   // ---- interactions
   report.interactions.path = cfg.interactions;
@@ -421,7 +445,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   out.context_values = context_values;
   out.events.context.resize(c.context.size());
   out.items.ids = item_ids;
-  out.items.categories = item_categories;
+  out.items.categories = catalogue.categories;
   out.items.texts = item_texts;
   out.users.offsets.push_back(0);
   std::vector<std::int64_t> train_count(item_ids.size(), 0);
@@ -489,19 +513,11 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   }();
   out.vocab = tokenizer.tokens();
   out.text_len = cfg.text_len;
-  out.items.tokens.assign(item_ids.size() * static_cast<std::size_t>(cfg.text_len), tokenizer.pad_id());
-  out.items.length.resize(item_ids.size());
-  std::int64_t unk = 0, total = 0;
-  std::vector<std::int32_t> full, ids;
-  for (std::size_t i = 0; i < item_ids.size(); ++i) {
-    tokenizer.encode_into(item_texts[i], full);
-    tokenizer.encode_into(item_texts[i], ids, cfg.text_len);
-    report.truncated_texts += full.size() > ids.size();
-    std::copy(ids.begin(), ids.end(), out.items.tokens.begin() + static_cast<std::ptrdiff_t>(i) * cfg.text_len);
-    out.items.length[i] = static_cast<std::int32_t>(ids.size());
-    for (auto id : ids) unk += id == tokenizer.unk_id();
-    total += static_cast<std::int64_t>(ids.size());
-  }
+  TokenizedTexts tokenized = item_texts_tokenize(tokenizer, item_texts, cfg.text_len);
+  out.items.tokens = std::move(tokenized.tokens);
+  out.items.length = std::move(tokenized.length);
+  report.truncated_texts = tokenized.truncated;
+  const std::int64_t unk = tokenized.unk, total = tokenized.total;
   report.unk_token_share = total > 0 ? static_cast<double>(unk) / static_cast<double>(total) : 0.0;
   report.vocab_size = static_cast<std::int64_t>(out.vocab.size());
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "data/data_config.h"
+#include "data/wordpiece.h"
 
 namespace llmrec {
 
@@ -58,6 +59,36 @@ struct PrepareReport {
   /// The same as JSON (stored in the dataset's `report` attribute).
   std::string to_json() const;
 };
+
+/// A validated catalogue, items in file order.
+struct Catalogue {
+  std::vector<std::string> ids;         ///< raw item ids (unique)
+  std::vector<std::string> categories;  ///< "" without a category column
+  std::vector<std::string> texts;       ///< the text columns joined (file order, " ; " between)
+  std::vector<std::int64_t> lines;      ///< the file line each item was read from
+};
+
+/// Step 1 for the catalogue: reads `path` the way `llmrec prepare` reads
+/// data.catalogue (format config.format, auto = by extension; columns
+/// config.catalogue_columns) and validates every row: well-formed, UTF-8, an
+/// item id, no duplicate id, some text, at most config.max_text_chars
+/// characters. Bad rows follow config.on_error (IoError naming file:line and
+/// the reason, or counted in `report` with examples); `report.path` is set to
+/// `path`. IoError when no valid row is left.
+Catalogue catalogue_read(const std::string& path, const DataConfig& config, PrepareReport::Source& report);
+
+/// Item texts tokenized as the dataset stores them (step 3).
+struct TokenizedTexts {
+  std::vector<std::int32_t> tokens;  ///< [texts, text_len]: [CLS] ... [SEP], padded with [PAD]
+  std::vector<std::int32_t> length;  ///< real ids per text
+  std::int64_t truncated = 0;        ///< texts longer than text_len ids
+  std::int64_t unk = 0;              ///< [UNK] among the real ids
+  std::int64_t total = 0;            ///< real ids in all
+};
+
+/// Step 3: every text as [CLS] pieces [SEP], truncated to text_len ids.
+TokenizedTexts item_texts_tokenize(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
+                                   int text_len);
 
 /// Runs the whole preparation; `resolved_yaml` is stored in the file.
 /// Throws IoError (with file:line) on the first bad row under

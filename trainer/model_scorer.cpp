@@ -4,9 +4,12 @@
 
 namespace llmrec {
 
-at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text_len, Communicator& comm) {
+at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text_len, Communicator& comm,
+                            const std::vector<std::int64_t>& item_ids) {
   torch::NoGradGuard no_grad;
   const auto n = static_cast<std::int64_t>(items.ids.size());
+  LLMREC_CHECK(item_ids.empty() || static_cast<std::int64_t>(item_ids.size()) == n,
+               "encode_all_items: {} item ids for {} items", item_ids.size(), n);
   const std::int64_t full_len = n > 0 ? static_cast<std::int64_t>(items.tokens.size()) / n : 0;
   const std::int64_t blocks = (n + kEncodeBlock - 1) / kEncodeBlock;
   std::vector<torch::Tensor> mine;
@@ -19,10 +22,14 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
     torch::Tensor len = torch::from_blob(const_cast<std::int32_t*>(items.length.data()) + lo, {hi - lo}, torch::kInt)
                             .to(torch::kLong);
     torch::Tensor mask = (torch::arange(text_len, torch::kLong).unsqueeze(0) < len.unsqueeze(1)).to(torch::kLong);
-    torch::Tensor ids = torch::arange(lo, hi, torch::kLong);
+    torch::Tensor ids = item_ids.empty()
+                            ? torch::arange(lo, hi, torch::kLong)
+                            : torch::from_blob(const_cast<std::int64_t*>(item_ids.data()) + lo, {hi - lo}, torch::kLong)
+                                  .clone();
     torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(items.cold.data()) + lo, {hi - lo}, torch::kByte)
                              .to(torch::kBool);
-    ids = torch::where(cold, torch::full_like(ids, n), ids);  // cold: text only
+    // Cold: text only (an id that has no ID vector).
+    ids = torch::where(cold, torch::full_like(ids, item_ids.empty() ? n : -1), ids);
     mine.push_back(model->encode_items(tokens, mask, ids).to(torch::kFloat));
   }
   const std::int64_t d = model->options().config().dim;

@@ -40,6 +40,10 @@ constexpr std::int64_t kEncodeBlock = 256;
 
 /// Item vectors of every item (eval mode, no gradient), blocks of
 /// kEncodeBlock items dealt round-robin to the ranks and all-gathered.
-at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text_len, Communicator& comm);
+/// `item_ids`: the dataset item id of each row of `items` (whose ID vector
+/// it gets; rows marked cold get none), for a table that is not the whole
+/// catalogue in id order (`llmrec export --update`); empty = the row index.
+at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text_len, Communicator& comm,
+                            const std::vector<std::int64_t>& item_ids = {});
 
 }  // namespace llmrec

@@ -276,5 +276,35 @@ want=$(awk '$1 == "model" {print $2}' train.txt)
   && expect "bench tokenize" bench.txt '^\{"bench":"tokenize".*"texts":2000.*"tokens_per_s":[0-9]' \
   || fail "bench tokenize" bench.txt
 
+# export of the tiny trained model on 2 ranks (docs/export-format.md), a
+# catalogue update with one new item, and a bad catalogue row (file:line).
+if [[ -f train_run/model.h5 ]]; then
+  mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export -c tiny.yaml --set run.dir=export_run \
+    --checkpoint train_run/model.h5 --output export.h5 >export.txt 2>&1 \
+    && expect "export -np 2" export.txt '^llmrec export: train_run/model.h5 with dataset ds.h5' \
+         '^300 items \([0-9]+ cold\), [0-9]+ users \([0-9]+ history events\), 100 CF neighbours per item' \
+         '^encoded 300 items in [0-9.]+ s \([0-9]+ items/s\) and [0-9]+ users on 2 rank\(s\)' '^-> export.h5 \([0-9.]+ KiB\)' \
+    || fail "export -np 2" export.txt
+  printf 'item_id,title,description,category,brand,price,tags\nnew-001,Trail running shoe,light and fast,Shoes,Zoom,80,running\n' \
+    >new_items.csv
+  mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export --update export.h5 --catalogue new_items.csv \
+    --checkpoint train_run/model.h5 --output export2.h5 --set run.dir=export_run >update.txt 2>&1 \
+    && expect "export --update" update.txt 'new_items.csv: 1 item\(s\): 1 new, 0 changed, 0 unchanged' \
+         '^catalogue update 1 of the export' '^301 items \([0-9]+ cold\)' '^encoded 1 items in' '^-> export2.h5 \(' \
+    || fail "export --update" update.txt
+  cold1=$(sed -nE 's/^300 items \(([0-9]+) cold.*/\1/p' export.txt)
+  cold2=$(sed -nE 's/^301 items \(([0-9]+) cold.*/\1/p' update.txt)
+  [[ -n "$cold1" && "$cold2" == "$((cold1 + 1))" ]] && ok "export --update: the new item is cold ($cold1 -> $cold2)" \
+    || fail "export --update: cold items '$cold1' -> '$cold2'" update.txt
+  printf 'item_id,title,description,category,brand,price,tags\nnew-002,,,,,1,\n' >bad_items.csv
+  "$bin" export --update export2.h5 --catalogue bad_items.csv --checkpoint train_run/model.h5 \
+    --set run.dir=export_run >update_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "export --update: bad row names file:line" update_bad.txt \
+    "bad_items.csv:2: missing item text: item 'new-002'" || fail "export --update bad row: exit $rc" update_bad.txt
+else
+  fail "export: no train_run/model.h5 to export"
+fi
+
 echo "cli: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,0 +1,448 @@
+// The export file (docs/export-format.md) on W = 1 and 2 ranks: every
+// dataset has the spec's shape and holds what the model and the dataset
+// give (keys, user vectors on the last T events, ItemKNN rows, histories,
+// hour counts, the user tower); the file is the same for W = 1 and W = 2;
+// a catalogue update appends new items as cold text-only items, re-encodes
+// changed ones and refuses a bad row with file:line or another checkpoint.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/config.h"
+#include "common/hdf5.h"
+#include "common/sha256.h"
+#include "data/prepare.h"
+#include "data/wordpiece.h"
+#include "tests/mpi_test_main.h"
+#include "tests/test_dataset_helper.h"
+#include "tests/trainer/eval_test_util.h"
+#include "tests/trainer/tiny_model.h"
+#include "trainer/baselines.h"
+#include "trainer/export.h"
+#include "trainer/model_scorer.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using ::llmrec::testing::LocalCommunicator;
+using ::llmrec::testing::test_comm;
+using ::testing::HasSubstr;
+
+constexpr int kTextLen = 12;  // the dataset's; the model reads 10
+
+/// Every dataset of an export, by element type.
+const std::vector<std::string> kStringSets = {"items/ids", "items/text", "items/category", "users/ids",
+                                              "tokenizer/vocab"};
+const std::vector<std::string> kFloatSets = {"items/vectors", "items/keys", "users/vectors", "cf/similarity"};
+const std::vector<std::string> kInt64Sets = {"items/popularity", "users/history_offsets"};
+const std::vector<std::string> kInt32Sets = {"items/hour_counts", "users/history_items", "cf/neighbours"};
+const std::vector<std::string> kUint8Sets = {"items/cold", "users/history_types"};
+
+torch::Tensor read_matrix(const h5::File& f, const std::string& name) {
+  auto shape = f.shape(name);
+  std::vector<float> v = f.read<float>(name);
+  std::vector<std::int64_t> dims(shape.begin(), shape.end());
+  return torch::from_blob(v.data(), dims, torch::kFloat).clone();
+}
+
+/// The same arrays and the same attributes (but `created`) in both files.
+void expect_same_export(const std::string& a_path, const std::string& b_path) {
+  auto a = h5::File::open(a_path), b = h5::File::open(b_path);
+  for (const auto& n : kStringSets) EXPECT_EQ(a.read_strings(n), b.read_strings(n)) << n;
+  for (const auto& n : kFloatSets) {
+    EXPECT_EQ(a.shape(n), b.shape(n)) << n;
+    EXPECT_EQ(a.read<float>(n), b.read<float>(n)) << n;
+  }
+  for (const auto& n : kInt64Sets) EXPECT_EQ(a.read<std::int64_t>(n), b.read<std::int64_t>(n)) << n;
+  for (const auto& n : kInt32Sets) {
+    EXPECT_EQ(a.shape(n), b.shape(n)) << n;
+    EXPECT_EQ(a.read<std::int32_t>(n), b.read<std::int32_t>(n)) << n;
+  }
+  for (const auto& n : kUint8Sets) EXPECT_EQ(a.read<std::uint8_t>(n), b.read<std::uint8_t>(n)) << n;
+  for (const char* k : {"version", "dim", "history", "num_items", "num_users", "id_items", "text_len", "ranker_heads",
+                        "ranker_layers", "catalogue_updates"}) {
+    EXPECT_EQ(a.attr_int("/", k), b.attr_int("/", k)) << k;
+  }
+  for (const char* k : {"format", "score", "model_config", "config", "config_sha256", "model_sha256", "checkpoint",
+                        "dataset", "dataset_sha256", "event_types", "fusion"}) {
+    EXPECT_EQ(a.attr_string("/", k), b.attr_string("/", k)) << k;
+  }
+}
+
+class ExportTest : public ::testing::Test {
+ protected:
+  static std::string dataset_;
+  Communicator& comm = test_comm();
+
+  static void SetUpTestSuite() {
+    // 700 users: three blocks of kExportUserBlock, split unevenly over 2 ranks.
+    dataset_ = testing::make_test_dataset(test_comm(), "export", 150, 700, 6, kTextLen);
+  }
+  static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
+
+  std::string dir() const { return fs::path(dataset_).parent_path().string(); }
+  std::string in_dir(const std::string& name) const { return (fs::path(dir()) / name).string(); }
+
+  /// The same model on every rank, every weight away from its init.
+  Recommender make_model(const DatasetFile& file) const {
+    torch::manual_seed(11);
+    ModelConfig m = testing::tiny_model_config(static_cast<int>(file.vocab().size()));
+    Recommender model(RecommenderOptions(m).id_items(file.num_items()));
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
+    model->eval();
+    return model;
+  }
+
+  /// The checkpoint the export names: only its SHA-256 matters here (the
+  /// CLI test exports a checkpoint written by `llmrec train`).
+  std::string checkpoint() {
+    const std::string path = in_dir("model.h5");
+    if (comm.rank() == 0) std::ofstream(path, std::ios::binary) << "stand-in checkpoint bytes";
+    comm.barrier();
+    return path;
+  }
+
+  static EvalConfig eval_config() {
+    EvalConfig e;
+    e.itemknn.neighbours = 20;
+    e.itemknn.shrink = 5.0;
+    e.fusion.weights = {{"model", 1.0}, {"itemknn", 0.5}, {"bpr", 2.0}};
+    return e;
+  }
+
+  static std::string config_yaml() {
+    testing::DataOnlyConfig cfg;  // default catalogue columns, as the synthetic shop has
+    return ConfigWriter::write(cfg);
+  }
+};
+std::string ExportTest::dataset_;
+
+TEST(ExportFusion, KeepsModelAndItemKnnOnly) {
+  EvalConfig e;
+  EXPECT_EQ(nlohmann::json::parse(export_fusion_weights(e)), nlohmann::json({{"model", 1}}));
+  e.fusion.weights = {{"model", 1.0}, {"itemknn", 0.5}, {"bpr", 2.0}};
+  EXPECT_EQ(nlohmann::json::parse(export_fusion_weights(e)), nlohmann::json({{"model", 1.0}, {"itemknn", 0.5}}));
+  e.fusion.weights = {{"bpr", 1.0}, {"itemknn", 0.0}};
+  EXPECT_EQ(nlohmann::json::parse(export_fusion_weights(e)), nlohmann::json({{"model", 1}}));
+}
+
+TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  const std::string ckpt = checkpoint();
+  const std::string out = in_dir("export.h5");
+  const EvalConfig eval = eval_config();
+  ExportSummary s = export_write(out, model, ckpt, file, config_yaml(), eval, comm);
+  const std::int64_t I = file.num_items(), U = file.num_users(), d = 16, T = 4;
+  EXPECT_EQ(s.items, I);
+  EXPECT_EQ(s.users, U);
+  EXPECT_EQ(s.items_encoded, I);
+  EXPECT_EQ(s.neighbours, 20);
+  EXPECT_EQ(s.events, file.num_events());
+  ItemTable items = file.read_items();
+  EXPECT_EQ(s.cold_items, std::count(items.cold.begin(), items.cold.end(), 1));
+  EXPECT_GT(s.cold_items, 0);
+  if (comm.rank() != 0) {
+    comm.barrier();
+    return;
+  }
+  EXPECT_EQ(s.file_bytes, static_cast<std::int64_t>(fs::file_size(out)));
+  auto f = h5::File::open(out);
+
+  // Attributes.
+  EXPECT_EQ(f.attr_string("/", "format"), "llmrec-export");
+  EXPECT_EQ(f.attr_int("/", "version"), 1);
+  EXPECT_EQ(f.attr_int("/", "dim"), d);
+  EXPECT_EQ(f.attr_int("/", "history"), T);
+  EXPECT_EQ(f.attr_string("/", "score"), "dot");
+  EXPECT_EQ(f.attr_int("/", "num_items"), I);
+  EXPECT_EQ(f.attr_int("/", "num_users"), U);
+  EXPECT_EQ(f.attr_int("/", "id_items"), I);
+  EXPECT_EQ(f.attr_int("/", "text_len"), kTextLen);
+  EXPECT_EQ(f.attr_int("/", "catalogue_updates"), 0);
+  EXPECT_EQ(f.attr_int("/", "ranker_heads"), 2);
+  EXPECT_EQ(f.attr_int("/", "ranker_layers"), 0);
+  EXPECT_EQ(f.attr_string("/", "config"), config_yaml());
+  EXPECT_EQ(f.attr_string("/", "config_sha256"), sha256_hex(config_yaml()));
+  EXPECT_EQ(f.attr_string("/", "model_sha256"), sha256_file(ckpt));
+  EXPECT_EQ(f.attr_string("/", "checkpoint"), ckpt);
+  EXPECT_EQ(f.attr_string("/", "dataset"), dataset_);
+  EXPECT_EQ(f.attr_string("/", "dataset_sha256"), sha256_file(dataset_));
+  EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "event_types")), nlohmann::json(file.event_types()));
+  EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "fusion")), nlohmann::json({{"model", 1.0}, {"itemknn", 0.5}}));
+  EXPECT_THAT(f.attr_string("/", "created"), ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z"));
+  {
+    ModelConfig stored;
+    ConfigReader::read(config_parse_string(f.attr_string("/", "model_config"), "model_config"), stored);
+    EXPECT_EQ(stored.dim, d);
+    EXPECT_EQ(stored.user.history, T);
+    EXPECT_EQ(stored.text_len, 10);
+  }
+
+  // Shapes of every dataset.
+  const auto uI = static_cast<std::uint64_t>(I), uU = static_cast<std::uint64_t>(U), ud = static_cast<std::uint64_t>(d);
+  const auto E = static_cast<std::uint64_t>(file.num_events());
+  using Shape = std::vector<std::uint64_t>;
+  EXPECT_EQ(f.shape("items/cold"), Shape({uI}));
+  EXPECT_EQ(f.shape("items/popularity"), Shape({uI}));
+  EXPECT_EQ(f.shape("items/vectors"), Shape({uI, ud}));
+  EXPECT_EQ(f.shape("items/keys"), Shape({uI, ud}));
+  EXPECT_EQ(f.shape("items/hour_counts"), Shape({uI, 24}));
+  EXPECT_EQ(f.shape("users/vectors"), Shape({uU, ud}));
+  EXPECT_EQ(f.shape("users/history_offsets"), Shape({uU + 1}));
+  EXPECT_EQ(f.shape("users/history_items"), Shape({E}));
+  EXPECT_EQ(f.shape("users/history_types"), Shape({E}));
+  EXPECT_EQ(f.shape("cf/neighbours"), Shape({uI, 20}));
+  EXPECT_EQ(f.shape("cf/similarity"), Shape({uI, 20}));
+  for (const auto& n : {"items/ids", "items/text", "items/category"}) EXPECT_EQ(f.read_strings(n).size(), uI) << n;
+  EXPECT_EQ(f.read_strings("users/ids").size(), uU);
+
+  // Items: the dataset's table, and keys = A l of encode_all_items.
+  EXPECT_EQ(f.read_strings("items/ids"), items.ids);
+  EXPECT_EQ(f.read_strings("items/text"), items.texts);
+  EXPECT_EQ(f.read_strings("items/category"), items.categories);
+  EXPECT_EQ(f.read<std::uint8_t>("items/cold"), items.cold);
+  EXPECT_EQ(f.read<std::int64_t>("items/popularity"), items.train_count);
+  LocalCommunicator local;
+  torch::Tensor vecs = encode_all_items(model, items, 10, local);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(read_matrix(f, "items/vectors"), vecs));
+  EXPECT_TRUE(torch::equal(read_matrix(f, "items/keys"), model->item_keys(vecs)));
+  EXPECT_EQ(f.read_strings("tokenizer/vocab"), file.vocab());
+
+  // Users: ids, histories (all events, oldest first) and u from the last T.
+  UserSlice all = file.read_users(0, U);
+  EXPECT_EQ(f.read_strings("users/ids"), file.read_user_ids());
+  EXPECT_EQ(f.read<std::int64_t>("users/history_offsets"), all.users.offsets);
+  EXPECT_EQ(f.read<std::int32_t>("users/history_items"), all.events.item);
+  EXPECT_EQ(f.read<std::uint8_t>("users/history_types"), all.events.type);
+  torch::Tensor users = read_matrix(f, "users/vectors");
+  for (std::int64_t u : {std::int64_t{0}, std::int64_t{1}, std::int64_t{300}, std::int64_t{511}, U - 1}) {
+    const std::int64_t end = all.users.offsets[static_cast<std::size_t>(u) + 1];
+    const std::int64_t begin = std::max(all.users.offsets[static_cast<std::size_t>(u)], end - T);
+    std::vector<std::int64_t> last(all.events.item.begin() + begin, all.events.item.begin() + end);
+    torch::Tensor history = torch::tensor(last, torch::kLong).unsqueeze(0);
+    torch::Tensor want = model->user_vectors(history, vecs)[0];
+    EXPECT_TRUE(torch::allclose(users[u], want, 1e-5, 1e-6)) << "user " << u << ": " << users[u] << " vs " << want;
+  }
+
+  // Hour counts: the training events per item and UTC hour.
+  std::vector<std::int32_t> hours(static_cast<std::size_t>(I * 24), 0);
+  for (std::int64_t u = 0; u < U; ++u) {
+    const std::int64_t lo = all.users.offsets[static_cast<std::size_t>(u)];
+    for (std::int64_t k = lo; k < lo + all.users.train_end[static_cast<std::size_t>(u)]; ++k) {
+      const auto e = static_cast<std::size_t>(k);
+      ++hours[static_cast<std::size_t>(all.events.item[e] * 24 + (all.events.time[e] % 86400) / 3600)];
+    }
+  }
+  std::vector<std::int32_t> got_hours = f.read<std::int32_t>("items/hour_counts");
+  EXPECT_EQ(got_hours, hours);
+  for (std::int64_t i = 0; i < I; ++i) {
+    std::int64_t sum = 0;
+    for (int h = 0; h < 24; ++h) sum += got_hours[static_cast<std::size_t>(i * 24 + h)];
+    EXPECT_EQ(sum, items.train_count[static_cast<std::size_t>(i)]) << "item " << i;
+  }
+
+  // CF neighbours: the ItemKNN rows of evaluation, padded with -1 / 0.
+  TrainingHistories h = training_histories_of(all, I);
+  std::vector<ItemNeighbours> rows = itemknn_rows(h, 0, I, {20, 5.0});
+  std::vector<std::int32_t> nb = f.read<std::int32_t>("cf/neighbours");
+  std::vector<float> sim = f.read<float>("cf/similarity");
+  std::int64_t with_neighbours = 0;
+  for (std::int64_t i = 0; i < I; ++i) {
+    const auto& r = rows[static_cast<std::size_t>(i)];
+    with_neighbours += !r.items.empty();
+    for (std::size_t k = 0; k < 20; ++k) {
+      const auto at = static_cast<std::size_t>(i * 20) + k;
+      EXPECT_EQ(nb[at], k < r.items.size() ? r.items[k] : -1) << "item " << i << " k " << k;
+      EXPECT_EQ(sim[at], k < r.items.size() ? r.similarity[k] : 0.0f) << "item " << i << " k " << k;
+    }
+    if (items.cold[static_cast<std::size_t>(i)]) {
+      EXPECT_TRUE(r.items.empty());
+    }
+  }
+  EXPECT_GT(with_neighbours, I / 2);
+
+  // The user tower by module path.
+  for (const auto& p : model->user->named_parameters()) {
+    EXPECT_TRUE(torch::equal(read_matrix(f, "ranker/" + p.key()), p.value())) << p.key();
+  }
+  EXPECT_TRUE(f.exists("ranker/positions") && f.exists("ranker/query") && f.exists("ranker/attn.in_proj_weight") &&
+              f.exists("ranker/norm.weight") && f.exists("ranker/proj.weight"));
+
+  // The same file from one process (W = 1), array by array.
+  const std::string out1 = in_dir("export_w1.h5");
+  export_write(out1, model, ckpt, file, config_yaml(), eval, local);
+  expect_same_export(out, out1);
+  comm.barrier();
+}
+
+/// Writes `text` to <dir>/<name> on rank 0; every rank gets the path.
+std::string write_file(Communicator& comm, const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = (fs::path(dir) / name).string();
+  if (comm.rank() == 0) std::ofstream(path, std::ios::binary) << text;
+  comm.barrier();
+  return path;
+}
+
+TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  const std::string ckpt = checkpoint();
+  const std::string before = in_dir("export_before.h5");
+  export_write(before, model, ckpt, file, config_yaml(), eval_config(), comm);
+  ItemTable items = file.read_items();
+  const std::int64_t I = file.num_items();
+  // Item 1's own catalogue line (unchanged), item 0 with a new title, a new item.
+  std::string line1;
+  {
+    std::ifstream in(fs::path(dir()) / "shop" / "catalogue.csv");
+    std::string header;
+    std::getline(in, header);
+    ASSERT_EQ(header, "item_id,title,description,category,brand,price,tags");
+    std::getline(in, line1);
+    std::getline(in, line1);
+  }
+  ASSERT_EQ(line1.substr(0, line1.find(',')), items.ids[1]);
+  const std::string csv = "item_id,title,description,category,brand,price,tags\n" + line1 + "\n" + items.ids[0] +
+                          ",Completely renamed kettle,,Kitchen,Acme,9.99,steel\n"
+                          "brand-new-1,Brand new trail shoe,light and fast,Shoes,Zoom,80,running\n";
+  const std::string cat = write_file(comm, dir(), "new_items.csv", csv);
+  const std::string after = in_dir("export_after.h5");
+  ExportSummary s = export_add_catalogue(before, cat, model, ckpt, after, comm);
+  EXPECT_EQ(s.catalogue_rows, 3);
+  EXPECT_EQ(s.items_added, 1);
+  EXPECT_EQ(s.items_replaced, 1);
+  EXPECT_EQ(s.items_unchanged, 1);
+  EXPECT_EQ(s.items_encoded, 2);
+  EXPECT_EQ(s.items, I + 1);
+  EXPECT_EQ(s.catalogue_updates, 1);
+  EXPECT_EQ(s.cold_items, std::count(items.cold.begin(), items.cold.end(), 1) + 1);
+  if (comm.rank() != 0) {
+    comm.barrier();
+    return;
+  }
+  auto a = h5::File::open(before), b = h5::File::open(after);
+  EXPECT_EQ(b.attr_int("/", "num_items"), I + 1);
+  EXPECT_EQ(b.attr_int("/", "catalogue_updates"), 1);
+  EXPECT_EQ(b.attr_string("/", "model_sha256"), a.attr_string("/", "model_sha256"));
+  auto ids = b.read_strings("items/ids");
+  auto text = b.read_strings("items/text");
+  auto category = b.read_strings("items/category");
+  ASSERT_EQ(ids.size(), static_cast<std::size_t>(I + 1));
+  EXPECT_EQ(ids[static_cast<std::size_t>(I)], "brand-new-1");
+  EXPECT_EQ(text[static_cast<std::size_t>(I)], "Brand new trail shoe ; Shoes ; Zoom ; running ; light and fast");
+  EXPECT_EQ(category[static_cast<std::size_t>(I)], "Shoes");
+  EXPECT_EQ(text[0], "Completely renamed kettle ; Kitchen ; Acme ; steel");
+  EXPECT_EQ(category[0], "Kitchen");
+  EXPECT_EQ(text[1], items.texts[1]);
+  EXPECT_EQ(b.read<std::uint8_t>("items/cold")[static_cast<std::size_t>(I)], 1);
+  EXPECT_EQ(b.read<std::int64_t>("items/popularity")[static_cast<std::size_t>(I)], 0);
+  auto hours = b.read<std::int32_t>("items/hour_counts");
+  EXPECT_EQ(std::vector<std::int32_t>(hours.end() - 24, hours.end()), std::vector<std::int32_t>(24, 0));
+  EXPECT_EQ(hours.size(), static_cast<std::size_t>((I + 1) * 24));
+  auto nb = b.read<std::int32_t>("cf/neighbours");
+  EXPECT_EQ(std::vector<std::int32_t>(nb.end() - 20, nb.end()), std::vector<std::int32_t>(20, -1));
+  EXPECT_EQ(std::vector<std::int32_t>(nb.begin(), nb.end() - 20), a.read<std::int32_t>("cf/neighbours"));
+
+  // The new item's vector: the model's text encoding of it (no ID vector);
+  // item 0's: its new text plus its ID vector when it had training events.
+  WordPieceTokenizer tok = WordPieceTokenizer::from_tokens(b.read_strings("tokenizer/vocab"));
+  TokenizedTexts t = item_texts_tokenize(tok, {text[static_cast<std::size_t>(I)], text[0]}, kTextLen);
+  torch::Tensor tokens = torch::tensor(t.tokens, torch::kLong).view({2, kTextLen}).narrow(1, 0, 10).contiguous();
+  torch::Tensor len = torch::tensor(t.length, torch::kLong);
+  torch::Tensor mask = (torch::arange(10).unsqueeze(0) < len.unsqueeze(1)).to(torch::kLong);
+  torch::NoGradGuard no_grad;
+  torch::Tensor new_vec = model->encode_items(tokens.narrow(0, 0, 1), mask.narrow(0, 0, 1));
+  torch::Tensor id0 = torch::tensor({items.cold[0] ? std::int64_t{-1} : std::int64_t{0}}, torch::kLong);
+  torch::Tensor vec0 = model->encode_items(tokens.narrow(0, 1, 1), mask.narrow(0, 1, 1), id0);
+  torch::Tensor vb = read_matrix(b, "items/vectors"), va = read_matrix(a, "items/vectors");
+  torch::Tensor kb = read_matrix(b, "items/keys");
+  EXPECT_TRUE(torch::allclose(vb[I], new_vec[0], 1e-5, 1e-6)) << vb[I] << new_vec[0];
+  EXPECT_TRUE(torch::allclose(vb[0], vec0[0], 1e-5, 1e-6)) << vb[0] << vec0[0];
+  EXPECT_FALSE(torch::allclose(vb[0], va[0]));
+  EXPECT_TRUE(torch::equal(vb.narrow(0, 1, I - 1), va.narrow(0, 1, I - 1)));  // the rest untouched
+  EXPECT_TRUE(torch::allclose(kb[I], model->item_keys(vb[I]), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(kb.narrow(0, 1, I - 1), read_matrix(a, "items/keys").narrow(0, 1, I - 1)));
+
+  // User vectors follow the new item vectors.
+  const auto offsets = b.read<std::int64_t>("users/history_offsets");
+  const auto hist = b.read<std::int32_t>("users/history_items");
+  torch::Tensor users = read_matrix(b, "users/vectors");
+  std::int64_t checked = 0;
+  for (std::size_t u = 0; u + 1 < offsets.size() && checked < 3; ++u) {
+    const std::int64_t end = offsets[u + 1], begin = std::max(offsets[u], end - 4);
+    std::vector<std::int64_t> last(hist.begin() + begin, hist.begin() + end);
+    if (std::find(last.begin(), last.end(), 0) == last.end()) continue;
+    torch::Tensor want = model->user_vectors(torch::tensor(last, torch::kLong).unsqueeze(0), vb)[0];
+    EXPECT_TRUE(torch::allclose(users[static_cast<std::int64_t>(u)], want, 1e-5, 1e-6)) << "user " << u;
+    ++checked;
+  }
+
+  // The same update on one process gives the same file.
+  LocalCommunicator local;
+  const std::string after1 = in_dir("export_after_w1.h5");
+  export_add_catalogue(before, cat, model, ckpt, after1, local);
+  expect_same_export(after, after1);
+
+  // In place: the export is replaced, catalogue_updates counts on.
+  fs::copy_file(after, in_dir("export_inplace.h5"), fs::copy_options::overwrite_existing);
+  const std::string one = write_file(local, dir(), "one.csv",
+                                     "item_id,title,description,category,brand,price,tags\n"
+                                     "brand-new-2,Another new thing,,Toys,,1,\n");
+  ExportSummary s2 = export_add_catalogue(in_dir("export_inplace.h5"), one, model, ckpt, "", local);
+  EXPECT_EQ(s2.items, I + 2);
+  EXPECT_EQ(s2.users_encoded, 0);  // no existing item changed: user vectors kept
+  auto c = h5::File::open(in_dir("export_inplace.h5"));
+  EXPECT_EQ(c.attr_int("/", "catalogue_updates"), 2);
+  EXPECT_EQ(c.read_strings("items/ids").back(), "brand-new-2");
+  EXPECT_EQ(c.read<float>("users/vectors"), b.read<float>("users/vectors"));
+  comm.barrier();
+}
+
+TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  const std::string ckpt = checkpoint();
+  const std::string exp = in_dir("export_bad.h5");
+  export_write(exp, model, ckpt, file, config_yaml(), eval_config(), comm);
+  const std::string bad = write_file(comm, dir(), "bad.csv",
+                                     "item_id,title,description,category,brand,price,tags\n"
+                                     "fine-1,A fine item,,Toys,,1,\n"
+                                     "no-text,,,,,2,\n");
+  // Every rank reads the file and fails the same way (no collective left waiting).
+  try {
+    export_add_catalogue(exp, bad, model, ckpt, in_dir("never.h5"), comm);
+    ADD_FAILURE() << "a row without text was accepted";
+  } catch (const IoError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("bad.csv:3: missing item text: item 'no-text' has no text"));
+  }
+  EXPECT_FALSE(fs::exists(in_dir("never.h5")));
+  // With on_error: skip the good row goes in and the bad one is reported.
+  CatalogueUpdateOptions skip;
+  skip.on_error = "skip";
+  ExportSummary s = export_add_catalogue(exp, bad, model, ckpt, in_dir("skipped.h5"), comm, skip);
+  EXPECT_EQ(s.items_added, 1);
+  EXPECT_EQ(s.rows_skipped, 1);
+  EXPECT_THAT(s.skipped_report, HasSubstr("bad.csv:3"));
+
+  const std::string other = write_file(comm, dir(), "other.h5", "another model");
+  try {
+    export_add_catalogue(exp, bad, model, other, "", comm);
+    ADD_FAILURE() << "another checkpoint was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("is not the model"));
+  }
+  EXPECT_THROW(export_add_catalogue(ckpt, bad, model, ckpt, "", comm), IoError);  // not an export
+  comm.barrier();
+}
+
+}  // namespace
+}  // namespace llmrec
