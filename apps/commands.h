@@ -20,6 +20,8 @@ void command_eval_add(CLI::App& app);
 void command_train_add(CLI::App& app);
 void command_bench_add(CLI::App& app);
 void command_encode_add(CLI::App& app);
+void command_recommend_add(CLI::App& app);
+void command_serve_add(CLI::App& app);
 void command_export_add(CLI::App& app);
 
 }  // namespace llmrec

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   llmrec::command_train_add(app);
   llmrec::command_bench_add(app);
   llmrec::command_encode_add(app);
+  llmrec::command_recommend_add(app);
+  llmrec::command_serve_add(app);
   llmrec::command_export_add(app);
   try {
     app.parse(argc, argv);

@@ -64,3 +64,12 @@ endif()
 if(LLMREC_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+# cpp-httplib (Debian's libcpp-httplib-dev: a compiled library plus
+# httplib.h) for `llmrec serve`. Its pkg-config flags must be used as they
+# are: they set the CPPHTTPLIB_*_SUPPORT switches the library was built
+# with, which change the layout of its classes.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LLMREC_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+add_library(llmrec_httplib INTERFACE)
+target_link_libraries(llmrec_httplib INTERFACE PkgConfig::LLMREC_HTTPLIB Threads::Threads)

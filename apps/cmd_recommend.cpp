@@ -1,0 +1,155 @@
+// `llmrec recommend`: top-k recommendations from an export file (one
+// process, no MPI, no checkpoint, no dataset), as JSON or a table.
+//
+//   llmrec recommend --export runs/quickstart/export.h5 --user u12 --k 5
+//   llmrec recommend --export X.h5 --history i1,i2,i3 --category Shoes --explain --table
+//
+// The JSON is the response document of `llmrec serve` (docs/serving.md).
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "apps/commands.h"
+#include "common/error.h"
+#include "common/logging.h"
+#include "serving/engine.h"
+#include "serving/request.h"
+
+namespace llmrec {
+namespace {
+
+struct RecommendArgs {
+  std::string export_path;
+  std::string user;
+  std::vector<std::string> history;
+  int k = serving::kDefaultK;
+  std::vector<std::string> categories;
+  std::string exclude = "seen";
+  int hour = -1;
+  double hour_weight = -1;
+  double cf_weight = -1;
+  double diversity = 0;
+  bool explain = false;
+  bool json = false;
+  bool table = false;
+};
+
+/// At most `width` code points of `s` (UTF-8), with "..." when cut.
+std::string truncate_utf8(const std::string& s, std::size_t width) {
+  std::size_t points = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;
+    if (points == width - 3) {
+      std::size_t rest = 0;
+      for (std::size_t j = i; j < s.size(); ++j) rest += (static_cast<unsigned char>(s[j]) & 0xC0) != 0x80;
+      if (rest > 3) return s.substr(0, i) + "...";
+    }
+    ++points;
+  }
+  return s;
+}
+
+std::string table_text(const serving::ExportData& e, const serving::Recommendation& r) {
+  std::string out;
+  const std::string who = r.user >= 0 ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)],
+                                                    r.history.size())
+                                      : fmt::format("a history of {} items", r.history.size());
+  out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}{}{}{}; {} eligible items; {:.2f} ms\n", who, r.k,
+                     serving::exclude_name(r.exclude), r.cf_weight,
+                     r.hour ? fmt::format(", hour {} (weight {:g})", *r.hour, r.hour_weight) : std::string(),
+                     r.diversity > 0 ? fmt::format(", diversity {:g}", r.diversity) : std::string(),
+                     r.fused ? ", fused z-scores" : ", model scores", r.eligible, r.took_ms);
+  out += fmt::format("{:>4}  {:<16} {:>10}  {:<16} {:<4}  {}\n", "rank", "id", "score", "category", "cold", "text");
+  for (std::size_t j = 0; j < r.items.size(); ++j) {
+    const auto& it = r.items[j];
+    const auto i = static_cast<std::size_t>(it.item);
+    out += fmt::format("{:>4}  {:<16} {:>10.4f}  {:<16} {:<4}  {}\n", j + 1, truncate_utf8(e.item_ids[i], 16), it.score,
+                       truncate_utf8(e.item_category[i], 16), e.item_cold[i] ? "*" : "", truncate_utf8(e.item_text[i], 48));
+    if (r.explain) {
+      std::string because;
+      for (const auto& c : it.because) {
+        because += fmt::format("{}{} ({:+.4f})", because.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.value);
+      }
+      std::string cf;
+      for (const auto& c : it.cf) {
+        cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.similarity);
+      }
+      out += fmt::format("{:>6}because: {}{}\n", "", because.empty() ? std::string("(no history)") : because,
+                         r.cf_weight > 0 ? "; cf: " + (cf.empty() ? std::string("(no neighbour)") : cf) : std::string());
+    }
+  }
+  return out;
+}
+
+void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
+  serving::RecommendRequest q;
+  if (has_user) q.user = a.user;
+  if (has_history) q.history = a.history;
+  q.k = a.k;
+  q.categories = a.categories;
+  q.exclude = a.exclude == "purchased" ? serving::Exclude::kPurchased
+              : a.exclude == "none"    ? serving::Exclude::kNone
+                                       : serving::Exclude::kSeen;
+  if (a.hour >= 0) q.hour = a.hour;
+  if (a.hour_weight >= 0) q.hour_weight = a.hour_weight;
+  if (a.cf_weight >= 0) q.cf_weight = a.cf_weight;
+  q.diversity = a.diversity;
+  q.explain = a.explain;
+
+  const auto engine = serving::RecommendEngine::open(a.export_path);
+  const serving::Recommendation r = engine->recommend(q);
+  std::string text = a.table ? table_text(engine->data(), r)
+                             : serving::recommendation_json(engine->data(), r)
+                                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                                   "\n";
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0) {
+    throw IoError("cannot write standard output");
+  }
+}
+
+}  // namespace
+
+void command_recommend_add(CLI::App& app) {
+  auto* cmd = app.add_subcommand("recommend", "Top-k recommendations for a user or a fresh history, from an export file");
+  auto a = std::make_shared<RecommendArgs>();
+  cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")->required()->check(CLI::ExistingFile);
+  auto* user = cmd->add_option("--user", a->user, "A known user id");
+  auto* history =
+      cmd->add_option("--history", a->history, "Recent item ids, oldest first, comma-separated")->delimiter(',');
+  user->excludes(history);
+  cmd->add_option("--k", a->k, "How many items")->check(CLI::Range(1, serving::kMaxK))->capture_default_str();
+  cmd->add_option("--category", a->categories, "Only items of this category (exact match; repeat for several)")
+      ->take_all();
+  cmd->add_option("--exclude", a->exclude, "Leave out: seen (the history), purchased (purchase events), none")
+      ->check(CLI::IsMember({"seen", "purchased", "none"}))
+      ->capture_default_str();
+  cmd->add_option("--hour", a->hour, "Hour of the day (0-23, UTC) for the time-of-day context")->check(CLI::Range(0, 23));
+  cmd->add_option("--hour-weight", a->hour_weight,
+                  fmt::format("Weight of the time-of-day component (default {:g})", serving::kDefaultHourWeight))
+      ->check(CLI::Range(0.0, serving::kMaxWeight));
+  cmd->add_option("--cf-weight", a->cf_weight, "Weight of the ItemKNN component (default: the export's fusion weight)")
+      ->check(CLI::Range(0.0, serving::kMaxWeight));
+  cmd->add_option("--diversity", a->diversity, "MMR lambda in [0, 1] (0: plain top-k)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  cmd->add_flag("--explain", a->explain, "Say why: leave-one-out history contributions and CF neighbours");
+  auto* json = cmd->add_flag("--json", a->json, "JSON on stdout (the default)");
+  auto* table = cmd->add_flag("--pretty,--table", a->table, "A readable table instead of JSON");
+  json->excludes(table);
+  cmd->callback([a, user, history] {
+    if (user->count() == 0 && history->count() == 0) {
+      throw CLI::ValidationError("--user or --history", "give a known user id (--user) or recent items (--history)");
+    }
+    LogConfig log;
+    logging_init(log, 0, 1);  // stderr: stdout carries only the result
+    run_recommend(*a, user->count() > 0, history->count() > 0);
+  });
+}
+
+}  // namespace llmrec

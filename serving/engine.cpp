@@ -1,0 +1,591 @@
+#include "serving/engine.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <unordered_map>
+
+#include "models/ranker.h"
+#include "trainer/fusion.h"
+
+namespace llmrec::serving {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+/// The ranking order: a higher score first, equal scores the smaller row
+/// first (as in evaluation).
+struct ByScore {
+  const float* s;
+  bool operator()(std::int32_t a, std::int32_t b) const { return s[a] > s[b] || (s[a] == s[b] && a < b); }
+};
+
+/// A [rows, d] view of a float table of the export (never written).
+at::Tensor table(const std::vector<float>& v, std::int64_t rows, std::int64_t d) {
+  return at::from_blob(const_cast<float*>(v.data()), {rows, d}, at::kFloat);
+}
+
+/// "'a', 'b' and 3 more" for error messages.
+std::string quoted_list(const std::vector<std::string>& ids) {
+  std::string out;
+  const std::size_t shown = std::min<std::size_t>(ids.size(), 10);
+  for (std::size_t j = 0; j < shown; ++j) out += (j > 0 ? ", '" : "'") + ids[j] + "'";
+  if (ids.size() > shown) out += fmt::format(" and {} more", ids.size() - shown);
+  return out;
+}
+
+void check_weight(const std::optional<double>& w, const char* field) {
+  if (w && (!std::isfinite(*w) || *w < 0 || *w > kMaxWeight)) {
+    throw RequestError(400, field, fmt::format("must be a number in [0, {:g}], got {}", kMaxWeight, *w));
+  }
+}
+
+std::vector<std::int32_t> distinct_sorted(std::vector<std::int32_t> items) {
+  std::sort(items.begin(), items.end());
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+  return items;
+}
+
+/// The top `count` of `candidates` in the ranking order, sorted.
+void top_sorted(std::vector<std::int32_t>& candidates, std::size_t count, const float* score) {
+  count = std::min(count, candidates.size());
+  std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(count), candidates.end(),
+                    ByScore{score});
+  candidates.resize(count);
+}
+
+}  // namespace
+
+RequestError::RequestError(int status, std::string field, const std::string& message)
+    : Error(field.empty() ? message : fmt::format("field '{}': {}", field, message)),
+      status_(status),
+      field_(std::move(field)) {}
+
+const char* exclude_name(Exclude e) {
+  switch (e) {
+    case Exclude::kSeen: return "seen";
+    case Exclude::kPurchased: return "purchased";
+    case Exclude::kNone: return "none";
+  }
+  return "?";
+}
+
+/// A validated request, resolved to rows of the export.
+struct RecommendEngine::Resolved {
+  std::int32_t user = -1;
+  std::vector<std::int32_t> events;    ///< the history: known user's events or the fresh items, oldest first
+  std::vector<std::int32_t> window;    ///< the last T of `events` (the tower's input)
+  std::vector<std::int32_t> excluded;  ///< item rows left out of the ranking
+  std::vector<std::uint8_t> allowed;   ///< per category code; empty = every category
+  int k = kDefaultK;
+  Exclude exclude = Exclude::kSeen;
+  std::optional<int> hour;
+  double hour_weight = 0;
+  double cf_weight = 0;
+  double diversity = 0;
+  bool explain = false;
+};
+
+RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_(std::move(data)) {
+  LLMREC_CHECK(data_ != nullptr && data_->tower != nullptr, "RecommendEngine needs a loaded export");
+  const auto& f = data_->fusion;
+  auto itemknn = f.find("itemknn");
+  auto model = f.find("model");
+  if (itemknn != f.end()) {
+    default_cf_weight_ = itemknn->second;
+    if (model != f.end() && model->second > 0) default_cf_weight_ /= model->second;
+  }
+  for (std::size_t t = 0; t < data_->event_types.size(); ++t) {
+    std::string name = data_->event_types[t];
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (name == "purchase") purchase_types_.push_back(static_cast<int>(t));
+  }
+  const std::int64_t d = data_->dim;
+  vector_norms_.resize(static_cast<std::size_t>(data_->num_items));
+  for (std::int64_t i = 0; i < data_->num_items; ++i) {
+    const float* v = data_->vector(i);
+    double s = 0;
+    for (std::int64_t c = 0; c < d; ++c) s += static_cast<double>(v[c]) * v[c];
+    vector_norms_[static_cast<std::size_t>(i)] = static_cast<float>(std::sqrt(s));
+  }
+}
+
+RecommendEngine::~RecommendEngine() = default;
+
+std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path) {
+  return std::make_shared<const RecommendEngine>(read_export(path));
+}
+
+// ------------------------------------------------------------ validation
+
+RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) const {
+  const ExportData& e = *data_;
+  Resolved r;
+  if (q.user && q.history) throw RequestError(400, "user", "give either 'user' or 'history', not both");
+  if (!q.user && !q.history) {
+    throw RequestError(400, "user", "missing: give 'user' (a known user id) or 'history' (recent item ids)");
+  }
+  if (q.k < 1 || q.k > kMaxK) throw RequestError(400, "k", fmt::format("must be an integer in [1, {}], got {}", kMaxK, q.k));
+  r.k = q.k;
+  if (q.hour && (*q.hour < 0 || *q.hour >= kHours)) {
+    throw RequestError(400, "hour", fmt::format("must be an integer hour of the day in [0, 23], got {}", *q.hour));
+  }
+  check_weight(q.hour_weight, "hour_weight");
+  check_weight(q.cf_weight, "cf_weight");
+  if (q.hour_weight && !q.hour) throw RequestError(400, "hour_weight", "has no effect without 'hour'");
+  if (!std::isfinite(q.diversity) || q.diversity < 0 || q.diversity > 1) {
+    throw RequestError(400, "diversity", fmt::format("must be a number in [0, 1], got {}", q.diversity));
+  }
+  r.hour = q.hour;
+  r.hour_weight = q.hour ? q.hour_weight.value_or(kDefaultHourWeight) : 0.0;
+  r.cf_weight = q.cf_weight.value_or(default_cf_weight_);
+  r.diversity = q.diversity;
+  r.explain = q.explain;
+  r.exclude = q.exclude;
+
+  if (!q.categories.empty()) {
+    r.allowed.assign(e.categories.size(), 0);
+    std::vector<std::string> unknown;
+    for (const auto& c : q.categories) {
+      const std::int32_t code = e.find_category(c);
+      if (code < 0) {
+        unknown.push_back(c);
+      } else {
+        r.allowed[static_cast<std::size_t>(code)] = 1;
+      }
+    }
+    if (!unknown.empty()) throw RequestError(400, "category", "no item has category " + quoted_list(unknown));
+  }
+
+  if (q.user) {
+    r.user = e.find_user(*q.user);
+    if (r.user < 0) throw RequestError(404, "user", fmt::format("unknown user '{}'", *q.user));
+    r.events.assign(e.history_items.begin() + e.events_begin(r.user), e.history_items.begin() + e.events_end(r.user));
+  } else {
+    if (q.history->size() > kMaxRequestHistory) {
+      throw RequestError(400, "history",
+                         fmt::format("has {} items; at most {} are accepted", q.history->size(), kMaxRequestHistory));
+    }
+    std::vector<std::string> unknown;
+    for (const auto& id : *q.history) {
+      const std::int32_t i = e.find_item(id);
+      if (i < 0) {
+        unknown.push_back(id);
+      } else {
+        r.events.push_back(i);
+      }
+    }
+    if (!unknown.empty()) throw RequestError(404, "history", "unknown item ids " + quoted_list(unknown));
+  }
+  const std::size_t T = static_cast<std::size_t>(e.history);
+  r.window.assign(r.events.end() - static_cast<std::ptrdiff_t>(std::min(T, r.events.size())), r.events.end());
+
+  switch (q.exclude) {
+    case Exclude::kNone: break;
+    case Exclude::kSeen: r.excluded = distinct_sorted(r.events); break;
+    case Exclude::kPurchased: {
+      if (r.user < 0) {
+        throw RequestError(400, "exclude",
+                           "'purchased' needs a known user: a fresh history has no event types (use 'seen' or 'none')");
+      }
+      if (purchase_types_.empty()) {
+        std::vector<std::string> types = e.event_types;
+        throw RequestError(400, "exclude",
+                           fmt::format("'purchased': this export has no 'purchase' event type (its types: {})",
+                                       types.empty() ? std::string("none") : quoted_list(types)));
+      }
+      for (std::int64_t j = e.events_begin(r.user); j < e.events_end(r.user); ++j) {
+        const int type = e.history_types[static_cast<std::size_t>(j)];
+        if (std::find(purchase_types_.begin(), purchase_types_.end(), type) != purchase_types_.end()) {
+          r.excluded.push_back(e.history_items[static_cast<std::size_t>(j)]);
+        }
+      }
+      r.excluded = distinct_sorted(std::move(r.excluded));
+      break;
+    }
+  }
+  return r;
+}
+
+// ------------------------------------------------------------ building blocks
+
+namespace {
+
+/// One batched tower forward: row b reads the items of windows[b] (time
+/// order, right-aligned, padding first), with `drop[b]` (if not -1) masked
+/// out wherever it occurs. -> [B, d].
+at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vector<std::int32_t>*>& windows,
+                         const std::vector<std::int32_t>& drop) {
+  torch::NoGradGuard no_grad;
+  const auto B = static_cast<std::int64_t>(windows.size());
+  const std::int64_t d = e.dim;
+  std::int64_t S = 1;
+  for (const auto* w : windows) S = std::max<std::int64_t>(S, static_cast<std::int64_t>(w->size()));
+  at::Tensor items = at::zeros({B, S, d}, at::kFloat);
+  at::Tensor mask = at::zeros({B, S}, at::kBool);
+  float* x = items.data_ptr<float>();
+  bool* m = mask.data_ptr<bool>();
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto& w = *windows[static_cast<std::size_t>(b)];
+    const std::int64_t pad = S - static_cast<std::int64_t>(w.size());
+    for (std::size_t s = 0; s < w.size(); ++s) {
+      const std::int64_t slot = pad + static_cast<std::int64_t>(s);
+      std::copy_n(e.vector(w[s]), d, x + (b * S + slot) * d);
+      m[b * S + slot] = drop.empty() || w[s] != drop[static_cast<std::size_t>(b)];
+    }
+  }
+  return e.tower->forward(items, mask).contiguous();
+}
+
+}  // namespace
+
+std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_t>& items) const {
+  for (std::int32_t i : items) LLMREC_CHECK(i >= 0 && i < data_->num_items, "history item row {} is out of range", i);
+  const std::size_t T = static_cast<std::size_t>(data_->history);
+  std::vector<std::int32_t> window(items.end() - static_cast<std::ptrdiff_t>(std::min(T, items.size())), items.end());
+  at::Tensor u = tower_forward(*data_, {&window}, {});
+  return {u.data_ptr<float>(), u.data_ptr<float>() + data_->dim};
+}
+
+std::vector<float> RecommendEngine::cf_scores(const std::vector<std::int32_t>& history) const {
+  const ExportData& e = *data_;
+  std::vector<double> acc(static_cast<std::size_t>(e.num_items), 0.0);
+  for (std::int32_t h : distinct_sorted(history)) {
+    LLMREC_CHECK(h >= 0 && h < e.num_items, "history item row {} is out of range", h);
+    const std::int32_t* nb = e.neighbours(h);
+    const float* sim = e.similarity(h);
+    for (std::int64_t c = 0; c < e.cf_k; ++c) {
+      if (nb[c] >= 0) acc[static_cast<std::size_t>(nb[c])] += sim[c];
+    }
+  }
+  return {acc.begin(), acc.end()};
+}
+
+std::vector<float> RecommendEngine::hour_scores(int hour) const {
+  LLMREC_CHECK(hour >= 0 && hour < kHours, "hour {} is not in [0, 23]", hour);
+  const ExportData& e = *data_;
+  std::vector<float> out(static_cast<std::size_t>(e.num_items));
+  for (std::int64_t i = 0; i < e.num_items; ++i) {
+    const double c = e.hour_counts[static_cast<std::size_t>(i * kHours + hour)];
+    const double pop = static_cast<double>(e.item_popularity[static_cast<std::size_t>(i)]);
+    out[static_cast<std::size_t>(i)] = static_cast<float>(std::log((c + 1.0) / (pop + kHours)));
+  }
+  return out;
+}
+
+const std::vector<float>& RecommendEngine::hour_z(int hour) const {
+  const auto h = static_cast<std::size_t>(hour);
+  std::call_once(hour_once_[h], [&] {
+    const std::vector<float> t = hour_scores(hour);
+    std::vector<float> z(t.size());
+    fusion_standardise(t.data(), static_cast<std::int64_t>(t.size()), z.data());
+    hour_z_[h] = std::move(z);
+  });
+  return hour_z_[h];
+}
+
+// ------------------------------------------------------------ recommend
+
+Recommendation RecommendEngine::recommend(const RecommendRequest& request) const {
+  return std::move(recommend_batch({request}).front());
+}
+
+std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<RecommendRequest>& requests) const {
+  const auto t0 = Clock::now();
+  const ExportData& e = *data_;
+  std::vector<Resolved> rs;
+  rs.reserve(requests.size());
+  for (const auto& q : requests) rs.push_back(resolve(q));
+  const auto B = static_cast<std::int64_t>(rs.size());
+  std::vector<Recommendation> out(rs.size());
+  if (B == 0) return out;
+
+  // User vectors: known users from the export, fresh histories through one
+  // batched tower forward.
+  const std::int64_t d = e.dim;
+  at::Tensor users = at::empty({B, d}, at::kFloat);
+  std::vector<const std::vector<std::int32_t>*> windows;
+  std::vector<std::int64_t> fresh_rows;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const Resolved& r = rs[static_cast<std::size_t>(b)];
+    if (r.user >= 0) {
+      std::copy_n(e.user_vector(r.user), d, users.data_ptr<float>() + b * d);
+    } else {
+      windows.push_back(&r.window);
+      fresh_rows.push_back(b);
+    }
+  }
+  if (!windows.empty()) {
+    at::Tensor u = tower_forward(e, windows, {});
+    for (std::size_t j = 0; j < fresh_rows.size(); ++j) {
+      std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d, users.data_ptr<float>() + fresh_rows[j] * d);
+    }
+  }
+  // s = keys . u for every item and request: one matrix product.
+  const at::Tensor scores = at::mm(users, table(e.item_keys, e.num_items, d).t()).contiguous();
+  for (std::int64_t b = 0; b < B; ++b) {
+    finish(rs[static_cast<std::size_t>(b)], scores.data_ptr<float>() + b * e.num_items, out[static_cast<std::size_t>(b)]);
+  }
+  const double took = ms_since(t0);
+  for (auto& o : out) o.took_ms = took;
+  return out;
+}
+
+void RecommendEngine::finish(const Resolved& r, const float* model, Recommendation& out) const {
+  const ExportData& e = *data_;
+  const std::int64_t I = e.num_items;
+  out.user = r.user;
+  out.history = r.events;
+  out.k = r.k;
+  out.exclude = r.exclude;
+  out.hour = r.hour;
+  out.hour_weight = r.hour_weight;
+  out.cf_weight = r.cf_weight;
+  out.diversity = r.diversity;
+  out.explain = r.explain;
+
+  // Fusion, exactly as evaluation: z-standardise each component over the
+  // whole catalogue, then the weighted sum (trainer/fusion.h).
+  const bool use_cf = r.cf_weight > 0;
+  const bool use_hour = r.hour.has_value() && r.hour_weight > 0;
+  out.fused = use_cf || use_hour;
+  std::vector<float> cf, z_model, z_cf, fused;
+  const float* score = model;
+  if (out.fused) {
+    z_model.resize(static_cast<std::size_t>(I));
+    fusion_standardise(model, I, z_model.data());
+    std::vector<const float*> rows{z_model.data()};
+    std::vector<double> weights{1.0};
+    if (use_cf) {
+      cf = cf_scores(r.events);
+      z_cf.resize(static_cast<std::size_t>(I));
+      fusion_standardise(cf.data(), I, z_cf.data());
+      rows.push_back(z_cf.data());
+      weights.push_back(r.cf_weight);
+    }
+    if (use_hour) {
+      rows.push_back(hour_z(*r.hour).data());
+      weights.push_back(r.hour_weight);
+    }
+    fused.resize(static_cast<std::size_t>(I));
+    fusion_combine(rows, weights, I, fused.data());
+    score = fused.data();
+  }
+
+  // Filters and exclusions, then the exact top of what is left.
+  std::vector<std::uint8_t> blocked(static_cast<std::size_t>(I), 0);
+  if (!r.allowed.empty()) {
+    for (std::int64_t i = 0; i < I; ++i) {
+      blocked[static_cast<std::size_t>(i)] =
+          r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] == 0;
+    }
+  }
+  for (std::int32_t i : r.excluded) blocked[static_cast<std::size_t>(i)] = 1;
+  std::vector<std::int32_t> candidates;
+  candidates.reserve(static_cast<std::size_t>(I));
+  for (std::int64_t i = 0; i < I; ++i) {
+    if (!blocked[static_cast<std::size_t>(i)]) candidates.push_back(static_cast<std::int32_t>(i));
+  }
+  out.eligible = static_cast<std::int64_t>(candidates.size());
+  const auto k = static_cast<std::size_t>(r.k);
+  std::vector<std::int32_t> picked;
+  if (r.diversity > 0) {
+    top_sorted(candidates, k * kMmrPoolFactor, score);
+    picked = mmr_select(candidates, score, k, r.diversity);
+  } else {
+    top_sorted(candidates, k, score);
+    picked = std::move(candidates);
+  }
+
+  out.items.resize(picked.size());
+  for (std::size_t j = 0; j < picked.size(); ++j) {
+    RecommendedItem& it = out.items[j];
+    const std::int32_t i = picked[j];
+    it.item = i;
+    it.score = score[i];
+    it.model_score = model[i];
+    it.cf_score = use_cf ? cf[static_cast<std::size_t>(i)] : 0.0f;
+    if (r.hour) {
+      const double c = e.hour_counts[static_cast<std::size_t>(i) * kHours + static_cast<std::size_t>(*r.hour)];
+      it.hour_score = static_cast<float>(
+          std::log((c + 1.0) / (static_cast<double>(e.item_popularity[static_cast<std::size_t>(i)]) + kHours)));
+    }
+  }
+  if (r.explain && !picked.empty()) explain(r, use_cf, out);
+}
+
+std::vector<std::int32_t> RecommendEngine::mmr_select(const std::vector<std::int32_t>& pool, const float* score,
+                                                      std::size_t k, double lambda) const {
+  const ExportData& e = *data_;
+  const auto P = static_cast<std::int64_t>(pool.size());
+  const std::int64_t d = e.dim;
+  if (P == 0) return {};
+  // Relevance rescaled to [0, 1] over the pool, so that it weighs against
+  // cosine similarities on one scale.
+  const double top = score[pool.front()];
+  const double bottom = score[pool.back()];
+  std::vector<double> rel(static_cast<std::size_t>(P));
+  for (std::int64_t p = 0; p < P; ++p) {
+    rel[static_cast<std::size_t>(p)] = top > bottom ? (score[pool[static_cast<std::size_t>(p)]] - bottom) / (top - bottom) : 1.0;
+  }
+  // Unit item vectors of the pool (a zero vector stays zero: cosine 0).
+  at::Tensor unit = at::empty({P, d}, at::kFloat);
+  float* u = unit.data_ptr<float>();
+  for (std::int64_t p = 0; p < P; ++p) {
+    const std::int32_t i = pool[static_cast<std::size_t>(p)];
+    const float n = vector_norms_[static_cast<std::size_t>(i)];
+    const float* v = e.vector(i);
+    for (std::int64_t c = 0; c < d; ++c) u[p * d + c] = n > 0 ? v[c] / n : 0.0f;
+  }
+  std::vector<double> max_sim(static_cast<std::size_t>(P), -std::numeric_limits<double>::infinity());
+  std::vector<std::uint8_t> taken(static_cast<std::size_t>(P), 0);
+  std::vector<std::int32_t> picked;
+  const std::size_t want = std::min<std::size_t>(k, static_cast<std::size_t>(P));
+  while (picked.size() < want) {
+    std::int64_t best = -1;
+    double best_value = 0;
+    for (std::int64_t p = 0; p < P; ++p) {
+      if (taken[static_cast<std::size_t>(p)]) continue;
+      const double penalty = picked.empty() ? 0.0 : max_sim[static_cast<std::size_t>(p)];
+      const double value = (1.0 - lambda) * rel[static_cast<std::size_t>(p)] - lambda * penalty;
+      if (best < 0 || value > best_value) {  // ties: the better-ranked item
+        best = p;
+        best_value = value;
+      }
+    }
+    taken[static_cast<std::size_t>(best)] = 1;
+    picked.push_back(pool[static_cast<std::size_t>(best)]);
+    const at::Tensor sims = at::mv(unit, unit[best]).contiguous();
+    const float* s = sims.data_ptr<float>();
+    for (std::int64_t p = 0; p < P; ++p) {
+      max_sim[static_cast<std::size_t>(p)] = std::max(max_sim[static_cast<std::size_t>(p)], static_cast<double>(s[p]));
+    }
+  }
+  return picked;
+}
+
+void RecommendEngine::explain(const Resolved& r, bool use_cf, Recommendation& out) const {
+  const ExportData& e = *data_;
+  const auto k = static_cast<std::int64_t>(out.items.size());
+  // Leave-one-out: the tower on the window, and on the window without each
+  // distinct history item (every occurrence masked), in one batch.
+  const std::vector<std::int32_t> distinct = distinct_sorted(r.window);
+  if (!distinct.empty()) {
+    const auto n = static_cast<std::int64_t>(distinct.size());
+    std::vector<const std::vector<std::int32_t>*> windows(static_cast<std::size_t>(n + 1), &r.window);
+    std::vector<std::int32_t> drop{-1};
+    drop.insert(drop.end(), distinct.begin(), distinct.end());
+    const at::Tensor users = tower_forward(e, windows, drop);  // [n + 1, d]
+    std::vector<std::int64_t> rows;
+    for (const auto& it : out.items) rows.push_back(it.item);
+    const at::Tensor keys =
+        table(e.item_keys, e.num_items, e.dim).index_select(0, at::tensor(rows, at::kLong));  // [k, d]
+    const at::Tensor s = at::mm(users, keys.t()).contiguous();                                // [n + 1, k]
+    const float* sp = s.data_ptr<float>();
+    for (std::int64_t j = 0; j < k; ++j) {
+      std::vector<Contribution> c(static_cast<std::size_t>(n));
+      for (std::int64_t h = 0; h < n; ++h) {
+        c[static_cast<std::size_t>(h)] = {distinct[static_cast<std::size_t>(h)], sp[j] - sp[(h + 1) * k + j]};
+      }
+      std::sort(c.begin(), c.end(), [](const Contribution& a, const Contribution& b) {
+        return a.value > b.value || (a.value == b.value && a.item < b.item);
+      });
+      c.resize(std::min(c.size(), kExplainTop));
+      out.items[static_cast<std::size_t>(j)].because = std::move(c);
+    }
+  }
+  if (use_cf) {
+    std::unordered_map<std::int32_t, std::size_t> where;
+    for (std::size_t j = 0; j < out.items.size(); ++j) where.emplace(out.items[j].item, j);
+    for (std::int32_t h : distinct_sorted(r.events)) {
+      const std::int32_t* nb = e.neighbours(h);
+      const float* sim = e.similarity(h);
+      for (std::int64_t c = 0; c < e.cf_k; ++c) {
+        if (nb[c] < 0) continue;
+        auto it = where.find(nb[c]);
+        if (it != where.end()) out.items[it->second].cf.push_back({h, sim[c]});
+      }
+    }
+    for (auto& it : out.items) {
+      std::sort(it.cf.begin(), it.cf.end(), [](const CfEvidence& a, const CfEvidence& b) {
+        return a.similarity > b.similarity || (a.similarity == b.similarity && a.item < b.item);
+      });
+      if (it.cf.size() > kExplainTop) it.cf.resize(kExplainTop);
+    }
+  }
+}
+
+// ------------------------------------------------------------ similar
+
+SimilarResult RecommendEngine::similar(const SimilarRequest& q) const {
+  const auto t0 = Clock::now();
+  const ExportData& e = *data_;
+  const std::int64_t I = e.num_items;
+  SimilarResult out;
+  out.item = e.find_item(q.item);
+  if (out.item < 0) throw RequestError(404, "item", fmt::format("unknown item '{}'", q.item));
+  if (q.k < 1 || q.k > kMaxK) throw RequestError(400, "k", fmt::format("must be an integer in [1, {}], got {}", kMaxK, q.k));
+  check_weight(q.cf_weight, "cf_weight");
+  out.k = q.k;
+  out.cf_weight = q.cf_weight.value_or(default_cf_weight_);
+  std::vector<std::uint8_t> allowed;
+  if (!q.categories.empty()) {
+    allowed.assign(e.categories.size(), 0);
+    std::vector<std::string> unknown;
+    for (const auto& c : q.categories) {
+      const std::int32_t code = e.find_category(c);
+      if (code < 0) {
+        unknown.push_back(c);
+      } else {
+        allowed[static_cast<std::size_t>(code)] = 1;
+      }
+    }
+    if (!unknown.empty()) throw RequestError(400, "category", "no item has category " + quoted_list(unknown));
+  }
+
+  // Cosine of items/vectors: one matrix-vector product, then the norms.
+  const at::Tensor vectors = table(e.item_vectors, I, e.dim);
+  const at::Tensor dots = at::mv(vectors, vectors[out.item]).contiguous();
+  const float* dp = dots.data_ptr<float>();
+  const float self_norm = vector_norms_[static_cast<std::size_t>(out.item)];
+  std::vector<float> cosine(static_cast<std::size_t>(I));
+  for (std::int64_t i = 0; i < I; ++i) {
+    const float n = vector_norms_[static_cast<std::size_t>(i)] * self_norm;
+    cosine[static_cast<std::size_t>(i)] = n > 0 ? dp[i] / n : 0.0f;
+  }
+  std::vector<float> cf, fused;
+  const float* score = cosine.data();
+  if (out.cf_weight > 0) {
+    cf = cf_scores({out.item});
+    std::vector<float> z_cos(static_cast<std::size_t>(I)), z_cf(static_cast<std::size_t>(I));
+    fusion_standardise(cosine.data(), I, z_cos.data());
+    fusion_standardise(cf.data(), I, z_cf.data());
+    fused.resize(static_cast<std::size_t>(I));
+    fusion_combine({z_cos.data(), z_cf.data()}, {1.0, out.cf_weight}, I, fused.data());
+    score = fused.data();
+  }
+  std::vector<std::int32_t> candidates;
+  candidates.reserve(static_cast<std::size_t>(I));
+  for (std::int64_t i = 0; i < I; ++i) {
+    if (i == out.item) continue;
+    if (!allowed.empty() && !allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])]) continue;
+    candidates.push_back(static_cast<std::int32_t>(i));
+  }
+  top_sorted(candidates, static_cast<std::size_t>(q.k), score);
+  for (std::int32_t i : candidates) {
+    out.items.push_back({i, score[i], cosine[static_cast<std::size_t>(i)], cf.empty() ? 0.0f : cf[static_cast<std::size_t>(i)]});
+  }
+  out.took_ms = ms_since(t0);
+  return out;
+}
+
+}  // namespace llmrec::serving

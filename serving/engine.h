@@ -1,0 +1,206 @@
+#pragma once
+/// The recommendation engine behind `llmrec recommend` and `llmrec serve`:
+/// exact top-k over an export (serving/export_reader.h), with CF and
+/// time-of-day fusion, filters, exclusions, MMR diversity re-ranking and
+/// leave-one-out explanations. docs/serving.md states every formula.
+///
+///   auto engine = serving::RecommendEngine::open("runs/x/export.h5");
+///   serving::RecommendRequest req;
+///   req.user = "u12";
+///   req.k = 10;
+///   req.categories = {"Shoes"};
+///   serving::Recommendation r = engine->recommend(req);   // r.items[0].item, .score
+///
+/// Contract:
+///  - A request names a known user (`user`) or gives a fresh history
+///    (`history`, item ids oldest first), never both nor neither. The user
+///    vector is `users/vectors` for a known user and the user tower on the
+///    last T history items' `items/vectors` for a fresh history.
+///  - model score s_i = keys_i . u for every item (one BLAS product for all
+///    the requests of a batch). With fusion active (cf_weight > 0, or an
+///    hour with hour_weight > 0) the ranking score is
+///    fusion_combine([z(model), z(cf), z(hour)], [1, cf_weight, hour_weight])
+///    with the z-standardisation of trainer/fusion.h over the whole
+///    catalogue; otherwise it is s_i itself.
+///  - Exact top-k of the eligible items (category filter, exclusions), a
+///    higher score first, ties to the smaller item row. With diversity > 0
+///    the k items are picked by MMR from the top 10k eligible items.
+///  - Errors in a request are RequestError (HTTP status 400, or 404 for an
+///    unknown id) whose message names the field. The engine is immutable
+///    after construction: any number of threads may call it at once.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "serving/export_reader.h"
+
+namespace llmrec::serving {
+
+constexpr int kDefaultK = 10;
+constexpr int kMaxK = 1000;
+/// Default weight of the time-of-day component when a request gives an hour.
+constexpr double kDefaultHourWeight = 0.25;
+/// Upper bound of cf_weight and hour_weight.
+constexpr double kMaxWeight = 1000.0;
+/// Longest fresh history a request may give.
+constexpr std::size_t kMaxRequestHistory = 10000;
+/// MMR picks from the top `kMmrPoolFactor * k` eligible items.
+constexpr int kMmrPoolFactor = 10;
+/// History items (and CF neighbours) an explanation lists.
+constexpr std::size_t kExplainTop = 3;
+
+/// An invalid request: `field` is the request field at fault ("" for the
+/// request as a whole), `status` the HTTP status it maps to (400 invalid,
+/// 404 unknown user or item id). what() names the field.
+class RequestError : public Error {
+ public:
+  RequestError(int status, std::string field, const std::string& message);
+  int status() const { return status_; }
+  const std::string& field() const { return field_; }
+
+ private:
+  int status_;
+  std::string field_;
+};
+
+enum class Exclude { kSeen, kPurchased, kNone };
+const char* exclude_name(Exclude e);
+
+struct RecommendRequest {
+  std::optional<std::string> user;                  ///< a known user id, or
+  std::optional<std::vector<std::string>> history;  ///< recent item ids, oldest first
+  int k = kDefaultK;                                ///< 1..kMaxK
+  std::vector<std::string> categories;              ///< exact matches; empty = every category
+  Exclude exclude = Exclude::kSeen;
+  std::optional<int> hour;            ///< 0..23: time-of-day context
+  std::optional<double> hour_weight;  ///< default kDefaultHourWeight
+  std::optional<double> cf_weight;    ///< default RecommendEngine::default_cf_weight()
+  double diversity = 0;               ///< MMR lambda in [0, 1]; 0 = off
+  bool explain = false;
+};
+
+/// Leave-one-out contribution of one history item to an item's model score.
+struct Contribution {
+  std::int32_t item = -1;
+  float value = 0;
+};
+/// One history item whose CF neighbours include the recommended item.
+struct CfEvidence {
+  std::int32_t item = -1;
+  float similarity = 0;
+};
+
+struct RecommendedItem {
+  std::int32_t item = -1;  ///< row in the export
+  float score = 0;         ///< the ranking score (fused when fusion is active)
+  float model_score = 0;   ///< keys_i . u
+  float cf_score = 0;      ///< raw CF score (0 when cf_weight is 0)
+  float hour_score = 0;    ///< raw time-of-day score (0 without an hour)
+  std::vector<Contribution> because;  ///< with explain: top kExplainTop, largest first
+  std::vector<CfEvidence> cf;         ///< with explain and cf_weight > 0: top kExplainTop
+};
+
+struct Recommendation {
+  std::int32_t user = -1;              ///< known user row, -1 for a fresh history
+  std::vector<std::int32_t> history;   ///< the items the request's history resolved to
+  int k = 0;
+  Exclude exclude = Exclude::kSeen;
+  std::optional<int> hour;
+  double hour_weight = 0;  ///< as applied (0 without an hour)
+  double cf_weight = 0;
+  double diversity = 0;
+  bool explain = false;
+  bool fused = false;      ///< scores are fused z-scores, not model scores
+  std::int64_t eligible = 0;  ///< items left after filters and exclusions
+  std::vector<RecommendedItem> items;
+  double took_ms = 0;
+};
+
+struct SimilarRequest {
+  std::string item;
+  int k = kDefaultK;
+  std::vector<std::string> categories;
+  std::optional<double> cf_weight;  ///< default RecommendEngine::default_cf_weight()
+};
+
+struct SimilarItem {
+  std::int32_t item = -1;
+  float score = 0;   ///< ranking score (fused when cf_weight > 0)
+  float cosine = 0;  ///< cosine of items/vectors
+  float cf = 0;      ///< CF similarity (0 when not a neighbour)
+};
+
+struct SimilarResult {
+  std::int32_t item = -1;
+  int k = 0;
+  double cf_weight = 0;
+  std::vector<SimilarItem> items;
+  double took_ms = 0;
+};
+
+class RecommendEngine {
+ public:
+  explicit RecommendEngine(std::shared_ptr<const ExportData> data);
+  ~RecommendEngine();
+  RecommendEngine(const RecommendEngine&) = delete;
+  RecommendEngine& operator=(const RecommendEngine&) = delete;
+
+  /// read_export(path) and an engine on it.
+  static std::shared_ptr<const RecommendEngine> open(const std::string& path);
+
+  const ExportData& data() const { return *data_; }
+
+  /// One request (see the contract above).
+  Recommendation recommend(const RecommendRequest& request) const;
+  /// Several requests: every request is validated first (the first bad one
+  /// throws), the fresh histories go through one batched tower forward and
+  /// all the user vectors through one matrix product with the keys.
+  std::vector<Recommendation> recommend_batch(const std::vector<RecommendRequest>& requests) const;
+
+  /// The k items nearest to `request.item` by cosine of items/vectors
+  /// (fused with its CF neighbours when cf_weight > 0), the item excluded.
+  SimilarResult similar(const SimilarRequest& request) const;
+
+  /// u = tower(items/vectors of the last T of `items`), [d] floats.
+  std::vector<float> history_vector(const std::vector<std::int32_t>& items) const;
+
+  /// CF score of every item for a history (docs/export-format.md): the sum
+  /// over the distinct history items h of similarity(h, j), j among h's
+  /// neighbours. [num_items] floats, accumulated in double.
+  std::vector<float> cf_scores(const std::vector<std::int32_t>& history) const;
+
+  /// Time-of-day score of every item for `hour`:
+  /// log((hour_counts[i][hour] + 1) / (popularity_i + 24)).
+  std::vector<float> hour_scores(int hour) const;
+
+  /// The export's `fusion` weight of "itemknn" relative to "model"
+  /// (itemknn / model when "model" > 0, else itemknn; 0 without "itemknn").
+  double default_cf_weight() const { return default_cf_weight_; }
+
+  /// Event type rows named "purchase" (case-insensitive).
+  const std::vector<int>& purchase_types() const { return purchase_types_; }
+
+ private:
+  struct Resolved;
+  Resolved resolve(const RecommendRequest& request) const;
+  void finish(const Resolved& r, const float* model_scores, Recommendation& out) const;
+  std::vector<std::int32_t> mmr_select(const std::vector<std::int32_t>& pool, const float* score, std::size_t k,
+                                       double lambda) const;
+  void explain(const Resolved& r, bool use_cf, Recommendation& out) const;
+  const std::vector<float>& hour_z(int hour) const;
+
+  std::shared_ptr<const ExportData> data_;
+  double default_cf_weight_ = 0;
+  std::vector<int> purchase_types_;
+  std::vector<float> vector_norms_;  ///< |items/vectors[i]|
+  mutable std::array<std::once_flag, kHours> hour_once_;
+  mutable std::array<std::vector<float>, kHours> hour_z_;
+};
+
+}  // namespace llmrec::serving

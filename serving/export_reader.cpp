@@ -1,0 +1,436 @@
+#include "serving/export_reader.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <new>
+
+#include "common/error.h"
+#include "common/hdf5.h"
+#include "models/ranker.h"
+
+namespace llmrec::serving {
+namespace {
+
+// Bounds on the attributes, so that no size computed from them can
+// overflow and no hostile value asks for an absurd allocation.
+constexpr std::int64_t kMaxDim = 1 << 16;
+constexpr std::int64_t kMaxHistory = 1 << 16;
+constexpr std::int64_t kMaxLayers = 64;
+constexpr std::int64_t kMaxRows = std::numeric_limits<std::int32_t>::max();
+constexpr std::int64_t kMaxNeighbours = 1 << 20;
+// |x| of every stored float: a dot product of two such d-vectors stays far
+// below FLT_MAX (1e15 * 1e15 * 65536 < 3.4e38).
+constexpr double kMaxAbs = 1e15;
+
+bool valid_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    // Overlong forms, surrogates, past U+10FFFF.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+std::string dims_str(const std::vector<std::uint64_t>& dims) { return fmt::format("[{}]", fmt::join(dims, ", ")); }
+
+/// Validating reads from one export file; every error names the file and
+/// the dataset or attribute.
+class Reader {
+ public:
+  explicit Reader(const std::string& path) : path_(path), file_(h5::File::open(path)) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    // The writer stores every dataset uncompressed, so no dataset holds more
+    // bytes than the file; the generous bound only rules out hostile sizes.
+    byte_budget_ = ec ? std::uint64_t{1} << 40 : 64 * static_cast<std::uint64_t>(size) + (std::uint64_t{64} << 20);
+  }
+
+  [[noreturn]] void fail(const std::string& what) const { throw IoError(fmt::format("{}: {}", path_, what)); }
+
+  const h5::File& file() const { return file_; }
+
+  bool has_attr(const std::string& key) const { return file_.has_attr("/", key); }
+
+  std::string attr_string(const std::string& key) const {
+    if (!has_attr(key)) fail(fmt::format("missing root attribute '{}'", key));
+    return file_.attr_string("/", key);
+  }
+  std::string attr_string_or_empty(const std::string& key) const {
+    return has_attr(key) ? file_.attr_string("/", key) : std::string();
+  }
+  std::int64_t attr_int(const std::string& key, std::int64_t lo, std::int64_t hi) const {
+    if (!has_attr(key)) fail(fmt::format("missing root attribute '{}'", key));
+    const std::int64_t v = file_.attr_int("/", key);
+    if (v < lo || v > hi) fail(fmt::format("root attribute '{}' is {}, expected a value in [{}, {}]", key, v, lo, hi));
+    return v;
+  }
+
+  std::vector<std::uint64_t> shape(const std::string& name) const {
+    if (!file_.exists(name)) fail(fmt::format("missing dataset '{}'", name));
+    return file_.shape(name);
+  }
+
+  void expect_shape(const std::string& name, const std::vector<std::uint64_t>& want, const char* meaning) const {
+    const auto got = shape(name);
+    if (got != want) {
+      fail(fmt::format("dataset '{}' has shape {}, expected {} ({})", name, dims_str(got), dims_str(want), meaning));
+    }
+  }
+
+  /// Reads `name` after checking its shape is `want`.
+  template <class T>
+  std::vector<T> read(const std::string& name, const std::vector<std::uint64_t>& want, const char* meaning) {
+    expect_shape(name, want, meaning);
+    std::uint64_t elems = 1;
+    for (auto d : want) elems *= d;  // bounded by the attribute checks
+    reserve(name, elems * sizeof(T));
+    try {
+      return file_.read<T>(name);
+    } catch (const std::bad_alloc&) {
+      fail(fmt::format("dataset '{}' does not fit in memory ({} values)", name, elems));
+    }
+  }
+
+  /// Reads `n` strings stored as `name/bytes` + `name/offsets`.
+  std::vector<std::string> strings(const std::string& name, std::uint64_t n) {
+    const std::string bytes_name = name + "/bytes";
+    const std::string offsets_name = name + "/offsets";
+    const auto bshape = shape(bytes_name);
+    if (bshape.size() != 1) fail(fmt::format("dataset '{}' must be 1-dimensional, has shape {}", bytes_name, dims_str(bshape)));
+    const auto offsets = read<std::int64_t>(offsets_name, {n + 1}, "one offset per string plus one");
+    reserve(bytes_name, bshape[0]);
+    std::vector<std::uint8_t> bytes;
+    try {
+      bytes = file_.read<std::uint8_t>(bytes_name);
+    } catch (const std::bad_alloc&) {
+      fail(fmt::format("dataset '{}' does not fit in memory", bytes_name));
+    }
+    if (offsets[0] != 0) fail(fmt::format("dataset '{}' must start at 0, starts at {}", offsets_name, offsets[0]));
+    for (std::size_t j = 1; j < offsets.size(); ++j) {
+      if (offsets[j] < offsets[j - 1]) {
+        fail(fmt::format("dataset '{}' is not monotone: entry {} is {} after {}", offsets_name, j, offsets[j],
+                         offsets[j - 1]));
+      }
+    }
+    if (static_cast<std::uint64_t>(offsets.back()) != bytes.size()) {
+      fail(fmt::format("dataset '{}' ends at {} but '{}' holds {} bytes", offsets_name, offsets.back(), bytes_name,
+                       bytes.size()));
+    }
+    std::vector<std::string> out;
+    out.reserve(static_cast<std::size_t>(n));
+    for (std::size_t j = 0; j + 1 < offsets.size(); ++j) {
+      out.emplace_back(reinterpret_cast<const char*>(bytes.data()) + offsets[j],
+                       static_cast<std::size_t>(offsets[j + 1] - offsets[j]));
+      if (!valid_utf8(out.back())) fail(fmt::format("string {} of '{}' is not valid UTF-8", j, name));
+    }
+    return out;
+  }
+
+  void check_finite(const std::string& name, const std::vector<float>& v) const {
+    for (std::size_t j = 0; j < v.size(); ++j) {
+      if (!std::isfinite(v[j]) || std::fabs(v[j]) > kMaxAbs) {
+        fail(fmt::format("dataset '{}' value {} is {} (values must be finite, |x| <= {:g})", name, j, v[j], kMaxAbs));
+      }
+    }
+  }
+
+ private:
+  void reserve(const std::string& name, std::uint64_t bytes) {
+    if (bytes > byte_budget_) {
+      fail(fmt::format("dataset '{}' claims {} bytes, more than the file can hold", name, bytes));
+    }
+    byte_budget_ -= bytes;
+  }
+
+  std::string path_;
+  h5::File file_;
+  std::uint64_t byte_budget_ = 0;
+};
+
+void read_attributes(Reader& r, ExportData& e) {
+  const std::string format = r.attr_string("format");
+  if (format != kExportFormat) {
+    r.fail(fmt::format("not an llmrec export: root attribute 'format' is '{}', expected '{}'", format, kExportFormat));
+  }
+  e.version = r.attr_int("version", std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max());
+  if (e.version != kExportVersion) {
+    r.fail(fmt::format("export version {} is not supported (this llmrec reads version {})", e.version, kExportVersion));
+  }
+  e.score = r.attr_string("score");
+  if (e.score != "dot") r.fail(fmt::format("root attribute 'score' is '{}'; this llmrec serves 'dot' only", e.score));
+  e.dim = r.attr_int("dim", 1, kMaxDim);
+  e.history = r.attr_int("history", 1, kMaxHistory);
+  e.num_items = r.attr_int("num_items", 1, kMaxRows);
+  e.num_users = r.attr_int("num_users", 0, kMaxRows);
+  e.id_items = r.attr_int("id_items", 0, e.num_items);
+  e.ranker_heads = r.attr_int("ranker_heads", 1, e.dim);
+  if (e.dim % e.ranker_heads != 0) {
+    r.fail(fmt::format("root attribute 'ranker_heads' ({}) must divide 'dim' ({})", e.ranker_heads, e.dim));
+  }
+  e.ranker_layers = r.attr_int("ranker_layers", 0, kMaxLayers);
+  e.catalogue_updates =
+      r.has_attr("catalogue_updates") ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max()) : 0;
+
+  const std::string types = r.attr_string("event_types");
+  try {
+    const auto j = nlohmann::json::parse(types);
+    if (!j.is_array()) throw std::runtime_error("not a JSON array");
+    for (const auto& t : j) {
+      if (!t.is_string()) throw std::runtime_error("an element is not a string");
+      e.event_types.push_back(t.get<std::string>());
+    }
+  } catch (const std::exception& ex) {
+    r.fail(fmt::format("root attribute 'event_types' must be a JSON array of strings: {}", ex.what()));
+  }
+  if (e.event_types.size() > 256) {
+    r.fail(fmt::format("root attribute 'event_types' has {} types; uint8 indexes at most 256", e.event_types.size()));
+  }
+
+  const std::string fusion = r.attr_string("fusion");
+  try {
+    const auto j = nlohmann::json::parse(fusion);
+    if (!j.is_object()) throw std::runtime_error("not a JSON object");
+    for (const auto& [key, value] : j.items()) {
+      if (!value.is_number()) throw std::runtime_error(fmt::format("weight '{}' is not a number", key));
+      const double w = value.get<double>();
+      if (!std::isfinite(w) || w < 0) throw std::runtime_error(fmt::format("weight '{}' is {}, not >= 0", key, w));
+      e.fusion[key] = w;
+    }
+  } catch (const std::exception& ex) {
+    r.fail(fmt::format("root attribute 'fusion' must be a JSON object of weights >= 0: {}", ex.what()));
+  }
+
+  e.model_sha256 = r.attr_string_or_empty("model_sha256");
+  e.model_config = r.attr_string_or_empty("model_config");
+  e.config = r.attr_string_or_empty("config");
+  e.config_sha256 = r.attr_string_or_empty("config_sha256");
+  e.checkpoint = r.attr_string_or_empty("checkpoint");
+  e.dataset = r.attr_string_or_empty("dataset");
+  e.dataset_sha256 = r.attr_string_or_empty("dataset_sha256");
+  e.created = r.attr_string_or_empty("created");
+}
+
+void read_items(Reader& r, ExportData& e) {
+  const auto I = static_cast<std::uint64_t>(e.num_items);
+  const auto d = static_cast<std::uint64_t>(e.dim);
+  e.item_ids = r.strings("items/ids", I);
+  e.item_text = r.strings("items/text", I);
+  e.item_category = r.strings("items/category", I);
+  e.item_cold = r.read<std::uint8_t>("items/cold", {I}, "one flag per item");
+  for (std::size_t i = 0; i < e.item_cold.size(); ++i) {
+    if (e.item_cold[i] > 1) r.fail(fmt::format("dataset 'items/cold' value {} is {}, expected 0 or 1", i, e.item_cold[i]));
+  }
+  e.item_popularity = r.read<std::int64_t>("items/popularity", {I}, "one count per item");
+  for (std::size_t i = 0; i < e.item_popularity.size(); ++i) {
+    if (e.item_popularity[i] < 0) {
+      r.fail(fmt::format("dataset 'items/popularity' value {} is {}, counts are >= 0", i, e.item_popularity[i]));
+    }
+  }
+  e.item_vectors = r.read<float>("items/vectors", {I, d}, "[num_items, dim]");
+  r.check_finite("items/vectors", e.item_vectors);
+  e.item_keys = r.read<float>("items/keys", {I, d}, "[num_items, dim]");
+  r.check_finite("items/keys", e.item_keys);
+  e.hour_counts = r.read<std::int32_t>("items/hour_counts", {I, static_cast<std::uint64_t>(kHours)}, "[num_items, 24]");
+  for (std::size_t i = 0; i < e.hour_counts.size(); ++i) {
+    if (e.hour_counts[i] < 0) {
+      r.fail(fmt::format("dataset 'items/hour_counts' value [{}, {}] is {}, counts are >= 0", i / kHours, i % kHours,
+                         e.hour_counts[i]));
+    }
+  }
+}
+
+void read_users(Reader& r, ExportData& e) {
+  const auto U = static_cast<std::uint64_t>(e.num_users);
+  const auto d = static_cast<std::uint64_t>(e.dim);
+  e.user_ids = r.strings("users/ids", U);
+  e.user_vectors = r.read<float>("users/vectors", {U, d}, "[num_users, dim]");
+  r.check_finite("users/vectors", e.user_vectors);
+  e.history_offsets = r.read<std::int64_t>("users/history_offsets", {U + 1}, "num_users + 1 CSR offsets");
+  const auto items_shape = r.shape("users/history_items");
+  if (items_shape.size() != 1) {
+    r.fail(fmt::format("dataset 'users/history_items' must be 1-dimensional, has shape {}", dims_str(items_shape)));
+  }
+  const std::uint64_t E = items_shape[0];
+  if (e.history_offsets[0] != 0) {
+    r.fail(fmt::format("dataset 'users/history_offsets' must start at 0, starts at {}", e.history_offsets[0]));
+  }
+  for (std::size_t u = 1; u < e.history_offsets.size(); ++u) {
+    if (e.history_offsets[u] < e.history_offsets[u - 1]) {
+      r.fail(fmt::format("dataset 'users/history_offsets' is not monotone: entry {} is {} after {}", u,
+                         e.history_offsets[u], e.history_offsets[u - 1]));
+    }
+  }
+  if (static_cast<std::uint64_t>(e.history_offsets.back()) != E) {
+    r.fail(fmt::format("dataset 'users/history_offsets' ends at {} but 'users/history_items' holds {} events",
+                       e.history_offsets.back(), E));
+  }
+  e.history_items = r.read<std::int32_t>("users/history_items", {E}, "one item per event");
+  for (std::size_t j = 0; j < e.history_items.size(); ++j) {
+    if (e.history_items[j] < 0 || e.history_items[j] >= e.num_items) {
+      r.fail(fmt::format("dataset 'users/history_items' value {} is {}, not an item index in [0, {})", j,
+                         e.history_items[j], e.num_items));
+    }
+  }
+  e.history_types = r.read<std::uint8_t>("users/history_types", {E}, "one event type per event");
+  for (std::size_t j = 0; j < e.history_types.size(); ++j) {
+    if (e.history_types[j] >= e.event_types.size()) {
+      r.fail(fmt::format("dataset 'users/history_types' value {} is {}, but 'event_types' has {} types", j,
+                         e.history_types[j], e.event_types.size()));
+    }
+  }
+}
+
+void read_cf(Reader& r, ExportData& e) {
+  const auto shape = r.shape("cf/neighbours");
+  if (shape.size() != 2 || shape[0] != static_cast<std::uint64_t>(e.num_items) || shape[1] > kMaxNeighbours) {
+    r.fail(fmt::format("dataset 'cf/neighbours' has shape {}, expected [{}, K] with K <= {}", dims_str(shape),
+                       e.num_items, kMaxNeighbours));
+  }
+  e.cf_k = static_cast<std::int64_t>(shape[1]);
+  e.cf_neighbours = r.read<std::int32_t>("cf/neighbours", shape, "[num_items, K]");
+  e.cf_similarity = r.read<float>("cf/similarity", shape, "the shape of 'cf/neighbours'");
+  r.check_finite("cf/similarity", e.cf_similarity);
+  for (std::size_t j = 0; j < e.cf_neighbours.size(); ++j) {
+    const std::int32_t n = e.cf_neighbours[j];
+    const auto row = static_cast<std::int64_t>(j) / std::max<std::int64_t>(e.cf_k, 1);
+    if (n < -1 || n >= e.num_items) {
+      r.fail(fmt::format("dataset 'cf/neighbours' value [{}, {}] is {}, not an item index in [0, {}) or -1", row,
+                         static_cast<std::int64_t>(j) % e.cf_k, n, e.num_items));
+    }
+    if (n == -1 && e.cf_similarity[j] != 0.0f) {
+      r.fail(fmt::format("dataset 'cf/similarity' value [{}, {}] is {} where the neighbour is -1 (must be 0)", row,
+                         static_cast<std::int64_t>(j) % e.cf_k, e.cf_similarity[j]));
+    }
+  }
+}
+
+void read_tower(Reader& r, ExportData& e) {
+  UserTower tower{nullptr};
+  try {
+    tower = UserTower(UserTowerOptions(e.dim, e.history).heads(e.ranker_heads).layers(e.ranker_layers));
+  } catch (const std::exception& ex) {
+    r.fail(fmt::format("cannot build the user tower from the root attributes: {}", ex.what()));
+  }
+  const std::string extra = fmt::format("ranker/layers.{}.self_attn.in_proj_weight", e.ranker_layers);
+  if (r.file().exists(extra)) {
+    r.fail(fmt::format("dataset '{}' exists but root attribute 'ranker_layers' is {}", extra, e.ranker_layers));
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& p : tower->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  for (const auto& b : tower->named_buffers()) tensors.emplace_back(b.key(), b.value());
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : tensors) {
+    const std::string key = "ranker/" + name;
+    if (!r.file().exists(key)) r.fail(fmt::format("user tower tensor '{}' is missing (dataset '{}')", name, key));
+    std::vector<std::uint64_t> want(t.sizes().begin(), t.sizes().end());
+    const auto got = r.shape(key);
+    if (got != want) {
+      r.fail(fmt::format("user tower tensor '{}' (dataset '{}') has shape {}, the tower expects {}", name, key,
+                         dims_str(got), dims_str(want)));
+    }
+    std::vector<float> values = r.read<float>(key, want, "the tower's tensor shape");
+    r.check_finite(key, values);
+    t.copy_(torch::from_blob(values.data(), t.sizes(), torch::kFloat).to(t.scalar_type()));
+  }
+  tower->eval();
+  e.tower = tower.ptr();
+}
+
+void build_indexes(Reader& r, ExportData& e) {
+  e.item_index.reserve(e.item_ids.size());
+  for (std::size_t i = 0; i < e.item_ids.size(); ++i) {
+    if (!e.item_index.emplace(e.item_ids[i], static_cast<std::int32_t>(i)).second) {
+      r.fail(fmt::format("dataset 'items/ids' holds '{}' twice (items {} and {}); ids must be unique", e.item_ids[i],
+                         e.item_index[e.item_ids[i]], i));
+    }
+  }
+  e.user_index.reserve(e.user_ids.size());
+  for (std::size_t u = 0; u < e.user_ids.size(); ++u) {
+    if (!e.user_index.emplace(e.user_ids[u], static_cast<std::int32_t>(u)).second) {
+      r.fail(fmt::format("dataset 'users/ids' holds '{}' twice (users {} and {}); ids must be unique", e.user_ids[u],
+                         e.user_index[e.user_ids[u]], u));
+    }
+  }
+  e.categories = e.item_category;
+  std::sort(e.categories.begin(), e.categories.end());
+  e.categories.erase(std::unique(e.categories.begin(), e.categories.end()), e.categories.end());
+  e.item_category_code.resize(e.item_category.size());
+  for (std::size_t i = 0; i < e.item_category.size(); ++i) e.item_category_code[i] = e.find_category(e.item_category[i]);
+}
+
+}  // namespace
+
+std::int32_t ExportData::find_item(const std::string& id) const {
+  auto it = item_index.find(id);
+  return it == item_index.end() ? -1 : it->second;
+}
+
+std::int32_t ExportData::find_user(const std::string& id) const {
+  auto it = user_index.find(id);
+  return it == user_index.end() ? -1 : it->second;
+}
+
+std::int32_t ExportData::find_category(const std::string& category) const {
+  auto it = std::lower_bound(categories.begin(), categories.end(), category);
+  if (it == categories.end() || *it != category) return -1;
+  return static_cast<std::int32_t>(it - categories.begin());
+}
+
+std::shared_ptr<const ExportData> read_export(const std::string& path) {
+  auto e = std::make_shared<ExportData>();
+  e->path = path;
+  try {
+    Reader r(path);
+    read_attributes(r, *e);
+    read_items(r, *e);
+    read_users(r, *e);
+    read_cf(r, *e);
+    read_tower(r, *e);
+    build_indexes(r, *e);
+  } catch (const IoError&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw IoError(fmt::format("{}: out of memory while loading the export", path));
+  } catch (const std::exception& ex) {
+    throw IoError(fmt::format("{}: cannot load the export: {}", path, ex.what()));
+  }
+  return e;
+}
+
+}  // namespace llmrec::serving

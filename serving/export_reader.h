@@ -1,0 +1,109 @@
+#pragma once
+/// Loads an export file (`llmrec-export`, version 1, docs/export-format.md)
+/// into memory for serving: the item table and vectors, the user table and
+/// histories, the CF neighbours and the rebuilt user tower. Serving reads
+/// nothing else (no checkpoint, no dataset).
+///
+///   std::shared_ptr<const serving::ExportData> e = serving::read_export("runs/x/export.h5");
+///   std::int32_t i = e->find_item("i42");        // -1 when unknown
+///   const float* key = e->key(i);                // items/keys row, d floats
+///
+/// Contract: every attribute serving uses is present and of its type;
+/// every dataset has the shape the attributes give; strings are valid UTF-8
+/// with offsets from 0, monotone and ending at the byte count; ids are
+/// unique; history offsets are monotone CSR offsets over the events; every
+/// item, neighbour and event-type index is in range; every float is finite
+/// (and of a magnitude whose products cannot overflow); counts are >= 0.
+/// Anything else (a truncated or damaged file, a checksum failure, a wrong
+/// shape, a hostile value) is an IoError naming the file and the dataset or
+/// attribute; reading never crashes and never allocates from an unchecked
+/// size. The user tower is rebuilt as
+/// UserTower(UserTowerOptions(dim, history).heads(ranker_heads).layers(ranker_layers))
+/// in eval mode, and every parameter and buffer is loaded from
+/// `ranker/<module path>` (a missing tensor or a shape mismatch names it).
+///
+/// The loaded data is immutable and safe to share between threads.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace llmrec {
+class UserTowerImpl;
+}
+
+namespace llmrec::serving {
+
+constexpr const char* kExportFormat = "llmrec-export";
+constexpr std::int64_t kExportVersion = 1;
+/// Hours of the day in `items/hour_counts`.
+constexpr int kHours = 24;
+
+struct ExportData {
+  std::string path;
+
+  // ---- root attributes
+  std::int64_t version = 0;
+  std::int64_t dim = 0;        ///< d
+  std::int64_t history = 0;    ///< T
+  std::int64_t num_items = 0;  ///< I
+  std::int64_t num_users = 0;  ///< U
+  std::int64_t id_items = 0;
+  std::int64_t ranker_heads = 0;
+  std::int64_t ranker_layers = 0;
+  std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
+  std::string score;                   ///< "dot"
+  std::vector<std::string> event_types;
+  std::map<std::string, double> fusion;  ///< `fusion` attribute, every key
+  // Descriptive attributes: empty when absent (serving does not need them).
+  std::string model_sha256, model_config, config, config_sha256, checkpoint, dataset, dataset_sha256, created;
+
+  // ---- items (row-major [I, d] / [I, 24])
+  std::vector<std::string> item_ids, item_text, item_category;
+  std::vector<std::uint8_t> item_cold;
+  std::vector<std::int64_t> item_popularity;
+  std::vector<float> item_vectors;
+  std::vector<float> item_keys;
+  std::vector<std::int32_t> hour_counts;
+
+  // ---- users
+  std::vector<std::string> user_ids;
+  std::vector<float> user_vectors;                ///< [U, d]
+  std::vector<std::int64_t> history_offsets;      ///< U + 1
+  std::vector<std::int32_t> history_items;        ///< E, oldest first per user
+  std::vector<std::uint8_t> history_types;        ///< E
+
+  // ---- CF neighbours ([I, K] row-major; -1 = none)
+  std::int64_t cf_k = 0;
+  std::vector<std::int32_t> cf_neighbours;
+  std::vector<float> cf_similarity;
+
+  // ---- derived
+  std::unordered_map<std::string, std::int32_t> item_index;  ///< id -> row
+  std::unordered_map<std::string, std::int32_t> user_index;  ///< id -> row
+  std::vector<std::int32_t> item_category_code;              ///< row -> index into categories
+  std::vector<std::string> categories;                       ///< distinct categories, sorted
+  std::shared_ptr<UserTowerImpl> tower;                      ///< eval mode
+
+  const float* vector(std::int64_t item) const { return item_vectors.data() + item * dim; }
+  const float* key(std::int64_t item) const { return item_keys.data() + item * dim; }
+  const float* user_vector(std::int64_t user) const { return user_vectors.data() + user * dim; }
+  const std::int32_t* neighbours(std::int64_t item) const { return cf_neighbours.data() + item * cf_k; }
+  const float* similarity(std::int64_t item) const { return cf_similarity.data() + item * cf_k; }
+  std::int64_t events_begin(std::int64_t user) const { return history_offsets[static_cast<std::size_t>(user)]; }
+  std::int64_t events_end(std::int64_t user) const { return history_offsets[static_cast<std::size_t>(user) + 1]; }
+
+  /// Row of an item / user id, -1 when unknown.
+  std::int32_t find_item(const std::string& id) const;
+  std::int32_t find_user(const std::string& id) const;
+  /// Index into `categories`, -1 when no item has this category.
+  std::int32_t find_category(const std::string& category) const;
+};
+
+/// Reads and validates `path` (contract above). IoError for anything wrong.
+std::shared_ptr<const ExportData> read_export(const std::string& path);
+
+}  // namespace llmrec::serving

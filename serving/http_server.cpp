@@ -1,0 +1,311 @@
+#include "serving/http_server.h"
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "serving/request.h"
+
+namespace llmrec::serving {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+// Per worker thread: when the request being handled started, and whether
+// its metrics are recorded already. httplib handles one request at a time
+// per thread, from the pre-routing handler to the logger.
+thread_local Clock::time_point t_start;
+thread_local bool t_started = false;
+thread_local bool t_recorded = false;
+thread_local int t_intra_threads = 0;
+
+const std::map<std::string, std::vector<std::string>>& allowed_methods() {
+  static const std::map<std::string, std::vector<std::string>> m = {
+      {"/recommend", {"GET", "POST"}}, {"/similar", {"GET", "POST"}}, {"/health", {"GET"}}, {"/metrics", {"GET"}}};
+  return m;
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void set_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void set_error(httplib::Response& res, int status, const std::string& message) {
+  set_json(res, status, {{"error", message}});
+}
+
+QueryParams query_params(const httplib::Request& req) {
+  QueryParams out;
+  for (const auto& [k, v] : req.params) out.emplace_back(k, v);
+  return out;
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  std::shared_ptr<const RecommendEngine> engine;
+  HttpServerOptions options;
+  httplib::Server server;
+  int port = -1;
+  bool bound = false;
+  std::thread thread;
+  std::mutex run_mu;
+  Clock::time_point started = Clock::now();
+
+  mutable std::mutex mu;
+  std::map<std::string, std::map<int, std::int64_t>> counts;
+  std::int64_t total = 0, client_errors = 0, server_errors = 0;
+  std::vector<double> latencies;  // ring buffer of the last latency_window requests
+  std::size_t next_latency = 0;
+
+  void record(const httplib::Request& req, int status) {
+    if (t_recorded) return;
+    t_recorded = true;
+    const double ms = t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_start).count() : -1.0;
+    const std::string endpoint = allowed_methods().count(req.path) ? req.path : std::string("other");
+    std::lock_guard<std::mutex> lock(mu);
+    ++counts[endpoint][status];
+    ++total;
+    if (status >= 500) {
+      ++server_errors;
+    } else if (status >= 400) {
+      ++client_errors;
+    }
+    if (ms >= 0 && options.latency_window > 0) {
+      if (latencies.size() < options.latency_window) {
+        latencies.push_back(ms);
+      } else {
+        latencies[next_latency] = ms;
+        next_latency = (next_latency + 1) % options.latency_window;
+      }
+    }
+  }
+
+  /// Runs `body`, turning every exception into a JSON error, and records
+  /// the request's metrics before the response goes out.
+  template <class F>
+  httplib::Server::Handler guarded(F body) {
+    return [this, body](const httplib::Request& req, httplib::Response& res) {
+      try {
+        body(req, res);
+      } catch (const RequestError& e) {
+        set_error(res, e.status(), e.what());
+      } catch (const std::exception& e) {
+        set_error(res, 500, std::string("internal error: ") + e.what());
+      } catch (...) {
+        set_error(res, 500, "internal error: unknown exception");
+      }
+      record(req, res.status);
+    };
+  }
+
+  void routes() {
+    server.Post("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const RecommendRequest q = parse_recommend_request(parse_json_body(req.body));
+      set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
+    }));
+    server.Get("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const RecommendRequest q = parse_recommend_request(recommend_query_json(query_params(req)));
+      set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
+    }));
+    server.Post("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const SimilarRequest q = parse_similar_request(parse_json_body(req.body));
+      set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
+    }));
+    server.Get("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const SimilarRequest q = parse_similar_request(similar_query_json(query_params(req)));
+      set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
+    }));
+    server.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
+      set_json(res, 200, health());
+    }));
+    server.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
+      set_json(res, 200, metrics());
+    }));
+  }
+
+  void hooks() {
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      t_start = Clock::now();
+      t_started = true;
+      t_recorded = false;
+      if (t_intra_threads != options.intra_op_threads && options.intra_op_threads > 0) {
+        at::set_num_threads(options.intra_op_threads);
+        t_intra_threads = options.intra_op_threads;
+      }
+      auto it = allowed_methods().find(req.path);
+      if (it == allowed_methods().end()) return httplib::Server::HandlerResponse::Unhandled;
+      const auto& methods = it->second;
+      const bool get_like = req.method == "HEAD" &&
+                            std::find(methods.begin(), methods.end(), "GET") != methods.end();
+      if (get_like || std::find(methods.begin(), methods.end(), req.method) != methods.end()) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      std::string allow;
+      for (const auto& m : methods) allow += (allow.empty() ? "" : ", ") + m;
+      res.set_header("Allow", allow);
+      set_error(res, 405, fmt::format("method {} is not allowed on {} (allowed: {})", req.method, req.path, allow));
+      record(req, 405);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    // Errors httplib produces itself (no route, body too large, a request
+    // it cannot parse) get a JSON body too; our own errors keep theirs.
+    server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
+                                                                         httplib::Response& res) {
+      if (res.body.empty()) {
+        std::string message;
+        switch (res.status) {
+          case 404: message = fmt::format("no such endpoint: {} {}", req.method, req.path); break;
+          case 413:
+            message = fmt::format("request body too large: at most {} bytes are accepted", options.max_body_bytes);
+            break;
+          case 400: message = "malformed HTTP request"; break;
+          default: message = fmt::format("HTTP error {}", res.status); break;
+        }
+        set_error(res, res.status, message);
+      }
+      record(req, res.status);
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    server.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+      std::string message = "internal error";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        message += std::string(": ") + e.what();
+      } catch (...) {
+      }
+      set_error(res, 500, message);
+      record(req, 500);
+    });
+    server.set_logger([](const httplib::Request&, const httplib::Response&) {
+      t_started = false;
+      t_recorded = false;
+    });
+  }
+
+  json health() const {
+    const ExportData& e = engine->data();
+    return {{"status", "ok"},
+            {"export", e.path},
+            {"items", e.num_items},
+            {"users", e.num_users},
+            {"dim", e.dim},
+            {"history", e.history},
+            {"model_sha256", e.model_sha256},
+            {"created", e.created},
+            {"catalogue_updates", e.catalogue_updates},
+            {"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()}};
+  }
+
+  json metrics() const {
+    std::lock_guard<std::mutex> lock(mu);
+    json requests = json::object();
+    for (const auto& [endpoint, by_status] : counts) {
+      json s = json::object();
+      for (const auto& [status, n] : by_status) s[std::to_string(status)] = n;
+      requests[endpoint] = std::move(s);
+    }
+    std::vector<double> v = latencies;
+    std::sort(v.begin(), v.end());
+    auto pct = [&](double p) -> json {
+      if (v.empty()) return nullptr;
+      const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(v.size())));
+      return v[std::max<std::size_t>(rank, 1) - 1];
+    };
+    return {{"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()},
+            {"requests_total", total},
+            {"requests", std::move(requests)},
+            {"errors", {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
+            {"latency_ms",
+             {{"window", v.size()},
+              {"p50", pct(0.50)},
+              {"p99", pct(0.99)},
+              {"max", v.empty() ? json(nullptr) : json(v.back())}}}};
+  }
+};
+
+HttpServer::HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServerOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  LLMREC_CHECK(engine != nullptr, "HttpServer needs an engine");
+  impl_->engine = std::move(engine);
+  impl_->options = std::move(options);
+  const int threads = impl_->options.threads > 0
+                          ? impl_->options.threads
+                          : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  impl_->server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  impl_->server.set_payload_max_length(impl_->options.max_body_bytes);
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets
+  // a second server bind the same port and silently share its traffic.
+  impl_->server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  impl_->hooks();
+  impl_->routes();
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+int HttpServer::bind() {
+  if (impl_->bound) return impl_->port;
+  const auto& o = impl_->options;
+  if (o.port < 0 || o.port > 65535) throw ConfigError(fmt::format("port {} is not in [0, 65535]", o.port));
+  errno = 0;
+  if (o.port == 0) {
+    impl_->port = impl_->server.bind_to_any_port(o.host);
+    if (impl_->port < 0) throw IoError(fmt::format("cannot listen on {} (any port): {}", o.host, std::strerror(errno)));
+  } else {
+    if (!impl_->server.bind_to_port(o.host, o.port)) {
+      throw IoError(fmt::format("cannot listen on {}:{}: {}", o.host, o.port,
+                                errno != 0 ? std::strerror(errno) : "address unavailable"));
+    }
+    impl_->port = o.port;
+  }
+  impl_->bound = true;
+  return impl_->port;
+}
+
+void HttpServer::run() {
+  bind();
+  impl_->started = Clock::now();
+  impl_->server.listen_after_bind();  // returns when stop() closes the socket
+}
+
+void HttpServer::start() {
+  bind();
+  std::lock_guard<std::mutex> lock(impl_->run_mu);
+  if (impl_->thread.joinable()) return;
+  impl_->thread = std::thread([this] { run(); });
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (!impl_->server.is_running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void HttpServer::stop() {
+  if (!impl_) return;
+  impl_->server.stop();
+  std::lock_guard<std::mutex> lock(impl_->run_mu);
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+bool HttpServer::running() const { return impl_->server.is_running(); }
+int HttpServer::port() const { return impl_->port; }
+nlohmann::json HttpServer::metrics() const { return impl_->metrics(); }
+nlohmann::json HttpServer::health() const { return impl_->health(); }
+
+}  // namespace llmrec::serving

@@ -1,0 +1,78 @@
+#pragma once
+/// The HTTP face of the engine (`llmrec serve`), on cpp-httplib.
+///
+///   HttpServer server(engine, HttpServerOptions{}.with_port(0));
+///   int port = server.bind();      // port 0: an ephemeral port
+///   server.start();                // serves on a background thread ...
+///   server.stop();                 // ... until stopped (also from a signal watcher)
+///
+/// Endpoints (docs/serving.md lists every field):
+///   POST /recommend   JSON body (serving/request.h)
+///   GET  /recommend   the same fields as a query string (?user=u1&k=5)
+///   POST /similar     {"item": ..., "k": ...};  GET /similar?item=..&k=..
+///   GET  /health      status, items, users, export path, model_sha256, ...
+///   GET  /metrics     requests by endpoint and status, errors, latency
+///                     percentiles over the recent requests, uptime
+/// Every response is JSON. Errors are {"error": "..."} with 400 (invalid
+/// request; the message names the field), 404 (unknown user/item id, or no
+/// such endpoint), 405 (method not allowed, with an Allow header), 413 (body
+/// over max_body_bytes) or 500 (anything unexpected: the handler catches
+/// every exception, the server never goes down for one request).
+/// Requests run on a pool of `threads` workers; each worker runs the
+/// engine's tensor code with `intra_op_threads` threads.
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "serving/engine.h"
+
+namespace llmrec::serving {
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                          ///< 0 = an ephemeral port (see bind())
+  int threads = 0;                          ///< worker threads; 0 = the machine's cores (at least 2)
+  int intra_op_threads = 1;                 ///< ATen/BLAS threads per request
+  std::size_t max_body_bytes = 1 << 20;     ///< larger bodies: 413
+  std::size_t latency_window = 1024;        ///< requests the latency percentiles cover
+
+  HttpServerOptions& with_host(std::string h) { host = std::move(h); return *this; }
+  HttpServerOptions& with_port(int p) { port = p; return *this; }
+  HttpServerOptions& with_threads(int t) { threads = t; return *this; }
+  HttpServerOptions& with_max_body_bytes(std::size_t b) { max_body_bytes = b; return *this; }
+};
+
+class HttpServer {
+ public:
+  HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServerOptions options);
+  ~HttpServer();  ///< stops and joins
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  /// Binds host:port and returns the port (the chosen one for port 0).
+  /// IoError when the address cannot be bound.
+  int bind();
+  /// Serves until stop() (binds first if needed). Blocks.
+  void run();
+  /// run() on a background thread; returns once the server accepts.
+  void start();
+  /// Stops accepting, finishes the requests in flight and returns; joins
+  /// the thread of start(). Safe to call from any thread, more than once.
+  void stop();
+  bool running() const;
+  int port() const;
+
+  /// The /metrics document.
+  nlohmann::json metrics() const;
+  /// The /health document.
+  nlohmann::json health() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llmrec::serving

@@ -1,0 +1,311 @@
+#include "serving/request.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <set>
+
+namespace llmrec::serving {
+namespace {
+
+using nlohmann::json;
+
+/// A JSON value for messages, cut short.
+std::string shown(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+void require_object(const json& body) {
+  if (!body.is_object()) {
+    throw RequestError(400, "", fmt::format("the request must be a JSON object, got {}", shown(body)));
+  }
+}
+
+void reject_unknown(const json& body, const std::set<std::string>& known) {
+  for (const auto& [key, value] : body.items()) {
+    if (known.count(key) == 0) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw RequestError(400, key, fmt::format("unknown field (known fields: {})", list));
+    }
+  }
+}
+
+std::int64_t get_int(const json& v, const char* field, std::int64_t lo, std::int64_t hi) {
+  bool ok = false;
+  std::int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    ok = u <= static_cast<std::uint64_t>(hi);
+    x = ok ? static_cast<std::int64_t>(u) : 0;
+  } else if (v.is_number_integer()) {
+    x = v.get<std::int64_t>();
+    ok = true;
+  }
+  if (!ok || x < lo || x > hi) {
+    throw RequestError(400, field, fmt::format("must be an integer in [{}, {}], got {}", lo, hi, shown(v)));
+  }
+  return x;
+}
+
+double get_number(const json& v, const char* field, double lo, double hi) {
+  if (!v.is_number()) {
+    throw RequestError(400, field, fmt::format("must be a number in [{:g}, {:g}], got {}", lo, hi, shown(v)));
+  }
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi) {
+    throw RequestError(400, field, fmt::format("must be a number in [{:g}, {:g}], got {}", lo, hi, shown(v)));
+  }
+  return x;
+}
+
+std::string get_string(const json& v, const char* field) {
+  if (!v.is_string()) throw RequestError(400, field, fmt::format("must be a string, got {}", shown(v)));
+  return v.get<std::string>();
+}
+
+std::vector<std::string> get_categories(const json& v) {
+  if (v.is_string()) return {v.get<std::string>()};
+  if (v.is_array() && !v.empty()) {
+    std::vector<std::string> out;
+    for (const auto& c : v) {
+      if (!c.is_string()) {
+        throw RequestError(400, "category", fmt::format("every element must be a string, got {}", shown(c)));
+      }
+      out.push_back(c.get<std::string>());
+    }
+    return out;
+  }
+  throw RequestError(400, "category", fmt::format("must be a string or a non-empty list of strings, got {}", shown(v)));
+}
+
+// ---- query strings
+
+enum class Kind { kString, kList, kInt, kNumber, kBool, kStrings };
+
+json parse_query_value(const std::string& key, const std::string& value, Kind kind) {
+  switch (kind) {
+    case Kind::kString: return value;
+    case Kind::kStrings: return value;
+    case Kind::kList: {
+      json out = json::array();
+      if (value.empty()) return out;
+      std::size_t start = 0;
+      while (true) {
+        const std::size_t comma = value.find(',', start);
+        out.push_back(value.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+      return out;
+    }
+    case Kind::kInt: {
+      errno = 0;
+      char* end = nullptr;
+      const long long x = std::strtoll(value.c_str(), &end, 10);
+      if (value.empty() || end != value.c_str() + value.size() || errno == ERANGE ||
+          !(std::isdigit(static_cast<unsigned char>(value[0])) || value[0] == '-')) {
+        throw RequestError(400, key, fmt::format("must be an integer, got '{}'", value));
+      }
+      return static_cast<std::int64_t>(x);
+    }
+    case Kind::kNumber: {
+      errno = 0;
+      char* end = nullptr;
+      const double x = std::strtod(value.c_str(), &end);
+      if (value.empty() || end != value.c_str() + value.size() || errno == ERANGE || !std::isfinite(x) ||
+          std::isspace(static_cast<unsigned char>(value[0]))) {
+        throw RequestError(400, key, fmt::format("must be a number, got '{}'", value));
+      }
+      return x;
+    }
+    case Kind::kBool: {
+      if (value == "true" || value == "1" || value.empty()) return true;
+      if (value == "false" || value == "0") return false;
+      throw RequestError(400, key, fmt::format("must be true, false, 1 or 0, got '{}'", value));
+    }
+  }
+  return nullptr;
+}
+
+json query_json(const QueryParams& params, const std::map<std::string, Kind>& kinds) {
+  json out = json::object();
+  for (const auto& [key, value] : params) {
+    auto it = kinds.find(key);
+    if (it == kinds.end()) {
+      out[key] = value;  // reported as an unknown field by the parser
+      continue;
+    }
+    json v = parse_query_value(key, value, it->second);
+    if (out.contains(key)) {
+      if (it->second != Kind::kStrings) throw RequestError(400, key, "given more than once");
+      if (!out[key].is_array()) out[key] = json::array({out[key]});
+      out[key].push_back(v);
+    } else {
+      out[key] = std::move(v);
+    }
+  }
+  return out;
+}
+
+json item_json(const ExportData& e, std::int32_t i) {
+  const auto r = static_cast<std::size_t>(i);
+  return {{"id", e.item_ids[r]}, {"text", e.item_text[r]}, {"category", e.item_category[r]}, {"cold", e.item_cold[r] != 0}};
+}
+
+}  // namespace
+
+json parse_json_body(const std::string& text) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& ex) {
+    throw RequestError(400, "", fmt::format("the request body is not valid JSON: {}", ex.what()));
+  }
+}
+
+RecommendRequest parse_recommend_request(const json& body) {
+  require_object(body);
+  reject_unknown(body, {"user", "history", "k", "category", "exclude", "hour", "hour_weight", "cf_weight", "diversity",
+                        "explain"});
+  RecommendRequest q;
+  if (body.contains("user") && body.contains("history")) {
+    throw RequestError(400, "user", "give either 'user' or 'history', not both");
+  }
+  if (body.contains("user")) {
+    q.user = get_string(body["user"], "user");
+  } else if (body.contains("history")) {
+    const json& h = body["history"];
+    if (!h.is_array()) throw RequestError(400, "history", fmt::format("must be a list of item ids, got {}", shown(h)));
+    if (h.size() > kMaxRequestHistory) {
+      throw RequestError(400, "history", fmt::format("has {} items; at most {} are accepted", h.size(), kMaxRequestHistory));
+    }
+    std::vector<std::string> items;
+    for (const auto& id : h) {
+      if (!id.is_string()) {
+        throw RequestError(400, "history", fmt::format("every item id must be a string, got {}", shown(id)));
+      }
+      items.push_back(id.get<std::string>());
+    }
+    q.history = std::move(items);
+  } else {
+    throw RequestError(400, "user", "missing: give 'user' (a known user id) or 'history' (recent item ids)");
+  }
+  if (body.contains("k")) q.k = static_cast<int>(get_int(body["k"], "k", 1, kMaxK));
+  if (body.contains("category")) q.categories = get_categories(body["category"]);
+  if (body.contains("exclude")) {
+    const std::string x = get_string(body["exclude"], "exclude");
+    if (x == "seen") {
+      q.exclude = Exclude::kSeen;
+    } else if (x == "purchased") {
+      q.exclude = Exclude::kPurchased;
+    } else if (x == "none") {
+      q.exclude = Exclude::kNone;
+    } else {
+      throw RequestError(400, "exclude", fmt::format("must be one of seen, purchased, none; got '{}'", x));
+    }
+  }
+  if (body.contains("hour")) q.hour = static_cast<int>(get_int(body["hour"], "hour", 0, kHours - 1));
+  if (body.contains("hour_weight")) q.hour_weight = get_number(body["hour_weight"], "hour_weight", 0, kMaxWeight);
+  if (body.contains("cf_weight")) q.cf_weight = get_number(body["cf_weight"], "cf_weight", 0, kMaxWeight);
+  if (body.contains("diversity")) q.diversity = get_number(body["diversity"], "diversity", 0, 1);
+  if (body.contains("explain")) {
+    if (!body["explain"].is_boolean()) {
+      throw RequestError(400, "explain", fmt::format("must be true or false, got {}", shown(body["explain"])));
+    }
+    q.explain = body["explain"].get<bool>();
+  }
+  if (q.hour_weight && !q.hour) throw RequestError(400, "hour_weight", "has no effect without 'hour'");
+  return q;
+}
+
+SimilarRequest parse_similar_request(const json& body) {
+  require_object(body);
+  reject_unknown(body, {"item", "k", "category", "cf_weight"});
+  SimilarRequest q;
+  if (!body.contains("item")) throw RequestError(400, "item", "missing: give the id of the item to find neighbours of");
+  q.item = get_string(body["item"], "item");
+  if (body.contains("k")) q.k = static_cast<int>(get_int(body["k"], "k", 1, kMaxK));
+  if (body.contains("category")) q.categories = get_categories(body["category"]);
+  if (body.contains("cf_weight")) q.cf_weight = get_number(body["cf_weight"], "cf_weight", 0, kMaxWeight);
+  return q;
+}
+
+json recommend_query_json(const QueryParams& params) {
+  return query_json(params, {{"user", Kind::kString},
+                             {"history", Kind::kList},
+                             {"k", Kind::kInt},
+                             {"category", Kind::kStrings},
+                             {"exclude", Kind::kString},
+                             {"hour", Kind::kInt},
+                             {"hour_weight", Kind::kNumber},
+                             {"cf_weight", Kind::kNumber},
+                             {"diversity", Kind::kNumber},
+                             {"explain", Kind::kBool}});
+}
+
+json similar_query_json(const QueryParams& params) {
+  return query_json(params,
+                    {{"item", Kind::kString}, {"k", Kind::kInt}, {"category", Kind::kStrings}, {"cf_weight", Kind::kNumber}});
+}
+
+json recommendation_json(const ExportData& e, const Recommendation& r) {
+  json items = json::array();
+  for (std::size_t j = 0; j < r.items.size(); ++j) {
+    const RecommendedItem& it = r.items[j];
+    json o = item_json(e, it.item);
+    o["rank"] = j + 1;
+    o["score"] = it.score;
+    if (r.explain) {
+      o["model_score"] = it.model_score;
+      if (r.cf_weight > 0) o["cf_score"] = it.cf_score;
+      if (r.hour) o["hour_score"] = it.hour_score;
+      json because = json::array();
+      for (const auto& c : it.because) because.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"contribution", c.value}});
+      o["because"] = std::move(because);
+      if (r.cf_weight > 0) {
+        json cf = json::array();
+        for (const auto& c : it.cf) cf.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"similarity", c.similarity}});
+        o["cf"] = std::move(cf);
+      }
+    }
+    items.push_back(std::move(o));
+  }
+  return {{"user", r.user >= 0 ? json(e.user_ids[static_cast<std::size_t>(r.user)]) : json(nullptr)},
+          {"history_length", r.history.size()},
+          {"k", r.k},
+          {"exclude", exclude_name(r.exclude)},
+          {"hour", r.hour ? json(*r.hour) : json(nullptr)},
+          {"hour_weight", r.hour_weight},
+          {"cf_weight", r.cf_weight},
+          {"diversity", r.diversity},
+          {"fused", r.fused},
+          {"eligible", r.eligible},
+          {"items", std::move(items)},
+          {"took_ms", r.took_ms}};
+}
+
+json similar_json(const ExportData& e, const SimilarResult& r) {
+  json items = json::array();
+  for (std::size_t j = 0; j < r.items.size(); ++j) {
+    const SimilarItem& it = r.items[j];
+    json o = item_json(e, it.item);
+    o["rank"] = j + 1;
+    o["score"] = it.score;
+    o["cosine"] = it.cosine;
+    if (r.cf_weight > 0) o["cf"] = it.cf;
+    items.push_back(std::move(o));
+  }
+  return {{"item", e.item_ids[static_cast<std::size_t>(r.item)]},
+          {"k", r.k},
+          {"cf_weight", r.cf_weight},
+          {"items", std::move(items)},
+          {"took_ms", r.took_ms}};
+}
+
+}  // namespace llmrec::serving

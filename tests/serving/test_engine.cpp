@@ -1,0 +1,507 @@
+// The recommendation engine against brute force: top-k, the tower, fusion,
+// MMR, explanations, filters and exclusions, similar items, batching.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "serving/engine.h"
+#include "serving/export_reader.h"
+#include "tests/serving/export_fixture.h"
+#include "trainer/fusion.h"
+
+namespace llmrec::serving {
+namespace {
+
+using llmrec::testing::ExportFixture;
+using llmrec::testing::ExportSpec;
+
+/// One export shared by the tests of this file.
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fx_ = new ExportFixture(llmrec::testing::make_export_fixture(ExportSpec{}));
+    path_ = llmrec::testing::temp_dir("serving_engine") + "/export.h5";
+    llmrec::testing::write_export(path_, *fx_);
+    holder_ = RecommendEngine::open(path_);
+    engine_ = holder_.get();
+  }
+  static void TearDownTestSuite() {
+    holder_.reset();
+    std::filesystem::remove_all(std::filesystem::path(path_).parent_path());
+    delete fx_;
+  }
+
+  static const ExportFixture& fx() { return *fx_; }
+  static const RecommendEngine& engine() { return *engine_; }
+  static std::int64_t I() { return fx_->spec.items; }
+  static std::int64_t d() { return fx_->spec.dim; }
+
+  static std::vector<std::int32_t> user_events(std::int64_t u) {
+    return {fx_->events.begin() + fx_->offsets[static_cast<std::size_t>(u)],
+            fx_->events.begin() + fx_->offsets[static_cast<std::size_t>(u) + 1]};
+  }
+
+  /// keys . u in double, rounded to float.
+  static std::vector<float> naive_scores(const std::vector<float>& u) {
+    std::vector<float> s(static_cast<std::size_t>(I()));
+    for (std::int64_t i = 0; i < I(); ++i) {
+      double acc = 0;
+      for (std::int64_t c = 0; c < d(); ++c) acc += static_cast<double>(fx_->keys[static_cast<std::size_t>(i * d() + c)]) * u[static_cast<std::size_t>(c)];
+      s[static_cast<std::size_t>(i)] = static_cast<float>(acc);
+    }
+    return s;
+  }
+
+  /// The eligible items, fully sorted (higher score, then smaller row).
+  static std::vector<std::int32_t> full_sort(const std::vector<float>& s, const std::function<bool(std::int32_t)>& eligible) {
+    std::vector<std::int32_t> order;
+    for (std::int32_t i = 0; i < I(); ++i) {
+      if (eligible(i)) order.push_back(i);
+    }
+    std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+      return s[static_cast<std::size_t>(a)] > s[static_cast<std::size_t>(b)] || (s[static_cast<std::size_t>(a)] == s[static_cast<std::size_t>(b)] && a < b);
+    });
+    return order;
+  }
+
+  /// The engine's list equals the naive top-k: same length, every score
+  /// equal to the naive score of that item and to the naive score at that
+  /// rank, and the same ids except where the naive scores tie within tol.
+  static void expect_top_k(const Recommendation& r, const std::vector<float>& naive, const std::vector<std::int32_t>& order,
+                           std::size_t k, double tol, const std::string& what) {
+    ASSERT_EQ(r.items.size(), std::min(k, order.size())) << what;
+    for (std::size_t j = 0; j < r.items.size(); ++j) {
+      const std::int32_t got = r.items[j].item;
+      const std::int32_t want = order[j];
+      const double scale = 1.0 + std::fabs(naive[static_cast<std::size_t>(want)]);
+      EXPECT_NEAR(r.items[j].score, naive[static_cast<std::size_t>(got)], tol * scale) << what << " rank " << j;
+      EXPECT_NEAR(naive[static_cast<std::size_t>(got)], naive[static_cast<std::size_t>(want)], tol * scale) << what << " rank " << j;
+      if (got != want) {
+        EXPECT_NEAR(naive[static_cast<std::size_t>(got)], naive[static_cast<std::size_t>(want)], tol * scale)
+            << what << ": rank " << j << " differs without a near tie";
+      }
+    }
+    std::set<std::int32_t> distinct;
+    for (const auto& it : r.items) distinct.insert(it.item);
+    EXPECT_EQ(distinct.size(), r.items.size()) << what;
+  }
+
+  static ExportFixture* fx_;
+  static std::string path_;
+  static std::shared_ptr<const RecommendEngine> holder_;
+  static const RecommendEngine* engine_;
+};
+
+ExportFixture* EngineTest::fx_ = nullptr;
+std::string EngineTest::path_;
+std::shared_ptr<const RecommendEngine> EngineTest::holder_;
+const RecommendEngine* EngineTest::engine_ = nullptr;
+
+TEST_F(EngineTest, LoadsEveryFieldAsWritten) {
+  const ExportData& e = engine().data();
+  EXPECT_EQ(e.num_items, I());
+  EXPECT_EQ(e.num_users, fx().spec.users);
+  EXPECT_EQ(e.item_ids, fx().item_ids);
+  EXPECT_EQ(e.item_text, fx().item_text);
+  EXPECT_EQ(e.item_category, fx().item_category);
+  EXPECT_EQ(e.item_keys, fx().keys);
+  EXPECT_EQ(e.item_vectors, fx().vectors);
+  EXPECT_EQ(e.user_vectors, fx().user_vectors);
+  EXPECT_EQ(e.history_items, fx().events);
+  EXPECT_EQ(e.cf_neighbours, fx().neighbours);
+  EXPECT_EQ(e.event_types, fx().spec.event_types);
+  EXPECT_EQ(e.model_sha256, std::string(64, 'a'));
+  EXPECT_DOUBLE_EQ(engine().default_cf_weight(), 0.5);
+  EXPECT_EQ(engine().purchase_types(), std::vector<int>{3});
+  auto mine = fx().tower->named_parameters();
+  for (const auto& p : e.tower->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+}
+
+TEST_F(EngineTest, FreshHistoryVectorIsTheTowerOnTheLastTItems) {
+  std::mt19937 rng(3);
+  for (std::size_t n : {1u, 3u, 8u, 13u, 30u}) {
+    std::vector<std::int32_t> h;
+    for (std::size_t j = 0; j < n; ++j) h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(I())));
+    const auto got = engine().history_vector(h);
+    const auto want = fx().tower_vector(h);  // reads only the last T
+    ASSERT_EQ(got.size(), want.size());
+    for (std::size_t c = 0; c < got.size(); ++c) EXPECT_NEAR(got[c], want[c], 1e-5) << "n " << n << " c " << c;
+  }
+  // No history: the tower's learned no-history vector.
+  const auto empty = engine().history_vector({});
+  const auto want = fx().tower_vector({});
+  for (std::size_t c = 0; c < empty.size(); ++c) EXPECT_NEAR(empty[c], want[c], 1e-5);
+}
+
+TEST_F(EngineTest, TopKOfKnownUsersEqualsBruteForce) {
+  std::mt19937 rng(5);
+  for (std::int64_t u = 0; u < fx().spec.users; ++u) {
+    const std::vector<float> uvec(fx().user_vectors.begin() + u * d(), fx().user_vectors.begin() + (u + 1) * d());
+    const auto naive = naive_scores(uvec);
+    const auto events = user_events(u);
+    const std::set<std::int32_t> seen(events.begin(), events.end());
+    std::set<std::int32_t> purchased;
+    for (std::int64_t j = fx().offsets[static_cast<std::size_t>(u)]; j < fx().offsets[static_cast<std::size_t>(u) + 1]; ++j) {
+      if (fx().types[static_cast<std::size_t>(j)] == 3) purchased.insert(fx().events[static_cast<std::size_t>(j)]);
+    }
+    RecommendRequest q;
+    q.user = fx().user_ids[static_cast<std::size_t>(u)];
+    q.cf_weight = 0.0;
+    q.k = static_cast<int>(1 + rng() % 60);
+    const int variant = static_cast<int>(u % 4);
+    std::set<std::string> cats;
+    if (variant == 1) q.exclude = Exclude::kNone;
+    if (variant == 2) q.exclude = Exclude::kPurchased;
+    if (variant == 3) {
+      q.categories = {"cat" + std::to_string(rng() % 12), ""};
+      cats.insert(q.categories.begin(), q.categories.end());
+    }
+    const auto r = engine().recommend(q);
+    EXPECT_FALSE(r.fused);
+    const auto order = full_sort(naive, [&](std::int32_t i) {
+      if (!cats.empty() && !cats.count(fx().item_category[static_cast<std::size_t>(i)])) return false;
+      if (q.exclude == Exclude::kSeen && seen.count(i)) return false;
+      if (q.exclude == Exclude::kPurchased && purchased.count(i)) return false;
+      return true;
+    });
+    EXPECT_EQ(r.eligible, static_cast<std::int64_t>(order.size()));
+    expect_top_k(r, naive, order, static_cast<std::size_t>(q.k), 1e-5, "user " + std::to_string(u));
+  }
+}
+
+TEST_F(EngineTest, TopKOfFreshHistoriesEqualsBruteForceAndBatchesAgree) {
+  std::mt19937 rng(7);
+  std::vector<RecommendRequest> batch;
+  std::vector<std::vector<std::int32_t>> histories;
+  for (int b = 0; b < 12; ++b) {
+    std::vector<std::int32_t> h;
+    std::vector<std::string> ids;
+    const std::size_t n = 1 + rng() % 20;
+    for (std::size_t j = 0; j < n; ++j) {
+      h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(I())));
+      ids.push_back(fx().item_ids[static_cast<std::size_t>(h.back())]);
+    }
+    RecommendRequest q;
+    q.history = ids;
+    q.k = 25;
+    q.cf_weight = 0.0;
+    batch.push_back(q);
+    histories.push_back(h);
+  }
+  const auto together = engine().recommend_batch(batch);
+  ASSERT_EQ(together.size(), batch.size());
+  for (std::size_t b = 0; b < batch.size(); ++b) {
+    const auto naive = naive_scores(fx().tower_vector(histories[b]));
+    const std::set<std::int32_t> seen(histories[b].begin(), histories[b].end());
+    const auto order = full_sort(naive, [&](std::int32_t i) { return !seen.count(i); });
+    const auto alone = engine().recommend(batch[b]);
+    expect_top_k(alone, naive, order, 25, 1e-4, "history " + std::to_string(b));
+    expect_top_k(together[b], naive, order, 25, 1e-4, "batched history " + std::to_string(b));
+    EXPECT_EQ(alone.user, -1);
+    EXPECT_EQ(alone.history, histories[b]);
+  }
+}
+
+TEST_F(EngineTest, FusionEqualsFusionStandardiseAndCombine) {
+  for (std::int64_t u : {0, 7, 19}) {
+    for (int hour : {-1, 3, 20}) {
+      RecommendRequest q;
+      q.user = fx().user_ids[static_cast<std::size_t>(u)];
+      q.k = 30;
+      q.cf_weight = 0.7;
+      if (hour >= 0) {
+        q.hour = hour;
+        q.hour_weight = 0.4;
+      }
+      const auto r = engine().recommend(q);
+      EXPECT_TRUE(r.fused);
+      const std::vector<float> uvec(fx().user_vectors.begin() + u * d(), fx().user_vectors.begin() + (u + 1) * d());
+      const auto model = naive_scores(uvec);
+      const auto events = user_events(u);
+      // CF: the sum over the distinct history items of their neighbours' similarity.
+      std::vector<double> cf(static_cast<std::size_t>(I()), 0.0);
+      for (std::int32_t h : std::set<std::int32_t>(events.begin(), events.end())) {
+        for (std::int64_t k = 0; k < fx().spec.cf_k; ++k) {
+          const std::int32_t j = fx().neighbours[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
+          if (j >= 0) cf[static_cast<std::size_t>(j)] += fx().similarity[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
+        }
+      }
+      std::vector<float> cff(cf.begin(), cf.end()), hs(static_cast<std::size_t>(I()));
+      for (std::int64_t i = 0; i < I(); ++i) {
+        hs[static_cast<std::size_t>(i)] = hour < 0 ? 0.0f : static_cast<float>(std::log(
+            (fx().hour_counts[static_cast<std::size_t>(i * 24 + hour)] + 1.0) / (fx().popularity[static_cast<std::size_t>(i)] + 24.0)));
+      }
+      std::vector<float> zm(model.size()), zc(model.size()), zh(model.size()), fused(model.size());
+      fusion_standardise(model.data(), I(), zm.data());
+      fusion_standardise(cff.data(), I(), zc.data());
+      fusion_standardise(hs.data(), I(), zh.data());
+      std::vector<const float*> rows{zm.data(), zc.data()};
+      std::vector<double> w{1.0, 0.7};
+      if (hour >= 0) {
+        rows.push_back(zh.data());
+        w.push_back(0.4);
+      }
+      fusion_combine(rows, w, I(), fused.data());
+      const std::set<std::int32_t> seen(events.begin(), events.end());
+      const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
+      expect_top_k(r, fused, order, 30, 1e-4, "user " + std::to_string(u) + " hour " + std::to_string(hour));
+      for (const auto& it : r.items) {
+        EXPECT_FLOAT_EQ(it.cf_score, cff[static_cast<std::size_t>(it.item)]);
+        if (hour >= 0) {
+          EXPECT_FLOAT_EQ(it.hour_score, hs[static_cast<std::size_t>(it.item)]);
+        }
+        EXPECT_NEAR(it.model_score, model[static_cast<std::size_t>(it.item)], 1e-5 * (1 + std::fabs(it.model_score)));
+      }
+    }
+  }
+  // The default cf_weight is the export's fusion weight (itemknn / model).
+  RecommendRequest q;
+  q.user = "u3";
+  EXPECT_DOUBLE_EQ(engine().recommend(q).cf_weight, 0.5);
+}
+
+TEST_F(EngineTest, MmrWithoutDiversityIsTopKAndWithDiversityIsMoreDiverse) {
+  auto cosine = [&](std::int32_t a, std::int32_t b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (std::int64_t c = 0; c < d(); ++c) {
+      const double x = fx().vectors[static_cast<std::size_t>(a * d() + c)], y = fx().vectors[static_cast<std::size_t>(b * d() + c)];
+      ab += x * y;
+      aa += x * x;
+      bb += y * y;
+    }
+    return ab / std::sqrt(aa * bb);
+  };
+  auto mean_pairwise = [&](const Recommendation& r) {
+    double s = 0;
+    int n = 0;
+    for (std::size_t a = 0; a < r.items.size(); ++a) {
+      for (std::size_t b = a + 1; b < r.items.size(); ++b, ++n) s += cosine(r.items[a].item, r.items[b].item);
+    }
+    return s / n;
+  };
+  int more_diverse = 0;
+  for (int u = 0; u < 10; ++u) {
+    RecommendRequest q;
+    q.user = fx().user_ids[static_cast<std::size_t>(u)];
+    q.k = 10;
+    const auto plain = engine().recommend(q);
+    q.diversity = 1e-9;  // the MMR path with a negligible penalty
+    const auto tiny = engine().recommend(q);
+    ASSERT_EQ(plain.items.size(), tiny.items.size());
+    for (std::size_t j = 0; j < plain.items.size(); ++j) EXPECT_EQ(plain.items[j].item, tiny.items[j].item);
+    q.diversity = 0.5;
+    const auto diverse = engine().recommend(q);
+    ASSERT_EQ(diverse.items.size(), 10u);
+    EXPECT_EQ(diverse.items[0].item, plain.items[0].item);  // the first pick is the most relevant
+    // Every pick comes from the top 10k of the plain ranking.
+    q.diversity = 0;
+    q.k = 100;
+    const auto pool = engine().recommend(q);
+    std::set<std::int32_t> pool_items;
+    for (const auto& it : pool.items) pool_items.insert(it.item);
+    for (const auto& it : diverse.items) EXPECT_TRUE(pool_items.count(it.item)) << it.item;
+    if (mean_pairwise(diverse) < mean_pairwise(plain) - 1e-9) ++more_diverse;
+    EXPECT_LE(mean_pairwise(diverse), mean_pairwise(plain) + 1e-9) << "user " << u;
+  }
+  EXPECT_GE(more_diverse, 8);
+}
+
+TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
+  auto check = [&](const RecommendRequest& q, const std::vector<std::int32_t>& history) -> Recommendation {
+    const auto r = engine().recommend(q);
+    const std::size_t T = static_cast<std::size_t>(fx().spec.history);
+    const std::vector<std::int32_t> window(history.end() - static_cast<std::ptrdiff_t>(std::min(T, history.size())), history.end());
+    const auto full = fx().tower_vector(window);
+    const std::set<std::int32_t> distinct(window.begin(), window.end());
+    EXPECT_FALSE(r.items.empty());
+    for (const auto& it : r.items) {
+      std::vector<std::pair<double, std::int32_t>> want;
+      for (std::int32_t h : distinct) {
+        std::vector<std::int32_t> without;
+        for (std::int32_t x : window) {
+          if (x != h) without.push_back(x);
+        }
+        const auto v = fx().tower_vector(without);
+        double a = 0, b = 0;
+        for (std::int64_t c = 0; c < d(); ++c) {
+          a += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * full[static_cast<std::size_t>(c)];
+          b += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * v[static_cast<std::size_t>(c)];
+        }
+        want.emplace_back(a - b, h);
+      }
+      std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+      EXPECT_EQ(it.because.size(), std::min<std::size_t>(3, want.size()));
+      for (std::size_t j = 0; j < std::min(it.because.size(), want.size()); ++j) {
+        EXPECT_NEAR(it.because[j].value, want[j].first, 2e-4) << "item " << it.item << " rank " << j;
+        if (it.because[j].item != want[j].second) {
+          EXPECT_NEAR(want[j].first, want[j + 1 < want.size() ? j + 1 : j].first, 2e-4) << "different item without a tie";
+        }
+      }
+    }
+    return r;
+  };
+  RecommendRequest q;
+  q.history = std::vector<std::string>{"i5", "i17", "i5", "i230", "i999", "i1200"};
+  q.explain = true;
+  q.k = 8;
+  q.cf_weight = 0.0;
+  check(q, {5, 17, 5, 230, 999, 1200});
+
+  // A known user: the last T of their events; with CF evidence.
+  RecommendRequest k;
+  k.user = "u11";
+  k.explain = true;
+  k.k = 20;
+  k.cf_weight = 2.0;
+  const auto events = user_events(11);
+  const auto r = check(k, events);
+  const std::set<std::int32_t> distinct(events.begin(), events.end());
+  int with_cf = 0;
+  for (const auto& it : r.items) {
+    std::vector<std::pair<float, std::int32_t>> want;
+    for (std::int32_t h : distinct) {
+      for (std::int64_t c = 0; c < fx().spec.cf_k; ++c) {
+        if (fx().neighbours[static_cast<std::size_t>(h * fx().spec.cf_k + c)] == it.item) {
+          want.emplace_back(fx().similarity[static_cast<std::size_t>(h * fx().spec.cf_k + c)], h);
+        }
+      }
+    }
+    std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+    if (want.size() > 3) want.resize(3);
+    ASSERT_EQ(it.cf.size(), want.size());
+    for (std::size_t j = 0; j < want.size(); ++j) {
+      EXPECT_EQ(it.cf[j].item, want[j].second);
+      EXPECT_EQ(it.cf[j].similarity, want[j].first);
+    }
+    with_cf += !want.empty();
+  }
+  EXPECT_GT(with_cf, 0);
+}
+
+TEST_F(EngineTest, CategoryFilterAndExclusions) {
+  RecommendRequest q;
+  q.user = "u4";
+  q.k = 200;
+  q.categories = {"cat3"};
+  for (const auto& it : engine().recommend(q).items) EXPECT_EQ(fx().item_category[static_cast<std::size_t>(it.item)], "cat3");
+  q.categories = {"cat3", "cat5"};
+  for (const auto& it : engine().recommend(q).items) {
+    const auto& c = fx().item_category[static_cast<std::size_t>(it.item)];
+    EXPECT_TRUE(c == "cat3" || c == "cat5") << c;
+  }
+  // seen: none of the user's items; none: the user's items can come back.
+  const auto events = user_events(4);
+  const std::set<std::int32_t> seen(events.begin(), events.end());
+  q.categories.clear();
+  q.k = 1000;
+  q.cf_weight = 0.0;
+  for (const auto& it : engine().recommend(q).items) EXPECT_FALSE(seen.count(it.item));
+  q.exclude = Exclude::kNone;
+  int back = 0;
+  for (const auto& it : engine().recommend(q).items) back += seen.count(it.item) ? 1 : 0;
+  EXPECT_GT(back, 0);
+  // purchased: only the purchased ones are excluded.
+  q.exclude = Exclude::kPurchased;
+  std::set<std::int32_t> purchased;
+  for (std::int64_t j = fx().offsets[4]; j < fx().offsets[5]; ++j) {
+    if (fx().types[static_cast<std::size_t>(j)] == 3) purchased.insert(fx().events[static_cast<std::size_t>(j)]);
+  }
+  const auto r = engine().recommend(q);
+  EXPECT_EQ(r.eligible, I() - static_cast<std::int64_t>(purchased.size()));
+  for (const auto& it : r.items) EXPECT_FALSE(purchased.count(it.item));
+}
+
+TEST_F(EngineTest, RequestErrorsNameTheField) {
+  auto field_of = [&](const RecommendRequest& q) -> std::pair<int, std::string> {
+    try {
+      engine().recommend(q);
+    } catch (const RequestError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("'" + e.field() + "'"));
+      return {e.status(), e.field()};
+    }
+    return {0, ""};
+  };
+  RecommendRequest q;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("user")));
+  q.user = "nobody";
+  EXPECT_EQ(field_of(q), std::make_pair(404, std::string("user")));
+  q.user.reset();
+  q.history = std::vector<std::string>{"i1", "nope", "i2", "nada"};
+  EXPECT_EQ(field_of(q), std::make_pair(404, std::string("history")));
+  try {
+    engine().recommend(q);
+  } catch (const RequestError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("'nope', 'nada'"));
+  }
+  q.history = std::vector<std::string>{"i1"};
+  q.exclude = Exclude::kPurchased;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("exclude")));
+  q.exclude = Exclude::kSeen;
+  q.categories = {"Shoes"};
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("category")));
+  q.categories.clear();
+  q.k = 0;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("k")));
+  q.k = 10;
+  q.hour = 24;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("hour")));
+  q.hour.reset();
+  q.diversity = 1.5;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("diversity")));
+  q.diversity = 0;
+  q.cf_weight = -1;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("cf_weight")));
+}
+
+TEST_F(EngineTest, SimilarItemsAreTheNearestByCosine) {
+  SimilarRequest q;
+  q.item = "i42";
+  q.k = 15;
+  q.cf_weight = 0.0;
+  const auto r = engine().similar(q);
+  std::vector<float> cos(static_cast<std::size_t>(I()));
+  for (std::int64_t i = 0; i < I(); ++i) {
+    double ab = 0, aa = 0, bb = 0;
+    for (std::int64_t c = 0; c < d(); ++c) {
+      const double x = fx().vectors[static_cast<std::size_t>(42 * d() + c)], y = fx().vectors[static_cast<std::size_t>(i * d() + c)];
+      ab += x * y;
+      aa += x * x;
+      bb += y * y;
+    }
+    cos[static_cast<std::size_t>(i)] = static_cast<float>(ab / std::sqrt(aa * bb));
+  }
+  const auto order = full_sort(cos, [](std::int32_t i) { return i != 42; });
+  ASSERT_EQ(r.items.size(), 15u);
+  for (std::size_t j = 0; j < r.items.size(); ++j) {
+    EXPECT_NE(r.items[j].item, 42);
+    EXPECT_NEAR(r.items[j].score, cos[static_cast<std::size_t>(order[j])], 1e-5);
+    EXPECT_NEAR(r.items[j].cosine, cos[static_cast<std::size_t>(r.items[j].item)], 1e-5);
+  }
+  // With CF: fused with item 42's neighbours' similarity.
+  q.cf_weight = 1.0;
+  const auto f = engine().similar(q);
+  std::vector<float> cf(static_cast<std::size_t>(I()), 0.0f);
+  for (std::int64_t c = 0; c < fx().spec.cf_k; ++c) {
+    const std::int32_t j = fx().neighbours[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
+    if (j >= 0) cf[static_cast<std::size_t>(j)] = fx().similarity[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
+  }
+  std::vector<float> zc(cos.size()), zf(cos.size()), fused(cos.size());
+  fusion_standardise(cos.data(), I(), zc.data());
+  fusion_standardise(cf.data(), I(), zf.data());
+  fusion_combine({zc.data(), zf.data()}, {1.0, 1.0}, I(), fused.data());
+  const auto forder = full_sort(fused, [](std::int32_t i) { return i != 42; });
+  for (std::size_t j = 0; j < f.items.size(); ++j) EXPECT_NEAR(f.items[j].score, fused[static_cast<std::size_t>(forder[j])], 1e-4);
+  q.item = "missing";
+  EXPECT_THROW(engine().similar(q), RequestError);
+}
+
+}  // namespace
+}  // namespace llmrec::serving

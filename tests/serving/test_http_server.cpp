@@ -1,0 +1,190 @@
+// The HTTP server in-process on an ephemeral port, driven by httplib's
+// client: valid requests, every kind of bad one, /metrics counting them.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <httplib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "serving/http_server.h"
+#include "serving/request.h"
+#include "tests/serving/export_fixture.h"
+
+namespace llmrec::serving {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+class HttpTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(llmrec::testing::temp_dir("serving_http"));
+    llmrec::testing::ExportSpec spec;
+    spec.items = 500;
+    spec.users = 20;
+    auto fx = llmrec::testing::make_export_fixture(spec);
+    llmrec::testing::write_export(*dir_ + "/export.h5", fx);
+    engine_ = new std::shared_ptr<const RecommendEngine>(RecommendEngine::open(*dir_ + "/export.h5"));
+  }
+  static void TearDownTestSuite() {
+    delete engine_;
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  void SetUp() override {
+    HttpServerOptions o;
+    o.port = 0;
+    o.threads = 4;
+    o.max_body_bytes = 64 * 1024;
+    server_ = std::make_unique<HttpServer>(*engine_, o);
+    port_ = server_->bind();
+    server_->start();
+    ASSERT_TRUE(server_->running());
+  }
+  void TearDown() override { server_->stop(); }
+
+  httplib::Client client() const { return httplib::Client("127.0.0.1", port_); }
+
+  static json body_of(const httplib::Result& r) {
+    EXPECT_TRUE(r) << "no response";
+    if (!r) return nullptr;
+    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+    return json::parse(r->body);
+  }
+
+  static std::string* dir_;
+  static std::shared_ptr<const RecommendEngine>* engine_;
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+};
+
+std::string* HttpTest::dir_ = nullptr;
+std::shared_ptr<const RecommendEngine>* HttpTest::engine_ = nullptr;
+
+TEST_F(HttpTest, ValidRequests) {
+  auto cli = client();
+  auto r = cli.Post("/recommend", R"({"user":"u3","k":5,"explain":true,"cf_weight":0.5})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  json j = body_of(r);
+  EXPECT_EQ(j["user"], "u3");
+  ASSERT_EQ(j["items"].size(), 5u);
+  EXPECT_TRUE(j["items"][0].contains("because"));
+  EXPECT_TRUE(j["items"][0].contains("text"));
+  EXPECT_TRUE(j["items"][0].contains("cold"));
+  EXPECT_TRUE(j["took_ms"].is_number());
+  // The same request as a GET query string gives the same items.
+  auto g = cli.Get("/recommend?user=u3&k=5&cf_weight=0.5");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->status, 200) << g->body;
+  json gj = body_of(g);
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(gj["items"][i]["id"], j["items"][i]["id"]);
+  // A fresh history, with a category filter.
+  auto h = cli.Post("/recommend", R"({"history":["i1","i2","i3"],"k":3,"category":["cat1","cat2"]})", "application/json");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200) << h->body;
+  for (const auto& it : body_of(h)["items"]) EXPECT_THAT(it["category"].get<std::string>(), ::testing::AnyOf("cat1", "cat2"));
+  auto s = cli.Post("/similar", R"({"item":"i9","k":4})", "application/json");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->status, 200) << s->body;
+  EXPECT_EQ(body_of(s)["items"].size(), 4u);
+  auto sg = cli.Get("/similar?item=i9&k=2");
+  ASSERT_TRUE(sg);
+  EXPECT_EQ(sg->status, 200);
+  EXPECT_EQ(body_of(sg)["items"].size(), 2u);
+  auto health = cli.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  json hj = body_of(health);
+  EXPECT_EQ(hj["status"], "ok");
+  EXPECT_EQ(hj["items"], 500);
+  EXPECT_EQ(hj["users"], 20);
+  EXPECT_EQ(hj["model_sha256"], std::string(64, 'a'));
+  EXPECT_THAT(hj["export"].get<std::string>(), HasSubstr("export.h5"));
+}
+
+TEST_F(HttpTest, BadRequestsGetJsonErrorsAndAreCounted) {
+  auto cli = client();
+  auto expect_error = [&](const httplib::Result& r, int status, const std::string& needle) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, status) << r->body;
+    json j = body_of(r);
+    ASSERT_TRUE(j.contains("error")) << r->body;
+    EXPECT_THAT(j["error"].get<std::string>(), HasSubstr(needle));
+  };
+  expect_error(cli.Post("/recommend", "{\"user\": ", "application/json"), 400, "not valid JSON");
+  expect_error(cli.Post("/recommend", R"({"user":"u1","bogus":1})", "application/json"), 400, "'bogus'");
+  expect_error(cli.Post("/recommend", R"({"user":"u1","k":0})", "application/json"), 400, "'k'");
+  expect_error(cli.Get("/recommend?user=u1&k=ten"), 400, "'k'");
+  expect_error(cli.Post("/recommend", R"({"user":"nobody"})", "application/json"), 404, "unknown user 'nobody'");
+  expect_error(cli.Post("/recommend", R"({"history":["i1","zzz"]})", "application/json"), 404, "'zzz'");
+  expect_error(cli.Post("/similar", R"({"item":"zzz"})", "application/json"), 404, "unknown item 'zzz'");
+  auto del = cli.Delete("/recommend");
+  expect_error(del, 405, "DELETE");
+  EXPECT_EQ(del->get_header_value("Allow"), "GET, POST");
+  expect_error(cli.Post("/health", "{}", "application/json"), 405, "POST");
+  expect_error(cli.Get("/nowhere"), 404, "no such endpoint");
+  expect_error(cli.Post("/recommend", std::string(200 * 1024, ' '), "application/json"), 413, "too large");
+
+  auto m = cli.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  json j = body_of(m);
+  EXPECT_EQ(j["requests"]["/recommend"]["400"], 4) << j.dump();
+  EXPECT_EQ(j["requests"]["/recommend"]["404"], 2) << j.dump();
+  EXPECT_EQ(j["requests"]["/recommend"]["405"], 1) << j.dump();
+  EXPECT_EQ(j["requests"]["/recommend"]["413"], 1) << j.dump();
+  EXPECT_EQ(j["requests"]["/similar"]["404"], 1) << j.dump();
+  EXPECT_EQ(j["requests"]["/health"]["405"], 1) << j.dump();
+  EXPECT_EQ(j["requests"]["other"]["404"], 1) << j.dump();
+  EXPECT_EQ(j["requests_total"], 11);
+  EXPECT_EQ(j["errors"]["client"], 11);
+  EXPECT_EQ(j["errors"]["server"], 0);
+  EXPECT_EQ(j["latency_ms"]["window"], 11);
+  EXPECT_LE(j["latency_ms"]["p50"].get<double>(), j["latency_ms"]["p99"].get<double>());
+  EXPECT_LE(j["latency_ms"]["p99"].get<double>(), j["latency_ms"]["max"].get<double>());
+  EXPECT_GE(j["uptime_s"].get<double>(), 0.0);
+  // The server is still fine.
+  auto ok = cli.Get("/recommend?user=u1");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  auto m2 = body_of(cli.Get("/metrics"));
+  EXPECT_EQ(m2["requests"]["/recommend"]["200"], 1);
+  EXPECT_EQ(m2["requests"]["/metrics"]["200"], 1);  // the first /metrics call
+}
+
+TEST_F(HttpTest, ConcurrentClients) {
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      auto cli = client();
+      for (int n = 0; n < 15; ++n) {
+        const std::string body = json{{"user", "u" + std::to_string((t * 15 + n) % 20)}, {"k", 7}, {"diversity", 0.3}}.dump();
+        auto r = cli.Post("/recommend", body, "application/json");
+        if (r && r->status == 200 && json::parse(r->body)["items"].size() == 7) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 90);
+  EXPECT_EQ(server_->metrics()["requests"]["/recommend"]["200"], 90);
+}
+
+TEST_F(HttpTest, StopsAndCannotBindTwice) {
+  HttpServerOptions o;
+  o.port = port_;  // taken by the running server
+  HttpServer other(*engine_, o);
+  EXPECT_THROW(other.bind(), IoError);
+  server_->stop();
+  EXPECT_FALSE(server_->running());
+  auto r = client().Get("/health");
+  EXPECT_FALSE(r);
+}
+
+}  // namespace
+}  // namespace llmrec::serving
