@@ -54,9 +54,11 @@ test-mpi: build
 	cd $(BUILD) && ctest --output-on-failure -L mpi
 
 # The main job on the built-in example: the synthetic shop, validated and
-# prepared into a dataset, the 2-rank installation check, then training on 2
+# prepared into a dataset, the 2-rank installation check, training on 2
 # ranks with validation and the test-split table next to the baselines and
-# the oracle. Export and serving join as they land.
+# the oracle, the saved model evaluated again from its file, the export
+# serving reads, and recommendations for one user from that export alone.
+DEMO_USER ?= u000042
 demo: build
 	@echo "== llmrec --version"
 	@$(BUILD)/llmrec --version
@@ -70,12 +72,25 @@ demo: build
 	@echo "== launch/mpirun.sh -n 2 -- check -c configs/quickstart.yaml"
 	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- check -c configs/quickstart.yaml $(DEMO_SET)
 	@echo
-	@echo "== launch/mpirun.sh -n 2 -- train -c configs/quickstart.yaml"
+	@echo "== launch/mpirun.sh -n 2 -- train -c configs/quickstart.yaml   (a fresh run: old checkpoints removed)"
+	@rm -rf $(DEMO_DIR)/checkpoints
 	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- train -c configs/quickstart.yaml $(DEMO_SET) \
 	  $(if $(filter runs/quickstart,$(DEMO_DIR)),,--set eval.oracle_dir=$(DEMO_DIR)/shop)
 	@echo
+	@echo "== launch/mpirun.sh -n 2 -- eval --checkpoint $(DEMO_DIR)/model.h5 --split test"
+	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- eval -c configs/quickstart.yaml $(DEMO_SET) \
+	  --set run.dir=$(DEMO_DIR)/eval --checkpoint $(DEMO_DIR)/model.h5 --split test
+	@echo
+	@echo "== launch/mpirun.sh -n 2 -- export --checkpoint $(DEMO_DIR)/model.h5 --output $(DEMO_DIR)/export.h5"
+	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- export -c configs/quickstart.yaml $(DEMO_SET) \
+	  --set run.dir=$(DEMO_DIR)/export --checkpoint $(DEMO_DIR)/model.h5 --output $(DEMO_DIR)/export.h5
+	@echo
+	@echo "== llmrec recommend --export $(DEMO_DIR)/export.h5 --user $(DEMO_USER) --k 10 --explain --table"
+	@$(BUILD)/llmrec recommend --export $(DEMO_DIR)/export.h5 --user $(DEMO_USER) --k 10 --explain --table
+	@echo
 	@echo "Everything is in $(DEMO_DIR)/: shop/ (raw CSV), dataset.h5 (+ .report.json), config.yaml, logs/,"
-	@echo "check.json, metrics.jsonl, eval_test.json"
+	@echo "check.json, metrics.jsonl, checkpoints/, model.h5, eval_test.json, export.h5."
+	@echo "Serve it: $(BUILD)/llmrec serve --export $(DEMO_DIR)/export.h5 --port 8080"
 
 clean:
 	rm -rf $(BUILD)

@@ -65,19 +65,8 @@ void top_sorted(std::vector<std::int32_t>& candidates, std::size_t count, const 
 
 }  // namespace
 
-RequestError::RequestError(int status, std::string field, const std::string& message)
-    : Error(field.empty() ? message : fmt::format("field '{}': {}", field, message)),
-      status_(status),
-      field_(std::move(field)) {}
-
-const char* exclude_name(Exclude e) {
-  switch (e) {
-    case Exclude::kSeen: return "seen";
-    case Exclude::kPurchased: return "purchased";
-    case Exclude::kNone: return "none";
-  }
-  return "?";
-}
+// RequestError and exclude_name() are defined in request.cpp, which needs no
+// tensors (fuzz/fuzz_request.cpp links it alone).
 
 /// A validated request, resolved to rows of the export.
 struct RecommendEngine::Resolved {
@@ -117,6 +106,8 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_
     for (std::int64_t c = 0; c < d; ++c) s += static_cast<double>(v[c]) * v[c];
     vector_norms_[static_cast<std::size_t>(i)] = static_cast<float>(std::sqrt(s));
   }
+  mean_key_ = data_->num_items > 0 ? table(data_->item_keys, data_->num_items, d).to(at::kDouble).mean(0).to(at::kFloat)
+                                   : at::zeros({d}, at::kFloat);
 }
 
 RecommendEngine::~RecommendEngine() = default;
@@ -487,9 +478,11 @@ void RecommendEngine::explain(const Resolved& r, bool use_cf, Recommendation& ou
     const at::Tensor users = tower_forward(e, windows, drop);  // [n + 1, d]
     std::vector<std::int64_t> rows;
     for (const auto& it : out.items) rows.push_back(it.item);
+    // Centred keys: removing h moves every item's score; what is specific
+    // to item i is its change beyond the catalogue's average change.
     const at::Tensor keys =
-        table(e.item_keys, e.num_items, e.dim).index_select(0, at::tensor(rows, at::kLong));  // [k, d]
-    const at::Tensor s = at::mm(users, keys.t()).contiguous();                                // [n + 1, k]
+        table(e.item_keys, e.num_items, e.dim).index_select(0, at::tensor(rows, at::kLong)) - mean_key_;  // [k, d]
+    const at::Tensor s = at::mm(users, keys.t()).contiguous();  // [n + 1, k]
     const float* sp = s.data_ptr<float>();
     for (std::int64_t j = 0; j < k; ++j) {
       std::vector<Contribution> c(static_cast<std::size_t>(n));

@@ -29,6 +29,8 @@
 ///    unknown id) whose message names the field. The engine is immutable
 ///    after construction: any number of threads may call it at once.
 
+#include <ATen/core/Tensor.h>
+
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -196,6 +198,7 @@ class RecommendEngine {
   const std::vector<float>& hour_z(int hour) const;
 
   std::shared_ptr<const ExportData> data_;
+  at::Tensor mean_key_;  ///< [d] mean of items/keys over the catalogue (explanations)
   double default_cf_weight_ = 0;
   std::vector<int> purchase_types_;
   std::vector<float> vector_norms_;  ///< |items/vectors[i]|

@@ -315,6 +315,7 @@ TEST_F(EngineTest, MmrWithoutDiversityIsTopKAndWithDiversityIsMoreDiverse) {
 }
 
 TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
+  const auto n_items = static_cast<std::int64_t>(fx().keys.size()) / d();
   auto check = [&](const RecommendRequest& q, const std::vector<std::int32_t>& history) -> Recommendation {
     const auto r = engine().recommend(q);
     const std::size_t T = static_cast<std::size_t>(fx().spec.history);
@@ -330,12 +331,16 @@ TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
           if (x != h) without.push_back(x);
         }
         const auto v = fx().tower_vector(without);
-        double a = 0, b = 0;
+        // The change of item i's score beyond the catalogue's mean change.
+        double change_i = 0, change_mean = 0;
         for (std::int64_t c = 0; c < d(); ++c) {
-          a += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * full[static_cast<std::size_t>(c)];
-          b += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * v[static_cast<std::size_t>(c)];
+          const double du = static_cast<double>(full[static_cast<std::size_t>(c)]) - v[static_cast<std::size_t>(c)];
+          change_i += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * du;
+          double mean = 0;
+          for (std::int64_t j = 0; j < n_items; ++j) mean += fx().keys[static_cast<std::size_t>(j * d() + c)];
+          change_mean += mean / static_cast<double>(n_items) * du;
         }
-        want.emplace_back(a - b, h);
+        want.emplace_back(change_i - change_mean, h);
       }
       std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
       EXPECT_EQ(it.because.size(), std::min<std::size_t>(3, want.size()));
