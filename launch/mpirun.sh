@@ -47,7 +47,12 @@ done
 
 args=(-np "$np" -x "OMP_NUM_THREADS=$threads" "${exports[@]}")
 [[ $EUID -eq 0 ]] && args+=(--allow-run-as-root)
-[[ -n "$hostfile" ]] && args+=(--hostfile "$hostfile")
+# With a host file: mpirun notices a daemon on a host it cannot reach any
+# more within ~40 s (TCP keepalives on its control connections) instead of
+# Open MPI's default 8 minutes, so a cut link ends the job (after the ranks'
+# own comm.timeout_s message) instead of leaving mpirun waiting.
+[[ -n "$hostfile" ]] && args+=(--hostfile "$hostfile" --mca oob_tcp_keepalive_time 20
+  --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 3)
 [[ $oversubscribe -eq 1 ]] && args+=(--oversubscribe)
 case "$bind" in
   core) args+=(--map-by "slot:PE=$threads" --bind-to core) ;;
