@@ -133,9 +133,27 @@ class MpiWork : public Work {
         throw CommTimeout(fmt::format("{}: {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
       }
     } else {
-      cv_.wait(lock, ready);
+      // The communication thread enforces the deadline itself, except
+      // inside a blocking MPI call (an all-reduce after every rank has
+      // arrived): the backstop catches a rank or link lost mid-transfer.
+      while (!cv_.wait_for(lock, std::chrono::milliseconds(100), ready)) {
+        if (started_ && Clock::now() > backstop_) {
+          throw CommTimeout(fmt::format(
+              "{}: collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had "
+              "entered it: a rank died or the network failed during the transfer. The communicator is unusable; "
+              "abort the job.", tag_, what_, timeout_s_));
+        }
+      }
     }
     if (error_) std::rethrow_exception(error_);
+  }
+
+  /// Called by the communication thread when it starts the collective.
+  void start(Clock::time_point backstop, double timeout_s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    started_ = true;
+    backstop_ = backstop;
+    timeout_s_ = timeout_s;
   }
 
   void finish(std::exception_ptr error) {
@@ -155,6 +173,9 @@ class MpiWork : public Work {
   std::mutex mutex_;
   std::condition_variable cv_;
   bool done_ = false;
+  bool started_ = false;
+  Clock::time_point backstop_;
+  double timeout_s_ = 0;
   std::exception_ptr error_;
 };
 
@@ -305,9 +326,17 @@ class MpiCommunicator final : public Communicator {
       std::int64_t off = 0;
       do {  // one call even for an empty tensor: every rank takes part
         int count = static_cast<int>(std::min(kMaxChunk, n - off));
-        MPI_Request req;
-        MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_, &req));
-        wait_request(req, ctx, {buf});
+        if (config_.verify && size_ > 1) {
+          // verify() has seen every rank enter this very collective: the
+          // blocking call (Open MPI's tuned algorithms, progressed inside
+          // the call) runs at the speed of raw MPI_Allreduce; a rank lost
+          // during the transfer is caught by the waiter's backstop.
+          MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_));
+        } else {
+          MPI_Request req;
+          MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_, &req));
+          wait_request(req, ctx, {buf});
+        }
         off += count;
       } while (off < n);
       if (op == ReduceOp::Avg && n > 0) {
@@ -464,6 +493,7 @@ class MpiCommunicator final : public Communicator {
       }
       OpContext ctx{seq, task.work->what(),
                     Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout), task.timeout.count()};
+      task.work->start(ctx.deadline + std::chrono::seconds(1), ctx.timeout_s);
       try {
         if (config_.verify && size_ > 1) verify(ctx, task.signature);
         task.run(ctx);
