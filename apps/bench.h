@@ -1,6 +1,6 @@
 #pragma once
 // `llmrec bench` subcommands that run on the ranks of a job (train,
-// allreduce, encode); `bench tokenize` lives in cmd_bench.cpp.
+// allreduce, export) or serve; `bench tokenize` lives in cmd_bench.cpp.
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -16,9 +16,13 @@ struct BenchOptions {
   std::int64_t batch = 0;  ///< 0 = the workload's
   int repeats = 3;
   int max_mb = 256;
+  std::string export_path;  ///< bench serve
+  int requests = 2000;
+  int k = 10;
+  double cf_weight = 0;
 };
 
-/// Adds train, allreduce and encode under `bench`.
+/// Adds train, allreduce, export and serve under `bench`.
 void bench_distributed_add(CLI::App& bench);
 
 }  // namespace llmrec

@@ -1,10 +1,10 @@
-// `llmrec bench train | allreduce | encode`: the training step, the
-// communicator and the export's item encoding, on the workloads of
+// `llmrec bench train | allreduce | export | serve`: the training step, the
+// communicator, the export's item encoding and serving latency, on the workloads of
 // BENCHMARKS.md, each printing one JSON line per result (rank 0) in the
 // shape of the peers' lines (../shared/peers/torch_ddp_bench.py), so that
 // bench/README.md can put them side by side.
 //
-// The train and encode workloads generate their batches and item texts the
+// The train and export workloads generate their batches and item texts the
 // way the PyTorch peer does (Zipf(1.1) item draws over the catalogue, full
 // histories, a fixed random token sequence per item of length U{12..L}), so
 // both sides do the same work per step: the unique items of 64 users x 21
@@ -23,7 +23,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <numeric>
+#include <random>
 
 #include "apps/app_context.h"
 #include "apps/bench.h"
@@ -34,6 +37,7 @@
 #include "distributed/mpi_check.h"
 #include "trainer/model_scorer.h"
 #include "trainer/optimizer.h"
+#include "serving/engine.h"
 #include "trainer/train_step.h"
 
 namespace llmrec {
@@ -363,7 +367,7 @@ int bench_encode(AppContext& ctx, const BenchOptions& o) {
     secs.push_back(since(t0));
   }
   auto m = max_over_ranks(comm, {median(secs), peak_rss_mb()});
-  nlohmann::json line = header("encode", w.name, comm);
+  nlohmann::json line = header("export", w.name, comm);
   line.update({{"config_hash", config_hash(w.model)},
                {"items", w.items},
                {"repeats", o.repeats},
@@ -374,6 +378,73 @@ int bench_encode(AppContext& ctx, const BenchOptions& o) {
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
   }
+  return 0;
+}
+
+/// p-th quantile (0..1) of `v` (sorted copy, nearest rank).
+double quantile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto i = static_cast<std::size_t>(std::ceil(p * static_cast<double>(v.size()))) - 1;
+  return v[std::min(i, v.size() - 1)];
+}
+
+/// One process: latency of single top-k requests for random known users
+/// (exact search, model score, seen items excluded) and of batches of 32.
+int bench_serve(AppContext& ctx, const BenchOptions& o) {
+  if (o.export_path.empty()) throw ConfigError("bench serve needs --export FILE (made by llmrec export)");
+  auto t_load = Clock::now();
+  auto engine = serving::RecommendEngine::open(o.export_path);
+  const double load_s = since(t_load);
+  const auto& e = engine->data();
+  if (e.num_users == 0) throw ConfigError(fmt::format("{}: the export has no users to ask for", o.export_path));
+  std::mt19937_64 gen(static_cast<std::uint64_t>(o.seed));
+  std::uniform_int_distribution<std::int64_t> pick(0, e.num_users - 1);
+  auto request = [&] {
+    serving::RecommendRequest r;
+    r.user = e.user_ids[static_cast<std::size_t>(pick(gen))];
+    r.k = o.k;
+    r.cf_weight = o.cf_weight;
+    return r;
+  };
+  for (int i = 0; i < 20; ++i) engine->recommend(request());  // warm-up
+  std::vector<double> single;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < o.requests; ++i) {
+    serving::RecommendRequest r = request();
+    const auto t = Clock::now();
+    engine->recommend(r);
+    single.push_back(since(t) * 1e3);
+  }
+  const double single_s = since(t0);
+  std::vector<double> batch_ms;
+  const int batches = std::max(1, o.requests / 32);
+  for (int b = 0; b < batches; ++b) {
+    std::vector<serving::RecommendRequest> rs;
+    for (int i = 0; i < 32; ++i) rs.push_back(request());
+    const auto t = Clock::now();
+    engine->recommend_batch(rs);
+    batch_ms.push_back(since(t) * 1e3);
+  }
+  nlohmann::json line = header("serve", o.export_path, *ctx.comm);
+  line.update({{"items", e.num_items},
+               {"users", e.num_users},
+               {"dim", e.dim},
+               {"k", o.k},
+               {"cf_weight", o.cf_weight},
+               {"search", "exact"},
+               {"export_load_s", load_s},
+               {"requests", o.requests},
+               {"p50_ms", quantile(single, 0.50)},
+               {"p99_ms", quantile(single, 0.99)},
+               {"max_ms", quantile(single, 1.0)},
+               {"requests_per_s", static_cast<double>(o.requests) / single_s},
+               {"batch32_p50_ms", quantile(batch_ms, 0.50)},
+               {"batch32_requests_per_s", 32.0 * static_cast<double>(batch_ms.size()) /
+                                              std::max(1e-9, std::accumulate(batch_ms.begin(), batch_ms.end(), 0.0) / 1e3)},
+               {"peak_rss_mb", peak_rss_mb()}});
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
   return 0;
 }
 
@@ -389,7 +460,7 @@ void bench_distributed_add(CLI::App& bench) {
     auto* cmd = bench.add_subcommand(name, help);
     auto o = std::make_shared<Options>();
     config_options_add(*cmd, o->config);
-    if (name != "allreduce") {
+    if (name == "train" || name == "export") {
       cmd->add_option("--workload", o->bench.workload, "bench-tiny or bench-small (BENCHMARKS.md)")
           ->check(CLI::IsMember({"bench-tiny", "bench-small"}))
           ->capture_default_str();
@@ -400,7 +471,16 @@ void bench_distributed_add(CLI::App& bench) {
       cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")->check(CLI::Range(0, 100000))->capture_default_str();
       cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")->check(CLI::Range(0, 1 << 20));
     }
-    if (name == "encode") {
+    if (name == "serve") {
+      cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")->check(CLI::ExistingFile)->required();
+      cmd->add_option("--requests", o->bench.requests, "Timed single requests")->check(CLI::Range(1, 10000000))->capture_default_str();
+      cmd->add_option("--k", o->bench.k, "Items per request")->check(CLI::Range(1, 1000))->capture_default_str();
+      cmd->add_option("--cf-weight", o->bench.cf_weight, "ItemKNN fusion weight (0 = model score only)")
+          ->check(CLI::Range(0.0, 1000.0))
+          ->capture_default_str();
+      cmd->add_option("--seed", o->bench.seed, "Seed of the user choice")->capture_default_str();
+    }
+    if (name == "export") {
       cmd->add_option("--repeats", o->bench.repeats, "Timed passes; the median is reported")
           ->check(CLI::Range(1, 100))
           ->capture_default_str();
@@ -419,7 +499,8 @@ void bench_distributed_add(CLI::App& bench) {
                "--set run.threads=N for threads per rank)", bench_train);
   add("allreduce", "Communicator all-reduce vs raw MPI_Allreduce, 4 KiB .. --max-mb (under mpirun -np 2+)",
       bench_allreduce);
-  add("encode", "Items encoded per second through the item tower, as llmrec export does", bench_encode);
+  add("export", "Items encoded per second through the item tower, as llmrec export does", bench_encode);
+  add("serve", "Latency of top-k requests over an export (exact search; one process)", bench_serve);
 }
 
 }  // namespace llmrec
