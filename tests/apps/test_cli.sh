@@ -306,5 +306,151 @@ else
   fail "export: no train_run/model.h5 to export"
 fi
 
+# recommend and serve from the export (docs/serving.md). A cold item added
+# by a catalogue update: a copy of a cold item's catalogue row under a new
+# id has its text, so its text vector (cold items have no ID vector) and
+# `similar` of the original gives the copy first (cosine 1). Then
+# `llmrec serve --port 0` on the updated export: good and bad requests,
+# /metrics, a short wrk load with malformed requests mixed in, SIGTERM.
+if [[ -f export.h5 ]]; then
+  user=$(tail -n +2 shop/interactions.csv | cut -d, -f1 | sort | uniq -c | awk '$1 >= 3 { print $2; exit }')
+  "$bin" recommend --export export.h5 --user "$user" --k 5 >rec.json 2>rec_err.txt
+  rc=$?
+  if [[ $rc -eq 0 ]] && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+ids = [i["id"] for i in d["items"]]
+assert d["user"] == sys.argv[2] and d["k"] == 5 and len(ids) == 5 and len(set(ids)) == 5, d
+assert [i["rank"] for i in d["items"]] == [1, 2, 3, 4, 5], d
+assert all(isinstance(i["score"], float) for i in d["items"]), d
+print("\n".join(ids))' rec.json "$user" >rec_ids.txt 2>rec_py.txt; then
+    ok "recommend --user $user --k 5: JSON with 5 items"
+  else
+    cat rec_err.txt rec_py.txt >>rec.json
+    fail "recommend --user $user --k 5: exit $rc or invalid JSON" rec.json
+  fi
+  "$bin" recommend --export export.h5 --user "$user" --k 5 --table >rec_table.txt 2>&1
+  expect "recommend --table" rec_table.txt "^user $user \([0-9]+ events\): k 5, exclude seen" \
+    '^rank +id +score +category +cold +text$' '^ +5  [^ ]+ +-?[0-9]+\.[0-9]{4}  '
+  awk '$1 ~ /^[0-9]+$/ { print $2 }' rec_table.txt >rec_table_ids.txt
+  cmp -s rec_ids.txt rec_table_ids.txt && ok "recommend: --table lists the items of the JSON" \
+    || fail "recommend: --table ids differ from the JSON's" rec_table.txt
+
+  # The catalogue update with the copy of a cold item.
+  "$bin" recommend --export export.h5 --user "$user" --k 1000 --exclude none >all.json 2>&1
+  cold_id=$(python3 -c 'import json, sys; print(next(i["id"] for i in json.load(open(sys.argv[1]))["items"] if i["cold"]))' \
+    all.json 2>/dev/null)
+  { head -1 shop/catalogue.csv; grep "^$cold_id," shop/catalogue.csv | sed "s/^$cold_id,/copy-of-cold,/"; } >copy_items.csv
+  "$bin" recommend --export export.h5 --history copy-of-cold >unknown_item.txt 2>&1
+  rc=$?
+  [[ -n "$cold_id" && $rc -eq 1 ]] && expect "recommend: an id not yet in the export is unknown" unknown_item.txt \
+    "field 'history': unknown item ids 'copy-of-cold'" || fail "recommend unknown item: exit $rc (cold item '$cold_id')" unknown_item.txt
+  "$bin" export --update export.h5 --catalogue copy_items.csv --checkpoint train_run/model.h5 --output export_cold.h5 \
+    --set run.dir=export_run >update_cold.txt 2>&1 \
+    && expect "export --update: a copy of cold item $cold_id" update_cold.txt 'copy_items.csv: 1 item\(s\): 1 new' \
+         '^301 items' || fail "export --update with the copy of a cold item" update_cold.txt
+
+  # serve --port 0 logs the port it got.
+  : >serve.txt
+  "$bin" serve --export export_cold.h5 --port 0 --threads 2 >>serve.txt 2>&1 &
+  spid=$!
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -nE 's/.*listening on http:\/\/127\.0\.0\.1:([0-9]+) .*/\1/p' serve.txt)
+    [[ -n $port ]] && break
+    kill -0 $spid 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z $port ]]; then
+    fail "serve: no 'listening on' line" serve.txt
+    kill -TERM $spid 2>/dev/null; wait $spid 2>/dev/null
+  elif ! command -v curl >/dev/null; then
+    fail "serve: curl is missing (make deps installs it)"
+    kill -TERM $spid; wait $spid
+  else
+    url=http://127.0.0.1:$port
+    # http NAME STATUS PATTERN CURL-ARGS...: the answer has STATUS and a body matching PATTERN.
+    http() {
+      local name=$1 want=$2 pat=$3; shift 3
+      local got
+      got=$(curl -s -o http_body.txt -D http_headers.txt -w '%{http_code}' --max-time 10 "$@")
+      if [[ $got == "$want" ]]; then expect "$name" http_body.txt "$pat"
+      else echo "(HTTP $got)" >>http_body.txt; fail "$name: HTTP $got, expected $want" http_body.txt; fi
+    }
+    http "serve: GET /health" 200 '"status":"ok"' "$url/health"
+    expect "serve: /health describes the updated export" http_body.txt '"items":301' '"users":200' '"catalogue_updates":1'
+    http "serve: POST /recommend" 200 "\"user\":\"$user\"" -H 'Content-Type: application/json' \
+      -d "{\"user\": \"$user\", \"k\": 5}" "$url/recommend"
+    cp http_body.txt serve_rec.json
+    "$bin" recommend --export export_cold.h5 --user "$user" --k 5 >rec_cold.json 2>&1
+    python3 -c '
+import json, sys
+a, b = (json.load(open(f))["items"] for f in sys.argv[1:3])
+assert [(i["id"], i["score"]) for i in a] == [(i["id"], i["score"]) for i in b] and len(a) == 5' \
+      serve_rec.json rec_cold.json 2>serve_cmp.txt \
+      && ok "serve: POST /recommend = llmrec recommend on the same export" \
+      || fail "serve: POST /recommend differs from llmrec recommend" serve_cmp.txt
+    http "serve: similar of the cold item gives its copy first" 200 '"items":\[\{[^}]*"id":"copy-of-cold","rank":1,' \
+      "$url/similar?item=$cold_id&k=3"
+    http "serve: similar of the new item gives the original first" 200 "\"items\":\\[\\{[^}]*\"id\":\"$cold_id\",\"rank\":1," \
+      -d '{"item": "copy-of-cold", "k": 3}' "$url/similar"
+    http "serve: invalid JSON is 400" 400 '"error":"the request body is not valid JSON' -d '{"user": ' "$url/recommend"
+    http "serve: an unknown field is 400" 400 "\"error\":\"field 'kk': unknown field" \
+      -d "{\"user\": \"$user\", \"kk\": 5}" "$url/recommend"
+    http "serve: an unknown user is 404" 404 "\"error\":\"field 'user': unknown user 'no-such-user'\"" \
+      -d '{"user": "no-such-user"}' "$url/recommend"
+    http "serve: POST /health is 405" 405 '"error":"method POST is not allowed on /health' -X POST "$url/health"
+    expect "serve: 405 names the allowed methods" http_headers.txt '^Allow: GET'
+    http "serve: DELETE /recommend is 405" 405 '"error":"method DELETE is not allowed on /recommend' \
+      -X DELETE "$url/recommend"
+    head -c $((2 * 1024 * 1024)) /dev/zero | tr '\0' ' ' >big_body.txt
+    http "serve: a 2 MiB body is 413" 413 '"error":"request body too large' --data-binary @big_body.txt "$url/recommend"
+    # 20 requests on keep-alive connections: about a millisecond each
+    # (without TCP_NODELAY most waited ~40 ms for a delayed ACK: ~0.5 s).
+    kargs=()
+    for _ in $(seq 1 20); do kargs+=(-o /dev/null "$url/recommend?user=$user&k=5"); done
+    took=$(curl -s -w '%{time_total}\n' "${kargs[@]}" | awk '{ s += $1 } END { print s }')
+    awk -v t="$took" 'BEGIN { exit !(t < 0.25) }' && ok "serve: 20 keep-alive requests in ${took} s" \
+      || fail "serve: 20 keep-alive requests took ${took} s (> 0.25 s: Nagle's delay?)"
+    http "serve: GET /metrics" 200 '"latency_ms"' "$url/metrics"
+    python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+r = m["requests"]
+assert r["/recommend"] == {"200": 21, "400": 2, "404": 1, "405": 1, "413": 1}, r
+assert r["/similar"] == {"200": 2} and r["/health"] == {"200": 1, "405": 1}, r
+assert m["errors"] == {"total": 6, "client": 6, "server": 0}, m["errors"]
+assert m["requests_total"] == 30, m
+l = m["latency_ms"]
+assert l["window"] == 30 and 0 < l["p50"] <= l["p99"] <= l["max"], l
+print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics_check.txt 2>&1 \
+      && ok "serve: /metrics counts every status; $(cat metrics_check.txt)" \
+      || fail "serve: /metrics" metrics_check.txt
+    # A 2 s wrk run (bench/serve_load.sh's script): valid requests from 2
+    # connections with 20 % malformed ones; every status as expected.
+    if command -v wrk >/dev/null; then
+      tail -n +2 shop/interactions.csv | cut -d, -f1 | sort | uniq -c | awk '$1 >= 3 { print $2 }' >users.txt
+      wrk -t 2 -c 2 -d 2s -s "$src/bench/serve_load.lua" "$url" -- users.txt 0.2 >wrk.txt 2>&1
+      expect "serve: 2 s under wrk, malformed requests mixed in" wrk.txt '^kind valid +[1-9][0-9]{2,} requests' \
+        '^kind bad_json +[1-9][0-9]* requests' '^kind unknown_user +[1-9][0-9]* requests' '^unexpected: 0$'
+    else
+      fail "serve: wrk is missing (make deps installs it)"
+    fi
+    # SIGTERM: exit 0 within a few seconds, with the log line.
+    kill -TERM $spid
+    for _ in $(seq 1 50); do kill -0 $spid 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $spid 2>/dev/null; then
+      fail "serve: still running 5 s after SIGTERM" serve.txt
+      kill -KILL $spid
+    fi
+    wait $spid
+    rc=$?
+    [[ $rc -eq 0 ]] && expect "serve: SIGTERM stops it with exit 0" serve.txt 'signal 15: stopped' \
+      || fail "serve: exit code $rc after SIGTERM, expected 0" serve.txt
+  fi
+else
+  fail "recommend/serve: no export.h5"
+fi
+
 echo "cli: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
