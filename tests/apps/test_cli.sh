@@ -7,21 +7,8 @@ src=$(realpath "$2")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1"; [[ -n "${2:-}" ]] && sed 's/^/     | /' "$2" | head -40; }
-# expect NAME FILE PATTERN...: every grep -E pattern must match FILE.
-expect() {
-  local name=$1 file=$2; shift 2
-  for p in "$@"; do
-    grep -Eq -- "$p" "$file" || { fail "$name: no match for /$p/" "$file"; return; }
-  done
-  ok "$name"
-}
-root=()
-[[ $EUID -eq 0 ]] && root=(--allow-run-as-root)
+# shellcheck source=cli_lib.sh
+source "$src/tests/apps/cli_lib.sh"
 
 # --version names every part of the build, and the BLAS in use.
 "$bin" --version >version.txt 2>&1
@@ -271,6 +258,17 @@ want=$(awk '$1 == "model" {print $2}' train.txt)
   && ok "stop after 7 steps + resume on 2 ranks = the uninterrupted run (test NDCG@10 $got)" \
   || fail "sliced training: NDCG@10 '$got', uninterrupted '$want'" slice2.txt
 
+# bench train / allreduce / export / serve print their JSON lines.
+mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench train --steps 2 --warmup 1 \
+  --set run.dir=bench_run >bench_train.txt 2>&1 \
+  && expect "bench train -np 2" bench_train.txt '^\{.*"bench":"train".*"examples_per_s":[0-9].*"params_in_sync":true' \
+    '"trainable_params":126592.*"total_params":4496000|"total_params":4496000.*"trainable_params":126592' \
+  || fail "bench train" bench_train.txt
+mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench allreduce --max-mb 1 \
+  --set run.dir=bench_run >bench_ar.txt 2>&1 \
+  && expect "bench allreduce -np 2" bench_ar.txt '"bench":"allreduce".*"bytes":1048576' \
+  || fail "bench allreduce" bench_ar.txt
+
 # bench tokenize prints one JSON line with the figures.
 "$bin" bench tokenize --workload demo --repeats 2 >bench.txt 2>&1 \
   && expect "bench tokenize" bench.txt '^\{"bench":"tokenize".*"texts":2000.*"tokens_per_s":[0-9]' \
@@ -451,6 +449,10 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
 else
   fail "recommend/serve: no export.h5"
 fi
+
+# bench serve: latency over the export made above.
+"$bin" bench serve --export export.h5 --requests 50 --set run.dir=bench_run >bench_serve.txt 2>&1 \
+  && expect "bench serve" bench_serve.txt '"bench":"serve".*"p99_ms":[0-9]' || fail "bench serve" bench_serve.txt
 
 echo "cli: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
