@@ -14,6 +14,7 @@ struct BenchOptions {
   int steps = 30;
   int warmup = 5;
   std::int64_t batch = 0;  ///< 0 = the workload's
+  std::string pooling = "cls";
   int repeats = 3;
   int max_mb = 256;
   std::string export_path;  ///< bench serve

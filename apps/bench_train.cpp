@@ -174,6 +174,7 @@ nlohmann::json header(const std::string& bench, const std::string& workload, Com
 int bench_train(AppContext& ctx, const BenchOptions& o) {
   Communicator& comm = *ctx.comm;
   Workload w = workload_of(o.workload);
+  w.model.pooling = o.pooling;
   const std::int64_t batch = o.batch > 0 ? o.batch : w.batch;
   SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
   SyntheticBatches data(cat, batch, w.model.user.history, 1.1,
@@ -277,7 +278,8 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
                {"params_in_sync", sync[0] == -sync[1]},
                {"warmup_steps", o.warmup},
                {"measured_steps", o.steps},
-               {"batch_per_rank", batch}});
+               {"batch_per_rank", batch},
+               {"pooling", w.model.pooling}});
   if (comm.rank() == 0) {
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
@@ -470,6 +472,11 @@ void bench_distributed_add(CLI::App& bench) {
       cmd->add_option("--steps", o->bench.steps, "Measured steps")->check(CLI::Range(1, 100000))->capture_default_str();
       cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")->check(CLI::Range(0, 100000))->capture_default_str();
       cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")->check(CLI::Range(0, 1 << 20));
+      cmd->add_option("--pooling", o->bench.pooling,
+                      "cls (the peer's model; only what h_[CLS] needs is computed) or mean (every token of every "
+                      "layer, i.e. the full forward)")
+          ->check(CLI::IsMember({"cls", "mean"}))
+          ->capture_default_str();
     }
     if (name == "serve") {
       cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")->check(CLI::ExistingFile)->required();
