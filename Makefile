@@ -95,3 +95,24 @@ demo: build
 
 clean:
 	rm -rf $(BUILD)
+
+# Robustness (docs/reliability.md, "Fuzzing and sanitizers"); each in a build
+# directory of its own, the default build is not touched.
+.PHONY: fuzz test-asan
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+ASAN_BUILD   ?= build-asan
+
+# libFuzzer targets (clang) of every parser, FUZZ_SECONDS each from the seeds
+# in fuzz/corpus/; prints executions and coverage; fails on any finding.
+fuzz:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(APT_PACKAGES) clang libclang-rt-14-dev"
+	FUZZ_JOBS=$(JOBS) tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The tests labelled `asan` under AddressSanitizer, UndefinedBehaviorSanitizer
+# and LeakSanitizer (suppressions: tools/lsan.supp, tools/ubsan.supp).
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMREC_SANITIZE=address,undefined \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -g1"
+	cmake --build $(ASAN_BUILD) -j$(JOBS) --target llmrec_asan_tests
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS) -L asan

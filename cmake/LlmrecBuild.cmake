@@ -14,6 +14,7 @@ set(CMAKE_CXX_EXTENSIONS OFF)
 set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
 
 option(LLMREC_BUILD_TESTS "Build the GoogleTest suites" ON)
+option(LLMREC_FUZZ "Build only the libFuzzer targets of fuzz/ (clang; make fuzz)" OFF)
 set(LLMREC_CUDA "AUTO" CACHE STRING "Build the CUDA path: AUTO (if LibTorch has CUDA), ON, OFF")
 set(LLMREC_NCCL "AUTO" CACHE STRING "Build the NCCL backend: AUTO (if CUDA and NCCL are found), ON, OFF")
 set_property(CACHE LLMREC_CUDA PROPERTY STRINGS AUTO ON OFF)
@@ -34,3 +35,22 @@ endif()
 # Our own code is -Wall -Wextra clean; third-party headers come in as SYSTEM.
 set(LLMREC_WARNINGS -Wall -Wextra -Wno-unused-parameter)
 
+# Sanitizers: LLMREC_SANITIZE=address,undefined builds every target of this
+# build directory with -fsanitize=... (`make test-asan` uses build-asan/;
+# docs/reliability.md). The tests then run with the options and
+# suppression files of tools/ (LLMREC_SANITIZER_ENV, see llmrec_add_test).
+set(LLMREC_SANITIZE "" CACHE STRING "Build with -fsanitize=<list>, e.g. address,undefined (make test-asan)")
+set(LLMREC_SANITIZER_ENV "")
+set(LLMREC_SANITIZER_MPI_ENV "")
+if(LLMREC_SANITIZE)
+  add_compile_options(-fsanitize=${LLMREC_SANITIZE} -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=${LLMREC_SANITIZE})
+  set(_asan "detect_leaks=1:check_initialization_order=1")
+  set(_others "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tools/lsan.supp:print_suppressions=0"
+              "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=${PROJECT_SOURCE_DIR}/tools/ubsan.supp")
+  set(LLMREC_SANITIZER_ENV "ASAN_OPTIONS=${_asan}" ${_others})
+  # Under mpirun: Open MPI's plugins have no frame pointers, so the fast
+  # unwinder stops inside them and their leaks could not be told from ours
+  # by tools/lsan.supp; the slow unwinder records whole stacks (~3x slower).
+  set(LLMREC_SANITIZER_MPI_ENV "ASAN_OPTIONS=${_asan}:fast_unwind_on_malloc=0" ${_others})
+endif()

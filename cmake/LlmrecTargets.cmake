@@ -35,6 +35,11 @@ function(llmrec_add_library folder)
   endif()
 endfunction()
 
+# Tests labelled `asan` (LABELS asan) are the subset `make test-asan` builds
+# and runs under the sanitizers (docs/reliability.md); this target builds
+# just them and what they link.
+add_custom_target(llmrec_asan_tests)
+
 # llmrec_add_test(<name> SOURCES ... DEPS ... [TORCH | NN] [NP n...] [LABELS ...])
 #   One GoogleTest executable. Without NP it runs as one process; with NP it
 #   is registered once per world size under mpirun (one OpenMP thread each).
@@ -51,11 +56,16 @@ function(llmrec_add_test name)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
+  if("asan" IN_LIST ARG_LABELS)
+    add_dependencies(llmrec_asan_tests ${name})
+  endif()
   set(env "LLMREC_SHARED_DIR=${LLMREC_SHARED_DIR};LLMREC_SOURCE_DIR=${PROJECT_SOURCE_DIR};OMP_NUM_THREADS=1")
   if(NOT ARG_NP)
+    list(APPEND env ${LLMREC_SANITIZER_ENV})
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}" LABELS "unit;${ARG_LABELS}")
   else()
+    list(APPEND env ${LLMREC_SANITIZER_MPI_ENV})
     foreach(np IN LISTS ARG_NP)
       add_test(NAME ${name}_np${np}
                COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe

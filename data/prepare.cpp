@@ -97,13 +97,17 @@ class RowSource {
     values.assign(wanted_.size(), std::string());
     if (csv_) {
       auto st = csv_->next(fields_, line, reason);
+      // Blank lines are skipped in a loop: a file of millions of them must
+      // not recurse that deep.
+      while (st == CsvReader::Status::Record && columns_ != 1 && fields_.size() == 1 && fields_[0].empty()) {
+        st = csv_->next(fields_, line, reason);
+      }
       if (st == CsvReader::Status::End) return Status::End;
       if (st == CsvReader::Status::Malformed) {
         reason = "malformed " + format_ + ": " + reason;
         return Status::Bad;
       }
       if (fields_.size() != columns_) {
-        if (fields_.size() == 1 && fields_[0].empty()) return next(values, line, reason);  // blank line
         reason = fmt::format("expected {} fields, got {}", columns_, fields_.size());
         return Status::Bad;
       }
@@ -178,7 +182,14 @@ class BadRows {
   PrepareReport::Source& report_;
 };
 
-std::string shorten(const std::string& s) { return s.size() <= 60 ? s : s.substr(0, 57) + "..."; }
+/// `s` (valid UTF-8) cut to about 60 bytes for a message, at a character
+/// boundary: the report is JSON and must stay valid UTF-8.
+std::string shorten(const std::string& s) {
+  if (s.size() <= 60) return s;
+  std::size_t cut = 57;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut) + "...";
+}
 
 struct Event {
   std::int32_t user;
@@ -560,7 +571,8 @@ std::string PrepareReport::to_json() const {
       {"truncated_texts", truncated_texts},
       {"unk_token_share", unk_token_share},
   };
-  return j.dump(2);
+  // Paths and examples hold bytes from the input; never throw over them.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string PrepareReport::to_text() const {

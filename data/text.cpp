@@ -86,7 +86,11 @@ std::optional<std::int64_t> parse_number(std::string_view s, double scale) {
   char* end = nullptr;
   double v = std::strtod(text.c_str(), &end);
   if (end != text.c_str() + text.size() || !std::isfinite(v)) return std::nullopt;
-  return static_cast<std::int64_t>(std::floor(v * scale));
+  // Beyond int64 (e.g. 25 digits, too long for from_chars above) is not a
+  // time; converting it would be undefined behaviour.
+  const double t = std::floor(v * scale);
+  if (!(t >= -9223372036854775808.0 && t < 9223372036854775808.0)) return std::nullopt;
+  return static_cast<std::int64_t>(t);
 }
 
 std::optional<std::int64_t> parse_iso(std::string_view s) {

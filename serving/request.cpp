@@ -161,10 +161,26 @@ json item_json(const ExportData& e, std::int32_t i) {
 
 }  // namespace
 
+// Declared in engine.h; defined here so that the request layer links without
+// the engine's tensor code (fuzz/fuzz_request.cpp).
+RequestError::RequestError(int status, std::string field, const std::string& message)
+    : Error(field.empty() ? message : fmt::format("field '{}': {}", field, message)),
+      status_(status),
+      field_(std::move(field)) {}
+
+const char* exclude_name(Exclude e) {
+  switch (e) {
+    case Exclude::kSeen: return "seen";
+    case Exclude::kPurchased: return "purchased";
+    case Exclude::kNone: return "none";
+  }
+  return "?";
+}
+
 json parse_json_body(const std::string& text) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& ex) {
+  } catch (const json::exception& ex) {  // parse_error, and out_of_range for a number like 1e400
     throw RequestError(400, "", fmt::format("the request body is not valid JSON: {}", ex.what()));
   }
 }

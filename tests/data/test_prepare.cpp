@@ -2,6 +2,7 @@
 // skip; prepare -> read round trip; formats; filters; splits; checksums.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include "data/dataset.h"
 #include "data/prepare.h"
 #include "data/synth.h"
+#include "data/text.h"
 
 namespace llmrec {
 namespace {
@@ -270,6 +272,53 @@ TEST_F(PrepareTest, NotADatasetFile) {
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("junk.h5: not an HDF5 file"));
   }
+}
+
+// Regression tests of what fuzz/fuzz_rows found (docs/reliability.md,
+// "Fuzzing and sanitizers"); each input once crashed or was undefined.
+
+// A timestamp of 25 digits overflowed int64 in the decimal path of
+// parse_timestamp (UBSan: float-cast-overflow); it is a bad timestamp.
+TEST_F(PrepareTest, TimestampsBeyondInt64AreBadRows) {
+  EXPECT_THAT(error_of(good_rows() + "u4,a,6666666666666666666666666,view,\n"), HasSubstr(":11: bad timestamp"));
+  EXPECT_THAT(error_of(good_rows() + "u4,a,-99999999999999999999.5,view,\n"), HasSubstr(":11: bad timestamp"));
+  for (const char* format : {"auto", "unix", "unix_ms"}) {
+    EXPECT_FALSE(parse_timestamp("6666666666666666666666666", format).has_value()) << format;
+  }
+  EXPECT_FALSE(parse_timestamp("9223372036854775808.5", "unix").has_value());
+  EXPECT_TRUE(parse_timestamp("9223372036854775808.5", "unix_ms").has_value());  // ~9.2e15 s: in range
+  EXPECT_EQ(parse_timestamp("9223372036854775807", "unix"), std::int64_t{9223372036854775807});
+  EXPECT_EQ(parse_timestamp("-1.5", "unix"), -2);
+  EXPECT_EQ(parse_timestamp("1500.9", "unix_ms"), 1);
+}
+
+// A duplicate item id longer than 60 bytes was cut inside a UTF-8
+// character for the report's example; writing the report's JSON then threw
+// nlohmann's type_error (not an llmrec error) at the end of `llmrec prepare`.
+TEST_F(PrepareTest, ReportsStayValidUtf8WhenLongIdsAreCut) {
+  cfg.on_error = "skip";
+  const std::string x56(56, 'x');
+  const std::string id = x56 + "\xc3\xa9" + "tail";  // the 57-byte cut falls inside the 'é'
+  cfg.catalogue = write("catalogue.csv", std::string(kCatalogue) + id + ",One,x,y,z,w\n" + id + ",Two,x,y,z,w\n");
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  PrepareReport r = prepare_dataset(cfg, "");
+  ASSERT_EQ(r.catalogue.skipped.at("duplicate item id"), 1);
+  EXPECT_THAT(r.catalogue.examples.at("duplicate item id").at(0), HasSubstr("'" + x56 + "...' first defined at line 7"));
+  const auto j = nlohmann::json::parse(r.to_json());
+  EXPECT_EQ(j["catalogue"]["rows_kept"], 5);
+}
+
+// Blank lines were skipped by recursion, one stack frame each: a file with
+// a million of them overflowed the stack (ASan: stack-overflow).
+TEST_F(PrepareTest, MillionsOfBlankLinesDoNotExhaustTheStack) {
+  const std::string path = write("catalogue.csv", std::string(kCatalogue) + std::string(1'000'000, '\n') +
+                                                      "e,Late item,x,y,z,w\n\n");
+  PrepareReport::Source report;
+  Catalogue c = catalogue_read(path, cfg, report);
+  EXPECT_EQ(report.rows_read, 5);
+  ASSERT_EQ(c.ids.size(), 5u);
+  EXPECT_EQ(c.ids[4], "e");
+  EXPECT_EQ(c.lines[4], 1'000'007);
 }
 
 }  // namespace

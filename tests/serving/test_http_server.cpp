@@ -87,7 +87,8 @@ TEST_F(HttpTest, ValidRequests) {
   auto h = cli.Post("/recommend", R"({"history":["i1","i2","i3"],"k":3,"category":["cat1","cat2"]})", "application/json");
   ASSERT_TRUE(h);
   EXPECT_EQ(h->status, 200) << h->body;
-  for (const auto& it : body_of(h)["items"]) EXPECT_THAT(it["category"].get<std::string>(), ::testing::AnyOf("cat1", "cat2"));
+  const json hist = body_of(h);  // not a range-for over body_of(h)["items"]: the temporary dies first
+  for (const auto& it : hist["items"]) EXPECT_THAT(it["category"].get<std::string>(), ::testing::AnyOf("cat1", "cat2"));
   auto s = cli.Post("/similar", R"({"item":"i9","k":4})", "application/json");
   ASSERT_TRUE(s);
   EXPECT_EQ(s->status, 200) << s->body;

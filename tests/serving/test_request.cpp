@@ -129,5 +129,21 @@ TEST(Request, QueryStrings) {
   EXPECT_EQ(field({{"user", "u1"}, {"k", "7"}}), "<accepted>");
 }
 
+// Regression test of what fuzz/fuzz_request found (docs/reliability.md,
+// "Fuzzing and sanitizers"): a number beyond double's range was nlohmann's
+// out_of_range, not a parse_error, and got past parse_json_body: the server
+// answered 500 "internal error" instead of 400.
+TEST(Request, NumbersBeyondDoubleAreA400) {
+  for (const char* body : {"66667e66666", R"({"user":"u1","k":1e400})", R"({"history":[],"cf_weight":-1E999})"}) {
+    try {
+      parse_json_body(body);
+      ADD_FAILURE() << "accepted " << body;
+    } catch (const RequestError& e) {
+      EXPECT_EQ(e.status(), 400) << body;
+      EXPECT_THAT(e.what(), HasSubstr("not valid JSON")) << body;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llmrec::serving
