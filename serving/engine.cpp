@@ -63,6 +63,25 @@ void top_sorted(std::vector<std::int32_t>& candidates, std::size_t count, const 
   candidates.resize(count);
 }
 
+/// Per category code, 1 = allowed; empty = every category. 400 naming the
+/// categories no item has.
+std::vector<std::uint8_t> allowed_categories(const ExportData& e, const std::vector<std::string>& categories) {
+  std::vector<std::uint8_t> allowed;
+  if (categories.empty()) return allowed;
+  allowed.assign(e.categories.size(), 0);
+  std::vector<std::string> unknown;
+  for (const auto& c : categories) {
+    const std::int32_t code = e.find_category(c);
+    if (code < 0) {
+      unknown.push_back(c);
+    } else {
+      allowed[static_cast<std::size_t>(code)] = 1;
+    }
+  }
+  if (!unknown.empty()) throw RequestError(400, "category", "no item has category " + quoted_list(unknown));
+  return allowed;
+}
+
 }  // namespace
 
 // RequestError and exclude_name() are defined in request.cpp, which needs no
@@ -143,19 +162,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   r.explain = q.explain;
   r.exclude = q.exclude;
 
-  if (!q.categories.empty()) {
-    r.allowed.assign(e.categories.size(), 0);
-    std::vector<std::string> unknown;
-    for (const auto& c : q.categories) {
-      const std::int32_t code = e.find_category(c);
-      if (code < 0) {
-        unknown.push_back(c);
-      } else {
-        r.allowed[static_cast<std::size_t>(code)] = 1;
-      }
-    }
-    if (!unknown.empty()) throw RequestError(400, "category", "no item has category " + quoted_list(unknown));
-  }
+  r.allowed = allowed_categories(e, q.categories);
 
   if (q.user) {
     r.user = e.find_user(*q.user);
@@ -530,20 +537,7 @@ SimilarResult RecommendEngine::similar(const SimilarRequest& q) const {
   check_weight(q.cf_weight, "cf_weight");
   out.k = q.k;
   out.cf_weight = q.cf_weight.value_or(default_cf_weight_);
-  std::vector<std::uint8_t> allowed;
-  if (!q.categories.empty()) {
-    allowed.assign(e.categories.size(), 0);
-    std::vector<std::string> unknown;
-    for (const auto& c : q.categories) {
-      const std::int32_t code = e.find_category(c);
-      if (code < 0) {
-        unknown.push_back(c);
-      } else {
-        allowed[static_cast<std::size_t>(code)] = 1;
-      }
-    }
-    if (!unknown.empty()) throw RequestError(400, "category", "no item has category " + quoted_list(unknown));
-  }
+  std::vector<std::uint8_t> allowed = allowed_categories(e, q.categories);
 
   // Cosine of items/vectors: one matrix-vector product, then the norms.
   const at::Tensor vectors = table(e.item_vectors, I, e.dim);

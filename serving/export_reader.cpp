@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/hdf5.h"
+#include "data/text.h"
 #include "models/ranker.h"
 
 namespace llmrec::serving {
@@ -28,44 +29,6 @@ constexpr std::int64_t kMaxNeighbours = 1 << 20;
 // |x| of every stored float: a dot product of two such d-vectors stays far
 // below FLT_MAX (1e15 * 1e15 * 65536 < 3.4e38).
 constexpr double kMaxAbs = 1e15;
-
-bool valid_utf8(const std::string& s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned char c = p[i];
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    // Overlong forms, surrogates, past U+10FFFF.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
-}
 
 std::string dims_str(const std::vector<std::uint64_t>& dims) { return fmt::format("[{}]", fmt::join(dims, ", ")); }
 
@@ -157,7 +120,7 @@ class Reader {
     for (std::size_t j = 0; j + 1 < offsets.size(); ++j) {
       out.emplace_back(reinterpret_cast<const char*>(bytes.data()) + offsets[j],
                        static_cast<std::size_t>(offsets[j + 1] - offsets[j]));
-      if (!valid_utf8(out.back())) fail(fmt::format("string {} of '{}' is not valid UTF-8", j, name));
+      if (!utf8_valid(out.back())) fail(fmt::format("string {} of '{}' is not valid UTF-8", j, name));
     }
     return out;
   }

@@ -1,5 +1,7 @@
 #include "trainer/export.h"
 
+#include "distributed/broadcast_string.h"
+
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -121,16 +123,6 @@ torch::Tensor gather_rows(const torch::Tensor& mine, Communicator& comm) {
   return torch::cat(comm.all_gather_v(mine.contiguous())).contiguous();
 }
 
-/// Broadcasts a string from rank 0 (length, then bytes).
-std::string broadcast_text(Communicator& comm, const std::string& s) {
-  at::Tensor len = at::tensor({static_cast<std::int64_t>(comm.rank() == 0 ? s.size() : 0)}, at::kLong);
-  comm.broadcast(len);
-  at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
-  if (comm.rank() == 0 && !s.empty()) std::memcpy(bytes.data_ptr(), s.data(), s.size());
-  comm.broadcast(bytes);
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
-}
-
 /// Collective: runs `write` on rank 0 and tells every rank how it went, so
 /// that a failed write is the same error on every rank (never a hang).
 /// Returns the size of the file written.
@@ -159,7 +151,7 @@ std::int64_t rank0_write(Communicator& comm, const std::string& path, Write writ
   status = st[0].item<std::int64_t>();
   bytes = st[1].item<std::int64_t>();
   if (status != 0) {
-    message = broadcast_text(comm, message);
+    message = broadcast_string(comm, message);
     if (status == 2) throw ConfigError(message);
     if (status == 1) throw IoError(message);
     throw Error(message);

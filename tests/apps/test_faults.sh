@@ -20,19 +20,7 @@ cd "$work"
 source "$src/tests/apps/cli_lib.sh"
 tag="llmrec_faults_$$"  # in every run.dir, so pgrep finds exactly our processes
 
-"$bin" synth -o shop --items 300 --users 200 --seed 5 >synth.txt 2>&1 || fail "synth" synth.txt
-cat >tiny.yaml <<YAML
-include: $src/configs/quickstart.yaml
-data: {interactions: shop/interactions.csv, catalogue: shop/catalogue.csv, dataset: ds.h5}
-model:
-  dim: 16
-  text_len: 16
-  bert: {layers: 1, hidden: 32, heads: 2, intermediate: 64, max_positions: 32}
-  user: {history: 8}
-train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 0, progress: false}
-eval: {baselines: [popularity, itemknn], oracle_dir: ""}
-YAML
-"$bin" prepare -c tiny.yaml >prepare.txt 2>&1 || fail "prepare" prepare.txt
+tiny_setup "$work"
 
 # The ranks of a running job: "pid rank" lines.
 ranks_of() {

@@ -54,19 +54,7 @@ run2() {
     -x OMP_NUM_THREADS=1 "$bin" "$@"
 }
 
-"$bin" synth -o shop --items 300 --users 200 --seed 5 >synth.txt 2>&1 || fail "synth" synth.txt
-cat >tiny.yaml <<YAML
-include: $src/configs/quickstart.yaml
-data: {interactions: $work/shop/interactions.csv, catalogue: $work/shop/catalogue.csv, dataset: $work/ds.h5}
-model:
-  dim: 16
-  text_len: 16
-  bert: {layers: 1, hidden: 32, heads: 2, intermediate: 64, max_positions: 32}
-  user: {history: 8}
-train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 0, progress: false}
-eval: {baselines: [popularity, itemknn], oracle_dir: ""}
-YAML
-"$bin" prepare -c tiny.yaml >prepare.txt 2>&1 || fail "prepare" prepare.txt
+tiny_setup "$work"
 
 # Training across the two hosts.
 run2 train -c "$work/tiny.yaml" --set run.dir="$work/ok_$tag" --set train.max_steps=40 >ok.txt 2>&1 \
