@@ -467,7 +467,8 @@ class MpiCommunicator final : public Communicator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++issued_;
-      work = std::make_shared<MpiWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_), tag_);
+      work = std::make_shared<MpiWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_),
+                                       fmt::format("{} ({})", tag_, host_));
       queue_.push_back({work, sig, timeout, std::move(run)});
     }
     cv_.notify_all();
