@@ -72,10 +72,14 @@ std::string table_text(const serving::ExportData& e, const serving::Recommendati
     out += fmt::format("{:>4}  {:<16} {:>10.4f}  {:<16} {:<4}  {}\n", j + 1, truncate_utf8(e.item_ids[i], 16), it.score,
                        truncate_utf8(e.item_category[i], 16), e.item_cold[i] ? "*" : "", truncate_utf8(e.item_text[i], 48));
     if (r.explain) {
+      // The table shows the history items that raise this item above the
+      // catalogue's average change (the JSON has the top 3 whatever their sign).
       std::string because;
       for (const auto& c : it.because) {
+        if (c.value <= 0) continue;
         because += fmt::format("{}{} ({:+.4f})", because.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.value);
       }
+      if (because.empty() && !it.because.empty()) because = "no single history item (the user's taste as a whole)";
       std::string cf;
       for (const auto& c : it.cf) {
         cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.similarity);
