@@ -9,6 +9,7 @@
 
 #include "apps/eval_fusion.h"
 #include "distributed/broadcast_string.h"
+#include "distributed/rank0.h"
 #include "trainer/baselines.h"
 #include "trainer/checkpoint.h"
 #include "trainer/evaluation.h"
@@ -28,13 +29,13 @@ double ndcg_at_10(const EvalResult& r) {
 /// The checkpoint to resume from ("" = start fresh), the same on every rank.
 std::string resolve_resume(AppContext& ctx, const std::string& resume) {
   const std::string dir = checkpoint_dir(ctx.run_dir);
-  std::string chosen, problem;
-  if (ctx.comm->rank() == 0) {
+  std::string chosen;
+  rank0_run(*ctx.comm, [&] {
     if (resume == "none") {
       auto existing = checkpoint_list(dir);
       if (!existing.empty()) {
-        problem = fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue that "
-                              "run, or use another run.dir", dir, existing.size(), existing.front());
+        throw ConfigError(fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue "
+                                      "that run, or use another run.dir", dir, existing.size(), existing.front()));
       }
     } else if (resume == "auto") {
       std::vector<std::string> skipped;
@@ -45,12 +46,11 @@ std::string resolve_resume(AppContext& ctx, const std::string& resume) {
                      skipped.empty() ? "" : fmt::format(" ({} damaged)", skipped.size()));
       }
     } else {
-      if (!std::filesystem::is_regular_file(resume)) problem = fmt::format("--resume {}: no such file", resume);
+      if (!std::filesystem::is_regular_file(resume)) throw ConfigError(fmt::format("--resume {}: no such file", resume));
       chosen = resume;
     }
-  }
-  problem = broadcast_string(*ctx.comm, problem);
-  if (!problem.empty()) throw ConfigError(problem);
+    return std::int64_t{0};
+  });
   return broadcast_string(*ctx.comm, chosen);
 }
 

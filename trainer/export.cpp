@@ -1,6 +1,6 @@
 #include "trainer/export.h"
 
-#include "distributed/broadcast_string.h"
+#include "distributed/rank0.h"
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -121,42 +121,6 @@ torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs
 /// Collective: the ranks' row blocks, concatenated in rank order.
 torch::Tensor gather_rows(const torch::Tensor& mine, Communicator& comm) {
   return torch::cat(comm.all_gather_v(mine.contiguous())).contiguous();
-}
-
-/// Collective: runs `write` on rank 0 and tells every rank how it went, so
-/// that a failed write is the same error on every rank (never a hang).
-/// Returns the size of the file written.
-template <class Write>
-std::int64_t rank0_write(Communicator& comm, const std::string& path, Write write) {
-  std::int64_t status = 0;  // 0 ok, 1 IoError, 2 ConfigError, 3 other
-  std::string message;
-  std::int64_t bytes = 0;
-  if (comm.rank() == 0) {
-    try {
-      write();
-      bytes = static_cast<std::int64_t>(std::filesystem::file_size(path));
-    } catch (const ConfigError& e) {
-      status = 2;
-      message = e.what();
-    } catch (const IoError& e) {
-      status = 1;
-      message = e.what();
-    } catch (const std::exception& e) {
-      status = 3;
-      message = e.what();
-    }
-  }
-  at::Tensor st = at::tensor({status, bytes}, at::kLong);
-  comm.broadcast(st);
-  status = st[0].item<std::int64_t>();
-  bytes = st[1].item<std::int64_t>();
-  if (status != 0) {
-    message = broadcast_string(comm, message);
-    if (status == 2) throw ConfigError(message);
-    if (status == 1) throw IoError(message);
-    throw Error(message);
-  }
-  return bytes;
 }
 
 std::vector<std::uint64_t> dims_of(const torch::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
@@ -471,7 +435,10 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     vocab.swap(c.vocab);
     events = static_cast<std::int64_t>(c.history_items.size());
   }
-  s.file_bytes = rank0_write(comm, output, [&] { export_file_write(output, c); });
+  s.file_bytes = rank0_run(comm, [&] {
+    export_file_write(output, c);
+    return static_cast<std::int64_t>(std::filesystem::file_size(output));
+  });
   at::Tensor ev = at::tensor({events}, at::kLong);
   comm.broadcast(ev);
   s.events = ev.item<std::int64_t>();
@@ -633,7 +600,10 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
     c.created = utc_now_iso8601();
   }
   s.cold_items = count_cold(c.cold) + (comm.rank() == 0 ? 0 : s.items_added);
-  s.file_bytes = rank0_write(comm, out_path, [&] { export_file_write(out_path, c); });
+  s.file_bytes = rank0_run(comm, [&] {
+    export_file_write(out_path, c);
+    return static_cast<std::int64_t>(std::filesystem::file_size(out_path));
+  });
   s.seconds = seconds_since(t0);
   return s;
 }

@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "distributed/broadcast_string.h"
+#include "distributed/rank0.h"
 #include "distributed/gradient_reducer.h"
 #include "trainer/optimizer.h"
 #include "trainer/train_step.h"
@@ -101,27 +101,21 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
   for (int r = 0; r < comm_.size(); ++r) state.rng.push_back(all[r].clone());
   const std::string dir = checkpoint_dir(setup_.run_dir);
   const std::string path = checkpoint_path(dir, state.step);
-  std::string error;
-  if (comm_.rank() == 0) {
-    try {
-      std::filesystem::create_directories(dir);
-      CheckpointParts parts;
-      parts.model = model_;
-      parts.optimizer = &optimizer;
-      parts.params = &params;
-      parts.best = best_;
-      parts.state = &state;
-      parts.run_config_yaml = setup_.run_config_yaml;
-      checkpoint_save(path, parts);
-      checkpoint_prune(dir, setup_.train.keep_checkpoints);
-    } catch (const std::exception& e) {
-      error = e.what();
-      if (error.empty()) error = "unknown error";
-    }
-  }
-  // Every rank learns whether rank 0 succeeded, so none waits or goes on alone.
-  error = broadcast_string(comm_, error);
-  if (!error.empty()) throw IoError(error);
+  // Rank 0 writes; every rank learns how it went (a full disk is the same
+  // error everywhere, naming the path), so none waits or goes on alone.
+  rank0_run(comm_, [&] {
+    std::filesystem::create_directories(dir);
+    CheckpointParts parts;
+    parts.model = model_;
+    parts.optimizer = &optimizer;
+    parts.params = &params;
+    parts.best = best_;
+    parts.state = &state;
+    parts.run_config_yaml = setup_.run_config_yaml;
+    checkpoint_save(path, parts);
+    checkpoint_prune(dir, setup_.train.keep_checkpoints);
+    return std::int64_t{0};
+  });
   spdlog::info("checkpoint after step {}: {}", state.step, path);
   return path;
 }
