@@ -31,16 +31,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "trainer/export_format.h"
+
 namespace llmrec {
 class UserTowerImpl;
 }
 
 namespace llmrec::serving {
 
-constexpr const char* kExportFormat = "llmrec-export";
-constexpr std::int64_t kExportVersion = 1;
 /// Hours of the day in `items/hour_counts`.
-constexpr int kHours = 24;
+constexpr int kHours = kExportHours;
 
 struct ExportData {
   std::string path;

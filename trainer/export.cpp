@@ -31,7 +31,7 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 /// Hours of the day in items/hour_counts.
-constexpr std::int64_t kHours = 24;
+constexpr std::int64_t kHours = kExportHours;
 
 /// Users read per hyperslab when rank 0 collects every history.
 constexpr std::int64_t kHistoryReadUsers = 16 * kExportUserBlock;

@@ -24,11 +24,10 @@
 #include "distributed/communicator.h"
 #include "models/recommender.h"
 #include "trainer/eval_config.h"
+#include "trainer/export_format.h"
 
 namespace llmrec {
 
-constexpr const char* kExportFormat = "llmrec-export";
-constexpr std::int64_t kExportVersion = 1;
 
 /// Users per user-tower call (fixed, so that the vectors do not depend on
 /// the world size).
