@@ -16,6 +16,8 @@ namespace llmrec {
 struct RunConfig {
   std::string dir = "runs/llmrec";
   int threads = 0;
+  std::string device = "auto";
+  std::string precision = "fp32";
 
   template <class V>
   void visit(V& v) {
@@ -24,6 +26,14 @@ struct RunConfig {
     v.field("threads", threads,
             "Intra-op threads per rank (LibTorch/OpenMP); 0 keeps OMP_NUM_THREADS or the library default",
             config_range(0, 1024));
+    v.field("device", device,
+            "Where the model runs: cuda (rank with local rank L uses GPU L % GPUs per node), cpu, or auto "
+            "(cuda when LibTorch sees a GPU)",
+            config_one_of({"auto", "cpu", "cuda"}));
+    v.field("precision", precision,
+            "Training arithmetic: fp32, or bf16 (autocast of the forward pass to bfloat16; weights, gradients and "
+            "optimizer state stay float32). Meant for GPUs; CPUs without bf16 units run it slower than fp32",
+            config_one_of({"fp32", "bf16"}));
   }
 };
 

@@ -2,11 +2,14 @@
 
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
+#include <torch/cuda.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "common/version.h"
+#include "distributed/nccl_communicator.h"
 
 namespace llmrec {
 
@@ -39,16 +42,47 @@ void prepare_run_dir(AppContext& ctx) {
 
 }  // namespace
 
+c10::Device app_resolve_device(const RunConfig& run, int local_rank) {
+  const bool gpu = torch::cuda::is_available();
+  if (run.device == "cpu" || (run.device == "auto" && !gpu)) {
+    return c10::Device(c10::DeviceType::CPU);
+  }
+  if (!gpu) {
+    throw ConfigError("run.device is cuda but LibTorch sees no GPU: this build's LibTorch is CPU-only, or no GPU is "
+                      "visible (CUDA_VISIBLE_DEVICES, driver); see docs/building.md for a CUDA build");
+  }
+  const int devices = static_cast<int>(torch::cuda::device_count());
+  return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device_for_local_rank(local_rank, devices)));
+}
+
+namespace {
+
+/// This process's rank on its node before any communicator exists (Open MPI,
+/// MPICH/Intel MPI, Slurm); 0 when started alone.
+int launcher_local_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return std::atoi(v);
+  }
+  return 0;
+}
+
+}  // namespace
+
 int app_run_distributed(const ConfigOptions& options, const std::function<int(AppContext&)>& body) {
   AppContext ctx;
   ctx.config = app_load_config(options);
   if (ctx.config.run.threads > 0) at::set_num_threads(ctx.config.run.threads);
-  ctx.comm = communicator_create(ctx.config.comm);
+  ctx.device = app_resolve_device(ctx.config.run, launcher_local_rank());
+  ctx.comm = communicator_create(ctx.config.comm, ctx.device.type());
+  if (ctx.device.is_cuda() && ctx.comm->local_rank() != launcher_local_rank()) {
+    ctx.device = app_resolve_device(ctx.config.run, ctx.comm->local_rank());  // the launcher did not say
+  }
   logging_init(ctx.config.log, ctx.comm->rank(), ctx.comm->size());
   try {
     prepare_run_dir(ctx);
-    spdlog::info("llmrec {} ({}) on {} rank(s), {}", version_string(), version_git_revision(), ctx.comm->size(),
-                 ctx.comm->describe());
+    spdlog::info("llmrec {} ({}) on {} rank(s), {}, device {}{}", version_string(), version_git_revision(),
+                 ctx.comm->size(), ctx.comm->describe(), ctx.device.str(),
+                 ctx.config.run.precision == "bf16" ? ", bf16 autocast" : "");
     spdlog::debug("resolved configuration:\n{}", ConfigWriter::write(ctx.config));
     return body(ctx);
   } catch (const CommTimeout& e) {

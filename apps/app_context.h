@@ -22,7 +22,13 @@ struct AppContext {
   Config config;
   std::unique_ptr<Communicator> comm;
   std::string run_dir;
+  /// run.device resolved: cpu, or cuda:<local rank % GPUs>.
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
 };
+
+/// run.device resolved for the rank with this local rank: "auto" is cuda when
+/// LibTorch sees a GPU; "cuda" without one is a ConfigError.
+c10::Device app_resolve_device(const RunConfig& run, int local_rank);
 
 /// Exit codes of llmrec.
 constexpr int kExitError = 1;       ///< bad input, failed check

@@ -161,13 +161,14 @@ std::vector<double> max_over_ranks(Communicator& comm, const std::vector<double>
 
 std::string config_hash(ModelConfig mc) { return sha256_hex(ConfigWriter::write(mc)).substr(0, 12); }
 
-nlohmann::json header(const std::string& bench, const std::string& workload, Communicator& comm) {
+nlohmann::json header(const std::string& bench, const std::string& workload, Communicator& comm,
+                      const std::string& device = "cpu") {
   return {{"bench", bench},
           {"workload", workload},
           {"git", version_git_revision()},
           {"world_size", comm.size()},
           {"threads_per_rank", at::get_num_threads()},
-          {"device", "cpu"},
+          {"device", device},
           {"blas", blas_describe()}};
 }
 
@@ -182,7 +183,12 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
 
   torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
   Recommender model(RecommenderOptions(w.model));
+  model->to(ctx.device);
   model->train();
+  const bool gpu = ctx.device.is_cuda();
+  auto device_sync = [&] {  // step times include the GPU's queued work
+    if (gpu) torch::cuda::synchronize(ctx.device.index());
+  };
   auto params = trainable_named_parameters(*model);
   GradientReducer reducer(comm, params, {25.0, ReduceOp::Avg});
   TrainConfig tc;
@@ -194,9 +200,12 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   sctx.reducer = &reducer;
   sctx.text_len = w.model.text_len;
   sctx.num_items = w.items;
+  sctx.device = ctx.device;
+  sctx.bf16 = ctx.config.run.precision == "bf16";
 
   // The same bytes all-reduced alone, not overlapped: what the reducer hides.
-  at::Tensor flat = at::zeros({std::max<std::int64_t>(reducer.bytes_per_step() / 4, 1)}, at::kFloat);
+  at::Tensor flat = at::zeros({std::max<std::int64_t>(reducer.bytes_per_step() / 4, 1)},
+                              at::TensorOptions().dtype(at::kFloat).device(ctx.device));
   std::vector<double> alone;
   for (int i = 0; i < 12; ++i) {
     comm.barrier();
@@ -223,6 +232,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
     const auto t3 = Clock::now();
     optimizer->step();
     optimizer->zero_grad();
+    device_sync();
     // The Trainer's per-step loss / examples / stop all-reduce.
     at::Tensor agg = at::tensor({r.loss_sum, static_cast<double>(r.examples), 0.0}, at::kDouble);
     comm.all_reduce(agg);
@@ -257,7 +267,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   for (auto& [n, p] : params) n_trainable += p.numel();
   for (auto& p : model->parameters()) n_total += p.numel();
   const double wait_ms = m[4], alone_ms = m[7];
-  nlohmann::json line = header("train", w.name, comm);
+  nlohmann::json line = header("train", w.name, comm, ctx.device.str());
   line.update({{"config_hash", config_hash(w.model)},
                {"examples_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
                {"step_ms_median", m[0]},
@@ -279,7 +289,8 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
                {"warmup_steps", o.warmup},
                {"measured_steps", o.steps},
                {"batch_per_rank", batch},
-               {"pooling", w.model.pooling}});
+               {"pooling", w.model.pooling},
+               {"precision", ctx.config.run.precision}});
   if (comm.rank() == 0) {
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
@@ -300,7 +311,7 @@ int bench_allreduce(AppContext& ctx, const BenchOptions& o) {
   }
   for (std::int64_t bytes = 4 << 10; bytes <= (static_cast<std::int64_t>(o.max_mb) << 20); bytes *= 4) {
     const std::int64_t n = bytes / 4;
-    at::Tensor t = at::ones({n}, at::kFloat);
+    at::Tensor t = at::ones({n}, at::TensorOptions().dtype(at::kFloat).device(ctx.device));
     std::vector<float> raw(static_cast<std::size_t>(n), 1.0f);
     const int reps = bytes <= (1 << 20) ? 50 : bytes <= (16 << 20) ? 10 : 4;
     std::vector<double> ours, mpi;
@@ -321,7 +332,7 @@ int bench_allreduce(AppContext& ctx, const BenchOptions& o) {
       }
     }
     auto m = max_over_ranks(comm, {median(ours), median(mpi)});
-    nlohmann::json line = header("allreduce", "float32-sum", comm);
+    nlohmann::json line = header("allreduce", "float32-sum", comm, ctx.device.str());
     line.update({{"bytes", bytes},
                  {"reps", reps},
                  {"llmrec_us_median", m[0] * 1e6},

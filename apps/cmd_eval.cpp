@@ -57,6 +57,7 @@ std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, 
   std::vector<std::shared_ptr<Scorer>> scorers;
   if (!cmd.checkpoint.empty()) {
     Recommender model = checkpoint_load_model(cmd.checkpoint);
+    model->to(ctx.device);
     const int text_len = model->options().config().text_len;
     if (text_len > file.text_len()) {
       throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {}", cmd.checkpoint,

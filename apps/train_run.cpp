@@ -68,6 +68,8 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   setup.resume = resolve_resume(ctx, options.resume);
   setup.run_config_yaml = resolved_yaml;
   setup.stop_after = options.stop_after;
+  setup.device = ctx.device;
+  setup.bf16 = cfg.run.precision == "bf16";
   Trainer trainer(setup, *ctx.comm);
   DatasetFile file(cfg.data.dataset);
   Evaluator valid(file, *ctx.comm, "valid", cfg.eval);

@@ -16,7 +16,7 @@ set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
 option(LLMREC_BUILD_TESTS "Build the GoogleTest suites" ON)
 option(LLMREC_FUZZ "Build only the libFuzzer targets of fuzz/ (clang; make fuzz)" OFF)
 set(LLMREC_CUDA "AUTO" CACHE STRING "Build the CUDA path: AUTO (if LibTorch has CUDA), ON, OFF")
-set(LLMREC_NCCL "AUTO" CACHE STRING "Build the NCCL backend: AUTO (if CUDA and NCCL are found), ON, OFF")
+set(LLMREC_NCCL "AUTO" CACHE STRING "Check the NCCL backend against nccl.h/cuda.h: AUTO (if found), ON, OFF")
 set_property(CACHE LLMREC_CUDA PROPERTY STRINGS AUTO ON OFF)
 set_property(CACHE LLMREC_NCCL PROPERTY STRINGS AUTO ON OFF)
 

@@ -47,18 +47,20 @@ else()
   set(LLMREC_CUDA_ENABLED OFF)
 endif()
 
-# NCCL: AUTO means "if CUDA is on and nccl.h plus libnccl are found".
+# NCCL headers: the NCCL backend itself is always built (it loads libnccl
+# and the CUDA driver at run time, distributed/nccl_api.h). Where nccl.h and
+# cuda.h are found, distributed/nccl_api_check.cpp also checks llmrec's
+# declarations against them at compile time. AUTO: when found; ON: required.
 set(LLMREC_NCCL_ENABLED OFF)
-if(LLMREC_CUDA_ENABLED AND NOT LLMREC_NCCL STREQUAL "OFF")
+if(NOT LLMREC_NCCL STREQUAL "OFF")
   find_path(LLMREC_NCCL_INCLUDE_DIR nccl.h HINTS ENV NCCL_HOME ENV CUDA_HOME PATH_SUFFIXES include)
-  find_library(LLMREC_NCCL_LIBRARY nccl HINTS ENV NCCL_HOME ENV CUDA_HOME PATH_SUFFIXES lib lib64)
-  if(LLMREC_NCCL_INCLUDE_DIR AND LLMREC_NCCL_LIBRARY)
+  find_path(LLMREC_CUDA_INCLUDE_DIR cuda.h HINTS ENV CUDA_HOME PATHS /usr/local/cuda PATH_SUFFIXES include)
+  if(LLMREC_NCCL_INCLUDE_DIR AND LLMREC_CUDA_INCLUDE_DIR)
     set(LLMREC_NCCL_ENABLED ON)
   endif()
 endif()
 if(LLMREC_NCCL STREQUAL "ON" AND NOT LLMREC_NCCL_ENABLED)
-  message(FATAL_ERROR "LLMREC_NCCL=ON but CUDA is off or nccl.h/libnccl were not found "
-                      "(set NCCL_HOME or CUDA_HOME).")
+  message(FATAL_ERROR "LLMREC_NCCL=ON but nccl.h or cuda.h was not found (set NCCL_HOME or CUDA_HOME).")
 endif()
 
 if(LLMREC_BUILD_TESTS)

@@ -76,3 +76,22 @@ function(llmrec_add_test name)
     endforeach()
   endif()
 endfunction()
+
+# llmrec_add_test_run(<target> NAME <test name> NP n... [ENV VAR=value ...] [LABELS ...])
+#   One more registration of an existing multi-rank test executable, under
+#   another name and with extra environment (e.g. another backend).
+function(llmrec_add_test_run target)
+  cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "NP;ENV;LABELS" ${ARGN})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set(env "LLMREC_SHARED_DIR=${LLMREC_SHARED_DIR};LLMREC_SOURCE_DIR=${PROJECT_SOURCE_DIR};OMP_NUM_THREADS=1")
+  list(APPEND env ${ARG_ENV})
+  foreach(np IN LISTS ARG_NP)
+    add_test(NAME ${ARG_NAME}_np${np}
+             COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe
+                     -np ${np} -x OMP_NUM_THREADS=1 $<TARGET_FILE:${target}>)
+    set_tests_properties(${ARG_NAME}_np${np} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}"
+                         LABELS "mpi;${ARG_LABELS}" RUN_SERIAL ON PROCESSORS ${np})
+  endforeach()
+endfunction()

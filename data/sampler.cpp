@@ -171,8 +171,9 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   return out;
 }
 
-BatchLoader::BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth)
-    : sampler_(std::move(sampler)), depth_(std::max(depth, 1)), produce_(start), consume_(start) {
+BatchLoader::BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth, bool pin_memory)
+    : sampler_(std::move(sampler)), depth_(std::max(depth, 1)), pin_memory_(pin_memory), produce_(start),
+      consume_(start) {
   LLMREC_CHECK(sampler_->steps_per_epoch() > 0, "no training examples: the dataset has no user with 2 or more "
                "training events");
   thread_ = std::thread([this] { run(); });
@@ -200,6 +201,12 @@ void BatchLoader::run() {
     }
     try {
       Batch b = sampler_->batch(c);
+      if (pin_memory_) {  // page-locked: the copy to the GPU is asynchronous
+        for (at::Tensor* t : {&b.item_ids, &b.item_tokens, &b.item_mask, &b.item_log_q, &b.history, &b.target,
+                              &b.negatives, &b.weight}) {
+          if (t->defined()) *t = t->pin_memory();
+        }
+      }
       std::lock_guard<std::mutex> lock(mutex_);
       ready_.push_back(std::move(b));
     } catch (...) {

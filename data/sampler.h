@@ -114,7 +114,8 @@ class BatchSampler {
 /// Prefetches batches in order on a background thread.
 class BatchLoader {
  public:
-  BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth = 2);
+  /// pin_memory: batches in page-locked memory (for a GPU; needs a CUDA LibTorch).
+  BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth = 2, bool pin_memory = false);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
@@ -129,6 +130,7 @@ class BatchLoader {
 
   std::shared_ptr<const BatchSampler> sampler_;
   int depth_;
+  bool pin_memory_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Batch> ready_;

@@ -1,7 +1,9 @@
 // The one place that picks a backend; backend #ifdefs live here only.
 #include "distributed/communicator.h"
 
+#include "distributed/collective_signature.h"
 #include "distributed/mpi_communicator.h"
+#include "distributed/nccl_communicator.h"
 
 namespace llmrec {
 
@@ -15,23 +17,57 @@ const char* reduce_op_name(ReduceOp op) {
   return "unknown";
 }
 
+std::int64_t shape_hash(c10::IntArrayRef dims) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (auto d : dims) h = (h ^ static_cast<std::uint64_t>(d) ^ 0x9e37) * 1099511628211ULL;
+  return static_cast<std::int64_t>(h >> 1);
+}
+
+std::string describe(const Signature& s) {
+  std::string dtype = s.dtype < 0 ? std::string("-")
+                                   : std::string(c10::toString(static_cast<at::ScalarType>(s.dtype)));
+  switch (static_cast<OpKind>(s.kind)) {
+    case OpKind::AllReduce:
+      return fmt::format("all_reduce({}) {} x {}", reduce_op_name(static_cast<ReduceOp>(s.op_or_root)),
+                         dtype, s.count);
+    case OpKind::Broadcast:
+      return fmt::format("broadcast(root {}) {} x {}", s.op_or_root, dtype, s.count);
+    case OpKind::AllGather:
+      return fmt::format("all_gather {} x {} (shape #{:x})", dtype, s.count, s.shape_hash & 0xffff);
+    case OpKind::AllGatherV:
+      return fmt::format("all_gather_v {} (row shape #{:x})", dtype, s.shape_hash & 0xffff);
+    case OpKind::Barrier:
+      return "barrier";
+  }
+  return fmt::format("unknown collective {}", s.kind);
+}
+
 std::string communicator_build_features() {
 #if LLMREC_WITH_CUDA
   const char* cuda = "on";
 #else
   const char* cuda = "off";
 #endif
-#if LLMREC_WITH_NCCL
-  const char* nccl = "on";
-#else
-  const char* nccl = "off";
-#endif
-  return fmt::format("CUDA {}, NCCL {}", cuda, nccl);
+  // The NCCL backend is always built; it loads libnccl when a run asks for it.
+  return fmt::format("CUDA {}, NCCL backend on (loaded at run time)", cuda);
 }
 
-std::unique_ptr<Communicator> communicator_create(const CommConfig& config) {
-  // "auto" is MPI on CPU; the NCCL backend joins here when it exists.
-  if (config.backend == "auto" || config.backend == "mpi") return mpi_communicator_create(config);
+std::unique_ptr<Communicator> communicator_create(const CommConfig& config, c10::DeviceType device) {
+  const bool gpu = device == c10::DeviceType::CUDA;
+  if (config.backend == "nccl" || (config.backend == "auto" && gpu)) {
+    if (!gpu) {
+      throw ConfigError("comm.backend nccl reduces GPU tensors: it needs run.device cuda (this run is on the CPU); "
+                        "use comm.backend auto or mpi");
+    }
+    return nccl_communicator_create(config);
+  }
+  if (config.backend == "auto" || config.backend == "mpi") {
+    if (gpu) {
+      throw ConfigError("comm.backend mpi reduces CPU tensors only; with run.device cuda use comm.backend nccl "
+                        "(or auto)");
+    }
+    return mpi_communicator_create(config);
+  }
   throw ConfigError(fmt::format("comm.backend '{}' is not available in this build", config.backend));
 }
 

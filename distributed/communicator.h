@@ -65,14 +65,16 @@ class Work {
 
 /// The `comm:` section of the configuration.
 struct CommConfig {
-  std::string backend = "auto";  ///< auto | mpi
+  std::string backend = "auto";  ///< auto | mpi | nccl
   double timeout_s = 300.0;      ///< default collective timeout
   bool verify = true;            ///< check every call's signature across ranks
 
   template <class V>
   void visit(V& v) {
-    v.field("backend", backend, "Collective backend: auto picks MPI on CPU",
-            config_one_of({"auto", "mpi"}));
+    v.field("backend", backend,
+            "Collective backend: auto picks NCCL when run.device is cuda (GPU tensors; CPU ones over MPI), "
+            "else MPI",
+            config_one_of({"auto", "mpi", "nccl"}));
     v.field("timeout_s", timeout_s,
             "Seconds a collective may take before the job is declared hung and aborted",
             config_range(0.01, 604800.0));
@@ -120,8 +122,10 @@ class Communicator {
 /// Which device backends this build has, e.g. "CUDA off, NCCL off".
 std::string communicator_build_features();
 
-/// Creates the communicator `config.backend` names. Works without mpirun
-/// (world size 1). Call once per process.
-std::unique_ptr<Communicator> communicator_create(const CommConfig& config);
+/// Creates the communicator `config.backend` names for tensors on `device`
+/// (auto: NCCL for CUDA, MPI for CPU). Works without mpirun (world size 1).
+/// Call once per process.
+std::unique_ptr<Communicator> communicator_create(const CommConfig& config,
+                                                  c10::DeviceType device = c10::DeviceType::CPU);
 
 }  // namespace llmrec

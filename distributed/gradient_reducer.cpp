@@ -50,7 +50,8 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<std::pair<std::
   where_.resize(params_.size());
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     for (std::size_t i = 0; i < buckets_[b].params.size(); ++i) where_[buckets_[b].params[i]] = {b, i};
-    flat_.push_back(at::zeros({buckets_[b].numel}, at::TensorOptions().dtype(buckets_[b].dtype)));
+    const at::Device device = params_[buckets_[b].params.front()].device();  // the gradients' device (a GPU: NCCL)
+    flat_.push_back(at::zeros({buckets_[b].numel}, at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
     pending_.push_back(buckets_[b].params.size());
   }
   work_.resize(buckets_.size());

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "distributed/collective_signature.h"
 #include "distributed/mpi_check.h"
 
 namespace llmrec {
@@ -178,44 +179,6 @@ class MpiWork : public Work {
   double timeout_s_ = 0;
   std::exception_ptr error_;
 };
-
-/// What a collective looks like from one rank; compared across ranks.
-enum class OpKind : std::int64_t { AllReduce = 1, Broadcast, AllGather, AllGatherV, Barrier };
-
-struct Signature {
-  std::int64_t kind = 0;
-  std::int64_t dtype = -1;
-  std::int64_t op_or_root = 0;
-  std::int64_t count = 0;       // elements; -1 where it may differ (all_gather_v)
-  std::int64_t shape_hash = 0;  // full shape (all_gather) or trailing dims (all_gather_v)
-};
-constexpr int kSignatureLen = 5;
-static_assert(sizeof(Signature) == kSignatureLen * sizeof(std::int64_t));
-
-std::int64_t shape_hash(at::IntArrayRef dims) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (auto d : dims) h = (h ^ static_cast<std::uint64_t>(d) ^ 0x9e37) * 1099511628211ULL;
-  return static_cast<std::int64_t>(h >> 1);
-}
-
-std::string describe(const Signature& s) {
-  std::string dtype = s.dtype < 0 ? std::string("-")
-                                   : std::string(c10::toString(static_cast<at::ScalarType>(s.dtype)));
-  switch (static_cast<OpKind>(s.kind)) {
-    case OpKind::AllReduce:
-      return fmt::format("all_reduce({}) {} x {}", reduce_op_name(static_cast<ReduceOp>(s.op_or_root)),
-                         dtype, s.count);
-    case OpKind::Broadcast:
-      return fmt::format("broadcast(root {}) {} x {}", s.op_or_root, dtype, s.count);
-    case OpKind::AllGather:
-      return fmt::format("all_gather {} x {} (shape #{:x})", dtype, s.count, s.shape_hash & 0xffff);
-    case OpKind::AllGatherV:
-      return fmt::format("all_gather_v {} (row shape #{:x})", dtype, s.shape_hash & 0xffff);
-    case OpKind::Barrier:
-      return "barrier";
-  }
-  return fmt::format("unknown collective {}", s.kind);
-}
 
 MPI_Datatype reduce_type(at::ScalarType t, const std::string& tag) {
   switch (t) {

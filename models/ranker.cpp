@@ -159,7 +159,9 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
   }
   const torch::Tensor pooled = attn(query.expand({B, 1, d}), h, mask).squeeze(1);  // [B, d]
-  return proj(norm(pooled));
+  // In the LayerNorm's own dtype: under autocast the pooled vector is bf16,
+  // and CPU autocast (LibTorch 1.13) does not cast LayerNorm's input.
+  return proj(norm(pooled.to(norm->weight.scalar_type())));
 }
 
 // -------------------------------------------------------------- scorer

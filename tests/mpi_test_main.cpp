@@ -5,7 +5,11 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "common/logging.h"
+#include "distributed/nccl_communicator.h"
 #include "tests/mpi_test_main.h"
 
 namespace llmrec::testing {
@@ -33,7 +37,17 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   llmrec::CommConfig config;
   config.timeout_s = 60;  // a wrong test must fail, not hang CTest
-  llmrec::testing::g_comm = llmrec::communicator_create(config);
+  // LLMREC_TEST_COMM=nccl: the same tests through the NCCL backend, with CPU
+  // tensors routed to it (run against the stand-in library, see
+  // tests/distributed/fake_nccl.cpp).
+  const char* backend = std::getenv("LLMREC_TEST_COMM");
+  if (backend != nullptr && std::string(backend) == "nccl") {
+    llmrec::NcclOptions nccl;
+    nccl.device_type = c10::DeviceType::CPU;
+    llmrec::testing::g_comm = llmrec::nccl_communicator_create(config, nccl);
+  } else {
+    llmrec::testing::g_comm = llmrec::communicator_create(config);
+  }
   auto& comm = *llmrec::testing::g_comm;
   llmrec::logging_init(llmrec::LogConfig{}, comm.rank(), comm.size());
   if (comm.rank() != 0) {

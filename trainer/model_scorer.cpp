@@ -7,6 +7,7 @@ namespace llmrec {
 at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text_len, Communicator& comm,
                             const std::vector<std::int64_t>& item_ids) {
   torch::NoGradGuard no_grad;
+  const torch::Device device = model->parameters().front().device();  // inputs go there, vectors come back
   const auto n = static_cast<std::int64_t>(items.ids.size());
   LLMREC_CHECK(item_ids.empty() || static_cast<std::int64_t>(item_ids.size()) == n,
                "encode_all_items: {} item ids for {} items", item_ids.size(), n);
@@ -30,7 +31,7 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
                              .to(torch::kBool);
     // Cold: text only (an id that has no ID vector).
     ids = torch::where(cold, torch::full_like(ids, item_ids.empty() ? n : -1), ids);
-    mine.push_back(model->encode_items(tokens, mask, ids).to(torch::kFloat));
+    mine.push_back(model->encode_items(tokens.to(device), mask.to(device), ids.to(device)).to(torch::kCPU, torch::kFloat));
   }
   const std::int64_t d = model->options().config().dim;
   torch::Tensor local = mine.empty() ? torch::zeros({0, d}) : torch::cat(mine);
@@ -52,7 +53,9 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
   model_->eval();
   item_vecs_ = encode_all_items(model_, items, text_len, comm);
   torch::NoGradGuard no_grad;
-  item_keys_ = model_->item_keys(item_vecs_.to(model_->parameters().front().scalar_type())).to(torch::kFloat);
+  const torch::Tensor p = model_->parameters().front();  // a copy: parameters() is a temporary
+  item_vecs_model_ = item_vecs_.to(p.device(), p.scalar_type());
+  item_keys_ = model_->item_keys(item_vecs_model_).to(torch::kCPU, torch::kFloat);
 }
 
 nlohmann::json ModelScorer::params() const {
@@ -74,8 +77,8 @@ at::Tensor ModelScorer::score(const ScoreRequest& request) {
       h[row * history_ + (history_ - (end - j))] = request.history_items[static_cast<std::size_t>(j)];
     }
   }
-  const auto dtype = model_->parameters().front().scalar_type();
-  torch::Tensor u = model_->user_vectors(history, item_vecs_.to(dtype)).to(torch::kFloat);
+  torch::Tensor u = model_->user_vectors(history.to(item_vecs_model_.device()), item_vecs_model_)
+                        .to(torch::kCPU, torch::kFloat);
   return torch::matmul(u, item_keys_.t()).contiguous();
 }
 

@@ -31,7 +31,8 @@ class ModelScorer : public Scorer {
   Recommender model_;
   std::string name_;
   std::int64_t history_;
-  at::Tensor item_vecs_;
+  at::Tensor item_vecs_;        ///< float32, CPU
+  at::Tensor item_vecs_model_;  ///< the same on the model's device and dtype
   at::Tensor item_keys_;
 };
 

@@ -1,11 +1,13 @@
 #include "trainer/train_step.h"
 
 #include <chrono>
+#include <optional>
 
 #include <torch/torch.h>
 
 #include "common/error.h"
 #include "models/loss.h"
+#include "trainer/autocast.h"
 
 namespace llmrec {
 namespace {
@@ -39,43 +41,51 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   if (n_global == 0) return result;
   const double scale = static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
 
-  // Item tower over the batch's unique items (cold items: text only).
-  const std::int64_t u = batch.item_ids.numel();
-  torch::Tensor item_vecs;
-  if (u > 0) {
-    torch::Tensor tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
-    torch::Tensor mask = batch.item_mask.narrow(1, 0, ctx.text_len);
-    torch::Tensor emb_ids = batch.item_ids;
-    if (ctx.cold != nullptr) {
-      torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(ctx.cold->data()),
-                                            {static_cast<std::int64_t>(ctx.cold->size())}, torch::kByte);
-      torch::Tensor is_cold = cold.index_select(0, batch.item_ids).to(torch::kBool);
-      emb_ids = torch::where(is_cold, torch::full_like(emb_ids, ctx.num_items), emb_ids);
-    }
-    item_vecs = model->encode_items(tokens, mask, emb_ids);
-  } else {
-    item_vecs = torch::zeros({0, d});
+  // Cold items get no ID vector: their ids are mapped past the table (on the
+  // CPU, before the batch moves to the model's device).
+  Batch cpu = batch;
+  cpu.item_tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
+  cpu.item_mask = batch.item_mask.narrow(1, 0, ctx.text_len);
+  torch::Tensor emb_ids = batch.item_ids;
+  if (ctx.cold != nullptr && batch.item_ids.numel() > 0) {
+    torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(ctx.cold->data()),
+                                          {static_cast<std::int64_t>(ctx.cold->size())}, torch::kByte);
+    torch::Tensor is_cold = cold.index_select(0, batch.item_ids).to(torch::kBool);
+    emb_ids = torch::where(is_cold, torch::full_like(emb_ids, ctx.num_items), emb_ids);
   }
+  const Batch dev = batch_to(cpu, ctx.device);
+  emb_ids = emb_ids.to(ctx.device, /*non_blocking=*/true);
+  const auto longs = torch::TensorOptions().dtype(torch::kLong).device(ctx.device);
+  const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(ctx.device);
+
+  // Forward up to the loss; with run.precision bf16 under autocast.
+  std::optional<AutocastGuard> autocast;
+  autocast.emplace(ctx.device.type(), ctx.bf16);
+
+  // Item tower over the batch's unique items (cold items: text only).
+  const std::int64_t u = dev.item_ids.numel();
+  torch::Tensor item_vecs = u > 0 ? model->encode_items(dev.item_tokens, dev.item_mask, emb_ids)
+                                  : torch::zeros({0, d}, floats);
 
   // Candidates: the batch's targets (+ sampled negatives), or every item.
   torch::Tensor cand_rows;
   if (mc.loss.negatives == "batch_items") {
-    cand_rows = torch::arange(u, torch::kLong);
+    cand_rows = torch::arange(u, longs);
   } else {
     std::vector<torch::Tensor> parts;
-    if (b > 0) parts.push_back(batch.target);
-    if (batch.negatives.defined() && batch.negatives.numel() > 0) parts.push_back(batch.negatives);
-    cand_rows = parts.empty() ? torch::empty({0}, torch::kLong) : std::get<0>(torch::_unique(torch::cat(parts)));
+    if (b > 0) parts.push_back(dev.target);
+    if (dev.negatives.defined() && dev.negatives.numel() > 0) parts.push_back(dev.negatives);
+    cand_rows = parts.empty() ? torch::empty({0}, longs) : std::get<0>(torch::_unique(torch::cat(parts)));
   }
   torch::Tensor keys_local = model->item_keys(item_vecs.index_select(0, cand_rows));
-  torch::Tensor ids_local = batch.item_ids.numel() > 0 ? batch.item_ids.index_select(0, cand_rows) : torch::empty({0}, torch::kLong);
-  torch::Tensor logq_local = batch.item_log_q.defined() && batch.item_log_q.numel() > 0
-                                 ? batch.item_log_q.index_select(0, cand_rows)
-                                 : torch::zeros({cand_rows.numel()});
+  torch::Tensor ids_local = u > 0 ? dev.item_ids.index_select(0, cand_rows) : torch::empty({0}, longs);
+  torch::Tensor logq_local = dev.item_log_q.defined() && dev.item_log_q.numel() > 0
+                                 ? dev.item_log_q.index_select(0, cand_rows)
+                                 : torch::zeros({cand_rows.numel()}, floats);
 
-  torch::Tensor user_vecs = b > 0 ? model->user_vectors(batch.history, item_vecs) : torch::zeros({0, d});
-  torch::Tensor target_ids = b > 0 ? batch.item_ids.index_select(0, batch.target) : torch::empty({0}, torch::kLong);
-  torch::Tensor weights = b > 0 ? batch.weight : torch::empty({0});
+  torch::Tensor user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs) : torch::zeros({0, d}, floats);
+  torch::Tensor target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
+  torch::Tensor weights = b > 0 ? dev.weight : torch::empty({0}, floats);
   LossOptions loss_opts = model->loss_options();
 
   std::unique_ptr<GradientReducer::NoSync> no_sync;
@@ -97,13 +107,20 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
       torch::Tensor weighted = (lr.nll * weights).sum();
       result.loss_sum = weighted.item<double>();
       loss = weighted * scale;
+      autocast.reset();
       t_forward = std::chrono::steady_clock::now();
       grad_keys = torch::autograd::grad({loss}, {all_keys}, {}, /*retain_graph=*/true)[0];
     } else {
+      autocast.reset();
       t_forward = std::chrono::steady_clock::now();
       grad_keys = torch::zeros_like(all_keys);
     }
-    ctx.comm->all_reduce(grad_keys);  // every rank's users' gradient on every key
+    {  // every rank's users' gradient on every key, summed in float32 (bf16 keys under autocast)
+      const bool low = grad_keys.scalar_type() == torch::kBFloat16 || grad_keys.scalar_type() == torch::kHalf;
+      torch::Tensor sum = low ? grad_keys.to(torch::kFloat) : grad_keys;
+      ctx.comm->all_reduce(sum);
+      grad_keys = sum.to(grad_keys.scalar_type());
+    }
     std::vector<torch::Tensor> roots, grads;
     if (b > 0) {
       roots.push_back(loss);
@@ -123,14 +140,32 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
     LossResult lr = recommender_loss(user_vecs, keys_local, ids_local, target_ids, weights, loss_opts, logq_local);
     torch::Tensor weighted = (lr.nll * weights).sum();
     result.loss_sum = weighted.item<double>();
+    torch::Tensor loss = weighted * scale;
+    autocast.reset();
     t_forward = std::chrono::steady_clock::now();
-    (weighted * scale).backward();
+    loss.backward();
   } else {
+    autocast.reset();
     t_forward = std::chrono::steady_clock::now();
   }
   result.forward_s = seconds(t_start, t_forward);
   result.backward_s = seconds(t_forward, std::chrono::steady_clock::now());
   return result;
+}
+
+Batch batch_to(const Batch& batch, const torch::Device& device) {
+  if (device.is_cpu()) return batch;
+  auto move = [&](const torch::Tensor& t) { return t.defined() ? t.to(device, /*non_blocking=*/true) : t; };
+  Batch out = batch;
+  out.item_ids = move(batch.item_ids);
+  out.item_tokens = move(batch.item_tokens);
+  out.item_mask = move(batch.item_mask);
+  out.item_log_q = move(batch.item_log_q);
+  out.history = move(batch.history);
+  out.target = move(batch.target);
+  out.negatives = move(batch.negatives);
+  out.weight = move(batch.weight);
+  return out;  // example_user / example_event stay on the CPU: bookkeeping only
 }
 
 Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {

@@ -41,6 +41,10 @@ struct StepContext {
   /// Items that get an ID vector (model.item_id_embedding): not cold.
   const std::vector<std::uint8_t>* cold = nullptr;
   std::int64_t num_items = 0;
+  /// Where the model is; the batch (CPU, pinned for a GPU) is copied there.
+  torch::Device device = torch::kCPU;
+  /// Forward pass under bf16 autocast on `device` (run.precision: bf16).
+  bool bf16 = false;
 };
 
 struct MicroStepResult {
@@ -54,6 +58,9 @@ struct MicroStepResult {
 /// Forward and backward of one micro-batch. With `sync` false the backward
 /// runs inside the reducer's no_sync (gradient accumulation).
 MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync);
+
+/// The batch's tensors on `device` (asynchronous copies from pinned memory).
+Batch batch_to(const Batch& batch, const torch::Device& device);
 
 /// The examples [begin, end) of `batch` as a batch of their own (items
 /// re-indexed, negatives kept). For tests and for splitting batches.

@@ -84,6 +84,7 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
 
   torch::manual_seed(static_cast<std::uint64_t>(setup_.train.seed));  // same initial weights on every rank
   model_ = Recommender(RecommenderOptions(setup_.model).id_items(dataset.num_items()));
+  model_->to(setup_.device);  // initialised on the CPU (same weights on every rank), then moved
 }
 
 Trainer::~Trainer() = default;
@@ -146,6 +147,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   ctx.text_len = text_len_;
   ctx.cold = &sampler_->items().cold;
   ctx.num_items = static_cast<std::int64_t>(sampler_->items().ids.size());
+  ctx.device = setup_.device;
+  ctx.bf16 = setup_.bf16;
 
   TrainResult result;
   result.planned_steps = planned_steps_;
@@ -197,7 +200,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
   const bool bar = rank0 && tc.progress && isatty(STDERR_FILENO);
   StopSignal stop_signal;
-  BatchLoader loader(sampler_, start_cursor);
+  BatchLoader loader(sampler_, start_cursor, /*depth=*/2, /*pin_memory=*/setup_.device.is_cuda());
   const auto t_start = Clock::now();
   auto t_window = t_start;
   double window_loss = 0, window_wait = 0, window_step_s = 0;

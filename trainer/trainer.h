@@ -43,6 +43,9 @@ struct TrainerSetup {
   /// Stop (with a checkpoint) after this many optimizer steps of this run;
   /// 0 = run to the end. For time-sliced jobs and resume tests.
   std::int64_t stop_after = 0;
+  /// run.device resolved (cuda:<i> or cpu) and run.precision bf16.
+  torch::Device device = torch::kCPU;
+  bool bf16 = false;
 };
 
 struct TrainResult {

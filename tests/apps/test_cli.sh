@@ -13,7 +13,7 @@ source "$src/tests/apps/cli_lib.sh"
 # --version names every part of the build, and the BLAS in use.
 "$bin" --version >version.txt 2>&1
 expect "--version" version.txt '^llmrec [0-9]+\.[0-9]+\.[0-9]+ \(git ' '^LibTorch [0-9]' \
-  '^BLAS (OpenBLAS|.*BLAS)' '^MPI Open MPI' '^CUDA (on|off), NCCL (on|off)$'
+  '^BLAS (OpenBLAS|.*BLAS)' '^MPI Open MPI' '^CUDA (on|off), NCCL backend on \(loaded at run time\)$'
 
 # Every shipped config validates.
 for c in "$src"/configs/*.yaml; do
@@ -31,8 +31,18 @@ rc=$?
 printf 'include: %s\nrun:\n  threads: 2\n' "$src/configs/quickstart.yaml" >child.yaml
 "$bin" config -c child.yaml --set comm.timeout_s=7.5 >resolved.txt 2>&1
 expect "include and --set" resolved.txt 'dir: "runs/quickstart"' 'threads: 2' 'timeout_s: 7.5'
-"$bin" config --set comm.backend=nccl >bad_enum.txt 2>&1
-expect "enum error names --set" bad_enum.txt "--set comm.backend=nccl: 'comm.backend' must be one of: auto, mpi"
+"$bin" config --set comm.backend=gloo >bad_enum.txt 2>&1
+expect "enum error names --set" bad_enum.txt "--set comm.backend=gloo: 'comm.backend' must be one of: auto, mpi, nccl"
+
+# The GPU path asked for on a machine (or build) without one: clear errors, exit 1.
+"$bin" check --set run.dir=nogpu --set run.device=cuda >nogpu.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "run.device cuda without a GPU" nogpu.txt "run.device is cuda but LibTorch sees no GPU" \
+  || fail "run.device cuda without a GPU: exit code $rc, expected 1" nogpu.txt
+"$bin" check --set run.dir=nogpu --set comm.backend=nccl >nccl_cpu.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "comm.backend nccl on the CPU" nccl_cpu.txt "comm.backend nccl reduces GPU tensors: it needs run.device cuda" \
+  || fail "comm.backend nccl on the CPU: exit code $rc, expected 1" nccl_cpu.txt
 
 # docs/configuration.md carries exactly the schema the binary has.
 "$bin" config --schema --markdown >schema.md

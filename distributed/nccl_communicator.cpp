@@ -1,0 +1,460 @@
+#include "distributed/nccl_communicator.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "common/error.h"
+#include "common/logging.h"
+#include "distributed/collective_signature.h"
+#include "distributed/mpi_communicator.h"
+#include "distributed/nccl_api.h"
+
+#if LLMREC_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace llmrec {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// The stream LibTorch queues the caller's kernels on for this tensor.
+nccl::CuStream compute_stream(const at::Tensor& t) {
+#if LLMREC_WITH_CUDA
+  if (t.is_cuda()) return reinterpret_cast<nccl::CuStream>(c10::cuda::getCurrentCUDAStream(t.device().index()).stream());
+#endif
+  (void)t;
+  return nullptr;  // the legacy default stream: LibTorch's unless a stream guard says otherwise
+}
+
+int nccl_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return nccl::kFloat32;
+    case at::kDouble: return nccl::kFloat64;
+    case at::kInt: return nccl::kInt32;
+    case at::kLong: return nccl::kInt64;
+    case at::kBFloat16: return nccl::kBfloat16;
+    case at::kHalf: return nccl::kFloat16;
+    default: return -1;
+  }
+}
+
+int nccl_op(ReduceOp op, bool floating) {
+  switch (op) {
+    case ReduceOp::Sum: return nccl::kSum;
+    case ReduceOp::Avg: return floating ? nccl::kAvg : nccl::kSum;  // integers: sum, then truncating division
+    case ReduceOp::Min: return nccl::kMin;
+    case ReduceOp::Max: return nccl::kMax;
+  }
+  return nccl::kSum;
+}
+
+std::string cu_error(const nccl::Api& api, nccl::CuResult r) {
+  const char* text = nullptr;
+  if (api.CuGetErrorString(r, &text) != nccl::kCuSuccess || text == nullptr) text = "unknown CUDA error";
+  return fmt::format("{} (CUDA error {})", text, r);
+}
+
+/// Completion of one NCCL collective: an event on the NCCL stream.
+class NcclWork : public Work {
+ public:
+  NcclWork(const nccl::Api& api, nccl::Comm comm, nccl::CuEvent done, std::string what, std::string tag,
+           Clock::time_point deadline, double timeout_s, std::vector<at::Tensor> keep,
+           std::function<void(const std::string&)> on_timeout, std::function<void()> then)
+      : api_(api), comm_(comm), done_event_(done), what_(std::move(what)), tag_(std::move(tag)),
+        deadline_(deadline), timeout_s_(timeout_s), keep_(std::move(keep)), on_timeout_(std::move(on_timeout)),
+        then_(std::move(then)) {}
+
+  ~NcclWork() override {
+    if (done_event_ != nullptr) api_.CuEventDestroy(done_event_);  // CUDA frees it once recorded work completes
+  }
+
+  bool completed() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return poll();
+  }
+
+  void wait(Seconds timeout) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool soft = timeout.count() > 0;
+    const auto deadline = soft ? Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout) : deadline_;
+    const auto start = Clock::now();
+    auto nap = std::chrono::microseconds(20);
+    auto next_async_check = start + std::chrono::milliseconds(100);
+    while (!poll()) {
+      const auto now = Clock::now();
+      if (now >= next_async_check) {
+        nccl::Result async = nccl::kSuccess;
+        if (api_.CommGetAsyncError(comm_, &async) == nccl::kSuccess && async != nccl::kSuccess &&
+            async != nccl::kInProgress) {
+          throw CommError(fmt::format("{}: NCCL {} failed: {}", tag_, what_, api_.GetErrorString(async)));
+        }
+        next_async_check = now + std::chrono::milliseconds(100);
+      }
+      if (now >= deadline) {
+        if (soft) {
+          throw CommTimeout(fmt::format("{}: NCCL {} still running after waiting {:.3g} s", tag_, what_,
+                                        timeout.count()));
+        }
+        std::string message = fmt::format(
+            "{}: NCCL collective {} did not complete within {:.3g} s (comm.timeout_s): another rank is dead, "
+            "stalled, or called a different collective. The communicator is unusable; abort the job.",
+            tag_, what_, timeout_s_);
+        on_timeout_(message);
+        throw CommTimeout(message);
+      }
+      if (now - start < std::chrono::microseconds(200)) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(nap);
+        nap = std::min(nap * 2, std::chrono::microseconds(1000));
+      }
+    }
+    if (then_) {  // once: results into the caller's tensor (queued after the collective on a GPU)
+      auto then = std::move(then_);
+      then_ = nullptr;
+      then();
+    }
+    keep_.clear();  // finished: the buffers may be reused or freed
+  }
+
+ private:
+  bool poll() {
+    if (finished_) return true;
+    const nccl::CuResult r = api_.CuEventQuery(done_event_);
+    if (r == nccl::kCuNotReady) return false;
+    if (r != nccl::kCuSuccess) {
+      throw CommError(fmt::format("{}: waiting for NCCL {}: {}", tag_, what_, cu_error(api_, r)));
+    }
+    finished_ = true;
+    return true;
+  }
+
+  const nccl::Api& api_;
+  nccl::Comm comm_;
+  nccl::CuEvent done_event_;
+  std::string what_;
+  std::string tag_;
+  Clock::time_point deadline_;
+  double timeout_s_;
+  std::vector<at::Tensor> keep_;
+  std::function<void(const std::string&)> on_timeout_;
+  std::function<void()> then_;
+  std::mutex mutex_;
+  bool finished_ = false;
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(const CommConfig& config, const NcclOptions& options)
+      : config_(config), options_(options), mpi_(mpi_communicator_create(config)) {
+    tag_ = fmt::format("rank {}/{}", mpi_->rank(), mpi_->size());
+    // Set up locally, then agree: a rank without NCCL or a GPU must not
+    // leave the others waiting in ncclCommInitRank.
+    std::string failure;
+    try {
+      api_ = &nccl::api();
+      check_cu(api_->CuInit(0), "cuInit");
+      int devices = 0;
+      check_cu(api_->CuDeviceGetCount(&devices), "cuDeviceGetCount");
+      if (devices <= 0) throw CommError("no CUDA device is visible (CUDA_VISIBLE_DEVICES?)");
+      device_ = device_for_local_rank(mpi_->local_rank(), devices);
+      nccl::CuDevice dev = 0;
+      check_cu(api_->CuDeviceGet(&dev, device_), "cuDeviceGet");
+      check_cu(api_->CuDevicePrimaryCtxRetain(&context_, dev), "cuDevicePrimaryCtxRetain");
+      check_cu(api_->CuCtxSetCurrent(context_), "cuCtxSetCurrent");
+      check_cu(api_->CuStreamCreate(&stream_, nccl::kCuStreamNonBlocking), "cuStreamCreate");
+      check(api_->GetVersion(&version_), "ncclGetVersion");
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    at::Tensor failed = at::tensor({failure.empty() ? 0L : static_cast<long>(mpi_->rank() + 1)}, at::kLong);
+    mpi_->all_reduce(failed, {ReduceOp::Max});
+    if (!failure.empty()) throw CommError(fmt::format("{} ({}): setting up NCCL: {}", tag_, mpi_->host(), failure));
+    if (failed.item<long>() != 0) {
+      throw CommError(fmt::format("{}: rank {} could not set up NCCL (see its message); no rank starts",
+                                  tag_, failed.item<long>() - 1));
+    }
+    at::Tensor id = at::zeros({nccl::kUniqueIdBytes}, at::kByte);
+    nccl::UniqueId uid{};
+    if (mpi_->rank() == 0) {
+      check(api_->GetUniqueId(&uid), "ncclGetUniqueId");
+      std::memcpy(id.data_ptr(), uid.internal, sizeof(uid.internal));
+    }
+    mpi_->broadcast(id, {0});
+    std::memcpy(uid.internal, id.data_ptr(), sizeof(uid.internal));
+    check(api_->CommInitRank(&comm_, mpi_->size(), uid, mpi_->rank()), "ncclCommInitRank");
+    spdlog::debug("{}: NCCL {} on device {} ({})", tag_, nccl::version_string(version_), device_, api_->nccl_path);
+  }
+
+  ~NcclCommunicator() override {
+    if (api_ == nullptr) return;
+    if (comm_ != nullptr) {
+      set_context();
+      if (broken_.empty()) {
+        api_->CommDestroy(comm_);
+      } else {
+        api_->CommAbort(comm_);  // a collective never finished: do not wait for it
+      }
+    }
+    if (stream_ != nullptr && broken_.empty()) api_->CuStreamDestroy(stream_);
+  }
+
+  int rank() const override { return mpi_->rank(); }
+  int size() const override { return mpi_->size(); }
+  int local_rank() const override { return mpi_->local_rank(); }
+  int local_size() const override { return mpi_->local_size(); }
+  std::string host() const override { return mpi_->host(); }
+  std::string describe() const override {
+    return fmt::format("nccl {} on device {} ({}); CPU tensors: {}", nccl::version_string(version_), device_,
+                       api_->nccl_path, mpi_->describe());
+  }
+
+  void all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts) override {
+    all_reduce_async(tensor, opts)->wait();
+  }
+
+  std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, const AllReduceOptions& opts) override {
+    if (!routed(tensor)) return mpi_->all_reduce_async(tensor, opts);
+    const int dtype = nccl_type(tensor.scalar_type());
+    if (dtype < 0) {
+      throw CommError(fmt::format("{}: NCCL all_reduce supports float32, float64, int32 and int64 tensors (and "
+                                  "bfloat16, float16), got {}", tag_, c10::toString(tensor.scalar_type())));
+    }
+    Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
+                  static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Issue is = begin(sig, opts.timeout);
+    at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
+    const bool floating = buf.is_floating_point();
+    const nccl::CuStream compute = compute_stream(buf);
+    order_after(compute);
+    if (buf.numel() > 0) {
+      check(api_->AllReduce(buf.data_ptr(), buf.data_ptr(), static_cast<std::size_t>(buf.numel()), dtype,
+                            nccl_op(opts.op, floating), comm_, stream_),
+            "ncclAllReduce");
+    }
+    const bool int_avg = opts.op == ReduceOp::Avg && !floating && buf.numel() > 0;
+    const int world = size();
+    return complete(is, compute, {buf, tensor}, [buf, tensor, int_avg, world]() mutable {
+      if (int_avg) buf.div_(world, "trunc");
+      if (!buf.is_same(tensor)) tensor.copy_(buf);
+    });
+  }
+
+  void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
+    if (!routed(tensor)) return mpi_->broadcast(tensor, opts);
+    if (opts.root < 0 || opts.root >= size()) {
+      throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})", tag_, opts.root,
+                                  size()));
+    }
+    Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
+                  opts.root, tensor.numel(), 0};
+    std::shared_ptr<Work> work;
+    at::Tensor buf;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const Issue is = begin(sig, opts.timeout);
+      buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
+      const nccl::CuStream compute = compute_stream(buf);
+      order_after(compute);
+      const auto bytes = static_cast<std::size_t>(buf.numel()) * buf.element_size();
+      if (bytes > 0) {
+        check(api_->Broadcast(buf.data_ptr(), buf.data_ptr(), bytes, nccl::kUint8, opts.root, comm_, stream_),
+              "ncclBroadcast");
+      }
+      work = complete(is, compute, {buf}, [buf, tensor]() mutable {
+        if (!buf.is_same(tensor)) tensor.copy_(buf);
+      });
+    }
+    work->wait();
+  }
+
+  at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
+    if (!routed(tensor)) return mpi_->all_gather(tensor, opts);
+    Signature sig{static_cast<std::int64_t>(OpKind::AllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
+                  tensor.numel(), shape_hash(tensor.sizes())};
+    std::vector<std::int64_t> out_shape{size()};
+    out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
+    at::Tensor out = at::empty(out_shape, tensor.options());
+    std::shared_ptr<Work> work;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const Issue is = begin(sig, opts.timeout);
+      at::Tensor in = tensor.contiguous();
+      const nccl::CuStream compute = compute_stream(in);
+      order_after(compute);
+      const auto bytes = static_cast<std::size_t>(in.numel()) * in.element_size();
+      if (bytes > 0) {
+        check(api_->AllGather(in.data_ptr(), out.data_ptr(), bytes, nccl::kUint8, comm_, stream_), "ncclAllGather");
+      }
+      work = complete(is, compute, {in, out});
+    }
+    work->wait();
+    return out;
+  }
+
+  std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
+    if (!routed(tensor)) return mpi_->all_gather_v(tensor, opts);
+    if (tensor.dim() == 0) {
+      throw CommError(fmt::format("{}: all_gather_v needs a tensor with a first dimension, got a scalar", tag_));
+    }
+    Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
+                  -1, shape_hash(tensor.sizes().slice(1))};
+    std::vector<at::Tensor> result;
+    std::shared_ptr<Work> work;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const Issue is = begin(sig, opts.timeout);
+      at::Tensor rows_t = mpi_->all_gather(at::tensor({tensor.size(0)}, at::kLong), {opts.timeout}).flatten();
+      const std::int64_t row_bytes =
+          static_cast<std::int64_t>(c10::multiply_integers(tensor.sizes().slice(1))) * tensor.element_size();
+      std::int64_t total_rows = 0;
+      for (int r = 0; r < size(); ++r) total_rows += rows_t[r].item<std::int64_t>();
+      std::vector<std::int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+      shape[0] = total_rows;
+      at::Tensor in = tensor.contiguous();
+      at::Tensor out = at::empty(shape, in.options());
+      const nccl::CuStream compute = compute_stream(in);
+      order_after(compute);
+      // One broadcast per rank, as one group: rank r's rows land at its offset.
+      check(api_->GroupStart(), "ncclGroupStart");
+      std::int64_t start = 0;
+      for (int r = 0; r < size(); ++r) {
+        const std::int64_t rows = rows_t[r].item<std::int64_t>();
+        const auto bytes = static_cast<std::size_t>(rows * row_bytes);
+        char* dst = static_cast<char*>(out.data_ptr()) + start * row_bytes;
+        if (bytes > 0) {
+          const void* src = r == rank() ? in.data_ptr() : dst;
+          check(api_->Broadcast(src, dst, bytes, nccl::kUint8, r, comm_, stream_), "ncclBroadcast");
+        }
+        result.push_back(out.narrow(0, start, rows));
+        start += rows;
+      }
+      check(api_->GroupEnd(), "ncclGroupEnd");
+      work = complete(is, compute, {in, out});
+    }
+    work->wait();
+    return result;
+  }
+
+  void barrier(const CollectiveOptions& opts) override { mpi_->barrier(opts); }
+
+  [[noreturn]] void abort(int code) override {
+    if (api_ != nullptr && comm_ != nullptr) {
+      set_context();
+      api_->CommAbort(comm_);  // frees the GPU side before the processes go
+    }
+    mpi_->abort(code);
+    std::_Exit(code);  // not reached
+  }
+
+ private:
+  struct Issue {
+    std::string what;
+    Clock::time_point deadline;
+    double timeout_s;
+  };
+
+  bool routed(const at::Tensor& t) const {
+    if (!t.defined()) throw CommError(fmt::format("{}: a collective got an undefined tensor", tag_));
+    return t.device().type() == options_.device_type;
+  }
+
+  void check(nccl::Result r, const char* call) const {
+    if (r == nccl::kSuccess) return;
+    throw CommError(fmt::format("{} ({}): {} failed: {} (NCCL error {})", tag_, mpi_->host(), call,
+                                api_->GetErrorString(r), r));
+  }
+  void check_cu(nccl::CuResult r, const char* call) const {
+    if (r != nccl::kCuSuccess) throw CommError(fmt::format("{} failed: {}", call, cu_error(*api_, r)));
+  }
+  void set_context() const { check_cu(api_->CuCtxSetCurrent(context_), "cuCtxSetCurrent"); }
+
+  /// Numbering, the signature check and the deadline of one collective.
+  Issue begin(const Signature& sig, Seconds timeout) {
+    if (!broken_.empty()) {
+      throw CommError(fmt::format("{}: {} not run: the communicator failed earlier ({})", tag_, llmrec::describe(sig),
+                                  broken_));
+    }
+    if (timeout.count() <= 0) timeout = Seconds(config_.timeout_s);
+    ++issued_;
+    Issue is{fmt::format("{} #{}", llmrec::describe(sig), issued_),
+             Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout), timeout.count()};
+    if (config_.verify && size() > 1) verify(sig, is, timeout);
+    set_context();
+    return is;
+  }
+
+  void verify(const Signature& sig, const Issue& is, Seconds timeout) {
+    at::Tensor mine = at::empty({kSignatureLen}, at::kLong);
+    std::memcpy(mine.data_ptr(), &sig, sizeof(sig));
+    at::Tensor all = mpi_->all_gather(mine, {timeout});
+    if (at::equal(all, mine.unsqueeze(0).expand_as(all))) return;
+    std::string detail;
+    for (int r = 0; r < size(); ++r) {
+      Signature s;
+      std::memcpy(&s, all[r].data_ptr(), sizeof(s));
+      detail += fmt::format("\n    rank {}: {}", r, llmrec::describe(s));
+    }
+    throw CommError(fmt::format("{}: collective {} differs between ranks (every rank must call the same "
+                                "collective with the same dtype, size, op and root):{}", tag_, is.what, detail));
+  }
+
+  /// The NCCL stream waits for what the compute stream queued so far.
+  void order_after(nccl::CuStream compute) {
+    nccl::CuEvent ready = nullptr;
+    check_cu(api_->CuEventCreate(&ready, nccl::kCuEventDisableTiming), "cuEventCreate");
+    check_cu(api_->CuEventRecord(ready, compute), "cuEventRecord");
+    check_cu(api_->CuStreamWaitEvent(stream_, ready, 0), "cuStreamWaitEvent");
+    check_cu(api_->CuEventDestroy(ready), "cuEventDestroy");
+  }
+
+  /// The collective's completion event; the compute stream waits for it.
+  std::shared_ptr<Work> complete(const Issue& is, nccl::CuStream compute, std::vector<at::Tensor> keep,
+                                 std::function<void()> then = nullptr) {
+    nccl::CuEvent done = nullptr;
+    check_cu(api_->CuEventCreate(&done, nccl::kCuEventDisableTiming), "cuEventCreate");
+    check_cu(api_->CuEventRecord(done, stream_), "cuEventRecord");
+    check_cu(api_->CuStreamWaitEvent(compute, done, 0), "cuStreamWaitEvent");
+    return std::make_shared<NcclWork>(*api_, comm_, done, is.what, fmt::format("{} ({})", tag_, mpi_->host()),
+                                      is.deadline, is.timeout_s, std::move(keep),
+                                      [this](const std::string& why) {
+                                        std::lock_guard<std::mutex> lock(mutex_);
+                                        broken_ = why;
+                                      },
+                                      std::move(then));
+  }
+
+  CommConfig config_;
+  NcclOptions options_;
+  std::unique_ptr<Communicator> mpi_;
+  std::string tag_;
+  const nccl::Api* api_ = nullptr;
+  int device_ = -1;
+  int version_ = 0;
+  nccl::CuContext context_ = nullptr;
+  nccl::CuStream stream_ = nullptr;
+  nccl::Comm comm_ = nullptr;
+  std::mutex mutex_;  // NCCL calls of one communicator are issued one at a time, in order
+  std::uint64_t issued_ = 0;
+  std::string broken_;
+};
+
+}  // namespace
+
+int device_for_local_rank(int local_rank, int devices) {
+  LLMREC_CHECK(devices > 0 && local_rank >= 0, "device_for_local_rank({}, {})", local_rank, devices);
+  return local_rank % devices;
+}
+
+std::unique_ptr<Communicator> nccl_communicator_create(const CommConfig& config, const NcclOptions& options) {
+  return std::make_unique<NcclCommunicator>(config, options);
+}
+
+}  // namespace llmrec
