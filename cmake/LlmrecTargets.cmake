@@ -65,28 +65,21 @@ function(llmrec_add_test name)
     add_test(NAME ${name} COMMAND ${name})
     set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}" LABELS "unit;${ARG_LABELS}")
   else()
-    list(APPEND env ${LLMREC_SANITIZER_MPI_ENV})
-    foreach(np IN LISTS ARG_NP)
-      add_test(NAME ${name}_np${np}
-               COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe
-                       -np ${np} -x OMP_NUM_THREADS=1 $<TARGET_FILE:${name}>)
-      # Ranks of one test share the machine's cores: never run two at once.
-      set_tests_properties(${name}_np${np} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}"
-                           LABELS "mpi;${ARG_LABELS}" RUN_SERIAL ON PROCESSORS ${np})
-    endforeach()
+    llmrec_add_test_run(${name} NAME ${name} NP ${ARG_NP} TIMEOUT ${ARG_TIMEOUT} LABELS ${ARG_LABELS})
   endif()
 endfunction()
 
-# llmrec_add_test_run(<target> NAME <test name> NP n... [ENV VAR=value ...] [LABELS ...])
-#   One more registration of an existing multi-rank test executable, under
-#   another name and with extra environment (e.g. another backend).
+# llmrec_add_test_run(<target> NAME <test name> NP n... [ENV VAR=value ...] [LABELS ...] [TIMEOUT s])
+#   Registers a multi-rank test executable under mpirun, once per world size
+#   (llmrec_add_test's NP; also a second registration of the same executable
+#   under another name with extra environment, e.g. another backend).
 function(llmrec_add_test_run target)
   cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "NP;ENV;LABELS" ${ARGN})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
   set(env "LLMREC_SHARED_DIR=${LLMREC_SHARED_DIR};LLMREC_SOURCE_DIR=${PROJECT_SOURCE_DIR};OMP_NUM_THREADS=1")
-  list(APPEND env ${ARG_ENV})
+  list(APPEND env ${LLMREC_SANITIZER_MPI_ENV} ${ARG_ENV})
   foreach(np IN LISTS ARG_NP)
     add_test(NAME ${ARG_NAME}_np${np}
              COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe

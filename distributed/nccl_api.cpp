@@ -36,16 +36,17 @@ void bind(void* lib, const std::string& path, const char* symbol, F& fn) {
   fn = reinterpret_cast<F>(p);
 }
 
+/// $variable when set, else the default names.
+std::vector<std::string> library_names(const char* variable, std::vector<std::string> defaults) {
+  if (const char* env = std::getenv(variable); env != nullptr && *env != '\0') return {env};
+  return defaults;
+}
+
 Api load() {
   Api a{};
   std::string errors;
-  std::vector<std::string> nccl_names;
-  if (const char* env = std::getenv("LLMREC_NCCL_LIBRARY"); env != nullptr && *env != '\0') {
-    nccl_names = {env};
-  } else {
-    nccl_names = {"libnccl.so.2", "libnccl.so"};
-  }
-  void* nccl_lib = open_first(nccl_names, a.nccl_path, errors);
+  void* nccl_lib =
+      open_first(library_names("LLMREC_NCCL_LIBRARY", {"libnccl.so.2", "libnccl.so"}), a.nccl_path, errors);
   if (nccl_lib == nullptr) {
     throw CommError(fmt::format(
         "comm.backend nccl: cannot load the NCCL library:{}\nInstall NCCL (e.g. the libnccl2 package of NVIDIA's "
@@ -53,14 +54,8 @@ Api load() {
         "comm.backend mpi (or auto).",
         errors));
   }
-  std::vector<std::string> driver_names;
-  if (const char* env = std::getenv("LLMREC_CUDA_DRIVER_LIBRARY"); env != nullptr && *env != '\0') {
-    driver_names = {env};
-  } else {
-    driver_names = {"libcuda.so.1"};
-  }
   errors.clear();
-  void* cuda_lib = open_first(driver_names, a.driver_path, errors);
+  void* cuda_lib = open_first(library_names("LLMREC_CUDA_DRIVER_LIBRARY", {"libcuda.so.1"}), a.driver_path, errors);
   if (cuda_lib == nullptr) {
     throw CommError(fmt::format(
         "comm.backend nccl: cannot load the CUDA driver library:{}\nIs an NVIDIA driver installed on this node "

@@ -552,15 +552,23 @@ LLMREC_FAKE_EXPORT Result ncclCommInitRank(Comm* comm, int nranks, UniqueId id, 
   return kSuccess;
 }
 
+/// Unregisters and frees a live handle (lock held), keeping its state alive
+/// for the caller; null for a null or unknown handle.
+std::shared_ptr<State> take_comm(Global& gl, Comm comm) {
+  if (comm == nullptr || gl.comms.count(comm) == 0) return nullptr;
+  gl.comms.erase(comm);
+  std::shared_ptr<State> st = std::move(comm->st);
+  delete comm;
+  return st;
+}
+
 LLMREC_FAKE_EXPORT Result ncclCommDestroy(Comm comm) {
   Global& gl = g();
   std::shared_ptr<State> st;
   {
     std::unique_lock<std::mutex> lock(gl.mu);
-    if (comm == nullptr || gl.comms.count(comm) == 0) return kInvalidArgument;
-    gl.comms.erase(comm);
-    st = std::move(comm->st);
-    delete comm;
+    st = take_comm(gl, comm);
+    if (!st) return kInvalidArgument;
     const std::uint64_t target = gl.enqueued.load();  // like a stream sync first
     gl.done.wait(lock, [&] { return gl.completed.load() >= target || gl.stalled.load(); });
   }
@@ -572,10 +580,8 @@ LLMREC_FAKE_EXPORT Result ncclCommAbort(Comm comm) {
   std::shared_ptr<State> st;
   {
     std::unique_lock<std::mutex> lock(gl.mu);
-    if (comm == nullptr || gl.comms.count(comm) == 0) return kInvalidArgument;
-    gl.comms.erase(comm);
-    st = std::move(comm->st);
-    delete comm;
+    st = take_comm(gl, comm);
+    if (!st) return kInvalidArgument;
     // Queued operations are skipped; a running one gives up at its next
     // barrier (within a chunk and a sleep). As with NCCL, the buffers are
     // the caller's again once this returns; a stalled device touches none.
@@ -673,39 +679,39 @@ LLMREC_FAKE_EXPORT CuResult cuDevicePrimaryCtxRetain(CuContext* ctx, CuDevice de
   return kCuSuccess;
 }
 
+// Streams and events: heap objects registered as live, so that a stale or
+// foreign handle is an error code rather than a crash.
+template <class T, class Make>
+CuResult create_handle(T** out, std::set<const T*>& live, Make make) {
+  if (out == nullptr) return kCuInvalidValue;
+  T* h = make();
+  std::lock_guard<std::mutex> lock(g().mu);
+  live.insert(h);
+  *out = h;
+  return kCuSuccess;
+}
+
+template <class T>
+CuResult destroy_handle(T* h, std::set<const T*>& live) {
+  std::lock_guard<std::mutex> lock(g().mu);
+  if (h == nullptr || live.erase(h) == 0) return kCuInvalidHandle;
+  delete h;
+  return kCuSuccess;
+}
+
 LLMREC_FAKE_EXPORT CuResult cuCtxSetCurrent(CuContext ctx) { return kCuSuccess; }
 
 LLMREC_FAKE_EXPORT CuResult cuStreamCreate(CuStream* stream, unsigned flags) {
-  if (stream == nullptr) return kCuInvalidValue;
-  auto* s = new CUstream_st{flags};
-  std::lock_guard<std::mutex> lock(g().mu);
-  g().streams.insert(s);
-  *stream = s;
-  return kCuSuccess;
+  return create_handle(stream, g().streams, [flags] { return new CUstream_st{flags}; });
 }
 
-LLMREC_FAKE_EXPORT CuResult cuStreamDestroy_v2(CuStream stream) {
-  std::lock_guard<std::mutex> lock(g().mu);
-  if (stream == nullptr || g().streams.erase(stream) == 0) return kCuInvalidHandle;
-  delete stream;
-  return kCuSuccess;
+LLMREC_FAKE_EXPORT CuResult cuStreamDestroy_v2(CuStream stream) { return destroy_handle(stream, g().streams); }
+
+LLMREC_FAKE_EXPORT CuResult cuEventCreate(CuEvent* event, unsigned /*flags*/) {
+  return create_handle(event, g().events, [] { return new CUevent_st{}; });  // never recorded: complete
 }
 
-LLMREC_FAKE_EXPORT CuResult cuEventCreate(CuEvent* event, unsigned flags) {
-  if (event == nullptr) return kCuInvalidValue;
-  auto* e = new CUevent_st{};  // never recorded: complete
-  std::lock_guard<std::mutex> lock(g().mu);
-  g().events.insert(e);
-  *event = e;
-  return kCuSuccess;
-}
-
-LLMREC_FAKE_EXPORT CuResult cuEventDestroy_v2(CuEvent event) {
-  std::lock_guard<std::mutex> lock(g().mu);
-  if (event == nullptr || g().events.erase(event) == 0) return kCuInvalidHandle;
-  delete event;
-  return kCuSuccess;
-}
+LLMREC_FAKE_EXPORT CuResult cuEventDestroy_v2(CuEvent event) { return destroy_handle(event, g().events); }
 
 LLMREC_FAKE_EXPORT CuResult cuEventRecord(CuEvent event, CuStream stream) {
   std::lock_guard<std::mutex> lock(g().mu);

@@ -20,13 +20,17 @@ namespace {
 
 using ::llmrec::testing::test_comm;
 
-TEST(TrainStep, OverfitsAFixedBatch) {
-  auto path = testing::make_test_dataset(test_comm(), "trainstep", 120, 60, 8, 10);
-  DatasetFile f(path);
+SamplerOptions small_batches() {
   SamplerOptions so;
   so.batch_size = 32;
   so.history = 4;
-  BatchSampler sampler(f, 0, 1, so);
+  return so;
+}
+
+TEST(TrainStep, OverfitsAFixedBatch) {
+  auto path = testing::make_test_dataset(test_comm(), "trainstep", 120, 60, 8, 10);
+  DatasetFile f(path);
+  BatchSampler sampler(f, 0, 1, small_batches());
   Batch batch = sampler.batch({0, 0});
   ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
   torch::manual_seed(3);
@@ -58,10 +62,7 @@ TEST(TrainStep, OverfitsAFixedBatch) {
 TEST(TrainStep, Bf16AutocastAgreesWithFloat32) {
   auto path = testing::make_test_dataset(test_comm(), "trainstep_bf16", 120, 60, 8, 10);
   DatasetFile f(path);
-  SamplerOptions so;
-  so.batch_size = 32;
-  so.history = 4;
-  BatchSampler sampler(f, 0, 1, so);
+  BatchSampler sampler(f, 0, 1, small_batches());
   ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
   m.bert.dropout = 0.0;
   m.id_dropout = 0.0;
