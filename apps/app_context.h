@@ -32,7 +32,7 @@ c10::Device app_resolve_device(const RunConfig& run, int local_rank);
 
 /// Exit codes of llmrec.
 constexpr int kExitError = 1;       ///< bad input, failed check
-constexpr int kExitCommTimeout = 3; ///< a collective timed out: job aborted
+// kExitCommTimeout (3, a collective timed out: job aborted) is in distributed/communicator.h.
 
 /// Loads the config (no MPI needed: errors come before any collective).
 Config app_load_config(const ConfigOptions& options);

@@ -15,6 +15,7 @@ struct BenchOptions {
   int warmup = 5;
   std::int64_t batch = 0;  ///< 0 = the workload's
   std::string pooling = "cls";
+  int lora_r = -1;  ///< -1 = the workload's; 0 = full fine-tuning
   int repeats = 3;
   int max_mb = 256;
   std::string export_path;  ///< bench serve

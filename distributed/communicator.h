@@ -34,6 +34,10 @@
 namespace llmrec {
 
 enum class ReduceOp { Sum, Avg, Min, Max };
+
+/// Exit code of a job aborted because a collective timed out (by the
+/// application, or by a communicator's own watchdog).
+constexpr int kExitCommTimeout = 3;
 const char* reduce_op_name(ReduceOp op);
 
 using Seconds = std::chrono::duration<double>;

@@ -273,15 +273,19 @@ class MpiCommunicator final : public Communicator {
   }
 
   void all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts) override {
-    all_reduce_async(tensor, opts)->wait();
+    all_reduce_start(tensor, opts, /*caller_may_run=*/true)->wait();
   }
 
   std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, const AllReduceOptions& opts) override {
+    return all_reduce_start(tensor, opts, /*caller_may_run=*/false);
+  }
+
+  std::shared_ptr<Work> all_reduce_start(const at::Tensor& tensor, const AllReduceOptions& opts, bool caller_may_run) {
     check_cpu(tensor, "all_reduce", tag_);
     MPI_Datatype type = reduce_type(tensor.scalar_type(), tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
                   static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
-    return enqueue(sig, opts.timeout, [this, tensor, type, op = opts.op](const OpContext& ctx) {
+    return enqueue(sig, opts.timeout, caller_may_run, [this, tensor, type, op = opts.op](const OpContext& ctx) {
       at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
       auto* base = static_cast<char*>(buf.data_ptr());
       const std::int64_t n = buf.numel();
@@ -321,7 +325,7 @@ class MpiCommunicator final : public Communicator {
     }
     Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
-    enqueue(sig, opts.timeout, [this, tensor, root = opts.root](const OpContext& ctx) {
+    enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, root = opts.root](const OpContext& ctx) {
       at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
       auto* base = static_cast<char*>(buf.data_ptr());
       const std::int64_t bytes = buf.numel() * buf.element_size();
@@ -344,7 +348,7 @@ class MpiCommunicator final : public Communicator {
     std::vector<std::int64_t> out_shape{size_};
     out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
     at::Tensor out = at::empty(out_shape, tensor.options());
-    enqueue(sig, opts.timeout, [this, tensor, out](const OpContext& ctx) {
+    enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, out](const OpContext& ctx) {
       at::Tensor in = tensor.contiguous();
       int bytes = int_count(in.numel() * in.element_size() * size_, "all_gather", tag_);
       bytes /= size_;
@@ -365,7 +369,7 @@ class MpiCommunicator final : public Communicator {
     Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()),
                   0, -1, shape_hash(row_shape)};
     auto result = std::make_shared<std::vector<at::Tensor>>();
-    enqueue(sig, opts.timeout, [this, tensor, result](const OpContext& ctx) {
+    enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, result](const OpContext& ctx) {
       at::Tensor in = tensor.contiguous();
       // MPI buffers are tensors so that a timed-out request can keep them alive.
       at::Tensor mine = at::tensor({in.size(0)}, at::kLong);
@@ -402,7 +406,7 @@ class MpiCommunicator final : public Communicator {
 
   void barrier(const CollectiveOptions& opts) override {
     Signature sig{static_cast<std::int64_t>(OpKind::Barrier), -1, 0, 0, 0};
-    enqueue(sig, opts.timeout, [this](const OpContext& ctx) {
+    enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this](const OpContext& ctx) {
       MPI_Request req;
       MPI_CHECK(MPI_Ibarrier(comm_, &req));
       wait_request(req, ctx, {});
@@ -421,56 +425,114 @@ class MpiCommunicator final : public Communicator {
     Signature signature;
     Seconds timeout;
     std::function<void(const OpContext&)> run;
+    std::uint64_t seq = 0;
   };
 
-  std::shared_ptr<Work> enqueue(const Signature& sig, Seconds timeout,
-                                   std::function<void(const OpContext&)> run) {
+  /// Queues a collective for the communication thread, or, for a caller
+  /// that will wait for it anyway (`caller_may_run`) while that thread is
+  /// idle with nothing queued, runs it on the calling thread: two thread
+  /// hand-offs fewer per blocking collective (MPI calls stay serialised by
+  /// `busy_`, and the issue order is kept: nothing is queued before it).
+  std::shared_ptr<Work> enqueue(const Signature& sig, Seconds timeout, bool caller_may_run,
+                                std::function<void(const OpContext&)> run) {
     if (timeout.count() <= 0) timeout = Seconds(config_.timeout_s);
-    std::shared_ptr<MpiWork> work;
+    Task task;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++issued_;
-      work = std::make_shared<MpiWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_),
-                                       fmt::format("{} ({})", tag_, host_));
-      queue_.push_back({work, sig, timeout, std::move(run)});
+      task = {std::make_shared<MpiWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_),
+                                        fmt::format("{} ({})", tag_, host_)),
+              sig, timeout, std::move(run), issued_};
+      if (!caller_may_run || busy_ || !queue_.empty()) {
+        auto work = task.work;
+        queue_.push_back(std::move(task));
+        cv_.notify_all();
+        return work;
+      }
+      busy_ = true;
+      // The communication thread watches this call: inside a blocking MPI
+      // call the caller cannot see its own backstop (a rank or link lost
+      // mid-transfer).
+      inline_what_ = task.work->what();
+      inline_backstop_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout) +
+                         std::chrono::seconds(1);
+      inline_timeout_s_ = task.timeout.count();
+      inline_running_ = true;
     }
     cv_.notify_all();
-    return work;
+    execute(task);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      busy_ = false;
+      inline_running_ = false;
+    }
+    cv_.notify_all();  // the communication thread may have work queued meanwhile
+    return task.work;
+  }
+
+  /// Run by the communication thread when a collective running on a
+  /// caller's thread is past its backstop: that thread is stuck inside MPI,
+  /// so nobody else can report it. Ends the job like the application would.
+  [[noreturn]] void watchdog_fire(const std::string& what, double timeout_s) {
+    spdlog::critical(
+        "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had entered "
+        "it: a rank died or the network failed during the transfer. Aborting all ranks (exit code {}).",
+        tag_, host_, what, timeout_s, kExitCommTimeout);
+    logging_flush();
+    MPI_Abort(MPI_COMM_WORLD, kExitCommTimeout);
+    std::_Exit(kExitCommTimeout);
   }
 
   void worker_loop() {
-    std::uint64_t seq = 0;
     while (true) {
       Task task;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        auto ready = [&] { return (stop_ && !busy_) || (!queue_.empty() && !busy_); };
+        while (!ready()) {
+          if (inline_running_) {
+            if (Clock::now() > inline_backstop_) watchdog_fire(inline_what_, inline_timeout_s_);
+            cv_.wait_until(lock, inline_backstop_ + std::chrono::milliseconds(1));
+          } else {
+            cv_.wait(lock);
+          }
+        }
         if (queue_.empty()) return;
         task = std::move(queue_.front());
         queue_.pop_front();
+        busy_ = true;
       }
-      ++seq;
-      if (!broken_.empty()) {
-        task.work->finish(std::make_exception_ptr(CommError(fmt::format(
-            "{}: {} not run: the communicator failed earlier ({})", tag_, task.work->what(), broken_))));
-        continue;
+      execute(task);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        busy_ = false;
       }
-      OpContext ctx{seq, task.work->what(),
-                    Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout), task.timeout.count()};
-      task.work->start(ctx.deadline + std::chrono::seconds(1), ctx.timeout_s);
-      try {
-        if (config_.verify && size_ > 1) verify(ctx, task.signature);
-        task.run(ctx);
-        task.work->finish(nullptr);
-      } catch (const AgreedError&) {
-        task.work->finish(std::current_exception());
-      } catch (const CommTimeout& e) {
-        broken_ = e.what();
-        task.work->finish(std::current_exception());
-      } catch (const std::exception& e) {
-        broken_ = fmt::format("{}: {} failed: {}", tag_, ctx.what, e.what());
-        task.work->finish(std::make_exception_ptr(CommError(broken_)));
-      }
+      cv_.notify_all();
+    }
+  }
+
+  /// One collective, on whichever thread holds `busy_`.
+  void execute(Task& task) {
+    if (!broken_.empty()) {
+      task.work->finish(std::make_exception_ptr(CommError(fmt::format(
+          "{}: {} not run: the communicator failed earlier ({})", tag_, task.work->what(), broken_))));
+      return;
+    }
+    OpContext ctx{task.seq, task.work->what(),
+                  Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout), task.timeout.count()};
+    task.work->start(ctx.deadline + std::chrono::seconds(1), ctx.timeout_s);
+    try {
+      if (config_.verify && size_ > 1) verify(ctx, task.signature);
+      task.run(ctx);
+      task.work->finish(nullptr);
+    } catch (const AgreedError&) {
+      task.work->finish(std::current_exception());
+    } catch (const CommTimeout& e) {
+      broken_ = e.what();
+      task.work->finish(std::current_exception());
+    } catch (const std::exception& e) {
+      broken_ = fmt::format("{}: {} failed: {}", tag_, ctx.what, e.what());
+      task.work->finish(std::make_exception_ptr(CommError(broken_)));
     }
   }
 
@@ -563,11 +625,17 @@ class MpiCommunicator final : public Communicator {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
+  bool busy_ = false;  // a thread (the communication thread or a caller) is running a collective
+  // The collective a caller runs on its own thread, for the watchdog.
+  bool inline_running_ = false;
+  std::string inline_what_;
+  Clock::time_point inline_backstop_;
+  double inline_timeout_s_ = 0;
   bool stop_ = false;
   std::uint64_t issued_ = 0;
   std::thread worker_;
 
-  // Worker-thread state.
+  // State of the thread holding busy_.
   std::string broken_;
   /// Requests that timed out, with the buffers MPI may still write.
   struct Stuck {

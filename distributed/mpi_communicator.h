@@ -1,11 +1,13 @@
 #pragma once
 /// Communicator on MPI, for CPU tensors.
 ///
-/// Threading: MPI is initialised with MPI_THREAD_SERIALIZED (checked). All
-/// collectives run on one worker thread owned by the communicator, in issue
-/// order, as non-blocking MPI calls polled with MPI_Test; so an async
-/// all_reduce progresses while the caller computes, and every collective has
-/// a deadline. The caller's thread never calls MPI after construction.
+/// Threading: MPI is initialised with MPI_THREAD_SERIALIZED (checked).
+/// Collectives run in issue order, one at a time, as MPI calls with a
+/// deadline: asynchronous ones (all_reduce_async) on a communication thread
+/// owned by the communicator, so they progress while the caller computes;
+/// a blocking one runs on the caller's thread when the communication thread
+/// is idle with nothing queued (fewer thread hand-offs), else it is queued
+/// behind the others and waited for.
 
 #include <memory>
 
