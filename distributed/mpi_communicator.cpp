@@ -476,7 +476,7 @@ class MpiCommunicator final : public Communicator {
   [[noreturn]] void watchdog_fire(const std::string& what, double timeout_s) {
     spdlog::critical(
         "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had entered "
-        "it: a rank died or the network failed during the transfer. Aborting all ranks (exit code {}).",
+        "it: a rank died or the network failed during the transfer; aborting all ranks (exit code {}).",
         tag_, host_, what, timeout_s, kExitCommTimeout);
     logging_flush();
     MPI_Abort(MPI_COMM_WORLD, kExitCommTimeout);
