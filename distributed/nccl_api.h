@@ -4,9 +4,9 @@
 ///
 /// Why at run time: one llmrec binary runs on CPU-only machines and on GPU
 /// nodes; NCCL is a separate library on clusters (module or nvidia packages),
-/// and the CUDA LibTorch distribution links its own copy statically and
-/// hides it. So the backend always compiles, CPU machines never need NCCL,
-/// and a missing library is a clear error at `comm.backend: nccl` time.
+/// whose copy need not be the one a CUDA LibTorch was built with. So the
+/// backend always compiles, CPU machines never need NCCL, and a missing
+/// library is a clear error at `comm.backend: nccl` time.
 ///
 /// The declarations follow NCCL's documented C API (nccl.h, NCCL >= 2.10 for
 /// ncclAvg) and the CUDA driver API (cuda.h); where the real headers are
