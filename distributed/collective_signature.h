@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace llmrec {
 
@@ -26,5 +27,10 @@ std::int64_t shape_hash(c10::IntArrayRef dims);
 
 /// e.g. "all_reduce(sum) Float x 1031".
 std::string describe(const Signature& s);
+
+/// The error when the ranks passed different signatures to one collective:
+/// "<tag>: collective <which> differs between ranks (...):" and what each
+/// rank (in rank order, `all`) passed.
+std::string signature_mismatch(const std::string& tag, const std::string& which, const std::vector<Signature>& all);
 
 }  // namespace llmrec

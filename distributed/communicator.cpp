@@ -42,6 +42,14 @@ std::string describe(const Signature& s) {
   return fmt::format("unknown collective {}", s.kind);
 }
 
+std::string signature_mismatch(const std::string& tag, const std::string& which, const std::vector<Signature>& all) {
+  std::string detail;
+  for (std::size_t r = 0; r < all.size(); ++r) detail += fmt::format("\n    rank {}: {}", r, describe(all[r]));
+  return fmt::format("{}: collective {} differs between ranks (every rank must call the same collective with the "
+                     "same dtype, size, op and root):{}",
+                     tag, which, detail);
+}
+
 std::string communicator_build_features() {
 #if LLMREC_WITH_CUDA
   const char* cuda = "on";

@@ -585,13 +585,7 @@ class MpiCommunicator final : public Communicator {
     wait_request(req, ctx, {mine, all_t});
     std::vector<Signature> all(static_cast<std::size_t>(size_));
     std::memcpy(all.data(), all_t.data_ptr(), all.size() * sizeof(Signature));
-    std::string detail;
-    for (int r = 0; r < size_; ++r) {
-      detail += fmt::format("\n    rank {}: {}", r, llmrec::describe(all[static_cast<std::size_t>(r)]));
-    }
-    throw AgreedError(fmt::format("{}: collective #{} differs between ranks (every rank must call the same "
-                                  "collective with the same dtype, size, op and root):{}",
-                                  tag_, ctx.seq, detail));
+    throw AgreedError(signature_mismatch(tag_, fmt::format("#{}", ctx.seq), all));
   }
 
   /// After a timeout the stuck request may still complete (a slow rank that

@@ -311,11 +311,14 @@ class NcclCommunicator final : public Communicator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       const Issue is = begin(sig, opts.timeout);
-      at::Tensor rows_t = mpi_->all_gather(at::tensor({tensor.size(0)}, at::kLong), {opts.timeout}).flatten();
+      const at::Tensor rows_t =
+          mpi_->all_gather(at::tensor({tensor.size(0)}, at::kLong), {opts.timeout}).flatten().contiguous();
+      const std::vector<std::int64_t> rows_of(rows_t.data_ptr<std::int64_t>(),
+                                              rows_t.data_ptr<std::int64_t>() + size());
       const std::int64_t row_bytes =
           static_cast<std::int64_t>(c10::multiply_integers(tensor.sizes().slice(1))) * tensor.element_size();
       std::int64_t total_rows = 0;
-      for (int r = 0; r < size(); ++r) total_rows += rows_t[r].item<std::int64_t>();
+      for (auto rows : rows_of) total_rows += rows;
       std::vector<std::int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
       shape[0] = total_rows;
       at::Tensor in = tensor.contiguous();
@@ -326,7 +329,7 @@ class NcclCommunicator final : public Communicator {
       check(api_->GroupStart(), "ncclGroupStart");
       std::int64_t start = 0;
       for (int r = 0; r < size(); ++r) {
-        const std::int64_t rows = rows_t[r].item<std::int64_t>();
+        const std::int64_t rows = rows_of[static_cast<std::size_t>(r)];
         const auto bytes = static_cast<std::size_t>(rows * row_bytes);
         char* dst = static_cast<char*>(out.data_ptr()) + start * row_bytes;
         if (bytes > 0) {
@@ -396,14 +399,9 @@ class NcclCommunicator final : public Communicator {
     std::memcpy(mine.data_ptr(), &sig, sizeof(sig));
     at::Tensor all = mpi_->all_gather(mine, {timeout});
     if (at::equal(all, mine.unsqueeze(0).expand_as(all))) return;
-    std::string detail;
-    for (int r = 0; r < size(); ++r) {
-      Signature s;
-      std::memcpy(&s, all[r].data_ptr(), sizeof(s));
-      detail += fmt::format("\n    rank {}: {}", r, llmrec::describe(s));
-    }
-    throw CommError(fmt::format("{}: collective {} differs between ranks (every rank must call the same "
-                                "collective with the same dtype, size, op and root):{}", tag_, is.what, detail));
+    std::vector<Signature> each(static_cast<std::size_t>(size()));
+    std::memcpy(each.data(), all.contiguous().data_ptr(), each.size() * sizeof(Signature));
+    throw CommError(signature_mismatch(tag_, is.what, each));
   }
 
   /// The NCCL stream waits for what the compute stream queued so far.
