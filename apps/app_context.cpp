@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -42,40 +41,25 @@ void prepare_run_dir(AppContext& ctx) {
 
 }  // namespace
 
-c10::Device app_resolve_device(const RunConfig& run, int local_rank) {
+c10::DeviceType app_device_type(const RunConfig& run) {
   const bool gpu = torch::cuda::is_available();
-  if (run.device == "cpu" || (run.device == "auto" && !gpu)) {
-    return c10::Device(c10::DeviceType::CPU);
-  }
+  if (run.device == "cpu" || (run.device == "auto" && !gpu)) return c10::DeviceType::CPU;
   if (!gpu) {
     throw ConfigError("run.device is cuda but LibTorch sees no GPU: this build's LibTorch is CPU-only, or no GPU is "
                       "visible (CUDA_VISIBLE_DEVICES, driver); see docs/building.md for a CUDA build");
   }
-  const int devices = static_cast<int>(torch::cuda::device_count());
-  return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device_for_local_rank(local_rank, devices)));
+  return c10::DeviceType::CUDA;
 }
-
-namespace {
-
-/// This process's rank on its node before any communicator exists (Open MPI,
-/// MPICH/Intel MPI, Slurm); 0 when started alone.
-int launcher_local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
-    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return std::atoi(v);
-  }
-  return 0;
-}
-
-}  // namespace
 
 int app_run_distributed(const ConfigOptions& options, const std::function<int(AppContext&)>& body) {
   AppContext ctx;
   ctx.config = app_load_config(options);
   if (ctx.config.run.threads > 0) at::set_num_threads(ctx.config.run.threads);
-  ctx.device = app_resolve_device(ctx.config.run, launcher_local_rank());
-  ctx.comm = communicator_create(ctx.config.comm, ctx.device.type());
-  if (ctx.device.is_cuda() && ctx.comm->local_rank() != launcher_local_rank()) {
-    ctx.device = app_resolve_device(ctx.config.run, ctx.comm->local_rank());  // the launcher did not say
+  const c10::DeviceType device = app_device_type(ctx.config.run);
+  ctx.comm = communicator_create(ctx.config.comm, device);
+  if (device == c10::DeviceType::CUDA) {  // the GPU the NCCL backend chose by the same rule
+    const int gpus = static_cast<int>(torch::cuda::device_count());
+    ctx.device = c10::Device(device, static_cast<c10::DeviceIndex>(device_for_local_rank(ctx.comm->local_rank(), gpus)));
   }
   logging_init(ctx.config.log, ctx.comm->rank(), ctx.comm->size());
   try {

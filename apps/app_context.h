@@ -26,9 +26,10 @@ struct AppContext {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
 };
 
-/// run.device resolved for the rank with this local rank: "auto" is cuda when
-/// LibTorch sees a GPU; "cuda" without one is a ConfigError.
-c10::Device app_resolve_device(const RunConfig& run, int local_rank);
+/// run.device's device type: "auto" is cuda when LibTorch sees a GPU;
+/// "cuda" without one is a ConfigError. The GPU itself follows the local
+/// rank (device_for_local_rank), once the communicator knows it.
+c10::DeviceType app_device_type(const RunConfig& run);
 
 /// Exit codes of llmrec.
 constexpr int kExitError = 1;       ///< bad input, failed check
