@@ -14,6 +14,8 @@ replaced by what the training data shows:
               user's preferences exactly but learned popularity from the log
   truepop+hist  true popularity + preferences estimated from the history
               (attribute counts, hand-set weights)
+  counts+hist   training counts + the same history estimate: a scorer that
+              uses nothing but the log and the latent attributes
 
 Usage: tools/oracle_gap.py SHOP_DIR [variant ...]   (SHOP_DIR from llmrec synth)
 """
@@ -84,6 +86,9 @@ def main():
                 score = lambda i: popularity(i, True) + true_match(u, items[i])
             elif v == "counts+match":
                 score = lambda i: popularity(i, False) + true_match(u, items[i])
+            elif v == "counts+hist":
+                hm = history_match(hist)
+                score = lambda i: popularity(i, False) + hm(items[i])
             elif v == "truepop+hist":
                 hm = history_match(hist)
                 score = lambda i: popularity(i, True) + hm(items[i])

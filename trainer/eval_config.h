@@ -136,6 +136,7 @@ struct EvalConfig {
   int batch_users = 256;
   std::string oracle_dir;
   std::vector<std::string> baselines = {"popularity", "itemknn", "bpr"};
+  bool swap_histories = false;
   EvalItemKnnConfig itemknn;
   EvalBprConfig bpr;
   EvalFusionConfig fusion;
@@ -151,6 +152,10 @@ struct EvalConfig {
             "was prepared from: adds the oracle (the true choice model) to `llmrec eval`; \"\" = none");
     v.field("baselines", baselines, "Baselines `llmrec eval` runs (oracle needs eval.oracle_dir)",
             eval_check_baselines());
+    v.field("swap_histories", swap_histories,
+            "Diagnostic: score each user as the next user of its block (that user's id and history), "
+            "while the held-out item and the excluded items stay the user's own; the drop from the "
+            "normal figures is what a scorer owes to knowing the user");
     v.section("itemknn", itemknn, "ItemKNN baseline: item-item co-occurrence cosine over training histories");
     v.section("bpr", bpr, "BPR-MF baseline: matrix factorisation, pairwise loss, uniform negatives");
     v.section("fusion", fusion, "Score fusion: s = sum_k w_k z_k(u, i), z = score standardised per user");

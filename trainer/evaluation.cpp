@@ -219,6 +219,19 @@ at::Tensor Evaluator::check_scores(const at::Tensor& scores, const Block& block,
   return scores.contiguous();
 }
 
+ScoreRequest swap_histories(const ScoreRequest& request) {
+  const std::int64_t rows = request.size();
+  ScoreRequest out;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t from = (r + 1) % rows;
+    const auto begin = static_cast<std::size_t>(request.history_begin(from));
+    out.add_user(request.users[static_cast<std::size_t>(from)], request.history_items.data() + begin,
+                 request.history_times.data() + begin, request.history_size(from),
+                 request.query_times[static_cast<std::size_t>(r)]);
+  }
+  return out;
+}
+
 EvalResult Evaluator::evaluate(Scorer& scorer) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int>& ks = config_.k;
@@ -236,7 +249,8 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   std::vector<UserRanking> rankings;
   for (std::int64_t call = 0; call < shard_.calls; ++call) {
     const Block blk = block(call);
-    const at::Tensor scores = check_scores(scorer.score(blk.request), blk, name);
+    const at::Tensor scores =
+        check_scores(scorer.score(config_.swap_histories ? swap_histories(blk.request) : blk.request), blk, name);
     const std::int64_t rows = blk.request.size();
     const float* data = scores.data_ptr<float>();
     rankings.assign(static_cast<std::size_t>(rows), {});
@@ -359,6 +373,9 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
   p.history = split == "valid" ? "the user's training events"
                                : "the user's training events and its validation event";
   p.ranking = fmt::format("full ranking over {} items, history excluded", file.num_items());
+  if (config.swap_histories) {
+    p.history += "; scored with the id and history of the next user of its block (eval.swap_histories)";
+  }
   p.k = config.k;
   p.config_sha256 = sha256_hex(resolved_yaml);
   p.world_size = world_size;

@@ -88,6 +88,11 @@ struct EvalResult {
 /// when the dataset has no categories.
 std::vector<std::pair<std::string, double>> eval_figures(const EvalResult& result);
 
+/// eval.swap_histories: row r of the result holds the user id and history of
+/// row (r + 1) % rows of `request` (query times stay). A one-row request is
+/// returned as it is.
+ScoreRequest swap_histories(const ScoreRequest& request);
+
 /// Evaluates scorers on one split; construction reads the item table and
 /// this rank's users once. Every method that takes a Scorer is collective.
 class Evaluator {

@@ -214,6 +214,44 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_THROW(all_zero(), ConfigError);
 }
 
+TEST(SwapHistories, RowTakesTheNextRowsUserAndHistoryAndKeepsItsQueryTime) {
+  ScoreRequest req;
+  const std::int32_t a[] = {1, 2}, b[] = {3}, c[] = {4, 5, 6};
+  const std::int64_t ta[] = {10, 11}, tb[] = {12}, tc[] = {13, 14, 15};
+  req.add_user(100, a, ta, 2, 1000);
+  req.add_user(101, b, tb, 1, 1001);
+  req.add_user(102, c, tc, 3, 1002);
+  const ScoreRequest s = swap_histories(req);
+  EXPECT_EQ(s.users, (std::vector<std::int64_t>{101, 102, 100}));
+  EXPECT_EQ(s.history_offsets, (std::vector<std::int64_t>{0, 1, 4, 6}));
+  EXPECT_EQ(s.history_items, (std::vector<std::int32_t>{3, 4, 5, 6, 1, 2}));
+  EXPECT_EQ(s.history_times, (std::vector<std::int64_t>{12, 13, 14, 15, 10, 11}));
+  EXPECT_EQ(s.query_times, req.query_times);
+  ScoreRequest one;
+  one.add_user(7, a, ta, 2, 5);
+  const ScoreRequest same = swap_histories(one);
+  EXPECT_EQ(same.users, one.users);
+  EXPECT_EQ(same.history_items, one.history_items);
+}
+
+// Popularity reads neither the user nor the history, so swapping them
+// changes nothing (the excluded items stay the user's own); ItemKNN and the
+// oracle lose what they got from knowing the user.
+TEST_F(EvaluationTest, SwappedHistoriesLeavePopularityAsItIsAndCostPersonalisedScorers) {
+  DatasetFile f(path_);
+  EvalConfig c = config();
+  EvalConfig swapped = c;
+  swapped.swap_histories = true;
+  auto s = baseline_scorers_create({"popularity", "itemknn", "oracle"}, f, comm, c);
+  EXPECT_EQ(bits_of(evaluate(*s[0], f, comm, "test", swapped)), bits_of(evaluate(*s[0], f, comm, "test", c)));
+  for (std::size_t k : {1u, 2u}) {
+    const double own = evaluate(*s[k], f, comm, "test", c).all.ndcg[1];
+    const double other = evaluate(*s[k], f, comm, "test", swapped).all.ndcg[1];
+    EXPECT_LT(other, own) << s[k]->name();
+  }
+  EXPECT_THAT(eval_protocol(f, "test", swapped, "", 1).history, HasSubstr("eval.swap_histories"));
+}
+
 TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
   DatasetFile f(path_);
   EvalConfig c = config();
