@@ -14,7 +14,7 @@ void command_synth_add(CLI::App& app) {
     std::string out;
     std::string size = "demo";
     std::int64_t items = 0, users = 0;
-    double history = 0, cold_share = -1;
+    double history = 0, cold_share = -1, beta = -1;
     std::uint64_t seed = 1234;
   };
   auto a = std::make_shared<Args>();
@@ -26,6 +26,10 @@ void command_synth_add(CLI::App& app) {
   cmd->add_option("--users", a->users, "Override the number of users")->check(CLI::Range(1, 1000000000));
   cmd->add_option("--history", a->history, "Override the mean events per user")->check(CLI::Range(5.0, 10000.0));
   cmd->add_option("--cold-share", a->cold_share, "Share of items released after the cut")->check(CLI::Range(0.0, 0.89));
+  cmd->add_option("--beta", a->beta,
+                  "Weight of popularity in each choice, P(item | user) ~ popularity^beta x exp(match) "
+                  "(default 1; 0 = the users' tastes alone)")
+      ->check(CLI::Range(0.0, 4.0));
   cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   cmd->callback([a] {
     SynthOptions o = SynthOptions::preset(a->size);
@@ -33,6 +37,7 @@ void command_synth_add(CLI::App& app) {
     if (a->users > 0) o.users = a->users;
     if (a->history > 0) o.mean_history = a->history;
     if (a->cold_share >= 0) o.cold_share = a->cold_share;
+    if (a->beta >= 0) o.beta = a->beta;
     o.seed = a->seed;
     auto t0 = std::chrono::steady_clock::now();
     SynthSummary s = synth_write(o, a->out);

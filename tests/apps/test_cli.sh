@@ -103,6 +103,11 @@ fi
 if cmp -s shop/interactions.csv shop2/interactions.csv && cmp -s shop/catalogue.csv shop2/catalogue.csv; then
   ok "synth is deterministic for a seed"
 else fail "synth differs between two runs with one seed"; fi
+"$bin" synth -o shop3 --items 300 --users 200 --seed 5 --beta 0 >/dev/null 2>&1
+if cmp -s shop/catalogue.csv shop3/catalogue.csv && ! cmp -s shop/interactions.csv shop3/interactions.csv \
+   && grep -q '"beta": 0.0' shop3/synth.json; then
+  ok "synth --beta 0: same catalogue, other choices, recorded in synth.json"
+else fail "synth --beta 0 (catalogue must stay, interactions change, synth.json records beta 0)"; fi
 pset=(--set data.interactions=shop/interactions.csv --set data.catalogue=shop/catalogue.csv --set data.dataset=ds.h5)
 "$bin" prepare -c "$src/configs/quickstart.yaml" "${pset[@]}" >prepare.txt 2>&1 \
   && expect "prepare" prepare.txt 'interactions shop/interactions.csv: ([0-9]+) rows read, \1 kept, 0 skipped' \
