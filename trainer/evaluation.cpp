@@ -372,10 +372,10 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
   p.split = split;
   p.history = split == "valid" ? "the user's training events"
                                : "the user's training events and its validation event";
-  p.ranking = fmt::format("full ranking over {} items, history excluded", file.num_items());
   if (config.swap_histories) {
     p.history += "; scored with the id and history of the next user of its block (eval.swap_histories)";
   }
+  p.ranking = fmt::format("full ranking over {} items, history excluded", file.num_items());
   p.k = config.k;
   p.config_sha256 = sha256_hex(resolved_yaml);
   p.world_size = world_size;
