@@ -86,21 +86,27 @@ struct ModelUserConfig {
   int history = 20;
   int heads = 2;
   int layers = 0;
+  std::string pooling = "attention";
   double dropout = 0.0;
 
   template <class V>
   void visit(V& v) {
     v.field("history", history,
-            "T: the most recent T history items pooled into the user vector (learned position "
-            "embedding per slot)",
+            "T: the most recent T history items pooled into the user vector (with attention "
+            "pooling, a learned position embedding per slot)",
             config_range(1, 4096));
     v.field("heads", heads,
             "Attention heads of the pooling (and of the encoder layers); must divide model.dim",
             config_range(1, 1024));
     v.field("layers", layers,
             "Transformer encoder layers (self-attention over the history, padding masked, "
-            "post-LN, GELU, feed-forward 4 x dim) before the pooling; 0 = plain attention pooling",
+            "post-LN, GELU, feed-forward 4 x dim) before the pooling; 0 = the pooling alone",
             config_range(0, 64));
+    v.field("pooling", pooling,
+            "How the history becomes the user vector: attention = one learned query attends over "
+            "the items tagged with their position (order-aware); mean = the average of the items "
+            "(order-blind, the YouTube-DNN tower), which learns faster where order says little",
+            config_one_of({"attention", "mean"}));
     v.field("dropout", dropout, "Dropout on attention probabilities and encoder residual branches",
             config_range(0.0, 0.99));
   }

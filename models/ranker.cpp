@@ -120,15 +120,22 @@ void UserTowerImpl::reset() {
   const std::int64_t d = options.dim();
   LLMREC_CHECK(options.history() > 0, "user tower: history T must be positive, got {}", options.history());
   LLMREC_CHECK(options.layers() >= 0, "user tower: layers must be >= 0, got {}", options.layers());
-  positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
-  query = register_parameter("query", torch::randn({1, d}) * 0.02);
+  LLMREC_CHECK(options.pooling() == "attention" || options.pooling() == "mean",
+               "user tower: pooling must be 'attention' or 'mean', got '{}'", options.pooling());
+  const bool attention = options.pooling() == "attention";
+  if (attention) {
+    positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
+    query = register_parameter("query", torch::randn({1, d}) * 0.02);
+  }
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
     layers->push_back(HistoryEncoderLayer(
         HistoryEncoderLayerOptions(d, options.heads()).dropout(options.dropout()).eps(options.eps())));
   }
-  attn = register_module(
-      "attn", MaskedAttention(MaskedAttentionOptions(d, options.heads()).dropout(options.dropout())));
+  if (attention) {
+    attn = register_module(
+        "attn", MaskedAttention(MaskedAttentionOptions(d, options.heads()).dropout(options.dropout())));
+  }
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.eps())));
   proj = register_module("proj", torch::nn::Linear(d, d));
 }
@@ -153,12 +160,20 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
                S, options.history());
 
   const torch::Tensor pad = mask.logical_not().unsqueeze(-1);
-  const torch::Tensor pos = positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
-  torch::Tensor h = (items + pos).masked_fill(pad, 0.0);
+  const bool attention = options.pooling() == "attention";
+  torch::Tensor h = items;
+  if (attention) h = h + positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
+  h = h.masked_fill(pad, 0.0);  // padded slots may hold anything, even NaN
   for (const auto& layer : *layers) {
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
   }
-  const torch::Tensor pooled = attn(query.expand({B, 1, d}), h, mask).squeeze(1);  // [B, d]
+  torch::Tensor pooled;  // [B, d]; zeros for a user with no real item
+  if (attention) {
+    pooled = attn(query.expand({B, 1, d}), h, mask).squeeze(1);
+  } else {
+    const torch::Tensor real = mask.to(h.scalar_type()).sum(1, /*keepdim=*/true);
+    pooled = h.sum(1) / real.clamp_min(1.0);
+  }
   // In the LayerNorm's own dtype: under autocast the pooled vector is bf16,
   // and CPU autocast (LibTorch 1.13) does not cast LayerNorm's input.
   return proj(norm(pooled.to(norm->weight.scalar_type())));

@@ -110,18 +110,26 @@ struct UserTowerOptions {
   TORCH_ARG(std::int64_t, history);
   /// Heads of the pooling attention and of the encoder layers; divides dim.
   TORCH_ARG(std::int64_t, heads) = 2;
-  /// Encoder layers before the pooling (0 = plain attention pooling).
+  /// Encoder layers before the pooling (0 = the pooling alone).
   TORCH_ARG(std::int64_t, layers) = 0;
+  /// "attention": one learned query attends over the position-tagged items;
+  /// "mean": the average of the items, no positions (order-blind).
+  TORCH_ARG(std::string, pooling) = "attention";
   TORCH_ARG(double, dropout) = 0.0;
   /// LayerNorm epsilon (torch.nn.LayerNorm's default, as the peer).
   TORCH_ARG(double, eps) = 1e-5;
 };
 
-/// u = proj(norm(pool(h))), h = encoder^layers(items + positions), where
-/// pool is multi-head attention of one learned query over the real items.
+/// u = proj(norm(pool(h))).
+///
+/// pooling "attention": h = encoder^layers(items + positions), and pool is
+/// multi-head attention of one learned query over the real items.
 /// Parameters: positions [T, d] (normal, std 0.02), query [1, d] (normal,
 /// std 0.02), layers (ModuleList of HistoryEncoderLayer), attn
 /// (MaskedAttention), norm (LayerNorm(d)), proj (Linear(d, d)).
+///
+/// pooling "mean": h = encoder^layers(items), and pool is the mean of the
+/// real items (the YouTube-DNN user tower); no positions, query or attn.
 ///
 /// A user with no real item (all slots padding) has a zero pooled vector, so
 /// u = proj(norm(0)) = proj.weight . norm.bias + proj.bias: a learned

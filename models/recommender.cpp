@@ -113,6 +113,7 @@ void RecommenderImpl::reset() {
   user = register_module("user", UserTower(UserTowerOptions(d, cfg.user.history)
                                                .heads(cfg.user.heads)
                                                .layers(cfg.user.layers)
+                                               .pooling(cfg.user.pooling)
                                                .dropout(cfg.user.dropout)));
   scorer = register_module("scorer", BilinearScorer(d));
 }

@@ -167,6 +167,10 @@ void read_attributes(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'ranker_heads' ({}) must divide 'dim' ({})", e.ranker_heads, e.dim));
   }
   e.ranker_layers = r.attr_int("ranker_layers", 0, kMaxLayers);
+  if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
+  if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean") {
+    r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention' or 'mean'", e.ranker_pooling));
+  }
   e.catalogue_updates =
       r.has_attr("catalogue_updates") ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max()) : 0;
 
@@ -306,13 +310,19 @@ void read_cf(Reader& r, ExportData& e) {
 void read_tower(Reader& r, ExportData& e) {
   UserTower tower{nullptr};
   try {
-    tower = UserTower(UserTowerOptions(e.dim, e.history).heads(e.ranker_heads).layers(e.ranker_layers));
+    tower = UserTower(UserTowerOptions(e.dim, e.history)
+                          .heads(e.ranker_heads)
+                          .layers(e.ranker_layers)
+                          .pooling(e.ranker_pooling));
   } catch (const std::exception& ex) {
     r.fail(fmt::format("cannot build the user tower from the root attributes: {}", ex.what()));
   }
   const std::string extra = fmt::format("ranker/layers.{}.self_attn.in_proj_weight", e.ranker_layers);
   if (r.file().exists(extra)) {
     r.fail(fmt::format("dataset '{}' exists but root attribute 'ranker_layers' is {}", extra, e.ranker_layers));
+  }
+  if (e.ranker_pooling == "mean" && r.file().exists("ranker/query")) {
+    r.fail("dataset 'ranker/query' (attention pooling) exists but root attribute 'ranker_pooling' is 'mean'");
   }
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : tower->named_parameters()) tensors.emplace_back(p.key(), p.value());

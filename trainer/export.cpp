@@ -45,6 +45,7 @@ struct ExportContent {
   std::int64_t text_len = 0;
   std::int64_t ranker_heads = 0;
   std::int64_t ranker_layers = 0;
+  std::string ranker_pooling = "attention";
   std::int64_t catalogue_updates = 0;
   std::string model_config, config, config_sha256, model_sha256, checkpoint, dataset, dataset_sha256;
   std::string event_types, fusion, created;
@@ -156,6 +157,7 @@ void export_file_write(const std::string& path, const ExportContent& c) {
   f.set_attr("/", "text_len", c.text_len);
   f.set_attr("/", "ranker_heads", c.ranker_heads);
   f.set_attr("/", "ranker_layers", c.ranker_layers);
+  f.set_attr("/", "ranker_pooling", c.ranker_pooling);
 
   f.write_strings("items/ids", c.item_ids);
   f.write_strings("items/text", c.item_text);
@@ -235,6 +237,8 @@ ExportContent export_file_read(const std::string& path, Recommender& model, bool
   c.text_len = f.attr_int("/", "text_len");
   c.ranker_heads = f.attr_int("/", "ranker_heads");
   c.ranker_layers = f.attr_int("/", "ranker_layers");
+  // Exports written before mean pooling existed have no such attribute.
+  if (f.has_attr("/", "ranker_pooling")) c.ranker_pooling = f.attr_string("/", "ranker_pooling");
   c.catalogue_updates = f.attr_int("/", "catalogue_updates");
   const std::pair<const char*, std::string*> strings[] = {
       {"model_config", &c.model_config}, {"config", &c.config},   {"config_sha256", &c.config_sha256},
@@ -388,6 +392,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.text_len = file.text_len();
     c.ranker_heads = model->user->options.heads();
     c.ranker_layers = model->user->options.layers();
+    c.ranker_pooling = model->user->options.pooling();
     c.catalogue_updates = 0;
     ModelConfig m = mc;
     c.model_config = ConfigWriter::write(m);

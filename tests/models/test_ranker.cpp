@@ -1,12 +1,16 @@
 // The user tower (attention ranker) and the bilinear scorer: padding never
 // changes a user's vector (values, count and place of padded slots), an
 // empty history gives the documented vector and no NaN, the attention equals
-// torch.nn.MultiheadAttention on real keys, and A starts as the identity.
+// torch.nn.MultiheadAttention on real keys, mean pooling is the average of
+// the real items, and A starts as the identity.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "common/error.h"
 #include "models/ranker.h"
@@ -17,9 +21,9 @@ namespace {
 constexpr std::int64_t kDim = 16;
 constexpr std::int64_t kHistory = 8;
 
-UserTower make_tower(std::int64_t layers, double dropout = 0.0) {
+UserTower make_tower(std::int64_t layers, const std::string& pooling = "attention") {
   torch::manual_seed(7);
-  UserTower tower(UserTowerOptions(kDim, kHistory).heads(2).layers(layers).dropout(dropout));
+  UserTower tower(UserTowerOptions(kDim, kHistory).heads(2).layers(layers).pooling(pooling));
   // Non-trivial LayerNorm and bias parameters, so that a wrong "empty" path
   // or a leak from padding cannot hide behind zeros and ones.
   torch::NoGradGuard no_grad;
@@ -41,10 +45,14 @@ std::pair<torch::Tensor, torch::Tensor> place(const torch::Tensor& items, std::i
   return {h, mask};
 }
 
-class UserTowerPadding : public ::testing::TestWithParam<int> {};
+/// (encoder layers, pooling)
+class UserTowerPadding : public ::testing::TestWithParam<std::tuple<int, std::string>> {
+ protected:
+  UserTower tower() const { return make_tower(std::get<0>(GetParam()), std::get<1>(GetParam())); }
+};
 
 TEST_P(UserTowerPadding, OutputIgnoresPaddingValuesCountAndPlace) {
-  UserTower tower = make_tower(GetParam());
+  UserTower tower = this->tower();
   torch::manual_seed(11);
   const torch::Tensor items = torch::randn({3, kDim});
 
@@ -77,7 +85,7 @@ TEST_P(UserTowerPadding, OutputIgnoresPaddingValuesCountAndPlace) {
 }
 
 TEST_P(UserTowerPadding, NanInPaddedSlotsDoesNotLeakIntoOutputOrGradients) {
-  UserTower tower = make_tower(GetParam());
+  UserTower tower = this->tower();
   tower->train();  // dropout is 0: train mode only enables the autograd paths
   torch::manual_seed(3);
   const torch::Tensor items = torch::randn({2, kDim});
@@ -99,7 +107,7 @@ TEST_P(UserTowerPadding, NanInPaddedSlotsDoesNotLeakIntoOutputOrGradients) {
 }
 
 TEST_P(UserTowerPadding, EachUserOfABatchIsComputedAlone) {
-  UserTower tower = make_tower(GetParam());
+  UserTower tower = this->tower();
   torch::manual_seed(5);
   const torch::Tensor h = torch::randn({4, kHistory, kDim});
   torch::Tensor mask = torch::ones({4, kHistory}, torch::kBool);
@@ -114,7 +122,7 @@ TEST_P(UserTowerPadding, EachUserOfABatchIsComputedAlone) {
 }
 
 TEST_P(UserTowerPadding, EmptyHistoryIsTheLearnedNoHistoryVector) {
-  UserTower tower = make_tower(GetParam());
+  UserTower tower = this->tower();
   tower->train();
   const torch::Tensor h = torch::randn({2, kHistory, kDim}) * 100;
   const torch::Tensor mask = torch::zeros({2, kHistory}, torch::kBool);
@@ -136,10 +144,36 @@ TEST_P(UserTowerPadding, EmptyHistoryIsTheLearnedNoHistoryVector) {
   EXPECT_GT(tower->norm->bias.grad().abs().sum().item<float>(), 0.0f);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layers, UserTowerPadding, ::testing::Values(0, 2),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return "layers" + std::to_string(info.param);
+INSTANTIATE_TEST_SUITE_P(LayersPooling, UserTowerPadding,
+                         ::testing::Combine(::testing::Values(0, 2), ::testing::Values("attention", "mean")),
+                         [](const ::testing::TestParamInfo<std::tuple<int, std::string>>& info) {
+                           return "layers" + std::to_string(std::get<0>(info.param)) + "_" +
+                                  std::get<1>(info.param);
                          });
+
+TEST(UserTower, MeanPoolingIsTheAverageOfTheRealItemsInAnyOrder) {
+  UserTower tower = make_tower(0, "mean");
+  std::vector<std::string> names;
+  for (const auto& p : tower->named_parameters()) names.push_back(p.key());
+  EXPECT_EQ(names, (std::vector<std::string>{"norm.weight", "norm.bias", "proj.weight", "proj.bias"}));
+
+  torch::manual_seed(13);
+  const torch::Tensor items = torch::randn({3, kDim});
+  auto [h, m] = place(items, kHistory, {5, 6, 7}, 1.0);
+  const torch::Tensor u = tower(h, m);
+  const torch::Tensor expected = tower->proj(tower->norm(items.mean(0, /*keepdim=*/true)));
+  EXPECT_TRUE(torch::allclose(u, expected, 1e-5, 1e-6)) << u - expected;
+  // Order-blind: the same items in another order and other slots.
+  auto [h2, m2] = place(items.index_select(0, torch::tensor({2, 0, 1})), kHistory, {0, 3, 4}, 1.0);
+  EXPECT_TRUE(torch::allclose(tower(h2, m2), u, 1e-5, 1e-6));
+  // The attention tower does see the order (its positions differ per slot).
+  UserTower attention = make_tower(0, "attention");
+  EXPECT_FALSE(torch::allclose(attention(h2, m2), attention(h, m), 1e-5, 1e-6));
+}
+
+TEST(UserTower, UnknownPoolingIsAnError) {
+  EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).pooling("max")), Error);
+}
 
 TEST(UserTower, PositionRowsCountRecencyAmongRealItems) {
   UserTower tower(UserTowerOptions(kDim, 5));

@@ -38,6 +38,7 @@ struct ExportSpec {
   std::int64_t history = 8;
   std::int64_t heads = 2;
   std::int64_t layers = 0;
+  std::string pooling = "attention";
   std::int64_t cf_k = 12;
   std::int64_t clusters = 12;
   std::uint64_t seed = 1;
@@ -161,7 +162,8 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
   }
   // The tower: fresh weights, perturbed so that every tensor matters.
   torch::manual_seed(static_cast<std::uint64_t>(spec.seed));
-  f.tower = UserTower(UserTowerOptions(d, spec.history).heads(spec.heads).layers(spec.layers));
+  f.tower = UserTower(
+      UserTowerOptions(d, spec.history).heads(spec.heads).layers(spec.layers).pooling(spec.pooling));
   {
     torch::NoGradGuard no_grad;
     for (auto& p : f.tower->parameters()) p.add_(torch::randn_like(p) * 0.2);
@@ -218,6 +220,7 @@ inline void write_export(const std::string& path, const ExportFixture& f, const 
   attr_i("catalogue_updates", 1);
   attr_i("ranker_heads", s.heads);
   attr_i("ranker_layers", s.layers);
+  attr_s("ranker_pooling", s.pooling);
   attr_i("text_len", 32);
   auto strings = [&](const char* name, const std::vector<std::string>& v) {
     if (!hooks.skip.count(name)) g.write_strings(name, v);

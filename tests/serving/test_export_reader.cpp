@@ -63,6 +63,24 @@ TEST_F(ExportReaderTest, AValidFileLoads) {
   EXPECT_EQ(e->hour_counts, fx_.hour_counts);
 }
 
+TEST_F(ExportReaderTest, PoolingComesFromTheFileAndOlderFilesMeanAttention) {
+  ExportSpec spec = fx_.spec;
+  spec.pooling = "mean";
+  const ExportFixture mean = llmrec::testing::make_export_fixture(spec);
+  auto e = read_export(write(mean));
+  EXPECT_EQ(e->ranker_pooling, "mean");
+  auto mine = mean.tower->named_parameters();
+  for (const auto& p : e->tower->named_parameters()) {
+    ASSERT_NE(mine.find(p.key()), nullptr) << p.key();
+    EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+  }
+  EXPECT_EQ(e->tower->named_parameters().size(), mine.size());
+  // An export written before the attribute existed is an attention tower.
+  WriteHooks old;
+  old.skip = {"ranker_pooling"};
+  EXPECT_EQ(read_export(write(fx_, old))->ranker_pooling, "attention");
+}
+
 TEST_F(ExportReaderTest, TruncatedFilesAreRefused) {
   const std::string path = write(fx_);
   std::string bytes;
@@ -126,6 +144,8 @@ TEST_F(ExportReaderTest, WrongAttributesAreRefused) {
   expect_refused(with_attr("fusion", std::string(R"({"itemknn": -1})")), "'fusion'");
   expect_refused(with_attr("ranker_layers", std::int64_t{0}), "ranker_layers");
   expect_refused(with_attr("ranker_layers", std::int64_t{2}), "layers.1");
+  expect_refused(with_attr("ranker_pooling", std::string("max")), "'ranker_pooling'");
+  expect_refused(with_attr("ranker_pooling", std::string("mean")), "ranker/query");  // an attention tower
   WriteHooks missing;
   missing.skip = {"event_types"};
   expect_refused(write(fx_, missing), "missing root attribute 'event_types'");

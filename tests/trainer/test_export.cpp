@@ -169,6 +169,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   EXPECT_EQ(f.attr_int("/", "catalogue_updates"), 0);
   EXPECT_EQ(f.attr_int("/", "ranker_heads"), 2);
   EXPECT_EQ(f.attr_int("/", "ranker_layers"), 0);
+  EXPECT_EQ(f.attr_string("/", "ranker_pooling"), "attention");
   EXPECT_EQ(f.attr_string("/", "config"), config_yaml());
   EXPECT_EQ(f.attr_string("/", "config_sha256"), sha256_hex(config_yaml()));
   EXPECT_EQ(f.attr_string("/", "model_sha256"), sha256_file(ckpt));
