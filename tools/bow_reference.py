@@ -136,25 +136,16 @@ def main():
                 mask[r, T - len(h):] = 1
         return rows, mask
 
-    def evaluate(model, split, shift=0.0):
+    def evaluate(score, split):
+        """NDCG@10 and cold NDCG@10 of score(histories) -> [B, N] on a split."""
         k = 2 if split == "valid" else 1
         total = cold_total = n_cold = 0.0
         with torch.no_grad():
-            if model is None:
-                items = None
-                scores_all = torch.log(counts + 1)
-            else:
-                model.eval()
-                items = model.items(torch.arange(N))
             for start in range(0, len(users), 500):
                 block = users[start:start + 500]
                 hist = [s[:-k] for s in block]
                 target = torch.tensor([s[-k] for s in block])
-                if model is None:
-                    scores = scores_all.expand(len(block), N).clone()
-                else:
-                    rows, mask = histories(hist)
-                    scores = model.user(items[rows], mask) @ items.t() / a.tau + shift * cold.float()
+                scores = score(hist)
                 for r, h in enumerate(hist):
                     scores[r, h] = -math.inf
                 at_target = scores[torch.arange(len(block)), target]
@@ -164,13 +155,23 @@ def main():
                 c = cold[target]
                 cold_total += gain[c].sum().item()
                 n_cold += c.sum().item()
-        if model is not None:
-            model.train()
         return total / len(users), cold_total / max(n_cold, 1)
+
+    def model_scorer(model, shift=0.0):
+        """The model's logits u.v / tau, `shift` added to every cold item's."""
+        model.eval()
+        with torch.no_grad():
+            items = model.items(torch.arange(N))
+        model.train()
+
+        def score(hist):
+            rows, mask = histories(hist)
+            return model.user(items[rows], mask) @ items.t() / a.tau + shift * cold.float()
+        return score
 
     if a.popularity:
         for split in ("valid", "test"):
-            ndcg, cold_ndcg = evaluate(None, split)
+            ndcg, cold_ndcg = evaluate(lambda hist: torch.log(counts + 1).expand(len(hist), N).clone(), split)
             print(f"popularity {split} NDCG@10 {ndcg:.4f} cold {cold_ndcg:.4f}")
         return
 
@@ -198,11 +199,11 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        print(f"epoch {epoch + 1}: loss {loss.item():.3f}, valid NDCG@10 {evaluate(model, 'valid')[0]:.4f}", flush=True)
-    ndcg, cold_ndcg = evaluate(model, "test")
+        print(f"epoch {epoch + 1}: loss {loss.item():.3f}, valid NDCG@10 {evaluate(model_scorer(model), 'valid')[0]:.4f}", flush=True)
+    ndcg, cold_ndcg = evaluate(model_scorer(model), "test")
     print(f"test NDCG@10 {ndcg:.4f}, cold NDCG@10 {cold_ndcg:.4f}")
     for shift in a.cold_shift:
-        ndcg, cold_ndcg = evaluate(model, "test", shift)
+        ndcg, cold_ndcg = evaluate(model_scorer(model, shift), "test")
         print(f"cold items' scores {shift:+g}: test NDCG@10 {ndcg:.4f}, cold NDCG@10 {cold_ndcg:.4f}")
 
 
