@@ -274,11 +274,13 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
       const std::int32_t target = blk.targets[b];
       const bool cold = items_.cold[static_cast<std::size_t>(target)] != 0;
       local.push_back(cold ? 1.0 : 0.0);
-      local.push_back(metric_reciprocal_rank(rk.rank));
+      // The held-out item's figures are expectations under a random
+      // tie-break (metrics.h); with one held-out item Recall@K = HitRate@K.
+      local.push_back(expected_reciprocal_rank(rk.above, rk.ties));
       for (std::size_t i = 0; i < nk; ++i) {
-        local.push_back(metric_hit_rate(rk.rank, ks[i]));
-        local.push_back(metric_recall(rk.top, ks[i], {target}));
-        local.push_back(metric_ndcg(rk.rank, ks[i]));
+        local.push_back(expected_hit_rate(rk.above, rk.ties, ks[i]));
+        local.push_back(expected_hit_rate(rk.above, rk.ties, ks[i]));
+        local.push_back(expected_ndcg(rk.above, rk.ties, ks[i]));
         local.push_back(has_categories_ ? metric_diversity(rk.top, ks[i], category_code_) : 0.0);
         local.push_back(metric_mean_popularity(rk.top, ks[i], items_.train_count));
         const std::size_t n = std::min(rk.top.size(), static_cast<std::size_t>(ks[i]));
@@ -436,7 +438,8 @@ nlohmann::json eval_results_json(const std::vector<EvalResult>& results, const E
       {"split", p.split},
       {"history", p.history},
       {"ranking", p.ranking},
-      {"ties", "equal scores rank the smaller dataset item id first"},
+      {"ties", "the held-out item's rank is uniform among the items with exactly its score, and each metric is "
+               "its exact expectation (top-K lists: smaller item id first)"},
       {"held_out", "one event per user; users without one are skipped and counted; Recall@K == HitRate@K"},
       {"cold_subset", "users whose held-out item has no training event (items/cold == 1)"},
       {"k", p.k},

@@ -177,7 +177,8 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
                blk.targets[b]);
       for (int g = 0; g < gp; ++g) {
         fusion_combine(rows, t.tried[static_cast<std::size_t>(g)], n, fused.data());
-        local.push_back(metric_ndcg(rank_user(fused.data(), n, mask.data(), blk.targets[b], kTuneK).rank, kTuneK));
+        const UserRanking rk = rank_user(fused.data(), n, mask.data(), blk.targets[b], kTuneK);
+        local.push_back(expected_ndcg(rk.above, rk.ties, kTuneK));
       }
       mask.clear();
     }

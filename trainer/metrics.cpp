@@ -38,12 +38,16 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
   std::vector<std::int32_t> heap;
   heap.reserve(static_cast<std::size_t>(std::min<std::int64_t>(k_max, num_items)));
   std::int64_t ahead = 0;
+  std::int64_t above = 0;
+  std::int64_t ties = 0;
   for (std::int64_t j64 = 0; j64 < num_items; ++j64) {
     const auto j = static_cast<std::int32_t>(j64);
     const float s = scores[j];
     if (std::isnan(s) || s == kInf) throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
     if (excluded[j]) continue;
     ahead += ranks_before(s, j, st, target);
+    above += s > st;
+    ties += s == st && j != target;
     if (static_cast<int>(heap.size()) < k_max) {
       heap.push_back(j);
       std::push_heap(heap.begin(), heap.end(), better);
@@ -54,7 +58,7 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
     }
   }
   std::sort_heap(heap.begin(), heap.end(), better);  // best first
-  return {ahead + 1, std::move(heap)};
+  return {ahead + 1, above, ties, std::move(heap)};
 }
 
 double metric_hit_rate(std::int64_t rank, int k) { return rank >= 1 && rank <= k ? 1.0 : 0.0; }
@@ -73,6 +77,44 @@ double metric_ndcg(std::int64_t rank, int k) {
 }
 
 double metric_reciprocal_rank(std::int64_t rank) { return rank >= 1 ? 1.0 / static_cast<double>(rank) : 0.0; }
+
+namespace {
+
+/// The mean of metric(r) over r = above+1 .. above+ties+1, where metric is 0
+/// beyond rank k (so at most k terms are summed).
+template <class Metric>
+double mean_over_tied_ranks(std::int64_t above, std::int64_t ties, std::int64_t k, Metric metric) {
+  double sum = 0;
+  for (std::int64_t r = above + 1; r <= std::min(above + ties + 1, k); ++r) sum += metric(r);
+  return sum / static_cast<double>(ties + 1);
+}
+
+/// H(n) = 1 + 1/2 + ... + 1/n: summed below 256, else its asymptotic series
+/// (error < 1e-12 there).
+double harmonic(std::int64_t n) {
+  if (n < 256) {
+    double h = 0;
+    for (std::int64_t i = n; i >= 1; --i) h += 1.0 / static_cast<double>(i);
+    return h;
+  }
+  const double x = static_cast<double>(n);
+  return std::log(x) + 0.57721566490153286 + 1.0 / (2 * x) - 1.0 / (12 * x * x) + 1.0 / (120 * x * x * x * x);
+}
+
+}  // namespace
+
+double expected_hit_rate(std::int64_t above, std::int64_t ties, int k) {
+  return mean_over_tied_ranks(above, ties, k, [k](std::int64_t r) { return metric_hit_rate(r, k); });
+}
+
+double expected_ndcg(std::int64_t above, std::int64_t ties, int k) {
+  return mean_over_tied_ranks(above, ties, k, [k](std::int64_t r) { return metric_ndcg(r, k); });
+}
+
+double expected_reciprocal_rank(std::int64_t above, std::int64_t ties) {
+  if (ties == 0) return metric_reciprocal_rank(above + 1);
+  return (harmonic(above + ties + 1) - harmonic(above)) / static_cast<double>(ties + 1);
+}
 
 double metric_diversity(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& category) {
   const std::size_t n = std::min(top.size(), static_cast<std::size_t>(std::max(k, 0)));

@@ -2,15 +2,19 @@
 /// The ranking metrics of evaluation (definitions: docs/evaluation.md), as
 /// pure functions of one user's scores, so that each is unit-testable.
 ///
-/// The ranking is a total order: a higher score ranks first; equal scores
-/// rank by the smaller dataset item id first. The held-out item's rank and
-/// the top-K lists follow the same order, so HitRate@K = 1 exactly when the
-/// held-out item is in the top-K list.
+/// The top-K lists are a total order: a higher score ranks first; equal
+/// scores rank by the smaller dataset item id first. The held-out item's
+/// metrics do not use that order: with `above` items scoring strictly higher
+/// and `ties` other items scoring exactly the same, its rank is taken as
+/// uniform on above+1 .. above+ties+1 (a random tie-break) and each metric
+/// is its exact expectation (the expected_* functions below; the protocol of
+/// the shared anchors). So a constant scorer earns no free hits from the
+/// catalogue order.
 ///
 ///   ExclusionMask mask(num_items);
 ///   mask.set(history.data(), history.size(), target);   // history, not the target
 ///   UserRanking r = rank_user(scores, num_items, mask.data(), target, 20);
-///   double ndcg10 = metric_ndcg(r.rank, 10);
+///   double ndcg10 = expected_ndcg(r.above, r.ties, 10);
 ///   mask.clear();
 
 #include <cstdint>
@@ -44,7 +48,9 @@ class ExclusionMask {
 
 /// One user's ranking over the items that are not excluded.
 struct UserRanking {
-  std::int64_t rank = 0;           ///< 1-based full rank of the held-out item
+  std::int64_t rank = 0;           ///< 1-based full rank of the held-out item (ties: smaller id first)
+  std::int64_t above = 0;          ///< items scoring strictly higher than the held-out item
+  std::int64_t ties = 0;           ///< other items with exactly its score
   std::vector<std::int32_t> top;   ///< the best min(k_max, candidates) items, best first
 };
 
@@ -63,6 +69,12 @@ double metric_recall(const std::vector<std::int32_t>& top, int k, const std::vec
 double metric_ndcg(std::int64_t rank, int k);
 /// 1 / rank, over the full ranking (no cut-off).
 double metric_reciprocal_rank(std::int64_t rank);
+
+/// The expectations of the three metrics above when the rank is uniform on
+/// above+1 .. above+ties+1 (a random tie-break among equal scores).
+double expected_hit_rate(std::int64_t above, std::int64_t ties, int k);
+double expected_ndcg(std::int64_t above, std::int64_t ties, int k);
+double expected_reciprocal_rank(std::int64_t above, std::int64_t ties);
 /// Share of the pairs of top[0..min(k, size)) whose categories differ
 /// (`category[item]` is a category code); 0 for lists shorter than 2.
 double metric_diversity(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& category);

@@ -1,5 +1,6 @@
 // The ranking metrics and the ranking itself, against hand-computed values:
-// NDCG positions, the tie rule, history exclusion, the top-K list, recall vs
+// NDCG positions, the tie rule and the expected metrics under a random
+// tie-break, history exclusion, the top-K list, recall vs
 // hit rate, diversity, popularity, and the evaluation shards.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -56,6 +57,47 @@ TEST(EvalMetrics, RankAndTopKFollowScoresThenSmallerIdOnTies) {
   // -inf ranks last but is rankable.
   const float never[] = {1.0f, -std::numeric_limits<float>::infinity(), 0.0f};
   EXPECT_EQ(rank_user(never, 3, none.data(), 1, 3).rank, 3);
+}
+
+TEST(EvalMetrics, TiedScoresCountAboveAndTies) {
+  const float s[] = {0.5f, 2.0f, 0.5f, 3.0f, 2.0f, -1.0f, 0.5f};
+  ExclusionMask mask(7);
+  UserRanking r = rank_user(s, 7, mask.data(), 2, 4);
+  EXPECT_EQ(r.above, 3);  // 3, 1, 4
+  EXPECT_EQ(r.ties, 2);   // 0 and 6
+  const std::int32_t history[] = {6};
+  mask.set(history, 1, 2);
+  r = rank_user(s, 7, mask.data(), 2, 4);
+  EXPECT_EQ(r.ties, 1);  // an excluded item is no tie
+}
+
+TEST(EvalMetrics, ExpectedMetricsAverageEveryTieBreak) {
+  // Brute force: the mean of the point metric over the ranks the held-out
+  // item can take among its ties.
+  for (std::int64_t above : {0, 3, 9, 25}) {
+    for (std::int64_t ties : {0, 1, 4, 30, 300, 5000}) {
+      double hit = 0, ndcg = 0, rr = 0;
+      for (std::int64_t r = above + 1; r <= above + ties + 1; ++r) {
+        hit += metric_hit_rate(r, 10);
+        ndcg += metric_ndcg(r, 10);
+        rr += metric_reciprocal_rank(r);
+      }
+      const double n = static_cast<double>(ties + 1);
+      EXPECT_NEAR(expected_hit_rate(above, ties, 10), hit / n, 1e-12) << above << " " << ties;
+      EXPECT_NEAR(expected_ndcg(above, ties, 10), ndcg / n, 1e-12) << above << " " << ties;
+      EXPECT_NEAR(expected_reciprocal_rank(above, ties), rr / n, 1e-12) << above << " " << ties;
+    }
+  }
+  // No ties: the point metrics.
+  EXPECT_DOUBLE_EQ(expected_ndcg(2, 0, 10), metric_ndcg(3, 10));
+  // A constant scorer over 100 candidates: every rank equally likely, so
+  // HitRate@10 = 0.1 whatever the held-out item's id.
+  std::vector<float> flat(100, 1.0f);
+  ExclusionMask none(100);
+  for (std::int32_t target : {0, 57, 99}) {
+    const UserRanking r = rank_user(flat.data(), 100, none.data(), target, 10);
+    EXPECT_DOUBLE_EQ(expected_hit_rate(r.above, r.ties, 10), 0.1);
+  }
 }
 
 TEST(EvalMetrics, ExcludingTheHistoryChangesTheRank) {
