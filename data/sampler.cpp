@@ -35,26 +35,55 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
     : options_(options), rank_(rank) {
   LLMREC_CHECK(options.batch_size >= 1, "batch size must be positive, got {}", options.batch_size);
   LLMREC_CHECK(options.history >= 1, "history length must be positive, got {}", options.history);
-  auto shards = shard_users(dataset.read_train_end(), world);
+  const std::vector<std::int64_t> train_end = dataset.read_train_end();
+  auto shards = shard_users(train_end, world);
   shard_ = shards.at(static_cast<std::size_t>(rank));
   for (const auto& s : shards) {
     global_examples_ += s.examples;
-    steps_per_epoch_ = std::max(steps_per_epoch_, (s.examples + options.batch_size - 1) / options.batch_size);
+    std::int64_t rows = s.examples;
+    if (options.sequences) {
+      rows = 0;
+      for (std::int64_t u = s.user_begin; u < s.user_end; ++u) {
+        rows += windows_of_user(train_end[static_cast<std::size_t>(u)], options.history);
+      }
+    }
+    steps_per_epoch_ = std::max(steps_per_epoch_, (rows + options.batch_size - 1) / options.batch_size);
   }
   items_ = dataset.read_items();
   text_len_ = dataset.text_len();
   log_q_total_ = static_cast<double>(items_.ids.size());
   for (auto c : items_.train_count) log_q_total_ += static_cast<double>(c);
   slice_ = dataset.read_users(shard_.user_begin, shard_.user_end);
+  std::int64_t targets = 0;
   for (std::size_t u = 0; u + 1 < slice_.users.offsets.size(); ++u) {
     const std::int64_t first = slice_.users.offsets[u];
-    for (std::int64_t j = 1; j < slice_.users.train_end[u]; ++j) {
+    const std::int64_t n = slice_.users.train_end[u];
+    if (!options.sequences) {
+      for (std::int64_t j = 1; j < n; ++j) {
+        example_user_.push_back(static_cast<std::int32_t>(u));
+        example_event_.push_back(first + j);
+      }
+      targets += examples_of_user(n);
+      continue;
+    }
+    // Windows as documented in sampler.h: the first ends at event min(T, n-1),
+    // each next one T/2 events later, the last at event n-1.
+    if (n < 2) continue;
+    const std::int64_t last = n - 1;
+    const std::int64_t stride = std::max<std::int64_t>(1, options.history / 2);
+    std::int64_t end = std::min(options.history, last);
+    std::int64_t covered = 0;
+    while (true) {
       example_user_.push_back(static_cast<std::int32_t>(u));
-      example_event_.push_back(first + j);
+      example_event_.push_back(first + end);
+      example_covered_.push_back(first + covered);
+      targets += end - covered;
+      covered = end;
+      if (end == last) break;
+      end = std::min(end + stride, last);
     }
   }
-  LLMREC_CHECK(local_examples() == shard_.examples, "rank {}: {} examples read, {} planned", rank,
-               local_examples(), shard_.examples);
+  LLMREC_CHECK(targets == shard_.examples, "rank {}: {} examples read, {} planned", rank, targets, shard_.examples);
 }
 
 std::shared_ptr<const std::vector<std::int64_t>> BatchSampler::permutation(std::int64_t epoch) const {
@@ -91,18 +120,28 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   const std::int64_t b = hi - lo;
   const std::int64_t t_len = options_.history;
 
+  // Events [window_begin(k), example_event_[k]] of each row: its history
+  // (or inputs) and target(s).
+  auto window_begin = [&](std::size_t e) {
+    const std::int64_t first = slice_.users.offsets[static_cast<std::size_t>(example_user_[e])];
+    return std::max(first, example_event_[e] - t_len);
+  };
   // Unique items of the batch, sorted by id.
   std::vector<std::int64_t> ids;
   for (std::int64_t k = lo; k < hi; ++k) {
     const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
-    const std::int64_t first = slice_.users.offsets[static_cast<std::size_t>(example_user_[e])];
-    const std::int64_t target = example_event_[e];
-    for (std::int64_t j = std::max(first, target - t_len); j <= target; ++j) ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
+    for (std::int64_t j = window_begin(e); j <= example_event_[e]; ++j) {
+      ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
+    }
   }
   // Sampled negatives: uniform over the catalogue, seeded by (seed, epoch,
   // step, rank) so that a batch stays a pure function of its cursor.
   std::vector<std::int64_t> negatives;
-  if (options_.sampled_negatives > 0 && b > 0) {
+  if (options_.all_items && b > 0) {
+    negatives.resize(items_.ids.size());
+    for (std::size_t i = 0; i < negatives.size(); ++i) negatives[i] = static_cast<std::int64_t>(i);
+    ids.insert(ids.end(), negatives.begin(), negatives.end());
+  } else if (options_.sampled_negatives > 0 && b > 0) {
     std::mt19937_64 gen(options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^
                         static_cast<std::uint64_t>(cursor.step) * 7919ULL ^ static_cast<std::uint64_t>(rank_ + 1) << 48);
     const auto n_items = static_cast<unsigned __int128>(items_.ids.size());
@@ -143,31 +182,56 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
     const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
     log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
   }
+  // Targets: one per row, or (sequences) every event of a window after its
+  // `covered` mark.
+  std::int64_t n_targets = b;
+  if (options_.sequences) {
+    n_targets = 0;
+    for (std::int64_t k = lo; k < hi; ++k) {
+      const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
+      n_targets += example_event_[e] - std::max(example_covered_[e], window_begin(e));
+    }
+  }
   out.history = at::full({b, t_len}, -1, at::kLong);
-  out.target = at::empty({b}, at::kLong);
-  out.weight = at::empty({b}, at::kFloat);
-  out.example_user = at::empty({b}, at::kLong);
-  out.example_event = at::empty({b}, at::kLong);
+  out.target = at::empty({n_targets}, at::kLong);
+  out.weight = at::empty({n_targets}, at::kFloat);
+  out.example_user = at::empty({n_targets}, at::kLong);
+  out.example_event = at::empty({n_targets}, at::kLong);
+  if (options_.sequences) out.target_slot = at::empty({n_targets}, at::kLong);
   auto* hist = out.history.data_ptr<std::int64_t>();
   auto* target_row = out.target.data_ptr<std::int64_t>();
   auto* weight = out.weight.data_ptr<float>();
   auto* ex_user = out.example_user.data_ptr<std::int64_t>();
   auto* ex_event = out.example_event.data_ptr<std::int64_t>();
+  auto* slot = options_.sequences ? out.target_slot.data_ptr<std::int64_t>() : nullptr;
+  std::int64_t t = 0;  // next target
+  auto add_target = [&](std::size_t user, std::int64_t event) {
+    target_row[t] = row_of(slice_.events.item[static_cast<std::size_t>(event)]);
+    weight[t] = slice_.events.weight[static_cast<std::size_t>(event)];
+    ex_user[t] = slice_.begin + static_cast<std::int64_t>(user);
+    ex_event[t] = slice_.first_event + event;
+    ++t;
+  };
   for (std::int64_t k = 0; k < b; ++k) {
     const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(lo + k)]);
     const auto user = static_cast<std::size_t>(example_user_[e]);
-    const std::int64_t first = slice_.users.offsets[user];
-    const std::int64_t target = example_event_[e];
-    const std::int64_t start = std::max(first, target - t_len);
-    // Right-aligned: the most recent history item in slot T-1.
-    for (std::int64_t j = start; j < target; ++j) {
-      hist[k * t_len + (t_len - (target - j))] = row_of(slice_.events.item[static_cast<std::size_t>(j)]);
+    const std::int64_t end = example_event_[e];
+    const std::int64_t start = window_begin(e);
+    // Right-aligned: the event before `end` in slot T-1.
+    for (std::int64_t j = start; j < end; ++j) {
+      hist[k * t_len + (t_len - (end - j))] = row_of(slice_.events.item[static_cast<std::size_t>(j)]);
     }
-    target_row[k] = row_of(slice_.events.item[static_cast<std::size_t>(target)]);
-    weight[k] = slice_.events.weight[static_cast<std::size_t>(target)];
-    ex_user[k] = slice_.begin + static_cast<std::int64_t>(user);
-    ex_event[k] = slice_.first_event + target;
+    if (!options_.sequences) {
+      add_target(user, end);
+      continue;
+    }
+    // Event j is predicted by the slot of event j-1.
+    for (std::int64_t j = std::max(example_covered_[e], start) + 1; j <= end; ++j) {
+      slot[t] = k * t_len + (t_len - (end - (j - 1)));
+      add_target(user, j);
+    }
   }
+  LLMREC_CHECK(t == n_targets, "batch {}:{}: {} targets written, {} counted", cursor.epoch, cursor.step, t, n_targets);
   return out;
 }
 
@@ -203,7 +267,7 @@ void BatchLoader::run() {
       Batch b = sampler_->batch(c);
       if (pin_memory_) {  // page-locked: the copy to the GPU is asynchronous
         for (at::Tensor* t : {&b.item_ids, &b.item_tokens, &b.item_mask, &b.item_log_q, &b.history, &b.target,
-                              &b.negatives, &b.weight}) {
+                              &b.negatives, &b.weight, &b.target_slot}) {
           if (t->defined()) *t = t->pin_memory();
         }
       }

@@ -9,6 +9,16 @@
 /// Examples: for each training event j >= 1 of a user, (history = the up to
 /// T events before j, target = event j, weight = its event weight).
 ///
+/// Sequences (SamplerOptions::sequences, for the causal user tower): an
+/// example is a window of a user's training sequence, and every event j >= 1
+/// is a target in exactly one window, predicted from the window's events
+/// before it. A user with n training events has one window if n - 1 <= T
+/// (inputs = events 0..n-2, targets = events 1..n-1); a longer one gets
+/// more, each ending T/2 events after the previous one, and a later window
+/// keeps a loss only on the targets the earlier ones did not cover, so each
+/// target sees at least T/2 events before it (or its whole prefix). The
+/// same cut as the SASRec anchor (shared peers' quality_anchors.py).
+///
 /// Epochs: each rank shuffles its examples with a permutation seeded by
 /// (seed, epoch, rank); every rank runs the same number of steps per epoch,
 /// max over ranks of ceil(examples / batch), so a rank with fewer examples
@@ -21,6 +31,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -43,6 +54,15 @@ struct Shard {
 /// Training examples of a user with `train_events` training events.
 inline std::int64_t examples_of_user(std::int64_t train_events) { return train_events > 1 ? train_events - 1 : 0; }
 
+/// Sequence windows (see above) of a user with `train_events` training
+/// events and history T.
+inline std::int64_t windows_of_user(std::int64_t train_events, std::int64_t history) {
+  const std::int64_t targets = examples_of_user(train_events);
+  if (targets == 0) return 0;
+  const std::int64_t stride = std::max<std::int64_t>(1, history / 2);
+  return 1 + (std::max<std::int64_t>(0, targets - history) + stride - 1) / stride;
+}
+
 /// Splits users into `world` contiguous ranges balancing the examples.
 std::vector<Shard> shard_users(const std::vector<std::int64_t>& train_end, int world);
 
@@ -54,6 +74,11 @@ struct Cursor {
 
 /// One batch of a rank. Item rows: the unique items of the batch (targets
 /// and histories), sorted by item id; history and target index those rows.
+///
+/// With sequences, `history` holds one window per row (its input events),
+/// and target, weight, example_user and example_event have one entry per
+/// target event; `target_slot` says which history slot's user vector
+/// predicts it (row * T + slot: the slot of the event just before it).
 struct Batch {
   Cursor cursor;
   at::Tensor item_ids;     ///< [U] int64 dataset item ids
@@ -66,7 +91,10 @@ struct Batch {
   at::Tensor item_log_q;   ///< [U] float32 log of each item's share of training events (logQ correction)
   at::Tensor example_user; ///< [B] int64 dataset user index (for checks and logs)
   at::Tensor example_event;///< [B] int64 dataset event index of the target
+  at::Tensor target_slot;  ///< sequences only: [B] int64 flat index into history [rows, T]; else undefined
   std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
+  /// Rows of `history`: users (sequence windows with target_slot).
+  std::int64_t rows() const { return history.defined() ? history.size(0) : 0; }
 };
 
 struct SamplerOptions {
@@ -74,6 +102,12 @@ struct SamplerOptions {
   std::int64_t history = 20;     ///< T
   std::uint64_t seed = 1234;
   std::int64_t sampled_negatives = 0;  ///< extra negatives per batch, uniform over the catalogue
+  /// Examples are sequence windows with a target at every position
+  /// (batch_size = windows per rank and step).
+  bool sequences = false;
+  /// Every catalogue item is in every batch, all of them as negatives (a
+  /// full softmax); sampled_negatives is then unused.
+  bool all_items = false;
 };
 
 class BatchSampler {
@@ -82,7 +116,10 @@ class BatchSampler {
   BatchSampler(const DatasetFile& dataset, int rank, int world, const SamplerOptions& options);
 
   std::int64_t steps_per_epoch() const { return steps_per_epoch_; }
-  std::int64_t local_examples() const { return static_cast<std::int64_t>(example_user_.size()); }
+  /// Examples of this rank: targets (one per training event after a user's first).
+  std::int64_t local_examples() const { return shard_.examples; }
+  /// Batch rows of this rank per epoch: examples, or windows with sequences.
+  std::int64_t local_rows() const { return static_cast<std::int64_t>(example_user_.size()); }
   std::int64_t global_examples() const { return global_examples_; }
   const Shard& shard() const { return shard_; }
   const ItemTable& items() const { return items_; }
@@ -104,8 +141,9 @@ class BatchSampler {
   int text_len_ = 0;
   double log_q_total_ = 1;  ///< training events + items (add-one smoothing)
   UserSlice slice_;
-  std::vector<std::int32_t> example_user_;  ///< local user of each example
-  std::vector<std::int64_t> example_event_; ///< slice-relative event index of the target
+  std::vector<std::int32_t> example_user_;  ///< local user of each example (window)
+  std::vector<std::int64_t> example_event_; ///< slice-relative event index of the target (window's last)
+  std::vector<std::int64_t> example_covered_;  ///< sequences: window targets up to this event index have a loss elsewhere
   mutable std::mutex perm_mutex_;
   mutable std::int64_t perm_epoch_ = -1;
   mutable std::shared_ptr<const std::vector<std::int64_t>> perm_;

@@ -10,7 +10,12 @@ void ModelConfig::validate() const {
     problems.push_back(
         fmt::format("model.dim ({}) must be divisible by model.user.heads ({})", dim, user.heads));
   }
-  if (bert.pretrained.empty()) {
+  if (!item_text && !item_id_embedding) {
+    problems.push_back(
+        "model.item_text is false and model.item_id_embedding is false: an item would have no vector; "
+        "turn one of them on");
+  }
+  if (item_text && bert.pretrained.empty()) {
     if (bert.hidden % bert.heads != 0) {
       problems.push_back(fmt::format("model.bert.hidden ({}) must be divisible by model.bert.heads ({})",
                                      bert.hidden, bert.heads));
@@ -20,7 +25,7 @@ void ModelConfig::validate() const {
                                      bert.max_positions));
     }
   }
-  if (lora.r > 0 && lora.targets.empty()) {
+  if (item_text && lora.r > 0 && lora.targets.empty()) {
     problems.push_back(
         "model.lora.targets is empty while model.lora.r > 0; name the modules to "
         "adapt (e.g. [query, value]) or set model.lora.r: 0 for full fine-tuning");

@@ -105,9 +105,14 @@ struct ModelUserConfig {
     v.field("pooling", pooling,
             "How the history becomes the user vector: attention = one learned query attends over "
             "the items tagged with their position (order-aware); mean = the average of the items "
-            "(order-blind, the YouTube-DNN tower), which learns faster where order says little",
-            config_one_of({"attention", "mean"}));
-    v.field("dropout", dropout, "Dropout on attention probabilities and encoder residual branches",
+            "(order-blind, the YouTube-DNN tower), which learns faster where order says little; "
+            "causal = causal self-attention over the position-tagged items, the user vector being "
+            "the output at the most recent item (SASRec), trained with a next-item loss at every "
+            "position of every training sequence in one pass (docs/ranker.md)",
+            config_one_of({"attention", "mean", "causal"}));
+    v.field("dropout", dropout,
+            "Dropout on attention probabilities and encoder residual branches (with pooling causal "
+            "also on the input item vectors, as SASRec)",
             config_range(0.0, 0.99));
   }
 };
@@ -124,8 +129,9 @@ struct ModelLossConfig {
     v.field("negatives", negatives,
             "Candidates each positive competes with: in_batch = the unique targets of the batch "
             "(as the PyTorch peer); batch_items = every unique item encoded for the batch "
-            "(targets, history items and sampled negatives)",
-            config_one_of({"in_batch", "batch_items"}));
+            "(targets, history items and sampled negatives); all = every catalogue item (a full "
+            "softmax, as SASRec-CE: cheap with item_text false, every item encoded per step with text)",
+            config_one_of({"in_batch", "batch_items", "all"}));
     v.field("sampled_negatives", sampled_negatives,
             "Extra negatives the batch builder draws per batch and appends as candidates "
             "(0 = none); an item equal to a user's target is never that user's negative",
@@ -143,6 +149,7 @@ struct ModelConfig {
   int dim = 128;
   int text_len = 32;
   bool item_id_embedding = false;
+  bool item_text = true;
   std::string pooling = "cls";
   double id_dropout = 0.1;
   ModelBertConfig bert;
@@ -165,9 +172,14 @@ struct ModelConfig {
     v.field("item_id_embedding", item_id_embedding,
             "Add a learned vector per training item to its text vector (items unseen in training "
             "use text only)");
+    v.field("item_text", item_text,
+            "Read the item text: false = the item vector is its ID vector alone (no BERT; needs "
+            "item_id_embedding; cold items get a zero vector). With the causal user tower this is "
+            "SASRec (configs/sasrec.yaml)");
     v.field("id_dropout", id_dropout,
             "Training only: probability that an item's ID vector is dropped (zeroed, not "
-            "rescaled) for a batch, so the model also learns to rank from text alone",
+            "rescaled) for a batch, so the model also learns to rank from text alone (ignored "
+            "with item_text: false)",
             config_range(0.0, 1.0));
     v.section("bert", bert, "Item tower: BERT encoder");
     v.section("lora", lora, "Item tower: LoRA adapters");

@@ -46,7 +46,7 @@ void MaskedAttentionImpl::reset() {
 }
 
 torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const torch::Tensor& key_value,
-                                           const torch::Tensor& key_mask) {
+                                           const torch::Tensor& key_mask, bool causal) {
   check_mask(key_value, key_mask, "attention");
   const std::int64_t d = options.dim();
   const std::int64_t h = options.heads();
@@ -58,6 +58,7 @@ torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const tor
   const std::int64_t B = query.size(0);
   const std::int64_t Q = query.size(1);
   const std::int64_t S = key_value.size(1);
+  LLMREC_CHECK(!causal || Q == S, "attention: causal attention needs as many queries as keys, got {} and {}", Q, S);
 
   // Padded keys are zeroed first: whatever they held (even NaN) then
   // contributes neither to the output nor to any gradient.
@@ -71,17 +72,22 @@ torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const tor
   torch::Tensor k = heads(torch::nn::functional::linear(kv, w[1], b[1]), S);
   torch::Tensor v = heads(torch::nn::functional::linear(kv, w[2], b[2]), S);
 
-  // A row with no real key attends (uniformly, finitely) to its zeroed
-  // slots and its output is replaced by zeros below: no NaN anywhere.
-  const torch::Tensor has_key = key_mask.any(1);                                         // [B]
-  const torch::Tensor attend = key_mask.logical_or(has_key.logical_not().unsqueeze(1));  // [B, S]
+  // allowed [B, 1 or Q, S]: the real keys each query may see. A query with
+  // none attends (uniformly, finitely) to its zeroed slots and its output
+  // is replaced by zeros below: no NaN anywhere.
+  torch::Tensor allowed = key_mask.unsqueeze(1);  // [B, 1, S]
+  if (causal) {
+    allowed = allowed.logical_and(
+        torch::ones({Q, S}, key_mask.options()).tril().unsqueeze(0));  // [B, Q, S]
+  }
+  const torch::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [B, 1 or Q, 1]
+  const torch::Tensor attend = allowed.logical_or(has_key.logical_not());
   torch::Tensor logits = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(dh));
-  logits =
-      logits.masked_fill(attend.logical_not().view({B, 1, 1, S}), -std::numeric_limits<double>::infinity());
+  logits = logits.masked_fill(attend.logical_not().unsqueeze(1), -std::numeric_limits<double>::infinity());
   torch::Tensor p = torch::softmax(logits, -1);
   p = torch::dropout(p, options.dropout(), is_training());
   torch::Tensor ctx = torch::matmul(p, v).transpose(1, 2).reshape({B, Q, d});
-  return out_proj(ctx).masked_fill(has_key.logical_not().view({B, 1, 1}), 0.0);
+  return out_proj(ctx).masked_fill(has_key.logical_not(), 0.0);
 }
 
 // ------------------------------------------------------- encoder layers
@@ -105,7 +111,7 @@ void HistoryEncoderLayerImpl::reset() {
 
 torch::Tensor HistoryEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   check_mask(x, mask, "history encoder layer");
-  torch::Tensor y = norm1(x + dropout(self_attn(x, x, mask)));
+  torch::Tensor y = norm1(x + dropout(self_attn(x, x, mask, options.causal())));
   y = norm2(y + dropout(linear2(dropout(torch::gelu(linear1(y))))));
   return y.masked_fill(~mask.unsqueeze(-1), 0.0);
 }
@@ -120,17 +126,18 @@ void UserTowerImpl::reset() {
   const std::int64_t d = options.dim();
   LLMREC_CHECK(options.history() > 0, "user tower: history T must be positive, got {}", options.history());
   LLMREC_CHECK(options.layers() >= 0, "user tower: layers must be >= 0, got {}", options.layers());
-  LLMREC_CHECK(options.pooling() == "attention" || options.pooling() == "mean",
-               "user tower: pooling must be 'attention' or 'mean', got '{}'", options.pooling());
+  LLMREC_CHECK(options.pooling() == "attention" || options.pooling() == "mean" || options.pooling() == "causal",
+               "user tower: pooling must be 'attention', 'mean' or 'causal', got '{}'", options.pooling());
   const bool attention = options.pooling() == "attention";
-  if (attention) {
-    positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
-    query = register_parameter("query", torch::randn({1, d}) * 0.02);
-  }
+  const bool causal = options.pooling() == "causal";
+  if (attention || causal) positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
+  if (attention) query = register_parameter("query", torch::randn({1, d}) * 0.02);
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
-    layers->push_back(HistoryEncoderLayer(
-        HistoryEncoderLayerOptions(d, options.heads()).dropout(options.dropout()).eps(options.eps())));
+    layers->push_back(HistoryEncoderLayer(HistoryEncoderLayerOptions(d, options.heads())
+                                              .dropout(options.dropout())
+                                              .eps(options.eps())
+                                              .causal(causal)));
   }
   if (attention) {
     attn = register_module(
@@ -142,23 +149,61 @@ void UserTowerImpl::reset() {
 
 torch::Tensor UserTowerImpl::position_rows(const torch::Tensor& mask) const {
   const torch::Tensor real = mask.to(torch::kLong);
+  if (options.pooling() == "causal") {
+    // Real items strictly before each slot: the output at a slot then
+    // equals the tower's output on the prefix ending there.
+    const torch::Tensor earlier = real.cumsum(1) - real;
+    return torch::where(mask, earlier, torch::zeros_like(earlier));
+  }
   // Real items strictly after each slot: reverse cumulative sum minus self.
   const torch::Tensor later = real.flip({1}).cumsum(1).flip({1}) - real;
   const std::int64_t last = options.history() - 1;
   return torch::where(mask, last - later, torch::full_like(later, last));
 }
 
-torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Tensor& mask) {
+namespace {
+
+void check_history(const torch::Tensor& items, const torch::Tensor& mask, const UserTowerOptions& options) {
   check_mask(items, mask, "user tower");
+  LLMREC_CHECK(items.size(2) == options.dim(), "user tower: item vectors must have d = {}, got {}", options.dim(),
+               items.size(2));
+  LLMREC_CHECK(items.size(1) <= options.history(),
+               "user tower: {} history slots exceed model.user.history T = {}; keep the most "
+               "recent T items",
+               items.size(1), options.history());
+}
+
+}  // namespace
+
+torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch::Tensor& mask) {
+  check_history(items, mask, options);
+  LLMREC_CHECK(options.pooling() == "causal", "user tower: forward_all needs pooling 'causal', not '{}'",
+               options.pooling());
   const std::int64_t B = items.size(0);
   const std::int64_t S = items.size(1);
   const std::int64_t d = options.dim();
-  LLMREC_CHECK(items.size(2) == d, "user tower: item vectors must have d = {}, got {}", d, items.size(2));
-  LLMREC_CHECK(S <= options.history(),
-               "user tower: {} history slots exceed model.user.history T = {}; keep the most "
-               "recent T items",
-               S, options.history());
+  torch::Tensor h = items + positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
+  h = torch::dropout(h.masked_fill(mask.logical_not().unsqueeze(-1), 0.0), options.dropout(), is_training());
+  for (const auto& layer : *layers) {
+    h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
+  }
+  return proj(norm(h.to(norm->weight.scalar_type())));
+}
 
+torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Tensor& mask) {
+  check_history(items, mask, options);
+  const std::int64_t B = items.size(0);
+  const std::int64_t S = items.size(1);
+  const std::int64_t d = options.dim();
+
+  if (options.pooling() == "causal" && S > 0) {
+    // The slot of the most recent real item (slot 0 for a user without
+    // one: the learned no-history vector proj(norm(0))).
+    const torch::Tensor slot_numbers = torch::arange(1, S + 1, mask.options().dtype(torch::kLong));
+    const torch::Tensor last = (mask.to(torch::kLong) * slot_numbers).argmax(1);  // [B]
+    const torch::Tensor all = forward_all(items, mask);
+    return all.gather(1, last.view({B, 1, 1}).expand({B, 1, d})).squeeze(1);
+  }
   const torch::Tensor pad = mask.logical_not().unsqueeze(-1);
   const bool attention = options.pooling() == "attention";
   torch::Tensor h = items;
@@ -168,7 +213,9 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
   }
   torch::Tensor pooled;  // [B, d]; zeros for a user with no real item
-  if (attention) {
+  if (options.pooling() == "causal") {  // no slot at all
+    pooled = torch::zeros({B, d}, h.options());
+  } else if (attention) {
     pooled = attn(query.expand({B, 1, d}), h, mask).squeeze(1);
   } else {
     const torch::Tensor real = mask.to(h.scalar_type()).sum(1, /*keepdim=*/true);

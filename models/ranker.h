@@ -53,9 +53,10 @@ class MaskedAttentionImpl : public torch::nn::Cloneable<MaskedAttentionImpl> {
 
   /// query [B, Q, d], key_value [B, S, d], key_mask [B, S] bool (true = real
   /// key) -> [B, Q, d]. Padded keys get exactly zero weight; rows of B with
-  /// no real key give zeros.
+  /// no real key give zeros. `causal` (self-attention, Q == S): query q sees
+  /// keys 0..q only, and a query with no real key among them gives zeros.
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value,
-                        const torch::Tensor& key_mask);
+                        const torch::Tensor& key_mask, bool causal = false);
 
   MaskedAttentionOptions options;
   torch::Tensor in_proj_weight;
@@ -74,6 +75,8 @@ struct HistoryEncoderLayerOptions {
   TORCH_ARG(std::int64_t, ff_dim) = 0;
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, eps) = 1e-5;
+  /// Causal self-attention: slot t attends to slots 0..t only.
+  TORCH_ARG(bool, causal) = false;
 };
 
 /// One Transformer encoder block over a history, post-LN like
@@ -113,7 +116,10 @@ struct UserTowerOptions {
   /// Encoder layers before the pooling (0 = the pooling alone).
   TORCH_ARG(std::int64_t, layers) = 0;
   /// "attention": one learned query attends over the position-tagged items;
-  /// "mean": the average of the items, no positions (order-blind).
+  /// "mean": the average of the items, no positions (order-blind);
+  /// "causal": causal encoder layers over the position-tagged items, and
+  /// the output at each slot is the user vector after that slot's item
+  /// (SASRec): the last real slot at inference, every slot in training.
   TORCH_ARG(std::string, pooling) = "attention";
   TORCH_ARG(double, dropout) = 0.0;
   /// LayerNorm epsilon (torch.nn.LayerNorm's default, as the peer).
@@ -131,6 +137,13 @@ struct UserTowerOptions {
 /// pooling "mean": h = encoder^layers(items), and pool is the mean of the
 /// real items (the YouTube-DNN user tower); no positions, query or attn.
 ///
+/// pooling "causal": h = causal-encoder^layers(dropout(items + positions)),
+/// positions counted from the oldest real item (position_rows),
+/// u_t = proj(norm(h_t)) at every slot t (forward_all); forward() returns
+/// u at the last real slot. Parameters as "attention" without query and
+/// attn. Slot t's output depends on slots 0..t only, so one pass over a
+/// user's sequence gives the user vector after each of its prefixes.
+///
 /// A user with no real item (all slots padding) has a zero pooled vector, so
 /// u = proj(norm(0)) = proj.weight . norm.bias + proj.bias: a learned
 /// "no history" vector, never NaN.
@@ -145,9 +158,16 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
   /// NaN) -> u [B, d].
   torch::Tensor forward(const torch::Tensor& items, const torch::Tensor& mask);
 
+  /// pooling "causal" only: the user vector after each slot, [B, S, d]
+  /// (slot t reads slots 0..t; padded slots hold proj(norm(0))).
+  torch::Tensor forward_all(const torch::Tensor& items, const torch::Tensor& mask);
+
   /// Position-embedding rows used by each slot: T-1 for the most recent real
   /// item, T-1-k for the item with k more recent real items; padded slots
-  /// get T-1 (their value is discarded). [B, S] int64.
+  /// get T-1 (their value is discarded). [B, S] int64. With pooling causal
+  /// the rows count from the oldest instead (k for the item with k older
+  /// real items, padded slots 0), so that the output after each slot is the
+  /// tower's output on that prefix.
   torch::Tensor position_rows(const torch::Tensor& mask) const;
 
   UserTowerOptions options;

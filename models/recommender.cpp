@@ -48,6 +48,10 @@ RecommenderImpl::RecommenderImpl(const RecommenderOptions& options) : options_(o
                     options_.id_items()));
   }
   const std::string& dir = cfg.bert.pretrained;
+  if (!cfg.item_text) {
+    reset();  // ID vectors only: no BERT, nothing to load
+    return;
+  }
   if (dir.empty()) {
     bert_config_ = bert_config_from(cfg.bert);
   } else {
@@ -87,18 +91,22 @@ void RecommenderImpl::reset() {
   const ModelConfig& cfg = options_.config();
   const std::int64_t d = cfg.dim;
 
-  bert = register_module("bert", BertModel(bert_config_, cfg.bert.add_pooler));
-  LoraOptions lora;
-  lora.r = cfg.lora.r;
-  lora.alpha = cfg.lora.alpha;
-  lora.dropout = cfg.lora.dropout;
-  lora.target_modules = cfg.lora.targets;
-  apply_lora(bert, lora);  // r > 0: base frozen, adapters trainable; r = 0: all trainable
-  if (bert->has_pooler()) {
-    for (auto& p : bert->pooler->parameters()) p.requires_grad_(false);
+  if (cfg.item_text) {
+    bert = register_module("bert", BertModel(bert_config_, cfg.bert.add_pooler));
+    LoraOptions lora;
+    lora.r = cfg.lora.r;
+    lora.alpha = cfg.lora.alpha;
+    lora.dropout = cfg.lora.dropout;
+    lora.target_modules = cfg.lora.targets;
+    apply_lora(bert, lora);  // r > 0: base frozen, adapters trainable; r = 0: all trainable
+    if (bert->has_pooler()) {
+      for (auto& p : bert->pooler->parameters()) p.requires_grad_(false);
+    }
+    item_proj = register_module("item_proj", torch::nn::Linear(bert_config_.hidden_size, d));
+  } else {  // ID vectors only (model.item_text: false)
+    bert = nullptr;
+    item_proj = nullptr;
   }
-
-  item_proj = register_module("item_proj", torch::nn::Linear(bert_config_.hidden_size, d));
   if (cfg.item_id_embedding) {
     item_id_embedding = register_module("item_id_embedding", torch::nn::Embedding(options_.id_items(), d));
     torch::NoGradGuard no_grad;
@@ -135,6 +143,15 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
                                             const torch::Tensor& item_ids) {
   LLMREC_CHECK(tokens.defined() && tokens.dim() == 2, "encode_items: tokens must be [U, L], got {}",
                shape_of(tokens));
+  if (!options_.config().item_text) {
+    // The ID vector alone; items without one (cold) get zeros.
+    LLMREC_CHECK(item_ids.defined(), "encode_items: model.item_text is false, so item_ids are required");
+    const std::int64_t n = options_.id_items();
+    const torch::Tensor ids = item_ids.to(item_id_embedding->weight.device());
+    const torch::Tensor has_id = (ids >= 0).logical_and(ids < n);
+    const torch::Tensor vecs = item_id_embedding(ids.clamp(0, n - 1));
+    return vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
+  }
   torch::Tensor pooled;
   if (options_.config().pooling == "mean") {
     const BertOutput out = bert(tokens, mask);
@@ -160,8 +177,8 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
   return vecs + id_vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
 }
 
-torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
-                                            const torch::Tensor& item_vecs) {
+torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index, const torch::Tensor& item_vecs,
+                                            const torch::Tensor& slots) {
   check_rows(history_index, "history", 2);
   LLMREC_CHECK(item_vecs.dim() == 2 && item_vecs.size(1) == options_.config().dim,
                "user_vectors: item_vecs must be [U, d = {}], got {}", options_.config().dim,
@@ -177,7 +194,9 @@ torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
   } else {
     items = item_vecs.index_select(0, index.clamp_min(0).reshape({-1})).view({B, S, item_vecs.size(1)});
   }
-  return user(items, mask);
+  if (!slots.defined()) return user(items, mask);
+  check_rows(slots, "target_slot", 1);
+  return user->forward_all(items, mask).reshape({B * S, item_vecs.size(1)}).index_select(0, slots.to(index.device()));
 }
 
 LossResult RecommenderImpl::forward_result(const RecBatch& batch) {

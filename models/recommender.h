@@ -85,8 +85,10 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
 
   /// User tower over rows of `item_vecs` [U, d]: history_index [B, S] int64
   /// (-1 = padding, S <= T) -> u [B, d]. Users without history get the
-  /// learned no-history vector (ranker.h).
-  torch::Tensor user_vectors(const torch::Tensor& history_index, const torch::Tensor& item_vecs);
+  /// learned no-history vector (ranker.h). With `slots` [N] int64 (causal
+  /// user tower only): the user vectors after the slots b * S + s -> [N, d].
+  torch::Tensor user_vectors(const torch::Tensor& history_index, const torch::Tensor& item_vecs,
+                             const torch::Tensor& slots = {});
 
   /// A l per item (what an export stores): [.., d] -> [.., d].
   torch::Tensor item_keys(const torch::Tensor& item_vecs) const { return scorer->item_keys(item_vecs); }

@@ -168,8 +168,9 @@ void read_attributes(Reader& r, ExportData& e) {
   }
   e.ranker_layers = r.attr_int("ranker_layers", 0, kMaxLayers);
   if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
-  if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean") {
-    r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention' or 'mean'", e.ranker_pooling));
+  if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean" && e.ranker_pooling != "causal") {
+    r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
+                       e.ranker_pooling));
   }
   e.catalogue_updates =
       r.has_attr("catalogue_updates") ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max()) : 0;
@@ -321,8 +322,9 @@ void read_tower(Reader& r, ExportData& e) {
   if (r.file().exists(extra)) {
     r.fail(fmt::format("dataset '{}' exists but root attribute 'ranker_layers' is {}", extra, e.ranker_layers));
   }
-  if (e.ranker_pooling == "mean" && r.file().exists("ranker/query")) {
-    r.fail("dataset 'ranker/query' (attention pooling) exists but root attribute 'ranker_pooling' is 'mean'");
+  if (e.ranker_pooling != "attention" && r.file().exists("ranker/query")) {
+    r.fail(fmt::format("dataset 'ranker/query' (attention pooling) exists but root attribute 'ranker_pooling' is '{}'",
+                       e.ranker_pooling));
   }
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : tower->named_parameters()) tensors.emplace_back(p.key(), p.value());

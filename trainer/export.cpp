@@ -330,7 +330,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
                                   file.path(), file.num_items()));
   }
   std::vector<std::string> vocab = file.vocab();
-  if (static_cast<std::int64_t>(vocab.size()) > model->bert_config().vocab_size) {
+  if (mc.item_text && static_cast<std::int64_t>(vocab.size()) > model->bert_config().vocab_size) {
     throw ConfigError(fmt::format("{}: the model's BERT has {} token embeddings, the vocabulary of the dataset {} has "
                                   "{} tokens", checkpoint_path, model->bert_config().vocab_size, file.path(),
                                   vocab.size()));

@@ -61,7 +61,8 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
 nlohmann::json ModelScorer::params() const {
   const ModelConfig& m = model_->options().config();
   return {{"dim", m.dim}, {"history", m.user.history}, {"text_len", m.text_len}, {"lora_r", m.lora.r},
-          {"bert_layers", m.bert.layers}, {"bert_hidden", m.bert.hidden}, {"item_id_embedding", m.item_id_embedding}};
+          {"bert_layers", m.bert.layers}, {"bert_hidden", m.bert.hidden}, {"item_id_embedding", m.item_id_embedding},
+          {"item_text", m.item_text}, {"user_pooling", m.user.pooling}, {"user_layers", m.user.layers}};
 }
 
 at::Tensor ModelScorer::score(const ScoreRequest& request) {

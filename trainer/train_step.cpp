@@ -83,7 +83,8 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
                                  ? dev.item_log_q.index_select(0, cand_rows)
                                  : torch::zeros({cand_rows.numel()}, floats);
 
-  torch::Tensor user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs) : torch::zeros({0, d}, floats);
+  torch::Tensor user_vecs =
+      b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot) : torch::zeros({0, d}, floats);
   torch::Tensor target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
   torch::Tensor weights = b > 0 ? dev.weight : torch::empty({0}, floats);
   LossOptions loss_opts = model->loss_options();
@@ -165,16 +166,28 @@ Batch batch_to(const Batch& batch, const torch::Device& device) {
   out.target = move(batch.target);
   out.negatives = move(batch.negatives);
   out.weight = move(batch.weight);
+  out.target_slot = move(batch.target_slot);
   return out;  // example_user / example_event stay on the CPU: bookkeeping only
 }
 
 Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {
-  LLMREC_CHECK(0 <= begin && begin <= end && end <= batch.size(), "batch_slice [{}, {}) of a batch of {}", begin, end,
-               batch.size());
+  const bool sequences = batch.target_slot.defined();
+  // Sequences are sliced by rows (windows), with all their targets.
+  const std::int64_t n = sequences ? batch.rows() : batch.size();
+  LLMREC_CHECK(0 <= begin && begin <= end && end <= n, "batch_slice [{}, {}) of a batch of {}", begin, end, n);
   Batch out = batch;
   const std::int64_t b = end - begin;
+  const std::int64_t t_len = batch.history.size(1);
   torch::Tensor hist = batch.history.narrow(0, begin, b);
-  torch::Tensor target = batch.target.narrow(0, begin, b);
+  torch::Tensor picked;  // targets kept
+  if (sequences) {
+    const torch::Tensor row = batch.target_slot.div(t_len, "floor");
+    picked = ((row >= begin).logical_and(row < end)).nonzero().view({-1});
+    out.target_slot = batch.target_slot.index_select(0, picked) - begin * t_len;
+  } else {
+    picked = torch::arange(begin, end, torch::kLong);
+  }
+  torch::Tensor target = batch.target.index_select(0, picked);
   std::vector<torch::Tensor> used = {hist.flatten(), target};
   if (batch.negatives.defined()) used.push_back(batch.negatives);
   torch::Tensor rows = torch::cat(used);
@@ -189,9 +202,9 @@ Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {
                              torch::full_like(hist, -1));
   out.target = remap.index_select(0, target);
   if (batch.negatives.defined()) out.negatives = remap.index_select(0, batch.negatives);
-  out.weight = batch.weight.narrow(0, begin, b);
-  out.example_user = batch.example_user.narrow(0, begin, b);
-  out.example_event = batch.example_event.narrow(0, begin, b);
+  out.weight = batch.weight.index_select(0, picked);
+  out.example_user = batch.example_user.index_select(0, picked);
+  out.example_event = batch.example_event.index_select(0, picked);
   return out;
 }
 

@@ -144,6 +144,86 @@ TEST_F(SamplerTest, BatchContentsMatchTheDataset) {
   }
 }
 
+TEST(SequenceWindows, CountAsTheSasrecCut) {
+  // T = 4, stride 2: targets 1..n-1; the first window ends at min(4, n-1),
+  // each next one 2 later.
+  EXPECT_EQ(windows_of_user(0, 4), 0);
+  EXPECT_EQ(windows_of_user(1, 4), 0);
+  EXPECT_EQ(windows_of_user(2, 4), 1);
+  EXPECT_EQ(windows_of_user(5, 4), 1);   // targets 1..4
+  EXPECT_EQ(windows_of_user(6, 4), 2);   // ... then 5
+  EXPECT_EQ(windows_of_user(7, 4), 2);   // ... then 5..6
+  EXPECT_EQ(windows_of_user(8, 4), 3);
+  EXPECT_EQ(windows_of_user(30, 1), 29);  // stride 1
+}
+
+TEST_F(SamplerTest, SequenceWindowsPredictEveryTargetOnceFromItsPrefix) {
+  DatasetFile f(dataset_);
+  SamplerOptions o = options();
+  o.sequences = true;
+  const std::int64_t t_len = o.history;
+  BatchSampler sampler(f, comm.rank(), comm.size(), o);
+  UserSlice everyone = f.read_users(0, f.num_users());
+  at::Tensor steps = comm.all_gather(at::tensor({sampler.steps_per_epoch()}, at::kLong));
+  EXPECT_TRUE(at::equal(steps, at::full_like(steps, sampler.steps_per_epoch())));
+  std::int64_t windows = 0;
+  for (std::int64_t u = sampler.shard().user_begin; u < sampler.shard().user_end; ++u) {
+    windows += windows_of_user(everyone.users.train_end[static_cast<std::size_t>(u)], t_len);
+  }
+  EXPECT_EQ(sampler.local_rows(), windows);
+  EXPECT_GT(sampler.local_rows(), 0);
+  EXPECT_LT(sampler.local_rows(), sampler.local_examples());  // several targets per window
+
+  std::vector<std::int64_t> seen;
+  for (std::int64_t step = 0; step < sampler.steps_per_epoch(); ++step) {
+    Batch b = sampler.batch({0, step});
+    EXPECT_LE(b.rows(), 8);
+    ASSERT_TRUE(b.target_slot.defined());
+    ASSERT_EQ(b.target_slot.numel(), b.size());
+    for (std::int64_t k = 0; k < b.size(); ++k) {
+      const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
+      const std::int64_t target = b.example_event[k].item<std::int64_t>();
+      const std::int64_t first = everyone.users.offsets[user];
+      seen.push_back(target);
+      ASSERT_GT(target, first);
+      EXPECT_EQ(b.item_ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(),
+                everyone.events.item[static_cast<std::size_t>(target)]);
+      // The slot just before the target holds event target-1, and at least
+      // min(T/2, all) of the events before the target are in the window.
+      const std::int64_t slot = b.target_slot[k].item<std::int64_t>();
+      const std::int64_t row = slot / t_len;
+      const std::int64_t at = slot % t_len;
+      ASSERT_LT(row, b.rows());
+      const std::int64_t need = std::min(t_len / 2, target - first);
+      ASSERT_GE(at + 1, need) << "target " << target;
+      for (std::int64_t i = 1; i <= need; ++i) {
+        const std::int64_t r = b.history[row][at - (i - 1)].item<std::int64_t>();
+        ASSERT_GE(r, 0);
+        EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target - i)]);
+      }
+      // Slots after the predicting one hold later events of the window only.
+      if (at + 1 < t_len) {
+        const std::int64_t r = b.history[row][at + 1].item<std::int64_t>();
+        ASSERT_GE(r, 0);
+        EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+      }
+    }
+  }
+  auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
+  if (comm.rank() != 0) return;
+  std::vector<std::int64_t> got;
+  for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+  std::sort(got.begin(), got.end());
+  std::vector<std::int64_t> want;
+  for (std::int64_t u = 0; u < f.num_users(); ++u) {
+    for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
+      want.push_back(everyone.users.offsets[static_cast<std::size_t>(u)] + j);
+    }
+  }
+  EXPECT_EQ(got, want) << "every training target exactly once per epoch, " << comm.size() << " ranks";
+  EXPECT_EQ(static_cast<std::int64_t>(got.size()), sampler.global_examples());
+}
+
 TEST_F(SamplerTest, SampledNegativesAndLogQ) {
   DatasetFile f(dataset_);
   SamplerOptions o = options();

@@ -2,10 +2,12 @@
 // changes a user's vector (values, count and place of padded slots), an
 // empty history gives the documented vector and no NaN, the attention equals
 // torch.nn.MultiheadAttention on real keys, mean pooling is the average of
-// the real items, and A starts as the identity.
+// the real items, the causal tower's output after each slot is its output
+// on that prefix, and A starts as the identity.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -145,7 +147,7 @@ TEST_P(UserTowerPadding, EmptyHistoryIsTheLearnedNoHistoryVector) {
 }
 
 INSTANTIATE_TEST_SUITE_P(LayersPooling, UserTowerPadding,
-                         ::testing::Combine(::testing::Values(0, 2), ::testing::Values("attention", "mean")),
+                         ::testing::Combine(::testing::Values(0, 2), ::testing::Values("attention", "mean", "causal")),
                          [](const ::testing::TestParamInfo<std::tuple<int, std::string>>& info) {
                            return "layers" + std::to_string(std::get<0>(info.param)) + "_" +
                                   std::get<1>(info.param);
@@ -169,6 +171,42 @@ TEST(UserTower, MeanPoolingIsTheAverageOfTheRealItemsInAnyOrder) {
   // The attention tower does see the order (its positions differ per slot).
   UserTower attention = make_tower(0, "attention");
   EXPECT_FALSE(torch::allclose(attention(h2, m2), attention(h, m), 1e-5, 1e-6));
+}
+
+TEST(UserTower, CausalOutputAfterEachSlotIsTheOutputOnThatPrefix) {
+  // The training pass (every slot at once) and inference (the last slot of
+  // the prefix) compute the same user vector: slot t reads slots 0..t only
+  // and its position counts from the oldest item.
+  for (std::int64_t layers : {1, 2}) {
+    UserTower tower = make_tower(layers, "causal");
+    std::vector<std::string> names;
+    for (const auto& p : tower->named_parameters()) names.push_back(p.key());
+    EXPECT_EQ(names.front(), "positions");
+    EXPECT_EQ(std::count(names.begin(), names.end(), "query"), 0);
+    torch::manual_seed(17);
+    const torch::Tensor items = torch::randn({5, kDim});
+    auto [h, m] = place(items, kHistory, {3, 4, 5, 6, 7}, 1.0);  // three padded slots first
+    const torch::Tensor all = tower->forward_all(h, m);
+    ASSERT_EQ(all.sizes(), (std::vector<std::int64_t>{1, kHistory, kDim}));
+    for (std::int64_t t = 0; t < 5; ++t) {
+      auto [hp, mp] = place(items.slice(0, 0, t + 1), t + 1, [&] {
+        std::vector<std::int64_t> w;
+        for (std::int64_t i = 0; i <= t; ++i) w.push_back(i);
+        return w;
+      }(), 0.0);
+      EXPECT_TRUE(torch::allclose(all[0][3 + t], tower(hp, mp)[0], 1e-5, 1e-6)) << "layers " << layers << " slot " << t;
+    }
+    // A later item never changes an earlier slot's output (causality), and
+    // forward() is the last real slot.
+    torch::Tensor h2 = h.clone();
+    h2[0][7] += 1.0;
+    const torch::Tensor all2 = tower->forward_all(h2, m);
+    EXPECT_TRUE(torch::allclose(all2.slice(1, 0, 7), all.slice(1, 0, 7), 1e-6, 1e-7));
+    EXPECT_FALSE(torch::allclose(all2[0][7], all[0][7], 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(tower(h, m)[0], all[0][7], 1e-6, 1e-7));
+  }
+  EXPECT_THROW(make_tower(1, "mean")->forward_all(torch::zeros({1, 2, kDim}), torch::ones({1, 2}, torch::kBool)),
+               Error);
 }
 
 TEST(UserTower, UnknownPoolingIsAnError) {

@@ -232,6 +232,42 @@ TEST(Recommender, ItemIdVectorsForWarmItemsOnly) {
   EXPECT_THROW(Recommender{bad}, ConfigError);
 }
 
+TEST(Recommender, WithoutTextTheItemVectorIsItsIdVector) {
+  torch::manual_seed(12);
+  ModelConfig cfg = small_config();
+  cfg.item_text = false;
+  cfg.item_id_embedding = true;
+  cfg.id_dropout = 1.0;  // ignored without text: it would leave nothing
+  Recommender model(cfg, /*id_items=*/10);
+  EXPECT_FALSE(model->bert);
+  EXPECT_FALSE(model->item_proj);
+  for (const auto& p : model->named_parameters()) {
+    EXPECT_EQ(p.key().rfind("bert.", 0), std::string::npos) << p.key();
+    EXPECT_TRUE(p.value().requires_grad()) << p.key();
+  }
+  RecBatch batch = random_batch(3, 4, cfg.text_len, cfg.user.history, cfg.bert.vocab_size);
+  const torch::Tensor ids = torch::tensor({0, 9, 10, 500}, torch::kLong);  // warm, warm, cold, cold
+  model->train();
+  const torch::Tensor v = model->encode_items(batch.item_tokens, batch.item_mask, ids);
+  EXPECT_TRUE(torch::equal(v[0], model->item_id_embedding->weight[0]));
+  EXPECT_TRUE(torch::equal(v[1], model->item_id_embedding->weight[9]));
+  EXPECT_EQ(v.slice(0, 2).abs().sum().item<float>(), 0.0f);  // cold: no vector
+  EXPECT_THROW(model->encode_items(batch.item_tokens, batch.item_mask), Error);
+  // The loss trains the ID vectors.
+  batch.item_ids = torch::tensor({0, 1, 2, 3}, torch::kLong);
+  model(batch).backward();
+  EXPECT_GT(model->item_id_embedding->weight.grad().abs().sum().item<float>(), 0.0f);
+
+  ModelConfig nothing = small_config();
+  nothing.item_text = false;
+  try {
+    Recommender bad(nothing, 10);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("model.item_text"));
+  }
+}
+
 TEST(Recommender, RejectsInvalidConfigAndBatches) {
   ModelConfig cfg = small_config();
   cfg.user.heads = 3;

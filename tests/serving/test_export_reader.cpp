@@ -65,16 +65,18 @@ TEST_F(ExportReaderTest, AValidFileLoads) {
 
 TEST_F(ExportReaderTest, PoolingComesFromTheFileAndOlderFilesMeanAttention) {
   ExportSpec spec = fx_.spec;
-  spec.pooling = "mean";
-  const ExportFixture mean = llmrec::testing::make_export_fixture(spec);
-  auto e = read_export(write(mean));
-  EXPECT_EQ(e->ranker_pooling, "mean");
-  auto mine = mean.tower->named_parameters();
-  for (const auto& p : e->tower->named_parameters()) {
-    ASSERT_NE(mine.find(p.key()), nullptr) << p.key();
-    EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+  for (const std::string pooling : {"mean", "causal"}) {
+    spec.pooling = pooling;
+    const ExportFixture fixture = llmrec::testing::make_export_fixture(spec);
+    auto e = read_export(write(fixture));
+    EXPECT_EQ(e->ranker_pooling, pooling);
+    auto mine = fixture.tower->named_parameters();
+    for (const auto& p : e->tower->named_parameters()) {
+      ASSERT_NE(mine.find(p.key()), nullptr) << p.key();
+      EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+    }
+    EXPECT_EQ(e->tower->named_parameters().size(), mine.size()) << pooling;
   }
-  EXPECT_EQ(e->tower->named_parameters().size(), mine.size());
   // An export written before the attribute existed is an attention tower.
   WriteHooks old;
   old.skip = {"ranker_pooling"};
@@ -146,6 +148,7 @@ TEST_F(ExportReaderTest, WrongAttributesAreRefused) {
   expect_refused(with_attr("ranker_layers", std::int64_t{2}), "layers.1");
   expect_refused(with_attr("ranker_pooling", std::string("max")), "'ranker_pooling'");
   expect_refused(with_attr("ranker_pooling", std::string("mean")), "ranker/query");  // an attention tower
+  expect_refused(with_attr("ranker_pooling", std::string("causal")), "ranker/query");
   WriteHooks missing;
   missing.skip = {"event_types"};
   expect_refused(write(fx_, missing), "missing root attribute 'event_types'");

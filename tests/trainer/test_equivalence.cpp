@@ -2,7 +2,8 @@
 //  - global negatives: W ranks x batch B == 1 process x batch W*B;
 //  - local negatives: W ranks x batch B == 1 process accumulating the W
 //    batches as micro-batches;
-// both with and without gradient accumulation on top.
+// both with and without gradient accumulation on top, and for the causal
+// user tower (a loss at every position of each sequence window).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -24,7 +25,8 @@ using ::llmrec::testing::test_comm;
 constexpr std::int64_t kB = 6;     // per-rank batch
 constexpr int kSteps = 4;
 
-class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int>> {
+/// (global negatives, micro-batches, causal user tower with a loss at every position)
+class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bool>> {
  protected:
   static std::string dataset_;
   static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(test_comm(), "equiv", 120, 60, 8, 10); }
@@ -34,6 +36,10 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int>> {
 
   Recommender make_model(const DatasetFile& f) {
     ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
+    if (std::get<2>(GetParam())) {
+      m.user.pooling = "causal";
+      m.user.layers = 1;
+    }
     torch::manual_seed(11);
     Recommender model(RecommenderOptions(m).id_items(f.num_items()));
     model->to(torch::kDouble);
@@ -49,7 +55,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int>> {
 std::string EquivalenceTest::dataset_;
 
 TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
-  const auto [global, micro] = GetParam();
+  const auto [global, micro, sequences] = GetParam();
   const int w = comm.size();
   if (w < 2) GTEST_SKIP() << "needs 2 or more ranks";
   DatasetFile f(dataset_);
@@ -57,6 +63,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   so.batch_size = kB * w;  // the global batch, the same on every rank
   so.history = 4;
   so.seed = 5;
+  so.sequences = sequences;  // batch_slice then cuts windows with all their targets
   BatchSampler global_batches(f, 0, 1, so);
   ASSERT_GE(global_batches.steps_per_epoch(), kSteps * micro);
   TrainConfig tc;
@@ -123,11 +130,20 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(NegativesAndAccumulation, EquivalenceTest,
-                         ::testing::Combine(::testing::Values(true, false), ::testing::Values(1, 2)),
+                         ::testing::Combine(::testing::Values(true, false), ::testing::Values(1, 2),
+                                            ::testing::Values(false)),
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param) ? "global" : "local") + "_micro" +
-                                  std::to_string(std::get<1>(info.param));
+                                  std::to_string(std::get<1>(info.param)) +
+                                  (std::get<2>(info.param) ? "_causal" : "");
                          });
+// Causal windows carry different numbers of targets, so local negatives
+// (each rank normalising by its own share) match one process only where
+// every slice has as many targets; global negatives normalise by the
+// global count and match exactly.
+INSTANTIATE_TEST_SUITE_P(CausalEveryPosition, EquivalenceTest,
+                         ::testing::Combine(::testing::Values(true), ::testing::Values(1, 2), ::testing::Values(true)),
+                         [](const auto& info) { return "global_micro" + std::to_string(std::get<1>(info.param)); });
 
 }  // namespace
 }  // namespace llmrec
