@@ -161,8 +161,8 @@ void command_eval_add(CLI::App& app) {
   cmd->add_option("--checkpoint", args->checkpoint, "A trained model (model.h5 written by `llmrec train`)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--baseline", args->baselines,
-                  "Evaluate this baseline (repeatable): popularity, itemknn, bpr, oracle; default: eval.baselines, "
-                  "plus the oracle when eval.oracle_dir is set")
+                  "Evaluate this baseline (repeatable): popularity, itemknn, bpr, tfidf, oracle; default: "
+                  "eval.baselines, plus the oracle when eval.oracle_dir is set")
       ->check(CLI::IsMember(eval_baseline_names()))
       ->allow_extra_args(false);
   cmd->callback([args] {

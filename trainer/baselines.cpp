@@ -1,6 +1,7 @@
 #include "trainer/baselines.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -9,9 +10,11 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string_view>
 
 #include "common/error.h"
 #include "common/sha256.h"
+#include "data/wordpiece.h"
 #include "trainer/oracle.h"
 
 namespace llmrec {
@@ -348,6 +351,186 @@ at::Tensor BprScorer::score(const ScoreRequest& request) {
   return at::addmm(bias_.unsqueeze(0), users_.index_select(0, idx), items_.t());
 }
 
+// ---------------------------------------------------------------- TF-IDF
+
+TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                         const TfidfOptions& options) {
+  const auto n_items = static_cast<std::int64_t>(items.length.size());
+  const auto n_terms = static_cast<std::int32_t>(vocab.size());
+  LLMREC_CHECK(text_len >= 0 && static_cast<std::int64_t>(items.tokens.size()) == n_items * text_len,
+               "tfidf: {} token ids for {} items of {} tokens", items.tokens.size(), n_items, text_len);
+  LLMREC_CHECK(options.profile_items >= 1 && options.max_df > 0 && options.max_df <= 1,
+               "tfidf needs profile_items >= 1 and max_df in (0, 1] (got {} and {})", options.profile_items,
+               options.max_df);
+  std::vector<std::uint8_t> special(static_cast<std::size_t>(n_terms), 0);
+  for (std::string_view token : {kPadToken, kUnkToken, kClsToken, kSepToken, kMaskToken}) {
+    auto it = std::find(vocab.begin(), vocab.end(), token);
+    if (it != vocab.end()) special[static_cast<std::size_t>(it - vocab.begin())] = 1;
+  }
+  // Each item's distinct terms (ascending) and their raw counts; document frequencies.
+  TfidfMatrix m;
+  m.num_terms = n_terms;
+  m.df.assign(static_cast<std::size_t>(n_terms), 0);
+  std::vector<std::int64_t> row_offsets{0};
+  std::vector<std::int32_t> row_terms, row_counts, buf;
+  for (std::int64_t i = 0; i < n_items; ++i) {
+    const std::int32_t len = items.length[static_cast<std::size_t>(i)];
+    LLMREC_CHECK(len >= 0 && len <= text_len, "tfidf: item {} has {} tokens, more than text_len {}", i, len,
+                 text_len);
+    const std::int32_t* tok = items.tokens.data() + i * text_len;
+    buf.clear();
+    for (std::int32_t k = 0; k < len; ++k) {
+      if (tok[k] < 0 || tok[k] >= n_terms) {
+        throw Error(fmt::format("tfidf: item {} holds token id {}, outside the vocabulary of {} tokens", i,
+                                tok[k], n_terms));
+      }
+      if (!special[static_cast<std::size_t>(tok[k])]) buf.push_back(tok[k]);
+    }
+    std::sort(buf.begin(), buf.end());
+    for (std::size_t a = 0; a < buf.size();) {
+      std::size_t b = a;
+      while (b < buf.size() && buf[b] == buf[a]) ++b;
+      row_terms.push_back(buf[a]);
+      row_counts.push_back(static_cast<std::int32_t>(b - a));
+      ++m.df[static_cast<std::size_t>(buf[a])];
+      a = b;
+    }
+    row_offsets.push_back(static_cast<std::int64_t>(row_terms.size()));
+  }
+  // Stop terms: in more than max_df of the items (scikit-learn's max_df).
+  const double max_count = options.max_df * static_cast<double>(n_items);
+  std::vector<double> idf(static_cast<std::size_t>(n_terms), 0.0);
+  for (std::int32_t t = 0; t < n_terms; ++t) {
+    const auto df = m.df[static_cast<std::size_t>(t)];
+    if (df >= 1 && static_cast<double>(df) <= max_count) {
+      idf[static_cast<std::size_t>(t)] =
+          std::log((1.0 + static_cast<double>(n_items)) / (1.0 + static_cast<double>(df))) + 1.0;
+      ++m.terms_kept;
+    }
+  }
+  m.offsets.reserve(static_cast<std::size_t>(n_items) + 1);
+  std::vector<double> w;
+  for (std::int64_t i = 0; i < n_items; ++i) {
+    const auto a = static_cast<std::size_t>(row_offsets[static_cast<std::size_t>(i)]);
+    const auto b = static_cast<std::size_t>(row_offsets[static_cast<std::size_t>(i) + 1]);
+    w.clear();
+    double norm2 = 0;
+    for (std::size_t k = a; k < b; ++k) {
+      w.push_back(row_counts[k] * idf[static_cast<std::size_t>(row_terms[k])]);
+      norm2 += w.back() * w.back();
+    }
+    const double norm = std::sqrt(norm2);
+    for (std::size_t k = a; k < b; ++k) {
+      if (w[k - a] == 0) continue;  // a dropped term
+      m.terms.push_back(row_terms[k]);
+      m.weights.push_back(static_cast<float>(w[k - a] / norm));
+    }
+    m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
+  }
+  return m;
+}
+
+TfidfScorer::TfidfScorer(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                         const TfidfOptions& options)
+    : options_(options), matrix_(tfidf_matrix(items, text_len, vocab, options)) {
+  // The inverted index: the matrix transposed, items ascending per term.
+  term_offsets_.assign(static_cast<std::size_t>(matrix_.num_terms) + 1, 0);
+  for (auto t : matrix_.terms) ++term_offsets_[static_cast<std::size_t>(t) + 1];
+  std::partial_sum(term_offsets_.begin(), term_offsets_.end(), term_offsets_.begin());
+  term_items_.resize(matrix_.terms.size());
+  term_weights_.resize(matrix_.terms.size());
+  std::vector<std::int64_t> at(term_offsets_.begin(), term_offsets_.end() - 1);
+  for (std::int64_t i = 0; i < matrix_.num_items(); ++i) {
+    for (auto k = matrix_.offsets[static_cast<std::size_t>(i)];
+         k < matrix_.offsets[static_cast<std::size_t>(i) + 1]; ++k) {
+      const auto slot = static_cast<std::size_t>(
+          at[static_cast<std::size_t>(matrix_.terms[static_cast<std::size_t>(k)])]++);
+      term_items_[slot] = static_cast<std::int32_t>(i);
+      term_weights_[slot] = matrix_.weights[static_cast<std::size_t>(k)];
+    }
+  }
+}
+
+nlohmann::json TfidfScorer::params() const {
+  return {
+      {"profile_items", options_.profile_items},
+      {"max_df", options_.max_df},
+      {"vocabulary", matrix_.terms_kept},
+      {"terms", "token ids of the item text, [PAD] [UNK] [CLS] [SEP] [MASK] excluded; tf = raw count"},
+      {"idf", fmt::format("ln((1 + N) / (1 + df)) + 1 over N = {} items; terms with df > max_df * N dropped",
+                          matrix_.num_items())},
+      {"profile", "mean TF-IDF vector of the last profile_items history events, L2-normalised"},
+      {"score", "cosine of the profile and the item's L2-normalised TF-IDF vector"}};
+}
+
+at::Tensor TfidfScorer::score(const ScoreRequest& request) {
+  const std::int64_t n = matrix_.num_items();
+  for (std::int32_t i : request.history_items) {
+    if (i < 0 || i >= n) throw Error(fmt::format("tfidf: history item {} is not an item id", i));
+  }
+  at::Tensor out = at::zeros({request.size(), n}, at::kFloat);
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, request.size(), 1, [&](std::int64_t b0, std::int64_t b1) {
+    std::vector<double> profile(static_cast<std::size_t>(matrix_.num_terms), 0.0);
+    std::vector<double> acc(static_cast<std::size_t>(n));
+    std::vector<std::int32_t> touched;
+    for (std::int64_t b = b0; b < b1; ++b) {
+      // Sum of the recent items' vectors (the mean up to a factor the
+      // normalisation removes); every weight is > 0, so 0 = not touched yet.
+      const std::int64_t end = request.history_end(b);
+      const std::int64_t begin = std::max(request.history_begin(b), end - options_.profile_items);
+      touched.clear();
+      for (std::int64_t e = begin; e < end; ++e) {
+        const auto i = static_cast<std::size_t>(request.history_items[static_cast<std::size_t>(e)]);
+        for (auto k = matrix_.offsets[i]; k < matrix_.offsets[i + 1]; ++k) {
+          const auto t = static_cast<std::size_t>(matrix_.terms[static_cast<std::size_t>(k)]);
+          if (profile[t] == 0.0) touched.push_back(static_cast<std::int32_t>(t));
+          profile[t] += matrix_.weights[static_cast<std::size_t>(k)];
+        }
+      }
+      std::sort(touched.begin(), touched.end());
+      double norm2 = 0;
+      for (auto t : touched)
+        norm2 += profile[static_cast<std::size_t>(t)] * profile[static_cast<std::size_t>(t)];
+      if (norm2 > 0) {
+        const double inv = 1.0 / std::sqrt(norm2);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (auto t : touched) {
+          const double p = profile[static_cast<std::size_t>(t)] * inv;
+          for (auto k = term_offsets_[static_cast<std::size_t>(t)];
+               k < term_offsets_[static_cast<std::size_t>(t) + 1]; ++k) {
+            acc[static_cast<std::size_t>(term_items_[static_cast<std::size_t>(k)])] +=
+                p * term_weights_[static_cast<std::size_t>(k)];
+          }
+        }
+        float* row = o + b * n;
+        for (std::int64_t j = 0; j < n; ++j) row[j] = static_cast<float>(acc[static_cast<std::size_t>(j)]);
+      }
+      for (auto t : touched) profile[static_cast<std::size_t>(t)] = 0.0;
+    }
+  });
+  return out;
+}
+
+std::vector<std::pair<std::int32_t, float>> TfidfScorer::tfidf_top_terms(std::int64_t item, int k) const {
+  LLMREC_CHECK(item >= 0 && item < matrix_.num_items(), "tfidf: item {} is not one of the {} items", item,
+               matrix_.num_items());
+  LLMREC_CHECK(k >= 0, "tfidf: top {} terms asked for", k);
+  std::vector<std::pair<std::int32_t, float>> terms;
+  for (auto e = matrix_.offsets[static_cast<std::size_t>(item)];
+       e < matrix_.offsets[static_cast<std::size_t>(item) + 1]; ++e) {
+    terms.emplace_back(matrix_.terms[static_cast<std::size_t>(e)],
+                       matrix_.weights[static_cast<std::size_t>(e)]);
+  }
+  const auto keep = std::min<std::size_t>(terms.size(), static_cast<std::size_t>(k));
+  std::partial_sort(terms.begin(), terms.begin() + static_cast<std::ptrdiff_t>(keep), terms.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.second > b.second || (a.second == b.second && a.first < b.first);
+                    });
+  terms.resize(keep);
+  return terms;
+}
+
 // ---------------------------------------------------------------- factory
 
 std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
@@ -357,7 +540,8 @@ std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<s
   bool need_histories = false;
   for (const auto& n : names) {
     if (std::find(known.begin(), known.end(), n) == known.end()) {
-      throw ConfigError(fmt::format("unknown baseline '{}': choose out of popularity, itemknn, bpr, oracle", n));
+      throw ConfigError(
+          fmt::format("unknown baseline '{}': choose out of popularity, itemknn, bpr, tfidf, oracle", n));
     }
     if (n == "oracle" && config.oracle_dir.empty()) {
       throw ConfigError("baseline 'oracle' needs eval.oracle_dir: the `llmrec synth` directory the dataset came from");
@@ -383,6 +567,13 @@ std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<s
                    histories.items.size(), since(t0), bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().front(),
                    bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().back());
       out.push_back(std::move(bpr));
+    } else if (n == "tfidf") {
+      auto tfidf =
+          std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(),
+                                        TfidfOptions{config.tfidf.profile_items, config.tfidf.max_df});
+      spdlog::info("tfidf: vectors of {} items over {} terms (max_df {}) in {:.2f} s",
+                   tfidf->matrix().num_items(), tfidf->matrix().terms_kept, config.tfidf.max_df, since(t0));
+      out.push_back(std::move(tfidf));
     } else {
       out.push_back(OracleScorer::open(config.oracle_dir, file));
     }

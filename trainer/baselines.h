@@ -1,19 +1,23 @@
 #pragma once
 /// The baselines of the evaluation harness (docs/evaluation.md): popularity,
-/// ItemKNN (item-item co-occurrence cosine) and BPR matrix factorisation.
-/// Each learns only from the training events (never from validation or test
-/// events) and gives the same scores on every rank and for any world size.
+/// ItemKNN (item-item co-occurrence cosine), BPR matrix factorisation and
+/// TF-IDF (content: the items' text tokens, no interactions, so it ranks
+/// cold items too). Each learns only from the training events (never from
+/// validation or test events) and gives the same scores on every rank and
+/// for any world size.
 ///
 ///   TrainingHistories h = training_histories_gather(file, comm);   // collective
 ///   ItemKnnScorer knn(h, {100, 10.0}, comm);                       // collective
 ///   BprScorer bpr(h, config.eval.bpr, comm);                       // collective
 ///   PopularityScorer pop(file.read_items().train_count);
+///   TfidfScorer tfidf(file.read_items(), file.text_len(), file.vocab(), {20, 0.5});
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/dataset.h"
@@ -121,11 +125,69 @@ class BprScorer : public Scorer {
   std::vector<double> epoch_loss_;
 };
 
+struct TfidfOptions {
+  int profile_items = 20;  ///< the user's profile: its most recent history events
+  double max_df = 0.5;     ///< terms in more than max_df * items items are dropped
+};
+
+/// The items' TF-IDF vectors, L2-normalised, as a CSR matrix items x terms.
+/// A term is a token id of the dataset's vocabulary.
+struct TfidfMatrix {
+  std::int32_t num_terms = 0;            ///< vocabulary size (term ids are in [0, num_terms))
+  std::vector<std::int64_t> offsets{0};  ///< items + 1
+  std::vector<std::int32_t> terms;       ///< ascending within an item
+  std::vector<float> weights;            ///< parallel to terms
+  std::vector<std::int64_t> df;          ///< [num_terms] items holding the term (before max_df)
+  std::int64_t terms_kept = 0;           ///< terms with 1 <= df <= max_df * items
+
+  std::int64_t num_items() const { return static_cast<std::int64_t>(offsets.size()) - 1; }
+};
+
+/// Pure: the TF-IDF matrix of every item of `items` (tokens [items, text_len],
+/// the first length[i] of item i real). Terms are the token ids except those
+/// of [PAD], [UNK], [CLS], [SEP] and [MASK] in `vocab`; tf = raw count of the
+/// term in the item's tokens; terms in more than max_df of the items are
+/// dropped; idf = ln((1 + N) / (1 + df)) + 1 over the N items (scikit-learn's
+/// smooth idf); each row tf * idf is L2-normalised (an item without terms
+/// keeps an empty row). Error when a token id is outside the vocabulary.
+TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                         const TfidfOptions& options);
+
+/// Content baseline (the quality anchors' TF-IDF): the user's profile is the
+/// mean of the TF-IDF vectors of the last `profile_items` events of the
+/// history (an item seen twice there counts twice), L2-normalised;
+/// score(u, i) = cosine of the profile and item i's vector, in [0, 1]. An
+/// empty history (or one without terms) scores every item 0. Needs no
+/// interactions: every catalogue item has a vector, cold ones too. Pure, so
+/// identical on every rank.
+class TfidfScorer : public Scorer {
+ public:
+  TfidfScorer(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+              const TfidfOptions& options);
+  std::string name() const override { return "tfidf"; }
+  nlohmann::json params() const override;
+  at::Tensor score(const ScoreRequest& request) override;
+
+  const TfidfMatrix& matrix() const { return matrix_; }
+  /// Pure: item's k highest-weight terms (term id, L2-normalised TF-IDF
+  /// weight), highest first, ties smaller term id first; fewer when the item
+  /// has fewer terms. Error for an item outside the catalogue or k < 0.
+  std::vector<std::pair<std::int32_t, float>> tfidf_top_terms(std::int64_t item, int k) const;
+
+ private:
+  TfidfOptions options_;
+  TfidfMatrix matrix_;
+  // Inverted index (CSC of matrix_): the items holding each term, ascending.
+  std::vector<std::int64_t> term_offsets_;  ///< num_terms + 1
+  std::vector<std::int32_t> term_items_;
+  std::vector<float> term_weights_;
+};
+
 /// Collective: the named baselines, in the order given, out of
-/// eval_baseline_names() (popularity, itemknn, bpr, oracle; the oracle reads
-/// config.oracle_dir). Training histories are gathered once when ItemKNN or
-/// BPR needs them. ConfigError for an unknown name or an oracle without
-/// eval.oracle_dir.
+/// eval_baseline_names() (popularity, itemknn, bpr, tfidf, oracle; the
+/// oracle reads config.oracle_dir). Training histories are gathered once
+/// when ItemKNN or BPR needs them. ConfigError for an unknown name or an
+/// oracle without eval.oracle_dir.
 std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
                                                              const DatasetFile& file, Communicator& comm,
                                                              const EvalConfig& config);

@@ -9,6 +9,7 @@
 ///     oracle_dir: runs/quickstart/shop      # the `llmrec synth` output
 ///     itemknn: {neighbours: 100, shrink: 10}
 ///     bpr: {dim: 64, epochs: 30, lr: 0.05, reg: 0.003, seed: 1}
+///     tfidf: {profile_items: 20, max_df: 0.5}
 ///     fusion: {weights: {model: 1.0, itemknn: 0.5}, tune: false}
 ///
 /// No tensors here: this header is read by the config tooling too.
@@ -25,7 +26,7 @@ namespace llmrec {
 
 /// Names of the baselines `eval.baselines` and `llmrec eval --baseline` accept.
 inline const std::vector<std::string>& eval_baseline_names() {
-  static const std::vector<std::string> names = {"popularity", "itemknn", "bpr", "oracle"};
+  static const std::vector<std::string> names = {"popularity", "itemknn", "bpr", "tfidf", "oracle"};
   return names;
 }
 
@@ -54,8 +55,9 @@ inline ConfigCheck<std::vector<std::string>> eval_check_baselines() {
             const auto& known = eval_baseline_names();
             for (std::size_t i = 0; i < names.size(); ++i) {
               if (std::find(known.begin(), known.end(), names[i]) == known.end()) {
-                return fmt::format("must name baselines out of: popularity, itemknn, bpr, oracle ('{}' is not one)",
-                                   names[i]);
+                return fmt::format(
+                    "must name baselines out of: popularity, itemknn, bpr, tfidf, oracle ('{}' is not one)",
+                    names[i]);
               }
               if (std::count(names.begin(), names.end(), names[i]) > 1) {
                 return fmt::format("must not repeat a name ('{}' twice)", names[i]);
@@ -63,7 +65,7 @@ inline ConfigCheck<std::vector<std::string>> eval_check_baselines() {
             }
             return std::string();
           },
-          "out of: popularity, itemknn, bpr, oracle"};
+          "out of: popularity, itemknn, bpr, tfidf, oracle"};
 }
 
 /// `eval.fusion.weights`: finite weights >= 0, at least one positive.
@@ -114,6 +116,24 @@ struct EvalBprConfig {
   }
 };
 
+/// `eval.tfidf`: content baseline, cosine between TF-IDF vectors of the
+/// items' WordPiece tokens and the mean vector of the user's recent items.
+struct EvalTfidfConfig {
+  int profile_items = 20;
+  double max_df = 0.5;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("profile_items", profile_items,
+            "History events (the most recent ones) whose TF-IDF vectors are averaged into the user's profile",
+            config_range(1, 100000));
+    v.field("max_df", max_df,
+            "Terms (token ids) in more than this share of the catalogue's items are dropped (a stop list "
+            "learnt from the catalogue)",
+            config_range(1e-9, 1.0));
+  }
+};
+
 /// `eval.fusion`: weighted sum of per-user standardised scores.
 struct EvalFusionConfig {
   std::map<std::string, double> weights;
@@ -139,6 +159,7 @@ struct EvalConfig {
   bool swap_histories = false;
   EvalItemKnnConfig itemknn;
   EvalBprConfig bpr;
+  EvalTfidfConfig tfidf;
   EvalFusionConfig fusion;
 
   template <class V>
@@ -158,6 +179,8 @@ struct EvalConfig {
             "normal figures is what a scorer owes to knowing the user");
     v.section("itemknn", itemknn, "ItemKNN baseline: item-item co-occurrence cosine over training histories");
     v.section("bpr", bpr, "BPR-MF baseline: matrix factorisation, pairwise loss, uniform negatives");
+    v.section("tfidf", tfidf,
+              "TF-IDF baseline: cosine of item text vectors and the user's recent items' mean vector");
     v.section("fusion", fusion, "Score fusion: s = sum_k w_k z_k(u, i), z = score standardised per user");
   }
 };

@@ -5,6 +5,7 @@
 // scorers for tests.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -91,21 +92,37 @@ inline void remove_dataset_dir(Communicator& comm, const std::string& dataset) {
 /// Writes a dataset from per-user event item lists (leave-last-out: the
 /// last event is the test event, the one before the validation event, the
 /// rest training), plus users with only training events (no held-out event).
-/// Item i has category categories[i] and raw id "i<i>".
+/// Item i has category categories[i] and raw id "i<i>". Without `words`,
+/// every item's tokens are [CLS] [SEP]; with them (one list of token ids
+/// per item, ids into `vocab`, whose first four tokens must be [PAD] [UNK]
+/// [CLS] [SEP]), item i's tokens are [CLS] words[i] [SEP].
 inline void write_hand_dataset(const std::string& path, const std::vector<std::vector<std::int32_t>>& users,
                                const std::vector<std::vector<std::int32_t>>& train_only_users,
-                               const std::vector<std::string>& categories) {
+                               const std::vector<std::string>& categories,
+                               const std::vector<std::string>& vocab = {},
+                               const std::vector<std::vector<std::int32_t>>& words = {}) {
   DatasetArrays d;
-  d.vocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "x"};
+  d.vocab = vocab.empty() ? std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "x"} : vocab;
   d.text_len = 4;
+  for (const auto& w : words) d.text_len = std::max(d.text_len, static_cast<int>(w.size()) + 2);
   d.event_types = {"view"};
   const auto n_items = categories.size();
   for (std::size_t i = 0; i < n_items; ++i) {
     d.items.ids.push_back("i" + std::to_string(i));
     d.items.categories.push_back(categories[i]);
-    d.items.texts.push_back("x");
-    for (int k = 0; k < d.text_len; ++k) d.items.tokens.push_back(k == 0 ? 2 : k == 1 ? 3 : 0);
-    d.items.length.push_back(2);
+    std::vector<std::int32_t> row = {2};
+    std::string text;
+    if (i < words.size()) {
+      for (auto w : words[i]) {
+        row.push_back(w);
+        text += (text.empty() ? "" : " ") + d.vocab[static_cast<std::size_t>(w)];
+      }
+    }
+    row.push_back(3);
+    d.items.texts.push_back(words.empty() ? "x" : text);
+    d.items.length.push_back(static_cast<std::int32_t>(row.size()));
+    row.resize(static_cast<std::size_t>(d.text_len), 0);
+    d.items.tokens.insert(d.items.tokens.end(), row.begin(), row.end());
   }
   d.items.train_count.assign(n_items, 0);
   d.users.offsets.push_back(0);

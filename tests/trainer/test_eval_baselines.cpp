@@ -1,8 +1,10 @@
 // Baselines on W = 1, 2, 3 ranks: popularity and ItemKNN on a hand-made
 // dataset against hand-computed values, the evaluation of that dataset
 // figure by figure, ItemKNN rows identical however they are distributed,
-// and BPR: deterministic for a seed, the same on every rank, far better than
-// a random ranking on a small synthetic shop.
+// BPR: deterministic for a seed, the same on every rank, far better than
+// a random ranking on a small synthetic shop; TF-IDF: hand-computed cosines,
+// the profile window, the max_df stop terms, top terms, a cold item ranked
+// first, and the same scores on every rank.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -261,6 +263,7 @@ TEST_F(SynthShop, FactoryBuildsTheNamedBaselinesInOrderAndRefusesBadNames) {
   EXPECT_EQ(scorers[0]->name(), "bpr");
   EXPECT_EQ(scorers[1]->name(), "popularity");
   EXPECT_EQ(scorers[2]->name(), "itemknn");
+  EXPECT_EQ(baseline_scorers_create({"tfidf"}, f, comm, c).at(0)->name(), "tfidf");
   EXPECT_THROW(baseline_scorers_create({"popularity", "sasrec"}, f, comm, c), ConfigError);
   try {
     baseline_scorers_create({"oracle"}, f, comm, c);
@@ -268,6 +271,266 @@ TEST_F(SynthShop, FactoryBuildsTheNamedBaselinesInOrderAndRefusesBadNames) {
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("eval.oracle_dir"));
   }
+}
+
+// ---------------------------------------------------------------- TF-IDF
+
+// Vocabulary of the TF-IDF tests: the special tokens, then words.
+const std::vector<std::string> kTfidfVocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red",  "blue",
+                                              "shoe",  "hat",   "wool",  "the",   "scarf",  "boot", "green"};
+// clang-format off
+enum : std::int32_t { kPad, kUnk, kCls, kSep, kMask,
+                      kRed, kBlue, kShoe, kHat, kWool, kThe, kScarf, kBoot, kGreen };
+// clang-format on
+
+/// An item table whose item i holds [CLS] words[i] [SEP], padded to text_len.
+ItemTable tfidf_items(const std::vector<std::vector<std::int32_t>>& words, int text_len) {
+  ItemTable t;
+  for (const auto& w : words) {
+    std::vector<std::int32_t> row = {kCls};
+    row.insert(row.end(), w.begin(), w.end());
+    row.push_back(kSep);
+    t.length.push_back(static_cast<std::int32_t>(row.size()));
+    row.resize(static_cast<std::size_t>(text_len), kPad);
+    t.tokens.insert(t.tokens.end(), row.begin(), row.end());
+  }
+  return t;
+}
+
+// Items (N = 4; "the" is in all 4 > 0.5 * 4: dropped; [UNK], [MASK] are no terms):
+//   0: red shoe the      1: blue shoe the      2: red red hat the      3: wool [UNK] [MASK] the
+// df: red 2, shoe 2 (kept: not more than half), blue 1, hat 1, wool 1.
+// idf a = ln(5/3) + 1 (df 2), b = ln(5/2) + 1 (df 1). Normalised vectors over
+// (red, blue, shoe, hat, wool):
+//   v0 = (a, 0, a, 0, 0) / (a sqrt 2)        v1 = (0, b, a, 0, 0) / sqrt(a^2 + b^2)
+//   v2 = (2a, 0, 0, b, 0) / sqrt(4a^2 + b^2) v3 = (0, 0, 0, 0, 1)
+ItemTable hand_tfidf_items() {
+  return tfidf_items(
+      {{kRed, kShoe, kThe}, {kBlue, kShoe, kThe}, {kRed, kRed, kHat, kThe}, {kWool, kUnk, kMask, kThe}}, 8);
+}
+
+/// Row 0 of the scores for one history.
+std::vector<float> tfidf_scores(TfidfScorer& s, const std::vector<std::int32_t>& history) {
+  ScoreRequest r;
+  std::vector<std::int64_t> times(history.size(), 1);
+  r.add_user(0, history.data(), times.data(), static_cast<std::int64_t>(history.size()), 2);
+  at::Tensor t = s.score(r);
+  EXPECT_EQ(t.sizes(), (std::vector<std::int64_t>{1, s.matrix().num_items()}));
+  return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+}
+
+TEST(Tfidf, MatrixIsHandComputedSmoothIdfL2Normalised) {
+  const TfidfMatrix m = tfidf_matrix(hand_tfidf_items(), 8, kTfidfVocab, {});
+  const double a = std::log(5.0 / 3.0) + 1.0, b = std::log(5.0 / 2.0) + 1.0;
+  EXPECT_EQ(m.num_items(), 4);
+  EXPECT_EQ(m.num_terms, 14);
+  EXPECT_EQ(m.terms_kept, 5);  // red blue shoe hat wool
+  EXPECT_THAT(m.df, ElementsAre(0, 0, 0, 0, 0, 2, 1, 2, 1, 1, 4, 0, 0, 0));
+  EXPECT_THAT(m.offsets, ElementsAre(0, 2, 4, 6, 7));
+  EXPECT_THAT(m.terms, ElementsAre(kRed, kShoe, kBlue, kShoe, kRed, kHat, kWool));
+  const double n1 = std::sqrt(a * a + b * b), n2 = std::sqrt(4 * a * a + b * b);
+  const double want[] = {1 / std::sqrt(2.0), 1 / std::sqrt(2.0), b / n1, a / n1, 2 * a / n2, b / n2, 1.0};
+  for (std::size_t k = 0; k < 7; ++k) EXPECT_FLOAT_EQ(m.weights[k], static_cast<float>(want[k])) << k;
+  EXPECT_FLOAT_EQ(m.weights[4], 0.8444932f);  // worked out apart: 2a / sqrt(4a^2 + b^2)
+}
+
+TEST(Tfidf, ScoresAreHandComputedCosines) {
+  TfidfScorer s(hand_tfidf_items(), 8, kTfidfVocab, {});
+  // Values from the vectors above (cosine of the normalised mean profile).
+  EXPECT_THAT(tfidf_scores(s, {0}),
+              ::testing::Pointwise(::testing::FloatNear(1e-6f),
+                                   std::vector<float>{1.0f, 0.4377912f, 0.5971469f, 0.0f}));
+  EXPECT_THAT(tfidf_scores(s, {0, 1}),
+              ::testing::Pointwise(::testing::FloatNear(1e-6f),
+                                   std::vector<float>{0.8478771f, 0.8478771f, 0.3521423f, 0.0f}));
+  // A repeated item counts once per event: mean of v2, v3, v3.
+  EXPECT_THAT(tfidf_scores(s, {2, 3, 3}),
+              ::testing::Pointwise(::testing::FloatNear(1e-6f),
+                                   std::vector<float>{0.2670522f, 0.0f, 0.4472136f, 0.8944272f}));
+  // No history: no profile, every item 0.
+  EXPECT_THAT(tfidf_scores(s, {}), ElementsAre(0.0f, 0.0f, 0.0f, 0.0f));
+  // Rows of a block are independent; an empty block is [0, items].
+  ScoreRequest r;
+  const std::int32_t h[] = {0, 1, 2, 3, 3};
+  const std::int64_t t[] = {1, 2, 3, 4, 5};
+  r.add_user(0, h, t, 1, 9);
+  r.add_user(1, h + 2, t, 3, 9);
+  r.add_user(2, h, t, 2, 9);
+  at::Tensor block = s.score(r);
+  EXPECT_TRUE(at::equal(block[0], at::tensor(tfidf_scores(s, {0}))));
+  EXPECT_TRUE(at::equal(block[1], at::tensor(tfidf_scores(s, {2, 3, 3}))));
+  EXPECT_TRUE(at::equal(block[2], at::tensor(tfidf_scores(s, {0, 1}))));
+  EXPECT_EQ(s.score(ScoreRequest{}).sizes(), (std::vector<std::int64_t>{0, 4}));
+  // History items outside the catalogue are refused.
+  EXPECT_THROW(tfidf_scores(s, {4}), Error);
+  // params: the options and the vocabulary kept.
+  const nlohmann::json p = s.params();
+  EXPECT_EQ(p["profile_items"], 20);
+  EXPECT_EQ(p["max_df"], 0.5);
+  EXPECT_EQ(p["vocabulary"], 5);
+}
+
+TEST(Tfidf, TermsInMoreThanMaxDfOfTheItemsAreIgnored) {
+  // "the" (in every item) is the only term items 0 and 3 share: with the
+  // default max_df 0.5 they are unrelated, with max_df 1 they are not.
+  TfidfScorer dropped(hand_tfidf_items(), 8, kTfidfVocab, {20, 0.5});
+  EXPECT_EQ(tfidf_scores(dropped, {3})[0], 0.0f);
+  TfidfScorer kept(hand_tfidf_items(), 8, kTfidfVocab, {20, 1.0});
+  EXPECT_EQ(kept.matrix().terms_kept, 6);
+  EXPECT_GT(tfidf_scores(kept, {3})[0], 0.05f);
+  // max_df 0.25 = 1 item: red and shoe (2 items each) go too; item 0 has no term left.
+  TfidfScorer strict(hand_tfidf_items(), 8, kTfidfVocab, {20, 0.25});
+  EXPECT_EQ(strict.matrix().terms_kept, 3);  // blue hat wool
+  EXPECT_TRUE(strict.tfidf_top_terms(0, 5).empty());
+  EXPECT_THAT(tfidf_scores(strict, {0}), ElementsAre(0.0f, 0.0f, 0.0f, 0.0f));
+  EXPECT_THROW(TfidfScorer(hand_tfidf_items(), 8, kTfidfVocab, {20, 0.0}), Error);
+  EXPECT_THROW(TfidfScorer(hand_tfidf_items(), 8, kTfidfVocab, {0, 0.5}), Error);
+}
+
+TEST(Tfidf, ProfileIsTheLastProfileItemsEventsOnly) {
+  TfidfScorer s(hand_tfidf_items(), 8, kTfidfVocab, {});
+  std::vector<std::int32_t> twenty(20, 0);
+  std::vector<std::int32_t> older_3 = twenty;
+  older_3.insert(older_3.begin(), 3);  // 21 events: item 3 falls out of the window
+  EXPECT_EQ(tfidf_scores(s, older_3), tfidf_scores(s, twenty));
+  EXPECT_EQ(tfidf_scores(s, older_3)[3], 0.0f);
+  std::vector<std::int32_t> in_window(19, 0);
+  in_window.insert(in_window.begin(), 3);  // 20 events: item 3 counts
+  EXPECT_GT(tfidf_scores(s, in_window)[3], 0.0f);
+  // A window of 2: history 3 0 1 scores as 0 1.
+  TfidfScorer two(hand_tfidf_items(), 8, kTfidfVocab, {2, 0.5});
+  EXPECT_EQ(tfidf_scores(two, {3, 0, 1}), tfidf_scores(two, {0, 1}));
+  EXPECT_NE(tfidf_scores(s, {3, 0, 1}), tfidf_scores(s, {0, 1}));
+}
+
+TEST(Tfidf, TopTermsOfAnItem) {
+  TfidfScorer s(hand_tfidf_items(), 8, kTfidfVocab, {});
+  using P = std::pair<std::int32_t, float>;
+  EXPECT_THAT(s.tfidf_top_terms(2, 5),
+              ElementsAre(P{kRed, s.matrix().weights[4]}, P{kHat, s.matrix().weights[5]}));
+  EXPECT_THAT(s.tfidf_top_terms(2, 1), ElementsAre(::testing::Pair(kRed, ::testing::FloatEq(0.8444932f))));
+  // Item 1: shoe (idf a) weighs less than blue (idf b).
+  EXPECT_THAT(s.tfidf_top_terms(1, 2),
+              ElementsAre(::testing::Pair(kBlue, ::testing::_), ::testing::Pair(kShoe, ::testing::_)));
+  // Item 0: red and shoe tie; the smaller term id first.
+  EXPECT_THAT(s.tfidf_top_terms(0, 1),
+              ElementsAre(::testing::Pair(kRed, ::testing::FloatEq(1 / std::sqrt(2.0f)))));
+  EXPECT_THAT(s.tfidf_top_terms(3, 3), ElementsAre(P{kWool, 1.0f}));
+  EXPECT_TRUE(s.tfidf_top_terms(3, 0).empty());
+  EXPECT_THROW(s.tfidf_top_terms(4, 1), Error);
+  EXPECT_THROW(s.tfidf_top_terms(-1, 1), Error);
+  EXPECT_THROW(s.tfidf_top_terms(0, -1), Error);
+}
+
+TEST(Tfidf, RefusesTokenIdsOutsideTheVocabulary) {
+  ItemTable t = tfidf_items({{kRed, 99}}, 4);
+  try {
+    TfidfScorer s(t, 4, kTfidfVocab, {});
+    FAIL() << "token id 99 accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("token id 99"));
+  }
+}
+
+// Items 0..6: red shoe | blue hat | wool scarf | red shoe (item 3: cold, the
+// text of item 0) | red boot | green hat | wool. Users, events oldest first:
+//   u0: 1 0 | valid 2 | test 3      u1: 4 5 6 | valid 0 | test 1
+//   u2: 2 5 | valid 4 | test 6      (item 3 is the only one without a training event)
+class TfidfDataset : public ::testing::Test {
+ protected:
+  static std::string path_;
+  Communicator& comm = test_comm();
+
+  static void SetUpTestSuite() {
+    std::string p;
+    if (test_comm().rank() == 0) {
+      fs::path dir = fs::temp_directory_path() / ("llmrec_tfidf_" + std::to_string(::getpid()));
+      fs::create_directories(dir);
+      p = (dir / "tfidf.h5").string();
+      ::llmrec::testing::write_hand_dataset(p, {{1, 0, 2, 3}, {4, 5, 6, 0, 1}, {2, 5, 4, 6}}, {},
+                                            {"a", "a", "b", "a", "a", "b", "b"}, kTfidfVocab,
+                                            {{kRed, kShoe},
+                                             {kBlue, kHat},
+                                             {kWool, kScarf},
+                                             {kRed, kShoe},
+                                             {kRed, kBoot},
+                                             {kGreen, kHat},
+                                             {kWool}});
+    }
+    path_ = ::llmrec::testing::broadcast_string(test_comm(), p);
+  }
+  static void TearDownTestSuite() {
+    test_comm().barrier();
+    if (test_comm().rank() == 0) fs::remove_all(fs::path(path_).parent_path());
+  }
+};
+std::string TfidfDataset::path_;
+
+TEST_F(TfidfDataset, ColdItemWithTheTextOfAHistoryItemRanksFirst) {
+  DatasetFile f(path_);
+  const ItemTable items = f.read_items();
+  ASSERT_EQ(items.cold[3], 1);  // no training event
+  EvalConfig c;
+  c.k = {1};
+  c.batch_users = 2;
+  auto scorers = baseline_scorers_create({"tfidf", "popularity"}, f, comm, c);
+  ASSERT_EQ(scorers[0]->name(), "tfidf");
+  // u0's test history 1 0 2: item 3 (cosine with item 0's vector) tops the candidates 3 4 5 6.
+  auto& tfidf = dynamic_cast<TfidfScorer&>(*scorers[0]);
+  const std::vector<float> s = tfidf_scores(tfidf, {1, 0, 2});
+  EXPECT_FLOAT_EQ(s[3], s[0]);
+  for (int j : {4, 5, 6}) EXPECT_LT(s[j], s[3]) << "item " << j;
+  EXPECT_GT(s[3], 0.5f);
+  // Through the evaluation: the one cold test event is ranked first by
+  // TF-IDF, not by popularity (no training event: score 0).
+  EvalResult r = evaluate(*scorers[0], f, comm, "test", c);
+  EXPECT_EQ(r.cold.users, 1);
+  EXPECT_DOUBLE_EQ(r.cold.ndcg[0], 1.0);
+  EXPECT_DOUBLE_EQ(r.cold.mrr, 1.0);
+  EvalResult p = evaluate(*scorers[1], f, comm, "test", c);
+  EXPECT_EQ(p.cold.users, 1);
+  EXPECT_DOUBLE_EQ(p.cold.ndcg[0], 0.0);
+}
+
+TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
+  DatasetFile f(path_);
+  EvalConfig c;
+  auto scorers = baseline_scorers_create({"tfidf"}, f, comm, c);
+  ASSERT_EQ(scorers.size(), 1u);
+  auto& tfidf = dynamic_cast<TfidfScorer&>(*scorers[0]);
+  EXPECT_EQ(tfidf.matrix().num_items(), f.num_items());
+  EXPECT_GT(tfidf.matrix().terms_kept, 10);
+  EXPECT_EQ(tfidf.params()["vocabulary"], tfidf.matrix().terms_kept);
+  // Users 0..7, each with its first 25 training events as history (beyond the window of 20).
+  UserSlice slice = f.read_users(0, 8);
+  ScoreRequest r;
+  for (std::int64_t u = 0; u < 8; ++u) {
+    const auto first = slice.users.offsets[static_cast<std::size_t>(u)];
+    const auto n = std::min<std::int64_t>(25, slice.users.train_end[static_cast<std::size_t>(u)]);
+    r.add_user(u, slice.events.item.data() + first, slice.events.time.data() + first, n, 0);
+  }
+  at::Tensor s = tfidf.score(r);
+  EXPECT_GE(s.min().item<float>(), 0.0f);
+  EXPECT_LE(s.max().item<float>(), 1.0f + 1e-5f);
+  at::Tensor mine = s.clone();
+  comm.broadcast(mine);
+  EXPECT_TRUE(at::equal(mine, s));
+  // Cold items get scores too.
+  const ItemTable items = f.read_items();
+  double cold_score = 0;
+  for (std::int64_t i = 0; i < f.num_items(); ++i) {
+    if (items.cold[static_cast<std::size_t>(i)]) cold_score += s.select(1, i).sum().item<double>();
+  }
+  EXPECT_GT(cold_score, 0.0);
+  // And it ranks better than chance on the validation split.
+  ::llmrec::testing::RandomScorer random(f.num_items());
+  Evaluator ev(f, comm, "valid", c);
+  EvalResult rt = ev.evaluate(tfidf);
+  EvalResult rr = ev.evaluate(random);
+  if (comm.rank() == 0) {
+    std::printf("valid NDCG@10: tfidf %.4f, random %.4f\n", rt.all.ndcg[0], rr.all.ndcg[0]);
+  }
+  EXPECT_GT(rt.all.ndcg[0], rr.all.ndcg[0]);
 }
 
 }  // namespace
