@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string_view>
@@ -221,9 +222,11 @@ ItemKnnScorer::ItemKnnScorer(std::vector<ItemNeighbours> rows, const ItemKnnOpti
     : options_(options), rows_(std::move(rows)) {}
 
 nlohmann::json ItemKnnScorer::params() const {
-  return {{"neighbours", options_.neighbours},
-          {"shrink", options_.shrink},
-          {"similarity", "|U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) over training events"}};
+  nlohmann::json j = {{"neighbours", options_.neighbours},
+                      {"shrink", options_.shrink},
+                      {"similarity", "|U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) over training events"}};
+  if (!tuning_.is_null()) j["tuning"] = tuning_;
+  return j;
 }
 
 at::Tensor ItemKnnScorer::score(const ScoreRequest& request) {
@@ -250,16 +253,100 @@ at::Tensor ItemKnnScorer::score(const ScoreRequest& request) {
 
 // ---------------------------------------------------------------- BPR
 
-BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config) : config_(config) {
-  train(histories);
-}
+namespace {
 
-BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config, Communicator& comm)
-    : config_(config) {
-  train(histories);
-  // Every rank trained the same model; prove it with a digest of the bytes.
+/// BPR's SGD state between epochs: the factors, the random stream and the
+/// event order. Epoch after epoch, the same arithmetic as one run of
+/// config.epochs epochs.
+class BprTraining {
+ public:
+  BprTraining(const TrainingHistories& histories, const EvalBprConfig& config)
+      : h_(histories), sets_(distinct_sorted(histories)), rng_(static_cast<std::uint64_t>(config.seed)),
+        dim_(config.dim), lr_(static_cast<float>(config.lr)), reg_(static_cast<float>(config.reg)) {
+    const std::int64_t n_users = h_.num_users(), n_items = h_.num_items;
+    LLMREC_CHECK(dim_ >= 1 && config.epochs >= 0 && n_items >= 1, "bpr needs dim >= 1, epochs >= 0 and items");
+    p_.resize(static_cast<std::size_t>(n_users * dim_));
+    q_.resize(static_cast<std::size_t>(n_items * dim_));
+    bias_.assign(static_cast<std::size_t>(n_items), 0.0f);
+    constexpr double kInitStd = 0.01;
+    for (auto& x : p_) x = static_cast<float>(kInitStd * rng_.normal());
+    for (auto& x : q_) x = static_cast<float>(kInitStd * rng_.normal());
+    event_user_.resize(h_.items.size());
+    for (std::int64_t u = 0; u < n_users; ++u) {
+      for (auto e = h_.offsets[static_cast<std::size_t>(u)]; e < h_.offsets[static_cast<std::size_t>(u) + 1]; ++e) {
+        event_user_[static_cast<std::size_t>(e)] = u;
+      }
+    }
+    order_.resize(h_.items.size());
+    std::iota(order_.begin(), order_.end(), 0);
+  }
+
+  /// One pass over the training events; its mean loss.
+  double epoch() {
+    const std::int64_t n_items = h_.num_items;
+    const int dim = dim_;
+    const float lr = lr_, reg = reg_;
+    constexpr int kNegativeTries = 64;
+    for (std::size_t k = order_.size(); k > 1; --k) {
+      std::swap(order_[k - 1], order_[static_cast<std::size_t>(rng_.below(static_cast<std::int64_t>(k)))]);
+    }
+    double loss = 0;
+    std::int64_t steps = 0;
+    for (std::int64_t e : order_) {
+      const std::int64_t u = event_user_[static_cast<std::size_t>(e)];
+      const std::int32_t i = h_.items[static_cast<std::size_t>(e)];
+      const auto s0 = sets_.items.begin() + sets_.offsets[static_cast<std::size_t>(u)];
+      const auto s1 = sets_.items.begin() + sets_.offsets[static_cast<std::size_t>(u) + 1];
+      std::int32_t j = -1;
+      for (int t = 0; t < kNegativeTries && j < 0; ++t) {
+        const auto c = static_cast<std::int32_t>(rng_.below(n_items));
+        if (!std::binary_search(s0, s1, c)) j = c;
+      }
+      if (j < 0) continue;  // the user has (nearly) every item: no negative to learn from
+      float* pu = p_.data() + u * dim;
+      float* qi = q_.data() + static_cast<std::int64_t>(i) * dim;
+      float* qj = q_.data() + static_cast<std::int64_t>(j) * dim;
+      double x = static_cast<double>(bias_[static_cast<std::size_t>(i)]) - bias_[static_cast<std::size_t>(j)];
+      for (int d = 0; d < dim; ++d) x += static_cast<double>(pu[d]) * (static_cast<double>(qi[d]) - qj[d]);
+      loss += x > 0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x));
+      ++steps;
+      const auto g = static_cast<float>(1.0 / (1.0 + std::exp(x)));  // sigmoid(-x)
+      for (int d = 0; d < dim; ++d) {
+        const float a = pu[d], bi = qi[d], bj = qj[d];
+        pu[d] += lr * (g * (bi - bj) - reg * a);
+        qi[d] += lr * (g * a - reg * bi);
+        qj[d] += lr * (-g * a - reg * bj);
+      }
+      float& b_i = bias_[static_cast<std::size_t>(i)];
+      float& b_j = bias_[static_cast<std::size_t>(j)];
+      b_i += lr * (g - reg * b_i);
+      b_j += lr * (-g - reg * b_j);
+    }
+    return steps > 0 ? loss / static_cast<double>(steps) : 0.0;
+  }
+
+  /// Copies of the factors: users [users, dim], items [items, dim], biases [items].
+  at::Tensor users() const { return at::tensor(p_, at::kFloat).view({h_.num_users(), dim_}); }
+  at::Tensor items() const { return at::tensor(q_, at::kFloat).view({h_.num_items, dim_}); }
+  at::Tensor bias() const { return at::tensor(bias_, at::kFloat); }
+
+ private:
+  const TrainingHistories& h_;
+  TrainingHistories sets_;
+  Rng rng_;
+  int dim_;
+  float lr_, reg_;
+  std::vector<float> p_, q_, bias_;
+  std::vector<std::int64_t> event_user_, order_;
+};
+
+/// Collective: every rank trained the same factors; prove it with a digest
+/// of the bytes (CommError naming the first rank that differs).
+void bpr_check_same_on_every_rank(const BprScorer& bpr, Communicator& comm) {
   Sha256 h;
-  for (const at::Tensor* t : {&users_, &items_, &bias_}) h.update(t->data_ptr(), static_cast<std::size_t>(t->nbytes()));
+  for (const at::Tensor* t : {&bpr.user_factors(), &bpr.item_factors(), &bpr.item_bias()}) {
+    h.update(t->data_ptr(), static_cast<std::size_t>(t->nbytes()));
+  }
   const auto d = h.digest();
   std::vector<std::int64_t> words(4);
   std::memcpy(words.data(), d.data(), d.size());
@@ -273,75 +360,41 @@ BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& co
   }
 }
 
-void BprScorer::train(const TrainingHistories& histories) {
-  const std::int64_t n_users = histories.num_users(), n_items = histories.num_items;
-  const int dim = config_.dim;
-  LLMREC_CHECK(dim >= 1 && config_.epochs >= 0 && n_items >= 1, "bpr needs dim >= 1, epochs >= 0 and items");
-  Rng rng(static_cast<std::uint64_t>(config_.seed));
-  std::vector<float> p(static_cast<std::size_t>(n_users * dim)), q(static_cast<std::size_t>(n_items * dim));
-  std::vector<float> bias(static_cast<std::size_t>(n_items), 0.0f);
-  constexpr double kInitStd = 0.01;
-  for (auto& x : p) x = static_cast<float>(kInitStd * rng.normal());
-  for (auto& x : q) x = static_cast<float>(kInitStd * rng.normal());
+}  // namespace
 
-  const TrainingHistories sets = distinct_sorted(histories);
-  std::vector<std::int64_t> event_user(histories.items.size());
-  for (std::int64_t u = 0; u < n_users; ++u) {
-    for (auto e = histories.offsets[static_cast<std::size_t>(u)]; e < histories.offsets[static_cast<std::size_t>(u) + 1]; ++e) {
-      event_user[static_cast<std::size_t>(e)] = u;
-    }
-  }
-  std::vector<std::int64_t> order(histories.items.size());
-  std::iota(order.begin(), order.end(), 0);
-  const auto lr = static_cast<float>(config_.lr), reg = static_cast<float>(config_.reg);
-  constexpr int kNegativeTries = 64;
-  for (int epoch = 0; epoch < config_.epochs; ++epoch) {
-    for (std::size_t k = order.size(); k > 1; --k) {
-      std::swap(order[k - 1], order[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(k)))]);
-    }
-    double loss = 0;
-    std::int64_t steps = 0;
-    for (std::int64_t e : order) {
-      const std::int64_t u = event_user[static_cast<std::size_t>(e)];
-      const std::int32_t i = histories.items[static_cast<std::size_t>(e)];
-      const auto s0 = sets.items.begin() + sets.offsets[static_cast<std::size_t>(u)];
-      const auto s1 = sets.items.begin() + sets.offsets[static_cast<std::size_t>(u) + 1];
-      std::int32_t j = -1;
-      for (int t = 0; t < kNegativeTries && j < 0; ++t) {
-        const auto c = static_cast<std::int32_t>(rng.below(n_items));
-        if (!std::binary_search(s0, s1, c)) j = c;
-      }
-      if (j < 0) continue;  // the user has (nearly) every item: no negative to learn from
-      float* pu = p.data() + u * dim;
-      float* qi = q.data() + static_cast<std::int64_t>(i) * dim;
-      float* qj = q.data() + static_cast<std::int64_t>(j) * dim;
-      double x = static_cast<double>(bias[static_cast<std::size_t>(i)]) - bias[static_cast<std::size_t>(j)];
-      for (int d = 0; d < dim; ++d) x += static_cast<double>(pu[d]) * (static_cast<double>(qi[d]) - qj[d]);
-      loss += x > 0 ? std::log1p(std::exp(-x)) : -x + std::log1p(std::exp(x));
-      ++steps;
-      const auto g = static_cast<float>(1.0 / (1.0 + std::exp(x)));  // sigmoid(-x)
-      for (int d = 0; d < dim; ++d) {
-        const float a = pu[d], bi = qi[d], bj = qj[d];
-        pu[d] += lr * (g * (bi - bj) - reg * a);
-        qi[d] += lr * (g * a - reg * bi);
-        qj[d] += lr * (-g * a - reg * bj);
-      }
-      float& b_i = bias[static_cast<std::size_t>(i)];
-      float& b_j = bias[static_cast<std::size_t>(j)];
-      b_i += lr * (g - reg * b_i);
-      b_j += lr * (-g - reg * b_j);
-    }
-    epoch_loss_.push_back(steps > 0 ? loss / static_cast<double>(steps) : 0.0);
-  }
-  users_ = at::tensor(p, at::kFloat).view({n_users, dim});
-  items_ = at::tensor(q, at::kFloat).view({n_items, dim});
-  bias_ = at::tensor(bias, at::kFloat);
+BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config) : config_(config) {
+  train(histories);
+}
+
+BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config, Communicator& comm)
+    : config_(config) {
+  train(histories);
+  bpr_check_same_on_every_rank(*this, comm);
+}
+
+BprScorer::BprScorer(const EvalBprConfig& config, at::Tensor users, at::Tensor items, at::Tensor bias,
+                     std::vector<double> epoch_loss, nlohmann::json tuning)
+    : config_(config), users_(std::move(users)), items_(std::move(items)), bias_(std::move(bias)),
+      epoch_loss_(std::move(epoch_loss)), tuning_(std::move(tuning)) {
+  LLMREC_CHECK(users_.dim() == 2 && items_.dim() == 2 && users_.size(1) == items_.size(1) && bias_.dim() == 1 &&
+                   bias_.size(0) == items_.size(0),
+               "bpr: factors of inconsistent shapes");
+}
+
+void BprScorer::train(const TrainingHistories& histories) {
+  BprTraining t(histories, config_);
+  for (int epoch = 0; epoch < config_.epochs; ++epoch) epoch_loss_.push_back(t.epoch());
+  users_ = t.users();
+  items_ = t.items();
+  bias_ = t.bias();
 }
 
 nlohmann::json BprScorer::params() const {
-  return {{"dim", config_.dim}, {"epochs", config_.epochs}, {"lr", config_.lr}, {"reg", config_.reg},
-          {"seed", config_.seed}, {"negatives", "1 uniform per training event and epoch"},
-          {"final_train_loss", epoch_loss_.empty() ? 0.0 : epoch_loss_.back()}};
+  nlohmann::json j = {{"dim", config_.dim}, {"epochs", config_.epochs}, {"lr", config_.lr}, {"reg", config_.reg},
+                      {"seed", config_.seed}, {"negatives", "1 uniform per training event and epoch"},
+                      {"final_train_loss", epoch_loss_.empty() ? 0.0 : epoch_loss_.back()}};
+  if (!tuning_.is_null()) j["tuning"] = tuning_;
+  return j;
 }
 
 at::Tensor BprScorer::score(const ScoreRequest& request) {
@@ -529,6 +582,155 @@ std::vector<std::pair<std::int32_t, float>> TfidfScorer::tfidf_top_terms(std::in
                     });
   terms.resize(keep);
   return terms;
+// ---------------------------------------------------------------- tuning
+
+namespace {
+
+constexpr int kTuneK = 10;  // the objective: validation NDCG@10 (as fusion tuning)
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
+const std::vector<int>& itemknn_tune_neighbours() {
+  static const std::vector<int> grid = {50, 200, 0};  // 0 = all items
+  return grid;
+}
+
+const std::vector<double>& itemknn_tune_shrinks() {
+  static const std::vector<double> grid = {0.0, 10.0};
+  return grid;
+}
+
+std::shared_ptr<ItemKnnScorer> itemknn_tune(const TrainingHistories& histories, Evaluator& valid) {
+  LLMREC_CHECK(valid.split() == "valid", "itemknn is tuned on the validation split, not '{}'", valid.split());
+  const auto t0 = Clock::now();
+  const std::int64_t n_items = histories.num_items;
+  const int all = static_cast<int>(std::max<std::int64_t>(1, n_items));
+  nlohmann::json tried = nlohmann::json::array();
+  std::shared_ptr<ItemKnnScorer> best;
+  double best_ndcg = -1;
+  for (double shrink : itemknn_tune_shrinks()) {
+    // Every neighbour once (collective); the smaller neighbourhoods are prefixes.
+    ItemKnnScorer full(histories, {all, shrink}, valid.comm());
+    std::vector<std::shared_ptr<ItemKnnScorer>> points;
+    for (int k : itemknn_tune_neighbours()) {
+      const int keep = k == 0 ? all : k;
+      std::vector<ItemNeighbours> rows = full.rows();
+      for (auto& r : rows) {
+        const auto m = std::min(r.items.size(), static_cast<std::size_t>(keep));
+        r.items.resize(m);
+        r.similarity.resize(m);
+      }
+      points.push_back(std::make_shared<ItemKnnScorer>(std::move(rows), ItemKnnOptions{keep, shrink}));
+    }
+    std::vector<Scorer*> scorers;
+    for (auto& p : points) scorers.push_back(p.get());
+    const std::vector<double> ndcg = valid.mean_ndcg(kTuneK, scorers);
+    for (std::size_t g = 0; g < points.size(); ++g) {
+      const int k = itemknn_tune_neighbours()[g];
+      spdlog::info("itemknn: neighbours {}, shrink {}: valid NDCG@10 {:.4f}", k == 0 ? fmt::format("all ({})", all)
+                                                                                      : std::to_string(k),
+                   shrink, ndcg[g]);
+      tried.push_back({{"neighbours", points[g]->options().neighbours}, {"shrink", shrink}, {"valid_ndcg@10", ndcg[g]}});
+      if (ndcg[g] > best_ndcg) {
+        best_ndcg = ndcg[g];
+        best = points[g];
+      }
+    }
+  }
+  nlohmann::json neighbours = nlohmann::json::array();
+  for (int k : itemknn_tune_neighbours()) neighbours.push_back(k == 0 ? nlohmann::json("all") : nlohmann::json(k));
+  best->set_tuning({{"split", "valid"},
+                    {"objective", "NDCG@10"},
+                    {"grid", {{"neighbours", neighbours}, {"shrink", itemknn_tune_shrinks()}}},
+                    {"tried", tried},
+                    {"best_valid_ndcg@10", best_ndcg}});
+  spdlog::info("itemknn: tuned on valid over {} points: neighbours {}, shrink {} (NDCG@10 {:.4f}) in {:.2f} s",
+               tried.size(), best->options().neighbours, best->options().shrink, best_ndcg, seconds_since(t0));
+  return best;
+}
+
+const std::vector<double>& bpr_tune_lrs() {
+  static const std::vector<double> grid = {0.05, 0.2};
+  return grid;
+}
+
+const std::vector<double>& bpr_tune_regs() {
+  static const std::vector<double> grid = {0.0003, 0.003, 0.03};
+  return grid;
+}
+
+std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const EvalBprConfig& config,
+                                    Evaluator& valid, const std::vector<double>& lrs,
+                                    const std::vector<double>& regs) {
+  LLMREC_CHECK(valid.split() == "valid", "bpr is tuned on the validation split, not '{}'", valid.split());
+  LLMREC_CHECK(config.tune_max_epochs >= 1 && config.tune_eval_every >= 1 && config.tune_patience >= 1 &&
+                   !lrs.empty() && !regs.empty(),
+               "bpr tuning needs tune_max_epochs, tune_eval_every, tune_patience >= 1 and a grid");
+  const auto t0 = Clock::now();
+  struct Best {
+    double ndcg = -1;
+    EvalBprConfig config;
+    at::Tensor users, items, bias;
+    std::vector<double> loss;
+  } best;
+  nlohmann::json tried = nlohmann::json::array();
+  for (double lr : lrs) {
+    for (double reg : regs) {
+      const auto t1 = Clock::now();
+      EvalBprConfig c = config;
+      c.lr = lr;
+      c.reg = reg;
+      BprTraining training(histories, c);
+      std::vector<double> loss;
+      nlohmann::json curve = nlohmann::json::array();
+      double point_best = -1;
+      int point_epoch = 0, bad = 0;
+      for (int epoch = 1; epoch <= config.tune_max_epochs; ++epoch) {
+        loss.push_back(training.epoch());
+        if (epoch % config.tune_eval_every != 0 && epoch != config.tune_max_epochs) continue;
+        // The same evaluation, hence the same decision, on every rank.
+        c.epochs = epoch;
+        BprScorer now(c, training.users(), training.items(), training.bias(), loss);
+        Scorer* one = &now;
+        const double ndcg = valid.mean_ndcg(kTuneK, std::vector<Scorer*>{one}).front();
+        curve.push_back({epoch, ndcg});
+        if (ndcg > point_best) {
+          point_best = ndcg;
+          point_epoch = epoch;
+          bad = 0;
+          if (ndcg > best.ndcg) {
+            best = {ndcg, c, now.user_factors(), now.item_factors(), now.item_bias(), loss};
+          }
+        } else if (++bad >= config.tune_patience) {
+          break;
+        }
+      }
+      spdlog::info("bpr: lr {}, reg {}: valid NDCG@10 {:.4f} at epoch {} ({} epochs trained, {:.2f} s)", lr, reg,
+                   point_best, point_epoch, loss.size(), seconds_since(t1));
+      tried.push_back({{"lr", lr},
+                       {"reg", reg},
+                       {"best_epoch", point_epoch},
+                       {"valid_ndcg@10", point_best},
+                       {"epochs_trained", loss.size()},
+                       {"valid_ndcg@10_by_epoch", curve}});
+    }
+  }
+  nlohmann::json tuning = {{"split", "valid"},
+                           {"objective", "NDCG@10"},
+                           {"grid", {{"lr", lrs}, {"reg", regs}}},
+                           {"max_epochs", config.tune_max_epochs},
+                           {"eval_every", config.tune_eval_every},
+                           {"patience", config.tune_patience},
+                           {"tried", tried},
+                           {"best_valid_ndcg@10", best.ndcg}};
+  auto bpr = std::make_shared<BprScorer>(best.config, best.users, best.items, best.bias, best.loss, tuning);
+  bpr_check_same_on_every_rank(*bpr, valid.comm());
+  spdlog::info("bpr: tuned on valid over {} points: lr {}, reg {}, {} epochs (NDCG@10 {:.4f}) in {:.2f} s",
+               tried.size(), best.config.lr, best.config.reg, best.config.epochs, best.ndcg, seconds_since(t0));
+  return bpr;
 }
 
 // ---------------------------------------------------------------- factory
@@ -548,23 +750,32 @@ std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<s
     }
     need_histories = need_histories || n == "itemknn" || n == "bpr";
   }
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
   TrainingHistories histories;
   if (need_histories) histories = training_histories_gather(file, comm);
+  // The validation split, for tuning (whatever split is evaluated later).
+  std::unique_ptr<Evaluator> valid;
+  auto validation = [&]() -> Evaluator& {
+    if (!valid) valid = std::make_unique<Evaluator>(file, comm, "valid", config);
+    return *valid;
+  };
   std::vector<std::shared_ptr<Scorer>> out;
   for (const auto& n : names) {
     const auto t0 = Clock::now();
     if (n == "popularity") {
       out.push_back(std::make_shared<PopularityScorer>(file.read_items().train_count));
+    } else if (n == "itemknn" && config.itemknn.tune) {
+      out.push_back(itemknn_tune(histories, validation()));
     } else if (n == "itemknn") {
       out.push_back(std::make_shared<ItemKnnScorer>(
           histories, ItemKnnOptions{config.itemknn.neighbours, config.itemknn.shrink}, comm));
-      spdlog::info("itemknn: similarity rows of {} items in {:.2f} s", histories.num_items, since(t0));
+      spdlog::info("itemknn: similarity rows of {} items in {:.2f} s", histories.num_items, seconds_since(t0));
+    } else if (n == "bpr" && config.bpr.tune) {
+      out.push_back(bpr_tune(histories, config.bpr, validation()));
     } else if (n == "bpr") {
       auto bpr = std::make_shared<BprScorer>(histories, config.bpr, comm);
       spdlog::info("bpr: {} epochs over {} training events in {:.2f} s, loss {:.4f} -> {:.4f}", config.bpr.epochs,
-                   histories.items.size(), since(t0), bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().front(),
+                   histories.items.size(), seconds_since(t0),
+                   bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().front(),
                    bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().back());
       out.push_back(std::move(bpr));
     } else if (n == "tfidf") {
@@ -572,7 +783,7 @@ std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<s
           std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(),
                                         TfidfOptions{config.tfidf.profile_items, config.tfidf.max_df});
       spdlog::info("tfidf: vectors of {} items over {} terms (max_df {}) in {:.2f} s",
-                   tfidf->matrix().num_items(), tfidf->matrix().terms_kept, config.tfidf.max_df, since(t0));
+                   tfidf->matrix().num_items(), tfidf->matrix().terms_kept, config.tfidf.max_df, seconds_since(t0));
       out.push_back(std::move(tfidf));
     } else {
       out.push_back(OracleScorer::open(config.oracle_dir, file));

@@ -4,13 +4,17 @@
 /// TF-IDF (content: the items' text tokens, no interactions, so it ranks
 /// cold items too). Each learns only from the training events (never from
 /// validation or test events) and gives the same scores on every rank and
-/// for any world size.
+/// for any world size. ItemKNN's and BPR's hyper-parameters are tuned on the
+/// validation split by default (eval.itemknn.tune, eval.bpr.tune): small
+/// grids, maximising NDCG@10, the same choice on every rank.
 ///
 ///   TrainingHistories h = training_histories_gather(file, comm);   // collective
 ///   ItemKnnScorer knn(h, {100, 10.0}, comm);                       // collective
 ///   BprScorer bpr(h, config.eval.bpr, comm);                       // collective
 ///   PopularityScorer pop(file.read_items().train_count);
 ///   TfidfScorer tfidf(file.read_items(), file.text_len(), file.vocab(), {20, 0.5});
+///   Evaluator valid(file, comm, "valid", config.eval);
+///   auto tuned = itemknn_tune(h, valid);                           // collective
 
 #include <ATen/core/Tensor.h>
 
@@ -23,6 +27,7 @@
 #include "data/dataset.h"
 #include "distributed/communicator.h"
 #include "trainer/eval_config.h"
+#include "trainer/evaluation.h"
 #include "trainer/scorer.h"
 
 namespace llmrec {
@@ -88,11 +93,27 @@ class ItemKnnScorer : public Scorer {
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
   const std::vector<ItemNeighbours>& rows() const { return rows_; }
+  const ItemKnnOptions& options() const { return options_; }
+  /// Records how the options were chosen: params()["tuning"].
+  void set_tuning(nlohmann::json tuning) { tuning_ = std::move(tuning); }
 
  private:
   ItemKnnOptions options_;
   std::vector<ItemNeighbours> rows_;
+  nlohmann::json tuning_;
 };
+
+/// The ItemKNN grid of eval.itemknn.tune: neighbours (0 = all items) and shrink.
+const std::vector<int>& itemknn_tune_neighbours();
+const std::vector<double>& itemknn_tune_shrinks();
+
+/// Collective: ItemKNN at every point of the grid (neighbours x shrink, in
+/// that order, neighbours varying fastest), each evaluated on `valid` (an
+/// Evaluator of the validation split) by NDCG@10; returns the scorer of the
+/// first best point, its params()["tuning"] listing every point. The rows
+/// are computed once per shrink with every neighbour kept; the smaller
+/// neighbourhoods are their prefixes (the same rows itemknn_rows gives).
+std::shared_ptr<ItemKnnScorer> itemknn_tune(const TrainingHistories& histories, Evaluator& valid);
 
 /// BPR-MF (Rendle et al. 2009): score(u, i) = p_u . q_i + b_i, trained by SGD
 /// on ln sigmoid(x_ui - x_uj) over the training events (u, i), one negative
@@ -106,6 +127,9 @@ class BprScorer : public Scorer {
   BprScorer(const TrainingHistories& histories, const EvalBprConfig& config, Communicator& comm);
   /// Trains without a communicator (one process).
   BprScorer(const TrainingHistories& histories, const EvalBprConfig& config);
+  /// From trained factors (`config` says how they were trained).
+  BprScorer(const EvalBprConfig& config, at::Tensor users, at::Tensor items, at::Tensor bias,
+            std::vector<double> epoch_loss, nlohmann::json tuning = nullptr);
   std::string name() const override { return "bpr"; }
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
@@ -116,6 +140,8 @@ class BprScorer : public Scorer {
   const at::Tensor& user_factors() const { return users_; }
   const at::Tensor& item_factors() const { return items_; }
   const at::Tensor& item_bias() const { return bias_; }
+  /// lr, reg and epochs as trained (the tuned ones after bpr_tune).
+  const EvalBprConfig& config() const { return config_; }
 
  private:
   void train(const TrainingHistories& histories);
@@ -123,6 +149,7 @@ class BprScorer : public Scorer {
   EvalBprConfig config_;
   at::Tensor users_, items_, bias_;
   std::vector<double> epoch_loss_;
+  nlohmann::json tuning_;
 };
 
 struct TfidfOptions {
@@ -188,6 +215,32 @@ class TfidfScorer : public Scorer {
 /// oracle reads config.oracle_dir). Training histories are gathered once
 /// when ItemKNN or BPR needs them. ConfigError for an unknown name or an
 /// oracle without eval.oracle_dir.
+/// The BPR grid of eval.bpr.tune: learning rates and regularisations.
+const std::vector<double>& bpr_tune_lrs();
+const std::vector<double>& bpr_tune_regs();
+
+/// Collective: BPR trained at every (lr, reg) of `lrs` x `regs` (lr varying
+/// slowest; eval.bpr.tune uses bpr_tune_lrs() x bpr_tune_regs()) with
+/// config's dim and seed, each for up to
+/// config.tune_max_epochs epochs, evaluated on `valid` (validation split) by
+/// NDCG@10 after every config.tune_eval_every epochs and after the last one;
+/// a point stops after config.tune_patience evaluations in a row without a
+/// better figure. Returns the factors of the best evaluation (first best
+/// point, earliest epoch), with config().lr/reg/epochs set to it: exactly
+/// what BprScorer(histories, config()) trains. params()["tuning"] lists
+/// every point. Ranks compare a digest of the result (CommError if they differ).
+std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const EvalBprConfig& config,
+                                    Evaluator& valid, const std::vector<double>& lrs = bpr_tune_lrs(),
+                                    const std::vector<double>& regs = bpr_tune_regs());
+
+/// Collective: the named baselines, in the order given, out of
+/// eval_baseline_names() (popularity, itemknn, bpr, oracle; the oracle reads
+/// config.oracle_dir). Training histories are gathered once when ItemKNN or
+/// BPR needs them. ItemKNN and BPR are tuned on the validation split
+/// (itemknn_tune, bpr_tune) when config.itemknn.tune / config.bpr.tune is
+/// set, whatever split they are then evaluated on; otherwise they use the
+/// configured values. ConfigError for an unknown name or an oracle without
+/// eval.oracle_dir.
 std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
                                                              const DatasetFile& file, Communicator& comm,
                                                              const EvalConfig& config);

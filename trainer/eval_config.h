@@ -7,8 +7,8 @@
 ///     k: [10, 20]
 ///     baselines: [popularity, itemknn, bpr]
 ///     oracle_dir: runs/quickstart/shop      # the `llmrec synth` output
-///     itemknn: {neighbours: 100, shrink: 10}
-///     bpr: {dim: 64, epochs: 30, lr: 0.05, reg: 0.003, seed: 1}
+///     itemknn: {neighbours: 100, shrink: 10, tune: true}    # tune: chosen on valid
+///     bpr: {dim: 64, epochs: 30, lr: 0.05, reg: 0.003, seed: 1, tune: true}
 ///     tfidf: {profile_items: 20, max_df: 0.5}
 ///     fusion: {weights: {model: 1.0, itemknn: 0.5}, tune: false}
 ///
@@ -85,6 +85,7 @@ inline ConfigCheck<std::map<std::string, double>> eval_check_fusion_weights() {
 struct EvalItemKnnConfig {
   int neighbours = 100;
   double shrink = 10.0;
+  bool tune = true;
 
   template <class V>
   void visit(V& v) {
@@ -93,6 +94,9 @@ struct EvalItemKnnConfig {
     v.field("shrink", shrink,
             "Shrinkage: sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), damping pairs seen by few users",
             config_range(0.0, 1e9));
+    v.field("tune", tune,
+            "Choose neighbours and shrink on the validation split (maximising NDCG@10) out of neighbours "
+            "{50, 200, all items} x shrink {0, 10}; false = use neighbours and shrink as given");
   }
 };
 
@@ -103,6 +107,10 @@ struct EvalBprConfig {
   double lr = 0.05;
   double reg = 0.003;
   std::int64_t seed = 1;
+  bool tune = true;
+  int tune_max_epochs = 300;
+  int tune_eval_every = 10;
+  int tune_patience = 5;
 
   template <class V>
   void visit(V& v) {
@@ -113,6 +121,17 @@ struct EvalBprConfig {
     v.field("reg", reg, "L2 regularisation of the factors and item biases touched by each step",
             config_range(0.0, 10.0));
     v.field("seed", seed, "Seed of the initialisation, the event order and the negatives (same model on every rank)");
+    v.field("tune", tune,
+            "Choose lr, reg and epochs on the validation split (maximising NDCG@10): lr {0.05, 0.2} x "
+            "reg {0.0003, 0.003, 0.03}, each trained up to tune_max_epochs and evaluated every "
+            "tune_eval_every epochs, its best evaluation kept; false = use lr, reg and epochs as given");
+    v.field("tune_max_epochs", tune_max_epochs, "With tune: the most epochs one grid point trains",
+            config_range(1, 100000));
+    v.field("tune_eval_every", tune_eval_every, "With tune: epochs between two validation evaluations",
+            config_range(1, 100000));
+    v.field("tune_patience", tune_patience,
+            "With tune: a grid point stops after this many evaluations in a row without a better NDCG@10",
+            config_range(1, 100000));
   }
 };
 

@@ -219,6 +219,54 @@ at::Tensor Evaluator::check_scores(const at::Tensor& scores, const Block& block,
   return scores.contiguous();
 }
 
+std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& scores, const std::string& label) {
+  LLMREC_CHECK(k >= 1 && points >= 1, "mean_ndcg needs k >= 1 and points >= 1 (got {} and {})", k, points);
+  const std::int64_t n_items = num_items();
+  const auto gp = static_cast<std::size_t>(points);
+  std::vector<double> local;
+  for (std::int64_t call = 0; call < shard_.calls; ++call) {
+    const Block blk = block(call);
+    const std::int64_t rows = blk.request.size();
+    const std::size_t base = local.size();
+    local.resize(base + static_cast<std::size_t>(rows) * gp);
+    for (int g = 0; g < points; ++g) {
+      const at::Tensor s = check_scores(scores(blk, g), blk, label);
+      const float* data = s.data_ptr<float>();
+      at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
+        ExclusionMask mask(n_items);
+        for (std::int64_t r = r0; r < r1; ++r) {
+          const auto b = static_cast<std::size_t>(r);
+          mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
+                   blk.targets[b]);
+          try {
+            const UserRanking rk = rank_user(data + r * n_items, n_items, mask.data(), blk.targets[b], k);
+            local[base + b * gp + static_cast<std::size_t>(g)] = expected_ndcg(rk.above, rk.ties, k);
+          } catch (const Error& e) {
+            rethrow_with_context(e, fmt::format("{} (point {}), user {}", label, g, blk.request.users[b]));
+          }
+          mask.clear();
+        }
+      });
+    }
+  }
+  const std::vector<double> all = gather_user_rows(local, points);
+  const std::size_t users = all.size() / gp;
+  std::vector<double> mean(gp, 0.0);
+  for (std::size_t u = 0; u < users; ++u) {
+    for (std::size_t g = 0; g < gp; ++g) mean[g] += all[u * gp + g];
+  }
+  for (auto& m : mean) m = users > 0 ? m / static_cast<double>(users) : 0.0;
+  return mean;
+}
+
+std::vector<double> Evaluator::mean_ndcg(int k, const std::vector<Scorer*>& scorers) {
+  std::string label;
+  for (const Scorer* s : scorers) label += (label.empty() ? "" : ", ") + s->name();
+  return mean_ndcg(
+      k, static_cast<int>(scorers.size()),
+      [&](const Block& blk, int g) { return scorers[static_cast<std::size_t>(g)]->score(blk.request); }, label);
+}
+
 ScoreRequest swap_histories(const ScoreRequest& request) {
   const std::int64_t rows = request.size();
   ScoreRequest out;

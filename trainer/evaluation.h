@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -118,6 +119,20 @@ class Evaluator {
   /// Checks that `scores` fits `block` (shape, dtype) and returns it
   /// contiguous; Error naming the scorer otherwise.
   at::Tensor check_scores(const at::Tensor& scores, const Block& block, const std::string& scorer) const;
+
+  /// Scores of grid point `point` for `block`: [rows, items] float32.
+  using PointScores = std::function<at::Tensor(const Block& block, int point)>;
+  /// Collective: the mean NDCG@`k` over this split's users of each of
+  /// `points` scorings, the objective of every validation tuning (fusion
+  /// weights, baseline hyper-parameters). `scores` is called for every block
+  /// (empty ones too) and, within it, every point in order, the same calls on
+  /// every rank, so it may use collectives. Per-user values are gathered
+  /// once and summed in user order: the same vector on every rank, and
+  /// point p's value equals evaluate()'s NDCG@k of that scoring bit for bit.
+  /// `label` names the scorings in errors.
+  std::vector<double> mean_ndcg(int k, int points, const PointScores& scores, const std::string& label);
+  /// Collective: mean_ndcg of each scorer (each scores every block once).
+  std::vector<double> mean_ndcg(int k, const std::vector<Scorer*>& scorers);
 
   const ItemTable& items() const { return items_; }
   std::int64_t num_items() const { return static_cast<std::int64_t>(items_.cold.size()); }

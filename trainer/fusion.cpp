@@ -6,7 +6,6 @@
 #include <limits>
 
 #include "common/error.h"
-#include "trainer/metrics.h"
 
 namespace llmrec {
 namespace {
@@ -160,38 +159,26 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
     t.tried.push_back(w);
   }
 
+  // Each component scores a block once (at point 0); every point combines
+  // those standardised scores with its weights.
   std::int64_t n = valid.num_items();
-  const auto gp = static_cast<int>(points);
-  std::vector<double> local;
-  std::vector<float> fused(static_cast<std::size_t>(n));
-  ExclusionMask mask(n);
-  for (std::int64_t call = 0; call < valid.calls(); ++call) {
-    const Evaluator::Block blk = valid.block(call);
-    std::vector<std::vector<float>> zs;
-    for (const auto& c : components) zs.push_back(standardised_scores(*c.scorer, blk.request, n));
-    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
-      const auto b = static_cast<std::size_t>(r);
-      std::vector<const float*> rows;
-      for (const auto& z : zs) rows.push_back(z.data() + r * n);
-      mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
-               blk.targets[b]);
-      for (int g = 0; g < gp; ++g) {
-        fusion_combine(rows, t.tried[static_cast<std::size_t>(g)], n, fused.data());
-        const UserRanking rk = rank_user(fused.data(), n, mask.data(), blk.targets[b], kTuneK);
-        local.push_back(expected_ndcg(rk.above, rk.ties, kTuneK));
-      }
-      mask.clear();
+  std::vector<std::vector<float>> zs;
+  auto fused = [&](const Evaluator::Block& blk, int g) {
+    if (g == 0) {
+      zs.clear();
+      for (const auto& c : components) zs.push_back(standardised_scores(*c.scorer, blk.request, n));
     }
-  }
-  const std::vector<double> all = valid.gather_user_rows(local, gp);
-  const std::size_t users = all.size() / points;
-  t.tried_ndcg10.assign(points, 0.0);
-  for (std::size_t u = 0; u < users; ++u) {
-    for (std::size_t g = 0; g < points; ++g) t.tried_ndcg10[g] += all[u * points + g];
-  }
+    at::Tensor out = at::empty({blk.request.size(), n}, at::kFloat);
+    std::vector<const float*> rows(zs.size());
+    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
+      for (std::size_t k = 0; k < zs.size(); ++k) rows[k] = zs[k].data() + r * n;
+      fusion_combine(rows, t.tried[static_cast<std::size_t>(g)], n, out.data_ptr<float>() + r * n);
+    }
+    return out;
+  };
+  t.tried_ndcg10 = valid.mean_ndcg(kTuneK, static_cast<int>(points), fused, "fusion");
   std::size_t best = 0;
   for (std::size_t g = 0; g < points; ++g) {
-    t.tried_ndcg10[g] = users > 0 ? t.tried_ndcg10[g] / static_cast<double>(users) : 0.0;
     if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
   }
   t.weights = t.tried[best];

@@ -1,15 +1,18 @@
 // Baselines on W = 1, 2, 3 ranks: popularity and ItemKNN on a hand-made
 // dataset against hand-computed values, the evaluation of that dataset
 // figure by figure, ItemKNN rows identical however they are distributed,
-// BPR: deterministic for a seed, the same on every rank, far better than
-// a random ranking on a small synthetic shop; TF-IDF: hand-computed cosines,
-// the profile window, the max_df stop terms, top terms, a cold item ranked
-// first, and the same scores on every rank.
+// and BPR: deterministic for a seed, the same on every rank, far better than
+// a random ranking on a small synthetic shop. The validation tuning of
+// ItemKNN and BPR: the choice is the best grid point evaluated independently
+// here, the same on every rank; tune: false keeps the configured values.
+// TF-IDF: hand-computed cosines, the profile window, the max_df stop terms,
+// top terms, a cold item ranked first, and the same scores on every rank.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -258,6 +261,8 @@ TEST_F(SynthShop, FactoryBuildsTheNamedBaselinesInOrderAndRefusesBadNames) {
   DatasetFile f(path_);
   EvalConfig c;
   c.bpr.epochs = 1;
+  c.itemknn.tune = false;
+  c.bpr.tune = false;
   auto scorers = baseline_scorers_create({"bpr", "popularity", "itemknn"}, f, comm, c);
   ASSERT_EQ(scorers.size(), 3u);
   EXPECT_EQ(scorers[0]->name(), "bpr");
@@ -531,6 +536,188 @@ TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
     std::printf("valid NDCG@10: tfidf %.4f, random %.4f\n", rt.all.ndcg[0], rr.all.ndcg[0]);
   }
   EXPECT_GT(rt.all.ndcg[0], rr.all.ndcg[0]);
+// ---------------------------------------------------------------- tuning
+
+/// Rank 0's `text` on every rank.
+std::string rank0_text(Communicator& comm, const std::string& text) {
+  return ::llmrec::testing::broadcast_string(comm, comm.rank() == 0 ? text : std::string());
+}
+
+TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  EvalConfig c;  // k = {10, 20}: ndcg[0] is NDCG@10
+  Evaluator valid(f, comm, "valid", c);
+  std::shared_ptr<ItemKnnScorer> tuned = itemknn_tune(h, valid);
+  // Every grid point built and evaluated the ordinary way, in grid order.
+  std::vector<double> want;
+  std::vector<ItemKnnOptions> points;
+  for (double shrink : itemknn_tune_shrinks()) {
+    for (int k : itemknn_tune_neighbours()) {
+      points.push_back({k == 0 ? static_cast<int>(f.num_items()) : k, shrink});
+      ItemKnnScorer knn(h, points.back(), comm);
+      want.push_back(valid.evaluate(knn).all.ndcg[0]);
+    }
+  }
+  ASSERT_EQ(points.size(), 6u);
+  std::size_t best = 0;
+  for (std::size_t g = 0; g < want.size(); ++g) {
+    if (want[g] > want[best]) best = g;
+  }
+  // The grid matters on this shop, so picking the first point would fail.
+  EXPECT_GT(want[best], *std::min_element(want.begin(), want.end()) + 1e-3);
+  EXPECT_EQ(tuned->options().neighbours, points[best].neighbours);
+  EXPECT_EQ(tuned->options().shrink, points[best].shrink);
+  const nlohmann::json p = tuned->params();
+  ASSERT_TRUE(p.contains("tuning"));
+  EXPECT_EQ(p["tuning"]["split"], "valid");
+  ASSERT_EQ(p["tuning"]["tried"].size(), want.size());
+  for (std::size_t g = 0; g < want.size(); ++g) {
+    EXPECT_EQ(p["tuning"]["tried"][g]["neighbours"].get<int>(), points[g].neighbours) << g;
+    EXPECT_DOUBLE_EQ(p["tuning"]["tried"][g]["valid_ndcg@10"].get<double>(), want[g]) << g;
+  }
+  EXPECT_DOUBLE_EQ(p["tuning"]["best_valid_ndcg@10"].get<double>(), want[best]);
+  // Its rows are those of the chosen options computed directly.
+  ItemKnnScorer direct(h, points[best], comm);
+  ASSERT_EQ(tuned->rows().size(), direct.rows().size());
+  for (std::size_t i = 0; i < direct.rows().size(); ++i) {
+    ASSERT_EQ(tuned->rows()[i].items, direct.rows()[i].items) << "item " << i;
+    ASSERT_EQ(tuned->rows()[i].similarity, direct.rows()[i].similarity) << "item " << i;
+  }
+  // The same choice (and record) on every rank.
+  EXPECT_EQ(rank0_text(comm, p.dump()), p.dump());
+}
+
+TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRank) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  EvalConfig c;
+  c.bpr.dim = 8;
+  c.bpr.tune_max_epochs = 10;
+  c.bpr.tune_eval_every = 4;  // evaluations after epochs 4, 8 and 10 (the last)
+  c.bpr.tune_patience = 100;  // no early stop: every evaluation counts
+  Evaluator valid(f, comm, "valid", c);
+  const std::vector<double> lrs = {0.01, 0.05};  // small steps: this shop is learnt in a few epochs
+  std::shared_ptr<BprScorer> tuned = bpr_tune(h, c.bpr, valid, lrs);
+  // Every (lr, reg, epochs) trained from scratch and evaluated the ordinary way.
+  std::vector<EvalBprConfig> points;
+  std::vector<double> want;
+  for (double lr : lrs) {
+    for (double reg : bpr_tune_regs()) {
+      for (int epochs : {4, 8, 10}) {
+        EvalBprConfig b = c.bpr;
+        b.lr = lr;
+        b.reg = reg;
+        b.epochs = epochs;
+        BprScorer bpr(h, b);
+        points.push_back(b);
+        want.push_back(valid.evaluate(bpr).all.ndcg[0]);
+      }
+    }
+  }
+  ASSERT_EQ(points.size(), 18u);
+  std::size_t best = 0;
+  for (std::size_t g = 0; g < want.size(); ++g) {
+    if (want[g] > want[best]) best = g;
+  }
+  EXPECT_GT(want[best], *std::min_element(want.begin(), want.end()) + 1e-3);
+  EXPECT_EQ(tuned->config().lr, points[best].lr);
+  EXPECT_EQ(tuned->config().reg, points[best].reg);
+  EXPECT_EQ(tuned->config().epochs, points[best].epochs);
+  const nlohmann::json p = tuned->params();
+  EXPECT_EQ(p["epochs"].get<int>(), points[best].epochs);
+  EXPECT_DOUBLE_EQ(p["tuning"]["best_valid_ndcg@10"].get<double>(), want[best]);
+  ASSERT_EQ(p["tuning"]["tried"].size(), 6u);
+  for (std::size_t g = 0; g < 6; ++g) {
+    const auto& curve = p["tuning"]["tried"][g]["valid_ndcg@10_by_epoch"];
+    ASSERT_EQ(curve.size(), 3u);
+    for (std::size_t e = 0; e < 3; ++e) EXPECT_DOUBLE_EQ(curve[e][1].get<double>(), want[g * 3 + e]) << g << " " << e;
+  }
+  // The tuned factors are exactly what the chosen values train.
+  BprScorer again(h, tuned->config());
+  EXPECT_TRUE(at::equal(tuned->user_factors(), again.user_factors()));
+  EXPECT_TRUE(at::equal(tuned->item_factors(), again.item_factors()));
+  EXPECT_TRUE(at::equal(tuned->item_bias(), again.item_bias()));
+  EXPECT_EQ(rank0_text(comm, p.dump()), p.dump());
+  at::Tensor mine = tuned->item_factors().clone();
+  comm.broadcast(mine);
+  EXPECT_TRUE(at::equal(mine, tuned->item_factors()));
+}
+
+TEST_F(SynthShop, BprTuningStopsAGridPointAfterPatienceEvaluationsWithoutProgress) {
+  DatasetFile f(path_);
+  TrainingHistories h = training_histories_gather(f, comm);
+  EvalConfig c;
+  c.bpr.dim = 8;
+  c.bpr.tune_max_epochs = 40;
+  c.bpr.tune_eval_every = 2;
+  c.bpr.tune_patience = 2;
+  Evaluator valid(f, comm, "valid", c);
+  const nlohmann::json tried = bpr_tune(h, c.bpr, valid, {0.01, 0.05})->params()["tuning"]["tried"];
+  int stopped_early = 0;
+  for (const auto& point : tried) {
+    const auto& curve = point["valid_ndcg@10_by_epoch"];
+    double best = -1;
+    int bad = 0, best_epoch = 0;
+    for (std::size_t e = 0; e < curve.size(); ++e) {
+      ASSERT_LT(bad, 2) << "an evaluation after the patience ran out, lr " << point["lr"] << " reg " << point["reg"];
+      EXPECT_EQ(curve[e][0].get<int>(), 2 * static_cast<int>(e + 1));
+      const double v = curve[e][1].get<double>();
+      if (v > best) {
+        best = v;
+        best_epoch = curve[e][0].get<int>();
+        bad = 0;
+      } else {
+        ++bad;
+      }
+    }
+    const bool early = curve.back()[0].get<int>() < 40;
+    EXPECT_TRUE(!early || bad == 2) << "stopped at epoch " << curve.back()[0] << " with patience left";
+    stopped_early += early;
+    EXPECT_EQ(point["epochs_trained"].get<int>(), curve.back()[0].get<int>());
+    EXPECT_EQ(point["best_epoch"].get<int>(), best_epoch);
+    EXPECT_DOUBLE_EQ(point["valid_ndcg@10"].get<double>(), best);
+  }
+  EXPECT_GT(stopped_early, 0);  // lr 0.05 overfits this small shop within 40 epochs
+}
+
+TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWithoutTune) {
+  DatasetFile f(path_);
+  EvalConfig c;
+  c.bpr.dim = 8;
+  c.bpr.tune_max_epochs = 6;
+  c.bpr.tune_eval_every = 3;
+  ASSERT_TRUE(c.itemknn.tune && c.bpr.tune);  // the defaults
+  auto tuned = baseline_scorers_create({"itemknn", "bpr"}, f, comm, c);
+  {  // the factory's choice is the tuning's, on the validation split
+    TrainingHistories h = training_histories_gather(f, comm);
+    Evaluator valid(f, comm, "valid", c);
+    EXPECT_EQ(tuned[0]->params().dump(), itemknn_tune(h, valid)->params().dump());
+    EXPECT_EQ(tuned[1]->params().dump(), bpr_tune(h, c.bpr, valid)->params().dump());
+  }
+  EXPECT_EQ(tuned[0]->params()["tuning"]["split"], "valid");
+  EXPECT_EQ(tuned[1]->params()["tuning"]["split"], "valid");
+
+  c.itemknn = {};
+  c.itemknn.tune = false;
+  c.itemknn.neighbours = 7;
+  c.itemknn.shrink = 3.0;
+  c.bpr.tune = false;
+  c.bpr.epochs = 2;
+  c.bpr.lr = 0.02;
+  c.bpr.reg = 0.001;
+  auto fixed = baseline_scorers_create({"itemknn", "bpr"}, f, comm, c);
+  const nlohmann::json k = fixed[0]->params(), b = fixed[1]->params();
+  EXPECT_EQ(k["neighbours"].get<int>(), 7);
+  EXPECT_EQ(k["shrink"].get<double>(), 3.0);
+  EXPECT_FALSE(k.contains("tuning"));
+  EXPECT_EQ(b["epochs"].get<int>(), 2);
+  EXPECT_EQ(b["lr"].get<double>(), 0.02);
+  EXPECT_EQ(b["reg"].get<double>(), 0.001);
+  EXPECT_FALSE(b.contains("tuning"));
+  TrainingHistories h = training_histories_gather(f, comm);
+  BprScorer direct(h, c.bpr);
+  EXPECT_TRUE(at::equal(dynamic_cast<BprScorer&>(*fixed[1]).item_factors(), direct.item_factors()));
 }
 
 }  // namespace
