@@ -41,7 +41,11 @@ struct ModelBertConfig {
             "HF model directory (config.json, model.safetensors); its config.json then sets the "
             "architecture and the keys layers..dropout below are ignored (add_pooler applies). "
             "\"\" builds a randomly initialised BERT from those keys");
-    v.field("layers", layers, "Transformer layers (num_hidden_layers)", config_range(1, 128));
+    v.field("layers", layers,
+            "Transformer layers (num_hidden_layers); 0 = the embeddings alone (word piece + position, "
+            "LayerNorm): with pooling mean a bag of word pieces, cheap enough to encode the whole "
+            "catalogue every step (model.loss.negatives: all)",
+            config_range(0, 128));
     v.field("hidden", hidden, "Hidden size H (hidden_size)", config_range(1, 65536));
     v.field("heads", heads, "Attention heads (num_attention_heads); must divide hidden",
             config_range(1, 1024));

@@ -582,6 +582,8 @@ std::vector<std::pair<std::int32_t, float>> TfidfScorer::tfidf_top_terms(std::in
                     });
   terms.resize(keep);
   return terms;
+}
+
 // ---------------------------------------------------------------- tuning
 
 namespace {
