@@ -111,7 +111,16 @@ void HistoryEncoderLayerImpl::reset() {
 
 torch::Tensor HistoryEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   check_mask(x, mask, "history encoder layer");
-  torch::Tensor y = norm1(x + dropout(self_attn(x, x, mask, options.causal())));
+  if (options.causal()) {
+    // The sequence model's blocks are pre-LN, as SASRec's: attention sees
+    // normalised inputs whatever the scale of the item vectors, and the
+    // residual stream keeps the items (the tower's `norm` ends the stack).
+    const torch::Tensor a = norm1(x);
+    torch::Tensor y = x + dropout(self_attn(a, a, mask, /*causal=*/true));
+    y = y + dropout(linear2(dropout(torch::gelu(linear1(norm2(y))))));
+    return y.masked_fill(~mask.unsqueeze(-1), 0.0);
+  }
+  torch::Tensor y = norm1(x + dropout(self_attn(x, x, mask)));
   y = norm2(y + dropout(linear2(dropout(torch::gelu(linear1(y))))));
   return y.masked_fill(~mask.unsqueeze(-1), 0.0);
 }
@@ -130,7 +139,10 @@ void UserTowerImpl::reset() {
                "user tower: pooling must be 'attention', 'mean' or 'causal', got '{}'", options.pooling());
   const bool attention = options.pooling() == "attention";
   const bool causal = options.pooling() == "causal";
-  if (attention || causal) positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
+  if (attention) positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
+  // SASRec's scales: item vectors enter at sqrt(d) times their size (forward_all),
+  // positions at N(0, 1/d).
+  if (causal) positions = register_parameter("positions", torch::randn({options.history(), d}) / std::sqrt(static_cast<double>(d)));
   if (attention) query = register_parameter("query", torch::randn({1, d}) * 0.02);
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
@@ -149,12 +161,6 @@ void UserTowerImpl::reset() {
 
 torch::Tensor UserTowerImpl::position_rows(const torch::Tensor& mask) const {
   const torch::Tensor real = mask.to(torch::kLong);
-  if (options.pooling() == "causal") {
-    // Real items strictly before each slot: the output at a slot then
-    // equals the tower's output on the prefix ending there.
-    const torch::Tensor earlier = real.cumsum(1) - real;
-    return torch::where(mask, earlier, torch::zeros_like(earlier));
-  }
   // Real items strictly after each slot: reverse cumulative sum minus self.
   const torch::Tensor later = real.flip({1}).cumsum(1).flip({1}) - real;
   const std::int64_t last = options.history() - 1;
@@ -182,7 +188,8 @@ torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch
   const std::int64_t B = items.size(0);
   const std::int64_t S = items.size(1);
   const std::int64_t d = options.dim();
-  torch::Tensor h = items + positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
+  torch::Tensor h = items * std::sqrt(static_cast<double>(d)) +
+                    positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
   h = torch::dropout(h.masked_fill(mask.logical_not().unsqueeze(-1), 0.0), options.dropout(), is_training());
   for (const auto& layer : *layers) {
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);

@@ -75,7 +75,9 @@ struct HistoryEncoderLayerOptions {
   TORCH_ARG(std::int64_t, ff_dim) = 0;
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, eps) = 1e-5;
-  /// Causal self-attention: slot t attends to slots 0..t only.
+  /// Causal self-attention: slot t attends to slots 0..t only; the block is
+  /// then pre-LN (SASRec's): x = x + drop(self_attn(norm1(x))),
+  /// x = x + drop(linear2(drop(gelu(linear1(norm2(x)))))).
   TORCH_ARG(bool, causal) = false;
 };
 
@@ -137,12 +139,13 @@ struct UserTowerOptions {
 /// pooling "mean": h = encoder^layers(items), and pool is the mean of the
 /// real items (the YouTube-DNN user tower); no positions, query or attn.
 ///
-/// pooling "causal": h = causal-encoder^layers(dropout(items + positions)),
-/// positions counted from the oldest real item (position_rows),
+/// pooling "causal": h = causal-encoder^layers(dropout(sqrt(d) items +
+/// positions)) with pre-LN blocks (SASRec's scales: positions N(0, 1/d)),
 /// u_t = proj(norm(h_t)) at every slot t (forward_all); forward() returns
 /// u at the last real slot. Parameters as "attention" without query and
-/// attn. Slot t's output depends on slots 0..t only, so one pass over a
-/// user's sequence gives the user vector after each of its prefixes.
+/// attn. Slot t's output depends on the items of slots 0..t only, so one
+/// pass over a user's sequence trains the next-item prediction after each
+/// of its prefixes.
 ///
 /// A user with no real item (all slots padding) has a zero pooled vector, so
 /// u = proj(norm(0)) = proj.weight . norm.bias + proj.bias: a learned
@@ -164,10 +167,9 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
 
   /// Position-embedding rows used by each slot: T-1 for the most recent real
   /// item, T-1-k for the item with k more recent real items; padded slots
-  /// get T-1 (their value is discarded). [B, S] int64. With pooling causal
-  /// the rows count from the oldest instead (k for the item with k older
-  /// real items, padded slots 0), so that the output after each slot is the
-  /// tower's output on that prefix.
+  /// get T-1 (their value is discarded). [B, S] int64. The causal tower
+  /// uses the same rows: in a training window they count from the window's
+  /// most recent item, as SASRec's left-padded positions do.
   torch::Tensor position_rows(const torch::Tensor& mask) const;
 
   UserTowerOptions options;

@@ -82,6 +82,29 @@ nlohmann::json group_json(const EvalGroupMetrics& g, const std::vector<int>& ks,
   return j;
 }
 
+/// Each row of `blk` ranked for its held-out item with its history excluded
+/// (rows in parallel); an error names `what` and the user.
+std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* scores, std::int64_t n_items, int k_max,
+                                   const std::string& what) {
+  const std::int64_t rows = blk.request.size();
+  std::vector<UserRanking> rankings(static_cast<std::size_t>(rows));
+  at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
+    ExclusionMask mask(n_items);
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const auto b = static_cast<std::size_t>(r);
+      mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
+               blk.targets[b]);
+      try {
+        rankings[b] = rank_user(scores + r * n_items, n_items, mask.data(), blk.targets[b], k_max);
+      } catch (const Error& e) {
+        rethrow_with_context(e, fmt::format("{}, user {}", what, blk.request.users[b]));
+      }
+      mask.clear();
+    }
+  });
+  return rankings;
+}
+
 }  // namespace
 
 EvalShard eval_shard(std::int64_t num_users, std::int64_t batch_users, int rank, int world) {
@@ -231,22 +254,11 @@ std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& s
     local.resize(base + static_cast<std::size_t>(rows) * gp);
     for (int g = 0; g < points; ++g) {
       const at::Tensor s = check_scores(scores(blk, g), blk, label);
-      const float* data = s.data_ptr<float>();
-      at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
-        ExclusionMask mask(n_items);
-        for (std::int64_t r = r0; r < r1; ++r) {
-          const auto b = static_cast<std::size_t>(r);
-          mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
-                   blk.targets[b]);
-          try {
-            const UserRanking rk = rank_user(data + r * n_items, n_items, mask.data(), blk.targets[b], k);
-            local[base + b * gp + static_cast<std::size_t>(g)] = expected_ndcg(rk.above, rk.ties, k);
-          } catch (const Error& e) {
-            rethrow_with_context(e, fmt::format("{} (point {}), user {}", label, g, blk.request.users[b]));
-          }
-          mask.clear();
-        }
-      });
+      const std::vector<UserRanking> rankings =
+          rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g));
+      for (std::size_t b = 0; b < rankings.size(); ++b) {
+        local[base + b * gp + static_cast<std::size_t>(g)] = expected_ndcg(rankings[b].above, rankings[b].ties, k);
+      }
     }
   }
   const std::vector<double> all = gather_user_rows(local, points);
@@ -300,22 +312,7 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
     const at::Tensor scores =
         check_scores(scorer.score(config_.swap_histories ? swap_histories(blk.request) : blk.request), blk, name);
     const std::int64_t rows = blk.request.size();
-    const float* data = scores.data_ptr<float>();
-    rankings.assign(static_cast<std::size_t>(rows), {});
-    at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
-      ExclusionMask mask(n_items);
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const auto b = static_cast<std::size_t>(r);
-        mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
-                 blk.targets[b]);
-        try {
-          rankings[b] = rank_user(data + r * n_items, n_items, mask.data(), blk.targets[b], kmax);
-        } catch (const Error& e) {
-          rethrow_with_context(e, fmt::format("scorer '{}', user {}", name, blk.request.users[b]));
-        }
-        mask.clear();
-      }
-    });
+    rankings = rank_rows(blk, scores.data_ptr<float>(), n_items, kmax, fmt::format("scorer '{}'", name));
     for (std::int64_t r = 0; r < rows; ++r) {
       const auto b = static_cast<std::size_t>(r);
       const UserRanking& rk = rankings[b];
