@@ -138,8 +138,12 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   // step, rank) so that a batch stays a pure function of its cursor.
   std::vector<std::int64_t> negatives;
   if (options_.all_items && b > 0) {
-    negatives.resize(items_.ids.size());
-    for (std::size_t i = 0; i < negatives.size(); ++i) negatives[i] = static_cast<std::int64_t>(i);
+    // Every item that can be a target: an item without training events
+    // would only ever be pushed down, and with text that teaches the item
+    // tower to bury cold items (Scientific: cold NDCG@10 0 with them).
+    for (std::size_t i = 0; i < items_.ids.size(); ++i) {
+      if (items_.train_count[i] > 0) negatives.push_back(static_cast<std::int64_t>(i));
+    }
     ids.insert(ids.end(), negatives.begin(), negatives.end());
   } else if (options_.sampled_negatives > 0 && b > 0) {
     std::mt19937_64 gen(options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^

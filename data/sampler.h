@@ -105,8 +105,9 @@ struct SamplerOptions {
   /// Examples are sequence windows with a target at every position
   /// (batch_size = windows per rank and step).
   bool sequences = false;
-  /// Every catalogue item is in every batch, all of them as negatives (a
-  /// full softmax); sampled_negatives is then unused.
+  /// Every item with training events is in every batch as a negative (a
+  /// full softmax over the items that can be targets); sampled_negatives is
+  /// then unused.
   bool all_items = false;
 };
 

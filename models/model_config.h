@@ -133,8 +133,9 @@ struct ModelLossConfig {
     v.field("negatives", negatives,
             "Candidates each positive competes with: in_batch = the unique targets of the batch "
             "(as the PyTorch peer); batch_items = every unique item encoded for the batch "
-            "(targets, history items and sampled negatives); all = every catalogue item (a full "
-            "softmax, as SASRec-CE: cheap with item_text false, every item encoded per step with text)",
+            "(targets, history items and sampled negatives); all = every item with training events (a "
+            "full softmax, as SASRec-CE: cheap with item_text false or bert.layers 0, every item's "
+            "text encoded per step otherwise)",
             config_one_of({"in_batch", "batch_items", "all"}));
     v.field("sampled_negatives", sampled_negatives,
             "Extra negatives the batch builder draws per batch and appends as candidates "

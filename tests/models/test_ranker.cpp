@@ -190,7 +190,8 @@ TEST(UserTower, CausalSlotsSeeOnlyTheirPastAndTheLastSlotIsTheUser) {
     ASSERT_EQ(all.sizes(), (std::vector<std::int64_t>{1, kHistory, kDim}));
     for (std::int64_t t = 3; t < kHistory; ++t) {
       torch::Tensor later = h.clone();
-      for (std::int64_t j = t + 1; j < kHistory; ++j) later[0][j] += 1.0;  // other later items
+      // Other later items (not a constant shift, which LayerNorm removes).
+      for (std::int64_t j = t + 1; j < kHistory; ++j) later[0][j] += torch::randn({kDim});
       const torch::Tensor again = tower->forward_all(later, m);
       EXPECT_TRUE(torch::allclose(again.slice(1, 0, t + 1), all.slice(1, 0, t + 1), 1e-6, 1e-7))
           << "layers " << layers << " slot " << t;
