@@ -542,6 +542,17 @@ TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
 
 // ---------------------------------------------------------------- tuning
 
+/// The first grid point with the highest validation NDCG@10; the grid must
+/// matter on the shop (else picking the first point would pass too).
+std::size_t best_point(const std::vector<double>& want) {
+  std::size_t best = 0;
+  for (std::size_t g = 0; g < want.size(); ++g) {
+    if (want[g] > want[best]) best = g;
+  }
+  EXPECT_GT(want[best], *std::min_element(want.begin(), want.end()) + 1e-3);
+  return best;
+}
+
 /// Rank 0's `text` on every rank.
 std::string rank0_text(Communicator& comm, const std::string& text) {
   return ::llmrec::testing::broadcast_string(comm, comm.rank() == 0 ? text : std::string());
@@ -564,12 +575,7 @@ TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
     }
   }
   ASSERT_EQ(points.size(), 6u);
-  std::size_t best = 0;
-  for (std::size_t g = 0; g < want.size(); ++g) {
-    if (want[g] > want[best]) best = g;
-  }
-  // The grid matters on this shop, so picking the first point would fail.
-  EXPECT_GT(want[best], *std::min_element(want.begin(), want.end()) + 1e-3);
+  const std::size_t best = best_point(want);
   EXPECT_EQ(tuned->options().neighbours, points[best].neighbours);
   EXPECT_EQ(tuned->options().shrink, points[best].shrink);
   const nlohmann::json p = tuned->params();
@@ -620,11 +626,7 @@ TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRan
     }
   }
   ASSERT_EQ(points.size(), 18u);
-  std::size_t best = 0;
-  for (std::size_t g = 0; g < want.size(); ++g) {
-    if (want[g] > want[best]) best = g;
-  }
-  EXPECT_GT(want[best], *std::min_element(want.begin(), want.end()) + 1e-3);
+  const std::size_t best = best_point(want);
   EXPECT_EQ(tuned->config().lr, points[best].lr);
   EXPECT_EQ(tuned->config().reg, points[best].reg);
   EXPECT_EQ(tuned->config().epochs, points[best].epochs);
