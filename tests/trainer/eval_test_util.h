@@ -58,26 +58,37 @@ struct DataOnlyConfig {
   }
 };
 
-/// A synthetic shop in <tmp>/llmrec_<tag>_<pid>/shop prepared into
-/// <...>/dataset.h5 on rank 0; returns the dataset path on every rank (the
-/// shop is its sibling directory "shop").
-inline std::string make_synth_dataset(Communicator& comm, const std::string& tag, const SynthOptions& options) {
+/// Rank 0 calls `write(path)` for path = <tmp>/llmrec_<tag>_<pid>/dataset.h5
+/// (its directory made first); returns the path on every rank
+/// (remove_dataset_dir deletes the directory).
+template <class Write>
+std::string make_dataset_with(Communicator& comm, const std::string& tag, Write write) {
   namespace fs = std::filesystem;
   std::string path;
   if (comm.rank() == 0) {
     fs::path dir = fs::temp_directory_path() / ("llmrec_" + tag + "_" + std::to_string(::getpid()));
     fs::create_directories(dir);
-    synth_write(options, (dir / "shop").string());
+    path = (dir / "dataset.h5").string();
+    write(path);
+  }
+  return broadcast_string(comm, path);
+}
+
+/// A synthetic shop in <tmp>/llmrec_<tag>_<pid>/shop prepared into
+/// <...>/dataset.h5 on rank 0; returns the dataset path on every rank (the
+/// shop is its sibling directory "shop").
+inline std::string make_synth_dataset(Communicator& comm, const std::string& tag, const SynthOptions& options) {
+  return make_dataset_with(comm, tag, [&](const std::string& path) {
+    const std::filesystem::path shop = std::filesystem::path(path).parent_path() / "shop";
+    synth_write(options, shop.string());
     DataOnlyConfig cfg;
-    cfg.data.catalogue = (dir / "shop" / "catalogue.csv").string();
-    cfg.data.interactions = (dir / "shop" / "interactions.csv").string();
-    cfg.data.dataset = (dir / "dataset.h5").string();
+    cfg.data.catalogue = (shop / "catalogue.csv").string();
+    cfg.data.interactions = (shop / "interactions.csv").string();
+    cfg.data.dataset = path;
     cfg.data.vocab_size = 400;
     cfg.data.text_len = 8;
     prepare_dataset(cfg.data, ConfigWriter::write(cfg));
-    path = cfg.data.dataset;
-  }
-  return broadcast_string(comm, path);
+  });
 }
 
 inline std::string shop_dir_of(const std::string& dataset) {

@@ -24,7 +24,6 @@
 namespace llmrec {
 namespace {
 
-namespace fs = std::filesystem;
 using ::llmrec::testing::test_comm;
 using ::testing::ElementsAre;
 
@@ -42,20 +41,12 @@ class HandDataset : public ::testing::Test {
   Communicator& comm = test_comm();
 
   static void SetUpTestSuite() {
-    std::string p;
-    if (test_comm().rank() == 0) {
-      fs::path dir = fs::temp_directory_path() / ("llmrec_hand_" + std::to_string(::getpid()));
-      fs::create_directories(dir);
-      p = (dir / "hand.h5").string();
+    path_ = ::llmrec::testing::make_dataset_with(test_comm(), "hand", [](const std::string& p) {
       ::llmrec::testing::write_hand_dataset(p, {{0, 1, 2, 3, 4}, {0, 1, 2, 3}, {1, 2, 3, 0, 0}, {0, 1, 2}}, {{3}},
                                             {"x", "x", "y", "y", "z"});
-    }
-    path_ = ::llmrec::testing::broadcast_string(test_comm(), p);
+    });
   }
-  static void TearDownTestSuite() {
-    test_comm().barrier();
-    if (test_comm().rank() == 0) fs::remove_all(fs::path(path_).parent_path());
-  }
+  static void TearDownTestSuite() { ::llmrec::testing::remove_dataset_dir(test_comm(), path_); }
   static EvalConfig config(std::vector<int> k, int batch) {
     EvalConfig c;
     c.k = std::move(k);
@@ -449,11 +440,7 @@ class TfidfDataset : public ::testing::Test {
   Communicator& comm = test_comm();
 
   static void SetUpTestSuite() {
-    std::string p;
-    if (test_comm().rank() == 0) {
-      fs::path dir = fs::temp_directory_path() / ("llmrec_tfidf_" + std::to_string(::getpid()));
-      fs::create_directories(dir);
-      p = (dir / "tfidf.h5").string();
+    path_ = ::llmrec::testing::make_dataset_with(test_comm(), "tfidf", [](const std::string& p) {
       ::llmrec::testing::write_hand_dataset(p, {{1, 0, 2, 3}, {4, 5, 6, 0, 1}, {2, 5, 4, 6}}, {},
                                             {"a", "a", "b", "a", "a", "b", "b"}, kTfidfVocab,
                                             {{kRed, kShoe},
@@ -463,13 +450,9 @@ class TfidfDataset : public ::testing::Test {
                                              {kRed, kBoot},
                                              {kGreen, kHat},
                                              {kWool}});
-    }
-    path_ = ::llmrec::testing::broadcast_string(test_comm(), p);
+    });
   }
-  static void TearDownTestSuite() {
-    test_comm().barrier();
-    if (test_comm().rank() == 0) fs::remove_all(fs::path(path_).parent_path());
-  }
+  static void TearDownTestSuite() { ::llmrec::testing::remove_dataset_dir(test_comm(), path_); }
 };
 std::string TfidfDataset::path_;
 
