@@ -483,6 +483,53 @@ TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector
   return m;
 }
 
+std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query, int k) {
+  const std::int64_t n = m.num_items();
+  LLMREC_CHECK(static_cast<std::int64_t>(query.size()) == n, "tfidf_neighbours: {} query flags for {} items",
+               query.size(), n);
+  LLMREC_CHECK(k >= 1, "tfidf_neighbours: k must be >= 1, got {}", k);
+  // Inverted index of the candidate neighbours (query 0).
+  std::vector<std::vector<std::pair<std::int32_t, float>>> postings(static_cast<std::size_t>(m.num_terms));
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (query[static_cast<std::size_t>(j)] != 0) continue;
+    for (auto p = m.offsets[static_cast<std::size_t>(j)]; p < m.offsets[static_cast<std::size_t>(j) + 1]; ++p) {
+      postings[static_cast<std::size_t>(m.terms[static_cast<std::size_t>(p)])].emplace_back(
+          static_cast<std::int32_t>(j), m.weights[static_cast<std::size_t>(p)]);
+    }
+  }
+  std::vector<ItemNeighbours> out(static_cast<std::size_t>(n));
+  std::vector<double> sim(static_cast<std::size_t>(n), 0.0);
+  std::vector<std::int32_t> touched;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (query[static_cast<std::size_t>(i)] != 0) {
+      touched.clear();
+      for (auto p = m.offsets[static_cast<std::size_t>(i)]; p < m.offsets[static_cast<std::size_t>(i) + 1]; ++p) {
+        const double w = m.weights[static_cast<std::size_t>(p)];
+        for (const auto& [j, wj] : postings[static_cast<std::size_t>(m.terms[static_cast<std::size_t>(p)])]) {
+          if (sim[static_cast<std::size_t>(j)] == 0.0) touched.push_back(j);
+          sim[static_cast<std::size_t>(j)] += w * wj;
+        }
+      }
+      auto better = [&](std::int32_t a, std::int32_t b) {
+        const double sa = sim[static_cast<std::size_t>(a)], sb = sim[static_cast<std::size_t>(b)];
+        return sa != sb ? sa > sb : a < b;
+      };
+      touched.erase(std::remove_if(touched.begin(), touched.end(),
+                                   [&](std::int32_t j) { return !(sim[static_cast<std::size_t>(j)] > 0.0); }),
+                    touched.end());
+      const std::size_t keep = std::min(touched.size(), static_cast<std::size_t>(k));
+      std::partial_sort(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(keep), touched.end(), better);
+      ItemNeighbours& row = out[static_cast<std::size_t>(i)];
+      for (std::size_t r = 0; r < keep; ++r) {
+        row.items.push_back(touched[r]);
+        row.similarity.push_back(static_cast<float>(sim[static_cast<std::size_t>(touched[r])]));
+      }
+      for (std::int32_t j : touched) sim[static_cast<std::size_t>(j)] = 0.0;
+    }
+  }
+  return out;
+}
+
 TfidfScorer::TfidfScorer(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
                          const TfidfOptions& options)
     : options_(options), matrix_(tfidf_matrix(items, text_len, vocab, options)) {

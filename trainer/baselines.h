@@ -180,6 +180,13 @@ struct TfidfMatrix {
 TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
                          const TfidfOptions& options);
 
+/// Pure: text neighbours. For each item i with query[i] == 1, the (at most)
+/// k items j with query[j] == 0 whose TF-IDF vectors are the most similar to
+/// i's (cosine > 0; most similar first, ties: the smaller id first), with
+/// their cosines; one row per item of `m`, empty for items with query 0.
+/// Error when query has another size than m's items or k < 1.
+std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query, int k);
+
 /// Content baseline (the quality anchors' TF-IDF): the user's profile is the
 /// mean of the TF-IDF vectors of the last `profile_items` events of the
 /// history (an item seen twice there counts twice), L2-normalised;

@@ -153,6 +153,35 @@ struct EvalTfidfConfig {
   }
 };
 
+/// `eval.cold_calibration`: how the model scores cold items (no training
+/// event, so no ID vector): its text vector plus alpha times the mean ID
+/// vector of its TF-IDF neighbours among the training items, and a score
+/// shift b; alpha and b chosen on the validation split with the IDs of a
+/// random share of the training items withheld (trainer/model_scorer.h).
+struct EvalColdCalibrationConfig {
+  bool enabled = true;
+  double withhold = 0.05;
+  std::int64_t seed = 1;
+  int neighbours = 10;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("enabled", enabled,
+            "Choose alpha and b on the validation split (maximising NDCG@10) out of alpha {0, 0.5, 1, 2} x "
+            "b {0, 0.25, 0.5, 1, 1.5, 2, 3} x sigma (sigma: the mean per-user std of the scores); false = "
+            "text vector only, no shift. Only for models with item_text and item_id_embedding");
+    v.field("withhold", withhold,
+            "Share of the training items whose ID vectors are withheld while alpha and b are chosen, so "
+            "that they play new items next to the real cold ones",
+            config_range(0.0, 0.5));
+    v.field("seed", seed, "Seed of the draw of the withheld items (the same draw on every rank)");
+    v.field("neighbours", neighbours,
+            "Training items (most similar TF-IDF vectors of the item text) whose ID vectors a cold item "
+            "borrows, weighted by cosine",
+            config_range(1, 1000));
+  }
+};
+
 /// `eval.fusion`: weighted sum of per-user standardised scores.
 struct EvalFusionConfig {
   std::map<std::string, double> weights;
@@ -180,6 +209,7 @@ struct EvalConfig {
   EvalBprConfig bpr;
   EvalTfidfConfig tfidf;
   EvalFusionConfig fusion;
+  EvalColdCalibrationConfig cold_calibration;
 
   template <class V>
   void visit(V& v) {
@@ -201,6 +231,8 @@ struct EvalConfig {
     v.section("tfidf", tfidf,
               "TF-IDF baseline: cosine of item text vectors and the user's recent items' mean vector");
     v.section("fusion", fusion, "Score fusion: s = sum_k w_k z_k(u, i), z = score standardised per user");
+    v.section("cold_calibration", cold_calibration,
+              "The model's cold items: a score shift chosen on validation with some items' IDs withheld");
   }
 };
 

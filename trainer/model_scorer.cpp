@@ -2,6 +2,13 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
 namespace llmrec {
 
 at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text_len, Communicator& comm,
@@ -48,27 +55,52 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
   return out;
 }
 
-ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len, Communicator& comm, std::string name)
-    : model_(std::move(model)), name_(std::move(name)), history_(model_->options().config().user.history) {
+ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len, Communicator& comm, std::string name,
+                         const ColdScoring& cold)
+    : model_(std::move(model)),
+      name_(std::move(name)),
+      history_(model_->options().config().user.history),
+      cold_shift_(cold.shift),
+      neighbour_weight_(cold.neighbour_weight) {
+  LLMREC_CHECK(std::isfinite(cold.shift) && std::isfinite(cold.neighbour_weight),
+               "ModelScorer: the cold shift ({}) and neighbour weight ({}) must be finite", cold.shift,
+               cold.neighbour_weight);
   model_->eval();
   item_vecs_ = encode_all_items(model_, items, text_len, comm);
+  const auto n = static_cast<std::int64_t>(items.cold.size());
+  if (cold.neighbour_weight != 0 && !cold.neighbours.empty()) {
+    LLMREC_CHECK(static_cast<std::int64_t>(cold.neighbours.size()) == n,
+                 "ModelScorer: neighbours of {} items for {} items", cold.neighbours.size(), n);
+    for (std::int64_t i = 0; i < n; ++i) {
+      LLMREC_CHECK(cold.neighbours[static_cast<std::size_t>(i)].items.empty() || items.cold[static_cast<std::size_t>(i)] != 0,
+                   "ModelScorer: item {} has an ID vector and neighbours", i);
+    }
+    item_vecs_.add_(neighbour_id_vectors(model_, cold.neighbours), cold.neighbour_weight);
+  }
   torch::NoGradGuard no_grad;
   const torch::Tensor p = model_->parameters().front();  // a copy: parameters() is a temporary
   item_vecs_model_ = item_vecs_.to(p.device(), p.scalar_type());
   item_keys_ = model_->item_keys(item_vecs_model_).to(torch::kCPU, torch::kFloat);
+  if (cold_shift_ != 0) {
+    item_shift_ = torch::from_blob(const_cast<std::uint8_t*>(items.cold.data()), {n}, torch::kByte)
+                      .to(torch::kFloat)
+                      .mul_(cold_shift_);
+  }
 }
 
 nlohmann::json ModelScorer::params() const {
   const ModelConfig& m = model_->options().config();
-  return {{"dim", m.dim}, {"history", m.user.history}, {"text_len", m.text_len}, {"lora_r", m.lora.r},
+  nlohmann::json p = {{"dim", m.dim}, {"history", m.user.history}, {"text_len", m.text_len}, {"lora_r", m.lora.r},
           {"bert_layers", m.bert.layers}, {"bert_hidden", m.bert.hidden}, {"item_id_embedding", m.item_id_embedding},
-          {"item_text", m.item_text}, {"user_pooling", m.user.pooling}, {"user_layers", m.user.layers}};
+          {"item_text", m.item_text}, {"user_pooling", m.user.pooling}, {"user_layers", m.user.layers},
+          {"cold_shift", cold_shift_}, {"cold_neighbour_weight", neighbour_weight_}};
+  if (!calibration_.is_null()) p["cold_calibration"] = calibration_;
+  return p;
 }
 
-at::Tensor ModelScorer::score(const ScoreRequest& request) {
+at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
   torch::NoGradGuard no_grad;
   const std::int64_t b = request.size();
-  if (b == 0) return torch::zeros({0, item_keys_.size(0)});
   torch::Tensor history = torch::full({b, history_}, -1, torch::kLong);
   auto* h = history.data_ptr<std::int64_t>();
   for (std::int64_t row = 0; row < b; ++row) {
@@ -78,9 +110,176 @@ at::Tensor ModelScorer::score(const ScoreRequest& request) {
       h[row * history_ + (history_ - (end - j))] = request.history_items[static_cast<std::size_t>(j)];
     }
   }
-  torch::Tensor u = model_->user_vectors(history.to(item_vecs_model_.device()), item_vecs_model_)
-                        .to(torch::kCPU, torch::kFloat);
-  return torch::matmul(u, item_keys_.t()).contiguous();
+  return model_->user_vectors(history.to(item_vecs_model_.device()), item_vecs_model_).to(torch::kCPU, torch::kFloat);
+}
+
+at::Tensor ModelScorer::score(const ScoreRequest& request) {
+  if (request.size() == 0) return torch::zeros({0, item_keys_.size(0)});
+  torch::Tensor scores = torch::matmul(user_vectors(request), item_keys_.t());
+  if (item_shift_.defined()) scores.add_(item_shift_.unsqueeze(0));
+  return scores.contiguous();
+}
+
+at::Tensor neighbour_id_vectors(Recommender& model, const std::vector<ItemNeighbours>& neighbours) {
+  torch::NoGradGuard no_grad;
+  LLMREC_CHECK(model->item_id_embedding, "neighbour_id_vectors: the model has no ID vectors");
+  const torch::Tensor table = model->item_id_embedding->weight.to(torch::kCPU, torch::kFloat);
+  const auto n = static_cast<std::int64_t>(neighbours.size());
+  const std::int64_t id_items = table.size(0);
+  torch::Tensor out = torch::zeros({n, table.size(1)});
+  for (std::int64_t i = 0; i < n; ++i) {
+    const ItemNeighbours& row = neighbours[static_cast<std::size_t>(i)];
+    LLMREC_CHECK(row.items.size() == row.similarity.size(), "neighbour_id_vectors: item {} has {} neighbours and {} "
+                 "similarities", i, row.items.size(), row.similarity.size());
+    double total = 0;
+    for (float s : row.similarity) total += s;
+    for (std::size_t k = 0; k < row.items.size(); ++k) {
+      const std::int64_t j = row.items[k];
+      LLMREC_CHECK(j >= 0 && j < id_items, "neighbour_id_vectors: neighbour {} of item {} has no ID vector", j, i);
+      out[i].add_(table[j], row.similarity[k] / total);
+    }
+  }
+  return out;
+}
+
+nlohmann::json ColdCalibration::to_json() const {
+  return {{"split", "valid"},
+          {"objective", "NDCG@10"},
+          {"neighbour_weight", scoring.neighbour_weight},
+          {"shift", scoring.shift},
+          {"scale", scale},
+          {"weights", weights},
+          {"shifts", shifts},
+          {"ndcg@10", ndcg10},
+          {"withheld", withheld},
+          {"cold_users", cold_users},
+          {"skipped", skipped}};
+}
+
+std::string ColdCalibration::summary() const {
+  if (!skipped.empty()) return fmt::format("cold items: text vector only (not calibrated: {})", skipped);
+  std::string curve;
+  for (std::size_t a = 0; a < weights.size(); ++a) {
+    curve += fmt::format("{}alpha {}:", a ? "; " : "", weights[a]);
+    for (std::size_t g = 0; g < shifts.size(); ++g) curve += fmt::format(" {:.4f}", ndcg10[a * shifts.size() + g]);
+  }
+  return fmt::format("cold items: neighbour weight alpha {} and shift {:.4f} ({} x sigma {:.4f}), chosen on valid "
+                     "with {} training items' IDs withheld ({} users with a text-only target); NDCG@10 by alpha, "
+                     "then b / sigma in {}: {}",
+                     scoring.neighbour_weight, scoring.shift, scale > 0 ? scoring.shift / scale : 0.0, scale, withheld,
+                     cold_users, nlohmann::json(shifts).dump(), curve);
+}
+
+const std::vector<double>& cold_weight_grid() {
+  static const std::vector<double> grid = {0, 0.5, 1, 2};
+  return grid;
+}
+
+const std::vector<double>& cold_shift_grid() {
+  static const std::vector<double> grid = {0, 0.25, 0.5, 1, 1.5, 2, 3};
+  return grid;
+}
+std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& cold, double share, std::int64_t seed) {
+  LLMREC_CHECK(share >= 0 && share <= 1, "cold_withheld_items: share {} is not in [0, 1]", share);
+  std::vector<std::int64_t> warm;
+  for (std::size_t i = 0; i < cold.size(); ++i) {
+    if (cold[i] == 0) warm.push_back(static_cast<std::int64_t>(i));
+  }
+  const auto take = static_cast<std::size_t>(std::llround(share * static_cast<double>(warm.size())));
+  // A partial Fisher-Yates shuffle with an explicit draw (std::shuffle and
+  // the distributions differ between standard libraries).
+  std::mt19937_64 rng(static_cast<std::uint64_t>(seed));
+  for (std::size_t i = 0; i < take; ++i) {
+    const std::size_t j = i + static_cast<std::size_t>(rng() % (warm.size() - i));
+    std::swap(warm[i], warm[j]);
+  }
+  warm.resize(take);
+  std::sort(warm.begin(), warm.end());
+  return warm;
+}
+
+ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len, const std::vector<std::string>& vocab) {
+  LLMREC_CHECK(valid.split() == "valid", "the cold scoring is chosen on the validation split, not '{}'", valid.split());
+  const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
+  ColdCalibration c;
+  const ModelConfig& m = model->options().config();
+  if (!config.enabled) {
+    c.skipped = "eval.cold_calibration.enabled is false";
+    return c;
+  }
+  if (!m.item_text || !m.item_id_embedding) {
+    c.skipped = "the model needs model.item_text and model.item_id_embedding";
+    return c;
+  }
+
+  // The real cold items and the withheld ones: scored as cold, their
+  // neighbours among the other items.
+  const ItemTable& real = valid.items();
+  const std::int64_t n = valid.num_items();
+  const int full_len = n > 0 ? static_cast<int>(static_cast<std::int64_t>(real.tokens.size()) / n) : 0;
+  const TfidfMatrix tfidf = tfidf_matrix(real, full_len, vocab, {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
+  ItemTable items = real;
+  const std::vector<std::int64_t> withheld = cold_withheld_items(items.cold, config.withhold, config.seed);
+  for (std::int64_t i : withheld) items.cold[static_cast<std::size_t>(i)] = 1;
+  c.withheld = static_cast<std::int64_t>(withheld.size());
+  // One scorer per alpha (the neighbours' ID vectors enter the history's
+  // item vectors too).
+  ColdScoring lent;
+  lent.neighbours = tfidf_neighbours(tfidf, items.cold, config.neighbours);
+  c.weights = cold_weight_grid();
+  std::vector<std::unique_ptr<ModelScorer>> probes;
+  for (double alpha : c.weights) {
+    lent.neighbour_weight = alpha;
+    probes.push_back(std::make_unique<ModelScorer>(model, items, text_len, valid.comm(), "model (IDs withheld)", lent));
+  }
+  ModelScorer& probe = *probes.front();
+  const torch::Tensor text_only = torch::from_blob(items.cold.data(), {n}, torch::kByte).to(torch::kFloat);
+
+  // sigma: the per-user standard deviation of the scores (alpha = b = 0),
+  // averaged over the users in user order (the same on every world size).
+  // Rows of [std, target text-only] per user.
+  std::vector<double> local;
+  for (std::int64_t call = 0; call < valid.calls(); ++call) {
+    const Evaluator::Block blk = valid.block(call);
+    if (blk.request.size() == 0) continue;
+    const torch::Tensor sd = probe.score(blk.request).to(torch::kDouble).std(/*dim=*/1, /*unbiased=*/false);
+    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
+      local.push_back(sd[r].item<double>());
+      local.push_back(items.cold[static_cast<std::size_t>(blk.targets[static_cast<std::size_t>(r)])]);
+    }
+  }
+  const std::vector<double> rows = valid.gather_user_rows(local, 2);
+  const std::size_t users = rows.size() / 2;
+  double sum = 0;
+  for (std::size_t u = 0; u < users; ++u) {
+    sum += rows[2 * u];
+    c.cold_users += static_cast<std::int64_t>(rows[2 * u + 1]);
+  }
+  c.scale = users == 0 ? 0.0 : sum / static_cast<double>(users);
+  if (!(c.scale > 0)) {
+    c.skipped = "every validation user's scores are equal";
+    return c;
+  }
+  c.shifts = cold_shift_grid();
+
+  // Each alpha scores a block once; its shifts are added to that.
+  torch::Tensor base;
+  const auto per_weight = static_cast<int>(c.shifts.size());
+  auto point = [&](const Evaluator::Block& blk, int g) {
+    if (g % per_weight == 0) base = probes[static_cast<std::size_t>(g / per_weight)]->score(blk.request);
+    const double b = c.scale * c.shifts[static_cast<std::size_t>(g % per_weight)];
+    return (base + text_only.unsqueeze(0) * b).contiguous();
+  };
+  c.ndcg10 = valid.mean_ndcg(10, static_cast<int>(c.weights.size() * c.shifts.size()), point, "cold scoring");
+  std::size_t best = 0;
+  for (std::size_t g = 0; g < c.ndcg10.size(); ++g) {
+    if (c.ndcg10[g] > c.ndcg10[best]) best = g;
+  }
+  c.scoring.neighbour_weight = c.weights[best / c.shifts.size()];
+  c.scoring.shift = c.scale * c.shifts[best % c.shifts.size()];
+  // The real cold items borrow from every training item.
+  if (c.scoring.neighbour_weight != 0) c.scoring.neighbours = tfidf_neighbours(tfidf, real.cold, config.neighbours);
+  return c;
 }
 
 }  // namespace llmrec
