@@ -51,6 +51,7 @@ struct DataConfig {
   CatalogueColumns catalogue_columns;
   std::string time_format = "auto";
   std::map<std::string, double> event_weights = {{"view", 1.0}, {"click", 1.0}, {"cart", 2.0}, {"purchase", 4.0}};
+  std::string weight = "event";
   std::string on_error = "error";
   int show_errors = 5;
   int max_text_chars = 4000;
@@ -74,6 +75,11 @@ struct DataConfig {
     v.field("time_format", time_format, "How timestamps are written; auto = numbers are unix seconds, else ISO 8601",
             config_one_of({"auto", "unix", "unix_ms", "iso8601"}));
     v.field("event_weights", event_weights, "Loss weight of each event type; other event types are bad rows");
+    v.field("weight", weight,
+            "Each event's loss weight r_ij: event = data.event_weights of its type (1 without an event "
+            "column); rating = its rating (data.columns.rating, e.g. 1-5 stars; a row without a rating, "
+            "or with a negative one, is a bad row)",
+            config_one_of({"event", "rating"}));
     v.field("on_error", on_error, "Bad rows: error = stop at the first, naming file:line; skip = count and report",
             config_one_of({"error", "skip"}));
     v.field("show_errors", show_errors, "With on_error: skip, how many bad rows per reason to show with file:line",

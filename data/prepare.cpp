@@ -309,6 +309,11 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     event_types = {"event"};
     event_weights = {1.0f};
   }
+  const bool rating_weight = cfg.weight == "rating";
+  if (rating_weight && c.rating.empty()) {
+    throw ConfigError("data.weight is 'rating' but data.columns.rating is empty: name the rating column, or use "
+                      "data.weight: event");
+  }
   std::string known_events;
   for (const auto& e : event_types) known_events += (known_events.empty() ? "" : ", ") + e;
 
@@ -369,6 +374,12 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
           continue;
         }
         rating = static_cast<float>(r);
+      }
+      if (rating_weight && !(rating >= 0)) {
+        bad.add(line, std::isnan(rating) ? "missing rating" : "negative rating",
+                std::isnan(rating) ? fmt::format("column '{}' is empty and data.weight is 'rating'", c.rating)
+                                   : fmt::format("{} cannot be a loss weight (data.weight: rating)", rating));
+        continue;
       }
       auto [uit, inserted] = user_index.emplace(v[0], static_cast<std::int32_t>(user_ids.size()));
       if (inserted) user_ids.push_back(v[0]);
@@ -493,7 +504,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
       out.events.item.push_back(e.item);
       out.events.time.push_back(e.time);
       out.events.type.push_back(e.type);
-      out.events.weight.push_back(event_weights[e.type]);
+      out.events.weight.push_back(rating_weight ? e.rating : event_weights[e.type]);
       out.events.rating.push_back(e.rating);
       for (std::size_t x = 0; x < c.context.size(); ++x) out.events.context[x].push_back(e.context[x]);
       if (k < train_end) ++train_count[static_cast<std::size_t>(e.item)];

@@ -437,7 +437,7 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
     nlohmann::json data = nlohmann::json::object();
     if (const ConfigNode* d = root.find("data")) {
       for (const char* key : {"split", "cut", "min_user_events", "kcore", "on_error", "time_format", "event_weights",
-                              "interactions", "catalogue"}) {
+                              "weight", "interactions", "catalogue"}) {
         if (const ConfigNode* v = d->find(key)) data[key] = node_to_json(*v);
       }
     }

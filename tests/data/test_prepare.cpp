@@ -125,6 +125,24 @@ TEST_F(PrepareTest, EachBadInteractionRowNamesFileLineAndReason) {
   EXPECT_THAT(error_of(good + "u4,a,100,view,five\n"), HasSubstr(":11: bad rating: 'five' is not a number"));
 }
 
+TEST_F(PrepareTest, RatingWeightsTheLossOfEachEvent) {
+  cfg.columns.rating = "rating";
+  cfg.weight = "rating";
+  const std::string rated = "u1,a,100,view,1\nu1,c,300,purchase,5\nu1,b,200,click,2.5\n"
+                            "u2,c,100,view,4\nu2,a,200,cart,3\nu2,b,300,view,0\n";
+  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + rated);
+  prepare_dataset(cfg, "");
+  UserSlice all = DatasetFile(cfg.dataset).read_users(0, 2);
+  // In time order: u1 a b c, u2 c a b; the weight is the rating, not the event type's.
+  EXPECT_EQ(all.events.weight, (std::vector<float>{1.0f, 2.5f, 5.0f, 4.0f, 3.0f, 0.0f}));
+
+  EXPECT_THAT(error_of(rated + "u4,a,100,view,\n"),
+              HasSubstr(":8: missing rating: column 'rating' is empty and data.weight is 'rating'"));
+  EXPECT_THAT(error_of(rated + "u4,a,100,view,-2\n"), HasSubstr(":8: negative rating: -2 cannot be a loss weight"));
+  cfg.columns.rating = "";
+  EXPECT_THAT(error_of(rated), HasSubstr("data.weight is 'rating' but data.columns.rating is empty"));
+}
+
 TEST_F(PrepareTest, BadCatalogueRows) {
   auto catalogue_error = [&](const std::string& extra) {
     cfg.catalogue = write("catalogue.csv", std::string(kCatalogue) + extra);
