@@ -78,6 +78,11 @@ Workload workload_of(const std::string& name) {
   m.user.layers = 0;
   m.user.dropout = 0.0;
   m.loss.negatives = "in_batch";
+  if (name == "bench-tiny-seq") {  // the peer's --user causal: 2 pre-LN causal blocks, FFN width d
+    m.user.pooling = "causal";
+    m.user.layers = 2;
+    m.user.ff_dim = m.dim;
+  }
   if (name == "bench-small") {
     w.items = 100000;
     w.batch = 128;
@@ -108,11 +113,18 @@ struct SyntheticCatalogue {
 };
 
 /// The peer's batches: B users x (T history + 1 target) ids ~ Zipf(s).
+/// With `every_position` (the peer's --user causal), slot t of each history
+/// predicts the event after it (slot t + 1, the target after the last): B x T
+/// targets.
 class SyntheticBatches {
  public:
   SyntheticBatches(const SyntheticCatalogue& cat, std::int64_t batch, std::int64_t history, double zipf,
-                   std::uint64_t seed)
-      : cat_(cat), batch_(batch), history_(history), gen_(at::detail::createCPUGenerator(seed)) {
+                   std::uint64_t seed, bool every_position)
+      : cat_(cat),
+        batch_(batch),
+        history_(history),
+        every_position_(every_position),
+        gen_(at::detail::createCPUGenerator(seed)) {
     probs_ = at::arange(1, cat.tokens.size(0) + 1, at::kDouble).pow(-zipf);
   }
   Batch next() {
@@ -124,21 +136,76 @@ class SyntheticBatches {
     b.item_tokens = cat_.tokens.index_select(0, uniq);
     b.item_mask = cat_.mask.index_select(0, uniq);
     b.history = inv.narrow(1, 0, history_).contiguous();
-    b.target = inv.select(1, history_).contiguous();
-    b.weight = at::ones({batch_}, at::kFloat);
+    std::int64_t targets = batch_;
+    if (every_position_) {
+      targets = batch_ * history_;
+      b.target = inv.narrow(1, 1, history_).reshape({-1}).contiguous();
+      b.target_slot = at::arange(targets, at::kLong);  // row r, slot t -> r * T + t
+    } else {
+      b.target = inv.select(1, history_).contiguous();
+    }
+    b.weight = at::ones({targets}, at::kFloat);
     b.negatives = at::empty({0}, at::kLong);
     b.item_log_q = at::zeros({uniq.size(0)}, at::kFloat);
-    b.example_user = at::zeros({batch_}, at::kLong);
-    b.example_event = at::zeros({batch_}, at::kLong);
+    b.example_user = at::zeros({targets}, at::kLong);
+    b.example_event = at::zeros({targets}, at::kLong);
     return b;
   }
 
  private:
   const SyntheticCatalogue& cat_;
   std::int64_t batch_, history_;
+  bool every_position_;
   at::Generator gen_;
   at::Tensor probs_;
 };
+
+/// Model FLOPs of one training step on one rank (forward + backward of the
+/// model's matrix products, 2 per multiply-add; softmax, norms and the
+/// optimizer left out): U items of L tokens through the item tower (with
+/// cls pooling the last layer's output is needed at [CLS] only: keys and
+/// values of every token, the rest for one row), `rows` histories of T
+/// slots through the user tower, `targets` user vectors scored against
+/// `candidates` keys. Backward: 1x the forward for products with a frozen
+/// weight (the input's gradient only), 2x for trainable weights and for
+/// products of two activations.
+double step_model_flops(const ModelConfig& m, double U, double rows, double targets, double candidates) {
+  const double L = m.text_len, H = m.bert.hidden, I = m.bert.intermediate, d = m.dim, T = m.user.history;
+  const double r = m.lora.r, ff = m.user.ff_dim > 0 ? m.user.ff_dim : 4 * d;
+  const bool frozen = m.lora.r > 0;  // LoRA: the base is frozen
+  const double base_w = frozen ? 2.0 : 3.0;  // forward + backward factor of the base's weight products
+  double f = 0;
+  // Item tower, per layer and `q` query rows: Q K V O projections, scores
+  // and context, FFN; LoRA on query and value (x A^T, then B).
+  auto layer = [&](double q) {
+    const double weights = 2 * H * H * (2 * L + 2 * q) + 2 * q * H * I * 2;
+    const double acts = 2 * q * L * H * 2;
+    const double lora = m.lora.r > 0 ? 2 * (q + L) * H * r * 2 : 0.0;
+    return base_w * weights + 3 * acts + 3 * lora;
+  };
+  const double last_rows = m.pooling == "cls" ? 1 : L;
+  if (m.bert.layers > 0) f += U * ((m.bert.layers - 1) * layer(L) + layer(last_rows));
+  f += U * 3 * (2 * H * d);  // item_proj
+  // User tower over the rows' T slots.
+  const double user_layer = 2 * T * d * d * 4 + 2 * T * d * ff * 2 + 2 * T * T * d * 2;
+  f += rows * 3 * m.user.layers * user_layer;
+  if (m.user.pooling == "attention") f += rows * 3 * (2 * T * d * d * 2 + 2 * d * d * 2 + 2 * T * d * 2);
+  const double user_out = m.user.pooling == "causal" ? T : 1;  // slots through norm + proj
+  f += rows * 3 * user_out * 2 * d * d;
+  // Scorer: keys A l of the candidates, logits of every target.
+  f += 3 * (2 * candidates * d * d + 2 * targets * candidates * d);
+  return f;
+}
+
+/// GFLOP/s of a 1024 x 1024 float32 matrix product on this process's threads.
+double sgemm_gflops() {
+  at::Tensor a = at::randn({1024, 1024}), b = at::randn({1024, 1024});
+  at::matmul(a, b);
+  const int reps = 5;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) at::matmul(a, b);
+  return 2.0 * 1024 * 1024 * 1024 * reps / since(t0) / 1e9;
+}
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -180,7 +247,8 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   const std::int64_t batch = o.batch > 0 ? o.batch : w.batch;
   SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
   SyntheticBatches data(cat, batch, w.model.user.history, 1.1,
-                        static_cast<std::uint64_t>(o.seed) * 1000 + 1 + static_cast<std::uint64_t>(comm.rank()));
+                        static_cast<std::uint64_t>(o.seed) * 1000 + 1 + static_cast<std::uint64_t>(comm.rank()),
+                        w.model.user.pooling == "causal");
 
   torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
   Recommender model(RecommenderOptions(w.model));
@@ -215,7 +283,11 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
     if (i >= 2) alone.push_back(since(t0));
   }
 
+  // The machine's ceiling for MFU: every rank's sgemm at once.
+  comm.barrier();
+  const double sgemm = sgemm_gflops();
   std::vector<double> t_step, t_data, t_fwd, t_bwd, t_wait, t_opt, uniques;
+  double flops = 0;  // this rank's model FLOPs over the measured steps
   double loss_last = 0;
   Clock::time_point t_start;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
@@ -247,6 +319,12 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
       t_wait.push_back(wait_s * 1e3);
       t_opt.push_back(opt_s * 1e3);
       uniques.push_back(static_cast<double>(b.item_ids.size(0)));
+      const double candidates =
+          w.model.loss.negatives == "batch_items"
+              ? static_cast<double>(b.item_ids.size(0))
+              : static_cast<double>(std::get<0>(at::_unique(b.target)).numel() + b.negatives.numel());
+      flops += step_model_flops(w.model, static_cast<double>(b.item_ids.size(0)), static_cast<double>(b.rows()),
+                                static_cast<double>(b.size()), candidates);
       loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
     }
   }
@@ -264,6 +342,9 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   auto sync = max_over_ranks(comm, {csum, -csum});
   at::Tensor u = at::tensor({mean_unique}, at::kDouble);
   comm.all_reduce(u, {ReduceOp::Avg});
+  at::Tensor fl = at::tensor({flops, sgemm}, at::kDouble);  // sums over ranks
+  comm.all_reduce(fl, {ReduceOp::Sum});
+  const double achieved_gflops = fl[0].item<double>() / elapsed / 1e9, sgemm_sum = fl[1].item<double>();
   std::int64_t n_trainable = 0, n_total = 0;
   for (auto& [n, p] : params) n_trainable += p.numel();
   for (auto& p : model->parameters()) n_total += p.numel();
@@ -281,6 +362,11 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
                {"allreduce_hidden_share", comm.size() > 1 && alone_ms > 0 ? std::clamp(1.0 - wait_ms / alone_ms, 0.0, 1.0)
                                                                            : 0.0},
                {"unique_items_per_step_mean", u.item<double>()},
+               {"model_gflop_per_step", fl[0].item<double>() / o.steps / 1e9},
+               {"achieved_gflops", achieved_gflops},
+               {"sgemm1024_gflops_rank0", sgemm},
+               {"sgemm1024_gflops_all_ranks", sgemm_sum},
+               {"mfu", sgemm_sum > 0 ? achieved_gflops / sgemm_sum : 0.0},
                {"trainable_params", n_trainable},
                {"total_params", n_total},
                {"allreduce_bytes_per_step", reducer.bytes_per_step()},
@@ -291,6 +377,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
                {"measured_steps", o.steps},
                {"batch_per_rank", batch},
                {"pooling", w.model.pooling},
+               {"user_tower", w.model.user.pooling},
                {"lora_r", w.model.lora.r},
                {"precision", ctx.config.run.precision}});
   if (comm.rank() == 0) {
@@ -476,8 +563,10 @@ void bench_distributed_add(CLI::App& bench) {
     auto o = std::make_shared<Options>();
     config_options_add(*cmd, o->config);
     if (name == "train" || name == "export") {
-      cmd->add_option("--workload", o->bench.workload, "bench-tiny or bench-small (BENCHMARKS.md)")
-          ->check(CLI::IsMember({"bench-tiny", "bench-small"}))
+      cmd->add_option("--workload", o->bench.workload,
+                      "bench-tiny, bench-tiny-seq (bench-tiny with the causal user tower and a loss at every "
+                      "history position, the peer's --user causal) or bench-small (BENCHMARKS.md)")
+          ->check(CLI::IsMember({"bench-tiny", "bench-tiny-seq", "bench-small"}))
           ->capture_default_str();
       cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
     }

@@ -92,6 +92,7 @@ struct ModelUserConfig {
   int layers = 0;
   std::string pooling = "attention";
   double dropout = 0.0;
+  int ff_dim = 0;
 
   template <class V>
   void visit(V& v) {
@@ -118,6 +119,8 @@ struct ModelUserConfig {
             "Dropout on attention probabilities and encoder residual branches (with pooling causal "
             "also on the input item vectors, as SASRec)",
             config_range(0.0, 0.99));
+    v.field("ff_dim", ff_dim, "Feed-forward width of the encoder layers; 0 = 4 x model.dim (SASRec: model.dim)",
+            config_range(0, 1 << 20));
   }
 };
 

@@ -147,6 +147,7 @@ void UserTowerImpl::reset() {
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
     layers->push_back(HistoryEncoderLayer(HistoryEncoderLayerOptions(d, options.heads())
+                                              .ff_dim(options.ff_dim())
                                               .dropout(options.dropout())
                                               .eps(options.eps())
                                               .causal(causal)));

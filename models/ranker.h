@@ -124,6 +124,8 @@ struct UserTowerOptions {
   /// (SASRec): the last real slot at inference, every slot in training.
   TORCH_ARG(std::string, pooling) = "attention";
   TORCH_ARG(double, dropout) = 0.0;
+  /// Feed-forward width of the encoder layers; 0 = 4 x dim.
+  TORCH_ARG(std::int64_t, ff_dim) = 0;
   /// LayerNorm epsilon (torch.nn.LayerNorm's default, as the peer).
   TORCH_ARG(double, eps) = 1e-5;
 };

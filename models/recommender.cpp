@@ -122,7 +122,8 @@ void RecommenderImpl::reset() {
                                                .heads(cfg.user.heads)
                                                .layers(cfg.user.layers)
                                                .pooling(cfg.user.pooling)
-                                               .dropout(cfg.user.dropout)));
+                                               .dropout(cfg.user.dropout)
+                                               .ff_dim(cfg.user.ff_dim)));
   scorer = register_module("scorer", BilinearScorer(d));
 }
 

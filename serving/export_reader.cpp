@@ -167,6 +167,7 @@ void read_attributes(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'ranker_heads' ({}) must divide 'dim' ({})", e.ranker_heads, e.dim));
   }
   e.ranker_layers = r.attr_int("ranker_layers", 0, kMaxLayers);
+  if (r.has_attr("ranker_ff_dim")) e.ranker_ff_dim = r.attr_int("ranker_ff_dim", 0, 16 * kMaxDim);
   if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
   if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean" && e.ranker_pooling != "causal") {
     r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
@@ -314,6 +315,7 @@ void read_tower(Reader& r, ExportData& e) {
     tower = UserTower(UserTowerOptions(e.dim, e.history)
                           .heads(e.ranker_heads)
                           .layers(e.ranker_layers)
+                          .ff_dim(e.ranker_ff_dim)
                           .pooling(e.ranker_pooling));
   } catch (const std::exception& ex) {
     r.fail(fmt::format("cannot build the user tower from the root attributes: {}", ex.what()));

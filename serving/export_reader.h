@@ -19,7 +19,7 @@
 /// attribute; reading never crashes and never allocates from an unchecked
 /// size. The user tower is rebuilt as
 /// UserTower(UserTowerOptions(dim, history).heads(ranker_heads).layers(ranker_layers)
-///   .pooling(ranker_pooling))
+///   .ff_dim(ranker_ff_dim).pooling(ranker_pooling))
 /// in eval mode, and every parameter and buffer is loaded from
 /// `ranker/<module path>` (a missing tensor or a shape mismatch names it).
 ///
@@ -55,6 +55,7 @@ struct ExportData {
   std::int64_t id_items = 0;
   std::int64_t ranker_heads = 0;
   std::int64_t ranker_layers = 0;
+  std::int64_t ranker_ff_dim = 0;  ///< feed-forward width of the tower's layers; 0 = 4 x dim
   std::string ranker_pooling = "attention";  ///< absent in older exports: attention
   std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
   std::string score;                   ///< "dot"

@@ -45,6 +45,7 @@ struct ExportContent {
   std::int64_t text_len = 0;
   std::int64_t ranker_heads = 0;
   std::int64_t ranker_layers = 0;
+  std::int64_t ranker_ff_dim = 0;  ///< 0 = 4 x dim
   std::string ranker_pooling = "attention";
   std::int64_t catalogue_updates = 0;
   std::string model_config, config, config_sha256, model_sha256, checkpoint, dataset, dataset_sha256;
@@ -157,6 +158,7 @@ void export_file_write(const std::string& path, const ExportContent& c) {
   f.set_attr("/", "text_len", c.text_len);
   f.set_attr("/", "ranker_heads", c.ranker_heads);
   f.set_attr("/", "ranker_layers", c.ranker_layers);
+  f.set_attr("/", "ranker_ff_dim", c.ranker_ff_dim);
   f.set_attr("/", "ranker_pooling", c.ranker_pooling);
 
   f.write_strings("items/ids", c.item_ids);
@@ -237,6 +239,7 @@ ExportContent export_file_read(const std::string& path, Recommender& model, bool
   c.text_len = f.attr_int("/", "text_len");
   c.ranker_heads = f.attr_int("/", "ranker_heads");
   c.ranker_layers = f.attr_int("/", "ranker_layers");
+  c.ranker_ff_dim = f.has_attr("/", "ranker_ff_dim") ? f.attr_int("/", "ranker_ff_dim") : 0;  // older exports: 4 x dim
   // Exports written before mean pooling existed have no such attribute.
   if (f.has_attr("/", "ranker_pooling")) c.ranker_pooling = f.attr_string("/", "ranker_pooling");
   c.catalogue_updates = f.attr_int("/", "catalogue_updates");
@@ -392,6 +395,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.text_len = file.text_len();
     c.ranker_heads = model->user->options.heads();
     c.ranker_layers = model->user->options.layers();
+    c.ranker_ff_dim = model->user->options.ff_dim();
     c.ranker_pooling = model->user->options.pooling();
     c.catalogue_updates = 0;
     ModelConfig m = mc;

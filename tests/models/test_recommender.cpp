@@ -102,6 +102,25 @@ TEST(Recommender, BenchTinyParameterCountsEqualThePeer) {
   EXPECT_EQ(count(pooled->trainable_parameters()), 126592);
 }
 
+// bench-tiny-seq (apps/bench_train.cpp) against the peer's --user causal
+// (torch_ddp_bench.py: 2 pre-LN nn.TransformerEncoderLayer of FFN width d,
+// no pooling query): 259,584 trainable of 4,628,992 parameters.
+TEST(Recommender, BenchTinySeqParameterCountsEqualThePeer) {
+  ModelConfig m;
+  m.user.pooling = "causal";
+  m.user.layers = 2;
+  m.user.ff_dim = m.dim;
+  Recommender model(m);
+  std::int64_t total = 0;
+  for (const auto& p : model->parameters()) total += p.numel();
+  EXPECT_EQ(count(model->trainable_parameters()), 259584);
+  EXPECT_EQ(total, 4628992);
+  // One block: in_proj 3d x d + 3d, out_proj, linear1 d x ff, linear2, two LayerNorms.
+  std::int64_t block = 0;
+  for (const auto& p : model->user->layers[0]->named_parameters()) block += p.value().numel();
+  EXPECT_EQ(block, 99584);
+}
+
 class RecommenderGradients : public ::testing::TestWithParam<int> {};
 
 TEST_P(RecommenderGradients, ReachExactlyTheTrainableParameters) {
