@@ -5,6 +5,7 @@
 #include "apps/app_context.h"
 #include "apps/commands.h"
 #include "apps/config_options.h"
+#include "models/recommender.h"
 
 namespace llmrec {
 namespace {
@@ -46,6 +47,7 @@ void command_config_add(CLI::App& app) {
       return;
     }
     Config config = app_load_config(*options);
+    recommender_config_check(config.model);  // the rules between keys, as train applies them
     std::fputs(ConfigWriter::write(config).c_str(), stdout);
   });
 }

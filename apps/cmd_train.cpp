@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <limits>
 
 #include "apps/app_context.h"
 #include "apps/commands.h"
@@ -22,8 +23,8 @@ void command_train_add(CLI::App& app) {
                   "checkpoint in <run.dir>/checkpoints (fresh if none); or a checkpoint file")
       ->default_str("none");
   cmd->add_option("--stop-after", run->stop_after,
-                  "Stop after this many steps of this run, writing a checkpoint (time-sliced jobs)")
-      ->check(CLI::NonNegativeNumber);
+                  "Stop after this many steps (>= 1) of this run, writing a checkpoint (time-sliced jobs)")
+      ->check(CLI::Range(std::int64_t{1}, std::numeric_limits<std::int64_t>::max()));
   cmd->callback([options, run] {
     int rc = app_run_distributed(*options, [run](AppContext& ctx) { return train_run(ctx, *run); });
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <exception>
 
 #include "apps/commands.h"
 #include "common/error.h"
@@ -28,6 +29,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const llmrec::Error& e) {
+    std::fprintf(stderr, "llmrec: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {  // LibTorch, the standard library: an error too, never std::terminate
     std::fprintf(stderr, "llmrec: error: %s\n", e.what());
     return 1;
   }

@@ -87,6 +87,30 @@ RecommenderImpl::RecommenderImpl(const RecommenderOptions& options) : options_(o
   }
 }
 
+void recommender_config_check(const ModelConfig& cfg) {
+  cfg.validate();
+  if (!cfg.item_text || cfg.lora.r <= 0 || !cfg.bert.pretrained.empty()) return;  // a pretrained tower: checked at load
+  BertConfig tiny;
+  tiny.vocab_size = 8;
+  tiny.hidden_size = 4;
+  tiny.num_hidden_layers = 1;
+  tiny.num_attention_heads = 1;
+  tiny.intermediate_size = 4;
+  tiny.max_position_embeddings = 4;
+  BertModel probe(tiny, cfg.bert.add_pooler);
+  LoraOptions lora;
+  lora.r = 1;
+  lora.alpha = cfg.lora.alpha;
+  lora.target_modules = cfg.lora.targets;
+  try {
+    apply_lora(probe, lora);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    throw ConfigError(fmt::format("invalid model configuration:\n  model.lora.targets: {}", e.what()));
+  }
+}
+
 void RecommenderImpl::reset() {
   const ModelConfig& cfg = options_.config();
   const std::int64_t d = cfg.dim;

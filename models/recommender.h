@@ -118,6 +118,12 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
 };
 TORCH_MODULE(Recommender);
 
+/// Throws ConfigError listing what `cfg` breaks before any data is read:
+/// ModelConfig::validate(), and LoRA targets that name no Linear layer of
+/// the item tower (checked on a one-layer BERT of the same module names).
+/// `llmrec config` runs it.
+void recommender_config_check(const ModelConfig& cfg);
+
 /// The BERT architecture the keys of `model.bert` describe (pretrained
 /// ignored): layers, hidden, heads, intermediate, vocab_size,
 /// max_positions, dropout (hidden and attention), HF's other defaults.

@@ -34,6 +34,19 @@ expect "include and --set" resolved.txt 'dir: "runs/quickstart"' 'threads: 2' 't
 "$bin" config --set comm.backend=gloo >bad_enum.txt 2>&1
 expect "enum error names --set" bad_enum.txt "--set comm.backend=gloo: 'comm.backend' must be one of: auto, mpi, nccl"
 
+# The rules between model keys and the LoRA target names, at `config` already; exit code 1.
+"$bin" config -c "$src/configs/quickstart.yaml" --set model.dim=65 >dim65.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "config checks model.dim against the heads" dim65.txt "model.dim \\(65\\) must be divisible by model.user.heads \\(2\\)" \
+  || fail "config model.dim=65: exit code $rc, expected 1" dim65.txt
+"$bin" config -c "$src/configs/quickstart.yaml" --set model.lora.r=4 --set "model.lora.targets=[querry]" >querry.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "config checks the LoRA target names" querry.txt "model.lora.targets: LoRA target 'querry' matches no module" \
+  || fail "config LoRA target querry: exit code $rc, expected 1" querry.txt
+"$bin" train -c "$src/configs/quickstart.yaml" --stop-after 0 >stop0.txt 2>&1
+rc=$?
+[[ $rc -ne 0 ]] && expect "--stop-after 0 is refused" stop0.txt "stop-after" || fail "--stop-after 0: exit code $rc" stop0.txt
+
 # The GPU path asked for on a machine (or build) without one: clear errors, exit 1.
 "$bin" check --set run.dir=nogpu --set run.device=cuda >nogpu.txt 2>&1
 rc=$?
