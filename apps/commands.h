@@ -23,5 +23,6 @@ void command_encode_add(CLI::App& app);
 void command_recommend_add(CLI::App& app);
 void command_serve_add(CLI::App& app);
 void command_export_add(CLI::App& app);
+void command_adapter_add(CLI::App& app);
 
 }  // namespace llmrec

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   llmrec::command_recommend_add(app);
   llmrec::command_serve_add(app);
   llmrec::command_export_add(app);
+  llmrec::command_adapter_add(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -231,6 +231,31 @@ if [[ $rc -eq 0 ]]; then
 else
   fail "train -np 2 exited $rc" train.txt
 fi
+# llmrec adapter: a LoRA model's encoder for HF/PEFT; base + adapter encodes
+# exactly as the merged directory, and the adapter is not a no-op.
+"$bin" train -c tiny.yaml --set run.dir=lora_run --set model.lora.r=4 --set train.max_steps=3 \
+  --set "eval.baselines=[]" --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >lora_train.txt 2>&1 \
+  && "$bin" adapter -c tiny.yaml --checkpoint lora_run/model.h5 --out lora_hf >adapter.txt 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then
+  expect "adapter writes PEFT, base and merged" adapter.txt 'PEFT LoRA r 4'
+  expect "adapter_config.json" lora_hf/adapter/adapter_config.json '"peft_type": "LORA"' '"r": 4' '"query"'
+  echo '{"input_ids": [2, 10, 20, 30, 3]}' >ids.jsonl
+  "$bin" encode --no-pooler --model lora_hf/merged <ids.jsonl >enc_merged.txt 2>&1
+  "$bin" encode --no-pooler --model lora_hf/base --adapter lora_hf/adapter <ids.jsonl >enc_peft.txt 2>&1
+  "$bin" encode --no-pooler --model lora_hf/base <ids.jsonl >enc_base.txt 2>&1
+  if grep -q '"data"' enc_merged.txt && cmp -s enc_merged.txt enc_peft.txt && ! cmp -s enc_merged.txt enc_base.txt; then
+    ok "base + adapter encodes as merged, and differs from base"
+  else
+    fail "adapter: merged, base + adapter and base do not compare as expected" enc_merged.txt
+  fi
+  "$bin" adapter -c tiny.yaml --checkpoint train_run/model.h5 --out full_hf >adapter_full.txt 2>&1 \
+    && expect "adapter of a fully fine-tuned model: merged only" adapter_full.txt 'no adapter: model.lora.r is 0' \
+    || fail "adapter of a fully fine-tuned model" adapter_full.txt
+else
+  fail "adapter: exit $rc" adapter.txt
+fi
+
 # SIGTERM (what Slurm sends before the time limit): every rank stops after
 # the same step with a message naming it; mpirun (which got the signal
 # itself) exits non-zero, a single process with 128 + 15.
