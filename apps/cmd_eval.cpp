@@ -64,11 +64,7 @@ std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, 
                                     text_len, file.path(), file.text_len()));
     }
     Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
-    const ColdCalibration cold = cold_calibrate(model, valid, text_len, file.vocab());
-    spdlog::info("{}", cold.summary());
-    auto model_scorer = std::make_shared<ModelScorer>(model, file.read_items(), text_len, *ctx.comm, "model", cold.scoring);
-    model_scorer->set_calibration_record(cold.to_json());
-    scorers.push_back(model_scorer);
+    scorers.push_back(calibrated_model_scorer(model, valid, valid.items(), text_len, file.vocab()));
   }
   for (auto& s : baseline_scorers_create(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval)) {
     scorers.push_back(s);

@@ -106,12 +106,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
     names.push_back("oracle");
   }
   std::vector<std::shared_ptr<Scorer>> scorers;
-  const ColdCalibration cold = cold_calibrate(trainer.model(), valid, text_len, file.vocab());
-  spdlog::info("{}", cold.summary());
-  auto model_scorer =
-      std::make_shared<ModelScorer>(trainer.model(), valid.items(), text_len, *ctx.comm, "model", cold.scoring);
-  model_scorer->set_calibration_record(cold.to_json());
-  scorers.push_back(model_scorer);
+  scorers.push_back(calibrated_model_scorer(trainer.model(), valid, valid.items(), text_len, file.vocab()));
   for (auto& s : baseline_scorers_create(names, file, *ctx.comm, cfg.eval)) scorers.push_back(s);
   if (auto fused = eval_fusion_build(scorers, ctx, file)) scorers.push_back(fused);
   Evaluator test(file, *ctx.comm, "test", cfg.eval);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <random>
 
 #include <spdlog/spdlog.h>
@@ -280,6 +279,15 @@ ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len
   // The real cold items borrow from every training item.
   if (c.scoring.neighbour_weight != 0) c.scoring.neighbours = tfidf_neighbours(tfidf, real.cold, config.neighbours);
   return c;
+}
+
+std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid, const ItemTable& items,
+                                                     int text_len, const std::vector<std::string>& vocab) {
+  const ColdCalibration cold = cold_calibrate(model, valid, text_len, vocab);
+  spdlog::info("{}", cold.summary());
+  auto scorer = std::make_shared<ModelScorer>(std::move(model), items, text_len, valid.comm(), "model", cold.scoring);
+  scorer->set_calibration_record(cold.to_json());
+  return scorer;
 }
 
 }  // namespace llmrec

@@ -123,4 +123,11 @@ std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& c
 /// Identical on every rank and world size.
 ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len, const std::vector<std::string>& vocab);
 
+/// Collective: cold_calibrate() on `valid`, its summary logged, then the
+/// ModelScorer "model" of `items` with the chosen cold scoring and the
+/// calibration recorded in its params() (what `train` and `eval
+/// --checkpoint` put in their tables).
+std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid, const ItemTable& items,
+                                                     int text_len, const std::vector<std::string>& vocab);
+
 }  // namespace llmrec
