@@ -116,17 +116,17 @@ int run_eval(const EvalCommand& cmd, AppContext& ctx) {
 
 }  // namespace
 
-/// The fused scorer of eval.fusion.weights over `scorers` (by name), with
-/// weights tuned on the validation split when eval.fusion.tune is set;
-/// nullptr when no fusion is configured.
-std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
-                                          const DatasetFile& file) {
-  const EvalFusionConfig& f = ctx.config.eval.fusion;
-  if (f.weights.empty()) return nullptr;
+namespace {
+
+/// The fused scorer of `weights` over `scorers` (by name), tuned on `valid`
+/// when `tune`; nullptr when `weights` is empty.
+std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers,
+                                          const std::map<std::string, double>& weights, bool tune, Evaluator& valid) {
+  if (weights.empty()) return nullptr;
   std::vector<FusionComponent> components;
   std::string available;
   for (const auto& s : scorers) available += (available.empty() ? "" : ", ") + s->name();
-  for (const auto& [name, weight] : f.weights) {  // by name: a fixed order
+  for (const auto& [name, weight] : weights) {  // by name: a fixed order
     auto it = std::find_if(scorers.begin(), scorers.end(), [&](const auto& s) { return s->name() == name; });
     if (it == scorers.end()) {
       throw ConfigError(fmt::format("eval.fusion.weights names '{}', which this run does not evaluate (scorers: {})",
@@ -134,21 +134,74 @@ std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scor
     }
     components.push_back({*it, weight});
   }
-  if (!f.tune) return std::make_shared<FusedScorer>(std::move(components));
+  if (!tune) return std::make_shared<FusedScorer>(std::move(components));
   std::size_t reference = 0;
   for (std::size_t k = 0; k < components.size(); ++k) {
     if (components[k].scorer->name() == "model") reference = k;
   }
-  Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
   FusionTuning t = fusion_tune(components, reference, valid);
   std::string picked;
   for (std::size_t k = 0; k < components.size(); ++k) {
     picked += fmt::format("{}{}={}", k ? ", " : "", components[k].scorer->name(), t.weights[k]);
   }
-  spdlog::info("fusion: tuned on valid over {} weightings: {} (NDCG@10 {:.4f})", t.tried.size(), picked, t.ndcg10);
-  return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t));
+  spdlog::info("fusion: tuned on valid over {} weightings: {}, cold items {} (NDCG@10 {:.4f})", t.tried.size(), picked,
+               fusion_missing_name(t.missing), t.ndcg10);
+  return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t, valid.items().cold));
 }
 
+}  // namespace
+
+std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
+                                          const DatasetFile& file) {
+  const EvalFusionConfig& f = ctx.config.eval.fusion;
+  if (f.weights.empty()) return nullptr;
+  Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
+  return fusion_build(scorers, f.weights, f.tune, valid);
+}
+
+ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const DatasetFile& file) {
+  const EvalConfig& eval = ctx.config.eval;
+  ExportRanking r = export_ranking_of(eval);
+  Evaluator valid(file, *ctx.comm, "valid", eval);
+  const int text_len = model->options().config().text_len;
+  auto model_scorer = calibrated_model_scorer(model, valid, valid.items(), text_len, file.vocab());
+  r.cold = model_scorer->cold_scoring();
+
+  // Serving's collaborative components, built (and tuned) as evaluation builds them.
+  std::vector<std::string> names = {"itemknn"};
+  if (r.fusion.count("popularity") != 0) names.push_back("popularity");
+  std::vector<std::shared_ptr<Scorer>> scorers = {model_scorer};
+  for (auto& s : baseline_scorers_create(names, file, *ctx.comm, eval)) scorers.push_back(s);
+  r.itemknn = std::dynamic_pointer_cast<ItemKnnScorer>(scorers[1])->options();
+
+  nlohmann::json left_out = nlohmann::json::array();
+  for (const auto& [name, weight] : eval.fusion.weights) {
+    if (weight > 0 && r.fusion.count(name) == 0) left_out.push_back(name);
+  }
+  if (!left_out.empty()) {
+    spdlog::warn("export: serving computes model, itemknn and popularity only; the default ranking leaves out {} of "
+                 "eval.fusion.weights", left_out.dump());
+  }
+  const bool fused = r.fusion.size() > 1 || r.fusion.count("model") == 0;
+  std::shared_ptr<FusedScorer> fusion = fused ? fusion_build(scorers, r.fusion, eval.fusion.tune, valid) : nullptr;
+  if (fusion) {
+    r.fusion.clear();
+    for (const auto& c : fusion->components()) r.fusion[c.scorer->name()] = c.weight;
+    r.missing = fusion->missing();
+  }
+  const nlohmann::json params = fusion ? fusion->params() : nlohmann::json::object();
+  r.chosen = {{"by", fusion && eval.fusion.tune ? "validation (eval.fusion.tune)" : "configuration"},
+              {"left_out", left_out},
+              {"cold_calibration", model_scorer->params().value("cold_calibration", nlohmann::json(nullptr))},
+              {"itemknn", scorers[1]->params()}};
+  if (params.contains("tuning")) r.chosen["fusion_tuning"] = params["tuning"];
+  std::string weights;
+  for (const auto& [name, w] : r.fusion) weights += fmt::format("{}{}={:g}", weights.empty() ? "" : ", ", name, w);
+  spdlog::info("export: default ranking {} (cold items {}), ItemKNN {} neighbours, shrink {:g}, cold shift {:g}, "
+               "neighbour weight {:g}", weights, fusion_missing_name(r.missing), r.itemknn.neighbours,
+               r.itemknn.shrink, r.cold.shift, r.cold.neighbour_weight);
+  return r;
+}
 
 void command_eval_add(CLI::App& app) {
   auto* cmd = app.add_subcommand(

@@ -16,6 +16,7 @@
 #include "apps/app_context.h"
 #include "apps/commands.h"
 #include "apps/config_options.h"
+#include "apps/eval_fusion.h"
 #include "data/dataset.h"
 #include "trainer/checkpoint.h"
 #include "trainer/export.h"
@@ -72,8 +73,9 @@ int run_export(const ExportCommand& cmd, AppContext& ctx) {
     DatasetFile file(ctx.config.data.dataset);
     const std::string output =
         cmd.output.empty() ? (std::filesystem::path(ctx.run_dir) / "export.h5").string() : cmd.output;
-    ExportSummary s = export_write(output, model, cmd.checkpoint, file, ConfigWriter::write(ctx.config),
-                                   ctx.config.eval, *ctx.comm);
+    const ExportRanking ranking = export_ranking_choose(model, ctx, file);
+    ExportSummary s =
+        export_write(output, model, cmd.checkpoint, file, ConfigWriter::write(ctx.config), ranking, *ctx.comm);
     spdlog::info("export: {} items, {} users written to {} in {:.2f} s", s.items, s.users, s.path, s.seconds);
     out = fmt::format("llmrec export: {} with dataset {}\n", cmd.checkpoint, file.path());
     out += summary_tail(s, ctx.comm->size());

@@ -34,6 +34,7 @@ struct RecommendArgs {
   int hour = -1;
   double hour_weight = -1;
   double cf_weight = -1;
+  double popularity_weight = -1;
   double diversity = 0;
   bool explain = false;
   bool json = false;
@@ -57,14 +58,19 @@ std::string truncate_utf8(const std::string& s, std::size_t width) {
 
 std::string table_text(const serving::ExportData& e, const serving::Recommendation& r) {
   std::string out;
-  const std::string who = r.user >= 0 ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)],
-                                                    r.history.size())
-                                      : fmt::format("a history of {} items", r.history.size());
-  out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}{}{}{}; {} eligible items; {:.2f} ms\n", who, r.k,
-                     serving::exclude_name(r.exclude), r.cf_weight,
+  const std::string who =
+      r.user >= 0 ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)], r.history.size())
+      : !r.unknown_user.empty()
+          ? fmt::format("unknown user {} (not in the export: the most popular items)", r.unknown_user)
+          : fmt::format("a history of {} items", r.history.size());
+  out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}, popularity_weight {:g}{}{}{}; {} eligible items; {:.2f} ms\n",
+                     who, r.k, serving::exclude_name(r.exclude), r.cf_weight, r.popularity_weight,
                      r.hour ? fmt::format(", hour {} (weight {:g})", *r.hour, r.hour_weight) : std::string(),
                      r.diversity > 0 ? fmt::format(", diversity {:g}", r.diversity) : std::string(),
-                     r.fused ? ", fused z-scores" : ", model scores", r.eligible, r.took_ms);
+                     !r.fallback.empty() ? ", training event counts"
+                     : r.fused           ? ", fused z-scores"
+                                         : ", model scores",
+                     r.eligible, r.took_ms);
   out += fmt::format("{:>4}  {:<16} {:>10}  {:<16} {:<4}  {}\n", "rank", "id", "score", "category", "cold", "text");
   for (std::size_t j = 0; j < r.items.size(); ++j) {
     const auto& it = r.items[j];
@@ -103,6 +109,7 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
   if (a.hour >= 0) q.hour = a.hour;
   if (a.hour_weight >= 0) q.hour_weight = a.hour_weight;
   if (a.cf_weight >= 0) q.cf_weight = a.cf_weight;
+  if (a.popularity_weight >= 0) q.popularity_weight = a.popularity_weight;
   q.diversity = a.diversity;
   q.explain = a.explain;
 
@@ -123,7 +130,7 @@ void command_recommend_add(CLI::App& app) {
   auto* cmd = app.add_subcommand("recommend", "Top-k recommendations for a user or a fresh history, from an export file");
   auto a = std::make_shared<RecommendArgs>();
   cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")->required()->check(CLI::ExistingFile);
-  auto* user = cmd->add_option("--user", a->user, "A known user id");
+  auto* user = cmd->add_option("--user", a->user, "A user id (unknown: the most popular items, flagged)");
   auto* history =
       cmd->add_option("--history", a->history, "Recent item ids, oldest first, comma-separated")->delimiter(',');
   user->excludes(history);
@@ -138,6 +145,9 @@ void command_recommend_add(CLI::App& app) {
                   fmt::format("Weight of the time-of-day component (default {:g})", serving::kDefaultHourWeight))
       ->check(CLI::Range(0.0, serving::kMaxWeight));
   cmd->add_option("--cf-weight", a->cf_weight, "Weight of the ItemKNN component (default: the export's fusion weight)")
+      ->check(CLI::Range(0.0, serving::kMaxWeight));
+  cmd->add_option("--popularity-weight", a->popularity_weight,
+                  "Weight of the popularity component (default: the export's fusion weight)")
       ->check(CLI::Range(0.0, serving::kMaxWeight));
   cmd->add_option("--diversity", a->diversity, "MMR lambda in [0, 1] (0: plain top-k)")
       ->check(CLI::Range(0.0, 1.0))

@@ -6,6 +6,8 @@
 
 #include "apps/app_context.h"
 #include "data/dataset.h"
+#include "models/recommender.h"
+#include "trainer/export.h"
 #include "trainer/scorer.h"
 
 namespace llmrec {
@@ -16,5 +18,14 @@ namespace llmrec {
 /// nullptr when no fusion is configured. Collective.
 std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
                                           const DatasetFile& file);
+
+/// Collective: the ranking an export carries, chosen as `llmrec train` and
+/// `llmrec eval --checkpoint` choose their test rows: the model's cold
+/// scoring calibrated on validation, ItemKNN with its tuned options, and
+/// eval.fusion.weights restricted to the components serving computes
+/// (model, itemknn, popularity; the others are left out, logged and
+/// recorded) fused as eval.fusion says (tuned on validation, the missing
+/// policy included, with eval.fusion.tune).
+ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const DatasetFile& file);
 
 }  // namespace llmrec

@@ -15,14 +15,14 @@
 --   bad_json       truncated JSON                          400
 --   unknown_field  {"user": <known>, "kk": 5}              400
 --   wrong_type     {"user": <known>, "k": "10"}            400
---   unknown_user   {"user": "no-such-user-<n>"}            404
+--   unknown_item   {"history": ["no-such-item-<n>"]}       404
 --   wrong_method   DELETE /recommend                       405
 -- done() prints one line per kind and then "unexpected: N", the number of
 -- responses whose status is not the one their kind must get.
 
-local expected = {valid = 200, bad_json = 400, unknown_field = 400, wrong_type = 400, unknown_user = 404,
+local expected = {valid = 200, bad_json = 400, unknown_field = 400, wrong_type = 400, unknown_item = 404,
                   wrong_method = 405}
-local kinds = {"valid", "bad_json", "unknown_field", "wrong_type", "unknown_user", "wrong_method"}
+local kinds = {"valid", "bad_json", "unknown_field", "wrong_type", "unknown_item", "wrong_method"}
 local json_headers = {["Content-Type"] = "application/json"}
 
 local threads = {}
@@ -61,8 +61,8 @@ local function malformed(user)
   elseif pick == 3 then
     return "wrong_type", wrk.format("POST", "/recommend", json_headers, '{"user": "' .. user .. '", "k": "10"}')
   elseif pick == 4 then
-    return "unknown_user", wrk.format("POST", "/recommend", json_headers,
-                                      '{"user": "no-such-user-' .. math.random(1000000) .. '"}')
+    return "unknown_item", wrk.format("POST", "/recommend", json_headers,
+                                      '{"history": ["no-such-item-' .. math.random(1000000) .. '"]}')
   end
   return "wrong_method", wrk.format("DELETE", "/recommend")
 end

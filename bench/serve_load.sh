@@ -11,7 +11,7 @@
 # converged one), `export` of that checkpoint. Starts `llmrec serve --port 0`
 # on it, warms it up, runs wrk with bench/serve_load.lua (POST /recommend for
 # random known users and a --malformed share of malformed requests: bad
-# JSON, unknown field, wrong type, unknown user, wrong method), samples the
+# JSON, unknown field, wrong type, unknown history item, wrong method), samples the
 # server's VmRSS every second, reads /metrics, stops the server with SIGTERM
 # and prints a summary. Exit status 1 when a request got a status other than
 # its kind's, a socket error occurred, or the server did not stop cleanly.

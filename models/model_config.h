@@ -93,6 +93,8 @@ struct ModelUserConfig {
   std::string pooling = "attention";
   double dropout = 0.0;
   int ff_dim = 0;
+  std::string activation = "gelu";
+  bool projection = true;
 
   template <class V>
   void visit(V& v) {
@@ -121,6 +123,11 @@ struct ModelUserConfig {
             config_range(0.0, 0.99));
     v.field("ff_dim", ff_dim, "Feed-forward width of the encoder layers; 0 = 4 x model.dim (SASRec: model.dim)",
             config_range(0, 1 << 20));
+    v.field("activation", activation, "Feed-forward activation of the encoder layers (SASRec: relu)",
+            config_one_of({"gelu", "relu"}));
+    v.field("projection", projection,
+            "Learn a final Linear(d, d) after the tower's LayerNorm (u = proj(norm(h))); false: u = norm(h), "
+            "SASRec's output");
   }
 };
 
@@ -160,6 +167,7 @@ struct ModelConfig {
   bool item_text = true;
   std::string pooling = "cls";
   double id_dropout = 0.1;
+  std::string score = "bilinear";
   ModelBertConfig bert;
   ModelLoraConfig lora;
   ModelUserConfig user;
@@ -189,6 +197,10 @@ struct ModelConfig {
             "rescaled) for a batch, so the model also learns to rank from text alone (ignored "
             "with item_text: false)",
             config_range(0.0, 1.0));
+    v.field("score", score,
+            "How a user vector u meets an item vector l: bilinear = u^T A l with A learned (initialised to the "
+            "identity); dot = u . l, SASRec's score",
+            config_one_of({"bilinear", "dot"}));
     v.section("bert", bert, "Item tower: BERT encoder");
     v.section("lora", lora, "Item tower: LoRA adapters");
     v.section("user", user, "User tower: attention ranker over the history");

@@ -98,6 +98,8 @@ HistoryEncoderLayerImpl::HistoryEncoderLayerImpl(const HistoryEncoderLayerOption
 }
 
 void HistoryEncoderLayerImpl::reset() {
+  LLMREC_CHECK(options.activation() == "gelu" || options.activation() == "relu",
+               "encoder layer: activation must be 'gelu' or 'relu', got '{}'", options.activation());
   const std::int64_t d = options.dim();
   const std::int64_t ff = options.ff_dim() > 0 ? options.ff_dim() : 4 * d;
   self_attn = register_module(
@@ -109,6 +111,10 @@ void HistoryEncoderLayerImpl::reset() {
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
 }
 
+torch::Tensor HistoryEncoderLayerImpl::activation(const torch::Tensor& x) const {
+  return options.activation() == "relu" ? torch::relu(x) : torch::gelu(x);
+}
+
 torch::Tensor HistoryEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   check_mask(x, mask, "history encoder layer");
   if (options.causal()) {
@@ -117,11 +123,11 @@ torch::Tensor HistoryEncoderLayerImpl::forward(const torch::Tensor& x, const tor
     // residual stream keeps the items (the tower's `norm` ends the stack).
     const torch::Tensor a = norm1(x);
     torch::Tensor y = x + dropout(self_attn(a, a, mask, /*causal=*/true));
-    y = y + dropout(linear2(dropout(torch::gelu(linear1(norm2(y))))));
+    y = y + dropout(linear2(dropout(activation(linear1(norm2(y))))));
     return y.masked_fill(~mask.unsqueeze(-1), 0.0);
   }
   torch::Tensor y = norm1(x + dropout(self_attn(x, x, mask)));
-  y = norm2(y + dropout(linear2(dropout(torch::gelu(linear1(y))))));
+  y = norm2(y + dropout(linear2(dropout(activation(linear1(y))))));
   return y.masked_fill(~mask.unsqueeze(-1), 0.0);
 }
 
@@ -137,6 +143,8 @@ void UserTowerImpl::reset() {
   LLMREC_CHECK(options.layers() >= 0, "user tower: layers must be >= 0, got {}", options.layers());
   LLMREC_CHECK(options.pooling() == "attention" || options.pooling() == "mean" || options.pooling() == "causal",
                "user tower: pooling must be 'attention', 'mean' or 'causal', got '{}'", options.pooling());
+  LLMREC_CHECK(options.activation() == "gelu" || options.activation() == "relu",
+               "user tower: activation must be 'gelu' or 'relu', got '{}'", options.activation());
   const bool attention = options.pooling() == "attention";
   const bool causal = options.pooling() == "causal";
   if (attention) positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
@@ -150,7 +158,8 @@ void UserTowerImpl::reset() {
                                               .ff_dim(options.ff_dim())
                                               .dropout(options.dropout())
                                               .eps(options.eps())
-                                              .causal(causal)));
+                                              .causal(causal)
+                                              .activation(options.activation())));
   }
   if (attention) {
     attn = register_module(
@@ -158,6 +167,13 @@ void UserTowerImpl::reset() {
   }
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(options.eps())));
   proj = register_module("proj", torch::nn::Linear(d, d));
+  if (!options.projection()) {  // u = norm(h): proj fixed at the identity
+    torch::NoGradGuard no_grad;
+    proj->weight.copy_(torch::eye(d));
+    proj->bias.zero_();
+    proj->weight.set_requires_grad(false);
+    proj->bias.set_requires_grad(false);
+  }
 }
 
 torch::Tensor UserTowerImpl::position_rows(const torch::Tensor& mask) const {
@@ -242,7 +258,7 @@ BilinearScorerImpl::BilinearScorerImpl(const BilinearScorerOptions& options_) : 
 
 void BilinearScorerImpl::reset() {
   LLMREC_CHECK(options.dim() > 0, "bilinear scorer: dim must be positive, got {}", options.dim());
-  weight = register_parameter("weight", torch::eye(options.dim()));
+  weight = register_parameter("weight", torch::eye(options.dim()), /*requires_grad=*/options.learned());
 }
 
 torch::Tensor BilinearScorerImpl::item_keys(const torch::Tensor& items) const {

@@ -77,14 +77,16 @@ struct HistoryEncoderLayerOptions {
   TORCH_ARG(double, eps) = 1e-5;
   /// Causal self-attention: slot t attends to slots 0..t only; the block is
   /// then pre-LN (SASRec's): x = x + drop(self_attn(norm1(x))),
-  /// x = x + drop(linear2(drop(gelu(linear1(norm2(x)))))).
+  /// x = x + drop(linear2(drop(act(linear1(norm2(x)))))).
   TORCH_ARG(bool, causal) = false;
+  /// The feed-forward activation act: "gelu" or "relu" (SASRec's).
+  TORCH_ARG(std::string, activation) = "gelu";
 };
 
 /// One Transformer encoder block over a history, post-LN like
-/// torch.nn.TransformerEncoderLayer(norm_first=False) but with GELU:
+/// torch.nn.TransformerEncoderLayer(norm_first=False) but with GELU (or ReLU):
 ///   x = norm1(x + drop(self_attn(x, x, x, mask)))
-///   x = norm2(x + drop(linear2(drop(gelu(linear1(x))))))
+///   x = norm2(x + drop(linear2(drop(act(linear1(x))))))
 /// then padded slots are set to zero, so they never carry information.
 class HistoryEncoderLayerImpl : public torch::nn::Cloneable<HistoryEncoderLayerImpl> {
  public:
@@ -94,6 +96,8 @@ class HistoryEncoderLayerImpl : public torch::nn::Cloneable<HistoryEncoderLayerI
 
   /// x [B, T, d], mask [B, T] bool (true = real item) -> [B, T, d].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+  /// options.activation applied to x.
+  torch::Tensor activation(const torch::Tensor& x) const;
 
   HistoryEncoderLayerOptions options;
   MaskedAttention self_attn{nullptr};
@@ -126,6 +130,11 @@ struct UserTowerOptions {
   TORCH_ARG(double, dropout) = 0.0;
   /// Feed-forward width of the encoder layers; 0 = 4 x dim.
   TORCH_ARG(std::int64_t, ff_dim) = 0;
+  /// Feed-forward activation of the encoder layers: "gelu" or "relu".
+  TORCH_ARG(std::string, activation) = "gelu";
+  /// false: proj is fixed at the identity (not trained), so u = norm(h),
+  /// SASRec's output.
+  TORCH_ARG(bool, projection) = true;
   /// LayerNorm epsilon (torch.nn.LayerNorm's default, as the peer).
   TORCH_ARG(double, eps) = 1e-5;
 };
@@ -189,10 +198,12 @@ TORCH_MODULE(UserTower);
 struct BilinearScorerOptions {
   explicit BilinearScorerOptions(std::int64_t dim) : dim_(dim) {}
   TORCH_ARG(std::int64_t, dim);
+  /// false: A stays the identity (not trained): s(u, l) = u . l, SASRec's score.
+  TORCH_ARG(bool, learned) = true;
 };
 
-/// s(u, l) = u^T A l with A [d, d] learned, initialised to the identity
-/// (parameter `weight`). `item_keys(l) = l A^T` is what an export stores:
+/// s(u, l) = u^T A l with A [d, d] learned (options.learned), initialised
+/// to the identity (parameter `weight`). `item_keys(l) = l A^T` is what an export stores:
 /// then s(u, l) = u . key(l), a plain inner product.
 class BilinearScorerImpl : public torch::nn::Cloneable<BilinearScorerImpl> {
  public:

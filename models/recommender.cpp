@@ -147,8 +147,10 @@ void RecommenderImpl::reset() {
                                                .layers(cfg.user.layers)
                                                .pooling(cfg.user.pooling)
                                                .dropout(cfg.user.dropout)
-                                               .ff_dim(cfg.user.ff_dim)));
-  scorer = register_module("scorer", BilinearScorer(d));
+                                               .ff_dim(cfg.user.ff_dim)
+                                               .activation(cfg.user.activation)
+                                               .projection(cfg.user.projection)));
+  scorer = register_module("scorer", BilinearScorer(BilinearScorerOptions(d).learned(cfg.score == "bilinear")));
 }
 
 std::shared_ptr<torch::nn::Module> RecommenderImpl::clone(

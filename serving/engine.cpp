@@ -99,18 +99,28 @@ struct RecommendEngine::Resolved {
   std::optional<int> hour;
   double hour_weight = 0;
   double cf_weight = 0;
+  double popularity_weight = 0;
   double diversity = 0;
   bool explain = false;
+  std::string unknown_user;  ///< a user id the export does not know: the popularity fallback
 };
 
 RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_(std::move(data)) {
   LLMREC_CHECK(data_ != nullptr && data_->tower != nullptr, "RecommendEngine needs a loaded export");
   const auto& f = data_->fusion;
-  auto itemknn = f.find("itemknn");
   auto model = f.find("model");
-  if (itemknn != f.end()) {
-    default_cf_weight_ = itemknn->second;
-    if (model != f.end() && model->second > 0) default_cf_weight_ /= model->second;
+  // Weights relative to the model's (serving keeps the model at 1).
+  auto relative = [&](const char* name) {
+    auto it = f.find(name);
+    if (it == f.end()) return 0.0;
+    return model != f.end() && model->second > 0 ? it->second / model->second : it->second;
+  };
+  default_cf_weight_ = relative("itemknn");
+  default_popularity_weight_ = relative("popularity");
+  {
+    std::vector<float> pop(data_->item_popularity.begin(), data_->item_popularity.end());
+    popularity_z_.resize(pop.size());
+    fusion_standardise(pop.data(), static_cast<std::int64_t>(pop.size()), popularity_z_.data());
   }
   for (std::size_t t = 0; t < data_->event_types.size(); ++t) {
     std::string name = data_->event_types[t];
@@ -151,6 +161,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   }
   check_weight(q.hour_weight, "hour_weight");
   check_weight(q.cf_weight, "cf_weight");
+  check_weight(q.popularity_weight, "popularity_weight");
   if (q.hour_weight && !q.hour) throw RequestError(400, "hour_weight", "has no effect without 'hour'");
   if (!std::isfinite(q.diversity) || q.diversity < 0 || q.diversity > 1) {
     throw RequestError(400, "diversity", fmt::format("must be a number in [0, 1], got {}", q.diversity));
@@ -158,6 +169,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   r.hour = q.hour;
   r.hour_weight = q.hour ? q.hour_weight.value_or(kDefaultHourWeight) : 0.0;
   r.cf_weight = q.cf_weight.value_or(default_cf_weight_);
+  r.popularity_weight = q.popularity_weight.value_or(default_popularity_weight_);
   r.diversity = q.diversity;
   r.explain = q.explain;
   r.exclude = q.exclude;
@@ -166,8 +178,12 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
 
   if (q.user) {
     r.user = e.find_user(*q.user);
-    if (r.user < 0) throw RequestError(404, "user", fmt::format("unknown user '{}'", *q.user));
-    r.events.assign(e.history_items.begin() + e.events_begin(r.user), e.history_items.begin() + e.events_end(r.user));
+    if (r.user < 0) {
+      if (q.user->empty()) throw RequestError(400, "user", "must not be empty");
+      r.unknown_user = *q.user;  // no history: the most popular items (finish())
+    } else {
+      r.events.assign(e.history_items.begin() + e.events_begin(r.user), e.history_items.begin() + e.events_end(r.user));
+    }
   } else {
     if (q.history->size() > kMaxRequestHistory) {
       throw RequestError(400, "history",
@@ -191,10 +207,11 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
     case Exclude::kNone: break;
     case Exclude::kSeen: r.excluded = distinct_sorted(r.events); break;
     case Exclude::kPurchased: {
-      if (r.user < 0) {
+      if (r.user < 0 && r.unknown_user.empty()) {
         throw RequestError(400, "exclude",
                            "'purchased' needs a known user: a fresh history has no event types (use 'seen' or 'none')");
       }
+      if (r.user < 0) break;  // an unknown user has purchased nothing
       if (purchase_types_.empty()) {
         std::vector<std::string> types = e.event_types;
         throw RequestError(400, "exclude",
@@ -328,8 +345,13 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
       std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d, users.data_ptr<float>() + fresh_rows[j] * d);
     }
   }
-  // s = keys . u for every item and request: one matrix product.
-  const at::Tensor scores = at::mm(users, table(e.item_keys, e.num_items, d).t()).contiguous();
+  // s = keys . u for every item and request: one matrix product; cold
+  // items get the export's cold_shift (evaluation's ModelScorer).
+  at::Tensor scores = at::mm(users, table(e.item_keys, e.num_items, d).t()).contiguous();
+  if (e.cold_shift != 0) {
+    const at::Tensor cold = at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
+    scores.add_(cold.to(at::kFloat).mul_(e.cold_shift).unsqueeze(0));
+  }
   for (std::int64_t b = 0; b < B; ++b) {
     finish(rs[static_cast<std::size_t>(b)], scores.data_ptr<float>() + b * e.num_items, out[static_cast<std::size_t>(b)]);
   }
@@ -348,34 +370,54 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
   out.hour = r.hour;
   out.hour_weight = r.hour_weight;
   out.cf_weight = r.cf_weight;
+  out.popularity_weight = r.popularity_weight;
   out.diversity = r.diversity;
   out.explain = r.explain;
 
   // Fusion, exactly as evaluation: z-standardise each component over the
-  // whole catalogue, then the weighted sum (trainer/fusion.h).
-  const bool use_cf = r.cf_weight > 0;
-  const bool use_hour = r.hour.has_value() && r.hour_weight > 0;
-  out.fused = use_cf || use_hour;
+  // whole catalogue, then the weighted sum (trainer/fusion.h). With the
+  // export's `renormalise` policy the collaborative components (CF,
+  // popularity, time of day: all counted from training events) are missing
+  // on cold items.
+  const bool fallback = !r.unknown_user.empty();
+  out.unknown_user = r.unknown_user;
+  out.fallback = fallback ? "popularity" : "";
+  const bool use_cf = !fallback && r.cf_weight > 0;
+  const bool use_pop = !fallback && r.popularity_weight > 0;
+  const bool use_hour = !fallback && r.hour.has_value() && r.hour_weight > 0;
+  out.fused = use_cf || use_pop || use_hour;
   std::vector<float> cf, z_model, z_cf, fused;
   const float* score = model;
-  if (out.fused) {
+  if (fallback) {  // the training event count of each item
+    fused.assign(e.item_popularity.begin(), e.item_popularity.end());
+    score = fused.data();
+  } else if (out.fused) {
+    const std::uint8_t* cold = e.fusion_missing == FusionMissing::kRenormalise ? e.item_cold.data() : nullptr;
     z_model.resize(static_cast<std::size_t>(I));
     fusion_standardise(model, I, z_model.data());
     std::vector<const float*> rows{z_model.data()};
     std::vector<double> weights{1.0};
+    std::vector<const std::uint8_t*> missing{nullptr};
     if (use_cf) {
       cf = cf_scores(r.events);
       z_cf.resize(static_cast<std::size_t>(I));
       fusion_standardise(cf.data(), I, z_cf.data());
       rows.push_back(z_cf.data());
       weights.push_back(r.cf_weight);
+      missing.push_back(cold);
+    }
+    if (use_pop) {
+      rows.push_back(popularity_z_.data());
+      weights.push_back(r.popularity_weight);
+      missing.push_back(cold);
     }
     if (use_hour) {
       rows.push_back(hour_z(*r.hour).data());
       weights.push_back(r.hour_weight);
+      missing.push_back(cold);
     }
     fused.resize(static_cast<std::size_t>(I));
-    fusion_combine(rows, weights, I, fused.data());
+    fusion_combine(rows, weights, I, fused.data(), cold != nullptr ? missing : std::vector<const std::uint8_t*>{});
     score = fused.data();
   }
 

@@ -12,16 +12,21 @@
 ///   serving::Recommendation r = engine->recommend(req);   // r.items[0].item, .score
 ///
 /// Contract:
-///  - A request names a known user (`user`) or gives a fresh history
-///    (`history`, item ids oldest first), never both nor neither. The user
-///    vector is `users/vectors` for a known user and the user tower on the
-///    last T history items' `items/vectors` for a fresh history.
-///  - model score s_i = keys_i . u for every item (one BLAS product for all
-///    the requests of a batch). With fusion active (cf_weight > 0, or an
-///    hour with hour_weight > 0) the ranking score is
-///    fusion_combine([z(model), z(cf), z(hour)], [1, cf_weight, hour_weight])
-///    with the z-standardisation of trainer/fusion.h over the whole
-///    catalogue; otherwise it is s_i itself.
+///  - A request names a user (`user`) or gives a fresh history (`history`,
+///    item ids oldest first), never both nor neither. The user vector is
+///    `users/vectors` for a known user and the user tower on the last T
+///    history items' `items/vectors` for a fresh history. A user id the
+///    export does not know gets the popularity fallback (Recommendation::
+///    fallback), not an error.
+///  - model score s_i = keys_i . u (+ cold_shift for a cold item) for every
+///    item (one BLAS product for all the requests of a batch). With fusion
+///    active (cf_weight or popularity_weight > 0, or an hour with
+///    hour_weight > 0) the ranking score is fusion_combine([z(model), z(cf),
+///    z(popularity), z(hour)], [1, cf_weight, popularity_weight,
+///    hour_weight]) with the z-standardisation of trainer/fusion.h over the
+///    whole catalogue and the export's missing-score policy; otherwise it is
+///    s_i itself. The default weights are the export's: evaluation's fusion
+///    row.
 ///  - Exact top-k of the eligible items (category filter, exclusions), a
 ///    higher score first, ties to the smaller item row. With diversity > 0
 ///    the k items are picked by MMR from the top 10k eligible items.
@@ -83,6 +88,7 @@ struct RecommendRequest {
   std::optional<int> hour;            ///< 0..23: time-of-day context
   std::optional<double> hour_weight;  ///< default kDefaultHourWeight
   std::optional<double> cf_weight;    ///< default RecommendEngine::default_cf_weight()
+  std::optional<double> popularity_weight;  ///< default RecommendEngine::default_popularity_weight()
   double diversity = 0;               ///< MMR lambda in [0, 1]; 0 = off
   bool explain = false;
 };
@@ -116,9 +122,15 @@ struct Recommendation {
   std::optional<int> hour;
   double hour_weight = 0;  ///< as applied (0 without an hour)
   double cf_weight = 0;
+  double popularity_weight = 0;
   double diversity = 0;
   bool explain = false;
   bool fused = false;      ///< scores are fused z-scores, not model scores
+  /// "popularity" for a user id the export does not know (`unknown_user`):
+  /// its items are ranked by their training events (scores are the
+  /// counts), filters apply, nothing is excluded; "" otherwise.
+  std::string fallback;
+  std::string unknown_user;
   std::int64_t eligible = 0;  ///< items left after filters and exclusions
   std::vector<RecommendedItem> items;
   double took_ms = 0;
@@ -184,6 +196,8 @@ class RecommendEngine {
   /// The export's `fusion` weight of "itemknn" relative to "model"
   /// (itemknn / model when "model" > 0, else itemknn; 0 without "itemknn").
   double default_cf_weight() const { return default_cf_weight_; }
+  /// The same for "popularity".
+  double default_popularity_weight() const { return default_popularity_weight_; }
 
   /// Event type rows named "purchase" (case-insensitive).
   const std::vector<int>& purchase_types() const { return purchase_types_; }
@@ -200,6 +214,8 @@ class RecommendEngine {
   std::shared_ptr<const ExportData> data_;
   at::Tensor mean_key_;  ///< [d] mean of items/keys over the catalogue (explanations)
   double default_cf_weight_ = 0;
+  double default_popularity_weight_ = 0;
+  std::vector<float> popularity_z_;  ///< z of items/popularity over the catalogue
   std::vector<int> purchase_types_;
   std::vector<float> vector_norms_;  ///< |items/vectors[i]|
   mutable std::array<std::once_flag, kHours> hour_once_;

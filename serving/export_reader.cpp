@@ -169,6 +169,7 @@ void read_attributes(Reader& r, ExportData& e) {
   e.ranker_layers = r.attr_int("ranker_layers", 0, kMaxLayers);
   if (r.has_attr("ranker_ff_dim")) e.ranker_ff_dim = r.attr_int("ranker_ff_dim", 0, 16 * kMaxDim);
   if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
+  if (r.has_attr("ranker_activation")) e.ranker_activation = r.attr_string("ranker_activation");
   if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean" && e.ranker_pooling != "causal") {
     r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
                        e.ranker_pooling));
@@ -203,6 +204,26 @@ void read_attributes(Reader& r, ExportData& e) {
     }
   } catch (const std::exception& ex) {
     r.fail(fmt::format("root attribute 'fusion' must be a JSON object of weights >= 0: {}", ex.what()));
+  }
+
+  if (r.has_attr("ranking")) {
+    const std::string ranking = r.attr_string("ranking");
+    try {
+      const auto j = nlohmann::json::parse(ranking);
+      if (!j.is_object()) throw std::runtime_error("not a JSON object");
+      if (j.contains("missing")) {
+        if (!j["missing"].is_string()) throw std::runtime_error("'missing' is not a string");
+        e.fusion_missing = fusion_missing_parse(j["missing"].get<std::string>(), "missing");
+      }
+      if (j.contains("cold_shift")) {
+        if (!j["cold_shift"].is_number()) throw std::runtime_error("'cold_shift' is not a number");
+        e.cold_shift = j["cold_shift"].get<double>();
+        if (!std::isfinite(e.cold_shift)) throw std::runtime_error("'cold_shift' is not finite");
+      }
+    } catch (const std::exception& ex) {
+      r.fail(fmt::format("root attribute 'ranking' must be a JSON object with 'missing' (scored or renormalise) "
+                         "and a finite 'cold_shift': {}", ex.what()));
+    }
   }
 
   e.model_sha256 = r.attr_string_or_empty("model_sha256");
@@ -316,6 +337,7 @@ void read_tower(Reader& r, ExportData& e) {
                           .heads(e.ranker_heads)
                           .layers(e.ranker_layers)
                           .ff_dim(e.ranker_ff_dim)
+                          .activation(e.ranker_activation)
                           .pooling(e.ranker_pooling));
   } catch (const std::exception& ex) {
     r.fail(fmt::format("cannot build the user tower from the root attributes: {}", ex.what()));

@@ -38,6 +38,8 @@ namespace llmrec {
 class UserTowerImpl;
 }
 
+#include "trainer/fusion.h"
+
 namespace llmrec::serving {
 
 /// Hours of the day in `items/hour_counts`.
@@ -57,10 +59,14 @@ struct ExportData {
   std::int64_t ranker_layers = 0;
   std::int64_t ranker_ff_dim = 0;  ///< feed-forward width of the tower's layers; 0 = 4 x dim
   std::string ranker_pooling = "attention";  ///< absent in older exports: attention
+  std::string ranker_activation = "gelu";    ///< absent in older exports: gelu
   std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
   std::string score;                   ///< "dot"
   std::vector<std::string> event_types;
   std::map<std::string, double> fusion;  ///< `fusion` attribute, every key
+  // `ranking` attribute (absent in older exports: scored, 0).
+  FusionMissing fusion_missing = FusionMissing::kScored;  ///< `missing`
+  double cold_shift = 0;  ///< `cold_shift`: b, added to every cold item's model score
   // Descriptive attributes: empty when absent (serving does not need them).
   std::string model_sha256, model_config, config, config_sha256, checkpoint, dataset, dataset_sha256, created;
 

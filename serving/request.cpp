@@ -187,8 +187,8 @@ json parse_json_body(const std::string& text) {
 
 RecommendRequest parse_recommend_request(const json& body) {
   require_object(body);
-  reject_unknown(body, {"user", "history", "k", "category", "exclude", "hour", "hour_weight", "cf_weight", "diversity",
-                        "explain"});
+  reject_unknown(body, {"user", "history", "k", "category", "exclude", "hour", "hour_weight", "cf_weight",
+                        "popularity_weight", "diversity", "explain"});
   RecommendRequest q;
   if (body.contains("user") && body.contains("history")) {
     throw RequestError(400, "user", "give either 'user' or 'history', not both");
@@ -229,6 +229,9 @@ RecommendRequest parse_recommend_request(const json& body) {
   if (body.contains("hour")) q.hour = static_cast<int>(get_int(body["hour"], "hour", 0, kHours - 1));
   if (body.contains("hour_weight")) q.hour_weight = get_number(body["hour_weight"], "hour_weight", 0, kMaxWeight);
   if (body.contains("cf_weight")) q.cf_weight = get_number(body["cf_weight"], "cf_weight", 0, kMaxWeight);
+  if (body.contains("popularity_weight")) {
+    q.popularity_weight = get_number(body["popularity_weight"], "popularity_weight", 0, kMaxWeight);
+  }
   if (body.contains("diversity")) q.diversity = get_number(body["diversity"], "diversity", 0, 1);
   if (body.contains("explain")) {
     if (!body["explain"].is_boolean()) {
@@ -261,6 +264,7 @@ json recommend_query_json(const QueryParams& params) {
                              {"hour", Kind::kInt},
                              {"hour_weight", Kind::kNumber},
                              {"cf_weight", Kind::kNumber},
+                             {"popularity_weight", Kind::kNumber},
                              {"diversity", Kind::kNumber},
                              {"explain", Kind::kBool}});
 }
@@ -292,13 +296,17 @@ json recommendation_json(const ExportData& e, const Recommendation& r) {
     }
     items.push_back(std::move(o));
   }
-  return {{"user", r.user >= 0 ? json(e.user_ids[static_cast<std::size_t>(r.user)]) : json(nullptr)},
+  json user = r.user >= 0 ? json(e.user_ids[static_cast<std::size_t>(r.user)])
+                          : (r.unknown_user.empty() ? json(nullptr) : json(r.unknown_user));
+  return {{"user", std::move(user)},
+          {"fallback", r.fallback.empty() ? json(nullptr) : json(r.fallback)},
           {"history_length", r.history.size()},
           {"k", r.k},
           {"exclude", exclude_name(r.exclude)},
           {"hour", r.hour ? json(*r.hour) : json(nullptr)},
           {"hour_weight", r.hour_weight},
           {"cf_weight", r.cf_weight},
+          {"popularity_weight", r.popularity_weight},
           {"diversity", r.diversity},
           {"fused", r.fused},
           {"eligible", r.eligible},

@@ -53,6 +53,7 @@ class PopularityScorer : public Scorer {
  public:
   explicit PopularityScorer(std::vector<std::int64_t> train_count);
   std::string name() const override { return "popularity"; }
+  bool scores_cold_items() const override { return false; }
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
 
@@ -90,6 +91,7 @@ class ItemKnnScorer : public Scorer {
   /// From precomputed rows (num_items of them).
   ItemKnnScorer(std::vector<ItemNeighbours> rows, const ItemKnnOptions& options);
   std::string name() const override { return "itemknn"; }
+  bool scores_cold_items() const override { return false; }
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
   const std::vector<ItemNeighbours>& rows() const { return rows_; }
@@ -131,6 +133,7 @@ class BprScorer : public Scorer {
   BprScorer(const EvalBprConfig& config, at::Tensor users, at::Tensor items, at::Tensor bias,
             std::vector<double> epoch_loss, nlohmann::json tuning = nullptr);
   std::string name() const override { return "bpr"; }
+  bool scores_cold_items() const override { return false; }
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
 

@@ -47,9 +47,10 @@ struct ExportContent {
   std::int64_t ranker_layers = 0;
   std::int64_t ranker_ff_dim = 0;  ///< 0 = 4 x dim
   std::string ranker_pooling = "attention";
+  std::string ranker_activation = "gelu";
   std::int64_t catalogue_updates = 0;
   std::string model_config, config, config_sha256, model_sha256, checkpoint, dataset, dataset_sha256;
-  std::string event_types, fusion, created;
+  std::string event_types, fusion, ranking, created;
   // items
   std::vector<std::string> item_ids, item_text, item_category;
   std::vector<std::uint8_t> cold;
@@ -153,6 +154,7 @@ void export_file_write(const std::string& path, const ExportContent& c) {
   f.set_attr("/", "dataset_sha256", c.dataset_sha256);
   f.set_attr("/", "event_types", c.event_types);
   f.set_attr("/", "fusion", c.fusion);
+  f.set_attr("/", "ranking", c.ranking);
   f.set_attr("/", "created", c.created);
   f.set_attr("/", "catalogue_updates", c.catalogue_updates);
   f.set_attr("/", "text_len", c.text_len);
@@ -160,6 +162,7 @@ void export_file_write(const std::string& path, const ExportContent& c) {
   f.set_attr("/", "ranker_layers", c.ranker_layers);
   f.set_attr("/", "ranker_ff_dim", c.ranker_ff_dim);
   f.set_attr("/", "ranker_pooling", c.ranker_pooling);
+  f.set_attr("/", "ranker_activation", c.ranker_activation);
 
   f.write_strings("items/ids", c.item_ids);
   f.write_strings("items/text", c.item_text);
@@ -242,6 +245,7 @@ ExportContent export_file_read(const std::string& path, Recommender& model, bool
   c.ranker_ff_dim = f.has_attr("/", "ranker_ff_dim") ? f.attr_int("/", "ranker_ff_dim") : 0;  // older exports: 4 x dim
   // Exports written before mean pooling existed have no such attribute.
   if (f.has_attr("/", "ranker_pooling")) c.ranker_pooling = f.attr_string("/", "ranker_pooling");
+  if (f.has_attr("/", "ranker_activation")) c.ranker_activation = f.attr_string("/", "ranker_activation");
   c.catalogue_updates = f.attr_int("/", "catalogue_updates");
   const std::pair<const char*, std::string*> strings[] = {
       {"model_config", &c.model_config}, {"config", &c.config},   {"config_sha256", &c.config_sha256},
@@ -249,6 +253,8 @@ ExportContent export_file_read(const std::string& path, Recommender& model, bool
       {"dataset_sha256", &c.dataset_sha256}, {"event_types", &c.event_types}, {"fusion", &c.fusion},
       {"created", &c.created}};
   for (const auto& [key, value] : strings) *value = f.attr_string("/", key);
+  // Exports written before the ranking attribute: the plain fusion.
+  c.ranking = f.has_attr("/", "ranking") ? f.attr_string("/", "ranking") : std::string("{}");
   const std::int64_t num_items = f.attr_int("/", "num_items"), num_users = f.attr_int("/", "num_users");
   if (num_items < 0 || num_users < 0 || c.dim <= 0) {
     throw IoError(fmt::format("{}: bad sizes (num_items {}, num_users {}, dim {})", path, num_items, num_users, c.dim));
@@ -304,21 +310,29 @@ std::int64_t count_cold(const std::vector<std::uint8_t>& cold) {
 
 }  // namespace
 
-std::string export_fusion_weights(const EvalConfig& eval) {
-  nlohmann::json w = nlohmann::json::object();
+const std::vector<std::string>& export_fusion_components() {
+  static const std::vector<std::string> names = {"model", "itemknn", "popularity"};
+  return names;
+}
+
+ExportRanking export_ranking_of(const EvalConfig& eval) {
+  ExportRanking r;
+  r.fusion.clear();
   bool positive = false;
-  for (const char* name : {"model", "itemknn"}) {
+  for (const std::string& name : export_fusion_components()) {
     auto it = eval.fusion.weights.find(name);
     if (it == eval.fusion.weights.end()) continue;
-    w[name] = it->second;
+    r.fusion[name] = it->second;
     positive = positive || it->second > 0;
   }
-  if (!positive) w = {{"model", 1}};
-  return w.dump();
+  if (!positive) r.fusion = {{"model", 1.0}};
+  r.itemknn = {eval.itemknn.neighbours, eval.itemknn.shrink};
+  r.chosen = {{"by", "configuration (eval.fusion.weights, eval.itemknn), not tuned"}};
+  return r;
 }
 
 ExportSummary export_write(const std::string& output, Recommender& model, const std::string& checkpoint_path,
-                           const DatasetFile& file, const std::string& config_yaml, const EvalConfig& eval,
+                           const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
                            Communicator& comm) {
   const auto t0 = Clock::now();
   const ModelConfig& mc = model->options().config();
@@ -348,14 +362,16 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
   s.items = I;
   s.users = U;
 
-  // Items: l and A l of every catalogue item.
+  // Items: l and A l of every catalogue item, cold items scored as
+  // evaluation scores them (ModelScorer with ranking.cold).
   ItemTable items = file.read_items();
   const auto te = Clock::now();
-  torch::Tensor vecs = encode_all_items(model, items, mc.text_len, comm);
+  ModelScorer scorer(model, items, mc.text_len, comm, "model", ranking.cold);
+  torch::Tensor vecs = scorer.item_vectors();
   s.encode_seconds = seconds_since(te);
   s.items_encoded = I;
   const torch::Tensor vecs_m = vecs.to(dtype);
-  torch::Tensor keys = model->item_keys(vecs_m).to(torch::kFloat).contiguous();
+  torch::Tensor keys = scorer.item_keys().contiguous();
 
   // Users: u from the last T events (all splits); hours of training events.
   const auto [ub, ue] = user_share(U, comm);
@@ -381,8 +397,11 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
 
   // CF neighbours: ItemKNN over the training histories, as in evaluation.
   TrainingHistories histories = training_histories_gather(file, comm);
-  ItemKnnScorer knn(histories, {eval.itemknn.neighbours, eval.itemknn.shrink}, comm);
-  const std::int64_t K = std::max<std::int64_t>(1, std::min<std::int64_t>(eval.itemknn.neighbours, I - 1));
+  ItemKnnScorer knn(histories, ranking.itemknn, comm);
+  // K: the longest row kept (rows hold only items with a common user), so
+  // the table is exact whatever the neighbour option ("all" included).
+  std::int64_t K = 1;
+  for (const ItemNeighbours& row : knn.rows()) K = std::max<std::int64_t>(K, static_cast<std::int64_t>(row.items.size()));
   s.neighbours = K;
   s.cold_items = count_cold(items.cold);
 
@@ -397,6 +416,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.ranker_layers = model->user->options.layers();
     c.ranker_ff_dim = model->user->options.ff_dim();
     c.ranker_pooling = model->user->options.pooling();
+    c.ranker_activation = model->user->options.activation();
     c.catalogue_updates = 0;
     ModelConfig m = mc;
     c.model_config = ConfigWriter::write(m);
@@ -407,7 +427,13 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.dataset = file.path();
     c.dataset_sha256 = sha256_file(file.path());
     c.event_types = nlohmann::json(file.event_types()).dump();
-    c.fusion = export_fusion_weights(eval);
+    c.fusion = nlohmann::json(ranking.fusion).dump();
+    c.ranking = nlohmann::json{{"missing", fusion_missing_name(ranking.missing)},
+                               {"cold_shift", ranking.cold.shift},
+                               {"cold_neighbour_weight", ranking.cold.neighbour_weight},
+                               {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
+                               {"chosen", ranking.chosen}}
+                    .dump();
     c.created = utc_now_iso8601();
     c.item_ids = std::move(items.ids);
     c.item_text = std::move(items.texts);

@@ -6,8 +6,9 @@
 ///
 ///   Recommender model = checkpoint_load_model("runs/x/model.h5");
 ///   DatasetFile data(config.data.dataset);
+///   ExportRanking ranking = export_ranking_of(config.eval);   // or what validation chose (cmd_export.cpp)
 ///   ExportSummary s = export_write("runs/x/export.h5", model, "runs/x/model.h5", data,
-///                                  ConfigWriter::write(config), config.eval, comm);   // collective
+///                                  ConfigWriter::write(config), ranking, comm);   // collective
 ///   export_add_catalogue("runs/x/export.h5", "new_items.csv", model, "runs/x/model.h5", "", comm);
 ///
 /// The work is spread over the ranks and the file is the same for any world
@@ -17,14 +18,20 @@
 /// exactly. Rank 0 writes the file (temporary name, fsync, rename; every
 /// dataset Fletcher32-checksummed).
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "data/dataset.h"
 #include "distributed/communicator.h"
 #include "models/recommender.h"
 #include "trainer/eval_config.h"
+#include "trainer/baselines.h"
 #include "trainer/export_format.h"
+#include "trainer/fusion.h"
+#include "trainer/model_scorer.h"
 
 namespace llmrec {
 
@@ -57,19 +64,39 @@ struct ExportSummary {
   std::string skipped_report;        ///< the skipped rows by reason, with file:line examples ("" = none)
 };
 
-/// The `fusion` attribute: eval.fusion.weights restricted to the components
-/// serving has (model, itemknn), as a JSON object; {"model": 1} when none of
-/// them has a positive weight.
-std::string export_fusion_weights(const EvalConfig& eval);
+/// The ranking an export carries by default (docs/export-format.md,
+/// "Ranking"): the fusion weights of the components serving computes
+/// (model, itemknn, popularity), how items a collaborative component cannot
+/// score enter the fusion, the ItemKNN rows' options and the model's
+/// cold-item scoring. `llmrec export` fills it with what evaluation chooses
+/// on the validation split, so that serving ranks what the test table
+/// measured.
+struct ExportRanking {
+  std::map<std::string, double> fusion{{"model", 1.0}};  ///< the `fusion` attribute
+  FusionMissing missing = FusionMissing::kScored;
+  ItemKnnOptions itemknn;  ///< cf/ rows: ItemKNN with these options over the training histories
+  ColdScoring cold;        ///< the model's cold items: alpha (baked into their vectors) and shift b
+  nlohmann::json chosen;   ///< how it was chosen (stored in the `ranking` attribute)
+};
+
+/// The serving components (model, itemknn, popularity).
+const std::vector<std::string>& export_fusion_components();
+
+/// The untuned ranking of a configuration: eval.fusion.weights restricted
+/// to export_fusion_components() ({"model": 1} when none of them has a
+/// positive weight), missing scores as scored, eval.itemknn's options, no
+/// cold scoring.
+ExportRanking export_ranking_of(const EvalConfig& eval);
 
 /// Collective: writes the export of `model` (loaded from `checkpoint_path`,
 /// whose SHA-256 is stored) and its dataset to `output`. `config_yaml` is the
-/// resolved configuration of the run (stored with its SHA-256); `eval` gives
-/// the ItemKNN neighbours and shrink (eval.itemknn) and the fusion weights.
+/// resolved configuration of the run (stored with its SHA-256); `ranking`
+/// the default ranking (item vectors and keys are the ModelScorer's with
+/// ranking.cold; cf/ from ranking.itemknn, K = the longest row kept).
 /// ConfigError when the model does not fit the dataset (text length, ID
 /// items, vocabulary); IoError naming the file when reading or writing fails.
 ExportSummary export_write(const std::string& output, Recommender& model, const std::string& checkpoint_path,
-                           const DatasetFile& file, const std::string& config_yaml, const EvalConfig& eval,
+                           const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
                            Communicator& comm);
 
 /// How the rows of a new catalogue file are validated.

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -38,6 +39,16 @@ std::vector<float> standardised_scores(Scorer& scorer, const ScoreRequest& reque
 
 }  // namespace
 
+const char* fusion_missing_name(FusionMissing m) {
+  return m == FusionMissing::kRenormalise ? "renormalise" : "scored";
+}
+
+FusionMissing fusion_missing_parse(const std::string& name, const std::string& what) {
+  if (name == "scored") return FusionMissing::kScored;
+  if (name == "renormalise") return FusionMissing::kRenormalise;
+  throw ConfigError(fmt::format("{}: '{}' is not a fusion missing-score policy (scored, renormalise)", what, name));
+}
+
 const std::vector<double>& fusion_grid() {
   static const std::vector<double> grid = {0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0};
   return grid;
@@ -70,28 +81,50 @@ void fusion_standardise(const float* scores, std::int64_t n, float* z) {
 }
 
 void fusion_combine(const std::vector<const float*>& z, const std::vector<double>& weights, std::int64_t n,
-                    float* out) {
+                    float* out, const std::vector<const std::uint8_t*>& missing) {
   LLMREC_CHECK(z.size() == weights.size(), "fusion: {} score rows for {} weights", z.size(), weights.size());
+  LLMREC_CHECK(missing.empty() || missing.size() == z.size(), "fusion: {} missing masks for {} score rows",
+               missing.size(), z.size());
+  double total = 0;
+  for (double w : weights) total += w;
   for (std::int64_t i = 0; i < n; ++i) {
-    double s = 0;
-    bool never = false;
+    double s = 0, present = 0;
+    bool never = false, absent = false;
     for (std::size_t k = 0; k < z.size(); ++k) {
       if (weights[k] == 0) continue;
+      if (!missing.empty() && missing[k] != nullptr && missing[k][i] != 0) {
+        absent = true;
+        continue;
+      }
       const float v = z[k][i];
       if (v == kNever) {
         never = true;
         break;
       }
       s += weights[k] * static_cast<double>(v);
+      present += weights[k];
     }
-    out[i] = never ? kNever : static_cast<float>(s);
+    if (never) {
+      out[i] = kNever;
+    } else if (absent) {
+      out[i] = present > 0 ? static_cast<float>(s * (total / present)) : 0.0f;
+    } else {
+      out[i] = static_cast<float>(s);
+    }
   }
 }
 
 // ---------------------------------------------------------------- scorer
 
-FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string name, nlohmann::json tuning)
-    : components_(std::move(components)), name_(std::move(name)), tuning_(std::move(tuning)) {
+FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string name, nlohmann::json tuning,
+                         FusionMissing missing, std::vector<std::uint8_t> cold)
+    : components_(std::move(components)),
+      name_(std::move(name)),
+      tuning_(std::move(tuning)),
+      missing_(missing),
+      cold_(std::move(cold)) {
+  LLMREC_CHECK(missing_ == FusionMissing::kScored || !cold_.empty(),
+               "fusion: the renormalise policy needs the catalogue's cold-item mask");
   bool positive = false;
   for (const auto& c : components_) {
     LLMREC_CHECK(c.scorer != nullptr, "fusion: a component has no scorer");
@@ -113,7 +146,13 @@ nlohmann::json FusedScorer::params() const {
                       {"standardisation",
                        "z = (s - mean) / std over the user's finite scores of all items (population std; "
                        "std 0 gives z = 0; -inf stays -inf)"},
-                      {"score", "sum_k weight_k z_k"}};
+                      {"score", "sum_k weight_k z_k"},
+                      {"missing", fusion_missing_name(missing_)}};
+  if (missing_ == FusionMissing::kRenormalise) {
+    j["missing_rule"] =
+        "items without training events: the components that score them (not popularity, itemknn, bpr), "
+        "their weighted sum scaled by (sum of all weights) / (sum of their weights)";
+  }
   if (!tuning_.is_null()) j["tuning"] = tuning_;
   return j;
 }
@@ -123,16 +162,21 @@ at::Tensor FusedScorer::score(const ScoreRequest& request) {
   std::vector<std::vector<float>> zs;
   std::vector<const float*> rows;
   std::vector<double> weights;
+  std::vector<const std::uint8_t*> missing;
   for (const auto& c : components_) {
     if (c.weight == 0) continue;
     zs.push_back(standardised_scores(*c.scorer, request, n));
     weights.push_back(c.weight);
+    const bool absent = missing_ == FusionMissing::kRenormalise && !c.scorer->scores_cold_items();
+    missing.push_back(absent ? cold_.data() : nullptr);
   }
+  LLMREC_CHECK(missing_ == FusionMissing::kScored || static_cast<std::int64_t>(cold_.size()) == n,
+               "fusion: cold mask of {} items for {} scores", cold_.size(), n);
   at::Tensor out = at::empty({request.size(), n}, at::kFloat);
   for (std::int64_t b = 0; b < request.size(); ++b) {
     rows.clear();
     for (const auto& z : zs) rows.push_back(z.data() + b * n);
-    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n);
+    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n, missing);
   }
   return out;
 }
@@ -144,12 +188,23 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
   LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());
   const std::vector<double>& grid = fusion_grid();
   FusionTuning t;
+  // Policies: kRenormalise only where it can differ from kScored.
+  const std::vector<std::uint8_t>& cold = valid.items().cold;
+  std::vector<FusionMissing> policies = {FusionMissing::kScored};
+  const bool any_cf = std::any_of(components.begin(), components.end(),
+                                  [](const FusionComponent& c) { return !c.scorer->scores_cold_items(); });
+  if (any_cf && std::find(cold.begin(), cold.end(), std::uint8_t{1}) != cold.end()) {
+    policies.push_back(FusionMissing::kRenormalise);
+  }
+  std::vector<const std::uint8_t*> renormalise;
+  for (const auto& c : components) renormalise.push_back(c.scorer->scores_cold_items() ? nullptr : cold.data());
   // Grid points: mixed radix over the non-reference components.
-  std::size_t points = 1;
-  for (std::size_t k = 0; k + 1 < components.size(); ++k) points *= grid.size();
+  std::size_t per_policy = 1;
+  for (std::size_t k = 0; k + 1 < components.size(); ++k) per_policy *= grid.size();
+  const std::size_t points = per_policy * policies.size();
   for (std::size_t g = 0; g < points; ++g) {
     std::vector<double> w(components.size(), 1.0);
-    std::size_t rest = g, radix = points;
+    std::size_t rest = g % per_policy, radix = per_policy;
     for (std::size_t k = 0; k < components.size(); ++k) {
       if (k == reference) continue;
       radix /= grid.size();
@@ -157,6 +212,7 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
       rest %= radix;
     }
     t.tried.push_back(w);
+    t.tried_missing.push_back(policies[g / per_policy]);
   }
 
   // Each component scores a block once (at point 0); every point combines
@@ -172,7 +228,10 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
     std::vector<const float*> rows(zs.size());
     for (std::int64_t r = 0; r < blk.request.size(); ++r) {
       for (std::size_t k = 0; k < zs.size(); ++k) rows[k] = zs[k].data() + r * n;
-      fusion_combine(rows, t.tried[static_cast<std::size_t>(g)], n, out.data_ptr<float>() + r * n);
+      const auto p = static_cast<std::size_t>(g);
+      fusion_combine(rows, t.tried[p], n, out.data_ptr<float>() + r * n,
+                     t.tried_missing[p] == FusionMissing::kRenormalise ? renormalise
+                                                                       : std::vector<const std::uint8_t*>{});
     }
     return out;
   };
@@ -182,20 +241,36 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
     if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
   }
   t.weights = t.tried[best];
+  t.missing = t.tried_missing[best];
   t.ndcg10 = t.tried_ndcg10[best];
   return t;
 }
 
-FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const FusionTuning& tuning) {
+FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const FusionTuning& tuning,
+                              std::vector<std::uint8_t> cold) {
   LLMREC_CHECK(components.size() == tuning.weights.size(), "fusion: {} components, {} tuned weights",
                components.size(), tuning.weights.size());
+  nlohmann::json tried = nlohmann::json::array();
+  for (std::size_t g = 0; g < tuning.tried.size(); ++g) {
+    nlohmann::json w = nlohmann::json::object();
+    for (std::size_t k = 0; k < components.size(); ++k) w[components[k].scorer->name()] = tuning.tried[g][k];
+    tried.push_back({{"weights", w},
+                     {"missing", fusion_missing_name(tuning.tried_missing[g])},
+                     {"valid_ndcg@10", tuning.tried_ndcg10[g]}});
+  }
   for (std::size_t k = 0; k < components.size(); ++k) components[k].weight = tuning.weights[k];
   return FusedScorer(std::move(components), "fusion",
                      {{"split", "valid"},
                       {"objective", "NDCG@10"},
                       {"grid", fusion_grid()},
                       {"best_valid_ndcg@10", tuning.ndcg10},
-                      {"points_tried", tuning.tried.size()}});
+                      {"points_tried", tuning.tried.size()},
+                      {"missing_tried", tuning.tried_missing.size() > 0 &&
+                                                tuning.tried_missing.back() == FusionMissing::kRenormalise
+                                            ? nlohmann::json{"scored", "renormalise"}
+                                            : nlohmann::json{"scored"}},
+                      {"tried", tried}},
+                     tuning.missing, std::move(cold));
 }
 
 }  // namespace llmrec

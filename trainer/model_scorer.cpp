@@ -59,6 +59,7 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
     : model_(std::move(model)),
       name_(std::move(name)),
       history_(model_->options().config().user.history),
+      cold_(cold),
       cold_shift_(cold.shift),
       neighbour_weight_(cold.neighbour_weight) {
   LLMREC_CHECK(std::isfinite(cold.shift) && std::isfinite(cold.neighbour_weight),

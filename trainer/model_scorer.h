@@ -52,6 +52,8 @@ class ModelScorer : public Scorer {
   const at::Tensor& item_keys() const { return item_keys_; }     ///< [I, d] A l
   /// [B, d] float32 on the CPU: the user vectors of the request's rows.
   at::Tensor user_vectors(const ScoreRequest& request);
+  /// How cold items are scored (alpha, b and the neighbours).
+  const ColdScoring& cold_scoring() const { return cold_; }
   /// Recorded in params() under "cold_calibration" (how the cold scoring was chosen).
   void set_calibration_record(nlohmann::json record) { calibration_ = std::move(record); }
 
@@ -59,6 +61,7 @@ class ModelScorer : public Scorer {
   Recommender model_;
   std::string name_;
   std::int64_t history_;
+  ColdScoring cold_;
   double cold_shift_ = 0;
   double neighbour_weight_ = 0;
   nlohmann::json calibration_;

@@ -69,6 +69,12 @@ class Scorer {
   virtual nlohmann::json params() const = 0;
   /// [request.size(), num_items] float32 scores (contract above).
   virtual at::Tensor score(const ScoreRequest& request) = 0;
+  /// False when this scorer's score of an item without training events
+  /// carries no information (collaborative filtering from training events:
+  /// such an item scores 0 because nobody was seen with it, not because it
+  /// is a poor match). Fusion may then treat the score as missing
+  /// (trainer/fusion.h, FusionMissing::kRenormalise).
+  virtual bool scores_cold_items() const { return true; }
 };
 
 }  // namespace llmrec

@@ -210,6 +210,44 @@ TEST(UserTower, CausalSlotsSeeOnlyTheirPastAndTheLastSlotIsTheUser) {
 
 TEST(UserTower, UnknownPoolingIsAnError) {
   EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).pooling("max")), Error);
+  EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).activation("tanh")), Error);
+}
+
+TEST(UserTower, SasrecHeadIsNormOfTheLastSlotWithReluAndNoTrainedProjection) {
+  // projection false: u = norm(h) exactly, proj neither trained nor changed;
+  // activation relu: the feed-forward layers use ReLU (another output than GELU).
+  torch::manual_seed(5);
+  UserTower gelu(UserTowerOptions(kDim, kHistory).heads(2).layers(1).pooling("causal"));
+  torch::manual_seed(5);
+  UserTower relu(UserTowerOptions(kDim, kHistory).heads(2).layers(1).pooling("causal").activation("relu").projection(false));
+  gelu->eval();
+  relu->eval();
+  EXPECT_FALSE(relu->proj->weight.requires_grad());
+  EXPECT_FALSE(relu->proj->bias.requires_grad());
+  EXPECT_TRUE(gelu->proj->weight.requires_grad());
+  std::int64_t trainable_gelu = 0, trainable_relu = 0;
+  for (const auto& p : gelu->parameters()) trainable_gelu += p.requires_grad() ? p.numel() : 0;
+  for (const auto& p : relu->parameters()) trainable_relu += p.requires_grad() ? p.numel() : 0;
+  EXPECT_EQ(trainable_gelu - trainable_relu, kDim * kDim + kDim);
+  torch::manual_seed(17);
+  auto [h, m] = place(torch::randn({5, kDim}), kHistory, {3, 4, 5, 6, 7}, 1.0);
+  // norm(h_T) by hand: the layers' output at the last slot, then LayerNorm.
+  torch::Tensor x = relu->positions.index_select(0, relu->position_rows(m)[0]).unsqueeze(0) +
+                    h * std::sqrt(static_cast<double>(kDim));
+  x = x.masked_fill(~m.unsqueeze(-1), 0.0);
+  for (const auto& layer : *relu->layers) x = layer->as<HistoryEncoderLayer>()->forward(x, m);
+  const torch::Tensor want = relu->norm(x[0][kHistory - 1]);
+  EXPECT_TRUE(torch::allclose(relu(h, m)[0], want, 1e-5, 1e-6));
+  // The same weights but ReLU: another output.
+  torch::NoGradGuard no_grad;
+  for (const auto& p : gelu->named_parameters()) {
+    if (p.key().rfind("layers", 0) == 0 || p.key() == "positions" || p.key().rfind("norm", 0) == 0) {
+      p.value().copy_(relu->named_parameters()[p.key()]);
+    }
+  }
+  gelu->proj->weight.copy_(torch::eye(kDim));
+  gelu->proj->bias.zero_();
+  EXPECT_FALSE(torch::allclose(gelu(h, m), relu(h, m), 1e-4, 1e-5));
 }
 
 TEST(UserTower, PositionRowsCountRecencyAmongRealItems) {
@@ -288,6 +326,14 @@ TEST(UserTower, CloneCopiesEveryParameter) {
   const torch::Tensor h = torch::randn({2, kHistory, kDim});
   const torch::Tensor mask = torch::ones({2, kHistory}, torch::kBool);
   EXPECT_TRUE(torch::equal(copy->forward(h, mask), tower(h, mask)));
+}
+
+TEST(BilinearScorer, DotIsTheFixedIdentity) {
+  BilinearScorer dot(BilinearScorerOptions(kDim).learned(false));
+  EXPECT_FALSE(dot->weight.requires_grad());
+  EXPECT_EQ(dot->parameters().size(), 1u);
+  const torch::Tensor l = torch::randn({5, kDim});
+  EXPECT_TRUE(torch::equal(dot->item_keys(l), l));
 }
 
 TEST(BilinearScorer, StartsAsIdentityAndKeysGiveTheSameScores) {

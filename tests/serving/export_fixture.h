@@ -44,6 +44,7 @@ struct ExportSpec {
   std::uint64_t seed = 1;
   std::vector<std::string> event_types = {"view", "click", "cart", "purchase"};
   std::string fusion = R"({"model": 1, "itemknn": 0.5})";
+  std::string ranking;  ///< the `ranking` attribute; "" = absent (an older export)
 };
 
 struct ExportFixture {
@@ -216,6 +217,7 @@ inline void write_export(const std::string& path, const ExportFixture& f, const 
   attr_s("dataset_sha256", std::string(64, 'b'));
   attr_s("event_types", types);
   attr_s("fusion", s.fusion);
+  if (!s.ranking.empty()) attr_s("ranking", s.ranking);
   attr_s("created", "2024-01-01T00:00:00Z");
   attr_i("catalogue_updates", 1);
   attr_i("ranker_heads", s.heads);

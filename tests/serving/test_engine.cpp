@@ -14,6 +14,7 @@
 
 #include "serving/engine.h"
 #include "serving/export_reader.h"
+#include "serving/request.h"
 #include "tests/serving/export_fixture.h"
 #include "trainer/fusion.h"
 
@@ -424,6 +425,84 @@ TEST_F(EngineTest, CategoryFilterAndExclusions) {
   for (const auto& it : r.items) EXPECT_FALSE(purchased.count(it.item));
 }
 
+TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsColdScores) {
+  // Same data, the ranking of an export whose fusion validation chose:
+  // popularity fused, collaborative components missing on cold items, and a
+  // cold shift on the model's scores.
+  ExportFixture f = llmrec::testing::make_export_fixture(ExportSpec{});
+  f.spec.fusion = R"({"model": 1, "itemknn": 0.5, "popularity": 0.25})";
+  f.spec.ranking = R"({"missing": "renormalise", "cold_shift": 0.75, "chosen": {}})";
+  const std::string path = std::filesystem::path(path_).parent_path() / "ranked.h5";
+  llmrec::testing::write_export(path, f);
+  const auto engine2 = RecommendEngine::open(path);
+  EXPECT_EQ(engine2->data().fusion_missing, FusionMissing::kRenormalise);
+  EXPECT_DOUBLE_EQ(engine2->default_popularity_weight(), 0.25);
+  std::int64_t cold_in_top = 0;
+  for (std::int64_t u : {0, 5, 11, 23}) {
+    RecommendRequest q;
+    q.user = f.user_ids[static_cast<std::size_t>(u)];
+    q.k = 40;
+    const auto r = engine2->recommend(q);
+    EXPECT_TRUE(r.fused);
+    EXPECT_DOUBLE_EQ(r.popularity_weight, 0.25);
+    const std::vector<float> uvec(f.user_vectors.begin() + u * d(), f.user_vectors.begin() + (u + 1) * d());
+    std::vector<float> model = naive_scores(uvec);
+    for (std::int64_t i = 0; i < I(); ++i) {
+      if (f.cold[static_cast<std::size_t>(i)]) model[static_cast<std::size_t>(i)] += 0.75f;
+    }
+    const auto events = user_events(u);
+    const std::vector<float> cf = engine2->cf_scores(events);
+    const std::vector<float> pop(f.popularity.begin(), f.popularity.end());
+    std::vector<float> zm(model.size()), zc(model.size()), zp(model.size()), fused(model.size());
+    fusion_standardise(model.data(), I(), zm.data());
+    fusion_standardise(cf.data(), I(), zc.data());
+    fusion_standardise(pop.data(), I(), zp.data());
+    fusion_combine({zm.data(), zc.data(), zp.data()}, {1.0, 0.5, 0.25}, I(), fused.data(),
+                   {nullptr, f.cold.data(), f.cold.data()});
+    const std::set<std::int32_t> seen(events.begin(), events.end());
+    const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
+    expect_top_k(r, fused, order, 40, 1e-4, "user " + std::to_string(u));
+    for (const auto& it : r.items) cold_in_top += f.cold[static_cast<std::size_t>(it.item)];
+    // A cold item's fused score is the model's z scaled by the full weight.
+    for (std::int64_t i = 0; i < I(); ++i) {
+      if (f.cold[static_cast<std::size_t>(i)] && !seen.count(static_cast<std::int32_t>(i))) {
+        EXPECT_FLOAT_EQ(fused[static_cast<std::size_t>(i)], zm[static_cast<std::size_t>(i)] * 1.75f);
+        break;
+      }
+    }
+  }
+  EXPECT_GT(cold_in_top, 0);  // new items reach the top by default
+
+  // An unknown user: the most popular items, flagged, nothing excluded.
+  RecommendRequest q;
+  q.user = "nobody";
+  q.k = 5;
+  const auto r = engine2->recommend(q);
+  EXPECT_EQ(r.fallback, "popularity");
+  EXPECT_EQ(r.unknown_user, "nobody");
+  EXPECT_EQ(r.user, -1);
+  std::vector<float> pop(f.popularity.begin(), f.popularity.end());
+  const auto order = full_sort(pop, [](std::int32_t) { return true; });
+  ASSERT_EQ(r.items.size(), 5u);
+  for (std::size_t j = 0; j < 5; ++j) {
+    EXPECT_EQ(r.items[j].item, order[j]);
+    EXPECT_EQ(r.items[j].score, pop[static_cast<std::size_t>(order[j])]);
+  }
+  const auto j = recommendation_json(engine2->data(), r);
+  EXPECT_EQ(j["fallback"], "popularity");
+  EXPECT_EQ(j["user"], "nobody");
+
+  // A damaged ranking attribute is refused, naming it.
+  f.spec.ranking = R"({"missing": "sometimes"})";
+  llmrec::testing::write_export(path, f);
+  try {
+    RecommendEngine::open(path);
+    ADD_FAILURE() << "a bad ranking attribute was accepted";
+  } catch (const IoError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("'ranking'"));
+  }
+}
+
 TEST_F(EngineTest, RequestErrorsNameTheField) {
   auto field_of = [&](const RecommendRequest& q) -> std::pair<int, std::string> {
     try {
@@ -436,8 +515,8 @@ TEST_F(EngineTest, RequestErrorsNameTheField) {
   };
   RecommendRequest q;
   EXPECT_EQ(field_of(q), std::make_pair(400, std::string("user")));
-  q.user = "nobody";
-  EXPECT_EQ(field_of(q), std::make_pair(404, std::string("user")));
+  q.user = "";
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("user")));
   q.user.reset();
   q.history = std::vector<std::string>{"i1", "nope", "i2", "nada"};
   EXPECT_EQ(field_of(q), std::make_pair(404, std::string("history")));

@@ -121,7 +121,15 @@ TEST_F(HttpTest, BadRequestsGetJsonErrorsAndAreCounted) {
   expect_error(cli.Post("/recommend", R"({"user":"u1","bogus":1})", "application/json"), 400, "'bogus'");
   expect_error(cli.Post("/recommend", R"({"user":"u1","k":0})", "application/json"), 400, "'k'");
   expect_error(cli.Get("/recommend?user=u1&k=ten"), 400, "'k'");
-  expect_error(cli.Post("/recommend", R"({"user":"nobody"})", "application/json"), 404, "unknown user 'nobody'");
+  expect_error(cli.Post("/recommend", R"({"user":""})", "application/json"), 400, "'user'");
+  {  // an unknown user: the popularity fallback, flagged
+    auto r = cli.Post("/recommend", R"({"user":"nobody","k":3})", "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+    json j = body_of(r);
+    EXPECT_EQ(j["fallback"], "popularity") << r->body;
+    EXPECT_EQ(j["items"].size(), 3u);
+  }
   expect_error(cli.Post("/recommend", R"({"history":["i1","zzz"]})", "application/json"), 404, "'zzz'");
   expect_error(cli.Post("/similar", R"({"item":"zzz"})", "application/json"), 404, "unknown item 'zzz'");
   auto del = cli.Delete("/recommend");
@@ -135,17 +143,17 @@ TEST_F(HttpTest, BadRequestsGetJsonErrorsAndAreCounted) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->status, 200);
   json j = body_of(m);
-  EXPECT_EQ(j["requests"]["/recommend"]["400"], 4) << j.dump();
-  EXPECT_EQ(j["requests"]["/recommend"]["404"], 2) << j.dump();
+  EXPECT_EQ(j["requests"]["/recommend"]["400"], 5) << j.dump();
+  EXPECT_EQ(j["requests"]["/recommend"]["404"], 1) << j.dump();
   EXPECT_EQ(j["requests"]["/recommend"]["405"], 1) << j.dump();
   EXPECT_EQ(j["requests"]["/recommend"]["413"], 1) << j.dump();
   EXPECT_EQ(j["requests"]["/similar"]["404"], 1) << j.dump();
   EXPECT_EQ(j["requests"]["/health"]["405"], 1) << j.dump();
   EXPECT_EQ(j["requests"]["other"]["404"], 1) << j.dump();
-  EXPECT_EQ(j["requests_total"], 11);
+  EXPECT_EQ(j["requests_total"], 12);
   EXPECT_EQ(j["errors"]["client"], 11);
   EXPECT_EQ(j["errors"]["server"], 0);
-  EXPECT_EQ(j["latency_ms"]["window"], 11);
+  EXPECT_EQ(j["latency_ms"]["window"], 12);
   EXPECT_LE(j["latency_ms"]["p50"].get<double>(), j["latency_ms"]["p99"].get<double>());
   EXPECT_LE(j["latency_ms"]["p99"].get<double>(), j["latency_ms"]["max"].get<double>());
   EXPECT_GE(j["uptime_s"].get<double>(), 0.0);
@@ -154,8 +162,8 @@ TEST_F(HttpTest, BadRequestsGetJsonErrorsAndAreCounted) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
   auto m2 = body_of(cli.Get("/metrics"));
-  EXPECT_EQ(m2["requests"]["/recommend"]["200"], 1);
-  EXPECT_EQ(m2["requests"]["/metrics"]["200"], 1);  // the first /metrics call
+  EXPECT_EQ(m2["requests"]["/recommend"]["200"], 2);  // the unknown user's fallback and this one
+  EXPECT_EQ(m2["requests"]["/metrics"]["200"], 1);    // the first /metrics call
 }
 
 TEST_F(HttpTest, ConcurrentClients) {

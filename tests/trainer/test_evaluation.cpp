@@ -2,6 +2,7 @@
 // a one-process evaluation (computed here on rank 0 with a world-size-1
 // communicator) and the same on every rank; equal score() calls on every
 // rank; fusion and its tuning; the result file's protocol.
+#include <algorithm>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -57,7 +58,7 @@ class EvaluationTest : public ::testing::Test {
     auto s = baseline_scorers_create({"popularity", "itemknn", "bpr", "oracle"}, f, c, config());
     s.push_back(std::make_shared<FusedScorer>(std::vector<FusionComponent>{{s[1], 1.0}, {s[2], 0.5}}, "fusion"));
     FusionTuning t = fusion_tune({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, 0, valid);
-    s.push_back(std::make_shared<FusedScorer>(fused_with_tuning({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, t)));
+    s.push_back(std::make_shared<FusedScorer>(fused_with_tuning({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, t, valid.items().cold)));
     return s;
   }
 };
@@ -187,6 +188,23 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_EQ(out[0], 2.0f);
   EXPECT_EQ(out[1], -std::numeric_limits<float>::infinity());
   EXPECT_EQ(out[2], 4.0f);
+  // Renormalised: where b is missing (items 1 and 2) a alone, scaled by
+  // (2 + 1) / 2; b's -inf at a missing item does not count; item 0 as before.
+  const std::uint8_t b_missing[] = {0, 1, 1};
+  fusion_combine({a, b}, {2.0, 1.0}, 3, out, {nullptr, b_missing});
+  EXPECT_EQ(out[0], -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(out[1], -std::numeric_limits<float>::infinity());  // a's own -inf stays
+  EXPECT_FLOAT_EQ(out[2], 2.0f * 2.0f * 1.5f);
+  const float ones[] = {1.0f, 1.0f, 1.0f};
+  fusion_combine({ones, b}, {2.0, 1.0}, 3, out, {b_missing, b_missing});  // nobody scores items 1, 2
+  EXPECT_EQ(out[0], -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_EQ(out[2], 0.0f);
+  fusion_combine({ones, a}, {1.0, 3.0}, 3, out, {nullptr, b_missing});
+  EXPECT_FLOAT_EQ(out[0], 1.0f + 3.0f);        // both present: the plain sum
+  EXPECT_FLOAT_EQ(out[2], 1.0f * 4.0f / 1.0f);  // a missing: c scaled by 4 / 1
+  EXPECT_EQ(fusion_missing_parse("renormalise", "x"), FusionMissing::kRenormalise);
+  EXPECT_THROW(fusion_missing_parse("zero", "eval.fusion.missing"), ConfigError);
 
   // Tuning: the oracle fused with a random ranking. The chosen weights are
   // the first best grid point, and the fused scorer with them evaluates to
@@ -206,11 +224,26 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_EQ(t.weights, t.tried[best]);
   EXPECT_EQ(t.ndcg10, t.tried_ndcg10[best]);
   EXPECT_LT(t.tried_ndcg10.back(), t.ndcg10 - 0.05);  // random at weight 4 drowns the oracle
-  FusedScorer fused = fused_with_tuning({{base[0], 1.0}, {random, 1.0}}, t);
+  FusedScorer fused = fused_with_tuning({{base[0], 1.0}, {random, 1.0}}, t, valid.items().cold);
   EXPECT_DOUBLE_EQ(valid.evaluate(fused).all.ndcg[1], t.ndcg10);  // config k = {5, 10, 20}
   // Weight 0 for the random ranking: the oracle alone (up to float rounding of z).
   EXPECT_NEAR(t.tried_ndcg10.front(), valid.evaluate(*base[0]).all.ndcg[1], 2e-3);
   EXPECT_EQ(fused.params()["tuning"]["objective"], "NDCG@10");
+  // A collaborative component: the renormalised grid is tried after the
+  // scored one, and a renormalised point evaluates to what tuning measured.
+  auto pop = baseline_scorers_create({"popularity"}, f, comm, c);
+  ASSERT_GT(std::count(valid.items().cold.begin(), valid.items().cold.end(), std::uint8_t{1}), 0);
+  FusionTuning tc = fusion_tune({{base[0], 1.0}, {pop[0], 1.0}}, 0, valid);
+  ASSERT_EQ(tc.tried.size(), 2 * fusion_grid().size());
+  EXPECT_EQ(tc.tried_missing.front(), FusionMissing::kScored);
+  EXPECT_EQ(tc.tried_missing.back(), FusionMissing::kRenormalise);
+  const std::size_t g = fusion_grid().size() + 4;  // renormalised, popularity weight 1
+  FusedScorer renorm({{base[0], 1.0}, {pop[0], tc.tried[g][1]}}, "fusion", nullptr, FusionMissing::kRenormalise,
+                     valid.items().cold);
+  EXPECT_DOUBLE_EQ(valid.evaluate(renorm).all.ndcg[1], tc.tried_ndcg10[g]);
+  // Popularity no longer pushes the oracle's cold items down.
+  EXPECT_GT(tc.tried_ndcg10[g], tc.tried_ndcg10[4]);
+  EXPECT_EQ(renorm.params()["missing"], "renormalise");
   auto all_zero = [&] { FusedScorer bad({{random, 0.0}}); };
   EXPECT_THROW(all_zero(), ConfigError);
 }

@@ -9,7 +9,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -24,6 +26,8 @@
 #include "tests/trainer/tiny_model.h"
 #include "trainer/baselines.h"
 #include "trainer/export.h"
+#include "serving/engine.h"
+#include "trainer/fusion.h"
 #include "trainer/model_scorer.h"
 
 namespace llmrec {
@@ -124,13 +128,79 @@ class ExportTest : public ::testing::Test {
 };
 std::string ExportTest::dataset_;
 
-TEST(ExportFusion, KeepsModelAndItemKnnOnly) {
+TEST(ExportFusion, KeepsTheServingComponentsOnly) {
+  using W = std::map<std::string, double>;
   EvalConfig e;
-  EXPECT_EQ(nlohmann::json::parse(export_fusion_weights(e)), nlohmann::json({{"model", 1}}));
-  e.fusion.weights = {{"model", 1.0}, {"itemknn", 0.5}, {"bpr", 2.0}};
-  EXPECT_EQ(nlohmann::json::parse(export_fusion_weights(e)), nlohmann::json({{"model", 1.0}, {"itemknn", 0.5}}));
+  EXPECT_EQ(export_ranking_of(e).fusion, (W{{"model", 1.0}}));
+  e.fusion.weights = {{"model", 1.0}, {"itemknn", 0.5}, {"bpr", 2.0}, {"popularity", 0.25}};
+  EXPECT_EQ(export_ranking_of(e).fusion, (W{{"model", 1.0}, {"itemknn", 0.5}, {"popularity", 0.25}}));
   e.fusion.weights = {{"bpr", 1.0}, {"itemknn", 0.0}};
-  EXPECT_EQ(nlohmann::json::parse(export_fusion_weights(e)), nlohmann::json({{"model", 1}}));
+  EXPECT_EQ(export_ranking_of(e).fusion, (W{{"model", 1.0}}));
+  EXPECT_EQ(export_ranking_of(e).missing, FusionMissing::kScored);
+  EXPECT_EQ(export_ranking_of(e).itemknn.neighbours, e.itemknn.neighbours);
+}
+
+/// Serving's default ranking of a fresh history is evaluation's fused row:
+/// the export of a ranking (popularity fused, cold items renormalised and
+/// shifted) answers every test user's train + valid history with the
+/// top 10 that the FusedScorer of the same components ranks, history
+/// excluded (ties within float rounding aside).
+TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  const std::string out = in_dir("ranked.h5");
+  ExportRanking ranking = export_ranking_of(eval_config());
+  ranking.fusion = {{"model", 1.0}, {"itemknn", 0.5}, {"popularity", 0.25}};
+  ranking.missing = FusionMissing::kRenormalise;
+  ranking.cold.shift = 0.3;
+  export_write(out, model, checkpoint(), file, config_yaml(), ranking, comm);
+
+  Evaluator test(file, comm, "test", eval_config());
+  const std::vector<std::uint8_t>& cold = test.items().cold;
+  ASSERT_GT(std::count(cold.begin(), cold.end(), std::uint8_t{1}), 0);
+  const int text_len = model->options().config().text_len;
+  auto model_scorer = std::make_shared<ModelScorer>(model, test.items(), text_len, comm, "model", ranking.cold);
+  auto knn = std::make_shared<ItemKnnScorer>(training_histories_gather(file, comm), ranking.itemknn, comm);
+  auto pop = std::make_shared<PopularityScorer>(test.items().train_count);
+  FusedScorer fused({{model_scorer, 1.0}, {knn, 0.5}, {pop, 0.25}}, "fusion", nullptr, FusionMissing::kRenormalise,
+                    cold);
+  const auto engine = serving::RecommendEngine::open(out);
+  const std::int64_t I = file.num_items();
+  std::int64_t users = 0, cold_shown = 0;
+  for (std::int64_t call = 0; call < test.calls(); ++call) {
+    const Evaluator::Block blk = test.block(call);
+    const at::Tensor scores = fused.score(blk.request).contiguous();
+    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
+      const float* s = scores.data_ptr<float>() + r * I;
+      std::set<std::int32_t> seen;
+      serving::RecommendRequest q;
+      q.history.emplace();
+      for (std::int64_t e = blk.request.history_begin(r); e < blk.request.history_end(r); ++e) {
+        const std::int32_t item = blk.request.history_items[static_cast<std::size_t>(e)];
+        seen.insert(item);
+        q.history->push_back(engine->data().item_ids[static_cast<std::size_t>(item)]);
+      }
+      std::vector<std::int32_t> order;
+      for (std::int32_t i = 0; i < I; ++i) {
+        if (!seen.count(i)) order.push_back(i);
+      }
+      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
+      const serving::Recommendation got = engine->recommend(q);
+      ASSERT_EQ(got.items.size(), 10u);
+      EXPECT_TRUE(got.fused);
+      for (std::size_t j = 0; j < 10; ++j) {
+        const std::int32_t g = got.items[j].item, w = order[j];
+        EXPECT_NEAR(got.items[j].score, s[g], 1e-4 * (1 + std::fabs(s[g]))) << "user " << blk.request.users[r];
+        if (g != w) {
+          EXPECT_NEAR(s[g], s[w], 1e-4 * (1 + std::fabs(s[w]))) << "user " << blk.request.users[r] << " rank " << j;
+        }
+        cold_shown += cold[static_cast<std::size_t>(g)];
+      }
+      ++users;
+    }
+  }
+  EXPECT_GT(users, 100);
+  EXPECT_GT(cold_shown, 0);
 }
 
 TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
@@ -139,7 +209,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   const std::string ckpt = checkpoint();
   const std::string out = in_dir("export.h5");
   const EvalConfig eval = eval_config();
-  ExportSummary s = export_write(out, model, ckpt, file, config_yaml(), eval, comm);
+  ExportSummary s = export_write(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm);
   const std::int64_t I = file.num_items(), U = file.num_users(), d = 16, T = 4;
   EXPECT_EQ(s.items, I);
   EXPECT_EQ(s.users, U);
@@ -280,7 +350,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
 
   // The same file from one process (W = 1), array by array.
   const std::string out1 = in_dir("export_w1.h5");
-  export_write(out1, model, ckpt, file, config_yaml(), eval, local);
+  export_write(out1, model, ckpt, file, config_yaml(), export_ranking_of(eval), local);
   expect_same_export(out, out1);
   comm.barrier();
 }
@@ -298,7 +368,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
   const std::string before = in_dir("export_before.h5");
-  export_write(before, model, ckpt, file, config_yaml(), eval_config(), comm);
+  export_write(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
   ItemTable items = file.read_items();
   const std::int64_t I = file.num_items();
   // Item 1's own catalogue line (unchanged), item 0 with a new title, a new item.
@@ -413,7 +483,7 @@ TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
   const std::string exp = in_dir("export_bad.h5");
-  export_write(exp, model, ckpt, file, config_yaml(), eval_config(), comm);
+  export_write(exp, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
   const std::string bad = write_file(comm, dir(), "bad.csv",
                                      "item_id,title,description,category,brand,price,tags\n"
                                      "fine-1,A fine item,,Toys,,1,\n"
