@@ -20,7 +20,7 @@ APT_PACKAGES := cmake g++ make git ccache pkg-config \
   libgtest-dev libgmock-dev libcpp-httplib-dev \
   curl wrk python3 procps iproute2
 
-.PHONY: all deps build test test-unit test-mpi demo clean
+.PHONY: all deps build test test-unit test-mpi demo clean install
 
 all: build
 
@@ -92,6 +92,12 @@ demo: build
 	@echo "Everything is in $(DEMO_DIR)/: shop/ (raw CSV), dataset.h5 (+ .report.json), config.yaml, logs/,"
 	@echo "check.json, metrics.jsonl, checkpoints/, model.h5, eval_test.json, export.h5."
 	@echo "Serve it: $(BUILD)/llmrec serve --export $(DEMO_DIR)/export.h5 --port 8080"
+
+# PREFIX (default /usr/local) and DESTDIR (staging) as usual: bin/llmrec,
+# bin/llmrec-mpirun, share/llmrec/{configs,launch}, share/doc/llmrec.
+PREFIX ?= /usr/local
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
 	rm -rf $(BUILD)

@@ -72,7 +72,9 @@ struct DataConfig {
     v.field("dataset", dataset, "The prepared HDF5 dataset: written by `llmrec prepare`, read by training");
     v.section("columns", columns, "Column names of the interactions file");
     v.section("catalogue_columns", catalogue_columns, "Column names of the catalogue file");
-    v.field("time_format", time_format, "How timestamps are written; auto = numbers are unix seconds, else ISO 8601",
+    v.field("time_format", time_format,
+            "How timestamps are written; auto = ISO 8601, or a unix time whose unit follows from its size "
+            "(below 1e11: seconds, below 1e14: milliseconds, below 1e17: microseconds, else nanoseconds)",
             config_one_of({"auto", "unix", "unix_ms", "iso8601"}));
     v.field("event_weights", event_weights, "Loss weight of each event type; other event types are bad rows");
     v.field("weight", weight,
@@ -84,7 +86,9 @@ struct DataConfig {
             config_one_of({"error", "skip"}));
     v.field("show_errors", show_errors, "With on_error: skip, how many bad rows per reason to show with file:line",
             config_range(0, 1000));
-    v.field("max_text_chars", max_text_chars, "Longest item text accepted (characters of the joined text columns)",
+    v.field("max_text_chars", max_text_chars,
+            "Item texts (the joined text columns) longer than this many characters are cut to it and "
+            "counted in the report (the model reads data.text_len tokens, far fewer)",
             config_range(16, 1000000));
     v.field("min_user_events", min_user_events, "Users with fewer events (after dedup and k-core) are dropped",
             config_range(1, 1000000));

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <unordered_map>
 #include <unordered_set>
@@ -65,8 +67,12 @@ class RowSource {
       if (it == header.end()) {
         std::string all;
         for (const auto& h : header) all += (all.empty() ? "" : ", ") + h;
-        throw IoError(fmt::format("{}:1: no column '{}' in the header (columns: {}); set {} to the right name", path,
-                                  name, all, key));
+        const bool tabs = format_ == "csv" && header.size() == 1 && header[0].find('\t') != std::string::npos;
+        throw IoError(fmt::format("{}:1: no column '{}' in the header (columns: {}); set {} to the right name{}", path,
+                                  name, all, key,
+                                  tabs ? " (the header has tabs but is read as CSV: if the file is tab-separated, "
+                                         "set data.format: tsv)"
+                                       : ""));
       }
       index_.push_back(static_cast<int>(it - header.begin()));
     }
@@ -203,6 +209,20 @@ struct Event {
 
 }  // namespace
 
+namespace {
+
+/// Unix seconds as "YYYY-MM-DDThh:mm:ssZ".
+std::string utc_iso(std::int64_t t) {
+  const std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  if (gmtime_r(&tt, &tm) == nullptr) return std::to_string(t);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
 Catalogue catalogue_read(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
   report.path = path;
   std::vector<std::pair<std::string, std::string>> cat_cols = {{cfg.catalogue_columns.item, "data.catalogue_columns.item"},
@@ -233,10 +253,11 @@ Catalogue catalogue_read(const std::string& path, const DataConfig& cfg, Prepare
       bad.add(line, "missing item text", fmt::format("item '{}' has no text in any text column", shorten(v[0])));
       continue;
     }
-    if (utf8_length(text) > static_cast<std::size_t>(cfg.max_text_chars)) {
-      bad.add(line, "over-long text", fmt::format("item '{}': {} characters > data.max_text_chars {}",
-                                                  shorten(v[0]), utf8_length(text), cfg.max_text_chars));
-      continue;
+    // The model reads data.text_len tokens: a longer text is cut, not lost.
+    const std::size_t keep = utf8_prefix_bytes(text, static_cast<std::size_t>(cfg.max_text_chars));
+    if (keep < text.size()) {
+      text.resize(keep);
+      ++report.texts_cut;
     }
     item_line.emplace(v[0], line);
     out.ids.push_back(v[0]);
@@ -514,7 +535,23 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     report.test_events += test >= 0;
     out.users.offsets.push_back(base + n);
   }
-  if (out.users.ids.empty()) throw IoError("no user is left after validation and filtering: nothing to train on");
+  if (out.users.ids.empty()) {
+    // Say why, with every count in and out (the skip report included).
+    std::string why;
+    if (cfg.split != "leave_last_out" && report.no_train_users_removed > 0) {
+      std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = std::numeric_limits<std::int64_t>::min();
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        if (!alive[i]) continue;
+        lo = std::min(lo, events[i].time);
+        hi = std::max(hi, events[i].time);
+      }
+      why = fmt::format("; the temporal split's cut (data.cut '{}' = {}) is at or before every user's first event "
+                        "(the events span {} .. {}): move the cut into that range",
+                        cfg.cut, utc_iso(cut), utc_iso(lo), utc_iso(hi));
+    }
+    throw IoError(fmt::format("no user is left after validation and filtering: nothing to train on{}\n{}", why,
+                              report.to_text()));
+  }
   out.has_rating = !c.rating.empty();
   out.items.train_count = train_count;
   out.items.cold.resize(item_ids.size());
@@ -556,6 +593,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
 std::string PrepareReport::to_json() const {
   auto source = [](const Source& s) {
     nlohmann::json j = {{"path", s.path}, {"rows_read", s.rows_read}, {"rows_kept", s.rows_kept}};
+    if (s.texts_cut > 0) j["texts_cut"] = s.texts_cut;
     j["skipped"] = nlohmann::json::object();
     for (const auto& [k, n] : s.skipped) j["skipped"][k] = n;
     j["examples"] = nlohmann::json::object();
@@ -592,6 +630,7 @@ std::string PrepareReport::to_text() const {
     std::int64_t skipped = 0;
     for (const auto& [k, n] : src.skipped) skipped += n;
     s += fmt::format("{} {}: {} rows read, {} kept, {} skipped\n", what, src.path, src.rows_read, src.rows_kept, skipped);
+    if (src.texts_cut > 0) s += fmt::format("    {:>9}  texts cut to data.max_text_chars characters (kept)\n", src.texts_cut);
     for (const auto& [k, n] : src.skipped) {
       s += fmt::format("    {:>9}  {}\n", n, k);
       for (const auto& ex : src.examples.at(k)) s += fmt::format("               e.g. {}\n", ex);

@@ -27,6 +27,7 @@ struct PrepareReport {
     std::string path;
     std::int64_t rows_read = 0;
     std::int64_t rows_kept = 0;
+    std::int64_t texts_cut = 0;  ///< catalogue: texts cut to data.max_text_chars
     std::map<std::string, std::int64_t> skipped;        ///< reason -> rows
     std::map<std::string, std::vector<std::string>> examples;  ///< reason -> "file:line: detail"
   };

@@ -145,11 +145,30 @@ std::optional<std::int64_t> parse_iso(std::string_view s) {
 
 }  // namespace
 
+std::size_t utf8_prefix_bytes(std::string_view s, std::size_t chars) {
+  std::size_t points = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;  // a continuation byte
+    if (points == chars) return i;
+    ++points;
+  }
+  return s.size();
+}
+
 std::optional<std::int64_t> parse_timestamp(std::string_view text, std::string_view format) {
   if (format == "unix") return parse_number(text, 1.0);
   if (format == "unix_ms") return parse_number(text, 0.001);
   if (format == "iso8601") return parse_iso(text);
-  if (auto n = parse_number(text, 1.0)) return n;
+  if (auto n = parse_number(text, 1.0)) {
+    // auto: the unit from the magnitude, so that a millisecond (or micro-,
+    // nanosecond) clock is never read as seconds. Each unit covers the dates
+    // 1973..5138 (|t| in [1e8, 1e11) seconds); smaller numbers are seconds.
+    const double a = std::fabs(static_cast<double>(*n));
+    if (a < 1e11) return n;
+    if (a < 1e14) return parse_number(text, 1e-3);
+    if (a < 1e17) return parse_number(text, 1e-6);
+    return parse_number(text, 1e-9);
+  }
   return parse_iso(text);
 }
 

@@ -11,13 +11,16 @@
 #   -b BIND       core (default: each rank bound to THREADS cores) or none
 #   -o            allow more ranks than cores (implies -b none)
 #   -x VAR        export VAR to every rank (repeatable)
-# Environment: LLMREC_BIN (default: build/llmrec next to this script),
+# Environment: LLMREC_BIN (default: build/llmrec next to this script, or,
+# installed as llmrec-mpirun, the llmrec beside it),
 # MPIRUN (default: mpirun), MPIRUN_EXTRA (extra mpirun arguments).
 # See docs/cluster.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-bin=${LLMREC_BIN:-$here/../build/llmrec}
+default_bin=$here/../build/llmrec
+[[ -x $here/llmrec && ! -x $default_bin ]] && default_bin=$here/llmrec  # installed: PREFIX/bin/llmrec-mpirun
+bin=${LLMREC_BIN:-$default_bin}
 np=1
 threads=1
 hostfile=""

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -258,10 +259,10 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
       examples += r.examples;
     }
     reducer.finish();
-    double grad_norm = 0;
-    if (tc.clip_norm > 0) {
-      grad_norm = torch::nn::utils::clip_grad_norm_(trainable, tc.clip_norm);
-    }
+    // The norm before clipping, with clipping on or off (an infinite
+    // maximum computes it and scales nothing).
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(
+        trainable, tc.clip_norm > 0 ? tc.clip_norm : std::numeric_limits<double>::infinity());
     const double lr = learning_rate(tc, step, planned_steps_);
     set_learning_rate(*optimizer, lr);
     optimizer->step();

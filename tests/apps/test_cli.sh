@@ -15,6 +15,23 @@ source "$src/tests/apps/cli_lib.sh"
 expect "--version" version.txt '^llmrec [0-9]+\.[0-9]+\.[0-9]+ \(git ' '^LibTorch [0-9]' \
   '^BLAS (OpenBLAS|.*BLAS)' '^MPI Open MPI' '^CUDA (on|off), NCCL backend on \(loaded at run time\)$'
 
+# make install's layout, staged with DESTDIR: the binary, the launcher that
+# finds the binary beside it, the configs and the docs.
+stage=$work/stage
+if DESTDIR=$stage cmake --install "$(dirname "$bin")" --prefix /opt/llmrec >install.txt 2>&1; then
+  p=$stage/opt/llmrec
+  if [[ -x $p/bin/llmrec && -x $p/bin/llmrec-mpirun && -f $p/share/llmrec/configs/quickstart.yaml &&
+        -f $p/share/llmrec/launch/slurm.sbatch && -f $p/share/doc/llmrec/serving.md && -f $p/share/doc/llmrec/README.md ]]; then
+    ok "install: bin/llmrec, bin/llmrec-mpirun, share/llmrec/{configs,launch}, share/doc/llmrec"
+  else
+    find "$stage" -maxdepth 4 >install_tree.txt; fail "install: files missing" install_tree.txt
+  fi
+  (unset LLMREC_BIN; "$p/bin/llmrec-mpirun" -n 2 -o -- config -c "$p/share/llmrec/configs/quickstart.yaml" >inst_run.txt 2>&1)
+  expect "install: llmrec-mpirun runs the installed llmrec on 2 ranks" inst_run.txt 'dir: "runs/quickstart"'
+else
+  fail "cmake --install" install.txt
+fi
+
 # Every shipped config validates.
 for c in "$src"/configs/*.yaml; do
   if "$bin" config -c "$c" >cfg.txt 2>&1; then ok "config $(basename "$c") validates"; else fail "config $c" cfg.txt; fi
@@ -212,14 +229,15 @@ model:
   bert: {layers: 1, hidden: 32, heads: 2, intermediate: 64, max_positions: 32}
   user: {history: 8}
   loss: {sampled_negatives: 16}
-train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 20}
+train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 20, clip_norm: 0}
 eval: {baselines: [popularity, itemknn], oracle_dir: shop}
 YAML
 LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=train_run >train.txt 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
   expect "train -np 2" train.txt 'validation after step [0-9]+: NDCG@10' '^model +0\.[0-9]+' '^popularity +0\.' '^oracle +0\.'
-  expect "train metrics.jsonl" train_run/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"'
+  expect "train metrics.jsonl" train_run/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"' \
+    '"grad_norm":[0-9]*\.?[0-9]*[1-9]'  # the real norm with clipping off
   expect "train eval_test.json" train_run/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256"'
   # The saved model evaluates to the same test NDCG@10 with llmrec eval.
   want=$(awk '$1 == "model" {print $2}' train.txt)

@@ -151,9 +151,8 @@ TEST_F(PrepareTest, BadCatalogueRows) {
   EXPECT_THAT(catalogue_error("a,Dup,x,y,z,w\n"), HasSubstr("catalogue.csv:7: duplicate item id: 'a' first defined at line 2"));
   EXPECT_THAT(catalogue_error(",No id,x,y,z,w\n"), HasSubstr("catalogue.csv:7: missing item id"));
   EXPECT_THAT(catalogue_error("e,,,,,\n"), HasSubstr("catalogue.csv:7: missing item text"));
-  cfg.max_text_chars = 40;
-  EXPECT_THAT(catalogue_error(""), HasSubstr("catalogue.csv:2: over-long text: item 'a'"));
-  cfg.max_text_chars = 4000;
+  cfg.catalogue = write("catalogue.tsv.csv", "item_id\ttitle\n" "a\tx\n");
+  EXPECT_THAT(error_of(good_rows()), HasSubstr("set data.format: tsv"));
   EXPECT_THAT(catalogue_error("e,Caf\xc3\x28,x,y,z,w\n"), HasSubstr("catalogue.csv:7: invalid UTF-8: in column 'title'"));
   cfg.catalogue_columns.item = "sku";
   EXPECT_THAT(catalogue_error(""), HasSubstr("catalogue.csv:1: no column 'sku' in the header (columns: item_id, title"));
@@ -212,6 +211,17 @@ TEST_F(PrepareTest, TemporalSplit) {
   EXPECT_EQ(all.users.test[2], 8);
   cfg.cut = "not a time";
   EXPECT_THROW(prepare_dataset(cfg, ""), ConfigError);
+  // A cut before every event leaves nobody: the error says why, with the
+  // data's range and the whole report.
+  cfg.cut = "1970-01-01T00:00:50Z";
+  try {
+    prepare_dataset(cfg, "");
+    ADD_FAILURE() << "an empty dataset was written";
+  } catch (const IoError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("data.cut '1970-01-01T00:00:50Z' = 1970-01-01T00:00:50Z) is at or before every "
+                                    "user's first event (the events span 1970-01-01T00:01:40Z .. "));
+    EXPECT_THAT(e.what(), HasSubstr("rows read"));
+  }
 }
 
 TEST_F(PrepareTest, JsonlAndTsvGiveTheSameDataset) {
@@ -308,6 +318,38 @@ TEST_F(PrepareTest, TimestampsBeyondInt64AreBadRows) {
   EXPECT_EQ(parse_timestamp("9223372036854775807", "unix"), std::int64_t{9223372036854775807});
   EXPECT_EQ(parse_timestamp("-1.5", "unix"), -2);
   EXPECT_EQ(parse_timestamp("1500.9", "unix_ms"), 1);
+}
+
+// A text over data.max_text_chars is cut at a character boundary and
+// counted, not a bad row (Amazon has descriptions over 40,000 characters).
+TEST_F(PrepareTest, LongTextsAreCutAndCounted) {
+  const std::string long_text = std::string(30, 'x') + "\xc3\xa9\xc3\xa9\xc3\xa9" + std::string(50000, 'y');
+  const std::string path = write("long.csv", "item_id,category,title\na,c," + long_text + "\nb,c,short\n");
+  cfg.catalogue_columns.item = "item_id";
+  cfg.catalogue_columns.category = "category";
+  cfg.catalogue_columns.text = {"title"};
+  cfg.max_text_chars = 32;
+  PrepareReport::Source report;
+  Catalogue c = catalogue_read(path, cfg, report);
+  ASSERT_EQ(c.texts.size(), 2u);
+  EXPECT_EQ(c.texts[0], std::string(30, 'x') + "\xc3\xa9\xc3\xa9");  // 32 characters, 34 bytes
+  EXPECT_EQ(c.texts[1], "short");
+  EXPECT_EQ(report.rows_kept, 2);
+  EXPECT_EQ(report.texts_cut, 1);
+  EXPECT_EQ(utf8_prefix_bytes("ab", 5), 2u);
+}
+
+// time_format auto never reads a millisecond (or finer) clock as seconds.
+TEST(ParseTimestamp, AutoTakesTheUnitFromTheMagnitude) {
+  const std::int64_t t = 1700000000;  // 2023-11-14T22:13:20Z
+  EXPECT_EQ(parse_timestamp("1700000000", "auto"), t);
+  EXPECT_EQ(parse_timestamp("1700000000123", "auto"), t);
+  EXPECT_EQ(parse_timestamp("1700000000123456", "auto"), t);
+  EXPECT_EQ(parse_timestamp("1700000000123456789", "auto"), t);
+  EXPECT_EQ(parse_timestamp("1700000000.5", "auto"), t);
+  EXPECT_EQ(parse_timestamp("86400", "auto"), 86400);  // small numbers stay seconds
+  EXPECT_EQ(parse_timestamp("2023-11-14T22:13:20Z", "auto"), t);
+  EXPECT_EQ(parse_timestamp("1700000000123", "unix"), std::int64_t{1700000000123});  // explicit: as written
 }
 
 // A duplicate item id longer than 60 bytes was cut inside a UTF-8
