@@ -104,6 +104,10 @@ int run_eval(const EvalCommand& cmd, AppContext& ctx) {
       "full ranking over {} items, history excluded\n\n",
       cmd.split, ctx.comm->size(), first.users_evaluated, first.users_skipped, cmd.split, first.cold.users,
       first.num_items);
+  if (config.swap_histories) {
+    out += "DIAGNOSTIC (eval.swap_histories): every user is scored with the next user's history; these figures "
+           "measure what each scorer owes to knowing the user, they are not its quality\n\n";
+  }
   out += eval_results_table(results);
   const std::string path = (std::filesystem::path(ctx.run_dir) / ("eval_" + cmd.split + ".json")).string();
   write_eval_results(path, results,

@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "apps/eval_fusion.h"
 #include "distributed/broadcast_string.h"
 #include "distributed/rank0.h"
+#include "models/recommender.h"
 #include "trainer/baselines.h"
 #include "trainer/checkpoint.h"
 #include "trainer/evaluation.h"
@@ -54,6 +56,70 @@ std::string resolve_resume(AppContext& ctx, const std::string& resume) {
   return broadcast_string(*ctx.comm, chosen);
 }
 
+std::string mib(double bytes) { return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0)); }
+
+/// `train --dry-run`: every check training makes before its first step
+/// (the model keys against each other, then the dataset, the model and the
+/// world size against them), all problems listed in one ConfigError; then
+/// the plan on rank 0. The checks are the same on every rank.
+int train_dry_run(AppContext& ctx, const TrainerSetup& setup) {
+  std::vector<std::string> problems;
+  try {
+    recommender_config_check(setup.model);
+  } catch (const ConfigError& e) {
+    problems.push_back(e.what());
+  }
+  std::unique_ptr<Trainer> trainer;
+  if (problems.empty()) {  // a model that cannot be built is not checked against the data
+    try {
+      trainer = std::make_unique<Trainer>(setup, *ctx.comm);
+      DatasetFile file(setup.dataset);
+      Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
+  }
+  if (!problems.empty()) {
+    std::string all;
+    for (const auto& p : problems) all += "\n  - " + p;
+    throw ConfigError(fmt::format("train --dry-run: {} problem(s):{}", problems.size(), all));
+  }
+  Recommender& model = trainer->model();
+  std::int64_t total = 0, trainable = 0, tensors = 0;
+  std::size_t elem = 4;
+  for (const auto& p : model->parameters()) {
+    total += p.numel();
+    if (p.requires_grad()) {
+      trainable += p.numel();
+      ++tensors;
+      elem = p.element_size();
+    }
+  }
+  const BatchSampler& sampler = trainer->sampler();
+  const TrainConfig& tc = setup.train;
+  const double params_bytes = static_cast<double>(total) * static_cast<double>(elem);
+  const double state_bytes = 3.0 * static_cast<double>(trainable) * static_cast<double>(elem);  // grad, AdamW m, v
+  if (ctx.comm->rank() == 0) {
+    std::string out = fmt::format("llmrec train --dry-run: every check passed on {} rank(s); nothing trained\n",
+                                  ctx.comm->size());
+    out += fmt::format("model: {} parameters, {} trainable in {} tensors\n", total, trainable, tensors);
+    out += fmt::format("data: {} training examples ({} on rank 0), {} batches of {} per rank and epoch; "
+                       "{} optimizer steps planned ({})\n",
+                       sampler.global_examples(), sampler.local_examples(), sampler.steps_per_epoch(), tc.batch_size,
+                       trainer->planned_steps(),
+                       tc.max_steps > 0 ? fmt::format("train.max_steps") : fmt::format("{} epochs", tc.epochs));
+    out += fmt::format("all-reduce: {} per step ({} gradient values)\n",
+                       mib(static_cast<double>(trainable) * static_cast<double>(elem)), trainable);
+    out += fmt::format("memory per rank (estimate): {} parameters + {} gradients and AdamW moments + {} best-model "
+                       "copy = {}; activations and the dataset not included\n",
+                       mib(params_bytes), mib(state_bytes), mib(params_bytes),
+                       mib(2 * params_bytes + state_bytes));
+    std::fputs(out.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int train_run(AppContext& ctx, const TrainRunOptions& options) {
@@ -70,6 +136,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   setup.stop_after = options.stop_after;
   setup.device = ctx.device;
   setup.bf16 = cfg.run.precision == "bf16";
+  if (options.dry_run) return train_dry_run(ctx, setup);
   Trainer trainer(setup, *ctx.comm);
   DatasetFile file(cfg.data.dataset);
   Evaluator valid(file, *ctx.comm, "valid", cfg.eval);
@@ -115,8 +182,12 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   if (ctx.comm->rank() == 0) {
     const std::string path = ctx.run_dir + "/eval_test.json";
     write_eval_results(path, results, eval_protocol(file, "test", cfg.eval, resolved_yaml, ctx.comm->size()));
-    std::printf("\nTest split, full ranking over %lld items (%s):\n%s\n", static_cast<long long>(results[0].num_items),
-                path.c_str(), eval_results_table(results).c_str());
+    std::printf("\nTest split, full ranking over %lld items (%s)%s:\n%s\n", static_cast<long long>(results[0].num_items),
+                path.c_str(),
+                cfg.eval.swap_histories ? ", DIAGNOSTIC (eval.swap_histories): every user scored with the next user's "
+                                          "history, not quality figures"
+                                        : "",
+                eval_results_table(results).c_str());
     std::fflush(stdout);
   }
   return 0;

@@ -14,6 +14,8 @@ struct TrainRunOptions {
   std::string resume = "none";
   /// Stop with a checkpoint after this many steps of this run (0 = off).
   std::int64_t stop_after = 0;
+  /// Check config, dataset and model, print the plan, train nothing.
+  bool dry_run = false;
 };
 
 /// Trains with ctx.config, validating as train.eval_every says, then

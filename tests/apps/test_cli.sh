@@ -153,6 +153,11 @@ mpirun "${root[@]}" --oversubscribe -np 2 "$bin" eval -c "$src/configs/quickstar
   && expect "eval result file" runeval/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256": "[0-9a-f]{64}"' \
        '"ranking": "full ranking over 300 items, history excluded"' '"world_size": 2' \
   || fail "eval -np 2" eval.txt
+# The swapped-history diagnostic says what its table is.
+"$bin" eval -c "$src/configs/quickstart.yaml" "${pset[@]}" --baseline itemknn --set eval.swap_histories=true \
+  --set run.dir=runswap --split test >swap.txt 2>&1 \
+  && expect "eval: the swapped-history table is labelled" swap.txt "^DIAGNOSTIC \\(eval.swap_histories\\)" \
+  || fail "eval swap_histories" swap.txt
 ndcg_oracle=$(awk '$1 == "oracle" { print $2 }' eval.txt)
 ndcg_pop=$(awk '$1 == "popularity" { print $2 }' eval.txt)
 if awk -v o="$ndcg_oracle" -v p="$ndcg_pop" 'BEGIN { exit !(o + 0 > p + 0 && o != "") }'; then
@@ -232,6 +237,17 @@ model:
 train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 20, clip_norm: 0}
 eval: {baselines: [popularity, itemknn], oracle_dir: shop}
 YAML
+# --dry-run: the checks and the plan, no training; every problem listed, exit 1.
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=dry_run --dry-run >dry.txt 2>&1 \
+  && expect "train --dry-run on 2 ranks" dry.txt 'every check passed on 2 rank\(s\); nothing trained' \
+       '^model: [0-9]+ parameters, [0-9]+ trainable' 'batches of 16 per rank and epoch; [0-9]+ optimizer steps planned' \
+       '^all-reduce: [0-9.]+ MiB per step' '^memory per rank \(estimate\)' \
+  || fail "train --dry-run" dry.txt
+[[ -d dry_run/checkpoints ]] && fail "train --dry-run wrote checkpoints" dry.txt
+"$bin" train -c tiny.yaml --set run.dir=dry_run --dry-run --set model.bert.vocab_size=7 >dry_bad.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "train --dry-run lists the problem" dry_bad.txt 'problem\(s\):' \
+       'model.bert.vocab_size is 7 but the dataset' || fail "train --dry-run with a bad vocabulary: exit $rc" dry_bad.txt
 LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=train_run >train.txt 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
