@@ -1,6 +1,6 @@
 // `llmrec bench train | allreduce | export | serve`: the training step, the
 // communicator, the export's item encoding and serving latency, on the workloads of
-// BENCHMARKS.md, each printing one JSON line per result (rank 0) in the
+// bench/README.md, each printing one JSON line per result (rank 0) in the
 // shape of the peers' lines (../shared/peers/torch_ddp_bench.py), so that
 // bench/README.md can put them side by side.
 //
@@ -53,7 +53,7 @@ struct Workload {
   ModelConfig model;
 };
 
-/// BENCHMARKS.md's workloads (the model of the peer for bench-tiny).
+/// The workloads of bench/README.md (the model of the peer for bench-tiny).
 Workload workload_of(const std::string& name) {
   Workload w;
   w.name = name;
@@ -565,7 +565,7 @@ void bench_distributed_add(CLI::App& bench) {
     if (name == "train" || name == "export") {
       cmd->add_option("--workload", o->bench.workload,
                       "bench-tiny, bench-tiny-seq (bench-tiny with the causal user tower and a loss at every "
-                      "history position, the peer's --user causal) or bench-small (BENCHMARKS.md)")
+                      "history position, the peer's --user causal) or bench-small (bench/README.md)")
           ->check(CLI::IsMember({"bench-tiny", "bench-tiny-seq", "bench-small"}))
           ->capture_default_str();
       cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();

@@ -1,5 +1,5 @@
 // `llmrec bench`: benchmarks that print one JSON line per result
-// (BENCHMARKS.md): tokenize here; train, allreduce, encode in bench_train.cpp.
+// (bench/README.md): tokenize here; train, allreduce, encode in bench_train.cpp.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -86,7 +86,7 @@ void bench_tokenize(const std::string& workload, const std::string& vocab, int r
 }  // namespace
 
 void command_bench_add(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "Benchmarks; each prints JSON lines (BENCHMARKS.md)");
+  auto* cmd = app.add_subcommand("bench", "Benchmarks on the workloads of bench/README.md; each prints JSON lines");
   cmd->require_subcommand(1);
   auto* tok = cmd->add_subcommand("tokenize", "WordPiece speed over a synthetic catalogue's item texts (one thread)");
   auto workload = std::make_shared<std::string>("bench-tiny");

@@ -1,4 +1,4 @@
-// `llmrec synth`: write the synthetic shop of BENCHMARKS.md.
+// `llmrec synth`: write the synthetic shop (docs/data.md).
 #include <chrono>
 #include <cstdio>
 

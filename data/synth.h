@@ -1,5 +1,5 @@
 #pragma once
-/// The synthetic shop of BENCHMARKS.md (`llmrec synth`).
+/// The synthetic shop (`llmrec synth`, docs/data.md).
 ///
 /// Items have a category (10 departments x 5 leaves), a brand, a price band,
 /// a style, a colour, tags, and a title and description whose words follow

@@ -1,6 +1,6 @@
 #pragma once
 /// Bucketed, overlapped all-reduce of trainable gradients (the data-parallel
-/// half of DESIGN.md's distributed contract).
+/// half of the distributed contract, docs/architecture.md).
 ///
 /// Protocol, per optimizer step:
 ///  1. Construction: buckets of about `bucket_mb` are assigned over the

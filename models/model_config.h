@@ -1,7 +1,7 @@
 #pragma once
 /// The `model:` section of the configuration: the reference recommender of
-/// docs/DESIGN.md ("Reference model", `type: bert_attn`). Defaults are the
-/// `bench-tiny` workload of docs/BENCHMARKS.md, i.e. the PyTorch peer
+/// docs/architecture.md ("The model", `type: bert_attn`). Defaults are the
+/// `bench-tiny` workload of bench/README.md, i.e. the PyTorch peer
 /// (shared/peers/torch_ddp_bench.py).
 ///
 ///   model:
@@ -175,13 +175,13 @@ struct ModelConfig {
 
   template <class V>
   void visit(V& v) {
-    v.field("type", type, "Model family (docs/DESIGN.md, Reference model)", config_one_of({"bert_attn"}));
+    v.field("type", type, "Model family (docs/architecture.md, The model)", config_one_of({"bert_attn"}));
     v.field("dim", dim, "d: size of item and user vectors (item vector = Linear(H, d)(h_[CLS]))",
             config_range(1, 65536));
     v.field("text_len", text_len, "L: item text length in WordPiece tokens, [CLS] and [SEP] included",
             config_range(2, 65536));
     v.field("pooling", pooling,
-            "Item text vector from BERT's output: cls = h_[CLS] (DESIGN.md); mean = mean of the token "
+            "Item text vector from BERT's output: cls = h_[CLS] (BERT's first token); mean = mean of the token "
             "outputs (padding excluded), which carries the words' identity from the first step even "
             "with an untrained encoder",
             config_one_of({"cls", "mean"}));

@@ -1,6 +1,6 @@
 #pragma once
 /// The user tower (attention ranker) and the bilinear scorer of the
-/// reference model (docs/DESIGN.md, "Reference model"; docs/ranker.md).
+/// reference model (docs/architecture.md, "The model"; docs/ranker.md).
 ///
 ///   UserTower user(UserTowerOptions(128, 20).heads(2));
 ///   torch::Tensor u = user(history_vecs /*[B, T, d]*/, history_mask /*[B, T] bool*/);

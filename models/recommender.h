@@ -1,5 +1,5 @@
 #pragma once
-/// The reference recommender (`model.type: bert_attn`, docs/DESIGN.md and
+/// The reference recommender (`model.type: bert_attn`, docs/architecture.md and
 /// docs/ranker.md): item tower (BERT + LoRA, vector = Linear(H, d)(h_[CLS]),
 /// optional item ID embedding), user tower (attention ranker over the
 /// history) and bilinear score s(u, l) = u^T A l, trained with the

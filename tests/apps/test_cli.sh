@@ -32,6 +32,17 @@ else
   fail "cmake --install" install.txt
 fi
 
+# The README's command table lists exactly the subcommands of --help.
+"$bin" --help >help.txt 2>&1
+help_cmds=$(awk '/^Subcommands:/ { on = 1; next } on && NF { print $1 }' help.txt | sort)
+readme_cmds=$(grep -oE '^\| `llmrec [a-z]+' "$src/README.md" | awk '{ print $3 }' | sort -u)
+if [[ -n $help_cmds && $help_cmds == "$readme_cmds" ]]; then
+  ok "README's command table = llmrec --help ($(echo $help_cmds | wc -w) subcommands)"
+else
+  { echo "--help:"; echo "$help_cmds"; echo "README:"; echo "$readme_cmds"; } >help_cmp.txt
+  fail "README's command table differs from llmrec --help" help_cmp.txt
+fi
+
 # Every shipped config validates.
 for c in "$src"/configs/*.yaml; do
   if "$bin" config -c "$c" >cfg.txt 2>&1; then ok "config $(basename "$c") validates"; else fail "config $c" cfg.txt; fi

@@ -1,4 +1,4 @@
-// DESIGN.md's correctness oracle, on real training steps (float64, AdamW):
+// The correctness oracle of docs/architecture.md (W = 2 equals W = 1), on real training steps (float64, AdamW):
 //  - global negatives: W ranks x batch B == 1 process x batch W*B;
 //  - local negatives: W ranks x batch B == 1 process accumulating the W
 //    batches as micro-batches;
