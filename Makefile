@@ -90,7 +90,8 @@ demo: build
 	@$(BUILD)/llmrec recommend --export $(DEMO_DIR)/export.h5 --user $(DEMO_USER) --k 10 --explain --table
 	@echo
 	@echo "Everything is in $(DEMO_DIR)/: shop/ (raw CSV), dataset.h5 (+ .report.json), config.yaml, logs/,"
-	@echo "check.json, metrics.jsonl, checkpoints/, model.h5, eval_test.json, export.h5."
+	@echo "check.json, metrics.jsonl, checkpoints/, model.h5, eval_test.json, report.html, export.h5."
+	@echo "The run's report (open it in a browser): $(DEMO_DIR)/report.html"
 	@echo "Serve it: $(BUILD)/llmrec serve --export $(DEMO_DIR)/export.h5 --port 8080"
 
 # PREFIX (default /usr/local) and DESTDIR (staging) as usual: bin/llmrec,

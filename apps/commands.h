@@ -24,5 +24,6 @@ void command_recommend_add(CLI::App& app);
 void command_serve_add(CLI::App& app);
 void command_export_add(CLI::App& app);
 void command_adapter_add(CLI::App& app);
+void command_report_add(CLI::App& app);
 
 }  // namespace llmrec

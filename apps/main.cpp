@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   llmrec::command_serve_add(app);
   llmrec::command_export_add(app);
   llmrec::command_adapter_add(app);
+  llmrec::command_report_add(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

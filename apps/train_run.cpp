@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "apps/eval_fusion.h"
+#include "apps/report.h"
 #include "distributed/broadcast_string.h"
 #include "distributed/rank0.h"
 #include "models/recommender.h"
@@ -189,6 +190,15 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
                                         : "",
                 eval_results_table(results).c_str());
     std::fflush(stdout);
+    // The run is done and saved: a report that cannot be written is an
+    // error in the log, not a failed run (`llmrec report` retries it).
+    try {
+      const std::string report = report_write(ctx.run_dir);
+      std::printf("Report: %s\n", report.c_str());
+      std::fflush(stdout);
+    } catch (const std::exception& e) {
+      spdlog::error("the run report was not written: {} (run `llmrec report {}`)", e.what(), ctx.run_dir);
+    }
   }
   return 0;
 }

@@ -265,6 +265,35 @@ if [[ $rc -eq 0 ]]; then
   expect "train -np 2" train.txt 'validation after step [0-9]+: NDCG@10' '^model +0\.[0-9]+' '^popularity +0\.' '^oracle +0\.'
   expect "train metrics.jsonl" train_run/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"' \
     '"grad_norm":[0-9]*\.?[0-9]*[1-9]'  # the real norm with clipping off
+  # The run report: one self-contained page (no script, nothing fetched),
+  # every chart well-formed SVG with its curve drawn.
+  expect "train writes the report" train.txt '^Report: train_run/report.html'
+  python3 - train_run/report.html >report_check.txt 2>&1 <<'PY' && ok "report: charts, test table, dataset report, config, offline" \
+    || fail "report.html" report_check.txt
+import re, sys, xml.etree.ElementTree as ET
+h = open(sys.argv[1], encoding="utf-8").read()
+assert h.startswith("<!DOCTYPE html>"), "not an HTML page"
+svgs = re.findall(r"<svg.*?</svg>", h, re.S)
+drawn = 0
+for s in svgs:
+    root = ET.fromstring(s)  # well-formed
+    for pl in root.iter("{http://www.w3.org/2000/svg}polyline"):
+        pts = pl.get("points").split()
+        assert all(len(p.split(",")) == 2 for p in pts), pl.get("points")
+        drawn += len(pts) >= 2
+bars = sum(1 for s in svgs for r in ET.fromstring(s).iter("{http://www.w3.org/2000/svg}rect") if float(r.get("height")) > 0)
+assert drawn >= 5, "curves drawn: %d" % drawn  # loss, validation, lr, examples/s, comm share, grad norm
+assert bars >= 3, "bars drawn: %d" % bars
+for needle in ["<h2>Test split</h2>", "<td>model</td>", "<td>oracle</td>", "cold NDCG@10", "<h2>Dataset</h2>",
+               "rows_read", "<h2>Protocol</h2>", "dataset_sha256", "<h2>Configuration</h2>", "batch_size"]:
+    assert needle in h, "missing " + needle
+rest = h.replace('xmlns="http://www.w3.org/2000/svg"', "")
+assert "<script" not in rest and "http://" not in rest and "https://" not in rest and " src=" not in rest, "not offline"
+print("%d charts, %d curves, %d bars" % (len(svgs), drawn, bars))
+PY
+  "$bin" report no_such_dir >report_bad.txt 2>&1
+  [[ $? -ne 0 ]] && expect "report: a missing run directory is named" report_bad.txt 'no_such_dir' \
+    || fail "report of a missing directory succeeded" report_bad.txt
   expect "train eval_test.json" train_run/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256"'
   # The saved model evaluates to the same test NDCG@10 with llmrec eval.
   want=$(awk '$1 == "model" {print $2}' train.txt)
