@@ -173,7 +173,9 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
 
   // Serving's collaborative components, built (and tuned) as evaluation builds them.
   std::vector<std::string> names = {"itemknn"};
-  if (r.fusion.count("popularity") != 0) names.push_back("popularity");
+  for (const char* name : {"popularity", "tfidf"}) {
+    if (r.fusion.count(name) != 0) names.push_back(name);
+  }
   std::vector<std::shared_ptr<Scorer>> scorers = {model_scorer};
   for (auto& s : baseline_scorers_create(names, file, *ctx.comm, eval)) scorers.push_back(s);
   r.itemknn = std::dynamic_pointer_cast<ItemKnnScorer>(scorers[1])->options();
@@ -183,8 +185,8 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
     if (weight > 0 && r.fusion.count(name) == 0) left_out.push_back(name);
   }
   if (!left_out.empty()) {
-    spdlog::warn("export: serving computes model, itemknn and popularity only; the default ranking leaves out {} of "
-                 "eval.fusion.weights", left_out.dump());
+    spdlog::warn("export: serving computes model, itemknn, popularity and tfidf only; the default ranking leaves out "
+                 "{} of eval.fusion.weights", left_out.dump());
   }
   const bool fused = r.fusion.size() > 1 || r.fusion.count("model") == 0;
   std::shared_ptr<FusedScorer> fusion = fused ? fusion_build(scorers, r.fusion, eval.fusion.tune, valid) : nullptr;

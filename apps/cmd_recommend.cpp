@@ -35,6 +35,7 @@ struct RecommendArgs {
   double hour_weight = -1;
   double cf_weight = -1;
   double popularity_weight = -1;
+  double tfidf_weight = -1;
   double diversity = 0;
   bool explain = false;
   bool json = false;
@@ -63,8 +64,9 @@ std::string table_text(const serving::ExportData& e, const serving::Recommendati
       : !r.unknown_user.empty()
           ? fmt::format("unknown user {} (not in the export: the most popular items)", r.unknown_user)
           : fmt::format("a history of {} items", r.history.size());
-  out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}, popularity_weight {:g}{}{}{}; {} eligible items; {:.2f} ms\n",
-                     who, r.k, serving::exclude_name(r.exclude), r.cf_weight, r.popularity_weight,
+  out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}, popularity_weight {:g}, tfidf_weight {:g}{}{}{}; {} eligible "
+                     "items; {:.2f} ms\n",
+                     who, r.k, serving::exclude_name(r.exclude), r.cf_weight, r.popularity_weight, r.tfidf_weight,
                      r.hour ? fmt::format(", hour {} (weight {:g})", *r.hour, r.hour_weight) : std::string(),
                      r.diversity > 0 ? fmt::format(", diversity {:g}", r.diversity) : std::string(),
                      !r.fallback.empty() ? ", training event counts"
@@ -90,8 +92,11 @@ std::string table_text(const serving::ExportData& e, const serving::Recommendati
       for (const auto& c : it.cf) {
         cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.similarity);
       }
-      out += fmt::format("{:>6}because: {}{}\n", "", because.empty() ? std::string("(no history)") : because,
-                         r.cf_weight > 0 ? "; cf: " + (cf.empty() ? std::string("(no neighbour)") : cf) : std::string());
+      std::string matches;
+      for (const auto& m : it.matches) matches += (matches.empty() ? "" : ", ") + m;
+      out += fmt::format("{:>6}because: {}{}{}\n", "", because.empty() ? std::string("(no history)") : because,
+                         r.cf_weight > 0 ? "; cf: " + (cf.empty() ? std::string("(no neighbour)") : cf) : std::string(),
+                         matches.empty() ? std::string() : "; matches: " + matches);
     }
   }
   return out;
@@ -110,6 +115,7 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
   if (a.hour_weight >= 0) q.hour_weight = a.hour_weight;
   if (a.cf_weight >= 0) q.cf_weight = a.cf_weight;
   if (a.popularity_weight >= 0) q.popularity_weight = a.popularity_weight;
+  if (a.tfidf_weight >= 0) q.tfidf_weight = a.tfidf_weight;
   q.diversity = a.diversity;
   q.explain = a.explain;
 
@@ -148,6 +154,9 @@ void command_recommend_add(CLI::App& app) {
       ->check(CLI::Range(0.0, serving::kMaxWeight));
   cmd->add_option("--popularity-weight", a->popularity_weight,
                   "Weight of the popularity component (default: the export's fusion weight)")
+      ->check(CLI::Range(0.0, serving::kMaxWeight));
+  cmd->add_option("--tfidf-weight", a->tfidf_weight,
+                  "Weight of the TF-IDF content component (default: the export's fusion weight)")
       ->check(CLI::Range(0.0, serving::kMaxWeight));
   cmd->add_option("--diversity", a->diversity, "MMR lambda in [0, 1] (0: plain top-k)")
       ->check(CLI::Range(0.0, 1.0))

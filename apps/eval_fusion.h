@@ -23,7 +23,7 @@ std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scor
 /// `llmrec eval --checkpoint` choose their test rows: the model's cold
 /// scoring calibrated on validation, ItemKNN with its tuned options, and
 /// eval.fusion.weights restricted to the components serving computes
-/// (model, itemknn, popularity; the others are left out, logged and
+/// (model, itemknn, popularity, tfidf; the others are left out, logged and
 /// recorded) fused as eval.fusion says (tuned on validation, the missing
 /// policy included, with eval.fusion.tune).
 ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const DatasetFile& file);

@@ -100,6 +100,7 @@ struct RecommendEngine::Resolved {
   double hour_weight = 0;
   double cf_weight = 0;
   double popularity_weight = 0;
+  double tfidf_weight = 0;
   double diversity = 0;
   bool explain = false;
   std::string unknown_user;  ///< a user id the export does not know: the popularity fallback
@@ -117,6 +118,7 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_
   };
   default_cf_weight_ = relative("itemknn");
   default_popularity_weight_ = relative("popularity");
+  default_tfidf_weight_ = data_->tfidf ? relative("tfidf") : 0.0;
   {
     std::vector<float> pop(data_->item_popularity.begin(), data_->item_popularity.end());
     popularity_z_.resize(pop.size());
@@ -162,6 +164,10 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   check_weight(q.hour_weight, "hour_weight");
   check_weight(q.cf_weight, "cf_weight");
   check_weight(q.popularity_weight, "popularity_weight");
+  check_weight(q.tfidf_weight, "tfidf_weight");
+  if (q.tfidf_weight && *q.tfidf_weight > 0 && !e.tfidf) {
+    throw RequestError(400, "tfidf_weight", "this export has no TF-IDF rows (export it again)");
+  }
   if (q.hour_weight && !q.hour) throw RequestError(400, "hour_weight", "has no effect without 'hour'");
   if (!std::isfinite(q.diversity) || q.diversity < 0 || q.diversity > 1) {
     throw RequestError(400, "diversity", fmt::format("must be a number in [0, 1], got {}", q.diversity));
@@ -170,6 +176,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   r.hour_weight = q.hour ? q.hour_weight.value_or(kDefaultHourWeight) : 0.0;
   r.cf_weight = q.cf_weight.value_or(default_cf_weight_);
   r.popularity_weight = q.popularity_weight.value_or(default_popularity_weight_);
+  r.tfidf_weight = q.tfidf_weight.value_or(default_tfidf_weight_);
   r.diversity = q.diversity;
   r.explain = q.explain;
   r.exclude = q.exclude;
@@ -371,6 +378,7 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
   out.hour_weight = r.hour_weight;
   out.cf_weight = r.cf_weight;
   out.popularity_weight = r.popularity_weight;
+  out.tfidf_weight = r.tfidf_weight;
   out.diversity = r.diversity;
   out.explain = r.explain;
 
@@ -385,8 +393,9 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
   const bool use_cf = !fallback && r.cf_weight > 0;
   const bool use_pop = !fallback && r.popularity_weight > 0;
   const bool use_hour = !fallback && r.hour.has_value() && r.hour_weight > 0;
-  out.fused = use_cf || use_pop || use_hour;
-  std::vector<float> cf, z_model, z_cf, fused;
+  const bool use_tfidf = !fallback && r.tfidf_weight > 0 && e.tfidf != nullptr;
+  out.fused = use_cf || use_pop || use_tfidf || use_hour;
+  std::vector<float> cf, z_model, z_cf, tf, z_tf, fused;
   const float* score = model;
   if (fallback) {  // the training event count of each item
     fused.assign(e.item_popularity.begin(), e.item_popularity.end());
@@ -410,6 +419,15 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
       rows.push_back(popularity_z_.data());
       weights.push_back(r.popularity_weight);
       missing.push_back(cold);
+    }
+    if (use_tfidf) {  // content: every item has text, cold ones too
+      tf.resize(static_cast<std::size_t>(I));
+      e.tfidf->score(r.events.data(), static_cast<std::int64_t>(r.events.size()), e.tfidf_profile_items, tf.data());
+      z_tf.resize(static_cast<std::size_t>(I));
+      fusion_standardise(tf.data(), I, z_tf.data());
+      rows.push_back(z_tf.data());
+      weights.push_back(r.tfidf_weight);
+      missing.push_back(nullptr);
     }
     if (use_hour) {
       rows.push_back(hour_z(*r.hour).data());
@@ -454,6 +472,13 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
     it.score = score[i];
     it.model_score = model[i];
     it.cf_score = use_cf ? cf[static_cast<std::size_t>(i)] : 0.0f;
+    it.tfidf_score = use_tfidf ? tf[static_cast<std::size_t>(i)] : 0.0f;
+    if (r.explain && e.tfidf != nullptr && !r.events.empty()) {
+      for (const auto& [term, w] : e.tfidf->shared_terms(r.events.data(), static_cast<std::int64_t>(r.events.size()),
+                                                          e.tfidf_profile_items, i, static_cast<int>(kExplainTop))) {
+        it.matches.push_back(e.vocab[static_cast<std::size_t>(term)]);
+      }
+    }
     if (r.hour) {
       const double c = e.hour_counts[static_cast<std::size_t>(i) * kHours + static_cast<std::size_t>(*r.hour)];
       it.hour_score = static_cast<float>(

@@ -20,10 +20,10 @@
 ///    fallback), not an error.
 ///  - model score s_i = keys_i . u (+ cold_shift for a cold item) for every
 ///    item (one BLAS product for all the requests of a batch). With fusion
-///    active (cf_weight or popularity_weight > 0, or an hour with
-///    hour_weight > 0) the ranking score is fusion_combine([z(model), z(cf),
-///    z(popularity), z(hour)], [1, cf_weight, popularity_weight,
-///    hour_weight]) with the z-standardisation of trainer/fusion.h over the
+///    active (cf_weight, popularity_weight or tfidf_weight > 0, or an hour
+///    with hour_weight > 0) the ranking score is fusion_combine([z(model),
+///    z(cf), z(popularity), z(tfidf), z(hour)], [1, cf_weight,
+///    popularity_weight, tfidf_weight, hour_weight]) with the z-standardisation of trainer/fusion.h over the
 ///    whole catalogue and the export's missing-score policy; otherwise it is
 ///    s_i itself. The default weights are the export's: evaluation's fusion
 ///    row.
@@ -89,6 +89,7 @@ struct RecommendRequest {
   std::optional<double> hour_weight;  ///< default kDefaultHourWeight
   std::optional<double> cf_weight;    ///< default RecommendEngine::default_cf_weight()
   std::optional<double> popularity_weight;  ///< default RecommendEngine::default_popularity_weight()
+  std::optional<double> tfidf_weight;       ///< default RecommendEngine::default_tfidf_weight()
   double diversity = 0;               ///< MMR lambda in [0, 1]; 0 = off
   bool explain = false;
 };
@@ -110,6 +111,10 @@ struct RecommendedItem {
   float model_score = 0;   ///< keys_i . u
   float cf_score = 0;      ///< raw CF score (0 when cf_weight is 0)
   float hour_score = 0;    ///< raw time-of-day score (0 without an hour)
+  float tfidf_score = 0;   ///< raw content score (0 when tfidf_weight is 0)
+  /// With explain and TF-IDF rows in the export: the history's terms that
+  /// add the most to this item's content score (its keywords that match).
+  std::vector<std::string> matches;
   std::vector<Contribution> because;  ///< with explain: top kExplainTop, largest first
   std::vector<CfEvidence> cf;         ///< with explain and cf_weight > 0: top kExplainTop
 };
@@ -123,6 +128,7 @@ struct Recommendation {
   double hour_weight = 0;  ///< as applied (0 without an hour)
   double cf_weight = 0;
   double popularity_weight = 0;
+  double tfidf_weight = 0;
   double diversity = 0;
   bool explain = false;
   bool fused = false;      ///< scores are fused z-scores, not model scores
@@ -196,8 +202,9 @@ class RecommendEngine {
   /// The export's `fusion` weight of "itemknn" relative to "model"
   /// (itemknn / model when "model" > 0, else itemknn; 0 without "itemknn").
   double default_cf_weight() const { return default_cf_weight_; }
-  /// The same for "popularity".
+  /// The same for "popularity" and "tfidf" (0 without TF-IDF rows).
   double default_popularity_weight() const { return default_popularity_weight_; }
+  double default_tfidf_weight() const { return default_tfidf_weight_; }
 
   /// Event type rows named "purchase" (case-insensitive).
   const std::vector<int>& purchase_types() const { return purchase_types_; }
@@ -215,6 +222,7 @@ class RecommendEngine {
   at::Tensor mean_key_;  ///< [d] mean of items/keys over the catalogue (explanations)
   double default_cf_weight_ = 0;
   double default_popularity_weight_ = 0;
+  double default_tfidf_weight_ = 0;
   std::vector<float> popularity_z_;  ///< z of items/popularity over the catalogue
   std::vector<int> purchase_types_;
   std::vector<float> vector_norms_;  ///< |items/vectors[i]|

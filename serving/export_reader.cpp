@@ -215,6 +215,14 @@ void read_attributes(Reader& r, ExportData& e) {
         if (!j["missing"].is_string()) throw std::runtime_error("'missing' is not a string");
         e.fusion_missing = fusion_missing_parse(j["missing"].get<std::string>(), "missing");
       }
+      if (j.contains("tfidf")) {
+        const auto& t = j["tfidf"];
+        if (!t.is_object() || !t.contains("profile_items") || !t["profile_items"].is_number_integer() ||
+            t["profile_items"].get<std::int64_t>() < 1 || t["profile_items"].get<std::int64_t>() > 100000) {
+          throw std::runtime_error("'tfidf' must hold an integer 'profile_items' in [1, 100000]");
+        }
+        e.tfidf_profile_items = t["profile_items"].get<int>();
+      }
       if (j.contains("cold_shift")) {
         if (!j["cold_shift"].is_number()) throw std::runtime_error("'cold_shift' is not a number");
         e.cold_shift = j["cold_shift"].get<double>();
@@ -303,6 +311,32 @@ void read_users(Reader& r, ExportData& e) {
       r.fail(fmt::format("dataset 'users/history_types' value {} is {}, but 'event_types' has {} types", j,
                          e.history_types[j], e.event_types.size()));
     }
+  }
+}
+
+void read_tfidf(Reader& r, ExportData& e) {
+  if (!r.file().exists("tfidf/offsets")) return;
+  const auto vshape = r.shape("tokenizer/vocab/offsets");
+  if (vshape.size() != 1 || vshape[0] < 1) r.fail("dataset 'tokenizer/vocab/offsets' must be 1-dimensional");
+  e.vocab = r.strings("tokenizer/vocab", vshape[0] - 1);
+  TfidfMatrix m;
+  m.num_terms = static_cast<std::int32_t>(e.vocab.size());
+  m.offsets = r.read<std::int64_t>("tfidf/offsets", {static_cast<std::uint64_t>(e.num_items) + 1}, "num_items + 1");
+  const auto tshape = r.shape("tfidf/terms");
+  if (tshape.size() != 1) r.fail("dataset 'tfidf/terms' must be 1-dimensional");
+  m.terms = r.read<std::int32_t>("tfidf/terms", tshape, "one term id per entry");
+  m.weights = r.read<float>("tfidf/weights", tshape, "the shape of 'tfidf/terms'");
+  r.check_finite("tfidf/weights", m.weights);
+  if (m.offsets.front() != 0 || m.offsets.back() != static_cast<std::int64_t>(m.terms.size())) {
+    r.fail(fmt::format("dataset 'tfidf/offsets' must run from 0 to {} (the entries of 'tfidf/terms')", m.terms.size()));
+  }
+  for (std::size_t j = 1; j < m.offsets.size(); ++j) {
+    if (m.offsets[j] < m.offsets[j - 1]) r.fail(fmt::format("dataset 'tfidf/offsets' is not monotone at entry {}", j));
+  }
+  try {
+    e.tfidf = std::make_shared<const TfidfIndex>(std::move(m));  // checks the terms: ascending, in the vocabulary
+  } catch (const Error& ex) {
+    r.fail(fmt::format("datasets 'tfidf/': {}", ex.what()));
   }
 }
 
@@ -420,6 +454,7 @@ std::shared_ptr<const ExportData> read_export(const std::string& path) {
     read_items(r, *e);
     read_users(r, *e);
     read_cf(r, *e);
+    read_tfidf(r, *e);
     read_tower(r, *e);
     build_indexes(r, *e);
   } catch (const IoError&) {

@@ -38,6 +38,7 @@ namespace llmrec {
 class UserTowerImpl;
 }
 
+#include "trainer/baselines.h"
 #include "trainer/fusion.h"
 
 namespace llmrec::serving {
@@ -67,6 +68,7 @@ struct ExportData {
   // `ranking` attribute (absent in older exports: scored, 0).
   FusionMissing fusion_missing = FusionMissing::kScored;  ///< `missing`
   double cold_shift = 0;  ///< `cold_shift`: b, added to every cold item's model score
+  int tfidf_profile_items = 20;  ///< `tfidf.profile_items`
   // Descriptive attributes: empty when absent (serving does not need them).
   std::string model_sha256, model_config, config, config_sha256, checkpoint, dataset, dataset_sha256, created;
 
@@ -84,6 +86,11 @@ struct ExportData {
   std::vector<std::int64_t> history_offsets;      ///< U + 1
   std::vector<std::int32_t> history_items;        ///< E, oldest first per user
   std::vector<std::uint8_t> history_types;        ///< E
+
+  // ---- content: the items' TF-IDF rows and the vocabulary naming their
+  // terms (absent in older exports: tfidf == nullptr)
+  std::shared_ptr<const TfidfIndex> tfidf;
+  std::vector<std::string> vocab;
 
   // ---- CF neighbours ([I, K] row-major; -1 = none)
   std::int64_t cf_k = 0;

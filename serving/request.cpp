@@ -188,7 +188,7 @@ json parse_json_body(const std::string& text) {
 RecommendRequest parse_recommend_request(const json& body) {
   require_object(body);
   reject_unknown(body, {"user", "history", "k", "category", "exclude", "hour", "hour_weight", "cf_weight",
-                        "popularity_weight", "diversity", "explain"});
+                        "popularity_weight", "tfidf_weight", "diversity", "explain"});
   RecommendRequest q;
   if (body.contains("user") && body.contains("history")) {
     throw RequestError(400, "user", "give either 'user' or 'history', not both");
@@ -232,6 +232,7 @@ RecommendRequest parse_recommend_request(const json& body) {
   if (body.contains("popularity_weight")) {
     q.popularity_weight = get_number(body["popularity_weight"], "popularity_weight", 0, kMaxWeight);
   }
+  if (body.contains("tfidf_weight")) q.tfidf_weight = get_number(body["tfidf_weight"], "tfidf_weight", 0, kMaxWeight);
   if (body.contains("diversity")) q.diversity = get_number(body["diversity"], "diversity", 0, 1);
   if (body.contains("explain")) {
     if (!body["explain"].is_boolean()) {
@@ -265,6 +266,7 @@ json recommend_query_json(const QueryParams& params) {
                              {"hour_weight", Kind::kNumber},
                              {"cf_weight", Kind::kNumber},
                              {"popularity_weight", Kind::kNumber},
+                             {"tfidf_weight", Kind::kNumber},
                              {"diversity", Kind::kNumber},
                              {"explain", Kind::kBool}});
 }
@@ -285,6 +287,8 @@ json recommendation_json(const ExportData& e, const Recommendation& r) {
       o["model_score"] = it.model_score;
       if (r.cf_weight > 0) o["cf_score"] = it.cf_score;
       if (r.hour) o["hour_score"] = it.hour_score;
+      if (r.tfidf_weight > 0) o["tfidf_score"] = it.tfidf_score;
+      o["matches"] = it.matches;
       json because = json::array();
       for (const auto& c : it.because) because.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"contribution", c.value}});
       o["because"] = std::move(because);
@@ -307,6 +311,7 @@ json recommendation_json(const ExportData& e, const Recommendation& r) {
           {"hour_weight", r.hour_weight},
           {"cf_weight", r.cf_weight},
           {"popularity_weight", r.popularity_weight},
+          {"tfidf_weight", r.tfidf_weight},
           {"diversity", r.diversity},
           {"fused", r.fused},
           {"eligible", r.eligible},

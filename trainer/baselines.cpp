@@ -1,5 +1,6 @@
 #include "trainer/baselines.h"
 
+#include <map>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
@@ -8,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -530,9 +532,22 @@ std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::ve
   return out;
 }
 
-TfidfScorer::TfidfScorer(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
-                         const TfidfOptions& options)
-    : options_(options), matrix_(tfidf_matrix(items, text_len, vocab, options)) {
+TfidfIndex::TfidfIndex(TfidfMatrix m) : matrix_(std::move(m)) {
+  const std::int64_t n = matrix_.num_items();
+  LLMREC_CHECK(matrix_.num_terms >= 0 && n >= 0 && matrix_.offsets.front() == 0 &&
+                   matrix_.offsets.back() == static_cast<std::int64_t>(matrix_.terms.size()) &&
+                   matrix_.terms.size() == matrix_.weights.size(),
+               "tfidf: a CSR matrix of {} items with {} terms and {} weights", n, matrix_.terms.size(),
+               matrix_.weights.size());
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto a = matrix_.offsets[static_cast<std::size_t>(i)], b = matrix_.offsets[static_cast<std::size_t>(i) + 1];
+    LLMREC_CHECK(a <= b, "tfidf: row {} ends before it starts", i);
+    for (auto k = a; k < b; ++k) {
+      const std::int32_t t = matrix_.terms[static_cast<std::size_t>(k)];
+      LLMREC_CHECK(t >= 0 && t < matrix_.num_terms && (k == a || matrix_.terms[static_cast<std::size_t>(k) - 1] < t),
+                   "tfidf: row {} holds term {}: terms must ascend within [0, {})", i, t, matrix_.num_terms);
+    }
+  }
   // The inverted index: the matrix transposed, items ascending per term.
   term_offsets_.assign(static_cast<std::size_t>(matrix_.num_terms) + 1, 0);
   for (auto t : matrix_.terms) ++term_offsets_[static_cast<std::size_t>(t) + 1];
@@ -540,95 +555,134 @@ TfidfScorer::TfidfScorer(const ItemTable& items, int text_len, const std::vector
   term_items_.resize(matrix_.terms.size());
   term_weights_.resize(matrix_.terms.size());
   std::vector<std::int64_t> at(term_offsets_.begin(), term_offsets_.end() - 1);
-  for (std::int64_t i = 0; i < matrix_.num_items(); ++i) {
-    for (auto k = matrix_.offsets[static_cast<std::size_t>(i)];
-         k < matrix_.offsets[static_cast<std::size_t>(i) + 1]; ++k) {
-      const auto slot = static_cast<std::size_t>(
-          at[static_cast<std::size_t>(matrix_.terms[static_cast<std::size_t>(k)])]++);
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (auto k = matrix_.offsets[static_cast<std::size_t>(i)]; k < matrix_.offsets[static_cast<std::size_t>(i) + 1];
+         ++k) {
+      const auto slot =
+          static_cast<std::size_t>(at[static_cast<std::size_t>(matrix_.terms[static_cast<std::size_t>(k)])]++);
       term_items_[slot] = static_cast<std::int32_t>(i);
       term_weights_[slot] = matrix_.weights[static_cast<std::size_t>(k)];
     }
   }
 }
 
+std::vector<std::pair<std::int32_t, double>> TfidfIndex::profile(const std::int32_t* history, std::int64_t n,
+                                                                 int profile_items) const {
+  const std::int64_t items = matrix_.num_items();
+  // Sum of the recent items' vectors (the mean up to a factor the
+  // normalisation removes), term by term.
+  std::map<std::int32_t, double> sum;
+  for (std::int64_t e = std::max<std::int64_t>(0, n - profile_items); e < n; ++e) {
+    const std::int32_t i = history[e];
+    if (i < 0 || i >= items) throw Error(fmt::format("tfidf: history item {} is not an item id", i));
+    for (auto k = matrix_.offsets[static_cast<std::size_t>(i)]; k < matrix_.offsets[static_cast<std::size_t>(i) + 1];
+         ++k) {
+      sum[matrix_.terms[static_cast<std::size_t>(k)]] += matrix_.weights[static_cast<std::size_t>(k)];
+    }
+  }
+  double norm2 = 0;
+  for (const auto& [t, w] : sum) norm2 += w * w;
+  std::vector<std::pair<std::int32_t, double>> out;
+  if (norm2 <= 0) return out;
+  const double inv = 1.0 / std::sqrt(norm2);
+  for (const auto& [t, w] : sum) out.emplace_back(t, w * inv);
+  return out;
+}
+
+void TfidfIndex::score(const std::int32_t* history, std::int64_t n, int profile_items, float* out) const {
+  const std::int64_t items = matrix_.num_items();
+  std::vector<double> acc(static_cast<std::size_t>(items), 0.0);
+  for (const auto& [t, p] : profile(history, n, profile_items)) {
+    for (auto k = term_offsets_[static_cast<std::size_t>(t)]; k < term_offsets_[static_cast<std::size_t>(t) + 1]; ++k) {
+      acc[static_cast<std::size_t>(term_items_[static_cast<std::size_t>(k)])] += p * term_weights_[static_cast<std::size_t>(k)];
+    }
+  }
+  for (std::int64_t j = 0; j < items; ++j) out[j] = static_cast<float>(acc[static_cast<std::size_t>(j)]);
+}
+
+namespace {
+
+/// The k largest (term, value) pairs, largest first, ties smaller term first.
+template <class V>
+std::vector<std::pair<std::int32_t, float>> top_pairs(std::vector<std::pair<std::int32_t, V>> terms, int k) {
+  const auto keep = std::min<std::size_t>(terms.size(), static_cast<std::size_t>(std::max(k, 0)));
+  std::partial_sort(terms.begin(), terms.begin() + static_cast<std::ptrdiff_t>(keep), terms.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.second > b.second || (a.second == b.second && a.first < b.first);
+                    });
+  std::vector<std::pair<std::int32_t, float>> out;
+  for (std::size_t j = 0; j < keep; ++j) out.emplace_back(terms[j].first, static_cast<float>(terms[j].second));
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::int32_t, float>> TfidfIndex::top_terms(std::int64_t item, int k) const {
+  LLMREC_CHECK(item >= 0 && item < matrix_.num_items(), "tfidf: item {} is not one of the {} items", item,
+               matrix_.num_items());
+  LLMREC_CHECK(k >= 0, "tfidf: top {} terms asked for", k);
+  std::vector<std::pair<std::int32_t, float>> terms;
+  for (auto e = matrix_.offsets[static_cast<std::size_t>(item)]; e < matrix_.offsets[static_cast<std::size_t>(item) + 1];
+       ++e) {
+    terms.emplace_back(matrix_.terms[static_cast<std::size_t>(e)], matrix_.weights[static_cast<std::size_t>(e)]);
+  }
+  return top_pairs(std::move(terms), k);
+}
+
+std::vector<std::pair<std::int32_t, float>> TfidfIndex::shared_terms(const std::int32_t* history, std::int64_t n,
+                                                                     int profile_items, std::int64_t item,
+                                                                     int k) const {
+  LLMREC_CHECK(item >= 0 && item < matrix_.num_items(), "tfidf: item {} is not one of the {} items", item,
+               matrix_.num_items());
+  const auto prof = profile(history, n, profile_items);
+  std::vector<std::pair<std::int32_t, double>> shared;
+  std::size_t p = 0;
+  for (auto e = matrix_.offsets[static_cast<std::size_t>(item)]; e < matrix_.offsets[static_cast<std::size_t>(item) + 1];
+       ++e) {
+    const std::int32_t t = matrix_.terms[static_cast<std::size_t>(e)];
+    while (p < prof.size() && prof[p].first < t) ++p;
+    if (p < prof.size() && prof[p].first == t) {
+      shared.emplace_back(t, prof[p].second * matrix_.weights[static_cast<std::size_t>(e)]);
+    }
+  }
+  return top_pairs(std::move(shared), k);
+}
+
+TfidfScorer::TfidfScorer(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                         const TfidfOptions& options)
+    : options_(options), index_(tfidf_matrix(items, text_len, vocab, options)) {}
+
 nlohmann::json TfidfScorer::params() const {
   return {
       {"profile_items", options_.profile_items},
       {"max_df", options_.max_df},
-      {"vocabulary", matrix_.terms_kept},
+      {"vocabulary", matrix().terms_kept},
       {"terms", "token ids of the item text, [PAD] [UNK] [CLS] [SEP] [MASK] excluded; tf = raw count"},
       {"idf", fmt::format("ln((1 + N) / (1 + df)) + 1 over N = {} items; terms with df > max_df * N dropped",
-                          matrix_.num_items())},
+                          matrix().num_items())},
       {"profile", "mean TF-IDF vector of the last profile_items history events, L2-normalised"},
       {"score", "cosine of the profile and the item's L2-normalised TF-IDF vector"}};
 }
 
 at::Tensor TfidfScorer::score(const ScoreRequest& request) {
-  const std::int64_t n = matrix_.num_items();
+  const std::int64_t n = matrix().num_items();
   for (std::int32_t i : request.history_items) {
     if (i < 0 || i >= n) throw Error(fmt::format("tfidf: history item {} is not an item id", i));
   }
   at::Tensor out = at::zeros({request.size(), n}, at::kFloat);
   float* o = out.data_ptr<float>();
   at::parallel_for(0, request.size(), 1, [&](std::int64_t b0, std::int64_t b1) {
-    std::vector<double> profile(static_cast<std::size_t>(matrix_.num_terms), 0.0);
-    std::vector<double> acc(static_cast<std::size_t>(n));
-    std::vector<std::int32_t> touched;
     for (std::int64_t b = b0; b < b1; ++b) {
-      // Sum of the recent items' vectors (the mean up to a factor the
-      // normalisation removes); every weight is > 0, so 0 = not touched yet.
-      const std::int64_t end = request.history_end(b);
-      const std::int64_t begin = std::max(request.history_begin(b), end - options_.profile_items);
-      touched.clear();
-      for (std::int64_t e = begin; e < end; ++e) {
-        const auto i = static_cast<std::size_t>(request.history_items[static_cast<std::size_t>(e)]);
-        for (auto k = matrix_.offsets[i]; k < matrix_.offsets[i + 1]; ++k) {
-          const auto t = static_cast<std::size_t>(matrix_.terms[static_cast<std::size_t>(k)]);
-          if (profile[t] == 0.0) touched.push_back(static_cast<std::int32_t>(t));
-          profile[t] += matrix_.weights[static_cast<std::size_t>(k)];
-        }
-      }
-      std::sort(touched.begin(), touched.end());
-      double norm2 = 0;
-      for (auto t : touched)
-        norm2 += profile[static_cast<std::size_t>(t)] * profile[static_cast<std::size_t>(t)];
-      if (norm2 > 0) {
-        const double inv = 1.0 / std::sqrt(norm2);
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (auto t : touched) {
-          const double p = profile[static_cast<std::size_t>(t)] * inv;
-          for (auto k = term_offsets_[static_cast<std::size_t>(t)];
-               k < term_offsets_[static_cast<std::size_t>(t) + 1]; ++k) {
-            acc[static_cast<std::size_t>(term_items_[static_cast<std::size_t>(k)])] +=
-                p * term_weights_[static_cast<std::size_t>(k)];
-          }
-        }
-        float* row = o + b * n;
-        for (std::int64_t j = 0; j < n; ++j) row[j] = static_cast<float>(acc[static_cast<std::size_t>(j)]);
-      }
-      for (auto t : touched) profile[static_cast<std::size_t>(t)] = 0.0;
+      const std::int64_t begin = request.history_begin(b);
+      index_.score(request.history_items.data() + begin, request.history_end(b) - begin, options_.profile_items,
+                   o + b * n);
     }
   });
   return out;
 }
 
 std::vector<std::pair<std::int32_t, float>> TfidfScorer::tfidf_top_terms(std::int64_t item, int k) const {
-  LLMREC_CHECK(item >= 0 && item < matrix_.num_items(), "tfidf: item {} is not one of the {} items", item,
-               matrix_.num_items());
-  LLMREC_CHECK(k >= 0, "tfidf: top {} terms asked for", k);
-  std::vector<std::pair<std::int32_t, float>> terms;
-  for (auto e = matrix_.offsets[static_cast<std::size_t>(item)];
-       e < matrix_.offsets[static_cast<std::size_t>(item) + 1]; ++e) {
-    terms.emplace_back(matrix_.terms[static_cast<std::size_t>(e)],
-                       matrix_.weights[static_cast<std::size_t>(e)]);
-  }
-  const auto keep = std::min<std::size_t>(terms.size(), static_cast<std::size_t>(k));
-  std::partial_sort(terms.begin(), terms.begin() + static_cast<std::ptrdiff_t>(keep), terms.end(),
-                    [](const auto& a, const auto& b) {
-                      return a.second > b.second || (a.second == b.second && a.first < b.first);
-                    });
-  terms.resize(keep);
-  return terms;
+  return index_.top_terms(item, k);
 }
 
 // ---------------------------------------------------------------- tuning

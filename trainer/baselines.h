@@ -190,13 +190,43 @@ TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector
 /// Error when query has another size than m's items or k < 1.
 std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query, int k);
 
-/// Content baseline (the quality anchors' TF-IDF): the user's profile is the
-/// mean of the TF-IDF vectors of the last `profile_items` events of the
-/// history (an item seen twice there counts twice), L2-normalised;
-/// score(u, i) = cosine of the profile and item i's vector, in [0, 1]. An
-/// empty history (or one without terms) scores every item 0. Needs no
-/// interactions: every catalogue item has a vector, cold ones too. Pure, so
-/// identical on every rank.
+/// The TF-IDF matrix with its inverted index: the content scores of every
+/// item for one history, shared by the TfidfScorer baseline and serving.
+/// The profile is the mean of the TF-IDF vectors of the last
+/// `profile_items` events of the history (an item seen twice there counts
+/// twice), L2-normalised; score(i) = cosine of the profile and item i's
+/// vector, in [0, 1]; an empty history (or one without terms) scores every
+/// item 0. Immutable: any number of threads may call it at once.
+class TfidfIndex {
+ public:
+  /// Error when a row's terms are not ascending or outside num_terms.
+  explicit TfidfIndex(TfidfMatrix m);
+  const TfidfMatrix& matrix() const { return matrix_; }
+  /// out[0..items) = the scores for `history` (n item ids, oldest first;
+  /// Error for an id outside the matrix).
+  void score(const std::int32_t* history, std::int64_t n, int profile_items, float* out) const;
+  /// The item's k highest-weight terms (term id, weight), highest first,
+  /// ties smaller term id first; fewer when the item has fewer terms.
+  std::vector<std::pair<std::int32_t, float>> top_terms(std::int64_t item, int k) const;
+  /// The k terms the item shares with the history's profile that add the
+  /// most to its score (term id, profile weight x item weight), largest
+  /// first, ties smaller term id first: why the content scorer likes it.
+  std::vector<std::pair<std::int32_t, float>> shared_terms(const std::int32_t* history, std::int64_t n,
+                                                           int profile_items, std::int64_t item, int k) const;
+
+ private:
+  /// The normalised profile of `history`: (term, weight) ascending by term.
+  std::vector<std::pair<std::int32_t, double>> profile(const std::int32_t* history, std::int64_t n,
+                                                       int profile_items) const;
+  TfidfMatrix matrix_;
+  std::vector<std::int64_t> term_offsets_;  ///< num_terms + 1: the items holding each term, ascending
+  std::vector<std::int32_t> term_items_;
+  std::vector<float> term_weights_;
+};
+
+/// Content baseline (the quality anchors' TF-IDF): TfidfIndex scores over
+/// each request row's history. Needs no interactions: every catalogue item
+/// has a vector, cold ones too. Pure, so identical on every rank.
 class TfidfScorer : public Scorer {
  public:
   TfidfScorer(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
@@ -205,26 +235,16 @@ class TfidfScorer : public Scorer {
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
 
-  const TfidfMatrix& matrix() const { return matrix_; }
-  /// Pure: item's k highest-weight terms (term id, L2-normalised TF-IDF
-  /// weight), highest first, ties smaller term id first; fewer when the item
-  /// has fewer terms. Error for an item outside the catalogue or k < 0.
+  const TfidfMatrix& matrix() const { return index_.matrix(); }
+  const TfidfOptions& options() const { return options_; }
+  /// TfidfIndex::top_terms (Error for an item outside the catalogue or k < 0).
   std::vector<std::pair<std::int32_t, float>> tfidf_top_terms(std::int64_t item, int k) const;
 
  private:
   TfidfOptions options_;
-  TfidfMatrix matrix_;
-  // Inverted index (CSC of matrix_): the items holding each term, ascending.
-  std::vector<std::int64_t> term_offsets_;  ///< num_terms + 1
-  std::vector<std::int32_t> term_items_;
-  std::vector<float> term_weights_;
+  TfidfIndex index_;
 };
 
-/// Collective: the named baselines, in the order given, out of
-/// eval_baseline_names() (popularity, itemknn, bpr, tfidf, oracle; the
-/// oracle reads config.oracle_dir). Training histories are gathered once
-/// when ItemKNN or BPR needs them. ConfigError for an unknown name or an
-/// oracle without eval.oracle_dir.
 /// The BPR grid of eval.bpr.tune: learning rates and regularisations.
 const std::vector<double>& bpr_tune_lrs();
 const std::vector<double>& bpr_tune_regs();
@@ -244,7 +264,7 @@ std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const Ev
                                     const std::vector<double>& regs = bpr_tune_regs());
 
 /// Collective: the named baselines, in the order given, out of
-/// eval_baseline_names() (popularity, itemknn, bpr, oracle; the oracle reads
+/// eval_baseline_names() (popularity, itemknn, bpr, tfidf, oracle; the oracle reads
 /// config.oracle_dir). Training histories are gathered once when ItemKNN or
 /// BPR needs them. ItemKNN and BPR are tuned on the validation split
 /// (itemknn_tune, bpr_tune) when config.itemknn.tune / config.bpr.tune is

@@ -72,6 +72,10 @@ struct ExportContent {
   std::vector<float> cf_similarity;      ///< [I * K]
   // tokenizer
   std::vector<std::string> vocab;
+  // TF-IDF rows (CSR over the vocabulary's term ids); empty = none (older exports)
+  std::vector<std::int64_t> tfidf_offsets;
+  std::vector<std::int32_t> tfidf_terms;
+  std::vector<float> tfidf_weights;
 };
 
 std::string utc_now_iso8601() {
@@ -185,6 +189,11 @@ void export_file_write(const std::string& path, const ExportContent& c) {
   f.write<float>("cf/similarity", c.cf_similarity.data(), {I, K});
 
   f.write_strings("tokenizer/vocab", c.vocab);
+  if (!c.tfidf_offsets.empty()) {
+    f.write("tfidf/offsets", c.tfidf_offsets);
+    f.write("tfidf/terms", c.tfidf_terms);
+    f.write<float>("tfidf/weights", c.tfidf_weights.data(), {static_cast<std::uint64_t>(c.tfidf_weights.size())});
+  }
   f.commit();
 }
 
@@ -275,6 +284,15 @@ ExportContent export_file_read(const std::string& path, Recommender& model, bool
   const auto E = static_cast<std::uint64_t>(c.history_offsets.back());
   expect_shape(f, "users/history_items", {E});
   c.vocab = f.read_strings("tokenizer/vocab");
+  if (f.exists("tfidf/offsets")) {
+    c.tfidf_offsets = f.read<std::int64_t>("tfidf/offsets");
+    c.tfidf_terms = f.read<std::int32_t>("tfidf/terms");
+    c.tfidf_weights = f.read<float>("tfidf/weights");
+    if (c.tfidf_offsets.size() != I + 1 || c.tfidf_terms.size() != c.tfidf_weights.size() ||
+        c.tfidf_offsets.back() != static_cast<std::int64_t>(c.tfidf_terms.size())) {
+      throw IoError(fmt::format("{}: tfidf/ is not a CSR matrix of {} items", path, I));
+    }
+  }
   if (!everything) return c;
 
   expect_shape(f, "items/popularity", {I});
@@ -311,7 +329,7 @@ std::int64_t count_cold(const std::vector<std::uint8_t>& cold) {
 }  // namespace
 
 const std::vector<std::string>& export_fusion_components() {
-  static const std::vector<std::string> names = {"model", "itemknn", "popularity"};
+  static const std::vector<std::string> names = {"model", "itemknn", "popularity", "tfidf"};
   return names;
 }
 
@@ -327,6 +345,7 @@ ExportRanking export_ranking_of(const EvalConfig& eval) {
   }
   if (!positive) r.fusion = {{"model", 1.0}};
   r.itemknn = {eval.itemknn.neighbours, eval.itemknn.shrink};
+  r.tfidf = {eval.tfidf.profile_items, eval.tfidf.max_df};
   r.chosen = {{"by", "configuration (eval.fusion.weights, eval.itemknn), not tuned"}};
   return r;
 }
@@ -432,6 +451,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
                                {"cold_shift", ranking.cold.shift},
                                {"cold_neighbour_weight", ranking.cold.neighbour_weight},
                                {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
+                               {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
                                {"chosen", ranking.chosen}}
                     .dump();
     c.created = utc_now_iso8601();
@@ -467,6 +487,12 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
       std::copy_n(row.items.begin(), n, c.cf_items.begin() + i * K);
       std::copy_n(row.similarity.begin(), n, c.cf_similarity.begin() + i * K);
     }
+    // Content: the TF-IDF rows evaluation's tfidf scorer builds (also the
+    // items' keywords in explanations).
+    TfidfMatrix tm = tfidf_matrix(items, file.text_len(), vocab, ranking.tfidf);
+    c.tfidf_offsets = std::move(tm.offsets);
+    c.tfidf_terms = std::move(tm.terms);
+    c.tfidf_weights = std::move(tm.weights);
     vocab.swap(c.vocab);
     events = static_cast<std::int64_t>(c.history_items.size());
   }
@@ -625,6 +651,25 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
       c.item_ids[i] = sub.ids[j];
       c.item_text[i] = sub.texts[j];
       c.item_category[i] = sub.categories[j];
+    }
+    if (!c.tfidf_offsets.empty()) {  // new and changed items: no TF-IDF row until the next export
+      std::vector<std::uint8_t> stale(static_cast<std::size_t>(I), 0);
+      for (auto id : sub_ids) stale[static_cast<std::size_t>(id)] = 1;
+      std::vector<std::int64_t> offsets{0};
+      std::vector<std::int32_t> terms;
+      std::vector<float> weights;
+      for (std::int64_t i = 0; i < I; ++i) {
+        if (i < I0 && !stale[static_cast<std::size_t>(i)]) {
+          const auto a = static_cast<std::size_t>(c.tfidf_offsets[static_cast<std::size_t>(i)]);
+          const auto b = static_cast<std::size_t>(c.tfidf_offsets[static_cast<std::size_t>(i) + 1]);
+          terms.insert(terms.end(), c.tfidf_terms.begin() + a, c.tfidf_terms.begin() + b);
+          weights.insert(weights.end(), c.tfidf_weights.begin() + a, c.tfidf_weights.begin() + b);
+        }
+        offsets.push_back(static_cast<std::int64_t>(terms.size()));
+      }
+      c.tfidf_offsets.swap(offsets);
+      c.tfidf_terms.swap(terms);
+      c.tfidf_weights.swap(weights);
     }
     c.cold.resize(static_cast<std::size_t>(I), 1);
     c.popularity.resize(static_cast<std::size_t>(I), 0);

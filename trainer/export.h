@@ -66,7 +66,7 @@ struct ExportSummary {
 
 /// The ranking an export carries by default (docs/export-format.md,
 /// "Ranking"): the fusion weights of the components serving computes
-/// (model, itemknn, popularity), how items a collaborative component cannot
+/// (model, itemknn, popularity, tfidf), how items a collaborative component cannot
 /// score enter the fusion, the ItemKNN rows' options and the model's
 /// cold-item scoring. `llmrec export` fills it with what evaluation chooses
 /// on the validation split, so that serving ranks what the test table
@@ -75,11 +75,12 @@ struct ExportRanking {
   std::map<std::string, double> fusion{{"model", 1.0}};  ///< the `fusion` attribute
   FusionMissing missing = FusionMissing::kScored;
   ItemKnnOptions itemknn;  ///< cf/ rows: ItemKNN with these options over the training histories
+  TfidfOptions tfidf;      ///< tfidf/ rows and the profile length (eval.tfidf)
   ColdScoring cold;        ///< the model's cold items: alpha (baked into their vectors) and shift b
   nlohmann::json chosen;   ///< how it was chosen (stored in the `ranking` attribute)
 };
 
-/// The serving components (model, itemknn, popularity).
+/// The serving components (model, itemknn, popularity, tfidf).
 const std::vector<std::string>& export_fusion_components();
 
 /// The untuned ranking of a configuration: eval.fusion.weights restricted

@@ -460,6 +460,9 @@ print("\n".join(ids))' rec.json "$user" >rec_ids.txt 2>rec_py.txt; then
   "$bin" recommend --export export.h5 --user "$user" --k 5 --table >rec_table.txt 2>&1
   expect "recommend --table" rec_table.txt "^user $user \([0-9]+ events\): k 5, exclude seen" \
     '^rank +id +score +category +cold +text$' '^ +5  [^ ]+ +-?[0-9]+\.[0-9]{4}  '
+  "$bin" recommend --export export.h5 --user "$user" --k 5 --table --explain --tfidf-weight 1 >rec_explain.txt 2>&1
+  expect "recommend --explain: the content component and matching keywords" rec_explain.txt \
+    'tfidf_weight 1, ' '^ +because: .*; matches: [^ ]'
   awk '$1 ~ /^[0-9]+$/ { print $2 }' rec_table.txt >rec_table_ids.txt
   cmp -s rec_ids.txt rec_table_ids.txt && ok "recommend: --table lists the items of the JSON" \
     || fail "recommend: --table ids differ from the JSON's" rec_table.txt

@@ -150,7 +150,8 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   Recommender model = make_model(file);
   const std::string out = in_dir("ranked.h5");
   ExportRanking ranking = export_ranking_of(eval_config());
-  ranking.fusion = {{"model", 1.0}, {"itemknn", 0.5}, {"popularity", 0.25}};
+  ranking.fusion = {{"model", 1.0}, {"itemknn", 0.5}, {"popularity", 0.25}, {"tfidf", 0.3}};
+  ranking.tfidf.profile_items = 3;
   ranking.missing = FusionMissing::kRenormalise;
   ranking.cold.shift = 0.3;
   export_write(out, model, checkpoint(), file, config_yaml(), ranking, comm);
@@ -162,11 +163,12 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   auto model_scorer = std::make_shared<ModelScorer>(model, test.items(), text_len, comm, "model", ranking.cold);
   auto knn = std::make_shared<ItemKnnScorer>(training_histories_gather(file, comm), ranking.itemknn, comm);
   auto pop = std::make_shared<PopularityScorer>(test.items().train_count);
-  FusedScorer fused({{model_scorer, 1.0}, {knn, 0.5}, {pop, 0.25}}, "fusion", nullptr, FusionMissing::kRenormalise,
-                    cold);
+  auto tfidf = std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(), ranking.tfidf);
+  FusedScorer fused({{model_scorer, 1.0}, {knn, 0.5}, {pop, 0.25}, {tfidf, 0.3}}, "fusion", nullptr,
+                    FusionMissing::kRenormalise, cold);
   const auto engine = serving::RecommendEngine::open(out);
   const std::int64_t I = file.num_items();
-  std::int64_t users = 0, cold_shown = 0;
+  std::int64_t users = 0, cold_shown = 0, matched = 0;
   for (std::int64_t call = 0; call < test.calls(); ++call) {
     const Evaluator::Block blk = test.block(call);
     const at::Tensor scores = fused.score(blk.request).contiguous();
@@ -185,9 +187,18 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
         if (!seen.count(i)) order.push_back(i);
       }
       std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
+      q.explain = true;
       const serving::Recommendation got = engine->recommend(q);
       ASSERT_EQ(got.items.size(), 10u);
       EXPECT_TRUE(got.fused);
+      EXPECT_DOUBLE_EQ(got.tfidf_weight, 0.3);
+      for (const auto& it : got.items) {  // keywords: terms of the item that the history's profile holds
+        const auto top = engine->data().tfidf->shared_terms(blk.request.history_items.data() + blk.request.history_begin(r),
+                                                            blk.request.history_size(r), 3, it.item, 3);
+        ASSERT_EQ(it.matches.size(), top.size());
+        for (std::size_t m = 0; m < top.size(); ++m) EXPECT_EQ(it.matches[m], file.vocab()[static_cast<std::size_t>(top[m].first)]);
+        matched += !it.matches.empty();
+      }
       for (std::size_t j = 0; j < 10; ++j) {
         const std::int32_t g = got.items[j].item, w = order[j];
         EXPECT_NEAR(got.items[j].score, s[g], 1e-4 * (1 + std::fabs(s[g]))) << "user " << blk.request.users[r];
@@ -201,6 +212,7 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   }
   EXPECT_GT(users, 100);
   EXPECT_GT(cold_shown, 0);
+  EXPECT_GT(matched, 0);
 }
 
 TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
