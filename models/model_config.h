@@ -1,8 +1,11 @@
 #pragma once
 /// The `model:` section of the configuration: the reference recommender of
 /// docs/architecture.md ("The model", `type: bert_attn`). Defaults are the
-/// `bench-tiny` workload of bench/README.md, i.e. the PyTorch peer
-/// (shared/peers/torch_ddp_bench.py).
+/// `bench-tiny` model of bench/README.md (the PyTorch peer's) with two
+/// exceptions that make a config of data paths alone train: the vocabulary
+/// follows the dataset (bert.vocab_size 0) and, without a pretrained
+/// encoder, every BERT weight is trained (lora.r 0; adapters over a random
+/// frozen BERT learn little). The bench workloads set 30522 and r 8.
 ///
 ///   model:
 ///     dim: 128
@@ -30,7 +33,7 @@ struct ModelBertConfig {
   int hidden = 128;
   int heads = 2;
   int intermediate = 512;
-  int vocab_size = 30522;
+  int vocab_size = 0;
   int max_positions = 512;
   double dropout = 0.0;
   bool add_pooler = false;
@@ -68,7 +71,7 @@ struct ModelBertConfig {
 
 /// `model.lora`: low-rank adapters on the frozen BERT (HF PEFT semantics).
 struct ModelLoraConfig {
-  int r = 8;
+  int r = 0;
   double alpha = 16.0;
   double dropout = 0.0;
   std::vector<std::string> targets = {"query", "value"};

@@ -35,7 +35,7 @@ std::string error_of(const std::string& yaml) {
   return "";
 }
 
-TEST(ModelConfig, DefaultsAreBenchTiny) {
+TEST(ModelConfig, DefaultsAreBenchTinyButTrainOnAnyDataset) {
   const ModelConfig m;
   EXPECT_EQ(m.type, "bert_attn");
   EXPECT_EQ(m.dim, 128);
@@ -46,11 +46,11 @@ TEST(ModelConfig, DefaultsAreBenchTiny) {
   EXPECT_EQ(m.bert.hidden, 128);
   EXPECT_EQ(m.bert.heads, 2);
   EXPECT_EQ(m.bert.intermediate, 512);
-  EXPECT_EQ(m.bert.vocab_size, 30522);
+  EXPECT_EQ(m.bert.vocab_size, 0);  // the dataset's
   EXPECT_EQ(m.bert.max_positions, 512);
   EXPECT_EQ(m.bert.dropout, 0.0);
   EXPECT_FALSE(m.bert.add_pooler);
-  EXPECT_EQ(m.lora.r, 8);
+  EXPECT_EQ(m.lora.r, 0);  // no adapters over a random encoder
   EXPECT_EQ(m.lora.alpha, 16.0);
   EXPECT_EQ(m.lora.dropout, 0.0);
   EXPECT_EQ(m.lora.targets, (std::vector<std::string>{"query", "value"}));
@@ -104,6 +104,7 @@ TEST(ModelConfig, ReadsAndChecksValues) {
 
 TEST(ModelConfig, ValidateNamesTheKeysThatDisagree) {
   ModelConfig m;
+  m.lora.r = 8;
   m.dim = 100;
   m.user.heads = 3;
   m.bert.hidden = 130;

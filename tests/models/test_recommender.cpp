@@ -31,6 +31,7 @@ ModelConfig small_config() {
   m.bert.intermediate = 64;
   m.bert.max_positions = 16;
   m.user.history = 6;
+  m.lora.r = 8;  // adapters on the frozen encoder, as bench-tiny
   return m;
 }
 
@@ -59,7 +60,10 @@ std::int64_t count(const std::vector<torch::Tensor>& ps) {
 }
 
 TEST(Recommender, BenchTinyParameterCountsEqualThePeer) {
-  Recommender model{ModelConfig()};
+  ModelConfig bench_tiny;  // the defaults with bench-tiny's vocabulary and adapters (apps/bench_train.cpp)
+  bench_tiny.bert.vocab_size = 30522;
+  bench_tiny.lora.r = 8;
+  Recommender model{bench_tiny};
   std::map<std::string, std::int64_t> trainable_by;
   std::int64_t total = 0;
   std::int64_t trainable = 0;
@@ -96,7 +100,7 @@ TEST(Recommender, BenchTinyParameterCountsEqualThePeer) {
   EXPECT_EQ(total, 4496000);
   EXPECT_EQ(count(model->trainable_parameters()), 126592);
   // A pooler adds frozen parameters only.
-  ModelConfig with_pooler;
+  ModelConfig with_pooler = bench_tiny;
   with_pooler.bert.add_pooler = true;
   Recommender pooled(with_pooler);
   EXPECT_EQ(count(pooled->trainable_parameters()), 126592);
@@ -107,6 +111,8 @@ TEST(Recommender, BenchTinyParameterCountsEqualThePeer) {
 // no pooling query): 259,584 trainable of 4,628,992 parameters.
 TEST(Recommender, BenchTinySeqParameterCountsEqualThePeer) {
   ModelConfig m;
+  m.bert.vocab_size = 30522;
+  m.lora.r = 8;
   m.user.pooling = "causal";
   m.user.layers = 2;
   m.user.ff_dim = m.dim;
