@@ -255,6 +255,11 @@ LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.
        '^all-reduce: [0-9.]+ MiB per step' '^memory per rank \(estimate\)' \
   || fail "train --dry-run" dry.txt
 [[ -d dry_run/checkpoints ]] && fail "train --dry-run wrote checkpoints" dry.txt
+# A config of data paths alone prepares and passes every training check.
+printf 'data: {interactions: shop/interactions.csv, catalogue: shop/catalogue.csv, dataset: only/ds.h5}\nrun: {dir: only}\n' >only.yaml
+"$bin" prepare -c only.yaml >only_prep.txt 2>&1 && "$bin" train -c only.yaml --dry-run >only_dry.txt 2>&1 \
+  && expect "a config of data paths alone trains (dry run)" only_dry.txt 'every check passed' \
+  || fail "a config of data paths alone" only_dry.txt
 "$bin" train -c tiny.yaml --set run.dir=dry_run --dry-run --set model.bert.vocab_size=7 >dry_bad.txt 2>&1
 rc=$?
 [[ $rc -eq 1 ]] && expect "train --dry-run lists the problem" dry_bad.txt 'problem\(s\):' \
