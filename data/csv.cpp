@@ -1,6 +1,7 @@
 #include "data/csv.h"
 
 #include "common/error.h"
+#include "data/text.h"
 
 namespace llmrec {
 
@@ -13,7 +14,7 @@ constexpr std::size_t kMaxRecordBytes = 16 << 20;
 
 CsvReader::CsvReader(const std::string& path, char delimiter)
     : path_(path), in_(path, std::ios::binary), delimiter_(delimiter), buf_(kBufferBytes) {
-  if (!in_) throw IoError(fmt::format("cannot open {}", path));
+  if (!in_) throw IoError(open_failure_message(path));
 }
 
 int CsvReader::peek() {

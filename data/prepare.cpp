@@ -47,7 +47,7 @@ class RowSource {
       : path_(path), format_(format), wanted_(wanted) {
     if (format_ == "jsonl") {
       in_.open(path, std::ios::binary);
-      if (!in_) throw IoError(fmt::format("cannot open {}", path));
+      if (!in_) throw IoError(open_failure_message(path));
       return;
     }
     csv_ = std::make_unique<CsvReader>(path, format_ == "tsv" ? '\t' : ',');

@@ -1,9 +1,14 @@
 #include "data/text.h"
 
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <string>
+
+#include <fmt/format.h>
 
 namespace llmrec {
 
@@ -144,6 +149,20 @@ std::optional<std::int64_t> parse_iso(std::string_view s) {
 }
 
 }  // namespace
+
+std::string open_failure_message(const std::string& path) {
+  const int err = errno;
+  std::string msg = fmt::format("cannot open {} ({})", path, err != 0 ? std::strerror(err) : "unreadable");
+  std::error_code ec;
+  const std::filesystem::path p(path);
+  if (p.is_relative()) {
+    const auto abs = std::filesystem::absolute(p, ec);
+    if (!ec) {
+      msg += fmt::format("; a relative path is read from the working directory: tried {}", abs.string());
+    }
+  }
+  return msg;
+}
 
 std::size_t utf8_prefix_bytes(std::string_view s, std::size_t chars) {
   std::size_t points = 0;

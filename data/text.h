@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace llmrec {
@@ -14,6 +15,11 @@ bool utf8_valid(std::string_view s);
 std::size_t utf8_length(std::string_view s);
 /// Bytes of the first `chars` code points of valid UTF-8 `s` (all of it when shorter).
 std::size_t utf8_prefix_bytes(std::string_view s, std::size_t chars);
+
+/// "cannot open PATH (the reason)" and, for a relative PATH, the absolute
+/// path tried: relative paths (in configs too) are read from the working
+/// directory. Call right after the failed open (it reads errno).
+std::string open_failure_message(const std::string& path);
 
 /// Parses a timestamp to unix seconds. `format`: "unix" (integer or decimal
 /// seconds), "unix_ms", "iso8601" (YYYY-MM-DD, optionally [T ]hh:mm[:ss[.f]]

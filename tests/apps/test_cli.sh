@@ -176,6 +176,10 @@ if awk -v o="$ndcg_oracle" -v p="$ndcg_pop" 'BEGIN { exit !(o + 0 > p + 0 && o !
 else
   fail "eval: oracle NDCG@10 '$ndcg_oracle' is not above popularity '$ndcg_pop'" eval.txt
 fi
+# A file that is not there is named with the absolute path tried.
+"$bin" prepare -c "$src/configs/quickstart.yaml" "${pset[@]}" --set data.interactions=no_such.csv >nofile.txt 2>&1
+expect "prepare: a missing file names the absolute path tried" nofile.txt \
+  "cannot open no_such.csv \\(No such file or directory\\); a relative path is read from the working directory: tried /.*/no_such.csv"
 # A bad row stops prepare with file:line; skip counts it instead.
 { cat shop/interactions.csv; echo "u999999,no-such-item,2024-01-01T00:00:00Z,view,"; } >bad.csv
 lines=$(wc -l <bad.csv)
