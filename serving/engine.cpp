@@ -474,9 +474,13 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
     it.cf_score = use_cf ? cf[static_cast<std::size_t>(i)] : 0.0f;
     it.tfidf_score = use_tfidf ? tf[static_cast<std::size_t>(i)] : 0.0f;
     if (r.explain && e.tfidf != nullptr && !r.events.empty()) {
+      // Whole words only: a piece inside a word ("##7" of a product code) says little.
       for (const auto& [term, w] : e.tfidf->shared_terms(r.events.data(), static_cast<std::int64_t>(r.events.size()),
-                                                          e.tfidf_profile_items, i, static_cast<int>(kExplainTop))) {
-        it.matches.push_back(e.vocab[static_cast<std::size_t>(term)]);
+                                                          e.tfidf_profile_items, i, std::numeric_limits<int>::max())) {
+        const std::string& word = e.vocab[static_cast<std::size_t>(term)];
+        if (word.rfind("##", 0) == 0) continue;
+        it.matches.push_back(word);
+        if (it.matches.size() == kExplainTop) break;
       }
     }
     if (r.hour) {
