@@ -104,10 +104,7 @@ int run_eval(const EvalCommand& cmd, AppContext& ctx) {
       "full ranking over {} items, history excluded\n\n",
       cmd.split, ctx.comm->size(), first.users_evaluated, first.users_skipped, cmd.split, first.cold.users,
       first.num_items);
-  if (config.swap_histories) {
-    out += "DIAGNOSTIC (eval.swap_histories): every user is scored with the next user's history; these figures "
-           "measure what each scorer owes to knowing the user, they are not its quality\n\n";
-  }
+  out += eval_table_note(config);
   out += eval_results_table(results);
   const std::string path = (std::filesystem::path(ctx.run_dir) / ("eval_" + cmd.split + ".json")).string();
   write_eval_results(path, results,
@@ -161,6 +158,12 @@ std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scor
   if (f.weights.empty()) return nullptr;
   Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
   return fusion_build(scorers, f.weights, f.tune, valid);
+}
+
+std::string eval_table_note(const EvalConfig& config) {
+  if (!config.swap_histories) return "";
+  return "DIAGNOSTIC (eval.swap_histories): every user is scored with the next user's history; these figures "
+         "measure what each scorer owes to knowing the user, they are not its quality\n\n";
 }
 
 ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const DatasetFile& file) {

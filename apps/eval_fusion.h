@@ -2,6 +2,7 @@
 // Fusion of scorers as eval.fusion configures it; shared by `llmrec eval`
 // and `llmrec train` (whose test table fuses the trained model).
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "apps/app_context.h"
@@ -18,6 +19,10 @@ namespace llmrec {
 /// nullptr when no fusion is configured. Collective.
 std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
                                           const DatasetFile& file);
+
+/// The line that heads a results table made with eval.swap_histories (a
+/// diagnostic, not quality figures); "" otherwise. `eval` and `train` print it.
+std::string eval_table_note(const EvalConfig& config);
 
 /// Collective: the ranking an export carries, chosen as `llmrec train` and
 /// `llmrec eval --checkpoint` choose their test rows: the model's cold

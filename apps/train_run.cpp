@@ -183,12 +183,8 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   if (ctx.comm->rank() == 0) {
     const std::string path = ctx.run_dir + "/eval_test.json";
     write_eval_results(path, results, eval_protocol(file, "test", cfg.eval, resolved_yaml, ctx.comm->size()));
-    std::printf("\nTest split, full ranking over %lld items (%s)%s:\n%s\n", static_cast<long long>(results[0].num_items),
-                path.c_str(),
-                cfg.eval.swap_histories ? ", DIAGNOSTIC (eval.swap_histories): every user scored with the next user's "
-                                          "history, not quality figures"
-                                        : "",
-                eval_results_table(results).c_str());
+    std::printf("\nTest split, full ranking over %lld items (%s):\n%s%s\n", static_cast<long long>(results[0].num_items),
+                path.c_str(), eval_table_note(cfg.eval).c_str(), eval_results_table(results).c_str());
     std::fflush(stdout);
     // The run is done and saved: a report that cannot be written is an
     // error in the log, not a failed run (`llmrec report` retries it).

@@ -59,9 +59,7 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
     : model_(std::move(model)),
       name_(std::move(name)),
       history_(model_->options().config().user.history),
-      cold_(cold),
-      cold_shift_(cold.shift),
-      neighbour_weight_(cold.neighbour_weight) {
+      cold_(cold) {
   LLMREC_CHECK(std::isfinite(cold.shift) && std::isfinite(cold.neighbour_weight),
                "ModelScorer: the cold shift ({}) and neighbour weight ({}) must be finite", cold.shift,
                cold.neighbour_weight);
@@ -81,10 +79,10 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
   const torch::Tensor p = model_->parameters().front();  // a copy: parameters() is a temporary
   item_vecs_model_ = item_vecs_.to(p.device(), p.scalar_type());
   item_keys_ = model_->item_keys(item_vecs_model_).to(torch::kCPU, torch::kFloat);
-  if (cold_shift_ != 0) {
+  if (cold_.shift != 0) {
     item_shift_ = torch::from_blob(const_cast<std::uint8_t*>(items.cold.data()), {n}, torch::kByte)
                       .to(torch::kFloat)
-                      .mul_(cold_shift_);
+                      .mul_(cold_.shift);
   }
 }
 
@@ -93,7 +91,7 @@ nlohmann::json ModelScorer::params() const {
   nlohmann::json p = {{"dim", m.dim}, {"history", m.user.history}, {"text_len", m.text_len}, {"lora_r", m.lora.r},
           {"bert_layers", m.bert.layers}, {"bert_hidden", m.bert.hidden}, {"item_id_embedding", m.item_id_embedding},
           {"item_text", m.item_text}, {"user_pooling", m.user.pooling}, {"user_layers", m.user.layers},
-          {"cold_shift", cold_shift_}, {"cold_neighbour_weight", neighbour_weight_}};
+          {"cold_shift", cold_.shift}, {"cold_neighbour_weight", cold_.neighbour_weight}};
   if (!calibration_.is_null()) p["cold_calibration"] = calibration_;
   return p;
 }

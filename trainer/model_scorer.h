@@ -62,8 +62,6 @@ class ModelScorer : public Scorer {
   std::string name_;
   std::int64_t history_;
   ColdScoring cold_;
-  double cold_shift_ = 0;
-  double neighbour_weight_ = 0;
   nlohmann::json calibration_;
   at::Tensor item_shift_;       ///< [I] float32: b on cold items, else 0; undefined when b = 0
   at::Tensor item_vecs_;        ///< float32, CPU
