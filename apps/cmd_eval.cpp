@@ -145,8 +145,14 @@ std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scor
   for (std::size_t k = 0; k < components.size(); ++k) {
     picked += fmt::format("{}{}={}", k ? ", " : "", components[k].scorer->name(), t.weights[k]);
   }
-  spdlog::info("fusion: tuned on valid over {} weightings: {}, cold items {} (NDCG@10 {:.4f})", t.tried.size(), picked,
-               fusion_missing_name(t.missing), t.ndcg10);
+  std::string cold;
+  for (std::size_t k = 0; k < components.size(); ++k) {
+    cold += fmt::format("{}{}={:.3g}", k ? ", " : "", components[k].scorer->name(), t.cold_weights[k]);
+  }
+  spdlog::info("fusion: tuned on valid over {} weightings: {}, cold items {} ({}) (NDCG@10 {:.4f}, on cold "
+               "targets {:.4f}; cold tolerance {:g})",
+               t.tried.size(), picked, fusion_missing_name(t.missing), cold, t.ndcg10, t.cold_ndcg10,
+               t.cold_tolerance);
   return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t, valid.items().cold));
 }
 
@@ -195,7 +201,13 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
   std::shared_ptr<FusedScorer> fusion = fused ? fusion_build(scorers, r.fusion, eval.fusion.tune, valid) : nullptr;
   if (fusion) {
     r.fusion.clear();
-    for (const auto& c : fusion->components()) r.fusion[c.scorer->name()] = c.weight;
+    const auto& components = fusion->components();
+    for (std::size_t k = 0; k < components.size(); ++k) {
+      r.fusion[components[k].scorer->name()] = components[k].weight;
+      if (fusion->missing() == FusionMissing::kColdWeights) {
+        r.cold_weights[components[k].scorer->name()] = fusion->cold_weights()[k];
+      }
+    }
     r.missing = fusion->missing();
   }
   const nlohmann::json params = fusion ? fusion->params() : nlohmann::json::object();

@@ -119,6 +119,11 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_
   default_cf_weight_ = relative("itemknn");
   default_popularity_weight_ = relative("popularity");
   default_tfidf_weight_ = data_->tfidf ? relative("tfidf") : 0.0;
+  if (data_->fusion_missing == FusionMissing::kColdWeights) {  // relative to the model's warm weight as well
+    const double m = model != f.end() && model->second > 0 ? model->second : 1.0;
+    for (const auto& [name, w] : data_->fusion_cold_weights) cold_weights_[name] = w / m;
+    if (!data_->tfidf) cold_weights_.erase("tfidf");
+  }
   {
     std::vector<float> pop(data_->item_popularity.begin(), data_->item_popularity.end());
     popularity_z_.resize(pop.size());
@@ -383,42 +388,48 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
   out.explain = r.explain;
 
   // Fusion, exactly as evaluation: z-standardise each component over the
-  // whole catalogue, then the weighted sum (trainer/fusion.h). With the
-  // export's `renormalise` policy the collaborative components (CF,
-  // popularity, time of day: all counted from training events) are missing
-  // on cold items.
+  // whole catalogue, then the weighted sum (trainer/fusion.h). Cold items
+  // take the weights of the export's missing-score policy: with
+  // `renormalise` or `cold_weights` the collaborative components (CF,
+  // popularity, time of day: all counted from training events) leave them.
   const bool fallback = !r.unknown_user.empty();
   out.unknown_user = r.unknown_user;
   out.fallback = fallback ? "popularity" : "";
+  const FusionMissing policy = e.fusion_missing;
+  auto cold_weight = [&](const char* name) {
+    auto it = cold_weights_.find(name);
+    return it == cold_weights_.end() ? 0.0 : it->second;
+  };
   const bool use_cf = !fallback && r.cf_weight > 0;
   const bool use_pop = !fallback && r.popularity_weight > 0;
   const bool use_hour = !fallback && r.hour.has_value() && r.hour_weight > 0;
-  const bool use_tfidf = !fallback && r.tfidf_weight > 0 && e.tfidf != nullptr;
-  out.fused = use_cf || use_pop || use_tfidf || use_hour;
+  const bool use_tfidf = !fallback && e.tfidf != nullptr && (r.tfidf_weight > 0 || cold_weight("tfidf") > 0);
+  out.fused = use_cf || use_pop || use_tfidf || use_hour || (!fallback && policy == FusionMissing::kColdWeights);
   std::vector<float> cf, z_model, z_cf, tf, z_tf, fused;
   const float* score = model;
   if (fallback) {  // the training event count of each item
     fused.assign(e.item_popularity.begin(), e.item_popularity.end());
     score = fused.data();
   } else if (out.fused) {
-    const std::uint8_t* cold = e.fusion_missing == FusionMissing::kRenormalise ? e.item_cold.data() : nullptr;
     z_model.resize(static_cast<std::size_t>(I));
     fusion_standardise(model, I, z_model.data());
     std::vector<const float*> rows{z_model.data()};
-    std::vector<double> weights{1.0};
-    std::vector<const std::uint8_t*> missing{nullptr};
+    std::vector<double> weights{1.0}, tuned{cold_weight("model")};
+    std::vector<bool> scores_cold{true};
     if (use_cf) {
       cf = cf_scores(r.events);
       z_cf.resize(static_cast<std::size_t>(I));
       fusion_standardise(cf.data(), I, z_cf.data());
       rows.push_back(z_cf.data());
       weights.push_back(r.cf_weight);
-      missing.push_back(cold);
+      scores_cold.push_back(false);
+      tuned.push_back(0.0);
     }
     if (use_pop) {
       rows.push_back(popularity_z_.data());
       weights.push_back(r.popularity_weight);
-      missing.push_back(cold);
+      scores_cold.push_back(false);
+      tuned.push_back(0.0);
     }
     if (use_tfidf) {  // content: every item has text, cold ones too
       tf.resize(static_cast<std::size_t>(I));
@@ -427,15 +438,19 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
       fusion_standardise(tf.data(), I, z_tf.data());
       rows.push_back(z_tf.data());
       weights.push_back(r.tfidf_weight);
-      missing.push_back(nullptr);
+      scores_cold.push_back(true);
+      tuned.push_back(cold_weight("tfidf"));
     }
     if (use_hour) {
       rows.push_back(hour_z(*r.hour).data());
       weights.push_back(r.hour_weight);
-      missing.push_back(cold);
+      scores_cold.push_back(false);
+      tuned.push_back(0.0);
     }
+    const std::vector<double> cold_weights = fusion_cold_weights(policy, weights, scores_cold, tuned);
     fused.resize(static_cast<std::size_t>(I));
-    fusion_combine(rows, weights, I, fused.data(), cold != nullptr ? missing : std::vector<const std::uint8_t*>{});
+    fusion_combine(rows, weights, I, fused.data(), policy == FusionMissing::kScored ? nullptr : e.item_cold.data(),
+                   cold_weights);
     score = fused.data();
   }
 

@@ -24,7 +24,9 @@
 ///    with hour_weight > 0) the ranking score is fusion_combine([z(model),
 ///    z(cf), z(popularity), z(tfidf), z(hour)], [1, cf_weight,
 ///    popularity_weight, tfidf_weight, hour_weight]) with the z-standardisation of trainer/fusion.h over the
-///    whole catalogue and the export's missing-score policy; otherwise it is
+///    whole catalogue; cold items take the weights of the export's
+///    missing-score policy (with `cold_weights`, the export's own weights
+///    of model and tfidf, which requests do not change); otherwise it is
 ///    s_i itself. The default weights are the export's: evaluation's fusion
 ///    row.
 ///  - Exact top-k of the eligible items (category filter, exclusions), a
@@ -37,6 +39,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -223,6 +226,7 @@ class RecommendEngine {
   double default_cf_weight_ = 0;
   double default_popularity_weight_ = 0;
   double default_tfidf_weight_ = 0;
+  std::map<std::string, double> cold_weights_;  ///< the export's cold_weights relative to the model's weight
   std::vector<float> popularity_z_;  ///< z of items/popularity over the catalogue
   std::vector<int> purchase_types_;
   std::vector<float> vector_norms_;  ///< |items/vectors[i]|

@@ -215,6 +215,17 @@ void read_attributes(Reader& r, ExportData& e) {
         if (!j["missing"].is_string()) throw std::runtime_error("'missing' is not a string");
         e.fusion_missing = fusion_missing_parse(j["missing"].get<std::string>(), "missing");
       }
+      if (e.fusion_missing == FusionMissing::kColdWeights) {
+        if (!j.contains("cold_weights") || !j["cold_weights"].is_object()) {
+          throw std::runtime_error("'missing' cold_weights needs an object 'cold_weights'");
+        }
+        for (const auto& [key, value] : j["cold_weights"].items()) {
+          if (!value.is_number()) throw std::runtime_error(fmt::format("cold weight '{}' is not a number", key));
+          const double w = value.get<double>();
+          if (!std::isfinite(w) || w < 0) throw std::runtime_error(fmt::format("cold weight '{}' is {}, not >= 0", key, w));
+          e.fusion_cold_weights[key] = w;
+        }
+      }
       if (j.contains("tfidf")) {
         const auto& t = j["tfidf"];
         if (!t.is_object() || !t.contains("profile_items") || !t["profile_items"].is_number_integer() ||
@@ -229,7 +240,8 @@ void read_attributes(Reader& r, ExportData& e) {
         if (!std::isfinite(e.cold_shift)) throw std::runtime_error("'cold_shift' is not finite");
       }
     } catch (const std::exception& ex) {
-      r.fail(fmt::format("root attribute 'ranking' must be a JSON object with 'missing' (scored or renormalise) "
+      r.fail(fmt::format("root attribute 'ranking' must be a JSON object with 'missing' (scored, renormalise or "
+                         "cold_weights, then with 'cold_weights') "
                          "and a finite 'cold_shift': {}", ex.what()));
     }
   }

@@ -67,6 +67,7 @@ struct ExportData {
   std::map<std::string, double> fusion;  ///< `fusion` attribute, every key
   // `ranking` attribute (absent in older exports: scored, 0).
   FusionMissing fusion_missing = FusionMissing::kScored;  ///< `missing`
+  std::map<std::string, double> fusion_cold_weights;  ///< `cold_weights` (with missing cold_weights)
   double cold_shift = 0;  ///< `cold_shift`: b, added to every cold item's model score
   int tfidf_profile_items = 20;  ///< `tfidf.profile_items`
   // Descriptive attributes: empty when absent (serving does not need them).

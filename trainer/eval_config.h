@@ -186,6 +186,7 @@ struct EvalColdCalibrationConfig {
 struct EvalFusionConfig {
   std::map<std::string, double> weights;
   bool tune = false;
+  double cold_tolerance = 0.01;
 
   template <class V>
   void visit(V& v) {
@@ -196,6 +197,11 @@ struct EvalFusionConfig {
     v.field("tune", tune,
             "Grid-search the weights on the validation split (maximising NDCG@10): the reference component "
             "(model if present, else the first name) keeps weight 1, the others try 0, 0.1, 0.25, 0.5, 1, 2, 4");
+    v.field("cold_tolerance", cold_tolerance,
+            "Share of the best validation NDCG@10 the tuning may give up for new items: among the weightings "
+            "within (1 - cold_tolerance) x the best, the one with the best validation NDCG@10 on cold targets "
+            "wins; 0 = the best NDCG@10 alone",
+            config_range(0.0, 0.2));
   }
 };
 

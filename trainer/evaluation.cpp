@@ -242,32 +242,46 @@ at::Tensor Evaluator::check_scores(const at::Tensor& scores, const Block& block,
   return scores.contiguous();
 }
 
-std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& scores, const std::string& label) {
+std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& scores, const std::string& label,
+                                         std::vector<double>* cold_mean) {
   LLMREC_CHECK(k >= 1 && points >= 1, "mean_ndcg needs k >= 1 and points >= 1 (got {} and {})", k, points);
   const std::int64_t n_items = num_items();
   const auto gp = static_cast<std::size_t>(points);
+  const std::size_t width = gp + 1;  // the points, then 1 for a cold held-out item
   std::vector<double> local;
   for (std::int64_t call = 0; call < shard_.calls; ++call) {
     const Block blk = block(call);
     const std::int64_t rows = blk.request.size();
     const std::size_t base = local.size();
-    local.resize(base + static_cast<std::size_t>(rows) * gp);
+    local.resize(base + static_cast<std::size_t>(rows) * width);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const auto target = static_cast<std::size_t>(blk.targets[static_cast<std::size_t>(r)]);
+      local[base + static_cast<std::size_t>(r) * width + gp] = items_.cold[target] != 0 ? 1.0 : 0.0;
+    }
     for (int g = 0; g < points; ++g) {
       const at::Tensor s = check_scores(scores(blk, g), blk, label);
       const std::vector<UserRanking> rankings =
           rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g));
       for (std::size_t b = 0; b < rankings.size(); ++b) {
-        local[base + b * gp + static_cast<std::size_t>(g)] = expected_ndcg(rankings[b].above, rankings[b].ties, k);
+        local[base + b * width + static_cast<std::size_t>(g)] = expected_ndcg(rankings[b].above, rankings[b].ties, k);
       }
     }
   }
-  const std::vector<double> all = gather_user_rows(local, points);
-  const std::size_t users = all.size() / gp;
-  std::vector<double> mean(gp, 0.0);
+  const std::vector<double> all = gather_user_rows(local, static_cast<int>(width));
+  const std::size_t users = all.size() / width;
+  std::vector<double> mean(gp, 0.0), cold(gp, 0.0);
+  std::size_t cold_users = 0;
   for (std::size_t u = 0; u < users; ++u) {
-    for (std::size_t g = 0; g < gp; ++g) mean[g] += all[u * gp + g];
+    const bool is_cold = all[u * width + gp] != 0;
+    cold_users += is_cold ? 1 : 0;
+    for (std::size_t g = 0; g < gp; ++g) {
+      mean[g] += all[u * width + g];
+      if (is_cold) cold[g] += all[u * width + g];
+    }
   }
   for (auto& m : mean) m = users > 0 ? m / static_cast<double>(users) : 0.0;
+  for (auto& m : cold) m = cold_users > 0 ? m / static_cast<double>(cold_users) : 0.0;
+  if (cold_mean != nullptr) *cold_mean = std::move(cold);
   return mean;
 }
 

@@ -129,8 +129,10 @@ class Evaluator {
   /// every rank, so it may use collectives. Per-user values are gathered
   /// once and summed in user order: the same vector on every rank, and
   /// point p's value equals evaluate()'s NDCG@k of that scoring bit for bit.
-  /// `label` names the scorings in errors.
-  std::vector<double> mean_ndcg(int k, int points, const PointScores& scores, const std::string& label);
+  /// `label` names the scorings in errors. `cold_mean` (optional) receives
+  /// the same mean over the users whose held-out item is cold (0 when none).
+  std::vector<double> mean_ndcg(int k, int points, const PointScores& scores, const std::string& label,
+                                std::vector<double>* cold_mean = nullptr);
   /// Collective: mean_ndcg of each scorer (each scores every block once).
   std::vector<double> mean_ndcg(int k, const std::vector<Scorer*>& scorers);
 

@@ -447,13 +447,17 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.dataset_sha256 = sha256_file(file.path());
     c.event_types = nlohmann::json(file.event_types()).dump();
     c.fusion = nlohmann::json(ranking.fusion).dump();
-    c.ranking = nlohmann::json{{"missing", fusion_missing_name(ranking.missing)},
-                               {"cold_shift", ranking.cold.shift},
-                               {"cold_neighbour_weight", ranking.cold.neighbour_weight},
-                               {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
-                               {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
-                               {"chosen", ranking.chosen}}
-                    .dump();
+    nlohmann::json rank = {{"missing", fusion_missing_name(ranking.missing)},
+                           {"cold_shift", ranking.cold.shift},
+                           {"cold_neighbour_weight", ranking.cold.neighbour_weight},
+                           {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
+                           {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
+                           {"chosen", ranking.chosen}};
+    if (ranking.missing == FusionMissing::kColdWeights) {
+      LLMREC_CHECK(!ranking.cold_weights.empty(), "export: the cold_weights policy without cold weights");
+      rank["cold_weights"] = ranking.cold_weights;
+    }
+    c.ranking = rank.dump();
     c.created = utc_now_iso8601();
     c.item_ids = std::move(items.ids);
     c.item_text = std::move(items.texts);

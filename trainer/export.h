@@ -74,6 +74,7 @@ struct ExportSummary {
 struct ExportRanking {
   std::map<std::string, double> fusion{{"model", 1.0}};  ///< the `fusion` attribute
   FusionMissing missing = FusionMissing::kScored;
+  std::map<std::string, double> cold_weights;  ///< with kColdWeights: the cold items' weights (`cold_weights`)
   ItemKnnOptions itemknn;  ///< cf/ rows: ItemKNN with these options over the training histories
   TfidfOptions tfidf;      ///< tfidf/ rows and the profile length (eval.tfidf)
   ColdScoring cold;        ///< the model's cold items: alpha (baked into their vectors) and shift b

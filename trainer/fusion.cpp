@@ -40,13 +40,46 @@ std::vector<float> standardised_scores(Scorer& scorer, const ScoreRequest& reque
 }  // namespace
 
 const char* fusion_missing_name(FusionMissing m) {
-  return m == FusionMissing::kRenormalise ? "renormalise" : "scored";
+  switch (m) {
+    case FusionMissing::kRenormalise:
+      return "renormalise";
+    case FusionMissing::kColdWeights:
+      return "cold_weights";
+    case FusionMissing::kScored:
+      break;
+  }
+  return "scored";
 }
 
 FusionMissing fusion_missing_parse(const std::string& name, const std::string& what) {
-  if (name == "scored") return FusionMissing::kScored;
-  if (name == "renormalise") return FusionMissing::kRenormalise;
-  throw ConfigError(fmt::format("{}: '{}' is not a fusion missing-score policy (scored, renormalise)", what, name));
+  for (FusionMissing m : {FusionMissing::kScored, FusionMissing::kRenormalise, FusionMissing::kColdWeights}) {
+    if (name == fusion_missing_name(m)) return m;
+  }
+  throw ConfigError(fmt::format(
+      "{}: '{}' is not a fusion missing-score policy (scored, renormalise, cold_weights)", what, name));
+}
+
+std::vector<double> fusion_cold_weights(FusionMissing policy, const std::vector<double>& weights,
+                                        const std::vector<bool>& scores_cold, const std::vector<double>& tuned) {
+  LLMREC_CHECK(scores_cold.size() == weights.size(), "fusion: {} cold flags for {} weights", scores_cold.size(),
+               weights.size());
+  if (policy == FusionMissing::kScored) return weights;
+  std::vector<double> c(weights.size(), 0.0);
+  if (policy == FusionMissing::kColdWeights) {
+    LLMREC_CHECK(tuned.size() == weights.size(), "fusion: {} cold weights for {} components", tuned.size(),
+                 weights.size());
+    for (std::size_t k = 0; k < c.size(); ++k) c[k] = scores_cold[k] ? tuned[k] : 0.0;
+    return c;
+  }
+  double total = 0, present = 0;
+  for (std::size_t k = 0; k < weights.size(); ++k) {
+    total += weights[k];
+    if (scores_cold[k]) present += weights[k];
+  }
+  if (present > 0) {
+    for (std::size_t k = 0; k < c.size(); ++k) c[k] = scores_cold[k] ? weights[k] * (total / present) : 0.0;
+  }
+  return c;
 }
 
 const std::vector<double>& fusion_grid() {
@@ -81,50 +114,35 @@ void fusion_standardise(const float* scores, std::int64_t n, float* z) {
 }
 
 void fusion_combine(const std::vector<const float*>& z, const std::vector<double>& weights, std::int64_t n,
-                    float* out, const std::vector<const std::uint8_t*>& missing) {
+                    float* out, const std::uint8_t* cold, const std::vector<double>& cold_weights) {
   LLMREC_CHECK(z.size() == weights.size(), "fusion: {} score rows for {} weights", z.size(), weights.size());
-  LLMREC_CHECK(missing.empty() || missing.size() == z.size(), "fusion: {} missing masks for {} score rows",
-               missing.size(), z.size());
-  double total = 0;
-  for (double w : weights) total += w;
+  LLMREC_CHECK(cold == nullptr || cold_weights.size() == z.size(), "fusion: {} cold weights for {} score rows",
+               cold_weights.size(), z.size());
   for (std::int64_t i = 0; i < n; ++i) {
-    double s = 0, present = 0;
-    bool never = false, absent = false;
-    for (std::size_t k = 0; k < z.size(); ++k) {
-      if (weights[k] == 0) continue;
-      if (!missing.empty() && missing[k] != nullptr && missing[k][i] != 0) {
-        absent = true;
-        continue;
-      }
+    const std::vector<double>& w = cold != nullptr && cold[i] != 0 ? cold_weights : weights;
+    double s = 0;
+    bool never = false;
+    for (std::size_t k = 0; k < z.size() && !never; ++k) {
+      if (w[k] == 0) continue;
       const float v = z[k][i];
-      if (v == kNever) {
-        never = true;
-        break;
-      }
-      s += weights[k] * static_cast<double>(v);
-      present += weights[k];
+      never = v == kNever;
+      s += w[k] * static_cast<double>(v);
     }
-    if (never) {
-      out[i] = kNever;
-    } else if (absent) {
-      out[i] = present > 0 ? static_cast<float>(s * (total / present)) : 0.0f;
-    } else {
-      out[i] = static_cast<float>(s);
-    }
+    out[i] = never ? kNever : static_cast<float>(s);
   }
 }
 
 // ---------------------------------------------------------------- scorer
 
 FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string name, nlohmann::json tuning,
-                         FusionMissing missing, std::vector<std::uint8_t> cold)
+                         FusionMissing missing, std::vector<std::uint8_t> cold, std::vector<double> cold_weights)
     : components_(std::move(components)),
       name_(std::move(name)),
       tuning_(std::move(tuning)),
       missing_(missing),
       cold_(std::move(cold)) {
   LLMREC_CHECK(missing_ == FusionMissing::kScored || !cold_.empty(),
-               "fusion: the renormalise policy needs the catalogue's cold-item mask");
+               "fusion: the {} policy needs the catalogue's cold-item mask", fusion_missing_name(missing_));
   bool positive = false;
   for (const auto& c : components_) {
     LLMREC_CHECK(c.scorer != nullptr, "fusion: a component has no scorer");
@@ -135,23 +153,43 @@ FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string na
     positive = positive || c.weight > 0;
   }
   if (!positive) throw ConfigError("fusion: at least one component needs a positive weight");
+  for (double w : cold_weights) {
+    if (!(w >= 0) || !std::isfinite(w)) {
+      throw ConfigError(fmt::format("fusion: a cold weight is {}; weights must be finite and >= 0", w));
+    }
+  }
+  std::vector<double> weights;
+  std::vector<bool> scores_cold;
+  for (const auto& c : components_) {
+    weights.push_back(c.weight);
+    scores_cold.push_back(c.scorer->scores_cold_items());
+  }
+  cold_weights_ = fusion_cold_weights(missing_, weights, scores_cold, cold_weights);
 }
 
 nlohmann::json FusedScorer::params() const {
   nlohmann::json comps = nlohmann::json::array();
-  for (const auto& c : components_) {
-    comps.push_back({{"name", c.scorer->name()}, {"weight", c.weight}, {"params", c.scorer->params()}});
+  for (std::size_t k = 0; k < components_.size(); ++k) {
+    const auto& c = components_[k];
+    comps.push_back({{"name", c.scorer->name()},
+                     {"weight", c.weight},
+                     {"cold_weight", cold_weights_[k]},
+                     {"params", c.scorer->params()}});
   }
   nlohmann::json j = {{"components", comps},
                       {"standardisation",
                        "z = (s - mean) / std over the user's finite scores of all items (population std; "
                        "std 0 gives z = 0; -inf stays -inf)"},
-                      {"score", "sum_k weight_k z_k"},
+                      {"score", "sum_k weight_k z_k; items without training events: sum_k cold_weight_k z_k"},
                       {"missing", fusion_missing_name(missing_)}};
   if (missing_ == FusionMissing::kRenormalise) {
     j["missing_rule"] =
         "items without training events: the components that score them (not popularity, itemknn, bpr), "
         "their weighted sum scaled by (sum of all weights) / (sum of their weights)";
+  } else if (missing_ == FusionMissing::kColdWeights) {
+    j["missing_rule"] =
+        "items without training events: the components that score them (not popularity, itemknn, bpr), "
+        "with weights of their own (cold_weight)";
   }
   if (!tuning_.is_null()) j["tuning"] = tuning_;
   return j;
@@ -161,88 +199,157 @@ at::Tensor FusedScorer::score(const ScoreRequest& request) {
   std::int64_t n = -1;
   std::vector<std::vector<float>> zs;
   std::vector<const float*> rows;
-  std::vector<double> weights;
-  std::vector<const std::uint8_t*> missing;
-  for (const auto& c : components_) {
-    if (c.weight == 0) continue;
+  std::vector<double> weights, cold_weights;
+  for (std::size_t k = 0; k < components_.size(); ++k) {
+    const auto& c = components_[k];
+    if (c.weight == 0 && cold_weights_[k] == 0) continue;
     zs.push_back(standardised_scores(*c.scorer, request, n));
     weights.push_back(c.weight);
-    const bool absent = missing_ == FusionMissing::kRenormalise && !c.scorer->scores_cold_items();
-    missing.push_back(absent ? cold_.data() : nullptr);
+    cold_weights.push_back(cold_weights_[k]);
   }
-  LLMREC_CHECK(missing_ == FusionMissing::kScored || static_cast<std::int64_t>(cold_.size()) == n,
-               "fusion: cold mask of {} items for {} scores", cold_.size(), n);
+  const bool by_cold = missing_ != FusionMissing::kScored;
+  LLMREC_CHECK(!by_cold || static_cast<std::int64_t>(cold_.size()) == n, "fusion: cold mask of {} items for {} scores",
+               cold_.size(), n);
   at::Tensor out = at::empty({request.size(), n}, at::kFloat);
   for (std::int64_t b = 0; b < request.size(); ++b) {
     rows.clear();
     for (const auto& z : zs) rows.push_back(z.data() + b * n);
-    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n, missing);
+    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n, by_cold ? cold_.data() : nullptr, cold_weights);
   }
   return out;
 }
 
 // ---------------------------------------------------------------- tuning
 
-FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid) {
-  LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'", valid.split());
-  LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());
-  const std::vector<double>& grid = fusion_grid();
-  FusionTuning t;
-  // Policies: kRenormalise only where it can differ from kScored.
-  const std::vector<std::uint8_t>& cold = valid.items().cold;
-  std::vector<FusionMissing> policies = {FusionMissing::kScored};
-  const bool any_cf = std::any_of(components.begin(), components.end(),
-                                  [](const FusionComponent& c) { return !c.scorer->scores_cold_items(); });
-  if (any_cf && std::find(cold.begin(), cold.end(), std::uint8_t{1}) != cold.end()) {
-    policies.push_back(FusionMissing::kRenormalise);
-  }
-  std::vector<const std::uint8_t*> renormalise;
-  for (const auto& c : components) renormalise.push_back(c.scorer->scores_cold_items() ? nullptr : cold.data());
-  // Grid points: mixed radix over the non-reference components.
-  std::size_t per_policy = 1;
-  for (std::size_t k = 0; k + 1 < components.size(); ++k) per_policy *= grid.size();
-  const std::size_t points = per_policy * policies.size();
-  for (std::size_t g = 0; g < points; ++g) {
-    std::vector<double> w(components.size(), 1.0);
-    std::size_t rest = g % per_policy, radix = per_policy;
-    for (std::size_t k = 0; k < components.size(); ++k) {
-      if (k == reference) continue;
-      radix /= grid.size();
-      w[k] = grid[rest / radix];
-      rest %= radix;
-    }
-    t.tried.push_back(w);
-    t.tried_missing.push_back(policies[g / per_policy]);
-  }
+namespace {
 
-  // Each component scores a block once (at point 0); every point combines
-  // those standardised scores with its weights.
-  std::int64_t n = valid.num_items();
+/// The points of one tuning stage: weights, policy and cold weights each.
+struct TunePoints {
+  std::vector<std::vector<double>> weights, cold;
+  std::vector<FusionMissing> missing;
+};
+
+/// Collective: validation NDCG@10 of each point (each component scores each
+/// block once).
+std::vector<double> tune_evaluate(const std::vector<FusionComponent>& components, const TunePoints& p,
+                                  Evaluator& valid, std::vector<double>& cold_ndcg) {
+  const std::uint8_t* cold = valid.items().cold.data();
+  const std::int64_t n = valid.num_items();
   std::vector<std::vector<float>> zs;
   auto fused = [&](const Evaluator::Block& blk, int g) {
     if (g == 0) {
       zs.clear();
-      for (const auto& c : components) zs.push_back(standardised_scores(*c.scorer, blk.request, n));
+      for (const auto& c : components) {
+        std::int64_t width = n;
+        zs.push_back(standardised_scores(*c.scorer, blk.request, width));
+      }
     }
+    const auto q = static_cast<std::size_t>(g);
     at::Tensor out = at::empty({blk.request.size(), n}, at::kFloat);
     std::vector<const float*> rows(zs.size());
     for (std::int64_t r = 0; r < blk.request.size(); ++r) {
       for (std::size_t k = 0; k < zs.size(); ++k) rows[k] = zs[k].data() + r * n;
-      const auto p = static_cast<std::size_t>(g);
-      fusion_combine(rows, t.tried[p], n, out.data_ptr<float>() + r * n,
-                     t.tried_missing[p] == FusionMissing::kRenormalise ? renormalise
-                                                                       : std::vector<const std::uint8_t*>{});
+      fusion_combine(rows, p.weights[q], n, out.data_ptr<float>() + r * n,
+                     p.missing[q] == FusionMissing::kScored ? nullptr : cold, p.cold[q]);
     }
     return out;
   };
-  t.tried_ndcg10 = valid.mean_ndcg(kTuneK, static_cast<int>(points), fused, "fusion");
-  std::size_t best = 0;
-  for (std::size_t g = 0; g < points; ++g) {
-    if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
+  return valid.mean_ndcg(kTuneK, static_cast<int>(p.weights.size()), fused, "fusion", &cold_ndcg);
+}
+
+}  // namespace
+
+FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid) {
+  LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'", valid.split());
+  LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());
+  const std::vector<double>& grid = fusion_grid();
+  const std::vector<std::uint8_t>& cold = valid.items().cold;
+  const bool any_cold = std::find(cold.begin(), cold.end(), std::uint8_t{1}) != cold.end();
+  std::vector<bool> scores_cold;
+  for (const auto& c : components) scores_cold.push_back(c.scorer->scores_cold_items());
+  const bool any_cf = std::find(scores_cold.begin(), scores_cold.end(), false) != scores_cold.end();
+  FusionTuning t;
+  auto record = [&](const TunePoints& p) {
+    std::vector<double> cold_ndcg;
+    const std::vector<double> ndcg = tune_evaluate(components, p, valid, cold_ndcg);
+    for (std::size_t g = 0; g < p.weights.size(); ++g) {
+      t.tried.push_back(p.weights[g]);
+      t.tried_missing.push_back(p.missing[g]);
+      t.tried_cold.push_back(p.cold[g]);
+      t.tried_ndcg10.push_back(ndcg[g]);
+      t.tried_cold_ndcg10.push_back(cold_ndcg[g]);
+    }
+  };
+
+  // Stage 1: the warm weights (mixed radix over the non-reference
+  // components), scored, then renormalised where that can differ.
+  std::vector<FusionMissing> policies = {FusionMissing::kScored};
+  if (any_cf && any_cold) policies.push_back(FusionMissing::kRenormalise);
+  TunePoints warm;
+  std::size_t per_policy = 1;
+  for (std::size_t k = 0; k + 1 < components.size(); ++k) per_policy *= grid.size();
+  for (FusionMissing policy : policies) {
+    for (std::size_t g = 0; g < per_policy; ++g) {
+      std::vector<double> w(components.size(), 1.0);
+      std::size_t rest = g, radix = per_policy;
+      for (std::size_t k = 0; k < components.size(); ++k) {
+        if (k == reference) continue;
+        radix /= grid.size();
+        w[k] = grid[rest / radix];
+        rest %= radix;
+      }
+      warm.cold.push_back(fusion_cold_weights(policy, w, scores_cold));
+      warm.weights.push_back(std::move(w));
+      warm.missing.push_back(policy);
+    }
   }
+  record(warm);
+  const double tolerance = valid.config().fusion.cold_tolerance;
+  auto best_of = [&t, tolerance] {
+    std::size_t top = 0;
+    for (std::size_t g = 0; g < t.tried.size(); ++g) {
+      if (t.tried_ndcg10[g] > t.tried_ndcg10[top]) top = g;
+    }
+    std::size_t best = top;
+    for (std::size_t g = 0; g < t.tried.size(); ++g) {
+      if (t.tried_ndcg10[g] < (1.0 - tolerance) * t.tried_ndcg10[top]) continue;
+      const double c = t.tried_cold_ndcg10[g], cb = t.tried_cold_ndcg10[best];
+      if (c > cb || (c == cb && t.tried_ndcg10[g] > t.tried_ndcg10[best])) best = g;
+    }
+    return best;
+  };
+
+  // Stage 2: the best warm weights kept, the cold items' own weights.
+  std::vector<std::size_t> free;
+  for (std::size_t k = 0; k < components.size(); ++k) {
+    if (scores_cold[k]) free.push_back(k);
+  }
+  if (any_cold && !free.empty()) {
+    const std::vector<double> kept = t.tried[best_of()];
+    TunePoints own;
+    std::size_t points = 1;
+    for (std::size_t f = 0; f < free.size(); ++f) points *= grid.size();
+    for (std::size_t g = 0; g < points; ++g) {
+      std::vector<double> c(components.size(), 0.0);
+      std::size_t rest = g, radix = points;
+      for (std::size_t k : free) {
+        radix /= grid.size();
+        c[k] = grid[rest / radix];
+        rest %= radix;
+      }
+      own.weights.push_back(kept);
+      own.cold.push_back(std::move(c));
+      own.missing.push_back(FusionMissing::kColdWeights);
+    }
+    record(own);
+  }
+  const std::size_t best = best_of();
   t.weights = t.tried[best];
   t.missing = t.tried_missing[best];
+  t.cold_weights = t.tried_cold[best];
   t.ndcg10 = t.tried_ndcg10[best];
+  t.cold_ndcg10 = t.tried_cold_ndcg10[best];
+  t.cold_tolerance = tolerance;
   return t;
 }
 
@@ -251,12 +358,20 @@ FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const Fus
   LLMREC_CHECK(components.size() == tuning.weights.size(), "fusion: {} components, {} tuned weights",
                components.size(), tuning.weights.size());
   nlohmann::json tried = nlohmann::json::array();
+  nlohmann::json policies = nlohmann::json::array();
   for (std::size_t g = 0; g < tuning.tried.size(); ++g) {
-    nlohmann::json w = nlohmann::json::object();
-    for (std::size_t k = 0; k < components.size(); ++k) w[components[k].scorer->name()] = tuning.tried[g][k];
+    nlohmann::json w = nlohmann::json::object(), c = nlohmann::json::object();
+    for (std::size_t k = 0; k < components.size(); ++k) {
+      w[components[k].scorer->name()] = tuning.tried[g][k];
+      c[components[k].scorer->name()] = tuning.tried_cold[g][k];
+    }
+    const char* policy = fusion_missing_name(tuning.tried_missing[g]);
+    if (std::find(policies.begin(), policies.end(), policy) == policies.end()) policies.push_back(policy);
     tried.push_back({{"weights", w},
-                     {"missing", fusion_missing_name(tuning.tried_missing[g])},
-                     {"valid_ndcg@10", tuning.tried_ndcg10[g]}});
+                     {"cold_weights", c},
+                     {"missing", policy},
+                     {"valid_ndcg@10", tuning.tried_ndcg10[g]},
+                     {"valid_cold_ndcg@10", tuning.tried_cold_ndcg10[g]}});
   }
   for (std::size_t k = 0; k < components.size(); ++k) components[k].weight = tuning.weights[k];
   return FusedScorer(std::move(components), "fusion",
@@ -264,13 +379,12 @@ FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const Fus
                       {"objective", "NDCG@10"},
                       {"grid", fusion_grid()},
                       {"best_valid_ndcg@10", tuning.ndcg10},
+                      {"best_valid_cold_ndcg@10", tuning.cold_ndcg10},
+                      {"cold_tolerance", tuning.cold_tolerance},
                       {"points_tried", tuning.tried.size()},
-                      {"missing_tried", tuning.tried_missing.size() > 0 &&
-                                                tuning.tried_missing.back() == FusionMissing::kRenormalise
-                                            ? nlohmann::json{"scored", "renormalise"}
-                                            : nlohmann::json{"scored"}},
+                      {"missing_tried", policies},
                       {"tried", tried}},
-                     tuning.missing, std::move(cold));
+                     tuning.missing, std::move(cold), tuning.cold_weights);
 }
 
 }  // namespace llmrec

@@ -11,16 +11,21 @@
 /// score ("never") stays -inf in the fused score when its weight is > 0;
 /// components of weight 0 are not scored at all.
 ///
-/// Missing scores (FusionMissing::kRenormalise): a collaborative component
-/// (Scorer::scores_cold_items() false) knows nothing of an item without
-/// training events (a cold item); its low score there is absence of
-/// evidence, and fusing it as scored buries every cold item. With
-/// kRenormalise such an item's fused score is the weighted sum over the
-/// components that can score it, scaled to the full weight:
+/// Cold items (no training event) take their own weights c_k:
 ///
-///   s(u, i) = (W / W_i) sum_{k scores i} w_k z_k(u, i),   W = sum_k w_k,  W_i = sum_{k scores i} w_k
+///   s(u, i) = sum_k c_k z_k(u, i)   for a cold item i
 ///
-/// (0 when W_i = 0). Warm items are unchanged. Tuning tries both policies.
+/// A collaborative component (Scorer::scores_cold_items() false) knows
+/// nothing of a cold item; its low score there is absence of evidence, and
+/// fusing it as scored buries every cold item. The policies (FusionMissing):
+///   kScored:       c_k = w_k (every component as it scored the item);
+///   kRenormalise:  the collaborative components left out, the others scaled
+///                  to the full weight: c_k = (W / W_c) w_k, W = sum_k w_k,
+///                  W_c = sum over the components that score cold items
+///                  (all c_k = 0 when W_c = 0);
+///   kColdWeights:  c_k chosen on their own (tuned on validation), 0 for
+///                  the collaborative components.
+/// Warm items always take w_k. Tuning tries all three.
 ///
 ///   FusedScorer fused({{model, 1.0}, {itemknn, 0.5}});
 ///   FusionTuning t = fusion_tune({{model, 1.0}, {itemknn, 1.0}}, 0, valid_evaluator);
@@ -49,37 +54,45 @@ struct FusionComponent {
 enum class FusionMissing {
   kScored,       ///< as the component scored it (its z of 0 events)
   kRenormalise,  ///< left out; the other components' sum scaled to the full weight
+  kColdWeights,  ///< left out; the others with weights of their own (tuned)
 };
 const char* fusion_missing_name(FusionMissing m);
-/// "scored" | "renormalise"; ConfigError naming `what` otherwise.
+/// "scored" | "renormalise" | "cold_weights"; ConfigError naming `what` otherwise.
 FusionMissing fusion_missing_parse(const std::string& name, const std::string& what);
+
+/// Pure: the weights c_k that cold items take under `policy` (see above).
+/// `scores_cold[k]`: component k scores cold items. kColdWeights takes
+/// `tuned` (one per component), with 0 forced where scores_cold[k] is false.
+std::vector<double> fusion_cold_weights(FusionMissing policy, const std::vector<double>& weights,
+                                        const std::vector<bool>& scores_cold, const std::vector<double>& tuned = {});
 
 /// Pure: z-standardises one row of `n` scores into `z` (see above).
 /// Throws Error for NaN or +inf.
 void fusion_standardise(const float* scores, std::int64_t n, float* z);
 
-/// Pure: out[i] = sum_k weights[k] z[k][i] in double, components in order,
-/// skipping weight 0; -inf when a weighted z is -inf. `missing` (empty, or
-/// one entry per component: nullptr or an [n] mask, 1 = this component
-/// cannot score item i) renormalises as above: a missing z is left out
-/// (even -inf) and the sum of the others is scaled by W / W_i.
+/// Pure: out[i] = sum_k w_k z[k][i] in double, components in order,
+/// skipping weight 0 (even a -inf there); -inf when a weighted z is -inf.
+/// w = `cold_weights` (one per component) for the items with cold[i] = 1,
+/// `weights` for the others; `cold` nullptr: every item takes `weights`.
 void fusion_combine(const std::vector<const float*>& z, const std::vector<double>& weights, std::int64_t n,
-                    float* out, const std::vector<const std::uint8_t*>& missing = {});
+                    float* out, const std::uint8_t* cold = nullptr, const std::vector<double>& cold_weights = {});
 
 class FusedScorer : public Scorer {
  public:
   /// At least one component with a positive weight; weights >= 0.
-  /// `tuning` (optional) is recorded in params() under "tuning". With
-  /// kRenormalise, `cold` ([num_items], 1 = no training event) is where the
-  /// components with scores_cold_items() false are missing.
+  /// `tuning` (optional) is recorded in params() under "tuning". Unless the
+  /// policy is kScored, `cold` ([num_items], 1 = no training event) marks
+  /// the items that take the cold weights; kColdWeights takes them from
+  /// `cold_weights` (one per component, >= 0).
   explicit FusedScorer(std::vector<FusionComponent> components, std::string name = "fusion",
                        nlohmann::json tuning = nullptr, FusionMissing missing = FusionMissing::kScored,
-                       std::vector<std::uint8_t> cold = {});
+                       std::vector<std::uint8_t> cold = {}, std::vector<double> cold_weights = {});
   std::string name() const override { return name_; }
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;
   const std::vector<FusionComponent>& components() const { return components_; }
   FusionMissing missing() const { return missing_; }
+  const std::vector<double>& cold_weights() const { return cold_weights_; }  ///< c_k, one per component
 
  private:
   std::vector<FusionComponent> components_;
@@ -87,16 +100,22 @@ class FusedScorer : public Scorer {
   nlohmann::json tuning_;
   FusionMissing missing_;
   std::vector<std::uint8_t> cold_;
+  std::vector<double> cold_weights_;
 };
 
 /// What fusion_tune found.
 struct FusionTuning {
   std::vector<double> weights;  ///< best weights, one per component
   FusionMissing missing = FusionMissing::kScored;  ///< best policy
+  std::vector<double> cold_weights;  ///< the cold items' weights of the best point
   double ndcg10 = 0;            ///< validation NDCG@10 with them
   std::vector<std::vector<double>> tried;  ///< every grid point, in grid order
   std::vector<FusionMissing> tried_missing;  ///< its policy
+  std::vector<std::vector<double>> tried_cold;  ///< its cold weights
   std::vector<double> tried_ndcg10;        ///< its validation NDCG@10
+  std::vector<double> tried_cold_ndcg10;   ///< its validation NDCG@10 on the users with a cold target
+  double cold_ndcg10 = 0;                  ///< that of the best point
+  double cold_tolerance = 0;               ///< eval.fusion.cold_tolerance it was chosen with
 };
 
 /// Collective: grid search over the weights on `valid` (an Evaluator of the
@@ -105,8 +124,14 @@ struct FusionTuning {
 /// product, the first component varying slowest), first with
 /// FusionMissing::kScored, then (when some component has
 /// scores_cold_items() false and the catalogue has cold items) the same
-/// grid with kRenormalise. Each component scores each block once. Ties: the
-/// first grid point in that order wins.
+/// grid with kRenormalise. Then (when the catalogue has cold items) the
+/// best point's warm weights are kept and the cold weights of the
+/// components that score cold items each try fusion_grid() (kColdWeights;
+/// the first such component varying slowest). Each component scores each
+/// block once per stage. The best point: the best validation NDCG@10 on
+/// cold targets among the points within (1 - eval.fusion.cold_tolerance) x
+/// the best validation NDCG@10 (ties: the better NDCG@10, then the first
+/// grid point in that order).
 FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid);
 
 /// The fused scorer with the tuned weights and policy; its params() record

@@ -457,8 +457,8 @@ TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsCold
     fusion_standardise(model.data(), I(), zm.data());
     fusion_standardise(cf.data(), I(), zc.data());
     fusion_standardise(pop.data(), I(), zp.data());
-    fusion_combine({zm.data(), zc.data(), zp.data()}, {1.0, 0.5, 0.25}, I(), fused.data(),
-                   {nullptr, f.cold.data(), f.cold.data()});
+    fusion_combine({zm.data(), zc.data(), zp.data()}, {1.0, 0.5, 0.25}, I(), fused.data(), f.cold.data(),
+                   {1.75, 0.0, 0.0});
     const std::set<std::int32_t> seen(events.begin(), events.end());
     const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
     expect_top_k(r, fused, order, 40, 1e-4, "user " + std::to_string(u));
@@ -500,6 +500,46 @@ TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsCold
     ADD_FAILURE() << "a bad ranking attribute was accepted";
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("'ranking'"));
+  }
+  f.spec.ranking = R"({"missing": "cold_weights", "cold_shift": 0})";  // without the weights
+  llmrec::testing::write_export(path, f);
+  EXPECT_THROW(RecommendEngine::open(path), IoError);
+}
+
+TEST_F(EngineTest, ExportRankingGivesColdItemsTheirOwnWeights) {
+  // The cold_weights policy: warm items fused with the export's weights,
+  // cold items with their own (the model at 2.5, the collaborative
+  // components left out, whatever the request asks of them).
+  ExportFixture f = llmrec::testing::make_export_fixture(ExportSpec{});
+  f.spec.fusion = R"({"model": 1, "itemknn": 0.5})";
+  f.spec.ranking = R"({"missing": "cold_weights", "cold_weights": {"model": 2.5, "itemknn": 0}, "chosen": {}})";
+  const std::string path = std::filesystem::path(path_).parent_path() / "own_cold.h5";
+  llmrec::testing::write_export(path, f);
+  const auto engine2 = RecommendEngine::open(path);
+  EXPECT_EQ(engine2->data().fusion_missing, FusionMissing::kColdWeights);
+  for (double cf_weight : {0.5, 0.0, 2.0}) {
+    for (std::int64_t u : {0, 5, 11}) {
+      RecommendRequest q;
+      q.user = f.user_ids[static_cast<std::size_t>(u)];
+      q.k = 40;
+      if (cf_weight != 0.5) q.cf_weight = cf_weight;
+      const auto r = engine2->recommend(q);
+      EXPECT_TRUE(r.fused);
+      const std::vector<float> uvec(f.user_vectors.begin() + u * d(), f.user_vectors.begin() + (u + 1) * d());
+      const std::vector<float> model = naive_scores(uvec);
+      const auto events = user_events(u);
+      const std::vector<float> cf = engine2->cf_scores(events);
+      std::vector<float> zm(model.size()), zc(model.size()), fused(model.size());
+      fusion_standardise(model.data(), I(), zm.data());
+      fusion_standardise(cf.data(), I(), zc.data());
+      for (std::int64_t i = 0; i < I(); ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        fused[k] = f.cold[k] ? 2.5f * zm[k] : zm[k] + static_cast<float>(cf_weight) * zc[k];
+      }
+      const std::set<std::int32_t> seen(events.begin(), events.end());
+      const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
+      expect_top_k(r, fused, order, 40, 1e-4, "user " + std::to_string(u) + " cf_weight " + std::to_string(cf_weight));
+    }
   }
 }
 

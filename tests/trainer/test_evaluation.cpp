@@ -188,21 +188,30 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_EQ(out[0], 2.0f);
   EXPECT_EQ(out[1], -std::numeric_limits<float>::infinity());
   EXPECT_EQ(out[2], 4.0f);
-  // Renormalised: where b is missing (items 1 and 2) a alone, scaled by
-  // (2 + 1) / 2; b's -inf at a missing item does not count; item 0 as before.
-  const std::uint8_t b_missing[] = {0, 1, 1};
-  fusion_combine({a, b}, {2.0, 1.0}, 3, out, {nullptr, b_missing});
-  EXPECT_EQ(out[0], -std::numeric_limits<float>::infinity());
+  // Cold items (1 and 2) take the cold weights; a weight 0 leaves out even
+  // a -inf (b's at item 1); a weighted -inf stays (a's at item 1).
+  const std::uint8_t cold[] = {0, 1, 1};
+  fusion_combine({a, b}, {2.0, 1.0}, 3, out, cold, {3.0, 0.0});
+  EXPECT_EQ(out[0], -std::numeric_limits<float>::infinity());  // warm: 2 a + b, b's -inf
   EXPECT_EQ(out[1], -std::numeric_limits<float>::infinity());  // a's own -inf stays
-  EXPECT_FLOAT_EQ(out[2], 2.0f * 2.0f * 1.5f);
-  const float ones[] = {1.0f, 1.0f, 1.0f};
-  fusion_combine({ones, b}, {2.0, 1.0}, 3, out, {b_missing, b_missing});  // nobody scores items 1, 2
-  EXPECT_EQ(out[0], -std::numeric_limits<float>::infinity());
-  EXPECT_EQ(out[1], 0.0f);
-  EXPECT_EQ(out[2], 0.0f);
-  fusion_combine({ones, a}, {1.0, 3.0}, 3, out, {nullptr, b_missing});
-  EXPECT_FLOAT_EQ(out[0], 1.0f + 3.0f);        // both present: the plain sum
-  EXPECT_FLOAT_EQ(out[2], 1.0f * 4.0f / 1.0f);  // a missing: c scaled by 4 / 1
+  EXPECT_FLOAT_EQ(out[2], 3.0f * 2.0f);
+  fusion_combine({a, b}, {2.0, 1.0}, 3, out, cold, {0.0, 0.5});
+  EXPECT_FLOAT_EQ(out[1], 0.5f);  // a left out, b alone
+  EXPECT_FLOAT_EQ(out[2], 0.25f);
+  // The policies' cold weights: scored = the weights; renormalised = the
+  // components that score cold items scaled to the full weight; own =
+  // tuned, 0 forced on the collaborative ones.
+  const std::vector<bool> scores_cold = {true, false, true};
+  EXPECT_EQ(fusion_cold_weights(FusionMissing::kScored, {1.0, 2.0, 1.0}, scores_cold),
+            (std::vector<double>{1.0, 2.0, 1.0}));
+  EXPECT_EQ(fusion_cold_weights(FusionMissing::kRenormalise, {1.0, 2.0, 1.0}, scores_cold),
+            (std::vector<double>{2.0, 0.0, 2.0}));  // x (4 / 2)
+  EXPECT_EQ(fusion_cold_weights(FusionMissing::kRenormalise, {0.0, 2.0, 0.0}, scores_cold),
+            (std::vector<double>{0.0, 0.0, 0.0}));  // nobody scores cold items
+  EXPECT_EQ(fusion_cold_weights(FusionMissing::kColdWeights, {1.0, 2.0, 1.0}, scores_cold, {0.5, 4.0, 2.0}),
+            (std::vector<double>{0.5, 0.0, 2.0}));
+  EXPECT_THROW(fusion_cold_weights(FusionMissing::kColdWeights, {1.0, 2.0, 1.0}, scores_cold), Error);
+  EXPECT_EQ(fusion_missing_parse("cold_weights", "x"), FusionMissing::kColdWeights);
   EXPECT_EQ(fusion_missing_parse("renormalise", "x"), FusionMissing::kRenormalise);
   EXPECT_THROW(fusion_missing_parse("zero", "eval.fusion.missing"), ConfigError);
 
@@ -211,39 +220,88 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   // exactly the NDCG@10 the tuning measured.
   DatasetFile f(path_);
   EvalConfig c = config();
+  c.fusion.cold_tolerance = 0;
   auto base = baseline_scorers_create({"oracle"}, f, comm, c);
   auto random = std::make_shared<::llmrec::testing::RandomScorer>(f.num_items());
   Evaluator valid(f, comm, "valid", c);
-  FusionTuning t = fusion_tune({{base[0], 1.0}, {random, 1.0}}, 0, valid);
-  ASSERT_EQ(t.tried.size(), fusion_grid().size());
+  FusionTuning t = fusion_tune({{base[0], 1.0}, {random, 1.0}}, 0, valid);  // cold_tolerance 0 (set above)
+  // Both score cold items: the warm grid (scored), then the cold weights
+  // of both with the best warm weights kept.
+  const std::size_t n = fusion_grid().size();
+  ASSERT_EQ(t.tried.size(), n + n * n);
   std::size_t best = 0;
   for (std::size_t g = 0; g < t.tried.size(); ++g) {
-    EXPECT_EQ(t.tried[g], (std::vector<double>{1.0, fusion_grid()[g]}));  // reference fixed at 1
+    if (g < n) {
+      EXPECT_EQ(t.tried[g], (std::vector<double>{1.0, fusion_grid()[g]}));  // reference fixed at 1
+      EXPECT_EQ(t.tried_cold[g], t.tried[g]);                                // scored: the same weights
+    } else {
+      EXPECT_EQ(t.tried_missing[g], FusionMissing::kColdWeights);
+      EXPECT_EQ(t.tried_cold[g], (std::vector<double>{fusion_grid()[(g - n) / n], fusion_grid()[(g - n) % n]}));
+    }
     if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
   }
   EXPECT_EQ(t.weights, t.tried[best]);
   EXPECT_EQ(t.ndcg10, t.tried_ndcg10[best]);
-  EXPECT_LT(t.tried_ndcg10.back(), t.ndcg10 - 0.05);  // random at weight 4 drowns the oracle
+  EXPECT_LT(t.tried_ndcg10[n - 1], t.ndcg10 - 0.05);  // random at weight 4 drowns the oracle
   FusedScorer fused = fused_with_tuning({{base[0], 1.0}, {random, 1.0}}, t, valid.items().cold);
   EXPECT_DOUBLE_EQ(valid.evaluate(fused).all.ndcg[1], t.ndcg10);  // config k = {5, 10, 20}
   // Weight 0 for the random ranking: the oracle alone (up to float rounding of z).
   EXPECT_NEAR(t.tried_ndcg10.front(), valid.evaluate(*base[0]).all.ndcg[1], 2e-3);
   EXPECT_EQ(fused.params()["tuning"]["objective"], "NDCG@10");
   // A collaborative component: the renormalised grid is tried after the
-  // scored one, and a renormalised point evaluates to what tuning measured.
+  // scored one, then the cold weights of the oracle (popularity cannot
+  // score cold items) with the best warm weights; a renormalised point and
+  // an own-cold-weights point evaluate to what tuning measured.
   auto pop = baseline_scorers_create({"popularity"}, f, comm, c);
   ASSERT_GT(std::count(valid.items().cold.begin(), valid.items().cold.end(), std::uint8_t{1}), 0);
   FusionTuning tc = fusion_tune({{base[0], 1.0}, {pop[0], 1.0}}, 0, valid);
-  ASSERT_EQ(tc.tried.size(), 2 * fusion_grid().size());
+  ASSERT_EQ(tc.tried.size(), 3 * n);
   EXPECT_EQ(tc.tried_missing.front(), FusionMissing::kScored);
-  EXPECT_EQ(tc.tried_missing.back(), FusionMissing::kRenormalise);
-  const std::size_t g = fusion_grid().size() + 4;  // renormalised, popularity weight 1
+  EXPECT_EQ(tc.tried_missing[n], FusionMissing::kRenormalise);
+  EXPECT_EQ(tc.tried_missing.back(), FusionMissing::kColdWeights);
+  const std::size_t g = n + 4;  // renormalised, popularity weight 1
   FusedScorer renorm({{base[0], 1.0}, {pop[0], tc.tried[g][1]}}, "fusion", nullptr, FusionMissing::kRenormalise,
                      valid.items().cold);
   EXPECT_DOUBLE_EQ(valid.evaluate(renorm).all.ndcg[1], tc.tried_ndcg10[g]);
+  EXPECT_EQ(renorm.cold_weights(), (std::vector<double>{2.0, 0.0}));
   // Popularity no longer pushes the oracle's cold items down.
   EXPECT_GT(tc.tried_ndcg10[g], tc.tried_ndcg10[4]);
   EXPECT_EQ(renorm.params()["missing"], "renormalise");
+  std::size_t best_warm = 0;
+  for (std::size_t p = 0; p < 2 * n; ++p) {
+    if (tc.tried_ndcg10[p] > tc.tried_ndcg10[best_warm]) best_warm = p;
+  }
+  for (std::size_t p = 2 * n; p < 3 * n; ++p) {
+    EXPECT_EQ(tc.tried[p], tc.tried[best_warm]);  // the warm weights kept
+    EXPECT_EQ(tc.tried_cold[p], (std::vector<double>{fusion_grid()[p - 2 * n], 0.0}));
+  }
+  const std::size_t own = 2 * n + 6;  // the oracle's cold weight 4
+  FusedScorer own_cold({{base[0], 1.0}, {pop[0], tc.tried[own][1]}}, "fusion", nullptr, FusionMissing::kColdWeights,
+                       valid.items().cold, tc.tried_cold[own]);
+  EXPECT_DOUBLE_EQ(valid.evaluate(own_cold).all.ndcg[1], tc.tried_ndcg10[own]);
+  EXPECT_GE(tc.ndcg10, tc.tried_ndcg10[best_warm]);
+
+  // The cold tolerance: 0 picks the best NDCG@10 alone; otherwise the best
+  // cold-target NDCG@10 among the points within the tolerance of the best.
+  double top = 0;
+  for (double v : tc.tried_ndcg10) top = std::max(top, v);
+  for (double tolerance : {0.0, 0.05, 0.2}) {
+    EvalConfig ct = config();
+    ct.fusion.cold_tolerance = tolerance;
+    Evaluator v(f, comm, "valid", ct);
+    const FusionTuning tt = fusion_tune({{base[0], 1.0}, {pop[0], 1.0}}, 0, v);
+    ASSERT_EQ(tt.tried_ndcg10, tc.tried_ndcg10);  // the same points, the same figures
+    EXPECT_EQ(tt.cold_tolerance, tolerance);
+    EXPECT_GE(tt.ndcg10, (1.0 - tolerance) * top);
+    if (tolerance == 0) EXPECT_EQ(tt.ndcg10, top);
+    for (std::size_t p = 0; p < tt.tried.size(); ++p) {
+      if (tt.tried_ndcg10[p] >= (1.0 - tolerance) * top) EXPECT_GE(tt.cold_ndcg10, tt.tried_cold_ndcg10[p]);
+    }
+  }
+  // A cold-target NDCG@10 that tells points apart (the oracle ranks cold
+  // targets first, popularity buries them when scored).
+  EXPECT_GT(*std::max_element(tc.tried_cold_ndcg10.begin(), tc.tried_cold_ndcg10.end()),
+            *std::min_element(tc.tried_cold_ndcg10.begin(), tc.tried_cold_ndcg10.end()) + 0.1);
   auto all_zero = [&] { FusedScorer bad({{random, 0.0}}); };
   EXPECT_THROW(all_zero(), ConfigError);
 }

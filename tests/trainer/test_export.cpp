@@ -141,8 +141,8 @@ TEST(ExportFusion, KeepsTheServingComponentsOnly) {
 }
 
 /// Serving's default ranking of a fresh history is evaluation's fused row:
-/// the export of a ranking (popularity fused, cold items renormalised and
-/// shifted) answers every test user's train + valid history with the
+/// the export of a ranking (popularity fused, cold items shifted and fused
+/// with weights of their own) answers every test user's train + valid history with the
 /// top 10 that the FusedScorer of the same components ranks, history
 /// excluded (ties within float rounding aside).
 TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
@@ -152,7 +152,8 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   ExportRanking ranking = export_ranking_of(eval_config());
   ranking.fusion = {{"model", 1.0}, {"itemknn", 0.5}, {"popularity", 0.25}, {"tfidf", 0.3}};
   ranking.tfidf.profile_items = 3;
-  ranking.missing = FusionMissing::kRenormalise;
+  ranking.missing = FusionMissing::kColdWeights;
+  ranking.cold_weights = {{"model", 0.8}, {"itemknn", 0.0}, {"popularity", 0.0}, {"tfidf", 1.5}};
   ranking.cold.shift = 0.3;
   export_write(out, model, checkpoint(), file, config_yaml(), ranking, comm);
 
@@ -165,7 +166,7 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   auto pop = std::make_shared<PopularityScorer>(test.items().train_count);
   auto tfidf = std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(), ranking.tfidf);
   FusedScorer fused({{model_scorer, 1.0}, {knn, 0.5}, {pop, 0.25}, {tfidf, 0.3}}, "fusion", nullptr,
-                    FusionMissing::kRenormalise, cold);
+                    FusionMissing::kColdWeights, cold, {0.8, 0.0, 0.0, 1.5});
   const auto engine = serving::RecommendEngine::open(out);
   const std::int64_t I = file.num_items();
   std::int64_t users = 0, cold_shown = 0, matched = 0;
