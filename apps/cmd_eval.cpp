@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "apps/app_context.h"
 #include "apps/commands.h"
@@ -122,7 +123,8 @@ namespace {
 /// The fused scorer of `weights` over `scorers` (by name), tuned on `valid`
 /// when `tune`; nullptr when `weights` is empty.
 std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers,
-                                          const std::map<std::string, double>& weights, bool tune, Evaluator& valid) {
+                                          const std::map<std::string, double>& weights, bool tune, Evaluator& valid,
+                                          const std::vector<std::string>& vocab) {
   if (weights.empty()) return nullptr;
   std::vector<FusionComponent> components;
   std::string available;
@@ -140,7 +142,9 @@ std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scor
   for (std::size_t k = 0; k < components.size(); ++k) {
     if (components[k].scorer->name() == "model") reference = k;
   }
-  FusionTuning t = fusion_tune(components, reference, valid);
+  // The cold-target figures in the world where some training items play new ones.
+  const std::optional<FusionColdWorld> world = fusion_cold_world(components, valid, vocab);
+  FusionTuning t = fusion_tune(components, reference, valid, world ? &*world : nullptr);
   std::string picked;
   for (std::size_t k = 0; k < components.size(); ++k) {
     picked += fmt::format("{}{}={}", k ? ", " : "", components[k].scorer->name(), t.weights[k]);
@@ -150,8 +154,9 @@ std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scor
     cold += fmt::format("{}{}={:.3g}", k ? ", " : "", components[k].scorer->name(), t.cold_weights[k]);
   }
   spdlog::info("fusion: tuned on valid over {} weightings: {}, cold items {} ({}) (NDCG@10 {:.4f}, on cold "
-               "targets {:.4f}; cold tolerance {:g})",
+               "targets {:.4f}{}; cold tolerance {:g})",
                t.tried.size(), picked, fusion_missing_name(t.missing), cold, t.ndcg10, t.cold_ndcg10,
+               t.cold_withheld > 0 ? fmt::format(" with {} training items withheld", t.cold_withheld) : "",
                t.cold_tolerance);
   return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t, valid.items().cold));
 }
@@ -163,7 +168,7 @@ std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scor
   const EvalFusionConfig& f = ctx.config.eval.fusion;
   if (f.weights.empty()) return nullptr;
   Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
-  return fusion_build(scorers, f.weights, f.tune, valid);
+  return fusion_build(scorers, f.weights, f.tune, valid, file.vocab());
 }
 
 std::string eval_table_note(const EvalConfig& config) {
@@ -198,7 +203,8 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
                  "{} of eval.fusion.weights", left_out.dump());
   }
   const bool fused = r.fusion.size() > 1 || r.fusion.count("model") == 0;
-  std::shared_ptr<FusedScorer> fusion = fused ? fusion_build(scorers, r.fusion, eval.fusion.tune, valid) : nullptr;
+  std::shared_ptr<FusedScorer> fusion = fused ? fusion_build(scorers, r.fusion, eval.fusion.tune, valid, file.vocab())
+                                                    : nullptr;
   if (fusion) {
     r.fusion.clear();
     const auto& components = fusion->components();

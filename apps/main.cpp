@@ -26,10 +26,16 @@ int main(int argc, char** argv) {
   llmrec::command_export_add(app);
   llmrec::command_adapter_add(app);
   llmrec::command_report_add(app);
+  // Exit codes (README.md, "Exit codes"): 0 done; 1 an error (bad input, a
+  // failed check); 2 a usage error; 3 a collective timed out (every rank
+  // aborted); 128 + N: train stopped by signal N after a checkpoint.
+  constexpr int kExitUsage = 2;
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {  // a subcommand's own exit code
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {  // --help and --version: 0; a usage error: its message, 2
+    return app.exit(e) == 0 ? 0 : kExitUsage;
   } catch (const llmrec::Error& e) {
     std::fprintf(stderr, "llmrec: error: %s\n", e.what());
     return 1;

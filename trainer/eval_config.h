@@ -200,7 +200,7 @@ struct EvalFusionConfig {
     v.field("cold_tolerance", cold_tolerance,
             "Share of the best validation NDCG@10 the tuning may give up for new items: among the weightings "
             "within (1 - cold_tolerance) x the best, the one with the best validation NDCG@10 on cold targets "
-            "wins; 0 = the best NDCG@10 alone",
+            "(real ones and the training items eval.cold_calibration withholds) wins; 0 = the best NDCG@10 alone",
             config_range(0.0, 0.2));
   }
 };

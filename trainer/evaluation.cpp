@@ -84,14 +84,17 @@ nlohmann::json group_json(const EvalGroupMetrics& g, const std::vector<int>& ks,
 
 /// Each row of `blk` ranked for its held-out item with its history excluded
 /// (rows in parallel); an error names `what` and the user.
+/// `skip` (empty or one per row): rows with 1 are not ranked (their
+/// UserRanking stays default).
 std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* scores, std::int64_t n_items, int k_max,
-                                   const std::string& what) {
+                                   const std::string& what, const std::vector<std::uint8_t>& skip = {}) {
   const std::int64_t rows = blk.request.size();
   std::vector<UserRanking> rankings(static_cast<std::size_t>(rows));
   at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
     ExclusionMask mask(n_items);
     for (std::int64_t r = r0; r < r1; ++r) {
       const auto b = static_cast<std::size_t>(r);
+      if (!skip.empty() && skip[b] != 0) continue;
       mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
                blk.targets[b]);
       try {
@@ -243,9 +246,13 @@ at::Tensor Evaluator::check_scores(const at::Tensor& scores, const Block& block,
 }
 
 std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& scores, const std::string& label,
-                                         std::vector<double>* cold_mean) {
+                                         std::vector<double>* cold_mean, const std::vector<std::uint8_t>* cold_items,
+                                         bool cold_only) {
   LLMREC_CHECK(k >= 1 && points >= 1, "mean_ndcg needs k >= 1 and points >= 1 (got {} and {})", k, points);
   const std::int64_t n_items = num_items();
+  const std::vector<std::uint8_t>& is_cold = cold_items != nullptr ? *cold_items : items_.cold;
+  LLMREC_CHECK(static_cast<std::int64_t>(is_cold.size()) == n_items, "mean_ndcg: a cold mask of {} items for {}",
+               is_cold.size(), n_items);
   const auto gp = static_cast<std::size_t>(points);
   const std::size_t width = gp + 1;  // the points, then 1 for a cold held-out item
   std::vector<double> local;
@@ -254,15 +261,18 @@ std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& s
     const std::int64_t rows = blk.request.size();
     const std::size_t base = local.size();
     local.resize(base + static_cast<std::size_t>(rows) * width);
+    std::vector<std::uint8_t> skip(cold_only ? static_cast<std::size_t>(rows) : 0);
     for (std::int64_t r = 0; r < rows; ++r) {
       const auto target = static_cast<std::size_t>(blk.targets[static_cast<std::size_t>(r)]);
-      local[base + static_cast<std::size_t>(r) * width + gp] = items_.cold[target] != 0 ? 1.0 : 0.0;
+      local[base + static_cast<std::size_t>(r) * width + gp] = is_cold[target] != 0 ? 1.0 : 0.0;
+      if (cold_only) skip[static_cast<std::size_t>(r)] = is_cold[target] == 0;
     }
     for (int g = 0; g < points; ++g) {
       const at::Tensor s = check_scores(scores(blk, g), blk, label);
       const std::vector<UserRanking> rankings =
-          rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g));
+          rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g), skip);
       for (std::size_t b = 0; b < rankings.size(); ++b) {
+        if (!skip.empty() && skip[b] != 0) continue;
         local[base + b * width + static_cast<std::size_t>(g)] = expected_ndcg(rankings[b].above, rankings[b].ties, k);
       }
     }
@@ -279,8 +289,9 @@ std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& s
       if (is_cold) cold[g] += all[u * width + g];
     }
   }
-  for (auto& m : mean) m = users > 0 ? m / static_cast<double>(users) : 0.0;
   for (auto& m : cold) m = cold_users > 0 ? m / static_cast<double>(cold_users) : 0.0;
+  if (cold_only) mean = cold;
+  for (auto& m : mean) m = users > 0 && !cold_only ? m / static_cast<double>(users) : m;
   if (cold_mean != nullptr) *cold_mean = std::move(cold);
   return mean;
 }

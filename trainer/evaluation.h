@@ -130,9 +130,13 @@ class Evaluator {
   /// once and summed in user order: the same vector on every rank, and
   /// point p's value equals evaluate()'s NDCG@k of that scoring bit for bit.
   /// `label` names the scorings in errors. `cold_mean` (optional) receives
-  /// the same mean over the users whose held-out item is cold (0 when none).
+  /// the same mean over the users whose held-out item is cold (0 when none):
+  /// cold in `cold_items` ([num_items], 1 = cold) when given, else in items().
+  /// `cold_only`: only those users' rows are ranked (the others' scores are
+  /// not read), and the returned means are theirs too.
   std::vector<double> mean_ndcg(int k, int points, const PointScores& scores, const std::string& label,
-                                std::vector<double>* cold_mean = nullptr);
+                                std::vector<double>* cold_mean = nullptr,
+                                const std::vector<std::uint8_t>* cold_items = nullptr, bool cold_only = false);
   /// Collective: mean_ndcg of each scorer (each scores every block once).
   std::vector<double> mean_ndcg(int k, const std::vector<Scorer*>& scorers);
 

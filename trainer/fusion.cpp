@@ -230,10 +230,12 @@ struct TunePoints {
 };
 
 /// Collective: validation NDCG@10 of each point (each component scores each
-/// block once).
-std::vector<double> tune_evaluate(const std::vector<FusionComponent>& components, const TunePoints& p,
-                                  Evaluator& valid, std::vector<double>& cold_ndcg) {
-  const std::uint8_t* cold = valid.items().cold.data();
+/// block once), and in `cold_ndcg` that over the users whose target is in
+/// `cold_items`; `cold_only`: those users alone (the others are not fused).
+std::vector<double> tune_evaluate(const std::vector<std::shared_ptr<Scorer>>& components, const TunePoints& p,
+                                  Evaluator& valid, const std::vector<std::uint8_t>& cold_items,
+                                  std::vector<double>& cold_ndcg, bool cold_only) {
+  const std::uint8_t* cold = cold_items.data();
   const std::int64_t n = valid.num_items();
   std::vector<std::vector<float>> zs;
   auto fused = [&](const Evaluator::Block& blk, int g) {
@@ -241,37 +243,54 @@ std::vector<double> tune_evaluate(const std::vector<FusionComponent>& components
       zs.clear();
       for (const auto& c : components) {
         std::int64_t width = n;
-        zs.push_back(standardised_scores(*c.scorer, blk.request, width));
+        zs.push_back(standardised_scores(*c, blk.request, width));
       }
     }
     const auto q = static_cast<std::size_t>(g);
-    at::Tensor out = at::empty({blk.request.size(), n}, at::kFloat);
+    at::Tensor out = cold_only ? at::zeros({blk.request.size(), n}, at::kFloat)
+                               : at::empty({blk.request.size(), n}, at::kFloat);
     std::vector<const float*> rows(zs.size());
     for (std::int64_t r = 0; r < blk.request.size(); ++r) {
+      if (cold_only && cold[blk.targets[static_cast<std::size_t>(r)]] == 0) continue;
       for (std::size_t k = 0; k < zs.size(); ++k) rows[k] = zs[k].data() + r * n;
       fusion_combine(rows, p.weights[q], n, out.data_ptr<float>() + r * n,
                      p.missing[q] == FusionMissing::kScored ? nullptr : cold, p.cold[q]);
     }
     return out;
   };
-  return valid.mean_ndcg(kTuneK, static_cast<int>(p.weights.size()), fused, "fusion", &cold_ndcg);
+  return valid.mean_ndcg(kTuneK, static_cast<int>(p.weights.size()), fused, "fusion", &cold_ndcg, &cold_items,
+                         cold_only);
 }
 
 }  // namespace
 
-FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid) {
+FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
+                         const FusionColdWorld* world) {
   LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'", valid.split());
   LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());
+  LLMREC_CHECK(world == nullptr || (world->scorers.size() == components.size() &&
+                                    static_cast<std::int64_t>(world->cold.size()) == valid.num_items()),
+               "fusion: a cold world of {} scorers and {} items for {} components and {} items",
+               world ? world->scorers.size() : 0, world ? world->cold.size() : 0, components.size(),
+               valid.num_items());
   const std::vector<double>& grid = fusion_grid();
   const std::vector<std::uint8_t>& cold = valid.items().cold;
-  const bool any_cold = std::find(cold.begin(), cold.end(), std::uint8_t{1}) != cold.end();
+  const bool any_cold = std::find(cold.begin(), cold.end(), std::uint8_t{1}) != cold.end() ||
+                        (world != nullptr && world->withheld > 0);
+  std::vector<std::shared_ptr<Scorer>> real;
+  for (const auto& c : components) real.push_back(c.scorer);
   std::vector<bool> scores_cold;
   for (const auto& c : components) scores_cold.push_back(c.scorer->scores_cold_items());
   const bool any_cf = std::find(scores_cold.begin(), scores_cold.end(), false) != scores_cold.end();
   FusionTuning t;
   auto record = [&](const TunePoints& p) {
     std::vector<double> cold_ndcg;
-    const std::vector<double> ndcg = tune_evaluate(components, p, valid, cold_ndcg);
+    const std::vector<double> ndcg = tune_evaluate(real, p, valid, cold, cold_ndcg, false);
+    if (world != nullptr) {  // the cold-target figures of the world: its cold-target users alone
+      std::vector<double> world_ndcg;
+      tune_evaluate(world->scorers, p, valid, world->cold, world_ndcg, true);
+      cold_ndcg = world_ndcg;
+    }
     for (std::size_t g = 0; g < p.weights.size(); ++g) {
       t.tried.push_back(p.weights[g]);
       t.tried_missing.push_back(p.missing[g]);
@@ -350,6 +369,7 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
   t.ndcg10 = t.tried_ndcg10[best];
   t.cold_ndcg10 = t.tried_cold_ndcg10[best];
   t.cold_tolerance = tolerance;
+  t.cold_withheld = world != nullptr ? world->withheld : 0;
   return t;
 }
 
@@ -381,6 +401,11 @@ FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const Fus
                       {"best_valid_ndcg@10", tuning.ndcg10},
                       {"best_valid_cold_ndcg@10", tuning.cold_ndcg10},
                       {"cold_tolerance", tuning.cold_tolerance},
+                      {"cold_targets", tuning.cold_withheld > 0
+                                           ? fmt::format("validation users whose target is cold or one of {} training "
+                                                         "items whose IDs and events were withheld",
+                                                         tuning.cold_withheld)
+                                           : std::string("validation users whose target is cold")},
                       {"points_tried", tuning.tried.size()},
                       {"missing_tried", policies},
                       {"tried", tried}},

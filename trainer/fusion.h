@@ -103,6 +103,16 @@ class FusedScorer : public Scorer {
   std::vector<double> cold_weights_;
 };
 
+/// A validation world in which some training items play new ones: the
+/// tuning's cold-target figures are measured there when one is given
+/// (model_scorer.h, fusion_cold_world()), because a validation split holds
+/// few cold targets or none.
+struct FusionColdWorld {
+  std::vector<std::shared_ptr<Scorer>> scorers;  ///< one per component, in this world
+  std::vector<std::uint8_t> cold;                ///< [num_items]: the real cold items and the withheld ones
+  std::int64_t withheld = 0;                     ///< training items playing new ones
+};
+
 /// What fusion_tune found.
 struct FusionTuning {
   std::vector<double> weights;  ///< best weights, one per component
@@ -116,6 +126,7 @@ struct FusionTuning {
   std::vector<double> tried_cold_ndcg10;   ///< its validation NDCG@10 on the users with a cold target
   double cold_ndcg10 = 0;                  ///< that of the best point
   double cold_tolerance = 0;               ///< eval.fusion.cold_tolerance it was chosen with
+  std::int64_t cold_withheld = 0;          ///< training items withheld for the cold-target figures (0: none)
 };
 
 /// Collective: grid search over the weights on `valid` (an Evaluator of the
@@ -131,8 +142,11 @@ struct FusionTuning {
 /// block once per stage. The best point: the best validation NDCG@10 on
 /// cold targets among the points within (1 - eval.fusion.cold_tolerance) x
 /// the best validation NDCG@10 (ties: the better NDCG@10, then the first
-/// grid point in that order).
-FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid);
+/// grid point in that order). With `world`, the cold-target figures are
+/// those of each point in that world (its scorers, its cold items) and the
+/// NDCG@10 stays the real one.
+FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
+                         const FusionColdWorld* world = nullptr);
 
 /// The fused scorer with the tuned weights and policy; its params() record
 /// the tuning. `cold` as in FusedScorer (valid.items().cold).

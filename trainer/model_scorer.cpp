@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include <spdlog/spdlog.h>
@@ -287,6 +288,80 @@ std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluato
   auto scorer = std::make_shared<ModelScorer>(std::move(model), items, text_len, valid.comm(), "model", cold.scoring);
   scorer->set_calibration_record(cold.to_json());
   return scorer;
+}
+
+namespace {
+
+/// `inner` with no evidence on the items of `hidden`: their scores are the
+/// row's lowest finite score among the other items.
+class WithoutEvidenceScorer : public Scorer {
+ public:
+  WithoutEvidenceScorer(std::shared_ptr<Scorer> inner, const std::vector<std::uint8_t>& hidden)
+      : inner_(std::move(inner)),
+        hidden_(torch::from_blob(const_cast<std::uint8_t*>(hidden.data()), {static_cast<std::int64_t>(hidden.size())},
+                                 torch::kByte)
+                    .to(torch::kBool)) {}
+  std::string name() const override { return inner_->name(); }
+  nlohmann::json params() const override { return inner_->params(); }
+  bool scores_cold_items() const override { return inner_->scores_cold_items(); }
+  at::Tensor score(const ScoreRequest& request) override {
+    at::Tensor s = inner_->score(request).contiguous().clone();
+    if (s.dim() != 2 || s.size(1) != hidden_.size(0)) return s;  // the fusion names the bad shape
+    const float inf = std::numeric_limits<float>::infinity();
+    const at::Tensor known = s.masked_fill(hidden_.unsqueeze(0), inf).masked_fill(s == -inf, inf);
+    at::Tensor low = std::get<0>(known.min(/*dim=*/1, /*keepdim=*/true));
+    low = low.masked_fill(low == inf, 0.0f);
+    return torch::where(hidden_.unsqueeze(0), low.expand_as(s), s);
+  }
+
+ private:
+  std::shared_ptr<Scorer> inner_;
+  at::Tensor hidden_;  ///< [I] bool
+};
+
+}  // namespace
+
+std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components, Evaluator& valid,
+                                                 const std::vector<std::string>& vocab) {
+  const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
+  std::shared_ptr<ModelScorer> model;
+  for (const auto& c : components) {
+    if (auto m = std::dynamic_pointer_cast<ModelScorer>(c.scorer)) model = m;
+  }
+  if (!config.enabled || model == nullptr) return std::nullopt;
+  const ModelConfig& m = model->model()->options().config();
+  if (!m.item_text || !m.item_id_embedding) return std::nullopt;
+  const ItemTable& real = valid.items();
+  ItemTable items = real;
+  const std::vector<std::int64_t> withheld = cold_withheld_items(items.cold, config.withhold, config.seed);
+  if (withheld.empty()) return std::nullopt;
+  std::vector<std::uint8_t> hidden(real.cold.size(), 0);
+  for (std::int64_t i : withheld) {
+    items.cold[static_cast<std::size_t>(i)] = 1;
+    hidden[static_cast<std::size_t>(i)] = 1;
+  }
+  ColdScoring scoring = model->cold_scoring();
+  if (scoring.neighbour_weight != 0) {
+    const std::int64_t n = valid.num_items();
+    const int full_len = n > 0 ? static_cast<int>(static_cast<std::int64_t>(real.tokens.size()) / n) : 0;
+    const TfidfMatrix tfidf =
+        tfidf_matrix(real, full_len, vocab, {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
+    scoring.neighbours = tfidf_neighbours(tfidf, items.cold, config.neighbours);
+  }
+  FusionColdWorld world;
+  world.cold = items.cold;
+  world.withheld = static_cast<std::int64_t>(withheld.size());
+  for (const auto& c : components) {
+    if (c.scorer == model) {
+      world.scorers.push_back(std::make_shared<ModelScorer>(model->model(), items, m.text_len, valid.comm(),
+                                                            model->name(), scoring));
+    } else if (!c.scorer->scores_cold_items()) {
+      world.scorers.push_back(std::make_shared<WithoutEvidenceScorer>(c.scorer, hidden));
+    } else {
+      world.scorers.push_back(c.scorer);
+    }
+  }
+  return world;
 }
 
 }  // namespace llmrec

@@ -19,6 +19,7 @@
 /// on the validation split, with the IDs of some training items withheld.
 
 #include <memory>
+#include <optional>
 
 #include "data/dataset.h"
 #include "distributed/communicator.h"
@@ -26,6 +27,7 @@
 #include "trainer/baselines.h"
 #include "trainer/eval_config.h"
 #include "trainer/evaluation.h"
+#include "trainer/fusion.h"
 #include "trainer/scorer.h"
 
 namespace llmrec {
@@ -54,6 +56,8 @@ class ModelScorer : public Scorer {
   at::Tensor user_vectors(const ScoreRequest& request);
   /// How cold items are scored (alpha, b and the neighbours).
   const ColdScoring& cold_scoring() const { return cold_; }
+  /// The model it scores with.
+  const Recommender& model() const { return model_; }
   /// Recorded in params() under "cold_calibration" (how the cold scoring was chosen).
   void set_calibration_record(nlohmann::json record) { calibration_ = std::move(record); }
 
@@ -130,5 +134,19 @@ ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len
 /// --checkpoint` put in their tables).
 std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid, const ItemTable& items,
                                                      int text_len, const std::vector<std::string>& vocab);
+
+/// Collective: the validation world of cold_calibrate() for the fusion
+/// tuning's cold-target figures (fusion.h, FusionColdWorld): the items of
+/// cold_withheld_items() play new ones. The ModelScorer among `components`
+/// is encoded again with their ID vectors withheld (its cold scoring: the
+/// same shift b and alpha, their neighbours among the other items); every
+/// collaborative component (scores_cold_items() false) has no evidence on
+/// them (their scores set to the row's lowest finite score, what an item
+/// without events gets from popularity and ItemKNN); the others are as
+/// they are. std::nullopt when no component is a ModelScorer of a model
+/// with item text and ID vectors, eval.cold_calibration is disabled, or
+/// nothing is withheld.
+std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components, Evaluator& valid,
+                                                 const std::vector<std::string>& vocab);
 
 }  // namespace llmrec

@@ -55,6 +55,18 @@ rc=$?
 [[ $rc -eq 1 ]] && expect "unknown key" typo.txt "typo.yaml:4: unknown key 'comm.timout_s'; did you mean 'comm.timeout_s'\?" \
   || fail "unknown key: exit code $rc, expected 1" typo.txt
 
+# Exit codes as the README's table gives them: usage errors 2 with CLI11's
+# message, --help 0.
+"$bin" config --bogus >usage.txt 2>&1; rc=$?
+[[ $rc -eq 2 ]] && expect "an unknown option: exit code 2" usage.txt "bogus" || fail "--bogus: exit code $rc, expected 2" usage.txt
+"$bin" train -c no_such_config.yaml >usage2.txt 2>&1; rc=$?
+[[ $rc -eq 2 ]] && expect "a -c file that does not exist: exit code 2" usage2.txt "no_such_config.yaml" \
+  || fail "train -c missing file: exit code $rc, expected 2" usage2.txt
+"$bin" train --help >help_train.txt 2>&1; rc=$?
+[[ $rc -eq 0 ]] && expect "train --help: exit code 0" help_train.txt "--dry-run" || fail "train --help: exit code $rc" help_train.txt
+grep -q '^| 2 | a usage error' "$src/README.md" && grep -q '^| 1 | an error' "$src/README.md" \
+  && ok "README documents exit codes 1 and 2" || fail "README's exit code table lacks 1 or 2" "$src/README.md"
+
 # include: and --set, and the resolved output.
 printf 'include: %s\nrun:\n  threads: 2\n' "$src/configs/quickstart.yaml" >child.yaml
 "$bin" config -c child.yaml --set comm.timeout_s=7.5 >resolved.txt 2>&1

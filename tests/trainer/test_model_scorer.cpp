@@ -14,6 +14,8 @@
 #include "tests/test_dataset_helper.h"
 #include "tests/trainer/eval_test_util.h"
 #include "tests/trainer/tiny_model.h"
+#include "trainer/baselines.h"
+#include "trainer/fusion.h"
 #include "trainer/model_scorer.h"
 
 namespace llmrec {
@@ -205,6 +207,70 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   EXPECT_EQ(c1.scale, c.scale);
   EXPECT_EQ(c1.ndcg10, c.ndcg10);
   EXPECT_EQ(c1.cold_users, c.cold_users);
+}
+
+TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsColdTargets) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  EvalConfig e;
+  e.cold_calibration.withhold = 0.2;
+  e.cold_calibration.seed = 5;
+  e.fusion.cold_tolerance = 0.05;
+  Evaluator valid(file, comm, "valid", e);
+  ColdScoring scoring;
+  scoring.shift = 0.7;
+  auto m = std::make_shared<ModelScorer>(model, valid.items(), kTextLen, comm, "model", scoring);
+  auto pop = std::make_shared<PopularityScorer>(valid.items().train_count);
+  const std::vector<FusionComponent> components = {{m, 1.0}, {pop, 1.0}};
+  const std::optional<FusionColdWorld> world = fusion_cold_world(components, valid, file.vocab());
+  ASSERT_TRUE(world.has_value());
+  const std::vector<std::int64_t> withheld = cold_withheld_items(valid.items().cold, 0.2, 5);
+  ASSERT_FALSE(withheld.empty());
+  EXPECT_EQ(world->withheld, static_cast<std::int64_t>(withheld.size()));
+  ItemTable items = valid.items();
+  for (std::int64_t i : withheld) items.cold[static_cast<std::size_t>(i)] = 1;
+  EXPECT_EQ(world->cold, items.cold);
+  ASSERT_EQ(world->scorers.size(), 2u);
+  // The model: its IDs withheld on those items, the same shift.
+  ModelScorer expected(model, items, kTextLen, comm, "model", scoring);
+  const Evaluator::Block blk = valid.block(0);
+  ASSERT_GT(blk.request.size(), 0);
+  EXPECT_TRUE(torch::allclose(world->scorers[0]->score(blk.request), expected.score(blk.request), 1e-6, 1e-6));
+  // Popularity: no evidence on the withheld items (the row's lowest score
+  // among the others), the rest as it was.
+  const torch::Tensor got = world->scorers[1]->score(blk.request), plain = pop->score(blk.request);
+  torch::Tensor hidden = torch::zeros({valid.num_items()}, torch::kBool);
+  for (std::int64_t i : withheld) hidden[i] = true;
+  const torch::Tensor low = std::get<0>(plain.masked_fill(hidden.unsqueeze(0), 1e30f).min(1, true));
+  EXPECT_TRUE(torch::equal(got.masked_select(hidden.logical_not().unsqueeze(0).expand_as(got)),
+                           plain.masked_select(hidden.logical_not().unsqueeze(0).expand_as(plain))));
+  EXPECT_TRUE(torch::equal(got.masked_select(hidden.unsqueeze(0).expand_as(got)),
+                           low.expand_as(got).masked_select(hidden.unsqueeze(0).expand_as(got))));
+
+  // Tuning with the world: the NDCG@10 is the real one, the cold-target
+  // figure of a point is that of the same fusion in the world over its
+  // cold-target users.
+  const FusionTuning plain_tuning = fusion_tune(components, 0, valid);
+  const FusionTuning t = fusion_tune(components, 0, valid, &*world);
+  EXPECT_EQ(t.cold_withheld, world->withheld);
+  ASSERT_EQ(t.tried.size(), plain_tuning.tried.size());
+  ASSERT_EQ(t.tried_ndcg10, plain_tuning.tried_ndcg10);
+  for (std::size_t g : {std::size_t{0}, t.tried.size() / 2, t.tried.size() - 1}) {
+    FusedScorer fused({{world->scorers[0], t.tried[g][0]}, {world->scorers[1], t.tried[g][1]}}, "fusion", nullptr,
+                      t.tried_missing[g], world->cold, t.tried_cold[g]);
+    std::vector<double> cold_mean;
+    valid.mean_ndcg(
+        10, 1, [&](const Evaluator::Block& b, int) { return fused.score(b.request); }, "world", &cold_mean,
+        &world->cold);
+    EXPECT_NEAR(t.tried_cold_ndcg10[g], cold_mean[0], 1e-12) << "point " << g;
+  }
+  // No world without ID vectors, or with the calibration off.
+  auto no_ids = std::make_shared<ModelScorer>(make_model(file, false), valid.items(), kTextLen, comm);
+  EXPECT_FALSE(fusion_cold_world({{no_ids, 1.0}, {pop, 1.0}}, valid, file.vocab()).has_value());
+  EvalConfig off = e;
+  off.cold_calibration.enabled = false;
+  Evaluator off_valid(file, comm, "valid", off);
+  EXPECT_FALSE(fusion_cold_world(components, off_valid, file.vocab()).has_value());
 }
 
 TEST_F(ModelScorerTest, NoCalibrationWithoutIdVectorsOrWhenOff) {
