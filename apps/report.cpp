@@ -97,6 +97,41 @@ double metric(const json& group, const std::string& key) {
   return group.contains(key) && group[key].is_number() ? group[key].get<double>() : std::nan("");
 }
 
+/// NDCG@K of every scorer by history length and by the held-out item's
+/// popularity (the results' "segments"); "" for results without them.
+std::string segments_section(const json& eval) {
+  const json& results = eval.at("results");
+  if (results.empty() || !results[0].contains("segments")) return "";
+  const json& first = results[0]["segments"];
+  const int k = first.value("k", 10);
+  std::string h = fmt::format("<h2>Segments</h2>\n<p>NDCG@{} by the user's history length (events before the "
+                              "held-out one) and by the held-out item's training events.</p>\n", k);
+  const std::string key = fmt::format("ndcg@{}", k);
+  for (const auto& [by, title] : {std::pair<const char*, const char*>{"history_length", "history length"},
+                                  {"target_popularity", "held-out item's training events"}}) {
+    if (!first.contains(by)) continue;
+    h += fmt::format("<table class=\"num\">\n<tr><th>{}</th><th>users</th>", title);
+    for (const auto& r : results) h += "<th>" + report_escape(r.value("scorer", "?")) + "</th>";
+    h += "</tr>\n";
+    const json& rows = first[by];
+    for (std::size_t g = 0; g < rows.size(); ++g) {
+      h += fmt::format("<tr><td>{}</td><td>{}</td>", report_escape(rows[g].value("range", "?")),
+                       rows[g].value("users", 0));
+      for (const auto& r : results) {
+        const json* seg = r.contains("segments") && r["segments"].contains(by) && r["segments"][by].size() > g
+                              ? &r["segments"][by][g]
+                              : nullptr;
+        h += seg != nullptr && seg->contains(key) && (*seg)[key].is_number()
+                 ? fmt::format("<td>{:.4f}</td>", (*seg)[key].get<double>())
+                 : std::string("<td>-</td>");
+      }
+      h += "</tr>\n";
+    }
+    h += "</table>\n";
+  }
+  return h;
+}
+
 /// The test table and a bar chart of NDCG@10 by scorer.
 std::string test_section(const json& eval) {
   const json& results = eval.at("results");
@@ -273,6 +308,7 @@ std::string report_write(const std::string& run_dir) {
     try {
       eval = json::parse(read_text(eval_path.string()));
       html += "<h2>Test split</h2>\n" + test_section(eval);
+      html += segments_section(eval);
     } catch (const json::exception& e) {
       throw IoError(fmt::format("{}: not an evaluation result: {}", eval_path.string(), e.what()));
     }

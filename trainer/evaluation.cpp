@@ -110,6 +110,24 @@ std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* sco
 
 }  // namespace
 
+const std::vector<std::string>& eval_history_segments() {
+  static const std::vector<std::string> names = {"0-4", "5-9", "10-19", "20-49", "50+"};
+  return names;
+}
+
+const std::vector<std::string>& eval_popularity_segments() {
+  static const std::vector<std::string> names = {"0 (cold)", "1-9", "10-49", "50-199", "200+"};
+  return names;
+}
+
+std::size_t eval_history_segment(std::int64_t length) {
+  return length < 5 ? 0 : length < 10 ? 1 : length < 20 ? 2 : length < 50 ? 3 : 4;
+}
+
+std::size_t eval_popularity_segment(std::int64_t train_count) {
+  return train_count <= 0 ? 0 : train_count < 10 ? 1 : train_count < 50 ? 2 : train_count < 200 ? 3 : 4;
+}
+
 EvalShard eval_shard(std::int64_t num_users, std::int64_t batch_users, int rank, int world) {
   LLMREC_CHECK(num_users >= 0 && batch_users >= 1 && world >= 1 && rank >= 0 && rank < world,
                "eval_shard: bad arguments (users {}, batch {}, rank {} of {})", num_users, batch_users, rank, world);
@@ -322,7 +340,10 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   const std::vector<int>& ks = config_.k;
   const auto nk = ks.size();
   const int kmax = *std::max_element(ks.begin(), ks.end());
-  const int width = row_width(nk);
+  // Each user's row: the metric columns, then its history length and its
+  // held-out item's training event count (the segments).
+  const int metrics_width = row_width(nk);
+  const int width = metrics_width + 2;
   const std::int64_t n_items = num_items();
   const std::string name = scorer.name();
 
@@ -360,6 +381,8 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
           if (cold) ++counts[(nk + i) * static_cast<std::size_t>(n_items) + item];
         }
       }
+      local.push_back(static_cast<double>(blk.request.history_size(r)));
+      local.push_back(static_cast<double>(items_.train_count[static_cast<std::size_t>(target)]));
       ++evaluated;
     }
   }
@@ -424,6 +447,33 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   };
   fill(res.all, sum_all, n_rows, 0);
   fill(res.cold, sum_cold, n_cold, 1);
+  // Segments: NDCG@K and Recall@K by history length and by the held-out
+  // item's popularity, K = 10 when evaluated.
+  std::size_t ki = 0;
+  for (std::size_t i = 0; i < nk; ++i) {
+    if (ks[i] == 10) ki = i;
+  }
+  res.segment_k = ks[ki];
+  const int col_recall = kColPerK + kPerK * static_cast<int>(ki) + 1, col_ndcg = col_recall + 1;
+  for (const char* by : {"history_length", "target_popularity"}) {
+    const bool history = std::string(by) == "history_length";
+    const std::vector<std::string>& names = history ? eval_history_segments() : eval_popularity_segments();
+    std::vector<double> ndcg(names.size(), 0.0), recall(names.size(), 0.0);
+    std::vector<std::int64_t> users(names.size(), 0);
+    for (std::int64_t u = 0; u < n_rows; ++u) {
+      const double* row = all_rows.data() + u * width;
+      const auto value = static_cast<std::int64_t>(row[history ? metrics_width : metrics_width + 1]);
+      const std::size_t g = history ? eval_history_segment(value) : eval_popularity_segment(value);
+      ++users[g];
+      ndcg[g] += row[col_ndcg];
+      recall[g] += row[col_recall];
+    }
+    for (std::size_t g = 0; g < names.size(); ++g) {
+      const double n = static_cast<double>(users[g]);
+      res.segments.push_back({by, names[g], users[g], users[g] > 0 ? ndcg[g] / n : kNaN,
+                              users[g] > 0 ? recall[g] / n : kNaN});
+    }
+  }
   return res;
 }
 
@@ -482,6 +532,26 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
   return p;
 }
 
+namespace {
+
+/// {"k": K, "history_length": [{"range", "users", "ndcg@K", "recall@K"}...], "target_popularity": [...]}
+/// (an empty segment's figures are null).
+nlohmann::json segments_json(const EvalResult& r) {
+  nlohmann::json j = {{"k", r.segment_k},
+                      {"history_length", nlohmann::json::array()},
+                      {"target_popularity", nlohmann::json::array()}};
+  auto number = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  for (const EvalSegment& s : r.segments) {
+    j[s.by].push_back({{"range", s.range},
+                       {"users", s.users},
+                       {fmt::format("ndcg@{}", r.segment_k), number(s.ndcg)},
+                       {fmt::format("recall@{}", r.segment_k), number(s.recall)}});
+  }
+  return j;
+}
+
+}  // namespace
+
 nlohmann::json eval_results_json(const std::vector<EvalResult>& results, const EvalProtocol& p) {
   nlohmann::json scorers = nlohmann::json::array();
   nlohmann::json out = nlohmann::json::array();
@@ -498,6 +568,7 @@ nlohmann::json eval_results_json(const std::vector<EvalResult>& results, const E
                    {"repeat_targets", r.repeat_targets}}},
         {"all", group_json(r.all, r.k, r.has_categories)},
         {"cold", group_json(r.cold, r.k, r.has_categories)},
+        {"segments", segments_json(r)},
         {"seconds", r.seconds},
     });
   }

@@ -68,6 +68,26 @@ struct EvalGroupMetrics {
   std::vector<double> mean_popularity;  ///< mean training count of the top-K items
 };
 
+/// One segment of the users: NDCG@K and Recall@K (K: 10 when evaluated,
+/// else the first cut-off) over the users whose history length, or whose
+/// held-out item's training event count, falls in `range`.
+struct EvalSegment {
+  std::string by;     ///< "history_length" | "target_popularity"
+  std::string range;  ///< "1-4", "200+", "0 (cold)", ...
+  std::int64_t users = 0;
+  double ndcg = 0;    ///< NaN when the segment is empty
+  double recall = 0;
+};
+
+/// Pure: the segment of a history of `length` events ("0-4", "5-9",
+/// "10-19", "20-49", "50+") and of a held-out item with `train_count`
+/// training events ("0 (cold)", "1-9", "10-49", "50-199", "200+"); each
+/// list in order.
+const std::vector<std::string>& eval_history_segments();
+const std::vector<std::string>& eval_popularity_segments();
+std::size_t eval_history_segment(std::int64_t length);
+std::size_t eval_popularity_segment(std::int64_t train_count);
+
 struct EvalResult {
   std::string scorer;
   nlohmann::json params;
@@ -81,6 +101,8 @@ struct EvalResult {
   bool has_categories = false;       ///< the dataset has item categories (else no diversity)
   EvalGroupMetrics all;
   EvalGroupMetrics cold;             ///< users whose held-out item is cold (items/cold == 1)
+  int segment_k = 10;                ///< the K of the segments' figures
+  std::vector<EvalSegment> segments; ///< history-length segments, then target-popularity ones
   double seconds = 0;                ///< wall time of evaluate() on the slowest rank
 };
 

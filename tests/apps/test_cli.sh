@@ -306,7 +306,8 @@ bars = sum(1 for s in svgs for r in ET.fromstring(s).iter("{http://www.w3.org/20
 assert drawn >= 5, "curves drawn: %d" % drawn  # loss, validation, lr, examples/s, comm share, grad norm
 assert bars >= 3, "bars drawn: %d" % bars
 for needle in ["<h2>Test split</h2>", "<td>model</td>", "<td>oracle</td>", "cold NDCG@10", "<h2>Dataset</h2>",
-               "rows_read", "<h2>Protocol</h2>", "dataset_sha256", "<h2>Configuration</h2>", "batch_size"]:
+               "rows_read", "<h2>Protocol</h2>", "dataset_sha256", "<h2>Configuration</h2>", "batch_size",
+               "<h2>Segments</h2>", "<td>0 (cold)</td>", "<td>50+</td>"]:
     assert needle in h, "missing " + needle
 rest = h.replace('xmlns="http://www.w3.org/2000/svg"', "")
 assert "<script" not in rest and "http://" not in rest and "https://" not in rest and " src=" not in rest, "not offline"

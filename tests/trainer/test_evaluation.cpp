@@ -344,6 +344,47 @@ TEST_F(EvaluationTest, SwappedHistoriesLeavePopularityAsItIsAndCostPersonalisedS
   EXPECT_THAT(eval_protocol(f, "test", swapped, "", 1).history, HasSubstr("eval.swap_histories"));
 }
 
+TEST(EvalSegments, BucketsOfHistoryLengthAndPopularity) {
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(0)], "0-4");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(4)], "0-4");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(5)], "5-9");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(49)], "20-49");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(50)], "50+");
+  EXPECT_EQ(eval_popularity_segments()[eval_popularity_segment(0)], "0 (cold)");
+  EXPECT_EQ(eval_popularity_segments()[eval_popularity_segment(9)], "1-9");
+  EXPECT_EQ(eval_popularity_segments()[eval_popularity_segment(10)], "10-49");
+  EXPECT_EQ(eval_popularity_segments()[eval_popularity_segment(199)], "50-199");
+  EXPECT_EQ(eval_popularity_segments()[eval_popularity_segment(200)], "200+");
+}
+
+TEST_F(EvaluationTest, SegmentsPartitionTheUsersAndAverageToTheWhole) {
+  DatasetFile f(path_);
+  EvalConfig c = config();  // k = {5, 10, 20}: the segments use K = 10
+  auto knn = baseline_scorers_create({"itemknn"}, f, comm, c);
+  Evaluator test(f, comm, "test", c);
+  const EvalResult r = test.evaluate(*knn[0]);
+  EXPECT_EQ(r.segment_k, 10);
+  ASSERT_EQ(r.segments.size(), eval_history_segments().size() + eval_popularity_segments().size());
+  for (const char* by : {"history_length", "target_popularity"}) {
+    std::int64_t users = 0;
+    double ndcg = 0, recall = 0;
+    for (const EvalSegment& s : r.segments) {
+      if (s.by != by || s.users == 0) continue;
+      users += s.users;
+      ndcg += s.ndcg * static_cast<double>(s.users);
+      recall += s.recall * static_cast<double>(s.users);
+    }
+    EXPECT_EQ(users, r.users_evaluated) << by;
+    EXPECT_NEAR(ndcg / static_cast<double>(users), r.all.ndcg[1], 1e-9) << by;
+    EXPECT_NEAR(recall / static_cast<double>(users), r.all.recall[1], 1e-9) << by;
+  }
+  // The cold segment of popularity is the cold group.
+  const EvalSegment& cold = r.segments[eval_history_segments().size()];
+  EXPECT_EQ(cold.range, "0 (cold)");
+  EXPECT_EQ(cold.users, r.cold.users);
+  if (cold.users > 0) EXPECT_NEAR(cold.ndcg, r.cold.ndcg[1], 1e-9);
+}
+
 TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
   DatasetFile f(path_);
   EvalConfig c = config();
@@ -372,6 +413,9 @@ TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
   EXPECT_EQ(p["config_sha256"], sha256_hex(yaml));
   EXPECT_EQ(p["world_size"], comm.size());
   const auto& res = j["results"][0];
+  EXPECT_EQ(res["segments"]["k"], 10);
+  EXPECT_EQ(res["segments"]["history_length"].size(), eval_history_segments().size());
+  EXPECT_EQ(res["segments"]["target_popularity"][0]["range"], "0 (cold)");
   EXPECT_EQ(res["scorer"], "popularity");
   EXPECT_EQ(res["users"]["evaluated"], r.users_evaluated);
   EXPECT_EQ(res["users"]["skipped_without_test_event"], r.users_skipped);
