@@ -88,6 +88,14 @@ class ModelScorerTest : public ::testing::Test {
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
   Communicator& comm = test_comm();
 
+  /// 20% of the training items' IDs withheld (seed 5) while cold scoring is chosen.
+  static EvalConfig withheld_config() {
+    EvalConfig e;
+    e.cold_calibration.withhold = 0.2;
+    e.cold_calibration.seed = 5;
+    return e;
+  }
+
   /// The same model on every rank, every weight away from its init.
   static Recommender make_model(const DatasetFile& file, bool ids = true) {
     torch::manual_seed(21);
@@ -162,9 +170,7 @@ TEST_F(ModelScorerTest, ColdItemsBorrowTheirNeighboursIdVectors) {
 TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
-  EvalConfig e;
-  e.cold_calibration.withhold = 0.2;
-  e.cold_calibration.seed = 5;
+  EvalConfig e = withheld_config();
   e.cold_calibration.neighbours = 4;
   Evaluator valid(file, comm, "valid", e);
   const ColdCalibration c = cold_calibrate(model, valid, kTextLen, file.vocab());
@@ -212,9 +218,7 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
 TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsColdTargets) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
-  EvalConfig e;
-  e.cold_calibration.withhold = 0.2;
-  e.cold_calibration.seed = 5;
+  EvalConfig e = withheld_config();
   e.fusion.cold_tolerance = 0.05;
   Evaluator valid(file, comm, "valid", e);
   ColdScoring scoring;
