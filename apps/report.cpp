@@ -63,12 +63,22 @@ std::vector<json> read_metrics(const std::string& path) {
   return rows;
 }
 
+/// The `key` of the records by step. A record whose step is not past the
+/// previous one starts again (a fresh run appended to the same
+/// metrics.jsonl, or a resume that replays steps after its checkpoint): the
+/// points at or after that step are dropped, so the curve is the latest
+/// history, its steps increasing.
 ReportSeries series_of(const std::vector<json>& rows, const std::string& key, const std::string& name) {
   ReportSeries s;
   s.name = name;
   for (const auto& r : rows) {
     if (!r.contains("step") || !r.contains(key) || !r["step"].is_number() || !r[key].is_number()) continue;
-    s.x.push_back(r["step"].get<double>());
+    const double step = r["step"].get<double>();
+    while (!s.x.empty() && s.x.back() >= step) {
+      s.x.pop_back();
+      s.y.pop_back();
+    }
+    s.x.push_back(step);
     s.y.push_back(r[key].get<double>());
   }
   return s;
