@@ -308,8 +308,8 @@ std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& s
     }
   }
   for (auto& m : cold) m = cold_users > 0 ? m / static_cast<double>(cold_users) : 0.0;
-  if (cold_only) mean = cold;
-  for (auto& m : mean) m = users > 0 && !cold_only ? m / static_cast<double>(users) : m;
+  for (auto& m : mean) m = users > 0 ? m / static_cast<double>(users) : 0.0;
+  if (cold_only) mean = cold;  // the other users' rows were not ranked
   if (cold_mean != nullptr) *cold_mean = std::move(cold);
   return mean;
 }

@@ -262,6 +262,26 @@ std::vector<double> tune_evaluate(const std::vector<std::shared_ptr<Scorer>>& co
                          cold_only);
 }
 
+/// Point `g` of the Cartesian product of fusion_grid() over the entries
+/// `slots` of `w` (the first slot varying slowest), written into them.
+void grid_point(std::size_t g, const std::vector<std::size_t>& slots, std::vector<double>& w) {
+  const std::vector<double>& grid = fusion_grid();
+  std::size_t radix = 1;
+  for (std::size_t i = 0; i < slots.size(); ++i) radix *= grid.size();
+  for (std::size_t k : slots) {
+    radix /= grid.size();
+    w[k] = grid[g / radix];
+    g %= radix;
+  }
+}
+
+/// Points of the Cartesian product of fusion_grid() over `slots`.
+std::size_t grid_points(const std::vector<std::size_t>& slots) {
+  std::size_t points = 1;
+  for (std::size_t i = 0; i < slots.size(); ++i) points *= fusion_grid().size();
+  return points;
+}
+
 }  // namespace
 
 FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
@@ -273,7 +293,6 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
                "fusion: a cold world of {} scorers and {} items for {} components and {} items",
                world ? world->scorers.size() : 0, world ? world->cold.size() : 0, components.size(),
                valid.num_items());
-  const std::vector<double>& grid = fusion_grid();
   const std::vector<std::uint8_t>& cold = valid.items().cold;
   const bool any_cold = std::find(cold.begin(), cold.end(), std::uint8_t{1}) != cold.end() ||
                         (world != nullptr && world->withheld > 0);
@@ -305,18 +324,14 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
   std::vector<FusionMissing> policies = {FusionMissing::kScored};
   if (any_cf && any_cold) policies.push_back(FusionMissing::kRenormalise);
   TunePoints warm;
-  std::size_t per_policy = 1;
-  for (std::size_t k = 0; k + 1 < components.size(); ++k) per_policy *= grid.size();
+  std::vector<std::size_t> others;
+  for (std::size_t k = 0; k < components.size(); ++k) {
+    if (k != reference) others.push_back(k);
+  }
   for (FusionMissing policy : policies) {
-    for (std::size_t g = 0; g < per_policy; ++g) {
+    for (std::size_t g = 0; g < grid_points(others); ++g) {
       std::vector<double> w(components.size(), 1.0);
-      std::size_t rest = g, radix = per_policy;
-      for (std::size_t k = 0; k < components.size(); ++k) {
-        if (k == reference) continue;
-        radix /= grid.size();
-        w[k] = grid[rest / radix];
-        rest %= radix;
-      }
+      grid_point(g, others, w);
       warm.cold.push_back(fusion_cold_weights(policy, w, scores_cold));
       warm.weights.push_back(std::move(w));
       warm.missing.push_back(policy);
@@ -346,16 +361,9 @@ FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::si
   if (any_cold && !free.empty()) {
     const std::vector<double> kept = t.tried[best_of()];
     TunePoints own;
-    std::size_t points = 1;
-    for (std::size_t f = 0; f < free.size(); ++f) points *= grid.size();
-    for (std::size_t g = 0; g < points; ++g) {
+    for (std::size_t g = 0; g < grid_points(free); ++g) {
       std::vector<double> c(components.size(), 0.0);
-      std::size_t rest = g, radix = points;
-      for (std::size_t k : free) {
-        radix /= grid.size();
-        c[k] = grid[rest / radix];
-        rest %= radix;
-      }
+      grid_point(g, free, c);
       own.weights.push_back(kept);
       own.cold.push_back(std::move(c));
       own.missing.push_back(FusionMissing::kColdWeights);

@@ -197,6 +197,30 @@ std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& c
   return warm;
 }
 
+namespace {
+
+/// The TF-IDF matrix of the catalogue text of `valid`'s items (eval.tfidf's
+/// options): whose rows give cold items their neighbours.
+TfidfMatrix items_tfidf(Evaluator& valid, const std::vector<std::string>& vocab) {
+  const ItemTable& items = valid.items();
+  const std::int64_t n = valid.num_items();
+  const int full_len = n > 0 ? static_cast<int>(static_cast<std::int64_t>(items.tokens.size()) / n) : 0;
+  return tfidf_matrix(items, full_len, vocab, {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
+}
+
+/// `valid`'s items with the training items of cold_withheld_items()
+/// (eval.cold_calibration's share and seed) marked cold; `withheld`
+/// receives them.
+ItemTable items_withheld(Evaluator& valid, std::vector<std::int64_t>& withheld) {
+  const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
+  ItemTable items = valid.items();
+  withheld = cold_withheld_items(items.cold, config.withhold, config.seed);
+  for (std::int64_t i : withheld) items.cold[static_cast<std::size_t>(i)] = 1;
+  return items;
+}
+
+}  // namespace
+
 ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len, const std::vector<std::string>& vocab) {
   LLMREC_CHECK(valid.split() == "valid", "the cold scoring is chosen on the validation split, not '{}'", valid.split());
   const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
@@ -215,11 +239,9 @@ ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len
   // neighbours among the other items.
   const ItemTable& real = valid.items();
   const std::int64_t n = valid.num_items();
-  const int full_len = n > 0 ? static_cast<int>(static_cast<std::int64_t>(real.tokens.size()) / n) : 0;
-  const TfidfMatrix tfidf = tfidf_matrix(real, full_len, vocab, {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
-  ItemTable items = real;
-  const std::vector<std::int64_t> withheld = cold_withheld_items(items.cold, config.withhold, config.seed);
-  for (std::int64_t i : withheld) items.cold[static_cast<std::size_t>(i)] = 1;
+  const TfidfMatrix tfidf = items_tfidf(valid, vocab);
+  std::vector<std::int64_t> withheld;
+  ItemTable items = items_withheld(valid, withheld);
   c.withheld = static_cast<std::int64_t>(withheld.size());
   // One scorer per alpha (the neighbours' ID vectors enter the history's
   // item vectors too).
@@ -331,22 +353,14 @@ std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionCompone
   if (!config.enabled || model == nullptr) return std::nullopt;
   const ModelConfig& m = model->model()->options().config();
   if (!m.item_text || !m.item_id_embedding) return std::nullopt;
-  const ItemTable& real = valid.items();
-  ItemTable items = real;
-  const std::vector<std::int64_t> withheld = cold_withheld_items(items.cold, config.withhold, config.seed);
+  std::vector<std::int64_t> withheld;
+  const ItemTable items = items_withheld(valid, withheld);
   if (withheld.empty()) return std::nullopt;
-  std::vector<std::uint8_t> hidden(real.cold.size(), 0);
-  for (std::int64_t i : withheld) {
-    items.cold[static_cast<std::size_t>(i)] = 1;
-    hidden[static_cast<std::size_t>(i)] = 1;
-  }
+  std::vector<std::uint8_t> hidden(items.cold.size(), 0);
+  for (std::int64_t i : withheld) hidden[static_cast<std::size_t>(i)] = 1;
   ColdScoring scoring = model->cold_scoring();
   if (scoring.neighbour_weight != 0) {
-    const std::int64_t n = valid.num_items();
-    const int full_len = n > 0 ? static_cast<int>(static_cast<std::int64_t>(real.tokens.size()) / n) : 0;
-    const TfidfMatrix tfidf =
-        tfidf_matrix(real, full_len, vocab, {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
-    scoring.neighbours = tfidf_neighbours(tfidf, items.cold, config.neighbours);
+    scoring.neighbours = tfidf_neighbours(items_tfidf(valid, vocab), items.cold, config.neighbours);
   }
   FusionColdWorld world;
   world.cold = items.cold;
