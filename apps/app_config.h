@@ -1,6 +1,5 @@
 #pragma once
-/// The whole llmrec configuration: one section per subsystem. Later
-/// subsystems (data, model, train, ...) add their sections here.
+/// The whole llmrec configuration: one section per subsystem.
 
 #include "common/config.h"
 #include "common/logging.h"
@@ -8,6 +7,7 @@
 #include "distributed/communicator.h"
 #include "models/model_config.h"
 #include "trainer/eval_config.h"
+#include "trainer/pretrain_config.h"
 #include "trainer/train_config.h"
 
 namespace llmrec {
@@ -44,6 +44,7 @@ struct Config {
   DataConfig data;
   ModelConfig model;
   TrainConfig train;
+  PretrainConfig pretrain;
   EvalConfig eval;
 
   template <class V>
@@ -54,6 +55,8 @@ struct Config {
     v.section("data", data, "Raw exports, validation, filtering, split and the prepared dataset file");
     v.section("model", model, "The recommender: BERT item tower with LoRA, attention ranker, loss");
     v.section("train", train, "Training: batches, AdamW, schedule, negatives, stopping, logging");
+    v.section("pretrain", pretrain,
+              "`llmrec pretrain`: masked-language-model pre-training of the item encoder on the catalogue text");
     v.section("eval", eval, "Evaluation: full ranking, cut-offs, baselines, oracle, fusion");
   }
 };

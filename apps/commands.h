@@ -18,6 +18,7 @@ void command_synth_add(CLI::App& app);
 void command_prepare_add(CLI::App& app);
 void command_eval_add(CLI::App& app);
 void command_train_add(CLI::App& app);
+void command_pretrain_add(CLI::App& app);
 void command_bench_add(CLI::App& app);
 void command_encode_add(CLI::App& app);
 void command_recommend_add(CLI::App& app);

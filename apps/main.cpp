@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   llmrec::command_synth_add(app);
   llmrec::command_prepare_add(app);
   llmrec::command_eval_add(app);
+  llmrec::command_pretrain_add(app);
   llmrec::command_train_add(app);
   llmrec::command_bench_add(app);
   llmrec::command_encode_add(app);

@@ -29,34 +29,6 @@ double ndcg_at_10(const EvalResult& r) {
   return r.all.ndcg.at(i);
 }
 
-/// The checkpoint to resume from ("" = start fresh), the same on every rank.
-std::string resolve_resume(AppContext& ctx, const std::string& resume) {
-  const std::string dir = checkpoint_dir(ctx.run_dir);
-  std::string chosen;
-  rank0_run(*ctx.comm, [&] {
-    if (resume == "none") {
-      auto existing = checkpoint_list(dir);
-      if (!existing.empty()) {
-        throw ConfigError(fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue "
-                                      "that run, or use another run.dir", dir, existing.size(), existing.front()));
-      }
-    } else if (resume == "auto") {
-      std::vector<std::string> skipped;
-      chosen = checkpoint_latest_valid(dir, &skipped);
-      for (const auto& s : skipped) spdlog::warn("skipping a damaged checkpoint: {}", s);
-      if (chosen.empty()) {
-        spdlog::info("--resume auto: no valid checkpoint in {}{}; starting fresh", dir,
-                     skipped.empty() ? "" : fmt::format(" ({} damaged)", skipped.size()));
-      }
-    } else {
-      if (!std::filesystem::is_regular_file(resume)) throw ConfigError(fmt::format("--resume {}: no such file", resume));
-      chosen = resume;
-    }
-    return std::int64_t{0};
-  });
-  return broadcast_string(*ctx.comm, chosen);
-}
-
 std::string mib(double bytes) { return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0)); }
 
 /// `train --dry-run`: every check training makes before its first step
@@ -123,6 +95,33 @@ int train_dry_run(AppContext& ctx, const TrainerSetup& setup) {
 
 }  // namespace
 
+std::string resolve_resume(AppContext& ctx, const std::string& resume, const std::string& dir,
+                           const std::function<void(const std::string&)>& verify) {
+  std::string chosen;
+  rank0_run(*ctx.comm, [&] {
+    if (resume == "none") {
+      auto existing = checkpoint_list(dir);
+      if (!existing.empty()) {
+        throw ConfigError(fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue "
+                                      "that run, or use another run.dir", dir, existing.size(), existing.front()));
+      }
+    } else if (resume == "auto") {
+      std::vector<std::string> skipped;
+      chosen = checkpoint_latest_valid(dir, &skipped, verify);
+      for (const auto& s : skipped) spdlog::warn("skipping a damaged checkpoint: {}", s);
+      if (chosen.empty()) {
+        spdlog::info("--resume auto: no valid checkpoint in {}{}; starting fresh", dir,
+                     skipped.empty() ? "" : fmt::format(" ({} damaged)", skipped.size()));
+      }
+    } else {
+      if (!std::filesystem::is_regular_file(resume)) throw ConfigError(fmt::format("--resume {}: no such file", resume));
+      chosen = resume;
+    }
+    return std::int64_t{0};
+  });
+  return broadcast_string(*ctx.comm, chosen);
+}
+
 int train_run(AppContext& ctx, const TrainRunOptions& options) {
   const Config& cfg = ctx.config;
   Config resolved = cfg;
@@ -132,7 +131,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   setup.model = cfg.model;
   setup.dataset = cfg.data.dataset;
   setup.run_dir = ctx.run_dir;
-  setup.resume = resolve_resume(ctx, options.resume);
+  setup.resume = resolve_resume(ctx, options.resume, checkpoint_dir(ctx.run_dir));
   setup.run_config_yaml = resolved_yaml;
   setup.stop_after = options.stop_after;
   setup.device = ctx.device;

@@ -3,6 +3,7 @@
 #include "apps/app_context.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace llmrec {
@@ -23,5 +24,12 @@ struct TrainRunOptions {
 /// Returns the exit code: 0, or 128 + signal when stopped by SIGINT/SIGTERM
 /// (after writing a checkpoint).
 int train_run(AppContext& ctx, const TrainRunOptions& options = {});
+
+/// The checkpoint of `dir` to resume from, the same on every rank
+/// (collective): `resume` none = "" (a ConfigError when `dir` already holds
+/// checkpoints), auto = the newest that passes `verify` (default
+/// checkpoint_verify; "" when none) or a file path.
+std::string resolve_resume(AppContext& ctx, const std::string& resume, const std::string& dir,
+                           const std::function<void(const std::string&)>& verify = {});
 
 }  // namespace llmrec

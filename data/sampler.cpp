@@ -8,6 +8,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "common/random.h"
 
 namespace llmrec {
 
@@ -91,19 +92,9 @@ std::shared_ptr<const std::vector<std::int64_t>> BatchSampler::permutation(std::
   if (perm_ && perm_epoch_ == epoch) return perm_;
   // splitmix64 of (seed, epoch, rank) -> mt19937_64; Fisher-Yates with
   // Lemire's unbiased bounded draw, so the order is the same everywhere.
-  auto mix = [](std::uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-  };
-  std::mt19937_64 gen(mix(mix(options_.seed) ^ static_cast<std::uint64_t>(epoch)) ^ mix(static_cast<std::uint64_t>(rank_) + 7));
-  std::vector<std::int64_t> perm(example_user_.size());
-  for (std::size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<std::int64_t>(i);
-  for (std::size_t i = perm.size(); i > 1; --i) {
-    auto j = static_cast<std::size_t>((static_cast<unsigned __int128>(gen()) * i) >> 64);
-    std::swap(perm[i - 1], perm[j]);
-  }
+  std::mt19937_64 gen(splitmix64(splitmix64(options_.seed) ^ static_cast<std::uint64_t>(epoch)) ^
+                      splitmix64(static_cast<std::uint64_t>(rank_) + 7));
+  std::vector<std::int64_t> perm = random_permutation(static_cast<std::int64_t>(example_user_.size()), gen);
   perm_ = std::make_shared<const std::vector<std::int64_t>>(std::move(perm));
   perm_epoch_ = epoch;
   return perm_;

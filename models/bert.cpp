@@ -135,9 +135,9 @@ BertConfig BertConfig::from_json_file(const std::string& path) {
   return from_json_string(text.str(), path);
 }
 
-std::string BertConfig::to_json() const {
+std::string BertConfig::to_json(const std::string& architecture) const {
   nlohmann::ordered_json j;
-  j["architectures"] = {"BertModel"};
+  j["architectures"] = {architecture};
   j["model_type"] = "bert";
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;

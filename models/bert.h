@@ -71,8 +71,8 @@ struct BertConfig {
   static BertConfig from_json_string(const std::string& text, const std::string& name);
 
   /// config.json text HF transformers reads back (model_type "bert",
-  /// architectures ["BertModel"]).
-  std::string to_json() const;
+  /// architectures [`architecture`]).
+  std::string to_json(const std::string& architecture = "BertModel") const;
 
   /// Throws ConfigError("<where>: '<key>' ...") on an invalid value.
   void validate(const std::string& where) const;

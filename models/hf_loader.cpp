@@ -223,6 +223,9 @@ HfBert load_hf_bert(const std::string& dir, const HfBertLoadOptions& options) {
   out.model = BertModel(out.config, options.add_pooler);
   out.model->to(options.dtype);
   out.ignored_tensors = bert_load_tensors(*out.model, tensors, source, options.allow_unexpected);
+  for (const auto& name : out.ignored_tensors) {
+    if (name.rfind("cls.", 0) == 0) out.head_tensors.emplace(name, tensors.at(name));
+  }
 
   const fs::path vocab = root / "vocab.txt";
   if (fs::is_regular_file(vocab)) out.vocab_path = vocab.string();

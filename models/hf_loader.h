@@ -48,6 +48,10 @@ struct HfBert {
   std::string vocab_path;            ///< <dir>/vocab.txt, or "" when the directory has none
   std::vector<std::string> weights_paths;  ///< safetensors file(s) read
   std::vector<std::string> ignored_tensors;  ///< file names of the skipped extras
+  /// The task head's tensors (`cls.*`, file names), e.g. BertForMaskedLM's
+  /// cls.predictions.*, for a model that continues that task
+  /// (models/mlm.h).
+  std::map<std::string, torch::Tensor> head_tensors;
 };
 
 /// Reads `dir`. Throws IoError (missing files, a bad safetensors file,

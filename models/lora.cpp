@@ -446,7 +446,8 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
 }
 
 void save_hf_directory(const std::string& dir, const BertModel& model, const BertConfig& config,
-                       const std::string& vocab_path, c10::ScalarType dtype) {
+                       const std::string& vocab_path, c10::ScalarType dtype,
+                       const std::map<std::string, at::Tensor>& head, const std::string& architecture) {
   const BertConfig& built = model->config();
   if (config.vocab_size != built.vocab_size || config.hidden_size != built.hidden_size ||
       config.num_hidden_layers != built.num_hidden_layers || config.num_attention_heads != built.num_attention_heads ||
@@ -471,13 +472,14 @@ void save_hf_directory(const std::string& dir, const BertModel& model, const Ber
       auto it = adapters.find(name.substr(0, name.size() - 7));
       if (it != adapters.end()) value = it->second->merged_weight();
     }
-    tensors[name] = value.to(torch::kCPU, dtype);
+    tensors[(head.empty() ? "" : "bert.") + name] = value.to(torch::kCPU, dtype);
   }
+  for (const auto& [name, value] : head) tensors[name] = value.detach().to(torch::kCPU, dtype);
 
   const fs::path root(dir);
   make_directory(root);
   safetensors_write((root / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  write_text_atomic(root / "config.json", config.to_json());
+  write_text_atomic(root / "config.json", config.to_json(architecture));
   if (!vocab_path.empty()) {
     const fs::path tmp = fmt::format("{}.tmp.{}", (root / "vocab.txt").string(), ::getpid());
     std::error_code ec;

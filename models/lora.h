@@ -22,6 +22,7 @@
 #include <torch/ordered_dict.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -83,7 +84,13 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model);
 /// names and adapters folded into the weights (whether or not the model is
 /// merged; the model is not modified), and a copy of `vocab_path` as
 /// vocab.txt unless it is empty. Tensors are stored as `dtype`.
+/// With a task `head` (HF names such as BertForMaskedLM's
+/// `cls.predictions.bias`), the encoder's tensors are stored under `bert.`
+/// beside them and config.json names `architecture`, as HF saves a model
+/// with a head; load_hf_bert reads either layout.
 void save_hf_directory(const std::string& dir, const BertModel& model, const BertConfig& config,
-                       const std::string& vocab_path, c10::ScalarType dtype = c10::kFloat);
+                       const std::string& vocab_path, c10::ScalarType dtype = c10::kFloat,
+                       const std::map<std::string, at::Tensor>& head = {},
+                       const std::string& architecture = "BertModel");
 
 }  // namespace llmrec

@@ -8,10 +8,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <regex>
 
 #include "common/config.h"
-#include "common/hdf5.h"
 #include "trainer/optimizer.h"
 
 namespace llmrec {
@@ -59,14 +59,6 @@ void read_tensor(const h5::File& f, const std::string& name, const std::string& 
     std::vector<float> v = f.read<float>(name);
     t.copy_(torch::from_blob(v.data(), t.sizes(), torch::kFloat).to(t.scalar_type()));
   }
-}
-
-void write_module(h5::File& f, const std::string& group, const torch::nn::Module& m) {
-  for (const auto& [name, t] : model_tensors(m)) write_tensor(f, group + "/" + name, t);
-}
-
-void read_module(const h5::File& f, const std::string& group, const std::string& dtype, torch::nn::Module& m) {
-  for (auto& [name, t] : model_tensors(m)) read_tensor(f, group + "/" + name, group + "/" + name, dtype, t);
 }
 
 std::string format_double(double v) { return fmt::format("{:.17g}", v); }
@@ -151,6 +143,88 @@ std::int64_t step_of(const fs::path& p) {
 
 }  // namespace
 
+void checkpoint_write_module(h5::File& f, const std::string& group, const torch::nn::Module& m) {
+  for (const auto& [name, t] : model_tensors(m)) write_tensor(f, group + "/" + name, t);
+}
+
+void checkpoint_read_module(const h5::File& f, const std::string& group, const std::string& dtype,
+                            torch::nn::Module& m) {
+  for (auto& [name, t] : model_tensors(m)) read_tensor(f, group + "/" + name, group + "/" + name, dtype, t);
+}
+
+void checkpoint_write_optimizer(h5::File& f, torch::optim::AdamW& optimizer,
+                                const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  auto& state = optimizer.state();
+  for (const auto& [name, p] : params) {
+    auto it = state.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+    if (it == state.end()) continue;  // not stepped yet
+    auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    const std::string g = "optimizer/" + name;
+    write_tensor(f, g + "/exp_avg", st.exp_avg());
+    write_tensor(f, g + "/exp_avg_sq", st.exp_avg_sq());
+    f.set_attr(g + "/exp_avg", "step", st.step());
+  }
+}
+
+void checkpoint_read_optimizer(const h5::File& f, torch::optim::AdamW& optimizer,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                               const std::string& dtype) {
+  auto& state = optimizer.state();
+  state.clear();
+  for (const auto& [name, p] : params) {
+    const std::string g = "optimizer/" + name;
+    if (!f.exists(g)) continue;  // never stepped when saved
+    auto st = std::make_unique<torch::optim::AdamWParamState>();
+    torch::Tensor m = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+    torch::Tensor v = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+    read_tensor(f, g + "/exp_avg", "optimizer state of " + name, dtype, m);
+    read_tensor(f, g + "/exp_avg_sq", "optimizer state of " + name, dtype, v);
+    st->exp_avg(m);
+    st->exp_avg_sq(v);
+    st->step(f.attr_int(g + "/exp_avg", "step"));
+    state[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(st);
+  }
+}
+
+void checkpoint_write_rng(h5::File& f, const std::vector<at::Tensor>& rng) {
+  f.set_attr("/", "ranks_rng", static_cast<std::int64_t>(rng.size()));
+  for (std::size_t r = 0; r < rng.size(); ++r) {
+    torch::Tensor g = rng[r].contiguous();
+    f.write<std::uint8_t>("rng/" + std::to_string(r), g.data_ptr<std::uint8_t>(),
+                          {static_cast<std::uint64_t>(g.numel())});
+  }
+}
+
+std::vector<at::Tensor> checkpoint_read_rng(const h5::File& f) {
+  std::vector<at::Tensor> out;
+  const std::int64_t n = f.attr_int("/", "ranks_rng");
+  for (std::int64_t r = 0; r < n; ++r) {
+    std::vector<std::uint8_t> g = f.read<std::uint8_t>("rng/" + std::to_string(r));
+    out.push_back(torch::from_blob(g.data(), {static_cast<std::int64_t>(g.size())}, torch::kUInt8).clone());
+  }
+  return out;
+}
+
+std::vector<at::Tensor> rng_gather(Communicator& comm) {
+  at::Tensor rng;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rng = gen.get_state();
+  }
+  at::Tensor all = comm.all_gather(rng);
+  std::vector<at::Tensor> out;
+  for (int r = 0; r < comm.size(); ++r) out.push_back(all[r].clone());
+  return out;
+}
+
+void rng_restore(const std::vector<at::Tensor>& states, int rank) {
+  if (states.empty()) return;
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(states[static_cast<std::size_t>(rank) % states.size()]);
+}
+
 std::vector<std::string> model_config_diff(const ModelConfig& stored, const ModelConfig& current) {
   auto a = flat_model_config(stored);
   auto b = flat_model_config(current);
@@ -185,7 +259,7 @@ void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
     f.set_attr("/", "step", s != nullptr ? s->step : parts.model_step);
     f.set_attr("/", "world_size", static_cast<std::int64_t>(s != nullptr ? s->world_size : parts.model_world_size));
     f.set_attr("/", "training", std::int64_t{s != nullptr && parts.optimizer != nullptr ? 1 : 0});
-    write_module(f, "model", *parts.model);
+    checkpoint_write_module(f, "model", *parts.model);
     if (s != nullptr) {
       f.set_attr("/", "cursor_epoch", s->cursor.epoch);
       f.set_attr("/", "cursor_step", s->cursor.step);
@@ -195,26 +269,12 @@ void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
       f.set_attr("/", "best_step", s->best_step);
       f.set_attr("/", "bad_evals", static_cast<std::int64_t>(s->bad_evals));
       f.set_attr("/", "validation_due", std::int64_t{s->validation_due ? 1 : 0});
-      f.set_attr("/", "ranks_rng", static_cast<std::int64_t>(s->rng.size()));
-      for (std::size_t r = 0; r < s->rng.size(); ++r) {
-        torch::Tensor g = s->rng[r].contiguous();
-        f.write<std::uint8_t>("rng/" + std::to_string(r), g.data_ptr<std::uint8_t>(),
-                              {static_cast<std::uint64_t>(g.numel())});
-      }
+      checkpoint_write_rng(f, s->rng);
     }
-    if (parts.best) write_module(f, "best", *parts.best);
+    if (parts.best) checkpoint_write_module(f, "best", *parts.best);
     if (parts.optimizer != nullptr) {
       LLMREC_CHECK(parts.params != nullptr, "checkpoint_save: optimizer without parameter names");
-      auto& state = parts.optimizer->state();
-      for (const auto& [name, p] : *parts.params) {
-        auto it = state.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
-        if (it == state.end()) continue;  // not stepped yet
-        auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
-        const std::string g = "optimizer/" + name;
-        write_tensor(f, g + "/exp_avg", st.exp_avg());
-        write_tensor(f, g + "/exp_avg_sq", st.exp_avg_sq());
-        f.set_attr(g + "/exp_avg", "step", st.step());
-      }
+      checkpoint_write_optimizer(f, *parts.optimizer, *parts.params);
     }
     f.commit();
   } catch (const IoError& e) {
@@ -237,7 +297,7 @@ void checkpoint_load(const std::string& path, CheckpointParts& parts) {
                                   parts.model->options().id_items()));
   }
   const std::string dtype = stored_dtype(f);
-  read_module(f, "model", dtype, *parts.model);
+  checkpoint_read_module(f, "model", dtype, *parts.model);
   const bool training = f.has_attr("/", "training") && f.attr_int("/", "training") == 1;
   if (parts.state != nullptr) {
     if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: it cannot resume training", path));
@@ -257,16 +317,11 @@ void checkpoint_load(const std::string& path, CheckpointParts& parts) {
                                 "per epoch)", path, s.step, s.world_size, s.cursor.epoch, s.cursor.step,
                                 s.steps_per_epoch));
     }
-    s.rng.clear();
-    const std::int64_t n_rng = f.attr_int("/", "ranks_rng");
-    for (std::int64_t r = 0; r < n_rng; ++r) {
-      std::vector<std::uint8_t> g = f.read<std::uint8_t>("rng/" + std::to_string(r));
-      s.rng.push_back(torch::from_blob(g.data(), {static_cast<std::int64_t>(g.size())}, torch::kUInt8).clone());
-    }
+    s.rng = checkpoint_read_rng(f);
   }
   if (parts.best) {
     if (f.exists("best")) {
-      read_module(f, "best", dtype, *parts.best);
+      checkpoint_read_module(f, "best", dtype, *parts.best);
     } else {
       parts.best = nullptr;
     }
@@ -274,21 +329,7 @@ void checkpoint_load(const std::string& path, CheckpointParts& parts) {
   if (parts.optimizer != nullptr) {
     LLMREC_CHECK(parts.params != nullptr, "checkpoint_load: optimizer without parameter names");
     if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: no optimizer state", path));
-    auto& state = parts.optimizer->state();
-    state.clear();
-    for (const auto& [name, p] : *parts.params) {
-      const std::string g = "optimizer/" + name;
-      if (!f.exists(g)) continue;  // never stepped when saved
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      torch::Tensor m = torch::zeros_like(p, torch::MemoryFormat::Preserve);
-      torch::Tensor v = torch::zeros_like(p, torch::MemoryFormat::Preserve);
-      read_tensor(f, g + "/exp_avg", "optimizer state of " + name, dtype, m);
-      read_tensor(f, g + "/exp_avg_sq", "optimizer state of " + name, dtype, v);
-      st->exp_avg(m);
-      st->exp_avg_sq(v);
-      st->step(f.attr_int(g + "/exp_avg", "step"));
-      state[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(st);
-    }
+    checkpoint_read_optimizer(f, *parts.optimizer, *parts.params, dtype);
   }
 }
 
@@ -361,10 +402,11 @@ std::vector<std::string> checkpoint_list(const std::string& dir) {
   return out;
 }
 
-std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped) {
+std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped,
+                                    const std::function<void(const std::string&)>& verify) {
   for (const auto& path : checkpoint_list(dir)) {
     try {
-      checkpoint_verify(path);
+      (verify ? verify : checkpoint_verify)(path);
       return path;
     } catch (const Error& e) {
       if (skipped != nullptr) skipped->push_back(fmt::format("{}: {}", path, e.what()));

@@ -24,11 +24,14 @@
 #include <torch/optim/adamw.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/hdf5.h"
 #include "data/sampler.h"
+#include "distributed/communicator.h"
 #include "models/recommender.h"
 
 namespace llmrec {
@@ -89,11 +92,38 @@ std::string checkpoint_dir(const std::string& run_dir);
 std::string checkpoint_path(const std::string& dir, std::int64_t step);
 /// The checkpoints in `dir` (step-*.h5), newest (highest step) first.
 std::vector<std::string> checkpoint_list(const std::string& dir);
-/// The newest checkpoint of `dir` that passes checkpoint_verify, "" if none;
+/// The newest checkpoint of `dir` that passes `verify` (default
+/// checkpoint_verify; it throws llmrec::Error on a bad file), "" if none;
 /// each damaged one is appended to `skipped` as "path: reason".
-std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped);
+std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped,
+                                    const std::function<void(const std::string&)>& verify = {});
 /// Deletes all but the newest `keep` checkpoints of `dir` (keep >= 1).
 void checkpoint_prune(const std::string& dir, int keep);
+
+// The building blocks of every checkpoint kind (this one and pre-training's,
+// trainer/pretrain.h): tensors keep their dtype (float32 or float64) and are
+// read back into tensors of the same shape (IoError naming the file and the
+// tensor otherwise).
+
+/// Every parameter and buffer of `m` as `<group>/<module path>`.
+void checkpoint_write_module(h5::File& f, const std::string& group, const torch::nn::Module& m);
+void checkpoint_read_module(const h5::File& f, const std::string& group, const std::string& dtype,
+                            torch::nn::Module& m);
+/// AdamW's moments and step as `optimizer/<name>/{exp_avg,exp_avg_sq}`
+/// (parameters not stepped yet are absent).
+void checkpoint_write_optimizer(h5::File& f, torch::optim::AdamW& optimizer,
+                                const std::vector<std::pair<std::string, torch::Tensor>>& params);
+void checkpoint_read_optimizer(const h5::File& f, torch::optim::AdamW& optimizer,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                               const std::string& dtype);
+/// Each rank's CPU generator state as `rng/<rank>` (attribute ranks_rng).
+void checkpoint_write_rng(h5::File& f, const std::vector<at::Tensor>& rng);
+std::vector<at::Tensor> checkpoint_read_rng(const h5::File& f);
+/// Collective: every rank's CPU generator state, in rank order.
+std::vector<at::Tensor> rng_gather(Communicator& comm);
+/// Sets this rank's CPU generator to its saved state (states of another
+/// world size: rank % saved ranks).
+void rng_restore(const std::vector<at::Tensor>& states, int rank);
 
 /// Every key where two model configurations differ, as
 /// "model.dim: checkpoint 64, config 128" (empty = same model).

@@ -16,9 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "data/wordpiece.h"
 #include "distributed/rank0.h"
 #include "distributed/gradient_reducer.h"
 #include "trainer/optimizer.h"
+#include "trainer/progress.h"
 #include "trainer/train_step.h"
 
 namespace llmrec {
@@ -28,14 +30,6 @@ std::atomic<int> g_signal{0};
 void on_signal(int sig) { g_signal.store(sig); }
 
 using Clock = std::chrono::steady_clock;
-
-std::string format_duration(double s) {
-  if (s < 0 || !std::isfinite(s)) return "?";
-  auto t = static_cast<long long>(s + 0.5);
-  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
-  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
-  return fmt::format("{}s", t);
-}
 
 }  // namespace
 
@@ -54,7 +48,16 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   DatasetFile dataset(setup_.dataset);
   const auto vocab = static_cast<int>(dataset.vocab().size());
   auto& bert = setup_.model.bert;
-  if (bert.pretrained.empty()) {
+  if (!bert.pretrained.empty()) {
+    // The dataset's token ids must mean what they meant in pre-training.
+    const std::filesystem::path vocab_path = std::filesystem::path(bert.pretrained) / "vocab.txt";
+    if (std::filesystem::is_regular_file(vocab_path) &&
+        WordPieceTokenizer::from_file(vocab_path.string()).tokens() != dataset.vocab()) {
+      throw ConfigError(fmt::format("model.bert.pretrained {}: its vocab.txt is not the vocabulary of the dataset {}; "
+                                    "prepare the dataset with data.vocab: {}", bert.pretrained, setup_.dataset,
+                                    vocab_path.string()));
+    }
+  } else {
     if (bert.vocab_size == 0) {
       bert.vocab_size = vocab;
     } else if (bert.vocab_size != vocab) {
@@ -94,15 +97,7 @@ Trainer::~Trainer() = default;
 
 std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW& optimizer,
                                       const std::vector<std::pair<std::string, torch::Tensor>>& params) {
-  at::Tensor rng;
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    rng = gen.get_state();
-  }
-  at::Tensor all = comm_.all_gather(rng);
-  state.rng.clear();
-  for (int r = 0; r < comm_.size(); ++r) state.rng.push_back(all[r].clone());
+  state.rng = rng_gather(comm_);
   const std::string dir = checkpoint_dir(setup_.run_dir);
   const std::string path = checkpoint_path(dir, state.step);
   // Rank 0 writes; every rank learns how it went (a full disk is the same
@@ -175,11 +170,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     result.best_step = saved.best_step;
     bad_evals = saved.bad_evals;
     validation_due = saved.validation_due;
-    if (!saved.rng.empty()) {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(saved.rng[static_cast<std::size_t>(comm_.rank()) % saved.rng.size()]);
-    }
+    rng_restore(saved.rng, comm_.rank());
     const std::int64_t spe = sampler_->steps_per_epoch();
     if (saved.world_size == comm_.size() && saved.steps_per_epoch == spe) {
       start_cursor = saved.cursor;
@@ -289,7 +280,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
       const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
       const double eps = static_cast<double>(window_examples) / std::max(secs, 1e-9);
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      const double eta = elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(planned_steps_ - step - 1);
+      const double eta = eta_seconds(elapsed, start_step, step + 1, planned_steps_);
       nlohmann::json line = {{"step", step + 1},
                              {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch)},
                              {"loss", window_loss / static_cast<double>(window_steps)},
@@ -312,14 +303,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     }
     if (bar) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      const double eta = elapsed / static_cast<double>(step + 1 - start_step) * static_cast<double>(planned_steps_ - step - 1);
-      const int width = 30;
-      const int filled = static_cast<int>(width * (step + 1) / planned_steps_);
-      std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f %.0f ex/s ETA %s   ", std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                   std::string(static_cast<std::size_t>(width - filled), '.').c_str(), static_cast<long long>(step + 1),
-                   static_cast<long long>(planned_steps_), step_loss,
-                   static_cast<double>(total_examples) / std::max(elapsed, 1e-9), format_duration(eta).c_str());
-      if (last) std::fprintf(stderr, "\n");
+      progress_bar(step + 1, planned_steps_, step_loss, static_cast<double>(total_examples) / std::max(elapsed, 1e-9),
+                   "ex", eta_seconds(elapsed, start_step, step + 1, planned_steps_));
     }
 
     const bool signalled = agg[2].item<double>() != 0;

@@ -352,6 +352,40 @@ else
   fail "adapter: exit $rc" adapter.txt
 fi
 
+# llmrec pretrain on 2 ranks: an HF directory that encode reads and training
+# fine-tunes from with adapters; run.dir's checkpoints are not overwritten
+# by a fresh start, and --resume auto continues them.
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- pretrain -c tiny.yaml --set run.dir=pt_run \
+  --set pretrain.max_steps=6 --set pretrain.batch_size=8 --set pretrain.log_every=2 >pt.txt 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then
+  expect "pretrain -np 2" pt.txt '^Pre-trained encoder: pt_run/pretrained \(HF BertForMaskedLM directory\)' \
+    'held-out masked word pieces: loss [0-9.]+, accuracy [0-9.]+'
+  expect "pretrain config.json" pt_run/pretrained/config.json '"BertForMaskedLM"'
+  expect "pretrain metrics.jsonl" pt_run/pretrain/metrics.jsonl '"texts_per_s"' '"heldout_loss"'
+  "$bin" encode --no-pooler --model pt_run/pretrained <ids.jsonl >enc_pt.txt 2>&1 \
+    && expect "encode reads the pre-trained directory" enc_pt.txt '"last_hidden_state"' \
+    || fail "encode --model pt_run/pretrained" enc_pt.txt
+  "$bin" train -c tiny.yaml --set run.dir=ft_run --set model.bert.pretrained=pt_run/pretrained --set model.lora.r=4 \
+    --set train.max_steps=3 --set "eval.baselines=[]" --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' \
+    >ft.txt 2>&1 && expect "train fine-tunes the pre-trained encoder with LoRA" ft.txt '^model +0\.[0-9]+' \
+    || fail "train from the pre-trained encoder" ft.txt
+  "$bin" pretrain -c tiny.yaml --set run.dir=pt_run --set pretrain.max_steps=6 --set pretrain.batch_size=8 >pt_again.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "pretrain refuses to start over a run's checkpoints" pt_again.txt 'already holds 1 checkpoint' \
+    || fail "pretrain over existing checkpoints: exit $rc" pt_again.txt
+  "$bin" pretrain -c tiny.yaml --set run.dir=pt_run --set pretrain.max_steps=8 --set pretrain.batch_size=8 \
+    --resume auto >pt_resume.txt 2>&1 \
+    && expect "pretrain --resume auto" pt_resume.txt 'resumed from pt_run/pretrain/checkpoints/step-00000006.h5 after step 6' \
+    || fail "pretrain --resume auto" pt_resume.txt
+  "$bin" pretrain -c tiny.yaml --set run.dir=pt_bad --set model.bert.layers=0 >pt_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "pretrain refuses a BERT without layers" pt_bad.txt 'set model.bert.layers >= 1' \
+    || fail "pretrain with model.bert.layers 0: exit $rc" pt_bad.txt
+else
+  fail "pretrain -np 2: exit $rc" pt.txt
+fi
+
 # SIGTERM (what Slurm sends before the time limit): every rank stops after
 # the same step with a message naming it; mpirun (which got the signal
 # itself) exits non-zero, a single process with 128 + 15.

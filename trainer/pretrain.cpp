@@ -1,0 +1,509 @@
+#include "trainer/pretrain.h"
+
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "common/error.h"
+#include "common/hdf5.h"
+#include "common/random.h"
+#include "data/wordpiece.h"
+#include "distributed/gradient_reducer.h"
+#include "distributed/rank0.h"
+#include "models/hf_loader.h"
+#include "models/recommender.h"
+#include "trainer/checkpoint.h"
+#include "trainer/optimizer.h"
+#include "trainer/progress.h"
+#include "trainer/trainer.h"
+
+namespace llmrec {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+/// Held-out texts are masked the same way at every evaluation: pass 0;
+/// epoch e of training uses pass e + 1.
+constexpr std::uint64_t kHeldoutPass = 0;
+
+/// The epoch's order of the training texts (indices into PretrainTexts::train).
+std::vector<std::int64_t> epoch_order(std::int64_t n, std::uint64_t seed, std::int64_t epoch) {
+  std::mt19937_64 gen(splitmix64(splitmix64(seed) ^ 0x6d6c6dULL) ^ static_cast<std::uint64_t>(epoch));
+  return random_permutation(n, gen);
+}
+
+BertConfig bert_config_of_checkpoint(const h5::File& f) {
+  try {
+    return BertConfig::from_json_string(f.attr_string("/", "bert_config"), f.path() + " [bert_config]");
+  } catch (const ConfigError& e) {
+    throw IoError(fmt::format("{}: the stored encoder configuration is invalid: {}", f.path(), e.what()));
+  }
+}
+
+h5::File open_pretrain_checkpoint(const std::string& path) {
+  auto f = h5::File::open(path);
+  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kPretrainCheckpointFormat) {
+    throw IoError(fmt::format("{}: not an llmrec pre-training checkpoint (attribute 'format' is not '{}')", path,
+                              kPretrainCheckpointFormat));
+  }
+  const std::int64_t version = f.attr_int("/", "version");
+  if (version != kPretrainCheckpointVersion) {
+    throw IoError(fmt::format("{}: pre-training checkpoint version {} is not supported (this llmrec reads {})", path,
+                              version, kPretrainCheckpointVersion));
+  }
+  return f;
+}
+
+/// Where a run stands besides weights and optimizer state.
+struct PretrainState {
+  std::int64_t step = 0;
+  Cursor cursor;
+  std::int64_t steps_per_epoch = 0;
+  std::int64_t global_batch = 0;
+  std::int64_t planned_steps = 0;
+  int world_size = 1;
+  double heldout_loss = -1;
+  double heldout_accuracy = -1;
+  std::vector<at::Tensor> rng;
+};
+
+std::string format_double(double v) { return fmt::format("{:.17g}", v); }
+
+double attr_double(const h5::File& f, const std::string& key) {
+  const std::string s = f.attr_string("/", key);
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size()) {
+    throw IoError(fmt::format("{}: attribute '{}' is '{}', not a number", f.path(), key, s));
+  }
+  return v;
+}
+
+}  // namespace
+
+struct Pretrainer::Batch {
+  torch::Tensor ids, attention, labels;  ///< [n, L] int64
+  std::int64_t predicted = 0;            ///< masked pieces of these rows
+};
+
+PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab, double holdout,
+                                   std::uint64_t seed) {
+  PretrainTexts out;
+  std::vector<std::int64_t> usable;
+  const auto n_items = static_cast<std::int64_t>(items.ids.size());
+  for (std::int64_t i = 0; i < n_items; ++i) {
+    const std::int32_t* t = items.tokens.data() + i * text_len;
+    const std::int32_t len = std::min(items.length[static_cast<std::size_t>(i)], text_len);
+    bool any = false;
+    for (std::int32_t k = 0; k < len && !any; ++k) {
+      any = t[k] >= 0 && t[k] < vocab.size && vocab.special[static_cast<std::size_t>(t[k])] == 0;
+    }
+    if (any) {
+      usable.push_back(i);
+    } else {
+      ++out.empty;
+    }
+  }
+  const auto n = static_cast<std::int64_t>(usable.size());
+  auto held = static_cast<std::int64_t>(std::llround(holdout * static_cast<double>(n)));
+  if (holdout > 0 && n > 1) held = std::max<std::int64_t>(held, 1);
+  held = std::min(held, std::max<std::int64_t>(n - 1, 0));
+  std::mt19937_64 gen(splitmix64(splitmix64(seed) ^ 0x686f6c64ULL));
+  const std::vector<std::int64_t> perm = random_permutation(n, gen);
+  std::vector<std::uint8_t> is_held(static_cast<std::size_t>(n), 0);
+  for (std::int64_t k = 0; k < held; ++k) is_held[static_cast<std::size_t>(perm[static_cast<std::size_t>(k)])] = 1;
+  for (std::int64_t k = 0; k < n; ++k) {
+    (is_held[static_cast<std::size_t>(k)] != 0 ? out.heldout : out.train).push_back(usable[static_cast<std::size_t>(k)]);
+  }
+  return out;
+}
+
+std::string pretrain_checkpoint_dir(const std::string& run_dir) {
+  return (fs::path(run_dir) / "pretrain" / "checkpoints").string();
+}
+
+void pretrain_checkpoint_verify(const std::string& path) {
+  auto f = open_pretrain_checkpoint(path);
+  torch::manual_seed(0);
+  BertForMaskedLM model(bert_config_of_checkpoint(f));
+  checkpoint_read_module(f, "model", "float32", *model);
+  auto params = trainable_named_parameters(*model);
+  auto optimizer = make_adamw(params, TrainConfig{});
+  checkpoint_read_optimizer(f, *optimizer, params, "float32");
+  checkpoint_read_rng(f);
+  for (const char* key : {"step", "cursor_epoch", "cursor_step", "steps_per_epoch", "global_batch", "world_size"}) {
+    if (f.attr_int("/", key) < 0) throw IoError(fmt::format("{}: attribute '{}' is negative", path, key));
+  }
+}
+
+Pretrainer::Pretrainer(PretrainSetup setup, Communicator& comm) : setup_(std::move(setup)), comm_(comm) {
+  const PretrainConfig& pc = setup_.pretrain;
+  DatasetFile dataset(setup_.dataset);
+  vocab_ = dataset.vocab();
+  text_len_ = dataset.text_len();
+  items_ = dataset.read_items();
+  mlm_vocab_ = MlmVocab::from(vocab_, setup_.dataset);
+
+  torch::manual_seed(static_cast<std::uint64_t>(pc.seed));  // the same initial weights on every rank
+  if (pc.from.empty()) {
+    ModelBertConfig b = setup_.bert;
+    if (b.layers < 1) {
+      throw ConfigError("pretrain: model.bert.layers is 0 (the embeddings alone): a masked word piece cannot be "
+                        "predicted without a transformer layer; set model.bert.layers >= 1");
+    }
+    if (b.vocab_size == 0) {
+      b.vocab_size = static_cast<int>(vocab_.size());
+    } else if (b.vocab_size != static_cast<int>(vocab_.size())) {
+      throw ConfigError(fmt::format("model.bert.vocab_size is {} but the dataset {} has a vocabulary of {} tokens; "
+                                    "set model.bert.vocab_size: 0 to take the dataset's",
+                                    b.vocab_size, setup_.dataset, vocab_.size()));
+    }
+    BertConfig config = bert_config_from(b);
+    config.validate("model.bert");
+    model_ = BertForMaskedLM(config);
+  } else {
+    HfBertLoadOptions load;
+    load.add_pooler = false;
+    HfBert loaded = load_hf_bert(pc.from, load);
+    if (loaded.vocab_path.empty()) {
+      throw ConfigError(fmt::format("pretrain.from {}: no vocab.txt; pre-training continues with the vocabulary the "
+                                    "model was trained with", pc.from));
+    }
+    if (WordPieceTokenizer::from_file(loaded.vocab_path).tokens() != vocab_) {
+      throw ConfigError(fmt::format("pretrain.from {}: its vocab.txt is not the vocabulary of the dataset {}; prepare "
+                                    "the dataset with data.vocab: {}", pc.from, setup_.dataset, loaded.vocab_path));
+    }
+    model_ = BertForMaskedLM(loaded.config);
+    torch::NoGradGuard no_grad;
+    auto mine = model_->bert->named_parameters();
+    for (const auto& p : loaded.model->named_parameters()) mine[p.key()].copy_(p.value());
+    const int head = model_->load_head(loaded.head_tensors, pc.from);
+    spdlog::info("pretrain: continuing {} ({} head tensor(s) loaded{})", pc.from, head,
+                 head == 0 ? "; the masked-LM head starts fresh" : "");
+  }
+  if (text_len_ > model_->config().max_position_embeddings) {
+    throw ConfigError(fmt::format("the dataset's texts are {} tokens (data.text_len) but the encoder has {} positions "
+                                  "(model.bert.max_positions)", text_len_, model_->config().max_position_embeddings));
+  }
+  model_->to(setup_.device);
+
+  texts_ = pretrain_split_texts(items_, text_len_, mlm_vocab_, pc.holdout, static_cast<std::uint64_t>(pc.seed));
+  const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
+  steps_per_epoch_ = static_cast<std::int64_t>(texts_.train.size()) / global_batch;
+  if (steps_per_epoch_ == 0) {
+    throw ConfigError(fmt::format("pretrain: {} training texts are fewer than one step's {} (pretrain.batch_size {} x "
+                                  "{} ranks); lower pretrain.batch_size", texts_.train.size(), global_batch,
+                                  pc.batch_size, comm_.size()));
+  }
+  planned_steps_ = pc.max_steps > 0 ? pc.max_steps : steps_per_epoch_ * pc.epochs;
+}
+
+Pretrainer::~Pretrainer() = default;
+
+Pretrainer::Batch Pretrainer::make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass,
+                                         std::int64_t begin, std::int64_t count) const {
+  const MlmMaskOptions mask{setup_.pretrain.mask_prob, setup_.pretrain.whole_word};
+  const auto seed = static_cast<std::uint64_t>(setup_.pretrain.seed);
+  std::vector<MaskedText> rows;
+  std::int64_t width = 1;
+  for (std::int64_t k = begin; k < begin + count; ++k) {
+    const std::int64_t item = texts[static_cast<std::size_t>(k)];
+    const std::int64_t len = std::min(items_.length[static_cast<std::size_t>(item)], text_len_);
+    rows.push_back(mlm_mask_text(items_.tokens.data() + item * text_len_, len, mlm_vocab_, mask,
+                                 mlm_text_seed(seed, pass, static_cast<std::uint64_t>(item))));
+    width = std::max(width, len);
+  }
+  Batch b;
+  const auto n = static_cast<std::int64_t>(rows.size());
+  b.ids = torch::full({n, width}, mlm_vocab_.pad, torch::kLong);
+  b.attention = torch::zeros({n, width}, torch::kLong);
+  b.labels = torch::full({n, width}, -1, torch::kLong);
+  auto ids = b.ids.accessor<std::int64_t, 2>();
+  auto attention = b.attention.accessor<std::int64_t, 2>();
+  auto labels = b.labels.accessor<std::int64_t, 2>();
+  for (std::int64_t r = 0; r < n; ++r) {
+    const MaskedText& m = rows[static_cast<std::size_t>(r)];
+    for (std::size_t i = 0; i < m.input.size(); ++i) {
+      const auto c = static_cast<std::int64_t>(i);
+      ids[r][c] = m.input[i];
+      attention[r][c] = 1;
+      labels[r][c] = m.labels[i];
+    }
+    b.predicted += m.predicted;
+  }
+  return b;
+}
+
+std::pair<double, double> Pretrainer::evaluate_heldout() {
+  const auto& held = texts_.heldout;
+  const auto n = static_cast<std::int64_t>(held.size());
+  if (n == 0) return {-1.0, -1.0};
+  // Rank r evaluates the texts r, r + W, ...
+  std::vector<std::int64_t> mine;
+  for (std::int64_t k = comm_.rank(); k < n; k += comm_.size()) mine.push_back(held[static_cast<std::size_t>(k)]);
+  const bool was_training = model_->is_training();
+  model_->eval();
+  double loss = 0, correct = 0, predicted = 0;
+  {
+    torch::NoGradGuard no_grad;
+    const std::int64_t chunk = setup_.pretrain.batch_size;
+    for (std::int64_t k = 0; k < static_cast<std::int64_t>(mine.size()); k += chunk) {
+      const std::int64_t count = std::min<std::int64_t>(chunk, static_cast<std::int64_t>(mine.size()) - k);
+      Batch b = make_batch(mine, kHeldoutPass, k, count);
+      MlmSums s = model_->loss(b.ids, b.attention, b.labels);
+      loss += s.loss_sum.item<double>();
+      correct += static_cast<double>(s.correct);
+      predicted += static_cast<double>(s.predicted);
+    }
+  }
+  if (was_training) model_->train();
+  at::Tensor agg = at::tensor({loss, correct, predicted}, at::kDouble);
+  comm_.all_reduce(agg);
+  const double p = std::max(agg[2].item<double>(), 1.0);
+  return {agg[0].item<double>() / p, agg[1].item<double>() / p};
+}
+
+PretrainResult Pretrainer::run() {
+  const PretrainConfig& pc = setup_.pretrain;
+  const TrainConfig oc = pc.optimizer();
+  const bool rank0 = comm_.rank() == 0;
+  const fs::path work = fs::path(setup_.run_dir) / "pretrain";
+  const std::string out_dir = pc.out.empty() ? (fs::path(setup_.run_dir) / "pretrained").string() : pc.out;
+  auto params = trainable_named_parameters(*model_);
+  GradientReducer reducer(comm_, params, {pc.bucket_mb, ReduceOp::Sum});
+  auto optimizer = make_adamw(params, oc);
+  std::vector<torch::Tensor> trainable;
+  std::int64_t n_params = 0;
+  for (auto& [name, p] : params) {
+    trainable.push_back(p);
+    n_params += p.numel();
+  }
+  const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
+  spdlog::info("pretrain: BERT {} layers, hidden {}, vocabulary {}; {} parameters, all trained; {} bytes all-reduced "
+               "per step", model_->config().num_hidden_layers, model_->config().hidden_size,
+               model_->config().vocab_size, n_params, reducer.bytes_per_step());
+  spdlog::info("pretrain: {} training texts, {} held out, {} without text (not used); {} steps of {} texts per epoch, "
+               "{} steps planned; {:.0f}% of the word pieces predicted{}", texts_.train.size(), texts_.heldout.size(),
+               texts_.empty, steps_per_epoch_, global_batch, planned_steps_, 100 * pc.mask_prob,
+               pc.whole_word ? " (whole words)" : "");
+
+  PretrainResult result;
+  result.planned_steps = planned_steps_;
+  std::int64_t start = 0;
+  Cursor cursor{0, 0};
+  const std::string bert_json = model_->config().to_json("BertForMaskedLM");
+  if (!setup_.resume.empty()) {
+    auto f = open_pretrain_checkpoint(setup_.resume);
+    const std::string stored = bert_config_of_checkpoint(f).to_json("BertForMaskedLM");
+    if (stored != bert_json) {
+      throw ConfigError(fmt::format("{}: the checkpoint pre-trains another encoder; resume with the same model.bert "
+                                    "(or pretrain.from), or start a new run.dir.\ncheckpoint: {}\nthis run: {}",
+                                    setup_.resume, stored, bert_json));
+    }
+    checkpoint_read_module(f, "model", "float32", *model_);
+    checkpoint_read_optimizer(f, *optimizer, params, "float32");
+    rng_restore(checkpoint_read_rng(f), comm_.rank());
+    start = f.attr_int("/", "step");
+    cursor = {f.attr_int("/", "cursor_epoch"), f.attr_int("/", "cursor_step")};
+    const std::int64_t saved_spe = f.attr_int("/", "steps_per_epoch");
+    if (f.attr_int("/", "global_batch") != global_batch || saved_spe != steps_per_epoch_) {
+      cursor.step = std::min(steps_per_epoch_ - 1, cursor.step * steps_per_epoch_ / std::max<std::int64_t>(saved_spe, 1));
+      spdlog::warn("resuming a pre-training checkpoint of {} texts per step on {}: weights, optimizer and schedule "
+                   "continue exactly; the data continue at step {} of epoch {} (the same share of the epoch)",
+                   f.attr_int("/", "global_batch"), global_batch, cursor.step, cursor.epoch);
+    }
+    result.heldout_loss = attr_double(f, "heldout_loss");
+    result.heldout_accuracy = attr_double(f, "heldout_accuracy");
+    result.resumed_step = start;
+    spdlog::info("pretrain: resumed from {} after step {} (epoch {}, step {})", setup_.resume, start, cursor.epoch,
+                 cursor.step);
+  }
+
+  std::ofstream metrics;
+  if (rank0) {
+    fs::create_directories(work);
+    metrics.open(work / "metrics.jsonl", std::ios::app);
+  }
+  auto checkpoint = [&](std::int64_t steps_done) {
+    std::vector<at::Tensor> rng = rng_gather(comm_);
+    const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
+    const std::string path = checkpoint_path(dir, steps_done);
+    rank0_run(comm_, [&] {
+      fs::create_directories(dir);
+      try {
+        auto f = h5::File::create(path);
+        f.set_attr("/", "format", kPretrainCheckpointFormat);
+        f.set_attr("/", "version", kPretrainCheckpointVersion);
+        f.set_attr("/", "bert_config", bert_json);
+        f.set_attr("/", "config", setup_.run_config_yaml);
+        f.set_attr("/", "step", steps_done);
+        f.set_attr("/", "world_size", static_cast<std::int64_t>(comm_.size()));
+        f.set_attr("/", "global_batch", global_batch);
+        f.set_attr("/", "cursor_epoch", cursor.epoch);
+        f.set_attr("/", "cursor_step", cursor.step);
+        f.set_attr("/", "steps_per_epoch", steps_per_epoch_);
+        f.set_attr("/", "planned_steps", planned_steps_);
+        f.set_attr("/", "heldout_loss", format_double(result.heldout_loss));
+        f.set_attr("/", "heldout_accuracy", format_double(result.heldout_accuracy));
+        checkpoint_write_module(f, "model", *model_);
+        checkpoint_write_optimizer(f, *optimizer, params);
+        checkpoint_write_rng(f, rng);
+        f.commit();
+      } catch (const IoError& e) {
+        throw IoError(fmt::format("writing checkpoint {} failed: {}", path, e.what()));
+      }
+      checkpoint_prune(dir, pc.keep_checkpoints);
+      return std::int64_t{0};
+    });
+    spdlog::info("pretrain: checkpoint after step {}: {}", steps_done, path);
+    result.last_checkpoint = path;
+  };
+  auto heldout = [&](std::int64_t steps_done) {
+    auto [loss, accuracy] = evaluate_heldout();
+    if (loss < 0) return;
+    result.heldout_loss = loss;
+    result.heldout_accuracy = accuracy;
+    if (rank0) {
+      metrics << nlohmann::json{{"step", steps_done}, {"heldout_loss", loss}, {"heldout_accuracy", accuracy}}.dump()
+              << "\n" << std::flush;
+    }
+    spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss, accuracy);
+  };
+
+  const bool bar = rank0 && pc.progress && isatty(STDERR_FILENO);
+  StopSignal stop_signal;
+  std::vector<std::int64_t> order;
+  std::int64_t order_epoch = -1;
+  std::vector<std::int64_t> step_texts(static_cast<std::size_t>(global_batch));
+  const auto t_start = Clock::now();
+  auto t_window = t_start;
+  double window_loss = 0, window_correct = 0, window_predicted = 0, window_wait = 0, window_step_s = 0;
+  std::int64_t window_texts = 0, total_texts = 0;
+  result.steps = start;
+  model_->train();
+  for (std::int64_t step = start; step < planned_steps_; ++step) {
+    const auto t_step = Clock::now();
+    if (order_epoch != cursor.epoch) {
+      order = epoch_order(static_cast<std::int64_t>(texts_.train.size()), static_cast<std::uint64_t>(pc.seed),
+                          cursor.epoch);
+      order_epoch = cursor.epoch;
+    }
+    for (std::int64_t k = 0; k < global_batch; ++k) {
+      step_texts[static_cast<std::size_t>(k)] =
+          texts_.train[static_cast<std::size_t>(order[static_cast<std::size_t>(cursor.step * global_batch + k)])];
+    }
+    const auto pass = static_cast<std::uint64_t>(cursor.epoch) + 1;
+    // The global masked count normalises every rank's sum, so the summed
+    // gradients are those of the mean over the whole global batch.
+    std::int64_t global_predicted = 0;
+    Batch mine;
+    for (int r = 0; r < comm_.size(); ++r) {
+      Batch b = make_batch(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
+      global_predicted += b.predicted;
+      if (r == comm_.rank()) mine = std::move(b);
+    }
+    MlmSums s = model_->loss(mine.ids, mine.attention, mine.labels);
+    (s.loss_sum / static_cast<double>(std::max<std::int64_t>(global_predicted, 1))).backward();
+    reducer.finish();
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(
+        trainable, pc.clip_norm > 0 ? pc.clip_norm : std::numeric_limits<double>::infinity());
+    const double lr = learning_rate(oc, step, planned_steps_);
+    set_learning_rate(*optimizer, lr);
+    optimizer->step();
+    optimizer->zero_grad();
+    if (++cursor.step == steps_per_epoch_) cursor = {cursor.epoch + 1, 0};
+
+    at::Tensor agg = at::tensor({s.loss_sum.item<double>(), static_cast<double>(s.correct),
+                                 static_cast<double>(s.predicted), static_cast<double>(StopSignal::received())},
+                                at::kDouble);
+    comm_.all_reduce(agg);
+    const double predicted = std::max(agg[2].item<double>(), 1.0);
+    result.steps = step + 1;
+    result.last_loss = agg[0].item<double>() / predicted;
+    window_loss += agg[0].item<double>();
+    window_correct += agg[1].item<double>();
+    window_predicted += agg[2].item<double>();
+    window_wait += reducer.stats().wait_s;
+    window_step_s += std::chrono::duration<double>(Clock::now() - t_step).count();
+    window_texts += global_batch;
+    total_texts += global_batch;
+
+    const bool last = step + 1 == planned_steps_;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+    if ((step + 1) % pc.log_every == 0 || last) {
+      const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
+      const double tps = static_cast<double>(window_texts) / std::max(secs, 1e-9);
+      const double p = std::max(window_predicted, 1.0);
+      nlohmann::json line = {{"step", step + 1},
+                             {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch_)},
+                             {"loss", window_loss / p},
+                             {"accuracy", window_correct / p},
+                             {"lr", lr},
+                             {"grad_norm", grad_norm},
+                             {"texts_per_s", tps},
+                             {"comm_share", window_wait / std::max(window_step_s, 1e-9)},
+                             {"elapsed_s", elapsed}};
+      if (rank0) metrics << line.dump() << "\n" << std::flush;
+      if (!bar) {
+        spdlog::info("pretrain step {}/{} loss {:.4f} accuracy {:.3f} lr {:.2e} {:.0f} texts/s ETA {}", step + 1,
+                     planned_steps_, window_loss / p, window_correct / p, lr, tps,
+                     format_duration(eta_seconds(elapsed, start, step + 1, planned_steps_)));
+      }
+      window_loss = window_correct = window_predicted = window_wait = window_step_s = 0;
+      window_texts = 0;
+      t_window = Clock::now();
+    }
+    if (bar) {
+      progress_bar(step + 1, planned_steps_, result.last_loss, static_cast<double>(total_texts) / std::max(elapsed, 1e-9),
+                   "texts", eta_seconds(elapsed, start, step + 1, planned_steps_));
+    }
+
+    if (agg[3].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
+      if (bar) std::fprintf(stderr, "\n");
+      result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
+      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
+                   step + 1, planned_steps_);
+      checkpoint(step + 1);
+      break;
+    }
+    const bool eval_now = pc.eval_every > 0 ? ((step + 1) % pc.eval_every == 0 || last) : (cursor.step == 0 || last);
+    if (eval_now) {
+      if (bar && !last) std::fprintf(stderr, "\n");
+      heldout(step + 1);
+    }
+    const bool stop_after = setup_.stop_after > 0 && step + 1 - start >= setup_.stop_after && !last;
+    const bool periodic = pc.checkpoint_every > 0 && (step + 1) % pc.checkpoint_every == 0;
+    if (periodic || last || stop_after) checkpoint(step + 1);
+    if (stop_after) {
+      result.stopped_after = true;
+      spdlog::info("pretrain: stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
+                   step + 1 - start, step + 1, planned_steps_);
+      break;
+    }
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+  result.texts_per_s = static_cast<double>(total_texts) / std::max(elapsed, 1e-9);
+  model_->eval();
+  if (result.stop_signal == 0 && !result.stopped_after && result.steps == planned_steps_) {
+    rank0_run(comm_, [&] {
+      mlm_save_hf(out_dir, *model_, vocab_);
+      return std::int64_t{0};
+    });
+    result.out_dir = out_dir;
+  }
+  return result;
+}
+
+}  // namespace llmrec

@@ -1,0 +1,117 @@
+#pragma once
+/// `llmrec pretrain`: masked-language-model pre-training of the item encoder
+/// on the catalogue's texts (models/mlm.h), data-parallel like training.
+///
+/// Per optimizer step, on every rank: the step's global batch (batch_size x
+/// world texts, the epoch's permutation of the training texts) is masked by
+/// BERT's rule with seeds that depend on the text and the epoch only; each
+/// rank takes its batch_size texts, sums the cross-entropy over its masked
+/// pieces, divides by the global batch's masked count and runs backward
+/// while the GradientReducer sums the gradients. So W ranks x b texts step
+/// exactly as one rank x W b texts (up to float rounding; dropout aside).
+/// Then clipping, the learning rate of the schedule, AdamW, and one small
+/// all-reduce of the step's loss, accuracy and stop signal.
+///
+/// Files under <run.dir>/pretrain: metrics.jsonl (loss and accuracy of the
+/// masked pieces per log window; held-out loss and accuracy at each
+/// evaluation), checkpoints/step-N.h5 (format `llmrec-pretrain-checkpoint`:
+/// weights, AdamW state, every rank's RNG and the data position; an exact
+/// resume). At the end rank 0 writes the HF directory `pretrain.out`.
+///
+///   Pretrainer p(setup, comm);
+///   PretrainResult r = p.run();   // collective
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "distributed/communicator.h"
+#include "models/mlm.h"
+#include "models/model_config.h"
+#include "trainer/pretrain_config.h"
+
+namespace llmrec {
+
+constexpr const char* kPretrainCheckpointFormat = "llmrec-pretrain-checkpoint";
+constexpr std::int64_t kPretrainCheckpointVersion = 1;
+
+struct PretrainSetup {
+  PretrainConfig pretrain;
+  ModelBertConfig bert;  ///< the architecture when pretrain.from is ""
+  std::string dataset;
+  std::string run_dir;
+  std::string resume;  ///< a pre-training checkpoint, "" = start fresh
+  std::string run_config_yaml;
+  std::int64_t stop_after = 0;  ///< stop with a checkpoint after this many steps of this run; 0 = off
+  torch::Device device = torch::kCPU;
+};
+
+struct PretrainResult {
+  std::int64_t steps = 0;
+  std::int64_t planned_steps = 0;
+  int stop_signal = 0;
+  bool stopped_after = false;
+  double last_loss = 0;            ///< mean cross-entropy of the last step's masked pieces
+  double heldout_loss = -1;        ///< at the last evaluation; -1 = none
+  double heldout_accuracy = -1;
+  double texts_per_s = 0;          ///< global, over this run
+  std::int64_t resumed_step = -1;
+  std::string last_checkpoint;
+  std::string out_dir;             ///< the HF directory written ("" when stopped early)
+};
+
+/// The texts pre-training uses: catalogue items with at least one word
+/// piece that can be masked, split into training and held-out texts (the
+/// first round(holdout x n) of a seeded permutation, at least one when
+/// holdout > 0 and n > 1), each list in item order. `empty` counts the
+/// items left out for having no text.
+struct PretrainTexts {
+  std::vector<std::int64_t> train;
+  std::vector<std::int64_t> heldout;
+  std::int64_t empty = 0;
+};
+PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab, double holdout,
+                                   std::uint64_t seed);
+
+/// `<run_dir>/pretrain/checkpoints`.
+std::string pretrain_checkpoint_dir(const std::string& run_dir);
+/// Reads every dataset of a pre-training checkpoint (checksums, format,
+/// shapes); IoError describing the first problem.
+void pretrain_checkpoint_verify(const std::string& path);
+
+class Pretrainer {
+ public:
+  /// Opens the dataset, builds (or loads `from`) the encoder with its MLM
+  /// head, splits the texts. Collective only in what GradientReducer's
+  /// construction checks. ConfigError for a model that cannot pre-train
+  /// (no transformer layer, a vocabulary other than the dataset's, texts
+  /// longer than its positions, too few texts for one step).
+  Pretrainer(PretrainSetup setup, Communicator& comm);
+  ~Pretrainer();
+  PretrainResult run();
+  BertForMaskedLM& model() { return model_; }
+  const PretrainTexts& texts() const { return texts_; }
+  std::int64_t planned_steps() const { return planned_steps_; }
+  std::int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  /// Held-out loss and accuracy of the current weights (collective).
+  std::pair<double, double> evaluate_heldout();
+
+ private:
+  struct Batch;
+  Batch make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
+                   std::int64_t count) const;
+
+  PretrainSetup setup_;
+  Communicator& comm_;
+  ItemTable items_;
+  int text_len_ = 0;
+  std::vector<std::string> vocab_;
+  MlmVocab mlm_vocab_;
+  PretrainTexts texts_;
+  BertForMaskedLM model_{nullptr};
+  std::int64_t steps_per_epoch_ = 0;
+  std::int64_t planned_steps_ = 0;
+};
+
+}  // namespace llmrec
