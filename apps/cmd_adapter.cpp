@@ -18,13 +18,13 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "apps/app_context.h"
 #include "apps/commands.h"
 #include "apps/config_options.h"
 #include "common/error.h"
 #include "data/dataset.h"
+#include "data/vocab_builder.h"
 #include "models/lora.h"
 #include "trainer/checkpoint.h"
 
@@ -38,20 +38,6 @@ struct AdapterCommand {
   std::string checkpoint;
   std::string out;
 };
-
-/// The dataset's vocabulary as a vocab.txt (one token a line, id order).
-void write_vocab(const std::vector<std::string>& vocab, const fs::path& path) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    for (const auto& t : vocab) f << t << '\n';
-    f.flush();
-    if (!f) throw IoError(fmt::format("{}: cannot write the vocabulary", tmp.string()));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw IoError(fmt::format("{}: cannot rename to {}: {}", tmp.string(), path.string(), ec.message()));
-}
 
 int run_adapter(const AdapterCommand& cmd, const Config& config) {
   Recommender model = checkpoint_load_model(cmd.checkpoint);
@@ -70,7 +56,7 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
   const fs::path out(cmd.out);
   fs::create_directories(out);
   const fs::path vocab_path = out / "vocab.txt";
-  write_vocab(vocab, vocab_path);
+  write_vocab(vocab, vocab_path.string());
   torch::NoGradGuard no_grad;
   const BertModel& bert = model->bert;
   save_hf_directory((out / "merged").string(), bert, model->bert_config(), vocab_path.string());

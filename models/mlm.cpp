@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include "common/error.h"
@@ -170,29 +169,16 @@ int BertForMaskedLMImpl::load_head(const std::map<std::string, torch::Tensor>& t
   return copied;
 }
 
-void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::vector<std::string>& vocab) {
-  if (static_cast<std::int64_t>(vocab.size()) != model.config().vocab_size) {
-    throw Error(fmt::format("mlm_save_hf({}): {} vocabulary tokens for a model of vocab_size {}", dir, vocab.size(),
-                            model.config().vocab_size));
-  }
+void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::string& vocab_path) {
   // Written next to the destination, then swapped in: a crash leaves the
   // old directory or the new one, never a mix.
   const fs::path target(dir);
   const fs::path tmp = target.string() + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
-  fs::create_directories(tmp);
-  const fs::path vocab_path = tmp / "vocab.txt.in";
-  {
-    std::ofstream f(vocab_path, std::ios::binary | std::ios::trunc);
-    for (const auto& t : vocab) f << t << '\n';
-    f.flush();
-    if (!f) throw IoError(fmt::format("{}: cannot write the vocabulary", vocab_path.string()));
-  }
   torch::NoGradGuard no_grad;
-  save_hf_directory(tmp.string(), model.bert, model.config(), vocab_path.string(), c10::kFloat, model.head_tensors(),
+  save_hf_directory(tmp.string(), model.bert, model.config(), vocab_path, c10::kFloat, model.head_tensors(),
                     "BertForMaskedLM");
-  fs::remove(vocab_path);
   fs::remove_all(target, ec);
   fs::rename(tmp, target, ec);
   if (ec) throw IoError(fmt::format("{}: cannot move the pre-trained model into place: {}", dir, ec.message()));

@@ -101,9 +101,10 @@ class BertForMaskedLMImpl : public torch::nn::Module {
 TORCH_MODULE(BertForMaskedLM);
 
 /// Writes `model` as an HF directory (config.json with architectures
-/// ["BertForMaskedLM"], vocab.txt from `vocab`, model.safetensors with HF's
-/// BertForMaskedLM names; the decoder is tied to the word embeddings, so it
-/// is not stored, as HF does). The directory is replaced as a whole.
-void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::vector<std::string>& vocab);
+/// ["BertForMaskedLM"], a copy of `vocab_path` as vocab.txt, model.safetensors
+/// with HF's BertForMaskedLM names; the decoder is tied to the word
+/// embeddings, so it is not stored, as HF does). The directory is replaced
+/// as a whole.
+void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::string& vocab_path);
 
 }  // namespace llmrec

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/hdf5.h"
 #include "common/random.h"
+#include "data/vocab_builder.h"
 #include "data/wordpiece.h"
 #include "distributed/gradient_reducer.h"
 #include "distributed/rank0.h"
@@ -498,7 +499,10 @@ PretrainResult Pretrainer::run() {
   model_->eval();
   if (result.stop_signal == 0 && !result.stopped_after && result.steps == planned_steps_) {
     rank0_run(comm_, [&] {
-      mlm_save_hf(out_dir, *model_, vocab_);
+      fs::create_directories(work);
+      const std::string vocab_path = (work / "vocab.txt").string();
+      write_vocab(vocab_, vocab_path);
+      mlm_save_hf(out_dir, *model_, vocab_path);
       return std::int64_t{0};
     });
     result.out_dir = out_dir;

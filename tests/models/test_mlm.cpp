@@ -197,7 +197,14 @@ TEST(BertForMaskedLM, SavesAnHfDirectoryThatLoadsBack) {
     torch::NoGradGuard no_grad;
     for (auto& p : mlm->parameters()) p.add_(torch::randn_like(p) * 0.1);  // not the init values
   }
-  mlm_save_hf(dir.string(), *mlm, test_vocab());
+  fs::create_directories(dir);
+  const fs::path vocab_in = dir.string() + ".vocab.txt";
+  {
+    std::ofstream out(vocab_in);
+    for (const auto& t : test_vocab()) out << t << "\n";
+  }
+  mlm_save_hf(dir.string(), *mlm, vocab_in.string());
+  fs::remove(vocab_in);
   // config.json names the architecture; the decoder is not stored.
   nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
   EXPECT_EQ(config["architectures"][0], "BertForMaskedLM");
