@@ -35,7 +35,10 @@
 #include "common/version.h"
 #include "distributed/gradient_reducer.h"
 #include "distributed/mpi_check.h"
+#include "common/random.h"
+#include "models/mlm.h"
 #include "trainer/model_scorer.h"
+#include "trainer/pretrain.h"
 #include "trainer/optimizer.h"
 #include "serving/engine.h"
 #include "trainer/train_step.h"
@@ -239,6 +242,20 @@ nlohmann::json header(const std::string& bench, const std::string& workload, Com
           {"blas", blas_describe()}};
 }
 
+/// Times of 10 blocking all-reduces of `bytes` (after 2 untimed): the
+/// gradient all-reduce alone, not overlapped, i.e. what the reducer can hide.
+std::vector<double> allreduce_alone_s(Communicator& comm, std::int64_t bytes, const c10::Device& device) {
+  at::Tensor flat = at::zeros({std::max<std::int64_t>(bytes / 4, 1)}, at::TensorOptions().dtype(at::kFloat).device(device));
+  std::vector<double> alone;
+  for (int i = 0; i < 12; ++i) {
+    comm.barrier();
+    auto t0 = Clock::now();
+    comm.all_reduce(flat, {ReduceOp::Avg});
+    if (i >= 2) alone.push_back(since(t0));
+  }
+  return alone;
+}
+
 int bench_train(AppContext& ctx, const BenchOptions& o) {
   Communicator& comm = *ctx.comm;
   Workload w = workload_of(o.workload);
@@ -272,16 +289,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   sctx.device = ctx.device;
   sctx.bf16 = ctx.config.run.precision == "bf16";
 
-  // The same bytes all-reduced alone, not overlapped: what the reducer hides.
-  at::Tensor flat = at::zeros({std::max<std::int64_t>(reducer.bytes_per_step() / 4, 1)},
-                              at::TensorOptions().dtype(at::kFloat).device(ctx.device));
-  std::vector<double> alone;
-  for (int i = 0; i < 12; ++i) {
-    comm.barrier();
-    auto t0 = Clock::now();
-    comm.all_reduce(flat, {ReduceOp::Avg});
-    if (i >= 2) alone.push_back(since(t0));
-  }
+  const std::vector<double> alone = allreduce_alone_s(comm, reducer.bytes_per_step(), ctx.device);
 
   // The machine's ceiling for MFU: every rank's sgemm at once.
   comm.barrier();
@@ -380,6 +388,135 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
                {"user_tower", w.model.user.pooling},
                {"lora_r", w.model.lora.r},
                {"precision", ctx.config.run.precision}});
+  if (comm.rank() == 0) {
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+/// Model FLOPs of one pre-training step on one rank: `rows` texts padded to
+/// `width` tokens through BERT (every weight trained: backward 2x forward),
+/// the head at `masked` positions (dense H x H and the tied decoder H x V).
+double mlm_step_flops(const ModelConfig& m, double rows, double width, double masked) {
+  const double H = m.bert.hidden, I = m.bert.intermediate, V = m.bert.vocab_size, S = width;
+  const double layer = 2 * S * H * H * 4 + 2 * S * H * I * 2 + 2 * S * S * H * 2;
+  return 3 * (rows * m.bert.layers * layer + masked * (2 * H * H + 2 * H * V));
+}
+
+/// `bench pretrain`, workload mlm-tiny (../shared/peers/torch_mlm_bench.py):
+/// bench-tiny's BERT with every weight trained and the BertForMaskedLM head,
+/// --batch texts per rank drawn uniformly from bench-tiny's catalogue,
+/// BERT's masking, AdamW lr 1e-4; the step is `llmrec pretrain`'s
+/// (pretrain_step: gathered head, bucketed all-reduce overlapped with
+/// backward).
+int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
+  Communicator& comm = *ctx.comm;
+  Workload w = workload_of("bench-tiny");
+  const std::int64_t batch = o.batch > 0 ? o.batch : 128;
+  SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
+  std::vector<std::string> vocab(static_cast<std::size_t>(w.model.bert.vocab_size));
+  for (std::size_t i = 0; i < vocab.size(); ++i) vocab[i] = "t" + std::to_string(i);
+  vocab[0] = "[PAD]";
+  vocab[100] = "[UNK]";
+  vocab[101] = "[CLS]";
+  vocab[102] = "[SEP]";
+  vocab[103] = "[MASK]";
+  const MlmVocab mv = MlmVocab::from(vocab, "mlm-tiny");
+  const at::Tensor tokens = cat.tokens.to(at::kInt).contiguous();
+  const auto* tok = tokens.data_ptr<std::int32_t>();
+  const auto* len = cat.length.data_ptr<std::int64_t>();
+  const std::int64_t L = w.model.text_len;
+  std::mt19937_64 draw(static_cast<std::uint64_t>(o.seed) * 1000 + 7 + static_cast<std::uint64_t>(comm.rank()));
+
+  torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
+  BertForMaskedLM model(bert_config_from(w.model.bert));
+  model->to(ctx.device);
+  model->train();
+  auto params = trainable_named_parameters(*model);
+  std::vector<torch::Tensor> trainable;
+  for (auto& [n, p] : params) trainable.push_back(p);
+  GradientReducer reducer(comm, params, {25.0, ReduceOp::Sum});
+  TrainConfig tc;
+  tc.lr = 1e-4;
+  tc.weight_decay = 0.01;
+  auto optimizer = make_adamw(params, tc);
+  const std::vector<double> alone = allreduce_alone_s(comm, reducer.bytes_per_step(), ctx.device);
+  comm.barrier();
+  const double sgemm = sgemm_gflops();
+
+  std::vector<double> t_step, t_data, t_wait, t_opt;
+  double flops = 0, tokens_done = 0, loss_last = 0;
+  std::uint64_t text_seed = 0;
+  Clock::time_point t_start;
+  for (int step = 0; step < o.warmup + o.steps; ++step) {
+    if (step == o.warmup) {
+      comm.barrier();
+      t_start = Clock::now();
+    }
+    const auto t0 = Clock::now();
+    std::vector<MaskedText> texts;
+    double real = 0;
+    for (std::int64_t k = 0; k < batch; ++k) {
+      const auto i = static_cast<std::int64_t>(random_below(draw(), static_cast<std::uint64_t>(w.items)));
+      texts.push_back(mlm_mask_text(tok + i * L, len[i], mv, {0.15, true}, splitmix64(++text_seed)));
+      real += static_cast<double>(len[i]);
+    }
+    MlmBatch b = mlm_batch(texts, mv.pad);
+    const double data_s = since(t0);
+    const auto t1 = Clock::now();
+    MlmSums sums = pretrain_step(*model, b, static_cast<double>(b.predicted * comm.size()), reducer, *optimizer,
+                                 trainable, 0.0, tc.lr, nullptr);
+    const double wait_s = reducer.stats().wait_s;
+    at::Tensor agg = at::tensor({sums.loss_sum.item<double>(), static_cast<double>(sums.predicted), 0.0}, at::kDouble);
+    comm.all_reduce(agg);  // the pre-training loop's per-step loss / stop all-reduce
+    if (step >= o.warmup) {
+      t_step.push_back(since(t0) * 1e3);
+      t_data.push_back(data_s * 1e3);
+      t_wait.push_back(wait_s * 1e3);
+      t_opt.push_back(since(t1) * 1e3);
+      flops += mlm_step_flops(w.model, static_cast<double>(b.ids.size(0)), static_cast<double>(b.ids.size(1)),
+                              static_cast<double>(b.predicted));
+      tokens_done += real;
+      loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+    }
+  }
+  comm.barrier();
+  const double elapsed = since(t_start);
+  auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_wait), median(t_opt), peak_rss_mb(),
+                                 median(alone) * 1e3});
+  double csum = 0;
+  for (auto& [n, p] : params) csum += p.detach().to(at::kDouble).sum().item<double>();
+  auto sync = max_over_ranks(comm, {csum, -csum});
+  at::Tensor fl = at::tensor({flops, sgemm, tokens_done}, at::kDouble);  // sums over ranks
+  comm.all_reduce(fl, {ReduceOp::Sum});
+  const double achieved_gflops = fl[0].item<double>() / elapsed / 1e9, sgemm_sum = fl[1].item<double>();
+  std::int64_t n_trainable = 0;
+  for (auto& p : trainable) n_trainable += p.numel();
+  const double wait_ms = m[2], alone_ms = m[5];
+  nlohmann::json line = header("pretrain", "mlm-tiny", comm, ctx.device.str());
+  line.update({{"sequences_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
+               {"tokens_per_s", fl[2].item<double>() / elapsed},
+               {"step_ms_median", m[0]},
+               {"data_ms_median", m[1]},
+               {"forward_backward_optimizer_ms_median", m[3]},
+               {"comm_wait_ms_median", wait_ms},
+               {"allreduce_alone_ms_median", alone_ms},
+               {"allreduce_hidden_share", comm.size() > 1 && alone_ms > 0 ? std::clamp(1.0 - wait_ms / alone_ms, 0.0, 1.0)
+                                                                           : 0.0},
+               {"model_gflop_per_step", fl[0].item<double>() / o.steps / 1e9},
+               {"achieved_gflops", achieved_gflops},
+               {"sgemm1024_gflops_rank0", sgemm},
+               {"sgemm1024_gflops_all_ranks", sgemm_sum},
+               {"mfu", sgemm_sum > 0 ? achieved_gflops / sgemm_sum : 0.0},
+               {"trainable_params", n_trainable},
+               {"allreduce_bytes_per_step", reducer.bytes_per_step()},
+               {"peak_rss_mb", m[4]},
+               {"loss_last", loss_last},
+               {"params_in_sync", sync[0] == -sync[1]},
+               {"warmup_steps", o.warmup},
+               {"measured_steps", o.steps},
+               {"batch_per_rank", batch}});
   if (comm.rank() == 0) {
     std::printf("%s\n", line.dump().c_str());
     std::fflush(stdout);
@@ -570,9 +707,16 @@ void bench_distributed_add(CLI::App& bench) {
           ->capture_default_str();
       cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
     }
-    if (name == "train") {
+    if (name == "pretrain") {
+      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
+      cmd->add_option("--batch", o->bench.batch, "Texts per rank and step (0 = the workload's 128)")
+          ->check(CLI::Range(0, 1 << 20));
+    }
+    if (name == "train" || name == "pretrain") {
       cmd->add_option("--steps", o->bench.steps, "Measured steps")->check(CLI::Range(1, 100000))->capture_default_str();
       cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")->check(CLI::Range(0, 100000))->capture_default_str();
+    }
+    if (name == "train") {
       cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")->check(CLI::Range(0, 1 << 20));
       cmd->add_option("--pooling", o->bench.pooling,
                       "cls (the peer's model; only what h_[CLS] needs is computed) or mean (every token of every "
@@ -610,6 +754,8 @@ void bench_distributed_add(CLI::App& bench) {
   };
   add("train", "Training examples/s of the workload's model on synthetic batches (run under mpirun; "
                "--set run.threads=N for threads per rank)", bench_train);
+  add("pretrain", "Masked-LM pre-training sequences/s on workload mlm-tiny (../shared/peers/torch_mlm_bench.py; "
+                  "run under mpirun; --set run.threads=N for threads per rank)", bench_pretrain);
   add("allreduce", "Communicator all-reduce vs raw MPI_Allreduce, 4 KiB .. --max-mb (under mpirun -np 2+)",
       bench_allreduce);
   add("export", "Items encoded per second through the item tower, as llmrec export does", bench_encode);

@@ -94,10 +94,44 @@ double attr_double(const h5::File& f, const std::string& key) {
 
 }  // namespace
 
-struct Pretrainer::Batch {
-  torch::Tensor ids, attention, labels;  ///< [n, L] int64
-  std::int64_t predicted = 0;            ///< masked pieces of these rows
-};
+MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad) {
+  std::int64_t width = 1;
+  for (const auto& m : texts) width = std::max(width, static_cast<std::int64_t>(m.input.size()));
+  MlmBatch b;
+  const auto n = static_cast<std::int64_t>(texts.size());
+  b.ids = torch::full({n, width}, pad, torch::kLong);
+  b.attention = torch::zeros({n, width}, torch::kLong);
+  b.labels = torch::full({n, width}, -1, torch::kLong);
+  auto ids = b.ids.accessor<std::int64_t, 2>();
+  auto attention = b.attention.accessor<std::int64_t, 2>();
+  auto labels = b.labels.accessor<std::int64_t, 2>();
+  for (std::int64_t r = 0; r < n; ++r) {
+    const MaskedText& m = texts[static_cast<std::size_t>(r)];
+    for (std::size_t i = 0; i < m.input.size(); ++i) {
+      const auto c = static_cast<std::int64_t>(i);
+      ids[r][c] = m.input[i];
+      attention[r][c] = 1;
+      labels[r][c] = m.labels[i];
+    }
+    b.predicted += m.predicted;
+  }
+  return b;
+}
+
+MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser, GradientReducer& reducer,
+                      torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable, double clip_norm,
+                      double lr, double* grad_norm) {
+  MlmSums s = model.loss(batch.ids, batch.attention, batch.labels);
+  (s.loss_sum / std::max(normaliser, 1.0)).backward();
+  reducer.finish();
+  const double norm = torch::nn::utils::clip_grad_norm_(
+      trainable, clip_norm > 0 ? clip_norm : std::numeric_limits<double>::infinity());
+  if (grad_norm != nullptr) *grad_norm = norm;
+  set_learning_rate(optimizer, lr);
+  optimizer.step();
+  optimizer.zero_grad();
+  return s;
+}
 
 PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab, double holdout,
                                    std::uint64_t seed) {
@@ -213,38 +247,18 @@ Pretrainer::Pretrainer(PretrainSetup setup, Communicator& comm) : setup_(std::mo
 
 Pretrainer::~Pretrainer() = default;
 
-Pretrainer::Batch Pretrainer::make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass,
-                                         std::int64_t begin, std::int64_t count) const {
+MlmBatch Pretrainer::make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
+                                std::int64_t count) const {
   const MlmMaskOptions mask{setup_.pretrain.mask_prob, setup_.pretrain.whole_word};
   const auto seed = static_cast<std::uint64_t>(setup_.pretrain.seed);
   std::vector<MaskedText> rows;
-  std::int64_t width = 1;
   for (std::int64_t k = begin; k < begin + count; ++k) {
     const std::int64_t item = texts[static_cast<std::size_t>(k)];
     const std::int64_t len = std::min(items_.length[static_cast<std::size_t>(item)], text_len_);
     rows.push_back(mlm_mask_text(items_.tokens.data() + item * text_len_, len, mlm_vocab_, mask,
                                  mlm_text_seed(seed, pass, static_cast<std::uint64_t>(item))));
-    width = std::max(width, len);
   }
-  Batch b;
-  const auto n = static_cast<std::int64_t>(rows.size());
-  b.ids = torch::full({n, width}, mlm_vocab_.pad, torch::kLong);
-  b.attention = torch::zeros({n, width}, torch::kLong);
-  b.labels = torch::full({n, width}, -1, torch::kLong);
-  auto ids = b.ids.accessor<std::int64_t, 2>();
-  auto attention = b.attention.accessor<std::int64_t, 2>();
-  auto labels = b.labels.accessor<std::int64_t, 2>();
-  for (std::int64_t r = 0; r < n; ++r) {
-    const MaskedText& m = rows[static_cast<std::size_t>(r)];
-    for (std::size_t i = 0; i < m.input.size(); ++i) {
-      const auto c = static_cast<std::int64_t>(i);
-      ids[r][c] = m.input[i];
-      attention[r][c] = 1;
-      labels[r][c] = m.labels[i];
-    }
-    b.predicted += m.predicted;
-  }
-  return b;
+  return mlm_batch(rows, mlm_vocab_.pad);
 }
 
 std::pair<double, double> Pretrainer::evaluate_heldout() {
@@ -262,7 +276,7 @@ std::pair<double, double> Pretrainer::evaluate_heldout() {
     const std::int64_t chunk = setup_.pretrain.batch_size;
     for (std::int64_t k = 0; k < static_cast<std::int64_t>(mine.size()); k += chunk) {
       const std::int64_t count = std::min<std::int64_t>(chunk, static_cast<std::int64_t>(mine.size()) - k);
-      Batch b = make_batch(mine, kHeldoutPass, k, count);
+      MlmBatch b = make_batch(mine, kHeldoutPass, k, count);
       MlmSums s = model_->loss(b.ids, b.attention, b.labels);
       loss += s.loss_sum.item<double>();
       correct += static_cast<double>(s.correct);
@@ -409,21 +423,16 @@ PretrainResult Pretrainer::run() {
     // The global masked count normalises every rank's sum, so the summed
     // gradients are those of the mean over the whole global batch.
     std::int64_t global_predicted = 0;
-    Batch mine;
+    MlmBatch mine;
     for (int r = 0; r < comm_.size(); ++r) {
-      Batch b = make_batch(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
+      MlmBatch b = make_batch(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
       global_predicted += b.predicted;
       if (r == comm_.rank()) mine = std::move(b);
     }
-    MlmSums s = model_->loss(mine.ids, mine.attention, mine.labels);
-    (s.loss_sum / static_cast<double>(std::max<std::int64_t>(global_predicted, 1))).backward();
-    reducer.finish();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        trainable, pc.clip_norm > 0 ? pc.clip_norm : std::numeric_limits<double>::infinity());
     const double lr = learning_rate(oc, step, planned_steps_);
-    set_learning_rate(*optimizer, lr);
-    optimizer->step();
-    optimizer->zero_grad();
+    double grad_norm = 0;
+    MlmSums s = pretrain_step(*model_, mine, static_cast<double>(global_predicted), reducer, *optimizer, trainable,
+                              pc.clip_norm, lr, &grad_norm);
     if (++cursor.step == steps_per_epoch_) cursor = {cursor.epoch + 1, 0};
 
     at::Tensor agg = at::tensor({s.loss_sum.item<double>(), static_cast<double>(s.correct),

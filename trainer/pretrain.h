@@ -25,7 +25,10 @@
 #include <string>
 #include <vector>
 
+#include <torch/optim/adamw.h>
+
 #include "data/dataset.h"
+#include "distributed/gradient_reducer.h"
 #include "distributed/communicator.h"
 #include "models/mlm.h"
 #include "models/model_config.h"
@@ -74,6 +77,25 @@ struct PretrainTexts {
 PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab, double holdout,
                                    std::uint64_t seed);
 
+/// A batch of masked texts as tensors: ids, attention mask and labels
+/// [n, L] int64 (L = the longest text; labels -1 where nothing is
+/// predicted), and how many pieces are predicted.
+struct MlmBatch {
+  torch::Tensor ids, attention, labels;
+  std::int64_t predicted = 0;
+};
+MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad);
+
+/// One optimizer step on this rank's `batch` (collective through the
+/// reducer): backward of the batch's cross-entropy sum / `normaliser`,
+/// reducer.finish(), clipping to `clip_norm` (0 = off), `lr`, AdamW. The
+/// normaliser is the global batch's predicted count, so that the summed
+/// gradients (ReduceOp::Sum) are those of the global mean. Returns the
+/// batch's sums and sets `grad_norm` (before clipping).
+MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser, GradientReducer& reducer,
+                      torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable, double clip_norm,
+                      double lr, double* grad_norm);
+
 /// `<run_dir>/pretrain/checkpoints`.
 std::string pretrain_checkpoint_dir(const std::string& run_dir);
 /// Reads every dataset of a pre-training checkpoint (checksums, format,
@@ -98,8 +120,7 @@ class Pretrainer {
   std::pair<double, double> evaluate_heldout();
 
  private:
-  struct Batch;
-  Batch make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
+  MlmBatch make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
                    std::int64_t count) const;
 
   PretrainSetup setup_;
