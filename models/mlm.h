@@ -77,6 +77,12 @@ class BertForMaskedLMImpl : public torch::nn::Module {
   /// A BERT initialised as BertModel (no pooler) and a fresh head
   /// (normal(0, initializer_range) dense, LayerNorm 1/0, bias 0).
   explicit BertForMaskedLMImpl(const BertConfig& config);
+  /// The encoder's last hidden state [N, L, H] of (input_ids,
+  /// attention_mask) [N, L], equal to bert->forward's up to float rounding:
+  /// rows are grouped by length (last real token, rounded up to 4) and each
+  /// group runs cut to it, so the padding of a batch of mixed lengths is
+  /// not computed.
+  torch::Tensor hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   /// Logits [M, V] at the positions [M] (flat indices into N x L) of the
   /// last hidden state of (input_ids, attention_mask) [N, L].
   torch::Tensor logits_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
