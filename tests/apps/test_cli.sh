@@ -450,6 +450,13 @@ mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench trai
   && expect "bench train -np 2" bench_train.txt '^\{.*"bench":"train".*"examples_per_s":[0-9].*"params_in_sync":true' \
     '"trainable_params":126592.*"total_params":4496000|"total_params":4496000.*"trainable_params":126592' \
   || fail "bench train" bench_train.txt
+# bench pretrain: the peer's parameter count (torch_mlm_bench.py: 4,416,698,
+# every one trained and all-reduced) and replicas in sync.
+mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench pretrain --steps 2 --warmup 1 --batch 16 \
+  --set run.dir=bench_run >bench_pt.txt 2>&1 \
+  && expect "bench pretrain -np 2" bench_pt.txt '^\{.*"bench":"pretrain".*"params_in_sync":true.*"sequences_per_s":[0-9]' \
+    '"allreduce_bytes_per_step":17666792' '"trainable_params":4416698' '"workload":"mlm-tiny"' \
+  || fail "bench pretrain" bench_pt.txt
 mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench allreduce --max-mb 1 \
   --set run.dir=bench_run >bench_ar.txt 2>&1 \
   && expect "bench allreduce -np 2" bench_ar.txt '"bench":"allreduce".*"bytes":1048576' \
