@@ -256,6 +256,37 @@ std::vector<double> allreduce_alone_s(Communicator& comm, std::int64_t bytes, co
   return alone;
 }
 
+/// What every training bench prints beside its throughput (collective):
+/// the gradient all-reduce (waited for, alone, the share backward hid),
+/// model FLOPs and their utilisation of every rank's sgemm ceiling, and
+/// whether the replicas agree. `flops` and `sgemm` are this rank's.
+nlohmann::json step_figures(Communicator& comm, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                            double flops, double sgemm, double elapsed, int steps, double wait_ms, double alone_ms,
+                            std::int64_t allreduce_bytes) {
+  double csum = 0;  // replicas must agree: max and -min of the checksum over ranks
+  std::int64_t n_trainable = 0;
+  for (const auto& [n, p] : params) {
+    csum += p.detach().to(at::kDouble).sum().item<double>();
+    n_trainable += p.numel();
+  }
+  auto sync = max_over_ranks(comm, {csum, -csum});
+  at::Tensor fl = at::tensor({flops, sgemm}, at::kDouble);  // sums over ranks
+  comm.all_reduce(fl, {ReduceOp::Sum});
+  const double achieved_gflops = fl[0].item<double>() / elapsed / 1e9, sgemm_sum = fl[1].item<double>();
+  return {{"comm_wait_ms_median", wait_ms},
+          {"allreduce_alone_ms_median", alone_ms},
+          {"allreduce_hidden_share",
+           comm.size() > 1 && alone_ms > 0 ? std::clamp(1.0 - wait_ms / alone_ms, 0.0, 1.0) : 0.0},
+          {"model_gflop_per_step", fl[0].item<double>() / steps / 1e9},
+          {"achieved_gflops", achieved_gflops},
+          {"sgemm1024_gflops_rank0", sgemm},
+          {"sgemm1024_gflops_all_ranks", sgemm_sum},
+          {"mfu", sgemm_sum > 0 ? achieved_gflops / sgemm_sum : 0.0},
+          {"trainable_params", n_trainable},
+          {"allreduce_bytes_per_step", allreduce_bytes},
+          {"params_in_sync", sync[0] == -sync[1]}};
+}
+
 int bench_train(AppContext& ctx, const BenchOptions& o) {
   Communicator& comm = *ctx.comm;
   Workload w = workload_of(o.workload);
@@ -344,43 +375,23 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   mean_unique /= std::max<double>(1, static_cast<double>(uniques.size()));
   auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_fwd), median(t_bwd), median(t_wait),
                                  median(t_opt), peak_rss_mb(), median(alone) * 1e3});
-  // Replicas must agree: max and -min of the trainable checksum over ranks.
-  double csum = 0;
-  for (auto& [n, p] : params) csum += p.detach().to(at::kDouble).sum().item<double>();
-  auto sync = max_over_ranks(comm, {csum, -csum});
   at::Tensor u = at::tensor({mean_unique}, at::kDouble);
   comm.all_reduce(u, {ReduceOp::Avg});
-  at::Tensor fl = at::tensor({flops, sgemm}, at::kDouble);  // sums over ranks
-  comm.all_reduce(fl, {ReduceOp::Sum});
-  const double achieved_gflops = fl[0].item<double>() / elapsed / 1e9, sgemm_sum = fl[1].item<double>();
-  std::int64_t n_trainable = 0, n_total = 0;
-  for (auto& [n, p] : params) n_trainable += p.numel();
+  std::int64_t n_total = 0;
   for (auto& p : model->parameters()) n_total += p.numel();
-  const double wait_ms = m[4], alone_ms = m[7];
   nlohmann::json line = header("train", w.name, comm, ctx.device.str());
+  line.update(step_figures(comm, params, flops, sgemm, elapsed, o.steps, m[4], m[7], reducer.bytes_per_step()));
   line.update({{"config_hash", config_hash(w.model)},
                {"examples_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
                {"step_ms_median", m[0]},
                {"data_ms_median", m[1]},
                {"forward_ms_median", m[2]},
                {"backward_ms_median", m[3]},
-               {"comm_wait_ms_median", wait_ms},
                {"optimizer_ms_median", m[5]},
-               {"allreduce_alone_ms_median", alone_ms},
-               {"allreduce_hidden_share", comm.size() > 1 && alone_ms > 0 ? std::clamp(1.0 - wait_ms / alone_ms, 0.0, 1.0)
-                                                                           : 0.0},
                {"unique_items_per_step_mean", u.item<double>()},
-               {"model_gflop_per_step", fl[0].item<double>() / o.steps / 1e9},
-               {"achieved_gflops", achieved_gflops},
-               {"sgemm1024_gflops_rank0", sgemm},
-               {"sgemm1024_gflops_all_ranks", sgemm_sum},
-               {"mfu", sgemm_sum > 0 ? achieved_gflops / sgemm_sum : 0.0},
-               {"trainable_params", n_trainable},
                {"total_params", n_total},
-               {"allreduce_bytes_per_step", reducer.bytes_per_step()},
                {"peak_rss_mb", m[6]},
                {"loss_last", loss_last},
-               {"params_in_sync", sync[0] == -sync[1]},
                {"warmup_steps", o.warmup},
                {"measured_steps", o.steps},
                {"batch_per_rank", batch},
@@ -485,35 +496,17 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   const double elapsed = since(t_start);
   auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_wait), median(t_opt), peak_rss_mb(),
                                  median(alone) * 1e3});
-  double csum = 0;
-  for (auto& [n, p] : params) csum += p.detach().to(at::kDouble).sum().item<double>();
-  auto sync = max_over_ranks(comm, {csum, -csum});
-  at::Tensor fl = at::tensor({flops, sgemm, tokens_done}, at::kDouble);  // sums over ranks
-  comm.all_reduce(fl, {ReduceOp::Sum});
-  const double achieved_gflops = fl[0].item<double>() / elapsed / 1e9, sgemm_sum = fl[1].item<double>();
-  std::int64_t n_trainable = 0;
-  for (auto& p : trainable) n_trainable += p.numel();
-  const double wait_ms = m[2], alone_ms = m[5];
+  at::Tensor all_tokens = at::tensor({tokens_done}, at::kDouble);
+  comm.all_reduce(all_tokens, {ReduceOp::Sum});
   nlohmann::json line = header("pretrain", "mlm-tiny", comm, ctx.device.str());
+  line.update(step_figures(comm, params, flops, sgemm, elapsed, o.steps, m[2], m[5], reducer.bytes_per_step()));
   line.update({{"sequences_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
-               {"tokens_per_s", fl[2].item<double>() / elapsed},
+               {"tokens_per_s", all_tokens.item<double>() / elapsed},
                {"step_ms_median", m[0]},
                {"data_ms_median", m[1]},
                {"forward_backward_optimizer_ms_median", m[3]},
-               {"comm_wait_ms_median", wait_ms},
-               {"allreduce_alone_ms_median", alone_ms},
-               {"allreduce_hidden_share", comm.size() > 1 && alone_ms > 0 ? std::clamp(1.0 - wait_ms / alone_ms, 0.0, 1.0)
-                                                                           : 0.0},
-               {"model_gflop_per_step", fl[0].item<double>() / o.steps / 1e9},
-               {"achieved_gflops", achieved_gflops},
-               {"sgemm1024_gflops_rank0", sgemm},
-               {"sgemm1024_gflops_all_ranks", sgemm_sum},
-               {"mfu", sgemm_sum > 0 ? achieved_gflops / sgemm_sum : 0.0},
-               {"trainable_params", n_trainable},
-               {"allreduce_bytes_per_step", reducer.bytes_per_step()},
                {"peak_rss_mb", m[4]},
                {"loss_last", loss_last},
-               {"params_in_sync", sync[0] == -sync[1]},
                {"warmup_steps", o.warmup},
                {"measured_steps", o.steps},
                {"batch_per_rank", batch}});

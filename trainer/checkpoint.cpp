@@ -61,18 +61,6 @@ void read_tensor(const h5::File& f, const std::string& name, const std::string& 
   }
 }
 
-std::string format_double(double v) { return fmt::format("{:.17g}", v); }
-
-double parse_double(const h5::File& f, const std::string& key) {
-  const std::string s = f.attr_string("/", key);
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size()) {
-    throw IoError(fmt::format("{}: attribute '{}' is '{}', not a number", f.path(), key, s));
-  }
-  return v;
-}
-
 /// Opens a checkpoint and checks its format and version.
 h5::File open_checkpoint(const std::string& path) {
   auto f = h5::File::open(path);
@@ -142,6 +130,18 @@ std::int64_t step_of(const fs::path& p) {
 }
 
 }  // namespace
+
+std::string checkpoint_double_text(double v) { return fmt::format("{:.17g}", v); }
+
+double checkpoint_attr_double(const h5::File& f, const std::string& key) {
+  const std::string s = f.attr_string("/", key);
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size()) {
+    throw IoError(fmt::format("{}: attribute '{}' is '{}', not a number", f.path(), key, s));
+  }
+  return v;
+}
 
 void checkpoint_write_module(h5::File& f, const std::string& group, const torch::nn::Module& m) {
   for (const auto& [name, t] : model_tensors(m)) write_tensor(f, group + "/" + name, t);
@@ -265,7 +265,7 @@ void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
       f.set_attr("/", "cursor_step", s->cursor.step);
       f.set_attr("/", "steps_per_epoch", s->steps_per_epoch);
       f.set_attr("/", "planned_steps", s->planned_steps);
-      f.set_attr("/", "best_score", format_double(s->best_score));
+      f.set_attr("/", "best_score", checkpoint_double_text(s->best_score));
       f.set_attr("/", "best_step", s->best_step);
       f.set_attr("/", "bad_evals", static_cast<std::int64_t>(s->bad_evals));
       f.set_attr("/", "validation_due", std::int64_t{s->validation_due ? 1 : 0});
@@ -308,7 +308,7 @@ void checkpoint_load(const std::string& path, CheckpointParts& parts) {
     s.cursor.step = f.attr_int("/", "cursor_step");
     s.steps_per_epoch = f.attr_int("/", "steps_per_epoch");
     s.planned_steps = f.attr_int("/", "planned_steps");
-    s.best_score = parse_double(f, "best_score");
+    s.best_score = checkpoint_attr_double(f, "best_score");
     s.best_step = f.attr_int("/", "best_step");
     s.bad_evals = static_cast<int>(f.attr_int("/", "bad_evals"));
     s.validation_due = f.attr_int("/", "validation_due") != 0;

@@ -105,6 +105,10 @@ void checkpoint_prune(const std::string& dir, int keep);
 // read back into tensors of the same shape (IoError naming the file and the
 // tensor otherwise).
 
+/// A double as exact text for a root attribute, and back (IoError naming
+/// the file and the key when it is not a number).
+std::string checkpoint_double_text(double v);
+double checkpoint_attr_double(const h5::File& f, const std::string& key);
 /// Every parameter and buffer of `m` as `<group>/<module path>`.
 void checkpoint_write_module(h5::File& f, const std::string& group, const torch::nn::Module& m);
 void checkpoint_read_module(const h5::File& f, const std::string& group, const std::string& dtype,

@@ -80,18 +80,6 @@ struct PretrainState {
   std::vector<at::Tensor> rng;
 };
 
-std::string format_double(double v) { return fmt::format("{:.17g}", v); }
-
-double attr_double(const h5::File& f, const std::string& key) {
-  const std::string s = f.attr_string("/", key);
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size()) {
-    throw IoError(fmt::format("{}: attribute '{}' is '{}', not a number", f.path(), key, s));
-  }
-  return v;
-}
-
 }  // namespace
 
 MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad) {
@@ -339,8 +327,8 @@ PretrainResult Pretrainer::run() {
                    "continue exactly; the data continue at step {} of epoch {} (the same share of the epoch)",
                    f.attr_int("/", "global_batch"), global_batch, cursor.step, cursor.epoch);
     }
-    result.heldout_loss = attr_double(f, "heldout_loss");
-    result.heldout_accuracy = attr_double(f, "heldout_accuracy");
+    result.heldout_loss = checkpoint_attr_double(f, "heldout_loss");
+    result.heldout_accuracy = checkpoint_attr_double(f, "heldout_accuracy");
     result.resumed_step = start;
     spdlog::info("pretrain: resumed from {} after step {} (epoch {}, step {})", setup_.resume, start, cursor.epoch,
                  cursor.step);
@@ -370,8 +358,8 @@ PretrainResult Pretrainer::run() {
         f.set_attr("/", "cursor_step", cursor.step);
         f.set_attr("/", "steps_per_epoch", steps_per_epoch_);
         f.set_attr("/", "planned_steps", planned_steps_);
-        f.set_attr("/", "heldout_loss", format_double(result.heldout_loss));
-        f.set_attr("/", "heldout_accuracy", format_double(result.heldout_accuracy));
+        f.set_attr("/", "heldout_loss", checkpoint_double_text(result.heldout_loss));
+        f.set_attr("/", "heldout_accuracy", checkpoint_double_text(result.heldout_accuracy));
         checkpoint_write_module(f, "model", *model_);
         checkpoint_write_optimizer(f, *optimizer, params);
         checkpoint_write_rng(f, rng);
