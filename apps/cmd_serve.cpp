@@ -9,10 +9,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
+
+#include <sys/stat.h>
 
 #include "apps/commands.h"
 #include "common/error.h"
@@ -34,7 +40,33 @@ struct ServeArgs {
   int threads = 0;
   int intra_threads = 1;
   std::size_t max_body = 1 << 20;
+  std::string token_file;
+  std::string access_log;
 };
+
+/// The bearer token: the first line of `path`, surrounding whitespace
+/// trimmed. ConfigError naming the file when it cannot be read or the
+/// token is empty; a warning when others than the owner may read it.
+std::string read_token(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(fmt::format("--token-file {}: cannot be read: {}", path, std::strerror(errno)));
+  std::string line;
+  std::getline(in, line);
+  const auto b = line.find_first_not_of(" \t\r");
+  const auto e = line.find_last_not_of(" \t\r");
+  const std::string token = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
+  if (token.empty()) throw ConfigError(fmt::format("--token-file {}: the first line holds no token", path));
+  for (unsigned char c : token) {
+    if (c < 0x21 || c > 0x7e) {
+      throw ConfigError(fmt::format("--token-file {}: the token must be printable ASCII without spaces", path));
+    }
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    spdlog::warn("--token-file {}: readable by others than its owner (chmod 600 it)", path);
+  }
+  return token;
+}
 
 int run_serve(const ServeArgs& a) {
   LogConfig log;
@@ -52,6 +84,18 @@ int run_serve(const ServeArgs& a) {
   o.threads = a.threads;
   o.intra_op_threads = a.intra_threads;
   o.max_body_bytes = a.max_body;
+  if (!a.token_file.empty()) o.token = read_token(a.token_file);
+  std::FILE* access = nullptr;
+  if (!a.access_log.empty()) {
+    access = a.access_log == "-" ? stdout : std::fopen(a.access_log.c_str(), "a");
+    if (access == nullptr) {
+      throw ConfigError(fmt::format("--access-log {}: cannot be opened: {}", a.access_log, std::strerror(errno)));
+    }
+    o.access_log = [access](const std::string& line) {
+      std::fprintf(access, "%s\n", line.c_str());
+      std::fflush(access);
+    };
+  }
   serving::HttpServer server(engine, o);
   const int port = server.bind();
 
@@ -70,12 +114,14 @@ int run_serve(const ServeArgs& a) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
-  spdlog::info("listening on http://{}:{} ({} worker threads; POST /recommend, /similar; GET /health, /metrics)",
-               a.host, port, a.threads > 0 ? a.threads : std::max(2, static_cast<int>(std::thread::hardware_concurrency())));
+  spdlog::info("listening on http://{}:{} ({} worker threads; POST /recommend, /similar; GET /health, /metrics){}",
+               a.host, port, a.threads > 0 ? a.threads : std::max(2, static_cast<int>(std::thread::hardware_concurrency())),
+               o.token.empty() ? "" : "; a bearer token is required on all but /health");
   server.run();
   done.store(true);
   watcher.join();
   if (g_stop_signal != 0) spdlog::info("signal {}: stopped", static_cast<int>(g_stop_signal));
+  if (access != nullptr && access != stdout) std::fclose(access);
   logging_flush();
   return 0;
 }
@@ -99,6 +145,13 @@ void command_serve_add(CLI::App& app) {
   cmd->add_option("--max-body", a->max_body, "Largest request body in bytes (larger: 413)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30))
       ->capture_default_str();
+  cmd->add_option("--token-file", a->token_file,
+                  "File whose first line is a bearer token required on every endpoint but /health "
+                  "(Authorization: Bearer <token>; 401 without it)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--access-log", a->access_log,
+                  "Append one line per request (UTC time, method, path, status, latency; never the query string or "
+                  "the body) to this file; - = stdout");
   cmd->callback([a] {
     const int rc = run_serve(*a);
     if (rc != 0) throw CLI::RuntimeError(rc);

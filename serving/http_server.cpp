@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -79,6 +80,24 @@ struct HttpServer::Impl {
     const double ms = t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_start).count() : -1.0;
     const std::string endpoint = allowed_methods().count(req.path) ? req.path : std::string("other");
     std::lock_guard<std::mutex> lock(mu);
+    if (options.access_log) {
+      // The path alone: a query string or a body would put user ids and
+      // histories into the log. Unknown paths are logged as "other".
+      const auto now = std::chrono::system_clock::now();
+      const std::time_t secs = std::chrono::system_clock::to_time_t(now);
+      const auto millis =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+      std::tm utc{};
+      gmtime_r(&secs, &utc);
+      char stamp[32];
+      std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
+      const bool known_method = req.method == "GET" || req.method == "POST" || req.method == "HEAD" ||
+                                req.method == "PUT" || req.method == "DELETE" || req.method == "OPTIONS" ||
+                                req.method == "PATCH";
+      options.access_log(fmt::format("{}.{:03d}Z {} {} {} {:.3f} ms", stamp, millis,
+                                     known_method ? req.method : std::string("OTHER"), endpoint, status,
+                                     std::max(ms, 0.0)));
+    }
     ++counts[endpoint][status];
     ++total;
     if (status >= 500) {
@@ -134,8 +153,21 @@ struct HttpServer::Impl {
     server.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
       set_json(res, 200, health());
     }));
-    server.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {
-      set_json(res, 200, metrics());
+    server.Get("/metrics", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      const std::string accept = req.get_header_value("Accept");
+      const bool text = req.get_param_value("format") == "prometheus" ||
+                        accept.find("text/plain") != std::string::npos ||
+                        accept.find("openmetrics") != std::string::npos;
+      if (req.has_param("format") && req.get_param_value("format") != "prometheus" &&
+          req.get_param_value("format") != "json") {
+        throw RequestError(400, "format", "format must be json or prometheus");
+      }
+      if (text && req.get_param_value("format") != "json") {
+        res.status = 200;
+        res.set_content(metrics_prometheus(), "text/plain; version=0.0.4; charset=utf-8");
+      } else {
+        set_json(res, 200, metrics());
+      }
     }));
   }
 
@@ -147,6 +179,12 @@ struct HttpServer::Impl {
       if (t_intra_threads != options.intra_op_threads && options.intra_op_threads > 0) {
         at::set_num_threads(options.intra_op_threads);
         t_intra_threads = options.intra_op_threads;
+      }
+      if (!options.token.empty() && req.path != "/health" && !authorised(req)) {
+        res.set_header("WWW-Authenticate", "Bearer realm=\"llmrec\"");
+        set_error(res, 401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (serve --token-file)");
+        record(req, 401);
+        return httplib::Server::HandlerResponse::Handled;
       }
       auto it = allowed_methods().find(req.path);
       if (it == allowed_methods().end()) return httplib::Server::HandlerResponse::Unhandled;
@@ -197,6 +235,57 @@ struct HttpServer::Impl {
       t_started = false;
       t_recorded = false;
     });
+  }
+
+  /// `Authorization: Bearer <token>`, compared in constant time.
+  bool authorised(const httplib::Request& req) const {
+    const std::string header = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    if (header.size() != prefix.size() + options.token.size() || header.compare(0, prefix.size(), prefix) != 0) {
+      return false;
+    }
+    unsigned char diff = 0;
+    for (std::size_t i = 0; i < options.token.size(); ++i) {
+      diff |= static_cast<unsigned char>(header[prefix.size() + i] ^ options.token[i]);
+    }
+    return diff == 0;
+  }
+
+  std::string metrics_prometheus() const {
+    const json m = metrics();
+    std::string out;
+    out += "# HELP llmrec_requests_total Requests answered, by endpoint and HTTP status.\n";
+    out += "# TYPE llmrec_requests_total counter\n";
+    for (const auto& [endpoint, by_status] : m["requests"].items()) {
+      for (const auto& [status, n] : by_status.items()) {
+        out += fmt::format("llmrec_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", endpoint, status,
+                           n.get<std::int64_t>());
+      }
+    }
+    out += "# HELP llmrec_errors_total Requests answered with a 4xx (client) or 5xx (server) status.\n";
+    out += "# TYPE llmrec_errors_total counter\n";
+    out += fmt::format("llmrec_errors_total{{kind=\"client\"}} {}\n", m["errors"]["client"].get<std::int64_t>());
+    out += fmt::format("llmrec_errors_total{{kind=\"server\"}} {}\n", m["errors"]["server"].get<std::int64_t>());
+    const json& l = m["latency_ms"];
+    out += "# HELP llmrec_request_latency_ms Latency percentiles (nearest rank; 1 = the maximum) over the last "
+           "llmrec_request_latency_window requests.\n";
+    out += "# TYPE llmrec_request_latency_ms gauge\n";
+    for (const auto& [q, key] : {std::pair<const char*, const char*>{"0.5", "p50"}, {"0.99", "p99"}, {"1", "max"}}) {
+      if (!l[key].is_null()) {
+        out += fmt::format("llmrec_request_latency_ms{{quantile=\"{}\"}} {}\n", q, l[key].get<double>());
+      }
+    }
+    out += "# HELP llmrec_request_latency_window Requests the latency percentiles cover.\n";
+    out += "# TYPE llmrec_request_latency_window gauge\n";
+    out += fmt::format("llmrec_request_latency_window {}\n", l["window"].get<std::int64_t>());
+    out += "# HELP llmrec_uptime_seconds Seconds since the server started.\n# TYPE llmrec_uptime_seconds gauge\n";
+    out += fmt::format("llmrec_uptime_seconds {}\n", m["uptime_s"].get<double>());
+    const ExportData& e = engine->data();
+    out += "# HELP llmrec_export_items Items in the loaded export.\n# TYPE llmrec_export_items gauge\n";
+    out += fmt::format("llmrec_export_items {}\n", e.num_items);
+    out += "# HELP llmrec_export_users Users in the loaded export.\n# TYPE llmrec_export_users gauge\n";
+    out += fmt::format("llmrec_export_users {}\n", e.num_users);
+    return out;
   }
 
   json health() const {
@@ -311,6 +400,7 @@ void HttpServer::stop() {
 bool HttpServer::running() const { return impl_->server.is_running(); }
 int HttpServer::port() const { return impl_->port; }
 nlohmann::json HttpServer::metrics() const { return impl_->metrics(); }
+std::string HttpServer::metrics_prometheus() const { return impl_->metrics_prometheus(); }
 nlohmann::json HttpServer::health() const { return impl_->health(); }
 
 }  // namespace llmrec::serving

@@ -12,7 +12,14 @@
 ///   POST /similar     {"item": ..., "k": ...};  GET /similar?item=..&k=..
 ///   GET  /health      status, items, users, export path, model_sha256, ...
 ///   GET  /metrics     requests by endpoint and status, errors, latency
-///                     percentiles over the recent requests, uptime
+///                     percentiles over the recent requests, uptime: JSON,
+///                     or Prometheus' text format when the Accept header
+///                     asks for text/plain or OpenMetrics (as Prometheus'
+///                     scraper does) or with ?format=prometheus
+/// With a `token`, every endpoint but /health answers 401 unless the
+/// request carries `Authorization: Bearer <token>`. With an `access_log`,
+/// each request gives one line: time, method, path (never the query string
+/// or the body: they carry user ids and histories), status, latency.
 /// Every response is JSON. Errors are {"error": "..."} with 400 (invalid
 /// request; the message names the field), 404 (unknown user/item id, or no
 /// such endpoint), 405 (method not allowed, with an Allow header), 413 (body
@@ -24,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,6 +46,10 @@ struct HttpServerOptions {
   int intra_op_threads = 1;                 ///< ATen/BLAS threads per request
   std::size_t max_body_bytes = 1 << 20;     ///< larger bodies: 413
   std::size_t latency_window = 1024;        ///< requests the latency percentiles cover
+  std::string token;                        ///< bearer token required on all but /health; "" = none
+  /// Receives one access-log line per request (no newline); empty = none.
+  /// Called from the worker threads, one call at a time.
+  std::function<void(const std::string&)> access_log;
 
   HttpServerOptions& with_host(std::string h) { host = std::move(h); return *this; }
   HttpServerOptions& with_port(int p) { port = p; return *this; }
@@ -67,6 +79,8 @@ class HttpServer {
 
   /// The /metrics document.
   nlohmann::json metrics() const;
+  /// The same in Prometheus' text exposition format (version 0.0.4).
+  std::string metrics_prometheus() const;
   /// The /health document.
   nlohmann::json health() const;
 

@@ -6,6 +6,8 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <mutex>
+#include <sstream>
 #include <filesystem>
 #include <thread>
 
@@ -54,6 +56,15 @@ class HttpTest : public ::testing::Test {
     if (!r) return nullptr;
     EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
     return json::parse(r->body);
+  }
+
+  /// A JSON error with `status` whose message holds `needle`.
+  static void expect_error(const httplib::Result& r, int status, const std::string& needle) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, status) << r->body;
+    json j = body_of(r);
+    ASSERT_TRUE(j.contains("error")) << r->body;
+    EXPECT_THAT(j["error"].get<std::string>(), HasSubstr(needle));
   }
 
   static std::string* dir_;
@@ -110,13 +121,6 @@ TEST_F(HttpTest, ValidRequests) {
 
 TEST_F(HttpTest, BadRequestsGetJsonErrorsAndAreCounted) {
   auto cli = client();
-  auto expect_error = [&](const httplib::Result& r, int status, const std::string& needle) {
-    ASSERT_TRUE(r);
-    EXPECT_EQ(r->status, status) << r->body;
-    json j = body_of(r);
-    ASSERT_TRUE(j.contains("error")) << r->body;
-    EXPECT_THAT(j["error"].get<std::string>(), HasSubstr(needle));
-  };
   expect_error(cli.Post("/recommend", "{\"user\": ", "application/json"), 400, "not valid JSON");
   expect_error(cli.Post("/recommend", R"({"user":"u1","bogus":1})", "application/json"), 400, "'bogus'");
   expect_error(cli.Post("/recommend", R"({"user":"u1","k":0})", "application/json"), 400, "'k'");
@@ -182,6 +186,85 @@ TEST_F(HttpTest, ConcurrentClients) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), 90);
   EXPECT_EQ(server_->metrics()["requests"]["/recommend"]["200"], 90);
+}
+
+TEST_F(HttpTest, MetricsInPrometheusTextWhenAsked) {
+  auto cli = client();
+  ASSERT_EQ(cli.Get("/recommend?user=u1")->status, 200);
+  ASSERT_EQ(cli.Get("/nowhere")->status, 404);
+  // Prometheus' scraper asks for OpenMetrics or text/plain.
+  auto r = cli.Get("/metrics", {{"Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_THAT(r->body, HasSubstr("# TYPE llmrec_requests_total counter\n"));
+  EXPECT_THAT(r->body, HasSubstr("llmrec_requests_total{endpoint=\"/recommend\",status=\"200\"} 1\n"));
+  EXPECT_THAT(r->body, HasSubstr("llmrec_requests_total{endpoint=\"other\",status=\"404\"} 1\n"));
+  EXPECT_THAT(r->body, HasSubstr("llmrec_errors_total{kind=\"client\"} 1\n"));
+  EXPECT_THAT(r->body, HasSubstr("llmrec_request_latency_ms{quantile=\"0.99\"} "));
+  EXPECT_THAT(r->body, HasSubstr("llmrec_export_items 500\n"));
+  // Every sample line is `name{labels} value` or `name value`.
+  std::istringstream lines(r->body);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    EXPECT_THAT(line, ::testing::MatchesRegex("llmrec_[a-z_]+(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? [0-9.e+-]+"))
+        << line;
+  }
+  auto q = cli.Get("/metrics?format=prometheus");
+  ASSERT_TRUE(q);
+  EXPECT_THAT(q->body, HasSubstr("llmrec_uptime_seconds "));
+  // curl's default (Accept: */*) and ?format=json keep the JSON document.
+  EXPECT_EQ(body_of(cli.Get("/metrics"))["requests"]["/recommend"]["200"], 1);
+  EXPECT_EQ(body_of(cli.Get("/metrics?format=json", {{"Accept", "text/plain"}}))["requests"]["other"]["404"], 1);
+  expect_error(cli.Get("/metrics?format=xml"), 400, "format must be json or prometheus");
+}
+
+TEST_F(HttpTest, BearerTokenOnAllButHealthAndAnAccessLogWithoutIds) {
+  std::mutex mu;
+  std::vector<std::string> log;
+  HttpServerOptions o;
+  o.port = 0;
+  o.threads = 2;
+  o.token = "s3cret-Token";
+  o.access_log = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    log.push_back(line);
+  };
+  HttpServer guarded(*engine_, o);
+  const int port = guarded.bind();
+  guarded.start();
+  httplib::Client cli("127.0.0.1", port);
+  EXPECT_EQ(cli.Get("/health")->status, 200);  // load balancers probe without a token
+  auto none = cli.Get("/recommend?user=u3&k=5");
+  expect_error(none, 401, "bearer token");
+  EXPECT_EQ(none->get_header_value("WWW-Authenticate"), "Bearer realm=\"llmrec\"");
+  expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Bearer s3cret-Toke"}}), 401, "bearer token");
+  expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Bearer s3cret-Token2"}}), 401, "bearer token");
+  expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Basic s3cret-Token"}}), 401, "bearer token");
+  expect_error(cli.Get("/metrics"), 401, "bearer token");
+  const httplib::Headers auth = {{"Authorization", "Bearer s3cret-Token"}};
+  auto ok = cli.Get("/recommend?user=u3&k=5", auth);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  ASSERT_EQ(cli.Post("/recommend", auth, R"({"history": ["i7", "i9"], "k": 3})", "application/json")->status, 200);
+  json m = body_of(cli.Get("/metrics", auth));
+  EXPECT_EQ(m["requests"]["/recommend"]["401"], 4) << m.dump();
+  EXPECT_EQ(m["requests"]["/metrics"]["401"], 1) << m.dump();
+  guarded.stop();
+  // One line per request, in the order answered; never an id, a history or
+  // the token.
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(log.size(), 9u);
+  EXPECT_THAT(log[0], ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\\.[0-9]{3}Z GET /health 200 [0-9.]+ ms"));
+  EXPECT_THAT(log[1], ::testing::MatchesRegex(".*Z GET /recommend 401 [0-9.]+ ms"));
+  EXPECT_THAT(log[7], ::testing::MatchesRegex(".*Z POST /recommend 200 [0-9.]+ ms"));
+  for (const auto& line : log) {
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("u3")));
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("i7")));
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("s3cret")));
+    EXPECT_THAT(line, ::testing::Not(HasSubstr("?")));
+  }
 }
 
 TEST_F(HttpTest, StopsAndCannotBindTwice) {
