@@ -642,6 +642,44 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
     [[ $rc -eq 0 ]] && expect "serve: SIGTERM stops it with exit 0" serve.txt 'signal 15: stopped' \
       || fail "serve: exit code $rc after SIGTERM, expected 0" serve.txt
   fi
+  # serve --token-file / --access-log: 401 without the token, 200 with it,
+  # one access-log line per request without the user id; an empty token
+  # file is refused by name.
+  : >empty.token
+  "$bin" serve --export export.h5 --port 0 --token-file empty.token >tok_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "serve: an empty token file is refused" tok_bad.txt '--token-file empty.token: the first line holds no token' \
+    || fail "serve with an empty token file: exit $rc" tok_bad.txt
+  printf 'tok-%s\n' "$$" >serve.token
+  chmod 600 serve.token
+  : >serve_tok.txt
+  "$bin" serve --export export.h5 --port 0 --threads 2 --token-file serve.token --access-log access.log >>serve_tok.txt 2>&1 &
+  spid=$!
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -nE 's/.*listening on http:\/\/127\.0\.0\.1:([0-9]+) .*/\1/p' serve_tok.txt)
+    [[ -n $port ]] && break
+    kill -0 $spid 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -n $port ]] && command -v curl >/dev/null; then
+    url=http://127.0.0.1:$port
+    http "serve --token-file: no token, 401" 401 'bearer token' "$url/recommend?user=$user&k=3"
+    http "serve --token-file: /health open" 200 '"status":"ok"' "$url/health"
+    http "serve --token-file: with the token, 200" 200 '"items"' -H "Authorization: Bearer tok-$$" "$url/recommend?user=$user&k=3"
+    http "serve: Prometheus text for a scraper" 200 '^llmrec_requests_total\{endpoint="/recommend",status="401"\} 1$' \
+      -H "Authorization: Bearer tok-$$" -H 'Accept: text/plain;version=0.0.4' "$url/metrics"
+    kill -TERM $spid; wait $spid
+    if [[ $(wc -l <access.log) -eq 4 ]] && ! grep -q -e "$user" -e "tok-$$" -e '?' access.log; then
+      expect "serve --access-log: a line per request, no ids" access.log '^[0-9T:.-]+Z GET /recommend 401 [0-9.]+ ms$' \
+        '^[0-9T:.-]+Z GET /health 200 [0-9.]+ ms$'
+    else
+      fail "serve --access-log: 4 lines without ids expected" access.log
+    fi
+  else
+    fail "serve --token-file: no 'listening on' line" serve_tok.txt
+    kill -TERM $spid 2>/dev/null; wait $spid 2>/dev/null
+  fi
 else
   fail "recommend/serve: no export.h5"
 fi
