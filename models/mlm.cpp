@@ -123,45 +123,16 @@ BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) : config_(con
   dense->bias.zero_();
 }
 
-torch::Tensor BertForMaskedLMImpl::hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
-  const std::int64_t n = input_ids.size(0), full = input_ids.size(1);
-  if (n == 0 || full == 0 || !attention_mask.defined()) return bert->forward(input_ids, attention_mask).last_hidden_state;
-  // Each row's length: one past its last real token, rounded up to 4.
-  const torch::Tensor mask = attention_mask.to(input_ids.device());
-  const torch::Tensor slots = torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(mask.device()));
-  torch::Tensor used = (mask.ne(0).to(torch::kLong) * slots).amax(1).clamp_min(1);
-  used = ((used + 3) / 4 * 4).clamp_max(full).cpu();
-  const torch::Tensor lengths = std::get<0>(torch::_unique(used, /*sorted=*/true));
-  if (lengths.numel() == 1 && lengths.item<std::int64_t>() == full) {
-    return bert->forward(input_ids, attention_mask).last_hidden_state;
-  }
-  // Rows of one length run together, cut to it (real tokens never attend to
-  // padding, so this changes nothing but the work), then are padded back.
-  std::vector<torch::Tensor> parts, rows;
-  for (std::int64_t i = 0; i < lengths.numel(); ++i) {
-    const std::int64_t len = lengths[i].item<std::int64_t>();
-    const torch::Tensor r = used.eq(len).nonzero().squeeze(1).to(input_ids.device());
-    torch::Tensor h = bert->forward(input_ids.index_select(0, r).narrow(1, 0, len),
-                                    mask.index_select(0, r).narrow(1, 0, len))
-                          .last_hidden_state;
-    parts.push_back(torch::constant_pad_nd(h, {0, 0, 0, full - len}));
-    rows.push_back(r);
-  }
-  const torch::Tensor order = torch::cat(rows);
-  const torch::Tensor inverse = torch::empty_like(order).index_put_({order}, torch::arange(n, order.options()));
-  return torch::cat(parts).index_select(0, inverse);
-}
-
 torch::Tensor BertForMaskedLMImpl::logits_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                              const torch::Tensor& positions) {
-  torch::Tensor x = hidden(input_ids, attention_mask);
+  torch::Tensor x = bert->forward(input_ids, attention_mask).last_hidden_state;
   x = x.reshape({-1, config_.hidden_size}).index_select(0, positions.to(x.device()));
   x = layer_norm(torch::gelu(dense(x)));
   return torch::nn::functional::linear(x, bert->embeddings->word_embeddings->weight, bias);
 }
 
 MlmSums BertForMaskedLMImpl::loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                  const torch::Tensor& labels) {
+                                  const torch::Tensor& labels, bool accuracy) {
   const torch::Tensor flat = labels.reshape({-1}).to(torch::kLong);
   const torch::Tensor positions = flat.ge(0).nonzero().squeeze(1);
   const torch::Tensor logits = logits_at(input_ids, attention_mask, positions);
@@ -170,7 +141,7 @@ MlmSums BertForMaskedLMImpl::loss(const torch::Tensor& input_ids, const torch::T
   s.loss_sum = torch::nn::functional::cross_entropy(
       logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   s.predicted = positions.numel();
-  if (s.predicted > 0) s.correct = logits.detach().argmax(1).eq(target).sum().item<std::int64_t>();
+  if (accuracy && s.predicted > 0) s.correct = logits.detach().argmax(1).eq(target).sum().item<std::int64_t>();
   return s;
 }
 

@@ -68,7 +68,7 @@ std::uint64_t mlm_text_seed(std::uint64_t seed, std::uint64_t pass, std::uint64_
 /// Sums over the predicted positions of a batch.
 struct MlmSums {
   torch::Tensor loss_sum;      ///< sum of cross-entropies (differentiable), scalar
-  std::int64_t correct = 0;    ///< argmax == label
+  std::int64_t correct = 0;    ///< argmax == label (when asked for)
   std::int64_t predicted = 0;  ///< positions with a label
 };
 
@@ -77,18 +77,15 @@ class BertForMaskedLMImpl : public torch::nn::Module {
   /// A BERT initialised as BertModel (no pooler) and a fresh head
   /// (normal(0, initializer_range) dense, LayerNorm 1/0, bias 0).
   explicit BertForMaskedLMImpl(const BertConfig& config);
-  /// The encoder's last hidden state [N, L, H] of (input_ids,
-  /// attention_mask) [N, L], equal to bert->forward's up to float rounding:
-  /// rows are grouped by length (last real token, rounded up to 4) and each
-  /// group runs cut to it, so the padding of a batch of mixed lengths is
-  /// not computed.
-  torch::Tensor hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   /// Logits [M, V] at the positions [M] (flat indices into N x L) of the
   /// last hidden state of (input_ids, attention_mask) [N, L].
   torch::Tensor logits_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                           const torch::Tensor& positions);
-  /// Cross-entropy sums at labels >= 0 (labels [N, L], int64).
-  MlmSums loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, const torch::Tensor& labels);
+  /// Cross-entropy sums at labels >= 0 (labels [N, L], int64); `correct`
+  /// only with `accuracy` (an argmax over the vocabulary per masked piece,
+  /// left out of training steps).
+  MlmSums loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, const torch::Tensor& labels,
+               bool accuracy = true);
   /// The head's tensors by HF name (cls.predictions.*), for saving.
   std::map<std::string, torch::Tensor> head_tensors() const;
   /// Copies HF-named head tensors in (those present; shapes checked,

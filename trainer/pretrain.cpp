@@ -109,12 +109,14 @@ MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad) {
 MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser, GradientReducer& reducer,
                       torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable, double clip_norm,
                       double lr, double* grad_norm) {
-  MlmSums s = model.loss(batch.ids, batch.attention, batch.labels);
+  MlmSums s = model.loss(batch.ids, batch.attention, batch.labels, /*accuracy=*/false);
   (s.loss_sum / std::max(normaliser, 1.0)).backward();
   reducer.finish();
-  const double norm = torch::nn::utils::clip_grad_norm_(
-      trainable, clip_norm > 0 ? clip_norm : std::numeric_limits<double>::infinity());
-  if (grad_norm != nullptr) *grad_norm = norm;
+  if (clip_norm > 0 || grad_norm != nullptr) {  // the norm costs a pass over every gradient
+    const double norm = torch::nn::utils::clip_grad_norm_(
+        trainable, clip_norm > 0 ? clip_norm : std::numeric_limits<double>::infinity());
+    if (grad_norm != nullptr) *grad_norm = norm;
+  }
   set_learning_rate(optimizer, lr);
   optimizer.step();
   optimizer.zero_grad();
@@ -392,7 +394,7 @@ PretrainResult Pretrainer::run() {
   std::vector<std::int64_t> step_texts(static_cast<std::size_t>(global_batch));
   const auto t_start = Clock::now();
   auto t_window = t_start;
-  double window_loss = 0, window_correct = 0, window_predicted = 0, window_wait = 0, window_step_s = 0;
+  double window_loss = 0, window_predicted = 0, window_wait = 0, window_step_s = 0;
   std::int64_t window_texts = 0, total_texts = 0;
   result.steps = start;
   model_->train();
@@ -423,16 +425,15 @@ PretrainResult Pretrainer::run() {
                               pc.clip_norm, lr, &grad_norm);
     if (++cursor.step == steps_per_epoch_) cursor = {cursor.epoch + 1, 0};
 
-    at::Tensor agg = at::tensor({s.loss_sum.item<double>(), static_cast<double>(s.correct),
-                                 static_cast<double>(s.predicted), static_cast<double>(StopSignal::received())},
+    at::Tensor agg = at::tensor({s.loss_sum.item<double>(), static_cast<double>(s.predicted),
+                                 static_cast<double>(StopSignal::received())},
                                 at::kDouble);
     comm_.all_reduce(agg);
-    const double predicted = std::max(agg[2].item<double>(), 1.0);
+    const double predicted = std::max(agg[1].item<double>(), 1.0);
     result.steps = step + 1;
     result.last_loss = agg[0].item<double>() / predicted;
     window_loss += agg[0].item<double>();
-    window_correct += agg[1].item<double>();
-    window_predicted += agg[2].item<double>();
+    window_predicted += agg[1].item<double>();
     window_wait += reducer.stats().wait_s;
     window_step_s += std::chrono::duration<double>(Clock::now() - t_step).count();
     window_texts += global_batch;
@@ -447,7 +448,6 @@ PretrainResult Pretrainer::run() {
       nlohmann::json line = {{"step", step + 1},
                              {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch_)},
                              {"loss", window_loss / p},
-                             {"accuracy", window_correct / p},
                              {"lr", lr},
                              {"grad_norm", grad_norm},
                              {"texts_per_s", tps},
@@ -455,11 +455,11 @@ PretrainResult Pretrainer::run() {
                              {"elapsed_s", elapsed}};
       if (rank0) metrics << line.dump() << "\n" << std::flush;
       if (!bar) {
-        spdlog::info("pretrain step {}/{} loss {:.4f} accuracy {:.3f} lr {:.2e} {:.0f} texts/s ETA {}", step + 1,
-                     planned_steps_, window_loss / p, window_correct / p, lr, tps,
+        spdlog::info("pretrain step {}/{} loss {:.4f} lr {:.2e} {:.0f} texts/s ETA {}", step + 1,
+                     planned_steps_, window_loss / p, lr, tps,
                      format_duration(eta_seconds(elapsed, start, step + 1, planned_steps_)));
       }
-      window_loss = window_correct = window_predicted = window_wait = window_step_s = 0;
+      window_loss = window_predicted = window_wait = window_step_s = 0;
       window_texts = 0;
       t_window = Clock::now();
     }
@@ -468,7 +468,7 @@ PretrainResult Pretrainer::run() {
                    "texts", eta_seconds(elapsed, start, step + 1, planned_steps_));
     }
 
-    if (agg[3].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
+    if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
       if (bar) std::fprintf(stderr, "\n");
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
       spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),

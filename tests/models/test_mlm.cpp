@@ -189,27 +189,6 @@ TEST(BertForMaskedLM, HeadIsHfsWithTheDecoderTiedToTheWordEmbeddings) {
   EXPECT_NEAR(s.loss_sum.item<double>(), ce, 1e-4);
 }
 
-TEST(BertForMaskedLM, RowsGroupedByLengthGiveTheFullForward) {
-  torch::manual_seed(6);
-  BertForMaskedLM mlm(tiny_config());
-  mlm->eval();
-  // Lengths 3, 14, 7, 16 and 5 in a batch padded to 16.
-  const std::vector<std::int64_t> lengths = {3, 14, 7, 16, 5};
-  torch::Tensor ids = torch::zeros({5, 16}, torch::kLong), mask = torch::zeros({5, 16}, torch::kLong);
-  for (std::int64_t r = 0; r < 5; ++r) {
-    ids[r].narrow(0, 0, lengths[static_cast<std::size_t>(r)]).copy_(torch::randint(5, 35, {lengths[static_cast<std::size_t>(r)]}));
-    mask[r].narrow(0, 0, lengths[static_cast<std::size_t>(r)]).fill_(1);
-  }
-  torch::NoGradGuard no_grad;
-  const torch::Tensor full = mlm->bert->forward(ids, mask).last_hidden_state;
-  const torch::Tensor grouped = mlm->hidden(ids, mask);
-  ASSERT_EQ(grouped.sizes(), full.sizes());
-  for (std::int64_t r = 0; r < 5; ++r) {
-    const std::int64_t n = lengths[static_cast<std::size_t>(r)];
-    EXPECT_TRUE(torch::allclose(grouped[r].narrow(0, 0, n), full[r].narrow(0, 0, n), 1e-5, 1e-5)) << "row " << r;
-  }
-}
-
 TEST(BertForMaskedLM, SavesAnHfDirectoryThatLoadsBack) {
   const fs::path dir = fs::temp_directory_path() / ("llmrec_mlm_test_" + std::to_string(::getpid()));
   torch::manual_seed(4);
