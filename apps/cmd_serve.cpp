@@ -1,6 +1,7 @@
 // `llmrec serve`: the HTTP recommendation server on an export file (one
 // process, no MPI). SIGINT / SIGTERM stop it gracefully: it stops
-// accepting, finishes the requests in flight and exits 0.
+// accepting, finishes the requests in flight and exits 0. SIGHUP (or POST
+// /admin/reload) re-reads the export file and swaps it in without a pause.
 //
 //   llmrec serve --export runs/quickstart/export.h5 --port 8080
 //   curl -s localhost:8080/recommend -d '{"user": "u12", "k": 5}'
@@ -30,8 +31,10 @@ namespace llmrec {
 namespace {
 
 volatile std::sig_atomic_t g_stop_signal = 0;
+volatile std::sig_atomic_t g_reload = 0;
 
 extern "C" void serve_on_signal(int sig) { g_stop_signal = sig; }
+extern "C" void serve_on_hangup(int) { g_reload = 1; }
 
 struct ServeArgs {
   std::string export_path;
@@ -104,12 +107,27 @@ int run_serve(const ServeArgs& a) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction hup {};
+  hup.sa_handler = serve_on_hangup;
+  sigemptyset(&hup.sa_mask);
+  sigaction(SIGHUP, &hup, nullptr);
   std::atomic<bool> done{false};
   std::thread watcher([&] {
     while (!done.load()) {
       if (g_stop_signal != 0) {
         // Repeated until run() returns: a signal may come before it listens.
         server.stop();
+      }
+      if (g_reload != 0) {  // SIGHUP: the export file again, swapped in while requests go on
+        g_reload = 0;
+        try {
+          const auto r = server.reload();
+          spdlog::info("SIGHUP: reloaded {}: {} items, {} users, model {}", r["export"].get<std::string>(),
+                       r["items"].get<std::int64_t>(), r["users"].get<std::int64_t>(),
+                       r["model_sha256"].get<std::string>().substr(0, 12));
+        } catch (const std::exception& e) {
+          spdlog::error("SIGHUP: {}", e.what());
+        }
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

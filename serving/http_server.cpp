@@ -35,7 +35,8 @@ thread_local int t_intra_threads = 0;
 
 const std::map<std::string, std::vector<std::string>>& allowed_methods() {
   static const std::map<std::string, std::vector<std::string>> m = {
-      {"/recommend", {"GET", "POST"}}, {"/similar", {"GET", "POST"}}, {"/health", {"GET"}}, {"/metrics", {"GET"}}};
+      {"/recommend", {"GET", "POST"}}, {"/similar", {"GET", "POST"}}, {"/health", {"GET"}}, {"/metrics", {"GET"}},
+      {"/admin/reload", {"POST"}}};
   return m;
 }
 
@@ -59,7 +60,12 @@ QueryParams query_params(const httplib::Request& req) {
 }  // namespace
 
 struct HttpServer::Impl {
-  std::shared_ptr<const RecommendEngine> engine;
+  /// The engine requests use; reload() swaps it while requests run (each
+  /// request holds the one it started with until it is answered).
+  std::shared_ptr<const RecommendEngine> engine_now;
+  std::mutex reload_mu;
+  std::int64_t reloads_ok = 0, reloads_failed = 0;  // under mu
+  std::shared_ptr<const RecommendEngine> current() const { return std::atomic_load(&engine_now); }
   HttpServerOptions options;
   httplib::Server server;
   int port = -1;
@@ -136,22 +142,33 @@ struct HttpServer::Impl {
   void routes() {
     server.Post("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const RecommendRequest q = parse_recommend_request(parse_json_body(req.body));
+      const auto engine = current();
       set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
     }));
     server.Get("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const RecommendRequest q = parse_recommend_request(recommend_query_json(query_params(req)));
+      const auto engine = current();
       set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
     }));
     server.Post("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const SimilarRequest q = parse_similar_request(parse_json_body(req.body));
+      const auto engine = current();
       set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
     }));
     server.Get("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const SimilarRequest q = parse_similar_request(similar_query_json(query_params(req)));
+      const auto engine = current();
       set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
     }));
     server.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
       set_json(res, 200, health());
+    }));
+    server.Post("/admin/reload", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      if (!req.body.empty() && parse_json_body(req.body) != json::object()) {
+        throw RequestError(400, "body", "/admin/reload takes no fields: it re-reads the export file the server "
+                                        "was started with");
+      }
+      set_json(res, 200, reload(""));
     }));
     server.Get("/metrics", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const std::string accept = req.get_header_value("Accept");
@@ -237,6 +254,35 @@ struct HttpServer::Impl {
     });
   }
 
+  /// Opens `path` ("" = the current export's path) and, when it loads and
+  /// validates, swaps it in; otherwise throws RequestError 409 and the old
+  /// export keeps serving. One reload at a time.
+  json reload(const std::string& path) {
+    std::lock_guard<std::mutex> one_at_a_time(reload_mu);
+    const auto old = current();
+    const std::string file = path.empty() ? old->data().path : path;
+    std::shared_ptr<const RecommendEngine> fresh;
+    try {
+      fresh = RecommendEngine::open(file);
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++reloads_failed;
+      }
+      throw RequestError(409, "export", fmt::format("reload refused, still serving the export loaded before ({} items, "
+                                                    "model {}): {}", old->data().num_items,
+                                                    old->data().model_sha256.substr(0, 12), e.what()));
+    }
+    std::atomic_store(&engine_now, fresh);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++reloads_ok;
+    }
+    const ExportData& e = fresh->data();
+    return {{"status", "reloaded"}, {"export", e.path}, {"items", e.num_items}, {"users", e.num_users},
+            {"model_sha256", e.model_sha256}, {"previous_model_sha256", old->data().model_sha256}};
+  }
+
   /// `Authorization: Bearer <token>`, compared in constant time.
   bool authorised(const httplib::Request& req) const {
     const std::string header = req.get_header_value("Authorization");
@@ -280,6 +326,10 @@ struct HttpServer::Impl {
     out += fmt::format("llmrec_request_latency_window {}\n", l["window"].get<std::int64_t>());
     out += "# HELP llmrec_uptime_seconds Seconds since the server started.\n# TYPE llmrec_uptime_seconds gauge\n";
     out += fmt::format("llmrec_uptime_seconds {}\n", m["uptime_s"].get<double>());
+    out += "# HELP llmrec_reloads_total Export reloads, by result.\n# TYPE llmrec_reloads_total counter\n";
+    out += fmt::format("llmrec_reloads_total{{result=\"ok\"}} {}\n", m["reloads"]["ok"].get<std::int64_t>());
+    out += fmt::format("llmrec_reloads_total{{result=\"refused\"}} {}\n", m["reloads"]["refused"].get<std::int64_t>());
+    const auto engine = current();
     const ExportData& e = engine->data();
     out += "# HELP llmrec_export_items Items in the loaded export.\n# TYPE llmrec_export_items gauge\n";
     out += fmt::format("llmrec_export_items {}\n", e.num_items);
@@ -289,6 +339,7 @@ struct HttpServer::Impl {
   }
 
   json health() const {
+    const auto engine = current();
     const ExportData& e = engine->data();
     return {{"status", "ok"},
             {"export", e.path},
@@ -321,6 +372,7 @@ struct HttpServer::Impl {
             {"requests_total", total},
             {"requests", std::move(requests)},
             {"errors", {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
+            {"reloads", {{"ok", reloads_ok}, {"refused", reloads_failed}}},
             {"latency_ms",
              {{"window", v.size()},
               {"p50", pct(0.50)},
@@ -332,7 +384,7 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServerOptions options)
     : impl_(std::make_unique<Impl>()) {
   LLMREC_CHECK(engine != nullptr, "HttpServer needs an engine");
-  impl_->engine = std::move(engine);
+  impl_->engine_now = std::move(engine);
   impl_->options = std::move(options);
   const int threads = impl_->options.threads > 0
                           ? impl_->options.threads
@@ -401,6 +453,7 @@ bool HttpServer::running() const { return impl_->server.is_running(); }
 int HttpServer::port() const { return impl_->port; }
 nlohmann::json HttpServer::metrics() const { return impl_->metrics(); }
 std::string HttpServer::metrics_prometheus() const { return impl_->metrics_prometheus(); }
+nlohmann::json HttpServer::reload(const std::string& path) { return impl_->reload(path); }
 nlohmann::json HttpServer::health() const { return impl_->health(); }
 
 }  // namespace llmrec::serving

@@ -11,6 +11,10 @@
 ///   GET  /recommend   the same fields as a query string (?user=u1&k=5)
 ///   POST /similar     {"item": ..., "k": ...};  GET /similar?item=..&k=..
 ///   GET  /health      status, items, users, export path, model_sha256, ...
+///   POST /admin/reload  re-reads the export file and swaps it in while
+///                     requests go on (also reload(), e.g. on SIGHUP); a
+///                     file that does not load is refused (409) and the
+///                     export loaded before keeps serving
 ///   GET  /metrics     requests by endpoint and status, errors, latency
 ///                     percentiles over the recent requests, uptime: JSON,
 ///                     or Prometheus' text format when the Accept header
@@ -77,6 +81,11 @@ class HttpServer {
   bool running() const;
   int port() const;
 
+  /// Loads `path` ("" = the current export's file again) and swaps it in
+  /// for the requests that start afterwards; the requests in flight finish
+  /// on the old one. RequestError (409) when it does not load: the old one
+  /// keeps serving. Returns the /admin/reload answer.
+  nlohmann::json reload(const std::string& path = "");
   /// The /metrics document.
   nlohmann::json metrics() const;
   /// The same in Prometheus' text exposition format (version 0.0.4).

@@ -653,7 +653,8 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
   printf 'tok-%s\n' "$$" >serve.token
   chmod 600 serve.token
   : >serve_tok.txt
-  "$bin" serve --export export.h5 --port 0 --threads 2 --token-file serve.token --access-log access.log >>serve_tok.txt 2>&1 &
+  cp export.h5 live.h5
+  "$bin" serve --export live.h5 --port 0 --threads 2 --token-file serve.token --access-log access.log >>serve_tok.txt 2>&1 &
   spid=$!
   port=""
   for _ in $(seq 1 100); do
@@ -669,12 +670,17 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
     http "serve --token-file: with the token, 200" 200 '"items"' -H "Authorization: Bearer tok-$$" "$url/recommend?user=$user&k=3"
     http "serve: Prometheus text for a scraper" 200 '^llmrec_requests_total\{endpoint="/recommend",status="401"\} 1$' \
       -H "Authorization: Bearer tok-$$" -H 'Accept: text/plain;version=0.0.4' "$url/metrics"
+    # SIGHUP after a deploy (copy beside, rename over): the new export serves.
+    cp export_cold.h5 live.h5.new && mv live.h5.new live.h5
+    kill -HUP $spid
+    for _ in $(seq 1 50); do grep -q 'SIGHUP: reloaded' serve_tok.txt && break; sleep 0.1; done
+    http "serve: SIGHUP swaps in the new export" 200 '"items":301' -H "Authorization: Bearer tok-$$" "$url/health"
     kill -TERM $spid; wait $spid
-    if [[ $(wc -l <access.log) -eq 4 ]] && ! grep -q -e "$user" -e "tok-$$" -e '?' access.log; then
+    if [[ $(wc -l <access.log) -eq 5 ]] && ! grep -q -e "$user" -e "tok-$$" -e '?' access.log; then
       expect "serve --access-log: a line per request, no ids" access.log '^[0-9T:.-]+Z GET /recommend 401 [0-9.]+ ms$' \
         '^[0-9T:.-]+Z GET /health 200 [0-9.]+ ms$'
     else
-      fail "serve --access-log: 4 lines without ids expected" access.log
+      fail "serve --access-log: 5 lines without ids expected" access.log
     fi
   else
     fail "serve --token-file: no 'listening on' line" serve_tok.txt

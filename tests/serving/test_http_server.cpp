@@ -9,6 +9,7 @@
 #include <mutex>
 #include <sstream>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "serving/http_server.h"
@@ -265,6 +266,79 @@ TEST_F(HttpTest, BearerTokenOnAllButHealthAndAnAccessLogWithoutIds) {
     EXPECT_THAT(line, ::testing::Not(HasSubstr("s3cret")));
     EXPECT_THAT(line, ::testing::Not(HasSubstr("?")));
   }
+}
+
+TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
+  namespace fs = std::filesystem;
+  const std::string live = *dir_ + "/live.h5", a = *dir_ + "/a.h5", b = *dir_ + "/b.h5";
+  llmrec::testing::ExportSpec spec;
+  spec.items = 500;
+  spec.users = 20;
+  llmrec::testing::write_export(a, llmrec::testing::make_export_fixture(spec));
+  spec.items = 300;
+  llmrec::testing::write_export(b, llmrec::testing::make_export_fixture(spec));
+  auto install = [&](const std::string& from) {  // a deploy: copy beside it, rename over it
+    fs::copy_file(from, live + ".new", fs::copy_options::overwrite_existing);
+    fs::rename(live + ".new", live);
+  };
+  install(a);
+  HttpServerOptions o;
+  o.port = 0;
+  o.threads = 4;
+  HttpServer server(RecommendEngine::open(live), o);
+  const int port = server.bind();
+  server.start();
+  httplib::Client cli("127.0.0.1", port);
+  EXPECT_EQ(body_of(cli.Get("/health"))["items"], 500);
+
+  install(b);
+  auto r = cli.Post("/admin/reload", "", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["items"], 300);
+  EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);
+  expect_error(cli.Post("/admin/reload", R"({"export": "/etc/passwd"})", "application/json"), 400, "takes no fields");
+
+  // A damaged file: refused, the export loaded before keeps serving.
+  std::ofstream(live, std::ios::binary | std::ios::trunc) << "not an export";
+  expect_error(cli.Post("/admin/reload", "", "application/json"), 409, "still serving the export loaded before (300 items");
+  EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);
+  ASSERT_EQ(cli.Get("/recommend?user=u1&k=5")->status, 200);
+
+  // Ten reloads while four clients keep asking: not one request fails.
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      httplib::Client c("127.0.0.1", port);
+      int n = 0;
+      while (!stop.load()) {
+        auto x = c.Get(("/recommend?user=u" + std::to_string((t * 7 + n++) % 20) + "&k=10").c_str());
+        if (x && x->status == 200) {
+          ++answered;
+        } else {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 10; ++i) {
+    install(i % 2 == 0 ? a : b);
+    auto y = cli.Post("/admin/reload", "", "application/json");
+    ASSERT_TRUE(y);
+    EXPECT_EQ(y->status, 200) << y->body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stop.store(true);
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(answered.load(), 40);
+  EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);  // the tenth install was b
+  json m = server.metrics();
+  EXPECT_EQ(m["reloads"]["ok"], 11);
+  EXPECT_EQ(m["reloads"]["refused"], 1);
+  server.stop();
 }
 
 TEST_F(HttpTest, StopsAndCannotBindTwice) {
