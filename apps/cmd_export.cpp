@@ -17,6 +17,7 @@
 #include "apps/commands.h"
 #include "apps/config_options.h"
 #include "apps/eval_fusion.h"
+#include "common/pseudonym.h"
 #include "data/dataset.h"
 #include "trainer/checkpoint.h"
 #include "trainer/export.h"
@@ -31,6 +32,7 @@ struct ExportCommand {
   std::string output;      ///< --output: "" = <run.dir>/export.h5, or the --update file itself
   std::string update;      ///< --update: an export to add a catalogue to
   std::string catalogue;   ///< --catalogue: the new catalogue file (with --update)
+  std::string pseudonymise;  ///< --pseudonymise: a key file; users/ids become keyed pseudonyms
 };
 
 std::string human_bytes(std::int64_t n) {
@@ -74,11 +76,16 @@ int run_export(const ExportCommand& cmd, AppContext& ctx) {
     const std::string output =
         cmd.output.empty() ? (std::filesystem::path(ctx.run_dir) / "export.h5").string() : cmd.output;
     const ExportRanking ranking = export_ranking_choose(model, ctx, file);
+    const std::string key = cmd.pseudonymise.empty() ? std::string() : pseudonym_key_read(cmd.pseudonymise);
     ExportSummary s =
-        export_write(output, model, cmd.checkpoint, file, ConfigWriter::write(ctx.config), ranking, *ctx.comm);
+        export_write(output, model, cmd.checkpoint, file, ConfigWriter::write(ctx.config), ranking, *ctx.comm, key);
     spdlog::info("export: {} items, {} users written to {} in {:.2f} s", s.items, s.users, s.path, s.seconds);
     out = fmt::format("llmrec export: {} with dataset {}\n", cmd.checkpoint, file.path());
     out += summary_tail(s, ctx.comm->size());
+    if (!key.empty()) {
+      out += fmt::format("user ids pseudonymised with the key of {} (HMAC-SHA256; the key is not in the export: "
+                         "serve and recommend take --pseudonym-key-file {})\n", cmd.pseudonymise, cmd.pseudonymise);
+    }
   }
   if (ctx.comm->rank() == 0) {
     std::fputs(out.c_str(), stdout);
@@ -108,6 +115,11 @@ void command_export_add(CLI::App& app) {
                                     "The new catalogue file (CSV/TSV/JSONL with the export's "
                                     "data.catalogue_columns)")
                         ->check(CLI::ExistingFile);
+  auto* pseudo = cmd->add_option("--pseudonymise", args->pseudonymise,
+                                 "A key file (first line, at least 16 bytes; keep it out of the export's way): "
+                                 "user ids are stored as keyed pseudonyms, HMAC-SHA256 of the id, never raw")
+                     ->check(CLI::ExistingFile);
+  pseudo->excludes(update);
   update->needs(catalogue);
   catalogue->needs(update);
   cmd->callback([args] {

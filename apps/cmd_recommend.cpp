@@ -18,6 +18,7 @@
 #include "apps/commands.h"
 #include "common/error.h"
 #include "common/logging.h"
+#include "common/pseudonym.h"
 #include "serving/engine.h"
 #include "serving/request.h"
 
@@ -26,6 +27,7 @@ namespace {
 
 struct RecommendArgs {
   std::string export_path;
+  std::string pseudonym_key_file;
   std::string user;
   std::vector<std::string> history;
   int k = serving::kDefaultK;
@@ -119,7 +121,8 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
   q.diversity = a.diversity;
   q.explain = a.explain;
 
-  const auto engine = serving::RecommendEngine::open(a.export_path);
+  const auto engine = serving::RecommendEngine::open(
+      a.export_path, a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file));
   const serving::Recommendation r = engine->recommend(q);
   std::string text = a.table ? table_text(engine->data(), r)
                              : serving::recommendation_json(engine->data(), r)
@@ -136,6 +139,9 @@ void command_recommend_add(CLI::App& app) {
   auto* cmd = app.add_subcommand("recommend", "Top-k recommendations for a user or a fresh history, from an export file");
   auto a = std::make_shared<RecommendArgs>();
   cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--pseudonym-key-file", a->pseudonym_key_file,
+                  "The key of `export --pseudonymise`: --user is a raw id, looked up by its pseudonym")
+      ->check(CLI::ExistingFile);
   auto* user = cmd->add_option("--user", a->user, "A user id (unknown: the most popular items, flagged)");
   auto* history =
       cmd->add_option("--history", a->history, "Recent item ids, oldest first, comma-separated")->delimiter(',');

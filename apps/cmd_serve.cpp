@@ -23,6 +23,7 @@
 
 #include "apps/commands.h"
 #include "common/error.h"
+#include "common/pseudonym.h"
 #include "common/logging.h"
 #include "serving/engine.h"
 #include "serving/http_server.h"
@@ -45,6 +46,7 @@ struct ServeArgs {
   std::size_t max_body = 1 << 20;
   std::string token_file;
   std::string access_log;
+  std::string pseudonym_key_file;
 };
 
 /// The bearer token: the first line of `path`, surrounding whitespace
@@ -75,8 +77,13 @@ int run_serve(const ServeArgs& a) {
   LogConfig log;
   logging_init(log, 0, 1);
   const auto t0 = std::chrono::steady_clock::now();
-  auto engine = serving::RecommendEngine::open(a.export_path);
+  const std::string pseudonym_key = a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file);
+  auto engine = serving::RecommendEngine::open(a.export_path, pseudonym_key);
   const auto& e = engine->data();
+  if (e.user_ids_scheme == kPseudonymScheme && pseudonym_key.empty()) {
+    spdlog::warn("{}: user ids are pseudonymised and no --pseudonym-key-file was given: requests must name users by "
+                 "their pseudonyms (raw ids are unknown users)", a.export_path);
+  }
   spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms)", a.export_path, e.num_items,
                e.num_users, e.dim, e.history, e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12),
                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
@@ -88,6 +95,7 @@ int run_serve(const ServeArgs& a) {
   o.intra_op_threads = a.intra_threads;
   o.max_body_bytes = a.max_body;
   if (!a.token_file.empty()) o.token = read_token(a.token_file);
+  o.pseudonym_key = pseudonym_key;
   std::FILE* access = nullptr;
   if (!a.access_log.empty()) {
     access = a.access_log == "-" ? stdout : std::fopen(a.access_log.c_str(), "a");
@@ -166,6 +174,9 @@ void command_serve_add(CLI::App& app) {
   cmd->add_option("--token-file", a->token_file,
                   "File whose first line is a bearer token required on every endpoint but /health "
                   "(Authorization: Bearer <token>; 401 without it)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--pseudonym-key-file", a->pseudonym_key_file,
+                  "The key of `export --pseudonymise`: requests name users by their raw ids, looked up by pseudonym")
       ->check(CLI::ExistingFile);
   cmd->add_option("--access-log", a->access_log,
                   "Append one line per request (UTC time, method, path, status, latency; never the query string or "

@@ -10,6 +10,7 @@
 #include <limits>
 #include <unordered_map>
 
+#include "common/pseudonym.h"
 #include "models/ranker.h"
 #include "trainer/fusion.h"
 
@@ -148,8 +149,25 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_
 
 RecommendEngine::~RecommendEngine() = default;
 
-std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path) {
-  return std::make_shared<const RecommendEngine>(read_export(path));
+std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path, const std::string& pseudonym_key) {
+  auto engine = std::make_shared<RecommendEngine>(read_export(path));
+  const ExportData& e = engine->data();
+  if (!pseudonym_key.empty()) {
+    if (e.user_ids_scheme != kPseudonymScheme) {
+      throw ConfigError(fmt::format("{}: a pseudonym key was given but the export holds raw user ids (export it with "
+                                    "--pseudonymise)", path));
+    }
+    if (pseudonym_key_check(pseudonym_key) != e.pseudonym_check) {
+      throw ConfigError(fmt::format("{}: the pseudonym key is not the one the export was written with "
+                                    "(pseudonym_check differs)", path));
+    }
+    engine->pseudonym_key_ = pseudonym_key;
+  }
+  return engine;
+}
+
+std::int32_t RecommendEngine::find_user(const std::string& id) const {
+  return data_->find_user(pseudonym_key_.empty() ? id : pseudonymise(pseudonym_key_, id));
 }
 
 // ------------------------------------------------------------ validation
@@ -189,7 +207,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   r.allowed = allowed_categories(e, q.categories);
 
   if (q.user) {
-    r.user = e.find_user(*q.user);
+    r.user = find_user(*q.user);
     if (r.user < 0) {
       if (q.user->empty()) throw RequestError(400, "user", "must not be empty");
       r.unknown_user = *q.user;  // no history: the most popular items (finish())

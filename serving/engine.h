@@ -174,10 +174,17 @@ class RecommendEngine {
   RecommendEngine(const RecommendEngine&) = delete;
   RecommendEngine& operator=(const RecommendEngine&) = delete;
 
-  /// read_export(path) and an engine on it.
-  static std::shared_ptr<const RecommendEngine> open(const std::string& path);
+  /// read_export(path) and an engine on it. With a `pseudonym_key` (the
+  /// key of `export --pseudonymise`), requests name users by their raw ids
+  /// and the engine looks up their pseudonyms; ConfigError when the key is
+  /// not the export's or the export holds raw ids. A pseudonymised export
+  /// opened without the key knows its users by pseudonym only.
+  static std::shared_ptr<const RecommendEngine> open(const std::string& path, const std::string& pseudonym_key = "");
 
   const ExportData& data() const { return *data_; }
+  /// The export's row of a requested user id ("" = -1 as unknown), through
+  /// the pseudonym key when there is one.
+  std::int32_t find_user(const std::string& id) const;
 
   /// One request (see the contract above).
   Recommendation recommend(const RecommendRequest& request) const;
@@ -213,6 +220,7 @@ class RecommendEngine {
   const std::vector<int>& purchase_types() const { return purchase_types_; }
 
  private:
+  std::string pseudonym_key_;
   struct Resolved;
   Resolved resolve(const RecommendRequest& request) const;
   void finish(const Resolved& r, const float* model_scores, Recommendation& out) const;

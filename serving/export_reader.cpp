@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/hdf5.h"
+#include "common/pseudonym.h"
 #include "data/text.h"
 #include "models/ranker.h"
 
@@ -170,6 +171,12 @@ void read_attributes(Reader& r, ExportData& e) {
   if (r.has_attr("ranker_ff_dim")) e.ranker_ff_dim = r.attr_int("ranker_ff_dim", 0, 16 * kMaxDim);
   if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
   if (r.has_attr("ranker_activation")) e.ranker_activation = r.attr_string("ranker_activation");
+  if (r.has_attr("user_ids")) e.user_ids_scheme = r.attr_string("user_ids");
+  if (e.user_ids_scheme == kPseudonymScheme) {
+    e.pseudonym_check = r.attr_string("pseudonym_check");
+  } else if (e.user_ids_scheme != "raw") {
+    r.fail(fmt::format("attribute 'user_ids' is '{}', expected raw or {}", e.user_ids_scheme, kPseudonymScheme));
+  }
   if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean" && e.ranker_pooling != "causal") {
     r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
                        e.ranker_pooling));

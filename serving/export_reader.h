@@ -70,6 +70,10 @@ struct ExportData {
   std::map<std::string, double> fusion_cold_weights;  ///< `cold_weights` (with missing cold_weights)
   double cold_shift = 0;  ///< `cold_shift`: b, added to every cold item's model score
   int tfidf_profile_items = 20;  ///< `tfidf.profile_items`
+  /// `user_ids`: "raw", or "hmac-sha256" when users/ids hold keyed
+  /// pseudonyms (export --pseudonymise) checked by `pseudonym_check`.
+  std::string user_ids_scheme = "raw";
+  std::string pseudonym_check;
   // Descriptive attributes: empty when absent (serving does not need them).
   std::string model_sha256, model_config, config, config_sha256, checkpoint, dataset, dataset_sha256, created;
 

@@ -263,7 +263,7 @@ struct HttpServer::Impl {
     const std::string file = path.empty() ? old->data().path : path;
     std::shared_ptr<const RecommendEngine> fresh;
     try {
-      fresh = RecommendEngine::open(file);
+      fresh = RecommendEngine::open(file, options.pseudonym_key);
     } catch (const std::exception& e) {
       {
         std::lock_guard<std::mutex> lock(mu);

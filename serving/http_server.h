@@ -51,6 +51,7 @@ struct HttpServerOptions {
   std::size_t max_body_bytes = 1 << 20;     ///< larger bodies: 413
   std::size_t latency_window = 1024;        ///< requests the latency percentiles cover
   std::string token;                        ///< bearer token required on all but /health; "" = none
+  std::string pseudonym_key;                ///< the export's pseudonym key, for reloads ("" = none)
   /// Receives one access-log line per request (no newline); empty = none.
   /// Called from the worker threads, one call at a time.
   std::function<void(const std::string&)> access_log;

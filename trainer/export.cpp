@@ -16,6 +16,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/hdf5.h"
+#include "common/pseudonym.h"
 #include "common/sha256.h"
 #include "data/data_config.h"
 #include "data/prepare.h"
@@ -60,6 +61,8 @@ struct ExportContent {
   std::vector<std::int32_t> hour_counts;  ///< [I * 24]
   // users
   std::vector<std::string> user_ids;
+  std::string user_ids_scheme = "raw";  ///< or kPseudonymScheme: users/ids hold pseudonyms
+  std::string pseudonym_check;          ///< pseudonym_key_check of the key (pseudonymised exports)
   torch::Tensor user_vectors;  ///< float [U, d]
   std::vector<std::int64_t> history_offsets;
   std::vector<std::int32_t> history_items;
@@ -167,6 +170,8 @@ void export_file_write(const std::string& path, const ExportContent& c) {
   f.set_attr("/", "ranker_ff_dim", c.ranker_ff_dim);
   f.set_attr("/", "ranker_pooling", c.ranker_pooling);
   f.set_attr("/", "ranker_activation", c.ranker_activation);
+  f.set_attr("/", "user_ids", c.user_ids_scheme);
+  if (c.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", c.pseudonym_check);
 
   f.write_strings("items/ids", c.item_ids);
   f.write_strings("items/text", c.item_text);
@@ -256,6 +261,9 @@ ExportContent export_file_read(const std::string& path, Recommender& model, bool
   if (f.has_attr("/", "ranker_pooling")) c.ranker_pooling = f.attr_string("/", "ranker_pooling");
   if (f.has_attr("/", "ranker_activation")) c.ranker_activation = f.attr_string("/", "ranker_activation");
   c.catalogue_updates = f.attr_int("/", "catalogue_updates");
+  // Exports written before pseudonyms hold raw ids.
+  if (f.has_attr("/", "user_ids")) c.user_ids_scheme = f.attr_string("/", "user_ids");
+  if (c.user_ids_scheme == kPseudonymScheme) c.pseudonym_check = f.attr_string("/", "pseudonym_check");
   const std::pair<const char*, std::string*> strings[] = {
       {"model_config", &c.model_config}, {"config", &c.config},   {"config_sha256", &c.config_sha256},
       {"model_sha256", &c.model_sha256}, {"checkpoint", &c.checkpoint}, {"dataset", &c.dataset},
@@ -352,7 +360,7 @@ ExportRanking export_ranking_of(const EvalConfig& eval) {
 
 ExportSummary export_write(const std::string& output, Recommender& model, const std::string& checkpoint_path,
                            const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
-                           Communicator& comm) {
+                           Communicator& comm, const std::string& pseudonym_key) {
   const auto t0 = Clock::now();
   const ModelConfig& mc = model->options().config();
   // Checks first, the same on every rank (before any collective).
@@ -469,6 +477,11 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.hour_counts.resize(hours.size());
     for (std::size_t k = 0; k < hours.size(); ++k) c.hour_counts[k] = static_cast<std::int32_t>(hours[k]);
     c.user_ids = file.read_user_ids();
+    if (!pseudonym_key.empty()) {  // the raw ids never reach the file
+      for (auto& id : c.user_ids) id = pseudonymise(pseudonym_key, id);
+      c.user_ids_scheme = kPseudonymScheme;
+      c.pseudonym_check = pseudonym_key_check(pseudonym_key);
+    }
     c.user_vectors = user_vecs;
     c.history_offsets.reserve(static_cast<std::size_t>(U) + 1);
     c.history_offsets.push_back(0);

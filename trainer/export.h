@@ -95,11 +95,14 @@ ExportRanking export_ranking_of(const EvalConfig& eval);
 /// resolved configuration of the run (stored with its SHA-256); `ranking`
 /// the default ranking (item vectors and keys are the ModelScorer's with
 /// ranking.cold; cf/ from ranking.itemknn, K = the longest row kept).
+/// With a `pseudonym_key`, users/ids hold pseudonymise(key, id) instead of
+/// the raw ids (attribute `user_ids` hmac-sha256 and the key's
+/// `pseudonym_check`; common/pseudonym.h); the key is not stored.
 /// ConfigError when the model does not fit the dataset (text length, ID
 /// items, vocabulary); IoError naming the file when reading or writing fails.
 ExportSummary export_write(const std::string& output, Recommender& model, const std::string& checkpoint_path,
                            const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
-                           Communicator& comm);
+                           Communicator& comm, const std::string& pseudonym_key = "");
 
 /// How the rows of a new catalogue file are validated.
 struct CatalogueUpdateOptions {

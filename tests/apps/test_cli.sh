@@ -505,6 +505,40 @@ fi
 # /metrics, a short wrk load with malformed requests mixed in, SIGTERM.
 if [[ -f export.h5 ]]; then
   user=$(tail -n +2 shop/interactions.csv | cut -d, -f1 | sort | uniq -c | awk '$1 >= 3 { print $2; exit }')
+  # export --pseudonymise: no raw user id in the file; through the key a raw
+  # id gets the plain export's recommendations; without it the user is
+  # unknown; another key is refused.
+  head -c 32 /dev/urandom | base64 >users.key
+  chmod 600 users.key
+  mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export -c tiny.yaml --set run.dir=export_run \
+    --checkpoint train_run/model.h5 --output export_p.h5 --pseudonymise users.key >export_p.txt 2>&1
+  rc=$?
+  if [[ $rc -eq 0 ]]; then
+    expect "export --pseudonymise" export_p.txt 'user ids pseudonymised with the key of users.key'
+    if grep -qa -- "$user" export.h5 && ! grep -qa -- "$user" export_p.h5; then
+      ok "export --pseudonymise: user id $user is in the plain export, not in the pseudonymised one"
+    else
+      fail "export --pseudonymise: raw user id $user still in export_p.h5 (or not in export.h5)"
+    fi
+    "$bin" recommend --export export.h5 --user "$user" --k 5 >rec_plain.json 2>&1
+    "$bin" recommend --export export_p.h5 --pseudonym-key-file users.key --user "$user" --k 5 >rec_p.json 2>&1
+    "$bin" recommend --export export_p.h5 --user "$user" --k 5 >rec_nokey.json 2>&1
+    python3 -c '
+import json, sys
+plain, keyed, nokey = (json.load(open(f)) for f in sys.argv[1:4])
+assert [i["id"] for i in keyed["items"]] == [i["id"] for i in plain["items"]], (keyed, plain)
+assert keyed.get("fallback") is None and keyed["user"].startswith("p:"), keyed
+assert nokey.get("fallback") == "popularity", nokey' rec_plain.json rec_p.json rec_nokey.json >pseudo_check.txt 2>&1 \
+      && ok "recommend --pseudonym-key-file: the plain export's top 5; without the key an unknown user" \
+      || fail "recommend on the pseudonymised export" pseudo_check.txt
+    head -c 32 /dev/urandom | base64 >other.key
+    "$bin" recommend --export export_p.h5 --pseudonym-key-file other.key --user "$user" >rec_other.txt 2>&1
+    rc=$?
+    [[ $rc -eq 1 ]] && expect "recommend: another pseudonym key is refused" rec_other.txt 'not the one the export was written with' \
+      || fail "recommend with another key: exit $rc" rec_other.txt
+  else
+    fail "export --pseudonymise: exit $rc" export_p.txt
+  fi
   "$bin" recommend --export export.h5 --user "$user" --k 5 >rec.json 2>rec_err.txt
   rc=$?
   if [[ $rc -eq 0 ]] && python3 -c '

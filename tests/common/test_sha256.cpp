@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "common/error.h"
+#include "common/pseudonym.h"
 #include "common/sha256.h"
 
 namespace llmrec {
@@ -24,6 +27,39 @@ TEST(Sha256, KnownVectors) {
                        "mnopqrstnopqrstu"),
             "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
   EXPECT_EQ(sha256_hex(std::string(1000000, 'a')), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+// RFC 4231 test cases 1, 2 and 6 (a key longer than the block is hashed first).
+TEST(HmacSha256, Rfc4231Vectors) {
+  EXPECT_EQ(hmac_sha256_hex(std::string(20, '\x0b'), "Hi There"),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  EXPECT_EQ(hmac_sha256_hex("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_EQ(hmac_sha256_hex(std::string(131, '\xaa'), "Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+TEST(Pseudonym, KeyedStableAndRefusedWhenShort) {
+  const std::string key = "0123456789abcdef-key";
+  EXPECT_EQ(pseudonymise(key, "u42"), "p:" + hmac_sha256_hex(key, "u42"));
+  EXPECT_EQ(pseudonymise(key, "u42"), pseudonymise(key, "u42"));
+  EXPECT_NE(pseudonymise(key, "u42"), pseudonymise(key + "x", "u42"));
+  EXPECT_NE(pseudonym_key_check(key), pseudonym_key_check(key + "x"));
+  EXPECT_EQ(pseudonym_key_check(key).size(), 16u);
+  const fs::path dir = fs::temp_directory_path() / ("llmrec_pseudonym_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "good.key") << "  " << key << "  \nignored\n";
+  EXPECT_EQ(pseudonym_key_read((dir / "good.key").string()), key);
+  std::ofstream(dir / "short.key") << "short\n";
+  try {
+    pseudonym_key_read((dir / "short.key").string());
+    FAIL() << "a 5-byte key was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("short.key"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("at least 16"));
+  }
+  EXPECT_THROW(pseudonym_key_read((dir / "missing.key").string()), ConfigError);
+  fs::remove_all(dir);
 }
 
 TEST(Sha256, SplitUpdatesGiveTheSameDigest) {
