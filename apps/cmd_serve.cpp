@@ -47,6 +47,8 @@ struct ServeArgs {
   std::string token_file;
   std::string access_log;
   std::string pseudonym_key_file;
+  std::string events_log;
+  std::string events_fsync = "always";
 };
 
 /// The bearer token: the first line of `path`, surrounding whitespace
@@ -96,6 +98,8 @@ int run_serve(const ServeArgs& a) {
   o.max_body_bytes = a.max_body;
   if (!a.token_file.empty()) o.token = read_token(a.token_file);
   o.pseudonym_key = pseudonym_key;
+  o.events_log = a.events_log;
+  o.events_fsync = a.events_fsync == "always";
   std::FILE* access = nullptr;
   if (!a.access_log.empty()) {
     access = a.access_log == "-" ? stdout : std::fopen(a.access_log.c_str(), "a");
@@ -178,6 +182,14 @@ void command_serve_add(CLI::App& app) {
   cmd->add_option("--pseudonym-key-file", a->pseudonym_key_file,
                   "The key of `export --pseudonymise`: requests name users by their raw ids, looked up by pseudonym")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--events-log", a->events_log,
+                  "Enable POST /events: each event is appended to this JSON-lines file before it is acknowledged "
+                  "(and replayed from it at start), and joins the user's history at once");
+  cmd->add_option("--events-fsync", a->events_fsync,
+                  "always: fdatasync before each acknowledgement (nothing acknowledged is lost, even on power loss); "
+                  "never: the operating system writes it (a killed server loses nothing, a crashed machine may)")
+      ->check(CLI::IsMember({"always", "never"}))
+      ->capture_default_str();
   cmd->add_option("--access-log", a->access_log,
                   "Append one line per request (UTC time, method, path, status, latency; never the query string or "
                   "the body) to this file; - = stdout");

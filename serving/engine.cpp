@@ -105,6 +105,7 @@ struct RecommendEngine::Resolved {
   double diversity = 0;
   bool explain = false;
   std::string unknown_user;  ///< a user id the export does not know: the popularity fallback
+  bool live = false;         ///< events received since the export are in `events`: the tower computes u
 };
 
 RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_(std::move(data)) {
@@ -210,10 +211,15 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
     r.user = find_user(*q.user);
     if (r.user < 0) {
       if (q.user->empty()) throw RequestError(400, "user", "must not be empty");
-      r.unknown_user = *q.user;  // no history: the most popular items (finish())
+      if (q.live.empty()) r.unknown_user = *q.user;  // no history: the most popular items (finish())
     } else {
       r.events.assign(e.history_items.begin() + e.events_begin(r.user), e.history_items.begin() + e.events_end(r.user));
     }
+    for (std::int32_t i : q.live) {
+      LLMREC_CHECK(i >= 0 && i < e.num_items, "live event item row {} outside the export's {} items", i, e.num_items);
+      r.events.push_back(i);
+    }
+    r.live = !q.live.empty();
   } else {
     if (q.history->size() > kMaxRequestHistory) {
       throw RequestError(400, "history",
@@ -237,7 +243,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
     case Exclude::kNone: break;
     case Exclude::kSeen: r.excluded = distinct_sorted(r.events); break;
     case Exclude::kPurchased: {
-      if (r.user < 0 && r.unknown_user.empty()) {
+      if (r.user < 0 && r.unknown_user.empty() && !r.live) {
         throw RequestError(400, "exclude",
                            "'purchased' needs a known user: a fresh history has no event types (use 'seen' or 'none')");
       }
@@ -362,7 +368,7 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
   std::vector<std::int64_t> fresh_rows;
   for (std::int64_t b = 0; b < B; ++b) {
     const Resolved& r = rs[static_cast<std::size_t>(b)];
-    if (r.user >= 0) {
+    if (r.user >= 0 && !r.live) {
       std::copy_n(e.user_vector(r.user), d, users.data_ptr<float>() + b * d);
     } else {
       windows.push_back(&r.window);

@@ -95,6 +95,11 @@ struct RecommendRequest {
   std::optional<double> tfidf_weight;       ///< default RecommendEngine::default_tfidf_weight()
   double diversity = 0;               ///< MMR lambda in [0, 1]; 0 = off
   bool explain = false;
+  /// Item rows of the user's events received since the export (serving's
+  /// POST /events), oldest first: appended to the stored history, and the
+  /// user vector computed from that history by the tower. A user the export
+  /// does not know is ranked from these alone. Not a request field.
+  std::vector<std::int32_t> live;
 };
 
 /// Leave-one-out contribution of one history item to an item's model score.

@@ -2,7 +2,10 @@
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -12,7 +15,10 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <fstream>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <thread>
 
@@ -36,7 +42,7 @@ thread_local int t_intra_threads = 0;
 const std::map<std::string, std::vector<std::string>>& allowed_methods() {
   static const std::map<std::string, std::vector<std::string>> m = {
       {"/recommend", {"GET", "POST"}}, {"/similar", {"GET", "POST"}}, {"/health", {"GET"}}, {"/metrics", {"GET"}},
-      {"/admin/reload", {"POST"}}};
+      {"/admin/reload", {"POST"}}, {"/events", {"POST"}}};
   return m;
 }
 
@@ -59,7 +65,27 @@ QueryParams query_params(const httplib::Request& req) {
 
 }  // namespace
 
+/// Events received by POST /events: the durable log and each user's items
+/// since the export, oldest first (item ids, so that they survive a reload).
+struct LiveEvents {
+  static constexpr std::size_t kPerUser = 1000;  ///< the most recent events kept per user
+  std::mutex mu;
+  std::unordered_map<std::string, std::deque<std::string>> items;
+  int fd = -1;
+  std::int64_t recorded = 0, replayed = 0, skipped = 0;
+
+  void add(const std::string& user, const std::string& item) {
+    auto& q = items[user];
+    q.push_back(item);
+    if (q.size() > kPerUser) q.pop_front();
+  }
+  ~LiveEvents() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
 struct HttpServer::Impl {
+  mutable LiveEvents events;
   /// The engine requests use; reload() swaps it while requests run (each
   /// request holds the one it started with until it is answered).
   std::shared_ptr<const RecommendEngine> engine_now;
@@ -141,13 +167,15 @@ struct HttpServer::Impl {
 
   void routes() {
     server.Post("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const RecommendRequest q = parse_recommend_request(parse_json_body(req.body));
+      RecommendRequest q = parse_recommend_request(parse_json_body(req.body));
       const auto engine = current();
+      add_live(*engine, q);
       set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
     }));
     server.Get("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const RecommendRequest q = parse_recommend_request(recommend_query_json(query_params(req)));
+      RecommendRequest q = parse_recommend_request(recommend_query_json(query_params(req)));
       const auto engine = current();
+      add_live(*engine, q);
       set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
     }));
     server.Post("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
@@ -162,6 +190,9 @@ struct HttpServer::Impl {
     }));
     server.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
       set_json(res, 200, health());
+    }));
+    server.Post("/events", guarded([this](const httplib::Request& req, httplib::Response& res) {
+      set_json(res, 200, record_event(parse_event_request(parse_json_body(req.body))));
     }));
     server.Post("/admin/reload", guarded([this](const httplib::Request& req, httplib::Response& res) {
       if (!req.body.empty() && parse_json_body(req.body) != json::object()) {
@@ -283,6 +314,99 @@ struct HttpServer::Impl {
             {"model_sha256", e.model_sha256}, {"previous_model_sha256", old->data().model_sha256}};
   }
 
+  /// The request's user's events since the export, as rows of `engine`'s
+  /// export (items it does not hold, e.g. after a reload, left out).
+  void add_live(const RecommendEngine& engine, RecommendRequest& q) {
+    if (!q.user || options.events_log.empty()) return;
+    std::lock_guard<std::mutex> lock(events.mu);
+    auto it = events.items.find(*q.user);
+    if (it == events.items.end()) return;
+    for (const auto& id : it->second) {
+      const std::int32_t i = engine.data().find_item(id);
+      if (i >= 0) q.live.push_back(i);
+    }
+  }
+
+  /// The line an event is stored as in the log.
+  static std::string event_line(const EventRequest& e) {
+    json j = {{"user", e.user}, {"item", e.item}, {"time", e.time}};
+    if (!e.type.empty()) j["type"] = e.type;
+    if (!e.context.empty()) j["context"] = e.context;
+    return dump(j) + "\n";
+  }
+
+  /// Opens the events log for appending, after replaying what it holds
+  /// (lines that do not parse, e.g. a line cut by a crash, are counted and
+  /// skipped with their line number).
+  void open_events_log() {
+    const std::string& path = options.events_log;
+    std::ifstream in(path, std::ios::binary);
+    std::string line;
+    std::int64_t number = 0;
+    bool ends_in_newline = true;
+    while (std::getline(in, line)) {
+      ++number;
+      ends_in_newline = !in.eof();
+      try {
+        const EventRequest e = parse_event_request(parse_json_body(line));
+        if (e.time < 0) throw RequestError(400, "time", "missing");
+        events.add(e.user, e.item);
+        ++events.replayed;
+      } catch (const std::exception& ex) {
+        if (events.skipped++ < 5) {
+          spdlog::warn("{}:{}: skipped, not an event ({})", path, number, ex.what());
+        }
+      }
+    }
+    events.fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (events.fd < 0) throw IoError(fmt::format("cannot open the events log {}: {}", path, std::strerror(errno)));
+    if (!ends_in_newline && number > 0) write_all("\n");  // the next event starts a line of its own
+    if (events.replayed > 0 || events.skipped > 0) {
+      spdlog::info("{}: {} event(s) replayed into the users' histories, {} line(s) skipped", path, events.replayed,
+                   events.skipped);
+    }
+  }
+
+  void write_all(const std::string& text) {
+    std::size_t done = 0;
+    while (done < text.size()) {
+      const ssize_t n = ::write(events.fd, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw IoError(fmt::format("writing the events log {}: {}", options.events_log, std::strerror(errno)));
+      done += static_cast<std::size_t>(n);
+    }
+  }
+
+  /// POST /events: checked against the export, appended to the log (and
+  /// synced) before it counts, then added to the user's history.
+  json record_event(EventRequest e) {
+    if (options.events_log.empty()) {
+      throw RequestError(404, "", "events are not recorded by this server (start it with --events-log FILE)");
+    }
+    const auto engine = current();
+    const ExportData& d = engine->data();
+    if (d.find_item(e.item) < 0) throw RequestError(404, "item", fmt::format("unknown item id '{}'", e.item));
+    if (!e.type.empty() && std::find(d.event_types.begin(), d.event_types.end(), e.type) == d.event_types.end()) {
+      std::string types;
+      for (const auto& t : d.event_types) types += (types.empty() ? "" : ", ") + t;
+      throw RequestError(400, "type", fmt::format("'{}' is not an event type of this export ({})", e.type, types));
+    }
+    if (e.time < 0) {
+      e.time = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    }
+    const std::string line = event_line(e);
+    std::lock_guard<std::mutex> lock(events.mu);  // log order = memory order
+    write_all(line);
+    if (options.events_fsync && ::fdatasync(events.fd) != 0) {
+      throw IoError(fmt::format("syncing the events log {}: {}", options.events_log, std::strerror(errno)));
+    }
+    events.add(e.user, e.item);
+    ++events.recorded;
+    return {{"status", "recorded"}, {"user", e.user}, {"item", e.item}, {"time", e.time},
+            {"events_since_export", events.items[e.user].size()}};
+  }
+
   /// `Authorization: Bearer <token>`, compared in constant time.
   bool authorised(const httplib::Request& req) const {
     const std::string header = req.get_header_value("Authorization");
@@ -329,6 +453,9 @@ struct HttpServer::Impl {
     out += "# HELP llmrec_reloads_total Export reloads, by result.\n# TYPE llmrec_reloads_total counter\n";
     out += fmt::format("llmrec_reloads_total{{result=\"ok\"}} {}\n", m["reloads"]["ok"].get<std::int64_t>());
     out += fmt::format("llmrec_reloads_total{{result=\"refused\"}} {}\n", m["reloads"]["refused"].get<std::int64_t>());
+    out += "# HELP llmrec_events_total Events recorded by POST /events since the start.\n";
+    out += "# TYPE llmrec_events_total counter\n";
+    out += fmt::format("llmrec_events_total {}\n", m["events"]["recorded"].get<std::int64_t>());
     const auto engine = current();
     const ExportData& e = engine->data();
     out += "# HELP llmrec_export_items Items in the loaded export.\n# TYPE llmrec_export_items gauge\n";
@@ -353,6 +480,12 @@ struct HttpServer::Impl {
             {"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()}};
   }
 
+  json events_json() const {
+    std::lock_guard<std::mutex> lock(events.mu);
+    return {{"recorded", events.recorded}, {"replayed", events.replayed}, {"skipped_lines", events.skipped},
+            {"users", events.items.size()}};
+  }
+
   json metrics() const {
     std::lock_guard<std::mutex> lock(mu);
     json requests = json::object();
@@ -373,6 +506,7 @@ struct HttpServer::Impl {
             {"requests", std::move(requests)},
             {"errors", {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
             {"reloads", {{"ok", reloads_ok}, {"refused", reloads_failed}}},
+            {"events", events_json()},
             {"latency_ms",
              {{"window", v.size()},
               {"p50", pct(0.50)},
@@ -402,6 +536,7 @@ HttpServer::HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServer
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
+  if (!impl_->options.events_log.empty()) impl_->open_events_log();
   impl_->hooks();
   impl_->routes();
 }

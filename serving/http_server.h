@@ -11,6 +11,10 @@
 ///   GET  /recommend   the same fields as a query string (?user=u1&k=5)
 ///   POST /similar     {"item": ..., "k": ...};  GET /similar?item=..&k=..
 ///   GET  /health      status, items, users, export path, model_sha256, ...
+///   POST /events      {"user", "item", "type", "time", "context"}: appended
+///                     to the events log (durable before the answer) and
+///                     to the user's history in memory, so that the next
+///                     /recommend for the user reflects it
 ///   POST /admin/reload  re-reads the export file and swaps it in while
 ///                     requests go on (also reload(), e.g. on SIGHUP); a
 ///                     file that does not load is refused (409) and the
@@ -52,6 +56,10 @@ struct HttpServerOptions {
   std::size_t latency_window = 1024;        ///< requests the latency percentiles cover
   std::string token;                        ///< bearer token required on all but /health; "" = none
   std::string pseudonym_key;                ///< the export's pseudonym key, for reloads ("" = none)
+  /// POST /events: each event is appended to this file (JSON lines) before
+  /// it is acknowledged, and replayed from it at start; "" = /events off.
+  std::string events_log;
+  bool events_fsync = true;                 ///< fdatasync the log before each acknowledgement
   /// Receives one access-log line per request (no newline); empty = none.
   /// Called from the worker threads, one call at a time.
   std::function<void(const std::string&)> access_log;

@@ -177,6 +177,33 @@ const char* exclude_name(Exclude e) {
   return "?";
 }
 
+EventRequest parse_event_request(const json& body) {
+  require_object(body);
+  reject_unknown(body, {"user", "item", "type", "time", "context"});
+  EventRequest e;
+  for (const char* field : {"user", "item"}) {
+    if (!body.contains(field)) throw RequestError(400, field, "missing");
+    const std::string v = get_string(body[field], field);
+    if (v.empty() || v.size() > 256) {
+      throw RequestError(400, field, fmt::format("must hold 1 to 256 bytes, got {}", v.size()));
+    }
+    (std::string(field) == "user" ? e.user : e.item) = v;
+  }
+  if (body.contains("type")) e.type = get_string(body["type"], "type");
+  if (body.contains("time")) e.time = get_int(body["time"], "time", 0, std::int64_t{1} << 40);
+  if (body.contains("context")) {
+    const json& c = body["context"];
+    if (!c.is_object() || c.size() > 32) {
+      throw RequestError(400, "context", fmt::format("must be an object of at most 32 strings, got {}", shown(c)));
+    }
+    for (const auto& [k, v] : c.items()) {
+      if (!v.is_string()) throw RequestError(400, "context", fmt::format("'{}' must be a string, got {}", k, shown(v)));
+    }
+    e.context = c;
+  }
+  return e;
+}
+
 json parse_json_body(const std::string& text) {
   try {
     return json::parse(text);

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +31,19 @@ nlohmann::json parse_json_body(const std::string& text);
 RecommendRequest parse_recommend_request(const nlohmann::json& body);
 /// Fields: item, k, category, cf_weight.
 SimilarRequest parse_similar_request(const nlohmann::json& body);
+
+/// A behaviour event (POST /events).
+struct EventRequest {
+  std::string user;
+  std::string item;
+  std::string type;        ///< "" = none given
+  std::int64_t time = -1;  ///< Unix seconds; -1 = none given (the server's clock)
+  nlohmann::json context = nlohmann::json::object();  ///< string values only
+};
+/// Fields: user and item (strings of 1..256 bytes, required), type
+/// (string), time (integer seconds >= 0), context (object of strings, at
+/// most 32 keys). RequestError(400) naming the field otherwise.
+EventRequest parse_event_request(const nlohmann::json& body);
 
 using QueryParams = std::vector<std::pair<std::string, std::string>>;
 /// The JSON object a GET query string stands for: `history` split on

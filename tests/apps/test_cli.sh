@@ -676,6 +676,39 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
     [[ $rc -eq 0 ]] && expect "serve: SIGTERM stops it with exit 0" serve.txt 'signal 15: stopped' \
       || fail "serve: exit code $rc after SIGTERM, expected 0" serve.txt
   fi
+  # serve --events-log: 20 acknowledged events, then kill -9: all 20 are in
+  # the log, and `llmrec prepare` reads the log back as interactions.
+  : >serve_ev.txt
+  "$bin" serve --export export.h5 --port 0 --threads 2 --events-log events.jsonl >>serve_ev.txt 2>&1 &
+  spid=$!
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -nE 's/.*listening on http:\/\/127\.0\.0\.1:([0-9]+) .*/\1/p' serve_ev.txt)
+    [[ -n $port ]] && break
+    kill -0 $spid 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -n $port ]]; then
+    items=$(tail -n +2 shop/catalogue.csv | cut -d, -f1 | head -20)
+    acked=0
+    for it in $items; do
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -d "{\"user\": \"$user\", \"item\": \"$it\", \"type\": \"view\"}" \
+        "http://127.0.0.1:$port/events")
+      [[ $code == 200 ]] && acked=$((acked + 1))
+    done
+    kill -KILL $spid; wait $spid 2>/dev/null
+    lines=$(python3 -c 'import json,sys; print(sum(1 for l in open(sys.argv[1]) if json.loads(l)["user"] == sys.argv[2]))' events.jsonl "$user" 2>&1)
+    [[ $acked -eq 20 && $lines == 20 ]] && ok "serve --events-log: 20 events acknowledged, all 20 in the log after kill -9" \
+      || fail "serve --events-log: $acked acknowledged, '$lines' in the log" serve_ev.txt
+    "$bin" prepare -c tiny.yaml --set data.interactions=events.jsonl --set data.catalogue=shop/catalogue.csv --set data.dataset=events_ds.h5 \
+      --set "data.columns={user: user, item: item, time: time, event: type, rating: ''}" \
+      --set run.dir=events_prep >events_prep.txt 2>&1 \
+      && expect "prepare reads the events log back" events_prep.txt '^dataset: 1 users, [0-9]+ items .*, 20 events' \
+      || fail "prepare on the events log" events_prep.txt
+  else
+    fail "serve --events-log: no 'listening on' line" serve_ev.txt
+    kill -TERM $spid 2>/dev/null; wait $spid 2>/dev/null
+  fi
   # serve --token-file / --access-log: 401 without the token, 200 with it,
   # one access-log line per request without the user id; an empty token
   # file is refused by name.

@@ -5,6 +5,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <sstream>
@@ -339,6 +340,89 @@ TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
   EXPECT_EQ(m["reloads"]["ok"], 11);
   EXPECT_EQ(m["reloads"]["refused"], 1);
   server.stop();
+}
+
+TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
+  const std::string log = *dir_ + "/events.jsonl";
+  std::filesystem::remove(log);
+  HttpServerOptions o;
+  o.port = 0;
+  o.threads = 2;
+  o.events_log = log;
+  auto recommend = [](httplib::Client& c, const std::string& user) {
+    auto r = c.Get(("/recommend?user=" + user + "&k=20").c_str());
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+    return json::parse(r->body);
+  };
+  auto ids = [](const json& rec) {
+    std::vector<std::string> out;
+    for (const auto& i : rec["items"]) out.push_back(i["id"].get<std::string>());
+    return out;
+  };
+  std::string first_choice;
+  {
+    HttpServer server(*engine_, o);
+    const int port = server.bind();
+    server.start();
+    httplib::Client cli("127.0.0.1", port);
+    const json before = recommend(cli, "u3");
+    first_choice = before["items"][0]["id"].get<std::string>();
+    // The user interacts with the top item: it is seen now, so it leaves the ranking at once.
+    auto r = cli.Post("/events", json{{"user", "u3"}, {"item", first_choice}, {"time", 1700000000}}.dump(),
+                      "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(json::parse(r->body)["events_since_export"], 1);
+    const json after = recommend(cli, "u3");
+    EXPECT_EQ(after["history_length"].get<int>(), before["history_length"].get<int>() + 1);
+    const auto after_ids = ids(after);
+    EXPECT_EQ(std::count(after_ids.begin(), after_ids.end(), first_choice), 0) << first_choice << " still ranked";
+    // A user the export does not know is ranked from its events, not the popularity fallback.
+    ASSERT_EQ(cli.Post("/events", json{{"user", "newcomer"}, {"item", "i7"}}.dump(), "application/json")->status, 200);
+    const json fresh = recommend(cli, "newcomer");
+    EXPECT_TRUE(fresh["fallback"].is_null()) << fresh.dump();
+    EXPECT_EQ(fresh["history_length"], 1);
+    // Bad events: refused by field, nothing recorded.
+    expect_error(cli.Post("/events", R"({"user": "u3", "item": "nope"})", "application/json"), 404, "unknown item id 'nope'");
+    expect_error(cli.Post("/events", R"({"user": "u3"})", "application/json"), 400, "missing");
+    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "type": "teleport"})", "application/json"), 400,
+                 "not an event type");
+    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "time": -5})", "application/json"), 400, "time");
+    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "context": {"device": 3}})", "application/json"),
+                 400, "context");
+    EXPECT_EQ(server.metrics()["events"]["recorded"], 2);
+    server.stop();
+  }
+  // The log: one JSON line per acknowledged event, nothing else.
+  {
+    std::ifstream in(log);
+    std::vector<json> lines;
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(json::parse(line));
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_EQ(lines[0], (json{{"user", "u3"}, {"item", first_choice}, {"time", 1700000000}}));
+    EXPECT_EQ(lines[1]["user"], "newcomer");
+    EXPECT_GT(lines[1]["time"].get<std::int64_t>(), 1700000000);
+  }
+  // A crash cut the last line short: a restart replays the whole lines and skips the cut one.
+  std::ofstream(log, std::ios::app) << R"({"user": "u3", "ite)";
+  HttpServer again(*engine_, o);
+  const int port = again.bind();
+  again.start();
+  httplib::Client cli("127.0.0.1", port);
+  const json replayed = recommend(cli, "u3");
+  const auto replayed_ids = ids(replayed);
+  EXPECT_EQ(std::count(replayed_ids.begin(), replayed_ids.end(), first_choice), 0);
+  json m = again.metrics();
+  EXPECT_EQ(m["events"]["replayed"], 2);
+  EXPECT_EQ(m["events"]["skipped_lines"], 1);
+  ASSERT_EQ(cli.Post("/events", json{{"user", "u4"}, {"item", "i9"}}.dump(), "application/json")->status, 200);
+  again.stop();
+  std::ifstream in(log);
+  std::string line;
+  int whole = 0;
+  while (std::getline(in, line)) whole += json::accept(line) ? 1 : 0;
+  EXPECT_EQ(whole, 3) << "the event after the cut line starts a line of its own";
 }
 
 TEST_F(HttpTest, StopsAndCannotBindTwice) {
