@@ -13,11 +13,14 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <sys/stat.h>
 
@@ -49,7 +52,33 @@ struct ServeArgs {
   std::string pseudonym_key_file;
   std::string events_log;
   std::string events_fsync = "always";
+  std::vector<std::string> arms;  ///< NAME=PATH[:SHARE]
+  std::string ab_salt = "llmrec";
+  std::int64_t ab_click_window = 1800;
 };
+
+/// `--arm NAME=PATH[:SHARE]` (share default 1). ConfigError naming the value.
+serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudonym_key) {
+  const auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+    throw ConfigError(fmt::format("--arm '{}': expected NAME=PATH or NAME=PATH:SHARE", spec));
+  }
+  serving::ServingArm arm;
+  arm.name = spec.substr(0, eq);
+  std::string path = spec.substr(eq + 1);
+  const auto colon = path.rfind(':');
+  if (colon != std::string::npos) {
+    const std::string share = path.substr(colon + 1);
+    char* end = nullptr;
+    arm.share = std::strtod(share.c_str(), &end);
+    if (share.empty() || end != share.c_str() + share.size() || !(arm.share > 0) || !std::isfinite(arm.share)) {
+      throw ConfigError(fmt::format("--arm '{}': the share '{}' is not a positive number", spec, share));
+    }
+    path = path.substr(0, colon);
+  }
+  arm.engine = serving::RecommendEngine::open(path, pseudonym_key);
+  return arm;
+}
 
 /// The bearer token: the first line of `path`, surrounding whitespace
 /// trimmed. ConfigError naming the file when it cannot be read or the
@@ -80,13 +109,29 @@ int run_serve(const ServeArgs& a) {
   logging_init(log, 0, 1);
   const auto t0 = std::chrono::steady_clock::now();
   const std::string pseudonym_key = a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file);
-  auto engine = serving::RecommendEngine::open(a.export_path, pseudonym_key);
+  if (a.export_path.empty() == a.arms.empty()) {
+    throw ConfigError("serve: give --export FILE, or two or more --arm NAME=PATH[:SHARE] for an A/B test");
+  }
+  std::vector<serving::ServingArm> arms;
+  if (a.arms.empty()) {
+    arms.push_back({"default", 1.0, serving::RecommendEngine::open(a.export_path, pseudonym_key)});
+  } else {
+    if (a.arms.size() < 2) throw ConfigError("serve: an A/B test needs two or more --arm");
+    for (const auto& spec : a.arms) arms.push_back(parse_arm(spec, pseudonym_key));
+  }
+  const auto engine = arms.front().engine;
   const auto& e = engine->data();
   if (e.user_ids_scheme == kPseudonymScheme && pseudonym_key.empty()) {
     spdlog::warn("{}: user ids are pseudonymised and no --pseudonym-key-file was given: requests must name users by "
-                 "their pseudonyms (raw ids are unknown users)", a.export_path);
+                 "their pseudonyms (raw ids are unknown users)", e.path);
   }
-  spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms)", a.export_path, e.num_items,
+  for (const auto& arm : arms) {
+    if (arms.size() > 1) {
+      spdlog::info("A/B arm {} (share {}): {}, {} items, model {}", arm.name, arm.share, arm.engine->data().path,
+                   arm.engine->data().num_items, arm.engine->data().model_sha256.substr(0, 12));
+    }
+  }
+  spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms)", e.path, e.num_items,
                e.num_users, e.dim, e.history, e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12),
                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
 
@@ -111,7 +156,9 @@ int run_serve(const ServeArgs& a) {
       std::fflush(access);
     };
   }
-  serving::HttpServer server(engine, o);
+  o.ab_salt = a.ab_salt;
+  o.ab_click_window_s = a.ab_click_window;
+  serving::HttpServer server(std::move(arms), o);
   const int port = server.bind();
 
   struct sigaction sa {};
@@ -161,7 +208,18 @@ int run_serve(const ServeArgs& a) {
 void command_serve_add(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve", "HTTP server for recommendations from an export file");
   auto a = std::make_shared<ServeArgs>();
-  cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--export", a->export_path, "Export file written by `llmrec export` (or --arm, two or more)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--arm", a->arms,
+                  "An A/B arm NAME=PATH[:SHARE] (repeat; share default 1): users are split between the arms' "
+                  "exports by a hash of their id, answers name their arm, /metrics reports each arm");
+  cmd->add_option("--ab-salt", a->ab_salt, "A/B: the assignment's salt (another salt, another split)")
+      ->capture_default_str();
+  cmd->add_option("--ab-click-window", a->ab_click_window,
+                  "A/B: seconds within which a click event (POST /events, type click) on an item counts for the arm "
+                  "that showed it")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
+      ->capture_default_str();
   cmd->add_option("--host", a->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", a->port, "Port to listen on (0: any free port, logged)")
       ->check(CLI::Range(0, 65535))

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <set>
 #include <fstream>
 #include <map>
 #include <unordered_map>
@@ -23,6 +24,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/sha256.h"
 #include "serving/request.h"
 
 namespace llmrec::serving {
@@ -38,6 +40,7 @@ thread_local Clock::time_point t_start;
 thread_local bool t_started = false;
 thread_local bool t_recorded = false;
 thread_local int t_intra_threads = 0;
+thread_local int t_arm = -1;  // the A/B arm that answered the request, -1 = none
 
 const std::map<std::string, std::vector<std::string>>& allowed_methods() {
   static const std::map<std::string, std::vector<std::string>> m = {
@@ -84,14 +87,72 @@ struct LiveEvents {
   }
 };
 
-struct HttpServer::Impl {
-  mutable LiveEvents events;
+/// One A/B arm: its export (swapped by reloads) and what it answered.
+struct ArmState {
+  std::string name;
+  double share = 1.0;
   /// The engine requests use; reload() swaps it while requests run (each
   /// request holds the one it started with until it is answered).
   std::shared_ptr<const RecommendEngine> engine_now;
+  // under Impl::mu
+  std::int64_t recommendations = 0, clicks = 0;
+  std::vector<double> latencies;
+  std::size_t next_latency = 0;
+};
+
+/// What a user was last shown, to credit a later click to the arm.
+struct Shown {
+  std::size_t arm = 0;
+  std::int64_t time = 0;
+  std::vector<std::string> items;
+  bool clicked = false;
+};
+
+struct HttpServer::Impl {
+  mutable LiveEvents events;
+  std::vector<std::unique_ptr<ArmState>> arms;
   std::mutex reload_mu;
   std::int64_t reloads_ok = 0, reloads_failed = 0;  // under mu
-  std::shared_ptr<const RecommendEngine> current() const { return std::atomic_load(&engine_now); }
+  std::unordered_map<std::string, Shown> shown;     // under mu
+  std::shared_ptr<const RecommendEngine> current(std::size_t arm = 0) const {
+    return std::atomic_load(&arms[arm]->engine_now);
+  }
+  std::size_t pick_arm(const RecommendRequest& q) const {
+    if (arms.size() == 1) return 0;
+    std::string key;
+    if (q.user) {
+      key = *q.user;
+    } else if (q.history) {
+      for (const auto& id : *q.history) key += id + ",";
+    }
+    std::vector<double> shares;
+    for (const auto& a : arms) shares.push_back(a->share);
+    return ab_arm_of(key, shares, options.ab_salt);
+  }
+  static std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  }
+  /// A recommend request: its arm's engine with the user's live events;
+  /// the answer names the arm when there are several.
+  json recommend(RecommendRequest q) {
+    const std::size_t a = pick_arm(q);
+    const auto engine = current(a);
+    add_live(*engine, q);
+    const Recommendation rec = engine->recommend(q);
+    json out = recommendation_json(engine->data(), rec);
+    if (arms.size() > 1) {
+      out["arm"] = arms[a]->name;
+      if (q.user) {
+        Shown s{a, unix_now(), {}, false};
+        for (const auto& it : rec.items) s.items.push_back(engine->data().item_ids[static_cast<std::size_t>(it.item)]);
+        std::lock_guard<std::mutex> lock(mu);
+        if (shown.size() > 1000000) shown.clear();  // bounded memory: the oldest attributions are dropped
+        shown[*q.user] = std::move(s);
+      }
+    }
+    t_arm = static_cast<int>(a);
+    return out;
+  }
   HttpServerOptions options;
   httplib::Server server;
   int port = -1;
@@ -132,6 +193,19 @@ struct HttpServer::Impl {
     }
     ++counts[endpoint][status];
     ++total;
+    if (t_arm >= 0 && status == 200 && static_cast<std::size_t>(t_arm) < arms.size()) {
+      ArmState& a = *arms[static_cast<std::size_t>(t_arm)];
+      ++a.recommendations;
+      if (ms >= 0 && options.latency_window > 0) {
+        if (a.latencies.size() < options.latency_window) {
+          a.latencies.push_back(ms);
+        } else {
+          a.latencies[a.next_latency] = ms;
+          a.next_latency = (a.next_latency + 1) % options.latency_window;
+        }
+      }
+    }
+    t_arm = -1;
     if (status >= 500) {
       ++server_errors;
     } else if (status >= 400) {
@@ -167,16 +241,10 @@ struct HttpServer::Impl {
 
   void routes() {
     server.Post("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      RecommendRequest q = parse_recommend_request(parse_json_body(req.body));
-      const auto engine = current();
-      add_live(*engine, q);
-      set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
+      set_json(res, 200, recommend(parse_recommend_request(parse_json_body(req.body))));
     }));
     server.Get("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      RecommendRequest q = parse_recommend_request(recommend_query_json(query_params(req)));
-      const auto engine = current();
-      add_live(*engine, q);
-      set_json(res, 200, recommendation_json(engine->data(), engine->recommend(q)));
+      set_json(res, 200, recommend(parse_recommend_request(recommend_query_json(query_params(req)))));
     }));
     server.Post("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
       const SimilarRequest q = parse_similar_request(parse_json_body(req.body));
@@ -224,6 +292,7 @@ struct HttpServer::Impl {
       t_start = Clock::now();
       t_started = true;
       t_recorded = false;
+      t_arm = -1;
       if (t_intra_threads != options.intra_op_threads && options.intra_op_threads > 0) {
         at::set_num_threads(options.intra_op_threads);
         t_intra_threads = options.intra_op_threads;
@@ -285,33 +354,71 @@ struct HttpServer::Impl {
     });
   }
 
-  /// Opens `path` ("" = the current export's path) and, when it loads and
-  /// validates, swaps it in; otherwise throws RequestError 409 and the old
-  /// export keeps serving. One reload at a time.
+  /// Opens every arm's export file again (`path` replaces the first arm's
+  /// file when given) and, when all load and validate, swaps them in;
+  /// otherwise throws RequestError 409 and the exports loaded before keep
+  /// serving. One reload at a time.
   json reload(const std::string& path) {
     std::lock_guard<std::mutex> one_at_a_time(reload_mu);
-    const auto old = current();
-    const std::string file = path.empty() ? old->data().path : path;
-    std::shared_ptr<const RecommendEngine> fresh;
+    std::vector<std::shared_ptr<const RecommendEngine>> old, fresh;
+    for (std::size_t a = 0; a < arms.size(); ++a) old.push_back(current(a));
     try {
-      fresh = RecommendEngine::open(file, options.pseudonym_key);
+      for (std::size_t a = 0; a < arms.size(); ++a) {
+        const std::string file = a == 0 && !path.empty() ? path : old[a]->data().path;
+        fresh.push_back(RecommendEngine::open(file, options.pseudonym_key));
+      }
     } catch (const std::exception& e) {
       {
         std::lock_guard<std::mutex> lock(mu);
         ++reloads_failed;
       }
       throw RequestError(409, "export", fmt::format("reload refused, still serving the export loaded before ({} items, "
-                                                    "model {}): {}", old->data().num_items,
-                                                    old->data().model_sha256.substr(0, 12), e.what()));
+                                                    "model {}): {}", old[0]->data().num_items,
+                                                    old[0]->data().model_sha256.substr(0, 12), e.what()));
     }
-    std::atomic_store(&engine_now, fresh);
+    for (std::size_t a = 0; a < arms.size(); ++a) std::atomic_store(&arms[a]->engine_now, fresh[a]);
     {
       std::lock_guard<std::mutex> lock(mu);
       ++reloads_ok;
     }
-    const ExportData& e = fresh->data();
-    return {{"status", "reloaded"}, {"export", e.path}, {"items", e.num_items}, {"users", e.num_users},
-            {"model_sha256", e.model_sha256}, {"previous_model_sha256", old->data().model_sha256}};
+    const ExportData& e = fresh[0]->data();
+    json out = {{"status", "reloaded"}, {"export", e.path}, {"items", e.num_items}, {"users", e.num_users},
+                {"model_sha256", e.model_sha256}, {"previous_model_sha256", old[0]->data().model_sha256}};
+    if (arms.size() > 1) out["arms"] = arms_json(false);
+    return out;
+  }
+
+  /// Per arm: name, share, export; with `stats` its answers, clicks and latency.
+  json arms_json(bool stats) const {
+    json out = json::object();
+    for (std::size_t a = 0; a < arms.size(); ++a) {
+      const ArmState& arm = *arms[a];
+      const auto engine = current(a);
+      json j = {{"share", arm.share}, {"export", engine->data().path}, {"items", engine->data().num_items},
+                {"model_sha256", engine->data().model_sha256}};
+      if (stats) {  // caller holds mu
+        std::vector<double> v = arm.latencies;
+        std::sort(v.begin(), v.end());
+        j["recommendations"] = arm.recommendations;
+        j["clicks"] = arm.clicks;
+        j["click_through"] = arm.recommendations > 0 ? json(static_cast<double>(arm.clicks) /
+                                                            static_cast<double>(arm.recommendations))
+                                                      : json(nullptr);
+        j["latency_ms"] = latency_json(v);
+      }
+      out[arm.name] = std::move(j);
+    }
+    return out;
+  }
+
+  /// Nearest-rank percentiles of sorted latencies.
+  static json latency_json(const std::vector<double>& v) {
+    auto pct = [&](double p) -> json {
+      if (v.empty()) return nullptr;
+      const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(v.size())));
+      return v[std::max<std::size_t>(rank, 1) - 1];
+    };
+    return {{"window", v.size()}, {"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", v.empty() ? json(nullptr) : json(v.back())}};
   }
 
   /// The request's user's events since the export, as rows of `engine`'s
@@ -403,6 +510,16 @@ struct HttpServer::Impl {
     }
     events.add(e.user, e.item);
     ++events.recorded;
+    if (e.type == "click" && arms.size() > 1) {  // credit the arm that showed the item within the window
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = shown.find(e.user);
+      if (it != shown.end() && !it->second.clicked && e.time >= it->second.time &&
+          e.time - it->second.time <= options.ab_click_window_s &&
+          std::find(it->second.items.begin(), it->second.items.end(), e.item) != it->second.items.end()) {
+        it->second.clicked = true;
+        ++arms[it->second.arm]->clicks;
+      }
+    }
     return {{"status", "recorded"}, {"user", e.user}, {"item", e.item}, {"time", e.time},
             {"events_since_export", events.items[e.user].size()}};
   }
@@ -453,6 +570,27 @@ struct HttpServer::Impl {
     out += "# HELP llmrec_reloads_total Export reloads, by result.\n# TYPE llmrec_reloads_total counter\n";
     out += fmt::format("llmrec_reloads_total{{result=\"ok\"}} {}\n", m["reloads"]["ok"].get<std::int64_t>());
     out += fmt::format("llmrec_reloads_total{{result=\"refused\"}} {}\n", m["reloads"]["refused"].get<std::int64_t>());
+    if (m.contains("arms")) {
+      out += "# HELP llmrec_arm_recommendations_total Recommendations answered by each A/B arm.\n";
+      out += "# TYPE llmrec_arm_recommendations_total counter\n";
+      for (const auto& [name, a] : m["arms"].items()) {
+        out += fmt::format("llmrec_arm_recommendations_total{{arm=\"{}\"}} {}\n", name, a["recommendations"].get<std::int64_t>());
+      }
+      out += "# HELP llmrec_arm_clicks_total Clicks (POST /events type click) on an item the arm showed the user "
+             "within the click window.\n# TYPE llmrec_arm_clicks_total counter\n";
+      for (const auto& [name, a] : m["arms"].items()) {
+        out += fmt::format("llmrec_arm_clicks_total{{arm=\"{}\"}} {}\n", name, a["clicks"].get<std::int64_t>());
+      }
+      out += "# HELP llmrec_arm_latency_ms Each arm's recommend latency percentiles.\n# TYPE llmrec_arm_latency_ms gauge\n";
+      for (const auto& [name, a] : m["arms"].items()) {
+        for (const auto& [q, key] : {std::pair<const char*, const char*>{"0.5", "p50"}, {"0.99", "p99"}}) {
+          if (!a["latency_ms"][key].is_null()) {
+            out += fmt::format("llmrec_arm_latency_ms{{arm=\"{}\",quantile=\"{}\"}} {}\n", name, q,
+                               a["latency_ms"][key].get<double>());
+          }
+        }
+      }
+    }
     out += "# HELP llmrec_events_total Events recorded by POST /events since the start.\n";
     out += "# TYPE llmrec_events_total counter\n";
     out += fmt::format("llmrec_events_total {}\n", m["events"]["recorded"].get<std::int64_t>());
@@ -496,29 +634,52 @@ struct HttpServer::Impl {
     }
     std::vector<double> v = latencies;
     std::sort(v.begin(), v.end());
-    auto pct = [&](double p) -> json {
-      if (v.empty()) return nullptr;
-      const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(v.size())));
-      return v[std::max<std::size_t>(rank, 1) - 1];
-    };
-    return {{"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()},
-            {"requests_total", total},
-            {"requests", std::move(requests)},
-            {"errors", {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
-            {"reloads", {{"ok", reloads_ok}, {"refused", reloads_failed}}},
-            {"events", events_json()},
-            {"latency_ms",
-             {{"window", v.size()},
-              {"p50", pct(0.50)},
-              {"p99", pct(0.99)},
-              {"max", v.empty() ? json(nullptr) : json(v.back())}}}};
+    json out = {{"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()},
+                {"requests_total", total},
+                {"requests", std::move(requests)},
+                {"errors", {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
+                {"reloads", {{"ok", reloads_ok}, {"refused", reloads_failed}}},
+                {"events", events_json()},
+                {"latency_ms", latency_json(v)}};
+    if (arms.size() > 1) out["arms"] = arms_json(true);
+    return out;
   }
 };
 
 HttpServer::HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServerOptions options)
-    : impl_(std::make_unique<Impl>()) {
-  LLMREC_CHECK(engine != nullptr, "HttpServer needs an engine");
-  impl_->engine_now = std::move(engine);
+    : HttpServer(std::vector<ServingArm>{{"default", 1.0, std::move(engine)}}, std::move(options)) {}
+
+std::size_t ab_arm_of(const std::string& key, const std::vector<double>& shares, const std::string& salt) {
+  LLMREC_CHECK(!shares.empty(), "ab_arm_of: no arms");
+  const std::string h = sha256_hex(salt + "\n" + key);
+  const double u = static_cast<double>(std::stoull(h.substr(0, 13), nullptr, 16)) / static_cast<double>(1ULL << 52);
+  double total = 0;
+  for (double w : shares) total += w;
+  double acc = 0;
+  for (std::size_t a = 0; a < shares.size(); ++a) {
+    acc += shares[a] / total;
+    if (u < acc) return a;
+  }
+  return shares.size() - 1;
+}
+
+HttpServer::HttpServer(std::vector<ServingArm> arms, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
+  LLMREC_CHECK(!arms.empty(), "HttpServer needs an engine");
+  std::set<std::string> names;
+  for (auto& a : arms) {
+    LLMREC_CHECK(a.engine != nullptr, "HttpServer: arm '{}' has no engine", a.name);
+    if (a.name.empty() || !names.insert(a.name).second) {
+      throw ConfigError(fmt::format("A/B arm names must be unique and not empty, got '{}' twice or empty", a.name));
+    }
+    if (!(a.share > 0) || !std::isfinite(a.share)) {
+      throw ConfigError(fmt::format("A/B arm '{}': the traffic share must be a positive number, got {}", a.name, a.share));
+    }
+    auto state = std::make_unique<ArmState>();
+    state->name = a.name;
+    state->share = a.share;
+    state->engine_now = std::move(a.engine);
+    impl_->arms.push_back(std::move(state));
+  }
   impl_->options = std::move(options);
   const int threads = impl_->options.threads > 0
                           ? impl_->options.threads

@@ -42,6 +42,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "serving/engine.h"
 
@@ -60,6 +61,8 @@ struct HttpServerOptions {
   /// it is acknowledged, and replayed from it at start; "" = /events off.
   std::string events_log;
   bool events_fsync = true;                 ///< fdatasync the log before each acknowledgement
+  std::string ab_salt = "llmrec";           ///< A/B: another salt, another assignment of users to arms
+  std::int64_t ab_click_window_s = 1800;    ///< A/B: a click counts for the arm that showed the item this recently
   /// Receives one access-log line per request (no newline); empty = none.
   /// Called from the worker threads, one call at a time.
   std::function<void(const std::string&)> access_log;
@@ -70,9 +73,27 @@ struct HttpServerOptions {
   HttpServerOptions& with_max_body_bytes(std::size_t b) { max_body_bytes = b; return *this; }
 };
 
+/// One arm of an A/B test: a name, its share of the traffic and its export.
+struct ServingArm {
+  std::string name;
+  double share = 1.0;
+  std::shared_ptr<const RecommendEngine> engine;
+};
+
+/// The arm of `key` (a user id; a fresh history's ids) among arms with
+/// these traffic shares: the first 52 bits of SHA-256(salt + "\n" + key)
+/// as a uniform number in [0, 1), so a user always lands in the same arm
+/// (for the same salt) and the arms get their shares of the users.
+std::size_t ab_arm_of(const std::string& key, const std::vector<double>& shares, const std::string& salt);
+
 class HttpServer {
  public:
   HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServerOptions options);
+  /// Several exports as A/B arms (docs/serving.md, "A/B arms"): every
+  /// /recommend answer names its arm; /metrics reports per arm. The first
+  /// arm also answers /similar and /health. ConfigError for empty or
+  /// repeated names and shares that are not positive.
+  HttpServer(std::vector<ServingArm> arms, HttpServerOptions options);
   ~HttpServer();  ///< stops and joins
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

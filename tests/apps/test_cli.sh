@@ -709,6 +709,40 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
     fail "serve --events-log: no 'listening on' line" serve_ev.txt
     kill -TERM $spid 2>/dev/null; wait $spid 2>/dev/null
   fi
+  # serve --arm: two exports as A/B arms; every answer names its arm, and
+  # /metrics counts each arm's answers.
+  "$bin" serve --export export.h5 --arm a=export.h5 --port 0 >ab_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "serve: --export and --arm together are refused" ab_bad.txt 'give --export FILE, or two or more --arm' \
+    || fail "serve --export with --arm: exit $rc" ab_bad.txt
+  : >serve_ab.txt
+  "$bin" serve --arm control=export.h5 --arm candidate=export_cold.h5:1 --port 0 --threads 2 >>serve_ab.txt 2>&1 &
+  spid=$!
+  port=""
+  for _ in $(seq 1 100); do
+    port=$(sed -nE 's/.*listening on http:\/\/127\.0\.0\.1:([0-9]+) .*/\1/p' serve_ab.txt)
+    [[ -n $port ]] && break
+    kill -0 $spid 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -n $port ]]; then
+    users=$(tail -n +2 shop/interactions.csv | cut -d, -f1 | sort -u | head -20)
+    for u in $users; do curl -s --max-time 10 "http://127.0.0.1:$port/recommend?user=$u&k=3"; echo; done >ab_answers.txt
+    curl -s --max-time 10 "http://127.0.0.1:$port/metrics" >ab_metrics.json
+    kill -TERM $spid; wait $spid
+    python3 -c '
+import json, sys
+arms = [json.loads(l)["arm"] for l in open(sys.argv[1]) if l.strip()]
+m = json.load(open(sys.argv[2]))["arms"]
+assert len(arms) == 20 and set(arms) == {"control", "candidate"}, arms
+assert m["control"]["recommendations"] == arms.count("control") and m["candidate"]["recommendations"] == arms.count("candidate"), m
+print("control %d, candidate %d" % (arms.count("control"), arms.count("candidate")))' ab_answers.txt ab_metrics.json >ab_check.txt 2>&1 \
+      && ok "serve --arm: 20 users split between two arms, each answer names its arm ($(cat ab_check.txt))" \
+      || fail "serve --arm" ab_check.txt
+  else
+    fail "serve --arm: no 'listening on' line" serve_ab.txt
+    kill -TERM $spid 2>/dev/null; wait $spid 2>/dev/null
+  fi
   # serve --token-file / --access-log: 401 without the token, 200 with it,
   # one access-log line per request without the user id; an empty token
   # file is refused by name.

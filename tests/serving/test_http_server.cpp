@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <filesystem>
@@ -423,6 +424,77 @@ TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
   int whole = 0;
   while (std::getline(in, line)) whole += json::accept(line) ? 1 : 0;
   EXPECT_EQ(whole, 3) << "the event after the cut line starts a line of its own";
+}
+
+TEST(AbArms, UsersStayInTheirArmAndArmsGetTheirShares) {
+  int first = 0, tenth = 0, moved = 0;
+  for (int u = 0; u < 10000; ++u) {
+    const std::string id = "user-" + std::to_string(u);
+    const std::size_t a = ab_arm_of(id, {1, 1}, "exp1");
+    EXPECT_EQ(a, ab_arm_of(id, {1, 1}, "exp1"));
+    first += a == 0 ? 1 : 0;
+    tenth += ab_arm_of(id, {9, 1}, "exp1") == 1 ? 1 : 0;
+    moved += a != ab_arm_of(id, {1, 1}, "exp2") ? 1 : 0;
+  }
+  EXPECT_NEAR(first, 5000, 200);
+  EXPECT_NEAR(tenth, 1000, 120);
+  EXPECT_NEAR(moved, 5000, 200) << "another salt, another assignment";
+}
+
+TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheItem) {
+  const std::string b = *dir_ + "/arm_b.h5", log = *dir_ + "/ab_events.jsonl";
+  std::filesystem::remove(log);
+  llmrec::testing::ExportSpec spec;
+  spec.items = 300;
+  spec.users = 20;
+  llmrec::testing::write_export(b, llmrec::testing::make_export_fixture(spec));
+  HttpServerOptions o;
+  o.port = 0;
+  o.threads = 2;
+  o.events_log = log;
+  o.ab_salt = "test";
+  HttpServer server({{"control", 1.0, *engine_}, {"candidate", 1.0, RecommendEngine::open(b)}}, o);
+  const int port = server.bind();
+  server.start();
+  httplib::Client cli("127.0.0.1", port);
+  std::map<std::string, int> answered;
+  std::string clicker, clicked_item, clicker_arm;
+  for (int u = 0; u < 20; ++u) {
+    const std::string user = "u" + std::to_string(u);
+    auto r = cli.Get(("/recommend?user=" + user + "&k=5").c_str());
+    ASSERT_TRUE(r && r->status == 200);
+    const json j = json::parse(r->body);
+    const std::string expected = ab_arm_of(user, {1, 1}, "test") == 0 ? "control" : "candidate";
+    EXPECT_EQ(j["arm"], expected) << user;
+    ++answered[expected];
+    if (clicker.empty()) {
+      clicker = user;
+      clicked_item = j["items"][0]["id"].get<std::string>();
+      clicker_arm = expected;
+    }
+  }
+  EXPECT_GT(answered["control"], 0);
+  EXPECT_GT(answered["candidate"], 0);
+  // A click on a shown item counts once; a click on an item not shown does not.
+  const std::string other = clicked_item == "i1" ? "i2" : "i1";
+  for (const auto& [item, type] : std::vector<std::pair<std::string, std::string>>{
+           {other, "click"}, {clicked_item, "view"}, {clicked_item, "click"}, {clicked_item, "click"}}) {
+    auto e = cli.Post("/events", json{{"user", clicker}, {"item", item}, {"type", type}}.dump(), "application/json");
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->status, 200) << e->body;
+  }
+  const json m = server.metrics();
+  ASSERT_TRUE(m.contains("arms")) << m.dump();
+  for (const auto& name : {"control", "candidate"}) {
+    EXPECT_EQ(m["arms"][name]["recommendations"], answered[name]) << name;
+    EXPECT_EQ(m["arms"][name]["clicks"], std::string(name) == clicker_arm ? 1 : 0) << name;
+  }
+  EXPECT_EQ(m["arms"]["candidate"]["items"], 300);
+  const std::string text = server.metrics_prometheus();
+  EXPECT_THAT(text, HasSubstr("llmrec_arm_clicks_total{arm=\"" + clicker_arm + "\"} 1\n"));
+  server.stop();
+  EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"a", 1.0, *engine_}}, o), ConfigError);
+  EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"b", 0.0, *engine_}}, o), ConfigError);
 }
 
 TEST_F(HttpTest, StopsAndCannotBindTwice) {
