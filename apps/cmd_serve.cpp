@@ -16,13 +16,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <sys/stat.h>
 
 #include "apps/commands.h"
 #include "common/error.h"
@@ -80,26 +78,14 @@ serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudo
   return arm;
 }
 
-/// The bearer token: the first line of `path`, surrounding whitespace
-/// trimmed. ConfigError naming the file when it cannot be read or the
-/// token is empty; a warning when others than the owner may read it.
+/// The bearer token: the first line of `path` (secret_file_read), printable
+/// ASCII without spaces.
 std::string read_token(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(fmt::format("--token-file {}: cannot be read: {}", path, std::strerror(errno)));
-  std::string line;
-  std::getline(in, line);
-  const auto b = line.find_first_not_of(" \t\r");
-  const auto e = line.find_last_not_of(" \t\r");
-  const std::string token = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
-  if (token.empty()) throw ConfigError(fmt::format("--token-file {}: the first line holds no token", path));
+  const std::string token = secret_file_read(path, "--token-file", 1);
   for (unsigned char c : token) {
     if (c < 0x21 || c > 0x7e) {
       throw ConfigError(fmt::format("--token-file {}: the token must be printable ASCII without spaces", path));
     }
-  }
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    spdlog::warn("--token-file {}: readable by others than its owner (chmod 600 it)", path);
   }
   return token;
 }

@@ -39,24 +39,27 @@ std::string hmac_sha256_hex(const std::string& key, const std::string& message) 
   return outer.hex_digest();
 }
 
-std::string pseudonym_key_read(const std::string& path) {
+std::string secret_file_read(const std::string& path, const std::string& what, std::size_t min_bytes) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(fmt::format("pseudonym key {}: cannot be read: {}", path, std::strerror(errno)));
+  if (!in) throw ConfigError(fmt::format("{} {}: cannot be read: {}", what, path, std::strerror(errno)));
   std::string line;
   std::getline(in, line);
   const auto b = line.find_first_not_of(" \t\r");
   const auto e = line.find_last_not_of(" \t\r");
-  const std::string key = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
-  if (key.size() < 16) {
-    throw ConfigError(fmt::format("pseudonym key {}: the first line holds {} bytes; a key needs at least 16 (e.g. "
-                                  "`head -c 32 /dev/urandom | base64 > {}`)", path, key.size(), path));
+  const std::string secret = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
+  if (secret.size() < min_bytes) {
+    throw ConfigError(fmt::format("{} {}: the first line holds {} bytes, at least {} are needed (e.g. "
+                                  "`head -c 32 /dev/urandom | base64 > {}`)", what, path, secret.size(), min_bytes,
+                                  path));
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    spdlog::warn("pseudonym key {}: readable by others than its owner (chmod 600 it)", path);
+    spdlog::warn("{} {}: readable by others than its owner (chmod 600 it)", what, path);
   }
-  return key;
+  return secret;
 }
+
+std::string pseudonym_key_read(const std::string& path) { return secret_file_read(path, "pseudonym key", 16); }
 
 std::string pseudonymise(const std::string& key, const std::string& id) { return "p:" + hmac_sha256_hex(key, id); }
 

@@ -10,6 +10,7 @@
 /// HMAC-SHA256 is RFC 2104 over SHA-256 (common/sha256.h), checked against
 /// RFC 4231's test vectors.
 
+#include <cstddef>
 #include <string>
 
 namespace llmrec {
@@ -19,6 +20,12 @@ constexpr const char* kPseudonymScheme = "hmac-sha256";
 
 /// HMAC-SHA256 of `message` under `key`, 64 lowercase hex digits.
 std::string hmac_sha256_hex(const std::string& key, const std::string& message);
+
+/// A secret kept in a file (a key, a bearer token): its first line,
+/// surrounding whitespace trimmed, at least `min_bytes` long. ConfigError
+/// naming `what` and the file otherwise; a warning when others than its
+/// owner may read the file.
+std::string secret_file_read(const std::string& path, const std::string& what, std::size_t min_bytes);
 
 /// The key in `path`: its first line, surrounding whitespace trimmed; at
 /// least 16 bytes. ConfigError naming the file otherwise (unreadable, too

@@ -749,7 +749,7 @@ print("control %d, candidate %d" % (arms.count("control"), arms.count("candidate
   : >empty.token
   "$bin" serve --export export.h5 --port 0 --token-file empty.token >tok_bad.txt 2>&1
   rc=$?
-  [[ $rc -eq 1 ]] && expect "serve: an empty token file is refused" tok_bad.txt '--token-file empty.token: the first line holds no token' \
+  [[ $rc -eq 1 ]] && expect "serve: an empty token file is refused" tok_bad.txt '--token-file empty.token: the first line holds 0 bytes, at least 1 are needed' \
     || fail "serve with an empty token file: exit $rc" tok_bad.txt
   printf 'tok-%s\n' "$$" >serve.token
   chmod 600 serve.token

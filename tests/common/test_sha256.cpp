@@ -56,7 +56,7 @@ TEST(Pseudonym, KeyedStableAndRefusedWhenShort) {
     FAIL() << "a 5-byte key was accepted";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("short.key"));
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("at least 16"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("at least 16 are needed"));
   }
   EXPECT_THROW(pseudonym_key_read((dir / "missing.key").string()), ConfigError);
   fs::remove_all(dir);
