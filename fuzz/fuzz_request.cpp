@@ -1,10 +1,11 @@
 // libFuzzer target: the HTTP request layer of `llmrec serve`
-// (serving/request.cpp): JSON bodies of POST /recommend and /similar, and
-// the query strings of GET /recommend and /similar as cpp-httplib hands
-// them over. The engine is not involved (it needs an export); what reaches
+// (serving/request.cpp): JSON bodies of POST /recommend, /similar and
+// /events, and the query strings of GET /recommend and /similar as
+// cpp-httplib hands them over. The engine is not involved (it needs an export); what reaches
 // it must be a valid request.
 //
-// Input: byte 0 picks the endpoint (POST/GET x recommend/similar), the rest
+// Input: byte 0 picks the endpoint (POST/GET x recommend/similar, POST
+// events; an event is also what the events log replays), the rest
 // is the body or the query string. A bad request must be RequestError with
 // status 400: any other exception would be answered 500.
 #include <httplib.h>
@@ -49,6 +50,17 @@ void check(const SimilarRequest& q) {
   check_weight(q.cf_weight, "cf_weight");
 }
 
+void check(const EventRequest& e) {
+  if (e.user.empty() || e.user.size() > 256 || e.item.empty() || e.item.size() > 256) {
+    fuzz::fuzz_fail("accepted an empty or over-long user or item");
+  }
+  if (e.time < -1 || e.time > (std::int64_t{1} << 40)) fuzz::fuzz_fail("accepted a time out of range");
+  if (!e.context.is_object() || e.context.size() > 32) fuzz::fuzz_fail("accepted a context that is no small object");
+  for (const auto& [k, v] : e.context.items()) {
+    if (!v.is_string()) fuzz::fuzz_fail("accepted a context value that is no string");
+  }
+}
+
 template <class F>
 void expect_400(F&& body) {
   fuzz::expect_clean([&] {
@@ -70,14 +82,15 @@ void expect_400(F&& body) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  const int mode = data[0] % 4;
+  const int mode = data[0] % 5;
   const std::string rest(reinterpret_cast<const char*>(data) + 1, size - 1);
   expect_400([&] {
     switch (mode) {
       case 0: check(parse_recommend_request(parse_json_body(rest))); break;
       case 1: check(parse_similar_request(parse_json_body(rest))); break;
       case 2: check(parse_recommend_request(recommend_query_json(query_params(rest)))); break;
-      default: check(parse_similar_request(similar_query_json(query_params(rest)))); break;
+      case 3: check(parse_similar_request(similar_query_json(query_params(rest)))); break;
+      default: check(parse_event_request(parse_json_body(rest))); break;
     }
   });
   return 0;

@@ -132,6 +132,9 @@ def seeds_request():
     write("request", "get_recommend", "\x02user=u1&k=5&category=A&category=B&explain&hour=3&hour_weight=1e-3")
     write("request", "get_recommend_history", "\x02history=i1,i2,%C3%A9&exclude=seen&diversity=0.5")
     write("request", "get_similar", "\x03item=i%203&k=4&cf_weight=0.5&k=5")
+    write("request", "event", "\x04" + json.dumps(
+        {"user": "u12", "item": "i3", "type": "click", "time": 1700000000, "context": {"device": "mobile"}}))
+    write("request", "event_bad", "\x04{\"user\": \"\", \"item\": \"i3\", \"context\": {\"n\": 1}}")
 
 
 if __name__ == "__main__":
