@@ -28,6 +28,10 @@
 #   --connections N     wrk connections, one wrk thread each (default 4)
 #   --server-threads N  llmrec serve --threads (default 0: serve's default)
 #   --malformed F       share of malformed requests (default 0.1)
+#   --reloads N         send N SIGHUPs spread over the measured run: the export
+#                       is reloaded N times while wrk runs (default 0)
+#   --arms              serve the export as two A/B arms (control, candidate)
+#                       and print each arm's answers and latency
 #   --dir DIR           work directory (default: a temporary one, removed)
 # Environment: LLMREC_BIN (default: build/llmrec), WRK (default: wrk).
 set -euo pipefail
@@ -46,8 +50,10 @@ connections=4
 server_threads=0
 malformed=0.1
 dir=""
+reloads=0
+arms=0
 
-usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --size) size=$2; shift 2 ;;
@@ -60,6 +66,8 @@ while [[ $# -gt 0 ]]; do
     --server-threads) server_threads=$2; shift 2 ;;
     --malformed) malformed=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
+    --reloads) reloads=$2; shift 2 ;;
+    --arms) arms=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "serve_load.sh: unknown option '$1'" >&2; usage 2 ;;
   esac
@@ -118,7 +126,9 @@ fi
 
 # 2. The server.
 : >serve.log
-"$bin" serve --export "$export_file" --port 0 --threads "$server_threads" >>serve.log 2>&1 &
+serve_args=(--export "$export_file")
+[[ $arms -eq 1 ]] && serve_args=(--arm "control=$export_file" --arm "candidate=$export_file:1")
+"$bin" serve "${serve_args[@]}" --port 0 --threads "$server_threads" >>serve.log 2>&1 &
 server=$!
 port=""
 for _ in $(seq 1 300); do
@@ -155,7 +165,15 @@ sampler=$!
 cmd=("$wrk" -t "$connections" -c "$connections" -d "${duration}s" --latency -s "$lua" "$url" -- users.txt "$malformed")
 log "${cmd[*]/#$here/bench}"
 wrk_rc=0
+if [[ $reloads -gt 0 ]]; then  # SIGHUPs spread over the run, while wrk keeps the server busy
+  ( for _ in $(seq 1 "$reloads"); do
+      sleep "$(awk -v d="$duration" -v n="$reloads" 'BEGIN { print d / (n + 1) }')"
+      kill -HUP "$server"
+    done ) &
+  hupper=$!
+fi
 "${cmd[@]}" >wrk.txt 2>&1 || wrk_rc=$?
+[[ $reloads -gt 0 ]] && wait "$hupper" 2>/dev/null
 rss_end=$(rss)
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
 sampler=""
@@ -187,5 +205,14 @@ echo "  latency (wrk): $(sed -nE 's/^latency_ms: (.*)/\1/p' wrk.txt) ms"
 echo "  unexpected:    $(sed -nE 's/^unexpected: //p' wrk.txt) (statuses other than each kind's, socket errors)"
 echo "  VmRSS MiB:     idle $rss_idle, after warm-up $rss_start, middle $rss_mid, end $rss_end, max $rss_max ($n samples)"
 echo "  SIGTERM:       exit $rc after $stop_ms ms"
+reloaded=$(grep -c 'SIGHUP: reloaded' serve.log || true)
+[[ $reloads -gt 0 ]] && echo "  reloads:       $reloaded of $reloads SIGHUPs reloaded the export during the run"
+if [[ $arms -eq 1 ]]; then
+  python3 -c '
+import json, sys
+for name, a in json.load(open(sys.argv[1]))["arms"].items():
+    l = a["latency_ms"]
+    print("  arm %-10s  %d answers, p50 %.2f ms, p99 %.2f ms" % (name, a["recommendations"], l["p50"] or 0, l["p99"] or 0))' metrics.json
+fi
 unexpected=$(sed -nE 's/^unexpected: ([0-9]+).*/\1/p' wrk.txt)
-[[ $wrk_rc -eq 0 && $rc -eq 0 && "$unexpected" == 0 ]]
+[[ $wrk_rc -eq 0 && $rc -eq 0 && "$unexpected" == 0 && $reloaded -ge $reloads ]]
