@@ -1,5 +1,6 @@
 // `llmrec pretrain`: masked-language-model pre-training of the item encoder
 // on the catalogue text, data-parallel under mpirun (trainer/pretrain.h).
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -43,10 +44,14 @@ int pretrain_run(AppContext& ctx, const PretrainCommand& cmd) {
     return 128 + r.stop_signal;
   }
   if (ctx.comm->rank() == 0 && !r.out_dir.empty()) {
+    const std::string heldout =
+        r.heldout_loss < 0 ? std::string("no held-out texts (pretrain.holdout 0)")
+                           : fmt::format("held-out masked word pieces: loss {:.4f}, accuracy {:.4f}", r.heldout_loss,
+                                         r.heldout_accuracy);
     std::printf("\nPre-trained encoder: %s (HF BertForMaskedLM directory)\n"
-                "  held-out masked word pieces: loss %.4f, accuracy %.4f (%s/pretrain/metrics.jsonl)\n"
+                "  %s (%s/pretrain/metrics.jsonl)\n"
                 "  fine-tune from it: --set model.bert.pretrained=%s (with model.lora.r > 0 for adapters)\n",
-                r.out_dir.c_str(), r.heldout_loss, r.heldout_accuracy, ctx.run_dir.c_str(), r.out_dir.c_str());
+                r.out_dir.c_str(), heldout.c_str(), ctx.run_dir.c_str(), r.out_dir.c_str());
     std::fflush(stdout);
   }
   return 0;
