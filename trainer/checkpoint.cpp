@@ -63,16 +63,7 @@ void read_tensor(const h5::File& f, const std::string& name, const std::string& 
 
 /// Opens a checkpoint and checks its format and version.
 h5::File open_checkpoint(const std::string& path) {
-  auto f = h5::File::open(path);
-  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kCheckpointFormat) {
-    throw IoError(fmt::format("{}: not an llmrec checkpoint (attribute 'format' is not '{}')", path, kCheckpointFormat));
-  }
-  const std::int64_t version = f.attr_int("/", "version");
-  if (version != kCheckpointVersion) {
-    throw IoError(fmt::format("{}: checkpoint version {} is not supported (this llmrec reads {})", path, version,
-                              kCheckpointVersion));
-  }
-  return f;
+  return checkpoint_open(path, kCheckpointFormat, kCheckpointVersion, "llmrec checkpoint");
 }
 
 ModelConfig stored_model_config(const h5::File& f) {
@@ -130,6 +121,19 @@ std::int64_t step_of(const fs::path& p) {
 }
 
 }  // namespace
+
+h5::File checkpoint_open(const std::string& path, const std::string& format, std::int64_t version,
+                         const std::string& what) {
+  auto f = h5::File::open(path);
+  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != format) {
+    throw IoError(fmt::format("{}: not an {} (attribute 'format' is not '{}')", path, what, format));
+  }
+  const std::int64_t found = f.attr_int("/", "version");
+  if (found != version) {
+    throw IoError(fmt::format("{}: {} version {} is not supported (this llmrec reads {})", path, what, found, version));
+  }
+  return f;
+}
 
 std::string checkpoint_double_text(double v) { return fmt::format("{:.17g}", v); }
 

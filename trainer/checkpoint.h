@@ -105,6 +105,11 @@ void checkpoint_prune(const std::string& dir, int keep);
 // read back into tensors of the same shape (IoError naming the file and the
 // tensor otherwise).
 
+/// Opens a checkpoint file and checks its `format` and `version`
+/// attributes; IoError naming the file and `what` (e.g. "llmrec
+/// checkpoint") otherwise.
+h5::File checkpoint_open(const std::string& path, const std::string& format, std::int64_t version,
+                         const std::string& what);
 /// A double as exact text for a root attribute, and back (IoError naming
 /// the file and the key when it is not a number).
 std::string checkpoint_double_text(double v);

@@ -54,31 +54,8 @@ BertConfig bert_config_of_checkpoint(const h5::File& f) {
 }
 
 h5::File open_pretrain_checkpoint(const std::string& path) {
-  auto f = h5::File::open(path);
-  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kPretrainCheckpointFormat) {
-    throw IoError(fmt::format("{}: not an llmrec pre-training checkpoint (attribute 'format' is not '{}')", path,
-                              kPretrainCheckpointFormat));
-  }
-  const std::int64_t version = f.attr_int("/", "version");
-  if (version != kPretrainCheckpointVersion) {
-    throw IoError(fmt::format("{}: pre-training checkpoint version {} is not supported (this llmrec reads {})", path,
-                              version, kPretrainCheckpointVersion));
-  }
-  return f;
+  return checkpoint_open(path, kPretrainCheckpointFormat, kPretrainCheckpointVersion, "llmrec pre-training checkpoint");
 }
-
-/// Where a run stands besides weights and optimizer state.
-struct PretrainState {
-  std::int64_t step = 0;
-  Cursor cursor;
-  std::int64_t steps_per_epoch = 0;
-  std::int64_t global_batch = 0;
-  std::int64_t planned_steps = 0;
-  int world_size = 1;
-  double heldout_loss = -1;
-  double heldout_accuracy = -1;
-  std::vector<at::Tensor> rng;
-};
 
 }  // namespace
 
@@ -237,8 +214,8 @@ Pretrainer::Pretrainer(PretrainSetup setup, Communicator& comm) : setup_(std::mo
 
 Pretrainer::~Pretrainer() = default;
 
-MlmBatch Pretrainer::make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
-                                std::int64_t count) const {
+std::vector<MaskedText> Pretrainer::mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass,
+                                               std::int64_t begin, std::int64_t count) const {
   const MlmMaskOptions mask{setup_.pretrain.mask_prob, setup_.pretrain.whole_word};
   const auto seed = static_cast<std::uint64_t>(setup_.pretrain.seed);
   std::vector<MaskedText> rows;
@@ -248,7 +225,7 @@ MlmBatch Pretrainer::make_batch(const std::vector<std::int64_t>& texts, std::uin
     rows.push_back(mlm_mask_text(items_.tokens.data() + item * text_len_, len, mlm_vocab_, mask,
                                  mlm_text_seed(seed, pass, static_cast<std::uint64_t>(item))));
   }
-  return mlm_batch(rows, mlm_vocab_.pad);
+  return rows;
 }
 
 std::pair<double, double> Pretrainer::evaluate_heldout() {
@@ -266,7 +243,7 @@ std::pair<double, double> Pretrainer::evaluate_heldout() {
     const std::int64_t chunk = setup_.pretrain.batch_size;
     for (std::int64_t k = 0; k < static_cast<std::int64_t>(mine.size()); k += chunk) {
       const std::int64_t count = std::min<std::int64_t>(chunk, static_cast<std::int64_t>(mine.size()) - k);
-      MlmBatch b = make_batch(mine, kHeldoutPass, k, count);
+      MlmBatch b = mlm_batch(mask_texts(mine, kHeldoutPass, k, count), mlm_vocab_.pad);
       MlmSums s = model_->loss(b.ids, b.attention, b.labels);
       loss += s.loss_sum.item<double>();
       correct += static_cast<double>(s.correct);
@@ -414,10 +391,10 @@ PretrainResult Pretrainer::run() {
     // gradients are those of the mean over the whole global batch.
     std::int64_t global_predicted = 0;
     MlmBatch mine;
-    for (int r = 0; r < comm_.size(); ++r) {
-      MlmBatch b = make_batch(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
-      global_predicted += b.predicted;
-      if (r == comm_.rank()) mine = std::move(b);
+    for (int r = 0; r < comm_.size(); ++r) {  // every rank's masks, for the count; tensors of this rank's only
+      std::vector<MaskedText> masked = mask_texts(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
+      for (const auto& m : masked) global_predicted += m.predicted;
+      if (r == comm_.rank()) mine = mlm_batch(masked, mlm_vocab_.pad);
     }
     const double lr = learning_rate(oc, step, planned_steps_);
     double grad_norm = 0;

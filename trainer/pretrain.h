@@ -120,8 +120,10 @@ class Pretrainer {
   std::pair<double, double> evaluate_heldout();
 
  private:
-  MlmBatch make_batch(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
-                   std::int64_t count) const;
+  /// texts[begin, begin + count) masked for `pass` (a pure function of the
+  /// seed, the pass and the item).
+  std::vector<MaskedText> mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
+                                     std::int64_t count) const;
 
   PretrainSetup setup_;
   Communicator& comm_;
