@@ -87,6 +87,26 @@ struct LiveEvents {
   }
 };
 
+/// The latencies of the last `size` requests (a ring buffer).
+struct LatencyWindow {
+  std::vector<double> ms;
+  std::size_t next = 0;
+  void add(double value, std::size_t size) {
+    if (value < 0 || size == 0) return;
+    if (ms.size() < size) {
+      ms.push_back(value);
+    } else {
+      ms[next] = value;
+      next = (next + 1) % size;
+    }
+  }
+  std::vector<double> sorted() const {
+    std::vector<double> v = ms;
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+};
+
 /// One A/B arm: its export (swapped by reloads) and what it answered.
 struct ArmState {
   std::string name;
@@ -96,8 +116,7 @@ struct ArmState {
   std::shared_ptr<const RecommendEngine> engine_now;
   // under Impl::mu
   std::int64_t recommendations = 0, clicks = 0;
-  std::vector<double> latencies;
-  std::size_t next_latency = 0;
+  LatencyWindow latency;
 };
 
 /// What a user was last shown, to credit a later click to the arm.
@@ -164,8 +183,7 @@ struct HttpServer::Impl {
   mutable std::mutex mu;
   std::map<std::string, std::map<int, std::int64_t>> counts;
   std::int64_t total = 0, client_errors = 0, server_errors = 0;
-  std::vector<double> latencies;  // ring buffer of the last latency_window requests
-  std::size_t next_latency = 0;
+  LatencyWindow latency;  // the last latency_window requests
 
   void record(const httplib::Request& req, int status) {
     if (t_recorded) return;
@@ -196,14 +214,7 @@ struct HttpServer::Impl {
     if (t_arm >= 0 && status == 200 && static_cast<std::size_t>(t_arm) < arms.size()) {
       ArmState& a = *arms[static_cast<std::size_t>(t_arm)];
       ++a.recommendations;
-      if (ms >= 0 && options.latency_window > 0) {
-        if (a.latencies.size() < options.latency_window) {
-          a.latencies.push_back(ms);
-        } else {
-          a.latencies[a.next_latency] = ms;
-          a.next_latency = (a.next_latency + 1) % options.latency_window;
-        }
-      }
+      a.latency.add(ms, options.latency_window);
     }
     t_arm = -1;
     if (status >= 500) {
@@ -211,14 +222,7 @@ struct HttpServer::Impl {
     } else if (status >= 400) {
       ++client_errors;
     }
-    if (ms >= 0 && options.latency_window > 0) {
-      if (latencies.size() < options.latency_window) {
-        latencies.push_back(ms);
-      } else {
-        latencies[next_latency] = ms;
-        next_latency = (next_latency + 1) % options.latency_window;
-      }
-    }
+    latency.add(ms, options.latency_window);
   }
 
   /// Runs `body`, turning every exception into a JSON error, and records
@@ -397,8 +401,7 @@ struct HttpServer::Impl {
       json j = {{"share", arm.share}, {"export", engine->data().path}, {"items", engine->data().num_items},
                 {"model_sha256", engine->data().model_sha256}};
       if (stats) {  // caller holds mu
-        std::vector<double> v = arm.latencies;
-        std::sort(v.begin(), v.end());
+        const std::vector<double> v = arm.latency.sorted();
         j["recommendations"] = arm.recommendations;
         j["clicks"] = arm.clicks;
         j["click_through"] = arm.recommendations > 0 ? json(static_cast<double>(arm.clicks) /
@@ -632,8 +635,7 @@ struct HttpServer::Impl {
       for (const auto& [status, n] : by_status) s[std::to_string(status)] = n;
       requests[endpoint] = std::move(s);
     }
-    std::vector<double> v = latencies;
-    std::sort(v.begin(), v.end());
+    const std::vector<double> v = latency.sorted();
     json out = {{"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()},
                 {"requests_total", total},
                 {"requests", std::move(requests)},
