@@ -17,7 +17,7 @@ APT_PACKAGES := cmake g++ make git ccache pkg-config \
   libtorch-dev libopenblas0-openmp \
   libopenmpi-dev openmpi-bin \
   libyaml-cpp-dev libhdf5-dev libspdlog-dev libcli11-dev nlohmann-json3-dev \
-  libgtest-dev libgmock-dev libcpp-httplib-dev \
+  libgtest-dev libgmock-dev libcpp-httplib-dev libfaiss-dev \
   curl wrk python3 procps iproute2 chromium
 
 .PHONY: all deps build test test-unit test-mpi demo clean install

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace llmrec {
 
@@ -22,6 +23,12 @@ struct BenchOptions {
   int requests = 2000;
   int k = 10;
   double cf_weight = 0;
+  std::int64_t synthetic_items = 0;  ///< bench serve without an export: this many random keys
+  std::int64_t dim = 128;            ///< ... of this dimension
+  std::string ann = "none";          ///< bench serve: none | hnsw (measured beside exact search)
+  std::string ann_metric = "l2";
+  int ann_m = 32, ann_ef_construction = 200, ann_ef_search = 128;
+  std::vector<int> ann_ef_sweep;  ///< bench serve --synthetic-items: more efSearch values on the same graph
 };
 
 /// Adds train, allreduce, export and serve under `bench`.

@@ -26,7 +26,9 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "apps/app_context.h"
 #include "apps/bench.h"
@@ -40,6 +42,8 @@
 #include "trainer/model_scorer.h"
 #include "trainer/pretrain.h"
 #include "trainer/optimizer.h"
+#include "serving/ann_index.h"
+#include "serving/quantised_keys.h"
 #include "serving/engine.h"
 #include "trainer/train_step.h"
 
@@ -621,12 +625,155 @@ double quantile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
+/// recall@k of `found` against the exact top `truth` (both k long at most).
+double recall_at(const std::vector<std::int32_t>& found, const std::vector<std::int32_t>& truth) {
+  if (truth.empty()) return 1.0;
+  std::size_t hits = 0;
+  for (std::int32_t i : found) hits += std::find(truth.begin(), truth.end(), i) != truth.end();
+  return static_cast<double>(hits) / static_cast<double>(truth.size());
+}
+
+serving::AnnOptions ann_options_of(const BenchOptions& o) {
+  serving::AnnOptions a;
+  a.metric = o.ann_metric;
+  a.m = o.ann_m;
+  a.ef_construction = o.ann_ef_construction;
+  a.ef_search = o.ann_ef_search;
+  return a;
+}
+
+/// bench serve --synthetic-items N: the search alone over N random keys
+/// (64 clusters, d = --dim), exact (one matrix-vector product and a partial
+/// sort, as the engine does) against the HNSW index, alternated per query.
+int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
+  const std::int64_t n = o.synthetic_items, d = o.dim;
+  at::manual_seed(static_cast<std::uint64_t>(o.seed));
+  const at::Tensor centres = at::randn({64, d});
+  const at::Tensor keys = (centres.index_select(0, at::randint(64, {n}, at::kLong)) + 0.5 * at::randn({n, d})).contiguous();
+  const at::Tensor queries = (centres.index_select(0, at::randint(64, {o.requests}, at::kLong)) +
+                              0.5 * at::randn({o.requests, d})).contiguous();
+  const float* kp = keys.data_ptr<float>();
+  // The graph is built on every core; the queries run on the configured
+  // threads (OMP_NUM_THREADS=1: one core).
+  const int search_threads = at::get_num_threads();
+  const int build_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  at::set_num_threads(build_threads);
+  const auto tb = Clock::now();
+  serving::AnnIndex index(kp, n, d, ann_options_of(o));
+  const double build_s = since(tb);
+  at::set_num_threads(search_threads);
+  auto exact_top = [&](const float* q) {
+    const at::Tensor s = at::mv(keys, at::from_blob(const_cast<float*>(q), {d}, at::kFloat)).contiguous();
+    const float* sp = s.data_ptr<float>();
+    std::vector<std::int32_t> order(static_cast<std::size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    const auto k = static_cast<std::ptrdiff_t>(std::min<std::int64_t>(o.k, n));
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
+      return sp[a] > sp[b] || (sp[a] == sp[b] && a < b);
+    });
+    order.resize(static_cast<std::size_t>(k));
+    return order;
+  };
+  // Exact search as the engine runs it for a model-only request: the int8
+  // scan with its bound, then exact scores of the candidates only.
+  const serving::QuantisedKeys quantised(kp, n, d);
+  auto scan_top = [&](const float* q, std::size_t& candidates) {
+    std::vector<std::int32_t> c = quantised.candidates(q, o.k, nullptr);
+    candidates = c.size();
+    std::vector<std::pair<float, std::int32_t>> s;
+    s.reserve(c.size());
+    for (std::int32_t i : c) {
+      double acc = 0;
+      for (std::int64_t j = 0; j < d; ++j) acc += static_cast<double>(kp[i * d + j]) * q[j];
+      s.emplace_back(static_cast<float>(acc), i);
+    }
+    const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.k), s.size());
+    std::partial_sort(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(k), s.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    std::vector<std::int32_t> top;
+    for (std::size_t j = 0; j < k; ++j) top.push_back(s[j].second);
+    return top;
+  };
+  std::vector<int> efs{o.ann_ef_search};
+  efs.insert(efs.end(), o.ann_ef_sweep.begin(), o.ann_ef_sweep.end());
+  std::vector<double> exact_ms, scan_ms, recall, scan_recall, scan_candidates;
+  std::vector<std::vector<double>> ann_ms(efs.size()), ann_recall(efs.size());
+  std::vector<std::int32_t> ids;
+  std::vector<float> dots;
+  for (int r = -20; r < o.requests; ++r) {  // 20 untimed warm-up queries; the three searches alternated
+    const float* q = queries.data_ptr<float>() + static_cast<std::int64_t>(std::max(r, 0)) * d;
+    auto t = Clock::now();
+    const std::vector<std::int32_t> truth = exact_top(q);
+    const double e_ms = since(t) * 1e3;
+    std::size_t cands = 0;
+    t = Clock::now();
+    const std::vector<std::int32_t> scanned = scan_top(q, cands);
+    const double s_ms = since(t) * 1e3;
+    for (std::size_t x = 0; x < efs.size(); ++x) {
+      t = Clock::now();
+      index.search(q, o.k, ids, dots, efs[x]);
+      const double a_ms = since(t) * 1e3;
+      if (r < 0) continue;
+      ann_ms[x].push_back(a_ms);
+      ann_recall[x].push_back(recall_at(ids, truth));
+    }
+    if (r < 0) continue;
+    exact_ms.push_back(e_ms);
+    scan_ms.push_back(s_ms);
+    scan_recall.push_back(recall_at(scanned, truth));
+    scan_candidates.push_back(static_cast<double>(cands));
+  }
+  recall = ann_recall.front();
+  nlohmann::json sweep = nlohmann::json::array();
+  for (std::size_t x = 0; x < efs.size(); ++x) {
+    const auto& rc = ann_recall[x];
+    sweep.push_back({{"ef_search", efs[x]},
+                     {"p50_ms", quantile(ann_ms[x], 0.50)},
+                     {"p99_ms", quantile(ann_ms[x], 0.99)},
+                     {"recall_at_k", std::accumulate(rc.begin(), rc.end(), 0.0) / static_cast<double>(rc.size())},
+                     {"recall_at_k_min", *std::min_element(rc.begin(), rc.end())}});
+  }
+  nlohmann::json line = header("serve", fmt::format("synthetic-{}x{}", n, d), *ctx.comm);
+  line.update({{"items", n},
+               {"dim", d},
+               {"k", o.k},
+               {"requests", o.requests},
+               {"index", index.describe()},
+               {"index_build_s", build_s},
+               {"index_build_threads", build_threads},
+               {"exact_p50_ms", quantile(exact_ms, 0.50)},
+               {"exact_p99_ms", quantile(exact_ms, 0.99)},
+               {"exact_int8_scan_p50_ms", quantile(scan_ms, 0.50)},
+               {"exact_int8_scan_p99_ms", quantile(scan_ms, 0.99)},
+               {"exact_int8_scan_candidates_p50", quantile(scan_candidates, 0.50)},
+               {"exact_int8_scan_recall_min", *std::min_element(scan_recall.begin(), scan_recall.end())},
+               {"hnsw_p50_ms", quantile(ann_ms.front(), 0.50)},
+               {"hnsw_p99_ms", quantile(ann_ms.front(), 0.99)},
+               {"hnsw_max_ms", quantile(ann_ms.front(), 1.0)},
+               {"recall_at_k", std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())},
+               {"recall_at_k_min", *std::min_element(recall.begin(), recall.end())},
+               {"hnsw_sweep", sweep},
+               {"search_threads", search_threads},
+               {"peak_rss_mb", peak_rss_mb()}});
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
 /// One process: latency of single top-k requests for random known users
-/// (exact search, model score, seen items excluded) and of batches of 32.
+/// (model score, or fused with --cf-weight; seen items excluded) and of
+/// batches of 32; with --ann hnsw the same users also through the HNSW
+/// index, alternated request by request, with recall@k against exact.
 int bench_serve(AppContext& ctx, const BenchOptions& o) {
-  if (o.export_path.empty()) throw ConfigError("bench serve needs --export FILE (made by llmrec export)");
+  if (o.synthetic_items > 0) return bench_serve_synthetic(ctx, o);
+  if (o.export_path.empty()) {
+    throw ConfigError("bench serve needs --export FILE (made by llmrec export) or --synthetic-items N");
+  }
+  const bool ann = o.ann == "hnsw";
   auto t_load = Clock::now();
-  auto engine = serving::RecommendEngine::open(o.export_path);
+  auto engine = serving::RecommendEngine::open(o.export_path, "",
+                                               ann ? std::optional<serving::AnnOptions>(ann_options_of(o)) : std::nullopt);
   const double load_s = since(t_load);
   const auto& e = engine->data();
   if (e.num_users == 0) throw ConfigError(fmt::format("{}: the export has no users to ask for", o.export_path));
@@ -637,18 +784,30 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
     r.user = e.user_ids[static_cast<std::size_t>(pick(gen))];
     r.k = o.k;
     r.cf_weight = o.cf_weight;
+    r.search = "exact";
     return r;
   };
   for (int i = 0; i < 20; ++i) engine->recommend(request());  // warm-up
-  std::vector<double> single;
+  std::vector<double> single, ann_ms, recall;
   const auto t0 = Clock::now();
+  double ann_s = 0;
   for (int i = 0; i < o.requests; ++i) {
     serving::RecommendRequest r = request();
-    const auto t = Clock::now();
-    engine->recommend(r);
+    auto t = Clock::now();
+    const serving::Recommendation exact = engine->recommend(r);
     single.push_back(since(t) * 1e3);
+    if (!ann) continue;
+    r.search = "hnsw";
+    t = Clock::now();
+    const serving::Recommendation approx = engine->recommend(r);
+    ann_ms.push_back(since(t) * 1e3);
+    ann_s += ann_ms.back() / 1e3;
+    std::vector<std::int32_t> truth, found;
+    for (const auto& it : exact.items) truth.push_back(it.item);
+    for (const auto& it : approx.items) found.push_back(it.item);
+    recall.push_back(recall_at(found, truth));
   }
-  const double single_s = since(t0);
+  const double single_s = since(t0) - ann_s;
   std::vector<double> batch_ms;
   const int batches = std::max(1, o.requests / 32);
   for (int b = 0; b < batches; ++b) {
@@ -675,6 +834,14 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
                {"batch32_requests_per_s", 32.0 * static_cast<double>(batch_ms.size()) /
                                               std::max(1e-9, std::accumulate(batch_ms.begin(), batch_ms.end(), 0.0) / 1e3)},
                {"peak_rss_mb", peak_rss_mb()}});
+  if (ann) {
+    line.update({{"index", engine->ann_index()->describe()},
+                 {"index_build_s", engine->ann_index()->build_seconds()},
+                 {"hnsw_p50_ms", quantile(ann_ms, 0.50)},
+                 {"hnsw_p99_ms", quantile(ann_ms, 0.99)},
+                 {"hnsw_max_ms", quantile(ann_ms, 1.0)},
+                 {"recall_at_k", std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())}});
+  }
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);
   return 0;
@@ -722,7 +889,30 @@ void bench_distributed_add(CLI::App& bench) {
           ->check(CLI::Range(0, 1024));
     }
     if (name == "serve") {
-      cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")->check(CLI::ExistingFile)->required();
+      auto* exp = cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")->check(CLI::ExistingFile);
+      auto* syn = cmd->add_option("--synthetic-items", o->bench.synthetic_items,
+                                  "Instead of an export: the search alone over this many random keys (64 clusters)")
+                      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
+      exp->excludes(syn);
+      cmd->add_option("--dim", o->bench.dim, "With --synthetic-items: the keys' dimension")
+          ->check(CLI::Range(std::int64_t{1}, std::int64_t{65536}))
+          ->capture_default_str();
+      cmd->add_option("--ann", o->bench.ann, "hnsw: also through the HNSW index (alternated), with recall@k")
+          ->check(CLI::IsMember({"none", "hnsw"}))
+          ->capture_default_str();
+      cmd->add_option("--ann-metric", o->bench.ann_metric, "HNSW graph: l2 (augmented keys) or ip")
+          ->check(CLI::IsMember({"l2", "ip"}))
+          ->capture_default_str();
+      cmd->add_option("--ann-ef-sweep", o->bench.ann_ef_sweep,
+                      "With --synthetic-items: more efSearch values measured on the same graph (alternated)")
+          ->delimiter(',');
+      cmd->add_option("--ann-m", o->bench.ann_m, "HNSW: M")->check(CLI::Range(4, 256))->capture_default_str();
+      cmd->add_option("--ann-ef-construction", o->bench.ann_ef_construction, "HNSW: efConstruction")
+          ->check(CLI::Range(1, 65536))
+          ->capture_default_str();
+      cmd->add_option("--ann-ef-search", o->bench.ann_ef_search, "HNSW: efSearch")
+          ->check(CLI::Range(1, 65536))
+          ->capture_default_str();
       cmd->add_option("--requests", o->bench.requests, "Timed single requests")->check(CLI::Range(1, 10000000))->capture_default_str();
       cmd->add_option("--k", o->bench.k, "Items per request")->check(CLI::Range(1, 1000))->capture_default_str();
       cmd->add_option("--cf-weight", o->bench.cf_weight, "ItemKNN fusion weight (0 = model score only)")
@@ -752,7 +942,8 @@ void bench_distributed_add(CLI::App& bench) {
   add("allreduce", "Communicator all-reduce vs raw MPI_Allreduce, 4 KiB .. --max-mb (under mpirun -np 2+)",
       bench_allreduce);
   add("export", "Items encoded per second through the item tower, as llmrec export does", bench_encode);
-  add("serve", "Latency of top-k requests over an export (exact search; one process)", bench_serve);
+  add("serve", "Latency of top-k requests over an export, exact and (--ann hnsw) approximate, or of the search alone "
+               "over --synthetic-items random keys (one process)", bench_serve);
 }
 
 }  // namespace llmrec

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/ann_args.h"
 #include "apps/commands.h"
 #include "common/error.h"
 #include "common/logging.h"
@@ -39,6 +40,8 @@ struct RecommendArgs {
   double popularity_weight = -1;
   double tfidf_weight = -1;
   double diversity = 0;
+  AnnArgs ann;
+  std::string search;
   bool explain = false;
   bool json = false;
   bool table = false;
@@ -59,7 +62,7 @@ std::string truncate_utf8(const std::string& s, std::size_t width) {
   return s;
 }
 
-std::string table_text(const serving::ExportData& e, const serving::Recommendation& r) {
+std::string table_text(const ExportData& e, const serving::Recommendation& r) {
   std::string out;
   const std::string who =
       r.user >= 0 ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)], r.history.size())
@@ -67,14 +70,16 @@ std::string table_text(const serving::ExportData& e, const serving::Recommendati
           ? fmt::format("unknown user {} (not in the export: the most popular items)", r.unknown_user)
           : fmt::format("a history of {} items", r.history.size());
   out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}, popularity_weight {:g}, tfidf_weight {:g}{}{}{}; {} eligible "
-                     "items; {:.2f} ms\n",
+                     "items{}; {:.2f} ms\n",
                      who, r.k, serving::exclude_name(r.exclude), r.cf_weight, r.popularity_weight, r.tfidf_weight,
                      r.hour ? fmt::format(", hour {} (weight {:g})", *r.hour, r.hour_weight) : std::string(),
                      r.diversity > 0 ? fmt::format(", diversity {:g}", r.diversity) : std::string(),
                      !r.fallback.empty() ? ", training event counts"
                      : r.fused           ? ", fused z-scores"
                                          : ", model scores",
-                     r.eligible, r.took_ms);
+                     r.eligible,
+                     r.search == "hnsw" ? fmt::format(" of {} proposed by the HNSW index", r.candidates) : std::string(),
+                     r.took_ms);
   out += fmt::format("{:>4}  {:<16} {:>10}  {:<16} {:<4}  {}\n", "rank", "id", "score", "category", "cold", "text");
   for (std::size_t j = 0; j < r.items.size(); ++j) {
     const auto& it = r.items[j];
@@ -121,8 +126,9 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
   q.diversity = a.diversity;
   q.explain = a.explain;
 
+  if (!a.search.empty()) q.search = a.search;
   const auto engine = serving::RecommendEngine::open(
-      a.export_path, a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file));
+      a.export_path, a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file), a.ann.index());
   const serving::Recommendation r = engine->recommend(q);
   std::string text = a.table ? table_text(engine->data(), r)
                              : serving::recommendation_json(engine->data(), r)
@@ -168,6 +174,9 @@ void command_recommend_add(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_flag("--explain", a->explain, "Say why: leave-one-out history contributions and CF neighbours");
+  ann_args_add(cmd, a->ann);
+  cmd->add_option("--search", a->search, "exact or hnsw (default: hnsw with --ann hnsw, else exact)")
+      ->check(CLI::IsMember({"exact", "hnsw"}));
   auto* json = cmd->add_flag("--json", a->json, "JSON on stdout (the default)");
   auto* table = cmd->add_flag("--pretty,--table", a->table, "A readable table instead of JSON");
   json->excludes(table);

@@ -22,6 +22,7 @@
 #include <vector>
 
 
+#include "apps/ann_args.h"
 #include "apps/commands.h"
 #include "common/error.h"
 #include "common/pseudonym.h"
@@ -51,12 +52,14 @@ struct ServeArgs {
   std::string events_log;
   std::string events_fsync = "always";
   std::vector<std::string> arms;  ///< NAME=PATH[:SHARE]
+  AnnArgs ann;
   std::string ab_salt = "llmrec";
   std::int64_t ab_click_window = 1800;
 };
 
 /// `--arm NAME=PATH[:SHARE]` (share default 1). ConfigError naming the value.
-serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudonym_key) {
+serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudonym_key,
+                              const std::optional<serving::AnnOptions>& ann) {
   const auto eq = spec.find('=');
   if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
     throw ConfigError(fmt::format("--arm '{}': expected NAME=PATH or NAME=PATH:SHARE", spec));
@@ -74,7 +77,7 @@ serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudo
     }
     path = path.substr(0, colon);
   }
-  arm.engine = serving::RecommendEngine::open(path, pseudonym_key);
+  arm.engine = serving::RecommendEngine::open(path, pseudonym_key, ann);
   return arm;
 }
 
@@ -100,10 +103,10 @@ int run_serve(const ServeArgs& a) {
   }
   std::vector<serving::ServingArm> arms;
   if (a.arms.empty()) {
-    arms.push_back({"default", 1.0, serving::RecommendEngine::open(a.export_path, pseudonym_key)});
+    arms.push_back({"default", 1.0, serving::RecommendEngine::open(a.export_path, pseudonym_key, a.ann.index())});
   } else {
     if (a.arms.size() < 2) throw ConfigError("serve: an A/B test needs two or more --arm");
-    for (const auto& spec : a.arms) arms.push_back(parse_arm(spec, pseudonym_key));
+    for (const auto& spec : a.arms) arms.push_back(parse_arm(spec, pseudonym_key, a.ann.index()));
   }
   const auto engine = arms.front().engine;
   const auto& e = engine->data();
@@ -117,9 +120,13 @@ int run_serve(const ServeArgs& a) {
                    arm.engine->data().num_items, arm.engine->data().model_sha256.substr(0, 12));
     }
   }
-  spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms)", e.path, e.num_items,
+  spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms){}", e.path, e.num_items,
                e.num_users, e.dim, e.history, e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12),
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+               engine->ann_index() == nullptr
+                   ? std::string()
+                   : fmt::format("; {} index built in {:.2f} s", engine->ann_index()->describe(),
+                                 engine->ann_index()->build_seconds()));
 
   serving::HttpServerOptions o;
   o.host = a.host;
@@ -129,6 +136,7 @@ int run_serve(const ServeArgs& a) {
   o.max_body_bytes = a.max_body;
   if (!a.token_file.empty()) o.token = read_token(a.token_file);
   o.pseudonym_key = pseudonym_key;
+  o.ann = a.ann.index();
   o.events_log = a.events_log;
   o.events_fsync = a.events_fsync == "always";
   std::FILE* access = nullptr;
@@ -234,6 +242,7 @@ void command_serve_add(CLI::App& app) {
                   "never: the operating system writes it (a killed server loses nothing, a crashed machine may)")
       ->check(CLI::IsMember({"always", "never"}))
       ->capture_default_str();
+  ann_args_add(cmd, a->ann);
   cmd->add_option("--access-log", a->access_log,
                   "Append one line per request (UTC time, method, path, status, latency; never the query string or "
                   "the body) to this file; - = stdout");

@@ -19,6 +19,11 @@ if(NOT CLI11_FOUND)
   target_include_directories(CLI11::CLI11 SYSTEM INTERFACE ${LLMREC_CLI11_INCLUDE})
 endif()
 
+# FAISS (Debian libfaiss-dev, a static library over BLAS and OpenMP):
+# serving's approximate search (serving/ann_index.h).
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(faiss REQUIRED)
+
 # LibTorch: Debian's libtorch-dev (CPU) or an official CUDA LibTorch found
 # through CMAKE_PREFIX_PATH (see docs/building.md).
 find_package(Torch REQUIRED)

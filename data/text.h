@@ -1,20 +1,15 @@
 #pragma once
-/// Small text utilities of the importers: UTF-8 validation, timestamps.
+/// Small text utilities of the importers: file-open messages, timestamps
+/// (and, from common/utf8.h, UTF-8 validation).
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace llmrec {
+#include "common/utf8.h"
 
-/// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or
-/// code points past U+10FFFF).
-bool utf8_valid(std::string_view s);
-/// Number of code points of a valid UTF-8 string.
-std::size_t utf8_length(std::string_view s);
-/// Bytes of the first `chars` code points of valid UTF-8 `s` (all of it when shorter).
-std::size_t utf8_prefix_bytes(std::string_view s, std::size_t chars);
+namespace llmrec {
 
 /// "cannot open PATH (the reason)" and, for a relative PATH, the absolute
 /// path tried: relative paths (in configs too) are read from the working

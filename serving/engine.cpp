@@ -12,7 +12,7 @@
 
 #include "common/pseudonym.h"
 #include "models/ranker.h"
-#include "trainer/fusion.h"
+#include "export/fusion_math.h"
 
 namespace llmrec::serving {
 namespace {
@@ -106,9 +106,24 @@ struct RecommendEngine::Resolved {
   bool explain = false;
   std::string unknown_user;  ///< a user id the export does not know: the popularity fallback
   bool live = false;         ///< events received since the export are in `events`: the tower computes u
+  bool ann = false;          ///< search "hnsw": rank the index's pool only
 };
 
-RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_(std::move(data)) {
+/// The items one request ranks, when it does not score the whole catalogue.
+struct RecommendEngine::Pool {
+  std::vector<std::int32_t> items;  ///< rows to rank (their model scores are in the scratch row)
+  std::string search = "hnsw";      ///< "hnsw": proposed by the index; "exact": the quantised scan's candidates
+  std::int64_t eligible = -1;       ///< the catalogue's eligible items (-1: count the pool's)
+  double mean = 0, sd = 0;          ///< hnsw: the model score's exact catalogue mean and deviation
+};
+
+struct RecommendEngine::Components {
+  bool fallback = false, cf = false, popularity = false, hour = false, tfidf = false;
+  bool fused = false;  ///< any component beside the model (or the cold_weights policy)
+};
+
+RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data, std::optional<AnnOptions> ann)
+    : data_(std::move(data)) {
   LLMREC_CHECK(data_ != nullptr && data_->tower != nullptr, "RecommendEngine needs a loaded export");
   const auto& f = data_->fusion;
   auto model = f.find("model");
@@ -146,12 +161,39 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data) : data_
   }
   mean_key_ = data_->num_items > 0 ? table(data_->item_keys, data_->num_items, d).to(at::kDouble).mean(0).to(at::kFloat)
                                    : at::zeros({d}, at::kFloat);
+  quantised_ = std::make_unique<QuantisedKeys>(data_->item_keys.data(), data_->num_items, d);
+  if (data_->cold_shift != 0) {
+    cold_offset_.resize(static_cast<std::size_t>(data_->num_items));
+    for (std::size_t i = 0; i < cold_offset_.size(); ++i) {
+      cold_offset_[i] = data_->item_cold[i] ? static_cast<float>(data_->cold_shift) : 0.0f;
+    }
+  }
+  if (ann) {
+    const std::int64_t I = data_->num_items;
+    ann_ = std::make_unique<AnnIndex>(data_->item_keys.data(), I, d, *ann);
+    const at::Tensor K = table(data_->item_keys, I, d).to(at::kDouble);
+    const at::Tensor G = at::mm(K.t(), K).div_(static_cast<double>(I)).contiguous();
+    gram_.assign(G.data_ptr<double>(), G.data_ptr<double>() + d * d);
+    const at::Tensor mu = K.mean(0).contiguous();
+    mean_key_d_.assign(mu.data_ptr<double>(), mu.data_ptr<double>() + d);
+    cold_key_mean_.assign(static_cast<std::size_t>(d), 0.0);
+    std::int64_t cold = 0;
+    for (std::int64_t i = 0; i < I; ++i) {
+      if (!data_->item_cold[static_cast<std::size_t>(i)]) continue;
+      ++cold;
+      const float* k = data_->key(i);
+      for (std::int64_t c = 0; c < d; ++c) cold_key_mean_[static_cast<std::size_t>(c)] += k[c];
+    }
+    for (auto& v : cold_key_mean_) v /= static_cast<double>(I);
+    cold_share_ = static_cast<double>(cold) / static_cast<double>(I);
+  }
 }
 
 RecommendEngine::~RecommendEngine() = default;
 
-std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path, const std::string& pseudonym_key) {
-  auto engine = std::make_shared<RecommendEngine>(read_export(path));
+std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path, const std::string& pseudonym_key,
+                                                             std::optional<AnnOptions> ann) {
+  auto engine = std::make_shared<RecommendEngine>(read_export(path), ann);
   const ExportData& e = engine->data();
   if (!pseudonym_key.empty()) {
     if (e.user_ids_scheme != kPseudonymScheme) {
@@ -204,6 +246,13 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   r.diversity = q.diversity;
   r.explain = q.explain;
   r.exclude = q.exclude;
+  if (q.search && *q.search != "exact" && *q.search != "hnsw") {
+    throw RequestError(400, "search", fmt::format("must be 'exact' or 'hnsw', got '{}'", *q.search));
+  }
+  if (q.search && *q.search == "hnsw" && !ann_) {
+    throw RequestError(400, "search", "'hnsw': this server has no approximate index (start it with --ann hnsw)");
+  }
+  r.ann = ann_ != nullptr && q.search.value_or("hnsw") == "hnsw";
 
   r.allowed = allowed_categories(e, q.categories);
 
@@ -264,6 +313,7 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
       break;
     }
   }
+  if (!r.unknown_user.empty()) r.ann = false;  // the popularity fallback scores no model
   return r;
 }
 
@@ -381,22 +431,128 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
       std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d, users.data_ptr<float>() + fresh_rows[j] * d);
     }
   }
-  // s = keys . u for every item and request: one matrix product; cold
-  // items get the export's cold_shift (evaluation's ModelScorer).
-  at::Tensor scores = at::mm(users, table(e.item_keys, e.num_items, d).t()).contiguous();
-  if (e.cold_shift != 0) {
-    const at::Tensor cold = at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
-    scores.add_(cold.to(at::kFloat).mul_(e.cold_shift).unsqueeze(0));
-  }
+  // Exact rows: s = keys . u for every item, one matrix product; cold items
+  // get the export's cold_shift (evaluation's ModelScorer). Approximate
+  // rows: the index's pool, scored alone.
+  std::vector<std::int64_t> exact;
+  std::vector<std::uint8_t> scan(static_cast<std::size_t>(B), 0);
   for (std::int64_t b = 0; b < B; ++b) {
-    finish(rs[static_cast<std::size_t>(b)], scores.data_ptr<float>() + b * e.num_items, out[static_cast<std::size_t>(b)]);
+    const Resolved& r = rs[static_cast<std::size_t>(b)];
+    if (r.ann) continue;
+    const Components c = components(r);
+    if (!c.fused && !c.fallback) {
+      scan[static_cast<std::size_t>(b)] = 1;
+    } else {
+      exact.push_back(b);
+    }
+  }
+  at::Tensor scores;
+  if (!exact.empty()) {
+    const at::Tensor keys = table(e.item_keys, e.num_items, d);
+    if (exact.size() == 1) {  // one row: a matrix-vector product (BLAS's gemm would pack all the keys first)
+      scores = at::mv(keys, users[exact.front()]).unsqueeze(0).contiguous();
+    } else {
+      const at::Tensor rows = at::from_blob(exact.data(), {static_cast<std::int64_t>(exact.size())}, at::kLong);
+      scores = at::mm(users.index_select(0, rows), keys.t()).contiguous();
+    }
+    if (e.cold_shift != 0) {
+      const at::Tensor cold = at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
+      scores.add_(cold.to(at::kFloat).mul_(e.cold_shift).unsqueeze(0));
+    }
+  }
+  std::vector<float> scratch;
+  for (std::int64_t b = 0, x = 0; b < B; ++b) {
+    const Resolved& r = rs[static_cast<std::size_t>(b)];
+    Recommendation& o = out[static_cast<std::size_t>(b)];
+    if (r.ann) {
+      const Pool pool = ann_pool(r, users.data_ptr<float>() + b * d, scratch);
+      finish(r, scratch.data(), &pool, o);
+    } else if (scan[static_cast<std::size_t>(b)]) {
+      const Pool pool = scan_pool(r, users.data_ptr<float>() + b * d, scratch);
+      finish(r, scratch.data(), &pool, o);
+    } else {
+      finish(r, scores.data_ptr<float>() + (x++) * e.num_items, nullptr, o);
+    }
   }
   const double took = ms_since(t0);
   for (auto& o : out) o.took_ms = took;
   return out;
 }
 
-void RecommendEngine::finish(const Resolved& r, const float* model, Recommendation& out) const {
+RecommendEngine::Pool RecommendEngine::scan_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const {
+  const ExportData& e = *data_;
+  const std::int64_t I = e.num_items, d = e.dim;
+  std::vector<std::uint8_t> eligible(static_cast<std::size_t>(I), 1);
+  if (!r.allowed.empty()) {
+    for (std::int64_t i = 0; i < I; ++i) {
+      eligible[static_cast<std::size_t>(i)] =
+          r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])];
+    }
+  }
+  for (std::int32_t i : r.excluded) eligible[static_cast<std::size_t>(i)] = 0;
+  Pool pool;
+  pool.search = "exact";
+  const std::int64_t m = static_cast<std::int64_t>(r.k) * (r.diversity > 0 ? kMmrPoolFactor : 1);
+  pool.items = quantised_->candidates(u, m, eligible.data(), cold_offset_.empty() ? nullptr : cold_offset_.data(),
+                                      &pool.eligible);
+  if (scratch.size() != static_cast<std::size_t>(I)) scratch.resize(static_cast<std::size_t>(I));
+  for (std::int32_t i : pool.items) {  // the exact scores of the candidates
+    const float* k = e.key(i);
+    double s = 0;
+    for (std::int64_t c = 0; c < d; ++c) s += static_cast<double>(k[c]) * u[c];
+    scratch[static_cast<std::size_t>(i)] =
+        static_cast<float>(s) + (cold_offset_.empty() ? 0.0f : cold_offset_[static_cast<std::size_t>(i)]);
+  }
+  return pool;
+}
+
+RecommendEngine::Pool RecommendEngine::ann_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const {
+  const ExportData& e = *data_;
+  const std::int64_t d = e.dim;
+  Pool pool;
+  const std::int64_t want = std::max<std::int64_t>(ann_->options().ef_search,
+                                                   static_cast<std::int64_t>(r.k) * (r.diversity > 0 ? kMmrPoolFactor : 4));
+  std::vector<float> dots;
+  ann_->search(u, want, pool.items, dots);
+  // scratch[i] holds the model score of the pool's items only (the rest is
+  // never read), so that a request costs O(pool), not O(items).
+  if (scratch.size() != static_cast<std::size_t>(e.num_items)) scratch.resize(static_cast<std::size_t>(e.num_items));
+  for (std::size_t j = 0; j < pool.items.size(); ++j) {
+    const std::int32_t i = pool.items[j];
+    scratch[static_cast<std::size_t>(i)] =
+        dots[j] + (e.item_cold[static_cast<std::size_t>(i)] ? static_cast<float>(e.cold_shift) : 0.0f);
+  }
+  // The exact moments of s over the catalogue (see engine.h).
+  double mu_u = 0, cold_u = 0, quad = 0;
+  for (std::int64_t a = 0; a < d; ++a) {
+    mu_u += mean_key_d_[static_cast<std::size_t>(a)] * u[a];
+    cold_u += cold_key_mean_[static_cast<std::size_t>(a)] * u[a];
+    double row = 0;
+    for (std::int64_t c = 0; c < d; ++c) row += gram_[static_cast<std::size_t>(a * d + c)] * u[c];
+    quad += row * u[a];
+  }
+  const double b = e.cold_shift;
+  pool.mean = mu_u + b * cold_share_;
+  const double second = quad + 2 * b * cold_u + b * b * cold_share_;
+  pool.sd = std::sqrt(std::max(0.0, second - pool.mean * pool.mean));
+  return pool;
+}
+
+RecommendEngine::Components RecommendEngine::components(const Resolved& r) const {
+  const ExportData& e = *data_;
+  Components c;
+  c.fallback = !r.unknown_user.empty();
+  if (c.fallback) return c;
+  auto tfidf_cold = cold_weights_.find("tfidf");
+  c.cf = r.cf_weight > 0;
+  c.popularity = r.popularity_weight > 0;
+  c.hour = r.hour.has_value() && r.hour_weight > 0;
+  c.tfidf = e.tfidf != nullptr && (r.tfidf_weight > 0 || (tfidf_cold != cold_weights_.end() && tfidf_cold->second > 0));
+  c.fused = c.cf || c.popularity || c.tfidf || c.hour || e.fusion_missing == FusionMissing::kColdWeights;
+  return c;
+}
+
+void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* pool, Recommendation& out) const {
   const ExportData& e = *data_;
   const std::int64_t I = e.num_items;
   out.user = r.user;
@@ -410,13 +566,16 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
   out.tfidf_weight = r.tfidf_weight;
   out.diversity = r.diversity;
   out.explain = r.explain;
+  out.search = pool != nullptr ? pool->search : "exact";
+  out.candidates = pool != nullptr && pool->search == "hnsw" ? static_cast<std::int64_t>(pool->items.size()) : 0;
 
   // Fusion, exactly as evaluation: z-standardise each component over the
-  // whole catalogue, then the weighted sum (trainer/fusion.h). Cold items
+  // whole catalogue, then the weighted sum (export/fusion_math.h). Cold items
   // take the weights of the export's missing-score policy: with
   // `renormalise` or `cold_weights` the collaborative components (CF,
   // popularity, time of day: all counted from training events) leave them.
-  const bool fallback = !r.unknown_user.empty();
+  const Components comp = components(r);
+  const bool fallback = comp.fallback;
   out.unknown_user = r.unknown_user;
   out.fallback = fallback ? "popularity" : "";
   const FusionMissing policy = e.fusion_missing;
@@ -424,19 +583,24 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
     auto it = cold_weights_.find(name);
     return it == cold_weights_.end() ? 0.0 : it->second;
   };
-  const bool use_cf = !fallback && r.cf_weight > 0;
-  const bool use_pop = !fallback && r.popularity_weight > 0;
-  const bool use_hour = !fallback && r.hour.has_value() && r.hour_weight > 0;
-  const bool use_tfidf = !fallback && e.tfidf != nullptr && (r.tfidf_weight > 0 || cold_weight("tfidf") > 0);
-  out.fused = use_cf || use_pop || use_tfidf || use_hour || (!fallback && policy == FusionMissing::kColdWeights);
+  const bool use_cf = comp.cf, use_pop = comp.popularity, use_hour = comp.hour, use_tfidf = comp.tfidf;
+  out.fused = comp.fused;
   std::vector<float> cf, z_model, z_cf, tf, z_tf, fused;
   const float* score = model;
   if (fallback) {  // the training event count of each item
     fused.assign(e.item_popularity.begin(), e.item_popularity.end());
     score = fused.data();
   } else if (out.fused) {
-    z_model.resize(static_cast<std::size_t>(I));
-    fusion_standardise(model, I, z_model.data());
+    if (pool == nullptr) {
+      z_model.resize(static_cast<std::size_t>(I));
+      fusion_standardise(model, I, z_model.data());
+    } else {  // the pool's z with the exact moments; the rest never ranks
+      z_model.assign(static_cast<std::size_t>(I), -std::numeric_limits<float>::infinity());
+      for (std::int32_t i : pool->items) {
+        z_model[static_cast<std::size_t>(i)] =
+            pool->sd > 0 ? static_cast<float>((model[i] - pool->mean) / pool->sd) : 0.0f;
+      }
+    }
     std::vector<const float*> rows{z_model.data()};
     std::vector<double> weights{1.0}, tuned{cold_weight("model")};
     std::vector<bool> scores_cold{true};
@@ -478,21 +642,30 @@ void RecommendEngine::finish(const Resolved& r, const float* model, Recommendati
     score = fused.data();
   }
 
-  // Filters and exclusions, then the exact top of what is left.
-  std::vector<std::uint8_t> blocked(static_cast<std::size_t>(I), 0);
-  if (!r.allowed.empty()) {
+  // Filters and exclusions, then the exact top of what is left (of the
+  // pool, with approximate search).
+  std::vector<std::int32_t> candidates;
+  if (pool == nullptr) {
+    std::vector<std::uint8_t> blocked(static_cast<std::size_t>(I), 0);
+    if (!r.allowed.empty()) {
+      for (std::int64_t i = 0; i < I; ++i) {
+        blocked[static_cast<std::size_t>(i)] =
+            r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] == 0;
+      }
+    }
+    for (std::int32_t i : r.excluded) blocked[static_cast<std::size_t>(i)] = 1;
+    candidates.reserve(static_cast<std::size_t>(I));
     for (std::int64_t i = 0; i < I; ++i) {
-      blocked[static_cast<std::size_t>(i)] =
-          r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] == 0;
+      if (!blocked[static_cast<std::size_t>(i)]) candidates.push_back(static_cast<std::int32_t>(i));
+    }
+  } else {
+    for (std::int32_t i : pool->items) {  // r.excluded is sorted
+      const bool allowed = r.allowed.empty() ||
+                           r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] != 0;
+      if (allowed && !std::binary_search(r.excluded.begin(), r.excluded.end(), i)) candidates.push_back(i);
     }
   }
-  for (std::int32_t i : r.excluded) blocked[static_cast<std::size_t>(i)] = 1;
-  std::vector<std::int32_t> candidates;
-  candidates.reserve(static_cast<std::size_t>(I));
-  for (std::int64_t i = 0; i < I; ++i) {
-    if (!blocked[static_cast<std::size_t>(i)]) candidates.push_back(static_cast<std::int32_t>(i));
-  }
-  out.eligible = static_cast<std::int64_t>(candidates.size());
+  out.eligible = pool != nullptr && pool->eligible >= 0 ? pool->eligible : static_cast<std::int64_t>(candidates.size());
   const auto k = static_cast<std::size_t>(r.k);
   std::vector<std::int32_t> picked;
   if (r.diversity > 0) {

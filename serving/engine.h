@@ -23,7 +23,7 @@
 ///    active (cf_weight, popularity_weight or tfidf_weight > 0, or an hour
 ///    with hour_weight > 0) the ranking score is fusion_combine([z(model),
 ///    z(cf), z(popularity), z(tfidf), z(hour)], [1, cf_weight,
-///    popularity_weight, tfidf_weight, hour_weight]) with the z-standardisation of trainer/fusion.h over the
+///    popularity_weight, tfidf_weight, hour_weight]) with the z-standardisation of export/fusion_math.h over the
 ///    whole catalogue; cold items take the weights of the export's
 ///    missing-score policy (with `cold_weights`, the export's own weights
 ///    of model and tfidf, which requests do not change); otherwise it is
@@ -48,9 +48,14 @@
 #include <vector>
 
 #include "common/error.h"
-#include "serving/export_reader.h"
+#include "export/export_file.h"
+#include "serving/ann_index.h"
+#include "serving/quantised_keys.h"
 
 namespace llmrec::serving {
+
+/// Hours of the day in `items/hour_counts`.
+constexpr int kHours = kExportHours;
 
 constexpr int kDefaultK = 10;
 constexpr int kMaxK = 1000;
@@ -95,6 +100,10 @@ struct RecommendRequest {
   std::optional<double> tfidf_weight;       ///< default RecommendEngine::default_tfidf_weight()
   double diversity = 0;               ///< MMR lambda in [0, 1]; 0 = off
   bool explain = false;
+  /// "exact" (every item scored) or "hnsw" (the engine's approximate index
+  /// proposes the items; see RecommendEngine). Default: "hnsw" when the
+  /// engine has an index, else "exact".
+  std::optional<std::string> search;
   /// Item rows of the user's events received since the export (serving's
   /// POST /events), oldest first: appended to the stored history, and the
   /// user vector computed from that history by the tower. A user the export
@@ -146,6 +155,8 @@ struct Recommendation {
   std::string fallback;
   std::string unknown_user;
   std::int64_t eligible = 0;  ///< items left after filters and exclusions
+  std::string search = "exact";  ///< "exact" or "hnsw", as applied
+  std::int64_t candidates = 0;   ///< with hnsw: the items the index proposed (the ranked pool)
   std::vector<RecommendedItem> items;
   double took_ms = 0;
 };
@@ -172,9 +183,24 @@ struct SimilarResult {
   double took_ms = 0;
 };
 
+/// Exact search of a request ranked by the model score alone (no fusion
+/// component) scans int8 copies of the keys with a proven error bound and
+/// scores exactly only the items the bound cannot rule out
+/// (QuantisedKeys): the same items and scores as a full scan at a quarter
+/// of the memory traffic. Fused requests score every item (one product).
+///
+/// Approximate search (docs/serving.md): with an AnnIndex over items/keys,
+/// a request with search "hnsw" ranks only the pool the index proposes,
+/// max(ef_search, 4 k) items (10 k with diversity) of the largest model
+/// score, instead of scoring every item. The ranking of that pool is the
+/// exact one: the same filters, exclusions and fusion, the model's
+/// z-standardisation with its exact catalogue mean and deviation (from the
+/// keys' mean and Gram matrix, O(d^2) per request); the other fusion
+/// components still score the whole catalogue. The popularity fallback
+/// (unknown user) is always exact.
 class RecommendEngine {
  public:
-  explicit RecommendEngine(std::shared_ptr<const ExportData> data);
+  explicit RecommendEngine(std::shared_ptr<const ExportData> data, std::optional<AnnOptions> ann = std::nullopt);
   ~RecommendEngine();
   RecommendEngine(const RecommendEngine&) = delete;
   RecommendEngine& operator=(const RecommendEngine&) = delete;
@@ -184,9 +210,14 @@ class RecommendEngine {
   /// and the engine looks up their pseudonyms; ConfigError when the key is
   /// not the export's or the export holds raw ids. A pseudonymised export
   /// opened without the key knows its users by pseudonym only.
-  static std::shared_ptr<const RecommendEngine> open(const std::string& path, const std::string& pseudonym_key = "");
+  /// With `ann`, the HNSW index over items/keys is built here (its build
+  /// time: ann_index()->build_seconds()).
+  static std::shared_ptr<const RecommendEngine> open(const std::string& path, const std::string& pseudonym_key = "",
+                                                     std::optional<AnnOptions> ann = std::nullopt);
 
   const ExportData& data() const { return *data_; }
+  /// The approximate index; nullptr without one.
+  const AnnIndex* ann_index() const { return ann_.get(); }
   /// The export's row of a requested user id ("" = -1 as unknown), through
   /// the pseudonym key when there is one.
   std::int32_t find_user(const std::string& id) const;
@@ -195,7 +226,9 @@ class RecommendEngine {
   Recommendation recommend(const RecommendRequest& request) const;
   /// Several requests: every request is validated first (the first bad one
   /// throws), the fresh histories go through one batched tower forward and
-  /// all the user vectors through one matrix product with the keys.
+  /// the user vectors of the fused requests through one matrix product with
+  /// the keys (model-only requests take the quantised scan, hnsw ones the
+  /// index).
   std::vector<Recommendation> recommend_batch(const std::vector<RecommendRequest>& requests) const;
 
   /// The k items nearest to `request.item` by cosine of items/vectors
@@ -228,13 +261,32 @@ class RecommendEngine {
   std::string pseudonym_key_;
   struct Resolved;
   Resolved resolve(const RecommendRequest& request) const;
-  void finish(const Resolved& r, const float* model_scores, Recommendation& out) const;
+  struct Pool;
+  struct Components;
+  /// The fusion components a request uses (none: the model score alone).
+  Components components(const Resolved& r) const;
+  /// `pool` (the items to rank: hnsw's proposals, or the quantised scan's
+  /// candidates) or nullptr (model_scores holds every item's score).
+  void finish(const Resolved& r, const float* model_scores, const Pool* pool, Recommendation& out) const;
+  Pool ann_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const;
+  Pool scan_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const;
   std::vector<std::int32_t> mmr_select(const std::vector<std::int32_t>& pool, const float* score, std::size_t k,
                                        double lambda) const;
   void explain(const Resolved& r, bool use_cf, Recommendation& out) const;
   const std::vector<float>& hour_z(int hour) const;
 
   std::shared_ptr<const ExportData> data_;
+  std::unique_ptr<AnnIndex> ann_;
+  /// Exact search of a model-only request: the int8 scan with its bound.
+  std::unique_ptr<QuantisedKeys> quantised_;
+  std::vector<float> cold_offset_;  ///< [I] cold_shift on cold items, 0 elsewhere (empty: no shift)
+  // With ann_: the model score's catalogue moments, s_i = k_i . u + b c_i
+  // (b = cold_shift, c_i = cold flag): E[s] = u . mean_key + b f,
+  // E[s^2] = u^T G u + 2 b u . cold_key_sum / I + b^2 f.
+  std::vector<double> gram_;          ///< [d, d] G = K^T K / I
+  std::vector<double> mean_key_d_;    ///< [d] mean of the keys
+  std::vector<double> cold_key_mean_; ///< [d] sum of the cold items' keys / I
+  double cold_share_ = 0;             ///< f = cold items / I
   at::Tensor mean_key_;  ///< [d] mean of items/keys over the catalogue (explanations)
   double default_cf_weight_ = 0;
   double default_popularity_weight_ = 0;

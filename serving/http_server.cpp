@@ -369,7 +369,7 @@ struct HttpServer::Impl {
     try {
       for (std::size_t a = 0; a < arms.size(); ++a) {
         const std::string file = a == 0 && !path.empty() ? path : old[a]->data().path;
-        fresh.push_back(RecommendEngine::open(file, options.pseudonym_key));
+        fresh.push_back(RecommendEngine::open(file, options.pseudonym_key, options.ann));
       }
     } catch (const std::exception& e) {
       {

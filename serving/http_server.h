@@ -41,6 +41,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,7 @@ struct HttpServerOptions {
   std::size_t latency_window = 1024;        ///< requests the latency percentiles cover
   std::string token;                        ///< bearer token required on all but /health; "" = none
   std::string pseudonym_key;                ///< the export's pseudonym key, for reloads ("" = none)
+  std::optional<AnnOptions> ann;            ///< the approximate index each (re)loaded export gets
   /// POST /events: each event is appended to this file (JSON lines) before
   /// it is acknowledged, and replayed from it at start; "" = /events off.
   std::string events_log;

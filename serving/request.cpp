@@ -215,7 +215,7 @@ json parse_json_body(const std::string& text) {
 RecommendRequest parse_recommend_request(const json& body) {
   require_object(body);
   reject_unknown(body, {"user", "history", "k", "category", "exclude", "hour", "hour_weight", "cf_weight",
-                        "popularity_weight", "tfidf_weight", "diversity", "explain"});
+                        "popularity_weight", "tfidf_weight", "diversity", "explain", "search"});
   RecommendRequest q;
   if (body.contains("user") && body.contains("history")) {
     throw RequestError(400, "user", "give either 'user' or 'history', not both");
@@ -267,6 +267,12 @@ RecommendRequest parse_recommend_request(const json& body) {
     }
     q.explain = body["explain"].get<bool>();
   }
+  if (body.contains("search")) {
+    q.search = get_string(body["search"], "search");
+    if (*q.search != "exact" && *q.search != "hnsw") {
+      throw RequestError(400, "search", fmt::format("must be 'exact' or 'hnsw', got '{}'", *q.search));
+    }
+  }
   if (q.hour_weight && !q.hour) throw RequestError(400, "hour_weight", "has no effect without 'hour'");
   return q;
 }
@@ -295,7 +301,8 @@ json recommend_query_json(const QueryParams& params) {
                              {"popularity_weight", Kind::kNumber},
                              {"tfidf_weight", Kind::kNumber},
                              {"diversity", Kind::kNumber},
-                             {"explain", Kind::kBool}});
+                             {"explain", Kind::kBool},
+                             {"search", Kind::kString}});
 }
 
 json similar_query_json(const QueryParams& params) {
@@ -341,6 +348,8 @@ json recommendation_json(const ExportData& e, const Recommendation& r) {
           {"tfidf_weight", r.tfidf_weight},
           {"diversity", r.diversity},
           {"fused", r.fused},
+          {"search", r.search},
+          {"candidates", r.candidates},
           {"eligible", r.eligible},
           {"items", std::move(items)},
           {"took_ms", r.took_ms}};

@@ -26,6 +26,7 @@
 
 #include "data/dataset.h"
 #include "distributed/communicator.h"
+#include "export/tfidf_index.h"
 #include "trainer/eval_config.h"
 #include "trainer/evaluation.h"
 #include "trainer/scorer.h"
@@ -155,24 +156,6 @@ class BprScorer : public Scorer {
   nlohmann::json tuning_;
 };
 
-struct TfidfOptions {
-  int profile_items = 20;  ///< the user's profile: its most recent history events
-  double max_df = 0.5;     ///< terms in more than max_df * items items are dropped
-};
-
-/// The items' TF-IDF vectors, L2-normalised, as a CSR matrix items x terms.
-/// A term is a token id of the dataset's vocabulary.
-struct TfidfMatrix {
-  std::int32_t num_terms = 0;            ///< vocabulary size (term ids are in [0, num_terms))
-  std::vector<std::int64_t> offsets{0};  ///< items + 1
-  std::vector<std::int32_t> terms;       ///< ascending within an item
-  std::vector<float> weights;            ///< parallel to terms
-  std::vector<std::int64_t> df;          ///< [num_terms] items holding the term (before max_df)
-  std::int64_t terms_kept = 0;           ///< terms with 1 <= df <= max_df * items
-
-  std::int64_t num_items() const { return static_cast<std::int64_t>(offsets.size()) - 1; }
-};
-
 /// Pure: the TF-IDF matrix of every item of `items` (tokens [items, text_len],
 /// the first length[i] of item i real). Terms are the token ids except those
 /// of [PAD], [UNK], [CLS], [SEP] and [MASK] in `vocab`; tf = raw count of the
@@ -189,40 +172,6 @@ TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector
 /// their cosines; one row per item of `m`, empty for items with query 0.
 /// Error when query has another size than m's items or k < 1.
 std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query, int k);
-
-/// The TF-IDF matrix with its inverted index: the content scores of every
-/// item for one history, shared by the TfidfScorer baseline and serving.
-/// The profile is the mean of the TF-IDF vectors of the last
-/// `profile_items` events of the history (an item seen twice there counts
-/// twice), L2-normalised; score(i) = cosine of the profile and item i's
-/// vector, in [0, 1]; an empty history (or one without terms) scores every
-/// item 0. Immutable: any number of threads may call it at once.
-class TfidfIndex {
- public:
-  /// Error when a row's terms are not ascending or outside num_terms.
-  explicit TfidfIndex(TfidfMatrix m);
-  const TfidfMatrix& matrix() const { return matrix_; }
-  /// out[0..items) = the scores for `history` (n item ids, oldest first;
-  /// Error for an id outside the matrix).
-  void score(const std::int32_t* history, std::int64_t n, int profile_items, float* out) const;
-  /// The item's k highest-weight terms (term id, weight), highest first,
-  /// ties smaller term id first; fewer when the item has fewer terms.
-  std::vector<std::pair<std::int32_t, float>> top_terms(std::int64_t item, int k) const;
-  /// The k terms the item shares with the history's profile that add the
-  /// most to its score (term id, profile weight x item weight), largest
-  /// first, ties smaller term id first: why the content scorer likes it.
-  std::vector<std::pair<std::int32_t, float>> shared_terms(const std::int32_t* history, std::int64_t n,
-                                                           int profile_items, std::int64_t item, int k) const;
-
- private:
-  /// The normalised profile of `history`: (term, weight) ascending by term.
-  std::vector<std::pair<std::int32_t, double>> profile(const std::int32_t* history, std::int64_t n,
-                                                       int profile_items) const;
-  TfidfMatrix matrix_;
-  std::vector<std::int64_t> term_offsets_;  ///< num_terms + 1: the items holding each term, ascending
-  std::vector<std::int32_t> term_items_;
-  std::vector<float> term_weights_;
-};
 
 /// Content baseline (the quality anchors' TF-IDF): TfidfIndex scores over
 /// each request row's history. Needs no interactions: every catalogue item

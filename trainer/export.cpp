@@ -21,6 +21,7 @@
 #include "data/data_config.h"
 #include "data/prepare.h"
 #include "data/wordpiece.h"
+#include "export/export_file.h"
 #include "trainer/baselines.h"
 #include "trainer/model_scorer.h"
 
@@ -36,50 +37,6 @@ constexpr std::int64_t kHours = kExportHours;
 
 /// Users read per hyperslab when rank 0 collects every history.
 constexpr std::int64_t kHistoryReadUsers = 16 * kExportUserBlock;
-
-/// Everything an export file holds (docs/export-format.md).
-struct ExportContent {
-  // root attributes
-  std::int64_t dim = 0;
-  std::int64_t history = 0;
-  std::int64_t id_items = 0;
-  std::int64_t text_len = 0;
-  std::int64_t ranker_heads = 0;
-  std::int64_t ranker_layers = 0;
-  std::int64_t ranker_ff_dim = 0;  ///< 0 = 4 x dim
-  std::string ranker_pooling = "attention";
-  std::string ranker_activation = "gelu";
-  std::int64_t catalogue_updates = 0;
-  std::string model_config, config, config_sha256, model_sha256, checkpoint, dataset, dataset_sha256;
-  std::string event_types, fusion, ranking, created;
-  // items
-  std::vector<std::string> item_ids, item_text, item_category;
-  std::vector<std::uint8_t> cold;
-  std::vector<std::int64_t> popularity;
-  torch::Tensor item_vectors;  ///< float [I, d]
-  torch::Tensor item_keys;     ///< float [I, d]
-  std::vector<std::int32_t> hour_counts;  ///< [I * 24]
-  // users
-  std::vector<std::string> user_ids;
-  std::string user_ids_scheme = "raw";  ///< or kPseudonymScheme: users/ids hold pseudonyms
-  std::string pseudonym_check;          ///< pseudonym_key_check of the key (pseudonymised exports)
-  torch::Tensor user_vectors;  ///< float [U, d]
-  std::vector<std::int64_t> history_offsets;
-  std::vector<std::int32_t> history_items;
-  std::vector<std::uint8_t> history_types;
-  // user tower, by module path
-  std::vector<std::pair<std::string, torch::Tensor>> ranker;
-  // CF
-  std::int64_t neighbours = 0;  ///< K
-  std::vector<std::int32_t> cf_items;    ///< [I * K]
-  std::vector<float> cf_similarity;      ///< [I * K]
-  // tokenizer
-  std::vector<std::string> vocab;
-  // TF-IDF rows (CSR over the vocabulary's term ids); empty = none (older exports)
-  std::vector<std::int64_t> tfidf_offsets;
-  std::vector<std::int32_t> tfidf_terms;
-  std::vector<float> tfidf_weights;
-};
 
 std::string utc_now_iso8601() {
   const std::time_t now = std::time(nullptr);
@@ -133,201 +90,16 @@ torch::Tensor gather_rows(const torch::Tensor& mine, Communicator& comm) {
   return torch::cat(comm.all_gather_v(mine.contiguous())).contiguous();
 }
 
-std::vector<std::uint64_t> dims_of(const torch::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
-
-void write_floats(h5::File& f, const std::string& name, const torch::Tensor& t) {
+/// A float tensor's values, row-major.
+std::vector<float> floats_of(const torch::Tensor& t) {
   torch::Tensor c = t.detach().cpu().to(torch::kFloat).contiguous();
-  f.write<float>(name, c.data_ptr<float>(), dims_of(c));
+  return {c.data_ptr<float>(), c.data_ptr<float>() + c.numel()};
 }
 
-void export_file_write(const std::string& path, const ExportContent& c) {
-  const auto I = static_cast<std::uint64_t>(c.item_ids.size());
-  const auto K = static_cast<std::uint64_t>(c.neighbours);
-  auto f = h5::File::create(path);
-  f.set_attr("/", "format", kExportFormat);
-  f.set_attr("/", "version", kExportVersion);
-  f.set_attr("/", "dim", c.dim);
-  f.set_attr("/", "history", c.history);
-  f.set_attr("/", "score", "dot");
-  f.set_attr("/", "num_items", static_cast<std::int64_t>(c.item_ids.size()));
-  f.set_attr("/", "num_users", static_cast<std::int64_t>(c.user_ids.size()));
-  f.set_attr("/", "id_items", c.id_items);
-  f.set_attr("/", "model_config", c.model_config);
-  f.set_attr("/", "config", c.config);
-  f.set_attr("/", "config_sha256", c.config_sha256);
-  f.set_attr("/", "model_sha256", c.model_sha256);
-  f.set_attr("/", "checkpoint", c.checkpoint);
-  f.set_attr("/", "dataset", c.dataset);
-  f.set_attr("/", "dataset_sha256", c.dataset_sha256);
-  f.set_attr("/", "event_types", c.event_types);
-  f.set_attr("/", "fusion", c.fusion);
-  f.set_attr("/", "ranking", c.ranking);
-  f.set_attr("/", "created", c.created);
-  f.set_attr("/", "catalogue_updates", c.catalogue_updates);
-  f.set_attr("/", "text_len", c.text_len);
-  f.set_attr("/", "ranker_heads", c.ranker_heads);
-  f.set_attr("/", "ranker_layers", c.ranker_layers);
-  f.set_attr("/", "ranker_ff_dim", c.ranker_ff_dim);
-  f.set_attr("/", "ranker_pooling", c.ranker_pooling);
-  f.set_attr("/", "ranker_activation", c.ranker_activation);
-  f.set_attr("/", "user_ids", c.user_ids_scheme);
-  if (c.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", c.pseudonym_check);
-
-  f.write_strings("items/ids", c.item_ids);
-  f.write_strings("items/text", c.item_text);
-  f.write_strings("items/category", c.item_category);
-  f.write("items/cold", c.cold);
-  f.write("items/popularity", c.popularity);
-  write_floats(f, "items/vectors", c.item_vectors);
-  write_floats(f, "items/keys", c.item_keys);
-  f.write<std::int32_t>("items/hour_counts", c.hour_counts.data(), {I, static_cast<std::uint64_t>(kHours)});
-
-  f.write_strings("users/ids", c.user_ids);
-  write_floats(f, "users/vectors", c.user_vectors);
-  f.write("users/history_offsets", c.history_offsets);
-  f.write("users/history_items", c.history_items);
-  f.write("users/history_types", c.history_types);
-
-  for (const auto& [name, t] : c.ranker) write_floats(f, "ranker/" + name, t);
-
-  f.write<std::int32_t>("cf/neighbours", c.cf_items.data(), {I, K});
-  f.write<float>("cf/similarity", c.cf_similarity.data(), {I, K});
-
-  f.write_strings("tokenizer/vocab", c.vocab);
-  if (!c.tfidf_offsets.empty()) {
-    f.write("tfidf/offsets", c.tfidf_offsets);
-    f.write("tfidf/terms", c.tfidf_terms);
-    f.write<float>("tfidf/weights", c.tfidf_weights.data(), {static_cast<std::uint64_t>(c.tfidf_weights.size())});
-  }
-  f.commit();
-}
-
-/// The user tower's parameters and buffers by module path.
-std::vector<std::pair<std::string, torch::Tensor>> ranker_tensors(Recommender& model) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& p : model->user->named_parameters()) out.emplace_back(p.key(), p.value().detach());
-  for (const auto& b : model->user->named_buffers()) out.emplace_back(b.key(), b.value().detach());
-  return out;
-}
-
-// ------------------------------------------------------------- reading
-
-void expect_shape(const h5::File& f, const std::string& name, const std::vector<std::uint64_t>& want) {
-  if (!f.exists(name)) throw IoError(fmt::format("{}: dataset '{}' is missing", f.path(), name));
-  const auto got = f.shape(name);
-  if (got != want) {
-    throw IoError(fmt::format("{}: dataset '{}' has shape [{}], expected [{}]", f.path(), name, fmt::join(got, ", "),
-                              fmt::join(want, ", ")));
-  }
-}
-
-std::vector<std::string> read_strings_n(const h5::File& f, const std::string& name, std::uint64_t n) {
-  std::vector<std::string> s = f.read_strings(name);
-  if (s.size() != n) {
-    throw IoError(fmt::format("{}: '{}' holds {} strings, expected {}", f.path(), name, s.size(), n));
-  }
-  return s;
-}
-
-torch::Tensor read_matrix(const h5::File& f, const std::string& name, std::uint64_t rows, std::uint64_t cols) {
-  expect_shape(f, name, {rows, cols});
-  std::vector<float> v = f.read<float>(name);
-  return torch::from_blob(v.data(), {static_cast<std::int64_t>(rows), static_cast<std::int64_t>(cols)}, torch::kFloat)
-      .clone();
-}
-
-/// Reads an export. Every rank needs the attributes, the item table, the
-/// item vectors, the history offsets and the vocabulary; `everything` adds
-/// what only the writer needs (keys, user rows, histories, tower, CF).
-ExportContent export_file_read(const std::string& path, Recommender& model, bool everything) {
-  auto f = h5::File::open(path);
-  if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kExportFormat) {
-    throw IoError(fmt::format("{}: not an llmrec export (attribute 'format' is not '{}')", path, kExportFormat));
-  }
-  const std::int64_t version = f.attr_int("/", "version");
-  if (version != kExportVersion) {
-    throw IoError(fmt::format("{}: export version {} is not supported (this llmrec reads {})", path, version,
-                              kExportVersion));
-  }
-  ExportContent c;
-  c.dim = f.attr_int("/", "dim");
-  c.history = f.attr_int("/", "history");
-  c.id_items = f.attr_int("/", "id_items");
-  c.text_len = f.attr_int("/", "text_len");
-  c.ranker_heads = f.attr_int("/", "ranker_heads");
-  c.ranker_layers = f.attr_int("/", "ranker_layers");
-  c.ranker_ff_dim = f.has_attr("/", "ranker_ff_dim") ? f.attr_int("/", "ranker_ff_dim") : 0;  // older exports: 4 x dim
-  // Exports written before mean pooling existed have no such attribute.
-  if (f.has_attr("/", "ranker_pooling")) c.ranker_pooling = f.attr_string("/", "ranker_pooling");
-  if (f.has_attr("/", "ranker_activation")) c.ranker_activation = f.attr_string("/", "ranker_activation");
-  c.catalogue_updates = f.attr_int("/", "catalogue_updates");
-  // Exports written before pseudonyms hold raw ids.
-  if (f.has_attr("/", "user_ids")) c.user_ids_scheme = f.attr_string("/", "user_ids");
-  if (c.user_ids_scheme == kPseudonymScheme) c.pseudonym_check = f.attr_string("/", "pseudonym_check");
-  const std::pair<const char*, std::string*> strings[] = {
-      {"model_config", &c.model_config}, {"config", &c.config},   {"config_sha256", &c.config_sha256},
-      {"model_sha256", &c.model_sha256}, {"checkpoint", &c.checkpoint}, {"dataset", &c.dataset},
-      {"dataset_sha256", &c.dataset_sha256}, {"event_types", &c.event_types}, {"fusion", &c.fusion},
-      {"created", &c.created}};
-  for (const auto& [key, value] : strings) *value = f.attr_string("/", key);
-  // Exports written before the ranking attribute: the plain fusion.
-  c.ranking = f.has_attr("/", "ranking") ? f.attr_string("/", "ranking") : std::string("{}");
-  const std::int64_t num_items = f.attr_int("/", "num_items"), num_users = f.attr_int("/", "num_users");
-  if (num_items < 0 || num_users < 0 || c.dim <= 0) {
-    throw IoError(fmt::format("{}: bad sizes (num_items {}, num_users {}, dim {})", path, num_items, num_users, c.dim));
-  }
-  const auto I = static_cast<std::uint64_t>(num_items), U = static_cast<std::uint64_t>(num_users);
-  const auto d = static_cast<std::uint64_t>(c.dim);
-  c.item_ids = read_strings_n(f, "items/ids", I);
-  c.item_text = read_strings_n(f, "items/text", I);
-  c.item_category = read_strings_n(f, "items/category", I);
-  expect_shape(f, "items/cold", {I});
-  c.cold = f.read<std::uint8_t>("items/cold");
-  c.item_vectors = read_matrix(f, "items/vectors", I, d);
-  expect_shape(f, "users/history_offsets", {U + 1});
-  c.history_offsets = f.read<std::int64_t>("users/history_offsets");
-  if (c.history_offsets.front() != 0 || !std::is_sorted(c.history_offsets.begin(), c.history_offsets.end())) {
-    throw IoError(fmt::format("{}: users/history_offsets is not a sorted CSR from 0", path));
-  }
-  const auto E = static_cast<std::uint64_t>(c.history_offsets.back());
-  expect_shape(f, "users/history_items", {E});
-  c.vocab = f.read_strings("tokenizer/vocab");
-  if (f.exists("tfidf/offsets")) {
-    c.tfidf_offsets = f.read<std::int64_t>("tfidf/offsets");
-    c.tfidf_terms = f.read<std::int32_t>("tfidf/terms");
-    c.tfidf_weights = f.read<float>("tfidf/weights");
-    if (c.tfidf_offsets.size() != I + 1 || c.tfidf_terms.size() != c.tfidf_weights.size() ||
-        c.tfidf_offsets.back() != static_cast<std::int64_t>(c.tfidf_terms.size())) {
-      throw IoError(fmt::format("{}: tfidf/ is not a CSR matrix of {} items", path, I));
-    }
-  }
-  if (!everything) return c;
-
-  expect_shape(f, "items/popularity", {I});
-  c.popularity = f.read<std::int64_t>("items/popularity");
-  c.item_keys = read_matrix(f, "items/keys", I, d);
-  expect_shape(f, "items/hour_counts", {I, static_cast<std::uint64_t>(kHours)});
-  c.hour_counts = f.read<std::int32_t>("items/hour_counts");
-  c.user_ids = read_strings_n(f, "users/ids", U);
-  c.user_vectors = read_matrix(f, "users/vectors", U, d);
-  c.history_items = f.read<std::int32_t>("users/history_items");
-  expect_shape(f, "users/history_types", {E});
-  c.history_types = f.read<std::uint8_t>("users/history_types");
-  for (const auto& [name, t] : ranker_tensors(model)) {
-    const std::string key = "ranker/" + name;
-    const std::vector<std::uint64_t> want = dims_of(t);
-    expect_shape(f, key, want);
-    std::vector<float> v = f.read<float>(key);
-    c.ranker.emplace_back(name, torch::from_blob(v.data(), t.sizes(), torch::kFloat).clone());
-  }
-  const auto cf_shape = f.exists("cf/neighbours") ? f.shape("cf/neighbours") : std::vector<std::uint64_t>{};
-  if (cf_shape.size() != 2) throw IoError(fmt::format("{}: dataset 'cf/neighbours' is missing or not [I, K]", path));
-  c.neighbours = static_cast<std::int64_t>(cf_shape[1]);
-  expect_shape(f, "cf/neighbours", {I, cf_shape[1]});
-  expect_shape(f, "cf/similarity", {I, cf_shape[1]});
-  c.cf_items = f.read<std::int32_t>("cf/neighbours");
-  c.cf_similarity = f.read<float>("cf/similarity");
-  return c;
+/// float [rows, d] from row-major values.
+torch::Tensor matrix_of(const std::vector<float>& v, std::int64_t d) {
+  const auto rows = static_cast<std::int64_t>(v.size()) / d;
+  return torch::from_blob(const_cast<float*>(v.data()), {rows, d}, torch::kFloat).clone();
 }
 
 std::int64_t count_cold(const std::vector<std::uint8_t>& cold) {
@@ -432,18 +204,14 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
   s.neighbours = K;
   s.cold_items = count_cold(items.cold);
 
-  ExportContent c;
+  ExportData c;
   std::int64_t events = 0;
   if (comm.rank() == 0) {
     c.dim = d;
     c.history = mc.user.history;
     c.id_items = model->options().id_items();
     c.text_len = file.text_len();
-    c.ranker_heads = model->user->options.heads();
-    c.ranker_layers = model->user->options.layers();
-    c.ranker_ff_dim = model->user->options.ff_dim();
-    c.ranker_pooling = model->user->options.pooling();
-    c.ranker_activation = model->user->options.activation();
+    export_set_tower(c, model->user.ptr());
     c.catalogue_updates = 0;
     ModelConfig m = mc;
     c.model_config = ConfigWriter::write(m);
@@ -453,8 +221,8 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.checkpoint = checkpoint_path;
     c.dataset = file.path();
     c.dataset_sha256 = sha256_file(file.path());
-    c.event_types = nlohmann::json(file.event_types()).dump();
-    c.fusion = nlohmann::json(ranking.fusion).dump();
+    c.event_types = file.event_types();
+    c.fusion = ranking.fusion;
     nlohmann::json rank = {{"missing", fusion_missing_name(ranking.missing)},
                            {"cold_shift", ranking.cold.shift},
                            {"cold_neighbour_weight", ranking.cold.neighbour_weight},
@@ -467,13 +235,16 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     }
     c.ranking = rank.dump();
     c.created = utc_now_iso8601();
+    // Content: the TF-IDF rows evaluation's tfidf scorer builds (also the
+    // items' keywords in explanations).
+    c.tfidf = std::make_shared<const TfidfIndex>(tfidf_matrix(items, file.text_len(), vocab, ranking.tfidf));
     c.item_ids = std::move(items.ids);
     c.item_text = std::move(items.texts);
     c.item_category = std::move(items.categories);
-    c.cold = std::move(items.cold);
-    c.popularity = std::move(items.train_count);
-    c.item_vectors = vecs;
-    c.item_keys = keys;
+    c.item_cold = std::move(items.cold);
+    c.item_popularity = std::move(items.train_count);
+    c.item_vectors = floats_of(vecs);
+    c.item_keys = floats_of(keys);
     c.hour_counts.resize(hours.size());
     for (std::size_t k = 0; k < hours.size(); ++k) c.hour_counts[k] = static_cast<std::int32_t>(hours[k]);
     c.user_ids = file.read_user_ids();
@@ -482,7 +253,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
       c.user_ids_scheme = kPseudonymScheme;
       c.pseudonym_check = pseudonym_key_check(pseudonym_key);
     }
-    c.user_vectors = user_vecs;
+    c.user_vectors = floats_of(user_vecs);
     c.history_offsets.reserve(static_cast<std::size_t>(U) + 1);
     c.history_offsets.push_back(0);
     for (std::int64_t lo = 0; lo < U; lo += kHistoryReadUsers) {
@@ -492,24 +263,17 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
       c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
       c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
     }
-    c.ranker = ranker_tensors(model);
-    c.neighbours = K;
-    c.cf_items.assign(static_cast<std::size_t>(I * K), -1);
+    c.cf_k = K;
+    c.cf_neighbours.assign(static_cast<std::size_t>(I * K), -1);
     c.cf_similarity.assign(static_cast<std::size_t>(I * K), 0.0f);
     const auto& rows = knn.rows();
     LLMREC_CHECK(static_cast<std::int64_t>(rows.size()) == I, "export: {} ItemKNN rows for {} items", rows.size(), I);
     for (std::int64_t i = 0; i < I; ++i) {
       const ItemNeighbours& row = rows[static_cast<std::size_t>(i)];
       const std::size_t n = std::min(row.items.size(), static_cast<std::size_t>(K));
-      std::copy_n(row.items.begin(), n, c.cf_items.begin() + i * K);
+      std::copy_n(row.items.begin(), n, c.cf_neighbours.begin() + i * K);
       std::copy_n(row.similarity.begin(), n, c.cf_similarity.begin() + i * K);
     }
-    // Content: the TF-IDF rows evaluation's tfidf scorer builds (also the
-    // items' keywords in explanations).
-    TfidfMatrix tm = tfidf_matrix(items, file.text_len(), vocab, ranking.tfidf);
-    c.tfidf_offsets = std::move(tm.offsets);
-    c.tfidf_terms = std::move(tm.terms);
-    c.tfidf_weights = std::move(tm.weights);
     vocab.swap(c.vocab);
     events = static_cast<std::int64_t>(c.history_items.size());
   }
@@ -532,7 +296,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
   if (options.on_error != "error" && options.on_error != "skip") {
     throw ConfigError(fmt::format("catalogue update: on_error must be error or skip, got '{}'", options.on_error));
   }
-  ExportContent c = export_file_read(export_path, model, comm.rank() == 0);
+  ExportData c = *read_export(export_path);
   const std::string model_sha = sha256_file(checkpoint_path);
   if (model_sha != c.model_sha256) {
     throw ConfigError(fmt::format("{}: this checkpoint (SHA-256 {}) is not the model {} was exported from "
@@ -594,7 +358,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
         ++s.items_unchanged;
         continue;
       }
-      cold = c.cold[i];
+      cold = c.item_cold[i];
       ++s.items_replaced;
     } else {
       id = I0 + s.items_added++;
@@ -621,7 +385,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
 
   const std::int64_t I = I0 + s.items_added, d = c.dim;
   const torch::Tensor rows = torch::tensor(sub_ids, torch::kLong);
-  torch::Tensor item_vecs = torch::cat({c.item_vectors, torch::zeros({s.items_added, d})});
+  torch::Tensor item_vecs = torch::cat({matrix_of(c.item_vectors, d), torch::zeros({s.items_added, d})});
   item_vecs.index_copy_(0, rows, vecs);
 
   // Users: recomputed from the new item vectors when an item they may have
@@ -633,18 +397,10 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
     torch::Tensor mine = torch::zeros({0, d});
     if (ue > ub) {
       const std::int64_t e0 = c.history_offsets[static_cast<std::size_t>(ub)];
-      const std::int64_t e1 = c.history_offsets[static_cast<std::size_t>(ue)];
-      std::vector<std::int32_t> hist = h5::File::open(export_path)
-                                           .read_rows<std::int32_t>("users/history_items", static_cast<std::uint64_t>(e0),
-                                                                    static_cast<std::uint64_t>(e1 - e0));
-      for (std::int32_t item : hist) {
-        if (item < 0 || item >= I0) {
-          throw IoError(fmt::format("{}: users/history_items holds {}, not an item index", export_path, item));
-        }
-      }
+      const std::int32_t* hist = c.history_items.data() + e0;  // item indexes checked by read_export
       std::vector<std::int64_t> offsets(c.history_offsets.begin() + ub, c.history_offsets.begin() + ue + 1);
       for (auto& o : offsets) o -= e0;
-      mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist.data());
+      mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist);
     }
     user_vecs = gather_rows(mine, comm);
     s.users_encoded = U;
@@ -653,13 +409,14 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
   s.items = I;
   s.users = U;
   s.events = c.history_offsets.back();
-  s.neighbours = c.neighbours;
+  s.neighbours = c.cf_k;
   s.catalogue_updates = c.catalogue_updates + 1;
   if (comm.rank() == 0) {
-    c.item_vectors = item_vecs;
-    c.item_keys = torch::cat({c.item_keys, torch::zeros({s.items_added, d})});
-    c.item_keys.index_copy_(0, rows, keys);
-    if (user_vecs.defined()) c.user_vectors = user_vecs;
+    c.item_vectors = floats_of(item_vecs);
+    torch::Tensor item_keys = torch::cat({matrix_of(c.item_keys, d), torch::zeros({s.items_added, d})});
+    item_keys.index_copy_(0, rows, keys);
+    c.item_keys = floats_of(item_keys);
+    if (user_vecs.defined()) c.user_vectors = floats_of(user_vecs);
     c.item_ids.resize(static_cast<std::size_t>(I));
     c.item_text.resize(static_cast<std::size_t>(I));
     c.item_category.resize(static_cast<std::size_t>(I));
@@ -669,34 +426,32 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
       c.item_text[i] = sub.texts[j];
       c.item_category[i] = sub.categories[j];
     }
-    if (!c.tfidf_offsets.empty()) {  // new and changed items: no TF-IDF row until the next export
+    if (c.tfidf != nullptr) {  // new and changed items: no TF-IDF row until the next export
+      const TfidfMatrix& old = c.tfidf->matrix();
       std::vector<std::uint8_t> stale(static_cast<std::size_t>(I), 0);
       for (auto id : sub_ids) stale[static_cast<std::size_t>(id)] = 1;
-      std::vector<std::int64_t> offsets{0};
-      std::vector<std::int32_t> terms;
-      std::vector<float> weights;
+      TfidfMatrix m;
+      m.num_terms = old.num_terms;
       for (std::int64_t i = 0; i < I; ++i) {
         if (i < I0 && !stale[static_cast<std::size_t>(i)]) {
-          const auto a = static_cast<std::size_t>(c.tfidf_offsets[static_cast<std::size_t>(i)]);
-          const auto b = static_cast<std::size_t>(c.tfidf_offsets[static_cast<std::size_t>(i) + 1]);
-          terms.insert(terms.end(), c.tfidf_terms.begin() + a, c.tfidf_terms.begin() + b);
-          weights.insert(weights.end(), c.tfidf_weights.begin() + a, c.tfidf_weights.begin() + b);
+          const auto a = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i)]);
+          const auto b = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i) + 1]);
+          m.terms.insert(m.terms.end(), old.terms.begin() + a, old.terms.begin() + b);
+          m.weights.insert(m.weights.end(), old.weights.begin() + a, old.weights.begin() + b);
         }
-        offsets.push_back(static_cast<std::int64_t>(terms.size()));
+        m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
       }
-      c.tfidf_offsets.swap(offsets);
-      c.tfidf_terms.swap(terms);
-      c.tfidf_weights.swap(weights);
+      c.tfidf = std::make_shared<const TfidfIndex>(std::move(m));
     }
-    c.cold.resize(static_cast<std::size_t>(I), 1);
-    c.popularity.resize(static_cast<std::size_t>(I), 0);
+    c.item_cold.resize(static_cast<std::size_t>(I), 1);
+    c.item_popularity.resize(static_cast<std::size_t>(I), 0);
     c.hour_counts.resize(static_cast<std::size_t>(I * kHours), 0);
-    c.cf_items.resize(static_cast<std::size_t>(I * c.neighbours), -1);
-    c.cf_similarity.resize(static_cast<std::size_t>(I * c.neighbours), 0.0f);
+    c.cf_neighbours.resize(static_cast<std::size_t>(I * c.cf_k), -1);
+    c.cf_similarity.resize(static_cast<std::size_t>(I * c.cf_k), 0.0f);
     c.catalogue_updates = s.catalogue_updates;
     c.created = utc_now_iso8601();
   }
-  s.cold_items = count_cold(c.cold) + (comm.rank() == 0 ? 0 : s.items_added);
+  s.cold_items = count_cold(c.item_cold) + (comm.rank() == 0 ? 0 : s.items_added);
   s.file_bytes = rank0_run(comm, [&] {
     export_file_write(out_path, c);
     return static_cast<std::int64_t>(std::filesystem::file_size(out_path));

@@ -29,7 +29,7 @@
 #include "models/recommender.h"
 #include "trainer/eval_config.h"
 #include "trainer/baselines.h"
-#include "trainer/export_format.h"
+#include "export/export_format.h"
 #include "trainer/fusion.h"
 #include "trainer/model_scorer.h"
 

@@ -16,7 +16,7 @@
 
 #include "serving/http_server.h"
 #include "serving/request.h"
-#include "tests/serving/export_fixture.h"
+#include "tests/export/export_fixture.h"
 
 namespace llmrec::serving {
 namespace {

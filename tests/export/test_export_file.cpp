@@ -6,10 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "serving/export_reader.h"
-#include "tests/serving/export_fixture.h"
+#include "export/export_file.h"
+#include "tests/export/export_fixture.h"
 
-namespace llmrec::serving {
+namespace llmrec {
 namespace {
 
 using llmrec::testing::ExportFixture;
@@ -319,5 +319,69 @@ TEST_F(ExportReaderTest, HugeClaimedSizesAreRefusedWithoutAllocating) {
   EXPECT_THROW(read_export(dir_ + "/text.h5"), IoError);
 }
 
+// The one writer: what read_export loads, export_file_write stores again,
+// field for field (the tower's tensors, the TF-IDF rows and the ranking
+// attribute as stored included), and the tables must agree in size.
+TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
+  ExportSpec spec = fx_.spec;
+  spec.ranking = R"({"missing":"cold_weights","cold_weights":{"model":1,"tfidf":0.5},"cold_shift":-0.25,"chosen":{"by":"test"}})";
+  const auto a = read_export(write(llmrec::testing::make_export_fixture(spec)));
+  const std::string copy = dir_ + "/copy.h5";
+  export_file_write(copy, *a);
+  const auto b = read_export(copy);
+  EXPECT_EQ(b->num_items, a->num_items);
+  EXPECT_EQ(b->num_users, a->num_users);
+  EXPECT_EQ(b->text_len, 32);
+  EXPECT_EQ(b->id_items, a->id_items);
+  EXPECT_EQ(b->event_types, a->event_types);
+  EXPECT_EQ(b->fusion, a->fusion);
+  EXPECT_EQ(b->ranking, spec.ranking);
+  EXPECT_EQ(b->fusion_missing, FusionMissing::kColdWeights);
+  EXPECT_EQ(b->fusion_cold_weights, a->fusion_cold_weights);
+  EXPECT_EQ(b->cold_shift, -0.25);
+  EXPECT_EQ(b->item_ids, a->item_ids);
+  EXPECT_EQ(b->item_text, a->item_text);
+  EXPECT_EQ(b->item_category, a->item_category);
+  EXPECT_EQ(b->item_cold, a->item_cold);
+  EXPECT_EQ(b->item_popularity, a->item_popularity);
+  EXPECT_EQ(b->item_vectors, a->item_vectors);
+  EXPECT_EQ(b->item_keys, a->item_keys);
+  EXPECT_EQ(b->hour_counts, a->hour_counts);
+  EXPECT_EQ(b->user_ids, a->user_ids);
+  EXPECT_EQ(b->user_vectors, a->user_vectors);
+  EXPECT_EQ(b->history_offsets, a->history_offsets);
+  EXPECT_EQ(b->history_items, a->history_items);
+  EXPECT_EQ(b->history_types, a->history_types);
+  EXPECT_EQ(b->cf_neighbours, a->cf_neighbours);
+  EXPECT_EQ(b->cf_similarity, a->cf_similarity);
+  EXPECT_EQ(b->vocab, a->vocab);
+  EXPECT_EQ(b->model_sha256, a->model_sha256);
+  EXPECT_EQ(b->created, a->created);
+  auto mine = a->tower->named_parameters();
+  for (const auto& p : b->tower->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+
+  // TF-IDF rows round-trip too.
+  ExportData c = *a;
+  TfidfMatrix m;
+  m.num_terms = static_cast<std::int32_t>(c.vocab.size());
+  m.offsets.assign(static_cast<std::size_t>(c.num_items) + 1, 0);
+  m.offsets[1] = 2;
+  for (std::size_t i = 2; i < m.offsets.size(); ++i) m.offsets[i] = 2;
+  m.terms = {1, 4};
+  m.weights = {0.6f, 0.8f};
+  c.tfidf = std::make_shared<const TfidfIndex>(m);
+  export_file_write(copy, c);
+  const auto d = read_export(copy);
+  ASSERT_NE(d->tfidf, nullptr);
+  EXPECT_EQ(d->tfidf->matrix().terms, m.terms);
+  EXPECT_EQ(d->tfidf->matrix().weights, m.weights);
+  EXPECT_EQ(d->tfidf->top_terms(0, 1).front().first, 4);
+
+  // Tables out of step are refused before anything is written.
+  c.item_keys.pop_back();
+  EXPECT_THROW(export_file_write(dir_ + "/bad.h5", c), Error);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bad.h5"));
+}
+
 }  // namespace
-}  // namespace llmrec::serving
+}  // namespace llmrec

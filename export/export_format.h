@@ -1,6 +1,6 @@
 #pragma once
-/// The export file's identity (docs/export-format.md), shared by its writer
-/// (trainer/export.h) and its reader (serving/export_reader.h).
+/// The export file's identity (docs/export-format.md): its one reader and
+/// writer are export/export_file.h; trainer/export.h fills it from a model.
 
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-#include "serving/export_reader.h"
+#include "export/export_file.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -14,17 +14,20 @@
 #include "common/error.h"
 #include "common/hdf5.h"
 #include "common/pseudonym.h"
-#include "data/text.h"
+#include "common/utf8.h"
 #include "models/ranker.h"
 
-namespace llmrec::serving {
+namespace llmrec {
 namespace {
+
+constexpr int kHours = kExportHours;
 
 // Bounds on the attributes, so that no size computed from them can
 // overflow and no hostile value asks for an absurd allocation.
 constexpr std::int64_t kMaxDim = 1 << 16;
 constexpr std::int64_t kMaxHistory = 1 << 16;
 constexpr std::int64_t kMaxLayers = 64;
+constexpr std::int64_t kMaxTextLen = 1 << 20;
 constexpr std::int64_t kMaxRows = std::numeric_limits<std::int32_t>::max();
 constexpr std::int64_t kMaxNeighbours = 1 << 20;
 // |x| of every stored float: a dot product of two such d-vectors stays far
@@ -181,6 +184,7 @@ void read_attributes(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
                        e.ranker_pooling));
   }
+  e.text_len = r.attr_int("text_len", 1, kMaxTextLen);
   e.catalogue_updates =
       r.has_attr("catalogue_updates") ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max()) : 0;
 
@@ -214,9 +218,9 @@ void read_attributes(Reader& r, ExportData& e) {
   }
 
   if (r.has_attr("ranking")) {
-    const std::string ranking = r.attr_string("ranking");
+    e.ranking = r.attr_string("ranking");
     try {
-      const auto j = nlohmann::json::parse(ranking);
+      const auto j = nlohmann::json::parse(e.ranking);
       if (!j.is_object()) throw std::runtime_error("not a JSON object");
       if (j.contains("missing")) {
         if (!j["missing"].is_string()) throw std::runtime_error("'missing' is not a string");
@@ -333,11 +337,14 @@ void read_users(Reader& r, ExportData& e) {
   }
 }
 
-void read_tfidf(Reader& r, ExportData& e) {
-  if (!r.file().exists("tfidf/offsets")) return;
+void read_vocab(Reader& r, ExportData& e) {
   const auto vshape = r.shape("tokenizer/vocab/offsets");
   if (vshape.size() != 1 || vshape[0] < 1) r.fail("dataset 'tokenizer/vocab/offsets' must be 1-dimensional");
   e.vocab = r.strings("tokenizer/vocab", vshape[0] - 1);
+}
+
+void read_tfidf(Reader& r, ExportData& e) {
+  if (!r.file().exists("tfidf/offsets")) return;
   TfidfMatrix m;
   m.num_terms = static_cast<std::int32_t>(e.vocab.size());
   m.offsets = r.read<std::int64_t>("tfidf/offsets", {static_cast<std::uint64_t>(e.num_items) + 1}, "num_items + 1");
@@ -386,12 +393,7 @@ void read_cf(Reader& r, ExportData& e) {
 void read_tower(Reader& r, ExportData& e) {
   UserTower tower{nullptr};
   try {
-    tower = UserTower(UserTowerOptions(e.dim, e.history)
-                          .heads(e.ranker_heads)
-                          .layers(e.ranker_layers)
-                          .ff_dim(e.ranker_ff_dim)
-                          .activation(e.ranker_activation)
-                          .pooling(e.ranker_pooling));
+    tower = UserTower(export_tower_options(e));
   } catch (const std::exception& ex) {
     r.fail(fmt::format("cannot build the user tower from the root attributes: {}", ex.what()));
   }
@@ -464,6 +466,111 @@ std::int32_t ExportData::find_category(const std::string& category) const {
   return static_cast<std::int32_t>(it - categories.begin());
 }
 
+void export_file_write(const std::string& path, const ExportData& e) {
+  const auto I = static_cast<std::uint64_t>(e.item_ids.size());
+  const auto U = static_cast<std::uint64_t>(e.user_ids.size());
+  const auto d = static_cast<std::uint64_t>(e.dim);
+  const auto K = static_cast<std::uint64_t>(e.cf_k);
+  const std::uint64_t E = e.history_items.size();
+  LLMREC_CHECK(e.dim > 0 && e.tower != nullptr, "export: dim {} and a user tower are needed", e.dim);
+  LLMREC_CHECK(e.item_text.size() == I && e.item_category.size() == I && e.item_cold.size() == I &&
+                   e.item_popularity.size() == I && e.item_vectors.size() == I * d && e.item_keys.size() == I * d &&
+                   e.hour_counts.size() == I * kHours && e.cf_neighbours.size() == I * K &&
+                   e.cf_similarity.size() == I * K,
+               "export: the item tables disagree with the {} item ids", I);
+  LLMREC_CHECK(e.user_vectors.size() == U * d && e.history_offsets.size() == U + 1 &&
+                   static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E,
+               "export: the user tables disagree with the {} user ids", U);
+  LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
+               "export: TF-IDF rows for {} items, the export has {}", e.tfidf ? e.tfidf->matrix().num_items() : 0, I);
+  auto f = h5::File::create(path);
+  f.set_attr("/", "format", kExportFormat);
+  f.set_attr("/", "version", kExportVersion);
+  f.set_attr("/", "dim", e.dim);
+  f.set_attr("/", "history", e.history);
+  f.set_attr("/", "score", e.score);
+  f.set_attr("/", "num_items", static_cast<std::int64_t>(I));
+  f.set_attr("/", "num_users", static_cast<std::int64_t>(U));
+  f.set_attr("/", "id_items", e.id_items);
+  f.set_attr("/", "model_config", e.model_config);
+  f.set_attr("/", "config", e.config);
+  f.set_attr("/", "config_sha256", e.config_sha256);
+  f.set_attr("/", "model_sha256", e.model_sha256);
+  f.set_attr("/", "checkpoint", e.checkpoint);
+  f.set_attr("/", "dataset", e.dataset);
+  f.set_attr("/", "dataset_sha256", e.dataset_sha256);
+  f.set_attr("/", "event_types", nlohmann::json(e.event_types).dump());
+  f.set_attr("/", "fusion", nlohmann::json(e.fusion).dump());
+  f.set_attr("/", "ranking", e.ranking);
+  f.set_attr("/", "created", e.created);
+  f.set_attr("/", "catalogue_updates", e.catalogue_updates);
+  f.set_attr("/", "text_len", e.text_len);
+  f.set_attr("/", "ranker_heads", e.ranker_heads);
+  f.set_attr("/", "ranker_layers", e.ranker_layers);
+  f.set_attr("/", "ranker_ff_dim", e.ranker_ff_dim);
+  f.set_attr("/", "ranker_pooling", e.ranker_pooling);
+  f.set_attr("/", "ranker_activation", e.ranker_activation);
+  f.set_attr("/", "user_ids", e.user_ids_scheme);
+  if (e.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", e.pseudonym_check);
+
+  f.write_strings("items/ids", e.item_ids);
+  f.write_strings("items/text", e.item_text);
+  f.write_strings("items/category", e.item_category);
+  f.write("items/cold", e.item_cold);
+  f.write("items/popularity", e.item_popularity);
+  f.write<float>("items/vectors", e.item_vectors.data(), {I, d});
+  f.write<float>("items/keys", e.item_keys.data(), {I, d});
+  f.write<std::int32_t>("items/hour_counts", e.hour_counts.data(), {I, static_cast<std::uint64_t>(kHours)});
+
+  f.write_strings("users/ids", e.user_ids);
+  f.write<float>("users/vectors", e.user_vectors.data(), {U, d});
+  f.write("users/history_offsets", e.history_offsets);
+  f.write("users/history_items", e.history_items);
+  f.write("users/history_types", e.history_types);
+
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& p : e.tower->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  for (const auto& b : e.tower->named_buffers()) tensors.emplace_back(b.key(), b.value());
+  for (const auto& [name, t] : tensors) {
+    torch::Tensor c = t.detach().cpu().to(torch::kFloat).contiguous();
+    f.write<float>("ranker/" + name, c.data_ptr<float>(), {c.sizes().begin(), c.sizes().end()});
+  }
+
+  f.write<std::int32_t>("cf/neighbours", e.cf_neighbours.data(), {I, K});
+  f.write<float>("cf/similarity", e.cf_similarity.data(), {I, K});
+
+  f.write_strings("tokenizer/vocab", e.vocab);
+  if (e.tfidf != nullptr) {
+    const TfidfMatrix& m = e.tfidf->matrix();
+    f.write("tfidf/offsets", m.offsets);
+    f.write("tfidf/terms", m.terms);
+    f.write<float>("tfidf/weights", m.weights.data(), {static_cast<std::uint64_t>(m.weights.size())});
+  }
+  f.commit();
+}
+
+UserTowerOptions export_tower_options(const ExportData& e) {
+  return UserTowerOptions(e.dim, e.history)
+      .heads(e.ranker_heads)
+      .layers(e.ranker_layers)
+      .ff_dim(e.ranker_ff_dim)
+      .activation(e.ranker_activation)
+      .pooling(e.ranker_pooling);
+}
+
+void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
+  LLMREC_CHECK(tower != nullptr, "export: no user tower");
+  const UserTowerOptions& o = tower->options;
+  LLMREC_CHECK(o.dim() == e.dim && o.history() == e.history, "export: a tower of dim {}, history {} for an export of dim {}, history {}",
+               o.dim(), o.history(), e.dim, e.history);
+  e.ranker_heads = o.heads();
+  e.ranker_layers = o.layers();
+  e.ranker_ff_dim = o.ff_dim();
+  e.ranker_pooling = o.pooling();
+  e.ranker_activation = o.activation();
+  e.tower = std::move(tower);
+}
+
 std::shared_ptr<const ExportData> read_export(const std::string& path) {
   auto e = std::make_shared<ExportData>();
   e->path = path;
@@ -473,6 +580,7 @@ std::shared_ptr<const ExportData> read_export(const std::string& path) {
     read_items(r, *e);
     read_users(r, *e);
     read_cf(r, *e);
+    read_vocab(r, *e);
     read_tfidf(r, *e);
     read_tower(r, *e);
     build_indexes(r, *e);
@@ -486,4 +594,4 @@ std::shared_ptr<const ExportData> read_export(const std::string& path) {
   return e;
 }
 
-}  // namespace llmrec::serving
+}  // namespace llmrec

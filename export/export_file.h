@@ -1,27 +1,29 @@
 #pragma once
-/// Loads an export file (`llmrec-export`, version 1, docs/export-format.md)
-/// into memory for serving: the item table and vectors, the user table and
-/// histories, the CF neighbours and the rebuilt user tower. Serving reads
-/// nothing else (no checkpoint, no dataset).
+/// The export file (`llmrec-export`, version 1, docs/export-format.md): its
+/// one reader and its one writer. Serving loads it with read_export; the
+/// trainer (trainer/export.h) fills an ExportData from a model and its
+/// dataset and writes it with export_file_write, and a catalogue update
+/// reads it back with read_export, changes it and writes it again. Below
+/// both: this module links neither the trainer nor the data pipeline nor MPI.
 ///
-///   std::shared_ptr<const serving::ExportData> e = serving::read_export("runs/x/export.h5");
+///   std::shared_ptr<const ExportData> e = read_export("runs/x/export.h5");
 ///   std::int32_t i = e->find_item("i42");        // -1 when unknown
 ///   const float* key = e->key(i);                // items/keys row, d floats
+///   export_file_write("runs/x/copy.h5", *e);     // the same file again
 ///
-/// Contract: every attribute serving uses is present and of its type;
-/// every dataset has the shape the attributes give; strings are valid UTF-8
-/// with offsets from 0, monotone and ending at the byte count; ids are
-/// unique; history offsets are monotone CSR offsets over the events; every
-/// item, neighbour and event-type index is in range; every float is finite
-/// (and of a magnitude whose products cannot overflow); counts are >= 0.
-/// Anything else (a truncated or damaged file, a checksum failure, a wrong
-/// shape, a hostile value) is an IoError naming the file and the dataset or
-/// attribute; reading never crashes and never allocates from an unchecked
-/// size. The user tower is rebuilt as
-/// UserTower(UserTowerOptions(dim, history).heads(ranker_heads).layers(ranker_layers)
-///   .ff_dim(ranker_ff_dim).pooling(ranker_pooling))
-/// in eval mode, and every parameter and buffer is loaded from
-/// `ranker/<module path>` (a missing tensor or a shape mismatch names it).
+/// Contract of the reader: every attribute serving uses is present and of
+/// its type; every dataset has the shape the attributes give; strings are
+/// valid UTF-8 with offsets from 0, monotone and ending at the byte count;
+/// ids are unique; history offsets are monotone CSR offsets over the
+/// events; every item, neighbour and event-type index is in range; every
+/// float is finite (and of a magnitude whose products cannot overflow);
+/// counts are >= 0. Anything else (a truncated or damaged file, a checksum
+/// failure, a wrong shape, a hostile value) is an IoError naming the file
+/// and the dataset or attribute; reading never crashes and never allocates
+/// from an unchecked size. The user tower is rebuilt from the ranker_*
+/// attributes (export_tower_options) in eval mode, and every parameter and
+/// buffer is loaded from `ranker/<module path>` (a missing tensor or a shape
+/// mismatch names it).
 ///
 /// The loaded data is immutable and safe to share between threads.
 
@@ -32,19 +34,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "trainer/export_format.h"
+#include "export/export_format.h"
+#include "export/fusion_math.h"
+#include "export/tfidf_index.h"
 
 namespace llmrec {
 class UserTowerImpl;
-}
-
-#include "trainer/baselines.h"
-#include "trainer/fusion.h"
-
-namespace llmrec::serving {
-
-/// Hours of the day in `items/hour_counts`.
-constexpr int kHours = kExportHours;
+class UserTowerOptions;
 
 struct ExportData {
   std::string path;
@@ -62,9 +58,13 @@ struct ExportData {
   std::string ranker_pooling = "attention";  ///< absent in older exports: attention
   std::string ranker_activation = "gelu";    ///< absent in older exports: gelu
   std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
-  std::string score;                   ///< "dot"
+  std::int64_t text_len = 0;           ///< tokens per item text the export was prepared with
+  std::string score = "dot";           ///< "dot"
   std::vector<std::string> event_types;
   std::map<std::string, double> fusion;  ///< `fusion` attribute, every key
+  /// The `ranking` attribute as stored (JSON; "{}" when absent); the writer
+  /// stores it as is, the reader also parses the fields below from it.
+  std::string ranking = "{}";
   // `ranking` attribute (absent in older exports: scored, 0).
   FusionMissing fusion_missing = FusionMissing::kScored;  ///< `missing`
   std::map<std::string, double> fusion_cold_weights;  ///< `cold_weights` (with missing cold_weights)
@@ -92,10 +92,10 @@ struct ExportData {
   std::vector<std::int32_t> history_items;        ///< E, oldest first per user
   std::vector<std::uint8_t> history_types;        ///< E
 
-  // ---- content: the items' TF-IDF rows and the vocabulary naming their
-  // terms (absent in older exports: tfidf == nullptr)
-  std::shared_ptr<const TfidfIndex> tfidf;
+  // ---- the tokenizer's vocabulary (tokenizer/vocab), which also names the
+  // TF-IDF terms; the items' TF-IDF rows (absent in older exports: nullptr)
   std::vector<std::string> vocab;
+  std::shared_ptr<const TfidfIndex> tfidf;
 
   // ---- CF neighbours ([I, K] row-major; -1 = none)
   std::int64_t cf_k = 0;
@@ -107,7 +107,9 @@ struct ExportData {
   std::unordered_map<std::string, std::int32_t> user_index;  ///< id -> row
   std::vector<std::int32_t> item_category_code;              ///< row -> index into categories
   std::vector<std::string> categories;                       ///< distinct categories, sorted
-  std::shared_ptr<UserTowerImpl> tower;                      ///< eval mode
+  /// The user tower (eval mode). The ranker_* attributes above describe it:
+  /// export_set_tower keeps them in step.
+  std::shared_ptr<UserTowerImpl> tower;
 
   const float* vector(std::int64_t item) const { return item_vectors.data() + item * dim; }
   const float* key(std::int64_t item) const { return item_keys.data() + item * dim; }
@@ -127,4 +129,20 @@ struct ExportData {
 /// Reads and validates `path` (contract above). IoError for anything wrong.
 std::shared_ptr<const ExportData> read_export(const std::string& path);
 
-}  // namespace llmrec::serving
+/// Writes `e` to `path` (temporary name, fsync, rename; every dataset
+/// Fletcher32-checksummed): the root attributes from the fields (format and
+/// version this llmrec's; num_items, num_users from the id tables), the
+/// datasets of docs/export-format.md, `ranker/<module path>` for every
+/// parameter and buffer of e.tower as float32, tfidf/ when e.tfidf is set.
+/// The derived fields (indexes, categories) are not stored. Error when the
+/// tables disagree in size; IoError naming the file when writing fails.
+void export_file_write(const std::string& path, const ExportData& e);
+
+/// The user tower the ranker_* attributes of `e` describe (the one spec of
+/// the tower in an export; Error for impossible values).
+UserTowerOptions export_tower_options(const ExportData& e);
+
+/// Sets e.tower and the ranker_* attributes from the tower's options.
+void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower);
+
+}  // namespace llmrec
