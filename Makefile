@@ -10,7 +10,7 @@ DEMO_DIR   ?= runs/quickstart
 # moves every path with --set.
 DEMO_SET   := $(if $(filter runs/quickstart,$(DEMO_DIR)),,--set run.dir=$(DEMO_DIR) \
   --set data.interactions=$(DEMO_DIR)/shop/interactions.csv --set data.catalogue=$(DEMO_DIR)/shop/catalogue.csv \
-  --set data.dataset=$(DEMO_DIR)/dataset.h5)
+  --set data.dataset=$(DEMO_DIR)/dataset.h5 --set eval.oracle_dir=$(DEMO_DIR)/shop)
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := cmake g++ make git ccache pkg-config \
