@@ -321,6 +321,20 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
 
 namespace {
 
+/// 1 for the items a request may return: in an allowed category (`allowed`
+/// per category code, empty = all) and not excluded. [num_items].
+std::vector<std::uint8_t> eligible_items(const ExportData& e, const std::vector<std::uint8_t>& allowed,
+                                         const std::vector<std::int32_t>& excluded) {
+  std::vector<std::uint8_t> eligible(static_cast<std::size_t>(e.num_items), 1);
+  if (!allowed.empty()) {
+    for (std::size_t i = 0; i < eligible.size(); ++i) {
+      eligible[i] = allowed[static_cast<std::size_t>(e.item_category_code[i])] != 0;
+    }
+  }
+  for (std::int32_t i : excluded) eligible[static_cast<std::size_t>(i)] = 0;
+  return eligible;
+}
+
 /// One batched tower forward: row b reads the items of windows[b] (time
 /// order, right-aligned, padding first), with `drop[b]` (if not -1) masked
 /// out wherever it occurs. -> [B, d].
@@ -482,14 +496,7 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
 RecommendEngine::Pool RecommendEngine::scan_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const {
   const ExportData& e = *data_;
   const std::int64_t I = e.num_items, d = e.dim;
-  std::vector<std::uint8_t> eligible(static_cast<std::size_t>(I), 1);
-  if (!r.allowed.empty()) {
-    for (std::int64_t i = 0; i < I; ++i) {
-      eligible[static_cast<std::size_t>(i)] =
-          r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])];
-    }
-  }
-  for (std::int32_t i : r.excluded) eligible[static_cast<std::size_t>(i)] = 0;
+  const std::vector<std::uint8_t> eligible = eligible_items(e, r.allowed, r.excluded);
   Pool pool;
   pool.search = "exact";
   const std::int64_t m = static_cast<std::int64_t>(r.k) * (r.diversity > 0 ? kMmrPoolFactor : 1);
@@ -519,8 +526,7 @@ RecommendEngine::Pool RecommendEngine::ann_pool(const Resolved& r, const float* 
   if (scratch.size() != static_cast<std::size_t>(e.num_items)) scratch.resize(static_cast<std::size_t>(e.num_items));
   for (std::size_t j = 0; j < pool.items.size(); ++j) {
     const std::int32_t i = pool.items[j];
-    scratch[static_cast<std::size_t>(i)] =
-        dots[j] + (e.item_cold[static_cast<std::size_t>(i)] ? static_cast<float>(e.cold_shift) : 0.0f);
+    scratch[static_cast<std::size_t>(i)] = dots[j] + (cold_offset_.empty() ? 0.0f : cold_offset_[static_cast<std::size_t>(i)]);
   }
   // The exact moments of s over the catalogue (see engine.h).
   double mu_u = 0, cold_u = 0, quad = 0;
@@ -646,17 +652,10 @@ void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* 
   // pool, with approximate search).
   std::vector<std::int32_t> candidates;
   if (pool == nullptr) {
-    std::vector<std::uint8_t> blocked(static_cast<std::size_t>(I), 0);
-    if (!r.allowed.empty()) {
-      for (std::int64_t i = 0; i < I; ++i) {
-        blocked[static_cast<std::size_t>(i)] =
-            r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] == 0;
-      }
-    }
-    for (std::int32_t i : r.excluded) blocked[static_cast<std::size_t>(i)] = 1;
+    const std::vector<std::uint8_t> eligible = eligible_items(e, r.allowed, r.excluded);
     candidates.reserve(static_cast<std::size_t>(I));
     for (std::int64_t i = 0; i < I; ++i) {
-      if (!blocked[static_cast<std::size_t>(i)]) candidates.push_back(static_cast<std::int32_t>(i));
+      if (eligible[static_cast<std::size_t>(i)]) candidates.push_back(static_cast<std::int32_t>(i));
     }
   } else {
     for (std::int32_t i : pool->items) {  // r.excluded is sorted
