@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "common/version.h"
-#include "distributed/nccl_communicator.h"
+#include "distributed/communicator.h"
 
 namespace llmrec {
 

@@ -4,7 +4,6 @@
 #include "apps/commands.h"
 #include "common/version.h"
 #include "distributed/communicator.h"
-#include "distributed/mpi_communicator.h"
 
 namespace llmrec {
 

@@ -11,7 +11,7 @@
 #include "apps/eval_fusion.h"
 #include "apps/report.h"
 #include "distributed/broadcast_string.h"
-#include "distributed/rank0.h"
+#include "distributed/agree.h"
 #include "models/recommender.h"
 #include "trainer/baselines.h"
 #include "trainer/checkpoint.h"

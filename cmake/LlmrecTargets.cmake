@@ -35,16 +35,22 @@ function(llmrec_add_library folder)
   endif()
 endfunction()
 
+# A test that needs ../shared and runs without it prints this and is reported
+# as Skipped (tests/shared_data.h; the shell tests print it too).
+set(LLMREC_SKIP_NO_SHARED "SKIP \\(no shared reference data\\)")
+
 # Tests labelled `asan` (LABELS asan) are the subset `make test-asan` builds
 # and runs under the sanitizers (docs/reliability.md); this target builds
 # just them and what they link.
 add_custom_target(llmrec_asan_tests)
 
-# llmrec_add_test(<name> SOURCES ... DEPS ... [TORCH | NN] [NP n...] [LABELS ...])
+# llmrec_add_test(<name> SOURCES ... DEPS ... [TORCH | NN] [NP n...] [IN_PROCESS] [LABELS ...])
 #   One GoogleTest executable. Without NP it runs as one process; with NP it
-#   is registered once per world size under mpirun (one OpenMP thread each).
+#   is registered once per world size under mpirun (one OpenMP thread each);
+#   IN_PROCESS adds a run without mpirun, where on_every_rank runs its ranks
+#   as threads of one process (tests/mpi_test_main.h).
 function(llmrec_add_test name)
-  cmake_parse_arguments(ARG "TORCH;NN" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH;NN;IN_PROCESS" "TIMEOUT" "SOURCES;DEPS;NP;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${LLMREC_WARNINGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock)
@@ -60,11 +66,13 @@ function(llmrec_add_test name)
     add_dependencies(llmrec_asan_tests ${name})
   endif()
   set(env "LLMREC_SHARED_DIR=${LLMREC_SHARED_DIR};LLMREC_SOURCE_DIR=${PROJECT_SOURCE_DIR};OMP_NUM_THREADS=1")
-  if(NOT ARG_NP)
+  if(NOT ARG_NP OR ARG_IN_PROCESS)  # IN_PROCESS: also run without mpirun (ranks as threads)
     list(APPEND env ${LLMREC_SANITIZER_ENV})
     add_test(NAME ${name} COMMAND ${name})
-    set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}" LABELS "unit;${ARG_LABELS}")
-  else()
+    set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}" LABELS "unit;${ARG_LABELS}"
+                         SKIP_REGULAR_EXPRESSION "${LLMREC_SKIP_NO_SHARED}")
+  endif()
+  if(ARG_NP)
     llmrec_add_test_run(${name} NAME ${name} NP ${ARG_NP} TIMEOUT ${ARG_TIMEOUT} LABELS ${ARG_LABELS})
   endif()
 endfunction()
@@ -85,6 +93,7 @@ function(llmrec_add_test_run target)
              COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe
                      -np ${np} -x OMP_NUM_THREADS=1 $<TARGET_FILE:${target}>)
     set_tests_properties(${ARG_NAME}_np${np} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}"
-                         LABELS "mpi;${ARG_LABELS}" RUN_SERIAL ON PROCESSORS ${np})
+                         LABELS "mpi;${ARG_LABELS}" RUN_SERIAL ON PROCESSORS ${np}
+                         SKIP_REGULAR_EXPRESSION "${LLMREC_SKIP_NO_SHARED}")
   endforeach()
 endfunction()

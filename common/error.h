@@ -10,6 +10,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace llmrec {
 
@@ -44,12 +45,30 @@ class CommTimeout : public CommError {
   using CommError::CommError;
 };
 
-/// Wraps `cause` with context, keeping the original message:
-/// "while loading configs/x.yaml: <cause>".
-template <class E = Error>
-[[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context) {
-  throw E(context + ": " + cause.what());
-}
+/// The kind of an error, by its most derived llmrec type; what crosses
+/// ranks with its message (distributed/agree.h) so that every rank throws
+/// the same type. kOther: not an llmrec error (the standard library,
+/// LibTorch, ...).
+enum class ErrorKind : int { kError = 1, kConfig, kIo, kComm, kCommTimeout, kOther };
+
+ErrorKind error_kind(const std::exception& e);
+/// "Error", "ConfigError", "IoError", "CommError", "CommTimeout", "other".
+const char* error_kind_name(ErrorKind kind);
+/// Throws an exception of `kind`'s type (kOther: Error) with `message`.
+[[noreturn]] void throw_error(ErrorKind kind, const std::string& message);
+
+/// Wraps the exception being handled with context, keeping both its kind
+/// (or `kind`, when given) and the exception itself as the nested cause
+/// (std::nested_exception: std::rethrow_if_nested gives it back, with its
+/// own type). what() reads "context: <cause's what()>". Call it inside the
+/// catch block of `cause`:
+///
+///   try { load(path); } catch (const std::exception& e) { rethrow_with_context(e, path); }
+[[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context);
+[[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context, ErrorKind kind);
+
+/// The messages of `e` and of every cause nested in it, outermost first.
+std::vector<std::string> error_chain(const std::exception& e);
 
 namespace detail {
 [[noreturn]] void check_failed(const char* condition, const char* file, int line,

@@ -1,5 +1,9 @@
 #pragma once
-/// Collectives on tensors across the ranks of a job.
+/// Collectives on tensors across the ranks of a job. The public interface
+/// of distributed/: code outside it includes this header (and agree.h,
+/// gradient_reducer.h, broadcast_string.h, local_communicator.h), never a
+/// backend's (mpi_communicator.h, nccl_communicator.h, mpi_check.h,
+/// nccl_api.h: tools/check_layers.sh enforces it).
 ///
 /// Contract (every backend):
 ///  1. Every rank calls the same collectives in the same order, with the same
@@ -125,6 +129,20 @@ class Communicator {
 
 /// Which device backends this build has, e.g. "CUDA off, NCCL off".
 std::string communicator_build_features();
+
+/// The MPI library's version string, e.g. "Open MPI v4.1.4".
+std::string mpi_library_version();
+
+/// The GPU of the rank with local rank `local_rank` on a node with `devices`
+/// GPUs (> 0): local_rank % devices. The NCCL backend and LibTorch's device
+/// follow the same rule.
+int device_for_local_rank(int local_rank, int devices);
+
+/// A plain MPI_Allreduce (sum, in place) of n floats on MPI_COMM_WORLD, with
+/// no communicator around it: no queue, signature check or deadline. The
+/// ceiling `llmrec bench allreduce` compares the communicator with; never
+/// for the product's own collectives. Collective over every rank of the job.
+void raw_mpi_all_reduce_sum(float* data, std::int64_t n);
 
 /// Creates the communicator `config.backend` names for tensors on `device`
 /// (auto: NCCL for CUDA, MPI for CPU). Works without mpirun (world size 1).

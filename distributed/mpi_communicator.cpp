@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "distributed/collective_signature.h"
 #include "distributed/mpi_check.h"
+#include "distributed/unique_handle.h"
 
 namespace llmrec {
 
@@ -228,15 +229,17 @@ class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(const CommConfig& config)
       : runtime_(MpiRuntime::acquire()), config_(config) {
-    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
-    MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-    MPI_CHECK(MPI_Comm_size(comm_, &size_));
-    MPI_Comm node = MPI_COMM_NULL;
-    MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
-    MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
-    MPI_CHECK(MPI_Comm_size(node, &local_size_));
-    MPI_CHECK(MPI_Comm_free(&node));
+    MPI_Comm dup = MPI_COMM_NULL;
+    MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+    comm_ = UniqueHandle<MPI_Comm>(dup, [](MPI_Comm c) { MPI_Comm_free(&c); });
+    MPI_CHECK(MPI_Comm_set_errhandler(comm_.get(), MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(comm_.get(), &rank_));
+    MPI_CHECK(MPI_Comm_size(comm_.get(), &size_));
+    MPI_Comm split = MPI_COMM_NULL;
+    MPI_CHECK(MPI_Comm_split_type(comm_.get(), MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &split));
+    UniqueHandle<MPI_Comm> node(split, [](MPI_Comm c) { MPI_Comm_free(&c); });
+    MPI_CHECK(MPI_Comm_rank(node.get(), &local_rank_));
+    MPI_CHECK(MPI_Comm_size(node.get(), &local_size_));
     char name[MPI_MAX_PROCESSOR_NAME] = {0};
     int len = 0;
     MPI_CHECK(MPI_Get_processor_name(name, &len));
@@ -255,11 +258,11 @@ class MpiCommunicator final : public Communicator {
     if (!stuck_.empty() && !drain_stuck()) {
       spdlog::warn("{}: a timed-out collective never completed; skipping MPI_Finalize", tag_);
       runtime_->skip_finalize();
-      // MPI may still write these buffers: leak them rather than free them.
+      // MPI may still write these buffers and use the communicator: leak
+      // them rather than free them.
       new std::vector<Stuck>(std::move(stuck_));
-      return;
+      comm_.release();
     }
-    MPI_Comm_free(&comm_);
   }
 
   int rank() const override { return rank_; }
@@ -298,10 +301,10 @@ class MpiCommunicator final : public Communicator {
           // blocking call (Open MPI's tuned algorithms, progressed inside
           // the call) runs at the speed of raw MPI_Allreduce; a rank lost
           // during the transfer is caught by the waiter's backstop.
-          MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_));
+          MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_.get()));
         } else {
           MPI_Request req;
-          MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_, &req));
+          MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_.get(), &req));
           wait_request(req, ctx, {buf});
         }
         off += count;
@@ -333,7 +336,7 @@ class MpiCommunicator final : public Communicator {
       do {
         int count = static_cast<int>(std::min(kMaxChunk, bytes - off));
         MPI_Request req;
-        MPI_CHECK(MPI_Ibcast(base + off, count, MPI_BYTE, root, comm_, &req));
+        MPI_CHECK(MPI_Ibcast(base + off, count, MPI_BYTE, root, comm_.get(), &req));
         wait_request(req, ctx, {buf});
         off += count;
       } while (off < bytes);
@@ -353,7 +356,7 @@ class MpiCommunicator final : public Communicator {
       int bytes = int_count(in.numel() * in.element_size() * size_, "all_gather", tag_);
       bytes /= size_;
       MPI_Request req;
-      MPI_CHECK(MPI_Iallgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_, &req));
+      MPI_CHECK(MPI_Iallgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_.get(), &req));
       wait_request(req, ctx, {in, out});
     })->wait();
     return out;
@@ -375,7 +378,7 @@ class MpiCommunicator final : public Communicator {
       at::Tensor mine = at::tensor({in.size(0)}, at::kLong);
       at::Tensor rows_t = at::empty({size_}, at::kLong);
       MPI_Request req;
-      MPI_CHECK(MPI_Iallgather(mine.data_ptr(), 1, MPI_INT64_T, rows_t.data_ptr(), 1, MPI_INT64_T, comm_, &req));
+      MPI_CHECK(MPI_Iallgather(mine.data_ptr(), 1, MPI_INT64_T, rows_t.data_ptr(), 1, MPI_INT64_T, comm_.get(), &req));
       wait_request(req, ctx, {mine, rows_t});
       std::vector<std::int64_t> rows(rows_t.data_ptr<std::int64_t>(), rows_t.data_ptr<std::int64_t>() + size_);
       const std::int64_t row_bytes =
@@ -393,7 +396,7 @@ class MpiCommunicator final : public Communicator {
       shape[0] = total_rows;
       at::Tensor out = at::empty(shape, in.options());
       MPI_CHECK(MPI_Iallgatherv(in.data_ptr(), counts[static_cast<std::size_t>(rank_)], MPI_BYTE,
-                                out.data_ptr(), counts.data(), displs.data(), MPI_BYTE, comm_, &req));
+                                out.data_ptr(), counts.data(), displs.data(), MPI_BYTE, comm_.get(), &req));
       wait_request(req, ctx, {in, out});
       std::int64_t start = 0;
       for (auto r : rows) {
@@ -408,7 +411,7 @@ class MpiCommunicator final : public Communicator {
     Signature sig{static_cast<std::int64_t>(OpKind::Barrier), -1, 0, 0, 0};
     enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this](const OpContext& ctx) {
       MPI_Request req;
-      MPI_CHECK(MPI_Ibarrier(comm_, &req));
+      MPI_CHECK(MPI_Ibarrier(comm_.get(), &req));
       wait_request(req, ctx, {});
     })->wait();
   }
@@ -573,7 +576,7 @@ class MpiCommunicator final : public Communicator {
     std::memcpy(mine.data_ptr(), &sig, sizeof(sig));
     at::Tensor both = at::cat({mine, -mine});
     MPI_Request req;
-    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, both.data_ptr(), 2 * kSignatureLen, MPI_INT64_T, MPI_MAX, comm_, &req));
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, both.data_ptr(), 2 * kSignatureLen, MPI_INT64_T, MPI_MAX, comm_.get(), &req));
     wait_request(req, ctx, {both});
     const auto* buf = both.data_ptr<std::int64_t>();
     bool same = true;
@@ -581,7 +584,7 @@ class MpiCommunicator final : public Communicator {
     if (same) return;
     at::Tensor all_t = at::empty({size_, kSignatureLen}, at::kLong);
     MPI_CHECK(MPI_Iallgather(mine.data_ptr(), kSignatureLen, MPI_INT64_T, all_t.data_ptr(), kSignatureLen,
-                             MPI_INT64_T, comm_, &req));
+                             MPI_INT64_T, comm_.get(), &req));
     wait_request(req, ctx, {mine, all_t});
     std::vector<Signature> all(static_cast<std::size_t>(size_));
     std::memcpy(all.data(), all_t.data_ptr(), all.size() * sizeof(Signature));
@@ -608,7 +611,7 @@ class MpiCommunicator final : public Communicator {
 
   std::shared_ptr<MpiRuntime> runtime_;
   CommConfig config_;
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  UniqueHandle<MPI_Comm> comm_;  // freed before runtime_ lets MPI finalise (members go in reverse order)
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
@@ -640,6 +643,22 @@ class MpiCommunicator final : public Communicator {
 };
 
 }  // namespace
+
+void raw_mpi_all_reduce_sum(float* data, std::int64_t n) {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) {
+    throw CommError("raw_mpi_all_reduce_sum: MPI is not running (create a communicator first and keep it)");
+  }
+  std::int64_t off = 0;
+  do {
+    const int count = static_cast<int>(std::min(kMaxChunk, n - off));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    off += count;
+  } while (off < n);
+}
 
 std::unique_ptr<Communicator> mpi_communicator_create(const CommConfig& config) {
   return std::make_unique<MpiCommunicator>(config);

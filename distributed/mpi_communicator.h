@@ -1,5 +1,6 @@
 #pragma once
-/// Communicator on MPI, for CPU tensors.
+/// Communicator on MPI, for CPU tensors. Internal to distributed/ (and its
+/// tests): everyone else creates communicators with communicator_create().
 ///
 /// Threading: MPI is initialised with MPI_THREAD_SERIALIZED (checked).
 /// Collectives run in issue order, one at a time, as MPI calls with a
@@ -19,8 +20,5 @@ namespace llmrec {
 /// communicator over MPI_COMM_WORLD. MPI is finalised when the last
 /// communicator is destroyed.
 std::unique_ptr<Communicator> mpi_communicator_create(const CommConfig& config);
-
-/// The MPI library's version string, e.g. "Open MPI v4.1.4".
-std::string mpi_library_version();
 
 }  // namespace llmrec

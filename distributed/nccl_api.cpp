@@ -80,6 +80,7 @@ Api load() {
   bind(cuda_lib, dp, "cuDeviceGetCount", a.CuDeviceGetCount);
   bind(cuda_lib, dp, "cuDeviceGet", a.CuDeviceGet);
   bind(cuda_lib, dp, "cuDevicePrimaryCtxRetain", a.CuDevicePrimaryCtxRetain);
+  bind(cuda_lib, dp, "cuDevicePrimaryCtxRelease_v2", a.CuDevicePrimaryCtxRelease);
   bind(cuda_lib, dp, "cuCtxSetCurrent", a.CuCtxSetCurrent);
   bind(cuda_lib, dp, "cuStreamCreate", a.CuStreamCreate);
   bind(cuda_lib, dp, "cuStreamDestroy_v2", a.CuStreamDestroy);

@@ -81,6 +81,7 @@ struct Api {
   CuResult (*CuDeviceGetCount)(int* count);
   CuResult (*CuDeviceGet)(CuDevice* device, int ordinal);
   CuResult (*CuDevicePrimaryCtxRetain)(CuContext* ctx, CuDevice device);
+  CuResult (*CuDevicePrimaryCtxRelease)(CuDevice device);  // symbol cuDevicePrimaryCtxRelease_v2
   CuResult (*CuCtxSetCurrent)(CuContext ctx);
   CuResult (*CuStreamCreate)(CuStream* stream, unsigned flags);
   CuResult (*CuStreamDestroy)(CuStream stream);  // symbol cuStreamDestroy_v2

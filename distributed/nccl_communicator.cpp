@@ -10,7 +10,9 @@
 
 #include "common/error.h"
 #include "common/logging.h"
+#include "distributed/agree.h"
 #include "distributed/collective_signature.h"
+#include "distributed/unique_handle.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_api.h"
 
@@ -63,16 +65,12 @@ std::string cu_error(const nccl::Api& api, nccl::CuResult r) {
 /// Completion of one NCCL collective: an event on the NCCL stream.
 class NcclWork : public Work {
  public:
-  NcclWork(const nccl::Api& api, nccl::Comm comm, nccl::CuEvent done, std::string what, std::string tag,
+  NcclWork(const nccl::Api& api, nccl::Comm comm, UniqueHandle<nccl::CuEvent> done, std::string what, std::string tag,
            Clock::time_point deadline, double timeout_s, std::vector<at::Tensor> keep,
            std::function<void(const std::string&)> on_timeout, std::function<void()> then)
-      : api_(api), comm_(comm), done_event_(done), what_(std::move(what)), tag_(std::move(tag)),
+      : api_(api), comm_(comm), done_event_(std::move(done)), what_(std::move(what)), tag_(std::move(tag)),
         deadline_(deadline), timeout_s_(timeout_s), keep_(std::move(keep)), on_timeout_(std::move(on_timeout)),
         then_(std::move(then)) {}
-
-  ~NcclWork() override {
-    if (done_event_ != nullptr) api_.CuEventDestroy(done_event_);  // CUDA frees it once recorded work completes
-  }
 
   bool completed() override {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -126,7 +124,7 @@ class NcclWork : public Work {
  private:
   bool poll() {
     if (finished_) return true;
-    const nccl::CuResult r = api_.CuEventQuery(done_event_);
+    const nccl::CuResult r = api_.CuEventQuery(done_event_.get());
     if (r == nccl::kCuNotReady) return false;
     if (r != nccl::kCuSuccess) {
       throw CommError(fmt::format("{}: waiting for NCCL {}: {}", tag_, what_, cu_error(api_, r)));
@@ -137,7 +135,7 @@ class NcclWork : public Work {
 
   const nccl::Api& api_;
   nccl::Comm comm_;
-  nccl::CuEvent done_event_;
+  UniqueHandle<nccl::CuEvent> done_event_;  // CUDA frees it once the recorded work completes
   std::string what_;
   std::string tag_;
   Clock::time_point deadline_;
@@ -156,7 +154,7 @@ class NcclCommunicator final : public Communicator {
     tag_ = fmt::format("rank {}/{}", mpi_->rank(), mpi_->size());
     // Set up locally, then agree: a rank without NCCL or a GPU must not
     // leave the others waiting in ncclCommInitRank.
-    std::string failure;
+    std::exception_ptr failure;
     try {
       api_ = &nccl::api();
       check_cu(api_->CuInit(0), "cuInit");
@@ -166,20 +164,24 @@ class NcclCommunicator final : public Communicator {
       device_ = device_for_local_rank(mpi_->local_rank(), devices);
       nccl::CuDevice dev = 0;
       check_cu(api_->CuDeviceGet(&dev, device_), "cuDeviceGet");
-      check_cu(api_->CuDevicePrimaryCtxRetain(&context_, dev), "cuDevicePrimaryCtxRetain");
-      check_cu(api_->CuCtxSetCurrent(context_), "cuCtxSetCurrent");
-      check_cu(api_->CuStreamCreate(&stream_, nccl::kCuStreamNonBlocking), "cuStreamCreate");
+      nccl::CuContext context = nullptr;
+      check_cu(api_->CuDevicePrimaryCtxRetain(&context, dev), "cuDevicePrimaryCtxRetain");
+      context_ = UniqueHandle<nccl::CuContext>(context, [api = api_, dev](nccl::CuContext) {
+        api->CuDevicePrimaryCtxRelease(dev);
+      });
+      set_context();
+      nccl::CuStream stream = nullptr;
+      check_cu(api_->CuStreamCreate(&stream, nccl::kCuStreamNonBlocking), "cuStreamCreate");
+      stream_ = UniqueHandle<nccl::CuStream>(stream, [api = api_](nccl::CuStream st) { api->CuStreamDestroy(st); });
       check(api_->GetVersion(&version_), "ncclGetVersion");
     } catch (const std::exception& e) {
-      failure = e.what();
+      try {
+        rethrow_with_context(e, fmt::format("{} ({}): setting up NCCL", tag_, mpi_->host()), ErrorKind::kComm);
+      } catch (...) {
+        failure = std::current_exception();
+      }
     }
-    at::Tensor failed = at::tensor({failure.empty() ? 0L : static_cast<long>(mpi_->rank() + 1)}, at::kLong);
-    mpi_->all_reduce(failed, {ReduceOp::Max});
-    if (!failure.empty()) throw CommError(fmt::format("{} ({}): setting up NCCL: {}", tag_, mpi_->host(), failure));
-    if (failed.item<long>() != 0) {
-      throw CommError(fmt::format("{}: rank {} could not set up NCCL (see its message); no rank starts",
-                                  tag_, failed.item<long>() - 1));
-    }
+    agree_on_failure(*mpi_, failure, "setting up NCCL");
     at::Tensor id = at::zeros({nccl::kUniqueIdBytes}, at::kByte);
     nccl::UniqueId uid{};
     if (mpi_->rank() == 0) {
@@ -188,21 +190,23 @@ class NcclCommunicator final : public Communicator {
     }
     mpi_->broadcast(id, {0});
     std::memcpy(uid.internal, id.data_ptr(), sizeof(uid.internal));
-    check(api_->CommInitRank(&comm_, mpi_->size(), uid, mpi_->rank()), "ncclCommInitRank");
+    nccl::Comm comm = nullptr;
+    check(api_->CommInitRank(&comm, mpi_->size(), uid, mpi_->rank()), "ncclCommInitRank");
+    comm_ = UniqueHandle<nccl::Comm>(comm, [api = api_](nccl::Comm c) { api->CommDestroy(c); });
     spdlog::debug("{}: NCCL {} on device {} ({})", tag_, nccl::version_string(version_), device_, api_->nccl_path);
   }
 
+  // The handles go in reverse order of declaration: the NCCL communicator,
+  // the stream, then the primary context's reference.
   ~NcclCommunicator() override {
-    if (api_ == nullptr) return;
-    if (comm_ != nullptr) {
-      set_context();
-      if (broken_.empty()) {
-        api_->CommDestroy(comm_);
-      } else {
-        api_->CommAbort(comm_);  // a collective never finished: do not wait for it
-      }
+    if (!context_.owns()) return;
+    set_context();
+    if (!broken_.empty()) {
+      // A collective never finished: abort instead of waiting for it, and
+      // leave the stream it may still use.
+      if (comm_.owns()) api_->CommAbort(comm_.release());
+      stream_.release();
     }
-    if (stream_ != nullptr && broken_.empty()) api_->CuStreamDestroy(stream_);
   }
 
   int rank() const override { return mpi_->rank(); }
@@ -236,7 +240,7 @@ class NcclCommunicator final : public Communicator {
     order_after(compute);
     if (buf.numel() > 0) {
       check(api_->AllReduce(buf.data_ptr(), buf.data_ptr(), static_cast<std::size_t>(buf.numel()), dtype,
-                            nccl_op(opts.op, floating), comm_, stream_),
+                            nccl_op(opts.op, floating), comm_.get(), stream_.get()),
             "ncclAllReduce");
     }
     const bool int_avg = opts.op == ReduceOp::Avg && !floating && buf.numel() > 0;
@@ -265,7 +269,7 @@ class NcclCommunicator final : public Communicator {
       order_after(compute);
       const auto bytes = static_cast<std::size_t>(buf.numel()) * buf.element_size();
       if (bytes > 0) {
-        check(api_->Broadcast(buf.data_ptr(), buf.data_ptr(), bytes, nccl::kUint8, opts.root, comm_, stream_),
+        check(api_->Broadcast(buf.data_ptr(), buf.data_ptr(), bytes, nccl::kUint8, opts.root, comm_.get(), stream_.get()),
               "ncclBroadcast");
       }
       work = complete(is, compute, {buf}, [buf, tensor]() mutable {
@@ -291,7 +295,7 @@ class NcclCommunicator final : public Communicator {
       order_after(compute);
       const auto bytes = static_cast<std::size_t>(in.numel()) * in.element_size();
       if (bytes > 0) {
-        check(api_->AllGather(in.data_ptr(), out.data_ptr(), bytes, nccl::kUint8, comm_, stream_), "ncclAllGather");
+        check(api_->AllGather(in.data_ptr(), out.data_ptr(), bytes, nccl::kUint8, comm_.get(), stream_.get()), "ncclAllGather");
       }
       work = complete(is, compute, {in, out});
     }
@@ -334,7 +338,7 @@ class NcclCommunicator final : public Communicator {
         char* dst = static_cast<char*>(out.data_ptr()) + start * row_bytes;
         if (bytes > 0) {
           const void* src = r == rank() ? in.data_ptr() : dst;
-          check(api_->Broadcast(src, dst, bytes, nccl::kUint8, r, comm_, stream_), "ncclBroadcast");
+          check(api_->Broadcast(src, dst, bytes, nccl::kUint8, r, comm_.get(), stream_.get()), "ncclBroadcast");
         }
         result.push_back(out.narrow(0, start, rows));
         start += rows;
@@ -349,9 +353,9 @@ class NcclCommunicator final : public Communicator {
   void barrier(const CollectiveOptions& opts) override { mpi_->barrier(opts); }
 
   [[noreturn]] void abort(int code) override {
-    if (api_ != nullptr && comm_ != nullptr) {
+    if (comm_.owns()) {
       set_context();
-      api_->CommAbort(comm_);  // frees the GPU side before the processes go
+      api_->CommAbort(comm_.release());  // frees the GPU side before the processes go
     }
     mpi_->abort(code);
     std::_Exit(code);  // not reached
@@ -377,7 +381,7 @@ class NcclCommunicator final : public Communicator {
   void check_cu(nccl::CuResult r, const char* call) const {
     if (r != nccl::kCuSuccess) throw CommError(fmt::format("{} failed: {}", call, cu_error(*api_, r)));
   }
-  void set_context() const { check_cu(api_->CuCtxSetCurrent(context_), "cuCtxSetCurrent"); }
+  void set_context() const { check_cu(api_->CuCtxSetCurrent(context_.get()), "cuCtxSetCurrent"); }
 
   /// Numbering, the signature check and the deadline of one collective.
   Issue begin(const Signature& sig, Seconds timeout) {
@@ -404,23 +408,28 @@ class NcclCommunicator final : public Communicator {
     throw CommError(signature_mismatch(tag_, is.what, each));
   }
 
+  /// A new event (timing off), destroyed with its owner (CUDA frees it once
+  /// the work recorded on it has completed).
+  UniqueHandle<nccl::CuEvent> event() const {
+    nccl::CuEvent e = nullptr;
+    check_cu(api_->CuEventCreate(&e, nccl::kCuEventDisableTiming), "cuEventCreate");
+    return UniqueHandle<nccl::CuEvent>(e, [api = api_](nccl::CuEvent ev) { api->CuEventDestroy(ev); });
+  }
+
   /// The NCCL stream waits for what the compute stream queued so far.
   void order_after(nccl::CuStream compute) {
-    nccl::CuEvent ready = nullptr;
-    check_cu(api_->CuEventCreate(&ready, nccl::kCuEventDisableTiming), "cuEventCreate");
-    check_cu(api_->CuEventRecord(ready, compute), "cuEventRecord");
-    check_cu(api_->CuStreamWaitEvent(stream_, ready, 0), "cuStreamWaitEvent");
-    check_cu(api_->CuEventDestroy(ready), "cuEventDestroy");
+    const UniqueHandle<nccl::CuEvent> ready = event();
+    check_cu(api_->CuEventRecord(ready.get(), compute), "cuEventRecord");
+    check_cu(api_->CuStreamWaitEvent(stream_.get(), ready.get(), 0), "cuStreamWaitEvent");
   }
 
   /// The collective's completion event; the compute stream waits for it.
   std::shared_ptr<Work> complete(const Issue& is, nccl::CuStream compute, std::vector<at::Tensor> keep,
                                  std::function<void()> then = nullptr) {
-    nccl::CuEvent done = nullptr;
-    check_cu(api_->CuEventCreate(&done, nccl::kCuEventDisableTiming), "cuEventCreate");
-    check_cu(api_->CuEventRecord(done, stream_), "cuEventRecord");
-    check_cu(api_->CuStreamWaitEvent(compute, done, 0), "cuStreamWaitEvent");
-    return std::make_shared<NcclWork>(*api_, comm_, done, is.what, fmt::format("{} ({})", tag_, mpi_->host()),
+    UniqueHandle<nccl::CuEvent> done = event();
+    check_cu(api_->CuEventRecord(done.get(), stream_.get()), "cuEventRecord");
+    check_cu(api_->CuStreamWaitEvent(compute, done.get(), 0), "cuStreamWaitEvent");
+    return std::make_shared<NcclWork>(*api_, comm_.get(), std::move(done), is.what, fmt::format("{} ({})", tag_, mpi_->host()),
                                       is.deadline, is.timeout_s, std::move(keep),
                                       [this](const std::string& why) {
                                         std::lock_guard<std::mutex> lock(mutex_);
@@ -436,9 +445,9 @@ class NcclCommunicator final : public Communicator {
   const nccl::Api* api_ = nullptr;
   int device_ = -1;
   int version_ = 0;
-  nccl::CuContext context_ = nullptr;
-  nccl::CuStream stream_ = nullptr;
-  nccl::Comm comm_ = nullptr;
+  UniqueHandle<nccl::CuContext> context_;  // a reference to the device's primary context
+  UniqueHandle<nccl::CuStream> stream_;
+  UniqueHandle<nccl::Comm> comm_;
   std::mutex mutex_;  // NCCL calls of one communicator are issued one at a time, in order
   std::uint64_t issued_ = 0;
   std::string broken_;

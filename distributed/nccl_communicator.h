@@ -1,5 +1,7 @@
 #pragma once
 /// Communicator on NCCL for GPU tensors, with MPI beside it for the rest.
+/// Internal to distributed/ (and its tests): everyone else creates
+/// communicators with communicator_create().
 ///
 /// Each rank drives one GPU: local rank L uses device L % (GPUs on the node),
 /// the device LibTorch should use too (`device_for_local_rank`). Rank 0's
@@ -40,8 +42,5 @@ struct NcclOptions {
 /// if needed and creates the NCCL communicator; CommError with the reason
 /// (library missing, no GPU, init failure) otherwise.
 std::unique_ptr<Communicator> nccl_communicator_create(const CommConfig& config, const NcclOptions& options = {});
-
-/// Device index for this rank: local_rank % devices (devices > 0).
-int device_for_local_rank(int local_rank, int devices);
 
 }  // namespace llmrec

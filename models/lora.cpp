@@ -386,7 +386,7 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
     try {
       apply_lora(model, options);
     } catch (const Error& e) {
-      rethrow_with_context<ConfigError>(e, fmt::format("{}: target_modules", config_path.string()));
+      rethrow_with_context(e, fmt::format("{}: target_modules", config_path.string()), ErrorKind::kConfig);
     }
   } else {
     check_adapters_match(model, options, context);

@@ -7,8 +7,11 @@
 
 #include <cstdlib>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/logging.h"
+#include "distributed/local_communicator.h"
 #include "distributed/nccl_communicator.h"
 #include "tests/mpi_test_main.h"
 
@@ -31,6 +34,47 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
 };
 }  // namespace
 Communicator& test_comm() { return *g_comm; }
+
+namespace {
+// Read before MPI starts: an Open MPI singleton sets OMPI_COMM_WORLD_* itself.
+bool launched_from_environment() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "LLMREC_TEST_COMM"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+const bool g_launched = launched_from_environment();
+}  // namespace
+
+bool launched() { return g_launched; }
+
+void run_ranks(int world, const std::function<void(Communicator&)>& body, double timeout_s) {
+  CommConfig config;
+  config.timeout_s = timeout_s;
+  auto comms = local_communicator_group(world, config);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      SCOPED_TRACE(::testing::Message() << "in-process rank " << r << " of " << world);
+      try {
+        body(*comms[static_cast<std::size_t>(r)]);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "rank " << r << " of " << world << " threw: " << e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+}
+
+void on_every_rank(const std::function<void(Communicator&)>& body) {
+  if (launched()) {
+    body(test_comm());
+    return;
+  }
+  for (int world = 1; world <= 4; ++world) {
+    run_ranks(world, body);
+  }
+}
 }  // namespace llmrec::testing
 
 int main(int argc, char** argv) {

@@ -25,5 +25,12 @@ for folder in "${!allowed[@]}"; do
     fi
   done < <(grep -HE '^#include "[a-z_]+/' "$folder"/*.h "$folder"/*.cpp || true)
 done
-[[ $bad -eq 0 ]] && echo "check_layers: every include follows common <- distributed, data <- models <- export <- trainer, serving"
+# The backends are internal to distributed/ (and its tests): everyone else
+# sees the Communicator interface only.
+while IFS= read -r hit; do
+  echo "check_layers: ${hit%%:*} includes a communicator backend's header (use distributed/communicator.h)"
+  bad=1
+done < <(grep -HE '^#include "distributed/(mpi_communicator|nccl_communicator|mpi_check|nccl_api)\.h"' \
+           apps/*.h apps/*.cpp common/* data/* models/* export/* trainer/* serving/* || true)
+[[ $bad -eq 0 ]] && echo "check_layers: every include follows common <- distributed, data <- models <- export <- trainer, serving; backends stay inside distributed/"
 exit $bad

@@ -1,6 +1,6 @@
 #include "trainer/export.h"
 
-#include "distributed/rank0.h"
+#include "distributed/agree.h"
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>

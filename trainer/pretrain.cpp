@@ -21,7 +21,7 @@
 #include "data/vocab_builder.h"
 #include "data/wordpiece.h"
 #include "distributed/gradient_reducer.h"
-#include "distributed/rank0.h"
+#include "distributed/agree.h"
 #include "models/hf_loader.h"
 #include "models/recommender.h"
 #include "trainer/checkpoint.h"

@@ -17,7 +17,7 @@
 
 #include "common/error.h"
 #include "data/wordpiece.h"
-#include "distributed/rank0.h"
+#include "distributed/agree.h"
 #include "distributed/gradient_reducer.h"
 #include "trainer/optimizer.h"
 #include "trainer/progress.h"

@@ -13,7 +13,7 @@ src=$2
 . "$src/tests/apps/cli_lib.sh"
 data=${LLMREC_SHARED_DIR:-$src/../shared}/data/amazon2018_scientific
 if [[ ! -f $data/interactions.csv ]]; then
-  echo "SKIP real data: $data/interactions.csv not found (set LLMREC_SHARED_DIR to the shared/ folder)"
+  echo "SKIP (no shared reference data): real data: $data/interactions.csv not found (set LLMREC_SHARED_DIR to the shared/ folder)"
   echo "real data: 0 passed, 0 failed, 1 skipped"
   exit 0
 fi

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "data/unicode_tables.h"
 #include "data/wordpiece.h"
+#include "tests/shared_data.h"
 
 namespace llmrec {
 namespace {
@@ -64,6 +65,7 @@ const WordPieceTokenizer* bert() {
 }
 
 #define BERT_OR_FAIL(name)                 \
+  LLMREC_SKIP_WITHOUT_SHARED();            \
   const WordPieceTokenizer* name = bert(); \
   ASSERT_NE(name, nullptr)
 

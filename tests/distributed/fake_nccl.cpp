@@ -14,7 +14,7 @@
 ///
 /// Fault injection: LLMREC_FAKE_NCCL_STALL=R:K (read when a communicator is
 /// created) makes the process whose communicator rank is R hang forever in
-/// its K-th (zero-based) collective executed by this process, so its events
+/// its K-th (zero-based) collective on that communicator, so its events
 /// never complete and its peers wait in the barrier. LLMREC_FAKE_CUDA_DEVICES
 /// sets the device count (default 1).
 
@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -75,6 +76,7 @@ constexpr Result kInvalidUsage = 5;
 constexpr CuResult kCuInvalidValue = 1;
 constexpr CuResult kCuInvalidDevice = 101;
 constexpr CuResult kCuInvalidHandle = 400;
+constexpr CuResult kCuInvalidContext = 201;
 
 constexpr std::size_t kSlotBytes = std::size_t{4} << 20;
 constexpr std::size_t kPageBytes = 4096;
@@ -107,6 +109,7 @@ struct State {
   void* base = nullptr;
   std::size_t bytes = 0;
   long long stall_at = -1;  // LLMREC_FAKE_NCCL_STALL for this rank, else -1
+  std::uint64_t executed = 0;  // collectives this communicator ran (for the stall)
   std::atomic<bool> aborted{false};
 
   Header* header() const { return static_cast<Header*>(base); }
@@ -311,6 +314,7 @@ struct Global {
   std::set<const ncclComm*> comms;  // live handles
   std::set<const CUstream_st*> streams;
   std::set<const CUevent_st*> events;
+  std::map<CuDevice, int> context_refs;  // primary context retains minus releases
 };
 
 Global& g() {
@@ -369,7 +373,7 @@ void execute(const Op& o) {
       // as running (and waits for it to let go) or it is skipped.
       run = !o.st->aborted.load();
       if (run) {
-        const std::uint64_t index = gl.executed++;
+        const std::uint64_t index = o.st->executed++;
         if (o.st->stall_at >= 0 && index == static_cast<std::uint64_t>(o.st->stall_at)) {
           std::fprintf(stderr, "fake NCCL: rank %d hangs in collective %llu (LLMREC_FAKE_NCCL_STALL)\n",
                        o.st->rank, static_cast<unsigned long long>(index));
@@ -675,8 +679,27 @@ LLMREC_FAKE_EXPORT CuResult cuDevicePrimaryCtxRetain(CuContext* ctx, CuDevice de
   static CUctx_st contexts[1024];
   if (ctx == nullptr) return kCuInvalidValue;
   if (device < 0 || device >= device_count()) return kCuInvalidDevice;
+  std::lock_guard<std::mutex> lock(g().mu);
+  ++g().context_refs[device];
   *ctx = &contexts[device];
   return kCuSuccess;
+}
+
+LLMREC_FAKE_EXPORT CuResult cuDevicePrimaryCtxRelease_v2(CuDevice device) {
+  std::lock_guard<std::mutex> lock(g().mu);
+  auto it = g().context_refs.find(device);
+  if (it == g().context_refs.end() || it->second == 0) return kCuInvalidContext;
+  --it->second;
+  return kCuSuccess;
+}
+
+/// Test hook: handles created and not yet freed (NCCL communicators,
+/// streams, events, primary-context references).
+LLMREC_FAKE_EXPORT int llmrec_fake_live_handles() {
+  std::lock_guard<std::mutex> lock(g().mu);
+  int refs = 0;
+  for (const auto& [device, n] : g().context_refs) refs += n;
+  return static_cast<int>(g().comms.size() + g().streams.size() + g().events.size()) + refs;
 }
 
 // Streams and events: heap objects registered as live, so that a stale or
@@ -769,6 +792,7 @@ LLMREC_FAKE_SAME(CuInit, cuInit);
 LLMREC_FAKE_SAME(CuDeviceGetCount, cuDeviceGetCount);
 LLMREC_FAKE_SAME(CuDeviceGet, cuDeviceGet);
 LLMREC_FAKE_SAME(CuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain);
+LLMREC_FAKE_SAME(CuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2);
 LLMREC_FAKE_SAME(CuCtxSetCurrent, cuCtxSetCurrent);
 LLMREC_FAKE_SAME(CuStreamCreate, cuStreamCreate);
 LLMREC_FAKE_SAME(CuStreamDestroy, cuStreamDestroy_v2);

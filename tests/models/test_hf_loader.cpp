@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "models/hf_loader.h"
 #include "models/safetensors.h"
+#include "tests/shared_data.h"
 
 namespace llmrec {
 namespace {
@@ -30,9 +31,8 @@ class HfLoaderTest : public ::testing::Test {
   fs::path dir = fs::temp_directory_path() / ("llmrec_hf_loader_test_" + std::to_string(::getpid()));
 
   void SetUp() override {
-    const char* shared = std::getenv("LLMREC_SHARED_DIR");
-    ASSERT_TRUE(shared != nullptr && *shared != '\0') << "LLMREC_SHARED_DIR is not set (ctest sets it)";
-    golden = fs::path(shared) / "golden" / "tiny-bert";
+    LLMREC_SKIP_WITHOUT_SHARED();
+    golden = fs::path(::llmrec::testing::shared_dir()) / "golden" / "tiny-bert";
     ASSERT_TRUE(fs::exists(golden / "model.safetensors")) << "golden model missing: " << golden.string();
     fs::create_directories(dir);
   }
