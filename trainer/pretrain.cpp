@@ -364,15 +364,28 @@ PretrainResult Pretrainer::run() {
     spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss, accuracy);
   };
 
-  const bool bar = rank0 && pc.progress && isatty(STDERR_FILENO);
+  StepLogOptions log;
+  log.name = "pretrain step";
+  log.unit = "texts";
+  log.rate_key = "texts_per_s";
+  log.planned_steps = planned_steps_;
+  log.start_step = start;
+  log.steps_per_epoch = steps_per_epoch_;
+  log.log_every = pc.log_every;
+  log.bar = rank0 && pc.progress && isatty(STDERR_FILENO);
+  log.metrics = rank0 ? &metrics : nullptr;
+  StepLogger logger(log);
+  StepSchedule schedule;  // held-out texts where train validates
+  schedule.planned_steps = planned_steps_;
+  schedule.steps_per_epoch = steps_per_epoch_;
+  schedule.eval_every = pc.eval_every;
+  schedule.checkpoint_every = pc.checkpoint_every;
+  schedule.start_step = start;
+  schedule.stop_after = setup_.stop_after;
   StopSignal stop_signal;
   std::vector<std::int64_t> order;
   std::int64_t order_epoch = -1;
   std::vector<std::int64_t> step_texts(static_cast<std::size_t>(global_batch));
-  const auto t_start = Clock::now();
-  auto t_window = t_start;
-  double window_loss = 0, window_predicted = 0, window_wait = 0, window_step_s = 0;
-  std::int64_t window_texts = 0, total_texts = 0;
   result.steps = start;
   model_->train();
   for (std::int64_t step = start; step < planned_steps_; ++step) {
@@ -409,67 +422,40 @@ PretrainResult Pretrainer::run() {
     const double predicted = std::max(agg[1].item<double>(), 1.0);
     result.steps = step + 1;
     result.last_loss = agg[0].item<double>() / predicted;
-    window_loss += agg[0].item<double>();
-    window_predicted += agg[1].item<double>();
-    window_wait += reducer.stats().wait_s;
-    window_step_s += std::chrono::duration<double>(Clock::now() - t_step).count();
-    window_texts += global_batch;
-    total_texts += global_batch;
-
-    const bool last = step + 1 == planned_steps_;
-    const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-    if ((step + 1) % pc.log_every == 0 || last) {
-      const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
-      const double tps = static_cast<double>(window_texts) / std::max(secs, 1e-9);
-      const double p = std::max(window_predicted, 1.0);
-      nlohmann::json line = {{"step", step + 1},
-                             {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch_)},
-                             {"loss", window_loss / p},
-                             {"lr", lr},
-                             {"grad_norm", grad_norm},
-                             {"texts_per_s", tps},
-                             {"comm_share", window_wait / std::max(window_step_s, 1e-9)},
-                             {"elapsed_s", elapsed}};
-      if (rank0) metrics << line.dump() << "\n" << std::flush;
-      if (!bar) {
-        spdlog::info("pretrain step {}/{} loss {:.4f} lr {:.2e} {:.0f} texts/s ETA {}", step + 1,
-                     planned_steps_, window_loss / p, lr, tps,
-                     format_duration(eta_seconds(elapsed, start, step + 1, planned_steps_)));
-      }
-      window_loss = window_predicted = window_wait = window_step_s = 0;
-      window_texts = 0;
-      t_window = Clock::now();
-    }
-    if (bar) {
-      progress_bar(step + 1, planned_steps_, result.last_loss, static_cast<double>(total_texts) / std::max(elapsed, 1e-9),
-                   "texts", eta_seconds(elapsed, start, step + 1, planned_steps_));
-    }
+    StepRecord record;
+    record.done = step + 1;
+    record.loss_sum = agg[0].item<double>();
+    record.loss_count = agg[1].item<double>();
+    record.items = global_batch;
+    record.comm_wait_s = reducer.stats().wait_s;
+    record.step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
+    record.lr = lr;
+    record.grad_norm = grad_norm;
+    record.bar_loss = result.last_loss;
+    logger.record(record);
+    const StepEnd end = step_end(schedule, step + 1);
 
     if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
-      if (bar) std::fprintf(stderr, "\n");
+      logger.break_line();
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
       spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
                    step + 1, planned_steps_);
       checkpoint(step + 1);
       break;
     }
-    const bool eval_now = pc.eval_every > 0 ? ((step + 1) % pc.eval_every == 0 || last) : (cursor.step == 0 || last);
-    if (eval_now) {
-      if (bar && !last) std::fprintf(stderr, "\n");
+    if (end.validate) {
+      if (!end.last) logger.break_line();  // the bar ended its own line after the last step
       heldout(step + 1);
     }
-    const bool stop_after = setup_.stop_after > 0 && step + 1 - start >= setup_.stop_after && !last;
-    const bool periodic = pc.checkpoint_every > 0 && (step + 1) % pc.checkpoint_every == 0;
-    if (periodic || last || stop_after) checkpoint(step + 1);
-    if (stop_after) {
+    if (end.checkpoint) checkpoint(step + 1);
+    if (end.stop_after) {
       result.stopped_after = true;
       spdlog::info("pretrain: stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
                    step + 1 - start, step + 1, planned_steps_);
       break;
     }
   }
-  const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-  result.texts_per_s = static_cast<double>(total_texts) / std::max(elapsed, 1e-9);
+  result.texts_per_s = logger.rate();
   model_->eval();
   if (result.stop_signal == 0 && !result.stopped_after && result.steps == planned_steps_) {
     rank0_run(comm_, [&] {

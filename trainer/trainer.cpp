@@ -119,6 +119,82 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
   return path;
 }
 
+void Trainer::log_plan(const GradientReducer& reducer,
+                       const std::vector<std::pair<std::string, torch::Tensor>>& params) const {
+  std::int64_t n_trainable = 0, n_total = 0;
+  for (const auto& [n, p] : params) n_trainable += p.numel();
+  for (const auto& p : model_->parameters()) n_total += p.numel();
+  const TrainConfig& tc = setup_.train;
+  spdlog::info("model: {} parameters, {} trainable ({} tensors); {} bytes all-reduced per step in {} bucket(s)",
+               n_total, n_trainable, params.size(), reducer.bytes_per_step(), reducer.buckets().size());
+  spdlog::info("data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
+               "planned ({} micro-batches each, negatives {})", sampler_->global_examples(),
+               sampler_->local_examples(), sampler_->steps_per_epoch(), tc.batch_size, planned_steps_,
+               tc.micro_batches, tc.negatives);
+}
+
+Trainer::ResumePoint Trainer::resume(torch::optim::AdamW& optimizer,
+                                     const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  ResumePoint at;
+  if (setup_.resume.empty()) return at;
+  TrainingState saved;
+  CheckpointParts parts;
+  parts.model = model_;
+  parts.optimizer = &optimizer;
+  parts.params = &params;
+  parts.best = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
+  parts.state = &saved;
+  checkpoint_load(setup_.resume, parts);
+  best_ = parts.best;
+  if (best_) best_->eval();
+  at.step = saved.step;
+  at.best_score = saved.best_score;
+  at.best_step = saved.best_step;
+  at.bad_evals = saved.bad_evals;
+  at.validation_due = saved.validation_due;
+  rng_restore(saved.rng, comm_.rank());
+  const std::int64_t spe = sampler_->steps_per_epoch();
+  if (saved.world_size == comm_.size() && saved.steps_per_epoch == spe) {
+    at.cursor = saved.cursor;
+  } else {
+    at.cursor = {saved.cursor.epoch, std::min(spe - 1, saved.cursor.step * spe / saved.steps_per_epoch)};
+    spdlog::warn("resuming a checkpoint of world size {} ({} batches per rank and epoch) on world size {} ({}): "
+                 "model, optimizer and schedule continue exactly; the data continue at batch {} of epoch {} "
+                 "(the same share of the epoch), so the rest of that epoch is not the same examples",
+                 saved.world_size, saved.steps_per_epoch, comm_.size(), spe, at.cursor.step, at.cursor.epoch);
+  }
+  if (saved.planned_steps != planned_steps_) {
+    spdlog::warn("the checkpoint planned {} steps, this run plans {}: the learning-rate schedule follows this run's",
+                 saved.planned_steps, planned_steps_);
+  }
+  spdlog::info("resumed from {} after step {} (epoch {}, batch {})", setup_.resume, at.step, at.cursor.epoch,
+               at.cursor.step);
+  return at;
+}
+
+Trainer::StepSums Trainer::optimizer_step(BatchLoader& loader, const StepContext& ctx, GradientReducer& reducer,
+                                          torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable,
+                                          std::int64_t step) {
+  const TrainConfig& tc = setup_.train;
+  StepSums sums;
+  for (int m = 0; m < tc.micro_batches; ++m) {
+    Batch batch = loader.next();
+    MicroStepResult r = train_micro_step(model_, batch, ctx, /*sync=*/m + 1 == tc.micro_batches);
+    sums.loss_sum += r.loss_sum;
+    sums.examples += r.examples;
+  }
+  reducer.finish();
+  // The norm before clipping, with clipping on or off (an infinite maximum
+  // computes it and scales nothing).
+  sums.grad_norm = torch::nn::utils::clip_grad_norm_(
+      trainable, tc.clip_norm > 0 ? tc.clip_norm : std::numeric_limits<double>::infinity());
+  sums.lr = learning_rate(tc, step, planned_steps_);
+  set_learning_rate(optimizer, sums.lr);
+  optimizer.step();
+  optimizer.zero_grad();
+  return sums;
+}
+
 TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   const TrainConfig& tc = setup_.train;
   const bool rank0 = comm_.rank() == 0;
@@ -127,15 +203,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   auto optimizer = make_adamw(params, tc);
   std::vector<torch::Tensor> trainable;
   for (auto& [n, p] : params) trainable.push_back(p);
-  std::int64_t n_trainable = 0, n_total = 0;
-  for (auto& p : trainable) n_trainable += p.numel();
-  for (auto& p : model_->parameters()) n_total += p.numel();
-  spdlog::info("model: {} parameters, {} trainable ({} tensors); {} bytes all-reduced per step in {} bucket(s)",
-               n_total, n_trainable, trainable.size(), reducer.bytes_per_step(), reducer.buckets().size());
-  spdlog::info("data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
-               "planned ({} micro-batches each, negatives {})", sampler_->global_examples(),
-               sampler_->local_examples(), sampler_->steps_per_epoch(), tc.batch_size, planned_steps_,
-               tc.micro_batches, tc.negatives);
+  log_plan(reducer, params);
 
   StepContext ctx;
   ctx.comm = &comm_;
@@ -148,59 +216,36 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   ctx.device = setup_.device;
   ctx.bf16 = setup_.bf16;
 
+  const ResumePoint at = resume(*optimizer, params);
   TrainResult result;
   result.planned_steps = planned_steps_;
-  int bad_evals = 0;
-  std::int64_t start_step = 0;
-  Cursor start_cursor{0, 0};
-  bool validation_due = false;
-  if (!setup_.resume.empty()) {
-    TrainingState saved;
-    CheckpointParts parts;
-    parts.model = model_;
-    parts.optimizer = optimizer.get();
-    parts.params = &params;
-    parts.best = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
-    parts.state = &saved;
-    checkpoint_load(setup_.resume, parts);
-    best_ = parts.best;
-    if (best_) best_->eval();
-    start_step = saved.step;
-    result.best_score = saved.best_score;
-    result.best_step = saved.best_step;
-    bad_evals = saved.bad_evals;
-    validation_due = saved.validation_due;
-    rng_restore(saved.rng, comm_.rank());
-    const std::int64_t spe = sampler_->steps_per_epoch();
-    if (saved.world_size == comm_.size() && saved.steps_per_epoch == spe) {
-      start_cursor = saved.cursor;
-    } else {
-      start_cursor = {saved.cursor.epoch, std::min(spe - 1, saved.cursor.step * spe / saved.steps_per_epoch)};
-      spdlog::warn("resuming a checkpoint of world size {} ({} batches per rank and epoch) on world size {} ({}): "
-                   "model, optimizer and schedule continue exactly; the data continue at batch {} of epoch {} "
-                   "(the same share of the epoch), so the rest of that epoch is not the same examples", 
-                   saved.world_size, saved.steps_per_epoch, comm_.size(), spe, start_cursor.step, start_cursor.epoch);
-    }
-    if (saved.planned_steps != planned_steps_) {
-      spdlog::warn("the checkpoint planned {} steps, this run plans {}: the learning-rate schedule follows this run's",
-                   saved.planned_steps, planned_steps_);
-    }
-    result.resumed_step = start_step;
-    spdlog::info("resumed from {} after step {} (epoch {}, batch {})", setup_.resume, start_step, start_cursor.epoch,
-                 start_cursor.step);
-  }
+  result.best_score = at.best_score;
+  result.best_step = at.best_step;
+  result.steps = at.step;
+  if (!setup_.resume.empty()) result.resumed_step = at.step;
+  int bad_evals = at.bad_evals;
 
   std::ofstream metrics;
   if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
-  const bool bar = rank0 && tc.progress && isatty(STDERR_FILENO);
-  StopSignal stop_signal;
-  BatchLoader loader(sampler_, start_cursor, /*depth=*/2, /*pin_memory=*/setup_.device.is_cuda());
-  const auto t_start = Clock::now();
-  auto t_window = t_start;
-  double window_loss = 0, window_wait = 0, window_step_s = 0;
-  std::int64_t window_examples = 0, total_examples = 0, window_steps = 0;
   const std::int64_t steps_per_epoch = sampler_->steps_per_epoch() / tc.micro_batches;
-  result.steps = start_step;
+  StepLogOptions log;
+  log.planned_steps = planned_steps_;
+  log.start_step = at.step;
+  log.steps_per_epoch = steps_per_epoch;
+  log.log_every = tc.log_every;
+  log.bar = rank0 && tc.progress && isatty(STDERR_FILENO);
+  log.metrics = rank0 ? &metrics : nullptr;
+  StepLogger logger(log);
+  StepSchedule schedule;
+  schedule.planned_steps = planned_steps_;
+  schedule.steps_per_epoch = steps_per_epoch;
+  schedule.eval_every = tc.eval_every;
+  schedule.checkpoint_every = tc.checkpoint_every;
+  schedule.start_step = at.step;
+  schedule.stop_after = setup_.stop_after;
+  schedule.validates = static_cast<bool>(validate);
+  StopSignal stop_signal;
+  BatchLoader loader(sampler_, at.cursor, /*depth=*/2, /*pin_memory=*/setup_.device.is_cuda());
 
   TrainingState state;
   state.world_size = comm_.size();
@@ -215,125 +260,73 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     state.validation_due = due;
     result.last_checkpoint = write_checkpoint(state, *optimizer, params);
   };
-
-  // A run stopped by a signal right at a validation step validates first.
   auto run_validation = [&](std::int64_t steps_done) {
     model_->eval();
-    double score = validate(model_);
+    const double score = validate(model_);
     model_->train();
     if (rank0) metrics << nlohmann::json{{"step", steps_done}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
-    spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score,
-                 score > result.best_score ? " (best)" : "");
-    if (score > result.best_score) {
+    const ValidationVerdict verdict = judge_validation(score, result.best_score, bad_evals, tc.patience);
+    spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score, verdict.improved ? " (best)" : "");
+    bad_evals = verdict.bad_evals;
+    if (verdict.improved) {
       result.best_score = score;
       result.best_step = steps_done;
       best_ = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
       best_->eval();
-      bad_evals = 0;
-    } else if (tc.patience > 0 && ++bad_evals >= tc.patience) {
+    } else if (verdict.stop) {
       result.early_stopped = true;
       spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}", bad_evals,
                    result.best_score, result.best_step);
     }
   };
-  if (validation_due && validate) run_validation(start_step);
+  // A run stopped by a signal right at a validation step validates first.
+  if (at.validation_due && validate) run_validation(at.step);
 
   model_->train();
-  for (std::int64_t step = start_step; step < planned_steps_ && !result.early_stopped; ++step) {
+  for (std::int64_t step = at.step; step < planned_steps_ && !result.early_stopped; ++step) {
     const auto t_step = Clock::now();
-    double loss_sum = 0;
-    std::int64_t examples = 0;
-    for (int m = 0; m < tc.micro_batches; ++m) {
-      Batch batch = loader.next();
-      MicroStepResult r = train_micro_step(model_, batch, ctx, /*sync=*/m + 1 == tc.micro_batches);
-      loss_sum += r.loss_sum;
-      examples += r.examples;
-    }
-    reducer.finish();
-    // The norm before clipping, with clipping on or off (an infinite
-    // maximum computes it and scales nothing).
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        trainable, tc.clip_norm > 0 ? tc.clip_norm : std::numeric_limits<double>::infinity());
-    const double lr = learning_rate(tc, step, planned_steps_);
-    set_learning_rate(*optimizer, lr);
-    optimizer->step();
-    optimizer->zero_grad();
-
+    const StepSums sums = optimizer_step(loader, ctx, reducer, *optimizer, trainable, step);
     // One small collective: loss, examples, and whether to stop.
-    at::Tensor agg = at::tensor({loss_sum, static_cast<double>(examples), static_cast<double>(StopSignal::received())},
-                                at::kDouble);
+    at::Tensor agg = at::tensor(
+        {sums.loss_sum, static_cast<double>(sums.examples), static_cast<double>(StopSignal::received())}, at::kDouble);
     comm_.all_reduce(agg);
     const double step_loss = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
-    const auto global_examples = static_cast<std::int64_t>(agg[1].item<double>());
-    const double step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
     result.steps = step + 1;
     result.last_loss = step_loss;
-    total_examples += global_examples;
-    window_loss += step_loss;
-    window_wait += reducer.stats().wait_s;
-    window_step_s += step_s;
-    window_examples += global_examples;
-    ++window_steps;
+    StepRecord record;
+    record.done = step + 1;
+    record.loss_sum = step_loss;
+    record.items = static_cast<std::int64_t>(agg[1].item<double>());
+    record.comm_wait_s = reducer.stats().wait_s;
+    record.step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
+    record.lr = sums.lr;
+    record.grad_norm = sums.grad_norm;
+    record.bar_loss = step_loss;
+    record.extra = {{"allreduce_bytes_per_step", reducer.stats().bytes}};
+    logger.record(record);
 
-    const bool last = step + 1 == planned_steps_;
-    if ((step + 1) % tc.log_every == 0 || last) {
-      const double secs = std::chrono::duration<double>(Clock::now() - t_window).count();
-      const double eps = static_cast<double>(window_examples) / std::max(secs, 1e-9);
-      const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      const double eta = eta_seconds(elapsed, start_step, step + 1, planned_steps_);
-      nlohmann::json line = {{"step", step + 1},
-                             {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch)},
-                             {"loss", window_loss / static_cast<double>(window_steps)},
-                             {"lr", lr},
-                             {"grad_norm", grad_norm},
-                             {"examples_per_s", eps},
-                             {"comm_wait_s", window_wait / static_cast<double>(window_steps)},
-                             {"comm_share", window_wait / std::max(window_step_s, 1e-9)},
-                             {"allreduce_bytes_per_step", reducer.stats().bytes},
-                             {"elapsed_s", elapsed}};
-      if (rank0) metrics << line.dump() << "\n" << std::flush;
-      if (!bar) {
-        spdlog::info("step {}/{} loss {:.4f} lr {:.2e} {:.0f} ex/s comm {:.1f}% ETA {}", step + 1, planned_steps_,
-                     window_loss / static_cast<double>(window_steps), lr, eps,
-                     100.0 * window_wait / std::max(window_step_s, 1e-9), format_duration(eta));
-      }
-      window_loss = window_wait = window_step_s = 0;
-      window_examples = window_steps = 0;
-      t_window = Clock::now();
-    }
-    if (bar) {
-      const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-      progress_bar(step + 1, planned_steps_, step_loss, static_cast<double>(total_examples) / std::max(elapsed, 1e-9),
-                   "ex", eta_seconds(elapsed, start_step, step + 1, planned_steps_));
-    }
-
-    const bool signalled = agg[2].item<double>() != 0;
-    const bool stop_after = setup_.stop_after > 0 && step + 1 - start_step >= setup_.stop_after && !last;
-    const bool epoch_end = (step + 1) % steps_per_epoch == 0;
-    const bool eval_now = validate && (tc.eval_every > 0 ? ((step + 1) % tc.eval_every == 0 || last) : (epoch_end || last));
-    if (signalled) {  // some rank got a signal: all stop here, saving first
-      if (bar) std::fprintf(stderr, "\n");
+    const StepEnd end = step_end(schedule, step + 1);
+    if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
+      logger.break_line();
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
       spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
                    step + 1, planned_steps_);
-      checkpoint(step + 1, eval_now);
+      checkpoint(step + 1, end.validate);
       break;
     }
-    if (eval_now) {
-      if (bar) std::fprintf(stderr, "\n");
+    if (end.validate) {
+      logger.break_line();
       run_validation(step + 1);
     }
-    const bool periodic = tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0;
-    if (periodic || last || stop_after || result.early_stopped) checkpoint(step + 1, false);
-    if (stop_after) {
+    if (end.checkpoint || result.early_stopped) checkpoint(step + 1, false);
+    if (end.stop_after) {
       result.stopped_after = true;
       spdlog::info("stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
-                   step + 1 - start_step, step + 1, planned_steps_);
+                   step + 1 - at.step, step + 1, planned_steps_);
       break;
     }
   }
-  const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
-  result.examples_per_s = static_cast<double>(total_examples) / std::max(elapsed, 1e-9);
+  result.examples_per_s = logger.rate();
   model_->eval();
   if (best_) best_->eval();
   return result;

@@ -22,10 +22,12 @@
 
 #include "data/sampler.h"
 #include "distributed/communicator.h"
+#include "distributed/gradient_reducer.h"
 #include "models/model_config.h"
 #include "models/recommender.h"
 #include "trainer/checkpoint.h"
 #include "trainer/train_config.h"
+#include "trainer/train_step.h"
 
 namespace llmrec {
 
@@ -89,6 +91,32 @@ class Trainer {
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
 
+  /// Where a run starts: a fresh start, or a checkpoint's state (setup.resume).
+  struct ResumePoint {
+    std::int64_t step = 0;
+    Cursor cursor{0, 0};
+    double best_score = -1;
+    std::int64_t best_step = -1;
+    int bad_evals = 0;
+    bool validation_due = false;
+  };
+  /// One optimizer step's local sums and settings.
+  struct StepSums {
+    double loss_sum = 0;
+    std::int64_t examples = 0;
+    double grad_norm = 0;
+    double lr = 0;
+  };
+
+  /// Logs the parameter counts, the all-reduce volume and the data plan.
+  void log_plan(const GradientReducer& reducer, const std::vector<std::pair<std::string, torch::Tensor>>& params) const;
+  /// Loads setup.resume into the model, best model, optimizer and RNGs.
+  ResumePoint resume(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params);
+  /// The micro-steps of optimizer step `step`, the reducer, clipping, the
+  /// schedule's learning rate and AdamW.
+  StepSums optimizer_step(BatchLoader& loader, const StepContext& ctx, GradientReducer& reducer,
+                          torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable,
+                          std::int64_t step);
   /// Collective: writes the checkpoint of `state` (after `state.step` steps).
   std::string write_checkpoint(TrainingState& state, torch::optim::AdamW& optimizer,
                                const std::vector<std::pair<std::string, torch::Tensor>>& params);
