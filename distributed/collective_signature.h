@@ -1,11 +1,15 @@
 #pragma once
-/// What a collective looks like from one rank: compared across ranks before
-/// each call when `comm.verify` is on (every backend uses the same record, so
-/// the messages read the same).
+/// What every backend shares: the record of what a collective looks like
+/// from one rank (compared across ranks before each call when `comm.verify`
+/// is on), its comparison and mismatch message, the message of a missed
+/// deadline, and the one polling policy for waits against a deadline. So
+/// the messages read the same on every backend.
 
 #include <c10/util/ArrayRef.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,5 +36,22 @@ std::string describe(const Signature& s);
 /// "<tag>: collective <which> differs between ranks (...):" and what each
 /// rank (in rank order, `all`) passed.
 std::string signature_mismatch(const std::string& tag, const std::string& which, const std::vector<Signature>& all);
+
+/// True when every rank's signature equals the first's.
+bool signatures_agree(const std::vector<Signature>& all);
+
+/// "<who>: <what> did not complete within T s (comm.timeout_s): another
+/// rank is dead, stalled, or called a different collective. The
+/// communicator is unusable; abort the job." `who` names rank and host,
+/// `what` the collective ("collective all_reduce(sum) Float x 4 #2").
+std::string collective_timeout_message(const std::string& who, const std::string& what, double timeout_s);
+
+/// Polls `done` until it returns true (then true) or `deadline` passes
+/// (then false). Spins, yielding, for the first 200 us (low latency), then
+/// sleeps with a backoff from 20 us to 1 ms, so that a waiting thread does
+/// not take a core from compute. `every_100ms`, when given, runs about every
+/// 100 ms while waiting (e.g. to check a library's asynchronous errors).
+bool poll_until(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& done,
+                const std::function<void()>& every_100ms = {});
 
 }  // namespace llmrec

@@ -1,6 +1,10 @@
 // The one place that picks a backend; backend #ifdefs live here only.
 #include "distributed/communicator.h"
 
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
 #include "distributed/collective_signature.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_communicator.h"
@@ -48,6 +52,42 @@ std::string signature_mismatch(const std::string& tag, const std::string& which,
   return fmt::format("{}: collective {} differs between ranks (every rank must call the same collective with the "
                      "same dtype, size, op and root):{}",
                      tag, which, detail);
+}
+
+bool signatures_agree(const std::vector<Signature>& all) {
+  for (const auto& s : all) {
+    if (std::memcmp(&s, &all.front(), sizeof(Signature)) != 0) return false;
+  }
+  return true;
+}
+
+std::string collective_timeout_message(const std::string& who, const std::string& what, double timeout_s) {
+  return fmt::format("{}: {} did not complete within {:.3g} s (comm.timeout_s): another rank is dead, stalled, or "
+                     "called a different collective. The communicator is unusable; abort the job.",
+                     who, what, timeout_s);
+}
+
+bool poll_until(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& done,
+                const std::function<void()>& every_100ms) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto nap = std::chrono::microseconds(20);
+  auto next_check = start + std::chrono::milliseconds(100);
+  while (!done()) {
+    const auto now = Clock::now();
+    if (every_100ms && now >= next_check) {
+      every_100ms();
+      next_check = now + std::chrono::milliseconds(100);
+    }
+    if (now >= deadline) return false;
+    if (now - start < std::chrono::microseconds(200)) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(nap);
+      nap = std::min(nap * 2, std::chrono::microseconds(1000));
+    }
+  }
+  return true;
 }
 
 std::string communicator_build_features() {

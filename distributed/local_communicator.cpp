@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <deque>
 #include <functional>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -285,11 +284,7 @@ class LocalCommunicator final : public Communicator {
     round.signatures[static_cast<std::size_t>(rank_)] = task.signature;
     round.inputs[static_cast<std::size_t>(rank_)] = task.input.defined() ? task.input.contiguous().clone() : task.input;
     if (++round.arrived == g.world) {
-      bool same = true;
-      for (const auto& s : round.signatures) {
-        same = same && std::memcmp(&s, &round.signatures[0], sizeof(Signature)) == 0;
-      }
-      if (same) {
+      if (signatures_agree(round.signatures)) {
         try {
           round.results = task.combine(round.inputs);
         } catch (const std::exception& e) {  // every rank gets the error, none waits for a result
@@ -303,10 +298,8 @@ class LocalCommunicator final : public Communicator {
       g.cv.notify_all();
     } else if (!g.cv.wait_until(lock, deadline, [&] { return round.done; })) {
       ++round.left;  // the round stays for the late ranks; whoever leaves last erases it
-      throw CommTimeout(fmt::format(
-          "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s): another rank is dead, "
-          "stalled, or called a different collective. The communicator is unusable; abort the job.",
-          tag_, host_, task.work->what(), task.timeout.count()));
+      throw CommTimeout(collective_timeout_message(fmt::format("{} ({})", tag_, host_),
+                                                   "collective " + task.work->what(), task.timeout.count()));
     }
     std::vector<at::Tensor> results = round.results;
     const std::string mismatch = round.mismatch;

@@ -545,27 +545,15 @@ class MpiCommunicator final : public Communicator {
   /// `buffers` are the tensors MPI reads or writes: if the request times
   /// out they are kept alive, since MPI may still write them later.
   void wait_request(MPI_Request& req, const OpContext& ctx, std::vector<at::Tensor> buffers) {
-    auto start = Clock::now();
-    auto nap = std::chrono::microseconds(20);
-    while (true) {
-      int done = 0;
-      MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
-      if (done) return;
-      auto now = Clock::now();
-      if (now >= ctx.deadline) {
-        stuck_.push_back({req, std::move(buffers)});
-        throw CommTimeout(fmt::format(
-            "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s): another rank is "
-            "dead, stalled, or called a different collective. The communicator is unusable; abort the job.",
-            tag_, host_, ctx.what, ctx.timeout_s));
-      }
-      if (now - start < std::chrono::microseconds(200)) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(nap);
-        nap = std::min(nap * 2, std::chrono::microseconds(1000));
-      }
-    }
+    const bool done = poll_until(ctx.deadline, [&] {
+      int finished = 0;
+      MPI_CHECK(MPI_Test(&req, &finished, MPI_STATUS_IGNORE));
+      return finished != 0;
+    });
+    if (done) return;
+    stuck_.push_back({req, std::move(buffers)});
+    throw CommTimeout(collective_timeout_message(fmt::format("{} ({})", tag_, host_), "collective " + ctx.what,
+                                                 ctx.timeout_s));
   }
 
   /// Compares this rank's signature with every other rank's (one small

@@ -81,37 +81,21 @@ class NcclWork : public Work {
     std::lock_guard<std::mutex> lock(mutex_);
     const bool soft = timeout.count() > 0;
     const auto deadline = soft ? Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout) : deadline_;
-    const auto start = Clock::now();
-    auto nap = std::chrono::microseconds(20);
-    auto next_async_check = start + std::chrono::milliseconds(100);
-    while (!poll()) {
-      const auto now = Clock::now();
-      if (now >= next_async_check) {
-        nccl::Result async = nccl::kSuccess;
-        if (api_.CommGetAsyncError(comm_, &async) == nccl::kSuccess && async != nccl::kSuccess &&
-            async != nccl::kInProgress) {
-          throw CommError(fmt::format("{}: NCCL {} failed: {}", tag_, what_, api_.GetErrorString(async)));
-        }
-        next_async_check = now + std::chrono::milliseconds(100);
+    const bool done = poll_until(deadline, [&] { return poll(); }, [&] {
+      nccl::Result async = nccl::kSuccess;
+      if (api_.CommGetAsyncError(comm_, &async) == nccl::kSuccess && async != nccl::kSuccess &&
+          async != nccl::kInProgress) {
+        throw CommError(fmt::format("{}: NCCL {} failed: {}", tag_, what_, api_.GetErrorString(async)));
       }
-      if (now >= deadline) {
-        if (soft) {
-          throw CommTimeout(fmt::format("{}: NCCL {} still running after waiting {:.3g} s", tag_, what_,
-                                        timeout.count()));
-        }
-        std::string message = fmt::format(
-            "{}: NCCL collective {} did not complete within {:.3g} s (comm.timeout_s): another rank is dead, "
-            "stalled, or called a different collective. The communicator is unusable; abort the job.",
-            tag_, what_, timeout_s_);
-        on_timeout_(message);
-        throw CommTimeout(message);
+    });
+    if (!done) {
+      if (soft) {
+        throw CommTimeout(fmt::format("{}: NCCL {} still running after waiting {:.3g} s", tag_, what_,
+                                      timeout.count()));
       }
-      if (now - start < std::chrono::microseconds(200)) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(nap);
-        nap = std::min(nap * 2, std::chrono::microseconds(1000));
-      }
+      std::string message = collective_timeout_message(tag_, "NCCL collective " + what_, timeout_s_);
+      on_timeout_(message);
+      throw CommTimeout(message);
     }
     if (then_) {  // once: results into the caller's tensor (queued after the collective on a GPU)
       auto then = std::move(then_);
@@ -402,10 +386,9 @@ class NcclCommunicator final : public Communicator {
     at::Tensor mine = at::empty({kSignatureLen}, at::kLong);
     std::memcpy(mine.data_ptr(), &sig, sizeof(sig));
     at::Tensor all = mpi_->all_gather(mine, {timeout});
-    if (at::equal(all, mine.unsqueeze(0).expand_as(all))) return;
     std::vector<Signature> each(static_cast<std::size_t>(size()));
     std::memcpy(each.data(), all.contiguous().data_ptr(), each.size() * sizeof(Signature));
-    throw CommError(signature_mismatch(tag_, is.what, each));
+    if (!signatures_agree(each)) throw CommError(signature_mismatch(tag_, is.what, each));
   }
 
   /// A new event (timing off), destroyed with its owner (CUDA frees it once
