@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "common/logging.h"
 #include "distributed/collective_signature.h"
+#include "distributed/queued_work.h"
 
 namespace llmrec {
 namespace {
@@ -41,48 +42,6 @@ struct Group {
 
 /// Combines the inputs of a round once every rank has arrived.
 using Combine = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>& inputs)>;
-
-class LocalWork : public Work {
- public:
-  LocalWork(std::string what, std::string tag) : what_(std::move(what)), tag_(std::move(tag)) {}
-
-  bool completed() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return done_;
-  }
-
-  void wait(Seconds timeout = Seconds{0}) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    auto ready = [&] { return done_; };
-    if (timeout.count() > 0) {
-      if (!cv_.wait_for(lock, timeout, ready)) {
-        throw CommTimeout(fmt::format("{}: {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
-      }
-    } else {
-      cv_.wait(lock, ready);  // the queue thread enforces the collective's deadline
-    }
-    if (error_) std::rethrow_exception(error_);
-  }
-
-  void finish(std::exception_ptr error) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-      error_ = std::move(error);
-    }
-    cv_.notify_all();
-  }
-
-  const std::string& what() const { return what_; }
-
- private:
-  std::string what_;
-  std::string tag_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::exception_ptr error_;
-};
 
 void check_tensor(const at::Tensor& t, const char* op, const std::string& tag) {
   if (!t.defined()) throw CommError(fmt::format("{}: {} got an undefined tensor", tag, op));
@@ -214,7 +173,7 @@ class LocalCommunicator final : public Communicator {
  private:
   using Deliver = std::function<void(const std::vector<at::Tensor>&)>;
   struct Task {
-    std::shared_ptr<LocalWork> work;
+    std::shared_ptr<QueuedWork> work;
     Signature signature;
     Seconds timeout;
     at::Tensor input;
@@ -223,12 +182,12 @@ class LocalCommunicator final : public Communicator {
     std::uint64_t seq = 0;
   };
 
-  std::shared_ptr<LocalWork> enqueue(const Signature& sig, Seconds timeout, const at::Tensor& input, Combine combine,
+  std::shared_ptr<QueuedWork> enqueue(const Signature& sig, Seconds timeout, const at::Tensor& input, Combine combine,
                                      Deliver deliver) {
     if (timeout.count() <= 0) timeout = Seconds(config_.timeout_s);
     std::lock_guard<std::mutex> lock(mutex_);
     ++issued_;
-    Task task{std::make_shared<LocalWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_), tag_),
+    Task task{std::make_shared<QueuedWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_), tag_),
               sig, timeout, input, std::move(combine), std::move(deliver), issued_};
     auto work = task.work;
     queue_.push_back(std::move(task));

@@ -14,6 +14,7 @@
 
 #include "common/logging.h"
 #include "distributed/collective_signature.h"
+#include "distributed/queued_work.h"
 #include "distributed/mpi_check.h"
 #include "distributed/unique_handle.h"
 
@@ -116,69 +117,6 @@ class MpiRuntime {
 class AgreedError : public CommError {
  public:
   using CommError::CommError;
-};
-
-class MpiWork : public Work {
- public:
-  MpiWork(std::string what, std::string tag) : what_(std::move(what)), tag_(std::move(tag)) {}
-
-  bool completed() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return done_;
-  }
-
-  void wait(Seconds timeout) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    auto ready = [&] { return done_; };
-    if (timeout.count() > 0) {
-      if (!cv_.wait_for(lock, timeout, ready)) {
-        throw CommTimeout(fmt::format("{}: {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
-      }
-    } else {
-      // The communication thread enforces the deadline itself, except
-      // inside a blocking MPI call (an all-reduce after every rank has
-      // arrived): the backstop catches a rank or link lost mid-transfer.
-      while (!cv_.wait_for(lock, std::chrono::milliseconds(100), ready)) {
-        if (started_ && Clock::now() > backstop_) {
-          throw CommTimeout(fmt::format(
-              "{}: collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had "
-              "entered it: a rank died or the network failed during the transfer. The communicator is unusable; "
-              "abort the job.", tag_, what_, timeout_s_));
-        }
-      }
-    }
-    if (error_) std::rethrow_exception(error_);
-  }
-
-  /// Called by the communication thread when it starts the collective.
-  void start(Clock::time_point backstop, double timeout_s) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    started_ = true;
-    backstop_ = backstop;
-    timeout_s_ = timeout_s;
-  }
-
-  void finish(std::exception_ptr error) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-      error_ = std::move(error);
-    }
-    cv_.notify_all();
-  }
-
-  const std::string& what() const { return what_; }
-
- private:
-  std::string what_;
-  std::string tag_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  bool started_ = false;
-  Clock::time_point backstop_;
-  double timeout_s_ = 0;
-  std::exception_ptr error_;
 };
 
 MPI_Datatype reduce_type(at::ScalarType t, const std::string& tag) {
@@ -424,7 +362,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   struct Task {
-    std::shared_ptr<MpiWork> work;
+    std::shared_ptr<QueuedWork> work;
     Signature signature;
     Seconds timeout;
     std::function<void(const OpContext&)> run;
@@ -443,7 +381,7 @@ class MpiCommunicator final : public Communicator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++issued_;
-      task = {std::make_shared<MpiWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_),
+      task = {std::make_shared<QueuedWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_),
                                         fmt::format("{} ({})", tag_, host_)),
               sig, timeout, std::move(run), issued_};
       if (!caller_may_run || busy_ || !queue_.empty()) {
