@@ -33,7 +33,24 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
   int rank_;
 };
 }  // namespace
-Communicator& test_comm() { return *g_comm; }
+Communicator& test_comm() {
+  if (!g_comm) {
+    CommConfig config;
+    config.timeout_s = 60;  // a wrong test must fail, not hang CTest
+    // LLMREC_TEST_COMM=nccl: the same tests through the NCCL backend, with
+    // CPU tensors routed to it (run against the stand-in library, see
+    // tests/distributed/fake_nccl.cpp).
+    const char* backend = std::getenv("LLMREC_TEST_COMM");
+    if (backend != nullptr && std::string(backend) == "nccl") {
+      NcclOptions nccl;
+      nccl.device_type = c10::DeviceType::CPU;
+      g_comm = nccl_communicator_create(config, nccl);
+    } else {
+      g_comm = communicator_create(config);
+    }
+  }
+  return *g_comm;
+}
 
 namespace {
 // Read before MPI starts: an Open MPI singleton sets OMPI_COMM_WORLD_* itself.
@@ -79,20 +96,15 @@ void on_every_rank(const std::function<void(Communicator&)>& body) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  llmrec::CommConfig config;
-  config.timeout_s = 60;  // a wrong test must fail, not hang CTest
-  // LLMREC_TEST_COMM=nccl: the same tests through the NCCL backend, with CPU
-  // tensors routed to it (run against the stand-in library, see
-  // tests/distributed/fake_nccl.cpp).
-  const char* backend = std::getenv("LLMREC_TEST_COMM");
-  if (backend != nullptr && std::string(backend) == "nccl") {
-    llmrec::NcclOptions nccl;
-    nccl.device_type = c10::DeviceType::CPU;
-    llmrec::testing::g_comm = llmrec::nccl_communicator_create(config, nccl);
-  } else {
-    llmrec::testing::g_comm = llmrec::communicator_create(config);
+  if (!llmrec::testing::launched()) {
+    // No launcher: the ranks of on_every_rank are threads of this process,
+    // and MPI starts (as a world of one) only if a test asks for test_comm().
+    llmrec::logging_init(llmrec::LogConfig{}, 0, 1);
+    const int rc = RUN_ALL_TESTS();
+    llmrec::testing::g_comm.reset();
+    return rc;
   }
-  auto& comm = *llmrec::testing::g_comm;
+  auto& comm = llmrec::testing::test_comm();
   llmrec::logging_init(llmrec::LogConfig{}, comm.rank(), comm.size());
   if (comm.rank() != 0) {
     // Keep rank 0's full report; other ranks print failures only.
