@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -288,7 +289,20 @@ TokenizedTexts item_texts_tokenize(const WordPieceTokenizer& tokenizer, const st
   return out;
 }
 
-PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved_yaml) {
+namespace {
+
+/// The events read from the interactions file, with the tables their
+/// fields index.
+struct RawEvents {
+  std::vector<std::string> user_ids;
+  std::vector<std::string> event_types;
+  std::vector<float> event_weights;
+  std::vector<std::vector<std::string>> context_values;
+  std::vector<Event> events;
+};
+
+/// The config's own consistency; the temporal split's cut in unix seconds.
+std::int64_t prepare_check_config(const DataConfig& cfg) {
   if (cfg.interactions.empty() || cfg.catalogue.empty()) {
     throw ConfigError("data.interactions and data.catalogue must name the raw files to prepare");
   }
@@ -296,22 +310,84 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     throw ConfigError(fmt::format("data.min_user_events is {}, but the leave_last_out split needs at least 3 "
                                   "events per user (train, valid, test)", cfg.min_user_events));
   }
-  std::int64_t cut = 0;
-  if (cfg.split == "temporal") {
-    auto c = parse_timestamp(cfg.cut, "auto");
-    if (!c) throw ConfigError(fmt::format("data.cut '{}' is not a time (unix seconds or ISO 8601)", cfg.cut));
-    cut = *c;
+  if (cfg.weight == "rating" && cfg.columns.rating.empty()) {
+    throw ConfigError("data.weight is 'rating' but data.columns.rating is empty: name the rating column, or use "
+                      "data.weight: event");
   }
-  PrepareReport report;
+  if (cfg.split != "temporal") return 0;
+  auto c = parse_timestamp(cfg.cut, "auto");
+  if (!c) throw ConfigError(fmt::format("data.cut '{}' is not a time (unix seconds or ISO 8601)", cfg.cut));
+  return *c;
+}
 
-  // ---- catalogue
-  Catalogue catalogue = catalogue_read(cfg.catalogue, cfg, report.catalogue);
-  const std::vector<std::string>& item_ids = catalogue.ids;
-  const std::vector<std::string>& item_texts = catalogue.texts;
-  std::unordered_map<std::string, std::int32_t> item_index;
-  for (std::size_t i = 0; i < item_ids.size(); ++i) item_index.emplace(item_ids[i], static_cast<std::int32_t>(i));
+/// The item, time, event type and rating of one interaction row.
+struct RowFields {
+  std::int32_t item = 0;
+  std::int64_t time = 0;
+  std::uint8_t type = 0;
+  float rating = 0;
+};
 
-  // ---- interactions
+/// Parses and checks the fields of row `line` (v: user, item, time, event,
+/// rating, context...); nothing when the row is bad (reported to `bad`).
+std::optional<RowFields> parse_row_fields(const std::vector<std::string>& v, std::int64_t line, const DataConfig& cfg,
+                                          const std::vector<std::pair<std::string, std::string>>& cols,
+                                          const std::unordered_map<std::string, std::int32_t>& item_index,
+                                          const std::vector<std::string>& event_types, BadRows& bad) {
+  const auto& c = cfg.columns;
+  for (std::size_t k = 0; k < 4; ++k) {
+    if (!cols[k].first.empty() && v[k].empty()) {
+      bad.add(line, "missing field", fmt::format("column '{}' is empty", cols[k].first));
+      return std::nullopt;
+    }
+  }
+  RowFields f;
+  auto item = item_index.find(v[1]);
+  if (item == item_index.end()) {
+    bad.add(line, "unknown item id", fmt::format("'{}' is not in the catalogue {}", shorten(v[1]), cfg.catalogue));
+    return std::nullopt;
+  }
+  f.item = item->second;
+  auto t = parse_timestamp(v[2], cfg.time_format);
+  if (!t) {
+    bad.add(line, "bad timestamp", fmt::format("'{}' is not a {} time", shorten(v[2]),
+                                               cfg.time_format == "auto" ? "unix or ISO 8601" : cfg.time_format));
+    return std::nullopt;
+  }
+  f.time = *t;
+  if (!c.event.empty()) {
+    auto it = std::find(event_types.begin(), event_types.end(), v[3]);
+    if (it == event_types.end()) {
+      std::string known;
+      for (const auto& e : event_types) known += (known.empty() ? "" : ", ") + e;
+      bad.add(line, "unknown event type", fmt::format("'{}' (data.event_weights has: {})", shorten(v[3]), known));
+      return std::nullopt;
+    }
+    f.type = static_cast<std::uint8_t>(it - event_types.begin());
+  }
+  f.rating = std::nanf("");
+  if (!c.rating.empty() && !v[4].empty()) {
+    char* end = nullptr;
+    double r = std::strtod(v[4].c_str(), &end);
+    if (end != v[4].c_str() + v[4].size() || !std::isfinite(r)) {
+      bad.add(line, "bad rating", fmt::format("'{}' is not a number", shorten(v[4])));
+      return std::nullopt;
+    }
+    f.rating = static_cast<float>(r);
+  }
+  if (cfg.weight == "rating" && !(f.rating >= 0)) {
+    bad.add(line, std::isnan(f.rating) ? "missing rating" : "negative rating",
+            std::isnan(f.rating) ? fmt::format("column '{}' is empty and data.weight is 'rating'", c.rating)
+                                 : fmt::format("{} cannot be a loss weight (data.weight: rating)", f.rating));
+    return std::nullopt;
+  }
+  return f;
+}
+
+/// Reads and validates every interaction row (bad rows by data.on_error,
+/// counted in report.interactions); duplicates are bad rows too.
+RawEvents read_interactions(const DataConfig& cfg, const std::unordered_map<std::string, std::int32_t>& item_index,
+                            PrepareReport& report) {
   report.interactions.path = cfg.interactions;
   const auto& c = cfg.columns;
   std::vector<std::pair<std::string, std::string>> cols = {{c.user, "data.columns.user"},
@@ -320,29 +396,22 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
                                                            {c.event, "data.columns.event"},
                                                            {c.rating, "data.columns.rating"}};
   for (const auto& x : c.context) cols.emplace_back(x, "data.columns.context");
-  std::vector<std::string> event_types;
-  std::vector<float> event_weights;
+  RawEvents raw;
+  auto& event_types = raw.event_types;
   for (const auto& [name, w] : cfg.event_weights) {
     event_types.push_back(name);
-    event_weights.push_back(static_cast<float>(w));
+    raw.event_weights.push_back(static_cast<float>(w));
   }
   if (c.event.empty()) {
     event_types = {"event"};
-    event_weights = {1.0f};
+    raw.event_weights = {1.0f};
   }
-  const bool rating_weight = cfg.weight == "rating";
-  if (rating_weight && c.rating.empty()) {
-    throw ConfigError("data.weight is 'rating' but data.columns.rating is empty: name the rating column, or use "
-                      "data.weight: event");
-  }
-  std::string known_events;
-  for (const auto& e : event_types) known_events += (known_events.empty() ? "" : ", ") + e;
-
-  std::vector<std::string> user_ids;
+  auto& user_ids = raw.user_ids;
+  auto& events = raw.events;
   std::unordered_map<std::string, std::int32_t> user_index;
-  std::vector<std::vector<std::string>> context_values(c.context.size());
+  raw.context_values.resize(c.context.size());
+  auto& context_values = raw.context_values;
   std::vector<std::unordered_map<std::string, std::int32_t>> context_index(c.context.size());
-  std::vector<Event> events;
   {
     RowSource src(cfg.interactions, detect_format(cfg.interactions, cfg.format), cols);
     BadRows bad(cfg, report.interactions);
@@ -358,59 +427,17 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     std::vector<std::string> v;
     std::int64_t line = 0;
     while (src.next_valid(v, line, bad, report.interactions.rows_read)) {
-      bool ok = true;
-      for (std::size_t k = 0; k < 4 && ok; ++k) {
-        if (!cols[k].first.empty() && v[k].empty()) {
-          bad.add(line, "missing field", fmt::format("column '{}' is empty", cols[k].first));
-          ok = false;
-        }
-      }
-      if (!ok) continue;
-      auto item = item_index.find(v[1]);
-      if (item == item_index.end()) {
-        bad.add(line, "unknown item id", fmt::format("'{}' is not in the catalogue {}", shorten(v[1]), cfg.catalogue));
-        continue;
-      }
-      auto t = parse_timestamp(v[2], cfg.time_format);
-      if (!t) {
-        bad.add(line, "bad timestamp", fmt::format("'{}' is not a {} time", shorten(v[2]),
-                                                   cfg.time_format == "auto" ? "unix or ISO 8601" : cfg.time_format));
-        continue;
-      }
-      std::uint8_t type = 0;
-      if (!c.event.empty()) {
-        auto it = std::find(event_types.begin(), event_types.end(), v[3]);
-        if (it == event_types.end()) {
-          bad.add(line, "unknown event type", fmt::format("'{}' (data.event_weights has: {})", shorten(v[3]), known_events));
-          continue;
-        }
-        type = static_cast<std::uint8_t>(it - event_types.begin());
-      }
-      float rating = std::nanf("");
-      if (!c.rating.empty() && !v[4].empty()) {
-        char* end = nullptr;
-        double r = std::strtod(v[4].c_str(), &end);
-        if (end != v[4].c_str() + v[4].size() || !std::isfinite(r)) {
-          bad.add(line, "bad rating", fmt::format("'{}' is not a number", shorten(v[4])));
-          continue;
-        }
-        rating = static_cast<float>(r);
-      }
-      if (rating_weight && !(rating >= 0)) {
-        bad.add(line, std::isnan(rating) ? "missing rating" : "negative rating",
-                std::isnan(rating) ? fmt::format("column '{}' is empty and data.weight is 'rating'", c.rating)
-                                   : fmt::format("{} cannot be a loss weight (data.weight: rating)", rating));
-        continue;
-      }
+      const std::optional<RowFields> f = parse_row_fields(v, line, cfg, cols, item_index, event_types, bad);
+      if (!f) continue;
       auto [uit, inserted] = user_index.emplace(v[0], static_cast<std::int32_t>(user_ids.size()));
       if (inserted) user_ids.push_back(v[0]);
-      auto key = std::make_tuple(uit->second, item->second, *t, type);
+      auto key = std::make_tuple(uit->second, f->item, f->time, f->type);
       auto [dup, fresh] = seen.emplace(key, line);
       if (!fresh) {
         bad.add(line, "duplicate event", fmt::format("same user, item, time and event as line {}", dup->second));
         continue;
       }
-      Event e{uit->second, item->second, *t, type, rating, line, {}};
+      Event e{uit->second, f->item, f->time, f->type, f->rating, line, {}};
       for (std::size_t k = 0; k < c.context.size(); ++k) {
         auto [cit, added] = context_index[k].emplace(v[5 + k], static_cast<std::int32_t>(context_values[k].size()));
         if (added) context_values[k].push_back(v[5 + k]);
@@ -420,10 +447,14 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
       ++report.interactions.rows_kept;
     }
   }
-  report.events_after_validation = static_cast<std::int64_t>(events.size());
-  report.users_seen = static_cast<std::int64_t>(user_ids.size());
+  return raw;
+}
 
-  // ---- per-user time order, k-core, min events
+/// Sorts each user's events by time (then file line) and marks the events
+/// that survive the k-core and min_user_events filters (counted in report).
+std::vector<char> filter_events(const DataConfig& cfg, RawEvents& raw, std::size_t n_items, PrepareReport& report) {
+  auto& events = raw.events;
+  const auto& user_ids = raw.user_ids;
   std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) {
     return a.user != b.user ? a.user < b.user : (a.time != b.time ? a.time < b.time : a.line < b.line);
   });
@@ -436,13 +467,13 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     return cnt;
   };
   if (cfg.kcore > 0) {
-    std::vector<char> item_had(item_ids.size(), 0), user_had(user_ids.size(), 0);
+    std::vector<char> item_had(n_items, 0), user_had(user_ids.size(), 0);
     for (const auto& e : events) item_had[e.item] = user_had[e.user] = 1;
     bool changed = true;
     while (changed) {
       changed = false;
       auto uc = count_by([](const Event& e) { return e.user; }, user_ids.size());
-      auto ic = count_by([](const Event& e) { return e.item; }, item_ids.size());
+      auto ic = count_by([](const Event& e) { return e.item; }, n_items);
       for (std::size_t i = 0; i < events.size(); ++i) {
         if (alive[i] && (uc[events[i].user] < cfg.kcore || ic[events[i].item] < cfg.kcore)) {
           alive[i] = 0;
@@ -452,7 +483,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
       }
     }
     auto uc = count_by([](const Event& e) { return e.user; }, user_ids.size());
-    auto ic = count_by([](const Event& e) { return e.item; }, item_ids.size());
+    auto ic = count_by([](const Event& e) { return e.item; }, n_items);
     for (std::size_t u = 0; u < uc.size(); ++u) report.kcore_users_removed += user_had[u] && uc[u] == 0;
     for (std::size_t i = 0; i < ic.size(); ++i) report.kcore_items_removed += item_had[i] && ic[i] == 0;
   }
@@ -467,7 +498,17 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
     for (auto n : uc) report.min_events_users_removed += n > 0 && n < cfg.min_user_events;
   }
 
-  // ---- users (sorted by raw id), CSR, split
+  return alive;
+}
+
+/// The users with events left, sorted by raw id, their events (CSR) and the
+/// split; the training events per item.
+void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw, const std::vector<char>& alive,
+                 DatasetArrays& out, PrepareReport& report) {
+  const auto& events = raw.events;
+  const auto& user_ids = raw.user_ids;
+  const auto& c = cfg.columns;
+  const bool rating_weight = cfg.weight == "rating";
   std::vector<std::int32_t> order;
   {
     std::vector<char> has(user_ids.size(), 0);
@@ -482,16 +523,8 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   std::vector<std::size_t> first(user_ids.size() + 1, events.size());
   for (std::size_t i = events.size(); i-- > 0;) first[events[i].user] = i;
 
-  DatasetArrays out;
-  out.event_types = event_types;
-  out.context_names = c.context;
-  out.context_values = context_values;
-  out.events.context.resize(c.context.size());
-  out.items.ids = item_ids;
-  out.items.categories = catalogue.categories;
-  out.items.texts = item_texts;
   out.users.offsets.push_back(0);
-  std::vector<std::int64_t> train_count(item_ids.size(), 0);
+  std::vector<std::int64_t> train_count(out.items.ids.size(), 0);
   for (std::int32_t u : order) {
     std::vector<std::size_t> evs;
     for (std::size_t i = first[static_cast<std::size_t>(u)]; i < events.size() && events[i].user == u; ++i) {
@@ -525,7 +558,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
       out.events.item.push_back(e.item);
       out.events.time.push_back(e.time);
       out.events.type.push_back(e.type);
-      out.events.weight.push_back(rating_weight ? e.rating : event_weights[e.type]);
+      out.events.weight.push_back(rating_weight ? e.rating : raw.event_weights[e.type]);
       out.events.rating.push_back(e.rating);
       for (std::size_t x = 0; x < c.context.size(); ++x) out.events.context[x].push_back(e.context[x]);
       if (k < train_end) ++train_count[static_cast<std::size_t>(e.item)];
@@ -554,14 +587,19 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   }
   out.has_rating = !c.rating.empty();
   out.items.train_count = train_count;
-  out.items.cold.resize(item_ids.size());
-  for (std::size_t i = 0; i < item_ids.size(); ++i) out.items.cold[i] = train_count[i] == 0;
+  out.items.cold.resize(out.items.ids.size());
+  for (std::size_t i = 0; i < out.items.ids.size(); ++i) out.items.cold[i] = train_count[i] == 0;
   for (std::size_t u = 0; u < out.users.test.size(); ++u) {
     auto t = out.users.test[u];
     if (t >= 0) report.test_events_on_cold_items += out.items.cold[static_cast<std::size_t>(out.events.item[static_cast<std::size_t>(t)])];
   }
 
-  // ---- tokenize every catalogue item once
+}
+
+/// Tokenizes every catalogue item once, with data.vocab or a vocabulary
+/// built from the catalogue's texts.
+void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport& report) {
+  const std::vector<std::string>& item_texts = out.items.texts;
   WordPieceTokenizer tokenizer = [&] {
     if (!cfg.vocab.empty()) return WordPieceTokenizer::from_file(cfg.vocab);
     VocabBuilderOptions options;
@@ -580,12 +618,39 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   report.unk_token_share = total > 0 ? static_cast<double>(unk) / static_cast<double>(total) : 0.0;
   report.vocab_size = static_cast<std::int64_t>(out.vocab.size());
 
-  report.users = static_cast<std::int64_t>(out.users.ids.size());
-  report.items = static_cast<std::int64_t>(item_ids.size());
-  report.events = static_cast<std::int64_t>(out.events.item.size());
-  for (auto n : train_count) report.items_with_training_events += n > 0;
-  report.cold_items = report.items - report.items_with_training_events;
+}
 
+}  // namespace
+
+PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved_yaml) {
+  const std::int64_t cut = prepare_check_config(cfg);
+  PrepareReport report;
+  Catalogue catalogue = catalogue_read(cfg.catalogue, cfg, report.catalogue);
+  std::unordered_map<std::string, std::int32_t> item_index;
+  for (std::size_t i = 0; i < catalogue.ids.size(); ++i) {
+    item_index.emplace(catalogue.ids[i], static_cast<std::int32_t>(i));
+  }
+  RawEvents raw = read_interactions(cfg, item_index, report);
+  report.events_after_validation = static_cast<std::int64_t>(raw.events.size());
+  report.users_seen = static_cast<std::int64_t>(raw.user_ids.size());
+  const std::vector<char> alive = filter_events(cfg, raw, catalogue.ids.size(), report);
+
+  DatasetArrays out;
+  out.event_types = raw.event_types;
+  out.context_names = cfg.columns.context;
+  out.context_values = raw.context_values;
+  out.events.context.resize(cfg.columns.context.size());
+  out.items.ids = catalogue.ids;
+  out.items.categories = catalogue.categories;
+  out.items.texts = catalogue.texts;
+  build_users(cfg, cut, raw, alive, out, report);
+  tokenize_catalogue(cfg, out, report);
+
+  report.users = static_cast<std::int64_t>(out.users.ids.size());
+  report.items = static_cast<std::int64_t>(out.items.ids.size());
+  report.events = static_cast<std::int64_t>(out.events.item.size());
+  for (auto n : out.items.train_count) report.items_with_training_events += n > 0;
+  report.cold_items = report.items - report.items_with_training_events;
   dataset_write(cfg.dataset, out, resolved_yaml, report.to_json(), cfg.split);
   return report;
 }

@@ -293,9 +293,13 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
     ASSERT_EQ(tt.tried_ndcg10, tc.tried_ndcg10);  // the same points, the same figures
     EXPECT_EQ(tt.cold_tolerance, tolerance);
     EXPECT_GE(tt.ndcg10, (1.0 - tolerance) * top);
-    if (tolerance == 0) EXPECT_EQ(tt.ndcg10, top);
+    if (tolerance == 0) {
+      EXPECT_EQ(tt.ndcg10, top);
+    }
     for (std::size_t p = 0; p < tt.tried.size(); ++p) {
-      if (tt.tried_ndcg10[p] >= (1.0 - tolerance) * top) EXPECT_GE(tt.cold_ndcg10, tt.tried_cold_ndcg10[p]);
+      if (tt.tried_ndcg10[p] >= (1.0 - tolerance) * top) {
+        EXPECT_GE(tt.cold_ndcg10, tt.tried_cold_ndcg10[p]);
+      }
     }
   }
   // A cold-target NDCG@10 that tells points apart (the oracle ranks cold
@@ -382,7 +386,9 @@ TEST_F(EvaluationTest, SegmentsPartitionTheUsersAndAverageToTheWhole) {
   const EvalSegment& cold = r.segments[eval_history_segments().size()];
   EXPECT_EQ(cold.range, "0 (cold)");
   EXPECT_EQ(cold.users, r.cold.users);
-  if (cold.users > 0) EXPECT_NEAR(cold.ndcg, r.cold.ndcg[1], 1e-9);
+  if (cold.users > 0) {
+    EXPECT_NEAR(cold.ndcg, r.cold.ndcg[1], 1e-9);
+  }
 }
 
 TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
