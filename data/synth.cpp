@@ -225,21 +225,22 @@ SynthOptions SynthOptions::preset(const std::string& name) {
   throw ConfigError(fmt::format("unknown synth size '{}': use demo, bench-tiny or bench-small", name));
 }
 
-SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
-  LLMREC_CHECK(o.items >= 10 && o.users >= 0, "synth needs at least 10 items and 0 users, got {} and {}", o.items,
-               o.users);
-  LLMREC_CHECK(o.min_history >= 2, "synth min_history must be at least 2, got {}", o.min_history);
-  LLMREC_CHECK(o.cold_share >= 0 && o.cold_share < 0.9, "synth cold_share must be in [0, 0.9), got {}", o.cold_share);
-  LLMREC_CHECK(o.mean_history >= o.min_history, "synth mean_history ({}) must be at least min_history ({})",
-               o.mean_history, o.min_history);
-  namespace fs = std::filesystem;
-  fs::create_directories(out_dir);
-  Rng rng(o.seed);
+namespace {
 
+/// Brand names (from syllables) and the brands of each department (each
+/// brand specialises in 1-3 departments).
+struct Brands {
+  std::vector<std::string> names;
+  std::vector<std::vector<int>> of_department;
+};
+
+Brands draw_brands(const SynthOptions& o, Rng& rng) {
   // Brands: names from syllables, each specialised in 1-3 departments.
   const int n_brands = static_cast<int>(std::clamp<std::int64_t>(o.items / 50, 20, 2000));
-  std::vector<std::string> brand_names;
-  std::vector<std::vector<int>> brands_of_department(kDepartments);
+  Brands out;
+  std::vector<std::string>& brand_names = out.names;
+  auto& brands_of_department = out.of_department;
+  brands_of_department.resize(kDepartments);
   for (int b = 0; b < n_brands; ++b) {
     std::string name;
     int syll = 2 + static_cast<int>(rng.below(2));
@@ -252,6 +253,15 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
     if (brands_of_department[static_cast<std::size_t>(d)].empty()) brands_of_department[static_cast<std::size_t>(d)].push_back(d % n_brands);
   }
 
+  return out;
+}
+
+/// The items' attributes (Zipf popularity over a random rank, the cold
+/// share), written as catalogue.csv and latent_items.csv under `dir`.
+std::vector<Item> draw_items(const SynthOptions& o, Rng& rng, const Brands& brands, const std::filesystem::path& dir,
+                             SynthSummary& summary) {
+  const auto& brand_names = brands.names;
+  const auto& brands_of_department = brands.of_department;
   // Items: attributes, Zipf popularity over a random rank, cold share.
   std::vector<Item> items(static_cast<std::size_t>(o.items));
   std::vector<std::int64_t> rank(static_cast<std::size_t>(o.items));
@@ -261,7 +271,6 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
   // brand_id disambiguates brands that drew the same name; popularity is
   // written exactly (17 digits) so that the oracle reproduces the choice model.
   std::string latent_items = "item_id,department,leaf,brand,price_band,style,popularity,cold,brand_id\n";
-  SynthSummary summary;
   summary.items = o.items;
   for (std::int64_t i = 0; i < o.items; ++i) {
     Item& it = items[static_cast<std::size_t>(i)];
@@ -302,10 +311,138 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
                                 it.band, kStyles[static_cast<std::size_t>(it.style)], it.popularity, it.cold ? 1 : 0,
                                 it.brand);
   }
-  write_file(fs::path(out_dir) / "catalogue.csv", catalogue);
-  write_file(fs::path(out_dir) / "latent_items.csv", latent_items);
-  catalogue.clear();
+  write_file(dir / "catalogue.csv", catalogue);
+  write_file(dir / "latent_items.csv", latent_items);
 
+  return items;
+}
+
+/// A user's latent tastes: 1-3 leaves (later ones in the first leaf's
+/// department 60% of the time), their departments, 1-2 liked brands of those
+/// departments, 1-2 styles and a price band.
+User draw_user(Rng& rng, const AliasTable& leaf_table, const Brands& brands) {
+  const auto& brands_of_department = brands.of_department;
+  User user;
+  int n_leaves = 1 + static_cast<int>(rng.below(3));
+  while (static_cast<int>(user.leaves.size()) < n_leaves) {
+    // Later leaves stay in the first leaf's department 60% of the time.
+    int leaf = static_cast<int>(leaf_table.draw(rng));
+    if (!user.leaves.empty() && rng.uniform() < 0.6) {
+      leaf = user.leaves[0] / kLeavesPerDepartment * kLeavesPerDepartment + static_cast<int>(rng.below(kLeavesPerDepartment));
+    }
+    if (std::find(user.leaves.begin(), user.leaves.end(), leaf) == user.leaves.end()) user.leaves.push_back(leaf);
+  }
+  for (int leaf : user.leaves) {
+    int dep = leaf / kLeavesPerDepartment;
+    if (std::find(user.departments.begin(), user.departments.end(), dep) == user.departments.end()) user.departments.push_back(dep);
+  }
+  int n_brands_liked = 1 + static_cast<int>(rng.below(2));
+  for (int k = 0; k < n_brands_liked; ++k) {
+    const auto& pool = brands_of_department[static_cast<std::size_t>(user.departments[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(user.departments.size())))])];
+    user.brands.push_back(pool[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(pool.size())))]);
+  }
+  int n_styles = 1 + static_cast<int>(rng.below(2));
+  for (int k = 0; k < n_styles; ++k) user.styles.push_back(static_cast<int>(rng.below(kStyles.size())));
+  user.band = static_cast<int>(rng.below(kPriceBands.size()));
+
+  return user;
+}
+
+/// The user's `n` event times: n-1 before the cut, the last one after it.
+void draw_times(const SynthOptions& o, Rng& rng, const SynthSummary& summary, std::int64_t n,
+                std::vector<std::int64_t>& times) {
+  const std::int64_t span = static_cast<std::int64_t>(o.days) * 86400;
+  times.resize(static_cast<std::size_t>(n));
+  const std::int64_t before = summary.cut_time - o.start_time;
+  for (std::int64_t k = 0; k + 1 < n; ++k) times[static_cast<std::size_t>(k)] = o.start_time + rng.below(before);
+  std::sort(times.begin(), times.end() - 1);
+  times.back() = summary.cut_time + rng.below(o.start_time + span - summary.cut_time);
+}
+
+/// One accepted item for a user: popularity^beta proposals, accepted with
+/// exp(match - max); never a repeat, never a cold item before the cut. -1
+/// when 100,000 proposals found none.
+std::int64_t draw_pick(Rng& rng, const AliasTable& by_popularity, const std::vector<Item>& items, const User& user,
+                       const std::vector<std::int64_t>& chosen, bool after_cut) {
+  std::int64_t pick = -1;
+  for (int attempt = 0; attempt < 100000 && pick < 0; ++attempt) {
+    auto cand = static_cast<std::int64_t>(by_popularity.draw(rng));
+    const Item& it = items[static_cast<std::size_t>(cand)];
+    if (it.cold && !after_cut) continue;
+    if (std::find(chosen.begin(), chosen.end(), cand) != chosen.end()) continue;
+    if (rng.uniform() < std::exp(match(user, it) - kMatchMax)) pick = cand;
+  }
+  return pick;
+}
+
+/// The event type of a pick (kEventShare) and, for a rating event, a rating
+/// around 3 + match / 2: "<event>,<rating>".
+std::string draw_event(Rng& rng, const User& user, const Item& it) {
+  double r = rng.uniform();
+  std::size_t e = 0;
+  while (e + 1 < kEventShare.size() && r >= kEventShare[e]) r -= kEventShare[e++];
+  std::string rating;
+  if (e == 3) {
+    double score = 3.0 + 0.5 * match(user, it) + 0.7 * rng.normal();
+    rating = std::to_string(static_cast<int>(std::clamp(std::round(score), 1.0, 5.0)));
+  }
+  return fmt::format("{},{}", kEvents[e], rating);
+}
+
+/// The user's latent row of latent_users.csv.
+std::string latent_user_row(std::int64_t u, const User& user, const Brands& brands) {
+  const auto& brand_names = brands.names;
+  auto join = [](const std::vector<int>& v, auto name) {
+    std::string s;
+    for (int x : v) s += (s.empty() ? "" : ";") + name(x);
+    return s;
+  };
+  return fmt::format(
+      "{},{},{},{},{},{},{}\n", user_id(u), join(user.leaves, [](int l) { return std::string(kLeaves[static_cast<std::size_t>(l)].name); }),
+      join(user.brands, [&](int b) { return brand_names[static_cast<std::size_t>(b)]; }),
+      join(user.styles, [](int s) { return std::string(kStyles[static_cast<std::size_t>(s)]); }), user.band,
+      join(user.brands, [](int b) { return std::to_string(b); }),
+      join(user.departments, [](int d) { return std::string(kLeaves[static_cast<std::size_t>(d * kLeavesPerDepartment)].department); }));
+}
+
+nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
+  return {
+      {"generator", "llmrec synth"},
+      {"seed", o.seed},
+      {"items", o.items},
+      {"users", o.users},
+      {"mean_history", o.mean_history},
+      {"min_history", o.min_history},
+      {"cold_share", o.cold_share},
+      {"zipf", o.zipf},
+      {"beta", o.beta},
+      {"start_time", o.start_time},
+      {"cut_time", summary.cut_time},
+      {"cut_time_iso", iso_time(summary.cut_time)},
+      {"days", o.days},
+      {"match", {{"leaf", kMatchLeaf}, {"department", kMatchDepartment}, {"brand", kMatchBrand},
+                 {"style", kMatchStyle}, {"price_band_distance", -kMatchPrice}}},
+      {"choice", "P(item|user) ~ popularity^beta * exp(match), no repeats; cold items only after cut_time"},
+      {"counts", {{"items", summary.items}, {"cold_items", summary.cold_items}, {"users", summary.users},
+                  {"events", summary.events}, {"cold_events", summary.cold_events}}},
+  };
+}
+
+}  // namespace
+
+SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
+  LLMREC_CHECK(o.items >= 10 && o.users >= 0, "synth needs at least 10 items and 0 users, got {} and {}", o.items,
+               o.users);
+  LLMREC_CHECK(o.min_history >= 2, "synth min_history must be at least 2, got {}", o.min_history);
+  LLMREC_CHECK(o.cold_share >= 0 && o.cold_share < 0.9, "synth cold_share must be in [0, 0.9), got {}", o.cold_share);
+  LLMREC_CHECK(o.mean_history >= o.min_history, "synth mean_history ({}) must be at least min_history ({})",
+               o.mean_history, o.min_history);
+  namespace fs = std::filesystem;
+  fs::create_directories(out_dir);
+  Rng rng(o.seed);
+  const Brands brands = draw_brands(o, rng);
+  SynthSummary summary;
+  const std::vector<Item> items = draw_items(o, rng, brands, out_dir, summary);
   if (o.users == 0) return summary;  // catalogue only
 
   // Proposals come from popularity^beta; acceptance exp(match - max) makes
@@ -329,74 +466,22 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
   std::vector<std::int64_t> chosen;
   std::vector<std::int64_t> times;
   for (std::int64_t u = 0; u < o.users; ++u) {
-    User user;
-    int n_leaves = 1 + static_cast<int>(rng.below(3));
-    while (static_cast<int>(user.leaves.size()) < n_leaves) {
-      // Later leaves stay in the first leaf's department 60% of the time.
-      int leaf = static_cast<int>(leaf_table.draw(rng));
-      if (!user.leaves.empty() && rng.uniform() < 0.6) {
-        leaf = user.leaves[0] / kLeavesPerDepartment * kLeavesPerDepartment + static_cast<int>(rng.below(kLeavesPerDepartment));
-      }
-      if (std::find(user.leaves.begin(), user.leaves.end(), leaf) == user.leaves.end()) user.leaves.push_back(leaf);
-    }
-    for (int leaf : user.leaves) {
-      int dep = leaf / kLeavesPerDepartment;
-      if (std::find(user.departments.begin(), user.departments.end(), dep) == user.departments.end()) user.departments.push_back(dep);
-    }
-    int n_brands_liked = 1 + static_cast<int>(rng.below(2));
-    for (int k = 0; k < n_brands_liked; ++k) {
-      const auto& pool = brands_of_department[static_cast<std::size_t>(user.departments[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(user.departments.size())))])];
-      user.brands.push_back(pool[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(pool.size())))]);
-    }
-    int n_styles = 1 + static_cast<int>(rng.below(2));
-    for (int k = 0; k < n_styles; ++k) user.styles.push_back(static_cast<int>(rng.below(kStyles.size())));
-    user.band = static_cast<int>(rng.below(kPriceBands.size()));
-
+    const User user = draw_user(rng, leaf_table, brands);
     std::int64_t n = o.min_history + rng.geometric(o.mean_history - o.min_history);
     n = std::min<std::int64_t>(n, std::max<std::int64_t>(o.min_history, o.items / 4));
-    // Times: n-1 events before the cut, the last one after it.
-    times.resize(static_cast<std::size_t>(n));
-    const std::int64_t before = summary.cut_time - o.start_time;
-    for (std::int64_t k = 0; k + 1 < n; ++k) times[static_cast<std::size_t>(k)] = o.start_time + rng.below(before);
-    std::sort(times.begin(), times.end() - 1);
-    times.back() = summary.cut_time + rng.below(o.start_time + span - summary.cut_time);
+    draw_times(o, rng, summary, n, times);
     chosen.clear();
     for (std::int64_t k = 0; k < n; ++k) {
-      const bool after_cut = k + 1 == n;
-      std::int64_t pick = -1;
-      for (int attempt = 0; attempt < 100000 && pick < 0; ++attempt) {
-        auto cand = static_cast<std::int64_t>(by_popularity.draw(rng));
-        const Item& it = items[static_cast<std::size_t>(cand)];
-        if (it.cold && !after_cut) continue;
-        if (std::find(chosen.begin(), chosen.end(), cand) != chosen.end()) continue;
-        if (rng.uniform() < std::exp(match(user, it) - kMatchMax)) pick = cand;
-      }
+      const std::int64_t pick = draw_pick(rng, by_popularity, items, user, chosen, /*after_cut=*/k + 1 == n);
       if (pick < 0) continue;  // practically unreachable; the history is one shorter
       chosen.push_back(pick);
       const Item& it = items[static_cast<std::size_t>(pick)];
-      double r = rng.uniform();
-      std::size_t e = 0;
-      while (e + 1 < kEventShare.size() && r >= kEventShare[e]) r -= kEventShare[e++];
-      std::string rating;
-      if (e == 3) {
-        double score = 3.0 + 0.5 * match(user, it) + 0.7 * rng.normal();
-        rating = std::to_string(static_cast<int>(std::clamp(std::round(score), 1.0, 5.0)));
-      }
-      buf += fmt::format("{},{},{},{},{}\n", user_id(u), item_id(pick), iso_time(times[static_cast<std::size_t>(k)]), kEvents[e], rating);
+      buf += fmt::format("{},{},{},{}\n", user_id(u), item_id(pick), iso_time(times[static_cast<std::size_t>(k)]),
+                         draw_event(rng, user, it));
       ++summary.events;
       summary.cold_events += it.cold;
     }
-    auto join = [](const std::vector<int>& v, auto name) {
-      std::string s;
-      for (int x : v) s += (s.empty() ? "" : ";") + name(x);
-      return s;
-    };
-    latent_users += fmt::format(
-        "{},{},{},{},{},{},{}\n", user_id(u), join(user.leaves, [](int l) { return std::string(kLeaves[static_cast<std::size_t>(l)].name); }),
-        join(user.brands, [&](int b) { return brand_names[static_cast<std::size_t>(b)]; }),
-        join(user.styles, [](int s) { return std::string(kStyles[static_cast<std::size_t>(s)]); }), user.band,
-        join(user.brands, [](int b) { return std::to_string(b); }),
-        join(user.departments, [](int d) { return std::string(kLeaves[static_cast<std::size_t>(d * kLeavesPerDepartment)].department); }));
+    latent_users += latent_user_row(u, user, brands);
     if (buf.size() > (1 << 20)) {
       inter << buf;
       buf.clear();
@@ -405,28 +490,7 @@ SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
   inter << buf;
   if (!inter) throw IoError(fmt::format("cannot write {}", (fs::path(out_dir) / "interactions.csv").string()));
   write_file(fs::path(out_dir) / "latent_users.csv", latent_users);
-
-  nlohmann::json meta = {
-      {"generator", "llmrec synth"},
-      {"seed", o.seed},
-      {"items", o.items},
-      {"users", o.users},
-      {"mean_history", o.mean_history},
-      {"min_history", o.min_history},
-      {"cold_share", o.cold_share},
-      {"zipf", o.zipf},
-      {"beta", o.beta},
-      {"start_time", o.start_time},
-      {"cut_time", summary.cut_time},
-      {"cut_time_iso", iso_time(summary.cut_time)},
-      {"days", o.days},
-      {"match", {{"leaf", kMatchLeaf}, {"department", kMatchDepartment}, {"brand", kMatchBrand},
-                 {"style", kMatchStyle}, {"price_band_distance", -kMatchPrice}}},
-      {"choice", "P(item|user) ~ popularity^beta * exp(match), no repeats; cold items only after cut_time"},
-      {"counts", {{"items", summary.items}, {"cold_items", summary.cold_items}, {"users", summary.users},
-                  {"events", summary.events}, {"cold_events", summary.cold_events}}},
-  };
-  write_file(fs::path(out_dir) / "synth.json", meta.dump(2) + "\n");
+  write_file(fs::path(out_dir) / "synth.json", synth_meta(o, summary).dump(2) + "\n");
   return summary;
 }
 
