@@ -106,6 +106,233 @@ std::int64_t count_cold(const std::vector<std::uint8_t>& cold) {
   return static_cast<std::int64_t>(std::count(cold.begin(), cold.end(), std::uint8_t{1}));
 }
 
+/// The checks of export_write, the same on every rank (before any collective).
+void export_check_fits(Recommender& model, const std::string& checkpoint_path, const DatasetFile& file,
+                       const std::vector<std::string>& vocab) {
+  const ModelConfig& mc = model->options().config();
+  if (mc.text_len > file.text_len()) {
+    throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {} (data.text_len)",
+                                  checkpoint_path, mc.text_len, file.path(), file.text_len()));
+  }
+  if (model->options().id_items() > file.num_items()) {
+    throw ConfigError(fmt::format("{}: the model has ID vectors for {} items, the dataset {} has {} items: it was "
+                                  "trained on another dataset", checkpoint_path, model->options().id_items(),
+                                  file.path(), file.num_items()));
+  }
+  if (mc.item_text && static_cast<std::int64_t>(vocab.size()) > model->bert_config().vocab_size) {
+    throw ConfigError(fmt::format("{}: the model's BERT has {} token embeddings, the vocabulary of the dataset {} has "
+                                  "{} tokens", checkpoint_path, model->bert_config().vocab_size, file.path(),
+                                  vocab.size()));
+  }
+}
+
+/// Users and the hour-of-day counts of the items' training events.
+struct ExportUsers {
+  torch::Tensor vectors;             ///< float [U, d], every rank
+  std::vector<std::int64_t> hours;   ///< [I * kHours], summed over the ranks
+};
+
+/// Collective: u of every user from the last T events (all splits), each
+/// rank its share of users; the hours of training events per item.
+ExportUsers export_users(Recommender& model, const DatasetFile& file, const torch::Tensor& item_vecs,
+                         Communicator& comm) {
+  const std::int64_t I = file.num_items(), U = file.num_users(), d = model->options().config().dim;
+  const torch::Tensor& vecs_m = item_vecs;
+  const auto [ub, ue] = user_share(U, comm);
+  std::vector<std::int64_t> hours(static_cast<std::size_t>(I * kHours), 0);
+  torch::Tensor mine = torch::zeros({0, d});
+  if (ue > ub) {
+    UserSlice slice = file.read_users(ub, ue);
+    mine = user_vectors_of(model, vecs_m, slice.users.offsets.data(), ue - ub, slice.events.item.data());
+    for (std::int64_t u = 0; u < ue - ub; ++u) {
+      const std::int64_t lo = slice.users.offsets[static_cast<std::size_t>(u)];
+      const std::int64_t hi = lo + slice.users.train_end[static_cast<std::size_t>(u)];
+      for (std::int64_t k = lo; k < hi; ++k) {
+        const auto e = static_cast<std::size_t>(k);
+        ++hours[static_cast<std::size_t>(slice.events.item[e] * kHours + utc_hour(slice.events.time[e]))];
+      }
+    }
+  }
+  ExportUsers out;
+  out.vectors = gather_rows(mine, comm);
+  LLMREC_CHECK(out.vectors.size(0) == U, "export: gathered {} user vectors, expected {}", out.vectors.size(0), U);
+  torch::Tensor hours_t = torch::from_blob(hours.data(), {I * kHours}, torch::kLong);
+  comm.all_reduce(hours_t, {ReduceOp::Sum});
+  out.hours = std::move(hours);
+  return out;
+
+}
+
+/// The ranking settings the export carries (docs/export-format.md, "ranking").
+std::string export_ranking_json(const ExportRanking& ranking) {
+  nlohmann::json rank = {{"missing", fusion_missing_name(ranking.missing)},
+                         {"cold_shift", ranking.cold.shift},
+                         {"cold_neighbour_weight", ranking.cold.neighbour_weight},
+                         {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
+                         {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
+                         {"chosen", ranking.chosen}};
+  if (ranking.missing == FusionMissing::kColdWeights) {
+    LLMREC_CHECK(!ranking.cold_weights.empty(), "export: the cold_weights policy without cold weights");
+    rank["cold_weights"] = ranking.cold_weights;
+  }
+  return rank.dump();
+}
+
+/// Every user's whole history (items and event types, CSR), read in blocks.
+void export_histories(const DatasetFile& file, ExportData& c) {
+  const std::int64_t U = file.num_users();
+  c.history_offsets.reserve(static_cast<std::size_t>(U) + 1);
+  c.history_offsets.push_back(0);
+  for (std::int64_t lo = 0; lo < U; lo += kHistoryReadUsers) {
+    UserSlice slice = file.read_users(lo, std::min(U, lo + kHistoryReadUsers));
+    const std::int64_t base = c.history_offsets.back();
+    for (std::size_t u = 1; u < slice.users.offsets.size(); ++u) c.history_offsets.push_back(base + slice.users.offsets[u]);
+    c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
+    c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
+  }
+}
+
+/// The ItemKNN neighbour table, K columns (-1 / 0 pad the shorter rows).
+void export_cf_table(const ItemKnnScorer& knn, std::int64_t I, std::int64_t K, ExportData& c) {
+  c.cf_k = K;
+  c.cf_neighbours.assign(static_cast<std::size_t>(I * K), -1);
+  c.cf_similarity.assign(static_cast<std::size_t>(I * K), 0.0f);
+  const auto& rows = knn.rows();
+  LLMREC_CHECK(static_cast<std::int64_t>(rows.size()) == I, "export: {} ItemKNN rows for {} items", rows.size(), I);
+  for (std::int64_t i = 0; i < I; ++i) {
+    const ItemNeighbours& row = rows[static_cast<std::size_t>(i)];
+    const std::size_t n = std::min(row.items.size(), static_cast<std::size_t>(K));
+    std::copy_n(row.items.begin(), n, c.cf_neighbours.begin() + i * K);
+    std::copy_n(row.similarity.begin(), n, c.cf_similarity.begin() + i * K);
+  }
+}
+
+/// The model of an export update must be the exported one, and fit it.
+void update_check_model(const ExportData& c, Recommender& model, const std::string& checkpoint_path,
+                        const std::string& export_path) {
+  const std::string model_sha = sha256_file(checkpoint_path);
+  if (model_sha != c.model_sha256) {
+    throw ConfigError(fmt::format("{}: this checkpoint (SHA-256 {}) is not the model {} was exported from "
+                                  "(model_sha256 {}, checkpoint '{}'); export again instead of updating",
+                                  checkpoint_path, model_sha.substr(0, 12), export_path, c.model_sha256.substr(0, 12),
+                                  c.checkpoint));
+  }
+  const ModelConfig& mc = model->options().config();
+  if (mc.dim != c.dim || mc.user.history != c.history || mc.text_len > c.text_len) {
+    throw IoError(fmt::format("{}: dim {}, history {}, text_len {} do not fit the model (dim {}, history {}, text_len "
+                              "{})", export_path, c.dim, c.history, c.text_len, mc.dim, mc.user.history, mc.text_len));
+  }
+
+}
+
+/// The catalogue columns, format and text limit the export was prepared
+/// with (its stored configuration), with this update's bad-row policy.
+DataConfig update_data_config(const ExportData& c, const std::string& export_path,
+                              const CatalogueUpdateOptions& options) {
+  DataConfig data;
+  try {
+    ConfigNode root = config_parse_string(c.config, export_path + " [config]");
+    if (const ConfigNode* node = root.find("data")) ConfigReader::read(*node, data);
+  } catch (const ConfigError& e) {
+    throw IoError(fmt::format("{}: the stored configuration is invalid: {}", export_path, e.what()));
+  }
+  data.on_error = options.on_error;
+  data.show_errors = options.show_errors;
+  return data;
+}
+
+/// The rows of an update that change something: new items (ids after the
+/// export's) and replaced ones (their text or category changed).
+struct CatalogueChanges {
+  ItemTable items;                 ///< ids, texts, categories, cold
+  std::vector<std::int64_t> ids;   ///< each row's item index in the updated export
+};
+
+/// Sorts the catalogue's rows into added, replaced and unchanged (counted in
+/// s, with the skipped rows of `report`).
+CatalogueChanges catalogue_changes(const ExportData& c, const Catalogue& cat, const PrepareReport::Source& report,
+                                   ExportSummary& s) {
+  // Which rows are new, which replace an item, which change nothing.
+  std::unordered_map<std::string, std::int64_t> index;
+  for (std::size_t i = 0; i < c.item_ids.size(); ++i) index.emplace(c.item_ids[i], static_cast<std::int64_t>(i));
+  const auto I0 = static_cast<std::int64_t>(c.item_ids.size());
+  s.catalogue_rows = static_cast<std::int64_t>(cat.ids.size());
+  for (const auto& [reason, n] : report.skipped) {
+    s.rows_skipped += n;
+    s.skipped_report += fmt::format("    {:>9}  {}\n", n, reason);
+    auto ex = report.examples.find(reason);
+    if (ex != report.examples.end()) {
+      for (const auto& e : ex->second) s.skipped_report += fmt::format("               e.g. {}\n", e);
+    }
+  }
+  CatalogueChanges out;
+  ItemTable& sub = out.items;
+  std::vector<std::int64_t>& sub_ids = out.ids;
+  for (std::size_t j = 0; j < cat.ids.size(); ++j) {
+    auto it = index.find(cat.ids[j]);
+    std::int64_t id;
+    std::uint8_t cold = 1;
+    if (it != index.end()) {
+      id = it->second;
+      const auto i = static_cast<std::size_t>(id);
+      if (c.item_text[i] == cat.texts[j] && c.item_category[i] == cat.categories[j]) {
+        ++s.items_unchanged;
+        continue;
+      }
+      cold = c.item_cold[i];
+      ++s.items_replaced;
+    } else {
+      id = I0 + s.items_added++;
+      index.emplace(cat.ids[j], id);  // catalogue_read already refused duplicate ids
+    }
+    sub.ids.push_back(cat.ids[j]);
+    sub.texts.push_back(cat.texts[j]);
+    sub.categories.push_back(cat.categories[j]);
+    sub.cold.push_back(cold);
+    sub_ids.push_back(id);
+  }
+  return out;
+}
+
+/// The TF-IDF rows of the items an update left as they were; new and
+/// changed items (`stale_ids`) get none until the next export.
+std::shared_ptr<const TfidfIndex> tfidf_without(const TfidfIndex& index, std::int64_t I0, std::int64_t I,
+                                                const std::vector<std::int64_t>& stale_ids) {
+  const TfidfMatrix& old = index.matrix();
+  std::vector<std::uint8_t> stale(static_cast<std::size_t>(I), 0);
+  for (auto id : stale_ids) stale[static_cast<std::size_t>(id)] = 1;
+  TfidfMatrix m;
+  m.num_terms = old.num_terms;
+  for (std::int64_t i = 0; i < I; ++i) {
+    if (i < I0 && !stale[static_cast<std::size_t>(i)]) {
+      const auto a = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i)]);
+      const auto b = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i) + 1]);
+      m.terms.insert(m.terms.end(), old.terms.begin() + a, old.terms.begin() + b);
+      m.weights.insert(m.weights.end(), old.weights.begin() + a, old.weights.begin() + b);
+    }
+    m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
+  }
+  return std::make_shared<const TfidfIndex>(std::move(m));
+}
+
+/// Collective: the users' vectors from the updated item vectors (every
+/// user: an item they may have seen changed).
+torch::Tensor update_user_vectors(const ExportData& c, Recommender& model, const torch::Tensor& item_vecs,
+                                  Communicator& comm) {
+  const auto U = static_cast<std::int64_t>(c.history_offsets.size()) - 1;
+  const auto dtype = model->parameters().front().scalar_type();
+  const auto [ub, ue] = user_share(U, comm);
+  torch::Tensor mine = torch::zeros({0, c.dim});
+  if (ue > ub) {
+    const std::int64_t e0 = c.history_offsets[static_cast<std::size_t>(ub)];
+    const std::int32_t* hist = c.history_items.data() + e0;  // item indexes checked by read_export
+    std::vector<std::int64_t> offsets(c.history_offsets.begin() + ub, c.history_offsets.begin() + ue + 1);
+    for (auto& o : offsets) o -= e0;
+    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist);
+  }
+  return gather_rows(mine, comm);
+}
+
 }  // namespace
 
 const std::vector<std::string>& export_fusion_components() {
@@ -135,22 +362,8 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
                            Communicator& comm, const std::string& pseudonym_key) {
   const auto t0 = Clock::now();
   const ModelConfig& mc = model->options().config();
-  // Checks first, the same on every rank (before any collective).
-  if (mc.text_len > file.text_len()) {
-    throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {} (data.text_len)",
-                                  checkpoint_path, mc.text_len, file.path(), file.text_len()));
-  }
-  if (model->options().id_items() > file.num_items()) {
-    throw ConfigError(fmt::format("{}: the model has ID vectors for {} items, the dataset {} has {} items: it was "
-                                  "trained on another dataset", checkpoint_path, model->options().id_items(),
-                                  file.path(), file.num_items()));
-  }
   std::vector<std::string> vocab = file.vocab();
-  if (mc.item_text && static_cast<std::int64_t>(vocab.size()) > model->bert_config().vocab_size) {
-    throw ConfigError(fmt::format("{}: the model's BERT has {} token embeddings, the vocabulary of the dataset {} has "
-                                  "{} tokens", checkpoint_path, model->bert_config().vocab_size, file.path(),
-                                  vocab.size()));
-  }
+  export_check_fits(model, checkpoint_path, file, vocab);
   model->eval();
   torch::NoGradGuard no_grad;
   const auto dtype = model->parameters().front().scalar_type();
@@ -172,28 +385,8 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
   const torch::Tensor vecs_m = vecs.to(dtype);
   torch::Tensor keys = scorer.item_keys().contiguous();
 
-  // Users: u from the last T events (all splits); hours of training events.
-  const auto [ub, ue] = user_share(U, comm);
-  std::vector<std::int64_t> hours(static_cast<std::size_t>(I * kHours), 0);
-  torch::Tensor mine = torch::zeros({0, d});
-  if (ue > ub) {
-    UserSlice slice = file.read_users(ub, ue);
-    mine = user_vectors_of(model, vecs_m, slice.users.offsets.data(), ue - ub, slice.events.item.data());
-    for (std::int64_t u = 0; u < ue - ub; ++u) {
-      const std::int64_t lo = slice.users.offsets[static_cast<std::size_t>(u)];
-      const std::int64_t hi = lo + slice.users.train_end[static_cast<std::size_t>(u)];
-      for (std::int64_t k = lo; k < hi; ++k) {
-        const auto e = static_cast<std::size_t>(k);
-        ++hours[static_cast<std::size_t>(slice.events.item[e] * kHours + utc_hour(slice.events.time[e]))];
-      }
-    }
-  }
-  torch::Tensor user_vecs = gather_rows(mine, comm);
-  LLMREC_CHECK(user_vecs.size(0) == U, "export: gathered {} user vectors, expected {}", user_vecs.size(0), U);
+  const ExportUsers users = export_users(model, file, vecs_m, comm);
   s.users_encoded = U;
-  torch::Tensor hours_t = torch::from_blob(hours.data(), {I * kHours}, torch::kLong);
-  comm.all_reduce(hours_t, {ReduceOp::Sum});
-
   // CF neighbours: ItemKNN over the training histories, as in evaluation.
   TrainingHistories histories = training_histories_gather(file, comm);
   ItemKnnScorer knn(histories, ranking.itemknn, comm);
@@ -223,17 +416,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.dataset_sha256 = sha256_file(file.path());
     c.event_types = file.event_types();
     c.fusion = ranking.fusion;
-    nlohmann::json rank = {{"missing", fusion_missing_name(ranking.missing)},
-                           {"cold_shift", ranking.cold.shift},
-                           {"cold_neighbour_weight", ranking.cold.neighbour_weight},
-                           {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
-                           {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
-                           {"chosen", ranking.chosen}};
-    if (ranking.missing == FusionMissing::kColdWeights) {
-      LLMREC_CHECK(!ranking.cold_weights.empty(), "export: the cold_weights policy without cold weights");
-      rank["cold_weights"] = ranking.cold_weights;
-    }
-    c.ranking = rank.dump();
+    c.ranking = export_ranking_json(ranking);
     c.created = utc_now_iso8601();
     // Content: the TF-IDF rows evaluation's tfidf scorer builds (also the
     // items' keywords in explanations).
@@ -245,35 +428,16 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     c.item_popularity = std::move(items.train_count);
     c.item_vectors = floats_of(vecs);
     c.item_keys = floats_of(keys);
-    c.hour_counts.resize(hours.size());
-    for (std::size_t k = 0; k < hours.size(); ++k) c.hour_counts[k] = static_cast<std::int32_t>(hours[k]);
+    c.hour_counts.assign(users.hours.begin(), users.hours.end());
     c.user_ids = file.read_user_ids();
     if (!pseudonym_key.empty()) {  // the raw ids never reach the file
       for (auto& id : c.user_ids) id = pseudonymise(pseudonym_key, id);
       c.user_ids_scheme = kPseudonymScheme;
       c.pseudonym_check = pseudonym_key_check(pseudonym_key);
     }
-    c.user_vectors = floats_of(user_vecs);
-    c.history_offsets.reserve(static_cast<std::size_t>(U) + 1);
-    c.history_offsets.push_back(0);
-    for (std::int64_t lo = 0; lo < U; lo += kHistoryReadUsers) {
-      UserSlice slice = file.read_users(lo, std::min(U, lo + kHistoryReadUsers));
-      const std::int64_t base = c.history_offsets.back();
-      for (std::size_t u = 1; u < slice.users.offsets.size(); ++u) c.history_offsets.push_back(base + slice.users.offsets[u]);
-      c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
-      c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
-    }
-    c.cf_k = K;
-    c.cf_neighbours.assign(static_cast<std::size_t>(I * K), -1);
-    c.cf_similarity.assign(static_cast<std::size_t>(I * K), 0.0f);
-    const auto& rows = knn.rows();
-    LLMREC_CHECK(static_cast<std::int64_t>(rows.size()) == I, "export: {} ItemKNN rows for {} items", rows.size(), I);
-    for (std::int64_t i = 0; i < I; ++i) {
-      const ItemNeighbours& row = rows[static_cast<std::size_t>(i)];
-      const std::size_t n = std::min(row.items.size(), static_cast<std::size_t>(K));
-      std::copy_n(row.items.begin(), n, c.cf_neighbours.begin() + i * K);
-      std::copy_n(row.similarity.begin(), n, c.cf_similarity.begin() + i * K);
-    }
+    c.user_vectors = floats_of(users.vectors);
+    export_histories(file, c);
+    export_cf_table(knn, I, K, c);
     vocab.swap(c.vocab);
     events = static_cast<std::int64_t>(c.history_items.size());
   }
@@ -297,29 +461,8 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
     throw ConfigError(fmt::format("catalogue update: on_error must be error or skip, got '{}'", options.on_error));
   }
   ExportData c = *read_export(export_path);
-  const std::string model_sha = sha256_file(checkpoint_path);
-  if (model_sha != c.model_sha256) {
-    throw ConfigError(fmt::format("{}: this checkpoint (SHA-256 {}) is not the model {} was exported from "
-                                  "(model_sha256 {}, checkpoint '{}'); export again instead of updating",
-                                  checkpoint_path, model_sha.substr(0, 12), export_path, c.model_sha256.substr(0, 12),
-                                  c.checkpoint));
-  }
-  const ModelConfig& mc = model->options().config();
-  if (mc.dim != c.dim || mc.user.history != c.history || mc.text_len > c.text_len) {
-    throw IoError(fmt::format("{}: dim {}, history {}, text_len {} do not fit the model (dim {}, history {}, text_len "
-                              "{})", export_path, c.dim, c.history, c.text_len, mc.dim, mc.user.history, mc.text_len));
-  }
-
-  // The catalogue columns, format and text limit the export was prepared with.
-  DataConfig data;
-  try {
-    ConfigNode root = config_parse_string(c.config, export_path + " [config]");
-    if (const ConfigNode* node = root.find("data")) ConfigReader::read(*node, data);
-  } catch (const ConfigError& e) {
-    throw IoError(fmt::format("{}: the stored configuration is invalid: {}", export_path, e.what()));
-  }
-  data.on_error = options.on_error;
-  data.show_errors = options.show_errors;
+  update_check_model(c, model, checkpoint_path, export_path);
+  DataConfig data = update_data_config(c, export_path, options);
   PrepareReport::Source report;
   Catalogue cat = catalogue_read(catalogue_path, data, report);
   WordPieceTokenizer tokenizer = [&] {
@@ -330,46 +473,12 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
     }
   }();
 
-  // Which rows are new, which replace an item, which change nothing.
-  std::unordered_map<std::string, std::int64_t> index;
-  for (std::size_t i = 0; i < c.item_ids.size(); ++i) index.emplace(c.item_ids[i], static_cast<std::int64_t>(i));
   const auto I0 = static_cast<std::int64_t>(c.item_ids.size());
   ExportSummary s;
   s.path = out_path;
-  s.catalogue_rows = static_cast<std::int64_t>(cat.ids.size());
-  for (const auto& [reason, n] : report.skipped) {
-    s.rows_skipped += n;
-    s.skipped_report += fmt::format("    {:>9}  {}\n", n, reason);
-    auto ex = report.examples.find(reason);
-    if (ex != report.examples.end()) {
-      for (const auto& e : ex->second) s.skipped_report += fmt::format("               e.g. {}\n", e);
-    }
-  }
-  ItemTable sub;
-  std::vector<std::int64_t> sub_ids;
-  for (std::size_t j = 0; j < cat.ids.size(); ++j) {
-    auto it = index.find(cat.ids[j]);
-    std::int64_t id;
-    std::uint8_t cold = 1;
-    if (it != index.end()) {
-      id = it->second;
-      const auto i = static_cast<std::size_t>(id);
-      if (c.item_text[i] == cat.texts[j] && c.item_category[i] == cat.categories[j]) {
-        ++s.items_unchanged;
-        continue;
-      }
-      cold = c.item_cold[i];
-      ++s.items_replaced;
-    } else {
-      id = I0 + s.items_added++;
-      index.emplace(cat.ids[j], id);  // catalogue_read already refused duplicate ids
-    }
-    sub.ids.push_back(cat.ids[j]);
-    sub.texts.push_back(cat.texts[j]);
-    sub.categories.push_back(cat.categories[j]);
-    sub.cold.push_back(cold);
-    sub_ids.push_back(id);
-  }
+  CatalogueChanges changes = catalogue_changes(c, cat, report, s);
+  ItemTable& sub = changes.items;
+  const std::vector<std::int64_t>& sub_ids = changes.ids;
   TokenizedTexts tokens = item_texts_tokenize(tokenizer, sub.texts, static_cast<int>(c.text_len));
   sub.tokens = std::move(tokens.tokens);
   sub.length = std::move(tokens.length);
@@ -378,7 +487,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
   torch::NoGradGuard no_grad;
   const auto dtype = model->parameters().front().scalar_type();
   const auto te = Clock::now();
-  torch::Tensor vecs = encode_all_items(model, sub, mc.text_len, comm, sub_ids);
+  torch::Tensor vecs = encode_all_items(model, sub, model->options().config().text_len, comm, sub_ids);
   s.encode_seconds = seconds_since(te);
   s.items_encoded = static_cast<std::int64_t>(sub_ids.size());
   torch::Tensor keys = model->item_keys(vecs.to(dtype)).to(torch::kFloat);
@@ -393,16 +502,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
   const auto U = static_cast<std::int64_t>(c.history_offsets.size()) - 1;
   torch::Tensor user_vecs;
   if (s.items_replaced > 0) {
-    const auto [ub, ue] = user_share(U, comm);
-    torch::Tensor mine = torch::zeros({0, d});
-    if (ue > ub) {
-      const std::int64_t e0 = c.history_offsets[static_cast<std::size_t>(ub)];
-      const std::int32_t* hist = c.history_items.data() + e0;  // item indexes checked by read_export
-      std::vector<std::int64_t> offsets(c.history_offsets.begin() + ub, c.history_offsets.begin() + ue + 1);
-      for (auto& o : offsets) o -= e0;
-      mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist);
-    }
-    user_vecs = gather_rows(mine, comm);
+    user_vecs = update_user_vectors(c, model, item_vecs, comm);
     s.users_encoded = U;
   }
 
@@ -426,23 +526,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
       c.item_text[i] = sub.texts[j];
       c.item_category[i] = sub.categories[j];
     }
-    if (c.tfidf != nullptr) {  // new and changed items: no TF-IDF row until the next export
-      const TfidfMatrix& old = c.tfidf->matrix();
-      std::vector<std::uint8_t> stale(static_cast<std::size_t>(I), 0);
-      for (auto id : sub_ids) stale[static_cast<std::size_t>(id)] = 1;
-      TfidfMatrix m;
-      m.num_terms = old.num_terms;
-      for (std::int64_t i = 0; i < I; ++i) {
-        if (i < I0 && !stale[static_cast<std::size_t>(i)]) {
-          const auto a = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i)]);
-          const auto b = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i) + 1]);
-          m.terms.insert(m.terms.end(), old.terms.begin() + a, old.terms.begin() + b);
-          m.weights.insert(m.weights.end(), old.weights.begin() + a, old.weights.begin() + b);
-        }
-        m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
-      }
-      c.tfidf = std::make_shared<const TfidfIndex>(std::move(m));
-    }
+    if (c.tfidf != nullptr) c.tfidf = tfidf_without(*c.tfidf, I0, I, sub_ids);
     c.item_cold.resize(static_cast<std::size_t>(I), 1);
     c.item_popularity.resize(static_cast<std::size_t>(I), 0);
     c.hour_counts.resize(static_cast<std::size_t>(I * kHours), 0);
