@@ -19,55 +19,55 @@ at::Tensor cat_or_empty(const std::vector<at::Tensor>& parts, const at::Tensor& 
 
 }  // namespace
 
-MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync) {
+namespace {
+
+using StepClock = std::chrono::steady_clock;
+
+double seconds_between(StepClock::time_point a, StepClock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+/// Examples of this micro-step on every rank (the loss normaliser).
+std::int64_t global_examples(const StepContext& ctx, std::int64_t b) {
+  if (ctx.comm == nullptr || ctx.comm->size() <= 1) return b;
+  at::Tensor n = at::tensor({b}, at::kLong);
+  ctx.comm->all_reduce(n);
+  return n.item<std::int64_t>();
+}
+
+/// The ids the ID table sees: cold items get none (mapped past the table),
+/// on the CPU before the batch moves to the model's device.
+torch::Tensor embedding_ids(const Batch& batch, const StepContext& ctx) {
+  torch::Tensor ids = batch.item_ids;
+  if (ctx.cold == nullptr || batch.item_ids.numel() == 0) return ids;
+  torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(ctx.cold->data()),
+                                        {static_cast<std::int64_t>(ctx.cold->size())}, torch::kByte);
+  torch::Tensor is_cold = cold.index_select(0, batch.item_ids).to(torch::kBool);
+  return torch::where(is_cold, torch::full_like(ids, ctx.num_items), ids);
+}
+
+/// What the loss needs of one rank's micro-batch, on the model's device.
+struct StepForward {
+  torch::Tensor user_vecs;   ///< [targets, d]
+  torch::Tensor keys;        ///< this rank's candidates' keys [C, d]
+  torch::Tensor ids;         ///< their item ids [C]
+  torch::Tensor log_q;       ///< their log q [C]
+  torch::Tensor target_ids;  ///< [targets]
+  torch::Tensor weights;     ///< [targets]
+};
+
+/// The item tower over the batch's unique items, the candidates (the
+/// targets and sampled negatives, or every item of the batch) and the user
+/// tower.
+StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tensor& emb_ids, const torch::Device& device) {
   const ModelConfig& mc = model->options().config();
-  const std::int64_t b = batch.size();
+  const std::int64_t b = dev.size();
   const std::int64_t d = mc.dim;
-  const int world = ctx.comm != nullptr ? ctx.comm->size() : 1;
-  const auto t_start = std::chrono::steady_clock::now();
-  auto seconds = [](std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-    return std::chrono::duration<double>(b - a).count();
-  };
-  auto t_forward = t_start;
-
-  // Examples of this micro-step on every rank (the loss normaliser).
-  std::int64_t n_global = b;
-  if (ctx.comm != nullptr && world > 1) {
-    at::Tensor n = at::tensor({b}, at::kLong);
-    ctx.comm->all_reduce(n);
-    n_global = n.item<std::int64_t>();
-  }
-  MicroStepResult result{0.0, b, n_global};
-  if (n_global == 0) return result;
-  const double scale = static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
-
-  // Cold items get no ID vector: their ids are mapped past the table (on the
-  // CPU, before the batch moves to the model's device).
-  Batch cpu = batch;
-  cpu.item_tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
-  cpu.item_mask = batch.item_mask.narrow(1, 0, ctx.text_len);
-  torch::Tensor emb_ids = batch.item_ids;
-  if (ctx.cold != nullptr && batch.item_ids.numel() > 0) {
-    torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(ctx.cold->data()),
-                                          {static_cast<std::int64_t>(ctx.cold->size())}, torch::kByte);
-    torch::Tensor is_cold = cold.index_select(0, batch.item_ids).to(torch::kBool);
-    emb_ids = torch::where(is_cold, torch::full_like(emb_ids, ctx.num_items), emb_ids);
-  }
-  const Batch dev = batch_to(cpu, ctx.device);
-  emb_ids = emb_ids.to(ctx.device, /*non_blocking=*/true);
-  const auto longs = torch::TensorOptions().dtype(torch::kLong).device(ctx.device);
-  const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(ctx.device);
-
-  // Forward up to the loss; with run.precision bf16 under autocast.
-  std::optional<AutocastGuard> autocast;
-  autocast.emplace(ctx.device.type(), ctx.bf16);
-
-  // Item tower over the batch's unique items (cold items: text only).
+  const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
+  const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const std::int64_t u = dev.item_ids.numel();
   torch::Tensor item_vecs = u > 0 ? model->encode_items(dev.item_tokens, dev.item_mask, emb_ids)
                                   : torch::zeros({0, d}, floats);
-
-  // Candidates: the batch's targets (+ sampled negatives), or every item.
   torch::Tensor cand_rows;
   if (mc.loss.negatives == "batch_items") {
     cand_rows = torch::arange(u, longs);
@@ -77,80 +77,111 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
     if (dev.negatives.defined() && dev.negatives.numel() > 0) parts.push_back(dev.negatives);
     cand_rows = parts.empty() ? torch::empty({0}, longs) : std::get<0>(torch::_unique(torch::cat(parts)));
   }
-  torch::Tensor keys_local = model->item_keys(item_vecs.index_select(0, cand_rows));
-  torch::Tensor ids_local = u > 0 ? dev.item_ids.index_select(0, cand_rows) : torch::empty({0}, longs);
-  torch::Tensor logq_local = dev.item_log_q.defined() && dev.item_log_q.numel() > 0
-                                 ? dev.item_log_q.index_select(0, cand_rows)
-                                 : torch::zeros({cand_rows.numel()}, floats);
+  StepForward f;
+  f.keys = model->item_keys(item_vecs.index_select(0, cand_rows));
+  f.ids = u > 0 ? dev.item_ids.index_select(0, cand_rows) : torch::empty({0}, longs);
+  f.log_q = dev.item_log_q.defined() && dev.item_log_q.numel() > 0 ? dev.item_log_q.index_select(0, cand_rows)
+                                                                     : torch::zeros({cand_rows.numel()}, floats);
+  f.user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot) : torch::zeros({0, d}, floats);
+  f.target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
+  f.weights = b > 0 ? dev.weight : torch::empty({0}, floats);
+  return f;
+}
 
-  torch::Tensor user_vecs =
-      b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot) : torch::zeros({0, d}, floats);
-  torch::Tensor target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
-  torch::Tensor weights = b > 0 ? dev.weight : torch::empty({0}, floats);
-  LossOptions loss_opts = model->loss_options();
+/// The weighted loss sum over the targets against `keys` (with ids, log q).
+torch::Tensor weighted_loss(Recommender& model, const StepForward& f, const torch::Tensor& keys,
+                            const torch::Tensor& ids, const torch::Tensor& log_q) {
+  LossResult lr = recommender_loss(f.user_vecs, keys, ids, f.target_ids, f.weights, model->loss_options(), log_q);
+  return (lr.nll * f.weights).sum();
+}
 
+/// Global negatives: every rank's candidate keys are every rank's
+/// negatives. The keys are gathered without their graph; each rank's users'
+/// gradient on every key is summed over the ranks and pushed back into this
+/// rank's own keys. Ends autocast; returns the time the forward ended.
+StepClock::time_point backward_global(Recommender& model, const StepForward& f, const StepContext& ctx,
+                                      std::optional<AutocastGuard>& autocast, double scale, MicroStepResult& result) {
+  Communicator& comm = *ctx.comm;
+  const std::int64_t d = f.keys.size(1);
+  auto key_parts = comm.all_gather_v(f.keys.detach().contiguous());
+  auto id_parts = comm.all_gather_v(f.ids.contiguous());
+  auto logq_parts = comm.all_gather_v(f.log_q.contiguous());
+  std::int64_t own_offset = 0;
+  for (int r = 0; r < comm.rank(); ++r) own_offset += key_parts[static_cast<std::size_t>(r)].size(0);
+  torch::Tensor all_keys = cat_or_empty(key_parts, f.keys).view({-1, d}).requires_grad_(true);
+  torch::Tensor all_ids = cat_or_empty(id_parts, f.ids);
+  torch::Tensor all_logq = cat_or_empty(logq_parts, f.log_q);
+  const bool has_targets = f.target_ids.numel() > 0;
+  torch::Tensor grad_keys;
+  torch::Tensor loss;
+  if (has_targets) {
+    torch::Tensor weighted = weighted_loss(model, f, all_keys, all_ids, all_logq);
+    result.loss_sum = weighted.item<double>();
+    loss = weighted * scale;
+  }
+  autocast.reset();
+  const auto t_forward = StepClock::now();
+  grad_keys = has_targets ? torch::autograd::grad({loss}, {all_keys}, {}, /*retain_graph=*/true)[0]
+                          : torch::zeros_like(all_keys);
+  {  // every rank's users' gradient on every key, summed in float32 (bf16 keys under autocast)
+    const bool low = grad_keys.scalar_type() == torch::kBFloat16 || grad_keys.scalar_type() == torch::kHalf;
+    torch::Tensor sum = low ? grad_keys.to(torch::kFloat) : grad_keys;
+    comm.all_reduce(sum);
+    grad_keys = sum.to(grad_keys.scalar_type());
+  }
+  std::vector<torch::Tensor> roots, grads;
+  if (has_targets) {
+    roots.push_back(loss);
+    grads.push_back(torch::ones_like(loss));
+  }
+  if (f.keys.numel() > 0) {
+    roots.push_back(f.keys);
+    grads.push_back(grad_keys.narrow(0, own_offset, f.keys.size(0)));
+  }
+  if (!roots.empty()) torch::autograd::backward(roots, grads);
+  return t_forward;
+}
+
+}  // namespace
+
+MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync) {
+  const std::int64_t b = batch.size();
+  const int world = ctx.comm != nullptr ? ctx.comm->size() : 1;
+  const auto t_start = StepClock::now();
+  const std::int64_t n_global = global_examples(ctx, b);
+  MicroStepResult result{0.0, b, n_global};
+  if (n_global == 0) return result;
+  const double scale = static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
+
+  Batch cpu = batch;
+  cpu.item_tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
+  cpu.item_mask = batch.item_mask.narrow(1, 0, ctx.text_len);
+  const torch::Tensor emb_ids = embedding_ids(batch, ctx).to(ctx.device, /*non_blocking=*/true);
+  const Batch dev = batch_to(cpu, ctx.device);
+
+  // Forward up to the loss; with run.precision bf16 under autocast.
+  std::optional<AutocastGuard> autocast;
+  autocast.emplace(ctx.device.type(), ctx.bf16);
+  const StepForward f = step_forward(model, dev, emb_ids, ctx.device);
   std::unique_ptr<GradientReducer::NoSync> no_sync;
   if (!sync && ctx.reducer != nullptr) no_sync = std::make_unique<GradientReducer::NoSync>(*ctx.reducer);
 
+  StepClock::time_point t_forward;
   if (ctx.global_negatives && ctx.comm != nullptr && world > 1) {
-    auto key_parts = ctx.comm->all_gather_v(keys_local.detach().contiguous());
-    auto id_parts = ctx.comm->all_gather_v(ids_local.contiguous());
-    auto logq_parts = ctx.comm->all_gather_v(logq_local.contiguous());
-    std::int64_t own_offset = 0;
-    for (int r = 0; r < ctx.comm->rank(); ++r) own_offset += key_parts[static_cast<std::size_t>(r)].size(0);
-    torch::Tensor all_keys = cat_or_empty(key_parts, keys_local).view({-1, d}).requires_grad_(true);
-    torch::Tensor all_ids = cat_or_empty(id_parts, ids_local);
-    torch::Tensor all_logq = cat_or_empty(logq_parts, logq_local);
-    torch::Tensor grad_keys;
-    torch::Tensor loss;
-    if (b > 0) {
-      LossResult lr = recommender_loss(user_vecs, all_keys, all_ids, target_ids, weights, loss_opts, all_logq);
-      torch::Tensor weighted = (lr.nll * weights).sum();
-      result.loss_sum = weighted.item<double>();
-      loss = weighted * scale;
-      autocast.reset();
-      t_forward = std::chrono::steady_clock::now();
-      grad_keys = torch::autograd::grad({loss}, {all_keys}, {}, /*retain_graph=*/true)[0];
-    } else {
-      autocast.reset();
-      t_forward = std::chrono::steady_clock::now();
-      grad_keys = torch::zeros_like(all_keys);
-    }
-    {  // every rank's users' gradient on every key, summed in float32 (bf16 keys under autocast)
-      const bool low = grad_keys.scalar_type() == torch::kBFloat16 || grad_keys.scalar_type() == torch::kHalf;
-      torch::Tensor sum = low ? grad_keys.to(torch::kFloat) : grad_keys;
-      ctx.comm->all_reduce(sum);
-      grad_keys = sum.to(grad_keys.scalar_type());
-    }
-    std::vector<torch::Tensor> roots, grads;
-    if (b > 0) {
-      roots.push_back(loss);
-      grads.push_back(torch::ones_like(loss));
-    }
-    if (keys_local.numel() > 0) {
-      roots.push_back(keys_local);
-      grads.push_back(grad_keys.narrow(0, own_offset, keys_local.size(0)));
-    }
-    if (!roots.empty()) torch::autograd::backward(roots, grads);
-    result.forward_s = seconds(t_start, t_forward);
-    result.backward_s = seconds(t_forward, std::chrono::steady_clock::now());
-    return result;
-  }
-
-  if (b > 0) {
-    LossResult lr = recommender_loss(user_vecs, keys_local, ids_local, target_ids, weights, loss_opts, logq_local);
-    torch::Tensor weighted = (lr.nll * weights).sum();
+    t_forward = backward_global(model, f, ctx, autocast, scale, result);
+  } else if (b > 0) {
+    torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
     result.loss_sum = weighted.item<double>();
     torch::Tensor loss = weighted * scale;
     autocast.reset();
-    t_forward = std::chrono::steady_clock::now();
+    t_forward = StepClock::now();
     loss.backward();
   } else {
     autocast.reset();
-    t_forward = std::chrono::steady_clock::now();
+    t_forward = StepClock::now();
   }
-  result.forward_s = seconds(t_start, t_forward);
-  result.backward_s = seconds(t_forward, std::chrono::steady_clock::now());
+  result.forward_s = seconds_between(t_start, t_forward);
+  result.backward_s = seconds_between(t_forward, StepClock::now());
   return result;
 }
 
