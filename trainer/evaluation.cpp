@@ -335,15 +335,111 @@ ScoreRequest swap_histories(const ScoreRequest& request) {
   return out;
 }
 
+namespace {
+
+/// Appends one evaluated user's row (cold flag, expected RR, then per K:
+/// hit rate, recall, NDCG, diversity, mean popularity; then its history
+/// length and its target's training events) and counts its top-K items
+/// (coverage; [group (all, cold)][K][item]).
+struct UserRowWriter {
+  const std::vector<int>& ks;
+  std::int64_t n_items;
+  bool has_categories;
+  const std::vector<std::int32_t>& category_code;
+  const std::vector<std::int64_t>& train_count;
+  std::vector<double>& rows;
+  std::vector<std::int64_t>& counts;
+
+  void add(const UserRanking& rk, std::int32_t target, bool cold, std::int64_t history_size) {
+    const std::size_t nk = ks.size();
+    rows.push_back(cold ? 1.0 : 0.0);
+    // The held-out item's figures are expectations under a random tie-break
+    // (metrics.h); with one held-out item Recall@K = HitRate@K.
+    rows.push_back(expected_reciprocal_rank(rk.above, rk.ties));
+    for (std::size_t i = 0; i < nk; ++i) {
+      rows.push_back(expected_hit_rate(rk.above, rk.ties, ks[i]));
+      rows.push_back(expected_hit_rate(rk.above, rk.ties, ks[i]));
+      rows.push_back(expected_ndcg(rk.above, rk.ties, ks[i]));
+      rows.push_back(has_categories ? metric_diversity(rk.top, ks[i], category_code) : 0.0);
+      rows.push_back(metric_mean_popularity(rk.top, ks[i], train_count));
+      const std::size_t n = std::min(rk.top.size(), static_cast<std::size_t>(ks[i]));
+      for (std::size_t a = 0; a < n; ++a) {
+        const auto item = static_cast<std::size_t>(rk.top[a]);
+        ++counts[i * static_cast<std::size_t>(n_items) + item];
+        if (cold) ++counts[(nk + i) * static_cast<std::size_t>(n_items) + item];
+      }
+    }
+    rows.push_back(static_cast<double>(history_size));
+    rows.push_back(static_cast<double>(train_count[static_cast<std::size_t>(target)]));
+  }
+};
+
+/// One group's means (all users, or those with a cold target) from the
+/// column sums of its rows, and its coverage from the top-K counts.
+void fill_group(EvalGroupMetrics& g, const std::vector<double>& sum, std::int64_t users, std::size_t group,
+                const std::vector<int>& ks, std::int64_t n_items, bool has_categories,
+                const std::vector<std::int64_t>& counts) {
+  const std::size_t nk = ks.size();
+  g.users = users;
+  const double n = static_cast<double>(users);
+  auto mean = [&](int col) { return users > 0 ? sum[static_cast<std::size_t>(col)] / n : kNaN; };
+  g.mrr = mean(kColRr);
+  for (std::size_t i = 0; i < nk; ++i) {
+    const int base = kColPerK + kPerK * static_cast<int>(i);
+    g.hit_rate.push_back(mean(base));
+    g.recall.push_back(mean(base + 1));
+    g.ndcg.push_back(mean(base + 2));
+    g.diversity.push_back(has_categories ? mean(base + 3) : kNaN);
+    g.mean_popularity.push_back(mean(base + 4));
+    std::int64_t covered = 0;
+    const std::int64_t* c = counts.data() + (group * nk + i) * static_cast<std::size_t>(n_items);
+    for (std::int64_t item = 0; item < n_items; ++item) covered += c[item] > 0;
+    g.coverage.push_back(users > 0 ? static_cast<double>(covered) / static_cast<double>(n_items) : kNaN);
+  }
+}
+
+/// NDCG@K and Recall@K (K = 10 when evaluated, else the first K) by
+/// history length and by the held-out item's popularity.
+std::vector<EvalSegment> eval_segments(const std::vector<double>& all_rows, int width, const std::vector<int>& ks,
+                                       int* segment_k) {
+  const int metrics_width = row_width(ks.size());
+  const auto n_rows = static_cast<std::int64_t>(all_rows.size() / static_cast<std::size_t>(width));
+  std::size_t ki = 0;
+  for (std::size_t i = 0; i < ks.size(); ++i) {
+    if (ks[i] == 10) ki = i;
+  }
+  *segment_k = ks[ki];
+  const int col_recall = kColPerK + kPerK * static_cast<int>(ki) + 1, col_ndcg = col_recall + 1;
+  std::vector<EvalSegment> out;
+  for (const char* by : {"history_length", "target_popularity"}) {
+    const bool history = std::string(by) == "history_length";
+    const std::vector<std::string>& names = history ? eval_history_segments() : eval_popularity_segments();
+    std::vector<double> ndcg(names.size(), 0.0), recall(names.size(), 0.0);
+    std::vector<std::int64_t> users(names.size(), 0);
+    for (std::int64_t u = 0; u < n_rows; ++u) {
+      const double* row = all_rows.data() + u * width;
+      const auto value = static_cast<std::int64_t>(row[history ? metrics_width : metrics_width + 1]);
+      const std::size_t g = history ? eval_history_segment(value) : eval_popularity_segment(value);
+      ++users[g];
+      ndcg[g] += row[col_ndcg];
+      recall[g] += row[col_recall];
+    }
+    for (std::size_t g = 0; g < names.size(); ++g) {
+      const double n = static_cast<double>(users[g]);
+      out.push_back({by, names[g], users[g], users[g] > 0 ? ndcg[g] / n : kNaN, users[g] > 0 ? recall[g] / n : kNaN});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 EvalResult Evaluator::evaluate(Scorer& scorer) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int>& ks = config_.k;
   const auto nk = ks.size();
   const int kmax = *std::max_element(ks.begin(), ks.end());
-  // Each user's row: the metric columns, then its history length and its
-  // held-out item's training event count (the segments).
-  const int metrics_width = row_width(nk);
-  const int width = metrics_width + 2;
+  const int width = row_width(nk) + 2;  // the metric columns, the history length, the target's training events
   const std::int64_t n_items = num_items();
   const std::string name = scorer.name();
 
@@ -351,38 +447,18 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   // Coverage counts [group (all, cold)][K][item], then this rank's counters.
   const std::size_t counts_size = 2 * nk * static_cast<std::size_t>(n_items);
   std::vector<std::int64_t> counts(counts_size + 3, 0);
+  UserRowWriter writer{ks, n_items, has_categories_, category_code_, items_.train_count, local, counts};
   std::int64_t evaluated = 0;
-  std::vector<UserRanking> rankings;
   for (std::int64_t call = 0; call < shard_.calls; ++call) {
     const Block blk = block(call);
     const at::Tensor scores =
         check_scores(scorer.score(config_.swap_histories ? swap_histories(blk.request) : blk.request), blk, name);
-    const std::int64_t rows = blk.request.size();
-    rankings = rank_rows(blk, scores.data_ptr<float>(), n_items, kmax, fmt::format("scorer '{}'", name));
-    for (std::int64_t r = 0; r < rows; ++r) {
+    const std::vector<UserRanking> rankings =
+        rank_rows(blk, scores.data_ptr<float>(), n_items, kmax, fmt::format("scorer '{}'", name));
+    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
       const auto b = static_cast<std::size_t>(r);
-      const UserRanking& rk = rankings[b];
       const std::int32_t target = blk.targets[b];
-      const bool cold = items_.cold[static_cast<std::size_t>(target)] != 0;
-      local.push_back(cold ? 1.0 : 0.0);
-      // The held-out item's figures are expectations under a random
-      // tie-break (metrics.h); with one held-out item Recall@K = HitRate@K.
-      local.push_back(expected_reciprocal_rank(rk.above, rk.ties));
-      for (std::size_t i = 0; i < nk; ++i) {
-        local.push_back(expected_hit_rate(rk.above, rk.ties, ks[i]));
-        local.push_back(expected_hit_rate(rk.above, rk.ties, ks[i]));
-        local.push_back(expected_ndcg(rk.above, rk.ties, ks[i]));
-        local.push_back(has_categories_ ? metric_diversity(rk.top, ks[i], category_code_) : 0.0);
-        local.push_back(metric_mean_popularity(rk.top, ks[i], items_.train_count));
-        const std::size_t n = std::min(rk.top.size(), static_cast<std::size_t>(ks[i]));
-        for (std::size_t a = 0; a < n; ++a) {
-          const auto item = static_cast<std::size_t>(rk.top[a]);
-          ++counts[i * static_cast<std::size_t>(n_items) + item];
-          if (cold) ++counts[(nk + i) * static_cast<std::size_t>(n_items) + item];
-        }
-      }
-      local.push_back(static_cast<double>(blk.request.history_size(r)));
-      local.push_back(static_cast<double>(items_.train_count[static_cast<std::size_t>(target)]));
+      writer.add(rankings[b], target, items_.cold[static_cast<std::size_t>(target)] != 0, blk.request.history_size(r));
       ++evaluated;
     }
   }
@@ -427,53 +503,9 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
       if (cold) sum_cold[static_cast<std::size_t>(c)] += row[c];
     }
   }
-  auto fill = [&](EvalGroupMetrics& g, const std::vector<double>& sum, std::int64_t users, std::size_t group) {
-    g.users = users;
-    const double n = static_cast<double>(users);
-    auto mean = [&](int col) { return users > 0 ? sum[static_cast<std::size_t>(col)] / n : kNaN; };
-    g.mrr = mean(kColRr);
-    for (std::size_t i = 0; i < nk; ++i) {
-      const int base = kColPerK + kPerK * static_cast<int>(i);
-      g.hit_rate.push_back(mean(base));
-      g.recall.push_back(mean(base + 1));
-      g.ndcg.push_back(mean(base + 2));
-      g.diversity.push_back(has_categories_ ? mean(base + 3) : kNaN);
-      g.mean_popularity.push_back(mean(base + 4));
-      std::int64_t covered = 0;
-      const std::int64_t* c = counts.data() + (group * nk + i) * static_cast<std::size_t>(n_items);
-      for (std::int64_t item = 0; item < n_items; ++item) covered += c[item] > 0;
-      g.coverage.push_back(users > 0 ? static_cast<double>(covered) / static_cast<double>(n_items) : kNaN);
-    }
-  };
-  fill(res.all, sum_all, n_rows, 0);
-  fill(res.cold, sum_cold, n_cold, 1);
-  // Segments: NDCG@K and Recall@K by history length and by the held-out
-  // item's popularity, K = 10 when evaluated.
-  std::size_t ki = 0;
-  for (std::size_t i = 0; i < nk; ++i) {
-    if (ks[i] == 10) ki = i;
-  }
-  res.segment_k = ks[ki];
-  const int col_recall = kColPerK + kPerK * static_cast<int>(ki) + 1, col_ndcg = col_recall + 1;
-  for (const char* by : {"history_length", "target_popularity"}) {
-    const bool history = std::string(by) == "history_length";
-    const std::vector<std::string>& names = history ? eval_history_segments() : eval_popularity_segments();
-    std::vector<double> ndcg(names.size(), 0.0), recall(names.size(), 0.0);
-    std::vector<std::int64_t> users(names.size(), 0);
-    for (std::int64_t u = 0; u < n_rows; ++u) {
-      const double* row = all_rows.data() + u * width;
-      const auto value = static_cast<std::int64_t>(row[history ? metrics_width : metrics_width + 1]);
-      const std::size_t g = history ? eval_history_segment(value) : eval_popularity_segment(value);
-      ++users[g];
-      ndcg[g] += row[col_ndcg];
-      recall[g] += row[col_recall];
-    }
-    for (std::size_t g = 0; g < names.size(); ++g) {
-      const double n = static_cast<double>(users[g]);
-      res.segments.push_back({by, names[g], users[g], users[g] > 0 ? ndcg[g] / n : kNaN,
-                              users[g] > 0 ? recall[g] / n : kNaN});
-    }
-  }
+  fill_group(res.all, sum_all, n_rows, 0, ks, n_items, has_categories_, counts);
+  fill_group(res.cold, sum_cold, n_cold, 1, ks, n_items, has_categories_, counts);
+  res.segments = eval_segments(all_rows, width, ks, &res.segment_k);
   return res;
 }
 
