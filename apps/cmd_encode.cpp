@@ -127,6 +127,127 @@ WordPieceOptions tokenizer_options(const std::string& dir) {
   return options;
 }
 
+/// One model input: ids [B, L], with its mask and token types (undefined:
+/// all ones / all zeros).
+struct EncodeInput {
+  torch::Tensor ids;
+  torch::Tensor mask;
+  torch::Tensor types;
+};
+
+/// The next line of standard input into `text`; false at the end.
+bool read_line(std::string& text, std::size_t& line) {
+  text.clear();
+  int c = 0;
+  while ((c = std::fgetc(stdin)) != EOF && c != '\n') text.push_back(static_cast<char>(c));
+  if (std::ferror(stdin)) throw IoError("cannot read standard input");
+  ++line;
+  return c != EOF || !text.empty();
+}
+
+/// Field 'input_ids' (with 'attention_mask' and 'token_type_ids') of line
+/// `line`, checked against the model (length, vocabulary, type vocabulary).
+EncodeInput ids_input(const json& input, std::size_t line, const HfBert& bert, std::int64_t max_len, bool max_len_given) {
+  EncodeInput in;
+  torch::Tensor& ids = in.ids;
+  torch::Tensor& mask = in.mask;
+  torch::Tensor& types = in.types;
+  if (!input.contains("input_ids")) line_fail(line, "missing field 'input_ids' (or 'text')");
+  bool flat = false;
+  ids = parse_rows(input["input_ids"], "input_ids", line, flat);
+  if (ids.size(1) > max_len) {
+    line_fail(line, fmt::format("field 'input_ids' has length {}, more than {} ({})", ids.size(1), max_len,
+                                max_len_given ? "--max-len" : "max_position_embeddings"));
+  }
+  const std::int64_t lo = ids.min().item<std::int64_t>();
+  const std::int64_t hi = ids.max().item<std::int64_t>();
+  if (lo < 0 || hi >= bert.config.vocab_size) {
+    line_fail(line, fmt::format("field 'input_ids' has ids in [{}, {}], outside [0, {}) (vocab_size)", lo, hi,
+                                bert.config.vocab_size));
+  }
+  for (const char* field : {"attention_mask", "token_type_ids"}) {
+    if (!input.contains(field)) continue;
+    bool field_flat = false;
+    torch::Tensor t = parse_rows(input[field], field, line, field_flat);
+    if (field_flat != flat) {
+      line_fail(line, fmt::format("field '{}' is {} but field 'input_ids' is {}", field,
+                                  field_flat ? "a flat list" : "a list of lists",
+                                  flat ? "a flat list" : "a list of lists"));
+    }
+    if (t.sizes() != ids.sizes()) {
+      line_fail(line, fmt::format("field '{}' has shape [{}], field 'input_ids' [{}]", field,
+                                  fmt::join(t.sizes(), ", "), fmt::join(ids.sizes(), ", ")));
+    }
+    (std::string(field) == "attention_mask" ? mask : types) = t;
+  }
+  if (mask.defined() && (mask.min().item<std::int64_t>() < 0 || mask.max().item<std::int64_t>() > 1)) {
+    line_fail(line, "field 'attention_mask' must hold 0 (pad) or 1 (token)");
+  }
+  if (types.defined() && (types.min().item<std::int64_t>() < 0 ||
+                          types.max().item<std::int64_t>() >= bert.config.type_vocab_size)) {
+    line_fail(line, fmt::format("field 'token_type_ids' must be in [0, {}) (type_vocab_size)",
+                                bert.config.type_vocab_size));
+  }
+  return in;
+}
+
+/// Field 'text' of line `line`, tokenized with the model's vocab.txt
+/// (loaded on first use).
+EncodeInput text_input(const json& input, std::size_t line, const HfBert& bert, const std::string& model_dir,
+                       std::int64_t max_len, std::optional<WordPieceTokenizer>& tokenizer) {
+  if (input.contains("input_ids")) line_fail(line, "give either field 'text' or field 'input_ids', not both");
+  if (input.contains("attention_mask") || input.contains("token_type_ids")) {
+    line_fail(line, "field 'text' comes without attention_mask/token_type_ids (they are made from the text)");
+  }
+  const json& t = input["text"];
+  if (!t.is_string()) line_fail(line, fmt::format("field 'text' must be a string, got {}", t.dump()));
+  if (!tokenizer) {
+    if (bert.vocab_path.empty()) {
+      line_fail(line, fmt::format("field 'text' needs a vocab.txt in {} (or give input_ids)", model_dir));
+    }
+    tokenizer.emplace(WordPieceTokenizer::from_file(bert.vocab_path, tokenizer_options(model_dir)));
+  }
+  std::vector<std::int32_t> encoded = tokenizer->encode(t.get<std::string>(), static_cast<int>(max_len));
+  EncodeInput in;
+  in.ids = torch::tensor(std::vector<std::int64_t>(encoded.begin(), encoded.end()), torch::kLong).unsqueeze(0);
+  in.mask = torch::ones_like(in.ids);
+  return in;
+}
+
+/// Line `line` as a JSON object with known fields only.
+json parse_encode_line(const std::string& text, std::size_t line) {
+  json input;
+  try {
+    input = json::parse(text);
+  } catch (const json::exception& e) {
+    line_fail(line, fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!input.is_object()) line_fail(line, "expected a JSON object with 'input_ids' or 'text'");
+  for (const auto& item : input.items()) {
+    const std::string& key = item.key();
+    if (key != "input_ids" && key != "attention_mask" && key != "token_type_ids" && key != "text") {
+      line_fail(line, fmt::format("unknown field '{}' (expected input_ids, attention_mask, token_type_ids or text)",
+                                  key));
+    }
+  }
+  return input;
+}
+
+/// {"last_hidden_state": ..., "pooler_output": ...} on one line of stdout.
+void write_output(const BertOutput& result, fmt::memory_buffer& out) {
+  out.clear();
+  out.append(std::string_view("{\"last_hidden_state\": "));
+  append_tensor(out, result.last_hidden_state);
+  if (result.pooler_output.defined()) {
+    out.append(std::string_view(", \"pooler_output\": "));
+    append_tensor(out, result.pooler_output);
+  }
+  out.append(std::string_view("}\n"));
+  if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size() || std::fflush(stdout) != 0) {
+    throw IoError("cannot write standard output");
+  }
+}
+
 void run_encode(const EncodeArgs& a) {
   LogConfig log;
   logging_init(log, 0, 1);  // stderr: stdout carries only the JSON lines
@@ -149,111 +270,22 @@ void run_encode(const EncodeArgs& a) {
   std::optional<WordPieceTokenizer> tokenizer;
   torch::NoGradGuard no_grad;
   fmt::memory_buffer out;
-
   std::string text;
   std::size_t line = 0;
-  int c = 0;
-  bool eof = false;
-  while (!eof) {
-    text.clear();
-    while ((c = std::fgetc(stdin)) != EOF && c != '\n') text.push_back(static_cast<char>(c));
-    eof = c == EOF;
-    if (std::ferror(stdin)) throw IoError("cannot read standard input");
-    ++line;
+  while (read_line(text, line)) {
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-
-    json input;
-    try {
-      input = json::parse(text);
-    } catch (const json::exception& e) {
-      line_fail(line, fmt::format("not valid JSON: {}", e.what()));
-    }
-    if (!input.is_object()) line_fail(line, "expected a JSON object with 'input_ids' or 'text'");
-    for (const auto& item : input.items()) {
-      const std::string& key = item.key();
-      if (key != "input_ids" && key != "attention_mask" && key != "token_type_ids" && key != "text") {
-        line_fail(line, fmt::format("unknown field '{}' (expected input_ids, attention_mask, token_type_ids or text)",
-                                    key));
-      }
-    }
-
-    torch::Tensor ids;
-    torch::Tensor mask;
-    torch::Tensor types;
-    if (input.contains("text")) {
-      if (input.contains("input_ids")) line_fail(line, "give either field 'text' or field 'input_ids', not both");
-      if (input.contains("attention_mask") || input.contains("token_type_ids")) {
-        line_fail(line, "field 'text' comes without attention_mask/token_type_ids (they are made from the text)");
-      }
-      const json& t = input["text"];
-      if (!t.is_string()) line_fail(line, fmt::format("field 'text' must be a string, got {}", t.dump()));
-      if (!tokenizer) {
-        if (bert.vocab_path.empty()) {
-          line_fail(line, fmt::format("field 'text' needs a vocab.txt in {} (or give input_ids)", a.model));
-        }
-        tokenizer.emplace(WordPieceTokenizer::from_file(bert.vocab_path, tokenizer_options(a.model)));
-      }
-      std::vector<std::int32_t> encoded = tokenizer->encode(t.get<std::string>(), static_cast<int>(max_len));
-      ids = torch::tensor(std::vector<std::int64_t>(encoded.begin(), encoded.end()), torch::kLong).unsqueeze(0);
-      mask = torch::ones_like(ids);
-    } else {
-      if (!input.contains("input_ids")) line_fail(line, "missing field 'input_ids' (or 'text')");
-      bool flat = false;
-      ids = parse_rows(input["input_ids"], "input_ids", line, flat);
-      if (ids.size(1) > max_len) {
-        line_fail(line, fmt::format("field 'input_ids' has length {}, more than {} ({})", ids.size(1), max_len,
-                                    a.max_len > 0 ? "--max-len" : "max_position_embeddings"));
-      }
-      const std::int64_t lo = ids.min().item<std::int64_t>();
-      const std::int64_t hi = ids.max().item<std::int64_t>();
-      if (lo < 0 || hi >= bert.config.vocab_size) {
-        line_fail(line, fmt::format("field 'input_ids' has ids in [{}, {}], outside [0, {}) (vocab_size)", lo, hi,
-                                    bert.config.vocab_size));
-      }
-      for (const char* field : {"attention_mask", "token_type_ids"}) {
-        if (!input.contains(field)) continue;
-        bool field_flat = false;
-        torch::Tensor t = parse_rows(input[field], field, line, field_flat);
-        if (field_flat != flat) {
-          line_fail(line, fmt::format("field '{}' is {} but field 'input_ids' is {}", field,
-                                      field_flat ? "a flat list" : "a list of lists",
-                                      flat ? "a flat list" : "a list of lists"));
-        }
-        if (t.sizes() != ids.sizes()) {
-          line_fail(line, fmt::format("field '{}' has shape [{}], field 'input_ids' [{}]", field,
-                                      fmt::join(t.sizes(), ", "), fmt::join(ids.sizes(), ", ")));
-        }
-        (std::string(field) == "attention_mask" ? mask : types) = t;
-      }
-      if (mask.defined() && (mask.min().item<std::int64_t>() < 0 || mask.max().item<std::int64_t>() > 1)) {
-        line_fail(line, "field 'attention_mask' must hold 0 (pad) or 1 (token)");
-      }
-      if (types.defined() && (types.min().item<std::int64_t>() < 0 ||
-                              types.max().item<std::int64_t>() >= bert.config.type_vocab_size)) {
-        line_fail(line, fmt::format("field 'token_type_ids' must be in [0, {}) (type_vocab_size)",
-                                    bert.config.type_vocab_size));
-      }
-    }
-
+    const json input = parse_encode_line(text, line);
+    const EncodeInput in = input.contains("text") ? text_input(input, line, bert, a.model, max_len, tokenizer)
+                                                  : ids_input(input, line, bert, max_len, a.max_len > 0);
     BertOutput result;
     try {
-      result = bert.model->forward(ids, mask, types);
+      result = bert.model->forward(in.ids, in.mask, in.types);
     } catch (const Error& e) {
       line_fail(line, e.what());
     } catch (const c10::Error& e) {
       line_fail(line, e.what_without_backtrace());
     }
-    out.clear();
-    out.append(std::string_view("{\"last_hidden_state\": "));
-    append_tensor(out, result.last_hidden_state);
-    if (result.pooler_output.defined()) {
-      out.append(std::string_view(", \"pooler_output\": "));
-      append_tensor(out, result.pooler_output);
-    }
-    out.append(std::string_view("}\n"));
-    if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size() || std::fflush(stdout) != 0) {
-      throw IoError("cannot write standard output");
-    }
+    write_output(result, out);
   }
 }
 
