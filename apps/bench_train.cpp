@@ -290,6 +290,77 @@ nlohmann::json step_figures(Communicator& comm, const std::vector<std::pair<std:
           {"params_in_sync", sync[0] == -sync[1]}};
 }
 
+/// The measured steps of bench train on this rank: times in ms per step.
+struct TrainStepTimes {
+  std::vector<double> step, data, forward, backward, wait, optimizer, unique_items;
+  double flops = 0;      ///< this rank's model FLOPs over the measured steps
+  double loss_last = 0;
+};
+
+/// The model, its reducer and optimizer of bench train: the Trainer's step.
+struct BenchTrainer {
+  Recommender model{nullptr};
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  std::unique_ptr<GradientReducer> reducer;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  StepContext step;
+};
+
+BenchTrainer bench_trainer(AppContext& ctx, const Workload& w) {
+  BenchTrainer t;
+  t.model = Recommender(RecommenderOptions(w.model));
+  t.model->to(ctx.device);
+  t.model->train();
+  t.params = trainable_named_parameters(*t.model);
+  t.reducer = std::make_unique<GradientReducer>(*ctx.comm, t.params, ReducerOptions{25.0, ReduceOp::Avg});
+  TrainConfig tc;
+  tc.lr = 1e-3;
+  tc.weight_decay = 0.01;
+  t.optimizer = make_adamw(t.params, tc);
+  t.step.comm = ctx.comm.get();
+  t.step.reducer = t.reducer.get();
+  t.step.text_len = w.model.text_len;
+  t.step.num_items = w.items;
+  t.step.device = ctx.device;
+  t.step.bf16 = ctx.config.run.precision == "bf16";
+  return t;
+}
+
+/// One optimizer step as the Trainer runs it (micro-step, reducer, AdamW,
+/// the per-step loss all-reduce), timed into `times` when `measured`.
+void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w, AppContext& ctx, bool measured,
+                      TrainStepTimes& times) {
+  Communicator& comm = *ctx.comm;
+  const auto t0 = Clock::now();
+  Batch b = data.next();
+  const double data_s = since(t0);
+  MicroStepResult r = train_micro_step(t.model, b, t.step, /*sync=*/true);
+  t.reducer->finish();
+  const double wait_s = t.reducer->stats().wait_s;
+  const auto t3 = Clock::now();
+  t.optimizer->step();
+  t.optimizer->zero_grad();
+  if (ctx.device.is_cuda()) torch::cuda::synchronize(ctx.device.index());  // step times include the GPU's queued work
+  // The Trainer's per-step loss / examples / stop all-reduce.
+  at::Tensor agg = at::tensor({r.loss_sum, static_cast<double>(r.examples), 0.0}, at::kDouble);
+  comm.all_reduce(agg);
+  const double opt_s = since(t3);
+  if (!measured) return;
+  times.step.push_back(since(t0) * 1e3);
+  times.data.push_back(data_s * 1e3);
+  times.forward.push_back(r.forward_s * 1e3);
+  times.backward.push_back(r.backward_s * 1e3);
+  times.wait.push_back(wait_s * 1e3);
+  times.optimizer.push_back(opt_s * 1e3);
+  times.unique_items.push_back(static_cast<double>(b.item_ids.size(0)));
+  const double candidates = w.model.loss.negatives == "batch_items"
+                                ? static_cast<double>(b.item_ids.size(0))
+                                : static_cast<double>(std::get<0>(at::_unique(b.target)).numel() + b.negatives.numel());
+  times.flops += step_model_flops(w.model, static_cast<double>(b.item_ids.size(0)), static_cast<double>(b.rows()),
+                                  static_cast<double>(b.size()), candidates);
+  times.loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+}
+
 int bench_train(AppContext& ctx, const BenchOptions& o) {
   Communicator& comm = *ctx.comm;
   Workload w = workload_of(o.workload);
@@ -300,90 +371,37 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   SyntheticBatches data(cat, batch, w.model.user.history, 1.1,
                         static_cast<std::uint64_t>(o.seed) * 1000 + 1 + static_cast<std::uint64_t>(comm.rank()),
                         w.model.user.pooling == "causal");
-
   torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
-  Recommender model(RecommenderOptions(w.model));
-  model->to(ctx.device);
-  model->train();
-  const bool gpu = ctx.device.is_cuda();
-  auto device_sync = [&] {  // step times include the GPU's queued work
-    if (gpu) torch::cuda::synchronize(ctx.device.index());
-  };
-  auto params = trainable_named_parameters(*model);
-  GradientReducer reducer(comm, params, {25.0, ReduceOp::Avg});
-  TrainConfig tc;
-  tc.lr = 1e-3;
-  tc.weight_decay = 0.01;
-  auto optimizer = make_adamw(params, tc);
-  StepContext sctx;
-  sctx.comm = &comm;
-  sctx.reducer = &reducer;
-  sctx.text_len = w.model.text_len;
-  sctx.num_items = w.items;
-  sctx.device = ctx.device;
-  sctx.bf16 = ctx.config.run.precision == "bf16";
-
-  const std::vector<double> alone = allreduce_alone_s(comm, reducer.bytes_per_step(), ctx.device);
+  BenchTrainer t = bench_trainer(ctx, w);
+  const std::vector<double> alone = allreduce_alone_s(comm, t.reducer->bytes_per_step(), ctx.device);
 
   // The machine's ceiling for MFU: every rank's sgemm at once.
   comm.barrier();
   const double sgemm = sgemm_gflops();
-  std::vector<double> t_step, t_data, t_fwd, t_bwd, t_wait, t_opt, uniques;
-  double flops = 0;  // this rank's model FLOPs over the measured steps
-  double loss_last = 0;
+  TrainStepTimes times;
   Clock::time_point t_start;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     if (step == o.warmup) {
       comm.barrier();
       t_start = Clock::now();
     }
-    const auto t0 = Clock::now();
-    Batch b = data.next();
-    const double data_s = since(t0);
-    MicroStepResult r = train_micro_step(model, b, sctx, /*sync=*/true);
-    const auto t2 = Clock::now();
-    reducer.finish();
-    const double wait_s = reducer.stats().wait_s;
-    const auto t3 = Clock::now();
-    optimizer->step();
-    optimizer->zero_grad();
-    device_sync();
-    // The Trainer's per-step loss / examples / stop all-reduce.
-    at::Tensor agg = at::tensor({r.loss_sum, static_cast<double>(r.examples), 0.0}, at::kDouble);
-    comm.all_reduce(agg);
-    const double opt_s = since(t3);
-    (void)t2;
-    if (step >= o.warmup) {
-      t_step.push_back(since(t0) * 1e3);
-      t_data.push_back(data_s * 1e3);
-      t_fwd.push_back(r.forward_s * 1e3);
-      t_bwd.push_back(r.backward_s * 1e3);
-      t_wait.push_back(wait_s * 1e3);
-      t_opt.push_back(opt_s * 1e3);
-      uniques.push_back(static_cast<double>(b.item_ids.size(0)));
-      const double candidates =
-          w.model.loss.negatives == "batch_items"
-              ? static_cast<double>(b.item_ids.size(0))
-              : static_cast<double>(std::get<0>(at::_unique(b.target)).numel() + b.negatives.numel());
-      flops += step_model_flops(w.model, static_cast<double>(b.item_ids.size(0)), static_cast<double>(b.rows()),
-                                static_cast<double>(b.size()), candidates);
-      loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
-    }
+    bench_train_step(t, data, w, ctx, step >= o.warmup, times);
   }
   comm.barrier();
   const double elapsed = since(t_start);
 
   double mean_unique = 0;
-  for (double u : uniques) mean_unique += u;
-  mean_unique /= std::max<double>(1, static_cast<double>(uniques.size()));
-  auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_fwd), median(t_bwd), median(t_wait),
-                                 median(t_opt), peak_rss_mb(), median(alone) * 1e3});
+  for (double u : times.unique_items) mean_unique += u;
+  mean_unique /= std::max<double>(1, static_cast<double>(times.unique_items.size()));
+  auto m = max_over_ranks(comm, {median(times.step), median(times.data), median(times.forward), median(times.backward),
+                                 median(times.wait), median(times.optimizer), peak_rss_mb(), median(alone) * 1e3});
   at::Tensor u = at::tensor({mean_unique}, at::kDouble);
   comm.all_reduce(u, {ReduceOp::Avg});
   std::int64_t n_total = 0;
-  for (auto& p : model->parameters()) n_total += p.numel();
+  for (auto& p : t.model->parameters()) n_total += p.numel();
   nlohmann::json line = header("train", w.name, comm, ctx.device.str());
-  line.update(step_figures(comm, params, flops, sgemm, elapsed, o.steps, m[4], m[7], reducer.bytes_per_step()));
+  line.update(step_figures(comm, t.params, times.flops, sgemm, elapsed, o.steps, m[4], m[7],
+                           t.reducer->bytes_per_step()));
   line.update({{"config_hash", config_hash(w.model)},
                {"examples_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
                {"step_ms_median", m[0]},
@@ -394,7 +412,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
                {"unique_items_per_step_mean", u.item<double>()},
                {"total_params", n_total},
                {"peak_rss_mb", m[6]},
-               {"loss_last", loss_last},
+               {"loss_last", times.loss_last},
                {"warmup_steps", o.warmup},
                {"measured_steps", o.steps},
                {"batch_per_rank", batch},
