@@ -257,6 +257,75 @@ std::pair<double, double> Pretrainer::evaluate_heldout() {
   return {agg[0].item<double>() / p, agg[1].item<double>() / p};
 }
 
+Pretrainer::ResumePoint Pretrainer::resume(torch::optim::AdamW& optimizer,
+                                           const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                                           std::int64_t global_batch) {
+  ResumePoint at;
+  if (setup_.resume.empty()) return at;
+  const std::string bert_json = model_->config().to_json("BertForMaskedLM");
+  auto f = open_pretrain_checkpoint(setup_.resume);
+  const std::string stored = bert_config_of_checkpoint(f).to_json("BertForMaskedLM");
+  if (stored != bert_json) {
+    throw ConfigError(fmt::format("{}: the checkpoint pre-trains another encoder; resume with the same model.bert "
+                                  "(or pretrain.from), or start a new run.dir.\ncheckpoint: {}\nthis run: {}",
+                                  setup_.resume, stored, bert_json));
+  }
+  checkpoint_read_module(f, "model", "float32", *model_);
+  checkpoint_read_optimizer(f, optimizer, params, "float32");
+  rng_restore(checkpoint_read_rng(f), comm_.rank());
+  at.step = f.attr_int("/", "step");
+  at.cursor = {f.attr_int("/", "cursor_epoch"), f.attr_int("/", "cursor_step")};
+  const std::int64_t saved_spe = f.attr_int("/", "steps_per_epoch");
+  if (f.attr_int("/", "global_batch") != global_batch || saved_spe != steps_per_epoch_) {
+    at.cursor.step = std::min(steps_per_epoch_ - 1, at.cursor.step * steps_per_epoch_ / std::max<std::int64_t>(saved_spe, 1));
+    spdlog::warn("resuming a pre-training checkpoint of {} texts per step on {}: weights, optimizer and schedule "
+                 "continue exactly; the data continue at step {} of epoch {} (the same share of the epoch)",
+                 f.attr_int("/", "global_batch"), global_batch, at.cursor.step, at.cursor.epoch);
+  }
+  at.heldout_loss = checkpoint_attr_double(f, "heldout_loss");
+  at.heldout_accuracy = checkpoint_attr_double(f, "heldout_accuracy");
+  spdlog::info("pretrain: resumed from {} after step {} (epoch {}, step {})", setup_.resume, at.step, at.cursor.epoch,
+               at.cursor.step);
+  return at;
+}
+
+std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& cursor, std::int64_t global_batch,
+                                         const PretrainResult& result, torch::optim::AdamW& optimizer,
+                                         const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  std::vector<at::Tensor> rng = rng_gather(comm_);
+  const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
+  const std::string path = checkpoint_path(dir, steps_done);
+  rank0_run(comm_, [&] {
+    fs::create_directories(dir);
+    try {
+      auto f = h5::File::create(path);
+      f.set_attr("/", "format", kPretrainCheckpointFormat);
+      f.set_attr("/", "version", kPretrainCheckpointVersion);
+      f.set_attr("/", "bert_config", model_->config().to_json("BertForMaskedLM"));
+      f.set_attr("/", "config", setup_.run_config_yaml);
+      f.set_attr("/", "step", steps_done);
+      f.set_attr("/", "world_size", static_cast<std::int64_t>(comm_.size()));
+      f.set_attr("/", "global_batch", global_batch);
+      f.set_attr("/", "cursor_epoch", cursor.epoch);
+      f.set_attr("/", "cursor_step", cursor.step);
+      f.set_attr("/", "steps_per_epoch", steps_per_epoch_);
+      f.set_attr("/", "planned_steps", planned_steps_);
+      f.set_attr("/", "heldout_loss", checkpoint_double_text(result.heldout_loss));
+      f.set_attr("/", "heldout_accuracy", checkpoint_double_text(result.heldout_accuracy));
+      checkpoint_write_module(f, "model", *model_);
+      checkpoint_write_optimizer(f, optimizer, params);
+      checkpoint_write_rng(f, rng);
+      f.commit();
+    } catch (const IoError& e) {
+      throw IoError(fmt::format("writing checkpoint {} failed: {}", path, e.what()));
+    }
+    checkpoint_prune(dir, setup_.pretrain.keep_checkpoints);
+    return std::int64_t{0};
+  });
+  spdlog::info("pretrain: checkpoint after step {}: {}", steps_done, path);
+  return path;
+}
+
 PretrainResult Pretrainer::run() {
   const PretrainConfig& pc = setup_.pretrain;
   const TrainConfig oc = pc.optimizer();
@@ -283,74 +352,21 @@ PretrainResult Pretrainer::run() {
 
   PretrainResult result;
   result.planned_steps = planned_steps_;
-  std::int64_t start = 0;
-  Cursor cursor{0, 0};
-  const std::string bert_json = model_->config().to_json("BertForMaskedLM");
+  const ResumePoint at = resume(*optimizer, params, global_batch);
+  const std::int64_t start = at.step;
+  Cursor cursor = at.cursor;
   if (!setup_.resume.empty()) {
-    auto f = open_pretrain_checkpoint(setup_.resume);
-    const std::string stored = bert_config_of_checkpoint(f).to_json("BertForMaskedLM");
-    if (stored != bert_json) {
-      throw ConfigError(fmt::format("{}: the checkpoint pre-trains another encoder; resume with the same model.bert "
-                                    "(or pretrain.from), or start a new run.dir.\ncheckpoint: {}\nthis run: {}",
-                                    setup_.resume, stored, bert_json));
-    }
-    checkpoint_read_module(f, "model", "float32", *model_);
-    checkpoint_read_optimizer(f, *optimizer, params, "float32");
-    rng_restore(checkpoint_read_rng(f), comm_.rank());
-    start = f.attr_int("/", "step");
-    cursor = {f.attr_int("/", "cursor_epoch"), f.attr_int("/", "cursor_step")};
-    const std::int64_t saved_spe = f.attr_int("/", "steps_per_epoch");
-    if (f.attr_int("/", "global_batch") != global_batch || saved_spe != steps_per_epoch_) {
-      cursor.step = std::min(steps_per_epoch_ - 1, cursor.step * steps_per_epoch_ / std::max<std::int64_t>(saved_spe, 1));
-      spdlog::warn("resuming a pre-training checkpoint of {} texts per step on {}: weights, optimizer and schedule "
-                   "continue exactly; the data continue at step {} of epoch {} (the same share of the epoch)",
-                   f.attr_int("/", "global_batch"), global_batch, cursor.step, cursor.epoch);
-    }
-    result.heldout_loss = checkpoint_attr_double(f, "heldout_loss");
-    result.heldout_accuracy = checkpoint_attr_double(f, "heldout_accuracy");
+    result.heldout_loss = at.heldout_loss;
+    result.heldout_accuracy = at.heldout_accuracy;
     result.resumed_step = start;
-    spdlog::info("pretrain: resumed from {} after step {} (epoch {}, step {})", setup_.resume, start, cursor.epoch,
-                 cursor.step);
   }
-
   std::ofstream metrics;
   if (rank0) {
     fs::create_directories(work);
     metrics.open(work / "metrics.jsonl", std::ios::app);
   }
   auto checkpoint = [&](std::int64_t steps_done) {
-    std::vector<at::Tensor> rng = rng_gather(comm_);
-    const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
-    const std::string path = checkpoint_path(dir, steps_done);
-    rank0_run(comm_, [&] {
-      fs::create_directories(dir);
-      try {
-        auto f = h5::File::create(path);
-        f.set_attr("/", "format", kPretrainCheckpointFormat);
-        f.set_attr("/", "version", kPretrainCheckpointVersion);
-        f.set_attr("/", "bert_config", bert_json);
-        f.set_attr("/", "config", setup_.run_config_yaml);
-        f.set_attr("/", "step", steps_done);
-        f.set_attr("/", "world_size", static_cast<std::int64_t>(comm_.size()));
-        f.set_attr("/", "global_batch", global_batch);
-        f.set_attr("/", "cursor_epoch", cursor.epoch);
-        f.set_attr("/", "cursor_step", cursor.step);
-        f.set_attr("/", "steps_per_epoch", steps_per_epoch_);
-        f.set_attr("/", "planned_steps", planned_steps_);
-        f.set_attr("/", "heldout_loss", checkpoint_double_text(result.heldout_loss));
-        f.set_attr("/", "heldout_accuracy", checkpoint_double_text(result.heldout_accuracy));
-        checkpoint_write_module(f, "model", *model_);
-        checkpoint_write_optimizer(f, *optimizer, params);
-        checkpoint_write_rng(f, rng);
-        f.commit();
-      } catch (const IoError& e) {
-        throw IoError(fmt::format("writing checkpoint {} failed: {}", path, e.what()));
-      }
-      checkpoint_prune(dir, pc.keep_checkpoints);
-      return std::int64_t{0};
-    });
-    spdlog::info("pretrain: checkpoint after step {}: {}", steps_done, path);
-    result.last_checkpoint = path;
+    result.last_checkpoint = write_checkpoint(steps_done, cursor, global_batch, result, *optimizer, params);
   };
   auto heldout = [&](std::int64_t steps_done) {
     auto [loss, accuracy] = evaluate_heldout();

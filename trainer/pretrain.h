@@ -28,6 +28,7 @@
 #include <torch/optim/adamw.h>
 
 #include "data/dataset.h"
+#include "data/sampler.h"
 #include "distributed/gradient_reducer.h"
 #include "distributed/communicator.h"
 #include "models/mlm.h"
@@ -120,6 +121,20 @@ class Pretrainer {
   std::pair<double, double> evaluate_heldout();
 
  private:
+  /// Where a run starts: fresh, or a checkpoint's step, data position and
+  /// held-out figures (setup.resume; weights, optimizer and RNGs restored).
+  struct ResumePoint {
+    std::int64_t step = 0;
+    Cursor cursor{0, 0};
+    double heldout_loss = -1;
+    double heldout_accuracy = -1;
+  };
+  ResumePoint resume(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                     std::int64_t global_batch);
+  /// Collective: writes the checkpoint after `steps_done` steps; its path.
+  std::string write_checkpoint(std::int64_t steps_done, const Cursor& cursor, std::int64_t global_batch,
+                               const PretrainResult& result, torch::optim::AdamW& optimizer,
+                               const std::vector<std::pair<std::string, torch::Tensor>>& params);
   /// texts[begin, begin + count) masked for `pass` (a pure function of the
   /// seed, the pass and the item).
   std::vector<MaskedText> mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
