@@ -558,123 +558,97 @@ RecommendEngine::Components RecommendEngine::components(const Resolved& r) const
   return c;
 }
 
-void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* pool, Recommendation& out) const {
+struct RecommendEngine::Fused {
+  std::vector<float> cf;     ///< ItemKNN scores (with the cf component)
+  std::vector<float> tfidf;  ///< TF-IDF scores (with the tfidf component)
+  std::vector<float> score;  ///< the ranking score (fused or fallback); empty: the model's
+};
+
+RecommendEngine::Fused RecommendEngine::fuse(const Resolved& r, const Components& comp, const float* model,
+                                             const Pool* pool) const {
   const ExportData& e = *data_;
   const std::int64_t I = e.num_items;
-  out.user = r.user;
-  out.history = r.events;
-  out.k = r.k;
-  out.exclude = r.exclude;
-  out.hour = r.hour;
-  out.hour_weight = r.hour_weight;
-  out.cf_weight = r.cf_weight;
-  out.popularity_weight = r.popularity_weight;
-  out.tfidf_weight = r.tfidf_weight;
-  out.diversity = r.diversity;
-  out.explain = r.explain;
-  out.search = pool != nullptr ? pool->search : "exact";
-  out.candidates = pool != nullptr && pool->search == "hnsw" ? static_cast<std::int64_t>(pool->items.size()) : 0;
-
+  Fused f;
+  if (comp.fallback) {  // the training event count of each item
+    f.score.assign(e.item_popularity.begin(), e.item_popularity.end());
+    return f;
+  }
+  if (!comp.fused) return f;
   // Fusion, exactly as evaluation: z-standardise each component over the
   // whole catalogue, then the weighted sum (export/fusion_math.h). Cold items
   // take the weights of the export's missing-score policy: with
   // `renormalise` or `cold_weights` the collaborative components (CF,
   // popularity, time of day: all counted from training events) leave them.
-  const Components comp = components(r);
-  const bool fallback = comp.fallback;
-  out.unknown_user = r.unknown_user;
-  out.fallback = fallback ? "popularity" : "";
-  const FusionMissing policy = e.fusion_missing;
   auto cold_weight = [&](const char* name) {
     auto it = cold_weights_.find(name);
     return it == cold_weights_.end() ? 0.0 : it->second;
   };
-  const bool use_cf = comp.cf, use_pop = comp.popularity, use_hour = comp.hour, use_tfidf = comp.tfidf;
-  out.fused = comp.fused;
-  std::vector<float> cf, z_model, z_cf, tf, z_tf, fused;
-  const float* score = model;
-  if (fallback) {  // the training event count of each item
-    fused.assign(e.item_popularity.begin(), e.item_popularity.end());
-    score = fused.data();
-  } else if (out.fused) {
-    if (pool == nullptr) {
-      z_model.resize(static_cast<std::size_t>(I));
-      fusion_standardise(model, I, z_model.data());
-    } else {  // the pool's z with the exact moments; the rest never ranks
-      z_model.assign(static_cast<std::size_t>(I), -std::numeric_limits<float>::infinity());
-      for (std::int32_t i : pool->items) {
-        z_model[static_cast<std::size_t>(i)] =
-            pool->sd > 0 ? static_cast<float>((model[i] - pool->mean) / pool->sd) : 0.0f;
-      }
+  std::vector<float> z_model, z_cf, z_tf;
+  if (pool == nullptr) {
+    z_model.resize(static_cast<std::size_t>(I));
+    fusion_standardise(model, I, z_model.data());
+  } else {  // the pool's z with the exact moments; the rest never ranks
+    z_model.assign(static_cast<std::size_t>(I), -std::numeric_limits<float>::infinity());
+    for (std::int32_t i : pool->items) {
+      z_model[static_cast<std::size_t>(i)] = pool->sd > 0 ? static_cast<float>((model[i] - pool->mean) / pool->sd) : 0.0f;
     }
-    std::vector<const float*> rows{z_model.data()};
-    std::vector<double> weights{1.0}, tuned{cold_weight("model")};
-    std::vector<bool> scores_cold{true};
-    if (use_cf) {
-      cf = cf_scores(r.events);
-      z_cf.resize(static_cast<std::size_t>(I));
-      fusion_standardise(cf.data(), I, z_cf.data());
-      rows.push_back(z_cf.data());
-      weights.push_back(r.cf_weight);
-      scores_cold.push_back(false);
-      tuned.push_back(0.0);
-    }
-    if (use_pop) {
-      rows.push_back(popularity_z_.data());
-      weights.push_back(r.popularity_weight);
-      scores_cold.push_back(false);
-      tuned.push_back(0.0);
-    }
-    if (use_tfidf) {  // content: every item has text, cold ones too
-      tf.resize(static_cast<std::size_t>(I));
-      e.tfidf->score(r.events.data(), static_cast<std::int64_t>(r.events.size()), e.tfidf_profile_items, tf.data());
-      z_tf.resize(static_cast<std::size_t>(I));
-      fusion_standardise(tf.data(), I, z_tf.data());
-      rows.push_back(z_tf.data());
-      weights.push_back(r.tfidf_weight);
-      scores_cold.push_back(true);
-      tuned.push_back(cold_weight("tfidf"));
-    }
-    if (use_hour) {
-      rows.push_back(hour_z(*r.hour).data());
-      weights.push_back(r.hour_weight);
-      scores_cold.push_back(false);
-      tuned.push_back(0.0);
-    }
-    const std::vector<double> cold_weights = fusion_cold_weights(policy, weights, scores_cold, tuned);
-    fused.resize(static_cast<std::size_t>(I));
-    fusion_combine(rows, weights, I, fused.data(), policy == FusionMissing::kScored ? nullptr : e.item_cold.data(),
-                   cold_weights);
-    score = fused.data();
   }
+  std::vector<const float*> rows{z_model.data()};
+  std::vector<double> weights{1.0}, tuned{cold_weight("model")};
+  std::vector<bool> scores_cold{true};
+  auto add = [&](const float* z, double weight, bool scores_cold_items, double tuned_weight) {
+    rows.push_back(z);
+    weights.push_back(weight);
+    scores_cold.push_back(scores_cold_items);
+    tuned.push_back(tuned_weight);
+  };
+  if (comp.cf) {
+    f.cf = cf_scores(r.events);
+    z_cf.resize(static_cast<std::size_t>(I));
+    fusion_standardise(f.cf.data(), I, z_cf.data());
+    add(z_cf.data(), r.cf_weight, false, 0.0);
+  }
+  if (comp.popularity) add(popularity_z_.data(), r.popularity_weight, false, 0.0);
+  if (comp.tfidf) {  // content: every item has text, cold ones too
+    f.tfidf.resize(static_cast<std::size_t>(I));
+    e.tfidf->score(r.events.data(), static_cast<std::int64_t>(r.events.size()), e.tfidf_profile_items, f.tfidf.data());
+    z_tf.resize(static_cast<std::size_t>(I));
+    fusion_standardise(f.tfidf.data(), I, z_tf.data());
+    add(z_tf.data(), r.tfidf_weight, true, cold_weight("tfidf"));
+  }
+  if (comp.hour) add(hour_z(*r.hour).data(), r.hour_weight, false, 0.0);
+  const FusionMissing policy = e.fusion_missing;
+  const std::vector<double> cold_weights = fusion_cold_weights(policy, weights, scores_cold, tuned);
+  f.score.resize(static_cast<std::size_t>(I));
+  fusion_combine(rows, weights, I, f.score.data(), policy == FusionMissing::kScored ? nullptr : e.item_cold.data(),
+                 cold_weights);
+  return f;
+}
 
-  // Filters and exclusions, then the exact top of what is left (of the
-  // pool, with approximate search).
-  std::vector<std::int32_t> candidates;
+std::vector<std::int32_t> RecommendEngine::candidates(const Resolved& r, const Pool* pool) const {
+  const ExportData& e = *data_;
+  const std::int64_t I = e.num_items;
+  std::vector<std::int32_t> out;
   if (pool == nullptr) {
     const std::vector<std::uint8_t> eligible = eligible_items(e, r.allowed, r.excluded);
-    candidates.reserve(static_cast<std::size_t>(I));
+    out.reserve(static_cast<std::size_t>(I));
     for (std::int64_t i = 0; i < I; ++i) {
-      if (eligible[static_cast<std::size_t>(i)]) candidates.push_back(static_cast<std::int32_t>(i));
+      if (eligible[static_cast<std::size_t>(i)]) out.push_back(static_cast<std::int32_t>(i));
     }
-  } else {
-    for (std::int32_t i : pool->items) {  // r.excluded is sorted
-      const bool allowed = r.allowed.empty() ||
-                           r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] != 0;
-      if (allowed && !std::binary_search(r.excluded.begin(), r.excluded.end(), i)) candidates.push_back(i);
-    }
+    return out;
   }
-  out.eligible = pool != nullptr && pool->eligible >= 0 ? pool->eligible : static_cast<std::int64_t>(candidates.size());
-  const auto k = static_cast<std::size_t>(r.k);
-  std::vector<std::int32_t> picked;
-  if (r.diversity > 0) {
-    top_sorted(candidates, k * kMmrPoolFactor, score);
-    picked = mmr_select(candidates, score, k, r.diversity);
-  } else {
-    top_sorted(candidates, k, score);
-    picked = std::move(candidates);
+  for (std::int32_t i : pool->items) {  // r.excluded is sorted
+    const bool allowed =
+        r.allowed.empty() || r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] != 0;
+    if (allowed && !std::binary_search(r.excluded.begin(), r.excluded.end(), i)) out.push_back(i);
   }
+  return out;
+}
 
+void RecommendEngine::describe_items(const Resolved& r, const std::vector<std::int32_t>& picked, const float* model,
+                                     const Fused& f, Recommendation& out) const {
+  const ExportData& e = *data_;
+  const float* score = f.score.empty() ? model : f.score.data();
   out.items.resize(picked.size());
   for (std::size_t j = 0; j < picked.size(); ++j) {
     RecommendedItem& it = out.items[j];
@@ -682,8 +656,8 @@ void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* 
     it.item = i;
     it.score = score[i];
     it.model_score = model[i];
-    it.cf_score = use_cf ? cf[static_cast<std::size_t>(i)] : 0.0f;
-    it.tfidf_score = use_tfidf ? tf[static_cast<std::size_t>(i)] : 0.0f;
+    it.cf_score = f.cf.empty() ? 0.0f : f.cf[static_cast<std::size_t>(i)];
+    it.tfidf_score = f.tfidf.empty() ? 0.0f : f.tfidf[static_cast<std::size_t>(i)];
     if (r.explain && e.tfidf != nullptr && !r.events.empty()) {
       // Whole words only: a piece inside a word ("##7" of a product code) says little.
       for (const auto& [term, w] : e.tfidf->shared_terms(r.events.data(), static_cast<std::int64_t>(r.events.size()),
@@ -700,7 +674,44 @@ void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* 
           std::log((c + 1.0) / (static_cast<double>(e.item_popularity[static_cast<std::size_t>(i)]) + kHours)));
     }
   }
-  if (r.explain && !picked.empty()) explain(r, use_cf, out);
+}
+
+void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* pool, Recommendation& out) const {
+  out.user = r.user;
+  out.history = r.events;
+  out.k = r.k;
+  out.exclude = r.exclude;
+  out.hour = r.hour;
+  out.hour_weight = r.hour_weight;
+  out.cf_weight = r.cf_weight;
+  out.popularity_weight = r.popularity_weight;
+  out.tfidf_weight = r.tfidf_weight;
+  out.diversity = r.diversity;
+  out.explain = r.explain;
+  out.search = pool != nullptr ? pool->search : "exact";
+  out.candidates = pool != nullptr && pool->search == "hnsw" ? static_cast<std::int64_t>(pool->items.size()) : 0;
+  const Components comp = components(r);
+  out.unknown_user = r.unknown_user;
+  out.fallback = comp.fallback ? "popularity" : "";
+  out.fused = comp.fused;
+  const Fused f = fuse(r, comp, model, pool);
+  const float* score = f.score.empty() ? model : f.score.data();
+
+  // Filters and exclusions, then the exact top of what is left (of the
+  // pool, with approximate search).
+  std::vector<std::int32_t> cands = candidates(r, pool);
+  out.eligible = pool != nullptr && pool->eligible >= 0 ? pool->eligible : static_cast<std::int64_t>(cands.size());
+  const auto k = static_cast<std::size_t>(r.k);
+  std::vector<std::int32_t> picked;
+  if (r.diversity > 0) {
+    top_sorted(cands, k * kMmrPoolFactor, score);
+    picked = mmr_select(cands, score, k, r.diversity);
+  } else {
+    top_sorted(cands, k, score);
+    picked = std::move(cands);
+  }
+  describe_items(r, picked, model, f, out);
+  if (r.explain && !picked.empty()) explain(r, comp.cf, out);
 }
 
 std::vector<std::int32_t> RecommendEngine::mmr_select(const std::vector<std::int32_t>& pool, const float* score,

@@ -268,6 +268,16 @@ class RecommendEngine {
   /// `pool` (the items to rank: hnsw's proposals, or the quantised scan's
   /// candidates) or nullptr (model_scores holds every item's score).
   void finish(const Resolved& r, const float* model_scores, const Pool* pool, Recommendation& out) const;
+  /// A request's scores beside the model's: the fused score of every item
+  /// (or popularity for the fallback) and the components explanations show.
+  struct Fused;
+  Fused fuse(const Resolved& r, const Components& comp, const float* model_scores, const Pool* pool) const;
+  /// The items a request may get: filters and exclusions over the catalogue
+  /// or over `pool`.
+  std::vector<std::int32_t> candidates(const Resolved& r, const Pool* pool) const;
+  /// Scores, keywords and the hour's score of each picked item.
+  void describe_items(const Resolved& r, const std::vector<std::int32_t>& picked, const float* model_scores,
+                      const Fused& f, Recommendation& out) const;
   Pool ann_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const;
   Pool scan_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const;
   std::vector<std::int32_t> mmr_select(const std::vector<std::int32_t>& pool, const float* score, std::size_t k,
