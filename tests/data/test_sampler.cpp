@@ -12,6 +12,7 @@
 #include <set>
 
 #include "data/sampler.h"
+#include "distributed/local_communicator.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
 
@@ -19,6 +20,8 @@ namespace llmrec {
 namespace {
 
 namespace fs = std::filesystem;
+using ::llmrec::testing::launched;
+using ::llmrec::testing::on_every_rank;
 using ::llmrec::testing::test_comm;
 
 TEST(ShardUsers, ContiguousCompleteAndBalanced) {
@@ -43,15 +46,23 @@ TEST(ShardUsers, ContiguousCompleteAndBalanced) {
   }
 }
 
+/// The suite's dataset is written once: under mpirun by the job (collective),
+/// in process by a world of one; the test bodies run on every rank
+/// (on_every_rank: under mpirun once per process, else at world sizes 1-4
+/// with the ranks as threads).
 class SamplerTest : public ::testing::Test {
  protected:
   static std::string dataset_;
-  Communicator& comm = test_comm();
 
-  static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(test_comm(), "sampler", 150, 97, 9, 12); }
-  static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
+  static Communicator& setup_comm() {
+    if (launched()) return test_comm();
+    static auto one = local_communicator_group(1, CommConfig{});
+    return *one.front();
+  }
+  static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(setup_comm(), "sampler", 150, 97, 9, 12); }
+  static void TearDownTestSuite() { testing::dataset_helper_cleanup(setup_comm(), dataset_); }
 
-  SamplerOptions options() const {
+  static SamplerOptions options() {
     SamplerOptions o;
     o.batch_size = 8;
     o.history = 4;
@@ -62,86 +73,92 @@ class SamplerTest : public ::testing::Test {
 std::string SamplerTest::dataset_;
 
 TEST_F(SamplerTest, EveryTrainingExampleExactlyOncePerEpochOnEqualSteps) {
-  DatasetFile f(dataset_);
-  BatchSampler sampler(f, comm.rank(), comm.size(), options());
-  at::Tensor steps = comm.all_gather(at::tensor({sampler.steps_per_epoch()}, at::kLong));
-  EXPECT_TRUE(at::equal(steps, at::full_like(steps, sampler.steps_per_epoch())));
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    BatchSampler sampler(f, comm.rank(), comm.size(), options());
+    at::Tensor steps = comm.all_gather(at::tensor({sampler.steps_per_epoch()}, at::kLong));
+    EXPECT_TRUE(at::equal(steps, at::full_like(steps, sampler.steps_per_epoch())));
 
-  for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
-    std::vector<std::int64_t> seen;
-    for (std::int64_t s = 0; s < sampler.steps_per_epoch(); ++s) {
-      Batch b = sampler.batch({epoch, s});
-      EXPECT_LE(b.size(), 8);
-      for (std::int64_t k = 0; k < b.size(); ++k) seen.push_back(b.example_event[k].item<std::int64_t>());
-    }
-    auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
-    if (comm.rank() != 0) continue;
-    std::vector<std::int64_t> got;
-    for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
-    std::sort(got.begin(), got.end());
-    // Expected: for each user, training events 1 .. train_end-1 (absolute).
-    UserSlice everyone = f.read_users(0, f.num_users());
-    std::vector<std::int64_t> want;
-    for (std::int64_t u = 0; u < f.num_users(); ++u) {
-      for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
-        want.push_back(everyone.users.offsets[static_cast<std::size_t>(u)] + j);
+    for (std::int64_t epoch = 0; epoch < 2; ++epoch) {
+      std::vector<std::int64_t> seen;
+      for (std::int64_t s = 0; s < sampler.steps_per_epoch(); ++s) {
+        Batch b = sampler.batch({epoch, s});
+        EXPECT_LE(b.size(), 8);
+        for (std::int64_t k = 0; k < b.size(); ++k) seen.push_back(b.example_event[k].item<std::int64_t>());
       }
+      auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
+      if (comm.rank() != 0) continue;
+      std::vector<std::int64_t> got;
+      for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+      std::sort(got.begin(), got.end());
+      // Expected: for each user, training events 1 .. train_end-1 (absolute).
+      UserSlice everyone = f.read_users(0, f.num_users());
+      std::vector<std::int64_t> want;
+      for (std::int64_t u = 0; u < f.num_users(); ++u) {
+        for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
+          want.push_back(everyone.users.offsets[static_cast<std::size_t>(u)] + j);
+        }
+      }
+      EXPECT_EQ(got, want) << "epoch " << epoch << " with " << comm.size() << " ranks";
+      EXPECT_EQ(static_cast<std::int64_t>(got.size()), sampler.global_examples());
     }
-    EXPECT_EQ(got, want) << "epoch " << epoch << " with " << comm.size() << " ranks";
-    EXPECT_EQ(static_cast<std::int64_t>(got.size()), sampler.global_examples());
-  }
+  });
 }
 
 TEST_F(SamplerTest, SameSeedSameBatchesOtherEpochOtherOrder) {
-  DatasetFile f(dataset_);
-  BatchSampler a(f, comm.rank(), comm.size(), options());
-  BatchSampler b(f, comm.rank(), comm.size(), options());
-  Batch x = a.batch({0, 1}), y = b.batch({0, 1}), z = a.batch({1, 1});
-  EXPECT_TRUE(at::equal(x.example_event, y.example_event));
-  EXPECT_TRUE(at::equal(x.item_tokens, y.item_tokens));
-  EXPECT_TRUE(at::equal(x.history, y.history));
-  if (a.local_examples() > 16) {
-    EXPECT_FALSE(at::equal(x.example_event, z.example_event));
-  }
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    BatchSampler a(f, comm.rank(), comm.size(), options());
+    BatchSampler b(f, comm.rank(), comm.size(), options());
+    Batch x = a.batch({0, 1}), y = b.batch({0, 1}), z = a.batch({1, 1});
+    EXPECT_TRUE(at::equal(x.example_event, y.example_event));
+    EXPECT_TRUE(at::equal(x.item_tokens, y.item_tokens));
+    EXPECT_TRUE(at::equal(x.history, y.history));
+    if (a.local_examples() > 16) {
+      EXPECT_FALSE(at::equal(x.example_event, z.example_event));
+    }
+  });
 }
 
 TEST_F(SamplerTest, BatchContentsMatchTheDataset) {
-  DatasetFile f(dataset_);
-  BatchSampler sampler(f, comm.rank(), comm.size(), options());
-  UserSlice everyone = f.read_users(0, f.num_users());
-  ItemTable items = f.read_items();
-  Batch b = sampler.batch({0, 0});
-  ASSERT_GT(b.size(), 0);
-  // Item rows: unique, sorted, tokens and masks from the item table.
-  auto ids = b.item_ids;
-  EXPECT_TRUE(at::equal(std::get<0>(at::sort(ids)), ids));
-  EXPECT_EQ(std::get<0>(at::_unique(ids)).numel(), ids.numel());
-  for (std::int64_t r = 0; r < ids.numel(); ++r) {
-    auto item = static_cast<std::size_t>(ids[r].item<std::int64_t>());
-    for (int k = 0; k < f.text_len(); ++k) {
-      EXPECT_EQ(b.item_tokens[r][k].item<std::int64_t>(), items.tokens[item * static_cast<std::size_t>(f.text_len()) + static_cast<std::size_t>(k)]);
-      EXPECT_EQ(b.item_mask[r][k].item<std::int64_t>(), k < items.length[item] ? 1 : 0);
-    }
-  }
-  for (std::int64_t k = 0; k < b.size(); ++k) {
-    const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
-    const std::int64_t target = b.example_event[k].item<std::int64_t>();
-    const std::int64_t first = everyone.users.offsets[user];
-    ASSERT_GT(target, first);
-    ASSERT_LT(target, first + everyone.users.train_end[user]);
-    EXPECT_EQ(ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
-    EXPECT_FLOAT_EQ(b.weight[k].item<float>(), everyone.events.weight[static_cast<std::size_t>(target)]);
-    // Right-aligned history: slot T-1 is the event just before the target.
-    for (int slot = 3, j = static_cast<int>(target) - 1; slot >= 0; --slot, --j) {
-      std::int64_t row = b.history[k][slot].item<std::int64_t>();
-      if (j < first) {
-        EXPECT_EQ(row, -1);
-      } else {
-        ASSERT_GE(row, 0);
-        EXPECT_EQ(ids[row].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(j)]);
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    BatchSampler sampler(f, comm.rank(), comm.size(), options());
+    UserSlice everyone = f.read_users(0, f.num_users());
+    ItemTable items = f.read_items();
+    Batch b = sampler.batch({0, 0});
+    ASSERT_GT(b.size(), 0);
+    // Item rows: unique, sorted, tokens and masks from the item table.
+    auto ids = b.item_ids;
+    EXPECT_TRUE(at::equal(std::get<0>(at::sort(ids)), ids));
+    EXPECT_EQ(std::get<0>(at::_unique(ids)).numel(), ids.numel());
+    for (std::int64_t r = 0; r < ids.numel(); ++r) {
+      auto item = static_cast<std::size_t>(ids[r].item<std::int64_t>());
+      for (int k = 0; k < f.text_len(); ++k) {
+        EXPECT_EQ(b.item_tokens[r][k].item<std::int64_t>(), items.tokens[item * static_cast<std::size_t>(f.text_len()) + static_cast<std::size_t>(k)]);
+        EXPECT_EQ(b.item_mask[r][k].item<std::int64_t>(), k < items.length[item] ? 1 : 0);
       }
     }
-  }
+    for (std::int64_t k = 0; k < b.size(); ++k) {
+      const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
+      const std::int64_t target = b.example_event[k].item<std::int64_t>();
+      const std::int64_t first = everyone.users.offsets[user];
+      ASSERT_GT(target, first);
+      ASSERT_LT(target, first + everyone.users.train_end[user]);
+      EXPECT_EQ(ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+      EXPECT_FLOAT_EQ(b.weight[k].item<float>(), everyone.events.weight[static_cast<std::size_t>(target)]);
+      // Right-aligned history: slot T-1 is the event just before the target.
+      for (int slot = 3, j = static_cast<int>(target) - 1; slot >= 0; --slot, --j) {
+        std::int64_t row = b.history[k][slot].item<std::int64_t>();
+        if (j < first) {
+          EXPECT_EQ(row, -1);
+        } else {
+          ASSERT_GE(row, 0);
+          EXPECT_EQ(ids[row].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(j)]);
+        }
+      }
+    }
+  });
 }
 
 TEST(SequenceWindows, CountAsTheSasrecCut) {
@@ -158,123 +175,129 @@ TEST(SequenceWindows, CountAsTheSasrecCut) {
 }
 
 TEST_F(SamplerTest, SequenceWindowsPredictEveryTargetOnceFromItsPrefix) {
-  DatasetFile f(dataset_);
-  SamplerOptions o = options();
-  o.sequences = true;
-  const std::int64_t t_len = o.history;
-  BatchSampler sampler(f, comm.rank(), comm.size(), o);
-  UserSlice everyone = f.read_users(0, f.num_users());
-  at::Tensor steps = comm.all_gather(at::tensor({sampler.steps_per_epoch()}, at::kLong));
-  EXPECT_TRUE(at::equal(steps, at::full_like(steps, sampler.steps_per_epoch())));
-  std::int64_t windows = 0;
-  for (std::int64_t u = sampler.shard().user_begin; u < sampler.shard().user_end; ++u) {
-    windows += windows_of_user(everyone.users.train_end[static_cast<std::size_t>(u)], t_len);
-  }
-  EXPECT_EQ(sampler.local_rows(), windows);
-  EXPECT_GT(sampler.local_rows(), 0);
-  EXPECT_LT(sampler.local_rows(), sampler.local_examples());  // several targets per window
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    SamplerOptions o = options();
+    o.sequences = true;
+    const std::int64_t t_len = o.history;
+    BatchSampler sampler(f, comm.rank(), comm.size(), o);
+    UserSlice everyone = f.read_users(0, f.num_users());
+    at::Tensor steps = comm.all_gather(at::tensor({sampler.steps_per_epoch()}, at::kLong));
+    EXPECT_TRUE(at::equal(steps, at::full_like(steps, sampler.steps_per_epoch())));
+    std::int64_t windows = 0;
+    for (std::int64_t u = sampler.shard().user_begin; u < sampler.shard().user_end; ++u) {
+      windows += windows_of_user(everyone.users.train_end[static_cast<std::size_t>(u)], t_len);
+    }
+    EXPECT_EQ(sampler.local_rows(), windows);
+    EXPECT_GT(sampler.local_rows(), 0);
+    EXPECT_LT(sampler.local_rows(), sampler.local_examples());  // several targets per window
 
-  std::vector<std::int64_t> seen;
-  for (std::int64_t step = 0; step < sampler.steps_per_epoch(); ++step) {
-    Batch b = sampler.batch({0, step});
-    EXPECT_LE(b.rows(), 8);
-    ASSERT_TRUE(b.target_slot.defined());
-    ASSERT_EQ(b.target_slot.numel(), b.size());
-    for (std::int64_t k = 0; k < b.size(); ++k) {
-      const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
-      const std::int64_t target = b.example_event[k].item<std::int64_t>();
-      const std::int64_t first = everyone.users.offsets[user];
-      seen.push_back(target);
-      ASSERT_GT(target, first);
-      EXPECT_EQ(b.item_ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(),
-                everyone.events.item[static_cast<std::size_t>(target)]);
-      // The slot just before the target holds event target-1, and at least
-      // min(T/2, all) of the events before the target are in the window.
-      const std::int64_t slot = b.target_slot[k].item<std::int64_t>();
-      const std::int64_t row = slot / t_len;
-      const std::int64_t at = slot % t_len;
-      ASSERT_LT(row, b.rows());
-      const std::int64_t need = std::min(t_len / 2, target - first);
-      ASSERT_GE(at + 1, need) << "target " << target;
-      for (std::int64_t i = 1; i <= need; ++i) {
-        const std::int64_t r = b.history[row][at - (i - 1)].item<std::int64_t>();
-        ASSERT_GE(r, 0);
-        EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target - i)]);
-      }
-      // Slots after the predicting one hold later events of the window only.
-      if (at + 1 < t_len) {
-        const std::int64_t r = b.history[row][at + 1].item<std::int64_t>();
-        ASSERT_GE(r, 0);
-        EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+    std::vector<std::int64_t> seen;
+    for (std::int64_t step = 0; step < sampler.steps_per_epoch(); ++step) {
+      Batch b = sampler.batch({0, step});
+      EXPECT_LE(b.rows(), 8);
+      ASSERT_TRUE(b.target_slot.defined());
+      ASSERT_EQ(b.target_slot.numel(), b.size());
+      for (std::int64_t k = 0; k < b.size(); ++k) {
+        const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
+        const std::int64_t target = b.example_event[k].item<std::int64_t>();
+        const std::int64_t first = everyone.users.offsets[user];
+        seen.push_back(target);
+        ASSERT_GT(target, first);
+        EXPECT_EQ(b.item_ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(),
+                  everyone.events.item[static_cast<std::size_t>(target)]);
+        // The slot just before the target holds event target-1, and at least
+        // min(T/2, all) of the events before the target are in the window.
+        const std::int64_t slot = b.target_slot[k].item<std::int64_t>();
+        const std::int64_t row = slot / t_len;
+        const std::int64_t at = slot % t_len;
+        ASSERT_LT(row, b.rows());
+        const std::int64_t need = std::min(t_len / 2, target - first);
+        ASSERT_GE(at + 1, need) << "target " << target;
+        for (std::int64_t i = 1; i <= need; ++i) {
+          const std::int64_t r = b.history[row][at - (i - 1)].item<std::int64_t>();
+          ASSERT_GE(r, 0);
+          EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target - i)]);
+        }
+        // Slots after the predicting one hold later events of the window only.
+        if (at + 1 < t_len) {
+          const std::int64_t r = b.history[row][at + 1].item<std::int64_t>();
+          ASSERT_GE(r, 0);
+          EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+        }
       }
     }
-  }
-  auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
-  if (comm.rank() != 0) return;
-  std::vector<std::int64_t> got;
-  for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
-  std::sort(got.begin(), got.end());
-  std::vector<std::int64_t> want;
-  for (std::int64_t u = 0; u < f.num_users(); ++u) {
-    for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
-      want.push_back(everyone.users.offsets[static_cast<std::size_t>(u)] + j);
+    auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
+    if (comm.rank() != 0) return;
+    std::vector<std::int64_t> got;
+    for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+    std::sort(got.begin(), got.end());
+    std::vector<std::int64_t> want;
+    for (std::int64_t u = 0; u < f.num_users(); ++u) {
+      for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
+        want.push_back(everyone.users.offsets[static_cast<std::size_t>(u)] + j);
+      }
     }
-  }
-  EXPECT_EQ(got, want) << "every training target exactly once per epoch, " << comm.size() << " ranks";
-  EXPECT_EQ(static_cast<std::int64_t>(got.size()), sampler.global_examples());
+    EXPECT_EQ(got, want) << "every training target exactly once per epoch, " << comm.size() << " ranks";
+    EXPECT_EQ(static_cast<std::int64_t>(got.size()), sampler.global_examples());
+  });
 }
 
 TEST_F(SamplerTest, SampledNegativesAndLogQ) {
-  DatasetFile f(dataset_);
-  SamplerOptions o = options();
-  o.sampled_negatives = 7;
-  BatchSampler sampler(f, comm.rank(), comm.size(), o);
-  ItemTable items = f.read_items();
-  double total = static_cast<double>(items.ids.size());
-  for (auto c : items.train_count) total += static_cast<double>(c);
-  Batch a = sampler.batch({0, 0}), b = sampler.batch({0, 0}), c = sampler.batch({0, 1});
-  if (a.size() == 0) GTEST_SKIP() << "empty first batch on this rank";
-  ASSERT_EQ(a.negatives.numel(), 7);
-  EXPECT_TRUE(at::equal(a.negatives, b.negatives));  // a pure function of the cursor
-  if (c.size() > 0) {
-    EXPECT_FALSE(at::equal(a.item_ids.index_select(0, a.negatives), c.item_ids.index_select(0, c.negatives)));
-  }
-  // Negatives are rows of the batch's items; log q is each item's smoothed share of training events.
-  EXPECT_TRUE((a.negatives >= 0).all().item<bool>());
-  EXPECT_TRUE((a.negatives < a.item_ids.numel()).all().item<bool>());
-  for (std::int64_t r = 0; r < a.item_ids.numel(); ++r) {
-    auto item = static_cast<std::size_t>(a.item_ids[r].item<std::int64_t>());
-    EXPECT_NEAR(a.item_log_q[r].item<float>(), std::log((static_cast<double>(items.train_count[item]) + 1) / total), 1e-5);
-  }
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    SamplerOptions o = options();
+    o.sampled_negatives = 7;
+    BatchSampler sampler(f, comm.rank(), comm.size(), o);
+    ItemTable items = f.read_items();
+    double total = static_cast<double>(items.ids.size());
+    for (auto c : items.train_count) total += static_cast<double>(c);
+    Batch a = sampler.batch({0, 0}), b = sampler.batch({0, 0}), c = sampler.batch({0, 1});
+    if (a.size() == 0) return;  // an empty first batch on this rank
+    ASSERT_EQ(a.negatives.numel(), 7);
+    EXPECT_TRUE(at::equal(a.negatives, b.negatives));  // a pure function of the cursor
+    if (c.size() > 0) {
+      EXPECT_FALSE(at::equal(a.item_ids.index_select(0, a.negatives), c.item_ids.index_select(0, c.negatives)));
+    }
+    // Negatives are rows of the batch's items; log q is each item's smoothed share of training events.
+    EXPECT_TRUE((a.negatives >= 0).all().item<bool>());
+    EXPECT_TRUE((a.negatives < a.item_ids.numel()).all().item<bool>());
+    for (std::int64_t r = 0; r < a.item_ids.numel(); ++r) {
+      auto item = static_cast<std::size_t>(a.item_ids[r].item<std::int64_t>());
+      EXPECT_NEAR(a.item_log_q[r].item<float>(), std::log((static_cast<double>(items.train_count[item]) + 1) / total), 1e-5);
+    }
+  });
 }
 
 TEST_F(SamplerTest, LoaderResumesAtACursorWithTheSameRemainingBatches) {
-  DatasetFile f(dataset_);
-  auto sampler = std::make_shared<BatchSampler>(f, comm.rank(), comm.size(), options());
-  const std::int64_t steps = sampler->steps_per_epoch();
-  ASSERT_GE(steps, 3);
-  // Run 1: from the start, through the end of epoch 1.
-  std::vector<Batch> full;
-  {
-    BatchLoader loader(sampler, {0, 0});
-    for (std::int64_t i = 0; i < 2 * steps; ++i) full.push_back(loader.next());
-  }
-  // Run 2: stop after 3 steps, save the cursor, resume in a new loader.
-  Cursor saved;
-  {
-    BatchLoader loader(sampler, {0, 0});
-    for (int i = 0; i < 3; ++i) loader.next();
-    saved = loader.cursor();
-  }
-  EXPECT_EQ(saved, (Cursor{0, 3}));
-  BatchLoader resumed(sampler, saved);
-  for (std::int64_t i = 3; i < 2 * steps; ++i) {
-    Batch b = resumed.next();
-    EXPECT_EQ(b.cursor, full[static_cast<std::size_t>(i)].cursor);
-    EXPECT_TRUE(at::equal(b.example_event, full[static_cast<std::size_t>(i)].example_event)) << "batch " << i;
-    EXPECT_TRUE(at::equal(b.history, full[static_cast<std::size_t>(i)].history));
-  }
-  EXPECT_EQ(resumed.cursor(), (Cursor{2, 0}));
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    auto sampler = std::make_shared<BatchSampler>(f, comm.rank(), comm.size(), options());
+    const std::int64_t steps = sampler->steps_per_epoch();
+    ASSERT_GE(steps, 3);
+    // Run 1: from the start, through the end of epoch 1.
+    std::vector<Batch> full;
+    {
+      BatchLoader loader(sampler, {0, 0});
+      for (std::int64_t i = 0; i < 2 * steps; ++i) full.push_back(loader.next());
+    }
+    // Run 2: stop after 3 steps, save the cursor, resume in a new loader.
+    Cursor saved;
+    {
+      BatchLoader loader(sampler, {0, 0});
+      for (int i = 0; i < 3; ++i) loader.next();
+      saved = loader.cursor();
+    }
+    EXPECT_EQ(saved, (Cursor{0, 3}));
+    BatchLoader resumed(sampler, saved);
+    for (std::int64_t i = 3; i < 2 * steps; ++i) {
+      Batch b = resumed.next();
+      EXPECT_EQ(b.cursor, full[static_cast<std::size_t>(i)].cursor);
+      EXPECT_TRUE(at::equal(b.example_event, full[static_cast<std::size_t>(i)].example_event)) << "batch " << i;
+      EXPECT_TRUE(at::equal(b.history, full[static_cast<std::size_t>(i)].history));
+    }
+    EXPECT_EQ(resumed.cursor(), (Cursor{2, 0}));
+  });
 }
 
 }  // namespace
