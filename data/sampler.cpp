@@ -100,6 +100,54 @@ std::shared_ptr<const std::vector<std::int64_t>> BatchSampler::permutation(std::
   return perm_;
 }
 
+std::vector<std::int64_t> BatchSampler::batch_negatives(const Cursor& cursor, std::int64_t rows) const {
+  std::vector<std::int64_t> negatives;
+  if (rows == 0) return negatives;
+  if (options_.all_items) {
+    // Every item that can be a target: an item without training events
+    // would only ever be pushed down, and with text that teaches the item
+    // tower to bury cold items (Scientific: cold NDCG@10 0 with them).
+    for (std::size_t i = 0; i < items_.ids.size(); ++i) {
+      if (items_.train_count[i] > 0) negatives.push_back(static_cast<std::int64_t>(i));
+    }
+  } else if (options_.sampled_negatives > 0) {
+    // Uniform over the catalogue, seeded by (seed, epoch, step, rank) so that
+    // a batch stays a pure function of its cursor.
+    std::mt19937_64 gen(options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^
+                        static_cast<std::uint64_t>(cursor.step) * 7919ULL ^ static_cast<std::uint64_t>(rank_ + 1) << 48);
+    const auto n_items = static_cast<unsigned __int128>(items_.ids.size());
+    for (std::int64_t k = 0; k < options_.sampled_negatives; ++k) {
+      negatives.push_back(static_cast<std::int64_t>((static_cast<unsigned __int128>(gen()) * n_items) >> 64));
+    }
+  }
+  return negatives;
+}
+
+void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) const {
+  const auto u = static_cast<std::int64_t>(ids.size());
+  out.item_ids = u == 0 ? at::empty({0}, at::kLong) : at::tensor(ids, at::kLong);
+  out.item_tokens = at::empty({u, text_len_}, at::kLong);
+  out.item_mask = at::empty({u, text_len_}, at::kLong);
+  auto* tok = out.item_tokens.data_ptr<std::int64_t>();
+  auto* mask = out.item_mask.data_ptr<std::int64_t>();
+  for (std::int64_t r = 0; r < u; ++r) {
+    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
+    const std::int32_t len = items_.length[item];
+    for (int k = 0; k < text_len_; ++k) {
+      tok[r * text_len_ + k] = items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
+      mask[r * text_len_ + k] = k < len ? 1 : 0;
+    }
+  }
+  // log q: an item's share of training events (add-one smoothed), the
+  // rate at which in-batch sampling meets it.
+  out.item_log_q = at::empty({u}, at::kFloat);
+  auto* log_q = out.item_log_q.data_ptr<float>();
+  for (std::int64_t r = 0; r < u; ++r) {
+    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
+    log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
+  }
+}
+
 Batch BatchSampler::batch(const Cursor& cursor) const {
   LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps", cursor.step,
                steps_per_epoch_);
@@ -117,7 +165,7 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
     const std::int64_t first = slice_.users.offsets[static_cast<std::size_t>(example_user_[e])];
     return std::max(first, example_event_[e] - t_len);
   };
-  // Unique items of the batch, sorted by id.
+  // Unique items of the batch (histories, targets, negatives), sorted by id.
   std::vector<std::int64_t> ids;
   for (std::int64_t k = lo; k < hi; ++k) {
     const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
@@ -125,58 +173,18 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
       ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
     }
   }
-  // Sampled negatives: uniform over the catalogue, seeded by (seed, epoch,
-  // step, rank) so that a batch stays a pure function of its cursor.
-  std::vector<std::int64_t> negatives;
-  if (options_.all_items && b > 0) {
-    // Every item that can be a target: an item without training events
-    // would only ever be pushed down, and with text that teaches the item
-    // tower to bury cold items (Scientific: cold NDCG@10 0 with them).
-    for (std::size_t i = 0; i < items_.ids.size(); ++i) {
-      if (items_.train_count[i] > 0) negatives.push_back(static_cast<std::int64_t>(i));
-    }
-    ids.insert(ids.end(), negatives.begin(), negatives.end());
-  } else if (options_.sampled_negatives > 0 && b > 0) {
-    std::mt19937_64 gen(options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^
-                        static_cast<std::uint64_t>(cursor.step) * 7919ULL ^ static_cast<std::uint64_t>(rank_ + 1) << 48);
-    const auto n_items = static_cast<unsigned __int128>(items_.ids.size());
-    for (std::int64_t k = 0; k < options_.sampled_negatives; ++k) {
-      negatives.push_back(static_cast<std::int64_t>((static_cast<unsigned __int128>(gen()) * n_items) >> 64));
-    }
-    ids.insert(ids.end(), negatives.begin(), negatives.end());
-  }
+  const std::vector<std::int64_t> negatives = batch_negatives(cursor, b);
+  ids.insert(ids.end(), negatives.begin(), negatives.end());
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   auto row_of = [&](std::int64_t item) { return std::lower_bound(ids.begin(), ids.end(), item) - ids.begin(); };
 
   Batch out;
   out.cursor = cursor;
-  const auto u = static_cast<std::int64_t>(ids.size());
-  out.item_ids = at::tensor(ids, at::kLong);
-  if (u == 0) out.item_ids = at::empty({0}, at::kLong);
-  out.item_tokens = at::empty({u, text_len_}, at::kLong);
-  out.item_mask = at::empty({u, text_len_}, at::kLong);
-  auto* tok = out.item_tokens.data_ptr<std::int64_t>();
-  auto* mask = out.item_mask.data_ptr<std::int64_t>();
-  for (std::int64_t r = 0; r < u; ++r) {
-    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
-    const std::int32_t len = items_.length[item];
-    for (int k = 0; k < text_len_; ++k) {
-      tok[r * text_len_ + k] = items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
-      mask[r * text_len_ + k] = k < len ? 1 : 0;
-    }
-  }
+  fill_items(ids, out);
   out.negatives = at::empty({static_cast<std::int64_t>(negatives.size())}, at::kLong);
   auto* neg = out.negatives.data_ptr<std::int64_t>();
   for (std::size_t k = 0; k < negatives.size(); ++k) neg[k] = row_of(negatives[k]);
-  // log q: an item's share of training events (add-one smoothed), the
-  // rate at which in-batch sampling meets it.
-  out.item_log_q = at::empty({u}, at::kFloat);
-  auto* log_q = out.item_log_q.data_ptr<float>();
-  for (std::int64_t r = 0; r < u; ++r) {
-    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
-    log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
-  }
   // Targets: one per row, or (sequences) every event of a window after its
   // `covered` mark.
   std::int64_t n_targets = b;

@@ -132,6 +132,11 @@ class BatchSampler {
   /// The epoch's order of this rank's examples; computed once per epoch
   /// (every batch of an epoch asks for it) and shared.
   std::shared_ptr<const std::vector<std::int64_t>> permutation(std::int64_t epoch) const;
+  /// The batch's negatives (item ids): every item with training events
+  /// (all_items), or sampled ones; none for an empty batch (`rows` 0).
+  std::vector<std::int64_t> batch_negatives(const Cursor& cursor, std::int64_t rows) const;
+  /// item_ids, item_tokens, item_mask and item_log_q of the batch's unique items.
+  void fill_items(const std::vector<std::int64_t>& ids, Batch& out) const;
 
   SamplerOptions options_;
   int rank_;
