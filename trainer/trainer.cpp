@@ -195,16 +195,8 @@ Trainer::StepSums Trainer::optimizer_step(BatchLoader& loader, const StepContext
   return sums;
 }
 
-TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
+StepContext Trainer::step_context(GradientReducer& reducer) {
   const TrainConfig& tc = setup_.train;
-  const bool rank0 = comm_.rank() == 0;
-  auto params = trainable_named_parameters(*model_);
-  GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::Avg});
-  auto optimizer = make_adamw(params, tc);
-  std::vector<torch::Tensor> trainable;
-  for (auto& [n, p] : params) trainable.push_back(p);
-  log_plan(reducer, params);
-
   StepContext ctx;
   ctx.comm = &comm_;
   ctx.reducer = &reducer;
@@ -215,6 +207,45 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   ctx.num_items = static_cast<std::int64_t>(sampler_->items().ids.size());
   ctx.device = setup_.device;
   ctx.bf16 = setup_.bf16;
+  return ctx;
+}
+
+StepLogOptions Trainer::step_log_options(std::int64_t start_step, std::ostream* metrics) const {
+  const TrainConfig& tc = setup_.train;
+  StepLogOptions log;
+  log.planned_steps = planned_steps_;
+  log.start_step = start_step;
+  log.steps_per_epoch = sampler_->steps_per_epoch() / tc.micro_batches;
+  log.log_every = tc.log_every;
+  log.bar = comm_.rank() == 0 && tc.progress && isatty(STDERR_FILENO);
+  log.metrics = metrics;
+  return log;
+}
+
+StepSchedule Trainer::step_schedule(std::int64_t start_step, bool validates) const {
+  const TrainConfig& tc = setup_.train;
+  StepSchedule schedule;
+  schedule.planned_steps = planned_steps_;
+  schedule.steps_per_epoch = sampler_->steps_per_epoch() / tc.micro_batches;
+  schedule.eval_every = tc.eval_every;
+  schedule.checkpoint_every = tc.checkpoint_every;
+  schedule.start_step = start_step;
+  schedule.stop_after = setup_.stop_after;
+  schedule.validates = validates;
+  return schedule;
+}
+
+TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
+  const TrainConfig& tc = setup_.train;
+  const bool rank0 = comm_.rank() == 0;
+  auto params = trainable_named_parameters(*model_);
+  GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::Avg});
+  auto optimizer = make_adamw(params, tc);
+  std::vector<torch::Tensor> trainable;
+  for (auto& [n, p] : params) trainable.push_back(p);
+  log_plan(reducer, params);
+
+  const StepContext ctx = step_context(reducer);
 
   const ResumePoint at = resume(*optimizer, params);
   TrainResult result;
@@ -227,23 +258,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
 
   std::ofstream metrics;
   if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
-  const std::int64_t steps_per_epoch = sampler_->steps_per_epoch() / tc.micro_batches;
-  StepLogOptions log;
-  log.planned_steps = planned_steps_;
-  log.start_step = at.step;
-  log.steps_per_epoch = steps_per_epoch;
-  log.log_every = tc.log_every;
-  log.bar = rank0 && tc.progress && isatty(STDERR_FILENO);
-  log.metrics = rank0 ? &metrics : nullptr;
-  StepLogger logger(log);
-  StepSchedule schedule;
-  schedule.planned_steps = planned_steps_;
-  schedule.steps_per_epoch = steps_per_epoch;
-  schedule.eval_every = tc.eval_every;
-  schedule.checkpoint_every = tc.checkpoint_every;
-  schedule.start_step = at.step;
-  schedule.stop_after = setup_.stop_after;
-  schedule.validates = static_cast<bool>(validate);
+  StepLogger logger(step_log_options(at.step, rank0 ? &metrics : nullptr));
+  const StepSchedule schedule = step_schedule(at.step, static_cast<bool>(validate));
   StopSignal stop_signal;
   BatchLoader loader(sampler_, at.cursor, /*depth=*/2, /*pin_memory=*/setup_.device.is_cuda());
 

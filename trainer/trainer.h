@@ -26,6 +26,7 @@
 #include "models/model_config.h"
 #include "models/recommender.h"
 #include "trainer/checkpoint.h"
+#include "trainer/progress.h"
 #include "trainer/train_config.h"
 #include "trainer/train_step.h"
 
@@ -108,6 +109,11 @@ class Trainer {
     double lr = 0;
   };
 
+  /// What every micro-step needs (communicator, reducer, device, ...).
+  StepContext step_context(GradientReducer& reducer);
+  /// The step log's settings and the loop's schedule for a run from `start_step`.
+  StepLogOptions step_log_options(std::int64_t start_step, std::ostream* metrics) const;
+  StepSchedule step_schedule(std::int64_t start_step, bool validates) const;
   /// Logs the parameter counts, the all-reduce volume and the data plan.
   void log_plan(const GradientReducer& reducer, const std::vector<std::pair<std::string, torch::Tensor>>& params) const;
   /// Loads setup.resume into the model, best model, optimizer and RNGs.
