@@ -326,6 +326,48 @@ std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& 
   return path;
 }
 
+MlmBatch Pretrainer::step_batch(const std::vector<std::int64_t>& step_texts, std::uint64_t pass,
+                                std::int64_t* global_predicted) const {
+  const PretrainConfig& pc = setup_.pretrain;
+  // The global masked count normalises every rank's sum, so the summed
+  // gradients are those of the mean over the whole global batch.
+  *global_predicted = 0;
+  MlmBatch mine;
+  for (int r = 0; r < comm_.size(); ++r) {  // every rank's masks, for the count; tensors of this rank's only
+    std::vector<MaskedText> masked = mask_texts(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
+    for (const auto& m : masked) *global_predicted += m.predicted;
+    if (r == comm_.rank()) mine = mlm_batch(masked, mlm_vocab_.pad);
+  }
+  return mine;
+}
+
+StepLogOptions Pretrainer::step_log_options(std::int64_t start_step, std::ostream* metrics) const {
+  const PretrainConfig& pc = setup_.pretrain;
+  StepLogOptions log;
+  log.name = "pretrain step";
+  log.unit = "texts";
+  log.rate_key = "texts_per_s";
+  log.planned_steps = planned_steps_;
+  log.start_step = start_step;
+  log.steps_per_epoch = steps_per_epoch_;
+  log.log_every = pc.log_every;
+  log.bar = comm_.rank() == 0 && pc.progress && isatty(STDERR_FILENO);
+  log.metrics = metrics;
+  return log;
+}
+
+StepSchedule Pretrainer::step_schedule(std::int64_t start_step) const {
+  const PretrainConfig& pc = setup_.pretrain;
+  StepSchedule schedule;  // held-out texts where train validates
+  schedule.planned_steps = planned_steps_;
+  schedule.steps_per_epoch = steps_per_epoch_;
+  schedule.eval_every = pc.eval_every;
+  schedule.checkpoint_every = pc.checkpoint_every;
+  schedule.start_step = start_step;
+  schedule.stop_after = setup_.stop_after;
+  return schedule;
+}
+
 PretrainResult Pretrainer::run() {
   const PretrainConfig& pc = setup_.pretrain;
   const TrainConfig oc = pc.optimizer();
@@ -380,24 +422,8 @@ PretrainResult Pretrainer::run() {
     spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss, accuracy);
   };
 
-  StepLogOptions log;
-  log.name = "pretrain step";
-  log.unit = "texts";
-  log.rate_key = "texts_per_s";
-  log.planned_steps = planned_steps_;
-  log.start_step = start;
-  log.steps_per_epoch = steps_per_epoch_;
-  log.log_every = pc.log_every;
-  log.bar = rank0 && pc.progress && isatty(STDERR_FILENO);
-  log.metrics = rank0 ? &metrics : nullptr;
-  StepLogger logger(log);
-  StepSchedule schedule;  // held-out texts where train validates
-  schedule.planned_steps = planned_steps_;
-  schedule.steps_per_epoch = steps_per_epoch_;
-  schedule.eval_every = pc.eval_every;
-  schedule.checkpoint_every = pc.checkpoint_every;
-  schedule.start_step = start;
-  schedule.stop_after = setup_.stop_after;
+  StepLogger logger(step_log_options(start, rank0 ? &metrics : nullptr));
+  const StepSchedule schedule = step_schedule(start);
   StopSignal stop_signal;
   std::vector<std::int64_t> order;
   std::int64_t order_epoch = -1;
@@ -415,16 +441,8 @@ PretrainResult Pretrainer::run() {
       step_texts[static_cast<std::size_t>(k)] =
           texts_.train[static_cast<std::size_t>(order[static_cast<std::size_t>(cursor.step * global_batch + k)])];
     }
-    const auto pass = static_cast<std::uint64_t>(cursor.epoch) + 1;
-    // The global masked count normalises every rank's sum, so the summed
-    // gradients are those of the mean over the whole global batch.
     std::int64_t global_predicted = 0;
-    MlmBatch mine;
-    for (int r = 0; r < comm_.size(); ++r) {  // every rank's masks, for the count; tensors of this rank's only
-      std::vector<MaskedText> masked = mask_texts(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
-      for (const auto& m : masked) global_predicted += m.predicted;
-      if (r == comm_.rank()) mine = mlm_batch(masked, mlm_vocab_.pad);
-    }
+    const MlmBatch mine = step_batch(step_texts, static_cast<std::uint64_t>(cursor.epoch) + 1, &global_predicted);
     const double lr = learning_rate(oc, step, planned_steps_);
     double grad_norm = 0;
     MlmSums s = pretrain_step(*model_, mine, static_cast<double>(global_predicted), reducer, *optimizer, trainable,

@@ -34,6 +34,7 @@
 #include "models/mlm.h"
 #include "models/model_config.h"
 #include "trainer/pretrain_config.h"
+#include "trainer/progress.h"
 
 namespace llmrec {
 
@@ -135,6 +136,13 @@ class Pretrainer {
   std::string write_checkpoint(std::int64_t steps_done, const Cursor& cursor, std::int64_t global_batch,
                                const PretrainResult& result, torch::optim::AdamW& optimizer,
                                const std::vector<std::pair<std::string, torch::Tensor>>& params);
+  /// This rank's batch of a step's texts masked for `pass`; every rank's
+  /// masked count into global_predicted.
+  MlmBatch step_batch(const std::vector<std::int64_t>& step_texts, std::uint64_t pass,
+                      std::int64_t* global_predicted) const;
+  /// The step log's settings and the loop's schedule for a run from `start_step`.
+  StepLogOptions step_log_options(std::int64_t start_step, std::ostream* metrics) const;
+  StepSchedule step_schedule(std::int64_t start_step) const;
   /// texts[begin, begin + count) masked for `pass` (a pure function of the
   /// seed, the pass and the item).
   std::vector<MaskedText> mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
