@@ -586,14 +586,13 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw, 
                               report.to_text()));
   }
   out.has_rating = !c.rating.empty();
-  out.items.train_count = train_count;
   out.items.cold.resize(out.items.ids.size());
   for (std::size_t i = 0; i < out.items.ids.size(); ++i) out.items.cold[i] = train_count[i] == 0;
+  out.items.train_count = std::move(train_count);
   for (std::size_t u = 0; u < out.users.test.size(); ++u) {
     auto t = out.users.test[u];
     if (t >= 0) report.test_events_on_cold_items += out.items.cold[static_cast<std::size_t>(out.events.item[static_cast<std::size_t>(t)])];
   }
-
 }
 
 /// Tokenizes every catalogue item once, with data.vocab or a vocabulary
@@ -617,7 +616,6 @@ void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport
   const std::int64_t unk = tokenized.unk, total = tokenized.total;
   report.unk_token_share = total > 0 ? static_cast<double>(unk) / static_cast<double>(total) : 0.0;
   report.vocab_size = static_cast<std::int64_t>(out.vocab.size());
-
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 /// deadline, and the one polling policy for waits against a deadline. So
 /// the messages read the same on every backend.
 
+#include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
 #include <chrono>
@@ -36,6 +37,17 @@ std::string describe(const Signature& s);
 /// "<tag>: collective <which> differs between ranks (...):" and what each
 /// rank (in rank order, `all`) passed.
 std::string signature_mismatch(const std::string& tag, const std::string& which, const std::vector<Signature>& all);
+
+/// The argument checks every backend makes before a collective; CommError
+/// naming `tag` ("rank R/W") otherwise.
+/// A defined CPU tensor (`backend` names who needs it: "the MPI backend").
+void check_cpu_tensor(const at::Tensor& t, const char* op, const std::string& tag, const char* backend);
+/// all_reduce of CPU tensors: float32, float64, int32 or int64.
+void check_cpu_reducible(at::ScalarType t, const std::string& tag);
+/// 0 <= root < size.
+void check_broadcast_root(int root, int size, const std::string& tag);
+/// all_gather_v needs a first dimension.
+void check_gather_v_input(const at::Tensor& t, const std::string& tag);
 
 /// True when every rank's signature equals the first's.
 bool signatures_agree(const std::vector<Signature>& all);

@@ -54,6 +54,31 @@ std::string signature_mismatch(const std::string& tag, const std::string& which,
                      tag, which, detail);
 }
 
+void check_cpu_tensor(const at::Tensor& t, const char* op, const std::string& tag, const char* backend) {
+  if (!t.defined()) throw CommError(fmt::format("{}: {} got an undefined tensor", tag, op));
+  if (!t.device().is_cpu()) {
+    throw CommError(fmt::format("{}: {}'s {} needs a CPU tensor, got one on {}", tag, backend, op, t.device().str()));
+  }
+}
+
+void check_cpu_reducible(at::ScalarType t, const std::string& tag) {
+  if (t == at::kFloat || t == at::kDouble || t == at::kInt || t == at::kLong) return;
+  throw CommError(fmt::format("{}: all_reduce supports float32, float64, int32 and int64 tensors, got {}", tag,
+                              c10::toString(t)));
+}
+
+void check_broadcast_root(int root, int size, const std::string& tag) {
+  if (root < 0 || root >= size) {
+    throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})", tag, root, size));
+  }
+}
+
+void check_gather_v_input(const at::Tensor& t, const std::string& tag) {
+  if (t.dim() == 0) {
+    throw CommError(fmt::format("{}: all_gather_v needs a tensor with a first dimension, got a scalar", tag));
+  }
+}
+
 bool signatures_agree(const std::vector<Signature>& all) {
   for (const auto& s : all) {
     if (std::memcmp(&s, &all.front(), sizeof(Signature)) != 0) return false;

@@ -43,14 +43,6 @@ struct Group {
 /// Combines the inputs of a round once every rank has arrived.
 using Combine = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>& inputs)>;
 
-void check_tensor(const at::Tensor& t, const char* op, const std::string& tag) {
-  if (!t.defined()) throw CommError(fmt::format("{}: {} got an undefined tensor", tag, op));
-  if (!t.device().is_cpu()) {
-    throw CommError(fmt::format("{}: the local backend's {} needs a CPU tensor, got one on {}", tag, op,
-                                t.device().str()));
-  }
-}
-
 class LocalCommunicator final : public Communicator {
  public:
   LocalCommunicator(std::shared_ptr<Group> group, int rank, const CommConfig& config)
@@ -85,12 +77,9 @@ class LocalCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, const AllReduceOptions& opts) override {
-    check_tensor(tensor, "all_reduce", tag_);
+    check_cpu_tensor(tensor, "all_reduce", tag_, "the local backend");
     const auto t = tensor.scalar_type();
-    if (t != at::kFloat && t != at::kDouble && t != at::kInt && t != at::kLong) {
-      throw CommError(fmt::format("{}: all_reduce supports float32, float64, int32 and int64 tensors, got {}",
-                                  tag_, c10::toString(t)));
-    }
+    check_cpu_reducible(t, tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(t),
                   static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
     const ReduceOp op = opts.op;
@@ -116,11 +105,8 @@ class LocalCommunicator final : public Communicator {
   }
 
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
-    check_tensor(tensor, "broadcast", tag_);
-    if (opts.root < 0 || opts.root >= size()) {
-      throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})", tag_, opts.root,
-                                  size()));
-    }
+    check_cpu_tensor(tensor, "broadcast", tag_, "the local backend");
+    check_broadcast_root(opts.root, size(), tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
     const int root = opts.root;
@@ -131,7 +117,7 @@ class LocalCommunicator final : public Communicator {
   }
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
-    check_tensor(tensor, "all_gather", tag_);
+    check_cpu_tensor(tensor, "all_gather", tag_, "the local backend");
     Signature sig{static_cast<std::int64_t>(OpKind::AllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   tensor.numel(), shape_hash(tensor.sizes())};
     auto out = std::make_shared<at::Tensor>();
@@ -143,10 +129,8 @@ class LocalCommunicator final : public Communicator {
   }
 
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
-    check_tensor(tensor, "all_gather_v", tag_);
-    if (tensor.dim() == 0) {
-      throw CommError(fmt::format("{}: all_gather_v needs a tensor with a first dimension, got a scalar", tag_));
-    }
+    check_cpu_tensor(tensor, "all_gather_v", tag_, "the local backend");
+    check_gather_v_input(tensor, tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   -1, shape_hash(tensor.sizes().slice(1))};
     auto out = std::make_shared<std::vector<at::Tensor>>();
@@ -241,7 +225,7 @@ class LocalCommunicator final : public Communicator {
       round.inputs.resize(static_cast<std::size_t>(g.world));
     }
     round.signatures[static_cast<std::size_t>(rank_)] = task.signature;
-    round.inputs[static_cast<std::size_t>(rank_)] = task.input.defined() ? task.input.contiguous().clone() : task.input;
+    round.inputs[static_cast<std::size_t>(rank_)] = task.input.defined() ? task.input.clone(at::MemoryFormat::Contiguous) : task.input;
     if (++round.arrived == g.world) {
       if (signatures_agree(round.signatures)) {
         try {

@@ -120,14 +120,12 @@ class AgreedError : public CommError {
 };
 
 MPI_Datatype reduce_type(at::ScalarType t, const std::string& tag) {
+  check_cpu_reducible(t, tag);
   switch (t) {
-    case at::kFloat: return MPI_FLOAT;
     case at::kDouble: return MPI_DOUBLE;
     case at::kInt: return MPI_INT32_T;
     case at::kLong: return MPI_INT64_T;
-    default:
-      throw CommError(fmt::format("{}: all_reduce supports float32, float64, int32 and int64 tensors, got {}",
-                                  tag, c10::toString(t)));
+    default: return MPI_FLOAT;
   }
 }
 
@@ -142,11 +140,7 @@ MPI_Op reduce_mpi_op(ReduceOp op) {
 }
 
 void check_cpu(const at::Tensor& t, const char* op, const std::string& tag) {
-  if (!t.defined()) throw CommError(fmt::format("{}: {} got an undefined tensor", tag, op));
-  if (!t.device().is_cpu()) {
-    throw CommError(fmt::format("{}: the MPI backend's {} needs a CPU tensor, got one on {}", tag, op,
-                                t.device().str()));
-  }
+  check_cpu_tensor(t, op, tag, "the MPI backend");
 }
 
 int int_count(std::int64_t n, const char* what, const std::string& tag) {
@@ -260,10 +254,7 @@ class MpiCommunicator final : public Communicator {
 
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     check_cpu(tensor, "broadcast", tag_);
-    if (opts.root < 0 || opts.root >= size_) {
-      throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})",
-                                  tag_, opts.root, size_));
-    }
+    check_broadcast_root(opts.root, size_, tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
     enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, root = opts.root](const OpContext& ctx) {
@@ -302,10 +293,7 @@ class MpiCommunicator final : public Communicator {
 
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu(tensor, "all_gather_v", tag_);
-    if (tensor.dim() == 0) {
-      throw CommError(fmt::format("{}: all_gather_v needs a tensor with a first dimension, got a scalar",
-                                  tag_));
-    }
+    check_gather_v_input(tensor, tag_);
     at::IntArrayRef row_shape = tensor.sizes().slice(1);
     Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()),
                   0, -1, shape_hash(row_shape)};

@@ -237,10 +237,7 @@ class NcclCommunicator final : public Communicator {
 
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     if (!routed(tensor)) return mpi_->broadcast(tensor, opts);
-    if (opts.root < 0 || opts.root >= size()) {
-      throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})", tag_, opts.root,
-                                  size()));
-    }
+    check_broadcast_root(opts.root, size(), tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
     std::shared_ptr<Work> work;
@@ -289,9 +286,7 @@ class NcclCommunicator final : public Communicator {
 
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     if (!routed(tensor)) return mpi_->all_gather_v(tensor, opts);
-    if (tensor.dim() == 0) {
-      throw CommError(fmt::format("{}: all_gather_v needs a tensor with a first dimension, got a scalar", tag_));
-    }
+    check_gather_v_input(tensor, tag_);
     Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   -1, shape_hash(tensor.sizes().slice(1))};
     std::vector<at::Tensor> result;

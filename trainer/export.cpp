@@ -137,13 +137,12 @@ struct ExportUsers {
 ExportUsers export_users(Recommender& model, const DatasetFile& file, const torch::Tensor& item_vecs,
                          Communicator& comm) {
   const std::int64_t I = file.num_items(), U = file.num_users(), d = model->options().config().dim;
-  const torch::Tensor& vecs_m = item_vecs;
   const auto [ub, ue] = user_share(U, comm);
   std::vector<std::int64_t> hours(static_cast<std::size_t>(I * kHours), 0);
   torch::Tensor mine = torch::zeros({0, d});
   if (ue > ub) {
     UserSlice slice = file.read_users(ub, ue);
-    mine = user_vectors_of(model, vecs_m, slice.users.offsets.data(), ue - ub, slice.events.item.data());
+    mine = user_vectors_of(model, item_vecs, slice.users.offsets.data(), ue - ub, slice.events.item.data());
     for (std::int64_t u = 0; u < ue - ub; ++u) {
       const std::int64_t lo = slice.users.offsets[static_cast<std::size_t>(u)];
       const std::int64_t hi = lo + slice.users.train_end[static_cast<std::size_t>(u)];
@@ -160,7 +159,6 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   comm.all_reduce(hours_t, {ReduceOp::Sum});
   out.hours = std::move(hours);
   return out;
-
 }
 
 /// The ranking settings the export carries (docs/export-format.md, "ranking").
@@ -222,7 +220,6 @@ void update_check_model(const ExportData& c, Recommender& model, const std::stri
     throw IoError(fmt::format("{}: dim {}, history {}, text_len {} do not fit the model (dim {}, history {}, text_len "
                               "{})", export_path, c.dim, c.history, c.text_len, mc.dim, mc.user.history, mc.text_len));
   }
-
 }
 
 /// The catalogue columns, format and text limit the export was prepared
