@@ -21,7 +21,7 @@ struct AnnArgs {
   }
 };
 
-inline void ann_args_add(CLI::App* cmd, AnnArgs& a) {
+inline void add_ann_args(CLI::App* cmd, AnnArgs& a) {
   cmd->add_option("--ann", a.kind,
                   "Approximate search: hnsw builds a FAISS HNSW index over the item keys at load, and requests use "
                   "it unless they ask for search=exact; none: every request scores every item")

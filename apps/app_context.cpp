@@ -14,7 +14,7 @@ namespace llmrec {
 
 Config app_load_config(const ConfigOptions& options) {
   Config config;
-  config_load(options.config_path, options.overrides, config);
+  load_config(options.config_path, options.overrides, config);
   return config;
 }
 
@@ -56,12 +56,12 @@ int app_run_distributed(const ConfigOptions& options, const std::function<int(Ap
   ctx.config = app_load_config(options);
   if (ctx.config.run.threads > 0) at::set_num_threads(ctx.config.run.threads);
   const c10::DeviceType device = app_device_type(ctx.config.run);
-  ctx.comm = communicator_create(ctx.config.comm, device);
+  ctx.comm = create_communicator(ctx.config.comm, device);
   if (device == c10::DeviceType::CUDA) {  // the GPU the NCCL backend chose by the same rule
     const int gpus = static_cast<int>(torch::cuda::device_count());
     ctx.device = c10::Device(device, static_cast<c10::DeviceIndex>(device_for_local_rank(ctx.comm->local_rank(), gpus)));
   }
-  logging_init(ctx.config.log, ctx.comm->rank(), ctx.comm->size());
+  init_logging(ctx.config.log, ctx.comm->rank(), ctx.comm->size());
   try {
     prepare_run_dir(ctx);
     spdlog::info("llmrec {} ({}) on {} rank(s), {}, device {}{}", version_string(), version_git_revision(),

@@ -32,6 +32,6 @@ struct BenchOptions {
 };
 
 /// Adds train, allreduce, export and serve under `bench`.
-void bench_distributed_add(CLI::App& bench);
+void add_bench_distributed(CLI::App& bench);
 
 }  // namespace llmrec

@@ -228,7 +228,7 @@ double peak_rss_mb() {
 /// Max over ranks of each value.
 std::vector<double> max_over_ranks(Communicator& comm, const std::vector<double>& v) {
   at::Tensor t = at::tensor(v, at::kDouble);
-  comm.all_reduce(t, {ReduceOp::Max});
+  comm.all_reduce(t, {ReduceOp::kMax});
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
@@ -253,7 +253,7 @@ std::vector<double> allreduce_alone_s(Communicator& comm, std::int64_t bytes, co
   for (int i = 0; i < 12; ++i) {
     comm.barrier();
     auto t0 = Clock::now();
-    comm.all_reduce(flat, {ReduceOp::Avg});
+    comm.all_reduce(flat, {ReduceOp::kAvg});
     if (i >= 2) alone.push_back(since(t0));
   }
   return alone;
@@ -274,7 +274,7 @@ nlohmann::json step_figures(Communicator& comm, const std::vector<std::pair<std:
   }
   auto sync = max_over_ranks(comm, {csum, -csum});
   at::Tensor fl = at::tensor({flops, sgemm}, at::kDouble);  // sums over ranks
-  comm.all_reduce(fl, {ReduceOp::Sum});
+  comm.all_reduce(fl, {ReduceOp::kSum});
   const double achieved_gflops = fl[0].item<double>() / elapsed / 1e9, sgemm_sum = fl[1].item<double>();
   return {{"comm_wait_ms_median", wait_ms},
           {"allreduce_alone_ms_median", alone_ms},
@@ -312,7 +312,7 @@ BenchTrainer bench_trainer(AppContext& ctx, const Workload& w) {
   t.model->to(ctx.device);
   t.model->train();
   t.params = trainable_named_parameters(*t.model);
-  t.reducer = std::make_unique<GradientReducer>(*ctx.comm, t.params, ReducerOptions{25.0, ReduceOp::Avg});
+  t.reducer = std::make_unique<GradientReducer>(*ctx.comm, t.params, ReducerOptions{25.0, ReduceOp::kAvg});
   TrainConfig tc;
   tc.lr = 1e-3;
   tc.weight_decay = 0.01;
@@ -396,7 +396,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   auto m = max_over_ranks(comm, {median(times.step), median(times.data), median(times.forward), median(times.backward),
                                  median(times.wait), median(times.optimizer), peak_rss_mb(), median(alone) * 1e3});
   at::Tensor u = at::tensor({mean_unique}, at::kDouble);
-  comm.all_reduce(u, {ReduceOp::Avg});
+  comm.all_reduce(u, {ReduceOp::kAvg});
   std::int64_t n_total = 0;
   for (auto& p : t.model->parameters()) n_total += p.numel();
   nlohmann::json line = header("train", w.name, comm, ctx.device.str());
@@ -468,7 +468,7 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   auto params = trainable_named_parameters(*model);
   std::vector<torch::Tensor> trainable;
   for (auto& [n, p] : params) trainable.push_back(p);
-  GradientReducer reducer(comm, params, {25.0, ReduceOp::Sum});
+  GradientReducer reducer(comm, params, {25.0, ReduceOp::kSum});
   TrainConfig tc;
   tc.lr = 1e-4;
   tc.weight_decay = 0.01;
@@ -518,7 +518,7 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_wait), median(t_opt), peak_rss_mb(),
                                  median(alone) * 1e3});
   at::Tensor all_tokens = at::tensor({tokens_done}, at::kDouble);
-  comm.all_reduce(all_tokens, {ReduceOp::Sum});
+  comm.all_reduce(all_tokens, {ReduceOp::kSum});
   nlohmann::json line = header("pretrain", "mlm-tiny", comm, ctx.device.str());
   line.update(step_figures(comm, params, flops, sgemm, elapsed, o.steps, m[2], m[5], reducer.bytes_per_step()));
   line.update({{"sequences_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
@@ -866,7 +866,7 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
 
 }  // namespace
 
-void bench_distributed_add(CLI::App& bench) {
+void add_bench_distributed(CLI::App& bench) {
   struct Options {
     ConfigOptions config;
     BenchOptions bench;
@@ -875,7 +875,7 @@ void bench_distributed_add(CLI::App& bench) {
                       int (*body)(AppContext&, const BenchOptions&)) {
     auto* cmd = bench.add_subcommand(name, help);
     auto o = std::make_shared<Options>();
-    config_options_add(*cmd, o->config);
+    add_config_options(*cmd, o->config);
     if (name == "train" || name == "export") {
       cmd->add_option("--workload", o->bench.workload,
                       "bench-tiny, bench-tiny-seq (bench-tiny with the causal user tower and a loss at every "

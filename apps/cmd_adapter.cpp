@@ -89,12 +89,12 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
 
 }  // namespace
 
-void command_adapter_add(CLI::App& app) {
+void add_adapter_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "adapter", "Save a trained model's item encoder for HF/PEFT: the LoRA adapter in PEFT's layout, the frozen "
                  "base and the merged encoder (HF directories with the dataset's vocab.txt)");
   auto args = std::make_shared<AdapterCommand>();
-  config_options_add(*cmd, args->options);
+  add_config_options(*cmd, args->options);
   cmd->add_option("--checkpoint", args->checkpoint, "The trained model (model.h5 written by `llmrec train`)")
       ->required()
       ->check(CLI::ExistingFile);

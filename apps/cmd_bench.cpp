@@ -26,13 +26,13 @@ std::vector<std::string> synthetic_texts(std::int64_t items) {
   SynthOptions o;
   o.items = items;
   o.users = 0;
-  synth_write(o, dir.string());
+  write_synth_shop(o, dir.string());
   CsvReader csv((dir / "catalogue.csv").string(), ',');
   std::vector<std::string> fields, texts;
   std::int64_t line = 0;
   std::string reason;
   csv.next(fields, line, reason);  // header: item_id,title,description,category,brand,price,tags
-  while (csv.next(fields, line, reason) == CsvReader::Status::Record) {
+  while (csv.next(fields, line, reason) == CsvReader::Status::kRecord) {
     texts.push_back(fields[1] + " ; " + fields[3] + " ; " + fields[4] + " ; " + fields[6] + " ; " + fields[2]);
   }
   fs::remove_all(dir);
@@ -85,7 +85,7 @@ void bench_tokenize(const std::string& workload, const std::string& vocab, int r
 
 }  // namespace
 
-void command_bench_add(CLI::App& app) {
+void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Benchmarks on the workloads of bench/README.md; each prints JSON lines");
   cmd->require_subcommand(1);
   auto* tok = cmd->add_subcommand("tokenize", "WordPiece speed over a synthetic catalogue's item texts (one thread)");
@@ -98,7 +98,7 @@ void command_bench_add(CLI::App& app) {
   tok->add_option("--vocab", *vocab, "vocab.txt; default: a vocabulary built from the texts")->check(CLI::ExistingFile);
   tok->add_option("--repeats", *repeats, "Timed passes; the median is reported")->check(CLI::Range(1, 1000))->capture_default_str();
   tok->callback([=] { bench_tokenize(*workload, *vocab, *repeats); });
-  bench_distributed_add(*cmd);
+  add_bench_distributed(*cmd);
 }
 
 }  // namespace llmrec

@@ -57,22 +57,22 @@ std::vector<CheckResult> check_collectives(Communicator& comm) {
     // Element i on rank r is r + i (exact in every dtype used here).
     at::Tensor idx = at::arange(n, at::TensorOptions().dtype(dtype));
     at::Tensor t = idx + r;
-    comm.all_reduce(t, {ReduceOp::Sum});
+    comm.all_reduce(t, {ReduceOp::kSum});
     record("all_reduce sum " + type, t, idx * w + (w * (w - 1) / 2));
     t = idx + r;
-    comm.all_reduce(t, {ReduceOp::Max});
+    comm.all_reduce(t, {ReduceOp::kMax});
     record("all_reduce max " + type, t, idx + (w - 1));
     t = idx + r;
-    comm.all_reduce(t, {ReduceOp::Min});
+    comm.all_reduce(t, {ReduceOp::kMin});
     record("all_reduce min " + type, t, idx.clone());
     t = (idx + r) * 2 * w;  // avg = 2*w*i + (w-1)*w... exact in integers too
-    comm.all_reduce(t, {ReduceOp::Avg});
+    comm.all_reduce(t, {ReduceOp::kAvg});
     record("all_reduce avg " + type, t, idx * 2 * w + (w - 1) * w);
   }
   // Non-contiguous: every other column of a matrix.
   at::Tensor m = at::full({8, 6}, static_cast<double>(r + 1), at::kDouble);
   at::Tensor cols = m.slice(1, 0, 6, 2);
-  comm.all_reduce(cols, {ReduceOp::Sum});
+  comm.all_reduce(cols, {ReduceOp::kSum});
   at::Tensor want_m = at::full({8, 6}, static_cast<double>(r + 1), at::kDouble);
   want_m.slice(1, 0, 6, 2).fill_(static_cast<double>(w * (w + 1) / 2));
   record("all_reduce non-contiguous", m, want_m);
@@ -112,7 +112,7 @@ double allreduce_busbw(Communicator& comm, std::int64_t bytes, int reps, double&
   }
   // The slowest rank decides the collective's time.
   at::Tensor tt = at::tensor(times, at::kDouble);
-  comm.all_reduce(tt, {ReduceOp::Max});
+  comm.all_reduce(tt, {ReduceOp::kMax});
   std::vector<double> slowest(tt.data_ptr<double>(), tt.data_ptr<double>() + reps);
   std::sort(slowest.begin(), slowest.end());
   median_s = slowest[slowest.size() / 2];
@@ -143,7 +143,7 @@ int run_check(AppContext& ctx) {
   for (const auto& c : checks) failed += c.ok ? 0 : 1;
   // Agree on the outcome, so that every rank exits with the same code.
   at::Tensor failed_t = at::tensor({failed}, at::kInt);
-  comm.all_reduce(failed_t, {ReduceOp::Max});
+  comm.all_reduce(failed_t, {ReduceOp::kMax});
   const int worst_failed = failed_t.item<int>();
 
   std::vector<std::pair<std::int64_t, double>> bw;
@@ -194,12 +194,12 @@ int run_check(AppContext& ctx) {
 
 }  // namespace
 
-void command_check_add(CLI::App& app) {
+void add_check_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "check", "Check this installation and the ranks of this job: BLAS speed, exact collective results, "
                "all-reduce bandwidth (run it under mpirun)");
   auto options = std::make_shared<ConfigOptions>();
-  config_options_add(*cmd, *options);
+  add_config_options(*cmd, *options);
   cmd->callback([options] {
     int rc = app_run_distributed(*options, run_check);
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -33,12 +33,12 @@ std::string schema_text(bool markdown) {
 
 }  // namespace
 
-void command_config_add(CLI::App& app) {
+void add_config_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("config", "Validate a configuration and print it resolved (includes, --set)");
   auto options = std::make_shared<ConfigOptions>();
   auto schema = std::make_shared<bool>(false);
   auto markdown = std::make_shared<bool>(false);
-  config_options_add(*cmd, *options);
+  add_config_options(*cmd, *options);
   cmd->add_flag("--schema", *schema, "Print every key with its type, default and meaning instead");
   cmd->add_flag("--markdown", *markdown, "With --schema: as a Markdown table (docs/configuration.md)");
   cmd->callback([options, schema, markdown] {
@@ -47,7 +47,7 @@ void command_config_add(CLI::App& app) {
       return;
     }
     Config config = app_load_config(*options);
-    recommender_config_check(config.model);  // the rules between keys, as train applies them
+    check_recommender_config(config.model);  // the rules between keys, as train applies them
     std::fputs(ConfigWriter::write(config).c_str(), stdout);
   });
 }

@@ -250,7 +250,7 @@ void write_output(const BertOutput& result, fmt::memory_buffer& out) {
 
 void run_encode(const EncodeArgs& a) {
   LogConfig log;
-  logging_init(log, 0, 1);  // stderr: stdout carries only the JSON lines
+  init_logging(log, 0, 1);  // stderr: stdout carries only the JSON lines
 
   HfBertLoadOptions options;
   options.dtype = a.dtype == "float64" ? torch::kDouble : torch::kFloat;
@@ -258,7 +258,7 @@ void run_encode(const EncodeArgs& a) {
   HfBert bert = load_hf_bert(a.model, options);
   if (!a.adapter.empty()) {
     lora_load_peft(a.adapter, bert.model);
-    lora_merge(*bert.model);
+    merge_lora(*bert.model);
   }
   bert.model->eval();
   const std::int64_t max_positions = bert.config.max_position_embeddings;
@@ -291,7 +291,7 @@ void run_encode(const EncodeArgs& a) {
 
 }  // namespace
 
-void command_encode_add(CLI::App& app) {
+void add_encode_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("encode",
                                  "Run the BERT encoder of an HF model directory on JSON lines from stdin "
                                  "({\"input_ids\": [[...]], \"attention_mask\": [[...]]} or {\"text\": \"...\"})");

@@ -1,7 +1,7 @@
 // `llmrec eval`: full-ranking evaluation (docs/evaluation.md) of the
 // baselines, the synthetic shop's oracle and their fusion, under mpirun.
 //
-// 1. Every rank builds the same scorers (eval_scorers_build: the extension
+// 1. Every rank builds the same scorers (build_eval_scorers: the extension
 //    point where the trained model joins), then the fusion of
 //    eval.fusion.weights, tuned on the validation split with eval.fusion.tune.
 // 2. Each scorer is evaluated on the split over all ranks; results are
@@ -53,7 +53,7 @@ std::vector<std::string> eval_baselines_of(const EvalCommand& cmd, const EvalCon
 /// (a `--checkpoint` option of EvalCommand) joins here as one more scorer,
 /// e.g. a ModelScorer named "model" put first; eval.fusion.weights can then
 /// name it.
-std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, AppContext& ctx,
+std::vector<std::shared_ptr<Scorer>> build_eval_scorers(const EvalCommand& cmd, AppContext& ctx,
                                                         const DatasetFile& file) {
   std::vector<std::shared_ptr<Scorer>> scorers;
   if (!cmd.checkpoint.empty()) {
@@ -67,7 +67,7 @@ std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, 
     Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
     scorers.push_back(calibrated_model_scorer(model, valid, valid.items(), text_len, file.vocab()));
   }
-  for (auto& s : baseline_scorers_create(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval)) {
+  for (auto& s : create_baseline_scorers(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval)) {
     scorers.push_back(s);
   }
   return scorers;
@@ -76,11 +76,11 @@ std::vector<std::shared_ptr<Scorer>> eval_scorers_build(const EvalCommand& cmd, 
 int run_eval(const EvalCommand& cmd, AppContext& ctx) {
   const EvalConfig& config = ctx.config.eval;
   DatasetFile file(ctx.config.data.dataset);
-  std::vector<std::shared_ptr<Scorer>> scorers = eval_scorers_build(cmd, ctx, file);
+  std::vector<std::shared_ptr<Scorer>> scorers = build_eval_scorers(cmd, ctx, file);
   const auto& fusion = ctx.config.eval.fusion.weights;
   if (fusion.count("model") != 0 && cmd.checkpoint.empty()) {
     spdlog::warn("eval.fusion.weights names 'model' but no --checkpoint was given: the fusion row is left out");
-  } else if (auto fused = eval_fusion_build(scorers, ctx, file)) {
+  } else if (auto fused = build_eval_fusion(scorers, ctx, file)) {
     scorers.push_back(fused);
   }
   if (scorers.empty()) {
@@ -122,7 +122,7 @@ namespace {
 
 /// The fused scorer of `weights` over `scorers` (by name), tuned on `valid`
 /// when `tune`; nullptr when `weights` is empty.
-std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers,
+std::shared_ptr<FusedScorer> build_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers,
                                           const std::map<std::string, double>& weights, bool tune, Evaluator& valid,
                                           const std::vector<std::string>& vocab) {
   if (weights.empty()) return nullptr;
@@ -144,7 +144,7 @@ std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scor
   }
   // The cold-target figures in the world where some training items play new ones.
   const std::optional<FusionColdWorld> world = fusion_cold_world(components, valid, vocab);
-  FusionTuning t = fusion_tune(components, reference, valid, world ? &*world : nullptr);
+  FusionTuning t = tune_fusion(components, reference, valid, world ? &*world : nullptr);
   std::string picked;
   for (std::size_t k = 0; k < components.size(); ++k) {
     picked += fmt::format("{}{}={}", k ? ", " : "", components[k].scorer->name(), t.weights[k]);
@@ -163,12 +163,12 @@ std::shared_ptr<FusedScorer> fusion_build(const std::vector<std::shared_ptr<Scor
 
 }  // namespace
 
-std::shared_ptr<Scorer> eval_fusion_build(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
+std::shared_ptr<Scorer> build_eval_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
                                           const DatasetFile& file) {
   const EvalFusionConfig& f = ctx.config.eval.fusion;
   if (f.weights.empty()) return nullptr;
   Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
-  return fusion_build(scorers, f.weights, f.tune, valid, file.vocab());
+  return build_fusion(scorers, f.weights, f.tune, valid, file.vocab());
 }
 
 std::string eval_table_note(const EvalConfig& config) {
@@ -191,7 +191,7 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
     if (r.fusion.count(name) != 0) names.push_back(name);
   }
   std::vector<std::shared_ptr<Scorer>> scorers = {model_scorer};
-  for (auto& s : baseline_scorers_create(names, file, *ctx.comm, eval)) scorers.push_back(s);
+  for (auto& s : create_baseline_scorers(names, file, *ctx.comm, eval)) scorers.push_back(s);
   r.itemknn = std::dynamic_pointer_cast<ItemKnnScorer>(scorers[1])->options();
 
   nlohmann::json left_out = nlohmann::json::array();
@@ -203,7 +203,7 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
                  "{} of eval.fusion.weights", left_out.dump());
   }
   const bool fused = r.fusion.size() > 1 || r.fusion.count("model") == 0;
-  std::shared_ptr<FusedScorer> fusion = fused ? fusion_build(scorers, r.fusion, eval.fusion.tune, valid, file.vocab())
+  std::shared_ptr<FusedScorer> fusion = fused ? build_fusion(scorers, r.fusion, eval.fusion.tune, valid, file.vocab())
                                                     : nullptr;
   if (fusion) {
     r.fusion.clear();
@@ -230,12 +230,12 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
   return r;
 }
 
-void command_eval_add(CLI::App& app) {
+void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "eval", "Evaluate the baselines (eval: section) with full ranking on the dataset's valid or test split; "
               "prints a table, writes <run.dir>/eval_<split>.json (run it under mpirun)");
   auto args = std::make_shared<EvalCommand>();
-  config_options_add(*cmd, args->options);
+  add_config_options(*cmd, args->options);
   cmd->add_option("--split", args->split, "Which held-out events to rank")
       ->check(CLI::IsMember({"valid", "test"}))
       ->capture_default_str();

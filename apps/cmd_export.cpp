@@ -62,7 +62,7 @@ int run_export(const ExportCommand& cmd, AppContext& ctx) {
     options.on_error = ctx.config.data.on_error;
     options.show_errors = ctx.config.data.show_errors;
     ExportSummary s =
-        export_add_catalogue(cmd.update, cmd.catalogue, model, cmd.checkpoint, cmd.output, *ctx.comm, options);
+        add_catalogue_to_export(cmd.update, cmd.catalogue, model, cmd.checkpoint, cmd.output, *ctx.comm, options);
     spdlog::info("export: catalogue update {} of {} written to {}", s.catalogue_updates, cmd.update, s.path);
     out = fmt::format("llmrec export --update: {}: {} item(s): {} new, {} changed, {} unchanged; {} bad row(s) "
                       "skipped\n",
@@ -76,9 +76,9 @@ int run_export(const ExportCommand& cmd, AppContext& ctx) {
     const std::string output =
         cmd.output.empty() ? (std::filesystem::path(ctx.run_dir) / "export.h5").string() : cmd.output;
     const ExportRanking ranking = export_ranking_choose(model, ctx, file);
-    const std::string key = cmd.pseudonymise.empty() ? std::string() : pseudonym_key_read(cmd.pseudonymise);
+    const std::string key = cmd.pseudonymise.empty() ? std::string() : read_pseudonym_key(cmd.pseudonymise);
     ExportSummary s =
-        export_write(output, model, cmd.checkpoint, file, ConfigWriter::write(ctx.config), ranking, *ctx.comm, key);
+        write_export(output, model, cmd.checkpoint, file, ConfigWriter::write(ctx.config), ranking, *ctx.comm, key);
     spdlog::info("export: {} items, {} users written to {} in {:.2f} s", s.items, s.users, s.path, s.seconds);
     out = fmt::format("llmrec export: {} with dataset {}\n", cmd.checkpoint, file.path());
     out += summary_tail(s, ctx.comm->size());
@@ -96,12 +96,12 @@ int run_export(const ExportCommand& cmd, AppContext& ctx) {
 
 }  // namespace
 
-void command_export_add(CLI::App& app) {
+void add_export_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "export", "Write the file serving reads (item, user and CF data, the user tower; docs/export-format.md) from a "
                 "trained model, or add a catalogue file to an export without retraining (run it under mpirun)");
   auto args = std::make_shared<ExportCommand>();
-  config_options_add(*cmd, args->options);
+  add_config_options(*cmd, args->options);
   cmd->add_option("--checkpoint", args->checkpoint, "The trained model (model.h5 written by `llmrec train`)")
       ->required()
       ->check(CLI::ExistingFile);

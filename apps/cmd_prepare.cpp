@@ -11,11 +11,11 @@
 
 namespace llmrec {
 
-void command_prepare_add(CLI::App& app) {
+void add_prepare_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "prepare", "Validate the raw interactions and catalogue (data: section) and write the HDF5 dataset");
   auto options = std::make_shared<ConfigOptions>();
-  config_options_add(*cmd, *options);
+  add_config_options(*cmd, *options);
   cmd->callback([options] {
     Config config = app_load_config(*options);
     auto t0 = std::chrono::steady_clock::now();

@@ -30,7 +30,7 @@ int pretrain_run(AppContext& ctx, const PretrainCommand& cmd) {
   setup.bert = cfg.model.bert;
   setup.dataset = cfg.data.dataset;
   setup.run_dir = ctx.run_dir;
-  setup.resume = resolve_resume(ctx, cmd.resume, pretrain_checkpoint_dir(ctx.run_dir), pretrain_checkpoint_verify);
+  setup.resume = resolve_resume(ctx, cmd.resume, pretrain_checkpoint_dir(ctx.run_dir), verify_pretrain_checkpoint);
   setup.run_config_yaml = ConfigWriter::write(resolved);
   setup.stop_after = cmd.stop_after;
   setup.device = ctx.device;
@@ -59,12 +59,12 @@ int pretrain_run(AppContext& ctx, const PretrainCommand& cmd) {
 
 }  // namespace
 
-void command_pretrain_add(CLI::App& app) {
+void add_pretrain_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "pretrain", "Pre-train the item encoder (masked language model) on the catalogue text of data.dataset and "
                   "write an HF directory to fine-tune from (run it under mpirun for data parallelism)");
   auto args = std::make_shared<PretrainCommand>();
-  config_options_add(*cmd, args->options);
+  add_config_options(*cmd, args->options);
   cmd->add_option("--resume", args->resume,
                   "none: start fresh (refused if <run.dir>/pretrain/checkpoints has checkpoints); auto: continue "
                   "from the newest valid one (fresh if none); or a checkpoint file")

@@ -128,7 +128,7 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
 
   if (!a.search.empty()) q.search = a.search;
   const auto engine = serving::RecommendEngine::open(
-      a.export_path, a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file), a.ann.index());
+      a.export_path, a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file), a.ann.index());
   const serving::Recommendation r = engine->recommend(q);
   std::string text = a.table ? table_text(engine->data(), r)
                              : serving::recommendation_json(engine->data(), r)
@@ -141,7 +141,7 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
 
 }  // namespace
 
-void command_recommend_add(CLI::App& app) {
+void add_recommend_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("recommend", "Top-k recommendations for a user or a fresh history, from an export file");
   auto a = std::make_shared<RecommendArgs>();
   cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")->required()->check(CLI::ExistingFile);
@@ -174,7 +174,7 @@ void command_recommend_add(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_flag("--explain", a->explain, "Say why: leave-one-out history contributions and CF neighbours");
-  ann_args_add(cmd, a->ann);
+  add_ann_args(cmd, a->ann);
   cmd->add_option("--search", a->search, "exact or hnsw (default: hnsw with --ann hnsw, else exact)")
       ->check(CLI::IsMember({"exact", "hnsw"}));
   auto* json = cmd->add_flag("--json", a->json, "JSON on stdout (the default)");
@@ -185,7 +185,7 @@ void command_recommend_add(CLI::App& app) {
       throw CLI::ValidationError("--user or --history", "give a known user id (--user) or recent items (--history)");
     }
     LogConfig log;
-    logging_init(log, 0, 1);  // stderr: stdout carries only the result
+    init_logging(log, 0, 1);  // stderr: stdout carries only the result
     run_recommend(*a, user->count() > 0, history->count() > 0);
   });
 }

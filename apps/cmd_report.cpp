@@ -9,7 +9,7 @@
 
 namespace llmrec {
 
-void command_report_add(CLI::App& app) {
+void add_report_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "report", "Write RUN_DIR/report.html: training curves, the test table with cold items, the dataset report, "
                 "the protocol and the config in one file that opens offline");
@@ -18,7 +18,7 @@ void command_report_add(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingDirectory);
   cmd->callback([dir] {
-    const std::string path = report_write(*dir);
+    const std::string path = write_report(*dir);
     std::printf("llmrec report: %s\n", path.c_str());
     std::fflush(stdout);
   });

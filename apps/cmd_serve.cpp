@@ -81,10 +81,10 @@ serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudo
   return arm;
 }
 
-/// The bearer token: the first line of `path` (secret_file_read), printable
+/// The bearer token: the first line of `path` (read_secret_file), printable
 /// ASCII without spaces.
 std::string read_token(const std::string& path) {
-  const std::string token = secret_file_read(path, "--token-file", 1);
+  const std::string token = read_secret_file(path, "--token-file", 1);
   for (unsigned char c : token) {
     if (c < 0x21 || c > 0x7e) {
       throw ConfigError(fmt::format("--token-file {}: the token must be printable ASCII without spaces", path));
@@ -95,9 +95,9 @@ std::string read_token(const std::string& path) {
 
 int run_serve(const ServeArgs& a) {
   LogConfig log;
-  logging_init(log, 0, 1);
+  init_logging(log, 0, 1);
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string pseudonym_key = a.pseudonym_key_file.empty() ? "" : pseudonym_key_read(a.pseudonym_key_file);
+  const std::string pseudonym_key = a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file);
   if (a.export_path.empty() == a.arms.empty()) {
     throw ConfigError("serve: give --export FILE, or two or more --arm NAME=PATH[:SHARE] for an A/B test");
   }
@@ -199,7 +199,7 @@ int run_serve(const ServeArgs& a) {
 
 }  // namespace
 
-void command_serve_add(CLI::App& app) {
+void add_serve_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve", "HTTP server for recommendations from an export file");
   auto a = std::make_shared<ServeArgs>();
   cmd->add_option("--export", a->export_path, "Export file written by `llmrec export` (or --arm, two or more)")
@@ -242,7 +242,7 @@ void command_serve_add(CLI::App& app) {
                   "never: the operating system writes it (a killed server loses nothing, a crashed machine may)")
       ->check(CLI::IsMember({"always", "never"}))
       ->capture_default_str();
-  ann_args_add(cmd, a->ann);
+  add_ann_args(cmd, a->ann);
   cmd->add_option("--access-log", a->access_log,
                   "Append one line per request (UTC time, method, path, status, latency; never the query string or "
                   "the body) to this file; - = stdout");

@@ -7,7 +7,7 @@
 
 namespace llmrec {
 
-void command_synth_add(CLI::App& app) {
+void add_synth_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "synth", "Write a synthetic shop (catalogue.csv, interactions.csv, latent truth) for demos and benchmarks");
   struct Args {
@@ -40,7 +40,7 @@ void command_synth_add(CLI::App& app) {
     if (a->beta >= 0) o.beta = a->beta;
     o.seed = a->seed;
     auto t0 = std::chrono::steady_clock::now();
-    SynthSummary s = synth_write(o, a->out);
+    SynthSummary s = write_synth_shop(o, a->out);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf(
         "synth: %lld items (%lld cold, released after the cut), %lld users, %lld events (%lld on cold items) "

@@ -87,7 +87,7 @@ void run_tokenize(const TokenizeArgs& a) {
 
 }  // namespace
 
-void command_tokenize_add(CLI::App& app) {
+void add_tokenize_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "tokenize",
       "WordPiece-tokenize stdin lines (BERT uncased rules) and print one JSON array of ids per line");

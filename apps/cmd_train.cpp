@@ -12,12 +12,12 @@
 
 namespace llmrec {
 
-void command_train_add(CLI::App& app) {
+void add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "train", "Train the recommender on data.dataset (run it under mpirun for data parallelism)");
   auto options = std::make_shared<ConfigOptions>();
   auto run = std::make_shared<TrainRunOptions>();
-  config_options_add(*cmd, *options);
+  add_config_options(*cmd, *options);
   cmd->add_option("--resume", run->resume,
                   "none: start fresh (refused if run.dir has checkpoints); auto: continue from the newest valid "
                   "checkpoint in <run.dir>/checkpoints (fresh if none); or a checkpoint file")

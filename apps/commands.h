@@ -11,20 +11,20 @@ namespace llmrec {
 /// Multi-line build description for `llmrec --version`.
 std::string version_text();
 
-void command_config_add(CLI::App& app);
-void command_check_add(CLI::App& app);
-void command_tokenize_add(CLI::App& app);
-void command_synth_add(CLI::App& app);
-void command_prepare_add(CLI::App& app);
-void command_eval_add(CLI::App& app);
-void command_train_add(CLI::App& app);
-void command_pretrain_add(CLI::App& app);
-void command_bench_add(CLI::App& app);
-void command_encode_add(CLI::App& app);
-void command_recommend_add(CLI::App& app);
-void command_serve_add(CLI::App& app);
-void command_export_add(CLI::App& app);
-void command_adapter_add(CLI::App& app);
-void command_report_add(CLI::App& app);
+void add_config_command(CLI::App& app);
+void add_check_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_synth_command(CLI::App& app);
+void add_prepare_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_pretrain_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
+void add_encode_command(CLI::App& app);
+void add_recommend_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_adapter_command(CLI::App& app);
+void add_report_command(CLI::App& app);
 
 }  // namespace llmrec

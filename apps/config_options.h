@@ -6,7 +6,7 @@
 
 namespace llmrec {
 
-inline void config_options_add(CLI::App& cmd, ConfigOptions& options) {
+inline void add_config_options(CLI::App& cmd, ConfigOptions& options) {
   cmd.add_option("-c,--config", options.config_path, "YAML config file (may `include:` others)")
       ->check(CLI::ExistingFile);
   cmd.add_option("--set", options.overrides, "Override one key, e.g. --set comm.timeout_s=60 (repeatable)")

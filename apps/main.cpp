@@ -12,21 +12,21 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", [] { return llmrec::version_text(); }, "Print build facts and exit");
   app.require_subcommand(1);
   app.fallthrough(false);
-  llmrec::command_config_add(app);
-  llmrec::command_check_add(app);
-  llmrec::command_tokenize_add(app);
-  llmrec::command_synth_add(app);
-  llmrec::command_prepare_add(app);
-  llmrec::command_eval_add(app);
-  llmrec::command_pretrain_add(app);
-  llmrec::command_train_add(app);
-  llmrec::command_bench_add(app);
-  llmrec::command_encode_add(app);
-  llmrec::command_recommend_add(app);
-  llmrec::command_serve_add(app);
-  llmrec::command_export_add(app);
-  llmrec::command_adapter_add(app);
-  llmrec::command_report_add(app);
+  llmrec::add_config_command(app);
+  llmrec::add_check_command(app);
+  llmrec::add_tokenize_command(app);
+  llmrec::add_synth_command(app);
+  llmrec::add_prepare_command(app);
+  llmrec::add_eval_command(app);
+  llmrec::add_pretrain_command(app);
+  llmrec::add_train_command(app);
+  llmrec::add_bench_command(app);
+  llmrec::add_encode_command(app);
+  llmrec::add_recommend_command(app);
+  llmrec::add_serve_command(app);
+  llmrec::add_export_command(app);
+  llmrec::add_adapter_command(app);
+  llmrec::add_report_command(app);
   // Exit codes (README.md, "Exit codes"): 0 done; 1 an error (bad input, a
   // failed check); 2 a usage error; 3 a collective timed out (every rank
   // aborted); 128 + N: train stopped by signal N after a checkpoint.

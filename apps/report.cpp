@@ -288,7 +288,7 @@ std::string report_svg_line_chart(const std::string& title, const std::string& x
   return svg + "</svg>\n";
 }
 
-std::string report_write(const std::string& run_dir) {
+std::string write_report(const std::string& run_dir) {
   const fs::path dir(run_dir);
   const std::vector<json> metrics = read_metrics((dir / "metrics.jsonl").string());
 

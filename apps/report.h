@@ -2,7 +2,7 @@
 // The run report: one self-contained HTML file (inline SVG charts, no
 // script, no network) from what a training run leaves in its directory.
 //
-//   std::string path = report_write("runs/x");   // -> runs/x/report.html
+//   std::string path = write_report("runs/x");   // -> runs/x/report.html
 //
 // Reads <run>/metrics.jsonl (required: the curves), <run>/eval_test.json
 // (the test table, cold items, the protocol), <run>/config.yaml (the
@@ -30,6 +30,6 @@ std::string report_svg_line_chart(const std::string& title, const std::string& x
 std::string report_escape(const std::string& text);
 
 /// Writes <run_dir>/report.html (atomically) and returns its path.
-std::string report_write(const std::string& run_dir);
+std::string write_report(const std::string& run_dir);
 
 }  // namespace llmrec

@@ -38,7 +38,7 @@ std::string mib(double bytes) { return fmt::format("{:.1f} MiB", bytes / (1024.0
 int train_dry_run(AppContext& ctx, const TrainerSetup& setup) {
   std::vector<std::string> problems;
   try {
-    recommender_config_check(setup.model);
+    check_recommender_config(setup.model);
   } catch (const ConfigError& e) {
     problems.push_back(e.what());
   }
@@ -98,7 +98,7 @@ int train_dry_run(AppContext& ctx, const TrainerSetup& setup) {
 std::string resolve_resume(AppContext& ctx, const std::string& resume, const std::string& dir,
                            const std::function<void(const std::string&)>& verify) {
   std::string chosen;
-  rank0_run(*ctx.comm, [&] {
+  run_on_rank0(*ctx.comm, [&] {
     if (resume == "none") {
       auto existing = checkpoint_list(dir);
       if (!existing.empty()) {
@@ -162,7 +162,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
     parts.run_config_yaml = resolved_yaml;
     parts.model_step = r.best_step > 0 ? r.best_step : r.steps;
     parts.model_world_size = ctx.comm->size();
-    checkpoint_save(path, parts);
+    save_checkpoint(path, parts);
     spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})", r.best_step > 0 ? "best" : "final", path,
                  path);
   }
@@ -174,8 +174,8 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   }
   std::vector<std::shared_ptr<Scorer>> scorers;
   scorers.push_back(calibrated_model_scorer(trainer.model(), valid, valid.items(), text_len, file.vocab()));
-  for (auto& s : baseline_scorers_create(names, file, *ctx.comm, cfg.eval)) scorers.push_back(s);
-  if (auto fused = eval_fusion_build(scorers, ctx, file)) scorers.push_back(fused);
+  for (auto& s : create_baseline_scorers(names, file, *ctx.comm, cfg.eval)) scorers.push_back(s);
+  if (auto fused = build_eval_fusion(scorers, ctx, file)) scorers.push_back(fused);
   Evaluator test(file, *ctx.comm, "test", cfg.eval);
   std::vector<EvalResult> results;
   for (auto& s : scorers) results.push_back(test.evaluate(*s));
@@ -188,7 +188,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
     // The run is done and saved: a report that cannot be written is an
     // error in the log, not a failed run (`llmrec report` retries it).
     try {
-      const std::string report = report_write(ctx.run_dir);
+      const std::string report = write_report(ctx.run_dir);
       std::printf("Report: %s\n", report.c_str());
       std::fflush(stdout);
     } catch (const std::exception& e) {

@@ -28,7 +28,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options = {});
 /// The checkpoint of `dir` to resume from, the same on every rank
 /// (collective): `resume` none = "" (a ConfigError when `dir` already holds
 /// checkpoints), auto = the newest that passes `verify` (default
-/// checkpoint_verify; "" when none) or a file path.
+/// verify_checkpoint; "" when none) or a file path.
 std::string resolve_resume(AppContext& ctx, const std::string& resume, const std::string& dir,
                            const std::function<void(const std::string&)>& verify = {});
 

@@ -34,18 +34,18 @@ ConfigNode from_yaml(const YAML::Node& y, const std::string& name, int depth) {
   switch (y.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
-      n.kind = ConfigNode::Kind::Null;
+      n.kind = ConfigNode::Kind::kNull;
       break;
     case YAML::NodeType::Scalar:
-      n.kind = ConfigNode::Kind::Scalar;
+      n.kind = ConfigNode::Kind::kScalar;
       n.scalar = y.Scalar();
       break;
     case YAML::NodeType::Sequence:
-      n.kind = ConfigNode::Kind::Sequence;
+      n.kind = ConfigNode::Kind::kSequence;
       for (const auto& item : y) n.seq.push_back(from_yaml(item, name, depth + 1));
       break;
     case YAML::NodeType::Map:
-      n.kind = ConfigNode::Kind::Map;
+      n.kind = ConfigNode::Kind::kMap;
       for (const auto& kv : y) {
         if (!kv.first.IsScalar()) {
           throw ConfigError(fmt::format("{}: map keys must be plain strings",
@@ -58,7 +58,7 @@ ConfigNode from_yaml(const YAML::Node& y, const std::string& name, int depth) {
         }
         ConfigNode value = from_yaml(kv.second, name, depth + 1);
         // A key with no value points at its own line, not the next one.
-        if (value.kind == ConfigNode::Kind::Null) value.source = where(name, kv.first.Mark());
+        if (value.kind == ConfigNode::Kind::kNull) value.source = where(name, kv.first.Mark());
         n.map.emplace_back(std::move(key), std::move(value));
       }
       break;
@@ -86,8 +86,8 @@ ConfigNode load_with_includes(const std::string& path, std::vector<std::string>&
   }
   chain.push_back(canonical);
   ConfigNode self = config_parse_string(read_text(path), path);
-  if (self.kind == ConfigNode::Kind::Null) self.kind = ConfigNode::Kind::Map;
-  if (self.kind != ConfigNode::Kind::Map) {
+  if (self.kind == ConfigNode::Kind::kNull) self.kind = ConfigNode::Kind::kMap;
+  if (self.kind != ConfigNode::Kind::kMap) {
     throw ConfigError(fmt::format("{}: a config file must be a mapping of keys", self.source));
   }
 
@@ -99,30 +99,30 @@ ConfigNode load_with_includes(const std::string& path, std::vector<std::string>&
   }
   std::vector<const ConfigNode*> includes;
   const ConfigNode& inc = it->second;
-  if (inc.kind == ConfigNode::Kind::Scalar) {
+  if (inc.kind == ConfigNode::Kind::kScalar) {
     includes.push_back(&inc);
-  } else if (inc.kind == ConfigNode::Kind::Sequence) {
+  } else if (inc.kind == ConfigNode::Kind::kSequence) {
     for (const auto& s : inc.seq) includes.push_back(&s);
   }
-  if (includes.empty() && inc.kind != ConfigNode::Kind::Sequence) {
+  if (includes.empty() && inc.kind != ConfigNode::Kind::kSequence) {
     throw ConfigError(fmt::format("{}: 'include' must be a path or a list of paths", inc.source));
   }
   ConfigNode merged;
-  merged.kind = ConfigNode::Kind::Map;
+  merged.kind = ConfigNode::Kind::kMap;
   merged.source = self.source;
   fs::path dir = fs::path(path).parent_path();
   for (const ConfigNode* p : includes) {
-    if (p->kind != ConfigNode::Kind::Scalar) {
+    if (p->kind != ConfigNode::Kind::kScalar) {
       throw ConfigError(fmt::format("{}: 'include' entries must be paths", p->source));
     }
     fs::path target = fs::path(p->scalar).is_absolute() ? fs::path(p->scalar) : dir / p->scalar;
     if (!fs::exists(target)) {
       throw ConfigError(fmt::format("{}: included file {} does not exist", p->source, target.string()));
     }
-    config_merge(merged, load_with_includes(target.string(), chain));
+    merge_config(merged, load_with_includes(target.string(), chain));
   }
   self.map.erase(it);
-  config_merge(merged, self);
+  merge_config(merged, self);
   chain.pop_back();
   return merged;
 }
@@ -149,7 +149,7 @@ std::string join(const std::vector<std::string>& items) {
 
 template <class Int>
 std::string convert_int(const ConfigNode& node, Int& out, const char* what) {
-  if (node.kind != ConfigNode::Kind::Scalar) return fmt::format("must be {}", what);
+  if (node.kind != ConfigNode::Kind::kScalar) return fmt::format("must be {}", what);
   const std::string& s = node.scalar;
   const char* end = s.data() + s.size();
   auto [ptr, ec] = std::from_chars(s.data(), end, out);
@@ -190,14 +190,14 @@ ConfigNode config_load_file(const std::string& path) {
   return load_with_includes(path, chain);
 }
 
-void config_merge(ConfigNode& base, const ConfigNode& top) {
-  if (base.kind != ConfigNode::Kind::Map || top.kind != ConfigNode::Kind::Map) {
+void merge_config(ConfigNode& base, const ConfigNode& top) {
+  if (base.kind != ConfigNode::Kind::kMap || top.kind != ConfigNode::Kind::kMap) {
     base = top;
     return;
   }
   for (const auto& [key, value] : top.map) {
     if (ConfigNode* existing = base.find(key)) {
-      config_merge(*existing, value);
+      merge_config(*existing, value);
     } else {
       base.map.emplace_back(key, value);
     }
@@ -220,9 +220,9 @@ void config_apply_override(ConfigNode& root, const std::string& assignment) {
   };
   retag(value);
 
-  if (root.kind != ConfigNode::Kind::Map) {
+  if (root.kind != ConfigNode::Kind::kMap) {
     root = ConfigNode{};
-    root.kind = ConfigNode::Kind::Map;
+    root.kind = ConfigNode::Kind::kMap;
   }
   ConfigNode* node = &root;
   std::size_t start = 0;
@@ -240,9 +240,9 @@ void config_apply_override(ConfigNode& root, const std::string& assignment) {
       *child = value;
       return;
     }
-    if (child->kind != ConfigNode::Kind::Map) {
+    if (child->kind != ConfigNode::Kind::kMap) {
       *child = ConfigNode{};
-      child->kind = ConfigNode::Kind::Map;
+      child->kind = ConfigNode::Kind::kMap;
       child->source = source;
     }
     node = child;
@@ -262,7 +262,7 @@ ConfigCheck<std::string> config_one_of(std::vector<std::string> choices) {
 }
 
 std::string config_convert(const ConfigNode& node, bool& out) {
-  if (node.kind == ConfigNode::Kind::Scalar) {
+  if (node.kind == ConfigNode::Kind::kScalar) {
     if (node.scalar == "true") return out = true, std::string();
     if (node.scalar == "false") return out = false, std::string();
   }
@@ -278,7 +278,7 @@ std::string config_convert(const ConfigNode& node, std::int64_t& out) {
 }
 
 std::string config_convert(const ConfigNode& node, double& out) {
-  if (node.kind != ConfigNode::Kind::Scalar) return "must be a number";
+  if (node.kind != ConfigNode::Kind::kScalar) return "must be a number";
   const std::string& s = node.scalar;
   char* end = nullptr;
   errno = 0;
@@ -291,23 +291,23 @@ std::string config_convert(const ConfigNode& node, double& out) {
 }
 
 std::string config_convert(const ConfigNode& node, std::string& out) {
-  if (node.kind != ConfigNode::Kind::Scalar) return "must be a string";
+  if (node.kind != ConfigNode::Kind::kScalar) return "must be a string";
   out = node.scalar;
   return {};
 }
 
 std::string config_convert(const ConfigNode& node, std::vector<std::string>& out) {
-  if (node.kind != ConfigNode::Kind::Sequence) return "must be a list of strings";
+  if (node.kind != ConfigNode::Kind::kSequence) return "must be a list of strings";
   out.clear();
   for (const auto& item : node.seq) {
-    if (item.kind != ConfigNode::Kind::Scalar) return "must be a list of strings";
+    if (item.kind != ConfigNode::Kind::kScalar) return "must be a list of strings";
     out.push_back(item.scalar);
   }
   return {};
 }
 
 std::string config_convert(const ConfigNode& node, std::vector<int>& out) {
-  if (node.kind != ConfigNode::Kind::Sequence) return "must be a list of integers";
+  if (node.kind != ConfigNode::Kind::kSequence) return "must be a list of integers";
   out.clear();
   for (const auto& item : node.seq) {
     int v = 0;
@@ -318,7 +318,7 @@ std::string config_convert(const ConfigNode& node, std::vector<int>& out) {
 }
 
 std::string config_convert(const ConfigNode& node, std::map<std::string, double>& out) {
-  if (node.kind != ConfigNode::Kind::Map) return "must be a mapping of names to numbers";
+  if (node.kind != ConfigNode::Kind::kMap) return "must be a mapping of names to numbers";
   out.clear();
   for (const auto& [key, value] : node.map) {
     double v = 0;
@@ -328,21 +328,21 @@ std::string config_convert(const ConfigNode& node, std::map<std::string, double>
   return {};
 }
 
-std::string config_format(bool v) { return v ? "true" : "false"; }
-std::string config_format(int v) { return std::to_string(v); }
-std::string config_format(std::int64_t v) { return std::to_string(v); }
-std::string config_format(double v) { return fmt::format("{}", v); }
-std::string config_format(const std::string& v) { return v; }
-std::string config_format(const std::vector<std::string>& v) { return "[" + join(v) + "]"; }
-std::string config_format(const std::vector<int>& v) {
+std::string format_config(bool v) { return v ? "true" : "false"; }
+std::string format_config(int v) { return std::to_string(v); }
+std::string format_config(std::int64_t v) { return std::to_string(v); }
+std::string format_config(double v) { return fmt::format("{}", v); }
+std::string format_config(const std::string& v) { return v; }
+std::string format_config(const std::vector<std::string>& v) { return "[" + join(v) + "]"; }
+std::string format_config(const std::vector<int>& v) {
   std::vector<std::string> s;
   for (int x : v) s.push_back(std::to_string(x));
   return "[" + join(s) + "]";
 }
 
-std::string config_format(const std::map<std::string, double>& v) {
+std::string format_config(const std::map<std::string, double>& v) {
   std::string s;
-  for (const auto& [k, x] : v) s += (s.empty() ? "" : ", ") + k + ": " + config_format(x);
+  for (const auto& [k, x] : v) s += (s.empty() ? "" : ", ") + k + ": " + format_config(x);
   return "{" + s + "}";
 }
 
@@ -360,13 +360,13 @@ std::string config_type_name(const std::map<std::string, double>*) { return "map
 ConfigReader::ConfigReader(const ConfigNode& root) {
   static const ConfigNode empty_map = [] {
     ConfigNode n;
-    n.kind = ConfigNode::Kind::Map;
+    n.kind = ConfigNode::Kind::kMap;
     return n;
   }();
-  if (root.kind == ConfigNode::Kind::Map) {
+  if (root.kind == ConfigNode::Kind::kMap) {
     stack_.push_back({&root, "", {}});
   } else {
-    if (root.kind != ConfigNode::Kind::Null) error(root, "a config must be a mapping of keys");
+    if (root.kind != ConfigNode::Kind::kNull) error(root, "a config must be a mapping of keys");
     stack_.push_back({&empty_map, "", {}});
   }
 }
@@ -375,7 +375,7 @@ const ConfigNode* ConfigReader::use(const char* key) {
   Frame& f = stack_.back();
   f.known.emplace_back(key);
   const ConfigNode* node = f.node->find(key);
-  if (node != nullptr && node->kind == ConfigNode::Kind::Null) {
+  if (node != nullptr && node->kind == ConfigNode::Kind::kNull) {
     error(*node, fmt::format("'{}' has no value", path(key)));
     return nullptr;
   }
@@ -413,13 +413,13 @@ std::string ConfigReader::path(const char* key) const { return stack_.back().pre
 
 std::string ConfigReader::describe(const ConfigNode& node) {
   switch (node.kind) {
-    case ConfigNode::Kind::Scalar:
+    case ConfigNode::Kind::kScalar:
       return node.scalar;
-    case ConfigNode::Kind::Map:
+    case ConfigNode::Kind::kMap:
       return "a mapping";
-    case ConfigNode::Kind::Sequence:
+    case ConfigNode::Kind::kSequence:
       return "a list";
-    case ConfigNode::Kind::Null:
+    case ConfigNode::Kind::kNull:
       break;
   }
   return "nothing";
@@ -439,7 +439,7 @@ ConfigWriter::ConfigWriter() : impl_(new Impl) { impl_->out << YAML::BeginMap; }
 ConfigWriter::~ConfigWriter() { delete impl_; }
 
 void ConfigWriter::write_scalar(const char* key, bool v) {
-  impl_->out << YAML::Key << key << YAML::Value << config_format(v);
+  impl_->out << YAML::Key << key << YAML::Value << format_config(v);
 }
 void ConfigWriter::write_scalar(const char* key, int v) {
   impl_->out << YAML::Key << key << YAML::Value << v;
@@ -448,7 +448,7 @@ void ConfigWriter::write_scalar(const char* key, std::int64_t v) {
   impl_->out << YAML::Key << key << YAML::Value << v;
 }
 void ConfigWriter::write_scalar(const char* key, double v) {
-  impl_->out << YAML::Key << key << YAML::Value << config_format(v);
+  impl_->out << YAML::Key << key << YAML::Value << format_config(v);
 }
 void ConfigWriter::write_scalar(const char* key, const std::string& v) {
   impl_->out << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << v;
@@ -465,7 +465,7 @@ void ConfigWriter::write_scalar(const char* key, const std::vector<int>& v) {
 }
 void ConfigWriter::write_scalar(const char* key, const std::map<std::string, double>& v) {
   impl_->out << YAML::Key << key << YAML::Value << YAML::BeginMap;
-  for (const auto& [k, x] : v) impl_->out << YAML::Key << k << YAML::Value << config_format(x);
+  for (const auto& [k, x] : v) impl_->out << YAML::Key << k << YAML::Value << format_config(x);
   impl_->out << YAML::EndMap;
 }
 void ConfigWriter::begin_section(const char* key) {

@@ -31,11 +31,11 @@ namespace llmrec {
 
 /// A parsed YAML value that remembers where it came from.
 struct ConfigNode {
-  enum class Kind { Null, Scalar, Map, Sequence };
-  Kind kind = Kind::Null;
-  std::string scalar;                                  ///< Kind::Scalar
-  std::vector<std::pair<std::string, ConfigNode>> map; ///< Kind::Map, file order
-  std::vector<ConfigNode> seq;                         ///< Kind::Sequence
+  enum class Kind { kNull, kScalar, kMap, kSequence };
+  Kind kind = Kind::kNull;
+  std::string scalar;                                  ///< Kind::kScalar
+  std::vector<std::pair<std::string, ConfigNode>> map; ///< Kind::kMap, file order
+  std::vector<ConfigNode> seq;                         ///< Kind::kSequence
   std::string source;                                  ///< "path.yaml:12" or "--set a.b=1"
 
   const ConfigNode* find(const std::string& key) const;
@@ -47,7 +47,7 @@ ConfigNode config_parse_string(const std::string& text, const std::string& name)
 /// Parses a file and resolves its `include:` chain.
 ConfigNode config_load_file(const std::string& path);
 /// Overlays `top` onto `base`: maps merge key by key, anything else replaces.
-void config_merge(ConfigNode& base, const ConfigNode& top);
+void merge_config(ConfigNode& base, const ConfigNode& top);
 /// Applies one "a.b.c=value" override; value is YAML ("3", "[a, b]", "x").
 void config_apply_override(ConfigNode& root, const std::string& assignment);
 
@@ -79,14 +79,14 @@ std::string config_convert(const ConfigNode& node, std::vector<std::string>& out
 std::string config_convert(const ConfigNode& node, std::vector<int>& out);
 std::string config_convert(const ConfigNode& node, std::map<std::string, double>& out);
 
-std::string config_format(bool v);
-std::string config_format(int v);
-std::string config_format(std::int64_t v);
-std::string config_format(double v);
-std::string config_format(const std::string& v);
-std::string config_format(const std::vector<std::string>& v);
-std::string config_format(const std::vector<int>& v);
-std::string config_format(const std::map<std::string, double>& v);
+std::string format_config(bool v);
+std::string format_config(int v);
+std::string format_config(std::int64_t v);
+std::string format_config(double v);
+std::string format_config(const std::string& v);
+std::string format_config(const std::vector<std::string>& v);
+std::string format_config(const std::vector<int>& v);
+std::string format_config(const std::map<std::string, double>& v);
 
 std::string config_type_name(const bool*);
 std::string config_type_name(const int*);
@@ -120,7 +120,7 @@ class ConfigReader {
   void section(const char* key, S& sub, const char* doc) {
     const ConfigNode* node = use(key);
     if (node == nullptr) return;
-    if (node->kind != ConfigNode::Kind::Map) {
+    if (node->kind != ConfigNode::Kind::kMap) {
       error(*node, fmt::format("'{}' must be a mapping of keys", path(key)));
       return;
     }
@@ -213,7 +213,7 @@ class ConfigSchema {
  public:
   template <class T>
   void field(const char* key, const T& value, const char* doc, const ConfigCheck<T>& check = {}) {
-    keys_.push_back({prefix_ + key, config_type_name(&value), config_format(value), check.describe, doc});
+    keys_.push_back({prefix_ + key, config_type_name(&value), format_config(value), check.describe, doc});
   }
   template <class S>
   void section(const char* key, S& sub, const char* doc) {
@@ -239,7 +239,7 @@ class ConfigSchema {
 /// Loads `path` (may be empty: defaults only), applies the overrides and
 /// reads the result into `config`.
 template <class C>
-void config_load(const std::string& path, const std::vector<std::string>& overrides, C& config) {
+void load_config(const std::string& path, const std::vector<std::string>& overrides, C& config) {
   ConfigNode root;
   if (!path.empty()) root = config_load_file(path);
   for (const auto& o : overrides) config_apply_override(root, o);

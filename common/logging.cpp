@@ -27,7 +27,7 @@ std::string pattern() { return "%Y-%m-%d %H:%M:%S.%e [" + state().tag + "] %^%l%
 
 }  // namespace
 
-void logging_init(const LogConfig& config, int rank, int world_size) {
+void init_logging(const LogConfig& config, int rank, int world_size) {
   auto& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   s.tag = fmt::format("rank {}/{}", rank, world_size);

@@ -6,7 +6,7 @@
 /// does not print everything 8 times; each rank's log file in the run
 /// directory keeps its lines at `file_level`.
 ///
-///   logging_init(cfg.log, comm.rank(), comm.size());
+///   init_logging(cfg.log, comm.rank(), comm.size());
 ///   logging_add_file(run_dir + "/logs/rank-0.log");
 ///   spdlog::info("step {} loss {:.4f}", step, loss);
 
@@ -36,7 +36,7 @@ struct LogConfig {
 
 /// Installs the default spdlog logger: stderr, tagged with the rank.
 /// Can be called again (e.g. once the rank is known); the last call wins.
-void logging_init(const LogConfig& config, int rank, int world_size);
+void init_logging(const LogConfig& config, int rank, int world_size);
 
 /// Adds a file sink at config.file_level to the default logger.
 /// Creates missing parent directories; throws IoError naming the path.

@@ -39,7 +39,7 @@ std::string hmac_sha256_hex(const std::string& key, const std::string& message) 
   return outer.hex_digest();
 }
 
-std::string secret_file_read(const std::string& path, const std::string& what, std::size_t min_bytes) {
+std::string read_secret_file(const std::string& path, const std::string& what, std::size_t min_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(fmt::format("{} {}: cannot be read: {}", what, path, std::strerror(errno)));
   std::string line;
@@ -59,11 +59,11 @@ std::string secret_file_read(const std::string& path, const std::string& what, s
   return secret;
 }
 
-std::string pseudonym_key_read(const std::string& path) { return secret_file_read(path, "pseudonym key", 16); }
+std::string read_pseudonym_key(const std::string& path) { return read_secret_file(path, "pseudonym key", 16); }
 
 std::string pseudonymise(const std::string& key, const std::string& id) { return "p:" + hmac_sha256_hex(key, id); }
 
-std::string pseudonym_key_check(const std::string& key) {
+std::string check_pseudonym_key(const std::string& key) {
   return hmac_sha256_hex(key, "llmrec pseudonym key check").substr(0, 16);
 }
 

@@ -43,11 +43,11 @@ CsvReader::Status CsvReader::next(std::vector<std::string>& fields, std::int64_t
       if (get() != 0xBB || get() != 0xBF) {
         reason = "invalid byte-order mark";
         line = 1;
-        return Status::Malformed;
+        return Status::kMalformed;
       }
     }
   }
-  if (peek() < 0) return Status::End;
+  if (peek() < 0) return Status::kEnd;
   line = line_;
   std::string field;
   std::size_t bytes = 0;
@@ -64,12 +64,12 @@ CsvReader::Status CsvReader::next(std::vector<std::string>& fields, std::int64_t
     if (++bytes > kMaxRecordBytes) {
       reason = "record longer than 16 MiB (unterminated quote?)";
       skip_rest_of_line();
-      return Status::Malformed;
+      return Status::kMalformed;
     }
     if (quoted) {
       if (c < 0) {
         reason = "unterminated quoted field at end of file";
-        return Status::Malformed;
+        return Status::kMalformed;
       }
       if (c == '"') {
         if (peek() == '"') {
@@ -88,7 +88,7 @@ CsvReader::Status CsvReader::next(std::vector<std::string>& fields, std::int64_t
       if (c == '\r') get();
       if (c >= 0) ++line_;
       fields.push_back(std::move(field));
-      return Status::Record;
+      return Status::kRecord;
     }
     if (c == delimiter_) {
       fields.push_back(std::move(field));
@@ -104,12 +104,12 @@ CsvReader::Status CsvReader::next(std::vector<std::string>& fields, std::int64_t
       }
       reason = was_quoted ? "text after a closing quote" : "quote inside an unquoted field";
       if (c != '\n') skip_rest_of_line();
-      return Status::Malformed;
+      return Status::kMalformed;
     }
     if (was_quoted) {
       reason = "text after a closing quote";
       skip_rest_of_line();
-      return Status::Malformed;
+      return Status::kMalformed;
     }
     field.push_back(static_cast<char>(c));
   }

@@ -13,7 +13,7 @@ namespace llmrec {
 
 class CsvReader {
  public:
-  enum class Status { Record, End, Malformed };
+  enum class Status { kRecord, kEnd, kMalformed };
 
   /// Opens `path`; IoError if it cannot be read.
   CsvReader(const std::string& path, char delimiter);

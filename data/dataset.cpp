@@ -9,7 +9,7 @@
 
 namespace llmrec {
 
-void dataset_write(const std::string& path, const DatasetArrays& d, const std::string& config_yaml,
+void write_dataset(const std::string& path, const DatasetArrays& d, const std::string& config_yaml,
                    const std::string& report_json, const std::string& split) {
   const auto n_items = static_cast<std::uint64_t>(d.items.ids.size());
   auto f = h5::File::create(path);

@@ -56,7 +56,7 @@ struct DatasetArrays {
 
 /// Writes `data` to `path` atomically, with the resolved config and the
 /// preparation report as attributes.
-void dataset_write(const std::string& path, const DatasetArrays& data, const std::string& config_yaml,
+void write_dataset(const std::string& path, const DatasetArrays& data, const std::string& config_yaml,
                    const std::string& report_json, const std::string& split);
 
 /// A slice of users [begin, end) with their events; offsets are relative

@@ -39,7 +39,7 @@ std::string detect_format(const std::string& path, const std::string& configured
 /// Rows of a CSV/TSV/JSONL file as the values of the wanted columns.
 class RowSource {
  public:
-  enum class Status { Row, End, Bad };
+  enum class Status { kRow, kEnd, kBad };
 
   /// `wanted`: column name and the config key that names it (for messages);
   /// an empty name means "not used" and yields "".
@@ -56,8 +56,8 @@ class RowSource {
     std::int64_t line = 0;
     std::string reason;
     auto st = csv_->next(header, line, reason);
-    if (st == CsvReader::Status::End) throw IoError(fmt::format("{}: empty file (no header line)", path));
-    if (st == CsvReader::Status::Malformed) throw IoError(fmt::format("{}:{}: bad header line: {}", path, line, reason));
+    if (st == CsvReader::Status::kEnd) throw IoError(fmt::format("{}: empty file (no header line)", path));
+    if (st == CsvReader::Status::kMalformed) throw IoError(fmt::format("{}:{}: bad header line: {}", path, line, reason));
     columns_ = header.size();
     for (const auto& [name, key] : wanted_) {
       if (name.empty()) {
@@ -87,9 +87,9 @@ class RowSource {
     std::string reason;
     while (true) {
       auto st = next(values, line, reason);
-      if (st == Status::End) return false;
+      if (st == Status::kEnd) return false;
       ++rows_read;
-      if (st == Status::Bad) {
+      if (st == Status::kBad) {
         bad.add(line, reason);
         continue;
       }
@@ -106,26 +106,26 @@ class RowSource {
       auto st = csv_->next(fields_, line, reason);
       // Blank lines are skipped in a loop: a file of millions of them must
       // not recurse that deep.
-      while (st == CsvReader::Status::Record && columns_ != 1 && fields_.size() == 1 && fields_[0].empty()) {
+      while (st == CsvReader::Status::kRecord && columns_ != 1 && fields_.size() == 1 && fields_[0].empty()) {
         st = csv_->next(fields_, line, reason);
       }
-      if (st == CsvReader::Status::End) return Status::End;
-      if (st == CsvReader::Status::Malformed) {
+      if (st == CsvReader::Status::kEnd) return Status::kEnd;
+      if (st == CsvReader::Status::kMalformed) {
         reason = "malformed " + format_ + ": " + reason;
-        return Status::Bad;
+        return Status::kBad;
       }
       if (fields_.size() != columns_) {
         reason = fmt::format("expected {} fields, got {}", columns_, fields_.size());
-        return Status::Bad;
+        return Status::kBad;
       }
       for (std::size_t k = 0; k < index_.size(); ++k) {
         if (index_[k] >= 0) values[k] = fields_[static_cast<std::size_t>(index_[k])];  // a column may be wanted twice
       }
-      return Status::Row;
+      return Status::kRow;
     }
     std::string text;
     while (true) {
-      if (!std::getline(in_, text)) return Status::End;
+      if (!std::getline(in_, text)) return Status::kEnd;
       line = ++jsonl_line_;
       if (!text.empty() && text.back() == '\r') text.pop_back();
       if (text.find_first_not_of(" \t") != std::string::npos) break;
@@ -133,7 +133,7 @@ class RowSource {
     nlohmann::json obj = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (obj.is_discarded() || !obj.is_object()) {
       reason = "malformed jsonl: not a JSON object";
-      return Status::Bad;
+      return Status::kBad;
     }
     for (std::size_t k = 0; k < wanted_.size(); ++k) {
       const std::string& name = wanted_[k].first;
@@ -150,10 +150,10 @@ class RowSource {
         values[k] = it->get<bool>() ? "true" : "false";
       } else {
         reason = fmt::format("field '{}' is not a string or a number", name);
-        return Status::Bad;
+        return Status::kBad;
       }
     }
-    return Status::Row;
+    return Status::kRow;
   }
 
  private:
@@ -224,7 +224,7 @@ std::string utc_iso(std::int64_t t) {
 
 }  // namespace
 
-Catalogue catalogue_read(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
+Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
   report.path = path;
   std::vector<std::pair<std::string, std::string>> cat_cols = {{cfg.catalogue_columns.item, "data.catalogue_columns.item"},
                                                                {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
@@ -623,7 +623,7 @@ void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport
 PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved_yaml) {
   const std::int64_t cut = prepare_check_config(cfg);
   PrepareReport report;
-  Catalogue catalogue = catalogue_read(cfg.catalogue, cfg, report.catalogue);
+  Catalogue catalogue = read_catalogue(cfg.catalogue, cfg, report.catalogue);
   std::unordered_map<std::string, std::int32_t> item_index;
   for (std::size_t i = 0; i < catalogue.ids.size(); ++i) {
     item_index.emplace(catalogue.ids[i], static_cast<std::int32_t>(i));
@@ -649,7 +649,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   report.events = static_cast<std::int64_t>(out.events.item.size());
   for (auto n : out.items.train_count) report.items_with_training_events += n > 0;
   report.cold_items = report.items - report.items_with_training_events;
-  dataset_write(cfg.dataset, out, resolved_yaml, report.to_json(), cfg.split);
+  write_dataset(cfg.dataset, out, resolved_yaml, report.to_json(), cfg.split);
   return report;
 }
 

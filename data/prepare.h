@@ -76,7 +76,7 @@ struct Catalogue {
 /// characters. Bad rows follow config.on_error (IoError naming file:line and
 /// the reason, or counted in `report` with examples); `report.path` is set to
 /// `path`. IoError when no valid row is left.
-Catalogue catalogue_read(const std::string& path, const DataConfig& config, PrepareReport::Source& report);
+Catalogue read_catalogue(const std::string& path, const DataConfig& config, PrepareReport::Source& report);
 
 /// Item texts tokenized as the dataset stores them (step 3).
 struct TokenizedTexts {

@@ -430,7 +430,7 @@ nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
 
 }  // namespace
 
-SynthSummary synth_write(const SynthOptions& o, const std::string& out_dir) {
+SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir) {
   LLMREC_CHECK(o.items >= 10 && o.users >= 0, "synth needs at least 10 items and 0 users, got {} and {}", o.items,
                o.users);
   LLMREC_CHECK(o.min_history >= 2, "synth min_history must be at least 2, got {}", o.min_history);

@@ -54,6 +54,6 @@ struct SynthSummary {
 
 /// Writes the shop to `out_dir` (created if missing). With users = 0 only
 /// catalogue.csv and latent_items.csv are written.
-SynthSummary synth_write(const SynthOptions& options, const std::string& out_dir);
+SynthSummary write_synth_shop(const SynthOptions& options, const std::string& out_dir);
 
 }  // namespace llmrec

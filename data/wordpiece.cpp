@@ -351,7 +351,7 @@ void vocab_check_index(const WordPieceTokenizer& tok, const std::string& name, W
   }
 }
 
-void options_check(const WordPieceOptions& options, const std::string& name) {
+void check_options(const WordPieceOptions& options, const std::string& name) {
   if (options.max_input_chars_per_word < 1) {
     throw Error(fmt::format("{}: max_input_chars_per_word must be >= 1, got {}", name,
                             options.max_input_chars_per_word));
@@ -376,7 +376,7 @@ WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> tokens, WordPiec
 }
 
 WordPieceTokenizer WordPieceTokenizer::from_file(const std::string& path, WordPieceOptions options) {
-  options_check(options, path);
+  check_options(options, path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError(fmt::format("cannot open vocabulary file {}: {}", path, std::strerror(errno)));
   std::ostringstream buffer;
@@ -403,7 +403,7 @@ WordPieceTokenizer WordPieceTokenizer::from_file(const std::string& path, WordPi
 WordPieceTokenizer WordPieceTokenizer::from_tokens(std::vector<std::string> tokens,
                                                    WordPieceOptions options) {
   const std::string name = "vocabulary";
-  options_check(options, name);
+  check_options(options, name);
   auto where = [](std::size_t id) { return fmt::format("token {}", id); };
   vocab_check_tokens<Error>(tokens, name, where);
   WordPieceTokenizer tok(std::move(tokens), std::move(options));

@@ -24,7 +24,7 @@ void agree_on_failure(Communicator& comm, std::exception_ptr error, const std::s
   }
   // The lowest failed rank (size() if none), then its kind and message.
   at::Tensor first = at::tensor({static_cast<std::int64_t>(error ? comm.rank() : comm.size())}, at::kLong);
-  comm.all_reduce(first, {ReduceOp::Min});
+  comm.all_reduce(first, {ReduceOp::kMin});
   const auto failed = static_cast<int>(first.item<std::int64_t>());
   if (failed >= comm.size()) return;
   at::Tensor kind_t = at::tensor({static_cast<std::int64_t>(kind)}, at::kLong);
@@ -35,7 +35,7 @@ void agree_on_failure(Communicator& comm, std::exception_ptr error, const std::s
               fmt::format("{} failed on rank {}: {}", what, failed, message));
 }
 
-std::int64_t rank0_run(Communicator& comm, const std::function<std::int64_t()>& work) {
+std::int64_t run_on_rank0(Communicator& comm, const std::function<std::int64_t()>& work) {
   std::exception_ptr error;
   std::int64_t value = 0;
   if (comm.rank() == 0) {

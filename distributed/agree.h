@@ -11,7 +11,7 @@
 ///   agree_on_failure(comm, failure, "loading the shards");  // collective
 ///   // rank 1 failed: rank 0 throws "loading the shards failed on rank 1: ..."
 ///
-///   auto bytes = rank0_run(comm, [&] { write(path); return file_size(path); });
+///   auto bytes = run_on_rank0(comm, [&] { write(path); return file_size(path); });
 
 #include <cstdint>
 #include <exception>
@@ -32,6 +32,6 @@ void agree_on_failure(Communicator& comm, std::exception_ptr error, const std::s
 /// Work only rank 0 does (writing a file every rank depends on), with its
 /// outcome shared (collective): every rank returns rank 0's result or throws
 /// rank 0's error, as agree_on_failure.
-std::int64_t rank0_run(Communicator& comm, const std::function<std::int64_t()>& work);
+std::int64_t run_on_rank0(Communicator& comm, const std::function<std::int64_t()>& work);
 
 }  // namespace llmrec

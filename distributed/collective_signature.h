@@ -16,7 +16,7 @@
 
 namespace llmrec {
 
-enum class OpKind : std::int64_t { AllReduce = 1, Broadcast, AllGather, AllGatherV, Barrier };
+enum class OpKind : std::int64_t { kAllReduce = 1, kBroadcast, kAllGather, kAllGatherV, kBarrier };
 
 struct Signature {
   std::int64_t kind = 0;

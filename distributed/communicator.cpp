@@ -13,10 +13,10 @@ namespace llmrec {
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum: return "sum";
-    case ReduceOp::Avg: return "avg";
-    case ReduceOp::Min: return "min";
-    case ReduceOp::Max: return "max";
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMin: return "min";
+    case ReduceOp::kMax: return "max";
   }
   return "unknown";
 }
@@ -31,16 +31,16 @@ std::string describe(const Signature& s) {
   std::string dtype = s.dtype < 0 ? std::string("-")
                                    : std::string(c10::toString(static_cast<at::ScalarType>(s.dtype)));
   switch (static_cast<OpKind>(s.kind)) {
-    case OpKind::AllReduce:
+    case OpKind::kAllReduce:
       return fmt::format("all_reduce({}) {} x {}", reduce_op_name(static_cast<ReduceOp>(s.op_or_root)),
                          dtype, s.count);
-    case OpKind::Broadcast:
+    case OpKind::kBroadcast:
       return fmt::format("broadcast(root {}) {} x {}", s.op_or_root, dtype, s.count);
-    case OpKind::AllGather:
+    case OpKind::kAllGather:
       return fmt::format("all_gather {} x {} (shape #{:x})", dtype, s.count, s.shape_hash & 0xffff);
-    case OpKind::AllGatherV:
+    case OpKind::kAllGatherV:
       return fmt::format("all_gather_v {} (row shape #{:x})", dtype, s.shape_hash & 0xffff);
-    case OpKind::Barrier:
+    case OpKind::kBarrier:
       return "barrier";
   }
   return fmt::format("unknown collective {}", s.kind);
@@ -125,21 +125,21 @@ std::string communicator_build_features() {
   return fmt::format("CUDA {}, NCCL backend on (loaded at run time)", cuda);
 }
 
-std::unique_ptr<Communicator> communicator_create(const CommConfig& config, c10::DeviceType device) {
+std::unique_ptr<Communicator> create_communicator(const CommConfig& config, c10::DeviceType device) {
   const bool gpu = device == c10::DeviceType::CUDA;
   if (config.backend == "nccl" || (config.backend == "auto" && gpu)) {
     if (!gpu) {
       throw ConfigError("comm.backend nccl reduces GPU tensors: it needs run.device cuda (this run is on the CPU); "
                         "use comm.backend auto or mpi");
     }
-    return nccl_communicator_create(config);
+    return create_nccl_communicator(config);
   }
   if (config.backend == "auto" || config.backend == "mpi") {
     if (gpu) {
       throw ConfigError("comm.backend mpi reduces CPU tensors only; with run.device cuda use comm.backend nccl "
                         "(or auto)");
     }
-    return mpi_communicator_create(config);
+    return create_mpi_communicator(config);
   }
   throw ConfigError(fmt::format("comm.backend '{}' is not available in this build", config.backend));
 }

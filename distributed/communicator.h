@@ -20,9 +20,9 @@
 ///  4. Tensors may be non-contiguous or empty; results are written in place
 ///     (all_reduce, broadcast) or returned (all_gather).
 ///
-///   auto comm = communicator_create(cfg.comm);
+///   auto comm = create_communicator(cfg.comm);
 ///   at::Tensor g = at::ones({4});
-///   comm->all_reduce(g, {ReduceOp::Avg});
+///   comm->all_reduce(g, {ReduceOp::kAvg});
 ///   auto work = comm->all_reduce_async(g);   // overlaps with the caller
 ///   work->wait();
 
@@ -37,7 +37,7 @@
 
 namespace llmrec {
 
-enum class ReduceOp { Sum, Avg, Min, Max };
+enum class ReduceOp { kSum, kAvg, kMin, kMax };
 
 /// Exit code of a job aborted because a collective timed out (by the
 /// application, or by a communicator's own watchdog).
@@ -48,7 +48,7 @@ using Seconds = std::chrono::duration<double>;
 
 /// Per-call options; a zero timeout means the communicator's default.
 struct AllReduceOptions {
-  ReduceOp op = ReduceOp::Sum;
+  ReduceOp op = ReduceOp::kSum;
   Seconds timeout{0};
 };
 struct BroadcastOptions {
@@ -147,7 +147,7 @@ void raw_mpi_all_reduce_sum(float* data, std::int64_t n);
 /// Creates the communicator `config.backend` names for tensors on `device`
 /// (auto: NCCL for CUDA, MPI for CPU). Works without mpirun (world size 1).
 /// Call once per process.
-std::unique_ptr<Communicator> communicator_create(const CommConfig& config,
+std::unique_ptr<Communicator> create_communicator(const CommConfig& config,
                                                   c10::DeviceType device = c10::DeviceType::CPU);
 
 }  // namespace llmrec

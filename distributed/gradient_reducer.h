@@ -20,7 +20,7 @@
 ///  Micro-steps without communication: wrap their backward in no_sync();
 ///  gradients then accumulate in .grad as usual.
 ///
-///   GradientReducer reducer(comm, named_trainable_params, {25.0, ReduceOp::Avg});
+///   GradientReducer reducer(comm, named_trainable_params, {25.0, ReduceOp::kAvg});
 ///   { auto guard = reducer.no_sync(); loss1.backward(); }   // accumulate only
 ///   loss2.backward();                                        // buckets fly
 ///   reducer.finish();                                        // all reduced
@@ -44,7 +44,7 @@ constexpr double kDefaultBucketMb = 25.0;
 
 struct ReducerOptions {
   double bucket_mb = kDefaultBucketMb;
-  ReduceOp op = ReduceOp::Avg;  ///< Avg: mean of the ranks' gradients; Sum: their sum
+  ReduceOp op = ReduceOp::kAvg;  ///< Avg: mean of the ranks' gradients; Sum: their sum
 };
 
 /// One bucket: parameters reduced together in one flat buffer.

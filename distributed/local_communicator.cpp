@@ -80,7 +80,7 @@ class LocalCommunicator final : public Communicator {
     check_cpu_tensor(tensor, "all_reduce", tag_, "the local backend");
     const auto t = tensor.scalar_type();
     check_cpu_reducible(t, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(t),
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce), static_cast<std::int64_t>(t),
                   static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
     const ReduceOp op = opts.op;
     const int world = size();
@@ -88,13 +88,13 @@ class LocalCommunicator final : public Communicator {
       at::Tensor acc = in[0].clone();
       for (std::size_t k = 1; k < in.size(); ++k) {  // rank order: deterministic
         switch (op) {
-          case ReduceOp::Sum:
-          case ReduceOp::Avg: acc.add_(in[k]); break;
-          case ReduceOp::Min: acc = at::minimum(acc, in[k]); break;
-          case ReduceOp::Max: acc = at::maximum(acc, in[k]); break;
+          case ReduceOp::kSum:
+          case ReduceOp::kAvg: acc.add_(in[k]); break;
+          case ReduceOp::kMin: acc = at::minimum(acc, in[k]); break;
+          case ReduceOp::kMax: acc = at::maximum(acc, in[k]); break;
         }
       }
-      if (op == ReduceOp::Avg && acc.numel() > 0) {
+      if (op == ReduceOp::kAvg && acc.numel() > 0) {
         acc = acc.is_floating_point() ? acc.div(world) : acc.div(world, "trunc");
       }
       return std::vector<at::Tensor>{acc};
@@ -107,7 +107,7 @@ class LocalCommunicator final : public Communicator {
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     check_cpu_tensor(tensor, "broadcast", tag_, "the local backend");
     check_broadcast_root(opts.root, size(), tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
     const int root = opts.root;
     enqueue(sig, opts.timeout, tensor,
@@ -118,7 +118,7 @@ class LocalCommunicator final : public Communicator {
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu_tensor(tensor, "all_gather", tag_, "the local backend");
-    Signature sig{static_cast<std::int64_t>(OpKind::AllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   tensor.numel(), shape_hash(tensor.sizes())};
     auto out = std::make_shared<at::Tensor>();
     enqueue(sig, opts.timeout, tensor,
@@ -131,7 +131,7 @@ class LocalCommunicator final : public Communicator {
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu_tensor(tensor, "all_gather_v", tag_, "the local backend");
     check_gather_v_input(tensor, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   -1, shape_hash(tensor.sizes().slice(1))};
     auto out = std::make_shared<std::vector<at::Tensor>>();
     enqueue(sig, opts.timeout, tensor, [](const std::vector<at::Tensor>& in) { return in; },
@@ -143,7 +143,7 @@ class LocalCommunicator final : public Communicator {
   }
 
   void barrier(const CollectiveOptions& opts) override {
-    Signature sig{static_cast<std::int64_t>(OpKind::Barrier), -1, 0, 0, 0};
+    Signature sig{static_cast<std::int64_t>(OpKind::kBarrier), -1, 0, 0, 0};
     enqueue(sig, opts.timeout, at::Tensor(), [](const std::vector<at::Tensor>&) { return std::vector<at::Tensor>{}; },
             [](const std::vector<at::Tensor>&) {})
         ->wait();
@@ -269,7 +269,7 @@ class LocalCommunicator final : public Communicator {
 
 }  // namespace
 
-std::vector<std::unique_ptr<Communicator>> local_communicator_group(int world, const CommConfig& config) {
+std::vector<std::unique_ptr<Communicator>> create_local_communicators(int world, const CommConfig& config) {
   LLMREC_CHECK(world >= 1, "local communicator group: world size must be positive, got {}", world);
   auto group = std::make_shared<Group>(world);
   std::vector<std::unique_ptr<Communicator>> out;

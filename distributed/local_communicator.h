@@ -10,7 +10,7 @@
 /// For the logic above the transport (the gradient reducer, agreement on
 /// errors, rank-0 steps) tested without mpirun, at any world size:
 ///
-///   auto comms = local_communicator_group(3, config);   // comms[r] is rank r
+///   auto comms = create_local_communicators(3, config);   // comms[r] is rank r
 ///   std::vector<std::thread> ranks;
 ///   for (auto& c : comms) ranks.emplace_back([&c] { c->all_reduce(x); });
 ///
@@ -25,6 +25,6 @@ namespace llmrec {
 
 /// `world` communicators of one group; hand each to one thread. They may be
 /// destroyed in any order (each joins its own queue thread).
-std::vector<std::unique_ptr<Communicator>> local_communicator_group(int world, const CommConfig& config);
+std::vector<std::unique_ptr<Communicator>> create_local_communicators(int world, const CommConfig& config);
 
 }  // namespace llmrec

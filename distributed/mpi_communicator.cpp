@@ -131,10 +131,10 @@ MPI_Datatype reduce_type(at::ScalarType t, const std::string& tag) {
 
 MPI_Op reduce_mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum:
-    case ReduceOp::Avg: return MPI_SUM;
-    case ReduceOp::Min: return MPI_MIN;
-    case ReduceOp::Max: return MPI_MAX;
+    case ReduceOp::kSum:
+    case ReduceOp::kAvg: return MPI_SUM;
+    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kMax: return MPI_MAX;
   }
   return MPI_SUM;
 }
@@ -208,17 +208,17 @@ class MpiCommunicator final : public Communicator {
   }
 
   void all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts) override {
-    all_reduce_start(tensor, opts, /*caller_may_run=*/true)->wait();
+    start_all_reduce(tensor, opts, /*caller_may_run=*/true)->wait();
   }
 
   std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, const AllReduceOptions& opts) override {
-    return all_reduce_start(tensor, opts, /*caller_may_run=*/false);
+    return start_all_reduce(tensor, opts, /*caller_may_run=*/false);
   }
 
-  std::shared_ptr<Work> all_reduce_start(const at::Tensor& tensor, const AllReduceOptions& opts, bool caller_may_run) {
+  std::shared_ptr<Work> start_all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts, bool caller_may_run) {
     check_cpu(tensor, "all_reduce", tag_);
     MPI_Datatype type = reduce_type(tensor.scalar_type(), tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
                   static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
     return enqueue(sig, opts.timeout, caller_may_run, [this, tensor, type, op = opts.op](const OpContext& ctx) {
       at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
@@ -241,7 +241,7 @@ class MpiCommunicator final : public Communicator {
         }
         off += count;
       } while (off < n);
-      if (op == ReduceOp::Avg && n > 0) {
+      if (op == ReduceOp::kAvg && n > 0) {
         if (buf.is_floating_point()) {
           buf.div_(size_);
         } else {
@@ -255,7 +255,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     check_cpu(tensor, "broadcast", tag_);
     check_broadcast_root(opts.root, size_, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
     enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, root = opts.root](const OpContext& ctx) {
       at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
@@ -275,7 +275,7 @@ class MpiCommunicator final : public Communicator {
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu(tensor, "all_gather", tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllGather), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather), static_cast<std::int64_t>(tensor.scalar_type()),
                   0, tensor.numel(), shape_hash(tensor.sizes())};
     std::vector<std::int64_t> out_shape{size_};
     out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
@@ -295,7 +295,7 @@ class MpiCommunicator final : public Communicator {
     check_cpu(tensor, "all_gather_v", tag_);
     check_gather_v_input(tensor, tag_);
     at::IntArrayRef row_shape = tensor.sizes().slice(1);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV), static_cast<std::int64_t>(tensor.scalar_type()),
                   0, -1, shape_hash(row_shape)};
     auto result = std::make_shared<std::vector<at::Tensor>>();
     enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, result](const OpContext& ctx) {
@@ -334,7 +334,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void barrier(const CollectiveOptions& opts) override {
-    Signature sig{static_cast<std::int64_t>(OpKind::Barrier), -1, 0, 0, 0};
+    Signature sig{static_cast<std::int64_t>(OpKind::kBarrier), -1, 0, 0, 0};
     enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this](const OpContext& ctx) {
       MPI_Request req;
       MPI_CHECK(MPI_Ibarrier(comm_.get(), &req));
@@ -574,7 +574,7 @@ void raw_mpi_all_reduce_sum(float* data, std::int64_t n) {
   } while (off < n);
 }
 
-std::unique_ptr<Communicator> mpi_communicator_create(const CommConfig& config) {
+std::unique_ptr<Communicator> create_mpi_communicator(const CommConfig& config) {
   return std::make_unique<MpiCommunicator>(config);
 }
 

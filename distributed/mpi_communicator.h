@@ -1,6 +1,6 @@
 #pragma once
 /// Communicator on MPI, for CPU tensors. Internal to distributed/ (and its
-/// tests): everyone else creates communicators with communicator_create().
+/// tests): everyone else creates communicators with create_communicator().
 ///
 /// Threading: MPI is initialised with MPI_THREAD_SERIALIZED (checked).
 /// Collectives run in issue order, one at a time, as MPI calls with a
@@ -19,6 +19,6 @@ namespace llmrec {
 /// Initialises MPI if needed (MPI_Init_thread, SERIALIZED) and returns a
 /// communicator over MPI_COMM_WORLD. MPI is finalised when the last
 /// communicator is destroyed.
-std::unique_ptr<Communicator> mpi_communicator_create(const CommConfig& config);
+std::unique_ptr<Communicator> create_mpi_communicator(const CommConfig& config);
 
 }  // namespace llmrec

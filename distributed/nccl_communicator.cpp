@@ -48,10 +48,10 @@ int nccl_type(at::ScalarType t) {
 
 int nccl_op(ReduceOp op, bool floating) {
   switch (op) {
-    case ReduceOp::Sum: return nccl::kSum;
-    case ReduceOp::Avg: return floating ? nccl::kAvg : nccl::kSum;  // integers: sum, then truncating division
-    case ReduceOp::Min: return nccl::kMin;
-    case ReduceOp::Max: return nccl::kMax;
+    case ReduceOp::kSum: return nccl::kSum;
+    case ReduceOp::kAvg: return floating ? nccl::kAvg : nccl::kSum;  // integers: sum, then truncating division
+    case ReduceOp::kMin: return nccl::kMin;
+    case ReduceOp::kMax: return nccl::kMax;
   }
   return nccl::kSum;
 }
@@ -134,7 +134,7 @@ class NcclWork : public Work {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const CommConfig& config, const NcclOptions& options)
-      : config_(config), options_(options), mpi_(mpi_communicator_create(config)) {
+      : config_(config), options_(options), mpi_(create_mpi_communicator(config)) {
     tag_ = fmt::format("rank {}/{}", mpi_->rank(), mpi_->size());
     // Set up locally, then agree: a rank without NCCL or a GPU must not
     // leave the others waiting in ncclCommInitRank.
@@ -214,7 +214,7 @@ class NcclCommunicator final : public Communicator {
       throw CommError(fmt::format("{}: NCCL all_reduce supports float32, float64, int32 and int64 tensors (and "
                                   "bfloat16, float16), got {}", tag_, c10::toString(tensor.scalar_type())));
     }
-    Signature sig{static_cast<std::int64_t>(OpKind::AllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
                   static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
     std::lock_guard<std::mutex> lock(mutex_);
     const Issue is = begin(sig, opts.timeout);
@@ -227,7 +227,7 @@ class NcclCommunicator final : public Communicator {
                             nccl_op(opts.op, floating), comm_.get(), stream_.get()),
             "ncclAllReduce");
     }
-    const bool int_avg = opts.op == ReduceOp::Avg && !floating && buf.numel() > 0;
+    const bool int_avg = opts.op == ReduceOp::kAvg && !floating && buf.numel() > 0;
     const int world = size();
     return complete(is, compute, {buf, tensor}, [buf, tensor, int_avg, world]() mutable {
       if (int_avg) buf.div_(world, "trunc");
@@ -238,7 +238,7 @@ class NcclCommunicator final : public Communicator {
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     if (!routed(tensor)) return mpi_->broadcast(tensor, opts);
     check_broadcast_root(opts.root, size(), tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::Broadcast), static_cast<std::int64_t>(tensor.scalar_type()),
+    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast), static_cast<std::int64_t>(tensor.scalar_type()),
                   opts.root, tensor.numel(), 0};
     std::shared_ptr<Work> work;
     at::Tensor buf;
@@ -262,7 +262,7 @@ class NcclCommunicator final : public Communicator {
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     if (!routed(tensor)) return mpi_->all_gather(tensor, opts);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   tensor.numel(), shape_hash(tensor.sizes())};
     std::vector<std::int64_t> out_shape{size()};
     out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
@@ -287,7 +287,7 @@ class NcclCommunicator final : public Communicator {
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     if (!routed(tensor)) return mpi_->all_gather_v(tensor, opts);
     check_gather_v_input(tensor, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::AllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
                   -1, shape_hash(tensor.sizes().slice(1))};
     std::vector<at::Tensor> result;
     std::shared_ptr<Work> work;
@@ -438,7 +438,7 @@ int device_for_local_rank(int local_rank, int devices) {
   return local_rank % devices;
 }
 
-std::unique_ptr<Communicator> nccl_communicator_create(const CommConfig& config, const NcclOptions& options) {
+std::unique_ptr<Communicator> create_nccl_communicator(const CommConfig& config, const NcclOptions& options) {
   return std::make_unique<NcclCommunicator>(config, options);
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 /// Communicator on NCCL for GPU tensors, with MPI beside it for the rest.
 /// Internal to distributed/ (and its tests): everyone else creates
-/// communicators with communicator_create().
+/// communicators with create_communicator().
 ///
 /// Each rank drives one GPU: local rank L uses device L % (GPUs on the node),
 /// the device LibTorch should use too (`device_for_local_rank`). Rank 0's
@@ -41,6 +41,6 @@ struct NcclOptions {
 /// Loads NCCL and the CUDA driver (distributed/nccl_api.h), initialises MPI
 /// if needed and creates the NCCL communicator; CommError with the reason
 /// (library missing, no GPU, init failure) otherwise.
-std::unique_ptr<Communicator> nccl_communicator_create(const CommConfig& config, const NcclOptions& options = {});
+std::unique_ptr<Communicator> create_nccl_communicator(const CommConfig& config, const NcclOptions& options = {});
 
 }  // namespace llmrec

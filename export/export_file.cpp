@@ -224,7 +224,7 @@ void read_attributes(Reader& r, ExportData& e) {
       if (!j.is_object()) throw std::runtime_error("not a JSON object");
       if (j.contains("missing")) {
         if (!j["missing"].is_string()) throw std::runtime_error("'missing' is not a string");
-        e.fusion_missing = fusion_missing_parse(j["missing"].get<std::string>(), "missing");
+        e.fusion_missing = parse_fusion_missing(j["missing"].get<std::string>(), "missing");
       }
       if (e.fusion_missing == FusionMissing::kColdWeights) {
         if (!j.contains("cold_weights") || !j["cold_weights"].is_object()) {
@@ -466,7 +466,7 @@ std::int32_t ExportData::find_category(const std::string& category) const {
   return static_cast<std::int32_t>(it - categories.begin());
 }
 
-void export_file_write(const std::string& path, const ExportData& e) {
+void write_export_file(const std::string& path, const ExportData& e) {
   const auto I = static_cast<std::uint64_t>(e.item_ids.size());
   const auto U = static_cast<std::uint64_t>(e.user_ids.size());
   const auto d = static_cast<std::uint64_t>(e.dim);

@@ -2,14 +2,14 @@
 /// The export file (`llmrec-export`, version 1, docs/export-format.md): its
 /// one reader and its one writer. Serving loads it with read_export; the
 /// trainer (trainer/export.h) fills an ExportData from a model and its
-/// dataset and writes it with export_file_write, and a catalogue update
+/// dataset and writes it with write_export_file, and a catalogue update
 /// reads it back with read_export, changes it and writes it again. Below
 /// both: this module links neither the trainer nor the data pipeline nor MPI.
 ///
 ///   std::shared_ptr<const ExportData> e = read_export("runs/x/export.h5");
 ///   std::int32_t i = e->find_item("i42");        // -1 when unknown
 ///   const float* key = e->key(i);                // items/keys row, d floats
-///   export_file_write("runs/x/copy.h5", *e);     // the same file again
+///   write_export_file("runs/x/copy.h5", *e);     // the same file again
 ///
 /// Contract of the reader: every attribute serving uses is present and of
 /// its type; every dataset has the shape the attributes give; strings are
@@ -136,7 +136,7 @@ std::shared_ptr<const ExportData> read_export(const std::string& path);
 /// parameter and buffer of e.tower as float32, tfidf/ when e.tfidf is set.
 /// The derived fields (indexes, categories) are not stored. Error when the
 /// tables disagree in size; IoError naming the file when writing fails.
-void export_file_write(const std::string& path, const ExportData& e);
+void write_export_file(const std::string& path, const ExportData& e);
 
 /// The user tower the ranker_* attributes of `e` describe (the one spec of
 /// the tower in an export; Error for impossible values).

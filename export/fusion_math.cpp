@@ -26,7 +26,7 @@ const char* fusion_missing_name(FusionMissing m) {
   return "scored";
 }
 
-FusionMissing fusion_missing_parse(const std::string& name, const std::string& what) {
+FusionMissing parse_fusion_missing(const std::string& name, const std::string& what) {
   for (FusionMissing m : {FusionMissing::kScored, FusionMissing::kRenormalise, FusionMissing::kColdWeights}) {
     if (name == fusion_missing_name(m)) return m;
   }

@@ -18,7 +18,7 @@ enum class FusionMissing {
 };
 const char* fusion_missing_name(FusionMissing m);
 /// "scored" | "renormalise" | "cold_weights"; ConfigError naming `what` otherwise.
-FusionMissing fusion_missing_parse(const std::string& name, const std::string& what);
+FusionMissing parse_fusion_missing(const std::string& name, const std::string& what);
 
 /// Pure: the weights c_k that cold items take under `policy` (trainer/fusion.h).
 /// `scores_cold[k]`: component k scores cold items. kColdWeights takes

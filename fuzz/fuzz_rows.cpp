@@ -5,7 +5,7 @@
 //
 // Input: byte 0 picks the mode, the rest is the file.
 //   mode 0-5: the file is a catalogue (csv, tsv, jsonl; on_error skip, then
-//             error), read by catalogue_read() as `llmrec prepare` and
+//             error), read by read_catalogue() as `llmrec prepare` and
 //             `llmrec export --update` read one; for csv/tsv the raw
 //             CsvReader too, with a write/read round trip of its records;
 //   mode 6-7: byte 1 picks settings (time format, split, k-core, rating and
@@ -44,12 +44,12 @@ Records read_records(const std::string& path, char delimiter, std::string_view b
     if (calls > bytes.size() + 2) fuzz::fuzz_fail("CsvReader makes no progress");
     reason.clear();
     const auto status = reader.next(fields, line, reason);
-    if (status == CsvReader::Status::End) break;
+    if (status == CsvReader::Status::kEnd) break;
     if (line < last_line || line < 1 || line > max_line) {
       fuzz::fuzz_fail(fmt::format("CsvReader line {} after {} (file has {} lines)", line, last_line, max_line - 1));
     }
     last_line = line;
-    if (status == CsvReader::Status::Malformed) {
+    if (status == CsvReader::Status::kMalformed) {
       if (reason.empty()) fuzz::fuzz_fail("a malformed record without a reason");
       continue;
     }
@@ -105,7 +105,7 @@ void catalogue_mode(int mode, std::string_view file) {
   cfg.max_text_chars = 200;
   PrepareReport report;
   fuzz::expect_clean([&] {
-    Catalogue cat = catalogue_read(path, cfg, report.catalogue);
+    Catalogue cat = read_catalogue(path, cfg, report.catalogue);
     const std::size_t n = cat.ids.size();
     if (cat.categories.size() != n || cat.texts.size() != n || cat.lines.size() != n) {
       fuzz::fuzz_fail("catalogue columns of different lengths");

@@ -1,6 +1,6 @@
 // libFuzzer target: the safetensors parser (models/safetensors.cpp).
 // The input is a whole file: the u64 header length, the JSON header, the
-// data. safetensors_parse() shares its header checks with safetensors_read().
+// data. parse_safetensors() shares its header checks with read_safetensors().
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -15,7 +15,7 @@ using namespace llmrec;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);
   fuzz::expect_clean([&] {
-    SafetensorsFile file = safetensors_parse(bytes, "fuzz.safetensors");
+    SafetensorsFile file = parse_safetensors(bytes, "fuzz.safetensors");
     // What was accepted is consistent: the tensors tile the data region, so
     // together they hold no more bytes than the input, and every BOOL is 0/1.
     std::uint64_t total = 0;

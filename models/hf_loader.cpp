@@ -210,7 +210,7 @@ HfBert load_hf_bert(const std::string& dir, const HfBertLoadOptions& options) {
   std::map<std::string, torch::Tensor> tensors;
   std::string source;
   for (const auto& f : files) {
-    SafetensorsFile file = safetensors_read(f.string());
+    SafetensorsFile file = read_safetensors(f.string());
     for (auto& [name, t] : file.tensors) {
       if (!tensors.emplace(name, t).second) {
         throw IoError(fmt::format("{}: tensor '{}' is also in another shard", f.string(), name));

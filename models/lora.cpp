@@ -284,7 +284,7 @@ std::vector<std::string> apply_lora(BertModel& model, const LoraOptions& options
   for (auto& p : model->parameters()) p.requires_grad_(false);
   std::vector<std::string> names;
   for (auto& [name, linear] : selected) {
-    linear->adapter_add(LoraAdapterOptions(options.r).alpha(options.alpha).dropout(options.dropout));
+    linear->add_adapter(LoraAdapterOptions(options.r).alpha(options.alpha).dropout(options.dropout));
     names.push_back(name);
   }
   return names;
@@ -296,7 +296,7 @@ std::vector<std::string> lora_adapted_modules(const torch::nn::Module& model) {
   return names;
 }
 
-void lora_merge(torch::nn::Module& module) {
+void merge_lora(torch::nn::Module& module) {
   for (auto& item : adapted_linears(module)) item.second->merge();
 }
 
@@ -358,7 +358,7 @@ void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOp
 
   const fs::path root(dir);
   make_directory(root);
-  safetensors_write((root / kAdapterWeights).string(), tensors, {{"format", "pt"}});
+  write_safetensors((root / kAdapterWeights).string(), tensors, {{"format", "pt"}});
   write_text_atomic(root / kAdapterConfig, config.dump(2) + "\n");
 }
 
@@ -373,7 +373,7 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
     throw IoError(fmt::format("{}: no {}", dir, kAdapterWeights));
   }
   LoraOptions options = parse_adapter_config(read_json_file(config_path), config_path.string());
-  SafetensorsFile file = safetensors_read(weights_path.string());
+  SafetensorsFile file = read_safetensors(weights_path.string());
 
   const std::string context = fmt::format("lora_load_peft({})", dir);
   std::vector<NamedLinear> adapted = adapted_linears(*model);
@@ -478,7 +478,7 @@ void save_hf_directory(const std::string& dir, const BertModel& model, const Ber
 
   const fs::path root(dir);
   make_directory(root);
-  safetensors_write((root / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  write_safetensors((root / "model.safetensors").string(), tensors, {{"format", "pt"}});
   write_text_atomic(root / "config.json", config.to_json(architecture));
   if (!vocab_path.empty()) {
     const fs::path tmp = fmt::format("{}.tmp.{}", (root / "vocab.txt").string(), ::getpid());

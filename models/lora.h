@@ -54,8 +54,8 @@ std::vector<std::string> lora_adapted_modules(const torch::nn::Module& model);
 
 /// Folds every adapter of `module` (any module tree) into its base weight;
 /// the forward then no longer applies the adapters. Idempotent.
-void lora_merge(torch::nn::Module& module);
-/// Undoes lora_merge (up to rounding). Idempotent.
+void merge_lora(torch::nn::Module& module);
+/// Undoes merge_lora (up to rounding). Idempotent.
 void lora_unmerge(torch::nn::Module& module);
 
 /// The parameters with requires_grad, by name: after apply_lora with r > 0,

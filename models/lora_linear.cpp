@@ -63,7 +63,7 @@ void LoraLinearImpl::pretty_print(std::ostream& stream) const {
   stream << ")";
 }
 
-void LoraLinearImpl::adapter_add(const LoraAdapterOptions& adapter) {
+void LoraLinearImpl::add_adapter(const LoraAdapterOptions& adapter) {
   LLMREC_CHECK(!adapter_, "LoraLinear already has a LoRA adapter (r = {})", adapter_ ? adapter_->r() : 0);
   LLMREC_CHECK(adapter.r() >= 1, "LoRA rank r must be >= 1 for an adapter, got {}", adapter.r());
   LLMREC_CHECK(adapter.alpha() > 0, "LoRA alpha must be positive, got {}", adapter.alpha());

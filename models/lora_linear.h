@@ -12,7 +12,7 @@
 /// unmerging subtracts it again (equal to the original up to rounding).
 ///
 ///   LoraLinear q(LoraLinearOptions(64, 64).init_std(0.02));
-///   q->adapter_add(LoraAdapterOptions(8).alpha(16));
+///   q->add_adapter(LoraAdapterOptions(8).alpha(16));
 ///   torch::Tensor y = q(x);
 ///
 /// `clone()` keeps the adapter and the merged state (reset() rebuilds the
@@ -70,7 +70,7 @@ class LoraLinearImpl : public torch::nn::Cloneable<LoraLinearImpl> {
   /// Adds a LoRA adapter (lora_A, lora_B, lora_dropout) in the dtype and on
   /// the device of `weight`. Throws llmrec::Error if one is already there or
   /// the options are invalid (r < 1, dropout outside [0, 1)).
-  void adapter_add(const LoraAdapterOptions& adapter);
+  void add_adapter(const LoraAdapterOptions& adapter);
   bool has_adapter() const { return adapter_.has_value(); }
   /// The adapter's options; throws llmrec::Error without an adapter.
   const LoraAdapterOptions& adapter() const;

@@ -87,7 +87,7 @@ RecommenderImpl::RecommenderImpl(const RecommenderOptions& options) : options_(o
   }
 }
 
-void recommender_config_check(const ModelConfig& cfg) {
+void check_recommender_config(const ModelConfig& cfg) {
   cfg.validate();
   if (!cfg.item_text || cfg.lora.r <= 0 || !cfg.bert.pretrained.empty()) return;  // a pretrained tower: checked at load
   BertConfig tiny;

@@ -122,7 +122,7 @@ TORCH_MODULE(Recommender);
 /// ModelConfig::validate(), and LoRA targets that name no Linear layer of
 /// the item tower (checked on a one-layer BERT of the same module names).
 /// `llmrec config` runs it.
-void recommender_config_check(const ModelConfig& cfg);
+void check_recommender_config(const ModelConfig& cfg);
 
 /// The BERT architecture the keys of `model.bert` describe (pretrained
 /// ignored): layers, hidden, heads, intermediate, vocab_size,

@@ -251,7 +251,7 @@ void check_bool_bytes(const at::Tensor& t, const Entry& e, const std::string& fi
 
 }  // namespace
 
-SafetensorsFile safetensors_parse(const std::string& bytes, const std::string& name) {
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name) {
   if (bytes.size() < 8) {
     fail(name, fmt::format("{} bytes: too short for the 8-byte header length (not a safetensors file)", bytes.size()));
   }
@@ -271,7 +271,7 @@ SafetensorsFile safetensors_parse(const std::string& bytes, const std::string& n
   return out;
 }
 
-SafetensorsFile safetensors_read(const std::string& path) {
+SafetensorsFile read_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open for reading");
   in.seekg(0, std::ios::end);
@@ -309,7 +309,7 @@ SafetensorsFile safetensors_read(const std::string& path) {
   return out;
 }
 
-void safetensors_write(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {

@@ -9,9 +9,9 @@
 /// file gives IoError naming the file and the tensor, never a crash or an
 /// out-of-bounds read. Nothing is ever unpickled.
 ///
-///   auto file = safetensors_read("model.safetensors");
+///   auto file = read_safetensors("model.safetensors");
 ///   at::Tensor w = file.tensors.at("embeddings.word_embeddings.weight");
-///   safetensors_write("out.safetensors", {{"w", w}}, {{"format", "pt"}});
+///   write_safetensors("out.safetensors", {{"w", w}}, {{"format", "pt"}});
 
 #include <ATen/core/Tensor.h>
 
@@ -32,17 +32,17 @@ struct SafetensorsFile {
 /// known; shapes non-negative with an overflow-checked byte count equal to
 /// the data_offsets span; the offsets tiling the data region exactly (no
 /// overlap, no hole, no trailing bytes); BOOL bytes 0 or 1.
-SafetensorsFile safetensors_read(const std::string& path);
+SafetensorsFile read_safetensors(const std::string& path);
 
 /// Parses an in-memory file (same checks); `name` is used in messages.
-SafetensorsFile safetensors_parse(const std::string& bytes, const std::string& name);
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name);
 
 /// Writes tensors (contiguous copies, stored in name order) and metadata.
 /// Supported dtypes: float32, float16, bfloat16, float64, int64, int32,
 /// int16, int8, uint8, bool. The header is space-padded to a multiple of 8
 /// bytes. Written atomically (temporary file `<path>.tmp.<pid>`, then
 /// rename); throws IoError naming `path` (and the tensor) on failure.
-void safetensors_write(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace llmrec

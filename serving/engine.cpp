@@ -200,7 +200,7 @@ std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& 
       throw ConfigError(fmt::format("{}: a pseudonym key was given but the export holds raw user ids (export it with "
                                     "--pseudonymise)", path));
     }
-    if (pseudonym_key_check(pseudonym_key) != e.pseudonym_check) {
+    if (check_pseudonym_key(pseudonym_key) != e.pseudonym_check) {
       throw ConfigError(fmt::format("{}: the pseudonym key is not the one the export was written with "
                                     "(pseudonym_check differs)", path));
     }

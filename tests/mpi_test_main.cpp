@@ -44,9 +44,9 @@ Communicator& test_comm() {
     if (backend != nullptr && std::string(backend) == "nccl") {
       NcclOptions nccl;
       nccl.device_type = c10::DeviceType::CPU;
-      g_comm = nccl_communicator_create(config, nccl);
+      g_comm = create_nccl_communicator(config, nccl);
     } else {
-      g_comm = communicator_create(config);
+      g_comm = create_communicator(config);
     }
   }
   return *g_comm;
@@ -68,7 +68,7 @@ bool launched() { return g_launched; }
 void run_ranks(int world, const std::function<void(Communicator&)>& body, double timeout_s) {
   CommConfig config;
   config.timeout_s = timeout_s;
-  auto comms = local_communicator_group(world, config);
+  auto comms = create_local_communicators(world, config);
   std::vector<std::thread> ranks;
   for (int r = 0; r < world; ++r) {
     ranks.emplace_back([&, r] {
@@ -99,13 +99,13 @@ int main(int argc, char** argv) {
   if (!llmrec::testing::launched()) {
     // No launcher: the ranks of on_every_rank are threads of this process,
     // and MPI starts (as a world of one) only if a test asks for test_comm().
-    llmrec::logging_init(llmrec::LogConfig{}, 0, 1);
+    llmrec::init_logging(llmrec::LogConfig{}, 0, 1);
     const int rc = RUN_ALL_TESTS();
     llmrec::testing::g_comm.reset();
     return rc;
   }
   auto& comm = llmrec::testing::test_comm();
-  llmrec::logging_init(llmrec::LogConfig{}, comm.rank(), comm.size());
+  llmrec::init_logging(llmrec::LogConfig{}, comm.rank(), comm.size());
   if (comm.rank() != 0) {
     // Keep rank 0's full report; other ranks print failures only.
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   }
   int rc = RUN_ALL_TESTS();
   at::Tensor worst = at::tensor({rc}, at::kInt);
-  comm.all_reduce(worst, {llmrec::ReduceOp::Max});
+  comm.all_reduce(worst, {llmrec::ReduceOp::kMax});
   rc = worst.item<int>();
   if (comm.rank() == 0 && rc != 0) std::fprintf(stderr, "a test failed on at least one rank\n");
   llmrec::testing::g_comm.reset();

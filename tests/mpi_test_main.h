@@ -5,7 +5,7 @@
 // every rank with on_every_rank: under mpirun (or with LLMREC_TEST_COMM set)
 // once, on the job's communicator; started without a launcher, in this
 // process at world sizes 1 to 4, each rank a thread of one
-// local_communicator_group (distributed/local_communicator.h).
+// create_local_communicators (distributed/local_communicator.h).
 #include <functional>
 
 #include "distributed/communicator.h"

@@ -26,7 +26,7 @@ inline std::string make_test_dataset(Communicator& comm, const std::string& tag,
     o.items = items;
     o.users = users;
     o.mean_history = mean_history;
-    synth_write(o, (dir / "shop").string());
+    write_synth_shop(o, (dir / "shop").string());
     DataConfig cfg;
     cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
     cfg.interactions = (dir / "shop" / "interactions.csv").string();

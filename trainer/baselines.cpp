@@ -590,7 +590,7 @@ const std::vector<double>& itemknn_tune_shrinks() {
   return grid;
 }
 
-std::shared_ptr<ItemKnnScorer> itemknn_tune(const TrainingHistories& histories, Evaluator& valid) {
+std::shared_ptr<ItemKnnScorer> tune_itemknn(const TrainingHistories& histories, Evaluator& valid) {
   LLMREC_CHECK(valid.split() == "valid", "itemknn is tuned on the validation split, not '{}'", valid.split());
   const auto t0 = Clock::now();
   const std::int64_t n_items = histories.num_items;
@@ -649,7 +649,7 @@ const std::vector<double>& bpr_tune_regs() {
   return grid;
 }
 
-std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const EvalBprConfig& config,
+std::shared_ptr<BprScorer> tune_bpr(const TrainingHistories& histories, const EvalBprConfig& config,
                                     Evaluator& valid, const std::vector<double>& lrs,
                                     const std::vector<double>& regs) {
   LLMREC_CHECK(valid.split() == "valid", "bpr is tuned on the validation split, not '{}'", valid.split());
@@ -722,7 +722,7 @@ std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const Ev
 
 // ---------------------------------------------------------------- factory
 
-std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
+std::vector<std::shared_ptr<Scorer>> create_baseline_scorers(const std::vector<std::string>& names,
                                                              const DatasetFile& file, Communicator& comm,
                                                              const EvalConfig& config) {
   const auto& known = eval_baseline_names();
@@ -751,13 +751,13 @@ std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<s
     if (n == "popularity") {
       out.push_back(std::make_shared<PopularityScorer>(file.read_items().train_count));
     } else if (n == "itemknn" && config.itemknn.tune) {
-      out.push_back(itemknn_tune(histories, validation()));
+      out.push_back(tune_itemknn(histories, validation()));
     } else if (n == "itemknn") {
       out.push_back(std::make_shared<ItemKnnScorer>(
           histories, ItemKnnOptions{config.itemknn.neighbours, config.itemknn.shrink}, comm));
       spdlog::info("itemknn: similarity rows of {} items in {:.2f} s", histories.num_items, seconds_since(t0));
     } else if (n == "bpr" && config.bpr.tune) {
-      out.push_back(bpr_tune(histories, config.bpr, validation()));
+      out.push_back(tune_bpr(histories, config.bpr, validation()));
     } else if (n == "bpr") {
       auto bpr = std::make_shared<BprScorer>(histories, config.bpr, comm);
       spdlog::info("bpr: {} epochs over {} training events in {:.2f} s, loss {:.4f} -> {:.4f}", config.bpr.epochs,

@@ -14,7 +14,7 @@
 ///   PopularityScorer pop(file.read_items().train_count);
 ///   TfidfScorer tfidf(file.read_items(), file.text_len(), file.vocab(), {20, 0.5});
 ///   Evaluator valid(file, comm, "valid", config.eval);
-///   auto tuned = itemknn_tune(h, valid);                           // collective
+///   auto tuned = tune_itemknn(h, valid);                           // collective
 
 #include <ATen/core/Tensor.h>
 
@@ -116,7 +116,7 @@ const std::vector<double>& itemknn_tune_shrinks();
 /// first best point, its params()["tuning"] listing every point. The rows
 /// are computed once per shrink with every neighbour kept; the smaller
 /// neighbourhoods are their prefixes (the same rows itemknn_rows gives).
-std::shared_ptr<ItemKnnScorer> itemknn_tune(const TrainingHistories& histories, Evaluator& valid);
+std::shared_ptr<ItemKnnScorer> tune_itemknn(const TrainingHistories& histories, Evaluator& valid);
 
 /// BPR-MF (Rendle et al. 2009): score(u, i) = p_u . q_i + b_i, trained by SGD
 /// on ln sigmoid(x_ui - x_uj) over the training events (u, i), one negative
@@ -144,7 +144,7 @@ class BprScorer : public Scorer {
   const at::Tensor& user_factors() const { return users_; }
   const at::Tensor& item_factors() const { return items_; }
   const at::Tensor& item_bias() const { return bias_; }
-  /// lr, reg and epochs as trained (the tuned ones after bpr_tune).
+  /// lr, reg and epochs as trained (the tuned ones after tune_bpr).
   const EvalBprConfig& config() const { return config_; }
 
  private:
@@ -208,7 +208,7 @@ const std::vector<double>& bpr_tune_regs();
 /// point, earliest epoch), with config().lr/reg/epochs set to it: exactly
 /// what BprScorer(histories, config()) trains. params()["tuning"] lists
 /// every point. Ranks compare a digest of the result (CommError if they differ).
-std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const EvalBprConfig& config,
+std::shared_ptr<BprScorer> tune_bpr(const TrainingHistories& histories, const EvalBprConfig& config,
                                     Evaluator& valid, const std::vector<double>& lrs = bpr_tune_lrs(),
                                     const std::vector<double>& regs = bpr_tune_regs());
 
@@ -216,11 +216,11 @@ std::shared_ptr<BprScorer> bpr_tune(const TrainingHistories& histories, const Ev
 /// eval_baseline_names() (popularity, itemknn, bpr, tfidf, oracle; the oracle reads
 /// config.oracle_dir). Training histories are gathered once when ItemKNN or
 /// BPR needs them. ItemKNN and BPR are tuned on the validation split
-/// (itemknn_tune, bpr_tune) when config.itemknn.tune / config.bpr.tune is
+/// (tune_itemknn, tune_bpr) when config.itemknn.tune / config.bpr.tune is
 /// set, whatever split they are then evaluated on; otherwise they use the
 /// configured values. ConfigError for an unknown name or an oracle without
 /// eval.oracle_dir.
-std::vector<std::shared_ptr<Scorer>> baseline_scorers_create(const std::vector<std::string>& names,
+std::vector<std::shared_ptr<Scorer>> create_baseline_scorers(const std::vector<std::string>& names,
                                                              const DatasetFile& file, Communicator& comm,
                                                              const EvalConfig& config);
 

@@ -62,8 +62,8 @@ void read_tensor(const h5::File& f, const std::string& name, const std::string& 
 }
 
 /// Opens a checkpoint and checks its format and version.
-h5::File open_checkpoint(const std::string& path) {
-  return checkpoint_open(path, kCheckpointFormat, kCheckpointVersion, "llmrec checkpoint");
+h5::File open_training_checkpoint(const std::string& path) {
+  return open_checkpoint(path, kCheckpointFormat, kCheckpointVersion, "llmrec checkpoint");
 }
 
 ModelConfig stored_model_config(const h5::File& f) {
@@ -87,19 +87,19 @@ std::string stored_dtype(const h5::File& f) {
 /// "a.b.c" -> scalar text of every leaf of a parsed YAML tree.
 void flatten(const ConfigNode& n, const std::string& prefix, std::map<std::string, std::string>& out) {
   switch (n.kind) {
-    case ConfigNode::Kind::Map:
+    case ConfigNode::Kind::kMap:
       for (const auto& [k, v] : n.map) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
       break;
-    case ConfigNode::Kind::Sequence: {
+    case ConfigNode::Kind::kSequence: {
       std::vector<std::string> items;
-      for (const auto& v : n.seq) items.push_back(v.kind == ConfigNode::Kind::Scalar ? v.scalar : "...");
+      for (const auto& v : n.seq) items.push_back(v.kind == ConfigNode::Kind::kScalar ? v.scalar : "...");
       out[prefix] = fmt::format("[{}]", fmt::join(items, ", "));
       break;
     }
-    case ConfigNode::Kind::Scalar:
+    case ConfigNode::Kind::kScalar:
       out[prefix] = n.scalar;
       break;
-    case ConfigNode::Kind::Null:
+    case ConfigNode::Kind::kNull:
       out[prefix] = "null";
       break;
   }
@@ -122,7 +122,7 @@ std::int64_t step_of(const fs::path& p) {
 
 }  // namespace
 
-h5::File checkpoint_open(const std::string& path, const std::string& format, std::int64_t version,
+h5::File open_checkpoint(const std::string& path, const std::string& format, std::int64_t version,
                          const std::string& what) {
   auto f = h5::File::open(path);
   if (!f.has_attr("/", "format") || f.attr_string("/", "format") != format) {
@@ -247,8 +247,8 @@ std::vector<std::string> model_config_diff(const ModelConfig& stored, const Mode
   return out;
 }
 
-void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
-  LLMREC_CHECK(static_cast<bool>(parts.model), "checkpoint_save: no model");
+void save_checkpoint(const std::string& path, const CheckpointParts& parts) {
+  LLMREC_CHECK(static_cast<bool>(parts.model), "save_checkpoint: no model");
   try {
     auto f = h5::File::create(path);
     f.set_attr("/", "format", kCheckpointFormat);
@@ -277,7 +277,7 @@ void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
     }
     if (parts.best) checkpoint_write_module(f, "best", *parts.best);
     if (parts.optimizer != nullptr) {
-      LLMREC_CHECK(parts.params != nullptr, "checkpoint_save: optimizer without parameter names");
+      LLMREC_CHECK(parts.params != nullptr, "save_checkpoint: optimizer without parameter names");
       checkpoint_write_optimizer(f, *parts.optimizer, *parts.params);
     }
     f.commit();
@@ -286,9 +286,9 @@ void checkpoint_save(const std::string& path, const CheckpointParts& parts) {
   }
 }
 
-void checkpoint_load(const std::string& path, CheckpointParts& parts) {
-  LLMREC_CHECK(static_cast<bool>(parts.model), "checkpoint_load: no model");
-  auto f = open_checkpoint(path);
+void load_checkpoint(const std::string& path, CheckpointParts& parts) {
+  LLMREC_CHECK(static_cast<bool>(parts.model), "load_checkpoint: no model");
+  auto f = open_training_checkpoint(path);
   const ModelConfig stored = stored_model_config(f);
   const auto diff = model_config_diff(stored, parts.model->options().config());
   if (!diff.empty()) {
@@ -331,7 +331,7 @@ void checkpoint_load(const std::string& path, CheckpointParts& parts) {
     }
   }
   if (parts.optimizer != nullptr) {
-    LLMREC_CHECK(parts.params != nullptr, "checkpoint_load: optimizer without parameter names");
+    LLMREC_CHECK(parts.params != nullptr, "load_checkpoint: optimizer without parameter names");
     if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: no optimizer state", path));
     checkpoint_read_optimizer(f, *parts.optimizer, *parts.params, dtype);
   }
@@ -342,7 +342,7 @@ Recommender checkpoint_load_model(const std::string& path) {
   std::int64_t id_items = 0;
   std::string dtype;
   {
-    auto f = open_checkpoint(path);
+    auto f = open_training_checkpoint(path);
     mc = stored_model_config(f);
     id_items = f.attr_int("/", "id_items");
     dtype = stored_dtype(f);
@@ -352,13 +352,13 @@ Recommender checkpoint_load_model(const std::string& path) {
   if (dtype == "float64") model->to(torch::kDouble);
   CheckpointParts parts;
   parts.model = model;
-  checkpoint_load(path, parts);
+  load_checkpoint(path, parts);
   model->eval();
   return model;
 }
 
-void checkpoint_verify(const std::string& path) {
-  auto f = open_checkpoint(path);
+void verify_checkpoint(const std::string& path) {
+  auto f = open_training_checkpoint(path);
   stored_model_config(f);
   const std::string dtype = stored_dtype(f);
   // Rebuild the shapes from the stored model and read every tensor.
@@ -373,7 +373,7 @@ void checkpoint_verify(const std::string& path) {
     parts.state = &state;
     if (f.exists("best")) parts.best = std::dynamic_pointer_cast<RecommenderImpl>(model->clone());
   }
-  checkpoint_load(path, parts);
+  load_checkpoint(path, parts);
   if (training) {
     // Optimizer state: read every stored tensor (checksums) without a model.
     for (const auto& [name, p] : trainable_named_parameters(*model)) {
@@ -410,7 +410,7 @@ std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::str
                                     const std::function<void(const std::string&)>& verify) {
   for (const auto& path : checkpoint_list(dir)) {
     try {
-      (verify ? verify : checkpoint_verify)(path);
+      (verify ? verify : verify_checkpoint)(path);
       return path;
     } catch (const Error& e) {
       if (skipped != nullptr) skipped->push_back(fmt::format("{}: {}", path, e.what()));

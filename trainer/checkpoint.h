@@ -16,10 +16,10 @@
 /// checksummed (Fletcher32); files are written to a temporary name, fsynced
 /// and renamed, so a crash never leaves a half file under a checkpoint name.
 ///
-///   checkpoint_save(path, {model, &optimizer, &params, best, state, yaml});
+///   save_checkpoint(path, {model, &optimizer, &params, best, state, yaml});
 ///   auto dir = checkpoint_dir(run_dir);
 ///   std::string latest = checkpoint_latest_valid(dir, &skipped);  // "" = none
-///   checkpoint_load(latest, {model, &optimizer, &params, best, &state});
+///   load_checkpoint(latest, {model, &optimizer, &params, best, &state});
 
 #include <torch/optim/adamw.h>
 
@@ -70,21 +70,21 @@ struct CheckpointParts {
 
 /// Writes `parts` to `path` (call on one rank). IoError naming the path
 /// on failure (e.g. a full disk); the previous file of that name is kept.
-void checkpoint_save(const std::string& path, const CheckpointParts& parts);
+void save_checkpoint(const std::string& path, const CheckpointParts& parts);
 
 /// Loads a checkpoint into existing objects: the model (and best, state,
 /// optimizer when given and present in the file; `best` is reset to null
 /// when the file has none). Checks that the stored model configuration
 /// equals `parts.model`'s (ConfigError listing every differing key) and
 /// every tensor's shape; IoError naming the file and tensor otherwise.
-void checkpoint_load(const std::string& path, CheckpointParts& parts);
+void load_checkpoint(const std::string& path, CheckpointParts& parts);
 
 /// Builds the recommender a checkpoint describes and loads its weights.
 Recommender checkpoint_load_model(const std::string& path);
 
 /// Reads every dataset of a checkpoint (verifying checksums and the
 /// format); IoError describing the first problem.
-void checkpoint_verify(const std::string& path);
+void verify_checkpoint(const std::string& path);
 
 /// `<run_dir>/checkpoints`.
 std::string checkpoint_dir(const std::string& run_dir);
@@ -93,7 +93,7 @@ std::string checkpoint_path(const std::string& dir, std::int64_t step);
 /// The checkpoints in `dir` (step-*.h5), newest (highest step) first.
 std::vector<std::string> checkpoint_list(const std::string& dir);
 /// The newest checkpoint of `dir` that passes `verify` (default
-/// checkpoint_verify; it throws llmrec::Error on a bad file), "" if none;
+/// verify_checkpoint; it throws llmrec::Error on a bad file), "" if none;
 /// each damaged one is appended to `skipped` as "path: reason".
 std::string checkpoint_latest_valid(const std::string& dir, std::vector<std::string>* skipped,
                                     const std::function<void(const std::string&)>& verify = {});
@@ -108,7 +108,7 @@ void checkpoint_prune(const std::string& dir, int keep);
 /// Opens a checkpoint file and checks its `format` and `version`
 /// attributes; IoError naming the file and `what` (e.g. "llmrec
 /// checkpoint") otherwise.
-h5::File checkpoint_open(const std::string& path, const std::string& format, std::int64_t version,
+h5::File open_checkpoint(const std::string& path, const std::string& format, std::int64_t version,
                          const std::string& what);
 /// A double as exact text for a root attribute, and back (IoError naming
 /// the file and the key when it is not a number).

@@ -40,7 +40,7 @@ void check_split(const std::string& split) {
 
 nlohmann::json node_to_json(const ConfigNode& node) {
   switch (node.kind) {
-    case ConfigNode::Kind::Scalar: {
+    case ConfigNode::Kind::kScalar: {
       // YAML scalars keep their text; numbers and booleans read as such.
       const std::string& t = node.scalar;
       if (t == "true" || t == "false") return t == "true";
@@ -52,17 +52,17 @@ nlohmann::json node_to_json(const ConfigNode& node) {
       if (!t.empty() && end == t.c_str() + t.size() && std::isfinite(d)) return d;
       return t;
     }
-    case ConfigNode::Kind::Map: {
+    case ConfigNode::Kind::kMap: {
       nlohmann::json j = nlohmann::json::object();
       for (const auto& [k, v] : node.map) j[k] = node_to_json(v);
       return j;
     }
-    case ConfigNode::Kind::Sequence: {
+    case ConfigNode::Kind::kSequence: {
       nlohmann::json j = nlohmann::json::array();
       for (const auto& v : node.seq) j.push_back(node_to_json(v));
       return j;
     }
-    case ConfigNode::Kind::Null:
+    case ConfigNode::Kind::kNull:
       break;
   }
   return nullptr;
@@ -470,10 +470,10 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   counts[counts_size + 1] = skipped_;
   counts[counts_size + 2] = repeats_;
   at::Tensor counts_t = at::from_blob(counts.data(), {static_cast<std::int64_t>(counts.size())}, at::kLong);
-  comm_.all_reduce(counts_t, {ReduceOp::Sum});
+  comm_.all_reduce(counts_t, {ReduceOp::kSum});
   const double mine = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   at::Tensor secs = at::tensor({mine}, at::kDouble);
-  comm_.all_reduce(secs, {ReduceOp::Max});
+  comm_.all_reduce(secs, {ReduceOp::kMax});
 
   EvalResult res;
   res.scorer = name;

@@ -106,7 +106,7 @@ std::int64_t count_cold(const std::vector<std::uint8_t>& cold) {
   return static_cast<std::int64_t>(std::count(cold.begin(), cold.end(), std::uint8_t{1}));
 }
 
-/// The checks of export_write, the same on every rank (before any collective).
+/// The checks of write_export, the same on every rank (before any collective).
 void export_check_fits(Recommender& model, const std::string& checkpoint_path, const DatasetFile& file,
                        const std::vector<std::string>& vocab) {
   const ModelConfig& mc = model->options().config();
@@ -156,7 +156,7 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   out.vectors = gather_rows(mine, comm);
   LLMREC_CHECK(out.vectors.size(0) == U, "export: gathered {} user vectors, expected {}", out.vectors.size(0), U);
   torch::Tensor hours_t = torch::from_blob(hours.data(), {I * kHours}, torch::kLong);
-  comm.all_reduce(hours_t, {ReduceOp::Sum});
+  comm.all_reduce(hours_t, {ReduceOp::kSum});
   out.hours = std::move(hours);
   return out;
 }
@@ -280,7 +280,7 @@ CatalogueChanges catalogue_changes(const ExportData& c, const Catalogue& cat, co
       ++s.items_replaced;
     } else {
       id = I0 + s.items_added++;
-      index.emplace(cat.ids[j], id);  // catalogue_read already refused duplicate ids
+      index.emplace(cat.ids[j], id);  // read_catalogue already refused duplicate ids
     }
     sub.ids.push_back(cat.ids[j]);
     sub.texts.push_back(cat.texts[j]);
@@ -354,7 +354,7 @@ ExportRanking export_ranking_of(const EvalConfig& eval) {
   return r;
 }
 
-ExportSummary export_write(const std::string& output, Recommender& model, const std::string& checkpoint_path,
+ExportSummary write_export(const std::string& output, Recommender& model, const std::string& checkpoint_path,
                            const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
                            Communicator& comm, const std::string& pseudonym_key) {
   const auto t0 = Clock::now();
@@ -430,7 +430,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     if (!pseudonym_key.empty()) {  // the raw ids never reach the file
       for (auto& id : c.user_ids) id = pseudonymise(pseudonym_key, id);
       c.user_ids_scheme = kPseudonymScheme;
-      c.pseudonym_check = pseudonym_key_check(pseudonym_key);
+      c.pseudonym_check = check_pseudonym_key(pseudonym_key);
     }
     c.user_vectors = floats_of(users.vectors);
     export_histories(file, c);
@@ -438,8 +438,8 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
     vocab.swap(c.vocab);
     events = static_cast<std::int64_t>(c.history_items.size());
   }
-  s.file_bytes = rank0_run(comm, [&] {
-    export_file_write(output, c);
+  s.file_bytes = run_on_rank0(comm, [&] {
+    write_export_file(output, c);
     return static_cast<std::int64_t>(std::filesystem::file_size(output));
   });
   at::Tensor ev = at::tensor({events}, at::kLong);
@@ -449,7 +449,7 @@ ExportSummary export_write(const std::string& output, Recommender& model, const 
   return s;
 }
 
-ExportSummary export_add_catalogue(const std::string& export_path, const std::string& catalogue_path,
+ExportSummary add_catalogue_to_export(const std::string& export_path, const std::string& catalogue_path,
                                    Recommender& model, const std::string& checkpoint_path, const std::string& output,
                                    Communicator& comm, const CatalogueUpdateOptions& options) {
   const auto t0 = Clock::now();
@@ -461,7 +461,7 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
   update_check_model(c, model, checkpoint_path, export_path);
   DataConfig data = update_data_config(c, export_path, options);
   PrepareReport::Source report;
-  Catalogue cat = catalogue_read(catalogue_path, data, report);
+  Catalogue cat = read_catalogue(catalogue_path, data, report);
   WordPieceTokenizer tokenizer = [&] {
     try {
       return WordPieceTokenizer::from_tokens(c.vocab);
@@ -533,8 +533,8 @@ ExportSummary export_add_catalogue(const std::string& export_path, const std::st
     c.created = utc_now_iso8601();
   }
   s.cold_items = count_cold(c.item_cold) + (comm.rank() == 0 ? 0 : s.items_added);
-  s.file_bytes = rank0_run(comm, [&] {
-    export_file_write(out_path, c);
+  s.file_bytes = run_on_rank0(comm, [&] {
+    write_export_file(out_path, c);
     return static_cast<std::int64_t>(std::filesystem::file_size(out_path));
   });
   s.seconds = seconds_since(t0);

@@ -7,9 +7,9 @@
 ///   Recommender model = checkpoint_load_model("runs/x/model.h5");
 ///   DatasetFile data(config.data.dataset);
 ///   ExportRanking ranking = export_ranking_of(config.eval);   // or what validation chose (cmd_export.cpp)
-///   ExportSummary s = export_write("runs/x/export.h5", model, "runs/x/model.h5", data,
+///   ExportSummary s = write_export("runs/x/export.h5", model, "runs/x/model.h5", data,
 ///                                  ConfigWriter::write(config), ranking, comm);   // collective
-///   export_add_catalogue("runs/x/export.h5", "new_items.csv", model, "runs/x/model.h5", "", comm);
+///   add_catalogue_to_export("runs/x/export.h5", "new_items.csv", model, "runs/x/model.h5", "", comm);
 ///
 /// The work is spread over the ranks and the file is the same for any world
 /// size: item vectors in fixed blocks (encode_all_items), user vectors in
@@ -100,7 +100,7 @@ ExportRanking export_ranking_of(const EvalConfig& eval);
 /// `pseudonym_check`; common/pseudonym.h); the key is not stored.
 /// ConfigError when the model does not fit the dataset (text length, ID
 /// items, vocabulary); IoError naming the file when reading or writing fails.
-ExportSummary export_write(const std::string& output, Recommender& model, const std::string& checkpoint_path,
+ExportSummary write_export(const std::string& output, Recommender& model, const std::string& checkpoint_path,
                            const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
                            Communicator& comm, const std::string& pseudonym_key = "");
 
@@ -121,7 +121,7 @@ struct CatalogueUpdateOptions {
 /// item vectors; `catalogue_updates` grows by one. ConfigError when
 /// `checkpoint_path` is not the checkpoint the export was made from
 /// (model_sha256); IoError naming file:line for a bad row.
-ExportSummary export_add_catalogue(const std::string& export_path, const std::string& catalogue_path,
+ExportSummary add_catalogue_to_export(const std::string& export_path, const std::string& catalogue_path,
                                    Recommender& model, const std::string& checkpoint_path, const std::string& output,
                                    Communicator& comm, const CatalogueUpdateOptions& options = {});
 

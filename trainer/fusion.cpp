@@ -196,7 +196,7 @@ std::size_t grid_points(const std::vector<std::size_t>& slots) {
 
 }  // namespace
 
-FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
+FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
                          const FusionColdWorld* world) {
   LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'", valid.split());
   LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());

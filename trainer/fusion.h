@@ -28,7 +28,7 @@
 /// Warm items always take w_k. Tuning tries all three.
 ///
 ///   FusedScorer fused({{model, 1.0}, {itemknn, 0.5}});
-///   FusionTuning t = fusion_tune({{model, 1.0}, {itemknn, 1.0}}, 0, valid_evaluator);
+///   FusionTuning t = tune_fusion({{model, 1.0}, {itemknn, 1.0}}, 0, valid_evaluator);
 ///   FusedScorer best(with_weights(components, t.weights));
 
 #include <cstdint>
@@ -87,7 +87,7 @@ struct FusionColdWorld {
   std::int64_t withheld = 0;                     ///< training items playing new ones
 };
 
-/// What fusion_tune found.
+/// What tune_fusion found.
 struct FusionTuning {
   std::vector<double> weights;  ///< best weights, one per component
   FusionMissing missing = FusionMissing::kScored;  ///< best policy
@@ -119,7 +119,7 @@ struct FusionTuning {
 /// grid point in that order). With `world`, the cold-target figures are
 /// those of each point in that world (its scorers, its cold items) and the
 /// NDCG@10 stays the real one.
-FusionTuning fusion_tune(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
+FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
                          const FusionColdWorld* world = nullptr);
 
 /// The fused scorer with the tuned weights and policy; its params() record

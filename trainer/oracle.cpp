@@ -34,7 +34,7 @@ class LatentCsv {
  public:
   LatentCsv(const std::string& path, const std::vector<std::string>& required) : reader_(path, ','), path_(path) {
     std::string reason;
-    if (reader_.next(header_, line_, reason) != CsvReader::Status::Record) {
+    if (reader_.next(header_, line_, reason) != CsvReader::Status::kRecord) {
       throw IoError(fmt::format("{}:1: no header row{}", path, reason.empty() ? "" : " (" + reason + ")"));
     }
     for (const auto& col : required) {
@@ -50,11 +50,11 @@ class LatentCsv {
   bool next() {
     std::string reason;
     switch (reader_.next(fields_, line_, reason)) {
-      case CsvReader::Status::End:
+      case CsvReader::Status::kEnd:
         return false;
-      case CsvReader::Status::Malformed:
+      case CsvReader::Status::kMalformed:
         throw IoError(fmt::format("{}:{}: malformed row: {}", path_, line_, reason));
-      case CsvReader::Status::Record:
+      case CsvReader::Status::kRecord:
         break;
     }
     if (fields_.size() != header_.size()) {
@@ -129,7 +129,7 @@ double SynthTruth::match(const User& u, const Item& i) const {
          w_price_band_distance * std::abs(i.price_band - u.price_band);
 }
 
-SynthTruth synth_truth_read(const std::string& dir) {
+SynthTruth read_synth_truth(const std::string& dir) {
   SynthTruth t;
   t.dir = dir;
   const std::string json_path = (fs::path(dir) / "synth.json").string();
@@ -247,7 +247,7 @@ OracleScorer::OracleScorer(SynthTruth truth, const ItemTable& items, const std::
 }
 
 std::unique_ptr<OracleScorer> OracleScorer::open(const std::string& dir, const DatasetFile& file) {
-  return std::make_unique<OracleScorer>(synth_truth_read(dir), file.read_items(), file.read_user_ids(), file.path());
+  return std::make_unique<OracleScorer>(read_synth_truth(dir), file.read_items(), file.read_user_ids(), file.path());
 }
 
 nlohmann::json OracleScorer::params() const {

@@ -59,7 +59,7 @@ struct SynthTruth {
 /// Reads the three files of `dir`. IoError naming file:line and the column
 /// for a bad row, the key for a bad synth.json, and the counts when the
 /// files disagree with each other.
-SynthTruth synth_truth_read(const std::string& dir);
+SynthTruth read_synth_truth(const std::string& dir);
 
 class OracleScorer : public Scorer {
  public:

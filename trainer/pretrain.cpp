@@ -54,7 +54,7 @@ BertConfig bert_config_of_checkpoint(const h5::File& f) {
 }
 
 h5::File open_pretrain_checkpoint(const std::string& path) {
-  return checkpoint_open(path, kPretrainCheckpointFormat, kPretrainCheckpointVersion, "llmrec pre-training checkpoint");
+  return open_checkpoint(path, kPretrainCheckpointFormat, kPretrainCheckpointVersion, "llmrec pre-training checkpoint");
 }
 
 }  // namespace
@@ -136,7 +136,7 @@ std::string pretrain_checkpoint_dir(const std::string& run_dir) {
   return (fs::path(run_dir) / "pretrain" / "checkpoints").string();
 }
 
-void pretrain_checkpoint_verify(const std::string& path) {
+void verify_pretrain_checkpoint(const std::string& path) {
   auto f = open_pretrain_checkpoint(path);
   torch::manual_seed(0);
   BertForMaskedLM model(bert_config_of_checkpoint(f));
@@ -295,7 +295,7 @@ std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& 
   std::vector<at::Tensor> rng = rng_gather(comm_);
   const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
   const std::string path = checkpoint_path(dir, steps_done);
-  rank0_run(comm_, [&] {
+  run_on_rank0(comm_, [&] {
     fs::create_directories(dir);
     try {
       auto f = h5::File::create(path);
@@ -375,7 +375,7 @@ PretrainResult Pretrainer::run() {
   const fs::path work = fs::path(setup_.run_dir) / "pretrain";
   const std::string out_dir = pc.out.empty() ? (fs::path(setup_.run_dir) / "pretrained").string() : pc.out;
   auto params = trainable_named_parameters(*model_);
-  GradientReducer reducer(comm_, params, {pc.bucket_mb, ReduceOp::Sum});
+  GradientReducer reducer(comm_, params, {pc.bucket_mb, ReduceOp::kSum});
   auto optimizer = make_adamw(params, oc);
   std::vector<torch::Tensor> trainable;
   std::int64_t n_params = 0;
@@ -492,7 +492,7 @@ PretrainResult Pretrainer::run() {
   result.texts_per_s = logger.rate();
   model_->eval();
   if (result.stop_signal == 0 && !result.stopped_after && result.steps == planned_steps_) {
-    rank0_run(comm_, [&] {
+    run_on_rank0(comm_, [&] {
       fs::create_directories(work);
       const std::string vocab_path = (work / "vocab.txt").string();
       write_vocab(vocab_, vocab_path);

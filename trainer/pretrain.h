@@ -92,7 +92,7 @@ MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad);
 /// reducer): backward of the batch's cross-entropy sum / `normaliser`,
 /// reducer.finish(), clipping to `clip_norm` (0 = off), `lr`, AdamW. The
 /// normaliser is the global batch's predicted count, so that the summed
-/// gradients (ReduceOp::Sum) are those of the global mean. Returns the
+/// gradients (ReduceOp::kSum) are those of the global mean. Returns the
 /// batch's sums and sets `grad_norm` (before clipping).
 MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser, GradientReducer& reducer,
                       torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable, double clip_norm,
@@ -102,7 +102,7 @@ MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double 
 std::string pretrain_checkpoint_dir(const std::string& run_dir);
 /// Reads every dataset of a pre-training checkpoint (checksums, format,
 /// shapes); IoError describing the first problem.
-void pretrain_checkpoint_verify(const std::string& path);
+void verify_pretrain_checkpoint(const std::string& path);
 
 class Pretrainer {
  public:

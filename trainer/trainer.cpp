@@ -102,7 +102,7 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
   const std::string path = checkpoint_path(dir, state.step);
   // Rank 0 writes; every rank learns how it went (a full disk is the same
   // error everywhere, naming the path), so none waits or goes on alone.
-  rank0_run(comm_, [&] {
+  run_on_rank0(comm_, [&] {
     std::filesystem::create_directories(dir);
     CheckpointParts parts;
     parts.model = model_;
@@ -111,7 +111,7 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
     parts.best = best_;
     parts.state = &state;
     parts.run_config_yaml = setup_.run_config_yaml;
-    checkpoint_save(path, parts);
+    save_checkpoint(path, parts);
     checkpoint_prune(dir, setup_.train.keep_checkpoints);
     return std::int64_t{0};
   });
@@ -144,7 +144,7 @@ Trainer::ResumePoint Trainer::resume(torch::optim::AdamW& optimizer,
   parts.params = &params;
   parts.best = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
   parts.state = &saved;
-  checkpoint_load(setup_.resume, parts);
+  load_checkpoint(setup_.resume, parts);
   best_ = parts.best;
   if (best_) best_->eval();
   at.step = saved.step;
@@ -239,7 +239,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   const TrainConfig& tc = setup_.train;
   const bool rank0 = comm_.rank() == 0;
   auto params = trainable_named_parameters(*model_);
-  GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::Avg});
+  GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::kAvg});
   auto optimizer = make_adamw(params, tc);
   std::vector<torch::Tensor> trainable;
   for (auto& [n, p] : params) trainable.push_back(p);

@@ -55,7 +55,7 @@ class ConfigTest : public ::testing::Test {
   std::string error_of(const std::string& path, const std::vector<std::string>& sets = {}) {
     Sample s;
     try {
-      config_load(path, sets, s);
+      load_config(path, sets, s);
     } catch (const ConfigError& e) {
       return e.what();
     }
@@ -65,7 +65,7 @@ class ConfigTest : public ::testing::Test {
 
 TEST_F(ConfigTest, DefaultsWhenNoFile) {
   Sample s;
-  config_load("", {}, s);
+  load_config("", {}, s);
   EXPECT_EQ(s.mode, "fast");
   EXPECT_EQ(s.inner.workers, 2);
   EXPECT_EQ(s.inner.targets, (std::vector<std::string>{"query", "value"}));
@@ -73,7 +73,7 @@ TEST_F(ConfigTest, DefaultsWhenNoFile) {
 
 TEST_F(ConfigTest, ReadsEveryType) {
   Sample s;
-  config_load(write("a.yaml", "mode: exact\ntimeout_s: 2.5e1\nseed: -9000000000\nverify: false\n"
+  load_config(write("a.yaml", "mode: exact\ntimeout_s: 2.5e1\nseed: -9000000000\nverify: false\n"
                               "inner:\n  workers: 8\n  targets: [key, dense]\n"),
               {}, s);
   EXPECT_EQ(s.mode, "exact");
@@ -136,7 +136,7 @@ TEST_F(ConfigTest, IncludeMergesBaseThenOverrides) {
   write("mid.yaml", "include: base.yaml\nseed: 2\n");
   std::string top = write("top.yaml", "include: [mid.yaml]\ninner:\n  workers: 5\n");
   Sample s;
-  config_load(top, {}, s);
+  load_config(top, {}, s);
   EXPECT_EQ(s.mode, "exact");  // from base
   EXPECT_EQ(s.seed, 2);        // mid overrides base
   EXPECT_EQ(s.inner.workers, 5);  // top overrides
@@ -159,7 +159,7 @@ TEST_F(ConfigTest, IncludeCycleAndMissingInclude) {
 TEST_F(ConfigTest, SetOverridesWinAndAreValidated) {
   std::string p = write("n.yaml", "seed: 1\n");
   Sample s;
-  config_load(p, {"seed=5", "inner.workers=9", "inner.targets=[q, k, v]", "mode=exact"}, s);
+  load_config(p, {"seed=5", "inner.workers=9", "inner.targets=[q, k, v]", "mode=exact"}, s);
   EXPECT_EQ(s.seed, 5);
   EXPECT_EQ(s.inner.workers, 9);
   EXPECT_EQ(s.inner.targets, (std::vector<std::string>{"q", "k", "v"}));
@@ -173,10 +173,10 @@ TEST_F(ConfigTest, SetOverridesWinAndAreValidated) {
 
 TEST_F(ConfigTest, ResolvedConfigRoundTrips) {
   Sample a;
-  config_load("", {"mode=exact", "timeout_s=12.25", "inner.targets=[a b, 'c: d']", "seed=-3"}, a);
+  load_config("", {"mode=exact", "timeout_s=12.25", "inner.targets=[a b, 'c: d']", "seed=-3"}, a);
   std::string text = ConfigWriter::write(a);
   Sample b;
-  config_load(write("resolved.yaml", text), {}, b);
+  load_config(write("resolved.yaml", text), {}, b);
   EXPECT_EQ(b.mode, "exact");
   EXPECT_DOUBLE_EQ(b.timeout_s, 12.25);
   EXPECT_EQ(b.seed, -3);
@@ -217,13 +217,13 @@ struct IntList {
 
 TEST(ConfigIntList, ReadsWritesAndDescribesAListOfInts) {
   IntList a;
-  config_load("", {"k=[5, 1, 50]"}, a);
+  load_config("", {"k=[5, 1, 50]"}, a);
   EXPECT_EQ(a.k, (std::vector<int>{5, 1, 50}));
-  EXPECT_EQ(config_format(a.k), "[5, 1, 50]");
+  EXPECT_EQ(format_config(a.k), "[5, 1, 50]");
   const std::string text = ConfigWriter::write(a);
   EXPECT_EQ(text, "k: [5, 1, 50]\n");
   IntList b;
-  config_load("", {"k=[]"}, b);
+  load_config("", {"k=[]"}, b);
   EXPECT_TRUE(b.k.empty());
   auto keys = ConfigSchema::list(IntList{});
   ASSERT_EQ(keys.size(), 1u);
@@ -232,7 +232,7 @@ TEST(ConfigIntList, ReadsWritesAndDescribesAListOfInts) {
   for (const char* bad : {"k=[1, x]", "k=3", "k=[1.5]", "k=[[1]]", "k=[99999999999]"}) {
     IntList c;
     try {
-      config_load("", {bad}, c);
+      load_config("", {bad}, c);
       ADD_FAILURE() << bad << " was accepted";
     } catch (const ConfigError& e) {
       EXPECT_THAT(e.what(), ::testing::HasSubstr(std::string("--set ") + bad + ": 'k' must be a list of integers"));

@@ -27,7 +27,7 @@ TEST(LoggingTest, NonZeroRankConsoleShowsWarningsOnlyFileKeepsDebug) {
                "rank-1.log").string();
   LogConfig config;  // info on rank 0, warn elsewhere, debug in files
   ::testing::internal::CaptureStderr();
-  logging_init(config, 1, 4);
+  init_logging(config, 1, 4);
   logging_add_file(path);
   spdlog::debug("debug line");
   spdlog::info("info line");
@@ -45,7 +45,7 @@ TEST(LoggingTest, NonZeroRankConsoleShowsWarningsOnlyFileKeepsDebug) {
 
 TEST(LoggingTest, RankZeroConsoleShowsInfo) {
   ::testing::internal::CaptureStderr();
-  logging_init(LogConfig{}, 0, 2);
+  init_logging(LogConfig{}, 0, 2);
   spdlog::info("hello from zero");
   spdlog::debug("hidden");
   logging_flush();
@@ -55,7 +55,7 @@ TEST(LoggingTest, RankZeroConsoleShowsInfo) {
 }
 
 TEST(LoggingTest, UnwritableLogFileNamesThePath) {
-  logging_init(LogConfig{}, 0, 1);
+  init_logging(LogConfig{}, 0, 1);
   try {
     logging_add_file("/proc/llmrec-cannot-write-here/rank-0.log");
     FAIL() << "expected IoError";

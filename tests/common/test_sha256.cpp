@@ -44,21 +44,21 @@ TEST(Pseudonym, KeyedStableAndRefusedWhenShort) {
   EXPECT_EQ(pseudonymise(key, "u42"), "p:" + hmac_sha256_hex(key, "u42"));
   EXPECT_EQ(pseudonymise(key, "u42"), pseudonymise(key, "u42"));
   EXPECT_NE(pseudonymise(key, "u42"), pseudonymise(key + "x", "u42"));
-  EXPECT_NE(pseudonym_key_check(key), pseudonym_key_check(key + "x"));
-  EXPECT_EQ(pseudonym_key_check(key).size(), 16u);
+  EXPECT_NE(check_pseudonym_key(key), check_pseudonym_key(key + "x"));
+  EXPECT_EQ(check_pseudonym_key(key).size(), 16u);
   const fs::path dir = fs::temp_directory_path() / ("llmrec_pseudonym_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::ofstream(dir / "good.key") << "  " << key << "  \nignored\n";
-  EXPECT_EQ(pseudonym_key_read((dir / "good.key").string()), key);
+  EXPECT_EQ(read_pseudonym_key((dir / "good.key").string()), key);
   std::ofstream(dir / "short.key") << "short\n";
   try {
-    pseudonym_key_read((dir / "short.key").string());
+    read_pseudonym_key((dir / "short.key").string());
     FAIL() << "a 5-byte key was accepted";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("short.key"));
     EXPECT_THAT(e.what(), ::testing::HasSubstr("at least 16 are needed"));
   }
-  EXPECT_THROW(pseudonym_key_read((dir / "missing.key").string()), ConfigError);
+  EXPECT_THROW(read_pseudonym_key((dir / "missing.key").string()), ConfigError);
   fs::remove_all(dir);
 }
 

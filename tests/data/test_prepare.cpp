@@ -263,7 +263,7 @@ TEST_F(PrepareTest, AFlippedByteIsDetectedByTheChecksum) {
   SynthOptions o;
   o.items = 300;
   o.users = 400;
-  synth_write(o, (dir / "shop").string());
+  write_synth_shop(o, (dir / "shop").string());
   cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
   cfg.interactions = (dir / "shop" / "interactions.csv").string();
   cfg.columns.rating = "rating";
@@ -330,7 +330,7 @@ TEST_F(PrepareTest, LongTextsAreCutAndCounted) {
   cfg.catalogue_columns.text = {"title"};
   cfg.max_text_chars = 32;
   PrepareReport::Source report;
-  Catalogue c = catalogue_read(path, cfg, report);
+  Catalogue c = read_catalogue(path, cfg, report);
   ASSERT_EQ(c.texts.size(), 2u);
   EXPECT_EQ(c.texts[0], std::string(30, 'x') + "\xc3\xa9\xc3\xa9");  // 32 characters, 34 bytes
   EXPECT_EQ(c.texts[1], "short");
@@ -374,7 +374,7 @@ TEST_F(PrepareTest, MillionsOfBlankLinesDoNotExhaustTheStack) {
   const std::string path = write("catalogue.csv", std::string(kCatalogue) + std::string(1'000'000, '\n') +
                                                       "e,Late item,x,y,z,w\n\n");
   PrepareReport::Source report;
-  Catalogue c = catalogue_read(path, cfg, report);
+  Catalogue c = read_catalogue(path, cfg, report);
   EXPECT_EQ(report.rows_read, 5);
   ASSERT_EQ(c.ids.size(), 5u);
   EXPECT_EQ(c.ids[4], "e");

@@ -56,7 +56,7 @@ class SamplerTest : public ::testing::Test {
 
   static Communicator& setup_comm() {
     if (launched()) return test_comm();
-    static auto one = local_communicator_group(1, CommConfig{});
+    static auto one = create_local_communicators(1, CommConfig{});
     return *one.front();
   }
   static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(setup_comm(), "sampler", 150, 97, 9, 12); }

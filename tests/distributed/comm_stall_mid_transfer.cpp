@@ -15,12 +15,12 @@
 int main() {
   llmrec::CommConfig config;
   config.timeout_s = 1.0;
-  auto comm = llmrec::communicator_create(config);
-  llmrec::logging_init(llmrec::LogConfig{}, comm->rank(), comm->size());
+  auto comm = llmrec::create_communicator(config);
+  llmrec::init_logging(llmrec::LogConfig{}, comm->rank(), comm->size());
   at::Tensor t = at::ones({32 << 20}, at::kFloat);
   try {
     for (int i = 0; i < 100000; ++i) {
-      comm->all_reduce(t, {llmrec::ReduceOp::Avg});
+      comm->all_reduce(t, {llmrec::ReduceOp::kAvg});
       if (i == 0) {
         std::printf("rank %d: looping\n", comm->rank());
         std::fflush(stdout);

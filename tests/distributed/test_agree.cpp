@@ -94,7 +94,7 @@ TEST(AgreeTest, ANonLlmrecErrorCrossesAsError) {
 TEST(Rank0RunTest, ResultReachesEveryRankAndTheWorkRunsOnce) {
   std::atomic<int> calls{0};
   on_every_rank([&](Communicator& comm) {
-    const std::int64_t v = rank0_run(comm, [&] {
+    const std::int64_t v = run_on_rank0(comm, [&] {
       ++calls;
       return std::int64_t{4242};
     });
@@ -106,7 +106,7 @@ TEST(Rank0RunTest, ResultReachesEveryRankAndTheWorkRunsOnce) {
 TEST(Rank0RunTest, Rank0sErrorKeepsItsTypeOnEveryRank) {
   on_every_rank([](Communicator& comm) {
     try {
-      rank0_run(comm, []() -> std::int64_t { throw IoError("runs/x/model.h5: cannot create (read-only)"); });
+      run_on_rank0(comm, []() -> std::int64_t { throw IoError("runs/x/model.h5: cannot create (read-only)"); });
       ADD_FAILURE() << "must throw";
     } catch (const IoError& e) {
       EXPECT_THAT(e.what(), HasSubstr("runs/x/model.h5: cannot create"));
@@ -133,7 +133,7 @@ TEST(LocalBackendTest, AStalledRankGivesATimeoutNamingRankAndCollective) {
         comm.all_reduce(t);
         if (comm.rank() == 1) return;
         try {
-          comm.all_reduce(t, {ReduceOp::Max, Seconds(0.2)});
+          comm.all_reduce(t, {ReduceOp::kMax, Seconds(0.2)});
           ADD_FAILURE() << "a collective no other rank entered must time out";
         } catch (const CommTimeout& e) {
           EXPECT_THAT(e.what(), HasSubstr("rank 0/2"));

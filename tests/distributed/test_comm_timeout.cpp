@@ -21,7 +21,7 @@ TEST(CommTimeoutTest, StalledRankGivesATimeoutNamingRankAndCollective) {
   CommConfig config;
   config.timeout_s = 1.0;
   config.verify = false;  // one collective, so that the late rank completes it
-  auto comm = communicator_create(config);
+  auto comm = create_communicator(config);
   ASSERT_EQ(comm->size(), 2) << "run under mpirun -np 2";
   at::Tensor t = at::ones({1000}, at::kFloat);
   if (comm->rank() == 1) {

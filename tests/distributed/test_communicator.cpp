@@ -59,13 +59,13 @@ TEST_P(AllReduceTest, ExactForEveryDtypeAndOp) {
     for (int k = 1; k < w; ++k) {
       at::Tensor v = value(k);
       switch (op) {
-        case ReduceOp::Sum:
-        case ReduceOp::Avg: want = want + v; break;
-        case ReduceOp::Min: want = at::minimum(want, v); break;
-        case ReduceOp::Max: want = at::maximum(want, v); break;
+        case ReduceOp::kSum:
+        case ReduceOp::kAvg: want = want + v; break;
+        case ReduceOp::kMin: want = at::minimum(want, v); break;
+        case ReduceOp::kMax: want = at::maximum(want, v); break;
       }
     }
-    if (op == ReduceOp::Avg) want = at::isFloatingType(dtype) ? want / w : at::div(want, w, "trunc");
+    if (op == ReduceOp::kAvg) want = at::isFloatingType(dtype) ? want / w : at::div(want, w, "trunc");
     EXPECT_EQ(t.scalar_type(), dtype);
     EXPECT_TRUE(at::equal(t, want.to(dtype))) << "dtype " << dtype << " op " << reduce_op_name(op);
   });
@@ -74,7 +74,7 @@ TEST_P(AllReduceTest, ExactForEveryDtypeAndOp) {
 INSTANTIATE_TEST_SUITE_P(
     AllDtypesAndOps, AllReduceTest,
     ::testing::Combine(::testing::Values(at::kFloat, at::kDouble, at::kInt, at::kLong),
-                       ::testing::Values(ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Min, ReduceOp::Max)));
+                       ::testing::Values(ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax)));
 
 TEST(CommunicatorTest, AllReduceNonContiguousWritesOnlyTheView) {
   on_every_rank([](Communicator& comm) {
@@ -83,7 +83,7 @@ TEST(CommunicatorTest, AllReduceNonContiguousWritesOnlyTheView) {
     at::Tensor m = at::full({6, 5}, double(r + 1), at::kDouble);
     at::Tensor view = m.t().slice(0, 1, 5, 2);  // transposed, strided
     ASSERT_FALSE(view.is_contiguous());
-    comm.all_reduce(view, {ReduceOp::Sum});
+    comm.all_reduce(view, {ReduceOp::kSum});
     at::Tensor want = at::full({6, 5}, double(r + 1), at::kDouble);
     want.t().slice(0, 1, 5, 2).fill_(double(w * (w + 1) / 2));
     EXPECT_TRUE(at::equal(m, want));
@@ -104,7 +104,7 @@ TEST(CommunicatorTest, EmptyAndScalarTensors) {
     for (const auto& p : parts) EXPECT_EQ(p.sizes(), (std::vector<std::int64_t>{0, 3}));
 
     at::Tensor scalar = at::scalar_tensor(double(r), at::kDouble);
-    comm.all_reduce(scalar, {ReduceOp::Max});
+    comm.all_reduce(scalar, {ReduceOp::kMax});
     EXPECT_EQ(scalar.dim(), 0);
     EXPECT_EQ(scalar.item<double>(), double(w - 1));
   });
@@ -185,7 +185,7 @@ TEST(CommunicatorTest, AsyncAllReduceCompletesInIssueOrder) {
     std::vector<std::shared_ptr<Work>> works;
     for (int i = 0; i < 8; ++i) {
       ts.push_back(at::full({1000 * (i + 1)}, float(i + r), at::kFloat));
-      works.push_back(comm.all_reduce_async(ts.back(), {ReduceOp::Sum}));
+      works.push_back(comm.all_reduce_async(ts.back(), {ReduceOp::kSum}));
     }
     // Waiting out of order is fine; the queue runs them in issue order.
     for (int i = 7; i >= 0; --i) {
@@ -256,7 +256,7 @@ TEST(MismatchTest, OpsDiffer) {
     const int w = comm.size();
     if (w < 2) return;  // needs ranks that disagree
     at::Tensor t = at::ones({4});
-    expect_mismatch(comm, [&] { comm.all_reduce(t, {r == 0 ? ReduceOp::Sum : ReduceOp::Max}); },
+    expect_mismatch(comm, [&] { comm.all_reduce(t, {r == 0 ? ReduceOp::kSum : ReduceOp::kMax}); },
                     {"all_reduce(sum)", "all_reduce(max)"});
   });
 }

@@ -75,7 +75,7 @@ TEST(ReducerTest, ReducedGradientIsTheMeanOverRanks) {
     const int r = comm.rank();
     const int w = comm.size();
     auto p = make_params();
-    GradientReducer reducer(comm, p, {/*bucket_mb=*/0.0001, ReduceOp::Avg});  // ~100 bytes: several buckets
+    GradientReducer reducer(comm, p, {/*bucket_mb=*/0.0001, ReduceOp::kAvg});  // ~100 bytes: several buckets
     EXPECT_GE(reducer.buckets().size(), 3u);
     loss(p, r, 0).backward();
     reducer.finish();
@@ -131,7 +131,7 @@ TEST(ReducerTest, ARankWithNoBackwardStillTakesPart) {
     const int w = comm.size();
     // An empty batch on the last rank: it calls finish() without backward.
     auto p = make_params();
-    GradientReducer reducer(comm, p, {0.0001, ReduceOp::Sum});
+    GradientReducer reducer(comm, p, {0.0001, ReduceOp::kSum});
     if (r != w - 1 || w == 1) loss(p, r, 0).backward();
     reducer.finish();
     std::vector<at::Tensor> want;

@@ -37,7 +37,7 @@ CommConfig quick() {
 
 // Keeps MPI initialised across the tests (each communicator dups the world).
 Communicator& world() {
-  static auto comm = mpi_communicator_create(quick());
+  static auto comm = create_mpi_communicator(quick());
   return *comm;
 }
 
@@ -45,7 +45,7 @@ TEST(NcclBackendTest, MissingLibraryIsAClearErrorOnEveryRank) {
   ASSERT_EQ(world().size(), 2) << "run under mpirun -np 2";
   setenv("LLMREC_NCCL_LIBRARY", "/nonexistent/libnccl.so.2", 1);
   try {
-    nccl_communicator_create(quick(), on_cpu());
+    create_nccl_communicator(quick(), on_cpu());
     FAIL() << "must not start without NCCL";
   } catch (const CommError& e) {  // every rank failed: each reports its own error
     EXPECT_THAT(e.what(), HasSubstr(fmt::format("rank {}/2", world().rank())));
@@ -61,7 +61,7 @@ TEST(NcclBackendTest, RealNcclWithoutADriverSaysSo) {
   setenv("LLMREC_NCCL_LIBRARY", real, 1);
   setenv("LLMREC_CUDA_DRIVER_LIBRARY", "/nonexistent/libcuda.so.1", 1);
   try {
-    nccl_communicator_create(quick(), on_cpu());
+    create_nccl_communicator(quick(), on_cpu());
     FAIL() << "must not start without a CUDA driver";
   } catch (const CommError& e) {
     // Loading the real library, binding its symbols and its version check passed.
@@ -75,7 +75,7 @@ TEST(NcclBackendTest, OneRankFailingSetUpStopsBothWithoutHanging) {
   setenv("LLMREC_NCCL_LIBRARY", world().rank() == 1 ? "/nonexistent/libnccl.so.2" : LLMREC_FAKE_NCCL, 1);
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    nccl_communicator_create(quick(), on_cpu());
+    create_nccl_communicator(quick(), on_cpu());
     FAIL() << "rank 1 cannot load NCCL: no rank may start";
   } catch (const CommError& e) {
     if (world().rank() == 1) {
@@ -98,7 +98,7 @@ TEST(NcclBackendTest, EveryHandleIsFreedWithTheCommunicator) {
   ASSERT_NE(live, nullptr);
   const int before = live();
   {
-    auto comm = nccl_communicator_create(quick(), on_cpu());
+    auto comm = create_nccl_communicator(quick(), on_cpu());
     at::Tensor t = at::ones({100}, at::kFloat);
     comm->all_reduce(t);
     auto work = comm->all_reduce_async(t);
@@ -118,7 +118,7 @@ TEST(NcclBackendTest, StalledCollectiveTimesOutOnEveryRankNamingIt) {
   setenv("LLMREC_FAKE_NCCL_STALL", "1:1", 1);  // rank 1's second collective never completes
   CommConfig config;
   config.timeout_s = 1.0;
-  auto comm = nccl_communicator_create(config, on_cpu());
+  auto comm = create_nccl_communicator(config, on_cpu());
   EXPECT_THAT(comm->describe(), HasSubstr("nccl 2.18.3"));
   at::Tensor t = at::ones({1000}, at::kFloat);
   comm->all_reduce(t);  // the first completes

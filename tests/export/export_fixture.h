@@ -5,7 +5,7 @@
 //
 //   ExportFixture fx = make_export_fixture({});   // random, deterministic contents
 //   fx.neighbours[7] = 99999;                     // tamper with a field if needed
-//   write_export(path, fx);                        // optional: skip / tamper hooks
+//   write_export_fixture(path, fx);                        // optional: skip / tamper hooks
 //
 // Contents: items in clusters (vectors = centre + noise, keys = A vectors
 // with A near the identity, category = the cluster, some items without a
@@ -184,7 +184,7 @@ struct WriteHooks {
   std::function<void(h5::File&)> tamper = nullptr;  ///< writes replacements before commit
 };
 
-inline void write_export(const std::string& path, const ExportFixture& f, const WriteHooks& hooks = {}) {
+inline void write_export_fixture(const std::string& path, const ExportFixture& f, const WriteHooks& hooks = {}) {
   const ExportSpec& s = f.spec;
   auto g = h5::File::create(path);
   auto attr_s = [&](const char* k, const std::string& v) {

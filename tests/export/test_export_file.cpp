@@ -31,7 +31,7 @@ class ExportReaderTest : public ::testing::Test {
 
   std::string write(const ExportFixture& f, const WriteHooks& hooks = {}) {
     const std::string path = dir_ + "/e" + std::to_string(n_++) + ".h5";
-    llmrec::testing::write_export(path, f, hooks);
+    llmrec::testing::write_export_fixture(path, f, hooks);
     return path;
   }
 
@@ -319,7 +319,7 @@ TEST_F(ExportReaderTest, HugeClaimedSizesAreRefusedWithoutAllocating) {
   EXPECT_THROW(read_export(dir_ + "/text.h5"), IoError);
 }
 
-// The one writer: what read_export loads, export_file_write stores again,
+// The one writer: what read_export loads, write_export_file stores again,
 // field for field (the tower's tensors, the TF-IDF rows and the ranking
 // attribute as stored included), and the tables must agree in size.
 TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
@@ -327,7 +327,7 @@ TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
   spec.ranking = R"({"missing":"cold_weights","cold_weights":{"model":1,"tfidf":0.5},"cold_shift":-0.25,"chosen":{"by":"test"}})";
   const auto a = read_export(write(llmrec::testing::make_export_fixture(spec)));
   const std::string copy = dir_ + "/copy.h5";
-  export_file_write(copy, *a);
+  write_export_file(copy, *a);
   const auto b = read_export(copy);
   EXPECT_EQ(b->num_items, a->num_items);
   EXPECT_EQ(b->num_users, a->num_users);
@@ -370,7 +370,7 @@ TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
   m.terms = {1, 4};
   m.weights = {0.6f, 0.8f};
   c.tfidf = std::make_shared<const TfidfIndex>(m);
-  export_file_write(copy, c);
+  write_export_file(copy, c);
   const auto d = read_export(copy);
   ASSERT_NE(d->tfidf, nullptr);
   EXPECT_EQ(d->tfidf->matrix().terms, m.terms);
@@ -379,7 +379,7 @@ TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
 
   // Tables out of step are refused before anything is written.
   c.item_keys.pop_back();
-  EXPECT_THROW(export_file_write(dir_ + "/bad.h5", c), Error);
+  EXPECT_THROW(write_export_file(dir_ + "/bad.h5", c), Error);
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/bad.h5"));
 }
 

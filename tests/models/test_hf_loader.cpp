@@ -44,12 +44,12 @@ class HfLoaderTest : public ::testing::Test {
     fs::path d = dir / name;
     fs::create_directories(d);
     fs::copy_file(golden / "config.json", d / "config.json", fs::copy_options::overwrite_existing);
-    if (!tensors.empty()) safetensors_write((d / weights_file).string(), tensors);
+    if (!tensors.empty()) write_safetensors((d / weights_file).string(), tensors);
     return d.string();
   }
 
   std::map<std::string, at::Tensor> golden_tensors() {
-    return safetensors_read((golden / "model.safetensors").string()).tensors;
+    return read_safetensors((golden / "model.safetensors").string()).tensors;
   }
 
   /// The IoError message of loading `d` ("" if it loaded).
@@ -194,7 +194,7 @@ TEST_F(HfLoaderTest, ShardedCheckpointLoads) {
     index["weight_map"][name] = in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
   const std::string d = make_dir("sharded", first, "model-00001-of-00002.safetensors");
-  safetensors_write((fs::path(d) / "model-00002-of-00002.safetensors").string(), second);
+  write_safetensors((fs::path(d) / "model-00002-of-00002.safetensors").string(), second);
   std::ofstream(fs::path(d) / "model.safetensors.index.json") << index.dump();
   HfBert bert = load_hf_bert(d);
   EXPECT_EQ(bert.weights_paths.size(), 2u);

@@ -118,13 +118,13 @@ TEST_F(LoraTest, MergedEqualsUnmerged) {
   auto& v = model->encoder->layer->at<BertLayerImpl>(1).attention->self->value;
   torch::Tensor w_before = v->weight.clone();
   BertOutput unmerged = run(model);
-  lora_merge(*model);
+  merge_lora(*model);
   EXPECT_TRUE(v->merged());
   EXPECT_FALSE(torch::allclose(v->weight, w_before));  // the adapter is in the weight now
   BertOutput merged = run(model);
   EXPECT_TRUE(torch::allclose(merged.last_hidden_state, unmerged.last_hidden_state, 0, 1e-12));
   EXPECT_TRUE(torch::allclose(merged.pooler_output, unmerged.pooler_output, 0, 1e-12));
-  lora_merge(*model);  // idempotent: not applied twice
+  merge_lora(*model);  // idempotent: not applied twice
   EXPECT_TRUE(torch::allclose(run(model).last_hidden_state, unmerged.last_hidden_state, 0, 1e-12));
   lora_unmerge(*model);
   EXPECT_FALSE(v->merged());
@@ -220,7 +220,7 @@ TEST_F(LoraTest, PeftRoundTripWithPeftNames) {
   model->eval();
   lora_save_peft(path("adapter"), model, options, "tiny-bert");
 
-  SafetensorsFile file = safetensors_read(path("adapter/adapter_model.safetensors"));
+  SafetensorsFile file = read_safetensors(path("adapter/adapter_model.safetensors"));
   std::vector<std::string> names;
   for (const auto& item : file.tensors) names.push_back(item.first);
   EXPECT_THAT(names, ElementsAre("base_model.model.encoder.layer.0.attention.self.query.lora_A.weight",
@@ -283,12 +283,12 @@ TEST_F(LoraTest, PeftLoadValidates) {
               ::testing::ThrowsMessage<Error>(HasSubstr("has r 2 alpha 8, expected r 4 alpha 8")));
 
   // A missing tensor and a wrong shape, named.
-  auto tensors = safetensors_read(path("ok/adapter_model.safetensors")).tensors;
+  auto tensors = read_safetensors(path("ok/adapter_model.safetensors")).tensors;
   tensors.erase("base_model.model.encoder.layer.1.attention.self.value.lora_B.weight");
   tensors["base_model.model.encoder.layer.0.attention.self.query.lora_A.weight"] = torch::zeros({3, 16});
   fs::create_directories(path("bad"));
   fs::copy_file(path("ok/adapter_config.json"), path("bad/adapter_config.json"));
-  safetensors_write(path("bad/adapter_model.safetensors"), tensors);
+  write_safetensors(path("bad/adapter_model.safetensors"), tensors);
   BertModel fresh(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
   try {
     lora_load_peft(path("bad"), fresh);
@@ -361,7 +361,7 @@ TEST_F(LoraTest, MergedHfDirectoryRoundTrip) {
   EXPECT_EQ(lora_adapted_modules(*model).size(), 2u * 5 + 1);
   EXPECT_FALSE(model->encoder->layer->at<BertLayerImpl>(0).attention->self->query->merged());
 
-  auto tensors = safetensors_read(path("merged/model.safetensors")).tensors;
+  auto tensors = read_safetensors(path("merged/model.safetensors")).tensors;
   EXPECT_EQ(tensors.size(), 39u);  // the HF tensors of a 2-layer BertModel, no lora_*
   for (const auto& item : tensors) {
     EXPECT_EQ(item.first.find("lora"), std::string::npos) << item.first;
@@ -383,9 +383,9 @@ TEST_F(LoraTest, MergedHfDirectoryRoundTrip) {
   base->eval();
   EXPECT_GT((run(base).last_hidden_state - got.last_hidden_state).abs().max().item<double>(), 1e-3);
   // A merged model saves the same weights.
-  lora_merge(*model);
+  merge_lora(*model);
   save_hf_directory(path("merged2"), model, config, "");
-  auto again = safetensors_read(path("merged2/model.safetensors")).tensors;
+  auto again = read_safetensors(path("merged2/model.safetensors")).tensors;
   for (const auto& item : tensors) EXPECT_TRUE(torch::allclose(item.second, again.at(item.first), 0, 1e-6)) << item.first;
   EXPECT_FALSE(fs::exists(path("merged2/vocab.txt")));
 }

@@ -208,7 +208,7 @@ TEST(BertForMaskedLM, SavesAnHfDirectoryThatLoadsBack) {
   // config.json names the architecture; the decoder is not stored.
   nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
   EXPECT_EQ(config["architectures"][0], "BertForMaskedLM");
-  SafetensorsFile file = safetensors_read((dir / "model.safetensors").string());
+  SafetensorsFile file = read_safetensors((dir / "model.safetensors").string());
   for (const auto& [name, t] : file.tensors) {
     EXPECT_TRUE(name.rfind("bert.", 0) == 0 || name.rfind("cls.predictions.", 0) == 0) << name;
   }

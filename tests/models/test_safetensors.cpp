@@ -42,7 +42,7 @@ std::string slurp(const std::string& path) {
 /// The IoError message of parsing `bytes` ("" when it parsed: a failure).
 std::string parse_error(const std::string& bytes, const std::string& name = "hostile.safetensors") {
   try {
-    safetensors_parse(bytes, name);
+    parse_safetensors(bytes, name);
   } catch (const IoError& e) {
     return e.what();
   }
@@ -78,8 +78,8 @@ class SafetensorsTest : public ::testing::Test {
 
 TEST_F(SafetensorsTest, RoundTripsEveryDtype) {
   auto tensors = all_dtypes();
-  safetensors_write(path("all.safetensors"), tensors, {{"format", "pt"}, {"note", "ünïcode ok"}});
-  SafetensorsFile back = safetensors_read(path("all.safetensors"));
+  write_safetensors(path("all.safetensors"), tensors, {{"format", "pt"}, {"note", "ünïcode ok"}});
+  SafetensorsFile back = read_safetensors(path("all.safetensors"));
   ASSERT_EQ(back.tensors.size(), tensors.size());
   for (const auto& [name, t] : tensors) {
     SCOPED_TRACE(name);
@@ -92,12 +92,12 @@ TEST_F(SafetensorsTest, RoundTripsEveryDtype) {
   EXPECT_EQ(back.metadata.at("format"), "pt");
   EXPECT_EQ(back.metadata.at("note"), "ünïcode ok");
   // The in-memory parser reads the same bytes identically.
-  SafetensorsFile again = safetensors_parse(slurp(path("all.safetensors")), "mem");
+  SafetensorsFile again = parse_safetensors(slurp(path("all.safetensors")), "mem");
   for (const auto& [name, t] : tensors) EXPECT_TRUE(torch::equal(again.tensors.at(name), t)) << name;
 }
 
 TEST_F(SafetensorsTest, LayoutMatchesTheFormat) {
-  safetensors_write(path("l.safetensors"), {{"b", torch::tensor({1.0f, 2.0f})}, {"a", torch::tensor({7}, torch::kLong)}});
+  write_safetensors(path("l.safetensors"), {{"b", torch::tensor({1.0f, 2.0f})}, {"a", torch::tensor({7}, torch::kLong)}});
   std::string bytes = slurp(path("l.safetensors"));
   ASSERT_GE(bytes.size(), 8u);
   std::uint64_t n = 0;
@@ -123,12 +123,12 @@ TEST_F(SafetensorsTest, ReadsTheGoldenFileLayout) {
   std::memcpy(data.data(), v, 12);
   std::string header = R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
-  SafetensorsFile f = safetensors_parse(make_file(header, data), "hand");
+  SafetensorsFile f = parse_safetensors(make_file(header, data), "hand");
   EXPECT_TRUE(torch::equal(f.tensors.at("w"), torch::tensor({1.0f, 2.0f, 3.0f})));
 }
 
 TEST_F(SafetensorsTest, EveryTruncationIsACleanError) {
-  safetensors_write(path("t.safetensors"), all_dtypes(), {{"format", "pt"}});
+  write_safetensors(path("t.safetensors"), all_dtypes(), {{"format", "pt"}});
   const std::string bytes = slurp(path("t.safetensors"));
   for (std::size_t k = 0; k < bytes.size(); ++k) {
     std::string message = parse_error(bytes.substr(0, k), "cut.safetensors");
@@ -138,7 +138,7 @@ TEST_F(SafetensorsTest, EveryTruncationIsACleanError) {
   for (std::size_t k : {std::size_t{0}, std::size_t{5}, std::size_t{8}, std::size_t{40}, bytes.size() - 1}) {
     std::ofstream(path("cut.safetensors"), std::ios::binary | std::ios::trunc) << bytes.substr(0, k);
     try {
-      safetensors_read(path("cut.safetensors"));
+      read_safetensors(path("cut.safetensors"));
       FAIL() << "truncated file at " << k << " was read";
     } catch (const IoError& e) {
       EXPECT_THAT(e.what(), HasSubstr(path("cut.safetensors")));
@@ -209,26 +209,26 @@ TEST_F(SafetensorsTest, HostileHeaders) {
 }
 
 TEST_F(SafetensorsTest, EmptyFileAndNoTensors) {
-  SafetensorsFile f = safetensors_parse(make_file("{}", ""), "empty");
+  SafetensorsFile f = parse_safetensors(make_file("{}", ""), "empty");
   EXPECT_TRUE(f.tensors.empty());
-  safetensors_write(path("none.safetensors"), {});
-  EXPECT_TRUE(safetensors_read(path("none.safetensors")).tensors.empty());
+  write_safetensors(path("none.safetensors"), {});
+  EXPECT_TRUE(read_safetensors(path("none.safetensors")).tensors.empty());
   std::ofstream(path("zero.safetensors"), std::ios::binary | std::ios::trunc);
-  EXPECT_THROW(safetensors_read(path("zero.safetensors")), IoError);
-  EXPECT_THROW(safetensors_read(path("does-not-exist.safetensors")), IoError);
+  EXPECT_THROW(read_safetensors(path("zero.safetensors")), IoError);
+  EXPECT_THROW(read_safetensors(path("does-not-exist.safetensors")), IoError);
 }
 
 TEST_F(SafetensorsTest, WriterRejectsWhatItCannotStore) {
-  EXPECT_THROW(safetensors_write(path("c.safetensors"), {{"c", torch::zeros({2}, torch::kComplexFloat)}}), IoError);
-  EXPECT_THROW(safetensors_write(path("u.safetensors"), {{"u", torch::Tensor()}}), IoError);
-  EXPECT_THROW(safetensors_write(path("m.safetensors"), {{"__metadata__", torch::zeros({1})}}), IoError);
-  EXPECT_THROW(safetensors_write((dir / "no" / "such" / "dir.safetensors").string(), {{"x", torch::zeros({1})}}),
+  EXPECT_THROW(write_safetensors(path("c.safetensors"), {{"c", torch::zeros({2}, torch::kComplexFloat)}}), IoError);
+  EXPECT_THROW(write_safetensors(path("u.safetensors"), {{"u", torch::Tensor()}}), IoError);
+  EXPECT_THROW(write_safetensors(path("m.safetensors"), {{"__metadata__", torch::zeros({1})}}), IoError);
+  EXPECT_THROW(write_safetensors((dir / "no" / "such" / "dir.safetensors").string(), {{"x", torch::zeros({1})}}),
                IoError);
   EXPECT_FALSE(fs::exists(path("c.safetensors")));
   // A failed write leaves an existing file untouched.
-  safetensors_write(path("keep.safetensors"), {{"x", torch::ones({2})}});
-  EXPECT_THROW(safetensors_write(path("keep.safetensors"), {{"x", torch::zeros({2}, torch::kComplexFloat)}}), IoError);
-  EXPECT_TRUE(torch::equal(safetensors_read(path("keep.safetensors")).tensors.at("x"), torch::ones({2})));
+  write_safetensors(path("keep.safetensors"), {{"x", torch::ones({2})}});
+  EXPECT_THROW(write_safetensors(path("keep.safetensors"), {{"x", torch::zeros({2}, torch::kComplexFloat)}}), IoError);
+  EXPECT_TRUE(torch::equal(read_safetensors(path("keep.safetensors")).tensors.at("x"), torch::ones({2})));
 }
 
 }  // namespace

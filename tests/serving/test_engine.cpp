@@ -30,7 +30,7 @@ class EngineTest : public ::testing::Test {
   static void SetUpTestSuite() {
     fx_ = new ExportFixture(llmrec::testing::make_export_fixture(ExportSpec{}));
     path_ = llmrec::testing::temp_dir("serving_engine") + "/export.h5";
-    llmrec::testing::write_export(path_, *fx_);
+    llmrec::testing::write_export_fixture(path_, *fx_);
     holder_ = RecommendEngine::open(path_);
     engine_ = holder_.get();
   }
@@ -433,7 +433,7 @@ TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsCold
   f.spec.fusion = R"({"model": 1, "itemknn": 0.5, "popularity": 0.25})";
   f.spec.ranking = R"({"missing": "renormalise", "cold_shift": 0.75, "chosen": {}})";
   const std::string path = std::filesystem::path(path_).parent_path() / "ranked.h5";
-  llmrec::testing::write_export(path, f);
+  llmrec::testing::write_export_fixture(path, f);
   const auto engine2 = RecommendEngine::open(path);
   EXPECT_EQ(engine2->data().fusion_missing, FusionMissing::kRenormalise);
   EXPECT_DOUBLE_EQ(engine2->default_popularity_weight(), 0.25);
@@ -494,7 +494,7 @@ TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsCold
 
   // A damaged ranking attribute is refused, naming it.
   f.spec.ranking = R"({"missing": "sometimes"})";
-  llmrec::testing::write_export(path, f);
+  llmrec::testing::write_export_fixture(path, f);
   try {
     RecommendEngine::open(path);
     ADD_FAILURE() << "a bad ranking attribute was accepted";
@@ -502,7 +502,7 @@ TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsCold
     EXPECT_THAT(e.what(), ::testing::HasSubstr("'ranking'"));
   }
   f.spec.ranking = R"({"missing": "cold_weights", "cold_shift": 0})";  // without the weights
-  llmrec::testing::write_export(path, f);
+  llmrec::testing::write_export_fixture(path, f);
   EXPECT_THROW(RecommendEngine::open(path), IoError);
 }
 
@@ -514,7 +514,7 @@ TEST_F(EngineTest, ExportRankingGivesColdItemsTheirOwnWeights) {
   f.spec.fusion = R"({"model": 1, "itemknn": 0.5})";
   f.spec.ranking = R"({"missing": "cold_weights", "cold_weights": {"model": 2.5, "itemknn": 0}, "chosen": {}})";
   const std::string path = std::filesystem::path(path_).parent_path() / "own_cold.h5";
-  llmrec::testing::write_export(path, f);
+  llmrec::testing::write_export_fixture(path, f);
   const auto engine2 = RecommendEngine::open(path);
   EXPECT_EQ(engine2->data().fusion_missing, FusionMissing::kColdWeights);
   for (double cf_weight : {0.5, 0.0, 2.0}) {
@@ -680,7 +680,7 @@ TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
   spec.ranking = R"({"missing": "renormalise", "cold_shift": -0.3})";
   const ExportFixture f = llmrec::testing::make_export_fixture(spec);
   const std::string path = llmrec::testing::temp_dir("serving_engine_ann") + "/export.h5";
-  llmrec::testing::write_export(path, f);
+  llmrec::testing::write_export_fixture(path, f);
   const auto exact = RecommendEngine::open(path);
   const AnnOptions options;
   const auto approx = RecommendEngine::open(path, "", options);

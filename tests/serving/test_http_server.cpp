@@ -32,7 +32,7 @@ class HttpTest : public ::testing::Test {
     spec.items = 500;
     spec.users = 20;
     auto fx = llmrec::testing::make_export_fixture(spec);
-    llmrec::testing::write_export(*dir_ + "/export.h5", fx);
+    llmrec::testing::write_export_fixture(*dir_ + "/export.h5", fx);
     engine_ = new std::shared_ptr<const RecommendEngine>(RecommendEngine::open(*dir_ + "/export.h5"));
   }
   static void TearDownTestSuite() {
@@ -276,9 +276,9 @@ TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
   llmrec::testing::ExportSpec spec;
   spec.items = 500;
   spec.users = 20;
-  llmrec::testing::write_export(a, llmrec::testing::make_export_fixture(spec));
+  llmrec::testing::write_export_fixture(a, llmrec::testing::make_export_fixture(spec));
   spec.items = 300;
-  llmrec::testing::write_export(b, llmrec::testing::make_export_fixture(spec));
+  llmrec::testing::write_export_fixture(b, llmrec::testing::make_export_fixture(spec));
   auto install = [&](const std::string& from) {  // a deploy: copy beside it, rename over it
     fs::copy_file(from, live + ".new", fs::copy_options::overwrite_existing);
     fs::rename(live + ".new", live);
@@ -447,7 +447,7 @@ TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheIt
   llmrec::testing::ExportSpec spec;
   spec.items = 300;
   spec.users = 20;
-  llmrec::testing::write_export(b, llmrec::testing::make_export_fixture(spec));
+  llmrec::testing::write_export_fixture(b, llmrec::testing::make_export_fixture(spec));
   HttpServerOptions o;
   o.port = 0;
   o.threads = 2;

@@ -80,7 +80,7 @@ std::string make_dataset_with(Communicator& comm, const std::string& tag, Write 
 inline std::string make_synth_dataset(Communicator& comm, const std::string& tag, const SynthOptions& options) {
   return make_dataset_with(comm, tag, [&](const std::string& path) {
     const std::filesystem::path shop = std::filesystem::path(path).parent_path() / "shop";
-    synth_write(options, shop.string());
+    write_synth_shop(options, shop.string());
     DataOnlyConfig cfg;
     cfg.data.catalogue = (shop / "catalogue.csv").string();
     cfg.data.interactions = (shop / "interactions.csv").string();
@@ -159,7 +159,7 @@ inline void write_hand_dataset(const std::string& path, const std::vector<std::v
   for (const auto& u : users) add(u, true);
   for (const auto& u : train_only_users) add(u, false);
   for (auto c : d.items.train_count) d.items.cold.push_back(c == 0 ? 1 : 0);
-  dataset_write(path, d, "", "{}", "leave_last_out");
+  write_dataset(path, d, "", "{}", "leave_last_out");
 }
 
 /// Scores given per item, the same for every user.

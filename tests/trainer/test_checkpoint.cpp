@@ -32,7 +32,7 @@ TEST(Checkpoint, RoundTripGivesTheSameModel) {
   CheckpointParts parts;
   parts.model = model;
   parts.run_config_yaml = "run: {}\n";
-  checkpoint_save(path, parts);
+  save_checkpoint(path, parts);
   Recommender loaded = checkpoint_load_model(path);
   auto a = model->named_parameters(), b = loaded->named_parameters();
   ASSERT_EQ(a.size(), b.size());

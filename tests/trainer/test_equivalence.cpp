@@ -85,7 +85,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   // Distributed: this rank's slice of every global batch.
   Recommender dist = make_model(f);
   auto dist_params = trainable_named_parameters(*dist);
-  GradientReducer reducer(comm, dist_params, {0.01, ReduceOp::Avg});
+  GradientReducer reducer(comm, dist_params, {0.01, ReduceOp::kAvg});
   auto dist_opt = make_adamw(dist_params, tc);
   StepContext many = one;
   many.comm = &comm;

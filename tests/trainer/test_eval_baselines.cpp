@@ -256,15 +256,15 @@ TEST_F(SynthShop, FactoryBuildsTheNamedBaselinesInOrderAndRefusesBadNames) {
   c.bpr.epochs = 1;
   c.itemknn.tune = false;
   c.bpr.tune = false;
-  auto scorers = baseline_scorers_create({"bpr", "popularity", "itemknn"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"bpr", "popularity", "itemknn"}, f, comm, c);
   ASSERT_EQ(scorers.size(), 3u);
   EXPECT_EQ(scorers[0]->name(), "bpr");
   EXPECT_EQ(scorers[1]->name(), "popularity");
   EXPECT_EQ(scorers[2]->name(), "itemknn");
-  EXPECT_EQ(baseline_scorers_create({"tfidf"}, f, comm, c).at(0)->name(), "tfidf");
-  EXPECT_THROW(baseline_scorers_create({"popularity", "sasrec"}, f, comm, c), ConfigError);
+  EXPECT_EQ(create_baseline_scorers({"tfidf"}, f, comm, c).at(0)->name(), "tfidf");
+  EXPECT_THROW(create_baseline_scorers({"popularity", "sasrec"}, f, comm, c), ConfigError);
   try {
-    baseline_scorers_create({"oracle"}, f, comm, c);
+    create_baseline_scorers({"oracle"}, f, comm, c);
     FAIL() << "oracle without eval.oracle_dir accepted";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("eval.oracle_dir"));
@@ -463,7 +463,7 @@ TEST_F(TfidfDataset, ColdItemWithTheTextOfAHistoryItemRanksFirst) {
   EvalConfig c;
   c.k = {1};
   c.batch_users = 2;
-  auto scorers = baseline_scorers_create({"tfidf", "popularity"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"tfidf", "popularity"}, f, comm, c);
   ASSERT_EQ(scorers[0]->name(), "tfidf");
   // u0's test history 1 0 2: item 3 (cosine with item 0's vector) tops the candidates 3 4 5 6.
   auto& tfidf = dynamic_cast<TfidfScorer&>(*scorers[0]);
@@ -485,7 +485,7 @@ TEST_F(TfidfDataset, ColdItemWithTheTextOfAHistoryItemRanksFirst) {
 TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
   DatasetFile f(path_);
   EvalConfig c;
-  auto scorers = baseline_scorers_create({"tfidf"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"tfidf"}, f, comm, c);
   ASSERT_EQ(scorers.size(), 1u);
   auto& tfidf = dynamic_cast<TfidfScorer&>(*scorers[0]);
   EXPECT_EQ(tfidf.matrix().num_items(), f.num_items());
@@ -546,7 +546,7 @@ TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
   TrainingHistories h = training_histories_gather(f, comm);
   EvalConfig c;  // k = {10, 20}: ndcg[0] is NDCG@10
   Evaluator valid(f, comm, "valid", c);
-  std::shared_ptr<ItemKnnScorer> tuned = itemknn_tune(h, valid);
+  std::shared_ptr<ItemKnnScorer> tuned = tune_itemknn(h, valid);
   // Every grid point built and evaluated the ordinary way, in grid order.
   std::vector<double> want;
   std::vector<ItemKnnOptions> points;
@@ -591,7 +591,7 @@ TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRan
   c.bpr.tune_patience = 100;  // no early stop: every evaluation counts
   Evaluator valid(f, comm, "valid", c);
   const std::vector<double> lrs = {0.01, 0.05};  // small steps: this shop is learnt in a few epochs
-  std::shared_ptr<BprScorer> tuned = bpr_tune(h, c.bpr, valid, lrs);
+  std::shared_ptr<BprScorer> tuned = tune_bpr(h, c.bpr, valid, lrs);
   // Every (lr, reg, epochs) trained from scratch and evaluated the ordinary way.
   std::vector<EvalBprConfig> points;
   std::vector<double> want;
@@ -642,7 +642,7 @@ TEST_F(SynthShop, BprTuningStopsAGridPointAfterPatienceEvaluationsWithoutProgres
   c.bpr.tune_eval_every = 2;
   c.bpr.tune_patience = 2;
   Evaluator valid(f, comm, "valid", c);
-  const nlohmann::json tried = bpr_tune(h, c.bpr, valid, {0.01, 0.05})->params()["tuning"]["tried"];
+  const nlohmann::json tried = tune_bpr(h, c.bpr, valid, {0.01, 0.05})->params()["tuning"]["tried"];
   int stopped_early = 0;
   for (const auto& point : tried) {
     const auto& curve = point["valid_ndcg@10_by_epoch"];
@@ -677,12 +677,12 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   c.bpr.tune_max_epochs = 6;
   c.bpr.tune_eval_every = 3;
   ASSERT_TRUE(c.itemknn.tune && c.bpr.tune);  // the defaults
-  auto tuned = baseline_scorers_create({"itemknn", "bpr"}, f, comm, c);
+  auto tuned = create_baseline_scorers({"itemknn", "bpr"}, f, comm, c);
   {  // the factory's choice is the tuning's, on the validation split
     TrainingHistories h = training_histories_gather(f, comm);
     Evaluator valid(f, comm, "valid", c);
-    EXPECT_EQ(tuned[0]->params().dump(), itemknn_tune(h, valid)->params().dump());
-    EXPECT_EQ(tuned[1]->params().dump(), bpr_tune(h, c.bpr, valid)->params().dump());
+    EXPECT_EQ(tuned[0]->params().dump(), tune_itemknn(h, valid)->params().dump());
+    EXPECT_EQ(tuned[1]->params().dump(), tune_bpr(h, c.bpr, valid)->params().dump());
   }
   EXPECT_EQ(tuned[0]->params()["tuning"]["split"], "valid");
   EXPECT_EQ(tuned[1]->params()["tuning"]["split"], "valid");
@@ -695,7 +695,7 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   c.bpr.epochs = 2;
   c.bpr.lr = 0.02;
   c.bpr.reg = 0.001;
-  auto fixed = baseline_scorers_create({"itemknn", "bpr"}, f, comm, c);
+  auto fixed = create_baseline_scorers({"itemknn", "bpr"}, f, comm, c);
   const nlohmann::json k = fixed[0]->params(), b = fixed[1]->params();
   EXPECT_EQ(k["neighbours"].get<int>(), 7);
   EXPECT_EQ(k["shrink"].get<double>(), 3.0);

@@ -69,7 +69,7 @@ std::string OracleTest::path_;
 
 TEST_F(OracleTest, ScoresAreBetaLogPopularityPlusTheMatchOfTheGenerator) {
   DatasetFile f(path_);
-  SynthTruth truth = synth_truth_read(shop());
+  SynthTruth truth = read_synth_truth(shop());
   EXPECT_DOUBLE_EQ(truth.beta, 1.0);
   EXPECT_DOUBLE_EQ(truth.w_leaf, 2.5);
   EXPECT_DOUBLE_EQ(truth.w_department, 0.8);
@@ -119,7 +119,7 @@ TEST_F(OracleTest, BeatsPopularityAndIsFarAboveEveryBaselineOnColdItems) {
   DatasetFile f(path_);
   EvalConfig c;
   c.oracle_dir = shop();
-  auto scorers = baseline_scorers_create({"popularity", "itemknn", "bpr", "oracle"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"popularity", "itemknn", "bpr", "oracle"}, f, comm, c);
   Evaluator ev(f, comm, "test", c);
   std::vector<EvalResult> r;
   for (auto& s : scorers) r.push_back(ev.evaluate(*s));
@@ -146,7 +146,7 @@ TEST_F(OracleTest, RefusesADatasetFromAnotherShop) {
     o.mean_history = 15;
     o.seed = 22;
     other = (fs::temp_directory_path() / ("llmrec_oracle_other_" + std::to_string(::getpid()))).string();
-    synth_write(o, other);
+    write_synth_shop(o, other);
   }
   other = ::llmrec::testing::broadcast_string(comm, other);
   EXPECT_THAT(error_of(other), HasSubstr("latent_items.csv says"));

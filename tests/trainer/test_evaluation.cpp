@@ -55,9 +55,9 @@ class EvaluationTest : public ::testing::Test {
   }
   // The scorers of one evaluation run, built over `c` (collective on c).
   static std::vector<std::shared_ptr<Scorer>> scorers(const DatasetFile& f, Communicator& c, Evaluator& valid) {
-    auto s = baseline_scorers_create({"popularity", "itemknn", "bpr", "oracle"}, f, c, config());
+    auto s = create_baseline_scorers({"popularity", "itemknn", "bpr", "oracle"}, f, c, config());
     s.push_back(std::make_shared<FusedScorer>(std::vector<FusionComponent>{{s[1], 1.0}, {s[2], 0.5}}, "fusion"));
-    FusionTuning t = fusion_tune({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, 0, valid);
+    FusionTuning t = tune_fusion({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, 0, valid);
     s.push_back(std::make_shared<FusedScorer>(fused_with_tuning({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, t, valid.items().cold)));
     return s;
   }
@@ -211,9 +211,9 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_EQ(fusion_cold_weights(FusionMissing::kColdWeights, {1.0, 2.0, 1.0}, scores_cold, {0.5, 4.0, 2.0}),
             (std::vector<double>{0.5, 0.0, 2.0}));
   EXPECT_THROW(fusion_cold_weights(FusionMissing::kColdWeights, {1.0, 2.0, 1.0}, scores_cold), Error);
-  EXPECT_EQ(fusion_missing_parse("cold_weights", "x"), FusionMissing::kColdWeights);
-  EXPECT_EQ(fusion_missing_parse("renormalise", "x"), FusionMissing::kRenormalise);
-  EXPECT_THROW(fusion_missing_parse("zero", "eval.fusion.missing"), ConfigError);
+  EXPECT_EQ(parse_fusion_missing("cold_weights", "x"), FusionMissing::kColdWeights);
+  EXPECT_EQ(parse_fusion_missing("renormalise", "x"), FusionMissing::kRenormalise);
+  EXPECT_THROW(parse_fusion_missing("zero", "eval.fusion.missing"), ConfigError);
 
   // Tuning: the oracle fused with a random ranking. The chosen weights are
   // the first best grid point, and the fused scorer with them evaluates to
@@ -221,10 +221,10 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   DatasetFile f(path_);
   EvalConfig c = config();
   c.fusion.cold_tolerance = 0;
-  auto base = baseline_scorers_create({"oracle"}, f, comm, c);
+  auto base = create_baseline_scorers({"oracle"}, f, comm, c);
   auto random = std::make_shared<::llmrec::testing::RandomScorer>(f.num_items());
   Evaluator valid(f, comm, "valid", c);
-  FusionTuning t = fusion_tune({{base[0], 1.0}, {random, 1.0}}, 0, valid);  // cold_tolerance 0 (set above)
+  FusionTuning t = tune_fusion({{base[0], 1.0}, {random, 1.0}}, 0, valid);  // cold_tolerance 0 (set above)
   // Both score cold items: the warm grid (scored), then the cold weights
   // of both with the best warm weights kept.
   const std::size_t n = fusion_grid().size();
@@ -252,9 +252,9 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   // scored one, then the cold weights of the oracle (popularity cannot
   // score cold items) with the best warm weights; a renormalised point and
   // an own-cold-weights point evaluate to what tuning measured.
-  auto pop = baseline_scorers_create({"popularity"}, f, comm, c);
+  auto pop = create_baseline_scorers({"popularity"}, f, comm, c);
   ASSERT_GT(std::count(valid.items().cold.begin(), valid.items().cold.end(), std::uint8_t{1}), 0);
-  FusionTuning tc = fusion_tune({{base[0], 1.0}, {pop[0], 1.0}}, 0, valid);
+  FusionTuning tc = tune_fusion({{base[0], 1.0}, {pop[0], 1.0}}, 0, valid);
   ASSERT_EQ(tc.tried.size(), 3 * n);
   EXPECT_EQ(tc.tried_missing.front(), FusionMissing::kScored);
   EXPECT_EQ(tc.tried_missing[n], FusionMissing::kRenormalise);
@@ -289,7 +289,7 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
     EvalConfig ct = config();
     ct.fusion.cold_tolerance = tolerance;
     Evaluator v(f, comm, "valid", ct);
-    const FusionTuning tt = fusion_tune({{base[0], 1.0}, {pop[0], 1.0}}, 0, v);
+    const FusionTuning tt = tune_fusion({{base[0], 1.0}, {pop[0], 1.0}}, 0, v);
     ASSERT_EQ(tt.tried_ndcg10, tc.tried_ndcg10);  // the same points, the same figures
     EXPECT_EQ(tt.cold_tolerance, tolerance);
     EXPECT_GE(tt.ndcg10, (1.0 - tolerance) * top);
@@ -338,7 +338,7 @@ TEST_F(EvaluationTest, SwappedHistoriesLeavePopularityAsItIsAndCostPersonalisedS
   EvalConfig c = config();
   EvalConfig swapped = c;
   swapped.swap_histories = true;
-  auto s = baseline_scorers_create({"popularity", "itemknn", "oracle"}, f, comm, c);
+  auto s = create_baseline_scorers({"popularity", "itemknn", "oracle"}, f, comm, c);
   EXPECT_EQ(bits_of(evaluate(*s[0], f, comm, "test", swapped)), bits_of(evaluate(*s[0], f, comm, "test", c)));
   for (std::size_t k : {1u, 2u}) {
     const double own = evaluate(*s[k], f, comm, "test", c).all.ndcg[1];
@@ -364,7 +364,7 @@ TEST(EvalSegments, BucketsOfHistoryLengthAndPopularity) {
 TEST_F(EvaluationTest, SegmentsPartitionTheUsersAndAverageToTheWhole) {
   DatasetFile f(path_);
   EvalConfig c = config();  // k = {5, 10, 20}: the segments use K = 10
-  auto knn = baseline_scorers_create({"itemknn"}, f, comm, c);
+  auto knn = create_baseline_scorers({"itemknn"}, f, comm, c);
   Evaluator test(f, comm, "test", c);
   const EvalResult r = test.evaluate(*knn[0]);
   EXPECT_EQ(r.segment_k, 10);
@@ -394,7 +394,7 @@ TEST_F(EvaluationTest, SegmentsPartitionTheUsersAndAverageToTheWhole) {
 TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
   DatasetFile f(path_);
   EvalConfig c = config();
-  auto pop = baseline_scorers_create({"popularity"}, f, comm, c);
+  auto pop = create_baseline_scorers({"popularity"}, f, comm, c);
   EvalResult r = evaluate(*pop[0], f, comm, "test", c);
   if (comm.rank() != 0) return;
   const std::string yaml = "run:\n  dir: x\n";

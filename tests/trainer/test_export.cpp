@@ -155,7 +155,7 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   ranking.missing = FusionMissing::kColdWeights;
   ranking.cold_weights = {{"model", 0.8}, {"itemknn", 0.0}, {"popularity", 0.0}, {"tfidf", 1.5}};
   ranking.cold.shift = 0.3;
-  export_write(out, model, checkpoint(), file, config_yaml(), ranking, comm);
+  write_export(out, model, checkpoint(), file, config_yaml(), ranking, comm);
 
   Evaluator test(file, comm, "test", eval_config());
   const std::vector<std::uint8_t>& cold = test.items().cold;
@@ -226,7 +226,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   const std::string ckpt = checkpoint();
   const std::string out = in_dir("export.h5");
   const EvalConfig eval = eval_config();
-  ExportSummary s = export_write(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm);
+  ExportSummary s = write_export(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm);
   const std::int64_t I = file.num_items(), U = file.num_users(), d = 16, T = 4;
   EXPECT_EQ(s.items, I);
   EXPECT_EQ(s.users, U);
@@ -367,7 +367,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
 
   // The same file from one process (W = 1), array by array.
   const std::string out1 = in_dir("export_w1.h5");
-  export_write(out1, model, ckpt, file, config_yaml(), export_ranking_of(eval), local);
+  write_export(out1, model, ckpt, file, config_yaml(), export_ranking_of(eval), local);
   expect_same_export(out, out1);
   comm.barrier();
 }
@@ -385,7 +385,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
   const std::string before = in_dir("export_before.h5");
-  export_write(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
+  write_export(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
   ItemTable items = file.read_items();
   const std::int64_t I = file.num_items();
   // Item 1's own catalogue line (unchanged), item 0 with a new title, a new item.
@@ -404,7 +404,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
                           "brand-new-1,Brand new trail shoe,light and fast,Shoes,Zoom,80,running\n";
   const std::string cat = write_file(comm, dir(), "new_items.csv", csv);
   const std::string after = in_dir("export_after.h5");
-  ExportSummary s = export_add_catalogue(before, cat, model, ckpt, after, comm);
+  ExportSummary s = add_catalogue_to_export(before, cat, model, ckpt, after, comm);
   EXPECT_EQ(s.catalogue_rows, 3);
   EXPECT_EQ(s.items_added, 1);
   EXPECT_EQ(s.items_replaced, 1);
@@ -477,7 +477,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   // The same update on one process gives the same file.
   LocalCommunicator local;
   const std::string after1 = in_dir("export_after_w1.h5");
-  export_add_catalogue(before, cat, model, ckpt, after1, local);
+  add_catalogue_to_export(before, cat, model, ckpt, after1, local);
   expect_same_export(after, after1);
 
   // In place: the export is replaced, catalogue_updates counts on.
@@ -485,7 +485,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   const std::string one = write_file(local, dir(), "one.csv",
                                      "item_id,title,description,category,brand,price,tags\n"
                                      "brand-new-2,Another new thing,,Toys,,1,\n");
-  ExportSummary s2 = export_add_catalogue(in_dir("export_inplace.h5"), one, model, ckpt, "", local);
+  ExportSummary s2 = add_catalogue_to_export(in_dir("export_inplace.h5"), one, model, ckpt, "", local);
   EXPECT_EQ(s2.items, I + 2);
   EXPECT_EQ(s2.users_encoded, 0);  // no existing item changed: user vectors kept
   auto c = h5::File::open(in_dir("export_inplace.h5"));
@@ -500,14 +500,14 @@ TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
   const std::string exp = in_dir("export_bad.h5");
-  export_write(exp, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
+  write_export(exp, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
   const std::string bad = write_file(comm, dir(), "bad.csv",
                                      "item_id,title,description,category,brand,price,tags\n"
                                      "fine-1,A fine item,,Toys,,1,\n"
                                      "no-text,,,,,2,\n");
   // Every rank reads the file and fails the same way (no collective left waiting).
   try {
-    export_add_catalogue(exp, bad, model, ckpt, in_dir("never.h5"), comm);
+    add_catalogue_to_export(exp, bad, model, ckpt, in_dir("never.h5"), comm);
     ADD_FAILURE() << "a row without text was accepted";
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("bad.csv:3: missing item text: item 'no-text' has no text"));
@@ -516,19 +516,19 @@ TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
   // With on_error: skip the good row goes in and the bad one is reported.
   CatalogueUpdateOptions skip;
   skip.on_error = "skip";
-  ExportSummary s = export_add_catalogue(exp, bad, model, ckpt, in_dir("skipped.h5"), comm, skip);
+  ExportSummary s = add_catalogue_to_export(exp, bad, model, ckpt, in_dir("skipped.h5"), comm, skip);
   EXPECT_EQ(s.items_added, 1);
   EXPECT_EQ(s.rows_skipped, 1);
   EXPECT_THAT(s.skipped_report, HasSubstr("bad.csv:3"));
 
   const std::string other = write_file(comm, dir(), "other.h5", "another model");
   try {
-    export_add_catalogue(exp, bad, model, other, "", comm);
+    add_catalogue_to_export(exp, bad, model, other, "", comm);
     ADD_FAILURE() << "another checkpoint was accepted";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), HasSubstr("is not the model"));
   }
-  EXPECT_THROW(export_add_catalogue(ckpt, bad, model, ckpt, "", comm), IoError);  // not an export
+  EXPECT_THROW(add_catalogue_to_export(ckpt, bad, model, ckpt, "", comm), IoError);  // not an export
   comm.barrier();
 }
 

@@ -254,8 +254,8 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
   // Tuning with the world: the NDCG@10 is the real one, the cold-target
   // figure of a point is that of the same fusion in the world over its
   // cold-target users.
-  const FusionTuning plain_tuning = fusion_tune(components, 0, valid);
-  const FusionTuning t = fusion_tune(components, 0, valid, &*world);
+  const FusionTuning plain_tuning = tune_fusion(components, 0, valid);
+  const FusionTuning t = tune_fusion(components, 0, valid, &*world);
   EXPECT_EQ(t.cold_withheld, world->withheld);
   ASSERT_EQ(t.tried.size(), plain_tuning.tried.size());
   ASSERT_EQ(t.tried_ndcg10, plain_tuning.tried_ndcg10);

@@ -206,7 +206,7 @@ TEST_F(Pretrain, StopAndResumeIsBitwiseTheUninterruptedRun) {
   EXPECT_TRUE(rb.stopped_after);
   EXPECT_TRUE(rb.out_dir.empty()) << "an unfinished run writes no HF directory";
   ASSERT_EQ(rb.last_checkpoint, checkpoint_path(pretrain_checkpoint_dir(sb.run_dir), 4));
-  pretrain_checkpoint_verify(rb.last_checkpoint);
+  verify_pretrain_checkpoint(rb.last_checkpoint);
 
   PretrainSetup sc = setup(run_dir("sliced"));
   sc.resume = rb.last_checkpoint;
