@@ -3,7 +3,6 @@
 /// and `bench serve` (docs/serving.md, "Approximate search").
 
 #include <CLI/CLI.hpp>
-
 #include <optional>
 #include <string>
 
@@ -22,17 +21,21 @@ struct AnnArgs {
 };
 
 inline void add_ann_args(CLI::App* cmd, AnnArgs& a) {
-  cmd->add_option("--ann", a.kind,
-                  "Approximate search: hnsw builds a FAISS HNSW index over the item keys at load, and requests use "
-                  "it unless they ask for search=exact; none: every request scores every item")
+  cmd->add_option(
+         "--ann", a.kind,
+         "Approximate search: hnsw builds a FAISS HNSW index over the item keys at load, and requests use "
+         "it unless they ask for search=exact; none: every request scores every item")
       ->check(CLI::IsMember({"none", "hnsw"}))
       ->capture_default_str();
-  cmd->add_option("--ann-metric", a.options.metric,
-                  "HNSW graph: l2 (keys augmented to a sphere; recall reaches 1 as --ann-ef-search grows) or ip (on "
-                  "the inner product; often faster, but may not reach every item)")
+  cmd->add_option(
+         "--ann-metric", a.options.metric,
+         "HNSW graph: l2 (keys augmented to a sphere; recall reaches 1 as --ann-ef-search grows) or ip (on "
+         "the inner product; often faster, but may not reach every item)")
       ->check(CLI::IsMember({"l2", "ip"}))
       ->capture_default_str();
-  cmd->add_option("--ann-m", a.options.m, "HNSW: neighbours per node (M)")->check(CLI::Range(4, 256))->capture_default_str();
+  cmd->add_option("--ann-m", a.options.m, "HNSW: neighbours per node (M)")
+      ->check(CLI::Range(4, 256))
+      ->capture_default_str();
   cmd->add_option("--ann-ef-construction", a.options.ef_construction, "HNSW: candidate list while building")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();

@@ -31,7 +31,8 @@ struct RunConfig {
             "(cuda when LibTorch sees a GPU)",
             config_one_of({"auto", "cpu", "cuda"}));
     v.field("precision", precision,
-            "Training arithmetic: fp32, or bf16 (autocast of the forward pass to bfloat16; weights, gradients and "
+            "Training arithmetic: fp32, or bf16 (autocast of the forward pass to bfloat16; weights, "
+            "gradients and "
             "optimizer state stay float32). Meant for GPUs; CPUs without bf16 units run it slower than fp32",
             config_one_of({"fp32", "bf16"}));
   }
@@ -55,8 +56,9 @@ struct Config {
     v.section("data", data, "Raw exports, validation, filtering, split and the prepared dataset file");
     v.section("model", model, "The recommender: BERT item tower with LoRA, attention ranker, loss");
     v.section("train", train, "Training: batches, AdamW, schedule, negatives, stopping, logging");
-    v.section("pretrain", pretrain,
-              "`llmrec pretrain`: masked-language-model pre-training of the item encoder on the catalogue text");
+    v.section(
+        "pretrain", pretrain,
+        "`llmrec pretrain`: masked-language-model pre-training of the item encoder on the catalogue text");
     v.section("eval", eval, "Evaluation: full ranking, cut-offs, baselines, oracle, fusion");
   }
 };

@@ -35,8 +35,7 @@ void prepare_run_dir(AppContext& ctx) {
     if (!out) throw IoError(fmt::format("cannot write {}", path));
   }
   ctx.comm->barrier();
-  logging_add_file(
-      (fs::path(ctx.run_dir) / "logs" / fmt::format("rank-{}.log", ctx.comm->rank())).string());
+  logging_add_file((fs::path(ctx.run_dir) / "logs" / fmt::format("rank-{}.log", ctx.comm->rank())).string());
 }
 
 }  // namespace
@@ -45,8 +44,9 @@ c10::DeviceType app_device_type(const RunConfig& run) {
   const bool gpu = torch::cuda::is_available();
   if (run.device == "cpu" || (run.device == "auto" && !gpu)) return c10::DeviceType::CPU;
   if (!gpu) {
-    throw ConfigError("run.device is cuda but LibTorch sees no GPU: this build's LibTorch is CPU-only, or no GPU is "
-                      "visible (CUDA_VISIBLE_DEVICES, driver); see docs/building.md for a CUDA build");
+    throw ConfigError(
+        "run.device is cuda but LibTorch sees no GPU: this build's LibTorch is CPU-only, or no GPU is "
+        "visible (CUDA_VISIBLE_DEVICES, driver); see docs/building.md for a CUDA build");
   }
   return c10::DeviceType::CUDA;
 }
@@ -59,7 +59,8 @@ int app_run_distributed(const ConfigOptions& options, const std::function<int(Ap
   ctx.comm = create_communicator(ctx.config.comm, device);
   if (device == c10::DeviceType::CUDA) {  // the GPU the NCCL backend chose by the same rule
     const int gpus = static_cast<int>(torch::cuda::device_count());
-    ctx.device = c10::Device(device, static_cast<c10::DeviceIndex>(device_for_local_rank(ctx.comm->local_rank(), gpus)));
+    ctx.device = c10::Device(
+        device, static_cast<c10::DeviceIndex>(device_for_local_rank(ctx.comm->local_rank(), gpus)));
   }
   init_logging(ctx.config.log, ctx.comm->rank(), ctx.comm->size());
   try {

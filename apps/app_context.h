@@ -32,7 +32,7 @@ struct AppContext {
 c10::DeviceType app_device_type(const RunConfig& run);
 
 /// Exit codes of llmrec.
-constexpr int kExitError = 1;       ///< bad input, failed check
+constexpr int kExitError = 1;  ///< bad input, failed check
 // kExitCommTimeout (3, a collective timed out: job aborted) is in distributed/communicator.h.
 
 /// Loads the config (no MPI needed: errors come before any collective).

@@ -2,7 +2,6 @@
 // `llmrec bench` subcommands that run on the ranks of a job (train,
 // allreduce, export) or serve; `bench tokenize` lives in cmd_bench.cpp.
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -16,7 +16,6 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
@@ -25,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -33,24 +33,26 @@
 #include "apps/app_context.h"
 #include "apps/bench.h"
 #include "apps/config_options.h"
+#include "common/random.h"
 #include "common/sha256.h"
 #include "common/version.h"
 #include "distributed/gradient_reducer.h"
-#include "common/random.h"
 #include "models/mlm.h"
-#include "trainer/model_scorer.h"
-#include "trainer/pretrain.h"
-#include "trainer/optimizer.h"
 #include "serving/ann_index.h"
-#include "serving/quantised_keys.h"
 #include "serving/engine.h"
+#include "serving/quantised_keys.h"
+#include "trainer/model_scorer.h"
+#include "trainer/optimizer.h"
+#include "trainer/pretrain.h"
 #include "trainer/train_step.h"
 
 namespace llmrec {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 struct Workload {
   std::string name;
@@ -178,7 +180,7 @@ class SyntheticBatches {
 double step_model_flops(const ModelConfig& m, double U, double rows, double targets, double candidates) {
   const double L = m.text_len, H = m.bert.hidden, I = m.bert.intermediate, d = m.dim, T = m.user.history;
   const double r = m.lora.r, ff = m.user.ff_dim > 0 ? m.user.ff_dim : 4 * d;
-  const bool frozen = m.lora.r > 0;  // LoRA: the base is frozen
+  const bool frozen = m.lora.r > 0;          // LoRA: the base is frozen
   const double base_w = frozen ? 2.0 : 3.0;  // forward + backward factor of the base's weight products
   double f = 0;
   // Item tower, per layer and `q` query rows: Q K V O projections, scores
@@ -232,7 +234,9 @@ std::vector<double> max_over_ranks(Communicator& comm, const std::vector<double>
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
-std::string config_hash(ModelConfig mc) { return sha256_hex(ConfigWriter::write(mc)).substr(0, 12); }
+std::string config_hash(ModelConfig mc) {
+  return sha256_hex(ConfigWriter::write(mc)).substr(0, 12);
+}
 
 nlohmann::json header(const std::string& bench, const std::string& workload, Communicator& comm,
                       const std::string& device = "cpu") {
@@ -248,7 +252,8 @@ nlohmann::json header(const std::string& bench, const std::string& workload, Com
 /// Times of 10 blocking all-reduces of `bytes` (after 2 untimed): the
 /// gradient all-reduce alone, not overlapped, i.e. what the reducer can hide.
 std::vector<double> allreduce_alone_s(Communicator& comm, std::int64_t bytes, const c10::Device& device) {
-  at::Tensor flat = at::zeros({std::max<std::int64_t>(bytes / 4, 1)}, at::TensorOptions().dtype(at::kFloat).device(device));
+  at::Tensor flat =
+      at::zeros({std::max<std::int64_t>(bytes / 4, 1)}, at::TensorOptions().dtype(at::kFloat).device(device));
   std::vector<double> alone;
   for (int i = 0; i < 12; ++i) {
     comm.barrier();
@@ -263,8 +268,9 @@ std::vector<double> allreduce_alone_s(Communicator& comm, std::int64_t bytes, co
 /// the gradient all-reduce (waited for, alone, the share backward hid),
 /// model FLOPs and their utilisation of every rank's sgemm ceiling, and
 /// whether the replicas agree. `flops` and `sgemm` are this rank's.
-nlohmann::json step_figures(Communicator& comm, const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                            double flops, double sgemm, double elapsed, int steps, double wait_ms, double alone_ms,
+nlohmann::json step_figures(Communicator& comm,
+                            const std::vector<std::pair<std::string, torch::Tensor>>& params, double flops,
+                            double sgemm, double elapsed, int steps, double wait_ms, double alone_ms,
                             std::int64_t allreduce_bytes) {
   double csum = 0;  // replicas must agree: max and -min of the checksum over ranks
   std::int64_t n_trainable = 0;
@@ -293,7 +299,7 @@ nlohmann::json step_figures(Communicator& comm, const std::vector<std::pair<std:
 /// The measured steps of bench train on this rank: times in ms per step.
 struct TrainStepTimes {
   std::vector<double> step, data, forward, backward, wait, optimizer, unique_items;
-  double flops = 0;      ///< this rank's model FLOPs over the measured steps
+  double flops = 0;  ///< this rank's model FLOPs over the measured steps
   double loss_last = 0;
 };
 
@@ -328,8 +334,8 @@ BenchTrainer bench_trainer(AppContext& ctx, const Workload& w) {
 
 /// One optimizer step as the Trainer runs it (micro-step, reducer, AdamW,
 /// the per-step loss all-reduce), timed into `times` when `measured`.
-void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w, AppContext& ctx, bool measured,
-                      TrainStepTimes& times) {
+void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w, AppContext& ctx,
+                      bool measured, TrainStepTimes& times) {
   Communicator& comm = *ctx.comm;
   const auto t0 = Clock::now();
   Batch b = data.next();
@@ -340,7 +346,8 @@ void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w
   const auto t3 = Clock::now();
   t.optimizer->step();
   t.optimizer->zero_grad();
-  if (ctx.device.is_cuda()) torch::cuda::synchronize(ctx.device.index());  // step times include the GPU's queued work
+  if (ctx.device.is_cuda())
+    torch::cuda::synchronize(ctx.device.index());  // step times include the GPU's queued work
   // The Trainer's per-step loss / examples / stop all-reduce.
   at::Tensor agg = at::tensor({r.loss_sum, static_cast<double>(r.examples), 0.0}, at::kDouble);
   comm.all_reduce(agg);
@@ -353,11 +360,12 @@ void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w
   times.wait.push_back(wait_s * 1e3);
   times.optimizer.push_back(opt_s * 1e3);
   times.unique_items.push_back(static_cast<double>(b.item_ids.size(0)));
-  const double candidates = w.model.loss.negatives == "batch_items"
-                                ? static_cast<double>(b.item_ids.size(0))
-                                : static_cast<double>(std::get<0>(at::_unique(b.target)).numel() + b.negatives.numel());
-  times.flops += step_model_flops(w.model, static_cast<double>(b.item_ids.size(0)), static_cast<double>(b.rows()),
-                                  static_cast<double>(b.size()), candidates);
+  const double candidates =
+      w.model.loss.negatives == "batch_items"
+          ? static_cast<double>(b.item_ids.size(0))
+          : static_cast<double>(std::get<0>(at::_unique(b.target)).numel() + b.negatives.numel());
+  times.flops += step_model_flops(w.model, static_cast<double>(b.item_ids.size(0)),
+                                  static_cast<double>(b.rows()), static_cast<double>(b.size()), candidates);
   times.loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
 }
 
@@ -368,9 +376,10 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   if (o.lora_r >= 0) w.model.lora.r = o.lora_r;
   const std::int64_t batch = o.batch > 0 ? o.batch : w.batch;
   SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
-  SyntheticBatches data(cat, batch, w.model.user.history, 1.1,
-                        static_cast<std::uint64_t>(o.seed) * 1000 + 1 + static_cast<std::uint64_t>(comm.rank()),
-                        w.model.user.pooling == "causal");
+  SyntheticBatches data(
+      cat, batch, w.model.user.history, 1.1,
+      static_cast<std::uint64_t>(o.seed) * 1000 + 1 + static_cast<std::uint64_t>(comm.rank()),
+      w.model.user.pooling == "causal");
   torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
   BenchTrainer t = bench_trainer(ctx, w);
   const std::vector<double> alone = allreduce_alone_s(comm, t.reducer->bytes_per_step(), ctx.device);
@@ -393,8 +402,9 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   double mean_unique = 0;
   for (double u : times.unique_items) mean_unique += u;
   mean_unique /= std::max<double>(1, static_cast<double>(times.unique_items.size()));
-  auto m = max_over_ranks(comm, {median(times.step), median(times.data), median(times.forward), median(times.backward),
-                                 median(times.wait), median(times.optimizer), peak_rss_mb(), median(alone) * 1e3});
+  auto m = max_over_ranks(
+      comm, {median(times.step), median(times.data), median(times.forward), median(times.backward),
+             median(times.wait), median(times.optimizer), peak_rss_mb(), median(alone) * 1e3});
   at::Tensor u = at::tensor({mean_unique}, at::kDouble);
   comm.all_reduce(u, {ReduceOp::kAvg});
   std::int64_t n_total = 0;
@@ -459,7 +469,8 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   const auto* tok = tokens.data_ptr<std::int32_t>();
   const auto* len = cat.length.data_ptr<std::int64_t>();
   const std::int64_t L = w.model.text_len;
-  std::mt19937_64 draw(static_cast<std::uint64_t>(o.seed) * 1000 + 7 + static_cast<std::uint64_t>(comm.rank()));
+  std::mt19937_64 draw(static_cast<std::uint64_t>(o.seed) * 1000 + 7 +
+                       static_cast<std::uint64_t>(comm.rank()));
 
   torch::manual_seed(static_cast<std::uint64_t>(o.seed));  // identical init on all ranks
   BertForMaskedLM model(bert_config_from(w.model.bert));
@@ -497,10 +508,11 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
     MlmBatch b = mlm_batch(texts, mv.pad);
     const double data_s = since(t0);
     const auto t1 = Clock::now();
-    MlmSums sums = pretrain_step(*model, b, static_cast<double>(b.predicted * comm.size()), reducer, *optimizer,
-                                 trainable, 0.0, tc.lr, nullptr);
+    MlmSums sums = pretrain_step(*model, b, static_cast<double>(b.predicted * comm.size()), reducer,
+                                 *optimizer, trainable, 0.0, tc.lr, nullptr);
     const double wait_s = reducer.stats().wait_s;
-    at::Tensor agg = at::tensor({sums.loss_sum.item<double>(), static_cast<double>(sums.predicted), 0.0}, at::kDouble);
+    at::Tensor agg =
+        at::tensor({sums.loss_sum.item<double>(), static_cast<double>(sums.predicted), 0.0}, at::kDouble);
     comm.all_reduce(agg);  // the pre-training loop's per-step loss / stop all-reduce
     if (step >= o.warmup) {
       t_step.push_back(since(t0) * 1e3);
@@ -520,7 +532,8 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   at::Tensor all_tokens = at::tensor({tokens_done}, at::kDouble);
   comm.all_reduce(all_tokens, {ReduceOp::kSum});
   nlohmann::json line = header("pretrain", "mlm-tiny", comm, ctx.device.str());
-  line.update(step_figures(comm, params, flops, sgemm, elapsed, o.steps, m[2], m[5], reducer.bytes_per_step()));
+  line.update(
+      step_figures(comm, params, flops, sgemm, elapsed, o.steps, m[2], m[5], reducer.bytes_per_step()));
   line.update({{"sequences_per_s", static_cast<double>(comm.size() * batch * o.steps) / elapsed},
                {"tokens_per_s", all_tokens.item<double>() / elapsed},
                {"step_ms_median", m[0]},
@@ -666,9 +679,11 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
   const std::int64_t n = o.synthetic_items, d = o.dim;
   at::manual_seed(static_cast<std::uint64_t>(o.seed));
   const at::Tensor centres = at::randn({64, d});
-  const at::Tensor keys = (centres.index_select(0, at::randint(64, {n}, at::kLong)) + 0.5 * at::randn({n, d})).contiguous();
-  const at::Tensor queries = (centres.index_select(0, at::randint(64, {o.requests}, at::kLong)) +
-                              0.5 * at::randn({o.requests, d})).contiguous();
+  const at::Tensor keys =
+      (centres.index_select(0, at::randint(64, {n}, at::kLong)) + 0.5 * at::randn({n, d})).contiguous();
+  const at::Tensor queries =
+      (centres.index_select(0, at::randint(64, {o.requests}, at::kLong)) + 0.5 * at::randn({o.requests, d}))
+          .contiguous();
   const float* kp = keys.data_ptr<float>();
   // The graph is built on every core; the queries run on the configured
   // threads (OMP_NUM_THREADS=1: one core).
@@ -705,9 +720,10 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
       s.emplace_back(static_cast<float>(acc), i);
     }
     const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.k), s.size());
-    std::partial_sort(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(k), s.end(), [](const auto& a, const auto& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    });
+    std::partial_sort(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(k), s.end(),
+                      [](const auto& a, const auto& b) {
+                        return a.first > b.first || (a.first == b.first && a.second < b.second);
+                      });
     std::vector<std::int32_t> top;
     for (std::size_t j = 0; j < k; ++j) top.push_back(s[j].second);
     return top;
@@ -745,11 +761,12 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
   nlohmann::json sweep = nlohmann::json::array();
   for (std::size_t x = 0; x < efs.size(); ++x) {
     const auto& rc = ann_recall[x];
-    sweep.push_back({{"ef_search", efs[x]},
-                     {"p50_ms", quantile(ann_ms[x], 0.50)},
-                     {"p99_ms", quantile(ann_ms[x], 0.99)},
-                     {"recall_at_k", std::accumulate(rc.begin(), rc.end(), 0.0) / static_cast<double>(rc.size())},
-                     {"recall_at_k_min", *std::min_element(rc.begin(), rc.end())}});
+    sweep.push_back(
+        {{"ef_search", efs[x]},
+         {"p50_ms", quantile(ann_ms[x], 0.50)},
+         {"p99_ms", quantile(ann_ms[x], 0.99)},
+         {"recall_at_k", std::accumulate(rc.begin(), rc.end(), 0.0) / static_cast<double>(rc.size())},
+         {"recall_at_k_min", *std::min_element(rc.begin(), rc.end())}});
   }
   nlohmann::json line = header("serve", fmt::format("synthetic-{}x{}", n, d), *ctx.comm);
   line.update({{"items", n},
@@ -768,7 +785,8 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
                {"hnsw_p50_ms", quantile(ann_ms.front(), 0.50)},
                {"hnsw_p99_ms", quantile(ann_ms.front(), 0.99)},
                {"hnsw_max_ms", quantile(ann_ms.front(), 1.0)},
-               {"recall_at_k", std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())},
+               {"recall_at_k",
+                std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())},
                {"recall_at_k_min", *std::min_element(recall.begin(), recall.end())},
                {"hnsw_sweep", sweep},
                {"search_threads", search_threads},
@@ -789,11 +807,12 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
   }
   const bool ann = o.ann == "hnsw";
   auto t_load = Clock::now();
-  auto engine = serving::RecommendEngine::open(o.export_path, "",
-                                               ann ? std::optional<serving::AnnOptions>(ann_options_of(o)) : std::nullopt);
+  auto engine = serving::RecommendEngine::open(
+      o.export_path, "", ann ? std::optional<serving::AnnOptions>(ann_options_of(o)) : std::nullopt);
   const double load_s = since(t_load);
   const auto& e = engine->data();
-  if (e.num_users == 0) throw ConfigError(fmt::format("{}: the export has no users to ask for", o.export_path));
+  if (e.num_users == 0)
+    throw ConfigError(fmt::format("{}: the export has no users to ask for", o.export_path));
   std::mt19937_64 gen(static_cast<std::uint64_t>(o.seed));
   std::uniform_int_distribution<std::int64_t> pick(0, e.num_users - 1);
   auto request = [&] {
@@ -848,8 +867,9 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
                {"max_ms", quantile(single, 1.0)},
                {"requests_per_s", static_cast<double>(o.requests) / single_s},
                {"batch32_p50_ms", quantile(batch_ms, 0.50)},
-               {"batch32_requests_per_s", 32.0 * static_cast<double>(batch_ms.size()) /
-                                              std::max(1e-9, std::accumulate(batch_ms.begin(), batch_ms.end(), 0.0) / 1e3)},
+               {"batch32_requests_per_s",
+                32.0 * static_cast<double>(batch_ms.size()) /
+                    std::max(1e-9, std::accumulate(batch_ms.begin(), batch_ms.end(), 0.0) / 1e3)},
                {"peak_rss_mb", peak_rss_mb()}});
   if (ann) {
     line.update({{"index", engine->ann_index()->describe()},
@@ -857,7 +877,8 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
                  {"hnsw_p50_ms", quantile(ann_ms, 0.50)},
                  {"hnsw_p99_ms", quantile(ann_ms, 0.99)},
                  {"hnsw_max_ms", quantile(ann_ms, 1.0)},
-                 {"recall_at_k", std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())}});
+                 {"recall_at_k",
+                  std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())}});
   }
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);
@@ -882,22 +903,30 @@ void add_bench_distributed(CLI::App& bench) {
                       "history position, the peer's --user causal) or bench-small (bench/README.md)")
           ->check(CLI::IsMember({"bench-tiny", "bench-tiny-seq", "bench-small"}))
           ->capture_default_str();
-      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
+      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")
+          ->capture_default_str();
     }
     if (name == "pretrain") {
-      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
+      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")
+          ->capture_default_str();
       cmd->add_option("--batch", o->bench.batch, "Texts per rank and step (0 = the workload's 128)")
           ->check(CLI::Range(0, 1 << 20));
     }
     if (name == "train" || name == "pretrain") {
-      cmd->add_option("--steps", o->bench.steps, "Measured steps")->check(CLI::Range(1, 100000))->capture_default_str();
-      cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")->check(CLI::Range(0, 100000))->capture_default_str();
+      cmd->add_option("--steps", o->bench.steps, "Measured steps")
+          ->check(CLI::Range(1, 100000))
+          ->capture_default_str();
+      cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")
+          ->check(CLI::Range(0, 100000))
+          ->capture_default_str();
     }
     if (name == "train") {
-      cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")->check(CLI::Range(0, 1 << 20));
-      cmd->add_option("--pooling", o->bench.pooling,
-                      "cls (the peer's model; only what h_[CLS] needs is computed) or mean (every token of every "
-                      "layer, i.e. the full forward)")
+      cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")
+          ->check(CLI::Range(0, 1 << 20));
+      cmd->add_option(
+             "--pooling", o->bench.pooling,
+             "cls (the peer's model; only what h_[CLS] needs is computed) or mean (every token of every "
+             "layer, i.e. the full forward)")
           ->check(CLI::IsMember({"cls", "mean"}))
           ->capture_default_str();
       cmd->add_option("--lora-r", o->bench.lora_r,
@@ -906,10 +935,12 @@ void add_bench_distributed(CLI::App& bench) {
           ->check(CLI::Range(0, 1024));
     }
     if (name == "serve") {
-      auto* exp = cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")->check(CLI::ExistingFile);
-      auto* syn = cmd->add_option("--synthetic-items", o->bench.synthetic_items,
-                                  "Instead of an export: the search alone over this many random keys (64 clusters)")
-                      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
+      auto* exp = cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")
+                      ->check(CLI::ExistingFile);
+      auto* syn =
+          cmd->add_option("--synthetic-items", o->bench.synthetic_items,
+                          "Instead of an export: the search alone over this many random keys (64 clusters)")
+              ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
       exp->excludes(syn);
       cmd->add_option("--dim", o->bench.dim, "With --synthetic-items: the keys' dimension")
           ->check(CLI::Range(std::int64_t{1}, std::int64_t{65536}))
@@ -930,8 +961,12 @@ void add_bench_distributed(CLI::App& bench) {
       cmd->add_option("--ann-ef-search", o->bench.ann_ef_search, "HNSW: efSearch")
           ->check(CLI::Range(1, 65536))
           ->capture_default_str();
-      cmd->add_option("--requests", o->bench.requests, "Timed single requests")->check(CLI::Range(1, 10000000))->capture_default_str();
-      cmd->add_option("--k", o->bench.k, "Items per request")->check(CLI::Range(1, 1000))->capture_default_str();
+      cmd->add_option("--requests", o->bench.requests, "Timed single requests")
+          ->check(CLI::Range(1, 10000000))
+          ->capture_default_str();
+      cmd->add_option("--k", o->bench.k, "Items per request")
+          ->check(CLI::Range(1, 1000))
+          ->capture_default_str();
       cmd->add_option("--cf-weight", o->bench.cf_weight, "ItemKNN fusion weight (0 = model score only)")
           ->check(CLI::Range(0.0, 1000.0))
           ->capture_default_str();
@@ -952,15 +987,21 @@ void add_bench_distributed(CLI::App& bench) {
       if (rc != 0) throw CLI::RuntimeError(rc);
     });
   };
-  add("train", "Training examples/s of the workload's model on synthetic batches (run under mpirun; "
-               "--set run.threads=N for threads per rank)", bench_train);
-  add("pretrain", "Masked-LM pre-training sequences/s on workload mlm-tiny (../shared/peers/torch_mlm_bench.py; "
-                  "run under mpirun; --set run.threads=N for threads per rank)", bench_pretrain);
+  add("train",
+      "Training examples/s of the workload's model on synthetic batches (run under mpirun; "
+      "--set run.threads=N for threads per rank)",
+      bench_train);
+  add("pretrain",
+      "Masked-LM pre-training sequences/s on workload mlm-tiny (../shared/peers/torch_mlm_bench.py; "
+      "run under mpirun; --set run.threads=N for threads per rank)",
+      bench_pretrain);
   add("allreduce", "Communicator all-reduce vs raw MPI_Allreduce, 4 KiB .. --max-mb (under mpirun -np 2+)",
       bench_allreduce);
   add("export", "Items encoded per second through the item tower, as llmrec export does", bench_encode);
-  add("serve", "Latency of top-k requests over an export, exact and (--ann hnsw) approximate, or of the search alone "
-               "over --synthetic-items random keys (one process)", bench_serve);
+  add("serve",
+      "Latency of top-k requests over an export, exact and (--ann hnsw) approximate, or of the search alone "
+      "over --synthetic-items random keys (one process)",
+      bench_serve);
 }
 
 }  // namespace llmrec

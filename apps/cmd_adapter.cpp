@@ -43,15 +43,17 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
   Recommender model = checkpoint_load_model(cmd.checkpoint);
   const ModelConfig& m = model->options().config();
   if (!m.item_text || !model->bert) {
-    throw ConfigError(fmt::format("{}: the model has no item text encoder (model.item_text is false): there is "
-                                  "nothing to save for HF or PEFT",
-                                  cmd.checkpoint));
+    throw ConfigError(
+        fmt::format("{}: the model has no item text encoder (model.item_text is false): there is "
+                    "nothing to save for HF or PEFT",
+                    cmd.checkpoint));
   }
   const std::vector<std::string> vocab = DatasetFile(config.data.dataset).vocab();
   if (static_cast<std::int64_t>(vocab.size()) != model->bert_config().vocab_size) {
-    throw ConfigError(fmt::format("{} has {} tokens but the model of {} has a vocabulary of {}: give the config "
-                                  "of the run that trained it (-c)",
-                                  config.data.dataset, vocab.size(), cmd.checkpoint, model->bert_config().vocab_size));
+    throw ConfigError(
+        fmt::format("{} has {} tokens but the model of {} has a vocabulary of {}: give the config "
+                    "of the run that trained it (-c)",
+                    config.data.dataset, vocab.size(), cmd.checkpoint, model->bert_config().vocab_size));
   }
   const fs::path out(cmd.out);
   fs::create_directories(out);
@@ -69,7 +71,8 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
     lora.dropout = m.lora.dropout;
     lora.target_modules = m.lora.targets;
     const std::string base = (out / "base").string();
-    lora_save_peft((out / "adapter").string(), bert, lora, m.bert.pretrained.empty() ? base : m.bert.pretrained);
+    lora_save_peft((out / "adapter").string(), bert, lora,
+                   m.bert.pretrained.empty() ? base : m.bert.pretrained);
     // The base: the same encoder with every lora_B at zero, so that folding
     // adds nothing.
     BertModel frozen(std::dynamic_pointer_cast<BertModelImpl>(bert->clone()));
@@ -77,8 +80,9 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
       if (p.key().find("lora_B") != std::string::npos) p.value().zero_();
     }
     save_hf_directory(base, frozen, model->bert_config(), vocab_path.string());
-    written += fmt::format(", {}/adapter (PEFT LoRA r {}, alpha {}, on {}) and {}/base (the frozen encoder)",
-                           out.string(), lora.r, lora.alpha, fmt::join(lora.target_modules, ", "), out.string());
+    written +=
+        fmt::format(", {}/adapter (PEFT LoRA r {}, alpha {}, on {}) and {}/base (the frozen encoder)",
+                    out.string(), lora.r, lora.alpha, fmt::join(lora.target_modules, ", "), out.string());
   }
   fs::remove(vocab_path);
   std::printf("llmrec adapter: %s -> %s\n", cmd.checkpoint.c_str(), written.c_str());
@@ -91,8 +95,9 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
 
 void add_adapter_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "adapter", "Save a trained model's item encoder for HF/PEFT: the LoRA adapter in PEFT's layout, the frozen "
-                 "base and the merged encoder (HF directories with the dataset's vocab.txt)");
+      "adapter",
+      "Save a trained model's item encoder for HF/PEFT: the LoRA adapter in PEFT's layout, the frozen "
+      "base and the merged encoder (HF directories with the dataset's vocab.txt)");
   auto args = std::make_shared<AdapterCommand>();
   add_config_options(*cmd, args->options);
   cmd->add_option("--checkpoint", args->checkpoint, "The trained model (model.h5 written by `llmrec train`)")

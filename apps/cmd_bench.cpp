@@ -33,7 +33,8 @@ std::vector<std::string> synthetic_texts(std::int64_t items) {
   std::string reason;
   csv.next(fields, line, reason);  // header: item_id,title,description,category,brand,price,tags
   while (csv.next(fields, line, reason) == CsvReader::Status::kRecord) {
-    texts.push_back(fields[1] + " ; " + fields[3] + " ; " + fields[4] + " ; " + fields[6] + " ; " + fields[2]);
+    texts.push_back(fields[1] + " ; " + fields[3] + " ; " + fields[4] + " ; " + fields[6] + " ; " +
+                    fields[2]);
   }
   fs::remove_all(dir);
   return texts;
@@ -86,17 +87,22 @@ void bench_tokenize(const std::string& workload, const std::string& vocab, int r
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "Benchmarks on the workloads of bench/README.md; each prints JSON lines");
+  auto* cmd =
+      app.add_subcommand("bench", "Benchmarks on the workloads of bench/README.md; each prints JSON lines");
   cmd->require_subcommand(1);
-  auto* tok = cmd->add_subcommand("tokenize", "WordPiece speed over a synthetic catalogue's item texts (one thread)");
+  auto* tok =
+      cmd->add_subcommand("tokenize", "WordPiece speed over a synthetic catalogue's item texts (one thread)");
   auto workload = std::make_shared<std::string>("bench-tiny");
   auto vocab = std::make_shared<std::string>();
   auto repeats = std::make_shared<int>(5);
   tok->add_option("--workload", *workload, "demo (2k items), bench-tiny (20k), bench-small (100k)")
       ->check(CLI::IsMember({"demo", "bench-tiny", "bench-small"}))
       ->capture_default_str();
-  tok->add_option("--vocab", *vocab, "vocab.txt; default: a vocabulary built from the texts")->check(CLI::ExistingFile);
-  tok->add_option("--repeats", *repeats, "Timed passes; the median is reported")->check(CLI::Range(1, 1000))->capture_default_str();
+  tok->add_option("--vocab", *vocab, "vocab.txt; default: a vocabulary built from the texts")
+      ->check(CLI::ExistingFile);
+  tok->add_option("--repeats", *repeats, "Timed passes; the median is reported")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   tok->callback([=] { bench_tokenize(*workload, *vocab, *repeats); });
   add_bench_distributed(*cmd);
 }

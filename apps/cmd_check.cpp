@@ -6,13 +6,13 @@
 // <run.dir>/check.json. Exit code 1 if any collective gave a wrong result.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "apps/app_context.h"
 #include "apps/commands.h"
@@ -24,7 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 /// fp32 matrix product speed: a reference BLAS shows at once (~1.5 vs ~60).
 double matmul_gflops(int n, int reps) {
@@ -49,7 +51,8 @@ std::vector<CheckResult> check_collectives(Communicator& comm) {
   const int w = comm.size();
   auto record = [&](std::string name, const at::Tensor& got, const at::Tensor& want) {
     bool ok = got.sizes() == want.sizes() && at::equal(got, want);
-    results.push_back({std::move(name), ok, ok ? std::string() : fmt::format("got {}", got.sum().item<double>())});
+    results.push_back(
+        {std::move(name), ok, ok ? std::string() : fmt::format("got {}", got.sum().item<double>())});
   };
   const std::int64_t n = 1000;
   for (auto dtype : {at::kFloat, at::kDouble, at::kInt, at::kLong}) {
@@ -90,7 +93,8 @@ std::vector<CheckResult> check_collectives(Communicator& comm) {
   at::Tensor v = at::full({r, 4}, static_cast<float>(r), at::kFloat);
   auto parts = comm.all_gather_v(v);
   bool v_ok = static_cast<int>(parts.size()) == w;
-  for (int k = 0; v_ok && k < w; ++k) v_ok = at::equal(parts[static_cast<std::size_t>(k)], at::full({k, 4}, float(k)));
+  for (int k = 0; v_ok && k < w; ++k)
+    v_ok = at::equal(parts[static_cast<std::size_t>(k)], at::full({k, 4}, float(k)));
   results.push_back({"all_gather_v (variable rows)", v_ok, v_ok ? "" : "wrong rows"});
 
   comm.barrier();
@@ -130,11 +134,13 @@ int run_check(AppContext& ctx) {
 
   // Per-rank facts, gathered to every rank.
   const double gflops = matmul_gflops(512, 10);
-  at::Tensor facts = at::tensor({gflops, double(comm.local_rank()), double(comm.local_size()),
-                                 double(at::get_num_threads())}, at::kDouble);
+  at::Tensor facts = at::tensor(
+      {gflops, double(comm.local_rank()), double(comm.local_size()), double(at::get_num_threads())},
+      at::kDouble);
   at::Tensor all_facts = comm.all_gather(facts);
   std::string host = comm.host();
-  at::Tensor host_bytes = at::from_blob(host.data(), {static_cast<std::int64_t>(host.size())}, at::kByte).clone();
+  at::Tensor host_bytes =
+      at::from_blob(host.data(), {static_cast<std::int64_t>(host.size())}, at::kByte).clone();
   auto hosts = comm.all_gather_v(host_bytes);
   if (blas_is_reference()) spdlog::warn("BLAS: {}", blas_describe());
 
@@ -157,14 +163,18 @@ int run_check(AppContext& ctx) {
   if (comm.rank() != 0) return worst_failed ? kExitError : 0;
 
   std::string out = fmt::format("llmrec check: {} rank(s), {}\n", comm.size(), comm.describe());
-  out += fmt::format("BLAS {}\n\n  rank  host                  local  threads  matmul GFLOP/s\n", blas_describe());
+  out += fmt::format("BLAS {}\n\n  rank  host                  local  threads  matmul GFLOP/s\n",
+                     blas_describe());
   for (int k = 0; k < comm.size(); ++k) {
     auto f = all_facts[k];
     std::string h(reinterpret_cast<const char*>(hosts[k].data_ptr<std::uint8_t>()), hosts[k].numel());
     out += fmt::format("  {:>4}  {:<20}  {:>2}/{:<2}  {:>7}  {:>14.1f}\n", k, h, int(f[1].item<double>()),
                        int(f[2].item<double>()), int(f[3].item<double>()), f[0].item<double>());
-    report["ranks"].push_back({{"rank", k}, {"host", h}, {"local_rank", int(f[1].item<double>())},
-                               {"threads", int(f[3].item<double>())}, {"matmul512_gflops", f[0].item<double>()}});
+    report["ranks"].push_back({{"rank", k},
+                               {"host", h},
+                               {"local_rank", int(f[1].item<double>())},
+                               {"threads", int(f[3].item<double>())},
+                               {"matmul512_gflops", f[0].item<double>()}});
   }
   out += "\n  collective                         result\n";
   for (const auto& c : checks) {
@@ -175,9 +185,10 @@ int run_check(AppContext& ctx) {
     out += "\n  all-reduce size   median time   bus bandwidth\n";
     for (const auto& [bytes, s] : bw) {
       double gbps = 2.0 * (comm.size() - 1) / comm.size() * double(bytes) / s / 1e9;
-      out += fmt::format("  {:>13}   {:>8.1f} us   {:>8.2f} GB/s\n",
-                         bytes >= (1 << 20) ? fmt::format("{} MiB", bytes >> 20) : fmt::format("{} KiB", bytes >> 10),
-                         s * 1e6, gbps);
+      out += fmt::format(
+          "  {:>13}   {:>8.1f} us   {:>8.2f} GB/s\n",
+          bytes >= (1 << 20) ? fmt::format("{} MiB", bytes >> 20) : fmt::format("{} KiB", bytes >> 10),
+          s * 1e6, gbps);
     }
   }
   out += worst_failed ? fmt::format("\nFAILED: {} collective check(s) gave wrong results\n", worst_failed)
@@ -196,8 +207,9 @@ int run_check(AppContext& ctx) {
 
 void add_check_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "check", "Check this installation and the ranks of this job: BLAS speed, exact collective results, "
-               "all-reduce bandwidth (run it under mpirun)");
+      "check",
+      "Check this installation and the ranks of this job: BLAS speed, exact collective results, "
+      "all-reduce bandwidth (run it under mpirun)");
   auto options = std::make_shared<ConfigOptions>();
   add_config_options(*cmd, *options);
   cmd->callback([options] {

@@ -17,12 +17,15 @@ std::string schema_text(bool markdown) {
   }
   for (const auto& k : ConfigSchema::list(Config{})) {
     if (k.type == "section") {
-      if (markdown) out += fmt::format("| **`{}`** | section | | | {} |\n", k.key, k.doc);
-      else out += fmt::format("\n{}:  # {}\n", k.key, k.doc);
+      if (markdown)
+        out += fmt::format("| **`{}`** | section | | | {} |\n", k.key, k.doc);
+      else
+        out += fmt::format("\n{}:  # {}\n", k.key, k.doc);
       continue;
     }
     if (markdown) {
-      out += fmt::format("| `{}` | {} | `{}` | {} | {} |\n", k.key, k.type, k.default_value, k.constraint, k.doc);
+      out += fmt::format("| `{}` | {} | `{}` | {} | {} |\n", k.key, k.type, k.default_value, k.constraint,
+                         k.doc);
     } else {
       out += fmt::format("  {:<26} {:<7} default {:<12} {}{}\n", k.key, k.type, k.default_value, k.doc,
                          k.constraint.empty() ? "" : " (" + k.constraint + ")");
@@ -34,7 +37,8 @@ std::string schema_text(bool markdown) {
 }  // namespace
 
 void add_config_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("config", "Validate a configuration and print it resolved (includes, --set)");
+  auto* cmd =
+      app.add_subcommand("config", "Validate a configuration and print it resolved (includes, --set)");
   auto options = std::make_shared<ConfigOptions>();
   auto schema = std::make_shared<bool>(false);
   auto markdown = std::make_shared<bool>(false);

@@ -11,7 +11,6 @@
 // float32/float64 value). Blank lines are skipped. A bad line stops the run
 // with an error naming the stdin line number and the field.
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -19,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,7 +50,8 @@ struct EncodeArgs {
 /// One [N, L] integer field: a list of equal-length lists, or a flat list
 /// for one sequence (`flat` tells which the caller expects to match).
 torch::Tensor parse_rows(const json& value, const char* field, std::size_t line, bool& flat) {
-  if (!value.is_array() || value.empty()) line_fail(line, fmt::format("field '{}' must be a non-empty list", field));
+  if (!value.is_array() || value.empty())
+    line_fail(line, fmt::format("field '{}' must be a non-empty list", field));
   flat = !value.front().is_array();
   std::vector<std::int64_t> data;
   std::int64_t rows = 0;
@@ -73,11 +74,13 @@ torch::Tensor parse_rows(const json& value, const char* field, std::size_t line,
       const json& row = value[i];
       if (!row.is_array()) line_fail(line, fmt::format("field '{}' row {} is not a list", field, i));
       if (cols >= 0 && static_cast<std::int64_t>(row.size()) != cols) {
-        line_fail(line, fmt::format("field '{}' row {} has {} values, row 0 has {} (pad the rows to one length)", field,
-                                    i, row.size(), cols));
+        line_fail(line,
+                  fmt::format("field '{}' row {} has {} values, row 0 has {} (pad the rows to one length)",
+                              field, i, row.size(), cols));
       }
       cols = static_cast<std::int64_t>(row.size());
-      for (std::size_t j = 0; j < row.size(); ++j) take(row[j], static_cast<std::int64_t>(i), static_cast<std::int64_t>(j));
+      for (std::size_t j = 0; j < row.size(); ++j)
+        take(row[j], static_cast<std::int64_t>(i), static_cast<std::int64_t>(j));
     }
     rows = static_cast<std::int64_t>(value.size());
     if (cols == 0) line_fail(line, fmt::format("field '{}' has empty rows", field));
@@ -122,8 +125,10 @@ WordPieceOptions tokenizer_options(const std::string& dir) {
   } catch (const json::exception& e) {
     throw IoError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
   }
-  if (auto it = j.find("do_lower_case"); it != j.end() && it->is_boolean()) options.lowercase = it->get<bool>();
-  if (auto it = j.find("strip_accents"); it != j.end() && it->is_boolean()) options.strip_accents = it->get<bool>();
+  if (auto it = j.find("do_lower_case"); it != j.end() && it->is_boolean())
+    options.lowercase = it->get<bool>();
+  if (auto it = j.find("strip_accents"); it != j.end() && it->is_boolean())
+    options.strip_accents = it->get<bool>();
   return options;
 }
 
@@ -147,7 +152,8 @@ bool read_line(std::string& text, std::size_t& line) {
 
 /// Field 'input_ids' (with 'attention_mask' and 'token_type_ids') of line
 /// `line`, checked against the model (length, vocabulary, type vocabulary).
-EncodeInput ids_input(const json& input, std::size_t line, const HfBert& bert, std::int64_t max_len, bool max_len_given) {
+EncodeInput ids_input(const json& input, std::size_t line, const HfBert& bert, std::int64_t max_len,
+                      bool max_len_given) {
   EncodeInput in;
   torch::Tensor& ids = in.ids;
   torch::Tensor& mask = in.mask;
@@ -209,7 +215,8 @@ EncodeInput text_input(const json& input, std::size_t line, const HfBert& bert, 
   }
   std::vector<std::int32_t> encoded = tokenizer->encode(t.get<std::string>(), static_cast<int>(max_len));
   EncodeInput in;
-  in.ids = torch::tensor(std::vector<std::int64_t>(encoded.begin(), encoded.end()), torch::kLong).unsqueeze(0);
+  in.ids =
+      torch::tensor(std::vector<std::int64_t>(encoded.begin(), encoded.end()), torch::kLong).unsqueeze(0);
   in.mask = torch::ones_like(in.ids);
   return in;
 }
@@ -226,8 +233,9 @@ json parse_encode_line(const std::string& text, std::size_t line) {
   for (const auto& item : input.items()) {
     const std::string& key = item.key();
     if (key != "input_ids" && key != "attention_mask" && key != "token_type_ids" && key != "text") {
-      line_fail(line, fmt::format("unknown field '{}' (expected input_ids, attention_mask, token_type_ids or text)",
-                                  key));
+      line_fail(line,
+                fmt::format("unknown field '{}' (expected input_ids, attention_mask, token_type_ids or text)",
+                            key));
     }
   }
   return input;
@@ -263,7 +271,8 @@ void run_encode(const EncodeArgs& a) {
   bert.model->eval();
   const std::int64_t max_positions = bert.config.max_position_embeddings;
   if (a.max_len > max_positions) {
-    throw Error(fmt::format("--max-len {} exceeds the model's max_position_embeddings {}", a.max_len, max_positions));
+    throw Error(
+        fmt::format("--max-len {} exceeds the model's max_position_embeddings {}", a.max_len, max_positions));
   }
   const std::int64_t max_len = a.max_len > 0 ? a.max_len : max_positions;
 
@@ -292,9 +301,10 @@ void run_encode(const EncodeArgs& a) {
 }  // namespace
 
 void add_encode_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("encode",
-                                 "Run the BERT encoder of an HF model directory on JSON lines from stdin "
-                                 "({\"input_ids\": [[...]], \"attention_mask\": [[...]]} or {\"text\": \"...\"})");
+  auto* cmd =
+      app.add_subcommand("encode",
+                         "Run the BERT encoder of an HF model directory on JSON lines from stdin "
+                         "({\"input_ids\": [[...]], \"attention_mask\": [[...]]} or {\"text\": \"...\"})");
   auto args = std::make_shared<EncodeArgs>();
   cmd->add_option("--model", args->model, "HF model directory: config.json, model.safetensors, vocab.txt")
       ->required()
@@ -307,9 +317,11 @@ void add_encode_command(CLI::App& app) {
                   "(0 = the model's max_position_embeddings)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--adapter", args->adapter, "PEFT LoRA adapter directory to apply (merged into the weights)")
+  cmd->add_option("--adapter", args->adapter,
+                  "PEFT LoRA adapter directory to apply (merged into the weights)")
       ->check(CLI::ExistingDirectory);
-  cmd->add_flag("--no-pooler", args->no_pooler, "Build the encoder without its pooler (for checkpoints without one)");
+  cmd->add_flag("--no-pooler", args->no_pooler,
+                "Build the encoder without its pooler (for checkpoints without one)");
   cmd->callback([args] { run_encode(*args); });
 }
 

@@ -18,14 +18,14 @@
 #include "apps/app_context.h"
 #include "apps/commands.h"
 #include "apps/config_options.h"
+#include "apps/eval_fusion.h"
 #include "common/sha256.h"
 #include "data/dataset.h"
 #include "trainer/baselines.h"
-#include "trainer/evaluation.h"
 #include "trainer/checkpoint.h"
+#include "trainer/evaluation.h"
 #include "trainer/fusion.h"
 #include "trainer/model_scorer.h"
-#include "apps/eval_fusion.h"
 
 namespace llmrec {
 namespace {
@@ -61,13 +61,14 @@ std::vector<std::shared_ptr<Scorer>> build_eval_scorers(const EvalCommand& cmd, 
     model->to(ctx.device);
     const int text_len = model->options().config().text_len;
     if (text_len > file.text_len()) {
-      throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {}", cmd.checkpoint,
-                                    text_len, file.path(), file.text_len()));
+      throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {}",
+                                    cmd.checkpoint, text_len, file.path(), file.text_len()));
     }
     Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
     scorers.push_back(calibrated_model_scorer(model, valid, valid.items(), text_len, file.vocab()));
   }
-  for (auto& s : create_baseline_scorers(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval)) {
+  for (auto& s :
+       create_baseline_scorers(eval_baselines_of(cmd, ctx.config.eval), file, *ctx.comm, ctx.config.eval)) {
     scorers.push_back(s);
   }
   return scorers;
@@ -79,13 +80,15 @@ int run_eval(const EvalCommand& cmd, AppContext& ctx) {
   std::vector<std::shared_ptr<Scorer>> scorers = build_eval_scorers(cmd, ctx, file);
   const auto& fusion = ctx.config.eval.fusion.weights;
   if (fusion.count("model") != 0 && cmd.checkpoint.empty()) {
-    spdlog::warn("eval.fusion.weights names 'model' but no --checkpoint was given: the fusion row is left out");
+    spdlog::warn(
+        "eval.fusion.weights names 'model' but no --checkpoint was given: the fusion row is left out");
   } else if (auto fused = build_eval_fusion(scorers, ctx, file)) {
     scorers.push_back(fused);
   }
   if (scorers.empty()) {
-    throw ConfigError("nothing to evaluate: eval.baselines is empty, no --baseline was given and eval.oracle_dir is "
-                      "not set");
+    throw ConfigError(
+        "nothing to evaluate: eval.baselines is empty, no --baseline was given and eval.oracle_dir is "
+        "not set");
   }
 
   Evaluator ev(file, *ctx.comm, cmd.split, config);
@@ -93,23 +96,25 @@ int run_eval(const EvalCommand& cmd, AppContext& ctx) {
   for (const auto& s : scorers) {
     results.push_back(ev.evaluate(*s));
     const EvalResult& r = results.back();
-    spdlog::info("eval {}: {} NDCG@{} {:.4f} Recall@{} {:.4f} MRR {:.4f}, cold NDCG@{} {:.4f} ({:.2f} s)", cmd.split,
-                 r.scorer, r.k[0], r.all.ndcg[0], r.k[0], r.all.recall[0], r.all.mrr, r.k[0], r.cold.ndcg[0],
-                 r.seconds);
+    spdlog::info("eval {}: {} NDCG@{} {:.4f} Recall@{} {:.4f} MRR {:.4f}, cold NDCG@{} {:.4f} ({:.2f} s)",
+                 cmd.split, r.scorer, r.k[0], r.all.ndcg[0], r.k[0], r.all.recall[0], r.all.mrr, r.k[0],
+                 r.cold.ndcg[0], r.seconds);
   }
   if (ctx.comm->rank() != 0) return 0;
 
   const EvalResult& first = results.front();
   std::string out = fmt::format(
-      "llmrec eval: split {}, {} rank(s); {} users evaluated ({} without a {} event skipped), {} on cold items; "
+      "llmrec eval: split {}, {} rank(s); {} users evaluated ({} without a {} event skipped), {} on cold "
+      "items; "
       "full ranking over {} items, history excluded\n\n",
       cmd.split, ctx.comm->size(), first.users_evaluated, first.users_skipped, cmd.split, first.cold.users,
       first.num_items);
   out += eval_table_note(config);
   out += eval_results_table(results);
   const std::string path = (std::filesystem::path(ctx.run_dir) / ("eval_" + cmd.split + ".json")).string();
-  write_eval_results(path, results,
-                     eval_protocol(file, cmd.split, config, ConfigWriter::write(ctx.config), ctx.comm->size()));
+  write_eval_results(
+      path, results,
+      eval_protocol(file, cmd.split, config, ConfigWriter::write(ctx.config), ctx.comm->size()));
   out += fmt::format("\n-> {}\n", path);
   std::fputs(out.c_str(), stdout);
   std::fflush(stdout);
@@ -123,8 +128,8 @@ namespace {
 /// The fused scorer of `weights` over `scorers` (by name), tuned on `valid`
 /// when `tune`; nullptr when `weights` is empty.
 std::shared_ptr<FusedScorer> build_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers,
-                                          const std::map<std::string, double>& weights, bool tune, Evaluator& valid,
-                                          const std::vector<std::string>& vocab) {
+                                          const std::map<std::string, double>& weights, bool tune,
+                                          Evaluator& valid, const std::vector<std::string>& vocab) {
   if (weights.empty()) return nullptr;
   std::vector<FusionComponent> components;
   std::string available;
@@ -132,8 +137,8 @@ std::shared_ptr<FusedScorer> build_fusion(const std::vector<std::shared_ptr<Scor
   for (const auto& [name, weight] : weights) {  // by name: a fixed order
     auto it = std::find_if(scorers.begin(), scorers.end(), [&](const auto& s) { return s->name() == name; });
     if (it == scorers.end()) {
-      throw ConfigError(fmt::format("eval.fusion.weights names '{}', which this run does not evaluate (scorers: {})",
-                                    name, available));
+      throw ConfigError(fmt::format(
+          "eval.fusion.weights names '{}', which this run does not evaluate (scorers: {})", name, available));
     }
     components.push_back({*it, weight});
   }
@@ -153,18 +158,19 @@ std::shared_ptr<FusedScorer> build_fusion(const std::vector<std::shared_ptr<Scor
   for (std::size_t k = 0; k < components.size(); ++k) {
     cold += fmt::format("{}{}={:.3g}", k ? ", " : "", components[k].scorer->name(), t.cold_weights[k]);
   }
-  spdlog::info("fusion: tuned on valid over {} weightings: {}, cold items {} ({}) (NDCG@10 {:.4f}, on cold "
-               "targets {:.4f}{}; cold tolerance {:g})",
-               t.tried.size(), picked, fusion_missing_name(t.missing), cold, t.ndcg10, t.cold_ndcg10,
-               t.cold_withheld > 0 ? fmt::format(" with {} training items withheld", t.cold_withheld) : "",
-               t.cold_tolerance);
+  spdlog::info(
+      "fusion: tuned on valid over {} weightings: {}, cold items {} ({}) (NDCG@10 {:.4f}, on cold "
+      "targets {:.4f}{}; cold tolerance {:g})",
+      t.tried.size(), picked, fusion_missing_name(t.missing), cold, t.ndcg10, t.cold_ndcg10,
+      t.cold_withheld > 0 ? fmt::format(" with {} training items withheld", t.cold_withheld) : "",
+      t.cold_tolerance);
   return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t, valid.items().cold));
 }
 
 }  // namespace
 
-std::shared_ptr<Scorer> build_eval_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
-                                          const DatasetFile& file) {
+std::shared_ptr<Scorer> build_eval_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers,
+                                          AppContext& ctx, const DatasetFile& file) {
   const EvalFusionConfig& f = ctx.config.eval.fusion;
   if (f.weights.empty()) return nullptr;
   Evaluator valid(file, *ctx.comm, "valid", ctx.config.eval);
@@ -199,12 +205,14 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
     if (weight > 0 && r.fusion.count(name) == 0) left_out.push_back(name);
   }
   if (!left_out.empty()) {
-    spdlog::warn("export: serving computes model, itemknn, popularity and tfidf only; the default ranking leaves out "
-                 "{} of eval.fusion.weights", left_out.dump());
+    spdlog::warn(
+        "export: serving computes model, itemknn, popularity and tfidf only; the default ranking leaves out "
+        "{} of eval.fusion.weights",
+        left_out.dump());
   }
   const bool fused = r.fusion.size() > 1 || r.fusion.count("model") == 0;
-  std::shared_ptr<FusedScorer> fusion = fused ? build_fusion(scorers, r.fusion, eval.fusion.tune, valid, file.vocab())
-                                                    : nullptr;
+  std::shared_ptr<FusedScorer> fusion =
+      fused ? build_fusion(scorers, r.fusion, eval.fusion.tune, valid, file.vocab()) : nullptr;
   if (fusion) {
     r.fusion.clear();
     const auto& components = fusion->components();
@@ -223,17 +231,21 @@ ExportRanking export_ranking_choose(Recommender model, AppContext& ctx, const Da
               {"itemknn", scorers[1]->params()}};
   if (params.contains("tuning")) r.chosen["fusion_tuning"] = params["tuning"];
   std::string weights;
-  for (const auto& [name, w] : r.fusion) weights += fmt::format("{}{}={:g}", weights.empty() ? "" : ", ", name, w);
-  spdlog::info("export: default ranking {} (cold items {}), ItemKNN {} neighbours, shrink {:g}, cold shift {:g}, "
-               "neighbour weight {:g}", weights, fusion_missing_name(r.missing), r.itemknn.neighbours,
-               r.itemknn.shrink, r.cold.shift, r.cold.neighbour_weight);
+  for (const auto& [name, w] : r.fusion)
+    weights += fmt::format("{}{}={:g}", weights.empty() ? "" : ", ", name, w);
+  spdlog::info(
+      "export: default ranking {} (cold items {}), ItemKNN {} neighbours, shrink {:g}, cold shift {:g}, "
+      "neighbour weight {:g}",
+      weights, fusion_missing_name(r.missing), r.itemknn.neighbours, r.itemknn.shrink, r.cold.shift,
+      r.cold.neighbour_weight);
   return r;
 }
 
 void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "eval", "Evaluate the baselines (eval: section) with full ranking on the dataset's valid or test split; "
-              "prints a table, writes <run.dir>/eval_<split>.json (run it under mpirun)");
+      "eval",
+      "Evaluate the baselines (eval: section) with full ranking on the dataset's valid or test split; "
+      "prints a table, writes <run.dir>/eval_<split>.json (run it under mpirun)");
   auto args = std::make_shared<EvalCommand>();
   add_config_options(*cmd, args->options);
   cmd->add_option("--split", args->split, "Which held-out events to rank")

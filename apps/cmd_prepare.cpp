@@ -23,8 +23,8 @@ void add_prepare_command(CLI::App& app) {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::string report_path = config.data.dataset + ".report.json";
     std::ofstream(report_path) << report.to_json() << "\n";
-    std::printf("%s-> %s (%.1f s; report also in %s)\n", report.to_text().c_str(), config.data.dataset.c_str(), secs,
-                report_path.c_str());
+    std::printf("%s-> %s (%.1f s; report also in %s)\n", report.to_text().c_str(),
+                config.data.dataset.c_str(), secs, report_path.c_str());
   });
 }
 

@@ -6,11 +6,11 @@
 //
 // The JSON is the response document of `llmrec serve` (docs/serving.md).
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,45 +65,53 @@ std::string truncate_utf8(const std::string& s, std::size_t width) {
 std::string table_text(const ExportData& e, const serving::Recommendation& r) {
   std::string out;
   const std::string who =
-      r.user >= 0 ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)], r.history.size())
+      r.user >= 0
+          ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)], r.history.size())
       : !r.unknown_user.empty()
           ? fmt::format("unknown user {} (not in the export: the most popular items)", r.unknown_user)
           : fmt::format("a history of {} items", r.history.size());
-  out += fmt::format("{}: k {}, exclude {}, cf_weight {:g}, popularity_weight {:g}, tfidf_weight {:g}{}{}{}; {} eligible "
-                     "items{}; {:.2f} ms\n",
-                     who, r.k, serving::exclude_name(r.exclude), r.cf_weight, r.popularity_weight, r.tfidf_weight,
-                     r.hour ? fmt::format(", hour {} (weight {:g})", *r.hour, r.hour_weight) : std::string(),
-                     r.diversity > 0 ? fmt::format(", diversity {:g}", r.diversity) : std::string(),
-                     !r.fallback.empty() ? ", training event counts"
-                     : r.fused           ? ", fused z-scores"
-                                         : ", model scores",
-                     r.eligible,
-                     r.search == "hnsw" ? fmt::format(" of {} proposed by the HNSW index", r.candidates) : std::string(),
-                     r.took_ms);
-  out += fmt::format("{:>4}  {:<16} {:>10}  {:<16} {:<4}  {}\n", "rank", "id", "score", "category", "cold", "text");
+  out += fmt::format(
+      "{}: k {}, exclude {}, cf_weight {:g}, popularity_weight {:g}, tfidf_weight {:g}{}{}{}; {} eligible "
+      "items{}; {:.2f} ms\n",
+      who, r.k, serving::exclude_name(r.exclude), r.cf_weight, r.popularity_weight, r.tfidf_weight,
+      r.hour ? fmt::format(", hour {} (weight {:g})", *r.hour, r.hour_weight) : std::string(),
+      r.diversity > 0 ? fmt::format(", diversity {:g}", r.diversity) : std::string(),
+      !r.fallback.empty() ? ", training event counts"
+      : r.fused           ? ", fused z-scores"
+                          : ", model scores",
+      r.eligible,
+      r.search == "hnsw" ? fmt::format(" of {} proposed by the HNSW index", r.candidates) : std::string(),
+      r.took_ms);
+  out += fmt::format("{:>4}  {:<16} {:>10}  {:<16} {:<4}  {}\n", "rank", "id", "score", "category", "cold",
+                     "text");
   for (std::size_t j = 0; j < r.items.size(); ++j) {
     const auto& it = r.items[j];
     const auto i = static_cast<std::size_t>(it.item);
-    out += fmt::format("{:>4}  {:<16} {:>10.4f}  {:<16} {:<4}  {}\n", j + 1, truncate_utf8(e.item_ids[i], 16), it.score,
-                       truncate_utf8(e.item_category[i], 16), e.item_cold[i] ? "*" : "", truncate_utf8(e.item_text[i], 48));
+    out += fmt::format("{:>4}  {:<16} {:>10.4f}  {:<16} {:<4}  {}\n", j + 1, truncate_utf8(e.item_ids[i], 16),
+                       it.score, truncate_utf8(e.item_category[i], 16), e.item_cold[i] ? "*" : "",
+                       truncate_utf8(e.item_text[i], 48));
     if (r.explain) {
       // The table shows the history items that raise this item above the
       // catalogue's average change (the JSON has the top 3 whatever their sign).
       std::string because;
       for (const auto& c : it.because) {
         if (c.value <= 0) continue;
-        because += fmt::format("{}{} ({:+.4f})", because.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.value);
+        because += fmt::format("{}{} ({:+.4f})", because.empty() ? "" : ", ",
+                               e.item_ids[static_cast<std::size_t>(c.item)], c.value);
       }
-      if (because.empty() && !it.because.empty()) because = "no single history item (the user's taste as a whole)";
+      if (because.empty() && !it.because.empty())
+        because = "no single history item (the user's taste as a whole)";
       std::string cf;
       for (const auto& c : it.cf) {
-        cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ", e.item_ids[static_cast<std::size_t>(c.item)], c.similarity);
+        cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ",
+                          e.item_ids[static_cast<std::size_t>(c.item)], c.similarity);
       }
       std::string matches;
       for (const auto& m : it.matches) matches += (matches.empty() ? "" : ", ") + m;
-      out += fmt::format("{:>6}because: {}{}{}\n", "", because.empty() ? std::string("(no history)") : because,
-                         r.cf_weight > 0 ? "; cf: " + (cf.empty() ? std::string("(no neighbour)") : cf) : std::string(),
-                         matches.empty() ? std::string() : "; matches: " + matches);
+      out += fmt::format(
+          "{:>6}because: {}{}{}\n", "", because.empty() ? std::string("(no history)") : because,
+          r.cf_weight > 0 ? "; cf: " + (cf.empty() ? std::string("(no neighbour)") : cf) : std::string(),
+          matches.empty() ? std::string() : "; matches: " + matches);
     }
   }
   return out;
@@ -128,7 +136,8 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
 
   if (!a.search.empty()) q.search = a.search;
   const auto engine = serving::RecommendEngine::open(
-      a.export_path, a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file), a.ann.index());
+      a.export_path, a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file),
+      a.ann.index());
   const serving::Recommendation r = engine->recommend(q);
   std::string text = a.table ? table_text(engine->data(), r)
                              : serving::recommendation_json(engine->data(), r)
@@ -142,27 +151,34 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
 }  // namespace
 
 void add_recommend_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("recommend", "Top-k recommendations for a user or a fresh history, from an export file");
+  auto* cmd = app.add_subcommand("recommend",
+                                 "Top-k recommendations for a user or a fresh history, from an export file");
   auto a = std::make_shared<RecommendArgs>();
-  cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--export", a->export_path, "Export file written by `llmrec export`")
+      ->required()
+      ->check(CLI::ExistingFile);
   cmd->add_option("--pseudonym-key-file", a->pseudonym_key_file,
                   "The key of `export --pseudonymise`: --user is a raw id, looked up by its pseudonym")
       ->check(CLI::ExistingFile);
   auto* user = cmd->add_option("--user", a->user, "A user id (unknown: the most popular items, flagged)");
-  auto* history =
-      cmd->add_option("--history", a->history, "Recent item ids, oldest first, comma-separated")->delimiter(',');
+  auto* history = cmd->add_option("--history", a->history, "Recent item ids, oldest first, comma-separated")
+                      ->delimiter(',');
   user->excludes(history);
   cmd->add_option("--k", a->k, "How many items")->check(CLI::Range(1, serving::kMaxK))->capture_default_str();
-  cmd->add_option("--category", a->categories, "Only items of this category (exact match; repeat for several)")
+  cmd->add_option("--category", a->categories,
+                  "Only items of this category (exact match; repeat for several)")
       ->take_all();
   cmd->add_option("--exclude", a->exclude, "Leave out: seen (the history), purchased (purchase events), none")
       ->check(CLI::IsMember({"seen", "purchased", "none"}))
       ->capture_default_str();
-  cmd->add_option("--hour", a->hour, "Hour of the day (0-23, UTC) for the time-of-day context")->check(CLI::Range(0, 23));
-  cmd->add_option("--hour-weight", a->hour_weight,
-                  fmt::format("Weight of the time-of-day component (default {:g})", serving::kDefaultHourWeight))
+  cmd->add_option("--hour", a->hour, "Hour of the day (0-23, UTC) for the time-of-day context")
+      ->check(CLI::Range(0, 23));
+  cmd->add_option(
+         "--hour-weight", a->hour_weight,
+         fmt::format("Weight of the time-of-day component (default {:g})", serving::kDefaultHourWeight))
       ->check(CLI::Range(0.0, serving::kMaxWeight));
-  cmd->add_option("--cf-weight", a->cf_weight, "Weight of the ItemKNN component (default: the export's fusion weight)")
+  cmd->add_option("--cf-weight", a->cf_weight,
+                  "Weight of the ItemKNN component (default: the export's fusion weight)")
       ->check(CLI::Range(0.0, serving::kMaxWeight));
   cmd->add_option("--popularity-weight", a->popularity_weight,
                   "Weight of the popularity component (default: the export's fusion weight)")
@@ -182,7 +198,8 @@ void add_recommend_command(CLI::App& app) {
   json->excludes(table);
   cmd->callback([a, user, history] {
     if (user->count() == 0 && history->count() == 0) {
-      throw CLI::ValidationError("--user or --history", "give a known user id (--user) or recent items (--history)");
+      throw CLI::ValidationError("--user or --history",
+                                 "give a known user id (--user) or recent items (--history)");
     }
     LogConfig log;
     init_logging(log, 0, 1);  // stderr: stdout carries only the result

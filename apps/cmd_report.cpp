@@ -11,8 +11,9 @@ namespace llmrec {
 
 void add_report_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "report", "Write RUN_DIR/report.html: training curves, the test table with cold items, the dataset report, "
-                "the protocol and the config in one file that opens offline");
+      "report",
+      "Write RUN_DIR/report.html: training curves, the test table with cold items, the dataset report, "
+      "the protocol and the config in one file that opens offline");
   auto dir = std::make_shared<std::string>();
   cmd->add_option("run_dir", *dir, "A training run directory (run.dir of `llmrec train`)")
       ->required()

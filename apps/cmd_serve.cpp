@@ -9,11 +9,11 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -21,12 +21,11 @@
 #include <thread>
 #include <vector>
 
-
 #include "apps/ann_args.h"
 #include "apps/commands.h"
 #include "common/error.h"
-#include "common/pseudonym.h"
 #include "common/logging.h"
+#include "common/pseudonym.h"
 #include "serving/engine.h"
 #include "serving/http_server.h"
 
@@ -36,8 +35,12 @@ namespace {
 volatile std::sig_atomic_t g_stop_signal = 0;
 volatile std::sig_atomic_t g_reload = 0;
 
-extern "C" void serve_on_signal(int sig) { g_stop_signal = sig; }
-extern "C" void serve_on_hangup(int) { g_reload = 1; }
+extern "C" void serve_on_signal(int sig) {
+  g_stop_signal = sig;
+}
+extern "C" void serve_on_hangup(int) {
+  g_reload = 1;
+}
 
 struct ServeArgs {
   std::string export_path;
@@ -72,7 +75,8 @@ serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudo
     const std::string share = path.substr(colon + 1);
     char* end = nullptr;
     arm.share = std::strtod(share.c_str(), &end);
-    if (share.empty() || end != share.c_str() + share.size() || !(arm.share > 0) || !std::isfinite(arm.share)) {
+    if (share.empty() || end != share.c_str() + share.size() || !(arm.share > 0) ||
+        !std::isfinite(arm.share)) {
       throw ConfigError(fmt::format("--arm '{}': the share '{}' is not a positive number", spec, share));
     }
     path = path.substr(0, colon);
@@ -87,7 +91,8 @@ std::string read_token(const std::string& path) {
   const std::string token = read_secret_file(path, "--token-file", 1);
   for (unsigned char c : token) {
     if (c < 0x21 || c > 0x7e) {
-      throw ConfigError(fmt::format("--token-file {}: the token must be printable ASCII without spaces", path));
+      throw ConfigError(
+          fmt::format("--token-file {}: the token must be printable ASCII without spaces", path));
     }
   }
   return token;
@@ -97,13 +102,15 @@ int run_serve(const ServeArgs& a) {
   LogConfig log;
   init_logging(log, 0, 1);
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string pseudonym_key = a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file);
+  const std::string pseudonym_key =
+      a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file);
   if (a.export_path.empty() == a.arms.empty()) {
     throw ConfigError("serve: give --export FILE, or two or more --arm NAME=PATH[:SHARE] for an A/B test");
   }
   std::vector<serving::ServingArm> arms;
   if (a.arms.empty()) {
-    arms.push_back({"default", 1.0, serving::RecommendEngine::open(a.export_path, pseudonym_key, a.ann.index())});
+    arms.push_back(
+        {"default", 1.0, serving::RecommendEngine::open(a.export_path, pseudonym_key, a.ann.index())});
   } else {
     if (a.arms.size() < 2) throw ConfigError("serve: an A/B test needs two or more --arm");
     for (const auto& spec : a.arms) arms.push_back(parse_arm(spec, pseudonym_key, a.ann.index()));
@@ -111,17 +118,21 @@ int run_serve(const ServeArgs& a) {
   const auto engine = arms.front().engine;
   const auto& e = engine->data();
   if (e.user_ids_scheme == kPseudonymScheme && pseudonym_key.empty()) {
-    spdlog::warn("{}: user ids are pseudonymised and no --pseudonym-key-file was given: requests must name users by "
-                 "their pseudonyms (raw ids are unknown users)", e.path);
+    spdlog::warn(
+        "{}: user ids are pseudonymised and no --pseudonym-key-file was given: requests must name users by "
+        "their pseudonyms (raw ids are unknown users)",
+        e.path);
   }
   for (const auto& arm : arms) {
     if (arms.size() > 1) {
-      spdlog::info("A/B arm {} (share {}): {}, {} items, model {}", arm.name, arm.share, arm.engine->data().path,
-                   arm.engine->data().num_items, arm.engine->data().model_sha256.substr(0, 12));
+      spdlog::info("A/B arm {} (share {}): {}, {} items, model {}", arm.name, arm.share,
+                   arm.engine->data().path, arm.engine->data().num_items,
+                   arm.engine->data().model_sha256.substr(0, 12));
     }
   }
   spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms){}", e.path, e.num_items,
-               e.num_users, e.dim, e.history, e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12),
+               e.num_users, e.dim, e.history,
+               e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12),
                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
                engine->ann_index() == nullptr
                    ? std::string()
@@ -143,7 +154,8 @@ int run_serve(const ServeArgs& a) {
   if (!a.access_log.empty()) {
     access = a.access_log == "-" ? stdout : std::fopen(a.access_log.c_str(), "a");
     if (access == nullptr) {
-      throw ConfigError(fmt::format("--access-log {}: cannot be opened: {}", a.access_log, std::strerror(errno)));
+      throw ConfigError(
+          fmt::format("--access-log {}: cannot be opened: {}", a.access_log, std::strerror(errno)));
     }
     o.access_log = [access](const std::string& line) {
       std::fprintf(access, "%s\n", line.c_str());
@@ -185,9 +197,11 @@ int run_serve(const ServeArgs& a) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
-  spdlog::info("listening on http://{}:{} ({} worker threads; POST /recommend, /similar; GET /health, /metrics){}",
-               a.host, port, a.threads > 0 ? a.threads : std::max(2, static_cast<int>(std::thread::hardware_concurrency())),
-               o.token.empty() ? "" : "; a bearer token is required on all but /health");
+  spdlog::info(
+      "listening on http://{}:{} ({} worker threads; POST /recommend, /similar; GET /health, /metrics){}",
+      a.host, port,
+      a.threads > 0 ? a.threads : std::max(2, static_cast<int>(std::thread::hardware_concurrency())),
+      o.token.empty() ? "" : "; a bearer token is required on all but /health");
   server.run();
   done.store(true);
   watcher.join();
@@ -202,16 +216,18 @@ int run_serve(const ServeArgs& a) {
 void add_serve_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve", "HTTP server for recommendations from an export file");
   auto a = std::make_shared<ServeArgs>();
-  cmd->add_option("--export", a->export_path, "Export file written by `llmrec export` (or --arm, two or more)")
+  cmd->add_option("--export", a->export_path,
+                  "Export file written by `llmrec export` (or --arm, two or more)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--arm", a->arms,
                   "An A/B arm NAME=PATH[:SHARE] (repeat; share default 1): users are split between the arms' "
                   "exports by a hash of their id, answers name their arm, /metrics reports each arm");
   cmd->add_option("--ab-salt", a->ab_salt, "A/B: the assignment's salt (another salt, another split)")
       ->capture_default_str();
-  cmd->add_option("--ab-click-window", a->ab_click_window,
-                  "A/B: seconds within which a click event (POST /events, type click) on an item counts for the arm "
-                  "that showed it")
+  cmd->add_option(
+         "--ab-click-window", a->ab_click_window,
+         "A/B: seconds within which a click event (POST /events, type click) on an item counts for the arm "
+         "that showed it")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
       ->capture_default_str();
   cmd->add_option("--host", a->host, "Address to listen on")->capture_default_str();
@@ -231,21 +247,25 @@ void add_serve_command(CLI::App& app) {
                   "File whose first line is a bearer token required on every endpoint but /health "
                   "(Authorization: Bearer <token>; 401 without it)")
       ->check(CLI::ExistingFile);
-  cmd->add_option("--pseudonym-key-file", a->pseudonym_key_file,
-                  "The key of `export --pseudonymise`: requests name users by their raw ids, looked up by pseudonym")
+  cmd->add_option(
+         "--pseudonym-key-file", a->pseudonym_key_file,
+         "The key of `export --pseudonymise`: requests name users by their raw ids, looked up by pseudonym")
       ->check(CLI::ExistingFile);
-  cmd->add_option("--events-log", a->events_log,
-                  "Enable POST /events: each event is appended to this JSON-lines file before it is acknowledged "
-                  "(and replayed from it at start), and joins the user's history at once");
-  cmd->add_option("--events-fsync", a->events_fsync,
-                  "always: fdatasync before each acknowledgement (nothing acknowledged is lost, even on power loss); "
-                  "never: the operating system writes it (a killed server loses nothing, a crashed machine may)")
+  cmd->add_option(
+      "--events-log", a->events_log,
+      "Enable POST /events: each event is appended to this JSON-lines file before it is acknowledged "
+      "(and replayed from it at start), and joins the user's history at once");
+  cmd->add_option(
+         "--events-fsync", a->events_fsync,
+         "always: fdatasync before each acknowledgement (nothing acknowledged is lost, even on power loss); "
+         "never: the operating system writes it (a killed server loses nothing, a crashed machine may)")
       ->check(CLI::IsMember({"always", "never"}))
       ->capture_default_str();
   add_ann_args(cmd, a->ann);
-  cmd->add_option("--access-log", a->access_log,
-                  "Append one line per request (UTC time, method, path, status, latency; never the query string or "
-                  "the body) to this file; - = stdout");
+  cmd->add_option(
+      "--access-log", a->access_log,
+      "Append one line per request (UTC time, method, path, status, latency; never the query string or "
+      "the body) to this file; - = stdout");
   cmd->callback([a] {
     const int rc = run_serve(*a);
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -9,7 +9,8 @@ namespace llmrec {
 
 void add_synth_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "synth", "Write a synthetic shop (catalogue.csv, interactions.csv, latent truth) for demos and benchmarks");
+      "synth",
+      "Write a synthetic shop (catalogue.csv, interactions.csv, latent truth) for demos and benchmarks");
   struct Args {
     std::string out;
     std::string size = "demo";
@@ -19,13 +20,16 @@ void add_synth_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("-o,--out", a->out, "Output directory")->required();
-  cmd->add_option("--size", a->size, "demo (2k items, 3k users), bench-tiny (20k, 50k), bench-small (100k, 200k)")
+  cmd->add_option("--size", a->size,
+                  "demo (2k items, 3k users), bench-tiny (20k, 50k), bench-small (100k, 200k)")
       ->check(CLI::IsMember({"demo", "bench-tiny", "bench-small"}))
       ->capture_default_str();
   cmd->add_option("--items", a->items, "Override the number of items")->check(CLI::Range(10, 100000000));
   cmd->add_option("--users", a->users, "Override the number of users")->check(CLI::Range(1, 1000000000));
-  cmd->add_option("--history", a->history, "Override the mean events per user")->check(CLI::Range(5.0, 10000.0));
-  cmd->add_option("--cold-share", a->cold_share, "Share of items released after the cut")->check(CLI::Range(0.0, 0.89));
+  cmd->add_option("--history", a->history, "Override the mean events per user")
+      ->check(CLI::Range(5.0, 10000.0));
+  cmd->add_option("--cold-share", a->cold_share, "Share of items released after the cut")
+      ->check(CLI::Range(0.0, 0.89));
   cmd->add_option("--beta", a->beta,
                   "Weight of popularity in each choice, P(item | user) ~ popularity^beta x exp(match) "
                   "(default 1; 0 = the users' tastes alone)")
@@ -45,8 +49,9 @@ void add_synth_command(CLI::App& app) {
     std::printf(
         "synth: %lld items (%lld cold, released after the cut), %lld users, %lld events (%lld on cold items) "
         "in %.1f s -> %s/{catalogue,interactions,latent_items,latent_users}.csv, synth.json\n",
-        static_cast<long long>(s.items), static_cast<long long>(s.cold_items), static_cast<long long>(s.users),
-        static_cast<long long>(s.events), static_cast<long long>(s.cold_events), secs, a->out.c_str());
+        static_cast<long long>(s.items), static_cast<long long>(s.cold_items),
+        static_cast<long long>(s.users), static_cast<long long>(s.events),
+        static_cast<long long>(s.cold_events), secs, a->out.c_str());
   });
 }
 

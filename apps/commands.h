@@ -3,7 +3,6 @@
 /// the exit code. main.cpp only wires them together.
 
 #include <CLI/CLI.hpp>
-
 #include <string>
 
 namespace llmrec {

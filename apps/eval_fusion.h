@@ -17,8 +17,8 @@ namespace llmrec {
 /// weights tuned on the validation split when eval.fusion.tune is set
 /// (the scorer named "model", when present, is the reference of weight 1);
 /// nullptr when no fusion is configured. Collective.
-std::shared_ptr<Scorer> build_eval_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers, AppContext& ctx,
-                                          const DatasetFile& file);
+std::shared_ptr<Scorer> build_eval_fusion(const std::vector<std::shared_ptr<Scorer>>& scorers,
+                                          AppContext& ctx, const DatasetFile& file);
 
 /// The line that heads a results table made with eval.swap_histories (a
 /// diagnostic, not quality figures); "" otherwise. `eval` and `train` print it.

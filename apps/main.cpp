@@ -1,6 +1,5 @@
 // llmrec: train and serve language-model-driven recommenders.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <exception>
 
@@ -9,7 +8,8 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"llmrec: train and serve language-model-driven recommenders"};
-  app.set_version_flag("--version", [] { return llmrec::version_text(); }, "Print build facts and exit");
+  app.set_version_flag(
+      "--version", [] { return llmrec::version_text(); }, "Print build facts and exit");
   app.require_subcommand(1);
   app.fallthrough(false);
   llmrec::add_config_command(app);

@@ -1,7 +1,6 @@
 #include "apps/report.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -12,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/error.h"
@@ -85,7 +85,8 @@ ReportSeries series_of(const std::vector<json>& rows, const std::string& key, co
 }
 
 /// "a.b.c" -> value rows of a JSON object, in key order.
-void flatten(const json& j, const std::string& prefix, std::vector<std::pair<std::string, std::string>>& out) {
+void flatten(const json& j, const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>& out) {
   if (j.is_object()) {
     for (const auto& [k, v] : j.items()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
   } else if (j.is_array() && !j.empty() && !j.front().is_primitive()) {
@@ -99,7 +100,8 @@ std::string key_value_table(const json& j) {
   std::vector<std::pair<std::string, std::string>> rows;
   flatten(j, "", rows);
   std::string h = "<table class=\"kv\">\n";
-  for (const auto& [k, v] : rows) h += fmt::format("<tr><th>{}</th><td>{}</td></tr>\n", report_escape(k), report_escape(v));
+  for (const auto& [k, v] : rows)
+    h += fmt::format("<tr><th>{}</th><td>{}</td></tr>\n", report_escape(k), report_escape(v));
   return h + "</table>\n";
 }
 
@@ -114,8 +116,10 @@ std::string segments_section(const json& eval) {
   if (results.empty() || !results[0].contains("segments")) return "";
   const json& first = results[0]["segments"];
   const int k = first.value("k", 10);
-  std::string h = fmt::format("<h2>Segments</h2>\n<p>NDCG@{} by the user's history length (events before the "
-                              "held-out one) and by the held-out item's training events.</p>\n", k);
+  std::string h = fmt::format(
+      "<h2>Segments</h2>\n<p>NDCG@{} by the user's history length (events before the "
+      "held-out one) and by the held-out item's training events.</p>\n",
+      k);
   const std::string key = fmt::format("ndcg@{}", k);
   for (const auto& [by, title] : {std::pair<const char*, const char*>{"history_length", "history length"},
                                   {"target_popularity", "held-out item's training events"}}) {
@@ -145,18 +149,21 @@ std::string segments_section(const json& eval) {
 /// The test table and a bar chart of NDCG@10 by scorer.
 std::string test_section(const json& eval) {
   const json& results = eval.at("results");
-  std::string h = "<table class=\"num\">\n<tr><th>scorer</th><th>NDCG@10</th><th>Recall@10</th><th>NDCG@20</th>"
-                  "<th>MRR</th><th>coverage@10</th><th>cold users</th><th>cold NDCG@10</th><th>cold Recall@10</th></tr>\n";
+  std::string h =
+      "<table class=\"num\">\n<tr><th>scorer</th><th>NDCG@10</th><th>Recall@10</th><th>NDCG@20</th>"
+      "<th>MRR</th><th>coverage@10</th><th>cold users</th><th>cold NDCG@10</th><th>cold "
+      "Recall@10</th></tr>\n";
   ReportSeries bars;
   for (const auto& r : results) {
     const json& all = r.at("all");
     const json& cold = r.at("cold");
     const std::string name = r.value("scorer", "?");
-    h += fmt::format("<tr><td>{}</td><td>{:.4f}</td><td>{:.4f}</td><td>{:.4f}</td><td>{:.4f}</td><td>{:.3f}</td>"
-                     "<td>{}</td><td>{:.4f}</td><td>{:.4f}</td></tr>\n",
-                     report_escape(name), metric(all, "ndcg@10"), metric(all, "recall@10"), metric(all, "ndcg@20"),
-                     metric(all, "mrr"), metric(all, "coverage@10"), cold.value("users", 0), metric(cold, "ndcg@10"),
-                     metric(cold, "recall@10"));
+    h += fmt::format(
+        "<tr><td>{}</td><td>{:.4f}</td><td>{:.4f}</td><td>{:.4f}</td><td>{:.4f}</td><td>{:.3f}</td>"
+        "<td>{}</td><td>{:.4f}</td><td>{:.4f}</td></tr>\n",
+        report_escape(name), metric(all, "ndcg@10"), metric(all, "recall@10"), metric(all, "ndcg@20"),
+        metric(all, "mrr"), metric(all, "coverage@10"), cold.value("users", 0), metric(cold, "ndcg@10"),
+        metric(cold, "recall@10"));
     bars.name += (bars.name.empty() ? "" : "|") + name;
     bars.y.push_back(metric(all, "ndcg@10"));
     bars.x.push_back(metric(cold, "ndcg@10"));
@@ -172,14 +179,16 @@ std::string test_section(const json& eval) {
   if (n > 0 && top > 0) {
     const double slot = (kWidth - kLeft - kRight) / static_cast<double>(n);
     const double plot_h = kHeight - kTop - kBottom;
-    std::string svg = fmt::format("<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" "
-                                  "width=\"{}\" height=\"{}\" role=\"img\"><title>NDCG@10 by scorer</title>\n",
-                                  kWidth, kHeight, kWidth, kHeight);
-    svg += fmt::format("<text x=\"{}\" y=\"18\" class=\"t\">NDCG@10 (blue: all users, red: cold targets)</text>\n", kLeft);
-    svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#444\"/>\n", kLeft, kHeight - kBottom,
-                       kWidth - kRight);
-    svg += fmt::format("<text x=\"{}\" y=\"{}\" class=\"l\" text-anchor=\"end\">{}</text>\n", kLeft - 6, kTop + 4,
-                       number(top));
+    std::string svg = fmt::format(
+        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" "
+        "width=\"{}\" height=\"{}\" role=\"img\"><title>NDCG@10 by scorer</title>\n",
+        kWidth, kHeight, kWidth, kHeight);
+    svg += fmt::format(
+        "<text x=\"{}\" y=\"18\" class=\"t\">NDCG@10 (blue: all users, red: cold targets)</text>\n", kLeft);
+    svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#444\"/>\n", kLeft,
+                       kHeight - kBottom, kWidth - kRight);
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" class=\"l\" text-anchor=\"end\">{}</text>\n", kLeft - 6,
+                       kTop + 4, number(top));
     std::size_t i = 0;
     std::istringstream names(bars.name);
     for (std::string name; std::getline(names, name, '|'); ++i) {
@@ -189,9 +198,10 @@ std::string test_section(const json& eval) {
       for (int b = 0; b < 2; ++b) {
         const double v = std::isfinite(vals[b]) ? vals[b] : 0.0;
         const double bh = plot_h * v / top;
-        svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"><title>{} "
-                           "{}</title></rect>\n",
-                           x0 + w * b, kHeight - kBottom - bh, w, bh, kColours[b], report_escape(name), number(v));
+        svg += fmt::format(
+            "<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"><title>{} "
+            "{}</title></rect>\n",
+            x0 + w * b, kHeight - kBottom - bh, w, bh, kColours[b], report_escape(name), number(v));
       }
       svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" class=\"l\" text-anchor=\"middle\">{}</text>\n", x0 + w,
                          kHeight - kBottom + 16, report_escape(name));
@@ -251,23 +261,27 @@ std::string report_svg_line_chart(const std::string& title, const std::string& x
   const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
   auto px = [&](double x) { return kLeft + pw * (x - x_lo) / (x_hi - x_lo); };
   auto py = [&](double y) { return kTop + ph * (1.0 - (y - y_lo) / (y_hi - y_lo)); };
-  std::string svg = fmt::format("<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" "
-                                "width=\"{}\" height=\"{}\" role=\"img\"><title>{}</title>\n",
-                                kWidth, kHeight, kWidth, kHeight, report_escape(title));
+  std::string svg = fmt::format(
+      "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" "
+      "width=\"{}\" height=\"{}\" role=\"img\"><title>{}</title>\n",
+      kWidth, kHeight, kWidth, kHeight, report_escape(title));
   svg += fmt::format("<text x=\"{}\" y=\"18\" class=\"t\">{}</text>\n", kLeft, report_escape(title));
   for (int g = 0; g <= 4; ++g) {  // horizontal grid lines with their values
     const double y = y_lo + (y_hi - y_lo) * g / 4.0;
-    svg += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#e4e4e4\"/>"
-                       "<text x=\"{3}\" y=\"{4:.1f}\" class=\"l\" text-anchor=\"end\">{5}</text>\n",
-                       kLeft, py(y), kWidth - kRight, kLeft - 6, py(y) + 4, number(y));
+    svg += fmt::format(
+        "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#e4e4e4\"/>"
+        "<text x=\"{3}\" y=\"{4:.1f}\" class=\"l\" text-anchor=\"end\">{5}</text>\n",
+        kLeft, py(y), kWidth - kRight, kLeft - 6, py(y) + 4, number(y));
   }
-  svg += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#444\"/>"
-                     "<line x1=\"{0}\" y1=\"{2}\" x2=\"{3}\" y2=\"{2}\" stroke=\"#444\"/>\n",
-                     kLeft, kTop, kHeight - kBottom, kWidth - kRight);
-  svg += fmt::format("<text x=\"{}\" y=\"{}\" class=\"l\">{}</text><text x=\"{}\" y=\"{}\" class=\"l\" "
-                     "text-anchor=\"end\">{}</text><text x=\"{}\" y=\"{}\" class=\"l\" text-anchor=\"middle\">{}</text>\n",
-                     kLeft, kHeight - kBottom + 14, number(x_lo), kWidth - kRight, kHeight - kBottom + 14, number(x_hi),
-                     kLeft + pw / 2, kHeight - 8, report_escape(x_label));
+  svg += fmt::format(
+      "<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#444\"/>"
+      "<line x1=\"{0}\" y1=\"{2}\" x2=\"{3}\" y2=\"{2}\" stroke=\"#444\"/>\n",
+      kLeft, kTop, kHeight - kBottom, kWidth - kRight);
+  svg += fmt::format(
+      "<text x=\"{}\" y=\"{}\" class=\"l\">{}</text><text x=\"{}\" y=\"{}\" class=\"l\" "
+      "text-anchor=\"end\">{}</text><text x=\"{}\" y=\"{}\" class=\"l\" text-anchor=\"middle\">{}</text>\n",
+      kLeft, kHeight - kBottom + 14, number(x_lo), kWidth - kRight, kHeight - kBottom + 14, number(x_hi),
+      kLeft + pw / 2, kHeight - 8, report_escape(x_label));
   for (std::size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
     const char* colour = kColours[k % (sizeof kColours / sizeof kColours[0])];
@@ -277,9 +291,10 @@ std::string report_svg_line_chart(const std::string& title, const std::string& x
       pts += fmt::format("{}{:.1f},{:.1f}", pts.empty() ? "" : " ", px(s.x[i]), py(s.y[i]));
     }
     if (pts.empty()) continue;
-    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"><title>{}</title>"
-                       "</polyline>\n",
-                       colour, pts, report_escape(s.name));
+    svg += fmt::format(
+        "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"><title>{}</title>"
+        "</polyline>\n",
+        colour, pts, report_escape(s.name));
     if (series.size() > 1) {
       svg += fmt::format("<text x=\"{}\" y=\"{}\" class=\"l\" fill=\"{}\" text-anchor=\"end\">{}</text>\n",
                          kWidth - kRight, kTop + 14 * (k + 1), colour, report_escape(s.name));
@@ -294,17 +309,19 @@ std::string write_report(const std::string& run_dir) {
 
   std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>llmrec run " +
                      report_escape(run_dir) + "</title>\n<style>" + kStyle + "</style></head><body>\n";
-  html += fmt::format("<h1>llmrec run <code>{}</code></h1>\n<p>{}; {} metrics records.</p>\n", report_escape(run_dir),
-                      report_escape(fmt::format("llmrec {} ({})", version_string(), version_git_revision())), metrics.size());
+  html += fmt::format(
+      "<h1>llmrec run <code>{}</code></h1>\n<p>{}; {} metrics records.</p>\n", report_escape(run_dir),
+      report_escape(fmt::format("llmrec {} ({})", version_string(), version_git_revision())), metrics.size());
 
   // Curves.
   html += "<h2>Training</h2>\n<div class=\"charts\">\n";
-  const std::pair<const char*, const char*> curves[] = {{"loss", "training loss (mean over the logging window)"},
-                                                        {"valid_ndcg@10", "validation NDCG@10"},
-                                                        {"lr", "learning rate"},
-                                                        {"examples_per_s", "examples per second (all ranks)"},
-                                                        {"comm_share", "share of the step waiting for all-reduce"},
-                                                        {"grad_norm", "gradient norm (before clipping)"}};
+  const std::pair<const char*, const char*> curves[] = {
+      {"loss", "training loss (mean over the logging window)"},
+      {"valid_ndcg@10", "validation NDCG@10"},
+      {"lr", "learning rate"},
+      {"examples_per_s", "examples per second (all ranks)"},
+      {"comm_share", "share of the step waiting for all-reduce"},
+      {"grad_norm", "gradient norm (before clipping)"}};
   for (const auto& [key, title] : curves) {
     const std::string chart = report_svg_line_chart(title, "optimizer step", {series_of(metrics, key, key)});
     html += chart.empty() ? fmt::format("<p class=\"missing\">no {} in metrics.jsonl</p>\n", key) : chart;

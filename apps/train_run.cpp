@@ -10,8 +10,8 @@
 
 #include "apps/eval_fusion.h"
 #include "apps/report.h"
-#include "distributed/broadcast_string.h"
 #include "distributed/agree.h"
+#include "distributed/broadcast_string.h"
 #include "models/recommender.h"
 #include "trainer/baselines.h"
 #include "trainer/checkpoint.h"
@@ -29,7 +29,9 @@ double ndcg_at_10(const EvalResult& r) {
   return r.all.ndcg.at(i);
 }
 
-std::string mib(double bytes) { return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0)); }
+std::string mib(double bytes) {
+  return fmt::format("{:.1f} MiB", bytes / (1024.0 * 1024.0));
+}
 
 /// `train --dry-run`: every check training makes before its first step
 /// (the model keys against each other, then the dataset, the model and the
@@ -71,22 +73,24 @@ int train_dry_run(AppContext& ctx, const TrainerSetup& setup) {
   const BatchSampler& sampler = trainer->sampler();
   const TrainConfig& tc = setup.train;
   const double params_bytes = static_cast<double>(total) * static_cast<double>(elem);
-  const double state_bytes = 3.0 * static_cast<double>(trainable) * static_cast<double>(elem);  // grad, AdamW m, v
+  const double state_bytes =
+      3.0 * static_cast<double>(trainable) * static_cast<double>(elem);  // grad, AdamW m, v
   if (ctx.comm->rank() == 0) {
-    std::string out = fmt::format("llmrec train --dry-run: every check passed on {} rank(s); nothing trained\n",
-                                  ctx.comm->size());
+    std::string out = fmt::format(
+        "llmrec train --dry-run: every check passed on {} rank(s); nothing trained\n", ctx.comm->size());
     out += fmt::format("model: {} parameters, {} trainable in {} tensors\n", total, trainable, tensors);
-    out += fmt::format("data: {} training examples ({} on rank 0), {} batches of {} per rank and epoch; "
-                       "{} optimizer steps planned ({})\n",
-                       sampler.global_examples(), sampler.local_examples(), sampler.steps_per_epoch(), tc.batch_size,
-                       trainer->planned_steps(),
-                       tc.max_steps > 0 ? fmt::format("train.max_steps") : fmt::format("{} epochs", tc.epochs));
+    out += fmt::format(
+        "data: {} training examples ({} on rank 0), {} batches of {} per rank and epoch; "
+        "{} optimizer steps planned ({})\n",
+        sampler.global_examples(), sampler.local_examples(), sampler.steps_per_epoch(), tc.batch_size,
+        trainer->planned_steps(),
+        tc.max_steps > 0 ? fmt::format("train.max_steps") : fmt::format("{} epochs", tc.epochs));
     out += fmt::format("all-reduce: {} per step ({} gradient values)\n",
                        mib(static_cast<double>(trainable) * static_cast<double>(elem)), trainable);
-    out += fmt::format("memory per rank (estimate): {} parameters + {} gradients and AdamW moments + {} best-model "
-                       "copy = {}; activations and the dataset not included\n",
-                       mib(params_bytes), mib(state_bytes), mib(params_bytes),
-                       mib(2 * params_bytes + state_bytes));
+    out += fmt::format(
+        "memory per rank (estimate): {} parameters + {} gradients and AdamW moments + {} best-model "
+        "copy = {}; activations and the dataset not included\n",
+        mib(params_bytes), mib(state_bytes), mib(params_bytes), mib(2 * params_bytes + state_bytes));
     std::fputs(out.c_str(), stdout);
     std::fflush(stdout);
   }
@@ -102,8 +106,10 @@ std::string resolve_resume(AppContext& ctx, const std::string& resume, const std
     if (resume == "none") {
       auto existing = checkpoint_list(dir);
       if (!existing.empty()) {
-        throw ConfigError(fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue "
-                                      "that run, or use another run.dir", dir, existing.size(), existing.front()));
+        throw ConfigError(
+            fmt::format("{} already holds {} checkpoint(s) (newest {}): pass --resume auto to continue "
+                        "that run, or use another run.dir",
+                        dir, existing.size(), existing.front()));
       }
     } else if (resume == "auto") {
       std::vector<std::string> skipped;
@@ -114,7 +120,8 @@ std::string resolve_resume(AppContext& ctx, const std::string& resume, const std
                      skipped.empty() ? "" : fmt::format(" ({} damaged)", skipped.size()));
       }
     } else {
-      if (!std::filesystem::is_regular_file(resume)) throw ConfigError(fmt::format("--resume {}: no such file", resume));
+      if (!std::filesystem::is_regular_file(resume))
+        throw ConfigError(fmt::format("--resume {}: no such file", resume));
       chosen = resume;
     }
     return std::int64_t{0};
@@ -146,11 +153,15 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
     return ndcg_at_10(valid.evaluate(scorer));
   };
   TrainResult r = trainer.run(validate);
-  spdlog::info("trained {} of {} steps, {:.1f} examples/s, last loss {:.4f}; best validation NDCG@10 {:.4f} at step {}",
-               r.steps, r.planned_steps, r.examples_per_s, r.last_loss, r.best_score, r.best_step);
+  spdlog::info(
+      "trained {} of {} steps, {:.1f} examples/s, last loss {:.4f}; best validation NDCG@10 {:.4f} at step "
+      "{}",
+      r.steps, r.planned_steps, r.examples_per_s, r.last_loss, r.best_score, r.best_step);
   if (r.stop_signal != 0) {
-    spdlog::error("stopped by {} after step {} of {}: the run is incomplete; checkpoint {} (continue with "
-                  "--resume auto)", strsignal(r.stop_signal), r.steps, r.planned_steps, r.last_checkpoint);
+    spdlog::error(
+        "stopped by {} after step {} of {}: the run is incomplete; checkpoint {} (continue with "
+        "--resume auto)",
+        strsignal(r.stop_signal), r.steps, r.planned_steps, r.last_checkpoint);
     return 128 + r.stop_signal;
   }
   if (r.stopped_after) return 0;
@@ -163,8 +174,8 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
     parts.model_step = r.best_step > 0 ? r.best_step : r.steps;
     parts.model_world_size = ctx.comm->size();
     save_checkpoint(path, parts);
-    spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})", r.best_step > 0 ? "best" : "final", path,
-                 path);
+    spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})", r.best_step > 0 ? "best" : "final",
+                 path, path);
   }
 
   // Test split: the best model next to the baselines (and the oracle).
@@ -182,8 +193,9 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   if (ctx.comm->rank() == 0) {
     const std::string path = ctx.run_dir + "/eval_test.json";
     write_eval_results(path, results, eval_protocol(file, "test", cfg.eval, resolved_yaml, ctx.comm->size()));
-    std::printf("\nTest split, full ranking over %lld items (%s):\n%s%s\n", static_cast<long long>(results[0].num_items),
-                path.c_str(), eval_table_note(cfg.eval).c_str(), eval_results_table(results).c_str());
+    std::printf("\nTest split, full ranking over %lld items (%s):\n%s%s\n",
+                static_cast<long long>(results[0].num_items), path.c_str(), eval_table_note(cfg.eval).c_str(),
+                eval_results_table(results).c_str());
     std::fflush(stdout);
     // The run is done and saved: a report that cannot be written is an
     // error in the log, not a failed run (`llmrec report` retries it).

@@ -1,10 +1,10 @@
 #pragma once
 // The body of `llmrec train` (also used by tests): train, validate, test.
-#include "apps/app_context.h"
-
 #include <cstdint>
 #include <functional>
 #include <string>
+
+#include "apps/app_context.h"
 
 namespace llmrec {
 

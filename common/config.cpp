@@ -33,9 +33,7 @@ ConfigNode from_yaml(const YAML::Node& y, const std::string& name, int depth) {
   }
   switch (y.Type()) {
     case YAML::NodeType::Undefined:
-    case YAML::NodeType::Null:
-      n.kind = ConfigNode::Kind::kNull;
-      break;
+    case YAML::NodeType::Null: n.kind = ConfigNode::Kind::kNull; break;
     case YAML::NodeType::Scalar:
       n.kind = ConfigNode::Kind::kScalar;
       n.scalar = y.Scalar();
@@ -48,13 +46,12 @@ ConfigNode from_yaml(const YAML::Node& y, const std::string& name, int depth) {
       n.kind = ConfigNode::Kind::kMap;
       for (const auto& kv : y) {
         if (!kv.first.IsScalar()) {
-          throw ConfigError(fmt::format("{}: map keys must be plain strings",
-                                        where(name, kv.first.Mark())));
+          throw ConfigError(fmt::format("{}: map keys must be plain strings", where(name, kv.first.Mark())));
         }
         std::string key = kv.first.Scalar();
         if (const ConfigNode* first = n.find(key)) {
-          throw ConfigError(fmt::format("{}: duplicate key '{}' (first at {})",
-                                        where(name, kv.first.Mark()), key, first->source));
+          throw ConfigError(fmt::format("{}: duplicate key '{}' (first at {})", where(name, kv.first.Mark()),
+                                        key, first->source));
         }
         ConfigNode value = from_yaml(kv.second, name, depth + 1);
         // A key with no value points at its own line, not the next one.
@@ -91,8 +88,8 @@ ConfigNode load_with_includes(const std::string& path, std::vector<std::string>&
     throw ConfigError(fmt::format("{}: a config file must be a mapping of keys", self.source));
   }
 
-  auto it = std::find_if(self.map.begin(), self.map.end(),
-                         [](const auto& kv) { return kv.first == "include"; });
+  auto it =
+      std::find_if(self.map.begin(), self.map.end(), [](const auto& kv) { return kv.first == "include"; });
   if (it == self.map.end()) {
     chain.pop_back();
     return self;
@@ -322,18 +319,31 @@ std::string config_convert(const ConfigNode& node, std::map<std::string, double>
   out.clear();
   for (const auto& [key, value] : node.map) {
     double v = 0;
-    if (!config_convert(value, v).empty()) return fmt::format("must map names to numbers ('{}' is not a number)", key);
+    if (!config_convert(value, v).empty())
+      return fmt::format("must map names to numbers ('{}' is not a number)", key);
     out[key] = v;
   }
   return {};
 }
 
-std::string format_config(bool v) { return v ? "true" : "false"; }
-std::string format_config(int v) { return std::to_string(v); }
-std::string format_config(std::int64_t v) { return std::to_string(v); }
-std::string format_config(double v) { return fmt::format("{}", v); }
-std::string format_config(const std::string& v) { return v; }
-std::string format_config(const std::vector<std::string>& v) { return "[" + join(v) + "]"; }
+std::string format_config(bool v) {
+  return v ? "true" : "false";
+}
+std::string format_config(int v) {
+  return std::to_string(v);
+}
+std::string format_config(std::int64_t v) {
+  return std::to_string(v);
+}
+std::string format_config(double v) {
+  return fmt::format("{}", v);
+}
+std::string format_config(const std::string& v) {
+  return v;
+}
+std::string format_config(const std::vector<std::string>& v) {
+  return "[" + join(v) + "]";
+}
 std::string format_config(const std::vector<int>& v) {
   std::vector<std::string> s;
   for (int x : v) s.push_back(std::to_string(x));
@@ -346,14 +356,30 @@ std::string format_config(const std::map<std::string, double>& v) {
   return "{" + s + "}";
 }
 
-std::string config_type_name(const bool*) { return "bool"; }
-std::string config_type_name(const int*) { return "int"; }
-std::string config_type_name(const std::int64_t*) { return "int"; }
-std::string config_type_name(const double*) { return "float"; }
-std::string config_type_name(const std::string*) { return "string"; }
-std::string config_type_name(const std::vector<std::string>*) { return "list of strings"; }
-std::string config_type_name(const std::vector<int>*) { return "list of ints"; }
-std::string config_type_name(const std::map<std::string, double>*) { return "map of numbers"; }
+std::string config_type_name(const bool*) {
+  return "bool";
+}
+std::string config_type_name(const int*) {
+  return "int";
+}
+std::string config_type_name(const std::int64_t*) {
+  return "int";
+}
+std::string config_type_name(const double*) {
+  return "float";
+}
+std::string config_type_name(const std::string*) {
+  return "string";
+}
+std::string config_type_name(const std::vector<std::string>*) {
+  return "list of strings";
+}
+std::string config_type_name(const std::vector<int>*) {
+  return "list of ints";
+}
+std::string config_type_name(const std::map<std::string, double>*) {
+  return "map of numbers";
+}
 
 // ---------------------------------------------------------------- reader
 
@@ -391,9 +417,9 @@ void ConfigReader::leave() {
   for (const auto& [key, value] : f.node->map) {
     if (std::find(f.known.begin(), f.known.end(), key) == f.known.end()) {
       std::string guess = suggest(key, f.known);
-      std::string hint = !guess.empty()        ? fmt::format("; did you mean '{}{}'?", f.prefix, guess)
-                         : f.known.empty()     ? std::string("; this section takes no keys")
-                                               : fmt::format("; known keys here: {}", join(f.known));
+      std::string hint = !guess.empty()    ? fmt::format("; did you mean '{}{}'?", f.prefix, guess)
+                         : f.known.empty() ? std::string("; this section takes no keys")
+                                           : fmt::format("; known keys here: {}", join(f.known));
       error(value, fmt::format("unknown key '{}{}'{}", f.prefix, key, hint));
     }
   }
@@ -403,24 +429,23 @@ void ConfigReader::leave() {
 void ConfigReader::finish() {
   while (!stack_.empty()) leave();
   if (errors_.empty()) return;
-  std::string msg = errors_.size() == 1 ? "invalid configuration: "
-                                        : fmt::format("invalid configuration ({} errors):\n  ", errors_.size());
+  std::string msg = errors_.size() == 1
+                        ? "invalid configuration: "
+                        : fmt::format("invalid configuration ({} errors):\n  ", errors_.size());
   for (std::size_t i = 0; i < errors_.size(); ++i) msg += (i ? "\n  " : "") + errors_[i];
   throw ConfigError(msg);
 }
 
-std::string ConfigReader::path(const char* key) const { return stack_.back().prefix + key; }
+std::string ConfigReader::path(const char* key) const {
+  return stack_.back().prefix + key;
+}
 
 std::string ConfigReader::describe(const ConfigNode& node) {
   switch (node.kind) {
-    case ConfigNode::Kind::kScalar:
-      return node.scalar;
-    case ConfigNode::Kind::kMap:
-      return "a mapping";
-    case ConfigNode::Kind::kSequence:
-      return "a list";
-    case ConfigNode::Kind::kNull:
-      break;
+    case ConfigNode::Kind::kScalar: return node.scalar;
+    case ConfigNode::Kind::kMap: return "a mapping";
+    case ConfigNode::Kind::kSequence: return "a list";
+    case ConfigNode::Kind::kNull: break;
   }
   return "nothing";
 }
@@ -435,8 +460,12 @@ struct ConfigWriter::Impl {
   YAML::Emitter out;
 };
 
-ConfigWriter::ConfigWriter() : impl_(new Impl) { impl_->out << YAML::BeginMap; }
-ConfigWriter::~ConfigWriter() { delete impl_; }
+ConfigWriter::ConfigWriter() : impl_(new Impl) {
+  impl_->out << YAML::BeginMap;
+}
+ConfigWriter::~ConfigWriter() {
+  delete impl_;
+}
 
 void ConfigWriter::write_scalar(const char* key, bool v) {
   impl_->out << YAML::Key << key << YAML::Value << format_config(v);
@@ -471,7 +500,9 @@ void ConfigWriter::write_scalar(const char* key, const std::map<std::string, dou
 void ConfigWriter::begin_section(const char* key) {
   impl_->out << YAML::Key << key << YAML::Value << YAML::BeginMap;
 }
-void ConfigWriter::end_section() { impl_->out << YAML::EndMap; }
+void ConfigWriter::end_section() {
+  impl_->out << YAML::EndMap;
+}
 
 std::string ConfigWriter::finish() {
   impl_->out << YAML::EndMap;

@@ -33,10 +33,10 @@ namespace llmrec {
 struct ConfigNode {
   enum class Kind { kNull, kScalar, kMap, kSequence };
   Kind kind = Kind::kNull;
-  std::string scalar;                                  ///< Kind::kScalar
-  std::vector<std::pair<std::string, ConfigNode>> map; ///< Kind::kMap, file order
-  std::vector<ConfigNode> seq;                         ///< Kind::kSequence
-  std::string source;                                  ///< "path.yaml:12" or "--set a.b=1"
+  std::string scalar;                                   ///< Kind::kScalar
+  std::vector<std::pair<std::string, ConfigNode>> map;  ///< Kind::kMap, file order
+  std::vector<ConfigNode> seq;                          ///< Kind::kSequence
+  std::string source;                                   ///< "path.yaml:12" or "--set a.b=1"
 
   const ConfigNode* find(const std::string& key) const;
   ConfigNode* find(const std::string& key);

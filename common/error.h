@@ -65,23 +65,23 @@ const char* error_kind_name(ErrorKind kind);
 ///
 ///   try { load(path); } catch (const std::exception& e) { rethrow_with_context(e, path); }
 [[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context);
-[[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context, ErrorKind kind);
+[[noreturn]] void rethrow_with_context(const std::exception& cause, const std::string& context,
+                                       ErrorKind kind);
 
 /// The messages of `e` and of every cause nested in it, outermost first.
 std::vector<std::string> error_chain(const std::exception& e);
 
 namespace detail {
-[[noreturn]] void check_failed(const char* condition, const char* file, int line,
-                               const std::string& message);
+[[noreturn]] void check_failed(const char* condition, const char* file, int line, const std::string& message);
 }  // namespace detail
 
 }  // namespace llmrec
 
 /// Throws llmrec::Error with the formatted message, the failed condition and
 /// the source location when `cond` is false.
-#define LLMREC_CHECK(cond, ...)                                                       \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
+#define LLMREC_CHECK(cond, ...)                                                            \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
       ::llmrec::detail::check_failed(#cond, __FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
-    }                                                                                 \
+    }                                                                                      \
   } while (0)

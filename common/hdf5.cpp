@@ -47,11 +47,26 @@ void Handle::reset() {
   id_ = H5I_INVALID_HID;
 }
 
-template <> hid_t native_type<std::int32_t>() { return H5T_NATIVE_INT32; }
-template <> hid_t native_type<std::int64_t>() { return H5T_NATIVE_INT64; }
-template <> hid_t native_type<std::uint8_t>() { return H5T_NATIVE_UINT8; }
-template <> hid_t native_type<float>() { return H5T_NATIVE_FLOAT; }
-template <> hid_t native_type<double>() { return H5T_NATIVE_DOUBLE; }
+template <>
+hid_t native_type<std::int32_t>() {
+  return H5T_NATIVE_INT32;
+}
+template <>
+hid_t native_type<std::int64_t>() {
+  return H5T_NATIVE_INT64;
+}
+template <>
+hid_t native_type<std::uint8_t>() {
+  return H5T_NATIVE_UINT8;
+}
+template <>
+hid_t native_type<float>() {
+  return H5T_NATIVE_FLOAT;
+}
+template <>
+hid_t native_type<double>() {
+  return H5T_NATIVE_DOUBLE;
+}
 
 File File::create(const std::string& path) {
   silence_hdf5();
@@ -102,8 +117,8 @@ void File::fail(const std::string& what) const {
   throw IoError(fmt::format("{}: {}: {}", path_, what, hdf5_message()));
 }
 
-void File::write_raw(const std::string& name, hid_t type, const void* data, const std::vector<std::uint64_t>& dims,
-                     std::size_t elem_size) {
+void File::write_raw(const std::string& name, hid_t type, const void* data,
+                     const std::vector<std::uint64_t>& dims, std::size_t elem_size) {
   std::vector<hsize_t> hdims(dims.begin(), dims.end());
   if (hdims.empty()) hdims.push_back(1);
   Handle space(H5Screate_simple(static_cast<int>(hdims.size()), hdims.data(), nullptr), H5Sclose);
@@ -114,7 +129,8 @@ void File::write_raw(const std::string& name, hid_t type, const void* data, cons
   for (std::size_t i = 1; i < hdims.size(); ++i) row_bytes *= std::max<hsize_t>(hdims[i], 1);
   std::vector<hsize_t> chunk(hdims.begin(), hdims.end());
   for (auto& c : chunk) c = std::max<hsize_t>(c, 1);
-  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(std::max<hsize_t>(hdims[0], 1), kChunkBytes / std::max<std::uint64_t>(row_bytes, 1)));
+  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(std::max<hsize_t>(hdims[0], 1),
+                                                    kChunkBytes / std::max<std::uint64_t>(row_bytes, 1)));
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   if (H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) < 0 ||
       H5Pset_fletcher32(dcpl.get()) < 0) {
@@ -122,7 +138,8 @@ void File::write_raw(const std::string& name, hid_t type, const void* data, cons
   }
   Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Handle ds(H5Dcreate2(file_.get(), name.c_str(), type, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT), H5Dclose);
+  Handle ds(H5Dcreate2(file_.get(), name.c_str(), type, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+            H5Dclose);
   if (ds.get() < 0) fail("creating dataset '" + name + "'");
   bool empty = false;
   for (auto d : hdims) empty = empty || d == 0;
@@ -176,8 +193,8 @@ Handle File::open_rows(const std::string& name, hid_t type, std::size_t elem_siz
   if (ds.get() < 0) fail("opening dataset '" + name + "'");
   Handle stored(H5Dget_type(ds.get()), H5Tclose);
   if (H5Tget_class(stored.get()) != H5Tget_class(type) || H5Tget_size(stored.get()) != elem_size) {
-    throw IoError(fmt::format("{}: dataset '{}' has another element type than expected ({} bytes)", path_, name,
-                              elem_size));
+    throw IoError(fmt::format("{}: dataset '{}' has another element type than expected ({} bytes)", path_,
+                              name, elem_size));
   }
   const std::uint64_t rows = dims.empty() ? 1 : dims[0];
   if (start > rows || count > rows - start) {
@@ -198,9 +215,11 @@ Handle File::open_rows(const std::string& name, hid_t type, std::size_t elem_siz
     Handle dcpl(H5Dget_create_plist(ds.get()), H5Pclose);
     unsigned flags = 0;
     std::size_t nelmts = 0;
-    if (H5Pget_filter_by_id2(dcpl.get(), H5Z_FILTER_FLETCHER32, &flags, &nelmts, nullptr, 0, nullptr, nullptr) < 0) {
+    if (H5Pget_filter_by_id2(dcpl.get(), H5Z_FILTER_FLETCHER32, &flags, &nelmts, nullptr, 0, nullptr,
+                             nullptr) < 0) {
       H5Eclear2(H5E_DEFAULT);
-      throw IoError(fmt::format("{}: dataset '{}' has no checksum (Fletcher32): not written by llmrec", path_, name));
+      throw IoError(
+          fmt::format("{}: dataset '{}' has no checksum (Fletcher32): not written by llmrec", path_, name));
     }
   }
   return ds;
@@ -216,7 +235,8 @@ void File::read_selected(const Handle& ds, const std::string& name, hid_t type, 
   std::vector<hsize_t> offset(dims.size(), 0), extent(dims);
   offset[0] = start;
   extent[0] = count;
-  if (rank > 0 && H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, offset.data(), nullptr, extent.data(), nullptr) < 0) {
+  if (rank > 0 &&
+      H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, offset.data(), nullptr, extent.data(), nullptr) < 0) {
     fail("selecting rows of '" + name + "'");
   }
   Handle mspace(H5Screate_simple(static_cast<int>(extent.size()), extent.data(), nullptr), H5Sclose);
@@ -229,11 +249,13 @@ std::vector<std::string> File::read_strings(const std::string& name) const {
   auto bytes = read<std::uint8_t>(name + "/bytes");
   auto offsets = read<std::int64_t>(name + "/offsets");
   std::vector<std::string> out;
-  if (offsets.empty() || offsets[0] != 0) throw IoError(fmt::format("{}: '{}/offsets' must start at 0", path_, name));
+  if (offsets.empty() || offsets[0] != 0)
+    throw IoError(fmt::format("{}: '{}/offsets' must start at 0", path_, name));
   out.reserve(offsets.size() - 1);
   for (std::size_t i = 1; i < offsets.size(); ++i) {
     if (offsets[i] < offsets[i - 1] || static_cast<std::uint64_t>(offsets[i]) > bytes.size()) {
-      throw IoError(fmt::format("{}: '{}/offsets' entry {} is out of order or past the data", path_, name, i));
+      throw IoError(
+          fmt::format("{}: '{}/offsets' entry {} is out of order or past the data", path_, name, i));
     }
     out.emplace_back(reinterpret_cast<const char*>(bytes.data()) + offsets[i - 1],
                      static_cast<std::size_t>(offsets[i] - offsets[i - 1]));
@@ -249,8 +271,8 @@ void File::set_attr(const std::string& object, const std::string& key, const std
   if (H5Aexists_by_name(file_.get(), object.c_str(), key.c_str(), H5P_DEFAULT) > 0) {
     H5Adelete_by_name(file_.get(), object.c_str(), key.c_str(), H5P_DEFAULT);
   }
-  Handle attr(H5Acreate_by_name(file_.get(), object.c_str(), key.c_str(), type.get(), space.get(), H5P_DEFAULT,
-                                H5P_DEFAULT, H5P_DEFAULT),
+  Handle attr(H5Acreate_by_name(file_.get(), object.c_str(), key.c_str(), type.get(), space.get(),
+                                H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
               H5Aclose);
   std::string padded = value.empty() ? std::string(1, '\0') : value;
   if (attr.get() < 0 || H5Awrite(attr.get(), type.get(), padded.data()) < 0) {
@@ -263,8 +285,8 @@ void File::set_attr(const std::string& object, const std::string& key, std::int6
   if (H5Aexists_by_name(file_.get(), object.c_str(), key.c_str(), H5P_DEFAULT) > 0) {
     H5Adelete_by_name(file_.get(), object.c_str(), key.c_str(), H5P_DEFAULT);
   }
-  Handle attr(H5Acreate_by_name(file_.get(), object.c_str(), key.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT,
-                                H5P_DEFAULT, H5P_DEFAULT),
+  Handle attr(H5Acreate_by_name(file_.get(), object.c_str(), key.c_str(), H5T_STD_I64LE, space.get(),
+                                H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
               H5Aclose);
   if (attr.get() < 0 || H5Awrite(attr.get(), H5T_NATIVE_INT64, &value) < 0) {
     fail("writing attribute '" + key + "' of '" + object + "'");
@@ -278,7 +300,8 @@ bool File::has_attr(const std::string& object, const std::string& key) const {
 }
 
 std::string File::attr_string(const std::string& object, const std::string& key) const {
-  if (!has_attr(object, key)) throw IoError(fmt::format("{}: missing attribute '{}' on '{}'", path_, key, object));
+  if (!has_attr(object, key))
+    throw IoError(fmt::format("{}: missing attribute '{}' on '{}'", path_, key, object));
   Handle attr(H5Aopen_by_name(file_.get(), object.c_str(), key.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
   if (H5Tget_class(type.get()) != H5T_STRING) {
@@ -302,7 +325,8 @@ std::string File::attr_string(const std::string& object, const std::string& key)
 }
 
 std::int64_t File::attr_int(const std::string& object, const std::string& key) const {
-  if (!has_attr(object, key)) throw IoError(fmt::format("{}: missing attribute '{}' on '{}'", path_, key, object));
+  if (!has_attr(object, key))
+    throw IoError(fmt::format("{}: missing attribute '{}' on '{}'", path_, key, object));
   Handle attr(H5Aopen_by_name(file_.get(), object.c_str(), key.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
   if (H5Tget_class(type.get()) != H5T_INTEGER) {

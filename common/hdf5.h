@@ -55,11 +55,16 @@ class Handle {
 /// The HDF5 memory type of T (int32, int64, uint8, float, double).
 template <class T>
 hid_t native_type();
-template <> hid_t native_type<std::int32_t>();
-template <> hid_t native_type<std::int64_t>();
-template <> hid_t native_type<std::uint8_t>();
-template <> hid_t native_type<float>();
-template <> hid_t native_type<double>();
+template <>
+hid_t native_type<std::int32_t>();
+template <>
+hid_t native_type<std::int64_t>();
+template <>
+hid_t native_type<std::uint8_t>();
+template <>
+hid_t native_type<float>();
+template <>
+hid_t native_type<double>();
 
 class File {
  public:
@@ -102,8 +107,10 @@ class File {
   template <class T>
   std::vector<T> read_rows(const std::string& name, std::uint64_t start, std::uint64_t count) const {
     std::vector<T> out;
-    read_rows_raw(name, native_type<T>(), sizeof(T), start, count,
-                  [&](std::size_t n) { out.resize(n); return static_cast<void*>(out.data()); });
+    read_rows_raw(name, native_type<T>(), sizeof(T), start, count, [&](std::size_t n) {
+      out.resize(n);
+      return static_cast<void*>(out.data());
+    });
     return out;
   }
   std::vector<std::string> read_strings(const std::string& name) const;
@@ -119,8 +126,8 @@ class File {
 
  private:
   File() = default;
-  void write_raw(const std::string& name, hid_t type, const void* data, const std::vector<std::uint64_t>& dims,
-                 std::size_t elem_size);
+  void write_raw(const std::string& name, hid_t type, const void* data,
+                 const std::vector<std::uint64_t>& dims, std::size_t elem_size);
   template <class Alloc>
   void read_rows_raw(const std::string& name, hid_t type, std::size_t elem_size, std::uint64_t start,
                      std::uint64_t count, Alloc alloc) const {

@@ -23,7 +23,9 @@ LoggingState& state() {
   return s;
 }
 
-std::string pattern() { return "%Y-%m-%d %H:%M:%S.%e [" + state().tag + "] %^%l%$ %v"; }
+std::string pattern() {
+  return "%Y-%m-%d %H:%M:%S.%e [" + state().tag + "] %^%l%$ %v";
+}
 
 }  // namespace
 
@@ -59,7 +61,9 @@ void logging_add_file(const std::string& path) {
   spdlog::default_logger()->sinks().push_back(sink);
 }
 
-void logging_flush() { spdlog::default_logger()->flush(); }
+void logging_flush() {
+  spdlog::default_logger()->flush();
+}
 
 std::string logging_rank_tag() {
   std::lock_guard<std::mutex> lock(state().mutex);

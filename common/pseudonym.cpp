@@ -48,9 +48,10 @@ std::string read_secret_file(const std::string& path, const std::string& what, s
   const auto e = line.find_last_not_of(" \t\r");
   const std::string secret = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
   if (secret.size() < min_bytes) {
-    throw ConfigError(fmt::format("{} {}: the first line holds {} bytes, at least {} are needed (e.g. "
-                                  "`head -c 32 /dev/urandom | base64 > {}`)", what, path, secret.size(), min_bytes,
-                                  path));
+    throw ConfigError(
+        fmt::format("{} {}: the first line holds {} bytes, at least {} are needed (e.g. "
+                    "`head -c 32 /dev/urandom | base64 > {}`)",
+                    what, path, secret.size(), min_bytes, path));
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
@@ -59,9 +60,13 @@ std::string read_secret_file(const std::string& path, const std::string& what, s
   return secret;
 }
 
-std::string read_pseudonym_key(const std::string& path) { return read_secret_file(path, "pseudonym key", 16); }
+std::string read_pseudonym_key(const std::string& path) {
+  return read_secret_file(path, "pseudonym key", 16);
+}
 
-std::string pseudonymise(const std::string& key, const std::string& id) { return "p:" + hmac_sha256_hex(key, id); }
+std::string pseudonymise(const std::string& key, const std::string& id) {
+  return "p:" + hmac_sha256_hex(key, id);
+}
 
 std::string check_pseudonym_key(const std::string& key) {
   return hmac_sha256_hex(key, "llmrec pseudonym key check").substr(0, 16);

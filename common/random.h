@@ -27,7 +27,9 @@ inline std::uint64_t random_below(std::uint64_t draw, std::uint64_t n) {
 }
 
 /// Uniform in [0, 1) from one 64-bit draw.
-inline double random_unit(std::uint64_t draw) { return static_cast<double>(draw >> 11) * 0x1.0p-53; }
+inline double random_unit(std::uint64_t draw) {
+  return static_cast<double>(draw >> 11) * 0x1.0p-53;
+}
 
 /// Shuffles v in place (Fisher-Yates) with draws from `gen`.
 template <class T, class Gen>

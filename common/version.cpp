@@ -1,10 +1,9 @@
 #include "common/version.h"
 
 #include <dlfcn.h>
+#include <fmt/format.h>
 #include <limits.h>
 #include <stdlib.h>
-
-#include <fmt/format.h>
 
 #include "llmrec_build_info.h"  // generated: LLMREC_VERSION, LLMREC_GIT_REVISION
 
@@ -34,8 +33,12 @@ BlasInfo blas_probe() {
 
 }  // namespace
 
-std::string version_string() { return LLMREC_VERSION; }
-std::string version_git_revision() { return LLMREC_GIT_REVISION; }
+std::string version_string() {
+  return LLMREC_VERSION;
+}
+std::string version_git_revision() {
+  return LLMREC_GIT_REVISION;
+}
 
 bool blas_is_reference() {
   BlasInfo b = blas_probe();

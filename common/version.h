@@ -5,8 +5,8 @@
 
 namespace llmrec {
 
-std::string version_string();       ///< "0.1.0"
-std::string version_git_revision(); ///< short hash, "+dirty" when built from a changed tree
+std::string version_string();        ///< "0.1.0"
+std::string version_git_revision();  ///< short hash, "+dirty" when built from a changed tree
 
 /// The BLAS that matrix products run on in this process, e.g.
 /// "OpenBLAS 0.3.21 (openmp) /usr/lib/.../openblas-openmp/libblas.so.3", or

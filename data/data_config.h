@@ -14,8 +14,8 @@ struct InteractionColumns {
   std::string user = "user_id";
   std::string item = "item_id";
   std::string time = "timestamp";
-  std::string event = "event";    ///< "" = no event column: every row has weight 1
-  std::string rating = "";        ///< optional numeric column, stored per event
+  std::string event = "event";       ///< "" = no event column: every row has weight 1
+  std::string rating = "";           ///< optional numeric column, stored per event
   std::vector<std::string> context;  ///< optional categorical columns, stored per event
 
   template <class V>
@@ -25,7 +25,8 @@ struct InteractionColumns {
     v.field("time", time, "Timestamp column (unix seconds, unix ms or ISO 8601, see data.time_format)");
     v.field("event", event, "Event type column; its values must be keys of data.event_weights; \"\" = none");
     v.field("rating", rating, "Optional rating column (a number), stored per event; \"\" = none");
-    v.field("context", context, "Optional categorical context columns (device, country, ...), stored per event");
+    v.field("context", context,
+            "Optional categorical context columns (device, country, ...), stored per event");
   }
 };
 
@@ -37,7 +38,8 @@ struct CatalogueColumns {
   template <class V>
   void visit(V& v) {
     v.field("item", item, "Item id column of the catalogue");
-    v.field("text", text, "Columns joined (in this order, ' ; ' between) into the item text the encoder reads");
+    v.field("text", text,
+            "Columns joined (in this order, ' ; ' between) into the item text the encoder reads");
     v.field("category", category, "Category column (for diversity and coverage figures); \"\" = none");
   }
 };
@@ -50,7 +52,8 @@ struct DataConfig {
   InteractionColumns columns;
   CatalogueColumns catalogue_columns;
   std::string time_format = "auto";
-  std::map<std::string, double> event_weights = {{"view", 1.0}, {"click", 1.0}, {"cart", 2.0}, {"purchase", 4.0}};
+  std::map<std::string, double> event_weights = {
+      {"view", 1.0}, {"click", 1.0}, {"cart", 2.0}, {"purchase", 4.0}};
   std::string weight = "event";
   std::string on_error = "error";
   int show_errors = 5;
@@ -82,25 +85,31 @@ struct DataConfig {
             "column); rating = its rating (data.columns.rating, e.g. 1-5 stars; a row without a rating, "
             "or with a negative one, is a bad row)",
             config_one_of({"event", "rating"}));
-    v.field("on_error", on_error, "Bad rows: error = stop at the first, naming file:line; skip = count and report",
+    v.field("on_error", on_error,
+            "Bad rows: error = stop at the first, naming file:line; skip = count and report",
             config_one_of({"error", "skip"}));
-    v.field("show_errors", show_errors, "With on_error: skip, how many bad rows per reason to show with file:line",
+    v.field("show_errors", show_errors,
+            "With on_error: skip, how many bad rows per reason to show with file:line",
             config_range(0, 1000));
     v.field("max_text_chars", max_text_chars,
             "Item texts (the joined text columns) longer than this many characters are cut to it and "
             "counted in the report (the model reads data.text_len tokens, far fewer)",
             config_range(16, 1000000));
-    v.field("min_user_events", min_user_events, "Users with fewer events (after dedup and k-core) are dropped",
-            config_range(1, 1000000));
-    v.field("kcore", kcore, "Keep only users and items with at least k events, iterated to a fixed point; 0 = off",
+    v.field("min_user_events", min_user_events,
+            "Users with fewer events (after dedup and k-core) are dropped", config_range(1, 1000000));
+    v.field("kcore", kcore,
+            "Keep only users and items with at least k events, iterated to a fixed point; 0 = off",
             config_range(0, 1000000));
-    v.field("split", split, "leave_last_out: valid = second last, test = last event of each user; "
+    v.field("split", split,
+            "leave_last_out: valid = second last, test = last event of each user; "
             "temporal: train before data.cut, test = first event after it, valid = last before it",
             config_one_of({"leave_last_out", "temporal"}));
     v.field("cut", cut, "Cut time of the temporal split (unix seconds or ISO 8601)");
-    v.field("text_len", text_len, "Tokens per item text, [CLS] and [SEP] included (longer texts are truncated)",
+    v.field("text_len", text_len,
+            "Tokens per item text, [CLS] and [SEP] included (longer texts are truncated)",
             config_range(4, 4096));
-    v.field("vocab", vocab, "WordPiece vocab.txt (e.g. of a pretrained BERT); \"\" = build one from the catalogue");
+    v.field("vocab", vocab,
+            "WordPiece vocab.txt (e.g. of a pretrained BERT); \"\" = build one from the catalogue");
     v.field("vocab_size", vocab_size, "Size of the vocabulary built when data.vocab is empty",
             config_range(200, 1000000));
   }

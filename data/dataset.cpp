@@ -1,8 +1,7 @@
 #include "data/dataset.h"
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/hdf5.h"
@@ -25,7 +24,8 @@ void write_dataset(const std::string& path, const DatasetArrays& d, const std::s
   f.write_strings("items/id", d.items.ids);
   f.write_strings("items/category", d.items.categories);
   f.write_strings("items/text", d.items.texts);
-  f.write<std::int32_t>("items/tokens", d.items.tokens.data(), {n_items, static_cast<std::uint64_t>(d.text_len)});
+  f.write<std::int32_t>("items/tokens", d.items.tokens.data(),
+                        {n_items, static_cast<std::uint64_t>(d.text_len)});
   f.write("items/length", d.items.length);
   f.write("items/train_count", d.items.train_count);
   f.write("items/cold", d.items.cold);
@@ -56,13 +56,17 @@ struct DatasetFile::Impl {
 DatasetFile::DatasetFile(const std::string& path) : impl_(new Impl{h5::File::open(path)}) {
   const h5::File& f = impl_->file;
   if (!f.has_attr("/", "format") || f.attr_string("/", "format") != kDatasetFormat) {
-    throw IoError(fmt::format("{}: not an llmrec dataset (attribute 'format' is not '{}'); make one with "
-                              "`llmrec prepare`", path, kDatasetFormat));
+    throw IoError(
+        fmt::format("{}: not an llmrec dataset (attribute 'format' is not '{}'); make one with "
+                    "`llmrec prepare`",
+                    path, kDatasetFormat));
   }
   const std::int64_t version = f.attr_int("/", "version");
   if (version != kDatasetVersion) {
-    throw IoError(fmt::format("{}: dataset format version {} is not supported (this llmrec reads version {}); "
-                              "prepare it again", path, version, kDatasetVersion));
+    throw IoError(
+        fmt::format("{}: dataset format version {} is not supported (this llmrec reads version {}); "
+                    "prepare it again",
+                    path, version, kDatasetVersion));
   }
   text_len_ = static_cast<int>(f.attr_int("/", "text_len"));
   auto offsets_shape = f.shape("users/offsets");
@@ -73,12 +77,13 @@ DatasetFile::DatasetFile(const std::string& path) : impl_(new Impl{h5::File::ope
   auto check = [&](const std::string& name, std::int64_t want) {
     auto s = f.shape(name);
     if (s.empty() || static_cast<std::int64_t>(s[0]) != want) {
-      throw IoError(fmt::format("{}: dataset '{}' has {} rows, expected {}", path, name, s.empty() ? 0 : s[0], want));
+      throw IoError(
+          fmt::format("{}: dataset '{}' has {} rows, expected {}", path, name, s.empty() ? 0 : s[0], want));
     }
   };
   if (num_users_ < 0 || tokens_shape.size() != 2 || static_cast<int>(tokens_shape[1]) != text_len_) {
-    throw IoError(fmt::format("{}: inconsistent dataset shapes (users/offsets, items/tokens vs text_len {})", path,
-                              text_len_));
+    throw IoError(fmt::format("{}: inconsistent dataset shapes (users/offsets, items/tokens vs text_len {})",
+                              path, text_len_));
   }
   for (const char* n : {"items/length", "items/train_count", "items/cold"}) check(n, num_items_);
   for (const char* n : {"users/train_end", "users/valid", "users/test"}) check(n, num_users_);
@@ -91,15 +96,26 @@ DatasetFile::~DatasetFile() = default;
 DatasetFile::DatasetFile(DatasetFile&&) noexcept = default;
 DatasetFile& DatasetFile::operator=(DatasetFile&&) noexcept = default;
 
-const std::string& DatasetFile::path() const { return impl_->file.path(); }
-std::string DatasetFile::split() const { return impl_->file.attr_string("/", "split"); }
-std::string DatasetFile::config_yaml() const { return impl_->file.attr_string("/", "config"); }
-std::string DatasetFile::report_json() const { return impl_->file.attr_string("/", "report"); }
-std::vector<std::string> DatasetFile::vocab() const { return impl_->file.read_strings("vocab"); }
+const std::string& DatasetFile::path() const {
+  return impl_->file.path();
+}
+std::string DatasetFile::split() const {
+  return impl_->file.attr_string("/", "split");
+}
+std::string DatasetFile::config_yaml() const {
+  return impl_->file.attr_string("/", "config");
+}
+std::string DatasetFile::report_json() const {
+  return impl_->file.attr_string("/", "report");
+}
+std::vector<std::string> DatasetFile::vocab() const {
+  return impl_->file.read_strings("vocab");
+}
 
 std::vector<std::string> DatasetFile::event_types() const {
   auto j = nlohmann::json::parse(impl_->file.attr_string("/", "event_types"), nullptr, false);
-  if (j.is_discarded() || !j.is_array()) throw IoError(fmt::format("{}: bad 'event_types' attribute", path()));
+  if (j.is_discarded() || !j.is_array())
+    throw IoError(fmt::format("{}: bad 'event_types' attribute", path()));
   return j.get<std::vector<std::string>>();
 }
 
@@ -114,7 +130,8 @@ ItemTable DatasetFile::read_items() const {
   t.train_count = f.read<std::int64_t>("items/train_count");
   t.cold = f.read<std::uint8_t>("items/cold");
   for (auto n : t.length) {
-    if (n < 0 || n > text_len_) throw IoError(fmt::format("{}: items/length value {} outside [0, {}]", path(), n, text_len_));
+    if (n < 0 || n > text_len_)
+      throw IoError(fmt::format("{}: items/length value {} outside [0, {}]", path(), n, text_len_));
   }
   return t;
 }
@@ -123,7 +140,9 @@ std::vector<std::int64_t> DatasetFile::read_train_end() const {
   return impl_->file.read<std::int64_t>("users/train_end");
 }
 
-std::vector<std::string> DatasetFile::read_user_ids() const { return impl_->file.read_strings("users/id"); }
+std::vector<std::string> DatasetFile::read_user_ids() const {
+  return impl_->file.read_strings("users/id");
+}
 
 UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
   if (begin < 0 || end < begin || end > num_users_) {
@@ -139,8 +158,8 @@ UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
   const std::int64_t e0 = offsets.front();
   const std::int64_t e1 = offsets.back();
   if (e0 < 0 || e1 < e0 || e1 > num_events_) {
-    throw IoError(fmt::format("{}: users/offsets of users [{}, {}) point outside the {} events", path(), begin, end,
-                              num_events_));
+    throw IoError(fmt::format("{}: users/offsets of users [{}, {}) point outside the {} events", path(),
+                              begin, end, num_events_));
   }
   for (auto& o : offsets) {
     if (o < e0 || o > e1) throw IoError(fmt::format("{}: users/offsets is not sorted", path()));
@@ -154,7 +173,8 @@ UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
   for (std::uint64_t u = 0; u < n; ++u) {
     const std::int64_t lo = s.users.offsets[u], hi = s.users.offsets[u + 1];
     if (hi < lo || s.users.train_end[u] < 0 || s.users.train_end[u] > hi - lo) {
-      throw IoError(fmt::format("{}: user {} has inconsistent offsets/train_end", path(), begin + static_cast<std::int64_t>(u)));
+      throw IoError(fmt::format("{}: user {} has inconsistent offsets/train_end", path(),
+                                begin + static_cast<std::int64_t>(u)));
     }
     for (auto* idx : {&s.users.valid[u], &s.users.test[u]}) {
       if (*idx >= 0) {
@@ -172,7 +192,8 @@ UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
   s.events.type = f.read_rows<std::uint8_t>("events/type", eb, en);
   s.events.weight = f.read_rows<float>("events/weight", eb, en);
   for (auto it : s.events.item) {
-    if (it < 0 || it >= num_items_) throw IoError(fmt::format("{}: events/item value {} is not an item id", path(), it));
+    if (it < 0 || it >= num_items_)
+      throw IoError(fmt::format("{}: events/item value {} is not an item id", path(), it));
   }
   return s;
 }

@@ -14,13 +14,13 @@ constexpr std::int64_t kDatasetVersion = 1;
 
 /// Every item of the catalogue, in dataset item id order.
 struct ItemTable {
-  std::vector<std::string> ids;         ///< raw item ids
-  std::vector<std::string> categories;  ///< "" when no category column
-  std::vector<std::string> texts;       ///< joined text the tokens come from
-  std::vector<std::int32_t> tokens;     ///< [items, text_len], [CLS] ... [SEP], padded with the pad id
-  std::vector<std::int32_t> length;     ///< real tokens per item
-  std::vector<std::int64_t> train_count;///< training events per item (popularity)
-  std::vector<std::uint8_t> cold;       ///< 1 = no training event
+  std::vector<std::string> ids;           ///< raw item ids
+  std::vector<std::string> categories;    ///< "" when no category column
+  std::vector<std::string> texts;         ///< joined text the tokens come from
+  std::vector<std::int32_t> tokens;       ///< [items, text_len], [CLS] ... [SEP], padded with the pad id
+  std::vector<std::int32_t> length;       ///< real tokens per item
+  std::vector<std::int64_t> train_count;  ///< training events per item (popularity)
+  std::vector<std::uint8_t> cold;         ///< 1 = no training event
 };
 
 /// Users in dataset order and their time-sorted events (CSR).
@@ -34,10 +34,10 @@ struct UserTable {
 
 struct EventTable {
   std::vector<std::int32_t> item;
-  std::vector<std::int64_t> time;    ///< unix seconds
-  std::vector<std::uint8_t> type;    ///< index into event_types
-  std::vector<float> weight;         ///< loss weight (data.event_weights)
-  std::vector<float> rating;         ///< NaN when none
+  std::vector<std::int64_t> time;                  ///< unix seconds
+  std::vector<std::uint8_t> type;                  ///< index into event_types
+  std::vector<float> weight;                       ///< loss weight (data.event_weights)
+  std::vector<float> rating;                       ///< NaN when none
   std::vector<std::vector<std::int32_t>> context;  ///< per context column: index into its values
 };
 
@@ -65,8 +65,8 @@ struct UserSlice {
   std::int64_t begin = 0;
   std::int64_t end = 0;
   std::int64_t first_event = 0;  ///< dataset index of the slice's first event
-  UserTable users;    ///< ids, offsets (end-begin+1, from 0), train_end, valid, test
-  EventTable events;  ///< item, time, type, weight (rating and context not read)
+  UserTable users;               ///< ids, offsets (end-begin+1, from 0), train_end, valid, test
+  EventTable events;             ///< item, time, type, weight (rating and context not read)
 };
 
 /// Read access; every read is checked (Fletcher32) and bounds-checked.

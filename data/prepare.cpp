@@ -1,6 +1,5 @@
 #include "data/prepare.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <unordered_map>
@@ -32,8 +32,10 @@ std::string detect_format(const std::string& path, const std::string& configured
   if (ext == ".csv") return "csv";
   if (ext == ".tsv" || ext == ".tab") return "tsv";
   if (ext == ".jsonl" || ext == ".ndjson") return "jsonl";
-  throw ConfigError(fmt::format("{}: cannot tell the format from the extension '{}'; set data.format to csv, tsv "
-                                "or jsonl", path, ext));
+  throw ConfigError(
+      fmt::format("{}: cannot tell the format from the extension '{}'; set data.format to csv, tsv "
+                  "or jsonl",
+                  path, ext));
 }
 
 /// Rows of a CSV/TSV/JSONL file as the values of the wanted columns.
@@ -57,7 +59,8 @@ class RowSource {
     std::string reason;
     auto st = csv_->next(header, line, reason);
     if (st == CsvReader::Status::kEnd) throw IoError(fmt::format("{}: empty file (no header line)", path));
-    if (st == CsvReader::Status::kMalformed) throw IoError(fmt::format("{}:{}: bad header line: {}", path, line, reason));
+    if (st == CsvReader::Status::kMalformed)
+      throw IoError(fmt::format("{}:{}: bad header line: {}", path, line, reason));
     columns_ = header.size();
     for (const auto& [name, key] : wanted_) {
       if (name.empty()) {
@@ -69,11 +72,12 @@ class RowSource {
         std::string all;
         for (const auto& h : header) all += (all.empty() ? "" : ", ") + h;
         const bool tabs = format_ == "csv" && header.size() == 1 && header[0].find('\t') != std::string::npos;
-        throw IoError(fmt::format("{}:1: no column '{}' in the header (columns: {}); set {} to the right name{}", path,
-                                  name, all, key,
-                                  tabs ? " (the header has tabs but is read as CSV: if the file is tab-separated, "
-                                         "set data.format: tsv)"
-                                       : ""));
+        throw IoError(
+            fmt::format("{}:1: no column '{}' in the header (columns: {}); set {} to the right name{}", path,
+                        name, all, key,
+                        tabs ? " (the header has tabs but is read as CSV: if the file is tab-separated, "
+                               "set data.format: tsv)"
+                             : ""));
       }
       index_.push_back(static_cast<int>(it - header.begin()));
     }
@@ -119,7 +123,8 @@ class RowSource {
         return Status::kBad;
       }
       for (std::size_t k = 0; k < index_.size(); ++k) {
-        if (index_[k] >= 0) values[k] = fields_[static_cast<std::size_t>(index_[k])];  // a column may be wanted twice
+        if (index_[k] >= 0)
+          values[k] = fields_[static_cast<std::size_t>(index_[k])];  // a column may be wanted twice
       }
       return Status::kRow;
     }
@@ -139,7 +144,8 @@ class RowSource {
       const std::string& name = wanted_[k].first;
       if (name.empty()) continue;
       auto it = obj.find(name);
-      if (it == obj.end() || it->is_null()) continue;  // missing: "" (required fields are checked by the caller)
+      if (it == obj.end() || it->is_null())
+        continue;  // missing: "" (required fields are checked by the caller)
       if (it->is_string()) {
         values[k] = it->get<std::string>();
       } else if (it->is_number_integer() || it->is_number_unsigned()) {
@@ -176,12 +182,13 @@ class BadRows {
   void add(std::int64_t line, const std::string& reason, const std::string& detail = "") {
     std::string where = fmt::format("{}:{}", report_.path, line);
     if (config_.on_error == "error") {
-      throw IoError(fmt::format("{}: {}{} (data.on_error: skip would skip and count such rows)", where, reason,
-                                detail.empty() ? "" : ": " + detail));
+      throw IoError(fmt::format("{}: {}{} (data.on_error: skip would skip and count such rows)", where,
+                                reason, detail.empty() ? "" : ": " + detail));
     }
     ++report_.skipped[reason];
     auto& ex = report_.examples[reason];
-    if (static_cast<int>(ex.size()) < config_.show_errors) ex.push_back(detail.empty() ? where : where + ": " + detail);
+    if (static_cast<int>(ex.size()) < config_.show_errors)
+      ex.push_back(detail.empty() ? where : where + ": " + detail);
   }
 
  private:
@@ -226,8 +233,9 @@ std::string utc_iso(std::int64_t t) {
 
 Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
   report.path = path;
-  std::vector<std::pair<std::string, std::string>> cat_cols = {{cfg.catalogue_columns.item, "data.catalogue_columns.item"},
-                                                               {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
+  std::vector<std::pair<std::string, std::string>> cat_cols = {
+      {cfg.catalogue_columns.item, "data.catalogue_columns.item"},
+      {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
   for (const auto& t : cfg.catalogue_columns.text) cat_cols.emplace_back(t, "data.catalogue_columns.text");
   Catalogue out;
   std::unordered_map<std::string, std::int64_t> item_line;
@@ -241,7 +249,8 @@ Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, Prepare
       continue;
     }
     if (item_line.count(v[0])) {
-      bad.add(line, "duplicate item id", fmt::format("'{}' first defined at line {}", shorten(v[0]), item_line[v[0]]));
+      bad.add(line, "duplicate item id",
+              fmt::format("'{}' first defined at line {}", shorten(v[0]), item_line[v[0]]));
       continue;
     }
     std::string text;
@@ -251,7 +260,8 @@ Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, Prepare
       text += v[k];
     }
     if (text.empty()) {
-      bad.add(line, "missing item text", fmt::format("item '{}' has no text in any text column", shorten(v[0])));
+      bad.add(line, "missing item text",
+              fmt::format("item '{}' has no text in any text column", shorten(v[0])));
       continue;
     }
     // The model reads data.text_len tokens: a longer text is cut, not lost.
@@ -307,12 +317,15 @@ std::int64_t prepare_check_config(const DataConfig& cfg) {
     throw ConfigError("data.interactions and data.catalogue must name the raw files to prepare");
   }
   if (cfg.split == "leave_last_out" && cfg.min_user_events < 3) {
-    throw ConfigError(fmt::format("data.min_user_events is {}, but the leave_last_out split needs at least 3 "
-                                  "events per user (train, valid, test)", cfg.min_user_events));
+    throw ConfigError(
+        fmt::format("data.min_user_events is {}, but the leave_last_out split needs at least 3 "
+                    "events per user (train, valid, test)",
+                    cfg.min_user_events));
   }
   if (cfg.weight == "rating" && cfg.columns.rating.empty()) {
-    throw ConfigError("data.weight is 'rating' but data.columns.rating is empty: name the rating column, or use "
-                      "data.weight: event");
+    throw ConfigError(
+        "data.weight is 'rating' but data.columns.rating is empty: name the rating column, or use "
+        "data.weight: event");
   }
   if (cfg.split != "temporal") return 0;
   auto c = parse_timestamp(cfg.cut, "auto");
@@ -330,7 +343,8 @@ struct RowFields {
 
 /// Parses and checks the fields of row `line` (v: user, item, time, event,
 /// rating, context...); nothing when the row is bad (reported to `bad`).
-std::optional<RowFields> parse_row_fields(const std::vector<std::string>& v, std::int64_t line, const DataConfig& cfg,
+std::optional<RowFields> parse_row_fields(const std::vector<std::string>& v, std::int64_t line,
+                                          const DataConfig& cfg,
                                           const std::vector<std::pair<std::string, std::string>>& cols,
                                           const std::unordered_map<std::string, std::int32_t>& item_index,
                                           const std::vector<std::string>& event_types, BadRows& bad) {
@@ -344,14 +358,16 @@ std::optional<RowFields> parse_row_fields(const std::vector<std::string>& v, std
   RowFields f;
   auto item = item_index.find(v[1]);
   if (item == item_index.end()) {
-    bad.add(line, "unknown item id", fmt::format("'{}' is not in the catalogue {}", shorten(v[1]), cfg.catalogue));
+    bad.add(line, "unknown item id",
+            fmt::format("'{}' is not in the catalogue {}", shorten(v[1]), cfg.catalogue));
     return std::nullopt;
   }
   f.item = item->second;
   auto t = parse_timestamp(v[2], cfg.time_format);
   if (!t) {
-    bad.add(line, "bad timestamp", fmt::format("'{}' is not a {} time", shorten(v[2]),
-                                               cfg.time_format == "auto" ? "unix or ISO 8601" : cfg.time_format));
+    bad.add(line, "bad timestamp",
+            fmt::format("'{}' is not a {} time", shorten(v[2]),
+                        cfg.time_format == "auto" ? "unix or ISO 8601" : cfg.time_format));
     return std::nullopt;
   }
   f.time = *t;
@@ -360,7 +376,8 @@ std::optional<RowFields> parse_row_fields(const std::vector<std::string>& v, std
     if (it == event_types.end()) {
       std::string known;
       for (const auto& e : event_types) known += (known.empty() ? "" : ", ") + e;
-      bad.add(line, "unknown event type", fmt::format("'{}' (data.event_weights has: {})", shorten(v[3]), known));
+      bad.add(line, "unknown event type",
+              fmt::format("'{}' (data.event_weights has: {})", shorten(v[3]), known));
       return std::nullopt;
     }
     f.type = static_cast<std::uint8_t>(it - event_types.begin());
@@ -386,7 +403,8 @@ std::optional<RowFields> parse_row_fields(const std::vector<std::string>& v, std
 
 /// Reads and validates every interaction row (bad rows by data.on_error,
 /// counted in report.interactions); duplicates are bad rows too.
-RawEvents read_interactions(const DataConfig& cfg, const std::unordered_map<std::string, std::int32_t>& item_index,
+RawEvents read_interactions(const DataConfig& cfg,
+                            const std::unordered_map<std::string, std::int32_t>& item_index,
                             PrepareReport& report) {
   report.interactions.path = cfg.interactions;
   const auto& c = cfg.columns;
@@ -417,13 +435,17 @@ RawEvents read_interactions(const DataConfig& cfg, const std::unordered_map<std:
     BadRows bad(cfg, report.interactions);
     // Duplicate detection on (user, item, time, event) -> first line.
     struct KeyHash {
-      std::size_t operator()(const std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>& k) const {
+      std::size_t operator()(
+          const std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>& k) const {
         std::size_t h = std::hash<std::int64_t>()(std::get<2>(k));
-        h ^= std::hash<std::int64_t>()((std::int64_t(std::get<0>(k)) << 32) | std::uint32_t(std::get<1>(k))) + 0x9e3779b9 + (h << 6) + (h >> 2);
+        h ^= std::hash<std::int64_t>()((std::int64_t(std::get<0>(k)) << 32) | std::uint32_t(std::get<1>(k))) +
+             0x9e3779b9 + (h << 6) + (h >> 2);
         return h ^ std::get<3>(k);
       }
     };
-    std::unordered_map<std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>, std::int64_t, KeyHash> seen;
+    std::unordered_map<std::tuple<std::int32_t, std::int32_t, std::int64_t, std::uint8_t>, std::int64_t,
+                       KeyHash>
+        seen;
     std::vector<std::string> v;
     std::int64_t line = 0;
     while (src.next_valid(v, line, bad, report.interactions.rows_read)) {
@@ -434,12 +456,14 @@ RawEvents read_interactions(const DataConfig& cfg, const std::unordered_map<std:
       auto key = std::make_tuple(uit->second, f->item, f->time, f->type);
       auto [dup, fresh] = seen.emplace(key, line);
       if (!fresh) {
-        bad.add(line, "duplicate event", fmt::format("same user, item, time and event as line {}", dup->second));
+        bad.add(line, "duplicate event",
+                fmt::format("same user, item, time and event as line {}", dup->second));
         continue;
       }
       Event e{uit->second, f->item, f->time, f->type, f->rating, line, {}};
       for (std::size_t k = 0; k < c.context.size(); ++k) {
-        auto [cit, added] = context_index[k].emplace(v[5 + k], static_cast<std::int32_t>(context_values[k].size()));
+        auto [cit, added] =
+            context_index[k].emplace(v[5 + k], static_cast<std::int32_t>(context_values[k].size()));
         if (added) context_values[k].push_back(v[5 + k]);
         e.context.push_back(cit->second);
       }
@@ -452,7 +476,8 @@ RawEvents read_interactions(const DataConfig& cfg, const std::unordered_map<std:
 
 /// Sorts each user's events by time (then file line) and marks the events
 /// that survive the k-core and min_user_events filters (counted in report).
-std::vector<char> filter_events(const DataConfig& cfg, RawEvents& raw, std::size_t n_items, PrepareReport& report) {
+std::vector<char> filter_events(const DataConfig& cfg, RawEvents& raw, std::size_t n_items,
+                                PrepareReport& report) {
   auto& events = raw.events;
   const auto& user_ids = raw.user_ids;
   std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) {
@@ -503,8 +528,8 @@ std::vector<char> filter_events(const DataConfig& cfg, RawEvents& raw, std::size
 
 /// The users with events left, sorted by raw id, their events (CSR) and the
 /// split; the training events per item.
-void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw, const std::vector<char>& alive,
-                 DatasetArrays& out, PrepareReport& report) {
+void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw,
+                 const std::vector<char>& alive, DatasetArrays& out, PrepareReport& report) {
   const auto& events = raw.events;
   const auto& user_ids = raw.user_ids;
   const auto& c = cfg.columns;
@@ -518,7 +543,8 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw, 
     for (std::size_t u = 0; u < user_ids.size(); ++u) {
       if (has[u]) order.push_back(static_cast<std::int32_t>(u));
     }
-    std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return user_ids[a] < user_ids[b]; });
+    std::sort(order.begin(), order.end(),
+              [&](std::int32_t a, std::int32_t b) { return user_ids[a] < user_ids[b]; });
   }
   std::vector<std::size_t> first(user_ids.size() + 1, events.size());
   for (std::size_t i = events.size(); i-- > 0;) first[events[i].user] = i;
@@ -572,18 +598,20 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw, 
     // Say why, with every count in and out (the skip report included).
     std::string why;
     if (cfg.split != "leave_last_out" && report.no_train_users_removed > 0) {
-      std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = std::numeric_limits<std::int64_t>::min();
+      std::int64_t lo = std::numeric_limits<std::int64_t>::max(),
+                   hi = std::numeric_limits<std::int64_t>::min();
       for (std::size_t i = 0; i < events.size(); ++i) {
         if (!alive[i]) continue;
         lo = std::min(lo, events[i].time);
         hi = std::max(hi, events[i].time);
       }
-      why = fmt::format("; the temporal split's cut (data.cut '{}' = {}) is at or before every user's first event "
-                        "(the events span {} .. {}): move the cut into that range",
-                        cfg.cut, utc_iso(cut), utc_iso(lo), utc_iso(hi));
+      why = fmt::format(
+          "; the temporal split's cut (data.cut '{}' = {}) is at or before every user's first event "
+          "(the events span {} .. {}): move the cut into that range",
+          cfg.cut, utc_iso(cut), utc_iso(lo), utc_iso(hi));
     }
-    throw IoError(fmt::format("no user is left after validation and filtering: nothing to train on{}\n{}", why,
-                              report.to_text()));
+    throw IoError(fmt::format("no user is left after validation and filtering: nothing to train on{}\n{}",
+                              why, report.to_text()));
   }
   out.has_rating = !c.rating.empty();
   out.items.cold.resize(out.items.ids.size());
@@ -591,7 +619,9 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw, 
   out.items.train_count = std::move(train_count);
   for (std::size_t u = 0; u < out.users.test.size(); ++u) {
     auto t = out.users.test[u];
-    if (t >= 0) report.test_events_on_cold_items += out.items.cold[static_cast<std::size_t>(out.events.item[static_cast<std::size_t>(t)])];
+    if (t >= 0)
+      report.test_events_on_cold_items +=
+          out.items.cold[static_cast<std::size_t>(out.events.item[static_cast<std::size_t>(t)])];
   }
 }
 
@@ -668,17 +698,24 @@ std::string PrepareReport::to_json() const {
       {"interactions", source(interactions)},
       {"events_after_validation", events_after_validation},
       {"users_seen", users_seen},
-      {"kcore", {{"events_removed", kcore_events_removed}, {"users_removed", kcore_users_removed},
-                 {"items_losing_all_events", kcore_items_removed}}},
-      {"min_user_events", {{"users_removed", min_events_users_removed}, {"events_removed", min_events_events_removed}}},
-      {"temporal_no_train", {{"users_removed", no_train_users_removed}, {"events_removed", no_train_events_removed}}},
+      {"kcore",
+       {{"events_removed", kcore_events_removed},
+        {"users_removed", kcore_users_removed},
+        {"items_losing_all_events", kcore_items_removed}}},
+      {"min_user_events",
+       {{"users_removed", min_events_users_removed}, {"events_removed", min_events_events_removed}}},
+      {"temporal_no_train",
+       {{"users_removed", no_train_users_removed}, {"events_removed", no_train_events_removed}}},
       {"users", users},
       {"items", items},
       {"items_with_training_events", items_with_training_events},
       {"cold_items", cold_items},
       {"events", events},
-      {"split", {{"train", train_events}, {"valid", valid_events}, {"test", test_events},
-                 {"test_on_cold_items", test_events_on_cold_items}}},
+      {"split",
+       {{"train", train_events},
+        {"valid", valid_events},
+        {"test", test_events},
+        {"test_on_cold_items", test_events_on_cold_items}}},
       {"vocab_size", vocab_size},
       {"truncated_texts", truncated_texts},
       {"unk_token_share", unk_token_share},
@@ -692,8 +729,10 @@ std::string PrepareReport::to_text() const {
   auto source = [&](const char* what, const Source& src) {
     std::int64_t skipped = 0;
     for (const auto& [k, n] : src.skipped) skipped += n;
-    s += fmt::format("{} {}: {} rows read, {} kept, {} skipped\n", what, src.path, src.rows_read, src.rows_kept, skipped);
-    if (src.texts_cut > 0) s += fmt::format("    {:>9}  texts cut to data.max_text_chars characters (kept)\n", src.texts_cut);
+    s += fmt::format("{} {}: {} rows read, {} kept, {} skipped\n", what, src.path, src.rows_read,
+                     src.rows_kept, skipped);
+    if (src.texts_cut > 0)
+      s += fmt::format("    {:>9}  texts cut to data.max_text_chars characters (kept)\n", src.texts_cut);
     for (const auto& [k, n] : src.skipped) {
       s += fmt::format("    {:>9}  {}\n", n, k);
       for (const auto& ex : src.examples.at(k)) s += fmt::format("               e.g. {}\n", ex);
@@ -703,8 +742,8 @@ std::string PrepareReport::to_text() const {
   source("interactions", interactions);
   s += fmt::format("events after validation: {} from {} users\n", events_after_validation, users_seen);
   if (kcore_events_removed > 0) {
-    s += fmt::format("k-core: removed {} events, {} users; {} items lost all their events\n", kcore_events_removed,
-                     kcore_users_removed, kcore_items_removed);
+    s += fmt::format("k-core: removed {} events, {} users; {} items lost all their events\n",
+                     kcore_events_removed, kcore_users_removed, kcore_items_removed);
   }
   s += fmt::format("fewer than min_user_events: removed {} users with {} events\n", min_events_users_removed,
                    min_events_events_removed);
@@ -712,10 +751,10 @@ std::string PrepareReport::to_text() const {
     s += fmt::format("temporal split, no event before the cut: removed {} users with {} events\n",
                      no_train_users_removed, no_train_events_removed);
   }
-  s += fmt::format("dataset: {} users, {} items ({} with training events, {} cold), {} events\n", users, items,
-                   items_with_training_events, cold_items, events);
-  s += fmt::format("split: {} train, {} valid, {} test events ({} of the test events on cold items)\n", train_events,
-                   valid_events, test_events, test_events_on_cold_items);
+  s += fmt::format("dataset: {} users, {} items ({} with training events, {} cold), {} events\n", users,
+                   items, items_with_training_events, cold_items, events);
+  s += fmt::format("split: {} train, {} valid, {} test events ({} of the test events on cold items)\n",
+                   train_events, valid_events, test_events, test_events_on_cold_items);
   s += fmt::format("text: vocabulary {} tokens, {} item texts truncated, {:.2f}% [UNK] tokens\n", vocab_size,
                    truncated_texts, 100.0 * unk_token_share);
   return s;

@@ -27,8 +27,8 @@ struct PrepareReport {
     std::string path;
     std::int64_t rows_read = 0;
     std::int64_t rows_kept = 0;
-    std::int64_t texts_cut = 0;  ///< catalogue: texts cut to data.max_text_chars
-    std::map<std::string, std::int64_t> skipped;        ///< reason -> rows
+    std::int64_t texts_cut = 0;                   ///< catalogue: texts cut to data.max_text_chars
+    std::map<std::string, std::int64_t> skipped;  ///< reason -> rows
     std::map<std::string, std::vector<std::string>> examples;  ///< reason -> "file:line: detail"
   };
   Source catalogue;
@@ -40,7 +40,7 @@ struct PrepareReport {
   std::int64_t kcore_items_removed = 0;  ///< items whose events k-core removed (they stay in the catalogue)
   std::int64_t min_events_users_removed = 0;
   std::int64_t min_events_events_removed = 0;
-  std::int64_t no_train_users_removed = 0;   ///< temporal split: no event before the cut
+  std::int64_t no_train_users_removed = 0;  ///< temporal split: no event before the cut
   std::int64_t no_train_events_removed = 0;
   std::int64_t users = 0;
   std::int64_t items = 0;

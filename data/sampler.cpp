@@ -16,17 +16,19 @@ std::vector<Shard> shard_users(const std::vector<std::int64_t>& train_end, int w
   LLMREC_CHECK(world >= 1, "world size must be positive, got {}", world);
   const auto n = static_cast<std::int64_t>(train_end.size());
   std::vector<std::int64_t> prefix(train_end.size() + 1, 0);
-  for (std::size_t u = 0; u < train_end.size(); ++u) prefix[u + 1] = prefix[u] + examples_of_user(train_end[u]);
+  for (std::size_t u = 0; u < train_end.size(); ++u)
+    prefix[u + 1] = prefix[u] + examples_of_user(train_end[u]);
   const std::int64_t total = prefix.back();
   std::vector<Shard> shards(static_cast<std::size_t>(world));
   std::int64_t begin = 0;
   for (int r = 0; r < world; ++r) {
     // End at the first user whose prefix reaches the rank's share.
     const std::int64_t goal = total * (r + 1) / world;
-    std::int64_t end = r + 1 == world ? n
-                                      : std::lower_bound(prefix.begin() + begin, prefix.end(), goal) - prefix.begin();
+    std::int64_t end =
+        r + 1 == world ? n : std::lower_bound(prefix.begin() + begin, prefix.end(), goal) - prefix.begin();
     end = std::clamp<std::int64_t>(end, begin, n);
-    shards[static_cast<std::size_t>(r)] = {begin, end, prefix[static_cast<std::size_t>(end)] - prefix[static_cast<std::size_t>(begin)]};
+    shards[static_cast<std::size_t>(r)] = {
+        begin, end, prefix[static_cast<std::size_t>(end)] - prefix[static_cast<std::size_t>(begin)]};
     begin = end;
   }
   return shards;
@@ -84,7 +86,8 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
       end = std::min(end + stride, last);
     }
   }
-  LLMREC_CHECK(targets == shard_.examples, "rank {}: {} examples read, {} planned", rank, targets, shard_.examples);
+  LLMREC_CHECK(targets == shard_.examples, "rank {}: {} examples read, {} planned", rank, targets,
+               shard_.examples);
 }
 
 std::shared_ptr<const std::vector<std::int64_t>> BatchSampler::permutation(std::int64_t epoch) const {
@@ -113,8 +116,9 @@ std::vector<std::int64_t> BatchSampler::batch_negatives(const Cursor& cursor, st
   } else if (options_.sampled_negatives > 0) {
     // Uniform over the catalogue, seeded by (seed, epoch, step, rank) so that
     // a batch stays a pure function of its cursor.
-    std::mt19937_64 gen(options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^
-                        static_cast<std::uint64_t>(cursor.step) * 7919ULL ^ static_cast<std::uint64_t>(rank_ + 1) << 48);
+    std::mt19937_64 gen(
+        options_.seed * 0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(cursor.epoch) * 1000003ULL ^
+        static_cast<std::uint64_t>(cursor.step) * 7919ULL ^ static_cast<std::uint64_t>(rank_ + 1) << 48);
     const auto n_items = static_cast<unsigned __int128>(items_.ids.size());
     for (std::int64_t k = 0; k < options_.sampled_negatives; ++k) {
       negatives.push_back(static_cast<std::int64_t>((static_cast<unsigned __int128>(gen()) * n_items) >> 64));
@@ -134,7 +138,8 @@ void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) 
     const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
     const std::int32_t len = items_.length[item];
     for (int k = 0; k < text_len_; ++k) {
-      tok[r * text_len_ + k] = items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
+      tok[r * text_len_ + k] =
+          items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
       mask[r * text_len_ + k] = k < len ? 1 : 0;
     }
   }
@@ -149,8 +154,8 @@ void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) 
 }
 
 Batch BatchSampler::batch(const Cursor& cursor) const {
-  LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps", cursor.step,
-               steps_per_epoch_);
+  LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps",
+               cursor.step, steps_per_epoch_);
   const auto perm_ptr = permutation(cursor.epoch);
   const std::vector<std::int64_t>& perm = *perm_ptr;
   const auto n = static_cast<std::int64_t>(perm.size());
@@ -177,7 +182,9 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   ids.insert(ids.end(), negatives.begin(), negatives.end());
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  auto row_of = [&](std::int64_t item) { return std::lower_bound(ids.begin(), ids.end(), item) - ids.begin(); };
+  auto row_of = [&](std::int64_t item) {
+    return std::lower_bound(ids.begin(), ids.end(), item) - ids.begin();
+  };
 
   Batch out;
   out.cursor = cursor;
@@ -234,14 +241,20 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
       add_target(user, j);
     }
   }
-  LLMREC_CHECK(t == n_targets, "batch {}:{}: {} targets written, {} counted", cursor.epoch, cursor.step, t, n_targets);
+  LLMREC_CHECK(t == n_targets, "batch {}:{}: {} targets written, {} counted", cursor.epoch, cursor.step, t,
+               n_targets);
   return out;
 }
 
-BatchLoader::BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth, bool pin_memory)
-    : sampler_(std::move(sampler)), depth_(std::max(depth, 1)), pin_memory_(pin_memory), produce_(start),
+BatchLoader::BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth,
+                         bool pin_memory)
+    : sampler_(std::move(sampler)),
+      depth_(std::max(depth, 1)),
+      pin_memory_(pin_memory),
+      produce_(start),
       consume_(start) {
-  LLMREC_CHECK(sampler_->steps_per_epoch() > 0, "no training examples: the dataset has no user with 2 or more "
+  LLMREC_CHECK(sampler_->steps_per_epoch() > 0,
+               "no training examples: the dataset has no user with 2 or more "
                "training events");
   thread_ = std::thread([this] { run(); });
 }

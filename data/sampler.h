@@ -52,7 +52,9 @@ struct Shard {
 };
 
 /// Training examples of a user with `train_events` training events.
-inline std::int64_t examples_of_user(std::int64_t train_events) { return train_events > 1 ? train_events - 1 : 0; }
+inline std::int64_t examples_of_user(std::int64_t train_events) {
+  return train_events > 1 ? train_events - 1 : 0;
+}
 
 /// Sequence windows (see above) of a user with `train_events` training
 /// events and history T.
@@ -81,17 +83,17 @@ struct Cursor {
 /// predicts it (row * T + slot: the slot of the event just before it).
 struct Batch {
   Cursor cursor;
-  at::Tensor item_ids;     ///< [U] int64 dataset item ids
-  at::Tensor item_tokens;  ///< [U, L] int64
-  at::Tensor item_mask;    ///< [U, L] int64, 1 = token
-  at::Tensor history;      ///< [B, T] int64 rows of item_ids, -1 = padding; right-aligned, most recent last
-  at::Tensor target;       ///< [B] int64 row of the target item
-  at::Tensor weight;       ///< [B] float32 event weight
-  at::Tensor negatives;    ///< [N] int64 rows of the sampled negatives (empty without them)
-  at::Tensor item_log_q;   ///< [U] float32 log of each item's share of training events (logQ correction)
-  at::Tensor example_user; ///< [B] int64 dataset user index (for checks and logs)
-  at::Tensor example_event;///< [B] int64 dataset event index of the target
-  at::Tensor target_slot;  ///< sequences only: [B] int64 flat index into history [rows, T]; else undefined
+  at::Tensor item_ids;       ///< [U] int64 dataset item ids
+  at::Tensor item_tokens;    ///< [U, L] int64
+  at::Tensor item_mask;      ///< [U, L] int64, 1 = token
+  at::Tensor history;        ///< [B, T] int64 rows of item_ids, -1 = padding; right-aligned, most recent last
+  at::Tensor target;         ///< [B] int64 row of the target item
+  at::Tensor weight;         ///< [B] float32 event weight
+  at::Tensor negatives;      ///< [N] int64 rows of the sampled negatives (empty without them)
+  at::Tensor item_log_q;     ///< [U] float32 log of each item's share of training events (logQ correction)
+  at::Tensor example_user;   ///< [B] int64 dataset user index (for checks and logs)
+  at::Tensor example_event;  ///< [B] int64 dataset event index of the target
+  at::Tensor target_slot;    ///< sequences only: [B] int64 flat index into history [rows, T]; else undefined
   std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
   /// Rows of `history`: users (sequence windows with target_slot).
   std::int64_t rows() const { return history.defined() ? history.size(0) : 0; }
@@ -147,9 +149,10 @@ class BatchSampler {
   int text_len_ = 0;
   double log_q_total_ = 1;  ///< training events + items (add-one smoothing)
   UserSlice slice_;
-  std::vector<std::int32_t> example_user_;  ///< local user of each example (window)
-  std::vector<std::int64_t> example_event_; ///< slice-relative event index of the target (window's last)
-  std::vector<std::int64_t> example_covered_;  ///< sequences: window targets up to this event index have a loss elsewhere
+  std::vector<std::int32_t> example_user_;   ///< local user of each example (window)
+  std::vector<std::int64_t> example_event_;  ///< slice-relative event index of the target (window's last)
+  std::vector<std::int64_t>
+      example_covered_;  ///< sequences: window targets up to this event index have a loss elsewhere
   mutable std::mutex perm_mutex_;
   mutable std::int64_t perm_epoch_ = -1;
   mutable std::shared_ptr<const std::vector<std::int64_t>> perm_;
@@ -159,7 +162,8 @@ class BatchSampler {
 class BatchLoader {
  public:
   /// pin_memory: batches in page-locked memory (for a GPU; needs a CUDA LibTorch).
-  BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth = 2, bool pin_memory = false);
+  BatchLoader(std::shared_ptr<const BatchSampler> sampler, Cursor start, int depth = 2,
+              bool pin_memory = false);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;

@@ -1,13 +1,12 @@
 #include "data/synth.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 
@@ -19,7 +18,7 @@ namespace {
 
 struct Leaf {
   const char* department;
-  const char* name;  // category leaf, also the noun of titles
+  const char* name;                  // category leaf, also the noun of titles
   std::array<const char*, 4> words;  // descriptive words of the leaf
   double base_price;
 };
@@ -81,16 +80,17 @@ const std::array<Leaf, 50> kLeaves = {{
 constexpr int kDepartments = 10;
 constexpr int kLeavesPerDepartment = 5;
 
-const std::array<const char*, 12> kStyles = {"classic", "modern", "vintage", "sporty", "minimalist", "rugged",
-                                             "elegant", "eco", "compact", "professional", "playful", "smart"};
-const std::array<const char*, 10> kColors = {"black", "white", "red", "blue", "green",
-                                             "grey", "silver", "brown", "pink", "yellow"};
-const std::array<const char*, 8> kMaterials = {"steel", "cotton", "wood", "leather",
-                                               "plastic", "glass", "aluminum", "bamboo"};
+const std::array<const char*, 12> kStyles = {"classic",    "modern",       "vintage", "sporty",
+                                             "minimalist", "rugged",       "elegant", "eco",
+                                             "compact",    "professional", "playful", "smart"};
+const std::array<const char*, 10> kColors = {"black", "white",  "red",   "blue", "green",
+                                             "grey",  "silver", "brown", "pink", "yellow"};
+const std::array<const char*, 8> kMaterials = {"steel",   "cotton", "wood",     "leather",
+                                               "plastic", "glass",  "aluminum", "bamboo"};
 const std::array<const char*, 5> kPriceBands = {"budget", "value", "mid", "premium", "luxury"};
-const std::array<const char*, 20> kSyllables = {"nor", "vik", "zen", "tra", "lum", "ora", "kel", "dan",
-                                                "mar", "sol", "vex", "ari", "tek", "bel", "cor", "fin",
-                                                "gal", "hux", "jor", "pax"};
+const std::array<const char*, 20> kSyllables = {"nor", "vik", "zen", "tra", "lum", "ora", "kel",
+                                                "dan", "mar", "sol", "vex", "ari", "tek", "bel",
+                                                "cor", "fin", "gal", "hux", "jor", "pax"};
 const std::array<const char*, 4> kEvents = {"view", "click", "cart", "purchase"};
 const std::array<double, 4> kEventShare = {0.50, 0.25, 0.15, 0.10};
 
@@ -179,7 +179,8 @@ struct User {
 
 double match(const User& u, const Item& it) {
   auto has = [](const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
-  return kMatchLeaf * has(u.leaves, it.leaf) + kMatchDepartment * has(u.departments, it.leaf / kLeavesPerDepartment) +
+  return kMatchLeaf * has(u.leaves, it.leaf) +
+         kMatchDepartment * has(u.departments, it.leaf / kLeavesPerDepartment) +
          kMatchBrand * has(u.brands, it.brand) + kMatchStyle * has(u.styles, it.style) -
          kMatchPrice * std::abs(it.band - u.band);
 }
@@ -198,8 +199,12 @@ std::string iso_time(std::int64_t t) {
   return buf;
 }
 
-std::string item_id(std::int64_t i) { return fmt::format("i{:06d}", i); }
-std::string user_id(std::int64_t u) { return fmt::format("u{:06d}", u); }
+std::string item_id(std::int64_t i) {
+  return fmt::format("i{:06d}", i);
+}
+std::string user_id(std::int64_t u) {
+  return fmt::format("u{:06d}", u);
+}
 
 void write_file(const std::filesystem::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
@@ -247,10 +252,12 @@ Brands draw_brands(const SynthOptions& o, Rng& rng) {
     for (int s = 0; s < syll; ++s) name += kSyllables[static_cast<std::size_t>(rng.below(kSyllables.size()))];
     brand_names.push_back(capitalize(name));
     int n_dep = 1 + static_cast<int>(rng.below(3));
-    for (int d = 0; d < n_dep; ++d) brands_of_department[static_cast<std::size_t>(rng.below(kDepartments))].push_back(b);
+    for (int d = 0; d < n_dep; ++d)
+      brands_of_department[static_cast<std::size_t>(rng.below(kDepartments))].push_back(b);
   }
   for (int d = 0; d < kDepartments; ++d) {
-    if (brands_of_department[static_cast<std::size_t>(d)].empty()) brands_of_department[static_cast<std::size_t>(d)].push_back(d % n_brands);
+    if (brands_of_department[static_cast<std::size_t>(d)].empty())
+      brands_of_department[static_cast<std::size_t>(d)].push_back(d % n_brands);
   }
 
   return out;
@@ -258,15 +265,16 @@ Brands draw_brands(const SynthOptions& o, Rng& rng) {
 
 /// The items' attributes (Zipf popularity over a random rank, the cold
 /// share), written as catalogue.csv and latent_items.csv under `dir`.
-std::vector<Item> draw_items(const SynthOptions& o, Rng& rng, const Brands& brands, const std::filesystem::path& dir,
-                             SynthSummary& summary) {
+std::vector<Item> draw_items(const SynthOptions& o, Rng& rng, const Brands& brands,
+                             const std::filesystem::path& dir, SynthSummary& summary) {
   const auto& brand_names = brands.names;
   const auto& brands_of_department = brands.of_department;
   // Items: attributes, Zipf popularity over a random rank, cold share.
   std::vector<Item> items(static_cast<std::size_t>(o.items));
   std::vector<std::int64_t> rank(static_cast<std::size_t>(o.items));
   std::iota(rank.begin(), rank.end(), 1);
-  for (std::size_t i = rank.size(); i > 1; --i) std::swap(rank[i - 1], rank[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(i)))]);
+  for (std::size_t i = rank.size(); i > 1; --i)
+    std::swap(rank[i - 1], rank[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(i)))]);
   std::string catalogue = "item_id,title,description,category,brand,price,tags\n";
   // brand_id disambiguates brands that drew the same name; popularity is
   // written exactly (17 digits) so that the oracle reproduces the choice model.
@@ -285,31 +293,36 @@ std::vector<Item> draw_items(const SynthOptions& o, Rng& rng, const Brands& bran
     it.cold = rng.uniform() < o.cold_share;
     summary.cold_items += it.cold;
     const Leaf& leaf = kLeaves[static_cast<std::size_t>(it.leaf)];
-    it.price = std::round(leaf.base_price * std::pow(1.8, it.band - 2) * (0.85 + 0.3 * rng.uniform()) * 100) / 100;
+    it.price =
+        std::round(leaf.base_price * std::pow(1.8, it.band - 2) * (0.85 + 0.3 * rng.uniform()) * 100) / 100;
 
     const std::string brand = brand_names[static_cast<std::size_t>(it.brand)];
     const char* w1 = leaf.words[static_cast<std::size_t>(rng.below(4))];
     const char* w2 = leaf.words[static_cast<std::size_t>(rng.below(4))];
-    std::string title = fmt::format("{} {} {} {} {} {}{:03d}", brand, capitalize(kStyles[static_cast<std::size_t>(it.style)]),
-                                    capitalize(kColors[static_cast<std::size_t>(it.color)]), capitalize(w1),
-                                    capitalize(leaf.name), char('A' + it.leaf % 26), i % 1000);
+    std::string title =
+        fmt::format("{} {} {} {} {} {}{:03d}", brand, capitalize(kStyles[static_cast<std::size_t>(it.style)]),
+                    capitalize(kColors[static_cast<std::size_t>(it.color)]), capitalize(w1),
+                    capitalize(leaf.name), char('A' + it.leaf % 26), i % 1000);
     std::string description = fmt::format(
-        "A {} {} {} from {}, made of {} in {}. {} and {} for {} lovers, {} range.", kStyles[static_cast<std::size_t>(it.style)], w2,
-        leaf.name, brand, kMaterials[static_cast<std::size_t>(it.material)], kColors[static_cast<std::size_t>(it.color)], capitalize(w1), leaf.words[3],
-        leaf.department, kPriceBands[static_cast<std::size_t>(it.band)]);
-    std::string tags = fmt::format("{};{};{};{}", kStyles[static_cast<std::size_t>(it.style)], kColors[static_cast<std::size_t>(it.color)],
+        "A {} {} {} from {}, made of {} in {}. {} and {} for {} lovers, {} range.",
+        kStyles[static_cast<std::size_t>(it.style)], w2, leaf.name, brand,
+        kMaterials[static_cast<std::size_t>(it.material)], kColors[static_cast<std::size_t>(it.color)],
+        capitalize(w1), leaf.words[3], leaf.department, kPriceBands[static_cast<std::size_t>(it.band)]);
+    std::string tags = fmt::format("{};{};{};{}", kStyles[static_cast<std::size_t>(it.style)],
+                                   kColors[static_cast<std::size_t>(it.color)],
                                    kMaterials[static_cast<std::size_t>(it.material)], w2);
     std::string category = fmt::format("{} > {}", leaf.department, leaf.name);
 
     std::string row;
-    for (const std::string& f : {item_id(i), title, description, category, brand, fmt::format("{:.2f}", it.price), tags}) {
+    for (const std::string& f :
+         {item_id(i), title, description, category, brand, fmt::format("{:.2f}", it.price), tags}) {
       if (!row.empty()) row += ',';
       csv_append_field(row, f);
     }
     catalogue += row + "\n";
-    latent_items += fmt::format("{},{},{},{},{},{},{:.17g},{},{}\n", item_id(i), leaf.department, leaf.name, brand,
-                                it.band, kStyles[static_cast<std::size_t>(it.style)], it.popularity, it.cold ? 1 : 0,
-                                it.brand);
+    latent_items += fmt::format("{},{},{},{},{},{},{:.17g},{},{}\n", item_id(i), leaf.department, leaf.name,
+                                brand, it.band, kStyles[static_cast<std::size_t>(it.style)], it.popularity,
+                                it.cold ? 1 : 0, it.brand);
   }
   write_file(dir / "catalogue.csv", catalogue);
   write_file(dir / "latent_items.csv", latent_items);
@@ -328,17 +341,22 @@ User draw_user(Rng& rng, const AliasTable& leaf_table, const Brands& brands) {
     // Later leaves stay in the first leaf's department 60% of the time.
     int leaf = static_cast<int>(leaf_table.draw(rng));
     if (!user.leaves.empty() && rng.uniform() < 0.6) {
-      leaf = user.leaves[0] / kLeavesPerDepartment * kLeavesPerDepartment + static_cast<int>(rng.below(kLeavesPerDepartment));
+      leaf = user.leaves[0] / kLeavesPerDepartment * kLeavesPerDepartment +
+             static_cast<int>(rng.below(kLeavesPerDepartment));
     }
-    if (std::find(user.leaves.begin(), user.leaves.end(), leaf) == user.leaves.end()) user.leaves.push_back(leaf);
+    if (std::find(user.leaves.begin(), user.leaves.end(), leaf) == user.leaves.end())
+      user.leaves.push_back(leaf);
   }
   for (int leaf : user.leaves) {
     int dep = leaf / kLeavesPerDepartment;
-    if (std::find(user.departments.begin(), user.departments.end(), dep) == user.departments.end()) user.departments.push_back(dep);
+    if (std::find(user.departments.begin(), user.departments.end(), dep) == user.departments.end())
+      user.departments.push_back(dep);
   }
   int n_brands_liked = 1 + static_cast<int>(rng.below(2));
   for (int k = 0; k < n_brands_liked; ++k) {
-    const auto& pool = brands_of_department[static_cast<std::size_t>(user.departments[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(user.departments.size())))])];
+    const auto& pool =
+        brands_of_department[static_cast<std::size_t>(user.departments[static_cast<std::size_t>(
+            rng.below(static_cast<std::int64_t>(user.departments.size())))])];
     user.brands.push_back(pool[static_cast<std::size_t>(rng.below(static_cast<std::int64_t>(pool.size())))]);
   }
   int n_styles = 1 + static_cast<int>(rng.below(2));
@@ -354,7 +372,8 @@ void draw_times(const SynthOptions& o, Rng& rng, const SynthSummary& summary, st
   const std::int64_t span = static_cast<std::int64_t>(o.days) * 86400;
   times.resize(static_cast<std::size_t>(n));
   const std::int64_t before = summary.cut_time - o.start_time;
-  for (std::int64_t k = 0; k + 1 < n; ++k) times[static_cast<std::size_t>(k)] = o.start_time + rng.below(before);
+  for (std::int64_t k = 0; k + 1 < n; ++k)
+    times[static_cast<std::size_t>(k)] = o.start_time + rng.below(before);
   std::sort(times.begin(), times.end() - 1);
   times.back() = summary.cut_time + rng.below(o.start_time + span - summary.cut_time);
 }
@@ -362,8 +381,8 @@ void draw_times(const SynthOptions& o, Rng& rng, const SynthSummary& summary, st
 /// One accepted item for a user: popularity^beta proposals, accepted with
 /// exp(match - max); never a repeat, never a cold item before the cut. -1
 /// when 100,000 proposals found none.
-std::int64_t draw_pick(Rng& rng, const AliasTable& by_popularity, const std::vector<Item>& items, const User& user,
-                       const std::vector<std::int64_t>& chosen, bool after_cut) {
+std::int64_t draw_pick(Rng& rng, const AliasTable& by_popularity, const std::vector<Item>& items,
+                       const User& user, const std::vector<std::int64_t>& chosen, bool after_cut) {
   std::int64_t pick = -1;
   for (int attempt = 0; attempt < 100000 && pick < 0; ++attempt) {
     auto cand = static_cast<std::int64_t>(by_popularity.draw(rng));
@@ -398,11 +417,13 @@ std::string latent_user_row(std::int64_t u, const User& user, const Brands& bran
     return s;
   };
   return fmt::format(
-      "{},{},{},{},{},{},{}\n", user_id(u), join(user.leaves, [](int l) { return std::string(kLeaves[static_cast<std::size_t>(l)].name); }),
+      "{},{},{},{},{},{},{}\n", user_id(u),
+      join(user.leaves, [](int l) { return std::string(kLeaves[static_cast<std::size_t>(l)].name); }),
       join(user.brands, [&](int b) { return brand_names[static_cast<std::size_t>(b)]; }),
       join(user.styles, [](int s) { return std::string(kStyles[static_cast<std::size_t>(s)]); }), user.band,
-      join(user.brands, [](int b) { return std::to_string(b); }),
-      join(user.departments, [](int d) { return std::string(kLeaves[static_cast<std::size_t>(d * kLeavesPerDepartment)].department); }));
+      join(user.brands, [](int b) { return std::to_string(b); }), join(user.departments, [](int d) {
+        return std::string(kLeaves[static_cast<std::size_t>(d * kLeavesPerDepartment)].department);
+      }));
 }
 
 nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
@@ -420,21 +441,30 @@ nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
       {"cut_time", summary.cut_time},
       {"cut_time_iso", iso_time(summary.cut_time)},
       {"days", o.days},
-      {"match", {{"leaf", kMatchLeaf}, {"department", kMatchDepartment}, {"brand", kMatchBrand},
-                 {"style", kMatchStyle}, {"price_band_distance", -kMatchPrice}}},
+      {"match",
+       {{"leaf", kMatchLeaf},
+        {"department", kMatchDepartment},
+        {"brand", kMatchBrand},
+        {"style", kMatchStyle},
+        {"price_band_distance", -kMatchPrice}}},
       {"choice", "P(item|user) ~ popularity^beta * exp(match), no repeats; cold items only after cut_time"},
-      {"counts", {{"items", summary.items}, {"cold_items", summary.cold_items}, {"users", summary.users},
-                  {"events", summary.events}, {"cold_events", summary.cold_events}}},
+      {"counts",
+       {{"items", summary.items},
+        {"cold_items", summary.cold_items},
+        {"users", summary.users},
+        {"events", summary.events},
+        {"cold_events", summary.cold_events}}},
   };
 }
 
 }  // namespace
 
 SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir) {
-  LLMREC_CHECK(o.items >= 10 && o.users >= 0, "synth needs at least 10 items and 0 users, got {} and {}", o.items,
-               o.users);
+  LLMREC_CHECK(o.items >= 10 && o.users >= 0, "synth needs at least 10 items and 0 users, got {} and {}",
+               o.items, o.users);
   LLMREC_CHECK(o.min_history >= 2, "synth min_history must be at least 2, got {}", o.min_history);
-  LLMREC_CHECK(o.cold_share >= 0 && o.cold_share < 0.9, "synth cold_share must be in [0, 0.9), got {}", o.cold_share);
+  LLMREC_CHECK(o.cold_share >= 0 && o.cold_share < 0.9, "synth cold_share must be in [0, 0.9), got {}",
+               o.cold_share);
   LLMREC_CHECK(o.mean_history >= o.min_history, "synth mean_history ({}) must be at least min_history ({})",
                o.mean_history, o.min_history);
   namespace fs = std::filesystem;
@@ -457,7 +487,8 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
   AliasTable leaf_table(leaf_mass);
 
   const std::int64_t span = static_cast<std::int64_t>(o.days) * 86400;
-  summary.cut_time = o.start_time + static_cast<std::int64_t>(static_cast<double>(span) * (1.0 - o.after_cut));
+  summary.cut_time =
+      o.start_time + static_cast<std::int64_t>(static_cast<double>(span) * (1.0 - o.after_cut));
   summary.users = o.users;
   std::ofstream inter(fs::path(out_dir) / "interactions.csv", std::ios::binary);
   inter << "user_id,item_id,timestamp,event,rating\n";
@@ -476,8 +507,8 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
       if (pick < 0) continue;  // practically unreachable; the history is one shorter
       chosen.push_back(pick);
       const Item& it = items[static_cast<std::size_t>(pick)];
-      buf += fmt::format("{},{},{},{}\n", user_id(u), item_id(pick), iso_time(times[static_cast<std::size_t>(k)]),
-                         draw_event(rng, user, it));
+      buf += fmt::format("{},{},{},{}\n", user_id(u), item_id(pick),
+                         iso_time(times[static_cast<std::size_t>(k)]), draw_event(rng, user, it));
       ++summary.events;
       summary.cold_events += it.cold;
     }
@@ -488,7 +519,8 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
     }
   }
   inter << buf;
-  if (!inter) throw IoError(fmt::format("cannot write {}", (fs::path(out_dir) / "interactions.csv").string()));
+  if (!inter)
+    throw IoError(fmt::format("cannot write {}", (fs::path(out_dir) / "interactions.csv").string()));
   write_file(fs::path(out_dir) / "latent_users.csv", latent_users);
   write_file(fs::path(out_dir) / "synth.json", synth_meta(o, summary).dump(2) + "\n");
   return summary;

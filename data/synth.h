@@ -27,16 +27,16 @@ namespace llmrec {
 
 struct SynthOptions {
   std::int64_t items = 2000;
-  std::int64_t users = 3000;   ///< 0 = the catalogue only (no interactions file)
-  double mean_history = 20;     ///< mean events per user
-  int min_history = 5;          ///< every user has at least this many
-  double cold_share = 0.10;     ///< items released after the cut
-  double zipf = 1.1;            ///< popularity of the item at rank k ~ k^-zipf
-  double beta = 1.0;            ///< weight of popularity in the choice
+  std::int64_t users = 3000;  ///< 0 = the catalogue only (no interactions file)
+  double mean_history = 20;   ///< mean events per user
+  int min_history = 5;        ///< every user has at least this many
+  double cold_share = 0.10;   ///< items released after the cut
+  double zipf = 1.1;          ///< popularity of the item at rank k ~ k^-zipf
+  double beta = 1.0;          ///< weight of popularity in the choice
   std::uint64_t seed = 1234;
   std::int64_t start_time = 1700000000;  ///< unix seconds of the first event
-  int days = 180;               ///< span of the log
-  double after_cut = 0.1;       ///< share of the span after the cut
+  int days = 180;                        ///< span of the log
+  double after_cut = 0.1;                ///< share of the span after the cut
 
   /// Presets: "demo" (2k items, 3k users), "bench-tiny" (20k, 50k),
   /// "bench-small" (100k, 200k); mean history 20. Error for other names.

@@ -1,5 +1,7 @@
 #include "data/text.h"
 
+#include <fmt/format.h>
+
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -7,8 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace llmrec {
 
@@ -102,8 +102,8 @@ std::optional<std::int64_t> parse_iso(std::string_view s) {
     }
   }
   if (pos != s.size()) return std::nullopt;
-  return days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 + h * 3600 + mi * 60 + sec -
-         offset;
+  return days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 + h * 3600 +
+         mi * 60 + sec - offset;
 }
 
 }  // namespace

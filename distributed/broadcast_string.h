@@ -21,7 +21,8 @@ inline std::string broadcast_string(Communicator& comm, const std::string& s, in
   at::Tensor bytes = at::zeros({len.item<std::int64_t>()}, at::kByte);
   if (mine && !s.empty()) std::memcpy(bytes.data_ptr(), s.data(), s.size());
   comm.broadcast(bytes, {root});
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(bytes.numel()));
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()),
+                     static_cast<std::size_t>(bytes.numel()));
 }
 
 }  // namespace llmrec

@@ -36,7 +36,8 @@ std::string describe(const Signature& s);
 /// The error when the ranks passed different signatures to one collective:
 /// "<tag>: collective <which> differs between ranks (...):" and what each
 /// rank (in rank order, `all`) passed.
-std::string signature_mismatch(const std::string& tag, const std::string& which, const std::vector<Signature>& all);
+std::string signature_mismatch(const std::string& tag, const std::string& which,
+                               const std::vector<Signature>& all);
 
 /// The argument checks every backend makes before a collective; CommError
 /// naming `tag` ("rank R/W") otherwise.

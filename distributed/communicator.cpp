@@ -28,48 +28,51 @@ std::int64_t shape_hash(c10::IntArrayRef dims) {
 }
 
 std::string describe(const Signature& s) {
-  std::string dtype = s.dtype < 0 ? std::string("-")
-                                   : std::string(c10::toString(static_cast<at::ScalarType>(s.dtype)));
+  std::string dtype =
+      s.dtype < 0 ? std::string("-") : std::string(c10::toString(static_cast<at::ScalarType>(s.dtype)));
   switch (static_cast<OpKind>(s.kind)) {
     case OpKind::kAllReduce:
-      return fmt::format("all_reduce({}) {} x {}", reduce_op_name(static_cast<ReduceOp>(s.op_or_root)),
-                         dtype, s.count);
-    case OpKind::kBroadcast:
-      return fmt::format("broadcast(root {}) {} x {}", s.op_or_root, dtype, s.count);
+      return fmt::format("all_reduce({}) {} x {}", reduce_op_name(static_cast<ReduceOp>(s.op_or_root)), dtype,
+                         s.count);
+    case OpKind::kBroadcast: return fmt::format("broadcast(root {}) {} x {}", s.op_or_root, dtype, s.count);
     case OpKind::kAllGather:
       return fmt::format("all_gather {} x {} (shape #{:x})", dtype, s.count, s.shape_hash & 0xffff);
     case OpKind::kAllGatherV:
       return fmt::format("all_gather_v {} (row shape #{:x})", dtype, s.shape_hash & 0xffff);
-    case OpKind::kBarrier:
-      return "barrier";
+    case OpKind::kBarrier: return "barrier";
   }
   return fmt::format("unknown collective {}", s.kind);
 }
 
-std::string signature_mismatch(const std::string& tag, const std::string& which, const std::vector<Signature>& all) {
+std::string signature_mismatch(const std::string& tag, const std::string& which,
+                               const std::vector<Signature>& all) {
   std::string detail;
-  for (std::size_t r = 0; r < all.size(); ++r) detail += fmt::format("\n    rank {}: {}", r, describe(all[r]));
-  return fmt::format("{}: collective {} differs between ranks (every rank must call the same collective with the "
-                     "same dtype, size, op and root):{}",
-                     tag, which, detail);
+  for (std::size_t r = 0; r < all.size(); ++r)
+    detail += fmt::format("\n    rank {}: {}", r, describe(all[r]));
+  return fmt::format(
+      "{}: collective {} differs between ranks (every rank must call the same collective with the "
+      "same dtype, size, op and root):{}",
+      tag, which, detail);
 }
 
 void check_cpu_tensor(const at::Tensor& t, const char* op, const std::string& tag, const char* backend) {
   if (!t.defined()) throw CommError(fmt::format("{}: {} got an undefined tensor", tag, op));
   if (!t.device().is_cpu()) {
-    throw CommError(fmt::format("{}: {}'s {} needs a CPU tensor, got one on {}", tag, backend, op, t.device().str()));
+    throw CommError(
+        fmt::format("{}: {}'s {} needs a CPU tensor, got one on {}", tag, backend, op, t.device().str()));
   }
 }
 
 void check_cpu_reducible(at::ScalarType t, const std::string& tag) {
   if (t == at::kFloat || t == at::kDouble || t == at::kInt || t == at::kLong) return;
-  throw CommError(fmt::format("{}: all_reduce supports float32, float64, int32 and int64 tensors, got {}", tag,
-                              c10::toString(t)));
+  throw CommError(fmt::format("{}: all_reduce supports float32, float64, int32 and int64 tensors, got {}",
+                              tag, c10::toString(t)));
 }
 
 void check_broadcast_root(int root, int size, const std::string& tag) {
   if (root < 0 || root >= size) {
-    throw CommError(fmt::format("{}: broadcast root {} is not a rank of this job (size {})", tag, root, size));
+    throw CommError(
+        fmt::format("{}: broadcast root {} is not a rank of this job (size {})", tag, root, size));
   }
 }
 
@@ -87,9 +90,10 @@ bool signatures_agree(const std::vector<Signature>& all) {
 }
 
 std::string collective_timeout_message(const std::string& who, const std::string& what, double timeout_s) {
-  return fmt::format("{}: {} did not complete within {:.3g} s (comm.timeout_s): another rank is dead, stalled, or "
-                     "called a different collective. The communicator is unusable; abort the job.",
-                     who, what, timeout_s);
+  return fmt::format(
+      "{}: {} did not complete within {:.3g} s (comm.timeout_s): another rank is dead, stalled, or "
+      "called a different collective. The communicator is unusable; abort the job.",
+      who, what, timeout_s);
 }
 
 bool poll_until(std::chrono::steady_clock::time_point deadline, const std::function<bool()>& done,
@@ -129,15 +133,17 @@ std::unique_ptr<Communicator> create_communicator(const CommConfig& config, c10:
   const bool gpu = device == c10::DeviceType::CUDA;
   if (config.backend == "nccl" || (config.backend == "auto" && gpu)) {
     if (!gpu) {
-      throw ConfigError("comm.backend nccl reduces GPU tensors: it needs run.device cuda (this run is on the CPU); "
-                        "use comm.backend auto or mpi");
+      throw ConfigError(
+          "comm.backend nccl reduces GPU tensors: it needs run.device cuda (this run is on the CPU); "
+          "use comm.backend auto or mpi");
     }
     return create_nccl_communicator(config);
   }
   if (config.backend == "auto" || config.backend == "mpi") {
     if (gpu) {
-      throw ConfigError("comm.backend mpi reduces CPU tensors only; with run.device cuda use comm.backend nccl "
-                        "(or auto)");
+      throw ConfigError(
+          "comm.backend mpi reduces CPU tensors only; with run.device cuda use comm.backend nccl "
+          "(or auto)");
     }
     return create_mpi_communicator(config);
   }

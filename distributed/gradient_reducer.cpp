@@ -11,7 +11,8 @@
 
 namespace llmrec {
 
-std::vector<Bucket> compute_bucket_assignment(const std::vector<at::Tensor>& params, std::int64_t bucket_bytes) {
+std::vector<Bucket> compute_bucket_assignment(const std::vector<at::Tensor>& params,
+                                              std::int64_t bucket_bytes) {
   std::vector<Bucket> buckets;
   std::map<at::ScalarType, std::size_t> open;  // dtype -> index of its bucket being filled
   for (std::size_t k = params.size(); k-- > 0;) {
@@ -40,7 +41,8 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<std::pair<std::
                                  const ReducerOptions& options)
     : comm_(comm), options_(options) {
   for (auto& [name, p] : params) {
-    LLMREC_CHECK(p.defined() && p.requires_grad(), "GradientReducer: parameter '{}' does not require grad", name);
+    LLMREC_CHECK(p.defined() && p.requires_grad(), "GradientReducer: parameter '{}' does not require grad",
+                 name);
     names_.push_back(name);
     params_.push_back(p);
   }
@@ -50,8 +52,10 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<std::pair<std::
   where_.resize(params_.size());
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     for (std::size_t i = 0; i < buckets_[b].params.size(); ++i) where_[buckets_[b].params[i]] = {b, i};
-    const at::Device device = params_[buckets_[b].params.front()].device();  // the gradients' device (a GPU: NCCL)
-    flat_.push_back(at::zeros({buckets_[b].numel}, at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
+    const at::Device device =
+        params_[buckets_[b].params.front()].device();  // the gradients' device (a GPU: NCCL)
+    flat_.push_back(
+        at::zeros({buckets_[b].numel}, at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
     pending_.push_back(buckets_[b].params.size());
   }
   work_.resize(buckets_.size());
@@ -84,11 +88,14 @@ void GradientReducer::verify_same_parameters() const {
   at::Tensor hashes = comm_.all_gather(at::tensor({hash}, at::kLong)).flatten();
   if (at::equal(hashes, at::full_like(hashes, hash))) return;
   // Someone differs: gather every rank's list to say what.
-  at::Tensor bytes = at::from_blob(const_cast<char*>(mine.data()), {static_cast<std::int64_t>(mine.size())}, at::kByte).clone();
+  at::Tensor bytes =
+      at::from_blob(const_cast<char*>(mine.data()), {static_cast<std::int64_t>(mine.size())}, at::kByte)
+          .clone();
   auto lists = comm_.all_gather_v(bytes);
   auto parse = [](const at::Tensor& t) {
     std::map<std::string, std::string> m;
-    std::istringstream in(std::string(reinterpret_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel())));
+    std::istringstream in(
+        std::string(reinterpret_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel())));
     std::string line;
     while (std::getline(in, line)) {
       auto sp = line.find(' ');
@@ -113,19 +120,24 @@ void GradientReducer::verify_same_parameters() const {
       if (++shown == 10) break;
     }
     for (const auto& [name, what] : other) {
-      if (!ref.count(name) && shown++ < 10) diff += fmt::format("\n  rank {} has '{}' ({}), rank 0 does not", r, name, what);
+      if (!ref.count(name) && shown++ < 10)
+        diff += fmt::format("\n  rank {} has '{}' ({}), rank 0 does not", r, name, what);
     }
   }
-  throw CommError(fmt::format("rank {}/{}: the ranks do not hold the same trainable parameters (same model config "
-                              "and LoRA settings on every rank?):{}", comm_.rank(), comm_.size(), diff));
+  throw CommError(
+      fmt::format("rank {}/{}: the ranks do not hold the same trainable parameters (same model config "
+                  "and LoRA settings on every rank?):{}",
+                  comm_.rank(), comm_.size(), diff));
 }
 
 void GradientReducer::mark_ready(std::size_t param, const at::Tensor& grad) {
   if (!sync_) return;
   std::lock_guard<std::mutex> lock(mutex_);
   if (ready_[param]) {
-    throw Error(fmt::format("GradientReducer: '{}' got a second gradient before finish(); call finish() after each "
-                            "synchronised backward, or run extra backward passes inside no_sync()", names_[param]));
+    throw Error(
+        fmt::format("GradientReducer: '{}' got a second gradient before finish(); call finish() after each "
+                    "synchronised backward, or run extra backward passes inside no_sync()",
+                    names_[param]));
   }
   auto [b, pos] = where_[param];
   const at::Tensor& p = params_[param];
@@ -194,7 +206,8 @@ void GradientReducer::finish() {
   current_.wait_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (std::size_t k = 0; k < params_.size(); ++k) {
     auto [b, pos] = where_[k];
-    at::Tensor reduced = flat_[b].narrow(0, buckets_[b].offsets[pos], params_[k].numel()).view(params_[k].sizes());
+    at::Tensor reduced =
+        flat_[b].narrow(0, buckets_[b].offsets[pos], params_[k].numel()).view(params_[k].sizes());
     at::Tensor& g = params_[k].mutable_grad();
     if (g.defined()) {
       g.copy_(reduced);

@@ -58,14 +58,15 @@ struct Bucket {
 /// Assigns parameters to buckets of at most `bucket_bytes` (a parameter
 /// larger than that gets a bucket of its own), walking the parameters in
 /// reverse order and never mixing dtypes. Pure, for tests.
-std::vector<Bucket> compute_bucket_assignment(const std::vector<at::Tensor>& params, std::int64_t bucket_bytes);
+std::vector<Bucket> compute_bucket_assignment(const std::vector<at::Tensor>& params,
+                                              std::int64_t bucket_bytes);
 
 /// Communication figures of the last finished step.
 struct ReducerStats {
-  std::int64_t bytes = 0;          ///< bytes all-reduced
-  std::int64_t buckets = 0;        ///< collectives launched
+  std::int64_t bytes = 0;                 ///< bytes all-reduced
+  std::int64_t buckets = 0;               ///< collectives launched
   std::int64_t launched_in_backward = 0;  ///< of those, launched before finish()
-  double wait_s = 0;               ///< time finish() spent waiting for collectives
+  double wait_s = 0;                      ///< time finish() spent waiting for collectives
 };
 
 class GradientReducer {
@@ -111,11 +112,11 @@ class GradientReducer {
   std::vector<at::Tensor> params_;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<std::size_t, std::size_t>> where_;  ///< param -> (bucket, position)
-  std::vector<at::Tensor> flat_;          ///< one flat buffer per bucket
-  std::vector<std::size_t> pending_;      ///< params not yet ready, per bucket
-  std::vector<char> ready_;               ///< per param, this step
+  std::vector<at::Tensor> flat_;                            ///< one flat buffer per bucket
+  std::vector<std::size_t> pending_;                        ///< params not yet ready, per bucket
+  std::vector<char> ready_;                                 ///< per param, this step
   std::vector<std::shared_ptr<Work>> work_;
-  std::size_t next_launch_ = 0;           ///< buckets launch in order
+  std::size_t next_launch_ = 0;  ///< buckets launch in order
   bool sync_ = true;
   std::vector<unsigned> hooks_;
   std::mutex mutex_;

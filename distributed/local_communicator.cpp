@@ -99,31 +99,35 @@ class LocalCommunicator final : public Communicator {
       }
       return std::vector<at::Tensor>{acc};
     };
-    return enqueue(sig, opts.timeout, tensor, std::move(combine), [tensor](const std::vector<at::Tensor>& r) {
-      tensor.copy_(r[0].view(tensor.sizes()));
-    });
+    return enqueue(sig, opts.timeout, tensor, std::move(combine),
+                   [tensor](const std::vector<at::Tensor>& r) { tensor.copy_(r[0].view(tensor.sizes())); });
   }
 
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     check_cpu_tensor(tensor, "broadcast", tag_, "the local backend");
     check_broadcast_root(opts.root, size(), tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast), static_cast<std::int64_t>(tensor.scalar_type()),
-                  opts.root, tensor.numel(), 0};
+    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast),
+                  static_cast<std::int64_t>(tensor.scalar_type()), opts.root, tensor.numel(), 0};
     const int root = opts.root;
-    enqueue(sig, opts.timeout, tensor,
-            [root](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{in[static_cast<std::size_t>(root)]}; },
-            [tensor](const std::vector<at::Tensor>& r) { tensor.copy_(r[0].view(tensor.sizes())); })
+    enqueue(
+        sig, opts.timeout, tensor,
+        [root](const std::vector<at::Tensor>& in) {
+          return std::vector<at::Tensor>{in[static_cast<std::size_t>(root)]};
+        },
+        [tensor](const std::vector<at::Tensor>& r) { tensor.copy_(r[0].view(tensor.sizes())); })
         ->wait();
   }
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu_tensor(tensor, "all_gather", tag_, "the local backend");
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
-                  tensor.numel(), shape_hash(tensor.sizes())};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather),
+                  static_cast<std::int64_t>(tensor.scalar_type()), 0, tensor.numel(),
+                  shape_hash(tensor.sizes())};
     auto out = std::make_shared<at::Tensor>();
-    enqueue(sig, opts.timeout, tensor,
-            [](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{at::stack(in)}; },
-            [out](const std::vector<at::Tensor>& r) { *out = r[0].clone(); })
+    enqueue(
+        sig, opts.timeout, tensor,
+        [](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{at::stack(in)}; },
+        [out](const std::vector<at::Tensor>& r) { *out = r[0].clone(); })
         ->wait();
     return *out;
   }
@@ -131,21 +135,25 @@ class LocalCommunicator final : public Communicator {
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu_tensor(tensor, "all_gather_v", tag_, "the local backend");
     check_gather_v_input(tensor, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
-                  -1, shape_hash(tensor.sizes().slice(1))};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV),
+                  static_cast<std::int64_t>(tensor.scalar_type()), 0, -1,
+                  shape_hash(tensor.sizes().slice(1))};
     auto out = std::make_shared<std::vector<at::Tensor>>();
-    enqueue(sig, opts.timeout, tensor, [](const std::vector<at::Tensor>& in) { return in; },
-            [out](const std::vector<at::Tensor>& r) {
-              for (const auto& t : r) out->push_back(t.clone());
-            })
+    enqueue(
+        sig, opts.timeout, tensor, [](const std::vector<at::Tensor>& in) { return in; },
+        [out](const std::vector<at::Tensor>& r) {
+          for (const auto& t : r) out->push_back(t.clone());
+        })
         ->wait();
     return std::move(*out);
   }
 
   void barrier(const CollectiveOptions& opts) override {
     Signature sig{static_cast<std::int64_t>(OpKind::kBarrier), -1, 0, 0, 0};
-    enqueue(sig, opts.timeout, at::Tensor(), [](const std::vector<at::Tensor>&) { return std::vector<at::Tensor>{}; },
-            [](const std::vector<at::Tensor>&) {})
+    enqueue(
+        sig, opts.timeout, at::Tensor(),
+        [](const std::vector<at::Tensor>&) { return std::vector<at::Tensor>{}; },
+        [](const std::vector<at::Tensor>&) {})
         ->wait();
   }
 
@@ -166,13 +174,18 @@ class LocalCommunicator final : public Communicator {
     std::uint64_t seq = 0;
   };
 
-  std::shared_ptr<QueuedWork> enqueue(const Signature& sig, Seconds timeout, const at::Tensor& input, Combine combine,
-                                     Deliver deliver) {
+  std::shared_ptr<QueuedWork> enqueue(const Signature& sig, Seconds timeout, const at::Tensor& input,
+                                      Combine combine, Deliver deliver) {
     if (timeout.count() <= 0) timeout = Seconds(config_.timeout_s);
     std::lock_guard<std::mutex> lock(mutex_);
     ++issued_;
     Task task{std::make_shared<QueuedWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_), tag_),
-              sig, timeout, input, std::move(combine), std::move(deliver), issued_};
+              sig,
+              timeout,
+              input,
+              std::move(combine),
+              std::move(deliver),
+              issued_};
     auto work = task.work;
     queue_.push_back(std::move(task));
     cv_.notify_all();
@@ -225,7 +238,8 @@ class LocalCommunicator final : public Communicator {
       round.inputs.resize(static_cast<std::size_t>(g.world));
     }
     round.signatures[static_cast<std::size_t>(rank_)] = task.signature;
-    round.inputs[static_cast<std::size_t>(rank_)] = task.input.defined() ? task.input.clone(at::MemoryFormat::Contiguous) : task.input;
+    round.inputs[static_cast<std::size_t>(rank_)] =
+        task.input.defined() ? task.input.clone(at::MemoryFormat::Contiguous) : task.input;
     if (++round.arrived == g.world) {
       if (signatures_agree(round.signatures)) {
         try {

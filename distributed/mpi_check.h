@@ -20,10 +20,10 @@ namespace llmrec::detail {
 [[noreturn]] void mpi_failed(int code, const char* call, const char* file, int line);
 }  // namespace llmrec::detail
 
-#define MPI_CHECK(call)                                                           \
-  do {                                                                            \
-    int llmrec_mpi_rc_ = (call);                                                  \
-    if (llmrec_mpi_rc_ != MPI_SUCCESS) {                                          \
-      ::llmrec::detail::mpi_failed(llmrec_mpi_rc_, #call, __FILE__, __LINE__);    \
-    }                                                                             \
+#define MPI_CHECK(call)                                                        \
+  do {                                                                         \
+    int llmrec_mpi_rc_ = (call);                                               \
+    if (llmrec_mpi_rc_ != MPI_SUCCESS) {                                       \
+      ::llmrec::detail::mpi_failed(llmrec_mpi_rc_, #call, __FILE__, __LINE__); \
+    }                                                                          \
   } while (0)

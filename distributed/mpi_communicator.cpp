@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <climits>
-#include <cstring>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -14,8 +14,8 @@
 
 #include "common/logging.h"
 #include "distributed/collective_signature.h"
-#include "distributed/queued_work.h"
 #include "distributed/mpi_check.h"
+#include "distributed/queued_work.h"
 #include "distributed/unique_handle.h"
 
 namespace llmrec {
@@ -70,8 +70,9 @@ class MpiRuntime {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) {
-      throw CommError("MPI was already finalised in this process: create one communicator per process "
-                      "and keep it for the whole run");
+      throw CommError(
+          "MPI was already finalised in this process: create one communicator per process "
+          "and keep it for the whole run");
     }
     std::shared_ptr<MpiRuntime> rt(new MpiRuntime());
     current = rt;
@@ -99,10 +100,10 @@ class MpiRuntime {
       MPI_Query_thread(&provided_);
     }
     if (provided_ < MPI_THREAD_SERIALIZED) {
-      throw CommError(fmt::format(
-          "the MPI library ({}) provides thread level '{}', llmrec needs at least 'serialized' "
-          "(collectives run on a communication thread): use an MPI built with thread support",
-          mpi_library_version(), thread_level_name(provided_)));
+      throw CommError(
+          fmt::format("the MPI library ({}) provides thread level '{}', llmrec needs at least 'serialized' "
+                      "(collectives run on a communication thread): use an MPI built with thread support",
+                      mpi_library_version(), thread_level_name(provided_)));
     }
   }
 
@@ -145,7 +146,8 @@ void check_cpu(const at::Tensor& t, const char* op, const std::string& tag) {
 
 int int_count(std::int64_t n, const char* what, const std::string& tag) {
   if (n > INT_MAX) {
-    throw AgreedError(fmt::format("{}: {} of {} bytes exceeds MPI's 2 GiB count limit; split it", tag, what, n));
+    throw AgreedError(
+        fmt::format("{}: {} of {} bytes exceeds MPI's 2 GiB count limit; split it", tag, what, n));
   }
   return static_cast<int>(n);
 }
@@ -159,8 +161,7 @@ struct OpContext {
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(const CommConfig& config)
-      : runtime_(MpiRuntime::acquire()), config_(config) {
+  explicit MpiCommunicator(const CommConfig& config) : runtime_(MpiRuntime::acquire()), config_(config) {
     MPI_Comm dup = MPI_COMM_NULL;
     MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
     comm_ = UniqueHandle<MPI_Comm>(dup, [](MPI_Comm c) { MPI_Comm_free(&c); });
@@ -215,68 +216,76 @@ class MpiCommunicator final : public Communicator {
     return start_all_reduce(tensor, opts, /*caller_may_run=*/false);
   }
 
-  std::shared_ptr<Work> start_all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts, bool caller_may_run) {
+  std::shared_ptr<Work> start_all_reduce(const at::Tensor& tensor, const AllReduceOptions& opts,
+                                         bool caller_may_run) {
     check_cpu(tensor, "all_reduce", tag_);
     MPI_Datatype type = reduce_type(tensor.scalar_type(), tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
-                  static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
-    return enqueue(sig, opts.timeout, caller_may_run, [this, tensor, type, op = opts.op](const OpContext& ctx) {
-      at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
-      auto* base = static_cast<char*>(buf.data_ptr());
-      const std::int64_t n = buf.numel();
-      const std::int64_t elem = buf.element_size();
-      std::int64_t off = 0;
-      do {  // one call even for an empty tensor: every rank takes part
-        int count = static_cast<int>(std::min(kMaxChunk, n - off));
-        if (config_.verify && size_ > 1) {
-          // verify() has seen every rank enter this very collective: the
-          // blocking call (Open MPI's tuned algorithms, progressed inside
-          // the call) runs at the speed of raw MPI_Allreduce; a rank lost
-          // during the transfer is caught by the waiter's backstop.
-          MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_.get()));
-        } else {
-          MPI_Request req;
-          MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, reduce_mpi_op(op), comm_.get(), &req));
-          wait_request(req, ctx, {buf});
-        }
-        off += count;
-      } while (off < n);
-      if (op == ReduceOp::kAvg && n > 0) {
-        if (buf.is_floating_point()) {
-          buf.div_(size_);
-        } else {
-          buf.div_(size_, "trunc");
-        }
-      }
-      if (!buf.is_same(tensor)) tensor.copy_(buf);
-    });
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce),
+                  static_cast<std::int64_t>(tensor.scalar_type()), static_cast<std::int64_t>(opts.op),
+                  tensor.numel(), 0};
+    return enqueue(sig, opts.timeout, caller_may_run,
+                   [this, tensor, type, op = opts.op](const OpContext& ctx) {
+                     at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
+                     auto* base = static_cast<char*>(buf.data_ptr());
+                     const std::int64_t n = buf.numel();
+                     const std::int64_t elem = buf.element_size();
+                     std::int64_t off = 0;
+                     do {  // one call even for an empty tensor: every rank takes part
+                       int count = static_cast<int>(std::min(kMaxChunk, n - off));
+                       if (config_.verify && size_ > 1) {
+                         // verify() has seen every rank enter this very collective: the
+                         // blocking call (Open MPI's tuned algorithms, progressed inside
+                         // the call) runs at the speed of raw MPI_Allreduce; a rank lost
+                         // during the transfer is caught by the waiter's backstop.
+                         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type,
+                                                 reduce_mpi_op(op), comm_.get()));
+                       } else {
+                         MPI_Request req;
+                         MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type,
+                                                  reduce_mpi_op(op), comm_.get(), &req));
+                         wait_request(req, ctx, {buf});
+                       }
+                       off += count;
+                     } while (off < n);
+                     if (op == ReduceOp::kAvg && n > 0) {
+                       if (buf.is_floating_point()) {
+                         buf.div_(size_);
+                       } else {
+                         buf.div_(size_, "trunc");
+                       }
+                     }
+                     if (!buf.is_same(tensor)) tensor.copy_(buf);
+                   });
   }
 
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     check_cpu(tensor, "broadcast", tag_);
     check_broadcast_root(opts.root, size_, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast), static_cast<std::int64_t>(tensor.scalar_type()),
-                  opts.root, tensor.numel(), 0};
-    enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, root = opts.root](const OpContext& ctx) {
-      at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
-      auto* base = static_cast<char*>(buf.data_ptr());
-      const std::int64_t bytes = buf.numel() * buf.element_size();
-      std::int64_t off = 0;
-      do {
-        int count = static_cast<int>(std::min(kMaxChunk, bytes - off));
-        MPI_Request req;
-        MPI_CHECK(MPI_Ibcast(base + off, count, MPI_BYTE, root, comm_.get(), &req));
-        wait_request(req, ctx, {buf});
-        off += count;
-      } while (off < bytes);
-      if (!buf.is_same(tensor)) tensor.copy_(buf);
-    })->wait();
+    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast),
+                  static_cast<std::int64_t>(tensor.scalar_type()), opts.root, tensor.numel(), 0};
+    enqueue(sig, opts.timeout, /*caller_may_run=*/true,
+            [this, tensor, root = opts.root](const OpContext& ctx) {
+              at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
+              auto* base = static_cast<char*>(buf.data_ptr());
+              const std::int64_t bytes = buf.numel() * buf.element_size();
+              std::int64_t off = 0;
+              do {
+                int count = static_cast<int>(std::min(kMaxChunk, bytes - off));
+                MPI_Request req;
+                MPI_CHECK(MPI_Ibcast(base + off, count, MPI_BYTE, root, comm_.get(), &req));
+                wait_request(req, ctx, {buf});
+                off += count;
+              } while (off < bytes);
+              if (!buf.is_same(tensor)) tensor.copy_(buf);
+            })
+        ->wait();
   }
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     check_cpu(tensor, "all_gather", tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather), static_cast<std::int64_t>(tensor.scalar_type()),
-                  0, tensor.numel(), shape_hash(tensor.sizes())};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather),
+                  static_cast<std::int64_t>(tensor.scalar_type()), 0, tensor.numel(),
+                  shape_hash(tensor.sizes())};
     std::vector<std::int64_t> out_shape{size_};
     out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
     at::Tensor out = at::empty(out_shape, tensor.options());
@@ -285,7 +294,8 @@ class MpiCommunicator final : public Communicator {
       int bytes = int_count(in.numel() * in.element_size() * size_, "all_gather", tag_);
       bytes /= size_;
       MPI_Request req;
-      MPI_CHECK(MPI_Iallgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_.get(), &req));
+      MPI_CHECK(
+          MPI_Iallgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_.get(), &req));
       wait_request(req, ctx, {in, out});
     })->wait();
     return out;
@@ -295,8 +305,8 @@ class MpiCommunicator final : public Communicator {
     check_cpu(tensor, "all_gather_v", tag_);
     check_gather_v_input(tensor, tag_);
     at::IntArrayRef row_shape = tensor.sizes().slice(1);
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV), static_cast<std::int64_t>(tensor.scalar_type()),
-                  0, -1, shape_hash(row_shape)};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV),
+                  static_cast<std::int64_t>(tensor.scalar_type()), 0, -1, shape_hash(row_shape)};
     auto result = std::make_shared<std::vector<at::Tensor>>();
     enqueue(sig, opts.timeout, /*caller_may_run=*/true, [this, tensor, result](const OpContext& ctx) {
       at::Tensor in = tensor.contiguous();
@@ -304,9 +314,11 @@ class MpiCommunicator final : public Communicator {
       at::Tensor mine = at::tensor({in.size(0)}, at::kLong);
       at::Tensor rows_t = at::empty({size_}, at::kLong);
       MPI_Request req;
-      MPI_CHECK(MPI_Iallgather(mine.data_ptr(), 1, MPI_INT64_T, rows_t.data_ptr(), 1, MPI_INT64_T, comm_.get(), &req));
+      MPI_CHECK(MPI_Iallgather(mine.data_ptr(), 1, MPI_INT64_T, rows_t.data_ptr(), 1, MPI_INT64_T,
+                               comm_.get(), &req));
       wait_request(req, ctx, {mine, rows_t});
-      std::vector<std::int64_t> rows(rows_t.data_ptr<std::int64_t>(), rows_t.data_ptr<std::int64_t>() + size_);
+      std::vector<std::int64_t> rows(rows_t.data_ptr<std::int64_t>(),
+                                     rows_t.data_ptr<std::int64_t>() + size_);
       const std::int64_t row_bytes =
           static_cast<std::int64_t>(c10::multiply_integers(in.sizes().slice(1))) * in.element_size();
       std::int64_t total_rows = 0;
@@ -370,7 +382,7 @@ class MpiCommunicator final : public Communicator {
       std::lock_guard<std::mutex> lock(mutex_);
       ++issued_;
       task = {std::make_shared<QueuedWork>(fmt::format("{} #{}", llmrec::describe(sig), issued_),
-                                        fmt::format("{} ({})", tag_, host_)),
+                                           fmt::format("{} ({})", tag_, host_)),
               sig, timeout, std::move(run), issued_};
       if (!caller_may_run || busy_ || !queue_.empty()) {
         auto work = task.work;
@@ -383,8 +395,8 @@ class MpiCommunicator final : public Communicator {
       // call the caller cannot see its own backstop (a rank or link lost
       // mid-transfer).
       inline_what_ = task.work->what();
-      inline_backstop_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout) +
-                         std::chrono::seconds(1);
+      inline_backstop_ =
+          Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout) + std::chrono::seconds(1);
       inline_timeout_s_ = task.timeout.count();
       inline_running_ = true;
     }
@@ -404,7 +416,8 @@ class MpiCommunicator final : public Communicator {
   /// so nobody else can report it. Ends the job like the application would.
   [[noreturn]] void watchdog_fire(const std::string& what, double timeout_s) {
     spdlog::critical(
-        "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had entered "
+        "{} ({}): collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had "
+        "entered "
         "it: a rank died or the network failed during the transfer; aborting all ranks (exit code {}).",
         tag_, host_, what, timeout_s, kExitCommTimeout);
     logging_flush();
@@ -448,7 +461,8 @@ class MpiCommunicator final : public Communicator {
       return;
     }
     OpContext ctx{task.seq, task.work->what(),
-                  Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout), task.timeout.count()};
+                  Clock::now() + std::chrono::duration_cast<Clock::duration>(task.timeout),
+                  task.timeout.count()};
     task.work->start(ctx.deadline + std::chrono::seconds(1), ctx.timeout_s);
     try {
       if (config_.verify && size_ > 1) verify(ctx, task.signature);
@@ -478,8 +492,8 @@ class MpiCommunicator final : public Communicator {
     });
     if (done) return;
     stuck_.push_back({req, std::move(buffers)});
-    throw CommTimeout(collective_timeout_message(fmt::format("{} ({})", tag_, host_), "collective " + ctx.what,
-                                                 ctx.timeout_s));
+    throw CommTimeout(collective_timeout_message(fmt::format("{} ({})", tag_, host_),
+                                                 "collective " + ctx.what, ctx.timeout_s));
   }
 
   /// Compares this rank's signature with every other rank's (one small
@@ -490,7 +504,8 @@ class MpiCommunicator final : public Communicator {
     std::memcpy(mine.data_ptr(), &sig, sizeof(sig));
     at::Tensor both = at::cat({mine, -mine});
     MPI_Request req;
-    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, both.data_ptr(), 2 * kSignatureLen, MPI_INT64_T, MPI_MAX, comm_.get(), &req));
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, both.data_ptr(), 2 * kSignatureLen, MPI_INT64_T, MPI_MAX,
+                             comm_.get(), &req));
     wait_request(req, ctx, {both});
     const auto* buf = both.data_ptr<std::int64_t>();
     bool same = true;

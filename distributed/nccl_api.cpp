@@ -30,8 +30,8 @@ void bind(void* lib, const std::string& path, const char* symbol, F& fn) {
   dlerror();
   void* p = dlsym(lib, symbol);
   if (p == nullptr) {
-    throw CommError(fmt::format("{} has no symbol '{}': not an NCCL (>= 2.10) / CUDA driver library, or too old",
-                                path, symbol));
+    throw CommError(fmt::format(
+        "{} has no symbol '{}': not an NCCL (>= 2.10) / CUDA driver library, or too old", path, symbol));
   }
   fn = reinterpret_cast<F>(p);
 }
@@ -49,18 +49,21 @@ Api load() {
       open_first(library_names("LLMREC_NCCL_LIBRARY", {"libnccl.so.2", "libnccl.so"}), a.nccl_path, errors);
   if (nccl_lib == nullptr) {
     throw CommError(fmt::format(
-        "comm.backend nccl: cannot load the NCCL library:{}\nInstall NCCL (e.g. the libnccl2 package of NVIDIA's "
+        "comm.backend nccl: cannot load the NCCL library:{}\nInstall NCCL (e.g. the libnccl2 package of "
+        "NVIDIA's "
         "CUDA repository, or your cluster's nccl module) or set LLMREC_NCCL_LIBRARY to its path; on CPU use "
         "comm.backend mpi (or auto).",
         errors));
   }
   errors.clear();
-  void* cuda_lib = open_first(library_names("LLMREC_CUDA_DRIVER_LIBRARY", {"libcuda.so.1"}), a.driver_path, errors);
+  void* cuda_lib =
+      open_first(library_names("LLMREC_CUDA_DRIVER_LIBRARY", {"libcuda.so.1"}), a.driver_path, errors);
   if (cuda_lib == nullptr) {
-    throw CommError(fmt::format(
-        "comm.backend nccl: cannot load the CUDA driver library:{}\nIs an NVIDIA driver installed on this node "
-        "(nvidia-smi)? LLMREC_CUDA_DRIVER_LIBRARY overrides the path.",
-        errors));
+    throw CommError(
+        fmt::format("comm.backend nccl: cannot load the CUDA driver library:{}\nIs an NVIDIA driver "
+                    "installed on this node "
+                    "(nvidia-smi)? LLMREC_CUDA_DRIVER_LIBRARY overrides the path.",
+                    errors));
   }
   const std::string& np = a.nccl_path;
   bind(nccl_lib, np, "ncclGetVersion", a.GetVersion);

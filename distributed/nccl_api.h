@@ -52,13 +52,13 @@ constexpr CuResult kCuSuccess = 0;
 constexpr CuResult kCuNotReady = 600;  // CUDA_ERROR_NOT_READY
 using CuDevice = int;
 using CuContext = struct CUctx_st*;
-using CuStream = struct CUstream_st*;  // the same handle as cudaStream_t
-using CuEvent = struct CUevent_st*;    // the same handle as cudaEvent_t
-constexpr unsigned kCuStreamNonBlocking = 0x1;     // CU_STREAM_NON_BLOCKING
-constexpr unsigned kCuEventDisableTiming = 0x2;    // CU_EVENT_DISABLE_TIMING
+using CuStream = struct CUstream_st*;            // the same handle as cudaStream_t
+using CuEvent = struct CUevent_st*;              // the same handle as cudaEvent_t
+constexpr unsigned kCuStreamNonBlocking = 0x1;   // CU_STREAM_NON_BLOCKING
+constexpr unsigned kCuEventDisableTiming = 0x2;  // CU_EVENT_DISABLE_TIMING
 
 struct Api {
-  std::string nccl_path;    ///< what was loaded
+  std::string nccl_path;  ///< what was loaded
   std::string driver_path;
 
   Result (*GetVersion)(int* version);

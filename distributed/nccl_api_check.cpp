@@ -37,16 +37,21 @@ static_assert(kCuSuccess == CUDA_SUCCESS && kCuNotReady == CUDA_ERROR_NOT_READY)
 static_assert(sizeof(CUresult) == sizeof(CuResult) && sizeof(CUdevice) == sizeof(CuDevice));
 static_assert(sizeof(CUstream) == sizeof(CuStream) && sizeof(CUevent) == sizeof(CuEvent) &&
               sizeof(CUcontext) == sizeof(CuContext));
-static_assert(kCuStreamNonBlocking == CU_STREAM_NON_BLOCKING && kCuEventDisableTiming == CU_EVENT_DISABLE_TIMING);
+static_assert(kCuStreamNonBlocking == CU_STREAM_NON_BLOCKING &&
+              kCuEventDisableTiming == CU_EVENT_DISABLE_TIMING);
 
 // The functions, with llmrec's types mapped to the real ones.
-static_assert(std::is_same_v<decltype(&ncclCommInitRank), ncclResult_t (*)(ncclComm_t*, int, ncclUniqueId, int)>);
-static_assert(std::is_same_v<decltype(&ncclAllReduce), ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t,
-                                                                        ncclRedOp_t, ncclComm_t, cudaStream_t)>);
-static_assert(std::is_same_v<decltype(&ncclBroadcast), ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t,
-                                                                        int, ncclComm_t, cudaStream_t)>);
-static_assert(std::is_same_v<decltype(&ncclAllGather), ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t,
-                                                                        ncclComm_t, cudaStream_t)>);
+static_assert(
+    std::is_same_v<decltype(&ncclCommInitRank), ncclResult_t (*)(ncclComm_t*, int, ncclUniqueId, int)>);
+static_assert(
+    std::is_same_v<decltype(&ncclAllReduce), ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t,
+                                                              ncclRedOp_t, ncclComm_t, cudaStream_t)>);
+static_assert(
+    std::is_same_v<decltype(&ncclBroadcast), ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t, int,
+                                                              ncclComm_t, cudaStream_t)>);
+static_assert(
+    std::is_same_v<decltype(&ncclAllGather),
+                   ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t, ncclComm_t, cudaStream_t)>);
 static_assert(std::is_same_v<decltype(&cuEventRecord), CUresult (*)(CUevent, CUstream)>);
 static_assert(std::is_same_v<decltype(&cuStreamWaitEvent), CUresult (*)(CUstream, CUevent, unsigned int)>);
 

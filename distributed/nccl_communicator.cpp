@@ -12,9 +12,9 @@
 #include "common/logging.h"
 #include "distributed/agree.h"
 #include "distributed/collective_signature.h"
-#include "distributed/unique_handle.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_api.h"
+#include "distributed/unique_handle.h"
 
 #if LLMREC_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
@@ -28,7 +28,8 @@ using Clock = std::chrono::steady_clock;
 /// The stream LibTorch queues the caller's kernels on for this tensor.
 nccl::CuStream compute_stream(const at::Tensor& t) {
 #if LLMREC_WITH_CUDA
-  if (t.is_cuda()) return reinterpret_cast<nccl::CuStream>(c10::cuda::getCurrentCUDAStream(t.device().index()).stream());
+  if (t.is_cuda())
+    return reinterpret_cast<nccl::CuStream>(c10::cuda::getCurrentCUDAStream(t.device().index()).stream());
 #endif
   (void)t;
   return nullptr;  // the legacy default stream: LibTorch's unless a stream guard says otherwise
@@ -49,7 +50,8 @@ int nccl_type(at::ScalarType t) {
 int nccl_op(ReduceOp op, bool floating) {
   switch (op) {
     case ReduceOp::kSum: return nccl::kSum;
-    case ReduceOp::kAvg: return floating ? nccl::kAvg : nccl::kSum;  // integers: sum, then truncating division
+    case ReduceOp::kAvg:
+      return floating ? nccl::kAvg : nccl::kSum;  // integers: sum, then truncating division
     case ReduceOp::kMin: return nccl::kMin;
     case ReduceOp::kMax: return nccl::kMax;
   }
@@ -65,11 +67,18 @@ std::string cu_error(const nccl::Api& api, nccl::CuResult r) {
 /// Completion of one NCCL collective: an event on the NCCL stream.
 class NcclWork : public Work {
  public:
-  NcclWork(const nccl::Api& api, nccl::Comm comm, UniqueHandle<nccl::CuEvent> done, std::string what, std::string tag,
-           Clock::time_point deadline, double timeout_s, std::vector<at::Tensor> keep,
+  NcclWork(const nccl::Api& api, nccl::Comm comm, UniqueHandle<nccl::CuEvent> done, std::string what,
+           std::string tag, Clock::time_point deadline, double timeout_s, std::vector<at::Tensor> keep,
            std::function<void(const std::string&)> on_timeout, std::function<void()> then)
-      : api_(api), comm_(comm), done_event_(std::move(done)), what_(std::move(what)), tag_(std::move(tag)),
-        deadline_(deadline), timeout_s_(timeout_s), keep_(std::move(keep)), on_timeout_(std::move(on_timeout)),
+      : api_(api),
+        comm_(comm),
+        done_event_(std::move(done)),
+        what_(std::move(what)),
+        tag_(std::move(tag)),
+        deadline_(deadline),
+        timeout_s_(timeout_s),
+        keep_(std::move(keep)),
+        on_timeout_(std::move(on_timeout)),
         then_(std::move(then)) {}
 
   bool completed() override {
@@ -80,18 +89,21 @@ class NcclWork : public Work {
   void wait(Seconds timeout) override {
     std::lock_guard<std::mutex> lock(mutex_);
     const bool soft = timeout.count() > 0;
-    const auto deadline = soft ? Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout) : deadline_;
-    const bool done = poll_until(deadline, [&] { return poll(); }, [&] {
-      nccl::Result async = nccl::kSuccess;
-      if (api_.CommGetAsyncError(comm_, &async) == nccl::kSuccess && async != nccl::kSuccess &&
-          async != nccl::kInProgress) {
-        throw CommError(fmt::format("{}: NCCL {} failed: {}", tag_, what_, api_.GetErrorString(async)));
-      }
-    });
+    const auto deadline =
+        soft ? Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout) : deadline_;
+    const bool done = poll_until(
+        deadline, [&] { return poll(); },
+        [&] {
+          nccl::Result async = nccl::kSuccess;
+          if (api_.CommGetAsyncError(comm_, &async) == nccl::kSuccess && async != nccl::kSuccess &&
+              async != nccl::kInProgress) {
+            throw CommError(fmt::format("{}: NCCL {} failed: {}", tag_, what_, api_.GetErrorString(async)));
+          }
+        });
     if (!done) {
       if (soft) {
-        throw CommTimeout(fmt::format("{}: NCCL {} still running after waiting {:.3g} s", tag_, what_,
-                                      timeout.count()));
+        throw CommTimeout(
+            fmt::format("{}: NCCL {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
       }
       std::string message = collective_timeout_message(tag_, "NCCL collective " + what_, timeout_s_);
       on_timeout_(message);
@@ -150,17 +162,18 @@ class NcclCommunicator final : public Communicator {
       check_cu(api_->CuDeviceGet(&dev, device_), "cuDeviceGet");
       nccl::CuContext context = nullptr;
       check_cu(api_->CuDevicePrimaryCtxRetain(&context, dev), "cuDevicePrimaryCtxRetain");
-      context_ = UniqueHandle<nccl::CuContext>(context, [api = api_, dev](nccl::CuContext) {
-        api->CuDevicePrimaryCtxRelease(dev);
-      });
+      context_ = UniqueHandle<nccl::CuContext>(
+          context, [api = api_, dev](nccl::CuContext) { api->CuDevicePrimaryCtxRelease(dev); });
       set_context();
       nccl::CuStream stream = nullptr;
       check_cu(api_->CuStreamCreate(&stream, nccl::kCuStreamNonBlocking), "cuStreamCreate");
-      stream_ = UniqueHandle<nccl::CuStream>(stream, [api = api_](nccl::CuStream st) { api->CuStreamDestroy(st); });
+      stream_ =
+          UniqueHandle<nccl::CuStream>(stream, [api = api_](nccl::CuStream st) { api->CuStreamDestroy(st); });
       check(api_->GetVersion(&version_), "ncclGetVersion");
     } catch (const std::exception& e) {
       try {
-        rethrow_with_context(e, fmt::format("{} ({}): setting up NCCL", tag_, mpi_->host()), ErrorKind::kComm);
+        rethrow_with_context(e, fmt::format("{} ({}): setting up NCCL", tag_, mpi_->host()),
+                             ErrorKind::kComm);
       } catch (...) {
         failure = std::current_exception();
       }
@@ -177,7 +190,8 @@ class NcclCommunicator final : public Communicator {
     nccl::Comm comm = nullptr;
     check(api_->CommInitRank(&comm, mpi_->size(), uid, mpi_->rank()), "ncclCommInitRank");
     comm_ = UniqueHandle<nccl::Comm>(comm, [api = api_](nccl::Comm c) { api->CommDestroy(c); });
-    spdlog::debug("{}: NCCL {} on device {} ({})", tag_, nccl::version_string(version_), device_, api_->nccl_path);
+    spdlog::debug("{}: NCCL {} on device {} ({})", tag_, nccl::version_string(version_), device_,
+                  api_->nccl_path);
   }
 
   // The handles go in reverse order of declaration: the NCCL communicator,
@@ -211,11 +225,14 @@ class NcclCommunicator final : public Communicator {
     if (!routed(tensor)) return mpi_->all_reduce_async(tensor, opts);
     const int dtype = nccl_type(tensor.scalar_type());
     if (dtype < 0) {
-      throw CommError(fmt::format("{}: NCCL all_reduce supports float32, float64, int32 and int64 tensors (and "
-                                  "bfloat16, float16), got {}", tag_, c10::toString(tensor.scalar_type())));
+      throw CommError(
+          fmt::format("{}: NCCL all_reduce supports float32, float64, int32 and int64 tensors (and "
+                      "bfloat16, float16), got {}",
+                      tag_, c10::toString(tensor.scalar_type())));
     }
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce), static_cast<std::int64_t>(tensor.scalar_type()),
-                  static_cast<std::int64_t>(opts.op), tensor.numel(), 0};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllReduce),
+                  static_cast<std::int64_t>(tensor.scalar_type()), static_cast<std::int64_t>(opts.op),
+                  tensor.numel(), 0};
     std::lock_guard<std::mutex> lock(mutex_);
     const Issue is = begin(sig, opts.timeout);
     at::Tensor buf = tensor.is_contiguous() ? tensor : tensor.contiguous();
@@ -238,8 +255,8 @@ class NcclCommunicator final : public Communicator {
   void broadcast(const at::Tensor& tensor, const BroadcastOptions& opts) override {
     if (!routed(tensor)) return mpi_->broadcast(tensor, opts);
     check_broadcast_root(opts.root, size(), tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast), static_cast<std::int64_t>(tensor.scalar_type()),
-                  opts.root, tensor.numel(), 0};
+    Signature sig{static_cast<std::int64_t>(OpKind::kBroadcast),
+                  static_cast<std::int64_t>(tensor.scalar_type()), opts.root, tensor.numel(), 0};
     std::shared_ptr<Work> work;
     at::Tensor buf;
     {
@@ -250,7 +267,8 @@ class NcclCommunicator final : public Communicator {
       order_after(compute);
       const auto bytes = static_cast<std::size_t>(buf.numel()) * buf.element_size();
       if (bytes > 0) {
-        check(api_->Broadcast(buf.data_ptr(), buf.data_ptr(), bytes, nccl::kUint8, opts.root, comm_.get(), stream_.get()),
+        check(api_->Broadcast(buf.data_ptr(), buf.data_ptr(), bytes, nccl::kUint8, opts.root, comm_.get(),
+                              stream_.get()),
               "ncclBroadcast");
       }
       work = complete(is, compute, {buf}, [buf, tensor]() mutable {
@@ -262,8 +280,9 @@ class NcclCommunicator final : public Communicator {
 
   at::Tensor all_gather(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     if (!routed(tensor)) return mpi_->all_gather(tensor, opts);
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather), static_cast<std::int64_t>(tensor.scalar_type()), 0,
-                  tensor.numel(), shape_hash(tensor.sizes())};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGather),
+                  static_cast<std::int64_t>(tensor.scalar_type()), 0, tensor.numel(),
+                  shape_hash(tensor.sizes())};
     std::vector<std::int64_t> out_shape{size()};
     out_shape.insert(out_shape.end(), tensor.sizes().begin(), tensor.sizes().end());
     at::Tensor out = at::empty(out_shape, tensor.options());
@@ -276,7 +295,8 @@ class NcclCommunicator final : public Communicator {
       order_after(compute);
       const auto bytes = static_cast<std::size_t>(in.numel()) * in.element_size();
       if (bytes > 0) {
-        check(api_->AllGather(in.data_ptr(), out.data_ptr(), bytes, nccl::kUint8, comm_.get(), stream_.get()), "ncclAllGather");
+        check(api_->AllGather(in.data_ptr(), out.data_ptr(), bytes, nccl::kUint8, comm_.get(), stream_.get()),
+              "ncclAllGather");
       }
       work = complete(is, compute, {in, out});
     }
@@ -287,8 +307,9 @@ class NcclCommunicator final : public Communicator {
   std::vector<at::Tensor> all_gather_v(const at::Tensor& tensor, const CollectiveOptions& opts) override {
     if (!routed(tensor)) return mpi_->all_gather_v(tensor, opts);
     check_gather_v_input(tensor, tag_);
-    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV), static_cast<std::int64_t>(tensor.scalar_type()), 0,
-                  -1, shape_hash(tensor.sizes().slice(1))};
+    Signature sig{static_cast<std::int64_t>(OpKind::kAllGatherV),
+                  static_cast<std::int64_t>(tensor.scalar_type()), 0, -1,
+                  shape_hash(tensor.sizes().slice(1))};
     std::vector<at::Tensor> result;
     std::shared_ptr<Work> work;
     {
@@ -317,7 +338,8 @@ class NcclCommunicator final : public Communicator {
         char* dst = static_cast<char*>(out.data_ptr()) + start * row_bytes;
         if (bytes > 0) {
           const void* src = r == rank() ? in.data_ptr() : dst;
-          check(api_->Broadcast(src, dst, bytes, nccl::kUint8, r, comm_.get(), stream_.get()), "ncclBroadcast");
+          check(api_->Broadcast(src, dst, bytes, nccl::kUint8, r, comm_.get(), stream_.get()),
+                "ncclBroadcast");
         }
         result.push_back(out.narrow(0, start, rows));
         start += rows;
@@ -365,8 +387,8 @@ class NcclCommunicator final : public Communicator {
   /// Numbering, the signature check and the deadline of one collective.
   Issue begin(const Signature& sig, Seconds timeout) {
     if (!broken_.empty()) {
-      throw CommError(fmt::format("{}: {} not run: the communicator failed earlier ({})", tag_, llmrec::describe(sig),
-                                  broken_));
+      throw CommError(fmt::format("{}: {} not run: the communicator failed earlier ({})", tag_,
+                                  llmrec::describe(sig), broken_));
     }
     if (timeout.count() <= 0) timeout = Seconds(config_.timeout_s);
     ++issued_;
@@ -407,13 +429,14 @@ class NcclCommunicator final : public Communicator {
     UniqueHandle<nccl::CuEvent> done = event();
     check_cu(api_->CuEventRecord(done.get(), stream_.get()), "cuEventRecord");
     check_cu(api_->CuStreamWaitEvent(compute, done.get(), 0), "cuStreamWaitEvent");
-    return std::make_shared<NcclWork>(*api_, comm_.get(), std::move(done), is.what, fmt::format("{} ({})", tag_, mpi_->host()),
-                                      is.deadline, is.timeout_s, std::move(keep),
-                                      [this](const std::string& why) {
-                                        std::lock_guard<std::mutex> lock(mutex_);
-                                        broken_ = why;
-                                      },
-                                      std::move(then));
+    return std::make_shared<NcclWork>(
+        *api_, comm_.get(), std::move(done), is.what, fmt::format("{} ({})", tag_, mpi_->host()), is.deadline,
+        is.timeout_s, std::move(keep),
+        [this](const std::string& why) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          broken_ = why;
+        },
+        std::move(then));
   }
 
   CommConfig config_;

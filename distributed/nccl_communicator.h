@@ -41,6 +41,7 @@ struct NcclOptions {
 /// Loads NCCL and the CUDA driver (distributed/nccl_api.h), initialises MPI
 /// if needed and creates the NCCL communicator; CommError with the reason
 /// (library missing, no GPU, init failure) otherwise.
-std::unique_ptr<Communicator> create_nccl_communicator(const CommConfig& config, const NcclOptions& options = {});
+std::unique_ptr<Communicator> create_nccl_communicator(const CommConfig& config,
+                                                       const NcclOptions& options = {});
 
 }  // namespace llmrec

@@ -14,7 +14,8 @@ void QueuedWork::wait(Seconds timeout) {
   auto ready = [&] { return done_; };
   if (timeout.count() > 0) {
     if (!cv_.wait_for(lock, timeout, ready)) {
-      throw CommTimeout(fmt::format("{}: {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
+      throw CommTimeout(
+          fmt::format("{}: {} still running after waiting {:.3g} s", tag_, what_, timeout.count()));
     }
   } else {
     // The queue thread enforces the deadline itself, except inside a
@@ -24,8 +25,10 @@ void QueuedWork::wait(Seconds timeout) {
       if (started_ && Clock::now() > backstop_) {
         throw CommTimeout(fmt::format(
             "{}: collective {} did not complete within {:.3g} s (comm.timeout_s) although every rank had "
-            "entered it: a rank died or the network failed during the transfer. The communicator is unusable; "
-            "abort the job.", tag_, what_, timeout_s_));
+            "entered it: a rank died or the network failed during the transfer. The communicator is "
+            "unusable; "
+            "abort the job.",
+            tag_, what_, timeout_s_));
       }
     }
   }

@@ -17,7 +17,8 @@ template <class H>
 class UniqueHandle {
  public:
   UniqueHandle() = default;
-  UniqueHandle(H handle, std::function<void(H)> free) : handle_(handle), free_(std::move(free)), owned_(true) {}
+  UniqueHandle(H handle, std::function<void(H)> free)
+      : handle_(handle), free_(std::move(free)), owned_(true) {}
   ~UniqueHandle() { reset(); }
   UniqueHandle(const UniqueHandle&) = delete;
   UniqueHandle& operator=(const UniqueHandle&) = delete;

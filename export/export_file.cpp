@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <new>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/hdf5.h"
@@ -34,7 +34,9 @@ constexpr std::int64_t kMaxNeighbours = 1 << 20;
 // below FLT_MAX (1e15 * 1e15 * 65536 < 3.4e38).
 constexpr double kMaxAbs = 1e15;
 
-std::string dims_str(const std::vector<std::uint64_t>& dims) { return fmt::format("[{}]", fmt::join(dims, ", ")); }
+std::string dims_str(const std::vector<std::uint64_t>& dims) {
+  return fmt::format("[{}]", fmt::join(dims, ", "));
+}
 
 /// Validating reads from one export file; every error names the file and
 /// the dataset or attribute.
@@ -45,7 +47,8 @@ class Reader {
     const auto size = std::filesystem::file_size(path, ec);
     // The writer stores every dataset uncompressed, so no dataset holds more
     // bytes than the file; the generous bound only rules out hostile sizes.
-    byte_budget_ = ec ? std::uint64_t{1} << 40 : 64 * static_cast<std::uint64_t>(size) + (std::uint64_t{64} << 20);
+    byte_budget_ =
+        ec ? std::uint64_t{1} << 40 : 64 * static_cast<std::uint64_t>(size) + (std::uint64_t{64} << 20);
   }
 
   [[noreturn]] void fail(const std::string& what) const { throw IoError(fmt::format("{}: {}", path_, what)); }
@@ -64,7 +67,8 @@ class Reader {
   std::int64_t attr_int(const std::string& key, std::int64_t lo, std::int64_t hi) const {
     if (!has_attr(key)) fail(fmt::format("missing root attribute '{}'", key));
     const std::int64_t v = file_.attr_int("/", key);
-    if (v < lo || v > hi) fail(fmt::format("root attribute '{}' is {}, expected a value in [{}, {}]", key, v, lo, hi));
+    if (v < lo || v > hi)
+      fail(fmt::format("root attribute '{}' is {}, expected a value in [{}, {}]", key, v, lo, hi));
     return v;
   }
 
@@ -73,10 +77,12 @@ class Reader {
     return file_.shape(name);
   }
 
-  void expect_shape(const std::string& name, const std::vector<std::uint64_t>& want, const char* meaning) const {
+  void expect_shape(const std::string& name, const std::vector<std::uint64_t>& want,
+                    const char* meaning) const {
     const auto got = shape(name);
     if (got != want) {
-      fail(fmt::format("dataset '{}' has shape {}, expected {} ({})", name, dims_str(got), dims_str(want), meaning));
+      fail(fmt::format("dataset '{}' has shape {}, expected {} ({})", name, dims_str(got), dims_str(want),
+                       meaning));
     }
   }
 
@@ -99,7 +105,8 @@ class Reader {
     const std::string bytes_name = name + "/bytes";
     const std::string offsets_name = name + "/offsets";
     const auto bshape = shape(bytes_name);
-    if (bshape.size() != 1) fail(fmt::format("dataset '{}' must be 1-dimensional, has shape {}", bytes_name, dims_str(bshape)));
+    if (bshape.size() != 1)
+      fail(fmt::format("dataset '{}' must be 1-dimensional, has shape {}", bytes_name, dims_str(bshape)));
     const auto offsets = read<std::int64_t>(offsets_name, {n + 1}, "one offset per string plus one");
     reserve(bytes_name, bshape[0]);
     std::vector<std::uint8_t> bytes;
@@ -108,7 +115,8 @@ class Reader {
     } catch (const std::bad_alloc&) {
       fail(fmt::format("dataset '{}' does not fit in memory", bytes_name));
     }
-    if (offsets[0] != 0) fail(fmt::format("dataset '{}' must start at 0, starts at {}", offsets_name, offsets[0]));
+    if (offsets[0] != 0)
+      fail(fmt::format("dataset '{}' must start at 0, starts at {}", offsets_name, offsets[0]));
     for (std::size_t j = 1; j < offsets.size(); ++j) {
       if (offsets[j] < offsets[j - 1]) {
         fail(fmt::format("dataset '{}' is not monotone: entry {} is {} after {}", offsets_name, j, offsets[j],
@@ -116,8 +124,8 @@ class Reader {
       }
     }
     if (static_cast<std::uint64_t>(offsets.back()) != bytes.size()) {
-      fail(fmt::format("dataset '{}' ends at {} but '{}' holds {} bytes", offsets_name, offsets.back(), bytes_name,
-                       bytes.size()));
+      fail(fmt::format("dataset '{}' ends at {} but '{}' holds {} bytes", offsets_name, offsets.back(),
+                       bytes_name, bytes.size()));
     }
     std::vector<std::string> out;
     out.reserve(static_cast<std::size_t>(n));
@@ -132,7 +140,8 @@ class Reader {
   void check_finite(const std::string& name, const std::vector<float>& v) const {
     for (std::size_t j = 0; j < v.size(); ++j) {
       if (!std::isfinite(v[j]) || std::fabs(v[j]) > kMaxAbs) {
-        fail(fmt::format("dataset '{}' value {} is {} (values must be finite, |x| <= {:g})", name, j, v[j], kMaxAbs));
+        fail(fmt::format("dataset '{}' value {} is {} (values must be finite, |x| <= {:g})", name, j, v[j],
+                         kMaxAbs));
       }
     }
   }
@@ -153,14 +162,18 @@ class Reader {
 void read_attributes(Reader& r, ExportData& e) {
   const std::string format = r.attr_string("format");
   if (format != kExportFormat) {
-    r.fail(fmt::format("not an llmrec export: root attribute 'format' is '{}', expected '{}'", format, kExportFormat));
+    r.fail(fmt::format("not an llmrec export: root attribute 'format' is '{}', expected '{}'", format,
+                       kExportFormat));
   }
-  e.version = r.attr_int("version", std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max());
+  e.version = r.attr_int("version", std::numeric_limits<std::int64_t>::min(),
+                         std::numeric_limits<std::int64_t>::max());
   if (e.version != kExportVersion) {
-    r.fail(fmt::format("export version {} is not supported (this llmrec reads version {})", e.version, kExportVersion));
+    r.fail(fmt::format("export version {} is not supported (this llmrec reads version {})", e.version,
+                       kExportVersion));
   }
   e.score = r.attr_string("score");
-  if (e.score != "dot") r.fail(fmt::format("root attribute 'score' is '{}'; this llmrec serves 'dot' only", e.score));
+  if (e.score != "dot")
+    r.fail(fmt::format("root attribute 'score' is '{}'; this llmrec serves 'dot' only", e.score));
   e.dim = r.attr_int("dim", 1, kMaxDim);
   e.history = r.attr_int("history", 1, kMaxHistory);
   e.num_items = r.attr_int("num_items", 1, kMaxRows);
@@ -178,15 +191,17 @@ void read_attributes(Reader& r, ExportData& e) {
   if (e.user_ids_scheme == kPseudonymScheme) {
     e.pseudonym_check = r.attr_string("pseudonym_check");
   } else if (e.user_ids_scheme != "raw") {
-    r.fail(fmt::format("attribute 'user_ids' is '{}', expected raw or {}", e.user_ids_scheme, kPseudonymScheme));
+    r.fail(
+        fmt::format("attribute 'user_ids' is '{}', expected raw or {}", e.user_ids_scheme, kPseudonymScheme));
   }
   if (e.ranker_pooling != "attention" && e.ranker_pooling != "mean" && e.ranker_pooling != "causal") {
     r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
                        e.ranker_pooling));
   }
   e.text_len = r.attr_int("text_len", 1, kMaxTextLen);
-  e.catalogue_updates =
-      r.has_attr("catalogue_updates") ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max()) : 0;
+  e.catalogue_updates = r.has_attr("catalogue_updates")
+                            ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max())
+                            : 0;
 
   const std::string types = r.attr_string("event_types");
   try {
@@ -200,7 +215,8 @@ void read_attributes(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'event_types' must be a JSON array of strings: {}", ex.what()));
   }
   if (e.event_types.size() > 256) {
-    r.fail(fmt::format("root attribute 'event_types' has {} types; uint8 indexes at most 256", e.event_types.size()));
+    r.fail(fmt::format("root attribute 'event_types' has {} types; uint8 indexes at most 256",
+                       e.event_types.size()));
   }
 
   const std::string fusion = r.attr_string("fusion");
@@ -210,7 +226,8 @@ void read_attributes(Reader& r, ExportData& e) {
     for (const auto& [key, value] : j.items()) {
       if (!value.is_number()) throw std::runtime_error(fmt::format("weight '{}' is not a number", key));
       const double w = value.get<double>();
-      if (!std::isfinite(w) || w < 0) throw std::runtime_error(fmt::format("weight '{}' is {}, not >= 0", key, w));
+      if (!std::isfinite(w) || w < 0)
+        throw std::runtime_error(fmt::format("weight '{}' is {}, not >= 0", key, w));
       e.fusion[key] = w;
     }
   } catch (const std::exception& ex) {
@@ -231,9 +248,11 @@ void read_attributes(Reader& r, ExportData& e) {
           throw std::runtime_error("'missing' cold_weights needs an object 'cold_weights'");
         }
         for (const auto& [key, value] : j["cold_weights"].items()) {
-          if (!value.is_number()) throw std::runtime_error(fmt::format("cold weight '{}' is not a number", key));
+          if (!value.is_number())
+            throw std::runtime_error(fmt::format("cold weight '{}' is not a number", key));
           const double w = value.get<double>();
-          if (!std::isfinite(w) || w < 0) throw std::runtime_error(fmt::format("cold weight '{}' is {}, not >= 0", key, w));
+          if (!std::isfinite(w) || w < 0)
+            throw std::runtime_error(fmt::format("cold weight '{}' is {}, not >= 0", key, w));
           e.fusion_cold_weights[key] = w;
         }
       }
@@ -251,9 +270,11 @@ void read_attributes(Reader& r, ExportData& e) {
         if (!std::isfinite(e.cold_shift)) throw std::runtime_error("'cold_shift' is not finite");
       }
     } catch (const std::exception& ex) {
-      r.fail(fmt::format("root attribute 'ranking' must be a JSON object with 'missing' (scored, renormalise or "
-                         "cold_weights, then with 'cold_weights') "
-                         "and a finite 'cold_shift': {}", ex.what()));
+      r.fail(
+          fmt::format("root attribute 'ranking' must be a JSON object with 'missing' (scored, renormalise or "
+                      "cold_weights, then with 'cold_weights') "
+                      "and a finite 'cold_shift': {}",
+                      ex.what()));
     }
   }
 
@@ -275,23 +296,26 @@ void read_items(Reader& r, ExportData& e) {
   e.item_category = r.strings("items/category", I);
   e.item_cold = r.read<std::uint8_t>("items/cold", {I}, "one flag per item");
   for (std::size_t i = 0; i < e.item_cold.size(); ++i) {
-    if (e.item_cold[i] > 1) r.fail(fmt::format("dataset 'items/cold' value {} is {}, expected 0 or 1", i, e.item_cold[i]));
+    if (e.item_cold[i] > 1)
+      r.fail(fmt::format("dataset 'items/cold' value {} is {}, expected 0 or 1", i, e.item_cold[i]));
   }
   e.item_popularity = r.read<std::int64_t>("items/popularity", {I}, "one count per item");
   for (std::size_t i = 0; i < e.item_popularity.size(); ++i) {
     if (e.item_popularity[i] < 0) {
-      r.fail(fmt::format("dataset 'items/popularity' value {} is {}, counts are >= 0", i, e.item_popularity[i]));
+      r.fail(
+          fmt::format("dataset 'items/popularity' value {} is {}, counts are >= 0", i, e.item_popularity[i]));
     }
   }
   e.item_vectors = r.read<float>("items/vectors", {I, d}, "[num_items, dim]");
   r.check_finite("items/vectors", e.item_vectors);
   e.item_keys = r.read<float>("items/keys", {I, d}, "[num_items, dim]");
   r.check_finite("items/keys", e.item_keys);
-  e.hour_counts = r.read<std::int32_t>("items/hour_counts", {I, static_cast<std::uint64_t>(kHours)}, "[num_items, 24]");
+  e.hour_counts =
+      r.read<std::int32_t>("items/hour_counts", {I, static_cast<std::uint64_t>(kHours)}, "[num_items, 24]");
   for (std::size_t i = 0; i < e.hour_counts.size(); ++i) {
     if (e.hour_counts[i] < 0) {
-      r.fail(fmt::format("dataset 'items/hour_counts' value [{}, {}] is {}, counts are >= 0", i / kHours, i % kHours,
-                         e.hour_counts[i]));
+      r.fail(fmt::format("dataset 'items/hour_counts' value [{}, {}] is {}, counts are >= 0", i / kHours,
+                         i % kHours, e.hour_counts[i]));
     }
   }
 }
@@ -305,11 +329,13 @@ void read_users(Reader& r, ExportData& e) {
   e.history_offsets = r.read<std::int64_t>("users/history_offsets", {U + 1}, "num_users + 1 CSR offsets");
   const auto items_shape = r.shape("users/history_items");
   if (items_shape.size() != 1) {
-    r.fail(fmt::format("dataset 'users/history_items' must be 1-dimensional, has shape {}", dims_str(items_shape)));
+    r.fail(fmt::format("dataset 'users/history_items' must be 1-dimensional, has shape {}",
+                       dims_str(items_shape)));
   }
   const std::uint64_t E = items_shape[0];
   if (e.history_offsets[0] != 0) {
-    r.fail(fmt::format("dataset 'users/history_offsets' must start at 0, starts at {}", e.history_offsets[0]));
+    r.fail(
+        fmt::format("dataset 'users/history_offsets' must start at 0, starts at {}", e.history_offsets[0]));
   }
   for (std::size_t u = 1; u < e.history_offsets.size(); ++u) {
     if (e.history_offsets[u] < e.history_offsets[u - 1]) {
@@ -347,20 +373,24 @@ void read_tfidf(Reader& r, ExportData& e) {
   if (!r.file().exists("tfidf/offsets")) return;
   TfidfMatrix m;
   m.num_terms = static_cast<std::int32_t>(e.vocab.size());
-  m.offsets = r.read<std::int64_t>("tfidf/offsets", {static_cast<std::uint64_t>(e.num_items) + 1}, "num_items + 1");
+  m.offsets =
+      r.read<std::int64_t>("tfidf/offsets", {static_cast<std::uint64_t>(e.num_items) + 1}, "num_items + 1");
   const auto tshape = r.shape("tfidf/terms");
   if (tshape.size() != 1) r.fail("dataset 'tfidf/terms' must be 1-dimensional");
   m.terms = r.read<std::int32_t>("tfidf/terms", tshape, "one term id per entry");
   m.weights = r.read<float>("tfidf/weights", tshape, "the shape of 'tfidf/terms'");
   r.check_finite("tfidf/weights", m.weights);
   if (m.offsets.front() != 0 || m.offsets.back() != static_cast<std::int64_t>(m.terms.size())) {
-    r.fail(fmt::format("dataset 'tfidf/offsets' must run from 0 to {} (the entries of 'tfidf/terms')", m.terms.size()));
+    r.fail(fmt::format("dataset 'tfidf/offsets' must run from 0 to {} (the entries of 'tfidf/terms')",
+                       m.terms.size()));
   }
   for (std::size_t j = 1; j < m.offsets.size(); ++j) {
-    if (m.offsets[j] < m.offsets[j - 1]) r.fail(fmt::format("dataset 'tfidf/offsets' is not monotone at entry {}", j));
+    if (m.offsets[j] < m.offsets[j - 1])
+      r.fail(fmt::format("dataset 'tfidf/offsets' is not monotone at entry {}", j));
   }
   try {
-    e.tfidf = std::make_shared<const TfidfIndex>(std::move(m));  // checks the terms: ascending, in the vocabulary
+    e.tfidf =
+        std::make_shared<const TfidfIndex>(std::move(m));  // checks the terms: ascending, in the vocabulary
   } catch (const Error& ex) {
     r.fail(fmt::format("datasets 'tfidf/': {}", ex.what()));
   }
@@ -380,12 +410,12 @@ void read_cf(Reader& r, ExportData& e) {
     const std::int32_t n = e.cf_neighbours[j];
     const auto row = static_cast<std::int64_t>(j) / std::max<std::int64_t>(e.cf_k, 1);
     if (n < -1 || n >= e.num_items) {
-      r.fail(fmt::format("dataset 'cf/neighbours' value [{}, {}] is {}, not an item index in [0, {}) or -1", row,
-                         static_cast<std::int64_t>(j) % e.cf_k, n, e.num_items));
+      r.fail(fmt::format("dataset 'cf/neighbours' value [{}, {}] is {}, not an item index in [0, {}) or -1",
+                         row, static_cast<std::int64_t>(j) % e.cf_k, n, e.num_items));
     }
     if (n == -1 && e.cf_similarity[j] != 0.0f) {
-      r.fail(fmt::format("dataset 'cf/similarity' value [{}, {}] is {} where the neighbour is -1 (must be 0)", row,
-                         static_cast<std::int64_t>(j) % e.cf_k, e.cf_similarity[j]));
+      r.fail(fmt::format("dataset 'cf/similarity' value [{}, {}] is {} where the neighbour is -1 (must be 0)",
+                         row, static_cast<std::int64_t>(j) % e.cf_k, e.cf_similarity[j]));
     }
   }
 }
@@ -399,11 +429,13 @@ void read_tower(Reader& r, ExportData& e) {
   }
   const std::string extra = fmt::format("ranker/layers.{}.self_attn.in_proj_weight", e.ranker_layers);
   if (r.file().exists(extra)) {
-    r.fail(fmt::format("dataset '{}' exists but root attribute 'ranker_layers' is {}", extra, e.ranker_layers));
+    r.fail(
+        fmt::format("dataset '{}' exists but root attribute 'ranker_layers' is {}", extra, e.ranker_layers));
   }
   if (e.ranker_pooling != "attention" && r.file().exists("ranker/query")) {
-    r.fail(fmt::format("dataset 'ranker/query' (attention pooling) exists but root attribute 'ranker_pooling' is '{}'",
-                       e.ranker_pooling));
+    r.fail(fmt::format(
+        "dataset 'ranker/query' (attention pooling) exists but root attribute 'ranker_pooling' is '{}'",
+        e.ranker_pooling));
   }
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : tower->named_parameters()) tensors.emplace_back(p.key(), p.value());
@@ -411,12 +443,13 @@ void read_tower(Reader& r, ExportData& e) {
   torch::NoGradGuard no_grad;
   for (auto& [name, t] : tensors) {
     const std::string key = "ranker/" + name;
-    if (!r.file().exists(key)) r.fail(fmt::format("user tower tensor '{}' is missing (dataset '{}')", name, key));
+    if (!r.file().exists(key))
+      r.fail(fmt::format("user tower tensor '{}' is missing (dataset '{}')", name, key));
     std::vector<std::uint64_t> want(t.sizes().begin(), t.sizes().end());
     const auto got = r.shape(key);
     if (got != want) {
-      r.fail(fmt::format("user tower tensor '{}' (dataset '{}') has shape {}, the tower expects {}", name, key,
-                         dims_str(got), dims_str(want)));
+      r.fail(fmt::format("user tower tensor '{}' (dataset '{}') has shape {}, the tower expects {}", name,
+                         key, dims_str(got), dims_str(want)));
     }
     std::vector<float> values = r.read<float>(key, want, "the tower's tensor shape");
     r.check_finite(key, values);
@@ -430,22 +463,23 @@ void build_indexes(Reader& r, ExportData& e) {
   e.item_index.reserve(e.item_ids.size());
   for (std::size_t i = 0; i < e.item_ids.size(); ++i) {
     if (!e.item_index.emplace(e.item_ids[i], static_cast<std::int32_t>(i)).second) {
-      r.fail(fmt::format("dataset 'items/ids' holds '{}' twice (items {} and {}); ids must be unique", e.item_ids[i],
-                         e.item_index[e.item_ids[i]], i));
+      r.fail(fmt::format("dataset 'items/ids' holds '{}' twice (items {} and {}); ids must be unique",
+                         e.item_ids[i], e.item_index[e.item_ids[i]], i));
     }
   }
   e.user_index.reserve(e.user_ids.size());
   for (std::size_t u = 0; u < e.user_ids.size(); ++u) {
     if (!e.user_index.emplace(e.user_ids[u], static_cast<std::int32_t>(u)).second) {
-      r.fail(fmt::format("dataset 'users/ids' holds '{}' twice (users {} and {}); ids must be unique", e.user_ids[u],
-                         e.user_index[e.user_ids[u]], u));
+      r.fail(fmt::format("dataset 'users/ids' holds '{}' twice (users {} and {}); ids must be unique",
+                         e.user_ids[u], e.user_index[e.user_ids[u]], u));
     }
   }
   e.categories = e.item_category;
   std::sort(e.categories.begin(), e.categories.end());
   e.categories.erase(std::unique(e.categories.begin(), e.categories.end()), e.categories.end());
   e.item_category_code.resize(e.item_category.size());
-  for (std::size_t i = 0; i < e.item_category.size(); ++i) e.item_category_code[i] = e.find_category(e.item_category[i]);
+  for (std::size_t i = 0; i < e.item_category.size(); ++i)
+    e.item_category_code[i] = e.find_category(e.item_category[i]);
 }
 
 }  // namespace
@@ -474,15 +508,16 @@ void write_export_file(const std::string& path, const ExportData& e) {
   const std::uint64_t E = e.history_items.size();
   LLMREC_CHECK(e.dim > 0 && e.tower != nullptr, "export: dim {} and a user tower are needed", e.dim);
   LLMREC_CHECK(e.item_text.size() == I && e.item_category.size() == I && e.item_cold.size() == I &&
-                   e.item_popularity.size() == I && e.item_vectors.size() == I * d && e.item_keys.size() == I * d &&
-                   e.hour_counts.size() == I * kHours && e.cf_neighbours.size() == I * K &&
-                   e.cf_similarity.size() == I * K,
+                   e.item_popularity.size() == I && e.item_vectors.size() == I * d &&
+                   e.item_keys.size() == I * d && e.hour_counts.size() == I * kHours &&
+                   e.cf_neighbours.size() == I * K && e.cf_similarity.size() == I * K,
                "export: the item tables disagree with the {} item ids", I);
   LLMREC_CHECK(e.user_vectors.size() == U * d && e.history_offsets.size() == U + 1 &&
                    static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E,
                "export: the user tables disagree with the {} user ids", U);
   LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
-               "export: TF-IDF rows for {} items, the export has {}", e.tfidf ? e.tfidf->matrix().num_items() : 0, I);
+               "export: TF-IDF rows for {} items, the export has {}",
+               e.tfidf ? e.tfidf->matrix().num_items() : 0, I);
   auto f = h5::File::create(path);
   f.set_attr("/", "format", kExportFormat);
   f.set_attr("/", "version", kExportVersion);
@@ -561,8 +596,9 @@ UserTowerOptions export_tower_options(const ExportData& e) {
 void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
   LLMREC_CHECK(tower != nullptr, "export: no user tower");
   const UserTowerOptions& o = tower->options;
-  LLMREC_CHECK(o.dim() == e.dim && o.history() == e.history, "export: a tower of dim {}, history {} for an export of dim {}, history {}",
-               o.dim(), o.history(), e.dim, e.history);
+  LLMREC_CHECK(o.dim() == e.dim && o.history() == e.history,
+               "export: a tower of dim {}, history {} for an export of dim {}, history {}", o.dim(),
+               o.history(), e.dim, e.history);
   e.ranker_heads = o.heads();
   e.ranker_layers = o.layers();
   e.ranker_ff_dim = o.ff_dim();

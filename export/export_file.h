@@ -54,12 +54,12 @@ struct ExportData {
   std::int64_t id_items = 0;
   std::int64_t ranker_heads = 0;
   std::int64_t ranker_layers = 0;
-  std::int64_t ranker_ff_dim = 0;  ///< feed-forward width of the tower's layers; 0 = 4 x dim
+  std::int64_t ranker_ff_dim = 0;            ///< feed-forward width of the tower's layers; 0 = 4 x dim
   std::string ranker_pooling = "attention";  ///< absent in older exports: attention
   std::string ranker_activation = "gelu";    ///< absent in older exports: gelu
-  std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
-  std::int64_t text_len = 0;           ///< tokens per item text the export was prepared with
-  std::string score = "dot";           ///< "dot"
+  std::int64_t catalogue_updates = 0;        ///< 0 when the attribute is absent
+  std::int64_t text_len = 0;                 ///< tokens per item text the export was prepared with
+  std::string score = "dot";                 ///< "dot"
   std::vector<std::string> event_types;
   std::map<std::string, double> fusion;  ///< `fusion` attribute, every key
   /// The `ranking` attribute as stored (JSON; "{}" when absent); the writer
@@ -67,8 +67,8 @@ struct ExportData {
   std::string ranking = "{}";
   // `ranking` attribute (absent in older exports: scored, 0).
   FusionMissing fusion_missing = FusionMissing::kScored;  ///< `missing`
-  std::map<std::string, double> fusion_cold_weights;  ///< `cold_weights` (with missing cold_weights)
-  double cold_shift = 0;  ///< `cold_shift`: b, added to every cold item's model score
+  std::map<std::string, double> fusion_cold_weights;      ///< `cold_weights` (with missing cold_weights)
+  double cold_shift = 0;         ///< `cold_shift`: b, added to every cold item's model score
   int tfidf_profile_items = 20;  ///< `tfidf.profile_items`
   /// `user_ids`: "raw", or "hmac-sha256" when users/ids hold keyed
   /// pseudonyms (export --pseudonymise) checked by `pseudonym_check`.
@@ -87,10 +87,10 @@ struct ExportData {
 
   // ---- users
   std::vector<std::string> user_ids;
-  std::vector<float> user_vectors;                ///< [U, d]
-  std::vector<std::int64_t> history_offsets;      ///< U + 1
-  std::vector<std::int32_t> history_items;        ///< E, oldest first per user
-  std::vector<std::uint8_t> history_types;        ///< E
+  std::vector<float> user_vectors;            ///< [U, d]
+  std::vector<std::int64_t> history_offsets;  ///< U + 1
+  std::vector<std::int32_t> history_items;    ///< E, oldest first per user
+  std::vector<std::uint8_t> history_types;    ///< E
 
   // ---- the tokenizer's vocabulary (tokenizer/vocab), which also names the
   // TF-IDF terms; the items' TF-IDF rows (absent in older exports: nullptr)
@@ -116,8 +116,12 @@ struct ExportData {
   const float* user_vector(std::int64_t user) const { return user_vectors.data() + user * dim; }
   const std::int32_t* neighbours(std::int64_t item) const { return cf_neighbours.data() + item * cf_k; }
   const float* similarity(std::int64_t item) const { return cf_similarity.data() + item * cf_k; }
-  std::int64_t events_begin(std::int64_t user) const { return history_offsets[static_cast<std::size_t>(user)]; }
-  std::int64_t events_end(std::int64_t user) const { return history_offsets[static_cast<std::size_t>(user) + 1]; }
+  std::int64_t events_begin(std::int64_t user) const {
+    return history_offsets[static_cast<std::size_t>(user)];
+  }
+  std::int64_t events_end(std::int64_t user) const {
+    return history_offsets[static_cast<std::size_t>(user) + 1];
+  }
 
   /// Row of an item / user id, -1 when unknown.
   std::int32_t find_item(const std::string& id) const;

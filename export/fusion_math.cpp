@@ -16,12 +16,9 @@ constexpr float kNever = -std::numeric_limits<float>::infinity();
 
 const char* fusion_missing_name(FusionMissing m) {
   switch (m) {
-    case FusionMissing::kRenormalise:
-      return "renormalise";
-    case FusionMissing::kColdWeights:
-      return "cold_weights";
-    case FusionMissing::kScored:
-      break;
+    case FusionMissing::kRenormalise: return "renormalise";
+    case FusionMissing::kColdWeights: return "cold_weights";
+    case FusionMissing::kScored: break;
   }
   return "scored";
 }
@@ -35,9 +32,10 @@ FusionMissing parse_fusion_missing(const std::string& name, const std::string& w
 }
 
 std::vector<double> fusion_cold_weights(FusionMissing policy, const std::vector<double>& weights,
-                                        const std::vector<bool>& scores_cold, const std::vector<double>& tuned) {
-  LLMREC_CHECK(scores_cold.size() == weights.size(), "fusion: {} cold flags for {} weights", scores_cold.size(),
-               weights.size());
+                                        const std::vector<bool>& scores_cold,
+                                        const std::vector<double>& tuned) {
+  LLMREC_CHECK(scores_cold.size() == weights.size(), "fusion: {} cold flags for {} weights",
+               scores_cold.size(), weights.size());
   if (policy == FusionMissing::kScored) return weights;
   std::vector<double> c(weights.size(), 0.0);
   if (policy == FusionMissing::kColdWeights) {
@@ -62,7 +60,8 @@ void fusion_standardise(const float* scores, std::int64_t n, float* z) {
   std::int64_t finite = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     const float s = scores[i];
-    if (std::isnan(s) || s == -kNever) throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", i, s));
+    if (std::isnan(s) || s == -kNever)
+      throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", i, s));
     if (s != kNever) {
       sum += s;
       ++finite;
@@ -86,8 +85,8 @@ void fusion_standardise(const float* scores, std::int64_t n, float* z) {
 void fusion_combine(const std::vector<const float*>& z, const std::vector<double>& weights, std::int64_t n,
                     float* out, const std::uint8_t* cold, const std::vector<double>& cold_weights) {
   LLMREC_CHECK(z.size() == weights.size(), "fusion: {} score rows for {} weights", z.size(), weights.size());
-  LLMREC_CHECK(cold == nullptr || cold_weights.size() == z.size(), "fusion: {} cold weights for {} score rows",
-               cold_weights.size(), z.size());
+  LLMREC_CHECK(cold == nullptr || cold_weights.size() == z.size(),
+               "fusion: {} cold weights for {} score rows", cold_weights.size(), z.size());
   for (std::int64_t i = 0; i < n; ++i) {
     const std::vector<double>& w = cold != nullptr && cold[i] != 0 ? cold_weights : weights;
     double s = 0;

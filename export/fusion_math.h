@@ -24,7 +24,8 @@ FusionMissing parse_fusion_missing(const std::string& name, const std::string& w
 /// `scores_cold[k]`: component k scores cold items. kColdWeights takes
 /// `tuned` (one per component), with 0 forced where scores_cold[k] is false.
 std::vector<double> fusion_cold_weights(FusionMissing policy, const std::vector<double>& weights,
-                                        const std::vector<bool>& scores_cold, const std::vector<double>& tuned = {});
+                                        const std::vector<bool>& scores_cold,
+                                        const std::vector<double>& tuned = {});
 
 /// Pure: z-standardises one row of `n` scores into `z` (trainer/fusion.h).
 /// Throws Error for NaN or +inf.
@@ -35,6 +36,7 @@ void fusion_standardise(const float* scores, std::int64_t n, float* z);
 /// w = `cold_weights` (one per component) for the items with cold[i] = 1,
 /// `weights` for the others; `cold` nullptr: every item takes `weights`.
 void fusion_combine(const std::vector<const float*>& z, const std::vector<double>& weights, std::int64_t n,
-                    float* out, const std::uint8_t* cold = nullptr, const std::vector<double>& cold_weights = {});
+                    float* out, const std::uint8_t* cold = nullptr,
+                    const std::vector<double>& cold_weights = {});
 
 }  // namespace llmrec

@@ -46,8 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const std::string rewritten = ConfigWriter::write(again);
     if (rewritten != written) {
-      fuzz::fuzz_fail("the resolved config reads back differently:\n--- written\n" + written + "--- re-written\n" +
-                      rewritten);
+      fuzz::fuzz_fail("the resolved config reads back differently:\n--- written\n" + written +
+                      "--- re-written\n" + rewritten);
     }
   });
   return 0;

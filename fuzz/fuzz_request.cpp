@@ -31,11 +31,13 @@ serving::QueryParams query_params(const std::string& query) {
 }
 
 void check_weight(const std::optional<double>& w, const char* name) {
-  if (w && (!std::isfinite(*w) || *w < 0 || *w > kMaxWeight)) fuzz::fuzz_fail(std::string("accepted ") + name);
+  if (w && (!std::isfinite(*w) || *w < 0 || *w > kMaxWeight))
+    fuzz::fuzz_fail(std::string("accepted ") + name);
 }
 
 void check(const RecommendRequest& q) {
-  if (q.user.has_value() == q.history.has_value()) fuzz::fuzz_fail("accepted both or neither of user and history");
+  if (q.user.has_value() == q.history.has_value())
+    fuzz::fuzz_fail("accepted both or neither of user and history");
   if (q.history && q.history->size() > kMaxRequestHistory) fuzz::fuzz_fail("accepted an over-long history");
   if (q.k < 1 || q.k > kMaxK) fuzz::fuzz_fail("accepted k out of range");
   if (q.hour && (*q.hour < 0 || *q.hour >= kHours)) fuzz::fuzz_fail("accepted an hour out of range");
@@ -55,7 +57,8 @@ void check(const EventRequest& e) {
     fuzz::fuzz_fail("accepted an empty or over-long user or item");
   }
   if (e.time < -1 || e.time > (std::int64_t{1} << 40)) fuzz::fuzz_fail("accepted a time out of range");
-  if (!e.context.is_object() || e.context.size() > 32) fuzz::fuzz_fail("accepted a context that is no small object");
+  if (!e.context.is_object() || e.context.size() > 32)
+    fuzz::fuzz_fail("accepted a context that is no small object");
   for (const auto& [k, v] : e.context.items()) {
     if (!v.is_string()) fuzz::fuzz_fail("accepted a context value that is no string");
   }
@@ -67,7 +70,8 @@ void expect_400(F&& body) {
     try {
       body();
     } catch (const RequestError& e) {
-      if (e.status() != 400) fuzz::fuzz_fail(fmt::format("a parse error with status {}: {}", e.status(), e.what()));
+      if (e.status() != 400)
+        fuzz::fuzz_fail(fmt::format("a parse error with status {}: {}", e.status(), e.what()));
       // The server sends the message as JSON; it must survive any bytes.
       const nlohmann::json doc = {{"error", e.what()}};
       (void)doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -46,7 +46,8 @@ Records read_records(const std::string& path, char delimiter, std::string_view b
     const auto status = reader.next(fields, line, reason);
     if (status == CsvReader::Status::kEnd) break;
     if (line < last_line || line < 1 || line > max_line) {
-      fuzz::fuzz_fail(fmt::format("CsvReader line {} after {} (file has {} lines)", line, last_line, max_line - 1));
+      fuzz::fuzz_fail(
+          fmt::format("CsvReader line {} after {} (file has {} lines)", line, last_line, max_line - 1));
     }
     last_line = line;
     if (status == CsvReader::Status::kMalformed) {
@@ -74,11 +75,12 @@ void check_round_trip(const Records& records, char delimiter) {
   }
   const std::string path = fuzz::write_scratch("roundtrip.csv", text);
   Records back = read_records(path, delimiter, text);
-  if (back.empty() || back.front() != std::vector<std::string>{"h"}) fuzz::fuzz_fail("round trip: header lost");
+  if (back.empty() || back.front() != std::vector<std::string>{"h"})
+    fuzz::fuzz_fail("round trip: header lost");
   back.erase(back.begin());
   if (back != records) {
-    fuzz::fuzz_fail(fmt::format("round trip: {} records written, {} read back differently", records.size(),
-                                back.size()));
+    fuzz::fuzz_fail(
+        fmt::format("round trip: {} records written, {} read back differently", records.size(), back.size()));
   }
 }
 
@@ -86,7 +88,8 @@ void check_source(const PrepareReport::Source& s, bool skip) {
   std::int64_t skipped = 0;
   for (const auto& [reason, n] : s.skipped) skipped += n;
   if (skip && s.rows_read != s.rows_kept + skipped) {
-    fuzz::fuzz_fail(fmt::format("{}: {} rows read but {} kept + {} skipped", s.path, s.rows_read, s.rows_kept, skipped));
+    fuzz::fuzz_fail(
+        fmt::format("{}: {} rows read but {} kept + {} skipped", s.path, s.rows_read, s.rows_kept, skipped));
   }
 }
 
@@ -110,11 +113,13 @@ void catalogue_mode(int mode, std::string_view file) {
     if (cat.categories.size() != n || cat.texts.size() != n || cat.lines.size() != n) {
       fuzz::fuzz_fail("catalogue columns of different lengths");
     }
-    if (std::set<std::string>(cat.ids.begin(), cat.ids.end()).size() != n) fuzz::fuzz_fail("duplicate item ids kept");
+    if (std::set<std::string>(cat.ids.begin(), cat.ids.end()).size() != n)
+      fuzz::fuzz_fail("duplicate item ids kept");
     for (std::size_t i = 0; i < n; ++i) {
       if (cat.ids[i].empty() || cat.texts[i].empty()) fuzz::fuzz_fail("an item without id or text kept");
       if (!utf8_valid(cat.ids[i]) || !utf8_valid(cat.texts[i])) fuzz::fuzz_fail("invalid UTF-8 kept");
-      if (utf8_length(cat.texts[i]) > static_cast<std::size_t>(cfg.max_text_chars)) fuzz::fuzz_fail("over-long text kept");
+      if (utf8_length(cat.texts[i]) > static_cast<std::size_t>(cfg.max_text_chars))
+        fuzz::fuzz_fail("over-long text kept");
     }
     if (report.catalogue.rows_kept != static_cast<std::int64_t>(n)) fuzz::fuzz_fail("rows_kept != items");
     check_source(report.catalogue, skip);
@@ -127,15 +132,15 @@ void catalogue_mode(int mode, std::string_view file) {
 }
 
 void prepare_mode(int mode, std::uint8_t settings, std::string_view file) {
-  static const std::string catalogue = fuzz::write_scratch(
-      "items.csv",
-      "item_id,title,category,brand,tags,description\n"
-      "i1,Red Running Shoes,sports > shoes,Acme,red,\"Light, fast\"\n"
-      "i2,Blue Jacket,clothing,Bolt,blue,\"Warm\nand dry\"\n"
-      "i3,Green Tea,grocery > tea,Cha,green,Loose leaves\n"
-      "i4,Crème brûlée,food,Chef,,Sweet\n"
-      "i5,\xe7\xba\xa2\xe8\x8c\xb6 tea,grocery > tea,Cha,,\n"
-      "i6,Old Lamp,home,Lux,vintage,Never bought\n");
+  static const std::string catalogue =
+      fuzz::write_scratch("items.csv",
+                          "item_id,title,category,brand,tags,description\n"
+                          "i1,Red Running Shoes,sports > shoes,Acme,red,\"Light, fast\"\n"
+                          "i2,Blue Jacket,clothing,Bolt,blue,\"Warm\nand dry\"\n"
+                          "i3,Green Tea,grocery > tea,Cha,green,Loose leaves\n"
+                          "i4,Crème brûlée,food,Chef,,Sweet\n"
+                          "i5,\xe7\xba\xa2\xe8\x8c\xb6 tea,grocery > tea,Cha,,\n"
+                          "i6,Old Lamp,home,Lux,vintage,Never bought\n");
   static const char* kTimeFormats[] = {"auto", "unix", "unix_ms", "iso8601"};
   DataConfig cfg;
   cfg.format = mode == 6 ? "csv" : "jsonl";

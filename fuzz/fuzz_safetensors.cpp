@@ -22,7 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& [name, t] : file.tensors) {
       if (name.empty() || name == "__metadata__") fuzz::fuzz_fail("accepted a tensor named '" + name + "'");
       if (!t.is_contiguous()) fuzz::fuzz_fail("tensor '" + name + "' is not contiguous");
-      const auto nbytes = static_cast<std::uint64_t>(t.numel()) * static_cast<std::uint64_t>(t.element_size());
+      const auto nbytes =
+          static_cast<std::uint64_t>(t.numel()) * static_cast<std::uint64_t>(t.element_size());
       total += nbytes;
       if (t.scalar_type() == at::kBool && nbytes > 0) {
         const auto* p = static_cast<const unsigned char*>(t.data_ptr());

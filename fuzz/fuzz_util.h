@@ -6,6 +6,7 @@
 // a broken invariant, reported with fuzz_fail().
 
 #include <cxxabi.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -15,7 +16,6 @@
 #include <string>
 #include <string_view>
 #include <typeinfo>
-#include <unistd.h>
 
 #include "common/error.h"
 

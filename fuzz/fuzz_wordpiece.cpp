@@ -22,16 +22,16 @@ namespace {
 
 const WordPieceTokenizer& builtin(const WordPieceOptions& options) {
   static const std::vector<std::string> tokens = {
-      "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "!",   ",",    "-",     ".",    "/",  "[",    "]",
-      "a",     "b",     "c",     "e",     "r",      "s",   "t",    "##a",   "##b",  "##e", "##s",  "##t",
-      "the",   "shoe",  "run",   "##ning", "##ing", "cr",  "##eme", "br",   "##ul", "##ee", "cre", "##me",
-      "é",     "##é",   "mask",  "红",    "茶",     "ß",   "##ß",  "ǆ",     "ⅷ",    "٣",  "##\xcc\x81"};
+      "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "!",    ",",         "-",      ".",     "/",
+      "[",     "]",     "a",     "b",     "c",      "e",    "r",         "s",      "t",     "##a",
+      "##b",   "##e",   "##s",   "##t",   "the",    "shoe", "run",       "##ning", "##ing", "cr",
+      "##eme", "br",    "##ul",  "##ee",  "cre",    "##me", "é",         "##é",    "mask",  "红",
+      "茶",    "ß",     "##ß",   "ǆ",     "ⅷ",      "٣",    "##\xcc\x81"};
   // One tokenizer per distinct options value (strip/lowercase matter).
   static std::vector<std::pair<std::string, WordPieceTokenizer>> cache;
-  const std::string key = fmt::format("{}{}{}", options.lowercase, options.strip_accents.has_value()
-                                                                       ? (*options.strip_accents ? 1 : 0)
-                                                                       : 2,
-                                      options.max_input_chars_per_word);
+  const std::string key = fmt::format(
+      "{}{}{}", options.lowercase, options.strip_accents.has_value() ? (*options.strip_accents ? 1 : 0) : 2,
+      options.max_input_chars_per_word);
   for (const auto& [k, t] : cache) {
     if (k == key) return t;
   }
@@ -131,8 +131,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fuzz::expect_clean([&] {
     WordPieceTokenizer tok = WordPieceTokenizer::from_file(path, options);
     from_file_ok = true;
-    if (tok.tokens() != vocab_lines(vocab)) fuzz::fuzz_fail("from_file() read other tokens than from_tokens()");
+    if (tok.tokens() != vocab_lines(vocab))
+      fuzz::fuzz_fail("from_file() read other tokens than from_tokens()");
   });
-  if (from_tokens_ok != from_file_ok) fuzz::fuzz_fail("from_file() and from_tokens() disagree on a vocabulary");
+  if (from_tokens_ok != from_file_ok)
+    fuzz::fuzz_fail("from_file() and from_tokens() disagree on a vocabulary");
   return 0;
 }

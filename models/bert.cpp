@@ -1,12 +1,12 @@
 // HF-compatible BERT encoder (see bert.h).
 #include "models/bert.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/error.h"
@@ -26,7 +26,8 @@ void read_int(const json& j, const char* key, std::int64_t& out, bool required, 
     if (required) config_fail(where, fmt::format("missing required key '{}'", key));
     return;
   }
-  if (!it->is_number_integer()) config_fail(where, fmt::format("'{}' must be an integer, got {}", key, it->dump()));
+  if (!it->is_number_integer())
+    config_fail(where, fmt::format("'{}' must be an integer, got {}", key, it->dump()));
   out = it->get<std::int64_t>();
 }
 
@@ -55,24 +56,28 @@ double dtype_lowest(c10::ScalarType dtype) {
   }
 }
 
-std::string shape_text(const torch::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+std::string shape_text(const torch::Tensor& t) {
+  return fmt::format("[{}]", fmt::join(t.sizes(), ", "));
+}
 
 /// Checks an index tensor [N, L] and returns it as int64 on `device`.
-torch::Tensor index_input(const torch::Tensor& t, const char* name, torch::IntArrayRef shape, std::int64_t limit,
-                          const char* limit_name, const torch::Device& device) {
+torch::Tensor index_input(const torch::Tensor& t, const char* name, torch::IntArrayRef shape,
+                          std::int64_t limit, const char* limit_name, const torch::Device& device) {
   if (!c10::isIntegralType(t.scalar_type(), /*includeBool=*/false)) {
-    throw Error(fmt::format("BertModel: {} must be an integer tensor, got {}", name, c10::toString(t.scalar_type())));
+    throw Error(
+        fmt::format("BertModel: {} must be an integer tensor, got {}", name, c10::toString(t.scalar_type())));
   }
   if (t.sizes() != shape) {
-    throw Error(fmt::format("BertModel: {} has shape {}, expected [{}]", name, shape_text(t), fmt::join(shape, ", ")));
+    throw Error(fmt::format("BertModel: {} has shape {}, expected [{}]", name, shape_text(t),
+                            fmt::join(shape, ", ")));
   }
   torch::Tensor out = t.to(device, torch::kLong);
   if (out.numel() > 0) {
     const std::int64_t lo = out.min().item<std::int64_t>();
     const std::int64_t hi = out.max().item<std::int64_t>();
     if (lo < 0 || hi >= limit) {
-      throw Error(fmt::format("BertModel: {} has values in [{}, {}], outside [0, {}) ({})", name, lo, hi, limit,
-                              limit_name));
+      throw Error(fmt::format("BertModel: {} has values in [{}, {}], outside [0, {}) ({})", name, lo, hi,
+                              limit, limit_name));
     }
   }
   return out;
@@ -95,14 +100,16 @@ BertConfig BertConfig::from_json_string(const std::string& text, const std::stri
   std::string model_type = "bert";
   read_string(j, "model_type", model_type, name);
   if (model_type != "bert") {
-    config_fail(name, fmt::format("'model_type' is '{}'; only 'bert' is supported (other architectures differ in "
-                                  "embeddings or normalisation)",
-                                  model_type));
+    config_fail(name,
+                fmt::format("'model_type' is '{}'; only 'bert' is supported (other architectures differ in "
+                            "embeddings or normalisation)",
+                            model_type));
   }
   std::string position_type = "absolute";
   read_string(j, "position_embedding_type", position_type, name);
   if (position_type != "absolute") {
-    config_fail(name, fmt::format("'position_embedding_type' is '{}'; only 'absolute' is supported", position_type));
+    config_fail(
+        name, fmt::format("'position_embedding_type' is '{}'; only 'absolute' is supported", position_type));
   }
   read_int(j, "vocab_size", c.vocab_size, true, name);
   read_int(j, "hidden_size", c.hidden_size, true, name);
@@ -170,12 +177,14 @@ void BertConfig::validate(const std::string& where) const {
   positive("intermediate_size", intermediate_size);
   positive("max_position_embeddings", max_position_embeddings);
   positive("type_vocab_size", type_vocab_size);
-  if (num_hidden_layers < 0) config_fail(where, fmt::format("'num_hidden_layers' must be >= 0, got {}", num_hidden_layers));
+  if (num_hidden_layers < 0)
+    config_fail(where, fmt::format("'num_hidden_layers' must be >= 0, got {}", num_hidden_layers));
   if (hidden_size % num_attention_heads != 0) {
-    config_fail(where, fmt::format("'hidden_size' {} is not a multiple of 'num_attention_heads' {}", hidden_size,
-                                   num_attention_heads));
+    config_fail(where, fmt::format("'hidden_size' {} is not a multiple of 'num_attention_heads' {}",
+                                   hidden_size, num_attention_heads));
   }
-  if (!(layer_norm_eps > 0)) config_fail(where, fmt::format("'layer_norm_eps' must be > 0, got {}", layer_norm_eps));
+  if (!(layer_norm_eps > 0))
+    config_fail(where, fmt::format("'layer_norm_eps' must be > 0, got {}", layer_norm_eps));
   for (auto [key, p] : {std::pair<const char*, double>{"hidden_dropout_prob", hidden_dropout_prob},
                         {"attention_probs_dropout_prob", attention_probs_dropout_prob}}) {
     if (!(p >= 0 && p < 1)) config_fail(where, fmt::format("'{}' must be in [0, 1), got {}", key, p));
@@ -184,17 +193,21 @@ void BertConfig::validate(const std::string& where) const {
     config_fail(where, fmt::format("'initializer_range' must be >= 0, got {}", initializer_range));
   }
   if (hidden_act != "gelu") {
-    config_fail(where, fmt::format("'hidden_act' is '{}'; only 'gelu' (the exact erf GELU of HF BERT) is supported",
-                                   hidden_act));
+    config_fail(where,
+                fmt::format("'hidden_act' is '{}'; only 'gelu' (the exact erf GELU of HF BERT) is supported",
+                            hidden_act));
   }
   if (pad_token_id < -1 || pad_token_id >= vocab_size) {
-    config_fail(where, fmt::format("'pad_token_id' {} is outside [0, vocab_size {})", pad_token_id, vocab_size));
+    config_fail(where,
+                fmt::format("'pad_token_id' {} is outside [0, vocab_size {})", pad_token_id, vocab_size));
   }
 }
 
 // ----------------------------------------------------------------- modules
 
-BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config_) : config(config_) { reset(); }
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config_) : config(config_) {
+  reset();
+}
 
 void BertEmbeddingsImpl::reset() {
   auto word = torch::nn::EmbeddingOptions(config.vocab_size, config.hidden_size);
@@ -202,10 +215,11 @@ void BertEmbeddingsImpl::reset() {
   word_embeddings = register_module("word_embeddings", torch::nn::Embedding(word));
   position_embeddings = register_module(
       "position_embeddings", torch::nn::Embedding(config.max_position_embeddings, config.hidden_size));
-  token_type_embeddings =
-      register_module("token_type_embeddings", torch::nn::Embedding(config.type_vocab_size, config.hidden_size));
+  token_type_embeddings = register_module("token_type_embeddings",
+                                          torch::nn::Embedding(config.type_vocab_size, config.hidden_size));
   LayerNorm = register_module(
-      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+      "LayerNorm",
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
   dropout = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
   torch::NoGradGuard no_grad;
   for (auto* e : {&word_embeddings, &position_embeddings, &token_type_embeddings}) {
@@ -214,7 +228,8 @@ void BertEmbeddingsImpl::reset() {
   if (config.pad_token_id >= 0) word_embeddings->weight[config.pad_token_id].zero_();
 }
 
-torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
+torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids,
+                                          const torch::Tensor& token_type_ids) {
   const std::int64_t length = input_ids.size(1);
   torch::Tensor positions = torch::arange(length, input_ids.options().dtype(torch::kLong));
   torch::Tensor x = word_embeddings(input_ids) + token_type_embeddings(token_type_ids);
@@ -222,7 +237,9 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
   return dropout(LayerNorm(x));
 }
 
-BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config_) : config(config_) { reset(); }
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config_) : config(config_) {
+  reset();
+}
 
 void BertSelfAttentionImpl::reset() {
   const auto h = config.hidden_size;
@@ -245,7 +262,9 @@ torch::Tensor BertSelfAttentionImpl::attend(const torch::Tensor& xq, const torch
   const std::int64_t heads = config.num_attention_heads;
   const std::int64_t head_size = config.head_size();
   // [N, L, H] -> [N, A, L, H/A]: head a owns features a*H/A .. (a+1)*H/A - 1.
-  auto split = [&](const torch::Tensor& t) { return t.view({n, t.size(1), heads, head_size}).permute({0, 2, 1, 3}); };
+  auto split = [&](const torch::Tensor& t) {
+    return t.view({n, t.size(1), heads, head_size}).permute({0, 2, 1, 3});
+  };
   torch::Tensor q = split(query(xq));
   torch::Tensor k = split(key(x));
   torch::Tensor v = split(value(x));
@@ -262,9 +281,11 @@ BertResidualImpl::BertResidualImpl(const BertConfig& config_, std::int64_t in_fe
 
 void BertResidualImpl::reset() {
   dense = register_module(
-      "dense", LoraLinear(LoraLinearOptions(in_features, config.hidden_size).init_std(config.initializer_range)));
+      "dense",
+      LoraLinear(LoraLinearOptions(in_features, config.hidden_size).init_std(config.initializer_range)));
   LayerNorm = register_module(
-      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+      "LayerNorm",
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
   dropout = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
 }
 
@@ -272,7 +293,9 @@ torch::Tensor BertResidualImpl::forward(const torch::Tensor& h, const torch::Ten
   return LayerNorm(dropout(dense(h)) + residual);
 }
 
-BertAttentionImpl::BertAttentionImpl(const BertConfig& config_) : config(config_) { reset(); }
+BertAttentionImpl::BertAttentionImpl(const BertConfig& config_) : config(config_) {
+  reset();
+}
 
 void BertAttentionImpl::reset() {
   self = register_module("self", BertSelfAttention(config));
@@ -283,7 +306,9 @@ torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   return output(self(x, additive_mask), x);
 }
 
-BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config_) : config(config_) { reset(); }
+BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config_) : config(config_) {
+  reset();
+}
 
 void BertIntermediateImpl::reset() {
   dense = register_module("dense", LoraLinear(LoraLinearOptions(config.hidden_size, config.intermediate_size)
@@ -294,7 +319,9 @@ torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) {
   return torch::gelu(dense(x));  // approximate = "none": the erf GELU
 }
 
-BertLayerImpl::BertLayerImpl(const BertConfig& config_) : config(config_) { reset(); }
+BertLayerImpl::BertLayerImpl(const BertConfig& config_) : config(config_) {
+  reset();
+}
 
 void BertLayerImpl::reset() {
   attention = register_module("attention", BertAttention(config));
@@ -313,7 +340,9 @@ torch::Tensor BertLayerImpl::forward_first(const torch::Tensor& x, const torch::
   return output(intermediate(a), a).select(1, 0);
 }
 
-BertEncoderImpl::BertEncoderImpl(const BertConfig& config_) : config(config_) { reset(); }
+BertEncoderImpl::BertEncoderImpl(const BertConfig& config_) : config(config_) {
+  reset();
+}
 
 void BertEncoderImpl::reset() {
   layer = register_module("layer", torch::nn::ModuleList());
@@ -326,16 +355,23 @@ torch::Tensor BertEncoderImpl::forward(const torch::Tensor& x, const torch::Tens
   return h;
 }
 
-BertPoolerImpl::BertPoolerImpl(const BertConfig& config_) : config(config_) { reset(); }
-
-void BertPoolerImpl::reset() {
-  dense = register_module("dense", LoraLinear(LoraLinearOptions(config.hidden_size, config.hidden_size)
-                                                  .init_std(config.initializer_range)));
+BertPoolerImpl::BertPoolerImpl(const BertConfig& config_) : config(config_) {
+  reset();
 }
 
-torch::Tensor BertPoolerImpl::forward(const torch::Tensor& x) { return torch::tanh(dense(x.select(1, 0))); }
+void BertPoolerImpl::reset() {
+  dense = register_module(
+      "dense",
+      LoraLinear(
+          LoraLinearOptions(config.hidden_size, config.hidden_size).init_std(config.initializer_range)));
+}
 
-BertModelImpl::BertModelImpl(const BertConfig& config, bool add_pooler) : config_(config), add_pooler_(add_pooler) {
+torch::Tensor BertPoolerImpl::forward(const torch::Tensor& x) {
+  return torch::tanh(dense(x.select(1, 0)));
+}
+
+BertModelImpl::BertModelImpl(const BertConfig& config, bool add_pooler)
+    : config_(config), add_pooler_(add_pooler) {
   config_.validate("BertModel config");
   reset();
 }
@@ -346,9 +382,9 @@ void BertModelImpl::reset() {
   if (add_pooler_) pooler = register_module("pooler", BertPooler(config_));
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> BertModelImpl::inputs(const torch::Tensor& input_ids,
-                                                                              const torch::Tensor& attention_mask,
-                                                                              const torch::Tensor& token_type_ids) const {
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> BertModelImpl::inputs(
+    const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+    const torch::Tensor& token_type_ids) const {
   if (!input_ids.defined() || input_ids.dim() != 2) {
     throw Error(fmt::format("BertModel: input_ids must be [N, L], got {}",
                             input_ids.defined() ? shape_text(input_ids) : "an undefined tensor"));
@@ -402,7 +438,8 @@ torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const t
   };
   if (n == 0 || full == 0) return run(ids, types, mask);
   // Length of each row: one past its last real token, rounded up to 4.
-  const torch::Tensor positions = torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  const torch::Tensor positions =
+      torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   torch::Tensor used = (mask.ne(0).to(torch::kLong) * positions).amax(1).clamp_min(1);
   used = ((used + 3) / 4 * 4).clamp_max(full).cpu();
   const torch::Tensor sorted = std::get<0>(torch::_unique(used, /*sorted=*/true));
@@ -417,7 +454,8 @@ torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const t
   }
   // Back to the input order (differentiable: a permutation of the rows).
   const torch::Tensor order = torch::cat(rows);
-  const torch::Tensor inverse = torch::empty_like(order).index_put_({order}, torch::arange(n, order.options()));
+  const torch::Tensor inverse =
+      torch::empty_like(order).index_put_({order}, torch::arange(n, order.options()));
   return torch::cat(parts).index_select(0, inverse);
 }
 

@@ -26,7 +26,6 @@
 ///   torch::Tensor cls = bert->first_token(input_ids, attention_mask);  // [N, H], cheaper
 
 #include <torch/nn/cloneable.h>
-#include <tuple>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
@@ -35,6 +34,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 
 #include "models/lora_linear.h"
 

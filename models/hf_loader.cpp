@@ -1,12 +1,12 @@
 // HF model directory -> BertModel (see hf_loader.h).
 #include "models/hf_loader.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -23,7 +23,9 @@ constexpr std::size_t kMaxListedNames = 20;
 constexpr const char* kDefaultWeights = "model.safetensors";
 constexpr const char* kShardIndex = "model.safetensors.index.json";
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -39,19 +41,22 @@ std::string hf_name(const std::string& file_name) {
 
 /// Tensors HF itself skips when loading a BertModel.
 bool ignorable(const std::string& file_name, const std::string& name, bool has_pooler) {
-  return starts_with(file_name, "cls.") || name == "embeddings.position_ids" || name == "embeddings.token_type_ids" ||
-         (!has_pooler && starts_with(name, "pooler."));
+  return starts_with(file_name, "cls.") || name == "embeddings.position_ids" ||
+         name == "embeddings.token_type_ids" || (!has_pooler && starts_with(name, "pooler."));
 }
 
 bool is_lora_name(const std::string& name) {
   return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
 }
 
-std::string shape_text(const torch::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+std::string shape_text(const torch::Tensor& t) {
+  return fmt::format("[{}]", fmt::join(t.sizes(), ", "));
+}
 
 std::string quoted_list(const std::vector<std::string>& names) {
   std::string out;
-  for (std::size_t i = 0; i < names.size() && i < kMaxListedNames; ++i) out += (i ? ", '" : "'") + names[i] + "'";
+  for (std::size_t i = 0; i < names.size() && i < kMaxListedNames; ++i)
+    out += (i ? ", '" : "'") + names[i] + "'";
   if (names.size() > kMaxListedNames) out += fmt::format(" and {} more", names.size() - kMaxListedNames);
   return out;
 }
@@ -79,11 +84,12 @@ std::vector<fs::path> shard_files(const fs::path& index_path) {
   std::set<std::string> files;
   for (const auto& item : map->items()) {
     if (!item.value().is_string()) {
-      throw IoError(fmt::format("{}: 'weight_map' entry '{}' is not a file name", index_path.string(), item.key()));
+      throw IoError(
+          fmt::format("{}: 'weight_map' entry '{}' is not a file name", index_path.string(), item.key()));
     }
     const std::string file = item.value().get<std::string>();
-    if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." ||
-        file == "..") {
+    if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos ||
+        file == "." || file == "..") {
       throw IoError(fmt::format("{}: 'weight_map' entry '{}' names '{}', not a file of this directory",
                                 index_path.string(), item.key(), file));
     }
@@ -97,23 +103,26 @@ std::vector<fs::path> shard_files(const fs::path& index_path) {
 [[noreturn]] void refuse_missing_weights(const fs::path& dir, const fs::path& weights) {
   for (const char* pickle : {"pytorch_model.bin", "pytorch_model.bin.index.json"}) {
     if (fs::exists(dir / pickle)) {
-      throw IoError(fmt::format(
-          "{}: has {} but no {}: llmrec never unpickles (a .bin checkpoint is a Python pickle, which can run code "
-          "when loaded). Convert it once, in Python, where you trust the file: "
-          "`import torch; from safetensors.torch import save_file; "
-          "sd = torch.load('pytorch_model.bin', map_location='cpu'); "
-          "save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors', metadata={{'format': 'pt'}})` "
-          "(or `save_pretrained(..., safe_serialization=True)` with transformers)",
-          dir.string(), pickle, weights.filename().string()));
+      throw IoError(
+          fmt::format("{}: has {} but no {}: llmrec never unpickles (a .bin checkpoint is a Python pickle, "
+                      "which can run code "
+                      "when loaded). Convert it once, in Python, where you trust the file: "
+                      "`import torch; from safetensors.torch import save_file; "
+                      "sd = torch.load('pytorch_model.bin', map_location='cpu'); "
+                      "save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors', "
+                      "metadata={{'format': 'pt'}})` "
+                      "(or `save_pretrained(..., safe_serialization=True)` with transformers)",
+                      dir.string(), pickle, weights.filename().string()));
     }
   }
-  throw IoError(fmt::format("{}: no {} (an HF model directory needs config.json and model.safetensors)", dir.string(),
-                            weights.filename().string()));
+  throw IoError(fmt::format("{}: no {} (an HF model directory needs config.json and model.safetensors)",
+                            dir.string(), weights.filename().string()));
 }
 
 }  // namespace
 
-std::vector<std::string> bert_load_tensors(BertModelImpl& model, const std::map<std::string, torch::Tensor>& tensors,
+std::vector<std::string> bert_load_tensors(BertModelImpl& model,
+                                           const std::map<std::string, torch::Tensor>& tensors,
                                            const std::string& source, bool allow_unexpected) {
   std::map<std::string, torch::Tensor> params;
   for (const auto& p : model.named_parameters()) {
@@ -149,8 +158,8 @@ std::vector<std::string> bert_load_tensors(BertModelImpl& model, const std::map<
     }
     const torch::Tensor& t = tensors.at(it->second);
     if (t.sizes() != param.sizes()) {
-      problems.push_back(fmt::format("tensor '{}': expected shape {} (from config.json), found {}", it->second,
-                                     shape_text(param), shape_text(t)));
+      problems.push_back(fmt::format("tensor '{}': expected shape {} (from config.json), found {}",
+                                     it->second, shape_text(param), shape_text(t)));
     } else if (!t.is_floating_point()) {
       problems.push_back(fmt::format("tensor '{}': dtype {} is not floating point", it->second,
                                      c10::toString(t.scalar_type())));
@@ -158,13 +167,14 @@ std::vector<std::string> bert_load_tensors(BertModelImpl& model, const std::map<
   }
 
   if (!missing.empty()) {
-    problems.push_back(fmt::format("{} missing tensor(s): {}{}", missing.size(), quoted_list(missing),
-                                   pooler_missing ? " (a checkpoint without a pooler loads with add_pooler = false)"
-                                                  : ""));
+    problems.push_back(
+        fmt::format("{} missing tensor(s): {}{}", missing.size(), quoted_list(missing),
+                    pooler_missing ? " (a checkpoint without a pooler loads with add_pooler = false)" : ""));
   }
   if (!unexpected.empty()) {
     if (allow_unexpected) {
-      spdlog::warn("{}: ignoring {} unexpected tensor(s): {}", source, unexpected.size(), quoted_list(unexpected));
+      spdlog::warn("{}: ignoring {} unexpected tensor(s): {}", source, unexpected.size(),
+                   quoted_list(unexpected));
     } else {
       problems.push_back(fmt::format(
           "{} unexpected tensor(s), neither a BertModel weight nor a known extra (position_ids, cls.*): {}",
@@ -180,7 +190,8 @@ std::vector<std::string> bert_load_tensors(BertModelImpl& model, const std::map<
   torch::NoGradGuard no_grad;
   for (auto& [name, param] : params) param.copy_(tensors.at(found.at(name)));
   if (!ignored.empty()) {
-    spdlog::info("{}: skipped {} tensor(s) HF BertModel does not use: {}", source, ignored.size(), quoted_list(ignored));
+    spdlog::info("{}: skipped {} tensor(s) HF BertModel does not use: {}", source, ignored.size(),
+                 quoted_list(ignored));
   }
   return ignored;
 }
@@ -191,7 +202,8 @@ HfBert load_hf_bert(const std::string& dir, const HfBertLoadOptions& options) {
     throw Error(fmt::format("load_hf_bert({}): dtype {} is not a floating-point type", dir,
                             c10::toString(options.dtype)));
   }
-  if (!fs::is_directory(root)) throw IoError(fmt::format("{}: not a directory (expected an HF model directory)", dir));
+  if (!fs::is_directory(root))
+    throw IoError(fmt::format("{}: not a directory (expected an HF model directory)", dir));
 
   HfBert out;
   out.dir = dir;

@@ -43,10 +43,10 @@ struct HfBertLoadOptions {
 /// A loaded model directory.
 struct HfBert {
   BertConfig config;
-  BertModel model{nullptr};          ///< in train() mode, as every new module; call eval()
+  BertModel model{nullptr};  ///< in train() mode, as every new module; call eval()
   std::string dir;
-  std::string vocab_path;            ///< <dir>/vocab.txt, or "" when the directory has none
-  std::vector<std::string> weights_paths;  ///< safetensors file(s) read
+  std::string vocab_path;                    ///< <dir>/vocab.txt, or "" when the directory has none
+  std::vector<std::string> weights_paths;    ///< safetensors file(s) read
   std::vector<std::string> ignored_tensors;  ///< file names of the skipped extras
   /// The task head's tensors (`cls.*`, file names), e.g. BertForMaskedLM's
   /// cls.predictions.*, for a model that continues that task
@@ -63,7 +63,8 @@ HfBert load_hf_bert(const std::string& dir, const HfBertLoadOptions& options = {
 /// `model` with the rules above; `source` names the file(s) in messages.
 /// LoRA adapter parameters (lora_A, lora_B) are not expected here. Returns
 /// the names of the ignored extras.
-std::vector<std::string> bert_load_tensors(BertModelImpl& model, const std::map<std::string, torch::Tensor>& tensors,
+std::vector<std::string> bert_load_tensors(BertModelImpl& model,
+                                           const std::map<std::string, torch::Tensor>& tensors,
                                            const std::string& source, bool allow_unexpected = false);
 
 }  // namespace llmrec

@@ -1,16 +1,16 @@
 // LoRA on BertModel; PEFT and HF directory I/O (see lora.h).
 #include "models/lora.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -29,7 +29,9 @@ constexpr const char* kAdapterConfig = "adapter_config.json";
 constexpr const char* kAdapterWeights = "adapter_model.safetensors";
 constexpr std::size_t kMaxListedNames = 20;
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -44,11 +46,14 @@ bool target_matches(const std::string& module_name, const std::string& target) {
   return module_name == target || ends_with(module_name, "." + target);
 }
 
-std::string shape_text(const torch::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+std::string shape_text(const torch::Tensor& t) {
+  return fmt::format("[{}]", fmt::join(t.sizes(), ", "));
+}
 
 std::string quoted_list(const std::vector<std::string>& names) {
   std::string out;
-  for (std::size_t i = 0; i < names.size() && i < kMaxListedNames; ++i) out += (i ? ", '" : "'") + names[i] + "'";
+  for (std::size_t i = 0; i < names.size() && i < kMaxListedNames; ++i)
+    out += (i ? ", '" : "'") + names[i] + "'";
   if (names.size() > kMaxListedNames) out += fmt::format(" and {} more", names.size() - kMaxListedNames);
   return out;
 }
@@ -73,7 +78,8 @@ std::vector<NamedLinear> adapted_linears(const torch::nn::Module& model) {
 
 /// The Linear modules `targets` select, in module order. Throws when a
 /// target selects nothing, or selects a module that is not a Linear.
-std::vector<NamedLinear> select_targets(const torch::nn::Module& model, const std::vector<std::string>& targets) {
+std::vector<NamedLinear> select_targets(const torch::nn::Module& model,
+                                        const std::vector<std::string>& targets) {
   std::vector<NamedLinear> out;
   std::set<std::string> linear_names;
   for (const auto& target : targets) {
@@ -84,19 +90,22 @@ std::vector<NamedLinear> select_targets(const torch::nn::Module& model, const st
     for (const auto& m : model.named_modules("", /*include_self=*/false)) {
       if (!target_matches(m.key(), target)) continue;
       if (dynamic_cast<LoraLinearImpl*>(m.value().get()) == nullptr) {
-        throw Error(fmt::format("LoRA target '{}' matches '{}', which is not a Linear layer (LoRA applies to Linear "
-                                "layers only)",
-                                target, m.key()));
+        throw Error(
+            fmt::format("LoRA target '{}' matches '{}', which is not a Linear layer (LoRA applies to Linear "
+                        "layers only)",
+                        target, m.key()));
       }
       matched = true;
     }
     if (!matched) {
       std::set<std::string> last;
-      for (const auto& item : linear_modules(model)) last.insert(item.first.substr(item.first.rfind('.') + 1));
-      throw Error(fmt::format("LoRA target '{}' matches no module of the model; its Linear layers are named {} "
-                              "(e.g. {})",
-                              target, fmt::join(last, ", "),
-                              linear_modules(model).empty() ? "none" : linear_modules(model).front().first));
+      for (const auto& item : linear_modules(model))
+        last.insert(item.first.substr(item.first.rfind('.') + 1));
+      throw Error(
+          fmt::format("LoRA target '{}' matches no module of the model; its Linear layers are named {} "
+                      "(e.g. {})",
+                      target, fmt::join(last, ", "),
+                      linear_modules(model).empty() ? "none" : linear_modules(model).front().first));
     }
   }
   for (const auto& item : linear_modules(model)) {
@@ -114,9 +123,10 @@ void validate_options(const LoraOptions& options) {
   LLMREC_CHECK(options.r >= 0, "LoRA r must be >= 0 (0 = full fine-tuning), got {}", options.r);
   if (options.r == 0) return;
   LLMREC_CHECK(options.alpha > 0, "LoRA alpha must be positive, got {}", options.alpha);
-  LLMREC_CHECK(options.dropout >= 0 && options.dropout < 1, "LoRA dropout must be in [0, 1), got {}", options.dropout);
-  LLMREC_CHECK(!options.target_modules.empty(), "LoRA target_modules is empty (r = {} needs at least one target)",
-               options.r);
+  LLMREC_CHECK(options.dropout >= 0 && options.dropout < 1, "LoRA dropout must be in [0, 1), got {}",
+               options.dropout);
+  LLMREC_CHECK(!options.target_modules.empty(),
+               "LoRA target_modules is empty (r = {} needs at least one target)", options.r);
 }
 
 /// Writes `text` to `path` through a temporary file and a rename.
@@ -147,7 +157,8 @@ void make_directory(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec || !fs::is_directory(dir)) {
-    throw IoError(fmt::format("{}: cannot create directory: {}", dir.string(), ec ? ec.message() : "not a directory"));
+    throw IoError(
+        fmt::format("{}: cannot create directory: {}", dir.string(), ec ? ec.message() : "not a directory"));
   }
 }
 
@@ -164,9 +175,10 @@ json read_json_file(const fs::path& path) {
 }
 
 [[noreturn]] void refuse_pickle(const fs::path& dir, const std::string& missing, const std::string& pickle) {
-  throw IoError(fmt::format("{}: has {} but no {}: llmrec never unpickles (a .bin file is a Python pickle, which can "
-                            "run code when loaded); save the adapter with safe_serialization=True (PEFT's default)",
-                            dir.string(), pickle, missing));
+  throw IoError(
+      fmt::format("{}: has {} but no {}: llmrec never unpickles (a .bin file is a Python pickle, which can "
+                  "run code when loaded); save the adapter with safe_serialization=True (PEFT's default)",
+                  dir.string(), pickle, missing));
 }
 
 LoraOptions parse_adapter_config(const json& j, const std::string& where) {
@@ -202,10 +214,12 @@ LoraOptions parse_adapter_config(const json& j, const std::string& where) {
     fail("'target_modules' is missing or null; list the module names (e.g. [\"query\", \"value\"])");
   }
   if (targets->is_string()) {
-    fail(fmt::format("'target_modules' is the regular expression {}; only a list of module names is supported",
-                     targets->dump()));
+    fail(
+        fmt::format("'target_modules' is the regular expression {}; only a list of module names is supported",
+                    targets->dump()));
   }
-  if (!targets->is_array() || targets->empty()) fail("'target_modules' must be a non-empty list of module names");
+  if (!targets->is_array() || targets->empty())
+    fail("'target_modules' must be a non-empty list of module names");
   o.target_modules.clear();
   for (const auto& t : *targets) {
     if (!t.is_string() || t.get<std::string>().empty()) {
@@ -222,9 +236,11 @@ LoraOptions parse_adapter_config(const json& j, const std::string& where) {
     }
   }
   if (const json* v = get("layers_to_transform"); v != nullptr && !v->is_null()) {
-    fail(fmt::format("'layers_to_transform' is {}; adapters on a subset of layers are not supported", v->dump()));
+    fail(fmt::format("'layers_to_transform' is {}; adapters on a subset of layers are not supported",
+                     v->dump()));
   }
-  if (const json* v = get("modules_to_save"); v != nullptr && !v->is_null() && !(v->is_array() && v->empty())) {
+  if (const json* v = get("modules_to_save");
+      v != nullptr && !v->is_null() && !(v->is_array() && v->empty())) {
     fail(fmt::format("'modules_to_save' is {}; fully trained extra modules are not supported", v->dump()));
   }
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
@@ -250,16 +266,17 @@ void check_adapters_match(const BertModel& model, const LoraOptions& options, co
     std::vector<std::string> absent;
     std::set_difference(have.begin(), have.end(), want.begin(), want.end(), std::back_inserter(extra));
     std::set_difference(want.begin(), want.end(), have.begin(), have.end(), std::back_inserter(absent));
-    throw Error(fmt::format("{}: target_modules [{}] do not select the model's adapters (adapted but not targeted: "
-                            "{}; targeted but without an adapter: {})",
-                            context, fmt::join(options.target_modules, ", "), extra.empty() ? "none" : quoted_list(extra),
-                            absent.empty() ? "none" : quoted_list(absent)));
+    throw Error(fmt::format(
+        "{}: target_modules [{}] do not select the model's adapters (adapted but not targeted: "
+        "{}; targeted but without an adapter: {})",
+        context, fmt::join(options.target_modules, ", "), extra.empty() ? "none" : quoted_list(extra),
+        absent.empty() ? "none" : quoted_list(absent)));
   }
   for (const auto& [name, linear] : adapted) {
     const LoraAdapterOptions& a = linear->adapter();
     if (a.r() != options.r || a.alpha() != options.alpha) {
-      throw Error(fmt::format("{}: adapter '{}' has r {} alpha {}, expected r {} alpha {}", context, name, a.r(),
-                              a.alpha(), options.r, options.alpha));
+      throw Error(fmt::format("{}: adapter '{}' has r {} alpha {}, expected r {} alpha {}", context, name,
+                              a.r(), a.alpha(), options.r, options.alpha));
     }
   }
 }
@@ -317,10 +334,12 @@ void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOp
   validate_options(options);
   const std::string context = fmt::format("lora_save_peft({})", dir);
   if (options.r == 0) {
-    throw Error(fmt::format("{}: r = 0 is full fine-tuning, which has no adapter; use save_hf_directory", context));
+    throw Error(
+        fmt::format("{}: r = 0 is full fine-tuning, which has no adapter; use save_hf_directory", context));
   }
   std::vector<NamedLinear> adapted = adapted_linears(*model);
-  if (adapted.empty()) throw Error(fmt::format("{}: the model has no LoRA adapters (apply_lora first)", context));
+  if (adapted.empty())
+    throw Error(fmt::format("{}: the model has no LoRA adapters (apply_lora first)", context));
   check_adapters_match(model, options, context);
   for (const auto& [name, linear] : adapted) {
     if (linear->adapter().dropout() != options.dropout) {
@@ -331,8 +350,10 @@ void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOp
 
   std::map<std::string, at::Tensor> tensors;
   for (const auto& [name, linear] : adapted) {
-    tensors[kPeftPrefix + name + ".lora_A.weight"] = linear->lora_A->weight.detach().to(torch::kCPU, torch::kFloat);
-    tensors[kPeftPrefix + name + ".lora_B.weight"] = linear->lora_B->weight.detach().to(torch::kCPU, torch::kFloat);
+    tensors[kPeftPrefix + name + ".lora_A.weight"] =
+        linear->lora_A->weight.detach().to(torch::kCPU, torch::kFloat);
+    tensors[kPeftPrefix + name + ".lora_B.weight"] =
+        linear->lora_B->weight.detach().to(torch::kCPU, torch::kFloat);
   }
 
   json config = json::object();  // keys sorted, as PEFT writes them
@@ -366,8 +387,10 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
   const fs::path root(dir);
   const fs::path config_path = root / kAdapterConfig;
   const fs::path weights_path = root / kAdapterWeights;
-  if (!fs::is_directory(root)) throw IoError(fmt::format("{}: not a directory (expected a PEFT adapter)", dir));
-  if (!fs::exists(config_path)) throw IoError(fmt::format("{}: no {} (not a PEFT adapter directory)", dir, kAdapterConfig));
+  if (!fs::is_directory(root))
+    throw IoError(fmt::format("{}: not a directory (expected a PEFT adapter)", dir));
+  if (!fs::exists(config_path))
+    throw IoError(fmt::format("{}: no {} (not a PEFT adapter directory)", dir, kAdapterConfig));
   if (!fs::exists(weights_path)) {
     if (fs::exists(root / "adapter_model.bin")) refuse_pickle(root, kAdapterWeights, "adapter_model.bin");
     throw IoError(fmt::format("{}: no {}", dir, kAdapterWeights));
@@ -379,7 +402,8 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
   std::vector<NamedLinear> adapted = adapted_linears(*model);
   for (const auto& [name, linear] : adapted) {
     if (linear->merged()) {
-      throw Error(fmt::format("{}: adapter '{}' is merged into its weight; lora_unmerge before loading", context, name));
+      throw Error(fmt::format("{}: adapter '{}' is merged into its weight; lora_unmerge before loading",
+                              context, name));
     }
   }
   if (adapted.empty()) {
@@ -404,7 +428,8 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
   std::map<std::string, std::string> found;  // parameter name -> file name
   for (const auto& item : file.tensors) {
     const std::string& file_name = item.first;
-    std::string name = starts_with(file_name, kPeftPrefix) ? file_name.substr(std::string(kPeftPrefix).size()) : "";
+    std::string name =
+        starts_with(file_name, kPeftPrefix) ? file_name.substr(std::string(kPeftPrefix).size()) : "";
     if (starts_with(name, "bert.")) name = name.substr(5);  // an adapter trained on BertFor*: same encoder
     if (params.count(name) == 0) {
       unexpected.push_back(file_name);
@@ -417,8 +442,8 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
     const torch::Tensor& t = item.second;
     const torch::Tensor& p = params.at(name);
     if (t.sizes() != p.sizes()) {
-      problems.push_back(fmt::format("tensor '{}': expected shape {} (r = {}), found {}", file_name, shape_text(p),
-                                     options.r, shape_text(t)));
+      problems.push_back(fmt::format("tensor '{}': expected shape {} (r = {}), found {}", file_name,
+                                     shape_text(p), options.r, shape_text(t)));
     } else if (!t.is_floating_point()) {
       problems.push_back(fmt::format("tensor '{}': dtype {} is not floating point", file_name,
                                      c10::toString(t.scalar_type())));
@@ -432,8 +457,9 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
     problems.push_back(fmt::format("{} missing tensor(s): {}", missing.size(), quoted_list(missing)));
   }
   if (!unexpected.empty()) {
-    problems.push_back(fmt::format("{} unexpected tensor(s) (not a lora_A/lora_B weight of a targeted module): {}",
-                                   unexpected.size(), quoted_list(unexpected)));
+    problems.push_back(
+        fmt::format("{} unexpected tensor(s) (not a lora_A/lora_B weight of a targeted module): {}",
+                    unexpected.size(), quoted_list(unexpected)));
   }
   if (!problems.empty()) {
     std::string message = fmt::format("{}: the adapter does not match the model:", where);
@@ -450,7 +476,8 @@ void save_hf_directory(const std::string& dir, const BertModel& model, const Ber
                        const std::map<std::string, at::Tensor>& head, const std::string& architecture) {
   const BertConfig& built = model->config();
   if (config.vocab_size != built.vocab_size || config.hidden_size != built.hidden_size ||
-      config.num_hidden_layers != built.num_hidden_layers || config.num_attention_heads != built.num_attention_heads ||
+      config.num_hidden_layers != built.num_hidden_layers ||
+      config.num_attention_heads != built.num_attention_heads ||
       config.intermediate_size != built.intermediate_size ||
       config.max_position_embeddings != built.max_position_embeddings ||
       config.type_vocab_size != built.type_vocab_size) {
@@ -488,7 +515,8 @@ void save_hf_directory(const std::string& dir, const BertModel& model, const Ber
     if (ec) {
       std::error_code ignored;
       fs::remove(tmp, ignored);
-      throw IoError(fmt::format("{}: cannot copy the vocabulary to {}: {}", vocab_path, root.string(), ec.message()));
+      throw IoError(
+          fmt::format("{}: cannot copy the vocabulary to {}: {}", vocab_path, root.string(), ec.message()));
     }
   }
 }

@@ -11,7 +11,8 @@ namespace llmrec {
 
 LoraLinearImpl::LoraLinearImpl(const LoraLinearOptions& options_) : options(options_) {
   LLMREC_CHECK(options.in_features() > 0 && options.out_features() > 0,
-               "LoraLinear needs positive sizes, got in {} out {}", options.in_features(), options.out_features());
+               "LoraLinear needs positive sizes, got in {} out {}", options.in_features(),
+               options.out_features());
   reset();
 }
 
@@ -28,9 +29,12 @@ void LoraLinearImpl::reset() {
 
 void LoraLinearImpl::adapter_register() {
   const std::int64_t r = adapter_->r();
-  lora_dropout = register_module("lora_dropout", torch::nn::Dropout(torch::nn::DropoutOptions(adapter_->dropout())));
-  lora_A = register_module("lora_A", torch::nn::Linear(torch::nn::LinearOptions(options.in_features(), r).bias(false)));
-  lora_B = register_module("lora_B", torch::nn::Linear(torch::nn::LinearOptions(r, options.out_features()).bias(false)));
+  lora_dropout =
+      register_module("lora_dropout", torch::nn::Dropout(torch::nn::DropoutOptions(adapter_->dropout())));
+  lora_A = register_module("lora_A",
+                           torch::nn::Linear(torch::nn::LinearOptions(options.in_features(), r).bias(false)));
+  lora_B = register_module(
+      "lora_B", torch::nn::Linear(torch::nn::LinearOptions(r, options.out_features()).bias(false)));
 }
 
 void LoraLinearImpl::reset_parameters() {
@@ -54,8 +58,8 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& input) {
 }
 
 void LoraLinearImpl::pretty_print(std::ostream& stream) const {
-  stream << "llmrec::LoraLinear(in_features=" << options.in_features() << ", out_features=" << options.out_features()
-         << ", bias=" << (options.bias() ? "true" : "false");
+  stream << "llmrec::LoraLinear(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << (options.bias() ? "true" : "false");
   if (adapter_) {
     stream << ", lora_r=" << adapter_->r() << ", lora_alpha=" << adapter_->alpha()
            << ", lora_dropout=" << adapter_->dropout() << (merged_ ? ", merged" : "");
@@ -85,7 +89,9 @@ const LoraAdapterOptions& LoraLinearImpl::adapter() const {
   return *adapter_;
 }
 
-double LoraLinearImpl::scaling() const { return adapter().alpha() / static_cast<double>(adapter().r()); }
+double LoraLinearImpl::scaling() const {
+  return adapter().alpha() / static_cast<double>(adapter().r());
+}
 
 void LoraLinearImpl::merge() {
   LLMREC_CHECK(adapter_.has_value(), "cannot merge: this LoraLinear has no LoRA adapter");

@@ -16,14 +16,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::int32_t find_token(const std::vector<std::string>& vocab, const std::string& token, const std::string& where,
-                        bool required) {
+std::int32_t find_token(const std::vector<std::string>& vocab, const std::string& token,
+                        const std::string& where, bool required) {
   for (std::size_t i = 0; i < vocab.size(); ++i) {
     if (vocab[i] == token) return static_cast<std::int32_t>(i);
   }
   if (required) {
-    throw ConfigError(fmt::format("{}: the vocabulary has no {} token, which masked-language-model pre-training needs",
-                                  where, token));
+    throw ConfigError(fmt::format(
+        "{}: the vocabulary has no {} token, which masked-language-model pre-training needs", where, token));
   }
   return -1;
 }
@@ -64,8 +64,8 @@ MaskedText mlm_mask_text(const std::int32_t* tokens, std::int64_t len, const Mlm
     const std::int32_t id = tokens[i];
     if (id < 0 || id >= vocab.size || vocab.special[static_cast<std::size_t>(id)] != 0) continue;
     ++candidates;
-    const bool joins = options.whole_word && vocab.continuation[static_cast<std::size_t>(id)] != 0 && !words.empty() &&
-                       words.back().back() == i - 1;
+    const bool joins = options.whole_word && vocab.continuation[static_cast<std::size_t>(id)] != 0 &&
+                       !words.empty() && words.back().back() == i - 1;
     if (joins) {
       words.back().push_back(i);
     } else {
@@ -97,7 +97,8 @@ MaskedText mlm_mask_text(const std::int32_t* tokens, std::int64_t len, const Mlm
       // A random non-special piece (a few tries; a vocabulary of special
       // tokens alone keeps the piece).
       for (int tries = 0; tries < 64; ++tries) {
-        const auto id = static_cast<std::int32_t>(random_below(gen(), static_cast<std::uint64_t>(vocab.size)));
+        const auto id =
+            static_cast<std::int32_t>(random_below(gen(), static_cast<std::uint64_t>(vocab.size)));
         if (vocab.special[static_cast<std::size_t>(id)] == 0) {
           out.input[at] = id;
           break;
@@ -123,7 +124,8 @@ BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) : config_(con
   dense->bias.zero_();
 }
 
-torch::Tensor BertForMaskedLMImpl::logits_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+torch::Tensor BertForMaskedLMImpl::logits_at(const torch::Tensor& input_ids,
+                                             const torch::Tensor& attention_mask,
                                              const torch::Tensor& positions) {
   torch::Tensor x = bert->forward(input_ids, attention_mask).last_hidden_state;
   x = x.reshape({-1, config_.hidden_size}).index_select(0, positions.to(x.device()));
@@ -141,7 +143,8 @@ MlmSums BertForMaskedLMImpl::loss(const torch::Tensor& input_ids, const torch::T
   s.loss_sum = torch::nn::functional::cross_entropy(
       logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   s.predicted = positions.numel();
-  if (accuracy && s.predicted > 0) s.correct = logits.detach().argmax(1).eq(target).sum().item<std::int64_t>();
+  if (accuracy && s.predicted > 0)
+    s.correct = logits.detach().argmax(1).eq(target).sum().item<std::int64_t>();
   return s;
 }
 
@@ -153,7 +156,8 @@ std::map<std::string, torch::Tensor> BertForMaskedLMImpl::head_tensors() const {
   return out;
 }
 
-int BertForMaskedLMImpl::load_head(const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
+int BertForMaskedLMImpl::load_head(const std::map<std::string, torch::Tensor>& tensors,
+                                   const std::string& source) {
   torch::NoGradGuard no_grad;
   int copied = 0;
   for (auto& [name, target] : head_tensors()) {
@@ -181,7 +185,8 @@ void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::
                     "BertForMaskedLM");
   fs::remove_all(target, ec);
   fs::rename(tmp, target, ec);
-  if (ec) throw IoError(fmt::format("{}: cannot move the pre-trained model into place: {}", dir, ec.message()));
+  if (ec)
+    throw IoError(fmt::format("{}: cannot move the pre-trained model into place: {}", dir, ec.message()));
 }
 
 }  // namespace llmrec

@@ -84,8 +84,8 @@ class BertForMaskedLMImpl : public torch::nn::Module {
   /// Cross-entropy sums at labels >= 0 (labels [N, L], int64); `correct`
   /// only with `accuracy` (an argmax over the vocabulary per masked piece,
   /// left out of training steps).
-  MlmSums loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, const torch::Tensor& labels,
-               bool accuracy = true);
+  MlmSums loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+               const torch::Tensor& labels, bool accuracy = true);
   /// The head's tensors by HF name (cls.predictions.*), for saving.
   std::map<std::string, torch::Tensor> head_tensors() const;
   /// Copies HF-named head tensors in (those present; shapes checked,

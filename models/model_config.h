@@ -124,7 +124,8 @@ struct ModelUserConfig {
             "Dropout on attention probabilities and encoder residual branches (with pooling causal "
             "also on the input item vectors, as SASRec)",
             config_range(0.0, 0.99));
-    v.field("ff_dim", ff_dim, "Feed-forward width of the encoder layers; 0 = 4 x model.dim (SASRec: model.dim)",
+    v.field("ff_dim", ff_dim,
+            "Feed-forward width of the encoder layers; 0 = 4 x model.dim (SASRec: model.dim)",
             config_range(0, 1 << 20));
     v.field("activation", activation, "Feed-forward activation of the encoder layers (SASRec: relu)",
             config_one_of({"gelu", "relu"}));
@@ -183,11 +184,12 @@ struct ModelConfig {
             config_range(1, 65536));
     v.field("text_len", text_len, "L: item text length in WordPiece tokens, [CLS] and [SEP] included",
             config_range(2, 65536));
-    v.field("pooling", pooling,
-            "Item text vector from BERT's output: cls = h_[CLS] (BERT's first token); mean = mean of the token "
-            "outputs (padding excluded), which carries the words' identity from the first step even "
-            "with an untrained encoder",
-            config_one_of({"cls", "mean"}));
+    v.field(
+        "pooling", pooling,
+        "Item text vector from BERT's output: cls = h_[CLS] (BERT's first token); mean = mean of the token "
+        "outputs (padding excluded), which carries the words' identity from the first step even "
+        "with an untrained encoder",
+        config_one_of({"cls", "mean"}));
     v.field("item_id_embedding", item_id_embedding,
             "Add a learned vector per training item to its text vector (items unseen in training "
             "use text only)");
@@ -200,10 +202,11 @@ struct ModelConfig {
             "rescaled) for a batch, so the model also learns to rank from text alone (ignored "
             "with item_text: false)",
             config_range(0.0, 1.0));
-    v.field("score", score,
-            "How a user vector u meets an item vector l: bilinear = u^T A l with A learned (initialised to the "
-            "identity); dot = u . l, SASRec's score",
-            config_one_of({"bilinear", "dot"}));
+    v.field(
+        "score", score,
+        "How a user vector u meets an item vector l: bilinear = u^T A l with A learned (initialised to the "
+        "identity); dot = u . l, SASRec's score",
+        config_one_of({"bilinear", "dot"}));
     v.section("bert", bert, "Item tower: BERT encoder");
     v.section("lora", lora, "Item tower: LoRA adapters");
     v.section("user", user, "User tower: attention ranker over the history");

@@ -58,7 +58,8 @@ torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const tor
   const std::int64_t B = query.size(0);
   const std::int64_t Q = query.size(1);
   const std::int64_t S = key_value.size(1);
-  LLMREC_CHECK(!causal || Q == S, "attention: causal attention needs as many queries as keys, got {} and {}", Q, S);
+  LLMREC_CHECK(!causal || Q == S, "attention: causal attention needs as many queries as keys, got {} and {}",
+               Q, S);
 
   // Padded keys are zeroed first: whatever they held (even NaN) then
   // contributes neither to the output nor to any gradient.
@@ -77,8 +78,7 @@ torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const tor
   // is replaced by zeros below: no NaN anywhere.
   torch::Tensor allowed = key_mask.unsqueeze(1);  // [B, 1, S]
   if (causal) {
-    allowed = allowed.logical_and(
-        torch::ones({Q, S}, key_mask.options()).tril().unsqueeze(0));  // [B, Q, S]
+    allowed = allowed.logical_and(torch::ones({Q, S}, key_mask.options()).tril().unsqueeze(0));  // [B, Q, S]
   }
   const torch::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [B, 1 or Q, 1]
   const torch::Tensor attend = allowed.logical_or(has_key.logical_not());
@@ -141,8 +141,9 @@ void UserTowerImpl::reset() {
   const std::int64_t d = options.dim();
   LLMREC_CHECK(options.history() > 0, "user tower: history T must be positive, got {}", options.history());
   LLMREC_CHECK(options.layers() >= 0, "user tower: layers must be >= 0, got {}", options.layers());
-  LLMREC_CHECK(options.pooling() == "attention" || options.pooling() == "mean" || options.pooling() == "causal",
-               "user tower: pooling must be 'attention', 'mean' or 'causal', got '{}'", options.pooling());
+  LLMREC_CHECK(
+      options.pooling() == "attention" || options.pooling() == "mean" || options.pooling() == "causal",
+      "user tower: pooling must be 'attention', 'mean' or 'causal', got '{}'", options.pooling());
   LLMREC_CHECK(options.activation() == "gelu" || options.activation() == "relu",
                "user tower: activation must be 'gelu' or 'relu', got '{}'", options.activation());
   const bool attention = options.pooling() == "attention";
@@ -150,7 +151,9 @@ void UserTowerImpl::reset() {
   if (attention) positions = register_parameter("positions", torch::randn({options.history(), d}) * 0.02);
   // SASRec's scales: item vectors enter at sqrt(d) times their size (forward_all),
   // positions at N(0, 1/d).
-  if (causal) positions = register_parameter("positions", torch::randn({options.history(), d}) / std::sqrt(static_cast<double>(d)));
+  if (causal)
+    positions = register_parameter("positions",
+                                   torch::randn({options.history(), d}) / std::sqrt(static_cast<double>(d)));
   if (attention) query = register_parameter("query", torch::randn({1, d}) * 0.02);
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
@@ -188,8 +191,8 @@ namespace {
 
 void check_history(const torch::Tensor& items, const torch::Tensor& mask, const UserTowerOptions& options) {
   check_mask(items, mask, "user tower");
-  LLMREC_CHECK(items.size(2) == options.dim(), "user tower: item vectors must have d = {}, got {}", options.dim(),
-               items.size(2));
+  LLMREC_CHECK(items.size(2) == options.dim(), "user tower: item vectors must have d = {}, got {}",
+               options.dim(), items.size(2));
   LLMREC_CHECK(items.size(1) <= options.history(),
                "user tower: {} history slots exceed model.user.history T = {}; keep the most "
                "recent T items",
@@ -236,7 +239,7 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
   for (const auto& layer : *layers) {
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
   }
-  torch::Tensor pooled;  // [B, d]; zeros for a user with no real item
+  torch::Tensor pooled;                 // [B, d]; zeros for a user with no real item
   if (options.pooling() == "causal") {  // no slot at all
     pooled = torch::zeros({B, d}, h.options());
   } else if (attention) {

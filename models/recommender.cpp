@@ -1,9 +1,8 @@
 #include "models/recommender.h"
 
-#include <cmath>
-
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "common/error.h"
@@ -89,7 +88,8 @@ RecommenderImpl::RecommenderImpl(const RecommenderOptions& options) : options_(o
 
 void check_recommender_config(const ModelConfig& cfg) {
   cfg.validate();
-  if (!cfg.item_text || cfg.lora.r <= 0 || !cfg.bert.pretrained.empty()) return;  // a pretrained tower: checked at load
+  if (!cfg.item_text || cfg.lora.r <= 0 || !cfg.bert.pretrained.empty())
+    return;  // a pretrained tower: checked at load
   BertConfig tiny;
   tiny.vocab_size = 8;
   tiny.hidden_size = 4;
@@ -150,7 +150,8 @@ void RecommenderImpl::reset() {
                                                .ff_dim(cfg.user.ff_dim)
                                                .activation(cfg.user.activation)
                                                .projection(cfg.user.projection)));
-  scorer = register_module("scorer", BilinearScorer(BilinearScorerOptions(d).learned(cfg.score == "bilinear")));
+  scorer =
+      register_module("scorer", BilinearScorer(BilinearScorerOptions(d).learned(cfg.score == "bilinear")));
 }
 
 std::shared_ptr<torch::nn::Module> RecommenderImpl::clone(
@@ -204,8 +205,8 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
   return vecs + id_vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
 }
 
-torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index, const torch::Tensor& item_vecs,
-                                            const torch::Tensor& slots) {
+torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
+                                            const torch::Tensor& item_vecs, const torch::Tensor& slots) {
   check_rows(history_index, "history", 2);
   LLMREC_CHECK(item_vecs.dim() == 2 && item_vecs.size(1) == options_.config().dim,
                "user_vectors: item_vecs must be [U, d = {}], got {}", options_.config().dim,
@@ -223,7 +224,9 @@ torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index, 
   }
   if (!slots.defined()) return user(items, mask);
   check_rows(slots, "target_slot", 1);
-  return user->forward_all(items, mask).reshape({B * S, item_vecs.size(1)}).index_select(0, slots.to(index.device()));
+  return user->forward_all(items, mask)
+      .reshape({B * S, item_vecs.size(1)})
+      .index_select(0, slots.to(index.device()));
 }
 
 LossResult RecommenderImpl::forward_result(const RecBatch& batch) {

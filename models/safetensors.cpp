@@ -7,7 +7,6 @@
 #include "models/safetensors.h"
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -43,8 +43,8 @@ struct DtypeInfo {
 };
 
 const DtypeInfo kDtypes[] = {
-    {"F64", at::kDouble, 8}, {"F32", at::kFloat, 4},  {"F16", at::kHalf, 2}, {"BF16", at::kBFloat16, 2},
-    {"I64", at::kLong, 8},   {"I32", at::kInt, 4},    {"I16", at::kShort, 2}, {"I8", at::kChar, 1},
+    {"F64", at::kDouble, 8}, {"F32", at::kFloat, 4}, {"F16", at::kHalf, 2},  {"BF16", at::kBFloat16, 2},
+    {"I64", at::kLong, 8},   {"I32", at::kInt, 4},   {"I16", at::kShort, 2}, {"I8", at::kChar, 1},
     {"U8", at::kByte, 1},    {"BOOL", at::kBool, 1},
 };
 
@@ -95,42 +95,50 @@ std::uint64_t read_u64_le(const char* p) {
 /// Checks the 8-byte length prefix against the file size and the cap.
 void check_header_length(std::uint64_t n, std::uint64_t file_size, const std::string& file) {
   if (n > kMaxHeaderBytes) {
-    fail(file, fmt::format("header length {} exceeds the {}-byte limit (not a safetensors file, or corrupt)", n,
-                           kMaxHeaderBytes));
+    fail(file, fmt::format("header length {} exceeds the {}-byte limit (not a safetensors file, or corrupt)",
+                           n, kMaxHeaderBytes));
   }
   if (n > file_size - 8) {
-    fail(file, fmt::format("header length {} runs past the end of the file ({} bytes; truncated?)", n, file_size));
+    fail(file,
+         fmt::format("header length {} runs past the end of the file ({} bytes; truncated?)", n, file_size));
   }
   if (n < 2) fail(file, fmt::format("header length {} is too short for a JSON object", n));
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 Entry parse_entry(const std::string& name, const nlohmann::json& value, const std::string& file) {
   const std::string where = fmt::format("tensor '{}'", name);
   if (!value.is_object()) fail(file, fmt::format("{}: header entry is not a JSON object", where));
   for (const auto& item : value.items()) {
     if (item.key() != "dtype" && item.key() != "shape" && item.key() != "data_offsets") {
-      fail(file, fmt::format("{}: unknown field '{}' (expected dtype, shape, data_offsets)", where, item.key()));
+      fail(file,
+           fmt::format("{}: unknown field '{}' (expected dtype, shape, data_offsets)", where, item.key()));
     }
   }
   Entry entry;
   entry.name = name;
 
   auto dtype = value.find("dtype");
-  if (dtype == value.end() || !dtype->is_string()) fail(file, fmt::format("{}: missing or non-string 'dtype'", where));
+  if (dtype == value.end() || !dtype->is_string())
+    fail(file, fmt::format("{}: missing or non-string 'dtype'", where));
   entry.dtype = dtype_by_name(dtype->get<std::string>());
   if (entry.dtype == nullptr) {
-    fail(file, fmt::format("{}: unknown or unsupported dtype '{}' (supported: {})", where, dtype->get<std::string>(),
-                           known_dtypes()));
+    fail(file, fmt::format("{}: unknown or unsupported dtype '{}' (supported: {})", where,
+                           dtype->get<std::string>(), known_dtypes()));
   }
 
   auto shape = value.find("shape");
-  if (shape == value.end() || !shape->is_array()) fail(file, fmt::format("{}: missing or non-array 'shape'", where));
+  if (shape == value.end() || !shape->is_array())
+    fail(file, fmt::format("{}: missing or non-array 'shape'", where));
   std::uint64_t numel = 1;
   for (const auto& d : *shape) {
-    if (!d.is_number_integer()) fail(file, fmt::format("{}: shape {} has a non-integer dimension", where, shape->dump()));
-    if (!d.is_number_unsigned()) fail(file, fmt::format("{}: shape {} has a negative dimension", where, shape->dump()));
+    if (!d.is_number_integer())
+      fail(file, fmt::format("{}: shape {} has a non-integer dimension", where, shape->dump()));
+    if (!d.is_number_unsigned())
+      fail(file, fmt::format("{}: shape {} has a negative dimension", where, shape->dump()));
     std::uint64_t dim = d.get<std::uint64_t>();
     if (dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ||
         __builtin_mul_overflow(numel, dim, &numel) ||
@@ -141,7 +149,8 @@ Entry parse_entry(const std::string& name, const nlohmann::json& value, const st
   }
   std::uint64_t nbytes = 0;
   if (__builtin_mul_overflow(numel, entry.dtype->size, &nbytes)) {
-    fail(file, fmt::format("{}: shape {} of {} overflows the byte count", where, shape->dump(), entry.dtype->name));
+    fail(file,
+         fmt::format("{}: shape {} of {} overflows the byte count", where, shape->dump(), entry.dtype->name));
   }
 
   auto offsets = value.find("data_offsets");
@@ -155,10 +164,12 @@ Entry parse_entry(const std::string& name, const nlohmann::json& value, const st
   }
   entry.begin = (*offsets)[0].get<std::uint64_t>();
   entry.end = (*offsets)[1].get<std::uint64_t>();
-  if (entry.end < entry.begin) fail(file, fmt::format("{}: data_offsets {} end before they begin", where, offsets->dump()));
+  if (entry.end < entry.begin)
+    fail(file, fmt::format("{}: data_offsets {} end before they begin", where, offsets->dump()));
   if (entry.end - entry.begin != nbytes) {
-    fail(file, fmt::format("{}: data_offsets {} span {} bytes but shape {} of {} needs {}", where, offsets->dump(),
-                           entry.end - entry.begin, shape_text(entry.shape), entry.dtype->name, nbytes));
+    fail(file,
+         fmt::format("{}: data_offsets {} span {} bytes but shape {} of {} needs {}", where, offsets->dump(),
+                     entry.end - entry.begin, shape_text(entry.shape), entry.dtype->name, nbytes));
   }
   return entry;
 }
@@ -198,7 +209,8 @@ Header parse_header(const char* text, std::uint64_t n, std::uint64_t data_size, 
     if (item.key() == kMetadataKey) {
       if (!item.value().is_object()) fail(file, "'__metadata__' is not a JSON object");
       for (const auto& m : item.value().items()) {
-        if (!m.value().is_string()) fail(file, fmt::format("'__metadata__' value of '{}' is not a string", m.key()));
+        if (!m.value().is_string())
+          fail(file, fmt::format("'__metadata__' value of '{}' is not a string", m.key()));
         out.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -209,8 +221,9 @@ Header parse_header(const char* text, std::uint64_t n, std::uint64_t data_size, 
 
   for (const auto& e : out.entries) {
     if (e.end > data_size) {
-      fail(file, fmt::format("tensor '{}': data_offsets [{}, {}] run past the data region ({} bytes; truncated?)", e.name,
-                             e.begin, e.end, data_size));
+      fail(file,
+           fmt::format("tensor '{}': data_offsets [{}, {}] run past the data region ({} bytes; truncated?)",
+                       e.name, e.begin, e.end, data_size));
     }
   }
   std::sort(out.entries.begin(), out.entries.end(), [](const Entry& a, const Entry& b) {
@@ -220,18 +233,19 @@ Header parse_header(const char* text, std::uint64_t n, std::uint64_t data_size, 
   const Entry* previous = nullptr;
   for (const auto& e : out.entries) {
     if (e.begin < expected) {
-      fail(file, fmt::format("tensor '{}': data_offsets [{}, {}] overlap tensor '{}' (ends at {})", e.name, e.begin,
-                             e.end, previous->name, expected));
+      fail(file, fmt::format("tensor '{}': data_offsets [{}, {}] overlap tensor '{}' (ends at {})", e.name,
+                             e.begin, e.end, previous->name, expected));
     }
     if (e.begin > expected) {
-      fail(file, fmt::format("tensor '{}': data_offsets [{}, {}] leave a hole of {} bytes before it", e.name, e.begin,
-                             e.end, e.begin - expected));
+      fail(file, fmt::format("tensor '{}': data_offsets [{}, {}] leave a hole of {} bytes before it", e.name,
+                             e.begin, e.end, e.begin - expected));
     }
     expected = e.end;
     previous = &e;
   }
   if (expected != data_size) {
-    fail(file, fmt::format("{} bytes after the last tensor are not described by the header", data_size - expected));
+    fail(file,
+         fmt::format("{} bytes after the last tensor are not described by the header", data_size - expected));
   }
   return out;
 }
@@ -245,7 +259,8 @@ void check_bool_bytes(const at::Tensor& t, const Entry& e, const std::string& fi
   if (e.dtype->type != at::kBool) return;
   const auto* p = static_cast<const unsigned char*>(t.data_ptr());
   for (std::int64_t i = 0; i < t.numel(); ++i) {
-    if (p[i] > 1) fail(file, fmt::format("tensor '{}': BOOL byte {} is {}, not 0 or 1", e.name, i, int{p[i]}));
+    if (p[i] > 1)
+      fail(file, fmt::format("tensor '{}': BOOL byte {} is {}, not 0 or 1", e.name, i, int{p[i]}));
   }
 }
 
@@ -253,7 +268,8 @@ void check_bool_bytes(const at::Tensor& t, const Entry& e, const std::string& fi
 
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name) {
   if (bytes.size() < 8) {
-    fail(name, fmt::format("{} bytes: too short for the 8-byte header length (not a safetensors file)", bytes.size()));
+    fail(name, fmt::format("{} bytes: too short for the 8-byte header length (not a safetensors file)",
+                           bytes.size()));
   }
   const std::uint64_t n = read_u64_le(bytes.data());
   check_header_length(n, bytes.size(), name);
@@ -280,14 +296,16 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const auto file_size = static_cast<std::uint64_t>(size_off);
   in.seekg(0, std::ios::beg);
   if (file_size < 8) {
-    fail(path, fmt::format("{} bytes: too short for the 8-byte header length (not a safetensors file)", file_size));
+    fail(path,
+         fmt::format("{} bytes: too short for the 8-byte header length (not a safetensors file)", file_size));
   }
   char prefix[8];
   if (!in.read(prefix, 8)) fail(path, "cannot read the header length");
   const std::uint64_t n = read_u64_le(prefix);
   check_header_length(n, file_size, path);
   std::string text(n, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(n))) fail(path, "cannot read the header (file changed?)");
+  if (!in.read(text.data(), static_cast<std::streamsize>(n)))
+    fail(path, "cannot read the header (file changed?)");
   const std::uint64_t data_start = 8 + n;
   Header header = parse_header(text.data(), n, file_size - data_start, path);
 
@@ -320,7 +338,8 @@ void write_safetensors(const std::string& path, const std::map<std::string, at::
   std::vector<at::Tensor> data;
   std::uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
-    if (name.empty() || name == kMetadataKey) fail(path, fmt::format("cannot write a tensor named '{}'", name));
+    if (name.empty() || name == kMetadataKey)
+      fail(path, fmt::format("cannot write a tensor named '{}'", name));
     if (!tensor.defined()) fail(path, fmt::format("tensor '{}' is undefined", name));
     const DtypeInfo* dtype = dtype_by_type(tensor.scalar_type());
     if (dtype == nullptr) {
@@ -340,7 +359,8 @@ void write_safetensors(const std::string& path, const std::map<std::string, at::
   try {
     text = header.dump();
   } catch (const nlohmann::json::exception& e) {
-    fail(path, fmt::format("cannot encode the header (tensor names and metadata must be UTF-8): {}", e.what()));
+    fail(path,
+         fmt::format("cannot encode the header (tensor names and metadata must be UTF-8): {}", e.what()));
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 
@@ -355,7 +375,8 @@ void write_safetensors(const std::string& path, const std::map<std::string, at::
     out.write(prefix, 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& t : data) {
-      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
+      out.write(static_cast<const char*>(t.data_ptr()),
+                static_cast<std::streamsize>(t.numel() * t.element_size()));
     }
     out.flush();
     if (!out) {

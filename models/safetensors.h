@@ -21,8 +21,8 @@
 namespace llmrec {
 
 struct SafetensorsFile {
-  std::map<std::string, at::Tensor> tensors;        ///< CPU tensors, dtype as stored
-  std::map<std::string, std::string> metadata;      ///< "__metadata__" (string values)
+  std::map<std::string, at::Tensor> tensors;    ///< CPU tensors, dtype as stored
+  std::map<std::string, std::string> metadata;  ///< "__metadata__" (string values)
 };
 
 /// Reads every tensor of `path`. Throws IoError naming `path` (and the

@@ -25,8 +25,9 @@ AnnIndex::AnnIndex(const float* keys, std::int64_t n, std::int64_t d, const AnnO
   }
   if (options.m < 4 || options.m > 256 || options.ef_construction < 1 || options.ef_construction > 65536 ||
       options.ef_search < 1 || options.ef_search > 65536) {
-    throw ConfigError(fmt::format("ann: hnsw M {} must be in [4, 256] and efConstruction {}, efSearch {} in [1, 65536]",
-                                  options.m, options.ef_construction, options.ef_search));
+    throw ConfigError(
+        fmt::format("ann: hnsw M {} must be in [4, 256] and efConstruction {}, efSearch {} in [1, 65536]",
+                    options.m, options.ef_construction, options.ef_search));
   }
   const auto t0 = std::chrono::steady_clock::now();
   if (options.metric == "ip") {
@@ -62,8 +63,8 @@ AnnIndex::AnnIndex(const float* keys, std::int64_t n, std::int64_t d, const AnnO
 
 AnnIndex::~AnnIndex() = default;
 
-void AnnIndex::search(const float* query, std::int64_t k, std::vector<std::int32_t>& ids, std::vector<float>& dots,
-                      int ef_search) const {
+void AnnIndex::search(const float* query, std::int64_t k, std::vector<std::int32_t>& ids,
+                      std::vector<float>& dots, int ef_search) const {
   ids.clear();
   dots.clear();
   k = std::min(k, n_);

@@ -31,9 +31,9 @@ struct AnnOptions {
   /// l2: the keys augmented to a sphere, a Euclidean graph (see above);
   /// ip: a graph on the inner product itself.
   std::string metric = "l2";
-  int m = 32;                ///< HNSW neighbours per node (FAISS's M)
+  int m = 32;                 ///< HNSW neighbours per node (FAISS's M)
   int ef_construction = 200;  ///< candidate list while building
-  int ef_search = 128;       ///< candidate list while searching (at least the number of results asked)
+  int ef_search = 128;        ///< candidate list while searching (at least the number of results asked)
 };
 
 class AnnIndex {

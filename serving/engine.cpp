@@ -11,8 +11,8 @@
 #include <unordered_map>
 
 #include "common/pseudonym.h"
-#include "models/ranker.h"
 #include "export/fusion_math.h"
+#include "models/ranker.h"
 
 namespace llmrec::serving {
 namespace {
@@ -59,14 +59,15 @@ std::vector<std::int32_t> distinct_sorted(std::vector<std::int32_t> items) {
 /// The top `count` of `candidates` in the ranking order, sorted.
 void top_sorted(std::vector<std::int32_t>& candidates, std::size_t count, const float* score) {
   count = std::min(count, candidates.size());
-  std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(count), candidates.end(),
-                    ByScore{score});
+  std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(count),
+                    candidates.end(), ByScore{score});
   candidates.resize(count);
 }
 
 /// Per category code, 1 = allowed; empty = every category. 400 naming the
 /// categories no item has.
-std::vector<std::uint8_t> allowed_categories(const ExportData& e, const std::vector<std::string>& categories) {
+std::vector<std::uint8_t> allowed_categories(const ExportData& e,
+                                             const std::vector<std::string>& categories) {
   std::vector<std::uint8_t> allowed;
   if (categories.empty()) return allowed;
   allowed.assign(e.categories.size(), 0);
@@ -112,9 +113,9 @@ struct RecommendEngine::Resolved {
 /// The items one request ranks, when it does not score the whole catalogue.
 struct RecommendEngine::Pool {
   std::vector<std::int32_t> items;  ///< rows to rank (their model scores are in the scratch row)
-  std::string search = "hnsw";      ///< "hnsw": proposed by the index; "exact": the quantised scan's candidates
-  std::int64_t eligible = -1;       ///< the catalogue's eligible items (-1: count the pool's)
-  double mean = 0, sd = 0;          ///< hnsw: the model score's exact catalogue mean and deviation
+  std::string search = "hnsw";  ///< "hnsw": proposed by the index; "exact": the quantised scan's candidates
+  std::int64_t eligible = -1;   ///< the catalogue's eligible items (-1: count the pool's)
+  double mean = 0, sd = 0;      ///< hnsw: the model score's exact catalogue mean and deviation
 };
 
 struct RecommendEngine::Components {
@@ -159,8 +160,9 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data, std::op
     for (std::int64_t c = 0; c < d; ++c) s += static_cast<double>(v[c]) * v[c];
     vector_norms_[static_cast<std::size_t>(i)] = static_cast<float>(std::sqrt(s));
   }
-  mean_key_ = data_->num_items > 0 ? table(data_->item_keys, data_->num_items, d).to(at::kDouble).mean(0).to(at::kFloat)
-                                   : at::zeros({d}, at::kFloat);
+  mean_key_ = data_->num_items > 0
+                  ? table(data_->item_keys, data_->num_items, d).to(at::kDouble).mean(0).to(at::kFloat)
+                  : at::zeros({d}, at::kFloat);
   quantised_ = std::make_unique<QuantisedKeys>(data_->item_keys.data(), data_->num_items, d);
   if (data_->cold_shift != 0) {
     cold_offset_.resize(static_cast<std::size_t>(data_->num_items));
@@ -191,18 +193,23 @@ RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data, std::op
 
 RecommendEngine::~RecommendEngine() = default;
 
-std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path, const std::string& pseudonym_key,
+std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path,
+                                                             const std::string& pseudonym_key,
                                                              std::optional<AnnOptions> ann) {
   auto engine = std::make_shared<RecommendEngine>(read_export(path), ann);
   const ExportData& e = engine->data();
   if (!pseudonym_key.empty()) {
     if (e.user_ids_scheme != kPseudonymScheme) {
-      throw ConfigError(fmt::format("{}: a pseudonym key was given but the export holds raw user ids (export it with "
-                                    "--pseudonymise)", path));
+      throw ConfigError(
+          fmt::format("{}: a pseudonym key was given but the export holds raw user ids (export it with "
+                      "--pseudonymise)",
+                      path));
     }
     if (check_pseudonym_key(pseudonym_key) != e.pseudonym_check) {
-      throw ConfigError(fmt::format("{}: the pseudonym key is not the one the export was written with "
-                                    "(pseudonym_check differs)", path));
+      throw ConfigError(
+          fmt::format("{}: the pseudonym key is not the one the export was written with "
+                      "(pseudonym_check differs)",
+                      path));
     }
     engine->pseudonym_key_ = pseudonym_key;
   }
@@ -222,10 +229,12 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   if (!q.user && !q.history) {
     throw RequestError(400, "user", "missing: give 'user' (a known user id) or 'history' (recent item ids)");
   }
-  if (q.k < 1 || q.k > kMaxK) throw RequestError(400, "k", fmt::format("must be an integer in [1, {}], got {}", kMaxK, q.k));
+  if (q.k < 1 || q.k > kMaxK)
+    throw RequestError(400, "k", fmt::format("must be an integer in [1, {}], got {}", kMaxK, q.k));
   r.k = q.k;
   if (q.hour && (*q.hour < 0 || *q.hour >= kHours)) {
-    throw RequestError(400, "hour", fmt::format("must be an integer hour of the day in [0, 23], got {}", *q.hour));
+    throw RequestError(400, "hour",
+                       fmt::format("must be an integer hour of the day in [0, 23], got {}", *q.hour));
   }
   check_weight(q.hour_weight, "hour_weight");
   check_weight(q.cf_weight, "cf_weight");
@@ -250,7 +259,8 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
     throw RequestError(400, "search", fmt::format("must be 'exact' or 'hnsw', got '{}'", *q.search));
   }
   if (q.search && *q.search == "hnsw" && !ann_) {
-    throw RequestError(400, "search", "'hnsw': this server has no approximate index (start it with --ann hnsw)");
+    throw RequestError(400, "search",
+                       "'hnsw': this server has no approximate index (start it with --ann hnsw)");
   }
   r.ann = ann_ != nullptr && q.search.value_or("hnsw") == "hnsw";
 
@@ -262,17 +272,20 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
       if (q.user->empty()) throw RequestError(400, "user", "must not be empty");
       if (q.live.empty()) r.unknown_user = *q.user;  // no history: the most popular items (finish())
     } else {
-      r.events.assign(e.history_items.begin() + e.events_begin(r.user), e.history_items.begin() + e.events_end(r.user));
+      r.events.assign(e.history_items.begin() + e.events_begin(r.user),
+                      e.history_items.begin() + e.events_end(r.user));
     }
     for (std::int32_t i : q.live) {
-      LLMREC_CHECK(i >= 0 && i < e.num_items, "live event item row {} outside the export's {} items", i, e.num_items);
+      LLMREC_CHECK(i >= 0 && i < e.num_items, "live event item row {} outside the export's {} items", i,
+                   e.num_items);
       r.events.push_back(i);
     }
     r.live = !q.live.empty();
   } else {
     if (q.history->size() > kMaxRequestHistory) {
-      throw RequestError(400, "history",
-                         fmt::format("has {} items; at most {} are accepted", q.history->size(), kMaxRequestHistory));
+      throw RequestError(
+          400, "history",
+          fmt::format("has {} items; at most {} are accepted", q.history->size(), kMaxRequestHistory));
     }
     std::vector<std::string> unknown;
     for (const auto& id : *q.history) {
@@ -293,15 +306,17 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
     case Exclude::kSeen: r.excluded = distinct_sorted(r.events); break;
     case Exclude::kPurchased: {
       if (r.user < 0 && r.unknown_user.empty() && !r.live) {
-        throw RequestError(400, "exclude",
-                           "'purchased' needs a known user: a fresh history has no event types (use 'seen' or 'none')");
+        throw RequestError(
+            400, "exclude",
+            "'purchased' needs a known user: a fresh history has no event types (use 'seen' or 'none')");
       }
       if (r.user < 0) break;  // an unknown user has purchased nothing
       if (purchase_types_.empty()) {
         std::vector<std::string> types = e.event_types;
-        throw RequestError(400, "exclude",
-                           fmt::format("'purchased': this export has no 'purchase' event type (its types: {})",
-                                       types.empty() ? std::string("none") : quoted_list(types)));
+        throw RequestError(
+            400, "exclude",
+            fmt::format("'purchased': this export has no 'purchase' event type (its types: {})",
+                        types.empty() ? std::string("none") : quoted_list(types)));
       }
       for (std::int64_t j = e.events_begin(r.user); j < e.events_end(r.user); ++j) {
         const int type = e.history_types[static_cast<std::size_t>(j)];
@@ -364,9 +379,11 @@ at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vecto
 }  // namespace
 
 std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_t>& items) const {
-  for (std::int32_t i : items) LLMREC_CHECK(i >= 0 && i < data_->num_items, "history item row {} is out of range", i);
+  for (std::int32_t i : items)
+    LLMREC_CHECK(i >= 0 && i < data_->num_items, "history item row {} is out of range", i);
   const std::size_t T = static_cast<std::size_t>(data_->history);
-  std::vector<std::int32_t> window(items.end() - static_cast<std::ptrdiff_t>(std::min(T, items.size())), items.end());
+  std::vector<std::int32_t> window(items.end() - static_cast<std::ptrdiff_t>(std::min(T, items.size())),
+                                   items.end());
   at::Tensor u = tower_forward(*data_, {&window}, {});
   return {u.data_ptr<float>(), u.data_ptr<float>() + data_->dim};
 }
@@ -414,7 +431,8 @@ Recommendation RecommendEngine::recommend(const RecommendRequest& request) const
   return std::move(recommend_batch({request}).front());
 }
 
-std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<RecommendRequest>& requests) const {
+std::vector<Recommendation> RecommendEngine::recommend_batch(
+    const std::vector<RecommendRequest>& requests) const {
   const auto t0 = Clock::now();
   const ExportData& e = *data_;
   std::vector<Resolved> rs;
@@ -442,7 +460,8 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
   if (!windows.empty()) {
     at::Tensor u = tower_forward(e, windows, {});
     for (std::size_t j = 0; j < fresh_rows.size(); ++j) {
-      std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d, users.data_ptr<float>() + fresh_rows[j] * d);
+      std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d,
+                  users.data_ptr<float>() + fresh_rows[j] * d);
     }
   }
   // Exact rows: s = keys . u for every item, one matrix product; cold items
@@ -466,11 +485,13 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
     if (exact.size() == 1) {  // one row: a matrix-vector product (BLAS's gemm would pack all the keys first)
       scores = at::mv(keys, users[exact.front()]).unsqueeze(0).contiguous();
     } else {
-      const at::Tensor rows = at::from_blob(exact.data(), {static_cast<std::int64_t>(exact.size())}, at::kLong);
+      const at::Tensor rows =
+          at::from_blob(exact.data(), {static_cast<std::int64_t>(exact.size())}, at::kLong);
       scores = at::mm(users.index_select(0, rows), keys.t()).contiguous();
     }
     if (e.cold_shift != 0) {
-      const at::Tensor cold = at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
+      const at::Tensor cold =
+          at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
       scores.add_(cold.to(at::kFloat).mul_(e.cold_shift).unsqueeze(0));
     }
   }
@@ -493,15 +514,16 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(const std::vector<R
   return out;
 }
 
-RecommendEngine::Pool RecommendEngine::scan_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const {
+RecommendEngine::Pool RecommendEngine::scan_pool(const Resolved& r, const float* u,
+                                                 std::vector<float>& scratch) const {
   const ExportData& e = *data_;
   const std::int64_t I = e.num_items, d = e.dim;
   const std::vector<std::uint8_t> eligible = eligible_items(e, r.allowed, r.excluded);
   Pool pool;
   pool.search = "exact";
   const std::int64_t m = static_cast<std::int64_t>(r.k) * (r.diversity > 0 ? kMmrPoolFactor : 1);
-  pool.items = quantised_->candidates(u, m, eligible.data(), cold_offset_.empty() ? nullptr : cold_offset_.data(),
-                                      &pool.eligible);
+  pool.items = quantised_->candidates(u, m, eligible.data(),
+                                      cold_offset_.empty() ? nullptr : cold_offset_.data(), &pool.eligible);
   if (scratch.size() != static_cast<std::size_t>(I)) scratch.resize(static_cast<std::size_t>(I));
   for (std::int32_t i : pool.items) {  // the exact scores of the candidates
     const float* k = e.key(i);
@@ -513,20 +535,23 @@ RecommendEngine::Pool RecommendEngine::scan_pool(const Resolved& r, const float*
   return pool;
 }
 
-RecommendEngine::Pool RecommendEngine::ann_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const {
+RecommendEngine::Pool RecommendEngine::ann_pool(const Resolved& r, const float* u,
+                                                std::vector<float>& scratch) const {
   const ExportData& e = *data_;
   const std::int64_t d = e.dim;
   Pool pool;
-  const std::int64_t want = std::max<std::int64_t>(ann_->options().ef_search,
-                                                   static_cast<std::int64_t>(r.k) * (r.diversity > 0 ? kMmrPoolFactor : 4));
+  const std::int64_t want = std::max<std::int64_t>(
+      ann_->options().ef_search, static_cast<std::int64_t>(r.k) * (r.diversity > 0 ? kMmrPoolFactor : 4));
   std::vector<float> dots;
   ann_->search(u, want, pool.items, dots);
   // scratch[i] holds the model score of the pool's items only (the rest is
   // never read), so that a request costs O(pool), not O(items).
-  if (scratch.size() != static_cast<std::size_t>(e.num_items)) scratch.resize(static_cast<std::size_t>(e.num_items));
+  if (scratch.size() != static_cast<std::size_t>(e.num_items))
+    scratch.resize(static_cast<std::size_t>(e.num_items));
   for (std::size_t j = 0; j < pool.items.size(); ++j) {
     const std::int32_t i = pool.items[j];
-    scratch[static_cast<std::size_t>(i)] = dots[j] + (cold_offset_.empty() ? 0.0f : cold_offset_[static_cast<std::size_t>(i)]);
+    scratch[static_cast<std::size_t>(i)] =
+        dots[j] + (cold_offset_.empty() ? 0.0f : cold_offset_[static_cast<std::size_t>(i)]);
   }
   // The exact moments of s over the catalogue (see engine.h).
   double mu_u = 0, cold_u = 0, quad = 0;
@@ -553,7 +578,8 @@ RecommendEngine::Components RecommendEngine::components(const Resolved& r) const
   c.cf = r.cf_weight > 0;
   c.popularity = r.popularity_weight > 0;
   c.hour = r.hour.has_value() && r.hour_weight > 0;
-  c.tfidf = e.tfidf != nullptr && (r.tfidf_weight > 0 || (tfidf_cold != cold_weights_.end() && tfidf_cold->second > 0));
+  c.tfidf = e.tfidf != nullptr &&
+            (r.tfidf_weight > 0 || (tfidf_cold != cold_weights_.end() && tfidf_cold->second > 0));
   c.fused = c.cf || c.popularity || c.tfidf || c.hour || e.fusion_missing == FusionMissing::kColdWeights;
   return c;
 }
@@ -590,7 +616,8 @@ RecommendEngine::Fused RecommendEngine::fuse(const Resolved& r, const Components
   } else {  // the pool's z with the exact moments; the rest never ranks
     z_model.assign(static_cast<std::size_t>(I), -std::numeric_limits<float>::infinity());
     for (std::int32_t i : pool->items) {
-      z_model[static_cast<std::size_t>(i)] = pool->sd > 0 ? static_cast<float>((model[i] - pool->mean) / pool->sd) : 0.0f;
+      z_model[static_cast<std::size_t>(i)] =
+          pool->sd > 0 ? static_cast<float>((model[i] - pool->mean) / pool->sd) : 0.0f;
     }
   }
   std::vector<const float*> rows{z_model.data()};
@@ -611,7 +638,8 @@ RecommendEngine::Fused RecommendEngine::fuse(const Resolved& r, const Components
   if (comp.popularity) add(popularity_z_.data(), r.popularity_weight, false, 0.0);
   if (comp.tfidf) {  // content: every item has text, cold ones too
     f.tfidf.resize(static_cast<std::size_t>(I));
-    e.tfidf->score(r.events.data(), static_cast<std::int64_t>(r.events.size()), e.tfidf_profile_items, f.tfidf.data());
+    e.tfidf->score(r.events.data(), static_cast<std::int64_t>(r.events.size()), e.tfidf_profile_items,
+                   f.tfidf.data());
     z_tf.resize(static_cast<std::size_t>(I));
     fusion_standardise(f.tfidf.data(), I, z_tf.data());
     add(z_tf.data(), r.tfidf_weight, true, cold_weight("tfidf"));
@@ -620,8 +648,8 @@ RecommendEngine::Fused RecommendEngine::fuse(const Resolved& r, const Components
   const FusionMissing policy = e.fusion_missing;
   const std::vector<double> cold_weights = fusion_cold_weights(policy, weights, scores_cold, tuned);
   f.score.resize(static_cast<std::size_t>(I));
-  fusion_combine(rows, weights, I, f.score.data(), policy == FusionMissing::kScored ? nullptr : e.item_cold.data(),
-                 cold_weights);
+  fusion_combine(rows, weights, I, f.score.data(),
+                 policy == FusionMissing::kScored ? nullptr : e.item_cold.data(), cold_weights);
   return f;
 }
 
@@ -639,14 +667,15 @@ std::vector<std::int32_t> RecommendEngine::candidates(const Resolved& r, const P
   }
   for (std::int32_t i : pool->items) {  // r.excluded is sorted
     const bool allowed =
-        r.allowed.empty() || r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] != 0;
+        r.allowed.empty() ||
+        r.allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])] != 0;
     if (allowed && !std::binary_search(r.excluded.begin(), r.excluded.end(), i)) out.push_back(i);
   }
   return out;
 }
 
-void RecommendEngine::describe_items(const Resolved& r, const std::vector<std::int32_t>& picked, const float* model,
-                                     const Fused& f, Recommendation& out) const {
+void RecommendEngine::describe_items(const Resolved& r, const std::vector<std::int32_t>& picked,
+                                     const float* model, const Fused& f, Recommendation& out) const {
   const ExportData& e = *data_;
   const float* score = f.score.empty() ? model : f.score.data();
   out.items.resize(picked.size());
@@ -660,8 +689,9 @@ void RecommendEngine::describe_items(const Resolved& r, const std::vector<std::i
     it.tfidf_score = f.tfidf.empty() ? 0.0f : f.tfidf[static_cast<std::size_t>(i)];
     if (r.explain && e.tfidf != nullptr && !r.events.empty()) {
       // Whole words only: a piece inside a word ("##7" of a product code) says little.
-      for (const auto& [term, w] : e.tfidf->shared_terms(r.events.data(), static_cast<std::int64_t>(r.events.size()),
-                                                          e.tfidf_profile_items, i, std::numeric_limits<int>::max())) {
+      for (const auto& [term, w] :
+           e.tfidf->shared_terms(r.events.data(), static_cast<std::int64_t>(r.events.size()),
+                                 e.tfidf_profile_items, i, std::numeric_limits<int>::max())) {
         const std::string& word = e.vocab[static_cast<std::size_t>(term)];
         if (word.rfind("##", 0) == 0) continue;
         it.matches.push_back(word);
@@ -669,14 +699,16 @@ void RecommendEngine::describe_items(const Resolved& r, const std::vector<std::i
       }
     }
     if (r.hour) {
-      const double c = e.hour_counts[static_cast<std::size_t>(i) * kHours + static_cast<std::size_t>(*r.hour)];
-      it.hour_score = static_cast<float>(
-          std::log((c + 1.0) / (static_cast<double>(e.item_popularity[static_cast<std::size_t>(i)]) + kHours)));
+      const double c =
+          e.hour_counts[static_cast<std::size_t>(i) * kHours + static_cast<std::size_t>(*r.hour)];
+      it.hour_score = static_cast<float>(std::log(
+          (c + 1.0) / (static_cast<double>(e.item_popularity[static_cast<std::size_t>(i)]) + kHours)));
     }
   }
 }
 
-void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* pool, Recommendation& out) const {
+void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* pool,
+                             Recommendation& out) const {
   out.user = r.user;
   out.history = r.events;
   out.k = r.k;
@@ -689,7 +721,8 @@ void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* 
   out.diversity = r.diversity;
   out.explain = r.explain;
   out.search = pool != nullptr ? pool->search : "exact";
-  out.candidates = pool != nullptr && pool->search == "hnsw" ? static_cast<std::int64_t>(pool->items.size()) : 0;
+  out.candidates =
+      pool != nullptr && pool->search == "hnsw" ? static_cast<std::int64_t>(pool->items.size()) : 0;
   const Components comp = components(r);
   out.unknown_user = r.unknown_user;
   out.fallback = comp.fallback ? "popularity" : "";
@@ -700,7 +733,8 @@ void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* 
   // Filters and exclusions, then the exact top of what is left (of the
   // pool, with approximate search).
   std::vector<std::int32_t> cands = candidates(r, pool);
-  out.eligible = pool != nullptr && pool->eligible >= 0 ? pool->eligible : static_cast<std::int64_t>(cands.size());
+  out.eligible =
+      pool != nullptr && pool->eligible >= 0 ? pool->eligible : static_cast<std::int64_t>(cands.size());
   const auto k = static_cast<std::size_t>(r.k);
   std::vector<std::int32_t> picked;
   if (r.diversity > 0) {
@@ -714,8 +748,9 @@ void RecommendEngine::finish(const Resolved& r, const float* model, const Pool* 
   if (r.explain && !picked.empty()) explain(r, comp.cf, out);
 }
 
-std::vector<std::int32_t> RecommendEngine::mmr_select(const std::vector<std::int32_t>& pool, const float* score,
-                                                      std::size_t k, double lambda) const {
+std::vector<std::int32_t> RecommendEngine::mmr_select(const std::vector<std::int32_t>& pool,
+                                                      const float* score, std::size_t k,
+                                                      double lambda) const {
   const ExportData& e = *data_;
   const auto P = static_cast<std::int64_t>(pool.size());
   const std::int64_t d = e.dim;
@@ -726,7 +761,8 @@ std::vector<std::int32_t> RecommendEngine::mmr_select(const std::vector<std::int
   const double bottom = score[pool.back()];
   std::vector<double> rel(static_cast<std::size_t>(P));
   for (std::int64_t p = 0; p < P; ++p) {
-    rel[static_cast<std::size_t>(p)] = top > bottom ? (score[pool[static_cast<std::size_t>(p)]] - bottom) / (top - bottom) : 1.0;
+    rel[static_cast<std::size_t>(p)] =
+        top > bottom ? (score[pool[static_cast<std::size_t>(p)]] - bottom) / (top - bottom) : 1.0;
   }
   // Unit item vectors of the pool (a zero vector stays zero: cosine 0).
   at::Tensor unit = at::empty({P, d}, at::kFloat);
@@ -758,7 +794,8 @@ std::vector<std::int32_t> RecommendEngine::mmr_select(const std::vector<std::int
     const at::Tensor sims = at::mv(unit, unit[best]).contiguous();
     const float* s = sims.data_ptr<float>();
     for (std::int64_t p = 0; p < P; ++p) {
-      max_sim[static_cast<std::size_t>(p)] = std::max(max_sim[static_cast<std::size_t>(p)], static_cast<double>(s[p]));
+      max_sim[static_cast<std::size_t>(p)] =
+          std::max(max_sim[static_cast<std::size_t>(p)], static_cast<double>(s[p]));
     }
   }
   return picked;
@@ -781,7 +818,8 @@ void RecommendEngine::explain(const Resolved& r, bool use_cf, Recommendation& ou
     // Centred keys: removing h moves every item's score; what is specific
     // to item i is its change beyond the catalogue's average change.
     const at::Tensor keys =
-        table(e.item_keys, e.num_items, e.dim).index_select(0, at::tensor(rows, at::kLong)) - mean_key_;  // [k, d]
+        table(e.item_keys, e.num_items, e.dim).index_select(0, at::tensor(rows, at::kLong)) -
+        mean_key_;                                              // [k, d]
     const at::Tensor s = at::mm(users, keys.t()).contiguous();  // [n + 1, k]
     const float* sp = s.data_ptr<float>();
     for (std::int64_t j = 0; j < k; ++j) {
@@ -826,7 +864,8 @@ SimilarResult RecommendEngine::similar(const SimilarRequest& q) const {
   SimilarResult out;
   out.item = e.find_item(q.item);
   if (out.item < 0) throw RequestError(404, "item", fmt::format("unknown item '{}'", q.item));
-  if (q.k < 1 || q.k > kMaxK) throw RequestError(400, "k", fmt::format("must be an integer in [1, {}], got {}", kMaxK, q.k));
+  if (q.k < 1 || q.k > kMaxK)
+    throw RequestError(400, "k", fmt::format("must be an integer in [1, {}], got {}", kMaxK, q.k));
   check_weight(q.cf_weight, "cf_weight");
   out.k = q.k;
   out.cf_weight = q.cf_weight.value_or(default_cf_weight_);
@@ -857,12 +896,15 @@ SimilarResult RecommendEngine::similar(const SimilarRequest& q) const {
   candidates.reserve(static_cast<std::size_t>(I));
   for (std::int64_t i = 0; i < I; ++i) {
     if (i == out.item) continue;
-    if (!allowed.empty() && !allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])]) continue;
+    if (!allowed.empty() &&
+        !allowed[static_cast<std::size_t>(e.item_category_code[static_cast<std::size_t>(i)])])
+      continue;
     candidates.push_back(static_cast<std::int32_t>(i));
   }
   top_sorted(candidates, static_cast<std::size_t>(q.k), score);
   for (std::int32_t i : candidates) {
-    out.items.push_back({i, score[i], cosine[static_cast<std::size_t>(i)], cf.empty() ? 0.0f : cf[static_cast<std::size_t>(i)]});
+    out.items.push_back({i, score[i], cosine[static_cast<std::size_t>(i)],
+                         cf.empty() ? 0.0f : cf[static_cast<std::size_t>(i)]});
   }
   out.took_ms = ms_since(t0);
   return out;

@@ -23,12 +23,10 @@
 ///    active (cf_weight, popularity_weight or tfidf_weight > 0, or an hour
 ///    with hour_weight > 0) the ranking score is fusion_combine([z(model),
 ///    z(cf), z(popularity), z(tfidf), z(hour)], [1, cf_weight,
-///    popularity_weight, tfidf_weight, hour_weight]) with the z-standardisation of export/fusion_math.h over the
-///    whole catalogue; cold items take the weights of the export's
-///    missing-score policy (with `cold_weights`, the export's own weights
-///    of model and tfidf, which requests do not change); otherwise it is
-///    s_i itself. The default weights are the export's: evaluation's fusion
-///    row.
+///    popularity_weight, tfidf_weight, hour_weight]) with the z-standardisation of export/fusion_math.h over
+///    the whole catalogue; cold items take the weights of the export's missing-score policy (with
+///    `cold_weights`, the export's own weights of model and tfidf, which requests do not change); otherwise
+///    it is s_i itself. The default weights are the export's: evaluation's fusion row.
 ///  - Exact top-k of the eligible items (category filter, exclusions), a
 ///    higher score first, ties to the smaller item row. With diversity > 0
 ///    the k items are picked by MMR from the top 10k eligible items.
@@ -39,8 +37,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
-#include <map>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -93,12 +91,12 @@ struct RecommendRequest {
   int k = kDefaultK;                                ///< 1..kMaxK
   std::vector<std::string> categories;              ///< exact matches; empty = every category
   Exclude exclude = Exclude::kSeen;
-  std::optional<int> hour;            ///< 0..23: time-of-day context
-  std::optional<double> hour_weight;  ///< default kDefaultHourWeight
-  std::optional<double> cf_weight;    ///< default RecommendEngine::default_cf_weight()
+  std::optional<int> hour;                  ///< 0..23: time-of-day context
+  std::optional<double> hour_weight;        ///< default kDefaultHourWeight
+  std::optional<double> cf_weight;          ///< default RecommendEngine::default_cf_weight()
   std::optional<double> popularity_weight;  ///< default RecommendEngine::default_popularity_weight()
   std::optional<double> tfidf_weight;       ///< default RecommendEngine::default_tfidf_weight()
-  double diversity = 0;               ///< MMR lambda in [0, 1]; 0 = off
+  double diversity = 0;                     ///< MMR lambda in [0, 1]; 0 = off
   bool explain = false;
   /// "exact" (every item scored) or "hnsw" (the engine's approximate index
   /// proposes the items; see RecommendEngine). Default: "hnsw" when the
@@ -137,8 +135,8 @@ struct RecommendedItem {
 };
 
 struct Recommendation {
-  std::int32_t user = -1;              ///< known user row, -1 for a fresh history
-  std::vector<std::int32_t> history;   ///< the items the request's history resolved to
+  std::int32_t user = -1;             ///< known user row, -1 for a fresh history
+  std::vector<std::int32_t> history;  ///< the items the request's history resolved to
   int k = 0;
   Exclude exclude = Exclude::kSeen;
   std::optional<int> hour;
@@ -148,13 +146,13 @@ struct Recommendation {
   double tfidf_weight = 0;
   double diversity = 0;
   bool explain = false;
-  bool fused = false;      ///< scores are fused z-scores, not model scores
+  bool fused = false;  ///< scores are fused z-scores, not model scores
   /// "popularity" for a user id the export does not know (`unknown_user`):
   /// its items are ranked by their training events (scores are the
   /// counts), filters apply, nothing is excluded; "" otherwise.
   std::string fallback;
   std::string unknown_user;
-  std::int64_t eligible = 0;  ///< items left after filters and exclusions
+  std::int64_t eligible = 0;     ///< items left after filters and exclusions
   std::string search = "exact";  ///< "exact" or "hnsw", as applied
   std::int64_t candidates = 0;   ///< with hnsw: the items the index proposed (the ranked pool)
   std::vector<RecommendedItem> items;
@@ -200,7 +198,8 @@ struct SimilarResult {
 /// (unknown user) is always exact.
 class RecommendEngine {
  public:
-  explicit RecommendEngine(std::shared_ptr<const ExportData> data, std::optional<AnnOptions> ann = std::nullopt);
+  explicit RecommendEngine(std::shared_ptr<const ExportData> data,
+                           std::optional<AnnOptions> ann = std::nullopt);
   ~RecommendEngine();
   RecommendEngine(const RecommendEngine&) = delete;
   RecommendEngine& operator=(const RecommendEngine&) = delete;
@@ -212,7 +211,8 @@ class RecommendEngine {
   /// opened without the key knows its users by pseudonym only.
   /// With `ann`, the HNSW index over items/keys is built here (its build
   /// time: ann_index()->build_seconds()).
-  static std::shared_ptr<const RecommendEngine> open(const std::string& path, const std::string& pseudonym_key = "",
+  static std::shared_ptr<const RecommendEngine> open(const std::string& path,
+                                                     const std::string& pseudonym_key = "",
                                                      std::optional<AnnOptions> ann = std::nullopt);
 
   const ExportData& data() const { return *data_; }
@@ -280,8 +280,8 @@ class RecommendEngine {
                       const Fused& f, Recommendation& out) const;
   Pool ann_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const;
   Pool scan_pool(const Resolved& r, const float* u, std::vector<float>& scratch) const;
-  std::vector<std::int32_t> mmr_select(const std::vector<std::int32_t>& pool, const float* score, std::size_t k,
-                                       double lambda) const;
+  std::vector<std::int32_t> mmr_select(const std::vector<std::int32_t>& pool, const float* score,
+                                       std::size_t k, double lambda) const;
   void explain(const Resolved& r, bool use_cf, Recommendation& out) const;
   const std::vector<float>& hour_z(int hour) const;
 
@@ -293,16 +293,16 @@ class RecommendEngine {
   // With ann_: the model score's catalogue moments, s_i = k_i . u + b c_i
   // (b = cold_shift, c_i = cold flag): E[s] = u . mean_key + b f,
   // E[s^2] = u^T G u + 2 b u . cold_key_sum / I + b^2 f.
-  std::vector<double> gram_;          ///< [d, d] G = K^T K / I
-  std::vector<double> mean_key_d_;    ///< [d] mean of the keys
-  std::vector<double> cold_key_mean_; ///< [d] sum of the cold items' keys / I
-  double cold_share_ = 0;             ///< f = cold items / I
-  at::Tensor mean_key_;  ///< [d] mean of items/keys over the catalogue (explanations)
+  std::vector<double> gram_;           ///< [d, d] G = K^T K / I
+  std::vector<double> mean_key_d_;     ///< [d] mean of the keys
+  std::vector<double> cold_key_mean_;  ///< [d] sum of the cold items' keys / I
+  double cold_share_ = 0;              ///< f = cold items / I
+  at::Tensor mean_key_;                ///< [d] mean of items/keys over the catalogue (explanations)
   double default_cf_weight_ = 0;
   double default_popularity_weight_ = 0;
   double default_tfidf_weight_ = 0;
   std::map<std::string, double> cold_weights_;  ///< the export's cold_weights relative to the model's weight
-  std::vector<float> popularity_z_;  ///< z of items/popularity over the catalogue
+  std::vector<float> popularity_z_;             ///< z of items/popularity over the catalogue
   std::vector<int> purchase_types_;
   std::vector<float> vector_norms_;  ///< |items/vectors[i]|
   mutable std::array<std::once_flag, kHours> hour_once_;

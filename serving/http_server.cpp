@@ -1,12 +1,12 @@
 #include "serving/http_server.h"
 
 #include <ATen/Parallel.h>
-#include <fmt/format.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,12 +16,12 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
-#include <set>
 #include <fstream>
 #include <map>
-#include <unordered_map>
 #include <mutex>
+#include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "common/sha256.h"
@@ -44,12 +44,14 @@ thread_local int t_arm = -1;  // the A/B arm that answered the request, -1 = non
 
 const std::map<std::string, std::vector<std::string>>& allowed_methods() {
   static const std::map<std::string, std::vector<std::string>> m = {
-      {"/recommend", {"GET", "POST"}}, {"/similar", {"GET", "POST"}}, {"/health", {"GET"}}, {"/metrics", {"GET"}},
-      {"/admin/reload", {"POST"}}, {"/events", {"POST"}}};
+      {"/recommend", {"GET", "POST"}}, {"/similar", {"GET", "POST"}}, {"/health", {"GET"}},
+      {"/metrics", {"GET"}},           {"/admin/reload", {"POST"}},   {"/events", {"POST"}}};
   return m;
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 void set_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -149,7 +151,9 @@ struct HttpServer::Impl {
     return ab_arm_of(key, shares, options.ab_salt);
   }
   static std::int64_t unix_now() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
   }
   /// A recommend request: its arm's engine with the user's live events;
   /// the answer names the arm when there are several.
@@ -163,7 +167,8 @@ struct HttpServer::Impl {
       out["arm"] = arms[a]->name;
       if (q.user) {
         Shown s{a, unix_now(), {}, false};
-        for (const auto& it : rec.items) s.items.push_back(engine->data().item_ids[static_cast<std::size_t>(it.item)]);
+        for (const auto& it : rec.items)
+          s.items.push_back(engine->data().item_ids[static_cast<std::size_t>(it.item)]);
         std::lock_guard<std::mutex> lock(mu);
         if (shown.size() > 1000000) shown.clear();  // bounded memory: the oldest attributions are dropped
         shown[*q.user] = std::move(s);
@@ -188,7 +193,8 @@ struct HttpServer::Impl {
   void record(const httplib::Request& req, int status) {
     if (t_recorded) return;
     t_recorded = true;
-    const double ms = t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_start).count() : -1.0;
+    const double ms =
+        t_started ? std::chrono::duration<double, std::milli>(Clock::now() - t_start).count() : -1.0;
     const std::string endpoint = allowed_methods().count(req.path) ? req.path : std::string("other");
     std::lock_guard<std::mutex> lock(mu);
     if (options.access_log) {
@@ -245,50 +251,53 @@ struct HttpServer::Impl {
 
   void routes() {
     server.Post("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      set_json(res, 200, recommend(parse_recommend_request(parse_json_body(req.body))));
-    }));
+                  set_json(res, 200, recommend(parse_recommend_request(parse_json_body(req.body))));
+                }));
     server.Get("/recommend", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      set_json(res, 200, recommend(parse_recommend_request(recommend_query_json(query_params(req)))));
-    }));
+                 set_json(res, 200,
+                          recommend(parse_recommend_request(recommend_query_json(query_params(req)))));
+               }));
     server.Post("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const SimilarRequest q = parse_similar_request(parse_json_body(req.body));
-      const auto engine = current();
-      set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
-    }));
+                  const SimilarRequest q = parse_similar_request(parse_json_body(req.body));
+                  const auto engine = current();
+                  set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
+                }));
     server.Get("/similar", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const SimilarRequest q = parse_similar_request(similar_query_json(query_params(req)));
-      const auto engine = current();
-      set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
-    }));
+                 const SimilarRequest q = parse_similar_request(similar_query_json(query_params(req)));
+                 const auto engine = current();
+                 set_json(res, 200, similar_json(engine->data(), engine->similar(q)));
+               }));
     server.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
-      set_json(res, 200, health());
-    }));
+                 set_json(res, 200, health());
+               }));
     server.Post("/events", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      set_json(res, 200, record_event(parse_event_request(parse_json_body(req.body))));
-    }));
+                  set_json(res, 200, record_event(parse_event_request(parse_json_body(req.body))));
+                }));
     server.Post("/admin/reload", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      if (!req.body.empty() && parse_json_body(req.body) != json::object()) {
-        throw RequestError(400, "body", "/admin/reload takes no fields: it re-reads the export file the server "
-                                        "was started with");
-      }
-      set_json(res, 200, reload(""));
-    }));
+                  if (!req.body.empty() && parse_json_body(req.body) != json::object()) {
+                    throw RequestError(
+                        400, "body",
+                        "/admin/reload takes no fields: it re-reads the export file the server "
+                        "was started with");
+                  }
+                  set_json(res, 200, reload(""));
+                }));
     server.Get("/metrics", guarded([this](const httplib::Request& req, httplib::Response& res) {
-      const std::string accept = req.get_header_value("Accept");
-      const bool text = req.get_param_value("format") == "prometheus" ||
-                        accept.find("text/plain") != std::string::npos ||
-                        accept.find("openmetrics") != std::string::npos;
-      if (req.has_param("format") && req.get_param_value("format") != "prometheus" &&
-          req.get_param_value("format") != "json") {
-        throw RequestError(400, "format", "format must be json or prometheus");
-      }
-      if (text && req.get_param_value("format") != "json") {
-        res.status = 200;
-        res.set_content(metrics_prometheus(), "text/plain; version=0.0.4; charset=utf-8");
-      } else {
-        set_json(res, 200, metrics());
-      }
-    }));
+                 const std::string accept = req.get_header_value("Accept");
+                 const bool text = req.get_param_value("format") == "prometheus" ||
+                                   accept.find("text/plain") != std::string::npos ||
+                                   accept.find("openmetrics") != std::string::npos;
+                 if (req.has_param("format") && req.get_param_value("format") != "prometheus" &&
+                     req.get_param_value("format") != "json") {
+                   throw RequestError(400, "format", "format must be json or prometheus");
+                 }
+                 if (text && req.get_param_value("format") != "json") {
+                   res.status = 200;
+                   res.set_content(metrics_prometheus(), "text/plain; version=0.0.4; charset=utf-8");
+                 } else {
+                   set_json(res, 200, metrics());
+                 }
+               }));
   }
 
   void hooks() {
@@ -303,55 +312,59 @@ struct HttpServer::Impl {
       }
       if (!options.token.empty() && req.path != "/health" && !authorised(req)) {
         res.set_header("WWW-Authenticate", "Bearer realm=\"llmrec\"");
-        set_error(res, 401, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (serve --token-file)");
+        set_error(res, 401,
+                  "missing or wrong bearer token: send 'Authorization: Bearer <token>' (serve --token-file)");
         record(req, 401);
         return httplib::Server::HandlerResponse::Handled;
       }
       auto it = allowed_methods().find(req.path);
       if (it == allowed_methods().end()) return httplib::Server::HandlerResponse::Unhandled;
       const auto& methods = it->second;
-      const bool get_like = req.method == "HEAD" &&
-                            std::find(methods.begin(), methods.end(), "GET") != methods.end();
+      const bool get_like =
+          req.method == "HEAD" && std::find(methods.begin(), methods.end(), "GET") != methods.end();
       if (get_like || std::find(methods.begin(), methods.end(), req.method) != methods.end()) {
         return httplib::Server::HandlerResponse::Unhandled;
       }
       std::string allow;
       for (const auto& m : methods) allow += (allow.empty() ? "" : ", ") + m;
       res.set_header("Allow", allow);
-      set_error(res, 405, fmt::format("method {} is not allowed on {} (allowed: {})", req.method, req.path, allow));
+      set_error(res, 405,
+                fmt::format("method {} is not allowed on {} (allowed: {})", req.method, req.path, allow));
       record(req, 405);
       return httplib::Server::HandlerResponse::Handled;
     });
     // Errors httplib produces itself (no route, body too large, a request
     // it cannot parse) get a JSON body too; our own errors keep theirs.
-    server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
-                                                                         httplib::Response& res) {
-      if (res.body.empty()) {
-        std::string message;
-        switch (res.status) {
-          case 404: message = fmt::format("no such endpoint: {} {}", req.method, req.path); break;
-          case 413:
-            message = fmt::format("request body too large: at most {} bytes are accepted", options.max_body_bytes);
-            break;
-          case 400: message = "malformed HTTP request"; break;
-          default: message = fmt::format("HTTP error {}", res.status); break;
-        }
-        set_error(res, res.status, message);
-      }
-      record(req, res.status);
-      return httplib::Server::HandlerResponse::Handled;
-    }));
-    server.set_exception_handler([this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-      std::string message = "internal error";
-      try {
-        if (ep) std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        message += std::string(": ") + e.what();
-      } catch (...) {
-      }
-      set_error(res, 500, message);
-      record(req, 500);
-    });
+    server.set_error_handler(
+        httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+          if (res.body.empty()) {
+            std::string message;
+            switch (res.status) {
+              case 404: message = fmt::format("no such endpoint: {} {}", req.method, req.path); break;
+              case 413:
+                message = fmt::format("request body too large: at most {} bytes are accepted",
+                                      options.max_body_bytes);
+                break;
+              case 400: message = "malformed HTTP request"; break;
+              default: message = fmt::format("HTTP error {}", res.status); break;
+            }
+            set_error(res, res.status, message);
+          }
+          record(req, res.status);
+          return httplib::Server::HandlerResponse::Handled;
+        }));
+    server.set_exception_handler(
+        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string message = "internal error";
+          try {
+            if (ep) std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            message += std::string(": ") + e.what();
+          } catch (...) {
+          }
+          set_error(res, 500, message);
+          record(req, 500);
+        });
     server.set_logger([](const httplib::Request&, const httplib::Response&) {
       t_started = false;
       t_recorded = false;
@@ -376,9 +389,11 @@ struct HttpServer::Impl {
         std::lock_guard<std::mutex> lock(mu);
         ++reloads_failed;
       }
-      throw RequestError(409, "export", fmt::format("reload refused, still serving the export loaded before ({} items, "
-                                                    "model {}): {}", old[0]->data().num_items,
-                                                    old[0]->data().model_sha256.substr(0, 12), e.what()));
+      throw RequestError(
+          409, "export",
+          fmt::format("reload refused, still serving the export loaded before ({} items, "
+                      "model {}): {}",
+                      old[0]->data().num_items, old[0]->data().model_sha256.substr(0, 12), e.what()));
     }
     for (std::size_t a = 0; a < arms.size(); ++a) std::atomic_store(&arms[a]->engine_now, fresh[a]);
     {
@@ -386,7 +401,8 @@ struct HttpServer::Impl {
       ++reloads_ok;
     }
     const ExportData& e = fresh[0]->data();
-    json out = {{"status", "reloaded"}, {"export", e.path}, {"items", e.num_items}, {"users", e.num_users},
+    json out = {{"status", "reloaded"},           {"export", e.path},
+                {"items", e.num_items},           {"users", e.num_users},
                 {"model_sha256", e.model_sha256}, {"previous_model_sha256", old[0]->data().model_sha256}};
     if (arms.size() > 1) out["arms"] = arms_json(false);
     return out;
@@ -398,15 +414,18 @@ struct HttpServer::Impl {
     for (std::size_t a = 0; a < arms.size(); ++a) {
       const ArmState& arm = *arms[a];
       const auto engine = current(a);
-      json j = {{"share", arm.share}, {"export", engine->data().path}, {"items", engine->data().num_items},
+      json j = {{"share", arm.share},
+                {"export", engine->data().path},
+                {"items", engine->data().num_items},
                 {"model_sha256", engine->data().model_sha256}};
       if (stats) {  // caller holds mu
         const std::vector<double> v = arm.latency.sorted();
         j["recommendations"] = arm.recommendations;
         j["clicks"] = arm.clicks;
-        j["click_through"] = arm.recommendations > 0 ? json(static_cast<double>(arm.clicks) /
-                                                            static_cast<double>(arm.recommendations))
-                                                      : json(nullptr);
+        j["click_through"] =
+            arm.recommendations > 0
+                ? json(static_cast<double>(arm.clicks) / static_cast<double>(arm.recommendations))
+                : json(nullptr);
         j["latency_ms"] = latency_json(v);
       }
       out[arm.name] = std::move(j);
@@ -421,7 +440,10 @@ struct HttpServer::Impl {
       const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(v.size())));
       return v[std::max<std::size_t>(rank, 1) - 1];
     };
-    return {{"window", v.size()}, {"p50", pct(0.50)}, {"p99", pct(0.99)}, {"max", v.empty() ? json(nullptr) : json(v.back())}};
+    return {{"window", v.size()},
+            {"p50", pct(0.50)},
+            {"p99", pct(0.99)},
+            {"max", v.empty() ? json(nullptr) : json(v.back())}};
   }
 
   /// The request's user's events since the export, as rows of `engine`'s
@@ -469,11 +491,12 @@ struct HttpServer::Impl {
       }
     }
     events.fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (events.fd < 0) throw IoError(fmt::format("cannot open the events log {}: {}", path, std::strerror(errno)));
+    if (events.fd < 0)
+      throw IoError(fmt::format("cannot open the events log {}: {}", path, std::strerror(errno)));
     if (!ends_in_newline && number > 0) write_all("\n");  // the next event starts a line of its own
     if (events.replayed > 0 || events.skipped > 0) {
-      spdlog::info("{}: {} event(s) replayed into the users' histories, {} line(s) skipped", path, events.replayed,
-                   events.skipped);
+      spdlog::info("{}: {} event(s) replayed into the users' histories, {} line(s) skipped", path,
+                   events.replayed, events.skipped);
     }
   }
 
@@ -482,7 +505,8 @@ struct HttpServer::Impl {
     while (done < text.size()) {
       const ssize_t n = ::write(events.fd, text.data() + done, text.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw IoError(fmt::format("writing the events log {}: {}", options.events_log, std::strerror(errno)));
+      if (n <= 0)
+        throw IoError(fmt::format("writing the events log {}: {}", options.events_log, std::strerror(errno)));
       done += static_cast<std::size_t>(n);
     }
   }
@@ -496,13 +520,16 @@ struct HttpServer::Impl {
     const auto engine = current();
     const ExportData& d = engine->data();
     if (d.find_item(e.item) < 0) throw RequestError(404, "item", fmt::format("unknown item id '{}'", e.item));
-    if (!e.type.empty() && std::find(d.event_types.begin(), d.event_types.end(), e.type) == d.event_types.end()) {
+    if (!e.type.empty() &&
+        std::find(d.event_types.begin(), d.event_types.end(), e.type) == d.event_types.end()) {
       std::string types;
       for (const auto& t : d.event_types) types += (types.empty() ? "" : ", ") + t;
-      throw RequestError(400, "type", fmt::format("'{}' is not an event type of this export ({})", e.type, types));
+      throw RequestError(400, "type",
+                         fmt::format("'{}' is not an event type of this export ({})", e.type, types));
     }
     if (e.time < 0) {
-      e.time = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      e.time = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
                    .count();
     }
     const std::string line = event_line(e);
@@ -523,7 +550,10 @@ struct HttpServer::Impl {
         ++arms[it->second.arm]->clicks;
       }
     }
-    return {{"status", "recorded"}, {"user", e.user}, {"item", e.item}, {"time", e.time},
+    return {{"status", "recorded"},
+            {"user", e.user},
+            {"item", e.item},
+            {"time", e.time},
             {"events_since_export", events.items[e.user].size()}};
   }
 
@@ -531,7 +561,8 @@ struct HttpServer::Impl {
   bool authorised(const httplib::Request& req) const {
     const std::string header = req.get_header_value("Authorization");
     const std::string prefix = "Bearer ";
-    if (header.size() != prefix.size() + options.token.size() || header.compare(0, prefix.size(), prefix) != 0) {
+    if (header.size() != prefix.size() + options.token.size() ||
+        header.compare(0, prefix.size(), prefix) != 0) {
       return false;
     }
     unsigned char diff = 0;
@@ -554,13 +585,17 @@ struct HttpServer::Impl {
     }
     out += "# HELP llmrec_errors_total Requests answered with a 4xx (client) or 5xx (server) status.\n";
     out += "# TYPE llmrec_errors_total counter\n";
-    out += fmt::format("llmrec_errors_total{{kind=\"client\"}} {}\n", m["errors"]["client"].get<std::int64_t>());
-    out += fmt::format("llmrec_errors_total{{kind=\"server\"}} {}\n", m["errors"]["server"].get<std::int64_t>());
+    out +=
+        fmt::format("llmrec_errors_total{{kind=\"client\"}} {}\n", m["errors"]["client"].get<std::int64_t>());
+    out +=
+        fmt::format("llmrec_errors_total{{kind=\"server\"}} {}\n", m["errors"]["server"].get<std::int64_t>());
     const json& l = m["latency_ms"];
-    out += "# HELP llmrec_request_latency_ms Latency percentiles (nearest rank; 1 = the maximum) over the last "
-           "llmrec_request_latency_window requests.\n";
+    out +=
+        "# HELP llmrec_request_latency_ms Latency percentiles (nearest rank; 1 = the maximum) over the last "
+        "llmrec_request_latency_window requests.\n";
     out += "# TYPE llmrec_request_latency_ms gauge\n";
-    for (const auto& [q, key] : {std::pair<const char*, const char*>{"0.5", "p50"}, {"0.99", "p99"}, {"1", "max"}}) {
+    for (const auto& [q, key] :
+         {std::pair<const char*, const char*>{"0.5", "p50"}, {"0.99", "p99"}, {"1", "max"}}) {
       if (!l[key].is_null()) {
         out += fmt::format("llmrec_request_latency_ms{{quantile=\"{}\"}} {}\n", q, l[key].get<double>());
       }
@@ -568,23 +603,32 @@ struct HttpServer::Impl {
     out += "# HELP llmrec_request_latency_window Requests the latency percentiles cover.\n";
     out += "# TYPE llmrec_request_latency_window gauge\n";
     out += fmt::format("llmrec_request_latency_window {}\n", l["window"].get<std::int64_t>());
-    out += "# HELP llmrec_uptime_seconds Seconds since the server started.\n# TYPE llmrec_uptime_seconds gauge\n";
+    out +=
+        "# HELP llmrec_uptime_seconds Seconds since the server started.\n# TYPE llmrec_uptime_seconds "
+        "gauge\n";
     out += fmt::format("llmrec_uptime_seconds {}\n", m["uptime_s"].get<double>());
     out += "# HELP llmrec_reloads_total Export reloads, by result.\n# TYPE llmrec_reloads_total counter\n";
     out += fmt::format("llmrec_reloads_total{{result=\"ok\"}} {}\n", m["reloads"]["ok"].get<std::int64_t>());
-    out += fmt::format("llmrec_reloads_total{{result=\"refused\"}} {}\n", m["reloads"]["refused"].get<std::int64_t>());
+    out += fmt::format("llmrec_reloads_total{{result=\"refused\"}} {}\n",
+                       m["reloads"]["refused"].get<std::int64_t>());
     if (m.contains("arms")) {
       out += "# HELP llmrec_arm_recommendations_total Recommendations answered by each A/B arm.\n";
       out += "# TYPE llmrec_arm_recommendations_total counter\n";
       for (const auto& [name, a] : m["arms"].items()) {
-        out += fmt::format("llmrec_arm_recommendations_total{{arm=\"{}\"}} {}\n", name, a["recommendations"].get<std::int64_t>());
+        out += fmt::format("llmrec_arm_recommendations_total{{arm=\"{}\"}} {}\n", name,
+                           a["recommendations"].get<std::int64_t>());
       }
-      out += "# HELP llmrec_arm_clicks_total Clicks (POST /events type click) on an item the arm showed the user "
-             "within the click window.\n# TYPE llmrec_arm_clicks_total counter\n";
+      out +=
+          "# HELP llmrec_arm_clicks_total Clicks (POST /events type click) on an item the arm showed the "
+          "user "
+          "within the click window.\n# TYPE llmrec_arm_clicks_total counter\n";
       for (const auto& [name, a] : m["arms"].items()) {
-        out += fmt::format("llmrec_arm_clicks_total{{arm=\"{}\"}} {}\n", name, a["clicks"].get<std::int64_t>());
+        out +=
+            fmt::format("llmrec_arm_clicks_total{{arm=\"{}\"}} {}\n", name, a["clicks"].get<std::int64_t>());
       }
-      out += "# HELP llmrec_arm_latency_ms Each arm's recommend latency percentiles.\n# TYPE llmrec_arm_latency_ms gauge\n";
+      out +=
+          "# HELP llmrec_arm_latency_ms Each arm's recommend latency percentiles.\n# TYPE "
+          "llmrec_arm_latency_ms gauge\n";
       for (const auto& [name, a] : m["arms"].items()) {
         for (const auto& [q, key] : {std::pair<const char*, const char*>{"0.5", "p50"}, {"0.99", "p99"}}) {
           if (!a["latency_ms"][key].is_null()) {
@@ -623,7 +667,9 @@ struct HttpServer::Impl {
 
   json events_json() const {
     std::lock_guard<std::mutex> lock(events.mu);
-    return {{"recorded", events.recorded}, {"replayed", events.replayed}, {"skipped_lines", events.skipped},
+    return {{"recorded", events.recorded},
+            {"replayed", events.replayed},
+            {"skipped_lines", events.skipped},
             {"users", events.items.size()}};
   }
 
@@ -636,13 +682,15 @@ struct HttpServer::Impl {
       requests[endpoint] = std::move(s);
     }
     const std::vector<double> v = latency.sorted();
-    json out = {{"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()},
-                {"requests_total", total},
-                {"requests", std::move(requests)},
-                {"errors", {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
-                {"reloads", {{"ok", reloads_ok}, {"refused", reloads_failed}}},
-                {"events", events_json()},
-                {"latency_ms", latency_json(v)}};
+    json out = {
+        {"uptime_s", std::chrono::duration<double>(Clock::now() - started).count()},
+        {"requests_total", total},
+        {"requests", std::move(requests)},
+        {"errors",
+         {{"total", client_errors + server_errors}, {"client", client_errors}, {"server", server_errors}}},
+        {"reloads", {{"ok", reloads_ok}, {"refused", reloads_failed}}},
+        {"events", events_json()},
+        {"latency_ms", latency_json(v)}};
     if (arms.size() > 1) out["arms"] = arms_json(true);
     return out;
   }
@@ -654,7 +702,8 @@ HttpServer::HttpServer(std::shared_ptr<const RecommendEngine> engine, HttpServer
 std::size_t ab_arm_of(const std::string& key, const std::vector<double>& shares, const std::string& salt) {
   LLMREC_CHECK(!shares.empty(), "ab_arm_of: no arms");
   const std::string h = sha256_hex(salt + "\n" + key);
-  const double u = static_cast<double>(std::stoull(h.substr(0, 13), nullptr, 16)) / static_cast<double>(1ULL << 52);
+  const double u =
+      static_cast<double>(std::stoull(h.substr(0, 13), nullptr, 16)) / static_cast<double>(1ULL << 52);
   double total = 0;
   for (double w : shares) total += w;
   double acc = 0;
@@ -665,16 +714,19 @@ std::size_t ab_arm_of(const std::string& key, const std::vector<double>& shares,
   return shares.size() - 1;
 }
 
-HttpServer::HttpServer(std::vector<ServingArm> arms, HttpServerOptions options) : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(std::vector<ServingArm> arms, HttpServerOptions options)
+    : impl_(std::make_unique<Impl>()) {
   LLMREC_CHECK(!arms.empty(), "HttpServer needs an engine");
   std::set<std::string> names;
   for (auto& a : arms) {
     LLMREC_CHECK(a.engine != nullptr, "HttpServer: arm '{}' has no engine", a.name);
     if (a.name.empty() || !names.insert(a.name).second) {
-      throw ConfigError(fmt::format("A/B arm names must be unique and not empty, got '{}' twice or empty", a.name));
+      throw ConfigError(
+          fmt::format("A/B arm names must be unique and not empty, got '{}' twice or empty", a.name));
     }
     if (!(a.share > 0) || !std::isfinite(a.share)) {
-      throw ConfigError(fmt::format("A/B arm '{}': the traffic share must be a positive number, got {}", a.name, a.share));
+      throw ConfigError(
+          fmt::format("A/B arm '{}': the traffic share must be a positive number, got {}", a.name, a.share));
     }
     auto state = std::make_unique<ArmState>();
     state->name = a.name;
@@ -686,7 +738,9 @@ HttpServer::HttpServer(std::vector<ServingArm> arms, HttpServerOptions options) 
   const int threads = impl_->options.threads > 0
                           ? impl_->options.threads
                           : std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
-  impl_->server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  impl_->server.new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
+  };
   impl_->server.set_payload_max_length(impl_->options.max_body_bytes);
   // TCP_NODELAY (inherited by the accepted sockets): httplib writes the
   // headers and the body of a response separately, and with Nagle's
@@ -704,7 +758,9 @@ HttpServer::HttpServer(std::vector<ServingArm> arms, HttpServerOptions options) 
   impl_->routes();
 }
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+}
 
 int HttpServer::bind() {
   if (impl_->bound) return impl_->port;
@@ -713,7 +769,8 @@ int HttpServer::bind() {
   errno = 0;
   if (o.port == 0) {
     impl_->port = impl_->server.bind_to_any_port(o.host);
-    if (impl_->port < 0) throw IoError(fmt::format("cannot listen on {} (any port): {}", o.host, std::strerror(errno)));
+    if (impl_->port < 0)
+      throw IoError(fmt::format("cannot listen on {} (any port): {}", o.host, std::strerror(errno)));
   } else {
     if (!impl_->server.bind_to_port(o.host, o.port)) {
       throw IoError(fmt::format("cannot listen on {}:{}: {}", o.host, o.port,
@@ -737,7 +794,8 @@ void HttpServer::start() {
   if (impl_->thread.joinable()) return;
   impl_->thread = std::thread([this] { run(); });
   const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (!impl_->server.is_running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!impl_->server.is_running() && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void HttpServer::stop() {
@@ -747,11 +805,23 @@ void HttpServer::stop() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-bool HttpServer::running() const { return impl_->server.is_running(); }
-int HttpServer::port() const { return impl_->port; }
-nlohmann::json HttpServer::metrics() const { return impl_->metrics(); }
-std::string HttpServer::metrics_prometheus() const { return impl_->metrics_prometheus(); }
-nlohmann::json HttpServer::reload(const std::string& path) { return impl_->reload(path); }
-nlohmann::json HttpServer::health() const { return impl_->health(); }
+bool HttpServer::running() const {
+  return impl_->server.is_running();
+}
+int HttpServer::port() const {
+  return impl_->port;
+}
+nlohmann::json HttpServer::metrics() const {
+  return impl_->metrics();
+}
+std::string HttpServer::metrics_prometheus() const {
+  return impl_->metrics_prometheus();
+}
+nlohmann::json HttpServer::reload(const std::string& path) {
+  return impl_->reload(path);
+}
+nlohmann::json HttpServer::health() const {
+  return impl_->health();
+}
 
 }  // namespace llmrec::serving

@@ -36,11 +36,10 @@
 /// Requests run on a pool of `threads` workers; each worker runs the
 /// engine's tensor code with `intra_op_threads` threads.
 
-#include <nlohmann/json.hpp>
-
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,28 +50,41 @@ namespace llmrec::serving {
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                          ///< 0 = an ephemeral port (see bind())
-  int threads = 0;                          ///< worker threads; 0 = the machine's cores (at least 2)
-  int intra_op_threads = 1;                 ///< ATen/BLAS threads per request
-  std::size_t max_body_bytes = 1 << 20;     ///< larger bodies: 413
-  std::size_t latency_window = 1024;        ///< requests the latency percentiles cover
-  std::string token;                        ///< bearer token required on all but /health; "" = none
-  std::string pseudonym_key;                ///< the export's pseudonym key, for reloads ("" = none)
-  std::optional<AnnOptions> ann;            ///< the approximate index each (re)loaded export gets
+  int port = 8080;                       ///< 0 = an ephemeral port (see bind())
+  int threads = 0;                       ///< worker threads; 0 = the machine's cores (at least 2)
+  int intra_op_threads = 1;              ///< ATen/BLAS threads per request
+  std::size_t max_body_bytes = 1 << 20;  ///< larger bodies: 413
+  std::size_t latency_window = 1024;     ///< requests the latency percentiles cover
+  std::string token;                     ///< bearer token required on all but /health; "" = none
+  std::string pseudonym_key;             ///< the export's pseudonym key, for reloads ("" = none)
+  std::optional<AnnOptions> ann;         ///< the approximate index each (re)loaded export gets
   /// POST /events: each event is appended to this file (JSON lines) before
   /// it is acknowledged, and replayed from it at start; "" = /events off.
   std::string events_log;
-  bool events_fsync = true;                 ///< fdatasync the log before each acknowledgement
-  std::string ab_salt = "llmrec";           ///< A/B: another salt, another assignment of users to arms
-  std::int64_t ab_click_window_s = 1800;    ///< A/B: a click counts for the arm that showed the item this recently
+  bool events_fsync = true;        ///< fdatasync the log before each acknowledgement
+  std::string ab_salt = "llmrec";  ///< A/B: another salt, another assignment of users to arms
+  std::int64_t ab_click_window_s =
+      1800;  ///< A/B: a click counts for the arm that showed the item this recently
   /// Receives one access-log line per request (no newline); empty = none.
   /// Called from the worker threads, one call at a time.
   std::function<void(const std::string&)> access_log;
 
-  HttpServerOptions& with_host(std::string h) { host = std::move(h); return *this; }
-  HttpServerOptions& with_port(int p) { port = p; return *this; }
-  HttpServerOptions& with_threads(int t) { threads = t; return *this; }
-  HttpServerOptions& with_max_body_bytes(std::size_t b) { max_body_bytes = b; return *this; }
+  HttpServerOptions& with_host(std::string h) {
+    host = std::move(h);
+    return *this;
+  }
+  HttpServerOptions& with_port(int p) {
+    port = p;
+    return *this;
+  }
+  HttpServerOptions& with_threads(int t) {
+    threads = t;
+    return *this;
+  }
+  HttpServerOptions& with_max_body_bytes(std::size_t b) {
+    max_body_bytes = b;
+    return *this;
+  }
 };
 
 /// One arm of an A/B test: a name, its share of the traffic and its export.

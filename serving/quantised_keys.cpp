@@ -22,14 +22,16 @@ constexpr double kSlack = 1e-5;
 /// stride * 127 * vmax < 2^31). AVX2 when the CPU has it (16 products per
 /// instruction: int8 widened to int16, multiplied and pairwise added into
 /// int32 lanes), plain C++ otherwise; both sums are exact, so equal.
-__attribute__((target("avx2"))) void int8_dots_avx2(const std::int8_t* codes, std::int64_t n, std::int64_t stride,
-                                                    const std::int16_t* v, std::int32_t* out) {
+__attribute__((target("avx2"))) void int8_dots_avx2(const std::int8_t* codes, std::int64_t n,
+                                                    std::int64_t stride, const std::int16_t* v,
+                                                    std::int32_t* out) {
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int8_t* c = codes + i * stride;
     __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
     for (std::int64_t j = 0; j < stride; j += 32) {
       const __m256i c16a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j)));
-      const __m256i c16b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j + 16)));
+      const __m256i c16b =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j + 16)));
       const __m256i va = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j));
       const __m256i vb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j + 16));
       acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(c16a, va));
@@ -48,7 +50,8 @@ void int8_dots_base(const std::int8_t* codes, std::int64_t n, std::int64_t strid
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int8_t* c = codes + i * stride;
     std::int32_t acc = 0;
-    for (std::int64_t j = 0; j < stride; ++j) acc += static_cast<std::int32_t>(c[j]) * static_cast<std::int32_t>(v[j]);
+    for (std::int64_t j = 0; j < stride; ++j)
+      acc += static_cast<std::int32_t>(c[j]) * static_cast<std::int32_t>(v[j]);
     out[i] = acc;
   }
 }
@@ -59,13 +62,16 @@ bool has_avx2() {
 }
 
 /// The float just above x (bounds are rounded up, never down).
-float up(double x) { return std::nextafter(static_cast<float>(x), std::numeric_limits<float>::infinity()); }
+float up(double x) {
+  return std::nextafter(static_cast<float>(x), std::numeric_limits<float>::infinity());
+}
 
 }  // namespace
 
 QuantisedKeys::QuantisedKeys(const float* keys, std::int64_t n, std::int64_t d)
     : n_(n), d_(d), stride_((d + kLanes - 1) / kLanes * kLanes) {
-  LLMREC_CHECK(n >= 0 && d >= 1 && (n == 0 || keys != nullptr), "quantised keys: {} keys of dimension {}", n, d);
+  LLMREC_CHECK(n >= 0 && d >= 1 && (n == 0 || keys != nullptr), "quantised keys: {} keys of dimension {}", n,
+               d);
   LLMREC_CHECK(stride_ <= (std::int64_t{1} << 16), "quantised keys: dimension {} is too large", d);
   codes_.assign(static_cast<std::size_t>(n * stride_), 0);
   scale_.resize(static_cast<std::size_t>(n));
@@ -98,8 +104,9 @@ QuantisedKeys::QuantisedKeys(const float* keys, std::int64_t n, std::int64_t d)
   }
 }
 
-std::vector<std::int32_t> QuantisedKeys::candidates(const float* u, std::int64_t m, const std::uint8_t* eligible,
-                                                    const float* offset, std::int64_t* count_out) const {
+std::vector<std::int32_t> QuantisedKeys::candidates(const float* u, std::int64_t m,
+                                                    const std::uint8_t* eligible, const float* offset,
+                                                    std::int64_t* count_out) const {
   std::vector<std::int32_t> out;
   if (count_out != nullptr) *count_out = 0;
   if (n_ == 0 || m <= 0) return out;

@@ -82,7 +82,8 @@ std::vector<std::string> get_categories(const json& v) {
     }
     return out;
   }
-  throw RequestError(400, "category", fmt::format("must be a string or a non-empty list of strings, got {}", shown(v)));
+  throw RequestError(400, "category",
+                     fmt::format("must be a string or a non-empty list of strings, got {}", shown(v)));
 }
 
 // ---- query strings
@@ -156,7 +157,10 @@ json query_json(const QueryParams& params, const std::map<std::string, Kind>& ki
 
 json item_json(const ExportData& e, std::int32_t i) {
   const auto r = static_cast<std::size_t>(i);
-  return {{"id", e.item_ids[r]}, {"text", e.item_text[r]}, {"category", e.item_category[r]}, {"cold", e.item_cold[r] != 0}};
+  return {{"id", e.item_ids[r]},
+          {"text", e.item_text[r]},
+          {"category", e.item_category[r]},
+          {"cold", e.item_cold[r] != 0}};
 }
 
 }  // namespace
@@ -194,10 +198,12 @@ EventRequest parse_event_request(const json& body) {
   if (body.contains("context")) {
     const json& c = body["context"];
     if (!c.is_object() || c.size() > 32) {
-      throw RequestError(400, "context", fmt::format("must be an object of at most 32 strings, got {}", shown(c)));
+      throw RequestError(400, "context",
+                         fmt::format("must be an object of at most 32 strings, got {}", shown(c)));
     }
     for (const auto& [k, v] : c.items()) {
-      if (!v.is_string()) throw RequestError(400, "context", fmt::format("'{}' must be a string, got {}", k, shown(v)));
+      if (!v.is_string())
+        throw RequestError(400, "context", fmt::format("'{}' must be a string, got {}", k, shown(v)));
     }
     e.context = c;
   }
@@ -224,9 +230,11 @@ RecommendRequest parse_recommend_request(const json& body) {
     q.user = get_string(body["user"], "user");
   } else if (body.contains("history")) {
     const json& h = body["history"];
-    if (!h.is_array()) throw RequestError(400, "history", fmt::format("must be a list of item ids, got {}", shown(h)));
+    if (!h.is_array())
+      throw RequestError(400, "history", fmt::format("must be a list of item ids, got {}", shown(h)));
     if (h.size() > kMaxRequestHistory) {
-      throw RequestError(400, "history", fmt::format("has {} items; at most {} are accepted", h.size(), kMaxRequestHistory));
+      throw RequestError(400, "history",
+                         fmt::format("has {} items; at most {} are accepted", h.size(), kMaxRequestHistory));
     }
     std::vector<std::string> items;
     for (const auto& id : h) {
@@ -254,16 +262,19 @@ RecommendRequest parse_recommend_request(const json& body) {
     }
   }
   if (body.contains("hour")) q.hour = static_cast<int>(get_int(body["hour"], "hour", 0, kHours - 1));
-  if (body.contains("hour_weight")) q.hour_weight = get_number(body["hour_weight"], "hour_weight", 0, kMaxWeight);
+  if (body.contains("hour_weight"))
+    q.hour_weight = get_number(body["hour_weight"], "hour_weight", 0, kMaxWeight);
   if (body.contains("cf_weight")) q.cf_weight = get_number(body["cf_weight"], "cf_weight", 0, kMaxWeight);
   if (body.contains("popularity_weight")) {
     q.popularity_weight = get_number(body["popularity_weight"], "popularity_weight", 0, kMaxWeight);
   }
-  if (body.contains("tfidf_weight")) q.tfidf_weight = get_number(body["tfidf_weight"], "tfidf_weight", 0, kMaxWeight);
+  if (body.contains("tfidf_weight"))
+    q.tfidf_weight = get_number(body["tfidf_weight"], "tfidf_weight", 0, kMaxWeight);
   if (body.contains("diversity")) q.diversity = get_number(body["diversity"], "diversity", 0, 1);
   if (body.contains("explain")) {
     if (!body["explain"].is_boolean()) {
-      throw RequestError(400, "explain", fmt::format("must be true or false, got {}", shown(body["explain"])));
+      throw RequestError(400, "explain",
+                         fmt::format("must be true or false, got {}", shown(body["explain"])));
     }
     q.explain = body["explain"].get<bool>();
   }
@@ -281,7 +292,8 @@ SimilarRequest parse_similar_request(const json& body) {
   require_object(body);
   reject_unknown(body, {"item", "k", "category", "cf_weight"});
   SimilarRequest q;
-  if (!body.contains("item")) throw RequestError(400, "item", "missing: give the id of the item to find neighbours of");
+  if (!body.contains("item"))
+    throw RequestError(400, "item", "missing: give the id of the item to find neighbours of");
   q.item = get_string(body["item"], "item");
   if (body.contains("k")) q.k = static_cast<int>(get_int(body["k"], "k", 1, kMaxK));
   if (body.contains("category")) q.categories = get_categories(body["category"]);
@@ -306,8 +318,10 @@ json recommend_query_json(const QueryParams& params) {
 }
 
 json similar_query_json(const QueryParams& params) {
-  return query_json(params,
-                    {{"item", Kind::kString}, {"k", Kind::kInt}, {"category", Kind::kStrings}, {"cf_weight", Kind::kNumber}});
+  return query_json(params, {{"item", Kind::kString},
+                             {"k", Kind::kInt},
+                             {"category", Kind::kStrings},
+                             {"cf_weight", Kind::kNumber}});
 }
 
 json recommendation_json(const ExportData& e, const Recommendation& r) {
@@ -324,11 +338,13 @@ json recommendation_json(const ExportData& e, const Recommendation& r) {
       if (r.tfidf_weight > 0) o["tfidf_score"] = it.tfidf_score;
       o["matches"] = it.matches;
       json because = json::array();
-      for (const auto& c : it.because) because.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"contribution", c.value}});
+      for (const auto& c : it.because)
+        because.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"contribution", c.value}});
       o["because"] = std::move(because);
       if (r.cf_weight > 0) {
         json cf = json::array();
-        for (const auto& c : it.cf) cf.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"similarity", c.similarity}});
+        for (const auto& c : it.cf)
+          cf.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"similarity", c.similarity}});
         o["cf"] = std::move(cf);
       }
     }

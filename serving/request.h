@@ -12,9 +12,8 @@
 /// neither of `user` and `history` are RequestError(400) whose message names
 /// the field. Unknown ids are found later by the engine (404).
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,8 +35,8 @@ SimilarRequest parse_similar_request(const nlohmann::json& body);
 struct EventRequest {
   std::string user;
   std::string item;
-  std::string type;        ///< "" = none given
-  std::int64_t time = -1;  ///< Unix seconds; -1 = none given (the server's clock)
+  std::string type;                                   ///< "" = none given
+  std::int64_t time = -1;                             ///< Unix seconds; -1 = none given (the server's clock)
   nlohmann::json context = nlohmann::json::object();  ///< string values only
 };
 /// Fields: user and item (strings of 1..256 bytes, required), type

@@ -1,9 +1,10 @@
 // main() for multi-rank GoogleTest binaries: one communicator for the whole
 // process; only rank 0 prints the test progress, every rank's failures are
 // printed with its rank, and the exit code is the worst over the ranks.
-#include <gtest/gtest.h>
+#include "tests/mpi_test_main.h"
 
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <string>
@@ -13,7 +14,6 @@
 #include "common/logging.h"
 #include "distributed/local_communicator.h"
 #include "distributed/nccl_communicator.h"
-#include "tests/mpi_test_main.h"
 
 namespace llmrec::testing {
 namespace {
@@ -63,7 +63,9 @@ bool launched_from_environment() {
 const bool g_launched = launched_from_environment();
 }  // namespace
 
-bool launched() { return g_launched; }
+bool launched() {
+  return g_launched;
+}
 
 void run_ranks(int world, const std::function<void(Communicator&)>& body, double timeout_s) {
   CommConfig config;

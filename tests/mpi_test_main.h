@@ -1,10 +1,9 @@
 #pragma once
 // Multi-rank tests. A binary linked with mpi_test_main.cpp has one process
 // communicator (test_comm(); under mpirun the job's, created before
-// RUN_ALL_TESTS; without a launcher a world of one, created on first use). Tests of collective logic run their body on
-// every rank with on_every_rank: under mpirun (or with LLMREC_TEST_COMM set)
-// once, on the job's communicator; started without a launcher, in this
-// process at world sizes 1 to 4, each rank a thread of one
+// RUN_ALL_TESTS; without a launcher a world of one, created on first use). Tests of collective logic run
+// their body on every rank with on_every_rank: under mpirun (or with LLMREC_TEST_COMM set) once, on the job's
+// communicator; started without a launcher, in this process at world sizes 1 to 4, each rank a thread of one
 // create_local_communicators (distributed/local_communicator.h).
 #include <functional>
 

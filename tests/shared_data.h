@@ -23,8 +23,8 @@ inline std::string shared_dir() {
 }  // namespace llmrec::testing
 
 /// In a test body or SetUp: skips the test, loudly, without the shared folder.
-#define LLMREC_SKIP_WITHOUT_SHARED()                                                                 \
-  if (::llmrec::testing::shared_dir().empty())                                                       \
-  GTEST_SKIP() << "SKIP (no shared reference data): LLMREC_SHARED_DIR='"                             \
-               << (std::getenv("LLMREC_SHARED_DIR") ? std::getenv("LLMREC_SHARED_DIR") : "")           \
+#define LLMREC_SKIP_WITHOUT_SHARED()                                                         \
+  if (::llmrec::testing::shared_dir().empty())                                               \
+  GTEST_SKIP() << "SKIP (no shared reference data): LLMREC_SHARED_DIR='"                     \
+               << (std::getenv("LLMREC_SHARED_DIR") ? std::getenv("LLMREC_SHARED_DIR") : "") \
                << "' is not a folder; put the shared/ folder beside the checkout or set LLMREC_SHARED_DIR"

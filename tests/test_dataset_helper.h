@@ -2,11 +2,11 @@
 // Multi-rank tests: rank 0 writes a small synthetic dataset, every rank gets
 // its path (broadcast). Deleted by dataset_helper_cleanup().
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 
 #include "data/prepare.h"
 #include "data/synth.h"

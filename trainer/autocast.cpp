@@ -10,10 +10,18 @@ namespace {
 
 // LibTorch 2.4 replaced the per-device functions with ones taking the device type.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool get_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
-void set_enabled(c10::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
-c10::ScalarType get_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
-void set_dtype(c10::DeviceType d, c10::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+bool get_enabled(c10::DeviceType d) {
+  return at::autocast::is_autocast_enabled(d);
+}
+void set_enabled(c10::DeviceType d, bool on) {
+  at::autocast::set_autocast_enabled(d, on);
+}
+c10::ScalarType get_dtype(c10::DeviceType d) {
+  return at::autocast::get_autocast_dtype(d);
+}
+void set_dtype(c10::DeviceType d, c10::ScalarType t) {
+  at::autocast::set_autocast_dtype(d, t);
+}
 #else
 bool get_enabled(c10::DeviceType d) {
   return d == c10::DeviceType::CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
@@ -26,7 +34,8 @@ void set_enabled(c10::DeviceType d, bool on) {
   }
 }
 c10::ScalarType get_dtype(c10::DeviceType d) {
-  return d == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  return d == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                    : at::autocast::get_autocast_cpu_dtype();
 }
 void set_dtype(c10::DeviceType d, c10::ScalarType t) {
   if (d == c10::DeviceType::CUDA) {
@@ -58,6 +67,8 @@ AutocastGuard::~AutocastGuard() {
   set_dtype(device_, was_dtype_);
 }
 
-bool autocast_enabled(c10::DeviceType device) { return get_enabled(device); }
+bool autocast_enabled(c10::DeviceType device) {
+  return get_enabled(device);
+}
 
 }  // namespace llmrec

@@ -1,6 +1,5 @@
 #include "trainer/baselines.h"
 
-#include <map>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
@@ -58,7 +57,8 @@ TrainingHistories distinct_sorted(const TrainingHistories& h) {
 void check_request_users(const ScoreRequest& request, std::int64_t num_users, const char* scorer) {
   for (std::int64_t u : request.users) {
     if (u < 0 || u >= num_users) {
-      throw Error(fmt::format("{}: user {} is not one of the {} users it was trained on", scorer, u, num_users));
+      throw Error(
+          fmt::format("{}: user {} is not one of the {} users it was trained on", scorer, u, num_users));
     }
   }
 }
@@ -74,7 +74,8 @@ TrainingHistories training_histories_of(const UserSlice& slice, std::int64_t num
   for (std::int64_t u = 0; u < n; ++u) {
     const std::int64_t first = slice.users.offsets[static_cast<std::size_t>(u)];
     const std::int64_t train = slice.users.train_end[static_cast<std::size_t>(u)];
-    h.items.insert(h.items.end(), slice.events.item.begin() + first, slice.events.item.begin() + first + train);
+    h.items.insert(h.items.end(), slice.events.item.begin() + first,
+                   slice.events.item.begin() + first + train);
     h.offsets.push_back(static_cast<std::int64_t>(h.items.size()));
   }
   return h;
@@ -101,8 +102,8 @@ TrainingHistories training_histories_gather(const DatasetFile& file, Communicato
     h.items.insert(h.items.end(), it.data_ptr<std::int32_t>(), it.data_ptr<std::int32_t>() + it.numel());
   }
   LLMREC_CHECK(h.num_users() == users && h.offsets.back() == static_cast<std::int64_t>(h.items.size()),
-               "gathered training histories of {} users ({} items), expected {} users", h.num_users(), h.items.size(),
-               users);
+               "gathered training histories of {} users ({} items), expected {} users", h.num_users(),
+               h.items.size(), users);
   return h;
 }
 
@@ -125,12 +126,13 @@ at::Tensor PopularityScorer::score(const ScoreRequest& request) {
 
 // ---------------------------------------------------------------- ItemKNN
 
-std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std::int64_t begin, std::int64_t end,
-                                         const ItemKnnOptions& options) {
+std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std::int64_t begin,
+                                         std::int64_t end, const ItemKnnOptions& options) {
   const std::int64_t n_items = histories.num_items;
-  LLMREC_CHECK(begin >= 0 && begin <= end && end <= n_items, "itemknn rows [{}, {}) outside [0, {})", begin, end,
-               n_items);
-  LLMREC_CHECK(options.neighbours >= 1 && options.shrink >= 0, "itemknn needs neighbours >= 1 and shrink >= 0");
+  LLMREC_CHECK(begin >= 0 && begin <= end && end <= n_items, "itemknn rows [{}, {}) outside [0, {})", begin,
+               end, n_items);
+  LLMREC_CHECK(options.neighbours >= 1 && options.shrink >= 0,
+               "itemknn needs neighbours >= 1 and shrink >= 0");
   const TrainingHistories sets = distinct_sorted(histories);
   // Inverted index: the users of each item, and |U_i|.
   std::vector<std::int64_t> item_offsets(static_cast<std::size_t>(n_items) + 1, 0);
@@ -143,8 +145,10 @@ std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std
   {
     std::vector<std::int64_t> at(item_offsets.begin(), item_offsets.end() - 1);
     for (std::int64_t u = 0; u < sets.num_users(); ++u) {
-      for (auto k = sets.offsets[static_cast<std::size_t>(u)]; k < sets.offsets[static_cast<std::size_t>(u) + 1]; ++k) {
-        item_users[static_cast<std::size_t>(at[static_cast<std::size_t>(sets.items[static_cast<std::size_t>(k)])]++)] = u;
+      for (auto k = sets.offsets[static_cast<std::size_t>(u)];
+           k < sets.offsets[static_cast<std::size_t>(u) + 1]; ++k) {
+        item_users[static_cast<std::size_t>(
+            at[static_cast<std::size_t>(sets.items[static_cast<std::size_t>(k)])]++)] = u;
       }
     }
   }
@@ -158,7 +162,8 @@ std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std
   std::vector<std::pair<double, std::int32_t>> cand;
   for (std::int64_t i = begin; i < end; ++i) {
     touched.clear();
-    for (auto k = item_offsets[static_cast<std::size_t>(i)]; k < item_offsets[static_cast<std::size_t>(i) + 1]; ++k) {
+    for (auto k = item_offsets[static_cast<std::size_t>(i)];
+         k < item_offsets[static_cast<std::size_t>(i) + 1]; ++k) {
       const auto u = static_cast<std::size_t>(item_users[static_cast<std::size_t>(k)]);
       for (auto e = sets.offsets[u]; e < sets.offsets[u + 1]; ++e) {
         const std::int32_t j = sets.items[static_cast<std::size_t>(e)];
@@ -174,7 +179,9 @@ std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std
       common[static_cast<std::size_t>(j)] = 0;
     }
     const auto keep = std::min<std::size_t>(cand.size(), static_cast<std::size_t>(options.neighbours));
-    auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+    auto better = [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
     std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(keep), cand.end(), better);
     ItemNeighbours& row = rows[static_cast<std::size_t>(i - begin)];
     for (std::size_t k = 0; k < keep; ++k) {
@@ -185,7 +192,8 @@ std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std
   return rows;
 }
 
-ItemKnnScorer::ItemKnnScorer(const TrainingHistories& histories, const ItemKnnOptions& options, Communicator& comm)
+ItemKnnScorer::ItemKnnScorer(const TrainingHistories& histories, const ItemKnnOptions& options,
+                             Communicator& comm)
     : options_(options) {
   const std::int64_t n = histories.num_items;
   const std::int64_t begin = n * comm.rank() / comm.size(), end = n * (comm.rank() + 1) / comm.size();
@@ -203,7 +211,8 @@ ItemKnnScorer::ItemKnnScorer(const TrainingHistories& histories, const ItemKnnOp
   auto sims_all = comm.all_gather_v(at::tensor(sims, at::kFloat));
   rows_.reserve(static_cast<std::size_t>(n));
   for (std::size_t r = 0; r < lengths_all.size(); ++r) {
-    at::Tensor len = lengths_all[r].contiguous(), it = items_all[r].contiguous(), si = sims_all[r].contiguous();
+    at::Tensor len = lengths_all[r].contiguous(), it = items_all[r].contiguous(),
+               si = sims_all[r].contiguous();
     const std::int64_t* l = len.data_ptr<std::int64_t>();
     const std::int32_t* ip = it.data_ptr<std::int32_t>();
     const float* sp = si.data_ptr<float>();
@@ -217,7 +226,8 @@ ItemKnnScorer::ItemKnnScorer(const TrainingHistories& histories, const ItemKnnOp
     }
     LLMREC_CHECK(at == it.numel() && at == si.numel(), "itemknn: rank {} sent inconsistent rows", r);
   }
-  LLMREC_CHECK(static_cast<std::int64_t>(rows_.size()) == n, "itemknn gathered {} rows, expected {}", rows_.size(), n);
+  LLMREC_CHECK(static_cast<std::int64_t>(rows_.size()) == n, "itemknn gathered {} rows, expected {}",
+               rows_.size(), n);
 }
 
 ItemKnnScorer::ItemKnnScorer(std::vector<ItemNeighbours> rows, const ItemKnnOptions& options)
@@ -245,7 +255,8 @@ at::Tensor ItemKnnScorer::score(const ScoreRequest& request) {
     for (std::int32_t i : hist) {
       LLMREC_CHECK(i >= 0 && i < n, "itemknn: history item {} is not an item id", i);
       const ItemNeighbours& row = rows_[static_cast<std::size_t>(i)];
-      for (std::size_t k = 0; k < row.items.size(); ++k) acc[static_cast<std::size_t>(row.items[k])] += row.similarity[k];
+      for (std::size_t k = 0; k < row.items.size(); ++k)
+        acc[static_cast<std::size_t>(row.items[k])] += row.similarity[k];
     }
     float* o = out.data_ptr<float>() + b * n;
     for (std::int64_t j = 0; j < n; ++j) o[j] = static_cast<float>(acc[static_cast<std::size_t>(j)]);
@@ -263,10 +274,15 @@ namespace {
 class BprTraining {
  public:
   BprTraining(const TrainingHistories& histories, const EvalBprConfig& config)
-      : h_(histories), sets_(distinct_sorted(histories)), rng_(static_cast<std::uint64_t>(config.seed)),
-        dim_(config.dim), lr_(static_cast<float>(config.lr)), reg_(static_cast<float>(config.reg)) {
+      : h_(histories),
+        sets_(distinct_sorted(histories)),
+        rng_(static_cast<std::uint64_t>(config.seed)),
+        dim_(config.dim),
+        lr_(static_cast<float>(config.lr)),
+        reg_(static_cast<float>(config.reg)) {
     const std::int64_t n_users = h_.num_users(), n_items = h_.num_items;
-    LLMREC_CHECK(dim_ >= 1 && config.epochs >= 0 && n_items >= 1, "bpr needs dim >= 1, epochs >= 0 and items");
+    LLMREC_CHECK(dim_ >= 1 && config.epochs >= 0 && n_items >= 1,
+                 "bpr needs dim >= 1, epochs >= 0 and items");
     p_.resize(static_cast<std::size_t>(n_users * dim_));
     q_.resize(static_cast<std::size_t>(n_items * dim_));
     bias_.assign(static_cast<std::size_t>(n_items), 0.0f);
@@ -275,7 +291,8 @@ class BprTraining {
     for (auto& x : q_) x = static_cast<float>(kInitStd * rng_.normal());
     event_user_.resize(h_.items.size());
     for (std::int64_t u = 0; u < n_users; ++u) {
-      for (auto e = h_.offsets[static_cast<std::size_t>(u)]; e < h_.offsets[static_cast<std::size_t>(u) + 1]; ++e) {
+      for (auto e = h_.offsets[static_cast<std::size_t>(u)]; e < h_.offsets[static_cast<std::size_t>(u) + 1];
+           ++e) {
         event_user_[static_cast<std::size_t>(e)] = u;
       }
     }
@@ -355,9 +372,10 @@ void bpr_check_same_on_every_rank(const BprScorer& bpr, Communicator& comm) {
   at::Tensor all = comm.all_gather(at::tensor(words, at::kLong));
   for (int r = 1; r < comm.size(); ++r) {
     if (!at::equal(all[r], all[0])) {
-      throw CommError(fmt::format("bpr: rank {} trained different factors than rank 0 (same data and seed): the ranks "
-                                  "do not compute identically; run all ranks on one kind of CPU",
-                                  r));
+      throw CommError(
+          fmt::format("bpr: rank {} trained different factors than rank 0 (same data and seed): the ranks "
+                      "do not compute identically; run all ranks on one kind of CPU",
+                      r));
     }
   }
 }
@@ -376,10 +394,14 @@ BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& co
 
 BprScorer::BprScorer(const EvalBprConfig& config, at::Tensor users, at::Tensor items, at::Tensor bias,
                      std::vector<double> epoch_loss, nlohmann::json tuning)
-    : config_(config), users_(std::move(users)), items_(std::move(items)), bias_(std::move(bias)),
-      epoch_loss_(std::move(epoch_loss)), tuning_(std::move(tuning)) {
-  LLMREC_CHECK(users_.dim() == 2 && items_.dim() == 2 && users_.size(1) == items_.size(1) && bias_.dim() == 1 &&
-                   bias_.size(0) == items_.size(0),
+    : config_(config),
+      users_(std::move(users)),
+      items_(std::move(items)),
+      bias_(std::move(bias)),
+      epoch_loss_(std::move(epoch_loss)),
+      tuning_(std::move(tuning)) {
+  LLMREC_CHECK(users_.dim() == 2 && items_.dim() == 2 && users_.size(1) == items_.size(1) &&
+                   bias_.dim() == 1 && bias_.size(0) == items_.size(0),
                "bpr: factors of inconsistent shapes");
 }
 
@@ -392,8 +414,12 @@ void BprScorer::train(const TrainingHistories& histories) {
 }
 
 nlohmann::json BprScorer::params() const {
-  nlohmann::json j = {{"dim", config_.dim}, {"epochs", config_.epochs}, {"lr", config_.lr}, {"reg", config_.reg},
-                      {"seed", config_.seed}, {"negatives", "1 uniform per training event and epoch"},
+  nlohmann::json j = {{"dim", config_.dim},
+                      {"epochs", config_.epochs},
+                      {"lr", config_.lr},
+                      {"reg", config_.reg},
+                      {"seed", config_.seed},
+                      {"negatives", "1 uniform per training event and epoch"},
                       {"final_train_loss", epoch_loss_.empty() ? 0.0 : epoch_loss_.back()}};
   if (!tuning_.is_null()) j["tuning"] = tuning_;
   return j;
@@ -485,7 +511,8 @@ TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector
   return m;
 }
 
-std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query, int k) {
+std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query,
+                                             int k) {
   const std::int64_t n = m.num_items();
   LLMREC_CHECK(static_cast<std::int64_t>(query.size()) == n, "tfidf_neighbours: {} query flags for {} items",
                query.size(), n);
@@ -494,7 +521,8 @@ std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::ve
   std::vector<std::vector<std::pair<std::int32_t, float>>> postings(static_cast<std::size_t>(m.num_terms));
   for (std::int64_t j = 0; j < n; ++j) {
     if (query[static_cast<std::size_t>(j)] != 0) continue;
-    for (auto p = m.offsets[static_cast<std::size_t>(j)]; p < m.offsets[static_cast<std::size_t>(j) + 1]; ++p) {
+    for (auto p = m.offsets[static_cast<std::size_t>(j)]; p < m.offsets[static_cast<std::size_t>(j) + 1];
+         ++p) {
       postings[static_cast<std::size_t>(m.terms[static_cast<std::size_t>(p)])].emplace_back(
           static_cast<std::int32_t>(j), m.weights[static_cast<std::size_t>(p)]);
     }
@@ -505,7 +533,8 @@ std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::ve
   for (std::int64_t i = 0; i < n; ++i) {
     if (query[static_cast<std::size_t>(i)] != 0) {
       touched.clear();
-      for (auto p = m.offsets[static_cast<std::size_t>(i)]; p < m.offsets[static_cast<std::size_t>(i) + 1]; ++p) {
+      for (auto p = m.offsets[static_cast<std::size_t>(i)]; p < m.offsets[static_cast<std::size_t>(i) + 1];
+           ++p) {
         const double w = m.weights[static_cast<std::size_t>(p)];
         for (const auto& [j, wj] : postings[static_cast<std::size_t>(m.terms[static_cast<std::size_t>(p)])]) {
           if (sim[static_cast<std::size_t>(j)] == 0.0) touched.push_back(j);
@@ -520,7 +549,8 @@ std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::ve
                                    [&](std::int32_t j) { return !(sim[static_cast<std::size_t>(j)] > 0.0); }),
                     touched.end());
       const std::size_t keep = std::min(touched.size(), static_cast<std::size_t>(k));
-      std::partial_sort(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(keep), touched.end(), better);
+      std::partial_sort(touched.begin(), touched.begin() + static_cast<std::ptrdiff_t>(keep), touched.end(),
+                        better);
       ItemNeighbours& row = out[static_cast<std::size_t>(i)];
       for (std::size_t r = 0; r < keep; ++r) {
         row.items.push_back(touched[r]);
@@ -558,8 +588,8 @@ at::Tensor TfidfScorer::score(const ScoreRequest& request) {
   at::parallel_for(0, request.size(), 1, [&](std::int64_t b0, std::int64_t b1) {
     for (std::int64_t b = b0; b < b1; ++b) {
       const std::int64_t begin = request.history_begin(b);
-      index_.score(request.history_items.data() + begin, request.history_end(b) - begin, options_.profile_items,
-                   o + b * n);
+      index_.score(request.history_items.data() + begin, request.history_end(b) - begin,
+                   options_.profile_items, o + b * n);
     }
   });
   return out;
@@ -576,7 +606,9 @@ namespace {
 constexpr int kTuneK = 10;  // the objective: validation NDCG@10 (as fusion tuning)
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 }  // namespace
 
@@ -617,10 +649,10 @@ std::shared_ptr<ItemKnnScorer> tune_itemknn(const TrainingHistories& histories, 
     const std::vector<double> ndcg = valid.mean_ndcg(kTuneK, scorers);
     for (std::size_t g = 0; g < points.size(); ++g) {
       const int k = itemknn_tune_neighbours()[g];
-      spdlog::info("itemknn: neighbours {}, shrink {}: valid NDCG@10 {:.4f}", k == 0 ? fmt::format("all ({})", all)
-                                                                                      : std::to_string(k),
-                   shrink, ndcg[g]);
-      tried.push_back({{"neighbours", points[g]->options().neighbours}, {"shrink", shrink}, {"valid_ndcg@10", ndcg[g]}});
+      spdlog::info("itemknn: neighbours {}, shrink {}: valid NDCG@10 {:.4f}",
+                   k == 0 ? fmt::format("all ({})", all) : std::to_string(k), shrink, ndcg[g]);
+      tried.push_back(
+          {{"neighbours", points[g]->options().neighbours}, {"shrink", shrink}, {"valid_ndcg@10", ndcg[g]}});
       if (ndcg[g] > best_ndcg) {
         best_ndcg = ndcg[g];
         best = points[g];
@@ -628,14 +660,16 @@ std::shared_ptr<ItemKnnScorer> tune_itemknn(const TrainingHistories& histories, 
     }
   }
   nlohmann::json neighbours = nlohmann::json::array();
-  for (int k : itemknn_tune_neighbours()) neighbours.push_back(k == 0 ? nlohmann::json("all") : nlohmann::json(k));
+  for (int k : itemknn_tune_neighbours())
+    neighbours.push_back(k == 0 ? nlohmann::json("all") : nlohmann::json(k));
   best->set_tuning({{"split", "valid"},
                     {"objective", "NDCG@10"},
                     {"grid", {{"neighbours", neighbours}, {"shrink", itemknn_tune_shrinks()}}},
                     {"tried", tried},
                     {"best_valid_ndcg@10", best_ndcg}});
-  spdlog::info("itemknn: tuned on valid over {} points: neighbours {}, shrink {} (NDCG@10 {:.4f}) in {:.2f} s",
-               tried.size(), best->options().neighbours, best->options().shrink, best_ndcg, seconds_since(t0));
+  spdlog::info(
+      "itemknn: tuned on valid over {} points: neighbours {}, shrink {} (NDCG@10 {:.4f}) in {:.2f} s",
+      tried.size(), best->options().neighbours, best->options().shrink, best_ndcg, seconds_since(t0));
   return best;
 }
 
@@ -695,8 +729,8 @@ std::shared_ptr<BprScorer> tune_bpr(const TrainingHistories& histories, const Ev
           break;
         }
       }
-      spdlog::info("bpr: lr {}, reg {}: valid NDCG@10 {:.4f} at epoch {} ({} epochs trained, {:.2f} s)", lr, reg,
-                   point_best, point_epoch, loss.size(), seconds_since(t1));
+      spdlog::info("bpr: lr {}, reg {}: valid NDCG@10 {:.4f} at epoch {} ({} epochs trained, {:.2f} s)", lr,
+                   reg, point_best, point_epoch, loss.size(), seconds_since(t1));
       tried.push_back({{"lr", lr},
                        {"reg", reg},
                        {"best_epoch", point_epoch},
@@ -716,7 +750,8 @@ std::shared_ptr<BprScorer> tune_bpr(const TrainingHistories& histories, const Ev
   auto bpr = std::make_shared<BprScorer>(best.config, best.users, best.items, best.bias, best.loss, tuning);
   bpr_check_same_on_every_rank(*bpr, valid.comm());
   spdlog::info("bpr: tuned on valid over {} points: lr {}, reg {}, {} epochs (NDCG@10 {:.4f}) in {:.2f} s",
-               tried.size(), best.config.lr, best.config.reg, best.config.epochs, best.ndcg, seconds_since(t0));
+               tried.size(), best.config.lr, best.config.reg, best.config.epochs, best.ndcg,
+               seconds_since(t0));
   return bpr;
 }
 
@@ -733,7 +768,8 @@ std::vector<std::shared_ptr<Scorer>> create_baseline_scorers(const std::vector<s
           fmt::format("unknown baseline '{}': choose out of popularity, itemknn, bpr, tfidf, oracle", n));
     }
     if (n == "oracle" && config.oracle_dir.empty()) {
-      throw ConfigError("baseline 'oracle' needs eval.oracle_dir: the `llmrec synth` directory the dataset came from");
+      throw ConfigError(
+          "baseline 'oracle' needs eval.oracle_dir: the `llmrec synth` directory the dataset came from");
     }
     need_histories = need_histories || n == "itemknn" || n == "bpr";
   }
@@ -755,13 +791,14 @@ std::vector<std::shared_ptr<Scorer>> create_baseline_scorers(const std::vector<s
     } else if (n == "itemknn") {
       out.push_back(std::make_shared<ItemKnnScorer>(
           histories, ItemKnnOptions{config.itemknn.neighbours, config.itemknn.shrink}, comm));
-      spdlog::info("itemknn: similarity rows of {} items in {:.2f} s", histories.num_items, seconds_since(t0));
+      spdlog::info("itemknn: similarity rows of {} items in {:.2f} s", histories.num_items,
+                   seconds_since(t0));
     } else if (n == "bpr" && config.bpr.tune) {
       out.push_back(tune_bpr(histories, config.bpr, validation()));
     } else if (n == "bpr") {
       auto bpr = std::make_shared<BprScorer>(histories, config.bpr, comm);
-      spdlog::info("bpr: {} epochs over {} training events in {:.2f} s, loss {:.4f} -> {:.4f}", config.bpr.epochs,
-                   histories.items.size(), seconds_since(t0),
+      spdlog::info("bpr: {} epochs over {} training events in {:.2f} s, loss {:.4f} -> {:.4f}",
+                   config.bpr.epochs, histories.items.size(), seconds_since(t0),
                    bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().front(),
                    bpr->epoch_loss().empty() ? 0.0 : bpr->epoch_loss().back());
       out.push_back(std::move(bpr));
@@ -770,7 +807,8 @@ std::vector<std::shared_ptr<Scorer>> create_baseline_scorers(const std::vector<s
           std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(),
                                         TfidfOptions{config.tfidf.profile_items, config.tfidf.max_df});
       spdlog::info("tfidf: vectors of {} items over {} terms (max_df {}) in {:.2f} s",
-                   tfidf->matrix().num_items(), tfidf->matrix().terms_kept, config.tfidf.max_df, seconds_since(t0));
+                   tfidf->matrix().num_items(), tfidf->matrix().terms_kept, config.tfidf.max_df,
+                   seconds_since(t0));
       out.push_back(std::move(tfidf));
     } else {
       out.push_back(OracleScorer::open(config.oracle_dir, file));

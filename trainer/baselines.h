@@ -78,8 +78,8 @@ struct ItemNeighbours {
 ///   sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink),   j != i,
 /// U_i = the users with a training event on i; only pairs with a common user,
 /// top `neighbours` per row.
-std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std::int64_t begin, std::int64_t end,
-                                         const ItemKnnOptions& options);
+std::vector<ItemNeighbours> itemknn_rows(const TrainingHistories& histories, std::int64_t begin,
+                                         std::int64_t end, const ItemKnnOptions& options);
 
 /// score(u, j) = sum over the distinct items i of u's history of sim(i, j),
 /// where j is among i's kept neighbours (else that term is 0).
@@ -171,7 +171,8 @@ TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector
 /// i's (cosine > 0; most similar first, ties: the smaller id first), with
 /// their cosines; one row per item of `m`, empty for items with query 0.
 /// Error when query has another size than m's items or k < 1.
-std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query, int k);
+std::vector<ItemNeighbours> tfidf_neighbours(const TfidfMatrix& m, const std::vector<std::uint8_t>& query,
+                                             int k);
 
 /// Content baseline (the quality anchors' TF-IDF): TfidfIndex scores over
 /// each request row's history. Needs no interactions: every catalogue item

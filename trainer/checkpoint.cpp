@@ -27,7 +27,9 @@ std::vector<std::pair<std::string, torch::Tensor>> model_tensors(const torch::nn
   return out;
 }
 
-bool is_double(const torch::Tensor& t) { return t.scalar_type() == torch::kDouble; }
+bool is_double(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kDouble;
+}
 
 /// Writes `t` (float32 or float64, any shape) as `name`, keeping its dtype.
 void write_tensor(h5::File& f, const std::string& name, const torch::Tensor& t) {
@@ -42,14 +44,14 @@ void write_tensor(h5::File& f, const std::string& name, const torch::Tensor& t) 
 }
 
 /// Reads `name` into `t` (same shape; the file's dtype is `dtype`).
-void read_tensor(const h5::File& f, const std::string& name, const std::string& label, const std::string& dtype,
-                 torch::Tensor t) {
+void read_tensor(const h5::File& f, const std::string& name, const std::string& label,
+                 const std::string& dtype, torch::Tensor t) {
   if (!f.exists(name)) throw IoError(fmt::format("{}: tensor '{}' is missing", f.path(), label));
   auto shape = f.shape(name);
   std::vector<std::int64_t> dims(shape.begin(), shape.end());
   if (dims != t.sizes().vec()) {
-    throw IoError(fmt::format("{}: tensor '{}' has shape {} in the file, the model expects {}", f.path(), label,
-                              fmt::join(dims, "x"), fmt::join(t.sizes().vec(), "x")));
+    throw IoError(fmt::format("{}: tensor '{}' has shape {} in the file, the model expects {}", f.path(),
+                              label, fmt::join(dims, "x"), fmt::join(t.sizes().vec(), "x")));
   }
   torch::NoGradGuard no_grad;
   if (dtype == "float64") {
@@ -69,7 +71,8 @@ h5::File open_training_checkpoint(const std::string& path) {
 ModelConfig stored_model_config(const h5::File& f) {
   ModelConfig mc;
   try {
-    ConfigReader::read(config_parse_string(f.attr_string("/", "model_config"), f.path() + " [model_config]"), mc);
+    ConfigReader::read(config_parse_string(f.attr_string("/", "model_config"), f.path() + " [model_config]"),
+                       mc);
   } catch (const ConfigError& e) {
     throw IoError(fmt::format("{}: the stored model configuration is invalid: {}", f.path(), e.what()));
   }
@@ -96,12 +99,8 @@ void flatten(const ConfigNode& n, const std::string& prefix, std::map<std::strin
       out[prefix] = fmt::format("[{}]", fmt::join(items, ", "));
       break;
     }
-    case ConfigNode::Kind::kScalar:
-      out[prefix] = n.scalar;
-      break;
-    case ConfigNode::Kind::kNull:
-      out[prefix] = "null";
-      break;
+    case ConfigNode::Kind::kScalar: out[prefix] = n.scalar; break;
+    case ConfigNode::Kind::kNull: out[prefix] = "null"; break;
   }
 }
 
@@ -130,12 +129,15 @@ h5::File open_checkpoint(const std::string& path, const std::string& format, std
   }
   const std::int64_t found = f.attr_int("/", "version");
   if (found != version) {
-    throw IoError(fmt::format("{}: {} version {} is not supported (this llmrec reads {})", path, what, found, version));
+    throw IoError(
+        fmt::format("{}: {} version {} is not supported (this llmrec reads {})", path, what, found, version));
   }
   return f;
 }
 
-std::string checkpoint_double_text(double v) { return fmt::format("{:.17g}", v); }
+std::string checkpoint_double_text(double v) {
+  return fmt::format("{:.17g}", v);
+}
 
 double checkpoint_attr_double(const h5::File& f, const std::string& key) {
   const std::string s = f.attr_string("/", key);
@@ -261,7 +263,8 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts) {
     f.set_attr("/", "config", parts.run_config_yaml);
     const TrainingState* s = parts.state;
     f.set_attr("/", "step", s != nullptr ? s->step : parts.model_step);
-    f.set_attr("/", "world_size", static_cast<std::int64_t>(s != nullptr ? s->world_size : parts.model_world_size));
+    f.set_attr("/", "world_size",
+               static_cast<std::int64_t>(s != nullptr ? s->world_size : parts.model_world_size));
     f.set_attr("/", "training", std::int64_t{s != nullptr && parts.optimizer != nullptr ? 1 : 0});
     checkpoint_write_module(f, "model", *parts.model);
     if (s != nullptr) {
@@ -292,19 +295,24 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
   const ModelConfig stored = stored_model_config(f);
   const auto diff = model_config_diff(stored, parts.model->options().config());
   if (!diff.empty()) {
-    throw ConfigError(fmt::format("{}: the checkpoint was trained with a different model; resume with the same "
-                                  "model section or start a new run.dir:\n  {}", path, fmt::join(diff, "\n  ")));
+    throw ConfigError(
+        fmt::format("{}: the checkpoint was trained with a different model; resume with the same "
+                    "model section or start a new run.dir:\n  {}",
+                    path, fmt::join(diff, "\n  ")));
   }
   if (f.attr_int("/", "id_items") != parts.model->options().id_items()) {
-    throw ConfigError(fmt::format("{}: the checkpoint has ID vectors for {} items, this dataset for {}: it was "
-                                  "trained on another dataset", path, f.attr_int("/", "id_items"),
-                                  parts.model->options().id_items()));
+    throw ConfigError(
+        fmt::format("{}: the checkpoint has ID vectors for {} items, this dataset for {}: it was "
+                    "trained on another dataset",
+                    path, f.attr_int("/", "id_items"), parts.model->options().id_items()));
   }
   const std::string dtype = stored_dtype(f);
   checkpoint_read_module(f, "model", dtype, *parts.model);
   const bool training = f.has_attr("/", "training") && f.attr_int("/", "training") == 1;
   if (parts.state != nullptr) {
-    if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: it cannot resume training", path));
+    if (!training)
+      throw IoError(
+          fmt::format("{}: a model file, not a training checkpoint: it cannot resume training", path));
     TrainingState& s = *parts.state;
     s.step = f.attr_int("/", "step");
     s.world_size = static_cast<int>(f.attr_int("/", "world_size"));
@@ -317,9 +325,10 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
     s.bad_evals = static_cast<int>(f.attr_int("/", "bad_evals"));
     s.validation_due = f.attr_int("/", "validation_due") != 0;
     if (s.step < 0 || s.world_size < 1 || s.cursor.epoch < 0 || s.cursor.step < 0 || s.steps_per_epoch < 1) {
-      throw IoError(fmt::format("{}: inconsistent training state (step {}, world size {}, cursor {}/{}, {} steps "
-                                "per epoch)", path, s.step, s.world_size, s.cursor.epoch, s.cursor.step,
-                                s.steps_per_epoch));
+      throw IoError(
+          fmt::format("{}: inconsistent training state (step {}, world size {}, cursor {}/{}, {} steps "
+                      "per epoch)",
+                      path, s.step, s.world_size, s.cursor.epoch, s.cursor.step, s.steps_per_epoch));
     }
     s.rng = checkpoint_read_rng(f);
   }
@@ -332,7 +341,8 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
   }
   if (parts.optimizer != nullptr) {
     LLMREC_CHECK(parts.params != nullptr, "load_checkpoint: optimizer without parameter names");
-    if (!training) throw IoError(fmt::format("{}: a model file, not a training checkpoint: no optimizer state", path));
+    if (!training)
+      throw IoError(fmt::format("{}: a model file, not a training checkpoint: no optimizer state", path));
     checkpoint_read_optimizer(f, *parts.optimizer, *parts.params, dtype);
   }
 }
@@ -386,7 +396,9 @@ void verify_checkpoint(const std::string& path) {
   }
 }
 
-std::string checkpoint_dir(const std::string& run_dir) { return (fs::path(run_dir) / "checkpoints").string(); }
+std::string checkpoint_dir(const std::string& run_dir) {
+  return (fs::path(run_dir) / "checkpoints").string();
+}
 
 std::string checkpoint_path(const std::string& dir, std::int64_t step) {
   return (fs::path(dir) / fmt::format("step-{:08d}.h5", step)).string();

@@ -38,7 +38,8 @@ inline ConfigCheck<std::vector<int>> eval_check_k() {
   return {[](const std::vector<int>& ks) {
             if (ks.empty()) return std::string("must list at least one cut-off");
             for (std::size_t i = 0; i < ks.size(); ++i) {
-              if (ks[i] < 1 || ks[i] > kEvalMaxK) return fmt::format("must hold values in [1, {}]", kEvalMaxK);
+              if (ks[i] < 1 || ks[i] > kEvalMaxK)
+                return fmt::format("must hold values in [1, {}]", kEvalMaxK);
               if (std::find(ks.begin(), ks.begin() + static_cast<std::ptrdiff_t>(i), ks[i]) !=
                   ks.begin() + static_cast<std::ptrdiff_t>(i)) {
                 return fmt::format("must not repeat a value ({} twice)", ks[i]);
@@ -76,7 +77,8 @@ inline ConfigCheck<std::map<std::string, double>> eval_check_fusion_weights() {
               if (x < 0) return fmt::format("must not be negative ('{}' is {})", name, x);
               positive = positive || x > 0;
             }
-            return positive ? std::string() : std::string("must give at least one component a positive weight");
+            return positive ? std::string()
+                            : std::string("must give at least one component a positive weight");
           },
           "weights >= 0, one > 0"};
 }
@@ -91,9 +93,10 @@ struct EvalItemKnnConfig {
   void visit(V& v) {
     v.field("neighbours", neighbours, "Most similar items kept per item (top-k of each similarity row)",
             config_range(1, 100000));
-    v.field("shrink", shrink,
-            "Shrinkage: sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), damping pairs seen by few users",
-            config_range(0.0, 1e9));
+    v.field(
+        "shrink", shrink,
+        "Shrinkage: sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), damping pairs seen by few users",
+        config_range(0.0, 1e9));
     v.field("tune", tune,
             "Choose neighbours and shrink on the validation split (maximising NDCG@10) out of neighbours "
             "{50, 200, all items} x shrink {0, 10}; false = use neighbours and shrink as given");
@@ -120,7 +123,8 @@ struct EvalBprConfig {
     v.field("lr", lr, "SGD learning rate", config_range(1e-8, 10.0));
     v.field("reg", reg, "L2 regularisation of the factors and item biases touched by each step",
             config_range(0.0, 10.0));
-    v.field("seed", seed, "Seed of the initialisation, the event order and the negatives (same model on every rank)");
+    v.field("seed", seed,
+            "Seed of the initialisation, the event order and the negatives (same model on every rank)");
     v.field("tune", tune,
             "Choose lr, reg and epochs on the validation split (maximising NDCG@10): lr {0.05, 0.2} x "
             "reg {0.0003, 0.003, 0.03}, each trained up to tune_max_epochs and evaluated every "
@@ -194,14 +198,16 @@ struct EvalFusionConfig {
             "Scorers fused into one more row of the table, name -> weight (e.g. {model: 1.0, itemknn: 0.5}); "
             "each score is standardised per user first; {} = no fusion",
             eval_check_fusion_weights());
-    v.field("tune", tune,
-            "Grid-search the weights on the validation split (maximising NDCG@10): the reference component "
-            "(model if present, else the first name) keeps weight 1, the others try 0, 0.1, 0.25, 0.5, 1, 2, 4");
-    v.field("cold_tolerance", cold_tolerance,
-            "Share of the best validation NDCG@10 the tuning may give up for new items: among the weightings "
-            "within (1 - cold_tolerance) x the best, the one with the best validation NDCG@10 on cold targets "
-            "(real ones and the training items eval.cold_calibration withholds) wins; 0 = the best NDCG@10 alone",
-            config_range(0.0, 0.2));
+    v.field(
+        "tune", tune,
+        "Grid-search the weights on the validation split (maximising NDCG@10): the reference component "
+        "(model if present, else the first name) keeps weight 1, the others try 0, 0.1, 0.25, 0.5, 1, 2, 4");
+    v.field(
+        "cold_tolerance", cold_tolerance,
+        "Share of the best validation NDCG@10 the tuning may give up for new items: among the weightings "
+        "within (1 - cold_tolerance) x the best, the one with the best validation NDCG@10 on cold targets "
+        "(real ones and the training items eval.cold_calibration withholds) wins; 0 = the best NDCG@10 alone",
+        config_range(0.0, 0.2));
   }
 };
 
@@ -219,10 +225,13 @@ struct EvalConfig {
 
   template <class V>
   void visit(V& v) {
-    v.field("k", k, "Cut-offs K of Recall@K, NDCG@K, HitRate@K, coverage@K, diversity@K (the first one is "
-            "shown first)", eval_check_k());
+    v.field("k", k,
+            "Cut-offs K of Recall@K, NDCG@K, HitRate@K, coverage@K, diversity@K (the first one is "
+            "shown first)",
+            eval_check_k());
     v.field("batch_users", batch_users,
-            "Users scored per block ([block, items] float scores in memory at once)", config_range(1, 1 << 20));
+            "Users scored per block ([block, items] float scores in memory at once)",
+            config_range(1, 1 << 20));
     v.field("oracle_dir", oracle_dir,
             "Directory of a `llmrec synth` shop (latent_items.csv, latent_users.csv, synth.json) the dataset "
             "was prepared from: adds the oracle (the true choice model) to `llmrec eval`; \"\" = none");

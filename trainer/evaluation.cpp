@@ -30,7 +30,9 @@ constexpr int kColCold = 0;
 constexpr int kColRr = 1;
 constexpr int kColPerK = 2;
 constexpr int kPerK = 5;
-int row_width(std::size_t num_k) { return kColPerK + kPerK * static_cast<int>(num_k); }
+int row_width(std::size_t num_k) {
+  return kColPerK + kPerK * static_cast<int>(num_k);
+}
 
 void check_split(const std::string& split) {
   if (split != "valid" && split != "test") {
@@ -62,8 +64,7 @@ nlohmann::json node_to_json(const ConfigNode& node) {
       for (const auto& v : node.seq) j.push_back(node_to_json(v));
       return j;
     }
-    case ConfigNode::Kind::kNull:
-      break;
+    case ConfigNode::Kind::kNull: break;
   }
   return nullptr;
 }
@@ -86,8 +87,9 @@ nlohmann::json group_json(const EvalGroupMetrics& g, const std::vector<int>& ks,
 /// (rows in parallel); an error names `what` and the user.
 /// `skip` (empty or one per row): rows with 1 are not ranked (their
 /// UserRanking stays default).
-std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* scores, std::int64_t n_items, int k_max,
-                                   const std::string& what, const std::vector<std::uint8_t>& skip = {}) {
+std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* scores, std::int64_t n_items,
+                                   int k_max, const std::string& what,
+                                   const std::vector<std::uint8_t>& skip = {}) {
   const std::int64_t rows = blk.request.size();
   std::vector<UserRanking> rankings(static_cast<std::size_t>(rows));
   at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
@@ -130,7 +132,8 @@ std::size_t eval_popularity_segment(std::int64_t train_count) {
 
 EvalShard eval_shard(std::int64_t num_users, std::int64_t batch_users, int rank, int world) {
   LLMREC_CHECK(num_users >= 0 && batch_users >= 1 && world >= 1 && rank >= 0 && rank < world,
-               "eval_shard: bad arguments (users {}, batch {}, rank {} of {})", num_users, batch_users, rank, world);
+               "eval_shard: bad arguments (users {}, batch {}, rank {} of {})", num_users, batch_users, rank,
+               world);
   const std::int64_t blocks = (num_users + batch_users - 1) / batch_users;
   EvalShard s;
   s.block_begin = blocks * rank / world;
@@ -197,13 +200,15 @@ Evaluator::Evaluator(const DatasetFile& file, Communicator& comm, std::string sp
       repeat = repeat || slice_.events.item[static_cast<std::size_t>(e)] == target;
     }
     const std::int64_t v = slice_.users.valid[su];
-    if (!valid && v >= 0 && v != held) repeat = repeat || slice_.events.item[static_cast<std::size_t>(v)] == target;
+    if (!valid && v >= 0 && v != held)
+      repeat = repeat || slice_.events.item[static_cast<std::size_t>(v)] == target;
     repeats_ += repeat;
   }
 }
 
 Evaluator::Block Evaluator::block(std::int64_t call) const {
-  LLMREC_CHECK(call >= 0 && call < shard_.calls, "evaluation block call {} outside [0, {})", call, shard_.calls);
+  LLMREC_CHECK(call >= 0 && call < shard_.calls, "evaluation block call {} outside [0, {})", call,
+               shard_.calls);
   Block out;
   const std::int64_t b = shard_.block_begin + call;
   if (b >= shard_.block_end) return out;
@@ -218,8 +223,10 @@ Evaluator::Block Evaluator::block(std::int64_t call) const {
     if (held < 0) continue;
     // History: the training events; for test also the validation event.
     const std::int64_t first = slice_.users.offsets[su];
-    items.assign(slice_.events.item.begin() + first, slice_.events.item.begin() + first + slice_.users.train_end[su]);
-    times.assign(slice_.events.time.begin() + first, slice_.events.time.begin() + first + slice_.users.train_end[su]);
+    items.assign(slice_.events.item.begin() + first,
+                 slice_.events.item.begin() + first + slice_.users.train_end[su]);
+    times.assign(slice_.events.time.begin() + first,
+                 slice_.events.time.begin() + first + slice_.users.train_end[su]);
     const std::int64_t v = slice_.users.valid[su];
     if (!valid && v >= 0 && v != held) {
       items.push_back(slice_.events.item[static_cast<std::size_t>(v)]);
@@ -242,35 +249,38 @@ std::vector<double> Evaluator::gather_user_rows(const std::vector<double>& local
   std::vector<double> all;
   for (const auto& p : parts) {
     at::Tensor c = p.contiguous();
-    LLMREC_CHECK(c.dim() == 2 && c.size(1) == width, "gathered evaluation rows have shape {}, expected [n, {}]",
+    LLMREC_CHECK(c.dim() == 2 && c.size(1) == width,
+                 "gathered evaluation rows have shape {}, expected [n, {}]",
                  fmt::format("{}", fmt::join(c.sizes(), ", ")), width);
     all.insert(all.end(), c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
   }
   return all;
 }
 
-at::Tensor Evaluator::check_scores(const at::Tensor& scores, const Block& block, const std::string& scorer) const {
+at::Tensor Evaluator::check_scores(const at::Tensor& scores, const Block& block,
+                                   const std::string& scorer) const {
   const std::int64_t rows = block.request.size();
   if (!scores.defined() || scores.dim() != 2 || scores.size(0) != rows || scores.size(1) != num_items() ||
       scores.scalar_type() != at::kFloat || !scores.device().is_cpu()) {
-    throw Error(fmt::format("scorer '{}' returned {}; expected [{}, {}] float32 scores on the CPU", scorer,
-                            scores.defined() ? fmt::format("shape [{}] {} on {}", fmt::join(scores.sizes(), ", "),
-                                                           std::string(c10::toString(scores.scalar_type())),
-                                                           scores.device().str())
-                                             : std::string("an undefined tensor"),
-                            rows, num_items()));
+    throw Error(
+        fmt::format("scorer '{}' returned {}; expected [{}, {}] float32 scores on the CPU", scorer,
+                    scores.defined()
+                        ? fmt::format("shape [{}] {} on {}", fmt::join(scores.sizes(), ", "),
+                                      std::string(c10::toString(scores.scalar_type())), scores.device().str())
+                        : std::string("an undefined tensor"),
+                    rows, num_items()));
   }
   return scores.contiguous();
 }
 
-std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& scores, const std::string& label,
-                                         std::vector<double>* cold_mean, const std::vector<std::uint8_t>* cold_items,
-                                         bool cold_only) {
+std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& scores,
+                                         const std::string& label, std::vector<double>* cold_mean,
+                                         const std::vector<std::uint8_t>* cold_items, bool cold_only) {
   LLMREC_CHECK(k >= 1 && points >= 1, "mean_ndcg needs k >= 1 and points >= 1 (got {} and {})", k, points);
   const std::int64_t n_items = num_items();
   const std::vector<std::uint8_t>& is_cold = cold_items != nullptr ? *cold_items : items_.cold;
-  LLMREC_CHECK(static_cast<std::int64_t>(is_cold.size()) == n_items, "mean_ndcg: a cold mask of {} items for {}",
-               is_cold.size(), n_items);
+  LLMREC_CHECK(static_cast<std::int64_t>(is_cold.size()) == n_items,
+               "mean_ndcg: a cold mask of {} items for {}", is_cold.size(), n_items);
   const auto gp = static_cast<std::size_t>(points);
   const std::size_t width = gp + 1;  // the points, then 1 for a cold held-out item
   std::vector<double> local;
@@ -291,7 +301,8 @@ std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& s
           rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g), skip);
       for (std::size_t b = 0; b < rankings.size(); ++b) {
         if (!skip.empty() && skip[b] != 0) continue;
-        local[base + b * width + static_cast<std::size_t>(g)] = expected_ndcg(rankings[b].above, rankings[b].ties, k);
+        local[base + b * width + static_cast<std::size_t>(g)] =
+            expected_ndcg(rankings[b].above, rankings[b].ties, k);
       }
     }
   }
@@ -319,7 +330,8 @@ std::vector<double> Evaluator::mean_ndcg(int k, const std::vector<Scorer*>& scor
   for (const Scorer* s : scorers) label += (label.empty() ? "" : ", ") + s->name();
   return mean_ndcg(
       k, static_cast<int>(scorers.size()),
-      [&](const Block& blk, int g) { return scorers[static_cast<std::size_t>(g)]->score(blk.request); }, label);
+      [&](const Block& blk, int g) { return scorers[static_cast<std::size_t>(g)]->score(blk.request); },
+      label);
 }
 
 ScoreRequest swap_histories(const ScoreRequest& request) {
@@ -400,8 +412,8 @@ void fill_group(EvalGroupMetrics& g, const std::vector<double>& sum, std::int64_
 
 /// NDCG@K and Recall@K (K = 10 when evaluated, else the first K) by
 /// history length and by the held-out item's popularity.
-std::vector<EvalSegment> eval_segments(const std::vector<double>& all_rows, int width, const std::vector<int>& ks,
-                                       int* segment_k) {
+std::vector<EvalSegment> eval_segments(const std::vector<double>& all_rows, int width,
+                                       const std::vector<int>& ks, int* segment_k) {
   const int metrics_width = row_width(ks.size());
   const auto n_rows = static_cast<std::int64_t>(all_rows.size() / static_cast<std::size_t>(width));
   std::size_t ki = 0;
@@ -426,7 +438,8 @@ std::vector<EvalSegment> eval_segments(const std::vector<double>& all_rows, int 
     }
     for (std::size_t g = 0; g < names.size(); ++g) {
       const double n = static_cast<double>(users[g]);
-      out.push_back({by, names[g], users[g], users[g] > 0 ? ndcg[g] / n : kNaN, users[g] > 0 ? recall[g] / n : kNaN});
+      out.push_back(
+          {by, names[g], users[g], users[g] > 0 ? ndcg[g] / n : kNaN, users[g] > 0 ? recall[g] / n : kNaN});
     }
   }
   return out;
@@ -439,7 +452,8 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   const std::vector<int>& ks = config_.k;
   const auto nk = ks.size();
   const int kmax = *std::max_element(ks.begin(), ks.end());
-  const int width = row_width(nk) + 2;  // the metric columns, the history length, the target's training events
+  const int width =
+      row_width(nk) + 2;  // the metric columns, the history length, the target's training events
   const std::int64_t n_items = num_items();
   const std::string name = scorer.name();
 
@@ -451,14 +465,15 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
   std::int64_t evaluated = 0;
   for (std::int64_t call = 0; call < shard_.calls; ++call) {
     const Block blk = block(call);
-    const at::Tensor scores =
-        check_scores(scorer.score(config_.swap_histories ? swap_histories(blk.request) : blk.request), blk, name);
+    const at::Tensor scores = check_scores(
+        scorer.score(config_.swap_histories ? swap_histories(blk.request) : blk.request), blk, name);
     const std::vector<UserRanking> rankings =
         rank_rows(blk, scores.data_ptr<float>(), n_items, kmax, fmt::format("scorer '{}'", name));
     for (std::int64_t r = 0; r < blk.request.size(); ++r) {
       const auto b = static_cast<std::size_t>(r);
       const std::int32_t target = blk.targets[b];
-      writer.add(rankings[b], target, items_.cold[static_cast<std::size_t>(target)] != 0, blk.request.history_size(r));
+      writer.add(rankings[b], target, items_.cold[static_cast<std::size_t>(target)] != 0,
+                 blk.request.history_size(r));
       ++evaluated;
     }
   }
@@ -492,7 +507,8 @@ EvalResult Evaluator::evaluate(Scorer& scorer) {
                res.users_evaluated);
 
   // Sums in user order: the same additions in the same order for any W.
-  std::vector<double> sum_all(static_cast<std::size_t>(width), 0.0), sum_cold(static_cast<std::size_t>(width), 0.0);
+  std::vector<double> sum_all(static_cast<std::size_t>(width), 0.0),
+      sum_cold(static_cast<std::size_t>(width), 0.0);
   std::int64_t n_cold = 0;
   for (std::int64_t u = 0; u < n_rows; ++u) {
     const double* row = all_rows.data() + u * width;
@@ -524,8 +540,8 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
   p.dataset_path = file.path();
   p.dataset_sha256 = sha256_file(file.path());
   p.split = split;
-  p.history = split == "valid" ? "the user's training events"
-                               : "the user's training events and its validation event";
+  p.history =
+      split == "valid" ? "the user's training events" : "the user's training events and its validation event";
   if (config.swap_histories) {
     p.history += "; scored with the id and history of the next user of its block (eval.swap_histories)";
   }
@@ -534,7 +550,9 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
   p.config_sha256 = sha256_hex(resolved_yaml);
   p.world_size = world_size;
 
-  nlohmann::json s = {{"split_method", file.split()}, {"users", file.num_users()}, {"items", file.num_items()},
+  nlohmann::json s = {{"split_method", file.split()},
+                      {"users", file.num_users()},
+                      {"items", file.num_items()},
                       {"events", file.num_events()}};
   // The preparation settings that decide which users, items and events are
   // in the file, from the resolved config `prepare` stored.
@@ -543,8 +561,8 @@ EvalProtocol eval_protocol(const DatasetFile& file, const std::string& split, co
     ConfigNode root = config_parse_string(yaml, file.path() + " (attribute 'config')");
     nlohmann::json data = nlohmann::json::object();
     if (const ConfigNode* d = root.find("data")) {
-      for (const char* key : {"split", "cut", "min_user_events", "kcore", "on_error", "time_format", "event_weights",
-                              "weight", "interactions", "catalogue"}) {
+      for (const char* key : {"split", "cut", "min_user_events", "kcore", "on_error", "time_format",
+                              "event_weights", "weight", "interactions", "catalogue"}) {
         if (const ConfigNode* v = d->find(key)) data[key] = node_to_json(*v);
       }
     }
@@ -593,11 +611,12 @@ nlohmann::json eval_results_json(const std::vector<EvalResult>& results, const E
         {"scorer", r.scorer},
         {"params", r.params},
         {"split", r.split},
-        {"users", {{"dataset", r.users},
-                   {"evaluated", r.users_evaluated},
-                   {"skipped_without_" + r.split + "_event", r.users_skipped},
-                   {"cold", r.cold.users},
-                   {"repeat_targets", r.repeat_targets}}},
+        {"users",
+         {{"dataset", r.users},
+          {"evaluated", r.users_evaluated},
+          {"skipped_without_" + r.split + "_event", r.users_skipped},
+          {"cold", r.cold.users},
+          {"repeat_targets", r.repeat_targets}}},
         {"all", group_json(r.all, r.k, r.has_categories)},
         {"cold", group_json(r.cold, r.k, r.has_categories)},
         {"segments", segments_json(r)},
@@ -611,8 +630,9 @@ nlohmann::json eval_results_json(const std::vector<EvalResult>& results, const E
       {"split", p.split},
       {"history", p.history},
       {"ranking", p.ranking},
-      {"ties", "the held-out item's rank is uniform among the items with exactly its score, and each metric is "
-               "its exact expectation (top-K lists: smaller item id first)"},
+      {"ties",
+       "the held-out item's rank is uniform among the items with exactly its score, and each metric is "
+       "its exact expectation (top-K lists: smaller item id first)"},
       {"held_out", "one event per user; users without one are skipped and counted; Recall@K == HitRate@K"},
       {"cold_subset", "users whose held-out item has no training event (items/cold == 1)"},
       {"k", p.k},
@@ -651,8 +671,9 @@ std::string eval_results_table(const std::vector<EvalResult>& results) {
     head.push_back("NDCG@" + std::to_string(k));
     head.push_back("Recall@" + std::to_string(k));
   }
-  for (const std::string& h : std::vector<std::string>{"MRR", "Cov@" + k0, "ILD@" + k0, "Pop@" + k0, "cold-NDCG@" + k0,
-                               "cold-Recall@" + k0, "cold-MRR", "seconds"}) {
+  for (const std::string& h :
+       std::vector<std::string>{"MRR", "Cov@" + k0, "ILD@" + k0, "Pop@" + k0, "cold-NDCG@" + k0,
+                                "cold-Recall@" + k0, "cold-MRR", "seconds"}) {
     head.push_back(h);
   }
   std::size_t name_w = 6;

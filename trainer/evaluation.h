@@ -24,12 +24,12 @@
 ///
 ///   Evaluator ev(file, comm, "test", config.eval);
 ///   EvalResult r = ev.evaluate(scorer);   // collective: call on every rank
-///   if (comm.rank() == 0) write_eval_result(path, r, eval_protocol(file, "test", config.eval, yaml, comm.size()));
-
-#include <nlohmann/json.hpp>
+///   if (comm.rank() == 0) write_eval_result(path, r, eval_protocol(file, "test", config.eval, yaml,
+///   comm.size()));
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,8 +60,8 @@ EvalShard eval_shard(std::int64_t num_users, std::int64_t batch_users, int rank,
 struct EvalGroupMetrics {
   std::int64_t users = 0;
   double mrr = 0;
-  std::vector<double> hit_rate;         ///< per K, in EvalConfig::k order
-  std::vector<double> recall;           ///< == hit_rate with one held-out item per user
+  std::vector<double> hit_rate;  ///< per K, in EvalConfig::k order
+  std::vector<double> recall;    ///< == hit_rate with one held-out item per user
   std::vector<double> ndcg;
   std::vector<double> coverage;         ///< items in some top-K list of the group / catalogue size
   std::vector<double> diversity;        ///< share of top-K pairs with different categories
@@ -75,7 +75,7 @@ struct EvalSegment {
   std::string by;     ///< "history_length" | "target_popularity"
   std::string range;  ///< "1-4", "200+", "0 (cold)", ...
   std::int64_t users = 0;
-  double ndcg = 0;    ///< NaN when the segment is empty
+  double ndcg = 0;  ///< NaN when the segment is empty
   double recall = 0;
 };
 
@@ -100,10 +100,10 @@ struct EvalResult {
   std::int64_t repeat_targets = 0;   ///< held-out items the user had in its history (kept rankable)
   bool has_categories = false;       ///< the dataset has item categories (else no diversity)
   EvalGroupMetrics all;
-  EvalGroupMetrics cold;             ///< users whose held-out item is cold (items/cold == 1)
-  int segment_k = 10;                ///< the K of the segments' figures
-  std::vector<EvalSegment> segments; ///< history-length segments, then target-popularity ones
-  double seconds = 0;                ///< wall time of evaluate() on the slowest rank
+  EvalGroupMetrics cold;              ///< users whose held-out item is cold (items/cold == 1)
+  int segment_k = 10;                 ///< the K of the segments' figures
+  std::vector<EvalSegment> segments;  ///< history-length segments, then target-popularity ones
+  double seconds = 0;                 ///< wall time of evaluate() on the slowest rank
 };
 
 /// Every metric of a result, named as in the result file ("ndcg@10",
@@ -158,7 +158,8 @@ class Evaluator {
   /// not read), and the returned means are theirs too.
   std::vector<double> mean_ndcg(int k, int points, const PointScores& scores, const std::string& label,
                                 std::vector<double>* cold_mean = nullptr,
-                                const std::vector<std::uint8_t>* cold_items = nullptr, bool cold_only = false);
+                                const std::vector<std::uint8_t>* cold_items = nullptr,
+                                bool cold_only = false);
   /// Collective: mean_ndcg of each scorer (each scores every block once).
   std::vector<double> mean_ndcg(int k, const std::vector<Scorer*>& scorers);
 
@@ -190,12 +191,13 @@ EvalResult evaluate(Scorer& scorer, const DatasetFile& file, Communicator& comm,
 struct EvalProtocol {
   std::string dataset_path;
   std::string dataset_sha256;
-  nlohmann::json dataset_settings;  ///< split method, filtering (data.*) and counts, from the file's attributes
-  std::string split;                ///< valid | test
-  std::string history;              ///< what is excluded from the ranking
-  std::string ranking;              ///< "full ranking over N items, history excluded"
+  nlohmann::json
+      dataset_settings;  ///< split method, filtering (data.*) and counts, from the file's attributes
+  std::string split;     ///< valid | test
+  std::string history;   ///< what is excluded from the ranking
+  std::string ranking;   ///< "full ranking over N items, history excluded"
   std::vector<int> k;
-  std::string config_sha256;        ///< SHA-256 of the resolved YAML
+  std::string config_sha256;  ///< SHA-256 of the resolved YAML
   int world_size = 1;
 };
 

@@ -1,9 +1,6 @@
 #include "trainer/export.h"
 
-#include "distributed/agree.h"
-
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -11,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "common/config.h"
@@ -21,6 +19,7 @@
 #include "data/data_config.h"
 #include "data/prepare.h"
 #include "data/wordpiece.h"
+#include "distributed/agree.h"
 #include "export/export_file.h"
 #include "trainer/baselines.h"
 #include "trainer/model_scorer.h"
@@ -30,7 +29,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 /// Hours of the day in items/hour_counts.
 constexpr std::int64_t kHours = kExportHours;
@@ -111,25 +112,28 @@ void export_check_fits(Recommender& model, const std::string& checkpoint_path, c
                        const std::vector<std::string>& vocab) {
   const ModelConfig& mc = model->options().config();
   if (mc.text_len > file.text_len()) {
-    throw ConfigError(fmt::format("{}: the model reads {} tokens per item, the dataset {} has {} (data.text_len)",
-                                  checkpoint_path, mc.text_len, file.path(), file.text_len()));
+    throw ConfigError(
+        fmt::format("{}: the model reads {} tokens per item, the dataset {} has {} (data.text_len)",
+                    checkpoint_path, mc.text_len, file.path(), file.text_len()));
   }
   if (model->options().id_items() > file.num_items()) {
-    throw ConfigError(fmt::format("{}: the model has ID vectors for {} items, the dataset {} has {} items: it was "
-                                  "trained on another dataset", checkpoint_path, model->options().id_items(),
-                                  file.path(), file.num_items()));
+    throw ConfigError(
+        fmt::format("{}: the model has ID vectors for {} items, the dataset {} has {} items: it was "
+                    "trained on another dataset",
+                    checkpoint_path, model->options().id_items(), file.path(), file.num_items()));
   }
   if (mc.item_text && static_cast<std::int64_t>(vocab.size()) > model->bert_config().vocab_size) {
-    throw ConfigError(fmt::format("{}: the model's BERT has {} token embeddings, the vocabulary of the dataset {} has "
-                                  "{} tokens", checkpoint_path, model->bert_config().vocab_size, file.path(),
-                                  vocab.size()));
+    throw ConfigError(
+        fmt::format("{}: the model's BERT has {} token embeddings, the vocabulary of the dataset {} has "
+                    "{} tokens",
+                    checkpoint_path, model->bert_config().vocab_size, file.path(), vocab.size()));
   }
 }
 
 /// Users and the hour-of-day counts of the items' training events.
 struct ExportUsers {
-  torch::Tensor vectors;             ///< float [U, d], every rank
-  std::vector<std::int64_t> hours;   ///< [I * kHours], summed over the ranks
+  torch::Tensor vectors;            ///< float [U, d], every rank
+  std::vector<std::int64_t> hours;  ///< [I * kHours], summed over the ranks
 };
 
 /// Collective: u of every user from the last T events (all splits), each
@@ -154,7 +158,8 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   }
   ExportUsers out;
   out.vectors = gather_rows(mine, comm);
-  LLMREC_CHECK(out.vectors.size(0) == U, "export: gathered {} user vectors, expected {}", out.vectors.size(0), U);
+  LLMREC_CHECK(out.vectors.size(0) == U, "export: gathered {} user vectors, expected {}", out.vectors.size(0),
+               U);
   torch::Tensor hours_t = torch::from_blob(hours.data(), {I * kHours}, torch::kLong);
   comm.all_reduce(hours_t, {ReduceOp::kSum});
   out.hours = std::move(hours);
@@ -163,12 +168,13 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
 
 /// The ranking settings the export carries (docs/export-format.md, "ranking").
 std::string export_ranking_json(const ExportRanking& ranking) {
-  nlohmann::json rank = {{"missing", fusion_missing_name(ranking.missing)},
-                         {"cold_shift", ranking.cold.shift},
-                         {"cold_neighbour_weight", ranking.cold.neighbour_weight},
-                         {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
-                         {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
-                         {"chosen", ranking.chosen}};
+  nlohmann::json rank = {
+      {"missing", fusion_missing_name(ranking.missing)},
+      {"cold_shift", ranking.cold.shift},
+      {"cold_neighbour_weight", ranking.cold.neighbour_weight},
+      {"itemknn", {{"neighbours", ranking.itemknn.neighbours}, {"shrink", ranking.itemknn.shrink}}},
+      {"tfidf", {{"profile_items", ranking.tfidf.profile_items}, {"max_df", ranking.tfidf.max_df}}},
+      {"chosen", ranking.chosen}};
   if (ranking.missing == FusionMissing::kColdWeights) {
     LLMREC_CHECK(!ranking.cold_weights.empty(), "export: the cold_weights policy without cold weights");
     rank["cold_weights"] = ranking.cold_weights;
@@ -184,7 +190,8 @@ void export_histories(const DatasetFile& file, ExportData& c) {
   for (std::int64_t lo = 0; lo < U; lo += kHistoryReadUsers) {
     UserSlice slice = file.read_users(lo, std::min(U, lo + kHistoryReadUsers));
     const std::int64_t base = c.history_offsets.back();
-    for (std::size_t u = 1; u < slice.users.offsets.size(); ++u) c.history_offsets.push_back(base + slice.users.offsets[u]);
+    for (std::size_t u = 1; u < slice.users.offsets.size(); ++u)
+      c.history_offsets.push_back(base + slice.users.offsets[u]);
     c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
     c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
   }
@@ -196,7 +203,8 @@ void export_cf_table(const ItemKnnScorer& knn, std::int64_t I, std::int64_t K, E
   c.cf_neighbours.assign(static_cast<std::size_t>(I * K), -1);
   c.cf_similarity.assign(static_cast<std::size_t>(I * K), 0.0f);
   const auto& rows = knn.rows();
-  LLMREC_CHECK(static_cast<std::int64_t>(rows.size()) == I, "export: {} ItemKNN rows for {} items", rows.size(), I);
+  LLMREC_CHECK(static_cast<std::int64_t>(rows.size()) == I, "export: {} ItemKNN rows for {} items",
+               rows.size(), I);
   for (std::int64_t i = 0; i < I; ++i) {
     const ItemNeighbours& row = rows[static_cast<std::size_t>(i)];
     const std::size_t n = std::min(row.items.size(), static_cast<std::size_t>(K));
@@ -210,15 +218,17 @@ void update_check_model(const ExportData& c, Recommender& model, const std::stri
                         const std::string& export_path) {
   const std::string model_sha = sha256_file(checkpoint_path);
   if (model_sha != c.model_sha256) {
-    throw ConfigError(fmt::format("{}: this checkpoint (SHA-256 {}) is not the model {} was exported from "
-                                  "(model_sha256 {}, checkpoint '{}'); export again instead of updating",
-                                  checkpoint_path, model_sha.substr(0, 12), export_path, c.model_sha256.substr(0, 12),
-                                  c.checkpoint));
+    throw ConfigError(fmt::format(
+        "{}: this checkpoint (SHA-256 {}) is not the model {} was exported from "
+        "(model_sha256 {}, checkpoint '{}'); export again instead of updating",
+        checkpoint_path, model_sha.substr(0, 12), export_path, c.model_sha256.substr(0, 12), c.checkpoint));
   }
   const ModelConfig& mc = model->options().config();
   if (mc.dim != c.dim || mc.user.history != c.history || mc.text_len > c.text_len) {
-    throw IoError(fmt::format("{}: dim {}, history {}, text_len {} do not fit the model (dim {}, history {}, text_len "
-                              "{})", export_path, c.dim, c.history, c.text_len, mc.dim, mc.user.history, mc.text_len));
+    throw IoError(
+        fmt::format("{}: dim {}, history {}, text_len {} do not fit the model (dim {}, history {}, text_len "
+                    "{})",
+                    export_path, c.dim, c.history, c.text_len, mc.dim, mc.user.history, mc.text_len));
   }
 }
 
@@ -241,17 +251,18 @@ DataConfig update_data_config(const ExportData& c, const std::string& export_pat
 /// The rows of an update that change something: new items (ids after the
 /// export's) and replaced ones (their text or category changed).
 struct CatalogueChanges {
-  ItemTable items;                 ///< ids, texts, categories, cold
-  std::vector<std::int64_t> ids;   ///< each row's item index in the updated export
+  ItemTable items;                ///< ids, texts, categories, cold
+  std::vector<std::int64_t> ids;  ///< each row's item index in the updated export
 };
 
 /// Sorts the catalogue's rows into added, replaced and unchanged (counted in
 /// s, with the skipped rows of `report`).
-CatalogueChanges catalogue_changes(const ExportData& c, const Catalogue& cat, const PrepareReport::Source& report,
-                                   ExportSummary& s) {
+CatalogueChanges catalogue_changes(const ExportData& c, const Catalogue& cat,
+                                   const PrepareReport::Source& report, ExportSummary& s) {
   // Which rows are new, which replace an item, which change nothing.
   std::unordered_map<std::string, std::int64_t> index;
-  for (std::size_t i = 0; i < c.item_ids.size(); ++i) index.emplace(c.item_ids[i], static_cast<std::int64_t>(i));
+  for (std::size_t i = 0; i < c.item_ids.size(); ++i)
+    index.emplace(c.item_ids[i], static_cast<std::int64_t>(i));
   const auto I0 = static_cast<std::int64_t>(c.item_ids.size());
   s.catalogue_rows = static_cast<std::int64_t>(cat.ids.size());
   for (const auto& [reason, n] : report.skipped) {
@@ -355,8 +366,9 @@ ExportRanking export_ranking_of(const EvalConfig& eval) {
 }
 
 ExportSummary write_export(const std::string& output, Recommender& model, const std::string& checkpoint_path,
-                           const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
-                           Communicator& comm, const std::string& pseudonym_key) {
+                           const DatasetFile& file, const std::string& config_yaml,
+                           const ExportRanking& ranking, Communicator& comm,
+                           const std::string& pseudonym_key) {
   const auto t0 = Clock::now();
   const ModelConfig& mc = model->options().config();
   std::vector<std::string> vocab = file.vocab();
@@ -390,7 +402,8 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
   // K: the longest row kept (rows hold only items with a common user), so
   // the table is exact whatever the neighbour option ("all" included).
   std::int64_t K = 1;
-  for (const ItemNeighbours& row : knn.rows()) K = std::max<std::int64_t>(K, static_cast<std::int64_t>(row.items.size()));
+  for (const ItemNeighbours& row : knn.rows())
+    K = std::max<std::int64_t>(K, static_cast<std::int64_t>(row.items.size()));
   s.neighbours = K;
   s.cold_items = count_cold(items.cold);
 
@@ -450,12 +463,14 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
 }
 
 ExportSummary add_catalogue_to_export(const std::string& export_path, const std::string& catalogue_path,
-                                   Recommender& model, const std::string& checkpoint_path, const std::string& output,
-                                   Communicator& comm, const CatalogueUpdateOptions& options) {
+                                      Recommender& model, const std::string& checkpoint_path,
+                                      const std::string& output, Communicator& comm,
+                                      const CatalogueUpdateOptions& options) {
   const auto t0 = Clock::now();
   const std::string out_path = output.empty() ? export_path : output;
   if (options.on_error != "error" && options.on_error != "skip") {
-    throw ConfigError(fmt::format("catalogue update: on_error must be error or skip, got '{}'", options.on_error));
+    throw ConfigError(
+        fmt::format("catalogue update: on_error must be error or skip, got '{}'", options.on_error));
   }
   ExportData c = *read_export(export_path);
   update_check_model(c, model, checkpoint_path, export_path);

@@ -18,23 +18,21 @@
 /// exactly. Rank 0 writes the file (temporary name, fsync, rename; every
 /// dataset Fletcher32-checksummed).
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "data/dataset.h"
 #include "distributed/communicator.h"
-#include "models/recommender.h"
-#include "trainer/eval_config.h"
-#include "trainer/baselines.h"
 #include "export/export_format.h"
+#include "models/recommender.h"
+#include "trainer/baselines.h"
+#include "trainer/eval_config.h"
 #include "trainer/fusion.h"
 #include "trainer/model_scorer.h"
 
 namespace llmrec {
-
 
 /// Users per user-tower call (fixed, so that the vectors do not depend on
 /// the world size).
@@ -43,17 +41,17 @@ constexpr std::int64_t kExportUserBlock = 256;
 /// What an export (or a catalogue update) wrote. Counts are the same on
 /// every rank; file_bytes is set on rank 0 only.
 struct ExportSummary {
-  std::string path;                  ///< the file written
-  std::int64_t items = 0;            ///< I
-  std::int64_t cold_items = 0;       ///< items/cold == 1
-  std::int64_t users = 0;            ///< U
-  std::int64_t events = 0;           ///< E: history events stored
-  std::int64_t neighbours = 0;       ///< K: CF neighbours per item
-  std::int64_t items_encoded = 0;    ///< items run through the item tower
-  std::int64_t users_encoded = 0;    ///< users run through the user tower
-  double encode_seconds = 0;         ///< wall time of the item tower
-  double seconds = 0;                ///< wall time of the whole call
-  std::int64_t file_bytes = 0;       ///< size of the file written (rank 0)
+  std::string path;                ///< the file written
+  std::int64_t items = 0;          ///< I
+  std::int64_t cold_items = 0;     ///< items/cold == 1
+  std::int64_t users = 0;          ///< U
+  std::int64_t events = 0;         ///< E: history events stored
+  std::int64_t neighbours = 0;     ///< K: CF neighbours per item
+  std::int64_t items_encoded = 0;  ///< items run through the item tower
+  std::int64_t users_encoded = 0;  ///< users run through the user tower
+  double encode_seconds = 0;       ///< wall time of the item tower
+  double seconds = 0;              ///< wall time of the whole call
+  std::int64_t file_bytes = 0;     ///< size of the file written (rank 0)
   std::int64_t catalogue_updates = 0;
   // A catalogue update only:
   std::int64_t catalogue_rows = 0;   ///< valid rows of the new catalogue file
@@ -74,7 +72,8 @@ struct ExportSummary {
 struct ExportRanking {
   std::map<std::string, double> fusion{{"model", 1.0}};  ///< the `fusion` attribute
   FusionMissing missing = FusionMissing::kScored;
-  std::map<std::string, double> cold_weights;  ///< with kColdWeights: the cold items' weights (`cold_weights`)
+  std::map<std::string, double>
+      cold_weights;        ///< with kColdWeights: the cold items' weights (`cold_weights`)
   ItemKnnOptions itemknn;  ///< cf/ rows: ItemKNN with these options over the training histories
   TfidfOptions tfidf;      ///< tfidf/ rows and the profile length (eval.tfidf)
   ColdScoring cold;        ///< the model's cold items: alpha (baked into their vectors) and shift b
@@ -101,8 +100,9 @@ ExportRanking export_ranking_of(const EvalConfig& eval);
 /// ConfigError when the model does not fit the dataset (text length, ID
 /// items, vocabulary); IoError naming the file when reading or writing fails.
 ExportSummary write_export(const std::string& output, Recommender& model, const std::string& checkpoint_path,
-                           const DatasetFile& file, const std::string& config_yaml, const ExportRanking& ranking,
-                           Communicator& comm, const std::string& pseudonym_key = "");
+                           const DatasetFile& file, const std::string& config_yaml,
+                           const ExportRanking& ranking, Communicator& comm,
+                           const std::string& pseudonym_key = "");
 
 /// How the rows of a new catalogue file are validated.
 struct CatalogueUpdateOptions {
@@ -122,7 +122,8 @@ struct CatalogueUpdateOptions {
 /// `checkpoint_path` is not the checkpoint the export was made from
 /// (model_sha256); IoError naming file:line for a bad row.
 ExportSummary add_catalogue_to_export(const std::string& export_path, const std::string& catalogue_path,
-                                   Recommender& model, const std::string& checkpoint_path, const std::string& output,
-                                   Communicator& comm, const CatalogueUpdateOptions& options = {});
+                                      Recommender& model, const std::string& checkpoint_path,
+                                      const std::string& output, Communicator& comm,
+                                      const CatalogueUpdateOptions& options = {});
 
 }  // namespace llmrec

@@ -21,8 +21,8 @@ std::vector<float> standardised_scores(Scorer& scorer, const ScoreRequest& reque
   if (n < 0 && s.defined() && s.dim() == 2) n = s.size(1);
   if (!s.defined() || s.dim() != 2 || s.size(0) != request.size() || s.size(1) != n ||
       s.scalar_type() != at::kFloat) {
-    throw Error(fmt::format("fusion: component '{}' returned scores that are not [{}, {}] float32", scorer.name(),
-                            request.size(), n));
+    throw Error(fmt::format("fusion: component '{}' returned scores that are not [{}, {}] float32",
+                            scorer.name(), request.size(), n));
   }
   s = s.contiguous();
   std::vector<float> z(static_cast<std::size_t>(request.size() * n));
@@ -47,7 +47,8 @@ const std::vector<double>& fusion_grid() {
 // ---------------------------------------------------------------- scorer
 
 FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string name, nlohmann::json tuning,
-                         FusionMissing missing, std::vector<std::uint8_t> cold, std::vector<double> cold_weights)
+                         FusionMissing missing, std::vector<std::uint8_t> cold,
+                         std::vector<double> cold_weights)
     : components_(std::move(components)),
       name_(std::move(name)),
       tuning_(std::move(tuning)),
@@ -59,8 +60,8 @@ FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string na
   for (const auto& c : components_) {
     LLMREC_CHECK(c.scorer != nullptr, "fusion: a component has no scorer");
     if (!(c.weight >= 0) || !std::isfinite(c.weight)) {
-      throw ConfigError(fmt::format("fusion: weight of '{}' is {}; weights must be finite and >= 0", c.scorer->name(),
-                                    c.weight));
+      throw ConfigError(fmt::format("fusion: weight of '{}' is {}; weights must be finite and >= 0",
+                                    c.scorer->name(), c.weight));
     }
     positive = positive || c.weight > 0;
   }
@@ -120,13 +121,14 @@ at::Tensor FusedScorer::score(const ScoreRequest& request) {
     cold_weights.push_back(cold_weights_[k]);
   }
   const bool by_cold = missing_ != FusionMissing::kScored;
-  LLMREC_CHECK(!by_cold || static_cast<std::int64_t>(cold_.size()) == n, "fusion: cold mask of {} items for {} scores",
-               cold_.size(), n);
+  LLMREC_CHECK(!by_cold || static_cast<std::int64_t>(cold_.size()) == n,
+               "fusion: cold mask of {} items for {} scores", cold_.size(), n);
   at::Tensor out = at::empty({request.size(), n}, at::kFloat);
   for (std::int64_t b = 0; b < request.size(); ++b) {
     rows.clear();
     for (const auto& z : zs) rows.push_back(z.data() + b * n);
-    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n, by_cold ? cold_.data() : nullptr, cold_weights);
+    fusion_combine(rows, weights, n, out.data_ptr<float>() + b * n, by_cold ? cold_.data() : nullptr,
+                   cold_weights);
   }
   return out;
 }
@@ -196,10 +198,12 @@ std::size_t grid_points(const std::vector<std::size_t>& slots) {
 
 }  // namespace
 
-FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
-                         const FusionColdWorld* world) {
-  LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'", valid.split());
-  LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference, components.size());
+FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference,
+                         Evaluator& valid, const FusionColdWorld* world) {
+  LLMREC_CHECK(valid.split() == "valid", "fusion weights are tuned on the validation split, not '{}'",
+               valid.split());
+  LLMREC_CHECK(reference < components.size(), "fusion: reference component {} of {}", reference,
+               components.size());
   LLMREC_CHECK(world == nullptr || (world->scorers.size() == components.size() &&
                                     static_cast<std::int64_t>(world->cold.size()) == valid.num_items()),
                "fusion: a cold world of {} scorers and {} items for {} components and {} items",
@@ -314,22 +318,23 @@ FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const Fus
                      {"valid_cold_ndcg@10", tuning.tried_cold_ndcg10[g]}});
   }
   for (std::size_t k = 0; k < components.size(); ++k) components[k].weight = tuning.weights[k];
-  return FusedScorer(std::move(components), "fusion",
-                     {{"split", "valid"},
-                      {"objective", "NDCG@10"},
-                      {"grid", fusion_grid()},
-                      {"best_valid_ndcg@10", tuning.ndcg10},
-                      {"best_valid_cold_ndcg@10", tuning.cold_ndcg10},
-                      {"cold_tolerance", tuning.cold_tolerance},
-                      {"cold_targets", tuning.cold_withheld > 0
-                                           ? fmt::format("validation users whose target is cold or one of {} training "
-                                                         "items whose IDs and events were withheld",
-                                                         tuning.cold_withheld)
-                                           : std::string("validation users whose target is cold")},
-                      {"points_tried", tuning.tried.size()},
-                      {"missing_tried", policies},
-                      {"tried", tried}},
-                     tuning.missing, std::move(cold), tuning.cold_weights);
+  return FusedScorer(
+      std::move(components), "fusion",
+      {{"split", "valid"},
+       {"objective", "NDCG@10"},
+       {"grid", fusion_grid()},
+       {"best_valid_ndcg@10", tuning.ndcg10},
+       {"best_valid_cold_ndcg@10", tuning.cold_ndcg10},
+       {"cold_tolerance", tuning.cold_tolerance},
+       {"cold_targets", tuning.cold_withheld > 0
+                            ? fmt::format("validation users whose target is cold or one of {} training "
+                                          "items whose IDs and events were withheld",
+                                          tuning.cold_withheld)
+                            : std::string("validation users whose target is cold")},
+       {"points_tried", tuning.tried.size()},
+       {"missing_tried", policies},
+       {"tried", tried}},
+      tuning.missing, std::move(cold), tuning.cold_weights);
 }
 
 }  // namespace llmrec

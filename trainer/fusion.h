@@ -89,18 +89,18 @@ struct FusionColdWorld {
 
 /// What tune_fusion found.
 struct FusionTuning {
-  std::vector<double> weights;  ///< best weights, one per component
+  std::vector<double> weights;                     ///< best weights, one per component
   FusionMissing missing = FusionMissing::kScored;  ///< best policy
-  std::vector<double> cold_weights;  ///< the cold items' weights of the best point
-  double ndcg10 = 0;            ///< validation NDCG@10 with them
-  std::vector<std::vector<double>> tried;  ///< every grid point, in grid order
-  std::vector<FusionMissing> tried_missing;  ///< its policy
-  std::vector<std::vector<double>> tried_cold;  ///< its cold weights
-  std::vector<double> tried_ndcg10;        ///< its validation NDCG@10
-  std::vector<double> tried_cold_ndcg10;   ///< its validation NDCG@10 on the users with a cold target
-  double cold_ndcg10 = 0;                  ///< that of the best point
-  double cold_tolerance = 0;               ///< eval.fusion.cold_tolerance it was chosen with
-  std::int64_t cold_withheld = 0;          ///< training items withheld for the cold-target figures (0: none)
+  std::vector<double> cold_weights;                ///< the cold items' weights of the best point
+  double ndcg10 = 0;                               ///< validation NDCG@10 with them
+  std::vector<std::vector<double>> tried;          ///< every grid point, in grid order
+  std::vector<FusionMissing> tried_missing;        ///< its policy
+  std::vector<std::vector<double>> tried_cold;     ///< its cold weights
+  std::vector<double> tried_ndcg10;                ///< its validation NDCG@10
+  std::vector<double> tried_cold_ndcg10;           ///< its validation NDCG@10 on the users with a cold target
+  double cold_ndcg10 = 0;                          ///< that of the best point
+  double cold_tolerance = 0;                       ///< eval.fusion.cold_tolerance it was chosen with
+  std::int64_t cold_withheld = 0;  ///< training items withheld for the cold-target figures (0: none)
 };
 
 /// Collective: grid search over the weights on `valid` (an Evaluator of the
@@ -119,8 +119,8 @@ struct FusionTuning {
 /// grid point in that order). With `world`, the cold-target figures are
 /// those of each point in that world (its scorers, its cold items) and the
 /// NDCG@10 stays the real one.
-FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference, Evaluator& valid,
-                         const FusionColdWorld* world = nullptr);
+FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference,
+                         Evaluator& valid, const FusionColdWorld* world = nullptr);
 
 /// The fused scorer with the tuned weights and policy; its params() record
 /// the tuning. `cold` as in FusedScorer (valid.items().cold).

@@ -13,8 +13,8 @@ ExclusionMask::ExclusionMask(std::int64_t num_items) : mask_(static_cast<std::si
 void ExclusionMask::set(const std::int32_t* items, std::int64_t n, std::int32_t keep) {
   for (std::int64_t k = 0; k < n; ++k) {
     const std::int32_t item = items[k];
-    LLMREC_CHECK(item >= 0 && static_cast<std::size_t>(item) < mask_.size(), "history item {} is not an item id (0..{})",
-                 item, mask_.size());
+    LLMREC_CHECK(item >= 0 && static_cast<std::size_t>(item) < mask_.size(),
+                 "history item {} is not an item id (0..{})", item, mask_.size());
     if (item == keep || mask_[static_cast<std::size_t>(item)]) continue;
     mask_[static_cast<std::size_t>(item)] = 1;
     set_.push_back(item);
@@ -26,9 +26,10 @@ void ExclusionMask::clear() {
   set_.clear();
 }
 
-UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded, std::int32_t target,
-                      int k_max) {
-  LLMREC_CHECK(target >= 0 && target < num_items, "held-out item {} is not an item id (0..{})", target, num_items);
+UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
+                      std::int32_t target, int k_max) {
+  LLMREC_CHECK(target >= 0 && target < num_items, "held-out item {} is not an item id (0..{})", target,
+               num_items);
   LLMREC_CHECK(!excluded[target], "held-out item {} is excluded from its own ranking", target);
   LLMREC_CHECK(k_max >= 1, "k_max must be positive, got {}", k_max);
   constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -43,7 +44,8 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
   for (std::int64_t j64 = 0; j64 < num_items; ++j64) {
     const auto j = static_cast<std::int32_t>(j64);
     const float s = scores[j];
-    if (std::isnan(s) || s == kInf) throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
+    if (std::isnan(s) || s == kInf)
+      throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
     if (excluded[j]) continue;
     ahead += ranks_before(s, j, st, target);
     above += s > st;
@@ -61,14 +63,17 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
   return {ahead + 1, above, ties, std::move(heap)};
 }
 
-double metric_hit_rate(std::int64_t rank, int k) { return rank >= 1 && rank <= k ? 1.0 : 0.0; }
+double metric_hit_rate(std::int64_t rank, int k) {
+  return rank >= 1 && rank <= k ? 1.0 : 0.0;
+}
 
 double metric_recall(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& relevant) {
   if (relevant.empty()) return 0.0;
   const std::size_t n = std::min(top.size(), static_cast<std::size_t>(std::max(k, 0)));
   std::int64_t found = 0;
-  for (std::int32_t r : relevant) found += std::find(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(n), r) !=
-                                          top.begin() + static_cast<std::ptrdiff_t>(n);
+  for (std::int32_t r : relevant)
+    found += std::find(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(n), r) !=
+             top.begin() + static_cast<std::ptrdiff_t>(n);
   return static_cast<double>(found) / static_cast<double>(relevant.size());
 }
 
@@ -76,7 +81,9 @@ double metric_ndcg(std::int64_t rank, int k) {
   return rank >= 1 && rank <= k ? 1.0 / std::log2(static_cast<double>(rank) + 1.0) : 0.0;
 }
 
-double metric_reciprocal_rank(std::int64_t rank) { return rank >= 1 ? 1.0 / static_cast<double>(rank) : 0.0; }
+double metric_reciprocal_rank(std::int64_t rank) {
+  return rank >= 1 ? 1.0 / static_cast<double>(rank) : 0.0;
+}
 
 namespace {
 
@@ -116,7 +123,8 @@ double expected_reciprocal_rank(std::int64_t above, std::int64_t ties) {
   return (harmonic(above + ties + 1) - harmonic(above)) / static_cast<double>(ties + 1);
 }
 
-double metric_diversity(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& category) {
+double metric_diversity(const std::vector<std::int32_t>& top, int k,
+                        const std::vector<std::int32_t>& category) {
   const std::size_t n = std::min(top.size(), static_cast<std::size_t>(std::max(k, 0)));
   if (n < 2) return 0.0;
   // Differing pairs = all pairs - pairs within each category.
@@ -138,7 +146,8 @@ double metric_mean_popularity(const std::vector<std::int32_t>& top, int k,
   const std::size_t n = std::min(top.size(), static_cast<std::size_t>(std::max(k, 0)));
   if (n == 0) return 0.0;
   double sum = 0;
-  for (std::size_t a = 0; a < n; ++a) sum += static_cast<double>(train_count[static_cast<std::size_t>(top[a])]);
+  for (std::size_t a = 0; a < n; ++a)
+    sum += static_cast<double>(train_count[static_cast<std::size_t>(top[a])]);
   return sum / static_cast<double>(n);
 }
 

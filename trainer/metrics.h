@@ -48,17 +48,17 @@ class ExclusionMask {
 
 /// One user's ranking over the items that are not excluded.
 struct UserRanking {
-  std::int64_t rank = 0;           ///< 1-based full rank of the held-out item (ties: smaller id first)
-  std::int64_t above = 0;          ///< items scoring strictly higher than the held-out item
-  std::int64_t ties = 0;           ///< other items with exactly its score
-  std::vector<std::int32_t> top;   ///< the best min(k_max, candidates) items, best first
+  std::int64_t rank = 0;          ///< 1-based full rank of the held-out item (ties: smaller id first)
+  std::int64_t above = 0;         ///< items scoring strictly higher than the held-out item
+  std::int64_t ties = 0;          ///< other items with exactly its score
+  std::vector<std::int32_t> top;  ///< the best min(k_max, candidates) items, best first
 };
 
 /// Ranks `scores[0 .. num_items)`: items with `excluded[i] != 0` are skipped;
 /// `target` must not be excluded. One pass, O(num_items log k_max) at worst.
 /// Throws Error naming the item when a score is NaN or +inf.
-UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded, std::int32_t target,
-                      int k_max);
+UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
+                      std::int32_t target, int k_max);
 
 /// 1 when rank <= k, else 0.
 double metric_hit_rate(std::int64_t rank, int k);
@@ -77,7 +77,8 @@ double expected_ndcg(std::int64_t above, std::int64_t ties, int k);
 double expected_reciprocal_rank(std::int64_t above, std::int64_t ties);
 /// Share of the pairs of top[0..min(k, size)) whose categories differ
 /// (`category[item]` is a category code); 0 for lists shorter than 2.
-double metric_diversity(const std::vector<std::int32_t>& top, int k, const std::vector<std::int32_t>& category);
+double metric_diversity(const std::vector<std::int32_t>& top, int k,
+                        const std::vector<std::int32_t>& category);
 /// Mean training count of top[0..min(k, size)); 0 for an empty list.
 double metric_mean_popularity(const std::vector<std::int32_t>& top, int k,
                               const std::vector<std::int64_t>& train_count);

@@ -1,13 +1,12 @@
 #include "trainer/model_scorer.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
-
-#include <spdlog/spdlog.h>
 
 namespace llmrec {
 
@@ -23,22 +22,27 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
   std::vector<torch::Tensor> mine;
   for (std::int64_t blk = comm.rank(); blk < blocks; blk += comm.size()) {
     const std::int64_t lo = blk * kEncodeBlock, hi = std::min(n, lo + kEncodeBlock);
-    torch::Tensor all_tokens = torch::from_blob(const_cast<std::int32_t*>(items.tokens.data()) + lo * full_len,
-                                                {hi - lo, full_len}, torch::kInt)
-                                   .to(torch::kLong);
+    torch::Tensor all_tokens =
+        torch::from_blob(const_cast<std::int32_t*>(items.tokens.data()) + lo * full_len, {hi - lo, full_len},
+                         torch::kInt)
+            .to(torch::kLong);
     torch::Tensor tokens = all_tokens.narrow(1, 0, text_len).contiguous();
-    torch::Tensor len = torch::from_blob(const_cast<std::int32_t*>(items.length.data()) + lo, {hi - lo}, torch::kInt)
-                            .to(torch::kLong);
-    torch::Tensor mask = (torch::arange(text_len, torch::kLong).unsqueeze(0) < len.unsqueeze(1)).to(torch::kLong);
-    torch::Tensor ids = item_ids.empty()
-                            ? torch::arange(lo, hi, torch::kLong)
-                            : torch::from_blob(const_cast<std::int64_t*>(item_ids.data()) + lo, {hi - lo}, torch::kLong)
-                                  .clone();
-    torch::Tensor cold = torch::from_blob(const_cast<std::uint8_t*>(items.cold.data()) + lo, {hi - lo}, torch::kByte)
-                             .to(torch::kBool);
+    torch::Tensor len =
+        torch::from_blob(const_cast<std::int32_t*>(items.length.data()) + lo, {hi - lo}, torch::kInt)
+            .to(torch::kLong);
+    torch::Tensor mask =
+        (torch::arange(text_len, torch::kLong).unsqueeze(0) < len.unsqueeze(1)).to(torch::kLong);
+    torch::Tensor ids = item_ids.empty() ? torch::arange(lo, hi, torch::kLong)
+                                         : torch::from_blob(const_cast<std::int64_t*>(item_ids.data()) + lo,
+                                                            {hi - lo}, torch::kLong)
+                                               .clone();
+    torch::Tensor cold =
+        torch::from_blob(const_cast<std::uint8_t*>(items.cold.data()) + lo, {hi - lo}, torch::kByte)
+            .to(torch::kBool);
     // Cold: text only (an id that has no ID vector).
     ids = torch::where(cold, torch::full_like(ids, item_ids.empty() ? n : -1), ids);
-    mine.push_back(model->encode_items(tokens.to(device), mask.to(device), ids.to(device)).to(torch::kCPU, torch::kFloat));
+    mine.push_back(model->encode_items(tokens.to(device), mask.to(device), ids.to(device))
+                       .to(torch::kCPU, torch::kFloat));
   }
   const std::int64_t d = model->options().config().dim;
   torch::Tensor local = mine.empty() ? torch::zeros({0, d}) : torch::cat(mine);
@@ -55,8 +59,8 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
   return out;
 }
 
-ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len, Communicator& comm, std::string name,
-                         const ColdScoring& cold)
+ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len, Communicator& comm,
+                         std::string name, const ColdScoring& cold)
     : model_(std::move(model)),
       name_(std::move(name)),
       history_(model_->options().config().user.history),
@@ -71,7 +75,8 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
     LLMREC_CHECK(static_cast<std::int64_t>(cold.neighbours.size()) == n,
                  "ModelScorer: neighbours of {} items for {} items", cold.neighbours.size(), n);
     for (std::int64_t i = 0; i < n; ++i) {
-      LLMREC_CHECK(cold.neighbours[static_cast<std::size_t>(i)].items.empty() || items.cold[static_cast<std::size_t>(i)] != 0,
+      LLMREC_CHECK(cold.neighbours[static_cast<std::size_t>(i)].items.empty() ||
+                       items.cold[static_cast<std::size_t>(i)] != 0,
                    "ModelScorer: item {} has an ID vector and neighbours", i);
     }
     item_vecs_.add_(neighbour_id_vectors(model_, cold.neighbours), cold.neighbour_weight);
@@ -89,10 +94,18 @@ ModelScorer::ModelScorer(Recommender model, const ItemTable& items, int text_len
 
 nlohmann::json ModelScorer::params() const {
   const ModelConfig& m = model_->options().config();
-  nlohmann::json p = {{"dim", m.dim}, {"history", m.user.history}, {"text_len", m.text_len}, {"lora_r", m.lora.r},
-          {"bert_layers", m.bert.layers}, {"bert_hidden", m.bert.hidden}, {"item_id_embedding", m.item_id_embedding},
-          {"item_text", m.item_text}, {"user_pooling", m.user.pooling}, {"user_layers", m.user.layers},
-          {"cold_shift", cold_.shift}, {"cold_neighbour_weight", cold_.neighbour_weight}};
+  nlohmann::json p = {{"dim", m.dim},
+                      {"history", m.user.history},
+                      {"text_len", m.text_len},
+                      {"lora_r", m.lora.r},
+                      {"bert_layers", m.bert.layers},
+                      {"bert_hidden", m.bert.hidden},
+                      {"item_id_embedding", m.item_id_embedding},
+                      {"item_text", m.item_text},
+                      {"user_pooling", m.user.pooling},
+                      {"user_layers", m.user.layers},
+                      {"cold_shift", cold_.shift},
+                      {"cold_neighbour_weight", cold_.neighbour_weight}};
   if (!calibration_.is_null()) p["cold_calibration"] = calibration_;
   return p;
 }
@@ -109,7 +122,8 @@ at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
       h[row * history_ + (history_ - (end - j))] = request.history_items[static_cast<std::size_t>(j)];
     }
   }
-  return model_->user_vectors(history.to(item_vecs_model_.device()), item_vecs_model_).to(torch::kCPU, torch::kFloat);
+  return model_->user_vectors(history.to(item_vecs_model_.device()), item_vecs_model_)
+      .to(torch::kCPU, torch::kFloat);
 }
 
 at::Tensor ModelScorer::score(const ScoreRequest& request) {
@@ -128,13 +142,16 @@ at::Tensor neighbour_id_vectors(Recommender& model, const std::vector<ItemNeighb
   torch::Tensor out = torch::zeros({n, table.size(1)});
   for (std::int64_t i = 0; i < n; ++i) {
     const ItemNeighbours& row = neighbours[static_cast<std::size_t>(i)];
-    LLMREC_CHECK(row.items.size() == row.similarity.size(), "neighbour_id_vectors: item {} has {} neighbours and {} "
-                 "similarities", i, row.items.size(), row.similarity.size());
+    LLMREC_CHECK(row.items.size() == row.similarity.size(),
+                 "neighbour_id_vectors: item {} has {} neighbours and {} "
+                 "similarities",
+                 i, row.items.size(), row.similarity.size());
     double total = 0;
     for (float s : row.similarity) total += s;
     for (std::size_t k = 0; k < row.items.size(); ++k) {
       const std::int64_t j = row.items[k];
-      LLMREC_CHECK(j >= 0 && j < id_items, "neighbour_id_vectors: neighbour {} of item {} has no ID vector", j, i);
+      LLMREC_CHECK(j >= 0 && j < id_items, "neighbour_id_vectors: neighbour {} of item {} has no ID vector",
+                   j, i);
       out[i].add_(table[j], row.similarity[k] / total);
     }
   }
@@ -142,17 +159,11 @@ at::Tensor neighbour_id_vectors(Recommender& model, const std::vector<ItemNeighb
 }
 
 nlohmann::json ColdCalibration::to_json() const {
-  return {{"split", "valid"},
-          {"objective", "NDCG@10"},
-          {"neighbour_weight", scoring.neighbour_weight},
-          {"shift", scoring.shift},
-          {"scale", scale},
-          {"weights", weights},
-          {"shifts", shifts},
-          {"ndcg@10", ndcg10},
-          {"withheld", withheld},
-          {"cold_users", cold_users},
-          {"skipped", skipped}};
+  return {
+      {"split", "valid"},         {"objective", "NDCG@10"}, {"neighbour_weight", scoring.neighbour_weight},
+      {"shift", scoring.shift},   {"scale", scale},         {"weights", weights},
+      {"shifts", shifts},         {"ndcg@10", ndcg10},      {"withheld", withheld},
+      {"cold_users", cold_users}, {"skipped", skipped}};
 }
 
 std::string ColdCalibration::summary() const {
@@ -160,13 +171,15 @@ std::string ColdCalibration::summary() const {
   std::string curve;
   for (std::size_t a = 0; a < weights.size(); ++a) {
     curve += fmt::format("{}alpha {}:", a ? "; " : "", weights[a]);
-    for (std::size_t g = 0; g < shifts.size(); ++g) curve += fmt::format(" {:.4f}", ndcg10[a * shifts.size() + g]);
+    for (std::size_t g = 0; g < shifts.size(); ++g)
+      curve += fmt::format(" {:.4f}", ndcg10[a * shifts.size() + g]);
   }
-  return fmt::format("cold items: neighbour weight alpha {} and shift {:.4f} ({} x sigma {:.4f}), chosen on valid "
-                     "with {} training items' IDs withheld ({} users with a text-only target); NDCG@10 by alpha, "
-                     "then b / sigma in {}: {}",
-                     scoring.neighbour_weight, scoring.shift, scale > 0 ? scoring.shift / scale : 0.0, scale, withheld,
-                     cold_users, nlohmann::json(shifts).dump(), curve);
+  return fmt::format(
+      "cold items: neighbour weight alpha {} and shift {:.4f} ({} x sigma {:.4f}), chosen on valid "
+      "with {} training items' IDs withheld ({} users with a text-only target); NDCG@10 by alpha, "
+      "then b / sigma in {}: {}",
+      scoring.neighbour_weight, scoring.shift, scale > 0 ? scoring.shift / scale : 0.0, scale, withheld,
+      cold_users, nlohmann::json(shifts).dump(), curve);
 }
 
 const std::vector<double>& cold_weight_grid() {
@@ -178,7 +191,8 @@ const std::vector<double>& cold_shift_grid() {
   static const std::vector<double> grid = {0, 0.25, 0.5, 1, 1.5, 2, 3};
   return grid;
 }
-std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& cold, double share, std::int64_t seed) {
+std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& cold, double share,
+                                              std::int64_t seed) {
   LLMREC_CHECK(share >= 0 && share <= 1, "cold_withheld_items: share {} is not in [0, 1]", share);
   std::vector<std::int64_t> warm;
   for (std::size_t i = 0; i < cold.size(); ++i) {
@@ -205,7 +219,8 @@ TfidfMatrix items_tfidf(Evaluator& valid, const std::vector<std::string>& vocab)
   const ItemTable& items = valid.items();
   const std::int64_t n = valid.num_items();
   const int full_len = n > 0 ? static_cast<int>(static_cast<std::int64_t>(items.tokens.size()) / n) : 0;
-  return tfidf_matrix(items, full_len, vocab, {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
+  return tfidf_matrix(items, full_len, vocab,
+                      {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
 }
 
 /// `valid`'s items with the training items of cold_withheld_items()
@@ -221,8 +236,10 @@ ItemTable items_withheld(Evaluator& valid, std::vector<std::int64_t>& withheld) 
 
 }  // namespace
 
-ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len, const std::vector<std::string>& vocab) {
-  LLMREC_CHECK(valid.split() == "valid", "the cold scoring is chosen on the validation split, not '{}'", valid.split());
+ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len,
+                               const std::vector<std::string>& vocab) {
+  LLMREC_CHECK(valid.split() == "valid", "the cold scoring is chosen on the validation split, not '{}'",
+               valid.split());
   const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
   ColdCalibration c;
   const ModelConfig& m = model->options().config();
@@ -251,7 +268,8 @@ ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len
   std::vector<std::unique_ptr<ModelScorer>> probes;
   for (double alpha : c.weights) {
     lent.neighbour_weight = alpha;
-    probes.push_back(std::make_unique<ModelScorer>(model, items, text_len, valid.comm(), "model (IDs withheld)", lent));
+    probes.push_back(
+        std::make_unique<ModelScorer>(model, items, text_len, valid.comm(), "model (IDs withheld)", lent));
   }
   ModelScorer& probe = *probes.front();
   const torch::Tensor text_only = torch::from_blob(items.cold.data(), {n}, torch::kByte).to(torch::kFloat);
@@ -299,15 +317,18 @@ ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len
   c.scoring.neighbour_weight = c.weights[best / c.shifts.size()];
   c.scoring.shift = c.scale * c.shifts[best % c.shifts.size()];
   // The real cold items borrow from every training item.
-  if (c.scoring.neighbour_weight != 0) c.scoring.neighbours = tfidf_neighbours(tfidf, real.cold, config.neighbours);
+  if (c.scoring.neighbour_weight != 0)
+    c.scoring.neighbours = tfidf_neighbours(tfidf, real.cold, config.neighbours);
   return c;
 }
 
-std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid, const ItemTable& items,
-                                                     int text_len, const std::vector<std::string>& vocab) {
+std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid,
+                                                     const ItemTable& items, int text_len,
+                                                     const std::vector<std::string>& vocab) {
   const ColdCalibration cold = cold_calibrate(model, valid, text_len, vocab);
   spdlog::info("{}", cold.summary());
-  auto scorer = std::make_shared<ModelScorer>(std::move(model), items, text_len, valid.comm(), "model", cold.scoring);
+  auto scorer =
+      std::make_shared<ModelScorer>(std::move(model), items, text_len, valid.comm(), "model", cold.scoring);
   scorer->set_calibration_record(cold.to_json());
   return scorer;
 }
@@ -320,8 +341,8 @@ class WithoutEvidenceScorer : public Scorer {
  public:
   WithoutEvidenceScorer(std::shared_ptr<Scorer> inner, const std::vector<std::uint8_t>& hidden)
       : inner_(std::move(inner)),
-        hidden_(torch::from_blob(const_cast<std::uint8_t*>(hidden.data()), {static_cast<std::int64_t>(hidden.size())},
-                                 torch::kByte)
+        hidden_(torch::from_blob(const_cast<std::uint8_t*>(hidden.data()),
+                                 {static_cast<std::int64_t>(hidden.size())}, torch::kByte)
                     .to(torch::kBool)) {}
   std::string name() const override { return inner_->name(); }
   nlohmann::json params() const override { return inner_->params(); }
@@ -343,8 +364,8 @@ class WithoutEvidenceScorer : public Scorer {
 
 }  // namespace
 
-std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components, Evaluator& valid,
-                                                 const std::vector<std::string>& vocab) {
+std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components,
+                                                 Evaluator& valid, const std::vector<std::string>& vocab) {
   const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
   std::shared_ptr<ModelScorer> model;
   for (const auto& c : components) {

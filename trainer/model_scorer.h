@@ -34,8 +34,8 @@ namespace llmrec {
 
 /// How the model scores the items that have no ID vector (see above).
 struct ColdScoring {
-  double shift = 0;             ///< b
-  double neighbour_weight = 0;  ///< alpha
+  double shift = 0;                        ///< b
+  double neighbour_weight = 0;             ///< alpha
   std::vector<ItemNeighbours> neighbours;  ///< one row per item (tfidf_neighbours); empty = none
 };
 
@@ -91,14 +91,14 @@ at::Tensor neighbour_id_vectors(Recommender& model, const std::vector<ItemNeighb
 
 /// What cold_calibrate() chose and saw.
 struct ColdCalibration {
-  ColdScoring scoring;              ///< for the real cold items (alpha, b and their neighbours)
-  double scale = 0;                 ///< sigma: mean over validation users of the std of their scores
-  std::vector<double> weights;      ///< alpha tried
-  std::vector<double> shifts;       ///< b / sigma tried
-  std::vector<double> ndcg10;       ///< validation NDCG@10, alpha-major (withheld IDs)
-  std::int64_t withheld = 0;        ///< training items whose ID vector was withheld
-  std::int64_t cold_users = 0;      ///< validation users whose target was cold or withheld
-  std::string skipped;              ///< why nothing was searched ("" = searched)
+  ColdScoring scoring;          ///< for the real cold items (alpha, b and their neighbours)
+  double scale = 0;             ///< sigma: mean over validation users of the std of their scores
+  std::vector<double> weights;  ///< alpha tried
+  std::vector<double> shifts;   ///< b / sigma tried
+  std::vector<double> ndcg10;   ///< validation NDCG@10, alpha-major (withheld IDs)
+  std::int64_t withheld = 0;    ///< training items whose ID vector was withheld
+  std::int64_t cold_users = 0;  ///< validation users whose target was cold or withheld
+  std::string skipped;          ///< why nothing was searched ("" = searched)
   nlohmann::json to_json() const;
   /// One line for the log: the choice and the curve.
   std::string summary() const;
@@ -126,14 +126,16 @@ std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& c
 /// A model without both item text and ID vectors, or
 /// eval.cold_calibration.enabled false, gets alpha = b = 0 without scoring.
 /// Identical on every rank and world size.
-ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len, const std::vector<std::string>& vocab);
+ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len,
+                               const std::vector<std::string>& vocab);
 
 /// Collective: cold_calibrate() on `valid`, its summary logged, then the
 /// ModelScorer "model" of `items` with the chosen cold scoring and the
 /// calibration recorded in its params() (what `train` and `eval
 /// --checkpoint` put in their tables).
-std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid, const ItemTable& items,
-                                                     int text_len, const std::vector<std::string>& vocab);
+std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid,
+                                                     const ItemTable& items, int text_len,
+                                                     const std::vector<std::string>& vocab);
 
 /// Collective: the validation world of cold_calibrate() for the fusion
 /// tuning's cold-target figures (fusion.h, FusionColdWorld): the items of
@@ -146,7 +148,7 @@ std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluato
 /// they are. std::nullopt when no component is a ModelScorer of a model
 /// with item text and ID vectors, eval.cold_calibration is disabled, or
 /// nothing is withheld.
-std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components, Evaluator& valid,
-                                                 const std::vector<std::string>& vocab);
+std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components,
+                                                 Evaluator& valid, const std::vector<std::string>& vocab);
 
 }  // namespace llmrec

@@ -14,12 +14,13 @@
 namespace llmrec {
 
 /// The parameters of `module` that require a gradient, with their names.
-std::vector<std::pair<std::string, torch::Tensor>> trainable_named_parameters(const torch::nn::Module& module);
+std::vector<std::pair<std::string, torch::Tensor>> trainable_named_parameters(
+    const torch::nn::Module& module);
 
 /// AdamW over `params` (name, tensor): group 0 with weight decay, group 1
 /// without (1-D tensors: biases, LayerNorm weights and such).
-std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                                                const TrainConfig& config);
+std::unique_ptr<torch::optim::AdamW> make_adamw(
+    const std::vector<std::pair<std::string, torch::Tensor>>& params, const TrainConfig& config);
 
 /// Warm-up steps of a run of `total_steps` (config.warmup < 1 is a share).
 std::int64_t warmup_steps(const TrainConfig& config, std::int64_t total_steps);

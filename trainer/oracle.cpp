@@ -1,7 +1,6 @@
 #include "trainer/oracle.h"
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -10,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 
@@ -32,7 +32,8 @@ struct Names {
 /// problem is an IoError naming file:line and the column.
 class LatentCsv {
  public:
-  LatentCsv(const std::string& path, const std::vector<std::string>& required) : reader_(path, ','), path_(path) {
+  LatentCsv(const std::string& path, const std::vector<std::string>& required)
+      : reader_(path, ','), path_(path) {
     std::string reason;
     if (reader_.next(header_, line_, reason) != CsvReader::Status::kRecord) {
       throw IoError(fmt::format("{}:1: no header row{}", path, reason.empty() ? "" : " (" + reason + ")"));
@@ -40,8 +41,10 @@ class LatentCsv {
     for (const auto& col : required) {
       auto it = std::find(header_.begin(), header_.end(), col);
       if (it == header_.end()) {
-        throw IoError(fmt::format("{}:1: no column '{}' (written by `llmrec synth` of this version: generate the "
-                                  "shop again)", path, col));
+        throw IoError(
+            fmt::format("{}:1: no column '{}' (written by `llmrec synth` of this version: generate the "
+                        "shop again)",
+                        path, col));
       }
       index_[col] = static_cast<std::size_t>(it - header_.begin());
     }
@@ -50,15 +53,14 @@ class LatentCsv {
   bool next() {
     std::string reason;
     switch (reader_.next(fields_, line_, reason)) {
-      case CsvReader::Status::kEnd:
-        return false;
+      case CsvReader::Status::kEnd: return false;
       case CsvReader::Status::kMalformed:
         throw IoError(fmt::format("{}:{}: malformed row: {}", path_, line_, reason));
-      case CsvReader::Status::kRecord:
-        break;
+      case CsvReader::Status::kRecord: break;
     }
     if (fields_.size() != header_.size()) {
-      throw IoError(fmt::format("{}:{}: {} fields, the header has {}", path_, line_, fields_.size(), header_.size()));
+      throw IoError(
+          fmt::format("{}:{}: {} fields, the header has {}", path_, line_, fields_.size(), header_.size()));
     }
     return true;
   }
@@ -68,8 +70,8 @@ class LatentCsv {
     int v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) {
-      throw IoError(fmt::format("{}:{}: column '{}' is '{}', expected an integer in [{}, {}]", path_, line_, col, s,
-                                lo, hi));
+      throw IoError(fmt::format("{}:{}: column '{}' is '{}', expected an integer in [{}, {}]", path_, line_,
+                                col, s, lo, hi));
     }
     return v;
   }
@@ -78,7 +80,8 @@ class LatentCsv {
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
     if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v <= 0) {
-      throw IoError(fmt::format("{}:{}: column '{}' is '{}', expected a positive number", path_, line_, col, s));
+      throw IoError(
+          fmt::format("{}:{}: column '{}' is '{}', expected a positive number", path_, line_, col, s));
     }
     return v;
   }
@@ -88,7 +91,8 @@ class LatentCsv {
     std::stringstream ss(text(col));
     std::string part;
     while (std::getline(ss, part, ';')) {
-      if (part.empty()) throw IoError(fmt::format("{}:{}: column '{}' has an empty entry", path_, line_, col));
+      if (part.empty())
+        throw IoError(fmt::format("{}:{}: column '{}' has an empty entry", path_, line_, col));
       out.push_back(part);
     }
     if (out.empty()) throw IoError(fmt::format("{}:{}: column '{}' is empty", path_, line_, col));
@@ -113,7 +117,8 @@ double json_number(const nlohmann::json& j, const std::string& path, const std::
     if (!at->is_object() || !at->contains(k)) throw IoError(fmt::format("{}: missing key '{}'", path, name));
     at = &(*at)[k];
   }
-  if (!at->is_number()) throw IoError(fmt::format("{}: key '{}' is {}, expected a number", path, name, at->dump()));
+  if (!at->is_number())
+    throw IoError(fmt::format("{}: key '{}' is {}, expected a number", path, name, at->dump()));
   return at->get<double>();
 }
 
@@ -134,7 +139,8 @@ SynthTruth read_synth_truth(const std::string& dir) {
   t.dir = dir;
   const std::string json_path = (fs::path(dir) / "synth.json").string();
   std::ifstream in(json_path);
-  if (!in) throw IoError(fmt::format("cannot open {} (eval.oracle_dir must be a `llmrec synth` output)", json_path));
+  if (!in)
+    throw IoError(fmt::format("cannot open {} (eval.oracle_dir must be a `llmrec synth` output)", json_path));
   nlohmann::json meta = nlohmann::json::parse(in, nullptr, false);
   if (meta.is_discarded()) throw IoError(fmt::format("{}: not valid JSON", json_path));
   t.beta = json_number(meta, json_path, {"beta"});
@@ -171,8 +177,8 @@ SynthTruth read_synth_truth(const std::string& dir) {
       t.items.push_back(std::move(it));
     }
     if (static_cast<std::int64_t>(t.items.size()) != n_items) {
-      throw IoError(fmt::format("{} has {} items but {} says {}: the files come from different runs", csv.path(),
-                                t.items.size(), json_path, n_items));
+      throw IoError(fmt::format("{} has {} items but {} says {}: the files come from different runs",
+                                csv.path(), t.items.size(), json_path, n_items));
     }
   }
   seen.clear();
@@ -193,8 +199,8 @@ SynthTruth read_synth_truth(const std::string& dir) {
         int b = 0;
         auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), b);
         if (ec != std::errc() || p != s.data() + s.size() || b < 0 || b > kMaxBrand) {
-          throw IoError(fmt::format("{}:{}: column 'brand_ids' has '{}', expected integers in [0, {}]", csv.path(),
-                                    csv.line(), s, kMaxBrand));
+          throw IoError(fmt::format("{}:{}: column 'brand_ids' has '{}', expected integers in [0, {}]",
+                                    csv.path(), csv.line(), s, kMaxBrand));
         }
         u.brands.push_back(b);
       }
@@ -202,8 +208,8 @@ SynthTruth read_synth_truth(const std::string& dir) {
       t.users.push_back(std::move(u));
     }
     if (static_cast<std::int64_t>(t.users.size()) != n_users) {
-      throw IoError(fmt::format("{} has {} users but {} says {}: the files come from different runs", csv.path(),
-                                t.users.size(), json_path, n_users));
+      throw IoError(fmt::format("{} has {} users but {} says {}: the files come from different runs",
+                                csv.path(), t.users.size(), json_path, n_users));
     }
   }
   t.num_leaves = leaves.size();
@@ -218,20 +224,23 @@ OracleScorer::OracleScorer(SynthTruth truth, const ItemTable& items, const std::
                            const std::string& dataset_path)
     : truth_(std::move(truth)) {
   std::unordered_map<std::string, std::int32_t> item_of, user_of;
-  for (std::size_t i = 0; i < truth_.items.size(); ++i) item_of.emplace(truth_.items[i].id, static_cast<std::int32_t>(i));
-  for (std::size_t u = 0; u < truth_.users.size(); ++u) user_of.emplace(truth_.users[u].id, static_cast<std::int32_t>(u));
-  const std::string hint = fmt::format("the dataset was not prepared from the synthetic shop in {} (eval.oracle_dir)",
-                                       truth_.dir);
+  for (std::size_t i = 0; i < truth_.items.size(); ++i)
+    item_of.emplace(truth_.items[i].id, static_cast<std::int32_t>(i));
+  for (std::size_t u = 0; u < truth_.users.size(); ++u)
+    user_of.emplace(truth_.users[u].id, static_cast<std::int32_t>(u));
+  const std::string hint =
+      fmt::format("the dataset was not prepared from the synthetic shop in {} (eval.oracle_dir)", truth_.dir);
   for (std::size_t i = 0; i < items.ids.size(); ++i) {
     auto it = item_of.find(items.ids[i]);
     if (it == item_of.end()) {
-      throw IoError(fmt::format("{}: item '{}' (dataset item {}) is not in latent_items.csv: {}", dataset_path,
-                                items.ids[i], i, hint));
+      throw IoError(fmt::format("{}: item '{}' (dataset item {}) is not in latent_items.csv: {}",
+                                dataset_path, items.ids[i], i, hint));
     }
     const SynthTruth::Item& latent = truth_.items[static_cast<std::size_t>(it->second)];
-    if (i < items.categories.size() && !items.categories[i].empty() && items.categories[i] != latent.category) {
-      throw IoError(fmt::format("{}: item '{}' has category '{}' but latent_items.csv says '{}': {}", dataset_path,
-                                items.ids[i], items.categories[i], latent.category, hint));
+    if (i < items.categories.size() && !items.categories[i].empty() &&
+        items.categories[i] != latent.category) {
+      throw IoError(fmt::format("{}: item '{}' has category '{}' but latent_items.csv says '{}': {}",
+                                dataset_path, items.ids[i], items.categories[i], latent.category, hint));
     }
     item_row_.push_back(it->second);
     log_pop_.push_back(truth_.beta * std::log(latent.popularity));
@@ -239,23 +248,28 @@ OracleScorer::OracleScorer(SynthTruth truth, const ItemTable& items, const std::
   for (std::size_t u = 0; u < user_ids.size(); ++u) {
     auto it = user_of.find(user_ids[u]);
     if (it == user_of.end()) {
-      throw IoError(fmt::format("{}: user '{}' (dataset user {}) is not in latent_users.csv: {}", dataset_path,
-                                user_ids[u], u, hint));
+      throw IoError(fmt::format("{}: user '{}' (dataset user {}) is not in latent_users.csv: {}",
+                                dataset_path, user_ids[u], u, hint));
     }
     user_row_.push_back(it->second);
   }
 }
 
 std::unique_ptr<OracleScorer> OracleScorer::open(const std::string& dir, const DatasetFile& file) {
-  return std::make_unique<OracleScorer>(read_synth_truth(dir), file.read_items(), file.read_user_ids(), file.path());
+  return std::make_unique<OracleScorer>(read_synth_truth(dir), file.read_items(), file.read_user_ids(),
+                                        file.path());
 }
 
 nlohmann::json OracleScorer::params() const {
   return {{"synth_dir", truth_.dir},
           {"beta", truth_.beta},
           {"cut_time", truth_.cut_time},
-          {"match", {{"leaf", truth_.w_leaf}, {"department", truth_.w_department}, {"brand", truth_.w_brand},
-                     {"style", truth_.w_style}, {"price_band_distance", truth_.w_price_band_distance}}},
+          {"match",
+           {{"leaf", truth_.w_leaf},
+            {"department", truth_.w_department},
+            {"brand", truth_.w_brand},
+            {"style", truth_.w_style},
+            {"price_band_distance", truth_.w_price_band_distance}}},
           {"score", "beta * ln(popularity) + match(user, item); -inf for cold items before cut_time"}};
 }
 
@@ -265,15 +279,16 @@ at::Tensor OracleScorer::score(const ScoreRequest& request) {
   const std::size_t num_users = user_row_.size();
   // Per-user lookup tables over the interned names.
   std::vector<std::uint8_t> leaf(static_cast<std::size_t>(truth_.num_leaves)),
-      dep(static_cast<std::size_t>(truth_.num_departments)), style(static_cast<std::size_t>(truth_.num_styles)),
-      brand(static_cast<std::size_t>(truth_.num_brands));
+      dep(static_cast<std::size_t>(truth_.num_departments)),
+      style(static_cast<std::size_t>(truth_.num_styles)), brand(static_cast<std::size_t>(truth_.num_brands));
   constexpr float kNever = -std::numeric_limits<float>::infinity();
   for (std::int64_t b = 0; b < request.size(); ++b) {
     const std::int64_t user = request.users[static_cast<std::size_t>(b)];
     if (user < 0 || static_cast<std::size_t>(user) >= num_users) {
       throw Error(fmt::format("oracle: user {} is not a dataset user (0..{})", user, num_users));
     }
-    const SynthTruth::User& u = truth_.users[static_cast<std::size_t>(user_row_[static_cast<std::size_t>(user)])];
+    const SynthTruth::User& u =
+        truth_.users[static_cast<std::size_t>(user_row_[static_cast<std::size_t>(user)])];
     std::fill(leaf.begin(), leaf.end(), 0);
     std::fill(dep.begin(), dep.end(), 0);
     std::fill(style.begin(), style.end(), 0);
@@ -287,7 +302,8 @@ at::Tensor OracleScorer::score(const ScoreRequest& request) {
     const bool before_cut = request.query_times[static_cast<std::size_t>(b)] < truth_.cut_time;
     float* o = out.data_ptr<float>() + b * n;
     for (std::int64_t i = 0; i < n; ++i) {
-      const SynthTruth::Item& it = truth_.items[static_cast<std::size_t>(item_row_[static_cast<std::size_t>(i)])];
+      const SynthTruth::Item& it =
+          truth_.items[static_cast<std::size_t>(item_row_[static_cast<std::size_t>(i)])];
       if (it.cold && before_cut) {
         o[i] = kNever;
         continue;

@@ -20,8 +20,8 @@
 #include "common/random.h"
 #include "data/vocab_builder.h"
 #include "data/wordpiece.h"
-#include "distributed/gradient_reducer.h"
 #include "distributed/agree.h"
+#include "distributed/gradient_reducer.h"
 #include "models/hf_loader.h"
 #include "models/recommender.h"
 #include "trainer/checkpoint.h"
@@ -54,7 +54,8 @@ BertConfig bert_config_of_checkpoint(const h5::File& f) {
 }
 
 h5::File open_pretrain_checkpoint(const std::string& path) {
-  return open_checkpoint(path, kPretrainCheckpointFormat, kPretrainCheckpointVersion, "llmrec pre-training checkpoint");
+  return open_checkpoint(path, kPretrainCheckpointFormat, kPretrainCheckpointVersion,
+                         "llmrec pre-training checkpoint");
 }
 
 }  // namespace
@@ -83,9 +84,10 @@ MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad) {
   return b;
 }
 
-MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser, GradientReducer& reducer,
-                      torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable, double clip_norm,
-                      double lr, double* grad_norm) {
+MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser,
+                      GradientReducer& reducer, torch::optim::AdamW& optimizer,
+                      const std::vector<torch::Tensor>& trainable, double clip_norm, double lr,
+                      double* grad_norm) {
   MlmSums s = model.loss(batch.ids, batch.attention, batch.labels, /*accuracy=*/false);
   (s.loss_sum / std::max(normaliser, 1.0)).backward();
   reducer.finish();
@@ -100,8 +102,8 @@ MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double 
   return s;
 }
 
-PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab, double holdout,
-                                   std::uint64_t seed) {
+PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab,
+                                   double holdout, std::uint64_t seed) {
   PretrainTexts out;
   std::vector<std::int64_t> usable;
   const auto n_items = static_cast<std::int64_t>(items.ids.size());
@@ -125,9 +127,11 @@ PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const M
   std::mt19937_64 gen(splitmix64(splitmix64(seed) ^ 0x686f6c64ULL));
   const std::vector<std::int64_t> perm = random_permutation(n, gen);
   std::vector<std::uint8_t> is_held(static_cast<std::size_t>(n), 0);
-  for (std::int64_t k = 0; k < held; ++k) is_held[static_cast<std::size_t>(perm[static_cast<std::size_t>(k)])] = 1;
+  for (std::int64_t k = 0; k < held; ++k)
+    is_held[static_cast<std::size_t>(perm[static_cast<std::size_t>(k)])] = 1;
   for (std::int64_t k = 0; k < n; ++k) {
-    (is_held[static_cast<std::size_t>(k)] != 0 ? out.heldout : out.train).push_back(usable[static_cast<std::size_t>(k)]);
+    (is_held[static_cast<std::size_t>(k)] != 0 ? out.heldout : out.train)
+        .push_back(usable[static_cast<std::size_t>(k)]);
   }
   return out;
 }
@@ -145,7 +149,8 @@ void verify_pretrain_checkpoint(const std::string& path) {
   auto optimizer = make_adamw(params, TrainConfig{});
   checkpoint_read_optimizer(f, *optimizer, params, "float32");
   checkpoint_read_rng(f);
-  for (const char* key : {"step", "cursor_epoch", "cursor_step", "steps_per_epoch", "global_batch", "world_size"}) {
+  for (const char* key :
+       {"step", "cursor_epoch", "cursor_step", "steps_per_epoch", "global_batch", "world_size"}) {
     if (f.attr_int("/", key) < 0) throw IoError(fmt::format("{}: attribute '{}' is negative", path, key));
   }
 }
@@ -162,15 +167,17 @@ Pretrainer::Pretrainer(PretrainSetup setup, Communicator& comm) : setup_(std::mo
   if (pc.from.empty()) {
     ModelBertConfig b = setup_.bert;
     if (b.layers < 1) {
-      throw ConfigError("pretrain: model.bert.layers is 0 (the embeddings alone): a masked word piece cannot be "
-                        "predicted without a transformer layer; set model.bert.layers >= 1");
+      throw ConfigError(
+          "pretrain: model.bert.layers is 0 (the embeddings alone): a masked word piece cannot be "
+          "predicted without a transformer layer; set model.bert.layers >= 1");
     }
     if (b.vocab_size == 0) {
       b.vocab_size = static_cast<int>(vocab_.size());
     } else if (b.vocab_size != static_cast<int>(vocab_.size())) {
-      throw ConfigError(fmt::format("model.bert.vocab_size is {} but the dataset {} has a vocabulary of {} tokens; "
-                                    "set model.bert.vocab_size: 0 to take the dataset's",
-                                    b.vocab_size, setup_.dataset, vocab_.size()));
+      throw ConfigError(
+          fmt::format("model.bert.vocab_size is {} but the dataset {} has a vocabulary of {} tokens; "
+                      "set model.bert.vocab_size: 0 to take the dataset's",
+                      b.vocab_size, setup_.dataset, vocab_.size()));
     }
     BertConfig config = bert_config_from(b);
     config.validate("model.bert");
@@ -180,12 +187,16 @@ Pretrainer::Pretrainer(PretrainSetup setup, Communicator& comm) : setup_(std::mo
     load.add_pooler = false;
     HfBert loaded = load_hf_bert(pc.from, load);
     if (loaded.vocab_path.empty()) {
-      throw ConfigError(fmt::format("pretrain.from {}: no vocab.txt; pre-training continues with the vocabulary the "
-                                    "model was trained with", pc.from));
+      throw ConfigError(
+          fmt::format("pretrain.from {}: no vocab.txt; pre-training continues with the vocabulary the "
+                      "model was trained with",
+                      pc.from));
     }
     if (WordPieceTokenizer::from_file(loaded.vocab_path).tokens() != vocab_) {
-      throw ConfigError(fmt::format("pretrain.from {}: its vocab.txt is not the vocabulary of the dataset {}; prepare "
-                                    "the dataset with data.vocab: {}", pc.from, setup_.dataset, loaded.vocab_path));
+      throw ConfigError(
+          fmt::format("pretrain.from {}: its vocab.txt is not the vocabulary of the dataset {}; prepare "
+                      "the dataset with data.vocab: {}",
+                      pc.from, setup_.dataset, loaded.vocab_path));
     }
     model_ = BertForMaskedLM(loaded.config);
     torch::NoGradGuard no_grad;
@@ -196,18 +207,22 @@ Pretrainer::Pretrainer(PretrainSetup setup, Communicator& comm) : setup_(std::mo
                  head == 0 ? "; the masked-LM head starts fresh" : "");
   }
   if (text_len_ > model_->config().max_position_embeddings) {
-    throw ConfigError(fmt::format("the dataset's texts are {} tokens (data.text_len) but the encoder has {} positions "
-                                  "(model.bert.max_positions)", text_len_, model_->config().max_position_embeddings));
+    throw ConfigError(
+        fmt::format("the dataset's texts are {} tokens (data.text_len) but the encoder has {} positions "
+                    "(model.bert.max_positions)",
+                    text_len_, model_->config().max_position_embeddings));
   }
   model_->to(setup_.device);
 
-  texts_ = pretrain_split_texts(items_, text_len_, mlm_vocab_, pc.holdout, static_cast<std::uint64_t>(pc.seed));
+  texts_ =
+      pretrain_split_texts(items_, text_len_, mlm_vocab_, pc.holdout, static_cast<std::uint64_t>(pc.seed));
   const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
   steps_per_epoch_ = static_cast<std::int64_t>(texts_.train.size()) / global_batch;
   if (steps_per_epoch_ == 0) {
-    throw ConfigError(fmt::format("pretrain: {} training texts are fewer than one step's {} (pretrain.batch_size {} x "
-                                  "{} ranks); lower pretrain.batch_size", texts_.train.size(), global_batch,
-                                  pc.batch_size, comm_.size()));
+    throw ConfigError(
+        fmt::format("pretrain: {} training texts are fewer than one step's {} (pretrain.batch_size {} x "
+                    "{} ranks); lower pretrain.batch_size",
+                    texts_.train.size(), global_batch, pc.batch_size, comm_.size()));
   }
   planned_steps_ = pc.max_steps > 0 ? pc.max_steps : steps_per_epoch_ * pc.epochs;
 }
@@ -234,7 +249,8 @@ std::pair<double, double> Pretrainer::evaluate_heldout() {
   if (n == 0) return {-1.0, -1.0};
   // Rank r evaluates the texts r, r + W, ...
   std::vector<std::int64_t> mine;
-  for (std::int64_t k = comm_.rank(); k < n; k += comm_.size()) mine.push_back(held[static_cast<std::size_t>(k)]);
+  for (std::int64_t k = comm_.rank(); k < n; k += comm_.size())
+    mine.push_back(held[static_cast<std::size_t>(k)]);
   const bool was_training = model_->is_training();
   model_->eval();
   double loss = 0, correct = 0, predicted = 0;
@@ -266,9 +282,10 @@ Pretrainer::ResumePoint Pretrainer::resume(torch::optim::AdamW& optimizer,
   auto f = open_pretrain_checkpoint(setup_.resume);
   const std::string stored = bert_config_of_checkpoint(f).to_json("BertForMaskedLM");
   if (stored != bert_json) {
-    throw ConfigError(fmt::format("{}: the checkpoint pre-trains another encoder; resume with the same model.bert "
-                                  "(or pretrain.from), or start a new run.dir.\ncheckpoint: {}\nthis run: {}",
-                                  setup_.resume, stored, bert_json));
+    throw ConfigError(
+        fmt::format("{}: the checkpoint pre-trains another encoder; resume with the same model.bert "
+                    "(or pretrain.from), or start a new run.dir.\ncheckpoint: {}\nthis run: {}",
+                    setup_.resume, stored, bert_json));
   }
   checkpoint_read_module(f, "model", "float32", *model_);
   checkpoint_read_optimizer(f, optimizer, params, "float32");
@@ -277,20 +294,23 @@ Pretrainer::ResumePoint Pretrainer::resume(torch::optim::AdamW& optimizer,
   at.cursor = {f.attr_int("/", "cursor_epoch"), f.attr_int("/", "cursor_step")};
   const std::int64_t saved_spe = f.attr_int("/", "steps_per_epoch");
   if (f.attr_int("/", "global_batch") != global_batch || saved_spe != steps_per_epoch_) {
-    at.cursor.step = std::min(steps_per_epoch_ - 1, at.cursor.step * steps_per_epoch_ / std::max<std::int64_t>(saved_spe, 1));
-    spdlog::warn("resuming a pre-training checkpoint of {} texts per step on {}: weights, optimizer and schedule "
-                 "continue exactly; the data continue at step {} of epoch {} (the same share of the epoch)",
-                 f.attr_int("/", "global_batch"), global_batch, at.cursor.step, at.cursor.epoch);
+    at.cursor.step = std::min(steps_per_epoch_ - 1,
+                              at.cursor.step * steps_per_epoch_ / std::max<std::int64_t>(saved_spe, 1));
+    spdlog::warn(
+        "resuming a pre-training checkpoint of {} texts per step on {}: weights, optimizer and schedule "
+        "continue exactly; the data continue at step {} of epoch {} (the same share of the epoch)",
+        f.attr_int("/", "global_batch"), global_batch, at.cursor.step, at.cursor.epoch);
   }
   at.heldout_loss = checkpoint_attr_double(f, "heldout_loss");
   at.heldout_accuracy = checkpoint_attr_double(f, "heldout_accuracy");
-  spdlog::info("pretrain: resumed from {} after step {} (epoch {}, step {})", setup_.resume, at.step, at.cursor.epoch,
-               at.cursor.step);
+  spdlog::info("pretrain: resumed from {} after step {} (epoch {}, step {})", setup_.resume, at.step,
+               at.cursor.epoch, at.cursor.step);
   return at;
 }
 
-std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& cursor, std::int64_t global_batch,
-                                         const PretrainResult& result, torch::optim::AdamW& optimizer,
+std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& cursor,
+                                         std::int64_t global_batch, const PretrainResult& result,
+                                         torch::optim::AdamW& optimizer,
                                          const std::vector<std::pair<std::string, torch::Tensor>>& params) {
   std::vector<at::Tensor> rng = rng_gather(comm_);
   const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
@@ -334,7 +354,8 @@ MlmBatch Pretrainer::step_batch(const std::vector<std::int64_t>& step_texts, std
   *global_predicted = 0;
   MlmBatch mine;
   for (int r = 0; r < comm_.size(); ++r) {  // every rank's masks, for the count; tensors of this rank's only
-    std::vector<MaskedText> masked = mask_texts(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
+    std::vector<MaskedText> masked =
+        mask_texts(step_texts, pass, std::int64_t{r} * pc.batch_size, pc.batch_size);
     for (const auto& m : masked) *global_predicted += m.predicted;
     if (r == comm_.rank()) mine = mlm_batch(masked, mlm_vocab_.pad);
   }
@@ -384,13 +405,16 @@ PretrainResult Pretrainer::run() {
     n_params += p.numel();
   }
   const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
-  spdlog::info("pretrain: BERT {} layers, hidden {}, vocabulary {}; {} parameters, all trained; {} bytes all-reduced "
-               "per step", model_->config().num_hidden_layers, model_->config().hidden_size,
-               model_->config().vocab_size, n_params, reducer.bytes_per_step());
-  spdlog::info("pretrain: {} training texts, {} held out, {} without text (not used); {} steps of {} texts per epoch, "
-               "{} steps planned; {:.0f}% of the word pieces predicted{}", texts_.train.size(), texts_.heldout.size(),
-               texts_.empty, steps_per_epoch_, global_batch, planned_steps_, 100 * pc.mask_prob,
-               pc.whole_word ? " (whole words)" : "");
+  spdlog::info(
+      "pretrain: BERT {} layers, hidden {}, vocabulary {}; {} parameters, all trained; {} bytes all-reduced "
+      "per step",
+      model_->config().num_hidden_layers, model_->config().hidden_size, model_->config().vocab_size, n_params,
+      reducer.bytes_per_step());
+  spdlog::info(
+      "pretrain: {} training texts, {} held out, {} without text (not used); {} steps of {} texts per epoch, "
+      "{} steps planned; {:.0f}% of the word pieces predicted{}",
+      texts_.train.size(), texts_.heldout.size(), texts_.empty, steps_per_epoch_, global_batch,
+      planned_steps_, 100 * pc.mask_prob, pc.whole_word ? " (whole words)" : "");
 
   PretrainResult result;
   result.planned_steps = planned_steps_;
@@ -416,10 +440,13 @@ PretrainResult Pretrainer::run() {
     result.heldout_loss = loss;
     result.heldout_accuracy = accuracy;
     if (rank0) {
-      metrics << nlohmann::json{{"step", steps_done}, {"heldout_loss", loss}, {"heldout_accuracy", accuracy}}.dump()
-              << "\n" << std::flush;
+      metrics << nlohmann::json{{"step", steps_done}, {"heldout_loss", loss}, {"heldout_accuracy", accuracy}}
+                     .dump()
+              << "\n"
+              << std::flush;
     }
-    spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss, accuracy);
+    spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss,
+                 accuracy);
   };
 
   StepLogger logger(step_log_options(start, rank0 ? &metrics : nullptr));
@@ -438,15 +465,16 @@ PretrainResult Pretrainer::run() {
       order_epoch = cursor.epoch;
     }
     for (std::int64_t k = 0; k < global_batch; ++k) {
-      step_texts[static_cast<std::size_t>(k)] =
-          texts_.train[static_cast<std::size_t>(order[static_cast<std::size_t>(cursor.step * global_batch + k)])];
+      step_texts[static_cast<std::size_t>(k)] = texts_.train[static_cast<std::size_t>(
+          order[static_cast<std::size_t>(cursor.step * global_batch + k)])];
     }
     std::int64_t global_predicted = 0;
-    const MlmBatch mine = step_batch(step_texts, static_cast<std::uint64_t>(cursor.epoch) + 1, &global_predicted);
+    const MlmBatch mine =
+        step_batch(step_texts, static_cast<std::uint64_t>(cursor.epoch) + 1, &global_predicted);
     const double lr = learning_rate(oc, step, planned_steps_);
     double grad_norm = 0;
-    MlmSums s = pretrain_step(*model_, mine, static_cast<double>(global_predicted), reducer, *optimizer, trainable,
-                              pc.clip_norm, lr, &grad_norm);
+    MlmSums s = pretrain_step(*model_, mine, static_cast<double>(global_predicted), reducer, *optimizer,
+                              trainable, pc.clip_norm, lr, &grad_norm);
     if (++cursor.step == steps_per_epoch_) cursor = {cursor.epoch + 1, 0};
 
     at::Tensor agg = at::tensor({s.loss_sum.item<double>(), static_cast<double>(s.predicted),
@@ -472,8 +500,8 @@ PretrainResult Pretrainer::run() {
     if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
       logger.break_line();
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
-      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
-                   step + 1, planned_steps_);
+      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}",
+                   strsignal(result.stop_signal), step + 1, planned_steps_);
       checkpoint(step + 1);
       break;
     }
@@ -484,8 +512,10 @@ PretrainResult Pretrainer::run() {
     if (end.checkpoint) checkpoint(step + 1);
     if (end.stop_after) {
       result.stopped_after = true;
-      spdlog::info("pretrain: stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
-                   step + 1 - start, step + 1, planned_steps_);
+      spdlog::info(
+          "pretrain: stopped after {} steps of this run (step {} of {}), as asked; continue with --resume "
+          "auto",
+          step + 1 - start, step + 1, planned_steps_);
       break;
     }
   }

@@ -21,16 +21,16 @@
 ///   Pretrainer p(setup, comm);
 ///   PretrainResult r = p.run();   // collective
 
+#include <torch/optim/adamw.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <torch/optim/adamw.h>
-
 #include "data/dataset.h"
 #include "data/sampler.h"
-#include "distributed/gradient_reducer.h"
 #include "distributed/communicator.h"
+#include "distributed/gradient_reducer.h"
 #include "models/mlm.h"
 #include "models/model_config.h"
 #include "trainer/pretrain_config.h"
@@ -57,13 +57,13 @@ struct PretrainResult {
   std::int64_t planned_steps = 0;
   int stop_signal = 0;
   bool stopped_after = false;
-  double last_loss = 0;            ///< mean cross-entropy of the last step's masked pieces
-  double heldout_loss = -1;        ///< at the last evaluation; -1 = none
+  double last_loss = 0;      ///< mean cross-entropy of the last step's masked pieces
+  double heldout_loss = -1;  ///< at the last evaluation; -1 = none
   double heldout_accuracy = -1;
-  double texts_per_s = 0;          ///< global, over this run
+  double texts_per_s = 0;  ///< global, over this run
   std::int64_t resumed_step = -1;
   std::string last_checkpoint;
-  std::string out_dir;             ///< the HF directory written ("" when stopped early)
+  std::string out_dir;  ///< the HF directory written ("" when stopped early)
 };
 
 /// The texts pre-training uses: catalogue items with at least one word
@@ -76,8 +76,8 @@ struct PretrainTexts {
   std::vector<std::int64_t> heldout;
   std::int64_t empty = 0;
 };
-PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab, double holdout,
-                                   std::uint64_t seed);
+PretrainTexts pretrain_split_texts(const ItemTable& items, int text_len, const MlmVocab& vocab,
+                                   double holdout, std::uint64_t seed);
 
 /// A batch of masked texts as tensors: ids, attention mask and labels
 /// [n, L] int64 (L = the longest text; labels -1 where nothing is
@@ -94,9 +94,10 @@ MlmBatch mlm_batch(const std::vector<MaskedText>& texts, std::int32_t pad);
 /// normaliser is the global batch's predicted count, so that the summed
 /// gradients (ReduceOp::kSum) are those of the global mean. Returns the
 /// batch's sums and sets `grad_norm` (before clipping).
-MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser, GradientReducer& reducer,
-                      torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable, double clip_norm,
-                      double lr, double* grad_norm);
+MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double normaliser,
+                      GradientReducer& reducer, torch::optim::AdamW& optimizer,
+                      const std::vector<torch::Tensor>& trainable, double clip_norm, double lr,
+                      double* grad_norm);
 
 /// `<run_dir>/pretrain/checkpoints`.
 std::string pretrain_checkpoint_dir(const std::string& run_dir);
@@ -130,7 +131,8 @@ class Pretrainer {
     double heldout_loss = -1;
     double heldout_accuracy = -1;
   };
-  ResumePoint resume(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+  ResumePoint resume(torch::optim::AdamW& optimizer,
+                     const std::vector<std::pair<std::string, torch::Tensor>>& params,
                      std::int64_t global_batch);
   /// Collective: writes the checkpoint after `steps_done` steps; its path.
   std::string write_checkpoint(std::int64_t steps_done, const Cursor& cursor, std::int64_t global_batch,
@@ -145,8 +147,8 @@ class Pretrainer {
   StepSchedule step_schedule(std::int64_t start_step) const;
   /// texts[begin, begin + count) masked for `pass` (a pure function of the
   /// seed, the pass and the item).
-  std::vector<MaskedText> mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass, std::int64_t begin,
-                                     std::int64_t count) const;
+  std::vector<MaskedText> mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass,
+                                     std::int64_t begin, std::int64_t count) const;
 
   PretrainSetup setup_;
   Communicator& comm_;

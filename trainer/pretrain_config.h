@@ -40,14 +40,16 @@ struct PretrainConfig {
             "HF model directory written at the end (config.json, vocab.txt, model.safetensors with "
             "BertForMaskedLM names); \"\" = <run.dir>/pretrained. Fine-tune from it with "
             "model.bert.pretrained: <out>");
-    v.field("from", from,
-            "Continue pre-training an HF BERT directory (its config.json sets the architecture; its vocab.txt "
-            "must be the dataset's: prepare with data.vocab: <from>/vocab.txt); \"\" = a BERT initialised at "
-            "random from model.bert");
-    v.field("mask_prob", mask_prob,
-            "Share of each text's word pieces to predict; of those 80% become [MASK], 10% a random word piece, "
-            "10% stay (BERT's rule)",
-            config_range(0.01, 0.9));
+    v.field(
+        "from", from,
+        "Continue pre-training an HF BERT directory (its config.json sets the architecture; its vocab.txt "
+        "must be the dataset's: prepare with data.vocab: <from>/vocab.txt); \"\" = a BERT initialised at "
+        "random from model.bert");
+    v.field(
+        "mask_prob", mask_prob,
+        "Share of each text's word pieces to predict; of those 80% become [MASK], 10% a random word piece, "
+        "10% stay (BERT's rule)",
+        config_range(0.01, 0.9));
     v.field("whole_word", whole_word,
             "Whole-word masking: a word's pieces (## continuations) are masked together");
     v.field("holdout", holdout,
@@ -55,7 +57,8 @@ struct PretrainConfig {
             "trained on)",
             config_range(0.0, 0.5));
     v.field("batch_size", batch_size, "Texts per rank and step", config_range(1, 1 << 20));
-    v.field("epochs", epochs, "Passes over the training texts (when max_steps is 0)", config_range(1, 1000000));
+    v.field("epochs", epochs, "Passes over the training texts (when max_steps is 0)",
+            config_range(1, 1000000));
     v.field("max_steps", max_steps, "Optimizer steps in all; 0 = epochs x steps per epoch",
             config_range<std::int64_t>(0, std::int64_t{1} << 40));
     v.field("lr", lr, "Peak learning rate of AdamW", config_range(1e-9, 10.0));
@@ -64,7 +67,8 @@ struct PretrainConfig {
     v.field("warmup", warmup, "Linear warm-up: a share of all steps (< 1) or a number of steps (>= 1)",
             config_range(0.0, 1e12));
     v.field("schedule", schedule, "Decay after warm-up", config_one_of({"cosine", "linear", "constant"}));
-    v.field("clip_norm", clip_norm, "Clip the global gradient norm to this; 0 = off", config_range(0.0, 1e12));
+    v.field("clip_norm", clip_norm, "Clip the global gradient norm to this; 0 = off",
+            config_range(0.0, 1e12));
     v.field("seed", seed, "Seed of initialisation, masking, dropout, data order and the held-out texts",
             config_range<std::int64_t>(0, INT64_MAX));
     v.field("bucket_mb", bucket_mb, "Gradient all-reduce bucket size in MiB", config_range(0.0001, 4096.0));

@@ -18,16 +18,19 @@ std::string format_duration(double seconds) {
 }
 
 double eta_seconds(double elapsed, std::int64_t start, std::int64_t done, std::int64_t planned) {
-  return elapsed / static_cast<double>(std::max<std::int64_t>(done - start, 1)) * static_cast<double>(planned - done);
+  return elapsed / static_cast<double>(std::max<std::int64_t>(done - start, 1)) *
+         static_cast<double>(planned - done);
 }
 
-void progress_bar(std::int64_t done, std::int64_t planned, double loss, double rate, const char* unit, double eta) {
+void progress_bar(std::int64_t done, std::int64_t planned, double loss, double rate, const char* unit,
+                  double eta) {
   const int width = 30;
   const int filled = static_cast<int>(width * done / std::max<std::int64_t>(planned, 1));
   std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f %.0f %s/s ETA %s   ",
                std::string(static_cast<std::size_t>(filled), '#').c_str(),
-               std::string(static_cast<std::size_t>(width - filled), '.').c_str(), static_cast<long long>(done),
-               static_cast<long long>(planned), loss, rate, unit, format_duration(eta).c_str());
+               std::string(static_cast<std::size_t>(width - filled), '.').c_str(),
+               static_cast<long long>(done), static_cast<long long>(planned), loss, rate, unit,
+               format_duration(eta).c_str());
   if (done == planned) std::fprintf(stderr, "\n");
 }
 
@@ -69,8 +72,8 @@ void StepLogger::record(const StepRecord& r) {
     window_start_ = now;
   }
   if (o_.bar) {
-    progress_bar(r.done, o_.planned_steps, r.bar_loss, static_cast<double>(total_items_) / std::max(elapsed, 1e-9),
-                 o_.unit.c_str(), eta);
+    progress_bar(r.done, o_.planned_steps, r.bar_loss,
+                 static_cast<double>(total_items_) / std::max(elapsed, 1e-9), o_.unit.c_str(), eta);
   }
 }
 
@@ -102,7 +105,8 @@ StepEnd step_end(const StepSchedule& s, std::int64_t done) {
   StepEnd e;
   e.last = done == s.planned_steps;
   const bool epoch_end = done % s.steps_per_epoch == 0;
-  e.validate = s.validates && (s.eval_every > 0 ? (done % s.eval_every == 0 || e.last) : (epoch_end || e.last));
+  e.validate =
+      s.validates && (s.eval_every > 0 ? (done % s.eval_every == 0 || e.last) : (epoch_end || e.last));
   e.stop_after = s.stop_after > 0 && done - s.start_step >= s.stop_after && !e.last;
   const bool periodic = s.checkpoint_every > 0 && done % s.checkpoint_every == 0;
   e.checkpoint = periodic || e.last || e.stop_after;

@@ -4,10 +4,9 @@
 /// per-step log both loops share (StepLogger), plus the loops' pure
 /// decisions (when to validate, checkpoint and stop; early stopping).
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 
@@ -22,31 +21,32 @@ double eta_seconds(double elapsed, std::int64_t start, std::int64_t done, std::i
 
 /// Redraws "[####......] done/planned loss L R <unit>/s ETA T" on stderr
 /// (a newline after the last step).
-void progress_bar(std::int64_t done, std::int64_t planned, double loss, double rate, const char* unit, double eta);
+void progress_bar(std::int64_t done, std::int64_t planned, double loss, double rate, const char* unit,
+                  double eta);
 
 struct StepLogOptions {
-  std::string name = "step";          ///< log line prefix: "step", "pretrain step"
-  std::string unit = "ex";            ///< rate unit in the bar and the log line
+  std::string name = "step";                ///< log line prefix: "step", "pretrain step"
+  std::string unit = "ex";                  ///< rate unit in the bar and the log line
   std::string rate_key = "examples_per_s";  ///< its metrics.jsonl key
   std::int64_t planned_steps = 0;
-  std::int64_t start_step = 0;        ///< steps an earlier run did (resume)
+  std::int64_t start_step = 0;  ///< steps an earlier run did (resume)
   std::int64_t steps_per_epoch = 1;
   std::int64_t log_every = 50;
-  bool bar = false;                   ///< a progress bar instead of log lines
-  std::ostream* metrics = nullptr;    ///< metrics.jsonl (rank 0), else null
+  bool bar = false;                 ///< a progress bar instead of log lines
+  std::ostream* metrics = nullptr;  ///< metrics.jsonl (rank 0), else null
 };
 
 /// One optimizer step, summed over every rank.
 struct StepRecord {
-  std::int64_t done = 0;    ///< steps done, this one included
-  double loss_sum = 0;      ///< the loss's numerator...
-  double loss_count = 1;    ///< ...and denominator (1 per step; MLM: masked tokens)
-  std::int64_t items = 0;   ///< examples (texts) of the step, all ranks
-  double comm_wait_s = 0;   ///< the reducer's wait in finish()
+  std::int64_t done = 0;   ///< steps done, this one included
+  double loss_sum = 0;     ///< the loss's numerator...
+  double loss_count = 1;   ///< ...and denominator (1 per step; MLM: masked tokens)
+  std::int64_t items = 0;  ///< examples (texts) of the step, all ranks
+  double comm_wait_s = 0;  ///< the reducer's wait in finish()
   double step_s = 0;
   double lr = 0;
   double grad_norm = 0;
-  double bar_loss = 0;      ///< the loss the bar shows (this step's)
+  double bar_loss = 0;                              ///< the loss the bar shows (this step's)
   nlohmann::json extra = nlohmann::json::object();  ///< more fields of the metrics line
 };
 
@@ -88,8 +88,8 @@ struct StepSchedule {
   std::int64_t eval_every = 0;        ///< 0: at each epoch's end
   std::int64_t checkpoint_every = 0;  ///< 0: only at the end and on stops
   std::int64_t start_step = 0;
-  std::int64_t stop_after = 0;        ///< stop after this many steps of this run (0: never)
-  bool validates = true;              ///< a validation function was given
+  std::int64_t stop_after = 0;  ///< stop after this many steps of this run (0: never)
+  bool validates = true;        ///< a validation function was given
 };
 struct StepEnd {
   bool last = false;        ///< the last planned step

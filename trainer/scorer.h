@@ -26,9 +26,9 @@
 ///     know when the user asks (history, time).
 
 #include <ATen/core/Tensor.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -37,15 +37,19 @@ namespace llmrec {
 /// A block of users to score. Histories are stored back to back (CSR):
 /// row b's history is [history_offsets[b], history_offsets[b + 1]).
 struct ScoreRequest {
-  std::vector<std::int64_t> users;                ///< dataset user index of each row
-  std::vector<std::int64_t> history_offsets{0};   ///< size() + 1
-  std::vector<std::int32_t> history_items;        ///< dataset item ids, oldest first
-  std::vector<std::int64_t> history_times;        ///< unix seconds, parallel to history_items
-  std::vector<std::int64_t> query_times;          ///< unix seconds the recommendation is for
+  std::vector<std::int64_t> users;               ///< dataset user index of each row
+  std::vector<std::int64_t> history_offsets{0};  ///< size() + 1
+  std::vector<std::int32_t> history_items;       ///< dataset item ids, oldest first
+  std::vector<std::int64_t> history_times;       ///< unix seconds, parallel to history_items
+  std::vector<std::int64_t> query_times;         ///< unix seconds the recommendation is for
 
   std::int64_t size() const { return static_cast<std::int64_t>(users.size()); }
-  std::int64_t history_begin(std::int64_t row) const { return history_offsets[static_cast<std::size_t>(row)]; }
-  std::int64_t history_end(std::int64_t row) const { return history_offsets[static_cast<std::size_t>(row) + 1]; }
+  std::int64_t history_begin(std::int64_t row) const {
+    return history_offsets[static_cast<std::size_t>(row)];
+  }
+  std::int64_t history_end(std::int64_t row) const {
+    return history_offsets[static_cast<std::size_t>(row) + 1];
+  }
   std::int64_t history_size(std::int64_t row) const { return history_end(row) - history_begin(row); }
 
   /// Appends a row: `n` history events (items and times, oldest first).

@@ -1,9 +1,9 @@
 #include "trainer/train_step.h"
 
+#include <torch/torch.h>
+
 #include <chrono>
 #include <optional>
-
-#include <torch/torch.h>
 
 #include "common/error.h"
 #include "models/loss.h"
@@ -59,15 +59,16 @@ struct StepForward {
 /// The item tower over the batch's unique items, the candidates (the
 /// targets and sampled negatives, or every item of the batch) and the user
 /// tower.
-StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tensor& emb_ids, const torch::Device& device) {
+StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tensor& emb_ids,
+                         const torch::Device& device) {
   const ModelConfig& mc = model->options().config();
   const std::int64_t b = dev.size();
   const std::int64_t d = mc.dim;
   const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
   const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const std::int64_t u = dev.item_ids.numel();
-  torch::Tensor item_vecs = u > 0 ? model->encode_items(dev.item_tokens, dev.item_mask, emb_ids)
-                                  : torch::zeros({0, d}, floats);
+  torch::Tensor item_vecs =
+      u > 0 ? model->encode_items(dev.item_tokens, dev.item_mask, emb_ids) : torch::zeros({0, d}, floats);
   torch::Tensor cand_rows;
   if (mc.loss.negatives == "batch_items") {
     cand_rows = torch::arange(u, longs);
@@ -80,9 +81,11 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   StepForward f;
   f.keys = model->item_keys(item_vecs.index_select(0, cand_rows));
   f.ids = u > 0 ? dev.item_ids.index_select(0, cand_rows) : torch::empty({0}, longs);
-  f.log_q = dev.item_log_q.defined() && dev.item_log_q.numel() > 0 ? dev.item_log_q.index_select(0, cand_rows)
-                                                                     : torch::zeros({cand_rows.numel()}, floats);
-  f.user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot) : torch::zeros({0, d}, floats);
+  f.log_q = dev.item_log_q.defined() && dev.item_log_q.numel() > 0
+                ? dev.item_log_q.index_select(0, cand_rows)
+                : torch::zeros({cand_rows.numel()}, floats);
+  f.user_vecs =
+      b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot) : torch::zeros({0, d}, floats);
   f.target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
   f.weights = b > 0 ? dev.weight : torch::empty({0}, floats);
   return f;
@@ -91,7 +94,8 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
 /// The weighted loss sum over the targets against `keys` (with ids, log q).
 torch::Tensor weighted_loss(Recommender& model, const StepForward& f, const torch::Tensor& keys,
                             const torch::Tensor& ids, const torch::Tensor& log_q) {
-  LossResult lr = recommender_loss(f.user_vecs, keys, ids, f.target_ids, f.weights, model->loss_options(), log_q);
+  LossResult lr =
+      recommender_loss(f.user_vecs, keys, ids, f.target_ids, f.weights, model->loss_options(), log_q);
   return (lr.nll * f.weights).sum();
 }
 
@@ -100,7 +104,8 @@ torch::Tensor weighted_loss(Recommender& model, const StepForward& f, const torc
 /// gradient on every key is summed over the ranks and pushed back into this
 /// rank's own keys. Ends autocast; returns the time the forward ended.
 StepClock::time_point backward_global(Recommender& model, const StepForward& f, const StepContext& ctx,
-                                      std::optional<AutocastGuard>& autocast, double scale, MicroStepResult& result) {
+                                      std::optional<AutocastGuard>& autocast, double scale,
+                                      MicroStepResult& result) {
   Communicator& comm = *ctx.comm;
   const std::int64_t d = f.keys.size(1);
   auto key_parts = comm.all_gather_v(f.keys.detach().contiguous());
@@ -151,7 +156,8 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   const std::int64_t n_global = global_examples(ctx, b);
   MicroStepResult result{0.0, b, n_global};
   if (n_global == 0) return result;
-  const double scale = static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
+  const double scale =
+      static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
 
   Batch cpu = batch;
   cpu.item_tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
@@ -205,7 +211,8 @@ Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {
   const bool sequences = batch.target_slot.defined();
   // Sequences are sliced by rows (windows), with all their targets.
   const std::int64_t n = sequences ? batch.rows() : batch.size();
-  LLMREC_CHECK(0 <= begin && begin <= end && end <= n, "batch_slice [{}, {}) of a batch of {}", begin, end, n);
+  LLMREC_CHECK(0 <= begin && begin <= end && end <= n, "batch_slice [{}, {}) of a batch of {}", begin, end,
+               n);
   Batch out = batch;
   const std::int64_t b = end - begin;
   const std::int64_t t_len = batch.history.size(1);

@@ -37,7 +37,7 @@ struct StepContext {
   GradientReducer* reducer = nullptr;  ///< null = no reduction (one process)
   bool global_negatives = false;
   int micro_batches = 1;
-  int text_len = 0;                    ///< tokens fed to the item tower (<= the dataset's)
+  int text_len = 0;  ///< tokens fed to the item tower (<= the dataset's)
   /// Items that get an ID vector (model.item_id_embedding): not cold.
   const std::vector<std::uint8_t>* cold = nullptr;
   std::int64_t num_items = 0;
@@ -48,8 +48,8 @@ struct StepContext {
 };
 
 struct MicroStepResult {
-  double loss_sum = 0;       ///< sum of w_i nll_i over this rank's examples
-  std::int64_t examples = 0; ///< this rank's examples
+  double loss_sum = 0;        ///< sum of w_i nll_i over this rank's examples
+  std::int64_t examples = 0;  ///< this rank's examples
   std::int64_t global_examples = 0;
   double forward_s = 0;   ///< up to the loss (with global negatives: their all-gathers too)
   double backward_s = 0;  ///< the rest: backward, with the reducer's overlapped launches

@@ -10,9 +10,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <mutex>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -27,7 +27,9 @@ namespace llmrec {
 namespace {
 
 std::atomic<int> g_signal{0};
-void on_signal(int sig) { g_signal.store(sig); }
+void on_signal(int sig) {
+  g_signal.store(sig);
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -42,7 +44,9 @@ StopSignal::~StopSignal() {
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
 }
-int StopSignal::received() { return g_signal.load(); }
+int StopSignal::received() {
+  return g_signal.load();
+}
 
 Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setup)), comm_(comm) {
   DatasetFile dataset(setup_.dataset);
@@ -53,22 +57,25 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
     const std::filesystem::path vocab_path = std::filesystem::path(bert.pretrained) / "vocab.txt";
     if (std::filesystem::is_regular_file(vocab_path) &&
         WordPieceTokenizer::from_file(vocab_path.string()).tokens() != dataset.vocab()) {
-      throw ConfigError(fmt::format("model.bert.pretrained {}: its vocab.txt is not the vocabulary of the dataset {}; "
-                                    "prepare the dataset with data.vocab: {}", bert.pretrained, setup_.dataset,
-                                    vocab_path.string()));
+      throw ConfigError(
+          fmt::format("model.bert.pretrained {}: its vocab.txt is not the vocabulary of the dataset {}; "
+                      "prepare the dataset with data.vocab: {}",
+                      bert.pretrained, setup_.dataset, vocab_path.string()));
     }
   } else {
     if (bert.vocab_size == 0) {
       bert.vocab_size = vocab;
     } else if (bert.vocab_size != vocab) {
-      throw ConfigError(fmt::format("model.bert.vocab_size is {} but the dataset {} has a vocabulary of {} tokens; "
-                                    "set model.bert.vocab_size: 0 to take the dataset's", bert.vocab_size,
-                                    setup_.dataset, vocab));
+      throw ConfigError(
+          fmt::format("model.bert.vocab_size is {} but the dataset {} has a vocabulary of {} tokens; "
+                      "set model.bert.vocab_size: 0 to take the dataset's",
+                      bert.vocab_size, setup_.dataset, vocab));
     }
   }
   if (setup_.model.text_len > dataset.text_len()) {
-    throw ConfigError(fmt::format("model.text_len {} is longer than the dataset's items ({} tokens, data.text_len)",
-                                  setup_.model.text_len, dataset.text_len()));
+    throw ConfigError(
+        fmt::format("model.text_len {} is longer than the dataset's items ({} tokens, data.text_len)",
+                    setup_.model.text_len, dataset.text_len()));
   }
   text_len_ = setup_.model.text_len;
 
@@ -78,13 +85,15 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   so.seed = static_cast<std::uint64_t>(setup_.train.seed);
   so.sampled_negatives = setup_.model.loss.sampled_negatives;
   so.sequences = setup_.model.user.pooling == "causal";
-  so.all_items = setup_.model.loss.negatives == "all";  // every item a candidate: a full softmax  // a loss at every position of each window
+  so.all_items = setup_.model.loss.negatives ==
+                 "all";  // every item a candidate: a full softmax  // a loss at every position of each window
   sampler_ = std::make_shared<BatchSampler>(dataset, comm_.rank(), comm_.size(), so);
   const std::int64_t per_epoch = sampler_->steps_per_epoch() / setup_.train.micro_batches;
   if (per_epoch == 0) {
-    throw ConfigError(fmt::format("an epoch has {} batches per rank, fewer than train.micro_batches {}: lower "
-                                  "train.batch_size or train.micro_batches", sampler_->steps_per_epoch(),
-                                  setup_.train.micro_batches));
+    throw ConfigError(
+        fmt::format("an epoch has {} batches per rank, fewer than train.micro_batches {}: lower "
+                    "train.batch_size or train.micro_batches",
+                    sampler_->steps_per_epoch(), setup_.train.micro_batches));
   }
   planned_steps_ = setup_.train.max_steps > 0 ? setup_.train.max_steps : per_epoch * setup_.train.epochs;
 
@@ -125,12 +134,14 @@ void Trainer::log_plan(const GradientReducer& reducer,
   for (const auto& [n, p] : params) n_trainable += p.numel();
   for (const auto& p : model_->parameters()) n_total += p.numel();
   const TrainConfig& tc = setup_.train;
-  spdlog::info("model: {} parameters, {} trainable ({} tensors); {} bytes all-reduced per step in {} bucket(s)",
-               n_total, n_trainable, params.size(), reducer.bytes_per_step(), reducer.buckets().size());
-  spdlog::info("data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
-               "planned ({} micro-batches each, negatives {})", sampler_->global_examples(),
-               sampler_->local_examples(), sampler_->steps_per_epoch(), tc.batch_size, planned_steps_,
-               tc.micro_batches, tc.negatives);
+  spdlog::info(
+      "model: {} parameters, {} trainable ({} tensors); {} bytes all-reduced per step in {} bucket(s)",
+      n_total, n_trainable, params.size(), reducer.bytes_per_step(), reducer.buckets().size());
+  spdlog::info(
+      "data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
+      "planned ({} micro-batches each, negatives {})",
+      sampler_->global_examples(), sampler_->local_examples(), sampler_->steps_per_epoch(), tc.batch_size,
+      planned_steps_, tc.micro_batches, tc.negatives);
 }
 
 Trainer::ResumePoint Trainer::resume(torch::optim::AdamW& optimizer,
@@ -158,23 +169,25 @@ Trainer::ResumePoint Trainer::resume(torch::optim::AdamW& optimizer,
     at.cursor = saved.cursor;
   } else {
     at.cursor = {saved.cursor.epoch, std::min(spe - 1, saved.cursor.step * spe / saved.steps_per_epoch)};
-    spdlog::warn("resuming a checkpoint of world size {} ({} batches per rank and epoch) on world size {} ({}): "
-                 "model, optimizer and schedule continue exactly; the data continue at batch {} of epoch {} "
-                 "(the same share of the epoch), so the rest of that epoch is not the same examples",
-                 saved.world_size, saved.steps_per_epoch, comm_.size(), spe, at.cursor.step, at.cursor.epoch);
+    spdlog::warn(
+        "resuming a checkpoint of world size {} ({} batches per rank and epoch) on world size {} ({}): "
+        "model, optimizer and schedule continue exactly; the data continue at batch {} of epoch {} "
+        "(the same share of the epoch), so the rest of that epoch is not the same examples",
+        saved.world_size, saved.steps_per_epoch, comm_.size(), spe, at.cursor.step, at.cursor.epoch);
   }
   if (saved.planned_steps != planned_steps_) {
-    spdlog::warn("the checkpoint planned {} steps, this run plans {}: the learning-rate schedule follows this run's",
-                 saved.planned_steps, planned_steps_);
+    spdlog::warn(
+        "the checkpoint planned {} steps, this run plans {}: the learning-rate schedule follows this run's",
+        saved.planned_steps, planned_steps_);
   }
   spdlog::info("resumed from {} after step {} (epoch {}, batch {})", setup_.resume, at.step, at.cursor.epoch,
                at.cursor.step);
   return at;
 }
 
-Trainer::StepSums Trainer::optimizer_step(BatchLoader& loader, const StepContext& ctx, GradientReducer& reducer,
-                                          torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable,
-                                          std::int64_t step) {
+Trainer::StepSums Trainer::optimizer_step(BatchLoader& loader, const StepContext& ctx,
+                                          GradientReducer& reducer, torch::optim::AdamW& optimizer,
+                                          const std::vector<torch::Tensor>& trainable, std::int64_t step) {
   const TrainConfig& tc = setup_.train;
   StepSums sums;
   for (int m = 0; m < tc.micro_batches; ++m) {
@@ -280,9 +293,11 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     model_->eval();
     const double score = validate(model_);
     model_->train();
-    if (rank0) metrics << nlohmann::json{{"step", steps_done}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
+    if (rank0)
+      metrics << nlohmann::json{{"step", steps_done}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
     const ValidationVerdict verdict = judge_validation(score, result.best_score, bad_evals, tc.patience);
-    spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score, verdict.improved ? " (best)" : "");
+    spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score,
+                 verdict.improved ? " (best)" : "");
     bad_evals = verdict.bad_evals;
     if (verdict.improved) {
       result.best_score = score;
@@ -291,8 +306,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
       best_->eval();
     } else if (verdict.stop) {
       result.early_stopped = true;
-      spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}", bad_evals,
-                   result.best_score, result.best_step);
+      spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}",
+                   bad_evals, result.best_score, result.best_step);
     }
   };
   // A run stopped by a signal right at a validation step validates first.
@@ -304,7 +319,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     const StepSums sums = optimizer_step(loader, ctx, reducer, *optimizer, trainable, step);
     // One small collective: loss, examples, and whether to stop.
     at::Tensor agg = at::tensor(
-        {sums.loss_sum, static_cast<double>(sums.examples), static_cast<double>(StopSignal::received())}, at::kDouble);
+        {sums.loss_sum, static_cast<double>(sums.examples), static_cast<double>(StopSignal::received())},
+        at::kDouble);
     comm_.all_reduce(agg);
     const double step_loss = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
     result.steps = step + 1;
@@ -325,8 +341,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
       logger.break_line();
       result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
-      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(result.stop_signal),
-                   step + 1, planned_steps_);
+      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}",
+                   strsignal(result.stop_signal), step + 1, planned_steps_);
       checkpoint(step + 1, end.validate);
       break;
     }
@@ -337,8 +353,9 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     if (end.checkpoint || result.early_stopped) checkpoint(step + 1, false);
     if (end.stop_after) {
       result.stopped_after = true;
-      spdlog::info("stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
-                   step + 1 - at.step, step + 1, planned_steps_);
+      spdlog::info(
+          "stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
+          step + 1 - at.step, step + 1, planned_steps_);
       break;
     }
   }

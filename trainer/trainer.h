@@ -52,13 +52,13 @@ struct TrainerSetup {
 };
 
 struct TrainResult {
-  std::int64_t steps = 0;          ///< optimizer steps done
+  std::int64_t steps = 0;  ///< optimizer steps done
   std::int64_t planned_steps = 0;
-  int stop_signal = 0;             ///< SIGINT/SIGTERM that stopped the run, 0 = none
+  int stop_signal = 0;  ///< SIGINT/SIGTERM that stopped the run, 0 = none
   bool early_stopped = false;
-  double best_score = -1;          ///< best validation NDCG@10 (-1 = never validated)
+  double best_score = -1;  ///< best validation NDCG@10 (-1 = never validated)
   std::int64_t best_step = -1;
-  double examples_per_s = 0;       ///< global, over the whole run
+  double examples_per_s = 0;  ///< global, over the whole run
   double last_loss = 0;
   std::int64_t resumed_step = -1;  ///< step the run resumed from, -1 = fresh start
   bool stopped_after = false;      ///< ended by TrainerSetup::stop_after
@@ -115,9 +115,11 @@ class Trainer {
   StepLogOptions step_log_options(std::int64_t start_step, std::ostream* metrics) const;
   StepSchedule step_schedule(std::int64_t start_step, bool validates) const;
   /// Logs the parameter counts, the all-reduce volume and the data plan.
-  void log_plan(const GradientReducer& reducer, const std::vector<std::pair<std::string, torch::Tensor>>& params) const;
+  void log_plan(const GradientReducer& reducer,
+                const std::vector<std::pair<std::string, torch::Tensor>>& params) const;
   /// Loads setup.resume into the model, best model, optimizer and RNGs.
-  ResumePoint resume(torch::optim::AdamW& optimizer, const std::vector<std::pair<std::string, torch::Tensor>>& params);
+  ResumePoint resume(torch::optim::AdamW& optimizer,
+                     const std::vector<std::pair<std::string, torch::Tensor>>& params);
   /// The micro-steps of optimizer step `step`, the reducer, clipping, the
   /// schedule's learning rate and AdamW.
   StepSums optimizer_step(BatchLoader& loader, const StepContext& ctx, GradientReducer& reducer,

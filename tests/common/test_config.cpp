@@ -73,8 +73,9 @@ TEST_F(ConfigTest, DefaultsWhenNoFile) {
 
 TEST_F(ConfigTest, ReadsEveryType) {
   Sample s;
-  load_config(write("a.yaml", "mode: exact\ntimeout_s: 2.5e1\nseed: -9000000000\nverify: false\n"
-                              "inner:\n  workers: 8\n  targets: [key, dense]\n"),
+  load_config(write("a.yaml",
+                    "mode: exact\ntimeout_s: 2.5e1\nseed: -9000000000\nverify: false\n"
+                    "inner:\n  workers: 8\n  targets: [key, dense]\n"),
               {}, s);
   EXPECT_EQ(s.mode, "exact");
   EXPECT_DOUBLE_EQ(s.timeout_s, 25.0);
@@ -96,10 +97,10 @@ TEST_F(ConfigTest, UnknownKeyNamesFileLineAndClosestKey) {
 
 TEST_F(ConfigTest, TypeRangeAndEnumErrorsAreAllReportedTogether) {
   std::string p = write("e.yaml",
-                        "mode: quick\n"          // line 1: enum
-                        "timeout_s: 0.1\n"       // line 2: range
-                        "seed: 1.5\n"            // line 3: type
-                        "verify: yes please\n"   // line 4: type
+                        "mode: quick\n"            // line 1: enum
+                        "timeout_s: 0.1\n"         // line 2: range
+                        "seed: 1.5\n"              // line 3: type
+                        "verify: yes please\n"     // line 4: type
                         "inner:\n  workers: 65\n"  // line 6: range
                         "  targets: query\n");     // line 7: type
   std::string e = error_of(p);
@@ -119,7 +120,8 @@ TEST_F(ConfigTest, EnumSuggestsTheClosestChoice) {
 TEST_F(ConfigTest, StructuralErrors) {
   EXPECT_THAT(error_of(write("g.yaml", "inner: 3\n")), HasSubstr(":1: 'inner' must be a mapping of keys"));
   EXPECT_THAT(error_of(write("h.yaml", "seed:\n")), HasSubstr(":1: 'seed' has no value"));
-  EXPECT_THAT(error_of(write("i.yaml", "seed: 1\nseed: 2\n")), HasSubstr(":2: duplicate key 'seed' (first at"));
+  EXPECT_THAT(error_of(write("i.yaml", "seed: 1\nseed: 2\n")),
+              HasSubstr(":2: duplicate key 'seed' (first at"));
   EXPECT_THAT(error_of(write("j.yaml", "mode: [unclosed\n")), HasSubstr("invalid YAML"));
   EXPECT_THAT(error_of(write("k.yaml", "- a\n- b\n")), HasSubstr("must be a mapping of keys"));
   EXPECT_THAT(error_of((dir / "missing.yaml").string()), HasSubstr("cannot open config file"));
@@ -137,9 +139,9 @@ TEST_F(ConfigTest, IncludeMergesBaseThenOverrides) {
   std::string top = write("top.yaml", "include: [mid.yaml]\ninner:\n  workers: 5\n");
   Sample s;
   load_config(top, {}, s);
-  EXPECT_EQ(s.mode, "exact");  // from base
-  EXPECT_EQ(s.seed, 2);        // mid overrides base
-  EXPECT_EQ(s.inner.workers, 5);  // top overrides
+  EXPECT_EQ(s.mode, "exact");                                   // from base
+  EXPECT_EQ(s.seed, 2);                                         // mid overrides base
+  EXPECT_EQ(s.inner.workers, 5);                                // top overrides
   EXPECT_EQ(s.inner.targets, (std::vector<std::string>{"a"}));  // merged, not replaced
 }
 
@@ -166,7 +168,8 @@ TEST_F(ConfigTest, SetOverridesWinAndAreValidated) {
   EXPECT_EQ(s.mode, "exact");
   EXPECT_THAT(error_of(p, {"inner.wrokers=3"}),
               HasSubstr("--set inner.wrokers=3: unknown key 'inner.wrokers'; did you mean 'inner.workers'?"));
-  EXPECT_THAT(error_of(p, {"inner.workers=0"}), HasSubstr("--set inner.workers=0: 'inner.workers' must be in"));
+  EXPECT_THAT(error_of(p, {"inner.workers=0"}),
+              HasSubstr("--set inner.workers=0: 'inner.workers' must be in"));
   EXPECT_THAT(error_of(p, {"seed"}), HasSubstr("expected KEY=VALUE"));
   EXPECT_THAT(error_of(p, {"seed="}), HasSubstr("'seed' has no value"));
 }
@@ -235,7 +238,8 @@ TEST(ConfigIntList, ReadsWritesAndDescribesAListOfInts) {
       load_config("", {bad}, c);
       ADD_FAILURE() << bad << " was accepted";
     } catch (const ConfigError& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr(std::string("--set ") + bad + ": 'k' must be a list of integers"));
+      EXPECT_THAT(e.what(),
+                  ::testing::HasSubstr(std::string("--set ") + bad + ": 'k' must be a list of integers"));
     }
   }
 }

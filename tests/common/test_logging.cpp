@@ -23,8 +23,9 @@ std::string read_file(const std::string& path) {
 }
 
 TEST(LoggingTest, NonZeroRankConsoleShowsWarningsOnlyFileKeepsDebug) {
-  auto path = (std::filesystem::temp_directory_path() / ("llmrec_log_" + std::to_string(::getpid())) /
-               "rank-1.log").string();
+  auto path =
+      (std::filesystem::temp_directory_path() / ("llmrec_log_" + std::to_string(::getpid())) / "rank-1.log")
+          .string();
   LogConfig config;  // info on rank 0, warn elsewhere, debug in files
   ::testing::internal::CaptureStderr();
   init_logging(config, 1, 4);

@@ -2,11 +2,11 @@
 // skip; prepare -> read round trip; formats; filters; splits; checksums.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "data/dataset.h"
@@ -23,14 +23,16 @@ using ::testing::HasSubstr;
 const char* kCatalogue =
     "item_id,title,category,brand,tags,description\n"
     "a,Red Running Shoes,sports > shoes,Acme,red;light,\"Light, fast shoes\"\n"
-    "b,Blue Jacket,clothing > jacket,Bolt,blue,\"A warm jacket\nwith two lines\"\n"  // quoted newline: lines 3-4
+    "b,Blue Jacket,clothing > jacket,Bolt,blue,\"A warm jacket\nwith two lines\"\n"  // quoted newline: lines
+                                                                                     // 3-4
     "c,Green Tea,grocery > tea,Cha,green,Loose leaves\n"
     "d,Old Lamp,home > lamp,Lux,vintage,Never bought\n";  // line 6: no events -> cold
 
 class PrepareTest : public ::testing::Test {
  protected:
-  fs::path dir = fs::temp_directory_path() / ("llmrec_prepare_" + std::to_string(::getpid()) + "_" +
-                                              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::path dir =
+      fs::temp_directory_path() / ("llmrec_prepare_" + std::to_string(::getpid()) + "_" +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
   DataConfig cfg;
 
   void SetUp() override {
@@ -50,7 +52,8 @@ class PrepareTest : public ::testing::Test {
   std::string good_rows() {
     return "u1,a,100,view,\nu1,c,300,purchase,5\nu1,b,200,click,\n"
            "u2,c,100,view,\nu2,a,200,cart,\nu2,b,300,view,\n"
-           "u3,b,1970-01-01T00:01:40Z,view,\nu3,c,1970-01-01T00:03:20Z,view,\nu3,a,1970-01-01T00:05:00Z,view,\n";
+           "u3,b,1970-01-01T00:01:40Z,view,\nu3,c,1970-01-01T00:03:20Z,view,\nu3,a,1970-01-01T00:05:00Z,view,"
+           "\n";
   }
   std::string error_of(const std::string& interactions) {
     cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + interactions);
@@ -111,16 +114,22 @@ TEST_F(PrepareTest, RoundTripSortsSplitsAndTokenizes) {
 
 TEST_F(PrepareTest, EachBadInteractionRowNamesFileLineAndReason) {
   const std::string good = good_rows();  // lines 2-10
-  EXPECT_THAT(error_of(good + "u4,zz,100,view,\n"), HasSubstr("interactions.csv:11: unknown item id: 'zz' is not in the catalogue"));
+  EXPECT_THAT(error_of(good + "u4,zz,100,view,\n"),
+              HasSubstr("interactions.csv:11: unknown item id: 'zz' is not in the catalogue"));
   EXPECT_THAT(error_of(good + "u4,a,yesterday,view,\n"), HasSubstr(":11: bad timestamp: 'yesterday'"));
   EXPECT_THAT(error_of(good + "u4,a,2024-02-30T00:00:00Z,view,\n"), HasSubstr(":11: bad timestamp"));
   EXPECT_THAT(error_of(good + "u4,,100,view,\n"), HasSubstr(":11: missing field: column 'item_id' is empty"));
   EXPECT_THAT(error_of(good + "u4,a,100\n"), HasSubstr(":11: expected 5 fields, got 3"));
   EXPECT_THAT(error_of(good + "u4\xff,a,100,view,\n"), HasSubstr(":11: invalid UTF-8: in column 'user_id'"));
-  EXPECT_THAT(error_of(good + "u1,a,100,view,\n"), HasSubstr(":11: duplicate event: same user, item, time and event as line 2"));
-  EXPECT_THAT(error_of(good + "u4,a,100,wishlist,\n"), HasSubstr(":11: unknown event type: 'wishlist' (data.event_weights has: cart, click, purchase, view)"));
-  EXPECT_THAT(error_of(good + "u4,a,1\"00,view,\n"), HasSubstr(":11: malformed csv: quote inside an unquoted field"));
-  EXPECT_THAT(error_of(good + "u4,a,100,view,\"5\n"), HasSubstr(":11: malformed csv: unterminated quoted field"));
+  EXPECT_THAT(error_of(good + "u1,a,100,view,\n"),
+              HasSubstr(":11: duplicate event: same user, item, time and event as line 2"));
+  EXPECT_THAT(
+      error_of(good + "u4,a,100,wishlist,\n"),
+      HasSubstr(":11: unknown event type: 'wishlist' (data.event_weights has: cart, click, purchase, view)"));
+  EXPECT_THAT(error_of(good + "u4,a,1\"00,view,\n"),
+              HasSubstr(":11: malformed csv: quote inside an unquoted field"));
+  EXPECT_THAT(error_of(good + "u4,a,100,view,\"5\n"),
+              HasSubstr(":11: malformed csv: unterminated quoted field"));
   cfg.columns.rating = "rating";
   EXPECT_THAT(error_of(good + "u4,a,100,view,five\n"), HasSubstr(":11: bad rating: 'five' is not a number"));
 }
@@ -128,8 +137,9 @@ TEST_F(PrepareTest, EachBadInteractionRowNamesFileLineAndReason) {
 TEST_F(PrepareTest, RatingWeightsTheLossOfEachEvent) {
   cfg.columns.rating = "rating";
   cfg.weight = "rating";
-  const std::string rated = "u1,a,100,view,1\nu1,c,300,purchase,5\nu1,b,200,click,2.5\n"
-                            "u2,c,100,view,4\nu2,a,200,cart,3\nu2,b,300,view,0\n";
+  const std::string rated =
+      "u1,a,100,view,1\nu1,c,300,purchase,5\nu1,b,200,click,2.5\n"
+      "u2,c,100,view,4\nu2,a,200,cart,3\nu2,b,300,view,0\n";
   cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + rated);
   prepare_dataset(cfg, "");
   UserSlice all = DatasetFile(cfg.dataset).read_users(0, 2);
@@ -138,7 +148,8 @@ TEST_F(PrepareTest, RatingWeightsTheLossOfEachEvent) {
 
   EXPECT_THAT(error_of(rated + "u4,a,100,view,\n"),
               HasSubstr(":8: missing rating: column 'rating' is empty and data.weight is 'rating'"));
-  EXPECT_THAT(error_of(rated + "u4,a,100,view,-2\n"), HasSubstr(":8: negative rating: -2 cannot be a loss weight"));
+  EXPECT_THAT(error_of(rated + "u4,a,100,view,-2\n"),
+              HasSubstr(":8: negative rating: -2 cannot be a loss weight"));
   cfg.columns.rating = "";
   EXPECT_THAT(error_of(rated), HasSubstr("data.weight is 'rating' but data.columns.rating is empty"));
 }
@@ -148,22 +159,28 @@ TEST_F(PrepareTest, BadCatalogueRows) {
     cfg.catalogue = write("catalogue.csv", std::string(kCatalogue) + extra);
     return error_of(good_rows());
   };
-  EXPECT_THAT(catalogue_error("a,Dup,x,y,z,w\n"), HasSubstr("catalogue.csv:7: duplicate item id: 'a' first defined at line 2"));
+  EXPECT_THAT(catalogue_error("a,Dup,x,y,z,w\n"),
+              HasSubstr("catalogue.csv:7: duplicate item id: 'a' first defined at line 2"));
   EXPECT_THAT(catalogue_error(",No id,x,y,z,w\n"), HasSubstr("catalogue.csv:7: missing item id"));
   EXPECT_THAT(catalogue_error("e,,,,,\n"), HasSubstr("catalogue.csv:7: missing item text"));
-  cfg.catalogue = write("catalogue.tsv.csv", "item_id\ttitle\n" "a\tx\n");
+  cfg.catalogue = write("catalogue.tsv.csv",
+                        "item_id\ttitle\n"
+                        "a\tx\n");
   EXPECT_THAT(error_of(good_rows()), HasSubstr("set data.format: tsv"));
-  EXPECT_THAT(catalogue_error("e,Caf\xc3\x28,x,y,z,w\n"), HasSubstr("catalogue.csv:7: invalid UTF-8: in column 'title'"));
+  EXPECT_THAT(catalogue_error("e,Caf\xc3\x28,x,y,z,w\n"),
+              HasSubstr("catalogue.csv:7: invalid UTF-8: in column 'title'"));
   cfg.catalogue_columns.item = "sku";
-  EXPECT_THAT(catalogue_error(""), HasSubstr("catalogue.csv:1: no column 'sku' in the header (columns: item_id, title"));
+  EXPECT_THAT(catalogue_error(""),
+              HasSubstr("catalogue.csv:1: no column 'sku' in the header (columns: item_id, title"));
   EXPECT_THAT(catalogue_error(""), HasSubstr("set data.catalogue_columns.item"));
 }
 
 TEST_F(PrepareTest, SkipPolicyCountsEveryRowByReason) {
   cfg.on_error = "skip";
   cfg.show_errors = 1;
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
-                                                   "u4,zz,100,view,\nu5,zz,100,view,\nu4,a,never,view,\nu1,a,100,view,\n");
+  cfg.interactions =
+      write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
+                                    "u4,zz,100,view,\nu5,zz,100,view,\nu4,a,never,view,\nu1,a,100,view,\n");
   PrepareReport r = prepare_dataset(cfg, "");
   EXPECT_EQ(r.interactions.rows_read, 13);
   EXPECT_EQ(r.interactions.rows_kept, 9);
@@ -197,8 +214,8 @@ TEST_F(PrepareTest, TemporalSplit) {
   cfg.split = "temporal";
   cfg.cut = "250";
   cfg.min_user_events = 1;
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
-                                                   "u4,a,260,view,\n");
+  cfg.interactions = write("interactions.csv",
+                           "user_id,item_id,timestamp,event,rating\n" + good_rows() + "u4,a,260,view,\n");
   PrepareReport r = prepare_dataset(cfg, "");
   EXPECT_EQ(r.no_train_users_removed, 1);  // u4: nothing before the cut
   DatasetFile f(cfg.dataset);
@@ -218,8 +235,9 @@ TEST_F(PrepareTest, TemporalSplit) {
     prepare_dataset(cfg, "");
     ADD_FAILURE() << "an empty dataset was written";
   } catch (const IoError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("data.cut '1970-01-01T00:00:50Z' = 1970-01-01T00:00:50Z) is at or before every "
-                                    "user's first event (the events span 1970-01-01T00:01:40Z .. "));
+    EXPECT_THAT(e.what(),
+                HasSubstr("data.cut '1970-01-01T00:00:50Z' = 1970-01-01T00:00:50Z) is at or before every "
+                          "user's first event (the events span 1970-01-01T00:01:40Z .. "));
     EXPECT_THAT(e.what(), HasSubstr("rows read"));
   }
 }
@@ -238,8 +256,9 @@ TEST_F(PrepareTest, JsonlAndTsvGiveTheSameDataset) {
     std::string x;
     while (std::getline(ss, x, ',')) f.push_back(x);
     bool numeric = f[2].find('-') == std::string::npos;
-    jsonl += "{\"user_id\": \"" + f[0] + "\", \"item_id\": \"" + f[1] + "\", \"timestamp\": " +
-             (numeric ? f[2] : "\"" + f[2] + "\"") + ", \"event\": \"" + f[3] + "\"}\n";
+    jsonl += "{\"user_id\": \"" + f[0] + "\", \"item_id\": \"" + f[1] +
+             "\", \"timestamp\": " + (numeric ? f[2] : "\"" + f[2] + "\"") + ", \"event\": \"" + f[3] +
+             "\"}\n";
     tsv += f[0] + "\t" + f[1] + "\t" + f[2] + "\t" + f[3] + "\t\n";
   }
   for (const auto& [name, text] : {std::pair<std::string, std::string>{"i.jsonl", jsonl}, {"i.tsv", tsv}}) {
@@ -288,7 +307,8 @@ TEST_F(PrepareTest, AFlippedByteIsDetectedByTheChecksum) {
     FAIL() << "a flipped byte went unnoticed";
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr(cfg.dataset));
-    EXPECT_THAT(e.what(), ::testing::AnyOf(HasSubstr("checksum"), HasSubstr("dataset '"), HasSubstr("attribute")));
+    EXPECT_THAT(e.what(),
+                ::testing::AnyOf(HasSubstr("checksum"), HasSubstr("dataset '"), HasSubstr("attribute")));
   }
 }
 
@@ -308,8 +328,10 @@ TEST_F(PrepareTest, NotADatasetFile) {
 // A timestamp of 25 digits overflowed int64 in the decimal path of
 // parse_timestamp (UBSan: float-cast-overflow); it is a bad timestamp.
 TEST_F(PrepareTest, TimestampsBeyondInt64AreBadRows) {
-  EXPECT_THAT(error_of(good_rows() + "u4,a,6666666666666666666666666,view,\n"), HasSubstr(":11: bad timestamp"));
-  EXPECT_THAT(error_of(good_rows() + "u4,a,-99999999999999999999.5,view,\n"), HasSubstr(":11: bad timestamp"));
+  EXPECT_THAT(error_of(good_rows() + "u4,a,6666666666666666666666666,view,\n"),
+              HasSubstr(":11: bad timestamp"));
+  EXPECT_THAT(error_of(good_rows() + "u4,a,-99999999999999999999.5,view,\n"),
+              HasSubstr(":11: bad timestamp"));
   for (const char* format : {"auto", "unix", "unix_ms"}) {
     EXPECT_FALSE(parse_timestamp("6666666666666666666666666", format).has_value()) << format;
   }
@@ -359,11 +381,13 @@ TEST_F(PrepareTest, ReportsStayValidUtf8WhenLongIdsAreCut) {
   cfg.on_error = "skip";
   const std::string x56(56, 'x');
   const std::string id = x56 + "\xc3\xa9" + "tail";  // the 57-byte cut falls inside the 'é'
-  cfg.catalogue = write("catalogue.csv", std::string(kCatalogue) + id + ",One,x,y,z,w\n" + id + ",Two,x,y,z,w\n");
+  cfg.catalogue =
+      write("catalogue.csv", std::string(kCatalogue) + id + ",One,x,y,z,w\n" + id + ",Two,x,y,z,w\n");
   cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
   PrepareReport r = prepare_dataset(cfg, "");
   ASSERT_EQ(r.catalogue.skipped.at("duplicate item id"), 1);
-  EXPECT_THAT(r.catalogue.examples.at("duplicate item id").at(0), HasSubstr("'" + x56 + "...' first defined at line 7"));
+  EXPECT_THAT(r.catalogue.examples.at("duplicate item id").at(0),
+              HasSubstr("'" + x56 + "...' first defined at line 7"));
   const auto j = nlohmann::json::parse(r.to_json());
   EXPECT_EQ(j["catalogue"]["rows_kept"], 5);
 }
@@ -371,8 +395,8 @@ TEST_F(PrepareTest, ReportsStayValidUtf8WhenLongIdsAreCut) {
 // Blank lines were skipped by recursion, one stack frame each: a file with
 // a million of them overflowed the stack (ASan: stack-overflow).
 TEST_F(PrepareTest, MillionsOfBlankLinesDoNotExhaustTheStack) {
-  const std::string path = write("catalogue.csv", std::string(kCatalogue) + std::string(1'000'000, '\n') +
-                                                      "e,Late item,x,y,z,w\n\n");
+  const std::string path = write(
+      "catalogue.csv", std::string(kCatalogue) + std::string(1'000'000, '\n') + "e,Late item,x,y,z,w\n\n");
   PrepareReport::Source report;
   Catalogue c = read_catalogue(path, cfg, report);
   EXPECT_EQ(report.rows_read, 5);

@@ -1,10 +1,9 @@
 // Sharded sampling across W = 1, 2, 3 ranks: every training example seen
 // exactly once per epoch, equal step counts, determinism, exact resume,
 // correct history windows.
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include <cmath>
 #include <filesystem>
@@ -37,7 +36,8 @@ TEST(ShardUsers, ContiguousCompleteAndBalanced) {
       EXPECT_LE(s.user_begin, s.user_end);
       at = s.user_end;
       std::int64_t ex = 0;
-      for (auto u = s.user_begin; u < s.user_end; ++u) ex += examples_of_user(train_end[static_cast<std::size_t>(u)]);
+      for (auto u = s.user_begin; u < s.user_end; ++u)
+        ex += examples_of_user(train_end[static_cast<std::size_t>(u)]);
       EXPECT_EQ(ex, s.examples);
       sum += ex;
     }
@@ -59,7 +59,9 @@ class SamplerTest : public ::testing::Test {
     static auto one = create_local_communicators(1, CommConfig{});
     return *one.front();
   }
-  static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(setup_comm(), "sampler", 150, 97, 9, 12); }
+  static void SetUpTestSuite() {
+    dataset_ = testing::make_test_dataset(setup_comm(), "sampler", 150, 97, 9, 12);
+  }
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(setup_comm(), dataset_); }
 
   static SamplerOptions options() {
@@ -89,7 +91,8 @@ TEST_F(SamplerTest, EveryTrainingExampleExactlyOncePerEpochOnEqualSteps) {
       auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
       if (comm.rank() != 0) continue;
       std::vector<std::int64_t> got;
-      for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+      for (const auto& part : all)
+        got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
       std::sort(got.begin(), got.end());
       // Expected: for each user, training events 1 .. train_end-1 (absolute).
       UserSlice everyone = f.read_users(0, f.num_users());
@@ -135,7 +138,8 @@ TEST_F(SamplerTest, BatchContentsMatchTheDataset) {
     for (std::int64_t r = 0; r < ids.numel(); ++r) {
       auto item = static_cast<std::size_t>(ids[r].item<std::int64_t>());
       for (int k = 0; k < f.text_len(); ++k) {
-        EXPECT_EQ(b.item_tokens[r][k].item<std::int64_t>(), items.tokens[item * static_cast<std::size_t>(f.text_len()) + static_cast<std::size_t>(k)]);
+        EXPECT_EQ(b.item_tokens[r][k].item<std::int64_t>(),
+                  items.tokens[item * static_cast<std::size_t>(f.text_len()) + static_cast<std::size_t>(k)]);
         EXPECT_EQ(b.item_mask[r][k].item<std::int64_t>(), k < items.length[item] ? 1 : 0);
       }
     }
@@ -145,7 +149,8 @@ TEST_F(SamplerTest, BatchContentsMatchTheDataset) {
       const std::int64_t first = everyone.users.offsets[user];
       ASSERT_GT(target, first);
       ASSERT_LT(target, first + everyone.users.train_end[user]);
-      EXPECT_EQ(ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+      EXPECT_EQ(ids[b.target[k].item<std::int64_t>()].item<std::int64_t>(),
+                everyone.events.item[static_cast<std::size_t>(target)]);
       EXPECT_FLOAT_EQ(b.weight[k].item<float>(), everyone.events.weight[static_cast<std::size_t>(target)]);
       // Right-aligned history: slot T-1 is the event just before the target.
       for (int slot = 3, j = static_cast<int>(target) - 1; slot >= 0; --slot, --j) {
@@ -167,9 +172,9 @@ TEST(SequenceWindows, CountAsTheSasrecCut) {
   EXPECT_EQ(windows_of_user(0, 4), 0);
   EXPECT_EQ(windows_of_user(1, 4), 0);
   EXPECT_EQ(windows_of_user(2, 4), 1);
-  EXPECT_EQ(windows_of_user(5, 4), 1);   // targets 1..4
-  EXPECT_EQ(windows_of_user(6, 4), 2);   // ... then 5
-  EXPECT_EQ(windows_of_user(7, 4), 2);   // ... then 5..6
+  EXPECT_EQ(windows_of_user(5, 4), 1);  // targets 1..4
+  EXPECT_EQ(windows_of_user(6, 4), 2);  // ... then 5
+  EXPECT_EQ(windows_of_user(7, 4), 2);  // ... then 5..6
   EXPECT_EQ(windows_of_user(8, 4), 3);
   EXPECT_EQ(windows_of_user(30, 1), 29);  // stride 1
 }
@@ -217,20 +222,23 @@ TEST_F(SamplerTest, SequenceWindowsPredictEveryTargetOnceFromItsPrefix) {
         for (std::int64_t i = 1; i <= need; ++i) {
           const std::int64_t r = b.history[row][at - (i - 1)].item<std::int64_t>();
           ASSERT_GE(r, 0);
-          EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target - i)]);
+          EXPECT_EQ(b.item_ids[r].item<std::int64_t>(),
+                    everyone.events.item[static_cast<std::size_t>(target - i)]);
         }
         // Slots after the predicting one hold later events of the window only.
         if (at + 1 < t_len) {
           const std::int64_t r = b.history[row][at + 1].item<std::int64_t>();
           ASSERT_GE(r, 0);
-          EXPECT_EQ(b.item_ids[r].item<std::int64_t>(), everyone.events.item[static_cast<std::size_t>(target)]);
+          EXPECT_EQ(b.item_ids[r].item<std::int64_t>(),
+                    everyone.events.item[static_cast<std::size_t>(target)]);
         }
       }
     }
     auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
     if (comm.rank() != 0) return;
     std::vector<std::int64_t> got;
-    for (const auto& part : all) got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+    for (const auto& part : all)
+      got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
     std::sort(got.begin(), got.end());
     std::vector<std::int64_t> want;
     for (std::int64_t u = 0; u < f.num_users(); ++u) {
@@ -257,14 +265,16 @@ TEST_F(SamplerTest, SampledNegativesAndLogQ) {
     ASSERT_EQ(a.negatives.numel(), 7);
     EXPECT_TRUE(at::equal(a.negatives, b.negatives));  // a pure function of the cursor
     if (c.size() > 0) {
-      EXPECT_FALSE(at::equal(a.item_ids.index_select(0, a.negatives), c.item_ids.index_select(0, c.negatives)));
+      EXPECT_FALSE(
+          at::equal(a.item_ids.index_select(0, a.negatives), c.item_ids.index_select(0, c.negatives)));
     }
     // Negatives are rows of the batch's items; log q is each item's smoothed share of training events.
     EXPECT_TRUE((a.negatives >= 0).all().item<bool>());
     EXPECT_TRUE((a.negatives < a.item_ids.numel()).all().item<bool>());
     for (std::int64_t r = 0; r < a.item_ids.numel(); ++r) {
       auto item = static_cast<std::size_t>(a.item_ids[r].item<std::int64_t>());
-      EXPECT_NEAR(a.item_log_q[r].item<float>(), std::log((static_cast<double>(items.train_count[item]) + 1) / total), 1e-5);
+      EXPECT_NEAR(a.item_log_q[r].item<float>(),
+                  std::log((static_cast<double>(items.train_count[item]) + 1) / total), 1e-5);
     }
   });
 }
@@ -293,7 +303,8 @@ TEST_F(SamplerTest, LoaderResumesAtACursorWithTheSameRemainingBatches) {
     for (std::int64_t i = 3; i < 2 * steps; ++i) {
       Batch b = resumed.next();
       EXPECT_EQ(b.cursor, full[static_cast<std::size_t>(i)].cursor);
-      EXPECT_TRUE(at::equal(b.example_event, full[static_cast<std::size_t>(i)].example_event)) << "batch " << i;
+      EXPECT_TRUE(at::equal(b.example_event, full[static_cast<std::size_t>(i)].example_event))
+          << "batch " << i;
       EXPECT_TRUE(at::equal(b.history, full[static_cast<std::size_t>(i)].history));
     }
     EXPECT_EQ(resumed.cursor(), (Cursor{2, 0}));

@@ -18,8 +18,6 @@
 /// never complete and its peers wait in the barrier. LLMREC_FAKE_CUDA_DEVICES
 /// sets the device count (default 1).
 
-#include "distributed/nccl_api.h"
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -37,14 +35,16 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
-#include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <type_traits>
+
+#include "distributed/nccl_api.h"
 
 namespace llmrec::nccl {
 
@@ -94,7 +94,9 @@ struct Header {
 };
 
 /// The nranks attach flags after the Header: 1 once that rank attached.
-Counter& attached(Header* h, int rank) { return reinterpret_cast<Counter*>(h + 1)[rank]; }
+Counter& attached(Header* h, int rank) {
+  return reinterpret_cast<Counter*>(h + 1)[rank];
+}
 
 std::size_t header_bytes(int nranks) {
   const std::size_t bytes = sizeof(Header) + sizeof(Counter) * static_cast<std::size_t>(nranks);
@@ -108,7 +110,7 @@ struct State {
   int nranks = 0;
   void* base = nullptr;
   std::size_t bytes = 0;
-  long long stall_at = -1;  // LLMREC_FAKE_NCCL_STALL for this rank, else -1
+  long long stall_at = -1;     // LLMREC_FAKE_NCCL_STALL for this rank, else -1
   std::uint64_t executed = 0;  // collectives this communicator ran (for the stall)
   std::atomic<bool> aborted{false};
 
@@ -147,15 +149,23 @@ bool barrier(Header* h, std::uint64_t nranks, const std::atomic<bool>* abort_fla
 
 std::size_t element_bytes(int datatype) {
   switch (datatype) {
-    case kInt8: case kUint8: return 1;
-    case kFloat16: case kBfloat16: return 2;
-    case kInt32: case kUint32: case kFloat32: return 4;
-    case kInt64: case kUint64: case kFloat64: return 8;
+    case kInt8:
+    case kUint8: return 1;
+    case kFloat16:
+    case kBfloat16: return 2;
+    case kInt32:
+    case kUint32:
+    case kFloat32: return 4;
+    case kInt64:
+    case kUint64:
+    case kFloat64: return 8;
     default: return 0;
   }
 }
 
-bool valid_op(int op) { return op >= kSum && op <= kAvg; }
+bool valid_op(int op) {
+  return op >= kSum && op <= kAvg;
+}
 
 std::uint32_t float_bits(float f) {
   std::uint32_t u;
@@ -184,7 +194,8 @@ std::uint16_t float_to_half(float f) {  // round to nearest even
   const std::uint32_t x = float_bits(f);
   const std::uint32_t sign = (x >> 16) & 0x8000u;
   const std::uint32_t absx = x & 0x7FFFFFFFu;
-  if (absx >= 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7C00u | (absx > 0x7F800000u ? 0x200u : 0u));
+  if (absx >= 0x7F800000u)
+    return static_cast<std::uint16_t>(sign | 0x7C00u | (absx > 0x7F800000u ? 0x200u : 0u));
   if (absx >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // >= 65520: infinity
   if (absx < 0x38800000u) {  // below 2^-14: subnormal (exact scaling, then rint)
     const auto m = static_cast<std::uint32_t>(std::nearbyint(bits_float(absx) * 16777216.0f));
@@ -196,7 +207,9 @@ std::uint16_t float_to_half(float f) {  // round to nearest even
   return static_cast<std::uint16_t>(sign | h);
 }
 
-float bf16_to_float(std::uint16_t b) { return bits_float(static_cast<std::uint32_t>(b) << 16); }
+float bf16_to_float(std::uint16_t b) {
+  return bits_float(static_cast<std::uint32_t>(b) << 16);
+}
 std::uint16_t float_to_bf16(float f) {  // round to nearest even
   std::uint32_t u = float_bits(f);
   if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
@@ -308,7 +321,7 @@ struct Global {
   Counter enqueued{0};
   Counter completed{0};
   std::atomic<bool> stalled{false};
-  std::uint64_t executed = 0;     // collectives run, for the stall
+  std::uint64_t executed = 0;      // collectives run, for the stall
   const State* running = nullptr;  // communicator of the collective running now
   bool worker_started = false;
   std::set<const ncclComm*> comms;  // live handles
@@ -482,9 +495,10 @@ LLMREC_FAKE_EXPORT Result ncclGetUniqueId(UniqueId* id) {
   if (id == nullptr) return kInvalidArgument;
   static std::atomic<unsigned> calls{0};
   std::random_device device;
-  std::mt19937_64 rng((static_cast<std::uint64_t>(device()) << 32) ^ device() ^
-                      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-                      calls.fetch_add(1));
+  std::mt19937_64 rng(
+      (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      calls.fetch_add(1));
   std::memset(id->internal, 0, sizeof id->internal);
   std::snprintf(id->internal, sizeof id->internal, "llmrec-fake-%ld-%016llx", static_cast<long>(getpid()),
                 static_cast<unsigned long long>(rng()));
@@ -492,7 +506,8 @@ LLMREC_FAKE_EXPORT Result ncclGetUniqueId(UniqueId* id) {
 }
 
 LLMREC_FAKE_EXPORT Result ncclCommInitRank(Comm* comm, int nranks, UniqueId id, int rank) {
-  if (comm == nullptr || nranks < 1 || nranks > kMaxRanks || rank < 0 || rank >= nranks) return kInvalidArgument;
+  if (comm == nullptr || nranks < 1 || nranks > kMaxRanks || rank < 0 || rank >= nranks)
+    return kInvalidArgument;
   *comm = nullptr;
   if (const char* why = shm_name_error(id)) {
     std::fprintf(stderr, "fake NCCL: bad unique id (%s)\n", why);
@@ -618,26 +633,27 @@ LLMREC_FAKE_EXPORT const char* ncclGetErrorString(Result result) {
 }
 
 LLMREC_FAKE_EXPORT Result ncclAllReduce(const void* send, void* recv, std::size_t count, int datatype, int op,
-                                         Comm comm, CuStream stream) {
+                                        Comm comm, CuStream stream) {
   if (element_bytes(datatype) == 0 || !valid_op(op)) return kInvalidArgument;
   if (count > 0 && (send == nullptr || recv == nullptr)) return kInvalidArgument;
   return enqueue(Op{Kind::kAllReduce, nullptr, send, recv, count, datatype, op, 0}, comm);
 }
 
-LLMREC_FAKE_EXPORT Result ncclBroadcast(const void* send, void* recv, std::size_t count, int datatype, int root,
-                                         Comm comm, CuStream stream) {
+LLMREC_FAKE_EXPORT Result ncclBroadcast(const void* send, void* recv, std::size_t count, int datatype,
+                                        int root, Comm comm, CuStream stream) {
   if (element_bytes(datatype) == 0 || comm == nullptr) return kInvalidArgument;
   {
     std::lock_guard<std::mutex> lock(g().mu);
     if (g().comms.count(comm) == 0) return kInvalidArgument;
     if (root < 0 || root >= comm->st->nranks) return kInvalidArgument;
-    if (count > 0 && (recv == nullptr || (comm->st->rank == root && send == nullptr))) return kInvalidArgument;
+    if (count > 0 && (recv == nullptr || (comm->st->rank == root && send == nullptr)))
+      return kInvalidArgument;
   }
   return enqueue(Op{Kind::kBroadcast, nullptr, send, recv, count, datatype, 0, root}, comm);
 }
 
 LLMREC_FAKE_EXPORT Result ncclAllGather(const void* send, void* recv, std::size_t send_count, int datatype,
-                                         Comm comm, CuStream stream) {
+                                        Comm comm, CuStream stream) {
   if (element_bytes(datatype) == 0) return kInvalidArgument;
   if (send_count > 0 && (send == nullptr || recv == nullptr)) return kInvalidArgument;
   return enqueue(Op{Kind::kAllGather, nullptr, send, recv, send_count, datatype, 0, 0}, comm);
@@ -660,7 +676,9 @@ LLMREC_FAKE_EXPORT Result ncclGroupEnd() {
 
 // ---- CUDA driver ----
 
-LLMREC_FAKE_EXPORT CuResult cuInit(unsigned flags) { return flags == 0 ? kCuSuccess : kCuInvalidValue; }
+LLMREC_FAKE_EXPORT CuResult cuInit(unsigned flags) {
+  return flags == 0 ? kCuSuccess : kCuInvalidValue;
+}
 
 LLMREC_FAKE_EXPORT CuResult cuDeviceGetCount(int* count) {
   if (count == nullptr) return kCuInvalidValue;
@@ -722,19 +740,25 @@ CuResult destroy_handle(T* h, std::set<const T*>& live) {
   return kCuSuccess;
 }
 
-LLMREC_FAKE_EXPORT CuResult cuCtxSetCurrent(CuContext ctx) { return kCuSuccess; }
+LLMREC_FAKE_EXPORT CuResult cuCtxSetCurrent(CuContext ctx) {
+  return kCuSuccess;
+}
 
 LLMREC_FAKE_EXPORT CuResult cuStreamCreate(CuStream* stream, unsigned flags) {
   return create_handle(stream, g().streams, [flags] { return new CUstream_st{flags}; });
 }
 
-LLMREC_FAKE_EXPORT CuResult cuStreamDestroy_v2(CuStream stream) { return destroy_handle(stream, g().streams); }
+LLMREC_FAKE_EXPORT CuResult cuStreamDestroy_v2(CuStream stream) {
+  return destroy_handle(stream, g().streams);
+}
 
 LLMREC_FAKE_EXPORT CuResult cuEventCreate(CuEvent* event, unsigned /*flags*/) {
   return create_handle(event, g().events, [] { return new CUevent_st{}; });  // never recorded: complete
 }
 
-LLMREC_FAKE_EXPORT CuResult cuEventDestroy_v2(CuEvent event) { return destroy_handle(event, g().events); }
+LLMREC_FAKE_EXPORT CuResult cuEventDestroy_v2(CuEvent event) {
+  return destroy_handle(event, g().events);
+}
 
 LLMREC_FAKE_EXPORT CuResult cuEventRecord(CuEvent event, CuStream stream) {
   std::lock_guard<std::mutex> lock(g().mu);

@@ -1,9 +1,8 @@
 // The one error transport across ranks (distributed/agree.h) and the
 // in-process backend's own failure paths, with ranks as threads.
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include <atomic>
 #include <thread>
@@ -106,7 +105,8 @@ TEST(Rank0RunTest, ResultReachesEveryRankAndTheWorkRunsOnce) {
 TEST(Rank0RunTest, Rank0sErrorKeepsItsTypeOnEveryRank) {
   on_every_rank([](Communicator& comm) {
     try {
-      run_on_rank0(comm, []() -> std::int64_t { throw IoError("runs/x/model.h5: cannot create (read-only)"); });
+      run_on_rank0(comm,
+                   []() -> std::int64_t { throw IoError("runs/x/model.h5: cannot create (read-only)"); });
       ADD_FAILURE() << "must throw";
     } catch (const IoError& e) {
       EXPECT_THAT(e.what(), HasSubstr("runs/x/model.h5: cannot create"));
@@ -117,7 +117,8 @@ TEST(Rank0RunTest, Rank0sErrorKeepsItsTypeOnEveryRank) {
 TEST(BroadcastStringTest, FromAnyRoot) {
   on_every_rank([](Communicator& comm) {
     for (int root = 0; root < comm.size(); ++root) {
-      const std::string s = broadcast_string(comm, comm.rank() == root ? "from " + std::to_string(root) : "x", root);
+      const std::string s =
+          broadcast_string(comm, comm.rank() == root ? "from " + std::to_string(root) : "x", root);
       EXPECT_EQ(s, "from " + std::to_string(root));
     }
   });

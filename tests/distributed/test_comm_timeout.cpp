@@ -2,10 +2,9 @@
 // most 1 s. Rank 0 must get CommTimeout naming its rank, host and the
 // collective, and refuse further collectives; rank 1's late call completes
 // (rank 0's request was posted), so both ranks still end cleanly.
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include <chrono>
 #include <thread>

@@ -1,10 +1,9 @@
 // Collectives of every backend, checked exactly: in process (the local
 // backend, world sizes 1 to 4, one thread per rank) and under mpirun (MPI,
 // or NCCL on the stand-in library; np 1, 2, 3).
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include <cstdlib>
 
@@ -71,10 +70,10 @@ TEST_P(AllReduceTest, ExactForEveryDtypeAndOp) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllDtypesAndOps, AllReduceTest,
-    ::testing::Combine(::testing::Values(at::kFloat, at::kDouble, at::kInt, at::kLong),
-                       ::testing::Values(ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax)));
+INSTANTIATE_TEST_SUITE_P(AllDtypesAndOps, AllReduceTest,
+                         ::testing::Combine(::testing::Values(at::kFloat, at::kDouble, at::kInt, at::kLong),
+                                            ::testing::Values(ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin,
+                                                              ReduceOp::kMax)));
 
 TEST(CommunicatorTest, AllReduceNonContiguousWritesOnlyTheView) {
   on_every_rank([](Communicator& comm) {
@@ -158,7 +157,8 @@ TEST(CommunicatorTest, AllGatherEqualShapes) {
     at::Tensor t = at::arange(6, at::kLong).view({2, 3}) + 10 * r;
     at::Tensor g = comm.all_gather(t.t());  // non-contiguous input
     ASSERT_EQ(g.sizes(), (std::vector<std::int64_t>{w, 3, 2}));
-    for (int k = 0; k < w; ++k) EXPECT_TRUE(at::equal(g[k], (at::arange(6, at::kLong).view({2, 3}) + 10 * k).t()));
+    for (int k = 0; k < w; ++k)
+      EXPECT_TRUE(at::equal(g[k], (at::arange(6, at::kLong).view({2, 3}) + 10 * k).t()));
   });
 }
 
@@ -246,7 +246,8 @@ TEST(MismatchTest, DtypesDiffer) {
     const int w = comm.size();
     if (w < 2) return;  // needs ranks that disagree
     at::Tensor t = at::ones({4}, r == 0 ? at::kFloat : at::kDouble);
-    expect_mismatch(comm, [&] { comm.all_reduce(t); }, {"rank 0: all_reduce(sum) Float", "rank 1: all_reduce(sum) Double"});
+    expect_mismatch(comm, [&] { comm.all_reduce(t); },
+                    {"rank 0: all_reduce(sum) Float", "rank 1: all_reduce(sum) Double"});
   });
 }
 
@@ -268,11 +269,13 @@ TEST(MismatchTest, DifferentCollectives) {
     if (w < 2) return;  // needs ranks that disagree
     at::Tensor t = at::ones({4});
     expect_mismatch(comm,
-        [&] {
-          if (r == 0) comm.all_reduce(t);
-          else comm.broadcast(t, {0});
-        },
-        {"rank 0: all_reduce", "rank 1: broadcast(root 0)"});
+                    [&] {
+                      if (r == 0)
+                        comm.all_reduce(t);
+                      else
+                        comm.broadcast(t, {0});
+                    },
+                    {"rank 0: all_reduce", "rank 1: broadcast(root 0)"});
   });
 }
 

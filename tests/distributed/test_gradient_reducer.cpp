@@ -2,11 +2,10 @@
 // the MPI and NCCL backends): reduced gradients equal the
 // average of every rank's gradients, with accumulation, unused parameters,
 // overlap during backward, and a clear error when ranks' parameters differ.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "distributed/gradient_reducer.h"
 #include "tests/mpi_test_main.h"
@@ -63,7 +62,10 @@ std::vector<at::Tensor> expected(int w, int micro_steps) {
     for (int m = 0; m < micro_steps; ++m) loss(p, k, m).backward();
     for (std::size_t i = 0; i < p.size(); ++i) {
       at::Tensor g = p[i].second.grad().defined() ? p[i].second.grad() : at::zeros_like(p[i].second);
-      if (sum.size() <= i) sum.push_back(g.clone()); else sum[i] += g;
+      if (sum.size() <= i)
+        sum.push_back(g.clone());
+      else
+        sum[i] += g;
     }
   }
   for (auto& s : sum) s /= w;
@@ -141,7 +143,10 @@ TEST(ReducerTest, ARankWithNoBackwardStillTakesPart) {
       loss(q, k, 0).backward();
       for (std::size_t i = 0; i < q.size(); ++i) {
         at::Tensor g = q[i].second.grad().defined() ? q[i].second.grad() : at::zeros_like(q[i].second);
-        if (want.size() <= i) want.push_back(g.clone()); else want[i] += g;
+        if (want.size() <= i)
+          want.push_back(g.clone());
+        else
+          want[i] += g;
       }
     }
     for (std::size_t i = 0; i < p.size(); ++i) {

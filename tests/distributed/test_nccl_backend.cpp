@@ -4,12 +4,10 @@
 // CommTimeout naming rank, host and collective, then refuse further work).
 // Collectives run on the stand-in library (fake_nccl.cpp) with CPU tensors.
 // The tests run in this order: a failed load is not cached, a good one is.
+#include <ATen/ATen.h>
+#include <dlfcn.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
-
-#include <dlfcn.h>
 
 #include <chrono>
 #include <cstdlib>

@@ -13,6 +13,7 @@
 // tower on their last T events, CF neighbours random (most similar first),
 // the last ~5% items cold with no neighbours (a "catalogue update").
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,7 +23,6 @@
 #include <random>
 #include <set>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "common/hdf5.h"
@@ -53,8 +53,8 @@ struct ExportFixture {
   std::vector<std::uint8_t> cold;
   std::vector<std::int64_t> popularity;
   std::vector<float> vectors, keys, user_vectors;  // row-major
-  std::vector<std::int32_t> hour_counts;          // [I, 24]
-  std::vector<std::int64_t> offsets;              // U + 1
+  std::vector<std::int32_t> hour_counts;           // [I, 24]
+  std::vector<std::int64_t> offsets;               // U + 1
   std::vector<std::int32_t> events;
   std::vector<std::uint8_t> types;
   std::vector<std::int32_t> neighbours;  // [I, K]
@@ -76,7 +76,8 @@ struct ExportFixture {
       const std::int32_t i = items[items.size() - n + s];
       std::copy_n(vectors.data() + i * d, d, x.data_ptr<float>() + static_cast<std::int64_t>(s) * d);
     }
-    at::Tensor u = tower.ptr()->forward(x, torch::ones({1, static_cast<std::int64_t>(n)}, torch::kBool)).contiguous();
+    at::Tensor u =
+        tower.ptr()->forward(x, torch::ones({1, static_cast<std::int64_t>(n)}, torch::kBool)).contiguous();
     return {u.data_ptr<float>(), u.data_ptr<float>() + d};
   }
 };
@@ -99,12 +100,14 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
     f.item_ids.push_back("i" + std::to_string(i));
     f.item_text.push_back("item " + std::to_string(i) + " of cluster " + std::to_string(c) + " — crème");
     f.item_category.push_back(i % 17 == 0 ? std::string() : "cat" + std::to_string(c));
-    for (std::int64_t k = 0; k < d; ++k) f.vectors.push_back(centres[static_cast<std::size_t>(c * d + k)] + 0.4f * normal(rng));
+    for (std::int64_t k = 0; k < d; ++k)
+      f.vectors.push_back(centres[static_cast<std::size_t>(c * d + k)] + 0.4f * normal(rng));
     const bool is_cold = i >= warm;
     f.cold.push_back(is_cold ? 1 : 0);
     std::int64_t pop = 0;
     for (int h = 0; h < 24; ++h) {
-      const std::int32_t n = is_cold ? 0 : static_cast<std::int32_t>(rng() % (h >= 18 && c % 2 == 0 ? 20 : 6));
+      const std::int32_t n =
+          is_cold ? 0 : static_cast<std::int32_t>(rng() % (h >= 18 && c % 2 == 0 ? 20 : 6));
       f.hour_counts.push_back(n);
       pop += n;
     }
@@ -113,13 +116,16 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
   // keys = vectors A^T, A = identity + noise.
   std::vector<float> A(static_cast<std::size_t>(d * d));
   for (std::int64_t r = 0; r < d; ++r) {
-    for (std::int64_t c = 0; c < d; ++c) A[static_cast<std::size_t>(r * d + c)] = (r == c ? 1.0f : 0.0f) + 0.1f * normal(rng);
+    for (std::int64_t c = 0; c < d; ++c)
+      A[static_cast<std::size_t>(r * d + c)] = (r == c ? 1.0f : 0.0f) + 0.1f * normal(rng);
   }
   f.keys.resize(f.vectors.size());
   for (std::int64_t i = 0; i < I; ++i) {
     for (std::int64_t r = 0; r < d; ++r) {
       double s = 0;
-      for (std::int64_t c = 0; c < d; ++c) s += static_cast<double>(A[static_cast<std::size_t>(r * d + c)]) * f.vectors[static_cast<std::size_t>(i * d + c)];
+      for (std::int64_t c = 0; c < d; ++c)
+        s += static_cast<double>(A[static_cast<std::size_t>(r * d + c)]) *
+             f.vectors[static_cast<std::size_t>(i * d + c)];
       f.keys[static_cast<std::size_t>(i * d + r)] = static_cast<float>(s);
     }
   }
@@ -180,11 +186,12 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
 }
 
 struct WriteHooks {
-  std::set<std::string> skip;                        ///< datasets / attributes not to write
+  std::set<std::string> skip;                       ///< datasets / attributes not to write
   std::function<void(h5::File&)> tamper = nullptr;  ///< writes replacements before commit
 };
 
-inline void write_export_fixture(const std::string& path, const ExportFixture& f, const WriteHooks& hooks = {}) {
+inline void write_export_fixture(const std::string& path, const ExportFixture& f,
+                                 const WriteHooks& hooks = {}) {
   const ExportSpec& s = f.spec;
   auto g = h5::File::create(path);
   auto attr_s = [&](const char* k, const std::string& v) {
@@ -193,9 +200,12 @@ inline void write_export_fixture(const std::string& path, const ExportFixture& f
   auto attr_i = [&](const char* k, std::int64_t v) {
     if (!hooks.skip.count(k)) g.set_attr("/", k, v);
   };
-  auto rows = [](std::size_t n, std::int64_t width) { return static_cast<std::uint64_t>(n / static_cast<std::size_t>(width)); };
+  auto rows = [](std::size_t n, std::int64_t width) {
+    return static_cast<std::uint64_t>(n / static_cast<std::size_t>(width));
+  };
   std::string types = "[";
-  for (std::size_t t = 0; t < s.event_types.size(); ++t) types += (t ? ",\"" : "\"") + s.event_types[t] + "\"";
+  for (std::size_t t = 0; t < s.event_types.size(); ++t)
+    types += (t ? ",\"" : "\"") + s.event_types[t] + "\"";
   types += "]";
   const std::string config = "model:\n  dim: " + std::to_string(s.dim) + "\n";
   Sha256 h;

@@ -257,8 +257,11 @@ TEST_F(ExportReaderTest, TowerTensorsAreCheckedByName) {
   WriteHooks h;
   h.skip = {"ranker/attn.in_proj_weight"};
   expect_refused(write(fx_, h), "'attn.in_proj_weight' is missing");
-  h.tamper = [](h5::File& g) { g.write<float>("ranker/attn.in_proj_weight", std::vector<float>(16 * 16, 0.1f).data(), {16, 16}); };
-  expect_refused(write(fx_, h), "'attn.in_proj_weight' (dataset 'ranker/attn.in_proj_weight') has shape [16, 16]");
+  h.tamper = [](h5::File& g) {
+    g.write<float>("ranker/attn.in_proj_weight", std::vector<float>(16 * 16, 0.1f).data(), {16, 16});
+  };
+  expect_refused(write(fx_, h),
+                 "'attn.in_proj_weight' (dataset 'ranker/attn.in_proj_weight') has shape [16, 16]");
   h.skip = {"ranker/layers.0.linear1.weight"};
   h.tamper = nullptr;
   expect_refused(write(fx_, h), "layers.0.linear1.weight");
@@ -301,8 +304,9 @@ TEST_F(ExportReaderTest, HugeClaimedSizesAreRefusedWithoutAllocating) {
     H5Pset_chunk(dcpl, 1, chunk);
     H5Pset_fletcher32(dcpl);
     for (const char* name : {"users/history_items", "users/history_types"}) {
-      hid_t ds = H5Dcreate2(file, name, std::string(name) == "users/history_items" ? H5T_STD_I32LE : H5T_STD_U8LE, space,
-                            H5P_DEFAULT, dcpl, H5P_DEFAULT);
+      hid_t ds =
+          H5Dcreate2(file, name, std::string(name) == "users/history_items" ? H5T_STD_I32LE : H5T_STD_U8LE,
+                     space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
       ASSERT_GE(ds, 0);
       H5Dclose(ds);
     }
@@ -313,9 +317,7 @@ TEST_F(ExportReaderTest, HugeClaimedSizesAreRefusedWithoutAllocating) {
   expect_refused(path, "'users/history_items' claims 8000000000 bytes, more than the file can hold");
 
   EXPECT_THROW(read_export(dir_ + "/does-not-exist.h5"), IoError);
-  {
-    std::ofstream(dir_ + "/text.h5") << "not hdf5 at all";
-  }
+  { std::ofstream(dir_ + "/text.h5") << "not hdf5 at all"; }
   EXPECT_THROW(read_export(dir_ + "/text.h5"), IoError);
 }
 
@@ -324,7 +326,8 @@ TEST_F(ExportReaderTest, HugeClaimedSizesAreRefusedWithoutAllocating) {
 // attribute as stored included), and the tables must agree in size.
 TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
   ExportSpec spec = fx_.spec;
-  spec.ranking = R"({"missing":"cold_weights","cold_weights":{"model":1,"tfidf":0.5},"cold_shift":-0.25,"chosen":{"by":"test"}})";
+  spec.ranking =
+      R"({"missing":"cold_weights","cold_weights":{"model":1,"tfidf":0.5},"cold_shift":-0.25,"chosen":{"by":"test"}})";
   const auto a = read_export(write(llmrec::testing::make_export_fixture(spec)));
   const std::string copy = dir_ + "/copy.h5";
   write_export_file(copy, *a);
@@ -358,7 +361,8 @@ TEST_F(ExportReaderTest, TheWriterStoresWhatTheReaderLoads) {
   EXPECT_EQ(b->model_sha256, a->model_sha256);
   EXPECT_EQ(b->created, a->created);
   auto mine = a->tower->named_parameters();
-  for (const auto& p : b->tower->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+  for (const auto& p : b->tower->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
 
   // TF-IDF rows round-trip too.
   ExportData c = *a;

@@ -84,7 +84,8 @@ TEST(Bert, ParameterNamesAndShapesAreHfs) {
   EXPECT_TRUE(model->buffers().empty());
 
   BertModel bare(small_config(), /*add_pooler=*/false);
-  for (const auto& p : bare->named_parameters()) EXPECT_EQ(p.key().rfind("pooler.", 0), std::string::npos) << p.key();
+  for (const auto& p : bare->named_parameters())
+    EXPECT_EQ(p.key().rfind("pooler.", 0), std::string::npos) << p.key();
   EXPECT_FALSE(bare->has_pooler());
 }
 
@@ -172,10 +173,10 @@ TEST(Bert, FirstTokenEqualsTheFullForwardWithItsGradients) {
                                         model->parameters(), {}, false, false, true);
     torch::Tensor first = model->first_token(ids, mask, types);
     ASSERT_EQ(first.sizes(), full.sizes());
-    EXPECT_TRUE(torch::allclose(first, full, 0, 1e-12)) << layers << " layers: max diff "
-                                                        << (first - full).abs().max().item<double>();
-    auto g_first = torch::autograd::grad({model->first_token(ids, mask, types).pow(2).sum()}, model->parameters(), {},
-                                         false, false, true);
+    EXPECT_TRUE(torch::allclose(first, full, 0, 1e-12))
+        << layers << " layers: max diff " << (first - full).abs().max().item<double>();
+    auto g_first = torch::autograd::grad({model->first_token(ids, mask, types).pow(2).sum()},
+                                         model->parameters(), {}, false, false, true);
     ASSERT_EQ(g_full.size(), g_first.size());
     for (std::size_t i = 0; i < g_full.size(); ++i) {
       if (!g_full[i].defined()) {
@@ -222,7 +223,8 @@ TEST(Bert, InvalidInputsAreNamed) {
   torch::Tensor ids = torch::tensor({{2, 7, 9}});
   torch::Tensor mask = torch::ones_like(ids);
   EXPECT_THAT(error_of(model, torch::tensor({2, 7, 9}), mask), HasSubstr("input_ids must be [N, L]"));
-  EXPECT_THAT(error_of(model, torch::tensor({{2, 50, 9}}), mask), HasSubstr("input_ids has values in [2, 50]"));
+  EXPECT_THAT(error_of(model, torch::tensor({{2, 50, 9}}), mask),
+              HasSubstr("input_ids has values in [2, 50]"));
   EXPECT_THAT(error_of(model, torch::tensor({{2, -1, 9}}), mask), HasSubstr("outside [0, 50)"));
   EXPECT_THAT(error_of(model, ids.to(torch::kFloat), mask), HasSubstr("input_ids must be an integer tensor"));
   EXPECT_THAT(error_of(model, ids, torch::ones({1, 4})), HasSubstr("attention_mask has shape [1, 4]"));

@@ -8,13 +8,13 @@
 // the tests skip loudly (tests/shared_data.h); when it or a file is
 // missing the test fails: a silently skipped golden test proves nothing.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "models/hf_loader.h"
@@ -47,12 +47,12 @@ bool load_golden(Golden& golden) {
   const fs::path root = fs::path(shared) / "golden";
   const fs::path forward = root / "tiny-bert-forward.json";
   golden.model_dir = root / "tiny-bert";
-  for (const fs::path& p : {forward, golden.model_dir / "config.json", golden.model_dir / "model.safetensors",
-                            golden.model_dir / "model_prefixed.safetensors",
-                            golden.model_dir / "model_legacy.safetensors"}) {
+  for (const fs::path& p :
+       {forward, golden.model_dir / "config.json", golden.model_dir / "model.safetensors",
+        golden.model_dir / "model_prefixed.safetensors", golden.model_dir / "model_legacy.safetensors"}) {
     if (!fs::exists(p)) {
-      ADD_FAILURE() << "golden file missing: " << p.string()
-                    << " (LLMREC_SHARED_DIR=" << shared << "; regenerate with shared/golden/make_tiny_bert.py)";
+      ADD_FAILURE() << "golden file missing: " << p.string() << " (LLMREC_SHARED_DIR=" << shared
+                    << "; regenerate with shared/golden/make_tiny_bert.py)";
       return false;
     }
   }
@@ -97,8 +97,9 @@ TEST_P(BertGoldenTest, ReproducesHfForward) {
   Golden golden;
   if (!load_golden(golden)) return;
   const std::string weights = GetParam();
-  for (auto [dtype, tag, tol] : {std::tuple<c10::ScalarType, const char*, double>{torch::kDouble, "float64", kTolFloat64},
-                                 {torch::kFloat, "float32", kTolFloat32}}) {
+  for (auto [dtype, tag, tol] :
+       {std::tuple<c10::ScalarType, const char*, double>{torch::kDouble, "float64", kTolFloat64},
+        {torch::kFloat, "float32", kTolFloat32}}) {
     HfBertLoadOptions options;
     options.dtype = dtype;
     options.weights_file = weights;
@@ -121,17 +122,21 @@ TEST_P(BertGoldenTest, ReproducesHfForward) {
       EXPECT_LE(p.max_abs, tol) << "pooler_output";
       if (dtype == torch::kFloat) {
         // The float32 run also stays within tolerance of the exact (float64) answer.
-        EXPECT_LE(compare(out.last_hidden_state, golden_tensor(c.at("float64").at("last_hidden_state"))).max_abs, tol);
-        EXPECT_LE(compare(out.pooler_output, golden_tensor(c.at("float64").at("pooler_output"))).max_abs, tol);
+        EXPECT_LE(
+            compare(out.last_hidden_state, golden_tensor(c.at("float64").at("last_hidden_state"))).max_abs,
+            tol);
+        EXPECT_LE(compare(out.pooler_output, golden_tensor(c.at("float64").at("pooler_output"))).max_abs,
+                  tol);
       }
       hidden_worst.max_abs = std::max(hidden_worst.max_abs, h.max_abs);
       hidden_worst.max_rel = std::max(hidden_worst.max_rel, h.max_rel);
       pooled_worst.max_abs = std::max(pooled_worst.max_abs, p.max_abs);
       pooled_worst.max_rel = std::max(pooled_worst.max_rel, p.max_rel);
     }
-    std::printf("[golden] %-28s %s: last_hidden_state max abs %.3e rel %.3e | pooler_output max abs %.3e rel %.3e\n",
-                weights.c_str(), tag, hidden_worst.max_abs, hidden_worst.max_rel, pooled_worst.max_abs,
-                pooled_worst.max_rel);
+    std::printf(
+        "[golden] %-28s %s: last_hidden_state max abs %.3e rel %.3e | pooler_output max abs %.3e rel %.3e\n",
+        weights.c_str(), tag, hidden_worst.max_abs, hidden_worst.max_rel, pooled_worst.max_abs,
+        pooled_worst.max_rel);
     RecordProperty(fmt::format("{}_hidden_max_abs", tag), fmt::format("{:.3e}", hidden_worst.max_abs));
     RecordProperty(fmt::format("{}_pooler_max_abs", tag), fmt::format("{:.3e}", pooled_worst.max_abs));
   }
@@ -161,7 +166,8 @@ TEST(BertGolden, DetectsAnIgnoredMask) {
     if (c.at("name") != "batch3_padded") continue;
     torch::Tensor ids = int_tensor(c.at("input_ids"));
     BertOutput out = bert.model->forward(ids, torch::ones_like(ids));
-    EXPECT_GT(compare(out.last_hidden_state, golden_tensor(c.at("float64").at("last_hidden_state"))).max_abs, 1e-3);
+    EXPECT_GT(compare(out.last_hidden_state, golden_tensor(c.at("float64").at("last_hidden_state"))).max_abs,
+              1e-3);
     return;
   }
   FAIL() << "case batch3_padded not in the golden file";

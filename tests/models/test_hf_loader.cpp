@@ -4,13 +4,13 @@
 // directories; bad config.json keys) is an error naming the tensor or key.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/error.h"
@@ -148,8 +148,9 @@ TEST_F(HfLoaderTest, NonFloatAndDuplicateTensorsAreRefused) {
   EXPECT_THAT(load_error(make_dir("int", tensors)), HasSubstr("tensor 'pooler.dense.bias': dtype Long"));
   tensors = golden_tensors();
   tensors["bert.pooler.dense.bias"] = tensors["pooler.dense.bias"];
-  EXPECT_THAT(load_error(make_dir("dup", tensors)),
-              HasSubstr("tensors 'bert.pooler.dense.bias' and 'pooler.dense.bias' both give 'pooler.dense.bias'"));
+  EXPECT_THAT(
+      load_error(make_dir("dup", tensors)),
+      HasSubstr("tensors 'bert.pooler.dense.bias' and 'pooler.dense.bias' both give 'pooler.dense.bias'"));
 }
 
 TEST_F(HfLoaderTest, PoolerIsOptional) {
@@ -158,7 +159,8 @@ TEST_F(HfLoaderTest, PoolerIsOptional) {
   HfBertLoadOptions no_pooler;
   no_pooler.add_pooler = false;
   HfBert bert = load_hf_bert(golden.string(), no_pooler);
-  EXPECT_THAT(bert.ignored_tensors, ::testing::UnorderedElementsAre("pooler.dense.weight", "pooler.dense.bias"));
+  EXPECT_THAT(bert.ignored_tensors,
+              ::testing::UnorderedElementsAre("pooler.dense.weight", "pooler.dense.bias"));
   bert.model->eval();
   BertOutput out = bert.model->forward(torch::tensor({{101, 2000, 102}}), torch::ones({1, 3}, torch::kLong));
   EXPECT_FALSE(out.pooler_output.defined());
@@ -191,14 +193,16 @@ TEST_F(HfLoaderTest, ShardedCheckpointLoads) {
   for (const auto& [name, t] : tensors) {
     const bool in_first = name.rfind("embeddings.", 0) == 0;
     (in_first ? first : second)[name] = t;
-    index["weight_map"][name] = in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    index["weight_map"][name] =
+        in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
   const std::string d = make_dir("sharded", first, "model-00001-of-00002.safetensors");
   write_safetensors((fs::path(d) / "model-00002-of-00002.safetensors").string(), second);
   std::ofstream(fs::path(d) / "model.safetensors.index.json") << index.dump();
   HfBert bert = load_hf_bert(d);
   EXPECT_EQ(bert.weights_paths.size(), 2u);
-  for (const auto& p : bert.model->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), tensors.at(p.key())));
+  for (const auto& p : bert.model->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), tensors.at(p.key())));
   // An index may not point outside its directory.
   index["weight_map"]["pooler.dense.bias"] = "../escape.safetensors";
   std::ofstream(fs::path(d) / "model.safetensors.index.json", std::ios::trunc) << index.dump();
@@ -257,7 +261,8 @@ TEST_F(BertConfigTest, ErrorsNameTheFileAndTheKey) {
   EXPECT_THAT(config_error(c.dump()), HasSubstr("'hidden_act' is 'relu'"));
   c = golden_config();
   c["num_attention_heads"] = 5;
-  EXPECT_THAT(config_error(c.dump()), HasSubstr("'hidden_size' 64 is not a multiple of 'num_attention_heads' 5"));
+  EXPECT_THAT(config_error(c.dump()),
+              HasSubstr("'hidden_size' 64 is not a multiple of 'num_attention_heads' 5"));
   c = golden_config();
   c["vocab_size"] = "30522";
   EXPECT_THAT(config_error(c.dump()), HasSubstr("'vocab_size' must be an integer"));

@@ -4,13 +4,13 @@
 // a merged model saved as an HF directory loads back with the same outputs.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/error.h"
@@ -193,10 +193,16 @@ TEST_F(LoraTest, DropoutOnTheAdapterInputInTrainModeOnly) {
 
 TEST_F(LoraTest, TargetErrors) {
   BertModel model = make_model();
-  EXPECT_THAT([&] { apply_lora(model, LoraOptions{8, 16, 0, {"qurey"}}); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("LoRA target 'qurey' matches no module")));
-  EXPECT_THAT([&] { apply_lora(model, LoraOptions{8, 16, 0, {"LayerNorm"}}); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("which is not a Linear layer")));
+  EXPECT_THAT(
+      [&] {
+        apply_lora(model, LoraOptions{8, 16, 0, {"qurey"}});
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("LoRA target 'qurey' matches no module")));
+  EXPECT_THAT(
+      [&] {
+        apply_lora(model, LoraOptions{8, 16, 0, {"LayerNorm"}});
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("which is not a Linear layer")));
   EXPECT_THROW(apply_lora(model, LoraOptions{-1}), Error);
   EXPECT_THROW(apply_lora(model, LoraOptions{4, 16, 1.0}), Error);
   EXPECT_THROW(apply_lora(model, LoraOptions{4, 16, 0, {}}), Error);
@@ -296,8 +302,9 @@ TEST_F(LoraTest, PeftLoadValidates) {
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("missing tensor(s): "
                                     "'base_model.model.encoder.layer.1.attention.self.value.lora_B.weight'"));
-    EXPECT_THAT(e.what(), HasSubstr("tensor 'base_model.model.encoder.layer.0.attention.self.query.lora_A.weight': "
-                                    "expected shape [4, 16] (r = 4), found [3, 16]"));
+    EXPECT_THAT(e.what(),
+                HasSubstr("tensor 'base_model.model.encoder.layer.0.attention.self.query.lora_A.weight': "
+                          "expected shape [4, 16] (r = 4), found [3, 16]"));
   }
 
   // adapter_config.json keys.
@@ -319,9 +326,11 @@ TEST_F(LoraTest, PeftLoadValidates) {
   EXPECT_THAT(write_config("regex", [](auto& c) { c["target_modules"] = ".*query"; }),
               HasSubstr("'target_modules' is the regular expression"));
   EXPECT_THAT(write_config("rslora", [](auto& c) { c["use_rslora"] = true; }), HasSubstr("'use_rslora'"));
-  EXPECT_THAT(write_config("prefix", [](auto& c) { c["peft_type"] = "PREFIX_TUNING"; }), HasSubstr("'peft_type'"));
+  EXPECT_THAT(write_config("prefix", [](auto& c) { c["peft_type"] = "PREFIX_TUNING"; }),
+              HasSubstr("'peft_type'"));
   EXPECT_THAT(write_config("bias", [](auto& c) { c["bias"] = "all"; }), HasSubstr("'bias'"));
-  EXPECT_THAT(write_config("norank", [](auto& c) { c.erase("r"); }), HasSubstr("'r' must be an integer >= 1"));
+  EXPECT_THAT(write_config("norank", [](auto& c) { c.erase("r"); }),
+              HasSubstr("'r' must be an integer >= 1"));
   EXPECT_THAT(write_config("target", [](auto& c) { c["target_modules"] = nlohmann::json::array({"qkv"}); }),
               HasSubstr("LoRA target 'qkv' matches no module"));
   EXPECT_THAT(write_config("ok2", [](auto&) {}), ::testing::IsEmpty());
@@ -338,10 +347,16 @@ TEST_F(LoraTest, PeftLoadValidates) {
 TEST_F(LoraTest, SaveRequiresMatchingOptions) {
   BertModel model = make_model(torch::kFloat);
   apply_lora(model, LoraOptions{4, 8.0, 0.0, {"query", "value"}});
-  EXPECT_THAT([&] { lora_save_peft(path("x"), model, LoraOptions{4, 8.0, 0.0, {"query"}}, "b"); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("adapted but not targeted")));
-  EXPECT_THAT([&] { lora_save_peft(path("x"), model, LoraOptions{8, 8.0, 0.0, {"query", "value"}}, "b"); },
-              ::testing::ThrowsMessage<Error>(HasSubstr("expected r 8")));
+  EXPECT_THAT(
+      [&] {
+        lora_save_peft(path("x"), model, LoraOptions{4, 8.0, 0.0, {"query"}}, "b");
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("adapted but not targeted")));
+  EXPECT_THAT(
+      [&] {
+        lora_save_peft(path("x"), model, LoraOptions{8, 8.0, 0.0, {"query", "value"}}, "b");
+      },
+      ::testing::ThrowsMessage<Error>(HasSubstr("expected r 8")));
   EXPECT_THROW(lora_save_peft(path("x"), model, LoraOptions{0}, "b"), Error);
   EXPECT_FALSE(fs::exists(path("x/adapter_config.json")));
 }
@@ -386,7 +401,8 @@ TEST_F(LoraTest, MergedHfDirectoryRoundTrip) {
   merge_lora(*model);
   save_hf_directory(path("merged2"), model, config, "");
   auto again = read_safetensors(path("merged2/model.safetensors")).tensors;
-  for (const auto& item : tensors) EXPECT_TRUE(torch::allclose(item.second, again.at(item.first), 0, 1e-6)) << item.first;
+  for (const auto& item : tensors)
+    EXPECT_TRUE(torch::allclose(item.second, again.at(item.first), 0, 1e-6)) << item.first;
   EXPECT_FALSE(fs::exists(path("merged2/vocab.txt")));
 }
 

@@ -5,12 +5,12 @@
 // encoder back, the head reloads, the decoder is not stored).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/error.h"
@@ -77,7 +77,8 @@ TEST(MlmMask, PredictsFifteenPercentOfTheCandidatesAndNeverASpecialToken) {
     }
     EXPECT_EQ(labelled, 3);
     // A pure function of the seed.
-    MaskedText again = mlm_mask_text(text.data(), static_cast<std::int64_t>(text.size()), v, {0.15, true}, seed);
+    MaskedText again =
+        mlm_mask_text(text.data(), static_cast<std::int64_t>(text.size()), v, {0.15, true}, seed);
     EXPECT_EQ(again.input, m.input);
     EXPECT_EQ(again.labels, m.labels);
     distinct.insert(m.labels);
@@ -91,19 +92,21 @@ TEST(MlmMask, PredictsFifteenPercentOfTheCandidatesAndNeverASpecialToken) {
 TEST(MlmMask, WholeWordsAreChosenTogether) {
   const MlmVocab v = MlmVocab::from(test_vocab(), "test");
   // [CLS] (w0 ##c0 ##c1) (w1) (w2 ##c2) (w3) ... [SEP]: 8 words, 12 pieces.
-  const std::vector<std::int32_t> text = {2,  kW0,     kC0,     kC0 + 1, kW0 + 1, kW0 + 2, kC0 + 2,
+  const std::vector<std::int32_t> text = {2,       kW0,     kC0,     kC0 + 1, kW0 + 1, kW0 + 2, kC0 + 2,
                                           kW0 + 3, kW0 + 4, kW0 + 5, kW0 + 6, kW0 + 7, kC0 + 3, 3};
   const std::vector<std::vector<int>> words = {{1, 2, 3}, {4}, {5, 6}, {7}, {8}, {9}, {10}, {11, 12}};
   bool split_word_seen_without = false;
   for (std::uint64_t seed = 0; seed < 300; ++seed) {
     for (bool whole : {true, false}) {
-      MaskedText m = mlm_mask_text(text.data(), static_cast<std::int64_t>(text.size()), v, {0.3, whole}, seed);
+      MaskedText m =
+          mlm_mask_text(text.data(), static_cast<std::int64_t>(text.size()), v, {0.3, whole}, seed);
       EXPECT_LE(m.predicted, 4);  // round(0.3 x 12), whole words while they fit
       for (const auto& w : words) {
         int chosen = 0;
         for (int i : w) chosen += m.labels[static_cast<std::size_t>(i)] >= 0 ? 1 : 0;
         if (whole) {
-          EXPECT_TRUE(chosen == 0 || chosen == static_cast<int>(w.size())) << "seed " << seed << " split a word";
+          EXPECT_TRUE(chosen == 0 || chosen == static_cast<int>(w.size()))
+              << "seed " << seed << " split a word";
         } else if (chosen != 0 && chosen != static_cast<int>(w.size())) {
           split_word_seen_without = true;
         }
@@ -160,10 +163,11 @@ TEST(BertForMaskedLM, HeadIsHfsWithTheDecoderTiedToTheWordEmbeddings) {
   mlm->eval();
   std::set<std::string> names;
   for (const auto& p : mlm->named_parameters()) names.insert(p.key());
-  for (const char* n : {"bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight",
-                        "cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
-                        "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
-                        "cls.predictions.bias"}) {
+  for (const char* n :
+       {"bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight",
+        "cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
+        "cls.predictions.bias"}) {
     EXPECT_EQ(names.count(n), 1u) << n;
   }
   EXPECT_EQ(names.count("cls.predictions.decoder.weight"), 0u) << "the decoder is the word embeddings";
@@ -174,10 +178,13 @@ TEST(BertForMaskedLM, HeadIsHfsWithTheDecoderTiedToTheWordEmbeddings) {
   const torch::Tensor positions = torch::tensor({2, 6}, torch::kLong);  // row 0 col 2, row 1 col 1
   const torch::Tensor logits = mlm->logits_at(ids, mask, positions);
   ASSERT_EQ(logits.sizes(), (std::vector<std::int64_t>{2, 35}));
-  const torch::Tensor h = mlm->bert->forward(ids, mask).last_hidden_state.reshape({-1, 16}).index_select(0, positions);
-  const torch::Tensor t = torch::layer_norm(torch::gelu(torch::linear(h, mlm->dense->weight, mlm->dense->bias)), {16},
-                                            mlm->layer_norm->weight, mlm->layer_norm->bias, 1e-12);
-  const torch::Tensor expect = torch::matmul(t, mlm->bert->embeddings->word_embeddings->weight.t()) + mlm->bias;
+  const torch::Tensor h =
+      mlm->bert->forward(ids, mask).last_hidden_state.reshape({-1, 16}).index_select(0, positions);
+  const torch::Tensor t =
+      torch::layer_norm(torch::gelu(torch::linear(h, mlm->dense->weight, mlm->dense->bias)), {16},
+                        mlm->layer_norm->weight, mlm->layer_norm->bias, 1e-12);
+  const torch::Tensor expect =
+      torch::matmul(t, mlm->bert->embeddings->word_embeddings->weight.t()) + mlm->bias;
   EXPECT_TRUE(torch::allclose(logits, expect, 1e-5, 1e-6));
   // The loss sums cross-entropy over the labelled positions only.
   torch::Tensor labels = torch::full({2, 5}, -1, torch::kLong);
@@ -185,7 +192,8 @@ TEST(BertForMaskedLM, HeadIsHfsWithTheDecoderTiedToTheWordEmbeddings) {
   labels[1][1] = 9;
   MlmSums s = mlm->loss(ids, mask, labels);
   EXPECT_EQ(s.predicted, 2);
-  const double ce = -(torch::log_softmax(expect, 1)[0][6] + torch::log_softmax(expect, 1)[1][9]).item<double>();
+  const double ce =
+      -(torch::log_softmax(expect, 1)[0][6] + torch::log_softmax(expect, 1)[1][9]).item<double>();
   EXPECT_NEAR(s.loss_sum.item<double>(), ce, 1e-4);
 }
 
@@ -226,7 +234,8 @@ TEST(BertForMaskedLM, SavesAnHfDirectoryThatLoadsBack) {
   torch::manual_seed(5);
   BertForMaskedLM fresh(tiny_config());
   EXPECT_EQ(fresh->load_head(loaded.head_tensors, dir.string()), 5);
-  for (const auto& [name, t] : mlm->head_tensors()) EXPECT_TRUE(torch::equal(t, fresh->head_tensors().at(name))) << name;
+  for (const auto& [name, t] : mlm->head_tensors())
+    EXPECT_TRUE(torch::equal(t, fresh->head_tensors().at(name))) << name;
   std::ifstream vocab(dir / "vocab.txt");
   std::string first;
   std::getline(vocab, first);

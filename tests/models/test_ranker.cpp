@@ -147,7 +147,8 @@ TEST_P(UserTowerPadding, EmptyHistoryIsTheLearnedNoHistoryVector) {
 }
 
 INSTANTIATE_TEST_SUITE_P(LayersPooling, UserTowerPadding,
-                         ::testing::Combine(::testing::Values(0, 2), ::testing::Values("attention", "mean", "causal")),
+                         ::testing::Combine(::testing::Values(0, 2),
+                                            ::testing::Values("attention", "mean", "causal")),
                          [](const ::testing::TestParamInfo<std::tuple<int, std::string>>& info) {
                            return "layers" + std::to_string(std::get<0>(info.param)) + "_" +
                                   std::get<1>(info.param);
@@ -204,8 +205,9 @@ TEST(UserTower, CausalSlotsSeeOnlyTheirPastAndTheLastSlotIsTheUser) {
     auto [h2, m2] = place(items, kHistory, {0, 1, 2, 3, 4}, 1.0);
     EXPECT_TRUE(torch::allclose(tower(h2, m2)[0], tower->forward_all(h2, m2)[0][4], 1e-6, 1e-7));
   }
-  EXPECT_THROW(make_tower(1, "mean")->forward_all(torch::zeros({1, 2, kDim}), torch::ones({1, 2}, torch::kBool)),
-               Error);
+  EXPECT_THROW(
+      make_tower(1, "mean")->forward_all(torch::zeros({1, 2, kDim}), torch::ones({1, 2}, torch::kBool)),
+      Error);
 }
 
 TEST(UserTower, UnknownPoolingIsAnError) {
@@ -219,7 +221,12 @@ TEST(UserTower, SasrecHeadIsNormOfTheLastSlotWithReluAndNoTrainedProjection) {
   torch::manual_seed(5);
   UserTower gelu(UserTowerOptions(kDim, kHistory).heads(2).layers(1).pooling("causal"));
   torch::manual_seed(5);
-  UserTower relu(UserTowerOptions(kDim, kHistory).heads(2).layers(1).pooling("causal").activation("relu").projection(false));
+  UserTower relu(UserTowerOptions(kDim, kHistory)
+                     .heads(2)
+                     .layers(1)
+                     .pooling("causal")
+                     .activation("relu")
+                     .projection(false));
   gelu->eval();
   relu->eval();
   EXPECT_FALSE(relu->proj->weight.requires_grad());

@@ -69,8 +69,8 @@ class SafetensorsTest : public ::testing::Test {
     t["i8"] = torch::tensor({-128, 0, 127}).to(torch::kChar);
     t["u8"] = torch::tensor({0, 128, 255}).to(torch::kByte);
     t["bool"] = torch::tensor({true, false, true}).to(torch::kBool);
-    t["scalar"] = torch::tensor(42.0f);           // shape []
-    t["empty"] = torch::zeros({0, 3});            // no bytes
+    t["scalar"] = torch::tensor(42.0f);  // shape []
+    t["empty"] = torch::zeros({0, 3});   // no bytes
     t["noncontig"] = torch::arange(12, torch::kFloat).reshape({3, 4}).t();
     return t;
   }
@@ -97,7 +97,8 @@ TEST_F(SafetensorsTest, RoundTripsEveryDtype) {
 }
 
 TEST_F(SafetensorsTest, LayoutMatchesTheFormat) {
-  write_safetensors(path("l.safetensors"), {{"b", torch::tensor({1.0f, 2.0f})}, {"a", torch::tensor({7}, torch::kLong)}});
+  write_safetensors(path("l.safetensors"),
+                    {{"b", torch::tensor({1.0f, 2.0f})}, {"a", torch::tensor({7}, torch::kLong)}});
   std::string bytes = slurp(path("l.safetensors"));
   ASSERT_GE(bytes.size(), 8u);
   std::uint64_t n = 0;
@@ -121,7 +122,8 @@ TEST_F(SafetensorsTest, ReadsTheGoldenFileLayout) {
   std::string data(12, '\0');
   float v[3] = {1, 2, 3};
   std::memcpy(data.data(), v, 12);
-  std::string header = R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}})";
+  std::string header =
+      R"({"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
   SafetensorsFile f = parse_safetensors(make_file(header, data), "hand");
   EXPECT_TRUE(torch::equal(f.tensors.at("w"), torch::tensor({1.0f, 2.0f, 3.0f})));
@@ -153,7 +155,8 @@ TEST_F(SafetensorsTest, HeaderLengthLies) {
   EXPECT_THAT(parse_error(u64_le(UINT64_MAX) + header + "ab"), HasSubstr("exceeds"));
   EXPECT_THAT(parse_error(u64_le(UINT64_MAX - 4) + header + "ab"), HasSubstr("exceeds"));
   EXPECT_THAT(parse_error(u64_le(1ull << 40) + header + "ab"), HasSubstr("exceeds"));
-  EXPECT_THAT(parse_error(u64_le(header.size() + 100) + header + "ab"), HasSubstr("past the end of the file"));
+  EXPECT_THAT(parse_error(u64_le(header.size() + 100) + header + "ab"),
+              HasSubstr("past the end of the file"));
   EXPECT_THAT(parse_error(u64_le(0) + header + "ab"), HasSubstr("too short"));
   EXPECT_THAT(parse_error(std::string("\x05\x00\x00", 3)), HasSubstr("too short"));
   // Valid length, file cut inside the header.
@@ -175,27 +178,43 @@ TEST_F(SafetensorsTest, HostileHeaders) {
       {"string header", R"("x")", "", "not a JSON object"},
       {"deep nesting", std::string(5000, '[') + std::string(5000, ']'), "", "nested deeper"},
       {"entry not object", R"({"w":[1]})", "", "not a JSON object"},
-      {"unknown dtype", R"({"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})", four, "unknown or unsupported dtype 'F8_E4M3'"},
-      {"dtype not string", R"({"w":{"dtype":4,"shape":[1],"data_offsets":[0,4]}})", four, "non-string 'dtype'"},
+      {"unknown dtype", R"({"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})", four,
+       "unknown or unsupported dtype 'F8_E4M3'"},
+      {"dtype not string", R"({"w":{"dtype":4,"shape":[1],"data_offsets":[0,4]}})", four,
+       "non-string 'dtype'"},
       {"missing shape", R"({"w":{"dtype":"F32","data_offsets":[0,4]}})", four, "'shape'"},
-      {"negative dim", R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", four, "negative dimension"},
+      {"negative dim", R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", four,
+       "negative dimension"},
       {"float dim", R"({"w":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}})", four, "non-integer"},
-      {"overflow numel", R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})", four, "overflows"},
-      {"overflow bytes", R"({"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,4]}})", four, "overflows"},
-      {"span != shape", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", four, "span 4 bytes but shape [2] of F32 needs 8"},
-      {"offsets past data", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", four, "past the data region"},
-      {"huge offsets", R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551614,18446744073709551615]}})", four, "past the data region"},
+      {"overflow numel", R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})",
+       four, "overflows"},
+      {"overflow bytes", R"({"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,4]}})", four,
+       "overflows"},
+      {"span != shape", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", four,
+       "span 4 bytes but shape [2] of F32 needs 8"},
+      {"offsets past data", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", four,
+       "past the data region"},
+      {"huge offsets",
+       R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551614,18446744073709551615]}})", four,
+       "past the data region"},
       {"negative offset", R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}})", four, "non-negative"},
       {"reversed offsets", R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", four, "end before"},
       {"three offsets", R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4,4]}})", four, "[begin, end]"},
-      {"overlap", R"({"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"U8","shape":[3],"data_offsets":[1,4]}})", four, "overlap tensor 'a'"},
+      {"overlap",
+       R"({"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"U8","shape":[3],"data_offsets":[1,4]}})",
+       four, "overlap tensor 'a'"},
       {"hole", R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})", four, "hole"},
-      {"duplicate names", R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"w":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})", four, "duplicate tensor name 'w'"},
-      {"duplicate field", R"({"w":{"dtype":"U8","dtype":"F32","shape":[4],"data_offsets":[0,4]}})", four, "duplicate field 'dtype'"},
-      {"unknown field", R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4],"x":1}})", four, "unknown field 'x'"},
+      {"duplicate names",
+       R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"w":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
+       four, "duplicate tensor name 'w'"},
+      {"duplicate field", R"({"w":{"dtype":"U8","dtype":"F32","shape":[4],"data_offsets":[0,4]}})", four,
+       "duplicate field 'dtype'"},
+      {"unknown field", R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4],"x":1}})", four,
+       "unknown field 'x'"},
       {"metadata not object", R"({"__metadata__":"pt"})", "", "'__metadata__' is not a JSON object"},
       {"metadata number", R"({"__metadata__":{"format":1}})", "", "value of 'format' is not a string"},
-      {"bad bool byte", R"({"b":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]}})", std::string("\x01\x00\x02\x00", 4), "BOOL byte 2 is 2"},
+      {"bad bool byte", R"({"b":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]}})",
+       std::string("\x01\x00\x02\x00", 4), "BOOL byte 2 is 2"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
@@ -204,8 +223,9 @@ TEST_F(SafetensorsTest, HostileHeaders) {
     EXPECT_THAT(message, HasSubstr(c.expect));
   }
   // Names of the tensor at fault are in the message.
-  EXPECT_THAT(parse_error(make_file(R"({"layer.7.w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", four)),
-              HasSubstr("tensor 'layer.7.w'"));
+  EXPECT_THAT(
+      parse_error(make_file(R"({"layer.7.w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", four)),
+      HasSubstr("tensor 'layer.7.w'"));
 }
 
 TEST_F(SafetensorsTest, EmptyFileAndNoTensors) {
@@ -219,15 +239,18 @@ TEST_F(SafetensorsTest, EmptyFileAndNoTensors) {
 }
 
 TEST_F(SafetensorsTest, WriterRejectsWhatItCannotStore) {
-  EXPECT_THROW(write_safetensors(path("c.safetensors"), {{"c", torch::zeros({2}, torch::kComplexFloat)}}), IoError);
+  EXPECT_THROW(write_safetensors(path("c.safetensors"), {{"c", torch::zeros({2}, torch::kComplexFloat)}}),
+               IoError);
   EXPECT_THROW(write_safetensors(path("u.safetensors"), {{"u", torch::Tensor()}}), IoError);
   EXPECT_THROW(write_safetensors(path("m.safetensors"), {{"__metadata__", torch::zeros({1})}}), IoError);
-  EXPECT_THROW(write_safetensors((dir / "no" / "such" / "dir.safetensors").string(), {{"x", torch::zeros({1})}}),
-               IoError);
+  EXPECT_THROW(
+      write_safetensors((dir / "no" / "such" / "dir.safetensors").string(), {{"x", torch::zeros({1})}}),
+      IoError);
   EXPECT_FALSE(fs::exists(path("c.safetensors")));
   // A failed write leaves an existing file untouched.
   write_safetensors(path("keep.safetensors"), {{"x", torch::ones({2})}});
-  EXPECT_THROW(write_safetensors(path("keep.safetensors"), {{"x", torch::zeros({2}, torch::kComplexFloat)}}), IoError);
+  EXPECT_THROW(write_safetensors(path("keep.safetensors"), {{"x", torch::zeros({2}, torch::kComplexFloat)}}),
+               IoError);
   EXPECT_TRUE(torch::equal(read_safetensors(path("keep.safetensors")).tensors.at("x"), torch::ones({2})));
 }
 

@@ -2,7 +2,6 @@
 // MMR, explanations, filters and exclusions, similar items, batching.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -12,11 +11,11 @@
 #include <random>
 #include <set>
 
-#include "serving/engine.h"
 #include "export/export_file.h"
+#include "export/fusion_math.h"
+#include "serving/engine.h"
 #include "serving/request.h"
 #include "tests/export/export_fixture.h"
-#include "export/fusion_math.h"
 
 namespace llmrec::serving {
 namespace {
@@ -55,20 +54,24 @@ class EngineTest : public ::testing::Test {
     std::vector<float> s(static_cast<std::size_t>(I()));
     for (std::int64_t i = 0; i < I(); ++i) {
       double acc = 0;
-      for (std::int64_t c = 0; c < d(); ++c) acc += static_cast<double>(fx_->keys[static_cast<std::size_t>(i * d() + c)]) * u[static_cast<std::size_t>(c)];
+      for (std::int64_t c = 0; c < d(); ++c)
+        acc += static_cast<double>(fx_->keys[static_cast<std::size_t>(i * d() + c)]) *
+               u[static_cast<std::size_t>(c)];
       s[static_cast<std::size_t>(i)] = static_cast<float>(acc);
     }
     return s;
   }
 
   /// The eligible items, fully sorted (higher score, then smaller row).
-  static std::vector<std::int32_t> full_sort(const std::vector<float>& s, const std::function<bool(std::int32_t)>& eligible) {
+  static std::vector<std::int32_t> full_sort(const std::vector<float>& s,
+                                             const std::function<bool(std::int32_t)>& eligible) {
     std::vector<std::int32_t> order;
     for (std::int32_t i = 0; i < I(); ++i) {
       if (eligible(i)) order.push_back(i);
     }
     std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
-      return s[static_cast<std::size_t>(a)] > s[static_cast<std::size_t>(b)] || (s[static_cast<std::size_t>(a)] == s[static_cast<std::size_t>(b)] && a < b);
+      return s[static_cast<std::size_t>(a)] > s[static_cast<std::size_t>(b)] ||
+             (s[static_cast<std::size_t>(a)] == s[static_cast<std::size_t>(b)] && a < b);
     });
     return order;
   }
@@ -76,15 +79,18 @@ class EngineTest : public ::testing::Test {
   /// The engine's list equals the naive top-k: same length, every score
   /// equal to the naive score of that item and to the naive score at that
   /// rank, and the same ids except where the naive scores tie within tol.
-  static void expect_top_k(const Recommendation& r, const std::vector<float>& naive, const std::vector<std::int32_t>& order,
-                           std::size_t k, double tol, const std::string& what) {
+  static void expect_top_k(const Recommendation& r, const std::vector<float>& naive,
+                           const std::vector<std::int32_t>& order, std::size_t k, double tol,
+                           const std::string& what) {
     ASSERT_EQ(r.items.size(), std::min(k, order.size())) << what;
     for (std::size_t j = 0; j < r.items.size(); ++j) {
       const std::int32_t got = r.items[j].item;
       const std::int32_t want = order[j];
       const double scale = 1.0 + std::fabs(naive[static_cast<std::size_t>(want)]);
-      EXPECT_NEAR(r.items[j].score, naive[static_cast<std::size_t>(got)], tol * scale) << what << " rank " << j;
-      EXPECT_NEAR(naive[static_cast<std::size_t>(got)], naive[static_cast<std::size_t>(want)], tol * scale) << what << " rank " << j;
+      EXPECT_NEAR(r.items[j].score, naive[static_cast<std::size_t>(got)], tol * scale)
+          << what << " rank " << j;
+      EXPECT_NEAR(naive[static_cast<std::size_t>(got)], naive[static_cast<std::size_t>(want)], tol * scale)
+          << what << " rank " << j;
       if (got != want) {
         EXPECT_NEAR(naive[static_cast<std::size_t>(got)], naive[static_cast<std::size_t>(want)], tol * scale)
             << what << ": rank " << j << " differs without a near tie";
@@ -123,18 +129,21 @@ TEST_F(EngineTest, LoadsEveryFieldAsWritten) {
   EXPECT_DOUBLE_EQ(engine().default_cf_weight(), 0.5);
   EXPECT_EQ(engine().purchase_types(), std::vector<int>{3});
   auto mine = fx().tower->named_parameters();
-  for (const auto& p : e.tower->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
+  for (const auto& p : e.tower->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), mine[p.key()])) << p.key();
 }
 
 TEST_F(EngineTest, FreshHistoryVectorIsTheTowerOnTheLastTItems) {
   std::mt19937 rng(3);
   for (std::size_t n : {1u, 3u, 8u, 13u, 30u}) {
     std::vector<std::int32_t> h;
-    for (std::size_t j = 0; j < n; ++j) h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(I())));
+    for (std::size_t j = 0; j < n; ++j)
+      h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(I())));
     const auto got = engine().history_vector(h);
     const auto want = fx().tower_vector(h);  // reads only the last T
     ASSERT_EQ(got.size(), want.size());
-    for (std::size_t c = 0; c < got.size(); ++c) EXPECT_NEAR(got[c], want[c], 1e-5) << "n " << n << " c " << c;
+    for (std::size_t c = 0; c < got.size(); ++c)
+      EXPECT_NEAR(got[c], want[c], 1e-5) << "n " << n << " c " << c;
   }
   // No history: the tower's learned no-history vector.
   const auto empty = engine().history_vector({});
@@ -145,13 +154,16 @@ TEST_F(EngineTest, FreshHistoryVectorIsTheTowerOnTheLastTItems) {
 TEST_F(EngineTest, TopKOfKnownUsersEqualsBruteForce) {
   std::mt19937 rng(5);
   for (std::int64_t u = 0; u < fx().spec.users; ++u) {
-    const std::vector<float> uvec(fx().user_vectors.begin() + u * d(), fx().user_vectors.begin() + (u + 1) * d());
+    const std::vector<float> uvec(fx().user_vectors.begin() + u * d(),
+                                  fx().user_vectors.begin() + (u + 1) * d());
     const auto naive = naive_scores(uvec);
     const auto events = user_events(u);
     const std::set<std::int32_t> seen(events.begin(), events.end());
     std::set<std::int32_t> purchased;
-    for (std::int64_t j = fx().offsets[static_cast<std::size_t>(u)]; j < fx().offsets[static_cast<std::size_t>(u) + 1]; ++j) {
-      if (fx().types[static_cast<std::size_t>(j)] == 3) purchased.insert(fx().events[static_cast<std::size_t>(j)]);
+    for (std::int64_t j = fx().offsets[static_cast<std::size_t>(u)];
+         j < fx().offsets[static_cast<std::size_t>(u) + 1]; ++j) {
+      if (fx().types[static_cast<std::size_t>(j)] == 3)
+        purchased.insert(fx().events[static_cast<std::size_t>(j)]);
     }
     RecommendRequest q;
     q.user = fx().user_ids[static_cast<std::size_t>(u)];
@@ -224,7 +236,8 @@ TEST_F(EngineTest, FusionEqualsFusionStandardiseAndCombine) {
       }
       const auto r = engine().recommend(q);
       EXPECT_TRUE(r.fused);
-      const std::vector<float> uvec(fx().user_vectors.begin() + u * d(), fx().user_vectors.begin() + (u + 1) * d());
+      const std::vector<float> uvec(fx().user_vectors.begin() + u * d(),
+                                    fx().user_vectors.begin() + (u + 1) * d());
       const auto model = naive_scores(uvec);
       const auto events = user_events(u);
       // CF: the sum over the distinct history items of their neighbours' similarity.
@@ -232,13 +245,18 @@ TEST_F(EngineTest, FusionEqualsFusionStandardiseAndCombine) {
       for (std::int32_t h : std::set<std::int32_t>(events.begin(), events.end())) {
         for (std::int64_t k = 0; k < fx().spec.cf_k; ++k) {
           const std::int32_t j = fx().neighbours[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
-          if (j >= 0) cf[static_cast<std::size_t>(j)] += fx().similarity[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
+          if (j >= 0)
+            cf[static_cast<std::size_t>(j)] +=
+                fx().similarity[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
         }
       }
       std::vector<float> cff(cf.begin(), cf.end()), hs(static_cast<std::size_t>(I()));
       for (std::int64_t i = 0; i < I(); ++i) {
-        hs[static_cast<std::size_t>(i)] = hour < 0 ? 0.0f : static_cast<float>(std::log(
-            (fx().hour_counts[static_cast<std::size_t>(i * 24 + hour)] + 1.0) / (fx().popularity[static_cast<std::size_t>(i)] + 24.0)));
+        hs[static_cast<std::size_t>(i)] =
+            hour < 0 ? 0.0f
+                     : static_cast<float>(
+                           std::log((fx().hour_counts[static_cast<std::size_t>(i * 24 + hour)] + 1.0) /
+                                    (fx().popularity[static_cast<std::size_t>(i)] + 24.0)));
       }
       std::vector<float> zm(model.size()), zc(model.size()), zh(model.size()), fused(model.size());
       fusion_standardise(model.data(), I(), zm.data());
@@ -259,7 +277,8 @@ TEST_F(EngineTest, FusionEqualsFusionStandardiseAndCombine) {
         if (hour >= 0) {
           EXPECT_FLOAT_EQ(it.hour_score, hs[static_cast<std::size_t>(it.item)]);
         }
-        EXPECT_NEAR(it.model_score, model[static_cast<std::size_t>(it.item)], 1e-5 * (1 + std::fabs(it.model_score)));
+        EXPECT_NEAR(it.model_score, model[static_cast<std::size_t>(it.item)],
+                    1e-5 * (1 + std::fabs(it.model_score)));
       }
     }
   }
@@ -273,7 +292,8 @@ TEST_F(EngineTest, MmrWithoutDiversityIsTopKAndWithDiversityIsMoreDiverse) {
   auto cosine = [&](std::int32_t a, std::int32_t b) {
     double ab = 0, aa = 0, bb = 0;
     for (std::int64_t c = 0; c < d(); ++c) {
-      const double x = fx().vectors[static_cast<std::size_t>(a * d() + c)], y = fx().vectors[static_cast<std::size_t>(b * d() + c)];
+      const double x = fx().vectors[static_cast<std::size_t>(a * d() + c)],
+                   y = fx().vectors[static_cast<std::size_t>(b * d() + c)];
       ab += x * y;
       aa += x * x;
       bb += y * y;
@@ -320,7 +340,8 @@ TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
   auto check = [&](const RecommendRequest& q, const std::vector<std::int32_t>& history) -> Recommendation {
     const auto r = engine().recommend(q);
     const std::size_t T = static_cast<std::size_t>(fx().spec.history);
-    const std::vector<std::int32_t> window(history.end() - static_cast<std::ptrdiff_t>(std::min(T, history.size())), history.end());
+    const std::vector<std::int32_t> window(
+        history.end() - static_cast<std::ptrdiff_t>(std::min(T, history.size())), history.end());
     const auto full = fx().tower_vector(window);
     const std::set<std::int32_t> distinct(window.begin(), window.end());
     EXPECT_FALSE(r.items.empty());
@@ -335,7 +356,8 @@ TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
         // The change of item i's score beyond the catalogue's mean change.
         double change_i = 0, change_mean = 0;
         for (std::int64_t c = 0; c < d(); ++c) {
-          const double du = static_cast<double>(full[static_cast<std::size_t>(c)]) - v[static_cast<std::size_t>(c)];
+          const double du =
+              static_cast<double>(full[static_cast<std::size_t>(c)]) - v[static_cast<std::size_t>(c)];
           change_i += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * du;
           double mean = 0;
           for (std::int64_t j = 0; j < n_items; ++j) mean += fx().keys[static_cast<std::size_t>(j * d() + c)];
@@ -343,12 +365,15 @@ TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
         }
         want.emplace_back(change_i - change_mean, h);
       }
-      std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+      std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) {
+        return x.first > y.first || (x.first == y.first && x.second < y.second);
+      });
       EXPECT_EQ(it.because.size(), std::min<std::size_t>(3, want.size()));
       for (std::size_t j = 0; j < std::min(it.because.size(), want.size()); ++j) {
         EXPECT_NEAR(it.because[j].value, want[j].first, 2e-4) << "item " << it.item << " rank " << j;
         if (it.because[j].item != want[j].second) {
-          EXPECT_NEAR(want[j].first, want[j + 1 < want.size() ? j + 1 : j].first, 2e-4) << "different item without a tie";
+          EXPECT_NEAR(want[j].first, want[j + 1 < want.size() ? j + 1 : j].first, 2e-4)
+              << "different item without a tie";
         }
       }
     }
@@ -380,7 +405,9 @@ TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
         }
       }
     }
-    std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+    std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) {
+      return x.first > y.first || (x.first == y.first && x.second < y.second);
+    });
     if (want.size() > 3) want.resize(3);
     ASSERT_EQ(it.cf.size(), want.size());
     for (std::size_t j = 0; j < want.size(); ++j) {
@@ -397,7 +424,8 @@ TEST_F(EngineTest, CategoryFilterAndExclusions) {
   q.user = "u4";
   q.k = 200;
   q.categories = {"cat3"};
-  for (const auto& it : engine().recommend(q).items) EXPECT_EQ(fx().item_category[static_cast<std::size_t>(it.item)], "cat3");
+  for (const auto& it : engine().recommend(q).items)
+    EXPECT_EQ(fx().item_category[static_cast<std::size_t>(it.item)], "cat3");
   q.categories = {"cat3", "cat5"};
   for (const auto& it : engine().recommend(q).items) {
     const auto& c = fx().item_category[static_cast<std::size_t>(it.item)];
@@ -418,7 +446,8 @@ TEST_F(EngineTest, CategoryFilterAndExclusions) {
   q.exclude = Exclude::kPurchased;
   std::set<std::int32_t> purchased;
   for (std::int64_t j = fx().offsets[4]; j < fx().offsets[5]; ++j) {
-    if (fx().types[static_cast<std::size_t>(j)] == 3) purchased.insert(fx().events[static_cast<std::size_t>(j)]);
+    if (fx().types[static_cast<std::size_t>(j)] == 3)
+      purchased.insert(fx().events[static_cast<std::size_t>(j)]);
   }
   const auto r = engine().recommend(q);
   EXPECT_EQ(r.eligible, I() - static_cast<std::int64_t>(purchased.size()));
@@ -512,7 +541,8 @@ TEST_F(EngineTest, ExportRankingGivesColdItemsTheirOwnWeights) {
   // components left out, whatever the request asks of them).
   ExportFixture f = llmrec::testing::make_export_fixture(ExportSpec{});
   f.spec.fusion = R"({"model": 1, "itemknn": 0.5})";
-  f.spec.ranking = R"({"missing": "cold_weights", "cold_weights": {"model": 2.5, "itemknn": 0}, "chosen": {}})";
+  f.spec.ranking =
+      R"({"missing": "cold_weights", "cold_weights": {"model": 2.5, "itemknn": 0}, "chosen": {}})";
   const std::string path = std::filesystem::path(path_).parent_path() / "own_cold.h5";
   llmrec::testing::write_export_fixture(path, f);
   const auto engine2 = RecommendEngine::open(path);
@@ -538,7 +568,8 @@ TEST_F(EngineTest, ExportRankingGivesColdItemsTheirOwnWeights) {
       }
       const std::set<std::int32_t> seen(events.begin(), events.end());
       const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
-      expect_top_k(r, fused, order, 40, 1e-4, "user " + std::to_string(u) + " cf_weight " + std::to_string(cf_weight));
+      expect_top_k(r, fused, order, 40, 1e-4,
+                   "user " + std::to_string(u) + " cf_weight " + std::to_string(cf_weight));
     }
   }
 }
@@ -595,7 +626,8 @@ TEST_F(EngineTest, SimilarItemsAreTheNearestByCosine) {
   for (std::int64_t i = 0; i < I(); ++i) {
     double ab = 0, aa = 0, bb = 0;
     for (std::int64_t c = 0; c < d(); ++c) {
-      const double x = fx().vectors[static_cast<std::size_t>(42 * d() + c)], y = fx().vectors[static_cast<std::size_t>(i * d() + c)];
+      const double x = fx().vectors[static_cast<std::size_t>(42 * d() + c)],
+                   y = fx().vectors[static_cast<std::size_t>(i * d() + c)];
       ab += x * y;
       aa += x * x;
       bb += y * y;
@@ -615,14 +647,16 @@ TEST_F(EngineTest, SimilarItemsAreTheNearestByCosine) {
   std::vector<float> cf(static_cast<std::size_t>(I()), 0.0f);
   for (std::int64_t c = 0; c < fx().spec.cf_k; ++c) {
     const std::int32_t j = fx().neighbours[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
-    if (j >= 0) cf[static_cast<std::size_t>(j)] = fx().similarity[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
+    if (j >= 0)
+      cf[static_cast<std::size_t>(j)] = fx().similarity[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
   }
   std::vector<float> zc(cos.size()), zf(cos.size()), fused(cos.size());
   fusion_standardise(cos.data(), I(), zc.data());
   fusion_standardise(cf.data(), I(), zf.data());
   fusion_combine({zc.data(), zf.data()}, {1.0, 1.0}, I(), fused.data());
   const auto forder = full_sort(fused, [](std::int32_t i) { return i != 42; });
-  for (std::size_t j = 0; j < f.items.size(); ++j) EXPECT_NEAR(f.items[j].score, fused[static_cast<std::size_t>(forder[j])], 1e-4);
+  for (std::size_t j = 0; j < f.items.size(); ++j)
+    EXPECT_NEAR(f.items[j].score, fused[static_cast<std::size_t>(forder[j])], 1e-4);
   q.item = "missing";
   EXPECT_THROW(engine().similar(q), RequestError);
 }
@@ -663,8 +697,8 @@ TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
     return hits / (10.0 * static_cast<double>(queries.size()));
   };
   const double r16 = recall(16), r128 = recall(128), r1024 = recall(1024);
-  std::printf("recall@10: efSearch 16 %.3f, 128 %.3f, 1024 %.3f; ip: %.3f %.3f %.3f\n", r16, r128, r1024, recall(16, "ip"),
-              recall(128, "ip"), recall(1024, "ip"));
+  std::printf("recall@10: efSearch 16 %.3f, 128 %.3f, 1024 %.3f; ip: %.3f %.3f %.3f\n", r16, r128, r1024,
+              recall(16, "ip"), recall(128, "ip"), recall(1024, "ip"));
   // (measured: l2 0.63, 0.97, 1.00; ip 0.64, 0.90, 0.94: the inner-product
   // graph cannot reach every item here, docs/serving.md)
   EXPECT_GE(r16, 0.4);
@@ -706,12 +740,14 @@ TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
       EXPECT_EQ(a.search, "exact");
       std::vector<RecommendedItem> expected;
       for (const auto& it : a.items) {
-        if (std::binary_search(pool.begin(), pool.end(), it.item) && expected.size() < 10) expected.push_back(it);
+        if (std::binary_search(pool.begin(), pool.end(), it.item) && expected.size() < 10)
+          expected.push_back(it);
       }
       ASSERT_EQ(b.items.size(), expected.size()) << "user " << u << " cf " << cf;
       for (std::size_t j = 0; j < expected.size(); ++j) {
         EXPECT_EQ(b.items[j].item, expected[j].item) << "user " << u << " cf " << cf << " rank " << j;
-        EXPECT_NEAR(b.items[j].score, expected[j].score, 1e-3) << "user " << u << " cf " << cf << " rank " << j;
+        EXPECT_NEAR(b.items[j].score, expected[j].score, 1e-3)
+            << "user " << u << " cf " << cf << " rank " << j;
         EXPECT_NEAR(b.items[j].model_score, expected[j].model_score, 1e-4);
       }
       q.k = 10;
@@ -746,7 +782,8 @@ TEST(QuantisedKeysTest, CandidatesHoldTheExactTopAndAreFew) {
       const float scale = i % 97 == 0 ? 0.0f : i % 13 == 0 ? 1e4f : i % 17 == 0 ? 1e-4f : 1.0f;
       for (std::int64_t c = 0; c < d; ++c) keys[static_cast<std::size_t>(i * d + c)] = scale * normal(rng);
     }
-    for (std::int64_t c = 0; c < d; ++c) keys[static_cast<std::size_t>(5 * d + c)] = keys[static_cast<std::size_t>(6 * d + c)];  // a tie
+    for (std::int64_t c = 0; c < d; ++c)
+      keys[static_cast<std::size_t>(5 * d + c)] = keys[static_cast<std::size_t>(6 * d + c)];  // a tie
     QuantisedKeys q(keys.data(), n, d);
     std::vector<float> offset(static_cast<std::size_t>(n));
     for (auto& o : offset) o = rng() % 5 == 0 ? -0.3f : 0.0f;
@@ -767,15 +804,20 @@ TEST(QuantisedKeysTest, CandidatesHoldTheExactTopAndAreFew) {
       for (std::int64_t i = 0; i < n; ++i) {
         if (!eligible[static_cast<std::size_t>(i)]) continue;
         double s = off != nullptr ? off[i] : 0.0;
-        for (std::int64_t c = 0; c < d; ++c) s += static_cast<double>(keys[static_cast<std::size_t>(i * d + c)]) * u[static_cast<std::size_t>(c)];
+        for (std::int64_t c = 0; c < d; ++c)
+          s +=
+              static_cast<double>(keys[static_cast<std::size_t>(i * d + c)]) * u[static_cast<std::size_t>(c)];
         exact.emplace_back(s, static_cast<std::int32_t>(i));
       }
       EXPECT_EQ(count, static_cast<std::int64_t>(exact.size()));
-      std::sort(exact.begin(), exact.end(), [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+      std::sort(exact.begin(), exact.end(), [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
       const double kth = exact[static_cast<std::size_t>(m - 1)].first;
       for (const auto& [s, i] : exact) {
         if (s < kth) break;
-        EXPECT_TRUE(std::binary_search(cand.begin(), cand.end(), i)) << "d " << d << " query " << t << " item " << i;
+        EXPECT_TRUE(std::binary_search(cand.begin(), cand.end(), i))
+            << "d " << d << " query " << t << " item " << i;
       }
       for (std::int32_t i : cand) EXPECT_TRUE(eligible[static_cast<std::size_t>(i)]);
       total += cand.size();

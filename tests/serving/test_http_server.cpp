@@ -2,16 +2,15 @@
 // client: valid requests, every kind of bad one, /metrics counting them.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <httplib.h>
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
-#include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "serving/http_server.h"
@@ -81,7 +80,8 @@ std::shared_ptr<const RecommendEngine>* HttpTest::engine_ = nullptr;
 
 TEST_F(HttpTest, ValidRequests) {
   auto cli = client();
-  auto r = cli.Post("/recommend", R"({"user":"u3","k":5,"explain":true,"cf_weight":0.5})", "application/json");
+  auto r =
+      cli.Post("/recommend", R"({"user":"u3","k":5,"explain":true,"cf_weight":0.5})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
   json j = body_of(r);
@@ -98,11 +98,13 @@ TEST_F(HttpTest, ValidRequests) {
   json gj = body_of(g);
   for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(gj["items"][i]["id"], j["items"][i]["id"]);
   // A fresh history, with a category filter.
-  auto h = cli.Post("/recommend", R"({"history":["i1","i2","i3"],"k":3,"category":["cat1","cat2"]})", "application/json");
+  auto h = cli.Post("/recommend", R"({"history":["i1","i2","i3"],"k":3,"category":["cat1","cat2"]})",
+                    "application/json");
   ASSERT_TRUE(h);
   EXPECT_EQ(h->status, 200) << h->body;
   const json hist = body_of(h);  // not a range-for over body_of(h)["items"]: the temporary dies first
-  for (const auto& it : hist["items"]) EXPECT_THAT(it["category"].get<std::string>(), ::testing::AnyOf("cat1", "cat2"));
+  for (const auto& it : hist["items"])
+    EXPECT_THAT(it["category"].get<std::string>(), ::testing::AnyOf("cat1", "cat2"));
   auto s = cli.Post("/similar", R"({"item":"i9","k":4})", "application/json");
   ASSERT_TRUE(s);
   EXPECT_EQ(s->status, 200) << s->body;
@@ -180,7 +182,8 @@ TEST_F(HttpTest, ConcurrentClients) {
     threads.emplace_back([&, t] {
       auto cli = client();
       for (int n = 0; n < 15; ++n) {
-        const std::string body = json{{"user", "u" + std::to_string((t * 15 + n) % 20)}, {"k", 7}, {"diversity", 0.3}}.dump();
+        const std::string body =
+            json{{"user", "u" + std::to_string((t * 15 + n) % 20)}, {"k", 7}, {"diversity", 0.3}}.dump();
         auto r = cli.Post("/recommend", body, "application/json");
         if (r && r->status == 200 && json::parse(r->body)["items"].size() == 7) ++ok;
       }
@@ -196,7 +199,8 @@ TEST_F(HttpTest, MetricsInPrometheusTextWhenAsked) {
   ASSERT_EQ(cli.Get("/recommend?user=u1")->status, 200);
   ASSERT_EQ(cli.Get("/nowhere")->status, 404);
   // Prometheus' scraper asks for OpenMetrics or text/plain.
-  auto r = cli.Get("/metrics", {{"Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}});
+  auto r = cli.Get("/metrics",
+                   {{"Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
@@ -211,7 +215,8 @@ TEST_F(HttpTest, MetricsInPrometheusTextWhenAsked) {
   std::string line;
   while (std::getline(lines, line)) {
     if (line.empty() || line[0] == '#') continue;
-    EXPECT_THAT(line, ::testing::MatchesRegex("llmrec_[a-z_]+(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? [0-9.e+-]+"))
+    EXPECT_THAT(line, ::testing::MatchesRegex(
+                          "llmrec_[a-z_]+(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? [0-9.e+-]+"))
         << line;
   }
   auto q = cli.Get("/metrics?format=prometheus");
@@ -219,7 +224,8 @@ TEST_F(HttpTest, MetricsInPrometheusTextWhenAsked) {
   EXPECT_THAT(q->body, HasSubstr("llmrec_uptime_seconds "));
   // curl's default (Accept: */*) and ?format=json keep the JSON document.
   EXPECT_EQ(body_of(cli.Get("/metrics"))["requests"]["/recommend"]["200"], 1);
-  EXPECT_EQ(body_of(cli.Get("/metrics?format=json", {{"Accept", "text/plain"}}))["requests"]["other"]["404"], 1);
+  EXPECT_EQ(body_of(cli.Get("/metrics?format=json", {{"Accept", "text/plain"}}))["requests"]["other"]["404"],
+            1);
   expect_error(cli.Get("/metrics?format=xml"), 400, "format must be json or prometheus");
 }
 
@@ -243,14 +249,16 @@ TEST_F(HttpTest, BearerTokenOnAllButHealthAndAnAccessLogWithoutIds) {
   expect_error(none, 401, "bearer token");
   EXPECT_EQ(none->get_header_value("WWW-Authenticate"), "Bearer realm=\"llmrec\"");
   expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Bearer s3cret-Toke"}}), 401, "bearer token");
-  expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Bearer s3cret-Token2"}}), 401, "bearer token");
+  expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Bearer s3cret-Token2"}}), 401,
+               "bearer token");
   expect_error(cli.Get("/recommend?user=u3", {{"Authorization", "Basic s3cret-Token"}}), 401, "bearer token");
   expect_error(cli.Get("/metrics"), 401, "bearer token");
   const httplib::Headers auth = {{"Authorization", "Bearer s3cret-Token"}};
   auto ok = cli.Get("/recommend?user=u3&k=5", auth);
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
-  ASSERT_EQ(cli.Post("/recommend", auth, R"({"history": ["i7", "i9"], "k": 3})", "application/json")->status, 200);
+  ASSERT_EQ(cli.Post("/recommend", auth, R"({"history": ["i7", "i9"], "k": 3})", "application/json")->status,
+            200);
   json m = body_of(cli.Get("/metrics", auth));
   EXPECT_EQ(m["requests"]["/recommend"]["401"], 4) << m.dump();
   EXPECT_EQ(m["requests"]["/metrics"]["401"], 1) << m.dump();
@@ -259,7 +267,8 @@ TEST_F(HttpTest, BearerTokenOnAllButHealthAndAnAccessLogWithoutIds) {
   // the token.
   std::lock_guard<std::mutex> lock(mu);
   ASSERT_EQ(log.size(), 9u);
-  EXPECT_THAT(log[0], ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\\.[0-9]{3}Z GET /health 200 [0-9.]+ ms"));
+  EXPECT_THAT(log[0], ::testing::MatchesRegex(
+                          "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\\.[0-9]{3}Z GET /health 200 [0-9.]+ ms"));
   EXPECT_THAT(log[1], ::testing::MatchesRegex(".*Z GET /recommend 401 [0-9.]+ ms"));
   EXPECT_THAT(log[7], ::testing::MatchesRegex(".*Z POST /recommend 200 [0-9.]+ ms"));
   for (const auto& line : log) {
@@ -299,11 +308,13 @@ TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body)["items"], 300);
   EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);
-  expect_error(cli.Post("/admin/reload", R"({"export": "/etc/passwd"})", "application/json"), 400, "takes no fields");
+  expect_error(cli.Post("/admin/reload", R"({"export": "/etc/passwd"})", "application/json"), 400,
+               "takes no fields");
 
   // A damaged file: refused, the export loaded before keeps serving.
   std::ofstream(live, std::ios::binary | std::ios::trunc) << "not an export";
-  expect_error(cli.Post("/admin/reload", "", "application/json"), 409, "still serving the export loaded before (300 items");
+  expect_error(cli.Post("/admin/reload", "", "application/json"), 409,
+               "still serving the export loaded before (300 items");
   EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);
   ASSERT_EQ(cli.Get("/recommend?user=u1&k=5")->status, 200);
 
@@ -377,20 +388,27 @@ TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
     const json after = recommend(cli, "u3");
     EXPECT_EQ(after["history_length"].get<int>(), before["history_length"].get<int>() + 1);
     const auto after_ids = ids(after);
-    EXPECT_EQ(std::count(after_ids.begin(), after_ids.end(), first_choice), 0) << first_choice << " still ranked";
+    EXPECT_EQ(std::count(after_ids.begin(), after_ids.end(), first_choice), 0)
+        << first_choice << " still ranked";
     // A user the export does not know is ranked from its events, not the popularity fallback.
-    ASSERT_EQ(cli.Post("/events", json{{"user", "newcomer"}, {"item", "i7"}}.dump(), "application/json")->status, 200);
+    ASSERT_EQ(
+        cli.Post("/events", json{{"user", "newcomer"}, {"item", "i7"}}.dump(), "application/json")->status,
+        200);
     const json fresh = recommend(cli, "newcomer");
     EXPECT_TRUE(fresh["fallback"].is_null()) << fresh.dump();
     EXPECT_EQ(fresh["history_length"], 1);
     // Bad events: refused by field, nothing recorded.
-    expect_error(cli.Post("/events", R"({"user": "u3", "item": "nope"})", "application/json"), 404, "unknown item id 'nope'");
+    expect_error(cli.Post("/events", R"({"user": "u3", "item": "nope"})", "application/json"), 404,
+                 "unknown item id 'nope'");
     expect_error(cli.Post("/events", R"({"user": "u3"})", "application/json"), 400, "missing");
-    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "type": "teleport"})", "application/json"), 400,
-                 "not an event type");
-    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "time": -5})", "application/json"), 400, "time");
-    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "context": {"device": 3}})", "application/json"),
-                 400, "context");
+    expect_error(
+        cli.Post("/events", R"({"user": "u3", "item": "i7", "type": "teleport"})", "application/json"), 400,
+        "not an event type");
+    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "time": -5})", "application/json"), 400,
+                 "time");
+    expect_error(
+        cli.Post("/events", R"({"user": "u3", "item": "i7", "context": {"device": 3}})", "application/json"),
+        400, "context");
     EXPECT_EQ(server.metrics()["events"]["recorded"], 2);
     server.stop();
   }
@@ -417,7 +435,8 @@ TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
   json m = again.metrics();
   EXPECT_EQ(m["events"]["replayed"], 2);
   EXPECT_EQ(m["events"]["skipped_lines"], 1);
-  ASSERT_EQ(cli.Post("/events", json{{"user", "u4"}, {"item", "i9"}}.dump(), "application/json")->status, 200);
+  ASSERT_EQ(cli.Post("/events", json{{"user", "u4"}, {"item", "i9"}}.dump(), "application/json")->status,
+            200);
   again.stop();
   std::ifstream in(log);
   std::string line;
@@ -479,7 +498,8 @@ TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheIt
   const std::string other = clicked_item == "i1" ? "i2" : "i1";
   for (const auto& [item, type] : std::vector<std::pair<std::string, std::string>>{
            {other, "click"}, {clicked_item, "view"}, {clicked_item, "click"}, {clicked_item, "click"}}) {
-    auto e = cli.Post("/events", json{{"user", clicker}, {"item", item}, {"type", type}}.dump(), "application/json");
+    auto e = cli.Post("/events", json{{"user", clicker}, {"item", item}, {"type", type}}.dump(),
+                      "application/json");
     ASSERT_TRUE(e);
     ASSERT_EQ(e->status, 200) << e->body;
   }

@@ -36,7 +36,8 @@ TEST(Request, ValidRequestsParse) {
   EXPECT_EQ(q.cf_weight, 0.5);
   EXPECT_DOUBLE_EQ(q.diversity, 0.3);
   EXPECT_TRUE(q.explain);
-  const auto h = parse_recommend_request(json::parse(R"({"history":["i1","i2"],"category":["A","B"],"cf_weight":1})"));
+  const auto h =
+      parse_recommend_request(json::parse(R"({"history":["i1","i2"],"category":["A","B"],"cf_weight":1})"));
   EXPECT_EQ(*h.history, (std::vector<std::string>{"i1", "i2"}));
   EXPECT_EQ(h.categories, (std::vector<std::string>{"A", "B"}));
   EXPECT_EQ(h.k, kDefaultK);
@@ -47,7 +48,7 @@ TEST(Request, ValidRequestsParse) {
 }
 
 TEST(Request, EachBadFieldIsNamed) {
-  EXPECT_EQ(bad_field(json::parse(R"({"k":10})")), "user");                       // neither
+  EXPECT_EQ(bad_field(json::parse(R"({"k":10})")), "user");                        // neither
   EXPECT_EQ(bad_field(json::parse(R"({"user":"u1","history":["i1"]})")), "user");  // both
   EXPECT_EQ(bad_field(json::parse(R"({"user":"u1","kk":3})")), "kk");
   EXPECT_EQ(bad_field(json::parse(R"({"user":5})")), "user");
@@ -108,9 +109,15 @@ TEST(Request, SimilarRequests) {
 }
 
 TEST(Request, QueryStrings) {
-  const json j = recommend_query_json({{"user", "u1"}, {"k", "5"}, {"hour", "7"}, {"cf_weight", "0.25"},
-                                       {"explain", "true"}, {"category", "A"}, {"category", "B"}});
-  EXPECT_EQ(j, json::parse(R"({"user":"u1","k":5,"hour":7,"cf_weight":0.25,"explain":true,"category":["A","B"]})"));
+  const json j = recommend_query_json({{"user", "u1"},
+                                       {"k", "5"},
+                                       {"hour", "7"},
+                                       {"cf_weight", "0.25"},
+                                       {"explain", "true"},
+                                       {"category", "A"},
+                                       {"category", "B"}});
+  EXPECT_EQ(
+      j, json::parse(R"({"user":"u1","k":5,"hour":7,"cf_weight":0.25,"explain":true,"category":["A","B"]})"));
   EXPECT_EQ(recommend_query_json({{"history", "i1,i2,i3"}})["history"], json::parse(R"(["i1","i2","i3"])"));
   auto field = [](const QueryParams& p) {
     try {
@@ -134,7 +141,8 @@ TEST(Request, QueryStrings) {
 // out_of_range, not a parse_error, and got past parse_json_body: the server
 // answered 500 "internal error" instead of 400.
 TEST(Request, NumbersBeyondDoubleAreA400) {
-  for (const char* body : {"66667e66666", R"({"user":"u1","k":1e400})", R"({"history":[],"cf_weight":-1E999})"}) {
+  for (const char* body :
+       {"66667e66666", R"({"user":"u1","k":1e400})", R"({"history":[],"cf_weight":-1E999})"}) {
     try {
       parse_json_body(body);
       ADD_FAILURE() << "accepted " << body;

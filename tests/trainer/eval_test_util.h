@@ -4,13 +4,13 @@
 // dataset on rank 0 and shared with every rank, a hand-made dataset, and
 // scorers for tests.
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 
 #include "common/config.h"
 #include "data/data_config.h"
@@ -41,8 +41,12 @@ class LocalCommunicator : public Communicator {
     return std::make_shared<Done>();
   }
   void broadcast(const at::Tensor&, const BroadcastOptions&) override {}
-  at::Tensor all_gather(const at::Tensor& t, const CollectiveOptions&) override { return t.unsqueeze(0).clone(); }
-  std::vector<at::Tensor> all_gather_v(const at::Tensor& t, const CollectiveOptions&) override { return {t.clone()}; }
+  at::Tensor all_gather(const at::Tensor& t, const CollectiveOptions&) override {
+    return t.unsqueeze(0).clone();
+  }
+  std::vector<at::Tensor> all_gather_v(const at::Tensor& t, const CollectiveOptions&) override {
+    return {t.clone()};
+  }
   void barrier(const CollectiveOptions&) override {}
   [[noreturn]] void abort(int code) override { std::_Exit(code); }
 };
@@ -77,7 +81,8 @@ std::string make_dataset_with(Communicator& comm, const std::string& tag, Write 
 /// A synthetic shop in <tmp>/llmrec_<tag>_<pid>/shop prepared into
 /// <...>/dataset.h5 on rank 0; returns the dataset path on every rank (the
 /// shop is its sibling directory "shop").
-inline std::string make_synth_dataset(Communicator& comm, const std::string& tag, const SynthOptions& options) {
+inline std::string make_synth_dataset(Communicator& comm, const std::string& tag,
+                                      const SynthOptions& options) {
   return make_dataset_with(comm, tag, [&](const std::string& path) {
     const std::filesystem::path shop = std::filesystem::path(path).parent_path() / "shop";
     write_synth_shop(options, shop.string());
@@ -165,7 +170,8 @@ inline void write_hand_dataset(const std::string& path, const std::vector<std::v
 /// Scores given per item, the same for every user.
 class FixedScorer : public Scorer {
  public:
-  FixedScorer(std::string name, std::vector<float> scores) : name_(std::move(name)), scores_(std::move(scores)) {}
+  FixedScorer(std::string name, std::vector<float> scores)
+      : name_(std::move(name)), scores_(std::move(scores)) {}
   std::string name() const override { return name_; }
   nlohmann::json params() const override { return {{"fixed", scores_}}; }
   at::Tensor score(const ScoreRequest& r) override {
@@ -189,8 +195,9 @@ class RandomScorer : public Scorer {
     at::Tensor out = at::empty({r.size(), n_}, at::kFloat);
     for (std::int64_t b = 0; b < r.size(); ++b) {
       for (std::int64_t i = 0; i < n_; ++i) {
-        std::uint64_t x = static_cast<std::uint64_t>(r.users[static_cast<std::size_t>(b)]) * 0x9E3779B97F4A7C15ULL +
-                          static_cast<std::uint64_t>(i) + 1;
+        std::uint64_t x =
+            static_cast<std::uint64_t>(r.users[static_cast<std::size_t>(b)]) * 0x9E3779B97F4A7C15ULL +
+            static_cast<std::uint64_t>(i) + 1;
         x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
         x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
         x ^= x >> 31;

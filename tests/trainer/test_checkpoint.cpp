@@ -2,7 +2,6 @@
 // a wrong file or a damaged one is a clear error.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -62,7 +61,8 @@ TEST(Checkpoint, RoundTripGivesTheSameModel) {
     try {
       Recommender again = checkpoint_load_model(path);
       auto c = again->named_parameters();
-      for (const auto& p : a) EXPECT_TRUE(torch::equal(p.value(), c[p.key()])) << "byte " << at << ": " << p.key();
+      for (const auto& p : a)
+        EXPECT_TRUE(torch::equal(p.value(), c[p.key()])) << "byte " << at << ": " << p.key();
     } catch (const IoError& e) {
       EXPECT_THAT(e.what(), HasSubstr(path));
       ++refused;

@@ -1,4 +1,5 @@
-// The correctness oracle of docs/architecture.md (W = 2 equals W = 1), on real training steps (float64, AdamW):
+// The correctness oracle of docs/architecture.md (W = 2 equals W = 1), on real training steps (float64,
+// AdamW):
 //  - global negatives: W ranks x batch B == 1 process x batch W*B;
 //  - local negatives: W ranks x batch B == 1 process accumulating the W
 //    batches as micro-batches;
@@ -6,7 +7,6 @@
 // user tower (a loss at every position of each sequence window).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "data/sampler.h"
@@ -22,14 +22,16 @@ namespace {
 
 using ::llmrec::testing::test_comm;
 
-constexpr std::int64_t kB = 6;     // per-rank batch
+constexpr std::int64_t kB = 6;  // per-rank batch
 constexpr int kSteps = 4;
 
 /// (global negatives, micro-batches, causal user tower with a loss at every position)
 class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bool>> {
  protected:
   static std::string dataset_;
-  static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(test_comm(), "equiv", 120, 60, 8, 10); }
+  static void SetUpTestSuite() {
+    dataset_ = testing::make_test_dataset(test_comm(), "equiv", 120, 60, 8, 10);
+  }
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
 
   Communicator& comm = test_comm();
@@ -128,7 +130,8 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   Recommender fresh = make_model(f);
   double moved = 0;
   auto fresh_params = fresh->named_parameters();
-  for (const auto& [name, p] : dist_params) moved = std::max(moved, (p - fresh_params[name]).abs().max().item<double>());
+  for (const auto& [name, p] : dist_params)
+    moved = std::max(moved, (p - fresh_params[name]).abs().max().item<double>());
   EXPECT_GT(moved, 1e-4);
 }
 
@@ -145,8 +148,11 @@ INSTANTIATE_TEST_SUITE_P(NegativesAndAccumulation, EquivalenceTest,
 // every slice has as many targets; global negatives normalise by the
 // global count and match exactly.
 INSTANTIATE_TEST_SUITE_P(CausalEveryPosition, EquivalenceTest,
-                         ::testing::Combine(::testing::Values(true), ::testing::Values(1, 2), ::testing::Values(true)),
-                         [](const auto& info) { return "global_micro" + std::to_string(std::get<1>(info.param)); });
+                         ::testing::Combine(::testing::Values(true), ::testing::Values(1, 2),
+                                            ::testing::Values(true)),
+                         [](const auto& info) {
+                           return "global_micro" + std::to_string(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace llmrec

@@ -7,10 +7,9 @@
 // here, the same on every rank; tune: false keeps the configured values.
 // TF-IDF: hand-computed cosines, the profile window, the max_df stop terms,
 // top terms, a cold item ranked first, and the same scores on every rank.
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cmath>
@@ -42,8 +41,8 @@ class HandDataset : public ::testing::Test {
 
   static void SetUpTestSuite() {
     path_ = ::llmrec::testing::make_dataset_with(test_comm(), "hand", [](const std::string& p) {
-      ::llmrec::testing::write_hand_dataset(p, {{0, 1, 2, 3, 4}, {0, 1, 2, 3}, {1, 2, 3, 0, 0}, {0, 1, 2}}, {{3}},
-                                            {"x", "x", "y", "y", "z"});
+      ::llmrec::testing::write_hand_dataset(p, {{0, 1, 2, 3, 4}, {0, 1, 2, 3}, {1, 2, 3, 0, 0}, {0, 1, 2}},
+                                            {{3}}, {"x", "x", "y", "y", "z"});
     });
   }
   static void TearDownTestSuite() { ::llmrec::testing::remove_dataset_dir(test_comm(), path_); }
@@ -95,7 +94,7 @@ TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
     EXPECT_THAT(rows[2].items, ElementsAre(1, 3, 0));  // 2/sqrt(6), 1/2, 1/sqrt(6)
     EXPECT_FLOAT_EQ(rows[2].similarity[1], 0.5f);
     EXPECT_THAT(rows[3].items, ElementsAre(2, 1));  // 1/2, 1/sqrt(6)
-    EXPECT_TRUE(rows[4].items.empty());              // cold: no co-occurrence
+    EXPECT_TRUE(rows[4].items.empty());             // cold: no co-occurrence
     // A history {0, 1, 0}: distinct items 0 and 1.
     ScoreRequest r;
     const std::int32_t items[] = {0, 1, 0};
@@ -149,7 +148,8 @@ TEST_F(HandDataset, PopularityEvaluationFigureByFigure) {
     EXPECT_EQ(r.all.users, 4);
     const double u3_ndcg2 = (1.0 + 1.0 / std::log2(3.0)) / 2;
     EXPECT_DOUBLE_EQ(r.all.mrr, (3.0 + 0.75) / 4);
-    EXPECT_THAT(r.all.ndcg, ElementsAre(::testing::DoubleEq((3.0 + 0.5) / 4), ::testing::DoubleEq((3.0 + u3_ndcg2) / 4)));
+    EXPECT_THAT(r.all.ndcg,
+                ElementsAre(::testing::DoubleEq((3.0 + 0.5) / 4), ::testing::DoubleEq((3.0 + u3_ndcg2) / 4)));
     EXPECT_THAT(r.all.hit_rate, ElementsAre((3.0 + 0.5) / 4, 1.0));
     EXPECT_THAT(r.all.recall, ElementsAre((3.0 + 0.5) / 4, 1.0));
     // top-2 lists (ties: smaller id first) [4] [3 4] [0 4] [2 3]: categories z | y z | x z | y y.
@@ -620,7 +620,8 @@ TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRan
   for (std::size_t g = 0; g < 6; ++g) {
     const auto& curve = p["tuning"]["tried"][g]["valid_ndcg@10_by_epoch"];
     ASSERT_EQ(curve.size(), 3u);
-    for (std::size_t e = 0; e < 3; ++e) EXPECT_DOUBLE_EQ(curve[e][1].get<double>(), want[g * 3 + e]) << g << " " << e;
+    for (std::size_t e = 0; e < 3; ++e)
+      EXPECT_DOUBLE_EQ(curve[e][1].get<double>(), want[g * 3 + e]) << g << " " << e;
   }
   // The tuned factors are exactly what the chosen values train.
   BprScorer again(h, tuned->config());
@@ -649,7 +650,8 @@ TEST_F(SynthShop, BprTuningStopsAGridPointAfterPatienceEvaluationsWithoutProgres
     double best = -1;
     int bad = 0, best_epoch = 0;
     for (std::size_t e = 0; e < curve.size(); ++e) {
-      ASSERT_LT(bad, 2) << "an evaluation after the patience ran out, lr " << point["lr"] << " reg " << point["reg"];
+      ASSERT_LT(bad, 2) << "an evaluation after the patience ran out, lr " << point["lr"] << " reg "
+                        << point["reg"];
       EXPECT_EQ(curve[e][0].get<int>(), 2 * static_cast<int>(e + 1));
       const double v = curve[e][1].get<double>();
       if (v > best) {

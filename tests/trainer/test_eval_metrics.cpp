@@ -127,7 +127,8 @@ TEST(EvalMetrics, HitRateEqualsRecallOfTheTopKListForOneHeldOutItem) {
   for (std::int32_t target : {0, 1, 2, 4, 5, 6}) {
     UserRanking r = rank_user(s, 7, mask.data(), target, 6);
     for (int k = 1; k <= 6; ++k) {
-      EXPECT_EQ(metric_hit_rate(r.rank, k), metric_recall(r.top, k, {target})) << "target " << target << " k " << k;
+      EXPECT_EQ(metric_hit_rate(r.rank, k), metric_recall(r.top, k, {target}))
+          << "target " << target << " k " << k;
     }
   }
 }

@@ -1,10 +1,9 @@
 // The oracle of the synthetic shop: it reproduces the generator's choice
 // model, beats popularity, is far above every baseline on cold items,
 // refuses a dataset from another shop, and names file:line for bad rows.
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <ATen/ATen.h>
 
 #include <cmath>
 #include <filesystem>
@@ -130,8 +129,10 @@ TEST_F(OracleTest, BeatsPopularityAndIsFarAboveEveryBaselineOnColdItems) {
   EXPECT_GT(oracle.all.mrr, r[0].all.mrr);
   EXPECT_GT(oracle.cold.ndcg[0], 0.15);
   for (int k = 0; k < 3; ++k) {
-    EXPECT_GT(oracle.all.ndcg[0], r[static_cast<std::size_t>(k)].all.ndcg[0]) << r[static_cast<std::size_t>(k)].scorer;
-    EXPECT_GT(oracle.cold.ndcg[0], 5 * r[static_cast<std::size_t>(k)].cold.ndcg[0] + 0.1) << r[static_cast<std::size_t>(k)].scorer;
+    EXPECT_GT(oracle.all.ndcg[0], r[static_cast<std::size_t>(k)].all.ndcg[0])
+        << r[static_cast<std::size_t>(k)].scorer;
+    EXPECT_GT(oracle.cold.ndcg[0], 5 * r[static_cast<std::size_t>(k)].cold.ndcg[0] + 0.1)
+        << r[static_cast<std::size_t>(k)].scorer;
   }
   if (comm.rank() == 0) std::fputs(eval_results_table(r).c_str(), stdout);
 }
@@ -178,13 +179,17 @@ TEST_F(OracleTest, BadLatentFilesNameFileLineAndColumn) {
       return s.substr(0, b) + with + s.substr(s.find('\n', b));
     };
   };
-  std::string dir = edited_shop("latent_items.csv", replace_line(4, "i000002,home,lamp,Norvik,x,classic,0.5,0,3"));
-  EXPECT_THAT(error_of(dir), HasSubstr("latent_items.csv:4: column 'price_band' is 'x', expected an integer"));
+  std::string dir =
+      edited_shop("latent_items.csv", replace_line(4, "i000002,home,lamp,Norvik,x,classic,0.5,0,3"));
+  EXPECT_THAT(error_of(dir),
+              HasSubstr("latent_items.csv:4: column 'price_band' is 'x', expected an integer"));
   dir = edited_shop("latent_items.csv", replace_line(3, "i000001,home,lamp,Norvik,1,classic,-2,0,3"));
-  EXPECT_THAT(error_of(dir), HasSubstr("latent_items.csv:3: column 'popularity' is '-2', expected a positive number"));
+  EXPECT_THAT(error_of(dir),
+              HasSubstr("latent_items.csv:3: column 'popularity' is '-2', expected a positive number"));
   dir = edited_shop("latent_items.csv", replace_line(5, "i000003,home,lamp"));
   EXPECT_THAT(error_of(dir), HasSubstr("latent_items.csv:5: 3 fields, the header has 9"));
-  dir = edited_shop("latent_items.csv", replace_line(1, "item_id,department,leaf,brand,price_band,style,popularity,cold"));
+  dir = edited_shop("latent_items.csv",
+                    replace_line(1, "item_id,department,leaf,brand,price_band,style,popularity,cold"));
   EXPECT_THAT(error_of(dir), HasSubstr("latent_items.csv:1: no column 'brand_id'"));
   dir = edited_shop("latent_users.csv", replace_line(2, "u000000,lamp,Norvik,classic,2,x7,home"));
   EXPECT_THAT(error_of(dir), HasSubstr("latent_users.csv:2: column 'brand_ids' has 'x7'"));

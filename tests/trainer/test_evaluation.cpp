@@ -2,12 +2,11 @@
 // a one-process evaluation (computed here on rank 0 with a world-size-1
 // communicator) and the same on every rank; equal score() calls on every
 // rank; fusion and its tuning; the result file's protocol.
-#include <algorithm>
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <ATen/ATen.h>
-
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -54,11 +53,14 @@ class EvaluationTest : public ::testing::Test {
     return c;
   }
   // The scorers of one evaluation run, built over `c` (collective on c).
-  static std::vector<std::shared_ptr<Scorer>> scorers(const DatasetFile& f, Communicator& c, Evaluator& valid) {
+  static std::vector<std::shared_ptr<Scorer>> scorers(const DatasetFile& f, Communicator& c,
+                                                      Evaluator& valid) {
     auto s = create_baseline_scorers({"popularity", "itemknn", "bpr", "oracle"}, f, c, config());
-    s.push_back(std::make_shared<FusedScorer>(std::vector<FusionComponent>{{s[1], 1.0}, {s[2], 0.5}}, "fusion"));
+    s.push_back(
+        std::make_shared<FusedScorer>(std::vector<FusionComponent>{{s[1], 1.0}, {s[2], 0.5}}, "fusion"));
     FusionTuning t = tune_fusion({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, 0, valid);
-    s.push_back(std::make_shared<FusedScorer>(fused_with_tuning({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, t, valid.items().cold)));
+    s.push_back(std::make_shared<FusedScorer>(
+        fused_with_tuning({{s[1], 1.0}, {s[2], 1.0}, {s[0], 1.0}}, t, valid.items().cold)));
     return s;
   }
 };
@@ -66,8 +68,8 @@ std::string EvaluationTest::path_;
 
 /// Every double and count of a result, as raw bits.
 std::vector<std::int64_t> bits_of(const EvalResult& r) {
-  std::vector<std::int64_t> out = {r.users, r.users_evaluated, r.users_skipped, r.repeat_targets, r.all.users,
-                                   r.cold.users};
+  std::vector<std::int64_t> out = {r.users,          r.users_evaluated, r.users_skipped,
+                                   r.repeat_targets, r.all.users,       r.cold.users};
   for (const auto& [name, v] : eval_figures(r)) {
     std::int64_t b = 0;
     std::memcpy(&b, &v, sizeof b);
@@ -100,8 +102,8 @@ TEST_F(EvaluationTest, EveryFigureIsBitwiseTheSameAsOneRankAndOnEveryRank) {
     Evaluator ev1(f, local, split, config());
     for (std::size_t k = 0; k < ref_scorers.size(); ++k) {
       EvalResult want = ev1.evaluate(*ref_scorers[k]);
-      EXPECT_EQ(got[k], bits_of(want)) << split << ": " << want.scorer << " differs from one rank with "
-                                       << comm.size() << " ranks";
+      EXPECT_EQ(got[k], bits_of(want))
+          << split << ": " << want.scorer << " differs from one rank with " << comm.size() << " ranks";
       EXPECT_GT(want.users_evaluated, 200);
       // The same parameters, the tuned ones of ItemKNN and BPR included.
       EXPECT_EQ(ref_scorers[k]->params().dump(), dist_scorers[k]->params().dump()) << want.scorer;
@@ -233,10 +235,11 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   for (std::size_t g = 0; g < t.tried.size(); ++g) {
     if (g < n) {
       EXPECT_EQ(t.tried[g], (std::vector<double>{1.0, fusion_grid()[g]}));  // reference fixed at 1
-      EXPECT_EQ(t.tried_cold[g], t.tried[g]);                                // scored: the same weights
+      EXPECT_EQ(t.tried_cold[g], t.tried[g]);                               // scored: the same weights
     } else {
       EXPECT_EQ(t.tried_missing[g], FusionMissing::kColdWeights);
-      EXPECT_EQ(t.tried_cold[g], (std::vector<double>{fusion_grid()[(g - n) / n], fusion_grid()[(g - n) % n]}));
+      EXPECT_EQ(t.tried_cold[g],
+                (std::vector<double>{fusion_grid()[(g - n) / n], fusion_grid()[(g - n) % n]}));
     }
     if (t.tried_ndcg10[g] > t.tried_ndcg10[best]) best = g;
   }
@@ -260,8 +263,8 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_EQ(tc.tried_missing[n], FusionMissing::kRenormalise);
   EXPECT_EQ(tc.tried_missing.back(), FusionMissing::kColdWeights);
   const std::size_t g = n + 4;  // renormalised, popularity weight 1
-  FusedScorer renorm({{base[0], 1.0}, {pop[0], tc.tried[g][1]}}, "fusion", nullptr, FusionMissing::kRenormalise,
-                     valid.items().cold);
+  FusedScorer renorm({{base[0], 1.0}, {pop[0], tc.tried[g][1]}}, "fusion", nullptr,
+                     FusionMissing::kRenormalise, valid.items().cold);
   EXPECT_DOUBLE_EQ(valid.evaluate(renorm).all.ndcg[1], tc.tried_ndcg10[g]);
   EXPECT_EQ(renorm.cold_weights(), (std::vector<double>{2.0, 0.0}));
   // Popularity no longer pushes the oracle's cold items down.
@@ -276,8 +279,8 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
     EXPECT_EQ(tc.tried_cold[p], (std::vector<double>{fusion_grid()[p - 2 * n], 0.0}));
   }
   const std::size_t own = 2 * n + 6;  // the oracle's cold weight 4
-  FusedScorer own_cold({{base[0], 1.0}, {pop[0], tc.tried[own][1]}}, "fusion", nullptr, FusionMissing::kColdWeights,
-                       valid.items().cold, tc.tried_cold[own]);
+  FusedScorer own_cold({{base[0], 1.0}, {pop[0], tc.tried[own][1]}}, "fusion", nullptr,
+                       FusionMissing::kColdWeights, valid.items().cold, tc.tried_cold[own]);
   EXPECT_DOUBLE_EQ(valid.evaluate(own_cold).all.ndcg[1], tc.tried_ndcg10[own]);
   EXPECT_GE(tc.ndcg10, tc.tried_ndcg10[best_warm]);
 

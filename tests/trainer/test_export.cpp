@@ -6,27 +6,26 @@
 // changed ones and refuses a bad row with file:line or another checkpoint.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/config.h"
 #include "common/hdf5.h"
 #include "common/sha256.h"
 #include "data/prepare.h"
 #include "data/wordpiece.h"
+#include "serving/engine.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
 #include "tests/trainer/eval_test_util.h"
 #include "tests/trainer/tiny_model.h"
 #include "trainer/baselines.h"
 #include "trainer/export.h"
-#include "serving/engine.h"
 #include "trainer/fusion.h"
 #include "trainer/model_scorer.h"
 
@@ -69,12 +68,12 @@ void expect_same_export(const std::string& a_path, const std::string& b_path) {
     EXPECT_EQ(a.read<std::int32_t>(n), b.read<std::int32_t>(n)) << n;
   }
   for (const auto& n : kUint8Sets) EXPECT_EQ(a.read<std::uint8_t>(n), b.read<std::uint8_t>(n)) << n;
-  for (const char* k : {"version", "dim", "history", "num_items", "num_users", "id_items", "text_len", "ranker_heads",
-                        "ranker_layers", "catalogue_updates"}) {
+  for (const char* k : {"version", "dim", "history", "num_items", "num_users", "id_items", "text_len",
+                        "ranker_heads", "ranker_layers", "catalogue_updates"}) {
     EXPECT_EQ(a.attr_int("/", k), b.attr_int("/", k)) << k;
   }
-  for (const char* k : {"format", "score", "model_config", "config", "config_sha256", "model_sha256", "checkpoint",
-                        "dataset", "dataset_sha256", "event_types", "fusion"}) {
+  for (const char* k : {"format", "score", "model_config", "config", "config_sha256", "model_sha256",
+                        "checkpoint", "dataset", "dataset_sha256", "event_types", "fusion"}) {
     EXPECT_EQ(a.attr_string("/", k), b.attr_string("/", k)) << k;
   }
 }
@@ -161,7 +160,8 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   const std::vector<std::uint8_t>& cold = test.items().cold;
   ASSERT_GT(std::count(cold.begin(), cold.end(), std::uint8_t{1}), 0);
   const int text_len = model->options().config().text_len;
-  auto model_scorer = std::make_shared<ModelScorer>(model, test.items(), text_len, comm, "model", ranking.cold);
+  auto model_scorer =
+      std::make_shared<ModelScorer>(model, test.items(), text_len, comm, "model", ranking.cold);
   auto knn = std::make_shared<ItemKnnScorer>(training_histories_gather(file, comm), ranking.itemknn, comm);
   auto pop = std::make_shared<PopularityScorer>(test.items().train_count);
   auto tfidf = std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(), ranking.tfidf);
@@ -187,17 +187,18 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
       for (std::int32_t i = 0; i < I; ++i) {
         if (!seen.count(i)) order.push_back(i);
       }
-      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
       q.explain = true;
       const serving::Recommendation got = engine->recommend(q);
       ASSERT_EQ(got.items.size(), 10u);
       EXPECT_TRUE(got.fused);
       EXPECT_DOUBLE_EQ(got.tfidf_weight, 0.3);
       for (const auto& it : got.items) {  // keywords: terms of the item that the history's profile holds
-        std::vector<std::string> top;  // the first 3 whole words (no ## pieces) by contribution
+        std::vector<std::string> top;     // the first 3 whole words (no ## pieces) by contribution
         for (const auto& [term, w] : engine->data().tfidf->shared_terms(
-                 blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r), 3,
-                 it.item, 1000)) {
+                 blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
+                 3, it.item, 1000)) {
           const std::string& word = file.vocab()[static_cast<std::size_t>(term)];
           if (word.rfind("##", 0) != 0 && top.size() < 3) top.push_back(word);
         }
@@ -206,9 +207,11 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
       }
       for (std::size_t j = 0; j < 10; ++j) {
         const std::int32_t g = got.items[j].item, w = order[j];
-        EXPECT_NEAR(got.items[j].score, s[g], 1e-4 * (1 + std::fabs(s[g]))) << "user " << blk.request.users[r];
+        EXPECT_NEAR(got.items[j].score, s[g], 1e-4 * (1 + std::fabs(s[g])))
+            << "user " << blk.request.users[r];
         if (g != w) {
-          EXPECT_NEAR(s[g], s[w], 1e-4 * (1 + std::fabs(s[w]))) << "user " << blk.request.users[r] << " rank " << j;
+          EXPECT_NEAR(s[g], s[w], 1e-4 * (1 + std::fabs(s[w])))
+              << "user " << blk.request.users[r] << " rank " << j;
         }
         cold_shown += cold[static_cast<std::size_t>(g)];
       }
@@ -264,8 +267,10 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   EXPECT_EQ(f.attr_string("/", "dataset"), dataset_);
   EXPECT_EQ(f.attr_string("/", "dataset_sha256"), sha256_file(dataset_));
   EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "event_types")), nlohmann::json(file.event_types()));
-  EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "fusion")), nlohmann::json({{"model", 1.0}, {"itemknn", 0.5}}));
-  EXPECT_THAT(f.attr_string("/", "created"), ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z"));
+  EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "fusion")),
+            nlohmann::json({{"model", 1.0}, {"itemknn", 0.5}}));
+  EXPECT_THAT(f.attr_string("/", "created"),
+              ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z"));
   {
     ModelConfig stored;
     ConfigReader::read(config_parse_string(f.attr_string("/", "model_config"), "model_config"), stored);
@@ -275,7 +280,8 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   }
 
   // Shapes of every dataset.
-  const auto uI = static_cast<std::uint64_t>(I), uU = static_cast<std::uint64_t>(U), ud = static_cast<std::uint64_t>(d);
+  const auto uI = static_cast<std::uint64_t>(I), uU = static_cast<std::uint64_t>(U),
+             ud = static_cast<std::uint64_t>(d);
   const auto E = static_cast<std::uint64_t>(file.num_events());
   using Shape = std::vector<std::uint64_t>;
   EXPECT_EQ(f.shape("items/cold"), Shape({uI}));
@@ -289,7 +295,8 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   EXPECT_EQ(f.shape("users/history_types"), Shape({E}));
   EXPECT_EQ(f.shape("cf/neighbours"), Shape({uI, 20}));
   EXPECT_EQ(f.shape("cf/similarity"), Shape({uI, 20}));
-  for (const auto& n : {"items/ids", "items/text", "items/category"}) EXPECT_EQ(f.read_strings(n).size(), uI) << n;
+  for (const auto& n : {"items/ids", "items/text", "items/category"})
+    EXPECT_EQ(f.read_strings(n).size(), uI) << n;
   EXPECT_EQ(f.read_strings("users/ids").size(), uU);
 
   // Items: the dataset's table, and keys = A l of encode_all_items.
@@ -318,7 +325,8 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
     std::vector<std::int64_t> last(all.events.item.begin() + begin, all.events.item.begin() + end);
     torch::Tensor history = torch::tensor(last, torch::kLong).unsqueeze(0);
     torch::Tensor want = model->user_vectors(history, vecs)[0];
-    EXPECT_TRUE(torch::allclose(users[u], want, 1e-5, 1e-6)) << "user " << u << ": " << users[u] << " vs " << want;
+    EXPECT_TRUE(torch::allclose(users[u], want, 1e-5, 1e-6))
+        << "user " << u << ": " << users[u] << " vs " << want;
   }
 
   // Hour counts: the training events per item and UTC hour.
@@ -362,8 +370,9 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   for (const auto& p : model->user->named_parameters()) {
     EXPECT_TRUE(torch::equal(read_matrix(f, "ranker/" + p.key()), p.value())) << p.key();
   }
-  EXPECT_TRUE(f.exists("ranker/positions") && f.exists("ranker/query") && f.exists("ranker/attn.in_proj_weight") &&
-              f.exists("ranker/norm.weight") && f.exists("ranker/proj.weight"));
+  EXPECT_TRUE(f.exists("ranker/positions") && f.exists("ranker/query") &&
+              f.exists("ranker/attn.in_proj_weight") && f.exists("ranker/norm.weight") &&
+              f.exists("ranker/proj.weight"));
 
   // The same file from one process (W = 1), array by array.
   const std::string out1 = in_dir("export_w1.h5");
@@ -373,7 +382,8 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
 }
 
 /// Writes `text` to <dir>/<name> on rank 0; every rank gets the path.
-std::string write_file(Communicator& comm, const std::string& dir, const std::string& name, const std::string& text) {
+std::string write_file(Communicator& comm, const std::string& dir, const std::string& name,
+                       const std::string& text) {
   const std::string path = (fs::path(dir) / name).string();
   if (comm.rank() == 0) std::ofstream(path, std::ios::binary) << text;
   comm.barrier();
@@ -399,7 +409,8 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
     std::getline(in, line1);
   }
   ASSERT_EQ(line1.substr(0, line1.find(',')), items.ids[1]);
-  const std::string csv = "item_id,title,description,category,brand,price,tags\n" + line1 + "\n" + items.ids[0] +
+  const std::string csv = "item_id,title,description,category,brand,price,tags\n" + line1 + "\n" +
+                          items.ids[0] +
                           ",Completely renamed kettle,,Kitchen,Acme,9.99,steel\n"
                           "brand-new-1,Brand new trail shoe,light and fast,Shoes,Zoom,80,running\n";
   const std::string cat = write_file(comm, dir(), "new_items.csv", csv);
@@ -426,7 +437,8 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   auto category = b.read_strings("items/category");
   ASSERT_EQ(ids.size(), static_cast<std::size_t>(I + 1));
   EXPECT_EQ(ids[static_cast<std::size_t>(I)], "brand-new-1");
-  EXPECT_EQ(text[static_cast<std::size_t>(I)], "Brand new trail shoe ; Shoes ; Zoom ; running ; light and fast");
+  EXPECT_EQ(text[static_cast<std::size_t>(I)],
+            "Brand new trail shoe ; Shoes ; Zoom ; running ; light and fast");
   EXPECT_EQ(category[static_cast<std::size_t>(I)], "Shoes");
   EXPECT_EQ(text[0], "Completely renamed kettle ; Kitchen ; Acme ; steel");
   EXPECT_EQ(category[0], "Kitchen");
@@ -444,7 +456,8 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   // item 0's: its new text plus its ID vector when it had training events.
   WordPieceTokenizer tok = WordPieceTokenizer::from_tokens(b.read_strings("tokenizer/vocab"));
   TokenizedTexts t = item_texts_tokenize(tok, {text[static_cast<std::size_t>(I)], text[0]}, kTextLen);
-  torch::Tensor tokens = torch::tensor(t.tokens, torch::kLong).view({2, kTextLen}).narrow(1, 0, 10).contiguous();
+  torch::Tensor tokens =
+      torch::tensor(t.tokens, torch::kLong).view({2, kTextLen}).narrow(1, 0, 10).contiguous();
   torch::Tensor len = torch::tensor(t.length, torch::kLong);
   torch::Tensor mask = (torch::arange(10).unsqueeze(0) < len.unsqueeze(1)).to(torch::kLong);
   torch::NoGradGuard no_grad;

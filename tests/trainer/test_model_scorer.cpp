@@ -5,7 +5,6 @@
 // result is the same on any world size).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -26,7 +25,8 @@ using ::llmrec::testing::test_comm;
 constexpr int kTextLen = 10;
 
 /// Items x terms, rows L2-normalised (weights given per row, normalised here).
-TfidfMatrix matrix_of(const std::vector<std::vector<std::pair<std::int32_t, float>>>& rows, std::int32_t terms) {
+TfidfMatrix matrix_of(const std::vector<std::vector<std::pair<std::int32_t, float>>>& rows,
+                      std::int32_t terms) {
   TfidfMatrix m;
   m.num_terms = terms;
   for (const auto& row : rows) {
@@ -45,14 +45,15 @@ TEST(TfidfNeighbours, MostSimilarNonQueryItemsWeightedByCosine) {
   // Item 0 (query) shares term 1 with items 1 and 2, more with 1; item 3
   // (query) shares nothing with a non-query item; item 4 is like item 0 but
   // is a query item itself, so never a neighbour.
-  const TfidfMatrix m = matrix_of({{{0, 1}, {1, 1}}, {{0, 1}, {1, 1}, {2, 0.2f}}, {{1, 1}, {3, 2}}, {{5, 1}},
-                                   {{0, 1}, {1, 1}}, {{4, 1}}},
-                                  6);
+  const TfidfMatrix m = matrix_of(
+      {{{0, 1}, {1, 1}}, {{0, 1}, {1, 1}, {2, 0.2f}}, {{1, 1}, {3, 2}}, {{5, 1}}, {{0, 1}, {1, 1}}, {{4, 1}}},
+      6);
   const std::vector<std::uint8_t> query = {1, 0, 0, 1, 1, 0};
   const std::vector<ItemNeighbours> nb = tfidf_neighbours(m, query, 10);
   ASSERT_EQ(nb.size(), 6u);
   EXPECT_EQ(nb[0].items, (std::vector<std::int32_t>{1, 2}));
-  const double c1 = (1.0 + 1.0) / (std::sqrt(2.0) * std::sqrt(2.04)), c2 = 1.0 / (std::sqrt(2.0) * std::sqrt(5.0));
+  const double c1 = (1.0 + 1.0) / (std::sqrt(2.0) * std::sqrt(2.04)),
+               c2 = 1.0 / (std::sqrt(2.0) * std::sqrt(5.0));
   ASSERT_EQ(nb[0].similarity.size(), 2u);
   EXPECT_NEAR(nb[0].similarity[0], c1, 1e-6);
   EXPECT_NEAR(nb[0].similarity[1], c2, 1e-6);
@@ -73,7 +74,8 @@ TEST(ColdWithheldItems, ADeterministicShareOfTheWarmItems) {
   EXPECT_EQ(static_cast<std::int64_t>(a.size()), std::llround(0.1 * static_cast<double>(warm)));
   EXPECT_TRUE(std::is_sorted(a.begin(), a.end()));
   EXPECT_EQ(std::adjacent_find(a.begin(), a.end()), a.end());  // no repeats
-  for (std::int64_t i : a) EXPECT_EQ(cold[static_cast<std::size_t>(i)], 0) << "item " << i << " is cold already";
+  for (std::int64_t i : a)
+    EXPECT_EQ(cold[static_cast<std::size_t>(i)], 0) << "item " << i << " is cold already";
   EXPECT_EQ(a, cold_withheld_items(cold, 0.1, 3));
   EXPECT_NE(a, cold_withheld_items(cold, 0.1, 4));
   EXPECT_TRUE(cold_withheld_items(cold, 0.0, 3).empty());
@@ -84,7 +86,9 @@ TEST(ColdWithheldItems, ADeterministicShareOfTheWarmItems) {
 class ModelScorerTest : public ::testing::Test {
  protected:
   static std::string dataset_;
-  static void SetUpTestSuite() { dataset_ = testing::make_test_dataset(test_comm(), "modelscorer", 120, 400, 6, kTextLen); }
+  static void SetUpTestSuite() {
+    dataset_ = testing::make_test_dataset(test_comm(), "modelscorer", 120, 400, 6, kTextLen);
+  }
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
   Communicator& comm = test_comm();
 
@@ -151,7 +155,8 @@ TEST_F(ModelScorerTest, ColdItemsBorrowTheirNeighboursIdVectors) {
     torch::Tensor expected = torch::zeros({table.size(1)});
     double total = 0;
     for (float s : row.similarity) total += s;
-    for (std::size_t k = 0; k < row.items.size(); ++k) expected += table[row.items[k]] * (row.similarity[k] / total);
+    for (std::size_t k = 0; k < row.items.size(); ++k)
+      expected += table[row.items[k]] * (row.similarity[k] / total);
     lending_items += !row.items.empty();
     ASSERT_TRUE(torch::allclose(lent[i], expected, 1e-5, 1e-6)) << "item " << i;
   }
@@ -181,7 +186,8 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   EXPECT_GT(c.scale, 0);
   EXPECT_EQ(c.withheld, static_cast<std::int64_t>(cold_withheld_items(valid.items().cold, 0.2, 5).size()));
   EXPECT_GT(c.cold_users, 0);
-  const auto best = static_cast<std::size_t>(std::max_element(c.ndcg10.begin(), c.ndcg10.end()) - c.ndcg10.begin());
+  const auto best =
+      static_cast<std::size_t>(std::max_element(c.ndcg10.begin(), c.ndcg10.end()) - c.ndcg10.begin());
   const std::size_t per = c.shifts.size();
   EXPECT_EQ(c.scoring.neighbour_weight, c.weights[best / per]);
   EXPECT_EQ(c.scoring.shift, c.scale * c.shifts[best % per]);
@@ -194,7 +200,8 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   // withheld, alpha = weights[a] and b = scale * shifts[g].
   ItemTable items = valid.items();
   for (std::int64_t i : cold_withheld_items(items.cold, 0.2, 5)) items.cold[static_cast<std::size_t>(i)] = 1;
-  const TfidfMatrix tfidf = tfidf_matrix(valid.items(), kTextLen, file.vocab(), {e.tfidf.profile_items, e.tfidf.max_df});
+  const TfidfMatrix tfidf =
+      tfidf_matrix(valid.items(), kTextLen, file.vocab(), {e.tfidf.profile_items, e.tfidf.max_df});
   for (std::size_t g : {std::size_t{0}, best, per - 1, c.ndcg10.size() - 1}) {
     ColdScoring cold;
     cold.neighbour_weight = c.weights[g / per];
@@ -239,7 +246,8 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
   ModelScorer expected(model, items, kTextLen, comm, "model", scoring);
   const Evaluator::Block blk = valid.block(0);
   ASSERT_GT(blk.request.size(), 0);
-  EXPECT_TRUE(torch::allclose(world->scorers[0]->score(blk.request), expected.score(blk.request), 1e-6, 1e-6));
+  EXPECT_TRUE(
+      torch::allclose(world->scorers[0]->score(blk.request), expected.score(blk.request), 1e-6, 1e-6));
   // Popularity: no evidence on the withheld items (the row's lowest score
   // among the others), the rest as it was.
   const torch::Tensor got = world->scorers[1]->score(blk.request), plain = pop->score(blk.request);
@@ -260,8 +268,8 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
   ASSERT_EQ(t.tried.size(), plain_tuning.tried.size());
   ASSERT_EQ(t.tried_ndcg10, plain_tuning.tried_ndcg10);
   for (std::size_t g : {std::size_t{0}, t.tried.size() / 2, t.tried.size() - 1}) {
-    FusedScorer fused({{world->scorers[0], t.tried[g][0]}, {world->scorers[1], t.tried[g][1]}}, "fusion", nullptr,
-                      t.tried_missing[g], world->cold, t.tried_cold[g]);
+    FusedScorer fused({{world->scorers[0], t.tried[g][0]}, {world->scorers[1], t.tried[g][1]}}, "fusion",
+                      nullptr, t.tried_missing[g], world->cold, t.tried_cold[g]);
     std::vector<double> cold_mean;
     valid.mean_ndcg(
         10, 1, [&](const Evaluator::Block& b, int) { return fused.score(b.request); }, "world", &cold_mean,

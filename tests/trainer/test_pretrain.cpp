@@ -6,7 +6,6 @@
 // models that cannot pre-train are refused by name.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -38,7 +37,8 @@ class Pretrain : public ::testing::Test {
     delete dataset_;
   }
   static std::string run_dir(const std::string& name) {
-    return (fs::path(*dataset_).parent_path() / (name + "_w" + std::to_string(::llmrec::testing::test_comm().size())))
+    return (fs::path(*dataset_).parent_path() /
+            (name + "_w" + std::to_string(::llmrec::testing::test_comm().size())))
         .string();
   }
   static PretrainSetup setup(const std::string& dir) {
@@ -59,7 +59,8 @@ class Pretrain : public ::testing::Test {
     s.run_config_yaml = "run: {}\n";
     return s;
   }
-  static void expect_same(BertForMaskedLMImpl& a, BertForMaskedLMImpl& b, double tolerance, const std::string& what) {
+  static void expect_same(BertForMaskedLMImpl& a, BertForMaskedLMImpl& b, double tolerance,
+                          const std::string& what) {
     auto pa = a.named_parameters(), pb = b.named_parameters();
     ASSERT_EQ(pa.size(), pb.size());
     double worst = 0;
@@ -83,7 +84,8 @@ TEST(PretrainTexts, HeldOutTextsAreASeededDisjointShareAndEmptyTextsAreCounted) 
   for (int i = 0; i < 40; ++i) {
     items.ids.push_back("i" + std::to_string(i));
     const bool empty = i % 10 == 0;  // [CLS] [SEP] only
-    for (std::int32_t t : empty ? std::vector<std::int32_t>{2, 3, 0, 0} : std::vector<std::int32_t>{2, 5, 6, 3}) {
+    for (std::int32_t t :
+         empty ? std::vector<std::int32_t>{2, 3, 0, 0} : std::vector<std::int32_t>{2, 5, 6, 3}) {
       items.tokens.push_back(t);
     }
     items.length.push_back(empty ? 2 : 4);

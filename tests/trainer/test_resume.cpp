@@ -5,7 +5,6 @@
 // and only the newest keep_checkpoints files are kept.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <cmath>
@@ -28,8 +27,8 @@ namespace fs = std::filesystem;
 class Resume : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dataset_ = new std::string(::llmrec::testing::make_test_dataset(::llmrec::testing::test_comm(), "resume", 60, 40,
-                                                                     8.0, 10));
+    dataset_ = new std::string(
+        ::llmrec::testing::make_test_dataset(::llmrec::testing::test_comm(), "resume", 60, 40, 8.0, 10));
   }
   static void TearDownTestSuite() {
     ::llmrec::testing::dataset_helper_cleanup(::llmrec::testing::test_comm(), *dataset_);
@@ -38,7 +37,8 @@ class Resume : public ::testing::Test {
 
   /// A run directory next to the dataset (same path on every rank).
   static std::string run_dir(const std::string& name) {
-    return (fs::path(*dataset_).parent_path() / (name + "_w" + std::to_string(::llmrec::testing::test_comm().size())))
+    return (fs::path(*dataset_).parent_path() /
+            (name + "_w" + std::to_string(::llmrec::testing::test_comm().size())))
         .string();
   }
 
@@ -111,7 +111,6 @@ TEST_F(Resume, StopAndResumeIsBitwiseTheUninterruptedRun) {
   EXPECT_EQ(rc.best_score, ra.best_score);
   expect_same(a.last_model(), c.last_model(), "final weights");
   expect_same(a.model(), c.model(), "best weights");
-
 }
 
 TEST_F(Resume, CheckpointLoadsOnAnotherWorldSize) {

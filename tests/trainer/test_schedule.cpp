@@ -34,8 +34,8 @@ TEST(Schedule, WarmupIsLinearFromLrOverWarmupToLr) {
 TEST(Schedule, DecaysReachTheFloorAtTheLastStep) {
   for (const char* kind : {"cosine", "linear"}) {
     const TrainConfig t = schedule(kind, 10, 0.1);
-    EXPECT_DOUBLE_EQ(learning_rate(t, 10, 111), 1e-3) << kind;       // first step after warm-up
-    EXPECT_NEAR(learning_rate(t, 110, 111), 1e-4, 1e-15) << kind;    // the last step: lr x min_lr_ratio
+    EXPECT_DOUBLE_EQ(learning_rate(t, 10, 111), 1e-3) << kind;     // first step after warm-up
+    EXPECT_NEAR(learning_rate(t, 110, 111), 1e-4, 1e-15) << kind;  // the last step: lr x min_lr_ratio
     double previous = 1.0;
     for (std::int64_t s = 10; s < 111; ++s) {
       const double lr = learning_rate(t, s, 111);
@@ -47,7 +47,8 @@ TEST(Schedule, DecaysReachTheFloorAtTheLastStep) {
   EXPECT_NEAR(learning_rate(schedule("cosine", 0, 0.0), 50, 101), 5e-4, 1e-12);
   EXPECT_NEAR(learning_rate(schedule("linear", 0, 0.0), 50, 101), 5e-4, 1e-12);
   // A quarter: cosine above linear.
-  EXPECT_NEAR(learning_rate(schedule("cosine", 0, 0.0), 25, 101), 1e-3 * 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
+  EXPECT_NEAR(learning_rate(schedule("cosine", 0, 0.0), 25, 101), 1e-3 * 0.5 * (1 + std::cos(M_PI / 4)),
+              1e-12);
   EXPECT_NEAR(learning_rate(schedule("linear", 0, 0.0), 25, 101), 7.5e-4, 1e-12);
 }
 

@@ -2,7 +2,6 @@
 // loss down (the whole path: sampler batch -> item tower -> user tower ->
 // loss -> backward -> AdamW), and batch_slice must re-index exactly.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include <cmath>
