@@ -389,22 +389,10 @@ StepSchedule Pretrainer::step_schedule(std::int64_t start_step) const {
   return schedule;
 }
 
-PretrainResult Pretrainer::run() {
+void Pretrainer::log_plan(const GradientReducer& reducer, std::int64_t global_batch) const {
   const PretrainConfig& pc = setup_.pretrain;
-  const TrainConfig oc = pc.optimizer();
-  const bool rank0 = comm_.rank() == 0;
-  const fs::path work = fs::path(setup_.run_dir) / "pretrain";
-  const std::string out_dir = pc.out.empty() ? (fs::path(setup_.run_dir) / "pretrained").string() : pc.out;
-  auto params = trainable_named_parameters(*model_);
-  GradientReducer reducer(comm_, params, {pc.bucket_mb, ReduceOp::kSum});
-  auto optimizer = make_adamw(params, oc);
-  std::vector<torch::Tensor> trainable;
   std::int64_t n_params = 0;
-  for (auto& [name, p] : params) {
-    trainable.push_back(p);
-    n_params += p.numel();
-  }
-  const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
+  for (const auto& p : model_->parameters()) n_params += p.requires_grad() ? p.numel() : 0;
   spdlog::info(
       "pretrain: BERT {} layers, hidden {}, vocabulary {}; {} parameters, all trained; {} bytes all-reduced "
       "per step",
@@ -415,6 +403,62 @@ PretrainResult Pretrainer::run() {
       "{} steps planned; {:.0f}% of the word pieces predicted{}",
       texts_.train.size(), texts_.heldout.size(), texts_.empty, steps_per_epoch_, global_batch,
       planned_steps_, 100 * pc.mask_prob, pc.whole_word ? " (whole words)" : "");
+}
+
+const std::vector<std::int64_t>& Pretrainer::step_texts(const Cursor& cursor, std::int64_t global_batch) {
+  if (order_epoch_ != cursor.epoch) {
+    order_ = epoch_order(static_cast<std::int64_t>(texts_.train.size()),
+                         static_cast<std::uint64_t>(setup_.pretrain.seed), cursor.epoch);
+    order_epoch_ = cursor.epoch;
+  }
+  step_texts_.resize(static_cast<std::size_t>(global_batch));
+  for (std::int64_t k = 0; k < global_batch; ++k) {
+    step_texts_[static_cast<std::size_t>(k)] = texts_.train[static_cast<std::size_t>(
+        order_[static_cast<std::size_t>(cursor.step * global_batch + k)])];
+  }
+  return step_texts_;
+}
+
+void Pretrainer::record_heldout(std::int64_t steps_done, PretrainResult& result, std::ostream* metrics) {
+  auto [loss, accuracy] = evaluate_heldout();
+  if (loss < 0) return;
+  result.heldout_loss = loss;
+  result.heldout_accuracy = accuracy;
+  if (metrics != nullptr) {
+    *metrics
+        << nlohmann::json{{"step", steps_done}, {"heldout_loss", loss}, {"heldout_accuracy", accuracy}}.dump()
+        << "\n"
+        << std::flush;
+  }
+  spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss,
+               accuracy);
+}
+
+std::string Pretrainer::save_pretrained() {
+  const PretrainConfig& pc = setup_.pretrain;
+  const fs::path work = fs::path(setup_.run_dir) / "pretrain";
+  const std::string out_dir = pc.out.empty() ? (fs::path(setup_.run_dir) / "pretrained").string() : pc.out;
+  run_on_rank0(comm_, [&] {
+    fs::create_directories(work);
+    const std::string vocab_path = (work / "vocab.txt").string();
+    write_vocab(vocab_, vocab_path);
+    mlm_save_hf(out_dir, *model_, vocab_path);
+    return std::int64_t{0};
+  });
+  return out_dir;
+}
+
+PretrainResult Pretrainer::run() {
+  const PretrainConfig& pc = setup_.pretrain;
+  const TrainConfig oc = pc.optimizer();
+  const bool rank0 = comm_.rank() == 0;
+  auto params = trainable_named_parameters(*model_);
+  GradientReducer reducer(comm_, params, {pc.bucket_mb, ReduceOp::kSum});
+  auto optimizer = make_adamw(params, oc);
+  std::vector<torch::Tensor> trainable;
+  for (auto& [name, p] : params) trainable.push_back(p);
+  const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
+  log_plan(reducer, global_batch);
 
   PretrainResult result;
   result.planned_steps = planned_steps_;
@@ -428,66 +472,37 @@ PretrainResult Pretrainer::run() {
   }
   std::ofstream metrics;
   if (rank0) {
-    fs::create_directories(work);
-    metrics.open(work / "metrics.jsonl", std::ios::app);
+    fs::create_directories(fs::path(setup_.run_dir) / "pretrain");
+    metrics.open(fs::path(setup_.run_dir) / "pretrain" / "metrics.jsonl", std::ios::app);
   }
   auto checkpoint = [&](std::int64_t steps_done) {
     result.last_checkpoint = write_checkpoint(steps_done, cursor, global_batch, result, *optimizer, params);
-  };
-  auto heldout = [&](std::int64_t steps_done) {
-    auto [loss, accuracy] = evaluate_heldout();
-    if (loss < 0) return;
-    result.heldout_loss = loss;
-    result.heldout_accuracy = accuracy;
-    if (rank0) {
-      metrics << nlohmann::json{{"step", steps_done}, {"heldout_loss", loss}, {"heldout_accuracy", accuracy}}
-                     .dump()
-              << "\n"
-              << std::flush;
-    }
-    spdlog::info("pretrain: held-out texts after step {}: loss {:.4f}, accuracy {:.4f}", steps_done, loss,
-                 accuracy);
   };
 
   StepLogger logger(step_log_options(start, rank0 ? &metrics : nullptr));
   const StepSchedule schedule = step_schedule(start);
   StopSignal stop_signal;
-  std::vector<std::int64_t> order;
-  std::int64_t order_epoch = -1;
-  std::vector<std::int64_t> step_texts(static_cast<std::size_t>(global_batch));
   result.steps = start;
   model_->train();
   for (std::int64_t step = start; step < planned_steps_; ++step) {
     const auto t_step = Clock::now();
-    if (order_epoch != cursor.epoch) {
-      order = epoch_order(static_cast<std::int64_t>(texts_.train.size()), static_cast<std::uint64_t>(pc.seed),
-                          cursor.epoch);
-      order_epoch = cursor.epoch;
-    }
-    for (std::int64_t k = 0; k < global_batch; ++k) {
-      step_texts[static_cast<std::size_t>(k)] = texts_.train[static_cast<std::size_t>(
-          order[static_cast<std::size_t>(cursor.step * global_batch + k)])];
-    }
     std::int64_t global_predicted = 0;
-    const MlmBatch mine =
-        step_batch(step_texts, static_cast<std::uint64_t>(cursor.epoch) + 1, &global_predicted);
+    const MlmBatch mine = step_batch(step_texts(cursor, global_batch),
+                                     static_cast<std::uint64_t>(cursor.epoch) + 1, &global_predicted);
     const double lr = learning_rate(oc, step, planned_steps_);
     double grad_norm = 0;
     MlmSums s = pretrain_step(*model_, mine, static_cast<double>(global_predicted), reducer, *optimizer,
                               trainable, pc.clip_norm, lr, &grad_norm);
     if (++cursor.step == steps_per_epoch_) cursor = {cursor.epoch + 1, 0};
 
-    at::Tensor agg = at::tensor({s.loss_sum.item<double>(), static_cast<double>(s.predicted),
-                                 static_cast<double>(StopSignal::received())},
-                                at::kDouble);
-    comm_.all_reduce(agg);
-    const double predicted = std::max(agg[1].item<double>(), 1.0);
+    const StepTotals totals =
+        reduce_step_totals(comm_, s.loss_sum.item<double>(), static_cast<double>(s.predicted));
     result.steps = step + 1;
-    result.last_loss = agg[0].item<double>() / predicted;
+    result.last_loss = totals.loss_sum / std::max(totals.count, 1.0);
     StepRecord record;
     record.done = step + 1;
-    record.loss_sum = agg[0].item<double>();
-    record.loss_count = agg[1].item<double>();
+    record.loss_sum = totals.loss_sum;
+    record.loss_count = totals.count;
     record.items = global_batch;
     record.comm_wait_s = reducer.stats().wait_s;
     record.step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
@@ -497,39 +512,26 @@ PretrainResult Pretrainer::run() {
     logger.record(record);
     const StepEnd end = step_end(schedule, step + 1);
 
-    if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
-      logger.break_line();
-      result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
-      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}",
-                   strsignal(result.stop_signal), step + 1, planned_steps_);
+    if (totals.stop) {  // some rank got a signal: all stop here, saving first
+      result.stop_signal = announce_stop_signal(logger, step + 1, planned_steps_);
       checkpoint(step + 1);
       break;
     }
     if (end.validate) {
       if (!end.last) logger.break_line();  // the bar ended its own line after the last step
-      heldout(step + 1);
+      record_heldout(step + 1, result, rank0 ? &metrics : nullptr);
     }
     if (end.checkpoint) checkpoint(step + 1);
     if (end.stop_after) {
       result.stopped_after = true;
-      spdlog::info(
-          "pretrain: stopped after {} steps of this run (step {} of {}), as asked; continue with --resume "
-          "auto",
-          step + 1 - start, step + 1, planned_steps_);
+      announce_stop_after("pretrain: ", step + 1 - start, step + 1, planned_steps_);
       break;
     }
   }
   result.texts_per_s = logger.rate();
   model_->eval();
   if (result.stop_signal == 0 && !result.stopped_after && result.steps == planned_steps_) {
-    run_on_rank0(comm_, [&] {
-      fs::create_directories(work);
-      const std::string vocab_path = (work / "vocab.txt").string();
-      write_vocab(vocab_, vocab_path);
-      mlm_save_hf(out_dir, *model_, vocab_path);
-      return std::int64_t{0};
-    });
-    result.out_dir = out_dir;
+    result.out_dir = save_pretrained();
   }
   return result;
 }

@@ -145,6 +145,15 @@ class Pretrainer {
   /// The step log's settings and the loop's schedule for a run from `start_step`.
   StepLogOptions step_log_options(std::int64_t start_step, std::ostream* metrics) const;
   StepSchedule step_schedule(std::int64_t start_step) const;
+  /// The run's plan in the log: model, parameters, bytes reduced, texts, steps.
+  void log_plan(const GradientReducer& reducer, std::int64_t global_batch) const;
+  /// The global batch of training texts at `cursor` (the epoch's shuffled order).
+  const std::vector<std::int64_t>& step_texts(const Cursor& cursor, std::int64_t global_batch);
+  /// Collective: the held-out loss and accuracy after `steps_done` steps into
+  /// `result`, the log and (rank 0) `metrics`.
+  void record_heldout(std::int64_t steps_done, PretrainResult& result, std::ostream* metrics);
+  /// Collective: rank 0 writes the HF directory (pretrain.out); its path.
+  std::string save_pretrained();
   /// texts[begin, begin + count) masked for `pass` (a pure function of the
   /// seed, the pass and the item).
   std::vector<MaskedText> mask_texts(const std::vector<std::int64_t>& texts, std::uint64_t pass,
@@ -160,6 +169,9 @@ class Pretrainer {
   BertForMaskedLM model_{nullptr};
   std::int64_t steps_per_epoch_ = 0;
   std::int64_t planned_steps_ = 0;
+  std::vector<std::int64_t> order_;  ///< the shuffled training texts of epoch order_epoch_
+  std::int64_t order_epoch_ = -1;
+  std::vector<std::int64_t> step_texts_;
 };
 
 }  // namespace llmrec

@@ -48,6 +48,26 @@ int StopSignal::received() {
   return g_signal.load();
 }
 
+StepTotals reduce_step_totals(Communicator& comm, double loss_sum, double count) {
+  at::Tensor agg = at::tensor({loss_sum, count, static_cast<double>(StopSignal::received())}, at::kDouble);
+  comm.all_reduce(agg);
+  return {agg[0].item<double>(), agg[1].item<double>(), agg[2].item<double>() != 0};
+}
+
+int announce_stop_signal(StepLogger& logger, std::int64_t steps_done, std::int64_t planned) {
+  logger.break_line();
+  const int signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
+  spdlog::warn("stop requested ({}): every rank stopped after step {} of {}", strsignal(signal), steps_done,
+               planned);
+  return signal;
+}
+
+void announce_stop_after(const char* prefix, std::int64_t steps_this_run, std::int64_t steps_done,
+                         std::int64_t planned) {
+  spdlog::info("{}stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
+               prefix, steps_this_run, steps_done, planned);
+}
+
 Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setup)), comm_(comm) {
   DatasetFile dataset(setup_.dataset);
   const auto vocab = static_cast<int>(dataset.vocab().size());
@@ -248,6 +268,31 @@ StepSchedule Trainer::step_schedule(std::int64_t start_step, bool validates) con
   return schedule;
 }
 
+void Trainer::validate_now(const std::function<double(Recommender&)>& validate, std::int64_t steps_done,
+                           TrainResult& result, int& bad_evals, std::ostream* metrics) {
+  model_->eval();
+  const double score = validate(model_);
+  model_->train();
+  if (metrics != nullptr) {
+    *metrics << nlohmann::json{{"step", steps_done}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
+  }
+  const ValidationVerdict verdict =
+      judge_validation(score, result.best_score, bad_evals, setup_.train.patience);
+  spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score,
+               verdict.improved ? " (best)" : "");
+  bad_evals = verdict.bad_evals;
+  if (verdict.improved) {
+    result.best_score = score;
+    result.best_step = steps_done;
+    best_ = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
+    best_->eval();
+  } else if (verdict.stop) {
+    result.early_stopped = true;
+    spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}",
+                 bad_evals, result.best_score, result.best_step);
+  }
+}
+
 TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   const TrainConfig& tc = setup_.train;
   const bool rank0 = comm_.rank() == 0;
@@ -257,7 +302,6 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   std::vector<torch::Tensor> trainable;
   for (auto& [n, p] : params) trainable.push_back(p);
   log_plan(reducer, params);
-
   const StepContext ctx = step_context(reducer);
 
   const ResumePoint at = resume(*optimizer, params);
@@ -271,7 +315,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
 
   std::ofstream metrics;
   if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
-  StepLogger logger(step_log_options(at.step, rank0 ? &metrics : nullptr));
+  std::ostream* metrics_out = rank0 ? &metrics : nullptr;
+  StepLogger logger(step_log_options(at.step, metrics_out));
   const StepSchedule schedule = step_schedule(at.step, static_cast<bool>(validate));
   StopSignal stop_signal;
   BatchLoader loader(sampler_, at.cursor, /*depth=*/2, /*pin_memory=*/setup_.device.is_cuda());
@@ -289,46 +334,21 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     state.validation_due = due;
     result.last_checkpoint = write_checkpoint(state, *optimizer, params);
   };
-  auto run_validation = [&](std::int64_t steps_done) {
-    model_->eval();
-    const double score = validate(model_);
-    model_->train();
-    if (rank0)
-      metrics << nlohmann::json{{"step", steps_done}, {"valid_ndcg@10", score}}.dump() << "\n" << std::flush;
-    const ValidationVerdict verdict = judge_validation(score, result.best_score, bad_evals, tc.patience);
-    spdlog::info("validation after step {}: NDCG@10 {:.4f}{}", steps_done, score,
-                 verdict.improved ? " (best)" : "");
-    bad_evals = verdict.bad_evals;
-    if (verdict.improved) {
-      result.best_score = score;
-      result.best_step = steps_done;
-      best_ = std::dynamic_pointer_cast<RecommenderImpl>(model_->clone());
-      best_->eval();
-    } else if (verdict.stop) {
-      result.early_stopped = true;
-      spdlog::info("early stopping: {} validations without improvement; best NDCG@10 {:.4f} at step {}",
-                   bad_evals, result.best_score, result.best_step);
-    }
-  };
   // A run stopped by a signal right at a validation step validates first.
-  if (at.validation_due && validate) run_validation(at.step);
+  if (at.validation_due && validate) validate_now(validate, at.step, result, bad_evals, metrics_out);
 
   model_->train();
   for (std::int64_t step = at.step; step < planned_steps_ && !result.early_stopped; ++step) {
     const auto t_step = Clock::now();
     const StepSums sums = optimizer_step(loader, ctx, reducer, *optimizer, trainable, step);
-    // One small collective: loss, examples, and whether to stop.
-    at::Tensor agg = at::tensor(
-        {sums.loss_sum, static_cast<double>(sums.examples), static_cast<double>(StopSignal::received())},
-        at::kDouble);
-    comm_.all_reduce(agg);
-    const double step_loss = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+    const StepTotals totals = reduce_step_totals(comm_, sums.loss_sum, static_cast<double>(sums.examples));
+    const double step_loss = totals.loss_sum / std::max(totals.count, 1.0);
     result.steps = step + 1;
     result.last_loss = step_loss;
     StepRecord record;
     record.done = step + 1;
     record.loss_sum = step_loss;
-    record.items = static_cast<std::int64_t>(agg[1].item<double>());
+    record.items = static_cast<std::int64_t>(totals.count);
     record.comm_wait_s = reducer.stats().wait_s;
     record.step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
     record.lr = sums.lr;
@@ -338,24 +358,19 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     logger.record(record);
 
     const StepEnd end = step_end(schedule, step + 1);
-    if (agg[2].item<double>() != 0) {  // some rank got a signal: all stop here, saving first
-      logger.break_line();
-      result.stop_signal = StopSignal::received() != 0 ? StopSignal::received() : SIGTERM;
-      spdlog::warn("stop requested ({}): every rank stopped after step {} of {}",
-                   strsignal(result.stop_signal), step + 1, planned_steps_);
+    if (totals.stop) {  // some rank got a signal: all stop here, saving first
+      result.stop_signal = announce_stop_signal(logger, step + 1, planned_steps_);
       checkpoint(step + 1, end.validate);
       break;
     }
     if (end.validate) {
       logger.break_line();
-      run_validation(step + 1);
+      validate_now(validate, step + 1, result, bad_evals, metrics_out);
     }
     if (end.checkpoint || result.early_stopped) checkpoint(step + 1, false);
     if (end.stop_after) {
       result.stopped_after = true;
-      spdlog::info(
-          "stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",
-          step + 1 - at.step, step + 1, planned_steps_);
+      announce_stop_after("", step + 1 - at.step, step + 1, planned_steps_);
       break;
     }
   }

@@ -125,6 +125,11 @@ class Trainer {
   StepSums optimizer_step(BatchLoader& loader, const StepContext& ctx, GradientReducer& reducer,
                           torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable,
                           std::int64_t step);
+  /// Collective: validates after `steps_done` steps, logs and records the
+  /// score (rank 0: `metrics`), keeps the best model and updates the early
+  /// stopping count `bad_evals` and `result` (best, early_stopped).
+  void validate_now(const std::function<double(Recommender&)>& validate, std::int64_t steps_done,
+                    TrainResult& result, int& bad_evals, std::ostream* metrics);
   /// Collective: writes the checkpoint of `state` (after `state.step` steps).
   std::string write_checkpoint(TrainingState& state, torch::optim::AdamW& optimizer,
                                const std::vector<std::pair<std::string, torch::Tensor>>& params);
@@ -138,5 +143,23 @@ class StopSignal {
   ~StopSignal();
   static int received();
 };
+
+/// One step's totals over every rank, in one small all-reduce (both
+/// training loops): the loss sum, the count it is over, and whether any
+/// rank received a stop signal.
+struct StepTotals {
+  double loss_sum = 0;
+  double count = 0;
+  bool stop = false;
+};
+StepTotals reduce_step_totals(Communicator& comm, double loss_sum, double count);
+
+/// After a stop request reached some rank: ends the bar's line, logs that
+/// every rank stops after `steps_done` of `planned`, and returns the signal
+/// to report (this rank's, else SIGTERM).
+int announce_stop_signal(StepLogger& logger, std::int64_t steps_done, std::int64_t planned);
+/// The log line of a run ended by run.stop_after (`prefix`: "" or "pretrain: ").
+void announce_stop_after(const char* prefix, std::int64_t steps_this_run, std::int64_t steps_done,
+                         std::int64_t planned);
 
 }  // namespace llmrec
