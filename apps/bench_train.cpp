@@ -672,9 +672,82 @@ serving::AnnOptions ann_options_of(const BenchOptions& o) {
   return a;
 }
 
+/// The exact top k of `keys` [n, d] for query q: one matrix-vector product
+/// and a partial sort, as the engine does (ties: the smaller row first).
+std::vector<std::int32_t> exact_top_k(const at::Tensor& keys, const float* q, int k) {
+  const std::int64_t n = keys.size(0), d = keys.size(1);
+  const at::Tensor s = at::mv(keys, at::from_blob(const_cast<float*>(q), {d}, at::kFloat)).contiguous();
+  const float* sp = s.data_ptr<float>();
+  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  const auto top = static_cast<std::ptrdiff_t>(std::min<std::int64_t>(k, n));
+  std::partial_sort(order.begin(), order.begin() + top, order.end(), [&](std::int32_t a, std::int32_t b) {
+    return sp[a] > sp[b] || (sp[a] == sp[b] && a < b);
+  });
+  order.resize(static_cast<std::size_t>(top));
+  return order;
+}
+
+/// Exact search as the engine runs it for a model-only request: the int8
+/// scan with its bound, then exact scores of the candidates only.
+std::vector<std::int32_t> scan_top_k(const serving::QuantisedKeys& quantised, const float* kp, std::int64_t d,
+                                     const float* q, int k, std::size_t& candidates) {
+  const std::vector<std::int32_t> c = quantised.candidates(q, k, nullptr);
+  candidates = c.size();
+  std::vector<std::pair<float, std::int32_t>> s;
+  s.reserve(c.size());
+  for (std::int32_t i : c) {
+    double acc = 0;
+    for (std::int64_t j = 0; j < d; ++j) acc += static_cast<double>(kp[i * d + j]) * q[j];
+    s.emplace_back(static_cast<float>(acc), i);
+  }
+  const auto top = std::min<std::size_t>(static_cast<std::size_t>(k), s.size());
+  std::partial_sort(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(top), s.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first > b.first || (a.first == b.first && a.second < b.second);
+                    });
+  std::vector<std::int32_t> out;
+  out.reserve(top);
+  for (std::size_t j = 0; j < top; ++j) out.push_back(s[j].second);
+  return out;
+}
+
+/// Per-query latencies (ms) and recall@k of one search method.
+struct SearchRun {
+  std::vector<double> ms;
+  std::vector<double> recall;
+  double mean_recall() const {
+    return recall.empty()
+               ? 0.0
+               : std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size());
+  }
+  double min_recall() const { return recall.empty() ? 0.0 : *std::min_element(recall.begin(), recall.end()); }
+};
+
+/// HNSW at one efSearch over every query, in a pass of its own (20 untimed
+/// warm-up queries first), so that no setting runs on caches another warmed.
+SearchRun hnsw_pass(const serving::AnnIndex& index, const at::Tensor& queries, int k, int ef_search,
+                    const std::vector<std::vector<std::int32_t>>& truth) {
+  SearchRun run;
+  std::vector<std::int32_t> ids;
+  std::vector<float> dots;
+  const auto d = queries.size(1);
+  for (std::int64_t r = -20; r < queries.size(0); ++r) {
+    const float* q = queries.data_ptr<float>() + std::max<std::int64_t>(r, 0) * d;
+    const auto t = Clock::now();
+    index.search(q, k, ids, dots, ef_search);
+    const double ms = since(t) * 1e3;
+    if (r < 0) continue;
+    run.ms.push_back(ms);
+    run.recall.push_back(recall_at(ids, truth[static_cast<std::size_t>(r)]));
+  }
+  return run;
+}
+
 /// bench serve --synthetic-items N: the search alone over N random keys
-/// (64 clusters, d = --dim), exact (one matrix-vector product and a partial
-/// sort, as the engine does) against the HNSW index, alternated per query.
+/// (64 clusters, d = --dim): exact (matrix-vector product and partial sort)
+/// alternated per query with the engine's int8 scan, then the HNSW index at
+/// each efSearch in a pass of its own, recall against the exact top k.
 int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
   const std::int64_t n = o.synthetic_items, d = o.dim;
   at::manual_seed(static_cast<std::uint64_t>(o.seed));
@@ -694,79 +767,39 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
   serving::AnnIndex index(kp, n, d, ann_options_of(o));
   const double build_s = since(tb);
   at::set_num_threads(search_threads);
-  auto exact_top = [&](const float* q) {
-    const at::Tensor s = at::mv(keys, at::from_blob(const_cast<float*>(q), {d}, at::kFloat)).contiguous();
-    const float* sp = s.data_ptr<float>();
-    std::vector<std::int32_t> order(static_cast<std::size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    const auto k = static_cast<std::ptrdiff_t>(std::min<std::int64_t>(o.k, n));
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
-      return sp[a] > sp[b] || (sp[a] == sp[b] && a < b);
-    });
-    order.resize(static_cast<std::size_t>(k));
-    return order;
-  };
-  // Exact search as the engine runs it for a model-only request: the int8
-  // scan with its bound, then exact scores of the candidates only.
   const serving::QuantisedKeys quantised(kp, n, d);
-  auto scan_top = [&](const float* q, std::size_t& candidates) {
-    std::vector<std::int32_t> c = quantised.candidates(q, o.k, nullptr);
-    candidates = c.size();
-    std::vector<std::pair<float, std::int32_t>> s;
-    s.reserve(c.size());
-    for (std::int32_t i : c) {
-      double acc = 0;
-      for (std::int64_t j = 0; j < d; ++j) acc += static_cast<double>(kp[i * d + j]) * q[j];
-      s.emplace_back(static_cast<float>(acc), i);
-    }
-    const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.k), s.size());
-    std::partial_sort(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(k), s.end(),
-                      [](const auto& a, const auto& b) {
-                        return a.first > b.first || (a.first == b.first && a.second < b.second);
-                      });
-    std::vector<std::int32_t> top;
-    for (std::size_t j = 0; j < k; ++j) top.push_back(s[j].second);
-    return top;
-  };
-  std::vector<int> efs{o.ann_ef_search};
-  efs.insert(efs.end(), o.ann_ef_sweep.begin(), o.ann_ef_sweep.end());
-  std::vector<double> exact_ms, scan_ms, recall, scan_recall, scan_candidates;
-  std::vector<std::vector<double>> ann_ms(efs.size()), ann_recall(efs.size());
-  std::vector<std::int32_t> ids;
-  std::vector<float> dots;
-  for (int r = -20; r < o.requests; ++r) {  // 20 untimed warm-up queries; the three searches alternated
-    const float* q = queries.data_ptr<float>() + static_cast<std::int64_t>(std::max(r, 0)) * d;
+
+  std::vector<std::vector<std::int32_t>> truth;
+  SearchRun exact, scan;
+  std::vector<double> scan_candidates;
+  for (std::int64_t r = -20; r < o.requests; ++r) {  // 20 untimed warm-up queries
+    const float* q = queries.data_ptr<float>() + std::max<std::int64_t>(r, 0) * d;
     auto t = Clock::now();
-    const std::vector<std::int32_t> truth = exact_top(q);
+    std::vector<std::int32_t> top = exact_top_k(keys, q, o.k);
     const double e_ms = since(t) * 1e3;
     std::size_t cands = 0;
     t = Clock::now();
-    const std::vector<std::int32_t> scanned = scan_top(q, cands);
+    const std::vector<std::int32_t> scanned = scan_top_k(quantised, kp, d, q, o.k, cands);
     const double s_ms = since(t) * 1e3;
-    for (std::size_t x = 0; x < efs.size(); ++x) {
-      t = Clock::now();
-      index.search(q, o.k, ids, dots, efs[x]);
-      const double a_ms = since(t) * 1e3;
-      if (r < 0) continue;
-      ann_ms[x].push_back(a_ms);
-      ann_recall[x].push_back(recall_at(ids, truth));
-    }
     if (r < 0) continue;
-    exact_ms.push_back(e_ms);
-    scan_ms.push_back(s_ms);
-    scan_recall.push_back(recall_at(scanned, truth));
+    exact.ms.push_back(e_ms);
+    scan.ms.push_back(s_ms);
+    scan.recall.push_back(recall_at(scanned, top));
     scan_candidates.push_back(static_cast<double>(cands));
+    truth.push_back(std::move(top));
   }
-  recall = ann_recall.front();
+  std::vector<int> efs{o.ann_ef_search};
+  efs.insert(efs.end(), o.ann_ef_sweep.begin(), o.ann_ef_sweep.end());
+  std::vector<SearchRun> hnsw;
   nlohmann::json sweep = nlohmann::json::array();
-  for (std::size_t x = 0; x < efs.size(); ++x) {
-    const auto& rc = ann_recall[x];
-    sweep.push_back(
-        {{"ef_search", efs[x]},
-         {"p50_ms", quantile(ann_ms[x], 0.50)},
-         {"p99_ms", quantile(ann_ms[x], 0.99)},
-         {"recall_at_k", std::accumulate(rc.begin(), rc.end(), 0.0) / static_cast<double>(rc.size())},
-         {"recall_at_k_min", *std::min_element(rc.begin(), rc.end())}});
+  for (int ef : efs) {
+    hnsw.push_back(hnsw_pass(index, queries, o.k, ef, truth));
+    const SearchRun& h = hnsw.back();
+    sweep.push_back({{"ef_search", ef},
+                     {"p50_ms", quantile(h.ms, 0.50)},
+                     {"p99_ms", quantile(h.ms, 0.99)},
+                     {"recall_at_k", h.mean_recall()},
+                     {"recall_at_k_min", h.min_recall()}});
   }
   nlohmann::json line = header("serve", fmt::format("synthetic-{}x{}", n, d), *ctx.comm);
   line.update({{"items", n},
@@ -776,18 +809,17 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
                {"index", index.describe()},
                {"index_build_s", build_s},
                {"index_build_threads", build_threads},
-               {"exact_p50_ms", quantile(exact_ms, 0.50)},
-               {"exact_p99_ms", quantile(exact_ms, 0.99)},
-               {"exact_int8_scan_p50_ms", quantile(scan_ms, 0.50)},
-               {"exact_int8_scan_p99_ms", quantile(scan_ms, 0.99)},
+               {"exact_p50_ms", quantile(exact.ms, 0.50)},
+               {"exact_p99_ms", quantile(exact.ms, 0.99)},
+               {"exact_int8_scan_p50_ms", quantile(scan.ms, 0.50)},
+               {"exact_int8_scan_p99_ms", quantile(scan.ms, 0.99)},
                {"exact_int8_scan_candidates_p50", quantile(scan_candidates, 0.50)},
-               {"exact_int8_scan_recall_min", *std::min_element(scan_recall.begin(), scan_recall.end())},
-               {"hnsw_p50_ms", quantile(ann_ms.front(), 0.50)},
-               {"hnsw_p99_ms", quantile(ann_ms.front(), 0.99)},
-               {"hnsw_max_ms", quantile(ann_ms.front(), 1.0)},
-               {"recall_at_k",
-                std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())},
-               {"recall_at_k_min", *std::min_element(recall.begin(), recall.end())},
+               {"exact_int8_scan_recall_min", scan.min_recall()},
+               {"hnsw_p50_ms", quantile(hnsw.front().ms, 0.50)},
+               {"hnsw_p99_ms", quantile(hnsw.front().ms, 0.99)},
+               {"hnsw_max_ms", quantile(hnsw.front().ms, 1.0)},
+               {"recall_at_k", hnsw.front().mean_recall()},
+               {"recall_at_k_min", hnsw.front().min_recall()},
                {"hnsw_sweep", sweep},
                {"search_threads", search_threads},
                {"peak_rss_mb", peak_rss_mb()}});
@@ -885,6 +917,96 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
   return 0;
 }
 
+void add_workload_options(CLI::App& cmd, BenchOptions& o) {
+  cmd.add_option("--workload", o.workload,
+                 "bench-tiny, bench-tiny-seq (bench-tiny with the causal user tower and a loss at every "
+                 "history position, the peer's --user causal) or bench-small (bench/README.md)")
+      ->check(CLI::IsMember({"bench-tiny", "bench-tiny-seq", "bench-small"}))
+      ->capture_default_str();
+  cmd.add_option("--seed", o.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
+}
+
+void add_step_options(CLI::App& cmd, BenchOptions& o) {
+  cmd.add_option("--steps", o.steps, "Measured steps")->check(CLI::Range(1, 100000))->capture_default_str();
+  cmd.add_option("--warmup", o.warmup, "Untimed steps first")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+}
+
+void add_train_bench_options(CLI::App& cmd, BenchOptions& o) {
+  add_workload_options(cmd, o);
+  add_step_options(cmd, o);
+  cmd.add_option("--batch", o.batch, "Users per rank and step (0 = the workload's)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd.add_option("--pooling", o.pooling,
+                 "cls (the peer's model; only what h_[CLS] needs is computed) or mean (every token of every "
+                 "layer, i.e. the full forward)")
+      ->check(CLI::IsMember({"cls", "mean"}))
+      ->capture_default_str();
+  cmd.add_option("--lora-r", o.lora_r,
+                 "LoRA rank of the item tower (default: the workload's, 8); 0 = full fine-tuning, whose "
+                 "~18 MB gradient makes the all-reduce a visible share of the step")
+      ->check(CLI::Range(0, 1024));
+}
+
+void add_pretrain_bench_options(CLI::App& cmd, BenchOptions& o) {
+  cmd.add_option("--seed", o.seed, "Seed of the catalogue, batches and weights")->capture_default_str();
+  cmd.add_option("--batch", o.batch, "Texts per rank and step (0 = the workload's 128)")
+      ->check(CLI::Range(0, 1 << 20));
+  add_step_options(cmd, o);
+}
+
+void add_allreduce_bench_options(CLI::App& cmd, BenchOptions& o) {
+  cmd.add_option("--max-mb", o.max_mb, "Largest buffer in MiB (from 4 KiB, x4 each)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+}
+
+void add_export_bench_options(CLI::App& cmd, BenchOptions& o) {
+  add_workload_options(cmd, o);
+  cmd.add_option("--repeats", o.repeats, "Timed passes; the median is reported")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+}
+
+void add_serve_bench_options(CLI::App& cmd, BenchOptions& o) {
+  auto* exp =
+      cmd.add_option("--export", o.export_path, "Export file (llmrec export)")->check(CLI::ExistingFile);
+  auto* syn =
+      cmd.add_option("--synthetic-items", o.synthetic_items,
+                     "Instead of an export: the search alone over this many random keys (64 clusters)")
+          ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
+  exp->excludes(syn);
+  cmd.add_option("--dim", o.dim, "With --synthetic-items: the keys' dimension")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{65536}))
+      ->capture_default_str();
+  cmd.add_option("--ann", o.ann, "hnsw: also through the HNSW index (alternated), with recall@k")
+      ->check(CLI::IsMember({"none", "hnsw"}))
+      ->capture_default_str();
+  cmd.add_option("--ann-metric", o.ann_metric, "HNSW graph: l2 (augmented keys) or ip")
+      ->check(CLI::IsMember({"l2", "ip"}))
+      ->capture_default_str();
+  cmd.add_option("--ann-ef-sweep", o.ann_ef_sweep,
+                 "With --synthetic-items: more efSearch values measured on the same graph (each in a pass of "
+                 "its own)")
+      ->delimiter(',');
+  cmd.add_option("--ann-m", o.ann_m, "HNSW: M")->check(CLI::Range(4, 256))->capture_default_str();
+  cmd.add_option("--ann-ef-construction", o.ann_ef_construction, "HNSW: efConstruction")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  cmd.add_option("--ann-ef-search", o.ann_ef_search, "HNSW: efSearch")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  cmd.add_option("--requests", o.requests, "Timed single requests")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  cmd.add_option("--k", o.k, "Items per request")->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd.add_option("--cf-weight", o.cf_weight, "ItemKNN fusion weight (0 = model score only)")
+      ->check(CLI::Range(0.0, 1000.0))
+      ->capture_default_str();
+  cmd.add_option("--seed", o.seed, "Seed of the user choice")->capture_default_str();
+}
+
 }  // namespace
 
 void add_bench_distributed(CLI::App& bench) {
@@ -893,95 +1015,12 @@ void add_bench_distributed(CLI::App& bench) {
     BenchOptions bench;
   };
   auto add = [&bench](const std::string& name, const std::string& help,
+                      void (*options)(CLI::App&, BenchOptions&),
                       int (*body)(AppContext&, const BenchOptions&)) {
     auto* cmd = bench.add_subcommand(name, help);
     auto o = std::make_shared<Options>();
     add_config_options(*cmd, o->config);
-    if (name == "train" || name == "export") {
-      cmd->add_option("--workload", o->bench.workload,
-                      "bench-tiny, bench-tiny-seq (bench-tiny with the causal user tower and a loss at every "
-                      "history position, the peer's --user causal) or bench-small (bench/README.md)")
-          ->check(CLI::IsMember({"bench-tiny", "bench-tiny-seq", "bench-small"}))
-          ->capture_default_str();
-      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")
-          ->capture_default_str();
-    }
-    if (name == "pretrain") {
-      cmd->add_option("--seed", o->bench.seed, "Seed of the catalogue, batches and weights")
-          ->capture_default_str();
-      cmd->add_option("--batch", o->bench.batch, "Texts per rank and step (0 = the workload's 128)")
-          ->check(CLI::Range(0, 1 << 20));
-    }
-    if (name == "train" || name == "pretrain") {
-      cmd->add_option("--steps", o->bench.steps, "Measured steps")
-          ->check(CLI::Range(1, 100000))
-          ->capture_default_str();
-      cmd->add_option("--warmup", o->bench.warmup, "Untimed steps first")
-          ->check(CLI::Range(0, 100000))
-          ->capture_default_str();
-    }
-    if (name == "train") {
-      cmd->add_option("--batch", o->bench.batch, "Users per rank and step (0 = the workload's)")
-          ->check(CLI::Range(0, 1 << 20));
-      cmd->add_option(
-             "--pooling", o->bench.pooling,
-             "cls (the peer's model; only what h_[CLS] needs is computed) or mean (every token of every "
-             "layer, i.e. the full forward)")
-          ->check(CLI::IsMember({"cls", "mean"}))
-          ->capture_default_str();
-      cmd->add_option("--lora-r", o->bench.lora_r,
-                      "LoRA rank of the item tower (default: the workload's, 8); 0 = full fine-tuning, whose "
-                      "~18 MB gradient makes the all-reduce a visible share of the step")
-          ->check(CLI::Range(0, 1024));
-    }
-    if (name == "serve") {
-      auto* exp = cmd->add_option("--export", o->bench.export_path, "Export file (llmrec export)")
-                      ->check(CLI::ExistingFile);
-      auto* syn =
-          cmd->add_option("--synthetic-items", o->bench.synthetic_items,
-                          "Instead of an export: the search alone over this many random keys (64 clusters)")
-              ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 31));
-      exp->excludes(syn);
-      cmd->add_option("--dim", o->bench.dim, "With --synthetic-items: the keys' dimension")
-          ->check(CLI::Range(std::int64_t{1}, std::int64_t{65536}))
-          ->capture_default_str();
-      cmd->add_option("--ann", o->bench.ann, "hnsw: also through the HNSW index (alternated), with recall@k")
-          ->check(CLI::IsMember({"none", "hnsw"}))
-          ->capture_default_str();
-      cmd->add_option("--ann-metric", o->bench.ann_metric, "HNSW graph: l2 (augmented keys) or ip")
-          ->check(CLI::IsMember({"l2", "ip"}))
-          ->capture_default_str();
-      cmd->add_option("--ann-ef-sweep", o->bench.ann_ef_sweep,
-                      "With --synthetic-items: more efSearch values measured on the same graph (alternated)")
-          ->delimiter(',');
-      cmd->add_option("--ann-m", o->bench.ann_m, "HNSW: M")->check(CLI::Range(4, 256))->capture_default_str();
-      cmd->add_option("--ann-ef-construction", o->bench.ann_ef_construction, "HNSW: efConstruction")
-          ->check(CLI::Range(1, 65536))
-          ->capture_default_str();
-      cmd->add_option("--ann-ef-search", o->bench.ann_ef_search, "HNSW: efSearch")
-          ->check(CLI::Range(1, 65536))
-          ->capture_default_str();
-      cmd->add_option("--requests", o->bench.requests, "Timed single requests")
-          ->check(CLI::Range(1, 10000000))
-          ->capture_default_str();
-      cmd->add_option("--k", o->bench.k, "Items per request")
-          ->check(CLI::Range(1, 1000))
-          ->capture_default_str();
-      cmd->add_option("--cf-weight", o->bench.cf_weight, "ItemKNN fusion weight (0 = model score only)")
-          ->check(CLI::Range(0.0, 1000.0))
-          ->capture_default_str();
-      cmd->add_option("--seed", o->bench.seed, "Seed of the user choice")->capture_default_str();
-    }
-    if (name == "export") {
-      cmd->add_option("--repeats", o->bench.repeats, "Timed passes; the median is reported")
-          ->check(CLI::Range(1, 100))
-          ->capture_default_str();
-    }
-    if (name == "allreduce") {
-      cmd->add_option("--max-mb", o->bench.max_mb, "Largest buffer in MiB (from 4 KiB, x4 each)")
-          ->check(CLI::Range(1, 4096))
-          ->capture_default_str();
-    }
+    options(*cmd, o->bench);
     cmd->callback([o, body] {
       int rc = app_run_distributed(o->config, [o, body](AppContext& ctx) { return body(ctx, o->bench); });
       if (rc != 0) throw CLI::RuntimeError(rc);
@@ -990,18 +1029,19 @@ void add_bench_distributed(CLI::App& bench) {
   add("train",
       "Training examples/s of the workload's model on synthetic batches (run under mpirun; "
       "--set run.threads=N for threads per rank)",
-      bench_train);
+      add_train_bench_options, bench_train);
   add("pretrain",
       "Masked-LM pre-training sequences/s on workload mlm-tiny (../shared/peers/torch_mlm_bench.py; "
       "run under mpirun; --set run.threads=N for threads per rank)",
-      bench_pretrain);
+      add_pretrain_bench_options, bench_pretrain);
   add("allreduce", "Communicator all-reduce vs raw MPI_Allreduce, 4 KiB .. --max-mb (under mpirun -np 2+)",
-      bench_allreduce);
-  add("export", "Items encoded per second through the item tower, as llmrec export does", bench_encode);
+      add_allreduce_bench_options, bench_allreduce);
+  add("export", "Items encoded per second through the item tower, as llmrec export does",
+      add_export_bench_options, bench_encode);
   add("serve",
       "Latency of top-k requests over an export, exact and (--ann hnsw) approximate, or of the search alone "
       "over --synthetic-items random keys (one process)",
-      bench_serve);
+      add_serve_bench_options, bench_serve);
 }
 
 }  // namespace llmrec

@@ -159,7 +159,22 @@ class Reader {
   std::uint64_t byte_budget_ = 0;
 };
 
-void read_attributes(Reader& r, ExportData& e) {
+/// The non-negative weights of a JSON object {"component": weight}.
+std::map<std::string, double> parse_weights(const nlohmann::json& j, const char* what) {
+  if (!j.is_object()) throw std::runtime_error("not a JSON object");
+  std::map<std::string, double> out;
+  for (const auto& [key, value] : j.items()) {
+    if (!value.is_number()) throw std::runtime_error(fmt::format("{} '{}' is not a number", what, key));
+    const double w = value.get<double>();
+    if (!std::isfinite(w) || w < 0)
+      throw std::runtime_error(fmt::format("{} '{}' is {}, not >= 0", what, key, w));
+    out[key] = w;
+  }
+  return out;
+}
+
+/// format, version and score.
+void read_identity(Reader& r, ExportData& e) {
   const std::string format = r.attr_string("format");
   if (format != kExportFormat) {
     r.fail(fmt::format("not an llmrec export: root attribute 'format' is '{}', expected '{}'", format,
@@ -174,6 +189,10 @@ void read_attributes(Reader& r, ExportData& e) {
   e.score = r.attr_string("score");
   if (e.score != "dot")
     r.fail(fmt::format("root attribute 'score' is '{}'; this llmrec serves 'dot' only", e.score));
+}
+
+/// The sizes, the user tower's spec and the user-id scheme.
+void read_spec(Reader& r, ExportData& e) {
   e.dim = r.attr_int("dim", 1, kMaxDim);
   e.history = r.attr_int("history", 1, kMaxHistory);
   e.num_items = r.attr_int("num_items", 1, kMaxRows);
@@ -202,7 +221,9 @@ void read_attributes(Reader& r, ExportData& e) {
   e.catalogue_updates = r.has_attr("catalogue_updates")
                             ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max())
                             : 0;
+}
 
+void read_event_types(Reader& r, ExportData& e) {
   const std::string types = r.attr_string("event_types");
   try {
     const auto j = nlohmann::json::parse(types);
@@ -218,22 +239,15 @@ void read_attributes(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'event_types' has {} types; uint8 indexes at most 256",
                        e.event_types.size()));
   }
+}
 
-  const std::string fusion = r.attr_string("fusion");
+/// The fusion weights and the ranking policy training chose (optional).
+void read_fusion(Reader& r, ExportData& e) {
   try {
-    const auto j = nlohmann::json::parse(fusion);
-    if (!j.is_object()) throw std::runtime_error("not a JSON object");
-    for (const auto& [key, value] : j.items()) {
-      if (!value.is_number()) throw std::runtime_error(fmt::format("weight '{}' is not a number", key));
-      const double w = value.get<double>();
-      if (!std::isfinite(w) || w < 0)
-        throw std::runtime_error(fmt::format("weight '{}' is {}, not >= 0", key, w));
-      e.fusion[key] = w;
-    }
+    e.fusion = parse_weights(nlohmann::json::parse(r.attr_string("fusion")), "weight");
   } catch (const std::exception& ex) {
     r.fail(fmt::format("root attribute 'fusion' must be a JSON object of weights >= 0: {}", ex.what()));
   }
-
   if (r.has_attr("ranking")) {
     e.ranking = r.attr_string("ranking");
     try {
@@ -247,14 +261,7 @@ void read_attributes(Reader& r, ExportData& e) {
         if (!j.contains("cold_weights") || !j["cold_weights"].is_object()) {
           throw std::runtime_error("'missing' cold_weights needs an object 'cold_weights'");
         }
-        for (const auto& [key, value] : j["cold_weights"].items()) {
-          if (!value.is_number())
-            throw std::runtime_error(fmt::format("cold weight '{}' is not a number", key));
-          const double w = value.get<double>();
-          if (!std::isfinite(w) || w < 0)
-            throw std::runtime_error(fmt::format("cold weight '{}' is {}, not >= 0", key, w));
-          e.fusion_cold_weights[key] = w;
-        }
+        e.fusion_cold_weights = parse_weights(j["cold_weights"], "cold weight");
       }
       if (j.contains("tfidf")) {
         const auto& t = j["tfidf"];
@@ -277,7 +284,13 @@ void read_attributes(Reader& r, ExportData& e) {
                       ex.what()));
     }
   }
+}
 
+void read_attributes(Reader& r, ExportData& e) {
+  read_identity(r, e);
+  read_spec(r, e);
+  read_event_types(r, e);
+  read_fusion(r, e);
   e.model_sha256 = r.attr_string_or_empty("model_sha256");
   e.model_config = r.attr_string_or_empty("model_config");
   e.config = r.attr_string_or_empty("config");

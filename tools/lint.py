@@ -114,7 +114,10 @@ def run_tidy(build, jobs, only):
     if not db.exists():
         print(f"lint: {db} not found: configure the build first (make build)")
         return 1
-    entries = [e for e in json.loads(db.read_text()) if e["file"].startswith(str(ROOT))]
+    # The project's own units (not the build's generated precompiled-header units).
+    build_dir = str(Path(build).resolve())
+    entries = [e for e in json.loads(db.read_text())
+               if e["file"].startswith(str(ROOT)) and not e["file"].startswith(build_dir)]
     if only:
         wanted = {str((ROOT / f).resolve()) for f in only}
         entries = [e for e in entries if e["file"] in wanted]
