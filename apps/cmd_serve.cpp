@@ -98,12 +98,8 @@ std::string read_token(const std::string& path) {
   return token;
 }
 
-int run_serve(const ServeArgs& a) {
-  LogConfig log;
-  init_logging(log, 0, 1);
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::string pseudonym_key =
-      a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file);
+/// The engines to serve: one export, or two or more A/B arms.
+std::vector<serving::ServingArm> open_arms(const ServeArgs& a, const std::string& pseudonym_key) {
   if (a.export_path.empty() == a.arms.empty()) {
     throw ConfigError("serve: give --export FILE, or two or more --arm NAME=PATH[:SHARE] for an A/B test");
   }
@@ -111,13 +107,17 @@ int run_serve(const ServeArgs& a) {
   if (a.arms.empty()) {
     arms.push_back(
         {"default", 1.0, serving::RecommendEngine::open(a.export_path, pseudonym_key, a.ann.index())});
-  } else {
-    if (a.arms.size() < 2) throw ConfigError("serve: an A/B test needs two or more --arm");
-    for (const auto& spec : a.arms) arms.push_back(parse_arm(spec, pseudonym_key, a.ann.index()));
+    return arms;
   }
-  const auto engine = arms.front().engine;
+  if (a.arms.size() < 2) throw ConfigError("serve: an A/B test needs two or more --arm");
+  for (const auto& spec : a.arms) arms.push_back(parse_arm(spec, pseudonym_key, a.ann.index()));
+  return arms;
+}
+
+void log_loaded(const std::vector<serving::ServingArm>& arms, bool have_pseudonym_key, double load_ms) {
+  const auto& engine = arms.front().engine;
   const auto& e = engine->data();
-  if (e.user_ids_scheme == kPseudonymScheme && pseudonym_key.empty()) {
+  if (e.user_ids_scheme == kPseudonymScheme && !have_pseudonym_key) {
     spdlog::warn(
         "{}: user ids are pseudonymised and no --pseudonym-key-file was given: requests must name users by "
         "their pseudonyms (raw ids are unknown users)",
@@ -132,13 +132,25 @@ int run_serve(const ServeArgs& a) {
   }
   spdlog::info("loaded {}: {} items, {} users, d = {}, T = {}, model {} ({:.0f} ms){}", e.path, e.num_items,
                e.num_users, e.dim, e.history,
-               e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12),
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+               e.model_sha256.empty() ? std::string("?") : e.model_sha256.substr(0, 12), load_ms,
                engine->ann_index() == nullptr
                    ? std::string()
                    : fmt::format("; {} index built in {:.2f} s", engine->ann_index()->describe(),
                                  engine->ann_index()->build_seconds()));
+}
 
+/// The access log's file (stdout for "-"; null without --access-log).
+std::FILE* open_access_log(const std::string& path) {
+  if (path.empty()) return nullptr;
+  std::FILE* f = path == "-" ? stdout : std::fopen(path.c_str(), "a");
+  if (f == nullptr) {
+    throw ConfigError(fmt::format("--access-log {}: cannot be opened: {}", path, std::strerror(errno)));
+  }
+  return f;
+}
+
+serving::HttpServerOptions server_options(const ServeArgs& a, const std::string& pseudonym_key,
+                                          std::FILE* access) {
   serving::HttpServerOptions o;
   o.host = a.host;
   o.port = a.port;
@@ -150,13 +162,7 @@ int run_serve(const ServeArgs& a) {
   o.ann = a.ann.index();
   o.events_log = a.events_log;
   o.events_fsync = a.events_fsync == "always";
-  std::FILE* access = nullptr;
-  if (!a.access_log.empty()) {
-    access = a.access_log == "-" ? stdout : std::fopen(a.access_log.c_str(), "a");
-    if (access == nullptr) {
-      throw ConfigError(
-          fmt::format("--access-log {}: cannot be opened: {}", a.access_log, std::strerror(errno)));
-    }
+  if (access != nullptr) {
     o.access_log = [access](const std::string& line) {
       std::fprintf(access, "%s\n", line.c_str());
       std::fflush(access);
@@ -164,9 +170,11 @@ int run_serve(const ServeArgs& a) {
   }
   o.ab_salt = a.ab_salt;
   o.ab_click_window_s = a.ab_click_window;
-  serving::HttpServer server(std::move(arms), o);
-  const int port = server.bind();
+  return o;
+}
 
+/// SIGINT/SIGTERM stop the server, SIGHUP reloads the export.
+void install_serve_signals() {
   struct sigaction sa {};
   sa.sa_handler = serve_on_signal;
   sigemptyset(&sa.sa_mask);
@@ -176,27 +184,46 @@ int run_serve(const ServeArgs& a) {
   hup.sa_handler = serve_on_hangup;
   sigemptyset(&hup.sa_mask);
   sigaction(SIGHUP, &hup, nullptr);
-  std::atomic<bool> done{false};
-  std::thread watcher([&] {
-    while (!done.load()) {
-      if (g_stop_signal != 0) {
-        // Repeated until run() returns: a signal may come before it listens.
-        server.stop();
+}
+
+/// Until `done`: stops the server after a signal (repeated until run()
+/// returns: a signal may come before it listens) and reloads on SIGHUP,
+/// swapped in while requests go on.
+void watch_signals(serving::HttpServer& server, const std::atomic<bool>& done) {
+  while (!done.load()) {
+    if (g_stop_signal != 0) server.stop();
+    if (g_reload != 0) {
+      g_reload = 0;
+      try {
+        const auto r = server.reload();
+        spdlog::info("SIGHUP: reloaded {}: {} items, {} users, model {}", r["export"].get<std::string>(),
+                     r["items"].get<std::int64_t>(), r["users"].get<std::int64_t>(),
+                     r["model_sha256"].get<std::string>().substr(0, 12));
+      } catch (const std::exception& e) {
+        spdlog::error("SIGHUP: {}", e.what());
       }
-      if (g_reload != 0) {  // SIGHUP: the export file again, swapped in while requests go on
-        g_reload = 0;
-        try {
-          const auto r = server.reload();
-          spdlog::info("SIGHUP: reloaded {}: {} items, {} users, model {}", r["export"].get<std::string>(),
-                       r["items"].get<std::int64_t>(), r["users"].get<std::int64_t>(),
-                       r["model_sha256"].get<std::string>().substr(0, 12));
-        } catch (const std::exception& e) {
-          spdlog::error("SIGHUP: {}", e.what());
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-  });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+int run_serve(const ServeArgs& a) {
+  LogConfig log;
+  init_logging(log, 0, 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string pseudonym_key =
+      a.pseudonym_key_file.empty() ? "" : read_pseudonym_key(a.pseudonym_key_file);
+  std::vector<serving::ServingArm> arms = open_arms(a, pseudonym_key);
+  log_loaded(arms, !pseudonym_key.empty(),
+             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  std::FILE* access = open_access_log(a.access_log);
+  const serving::HttpServerOptions o = server_options(a, pseudonym_key, access);
+  serving::HttpServer server(std::move(arms), o);
+  const int port = server.bind();
+
+  install_serve_signals();
+  std::atomic<bool> done{false};
+  std::thread watcher([&] { watch_signals(server, done); });
   spdlog::info(
       "listening on http://{}:{} ({} worker threads; POST /recommend, /similar; GET /health, /metrics){}",
       a.host, port,

@@ -222,9 +222,8 @@ std::int32_t RecommendEngine::find_user(const std::string& id) const {
 
 // ------------------------------------------------------------ validation
 
-RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) const {
+void RecommendEngine::resolve_options(const RecommendRequest& q, Resolved& r) const {
   const ExportData& e = *data_;
-  Resolved r;
   if (q.user && q.history) throw RequestError(400, "user", "give either 'user' or 'history', not both");
   if (!q.user && !q.history) {
     throw RequestError(400, "user", "missing: give 'user' (a known user id) or 'history' (recent item ids)");
@@ -263,9 +262,10 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
                        "'hnsw': this server has no approximate index (start it with --ann hnsw)");
   }
   r.ann = ann_ != nullptr && q.search.value_or("hnsw") == "hnsw";
+}
 
-  r.allowed = allowed_categories(e, q.categories);
-
+void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) const {
+  const ExportData& e = *data_;
   if (q.user) {
     r.user = find_user(*q.user);
     if (r.user < 0) {
@@ -298,9 +298,10 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
     }
     if (!unknown.empty()) throw RequestError(404, "history", "unknown item ids " + quoted_list(unknown));
   }
-  const std::size_t T = static_cast<std::size_t>(e.history);
-  r.window.assign(r.events.end() - static_cast<std::ptrdiff_t>(std::min(T, r.events.size())), r.events.end());
+}
 
+void RecommendEngine::resolve_exclusions(const RecommendRequest& q, Resolved& r) const {
+  const ExportData& e = *data_;
   switch (q.exclude) {
     case Exclude::kNone: break;
     case Exclude::kSeen: r.excluded = distinct_sorted(r.events); break;
@@ -328,6 +329,18 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
       break;
     }
   }
+}
+
+RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) const {
+  const ExportData& e = *data_;
+  Resolved r;
+  resolve_options(q, r);
+  r.allowed = allowed_categories(e, q.categories);
+  resolve_history(q, r);
+  const std::size_t T = static_cast<std::size_t>(e.history);
+  r.window.assign(r.events.end() - static_cast<std::ptrdiff_t>(std::min(T, r.events.size())), r.events.end());
+
+  resolve_exclusions(q, r);
   if (!r.unknown_user.empty()) r.ann = false;  // the popularity fallback scores no model
   return r;
 }

@@ -261,6 +261,12 @@ class RecommendEngine {
   std::string pseudonym_key_;
   struct Resolved;
   Resolved resolve(const RecommendRequest& request) const;
+  /// The request's checked settings (k, weights, hour, diversity, search).
+  void resolve_options(const RecommendRequest& request, Resolved& r) const;
+  /// The user's stored and live events, or the given history's items.
+  void resolve_history(const RecommendRequest& request, Resolved& r) const;
+  /// The items `exclude` removes (seen, purchased or none).
+  void resolve_exclusions(const RecommendRequest& request, Resolved& r) const;
   struct Pool;
   struct Components;
   /// The fusion components a request uses (none: the model score alone).
