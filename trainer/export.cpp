@@ -365,6 +365,43 @@ ExportRanking export_ranking_of(const EvalConfig& eval) {
   return r;
 }
 
+namespace {
+
+/// Where the export comes from: model, configs, checkpoint and dataset
+/// (with digests), event types, the ranking training chose, the time.
+void export_set_provenance(ExportData& c, const ModelConfig& mc, const std::string& config_yaml,
+                           const std::string& checkpoint_path, const DatasetFile& file,
+                           const ExportRanking& ranking) {
+  ModelConfig m = mc;
+  c.model_config = ConfigWriter::write(m);
+  c.config = config_yaml;
+  c.config_sha256 = sha256_hex(config_yaml);
+  c.model_sha256 = sha256_file(checkpoint_path);
+  c.checkpoint = checkpoint_path;
+  c.dataset = file.path();
+  c.dataset_sha256 = sha256_file(file.path());
+  c.event_types = file.event_types();
+  c.fusion = ranking.fusion;
+  c.ranking = export_ranking_json(ranking);
+  c.created = utc_now_iso8601();
+}
+
+/// The users' ids (keyed hashes with a pseudonym key: the raw ids never
+/// reach the file) and vectors.
+void export_set_users(ExportData& c, const DatasetFile& file, const ExportUsers& users,
+                      const std::string& pseudonym_key) {
+  c.hour_counts.assign(users.hours.begin(), users.hours.end());
+  c.user_ids = file.read_user_ids();
+  if (!pseudonym_key.empty()) {
+    for (auto& id : c.user_ids) id = pseudonymise(pseudonym_key, id);
+    c.user_ids_scheme = kPseudonymScheme;
+    c.pseudonym_check = check_pseudonym_key(pseudonym_key);
+  }
+  c.user_vectors = floats_of(users.vectors);
+}
+
+}  // namespace
+
 ExportSummary write_export(const std::string& output, Recommender& model, const std::string& checkpoint_path,
                            const DatasetFile& file, const std::string& config_yaml,
                            const ExportRanking& ranking, Communicator& comm,
@@ -416,18 +453,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
     c.text_len = file.text_len();
     export_set_tower(c, model->user.ptr());
     c.catalogue_updates = 0;
-    ModelConfig m = mc;
-    c.model_config = ConfigWriter::write(m);
-    c.config = config_yaml;
-    c.config_sha256 = sha256_hex(config_yaml);
-    c.model_sha256 = sha256_file(checkpoint_path);
-    c.checkpoint = checkpoint_path;
-    c.dataset = file.path();
-    c.dataset_sha256 = sha256_file(file.path());
-    c.event_types = file.event_types();
-    c.fusion = ranking.fusion;
-    c.ranking = export_ranking_json(ranking);
-    c.created = utc_now_iso8601();
+    export_set_provenance(c, mc, config_yaml, checkpoint_path, file, ranking);
     // Content: the TF-IDF rows evaluation's tfidf scorer builds (also the
     // items' keywords in explanations).
     c.tfidf = std::make_shared<const TfidfIndex>(tfidf_matrix(items, file.text_len(), vocab, ranking.tfidf));
@@ -438,14 +464,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
     c.item_popularity = std::move(items.train_count);
     c.item_vectors = floats_of(vecs);
     c.item_keys = floats_of(keys);
-    c.hour_counts.assign(users.hours.begin(), users.hours.end());
-    c.user_ids = file.read_user_ids();
-    if (!pseudonym_key.empty()) {  // the raw ids never reach the file
-      for (auto& id : c.user_ids) id = pseudonymise(pseudonym_key, id);
-      c.user_ids_scheme = kPseudonymScheme;
-      c.pseudonym_check = check_pseudonym_key(pseudonym_key);
-    }
-    c.user_vectors = floats_of(users.vectors);
+    export_set_users(c, file, users, pseudonym_key);
     export_histories(file, c);
     export_cf_table(knn, I, K, c);
     vocab.swap(c.vocab);
@@ -462,6 +481,45 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
   return s;
 }
 
+namespace {
+
+WordPieceTokenizer export_tokenizer(const ExportData& c, const std::string& export_path) {
+  try {
+    return WordPieceTokenizer::from_tokens(c.vocab);
+  } catch (const Error& e) {
+    throw IoError(fmt::format("{}: tokenizer/vocab: {}", export_path, e.what()));
+  }
+}
+
+/// Rank 0: the changed and added items' rows (`sub`, at rows `sub_ids`)
+/// written into the export's tables, which grow from I0 to I items.
+void apply_item_changes(ExportData& c, const ItemTable& sub, const std::vector<std::int64_t>& sub_ids,
+                        const torch::Tensor& item_vecs, const torch::Tensor& changed_keys, std::int64_t I0,
+                        std::int64_t I) {
+  const std::int64_t d = c.dim;
+  c.item_vectors = floats_of(item_vecs);
+  torch::Tensor item_keys = torch::cat({matrix_of(c.item_keys, d), torch::zeros({I - I0, d})});
+  item_keys.index_copy_(0, torch::tensor(sub_ids, torch::kLong), changed_keys);
+  c.item_keys = floats_of(item_keys);
+  c.item_ids.resize(static_cast<std::size_t>(I));
+  c.item_text.resize(static_cast<std::size_t>(I));
+  c.item_category.resize(static_cast<std::size_t>(I));
+  for (std::size_t j = 0; j < sub_ids.size(); ++j) {
+    const auto i = static_cast<std::size_t>(sub_ids[j]);
+    c.item_ids[i] = sub.ids[j];
+    c.item_text[i] = sub.texts[j];
+    c.item_category[i] = sub.categories[j];
+  }
+  if (c.tfidf != nullptr) c.tfidf = tfidf_without(*c.tfidf, I0, I, sub_ids);
+  c.item_cold.resize(static_cast<std::size_t>(I), 1);
+  c.item_popularity.resize(static_cast<std::size_t>(I), 0);
+  c.hour_counts.resize(static_cast<std::size_t>(I * kHours), 0);
+  c.cf_neighbours.resize(static_cast<std::size_t>(I * c.cf_k), -1);
+  c.cf_similarity.resize(static_cast<std::size_t>(I * c.cf_k), 0.0f);
+}
+
+}  // namespace
+
 ExportSummary add_catalogue_to_export(const std::string& export_path, const std::string& catalogue_path,
                                       Recommender& model, const std::string& checkpoint_path,
                                       const std::string& output, Communicator& comm,
@@ -477,13 +535,7 @@ ExportSummary add_catalogue_to_export(const std::string& export_path, const std:
   DataConfig data = update_data_config(c, export_path, options);
   PrepareReport::Source report;
   Catalogue cat = read_catalogue(catalogue_path, data, report);
-  WordPieceTokenizer tokenizer = [&] {
-    try {
-      return WordPieceTokenizer::from_tokens(c.vocab);
-    } catch (const Error& e) {
-      throw IoError(fmt::format("{}: tokenizer/vocab: {}", export_path, e.what()));
-    }
-  }();
+  WordPieceTokenizer tokenizer = export_tokenizer(c, export_path);
 
   const auto I0 = static_cast<std::int64_t>(c.item_ids.size());
   ExportSummary s;
@@ -524,26 +576,8 @@ ExportSummary add_catalogue_to_export(const std::string& export_path, const std:
   s.neighbours = c.cf_k;
   s.catalogue_updates = c.catalogue_updates + 1;
   if (comm.rank() == 0) {
-    c.item_vectors = floats_of(item_vecs);
-    torch::Tensor item_keys = torch::cat({matrix_of(c.item_keys, d), torch::zeros({s.items_added, d})});
-    item_keys.index_copy_(0, rows, keys);
-    c.item_keys = floats_of(item_keys);
+    apply_item_changes(c, sub, sub_ids, item_vecs, keys, I0, I);
     if (user_vecs.defined()) c.user_vectors = floats_of(user_vecs);
-    c.item_ids.resize(static_cast<std::size_t>(I));
-    c.item_text.resize(static_cast<std::size_t>(I));
-    c.item_category.resize(static_cast<std::size_t>(I));
-    for (std::size_t j = 0; j < sub_ids.size(); ++j) {
-      const auto i = static_cast<std::size_t>(sub_ids[j]);
-      c.item_ids[i] = sub.ids[j];
-      c.item_text[i] = sub.texts[j];
-      c.item_category[i] = sub.categories[j];
-    }
-    if (c.tfidf != nullptr) c.tfidf = tfidf_without(*c.tfidf, I0, I, sub_ids);
-    c.item_cold.resize(static_cast<std::size_t>(I), 1);
-    c.item_popularity.resize(static_cast<std::size_t>(I), 0);
-    c.hour_counts.resize(static_cast<std::size_t>(I * kHours), 0);
-    c.cf_neighbours.resize(static_cast<std::size_t>(I * c.cf_k), -1);
-    c.cf_similarity.resize(static_cast<std::size_t>(I * c.cf_k), 0.0f);
     c.catalogue_updates = s.catalogue_updates;
     c.created = utc_now_iso8601();
   }

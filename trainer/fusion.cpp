@@ -196,6 +196,57 @@ std::size_t grid_points(const std::vector<std::size_t>& slots) {
   return points;
 }
 
+/// The tried point with the best cold-target NDCG@10 among those within
+/// `tolerance` (relative) of the best overall NDCG@10; ties: the better overall.
+std::size_t best_tuned_point(const FusionTuning& t, double tolerance) {
+  std::size_t top = 0;
+  for (std::size_t g = 0; g < t.tried.size(); ++g) {
+    if (t.tried_ndcg10[g] > t.tried_ndcg10[top]) top = g;
+  }
+  std::size_t best = top;
+  for (std::size_t g = 0; g < t.tried.size(); ++g) {
+    if (t.tried_ndcg10[g] < (1.0 - tolerance) * t.tried_ndcg10[top]) continue;
+    const double c = t.tried_cold_ndcg10[g], cb = t.tried_cold_ndcg10[best];
+    if (c > cb || (c == cb && t.tried_ndcg10[g] > t.tried_ndcg10[best])) best = g;
+  }
+  return best;
+}
+
+/// Stage 1's grid: the warm weights (mixed radix over the non-reference
+/// components) under each missing-score policy.
+TunePoints warm_grid(std::size_t n, std::size_t reference, const std::vector<FusionMissing>& policies,
+                     const std::vector<bool>& scores_cold) {
+  TunePoints warm;
+  std::vector<std::size_t> others;
+  for (std::size_t k = 0; k < n; ++k) {
+    if (k != reference) others.push_back(k);
+  }
+  for (FusionMissing policy : policies) {
+    for (std::size_t g = 0; g < grid_points(others); ++g) {
+      std::vector<double> w(n, 1.0);
+      grid_point(g, others, w);
+      warm.cold.push_back(fusion_cold_weights(policy, w, scores_cold));
+      warm.weights.push_back(std::move(w));
+      warm.missing.push_back(policy);
+    }
+  }
+  return warm;
+}
+
+/// Stage 2's grid: the warm weights `kept`, the cold items' own weights
+/// over the components that score them (`free`).
+TunePoints cold_grid(const std::vector<double>& kept, const std::vector<std::size_t>& free) {
+  TunePoints own;
+  for (std::size_t g = 0; g < grid_points(free); ++g) {
+    std::vector<double> c(kept.size(), 0.0);
+    grid_point(g, free, c);
+    own.weights.push_back(kept);
+    own.cold.push_back(std::move(c));
+    own.missing.push_back(FusionMissing::kColdWeights);
+  }
+  return own;
+}
+
 }  // namespace
 
 FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference,
@@ -235,58 +286,19 @@ FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::si
     }
   };
 
-  // Stage 1: the warm weights (mixed radix over the non-reference
-  // components), scored, then renormalised where that can differ.
+  // Stage 1: the warm weights, scored, then renormalised where that can differ.
   std::vector<FusionMissing> policies = {FusionMissing::kScored};
   if (any_cf && any_cold) policies.push_back(FusionMissing::kRenormalise);
-  TunePoints warm;
-  std::vector<std::size_t> others;
-  for (std::size_t k = 0; k < components.size(); ++k) {
-    if (k != reference) others.push_back(k);
-  }
-  for (FusionMissing policy : policies) {
-    for (std::size_t g = 0; g < grid_points(others); ++g) {
-      std::vector<double> w(components.size(), 1.0);
-      grid_point(g, others, w);
-      warm.cold.push_back(fusion_cold_weights(policy, w, scores_cold));
-      warm.weights.push_back(std::move(w));
-      warm.missing.push_back(policy);
-    }
-  }
-  record(warm);
+  record(warm_grid(components.size(), reference, policies, scores_cold));
   const double tolerance = valid.config().fusion.cold_tolerance;
-  auto best_of = [&t, tolerance] {
-    std::size_t top = 0;
-    for (std::size_t g = 0; g < t.tried.size(); ++g) {
-      if (t.tried_ndcg10[g] > t.tried_ndcg10[top]) top = g;
-    }
-    std::size_t best = top;
-    for (std::size_t g = 0; g < t.tried.size(); ++g) {
-      if (t.tried_ndcg10[g] < (1.0 - tolerance) * t.tried_ndcg10[top]) continue;
-      const double c = t.tried_cold_ndcg10[g], cb = t.tried_cold_ndcg10[best];
-      if (c > cb || (c == cb && t.tried_ndcg10[g] > t.tried_ndcg10[best])) best = g;
-    }
-    return best;
-  };
 
   // Stage 2: the best warm weights kept, the cold items' own weights.
   std::vector<std::size_t> free;
   for (std::size_t k = 0; k < components.size(); ++k) {
     if (scores_cold[k]) free.push_back(k);
   }
-  if (any_cold && !free.empty()) {
-    const std::vector<double> kept = t.tried[best_of()];
-    TunePoints own;
-    for (std::size_t g = 0; g < grid_points(free); ++g) {
-      std::vector<double> c(components.size(), 0.0);
-      grid_point(g, free, c);
-      own.weights.push_back(kept);
-      own.cold.push_back(std::move(c));
-      own.missing.push_back(FusionMissing::kColdWeights);
-    }
-    record(own);
-  }
-  const std::size_t best = best_of();
+  if (any_cold && !free.empty()) record(cold_grid(t.tried[best_tuned_point(t, tolerance)], free));
+  const std::size_t best = best_tuned_point(t, tolerance);
   t.weights = t.tried[best];
   t.missing = t.tried_missing[best];
   t.cold_weights = t.tried_cold[best];
