@@ -452,23 +452,43 @@ double mlm_step_flops(const ModelConfig& m, double rows, double width, double ma
 /// BERT's masking, AdamW lr 1e-4; the step is `llmrec pretrain`'s
 /// (pretrain_step: gathered head, bucketed all-reduce overlapped with
 /// backward).
-int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
-  Communicator& comm = *ctx.comm;
-  Workload w = workload_of("bench-tiny");
-  const std::int64_t batch = o.batch > 0 ? o.batch : 128;
-  SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
-  std::vector<std::string> vocab(static_cast<std::size_t>(w.model.bert.vocab_size));
+/// The peer's vocabulary: tokens "t<i>" with BERT's special ids.
+MlmVocab bench_mlm_vocab(std::int64_t size) {
+  std::vector<std::string> vocab(static_cast<std::size_t>(size));
   for (std::size_t i = 0; i < vocab.size(); ++i) vocab[i] = "t" + std::to_string(i);
   vocab[0] = "[PAD]";
   vocab[100] = "[UNK]";
   vocab[101] = "[CLS]";
   vocab[102] = "[SEP]";
   vocab[103] = "[MASK]";
-  const MlmVocab mv = MlmVocab::from(vocab, "mlm-tiny");
-  const at::Tensor tokens = cat.tokens.to(at::kInt).contiguous();
+  return MlmVocab::from(vocab, "mlm-tiny");
+}
+
+/// `batch` random catalogue texts (rows of `tokens` [items, L], lengths
+/// `length`), whole-word masked at 15%; their real tokens into `real`.
+MlmBatch random_mlm_batch(const at::Tensor& tokens, const at::Tensor& length, const MlmVocab& mv,
+                          std::int64_t batch, std::mt19937_64& draw, std::uint64_t& text_seed, double& real) {
   const auto* tok = tokens.data_ptr<std::int32_t>();
-  const auto* len = cat.length.data_ptr<std::int64_t>();
-  const std::int64_t L = w.model.text_len;
+  const auto* len = length.data_ptr<std::int64_t>();
+  const std::int64_t items = tokens.size(0), L = tokens.size(1);
+  std::vector<MaskedText> texts;
+  texts.reserve(static_cast<std::size_t>(batch));
+  real = 0;
+  for (std::int64_t k = 0; k < batch; ++k) {
+    const auto i = static_cast<std::int64_t>(random_below(draw(), static_cast<std::uint64_t>(items)));
+    texts.push_back(mlm_mask_text(tok + i * L, len[i], mv, {0.15, true}, splitmix64(++text_seed)));
+    real += static_cast<double>(len[i]);
+  }
+  return mlm_batch(texts, mv.pad);
+}
+
+int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
+  Communicator& comm = *ctx.comm;
+  Workload w = workload_of("bench-tiny");
+  const std::int64_t batch = o.batch > 0 ? o.batch : 128;
+  SyntheticCatalogue cat(w.items, w.model.text_len, static_cast<std::uint64_t>(o.seed));
+  const MlmVocab mv = bench_mlm_vocab(w.model.bert.vocab_size);
+  const at::Tensor tokens = cat.tokens.to(at::kInt).contiguous();
   std::mt19937_64 draw(static_cast<std::uint64_t>(o.seed) * 1000 + 7 +
                        static_cast<std::uint64_t>(comm.rank()));
 
@@ -498,14 +518,8 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
       t_start = Clock::now();
     }
     const auto t0 = Clock::now();
-    std::vector<MaskedText> texts;
     double real = 0;
-    for (std::int64_t k = 0; k < batch; ++k) {
-      const auto i = static_cast<std::int64_t>(random_below(draw(), static_cast<std::uint64_t>(w.items)));
-      texts.push_back(mlm_mask_text(tok + i * L, len[i], mv, {0.15, true}, splitmix64(++text_seed)));
-      real += static_cast<double>(len[i]);
-    }
-    MlmBatch b = mlm_batch(texts, mv.pad);
+    MlmBatch b = random_mlm_batch(tokens, cat.length, mv, batch, draw, text_seed, real);
     const double data_s = since(t0);
     const auto t1 = Clock::now();
     MlmSums sums = pretrain_step(*model, b, static_cast<double>(b.predicted * comm.size()), reducer,

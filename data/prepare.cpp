@@ -528,24 +528,71 @@ std::vector<char> filter_events(const DataConfig& cfg, RawEvents& raw, std::size
 
 /// The users with events left, sorted by raw id, their events (CSR) and the
 /// split; the training events per item.
+/// Users with at least one kept event, in raw user id order.
+std::vector<std::int32_t> kept_users_in_id_order(const RawEvents& raw, const std::vector<char>& alive) {
+  std::vector<char> has(raw.user_ids.size(), 0);
+  for (std::size_t i = 0; i < raw.events.size(); ++i) {
+    if (alive[i]) has[raw.events[i].user] = 1;
+  }
+  std::vector<std::int32_t> order;
+  for (std::size_t u = 0; u < raw.user_ids.size(); ++u) {
+    if (has[u]) order.push_back(static_cast<std::int32_t>(u));
+  }
+  std::sort(order.begin(), order.end(),
+            [&](std::int32_t a, std::int32_t b) { return raw.user_ids[a] < raw.user_ids[b]; });
+  return order;
+}
+
+/// A user's split of n time-ordered events: training events [0, train_end),
+/// validation and test event indices (-1 = none). False for a temporal
+/// split's user without an event before the cut.
+struct UserSplit {
+  std::int64_t train_end = 0;
+  std::int64_t valid = -1;
+  std::int64_t test = -1;
+};
+bool split_user(const DataConfig& cfg, std::int64_t cut, const std::vector<Event>& events,
+                const std::vector<std::size_t>& evs, UserSplit& s) {
+  const auto n = static_cast<std::int64_t>(evs.size());
+  if (cfg.split == "leave_last_out") {
+    s = {n - 2, n - 2, n - 1};
+    return true;
+  }
+  std::int64_t k = 0;
+  while (k < n && events[evs[static_cast<std::size_t>(k)]].time < cut) ++k;
+  if (k == 0) return false;
+  s = {k >= 2 ? k - 1 : k, k >= 2 ? k - 1 : -1, k < n ? k : -1};
+  return true;
+}
+
+/// The IoError of a preparation that kept no user, saying why with every
+/// count in and out.
+[[noreturn]] void throw_no_user_left(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw,
+                                     const std::vector<char>& alive, const PrepareReport& report) {
+  std::string why;
+  if (cfg.split != "leave_last_out" && report.no_train_users_removed > 0) {
+    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = std::numeric_limits<std::int64_t>::min();
+    for (std::size_t i = 0; i < raw.events.size(); ++i) {
+      if (!alive[i]) continue;
+      lo = std::min(lo, raw.events[i].time);
+      hi = std::max(hi, raw.events[i].time);
+    }
+    why = fmt::format(
+        "; the temporal split's cut (data.cut '{}' = {}) is at or before every user's first event "
+        "(the events span {} .. {}): move the cut into that range",
+        cfg.cut, utc_iso(cut), utc_iso(lo), utc_iso(hi));
+  }
+  throw IoError(fmt::format("no user is left after validation and filtering: nothing to train on{}\n{}", why,
+                            report.to_text()));
+}
+
 void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw,
                  const std::vector<char>& alive, DatasetArrays& out, PrepareReport& report) {
   const auto& events = raw.events;
   const auto& user_ids = raw.user_ids;
   const auto& c = cfg.columns;
   const bool rating_weight = cfg.weight == "rating";
-  std::vector<std::int32_t> order;
-  {
-    std::vector<char> has(user_ids.size(), 0);
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      if (alive[i]) has[events[i].user] = 1;
-    }
-    for (std::size_t u = 0; u < user_ids.size(); ++u) {
-      if (has[u]) order.push_back(static_cast<std::int32_t>(u));
-    }
-    std::sort(order.begin(), order.end(),
-              [&](std::int32_t a, std::int32_t b) { return user_ids[a] < user_ids[b]; });
-  }
+  const std::vector<std::int32_t> order = kept_users_in_id_order(raw, alive);
   std::vector<std::size_t> first(user_ids.size() + 1, events.size());
   for (std::size_t i = events.size(); i-- > 0;) first[events[i].user] = i;
 
@@ -557,23 +604,13 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw,
       if (alive[i]) evs.push_back(i);
     }
     const std::int64_t n = static_cast<std::int64_t>(evs.size());
-    std::int64_t train_end, valid, test;
-    if (cfg.split == "leave_last_out") {
-      train_end = n - 2;
-      valid = n - 2;
-      test = n - 1;
-    } else {
-      std::int64_t k = 0;
-      while (k < n && events[evs[static_cast<std::size_t>(k)]].time < cut) ++k;
-      if (k == 0) {
-        ++report.no_train_users_removed;
-        report.no_train_events_removed += n;
-        continue;
-      }
-      valid = k >= 2 ? k - 1 : -1;
-      train_end = k >= 2 ? k - 1 : k;
-      test = k < n ? k : -1;
+    UserSplit split;
+    if (!split_user(cfg, cut, events, evs, split)) {
+      ++report.no_train_users_removed;
+      report.no_train_events_removed += n;
+      continue;
     }
+    const std::int64_t train_end = split.train_end, valid = split.valid, test = split.test;
     const std::int64_t base = out.users.offsets.back();
     out.users.ids.push_back(user_ids[static_cast<std::size_t>(u)]);
     out.users.train_end.push_back(train_end);
@@ -594,25 +631,7 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw,
     report.test_events += test >= 0;
     out.users.offsets.push_back(base + n);
   }
-  if (out.users.ids.empty()) {
-    // Say why, with every count in and out (the skip report included).
-    std::string why;
-    if (cfg.split != "leave_last_out" && report.no_train_users_removed > 0) {
-      std::int64_t lo = std::numeric_limits<std::int64_t>::max(),
-                   hi = std::numeric_limits<std::int64_t>::min();
-      for (std::size_t i = 0; i < events.size(); ++i) {
-        if (!alive[i]) continue;
-        lo = std::min(lo, events[i].time);
-        hi = std::max(hi, events[i].time);
-      }
-      why = fmt::format(
-          "; the temporal split's cut (data.cut '{}' = {}) is at or before every user's first event "
-          "(the events span {} .. {}): move the cut into that range",
-          cfg.cut, utc_iso(cut), utc_iso(lo), utc_iso(hi));
-    }
-    throw IoError(fmt::format("no user is left after validation and filtering: nothing to train on{}\n{}",
-                              why, report.to_text()));
-  }
+  if (out.users.ids.empty()) throw_no_user_left(cfg, cut, raw, alive, report);
   out.has_rating = !c.rating.empty();
   out.items.cold.resize(out.items.ids.size());
   for (std::size_t i = 0; i < out.items.ids.size(); ++i) out.items.cold[i] = train_count[i] == 0;
