@@ -153,6 +153,38 @@ void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) 
   }
 }
 
+std::int64_t BatchSampler::window_begin(std::size_t e) const {
+  const std::int64_t first = slice_.users.offsets[static_cast<std::size_t>(example_user_[e])];
+  return std::max(first, example_event_[e] - options_.history);
+}
+
+std::vector<std::int64_t> BatchSampler::batch_item_ids(const std::vector<std::int64_t>& perm, std::int64_t lo,
+                                                       std::int64_t hi,
+                                                       const std::vector<std::int64_t>& negatives) const {
+  std::vector<std::int64_t> ids;
+  for (std::int64_t k = lo; k < hi; ++k) {
+    const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
+    for (std::int64_t j = window_begin(e); j <= example_event_[e]; ++j) {
+      ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
+    }
+  }
+  ids.insert(ids.end(), negatives.begin(), negatives.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+std::int64_t BatchSampler::count_targets(const std::vector<std::int64_t>& perm, std::int64_t lo,
+                                         std::int64_t hi) const {
+  if (!options_.sequences) return hi - lo;
+  std::int64_t n = 0;
+  for (std::int64_t k = lo; k < hi; ++k) {
+    const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
+    n += example_event_[e] - std::max(example_covered_[e], window_begin(e));
+  }
+  return n;
+}
+
 Batch BatchSampler::batch(const Cursor& cursor) const {
   LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps",
                cursor.step, steps_per_epoch_);
@@ -164,24 +196,8 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   const std::int64_t b = hi - lo;
   const std::int64_t t_len = options_.history;
 
-  // Events [window_begin(k), example_event_[k]] of each row: its history
-  // (or inputs) and target(s).
-  auto window_begin = [&](std::size_t e) {
-    const std::int64_t first = slice_.users.offsets[static_cast<std::size_t>(example_user_[e])];
-    return std::max(first, example_event_[e] - t_len);
-  };
-  // Unique items of the batch (histories, targets, negatives), sorted by id.
-  std::vector<std::int64_t> ids;
-  for (std::int64_t k = lo; k < hi; ++k) {
-    const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
-    for (std::int64_t j = window_begin(e); j <= example_event_[e]; ++j) {
-      ids.push_back(slice_.events.item[static_cast<std::size_t>(j)]);
-    }
-  }
   const std::vector<std::int64_t> negatives = batch_negatives(cursor, b);
-  ids.insert(ids.end(), negatives.begin(), negatives.end());
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  const std::vector<std::int64_t> ids = batch_item_ids(perm, lo, hi, negatives);
   auto row_of = [&](std::int64_t item) {
     return std::lower_bound(ids.begin(), ids.end(), item) - ids.begin();
   };
@@ -192,16 +208,7 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   out.negatives = at::empty({static_cast<std::int64_t>(negatives.size())}, at::kLong);
   auto* neg = out.negatives.data_ptr<std::int64_t>();
   for (std::size_t k = 0; k < negatives.size(); ++k) neg[k] = row_of(negatives[k]);
-  // Targets: one per row, or (sequences) every event of a window after its
-  // `covered` mark.
-  std::int64_t n_targets = b;
-  if (options_.sequences) {
-    n_targets = 0;
-    for (std::int64_t k = lo; k < hi; ++k) {
-      const auto e = static_cast<std::size_t>(perm[static_cast<std::size_t>(k)]);
-      n_targets += example_event_[e] - std::max(example_covered_[e], window_begin(e));
-    }
-  }
+  const std::int64_t n_targets = count_targets(perm, lo, hi);
   out.history = at::full({b, t_len}, -1, at::kLong);
   out.target = at::empty({n_targets}, at::kLong);
   out.weight = at::empty({n_targets}, at::kFloat);

@@ -139,6 +139,16 @@ class BatchSampler {
   std::vector<std::int64_t> batch_negatives(const Cursor& cursor, std::int64_t rows) const;
   /// item_ids, item_tokens, item_mask and item_log_q of the batch's unique items.
   void fill_items(const std::vector<std::int64_t>& ids, Batch& out) const;
+  /// The first event of example e's window: its history (or inputs) and
+  /// target(s) are events [window_begin(e), example_event_[e]].
+  std::int64_t window_begin(std::size_t e) const;
+  /// The unique items of examples perm[lo, hi) (windows and targets) and of
+  /// `negatives`, sorted by id.
+  std::vector<std::int64_t> batch_item_ids(const std::vector<std::int64_t>& perm, std::int64_t lo,
+                                           std::int64_t hi, const std::vector<std::int64_t>& negatives) const;
+  /// Targets of examples perm[lo, hi): one each, or (sequences) every event
+  /// of a window after its `covered` mark.
+  std::int64_t count_targets(const std::vector<std::int64_t>& perm, std::int64_t lo, std::int64_t hi) const;
 
   SamplerOptions options_;
   int rank_;
