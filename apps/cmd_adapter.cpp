@@ -71,8 +71,8 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
     lora.dropout = m.lora.dropout;
     lora.target_modules = m.lora.targets;
     const std::string base = (out / "base").string();
-    lora_save_peft((out / "adapter").string(), bert, lora,
-                   m.bert.pretrained.empty() ? base : m.bert.pretrained);
+    save_peft_adapter((out / "adapter").string(), bert, lora,
+                      m.bert.pretrained.empty() ? base : m.bert.pretrained);
     // The base: the same encoder with every lora_B at zero, so that folding
     // adds nothing.
     BertModel frozen(std::dynamic_pointer_cast<BertModelImpl>(bert->clone()));

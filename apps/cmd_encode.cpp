@@ -265,7 +265,7 @@ void run_encode(const EncodeArgs& a) {
   options.add_pooler = !a.no_pooler;
   HfBert bert = load_hf_bert(a.model, options);
   if (!a.adapter.empty()) {
-    lora_load_peft(a.adapter, bert.model);
+    load_peft_adapter(a.adapter, bert.model);
     merge_lora(*bert.model);
   }
   bert.model->eval();

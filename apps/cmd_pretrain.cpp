@@ -10,7 +10,7 @@
 #include "apps/app_context.h"
 #include "apps/commands.h"
 #include "apps/config_options.h"
-#include "apps/train_run.h"
+#include "apps/run_train.h"
 #include "trainer/pretrain.h"
 
 namespace llmrec {
@@ -22,7 +22,7 @@ struct PretrainCommand {
   std::int64_t stop_after = 0;
 };
 
-int pretrain_run(AppContext& ctx, const PretrainCommand& cmd) {
+int run_pretrain(AppContext& ctx, const PretrainCommand& cmd) {
   const Config& cfg = ctx.config;
   Config resolved = cfg;
   PretrainSetup setup;
@@ -80,7 +80,7 @@ void add_pretrain_command(CLI::App& app) {
                   "Stop after this many steps (>= 1) of this run, writing a checkpoint (time-sliced jobs)")
       ->check(CLI::Range(std::int64_t{1}, std::numeric_limits<std::int64_t>::max()));
   cmd->callback([args] {
-    int rc = app_run_distributed(args->options, [args](AppContext& ctx) { return pretrain_run(ctx, *args); });
+    int rc = app_run_distributed(args->options, [args](AppContext& ctx) { return run_pretrain(ctx, *args); });
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

@@ -8,7 +8,7 @@
 #include "apps/app_context.h"
 #include "apps/commands.h"
 #include "apps/config_options.h"
-#include "apps/train_run.h"
+#include "apps/run_train.h"
 
 namespace llmrec {
 
@@ -31,7 +31,7 @@ void add_train_command(CLI::App& app) {
       "Check the config, the dataset and the model against each other (every problem listed), print "
       "parameter counts, steps, bytes all-reduced and a memory estimate; train nothing");
   cmd->callback([options, run] {
-    int rc = app_run_distributed(*options, [run](AppContext& ctx) { return train_run(ctx, *run); });
+    int rc = app_run_distributed(*options, [run](AppContext& ctx) { return run_train(ctx, *run); });
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

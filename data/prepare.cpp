@@ -281,7 +281,7 @@ Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, Prepare
   return out;
 }
 
-TokenizedTexts item_texts_tokenize(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
+TokenizedTexts tokenize_item_texts(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
                                    int text_len) {
   TokenizedTexts out;
   out.tokens.assign(texts.size() * static_cast<std::size_t>(text_len), tokenizer.pad_id());
@@ -658,7 +658,7 @@ void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport
   }();
   out.vocab = tokenizer.tokens();
   out.text_len = cfg.text_len;
-  TokenizedTexts tokenized = item_texts_tokenize(tokenizer, item_texts, cfg.text_len);
+  TokenizedTexts tokenized = tokenize_item_texts(tokenizer, item_texts, cfg.text_len);
   out.items.tokens = std::move(tokenized.tokens);
   out.items.length = std::move(tokenized.length);
   report.truncated_texts = tokenized.truncated;

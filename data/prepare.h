@@ -88,7 +88,7 @@ struct TokenizedTexts {
 };
 
 /// Step 3: every text as [CLS] pieces [SEP], truncated to text_len ids.
-TokenizedTexts item_texts_tokenize(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
+TokenizedTexts tokenize_item_texts(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
                                    int text_len);
 
 /// Runs the whole preparation; `resolved_yaml` is stored in the file.

@@ -317,7 +317,7 @@ void merge_lora(torch::nn::Module& module) {
   for (auto& item : adapted_linears(module)) item.second->merge();
 }
 
-void lora_unmerge(torch::nn::Module& module) {
+void unmerge_lora(torch::nn::Module& module) {
   for (auto& item : adapted_linears(module)) item.second->unmerge();
 }
 
@@ -329,10 +329,10 @@ torch::OrderedDict<std::string, torch::Tensor> lora_trainable_parameters(const t
   return out;
 }
 
-void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOptions& options,
-                    const std::string& base_model_name_or_path) {
+void save_peft_adapter(const std::string& dir, const BertModel& model, const LoraOptions& options,
+                       const std::string& base_model_name_or_path) {
   validate_options(options);
-  const std::string context = fmt::format("lora_save_peft({})", dir);
+  const std::string context = fmt::format("save_peft_adapter({})", dir);
   if (options.r == 0) {
     throw Error(
         fmt::format("{}: r = 0 is full fine-tuning, which has no adapter; use save_hf_directory", context));
@@ -383,46 +383,27 @@ void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOp
   write_text_atomic(root / kAdapterConfig, config.dump(2) + "\n");
 }
 
-LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
-  const fs::path root(dir);
-  const fs::path config_path = root / kAdapterConfig;
-  const fs::path weights_path = root / kAdapterWeights;
+namespace {
+
+/// IoError unless `root` is a PEFT adapter directory (config and safetensors weights).
+void check_peft_directory(const fs::path& root) {
+  const std::string dir = root.string();
   if (!fs::is_directory(root))
     throw IoError(fmt::format("{}: not a directory (expected a PEFT adapter)", dir));
-  if (!fs::exists(config_path))
+  if (!fs::exists(root / kAdapterConfig))
     throw IoError(fmt::format("{}: no {} (not a PEFT adapter directory)", dir, kAdapterConfig));
-  if (!fs::exists(weights_path)) {
+  if (!fs::exists(root / kAdapterWeights)) {
     if (fs::exists(root / "adapter_model.bin")) refuse_pickle(root, kAdapterWeights, "adapter_model.bin");
     throw IoError(fmt::format("{}: no {}", dir, kAdapterWeights));
   }
-  LoraOptions options = parse_adapter_config(read_json_file(config_path), config_path.string());
-  SafetensorsFile file = read_safetensors(weights_path.string());
+}
 
-  const std::string context = fmt::format("lora_load_peft({})", dir);
-  std::vector<NamedLinear> adapted = adapted_linears(*model);
-  for (const auto& [name, linear] : adapted) {
-    if (linear->merged()) {
-      throw Error(fmt::format("{}: adapter '{}' is merged into its weight; lora_unmerge before loading",
-                              context, name));
-    }
-  }
-  if (adapted.empty()) {
-    try {
-      apply_lora(model, options);
-    } catch (const Error& e) {
-      rethrow_with_context(e, fmt::format("{}: target_modules", config_path.string()), ErrorKind::kConfig);
-    }
-  } else {
-    check_adapters_match(model, options, context);
-  }
-
-  // Expected tensor names, relative to BertModel.
-  std::map<std::string, torch::Tensor> params;
-  for (const auto& [name, linear] : adapted_linears(*model)) {
-    params.emplace(name + ".lora_A.weight", linear->lora_A->weight);
-    params.emplace(name + ".lora_B.weight", linear->lora_B->weight);
-  }
-  const std::string where = weights_path.string();
+/// The file tensor of each adapter parameter in `params` (names relative to
+/// BertModel); IoError at `where` listing every mismatch (missing,
+/// unexpected, duplicate, shape or dtype).
+std::map<std::string, std::string> match_adapter_tensors(const SafetensorsFile& file,
+                                                         const std::map<std::string, torch::Tensor>& params,
+                                                         std::int64_t r, const std::string& where) {
   std::vector<std::string> problems;
   std::vector<std::string> unexpected;
   std::map<std::string, std::string> found;  // parameter name -> file name
@@ -443,7 +424,7 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
     const torch::Tensor& p = params.at(name);
     if (t.sizes() != p.sizes()) {
       problems.push_back(fmt::format("tensor '{}': expected shape {} (r = {}), found {}", file_name,
-                                     shape_text(p), options.r, shape_text(t)));
+                                     shape_text(p), r, shape_text(t)));
     } else if (!t.is_floating_point()) {
       problems.push_back(fmt::format("tensor '{}': dtype {} is not floating point", file_name,
                                      c10::toString(t.scalar_type())));
@@ -466,6 +447,45 @@ LoraOptions lora_load_peft(const std::string& dir, BertModel& model) {
     for (const auto& p : problems) message += "\n  " + p;
     throw IoError(message);
   }
+  return found;
+}
+
+}  // namespace
+
+LoraOptions load_peft_adapter(const std::string& dir, BertModel& model) {
+  const fs::path root(dir);
+  check_peft_directory(root);
+  const fs::path config_path = root / kAdapterConfig;
+  const fs::path weights_path = root / kAdapterWeights;
+  LoraOptions options = parse_adapter_config(read_json_file(config_path), config_path.string());
+  SafetensorsFile file = read_safetensors(weights_path.string());
+
+  const std::string context = fmt::format("load_peft_adapter({})", dir);
+  std::vector<NamedLinear> adapted = adapted_linears(*model);
+  for (const auto& [name, linear] : adapted) {
+    if (linear->merged()) {
+      throw Error(fmt::format("{}: adapter '{}' is merged into its weight; unmerge_lora before loading",
+                              context, name));
+    }
+  }
+  if (adapted.empty()) {
+    try {
+      apply_lora(model, options);
+    } catch (const Error& e) {
+      rethrow_with_context(e, fmt::format("{}: target_modules", config_path.string()), ErrorKind::kConfig);
+    }
+  } else {
+    check_adapters_match(model, options, context);
+  }
+
+  // Expected tensor names, relative to BertModel.
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& [name, linear] : adapted_linears(*model)) {
+    params.emplace(name + ".lora_A.weight", linear->lora_A->weight);
+    params.emplace(name + ".lora_B.weight", linear->lora_B->weight);
+  }
+  const std::map<std::string, std::string> found =
+      match_adapter_tensors(file, params, options.r, weights_path.string());
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : params) p.copy_(file.tensors.at(found.at(name)));
   return options;

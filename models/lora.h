@@ -10,7 +10,7 @@
 ///   auto adapted = apply_lora(bert, lora);             // base frozen, adapters trainable
 ///   torch::optim::AdamW opt(lora_trainable_parameters(*bert).values());
 ///   ... train ...
-///   lora_save_peft("out/adapter", bert, lora, "bert-base-uncased");   // PEFT directory
+///   save_peft_adapter("out/adapter", bert, lora, "bert-base-uncased");   // PEFT directory
 ///   save_hf_directory("out/merged", bert, bert->config(), vocab);     // plain HF model
 ///
 /// The PEFT directory is adapter_config.json + adapter_model.safetensors with
@@ -56,7 +56,7 @@ std::vector<std::string> lora_adapted_modules(const torch::nn::Module& model);
 /// the forward then no longer applies the adapters. Idempotent.
 void merge_lora(torch::nn::Module& module);
 /// Undoes merge_lora (up to rounding). Idempotent.
-void lora_unmerge(torch::nn::Module& module);
+void unmerge_lora(torch::nn::Module& module);
 
 /// The parameters with requires_grad, by name: after apply_lora with r > 0,
 /// exactly the adapters' lora_A/lora_B weights.
@@ -67,8 +67,8 @@ torch::OrderedDict<std::string, torch::Tensor> lora_trainable_parameters(const t
 /// adapters (same r and alpha, targets that select exactly the adapted
 /// modules). Creates `dir`; files are written atomically. Throws
 /// llmrec::Error for a mismatch, IoError on a write failure.
-void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOptions& options,
-                    const std::string& base_model_name_or_path);
+void save_peft_adapter(const std::string& dir, const BertModel& model, const LoraOptions& options,
+                       const std::string& base_model_name_or_path);
 
 /// Reads a PEFT LoRA directory into `model`: adds the adapters first when the
 /// model has none (freezing the base, as apply_lora), else checks that the
@@ -77,7 +77,7 @@ void lora_save_peft(const std::string& dir, const BertModel& model, const LoraOp
 /// adapter_config.json (naming the key; unsupported PEFT features such as
 /// rslora, DoRA, regex target_modules, modules_to_save are refused) and
 /// IoError naming the tensor for adapter_model.safetensors.
-LoraOptions lora_load_peft(const std::string& dir, BertModel& model);
+LoraOptions load_peft_adapter(const std::string& dir, BertModel& model);
 
 /// Writes an HF model directory that load_hf_bert (and HF transformers'
 /// BertModel.from_pretrained) reads: config.json, model.safetensors with HF

@@ -173,7 +173,7 @@ int BertForMaskedLMImpl::load_head(const std::map<std::string, torch::Tensor>& t
   return copied;
 }
 
-void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::string& vocab_path) {
+void save_mlm_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::string& vocab_path) {
   // Written next to the destination, then swapped in: a crash leaves the
   // old directory or the new one, never a mix.
   const fs::path target(dir);

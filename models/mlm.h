@@ -8,7 +8,7 @@
 ///                                            bias = cls.predictions.bias
 ///
 /// Parameter names are HF's: `bert.<BertModel name>` and `cls.predictions.*`,
-/// so mlm_save_hf writes a directory that `BertForMaskedLM.from_pretrained`
+/// so save_mlm_hf writes a directory that `BertForMaskedLM.from_pretrained`
 /// and load_hf_bert (which drops the head) both read.
 ///
 ///   BertForMaskedLM mlm(config);
@@ -108,6 +108,6 @@ TORCH_MODULE(BertForMaskedLM);
 /// with HF's BertForMaskedLM names; the decoder is tied to the word
 /// embeddings, so it is not stored, as HF does). The directory is replaced
 /// as a whole.
-void mlm_save_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::string& vocab_path);
+void save_mlm_hf(const std::string& dir, BertForMaskedLMImpl& model, const std::string& vocab_path);
 
 }  // namespace llmrec

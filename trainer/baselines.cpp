@@ -81,7 +81,7 @@ TrainingHistories training_histories_of(const UserSlice& slice, std::int64_t num
   return h;
 }
 
-TrainingHistories training_histories_gather(const DatasetFile& file, Communicator& comm) {
+TrainingHistories gather_training_histories(const DatasetFile& file, Communicator& comm) {
   const std::int64_t users = file.num_users();
   const std::int64_t begin = users * comm.rank() / comm.size();
   const std::int64_t end = users * (comm.rank() + 1) / comm.size();
@@ -361,7 +361,7 @@ class BprTraining {
 
 /// Collective: every rank trained the same factors; prove it with a digest
 /// of the bytes (CommError naming the first rank that differs).
-void bpr_check_same_on_every_rank(const BprScorer& bpr, Communicator& comm) {
+void check_bpr_same_on_every_rank(const BprScorer& bpr, Communicator& comm) {
   Sha256 h;
   for (const at::Tensor* t : {&bpr.user_factors(), &bpr.item_factors(), &bpr.item_bias()}) {
     h.update(t->data_ptr(), static_cast<std::size_t>(t->nbytes()));
@@ -389,7 +389,7 @@ BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& co
 BprScorer::BprScorer(const TrainingHistories& histories, const EvalBprConfig& config, Communicator& comm)
     : config_(config) {
   train(histories);
-  bpr_check_same_on_every_rank(*this, comm);
+  check_bpr_same_on_every_rank(*this, comm);
 }
 
 BprScorer::BprScorer(const EvalBprConfig& config, at::Tensor users, at::Tensor items, at::Tensor bias,
@@ -748,7 +748,7 @@ std::shared_ptr<BprScorer> tune_bpr(const TrainingHistories& histories, const Ev
                            {"tried", tried},
                            {"best_valid_ndcg@10", best.ndcg}};
   auto bpr = std::make_shared<BprScorer>(best.config, best.users, best.items, best.bias, best.loss, tuning);
-  bpr_check_same_on_every_rank(*bpr, valid.comm());
+  check_bpr_same_on_every_rank(*bpr, valid.comm());
   spdlog::info("bpr: tuned on valid over {} points: lr {}, reg {}, {} epochs (NDCG@10 {:.4f}) in {:.2f} s",
                tried.size(), best.config.lr, best.config.reg, best.config.epochs, best.ndcg,
                seconds_since(t0));
@@ -774,7 +774,7 @@ std::vector<std::shared_ptr<Scorer>> create_baseline_scorers(const std::vector<s
     need_histories = need_histories || n == "itemknn" || n == "bpr";
   }
   TrainingHistories histories;
-  if (need_histories) histories = training_histories_gather(file, comm);
+  if (need_histories) histories = gather_training_histories(file, comm);
   // The validation split, for tuning (whatever split is evaluated later).
   std::unique_ptr<Evaluator> valid;
   auto validation = [&]() -> Evaluator& {

@@ -8,7 +8,7 @@
 /// validation split by default (eval.itemknn.tune, eval.bpr.tune): small
 /// grids, maximising NDCG@10, the same choice on every rank.
 ///
-///   TrainingHistories h = training_histories_gather(file, comm);   // collective
+///   TrainingHistories h = gather_training_histories(file, comm);   // collective
 ///   ItemKnnScorer knn(h, {100, 10.0}, comm);                       // collective
 ///   BprScorer bpr(h, config.eval.bpr, comm);                       // collective
 ///   PopularityScorer pop(file.read_items().train_count);
@@ -47,7 +47,7 @@ TrainingHistories training_histories_of(const UserSlice& slice, std::int64_t num
 
 /// Collective: each rank reads an even, contiguous share of the users and
 /// the shares are all-gathered, so every rank holds all training histories.
-TrainingHistories training_histories_gather(const DatasetFile& file, Communicator& comm);
+TrainingHistories gather_training_histories(const DatasetFile& file, Communicator& comm);
 
 /// score(u, i) = number of training events of item i. Ignores the history.
 class PopularityScorer : public Scorer {

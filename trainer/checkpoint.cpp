@@ -211,7 +211,7 @@ std::vector<at::Tensor> checkpoint_read_rng(const h5::File& f) {
   return out;
 }
 
-std::vector<at::Tensor> rng_gather(Communicator& comm) {
+std::vector<at::Tensor> gather_rng_states(Communicator& comm) {
   at::Tensor rng;
   {
     auto gen = at::detail::getDefaultCPUGenerator();

@@ -129,7 +129,7 @@ void checkpoint_read_optimizer(const h5::File& f, torch::optim::AdamW& optimizer
 void checkpoint_write_rng(h5::File& f, const std::vector<at::Tensor>& rng);
 std::vector<at::Tensor> checkpoint_read_rng(const h5::File& f);
 /// Collective: every rank's CPU generator state, in rank order.
-std::vector<at::Tensor> rng_gather(Communicator& comm);
+std::vector<at::Tensor> gather_rng_states(Communicator& comm);
 /// Sets this rank's CPU generator to its saved state (states of another
 /// world size: rank % saved ranks).
 void rng_restore(const std::vector<at::Tensor>& states, int rank);

@@ -108,7 +108,7 @@ std::int64_t count_cold(const std::vector<std::uint8_t>& cold) {
 }
 
 /// The checks of write_export, the same on every rank (before any collective).
-void export_check_fits(Recommender& model, const std::string& checkpoint_path, const DatasetFile& file,
+void check_export_fits(Recommender& model, const std::string& checkpoint_path, const DatasetFile& file,
                        const std::vector<std::string>& vocab) {
   const ModelConfig& mc = model->options().config();
   if (mc.text_len > file.text_len()) {
@@ -409,7 +409,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
   const auto t0 = Clock::now();
   const ModelConfig& mc = model->options().config();
   std::vector<std::string> vocab = file.vocab();
-  export_check_fits(model, checkpoint_path, file, vocab);
+  check_export_fits(model, checkpoint_path, file, vocab);
   model->eval();
   torch::NoGradGuard no_grad;
   const auto dtype = model->parameters().front().scalar_type();
@@ -434,7 +434,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
   const ExportUsers users = export_users(model, file, vecs_m, comm);
   s.users_encoded = U;
   // CF neighbours: ItemKNN over the training histories, as in evaluation.
-  TrainingHistories histories = training_histories_gather(file, comm);
+  TrainingHistories histories = gather_training_histories(file, comm);
   ItemKnnScorer knn(histories, ranking.itemknn, comm);
   // K: the longest row kept (rows hold only items with a common user), so
   // the table is exact whatever the neighbour option ("all" included).
@@ -543,7 +543,7 @@ ExportSummary add_catalogue_to_export(const std::string& export_path, const std:
   CatalogueChanges changes = catalogue_changes(c, cat, report, s);
   ItemTable& sub = changes.items;
   const std::vector<std::int64_t>& sub_ids = changes.ids;
-  TokenizedTexts tokens = item_texts_tokenize(tokenizer, sub.texts, static_cast<int>(c.text_len));
+  TokenizedTexts tokens = tokenize_item_texts(tokenizer, sub.texts, static_cast<int>(c.text_len));
   sub.tokens = std::move(tokens.tokens);
   sub.length = std::move(tokens.length);
 

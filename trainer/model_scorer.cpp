@@ -236,7 +236,7 @@ ItemTable items_withheld(Evaluator& valid, std::vector<std::int64_t>& withheld) 
 
 }  // namespace
 
-ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len,
+ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len,
                                const std::vector<std::string>& vocab) {
   LLMREC_CHECK(valid.split() == "valid", "the cold scoring is chosen on the validation split, not '{}'",
                valid.split());
@@ -325,7 +325,7 @@ ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len
 std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluator& valid,
                                                      const ItemTable& items, int text_len,
                                                      const std::vector<std::string>& vocab) {
-  const ColdCalibration cold = cold_calibrate(model, valid, text_len, vocab);
+  const ColdCalibration cold = calibrate_cold(model, valid, text_len, vocab);
   spdlog::info("{}", cold.summary());
   auto scorer =
       std::make_shared<ModelScorer>(std::move(model), items, text_len, valid.comm(), "model", cold.scoring);

@@ -15,7 +15,7 @@
 ///
 /// A text vector alone lands below the text + ID vectors of the warm items
 /// it competes with; the neighbours lend a new item the collaborative
-/// signal of the items it reads like. cold_calibrate() chooses alpha and b
+/// signal of the items it reads like. calibrate_cold() chooses alpha and b
 /// on the validation split, with the IDs of some training items withheld.
 
 #include <memory>
@@ -89,7 +89,7 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
 /// item j, which must have one); rows without neighbours are 0.
 at::Tensor neighbour_id_vectors(Recommender& model, const std::vector<ItemNeighbours>& neighbours);
 
-/// What cold_calibrate() chose and saw.
+/// What calibrate_cold() chose and saw.
 struct ColdCalibration {
   ColdScoring scoring;          ///< for the real cold items (alpha, b and their neighbours)
   double scale = 0;             ///< sigma: mean over validation users of the std of their scores
@@ -104,7 +104,7 @@ struct ColdCalibration {
   std::string summary() const;
 };
 
-/// The alphas and the multiples of sigma that cold_calibrate() tries.
+/// The alphas and the multiples of sigma that calibrate_cold() tries.
 const std::vector<double>& cold_weight_grid();
 const std::vector<double>& cold_shift_grid();
 
@@ -126,10 +126,10 @@ std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& c
 /// A model without both item text and ID vectors, or
 /// eval.cold_calibration.enabled false, gets alpha = b = 0 without scoring.
 /// Identical on every rank and world size.
-ColdCalibration cold_calibrate(Recommender model, Evaluator& valid, int text_len,
+ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len,
                                const std::vector<std::string>& vocab);
 
-/// Collective: cold_calibrate() on `valid`, its summary logged, then the
+/// Collective: calibrate_cold() on `valid`, its summary logged, then the
 /// ModelScorer "model" of `items` with the chosen cold scoring and the
 /// calibration recorded in its params() (what `train` and `eval
 /// --checkpoint` put in their tables).
@@ -137,7 +137,7 @@ std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluato
                                                      const ItemTable& items, int text_len,
                                                      const std::vector<std::string>& vocab);
 
-/// Collective: the validation world of cold_calibrate() for the fusion
+/// Collective: the validation world of calibrate_cold() for the fusion
 /// tuning's cold-target figures (fusion.h, FusionColdWorld): the items of
 /// cold_withheld_items() play new ones. The ModelScorer among `components`
 /// is encoded again with their ID vectors withheld (its cold scoring: the

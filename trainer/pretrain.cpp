@@ -312,7 +312,7 @@ std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& 
                                          std::int64_t global_batch, const PretrainResult& result,
                                          torch::optim::AdamW& optimizer,
                                          const std::vector<std::pair<std::string, torch::Tensor>>& params) {
-  std::vector<at::Tensor> rng = rng_gather(comm_);
+  std::vector<at::Tensor> rng = gather_rng_states(comm_);
   const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
   const std::string path = checkpoint_path(dir, steps_done);
   run_on_rank0(comm_, [&] {
@@ -442,7 +442,7 @@ std::string Pretrainer::save_pretrained() {
     fs::create_directories(work);
     const std::string vocab_path = (work / "vocab.txt").string();
     write_vocab(vocab_, vocab_path);
-    mlm_save_hf(out_dir, *model_, vocab_path);
+    save_mlm_hf(out_dir, *model_, vocab_path);
     return std::int64_t{0};
   });
   return out_dir;

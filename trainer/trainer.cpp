@@ -126,7 +126,7 @@ Trainer::~Trainer() = default;
 
 std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW& optimizer,
                                       const std::vector<std::pair<std::string, torch::Tensor>>& params) {
-  state.rng = rng_gather(comm_);
+  state.rng = gather_rng_states(comm_);
   const std::string dir = checkpoint_dir(setup_.run_dir);
   const std::string path = checkpoint_path(dir, state.step);
   // Rank 0 writes; every rank learns how it went (a full disk is the same

@@ -284,16 +284,16 @@ printf 'data: {interactions: shop/interactions.csv, catalogue: shop/catalogue.cs
 rc=$?
 [[ $rc -eq 1 ]] && expect "train --dry-run lists the problem" dry_bad.txt 'problem\(s\):' \
        'model.bert.vocab_size is 7 but the dataset' || fail "train --dry-run with a bad vocabulary: exit $rc" dry_bad.txt
-LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=train_run >train.txt 2>&1
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=run_train >train.txt 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
   expect "train -np 2" train.txt 'validation after step [0-9]+: NDCG@10' '^model +0\.[0-9]+' '^popularity +0\.' '^oracle +0\.'
-  expect "train metrics.jsonl" train_run/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"' \
+  expect "train metrics.jsonl" run_train/metrics.jsonl '"examples_per_s"' '"comm_share"' '"valid_ndcg@10"' \
     '"grad_norm":[0-9]*\.?[0-9]*[1-9]'  # the real norm with clipping off
   # The run report: one self-contained page (no script, nothing fetched),
   # every chart well-formed SVG with its curve drawn.
-  expect "train writes the report" train.txt '^Report: train_run/report.html'
-  python3 - train_run/report.html >report_check.txt 2>&1 <<'PY' && ok "report: charts, test table, dataset report, config, offline" \
+  expect "train writes the report" train.txt '^Report: run_train/report.html'
+  python3 - run_train/report.html >report_check.txt 2>&1 <<'PY' && ok "report: charts, test table, dataset report, config, offline" \
     || fail "report.html" report_check.txt
 import re, sys, xml.etree.ElementTree as ET
 h = open(sys.argv[1], encoding="utf-8").read()
@@ -320,11 +320,11 @@ PY
   "$bin" report no_such_dir >report_bad.txt 2>&1
   [[ $? -ne 0 ]] && expect "report: a missing run directory is named" report_bad.txt 'no_such_dir' \
     || fail "report of a missing directory succeeded" report_bad.txt
-  expect "train eval_test.json" train_run/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256"'
+  expect "train eval_test.json" run_train/eval_test.json '"format": "llmrec-eval"' '"dataset_sha256"'
   # The saved model evaluates to the same test NDCG@10 with llmrec eval.
   want=$(awk '$1 == "model" {print $2}' train.txt)
   mpirun "${root[@]}" --oversubscribe -np 2 "$bin" eval -c tiny.yaml --set run.dir=ev_ckpt --split test \
-    --checkpoint train_run/model.h5 >ev_ckpt.txt 2>&1
+    --checkpoint run_train/model.h5 >ev_ckpt.txt 2>&1
   got=$(awk '$1 == "model" {print $2}' ev_ckpt.txt)
   [[ -n "$want" && "$want" == "$got" ]] && ok "eval --checkpoint reproduces the model's NDCG@10 ($got)" \
     || fail "eval --checkpoint: NDCG@10 '$got', training printed '$want'" ev_ckpt.txt
@@ -349,7 +349,7 @@ if [[ $rc -eq 0 ]]; then
   else
     fail "adapter: merged, base + adapter and base do not compare as expected" enc_merged.txt
   fi
-  "$bin" adapter -c tiny.yaml --checkpoint train_run/model.h5 --out full_hf >adapter_full.txt 2>&1 \
+  "$bin" adapter -c tiny.yaml --checkpoint run_train/model.h5 --out full_hf >adapter_full.txt 2>&1 \
     && expect "adapter of a fully fine-tuned model: merged only" adapter_full.txt 'no adapter: model.lora.r is 0' \
     || fail "adapter of a fully fine-tuned model" adapter_full.txt
 else
@@ -473,17 +473,17 @@ mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench allr
 
 # export of the tiny trained model on 2 ranks (docs/export-format.md), a
 # catalogue update with one new item, and a bad catalogue row (file:line).
-if [[ -f train_run/model.h5 ]]; then
+if [[ -f run_train/model.h5 ]]; then
   mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export -c tiny.yaml --set run.dir=export_run \
-    --checkpoint train_run/model.h5 --output export.h5 >export.txt 2>&1 \
-    && expect "export -np 2" export.txt '^llmrec export: train_run/model.h5 with dataset ds.h5' \
+    --checkpoint run_train/model.h5 --output export.h5 >export.txt 2>&1 \
+    && expect "export -np 2" export.txt '^llmrec export: run_train/model.h5 with dataset ds.h5' \
          '^300 items \([0-9]+ cold\), [0-9]+ users \([0-9]+ history events\), [0-9]+ CF neighbours per item' \
          '^encoded 300 items in [0-9.]+ s \([0-9]+ items/s\) and [0-9]+ users on 2 rank\(s\)' '^-> export.h5 \([0-9.]+ KiB\)' \
     || fail "export -np 2" export.txt
   printf 'item_id,title,description,category,brand,price,tags\nnew-001,Trail running shoe,light and fast,Shoes,Zoom,80,running\n' \
     >new_items.csv
   mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export --update export.h5 --catalogue new_items.csv \
-    --checkpoint train_run/model.h5 --output export2.h5 --set run.dir=export_run >update.txt 2>&1 \
+    --checkpoint run_train/model.h5 --output export2.h5 --set run.dir=export_run >update.txt 2>&1 \
     && expect "export --update" update.txt 'new_items.csv: 1 item\(s\): 1 new, 0 changed, 0 unchanged' \
          '^catalogue update 1 of the export' '^301 items \([0-9]+ cold\)' '^encoded 1 items in' '^-> export2.h5 \(' \
     || fail "export --update" update.txt
@@ -492,13 +492,13 @@ if [[ -f train_run/model.h5 ]]; then
   [[ -n "$cold1" && "$cold2" == "$((cold1 + 1))" ]] && ok "export --update: the new item is cold ($cold1 -> $cold2)" \
     || fail "export --update: cold items '$cold1' -> '$cold2'" update.txt
   printf 'item_id,title,description,category,brand,price,tags\nnew-002,,,,,1,\n' >bad_items.csv
-  "$bin" export --update export2.h5 --catalogue bad_items.csv --checkpoint train_run/model.h5 \
+  "$bin" export --update export2.h5 --catalogue bad_items.csv --checkpoint run_train/model.h5 \
     --set run.dir=export_run >update_bad.txt 2>&1
   rc=$?
   [[ $rc -eq 1 ]] && expect "export --update: bad row names file:line" update_bad.txt \
     "bad_items.csv:2: missing item text: item 'new-002'" || fail "export --update bad row: exit $rc" update_bad.txt
 else
-  fail "export: no train_run/model.h5 to export"
+  fail "export: no run_train/model.h5 to export"
 fi
 
 # recommend and serve from the export (docs/serving.md). A cold item added
@@ -515,7 +515,7 @@ if [[ -f export.h5 ]]; then
   head -c 32 /dev/urandom | base64 >users.key
   chmod 600 users.key
   mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export -c tiny.yaml --set run.dir=export_run \
-    --checkpoint train_run/model.h5 --output export_p.h5 --pseudonymise users.key >export_p.txt 2>&1
+    --checkpoint run_train/model.h5 --output export_p.h5 --pseudonymise users.key >export_p.txt 2>&1
   rc=$?
   if [[ $rc -eq 0 ]]; then
     expect "export --pseudonymise" export_p.txt 'user ids pseudonymised with the key of users.key'
@@ -577,7 +577,7 @@ print("\n".join(ids))' rec.json "$user" >rec_ids.txt 2>rec_py.txt; then
   rc=$?
   [[ -n "$cold_id" && $rc -eq 1 ]] && expect "recommend: an id not yet in the export is unknown" unknown_item.txt \
     "field 'history': unknown item ids 'copy-of-cold'" || fail "recommend unknown item: exit $rc (cold item '$cold_id')" unknown_item.txt
-  "$bin" export --update export.h5 --catalogue copy_items.csv --checkpoint train_run/model.h5 --output export_cold.h5 \
+  "$bin" export --update export.h5 --catalogue copy_items.csv --checkpoint run_train/model.h5 --output export_cold.h5 \
     --set run.dir=export_run >update_cold.txt 2>&1 \
     && expect "export --update: a copy of cold item $cold_id" update_cold.txt 'copy_items.csv: 1 item\(s\): 1 new' \
          '^301 items' || fail "export --update with the copy of a cold item" update_cold.txt

@@ -126,7 +126,7 @@ TEST_F(LoraTest, MergedEqualsUnmerged) {
   EXPECT_TRUE(torch::allclose(merged.pooler_output, unmerged.pooler_output, 0, 1e-12));
   merge_lora(*model);  // idempotent: not applied twice
   EXPECT_TRUE(torch::allclose(run(model).last_hidden_state, unmerged.last_hidden_state, 0, 1e-12));
-  lora_unmerge(*model);
+  unmerge_lora(*model);
   EXPECT_FALSE(v->merged());
   EXPECT_TRUE(torch::allclose(v->weight, w_before, 0, 1e-14));
   EXPECT_TRUE(torch::allclose(run(model).last_hidden_state, unmerged.last_hidden_state, 0, 1e-12));
@@ -224,7 +224,7 @@ TEST_F(LoraTest, PeftRoundTripWithPeftNames) {
   apply_lora(model, options);
   randomize_b(model);
   model->eval();
-  lora_save_peft(path("adapter"), model, options, "tiny-bert");
+  save_peft_adapter(path("adapter"), model, options, "tiny-bert");
 
   SafetensorsFile file = read_safetensors(path("adapter/adapter_model.safetensors"));
   std::vector<std::string> names;
@@ -259,7 +259,7 @@ TEST_F(LoraTest, PeftRoundTripWithPeftNames) {
   // Into the same base without adapters: identical adapter, identical outputs.
   BertModel other(base_copy);
   other->eval();
-  LoraOptions read = lora_load_peft(path("adapter"), other);
+  LoraOptions read = load_peft_adapter(path("adapter"), other);
   EXPECT_EQ(read.r, 4);
   EXPECT_EQ(read.alpha, 8.0);
   EXPECT_EQ(read.dropout, 0.05);
@@ -271,7 +271,7 @@ TEST_F(LoraTest, PeftRoundTripWithPeftNames) {
   BertModel third(base_copy2);
   third->eval();
   apply_lora(third, options);
-  lora_load_peft(path("adapter"), third);
+  load_peft_adapter(path("adapter"), third);
   EXPECT_TRUE(torch::equal(run(model).last_hidden_state, run(third).last_hidden_state));
 }
 
@@ -280,12 +280,12 @@ TEST_F(LoraTest, PeftLoadValidates) {
   auto base = std::dynamic_pointer_cast<BertModelImpl>(model->clone());
   LoraOptions options{4, 8.0, 0.0, {"query", "value"}};
   apply_lora(model, options);
-  lora_save_peft(path("ok"), model, options, "base");
+  save_peft_adapter(path("ok"), model, options, "base");
 
   // Existing adapters of another rank.
   BertModel r2(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
   apply_lora(r2, LoraOptions{2, 8.0, 0.0, {"query", "value"}});
-  EXPECT_THAT([&] { lora_load_peft(path("ok"), r2); },
+  EXPECT_THAT([&] { load_peft_adapter(path("ok"), r2); },
               ::testing::ThrowsMessage<Error>(HasSubstr("has r 2 alpha 8, expected r 4 alpha 8")));
 
   // A missing tensor and a wrong shape, named.
@@ -297,7 +297,7 @@ TEST_F(LoraTest, PeftLoadValidates) {
   write_safetensors(path("bad/adapter_model.safetensors"), tensors);
   BertModel fresh(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
   try {
-    lora_load_peft(path("bad"), fresh);
+    load_peft_adapter(path("bad"), fresh);
     FAIL() << "loaded a broken adapter";
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("missing tensor(s): "
@@ -317,7 +317,7 @@ TEST_F(LoraTest, PeftLoadValidates) {
     fs::copy_file(path("ok/adapter_model.safetensors"), path(name + "/adapter_model.safetensors"));
     BertModel m(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
     try {
-      lora_load_peft(path(name), m);
+      load_peft_adapter(path(name), m);
     } catch (const ConfigError& e) {
       return std::string(e.what());
     }
@@ -340,7 +340,7 @@ TEST_F(LoraTest, PeftLoadValidates) {
   fs::copy_file(path("ok/adapter_config.json"), path("pickle/adapter_config.json"));
   std::ofstream(path("pickle/adapter_model.bin")) << "pickle";
   BertModel m(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
-  EXPECT_THAT([&] { lora_load_peft(path("pickle"), m); },
+  EXPECT_THAT([&] { load_peft_adapter(path("pickle"), m); },
               ::testing::ThrowsMessage<IoError>(HasSubstr("never unpickles")));
 }
 
@@ -349,15 +349,15 @@ TEST_F(LoraTest, SaveRequiresMatchingOptions) {
   apply_lora(model, LoraOptions{4, 8.0, 0.0, {"query", "value"}});
   EXPECT_THAT(
       [&] {
-        lora_save_peft(path("x"), model, LoraOptions{4, 8.0, 0.0, {"query"}}, "b");
+        save_peft_adapter(path("x"), model, LoraOptions{4, 8.0, 0.0, {"query"}}, "b");
       },
       ::testing::ThrowsMessage<Error>(HasSubstr("adapted but not targeted")));
   EXPECT_THAT(
       [&] {
-        lora_save_peft(path("x"), model, LoraOptions{8, 8.0, 0.0, {"query", "value"}}, "b");
+        save_peft_adapter(path("x"), model, LoraOptions{8, 8.0, 0.0, {"query", "value"}}, "b");
       },
       ::testing::ThrowsMessage<Error>(HasSubstr("expected r 8")));
-  EXPECT_THROW(lora_save_peft(path("x"), model, LoraOptions{0}, "b"), Error);
+  EXPECT_THROW(save_peft_adapter(path("x"), model, LoraOptions{0}, "b"), Error);
   EXPECT_FALSE(fs::exists(path("x/adapter_config.json")));
 }
 

@@ -211,7 +211,7 @@ TEST(BertForMaskedLM, SavesAnHfDirectoryThatLoadsBack) {
     std::ofstream out(vocab_in);
     for (const auto& t : test_vocab()) out << t << "\n";
   }
-  mlm_save_hf(dir.string(), *mlm, vocab_in.string());
+  save_mlm_hf(dir.string(), *mlm, vocab_in.string());
   fs::remove(vocab_in);
   // config.json names the architecture; the decoder is not stored.
   nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "config.json"));

@@ -57,7 +57,7 @@ std::string HandDataset::path_;
 
 TEST_F(HandDataset, TrainingHistoriesAreGatheredInUserOrder) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   EXPECT_THAT(h.offsets, ElementsAre(0, 3, 5, 8, 9, 10));
   EXPECT_THAT(h.items, ElementsAre(0, 1, 2, 0, 1, 1, 2, 3, 0, 3));
   EXPECT_EQ(h.num_items, 5);
@@ -81,7 +81,7 @@ TEST_F(HandDataset, PopularityScoresAreTrainingCounts) {
 
 TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   const double r6 = std::sqrt(6.0);
   {  // shrink 0, every neighbour
     ItemKnnScorer knn(h, {100, 0.0}, comm);
@@ -119,7 +119,7 @@ TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
 
 TEST_F(HandDataset, ItemKnnRowsDoNotDependOnHowTheyAreDistributed) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   ItemKnnScorer knn(h, {2, 0.5}, comm);
   std::vector<ItemNeighbours> whole = itemknn_rows(h, 0, 5, {2, 0.5});
   ASSERT_EQ(knn.rows().size(), whole.size());
@@ -211,7 +211,7 @@ std::string SynthShop::path_;
 
 TEST_F(SynthShop, BprIsDeterministicForASeedAndTheSameOnEveryRank) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   EvalBprConfig c;
   c.dim = 8;
   c.epochs = 3;
@@ -231,7 +231,7 @@ TEST_F(SynthShop, BprIsDeterministicForASeedAndTheSameOnEveryRank) {
 
 TEST_F(SynthShop, BprLearnsAndRanksFarBetterThanRandom) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   EvalConfig c;
   BprScorer bpr(h, c.bpr, comm);
   ASSERT_EQ(bpr.epoch_loss().size(), static_cast<std::size_t>(c.bpr.epochs));
@@ -543,7 +543,7 @@ std::string rank0_text(Communicator& comm, const std::string& text) {
 
 TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   EvalConfig c;  // k = {10, 20}: ndcg[0] is NDCG@10
   Evaluator valid(f, comm, "valid", c);
   std::shared_ptr<ItemKnnScorer> tuned = tune_itemknn(h, valid);
@@ -583,7 +583,7 @@ TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
 
 TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRank) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   EvalConfig c;
   c.bpr.dim = 8;
   c.bpr.tune_max_epochs = 10;
@@ -636,7 +636,7 @@ TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRan
 
 TEST_F(SynthShop, BprTuningStopsAGridPointAfterPatienceEvaluationsWithoutProgress) {
   DatasetFile f(path_);
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   EvalConfig c;
   c.bpr.dim = 8;
   c.bpr.tune_max_epochs = 40;
@@ -681,7 +681,7 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   ASSERT_TRUE(c.itemknn.tune && c.bpr.tune);  // the defaults
   auto tuned = create_baseline_scorers({"itemknn", "bpr"}, f, comm, c);
   {  // the factory's choice is the tuning's, on the validation split
-    TrainingHistories h = training_histories_gather(f, comm);
+    TrainingHistories h = gather_training_histories(f, comm);
     Evaluator valid(f, comm, "valid", c);
     EXPECT_EQ(tuned[0]->params().dump(), tune_itemknn(h, valid)->params().dump());
     EXPECT_EQ(tuned[1]->params().dump(), tune_bpr(h, c.bpr, valid)->params().dump());
@@ -706,7 +706,7 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   EXPECT_EQ(b["lr"].get<double>(), 0.02);
   EXPECT_EQ(b["reg"].get<double>(), 0.001);
   EXPECT_FALSE(b.contains("tuning"));
-  TrainingHistories h = training_histories_gather(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm);
   BprScorer direct(h, c.bpr);
   EXPECT_TRUE(at::equal(dynamic_cast<BprScorer&>(*fixed[1]).item_factors(), direct.item_factors()));
 }

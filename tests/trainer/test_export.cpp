@@ -162,7 +162,7 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   const int text_len = model->options().config().text_len;
   auto model_scorer =
       std::make_shared<ModelScorer>(model, test.items(), text_len, comm, "model", ranking.cold);
-  auto knn = std::make_shared<ItemKnnScorer>(training_histories_gather(file, comm), ranking.itemknn, comm);
+  auto knn = std::make_shared<ItemKnnScorer>(gather_training_histories(file, comm), ranking.itemknn, comm);
   auto pop = std::make_shared<PopularityScorer>(test.items().train_count);
   auto tfidf = std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(), ranking.tfidf);
   FusedScorer fused({{model_scorer, 1.0}, {knn, 0.5}, {pop, 0.25}, {tfidf, 0.3}}, "fusion", nullptr,
@@ -455,7 +455,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   // The new item's vector: the model's text encoding of it (no ID vector);
   // item 0's: its new text plus its ID vector when it had training events.
   WordPieceTokenizer tok = WordPieceTokenizer::from_tokens(b.read_strings("tokenizer/vocab"));
-  TokenizedTexts t = item_texts_tokenize(tok, {text[static_cast<std::size_t>(I)], text[0]}, kTextLen);
+  TokenizedTexts t = tokenize_item_texts(tok, {text[static_cast<std::size_t>(I)], text[0]}, kTextLen);
   torch::Tensor tokens =
       torch::tensor(t.tokens, torch::kLong).view({2, kTextLen}).narrow(1, 0, 10).contiguous();
   torch::Tensor len = torch::tensor(t.length, torch::kLong);

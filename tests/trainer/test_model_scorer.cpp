@@ -178,7 +178,7 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   EvalConfig e = withheld_config();
   e.cold_calibration.neighbours = 4;
   Evaluator valid(file, comm, "valid", e);
-  const ColdCalibration c = cold_calibrate(model, valid, kTextLen, file.vocab());
+  const ColdCalibration c = calibrate_cold(model, valid, kTextLen, file.vocab());
   ASSERT_TRUE(c.skipped.empty()) << c.skipped;
   ASSERT_EQ(c.weights, cold_weight_grid());
   ASSERT_EQ(c.shifts, cold_shift_grid());
@@ -214,7 +214,7 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   // The same on one process (a world size of 1 inside this run).
   testing::LocalCommunicator local;
   Evaluator one(file, local, "valid", e);
-  const ColdCalibration c1 = cold_calibrate(model, one, kTextLen, file.vocab());
+  const ColdCalibration c1 = calibrate_cold(model, one, kTextLen, file.vocab());
   EXPECT_EQ(c1.scoring.shift, c.scoring.shift);
   EXPECT_EQ(c1.scoring.neighbour_weight, c.scoring.neighbour_weight);
   EXPECT_EQ(c1.scale, c.scale);
@@ -289,18 +289,18 @@ TEST_F(ModelScorerTest, NoCalibrationWithoutIdVectorsOrWhenOff) {
   DatasetFile file(dataset_);
   EvalConfig e;
   Evaluator valid(file, comm, "valid", e);
-  const ColdCalibration no_ids = cold_calibrate(make_model(file, false), valid, kTextLen, file.vocab());
+  const ColdCalibration no_ids = calibrate_cold(make_model(file, false), valid, kTextLen, file.vocab());
   EXPECT_EQ(no_ids.scoring.shift, 0.0);
   EXPECT_EQ(no_ids.scoring.neighbour_weight, 0.0);
   EXPECT_TRUE(no_ids.ndcg10.empty());
   EXPECT_THAT(no_ids.summary(), ::testing::HasSubstr("item_id_embedding"));
   e.cold_calibration.enabled = false;
   Evaluator off_valid(file, comm, "valid", e);
-  const ColdCalibration off = cold_calibrate(make_model(file), off_valid, kTextLen, file.vocab());
+  const ColdCalibration off = calibrate_cold(make_model(file), off_valid, kTextLen, file.vocab());
   EXPECT_TRUE(off.ndcg10.empty());
   EXPECT_THAT(off.summary(), ::testing::HasSubstr("enabled is false"));
   Evaluator test(file, comm, "test", EvalConfig{});
-  EXPECT_THROW(cold_calibrate(make_model(file), test, kTextLen, file.vocab()), Error);
+  EXPECT_THROW(calibrate_cold(make_model(file), test, kTextLen, file.vocab()), Error);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "apps/train_run.h"
+#include "apps/run_train.h"
 
 #include <spdlog/spdlog.h>
 
@@ -37,7 +37,7 @@ std::string mib(double bytes) {
 /// (the model keys against each other, then the dataset, the model and the
 /// world size against them), all problems listed in one ConfigError; then
 /// the plan on rank 0. The checks are the same on every rank.
-int train_dry_run(AppContext& ctx, const TrainerSetup& setup) {
+int dry_run_train(AppContext& ctx, const TrainerSetup& setup) {
   std::vector<std::string> problems;
   try {
     check_recommender_config(setup.model);
@@ -129,7 +129,7 @@ std::string resolve_resume(AppContext& ctx, const std::string& resume, const std
   return broadcast_string(*ctx.comm, chosen);
 }
 
-int train_run(AppContext& ctx, const TrainRunOptions& options) {
+int run_train(AppContext& ctx, const TrainRunOptions& options) {
   const Config& cfg = ctx.config;
   Config resolved = cfg;
   const std::string resolved_yaml = ConfigWriter::write(resolved);
@@ -143,7 +143,7 @@ int train_run(AppContext& ctx, const TrainRunOptions& options) {
   setup.stop_after = options.stop_after;
   setup.device = ctx.device;
   setup.bf16 = cfg.run.precision == "bf16";
-  if (options.dry_run) return train_dry_run(ctx, setup);
+  if (options.dry_run) return dry_run_train(ctx, setup);
   Trainer trainer(setup, *ctx.comm);
   DatasetFile file(cfg.data.dataset);
   Evaluator valid(file, *ctx.comm, "valid", cfg.eval);

@@ -23,7 +23,7 @@ struct TrainRunOptions {
 /// evaluates the best model on the test split next to the baselines.
 /// Returns the exit code: 0, or 128 + signal when stopped by SIGINT/SIGTERM
 /// (after writing a checkpoint).
-int train_run(AppContext& ctx, const TrainRunOptions& options = {});
+int run_train(AppContext& ctx, const TrainRunOptions& options = {});
 
 /// The checkpoint of `dir` to resume from, the same on every rank
 /// (collective): `resume` none = "" (a ConfigError when `dir` already holds
