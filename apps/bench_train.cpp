@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
@@ -497,8 +498,7 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   model->to(ctx.device);
   model->train();
   auto params = trainable_named_parameters(*model);
-  std::vector<torch::Tensor> trainable;
-  for (auto& [n, p] : params) trainable.push_back(p);
+  const std::vector<torch::Tensor> trainable = tensors_of(params);
   GradientReducer reducer(comm, params, {25.0, ReduceOp::kSum});
   TrainConfig tc;
   tc.lr = 1e-4;
@@ -846,6 +846,20 @@ int bench_serve_synthetic(AppContext& ctx, const BenchOptions& o) {
 /// (model score, or fused with --cf-weight; seen items excluded) and of
 /// batches of 32; with --ann hnsw the same users also through the HNSW
 /// index, alternated request by request, with recall@k against exact.
+/// Latencies (ms) of `batches` batched calls of 32 requests each.
+std::vector<double> batch32_ms(const serving::RecommendEngine& engine, int batches,
+                               const std::function<serving::RecommendRequest()>& request) {
+  std::vector<double> ms;
+  for (int b = 0; b < batches; ++b) {
+    std::vector<serving::RecommendRequest> rs;
+    for (int i = 0; i < 32; ++i) rs.push_back(request());
+    const auto t = Clock::now();
+    engine.recommend_batch(rs);
+    ms.push_back(since(t) * 1e3);
+  }
+  return ms;
+}
+
 int bench_serve(AppContext& ctx, const BenchOptions& o) {
   if (o.synthetic_items > 0) return bench_serve_synthetic(ctx, o);
   if (o.export_path.empty()) {
@@ -870,7 +884,8 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
     return r;
   };
   for (int i = 0; i < 20; ++i) engine->recommend(request());  // warm-up
-  std::vector<double> single, ann_ms, recall;
+  std::vector<double> single;
+  SearchRun hnsw;
   const auto t0 = Clock::now();
   double ann_s = 0;
   for (int i = 0; i < o.requests; ++i) {
@@ -882,23 +897,15 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
     r.search = "hnsw";
     t = Clock::now();
     const serving::Recommendation approx = engine->recommend(r);
-    ann_ms.push_back(since(t) * 1e3);
-    ann_s += ann_ms.back() / 1e3;
+    hnsw.ms.push_back(since(t) * 1e3);
+    ann_s += hnsw.ms.back() / 1e3;
     std::vector<std::int32_t> truth, found;
     for (const auto& it : exact.items) truth.push_back(it.item);
     for (const auto& it : approx.items) found.push_back(it.item);
-    recall.push_back(recall_at(found, truth));
+    hnsw.recall.push_back(recall_at(found, truth));
   }
   const double single_s = since(t0) - ann_s;
-  std::vector<double> batch_ms;
-  const int batches = std::max(1, o.requests / 32);
-  for (int b = 0; b < batches; ++b) {
-    std::vector<serving::RecommendRequest> rs;
-    for (int i = 0; i < 32; ++i) rs.push_back(request());
-    const auto t = Clock::now();
-    engine->recommend_batch(rs);
-    batch_ms.push_back(since(t) * 1e3);
-  }
+  const std::vector<double> batch_ms = batch32_ms(*engine, std::max(1, o.requests / 32), request);
   nlohmann::json line = header("serve", o.export_path, *ctx.comm);
   line.update({{"items", e.num_items},
                {"users", e.num_users},
@@ -920,11 +927,10 @@ int bench_serve(AppContext& ctx, const BenchOptions& o) {
   if (ann) {
     line.update({{"index", engine->ann_index()->describe()},
                  {"index_build_s", engine->ann_index()->build_seconds()},
-                 {"hnsw_p50_ms", quantile(ann_ms, 0.50)},
-                 {"hnsw_p99_ms", quantile(ann_ms, 0.99)},
-                 {"hnsw_max_ms", quantile(ann_ms, 1.0)},
-                 {"recall_at_k",
-                  std::accumulate(recall.begin(), recall.end(), 0.0) / static_cast<double>(recall.size())}});
+                 {"hnsw_p50_ms", quantile(hnsw.ms, 0.50)},
+                 {"hnsw_p99_ms", quantile(hnsw.ms, 0.99)},
+                 {"hnsw_max_ms", quantile(hnsw.ms, 1.0)},
+                 {"recall_at_k", hnsw.mean_recall()}});
   }
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);

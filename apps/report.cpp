@@ -303,17 +303,11 @@ std::string report_svg_line_chart(const std::string& title, const std::string& x
   return svg + "</svg>\n";
 }
 
-std::string write_report(const std::string& run_dir) {
-  const fs::path dir(run_dir);
-  const std::vector<json> metrics = read_metrics((dir / "metrics.jsonl").string());
+namespace {
 
-  std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>llmrec run " +
-                     report_escape(run_dir) + "</title>\n<style>" + kStyle + "</style></head><body>\n";
-  html += fmt::format(
-      "<h1>llmrec run <code>{}</code></h1>\n<p>{}; {} metrics records.</p>\n", report_escape(run_dir),
-      report_escape(fmt::format("llmrec {} ({})", version_string(), version_git_revision())), metrics.size());
-
-  // Curves.
+/// The training curves of metrics.jsonl, one chart each.
+std::string curves_section(const std::vector<json>& metrics) {
+  std::string html;
   html += "<h2>Training</h2>\n<div class=\"charts\">\n";
   const std::pair<const char*, const char*> curves[] = {
       {"loss", "training loss (mean over the logging window)"},
@@ -328,9 +322,14 @@ std::string write_report(const std::string& run_dir) {
   }
   html += "</div>\n";
 
-  // Test table and protocol.
+  return html;
+}
+
+/// The test split's table and segments from eval_test.json (null when the
+/// run has not finished).
+std::string test_split_section(const fs::path& dir, json& eval) {
+  std::string html;
   const fs::path eval_path = dir / "eval_test.json";
-  json eval;
   if (fs::exists(eval_path)) {
     try {
       eval = json::parse(read_text(eval_path.string()));
@@ -343,11 +342,13 @@ std::string write_report(const std::string& run_dir) {
     html += "<h2>Test split</h2>\n<p class=\"missing\">no eval_test.json (the run has not finished)</p>\n";
   }
 
-  // Dataset report, via data.dataset of the resolved config.
-  const fs::path config_path = dir / "config.yaml";
-  std::string config_text;
-  if (fs::exists(config_path)) config_text = read_text(config_path.string());
-  html += "<h2>Dataset</h2>\n";
+  return html;
+}
+
+/// The dataset's preparation report, found via data.dataset of the
+/// resolved config (`config_text`).
+std::string dataset_section(const fs::path& config_path, const std::string& config_text) {
+  std::string html = "<h2>Dataset</h2>\n";
   std::string dataset;
   try {
     if (!config_text.empty()) {
@@ -369,6 +370,28 @@ std::string write_report(const std::string& run_dir) {
     html += fmt::format("<p class=\"missing\">no dataset report{}</p>\n",
                         dataset.empty() ? std::string() : " at " + report_escape(dataset_report));
   }
+  return html;
+}
+
+}  // namespace
+
+std::string write_report(const std::string& run_dir) {
+  const fs::path dir(run_dir);
+  const std::vector<json> metrics = read_metrics((dir / "metrics.jsonl").string());
+
+  std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>llmrec run " +
+                     report_escape(run_dir) + "</title>\n<style>" + kStyle + "</style></head><body>\n";
+  html += fmt::format(
+      "<h1>llmrec run <code>{}</code></h1>\n<p>{}; {} metrics records.</p>\n", report_escape(run_dir),
+      report_escape(fmt::format("llmrec {} ({})", version_string(), version_git_revision())), metrics.size());
+
+  html += curves_section(metrics);
+  json eval;
+  html += test_split_section(dir, eval);
+  const fs::path config_path = dir / "config.yaml";
+  std::string config_text;
+  if (fs::exists(config_path)) config_text = read_text(config_path.string());
+  html += dataset_section(config_path, config_text);
   if (!eval.is_null() && eval.contains("protocol")) {
     html += "<h2>Protocol</h2>\n" + key_value_table(eval["protocol"]);
   }

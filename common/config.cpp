@@ -247,7 +247,7 @@ void config_apply_override(ConfigNode& root, const std::string& assignment) {
   }
 }
 
-ConfigCheck<std::string> config_one_of(std::vector<std::string> choices) {
+ConfigCheck<std::string> config_one_of(const std::vector<std::string>& choices) {
   std::string list = join(choices);
   return {[choices, list](const std::string& v) {
             if (std::find(choices.begin(), choices.end(), v) != choices.end()) return std::string();

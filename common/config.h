@@ -59,7 +59,7 @@ struct ConfigCheck {
   std::string describe;
 };
 
-ConfigCheck<std::string> config_one_of(std::vector<std::string> choices);
+ConfigCheck<std::string> config_one_of(const std::vector<std::string>& choices);
 
 template <class T>
 ConfigCheck<T> config_range(T lo, T hi) {

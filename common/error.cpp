@@ -47,11 +47,12 @@ template <class Throw>
 }  // namespace
 
 void throw_error(ErrorKind kind, const std::string& message) {
-  by_kind(kind, message, [](auto&& e) { throw std::move(e); });
+  by_kind(kind, message, [](auto&& e) { throw std::forward<decltype(e)>(e); });
 }
 
 void rethrow_with_context(const std::exception& cause, const std::string& context, ErrorKind kind) {
-  by_kind(kind, context + ": " + cause.what(), [](auto&& e) { std::throw_with_nested(std::move(e)); });
+  by_kind(kind, context + ": " + cause.what(),
+          [](auto&& e) { std::throw_with_nested(std::forward<decltype(e)>(e)); });
 }
 
 void rethrow_with_context(const std::exception& cause, const std::string& context) {

@@ -46,7 +46,7 @@ std::string read_secret_file(const std::string& path, const std::string& what, s
   std::getline(in, line);
   const auto b = line.find_first_not_of(" \t\r");
   const auto e = line.find_last_not_of(" \t\r");
-  const std::string secret = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
+  std::string secret = b == std::string::npos ? std::string() : line.substr(b, e - b + 1);
   if (secret.size() < min_bytes) {
     throw ConfigError(
         fmt::format("{} {}: the first line holds {} bytes, at least {} are needed (e.g. "

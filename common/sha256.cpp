@@ -42,7 +42,7 @@ void Sha256::reset() {
 
 void Sha256::compress(const std::uint8_t* p) {
   std::uint32_t w[64];
-  for (int t = 0; t < 16; ++t) {
+  for (std::size_t t = 0; t < 16; ++t) {
     w[t] = static_cast<std::uint32_t>(p[4 * t]) << 24 | static_cast<std::uint32_t>(p[4 * t + 1]) << 16 |
            static_cast<std::uint32_t>(p[4 * t + 2]) << 8 | static_cast<std::uint32_t>(p[4 * t + 3]);
   }
@@ -117,11 +117,11 @@ std::array<std::uint8_t, 32> Sha256::digest() {
 }
 
 std::string Sha256::hex_digest() {
-  static const char* kHex = "0123456789abcdef";
+  static const char* const hex = "0123456789abcdef";
   std::string s;
   for (std::uint8_t b : digest()) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
+    s.push_back(hex[b >> 4]);
+    s.push_back(hex[b & 15]);
   }
   return s;
 }

@@ -4,6 +4,7 @@
 /// users and their events only for the rank's slice (hyperslabs).
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 

@@ -148,9 +148,7 @@ class RowSource {
         continue;  // missing: "" (required fields are checked by the caller)
       if (it->is_string()) {
         values[k] = it->get<std::string>();
-      } else if (it->is_number_integer() || it->is_number_unsigned()) {
-        values[k] = it->dump();
-      } else if (it->is_number_float()) {
+      } else if (it->is_number()) {  // integers as written; floats in JSON's shortest form
         values[k] = it->dump();
       } else if (it->is_boolean()) {
         values[k] = it->get<bool>() ? "true" : "false";

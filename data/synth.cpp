@@ -422,7 +422,7 @@ std::string latent_user_row(std::int64_t u, const User& user, const Brands& bran
       join(user.brands, [&](int b) { return brand_names[static_cast<std::size_t>(b)]; }),
       join(user.styles, [](int s) { return std::string(kStyles[static_cast<std::size_t>(s)]); }), user.band,
       join(user.brands, [](int b) { return std::to_string(b); }), join(user.departments, [](int d) {
-        return std::string(kLeaves[static_cast<std::size_t>(d * kLeavesPerDepartment)].department);
+        return std::string(kLeaves[static_cast<std::size_t>(d) * kLeavesPerDepartment].department);
       }));
 }
 

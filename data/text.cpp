@@ -97,13 +97,13 @@ std::optional<std::int64_t> parse_iso(std::string_view s) {
         if (!digits(s, pos, 2, om)) return std::nullopt;
         pos += 2;
         if (oh > 23 || om > 59) return std::nullopt;
-        offset = sign * (oh * 3600 + om * 60);
+        offset = sign * (std::int64_t{oh} * 3600 + std::int64_t{om} * 60);
       }
     }
   }
   if (pos != s.size()) return std::nullopt;
-  return days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 + h * 3600 +
-         mi * 60 + sec - offset;
+  return days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 +
+         std::int64_t{h} * 3600 + std::int64_t{mi} * 60 + sec - offset;
 }
 
 }  // namespace

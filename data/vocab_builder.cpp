@@ -165,7 +165,7 @@ class MergeLearner {
 
 }  // namespace
 
-VocabBuilder::VocabBuilder(VocabBuilderOptions options) : options_(std::move(options)) {
+VocabBuilder::VocabBuilder(VocabBuilderOptions options) : options_(options) {
   if (options_.vocab_size < kSpecialCount) {
     throw Error(fmt::format("vocab_size must be >= {} (the special tokens), got {}", kSpecialCount,
                             options_.vocab_size));

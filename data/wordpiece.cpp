@@ -361,7 +361,7 @@ void check_options(const WordPieceOptions& options, const std::string& name) {
 }  // namespace
 
 WordPieceTokenizer::WordPieceTokenizer(std::vector<std::string> tokens, WordPieceOptions options)
-    : tokens_(std::move(tokens)), options_(std::move(options)) {
+    : tokens_(std::move(tokens)), options_(options) {
   initial_.build(tokens_, false);
   continuation_.build(tokens_, true);
   for (const std::string& t : tokens_) {
@@ -395,7 +395,7 @@ WordPieceTokenizer WordPieceTokenizer::from_file(const std::string& path, WordPi
   }
   auto where = [&path](std::size_t id) { return fmt::format("{}:{}", path, id + 1); };
   vocab_check_tokens<IoError>(tokens, path, where);
-  WordPieceTokenizer tok(std::move(tokens), std::move(options));
+  WordPieceTokenizer tok(std::move(tokens), options);
   vocab_check_index<IoError>(tok, path, where);
   return tok;
 }
@@ -406,7 +406,7 @@ WordPieceTokenizer WordPieceTokenizer::from_tokens(std::vector<std::string> toke
   check_options(options, name);
   auto where = [](std::size_t id) { return fmt::format("token {}", id); };
   vocab_check_tokens<Error>(tokens, name, where);
-  WordPieceTokenizer tok(std::move(tokens), std::move(options));
+  WordPieceTokenizer tok(std::move(tokens), options);
   vocab_check_index<Error>(tok, name, where);
   return tok;
 }

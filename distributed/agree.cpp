@@ -7,7 +7,7 @@
 
 namespace llmrec {
 
-void agree_on_failure(Communicator& comm, std::exception_ptr error, const std::string& what) {
+void agree_on_failure(Communicator& comm, const std::exception_ptr& error, const std::string& what) {
   std::string message;
   ErrorKind kind = ErrorKind::kError;
   if (error) {

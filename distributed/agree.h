@@ -27,7 +27,7 @@ namespace llmrec {
 /// lowest failed rank's kind whose message reads "<what> failed on rank R:
 /// <its message>". A CommTimeout is rethrown at once without agreeing (the
 /// communicator is unusable; the application aborts the job).
-void agree_on_failure(Communicator& comm, std::exception_ptr error, const std::string& what);
+void agree_on_failure(Communicator& comm, const std::exception_ptr& error, const std::string& what);
 
 /// Work only rank 0 does (writing a file every rank depends on), with its
 /// outcome shared (collective): every rank returns rank 0's result or throws

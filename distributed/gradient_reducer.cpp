@@ -37,7 +37,8 @@ std::vector<Bucket> compute_bucket_assignment(const std::vector<at::Tensor>& par
   return buckets;
 }
 
-GradientReducer::GradientReducer(Communicator& comm, std::vector<std::pair<std::string, at::Tensor>> params,
+GradientReducer::GradientReducer(Communicator& comm,
+                                 const std::vector<std::pair<std::string, at::Tensor>>& params,
                                  const ReducerOptions& options)
     : comm_(comm), options_(options) {
   for (auto& [name, p] : params) {

@@ -71,7 +71,7 @@ struct ReducerStats {
 
 class GradientReducer {
  public:
-  GradientReducer(Communicator& comm, std::vector<std::pair<std::string, at::Tensor>> params,
+  GradientReducer(Communicator& comm, const std::vector<std::pair<std::string, at::Tensor>>& params,
                   const ReducerOptions& options = {});
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;

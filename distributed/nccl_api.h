@@ -57,6 +57,9 @@ using CuEvent = struct CUevent_st*;              // the same handle as cudaEvent
 constexpr unsigned kCuStreamNonBlocking = 0x1;   // CU_STREAM_NON_BLOCKING
 constexpr unsigned kCuEventDisableTiming = 0x2;  // CU_EVENT_DISABLE_TIMING
 
+// The members carry the C API's names without their prefix (ncclAllReduce ->
+// AllReduce, cuInit -> CuInit), so that the code reads like NCCL's own.
+// NOLINTBEGIN(readability-identifier-naming)
 struct Api {
   std::string nccl_path;  ///< what was loaded
   std::string driver_path;
@@ -92,6 +95,7 @@ struct Api {
   CuResult (*CuStreamWaitEvent)(CuStream stream, CuEvent event, unsigned flags);
   CuResult (*CuGetErrorString)(CuResult result, const char** text);
 };
+// NOLINTEND(readability-identifier-naming)
 
 /// Loads both libraries once per process; later calls return the same
 /// table. Throws CommError naming the library (and symbol) that is missing

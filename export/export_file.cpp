@@ -513,7 +513,10 @@ std::int32_t ExportData::find_category(const std::string& category) const {
   return static_cast<std::int32_t>(it - categories.begin());
 }
 
-void write_export_file(const std::string& path, const ExportData& e) {
+namespace {
+
+/// The tables' sizes agree with the item and user ids (a writer's bug otherwise).
+void check_export_sizes(const ExportData& e) {
   const auto I = static_cast<std::uint64_t>(e.item_ids.size());
   const auto U = static_cast<std::uint64_t>(e.user_ids.size());
   const auto d = static_cast<std::uint64_t>(e.dim);
@@ -531,14 +534,17 @@ void write_export_file(const std::string& path, const ExportData& e) {
   LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
                "export: TF-IDF rows for {} items, the export has {}",
                e.tfidf ? e.tfidf->matrix().num_items() : 0, I);
-  auto f = h5::File::create(path);
+}
+
+/// The root attributes: format, version, sizes, the user tower's spec, provenance, ranking.
+void write_root_attributes(h5::File& f, const ExportData& e) {
   f.set_attr("/", "format", kExportFormat);
   f.set_attr("/", "version", kExportVersion);
   f.set_attr("/", "dim", e.dim);
   f.set_attr("/", "history", e.history);
   f.set_attr("/", "score", e.score);
-  f.set_attr("/", "num_items", static_cast<std::int64_t>(I));
-  f.set_attr("/", "num_users", static_cast<std::int64_t>(U));
+  f.set_attr("/", "num_items", static_cast<std::int64_t>(e.item_ids.size()));
+  f.set_attr("/", "num_users", static_cast<std::int64_t>(e.user_ids.size()));
   f.set_attr("/", "id_items", e.id_items);
   f.set_attr("/", "model_config", e.model_config);
   f.set_attr("/", "config", e.config);
@@ -560,6 +566,18 @@ void write_export_file(const std::string& path, const ExportData& e) {
   f.set_attr("/", "ranker_activation", e.ranker_activation);
   f.set_attr("/", "user_ids", e.user_ids_scheme);
   if (e.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", e.pseudonym_check);
+}
+
+}  // namespace
+
+void write_export_file(const std::string& path, const ExportData& e) {
+  check_export_sizes(e);
+  const auto I = static_cast<std::uint64_t>(e.item_ids.size());
+  const auto U = static_cast<std::uint64_t>(e.user_ids.size());
+  const auto d = static_cast<std::uint64_t>(e.dim);
+  const auto K = static_cast<std::uint64_t>(e.cf_k);
+  auto f = h5::File::create(path);
+  write_root_attributes(f, e);
 
   f.write_strings("items/ids", e.item_ids);
   f.write_strings("items/text", e.item_text);

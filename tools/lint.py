@@ -8,7 +8,7 @@
    project headers a unit includes are checked with it. Any diagnostic fails.
 
 clang-tidy parses LibTorch's headers for each unit (30-40 s a unit), so its
-verdicts are cached: the key is the clang-tidy version, .clang-tidy, the
+verdicts are cached: the key is the clang-tidy version, every .clang-tidy, the
 unit's compile flags and its preprocessed text (`clang++ -E`, which covers
 every header it reads), all with the checkout's path replaced by a
 placeholder, so a clean clone elsewhere finds the same entries. A change to
@@ -122,7 +122,9 @@ def run_tidy(build, jobs, only):
         wanted = {str((ROOT / f).resolve()) for f in only}
         entries = [e for e in entries if e["file"] in wanted]
     version = subprocess.check_output(["clang-tidy", "--version"], text=True)
-    config = (ROOT / ".clang-tidy").read_text()
+    # Every .clang-tidy of the tree (tests/ has its own on top of the root's).
+    configs = subprocess.check_output(["git", "ls-files", ".clang-tidy", "*/.clang-tidy"], cwd=ROOT, text=True)
+    config = "".join(f + "\n" + (ROOT / f).read_text() for f in sorted(configs.split()))
     cache = Path(os.environ.get("LLMREC_LINT_CACHE")
                  or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmrec-lint")
     cache.mkdir(parents=True, exist_ok=True)

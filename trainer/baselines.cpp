@@ -109,7 +109,7 @@ TrainingHistories gather_training_histories(const DatasetFile& file, Communicato
 
 // ---------------------------------------------------------------- popularity
 
-PopularityScorer::PopularityScorer(std::vector<std::int64_t> train_count) {
+PopularityScorer::PopularityScorer(const std::vector<std::int64_t>& train_count) {
   counts_.reserve(train_count.size());
   for (auto c : train_count) counts_.push_back(static_cast<float>(c));
 }

@@ -52,7 +52,7 @@ TrainingHistories gather_training_histories(const DatasetFile& file, Communicato
 /// score(u, i) = number of training events of item i. Ignores the history.
 class PopularityScorer : public Scorer {
  public:
-  explicit PopularityScorer(std::vector<std::int64_t> train_count);
+  explicit PopularityScorer(const std::vector<std::int64_t>& train_count);
   std::string name() const override { return "popularity"; }
   bool scores_cold_items() const override { return false; }
   nlohmann::json params() const override;

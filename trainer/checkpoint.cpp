@@ -45,7 +45,7 @@ void write_tensor(h5::File& f, const std::string& name, const torch::Tensor& t) 
 
 /// Reads `name` into `t` (same shape; the file's dtype is `dtype`).
 void read_tensor(const h5::File& f, const std::string& name, const std::string& label,
-                 const std::string& dtype, torch::Tensor t) {
+                 const std::string& dtype, const torch::Tensor& t) {
   if (!f.exists(name)) throw IoError(fmt::format("{}: tensor '{}' is missing", f.path(), label));
   auto shape = f.shape(name);
   std::vector<std::int64_t> dims(shape.begin(), shape.end());
@@ -80,7 +80,7 @@ ModelConfig stored_model_config(const h5::File& f) {
 }
 
 std::string stored_dtype(const h5::File& f) {
-  const std::string dtype = f.attr_string("/", "dtype");
+  std::string dtype = f.attr_string("/", "dtype");
   if (dtype != "float32" && dtype != "float64") {
     throw IoError(fmt::format("{}: attribute 'dtype' is '{}', expected float32 or float64", f.path(), dtype));
   }

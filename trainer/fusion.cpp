@@ -48,7 +48,7 @@ const std::vector<double>& fusion_grid() {
 
 FusedScorer::FusedScorer(std::vector<FusionComponent> components, std::string name, nlohmann::json tuning,
                          FusionMissing missing, std::vector<std::uint8_t> cold,
-                         std::vector<double> cold_weights)
+                         const std::vector<double>& cold_weights)
     : components_(std::move(components)),
       name_(std::move(name)),
       tuning_(std::move(tuning)),

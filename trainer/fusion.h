@@ -60,7 +60,7 @@ class FusedScorer : public Scorer {
   /// `cold_weights` (one per component, >= 0).
   explicit FusedScorer(std::vector<FusionComponent> components, std::string name = "fusion",
                        nlohmann::json tuning = nullptr, FusionMissing missing = FusionMissing::kScored,
-                       std::vector<std::uint8_t> cold = {}, std::vector<double> cold_weights = {});
+                       std::vector<std::uint8_t> cold = {}, const std::vector<double>& cold_weights = {});
   std::string name() const override { return name_; }
   nlohmann::json params() const override;
   at::Tensor score(const ScoreRequest& request) override;

@@ -236,6 +236,36 @@ ItemTable items_withheld(Evaluator& valid, std::vector<std::int64_t>& withheld) 
 
 }  // namespace
 
+namespace {
+
+/// sigma: the per-user standard deviation of `probe`'s scores, averaged over
+/// the validation users in user order (the same on every world size); the
+/// users whose target is text-only (`cold`) counted into `cold_users`.
+double mean_score_spread(ModelScorer& probe, Evaluator& valid, const std::vector<std::uint8_t>& cold,
+                         std::int64_t& cold_users) {
+  std::vector<double> local;  // rows of [std, target text-only] per user
+  for (std::int64_t call = 0; call < valid.calls(); ++call) {
+    const Evaluator::Block blk = valid.block(call);
+    if (blk.request.size() == 0) continue;
+    const torch::Tensor sd = probe.score(blk.request).to(torch::kDouble).std(/*dim=*/1, /*unbiased=*/false);
+    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
+      local.push_back(sd[r].item<double>());
+      local.push_back(cold[static_cast<std::size_t>(blk.targets[static_cast<std::size_t>(r)])]);
+    }
+  }
+  const std::vector<double> rows = valid.gather_user_rows(local, 2);
+  const std::size_t users = rows.size() / 2;
+  double sum = 0;
+  cold_users = 0;
+  for (std::size_t u = 0; u < users; ++u) {
+    sum += rows[2 * u];
+    cold_users += static_cast<std::int64_t>(rows[2 * u + 1]);
+  }
+  return users == 0 ? 0.0 : sum / static_cast<double>(users);
+}
+
+}  // namespace
+
 ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len,
                                const std::vector<std::string>& vocab) {
   LLMREC_CHECK(valid.split() == "valid", "the cold scoring is chosen on the validation split, not '{}'",
@@ -274,27 +304,7 @@ ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len
   ModelScorer& probe = *probes.front();
   const torch::Tensor text_only = torch::from_blob(items.cold.data(), {n}, torch::kByte).to(torch::kFloat);
 
-  // sigma: the per-user standard deviation of the scores (alpha = b = 0),
-  // averaged over the users in user order (the same on every world size).
-  // Rows of [std, target text-only] per user.
-  std::vector<double> local;
-  for (std::int64_t call = 0; call < valid.calls(); ++call) {
-    const Evaluator::Block blk = valid.block(call);
-    if (blk.request.size() == 0) continue;
-    const torch::Tensor sd = probe.score(blk.request).to(torch::kDouble).std(/*dim=*/1, /*unbiased=*/false);
-    for (std::int64_t r = 0; r < blk.request.size(); ++r) {
-      local.push_back(sd[r].item<double>());
-      local.push_back(items.cold[static_cast<std::size_t>(blk.targets[static_cast<std::size_t>(r)])]);
-    }
-  }
-  const std::vector<double> rows = valid.gather_user_rows(local, 2);
-  const std::size_t users = rows.size() / 2;
-  double sum = 0;
-  for (std::size_t u = 0; u < users; ++u) {
-    sum += rows[2 * u];
-    c.cold_users += static_cast<std::int64_t>(rows[2 * u + 1]);
-  }
-  c.scale = users == 0 ? 0.0 : sum / static_cast<double>(users);
+  c.scale = mean_score_spread(probe, valid, items.cold, c.cold_users);
   if (!(c.scale > 0)) {
     c.skipped = "every validation user's scores are equal";
     return c;

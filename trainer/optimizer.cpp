@@ -6,6 +6,13 @@
 
 namespace llmrec {
 
+std::vector<torch::Tensor> tensors_of(const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  std::vector<torch::Tensor> out;
+  out.reserve(params.size());
+  for (const auto& named : params) out.push_back(named.second);
+  return out;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> trainable_named_parameters(
     const torch::nn::Module& module) {
   std::vector<std::pair<std::string, torch::Tensor>> out;

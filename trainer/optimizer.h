@@ -17,6 +17,9 @@ namespace llmrec {
 std::vector<std::pair<std::string, torch::Tensor>> trainable_named_parameters(
     const torch::nn::Module& module);
 
+/// The tensors of `params` (name, tensor), in order.
+std::vector<torch::Tensor> tensors_of(const std::vector<std::pair<std::string, torch::Tensor>>& params);
+
 /// AdamW over `params` (name, tensor): group 0 with weight decay, group 1
 /// without (1-D tensors: biases, LayerNorm weights and such).
 std::unique_ptr<torch::optim::AdamW> make_adamw(

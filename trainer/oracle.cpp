@@ -134,6 +134,83 @@ double SynthTruth::match(const User& u, const Item& i) const {
          w_price_band_distance * std::abs(i.price_band - u.price_band);
 }
 
+namespace {
+
+/// The category names met so far (leaves, departments, styles), numbered.
+struct LatentNames {
+  Names departments, leaves, styles;
+};
+
+void read_latent_items(const std::string& dir, const std::string& json_path, std::int64_t n_items,
+                       LatentNames& names, SynthTruth& t) {
+  Names& departments = names.departments;
+  Names& leaves = names.leaves;
+  Names& styles = names.styles;
+  std::unordered_map<std::string, std::int64_t> seen;
+  LatentCsv csv((fs::path(dir) / "latent_items.csv").string(),
+                {"item_id", "department", "leaf", "brand_id", "price_band", "style", "popularity", "cold"});
+  while (csv.next()) {
+    SynthTruth::Item it;
+    it.id = csv.text("item_id");
+    if (!seen.emplace(it.id, csv.line()).second) {
+      throw IoError(fmt::format("{}:{}: item '{}' again (first on line {})", csv.path(), csv.line(), it.id,
+                                seen[it.id]));
+    }
+    it.department = departments.get(csv.text("department"));
+    it.leaf = leaves.get(csv.text("leaf"));
+    it.category = csv.text("department") + " > " + csv.text("leaf");
+    it.brand = csv.integer("brand_id", 0, kMaxBrand);
+    it.price_band = csv.integer("price_band", 0, kMaxBand);
+    it.style = styles.get(csv.text("style"));
+    it.popularity = csv.positive("popularity");
+    it.cold = csv.integer("cold", 0, 1) == 1;
+    t.num_brands = std::max(t.num_brands, it.brand + 1);
+    t.items.push_back(std::move(it));
+  }
+  if (static_cast<std::int64_t>(t.items.size()) != n_items) {
+    throw IoError(fmt::format("{} has {} items but {} says {}: the files come from different runs",
+                              csv.path(), t.items.size(), json_path, n_items));
+  }
+}
+
+void read_latent_users(const std::string& dir, const std::string& json_path, std::int64_t n_users,
+                       LatentNames& names, SynthTruth& t) {
+  Names& departments = names.departments;
+  Names& leaves = names.leaves;
+  Names& styles = names.styles;
+  std::unordered_map<std::string, std::int64_t> seen;
+  LatentCsv csv((fs::path(dir) / "latent_users.csv").string(),
+                {"user_id", "leaves", "departments", "brand_ids", "styles", "price_band"});
+  while (csv.next()) {
+    SynthTruth::User u;
+    u.id = csv.text("user_id");
+    if (!seen.emplace(u.id, csv.line()).second) {
+      throw IoError(
+          fmt::format("{}:{}: user '{}' again (first on line {})", csv.path(), csv.line(), u.id, seen[u.id]));
+    }
+    for (const auto& s : csv.list("leaves")) u.leaves.push_back(leaves.get(s));
+    for (const auto& s : csv.list("departments")) u.departments.push_back(departments.get(s));
+    for (const auto& s : csv.list("styles")) u.styles.push_back(styles.get(s));
+    for (const auto& s : csv.list("brand_ids")) {
+      int b = 0;
+      auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), b);
+      if (ec != std::errc() || p != s.data() + s.size() || b < 0 || b > kMaxBrand) {
+        throw IoError(fmt::format("{}:{}: column 'brand_ids' has '{}', expected integers in [0, {}]",
+                                  csv.path(), csv.line(), s, kMaxBrand));
+      }
+      u.brands.push_back(b);
+    }
+    u.price_band = csv.integer("price_band", 0, kMaxBand);
+    t.users.push_back(std::move(u));
+  }
+  if (static_cast<std::int64_t>(t.users.size()) != n_users) {
+    throw IoError(fmt::format("{} has {} users but {} says {}: the files come from different runs",
+                              csv.path(), t.users.size(), json_path, n_users));
+  }
+}
+
+}  // namespace
+
 SynthTruth read_synth_truth(const std::string& dir) {
   SynthTruth t;
   t.dir = dir;
@@ -153,68 +230,12 @@ SynthTruth read_synth_truth(const std::string& dir) {
   const auto n_items = static_cast<std::int64_t>(json_number(meta, json_path, {"counts", "items"}));
   const auto n_users = static_cast<std::int64_t>(json_number(meta, json_path, {"counts", "users"}));
 
-  Names departments, leaves, styles;
-  std::unordered_map<std::string, std::int64_t> seen;
-  {
-    LatentCsv csv((fs::path(dir) / "latent_items.csv").string(),
-                  {"item_id", "department", "leaf", "brand_id", "price_band", "style", "popularity", "cold"});
-    while (csv.next()) {
-      SynthTruth::Item it;
-      it.id = csv.text("item_id");
-      if (!seen.emplace(it.id, csv.line()).second) {
-        throw IoError(fmt::format("{}:{}: item '{}' again (first on line {})", csv.path(), csv.line(), it.id,
-                                  seen[it.id]));
-      }
-      it.department = departments.get(csv.text("department"));
-      it.leaf = leaves.get(csv.text("leaf"));
-      it.category = csv.text("department") + " > " + csv.text("leaf");
-      it.brand = csv.integer("brand_id", 0, kMaxBrand);
-      it.price_band = csv.integer("price_band", 0, kMaxBand);
-      it.style = styles.get(csv.text("style"));
-      it.popularity = csv.positive("popularity");
-      it.cold = csv.integer("cold", 0, 1) == 1;
-      t.num_brands = std::max(t.num_brands, it.brand + 1);
-      t.items.push_back(std::move(it));
-    }
-    if (static_cast<std::int64_t>(t.items.size()) != n_items) {
-      throw IoError(fmt::format("{} has {} items but {} says {}: the files come from different runs",
-                                csv.path(), t.items.size(), json_path, n_items));
-    }
-  }
-  seen.clear();
-  {
-    LatentCsv csv((fs::path(dir) / "latent_users.csv").string(),
-                  {"user_id", "leaves", "departments", "brand_ids", "styles", "price_band"});
-    while (csv.next()) {
-      SynthTruth::User u;
-      u.id = csv.text("user_id");
-      if (!seen.emplace(u.id, csv.line()).second) {
-        throw IoError(fmt::format("{}:{}: user '{}' again (first on line {})", csv.path(), csv.line(), u.id,
-                                  seen[u.id]));
-      }
-      for (const auto& s : csv.list("leaves")) u.leaves.push_back(leaves.get(s));
-      for (const auto& s : csv.list("departments")) u.departments.push_back(departments.get(s));
-      for (const auto& s : csv.list("styles")) u.styles.push_back(styles.get(s));
-      for (const auto& s : csv.list("brand_ids")) {
-        int b = 0;
-        auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), b);
-        if (ec != std::errc() || p != s.data() + s.size() || b < 0 || b > kMaxBrand) {
-          throw IoError(fmt::format("{}:{}: column 'brand_ids' has '{}', expected integers in [0, {}]",
-                                    csv.path(), csv.line(), s, kMaxBrand));
-        }
-        u.brands.push_back(b);
-      }
-      u.price_band = csv.integer("price_band", 0, kMaxBand);
-      t.users.push_back(std::move(u));
-    }
-    if (static_cast<std::int64_t>(t.users.size()) != n_users) {
-      throw IoError(fmt::format("{} has {} users but {} says {}: the files come from different runs",
-                                csv.path(), t.users.size(), json_path, n_users));
-    }
-  }
-  t.num_leaves = leaves.size();
-  t.num_departments = departments.size();
-  t.num_styles = styles.size();
+  LatentNames names;
+  read_latent_items(dir, json_path, n_items, names, t);
+  read_latent_users(dir, json_path, n_users, names, t);
+  t.num_leaves = names.leaves.size();
+  t.num_departments = names.departments.size();
+  t.num_styles = names.styles.size();
   return t;
 }
 

@@ -448,6 +448,17 @@ std::string Pretrainer::save_pretrained() {
   return out_dir;
 }
 
+PretrainResult Pretrainer::initial_result(const ResumePoint& at) const {
+  PretrainResult result;
+  result.planned_steps = planned_steps_;
+  if (!setup_.resume.empty()) {
+    result.heldout_loss = at.heldout_loss;
+    result.heldout_accuracy = at.heldout_accuracy;
+    result.resumed_step = at.step;
+  }
+  return result;
+}
+
 PretrainResult Pretrainer::run() {
   const PretrainConfig& pc = setup_.pretrain;
   const TrainConfig oc = pc.optimizer();
@@ -455,26 +466,15 @@ PretrainResult Pretrainer::run() {
   auto params = trainable_named_parameters(*model_);
   GradientReducer reducer(comm_, params, {pc.bucket_mb, ReduceOp::kSum});
   auto optimizer = make_adamw(params, oc);
-  std::vector<torch::Tensor> trainable;
-  for (auto& [name, p] : params) trainable.push_back(p);
+  const std::vector<torch::Tensor> trainable = tensors_of(params);
   const std::int64_t global_batch = std::int64_t{pc.batch_size} * comm_.size();
   log_plan(reducer, global_batch);
 
-  PretrainResult result;
-  result.planned_steps = planned_steps_;
   const ResumePoint at = resume(*optimizer, params, global_batch);
   const std::int64_t start = at.step;
   Cursor cursor = at.cursor;
-  if (!setup_.resume.empty()) {
-    result.heldout_loss = at.heldout_loss;
-    result.heldout_accuracy = at.heldout_accuracy;
-    result.resumed_step = start;
-  }
-  std::ofstream metrics;
-  if (rank0) {
-    fs::create_directories(fs::path(setup_.run_dir) / "pretrain");
-    metrics.open(fs::path(setup_.run_dir) / "pretrain" / "metrics.jsonl", std::ios::app);
-  }
+  PretrainResult result = initial_result(at);
+  std::ofstream metrics = open_metrics_file((fs::path(setup_.run_dir) / "pretrain").string(), rank0);
   auto checkpoint = [&](std::int64_t steps_done) {
     result.last_checkpoint = write_checkpoint(steps_done, cursor, global_batch, result, *optimizer, params);
   };
@@ -499,7 +499,7 @@ PretrainResult Pretrainer::run() {
         reduce_step_totals(comm_, s.loss_sum.item<double>(), static_cast<double>(s.predicted));
     result.steps = step + 1;
     result.last_loss = totals.loss_sum / std::max(totals.count, 1.0);
-    StepRecord record;
+    StepRecord record;  // the loss as a sum over the predicted pieces, the bar's as their mean
     record.done = step + 1;
     record.loss_sum = totals.loss_sum;
     record.loss_count = totals.count;

@@ -134,6 +134,9 @@ class Pretrainer {
   ResumePoint resume(torch::optim::AdamW& optimizer,
                      const std::vector<std::pair<std::string, torch::Tensor>>& params,
                      std::int64_t global_batch);
+  /// The result before the first step: planned steps, and a resumed run's
+  /// step and held-out figures.
+  PretrainResult initial_result(const ResumePoint& at) const;
   /// Collective: writes the checkpoint after `steps_done` steps; its path.
   std::string write_checkpoint(std::int64_t steps_done, const Cursor& cursor, std::int64_t global_batch,
                                const PretrainResult& result, torch::optim::AdamW& optimizer,

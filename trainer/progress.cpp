@@ -11,7 +11,7 @@ namespace llmrec {
 
 std::string format_duration(double seconds) {
   if (seconds < 0 || !std::isfinite(seconds)) return "?";
-  auto t = static_cast<long long>(seconds + 0.5);
+  auto t = std::llround(seconds);
   if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
   if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
   return fmt::format("{}s", t);

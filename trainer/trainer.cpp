@@ -24,6 +24,8 @@
 #include "trainer/train_step.h"
 
 namespace llmrec {
+
+namespace fs = std::filesystem;
 namespace {
 
 std::atomic<int> g_signal{0};
@@ -52,6 +54,14 @@ StepTotals reduce_step_totals(Communicator& comm, double loss_sum, double count)
   at::Tensor agg = at::tensor({loss_sum, count, static_cast<double>(StopSignal::received())}, at::kDouble);
   comm.all_reduce(agg);
   return {agg[0].item<double>(), agg[1].item<double>(), agg[2].item<double>() != 0};
+}
+
+std::ofstream open_metrics_file(const std::string& dir, bool open) {
+  std::ofstream metrics;
+  if (!open) return metrics;
+  fs::create_directories(dir);
+  metrics.open(fs::path(dir) / "metrics.jsonl", std::ios::app);
+  return metrics;
 }
 
 int announce_stop_signal(StepLogger& logger, std::int64_t steps_done, std::int64_t planned) {
@@ -293,14 +303,29 @@ void Trainer::validate_now(const std::function<double(Recommender&)>& validate, 
   }
 }
 
+StepRecord Trainer::step_record(std::int64_t steps_done, const StepTotals& totals, const StepSums& sums,
+                                const ReducerStats& reducer, double step_s) {
+  const double step_loss = totals.loss_sum / std::max(totals.count, 1.0);
+  StepRecord record;
+  record.done = steps_done;
+  record.loss_sum = step_loss;
+  record.items = static_cast<std::int64_t>(totals.count);
+  record.comm_wait_s = reducer.wait_s;
+  record.step_s = step_s;
+  record.lr = sums.lr;
+  record.grad_norm = sums.grad_norm;
+  record.bar_loss = step_loss;
+  record.extra = {{"allreduce_bytes_per_step", reducer.bytes}};
+  return record;
+}
+
 TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   const TrainConfig& tc = setup_.train;
   const bool rank0 = comm_.rank() == 0;
   auto params = trainable_named_parameters(*model_);
   GradientReducer reducer(comm_, params, {tc.bucket_mb, ReduceOp::kAvg});
   auto optimizer = make_adamw(params, tc);
-  std::vector<torch::Tensor> trainable;
-  for (auto& [n, p] : params) trainable.push_back(p);
+  const std::vector<torch::Tensor> trainable = tensors_of(params);
   log_plan(reducer, params);
   const StepContext ctx = step_context(reducer);
 
@@ -313,8 +338,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   if (!setup_.resume.empty()) result.resumed_step = at.step;
   int bad_evals = at.bad_evals;
 
-  std::ofstream metrics;
-  if (rank0) metrics.open(setup_.run_dir + "/metrics.jsonl", std::ios::app);
+  std::ofstream metrics = open_metrics_file(setup_.run_dir, rank0);
   std::ostream* metrics_out = rank0 ? &metrics : nullptr;
   StepLogger logger(step_log_options(at.step, metrics_out));
   const StepSchedule schedule = step_schedule(at.step, static_cast<bool>(validate));
@@ -345,17 +369,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     const double step_loss = totals.loss_sum / std::max(totals.count, 1.0);
     result.steps = step + 1;
     result.last_loss = step_loss;
-    StepRecord record;
-    record.done = step + 1;
-    record.loss_sum = step_loss;
-    record.items = static_cast<std::int64_t>(totals.count);
-    record.comm_wait_s = reducer.stats().wait_s;
-    record.step_s = std::chrono::duration<double>(Clock::now() - t_step).count();
-    record.lr = sums.lr;
-    record.grad_norm = sums.grad_norm;
-    record.bar_loss = step_loss;
-    record.extra = {{"allreduce_bytes_per_step", reducer.stats().bytes}};
-    logger.record(record);
+    logger.record(step_record(step + 1, totals, sums, reducer.stats(),
+                              std::chrono::duration<double>(Clock::now() - t_step).count()));
 
     const StepEnd end = step_end(schedule, step + 1);
     if (totals.stop) {  // some rank got a signal: all stop here, saving first

@@ -16,6 +16,7 @@
 /// RNG state is gathered; rank 0 writes) and a failed write (full disk) is
 /// an IoError on every rank, naming the path.
 
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -65,6 +66,14 @@ struct TrainResult {
   std::string last_checkpoint;     ///< newest checkpoint written ("" = none)
 };
 
+/// One step's totals over every rank, in one small all-reduce (both
+/// training loops): the loss sum, the count it is over, and whether any
+/// rank received a stop signal.
+struct StepTotals {
+  double loss_sum = 0;
+  double count = 0;
+  bool stop = false;
+};
 class Trainer {
  public:
   /// Opens the dataset, builds the model (vocab size 0 = the dataset's),
@@ -125,6 +134,9 @@ class Trainer {
   StepSums optimizer_step(BatchLoader& loader, const StepContext& ctx, GradientReducer& reducer,
                           torch::optim::AdamW& optimizer, const std::vector<torch::Tensor>& trainable,
                           std::int64_t step);
+  /// The step log's record of a step.
+  static StepRecord step_record(std::int64_t steps_done, const StepTotals& totals, const StepSums& sums,
+                                const ReducerStats& reducer, double step_s);
   /// Collective: validates after `steps_done` steps, logs and records the
   /// score (rank 0: `metrics`), keeps the best model and updates the early
   /// stopping count `bad_evals` and `result` (best, early_stopped).
@@ -144,15 +156,10 @@ class StopSignal {
   static int received();
 };
 
-/// One step's totals over every rank, in one small all-reduce (both
-/// training loops): the loss sum, the count it is over, and whether any
-/// rank received a stop signal.
-struct StepTotals {
-  double loss_sum = 0;
-  double count = 0;
-  bool stop = false;
-};
 StepTotals reduce_step_totals(Communicator& comm, double loss_sum, double count);
+/// Rank 0 (`open`): `dir`/metrics.jsonl for appending (the folder made if
+/// missing); other ranks: a closed stream.
+std::ofstream open_metrics_file(const std::string& dir, bool open);
 
 /// After a stop request reached some rank: ends the bar's line, logs that
 /// every rank stops after `steps_done` of `planned`, and returns the signal
