@@ -12,6 +12,7 @@
 #include "apps/config_options.h"
 #include "apps/run_train.h"
 #include "trainer/pretrain.h"
+#include "trainer/trainer.h"
 
 namespace llmrec {
 namespace {
@@ -40,13 +41,8 @@ int run_pretrain(AppContext& ctx, const PretrainCommand& cmd) {
   spdlog::info(
       "pretrain: {} of {} steps, {:.1f} texts/s, last loss {:.4f}; held-out loss {:.4f}, accuracy {:.4f}",
       r.steps, r.planned_steps, r.texts_per_s, r.last_loss, r.heldout_loss, r.heldout_accuracy);
-  if (r.stop_signal != 0) {
-    spdlog::error(
-        "stopped by {} after step {} of {}: the run is incomplete; checkpoint {} (continue with "
-        "--resume auto)",
-        strsignal(r.stop_signal), r.steps, r.planned_steps, r.last_checkpoint);
-    return 128 + r.stop_signal;
-  }
+  if (r.stop_signal != 0)
+    return exit_after_stop_signal(r.stop_signal, r.steps, r.planned_steps, r.last_checkpoint);
   if (ctx.comm->rank() == 0 && !r.out_dir.empty()) {
     const std::string heldout = r.heldout_loss < 0
                                     ? std::string("no held-out texts (pretrain.holdout 0)")

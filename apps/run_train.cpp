@@ -157,13 +157,8 @@ int run_train(AppContext& ctx, const TrainRunOptions& options) {
       "trained {} of {} steps, {:.1f} examples/s, last loss {:.4f}; best validation NDCG@10 {:.4f} at step "
       "{}",
       r.steps, r.planned_steps, r.examples_per_s, r.last_loss, r.best_score, r.best_step);
-  if (r.stop_signal != 0) {
-    spdlog::error(
-        "stopped by {} after step {} of {}: the run is incomplete; checkpoint {} (continue with "
-        "--resume auto)",
-        strsignal(r.stop_signal), r.steps, r.planned_steps, r.last_checkpoint);
-    return 128 + r.stop_signal;
-  }
+  if (r.stop_signal != 0)
+    return exit_after_stop_signal(r.stop_signal, r.steps, r.planned_steps, r.last_checkpoint);
   if (r.stopped_after) return 0;
 
   if (ctx.comm->rank() == 0) {

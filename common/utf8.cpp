@@ -33,7 +33,7 @@ bool utf8_valid(std::string_view s) {
       if ((cc & 0xC0) != 0x80) return false;
       cp = (cp << 6) | (cc & 0x3F);
     }
-    static const std::uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    static constexpr std::uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
     if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
     i += static_cast<std::size_t>(len);
   }

@@ -143,9 +143,6 @@ struct LatentNames {
 
 void read_latent_items(const std::string& dir, const std::string& json_path, std::int64_t n_items,
                        LatentNames& names, SynthTruth& t) {
-  Names& departments = names.departments;
-  Names& leaves = names.leaves;
-  Names& styles = names.styles;
   std::unordered_map<std::string, std::int64_t> seen;
   LatentCsv csv((fs::path(dir) / "latent_items.csv").string(),
                 {"item_id", "department", "leaf", "brand_id", "price_band", "style", "popularity", "cold"});
@@ -156,12 +153,12 @@ void read_latent_items(const std::string& dir, const std::string& json_path, std
       throw IoError(fmt::format("{}:{}: item '{}' again (first on line {})", csv.path(), csv.line(), it.id,
                                 seen[it.id]));
     }
-    it.department = departments.get(csv.text("department"));
-    it.leaf = leaves.get(csv.text("leaf"));
+    it.department = names.departments.get(csv.text("department"));
+    it.leaf = names.leaves.get(csv.text("leaf"));
     it.category = csv.text("department") + " > " + csv.text("leaf");
     it.brand = csv.integer("brand_id", 0, kMaxBrand);
     it.price_band = csv.integer("price_band", 0, kMaxBand);
-    it.style = styles.get(csv.text("style"));
+    it.style = names.styles.get(csv.text("style"));
     it.popularity = csv.positive("popularity");
     it.cold = csv.integer("cold", 0, 1) == 1;
     t.num_brands = std::max(t.num_brands, it.brand + 1);
@@ -175,9 +172,6 @@ void read_latent_items(const std::string& dir, const std::string& json_path, std
 
 void read_latent_users(const std::string& dir, const std::string& json_path, std::int64_t n_users,
                        LatentNames& names, SynthTruth& t) {
-  Names& departments = names.departments;
-  Names& leaves = names.leaves;
-  Names& styles = names.styles;
   std::unordered_map<std::string, std::int64_t> seen;
   LatentCsv csv((fs::path(dir) / "latent_users.csv").string(),
                 {"user_id", "leaves", "departments", "brand_ids", "styles", "price_band"});
@@ -188,9 +182,9 @@ void read_latent_users(const std::string& dir, const std::string& json_path, std
       throw IoError(
           fmt::format("{}:{}: user '{}' again (first on line {})", csv.path(), csv.line(), u.id, seen[u.id]));
     }
-    for (const auto& s : csv.list("leaves")) u.leaves.push_back(leaves.get(s));
-    for (const auto& s : csv.list("departments")) u.departments.push_back(departments.get(s));
-    for (const auto& s : csv.list("styles")) u.styles.push_back(styles.get(s));
+    for (const auto& s : csv.list("leaves")) u.leaves.push_back(names.leaves.get(s));
+    for (const auto& s : csv.list("departments")) u.departments.push_back(names.departments.get(s));
+    for (const auto& s : csv.list("styles")) u.styles.push_back(names.styles.get(s));
     for (const auto& s : csv.list("brand_ids")) {
       int b = 0;
       auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), b);

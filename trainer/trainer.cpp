@@ -72,6 +72,14 @@ int announce_stop_signal(StepLogger& logger, std::int64_t steps_done, std::int64
   return signal;
 }
 
+int exit_after_stop_signal(int signal, std::int64_t steps, std::int64_t planned,
+                           const std::string& checkpoint) {
+  spdlog::error(
+      "stopped by {} after step {} of {}: the run is incomplete; checkpoint {} (continue with --resume auto)",
+      strsignal(signal), steps, planned, checkpoint);
+  return 128 + signal;
+}
+
 void announce_stop_after(const char* prefix, std::int64_t steps_this_run, std::int64_t steps_done,
                          std::int64_t planned) {
   spdlog::info("{}stopped after {} steps of this run (step {} of {}), as asked; continue with --resume auto",

@@ -165,6 +165,10 @@ std::ofstream open_metrics_file(const std::string& dir, bool open);
 /// every rank stops after `steps_done` of `planned`, and returns the signal
 /// to report (this rank's, else SIGTERM).
 int announce_stop_signal(StepLogger& logger, std::int64_t steps_done, std::int64_t planned);
+/// A run ended by a signal: logs that it is incomplete, with the checkpoint
+/// to resume from; the exit code 128 + signal.
+int exit_after_stop_signal(int signal, std::int64_t steps, std::int64_t planned,
+                           const std::string& checkpoint);
 /// The log line of a run ended by run.stop_after (`prefix`: "" or "pretrain: ").
 void announce_stop_after(const char* prefix, std::int64_t steps_this_run, std::int64_t steps_done,
                          std::int64_t planned);
