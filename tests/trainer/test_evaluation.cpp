@@ -169,7 +169,7 @@ TEST_F(EvaluationTest, ScoresOfTheWrongShapeOrNanNameTheScorer) {
   comm.barrier();
 }
 
-TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) {
+TEST(FusionMaths, StandardisesPerUserCombinesAndGivesEachPolicyItsColdWeights) {
   // Pure standardisation: mean 2, population std sqrt(2/3) over finite scores.
   const float s[] = {1.0f, 2.0f, 3.0f, -std::numeric_limits<float>::infinity()};
   float z[4];
@@ -216,7 +216,9 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   EXPECT_EQ(parse_fusion_missing("cold_weights", "x"), FusionMissing::kColdWeights);
   EXPECT_EQ(parse_fusion_missing("renormalise", "x"), FusionMissing::kRenormalise);
   EXPECT_THROW(parse_fusion_missing("zero", "eval.fusion.missing"), ConfigError);
+}
 
+TEST_F(EvaluationTest, FusionTuningPicksTheBestGridPoint) {
   // Tuning: the oracle fused with a random ranking. The chosen weights are
   // the first best grid point, and the fused scorer with them evaluates to
   // exactly the NDCG@10 the tuning measured.
@@ -251,6 +253,17 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   // Weight 0 for the random ranking: the oracle alone (up to float rounding of z).
   EXPECT_NEAR(t.tried_ndcg10.front(), valid.evaluate(*base[0]).all.ndcg[1], 2e-3);
   EXPECT_EQ(fused.params()["tuning"]["objective"], "NDCG@10");
+  auto all_zero = [&] { FusedScorer bad({{random, 0.0}}); };
+  EXPECT_THROW(all_zero(), ConfigError);
+}
+
+TEST_F(EvaluationTest, FusionTuningWithACollaborativeComponentAndTheColdTolerance) {
+  DatasetFile f(path_);
+  EvalConfig c = config();
+  c.fusion.cold_tolerance = 0;
+  auto base = create_baseline_scorers({"oracle"}, f, comm, c);
+  Evaluator valid(f, comm, "valid", c);
+  const std::size_t n = fusion_grid().size();
   // A collaborative component: the renormalised grid is tried after the
   // scored one, then the cold weights of the oracle (popularity cannot
   // score cold items) with the best warm weights; a renormalised point and
@@ -309,8 +322,6 @@ TEST_F(EvaluationTest, FusionStandardisesPerUserAndTuningPicksTheBestGridPoint) 
   // targets first, popularity buries them when scored).
   EXPECT_GT(*std::max_element(tc.tried_cold_ndcg10.begin(), tc.tried_cold_ndcg10.end()),
             *std::min_element(tc.tried_cold_ndcg10.begin(), tc.tried_cold_ndcg10.end()) + 0.1);
-  auto all_zero = [&] { FusedScorer bad({{random, 0.0}}); };
-  EXPECT_THROW(all_zero(), ConfigError);
 }
 
 TEST(SwapHistories, RowTakesTheNextRowsUserAndHistoryAndKeepsItsQueryTime) {

@@ -223,29 +223,10 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   EXPECT_GT(matched, 0);
 }
 
-TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
-  DatasetFile file(dataset_);
-  Recommender model = make_model(file);
-  const std::string ckpt = checkpoint();
-  const std::string out = in_dir("export.h5");
-  const EvalConfig eval = eval_config();
-  ExportSummary s = write_export(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm);
+/// The round trip's checks, one part of the file each (rank 0).
+void expect_export_attributes(const h5::File& f, const std::string& ckpt, const std::string& dataset,
+                              const DatasetFile& file, const std::string& config) {
   const std::int64_t I = file.num_items(), U = file.num_users(), d = 16, T = 4;
-  EXPECT_EQ(s.items, I);
-  EXPECT_EQ(s.users, U);
-  EXPECT_EQ(s.items_encoded, I);
-  EXPECT_EQ(s.neighbours, 20);
-  EXPECT_EQ(s.events, file.num_events());
-  ItemTable items = file.read_items();
-  EXPECT_EQ(s.cold_items, std::count(items.cold.begin(), items.cold.end(), 1));
-  EXPECT_GT(s.cold_items, 0);
-  if (comm.rank() != 0) {
-    comm.barrier();
-    return;
-  }
-  EXPECT_EQ(s.file_bytes, static_cast<std::int64_t>(fs::file_size(out)));
-  auto f = h5::File::open(out);
-
   // Attributes.
   EXPECT_EQ(f.attr_string("/", "format"), "llmrec-export");
   EXPECT_EQ(f.attr_int("/", "version"), 1);
@@ -260,12 +241,12 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   EXPECT_EQ(f.attr_int("/", "ranker_heads"), 2);
   EXPECT_EQ(f.attr_int("/", "ranker_layers"), 0);
   EXPECT_EQ(f.attr_string("/", "ranker_pooling"), "attention");
-  EXPECT_EQ(f.attr_string("/", "config"), config_yaml());
-  EXPECT_EQ(f.attr_string("/", "config_sha256"), sha256_hex(config_yaml()));
+  EXPECT_EQ(f.attr_string("/", "config"), config);
+  EXPECT_EQ(f.attr_string("/", "config_sha256"), sha256_hex(config));
   EXPECT_EQ(f.attr_string("/", "model_sha256"), sha256_file(ckpt));
   EXPECT_EQ(f.attr_string("/", "checkpoint"), ckpt);
-  EXPECT_EQ(f.attr_string("/", "dataset"), dataset_);
-  EXPECT_EQ(f.attr_string("/", "dataset_sha256"), sha256_file(dataset_));
+  EXPECT_EQ(f.attr_string("/", "dataset"), dataset);
+  EXPECT_EQ(f.attr_string("/", "dataset_sha256"), sha256_file(dataset));
   EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "event_types")), nlohmann::json(file.event_types()));
   EXPECT_EQ(nlohmann::json::parse(f.attr_string("/", "fusion")),
             nlohmann::json({{"model", 1.0}, {"itemknn", 0.5}}));
@@ -278,7 +259,10 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
     EXPECT_EQ(stored.user.history, T);
     EXPECT_EQ(stored.text_len, 10);
   }
+}
 
+void expect_export_shapes(const h5::File& f, const DatasetFile& file) {
+  const std::int64_t I = file.num_items(), U = file.num_users(), d = 16;
   // Shapes of every dataset.
   const auto uI = static_cast<std::uint64_t>(I), uU = static_cast<std::uint64_t>(U),
              ud = static_cast<std::uint64_t>(d);
@@ -298,8 +282,13 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   for (const auto& n : {"items/ids", "items/text", "items/category"})
     EXPECT_EQ(f.read_strings(n).size(), uI) << n;
   EXPECT_EQ(f.read_strings("users/ids").size(), uU);
+}
 
-  // Items: the dataset's table, and keys = A l of encode_all_items.
+/// Items (the dataset's table; keys = A l of encode_all_items) and users
+/// (ids, histories, u from the last T events).
+void expect_export_rows(const h5::File& f, Recommender& model, const DatasetFile& file,
+                        const ItemTable& items) {
+  const std::int64_t U = file.num_users(), T = 4;
   EXPECT_EQ(f.read_strings("items/ids"), items.ids);
   EXPECT_EQ(f.read_strings("items/text"), items.texts);
   EXPECT_EQ(f.read_strings("items/category"), items.categories);
@@ -328,7 +317,13 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
     EXPECT_TRUE(torch::allclose(users[u], want, 1e-5, 1e-6))
         << "user " << u << ": " << users[u] << " vs " << want;
   }
+}
 
+/// Hour counts (training events per item and UTC hour) and the CF
+/// neighbours (evaluation's ItemKNN rows, padded with -1 / 0).
+void expect_export_counts(const h5::File& f, const DatasetFile& file, const ItemTable& items) {
+  const std::int64_t I = file.num_items(), U = file.num_users();
+  UserSlice all = file.read_users(0, U);
   // Hour counts: the training events per item and UTC hour.
   std::vector<std::int32_t> hours(static_cast<std::size_t>(I * 24), 0);
   for (std::int64_t u = 0; u < U; ++u) {
@@ -365,6 +360,35 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
     }
   }
   EXPECT_GT(with_neighbours, I / 2);
+}
+
+TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  const std::string ckpt = checkpoint();
+  const std::string out = in_dir("export.h5");
+  const EvalConfig eval = eval_config();
+  ExportSummary s = write_export(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm);
+  const std::int64_t I = file.num_items(), U = file.num_users();
+  EXPECT_EQ(s.items, I);
+  EXPECT_EQ(s.users, U);
+  EXPECT_EQ(s.items_encoded, I);
+  EXPECT_EQ(s.neighbours, 20);
+  EXPECT_EQ(s.events, file.num_events());
+  ItemTable items = file.read_items();
+  EXPECT_EQ(s.cold_items, std::count(items.cold.begin(), items.cold.end(), 1));
+  EXPECT_GT(s.cold_items, 0);
+  if (comm.rank() != 0) {
+    comm.barrier();
+    return;
+  }
+  EXPECT_EQ(s.file_bytes, static_cast<std::int64_t>(fs::file_size(out)));
+  auto f = h5::File::open(out);
+
+  expect_export_attributes(f, ckpt, dataset_, file, config_yaml());
+  expect_export_shapes(f, file);
+  expect_export_rows(f, model, file, items);
+  expect_export_counts(f, file, items);
 
   // The user tower by module path.
   for (const auto& p : model->user->named_parameters()) {
@@ -376,6 +400,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
 
   // The same file from one process (W = 1), array by array.
   const std::string out1 = in_dir("export_w1.h5");
+  LocalCommunicator local;
   write_export(out1, model, ckpt, file, config_yaml(), export_ranking_of(eval), local);
   expect_same_export(out, out1);
   comm.barrier();
