@@ -1,6 +1,7 @@
 // `llmrec bench`: benchmarks that print one JSON line per result
 // (bench/README.md): tokenize here; train, allreduce, encode in bench_train.cpp.
 #include <ATen/Parallel.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>

@@ -77,7 +77,7 @@ std::vector<CheckResult> check_collectives(Communicator& comm) {
   at::Tensor cols = m.slice(1, 0, 6, 2);
   comm.all_reduce(cols, {ReduceOp::kSum});
   at::Tensor want_m = at::full({8, 6}, static_cast<double>(r + 1), at::kDouble);
-  want_m.slice(1, 0, 6, 2).fill_(static_cast<double>(w * (w + 1) / 2));
+  want_m.slice(1, 0, 6, 2).fill_(static_cast<double>(w * (w + 1)) / 2);
   record("all_reduce non-contiguous", m, want_m);
 
   const int root = w - 1;

@@ -195,7 +195,7 @@ RecommendEngine::~RecommendEngine() = default;
 
 std::shared_ptr<const RecommendEngine> RecommendEngine::open(const std::string& path,
                                                              const std::string& pseudonym_key,
-                                                             std::optional<AnnOptions> ann) {
+                                                             const std::optional<AnnOptions>& ann) {
   auto engine = std::make_shared<RecommendEngine>(read_export(path), ann);
   const ExportData& e = engine->data();
   if (!pseudonym_key.empty()) {

@@ -213,7 +213,7 @@ class RecommendEngine {
   /// time: ann_index()->build_seconds()).
   static std::shared_ptr<const RecommendEngine> open(const std::string& path,
                                                      const std::string& pseudonym_key = "",
-                                                     std::optional<AnnOptions> ann = std::nullopt);
+                                                     const std::optional<AnnOptions>& ann = std::nullopt);
 
   const ExportData& data() const { return *data_; }
   /// The approximate index; nullptr without one.

@@ -354,7 +354,7 @@ struct HttpServer::Impl {
           return httplib::Server::HandlerResponse::Handled;
         }));
     server.set_exception_handler(
-        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        [this](const httplib::Request& req, httplib::Response& res, const std::exception_ptr& ep) {
           std::string message = "internal error";
           try {
             if (ep) std::rethrow_exception(ep);

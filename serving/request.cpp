@@ -92,7 +92,7 @@ enum class Kind { kString, kList, kInt, kNumber, kBool, kStrings };
 
 json parse_query_value(const std::string& key, const std::string& value, Kind kind) {
   switch (kind) {
-    case Kind::kString: return value;
+    case Kind::kString:
     case Kind::kStrings: return value;
     case Kind::kList: {
       json out = json::array();

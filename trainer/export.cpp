@@ -315,8 +315,10 @@ std::shared_ptr<const TfidfIndex> tfidf_without(const TfidfIndex& index, std::in
     if (i < I0 && !stale[static_cast<std::size_t>(i)]) {
       const auto a = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i)]);
       const auto b = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i) + 1]);
-      m.terms.insert(m.terms.end(), old.terms.begin() + a, old.terms.begin() + b);
-      m.weights.insert(m.weights.end(), old.weights.begin() + a, old.weights.begin() + b);
+      m.terms.insert(m.terms.end(), old.terms.begin() + static_cast<std::ptrdiff_t>(a),
+                     old.terms.begin() + static_cast<std::ptrdiff_t>(b));
+      m.weights.insert(m.weights.end(), old.weights.begin() + static_cast<std::ptrdiff_t>(a),
+                       old.weights.begin() + static_cast<std::ptrdiff_t>(b));
     }
     m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
   }
@@ -425,7 +427,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
   ItemTable items = file.read_items();
   const auto te = Clock::now();
   ModelScorer scorer(model, items, mc.text_len, comm, "model", ranking.cold);
-  torch::Tensor vecs = scorer.item_vectors();
+  const torch::Tensor& vecs = scorer.item_vectors();
   s.encode_seconds = seconds_since(te);
   s.items_encoded = I;
   const torch::Tensor vecs_m = vecs.to(dtype);

@@ -314,7 +314,7 @@ std::string Pretrainer::write_checkpoint(std::int64_t steps_done, const Cursor& 
                                          const std::vector<std::pair<std::string, torch::Tensor>>& params) {
   std::vector<at::Tensor> rng = gather_rng_states(comm_);
   const std::string dir = pretrain_checkpoint_dir(setup_.run_dir);
-  const std::string path = checkpoint_path(dir, steps_done);
+  std::string path = checkpoint_path(dir, steps_done);
   run_on_rank0(comm_, [&] {
     fs::create_directories(dir);
     try {
@@ -437,7 +437,7 @@ void Pretrainer::record_heldout(std::int64_t steps_done, PretrainResult& result,
 std::string Pretrainer::save_pretrained() {
   const PretrainConfig& pc = setup_.pretrain;
   const fs::path work = fs::path(setup_.run_dir) / "pretrain";
-  const std::string out_dir = pc.out.empty() ? (fs::path(setup_.run_dir) / "pretrained").string() : pc.out;
+  std::string out_dir = pc.out.empty() ? (fs::path(setup_.run_dir) / "pretrained").string() : pc.out;
   run_on_rank0(comm_, [&] {
     fs::create_directories(work);
     const std::string vocab_path = (work / "vocab.txt").string();

@@ -146,7 +146,7 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
                                       const std::vector<std::pair<std::string, torch::Tensor>>& params) {
   state.rng = gather_rng_states(comm_);
   const std::string dir = checkpoint_dir(setup_.run_dir);
-  const std::string path = checkpoint_path(dir, state.step);
+  std::string path = checkpoint_path(dir, state.step);
   // Rank 0 writes; every rank learns how it went (a full disk is the same
   // error everywhere, naming the path), so none waits or goes on alone.
   run_on_rank0(comm_, [&] {
