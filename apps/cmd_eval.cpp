@@ -134,7 +134,8 @@ std::shared_ptr<FusedScorer> build_fusion(const std::vector<std::shared_ptr<Scor
   std::vector<FusionComponent> components;
   std::string available;
   for (const auto& s : scorers) available += (available.empty() ? "" : ", ") + s->name();
-  for (const auto& [name, weight] : weights) {  // by name: a fixed order
+  for (const auto& [key, weight] : weights) {  // by name: a fixed order
+    const std::string& name = key;             // a structured binding cannot be captured in C++17
     auto it = std::find_if(scorers.begin(), scorers.end(), [&](const auto& s) { return s->name() == name; });
     if (it == scorers.end()) {
       throw ConfigError(fmt::format(

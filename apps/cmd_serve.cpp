@@ -88,7 +88,7 @@ serving::ServingArm parse_arm(const std::string& spec, const std::string& pseudo
 /// The bearer token: the first line of `path` (read_secret_file), printable
 /// ASCII without spaces.
 std::string read_token(const std::string& path) {
-  const std::string token = read_secret_file(path, "--token-file", 1);
+  std::string token = read_secret_file(path, "--token-file", 1);
   for (unsigned char c : token) {
     if (c < 0x21 || c > 0x7e) {
       throw ConfigError(

@@ -297,7 +297,8 @@ std::string report_svg_line_chart(const std::string& title, const std::string& x
         colour, pts, report_escape(s.name));
     if (series.size() > 1) {
       svg += fmt::format("<text x=\"{}\" y=\"{}\" class=\"l\" fill=\"{}\" text-anchor=\"end\">{}</text>\n",
-                         kWidth - kRight, kTop + 14 * (k + 1), colour, report_escape(s.name));
+                         kWidth - kRight, kTop + 14.0 * static_cast<double>(k + 1), colour,
+                         report_escape(s.name));
     }
   }
   return svg + "</svg>\n";
