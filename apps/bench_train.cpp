@@ -46,6 +46,7 @@
 #include "trainer/optimizer.h"
 #include "trainer/pretrain.h"
 #include "trainer/train_step.h"
+#include "trainer/trainer.h"
 
 namespace llmrec {
 namespace {
@@ -350,8 +351,7 @@ void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w
   if (ctx.device.is_cuda())
     torch::cuda::synchronize(ctx.device.index());  // step times include the GPU's queued work
   // The Trainer's per-step loss / examples / stop all-reduce.
-  at::Tensor agg = at::tensor({r.loss_sum, static_cast<double>(r.examples), 0.0}, at::kDouble);
-  comm.all_reduce(agg);
+  const StepTotals totals = reduce_step_totals(comm, r.loss_sum, static_cast<double>(r.examples));
   const double opt_s = since(t3);
   if (!measured) return;
   times.step.push_back(since(t0) * 1e3);
@@ -367,7 +367,7 @@ void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w
           : static_cast<double>(std::get<0>(at::_unique(b.target)).numel() + b.negatives.numel());
   times.flops += step_model_flops(w.model, static_cast<double>(b.item_ids.size(0)),
                                   static_cast<double>(b.rows()), static_cast<double>(b.size()), candidates);
-  times.loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+  times.loss_last = totals.mean_loss();
 }
 
 int bench_train(AppContext& ctx, const BenchOptions& o) {
@@ -525,9 +525,9 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
     MlmSums sums = pretrain_step(*model, b, static_cast<double>(b.predicted * comm.size()), reducer,
                                  *optimizer, trainable, 0.0, tc.lr, nullptr);
     const double wait_s = reducer.stats().wait_s;
-    at::Tensor agg =
-        at::tensor({sums.loss_sum.item<double>(), static_cast<double>(sums.predicted), 0.0}, at::kDouble);
-    comm.all_reduce(agg);  // the pre-training loop's per-step loss / stop all-reduce
+    // The pre-training loop's per-step loss / stop all-reduce.
+    const StepTotals totals =
+        reduce_step_totals(comm, sums.loss_sum.item<double>(), static_cast<double>(sums.predicted));
     if (step >= o.warmup) {
       t_step.push_back(since(t0) * 1e3);
       t_data.push_back(data_s * 1e3);
@@ -536,7 +536,7 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
       flops += mlm_step_flops(w.model, static_cast<double>(b.ids.size(0)), static_cast<double>(b.ids.size(1)),
                               static_cast<double>(b.predicted));
       tokens_done += real;
-      loss_last = agg[0].item<double>() / std::max(agg[1].item<double>(), 1.0);
+      loss_last = totals.mean_loss();
     }
   }
   comm.barrier();

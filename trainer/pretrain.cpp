@@ -498,7 +498,7 @@ PretrainResult Pretrainer::run() {
     const StepTotals totals =
         reduce_step_totals(comm_, s.loss_sum.item<double>(), static_cast<double>(s.predicted));
     result.steps = step + 1;
-    result.last_loss = totals.loss_sum / std::max(totals.count, 1.0);
+    result.last_loss = totals.mean_loss();
     StepRecord record;  // the loss as a sum over the predicted pieces, the bar's as their mean
     record.done = step + 1;
     record.loss_sum = totals.loss_sum;

@@ -313,7 +313,7 @@ void Trainer::validate_now(const std::function<double(Recommender&)>& validate, 
 
 StepRecord Trainer::step_record(std::int64_t steps_done, const StepTotals& totals, const StepSums& sums,
                                 const ReducerStats& reducer, double step_s) {
-  const double step_loss = totals.loss_sum / std::max(totals.count, 1.0);
+  const double step_loss = totals.mean_loss();
   StepRecord record;
   record.done = steps_done;
   record.loss_sum = step_loss;
@@ -374,9 +374,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     const auto t_step = Clock::now();
     const StepSums sums = optimizer_step(loader, ctx, reducer, *optimizer, trainable, step);
     const StepTotals totals = reduce_step_totals(comm_, sums.loss_sum, static_cast<double>(sums.examples));
-    const double step_loss = totals.loss_sum / std::max(totals.count, 1.0);
     result.steps = step + 1;
-    result.last_loss = step_loss;
+    result.last_loss = totals.mean_loss();
     logger.record(step_record(step + 1, totals, sums, reducer.stats(),
                               std::chrono::duration<double>(Clock::now() - t_step).count()));
 

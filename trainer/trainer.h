@@ -16,6 +16,7 @@
 /// RNG state is gathered; rank 0 writes) and a failed write (full disk) is
 /// an IoError on every rank, naming the path.
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -73,6 +74,8 @@ struct StepTotals {
   double loss_sum = 0;
   double count = 0;
   bool stop = false;
+  /// The step's mean loss (0 over no examples).
+  double mean_loss() const { return loss_sum / std::max(count, 1.0); }
 };
 class Trainer {
  public:

@@ -23,6 +23,15 @@ using ::llmrec::testing::launched;
 using ::llmrec::testing::on_every_rank;
 using ::llmrec::testing::test_comm;
 
+/// Collective: every rank's `mine`, concatenated and sorted.
+std::vector<std::int64_t> gathered_sorted(Communicator& comm, const std::vector<std::int64_t>& mine) {
+  std::vector<std::int64_t> got;
+  for (const auto& part : comm.all_gather_v(at::tensor(mine, at::kLong)))
+    got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
+  std::sort(got.begin(), got.end());
+  return got;
+}
+
 TEST(ShardUsers, ContiguousCompleteAndBalanced) {
   std::vector<std::int64_t> train_end = {0, 1, 5, 9, 2, 2, 30, 1, 4, 4, 4, 7};
   std::int64_t total = 0;
@@ -88,12 +97,8 @@ TEST_F(SamplerTest, EveryTrainingExampleExactlyOncePerEpochOnEqualSteps) {
         EXPECT_LE(b.size(), 8);
         for (std::int64_t k = 0; k < b.size(); ++k) seen.push_back(b.example_event[k].item<std::int64_t>());
       }
-      auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
+      const std::vector<std::int64_t> got = gathered_sorted(comm, seen);
       if (comm.rank() != 0) continue;
-      std::vector<std::int64_t> got;
-      for (const auto& part : all)
-        got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
-      std::sort(got.begin(), got.end());
       // Expected: for each user, training events 1 .. train_end-1 (absolute).
       UserSlice everyone = f.read_users(0, f.num_users());
       std::vector<std::int64_t> want;
@@ -234,12 +239,8 @@ TEST_F(SamplerTest, SequenceWindowsPredictEveryTargetOnceFromItsPrefix) {
         }
       }
     }
-    auto all = comm.all_gather_v(at::tensor(seen, at::kLong));
+    const std::vector<std::int64_t> got = gathered_sorted(comm, seen);
     if (comm.rank() != 0) return;
-    std::vector<std::int64_t> got;
-    for (const auto& part : all)
-      got.insert(got.end(), part.data_ptr<std::int64_t>(), part.data_ptr<std::int64_t>() + part.numel());
-    std::sort(got.begin(), got.end());
     std::vector<std::int64_t> want;
     for (std::int64_t u = 0; u < f.num_users(); ++u) {
       for (std::int64_t j = 1; j < everyone.users.train_end[static_cast<std::size_t>(u)]; ++j) {
