@@ -35,6 +35,8 @@ struct RecommendArgs {
   std::vector<std::string> categories;
   std::string exclude = "seen";
   int hour = -1;
+  std::int64_t time = -1;
+  std::vector<std::int64_t> history_times;
   double hour_weight = -1;
   double cf_weight = -1;
   double popularity_weight = -1;
@@ -127,6 +129,8 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
               : a.exclude == "none"    ? serving::Exclude::kNone
                                        : serving::Exclude::kSeen;
   if (a.hour >= 0) q.hour = a.hour;
+  if (a.time >= 0) q.time = a.time;
+  q.history_times = a.history_times;
   if (a.hour_weight >= 0) q.hour_weight = a.hour_weight;
   if (a.cf_weight >= 0) q.cf_weight = a.cf_weight;
   if (a.popularity_weight >= 0) q.popularity_weight = a.popularity_weight;
@@ -173,6 +177,14 @@ void add_recommend_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--hour", a->hour, "Hour of the day (0-23, UTC) for the time-of-day context")
       ->check(CLI::Range(0, 23));
+  cmd->add_option("--time", a->time,
+                  "Unix seconds the recommendation is for (a model with model.user.time_features adds "
+                  "this moment's context vector; default: unknown)")
+      ->check(CLI::Range(std::int64_t{0}, serving::kMaxRequestTime));
+  cmd->add_option("--history-times", a->history_times,
+                  "Unix seconds of each --history item, comma-separated (time features; default: unknown)")
+      ->delimiter(',')
+      ->check(CLI::Range(std::int64_t{0}, serving::kMaxRequestTime));
   cmd->add_option(
          "--hour-weight", a->hour_weight,
          fmt::format("Weight of the time-of-day component (default {:g})", serving::kDefaultHourWeight))

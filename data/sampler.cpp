@@ -185,6 +185,13 @@ std::int64_t BatchSampler::count_targets(const std::vector<std::int64_t>& perm, 
   return n;
 }
 
+void BatchSampler::event_features(std::size_t user, std::int64_t event, std::int64_t* out) const {
+  const bool has_previous = event > slice_.users.offsets[user];
+  const auto e = static_cast<std::size_t>(event);
+  time_feature_values(options_.time_features, slice_.events.time[e],
+                      has_previous ? slice_.events.time[e - 1] : 0, has_previous, out);
+}
+
 Batch BatchSampler::batch(const Cursor& cursor) const {
   LLMREC_CHECK(cursor.step >= 0 && cursor.step < steps_per_epoch_, "step {} outside the epoch's {} steps",
                cursor.step, steps_per_epoch_);
@@ -221,8 +228,18 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   auto* ex_user = out.example_user.data_ptr<std::int64_t>();
   auto* ex_event = out.example_event.data_ptr<std::int64_t>();
   auto* slot = options_.sequences ? out.target_slot.data_ptr<std::int64_t>() : nullptr;
+  const auto n_features = static_cast<std::int64_t>(options_.time_features.size());
+  std::int64_t* slot_context = nullptr;
+  std::int64_t* query_context = nullptr;
+  if (n_features > 0) {
+    out.history_context = at::zeros({b, t_len, n_features}, at::kLong);
+    out.query_context = at::empty({n_targets, n_features}, at::kLong);
+    slot_context = out.history_context.data_ptr<std::int64_t>();
+    query_context = out.query_context.data_ptr<std::int64_t>();
+  }
   std::int64_t t = 0;  // next target
   auto add_target = [&](std::size_t user, std::int64_t event) {
+    if (query_context != nullptr) event_features(user, event, query_context + t * n_features);
     target_row[t] = row_of(slice_.events.item[static_cast<std::size_t>(event)]);
     weight[t] = slice_.events.weight[static_cast<std::size_t>(event)];
     ex_user[t] = slice_.begin + static_cast<std::int64_t>(user);
@@ -236,7 +253,9 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
     const std::int64_t start = window_begin(e);
     // Right-aligned: the event before `end` in slot T-1.
     for (std::int64_t j = start; j < end; ++j) {
-      hist[k * t_len + (t_len - (end - j))] = row_of(slice_.events.item[static_cast<std::size_t>(j)]);
+      const std::int64_t at = k * t_len + (t_len - (end - j));
+      hist[at] = row_of(slice_.events.item[static_cast<std::size_t>(j)]);
+      if (slot_context != nullptr) event_features(user, j, slot_context + at * n_features);
     }
     if (!options_.sequences) {
       add_target(user, end);
@@ -289,8 +308,9 @@ void BatchLoader::run() {
     try {
       Batch b = sampler_->batch(c);
       if (pin_memory_) {  // page-locked: the copy to the GPU is asynchronous
-        for (at::Tensor* t : {&b.item_ids, &b.item_tokens, &b.item_mask, &b.item_log_q, &b.history, &b.target,
-                              &b.negatives, &b.weight, &b.target_slot}) {
+        for (at::Tensor* t :
+             {&b.item_ids, &b.item_tokens, &b.item_mask, &b.item_log_q, &b.history, &b.target, &b.negatives,
+              &b.weight, &b.target_slot, &b.history_context, &b.query_context}) {
           if (t->defined()) *t = t->pin_memory();
         }
       }

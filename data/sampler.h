@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/time_features.h"
 #include "data/dataset.h"
 
 namespace llmrec {
@@ -94,6 +95,9 @@ struct Batch {
   at::Tensor example_user;   ///< [B] int64 dataset user index (for checks and logs)
   at::Tensor example_event;  ///< [B] int64 dataset event index of the target
   at::Tensor target_slot;    ///< sequences only: [B] int64 flat index into history [rows, T]; else undefined
+  /// With SamplerOptions::time_features (F of them), else undefined:
+  at::Tensor history_context;  ///< [rows, T, F] int64 each slot's event's values (0 in padding)
+  at::Tensor query_context;    ///< [B] x F int64 each target event's values (gap: since the event before it)
   std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
   /// Rows of `history`: users (sequence windows with target_slot).
   std::int64_t rows() const { return history.defined() ? history.size(0) : 0; }
@@ -111,6 +115,8 @@ struct SamplerOptions {
   /// full softmax over the items that can be targets); sampled_negatives is
   /// then unused.
   bool all_items = false;
+  /// Time features of every history slot and target (common/time_features.h).
+  std::vector<TimeFeature> time_features;
 };
 
 class BatchSampler {
@@ -149,6 +155,9 @@ class BatchSampler {
   /// Targets of examples perm[lo, hi): one each, or (sequences) every event
   /// of a window after its `covered` mark.
   std::int64_t count_targets(const std::vector<std::int64_t>& perm, std::int64_t lo, std::int64_t hi) const;
+  /// Writes the time features of slice event `event` of local user `user`
+  /// to out[0 .. F).
+  void event_features(std::size_t user, std::int64_t event, std::int64_t* out) const;
 
   SamplerOptions options_;
   int rank_;

@@ -206,6 +206,19 @@ void read_spec(Reader& r, ExportData& e) {
   if (r.has_attr("ranker_ff_dim")) e.ranker_ff_dim = r.attr_int("ranker_ff_dim", 0, 16 * kMaxDim);
   if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
   if (r.has_attr("ranker_activation")) e.ranker_activation = r.attr_string("ranker_activation");
+  if (r.has_attr("ranker_time_features")) {
+    const nlohmann::json names = nlohmann::json::parse(r.attr_string("ranker_time_features"), nullptr, false);
+    if (!names.is_array() ||
+        !std::all_of(names.begin(), names.end(), [](const auto& n) { return n.is_string(); })) {
+      r.fail("root attribute 'ranker_time_features' is not a JSON list of names");
+    }
+    e.ranker_time_features = names.get<std::vector<std::string>>();
+    try {
+      parse_time_features(e.ranker_time_features);
+    } catch (const std::exception& ex) {
+      r.fail(fmt::format("root attribute 'ranker_time_features': {}", ex.what()));
+    }
+  }
   if (r.has_attr("user_ids")) e.user_ids_scheme = r.attr_string("user_ids");
   if (e.user_ids_scheme == kPseudonymScheme) {
     e.pseudonym_check = r.attr_string("pseudonym_check");
@@ -366,6 +379,9 @@ void read_users(Reader& r, ExportData& e) {
       r.fail(fmt::format("dataset 'users/history_items' value {} is {}, not an item index in [0, {})", j,
                          e.history_items[j], e.num_items));
     }
+  }
+  if (r.file().exists("users/history_times")) {
+    e.history_times = r.read<std::int64_t>("users/history_times", {E}, "one time per event");
   }
   e.history_types = r.read<std::uint8_t>("users/history_types", {E}, "one event type per event");
   for (std::size_t j = 0; j < e.history_types.size(); ++j) {
@@ -529,7 +545,8 @@ void check_export_sizes(const ExportData& e) {
                    e.cf_neighbours.size() == I * K && e.cf_similarity.size() == I * K,
                "export: the item tables disagree with the {} item ids", I);
   LLMREC_CHECK(e.user_vectors.size() == U * d && e.history_offsets.size() == U + 1 &&
-                   static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E,
+                   static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E &&
+                   (e.history_times.empty() || e.history_times.size() == E),
                "export: the user tables disagree with the {} user ids", U);
   LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
                "export: TF-IDF rows for {} items, the export has {}",
@@ -564,6 +581,7 @@ void write_root_attributes(h5::File& f, const ExportData& e) {
   f.set_attr("/", "ranker_ff_dim", e.ranker_ff_dim);
   f.set_attr("/", "ranker_pooling", e.ranker_pooling);
   f.set_attr("/", "ranker_activation", e.ranker_activation);
+  f.set_attr("/", "ranker_time_features", nlohmann::json(e.ranker_time_features).dump());
   f.set_attr("/", "user_ids", e.user_ids_scheme);
   if (e.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", e.pseudonym_check);
 }
@@ -593,6 +611,7 @@ void write_export_file(const std::string& path, const ExportData& e) {
   f.write("users/history_offsets", e.history_offsets);
   f.write("users/history_items", e.history_items);
   f.write("users/history_types", e.history_types);
+  if (!e.history_times.empty()) f.write("users/history_times", e.history_times);
 
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : e.tower->named_parameters()) tensors.emplace_back(p.key(), p.value());
@@ -621,7 +640,8 @@ UserTowerOptions export_tower_options(const ExportData& e) {
       .layers(e.ranker_layers)
       .ff_dim(e.ranker_ff_dim)
       .activation(e.ranker_activation)
-      .pooling(e.ranker_pooling);
+      .pooling(e.ranker_pooling)
+      .context_sizes(time_feature_sizes(e.ranker_time_features));
 }
 
 void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
@@ -635,6 +655,9 @@ void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
   e.ranker_ff_dim = o.ff_dim();
   e.ranker_pooling = o.pooling();
   e.ranker_activation = o.activation();
+  LLMREC_CHECK(time_feature_sizes(e.ranker_time_features) == o.context_sizes(),
+               "export: the tower's context features do not match ranker_time_features [{}]",
+               fmt::join(e.ranker_time_features, ", "));
   e.tower = std::move(tower);
 }
 

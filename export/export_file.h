@@ -57,9 +57,11 @@ struct ExportData {
   std::int64_t ranker_ff_dim = 0;            ///< feed-forward width of the tower's layers; 0 = 4 x dim
   std::string ranker_pooling = "attention";  ///< absent in older exports: attention
   std::string ranker_activation = "gelu";    ///< absent in older exports: gelu
-  std::int64_t catalogue_updates = 0;        ///< 0 when the attribute is absent
-  std::int64_t text_len = 0;                 ///< tokens per item text the export was prepared with
-  std::string score = "dot";                 ///< "dot"
+  /// The tower's time features (model.user.time_features; absent in older exports: none).
+  std::vector<std::string> ranker_time_features;
+  std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
+  std::int64_t text_len = 0;           ///< tokens per item text the export was prepared with
+  std::string score = "dot";           ///< "dot"
   std::vector<std::string> event_types;
   std::map<std::string, double> fusion;  ///< `fusion` attribute, every key
   /// The `ranking` attribute as stored (JSON; "{}" when absent); the writer
@@ -91,6 +93,7 @@ struct ExportData {
   std::vector<std::int64_t> history_offsets;  ///< U + 1
   std::vector<std::int32_t> history_items;    ///< E, oldest first per user
   std::vector<std::uint8_t> history_types;    ///< E
+  std::vector<std::int64_t> history_times;    ///< E unix seconds (absent in older exports: empty)
 
   // ---- the tokenizer's vocabulary (tokenizer/vocab), which also names the
   // TF-IDF terms; the items' TF-IDF rows (absent in older exports: nullptr)

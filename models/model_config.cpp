@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "common/error.h"
+#include "common/time_features.h"
+
 namespace llmrec {
 
 void ModelConfig::validate() const {
@@ -29,6 +32,11 @@ void ModelConfig::validate() const {
     problems.push_back(
         "model.lora.targets is empty while model.lora.r > 0; name the modules to "
         "adapt (e.g. [query, value]) or set model.lora.r: 0 for full fine-tuning");
+  }
+  try {
+    parse_time_features(user.time_features);
+  } catch (const Error& e) {
+    problems.push_back(fmt::format("model.user.time_features: {}", e.what()));
   }
   if (problems.empty()) return;
   std::string message = "invalid model configuration:";

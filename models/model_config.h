@@ -98,6 +98,7 @@ struct ModelUserConfig {
   int ff_dim = 0;
   std::string activation = "gelu";
   bool projection = true;
+  std::vector<std::string> time_features;
 
   template <class V>
   void visit(V& v) {
@@ -132,6 +133,11 @@ struct ModelUserConfig {
     v.field("projection", projection,
             "Learn a final Linear(d, d) after the tower's LayerNorm (u = proj(norm(h))); false: u = norm(h), "
             "SASRec's output");
+    v.field("time_features", time_features,
+            "Time features learned from the events' times (any of gap, weekday, hour; empty = none): "
+            "each history slot adds the embedding of its event's features (gap = since the event "
+            "before it), and the user vector adds an embedding of the features of the time the "
+            "recommendation is for (its gap since the last history event); docs/ranker.md");
   }
 };
 

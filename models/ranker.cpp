@@ -155,6 +155,17 @@ void UserTowerImpl::reset() {
     positions = register_parameter("positions",
                                    torch::randn({options.history(), d}) / std::sqrt(static_cast<double>(d)));
   if (attention) query = register_parameter("query", torch::randn({1, d}) * 0.02);
+  std::int64_t context_rows = 0;
+  for (const std::int64_t size : options.context_sizes()) {
+    LLMREC_CHECK(size >= 1, "user tower: every context feature needs at least one value, got {}", size);
+    context_rows += size;
+  }
+  if (context_rows > 0) {
+    // Slot context at the positions' scale; the query's starts at zero.
+    const double scale = causal ? 1.0 / std::sqrt(static_cast<double>(d)) : 0.02;
+    context = register_parameter("context", torch::randn({context_rows, d}) * scale);
+    query_context = register_parameter("query_context", torch::zeros({context_rows, d}));
+  }
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
     layers->push_back(HistoryEncoderLayer(HistoryEncoderLayerOptions(d, options.heads())
@@ -201,7 +212,47 @@ void check_history(const torch::Tensor& items, const torch::Tensor& mask, const 
 
 }  // namespace
 
-torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch::Tensor& mask) {
+torch::Tensor UserTowerImpl::context_sum(const torch::Tensor& table, const torch::Tensor& values) const {
+  const std::vector<std::int64_t>& sizes = options.context_sizes();
+  const auto n = static_cast<std::int64_t>(sizes.size());
+  LLMREC_CHECK(
+      values.defined() && values.dim() >= 1 && values.size(-1) == n && values.scalar_type() == torch::kLong,
+      "user tower: context values must be [..., F = {}] int64, got {}", n, shape_of(values));
+  std::vector<std::int64_t> offsets(sizes.size(), 0);
+  for (std::size_t f = 1; f < sizes.size(); ++f) offsets[f] = offsets[f - 1] + sizes[f - 1];
+  const auto longs = torch::TensorOptions().dtype(torch::kLong).device(table.device());
+  const torch::Tensor v = values.to(table.device());
+  const torch::Tensor limit = torch::tensor(sizes, longs);
+  LLMREC_CHECK(((v >= 0).logical_and(v < limit)).all().item<bool>(),
+               "user tower: a context value is outside its feature's range (sizes {})",
+               fmt::join(sizes, ", "));
+  const torch::Tensor rows = v + torch::tensor(offsets, longs);
+  std::vector<std::int64_t> shape = v.sizes().vec();
+  shape.push_back(table.size(1));
+  const torch::Tensor emb = table.index_select(0, rows.reshape({-1})).view(shape);
+  return (emb * (v > 0).unsqueeze(-1).to(emb.scalar_type())).sum(-2);
+}
+
+torch::Tensor UserTowerImpl::add_context(const torch::Tensor& h, const torch::Tensor& values) const {
+  if (!context.defined()) return h;
+  LLMREC_CHECK(
+      values.defined() && values.dim() == 3 && values.size(0) == h.size(0) && values.size(1) == h.size(1),
+      "user tower: the slots' context must be [B = {}, S = {}, F] int64, got {}", h.size(0), h.size(1),
+      shape_of(values));
+  return h + context_sum(context, values);
+}
+
+torch::Tensor UserTowerImpl::query_vectors(const torch::Tensor& values) {
+  LLMREC_CHECK(values.defined() && values.dim() == 2, "user tower: query context must be [N, F], got {}",
+               shape_of(values));
+  if (!query_context.defined()) {
+    return torch::zeros({values.size(0), options.dim()}, proj->weight.options());
+  }
+  return context_sum(query_context, values);
+}
+
+torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch::Tensor& mask,
+                                         const torch::Tensor& context_values) {
   check_history(items, mask, options);
   LLMREC_CHECK(options.pooling() == "causal", "user tower: forward_all needs pooling 'causal', not '{}'",
                options.pooling());
@@ -210,6 +261,7 @@ torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch
   const std::int64_t d = options.dim();
   torch::Tensor h = items * std::sqrt(static_cast<double>(d)) +
                     positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
+  h = add_context(h, context_values);
   h = torch::dropout(h.masked_fill(mask.logical_not().unsqueeze(-1), 0.0), options.dropout(), is_training());
   for (const auto& layer : *layers) {
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
@@ -217,7 +269,8 @@ torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch
   return proj(norm(h.to(norm->weight.scalar_type())));
 }
 
-torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Tensor& mask) {
+torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Tensor& mask,
+                                     const torch::Tensor& context_values) {
   check_history(items, mask, options);
   const std::int64_t B = items.size(0);
   const std::int64_t S = items.size(1);
@@ -228,13 +281,14 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
     // one: the learned no-history vector proj(norm(0))).
     const torch::Tensor slot_numbers = torch::arange(1, S + 1, mask.options().dtype(torch::kLong));
     const torch::Tensor last = (mask.to(torch::kLong) * slot_numbers).argmax(1);  // [B]
-    const torch::Tensor all = forward_all(items, mask);
+    const torch::Tensor all = forward_all(items, mask, context_values);
     return all.gather(1, last.view({B, 1, 1}).expand({B, 1, d})).squeeze(1);
   }
   const torch::Tensor pad = mask.logical_not().unsqueeze(-1);
   const bool attention = options.pooling() == "attention";
   torch::Tensor h = items;
   if (attention) h = h + positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
+  if (S > 0) h = add_context(h, context_values);
   h = h.masked_fill(pad, 0.0);  // padded slots may hold anything, even NaN
   for (const auto& layer : *layers) {
     h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
@@ -251,6 +305,40 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
   // In the LayerNorm's own dtype: under autocast the pooled vector is bf16,
   // and CPU autocast (LibTorch 1.13) does not cast LayerNorm's input.
   return proj(norm(pooled.to(norm->weight.scalar_type())));
+}
+
+HistoryInputs history_inputs(std::int64_t T, const std::vector<TimeFeature>& features,
+                             const std::int64_t* offsets, std::int64_t n, const std::int32_t* items,
+                             const std::int64_t* times, const std::int64_t* query_times) {
+  const auto F = static_cast<std::int64_t>(features.size());
+  HistoryInputs out;
+  out.history = torch::full({n, T}, -1, torch::kLong);
+  auto* h = out.history.data_ptr<std::int64_t>();
+  std::int64_t* slot_values = nullptr;
+  std::int64_t* query_values = nullptr;
+  if (F > 0) {
+    out.context = torch::zeros({n, T, F}, torch::kLong);
+    out.query = torch::zeros({n, F}, torch::kLong);
+    slot_values = out.context.data_ptr<std::int64_t>();
+    query_values = out.query.data_ptr<std::int64_t>();
+  }
+  for (std::int64_t r = 0; r < n; ++r) {
+    const std::int64_t first = offsets[r];
+    const std::int64_t end = offsets[r + 1];
+    for (std::int64_t j = std::max(first, end - T); j < end; ++j) {
+      const std::int64_t at = r * T + (T - (end - j));  // most recent last
+      h[at] = items[j];
+      if (slot_values != nullptr && times != nullptr)
+        time_feature_values(features, times[j], j > first ? times[j - 1] : 0, j > first,
+                            slot_values + at * F);
+    }
+    if (query_values != nullptr && query_times != nullptr) {
+      const bool has_last = end > first && times != nullptr;
+      time_feature_values(features, query_times[r], has_last ? times[end - 1] : 0, has_last,
+                          query_values + r * F);
+    }
+  }
+  return out;
 }
 
 // -------------------------------------------------------------- scorer

@@ -25,6 +25,10 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/time_features.h"
 
 namespace llmrec {
 
@@ -137,6 +141,10 @@ struct UserTowerOptions {
   TORCH_ARG(bool, projection) = true;
   /// LayerNorm epsilon (torch.nn.LayerNorm's default, as the peer).
   TORCH_ARG(double, eps) = 1e-5;
+  /// Categorical context features of each history slot and of the query
+  /// (common/time_features.h): the number of values of each, 0 = unknown
+  /// included. Empty: none.
+  TORCH_ARG(std::vector<std::int64_t>, context_sizes) = {};
 };
 
 /// u = proj(norm(pool(h))).
@@ -161,6 +169,13 @@ struct UserTowerOptions {
 /// A user with no real item (all slots padding) has a zero pooled vector, so
 /// u = proj(norm(0)) = proj.weight . norm.bias + proj.bias: a learned
 /// "no history" vector, never NaN.
+///
+/// With options.context_sizes (F features): each slot's input adds
+/// sum_f context[offset_f + value_f] (`context` [sum of sizes, d], at the
+/// positions' scale), and query_vectors() gives sum_f
+/// query_context[offset_f + value_f] (initialised to zero), which the caller
+/// adds to u for the time the recommendation is for. A value 0 (unknown)
+/// adds nothing.
 class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
  public:
   explicit UserTowerImpl(const UserTowerOptions& options);
@@ -170,11 +185,19 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
   /// items [B, S, d] history item vectors in time order (S <= T), mask
   /// [B, S] bool (true = real item; padded slots may hold anything, even
   /// NaN) -> u [B, d].
-  torch::Tensor forward(const torch::Tensor& items, const torch::Tensor& mask);
+  /// `context` [B, S, F] int64: each slot's feature values (needed when
+  /// options.context_sizes is not empty, else ignored).
+  torch::Tensor forward(const torch::Tensor& items, const torch::Tensor& mask,
+                        const torch::Tensor& context = {});
 
   /// pooling "causal" only: the user vector after each slot, [B, S, d]
   /// (slot t reads slots 0..t; padded slots hold proj(norm(0))).
-  torch::Tensor forward_all(const torch::Tensor& items, const torch::Tensor& mask);
+  torch::Tensor forward_all(const torch::Tensor& items, const torch::Tensor& mask,
+                            const torch::Tensor& context = {});
+
+  /// The query's context vector: values [N, F] int64 -> [N, d] (zeros
+  /// without context features).
+  torch::Tensor query_vectors(const torch::Tensor& values);
 
   /// Position-embedding rows used by each slot: T-1 for the most recent real
   /// item, T-1-k for the item with k more recent real items; padded slots
@@ -186,12 +209,38 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
   UserTowerOptions options;
   torch::Tensor positions;
   torch::Tensor query;
+  torch::Tensor context;        ///< [sum of context_sizes, d]; undefined without context features
+  torch::Tensor query_context;  ///< [sum of context_sizes, d]; undefined without context features
   torch::nn::ModuleList layers{nullptr};
   MaskedAttention attn{nullptr};
   torch::nn::LayerNorm norm{nullptr};
   torch::nn::Linear proj{nullptr};
+
+ private:
+  /// sum_f table[offset_f + values[..., f]] over the features with a value
+  /// > 0: values [..., F] -> [..., d]. Error for a value outside its range.
+  torch::Tensor context_sum(const torch::Tensor& table, const torch::Tensor& values) const;
+  /// The slot inputs `h` [B, S, d] plus the slots' context vectors.
+  torch::Tensor add_context(const torch::Tensor& h, const torch::Tensor& values) const;
 };
 TORCH_MODULE(UserTower);
+
+/// The user tower's inputs for `n` histories given as CSR: history r is
+/// items[offsets[r] .. offsets[r+1]) (dataset item rows, oldest first) with
+/// `times` parallel to `items` (nullptr: unknown).
+struct HistoryInputs {
+  torch::Tensor history;  ///< [n, T] int64 the last T items, most recent last, -1 = padding
+  torch::Tensor context;  ///< [n, T, F] int64 each slot's time feature values; undefined without features
+  torch::Tensor query;    ///< [n, F] int64 the values at query_times[r]; undefined without features
+};
+
+/// Builds HistoryInputs for a tower of `T` slots and time `features`: a
+/// slot's gap is measured from the event before it in the history (also
+/// when that event is older than the window), the query's from the last
+/// event. `query_times` [n] (nullptr: unknown, every query value 0).
+HistoryInputs history_inputs(std::int64_t T, const std::vector<TimeFeature>& features,
+                             const std::int64_t* offsets, std::int64_t n, const std::int32_t* items,
+                             const std::int64_t* times, const std::int64_t* query_times);
 
 // -------------------------------------------------------------- scorer
 

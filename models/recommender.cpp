@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/time_features.h"
 #include "models/hf_loader.h"
 #include "models/lora.h"
 
@@ -149,7 +150,8 @@ void RecommenderImpl::reset() {
                                                .dropout(cfg.user.dropout)
                                                .ff_dim(cfg.user.ff_dim)
                                                .activation(cfg.user.activation)
-                                               .projection(cfg.user.projection)));
+                                               .projection(cfg.user.projection)
+                                               .context_sizes(time_feature_sizes(cfg.user.time_features))));
   scorer =
       register_module("scorer", BilinearScorer(BilinearScorerOptions(d).learned(cfg.score == "bilinear")));
 }
@@ -206,7 +208,8 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
 }
 
 torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
-                                            const torch::Tensor& item_vecs, const torch::Tensor& slots) {
+                                            const torch::Tensor& item_vecs, const torch::Tensor& slots,
+                                            const UserContext& context) {
   check_rows(history_index, "history", 2);
   LLMREC_CHECK(item_vecs.dim() == 2 && item_vecs.size(1) == options_.config().dim,
                "user_vectors: item_vecs must be [U, d = {}], got {}", options_.config().dim,
@@ -222,11 +225,25 @@ torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
   } else {
     items = item_vecs.index_select(0, index.clamp_min(0).reshape({-1})).view({B, S, item_vecs.size(1)});
   }
-  if (!slots.defined()) return user(items, mask);
-  check_rows(slots, "target_slot", 1);
-  return user->forward_all(items, mask)
-      .reshape({B * S, item_vecs.size(1)})
-      .index_select(0, slots.to(index.device()));
+  const bool timed = !options_.config().user.time_features.empty();
+  LLMREC_CHECK(!timed || (context.history.defined() && context.query.defined()),
+               "user_vectors: model.user.time_features is set, so the history's and the query's time "
+               "features are required");
+  const torch::Tensor history_context = timed ? context.history : torch::Tensor();
+  torch::Tensor u;
+  if (!slots.defined()) {
+    u = user(items, mask, history_context);
+  } else {
+    check_rows(slots, "target_slot", 1);
+    u = user->forward_all(items, mask, history_context)
+            .reshape({B * S, item_vecs.size(1)})
+            .index_select(0, slots.to(index.device()));
+  }
+  if (!timed) return u;
+  LLMREC_CHECK(context.query.dim() == 2 && context.query.size(0) == u.size(0),
+               "user_vectors: the query's time features must be [{}, F], got {}", u.size(0),
+               shape_of(context.query));
+  return u + user->query_vectors(context.query).to(u.scalar_type());
 }
 
 LossResult RecommenderImpl::forward_result(const RecBatch& batch) {
@@ -261,7 +278,8 @@ LossResult RecommenderImpl::forward_result(const RecBatch& batch) {
   }
 
   const torch::Tensor item_vecs = encode_items(batch.item_tokens, batch.item_mask, batch.item_ids);
-  const torch::Tensor users = user_vectors(batch.history, item_vecs);
+  const torch::Tensor users =
+      user_vectors(batch.history, item_vecs, {}, UserContext{batch.history_context, batch.query_context});
   const torch::Tensor keys = scorer->item_keys(item_vecs);
   const torch::Device device = item_vecs.device();
 

@@ -38,14 +38,24 @@ namespace llmrec {
 /// One training batch, built by the data layer. Items are encoded once per
 /// batch: every tensor below refers to them by row of `item_tokens`.
 struct RecBatch {
-  torch::Tensor item_tokens;  ///< [U, L] int64 WordPiece ids, [CLS] ... [SEP], 0-padded
-  torch::Tensor item_mask;    ///< [U, L] 1 = token, 0 = padding
-  torch::Tensor item_ids;     ///< [U] int64 dataset item ids (identify candidates in the loss)
-  torch::Tensor history;      ///< [B, S] int64 rows, time order (most recent last), -1 = padding; S <= T
-  torch::Tensor target;       ///< [B] int64 row of each user's positive item
-  torch::Tensor weight;       ///< [B] float event weights; undefined = all 1
-  torch::Tensor negatives;    ///< [N] int64 rows of extra sampled negatives; undefined or empty = none
-  torch::Tensor item_log_q;   ///< [U] float log q per row; required with model.loss.logq_correction
+  torch::Tensor item_tokens;      ///< [U, L] int64 WordPiece ids, [CLS] ... [SEP], 0-padded
+  torch::Tensor item_mask;        ///< [U, L] 1 = token, 0 = padding
+  torch::Tensor item_ids;         ///< [U] int64 dataset item ids (identify candidates in the loss)
+  torch::Tensor history;          ///< [B, S] int64 rows, time order (most recent last), -1 = padding; S <= T
+  torch::Tensor target;           ///< [B] int64 row of each user's positive item
+  torch::Tensor weight;           ///< [B] float event weights; undefined = all 1
+  torch::Tensor negatives;        ///< [N] int64 rows of extra sampled negatives; undefined or empty = none
+  torch::Tensor item_log_q;       ///< [U] float log q per row; required with model.loss.logq_correction
+  torch::Tensor history_context;  ///< [B, S, F] int64 time feature values; with model.user.time_features
+  torch::Tensor query_context;    ///< [B, F] int64 the targets' time feature values; the same
+};
+
+/// The time features (common/time_features.h) a user vector is computed
+/// with, in the order of model.user.time_features: required when that list
+/// is not empty, ignored otherwise.
+struct UserContext {
+  torch::Tensor history;  ///< [B, S, F] int64: each history slot's event
+  torch::Tensor query;    ///< [B, F] (or [N, F] with slots) int64: the time recommended for
 };
 
 struct RecommenderOptions {
@@ -87,8 +97,10 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
   /// (-1 = padding, S <= T) -> u [B, d]. Users without history get the
   /// learned no-history vector (ranker.h). With `slots` [N] int64 (causal
   /// user tower only): the user vectors after the slots b * S + s -> [N, d].
+  /// With time features, `context` gives the slots' and the queries' values
+  /// and u gains the query's context vector.
   torch::Tensor user_vectors(const torch::Tensor& history_index, const torch::Tensor& item_vecs,
-                             const torch::Tensor& slots = {});
+                             const torch::Tensor& slots = {}, const UserContext& context = {});
 
   /// A l per item (what an export stores): [.., d] -> [.., d].
   torch::Tensor item_keys(const torch::Tensor& item_vecs) const { return scorer->item_keys(item_vecs); }

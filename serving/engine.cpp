@@ -86,6 +86,43 @@ std::vector<std::uint8_t> allowed_categories(const ExportData& e,
 
 }  // namespace
 
+namespace {
+
+/// An event time the engine does not know (older exports, live events and
+/// fresh histories without times).
+constexpr std::int64_t kNoTime = std::numeric_limits<std::int64_t>::min();
+
+/// The time feature values (F per event) of events [begin, end) of
+/// `times`, each gap from the event before it; 0 where a time is unknown.
+std::vector<std::int64_t> slot_context(const std::vector<TimeFeature>& features,
+                                       const std::vector<std::int64_t>& times, std::size_t begin,
+                                       std::size_t end) {
+  const std::size_t F = features.size();
+  std::vector<std::int64_t> out(F * (end - begin), 0);
+  if (F == 0) return out;
+  for (std::size_t j = begin; j < end; ++j) {
+    if (times[j] == kNoTime) continue;
+    const bool has_previous = j > 0 && times[j - 1] != kNoTime;
+    time_feature_values(features, times[j], has_previous ? times[j - 1] : 0, has_previous,
+                        out.data() + (j - begin) * F);
+  }
+  return out;
+}
+
+/// The values of the moment `time` (F; zeros without it), the gap from the
+/// last event of `times`.
+std::vector<std::int64_t> query_context(const std::vector<TimeFeature>& features,
+                                        const std::vector<std::int64_t>& times,
+                                        std::optional<std::int64_t> time) {
+  std::vector<std::int64_t> out(features.size(), 0);
+  if (features.empty() || !time) return out;
+  const bool has_previous = !times.empty() && times.back() != kNoTime;
+  time_feature_values(features, *time, has_previous ? times.back() : 0, has_previous, out.data());
+  return out;
+}
+
+}  // namespace
+
 // RequestError and exclude_name() are defined in request.cpp, which needs no
 // tensors (fuzz/fuzz_request.cpp links it alone).
 
@@ -105,9 +142,12 @@ struct RecommendEngine::Resolved {
   double tfidf_weight = 0;
   double diversity = 0;
   bool explain = false;
-  std::string unknown_user;  ///< a user id the export does not know: the popularity fallback
-  bool live = false;         ///< events received since the export are in `events`: the tower computes u
-  bool ann = false;          ///< search "hnsw": rank the index's pool only
+  std::vector<std::int64_t> times;           ///< parallel to `events`; kNoTime = unknown
+  std::vector<std::int64_t> window_context;  ///< the window's time feature values, F per slot
+  std::vector<std::int64_t> query_context;   ///< the request time's values (F; zeros without a time)
+  std::string unknown_user;                  ///< a user id the export does not know: the popularity fallback
+  bool live = false;  ///< events received since the export are in `events`: the tower computes u
+  bool ann = false;   ///< search "hnsw": rank the index's pool only
 };
 
 /// The items one request ranks, when it does not score the whole catalogue.
@@ -126,6 +166,7 @@ struct RecommendEngine::Components {
 RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data, std::optional<AnnOptions> ann)
     : data_(std::move(data)) {
   LLMREC_CHECK(data_ != nullptr && data_->tower != nullptr, "RecommendEngine needs a loaded export");
+  time_features_ = parse_time_features(data_->ranker_time_features);
   const auto& f = data_->fusion;
   auto model = f.find("model");
   // Weights relative to the model's (serving keeps the model at 1).
@@ -225,6 +266,9 @@ std::int32_t RecommendEngine::find_user(const std::string& id) const {
 void RecommendEngine::resolve_options(const RecommendRequest& q, Resolved& r) const {
   const ExportData& e = *data_;
   if (q.user && q.history) throw RequestError(400, "user", "give either 'user' or 'history', not both");
+  if (!q.history && !q.history_times.empty()) {
+    throw RequestError(400, "history_times", "needs 'history' (a known user's times are stored)");
+  }
   if (!q.user && !q.history) {
     throw RequestError(400, "user", "missing: give 'user' (a known user id) or 'history' (recent item ids)");
   }
@@ -234,6 +278,16 @@ void RecommendEngine::resolve_options(const RecommendRequest& q, Resolved& r) co
   if (q.hour && (*q.hour < 0 || *q.hour >= kHours)) {
     throw RequestError(400, "hour",
                        fmt::format("must be an integer hour of the day in [0, 23], got {}", *q.hour));
+  }
+  if (q.time && (*q.time < 0 || *q.time > kMaxRequestTime)) {
+    throw RequestError(400, "time",
+                       fmt::format("must be unix seconds in [0, {}], got {}", kMaxRequestTime, *q.time));
+  }
+  for (const std::int64_t t : q.history_times) {
+    if (t < 0 || t > kMaxRequestTime) {
+      throw RequestError(400, "history_times",
+                         fmt::format("must hold unix seconds in [0, {}], got {}", kMaxRequestTime, t));
+    }
   }
   check_weight(q.hour_weight, "hour_weight");
   check_weight(q.cf_weight, "cf_weight");
@@ -274,11 +328,21 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
     } else {
       r.events.assign(e.history_items.begin() + e.events_begin(r.user),
                       e.history_items.begin() + e.events_end(r.user));
+      if (e.history_times.empty()) {
+        r.times.assign(r.events.size(), kNoTime);
+      } else {
+        r.times.assign(e.history_times.begin() + e.events_begin(r.user),
+                       e.history_times.begin() + e.events_end(r.user));
+      }
     }
-    for (std::int32_t i : q.live) {
+    LLMREC_CHECK(q.live_times.empty() || q.live_times.size() == q.live.size(),
+                 "{} live event times for {} live events", q.live_times.size(), q.live.size());
+    for (std::size_t j = 0; j < q.live.size(); ++j) {
+      const std::int32_t i = q.live[j];
       LLMREC_CHECK(i >= 0 && i < e.num_items, "live event item row {} outside the export's {} items", i,
                    e.num_items);
       r.events.push_back(i);
+      r.times.push_back(q.live_times.empty() ? kNoTime : q.live_times[j]);
     }
     r.live = !q.live.empty();
   } else {
@@ -297,6 +361,16 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
       }
     }
     if (!unknown.empty()) throw RequestError(404, "history", "unknown item ids " + quoted_list(unknown));
+    if (!q.history_times.empty() && q.history_times.size() != r.events.size()) {
+      throw RequestError(
+          400, "history_times",
+          fmt::format("has {} times for {} history items", q.history_times.size(), r.events.size()));
+    }
+    if (!std::is_sorted(q.history_times.begin(), q.history_times.end())) {
+      throw RequestError(400, "history_times", "must not decrease (the history is oldest first)");
+    }
+    r.times = q.history_times;
+    if (r.times.empty()) r.times.assign(r.events.size(), kNoTime);
   }
 }
 
@@ -339,6 +413,9 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   resolve_history(q, r);
   const std::size_t T = static_cast<std::size_t>(e.history);
   r.window.assign(r.events.end() - static_cast<std::ptrdiff_t>(std::min(T, r.events.size())), r.events.end());
+  r.window_context =
+      slot_context(time_features_, r.times, r.events.size() - r.window.size(), r.events.size());
+  r.query_context = query_context(time_features_, r.times, q.time);
 
   resolve_exclusions(q, r);
   if (!r.unknown_user.empty()) r.ann = false;  // the popularity fallback scores no model
@@ -365,16 +442,20 @@ std::vector<std::uint8_t> eligible_items(const ExportData& e, const std::vector<
 
 /// One batched tower forward: row b reads the items of windows[b] (time
 /// order, right-aligned, padding first), with `drop[b]` (if not -1) masked
-/// out wherever it occurs. -> [B, d].
+/// out wherever it occurs, and the slots' time feature values contexts[b]
+/// (F per slot; with time features). -> [B, d].
 at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vector<std::int32_t>*>& windows,
-                         const std::vector<std::int32_t>& drop) {
+                         const std::vector<std::int32_t>& drop,
+                         const std::vector<const std::vector<std::int64_t>*>& contexts) {
   torch::NoGradGuard no_grad;
   const auto B = static_cast<std::int64_t>(windows.size());
   const std::int64_t d = e.dim;
+  const auto F = static_cast<std::int64_t>(e.ranker_time_features.size());
   std::int64_t S = 1;
   for (const auto* w : windows) S = std::max<std::int64_t>(S, static_cast<std::int64_t>(w->size()));
   at::Tensor items = at::zeros({B, S, d}, at::kFloat);
   at::Tensor mask = at::zeros({B, S}, at::kBool);
+  at::Tensor context = F > 0 ? at::zeros({B, S, F}, at::kLong) : at::Tensor();
   float* x = items.data_ptr<float>();
   bool* m = mask.data_ptr<bool>();
   for (std::int64_t b = 0; b < B; ++b) {
@@ -385,19 +466,46 @@ at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vecto
       std::copy_n(e.vector(w[s]), d, x + (b * S + slot) * d);
       m[b * S + slot] = drop.empty() || w[s] != drop[static_cast<std::size_t>(b)];
     }
+    if (F > 0) {
+      const std::vector<std::int64_t>& c = *contexts.at(static_cast<std::size_t>(b));
+      LLMREC_CHECK(c.size() == w.size() * static_cast<std::size_t>(F),
+                   "tower_forward: {} context values for {} slots", c.size(), w.size());
+      std::copy(c.begin(), c.end(), context.data_ptr<std::int64_t>() + (b * S + pad) * F);
+    }
   }
-  return e.tower->forward(items, mask).contiguous();
+  return e.tower->forward(items, mask, context).contiguous();
+}
+
+/// users [B, d] += the tower's context vectors of the requests' times.
+void add_query_vectors(const ExportData& e, const std::vector<const std::vector<std::int64_t>*>& values,
+                       at::Tensor& users) {
+  const auto F = static_cast<std::int64_t>(e.ranker_time_features.size());
+  if (F == 0) return;
+  torch::NoGradGuard no_grad;
+  const auto B = static_cast<std::int64_t>(values.size());
+  at::Tensor q = at::zeros({B, F}, at::kLong);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::vector<std::int64_t>& v = *values[static_cast<std::size_t>(b)];
+    std::copy(v.begin(), v.end(), q.data_ptr<std::int64_t>() + b * F);
+  }
+  users.add_(e.tower->query_vectors(q).to(at::kFloat));
 }
 
 }  // namespace
 
-std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_t>& items) const {
+std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_t>& items,
+                                                   const std::vector<std::int64_t>& times) const {
   for (std::int32_t i : items)
     LLMREC_CHECK(i >= 0 && i < data_->num_items, "history item row {} is out of range", i);
+  LLMREC_CHECK(times.empty() || times.size() == items.size(), "history_vector: {} times for {} items",
+               times.size(), items.size());
   const std::size_t T = static_cast<std::size_t>(data_->history);
-  std::vector<std::int32_t> window(items.end() - static_cast<std::ptrdiff_t>(std::min(T, items.size())),
-                                   items.end());
-  at::Tensor u = tower_forward(*data_, {&window}, {});
+  const std::size_t begin = items.size() - std::min(T, items.size());
+  std::vector<std::int32_t> window(items.begin() + static_cast<std::ptrdiff_t>(begin), items.end());
+  const std::vector<std::int64_t> all_times =
+      times.empty() ? std::vector<std::int64_t>(items.size(), kNoTime) : times;
+  const std::vector<std::int64_t> context = slot_context(time_features_, all_times, begin, items.size());
+  at::Tensor u = tower_forward(*data_, {&window}, {}, {&context});
   return {u.data_ptr<float>(), u.data_ptr<float>() + data_->dim};
 }
 
@@ -460,23 +568,27 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(
   const std::int64_t d = e.dim;
   at::Tensor users = at::empty({B, d}, at::kFloat);
   std::vector<const std::vector<std::int32_t>*> windows;
+  std::vector<const std::vector<std::int64_t>*> contexts, queries;
   std::vector<std::int64_t> fresh_rows;
   for (std::int64_t b = 0; b < B; ++b) {
     const Resolved& r = rs[static_cast<std::size_t>(b)];
+    queries.push_back(&r.query_context);
     if (r.user >= 0 && !r.live) {
       std::copy_n(e.user_vector(r.user), d, users.data_ptr<float>() + b * d);
     } else {
       windows.push_back(&r.window);
+      contexts.push_back(&r.window_context);
       fresh_rows.push_back(b);
     }
   }
   if (!windows.empty()) {
-    at::Tensor u = tower_forward(e, windows, {});
+    at::Tensor u = tower_forward(e, windows, {}, contexts);
     for (std::size_t j = 0; j < fresh_rows.size(); ++j) {
       std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d,
                   users.data_ptr<float>() + fresh_rows[j] * d);
     }
   }
+  add_query_vectors(e, queries, users);  // the request's time (with time features)
   // Exact rows: s = keys . u for every item, one matrix product; cold items
   // get the export's cold_shift (evaluation's ModelScorer). Approximate
   // rows: the index's pool, scored alone.
@@ -825,7 +937,9 @@ void RecommendEngine::explain(const Resolved& r, bool use_cf, Recommendation& ou
     std::vector<const std::vector<std::int32_t>*> windows(static_cast<std::size_t>(n + 1), &r.window);
     std::vector<std::int32_t> drop{-1};
     drop.insert(drop.end(), distinct.begin(), distinct.end());
-    const at::Tensor users = tower_forward(e, windows, drop);  // [n + 1, d]
+    const std::vector<const std::vector<std::int64_t>*> contexts(static_cast<std::size_t>(n + 1),
+                                                                 &r.window_context);
+    const at::Tensor users = tower_forward(e, windows, drop, contexts);  // [n + 1, d]
     std::vector<std::int64_t> rows;
     for (const auto& it : out.items) rows.push_back(it.item);
     // Centred keys: removing h moves every item's score; what is specific

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/time_features.h"
 #include "export/export_file.h"
 #include "serving/ann_index.h"
 #include "serving/quantised_keys.h"
@@ -61,6 +62,8 @@ constexpr int kMaxK = 1000;
 constexpr double kDefaultHourWeight = 0.25;
 /// Upper bound of cf_weight and hour_weight.
 constexpr double kMaxWeight = 1000.0;
+/// Latest time (unix seconds) a request may give: the year 5138.
+constexpr std::int64_t kMaxRequestTime = 100000000000;
 /// Longest fresh history a request may give.
 constexpr std::size_t kMaxRequestHistory = 10000;
 /// MMR picks from the top `kMmrPoolFactor * k` eligible items.
@@ -91,7 +94,15 @@ struct RecommendRequest {
   int k = kDefaultK;                                ///< 1..kMaxK
   std::vector<std::string> categories;              ///< exact matches; empty = every category
   Exclude exclude = Exclude::kSeen;
-  std::optional<int> hour;                  ///< 0..23: time-of-day context
+  std::optional<int> hour;  ///< 0..23: time-of-day context
+  /// Unix seconds the recommendation is for: with a tower trained with time
+  /// features (model.user.time_features), u gains the context vector of
+  /// this moment (gap since the history's last event). Absent: no context
+  /// vector (the time is unknown).
+  std::optional<std::int64_t> time;
+  /// Unix seconds of each item of `history` (fresh histories only; empty =
+  /// unknown): the tower's slot time features.
+  std::vector<std::int64_t> history_times;
   std::optional<double> hour_weight;        ///< default kDefaultHourWeight
   std::optional<double> cf_weight;          ///< default RecommendEngine::default_cf_weight()
   std::optional<double> popularity_weight;  ///< default RecommendEngine::default_popularity_weight()
@@ -107,6 +118,8 @@ struct RecommendRequest {
   /// user vector computed from that history by the tower. A user the export
   /// does not know is ranked from these alone. Not a request field.
   std::vector<std::int32_t> live;
+  /// Unix seconds of each `live` event (parallel to it; empty = unknown).
+  std::vector<std::int64_t> live_times;
 };
 
 /// Leave-one-out contribution of one history item to an item's model score.
@@ -235,8 +248,11 @@ class RecommendEngine {
   /// (fused with its CF neighbours when cf_weight > 0), the item excluded.
   SimilarResult similar(const SimilarRequest& request) const;
 
-  /// u = tower(items/vectors of the last T of `items`), [d] floats.
-  std::vector<float> history_vector(const std::vector<std::int32_t>& items) const;
+  /// u = tower(items/vectors of the last T of `items`), [d] floats; with
+  /// time features, `times` (parallel to items; empty = unknown) gives the
+  /// slots' values (the export's user vectors are this, without a query time).
+  std::vector<float> history_vector(const std::vector<std::int32_t>& items,
+                                    const std::vector<std::int64_t>& times = {}) const;
 
   /// CF score of every item for a history (docs/export-format.md): the sum
   /// over the distinct history items h of similarity(h, j), j among h's
@@ -310,7 +326,8 @@ class RecommendEngine {
   std::map<std::string, double> cold_weights_;  ///< the export's cold_weights relative to the model's weight
   std::vector<float> popularity_z_;             ///< z of items/popularity over the catalogue
   std::vector<int> purchase_types_;
-  std::vector<float> vector_norms_;  ///< |items/vectors[i]|
+  std::vector<TimeFeature> time_features_;  ///< the tower's (ranker_time_features)
+  std::vector<float> vector_norms_;         ///< |items/vectors[i]|
   mutable std::array<std::once_flag, kHours> hour_once_;
   mutable std::array<std::vector<float>, kHours> hour_z_;
 };

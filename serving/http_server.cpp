@@ -75,13 +75,17 @@ QueryParams query_params(const httplib::Request& req) {
 struct LiveEvents {
   static constexpr std::size_t kPerUser = 1000;  ///< the most recent events kept per user
   std::mutex mu;
-  std::unordered_map<std::string, std::deque<std::string>> items;
+  struct Event {
+    std::string item;
+    std::int64_t time = 0;  ///< unix seconds
+  };
+  std::unordered_map<std::string, std::deque<Event>> items;
   int fd = -1;
   std::int64_t recorded = 0, replayed = 0, skipped = 0;
 
-  void add(const std::string& user, const std::string& item) {
+  void add(const std::string& user, const std::string& item, std::int64_t time) {
     auto& q = items[user];
-    q.push_back(item);
+    q.push_back({item, time});
     if (q.size() > kPerUser) q.pop_front();
   }
   ~LiveEvents() {
@@ -453,9 +457,11 @@ struct HttpServer::Impl {
     std::lock_guard<std::mutex> lock(events.mu);
     auto it = events.items.find(*q.user);
     if (it == events.items.end()) return;
-    for (const auto& id : it->second) {
-      const std::int32_t i = engine.data().find_item(id);
-      if (i >= 0) q.live.push_back(i);
+    for (const auto& event : it->second) {
+      const std::int32_t i = engine.data().find_item(event.item);
+      if (i < 0) continue;
+      q.live.push_back(i);
+      q.live_times.push_back(event.time);
     }
   }
 
@@ -482,7 +488,7 @@ struct HttpServer::Impl {
       try {
         const EventRequest e = parse_event_request(parse_json_body(line));
         if (e.time < 0) throw RequestError(400, "time", "missing");
-        events.add(e.user, e.item);
+        events.add(e.user, e.item, e.time);
         ++events.replayed;
       } catch (const std::exception& ex) {
         if (events.skipped++ < 5) {
@@ -538,7 +544,7 @@ struct HttpServer::Impl {
     if (options.events_fsync && ::fdatasync(events.fd) != 0) {
       throw IoError(fmt::format("syncing the events log {}: {}", options.events_log, std::strerror(errno)));
     }
-    events.add(e.user, e.item);
+    events.add(e.user, e.item, e.time);
     ++events.recorded;
     if (e.type == "click" && arms.size() > 1) {  // credit the arm that showed the item within the window
       std::lock_guard<std::mutex> lock(mu);

@@ -218,10 +218,28 @@ json parse_json_body(const std::string& text) {
   }
 }
 
+namespace {
+
+/// The `history_times` of a request: a list of times (the engine checks
+/// them against the history).
+std::vector<std::int64_t> get_history_times(const json& t) {
+  if (!t.is_array() || t.size() > kMaxRequestHistory) {
+    throw RequestError(400, "history_times",
+                       fmt::format("must be a list of at most {} times (one per history item), got {}",
+                                   kMaxRequestHistory, shown(t)));
+  }
+  std::vector<std::int64_t> out;
+  for (const auto& v : t) out.push_back(get_int(v, "history_times", 0, kMaxRequestTime));
+  return out;
+}
+
+}  // namespace
+
 RecommendRequest parse_recommend_request(const json& body) {
   require_object(body);
-  reject_unknown(body, {"user", "history", "k", "category", "exclude", "hour", "hour_weight", "cf_weight",
-                        "popularity_weight", "tfidf_weight", "diversity", "explain", "search"});
+  reject_unknown(
+      body, {"user", "history", "history_times", "time", "k", "category", "exclude", "hour", "hour_weight",
+             "cf_weight", "popularity_weight", "tfidf_weight", "diversity", "explain", "search"});
   RecommendRequest q;
   if (body.contains("user") && body.contains("history")) {
     throw RequestError(400, "user", "give either 'user' or 'history', not both");
@@ -262,6 +280,8 @@ RecommendRequest parse_recommend_request(const json& body) {
     }
   }
   if (body.contains("hour")) q.hour = static_cast<int>(get_int(body["hour"], "hour", 0, kHours - 1));
+  if (body.contains("time")) q.time = get_int(body["time"], "time", 0, kMaxRequestTime);
+  if (body.contains("history_times")) q.history_times = get_history_times(body["history_times"]);
   if (body.contains("hour_weight"))
     q.hour_weight = get_number(body["hour_weight"], "hour_weight", 0, kMaxWeight);
   if (body.contains("cf_weight")) q.cf_weight = get_number(body["cf_weight"], "cf_weight", 0, kMaxWeight);
@@ -308,6 +328,7 @@ json recommend_query_json(const QueryParams& params) {
                              {"category", Kind::kStrings},
                              {"exclude", Kind::kString},
                              {"hour", Kind::kInt},
+                             {"time", Kind::kInt},
                              {"hour_weight", Kind::kNumber},
                              {"cf_weight", Kind::kNumber},
                              {"popularity_weight", Kind::kNumber},

@@ -25,8 +25,9 @@ namespace llmrec::serving {
 /// Parses a request body; RequestError(400) for text that is not JSON.
 nlohmann::json parse_json_body(const std::string& text);
 
-/// Fields: user | history, k, category, exclude, hour, hour_weight,
-/// cf_weight, diversity, explain.
+/// Fields: user | history (with history_times), time, k, category,
+/// exclude, hour, hour_weight, cf_weight, popularity_weight, tfidf_weight,
+/// diversity, explain, search.
 RecommendRequest parse_recommend_request(const nlohmann::json& body);
 /// Fields: item, k, category, cf_weight.
 SimilarRequest parse_similar_request(const nlohmann::json& body);

@@ -64,26 +64,24 @@ std::pair<std::int64_t, std::int64_t> user_share(std::int64_t users, const Commu
 }
 
 /// The user tower over the last T events of `n` users (CSR: events of user
-/// u are items[offsets[u] .. offsets[u+1])), in blocks of kExportUserBlock
-/// users; `item_vecs` [I, d] in the model's dtype. float [n, d].
+/// u are items[offsets[u] .. offsets[u+1]), times parallel, nullptr when
+/// unknown), in blocks of kExportUserBlock users; `item_vecs` [I, d] in the
+/// model's dtype. The query's time is unknown (serving adds its context
+/// vector per request). float [n, d].
 torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs, const std::int64_t* offsets,
-                              std::int64_t n, const std::int32_t* items) {
+                              std::int64_t n, const std::int32_t* items, const std::int64_t* times) {
   torch::NoGradGuard no_grad;
-  const std::int64_t T = model->options().config().user.history;
-  const std::int64_t d = model->options().config().dim;
+  const ModelConfig& mc = model->options().config();
+  const std::vector<TimeFeature> features = parse_time_features(mc.user.time_features);
   std::vector<torch::Tensor> out;
   for (std::int64_t lo = 0; lo < n; lo += kExportUserBlock) {
     const std::int64_t b = std::min(kExportUserBlock, n - lo);
-    torch::Tensor history = torch::full({b, T}, -1, torch::kLong);
-    auto* h = history.data_ptr<std::int64_t>();
-    for (std::int64_t r = 0; r < b; ++r) {
-      const std::int64_t end = offsets[lo + r + 1];
-      const std::int64_t begin = std::max(offsets[lo + r], end - T);
-      for (std::int64_t j = begin; j < end; ++j) h[r * T + (T - (end - j))] = items[j];  // most recent last
-    }
-    out.push_back(model->user_vectors(history, item_vecs).to(torch::kFloat));
+    const HistoryInputs in =
+        history_inputs(mc.user.history, features, offsets + lo, b, items, times, nullptr);
+    out.push_back(
+        model->user_vectors(in.history, item_vecs, {}, UserContext{in.context, in.query}).to(torch::kFloat));
   }
-  return out.empty() ? torch::zeros({0, d}) : torch::cat(out);
+  return out.empty() ? torch::zeros({0, mc.dim}) : torch::cat(out);
 }
 
 /// Collective: the ranks' row blocks, concatenated in rank order.
@@ -146,7 +144,8 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   torch::Tensor mine = torch::zeros({0, d});
   if (ue > ub) {
     UserSlice slice = file.read_users(ub, ue);
-    mine = user_vectors_of(model, item_vecs, slice.users.offsets.data(), ue - ub, slice.events.item.data());
+    mine = user_vectors_of(model, item_vecs, slice.users.offsets.data(), ue - ub, slice.events.item.data(),
+                           slice.events.time.data());
     for (std::int64_t u = 0; u < ue - ub; ++u) {
       const std::int64_t lo = slice.users.offsets[static_cast<std::size_t>(u)];
       const std::int64_t hi = lo + slice.users.train_end[static_cast<std::size_t>(u)];
@@ -182,7 +181,7 @@ std::string export_ranking_json(const ExportRanking& ranking) {
   return rank.dump();
 }
 
-/// Every user's whole history (items and event types, CSR), read in blocks.
+/// Every user's whole history (items, event types and times, CSR), read in blocks.
 void export_histories(const DatasetFile& file, ExportData& c) {
   const std::int64_t U = file.num_users();
   c.history_offsets.reserve(static_cast<std::size_t>(U) + 1);
@@ -194,6 +193,7 @@ void export_histories(const DatasetFile& file, ExportData& c) {
       c.history_offsets.push_back(base + slice.users.offsets[u]);
     c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
     c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
+    c.history_times.insert(c.history_times.end(), slice.events.time.begin(), slice.events.time.end());
   }
 }
 
@@ -338,7 +338,8 @@ torch::Tensor update_user_vectors(const ExportData& c, Recommender& model, const
     const std::int32_t* hist = c.history_items.data() + e0;  // item indexes checked by read_export
     std::vector<std::int64_t> offsets(c.history_offsets.begin() + ub, c.history_offsets.begin() + ue + 1);
     for (auto& o : offsets) o -= e0;
-    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist);
+    const std::int64_t* times = c.history_times.empty() ? nullptr : c.history_times.data() + e0;
+    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist, times);
   }
   return gather_rows(mine, comm);
 }
@@ -453,6 +454,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
     c.history = mc.user.history;
     c.id_items = model->options().id_items();
     c.text_len = file.text_len();
+    c.ranker_time_features = mc.user.time_features;
     export_set_tower(c, model->user.ptr());
     c.catalogue_updates = 0;
     export_set_provenance(c, mc, config_yaml, checkpoint_path, file, ranking);

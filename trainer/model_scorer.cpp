@@ -112,17 +112,18 @@ nlohmann::json ModelScorer::params() const {
 
 at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
   torch::NoGradGuard no_grad;
-  const std::int64_t b = request.size();
-  torch::Tensor history = torch::full({b, history_}, -1, torch::kLong);
-  auto* h = history.data_ptr<std::int64_t>();
-  for (std::int64_t row = 0; row < b; ++row) {
-    const std::int64_t end = request.history_end(row);
-    const std::int64_t begin = std::max(request.history_begin(row), end - history_);
-    for (std::int64_t j = begin; j < end; ++j) {
-      h[row * history_ + (history_ - (end - j))] = request.history_items[static_cast<std::size_t>(j)];
-    }
-  }
-  return model_->user_vectors(history.to(item_vecs_model_.device()), item_vecs_model_)
+  const std::vector<TimeFeature> features =
+      parse_time_features(model_->options().config().user.time_features);
+  const bool timed = request.history_times.size() == request.history_items.size();
+  const bool query_timed = static_cast<std::int64_t>(request.query_times.size()) == request.size();
+  const HistoryInputs in = history_inputs(
+      history_, features, request.history_offsets.data(), request.size(), request.history_items.data(),
+      timed ? request.history_times.data() : nullptr, query_timed ? request.query_times.data() : nullptr);
+  const torch::Device device = item_vecs_model_.device();
+  const auto on_device = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  return model_
+      ->user_vectors(in.history.to(device), item_vecs_model_, {},
+                     UserContext{on_device(in.context), on_device(in.query)})
       .to(torch::kCPU, torch::kFloat);
 }
 

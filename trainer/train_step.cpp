@@ -84,8 +84,9 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   f.log_q = dev.item_log_q.defined() && dev.item_log_q.numel() > 0
                 ? dev.item_log_q.index_select(0, cand_rows)
                 : torch::zeros({cand_rows.numel()}, floats);
-  f.user_vecs =
-      b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot) : torch::zeros({0, d}, floats);
+  f.user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot,
+                                            UserContext{dev.history_context, dev.query_context})
+                      : torch::zeros({0, d}, floats);
   f.target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
   f.weights = b > 0 ? dev.weight : torch::empty({0}, floats);
   return f;
@@ -204,6 +205,8 @@ Batch batch_to(const Batch& batch, const torch::Device& device) {
   out.negatives = move(batch.negatives);
   out.weight = move(batch.weight);
   out.target_slot = move(batch.target_slot);
+  out.history_context = move(batch.history_context);
+  out.query_context = move(batch.query_context);
   return out;  // example_user / example_event stay on the CPU: bookkeeping only
 }
 
@@ -241,6 +244,10 @@ Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {
   out.target = remap.index_select(0, target);
   if (batch.negatives.defined()) out.negatives = remap.index_select(0, batch.negatives);
   out.weight = batch.weight.index_select(0, picked);
+  if (batch.history_context.defined()) {
+    out.history_context = batch.history_context.narrow(0, begin, b);
+    out.query_context = batch.query_context.index_select(0, picked);
+  }
   out.example_user = batch.example_user.index_select(0, picked);
   out.example_event = batch.example_event.index_select(0, picked);
   return out;

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/time_features.h"
 #include "data/wordpiece.h"
 #include "distributed/agree.h"
 #include "distributed/gradient_reducer.h"
@@ -123,8 +124,8 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   so.seed = static_cast<std::uint64_t>(setup_.train.seed);
   so.sampled_negatives = setup_.model.loss.sampled_negatives;
   so.sequences = setup_.model.user.pooling == "causal";
-  so.all_items = setup_.model.loss.negatives ==
-                 "all";  // every item a candidate: a full softmax  // a loss at every position of each window
+  so.all_items = setup_.model.loss.negatives == "all";  // every item a candidate: a full softmax
+  so.time_features = parse_time_features(setup_.model.user.time_features);
   sampler_ = std::make_shared<BatchSampler>(dataset, comm_.rank(), comm_.size(), so);
   const std::int64_t per_epoch = sampler_->steps_per_epoch() / setup_.train.micro_batches;
   if (per_epoch == 0) {

@@ -252,6 +252,52 @@ TEST_F(SamplerTest, SequenceWindowsPredictEveryTargetOnceFromItsPrefix) {
   });
 }
 
+TEST_F(SamplerTest, TimeFeaturesOfEverySlotAndTargetAreTheirEvents) {
+  on_every_rank([&](Communicator& comm) {
+    DatasetFile f(dataset_);
+    SamplerOptions o = options();
+    o.sequences = true;
+    o.time_features = parse_time_features({"gap", "weekday", "hour"});
+    const std::int64_t t_len = o.history;
+    BatchSampler sampler(f, comm.rank(), comm.size(), o);
+    UserSlice everyone = f.read_users(0, f.num_users());
+    const auto& time = everyone.events.time;
+    auto expected = [&](std::int64_t event, std::int64_t first) {
+      std::vector<std::int64_t> v(3);
+      const auto e = static_cast<std::size_t>(event);
+      time_feature_values(o.time_features, time[e], event > first ? time[e - 1] : 0, event > first, v.data());
+      return v;
+    };
+    auto row_of = [](const at::Tensor& t) {
+      const at::Tensor c = t.contiguous();
+      return std::vector<std::int64_t>(c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel());
+    };
+    std::int64_t checked = 0;
+    for (std::int64_t step = 0; step < sampler.steps_per_epoch(); ++step) {
+      Batch b = sampler.batch({0, step});
+      ASSERT_EQ(b.history_context.sizes(), (std::vector<std::int64_t>{b.rows(), t_len, 3}));
+      ASSERT_EQ(b.query_context.sizes(), (std::vector<std::int64_t>{b.size(), 3}));
+      // Padded slots carry no value.
+      EXPECT_TRUE(b.history_context.masked_select((b.history < 0).unsqueeze(-1)).eq(0).all().item<bool>());
+      for (std::int64_t k = 0; k < b.size(); ++k) {
+        const auto user = static_cast<std::size_t>(b.example_user[k].item<std::int64_t>());
+        const std::int64_t first = everyone.users.offsets[user];
+        const std::int64_t target = b.example_event[k].item<std::int64_t>();
+        // The query is the target's moment; the predicting slot holds event target-1.
+        EXPECT_EQ(row_of(b.query_context[k]), expected(target, first)) << "target " << target;
+        const std::int64_t slot = b.target_slot[k].item<std::int64_t>();
+        EXPECT_EQ(row_of(b.history_context[slot / t_len][slot % t_len]), expected(target - 1, first))
+            << "slot before target " << target;
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, sampler.local_examples());
+    // Without time features the batch has none.
+    BatchSampler plain(f, comm.rank(), comm.size(), options());
+    EXPECT_FALSE(plain.batch({0, 0}).history_context.defined());
+  });
+}
+
 TEST_F(SamplerTest, SampledNegativesAndLogQ) {
   on_every_rank([&](Communicator& comm) {
     DatasetFile f(dataset_);

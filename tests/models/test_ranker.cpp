@@ -210,6 +210,57 @@ TEST(UserTower, CausalSlotsSeeOnlyTheirPastAndTheLastSlotIsTheUser) {
       Error);
 }
 
+TEST(UserTower, TimeFeaturesAddToTheirSlotOnlyAndUnknownValuesAddNothing) {
+  // Two context features of 3 and 5 values; value 0 (unknown) adds nothing.
+  torch::manual_seed(7);
+  UserTower tower(
+      UserTowerOptions(kDim, kHistory).heads(2).layers(1).pooling("causal").context_sizes({3, 5}));
+  tower->eval();
+  EXPECT_EQ(tower->context.sizes(), (std::vector<std::int64_t>{8, kDim}));
+  EXPECT_EQ(tower->query_context.abs().sum().item<double>(), 0.0);  // starts without effect
+  torch::manual_seed(17);
+  const torch::Tensor items = torch::randn({5, kDim});
+  auto [h, m] = place(items, kHistory, {3, 4, 5, 6, 7}, 1.0);
+  const torch::Tensor none = torch::zeros({1, kHistory, 2}, torch::kLong);
+  torch::Tensor values = none.clone();
+  values[0][5][0] = 2;
+  values[0][5][1] = 4;
+  const torch::Tensor base = tower->forward_all(h, m, none);
+  const torch::Tensor with = tower->forward_all(h, m, values);
+  // Slots before 5 do not see slot 5's context; slot 5 and later do.
+  EXPECT_TRUE(torch::allclose(with.slice(1, 0, 5), base.slice(1, 0, 5), 1e-6, 1e-7));
+  EXPECT_FALSE(torch::allclose(with[0][5], base[0][5], 1e-4, 1e-5));
+  EXPECT_FALSE(torch::allclose(with[0][7], base[0][7], 1e-4, 1e-5));
+  // The same as adding the two rows (offsets 0 and 3) to slot 5's input by hand.
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor by_hand = h.clone();
+    by_hand[0][5] += (tower->context[2] + tower->context[3 + 4]) / std::sqrt(static_cast<double>(kDim));
+    EXPECT_TRUE(torch::allclose(tower->forward_all(by_hand, m, none), with, 1e-5, 1e-6));
+  }
+  // A context value in a padded slot changes nothing.
+  torch::Tensor padded = none.clone();
+  padded[0][1][0] = 1;
+  EXPECT_TRUE(torch::allclose(tower->forward_all(h, m, padded), base, 1e-6, 1e-7));
+  // Query vectors: the sum of the rows of the values given, zeros for unknown.
+  {
+    torch::NoGradGuard no_grad;
+    tower->query_context.normal_();
+  }
+  const torch::Tensor q = tower->query_vectors(torch::tensor({{0, 0}, {1, 0}, {1, 2}}, torch::kLong));
+  EXPECT_EQ(q[0].abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(torch::allclose(q[1], tower->query_context[1]));
+  EXPECT_TRUE(torch::allclose(q[2], tower->query_context[1] + tower->query_context[5]));
+  // Values outside their feature's range, or a missing context, are errors.
+  EXPECT_THROW(tower->query_vectors(torch::tensor({{3, 0}}, torch::kLong)), Error);
+  EXPECT_THROW(tower->query_vectors(torch::tensor({{0, -1}}, torch::kLong)), Error);
+  EXPECT_THROW(tower->forward_all(h, m), Error);
+  // Without context features the tower has no such parameters and needs no values.
+  UserTower plain = make_tower(1, "causal");
+  EXPECT_FALSE(plain->context.defined());
+  EXPECT_EQ(plain->query_vectors(torch::zeros({2, 0}, torch::kLong)).abs().sum().item<double>(), 0.0);
+}
+
 TEST(UserTower, UnknownPoolingIsAnError) {
   EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).pooling("max")), Error);
   EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).activation("tanh")), Error);

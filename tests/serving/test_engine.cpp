@@ -609,6 +609,23 @@ TEST_F(EngineTest, RequestErrorsNameTheField) {
   q.hour = 24;
   EXPECT_EQ(field_of(q), std::make_pair(400, std::string("hour")));
   q.hour.reset();
+  q.time = -5;
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("time")));
+  q.time.reset();
+  q.history_times = {1700000000, 1700000001};  // two times for one item
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("history_times")));
+  q.history = std::vector<std::string>{"i1", "i2"};
+  q.history_times = {1700000001, 1700000000};  // decreasing
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("history_times")));
+  q.history_times = {-1, 1700000000};
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("history_times")));
+  q.history.reset();
+  q.user = "u1";
+  q.history_times = {1700000000};  // a known user's times are stored
+  EXPECT_EQ(field_of(q), std::make_pair(400, std::string("history_times")));
+  q.user.reset();
+  q.history = std::vector<std::string>{"i1"};
+  q.history_times.clear();
   q.diversity = 1.5;
   EXPECT_EQ(field_of(q), std::make_pair(400, std::string("diversity")));
   q.diversity = 0;

@@ -45,6 +45,12 @@ TEST(Request, ValidRequestsParse) {
   EXPECT_FALSE(h.hour.has_value());
   EXPECT_EQ(h.cf_weight, 1.0);
   EXPECT_EQ(parse_recommend_request(json::parse(R"({"history":[]})")).history->size(), 0u);
+  const auto t = parse_recommend_request(
+      json::parse(R"({"history":["i1","i2"],"history_times":[1700000000,1700003600],"time":1700007200})"));
+  EXPECT_EQ(t.history_times, (std::vector<std::int64_t>{1700000000, 1700003600}));
+  EXPECT_EQ(t.time, 1700007200);
+  EXPECT_FALSE(h.time.has_value());
+  EXPECT_TRUE(h.history_times.empty());
 }
 
 TEST(Request, EachBadFieldIsNamed) {
@@ -65,6 +71,14 @@ TEST(Request, EachBadFieldIsNamed) {
   EXPECT_EQ(bad_field(json::parse(R"({"user":"u1","exclude":1})")), "exclude");
   for (const char* h : {"24", "-1", "\"20\"", "20.5"}) {
     EXPECT_EQ(bad_field(json::parse(std::string(R"({"user":"u1","hour":)") + h + "}")), "hour") << h;
+  }
+  for (const char* t : {"-1", "\"1700000000\"", "1.5", "100000000001", "null"}) {
+    EXPECT_EQ(bad_field(json::parse(std::string(R"({"user":"u1","time":)") + t + "}")), "time") << t;
+  }
+  for (const char* t : {"5", "[\"5\"]", "[-1]", "{}"}) {
+    EXPECT_EQ(bad_field(json::parse(std::string(R"({"history":["i1"],"history_times":)") + t + "}")),
+              "history_times")
+        << t;
   }
   EXPECT_EQ(bad_field(json::parse(R"({"user":"u1","hour_weight":0.2})")), "hour_weight");  // no hour
   EXPECT_EQ(bad_field(json::parse(R"({"user":"u1","hour":3,"hour_weight":-1})")), "hour_weight");

@@ -4,7 +4,8 @@
 //  - local negatives: W ranks x batch B == 1 process accumulating the W
 //    batches as micro-batches;
 // both with and without gradient accumulation on top, and for the causal
-// user tower (a loss at every position of each sequence window).
+// user tower (a loss at every position of each sequence window, with time
+// features of every slot and target).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -24,6 +25,7 @@ using ::llmrec::testing::test_comm;
 
 constexpr std::int64_t kB = 6;  // per-rank batch
 constexpr int kSteps = 4;
+const std::vector<std::string> kTimeFeatures = {"gap", "weekday", "hour"};
 
 /// (global negatives, micro-batches, causal user tower with a loss at every position)
 class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bool>> {
@@ -41,6 +43,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
     if (std::get<2>(GetParam())) {
       m.user.pooling = "causal";
       m.user.layers = 1;
+      m.user.time_features = kTimeFeatures;
     }
     torch::manual_seed(11);
     Recommender model(RecommenderOptions(m).id_items(f.num_items()));
@@ -69,6 +72,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   so.history = 4;
   so.seed = 5;
   so.sequences = sequences;  // batch_slice then cuts windows with all their targets
+  if (sequences) so.time_features = parse_time_features(kTimeFeatures);
   BatchSampler global_batches(f, 0, 1, so);
   ASSERT_GE(global_batches.steps_per_epoch(), kSteps * micro);
   TrainConfig tc;

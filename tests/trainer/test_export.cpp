@@ -406,6 +406,71 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   comm.barrier();
 }
 
+TEST_F(ExportTest, TimeFeaturesScoreTheSameInEvaluationAndServing) {
+  DatasetFile file(dataset_);
+  torch::manual_seed(11);
+  ModelConfig m = testing::tiny_model_config(static_cast<int>(file.vocab().size()));
+  m.user.pooling = "causal";
+  m.user.layers = 1;
+  m.user.time_features = {"gap", "weekday", "hour"};
+  Recommender model(RecommenderOptions(m).id_items(file.num_items()));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);  // query_context too
+  }
+  model->eval();
+  const std::string out = in_dir("timed.h5");
+  write_export(out, model, checkpoint(), file, config_yaml(), export_ranking_of(eval_config()), comm);
+  const auto engine = serving::RecommendEngine::open(out);
+  const ExportData& e = engine->data();
+  EXPECT_EQ(e.ranker_time_features, m.user.time_features);
+  UserSlice all = file.read_users(0, file.num_users());
+  EXPECT_EQ(e.history_times, all.events.time);
+  // A known user's stored vector is the tower on its stored events and times.
+  for (std::int32_t u : {0, 1, 300}) {
+    const std::vector<std::int32_t> items(e.history_items.begin() + e.events_begin(u),
+                                          e.history_items.begin() + e.events_end(u));
+    const std::vector<std::int64_t> times(e.history_times.begin() + e.events_begin(u),
+                                          e.history_times.begin() + e.events_end(u));
+    const std::vector<float> got = engine->history_vector(items, times);
+    EXPECT_TRUE(torch::allclose(torch::tensor(got),
+                                torch::tensor(std::vector<float>(e.user_vector(u), e.user_vector(u) + e.dim)),
+                                1e-5, 1e-6))
+        << "user " << u;
+  }
+  // A fresh history with its times, asked for the held-out event's time,
+  // gets evaluation's model scores (its query vector included).
+  Evaluator test(file, comm, "test", eval_config());
+  ModelScorer scorer(model, test.items(), m.text_len, comm);
+  const Evaluator::Block blk = test.block(0);
+  const at::Tensor scores = scorer.score(blk.request).contiguous();
+  std::int64_t compared = 0, moved = 0;
+  for (std::int64_t r = 0; r < std::min<std::int64_t>(blk.request.size(), 20); ++r) {
+    serving::RecommendRequest q;
+    q.history.emplace();
+    for (std::int64_t j = blk.request.history_begin(r); j < blk.request.history_end(r); ++j) {
+      q.history->push_back(
+          e.item_ids[static_cast<std::size_t>(blk.request.history_items[static_cast<std::size_t>(j)])]);
+      q.history_times.push_back(blk.request.history_times[static_cast<std::size_t>(j)]);
+    }
+    q.time = blk.request.query_times[static_cast<std::size_t>(r)];
+    q.explain = true;
+    const serving::Recommendation with_time = engine->recommend(q);
+    q.time.reset();
+    const serving::Recommendation without = engine->recommend(q);
+    for (const auto& it : with_time.items) {
+      EXPECT_NEAR(it.model_score, scores[r][it.item].item<float>(), 1e-4)
+          << "row " << r << " item " << it.item;
+      ++compared;
+    }
+    moved += std::abs(with_time.items.front().model_score - without.items.front().model_score) > 1e-4 ||
+             with_time.items.front().item != without.items.front().item;
+  }
+  EXPECT_GT(compared, 0);
+  EXPECT_GT(moved, 0) << "the request's time never changed a score";
+  comm.barrier();
+}
+
 /// Writes `text` to <dir>/<name> on rank 0; every rank gets the path.
 std::string write_file(Communicator& comm, const std::string& dir, const std::string& name,
                        const std::string& text) {
