@@ -37,6 +37,7 @@ struct RecommendArgs {
   int hour = -1;
   std::int64_t time = -1;
   std::vector<std::int64_t> history_times;
+  std::vector<std::string> context;  ///< KEY=VALUE
   double hour_weight = -1;
   double cf_weight = -1;
   double popularity_weight = -1;
@@ -131,6 +132,13 @@ void run_recommend(const RecommendArgs& a, bool has_user, bool has_history) {
   if (a.hour >= 0) q.hour = a.hour;
   if (a.time >= 0) q.time = a.time;
   q.history_times = a.history_times;
+  for (const std::string& kv : a.context) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw serving::RequestError(400, "context", fmt::format("'{}' is not KEY=VALUE", kv));
+    }
+    q.context[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
   if (a.hour_weight >= 0) q.hour_weight = a.hour_weight;
   if (a.cf_weight >= 0) q.cf_weight = a.cf_weight;
   if (a.popularity_weight >= 0) q.popularity_weight = a.popularity_weight;
@@ -181,6 +189,9 @@ void add_recommend_command(CLI::App& app) {
                   "Unix seconds the recommendation is for (a model with model.user.time_features adds "
                   "this moment's context vector; default: unknown)")
       ->check(CLI::Range(std::int64_t{0}, serving::kMaxRequestTime));
+  cmd->add_option("--context", a->context,
+                  "The request's context, KEY=VALUE for a context column of the model "
+                  "(model.user.context_columns); may be repeated");
   cmd->add_option("--history-times", a->history_times,
                   "Unix seconds of each --history item, comma-separated (time features; default: unknown)")
       ->delimiter(',')

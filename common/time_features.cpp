@@ -40,12 +40,9 @@ const std::string& time_feature_name(TimeFeature feature) {
 
 std::int64_t time_feature_size(TimeFeature feature) {
   switch (feature) {
-    case TimeFeature::kGap:
-      return 1 + kGapBuckets;
-    case TimeFeature::kWeekday:
-      return 1 + 7;
-    case TimeFeature::kHour:
-      return 1 + 24;
+    case TimeFeature::kGap: return 1 + kGapBuckets;
+    case TimeFeature::kWeekday: return 1 + 7;
+    case TimeFeature::kHour: return 1 + 24;
   }
   return 0;
 }
@@ -85,10 +82,31 @@ void time_feature_values(const std::vector<TimeFeature>& features, std::int64_t 
       case TimeFeature::kWeekday:  // 1970-01-01 was a Thursday (weekday 4 of 1..7)
         out[k] = 1 + floor_mod(floor_mod(time, 7 * kSecondsPerDay) / kSecondsPerDay + 3, 7);
         break;
-      case TimeFeature::kHour:
-        out[k] = 1 + floor_mod(time, kSecondsPerDay) / 3600;
-        break;
+      case TimeFeature::kHour: out[k] = 1 + floor_mod(time, kSecondsPerDay) / 3600; break;
     }
+  }
+}
+
+std::vector<std::int64_t> ContextSpec::sizes() const {
+  std::vector<std::int64_t> out;
+  for (const TimeFeature f : time) out.push_back(time_feature_size(f));
+  for (const std::int64_t n : column_values) out.push_back(n + 1);
+  return out;
+}
+
+void ContextSpec::values(std::int64_t t, bool time_known, std::int64_t previous, bool has_previous,
+                         const std::int32_t* codes, std::int64_t* out) const {
+  if (time_known) {
+    time_feature_values(time, t, previous, has_previous, out);
+  } else {
+    std::fill(out, out + time.size(), 0);
+  }
+  std::int64_t* col = out + time.size();
+  for (std::size_t c = 0; c < column_values.size(); ++c) {
+    const std::int32_t code = codes == nullptr ? -1 : codes[c];
+    LLMREC_CHECK(code < column_values[c], "context column {}: code {} outside its {} values", c, code,
+                 column_values[c]);
+    col[c] = code < 0 ? 0 : code + 1;
   }
 }
 

@@ -42,4 +42,25 @@ const std::string& time_feature_name(TimeFeature feature);
 void time_feature_values(const std::vector<TimeFeature>& features, std::int64_t time, std::int64_t previous,
                          bool has_previous, std::int64_t* out);
 
+/// Every categorical feature of an event the user tower learns
+/// (docs/ranker.md "Time and context features"): the time features, then
+/// one per context column (model.user.context_columns), whose value is the
+/// event's code in that column + 1 (0 = unknown).
+struct ContextSpec {
+  std::vector<TimeFeature> time;
+  std::vector<std::int64_t> column_values;  ///< distinct values of each context column
+
+  /// F: the features in all.
+  std::size_t size() const { return time.size() + column_values.size(); }
+  bool empty() const { return size() == 0; }
+  /// Values each feature takes, 0 (unknown) included: the tower's context_sizes.
+  std::vector<std::int64_t> sizes() const;
+  /// The F values of an event at `time` (ignored unless `time_known`) whose
+  /// previous event was at `previous` (ignored unless `has_previous`), with
+  /// `codes` [column_values.size()] (nullptr or a code < 0: unknown; a code
+  /// >= its column's values is an Error) -> out[0 .. F).
+  void values(std::int64_t time, bool time_known, std::int64_t previous, bool has_previous,
+              const std::int32_t* codes, std::int64_t* out) const;
+};
+
 }  // namespace llmrec

@@ -1,5 +1,6 @@
 #include "data/dataset.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -41,6 +42,7 @@ void write_dataset(const std::string& path, const DatasetArrays& d, const std::s
   f.write("events/type", d.events.type);
   f.write("events/weight", d.events.weight);
   if (d.has_rating) f.write("events/rating", d.events.rating);
+  f.set_attr("/", "context_columns", nlohmann::json(d.context_names).dump());
   for (std::size_t k = 0; k < d.context_names.size(); ++k) {
     const std::string base = "events/context/" + d.context_names[k];
     f.write(base + "/code", d.events.context[k]);
@@ -144,7 +146,26 @@ std::vector<std::string> DatasetFile::read_user_ids() const {
   return impl_->file.read_strings("users/id");
 }
 
-UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
+std::vector<std::string> DatasetFile::context_names() const {
+  if (!impl_->file.has_attr("/", "context_columns")) return {};  // prepared before the attribute
+  auto j = nlohmann::json::parse(impl_->file.attr_string("/", "context_columns"), nullptr, false);
+  if (j.is_discarded() || !j.is_array() ||
+      !std::all_of(j.begin(), j.end(), [](const auto& v) { return v.is_string(); }))
+    throw IoError(fmt::format("{}: bad 'context_columns' attribute", path()));
+  return j.get<std::vector<std::string>>();
+}
+
+std::vector<std::string> DatasetFile::context_values(const std::string& column) const {
+  const std::string name = "events/context/" + column + "/values";
+  if (column.empty() || column.find('/') != std::string::npos || !impl_->file.exists(name)) {
+    throw IoError(fmt::format(
+        "{}: no context column '{}' (prepare the dataset with it in data.columns.context)", path(), column));
+  }
+  return impl_->file.read_strings(name);
+}
+
+UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end,
+                                  const std::vector<std::string>& context_columns) const {
   if (begin < 0 || end < begin || end > num_users_) {
     throw IoError(fmt::format("{}: user slice [{}, {}) outside [0, {})", path(), begin, end, num_users_));
   }
@@ -194,6 +215,16 @@ UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end) const {
   for (auto it : s.events.item) {
     if (it < 0 || it >= num_items_)
       throw IoError(fmt::format("{}: events/item value {} is not an item id", path(), it));
+  }
+  for (const std::string& column : context_columns) {
+    const auto values = static_cast<std::int32_t>(context_values(column).size());
+    const std::string name = "events/context/" + column + "/code";
+    s.events.context.push_back(f.read_rows<std::int32_t>(name, eb, en));
+    for (const std::int32_t code : s.events.context.back()) {
+      if (code < 0 || code >= values)
+        throw IoError(
+            fmt::format("{}: {} value {} is not an index into its {} values", path(), name, code, values));
+    }
   }
   return s;
 }

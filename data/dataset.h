@@ -67,7 +67,7 @@ struct UserSlice {
   std::int64_t end = 0;
   std::int64_t first_event = 0;  ///< dataset index of the slice's first event
   UserTable users;               ///< ids, offsets (end-begin+1, from 0), train_end, valid, test
-  EventTable events;             ///< item, time, type, weight (rating and context not read)
+  EventTable events;  ///< item, time, type, weight, the context columns asked for (rating not read)
 };
 
 /// Read access; every read is checked (Fletcher32) and bounds-checked.
@@ -96,8 +96,16 @@ class DatasetFile {
   std::vector<std::int64_t> read_train_end() const;
   /// Raw ids of all users, in dataset user order (U strings).
   std::vector<std::string> read_user_ids() const;
-  /// Users [begin, end) and only their events (hyperslab reads).
-  UserSlice read_users(std::int64_t begin, std::int64_t end) const;
+  /// Users [begin, end) and only their events (hyperslab reads), with the
+  /// codes of the context columns named (events.context, in that order).
+  UserSlice read_users(std::int64_t begin, std::int64_t end,
+                       const std::vector<std::string>& context_columns = {}) const;
+  /// The context columns (data.columns.context) the dataset holds, in order
+  /// (none for a dataset prepared before this list was stored).
+  std::vector<std::string> context_names() const;
+  /// The distinct values of a context column (data.columns.context): its
+  /// codes index them. IoError when the dataset has no such column.
+  std::vector<std::string> context_values(const std::string& column) const;
 
  private:
   struct Impl;

@@ -56,7 +56,10 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
   text_len_ = dataset.text_len();
   log_q_total_ = static_cast<double>(items_.ids.size());
   for (auto c : items_.train_count) log_q_total_ += static_cast<double>(c);
-  slice_ = dataset.read_users(shard_.user_begin, shard_.user_end);
+  LLMREC_CHECK(options.context.column_values.size() == options.context_columns.size(),
+               "sampler: {} context columns named, values of {} given", options.context_columns.size(),
+               options.context.column_values.size());
+  slice_ = dataset.read_users(shard_.user_begin, shard_.user_end, options.context_columns);
   std::int64_t targets = 0;
   for (std::size_t u = 0; u + 1 < slice_.users.offsets.size(); ++u) {
     const std::int64_t first = slice_.users.offsets[u];
@@ -188,8 +191,10 @@ std::int64_t BatchSampler::count_targets(const std::vector<std::int64_t>& perm, 
 void BatchSampler::event_features(std::size_t user, std::int64_t event, std::int64_t* out) const {
   const bool has_previous = event > slice_.users.offsets[user];
   const auto e = static_cast<std::size_t>(event);
-  time_feature_values(options_.time_features, slice_.events.time[e],
-                      has_previous ? slice_.events.time[e - 1] : 0, has_previous, out);
+  std::vector<std::int32_t> codes(slice_.events.context.size());
+  for (std::size_t c = 0; c < codes.size(); ++c) codes[c] = slice_.events.context[c][e];
+  options_.context.values(slice_.events.time[e], true, has_previous ? slice_.events.time[e - 1] : 0,
+                          has_previous, codes.data(), out);
 }
 
 Batch BatchSampler::batch(const Cursor& cursor) const {
@@ -228,7 +233,7 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   auto* ex_user = out.example_user.data_ptr<std::int64_t>();
   auto* ex_event = out.example_event.data_ptr<std::int64_t>();
   auto* slot = options_.sequences ? out.target_slot.data_ptr<std::int64_t>() : nullptr;
-  const auto n_features = static_cast<std::int64_t>(options_.time_features.size());
+  const auto n_features = static_cast<std::int64_t>(options_.context.size());
   std::int64_t* slot_context = nullptr;
   std::int64_t* query_context = nullptr;
   if (n_features > 0) {

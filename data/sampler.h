@@ -37,6 +37,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -95,7 +96,7 @@ struct Batch {
   at::Tensor example_user;   ///< [B] int64 dataset user index (for checks and logs)
   at::Tensor example_event;  ///< [B] int64 dataset event index of the target
   at::Tensor target_slot;    ///< sequences only: [B] int64 flat index into history [rows, T]; else undefined
-  /// With SamplerOptions::time_features (F of them), else undefined:
+  /// With SamplerOptions::context features (F of them), else undefined:
   at::Tensor history_context;  ///< [rows, T, F] int64 each slot's event's values (0 in padding)
   at::Tensor query_context;    ///< [B] x F int64 each target event's values (gap: since the event before it)
   std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
@@ -115,8 +116,11 @@ struct SamplerOptions {
   /// full softmax over the items that can be targets); sampled_negatives is
   /// then unused.
   bool all_items = false;
-  /// Time features of every history slot and target (common/time_features.h).
-  std::vector<TimeFeature> time_features;
+  /// Time and context features of every history slot and target
+  /// (common/time_features.h); context.column_values are those of
+  /// `context_columns` (the dataset's data.columns.context names).
+  ContextSpec context;
+  std::vector<std::string> context_columns;
 };
 
 class BatchSampler {

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "common/random.h"
 #include "data/csv.h"
 
 namespace llmrec {
@@ -448,6 +449,8 @@ nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
         {"style", kMatchStyle},
         {"price_band_distance", -kMatchPrice}}},
       {"choice", "P(item|user) ~ popularity^beta * exp(match), no repeats; cold items only after cut_time"},
+      {"device",
+       "per event, after the item: mobile with probability 0.85 - 0.15 x price band (0-4), else desktop"},
       {"counts",
        {{"items", summary.items},
         {"cold_items", summary.cold_items},
@@ -455,6 +458,13 @@ nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
         {"events", summary.events},
         {"cold_events", summary.cold_events}}},
   };
+}
+
+/// The device an event came from: cheaper items are bought on phones more
+/// often (mobile with probability 0.85 - 0.15 x price band), so the device
+/// of the moment a recommendation is for says something about what fits.
+const char* draw_device(Rng& rng, const Item& it) {
+  return rng.uniform() < 0.85 - 0.15 * it.band ? "mobile" : "desktop";
 }
 
 }  // namespace
@@ -491,11 +501,14 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
       o.start_time + static_cast<std::int64_t>(static_cast<double>(span) * (1.0 - o.after_cut));
   summary.users = o.users;
   std::ofstream inter(fs::path(out_dir) / "interactions.csv", std::ios::binary);
-  inter << "user_id,item_id,timestamp,event,rating\n";
+  inter << "user_id,item_id,timestamp,event,rating,device\n";
   std::string latent_users = "user_id,leaves,brands,styles,price_band,brand_ids,departments\n";
   std::string buf;
   std::vector<std::int64_t> chosen;
   std::vector<std::int64_t> times;
+  // The device of each event comes from a stream of its own, so the rest
+  // of the shop is what it was before the column existed.
+  Rng device_rng(splitmix64(o.seed ^ 0xdeU));
   for (std::int64_t u = 0; u < o.users; ++u) {
     const User user = draw_user(rng, leaf_table, brands);
     std::int64_t n = o.min_history + rng.geometric(o.mean_history - o.min_history);
@@ -507,8 +520,9 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
       if (pick < 0) continue;  // practically unreachable; the history is one shorter
       chosen.push_back(pick);
       const Item& it = items[static_cast<std::size_t>(pick)];
-      buf += fmt::format("{},{},{},{}\n", user_id(u), item_id(pick),
-                         iso_time(times[static_cast<std::size_t>(k)]), draw_event(rng, user, it));
+      buf += fmt::format("{},{},{},{},{}\n", user_id(u), item_id(pick),
+                         iso_time(times[static_cast<std::size_t>(k)]), draw_event(rng, user, it),
+                         draw_device(device_rng, it));
       ++summary.events;
       summary.cold_events += it.cold;
     }

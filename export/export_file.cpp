@@ -192,6 +192,16 @@ void read_identity(Reader& r, ExportData& e) {
 }
 
 /// The sizes, the user tower's spec and the user-id scheme.
+/// A root attribute holding a JSON list of names; absent: none.
+std::vector<std::string> attr_names(Reader& r, const std::string& key) {
+  if (!r.has_attr(key)) return {};
+  const nlohmann::json names = nlohmann::json::parse(r.attr_string(key), nullptr, false);
+  if (!names.is_array() ||
+      !std::all_of(names.begin(), names.end(), [](const auto& n) { return n.is_string(); }))
+    r.fail(fmt::format("root attribute '{}' is not a JSON list of names", key));
+  return names.get<std::vector<std::string>>();
+}
+
 void read_spec(Reader& r, ExportData& e) {
   e.dim = r.attr_int("dim", 1, kMaxDim);
   e.history = r.attr_int("history", 1, kMaxHistory);
@@ -206,18 +216,16 @@ void read_spec(Reader& r, ExportData& e) {
   if (r.has_attr("ranker_ff_dim")) e.ranker_ff_dim = r.attr_int("ranker_ff_dim", 0, 16 * kMaxDim);
   if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
   if (r.has_attr("ranker_activation")) e.ranker_activation = r.attr_string("ranker_activation");
-  if (r.has_attr("ranker_time_features")) {
-    const nlohmann::json names = nlohmann::json::parse(r.attr_string("ranker_time_features"), nullptr, false);
-    if (!names.is_array() ||
-        !std::all_of(names.begin(), names.end(), [](const auto& n) { return n.is_string(); })) {
-      r.fail("root attribute 'ranker_time_features' is not a JSON list of names");
-    }
-    e.ranker_time_features = names.get<std::vector<std::string>>();
-    try {
-      parse_time_features(e.ranker_time_features);
-    } catch (const std::exception& ex) {
-      r.fail(fmt::format("root attribute 'ranker_time_features': {}", ex.what()));
-    }
+  e.ranker_time_features = attr_names(r, "ranker_time_features");
+  try {
+    parse_time_features(e.ranker_time_features);
+  } catch (const std::exception& ex) {
+    r.fail(fmt::format("root attribute 'ranker_time_features': {}", ex.what()));
+  }
+  e.ranker_context_columns = attr_names(r, "ranker_context_columns");
+  for (const auto& name : e.ranker_context_columns) {
+    if (name.empty() || name.find('/') != std::string::npos)
+      r.fail(fmt::format("root attribute 'ranker_context_columns' names the column '{}'", name));
   }
   if (r.has_attr("user_ids")) e.user_ids_scheme = r.attr_string("user_ids");
   if (e.user_ids_scheme == kPseudonymScheme) {
@@ -383,6 +391,26 @@ void read_users(Reader& r, ExportData& e) {
   if (r.file().exists("users/history_times")) {
     e.history_times = r.read<std::int64_t>("users/history_times", {E}, "one time per event");
   }
+  const auto C = static_cast<std::uint64_t>(e.ranker_context_columns.size());
+  for (const auto& name : e.ranker_context_columns) {
+    const std::string values = "context/" + name + "/values";
+    const auto n = r.shape(values + "/offsets");
+    if (n.size() != 1 || n[0] < 1 || n[0] > (std::uint64_t{1} << 31))
+      r.fail(fmt::format("dataset '{}/offsets' must hold 1 to 2^31 offsets", values));
+    e.context_values.push_back(r.strings(values, n[0] - 1));
+  }
+  if (C > 0) {
+    e.history_context = r.read<std::int32_t>("users/history_context", {E, C}, "a code per event and column");
+    for (std::size_t j = 0; j < e.history_context.size(); ++j) {
+      const std::int32_t code = e.history_context[j];
+      const auto& values = e.context_values[j % C];
+      if (code < -1 || code >= static_cast<std::int64_t>(values.size())) {
+        r.fail(fmt::format(
+            "dataset 'users/history_context' value [{}, {}] is {}, not -1 or a code of its {} values", j / C,
+            j % C, code, values.size()));
+      }
+    }
+  }
   e.history_types = r.read<std::uint8_t>("users/history_types", {E}, "one event type per event");
   for (std::size_t j = 0; j < e.history_types.size(); ++j) {
     if (e.history_types[j] >= e.event_types.size()) {
@@ -546,7 +574,9 @@ void check_export_sizes(const ExportData& e) {
                "export: the item tables disagree with the {} item ids", I);
   LLMREC_CHECK(e.user_vectors.size() == U * d && e.history_offsets.size() == U + 1 &&
                    static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E &&
-                   (e.history_times.empty() || e.history_times.size() == E),
+                   (e.history_times.empty() || e.history_times.size() == E) &&
+                   e.context_values.size() == e.ranker_context_columns.size() &&
+                   e.history_context.size() == E * e.ranker_context_columns.size(),
                "export: the user tables disagree with the {} user ids", U);
   LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
                "export: TF-IDF rows for {} items, the export has {}",
@@ -582,6 +612,7 @@ void write_root_attributes(h5::File& f, const ExportData& e) {
   f.set_attr("/", "ranker_pooling", e.ranker_pooling);
   f.set_attr("/", "ranker_activation", e.ranker_activation);
   f.set_attr("/", "ranker_time_features", nlohmann::json(e.ranker_time_features).dump());
+  f.set_attr("/", "ranker_context_columns", nlohmann::json(e.ranker_context_columns).dump());
   f.set_attr("/", "user_ids", e.user_ids_scheme);
   if (e.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", e.pseudonym_check);
 }
@@ -612,6 +643,13 @@ void write_export_file(const std::string& path, const ExportData& e) {
   f.write("users/history_items", e.history_items);
   f.write("users/history_types", e.history_types);
   if (!e.history_times.empty()) f.write("users/history_times", e.history_times);
+  if (!e.ranker_context_columns.empty()) {
+    const auto C = static_cast<std::uint64_t>(e.ranker_context_columns.size());
+    f.write<std::int32_t>("users/history_context", e.history_context.data(),
+                          {static_cast<std::uint64_t>(e.history_items.size()), C});
+    for (std::size_t c = 0; c < e.ranker_context_columns.size(); ++c)
+      f.write_strings("context/" + e.ranker_context_columns[c] + "/values", e.context_values[c]);
+  }
 
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : e.tower->named_parameters()) tensors.emplace_back(p.key(), p.value());
@@ -641,7 +679,15 @@ UserTowerOptions export_tower_options(const ExportData& e) {
       .ff_dim(e.ranker_ff_dim)
       .activation(e.ranker_activation)
       .pooling(e.ranker_pooling)
-      .context_sizes(time_feature_sizes(e.ranker_time_features));
+      .context_sizes(e.context_spec().sizes());
+}
+
+ContextSpec ExportData::context_spec() const {
+  ContextSpec spec;
+  spec.time = parse_time_features(ranker_time_features);
+  for (const auto& values : context_values)
+    spec.column_values.push_back(static_cast<std::int64_t>(values.size()));
+  return spec;
 }
 
 void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
@@ -655,9 +701,11 @@ void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
   e.ranker_ff_dim = o.ff_dim();
   e.ranker_pooling = o.pooling();
   e.ranker_activation = o.activation();
-  LLMREC_CHECK(time_feature_sizes(e.ranker_time_features) == o.context_sizes(),
-               "export: the tower's context features do not match ranker_time_features [{}]",
-               fmt::join(e.ranker_time_features, ", "));
+  LLMREC_CHECK(
+      e.context_spec().sizes() == o.context_sizes(),
+      "export: the tower's context features do not match ranker_time_features [{}] and the values of "
+      "ranker_context_columns [{}]",
+      fmt::join(e.ranker_time_features, ", "), fmt::join(e.ranker_context_columns, ", "));
   e.tower = std::move(tower);
 }
 

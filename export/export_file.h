@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/time_features.h"
 #include "export/export_format.h"
 #include "export/fusion_math.h"
 #include "export/tfidf_index.h"
@@ -59,6 +60,10 @@ struct ExportData {
   std::string ranker_activation = "gelu";    ///< absent in older exports: gelu
   /// The tower's time features (model.user.time_features; absent in older exports: none).
   std::vector<std::string> ranker_time_features;
+  /// The tower's context columns (model.user.context_columns; absent: none)
+  /// and each one's distinct values (`context/<name>/values`: codes index them).
+  std::vector<std::string> ranker_context_columns;
+  std::vector<std::vector<std::string>> context_values;
   std::int64_t catalogue_updates = 0;  ///< 0 when the attribute is absent
   std::int64_t text_len = 0;           ///< tokens per item text the export was prepared with
   std::string score = "dot";           ///< "dot"
@@ -94,6 +99,8 @@ struct ExportData {
   std::vector<std::int32_t> history_items;    ///< E, oldest first per user
   std::vector<std::uint8_t> history_types;    ///< E
   std::vector<std::int64_t> history_times;    ///< E unix seconds (absent in older exports: empty)
+  std::vector<std::int32_t>
+      history_context;  ///< [E, C] codes of the context columns (-1 unknown); C = 0: empty
 
   // ---- the tokenizer's vocabulary (tokenizer/vocab), which also names the
   // TF-IDF terms; the items' TF-IDF rows (absent in older exports: nullptr)
@@ -126,6 +133,8 @@ struct ExportData {
     return history_offsets[static_cast<std::size_t>(user) + 1];
   }
 
+  /// The tower's time and context features.
+  ContextSpec context_spec() const;
   /// Row of an item / user id, -1 when unknown.
   std::int32_t find_item(const std::string& id) const;
   std::int32_t find_user(const std::string& id) const;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "common/time_features.h"
 
@@ -37,6 +39,14 @@ void ModelConfig::validate() const {
     parse_time_features(user.time_features);
   } catch (const Error& e) {
     problems.push_back(fmt::format("model.user.time_features: {}", e.what()));
+  }
+  for (std::size_t c = 0; c < user.context_columns.size(); ++c) {
+    const auto& name = user.context_columns[c];
+    if (name.empty() ||
+        std::find(user.context_columns.begin(), user.context_columns.begin() + static_cast<std::ptrdiff_t>(c),
+                  name) != user.context_columns.begin() + static_cast<std::ptrdiff_t>(c)) {
+      problems.push_back(fmt::format("model.user.context_columns: '{}' is empty or listed twice", name));
+    }
   }
   if (problems.empty()) return;
   std::string message = "invalid model configuration:";

@@ -99,6 +99,7 @@ struct ModelUserConfig {
   std::string activation = "gelu";
   bool projection = true;
   std::vector<std::string> time_features;
+  std::vector<std::string> context_columns;
 
   template <class V>
   void visit(V& v) {
@@ -138,6 +139,10 @@ struct ModelUserConfig {
             "each history slot adds the embedding of its event's features (gap = since the event "
             "before it), and the user vector adds an embedding of the features of the time the "
             "recommendation is for (its gap since the last history event); docs/ranker.md");
+    v.field("context_columns", context_columns,
+            "Context columns (names among data.columns.context) learned like the time features: each "
+            "history slot adds the embedding of its event's value, the user vector that of the "
+            "request's (serving: the request's context); docs/ranker.md");
   }
 };
 

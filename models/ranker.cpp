@@ -307,10 +307,12 @@ torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Te
   return proj(norm(pooled.to(norm->weight.scalar_type())));
 }
 
-HistoryInputs history_inputs(std::int64_t T, const std::vector<TimeFeature>& features,
-                             const std::int64_t* offsets, std::int64_t n, const std::int32_t* items,
-                             const std::int64_t* times, const std::int64_t* query_times) {
-  const auto F = static_cast<std::int64_t>(features.size());
+HistoryInputs history_inputs(std::int64_t T, const ContextSpec& spec, const std::int64_t* offsets,
+                             std::int64_t n, const std::int32_t* items, const std::int64_t* times,
+                             const std::int32_t* codes, const std::int64_t* query_times,
+                             const std::int32_t* query_codes) {
+  const auto F = static_cast<std::int64_t>(spec.size());
+  const auto C = static_cast<std::int64_t>(spec.column_values.size());
   HistoryInputs out;
   out.history = torch::full({n, T}, -1, torch::kLong);
   auto* h = out.history.data_ptr<std::int64_t>();
@@ -328,15 +330,16 @@ HistoryInputs history_inputs(std::int64_t T, const std::vector<TimeFeature>& fea
     for (std::int64_t j = std::max(first, end - T); j < end; ++j) {
       const std::int64_t at = r * T + (T - (end - j));  // most recent last
       h[at] = items[j];
-      if (slot_values != nullptr && times != nullptr)
-        time_feature_values(features, times[j], j > first ? times[j - 1] : 0, j > first,
-                            slot_values + at * F);
+      if (slot_values == nullptr) continue;
+      const bool known = times != nullptr;
+      spec.values(known ? times[j] : 0, known, known && j > first ? times[j - 1] : 0, known && j > first,
+                  codes == nullptr ? nullptr : codes + j * C, slot_values + at * F);
     }
-    if (query_values != nullptr && query_times != nullptr) {
-      const bool has_last = end > first && times != nullptr;
-      time_feature_values(features, query_times[r], has_last ? times[end - 1] : 0, has_last,
-                          query_values + r * F);
-    }
+    if (query_values == nullptr) continue;
+    const bool known = query_times != nullptr;
+    const bool has_last = known && end > first && times != nullptr;
+    spec.values(known ? query_times[r] : 0, known, has_last ? times[end - 1] : 0, has_last,
+                query_codes == nullptr ? nullptr : query_codes + r * C, query_values + r * F);
   }
   return out;
 }

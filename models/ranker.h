@@ -226,21 +226,23 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
 TORCH_MODULE(UserTower);
 
 /// The user tower's inputs for `n` histories given as CSR: history r is
-/// items[offsets[r] .. offsets[r+1]) (dataset item rows, oldest first) with
-/// `times` parallel to `items` (nullptr: unknown).
+/// items[offsets[r] .. offsets[r+1]) (dataset item rows, oldest first), with
+/// per event `times` (nullptr: unknown) and `codes` (C = the spec's context
+/// columns per event, event-major; nullptr: unknown).
 struct HistoryInputs {
   torch::Tensor history;  ///< [n, T] int64 the last T items, most recent last, -1 = padding
-  torch::Tensor context;  ///< [n, T, F] int64 each slot's time feature values; undefined without features
-  torch::Tensor query;    ///< [n, F] int64 the values at query_times[r]; undefined without features
+  torch::Tensor context;  ///< [n, T, F] int64 each slot's feature values; undefined without features
+  torch::Tensor query;    ///< [n, F] int64 the values of the moment recommended for; the same
 };
 
-/// Builds HistoryInputs for a tower of `T` slots and time `features`: a
-/// slot's gap is measured from the event before it in the history (also
-/// when that event is older than the window), the query's from the last
-/// event. `query_times` [n] (nullptr: unknown, every query value 0).
-HistoryInputs history_inputs(std::int64_t T, const std::vector<TimeFeature>& features,
-                             const std::int64_t* offsets, std::int64_t n, const std::int32_t* items,
-                             const std::int64_t* times, const std::int64_t* query_times);
+/// Builds HistoryInputs for a tower of `T` slots and the features of
+/// `spec`: a slot's gap is measured from the event before it in the history
+/// (also when that event is older than the window), the query's from the
+/// last event. `query_times` [n] and `query_codes` [n, C] (nullptr: unknown).
+HistoryInputs history_inputs(std::int64_t T, const ContextSpec& spec, const std::int64_t* offsets,
+                             std::int64_t n, const std::int32_t* items, const std::int64_t* times,
+                             const std::int32_t* codes, const std::int64_t* query_times,
+                             const std::int32_t* query_codes);
 
 // -------------------------------------------------------------- scorer
 

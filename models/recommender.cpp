@@ -41,6 +41,14 @@ BertConfig bert_config_from(const ModelBertConfig& config) {
 RecommenderImpl::RecommenderImpl(const RecommenderOptions& options) : options_(options) {
   const ModelConfig& cfg = options_.config();
   cfg.validate();
+  context_spec_.time = parse_time_features(cfg.user.time_features);
+  context_spec_.column_values = options_.context_values();
+  if (context_spec_.column_values.size() != cfg.user.context_columns.size()) {
+    throw ConfigError(
+        fmt::format("model.user.context_columns names {} columns but the model was given the "
+                    "values of {} (from the dataset)",
+                    cfg.user.context_columns.size(), context_spec_.column_values.size()));
+  }
   if (cfg.item_id_embedding && options_.id_items() <= 0) {
     throw ConfigError(
         fmt::format("model.item_id_embedding is true but the model was given {} training items; the ID table "
@@ -151,7 +159,7 @@ void RecommenderImpl::reset() {
                                                .ff_dim(cfg.user.ff_dim)
                                                .activation(cfg.user.activation)
                                                .projection(cfg.user.projection)
-                                               .context_sizes(time_feature_sizes(cfg.user.time_features))));
+                                               .context_sizes(context_spec_.sizes())));
   scorer =
       register_module("scorer", BilinearScorer(BilinearScorerOptions(d).learned(cfg.score == "bilinear")));
 }
@@ -225,10 +233,10 @@ torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
   } else {
     items = item_vecs.index_select(0, index.clamp_min(0).reshape({-1})).view({B, S, item_vecs.size(1)});
   }
-  const bool timed = !options_.config().user.time_features.empty();
+  const bool timed = !context_spec_.empty();
   LLMREC_CHECK(!timed || (context.history.defined() && context.query.defined()),
-               "user_vectors: model.user.time_features is set, so the history's and the query's time "
-               "features are required");
+               "user_vectors: the model has time or context features (model.user.time_features, "
+               "context_columns), so the history's and the query's values are required");
   const torch::Tensor history_context = timed ? context.history : torch::Tensor();
   torch::Tensor u;
   if (!slots.defined()) {

@@ -46,13 +46,13 @@ struct RecBatch {
   torch::Tensor weight;           ///< [B] float event weights; undefined = all 1
   torch::Tensor negatives;        ///< [N] int64 rows of extra sampled negatives; undefined or empty = none
   torch::Tensor item_log_q;       ///< [U] float log q per row; required with model.loss.logq_correction
-  torch::Tensor history_context;  ///< [B, S, F] int64 time feature values; with model.user.time_features
+  torch::Tensor history_context;  ///< [B, S, F] int64 time and context values (Recommender::context_spec)
   torch::Tensor query_context;    ///< [B, F] int64 the targets' time feature values; the same
 };
 
-/// The time features (common/time_features.h) a user vector is computed
-/// with, in the order of model.user.time_features: required when that list
-/// is not empty, ignored otherwise.
+/// The time and context features (common/time_features.h, ContextSpec) a
+/// user vector is computed with: required when the model has any
+/// (model.user.time_features, model.user.context_columns), ignored otherwise.
 struct UserContext {
   torch::Tensor history;  ///< [B, S, F] int64: each history slot's event
   torch::Tensor query;    ///< [B, F] (or [N, F] with slots) int64: the time recommended for
@@ -66,6 +66,9 @@ struct RecommenderOptions {
   /// i.e. the data layer numbers the training items first. Larger ids (cold
   /// items) use their text vector alone.
   TORCH_ARG(std::int64_t, id_items) = 0;
+  /// Distinct values of each of model.user.context_columns (from the
+  /// dataset: its codes are 0 .. n-1), in that order.
+  TORCH_ARG(std::vector<std::int64_t>, context_values) = {};
 };
 
 class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
@@ -114,6 +117,8 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
   std::vector<torch::Tensor> trainable_parameters() const;
 
   const RecommenderOptions& options() const { return options_; }
+  /// The time and context features of the user tower.
+  const ContextSpec& context_spec() const { return context_spec_; }
   /// The item tower's BERT architecture (from config.json when pretrained).
   const BertConfig& bert_config() const { return bert_config_; }
   LossOptions loss_options() const;
@@ -127,6 +132,7 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
  private:
   RecommenderOptions options_;
   BertConfig bert_config_;
+  ContextSpec context_spec_;
 };
 TORCH_MODULE(Recommender);
 

@@ -92,32 +92,35 @@ namespace {
 /// fresh histories without times).
 constexpr std::int64_t kNoTime = std::numeric_limits<std::int64_t>::min();
 
-/// The time feature values (F per event) of events [begin, end) of
-/// `times`, each gap from the event before it; 0 where a time is unknown.
-std::vector<std::int64_t> slot_context(const std::vector<TimeFeature>& features,
-                                       const std::vector<std::int64_t>& times, std::size_t begin,
+/// The feature values (F per event) of events [begin, end) of `times`
+/// and `codes` (C per event), each gap from the event before it; a time
+/// kNoTime has time values 0.
+std::vector<std::int64_t> slot_context(const ContextSpec& spec, const std::vector<std::int64_t>& times,
+                                       const std::vector<std::int32_t>& codes, std::size_t begin,
                                        std::size_t end) {
-  const std::size_t F = features.size();
+  const std::size_t F = spec.size();
+  const std::size_t C = spec.column_values.size();
   std::vector<std::int64_t> out(F * (end - begin), 0);
   if (F == 0) return out;
   for (std::size_t j = begin; j < end; ++j) {
-    if (times[j] == kNoTime) continue;
-    const bool has_previous = j > 0 && times[j - 1] != kNoTime;
-    time_feature_values(features, times[j], has_previous ? times[j - 1] : 0, has_previous,
-                        out.data() + (j - begin) * F);
+    const bool known = times[j] != kNoTime;
+    const bool has_previous = known && j > 0 && times[j - 1] != kNoTime;
+    spec.values(known ? times[j] : 0, known, has_previous ? times[j - 1] : 0, has_previous,
+                C > 0 ? codes.data() + j * C : nullptr, out.data() + (j - begin) * F);
   }
   return out;
 }
 
-/// The values of the moment `time` (F; zeros without it), the gap from the
-/// last event of `times`.
-std::vector<std::int64_t> query_context(const std::vector<TimeFeature>& features,
-                                        const std::vector<std::int64_t>& times,
-                                        std::optional<std::int64_t> time) {
-  std::vector<std::int64_t> out(features.size(), 0);
-  if (features.empty() || !time) return out;
-  const bool has_previous = !times.empty() && times.back() != kNoTime;
-  time_feature_values(features, *time, has_previous ? times.back() : 0, has_previous, out.data());
+/// The values of the moment `time` (time values 0 without it), the gap from
+/// the last event of `times`, with the context `query_codes` (C).
+std::vector<std::int64_t> query_context(const ContextSpec& spec, const std::vector<std::int64_t>& times,
+                                        std::optional<std::int64_t> time,
+                                        const std::vector<std::int32_t>& query_codes) {
+  std::vector<std::int64_t> out(spec.size(), 0);
+  if (spec.empty()) return out;
+  const bool has_previous = time && !times.empty() && times.back() != kNoTime;
+  spec.values(time.value_or(0), time.has_value(), has_previous ? times.back() : 0, has_previous,
+              query_codes.empty() ? nullptr : query_codes.data(), out.data());
   return out;
 }
 
@@ -143,6 +146,7 @@ struct RecommendEngine::Resolved {
   double diversity = 0;
   bool explain = false;
   std::vector<std::int64_t> times;           ///< parallel to `events`; kNoTime = unknown
+  std::vector<std::int32_t> codes;           ///< context codes, C per event (-1 = unknown)
   std::vector<std::int64_t> window_context;  ///< the window's time feature values, F per slot
   std::vector<std::int64_t> query_context;   ///< the request time's values (F; zeros without a time)
   std::string unknown_user;                  ///< a user id the export does not know: the popularity fallback
@@ -166,7 +170,12 @@ struct RecommendEngine::Components {
 RecommendEngine::RecommendEngine(std::shared_ptr<const ExportData> data, std::optional<AnnOptions> ann)
     : data_(std::move(data)) {
   LLMREC_CHECK(data_ != nullptr && data_->tower != nullptr, "RecommendEngine needs a loaded export");
-  time_features_ = parse_time_features(data_->ranker_time_features);
+  context_spec_ = data_->context_spec();
+  for (const auto& values : data_->context_values) {
+    context_codes_.emplace_back();
+    for (std::size_t v = 0; v < values.size(); ++v)
+      context_codes_.back().emplace(values[v], static_cast<std::int32_t>(v));
+  }
   const auto& f = data_->fusion;
   auto model = f.find("model");
   // Weights relative to the model's (serving keeps the model at 1).
@@ -279,6 +288,14 @@ void RecommendEngine::resolve_options(const RecommendRequest& q, Resolved& r) co
     throw RequestError(400, "hour",
                        fmt::format("must be an integer hour of the day in [0, 23], got {}", *q.hour));
   }
+  for (const auto& [column, value] : q.context) {
+    const auto& columns = data_->ranker_context_columns;
+    if (std::find(columns.begin(), columns.end(), column) == columns.end()) {
+      throw RequestError(400, "context",
+                         fmt::format("'{}' is not a context column of this model (its columns: {})", column,
+                                     columns.empty() ? std::string("none") : quoted_list(columns)));
+    }
+  }
   if (q.time && (*q.time < 0 || *q.time > kMaxRequestTime)) {
     throw RequestError(400, "time",
                        fmt::format("must be unix seconds in [0, {}], got {}", kMaxRequestTime, *q.time));
@@ -334,15 +351,23 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
         r.times.assign(e.history_times.begin() + e.events_begin(r.user),
                        e.history_times.begin() + e.events_end(r.user));
       }
+      const auto C = static_cast<std::int64_t>(context_codes_.size());
+      r.codes.assign(e.history_context.begin() + e.events_begin(r.user) * C,
+                     e.history_context.begin() + e.events_end(r.user) * C);
     }
     LLMREC_CHECK(q.live_times.empty() || q.live_times.size() == q.live.size(),
                  "{} live event times for {} live events", q.live_times.size(), q.live.size());
+    LLMREC_CHECK(q.live_context.empty() || q.live_context.size() == q.live.size(),
+                 "{} live event contexts for {} live events", q.live_context.size(), q.live.size());
     for (std::size_t j = 0; j < q.live.size(); ++j) {
       const std::int32_t i = q.live[j];
       LLMREC_CHECK(i >= 0 && i < e.num_items, "live event item row {} outside the export's {} items", i,
                    e.num_items);
       r.events.push_back(i);
       r.times.push_back(q.live_times.empty() ? kNoTime : q.live_times[j]);
+      const std::vector<std::int32_t> codes =
+          context_codes(q.live_context.empty() ? nullptr : &q.live_context[j]);
+      r.codes.insert(r.codes.end(), codes.begin(), codes.end());
     }
     r.live = !q.live.empty();
   } else {
@@ -371,7 +396,21 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
     }
     r.times = q.history_times;
     if (r.times.empty()) r.times.assign(r.events.size(), kNoTime);
+    r.codes.assign(r.events.size() * context_codes_.size(), -1);  // a fresh history's context is unknown
   }
+}
+
+std::vector<std::int32_t> RecommendEngine::context_codes(
+    const std::map<std::string, std::string>* context) const {
+  std::vector<std::int32_t> out(context_codes_.size(), -1);
+  if (context == nullptr) return out;
+  for (std::size_t c = 0; c < context_codes_.size(); ++c) {
+    const auto it = context->find(data_->ranker_context_columns[c]);
+    if (it == context->end()) continue;
+    const auto code = context_codes_[c].find(it->second);
+    if (code != context_codes_[c].end()) out[c] = code->second;  // a value training never saw: unknown
+  }
+  return out;
 }
 
 void RecommendEngine::resolve_exclusions(const RecommendRequest& q, Resolved& r) const {
@@ -414,8 +453,8 @@ RecommendEngine::Resolved RecommendEngine::resolve(const RecommendRequest& q) co
   const std::size_t T = static_cast<std::size_t>(e.history);
   r.window.assign(r.events.end() - static_cast<std::ptrdiff_t>(std::min(T, r.events.size())), r.events.end());
   r.window_context =
-      slot_context(time_features_, r.times, r.events.size() - r.window.size(), r.events.size());
-  r.query_context = query_context(time_features_, r.times, q.time);
+      slot_context(context_spec_, r.times, r.codes, r.events.size() - r.window.size(), r.events.size());
+  r.query_context = query_context(context_spec_, r.times, q.time, context_codes(&q.context));
 
   resolve_exclusions(q, r);
   if (!r.unknown_user.empty()) r.ann = false;  // the popularity fallback scores no model
@@ -450,7 +489,7 @@ at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vecto
   torch::NoGradGuard no_grad;
   const auto B = static_cast<std::int64_t>(windows.size());
   const std::int64_t d = e.dim;
-  const auto F = static_cast<std::int64_t>(e.ranker_time_features.size());
+  const auto F = static_cast<std::int64_t>(e.ranker_time_features.size() + e.ranker_context_columns.size());
   std::int64_t S = 1;
   for (const auto* w : windows) S = std::max<std::int64_t>(S, static_cast<std::int64_t>(w->size()));
   at::Tensor items = at::zeros({B, S, d}, at::kFloat);
@@ -479,7 +518,7 @@ at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vecto
 /// users [B, d] += the tower's context vectors of the requests' times.
 void add_query_vectors(const ExportData& e, const std::vector<const std::vector<std::int64_t>*>& values,
                        at::Tensor& users) {
-  const auto F = static_cast<std::int64_t>(e.ranker_time_features.size());
+  const auto F = static_cast<std::int64_t>(e.ranker_time_features.size() + e.ranker_context_columns.size());
   if (F == 0) return;
   torch::NoGradGuard no_grad;
   const auto B = static_cast<std::int64_t>(values.size());
@@ -494,7 +533,8 @@ void add_query_vectors(const ExportData& e, const std::vector<const std::vector<
 }  // namespace
 
 std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_t>& items,
-                                                   const std::vector<std::int64_t>& times) const {
+                                                   const std::vector<std::int64_t>& times,
+                                                   const std::vector<std::int32_t>& codes) const {
   for (std::int32_t i : items)
     LLMREC_CHECK(i >= 0 && i < data_->num_items, "history item row {} is out of range", i);
   LLMREC_CHECK(times.empty() || times.size() == items.size(), "history_vector: {} times for {} items",
@@ -504,7 +544,12 @@ std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_
   std::vector<std::int32_t> window(items.begin() + static_cast<std::ptrdiff_t>(begin), items.end());
   const std::vector<std::int64_t> all_times =
       times.empty() ? std::vector<std::int64_t>(items.size(), kNoTime) : times;
-  const std::vector<std::int64_t> context = slot_context(time_features_, all_times, begin, items.size());
+  LLMREC_CHECK(codes.empty() || codes.size() == items.size() * context_codes_.size(),
+               "history_vector: {} context codes for {} items", codes.size(), items.size());
+  const std::vector<std::int32_t> all_codes =
+      codes.empty() ? std::vector<std::int32_t>(items.size() * context_codes_.size(), -1) : codes;
+  const std::vector<std::int64_t> context =
+      slot_context(context_spec_, all_times, all_codes, begin, items.size());
   at::Tensor u = tower_forward(*data_, {&window}, {}, {&context});
   return {u.data_ptr<float>(), u.data_ptr<float>() + data_->dim};
 }

@@ -43,6 +43,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/error.h"
@@ -103,6 +104,11 @@ struct RecommendRequest {
   /// Unix seconds of each item of `history` (fresh histories only; empty =
   /// unknown): the tower's slot time features.
   std::vector<std::int64_t> history_times;
+  /// The request's context (column -> value) for a tower with context
+  /// columns (model.user.context_columns): the query's values; a value
+  /// training never saw counts as unknown. A column the tower does not
+  /// read is an error.
+  std::map<std::string, std::string> context;
   std::optional<double> hour_weight;        ///< default kDefaultHourWeight
   std::optional<double> cf_weight;          ///< default RecommendEngine::default_cf_weight()
   std::optional<double> popularity_weight;  ///< default RecommendEngine::default_popularity_weight()
@@ -120,6 +126,8 @@ struct RecommendRequest {
   std::vector<std::int32_t> live;
   /// Unix seconds of each `live` event (parallel to it; empty = unknown).
   std::vector<std::int64_t> live_times;
+  /// The context of each `live` event (parallel to it; empty = unknown).
+  std::vector<std::map<std::string, std::string>> live_context;
 };
 
 /// Leave-one-out contribution of one history item to an item's model score.
@@ -249,10 +257,12 @@ class RecommendEngine {
   SimilarResult similar(const SimilarRequest& request) const;
 
   /// u = tower(items/vectors of the last T of `items`), [d] floats; with
-  /// time features, `times` (parallel to items; empty = unknown) gives the
-  /// slots' values (the export's user vectors are this, without a query time).
+  /// time and context features, `times` (parallel to items) and `codes` (C
+  /// context codes per item) give the slots' values, empty = unknown (the
+  /// export's user vectors are this, without a query).
   std::vector<float> history_vector(const std::vector<std::int32_t>& items,
-                                    const std::vector<std::int64_t>& times = {}) const;
+                                    const std::vector<std::int64_t>& times = {},
+                                    const std::vector<std::int32_t>& codes = {}) const;
 
   /// CF score of every item for a history (docs/export-format.md): the sum
   /// over the distinct history items h of similarity(h, j), j among h's
@@ -262,6 +272,10 @@ class RecommendEngine {
   /// Time-of-day score of every item for `hour`:
   /// log((hour_counts[i][hour] + 1) / (popularity_i + 24)).
   std::vector<float> hour_scores(int hour) const;
+
+  /// The codes of the tower's context columns in `context` (nullptr: none),
+  /// -1 where a column is absent or its value unknown.
+  std::vector<std::int32_t> context_codes(const std::map<std::string, std::string>* context) const;
 
   /// The export's `fusion` weight of "itemknn" relative to "model"
   /// (itemknn / model when "model" > 0, else itemknn; 0 without "itemknn").
@@ -326,8 +340,10 @@ class RecommendEngine {
   std::map<std::string, double> cold_weights_;  ///< the export's cold_weights relative to the model's weight
   std::vector<float> popularity_z_;             ///< z of items/popularity over the catalogue
   std::vector<int> purchase_types_;
-  std::vector<TimeFeature> time_features_;  ///< the tower's (ranker_time_features)
-  std::vector<float> vector_norms_;         ///< |items/vectors[i]|
+  ContextSpec context_spec_;  ///< the tower's time and context features
+  /// Per context column (ranker_context_columns): value -> code.
+  std::vector<std::unordered_map<std::string, std::int32_t>> context_codes_;
+  std::vector<float> vector_norms_;  ///< |items/vectors[i]|
   mutable std::array<std::once_flag, kHours> hour_once_;
   mutable std::array<std::vector<float>, kHours> hour_z_;
 };

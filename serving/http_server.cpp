@@ -78,14 +78,15 @@ struct LiveEvents {
   struct Event {
     std::string item;
     std::int64_t time = 0;  ///< unix seconds
+    std::map<std::string, std::string> context;
   };
   std::unordered_map<std::string, std::deque<Event>> items;
   int fd = -1;
   std::int64_t recorded = 0, replayed = 0, skipped = 0;
 
-  void add(const std::string& user, const std::string& item, std::int64_t time) {
-    auto& q = items[user];
-    q.push_back({item, time});
+  void add(const EventRequest& e) {
+    auto& q = items[e.user];
+    q.push_back({e.item, e.time, e.context.get<std::map<std::string, std::string>>()});
     if (q.size() > kPerUser) q.pop_front();
   }
   ~LiveEvents() {
@@ -462,6 +463,7 @@ struct HttpServer::Impl {
       if (i < 0) continue;
       q.live.push_back(i);
       q.live_times.push_back(event.time);
+      q.live_context.push_back(event.context);
     }
   }
 
@@ -488,7 +490,7 @@ struct HttpServer::Impl {
       try {
         const EventRequest e = parse_event_request(parse_json_body(line));
         if (e.time < 0) throw RequestError(400, "time", "missing");
-        events.add(e.user, e.item, e.time);
+        events.add(e);
         ++events.replayed;
       } catch (const std::exception& ex) {
         if (events.skipped++ < 5) {
@@ -544,7 +546,7 @@ struct HttpServer::Impl {
     if (options.events_fsync && ::fdatasync(events.fd) != 0) {
       throw IoError(fmt::format("syncing the events log {}: {}", options.events_log, std::strerror(errno)));
     }
-    events.add(e.user, e.item, e.time);
+    events.add(e);
     ++events.recorded;
     if (e.type == "click" && arms.size() > 1) {  // credit the arm that showed the item within the window
       std::lock_guard<std::mutex> lock(mu);

@@ -163,6 +163,21 @@ json item_json(const ExportData& e, std::int32_t i) {
           {"cold", e.item_cold[r] != 0}};
 }
 
+/// A `context` field: an object of at most 32 strings.
+std::map<std::string, std::string> get_context(const json& c) {
+  if (!c.is_object() || c.size() > 32) {
+    throw RequestError(400, "context",
+                       fmt::format("must be an object of at most 32 strings, got {}", shown(c)));
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : c.items()) {
+    if (!v.is_string())
+      throw RequestError(400, "context", fmt::format("'{}' must be a string, got {}", k, shown(v)));
+    out.emplace(k, v.get<std::string>());
+  }
+  return out;
+}
+
 }  // namespace
 
 // Declared in engine.h; defined here so that the request layer links without
@@ -196,16 +211,8 @@ EventRequest parse_event_request(const json& body) {
   if (body.contains("type")) e.type = get_string(body["type"], "type");
   if (body.contains("time")) e.time = get_int(body["time"], "time", 0, std::int64_t{1} << 40);
   if (body.contains("context")) {
-    const json& c = body["context"];
-    if (!c.is_object() || c.size() > 32) {
-      throw RequestError(400, "context",
-                         fmt::format("must be an object of at most 32 strings, got {}", shown(c)));
-    }
-    for (const auto& [k, v] : c.items()) {
-      if (!v.is_string())
-        throw RequestError(400, "context", fmt::format("'{}' must be a string, got {}", k, shown(v)));
-    }
-    e.context = c;
+    get_context(body["context"]);
+    e.context = body["context"];
   }
   return e;
 }
@@ -237,9 +244,9 @@ std::vector<std::int64_t> get_history_times(const json& t) {
 
 RecommendRequest parse_recommend_request(const json& body) {
   require_object(body);
-  reject_unknown(
-      body, {"user", "history", "history_times", "time", "k", "category", "exclude", "hour", "hour_weight",
-             "cf_weight", "popularity_weight", "tfidf_weight", "diversity", "explain", "search"});
+  reject_unknown(body, {"user", "history", "history_times", "time", "context", "k", "category", "exclude",
+                        "hour", "hour_weight", "cf_weight", "popularity_weight", "tfidf_weight", "diversity",
+                        "explain", "search"});
   RecommendRequest q;
   if (body.contains("user") && body.contains("history")) {
     throw RequestError(400, "user", "give either 'user' or 'history', not both");
@@ -282,6 +289,7 @@ RecommendRequest parse_recommend_request(const json& body) {
   if (body.contains("hour")) q.hour = static_cast<int>(get_int(body["hour"], "hour", 0, kHours - 1));
   if (body.contains("time")) q.time = get_int(body["time"], "time", 0, kMaxRequestTime);
   if (body.contains("history_times")) q.history_times = get_history_times(body["history_times"]);
+  if (body.contains("context")) q.context = get_context(body["context"]);
   if (body.contains("hour_weight"))
     q.hour_weight = get_number(body["hour_weight"], "hour_weight", 0, kMaxWeight);
   if (body.contains("cf_weight")) q.cf_weight = get_number(body["cf_weight"], "cf_weight", 0, kMaxWeight);

@@ -1,6 +1,7 @@
 #pragma once
-// Multi-rank tests: rank 0 writes a small synthetic dataset, every rank gets
-// its path (broadcast). Deleted by dataset_helper_cleanup().
+// Multi-rank tests: rank 0 writes a small synthetic dataset (with the shop's
+// `device` context column), every rank gets its path (broadcast). Deleted by
+// dataset_helper_cleanup().
 #include <ATen/ATen.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@ inline std::string make_test_dataset(Communicator& comm, const std::string& tag,
     cfg.interactions = (dir / "shop" / "interactions.csv").string();
     cfg.dataset = (dir / "dataset.h5").string();
     cfg.vocab_size = 400;
+    cfg.columns.context = {"device"};  // the synthetic shop's context column
     cfg.text_len = text_len;
     prepare_dataset(cfg, "");
     path = cfg.dataset;

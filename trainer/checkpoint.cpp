@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "common/config.h"
@@ -77,6 +78,19 @@ ModelConfig stored_model_config(const h5::File& f) {
     throw IoError(fmt::format("{}: the stored model configuration is invalid: {}", f.path(), e.what()));
   }
   return mc;
+}
+
+/// The distinct values of each context column (attribute `context_values`,
+/// a JSON list; absent in older checkpoints: none).
+std::vector<std::int64_t> stored_context_values(const h5::File& f) {
+  if (!f.has_attr("/", "context_values")) return {};
+  const nlohmann::json j = nlohmann::json::parse(f.attr_string("/", "context_values"), nullptr, false);
+  const bool ok =
+      j.is_array() && std::all_of(j.begin(), j.end(), [](const nlohmann::json& v) {
+        return v.is_number_integer() && v.get<std::int64_t>() >= 0 && v.get<std::int64_t>() < (1LL << 31);
+      });
+  if (!ok) throw IoError(fmt::format("{}: attribute 'context_values' is not a list of counts", f.path()));
+  return j.get<std::vector<std::int64_t>>();
 }
 
 std::string stored_dtype(const h5::File& f) {
@@ -258,6 +272,7 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts) {
     ModelConfig mc = parts.model->options().config();
     f.set_attr("/", "model_config", ConfigWriter::write(mc));
     f.set_attr("/", "id_items", parts.model->options().id_items());
+    f.set_attr("/", "context_values", nlohmann::json(parts.model->options().context_values()).dump());
     const auto params = parts.model->parameters();
     f.set_attr("/", "dtype", !params.empty() && is_double(params[0]) ? "float64" : "float32");
     f.set_attr("/", "config", parts.run_config_yaml);
@@ -306,6 +321,13 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
                     "trained on another dataset",
                     path, f.attr_int("/", "id_items"), parts.model->options().id_items()));
   }
+  if (stored_context_values(f) != parts.model->options().context_values()) {
+    throw ConfigError(
+        fmt::format("{}: the checkpoint's context columns have [{}] values, this dataset's [{}]: it "
+                    "was trained on another dataset",
+                    path, fmt::join(stored_context_values(f), ", "),
+                    fmt::join(parts.model->options().context_values(), ", ")));
+  }
   const std::string dtype = stored_dtype(f);
   checkpoint_read_module(f, "model", dtype, *parts.model);
   const bool training = f.has_attr("/", "training") && f.attr_int("/", "training") == 1;
@@ -350,15 +372,17 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
 Recommender checkpoint_load_model(const std::string& path) {
   ModelConfig mc;
   std::int64_t id_items = 0;
+  std::vector<std::int64_t> context_values;
   std::string dtype;
   {
     auto f = open_training_checkpoint(path);
     mc = stored_model_config(f);
     id_items = f.attr_int("/", "id_items");
+    context_values = stored_context_values(f);
     dtype = stored_dtype(f);
   }
   torch::manual_seed(0);
-  Recommender model(RecommenderOptions(mc).id_items(id_items));
+  Recommender model(RecommenderOptions(mc).id_items(id_items).context_values(context_values));
   if (dtype == "float64") model->to(torch::kDouble);
   CheckpointParts parts;
   parts.model = model;
@@ -373,7 +397,9 @@ void verify_checkpoint(const std::string& path) {
   const std::string dtype = stored_dtype(f);
   // Rebuild the shapes from the stored model and read every tensor.
   torch::manual_seed(0);
-  Recommender model(RecommenderOptions(stored_model_config(f)).id_items(f.attr_int("/", "id_items")));
+  Recommender model(RecommenderOptions(stored_model_config(f))
+                        .id_items(f.attr_int("/", "id_items"))
+                        .context_values(stored_context_values(f)));
   if (dtype == "float64") model->to(torch::kDouble);
   CheckpointParts parts;
   parts.model = model;

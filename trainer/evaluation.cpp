@@ -180,11 +180,13 @@ Evaluator::Evaluator(const DatasetFile& file, Communicator& comm, std::string sp
     has_categories_ = has_categories_ || !items_.categories[i].empty();
   }
   if (shard_.user_end > shard_.user_begin) {
-    slice_ = file.read_users(shard_.user_begin, shard_.user_end);
+    slice_ = file.read_users(shard_.user_begin, shard_.user_end, file.context_names());
   } else {
     slice_.begin = slice_.end = shard_.user_begin;
     slice_.users.offsets = {0};
+    slice_.events.context.resize(file.context_names().size());
   }
+  context_names_ = file.context_names();
   const bool valid = split_ == "valid";
   for (std::int64_t u = 0; u < shard_.user_end - shard_.user_begin; ++u) {
     const auto su = static_cast<std::size_t>(u);
@@ -217,6 +219,13 @@ Evaluator::Block Evaluator::block(std::int64_t call) const {
   const bool valid = split_ == "valid";
   std::vector<std::int32_t> items;
   std::vector<std::int64_t> times;
+  std::vector<std::int32_t> codes, query_codes;
+  out.request.context_names = context_names_;
+  const std::size_t C = context_names_.size();
+  auto codes_of = [&](std::int64_t event, std::vector<std::int32_t>& to) {
+    for (std::size_t c = 0; c < C; ++c)
+      to.push_back(slice_.events.context[c][static_cast<std::size_t>(event)]);
+  };
   for (std::int64_t user = u0; user < u1; ++user) {
     const auto su = static_cast<std::size_t>(user - shard_.user_begin);
     const std::int64_t held = valid ? slice_.users.valid[su] : slice_.users.test[su];
@@ -232,8 +241,16 @@ Evaluator::Block Evaluator::block(std::int64_t call) const {
       items.push_back(slice_.events.item[static_cast<std::size_t>(v)]);
       times.push_back(slice_.events.time[static_cast<std::size_t>(v)]);
     }
+    codes.clear();
+    query_codes.clear();
+    if (C > 0) {
+      for (std::int64_t e = first; e < first + slice_.users.train_end[su]; ++e) codes_of(e, codes);
+      if (!valid && v >= 0 && v != held) codes_of(v, codes);
+      codes_of(held, query_codes);
+    }
     out.request.add_user(user, items.data(), times.data(), static_cast<std::int64_t>(items.size()),
-                         slice_.events.time[static_cast<std::size_t>(held)]);
+                         slice_.events.time[static_cast<std::size_t>(held)], codes.data(),
+                         query_codes.data());
     out.targets.push_back(slice_.events.item[static_cast<std::size_t>(held)]);
   }
   return out;
@@ -340,9 +357,13 @@ ScoreRequest swap_histories(const ScoreRequest& request) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t from = (r + 1) % rows;
     const auto begin = static_cast<std::size_t>(request.history_begin(from));
+    const std::size_t C = request.context_names.size();
+    out.context_names = request.context_names;
     out.add_user(request.users[static_cast<std::size_t>(from)], request.history_items.data() + begin,
                  request.history_times.data() + begin, request.history_size(from),
-                 request.query_times[static_cast<std::size_t>(r)]);
+                 request.query_times[static_cast<std::size_t>(r)],
+                 C > 0 ? request.history_context.data() + begin * C : nullptr,
+                 C > 0 ? request.query_context.data() + static_cast<std::size_t>(r) * C : nullptr);
   }
   return out;
 }

@@ -179,8 +179,9 @@ class Evaluator {
   std::vector<std::int32_t> category_code_;  ///< per item: index of its category string
   bool has_categories_ = false;
   UserSlice slice_;
-  std::int64_t skipped_ = 0;  ///< this rank's users without a held-out event
-  std::int64_t repeats_ = 0;  ///< this rank's held-out items found in the history
+  std::vector<std::string> context_names_;  ///< the dataset's context columns (their codes are in slice_)
+  std::int64_t skipped_ = 0;                ///< this rank's users without a held-out event
+  std::int64_t repeats_ = 0;                ///< this rank's held-out items found in the history
 };
 
 /// One-shot form of Evaluator::evaluate (collective).

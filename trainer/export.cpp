@@ -64,24 +64,36 @@ std::pair<std::int64_t, std::int64_t> user_share(std::int64_t users, const Commu
 }
 
 /// The user tower over the last T events of `n` users (CSR: events of user
-/// u are items[offsets[u] .. offsets[u+1]), times parallel, nullptr when
-/// unknown), in blocks of kExportUserBlock users; `item_vecs` [I, d] in the
-/// model's dtype. The query's time is unknown (serving adds its context
-/// vector per request). float [n, d].
+/// u are items[offsets[u] .. offsets[u+1]); times parallel and the context
+/// columns' codes C per event, nullptr when unknown), in blocks of
+/// kExportUserBlock users; `item_vecs` [I, d] in the model's dtype. The
+/// query's moment is unknown (serving adds its vector per request).
+/// float [n, d].
 torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs, const std::int64_t* offsets,
-                              std::int64_t n, const std::int32_t* items, const std::int64_t* times) {
+                              std::int64_t n, const std::int32_t* items, const std::int64_t* times,
+                              const std::int32_t* codes) {
   torch::NoGradGuard no_grad;
   const ModelConfig& mc = model->options().config();
-  const std::vector<TimeFeature> features = parse_time_features(mc.user.time_features);
   std::vector<torch::Tensor> out;
   for (std::int64_t lo = 0; lo < n; lo += kExportUserBlock) {
     const std::int64_t b = std::min(kExportUserBlock, n - lo);
-    const HistoryInputs in =
-        history_inputs(mc.user.history, features, offsets + lo, b, items, times, nullptr);
+    const HistoryInputs in = history_inputs(mc.user.history, model->context_spec(), offsets + lo, b, items,
+                                            times, codes, nullptr, nullptr);
     out.push_back(
         model->user_vectors(in.history, item_vecs, {}, UserContext{in.context, in.query}).to(torch::kFloat));
   }
   return out.empty() ? torch::zeros({0, mc.dim}) : torch::cat(out);
+}
+
+/// The context codes of `events` event-major (C per event), from its
+/// per-column lists.
+std::vector<std::int32_t> event_major_codes(const EventTable& events) {
+  const std::size_t C = events.context.size();
+  std::vector<std::int32_t> out(events.item.size() * C);
+  for (std::size_t c = 0; c < C; ++c) {
+    for (std::size_t j = 0; j < events.item.size(); ++j) out[j * C + c] = events.context[c][j];
+  }
+  return out;
 }
 
 /// Collective: the ranks' row blocks, concatenated in rank order.
@@ -120,6 +132,15 @@ void check_export_fits(Recommender& model, const std::string& checkpoint_path, c
                     "trained on another dataset",
                     checkpoint_path, model->options().id_items(), file.path(), file.num_items()));
   }
+  const auto& columns = mc.user.context_columns;
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    const auto values = static_cast<std::int64_t>(file.context_values(columns[c]).size());
+    if (values != model->options().context_values()[c]) {
+      throw ConfigError(fmt::format(
+          "{}: the model's context column '{}' has {} values, the dataset {} has {}", checkpoint_path,
+          columns[c], model->options().context_values()[c], file.path(), values));
+    }
+  }
   if (mc.item_text && static_cast<std::int64_t>(vocab.size()) > model->bert_config().vocab_size) {
     throw ConfigError(
         fmt::format("{}: the model's BERT has {} token embeddings, the vocabulary of the dataset {} has "
@@ -143,9 +164,10 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   std::vector<std::int64_t> hours(static_cast<std::size_t>(I * kHours), 0);
   torch::Tensor mine = torch::zeros({0, d});
   if (ue > ub) {
-    UserSlice slice = file.read_users(ub, ue);
+    UserSlice slice = file.read_users(ub, ue, model->options().config().user.context_columns);
+    const std::vector<std::int32_t> codes = event_major_codes(slice.events);
     mine = user_vectors_of(model, item_vecs, slice.users.offsets.data(), ue - ub, slice.events.item.data(),
-                           slice.events.time.data());
+                           slice.events.time.data(), codes.data());
     for (std::int64_t u = 0; u < ue - ub; ++u) {
       const std::int64_t lo = slice.users.offsets[static_cast<std::size_t>(u)];
       const std::int64_t hi = lo + slice.users.train_end[static_cast<std::size_t>(u)];
@@ -187,13 +209,15 @@ void export_histories(const DatasetFile& file, ExportData& c) {
   c.history_offsets.reserve(static_cast<std::size_t>(U) + 1);
   c.history_offsets.push_back(0);
   for (std::int64_t lo = 0; lo < U; lo += kHistoryReadUsers) {
-    UserSlice slice = file.read_users(lo, std::min(U, lo + kHistoryReadUsers));
+    UserSlice slice = file.read_users(lo, std::min(U, lo + kHistoryReadUsers), c.ranker_context_columns);
     const std::int64_t base = c.history_offsets.back();
     for (std::size_t u = 1; u < slice.users.offsets.size(); ++u)
       c.history_offsets.push_back(base + slice.users.offsets[u]);
     c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
     c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
     c.history_times.insert(c.history_times.end(), slice.events.time.begin(), slice.events.time.end());
+    const std::vector<std::int32_t> codes = event_major_codes(slice.events);
+    c.history_context.insert(c.history_context.end(), codes.begin(), codes.end());
   }
 }
 
@@ -339,7 +363,11 @@ torch::Tensor update_user_vectors(const ExportData& c, Recommender& model, const
     std::vector<std::int64_t> offsets(c.history_offsets.begin() + ub, c.history_offsets.begin() + ue + 1);
     for (auto& o : offsets) o -= e0;
     const std::int64_t* times = c.history_times.empty() ? nullptr : c.history_times.data() + e0;
-    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist, times);
+    const std::int32_t* codes =
+        c.history_context.empty()
+            ? nullptr
+            : c.history_context.data() + e0 * static_cast<std::int64_t>(c.ranker_context_columns.size());
+    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist, times, codes);
   }
   return gather_rows(mine, comm);
 }
@@ -455,6 +483,9 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
     c.id_items = model->options().id_items();
     c.text_len = file.text_len();
     c.ranker_time_features = mc.user.time_features;
+    c.ranker_context_columns = mc.user.context_columns;
+    for (const auto& column : c.ranker_context_columns)
+      c.context_values.push_back(file.context_values(column));
     export_set_tower(c, model->user.ptr());
     c.catalogue_updates = 0;
     export_set_provenance(c, mc, config_yaml, checkpoint_path, file, ranking);

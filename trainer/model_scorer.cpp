@@ -110,15 +110,47 @@ nlohmann::json ModelScorer::params() const {
   return p;
 }
 
+namespace {
+
+/// Codes of the model's context columns (`columns`) picked from rows of
+/// `width` codes laid out as `names` (-1 for every row when `codes` is
+/// empty); Error for a column the request does not carry.
+std::vector<std::int32_t> pick_codes(const std::vector<std::string>& columns,
+                                     const std::vector<std::string>& names,
+                                     const std::vector<std::int32_t>& codes, std::size_t rows) {
+  std::vector<std::size_t> at;
+  for (const std::string& column : columns) {
+    const auto it = std::find(names.begin(), names.end(), column);
+    LLMREC_CHECK(it != names.end(), "the model reads context column '{}', which the dataset does not have",
+                 column);
+    at.push_back(static_cast<std::size_t>(it - names.begin()));
+  }
+  std::vector<std::int32_t> out(rows * columns.size(), -1);
+  if (codes.empty()) return out;
+  LLMREC_CHECK(codes.size() == rows * names.size(), "{} context codes for {} rows of {}", codes.size(), rows,
+               names.size());
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t c = 0; c < at.size(); ++c) out[r * at.size() + c] = codes[r * names.size() + at[c]];
+  }
+  return out;
+}
+
+}  // namespace
+
 at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
   torch::NoGradGuard no_grad;
-  const std::vector<TimeFeature> features =
-      parse_time_features(model_->options().config().user.time_features);
+  const ContextSpec& spec = model_->context_spec();
+  const std::vector<std::string>& columns = model_->options().config().user.context_columns;
   const bool timed = request.history_times.size() == request.history_items.size();
   const bool query_timed = static_cast<std::int64_t>(request.query_times.size()) == request.size();
-  const HistoryInputs in = history_inputs(
-      history_, features, request.history_offsets.data(), request.size(), request.history_items.data(),
-      timed ? request.history_times.data() : nullptr, query_timed ? request.query_times.data() : nullptr);
+  const std::vector<std::int32_t> codes =
+      pick_codes(columns, request.context_names, request.history_context, request.history_items.size());
+  const std::vector<std::int32_t> query_codes = pick_codes(
+      columns, request.context_names, request.query_context, static_cast<std::size_t>(request.size()));
+  const HistoryInputs in =
+      history_inputs(history_, spec, request.history_offsets.data(), request.size(),
+                     request.history_items.data(), timed ? request.history_times.data() : nullptr,
+                     codes.data(), query_timed ? request.query_times.data() : nullptr, query_codes.data());
   const torch::Device device = item_vecs_model_.device();
   const auto on_device = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
   return model_

@@ -42,6 +42,12 @@ struct ScoreRequest {
   std::vector<std::int32_t> history_items;       ///< dataset item ids, oldest first
   std::vector<std::int64_t> history_times;       ///< unix seconds, parallel to history_items
   std::vector<std::int64_t> query_times;         ///< unix seconds the recommendation is for
+  /// Context columns (the dataset's data.columns.context) whose codes the
+  /// two lists below hold, C = context_names.size() per event / row, -1 =
+  /// unknown; both empty when C = 0.
+  std::vector<std::string> context_names;
+  std::vector<std::int32_t> history_context;  ///< C per history event, parallel to history_items
+  std::vector<std::int32_t> query_context;    ///< C per row: the context of the moment recommended for
 
   std::int64_t size() const { return static_cast<std::int64_t>(users.size()); }
   std::int64_t history_begin(std::int64_t row) const {
@@ -52,14 +58,29 @@ struct ScoreRequest {
   }
   std::int64_t history_size(std::int64_t row) const { return history_end(row) - history_begin(row); }
 
-  /// Appends a row: `n` history events (items and times, oldest first).
+  /// Appends a row: `n` history events (items and times, oldest first),
+  /// with C context codes per event (`codes`) and for the query
+  /// (`query_codes`) when context_names is not empty.
   void add_user(std::int64_t user, const std::int32_t* items, const std::int64_t* times, std::int64_t n,
-                std::int64_t query_time) {
+                std::int64_t query_time, const std::int32_t* codes = nullptr,
+                const std::int32_t* query_codes = nullptr) {
     users.push_back(user);
     history_items.insert(history_items.end(), items, items + n);
     history_times.insert(history_times.end(), times, times + n);
     history_offsets.push_back(static_cast<std::int64_t>(history_items.size()));
     query_times.push_back(query_time);
+    const auto c = static_cast<std::int64_t>(context_names.size());
+    if (c == 0) return;
+    if (codes != nullptr) {
+      history_context.insert(history_context.end(), codes, codes + n * c);
+    } else {
+      history_context.insert(history_context.end(), static_cast<std::size_t>(n * c), -1);
+    }
+    if (query_codes != nullptr) {
+      query_context.insert(query_context.end(), query_codes, query_codes + c);
+    } else {
+      query_context.insert(query_context.end(), static_cast<std::size_t>(c), -1);
+    }
   }
 };
 

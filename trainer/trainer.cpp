@@ -29,6 +29,21 @@ namespace llmrec {
 namespace fs = std::filesystem;
 namespace {
 
+/// The model's time and context features, the context columns' sizes read
+/// from the dataset (ConfigError naming the key for a column it lacks).
+ContextSpec context_spec_of(const ModelConfig& model, const DatasetFile& dataset) {
+  ContextSpec spec;
+  spec.time = parse_time_features(model.user.time_features);
+  for (const std::string& column : model.user.context_columns) {
+    try {
+      spec.column_values.push_back(static_cast<std::int64_t>(dataset.context_values(column).size()));
+    } catch (const IoError& e) {
+      throw ConfigError(fmt::format("model.user.context_columns: {}", e.what()));
+    }
+  }
+  return spec;
+}
+
 std::atomic<int> g_signal{0};
 void on_signal(int sig) {
   g_signal.store(sig);
@@ -125,7 +140,8 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   so.sampled_negatives = setup_.model.loss.sampled_negatives;
   so.sequences = setup_.model.user.pooling == "causal";
   so.all_items = setup_.model.loss.negatives == "all";  // every item a candidate: a full softmax
-  so.time_features = parse_time_features(setup_.model.user.time_features);
+  so.context = context_spec_of(setup_.model, dataset);
+  so.context_columns = setup_.model.user.context_columns;
   sampler_ = std::make_shared<BatchSampler>(dataset, comm_.rank(), comm_.size(), so);
   const std::int64_t per_epoch = sampler_->steps_per_epoch() / setup_.train.micro_batches;
   if (per_epoch == 0) {
@@ -137,7 +153,9 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   planned_steps_ = setup_.train.max_steps > 0 ? setup_.train.max_steps : per_epoch * setup_.train.epochs;
 
   torch::manual_seed(static_cast<std::uint64_t>(setup_.train.seed));  // same initial weights on every rank
-  model_ = Recommender(RecommenderOptions(setup_.model).id_items(dataset.num_items()));
+  model_ = Recommender(RecommenderOptions(setup_.model)
+                           .id_items(dataset.num_items())
+                           .context_values(so.context.column_values));
   model_->to(setup_.device);  // initialised on the CPU (same weights on every rank), then moved
 }
 

@@ -193,7 +193,7 @@ fi
 expect "prepare: a missing file names the absolute path tried" nofile.txt \
   "cannot open no_such.csv \\(No such file or directory\\); a relative path is read from the working directory: tried /.*/no_such.csv"
 # A bad row stops prepare with file:line; skip counts it instead.
-{ cat shop/interactions.csv; echo "u999999,no-such-item,2024-01-01T00:00:00Z,view,"; } >bad.csv
+{ cat shop/interactions.csv; echo "u999999,no-such-item,2024-01-01T00:00:00Z,view,,mobile"; } >bad.csv
 lines=$(wc -l <bad.csv)
 "$bin" prepare -c "$src/configs/quickstart.yaml" "${pset[@]}" --set data.interactions=bad.csv >bad.txt 2>&1
 rc=$?
@@ -798,6 +798,38 @@ fi
 # bench serve: latency over the export made above.
 "$bin" bench serve --export export.h5 --requests 50 --set run.dir=bench_run >bench_serve.txt 2>&1 \
   && expect "bench serve" bench_serve.txt '"bench":"serve".*"p99_ms":[0-9]' || fail "bench serve" bench_serve.txt
+
+# Time and context features (docs/ranker.md): the shop's device column
+# prepared as context, learned with the events' times by a causal tower,
+# exported and asked for with a request time and device; a column the
+# dataset lacks is a config error naming the key, one the model lacks a 400.
+cset=(--set data.columns.context=[device] --set data.dataset=ctx_ds.h5 --set run.dir=ctx_run
+      --set model.user.pooling=causal --set model.user.layers=1 --set "model.user.time_features=[gap,weekday]"
+      --set "model.user.context_columns=[device]" --set train.max_steps=12 --set eval.fusion.tune=false)
+"$bin" prepare -c tiny.yaml "${pset[@]}" "${cset[@]}" >ctx_prep.txt 2>&1 || fail "prepare with a context column" ctx_prep.txt
+if "$bin" train -c tiny.yaml "${cset[@]}" >ctx_train.txt 2>&1 \
+   && "$bin" export -c ctx_run/config.yaml --checkpoint ctx_run/model.h5 >ctx_export.txt 2>&1; then
+  ctx_user=$(sed -n 2p shop/interactions.csv | cut -d, -f1)
+  for d in mobile desktop; do
+    "$bin" recommend --export ctx_run/export.h5 --user "$ctx_user" --k 20 --time 1716000000 --context device=$d \
+      --cf-weight 0 --popularity-weight 0 --tfidf-weight 0 >ctx_rec_$d.txt 2>&1
+  done
+  if grep -q '"items"' ctx_rec_mobile.txt && ! cmp -s ctx_rec_mobile.txt ctx_rec_desktop.txt; then
+    ok "time and context features: trained, exported, and the request's device changes the scores"
+  else
+    fail "recommend --context device=mobile vs desktop: same scores or no items" ctx_rec_mobile.txt
+  fi
+  "$bin" recommend --export ctx_run/export.h5 --user "$ctx_user" --context country=de >ctx_bad.txt 2>&1
+  [[ $? -eq 1 ]] && expect "recommend --context: a column the model lacks names the field" ctx_bad.txt \
+    "field 'context': 'country' is not a context column of this model \(its columns: 'device'\)" \
+    || fail "recommend --context country=de: exit code 1 expected" ctx_bad.txt
+else
+  fail "train/export with time and context features" ctx_train.txt
+fi
+"$bin" train -c tiny.yaml "${cset[@]}" --set run.dir=ctx_bad_run --set "model.user.context_columns=[country]" \
+  >ctx_cfg.txt 2>&1
+[[ $? -eq 1 ]] && expect "train: a context column the dataset lacks names the key" ctx_cfg.txt \
+  "model.user.context_columns: .*no context column 'country'" || fail "train with context_columns [country]" ctx_cfg.txt
 
 echo "cli: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

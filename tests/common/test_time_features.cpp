@@ -1,13 +1,12 @@
 // Time features (common/time_features.h): the documented values for known
 // dates, the gap's log2-minute buckets, unknown and repeated names.
-#include "common/time_features.h"
-
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <vector>
 
 #include "common/error.h"
+#include "common/time_features.h"
 
 namespace llmrec {
 namespace {
@@ -25,7 +24,7 @@ TEST(TimeFeatures, WeekdayAndHourOfKnownDates) {
   const auto f = parse_time_features({"weekday", "hour"});
   EXPECT_EQ(values(f, kMonday, 0, false), (std::vector<std::int64_t>{1, 1}));
   EXPECT_EQ(values(f, kMonday + 6 * 86400 + 23 * 3600 + 59, 0, false), (std::vector<std::int64_t>{7, 24}));
-  EXPECT_EQ(values(f, 0, 0, false), (std::vector<std::int64_t>{4, 1}));  // 1970-01-01, a Thursday
+  EXPECT_EQ(values(f, 0, 0, false), (std::vector<std::int64_t>{4, 1}));    // 1970-01-01, a Thursday
   EXPECT_EQ(values(f, -1, 0, false), (std::vector<std::int64_t>{3, 24}));  // a Wednesday's last second
   EXPECT_EQ(time_feature_size(TimeFeature::kWeekday), 8);
   EXPECT_EQ(time_feature_size(TimeFeature::kHour), 25);
@@ -34,11 +33,11 @@ TEST(TimeFeatures, WeekdayAndHourOfKnownDates) {
 TEST(TimeFeatures, GapIsLog2MinutesPlusOneAndZeroWithoutAPreviousEvent) {
   const auto f = parse_time_features({"gap"});
   EXPECT_EQ(values(f, kMonday, kMonday, false)[0], 0);
-  EXPECT_EQ(values(f, kMonday, kMonday + 60, true)[0], 0);  // out of order: unknown
-  EXPECT_EQ(values(f, kMonday, kMonday, true)[0], 1);       // same second
-  EXPECT_EQ(values(f, kMonday + 59, kMonday, true)[0], 1);  // under a minute
-  EXPECT_EQ(values(f, kMonday + 60, kMonday, true)[0], 2);  // log2(2) = 1
-  EXPECT_EQ(values(f, kMonday + 3600, kMonday, true)[0], 6);   // log2(61) = 5.9
+  EXPECT_EQ(values(f, kMonday, kMonday + 60, true)[0], 0);      // out of order: unknown
+  EXPECT_EQ(values(f, kMonday, kMonday, true)[0], 1);           // same second
+  EXPECT_EQ(values(f, kMonday + 59, kMonday, true)[0], 1);      // under a minute
+  EXPECT_EQ(values(f, kMonday + 60, kMonday, true)[0], 2);      // log2(2) = 1
+  EXPECT_EQ(values(f, kMonday + 3600, kMonday, true)[0], 6);    // log2(61) = 5.9
   EXPECT_EQ(values(f, kMonday + 86400, kMonday, true)[0], 11);  // log2(1441) = 10.5
   const std::int64_t size = time_feature_size(TimeFeature::kGap);
   EXPECT_EQ(values(f, kMonday + 50LL * 365 * 86400, kMonday, true)[0], size - 1);  // the last bucket

@@ -252,20 +252,27 @@ TEST_F(SamplerTest, SequenceWindowsPredictEveryTargetOnceFromItsPrefix) {
   });
 }
 
-TEST_F(SamplerTest, TimeFeaturesOfEverySlotAndTargetAreTheirEvents) {
+TEST_F(SamplerTest, TimeAndContextFeaturesOfEverySlotAndTargetAreTheirEvents) {
   on_every_rank([&](Communicator& comm) {
     DatasetFile f(dataset_);
+    ASSERT_EQ(f.context_names(), std::vector<std::string>{"device"});
+    const std::vector<std::string> devices = f.context_values("device");
+    ASSERT_EQ(devices.size(), 2u);  // mobile, desktop
+    EXPECT_THROW(f.context_values("country"), IoError);
     SamplerOptions o = options();
     o.sequences = true;
-    o.time_features = parse_time_features({"gap", "weekday", "hour"});
+    o.context.time = parse_time_features({"gap", "weekday", "hour"});
+    o.context.column_values = {2};
+    o.context_columns = {"device"};
     const std::int64_t t_len = o.history;
     BatchSampler sampler(f, comm.rank(), comm.size(), o);
-    UserSlice everyone = f.read_users(0, f.num_users());
+    UserSlice everyone = f.read_users(0, f.num_users(), {"device"});
     const auto& time = everyone.events.time;
     auto expected = [&](std::int64_t event, std::int64_t first) {
-      std::vector<std::int64_t> v(3);
+      std::vector<std::int64_t> v(4);
       const auto e = static_cast<std::size_t>(event);
-      time_feature_values(o.time_features, time[e], event > first ? time[e - 1] : 0, event > first, v.data());
+      time_feature_values(o.context.time, time[e], event > first ? time[e - 1] : 0, event > first, v.data());
+      v[3] = everyone.events.context[0][e] + 1;  // the device's code + 1
       return v;
     };
     auto row_of = [](const at::Tensor& t) {
@@ -275,8 +282,8 @@ TEST_F(SamplerTest, TimeFeaturesOfEverySlotAndTargetAreTheirEvents) {
     std::int64_t checked = 0;
     for (std::int64_t step = 0; step < sampler.steps_per_epoch(); ++step) {
       Batch b = sampler.batch({0, step});
-      ASSERT_EQ(b.history_context.sizes(), (std::vector<std::int64_t>{b.rows(), t_len, 3}));
-      ASSERT_EQ(b.query_context.sizes(), (std::vector<std::int64_t>{b.size(), 3}));
+      ASSERT_EQ(b.history_context.sizes(), (std::vector<std::int64_t>{b.rows(), t_len, 4}));
+      ASSERT_EQ(b.query_context.sizes(), (std::vector<std::int64_t>{b.size(), 4}));
       // Padded slots carry no value.
       EXPECT_TRUE(b.history_context.masked_select((b.history < 0).unsqueeze(-1)).eq(0).all().item<bool>());
       for (std::int64_t k = 0; k < b.size(); ++k) {

@@ -5,7 +5,7 @@
 //    batches as micro-batches;
 // both with and without gradient accumulation on top, and for the causal
 // user tower (a loss at every position of each sequence window, with time
-// features of every slot and target).
+// and context features of every slot and target).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -44,9 +44,13 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
       m.user.pooling = "causal";
       m.user.layers = 1;
       m.user.time_features = kTimeFeatures;
+      m.user.context_columns = {"device"};
     }
     torch::manual_seed(11);
-    Recommender model(RecommenderOptions(m).id_items(f.num_items()));
+    const std::vector<std::int64_t> values = {static_cast<std::int64_t>(f.context_values("device").size())};
+    Recommender model(RecommenderOptions(m)
+                          .id_items(f.num_items())
+                          .context_values(std::get<2>(GetParam()) ? values : std::vector<std::int64_t>{}));
     model->to(torch::kDouble);
     model->train();
     return model;
@@ -72,7 +76,11 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   so.history = 4;
   so.seed = 5;
   so.sequences = sequences;  // batch_slice then cuts windows with all their targets
-  if (sequences) so.time_features = parse_time_features(kTimeFeatures);
+  if (sequences) {
+    so.context.time = parse_time_features(kTimeFeatures);
+    so.context.column_values = {static_cast<std::int64_t>(f.context_values("device").size())};
+    so.context_columns = {"device"};
+  }
   BatchSampler global_batches(f, 0, 1, so);
   ASSERT_GE(global_batches.steps_per_epoch(), kSteps * micro);
   TrainConfig tc;

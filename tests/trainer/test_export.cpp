@@ -406,14 +406,17 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   comm.barrier();
 }
 
-TEST_F(ExportTest, TimeFeaturesScoreTheSameInEvaluationAndServing) {
+TEST_F(ExportTest, TimeAndContextFeaturesScoreTheSameInEvaluationAndServing) {
   DatasetFile file(dataset_);
   torch::manual_seed(11);
   ModelConfig m = testing::tiny_model_config(static_cast<int>(file.vocab().size()));
   m.user.pooling = "causal";
   m.user.layers = 1;
   m.user.time_features = {"gap", "weekday", "hour"};
-  Recommender model(RecommenderOptions(m).id_items(file.num_items()));
+  m.user.context_columns = {"device"};
+  const std::vector<std::string> devices = file.context_values("device");
+  Recommender model(RecommenderOptions(m).id_items(file.num_items()).context_values({2}));
+  ASSERT_EQ(devices.size(), 2u);
   {
     torch::NoGradGuard no_grad;
     for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);  // query_context too
@@ -424,25 +427,33 @@ TEST_F(ExportTest, TimeFeaturesScoreTheSameInEvaluationAndServing) {
   const auto engine = serving::RecommendEngine::open(out);
   const ExportData& e = engine->data();
   EXPECT_EQ(e.ranker_time_features, m.user.time_features);
-  UserSlice all = file.read_users(0, file.num_users());
+  EXPECT_EQ(e.ranker_context_columns, m.user.context_columns);
+  EXPECT_EQ(e.context_values, std::vector<std::vector<std::string>>{devices});
+  UserSlice all = file.read_users(0, file.num_users(), {"device"});
   EXPECT_EQ(e.history_times, all.events.time);
-  // A known user's stored vector is the tower on its stored events and times.
+  EXPECT_EQ(e.history_context, all.events.context[0]);  // one column: event-major is the column
+  // A known user's stored vector is the tower on its stored events, times and devices.
   for (std::int32_t u : {0, 1, 300}) {
     const std::vector<std::int32_t> items(e.history_items.begin() + e.events_begin(u),
                                           e.history_items.begin() + e.events_end(u));
     const std::vector<std::int64_t> times(e.history_times.begin() + e.events_begin(u),
                                           e.history_times.begin() + e.events_end(u));
-    const std::vector<float> got = engine->history_vector(items, times);
+    const std::vector<std::int32_t> codes(e.history_context.begin() + e.events_begin(u),
+                                          e.history_context.begin() + e.events_end(u));
+    const std::vector<float> got = engine->history_vector(items, times, codes);
     EXPECT_TRUE(torch::allclose(torch::tensor(got),
                                 torch::tensor(std::vector<float>(e.user_vector(u), e.user_vector(u) + e.dim)),
                                 1e-5, 1e-6))
         << "user " << u;
   }
-  // A fresh history with its times, asked for the held-out event's time,
-  // gets evaluation's model scores (its query vector included).
+  // A fresh history with its times, asked for the held-out event's time
+  // and device, gets evaluation's model scores (its query vector included;
+  // a fresh history's devices are unknown to serving, so to evaluation here).
   Evaluator test(file, comm, "test", eval_config());
   ModelScorer scorer(model, test.items(), m.text_len, comm);
-  const Evaluator::Block blk = test.block(0);
+  Evaluator::Block blk = test.block(0);
+  ASSERT_EQ(blk.request.context_names, std::vector<std::string>{"device"});
+  std::fill(blk.request.history_context.begin(), blk.request.history_context.end(), -1);
   const at::Tensor scores = scorer.score(blk.request).contiguous();
   std::int64_t compared = 0, moved = 0;
   for (std::int64_t r = 0; r < std::min<std::int64_t>(blk.request.size(), 20); ++r) {
@@ -454,9 +465,12 @@ TEST_F(ExportTest, TimeFeaturesScoreTheSameInEvaluationAndServing) {
       q.history_times.push_back(blk.request.history_times[static_cast<std::size_t>(j)]);
     }
     q.time = blk.request.query_times[static_cast<std::size_t>(r)];
+    q.context["device"] =
+        devices.at(static_cast<std::size_t>(blk.request.query_context[static_cast<std::size_t>(r)]));
     q.explain = true;
     const serving::Recommendation with_time = engine->recommend(q);
     q.time.reset();
+    q.context.clear();
     const serving::Recommendation without = engine->recommend(q);
     for (const auto& it : with_time.items) {
       EXPECT_NEAR(it.model_score, scores[r][it.item].item<float>(), 1e-4)
