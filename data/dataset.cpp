@@ -51,6 +51,15 @@ void write_dataset(const std::string& path, const DatasetArrays& d, const std::s
   f.commit();
 }
 
+std::vector<std::int32_t> context_codes_by_event(const EventTable& events) {
+  const std::size_t C = events.context.size();
+  std::vector<std::int32_t> out(events.item.size() * C);
+  for (std::size_t c = 0; c < C; ++c) {
+    for (std::size_t j = 0; j < events.item.size(); ++j) out[j * C + c] = events.context[c][j];
+  }
+  return out;
+}
+
 struct DatasetFile::Impl {
   h5::File file;
 };

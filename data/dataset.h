@@ -42,6 +42,10 @@ struct EventTable {
   std::vector<std::vector<std::int32_t>> context;  ///< per context column: index into its values
 };
 
+/// The context codes of `events` event-major (C = events.context.size()
+/// per event), from its per-column lists.
+std::vector<std::int32_t> context_codes_by_event(const EventTable& events);
+
 /// Everything a dataset file holds.
 struct DatasetArrays {
   std::vector<std::string> vocab;

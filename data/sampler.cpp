@@ -60,6 +60,7 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
                "sampler: {} context columns named, values of {} given", options.context_columns.size(),
                options.context.column_values.size());
   slice_ = dataset.read_users(shard_.user_begin, shard_.user_end, options.context_columns);
+  event_codes_ = context_codes_by_event(slice_.events);
   std::int64_t targets = 0;
   for (std::size_t u = 0; u + 1 < slice_.users.offsets.size(); ++u) {
     const std::int64_t first = slice_.users.offsets[u];
@@ -191,10 +192,9 @@ std::int64_t BatchSampler::count_targets(const std::vector<std::int64_t>& perm, 
 void BatchSampler::event_features(std::size_t user, std::int64_t event, std::int64_t* out) const {
   const bool has_previous = event > slice_.users.offsets[user];
   const auto e = static_cast<std::size_t>(event);
-  std::vector<std::int32_t> codes(slice_.events.context.size());
-  for (std::size_t c = 0; c < codes.size(); ++c) codes[c] = slice_.events.context[c][e];
+  const std::size_t C = options_.context_columns.size();
   options_.context.values(slice_.events.time[e], true, has_previous ? slice_.events.time[e - 1] : 0,
-                          has_previous, codes.data(), out);
+                          has_previous, C > 0 ? event_codes_.data() + e * C : nullptr, out);
 }
 
 Batch BatchSampler::batch(const Cursor& cursor) const {

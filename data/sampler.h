@@ -172,6 +172,7 @@ class BatchSampler {
   int text_len_ = 0;
   double log_q_total_ = 1;  ///< training events + items (add-one smoothing)
   UserSlice slice_;
+  std::vector<std::int32_t> event_codes_;    ///< the slice's context codes, C per event
   std::vector<std::int32_t> example_user_;   ///< local user of each example (window)
   std::vector<std::int64_t> example_event_;  ///< slice-relative event index of the target (window's last)
   std::vector<std::int64_t>

@@ -85,17 +85,6 @@ torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs
   return out.empty() ? torch::zeros({0, mc.dim}) : torch::cat(out);
 }
 
-/// The context codes of `events` event-major (C per event), from its
-/// per-column lists.
-std::vector<std::int32_t> event_major_codes(const EventTable& events) {
-  const std::size_t C = events.context.size();
-  std::vector<std::int32_t> out(events.item.size() * C);
-  for (std::size_t c = 0; c < C; ++c) {
-    for (std::size_t j = 0; j < events.item.size(); ++j) out[j * C + c] = events.context[c][j];
-  }
-  return out;
-}
-
 /// Collective: the ranks' row blocks, concatenated in rank order.
 torch::Tensor gather_rows(const torch::Tensor& mine, Communicator& comm) {
   return torch::cat(comm.all_gather_v(mine.contiguous())).contiguous();
@@ -165,7 +154,7 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   torch::Tensor mine = torch::zeros({0, d});
   if (ue > ub) {
     UserSlice slice = file.read_users(ub, ue, model->options().config().user.context_columns);
-    const std::vector<std::int32_t> codes = event_major_codes(slice.events);
+    const std::vector<std::int32_t> codes = context_codes_by_event(slice.events);
     mine = user_vectors_of(model, item_vecs, slice.users.offsets.data(), ue - ub, slice.events.item.data(),
                            slice.events.time.data(), codes.data());
     for (std::int64_t u = 0; u < ue - ub; ++u) {
@@ -216,7 +205,7 @@ void export_histories(const DatasetFile& file, ExportData& c) {
     c.history_items.insert(c.history_items.end(), slice.events.item.begin(), slice.events.item.end());
     c.history_types.insert(c.history_types.end(), slice.events.type.begin(), slice.events.type.end());
     c.history_times.insert(c.history_times.end(), slice.events.time.begin(), slice.events.time.end());
-    const std::vector<std::int32_t> codes = event_major_codes(slice.events);
+    const std::vector<std::int32_t> codes = context_codes_by_event(slice.events);
     c.history_context.insert(c.history_context.end(), codes.begin(), codes.end());
   }
 }
