@@ -515,6 +515,27 @@ at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vecto
   return e.tower->forward(items, mask, context).contiguous();
 }
 
+/// The model scores of every item for the users' rows `exact` (keys . u,
+/// cold items shifted by the export's cold_shift), [exact.size(), I];
+/// undefined when there is none.
+at::Tensor exact_scores(const ExportData& e, const at::Tensor& users, std::vector<std::int64_t>& exact) {
+  at::Tensor scores;
+  if (exact.empty()) return scores;
+  const at::Tensor keys = table(e.item_keys, e.num_items, e.dim);
+  if (exact.size() == 1) {  // one row: a matrix-vector product (BLAS's gemm would pack all the keys first)
+    scores = at::mv(keys, users[exact.front()]).unsqueeze(0).contiguous();
+  } else {
+    const at::Tensor rows = at::from_blob(exact.data(), {static_cast<std::int64_t>(exact.size())}, at::kLong);
+    scores = at::mm(users.index_select(0, rows), keys.t()).contiguous();
+  }
+  if (e.cold_shift != 0) {
+    const at::Tensor cold =
+        at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
+    scores.add_(cold.to(at::kFloat).mul_(e.cold_shift).unsqueeze(0));
+  }
+  return scores;
+}
+
 /// users [B, d] += the tower's context vectors of the requests' times.
 void add_query_vectors(const ExportData& e, const std::vector<const std::vector<std::int64_t>*>& values,
                        at::Tensor& users) {
@@ -633,7 +654,7 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(
                   users.data_ptr<float>() + fresh_rows[j] * d);
     }
   }
-  add_query_vectors(e, queries, users);  // the request's time (with time features)
+  add_query_vectors(e, queries, users);  // the request's time and context (with such features)
   // Exact rows: s = keys . u for every item, one matrix product; cold items
   // get the export's cold_shift (evaluation's ModelScorer). Approximate
   // rows: the index's pool, scored alone.
@@ -649,22 +670,7 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(
       exact.push_back(b);
     }
   }
-  at::Tensor scores;
-  if (!exact.empty()) {
-    const at::Tensor keys = table(e.item_keys, e.num_items, d);
-    if (exact.size() == 1) {  // one row: a matrix-vector product (BLAS's gemm would pack all the keys first)
-      scores = at::mv(keys, users[exact.front()]).unsqueeze(0).contiguous();
-    } else {
-      const at::Tensor rows =
-          at::from_blob(exact.data(), {static_cast<std::int64_t>(exact.size())}, at::kLong);
-      scores = at::mm(users.index_select(0, rows), keys.t()).contiguous();
-    }
-    if (e.cold_shift != 0) {
-      const at::Tensor cold =
-          at::from_blob(const_cast<std::uint8_t*>(e.item_cold.data()), {e.num_items}, at::kByte);
-      scores.add_(cold.to(at::kFloat).mul_(e.cold_shift).unsqueeze(0));
-    }
-  }
+  const at::Tensor scores = exact_scores(e, users, exact);
   std::vector<float> scratch;
   for (std::int64_t b = 0, x = 0; b < B; ++b) {
     const Resolved& r = rs[static_cast<std::size_t>(b)];
