@@ -26,7 +26,8 @@ struct InteractionColumns {
     v.field("event", event, "Event type column; its values must be keys of data.event_weights; \"\" = none");
     v.field("rating", rating, "Optional rating column (a number), stored per event; \"\" = none");
     v.field("context", context,
-            "Optional categorical context columns (device, country, ...), stored per event");
+            "Optional categorical context columns (device, country, ...), stored per event; "
+            "model.user.context_columns learns them");
   }
 };
 
