@@ -164,13 +164,24 @@ std::vector<std::string> DatasetFile::context_names() const {
   return j.get<std::vector<std::string>>();
 }
 
-std::vector<std::string> DatasetFile::context_values(const std::string& column) const {
-  const std::string name = "events/context/" + column + "/values";
-  if (column.empty() || column.find('/') != std::string::npos || !impl_->file.exists(name)) {
-    throw IoError(fmt::format(
-        "{}: no context column '{}' (prepare the dataset with it in data.columns.context)", path(), column));
+namespace {
+
+/// The dataset path of a context column's values; IoError when the file
+/// has no such column.
+std::string context_values_path(const h5::File& f, const std::string& column) {
+  std::string name = "events/context/" + column + "/values";
+  if (column.empty() || column.find('/') != std::string::npos || !f.exists(name)) {
+    throw IoError(
+        fmt::format("{}: no context column '{}' (prepare the dataset with it in data.columns.context)",
+                    f.path(), column));
   }
-  return impl_->file.read_strings(name);
+  return name;
+}
+
+}  // namespace
+
+std::vector<std::string> DatasetFile::context_values(const std::string& column) const {
+  return impl_->file.read_strings(context_values_path(impl_->file, column));
 }
 
 UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end,
@@ -226,7 +237,12 @@ UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end,
       throw IoError(fmt::format("{}: events/item value {} is not an item id", path(), it));
   }
   for (const std::string& column : context_columns) {
-    const auto values = static_cast<std::int32_t>(context_values(column).size());
+    // The number of values from the strings' offsets, without reading the strings.
+    const std::string offsets = context_values_path(f, column) + "/offsets";
+    const auto shape = f.shape(offsets);
+    if (shape.size() != 1 || shape[0] < 1)
+      throw IoError(fmt::format("{}: {} is not a list of offsets", path(), offsets));
+    const auto values = static_cast<std::int64_t>(shape[0]) - 1;
     const std::string name = "events/context/" + column + "/code";
     s.events.context.push_back(f.read_rows<std::int32_t>(name, eb, en));
     for (const std::int32_t code : s.events.context.back()) {

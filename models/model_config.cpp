@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
+#include <set>
 
 #include "common/error.h"
 #include "common/time_features.h"
@@ -40,11 +40,9 @@ void ModelConfig::validate() const {
   } catch (const Error& e) {
     problems.push_back(fmt::format("model.user.time_features: {}", e.what()));
   }
-  for (std::size_t c = 0; c < user.context_columns.size(); ++c) {
-    const auto& name = user.context_columns[c];
-    if (name.empty() ||
-        std::find(user.context_columns.begin(), user.context_columns.begin() + static_cast<std::ptrdiff_t>(c),
-                  name) != user.context_columns.begin() + static_cast<std::ptrdiff_t>(c)) {
+  std::set<std::string> seen;
+  for (const std::string& name : user.context_columns) {
+    if (name.empty() || !seen.insert(name).second) {
       problems.push_back(fmt::format("model.user.context_columns: '{}' is empty or listed twice", name));
     }
   }

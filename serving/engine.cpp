@@ -84,10 +84,6 @@ std::vector<std::uint8_t> allowed_categories(const ExportData& e,
   return allowed;
 }
 
-}  // namespace
-
-namespace {
-
 /// An event time the engine does not know (older exports, live events and
 /// fresh histories without times).
 constexpr std::int64_t kNoTime = std::numeric_limits<std::int64_t>::min();

@@ -321,12 +321,12 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
                     "trained on another dataset",
                     path, f.attr_int("/", "id_items"), parts.model->options().id_items()));
   }
-  if (stored_context_values(f) != parts.model->options().context_values()) {
-    throw ConfigError(
-        fmt::format("{}: the checkpoint's context columns have [{}] values, this dataset's [{}]: it "
-                    "was trained on another dataset",
-                    path, fmt::join(stored_context_values(f), ", "),
-                    fmt::join(parts.model->options().context_values(), ", ")));
+  const std::vector<std::int64_t> context_values = stored_context_values(f);
+  if (context_values != parts.model->options().context_values()) {
+    throw ConfigError(fmt::format(
+        "{}: the checkpoint's context columns have [{}] values, this dataset's [{}]: it "
+        "was trained on another dataset",
+        path, fmt::join(context_values, ", "), fmt::join(parts.model->options().context_values(), ", ")));
   }
   const std::string dtype = stored_dtype(f);
   checkpoint_read_module(f, "model", dtype, *parts.model);
