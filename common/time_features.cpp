@@ -34,10 +34,6 @@ const std::vector<std::string>& time_feature_names() {
   return names;
 }
 
-const std::string& time_feature_name(TimeFeature feature) {
-  return time_feature_names()[static_cast<std::size_t>(feature)];
-}
-
 std::int64_t time_feature_size(TimeFeature feature) {
   switch (feature) {
     case TimeFeature::kGap: return 1 + kGapBuckets;
@@ -60,18 +56,16 @@ std::vector<TimeFeature> parse_time_features(const std::vector<std::string>& nam
   return out;
 }
 
-std::vector<std::int64_t> time_feature_sizes(const std::vector<std::string>& names) {
-  std::vector<std::int64_t> out;
-  for (const TimeFeature f : parse_time_features(names)) out.push_back(time_feature_size(f));
-  return out;
-}
-
 void time_feature_values(const std::vector<TimeFeature>& features, std::int64_t time, std::int64_t previous,
-                         bool has_previous, std::int64_t* out) {
+                         std::int64_t* out) {
+  if (time == kUnknownTime) {
+    std::fill(out, out + features.size(), 0);
+    return;
+  }
   for (std::size_t k = 0; k < features.size(); ++k) {
     switch (features[k]) {
       case TimeFeature::kGap: {
-        if (!has_previous || time < previous) {
+        if (previous == kUnknownTime || time < previous) {
           out[k] = 0;
           break;
         }
@@ -94,13 +88,9 @@ std::vector<std::int64_t> ContextSpec::sizes() const {
   return out;
 }
 
-void ContextSpec::values(std::int64_t t, bool time_known, std::int64_t previous, bool has_previous,
-                         const std::int32_t* codes, std::int64_t* out) const {
-  if (time_known) {
-    time_feature_values(time, t, previous, has_previous, out);
-  } else {
-    std::fill(out, out + time.size(), 0);
-  }
+void ContextSpec::values(std::int64_t t, std::int64_t previous, const std::int32_t* codes,
+                         std::int64_t* out) const {
+  time_feature_values(time, t, previous, out);
   std::int64_t* col = out + time.size();
   for (std::size_t c = 0; c < column_values.size(); ++c) {
     const std::int32_t code = codes == nullptr ? -1 : codes[c];
@@ -108,6 +98,14 @@ void ContextSpec::values(std::int64_t t, bool time_known, std::int64_t previous,
                  column_values[c]);
     col[c] = code < 0 ? 0 : code + 1;
   }
+}
+
+void ContextSpec::event_values(const std::int64_t* times, const std::int32_t* codes, std::int64_t first,
+                               std::int64_t j, std::int64_t* out) const {
+  const auto C = static_cast<std::int64_t>(column_values.size());
+  values(times == nullptr ? kUnknownTime : times[j],
+         times == nullptr || j <= first ? kUnknownTime : times[j - 1],
+         codes == nullptr ? nullptr : codes + j * C, out);
 }
 
 }  // namespace llmrec

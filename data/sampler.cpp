@@ -190,11 +190,9 @@ std::int64_t BatchSampler::count_targets(const std::vector<std::int64_t>& perm, 
 }
 
 void BatchSampler::event_features(std::size_t user, std::int64_t event, std::int64_t* out) const {
-  const bool has_previous = event > slice_.users.offsets[user];
-  const auto e = static_cast<std::size_t>(event);
-  const std::size_t C = options_.context_columns.size();
-  options_.context.values(slice_.events.time[e], true, has_previous ? slice_.events.time[e - 1] : 0,
-                          has_previous, C > 0 ? event_codes_.data() + e * C : nullptr, out);
+  options_.context.event_values(slice_.events.time.data(),
+                                event_codes_.empty() ? nullptr : event_codes_.data(),
+                                slice_.users.offsets[user], event, out);
 }
 
 Batch BatchSampler::batch(const Cursor& cursor) const {

@@ -191,7 +191,48 @@ void read_identity(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'score' is '{}'; this llmrec serves 'dot' only", e.score));
 }
 
-/// The sizes, the user tower's spec and the user-id scheme.
+// The root attributes held in plain fields, one list for the reader and the
+// writer (docs/export-format.md). num_items and num_users are written from
+// the id tables and read first (other bounds depend on them).
+
+/// Integers, read in this order: a bound may depend on one read before it.
+struct IntAttribute {
+  const char* key;
+  std::int64_t ExportData::*field;
+  bool required;  ///< else absent (older exports) keeps the field's default
+  std::int64_t lo;
+  std::int64_t (*hi)(const ExportData&);
+};
+const IntAttribute kIntAttributes[] = {
+    {"dim", &ExportData::dim, true, 1, [](const ExportData&) { return kMaxDim; }},
+    {"history", &ExportData::history, true, 1, [](const ExportData&) { return kMaxHistory; }},
+    {"id_items", &ExportData::id_items, true, 0, [](const ExportData& e) { return e.num_items; }},
+    {"ranker_heads", &ExportData::ranker_heads, true, 1, [](const ExportData& e) { return e.dim; }},
+    {"ranker_layers", &ExportData::ranker_layers, true, 0, [](const ExportData&) { return kMaxLayers; }},
+    {"ranker_ff_dim", &ExportData::ranker_ff_dim, false, 0, [](const ExportData&) { return 16 * kMaxDim; }},
+    {"text_len", &ExportData::text_len, true, 1, [](const ExportData&) { return kMaxTextLen; }},
+    {"catalogue_updates", &ExportData::catalogue_updates, false, 0,
+     [](const ExportData&) { return std::numeric_limits<std::int64_t>::max(); }},
+};
+/// Strings of the tower's spec and the user-id scheme; absent: the field's default.
+const std::pair<const char*, std::string ExportData::*> kSpecStrings[] = {
+    {"ranker_pooling", &ExportData::ranker_pooling},
+    {"ranker_activation", &ExportData::ranker_activation},
+    {"user_ids", &ExportData::user_ids_scheme},
+};
+/// JSON lists of names; absent: none.
+const std::pair<const char*, std::vector<std::string> ExportData::*> kNameLists[] = {
+    {"ranker_time_features", &ExportData::ranker_time_features},
+    {"ranker_context_columns", &ExportData::ranker_context_columns},
+};
+/// Provenance (descriptive; serving does not need them): absent: empty.
+const std::pair<const char*, std::string ExportData::*> kProvenance[] = {
+    {"model_config", &ExportData::model_config},     {"config", &ExportData::config},
+    {"config_sha256", &ExportData::config_sha256},   {"model_sha256", &ExportData::model_sha256},
+    {"checkpoint", &ExportData::checkpoint},         {"dataset", &ExportData::dataset},
+    {"dataset_sha256", &ExportData::dataset_sha256}, {"created", &ExportData::created},
+};
+
 /// A root attribute holding a JSON list of names; absent: none.
 std::vector<std::string> attr_names(Reader& r, const std::string& key) {
   if (!r.has_attr(key)) return {};
@@ -202,32 +243,29 @@ std::vector<std::string> attr_names(Reader& r, const std::string& key) {
   return names.get<std::vector<std::string>>();
 }
 
+/// The sizes, the user tower's spec and the user-id scheme.
 void read_spec(Reader& r, ExportData& e) {
-  e.dim = r.attr_int("dim", 1, kMaxDim);
-  e.history = r.attr_int("history", 1, kMaxHistory);
   e.num_items = r.attr_int("num_items", 1, kMaxRows);
   e.num_users = r.attr_int("num_users", 0, kMaxRows);
-  e.id_items = r.attr_int("id_items", 0, e.num_items);
-  e.ranker_heads = r.attr_int("ranker_heads", 1, e.dim);
+  for (const IntAttribute& a : kIntAttributes) {
+    if (a.required || r.has_attr(a.key)) e.*a.field = r.attr_int(a.key, a.lo, a.hi(e));
+  }
+  for (const auto& [key, field] : kSpecStrings) {
+    if (r.has_attr(key)) e.*field = r.attr_string(key);
+  }
+  for (const auto& [key, field] : kNameLists) e.*field = attr_names(r, key);
   if (e.dim % e.ranker_heads != 0) {
     r.fail(fmt::format("root attribute 'ranker_heads' ({}) must divide 'dim' ({})", e.ranker_heads, e.dim));
   }
-  e.ranker_layers = r.attr_int("ranker_layers", 0, kMaxLayers);
-  if (r.has_attr("ranker_ff_dim")) e.ranker_ff_dim = r.attr_int("ranker_ff_dim", 0, 16 * kMaxDim);
-  if (r.has_attr("ranker_pooling")) e.ranker_pooling = r.attr_string("ranker_pooling");
-  if (r.has_attr("ranker_activation")) e.ranker_activation = r.attr_string("ranker_activation");
-  e.ranker_time_features = attr_names(r, "ranker_time_features");
   try {
     parse_time_features(e.ranker_time_features);
   } catch (const std::exception& ex) {
     r.fail(fmt::format("root attribute 'ranker_time_features': {}", ex.what()));
   }
-  e.ranker_context_columns = attr_names(r, "ranker_context_columns");
   for (const auto& name : e.ranker_context_columns) {
     if (name.empty() || name.find('/') != std::string::npos)
       r.fail(fmt::format("root attribute 'ranker_context_columns' names the column '{}'", name));
   }
-  if (r.has_attr("user_ids")) e.user_ids_scheme = r.attr_string("user_ids");
   if (e.user_ids_scheme == kPseudonymScheme) {
     e.pseudonym_check = r.attr_string("pseudonym_check");
   } else if (e.user_ids_scheme != "raw") {
@@ -238,10 +276,6 @@ void read_spec(Reader& r, ExportData& e) {
     r.fail(fmt::format("root attribute 'ranker_pooling' is '{}', expected 'attention', 'mean' or 'causal'",
                        e.ranker_pooling));
   }
-  e.text_len = r.attr_int("text_len", 1, kMaxTextLen);
-  e.catalogue_updates = r.has_attr("catalogue_updates")
-                            ? r.attr_int("catalogue_updates", 0, std::numeric_limits<std::int64_t>::max())
-                            : 0;
 }
 
 void read_event_types(Reader& r, ExportData& e) {
@@ -312,14 +346,7 @@ void read_attributes(Reader& r, ExportData& e) {
   read_spec(r, e);
   read_event_types(r, e);
   read_fusion(r, e);
-  e.model_sha256 = r.attr_string_or_empty("model_sha256");
-  e.model_config = r.attr_string_or_empty("model_config");
-  e.config = r.attr_string_or_empty("config");
-  e.config_sha256 = r.attr_string_or_empty("config_sha256");
-  e.checkpoint = r.attr_string_or_empty("checkpoint");
-  e.dataset = r.attr_string_or_empty("dataset");
-  e.dataset_sha256 = r.attr_string_or_empty("dataset_sha256");
-  e.created = r.attr_string_or_empty("created");
+  for (const auto& [key, field] : kProvenance) e.*field = r.attr_string_or_empty(key);
 }
 
 void read_items(Reader& r, ExportData& e) {
@@ -587,33 +614,16 @@ void check_export_sizes(const ExportData& e) {
 void write_root_attributes(h5::File& f, const ExportData& e) {
   f.set_attr("/", "format", kExportFormat);
   f.set_attr("/", "version", kExportVersion);
-  f.set_attr("/", "dim", e.dim);
-  f.set_attr("/", "history", e.history);
   f.set_attr("/", "score", e.score);
   f.set_attr("/", "num_items", static_cast<std::int64_t>(e.item_ids.size()));
   f.set_attr("/", "num_users", static_cast<std::int64_t>(e.user_ids.size()));
-  f.set_attr("/", "id_items", e.id_items);
-  f.set_attr("/", "model_config", e.model_config);
-  f.set_attr("/", "config", e.config);
-  f.set_attr("/", "config_sha256", e.config_sha256);
-  f.set_attr("/", "model_sha256", e.model_sha256);
-  f.set_attr("/", "checkpoint", e.checkpoint);
-  f.set_attr("/", "dataset", e.dataset);
-  f.set_attr("/", "dataset_sha256", e.dataset_sha256);
+  for (const IntAttribute& a : kIntAttributes) f.set_attr("/", a.key, e.*a.field);
+  for (const auto& [key, field] : kSpecStrings) f.set_attr("/", key, e.*field);
+  for (const auto& [key, field] : kNameLists) f.set_attr("/", key, nlohmann::json(e.*field).dump());
+  for (const auto& [key, field] : kProvenance) f.set_attr("/", key, e.*field);
   f.set_attr("/", "event_types", nlohmann::json(e.event_types).dump());
   f.set_attr("/", "fusion", nlohmann::json(e.fusion).dump());
   f.set_attr("/", "ranking", e.ranking);
-  f.set_attr("/", "created", e.created);
-  f.set_attr("/", "catalogue_updates", e.catalogue_updates);
-  f.set_attr("/", "text_len", e.text_len);
-  f.set_attr("/", "ranker_heads", e.ranker_heads);
-  f.set_attr("/", "ranker_layers", e.ranker_layers);
-  f.set_attr("/", "ranker_ff_dim", e.ranker_ff_dim);
-  f.set_attr("/", "ranker_pooling", e.ranker_pooling);
-  f.set_attr("/", "ranker_activation", e.ranker_activation);
-  f.set_attr("/", "ranker_time_features", nlohmann::json(e.ranker_time_features).dump());
-  f.set_attr("/", "ranker_context_columns", nlohmann::json(e.ranker_context_columns).dump());
-  f.set_attr("/", "user_ids", e.user_ids_scheme);
   if (e.user_ids_scheme == kPseudonymScheme) f.set_attr("/", "pseudonym_check", e.pseudonym_check);
 }
 

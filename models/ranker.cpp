@@ -330,15 +330,11 @@ HistoryInputs history_inputs(std::int64_t T, const ContextSpec& spec, const std:
     for (std::int64_t j = std::max(first, end - T); j < end; ++j) {
       const std::int64_t at = r * T + (T - (end - j));  // most recent last
       h[at] = items[j];
-      if (slot_values == nullptr) continue;
-      const bool known = times != nullptr;
-      spec.values(known ? times[j] : 0, known, known && j > first ? times[j - 1] : 0, known && j > first,
-                  codes == nullptr ? nullptr : codes + j * C, slot_values + at * F);
+      if (slot_values != nullptr) spec.event_values(times, codes, first, j, slot_values + at * F);
     }
     if (query_values == nullptr) continue;
-    const bool known = query_times != nullptr;
-    const bool has_last = known && end > first && times != nullptr;
-    spec.values(known ? query_times[r] : 0, known, has_last ? times[end - 1] : 0, has_last,
+    spec.values(query_times == nullptr ? kUnknownTime : query_times[r],
+                times == nullptr || end == first ? kUnknownTime : times[end - 1],
                 query_codes == nullptr ? nullptr : query_codes + r * C, query_values + r * F);
   }
   return out;

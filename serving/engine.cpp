@@ -84,25 +84,19 @@ std::vector<std::uint8_t> allowed_categories(const ExportData& e,
   return allowed;
 }
 
-/// An event time the engine does not know (older exports, live events and
-/// fresh histories without times).
-constexpr std::int64_t kNoTime = std::numeric_limits<std::int64_t>::min();
-
 /// The feature values (F per event) of events [begin, end) of `times`
 /// and `codes` (C per event), each gap from the event before it; a time
-/// kNoTime has time values 0.
+/// kUnknownTime (older exports, live events and fresh histories without
+/// times) has time values 0.
 std::vector<std::int64_t> slot_context(const ContextSpec& spec, const std::vector<std::int64_t>& times,
                                        const std::vector<std::int32_t>& codes, std::size_t begin,
                                        std::size_t end) {
   const std::size_t F = spec.size();
-  const std::size_t C = spec.column_values.size();
   std::vector<std::int64_t> out(F * (end - begin), 0);
   if (F == 0) return out;
   for (std::size_t j = begin; j < end; ++j) {
-    const bool known = times[j] != kNoTime;
-    const bool has_previous = known && j > 0 && times[j - 1] != kNoTime;
-    spec.values(known ? times[j] : 0, known, has_previous ? times[j - 1] : 0, has_previous,
-                C > 0 ? codes.data() + j * C : nullptr, out.data() + (j - begin) * F);
+    spec.event_values(times.data(), codes.empty() ? nullptr : codes.data(), 0, static_cast<std::int64_t>(j),
+                      out.data() + (j - begin) * F);
   }
   return out;
 }
@@ -114,8 +108,7 @@ std::vector<std::int64_t> query_context(const ContextSpec& spec, const std::vect
                                         const std::vector<std::int32_t>& query_codes) {
   std::vector<std::int64_t> out(spec.size(), 0);
   if (spec.empty()) return out;
-  const bool has_previous = time && !times.empty() && times.back() != kNoTime;
-  spec.values(time.value_or(0), time.has_value(), has_previous ? times.back() : 0, has_previous,
+  spec.values(time.value_or(kUnknownTime), times.empty() ? kUnknownTime : times.back(),
               query_codes.empty() ? nullptr : query_codes.data(), out.data());
   return out;
 }
@@ -141,7 +134,7 @@ struct RecommendEngine::Resolved {
   double tfidf_weight = 0;
   double diversity = 0;
   bool explain = false;
-  std::vector<std::int64_t> times;           ///< parallel to `events`; kNoTime = unknown
+  std::vector<std::int64_t> times;           ///< parallel to `events`; kUnknownTime = unknown
   std::vector<std::int32_t> codes;           ///< context codes, C per event (-1 = unknown)
   std::vector<std::int64_t> window_context;  ///< the window's time feature values, F per slot
   std::vector<std::int64_t> query_context;   ///< the request time's values (F; zeros without a time)
@@ -342,7 +335,7 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
       r.events.assign(e.history_items.begin() + e.events_begin(r.user),
                       e.history_items.begin() + e.events_end(r.user));
       if (e.history_times.empty()) {
-        r.times.assign(r.events.size(), kNoTime);
+        r.times.assign(r.events.size(), kUnknownTime);
       } else {
         r.times.assign(e.history_times.begin() + e.events_begin(r.user),
                        e.history_times.begin() + e.events_end(r.user));
@@ -360,7 +353,7 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
       LLMREC_CHECK(i >= 0 && i < e.num_items, "live event item row {} outside the export's {} items", i,
                    e.num_items);
       r.events.push_back(i);
-      r.times.push_back(q.live_times.empty() ? kNoTime : q.live_times[j]);
+      r.times.push_back(q.live_times.empty() ? kUnknownTime : q.live_times[j]);
       const std::vector<std::int32_t> codes =
           context_codes(q.live_context.empty() ? nullptr : &q.live_context[j]);
       r.codes.insert(r.codes.end(), codes.begin(), codes.end());
@@ -391,7 +384,7 @@ void RecommendEngine::resolve_history(const RecommendRequest& q, Resolved& r) co
       throw RequestError(400, "history_times", "must not decrease (the history is oldest first)");
     }
     r.times = q.history_times;
-    if (r.times.empty()) r.times.assign(r.events.size(), kNoTime);
+    if (r.times.empty()) r.times.assign(r.events.size(), kUnknownTime);
     r.codes.assign(r.events.size() * context_codes_.size(), -1);  // a fresh history's context is unknown
   }
 }
@@ -560,7 +553,7 @@ std::vector<float> RecommendEngine::history_vector(const std::vector<std::int32_
   const std::size_t begin = items.size() - std::min(T, items.size());
   std::vector<std::int32_t> window(items.begin() + static_cast<std::ptrdiff_t>(begin), items.end());
   const std::vector<std::int64_t> all_times =
-      times.empty() ? std::vector<std::int64_t>(items.size(), kNoTime) : times;
+      times.empty() ? std::vector<std::int64_t>(items.size(), kUnknownTime) : times;
   LLMREC_CHECK(codes.empty() || codes.size() == items.size() * context_codes_.size(),
                "history_vector: {} context codes for {} items", codes.size(), items.size());
   const std::vector<std::int32_t> all_codes =

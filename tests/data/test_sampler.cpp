@@ -271,7 +271,7 @@ TEST_F(SamplerTest, TimeAndContextFeaturesOfEverySlotAndTargetAreTheirEvents) {
     auto expected = [&](std::int64_t event, std::int64_t first) {
       std::vector<std::int64_t> v(4);
       const auto e = static_cast<std::size_t>(event);
-      time_feature_values(o.context.time, time[e], event > first ? time[e - 1] : 0, event > first, v.data());
+      time_feature_values(o.context.time, time[e], event > first ? time[e - 1] : kUnknownTime, v.data());
       v[3] = everyone.events.context[0][e] + 1;  // the device's code + 1
       return v;
     };
