@@ -60,11 +60,11 @@ bool launched_from_environment() {
   }
   return false;
 }
-const bool g_launched = launched_from_environment();
+const bool kLaunched = launched_from_environment();
 }  // namespace
 
 bool launched() {
-  return g_launched;
+  return kLaunched;
 }
 
 void run_ranks(int world, const std::function<void(Communicator&)>& body, double timeout_s) {

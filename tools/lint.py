@@ -5,13 +5,12 @@
    generated ones below: any difference fails (`--fix` rewrites in place).
 2. clang-tidy (.clang-tidy: bugprone-*, performance-*, the naming rules,
    the function size) over every translation unit of the build's
-   compile_commands.json outside tests/ (`--tests`: those too; they have
-   findings left); the project headers a unit includes are checked with it.
-   Any diagnostic fails.
+   compile_commands.json, the tests' included; the project headers a unit
+   includes are checked with it. Any diagnostic fails.
 
 clang-tidy parses LibTorch's headers for each unit (30-40 s a unit), so its
-verdicts are cached: the key is the clang-tidy version, every .clang-tidy, the
-unit's compile flags and its preprocessed text (`clang++ -E`, which covers
+verdicts are cached: the key is the clang-tidy version, the .clang-tidy files
+that apply to the unit (its folder's and those above it), the unit's compile flags and its preprocessed text (`clang++ -E`, which covers
 every header it reads), all with the checkout's path replaced by a
 placeholder, so a clean clone elsewhere finds the same entries. A change to
 any input re-checks exactly the units it reaches. Cache:
@@ -84,8 +83,22 @@ def normalise(text):
     return text.replace(str(ROOT), PLACEHOLDER)
 
 
-def tidy_unit(entry, version, config, cache):
+def unit_config(src):
+    """The .clang-tidy files that apply to `src`: its folder's and every one
+    above it up to the root, as clang-tidy finds them (the key of its verdict)."""
+    parts, d = [], Path(src).resolve().parent
+    while True:
+        f = d / ".clang-tidy"
+        if f.exists():
+            parts.append(normalise(str(f)) + "\n" + f.read_text())
+        if d == ROOT or d == d.parent:
+            return "".join(reversed(parts))
+        d = d.parent
+
+
+def tidy_unit(entry, version, cache):
     src = entry["file"]
+    config = unit_config(src)
     flags = unit_flags(entry)
     pre = subprocess.run(["clang++", *flags, "-E", src], cwd=entry["directory"], capture_output=True)
     if pre.returncode != 0:
@@ -111,32 +124,25 @@ def tidy_unit(entry, version, config, cache):
     return src, diags, rc
 
 
-def run_tidy(build, jobs, only, with_tests):
+def run_tidy(build, jobs, only):
     db = Path(build) / "compile_commands.json"
     if not db.exists():
         print(f"lint: {db} not found: configure the build first (make build)")
         return 1
     # The project's own units (not the build's generated precompiled-header units).
     build_dir = str(Path(build).resolve())
-    # clang-tidy covers the product's units (apps/, common/, ... serving/);
-    # the tests' units are formatted but not yet tidy (docs/building.md).
-    tests_dir = str(ROOT / "tests") + os.sep
     entries = [e for e in json.loads(db.read_text())
-               if e["file"].startswith(str(ROOT)) and not e["file"].startswith(build_dir)
-               and (with_tests or not e["file"].startswith(tests_dir))]
+               if e["file"].startswith(str(ROOT)) and not e["file"].startswith(build_dir)]
     if only:
         wanted = {str((ROOT / f).resolve()) for f in only}
         entries = [e for e in entries if e["file"] in wanted]
     version = subprocess.check_output(["clang-tidy", "--version"], text=True)
-    # Every .clang-tidy of the tree (tests/ has its own on top of the root's).
-    configs = subprocess.check_output(["git", "ls-files", ".clang-tidy", "*/.clang-tidy"], cwd=ROOT, text=True)
-    config = "".join(f + "\n" + (ROOT / f).read_text() for f in sorted(configs.split()))
     cache = Path(os.environ.get("LLMREC_LINT_CACHE")
                  or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmrec-lint")
     cache.mkdir(parents=True, exist_ok=True)
     seen, failed = set(), []
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        for src, diags, rc in pool.map(lambda e: tidy_unit(e, version, config, cache), entries):
+        for src, diags, rc in pool.map(lambda e: tidy_unit(e, version, cache), entries):
             if rc:
                 failed.append(os.path.relpath(src, ROOT))
             # A header's findings repeat in every unit that includes it: once.
@@ -158,14 +164,13 @@ def main():
     p.add_argument("--fix", action="store_true", help="reformat in place (clang-tidy is not run)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-tidy", action="store_true")
-    p.add_argument("--tests", action="store_true", help="clang-tidy over the tests' units too")
     p.add_argument("files", nargs="*", help="only these (default: every file / unit)")
     a = p.parse_args()
     files = a.files or tracked_sources()
     rc = run_format([f for f in files if f.endswith((".h", ".cpp")) and f not in GENERATED], a.fix)
     if a.fix or a.no_tidy:
         return rc
-    return run_tidy(a.build, a.jobs, a.files, a.tests) or rc
+    return run_tidy(a.build, a.jobs, a.files) or rc
 
 
 if __name__ == "__main__":

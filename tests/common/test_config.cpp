@@ -43,11 +43,11 @@ struct Sample {
 
 class ConfigTest : public ::testing::Test {
  protected:
-  fs::path dir = fs::temp_directory_path() / ("llmrec_config_test_" + std::to_string(::getpid()));
-  void SetUp() override { fs::create_directories(dir); }
-  void TearDown() override { fs::remove_all(dir); }
+  fs::path dir_ = fs::temp_directory_path() / ("llmrec_config_test_" + std::to_string(::getpid()));
+  void SetUp() override { fs::create_directories(dir_); }
+  void TearDown() override { fs::remove_all(dir_); }
   std::string write(const std::string& name, const std::string& text) {
-    fs::path p = dir / name;
+    fs::path p = dir_ / name;
     std::ofstream(p) << text;
     return p.string();
   }
@@ -124,7 +124,7 @@ TEST_F(ConfigTest, StructuralErrors) {
               HasSubstr(":2: duplicate key 'seed' (first at"));
   EXPECT_THAT(error_of(write("j.yaml", "mode: [unclosed\n")), HasSubstr("invalid YAML"));
   EXPECT_THAT(error_of(write("k.yaml", "- a\n- b\n")), HasSubstr("must be a mapping of keys"));
-  EXPECT_THAT(error_of((dir / "missing.yaml").string()), HasSubstr("cannot open config file"));
+  EXPECT_THAT(error_of((dir_ / "missing.yaml").string()), HasSubstr("cannot open config file"));
   EXPECT_THAT(error_of(write("l.yaml", "seed: 99999999999999999999999\n")), HasSubstr("out of range"));
 }
 
@@ -154,7 +154,7 @@ TEST_F(ConfigTest, ErrorsInAnIncludedFileNameThatFile) {
 TEST_F(ConfigTest, IncludeCycleAndMissingInclude) {
   write("x.yaml", "include: y.yaml\n");
   write("y.yaml", "include: x.yaml\n");
-  EXPECT_THAT(error_of((dir / "x.yaml").string()), HasSubstr("include cycle"));
+  EXPECT_THAT(error_of((dir_ / "x.yaml").string()), HasSubstr("include cycle"));
   EXPECT_THAT(error_of(write("z.yaml", "\ninclude: nope.yaml\n")), HasSubstr("z.yaml:2: included file"));
 }
 

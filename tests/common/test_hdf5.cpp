@@ -24,10 +24,10 @@ using ::testing::HasSubstr;
 
 class Hdf5Test : public ::testing::Test {
  protected:
-  fs::path dir = fs::temp_directory_path() / ("llmrec_hdf5_test_" + std::to_string(::getpid()));
-  void SetUp() override { fs::create_directories(dir); }
-  void TearDown() override { fs::remove_all(dir); }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
+  fs::path dir_ = fs::temp_directory_path() / ("llmrec_hdf5_test_" + std::to_string(::getpid()));
+  void SetUp() override { fs::create_directories(dir_); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 };
 
 TEST_F(Hdf5Test, DatasetsStringsAndAttributesReadBackExactly) {
@@ -112,7 +112,7 @@ TEST_F(Hdf5Test, AFlippedByteIsCaughtByTheChecksum) {
   const std::string needle("\xef\xcd\xab\x89\x67\x45\x23\x01", 8);
   const std::size_t at = bytes.find(needle);
   ASSERT_NE(at, std::string::npos);
-  bytes[at + 8 * 100 + 3] ^= 0x10;
+  bytes[at + std::size_t{8} * 100 + 3] ^= 0x10;
   std::ofstream(path("d.h5"), std::ios::binary | std::ios::trunc) << bytes;
   auto g = h5::File::open(path("d.h5"));
   try {

@@ -22,7 +22,7 @@ std::vector<std::int64_t> values(const std::vector<TimeFeature>& f, std::int64_t
 TEST(TimeFeatures, WeekdayAndHourOfKnownDates) {
   const auto f = parse_time_features({"weekday", "hour"});
   EXPECT_EQ(values(f, kMonday, kUnknownTime), (std::vector<std::int64_t>{1, 1}));
-  EXPECT_EQ(values(f, kMonday + 6 * 86400 + 23 * 3600 + 59, kUnknownTime),
+  EXPECT_EQ(values(f, kMonday + 6LL * 86400 + 23LL * 3600 + 59, kUnknownTime),
             (std::vector<std::int64_t>{7, 24}));
   EXPECT_EQ(values(f, 0, kUnknownTime), (std::vector<std::int64_t>{4, 1}));    // 1970-01-01, a Thursday
   EXPECT_EQ(values(f, -1, kUnknownTime), (std::vector<std::int64_t>{3, 24}));  // a Wednesday's last second

@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-const char* kCatalogue =
+constexpr const char* kCatalogue =
     "item_id,title,category,brand,tags,description\n"
     "a,Red Running Shoes,sports > shoes,Acme,red;light,\"Light, fast shoes\"\n"
     "b,Blue Jacket,clothing > jacket,Bolt,blue,\"A warm jacket\nwith two lines\"\n"  // quoted newline: lines
@@ -30,23 +30,23 @@ const char* kCatalogue =
 
 class PrepareTest : public ::testing::Test {
  protected:
-  fs::path dir =
+  fs::path dir_ =
       fs::temp_directory_path() / ("llmrec_prepare_" + std::to_string(::getpid()) + "_" +
                                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  DataConfig cfg;
+  DataConfig cfg_;
 
   void SetUp() override {
-    fs::create_directories(dir);
-    cfg.catalogue = write("catalogue.csv", kCatalogue);
-    cfg.dataset = (dir / "dataset.h5").string();
-    cfg.vocab_size = 300;
-    cfg.text_len = 16;
+    fs::create_directories(dir_);
+    cfg_.catalogue = write("catalogue.csv", kCatalogue);
+    cfg_.dataset = (dir_ / "dataset.h5").string();
+    cfg_.vocab_size = 300;
+    cfg_.text_len = 16;
   }
-  void TearDown() override { fs::remove_all(dir); }
+  void TearDown() override { fs::remove_all(dir_); }
 
   std::string write(const std::string& name, const std::string& text) {
-    std::ofstream(dir / name, std::ios::binary) << text;
-    return (dir / name).string();
+    std::ofstream(dir_ / name, std::ios::binary) << text;
+    return (dir_ / name).string();
   }
   // Three good users: u1 (a, b, c), u2 (c, a, b), u3 (b, c, a); times out of order on purpose.
   std::string good_rows() {
@@ -56,9 +56,9 @@ class PrepareTest : public ::testing::Test {
            "\n";
   }
   std::string error_of(const std::string& interactions) {
-    cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + interactions);
+    cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + interactions);
     try {
-      prepare_dataset(cfg, "");
+      prepare_dataset(cfg_, "");
     } catch (const Error& e) {
       return e.what();
     }
@@ -67,9 +67,9 @@ class PrepareTest : public ::testing::Test {
 };
 
 TEST_F(PrepareTest, RoundTripSortsSplitsAndTokenizes) {
-  cfg.columns.rating = "rating";
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
-  PrepareReport r = prepare_dataset(cfg, "the: config\n");
+  cfg_.columns.rating = "rating";
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  PrepareReport r = prepare_dataset(cfg_, "the: config\n");
   EXPECT_EQ(r.catalogue.rows_read, 4);
   EXPECT_EQ(r.interactions.rows_read, 9);
   EXPECT_EQ(r.interactions.rows_kept, 9);
@@ -78,7 +78,7 @@ TEST_F(PrepareTest, RoundTripSortsSplitsAndTokenizes) {
   EXPECT_EQ(r.cold_items, 1);  // d: never seen (a, b, c each are some user's one training event)
   EXPECT_EQ(r.train_events + r.valid_events + r.test_events, 9);
 
-  DatasetFile f(cfg.dataset);
+  DatasetFile f(cfg_.dataset);
   EXPECT_EQ(f.num_users(), 3);
   EXPECT_EQ(f.num_items(), 4);
   EXPECT_EQ(f.num_events(), 9);
@@ -130,19 +130,19 @@ TEST_F(PrepareTest, EachBadInteractionRowNamesFileLineAndReason) {
               HasSubstr(":11: malformed csv: quote inside an unquoted field"));
   EXPECT_THAT(error_of(good + "u4,a,100,view,\"5\n"),
               HasSubstr(":11: malformed csv: unterminated quoted field"));
-  cfg.columns.rating = "rating";
+  cfg_.columns.rating = "rating";
   EXPECT_THAT(error_of(good + "u4,a,100,view,five\n"), HasSubstr(":11: bad rating: 'five' is not a number"));
 }
 
 TEST_F(PrepareTest, RatingWeightsTheLossOfEachEvent) {
-  cfg.columns.rating = "rating";
-  cfg.weight = "rating";
+  cfg_.columns.rating = "rating";
+  cfg_.weight = "rating";
   const std::string rated =
       "u1,a,100,view,1\nu1,c,300,purchase,5\nu1,b,200,click,2.5\n"
       "u2,c,100,view,4\nu2,a,200,cart,3\nu2,b,300,view,0\n";
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + rated);
-  prepare_dataset(cfg, "");
-  UserSlice all = DatasetFile(cfg.dataset).read_users(0, 2);
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + rated);
+  prepare_dataset(cfg_, "");
+  UserSlice all = DatasetFile(cfg_.dataset).read_users(0, 2);
   // In time order: u1 a b c, u2 c a b; the weight is the rating, not the event type's.
   EXPECT_EQ(all.events.weight, (std::vector<float>{1.0f, 2.5f, 5.0f, 4.0f, 3.0f, 0.0f}));
 
@@ -150,38 +150,38 @@ TEST_F(PrepareTest, RatingWeightsTheLossOfEachEvent) {
               HasSubstr(":8: missing rating: column 'rating' is empty and data.weight is 'rating'"));
   EXPECT_THAT(error_of(rated + "u4,a,100,view,-2\n"),
               HasSubstr(":8: negative rating: -2 cannot be a loss weight"));
-  cfg.columns.rating = "";
+  cfg_.columns.rating = "";
   EXPECT_THAT(error_of(rated), HasSubstr("data.weight is 'rating' but data.columns.rating is empty"));
 }
 
 TEST_F(PrepareTest, BadCatalogueRows) {
   auto catalogue_error = [&](const std::string& extra) {
-    cfg.catalogue = write("catalogue.csv", std::string(kCatalogue) + extra);
+    cfg_.catalogue = write("catalogue.csv", std::string(kCatalogue) + extra);
     return error_of(good_rows());
   };
   EXPECT_THAT(catalogue_error("a,Dup,x,y,z,w\n"),
               HasSubstr("catalogue.csv:7: duplicate item id: 'a' first defined at line 2"));
   EXPECT_THAT(catalogue_error(",No id,x,y,z,w\n"), HasSubstr("catalogue.csv:7: missing item id"));
   EXPECT_THAT(catalogue_error("e,,,,,\n"), HasSubstr("catalogue.csv:7: missing item text"));
-  cfg.catalogue = write("catalogue.tsv.csv",
-                        "item_id\ttitle\n"
-                        "a\tx\n");
+  cfg_.catalogue = write("catalogue.tsv.csv",
+                         "item_id\ttitle\n"
+                         "a\tx\n");
   EXPECT_THAT(error_of(good_rows()), HasSubstr("set data.format: tsv"));
   EXPECT_THAT(catalogue_error("e,Caf\xc3\x28,x,y,z,w\n"),
               HasSubstr("catalogue.csv:7: invalid UTF-8: in column 'title'"));
-  cfg.catalogue_columns.item = "sku";
+  cfg_.catalogue_columns.item = "sku";
   EXPECT_THAT(catalogue_error(""),
               HasSubstr("catalogue.csv:1: no column 'sku' in the header (columns: item_id, title"));
   EXPECT_THAT(catalogue_error(""), HasSubstr("set data.catalogue_columns.item"));
 }
 
 TEST_F(PrepareTest, SkipPolicyCountsEveryRowByReason) {
-  cfg.on_error = "skip";
-  cfg.show_errors = 1;
-  cfg.interactions =
+  cfg_.on_error = "skip";
+  cfg_.show_errors = 1;
+  cfg_.interactions =
       write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
                                     "u4,zz,100,view,\nu5,zz,100,view,\nu4,a,never,view,\nu1,a,100,view,\n");
-  PrepareReport r = prepare_dataset(cfg, "");
+  PrepareReport r = prepare_dataset(cfg_, "");
   EXPECT_EQ(r.interactions.rows_read, 13);
   EXPECT_EQ(r.interactions.rows_kept, 9);
   EXPECT_EQ(r.interactions.skipped.at("unknown item id"), 2);
@@ -195,15 +195,15 @@ TEST_F(PrepareTest, SkipPolicyCountsEveryRowByReason) {
 }
 
 TEST_F(PrepareTest, MinUserEventsAndKcoreAreCounted) {
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
-                                                   "u4,a,100,view,\nu4,b,200,view,\n");
-  PrepareReport r = prepare_dataset(cfg, "");
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows() +
+                                                    "u4,a,100,view,\nu4,b,200,view,\n");
+  PrepareReport r = prepare_dataset(cfg_, "");
   EXPECT_EQ(r.min_events_users_removed, 1);
   EXPECT_EQ(r.min_events_events_removed, 2);
   EXPECT_EQ(r.users, 3);
   // k-core 3: item d has no events, u4 has 2: removed; a, b, c keep >= 3.
-  cfg.kcore = 3;
-  r = prepare_dataset(cfg, "");
+  cfg_.kcore = 3;
+  r = prepare_dataset(cfg_, "");
   EXPECT_EQ(r.kcore_events_removed, 2);
   EXPECT_EQ(r.kcore_users_removed, 1);
   EXPECT_EQ(r.users, 3);
@@ -211,14 +211,14 @@ TEST_F(PrepareTest, MinUserEventsAndKcoreAreCounted) {
 }
 
 TEST_F(PrepareTest, TemporalSplit) {
-  cfg.split = "temporal";
-  cfg.cut = "250";
-  cfg.min_user_events = 1;
-  cfg.interactions = write("interactions.csv",
-                           "user_id,item_id,timestamp,event,rating\n" + good_rows() + "u4,a,260,view,\n");
-  PrepareReport r = prepare_dataset(cfg, "");
+  cfg_.split = "temporal";
+  cfg_.cut = "250";
+  cfg_.min_user_events = 1;
+  cfg_.interactions = write("interactions.csv",
+                            "user_id,item_id,timestamp,event,rating\n" + good_rows() + "u4,a,260,view,\n");
+  PrepareReport r = prepare_dataset(cfg_, "");
   EXPECT_EQ(r.no_train_users_removed, 1);  // u4: nothing before the cut
-  DatasetFile f(cfg.dataset);
+  DatasetFile f(cfg_.dataset);
   UserSlice all = f.read_users(0, f.num_users());
   // u1: a(100) b(200) | c(300): train [a], valid b, test c.
   EXPECT_EQ(all.users.train_end[0], 1);
@@ -226,13 +226,13 @@ TEST_F(PrepareTest, TemporalSplit) {
   EXPECT_EQ(all.users.test[0], 2);
   // u3: b(100) c(200) | a(300).
   EXPECT_EQ(all.users.test[2], 8);
-  cfg.cut = "not a time";
-  EXPECT_THROW(prepare_dataset(cfg, ""), ConfigError);
+  cfg_.cut = "not a time";
+  EXPECT_THROW(prepare_dataset(cfg_, ""), ConfigError);
   // A cut before every event leaves nobody: the error says why, with the
   // data's range and the whole report.
-  cfg.cut = "1970-01-01T00:00:50Z";
+  cfg_.cut = "1970-01-01T00:00:50Z";
   try {
-    prepare_dataset(cfg, "");
+    prepare_dataset(cfg_, "");
     ADD_FAILURE() << "an empty dataset was written";
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(),
@@ -243,9 +243,9 @@ TEST_F(PrepareTest, TemporalSplit) {
 }
 
 TEST_F(PrepareTest, JsonlAndTsvGiveTheSameDataset) {
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
-  prepare_dataset(cfg, "");
-  auto csv = DatasetFile(cfg.dataset).read_users(0, 3);
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  prepare_dataset(cfg_, "");
+  auto csv = DatasetFile(cfg_.dataset).read_users(0, 3);
 
   std::string jsonl, tsv = "user_id\titem_id\ttimestamp\tevent\trating\n";
   std::istringstream rows(good_rows());
@@ -262,16 +262,16 @@ TEST_F(PrepareTest, JsonlAndTsvGiveTheSameDataset) {
     tsv += f[0] + "\t" + f[1] + "\t" + f[2] + "\t" + f[3] + "\t\n";
   }
   for (const auto& [name, text] : {std::pair<std::string, std::string>{"i.jsonl", jsonl}, {"i.tsv", tsv}}) {
-    cfg.interactions = write(name, text);
-    prepare_dataset(cfg, "");
-    auto other = DatasetFile(cfg.dataset).read_users(0, 3);
+    cfg_.interactions = write(name, text);
+    prepare_dataset(cfg_, "");
+    auto other = DatasetFile(cfg_.dataset).read_users(0, 3);
     EXPECT_EQ(other.events.item, csv.events.item) << name;
     EXPECT_EQ(other.events.time, csv.events.time) << name;
     EXPECT_EQ(other.users.offsets, csv.users.offsets) << name;
   }
-  cfg.interactions = write("bad.jsonl", "{\"user_id\": \"u1\"\n");
+  cfg_.interactions = write("bad.jsonl", "{\"user_id\": \"u1\"\n");
   try {
-    prepare_dataset(cfg, "");
+    prepare_dataset(cfg_, "");
     FAIL();
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("bad.jsonl:1: malformed jsonl"));
@@ -282,31 +282,31 @@ TEST_F(PrepareTest, AFlippedByteIsDetectedByTheChecksum) {
   SynthOptions o;
   o.items = 300;
   o.users = 400;
-  write_synth_shop(o, (dir / "shop").string());
-  cfg.catalogue = (dir / "shop" / "catalogue.csv").string();
-  cfg.interactions = (dir / "shop" / "interactions.csv").string();
-  cfg.columns.rating = "rating";
-  PrepareReport r = prepare_dataset(cfg, "");
+  write_synth_shop(o, (dir_ / "shop").string());
+  cfg_.catalogue = (dir_ / "shop" / "catalogue.csv").string();
+  cfg_.interactions = (dir_ / "shop" / "interactions.csv").string();
+  cfg_.columns.rating = "rating";
+  PrepareReport r = prepare_dataset(cfg_, "");
   EXPECT_EQ(r.interactions.rows_read, r.interactions.rows_kept);
   EXPECT_GT(r.test_events_on_cold_items, 0);
 
   // Flip one byte in the middle of the largest dataset's raw data.
   std::string bytes;
   {
-    std::ifstream in(cfg.dataset, std::ios::binary);
+    std::ifstream in(cfg_.dataset, std::ios::binary);
     bytes.assign(std::istreambuf_iterator<char>(in), {});
   }
   // events/time values are 8-byte little-endian unix times: find a run of them.
   std::size_t at = bytes.size() / 2;
   bytes[at] = static_cast<char>(bytes[at] ^ 0x5a);
-  std::ofstream(cfg.dataset, std::ios::binary) << bytes;
+  std::ofstream(cfg_.dataset, std::ios::binary) << bytes;
   try {
-    DatasetFile f(cfg.dataset);
+    DatasetFile f(cfg_.dataset);
     auto items = f.read_items();
     auto users = f.read_users(0, f.num_users());
     FAIL() << "a flipped byte went unnoticed";
   } catch (const IoError& e) {
-    EXPECT_THAT(e.what(), HasSubstr(cfg.dataset));
+    EXPECT_THAT(e.what(), HasSubstr(cfg_.dataset));
     EXPECT_THAT(e.what(),
                 ::testing::AnyOf(HasSubstr("checksum"), HasSubstr("dataset '"), HasSubstr("attribute")));
   }
@@ -315,7 +315,7 @@ TEST_F(PrepareTest, AFlippedByteIsDetectedByTheChecksum) {
 TEST_F(PrepareTest, NotADatasetFile) {
   write("junk.h5", "not hdf5 at all");
   try {
-    DatasetFile f((dir / "junk.h5").string());
+    DatasetFile f((dir_ / "junk.h5").string());
     FAIL();
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("junk.h5: not an HDF5 file"));
@@ -347,12 +347,12 @@ TEST_F(PrepareTest, TimestampsBeyondInt64AreBadRows) {
 TEST_F(PrepareTest, LongTextsAreCutAndCounted) {
   const std::string long_text = std::string(30, 'x') + "\xc3\xa9\xc3\xa9\xc3\xa9" + std::string(50000, 'y');
   const std::string path = write("long.csv", "item_id,category,title\na,c," + long_text + "\nb,c,short\n");
-  cfg.catalogue_columns.item = "item_id";
-  cfg.catalogue_columns.category = "category";
-  cfg.catalogue_columns.text = {"title"};
-  cfg.max_text_chars = 32;
+  cfg_.catalogue_columns.item = "item_id";
+  cfg_.catalogue_columns.category = "category";
+  cfg_.catalogue_columns.text = {"title"};
+  cfg_.max_text_chars = 32;
   PrepareReport::Source report;
-  Catalogue c = read_catalogue(path, cfg, report);
+  Catalogue c = read_catalogue(path, cfg_, report);
   ASSERT_EQ(c.texts.size(), 2u);
   EXPECT_EQ(c.texts[0], std::string(30, 'x') + "\xc3\xa9\xc3\xa9");  // 32 characters, 34 bytes
   EXPECT_EQ(c.texts[1], "short");
@@ -378,13 +378,13 @@ TEST(ParseTimestamp, AutoTakesTheUnitFromTheMagnitude) {
 // character for the report's example; writing the report's JSON then threw
 // nlohmann's type_error (not an llmrec error) at the end of `llmrec prepare`.
 TEST_F(PrepareTest, ReportsStayValidUtf8WhenLongIdsAreCut) {
-  cfg.on_error = "skip";
+  cfg_.on_error = "skip";
   const std::string x56(56, 'x');
   const std::string id = x56 + "\xc3\xa9" + "tail";  // the 57-byte cut falls inside the 'é'
-  cfg.catalogue =
+  cfg_.catalogue =
       write("catalogue.csv", std::string(kCatalogue) + id + ",One,x,y,z,w\n" + id + ",Two,x,y,z,w\n");
-  cfg.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
-  PrepareReport r = prepare_dataset(cfg, "");
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  PrepareReport r = prepare_dataset(cfg_, "");
   ASSERT_EQ(r.catalogue.skipped.at("duplicate item id"), 1);
   EXPECT_THAT(r.catalogue.examples.at("duplicate item id").at(0),
               HasSubstr("'" + x56 + "...' first defined at line 7"));
@@ -398,7 +398,7 @@ TEST_F(PrepareTest, MillionsOfBlankLinesDoNotExhaustTheStack) {
   const std::string path = write(
       "catalogue.csv", std::string(kCatalogue) + std::string(1'000'000, '\n') + "e,Late item,x,y,z,w\n\n");
   PrepareReport::Source report;
-  Catalogue c = read_catalogue(path, cfg, report);
+  Catalogue c = read_catalogue(path, cfg_, report);
   EXPECT_EQ(report.rows_read, 5);
   ASSERT_EQ(c.ids.size(), 5u);
   EXPECT_EQ(c.ids[4], "e");

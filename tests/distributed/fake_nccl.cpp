@@ -803,9 +803,11 @@ LLMREC_FAKE_EXPORT CuResult cuGetErrorString(CuResult result, const char** text)
 // NOLINTEND(readability-identifier-naming)
 
 // The exported signatures are exactly the ones nccl_api.h resolves.
-// NOLINTNEXTLINE(bugprone-macro-parentheses): `field` names a member, `fn` a function
+// `field` names a member, `fn` a function: neither can be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define LLMREC_FAKE_SAME(field, fn) \
   static_assert(std::is_same_v<decltype(Api::field), decltype(&fn)>, #fn " does not match Api::" #field)
+// NOLINTEND(bugprone-macro-parentheses)
 LLMREC_FAKE_SAME(GetVersion, ncclGetVersion);
 LLMREC_FAKE_SAME(GetUniqueId, ncclGetUniqueId);
 LLMREC_FAKE_SAME(CommInitRank, ncclCommInitRank);

@@ -44,7 +44,8 @@ TEST(CommunicatorTest, RanksAndSizesMatchTheLauncher) {
 class AllReduceTest : public ::testing::TestWithParam<std::tuple<at::ScalarType, ReduceOp>> {};
 
 TEST_P(AllReduceTest, ExactForEveryDtypeAndOp) {
-  auto [dtype, op] = GetParam();
+  const at::ScalarType dtype = std::get<0>(GetParam());
+  const ReduceOp op = std::get<1>(GetParam());
   on_every_rank([&](Communicator& comm) {
     const int r = comm.rank();
     const int w = comm.size();
@@ -84,7 +85,7 @@ TEST(CommunicatorTest, AllReduceNonContiguousWritesOnlyTheView) {
     ASSERT_FALSE(view.is_contiguous());
     comm.all_reduce(view, {ReduceOp::kSum});
     at::Tensor want = at::full({6, 5}, double(r + 1), at::kDouble);
-    want.t().slice(0, 1, 5, 2).fill_(double(w * (w + 1) / 2));
+    want.t().slice(0, 1, 5, 2).fill_(double(w) * (w + 1) / 2);
     EXPECT_TRUE(at::equal(m, want));
   });
 }
@@ -167,12 +168,12 @@ TEST(CommunicatorTest, AllGatherVariableRows) {
     const int r = comm.rank();
     const int w = comm.size();
     // Rank k sends 2k rows (rank 0 sends none) of shape (2, 3) filled with k.
-    at::Tensor t = at::full({2 * r, 2, 3}, double(r), at::kDouble);
+    at::Tensor t = at::full({2LL * r, 2, 3}, double(r), at::kDouble);
     auto parts = comm.all_gather_v(t);
     ASSERT_EQ(static_cast<int>(parts.size()), w);
     for (int k = 0; k < w; ++k) {
-      EXPECT_EQ(parts[k].sizes(), (std::vector<std::int64_t>{2 * k, 2, 3}));
-      EXPECT_TRUE(at::equal(parts[k], at::full({2 * k, 2, 3}, double(k), at::kDouble)));
+      EXPECT_EQ(parts[k].sizes(), (std::vector<std::int64_t>{2LL * k, 2, 3}));
+      EXPECT_TRUE(at::equal(parts[k], at::full({2LL * k, 2, 3}, double(k), at::kDouble)));
     }
   });
 }
@@ -184,14 +185,14 @@ TEST(CommunicatorTest, AsyncAllReduceCompletesInIssueOrder) {
     std::vector<at::Tensor> ts;
     std::vector<std::shared_ptr<Work>> works;
     for (int i = 0; i < 8; ++i) {
-      ts.push_back(at::full({1000 * (i + 1)}, float(i + r), at::kFloat));
+      ts.push_back(at::full({1000LL * (i + 1)}, float(i + r), at::kFloat));
       works.push_back(comm.all_reduce_async(ts.back(), {ReduceOp::kSum}));
     }
     // Waiting out of order is fine; the queue runs them in issue order.
     for (int i = 7; i >= 0; --i) {
       works[i]->wait(Seconds(30));
       EXPECT_TRUE(works[i]->completed());
-      EXPECT_TRUE(at::equal(ts[i], at::full({1000 * (i + 1)}, float(i * w + w * (w - 1) / 2))));
+      EXPECT_TRUE(at::equal(ts[i], at::full({1000LL * (i + 1)}, float(i * w) + float(w * (w - 1)) / 2)));
     }
   });
 }

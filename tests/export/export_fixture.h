@@ -82,18 +82,26 @@ struct ExportFixture {
   }
 };
 
-inline ExportFixture make_export_fixture(const ExportSpec& spec) {
-  ExportFixture f;
-  f.spec = spec;
-  const std::int64_t I = spec.items, U = spec.users, d = spec.dim, K = spec.cf_k;
-  std::mt19937_64 rng(spec.seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+/// make_export_fixture's steps, in the order they draw from one stream.
+namespace fixture_steps {
 
+struct Rng {
+  std::mt19937_64 engine;
+  std::normal_distribution<float> normal{0.0f, 1.0f};
+  std::uniform_real_distribution<double> uniform{0.0, 1.0};
+  std::uint64_t operator()() { return engine(); }
+  float gauss() { return normal(engine); }
+  double unit() { return uniform(engine); }
+};
+
+/// Items in clusters around random centres; the last ~5% cold. Returns each
+/// item's cluster.
+inline std::vector<std::int64_t> add_items(ExportFixture& f, Rng& rng, std::int64_t warm) {
+  const ExportSpec& spec = f.spec;
+  const std::int64_t I = spec.items, d = spec.dim;
   std::vector<float> centres(static_cast<std::size_t>(spec.clusters * d));
-  for (auto& c : centres) c = normal(rng);
+  for (auto& c : centres) c = rng.gauss();
   std::vector<std::int64_t> cluster(static_cast<std::size_t>(I));
-  const std::int64_t warm = I - std::max<std::int64_t>(1, I / 20);
   for (std::int64_t i = 0; i < I; ++i) {
     const std::int64_t c = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(spec.clusters));
     cluster[static_cast<std::size_t>(i)] = c;
@@ -101,7 +109,7 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
     f.item_text.push_back("item " + std::to_string(i) + " of cluster " + std::to_string(c) + " — crème");
     f.item_category.push_back(i % 17 == 0 ? std::string() : "cat" + std::to_string(c));
     for (std::int64_t k = 0; k < d; ++k)
-      f.vectors.push_back(centres[static_cast<std::size_t>(c * d + k)] + 0.4f * normal(rng));
+      f.vectors.push_back(centres[static_cast<std::size_t>(c * d + k)] + 0.4f * rng.gauss());
     const bool is_cold = i >= warm;
     f.cold.push_back(is_cold ? 1 : 0);
     std::int64_t pop = 0;
@@ -113,11 +121,16 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
     }
     f.popularity.push_back(pop);
   }
-  // keys = vectors A^T, A = identity + noise.
+  return cluster;
+}
+
+/// keys = vectors A^T, A = identity + noise.
+inline void add_keys(ExportFixture& f, Rng& rng) {
+  const std::int64_t I = f.spec.items, d = f.spec.dim;
   std::vector<float> A(static_cast<std::size_t>(d * d));
   for (std::int64_t r = 0; r < d; ++r) {
     for (std::int64_t c = 0; c < d; ++c)
-      A[static_cast<std::size_t>(r * d + c)] = (r == c ? 1.0f : 0.0f) + 0.1f * normal(rng);
+      A[static_cast<std::size_t>(r * d + c)] = (r == c ? 1.0f : 0.0f) + 0.1f * rng.gauss();
   }
   f.keys.resize(f.vectors.size());
   for (std::int64_t i = 0; i < I; ++i) {
@@ -129,9 +142,14 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
       f.keys[static_cast<std::size_t>(i * d + r)] = static_cast<float>(s);
     }
   }
-  // Users: events from one or two clusters, mostly.
+}
+
+/// Users: events on warm items from one or two clusters, mostly.
+inline void add_users(ExportFixture& f, Rng& rng, const std::vector<std::int64_t>& cluster,
+                      std::int64_t warm) {
+  const ExportSpec& spec = f.spec;
   f.offsets.push_back(0);
-  for (std::int64_t u = 0; u < U; ++u) {
+  for (std::int64_t u = 0; u < spec.users; ++u) {
     f.user_ids.push_back("u" + std::to_string(u));
     const std::int64_t n = 3 + static_cast<std::int64_t>(rng() % 28);
     const std::int64_t like = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(spec.clusters));
@@ -139,21 +157,26 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
       std::int32_t item;
       do {
         item = static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(warm));
-      } while (uniform(rng) < 0.7 && cluster[static_cast<std::size_t>(item)] != like);
+      } while (rng.unit() < 0.7 && cluster[static_cast<std::size_t>(item)] != like);
       f.events.push_back(item);
       f.types.push_back(static_cast<std::uint8_t>(rng() % spec.event_types.size()));
     }
     f.offsets.push_back(static_cast<std::int64_t>(f.events.size()));
   }
-  // CF neighbours: random distinct items, decreasing similarity; cold items none.
+}
+
+/// CF neighbours: random distinct warm items, decreasing similarity; cold
+/// items none, and some rows end early.
+inline void add_neighbours(ExportFixture& f, Rng& rng, std::int64_t warm) {
+  const std::int64_t I = f.spec.items, K = f.spec.cf_k;
   for (std::int64_t i = 0; i < I; ++i) {
     std::set<std::int32_t> chosen;
     std::vector<float> sims;
     const bool none = i >= warm;
-    for (std::int64_t k = 0; k < K; ++k) sims.push_back(static_cast<float>(uniform(rng)));
+    for (std::int64_t k = 0; k < K; ++k) sims.push_back(static_cast<float>(rng.unit()));
     std::sort(sims.rbegin(), sims.rend());
     for (std::int64_t k = 0; k < K; ++k) {
-      if (none || k >= K - static_cast<std::int64_t>(i % 3)) {  // some rows end early
+      if (none || k >= K - static_cast<std::int64_t>(i % 3)) {
         f.neighbours.push_back(-1);
         f.similarity.push_back(0.0f);
         continue;
@@ -167,21 +190,40 @@ inline ExportFixture make_export_fixture(const ExportSpec& spec) {
       f.similarity.push_back(sims[static_cast<std::size_t>(k)]);
     }
   }
-  // The tower: fresh weights, perturbed so that every tensor matters.
+}
+
+/// The tower (fresh weights, perturbed so that every tensor matters) and
+/// every user's vector from it.
+inline void add_tower(ExportFixture& f) {
+  const ExportSpec& spec = f.spec;
   torch::manual_seed(static_cast<std::uint64_t>(spec.seed));
   f.tower = UserTower(
-      UserTowerOptions(d, spec.history).heads(spec.heads).layers(spec.layers).pooling(spec.pooling));
+      UserTowerOptions(spec.dim, spec.history).heads(spec.heads).layers(spec.layers).pooling(spec.pooling));
   {
     torch::NoGradGuard no_grad;
     for (auto& p : f.tower->parameters()) p.add_(torch::randn_like(p) * 0.2);
   }
   f.tower->eval();
-  for (std::int64_t u = 0; u < U; ++u) {
+  for (std::int64_t u = 0; u < spec.users; ++u) {
     std::vector<std::int32_t> h(f.events.begin() + f.offsets[static_cast<std::size_t>(u)],
                                 f.events.begin() + f.offsets[static_cast<std::size_t>(u) + 1]);
     auto v = f.tower_vector(h);
     f.user_vectors.insert(f.user_vectors.end(), v.begin(), v.end());
   }
+}
+
+}  // namespace fixture_steps
+
+inline ExportFixture make_export_fixture(const ExportSpec& spec) {
+  ExportFixture f;
+  f.spec = spec;
+  fixture_steps::Rng rng{std::mt19937_64(spec.seed)};
+  const std::int64_t warm = spec.items - std::max<std::int64_t>(1, spec.items / 20);
+  const std::vector<std::int64_t> cluster = fixture_steps::add_items(f, rng, warm);
+  fixture_steps::add_keys(f, rng);
+  fixture_steps::add_users(f, rng, cluster, warm);
+  fixture_steps::add_neighbours(f, rng, warm);
+  fixture_steps::add_tower(f);
   return f;
 }
 

@@ -27,33 +27,33 @@ using ::testing::Not;
 
 class HfLoaderTest : public ::testing::Test {
  protected:
-  fs::path golden;  ///< shared/golden/tiny-bert
-  fs::path dir = fs::temp_directory_path() / ("llmrec_hf_loader_test_" + std::to_string(::getpid()));
+  fs::path golden_;  ///< shared/golden/tiny-bert
+  fs::path dir_ = fs::temp_directory_path() / ("llmrec_hf_loader_test_" + std::to_string(::getpid()));
 
   void SetUp() override {
     LLMREC_SKIP_WITHOUT_SHARED();
-    golden = fs::path(::llmrec::testing::shared_dir()) / "golden" / "tiny-bert";
-    ASSERT_TRUE(fs::exists(golden / "model.safetensors")) << "golden model missing: " << golden.string();
-    fs::create_directories(dir);
+    golden_ = fs::path(::llmrec::testing::shared_dir()) / "golden" / "tiny-bert";
+    ASSERT_TRUE(fs::exists(golden_ / "model.safetensors")) << "golden model missing: " << golden_.string();
+    fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir); }
+  void TearDown() override { fs::remove_all(dir_); }
 
   /// A model directory `name` with the golden config and these tensors.
   std::string make_dir(const std::string& name, const std::map<std::string, at::Tensor>& tensors,
                        const std::string& weights_file = "model.safetensors") {
-    fs::path d = dir / name;
+    fs::path d = dir_ / name;
     fs::create_directories(d);
-    fs::copy_file(golden / "config.json", d / "config.json", fs::copy_options::overwrite_existing);
+    fs::copy_file(golden_ / "config.json", d / "config.json", fs::copy_options::overwrite_existing);
     if (!tensors.empty()) write_safetensors((d / weights_file).string(), tensors);
     return d.string();
   }
 
   std::map<std::string, at::Tensor> golden_tensors() {
-    return read_safetensors((golden / "model.safetensors").string()).tensors;
+    return read_safetensors((golden_ / "model.safetensors").string()).tensors;
   }
 
   /// The IoError message of loading `d` ("" if it loaded).
-  static std::string load_error(const std::string& d, HfBertLoadOptions options = {}) {
+  static std::string load_error(const std::string& d, const HfBertLoadOptions& options = {}) {
     try {
       load_hf_bert(d, options);
     } catch (const IoError& e) {
@@ -64,7 +64,7 @@ class HfLoaderTest : public ::testing::Test {
 };
 
 TEST_F(HfLoaderTest, ParameterNamesAreExactlyHfNames) {
-  BertModel model(BertConfig::from_json_file((golden / "config.json").string()));
+  BertModel model(BertConfig::from_json_file((golden_ / "config.json").string()));
   std::set<std::string> names;
   for (const auto& p : model->named_parameters()) names.insert(p.key());
   std::set<std::string> file;
@@ -74,9 +74,9 @@ TEST_F(HfLoaderTest, ParameterNamesAreExactlyHfNames) {
 }
 
 TEST_F(HfLoaderTest, PrefixedAndLegacyLoadIdentically) {
-  HfBert plain = load_hf_bert(golden.string());
+  HfBert plain = load_hf_bert(golden_.string());
   EXPECT_EQ(plain.ignored_tensors.size(), 0u);
-  EXPECT_EQ(plain.vocab_path, (golden / "vocab.txt").string());
+  EXPECT_EQ(plain.vocab_path, (golden_ / "vocab.txt").string());
   EXPECT_EQ(plain.config.hidden_size, 64);
   auto reference = golden_tensors();
   for (const auto& p : plain.model->named_parameters()) {
@@ -86,7 +86,7 @@ TEST_F(HfLoaderTest, PrefixedAndLegacyLoadIdentically) {
     SCOPED_TRACE(file);
     HfBertLoadOptions options;
     options.weights_file = file;
-    HfBert other = load_hf_bert(golden.string(), options);
+    HfBert other = load_hf_bert(golden_.string(), options);
     for (const auto& p : other.model->named_parameters()) {
       EXPECT_TRUE(torch::equal(p.value(), reference.at(p.key()))) << p.key();
     }
@@ -102,7 +102,7 @@ TEST_F(HfLoaderTest, PrefixedAndLegacyLoadIdentically) {
 TEST_F(HfLoaderTest, ConvertsToTheRequestedDtype) {
   HfBertLoadOptions options;
   options.dtype = torch::kDouble;
-  HfBert bert = load_hf_bert(golden.string(), options);
+  HfBert bert = load_hf_bert(golden_.string(), options);
   auto reference = golden_tensors();
   for (const auto& p : bert.model->named_parameters()) {
     ASSERT_EQ(p.value().scalar_type(), torch::kDouble) << p.key();
@@ -158,7 +158,7 @@ TEST_F(HfLoaderTest, PoolerIsOptional) {
   // A checkpoint with a pooler loads without one: the pooler is skipped.
   HfBertLoadOptions no_pooler;
   no_pooler.add_pooler = false;
-  HfBert bert = load_hf_bert(golden.string(), no_pooler);
+  HfBert bert = load_hf_bert(golden_.string(), no_pooler);
   EXPECT_THAT(bert.ignored_tensors,
               ::testing::UnorderedElementsAre("pooler.dense.weight", "pooler.dense.bias"));
   bert.model->eval();
@@ -182,7 +182,7 @@ TEST_F(HfLoaderTest, BinOnlyDirectoryIsRefused) {
   EXPECT_THAT(message, HasSubstr("save_file"));
   const std::string empty = make_dir("empty", {});
   EXPECT_THAT(load_error(empty), HasSubstr("no model.safetensors"));
-  EXPECT_THAT(load_error((dir / "not-there").string()), HasSubstr("not a directory"));
+  EXPECT_THAT(load_error((dir_ / "not-there").string()), HasSubstr("not a directory"));
 }
 
 TEST_F(HfLoaderTest, ShardedCheckpointLoads) {
@@ -227,13 +227,13 @@ class BertConfigTest : public HfLoaderTest {
     return "";
   }
   nlohmann::json golden_config() {
-    std::ifstream in(golden / "config.json");
+    std::ifstream in(golden_ / "config.json");
     return nlohmann::json::parse(in);
   }
 };
 
 TEST_F(BertConfigTest, ReadsTheGoldenConfig) {
-  BertConfig c = BertConfig::from_json_file((golden / "config.json").string());
+  BertConfig c = BertConfig::from_json_file((golden_ / "config.json").string());
   EXPECT_EQ(c.vocab_size, 30522);
   EXPECT_EQ(c.hidden_size, 64);
   EXPECT_EQ(c.num_hidden_layers, 2);
@@ -279,7 +279,7 @@ TEST_F(BertConfigTest, ErrorsNameTheFileAndTheKey) {
   c["pad_token_id"] = nullptr;
   EXPECT_EQ(config_error(c.dump()), "");
   EXPECT_THAT(config_error("{not json"), HasSubstr("dir/config.json: not valid JSON"));
-  EXPECT_THROW(BertConfig::from_json_file((dir / "nope.json").string()), IoError);
+  EXPECT_THROW(BertConfig::from_json_file((dir_ / "nope.json").string()), IoError);
   // The loader reports the config.json path.
   const std::string d = make_dir("badcfg", golden_tensors());
   c = golden_config();

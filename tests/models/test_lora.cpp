@@ -71,10 +71,10 @@ const std::vector<std::string> kQueryValue = {
 
 class LoraTest : public ::testing::Test {
  protected:
-  fs::path dir = fs::temp_directory_path() / ("llmrec_lora_test_" + std::to_string(::getpid()));
-  void SetUp() override { fs::create_directories(dir); }
-  void TearDown() override { fs::remove_all(dir); }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
+  fs::path dir_ = fs::temp_directory_path() / ("llmrec_lora_test_" + std::to_string(::getpid()));
+  void SetUp() override { fs::create_directories(dir_); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 };
 
 TEST_F(LoraTest, FreshAdapterLeavesOutputsUnchanged) {

@@ -51,10 +51,10 @@ std::string parse_error(const std::string& bytes, const std::string& name = "hos
 
 class SafetensorsTest : public ::testing::Test {
  protected:
-  fs::path dir = fs::temp_directory_path() / ("llmrec_safetensors_test_" + std::to_string(::getpid()));
-  void SetUp() override { fs::create_directories(dir); }
-  void TearDown() override { fs::remove_all(dir); }
-  std::string path(const std::string& name) const { return (dir / name).string(); }
+  fs::path dir_ = fs::temp_directory_path() / ("llmrec_safetensors_test_" + std::to_string(::getpid()));
+  void SetUp() override { fs::create_directories(dir_); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   /// One tensor of every dtype, with values that survive each dtype exactly.
   static std::map<std::string, at::Tensor> all_dtypes() {
@@ -233,7 +233,7 @@ TEST_F(SafetensorsTest, EmptyFileAndNoTensors) {
   EXPECT_TRUE(f.tensors.empty());
   write_safetensors(path("none.safetensors"), {});
   EXPECT_TRUE(read_safetensors(path("none.safetensors")).tensors.empty());
-  std::ofstream(path("zero.safetensors"), std::ios::binary | std::ios::trunc);
+  { std::ofstream zero(path("zero.safetensors"), std::ios::binary | std::ios::trunc); }
   EXPECT_THROW(read_safetensors(path("zero.safetensors")), IoError);
   EXPECT_THROW(read_safetensors(path("does-not-exist.safetensors")), IoError);
 }
@@ -244,7 +244,7 @@ TEST_F(SafetensorsTest, WriterRejectsWhatItCannotStore) {
   EXPECT_THROW(write_safetensors(path("u.safetensors"), {{"u", torch::Tensor()}}), IoError);
   EXPECT_THROW(write_safetensors(path("m.safetensors"), {{"__metadata__", torch::zeros({1})}}), IoError);
   EXPECT_THROW(
-      write_safetensors((dir / "no" / "such" / "dir.safetensors").string(), {{"x", torch::zeros({1})}}),
+      write_safetensors((dir_ / "no" / "such" / "dir.safetensors").string(), {{"x", torch::zeros({1})}}),
       IoError);
   EXPECT_FALSE(fs::exists(path("c.safetensors")));
   // A failed write leaves an existing file untouched.

@@ -335,39 +335,69 @@ TEST_F(EngineTest, MmrWithoutDiversityIsTopKAndWithDiversityIsMoreDiverse) {
   EXPECT_GE(more_diverse, 8);
 }
 
+/// Each distinct item h of `window` with the change of `item`'s score when
+/// h leaves the history, beyond the catalogue's mean change; largest first
+/// (ties: the smaller item first).
+std::vector<std::pair<double, std::int32_t>> leave_one_out(const ExportFixture& fx,
+                                                           const std::vector<std::int32_t>& window,
+                                                           std::int32_t item) {
+  const std::int64_t d = fx.spec.dim;
+  const auto n_items = static_cast<std::int64_t>(fx.keys.size()) / d;
+  const auto full = fx.tower_vector(window);
+  const std::set<std::int32_t> distinct(window.begin(), window.end());
+  std::vector<std::pair<double, std::int32_t>> want;
+  for (std::int32_t h : distinct) {
+    std::vector<std::int32_t> without;
+    for (std::int32_t x : window) {
+      if (x != h) without.push_back(x);
+    }
+    const auto v = fx.tower_vector(without);
+    double change_i = 0, change_mean = 0;
+    for (std::int64_t c = 0; c < d; ++c) {
+      const double du =
+          static_cast<double>(full[static_cast<std::size_t>(c)]) - v[static_cast<std::size_t>(c)];
+      change_i += static_cast<double>(fx.keys[static_cast<std::size_t>(item * d + c)]) * du;
+      double mean = 0;
+      for (std::int64_t j = 0; j < n_items; ++j) mean += fx.keys[static_cast<std::size_t>(j * d + c)];
+      change_mean += mean / static_cast<double>(n_items) * du;
+    }
+    want.emplace_back(change_i - change_mean, h);
+  }
+  std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) {
+    return x.first > y.first || (x.first == y.first && x.second < y.second);
+  });
+  return want;
+}
+
+/// The (at most 3) CF neighbours lists of `history`'s items that name
+/// `item`: (similarity, history item), largest first.
+std::vector<std::pair<float, std::int32_t>> cf_evidence(const ExportFixture& fx,
+                                                        const std::set<std::int32_t>& history,
+                                                        std::int32_t item) {
+  const std::int64_t K = fx.spec.cf_k;
+  std::vector<std::pair<float, std::int32_t>> want;
+  for (std::int32_t h : history) {
+    for (std::int64_t c = 0; c < K; ++c) {
+      if (fx.neighbours[static_cast<std::size_t>(h * K + c)] == item)
+        want.emplace_back(fx.similarity[static_cast<std::size_t>(h * K + c)], h);
+    }
+  }
+  std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) {
+    return x.first > y.first || (x.first == y.first && x.second < y.second);
+  });
+  if (want.size() > 3) want.resize(3);
+  return want;
+}
+
 TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
-  const auto n_items = static_cast<std::int64_t>(fx().keys.size()) / d();
   auto check = [&](const RecommendRequest& q, const std::vector<std::int32_t>& history) -> Recommendation {
     const auto r = engine().recommend(q);
     const std::size_t T = static_cast<std::size_t>(fx().spec.history);
     const std::vector<std::int32_t> window(
         history.end() - static_cast<std::ptrdiff_t>(std::min(T, history.size())), history.end());
-    const auto full = fx().tower_vector(window);
-    const std::set<std::int32_t> distinct(window.begin(), window.end());
     EXPECT_FALSE(r.items.empty());
     for (const auto& it : r.items) {
-      std::vector<std::pair<double, std::int32_t>> want;
-      for (std::int32_t h : distinct) {
-        std::vector<std::int32_t> without;
-        for (std::int32_t x : window) {
-          if (x != h) without.push_back(x);
-        }
-        const auto v = fx().tower_vector(without);
-        // The change of item i's score beyond the catalogue's mean change.
-        double change_i = 0, change_mean = 0;
-        for (std::int64_t c = 0; c < d(); ++c) {
-          const double du =
-              static_cast<double>(full[static_cast<std::size_t>(c)]) - v[static_cast<std::size_t>(c)];
-          change_i += static_cast<double>(fx().keys[static_cast<std::size_t>(it.item * d() + c)]) * du;
-          double mean = 0;
-          for (std::int64_t j = 0; j < n_items; ++j) mean += fx().keys[static_cast<std::size_t>(j * d() + c)];
-          change_mean += mean / static_cast<double>(n_items) * du;
-        }
-        want.emplace_back(change_i - change_mean, h);
-      }
-      std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) {
-        return x.first > y.first || (x.first == y.first && x.second < y.second);
-      });
+      const auto want = leave_one_out(fx(), window, it.item);
       EXPECT_EQ(it.because.size(), std::min<std::size_t>(3, want.size()));
       for (std::size_t j = 0; j < std::min(it.because.size(), want.size()); ++j) {
         EXPECT_NEAR(it.because[j].value, want[j].first, 2e-4) << "item " << it.item << " rank " << j;
@@ -397,18 +427,7 @@ TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
   const std::set<std::int32_t> distinct(events.begin(), events.end());
   int with_cf = 0;
   for (const auto& it : r.items) {
-    std::vector<std::pair<float, std::int32_t>> want;
-    for (std::int32_t h : distinct) {
-      for (std::int64_t c = 0; c < fx().spec.cf_k; ++c) {
-        if (fx().neighbours[static_cast<std::size_t>(h * fx().spec.cf_k + c)] == it.item) {
-          want.emplace_back(fx().similarity[static_cast<std::size_t>(h * fx().spec.cf_k + c)], h);
-        }
-      }
-    }
-    std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) {
-      return x.first > y.first || (x.first == y.first && x.second < y.second);
-    });
-    if (want.size() > 3) want.resize(3);
+    const auto want = cf_evidence(fx(), distinct, it.item);
     ASSERT_EQ(it.cf.size(), want.size());
     for (std::size_t j = 0; j < want.size(); ++j) {
       EXPECT_EQ(it.cf[j].item, want[j].second);
@@ -679,11 +698,8 @@ TEST_F(EngineTest, SimilarItemsAreTheNearestByCosine) {
 }
 
 // Approximate search: the HNSW index finds keys of large inner product
-// with their exact inner products, its recall grows with the search list,
-// and the engine's hnsw answer is the exact ranking restricted to the items
-// the index proposed (the model's z from the exact catalogue moments, the
-// same filters, exclusions and fusion).
-TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
+// with their exact inner products, and its recall grows with the search list.
+TEST_F(EngineTest, AnnIndexRecallGrowsWithTheSearchList) {
   // Queries as serving sees them: the users' vectors (the tower over their
   // histories).
   std::vector<std::vector<float>> queries;
@@ -724,17 +740,48 @@ TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
   EXPECT_LE(r16, r128);
   EXPECT_THROW(AnnIndex(fx().keys.data(), I(), d(), AnnOptions{"l2", 2, 80, 128}), ConfigError);
   EXPECT_THROW(AnnIndex(fx().keys.data(), I(), d(), AnnOptions{"cosine", 32, 80, 128}), ConfigError);
+}
 
-  // The engine: a cold shift and the renormalise policy, so that the model's
-  // moments include the cold items' shift.
+/// The hnsw answer of `approx` for `q` is the exact ranking of `exact`
+/// restricted to the items its index proposes for the user's vector `u`.
+void expect_exact_ranking_of_pool(const RecommendEngine& approx, const RecommendEngine& exact, const float* u,
+                                  RecommendRequest q) {
+  const std::string where = q.user.value_or("") + " cf " + std::to_string(q.cf_weight.value_or(-1));
+  const Recommendation b = approx.recommend(q);
+  EXPECT_EQ(b.search, "hnsw");
+  EXPECT_EQ(b.candidates, approx.ann_index()->options().ef_search);
+  std::vector<std::int32_t> pool;
+  std::vector<float> dots;
+  approx.ann_index()->search(u, approx.ann_index()->options().ef_search, pool, dots);
+  std::sort(pool.begin(), pool.end());
+  q.k = kMaxK;
+  const Recommendation a = exact.recommend(q);
+  EXPECT_EQ(a.search, "exact");
+  std::vector<RecommendedItem> expected;
+  for (const auto& it : a.items) {
+    if (std::binary_search(pool.begin(), pool.end(), it.item) && expected.size() < 10) expected.push_back(it);
+  }
+  ASSERT_EQ(b.items.size(), expected.size()) << where;
+  for (std::size_t j = 0; j < expected.size(); ++j) {
+    EXPECT_EQ(b.items[j].item, expected[j].item) << where << " rank " << j;
+    EXPECT_NEAR(b.items[j].score, expected[j].score, 1e-3) << where << " rank " << j;
+    EXPECT_NEAR(b.items[j].model_score, expected[j].model_score, 1e-4);
+  }
+}
+
+// The engine's hnsw answer is the exact ranking restricted to the items the
+// index proposed (the model's z from the exact catalogue moments, the same
+// filters, exclusions and fusion); a request may switch to exact search.
+TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
+  // A cold shift and the renormalise policy, so that the model's moments
+  // include the cold items' shift.
   ExportSpec spec = fx().spec;
   spec.ranking = R"({"missing": "renormalise", "cold_shift": -0.3})";
   const ExportFixture f = llmrec::testing::make_export_fixture(spec);
   const std::string path = llmrec::testing::temp_dir("serving_engine_ann") + "/export.h5";
   llmrec::testing::write_export_fixture(path, f);
   const auto exact = RecommendEngine::open(path);
-  const AnnOptions options;
-  const auto approx = RecommendEngine::open(path, "", options);
+  const auto approx = RecommendEngine::open(path, "", AnnOptions{});
   ASSERT_NE(approx->ann_index(), nullptr);
   EXPECT_EQ(exact->ann_index(), nullptr);
   for (int u = 0; u < 12; ++u) {
@@ -744,30 +791,7 @@ TEST_F(EngineTest, ApproximateSearchIsTheExactRankingOfTheProposedItems) {
       q.cf_weight = cf;
       q.k = 10;
       if (u % 3 == 1) q.categories = {"cat1", "cat2", "cat3", "cat4", "cat5", "cat6"};
-      const Recommendation b = approx->recommend(q);
-      EXPECT_EQ(b.search, "hnsw");
-      EXPECT_EQ(b.candidates, options.ef_search);
-      // The pool the index proposes for this user's vector.
-      std::vector<std::int32_t> pool;
-      std::vector<float> dots;
-      approx->ann_index()->search(f.user_vectors.data() + u * d(), options.ef_search, pool, dots);
-      std::sort(pool.begin(), pool.end());
-      q.k = kMaxK;
-      const Recommendation a = exact->recommend(q);
-      EXPECT_EQ(a.search, "exact");
-      std::vector<RecommendedItem> expected;
-      for (const auto& it : a.items) {
-        if (std::binary_search(pool.begin(), pool.end(), it.item) && expected.size() < 10)
-          expected.push_back(it);
-      }
-      ASSERT_EQ(b.items.size(), expected.size()) << "user " << u << " cf " << cf;
-      for (std::size_t j = 0; j < expected.size(); ++j) {
-        EXPECT_EQ(b.items[j].item, expected[j].item) << "user " << u << " cf " << cf << " rank " << j;
-        EXPECT_NEAR(b.items[j].score, expected[j].score, 1e-3)
-            << "user " << u << " cf " << cf << " rank " << j;
-        EXPECT_NEAR(b.items[j].model_score, expected[j].model_score, 1e-4);
-      }
-      q.k = 10;
+      expect_exact_ranking_of_pool(*approx, *exact, f.user_vectors.data() + u * d(), q);
       q.search = "exact";  // the per-request switch
       EXPECT_EQ(approx->recommend(q).search, "exact");
     }

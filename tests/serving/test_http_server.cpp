@@ -23,6 +23,23 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
+/// A response's JSON body.
+json body_of(const httplib::Result& r) {
+  EXPECT_TRUE(r) << "no response";
+  if (!r) return nullptr;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+  return json::parse(r->body);
+}
+
+/// A JSON error with `status` whose message holds `needle`.
+void expect_error(const httplib::Result& r, int status, const std::string& needle) {
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status) << r->body;
+  json j = body_of(r);
+  ASSERT_TRUE(j.contains("error")) << r->body;
+  EXPECT_THAT(j["error"].get<std::string>(), HasSubstr(needle));
+}
+
 class HttpTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -52,22 +69,6 @@ class HttpTest : public ::testing::Test {
   void TearDown() override { server_->stop(); }
 
   httplib::Client client() const { return httplib::Client("127.0.0.1", port_); }
-
-  static json body_of(const httplib::Result& r) {
-    EXPECT_TRUE(r) << "no response";
-    if (!r) return nullptr;
-    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
-    return json::parse(r->body);
-  }
-
-  /// A JSON error with `status` whose message holds `needle`.
-  static void expect_error(const httplib::Result& r, int status, const std::string& needle) {
-    ASSERT_TRUE(r);
-    EXPECT_EQ(r->status, status) << r->body;
-    json j = body_of(r);
-    ASSERT_TRUE(j.contains("error")) << r->body;
-    EXPECT_THAT(j["error"].get<std::string>(), HasSubstr(needle));
-  }
 
   static std::string* dir_;
   static std::shared_ptr<const RecommendEngine>* engine_;
@@ -354,6 +355,34 @@ TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
   server.stop();
 }
 
+/// GET /recommend for `user`, k = 20.
+json recommend(httplib::Client& c, const std::string& user) {
+  auto r = c.Get(("/recommend?user=" + user + "&k=20").c_str());
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+  return json::parse(r->body);
+}
+
+/// The item ids of a recommendation, best first.
+std::vector<std::string> ids(const json& rec) {
+  std::vector<std::string> out;
+  for (const auto& i : rec["items"]) out.push_back(i["id"].get<std::string>());
+  return out;
+}
+
+/// Bad events are refused by field (nothing is recorded).
+void expect_bad_events_refused(httplib::Client& cli) {
+  expect_error(cli.Post("/events", R"({"user": "u3", "item": "nope"})", "application/json"), 404,
+               "unknown item id 'nope'");
+  expect_error(cli.Post("/events", R"({"user": "u3"})", "application/json"), 400, "missing");
+  expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "type": "teleport"})", "application/json"),
+               400, "not an event type");
+  expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "time": -5})", "application/json"), 400,
+               "time");
+  expect_error(
+      cli.Post("/events", R"({"user": "u3", "item": "i7", "context": {"device": 3}})", "application/json"),
+      400, "context");
+}
+
 TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
   const std::string log = *dir_ + "/events.jsonl";
   std::filesystem::remove(log);
@@ -361,16 +390,6 @@ TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
   o.port = 0;
   o.threads = 2;
   o.events_log = log;
-  auto recommend = [](httplib::Client& c, const std::string& user) {
-    auto r = c.Get(("/recommend?user=" + user + "&k=20").c_str());
-    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
-    return json::parse(r->body);
-  };
-  auto ids = [](const json& rec) {
-    std::vector<std::string> out;
-    for (const auto& i : rec["items"]) out.push_back(i["id"].get<std::string>());
-    return out;
-  };
   std::string first_choice;
   {
     HttpServer server(*engine_, o);
@@ -397,18 +416,7 @@ TEST_F(HttpTest, EventsJoinTheHistoryAtOnceAndSurviveARestart) {
     const json fresh = recommend(cli, "newcomer");
     EXPECT_TRUE(fresh["fallback"].is_null()) << fresh.dump();
     EXPECT_EQ(fresh["history_length"], 1);
-    // Bad events: refused by field, nothing recorded.
-    expect_error(cli.Post("/events", R"({"user": "u3", "item": "nope"})", "application/json"), 404,
-                 "unknown item id 'nope'");
-    expect_error(cli.Post("/events", R"({"user": "u3"})", "application/json"), 400, "missing");
-    expect_error(
-        cli.Post("/events", R"({"user": "u3", "item": "i7", "type": "teleport"})", "application/json"), 400,
-        "not an event type");
-    expect_error(cli.Post("/events", R"({"user": "u3", "item": "i7", "time": -5})", "application/json"), 400,
-                 "time");
-    expect_error(
-        cli.Post("/events", R"({"user": "u3", "item": "i7", "context": {"device": 3}})", "application/json"),
-        400, "context");
+    expect_bad_events_refused(cli);
     EXPECT_EQ(server.metrics()["events"]["recorded"], 2);
     server.stop();
   }

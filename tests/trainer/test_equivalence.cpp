@@ -55,6 +55,42 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
     model->train();
     return model;
   }
+  /// The global batches of `global_batch` sequences (windows with every
+  /// target when `sequences`, with time and device features).
+  static SamplerOptions sampler_options(const DatasetFile& f, std::int64_t global_batch, bool sequences) {
+    SamplerOptions so;
+    so.batch_size = global_batch;  // the same on every rank
+    so.history = 4;
+    so.seed = 5;
+    so.sequences = sequences;  // batch_slice then cuts windows with all their targets
+    if (sequences) {
+      so.context.time = parse_time_features(kTimeFeatures);
+      so.context.column_values = {static_cast<std::int64_t>(f.context_values("device").size())};
+      so.context_columns = {"device"};
+    }
+    return so;
+  }
+  /// Every parameter of `a` equals `b`'s within 1e-9, and they moved from
+  /// `fresh` (the comparison is not vacuous).
+  static void expect_same_trained_parameters(const std::vector<std::pair<std::string, at::Tensor>>& a,
+                                             const std::vector<std::pair<std::string, at::Tensor>>& b,
+                                             Recommender& fresh) {
+    double worst = 0;
+    std::string worst_name;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      double diff = (a[i].second - b[i].second).abs().max().item<double>();
+      if (diff > worst) {
+        worst = diff;
+        worst_name = a[i].first;
+      }
+    }
+    EXPECT_LT(worst, 1e-9) << "largest difference in '" << worst_name << "'";
+    double moved = 0;
+    auto fresh_params = fresh->named_parameters();
+    for (const auto& [name, p] : b)
+      moved = std::max(moved, (p - fresh_params[name]).abs().max().item<double>());
+    EXPECT_GT(moved, 1e-4);
+  }
   static Batch to_double(Batch b) {
     b.weight = b.weight.to(torch::kDouble);
     b.item_log_q = b.item_log_q.to(torch::kDouble);
@@ -71,17 +107,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   // Windows carry several targets each: a smaller per-rank batch keeps
   // kSteps * micro steps in an epoch at 3 ranks.
   const std::int64_t kb = sequences ? kB - 2 : kB;
-  SamplerOptions so;
-  so.batch_size = kb * w;  // the global batch, the same on every rank
-  so.history = 4;
-  so.seed = 5;
-  so.sequences = sequences;  // batch_slice then cuts windows with all their targets
-  if (sequences) {
-    so.context.time = parse_time_features(kTimeFeatures);
-    so.context.column_values = {static_cast<std::int64_t>(f.context_values("device").size())};
-    so.context_columns = {"device"};
-  }
-  BatchSampler global_batches(f, 0, 1, so);
+  BatchSampler global_batches(f, 0, 1, sampler_options(f, kb * w, sequences));
   ASSERT_GE(global_batches.steps_per_epoch(), kSteps * micro);
   TrainConfig tc;
   tc.lr = 3e-3;
@@ -128,23 +154,8 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
     dist_opt->step();
     dist_opt->zero_grad();
   }
-  double worst = 0;
-  std::string worst_name;
-  for (std::size_t i = 0; i < ref_params.size(); ++i) {
-    double diff = (ref_params[i].second - dist_params[i].second).abs().max().item<double>();
-    if (diff > worst) {
-      worst = diff;
-      worst_name = ref_params[i].first;
-    }
-  }
-  EXPECT_LT(worst, 1e-9) << "largest difference in '" << worst_name << "'";
-  // And the parameters moved (the comparison is not vacuous).
   Recommender fresh = make_model(f);
-  double moved = 0;
-  auto fresh_params = fresh->named_parameters();
-  for (const auto& [name, p] : dist_params)
-    moved = std::max(moved, (p - fresh_params[name]).abs().max().item<double>());
-  EXPECT_GT(moved, 1e-4);
+  expect_same_trained_parameters(ref_params, dist_params, fresh);
 }
 
 INSTANTIATE_TEST_SUITE_P(NegativesAndAccumulation, EquivalenceTest,
