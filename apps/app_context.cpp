@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/malloc_policy.h"
 #include "common/version.h"
 #include "distributed/communicator.h"
 
@@ -54,6 +55,7 @@ c10::DeviceType app_device_type(const RunConfig& run) {
 int app_run_distributed(const ConfigOptions& options, const std::function<int(AppContext&)>& body) {
   AppContext ctx;
   ctx.config = app_load_config(options);
+  const std::string malloc_policy = set_malloc_policy(ctx.config.run.malloc_policy);
   if (ctx.config.run.threads > 0) at::set_num_threads(ctx.config.run.threads);
   const c10::DeviceType device = app_device_type(ctx.config.run);
   ctx.comm = create_communicator(ctx.config.comm, device);
@@ -68,6 +70,7 @@ int app_run_distributed(const ConfigOptions& options, const std::function<int(Ap
     spdlog::info("llmrec {} ({}) on {} rank(s), {}, device {}{}", version_string(), version_git_revision(),
                  ctx.comm->size(), ctx.comm->describe(), ctx.device.str(),
                  ctx.config.run.precision == "bf16" ? ", bf16 autocast" : "");
+    spdlog::info("malloc: {}", malloc_policy);
     spdlog::debug("resolved configuration:\n{}", ConfigWriter::write(ctx.config));
     return body(ctx);
   } catch (const CommTimeout& e) {
