@@ -35,7 +35,8 @@ std::string set_malloc_policy(const std::string& policy) {
     return std::string("left as ") + name + " sets it (run.malloc: keep not applied)";
   }
   // Both calls only fail for values outside glibc's range; these are in it.
-  const bool ok = mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+  const bool ok =
+      mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
   return ok ? "freed blocks kept for reuse (no mmap for large blocks, no trimming; run.malloc: keep)"
             : "glibc refused the settings; the system's defaults stay";
 #else

@@ -86,10 +86,11 @@ nlohmann::json group_json(const EvalGroupMetrics& g, const std::vector<int>& ks,
 /// Each row of `blk` ranked for its held-out item with its history excluded
 /// (rows in parallel); an error names `what` and the user.
 /// `skip` (empty or one per row): rows with 1 are not ranked (their
-/// UserRanking stays default).
+/// UserRanking stays default). `ndcg_only`: above and ties alone, enough
+/// for NDCG@k_max (count_above).
 std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* scores, std::int64_t n_items,
                                    int k_max, const std::string& what,
-                                   const std::vector<std::uint8_t>& skip = {}) {
+                                   const std::vector<std::uint8_t>& skip = {}, bool ndcg_only = false) {
   const std::int64_t rows = blk.request.size();
   std::vector<UserRanking> rankings(static_cast<std::size_t>(rows));
   at::parallel_for(0, rows, 1, [&](std::int64_t r0, std::int64_t r1) {
@@ -100,7 +101,9 @@ std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* sco
       mask.set(blk.request.history_items.data() + blk.request.history_begin(r), blk.request.history_size(r),
                blk.targets[b]);
       try {
-        rankings[b] = rank_user(scores + r * n_items, n_items, mask.data(), blk.targets[b], k_max);
+        rankings[b] = ndcg_only
+                          ? count_above(scores + r * n_items, n_items, mask.data(), blk.targets[b], k_max)
+                          : rank_user(scores + r * n_items, n_items, mask.data(), blk.targets[b], k_max);
       } catch (const Error& e) {
         rethrow_with_context(e, fmt::format("{}, user {}", what, blk.request.users[b]));
       }
@@ -315,7 +318,7 @@ std::vector<double> Evaluator::mean_ndcg(int k, int points, const PointScores& s
     for (int g = 0; g < points; ++g) {
       const at::Tensor s = check_scores(scores(blk, g), blk, label);
       const std::vector<UserRanking> rankings =
-          rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g), skip);
+          rank_rows(blk, s.data_ptr<float>(), n_items, k, fmt::format("{} (point {})", label, g), skip, true);
       for (std::size_t b = 0; b < rankings.size(); ++b) {
         if (!skip.empty() && skip[b] != 0) continue;
         local[base + b * width + static_cast<std::size_t>(g)] =

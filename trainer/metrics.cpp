@@ -63,6 +63,26 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
   return {ahead + 1, above, ties, std::move(heap)};
 }
 
+UserRanking count_above(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
+                        std::int32_t target, std::int64_t stop_at) {
+  LLMREC_CHECK(target >= 0 && target < num_items, "held-out item {} is not an item id (0..{})", target,
+               num_items);
+  LLMREC_CHECK(!excluded[target], "held-out item {} is excluded from its own ranking", target);
+  LLMREC_CHECK(stop_at >= 1, "stop_at must be positive, got {}", stop_at);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const float st = scores[target];
+  UserRanking r;
+  for (std::int64_t j = 0; j < num_items && r.above < stop_at; ++j) {
+    const float s = scores[j];
+    if (std::isnan(s) || s == kInf)
+      throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
+    if (excluded[j]) continue;
+    r.above += s > st;
+    r.ties += s == st && j != target;
+  }
+  return r;
+}
+
 double metric_hit_rate(std::int64_t rank, int k) {
   return rank >= 1 && rank <= k ? 1.0 : 0.0;
 }

@@ -60,6 +60,14 @@ struct UserRanking {
 UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
                       std::int32_t target, int k_max);
 
+/// rank_user's `above` and `ties` alone (no top list, no rank): enough for
+/// expected_ndcg at any k <= stop_at. Counting stops once `stop_at` items
+/// score above the target (then its NDCG@k is 0 for every such k), so a
+/// target far down the ranking costs a fraction of a pass. The same checks
+/// as rank_user on the items it reads.
+UserRanking count_above(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
+                        std::int32_t target, std::int64_t stop_at);
+
 /// 1 when rank <= k, else 0.
 double metric_hit_rate(std::int64_t rank, int k);
 /// |top[0..k) & relevant| / |relevant| (0 when nothing is relevant).

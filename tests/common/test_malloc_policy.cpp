@@ -55,7 +55,9 @@ TEST(MallocPolicy, KeepServesLargeBlocksFromTheHeapAndKeepsThem) {
 }
 #endif
 
-TEST(MallocPolicy, OnlyKeepAndSystem) { EXPECT_THROW(set_malloc_policy("jemalloc"), Error); }
+TEST(MallocPolicy, OnlyKeepAndSystem) {
+  EXPECT_THROW(set_malloc_policy("jemalloc"), Error);
+}
 
 }  // namespace
 }  // namespace llmrec

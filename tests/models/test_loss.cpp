@@ -15,10 +15,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-torch::Tensor f64(std::vector<double> values, std::vector<std::int64_t> shape) {
+torch::Tensor f64(const std::vector<double>& values, const std::vector<std::int64_t>& shape) {
   return torch::tensor(values, torch::kDouble).view(shape);
 }
-torch::Tensor ids(std::vector<std::int64_t> values) {
+torch::Tensor ids(const std::vector<std::int64_t>& values) {
   return torch::tensor(values, torch::kLong);
 }
 

@@ -146,6 +146,42 @@ TEST(EvalMetrics, NanAndPlusInfinityScoresAreErrorsNamingTheItem) {
   EXPECT_THROW(rank_user(inf, 3, none.data(), 0, 2), Error);
 }
 
+// count_above (what NDCG@k tuning reads): rank_user's above and ties where
+// fewer than stop_at items are above; else at least stop_at above, so that
+// NDCG@k is 0 for every k <= stop_at, as rank_user's counts give.
+TEST(EvalMetrics, CountAboveStopsWhereNdcgIsZero) {
+  std::vector<float> scores(300);
+  std::vector<std::uint8_t> excluded(scores.size(), 0);
+  for (std::size_t i = 0; i < scores.size(); ++i) {
+    scores[i] = static_cast<float>((i * 37) % 23);  // many ties
+    excluded[i] = i % 11 == 5;
+  }
+  scores[7] = -std::numeric_limits<float>::infinity();
+  const auto n = static_cast<std::int64_t>(scores.size());
+  int stopped = 0, counted = 0;
+  for (std::int32_t target = 0; target < n; target += 3) {
+    if (excluded[static_cast<std::size_t>(target)]) continue;
+    const UserRanking full = rank_user(scores.data(), n, excluded.data(), target, 20);
+    for (const std::int64_t stop_at : {1, 5, 10, 20, 100}) {
+      const UserRanking c = count_above(scores.data(), n, excluded.data(), target, stop_at);
+      if (full.above < stop_at) {
+        EXPECT_EQ(c.above, full.above) << "target " << target << " stop_at " << stop_at;
+        EXPECT_EQ(c.ties, full.ties) << "target " << target << " stop_at " << stop_at;
+        ++counted;
+      } else {
+        EXPECT_GE(c.above, stop_at);
+        ++stopped;
+      }
+      for (int k = 1; k <= stop_at; ++k)
+        EXPECT_EQ(expected_ndcg(c.above, c.ties, k), expected_ndcg(full.above, full.ties, k));
+    }
+  }
+  EXPECT_GT(stopped, 0);
+  EXPECT_GT(counted, 0);
+  scores[250] = std::nanf("");
+  EXPECT_THROW(count_above(scores.data(), n, excluded.data(), 0, n), Error);
+}
+
 TEST(EvalMetrics, DiversityAndPopularityOfTheTopK) {
   const std::vector<std::int32_t> category = {0, 0, 1, 2, 1};
   const std::vector<std::int32_t> top = {0, 1, 2, 3};
