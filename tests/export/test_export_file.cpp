@@ -30,7 +30,7 @@ class ExportReaderTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::string write(const ExportFixture& f, const WriteHooks& hooks = {}) {
-    const std::string path = dir_ + "/e" + std::to_string(n_++) + ".h5";
+    std::string path = dir_ + "/e" + std::to_string(n_++) + ".h5";
     llmrec::testing::write_export_fixture(path, f, hooks);
     return path;
   }
@@ -258,7 +258,8 @@ TEST_F(ExportReaderTest, TowerTensorsAreCheckedByName) {
   h.skip = {"ranker/attn.in_proj_weight"};
   expect_refused(write(fx_, h), "'attn.in_proj_weight' is missing");
   h.tamper = [](h5::File& g) {
-    g.write<float>("ranker/attn.in_proj_weight", std::vector<float>(16 * 16, 0.1f).data(), {16, 16});
+    g.write<float>("ranker/attn.in_proj_weight", std::vector<float>(std::size_t{16} * 16, 0.1f).data(),
+                   {16, 16});
   };
   expect_refused(write(fx_, h),
                  "'attn.in_proj_weight' (dataset 'ranker/attn.in_proj_weight') has shape [16, 16]");

@@ -36,7 +36,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
   }
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
 
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
 
   Recommender make_model(const DatasetFile& f) {
     ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
@@ -101,7 +101,7 @@ std::string EquivalenceTest::dataset_;
 
 TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   const auto [global, micro, sequences] = GetParam();
-  const int w = comm.size();
+  const int w = comm_.size();
   if (w < 2) GTEST_SKIP() << "needs 2 or more ranks";
   DatasetFile f(dataset_);
   // Windows carry several targets each: a smaller per-rank batch keeps
@@ -125,10 +125,10 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   // Distributed: this rank's slice of every global batch.
   Recommender dist = make_model(f);
   auto dist_params = trainable_named_parameters(*dist);
-  GradientReducer reducer(comm, dist_params, {0.01, ReduceOp::kAvg});
+  GradientReducer reducer(comm_, dist_params, {0.01, ReduceOp::kAvg});
   auto dist_opt = make_adamw(dist_params, tc);
   StepContext many = one;
-  many.comm = &comm;
+  many.comm = &comm_;
   many.reducer = &reducer;
   many.micro_batches = micro;
 
@@ -144,7 +144,7 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
       } else {
         for (int r = 0; r < w; ++r) train_micro_step(ref, batch_slice(g, r * kb, (r + 1) * kb), one, true);
       }
-      Batch mine = batch_slice(g, comm.rank() * kb, (comm.rank() + 1) * kb);
+      Batch mine = batch_slice(g, comm_.rank() * kb, (comm_.rank() + 1) * kb);
       train_micro_step(dist, mine, many, m + 1 == micro);
     }
     cursor += micro;

@@ -37,7 +37,7 @@ using ::testing::ElementsAre;
 class HandDataset : public ::testing::Test {
  protected:
   static std::string path_;
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
 
   static void SetUpTestSuite() {
     path_ = ::llmrec::testing::make_dataset_with(test_comm(), "hand", [](const std::string& p) {
@@ -57,7 +57,7 @@ std::string HandDataset::path_;
 
 TEST_F(HandDataset, TrainingHistoriesAreGatheredInUserOrder) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   EXPECT_THAT(h.offsets, ElementsAre(0, 3, 5, 8, 9, 10));
   EXPECT_THAT(h.items, ElementsAre(0, 1, 2, 0, 1, 1, 2, 3, 0, 3));
   EXPECT_EQ(h.num_items, 5);
@@ -81,10 +81,10 @@ TEST_F(HandDataset, PopularityScoresAreTrainingCounts) {
 
 TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   const double r6 = std::sqrt(6.0);
   {  // shrink 0, every neighbour
-    ItemKnnScorer knn(h, {100, 0.0}, comm);
+    ItemKnnScorer knn(h, {100, 0.0}, comm_);
     const auto& rows = knn.rows();
     ASSERT_EQ(rows.size(), 5u);
     EXPECT_THAT(rows[0].items, ElementsAre(1, 2));  // 2/3, 1/sqrt(6)
@@ -106,7 +106,7 @@ TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
     for (int i = 0; i < 5; ++i) EXPECT_FLOAT_EQ(s[0][i].item<float>(), want[i]) << "item " << i;
   }
   {  // shrink 1 damps the rare pairs; one neighbour per item
-    ItemKnnScorer knn(h, {1, 1.0}, comm);
+    ItemKnnScorer knn(h, {1, 1.0}, comm_);
     const auto& rows = knn.rows();
     EXPECT_THAT(rows[0].items, ElementsAre(1));
     EXPECT_FLOAT_EQ(rows[0].similarity[0], 0.5f);  // 2 / (3 + 1)
@@ -119,8 +119,8 @@ TEST_F(HandDataset, ItemKnnCosineWithShrinkAndTopNeighbours) {
 
 TEST_F(HandDataset, ItemKnnRowsDoNotDependOnHowTheyAreDistributed) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
-  ItemKnnScorer knn(h, {2, 0.5}, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
+  ItemKnnScorer knn(h, {2, 0.5}, comm_);
   std::vector<ItemNeighbours> whole = itemknn_rows(h, 0, 5, {2, 0.5});
   ASSERT_EQ(knn.rows().size(), whole.size());
   for (std::size_t i = 0; i < whole.size(); ++i) {
@@ -139,7 +139,7 @@ TEST_F(HandDataset, PopularityEvaluationFigureByFigure) {
   //   u3 excl 0 1     -> [2 3 4]    target 2 ties 3: rank 1 or 2, each with
   //                                  probability 1/2 (the figures are expectations)
   for (int batch : {1, 2, 64}) {
-    EvalResult r = evaluate(pop, f, comm, "test", config({1, 2}, batch));
+    EvalResult r = evaluate(pop, f, comm_, "test", config({1, 2}, batch));
     EXPECT_EQ(r.users, 5);
     EXPECT_EQ(r.users_evaluated, 4);
     EXPECT_EQ(r.users_skipped, 1);
@@ -165,7 +165,7 @@ TEST_F(HandDataset, PopularityEvaluationFigureByFigure) {
   // Validation split, histories = training events:
   //   u0 excl 0 1 2 -> [3 4] target 3 rank 1; u1 excl 0 1 -> [2 3 4] target 2 rank 1;
   //   u2 excl 1 2 3 -> [0 4] target 0 rank 1; u3 excl 0 -> [1 2 3 4] target 1 rank 1.
-  EvalResult v = evaluate(pop, f, comm, "valid", config({1}, 3));
+  EvalResult v = evaluate(pop, f, comm_, "valid", config({1}, 3));
   EXPECT_EQ(v.users_evaluated, 4);
   EXPECT_EQ(v.repeat_targets, 0);
   EXPECT_EQ(v.cold.users, 0);
@@ -181,13 +181,13 @@ TEST_F(HandDataset, AReversedRankingGivesTheHandComputedRanks) {
   // u3 [2 3 4] target 2 rank 1. Validation: u0 [3 4] t3 r1; u1 [2 3 4] t2 r1;
   // u2 [0 4] t0 r1; u3 [1 2 3 4] t1 r1. Now reverse it:
   ::llmrec::testing::FixedScorer reversed("reversed", {1, 2, 3, 4, 5});
-  EvalResult v = evaluate(reversed, f, comm, "valid", config({1, 2}, 2));
+  EvalResult v = evaluate(reversed, f, comm_, "valid", config({1, 2}, 2));
   // u0 [4 3] t3 r2; u1 [4 3 2] t2 r3; u2 [4 0] t0 r2; u3 [4 3 2 1] t1 r4.
   EXPECT_DOUBLE_EQ(v.all.mrr, (1.0 / 2 + 1.0 / 3 + 1.0 / 2 + 1.0 / 4) / 4);
   EXPECT_DOUBLE_EQ(v.all.ndcg[1], (1.0 / std::log2(3.0) + 0 + 1.0 / std::log2(3.0) + 0) / 4);
   EXPECT_DOUBLE_EQ(v.all.hit_rate[1], 0.5);
   EXPECT_DOUBLE_EQ(v.all.ndcg[0], 0.0);
-  EvalResult t = evaluate(fixed, f, comm, "valid", config({1}, 2));
+  EvalResult t = evaluate(fixed, f, comm_, "valid", config({1}, 2));
   EXPECT_DOUBLE_EQ(t.all.ndcg[0], 1.0);
 }
 
@@ -196,7 +196,7 @@ TEST_F(HandDataset, AReversedRankingGivesTheHandComputedRanks) {
 class SynthShop : public ::testing::Test {
  protected:
   static std::string path_;
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
   static void SetUpTestSuite() {
     SynthOptions o;
     o.items = 300;
@@ -211,11 +211,11 @@ std::string SynthShop::path_;
 
 TEST_F(SynthShop, BprIsDeterministicForASeedAndTheSameOnEveryRank) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   EvalBprConfig c;
   c.dim = 8;
   c.epochs = 3;
-  BprScorer a(h, c, comm);  // also checks that every rank trained the same factors
+  BprScorer a(h, c, comm_);  // also checks that every rank trained the same factors
   BprScorer b(h, c);
   EXPECT_TRUE(at::equal(a.user_factors(), b.user_factors()));
   EXPECT_TRUE(at::equal(a.item_factors(), b.item_factors()));
@@ -225,19 +225,19 @@ TEST_F(SynthShop, BprIsDeterministicForASeedAndTheSameOnEveryRank) {
   EXPECT_FALSE(at::equal(a.item_factors(), other.item_factors()));
   // Rank 0's factors, broadcast, equal every rank's own.
   at::Tensor mine = a.item_factors().clone();
-  comm.broadcast(mine);
+  comm_.broadcast(mine);
   EXPECT_TRUE(at::equal(mine, a.item_factors()));
 }
 
 TEST_F(SynthShop, BprLearnsAndRanksFarBetterThanRandom) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   EvalConfig c;
-  BprScorer bpr(h, c.bpr, comm);
+  BprScorer bpr(h, c.bpr, comm_);
   ASSERT_EQ(bpr.epoch_loss().size(), static_cast<std::size_t>(c.bpr.epochs));
   EXPECT_LT(bpr.epoch_loss().back(), 0.6 * bpr.epoch_loss().front());
   ::llmrec::testing::RandomScorer random(f.num_items());
-  Evaluator ev(f, comm, "valid", c);
+  Evaluator ev(f, comm_, "valid", c);
   EvalResult rb = ev.evaluate(bpr);
   EvalResult rr = ev.evaluate(random);
   // A random ranking of ~285 candidates: NDCG@10 ~ 0.015.
@@ -245,7 +245,7 @@ TEST_F(SynthShop, BprLearnsAndRanksFarBetterThanRandom) {
   EXPECT_GT(rb.all.ndcg[0], rr.all.ndcg[0] + 0.05);
   EXPECT_GT(rb.all.ndcg[0], 3 * rr.all.ndcg[0]);
   EXPECT_GT(rb.all.recall[1], 2 * rr.all.recall[1]);
-  if (comm.rank() == 0) {
+  if (comm_.rank() == 0) {
     std::printf("valid NDCG@10: bpr %.4f, random %.4f\n", rb.all.ndcg[0], rr.all.ndcg[0]);
   }
 }
@@ -256,15 +256,15 @@ TEST_F(SynthShop, FactoryBuildsTheNamedBaselinesInOrderAndRefusesBadNames) {
   c.bpr.epochs = 1;
   c.itemknn.tune = false;
   c.bpr.tune = false;
-  auto scorers = create_baseline_scorers({"bpr", "popularity", "itemknn"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"bpr", "popularity", "itemknn"}, f, comm_, c);
   ASSERT_EQ(scorers.size(), 3u);
   EXPECT_EQ(scorers[0]->name(), "bpr");
   EXPECT_EQ(scorers[1]->name(), "popularity");
   EXPECT_EQ(scorers[2]->name(), "itemknn");
-  EXPECT_EQ(create_baseline_scorers({"tfidf"}, f, comm, c).at(0)->name(), "tfidf");
-  EXPECT_THROW(create_baseline_scorers({"popularity", "sasrec"}, f, comm, c), ConfigError);
+  EXPECT_EQ(create_baseline_scorers({"tfidf"}, f, comm_, c).at(0)->name(), "tfidf");
+  EXPECT_THROW(create_baseline_scorers({"popularity", "sasrec"}, f, comm_, c), ConfigError);
   try {
-    create_baseline_scorers({"oracle"}, f, comm, c);
+    create_baseline_scorers({"oracle"}, f, comm_, c);
     FAIL() << "oracle without eval.oracle_dir accepted";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("eval.oracle_dir"));
@@ -437,7 +437,7 @@ TEST(Tfidf, RefusesTokenIdsOutsideTheVocabulary) {
 class TfidfDataset : public ::testing::Test {
  protected:
   static std::string path_;
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
 
   static void SetUpTestSuite() {
     path_ = ::llmrec::testing::make_dataset_with(test_comm(), "tfidf", [](const std::string& p) {
@@ -463,7 +463,7 @@ TEST_F(TfidfDataset, ColdItemWithTheTextOfAHistoryItemRanksFirst) {
   EvalConfig c;
   c.k = {1};
   c.batch_users = 2;
-  auto scorers = create_baseline_scorers({"tfidf", "popularity"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"tfidf", "popularity"}, f, comm_, c);
   ASSERT_EQ(scorers[0]->name(), "tfidf");
   // u0's test history 1 0 2: item 3 (cosine with item 0's vector) tops the candidates 3 4 5 6.
   auto& tfidf = dynamic_cast<TfidfScorer&>(*scorers[0]);
@@ -473,11 +473,11 @@ TEST_F(TfidfDataset, ColdItemWithTheTextOfAHistoryItemRanksFirst) {
   EXPECT_GT(s[3], 0.5f);
   // Through the evaluation: the one cold test event is ranked first by
   // TF-IDF, not by popularity (no training event: score 0).
-  EvalResult r = evaluate(*scorers[0], f, comm, "test", c);
+  EvalResult r = evaluate(*scorers[0], f, comm_, "test", c);
   EXPECT_EQ(r.cold.users, 1);
   EXPECT_DOUBLE_EQ(r.cold.ndcg[0], 1.0);
   EXPECT_DOUBLE_EQ(r.cold.mrr, 1.0);
-  EvalResult p = evaluate(*scorers[1], f, comm, "test", c);
+  EvalResult p = evaluate(*scorers[1], f, comm_, "test", c);
   EXPECT_EQ(p.cold.users, 1);
   EXPECT_DOUBLE_EQ(p.cold.ndcg[0], 0.0);
 }
@@ -485,7 +485,7 @@ TEST_F(TfidfDataset, ColdItemWithTheTextOfAHistoryItemRanksFirst) {
 TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
   DatasetFile f(path_);
   EvalConfig c;
-  auto scorers = create_baseline_scorers({"tfidf"}, f, comm, c);
+  auto scorers = create_baseline_scorers({"tfidf"}, f, comm_, c);
   ASSERT_EQ(scorers.size(), 1u);
   auto& tfidf = dynamic_cast<TfidfScorer&>(*scorers[0]);
   EXPECT_EQ(tfidf.matrix().num_items(), f.num_items());
@@ -503,7 +503,7 @@ TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
   EXPECT_GE(s.min().item<float>(), 0.0f);
   EXPECT_LE(s.max().item<float>(), 1.0f + 1e-5f);
   at::Tensor mine = s.clone();
-  comm.broadcast(mine);
+  comm_.broadcast(mine);
   EXPECT_TRUE(at::equal(mine, s));
   // Cold items get scores too.
   const ItemTable items = f.read_items();
@@ -514,10 +514,10 @@ TEST_F(SynthShop, TfidfGivesTheSameScoresOnEveryRankAndRanksColdItems) {
   EXPECT_GT(cold_score, 0.0);
   // And it ranks better than chance on the validation split.
   ::llmrec::testing::RandomScorer random(f.num_items());
-  Evaluator ev(f, comm, "valid", c);
+  Evaluator ev(f, comm_, "valid", c);
   EvalResult rt = ev.evaluate(tfidf);
   EvalResult rr = ev.evaluate(random);
-  if (comm.rank() == 0) {
+  if (comm_.rank() == 0) {
     std::printf("valid NDCG@10: tfidf %.4f, random %.4f\n", rt.all.ndcg[0], rr.all.ndcg[0]);
   }
   EXPECT_GT(rt.all.ndcg[0], rr.all.ndcg[0]);
@@ -543,9 +543,9 @@ std::string rank0_text(Communicator& comm, const std::string& text) {
 
 TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   EvalConfig c;  // k = {10, 20}: ndcg[0] is NDCG@10
-  Evaluator valid(f, comm, "valid", c);
+  Evaluator valid(f, comm_, "valid", c);
   std::shared_ptr<ItemKnnScorer> tuned = tune_itemknn(h, valid);
   // Every grid point built and evaluated the ordinary way, in grid order.
   std::vector<double> want;
@@ -553,7 +553,7 @@ TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
   for (double shrink : itemknn_tune_shrinks()) {
     for (int k : itemknn_tune_neighbours()) {
       points.push_back({k == 0 ? static_cast<int>(f.num_items()) : k, shrink});
-      ItemKnnScorer knn(h, points.back(), comm);
+      ItemKnnScorer knn(h, points.back(), comm_);
       want.push_back(valid.evaluate(knn).all.ndcg[0]);
     }
   }
@@ -571,25 +571,25 @@ TEST_F(SynthShop, ItemKnnTuningChoosesTheBestGridPointOnValidationOnEveryRank) {
   }
   EXPECT_DOUBLE_EQ(p["tuning"]["best_valid_ndcg@10"].get<double>(), want[best]);
   // Its rows are those of the chosen options computed directly.
-  ItemKnnScorer direct(h, points[best], comm);
+  ItemKnnScorer direct(h, points[best], comm_);
   ASSERT_EQ(tuned->rows().size(), direct.rows().size());
   for (std::size_t i = 0; i < direct.rows().size(); ++i) {
     ASSERT_EQ(tuned->rows()[i].items, direct.rows()[i].items) << "item " << i;
     ASSERT_EQ(tuned->rows()[i].similarity, direct.rows()[i].similarity) << "item " << i;
   }
   // The same choice (and record) on every rank.
-  EXPECT_EQ(rank0_text(comm, p.dump()), p.dump());
+  EXPECT_EQ(rank0_text(comm_, p.dump()), p.dump());
 }
 
 TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRank) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   EvalConfig c;
   c.bpr.dim = 8;
   c.bpr.tune_max_epochs = 10;
   c.bpr.tune_eval_every = 4;  // evaluations after epochs 4, 8 and 10 (the last)
   c.bpr.tune_patience = 100;  // no early stop: every evaluation counts
-  Evaluator valid(f, comm, "valid", c);
+  Evaluator valid(f, comm_, "valid", c);
   const std::vector<double> lrs = {0.01, 0.05};  // small steps: this shop is learnt in a few epochs
   std::shared_ptr<BprScorer> tuned = tune_bpr(h, c.bpr, valid, lrs);
   // Every (lr, reg, epochs) trained from scratch and evaluated the ordinary way.
@@ -628,21 +628,21 @@ TEST_F(SynthShop, BprTuningChoosesTheBestGridPointAndEpochOnValidationOnEveryRan
   EXPECT_TRUE(at::equal(tuned->user_factors(), again.user_factors()));
   EXPECT_TRUE(at::equal(tuned->item_factors(), again.item_factors()));
   EXPECT_TRUE(at::equal(tuned->item_bias(), again.item_bias()));
-  EXPECT_EQ(rank0_text(comm, p.dump()), p.dump());
+  EXPECT_EQ(rank0_text(comm_, p.dump()), p.dump());
   at::Tensor mine = tuned->item_factors().clone();
-  comm.broadcast(mine);
+  comm_.broadcast(mine);
   EXPECT_TRUE(at::equal(mine, tuned->item_factors()));
 }
 
 TEST_F(SynthShop, BprTuningStopsAGridPointAfterPatienceEvaluationsWithoutProgress) {
   DatasetFile f(path_);
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   EvalConfig c;
   c.bpr.dim = 8;
   c.bpr.tune_max_epochs = 40;
   c.bpr.tune_eval_every = 2;
   c.bpr.tune_patience = 2;
-  Evaluator valid(f, comm, "valid", c);
+  Evaluator valid(f, comm_, "valid", c);
   const nlohmann::json tried = tune_bpr(h, c.bpr, valid, {0.01, 0.05})->params()["tuning"]["tried"];
   int stopped_early = 0;
   for (const auto& point : tried) {
@@ -679,10 +679,10 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   c.bpr.tune_max_epochs = 6;
   c.bpr.tune_eval_every = 3;
   ASSERT_TRUE(c.itemknn.tune && c.bpr.tune);  // the defaults
-  auto tuned = create_baseline_scorers({"itemknn", "bpr"}, f, comm, c);
+  auto tuned = create_baseline_scorers({"itemknn", "bpr"}, f, comm_, c);
   {  // the factory's choice is the tuning's, on the validation split
-    TrainingHistories h = gather_training_histories(f, comm);
-    Evaluator valid(f, comm, "valid", c);
+    TrainingHistories h = gather_training_histories(f, comm_);
+    Evaluator valid(f, comm_, "valid", c);
     EXPECT_EQ(tuned[0]->params().dump(), tune_itemknn(h, valid)->params().dump());
     EXPECT_EQ(tuned[1]->params().dump(), tune_bpr(h, c.bpr, valid)->params().dump());
   }
@@ -697,7 +697,7 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   c.bpr.epochs = 2;
   c.bpr.lr = 0.02;
   c.bpr.reg = 0.001;
-  auto fixed = create_baseline_scorers({"itemknn", "bpr"}, f, comm, c);
+  auto fixed = create_baseline_scorers({"itemknn", "bpr"}, f, comm_, c);
   const nlohmann::json k = fixed[0]->params(), b = fixed[1]->params();
   EXPECT_EQ(k["neighbours"].get<int>(), 7);
   EXPECT_EQ(k["shrink"].get<double>(), 3.0);
@@ -706,7 +706,7 @@ TEST_F(SynthShop, FactoryTunesOnValidationByDefaultAndKeepsConfiguredValuesWitho
   EXPECT_EQ(b["lr"].get<double>(), 0.02);
   EXPECT_EQ(b["reg"].get<double>(), 0.001);
   EXPECT_FALSE(b.contains("tuning"));
-  TrainingHistories h = gather_training_histories(f, comm);
+  TrainingHistories h = gather_training_histories(f, comm_);
   BprScorer direct(h, c.bpr);
   EXPECT_TRUE(at::equal(dynamic_cast<BprScorer&>(*fixed[1]).item_factors(), direct.item_factors()));
 }

@@ -28,7 +28,7 @@ using ::testing::HasSubstr;
 class OracleTest : public ::testing::Test {
  protected:
   static std::string path_;
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
   static void SetUpTestSuite() {
     SynthOptions o;
     o.items = 500;
@@ -43,7 +43,7 @@ class OracleTest : public ::testing::Test {
   // A copy of the shop with `file` rewritten by `edit` (rank-local directory).
   std::string edited_shop(const std::string& file, const std::function<std::string(std::string)>& edit) {
     fs::path dir = fs::temp_directory_path() /
-                   ("llmrec_oracle_edit_" + std::to_string(::getpid()) + "_" + std::to_string(comm.rank()));
+                   ("llmrec_oracle_edit_" + std::to_string(::getpid()) + "_" + std::to_string(comm_.rank()));
     fs::remove_all(dir);
     fs::create_directories(dir);
     for (const char* f : {"synth.json", "latent_items.csv", "latent_users.csv"}) {
@@ -118,8 +118,8 @@ TEST_F(OracleTest, BeatsPopularityAndIsFarAboveEveryBaselineOnColdItems) {
   DatasetFile f(path_);
   EvalConfig c;
   c.oracle_dir = shop();
-  auto scorers = create_baseline_scorers({"popularity", "itemknn", "bpr", "oracle"}, f, comm, c);
-  Evaluator ev(f, comm, "test", c);
+  auto scorers = create_baseline_scorers({"popularity", "itemknn", "bpr", "oracle"}, f, comm_, c);
+  Evaluator ev(f, comm_, "test", c);
   std::vector<EvalResult> r;
   for (auto& s : scorers) r.push_back(ev.evaluate(*s));
   const EvalResult& oracle = r[3];
@@ -134,13 +134,13 @@ TEST_F(OracleTest, BeatsPopularityAndIsFarAboveEveryBaselineOnColdItems) {
     EXPECT_GT(oracle.cold.ndcg[0], 5 * r[static_cast<std::size_t>(k)].cold.ndcg[0] + 0.1)
         << r[static_cast<std::size_t>(k)].scorer;
   }
-  if (comm.rank() == 0) std::fputs(eval_results_table(r).c_str(), stdout);
+  if (comm_.rank() == 0) std::fputs(eval_results_table(r).c_str(), stdout);
 }
 
 TEST_F(OracleTest, RefusesADatasetFromAnotherShop) {
   // Same ids (i000000.., u000000..), other seed: the categories disagree.
   std::string other;
-  if (comm.rank() == 0) {
+  if (comm_.rank() == 0) {
     SynthOptions o;
     o.items = 500;
     o.users = 900;
@@ -149,11 +149,11 @@ TEST_F(OracleTest, RefusesADatasetFromAnotherShop) {
     other = (fs::temp_directory_path() / ("llmrec_oracle_other_" + std::to_string(::getpid()))).string();
     write_synth_shop(o, other);
   }
-  other = ::llmrec::testing::broadcast_string(comm, other);
+  other = ::llmrec::testing::broadcast_string(comm_, other);
   EXPECT_THAT(error_of(other), HasSubstr("latent_items.csv says"));
   EXPECT_THAT(error_of(other), HasSubstr("was not prepared from the synthetic shop in " + other));
-  comm.barrier();
-  if (comm.rank() == 0) fs::remove_all(other);
+  comm_.barrier();
+  if (comm_.rank() == 0) fs::remove_all(other);
   // Fewer users in the latent file than in the dataset.
   std::string dir = edited_shop("latent_users.csv", [](std::string s) {
     auto second = s.find('\n', s.find('\n') + 1);

@@ -29,7 +29,7 @@ using ::testing::HasSubstr;
 class EvaluationTest : public ::testing::Test {
  protected:
   static std::string path_;
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
   static void SetUpTestSuite() {
     SynthOptions o;
     o.items = 400;
@@ -81,20 +81,20 @@ std::vector<std::int64_t> bits_of(const EvalResult& r) {
 TEST_F(EvaluationTest, EveryFigureIsBitwiseTheSameAsOneRankAndOnEveryRank) {
   DatasetFile f(path_);
   for (const std::string split : {"valid", "test"}) {
-    Evaluator valid(f, comm, "valid", config());
-    auto dist_scorers = scorers(f, comm, valid);
-    Evaluator ev(f, comm, split, config());
+    Evaluator valid(f, comm_, "valid", config());
+    auto dist_scorers = scorers(f, comm_, valid);
+    Evaluator ev(f, comm_, split, config());
     std::vector<std::vector<std::int64_t>> got;
     for (auto& s : dist_scorers) got.push_back(bits_of(ev.evaluate(*s)));
 
     // Every rank returned the same bits.
     for (std::size_t k = 0; k < got.size(); ++k) {
-      at::Tensor all = comm.all_gather(at::tensor(got[k], at::kLong));
-      for (int r = 1; r < comm.size(); ++r) {
+      at::Tensor all = comm_.all_gather(at::tensor(got[k], at::kLong));
+      for (int r = 1; r < comm_.size(); ++r) {
         EXPECT_TRUE(at::equal(all[r], all[0])) << dist_scorers[k]->name() << " differs on rank " << r;
       }
     }
-    if (comm.rank() != 0) continue;
+    if (comm_.rank() != 0) continue;
     // The reference: one process, whole dataset, world size 1.
     LocalCommunicator local;
     Evaluator valid1(f, local, "valid", config());
@@ -103,7 +103,7 @@ TEST_F(EvaluationTest, EveryFigureIsBitwiseTheSameAsOneRankAndOnEveryRank) {
     for (std::size_t k = 0; k < ref_scorers.size(); ++k) {
       EvalResult want = ev1.evaluate(*ref_scorers[k]);
       EXPECT_EQ(got[k], bits_of(want))
-          << split << ": " << want.scorer << " differs from one rank with " << comm.size() << " ranks";
+          << split << ": " << want.scorer << " differs from one rank with " << comm_.size() << " ranks";
       EXPECT_GT(want.users_evaluated, 200);
       // The same parameters, the tuned ones of ItemKNN and BPR included.
       EXPECT_EQ(ref_scorers[k]->params().dump(), dist_scorers[k]->params().dump()) << want.scorer;
@@ -136,10 +136,10 @@ TEST_F(EvaluationTest, EveryRankCallsScoreEquallyOftenSoScorersMayUseCollectives
   for (int batch : {1, 7, 100, 1000}) {
     EvalConfig c = config();
     c.batch_users = batch;
-    CollectiveScorer s(comm, f.num_items());
-    Evaluator ev(f, comm, "test", c);
+    CollectiveScorer s(comm_, f.num_items());
+    Evaluator ev(f, comm_, "test", c);
     EvalResult r = ev.evaluate(s);
-    EXPECT_EQ(s.calls, eval_shard(f.num_users(), batch, comm.rank(), comm.size()).calls);
+    EXPECT_EQ(s.calls, eval_shard(f.num_users(), batch, comm_.rank(), comm_.size()).calls);
     EXPECT_EQ(s.calls, ev.calls());
     EXPECT_EQ(r.users_evaluated + r.users_skipped, f.num_users());
   }
@@ -148,7 +148,7 @@ TEST_F(EvaluationTest, EveryRankCallsScoreEquallyOftenSoScorersMayUseCollectives
 TEST_F(EvaluationTest, ScoresOfTheWrongShapeOrNanNameTheScorer) {
   DatasetFile f(path_);
   ::llmrec::testing::FixedScorer short_row("short", std::vector<float>(10, 0.0f));
-  Evaluator ev(f, comm, "test", config());
+  Evaluator ev(f, comm_, "test", config());
   try {
     ev.evaluate(short_row);
     ADD_FAILURE() << "a [B, 10] score tensor was accepted";
@@ -166,7 +166,7 @@ TEST_F(EvaluationTest, ScoresOfTheWrongShapeOrNanNameTheScorer) {
     EXPECT_THAT(e.what(), HasSubstr("item 3 has score nan"));
   }
   // The failed evaluations left the ranks out of step; realign before the next test.
-  comm.barrier();
+  comm_.barrier();
 }
 
 TEST(FusionMaths, StandardisesPerUserCombinesAndGivesEachPolicyItsColdWeights) {
@@ -225,9 +225,9 @@ TEST_F(EvaluationTest, FusionTuningPicksTheBestGridPoint) {
   DatasetFile f(path_);
   EvalConfig c = config();
   c.fusion.cold_tolerance = 0;
-  auto base = create_baseline_scorers({"oracle"}, f, comm, c);
+  auto base = create_baseline_scorers({"oracle"}, f, comm_, c);
   auto random = std::make_shared<::llmrec::testing::RandomScorer>(f.num_items());
-  Evaluator valid(f, comm, "valid", c);
+  Evaluator valid(f, comm_, "valid", c);
   FusionTuning t = tune_fusion({{base[0], 1.0}, {random, 1.0}}, 0, valid);  // cold_tolerance 0 (set above)
   // Both score cold items: the warm grid (scored), then the cold weights
   // of both with the best warm weights kept.
@@ -261,14 +261,14 @@ TEST_F(EvaluationTest, FusionTuningWithACollaborativeComponentAndTheColdToleranc
   DatasetFile f(path_);
   EvalConfig c = config();
   c.fusion.cold_tolerance = 0;
-  auto base = create_baseline_scorers({"oracle"}, f, comm, c);
-  Evaluator valid(f, comm, "valid", c);
+  auto base = create_baseline_scorers({"oracle"}, f, comm_, c);
+  Evaluator valid(f, comm_, "valid", c);
   const std::size_t n = fusion_grid().size();
   // A collaborative component: the renormalised grid is tried after the
   // scored one, then the cold weights of the oracle (popularity cannot
   // score cold items) with the best warm weights; a renormalised point and
   // an own-cold-weights point evaluate to what tuning measured.
-  auto pop = create_baseline_scorers({"popularity"}, f, comm, c);
+  auto pop = create_baseline_scorers({"popularity"}, f, comm_, c);
   ASSERT_GT(std::count(valid.items().cold.begin(), valid.items().cold.end(), std::uint8_t{1}), 0);
   FusionTuning tc = tune_fusion({{base[0], 1.0}, {pop[0], 1.0}}, 0, valid);
   ASSERT_EQ(tc.tried.size(), 3 * n);
@@ -304,7 +304,7 @@ TEST_F(EvaluationTest, FusionTuningWithACollaborativeComponentAndTheColdToleranc
   for (double tolerance : {0.0, 0.05, 0.2}) {
     EvalConfig ct = config();
     ct.fusion.cold_tolerance = tolerance;
-    Evaluator v(f, comm, "valid", ct);
+    Evaluator v(f, comm_, "valid", ct);
     const FusionTuning tt = tune_fusion({{base[0], 1.0}, {pop[0], 1.0}}, 0, v);
     ASSERT_EQ(tt.tried_ndcg10, tc.tried_ndcg10);  // the same points, the same figures
     EXPECT_EQ(tt.cold_tolerance, tolerance);
@@ -352,11 +352,12 @@ TEST_F(EvaluationTest, SwappedHistoriesLeavePopularityAsItIsAndCostPersonalisedS
   EvalConfig c = config();
   EvalConfig swapped = c;
   swapped.swap_histories = true;
-  auto s = create_baseline_scorers({"popularity", "itemknn", "oracle"}, f, comm, c);
-  EXPECT_EQ(bits_of(evaluate(*s[0], f, comm, "test", swapped)), bits_of(evaluate(*s[0], f, comm, "test", c)));
+  auto s = create_baseline_scorers({"popularity", "itemknn", "oracle"}, f, comm_, c);
+  EXPECT_EQ(bits_of(evaluate(*s[0], f, comm_, "test", swapped)),
+            bits_of(evaluate(*s[0], f, comm_, "test", c)));
   for (std::size_t k : {1u, 2u}) {
-    const double own = evaluate(*s[k], f, comm, "test", c).all.ndcg[1];
-    const double other = evaluate(*s[k], f, comm, "test", swapped).all.ndcg[1];
+    const double own = evaluate(*s[k], f, comm_, "test", c).all.ndcg[1];
+    const double other = evaluate(*s[k], f, comm_, "test", swapped).all.ndcg[1];
     EXPECT_LT(other, own) << s[k]->name();
   }
   EXPECT_THAT(eval_protocol(f, "test", swapped, "", 1).history, HasSubstr("eval.swap_histories"));
@@ -378,8 +379,8 @@ TEST(EvalSegments, BucketsOfHistoryLengthAndPopularity) {
 TEST_F(EvaluationTest, SegmentsPartitionTheUsersAndAverageToTheWhole) {
   DatasetFile f(path_);
   EvalConfig c = config();  // k = {5, 10, 20}: the segments use K = 10
-  auto knn = create_baseline_scorers({"itemknn"}, f, comm, c);
-  Evaluator test(f, comm, "test", c);
+  auto knn = create_baseline_scorers({"itemknn"}, f, comm_, c);
+  Evaluator test(f, comm_, "test", c);
   const EvalResult r = test.evaluate(*knn[0]);
   EXPECT_EQ(r.segment_k, 10);
   ASSERT_EQ(r.segments.size(), eval_history_segments().size() + eval_popularity_segments().size());
@@ -408,12 +409,12 @@ TEST_F(EvaluationTest, SegmentsPartitionTheUsersAndAverageToTheWhole) {
 TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
   DatasetFile f(path_);
   EvalConfig c = config();
-  auto pop = create_baseline_scorers({"popularity"}, f, comm, c);
-  EvalResult r = evaluate(*pop[0], f, comm, "test", c);
-  if (comm.rank() != 0) return;
+  auto pop = create_baseline_scorers({"popularity"}, f, comm_, c);
+  EvalResult r = evaluate(*pop[0], f, comm_, "test", c);
+  if (comm_.rank() != 0) return;
   const std::string yaml = "run:\n  dir: x\n";
   const std::string out = (fs::path(path_).parent_path() / "eval_test.json").string();
-  write_eval_result(out, r, eval_protocol(f, "test", c, yaml, comm.size()));
+  write_eval_result(out, r, eval_protocol(f, "test", c, yaml, comm_.size()));
   nlohmann::json j = nlohmann::json::parse(std::ifstream(out));
   EXPECT_EQ(j["format"], "llmrec-eval");
   EXPECT_EQ(j["version"], 1);
@@ -431,7 +432,7 @@ TEST_F(EvaluationTest, ResultFileCarriesTheProtocol) {
   EXPECT_EQ(p["scorers"][0]["name"], "popularity");
   EXPECT_TRUE(p["scorers"][0]["params"].is_object());
   EXPECT_EQ(p["config_sha256"], sha256_hex(yaml));
-  EXPECT_EQ(p["world_size"], comm.size());
+  EXPECT_EQ(p["world_size"], comm_.size());
   const auto& res = j["results"][0];
   EXPECT_EQ(res["segments"]["k"], 10);
   EXPECT_EQ(res["segments"]["history_length"].size(), eval_history_segments().size());

@@ -81,7 +81,7 @@ void expect_same_export(const std::string& a_path, const std::string& b_path) {
 class ExportTest : public ::testing::Test {
  protected:
   static std::string dataset_;
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
 
   static void SetUpTestSuite() {
     // 700 users: three blocks of kExportUserBlock, split unevenly over 2 ranks.
@@ -107,8 +107,8 @@ class ExportTest : public ::testing::Test {
   /// CLI test exports a checkpoint written by `llmrec train`).
   std::string checkpoint() {
     const std::string path = in_dir("model.h5");
-    if (comm.rank() == 0) std::ofstream(path, std::ios::binary) << "stand-in checkpoint bytes";
-    comm.barrier();
+    if (comm_.rank() == 0) std::ofstream(path, std::ios::binary) << "stand-in checkpoint bytes";
+    comm_.barrier();
     return path;
   }
 
@@ -154,15 +154,15 @@ TEST_F(ExportTest, ServingRanksWhatTheEvaluationFusionRanks) {
   ranking.missing = FusionMissing::kColdWeights;
   ranking.cold_weights = {{"model", 0.8}, {"itemknn", 0.0}, {"popularity", 0.0}, {"tfidf", 1.5}};
   ranking.cold.shift = 0.3;
-  write_export(out, model, checkpoint(), file, config_yaml(), ranking, comm);
+  write_export(out, model, checkpoint(), file, config_yaml(), ranking, comm_);
 
-  Evaluator test(file, comm, "test", eval_config());
+  Evaluator test(file, comm_, "test", eval_config());
   const std::vector<std::uint8_t>& cold = test.items().cold;
   ASSERT_GT(std::count(cold.begin(), cold.end(), std::uint8_t{1}), 0);
   const int text_len = model->options().config().text_len;
   auto model_scorer =
-      std::make_shared<ModelScorer>(model, test.items(), text_len, comm, "model", ranking.cold);
-  auto knn = std::make_shared<ItemKnnScorer>(gather_training_histories(file, comm), ranking.itemknn, comm);
+      std::make_shared<ModelScorer>(model, test.items(), text_len, comm_, "model", ranking.cold);
+  auto knn = std::make_shared<ItemKnnScorer>(gather_training_histories(file, comm_), ranking.itemknn, comm_);
   auto pop = std::make_shared<PopularityScorer>(test.items().train_count);
   auto tfidf = std::make_shared<TfidfScorer>(file.read_items(), file.text_len(), file.vocab(), ranking.tfidf);
   FusedScorer fused({{model_scorer, 1.0}, {knn, 0.5}, {pop, 0.25}, {tfidf, 0.3}}, "fusion", nullptr,
@@ -368,7 +368,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   const std::string ckpt = checkpoint();
   const std::string out = in_dir("export.h5");
   const EvalConfig eval = eval_config();
-  ExportSummary s = write_export(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm);
+  ExportSummary s = write_export(out, model, ckpt, file, config_yaml(), export_ranking_of(eval), comm_);
   const std::int64_t I = file.num_items(), U = file.num_users();
   EXPECT_EQ(s.items, I);
   EXPECT_EQ(s.users, U);
@@ -378,8 +378,8 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   ItemTable items = file.read_items();
   EXPECT_EQ(s.cold_items, std::count(items.cold.begin(), items.cold.end(), 1));
   EXPECT_GT(s.cold_items, 0);
-  if (comm.rank() != 0) {
-    comm.barrier();
+  if (comm_.rank() != 0) {
+    comm_.barrier();
     return;
   }
   EXPECT_EQ(s.file_bytes, static_cast<std::int64_t>(fs::file_size(out)));
@@ -403,7 +403,7 @@ TEST_F(ExportTest, RoundTripHoldsTheModelTheDataAndIsTheSameOnAnyWorldSize) {
   LocalCommunicator local;
   write_export(out1, model, ckpt, file, config_yaml(), export_ranking_of(eval), local);
   expect_same_export(out, out1);
-  comm.barrier();
+  comm_.barrier();
 }
 
 TEST_F(ExportTest, TimeAndContextFeaturesScoreTheSameInEvaluationAndServing) {
@@ -423,7 +423,7 @@ TEST_F(ExportTest, TimeAndContextFeaturesScoreTheSameInEvaluationAndServing) {
   }
   model->eval();
   const std::string out = in_dir("timed.h5");
-  write_export(out, model, checkpoint(), file, config_yaml(), export_ranking_of(eval_config()), comm);
+  write_export(out, model, checkpoint(), file, config_yaml(), export_ranking_of(eval_config()), comm_);
   const auto engine = serving::RecommendEngine::open(out);
   const ExportData& e = engine->data();
   EXPECT_EQ(e.ranker_time_features, m.user.time_features);
@@ -449,8 +449,8 @@ TEST_F(ExportTest, TimeAndContextFeaturesScoreTheSameInEvaluationAndServing) {
   // A fresh history with its times, asked for the held-out event's time
   // and device, gets evaluation's model scores (its query vector included;
   // a fresh history's devices are unknown to serving, so to evaluation here).
-  Evaluator test(file, comm, "test", eval_config());
-  ModelScorer scorer(model, test.items(), m.text_len, comm);
+  Evaluator test(file, comm_, "test", eval_config());
+  ModelScorer scorer(model, test.items(), m.text_len, comm_);
   Evaluator::Block blk = test.block(0);
   ASSERT_EQ(blk.request.context_names, std::vector<std::string>{"device"});
   std::fill(blk.request.history_context.begin(), blk.request.history_context.end(), -1);
@@ -482,7 +482,7 @@ TEST_F(ExportTest, TimeAndContextFeaturesScoreTheSameInEvaluationAndServing) {
   }
   EXPECT_GT(compared, 0);
   EXPECT_GT(moved, 0) << "the request's time never changed a score";
-  comm.barrier();
+  comm_.barrier();
 }
 
 /// Writes `text` to <dir>/<name> on rank 0; every rank gets the path.
@@ -583,7 +583,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
   const std::string before = in_dir("export_before.h5");
-  write_export(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
+  write_export(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
   ItemTable items = file.read_items();
   const std::int64_t I = file.num_items();
   // Item 1's own catalogue line (unchanged), item 0 with a new title, a new item.
@@ -593,9 +593,9 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
                           items.ids[0] +
                           ",Completely renamed kettle,,Kitchen,Acme,9.99,steel\n"
                           "brand-new-1,Brand new trail shoe,light and fast,Shoes,Zoom,80,running\n";
-  const std::string cat = write_file(comm, dir(), "new_items.csv", csv);
+  const std::string cat = write_file(comm_, dir(), "new_items.csv", csv);
   const std::string after = in_dir("export_after.h5");
-  ExportSummary s = add_catalogue_to_export(before, cat, model, ckpt, after, comm);
+  ExportSummary s = add_catalogue_to_export(before, cat, model, ckpt, after, comm_);
   EXPECT_EQ(s.catalogue_rows, 3);
   EXPECT_EQ(s.items_added, 1);
   EXPECT_EQ(s.items_replaced, 1);
@@ -604,8 +604,8 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   EXPECT_EQ(s.items, I + 1);
   EXPECT_EQ(s.catalogue_updates, 1);
   EXPECT_EQ(s.cold_items, std::count(items.cold.begin(), items.cold.end(), 1) + 1);
-  if (comm.rank() != 0) {
-    comm.barrier();
+  if (comm_.rank() != 0) {
+    comm_.barrier();
     return;
   }
   auto a = h5::File::open(before), b = h5::File::open(after);
@@ -631,7 +631,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   EXPECT_EQ(c.attr_int("/", "catalogue_updates"), 2);
   EXPECT_EQ(c.read_strings("items/ids").back(), "brand-new-2");
   EXPECT_EQ(c.read<float>("users/vectors"), b.read<float>("users/vectors"));
-  comm.barrier();
+  comm_.barrier();
 }
 
 TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
@@ -639,14 +639,14 @@ TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
   const std::string exp = in_dir("export_bad.h5");
-  write_export(exp, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm);
-  const std::string bad = write_file(comm, dir(), "bad.csv",
+  write_export(exp, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
+  const std::string bad = write_file(comm_, dir(), "bad.csv",
                                      "item_id,title,description,category,brand,price,tags\n"
                                      "fine-1,A fine item,,Toys,,1,\n"
                                      "no-text,,,,,2,\n");
   // Every rank reads the file and fails the same way (no collective left waiting).
   try {
-    add_catalogue_to_export(exp, bad, model, ckpt, in_dir("never.h5"), comm);
+    add_catalogue_to_export(exp, bad, model, ckpt, in_dir("never.h5"), comm_);
     ADD_FAILURE() << "a row without text was accepted";
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("bad.csv:3: missing item text: item 'no-text' has no text"));
@@ -655,20 +655,20 @@ TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
   // With on_error: skip the good row goes in and the bad one is reported.
   CatalogueUpdateOptions skip;
   skip.on_error = "skip";
-  ExportSummary s = add_catalogue_to_export(exp, bad, model, ckpt, in_dir("skipped.h5"), comm, skip);
+  ExportSummary s = add_catalogue_to_export(exp, bad, model, ckpt, in_dir("skipped.h5"), comm_, skip);
   EXPECT_EQ(s.items_added, 1);
   EXPECT_EQ(s.rows_skipped, 1);
   EXPECT_THAT(s.skipped_report, HasSubstr("bad.csv:3"));
 
-  const std::string other = write_file(comm, dir(), "other.h5", "another model");
+  const std::string other = write_file(comm_, dir(), "other.h5", "another model");
   try {
-    add_catalogue_to_export(exp, bad, model, other, "", comm);
+    add_catalogue_to_export(exp, bad, model, other, "", comm_);
     ADD_FAILURE() << "another checkpoint was accepted";
   } catch (const ConfigError& e) {
     EXPECT_THAT(e.what(), HasSubstr("is not the model"));
   }
-  EXPECT_THROW(add_catalogue_to_export(ckpt, bad, model, ckpt, "", comm), IoError);  // not an export
-  comm.barrier();
+  EXPECT_THROW(add_catalogue_to_export(ckpt, bad, model, ckpt, "", comm_), IoError);  // not an export
+  comm_.barrier();
 }
 
 }  // namespace

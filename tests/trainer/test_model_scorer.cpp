@@ -90,7 +90,7 @@ class ModelScorerTest : public ::testing::Test {
     dataset_ = testing::make_test_dataset(test_comm(), "modelscorer", 120, 400, 6, kTextLen);
   }
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
-  Communicator& comm = test_comm();
+  Communicator& comm_ = test_comm();
 
   /// 20% of the training items' IDs withheld (seed 5) while cold scoring is chosen.
   static EvalConfig withheld_config() {
@@ -117,13 +117,13 @@ std::string ModelScorerTest::dataset_;
 TEST_F(ModelScorerTest, TheColdShiftMovesTheColdItemsOnly) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
-  Evaluator valid(file, comm, "valid", EvalConfig{});
+  Evaluator valid(file, comm_, "valid", EvalConfig{});
   ItemTable items = valid.items();
   for (std::size_t i = 0; i < items.cold.size(); i += 3) items.cold[i] = 1;  // some cold items for sure
-  ModelScorer plain(model, items, kTextLen, comm);
+  ModelScorer plain(model, items, kTextLen, comm_);
   ColdScoring cold;
   cold.shift = 1.5;
-  ModelScorer shifted(model, items, kTextLen, comm, "model", cold);
+  ModelScorer shifted(model, items, kTextLen, comm_, "model", cold);
   EXPECT_EQ(shifted.params().at("cold_shift").get<double>(), 1.5);
   const Evaluator::Block blk = valid.block(0);
   ASSERT_GT(blk.request.size(), 0);
@@ -139,7 +139,7 @@ TEST_F(ModelScorerTest, TheColdShiftMovesTheColdItemsOnly) {
 TEST_F(ModelScorerTest, ColdItemsBorrowTheirNeighboursIdVectors) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
-  Evaluator valid(file, comm, "valid", EvalConfig{});
+  Evaluator valid(file, comm_, "valid", EvalConfig{});
   ItemTable items = valid.items();
   for (std::size_t i = 0; i < items.cold.size(); i += 4) items.cold[i] = 1;
   const std::int64_t n = valid.num_items();
@@ -161,15 +161,15 @@ TEST_F(ModelScorerTest, ColdItemsBorrowTheirNeighboursIdVectors) {
     ASSERT_TRUE(torch::allclose(lent[i], expected, 1e-5, 1e-6)) << "item " << i;
   }
   EXPECT_GT(lending_items, 0);
-  ModelScorer plain(model, items, kTextLen, comm);
-  ModelScorer lending(model, items, kTextLen, comm, "model", cold);
+  ModelScorer plain(model, items, kTextLen, comm_);
+  ModelScorer lending(model, items, kTextLen, comm_, "model", cold);
   EXPECT_TRUE(torch::allclose(lending.item_vectors(), plain.item_vectors() + 0.7 * lent, 1e-5, 1e-6));
   // A warm item with neighbours is refused (it has its own ID vector).
   ItemTable warm_again = items;
   const auto lender = std::find_if(cold.neighbours.begin(), cold.neighbours.end(),
                                    [](const ItemNeighbours& row) { return !row.items.empty(); });
   warm_again.cold[static_cast<std::size_t>(lender - cold.neighbours.begin())] = 0;
-  EXPECT_THROW(ModelScorer(model, warm_again, kTextLen, comm, "model", cold), Error);
+  EXPECT_THROW(ModelScorer(model, warm_again, kTextLen, comm_, "model", cold), Error);
 }
 
 TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize) {
@@ -177,7 +177,7 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   Recommender model = make_model(file);
   EvalConfig e = withheld_config();
   e.cold_calibration.neighbours = 4;
-  Evaluator valid(file, comm, "valid", e);
+  Evaluator valid(file, comm_, "valid", e);
   const ColdCalibration c = calibrate_cold(model, valid, kTextLen, file.vocab());
   ASSERT_TRUE(c.skipped.empty()) << c.skipped;
   ASSERT_EQ(c.weights, cold_weight_grid());
@@ -207,7 +207,7 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
     cold.neighbour_weight = c.weights[g / per];
     cold.shift = c.scale * c.shifts[g % per];
     cold.neighbours = tfidf_neighbours(tfidf, items.cold, 4);
-    ModelScorer s(model, items, kTextLen, comm, "model", cold);
+    ModelScorer s(model, items, kTextLen, comm_, "model", cold);
     EXPECT_NEAR(valid.evaluate(s).all.ndcg[0], c.ndcg10[g], 1e-12) << "grid point " << g;
   }
 
@@ -227,10 +227,10 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
   Recommender model = make_model(file);
   EvalConfig e = withheld_config();
   e.fusion.cold_tolerance = 0.05;
-  Evaluator valid(file, comm, "valid", e);
+  Evaluator valid(file, comm_, "valid", e);
   ColdScoring scoring;
   scoring.shift = 0.7;
-  auto m = std::make_shared<ModelScorer>(model, valid.items(), kTextLen, comm, "model", scoring);
+  auto m = std::make_shared<ModelScorer>(model, valid.items(), kTextLen, comm_, "model", scoring);
   auto pop = std::make_shared<PopularityScorer>(valid.items().train_count);
   const std::vector<FusionComponent> components = {{m, 1.0}, {pop, 1.0}};
   const std::optional<FusionColdWorld> world = fusion_cold_world(components, valid, file.vocab());
@@ -243,7 +243,7 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
   EXPECT_EQ(world->cold, items.cold);
   ASSERT_EQ(world->scorers.size(), 2u);
   // The model: its IDs withheld on those items, the same shift.
-  ModelScorer expected(model, items, kTextLen, comm, "model", scoring);
+  ModelScorer expected(model, items, kTextLen, comm_, "model", scoring);
   const Evaluator::Block blk = valid.block(0);
   ASSERT_GT(blk.request.size(), 0);
   EXPECT_TRUE(
@@ -277,29 +277,29 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
     EXPECT_NEAR(t.tried_cold_ndcg10[g], cold_mean[0], 1e-12) << "point " << g;
   }
   // No world without ID vectors, or with the calibration off.
-  auto no_ids = std::make_shared<ModelScorer>(make_model(file, false), valid.items(), kTextLen, comm);
+  auto no_ids = std::make_shared<ModelScorer>(make_model(file, false), valid.items(), kTextLen, comm_);
   EXPECT_FALSE(fusion_cold_world({{no_ids, 1.0}, {pop, 1.0}}, valid, file.vocab()).has_value());
   EvalConfig off = e;
   off.cold_calibration.enabled = false;
-  Evaluator off_valid(file, comm, "valid", off);
+  Evaluator off_valid(file, comm_, "valid", off);
   EXPECT_FALSE(fusion_cold_world(components, off_valid, file.vocab()).has_value());
 }
 
 TEST_F(ModelScorerTest, NoCalibrationWithoutIdVectorsOrWhenOff) {
   DatasetFile file(dataset_);
   EvalConfig e;
-  Evaluator valid(file, comm, "valid", e);
+  Evaluator valid(file, comm_, "valid", e);
   const ColdCalibration no_ids = calibrate_cold(make_model(file, false), valid, kTextLen, file.vocab());
   EXPECT_EQ(no_ids.scoring.shift, 0.0);
   EXPECT_EQ(no_ids.scoring.neighbour_weight, 0.0);
   EXPECT_TRUE(no_ids.ndcg10.empty());
   EXPECT_THAT(no_ids.summary(), ::testing::HasSubstr("item_id_embedding"));
   e.cold_calibration.enabled = false;
-  Evaluator off_valid(file, comm, "valid", e);
+  Evaluator off_valid(file, comm_, "valid", e);
   const ColdCalibration off = calibrate_cold(make_model(file), off_valid, kTextLen, file.vocab());
   EXPECT_TRUE(off.ndcg10.empty());
   EXPECT_THAT(off.summary(), ::testing::HasSubstr("enabled is false"));
-  Evaluator test(file, comm, "test", EvalConfig{});
+  Evaluator test(file, comm_, "test", EvalConfig{});
   EXPECT_THROW(calibrate_cold(make_model(file), test, kTextLen, file.vocab()), Error);
 }
 
