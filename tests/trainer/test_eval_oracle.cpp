@@ -155,7 +155,7 @@ TEST_F(OracleTest, RefusesADatasetFromAnotherShop) {
   comm_.barrier();
   if (comm_.rank() == 0) fs::remove_all(other);
   // Fewer users in the latent file than in the dataset.
-  std::string dir = edited_shop("latent_users.csv", [](std::string s) {
+  std::string dir = edited_shop("latent_users.csv", [](const std::string& s) {
     auto second = s.find('\n', s.find('\n') + 1);
     return s.substr(0, s.find('\n') + 1) + s.substr(second + 1);  // drop the first user
   });
@@ -172,8 +172,8 @@ TEST_F(OracleTest, RefusesADatasetFromAnotherShop) {
 }
 
 TEST_F(OracleTest, BadLatentFilesNameFileLineAndColumn) {
-  auto replace_line = [](int line, std::string with) {
-    return [line, with](std::string s) {
+  auto replace_line = [](int line, const std::string& with) {
+    return [line, with](const std::string& s) {
       std::size_t b = 0;
       for (int k = 1; k < line; ++k) b = s.find('\n', b) + 1;
       return s.substr(0, b) + with + s.substr(s.find('\n', b));

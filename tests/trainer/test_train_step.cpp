@@ -47,8 +47,8 @@ TEST(TrainStep, OverfitsAFixedBatch) {
     MicroStepResult r = train_micro_step(model, batch, ctx, true);
     opt->step();
     opt->zero_grad();
-    if (step == 0) first = r.loss_sum / r.examples;
-    last = r.loss_sum / r.examples;
+    if (step == 0) first = r.loss_sum / static_cast<double>(r.examples);
+    last = r.loss_sum / static_cast<double>(r.examples);
   }
   EXPECT_LT(last, 0.3 * first) << "first " << first << " last " << last;
   testing::dataset_helper_cleanup(test_comm(), path);
@@ -80,7 +80,8 @@ TEST(TrainStep, Bf16AutocastAgreesWithFloat32) {
     half.bf16 = true;
     MicroStepResult b = train_micro_step(bf16_model, batch, half, true);
     EXPECT_FALSE(autocast_enabled(c10::DeviceType::CPU)) << "the guard must restore autocast";
-    const double la = a.loss_sum / a.examples, lb = b.loss_sum / b.examples;
+    const double la = a.loss_sum / static_cast<double>(a.examples);
+    const double lb = b.loss_sum / static_cast<double>(b.examples);
     EXPECT_NEAR(lb, la, 0.02 * la) << "batch " << k;  // bf16 has 8 bits of mantissa
     EXPECT_NE(lb, la) << "autocast had no effect: the step did not run in bf16";
   }
