@@ -41,7 +41,7 @@ class EngineTest : public ::testing::Test {
 
   static const ExportFixture& fx() { return *fx_; }
   static const RecommendEngine& engine() { return *engine_; }
-  static std::int64_t I() { return fx_->spec.items; }
+  static std::int64_t num_items() { return fx_->spec.items; }
   static std::int64_t d() { return fx_->spec.dim; }
 
   static std::vector<std::int32_t> user_events(std::int64_t u) {
@@ -51,8 +51,8 @@ class EngineTest : public ::testing::Test {
 
   /// keys . u in double, rounded to float.
   static std::vector<float> naive_scores(const std::vector<float>& u) {
-    std::vector<float> s(static_cast<std::size_t>(I()));
-    for (std::int64_t i = 0; i < I(); ++i) {
+    std::vector<float> s(static_cast<std::size_t>(num_items()));
+    for (std::int64_t i = 0; i < num_items(); ++i) {
       double acc = 0;
       for (std::int64_t c = 0; c < d(); ++c)
         acc += static_cast<double>(fx_->keys[static_cast<std::size_t>(i * d() + c)]) *
@@ -66,7 +66,7 @@ class EngineTest : public ::testing::Test {
   static std::vector<std::int32_t> full_sort(const std::vector<float>& s,
                                              const std::function<bool(std::int32_t)>& eligible) {
     std::vector<std::int32_t> order;
-    for (std::int32_t i = 0; i < I(); ++i) {
+    for (std::int32_t i = 0; i < num_items(); ++i) {
       if (eligible(i)) order.push_back(i);
     }
     std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
@@ -114,7 +114,7 @@ const RecommendEngine* EngineTest::engine_ = nullptr;
 
 TEST_F(EngineTest, LoadsEveryFieldAsWritten) {
   const ExportData& e = engine().data();
-  EXPECT_EQ(e.num_items, I());
+  EXPECT_EQ(e.num_items, num_items());
   EXPECT_EQ(e.num_users, fx().spec.users);
   EXPECT_EQ(e.item_ids, fx().item_ids);
   EXPECT_EQ(e.item_text, fx().item_text);
@@ -138,7 +138,7 @@ TEST_F(EngineTest, FreshHistoryVectorIsTheTowerOnTheLastTItems) {
   for (std::size_t n : {1u, 3u, 8u, 13u, 30u}) {
     std::vector<std::int32_t> h;
     for (std::size_t j = 0; j < n; ++j)
-      h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(I())));
+      h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(num_items())));
     const auto got = engine().history_vector(h);
     const auto want = fx().tower_vector(h);  // reads only the last T
     ASSERT_EQ(got.size(), want.size());
@@ -199,7 +199,7 @@ TEST_F(EngineTest, TopKOfFreshHistoriesEqualsBruteForceAndBatchesAgree) {
     std::vector<std::string> ids;
     const std::size_t n = 1 + rng() % 20;
     for (std::size_t j = 0; j < n; ++j) {
-      h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(I())));
+      h.push_back(static_cast<std::int32_t>(rng() % static_cast<unsigned>(num_items())));
       ids.push_back(fx().item_ids[static_cast<std::size_t>(h.back())]);
     }
     RecommendRequest q;
@@ -241,7 +241,7 @@ TEST_F(EngineTest, FusionEqualsFusionStandardiseAndCombine) {
       const auto model = naive_scores(uvec);
       const auto events = user_events(u);
       // CF: the sum over the distinct history items of their neighbours' similarity.
-      std::vector<double> cf(static_cast<std::size_t>(I()), 0.0);
+      std::vector<double> cf(static_cast<std::size_t>(num_items()), 0.0);
       for (std::int32_t h : std::set<std::int32_t>(events.begin(), events.end())) {
         for (std::int64_t k = 0; k < fx().spec.cf_k; ++k) {
           const std::int32_t j = fx().neighbours[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
@@ -250,25 +250,25 @@ TEST_F(EngineTest, FusionEqualsFusionStandardiseAndCombine) {
                 fx().similarity[static_cast<std::size_t>(h * fx().spec.cf_k + k)];
         }
       }
-      std::vector<float> cff(cf.begin(), cf.end()), hs(static_cast<std::size_t>(I()));
-      for (std::int64_t i = 0; i < I(); ++i) {
+      std::vector<float> cff(cf.begin(), cf.end()), hs(static_cast<std::size_t>(num_items()));
+      for (std::int64_t i = 0; i < num_items(); ++i) {
         hs[static_cast<std::size_t>(i)] =
             hour < 0 ? 0.0f
-                     : static_cast<float>(
-                           std::log((fx().hour_counts[static_cast<std::size_t>(i * 24 + hour)] + 1.0) /
-                                    (fx().popularity[static_cast<std::size_t>(i)] + 24.0)));
+                     : static_cast<float>(std::log(
+                           (fx().hour_counts[static_cast<std::size_t>(i * 24 + hour)] + 1.0) /
+                           (static_cast<double>(fx().popularity[static_cast<std::size_t>(i)]) + 24.0)));
       }
       std::vector<float> zm(model.size()), zc(model.size()), zh(model.size()), fused(model.size());
-      fusion_standardise(model.data(), I(), zm.data());
-      fusion_standardise(cff.data(), I(), zc.data());
-      fusion_standardise(hs.data(), I(), zh.data());
+      fusion_standardise(model.data(), num_items(), zm.data());
+      fusion_standardise(cff.data(), num_items(), zc.data());
+      fusion_standardise(hs.data(), num_items(), zh.data());
       std::vector<const float*> rows{zm.data(), zc.data()};
       std::vector<double> w{1.0, 0.7};
       if (hour >= 0) {
         rows.push_back(zh.data());
         w.push_back(0.4);
       }
-      fusion_combine(rows, w, I(), fused.data());
+      fusion_combine(rows, w, num_items(), fused.data());
       const std::set<std::int32_t> seen(events.begin(), events.end());
       const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
       expect_top_k(r, fused, order, 30, 1e-4, "user " + std::to_string(u) + " hour " + std::to_string(hour));
@@ -391,7 +391,7 @@ std::vector<std::pair<float, std::int32_t>> cf_evidence(const ExportFixture& fx,
 
 TEST_F(EngineTest, ExplanationsAreLeaveOneOutScores) {
   auto check = [&](const RecommendRequest& q, const std::vector<std::int32_t>& history) -> Recommendation {
-    const auto r = engine().recommend(q);
+    auto r = engine().recommend(q);
     const std::size_t T = static_cast<std::size_t>(fx().spec.history);
     const std::vector<std::int32_t> window(
         history.end() - static_cast<std::ptrdiff_t>(std::min(T, history.size())), history.end());
@@ -469,7 +469,7 @@ TEST_F(EngineTest, CategoryFilterAndExclusions) {
       purchased.insert(fx().events[static_cast<std::size_t>(j)]);
   }
   const auto r = engine().recommend(q);
-  EXPECT_EQ(r.eligible, I() - static_cast<std::int64_t>(purchased.size()));
+  EXPECT_EQ(r.eligible, num_items() - static_cast<std::int64_t>(purchased.size()));
   for (const auto& it : r.items) EXPECT_FALSE(purchased.count(it.item));
 }
 
@@ -495,24 +495,24 @@ TEST_F(EngineTest, ExportRankingRenormalisesColdItemsAddsPopularityAndShiftsCold
     EXPECT_DOUBLE_EQ(r.popularity_weight, 0.25);
     const std::vector<float> uvec(f.user_vectors.begin() + u * d(), f.user_vectors.begin() + (u + 1) * d());
     std::vector<float> model = naive_scores(uvec);
-    for (std::int64_t i = 0; i < I(); ++i) {
+    for (std::int64_t i = 0; i < num_items(); ++i) {
       if (f.cold[static_cast<std::size_t>(i)]) model[static_cast<std::size_t>(i)] += 0.75f;
     }
     const auto events = user_events(u);
     const std::vector<float> cf = engine2->cf_scores(events);
     const std::vector<float> pop(f.popularity.begin(), f.popularity.end());
     std::vector<float> zm(model.size()), zc(model.size()), zp(model.size()), fused(model.size());
-    fusion_standardise(model.data(), I(), zm.data());
-    fusion_standardise(cf.data(), I(), zc.data());
-    fusion_standardise(pop.data(), I(), zp.data());
-    fusion_combine({zm.data(), zc.data(), zp.data()}, {1.0, 0.5, 0.25}, I(), fused.data(), f.cold.data(),
-                   {1.75, 0.0, 0.0});
+    fusion_standardise(model.data(), num_items(), zm.data());
+    fusion_standardise(cf.data(), num_items(), zc.data());
+    fusion_standardise(pop.data(), num_items(), zp.data());
+    fusion_combine({zm.data(), zc.data(), zp.data()}, {1.0, 0.5, 0.25}, num_items(), fused.data(),
+                   f.cold.data(), {1.75, 0.0, 0.0});
     const std::set<std::int32_t> seen(events.begin(), events.end());
     const auto order = full_sort(fused, [&](std::int32_t i) { return !seen.count(i); });
     expect_top_k(r, fused, order, 40, 1e-4, "user " + std::to_string(u));
     for (const auto& it : r.items) cold_in_top += f.cold[static_cast<std::size_t>(it.item)];
     // A cold item's fused score is the model's z scaled by the full weight.
-    for (std::int64_t i = 0; i < I(); ++i) {
+    for (std::int64_t i = 0; i < num_items(); ++i) {
       if (f.cold[static_cast<std::size_t>(i)] && !seen.count(static_cast<std::int32_t>(i))) {
         EXPECT_FLOAT_EQ(fused[static_cast<std::size_t>(i)], zm[static_cast<std::size_t>(i)] * 1.75f);
         break;
@@ -579,9 +579,9 @@ TEST_F(EngineTest, ExportRankingGivesColdItemsTheirOwnWeights) {
       const auto events = user_events(u);
       const std::vector<float> cf = engine2->cf_scores(events);
       std::vector<float> zm(model.size()), zc(model.size()), fused(model.size());
-      fusion_standardise(model.data(), I(), zm.data());
-      fusion_standardise(cf.data(), I(), zc.data());
-      for (std::int64_t i = 0; i < I(); ++i) {
+      fusion_standardise(model.data(), num_items(), zm.data());
+      fusion_standardise(cf.data(), num_items(), zc.data());
+      for (std::int64_t i = 0; i < num_items(); ++i) {
         const auto k = static_cast<std::size_t>(i);
         fused[k] = f.cold[k] ? 2.5f * zm[k] : zm[k] + static_cast<float>(cf_weight) * zc[k];
       }
@@ -658,8 +658,8 @@ TEST_F(EngineTest, SimilarItemsAreTheNearestByCosine) {
   q.k = 15;
   q.cf_weight = 0.0;
   const auto r = engine().similar(q);
-  std::vector<float> cos(static_cast<std::size_t>(I()));
-  for (std::int64_t i = 0; i < I(); ++i) {
+  std::vector<float> cos(static_cast<std::size_t>(num_items()));
+  for (std::int64_t i = 0; i < num_items(); ++i) {
     double ab = 0, aa = 0, bb = 0;
     for (std::int64_t c = 0; c < d(); ++c) {
       const double x = fx().vectors[static_cast<std::size_t>(42 * d() + c)],
@@ -680,16 +680,16 @@ TEST_F(EngineTest, SimilarItemsAreTheNearestByCosine) {
   // With CF: fused with item 42's neighbours' similarity.
   q.cf_weight = 1.0;
   const auto f = engine().similar(q);
-  std::vector<float> cf(static_cast<std::size_t>(I()), 0.0f);
+  std::vector<float> cf(static_cast<std::size_t>(num_items()), 0.0f);
   for (std::int64_t c = 0; c < fx().spec.cf_k; ++c) {
     const std::int32_t j = fx().neighbours[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
     if (j >= 0)
       cf[static_cast<std::size_t>(j)] = fx().similarity[static_cast<std::size_t>(42 * fx().spec.cf_k + c)];
   }
   std::vector<float> zc(cos.size()), zf(cos.size()), fused(cos.size());
-  fusion_standardise(cos.data(), I(), zc.data());
-  fusion_standardise(cf.data(), I(), zf.data());
-  fusion_combine({zc.data(), zf.data()}, {1.0, 1.0}, I(), fused.data());
+  fusion_standardise(cos.data(), num_items(), zc.data());
+  fusion_standardise(cf.data(), num_items(), zf.data());
+  fusion_combine({zc.data(), zf.data()}, {1.0, 1.0}, num_items(), fused.data());
   const auto forder = full_sort(fused, [](std::int32_t i) { return i != 42; });
   for (std::size_t j = 0; j < f.items.size(); ++j)
     EXPECT_NEAR(f.items[j].score, fused[static_cast<std::size_t>(forder[j])], 1e-4);
@@ -710,7 +710,7 @@ TEST_F(EngineTest, AnnIndexRecallGrowsWithTheSearchList) {
     AnnOptions o;
     o.ef_search = ef;
     o.metric = metric;
-    AnnIndex index(fx().keys.data(), I(), d(), o);
+    AnnIndex index(fx().keys.data(), num_items(), d(), o);
     double hits = 0;
     for (const auto& u : queries) {
       std::vector<std::int32_t> ids;
@@ -738,8 +738,8 @@ TEST_F(EngineTest, AnnIndexRecallGrowsWithTheSearchList) {
   EXPECT_GE(r128, 0.88);
   EXPECT_GE(r1024, 0.99);
   EXPECT_LE(r16, r128);
-  EXPECT_THROW(AnnIndex(fx().keys.data(), I(), d(), AnnOptions{"l2", 2, 80, 128}), ConfigError);
-  EXPECT_THROW(AnnIndex(fx().keys.data(), I(), d(), AnnOptions{"cosine", 32, 80, 128}), ConfigError);
+  EXPECT_THROW(AnnIndex(fx().keys.data(), num_items(), d(), AnnOptions{"l2", 2, 80, 128}), ConfigError);
+  EXPECT_THROW(AnnIndex(fx().keys.data(), num_items(), d(), AnnOptions{"cosine", 32, 80, 128}), ConfigError);
 }
 
 /// The hnsw answer of `approx` for `q` is the exact ranking of `exact`

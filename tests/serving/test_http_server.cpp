@@ -60,7 +60,7 @@ class HttpTest : public ::testing::Test {
     HttpServerOptions o;
     o.port = 0;
     o.threads = 4;
-    o.max_body_bytes = 64 * 1024;
+    o.max_body_bytes = std::size_t{64} * 1024;
     server_ = std::make_unique<HttpServer>(*engine_, o);
     port_ = server_->bind();
     server_->start();
@@ -147,7 +147,8 @@ TEST_F(HttpTest, BadRequestsGetJsonErrorsAndAreCounted) {
   EXPECT_EQ(del->get_header_value("Allow"), "GET, POST");
   expect_error(cli.Post("/health", "{}", "application/json"), 405, "POST");
   expect_error(cli.Get("/nowhere"), 404, "no such endpoint");
-  expect_error(cli.Post("/recommend", std::string(200 * 1024, ' '), "application/json"), 413, "too large");
+  expect_error(cli.Post("/recommend", std::string(std::size_t{200} * 1024, ' '), "application/json"), 413,
+               "too large");
 
   auto m = cli.Get("/metrics");
   ASSERT_TRUE(m);

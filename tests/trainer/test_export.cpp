@@ -330,7 +330,8 @@ void expect_export_counts(const h5::File& f, const DatasetFile& file, const Item
     const std::int64_t lo = all.users.offsets[static_cast<std::size_t>(u)];
     for (std::int64_t k = lo; k < lo + all.users.train_end[static_cast<std::size_t>(u)]; ++k) {
       const auto e = static_cast<std::size_t>(k);
-      ++hours[static_cast<std::size_t>(all.events.item[e] * 24 + (all.events.time[e] % 86400) / 3600)];
+      ++hours[static_cast<std::size_t>(std::int64_t{all.events.item[e]} * 24 +
+                                       (all.events.time[e] % 86400) / 3600)];
     }
   }
   std::vector<std::int32_t> got_hours = f.read<std::int32_t>("items/hour_counts");
@@ -488,7 +489,7 @@ TEST_F(ExportTest, TimeAndContextFeaturesScoreTheSameInEvaluationAndServing) {
 /// Writes `text` to <dir>/<name> on rank 0; every rank gets the path.
 std::string write_file(Communicator& comm, const std::string& dir, const std::string& name,
                        const std::string& text) {
-  const std::string path = (fs::path(dir) / name).string();
+  std::string path = (fs::path(dir) / name).string();
   if (comm.rank() == 0) std::ofstream(path, std::ios::binary) << text;
   comm.barrier();
   return path;
