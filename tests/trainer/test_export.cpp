@@ -106,7 +106,7 @@ class ExportTest : public ::testing::Test {
   /// The checkpoint the export names: only its SHA-256 matters here (the
   /// CLI test exports a checkpoint written by `llmrec train`).
   std::string checkpoint() {
-    const std::string path = in_dir("model.h5");
+    std::string path = in_dir("model.h5");
     if (comm_.rank() == 0) std::ofstream(path, std::ios::binary) << "stand-in checkpoint bytes";
     comm_.barrier();
     return path;
@@ -264,24 +264,24 @@ void expect_export_attributes(const h5::File& f, const std::string& ckpt, const 
 void expect_export_shapes(const h5::File& f, const DatasetFile& file) {
   const std::int64_t I = file.num_items(), U = file.num_users(), d = 16;
   // Shapes of every dataset.
-  const auto uI = static_cast<std::uint64_t>(I), uU = static_cast<std::uint64_t>(U),
+  const auto n_items = static_cast<std::uint64_t>(I), n_users = static_cast<std::uint64_t>(U),
              ud = static_cast<std::uint64_t>(d);
   const auto E = static_cast<std::uint64_t>(file.num_events());
   using Shape = std::vector<std::uint64_t>;
-  EXPECT_EQ(f.shape("items/cold"), Shape({uI}));
-  EXPECT_EQ(f.shape("items/popularity"), Shape({uI}));
-  EXPECT_EQ(f.shape("items/vectors"), Shape({uI, ud}));
-  EXPECT_EQ(f.shape("items/keys"), Shape({uI, ud}));
-  EXPECT_EQ(f.shape("items/hour_counts"), Shape({uI, 24}));
-  EXPECT_EQ(f.shape("users/vectors"), Shape({uU, ud}));
-  EXPECT_EQ(f.shape("users/history_offsets"), Shape({uU + 1}));
+  EXPECT_EQ(f.shape("items/cold"), Shape({n_items}));
+  EXPECT_EQ(f.shape("items/popularity"), Shape({n_items}));
+  EXPECT_EQ(f.shape("items/vectors"), Shape({n_items, ud}));
+  EXPECT_EQ(f.shape("items/keys"), Shape({n_items, ud}));
+  EXPECT_EQ(f.shape("items/hour_counts"), Shape({n_items, 24}));
+  EXPECT_EQ(f.shape("users/vectors"), Shape({n_users, ud}));
+  EXPECT_EQ(f.shape("users/history_offsets"), Shape({n_users + 1}));
   EXPECT_EQ(f.shape("users/history_items"), Shape({E}));
   EXPECT_EQ(f.shape("users/history_types"), Shape({E}));
-  EXPECT_EQ(f.shape("cf/neighbours"), Shape({uI, 20}));
-  EXPECT_EQ(f.shape("cf/similarity"), Shape({uI, 20}));
+  EXPECT_EQ(f.shape("cf/neighbours"), Shape({n_items, 20}));
+  EXPECT_EQ(f.shape("cf/similarity"), Shape({n_items, 20}));
   for (const auto& n : {"items/ids", "items/text", "items/category"})
-    EXPECT_EQ(f.read_strings(n).size(), uI) << n;
-  EXPECT_EQ(f.read_strings("users/ids").size(), uU);
+    EXPECT_EQ(f.read_strings(n).size(), n_items) << n;
+  EXPECT_EQ(f.read_strings("users/ids").size(), n_users);
 }
 
 /// Items (the dataset's table; keys = A l of encode_all_items) and users
