@@ -26,13 +26,30 @@ void ExclusionMask::clear() {
   set_.clear();
 }
 
-UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
-                      std::int32_t target, int k_max) {
+namespace {
+
+/// The checks of a ranking's arguments, and an item's score read in a pass:
+/// NaN and +inf are errors naming the item.
+void check_ranking(std::int64_t num_items, const std::uint8_t* excluded, std::int32_t target,
+                   std::int64_t cut, const char* cut_name) {
   LLMREC_CHECK(target >= 0 && target < num_items, "held-out item {} is not an item id (0..{})", target,
                num_items);
   LLMREC_CHECK(!excluded[target], "held-out item {} is excluded from its own ranking", target);
-  LLMREC_CHECK(k_max >= 1, "k_max must be positive, got {}", k_max);
-  constexpr float kInf = std::numeric_limits<float>::infinity();
+  LLMREC_CHECK(cut >= 1, "{} must be positive, got {}", cut_name, cut);
+}
+
+float checked_score(const float* scores, std::int64_t j) {
+  const float s = scores[j];
+  if (std::isnan(s) || s == std::numeric_limits<float>::infinity())
+    throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
+  return s;
+}
+
+}  // namespace
+
+UserRanking rank_user(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
+                      std::int32_t target, int k_max) {
+  check_ranking(num_items, excluded, target, k_max, "k_max");
   const float st = scores[target];
   // The heap keeps the best k_max seen so far with the worst on top.
   auto better = [&](std::int32_t a, std::int32_t b) { return ranks_before(scores[a], a, scores[b], b); };
@@ -43,9 +60,7 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
   std::int64_t ties = 0;
   for (std::int64_t j64 = 0; j64 < num_items; ++j64) {
     const auto j = static_cast<std::int32_t>(j64);
-    const float s = scores[j];
-    if (std::isnan(s) || s == kInf)
-      throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
+    const float s = checked_score(scores, j);
     if (excluded[j]) continue;
     ahead += ranks_before(s, j, st, target);
     above += s > st;
@@ -65,17 +80,11 @@ UserRanking rank_user(const float* scores, std::int64_t num_items, const std::ui
 
 UserRanking count_above(const float* scores, std::int64_t num_items, const std::uint8_t* excluded,
                         std::int32_t target, std::int64_t stop_at) {
-  LLMREC_CHECK(target >= 0 && target < num_items, "held-out item {} is not an item id (0..{})", target,
-               num_items);
-  LLMREC_CHECK(!excluded[target], "held-out item {} is excluded from its own ranking", target);
-  LLMREC_CHECK(stop_at >= 1, "stop_at must be positive, got {}", stop_at);
-  constexpr float kInf = std::numeric_limits<float>::infinity();
+  check_ranking(num_items, excluded, target, stop_at, "stop_at");
   const float st = scores[target];
   UserRanking r;
   for (std::int64_t j = 0; j < num_items && r.above < stop_at; ++j) {
-    const float s = scores[j];
-    if (std::isnan(s) || s == kInf)
-      throw Error(fmt::format("item {} has score {}: scores must be finite or -inf", j, s));
+    const float s = checked_score(scores, j);
     if (excluded[j]) continue;
     r.above += s > st;
     r.ties += s == st && j != target;
