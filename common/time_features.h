@@ -7,9 +7,9 @@
 ///
 ///   gap      1 + min(floor(log2(1 + minutes since the previous event)), 23);
 ///            0 without a previous event (or a time earlier than it)
-/// Every value is 0 when the event's time is not known (kUnknownTime).
 ///   weekday  1 + day of the week in UTC (1 = Monday ... 7 = Sunday)
 ///   hour     1 + hour of the day in UTC (1..24)
+/// Every value is 0 when the event's time is not known (kUnknownTime).
 ///
 ///   std::vector<TimeFeature> f = parse_time_features({"gap", "weekday"});
 ///   std::int64_t row[2];

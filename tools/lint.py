@@ -10,10 +10,11 @@
 
 clang-tidy parses LibTorch's headers for each unit (30-40 s a unit), so its
 verdicts are cached: the key is the clang-tidy version, the .clang-tidy files
-that apply to the unit (its folder's and those above it), the unit's compile flags and its preprocessed text (`clang++ -E`, which covers
-every header it reads), all with the checkout's path replaced by a
-placeholder, so a clean clone elsewhere finds the same entries. A change to
-any input re-checks exactly the units it reaches. Cache:
+that apply to the unit (its folder's and those above it), the unit's compile
+flags and its preprocessed text (`clang++ -E`, which covers every header it
+reads), all with the checkout's path replaced by a placeholder, so a clean
+clone elsewhere finds the same entries. A change to any input re-checks
+exactly the units it reaches. Cache:
 $LLMREC_LINT_CACHE, else $XDG_CACHE_HOME/llmrec-lint, else ~/.cache/llmrec-lint.
 
 Usage: tools/lint.py [--build DIR] [--fix] [--jobs N] [--no-tidy] [FILE...]
