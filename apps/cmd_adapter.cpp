@@ -4,7 +4,8 @@
 //
 // writes, from a trained checkpoint and the vocabulary of its dataset:
 //   <out>/adapter/  adapter_config.json + adapter_model.safetensors (PEFT's
-//                   LoRA layout; only with model.lora.r > 0)
+//                   LoRA layout, or AdaLoRA's with its rank_pattern and only
+//                   the kept triplets; only with model.lora.r > 0)
 //   <out>/base/     the frozen encoder the adapter was trained on (an HF
 //                   directory: config.json, model.safetensors, vocab.txt)
 //   <out>/merged/   the encoder with the adapter folded in (or the fully
@@ -16,6 +17,7 @@
 // llmrec's own and stay in the checkpoint and the export.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -25,6 +27,7 @@
 #include "common/error.h"
 #include "data/dataset.h"
 #include "data/vocab_builder.h"
+#include "models/adalora.h"
 #include "models/lora.h"
 #include "trainer/checkpoint.h"
 
@@ -61,15 +64,13 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
   write_vocab(vocab, vocab_path.string());
   torch::NoGradGuard no_grad;
   const BertModel& bert = model->bert;
+  // AdaLoRA: the pruned triplets out, so that merged/ and adapter/ say the same.
+  if (m.lora.adaptive.enabled) adalora_apply_rank_pattern(*model->bert);
   save_hf_directory((out / "merged").string(), bert, model->bert_config(), vocab_path.string());
   std::string written = fmt::format("{}/merged (the encoder{})", out.string(),
                                     m.lora.r > 0 ? " with the adapter folded in" : ", fully fine-tuned");
   if (m.lora.r > 0) {
-    LoraOptions lora;
-    lora.r = m.lora.r;
-    lora.alpha = m.lora.alpha;
-    lora.dropout = m.lora.dropout;
-    lora.target_modules = m.lora.targets;
+    const LoraOptions lora = lora_options(m.lora);
     const std::string base = (out / "base").string();
     save_peft_adapter((out / "adapter").string(), bert, lora,
                       m.bert.pretrained.empty() ? base : m.bert.pretrained);
@@ -80,9 +81,18 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
       if (p.key().find("lora_B") != std::string::npos) p.value().zero_();
     }
     save_hf_directory(base, frozen, model->bert_config(), vocab_path.string());
+    std::string kind = fmt::format("LoRA r {}", lora.r);
+    if (lora.adaptive.enabled) {
+      std::int64_t kept = 0, modules = 0;
+      for (const auto& [name, flags] : adalora_rank_pattern(*bert)) {
+        kept += std::count(flags.begin(), flags.end(), true);
+        ++modules;
+      }
+      kind = fmt::format("AdaLoRA init_r {}, {} of {} triplets kept", lora.r, kept, modules * lora.r);
+    }
     written +=
-        fmt::format(", {}/adapter (PEFT LoRA r {}, alpha {}, on {}) and {}/base (the frozen encoder)",
-                    out.string(), lora.r, lora.alpha, fmt::join(lora.target_modules, ", "), out.string());
+        fmt::format(", {}/adapter (PEFT {}, alpha {}, on {}) and {}/base (the frozen encoder)", out.string(),
+                    kind, lora.alpha, fmt::join(lora.target_modules, ", "), out.string());
   }
   fs::remove(vocab_path);
   std::printf("llmrec adapter: %s -> %s\n", cmd.checkpoint.c_str(), written.c_str());

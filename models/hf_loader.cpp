@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "models/lora.h"
 #include "models/safetensors.h"
 
 namespace llmrec {
@@ -43,10 +44,6 @@ std::string hf_name(const std::string& file_name) {
 bool ignorable(const std::string& file_name, const std::string& name, bool has_pooler) {
   return starts_with(file_name, "cls.") || name == "embeddings.position_ids" ||
          name == "embeddings.token_type_ids" || (!has_pooler && starts_with(name, "pooler."));
-}
-
-bool is_lora_name(const std::string& name) {
-  return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
 }
 
 std::string shape_text(const torch::Tensor& t) {
@@ -126,7 +123,7 @@ std::vector<std::string> bert_load_tensors(BertModelImpl& model,
                                            const std::string& source, bool allow_unexpected) {
   std::map<std::string, torch::Tensor> params;
   for (const auto& p : model.named_parameters()) {
-    if (!is_lora_name(p.key())) params.emplace(p.key(), p.value());
+    if (!is_lora_parameter_name(p.key())) params.emplace(p.key(), p.value());
   }
 
   std::map<std::string, std::string> found;  // parameter name -> file name

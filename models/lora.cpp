@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -35,10 +36,6 @@ bool starts_with(const std::string& s, const std::string& prefix) {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-bool is_lora_name(const std::string& name) {
-  return name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
 }
 
 /// PEFT's rule for a list of target_modules.
@@ -181,36 +178,131 @@ json read_json_file(const fs::path& path) {
                   dir.string(), pickle, missing));
 }
 
-LoraOptions parse_adapter_config(const json& j, const std::string& where) {
-  auto fail = [&](const std::string& message) { throw ConfigError(fmt::format("{}: {}", where, message)); };
-  if (!j.is_object()) fail("not a JSON object");
-  auto get = [&](const char* key) -> const json* {
-    auto it = j.find(key);
-    return it == j.end() ? nullptr : &*it;
+/// An adapter_config.json: the adapters' options and, for AdaLoRA, the kept
+/// triplets of each module (PEFT's rank_pattern: "<module>.lora_E" -> flags).
+struct PeftAdapterConfig {
+  LoraOptions options;
+  std::map<std::string, std::vector<bool>> rank_pattern;
+};
+
+using JsonFail = std::function<void(const std::string&)>;
+
+/// j[key] when present and not null, else nullptr.
+const json* json_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+/// An integer field >= `low` (`fallback` when absent or null).
+std::int64_t json_int(const json& j, const char* key, std::int64_t low, std::int64_t fallback,
+                      const JsonFail& fail) {
+  const json* v = json_field(j, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_number_integer() || v->get<std::int64_t>() < low || v->get<std::int64_t>() > 2000000000) {
+    fail(fmt::format("'{}' must be an integer in [{}, 2000000000], got {}", key, low, v->dump()));
+  }
+  return v->get<std::int64_t>();
+}
+
+/// A number field in [low, high) (`fallback` when absent or null).
+double json_number(const json& j, const char* key, double low, double high, double fallback,
+                   const JsonFail& fail) {
+  const json* v = json_field(j, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_number() || !(v->get<double>() >= low && v->get<double>() < high)) {
+    fail(fmt::format("'{}' must be a number in [{}, {}), got {}", key, low, high, v->dump()));
+  }
+  return v->get<double>();
+}
+
+/// AdaLoraConfig's fields (PEFT's defaults where absent); init_r is the rank.
+void parse_adalora_fields(const json& j, PeftAdapterConfig& c, const JsonFail& fail) {
+  ModelAdaLoraConfig& a = c.options.adaptive;
+  a.enabled = true;
+  c.options.r = json_int(j, "init_r", 1, 12, fail);
+  a.target_r = static_cast<int>(json_int(j, "target_r", 0, 8, fail));
+  a.tinit = static_cast<int>(json_int(j, "tinit", 0, 0, fail));
+  a.tfinal = static_cast<int>(json_int(j, "tfinal", 0, 0, fail));
+  a.delta_t = static_cast<int>(json_int(j, "deltaT", 1, 1, fail));
+  a.beta1 = json_number(j, "beta1", 0, 1, 0.85, fail);
+  a.beta2 = json_number(j, "beta2", 0, 1, 0.85, fail);
+  a.orth_reg_weight = json_number(j, "orth_reg_weight", 0, 1e6, 0.5, fail);
+  a.total_step = static_cast<int>(json_int(j, "total_step", 1, 0, fail));
+  const json* pattern = json_field(j, "rank_pattern");
+  if (pattern == nullptr) return;
+  if (!pattern->is_object()) fail(fmt::format("'rank_pattern' must be an object, got {}", pattern->dump()));
+  for (const auto& [name, flags] : pattern->items()) {
+    if (!flags.is_array() || static_cast<std::int64_t>(flags.size()) != c.options.r) {
+      fail(fmt::format("'rank_pattern' entry '{}' must list {} booleans (init_r), got {}", name, c.options.r,
+                       flags.dump()));
+    }
+    std::vector<bool> keep;
+    for (const auto& f : flags) {
+      if (!f.is_boolean())
+        fail(fmt::format("'rank_pattern' entry '{}' has {}, not a boolean", name, f.dump()));
+      keep.push_back(f.get<bool>());
+    }
+    c.rank_pattern[name] = std::move(keep);
+  }
+}
+
+/// Features of PEFT's LoraConfig that llmrec's adapters do not have: refused.
+void refuse_unsupported(const json& j, bool adaptive, const JsonFail& fail) {
+  if (const json* bias = json_field(j, "bias"); bias != nullptr && *bias != "none") {
+    fail(fmt::format("'bias' is {}; only \"none\" is supported (no trained biases)", bias->dump()));
+  }
+  for (const char* key : {"fan_in_fan_out", "use_rslora", "use_dora"}) {
+    if (const json* v = json_field(j, key); v != nullptr && *v != false) {
+      fail(fmt::format("'{}' is {}; this feature is not supported", key, v->dump()));
+    }
+  }
+  if (const json* v = json_field(j, "layers_to_transform"); v != nullptr) {
+    fail(fmt::format("'layers_to_transform' is {}; adapters on a subset of layers are not supported",
+                     v->dump()));
+  }
+  if (const json* v = json_field(j, "modules_to_save"); v != nullptr && !(v->is_array() && v->empty())) {
+    fail(fmt::format("'modules_to_save' is {}; fully trained extra modules are not supported", v->dump()));
+  }
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (adaptive && std::string(key) == "rank_pattern") continue;  // AdaLoRA's own (parse_adalora_fields)
+    if (const json* v = json_field(j, key); v != nullptr && !(v->is_object() && v->empty())) {
+      fail(fmt::format("'{}' is {}; per-module ranks or alphas are not supported", key, v->dump()));
+    }
+  }
+}
+
+PeftAdapterConfig parse_adapter_config(const json& j, const std::string& where) {
+  const JsonFail fail = [&](const std::string& message) {
+    throw ConfigError(fmt::format("{}: {}", where, message));
   };
-  LoraOptions o;
-  const json* peft_type = get("peft_type");
-  if (peft_type == nullptr || !peft_type->is_string() || peft_type->get<std::string>() != "LORA") {
-    fail(fmt::format("'peft_type' is {}, expected \"LORA\"", peft_type ? peft_type->dump() : "missing"));
+  if (!j.is_object()) fail("not a JSON object");
+  PeftAdapterConfig c;
+  LoraOptions& o = c.options;
+  const json* peft_type = json_field(j, "peft_type");
+  const std::string type =
+      peft_type != nullptr && peft_type->is_string() ? peft_type->get<std::string>() : "";
+  if (type != "LORA" && type != "ADALORA") {
+    fail(fmt::format("'peft_type' is {}, expected \"LORA\" or \"ADALORA\"",
+                     peft_type ? peft_type->dump() : "missing"));
   }
-  const json* r = get("r");
-  if (r == nullptr || !r->is_number_integer() || r->get<std::int64_t>() < 1) {
-    fail(fmt::format("'r' must be an integer >= 1, got {}", r ? r->dump() : "nothing"));
+  if (type == "ADALORA") {
+    parse_adalora_fields(j, c, fail);
+  } else {
+    const json* r = json_field(j, "r");
+    if (r == nullptr || !r->is_number_integer() || r->get<std::int64_t>() < 1 ||
+        r->get<std::int64_t>() > 2000000000) {
+      fail(fmt::format("'r' must be an integer >= 1, got {}", r ? r->dump() : "nothing"));
+    }
+    o.r = r->get<std::int64_t>();
   }
-  o.r = r->get<std::int64_t>();
-  const json* alpha = get("lora_alpha");
+  const json* alpha = json_field(j, "lora_alpha");
   if (alpha == nullptr || !alpha->is_number() || !(alpha->get<double>() > 0)) {
     fail(fmt::format("'lora_alpha' must be a positive number, got {}", alpha ? alpha->dump() : "nothing"));
   }
   o.alpha = alpha->get<double>();
-  if (const json* dropout = get("lora_dropout"); dropout != nullptr && !dropout->is_null()) {
-    if (!dropout->is_number() || !(dropout->get<double>() >= 0 && dropout->get<double>() < 1)) {
-      fail(fmt::format("'lora_dropout' must be a number in [0, 1), got {}", dropout->dump()));
-    }
-    o.dropout = dropout->get<double>();
-  }
-  const json* targets = get("target_modules");
-  if (targets == nullptr || targets->is_null()) {
+  o.dropout = json_number(j, "lora_dropout", 0, 1, 0.0, fail);
+  const json* targets = json_field(j, "target_modules");
+  if (targets == nullptr) {
     fail("'target_modules' is missing or null; list the module names (e.g. [\"query\", \"value\"])");
   }
   if (targets->is_string()) {
@@ -227,28 +319,8 @@ LoraOptions parse_adapter_config(const json& j, const std::string& where) {
     }
     o.target_modules.push_back(t.get<std::string>());
   }
-  if (const json* bias = get("bias"); bias != nullptr && *bias != "none") {
-    fail(fmt::format("'bias' is {}; only \"none\" is supported (no trained biases)", bias->dump()));
-  }
-  for (const char* key : {"fan_in_fan_out", "use_rslora", "use_dora"}) {
-    if (const json* v = get(key); v != nullptr && !v->is_null() && *v != false) {
-      fail(fmt::format("'{}' is {}; this feature is not supported", key, v->dump()));
-    }
-  }
-  if (const json* v = get("layers_to_transform"); v != nullptr && !v->is_null()) {
-    fail(fmt::format("'layers_to_transform' is {}; adapters on a subset of layers are not supported",
-                     v->dump()));
-  }
-  if (const json* v = get("modules_to_save");
-      v != nullptr && !v->is_null() && !(v->is_array() && v->empty())) {
-    fail(fmt::format("'modules_to_save' is {}; fully trained extra modules are not supported", v->dump()));
-  }
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (const json* v = get(key); v != nullptr && !v->is_null() && !(v->is_object() && v->empty())) {
-      fail(fmt::format("'{}' is {}; per-module ranks or alphas are not supported", key, v->dump()));
-    }
-  }
-  return o;
+  refuse_unsupported(j, type == "ADALORA", fail);
+  return c;
 }
 
 /// Checks that the model's adapters are what `options` describes.
@@ -274,14 +346,37 @@ void check_adapters_match(const BertModel& model, const LoraOptions& options, co
   }
   for (const auto& [name, linear] : adapted) {
     const LoraAdapterOptions& a = linear->adapter();
-    if (a.r() != options.r || a.alpha() != options.alpha) {
-      throw Error(fmt::format("{}: adapter '{}' has r {} alpha {}, expected r {} alpha {}", context, name,
-                              a.r(), a.alpha(), options.r, options.alpha));
+    if (a.r() != options.r || a.alpha() != options.alpha || a.adaptive() != options.adaptive.enabled) {
+      throw Error(fmt::format("{}: adapter '{}' has r {} alpha {}{}, expected r {} alpha {}{}", context, name,
+                              a.r(), a.alpha(), a.adaptive() ? " (AdaLoRA)" : "", options.r, options.alpha,
+                              options.adaptive.enabled ? " (AdaLoRA)" : ""));
     }
   }
 }
 
 }  // namespace
+
+bool is_lora_parameter_name(const std::string& name) {
+  std::size_t begin = 0;
+  while (begin <= name.size()) {
+    std::size_t end = name.find('.', begin);
+    if (end == std::string::npos) end = name.size();
+    const std::string part = name.substr(begin, end - begin);
+    if (part == "lora_A" || part == "lora_B" || part == "lora_E") return true;
+    begin = end + 1;
+  }
+  return false;
+}
+
+LoraOptions lora_options(const ModelLoraConfig& config) {
+  LoraOptions o;
+  o.r = config.r;
+  o.alpha = config.alpha;
+  o.dropout = config.dropout;
+  o.target_modules = config.targets;
+  o.adaptive = config.adaptive;
+  return o;
+}
 
 std::vector<std::string> apply_lora(BertModel& model, const LoraOptions& options) {
   validate_options(options);
@@ -301,7 +396,10 @@ std::vector<std::string> apply_lora(BertModel& model, const LoraOptions& options
   for (auto& p : model->parameters()) p.requires_grad_(false);
   std::vector<std::string> names;
   for (auto& [name, linear] : selected) {
-    linear->add_adapter(LoraAdapterOptions(options.r).alpha(options.alpha).dropout(options.dropout));
+    linear->add_adapter(LoraAdapterOptions(options.r)
+                            .alpha(options.alpha)
+                            .dropout(options.dropout)
+                            .adaptive(options.adaptive.enabled));
     names.push_back(name);
   }
   return names;
@@ -349,11 +447,25 @@ void save_peft_adapter(const std::string& dir, const BertModel& model, const Lor
   }
 
   std::map<std::string, at::Tensor> tensors;
+  json rank_pattern = json::object();
   for (const auto& [name, linear] : adapted) {
-    tensors[kPeftPrefix + name + ".lora_A.weight"] =
-        linear->lora_A->weight.detach().to(torch::kCPU, torch::kFloat);
-    tensors[kPeftPrefix + name + ".lora_B.weight"] =
-        linear->lora_B->weight.detach().to(torch::kCPU, torch::kFloat);
+    if (!options.adaptive.enabled) {
+      tensors[kPeftPrefix + name + ".lora_A.weight"] =
+          linear->lora_A->weight.detach().to(torch::kCPU, torch::kFloat);
+      tensors[kPeftPrefix + name + ".lora_B.weight"] =
+          linear->lora_B->weight.detach().to(torch::kCPU, torch::kFloat);
+      continue;
+    }
+    // AdaLoRA: the kept triplets only, and which they are (PEFT's rank_pattern).
+    const torch::Tensor keep = linear->ada.keep.detach().to(torch::kCPU) != 0;
+    const torch::Tensor kept = keep.nonzero().view({-1});
+    auto cpu = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat); };
+    tensors[kPeftPrefix + name + ".lora_A"] = cpu(linear->svd_A).index_select(0, kept);
+    tensors[kPeftPrefix + name + ".lora_B"] = cpu(linear->svd_B).index_select(1, kept);
+    tensors[kPeftPrefix + name + ".lora_E"] = cpu(linear->svd_E).index_select(0, kept);
+    json flags = json::array();
+    for (std::int64_t i = 0; i < keep.numel(); ++i) flags.push_back(keep[i].item<bool>());
+    rank_pattern[name + ".lora_E"] = std::move(flags);
   }
 
   json config = json::object();  // keys sorted, as PEFT writes them
@@ -376,6 +488,21 @@ void save_peft_adapter(const std::string& dir, const BertModel& model, const Lor
   config["revision"] = nullptr;
   config["target_modules"] = options.target_modules;
   config["task_type"] = nullptr;
+  if (options.adaptive.enabled) {  // PEFT's AdaLoraConfig: `r` is unused there (its default 8)
+    const ModelAdaLoraConfig& a = options.adaptive;
+    config["peft_type"] = "ADALORA";
+    config["r"] = 8;
+    config["init_r"] = options.r;
+    config["target_r"] = a.target_r;
+    config["tinit"] = a.tinit;
+    config["tfinal"] = a.tfinal;
+    config["deltaT"] = a.delta_t;
+    config["beta1"] = a.beta1;
+    config["beta2"] = a.beta2;
+    config["orth_reg_weight"] = a.orth_reg_weight;
+    config["total_step"] = a.total_step > 0 ? json(a.total_step) : json(nullptr);
+    config["rank_pattern"] = std::move(rank_pattern);
+  }
 
   const fs::path root(dir);
   make_directory(root);
@@ -438,9 +565,8 @@ std::map<std::string, std::string> match_adapter_tensors(const SafetensorsFile& 
     problems.push_back(fmt::format("{} missing tensor(s): {}", missing.size(), quoted_list(missing)));
   }
   if (!unexpected.empty()) {
-    problems.push_back(
-        fmt::format("{} unexpected tensor(s) (not a lora_A/lora_B weight of a targeted module): {}",
-                    unexpected.size(), quoted_list(unexpected)));
+    problems.push_back(fmt::format("{} unexpected tensor(s) (not an adapter tensor of a targeted module): {}",
+                                   unexpected.size(), quoted_list(unexpected)));
   }
   if (!problems.empty()) {
     std::string message = fmt::format("{}: the adapter does not match the model:", where);
@@ -450,6 +576,51 @@ std::map<std::string, std::string> match_adapter_tensors(const SafetensorsFile& 
   return found;
 }
 
+/// AdaLoRA's tensors (the kept triplets of each module, `parsed.rank_pattern`)
+/// back into the model's full-rank adapters; pruned triplets are zeros and
+/// marked so in each adapter's `keep`. IoError at `where` on a mismatch.
+void load_adalora_tensors(const SafetensorsFile& file, const PeftAdapterConfig& parsed, BertModel& model,
+                          const std::string& where) {
+  std::map<std::string, torch::Tensor> expected;  // name -> a tensor of the stored shape
+  std::map<std::string, torch::Tensor> kept;      // module -> indices of its kept triplets
+  std::set<std::string> patterned;
+  for (const auto& [name, linear] : adapted_linears(*model)) {
+    const std::int64_t r = linear->adapter().r();
+    torch::Tensor keep = torch::ones({r}, torch::kBool);
+    auto it = parsed.rank_pattern.find(name + ".lora_E");
+    if (it != parsed.rank_pattern.end()) {
+      patterned.insert(it->first);
+      for (std::int64_t i = 0; i < r; ++i)
+        keep[i] = static_cast<bool>(it->second[static_cast<std::size_t>(i)]);
+    }
+    const torch::Tensor idx = keep.nonzero().view({-1});
+    const std::int64_t k = idx.numel();
+    kept[name] = idx;
+    expected.emplace(name + ".lora_A", torch::empty({k, linear->svd_A.size(1)}));
+    expected.emplace(name + ".lora_B", torch::empty({linear->svd_B.size(0), k}));
+    expected.emplace(name + ".lora_E", torch::empty({k, 1}));
+  }
+  for (const auto& item : parsed.rank_pattern) {
+    if (patterned.count(item.first) == 0) {
+      throw IoError(fmt::format("{}: rank_pattern names '{}', which is not an adapted module's lora_E", where,
+                                item.first));
+    }
+  }
+  const std::map<std::string, std::string> found =
+      match_adapter_tensors(file, expected, parsed.options.r, where);
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, linear] : adapted_linears(*model)) {
+    const torch::Tensor& idx = kept.at(name);
+    auto stored = [&](const char* part, const torch::Tensor& like) {
+      return file.tensors.at(found.at(name + part)).to(like.device(), like.scalar_type());
+    };
+    linear->svd_A.zero_().index_copy_(0, idx.to(linear->svd_A.device()), stored(".lora_A", linear->svd_A));
+    linear->svd_B.zero_().index_copy_(1, idx.to(linear->svd_B.device()), stored(".lora_B", linear->svd_B));
+    linear->svd_E.zero_().index_copy_(0, idx.to(linear->svd_E.device()), stored(".lora_E", linear->svd_E));
+    linear->ada.keep.zero_().index_fill_(0, idx.to(linear->ada.keep.device()), 1.0);
+  }
+}
+
 }  // namespace
 
 LoraOptions load_peft_adapter(const std::string& dir, BertModel& model) {
@@ -457,7 +628,8 @@ LoraOptions load_peft_adapter(const std::string& dir, BertModel& model) {
   check_peft_directory(root);
   const fs::path config_path = root / kAdapterConfig;
   const fs::path weights_path = root / kAdapterWeights;
-  LoraOptions options = parse_adapter_config(read_json_file(config_path), config_path.string());
+  const PeftAdapterConfig parsed = parse_adapter_config(read_json_file(config_path), config_path.string());
+  const LoraOptions& options = parsed.options;
   SafetensorsFile file = read_safetensors(weights_path.string());
 
   const std::string context = fmt::format("load_peft_adapter({})", dir);
@@ -478,6 +650,11 @@ LoraOptions load_peft_adapter(const std::string& dir, BertModel& model) {
     check_adapters_match(model, options, context);
   }
 
+  if (options.adaptive.enabled) {
+    load_adalora_tensors(file, parsed, model,
+                         fmt::format("{} and {}", config_path.string(), weights_path.string()));
+    return options;
+  }
   // Expected tensor names, relative to BertModel.
   std::map<std::string, torch::Tensor> params;
   for (const auto& [name, linear] : adapted_linears(*model)) {
@@ -513,7 +690,7 @@ void save_hf_directory(const std::string& dir, const BertModel& model, const Ber
   std::map<std::string, at::Tensor> tensors;
   for (const auto& p : model->named_parameters()) {
     const std::string& name = p.key();
-    if (is_lora_name(name)) continue;
+    if (is_lora_parameter_name(name)) continue;
     torch::Tensor value = p.value().detach();
     if (ends_with(name, ".weight")) {
       auto it = adapters.find(name.substr(0, name.size() - 7));

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "models/bert.h"
+#include "models/model_config.h"
 
 namespace llmrec {
 
@@ -39,7 +40,17 @@ struct LoraOptions {
   double dropout = 0.0;
   /// Module names (or their last components) that get an adapter.
   std::vector<std::string> target_modules = {"query", "value"};
+  /// AdaLoRA (adaptive.enabled): the SVD form with r its initial rank, and
+  /// the schedule its rank allocator follows (models/adalora.h).
+  ModelAdaLoraConfig adaptive;
 };
+
+/// Whether a parameter name is an adapter's: a component lora_A, lora_B or
+/// lora_E ("x.query.lora_A.weight", AdaLoRA's "x.query.lora_E").
+bool is_lora_parameter_name(const std::string& name);
+
+/// The adapters `model.lora` describes.
+LoraOptions lora_options(const ModelLoraConfig& config);
 
 /// r > 0: freezes every parameter of `model` (requires_grad false), then adds
 /// a trainable adapter to each Linear matching a target; returns the adapted

@@ -31,28 +31,56 @@ void LoraLinearImpl::adapter_register() {
   const std::int64_t r = adapter_->r();
   lora_dropout =
       register_module("lora_dropout", torch::nn::Dropout(torch::nn::DropoutOptions(adapter_->dropout())));
+  if (adapter_->adaptive()) {
+    const std::int64_t in = options.in_features(), out = options.out_features();
+    svd_A = register_parameter("lora_A", torch::empty({r, in}));
+    svd_B = register_parameter("lora_B", torch::empty({out, r}));
+    svd_E = register_parameter("lora_E", torch::empty({r, 1}));
+    ada.a_ipt = register_buffer("lora_A_ipt", torch::zeros({r, in}));
+    ada.a_unc = register_buffer("lora_A_unc", torch::zeros({r, in}));
+    ada.b_ipt = register_buffer("lora_B_ipt", torch::zeros({out, r}));
+    ada.b_unc = register_buffer("lora_B_unc", torch::zeros({out, r}));
+    ada.e_ipt = register_buffer("lora_E_ipt", torch::zeros({r, 1}));
+    ada.e_unc = register_buffer("lora_E_unc", torch::zeros({r, 1}));
+    ada.keep = register_buffer("lora_keep", torch::ones({r}));
+    return;
+  }
   lora_A = register_module("lora_A",
                            torch::nn::Linear(torch::nn::LinearOptions(options.in_features(), r).bias(false)));
   lora_B = register_module(
       "lora_B", torch::nn::Linear(torch::nn::LinearOptions(r, options.out_features()).bias(false)));
 }
 
+void LoraLinearImpl::adapter_init() {
+  torch::NoGradGuard no_grad;
+  if (adapter_->adaptive()) {
+    // PEFT's AdaLoRA: E = 0 (a fresh adapter adds nothing), A and B ~ normal(0, 0.02).
+    svd_A.normal_(0.0, 0.02);
+    svd_B.normal_(0.0, 0.02);
+    svd_E.zero_();
+    return;
+  }
+  // PEFT: A like nn.Linear's default (kaiming-uniform, a = sqrt(5)), B = 0.
+  torch::nn::init::kaiming_uniform_(lora_A->weight, std::sqrt(5.0));
+  lora_B->weight.zero_();
+}
+
 void LoraLinearImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   weight.normal_(0.0, options.init_std());
   if (bias.defined()) bias.zero_();
-  if (adapter_) {
-    // PEFT: A like nn.Linear's default (kaiming-uniform, a = sqrt(5)), B = 0.
-    torch::nn::init::kaiming_uniform_(lora_A->weight, std::sqrt(5.0));
-    lora_B->weight.zero_();
-  }
+  if (adapter_) adapter_init();
 }
 
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& input) {
   torch::Tensor out = torch::linear(input, weight, bias);
   if (adapter_ && !merged_) {
     const torch::Tensor x = adapter_->dropout() > 0 ? lora_dropout(input) : input;
-    out = out + lora_B(lora_A(x)) * scaling();
+    if (adapter_->adaptive()) {
+      out = out + torch::linear(torch::linear(x, svd_A * svd_E), svd_B) * scaling();
+    } else {
+      out = out + lora_B(lora_A(x)) * scaling();
+    }
   }
   return out;
 }
@@ -62,7 +90,8 @@ void LoraLinearImpl::pretty_print(std::ostream& stream) const {
          << ", out_features=" << options.out_features() << ", bias=" << (options.bias() ? "true" : "false");
   if (adapter_) {
     stream << ", lora_r=" << adapter_->r() << ", lora_alpha=" << adapter_->alpha()
-           << ", lora_dropout=" << adapter_->dropout() << (merged_ ? ", merged" : "");
+           << ", lora_dropout=" << adapter_->dropout() << (adapter_->adaptive() ? ", adaptive" : "")
+           << (merged_ ? ", merged" : "");
   }
   stream << ")";
 }
@@ -76,11 +105,15 @@ void LoraLinearImpl::add_adapter(const LoraAdapterOptions& adapter) {
   adapter_ = adapter;
   merged_ = false;
   adapter_register();
+  adapter_init();
+  // The adapter in the dtype and on the device of the weight.
   torch::NoGradGuard no_grad;
-  torch::nn::init::kaiming_uniform_(lora_A->weight, std::sqrt(5.0));
-  lora_B->weight.zero_();
-  lora_A->to(weight.device(), weight.scalar_type());
-  lora_B->to(weight.device(), weight.scalar_type());
+  for (auto& p : named_parameters(/*recurse=*/true)) {
+    if (p.key() != "weight" && p.key() != "bias")
+      p.value().set_data(p.value().to(weight.device(), weight.scalar_type()));
+  }
+  for (auto& b : named_buffers(/*recurse=*/true))
+    b.value().set_data(b.value().to(weight.device(), weight.scalar_type()));
   lora_dropout->train(is_training());
 }
 
@@ -90,28 +123,43 @@ const LoraAdapterOptions& LoraLinearImpl::adapter() const {
 }
 
 double LoraLinearImpl::scaling() const {
-  return adapter().alpha() / static_cast<double>(adapter().r());
+  const double r = static_cast<double>(adapter().r());
+  return adapter().alpha() / (adapter().adaptive() ? r + 1e-5 : r);  // PEFT's AdaLoRA: / (ranknum + 1e-5)
+}
+
+torch::Tensor LoraLinearImpl::adapter_A() const {
+  return adapter().adaptive() ? svd_A : lora_A->weight;
+}
+
+torch::Tensor LoraLinearImpl::adapter_B() const {
+  return adapter().adaptive() ? svd_B : lora_B->weight;
+}
+
+torch::Tensor LoraLinearImpl::delta_weight() const {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = adapter().adaptive() ? svd_A * svd_E : adapter_A();
+  return torch::matmul(adapter_B().detach(), a.detach()) * scaling();
 }
 
 void LoraLinearImpl::merge() {
   LLMREC_CHECK(adapter_.has_value(), "cannot merge: this LoraLinear has no LoRA adapter");
   if (merged_) return;
   torch::NoGradGuard no_grad;
-  weight.add_(torch::matmul(lora_B->weight, lora_A->weight), scaling());
+  weight.add_(delta_weight());
   merged_ = true;
 }
 
 void LoraLinearImpl::unmerge() {
   if (!merged_) return;
   torch::NoGradGuard no_grad;
-  weight.sub_(torch::matmul(lora_B->weight, lora_A->weight), scaling());
+  weight.sub_(delta_weight());
   merged_ = false;
 }
 
 torch::Tensor LoraLinearImpl::merged_weight() const {
   torch::NoGradGuard no_grad;
   if (!adapter_ || merged_) return weight.detach().clone();
-  return weight.detach() + torch::matmul(lora_B->weight.detach(), lora_A->weight.detach()) * scaling();
+  return weight.detach() + delta_weight();
 }
 
 }  // namespace llmrec

@@ -15,6 +15,17 @@
 ///   q->add_adapter(LoraAdapterOptions(8).alpha(16));
 ///   torch::Tensor y = q(x);
 ///
+/// An adaptive adapter (AdaLoRA, Zhang et al. 2023; PEFT's `adalora.SVDLinear`)
+/// is the SVD-like form
+///
+///   y = x W^T + b + scaling * lora_B diag(lora_E) lora_A lora_dropout(x),  scaling = alpha / (r + 1e-5)
+///
+/// with parameters `lora_A` [r, in] and `lora_B` [out, r] (normal(0, 0.02))
+/// and `lora_E` [r, 1] (zeros), and buffers for AdaLoRA's rank allocator
+/// (models/adalora.h): the smoothed importance and uncertainty of each
+/// (`lora_{A,B,E}_ipt`, `lora_{A,B,E}_unc`) and `lora_keep` [r] (1 for each
+/// triplet the last allocation kept), so a checkpoint carries them.
+///
 /// `clone()` keeps the adapter and the merged state (reset() rebuilds the
 /// adapter modules, then Cloneable copies the values); like every LibTorch
 /// module, a clone's parameters have the requires_grad flags reset() gives.
@@ -41,12 +52,21 @@ struct LoraLinearOptions {
   TORCH_ARG(double, init_std) = 0.02;
 };
 
-/// One LoRA adapter: rank r > 0, scaling alpha / r, dropout on its input.
+/// One LoRA adapter: rank r > 0, scaling alpha / r, dropout on its input;
+/// `adaptive`: AdaLoRA's form with r its initial rank.
 struct LoraAdapterOptions {
   explicit LoraAdapterOptions(std::int64_t r) : r_(r) {}
   TORCH_ARG(std::int64_t, r);
   TORCH_ARG(double, alpha) = 16;
   TORCH_ARG(double, dropout) = 0.0;
+  TORCH_ARG(bool, adaptive) = false;
+};
+
+/// AdaLoRA's allocator state of one adaptive adapter: for each of A, B and
+/// E the smoothed importance (ipt) and uncertainty (unc), same shapes.
+struct AdaLoraState {
+  torch::Tensor a_ipt, a_unc, b_ipt, b_unc, e_ipt, e_unc;
+  torch::Tensor keep;  ///< [r] float: 1 where the last allocation kept the triplet
 };
 
 class LoraLinearImpl : public torch::nn::Cloneable<LoraLinearImpl> {
@@ -74,28 +94,42 @@ class LoraLinearImpl : public torch::nn::Cloneable<LoraLinearImpl> {
   bool has_adapter() const { return adapter_.has_value(); }
   /// The adapter's options; throws llmrec::Error without an adapter.
   const LoraAdapterOptions& adapter() const;
-  /// alpha / r.
+  /// alpha / r; adaptive: alpha / (r + 1e-5), PEFT's.
   double scaling() const;
+  bool adaptive() const { return adapter_.has_value() && adapter_->adaptive(); }
+  /// The adapter's [r, in] and [out, r] factors (adaptive: E not folded in).
+  torch::Tensor adapter_A() const;
+  torch::Tensor adapter_B() const;
+  /// scaling * B A, or scaling * B diag(E) A (without autograd history).
+  torch::Tensor delta_weight() const;
 
-  /// W += scaling * B A; the forward then skips the adapter. No-op when
+  /// W += delta_weight(); the forward then skips the adapter. No-op when
   /// already merged; throws llmrec::Error without an adapter.
   void merge();
-  /// W -= scaling * B A. No-op when not merged.
+  /// W -= delta_weight(). No-op when not merged.
   void unmerge();
   bool merged() const { return merged_; }
-  /// The weight the layer computes with: W + scaling * B A while an adapter
+  /// The weight the layer computes with: W + delta_weight() while an adapter
   /// is active and not merged, else W (a new tensor, without autograd history).
   torch::Tensor merged_weight() const;
 
   LoraLinearOptions options;
   torch::Tensor weight;
   torch::Tensor bias;  ///< undefined without options.bias
+  /// Plain adapters: the Linear modules `lora_A` and `lora_B` (PEFT's names
+  /// `lora_A.weight`, `lora_B.weight`).
   torch::nn::Linear lora_A{nullptr};
   torch::nn::Linear lora_B{nullptr};
   torch::nn::Dropout lora_dropout{nullptr};
+  /// Adaptive adapters: the parameters `lora_A`, `lora_B`, `lora_E` (PEFT's
+  /// AdaLoRA names) and the allocator's buffers.
+  torch::Tensor svd_A, svd_B, svd_E;
+  AdaLoraState ada;
 
  private:
   void adapter_register();
+  /// The adapter's initial values (PEFT's for each form).
+  void adapter_init();
   c10::optional<LoraAdapterOptions> adapter_;
   bool merged_ = false;
 };

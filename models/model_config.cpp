@@ -30,6 +30,16 @@ void ModelConfig::validate() const {
                                      bert.max_positions));
     }
   }
+  if (lora.adaptive.enabled && (!item_text || lora.r <= 0)) {
+    problems.push_back(
+        "model.lora.adaptive.enabled needs adapters: model.item_text true and model.lora.r > 0 (the "
+        "initial rank)");
+  }
+  if (lora.adaptive.enabled && lora.adaptive.target_r > lora.r) {
+    problems.push_back(
+        fmt::format("model.lora.adaptive.target_r ({}) exceeds the initial rank model.lora.r ({})",
+                    lora.adaptive.target_r, lora.r));
+  }
   if (item_text && lora.r > 0 && lora.targets.empty()) {
     problems.push_back(
         "model.lora.targets is empty while model.lora.r > 0; name the modules to "

@@ -69,22 +69,61 @@ struct ModelBertConfig {
   }
 };
 
+/// `model.lora.adaptive`: AdaLoRA (HF PEFT's AdaLoraConfig; models/adalora.h).
+struct ModelAdaLoraConfig {
+  bool enabled = false;
+  int target_r = 8;
+  int tinit = 0;
+  int tfinal = 0;
+  int delta_t = 1;
+  double beta1 = 0.85;
+  double beta2 = 0.85;
+  double orth_reg_weight = 0.5;
+  int total_step = 0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("enabled", enabled,
+            "AdaLoRA: adapters in SVD form (B diag(E) A, scaling alpha / r) start at rank model.lora.r "
+            "(PEFT's init_r) and are pruned by importance to target_r per module on average "
+            "(docs/models.md)");
+    v.field("target_r", target_r, "Average rank per adapted module after pruning", config_range(0, 4096));
+    v.field("tinit", tinit, "Steps at the full rank before pruning starts", config_range(0, 1000000000));
+    v.field("tfinal", tfinal, "Steps at the final budget at the end of the run", config_range(0, 1000000000));
+    v.field("delta_t", delta_t, "Steps between two allocations while the budget falls (PEFT's deltaT)",
+            config_range(1, 1000000000));
+    v.field("beta1", beta1, "Smoothing of the importance |w x grad w|", config_range(0.0, 0.9999));
+    v.field("beta2", beta2, "Smoothing of its uncertainty", config_range(0.0, 0.9999));
+    v.field("orth_reg_weight", orth_reg_weight,
+            "Weight of the orthogonality penalty mean ||A A^T - I||_F, ||B^T B - I||_F added to the loss",
+            config_range(0.0, 1e6));
+    v.field("total_step", total_step,
+            "Steps the schedule spans (PEFT's total_step); 0 = the run's planned steps, which training "
+            "writes here (so the checkpoint and the saved adapter carry it)",
+            config_range(0, 2000000000));
+  }
+};
+
 /// `model.lora`: low-rank adapters on the frozen BERT (HF PEFT semantics).
 struct ModelLoraConfig {
   int r = 0;
   double alpha = 16.0;
   double dropout = 0.0;
   std::vector<std::string> targets = {"query", "value"};
+  ModelAdaLoraConfig adaptive;
 
   template <class V>
   void visit(V& v) {
-    v.field("r", r, "Adapter rank; 0 = no adapters: every BERT weight is trained (full fine-tuning)",
+    v.field("r", r,
+            "Adapter rank (with adaptive: the initial rank); 0 = no adapters: every BERT weight is trained "
+            "(full fine-tuning)",
             config_range(0, 4096));
     v.field("alpha", alpha, "Scale numerator: the update is (alpha / r) B A x", config_range(1e-6, 1e6));
     v.field("dropout", dropout, "Dropout on the adapter input", config_range(0.0, 0.99));
     v.field("targets", targets,
             "Names of the BERT Linear modules that get adapters, in every layer (e.g. query, key, "
             "value, dense)");
+    v.section("adaptive", adaptive, "AdaLoRA: adapters whose ranks training allocates");
   }
 };
 

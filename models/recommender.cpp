@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/time_features.h"
+#include "models/adalora.h"
 #include "models/hf_loader.h"
 #include "models/lora.h"
 
@@ -126,12 +127,7 @@ void RecommenderImpl::reset() {
 
   if (cfg.item_text) {
     bert = register_module("bert", BertModel(bert_config_, cfg.bert.add_pooler));
-    LoraOptions lora;
-    lora.r = cfg.lora.r;
-    lora.alpha = cfg.lora.alpha;
-    lora.dropout = cfg.lora.dropout;
-    lora.target_modules = cfg.lora.targets;
-    apply_lora(bert, lora);  // r > 0: base frozen, adapters trainable; r = 0: all trainable
+    apply_lora(bert, lora_options(cfg.lora));  // r > 0: base frozen, adapters trainable; r = 0: all trainable
     if (bert->has_pooler()) {
       for (auto& p : bert->pooler->parameters()) p.requires_grad_(false);
     }
@@ -175,6 +171,13 @@ std::shared_ptr<torch::nn::Module> RecommenderImpl::clone(
 LossOptions RecommenderImpl::loss_options() const {
   const ModelLossConfig& loss = options_.config().loss;
   return LossOptions().temperature(loss.temperature).logq_correction(loss.logq_correction);
+}
+
+torch::Tensor RecommenderImpl::adapter_regulariser() const {
+  const ModelAdaLoraConfig& ada = options_.config().lora.adaptive;
+  if (!ada.enabled || ada.orth_reg_weight == 0 || !bert) return {};
+  const torch::Tensor penalty = adalora_orthogonal_regulariser(*bert);
+  return penalty.defined() ? penalty * ada.orth_reg_weight : penalty;
 }
 
 torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const torch::Tensor& mask,

@@ -122,6 +122,10 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
   /// The item tower's BERT architecture (from config.json when pretrained).
   const BertConfig& bert_config() const { return bert_config_; }
   LossOptions loss_options() const;
+  /// What training adds to the loss besides it: with model.lora.adaptive,
+  /// orth_reg_weight x AdaLoRA's orthogonality penalty (models/adalora.h);
+  /// undefined otherwise (or with a weight of 0).
+  torch::Tensor adapter_regulariser() const;
 
   BertModel bert{nullptr};
   torch::nn::Linear item_proj{nullptr};

@@ -106,7 +106,7 @@ torch::Tensor weighted_loss(Recommender& model, const StepForward& f, const torc
 /// rank's own keys. Ends autocast; returns the time the forward ended.
 StepClock::time_point backward_global(Recommender& model, const StepForward& f, const StepContext& ctx,
                                       std::optional<AutocastGuard>& autocast, double scale,
-                                      MicroStepResult& result) {
+                                      const torch::Tensor& penalty, MicroStepResult& result) {
   Communicator& comm = *ctx.comm;
   const std::int64_t d = f.keys.size(1);
   auto key_parts = comm.all_gather_v(f.keys.detach().contiguous());
@@ -144,6 +144,10 @@ StepClock::time_point backward_global(Recommender& model, const StepForward& f, 
     roots.push_back(f.keys);
     grads.push_back(grad_keys.narrow(0, own_offset, f.keys.size(0)));
   }
+  if (penalty.defined()) {
+    roots.push_back(penalty);
+    grads.push_back(torch::ones_like(penalty));
+  }
   if (!roots.empty()) torch::autograd::backward(roots, grads);
   return t_forward;
 }
@@ -160,6 +164,11 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   const double scale =
       static_cast<double>(world) / (static_cast<double>(ctx.micro_batches) * static_cast<double>(n_global));
 
+  // What the adapters add to the loss (AdaLoRA's orthogonality penalty), a
+  // share on every rank and micro-step: the reducer's average is it once.
+  torch::Tensor penalty = model->adapter_regulariser();
+  if (penalty.defined()) penalty = penalty / static_cast<double>(ctx.micro_batches);
+
   Batch cpu = batch;
   cpu.item_tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
   cpu.item_mask = batch.item_mask.narrow(1, 0, ctx.text_len);
@@ -175,17 +184,19 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
 
   StepClock::time_point t_forward;
   if (ctx.global_negatives && ctx.comm != nullptr && world > 1) {
-    t_forward = backward_global(model, f, ctx, autocast, scale, result);
+    t_forward = backward_global(model, f, ctx, autocast, scale, penalty, result);
   } else if (b > 0) {
     torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
     result.loss_sum = weighted.item<double>();
     torch::Tensor loss = weighted * scale;
+    if (penalty.defined()) loss = loss + penalty;
     autocast.reset();
     t_forward = StepClock::now();
     loss.backward();
   } else {
     autocast.reset();
     t_forward = StepClock::now();
+    if (penalty.defined()) penalty.backward();
   }
   result.forward_s = seconds_between(t_start, t_forward);
   result.backward_s = seconds_between(t_forward, StepClock::now());

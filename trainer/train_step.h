@@ -12,6 +12,10 @@
 /// the same whatever the world size: W ranks x batch B equal 1 rank x batch
 /// W*B (global negatives) or 1 rank accumulating the W batches (local).
 ///
+/// With AdaLoRA each micro-step also adds penalty / M on every rank (the
+/// adapters' orthogonality penalty, RecommenderImpl::adapter_regulariser),
+/// in the same backward pass, so the average is the penalty once per step.
+///
 /// Global negatives. Each rank's candidate keys (A l) are all-gathered; the
 /// loss uses the gathered copy as a leaf; its gradient is computed first
 /// (only the loss head, no parameters), summed over ranks (one all-reduce),

@@ -20,11 +20,13 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "data/sampler.h"
 #include "distributed/communicator.h"
 #include "distributed/gradient_reducer.h"
+#include "models/adalora.h"
 #include "models/model_config.h"
 #include "models/recommender.h"
 #include "trainer/checkpoint.h"
@@ -103,6 +105,8 @@ class Trainer {
   Recommender best_{nullptr};
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
+  /// model.lora.adaptive: the rank allocator's schedule.
+  std::optional<AdaLoraSchedule> adalora_;
 
   /// Where a run starts: a fresh start, or a checkpoint's state (setup.resume).
   struct ResumePoint {
@@ -119,6 +123,7 @@ class Trainer {
     std::int64_t examples = 0;
     double grad_norm = 0;
     double lr = 0;
+    std::int64_t adalora_budget = -1;  ///< AdaLoRA's budget after the step (-1 without)
   };
 
   /// What every micro-step needs (communicator, reducer, device, ...).

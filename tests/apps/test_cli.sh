@@ -355,6 +355,32 @@ if [[ $rc -eq 0 ]]; then
 else
   fail "adapter: exit $rc" adapter.txt
 fi
+# AdaLoRA: ranks 4 pruned to 2 per module on average by the end of the run;
+# PEFT's AdaLoRA layout (the kept triplets and their rank_pattern) encodes
+# as the merged directory.
+"$bin" train -c tiny.yaml --set run.dir=ada_run --set model.lora.r=4 --set model.lora.adaptive.enabled=true \
+  --set model.lora.adaptive.target_r=2 --set train.max_steps=6 --set "eval.baselines=[]" \
+  --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >ada_train.txt 2>&1 \
+  && "$bin" adapter -c tiny.yaml --checkpoint ada_run/model.h5 --out ada_hf >ada_adapter.txt 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then
+  expect "AdaLoRA training logs its rank pattern" ada_train.txt 'AdaLoRA after step 6: [0-9]+ of [0-9]+ rank-1 triplets kept'
+  expect "adapter writes PEFT AdaLoRA" ada_adapter.txt 'PEFT AdaLoRA init_r 4'
+  python3 - ada_hf/adapter/adapter_config.json <<'PY' && ok "AdaLoRA adapter_config.json: target_r x modules kept" \
+    || fail "AdaLoRA adapter_config.json" ada_hf/adapter/adapter_config.json
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["peft_type"] == "ADALORA" and c["init_r"] == 4 and c["target_r"] == 2 and c["total_step"] == 6, c
+kept = sum(sum(flags) for flags in c["rank_pattern"].values())
+assert len(c["rank_pattern"]) >= 2 and kept == 2 * len(c["rank_pattern"]), c["rank_pattern"]
+PY
+  "$bin" encode --no-pooler --model ada_hf/merged <ids.jsonl >enc_ada_merged.txt 2>&1
+  "$bin" encode --no-pooler --model ada_hf/base --adapter ada_hf/adapter <ids.jsonl >enc_ada_peft.txt 2>&1
+  cmp -s enc_ada_merged.txt enc_ada_peft.txt && grep -q '"data"' enc_ada_peft.txt \
+    && ok "AdaLoRA base + adapter encodes as merged" || fail "AdaLoRA: base + adapter differs from merged" enc_ada_peft.txt
+else
+  fail "AdaLoRA train + adapter: exit $rc" ada_adapter.txt
+fi
 
 # llmrec pretrain on 2 ranks: an HF directory that encode reads and training
 # fine-tunes from with adapters; run.dir's checkpoints are not overwritten

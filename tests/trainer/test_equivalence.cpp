@@ -5,13 +5,17 @@
 //    batches as micro-batches;
 // both with and without gradient accumulation on top, and for the causal
 // user tower (a loss at every position of each sequence window, with time
-// and context features of every slot and target).
+// and context features of every slot and target), and AdaLoRA's rank
+// allocation (the same triplets kept on every rank as in one process).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <numeric>
+
 #include "data/sampler.h"
 #include "distributed/gradient_reducer.h"
+#include "models/adalora.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
 #include "tests/trainer/tiny_model.h"
@@ -38,8 +42,10 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
 
   Communicator& comm_ = test_comm();
 
-  Recommender make_model(const DatasetFile& f) {
+  Recommender make_model(const DatasetFile& f, bool adaptive = false) {
     ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
+    m.lora.adaptive.enabled = adaptive;  // AdaLoRA: r 4 on query and value, pruned to 1 on average
+    m.lora.adaptive.target_r = 1;
     if (std::get<2>(GetParam())) {
       m.user.pooling = "causal";
       m.user.layers = 1;
@@ -156,6 +162,71 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   }
   Recommender fresh = make_model(f);
   expect_same_trained_parameters(ref_params, dist_params, fresh);
+}
+
+/// AdaLoRA's allocator reads the all-reduced gradients after each step:
+/// every rank keeps the triplets one process keeps, and the orthogonality
+/// penalty (added on every rank and micro-step) trains the same weights.
+TEST_P(EquivalenceTest, AdaLoraAllocatesTheSameRanksOnEveryWorldSize) {
+  const auto [global, micro, sequences] = GetParam();
+  const int w = comm_.size();
+  if (w < 2 || sequences) GTEST_SKIP() << "needs 2 or more ranks; the item tower is what it prunes";
+  DatasetFile f(dataset_);
+  BatchSampler global_batches(f, 0, 1, sampler_options(f, kB * w, false));
+  TrainConfig tc;
+  tc.lr = 3e-3;
+  tc.micro_batches = micro;
+  AdaLoraSchedule schedule;
+  schedule.target_r = 1;
+  schedule.tfinal = 1;
+  schedule.total_step = kSteps;  // steps 1-2 prune, 3 is final, 4 keeps the pattern
+
+  Recommender ref = make_model(f, true);
+  auto ref_params = trainable_named_parameters(*ref);
+  auto ref_opt = make_adamw(ref_params, tc);
+  StepContext one;
+  one.global_negatives = global;
+  one.text_len = 10;
+  one.num_items = f.num_items();
+  one.micro_batches = global ? micro : micro * w;
+  Recommender dist = make_model(f, true);
+  auto dist_params = trainable_named_parameters(*dist);
+  GradientReducer reducer(comm_, dist_params, {0.01, ReduceOp::kAvg});
+  auto dist_opt = make_adamw(dist_params, tc);
+  StepContext many = one;
+  many.comm = &comm_;
+  many.reducer = &reducer;
+  many.micro_batches = micro;
+
+  for (int step = 0; step < kSteps; ++step) {
+    for (int m = 0; m < micro; ++m) {
+      Batch g = to_double(global_batches.batch({0, step * micro + m}));
+      if (global) {
+        train_micro_step(ref, g, one, true);
+      } else {
+        for (int r = 0; r < w; ++r) train_micro_step(ref, batch_slice(g, r * kB, (r + 1) * kB), one, true);
+      }
+      train_micro_step(dist, batch_slice(g, comm_.rank() * kB, (comm_.rank() + 1) * kB), many,
+                       m + 1 == micro);
+    }
+    reducer.finish();
+    ref_opt->step();
+    dist_opt->step();
+    EXPECT_EQ(adalora_update_and_allocate(*ref->bert, schedule, step + 1).budget,
+              adalora_update_and_allocate(*dist->bert, schedule, step + 1).budget);
+    ref_opt->zero_grad();
+    dist_opt->zero_grad();
+  }
+  Recommender fresh = make_model(f, true);
+  expect_same_trained_parameters(ref_params, dist_params, fresh);
+  const auto pattern = adalora_rank_pattern(*dist->bert);
+  EXPECT_EQ(pattern, adalora_rank_pattern(*ref->bert));
+  std::vector<double> kept;
+  for (const auto& [name, flags] : pattern) kept.insert(kept.end(), flags.begin(), flags.end());
+  EXPECT_EQ(std::accumulate(kept.begin(), kept.end(), 0.0), 2.0);  // target_r x 2 modules
+  at::Tensor on_all = torch::tensor(kept, torch::kDouble);         // every rank the same
+  comm_.all_reduce(on_all);
+  EXPECT_TRUE(torch::equal(on_all, torch::tensor(kept, torch::kDouble) * w));
 }
 
 INSTANTIATE_TEST_SUITE_P(NegativesAndAccumulation, EquivalenceTest,

@@ -1,8 +1,8 @@
 // Training checkpoints: resuming is exact (2N steps == N, stop, resume, N
 // more: bitwise, with dropout, validation and early-stopping state in
-// play), a checkpoint loads on another world size, damaged checkpoints are
-// skipped for the previous good one, a changed model is reported key by key,
-// and only the newest keep_checkpoints files are kept.
+// play, and with AdaLoRA's allocator in the middle of its pruning), a checkpoint loads on another world size,
+// damaged checkpoints are skipped for the previous good one, a changed model is reported key by key, and only
+// the newest keep_checkpoints files are kept.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
@@ -75,6 +76,48 @@ class Resume : public ::testing::Test {
     auto pa = a->named_parameters(), pb = b->named_parameters();
     ASSERT_EQ(pa.size(), pb.size());
     for (const auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << what << ": " << p.key();
+    auto ba = a->named_buffers(), bb = b->named_buffers();
+    ASSERT_EQ(ba.size(), bb.size());
+    for (const auto& p : ba) EXPECT_TRUE(torch::equal(p.value(), bb[p.key()])) << what << ": " << p.key();
+  }
+
+  /// 2N steps == N, stop, resume, N more: bitwise (the last and the best
+  /// weights and buffers, the loss, the best step and score), for the
+  /// setup `change` gives.
+  static void expect_resume_is_bitwise(const std::string& name,
+                                       const std::function<void(TrainerSetup&)>& change) {
+    Communicator& comm = ::llmrec::testing::test_comm();
+    const std::string dir_a = run_dir(name + "full"), dir_b = run_dir(name + "sliced");
+    TrainerSetup sa = setup(dir_a);
+    change(sa);
+    Trainer a(sa, comm);
+    TrainResult ra = a.run(fake_validation);
+    ASSERT_EQ(ra.steps, 8);
+
+    TrainerSetup sb = setup(dir_b);
+    change(sb);
+    sb.stop_after = 4;
+    TrainResult rb;
+    {
+      Trainer b(sb, comm);
+      rb = b.run(fake_validation);
+    }
+    EXPECT_TRUE(rb.stopped_after);
+    EXPECT_EQ(rb.steps, 4);
+    ASSERT_EQ(rb.last_checkpoint, checkpoint_path(checkpoint_dir(dir_b), 4));
+
+    TrainerSetup sc = setup(dir_b);
+    change(sc);
+    sc.resume = rb.last_checkpoint;
+    Trainer c(sc, comm);
+    TrainResult rc = c.run(fake_validation);
+    EXPECT_EQ(rc.resumed_step, 4);
+    EXPECT_EQ(rc.steps, 8);
+    EXPECT_EQ(rc.last_loss, ra.last_loss);
+    EXPECT_EQ(rc.best_step, ra.best_step);
+    EXPECT_EQ(rc.best_score, ra.best_score);
+    expect_same(a.last_model(), c.last_model(), "final weights");
+    expect_same(a.model(), c.model(), "best weights");
   }
 
   static std::string* dataset_;
@@ -82,35 +125,17 @@ class Resume : public ::testing::Test {
 std::string* Resume::dataset_ = nullptr;
 
 TEST_F(Resume, StopAndResumeIsBitwiseTheUninterruptedRun) {
-  Communicator& comm = ::llmrec::testing::test_comm();
-  const std::string dir_a = run_dir("full"), dir_b = run_dir("sliced");
-  TrainerSetup sa = setup(dir_a);
-  Trainer a(sa, comm);
-  TrainResult ra = a.run(fake_validation);
-  ASSERT_EQ(ra.steps, 8);
+  expect_resume_is_bitwise("", [](TrainerSetup&) {});
+}
 
-  TrainerSetup sb = setup(dir_b);
-  sb.stop_after = 4;
-  TrainResult rb;
-  {
-    Trainer b(sb, comm);
-    rb = b.run(fake_validation);
-  }
-  EXPECT_TRUE(rb.stopped_after);
-  EXPECT_EQ(rb.steps, 4);
-  ASSERT_EQ(rb.last_checkpoint, checkpoint_path(checkpoint_dir(dir_b), 4));
-
-  TrainerSetup sc = setup(dir_b);
-  sc.resume = rb.last_checkpoint;
-  Trainer c(sc, comm);
-  TrainResult rc = c.run(fake_validation);
-  EXPECT_EQ(rc.resumed_step, 4);
-  EXPECT_EQ(rc.steps, 8);
-  EXPECT_EQ(rc.last_loss, ra.last_loss);
-  EXPECT_EQ(rc.best_step, ra.best_step);
-  EXPECT_EQ(rc.best_score, ra.best_score);
-  expect_same(a.last_model(), c.last_model(), "final weights");
-  expect_same(a.model(), c.model(), "best weights");
+// AdaLoRA's allocator state (smoothed importance, kept triplets) is in the
+// checkpoint: stopped in the middle of the pruning, the run goes on exactly.
+TEST_F(Resume, AdaLoraResumesMidPruning) {
+  expect_resume_is_bitwise("adalora", [](TrainerSetup& s) {
+    s.model.lora.adaptive.enabled = true;
+    s.model.lora.adaptive.target_r = 2;
+    s.model.lora.adaptive.tfinal = 2;  // steps 1-5 prune, 6 is final, 7-8 keep the pattern
+  });
 }
 
 TEST_F(Resume, CheckpointLoadsOnAnotherWorldSize) {
