@@ -42,7 +42,8 @@ torch::Tensor triplet_scores(const AdaLoraState& st) {
 
 /// Masks every adapter's triplets at or below the k-th smallest score over
 /// all of them (k = init budget - budget; none when k <= 0).
-void mask_to_budget(const std::vector<NamedAdapter>& adapters, std::int64_t init_budget, std::int64_t budget) {
+void mask_to_budget(const std::vector<NamedAdapter>& adapters, std::int64_t init_budget,
+                    std::int64_t budget) {
   std::vector<torch::Tensor> scores;
   for (const auto& item : adapters) scores.push_back(triplet_scores(item.second->ada));
   const std::int64_t k = init_budget - budget;
@@ -68,10 +69,11 @@ AdaLoraBudget adalora_budget(const AdaLoraSchedule& s, std::int64_t init_budget,
     b.budget = target_budget;
     b.mask = true;
   } else {  // cubic decrease
-    const double left = 1.0 - static_cast<double>(step - s.tinit) /
-                                  static_cast<double>(s.total_step - s.tfinal - s.tinit);
-    b.budget = static_cast<std::int64_t>(static_cast<double>(init_budget - target_budget) * left * left * left +
-                                         static_cast<double>(target_budget));
+    const double left =
+        1.0 - static_cast<double>(step - s.tinit) / static_cast<double>(s.total_step - s.tfinal - s.tinit);
+    b.budget =
+        static_cast<std::int64_t>(static_cast<double>(init_budget - target_budget) * left * left * left +
+                                  static_cast<double>(target_budget));
     b.mask = step % s.delta_t == 0;
   }
   return b;
@@ -84,8 +86,9 @@ void adalora_check_schedule(const AdaLoraSchedule& s, std::int64_t init_r) {
                                    s.target_r, init_r));
   }
   if (s.tinit < 0 || s.tfinal < 0 || s.delta_t < 1) {
-    problems.push_back(fmt::format("model.lora.adaptive: tinit ({}) and tfinal ({}) must be >= 0, delta_t ({}) >= 1",
-                                   s.tinit, s.tfinal, s.delta_t));
+    problems.push_back(
+        fmt::format("model.lora.adaptive: tinit ({}) and tfinal ({}) must be >= 0, delta_t ({}) >= 1",
+                    s.tinit, s.tfinal, s.delta_t));
   }
   if (s.tinit + s.tfinal >= s.total_step) {
     problems.push_back(fmt::format(

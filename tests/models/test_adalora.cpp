@@ -92,8 +92,9 @@ TEST(AdaLoraLayer, StartsAsANoOpAndComputesTheSvdForm) {
 
   randomize_e(model);
   const torch::Tensor x = torch::randn({3, 16}, torch::kDouble);
-  const torch::Tensor want = torch::linear(x, q.weight, q.bias) +
-                             torch::matmul(torch::matmul(x, (q.svd_A * q.svd_E).t()), q.svd_B.t()) * q.scaling();
+  const torch::Tensor want =
+      torch::linear(x, q.weight, q.bias) +
+      torch::matmul(torch::matmul(x, (q.svd_A * q.svd_E).t()), q.svd_B.t()) * q.scaling();
   EXPECT_TRUE(torch::allclose(q.forward(x), want, 0, 1e-12));
   const torch::Tensor unmerged = run(model);
   merge_lora(*model);
@@ -163,7 +164,8 @@ TEST(AdaLoraAllocator, MasksTheLeastImportantTripletsOverAllModules) {
   EXPECT_TRUE(u.masked);
   // Scores grow with position, so the 7 lowest (all of module 0 and 3 of module 1) go.
   std::vector<bool> kept;
-  for (const auto& [name, flags] : adalora_rank_pattern(*model)) kept.insert(kept.end(), flags.begin(), flags.end());
+  for (const auto& [name, flags] : adalora_rank_pattern(*model))
+    kept.insert(kept.end(), flags.begin(), flags.end());
   ASSERT_EQ(kept.size(), 16u);
   for (std::size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(kept[i], i >= 7) << "triplet " << i;
   const auto all = adapters(model);
@@ -176,7 +178,8 @@ TEST(AdaLoraAllocator, MasksTheLeastImportantTripletsOverAllModules) {
   importance_by_position(model);
   EXPECT_EQ(adalora_update_and_allocate(*model, s, 4).budget, 4);
   for (const auto& [name, flags] : adalora_rank_pattern(*model)) {
-    EXPECT_EQ(std::count(flags.begin(), flags.end(), true), name.find("layer.1.attention.self.value") != std::string::npos ? 4 : 0)
+    EXPECT_EQ(std::count(flags.begin(), flags.end(), true),
+              name.find("layer.1.attention.self.value") != std::string::npos ? 4 : 0)
         << name;
   }
   {
@@ -205,7 +208,7 @@ TEST(AdaLoraRegulariser, IsZeroForOrthonormalFactorsAndItsMeanOtherwise) {
   {
     torch::NoGradGuard no_grad;
     for (LoraLinearImpl* a : all) {
-      a->svd_A.zero_().narrow(1, 0, 4).copy_(torch::eye(4, torch::kDouble));   // rows orthonormal
+      a->svd_A.zero_().narrow(1, 0, 4).copy_(torch::eye(4, torch::kDouble));  // rows orthonormal
       a->svd_B.zero_().narrow(0, 4, 4).copy_(torch::eye(4, torch::kDouble));  // columns orthonormal
     }
   }
@@ -297,19 +300,25 @@ TEST_F(AdaLoraPeft, RefusesAPatternThatDoesNotFit) {
     return std::string();
   };
   EXPECT_EQ(rewrite("same", [](auto&) {}), "");
-  EXPECT_THAT(rewrite("short", [](auto& c) {
-                c["rank_pattern"]["encoder.layer.0.attention.self.query.lora_E"] = {true, false};
-              }),
+  EXPECT_THAT(rewrite("short",
+                      [](auto& c) {
+                        c["rank_pattern"]["encoder.layer.0.attention.self.query.lora_E"] = {true, false};
+                      }),
               HasSubstr("must list 4 booleans (init_r)"));
-  EXPECT_THAT(rewrite("pruned", [](auto& c) {
+  EXPECT_THAT(
+      rewrite("pruned",
+              [](auto& c) {
                 c["rank_pattern"]["encoder.layer.0.attention.self.query.lora_E"] = {true, false, true, true};
               }),
-              HasSubstr("expected shape [3, 16]"));
-  EXPECT_THAT(rewrite("stranger", [](auto& c) {
+      HasSubstr("expected shape [3, 16]"));
+  EXPECT_THAT(
+      rewrite("stranger",
+              [](auto& c) {
                 c["rank_pattern"]["encoder.layer.0.attention.output.dense.lora_E"] = {true, true, true, true};
               }),
-              HasSubstr("not an adapted module's lora_E"));
-  EXPECT_THAT(rewrite("beta", [](auto& c) { c["beta1"] = 1.5; }), HasSubstr("'beta1' must be a number in [0, 1)"));
+      HasSubstr("not an adapted module's lora_E"));
+  EXPECT_THAT(rewrite("beta", [](auto& c) { c["beta1"] = 1.5; }),
+              HasSubstr("'beta1' must be a number in [0, 1)"));
 }
 
 }  // namespace
