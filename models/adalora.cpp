@@ -53,7 +53,7 @@ void mask_to_budget(const std::vector<NamedAdapter>& adapters, std::int64_t init
     LoraLinearImpl& a = *adapters[i].second;
     const torch::Tensor keep = scores[i] > threshold;
     a.ada.keep.copy_(keep.to(a.ada.keep.scalar_type()));
-    a.svd_E.masked_fill_(keep.logical_not().unsqueeze(1), 0.0);
+    a.svd_e.masked_fill_(keep.logical_not().unsqueeze(1), 0.0);
   }
 }
 
@@ -119,9 +119,9 @@ AdaLoraUpdate adalora_update_and_allocate(torch::nn::Module& model, const AdaLor
   if (step < final_step) {  // PEFT: the scores stop at the final allocation
     for (const auto& item : adapters) {
       LoraLinearImpl& a = *item.second;
-      smooth(a.svd_A, a.ada.a_ipt, a.ada.a_unc, s);
-      smooth(a.svd_B, a.ada.b_ipt, a.ada.b_unc, s);
-      smooth(a.svd_E, a.ada.e_ipt, a.ada.e_unc, s);
+      smooth(a.svd_a, a.ada.a_ipt, a.ada.a_unc, s);
+      smooth(a.svd_b, a.ada.b_ipt, a.ada.b_unc, s);
+      smooth(a.svd_e, a.ada.e_ipt, a.ada.e_unc, s);
     }
   }
   const AdaLoraBudget b = adalora_budget(s, init_budget, target_budget, step);
@@ -147,7 +147,7 @@ void adalora_apply_rank_pattern(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   for (const auto& item : adaptive_adapters(model)) {
     LoraLinearImpl& a = *item.second;
-    a.svd_E.masked_fill_((a.ada.keep == 0).unsqueeze(1), 0.0);
+    a.svd_e.masked_fill_((a.ada.keep == 0).unsqueeze(1), 0.0);
   }
 }
 
@@ -156,8 +156,8 @@ torch::Tensor adalora_orthogonal_regulariser(const torch::nn::Module& model) {
   if (adapters.empty()) return {};
   torch::Tensor sum;
   for (const auto& item : adapters) {
-    const torch::Tensor& a = item.second->svd_A;
-    const torch::Tensor& b = item.second->svd_B;
+    const torch::Tensor& a = item.second->svd_a;
+    const torch::Tensor& b = item.second->svd_b;
     const torch::Tensor aat = torch::matmul(a, a.t());
     const torch::Tensor btb = torch::matmul(b.t(), b);
     const torch::Tensor term = (aat - torch::eye(aat.size(0), aat.options())).norm() +

@@ -460,9 +460,9 @@ void save_peft_adapter(const std::string& dir, const BertModel& model, const Lor
     const torch::Tensor keep = linear->ada.keep.detach().to(torch::kCPU) != 0;
     const torch::Tensor kept = keep.nonzero().view({-1});
     auto cpu = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat); };
-    tensors[kPeftPrefix + name + ".lora_A"] = cpu(linear->svd_A).index_select(0, kept);
-    tensors[kPeftPrefix + name + ".lora_B"] = cpu(linear->svd_B).index_select(1, kept);
-    tensors[kPeftPrefix + name + ".lora_E"] = cpu(linear->svd_E).index_select(0, kept);
+    tensors[kPeftPrefix + name + ".lora_A"] = cpu(linear->svd_a).index_select(0, kept);
+    tensors[kPeftPrefix + name + ".lora_B"] = cpu(linear->svd_b).index_select(1, kept);
+    tensors[kPeftPrefix + name + ".lora_E"] = cpu(linear->svd_e).index_select(0, kept);
     json flags = json::array();
     for (std::int64_t i = 0; i < keep.numel(); ++i) flags.push_back(keep[i].item<bool>());
     rank_pattern[name + ".lora_E"] = std::move(flags);
@@ -596,8 +596,8 @@ void load_adalora_tensors(const SafetensorsFile& file, const PeftAdapterConfig& 
     const torch::Tensor idx = keep.nonzero().view({-1});
     const std::int64_t k = idx.numel();
     kept[name] = idx;
-    expected.emplace(name + ".lora_A", torch::empty({k, linear->svd_A.size(1)}));
-    expected.emplace(name + ".lora_B", torch::empty({linear->svd_B.size(0), k}));
+    expected.emplace(name + ".lora_A", torch::empty({k, linear->svd_a.size(1)}));
+    expected.emplace(name + ".lora_B", torch::empty({linear->svd_b.size(0), k}));
     expected.emplace(name + ".lora_E", torch::empty({k, 1}));
   }
   for (const auto& item : parsed.rank_pattern) {
@@ -614,9 +614,9 @@ void load_adalora_tensors(const SafetensorsFile& file, const PeftAdapterConfig& 
     auto stored = [&](const char* part, const torch::Tensor& like) {
       return file.tensors.at(found.at(name + part)).to(like.device(), like.scalar_type());
     };
-    linear->svd_A.zero_().index_copy_(0, idx.to(linear->svd_A.device()), stored(".lora_A", linear->svd_A));
-    linear->svd_B.zero_().index_copy_(1, idx.to(linear->svd_B.device()), stored(".lora_B", linear->svd_B));
-    linear->svd_E.zero_().index_copy_(0, idx.to(linear->svd_E.device()), stored(".lora_E", linear->svd_E));
+    linear->svd_a.zero_().index_copy_(0, idx.to(linear->svd_a.device()), stored(".lora_A", linear->svd_a));
+    linear->svd_b.zero_().index_copy_(1, idx.to(linear->svd_b.device()), stored(".lora_B", linear->svd_b));
+    linear->svd_e.zero_().index_copy_(0, idx.to(linear->svd_e.device()), stored(".lora_E", linear->svd_e));
     linear->ada.keep.zero_().index_fill_(0, idx.to(linear->ada.keep.device()), 1.0);
   }
 }

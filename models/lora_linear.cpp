@@ -33,9 +33,9 @@ void LoraLinearImpl::adapter_register() {
       register_module("lora_dropout", torch::nn::Dropout(torch::nn::DropoutOptions(adapter_->dropout())));
   if (adapter_->adaptive()) {
     const std::int64_t in = options.in_features(), out = options.out_features();
-    svd_A = register_parameter("lora_A", torch::empty({r, in}));
-    svd_B = register_parameter("lora_B", torch::empty({out, r}));
-    svd_E = register_parameter("lora_E", torch::empty({r, 1}));
+    svd_a = register_parameter("lora_A", torch::empty({r, in}));
+    svd_b = register_parameter("lora_B", torch::empty({out, r}));
+    svd_e = register_parameter("lora_E", torch::empty({r, 1}));
     ada.a_ipt = register_buffer("lora_A_ipt", torch::zeros({r, in}));
     ada.a_unc = register_buffer("lora_A_unc", torch::zeros({r, in}));
     ada.b_ipt = register_buffer("lora_B_ipt", torch::zeros({out, r}));
@@ -55,9 +55,9 @@ void LoraLinearImpl::adapter_init() {
   torch::NoGradGuard no_grad;
   if (adapter_->adaptive()) {
     // PEFT's AdaLoRA: E = 0 (a fresh adapter adds nothing), A and B ~ normal(0, 0.02).
-    svd_A.normal_(0.0, 0.02);
-    svd_B.normal_(0.0, 0.02);
-    svd_E.zero_();
+    svd_a.normal_(0.0, 0.02);
+    svd_b.normal_(0.0, 0.02);
+    svd_e.zero_();
     return;
   }
   // PEFT: A like nn.Linear's default (kaiming-uniform, a = sqrt(5)), B = 0.
@@ -77,7 +77,7 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& input) {
   if (adapter_ && !merged_) {
     const torch::Tensor x = adapter_->dropout() > 0 ? lora_dropout(input) : input;
     if (adapter_->adaptive()) {
-      out = out + torch::linear(torch::linear(x, svd_A * svd_E), svd_B) * scaling();
+      out = out + torch::linear(torch::linear(x, svd_a * svd_e), svd_b) * scaling();
     } else {
       out = out + lora_B(lora_A(x)) * scaling();
     }
@@ -127,18 +127,18 @@ double LoraLinearImpl::scaling() const {
   return adapter().alpha() / (adapter().adaptive() ? r + 1e-5 : r);  // PEFT's AdaLoRA: / (ranknum + 1e-5)
 }
 
-torch::Tensor LoraLinearImpl::adapter_A() const {
-  return adapter().adaptive() ? svd_A : lora_A->weight;
+torch::Tensor LoraLinearImpl::adapter_a() const {
+  return adapter().adaptive() ? svd_a : lora_A->weight;
 }
 
-torch::Tensor LoraLinearImpl::adapter_B() const {
-  return adapter().adaptive() ? svd_B : lora_B->weight;
+torch::Tensor LoraLinearImpl::adapter_b() const {
+  return adapter().adaptive() ? svd_b : lora_B->weight;
 }
 
 torch::Tensor LoraLinearImpl::delta_weight() const {
   torch::NoGradGuard no_grad;
-  const torch::Tensor a = adapter().adaptive() ? svd_A * svd_E : adapter_A();
-  return torch::matmul(adapter_B().detach(), a.detach()) * scaling();
+  const torch::Tensor a = adapter().adaptive() ? svd_a * svd_e : adapter_a();
+  return torch::matmul(adapter_b().detach(), a.detach()) * scaling();
 }
 
 void LoraLinearImpl::merge() {

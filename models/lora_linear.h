@@ -98,8 +98,8 @@ class LoraLinearImpl : public torch::nn::Cloneable<LoraLinearImpl> {
   double scaling() const;
   bool adaptive() const { return adapter_.has_value() && adapter_->adaptive(); }
   /// The adapter's [r, in] and [out, r] factors (adaptive: E not folded in).
-  torch::Tensor adapter_A() const;
-  torch::Tensor adapter_B() const;
+  torch::Tensor adapter_a() const;
+  torch::Tensor adapter_b() const;
   /// scaling * B A, or scaling * B diag(E) A (without autograd history).
   torch::Tensor delta_weight() const;
 
@@ -123,7 +123,7 @@ class LoraLinearImpl : public torch::nn::Cloneable<LoraLinearImpl> {
   torch::nn::Dropout lora_dropout{nullptr};
   /// Adaptive adapters: the parameters `lora_A`, `lora_B`, `lora_E` (PEFT's
   /// AdaLoRA names) and the allocator's buffers.
-  torch::Tensor svd_A, svd_B, svd_E;
+  torch::Tensor svd_a, svd_b, svd_e;
   AdaLoraState ada;
 
  private:

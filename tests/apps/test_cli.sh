@@ -364,7 +364,9 @@ fi
   && "$bin" adapter -c tiny.yaml --checkpoint ada_run/model.h5 --out ada_hf >ada_adapter.txt 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
-  expect "AdaLoRA training logs its rank pattern" ada_train.txt 'AdaLoRA after step 6: [0-9]+ of [0-9]+ rank-1 triplets kept'
+  expect "AdaLoRA training logs its rank pattern" ada_train.txt 'AdaLoRA after step 6: 4 of 8 rank-1 triplets kept'
+  expect "AdaLoRA's budget in metrics.jsonl (8 at the start, 4 by step 5 of 6)" ada_run/metrics.jsonl \
+    '"adalora_budget":4'
   expect "adapter writes PEFT AdaLoRA" ada_adapter.txt 'PEFT AdaLoRA init_r 4'
   python3 - ada_hf/adapter/adapter_config.json <<'PY' && ok "AdaLoRA adapter_config.json: target_r x modules kept" \
     || fail "AdaLoRA adapter_config.json" ada_hf/adapter/adapter_config.json

@@ -19,6 +19,7 @@
 #include "models/adalora.h"
 #include "models/lora.h"
 #include "models/safetensors.h"
+#include "tests/models/peft_test_util.h"
 
 namespace llmrec {
 namespace {
@@ -68,7 +69,7 @@ std::vector<LoraLinearImpl*> adapters(BertModel& model) {
 /// Every E random (as after training), so each triplet counts.
 void randomize_e(BertModel& model) {
   torch::NoGradGuard no_grad;
-  for (LoraLinearImpl* a : adapters(model)) a->svd_E.normal_(0.0, 0.5);
+  for (LoraLinearImpl* a : adapters(model)) a->svd_e.normal_(0.0, 0.5);
 }
 
 TEST(AdaLoraLayer, StartsAsANoOpAndComputesTheSvdForm) {
@@ -79,11 +80,11 @@ TEST(AdaLoraLayer, StartsAsANoOpAndComputesTheSvdForm) {
   EXPECT_TRUE(torch::equal(run(model), base));  // E = 0
   LoraLinearImpl& q = *adapters(model).front();
   ASSERT_TRUE(q.adaptive());
-  EXPECT_EQ(q.svd_A.sizes(), (std::vector<std::int64_t>{6, 16}));
-  EXPECT_EQ(q.svd_B.sizes(), (std::vector<std::int64_t>{16, 6}));
-  EXPECT_EQ(q.svd_E.sizes(), (std::vector<std::int64_t>{6, 1}));
-  EXPECT_EQ(q.svd_A.scalar_type(), torch::kDouble);
-  EXPECT_NEAR(q.svd_A.std().item<double>(), 0.02, 0.005);  // PEFT's normal(0, 0.02)
+  EXPECT_EQ(q.svd_a.sizes(), (std::vector<std::int64_t>{6, 16}));
+  EXPECT_EQ(q.svd_b.sizes(), (std::vector<std::int64_t>{16, 6}));
+  EXPECT_EQ(q.svd_e.sizes(), (std::vector<std::int64_t>{6, 1}));
+  EXPECT_EQ(q.svd_a.scalar_type(), torch::kDouble);
+  EXPECT_NEAR(q.svd_a.std().item<double>(), 0.02, 0.005);  // PEFT's normal(0, 0.02)
   EXPECT_DOUBLE_EQ(q.scaling(), 8.0 / (6 + 1e-5));
   // The names a checkpoint and PEFT use.
   std::set<std::string> names;
@@ -94,7 +95,7 @@ TEST(AdaLoraLayer, StartsAsANoOpAndComputesTheSvdForm) {
   const torch::Tensor x = torch::randn({3, 16}, torch::kDouble);
   const torch::Tensor want =
       torch::linear(x, q.weight, q.bias) +
-      torch::matmul(torch::matmul(x, (q.svd_A * q.svd_E).t()), q.svd_B.t()) * q.scaling();
+      torch::matmul(torch::matmul(x, (q.svd_a * q.svd_e).t()), q.svd_b.t()) * q.scaling();
   EXPECT_TRUE(torch::allclose(q.forward(x), want, 0, 1e-12));
   const torch::Tensor unmerged = run(model);
   merge_lora(*model);
@@ -140,12 +141,12 @@ void importance_by_position(BertModel& model) {
     const std::int64_t r = a->adapter().r();
     const torch::Tensor rank = (torch::arange(r, torch::kDouble) + static_cast<double>(m * r) + 1.0);
     torch::NoGradGuard no_grad;
-    a->svd_A.fill_(1.0);
-    a->svd_B.fill_(1.0);
-    a->svd_E.fill_(1.0);
-    a->svd_A.mutable_grad() = rank.unsqueeze(1).expand_as(a->svd_A).clone();
-    a->svd_B.mutable_grad() = rank.unsqueeze(0).expand_as(a->svd_B).clone();
-    a->svd_E.mutable_grad() = rank.unsqueeze(1).clone();
+    a->svd_a.fill_(1.0);
+    a->svd_b.fill_(1.0);
+    a->svd_e.fill_(1.0);
+    a->svd_a.mutable_grad() = rank.unsqueeze(1).expand_as(a->svd_a).clone();
+    a->svd_b.mutable_grad() = rank.unsqueeze(0).expand_as(a->svd_b).clone();
+    a->svd_e.mutable_grad() = rank.unsqueeze(1).clone();
     ++m;
   }
 }
@@ -169,8 +170,8 @@ TEST(AdaLoraAllocator, MasksTheLeastImportantTripletsOverAllModules) {
   ASSERT_EQ(kept.size(), 16u);
   for (std::size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(kept[i], i >= 7) << "triplet " << i;
   const auto all = adapters(model);
-  EXPECT_EQ(all[0]->svd_E.abs().sum().item<double>(), 0.0);
-  EXPECT_EQ(all[1]->svd_E.abs().sum().item<double>(), 1.0);  // only its last triplet kept
+  EXPECT_EQ(all[0]->svd_e.abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(all[1]->svd_e.abs().sum().item<double>(), 1.0);  // only its last triplet kept
   EXPECT_EQ(adalora_rank_pattern(*model).front().first, "encoder.layer.0.attention.self.query");
 
   // The final allocation (step 4 = total - tfinal) reaches the target, and
@@ -184,11 +185,11 @@ TEST(AdaLoraAllocator, MasksTheLeastImportantTripletsOverAllModules) {
   }
   {
     torch::NoGradGuard no_grad;
-    for (LoraLinearImpl* a : all) a->svd_E.fill_(2.0);
+    for (LoraLinearImpl* a : all) a->svd_e.fill_(2.0);
   }
   adalora_update_and_allocate(*model, s, 5);
-  EXPECT_EQ(all[0]->svd_E.abs().sum().item<double>(), 0.0);
-  EXPECT_EQ(all[3]->svd_E.abs().sum().item<double>(), 8.0);
+  EXPECT_EQ(all[0]->svd_e.abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(all[3]->svd_e.abs().sum().item<double>(), 8.0);
   EXPECT_EQ(all[3]->ada.e_ipt.abs().sum().item<double>(), 0.0);  // the scores were reset
 }
 
@@ -208,19 +209,19 @@ TEST(AdaLoraRegulariser, IsZeroForOrthonormalFactorsAndItsMeanOtherwise) {
   {
     torch::NoGradGuard no_grad;
     for (LoraLinearImpl* a : all) {
-      a->svd_A.zero_().narrow(1, 0, 4).copy_(torch::eye(4, torch::kDouble));  // rows orthonormal
-      a->svd_B.zero_().narrow(0, 4, 4).copy_(torch::eye(4, torch::kDouble));  // columns orthonormal
+      a->svd_a.zero_().narrow(1, 0, 4).copy_(torch::eye(4, torch::kDouble));  // rows orthonormal
+      a->svd_b.zero_().narrow(0, 4, 4).copy_(torch::eye(4, torch::kDouble));  // columns orthonormal
     }
   }
   EXPECT_NEAR(adalora_orthogonal_regulariser(*model).item<double>(), 0.0, 1e-15);
   {
     torch::NoGradGuard no_grad;
-    all[0]->svd_A.mul_(2.0);  // A A^T = 4 I: ||3 I||_F = 6, one of 8 terms
+    all[0]->svd_a.mul_(2.0);  // A A^T = 4 I: ||3 I||_F = 6, one of 8 terms
   }
   const torch::Tensor reg = adalora_orthogonal_regulariser(*model);
   EXPECT_NEAR(reg.item<double>(), 6.0 / 8.0, 1e-12);
   reg.backward();
-  EXPECT_GT(all[0]->svd_A.grad().abs().sum().item<double>(), 0.0);
+  EXPECT_GT(all[0]->svd_a.grad().abs().sum().item<double>(), 0.0);
 }
 
 class AdaLoraPeft : public ::testing::Test {
@@ -285,19 +286,7 @@ TEST_F(AdaLoraPeft, RefusesAPatternThatDoesNotFit) {
   apply_lora(model, options);
   save_peft_adapter(path("ok"), model, options, "b");
   auto rewrite = [&](const std::string& name, const std::function<void(nlohmann::json&)>& change) {
-    std::ifstream in(path("ok/adapter_config.json"));
-    nlohmann::json c = nlohmann::json::parse(in);
-    change(c);
-    fs::create_directories(path(name));
-    std::ofstream(path(name + "/adapter_config.json")) << c.dump();
-    fs::copy_file(path("ok/adapter_model.safetensors"), path(name + "/adapter_model.safetensors"));
-    BertModel m(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
-    try {
-      load_peft_adapter(path(name), m);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
+    return ::llmrec::testing::load_edited_peft(path("ok"), path(name), BertModel(base), change);
   };
   EXPECT_EQ(rewrite("same", [](auto&) {}), "");
   EXPECT_THAT(rewrite("short",

@@ -17,6 +17,7 @@
 #include "models/hf_loader.h"
 #include "models/lora.h"
 #include "models/safetensors.h"
+#include "tests/models/peft_test_util.h"
 
 namespace llmrec {
 namespace {
@@ -309,19 +310,7 @@ TEST_F(LoraTest, PeftLoadValidates) {
 
   // adapter_config.json keys.
   auto write_config = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
-    std::ifstream in(path("ok/adapter_config.json"));
-    nlohmann::json c = nlohmann::json::parse(in);
-    edit(c);
-    fs::create_directories(path(name));
-    std::ofstream(path(name + "/adapter_config.json")) << c.dump();
-    fs::copy_file(path("ok/adapter_model.safetensors"), path(name + "/adapter_model.safetensors"));
-    BertModel m(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
-    try {
-      load_peft_adapter(path(name), m);
-    } catch (const ConfigError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
+    return ::llmrec::testing::load_edited_peft(path("ok"), path(name), BertModel(base), edit);
   };
   EXPECT_THAT(write_config("regex", [](auto& c) { c["target_modules"] = ".*query"; }),
               HasSubstr("'target_modules' is the regular expression"));

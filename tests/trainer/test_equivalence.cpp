@@ -102,11 +102,67 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
     b.item_log_q = b.item_log_q.to(torch::kDouble);
     return b;
   }
+
+  /// The reference (one process, no communication) and this rank's replica
+  /// of the same model, with their optimizers and step contexts.
+  struct Replicas {
+    Recommender ref{nullptr}, dist{nullptr};
+    std::vector<std::pair<std::string, at::Tensor>> ref_params, dist_params;
+    std::unique_ptr<torch::optim::AdamW> ref_opt, dist_opt;
+    std::unique_ptr<GradientReducer> reducer;
+    StepContext one, many;
+  };
+  Replicas make_replicas(const DatasetFile& f, bool adaptive = false) {
+    const bool global = std::get<0>(GetParam());
+    const int micro = std::get<1>(GetParam());
+    TrainConfig tc;
+    tc.lr = 3e-3;
+    tc.micro_batches = micro;
+    Replicas x;
+    x.ref = make_model(f, adaptive);
+    x.ref_params = trainable_named_parameters(*x.ref);
+    x.ref_opt = make_adamw(x.ref_params, tc);
+    x.one.global_negatives = global;
+    x.one.text_len = 10;
+    x.one.num_items = f.num_items();
+    // Global negatives: one micro-batch of W*B per micro-step; local: the
+    // W slices as W micro-batches per micro-step.
+    x.one.micro_batches = global ? micro : micro * comm_.size();
+    x.dist = make_model(f, adaptive);
+    x.dist_params = trainable_named_parameters(*x.dist);
+    x.reducer = std::make_unique<GradientReducer>(comm_, x.dist_params, ReducerOptions{0.01, ReduceOp::kAvg});
+    x.dist_opt = make_adamw(x.dist_params, tc);
+    x.many = x.one;
+    x.many.comm = &comm_;
+    x.many.reducer = x.reducer.get();
+    x.many.micro_batches = micro;
+    return x;
+  }
+  /// The micro-steps of optimizer step `step` (global batches of kb x W
+  /// sequences) on the reference and, this rank's slice, on the replica,
+  /// then the reducer; the optimizer steps are the caller's.
+  void micro_steps(Replicas& x, BatchSampler& global_batches, int step, std::int64_t kb) {
+    const bool global = std::get<0>(GetParam());
+    const int micro = std::get<1>(GetParam());
+    for (int m = 0; m < micro; ++m) {
+      Batch g = to_double(global_batches.batch({0, static_cast<std::int64_t>(step) * micro + m}));
+      if (global) {
+        train_micro_step(x.ref, g, x.one, true);
+      } else {
+        for (int r = 0; r < comm_.size(); ++r)
+          train_micro_step(x.ref, batch_slice(g, r * kb, (r + 1) * kb), x.one, true);
+      }
+      Batch mine = batch_slice(g, comm_.rank() * kb, (comm_.rank() + 1) * kb);
+      train_micro_step(x.dist, mine, x.many, m + 1 == micro);
+    }
+    x.reducer->finish();
+  }
 };
 std::string EquivalenceTest::dataset_;
 
 TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
-  const auto [global, micro, sequences] = GetParam();
+  const int micro = std::get<1>(GetParam());
+  const bool sequences = std::get<2>(GetParam());
   const int w = comm_.size();
   if (w < 2) GTEST_SKIP() << "needs 2 or more ranks";
   DatasetFile f(dataset_);
@@ -115,112 +171,45 @@ TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
   const std::int64_t kb = sequences ? kB - 2 : kB;
   BatchSampler global_batches(f, 0, 1, sampler_options(f, kb * w, sequences));
   ASSERT_GE(global_batches.steps_per_epoch(), kSteps * micro);
-  TrainConfig tc;
-  tc.lr = 3e-3;
-  tc.micro_batches = micro;
-
-  // Reference: one process, no communication.
-  Recommender ref = make_model(f);
-  auto ref_params = trainable_named_parameters(*ref);
-  auto ref_opt = make_adamw(ref_params, tc);
-  StepContext one;
-  one.global_negatives = global;
-  one.text_len = 10;
-  one.cold = nullptr;
-  one.num_items = f.num_items();
-  // Distributed: this rank's slice of every global batch.
-  Recommender dist = make_model(f);
-  auto dist_params = trainable_named_parameters(*dist);
-  GradientReducer reducer(comm_, dist_params, {0.01, ReduceOp::kAvg});
-  auto dist_opt = make_adamw(dist_params, tc);
-  StepContext many = one;
-  many.comm = &comm_;
-  many.reducer = &reducer;
-  many.micro_batches = micro;
-
-  std::int64_t cursor = 0;
+  Replicas x = make_replicas(f);
   for (int step = 0; step < kSteps; ++step) {
-    // Reference: global negatives -> one micro-batch of W*B per micro-step;
-    // local -> the W slices as W micro-batches per micro-step.
-    one.micro_batches = global ? micro : micro * w;
-    for (int m = 0; m < micro; ++m) {
-      Batch g = to_double(global_batches.batch({0, cursor + m}));
-      if (global) {
-        train_micro_step(ref, g, one, true);
-      } else {
-        for (int r = 0; r < w; ++r) train_micro_step(ref, batch_slice(g, r * kb, (r + 1) * kb), one, true);
-      }
-      Batch mine = batch_slice(g, comm_.rank() * kb, (comm_.rank() + 1) * kb);
-      train_micro_step(dist, mine, many, m + 1 == micro);
-    }
-    cursor += micro;
-    reducer.finish();
-    ref_opt->step();
-    ref_opt->zero_grad();
-    dist_opt->step();
-    dist_opt->zero_grad();
+    micro_steps(x, global_batches, step, kb);
+    x.ref_opt->step();
+    x.ref_opt->zero_grad();
+    x.dist_opt->step();
+    x.dist_opt->zero_grad();
   }
   Recommender fresh = make_model(f);
-  expect_same_trained_parameters(ref_params, dist_params, fresh);
+  expect_same_trained_parameters(x.ref_params, x.dist_params, fresh);
 }
 
 /// AdaLoRA's allocator reads the all-reduced gradients after each step:
 /// every rank keeps the triplets one process keeps, and the orthogonality
 /// penalty (added on every rank and micro-step) trains the same weights.
 TEST_P(EquivalenceTest, AdaLoraAllocatesTheSameRanksOnEveryWorldSize) {
-  const auto [global, micro, sequences] = GetParam();
+  const bool sequences = std::get<2>(GetParam());
   const int w = comm_.size();
   if (w < 2 || sequences) GTEST_SKIP() << "needs 2 or more ranks; the item tower is what it prunes";
   DatasetFile f(dataset_);
   BatchSampler global_batches(f, 0, 1, sampler_options(f, kB * w, false));
-  TrainConfig tc;
-  tc.lr = 3e-3;
-  tc.micro_batches = micro;
   AdaLoraSchedule schedule;
   schedule.target_r = 1;
   schedule.tfinal = 1;
   schedule.total_step = kSteps;  // steps 1-2 prune, 3 is final, 4 keeps the pattern
-
-  Recommender ref = make_model(f, true);
-  auto ref_params = trainable_named_parameters(*ref);
-  auto ref_opt = make_adamw(ref_params, tc);
-  StepContext one;
-  one.global_negatives = global;
-  one.text_len = 10;
-  one.num_items = f.num_items();
-  one.micro_batches = global ? micro : micro * w;
-  Recommender dist = make_model(f, true);
-  auto dist_params = trainable_named_parameters(*dist);
-  GradientReducer reducer(comm_, dist_params, {0.01, ReduceOp::kAvg});
-  auto dist_opt = make_adamw(dist_params, tc);
-  StepContext many = one;
-  many.comm = &comm_;
-  many.reducer = &reducer;
-  many.micro_batches = micro;
-
+  Replicas x = make_replicas(f, true);
   for (int step = 0; step < kSteps; ++step) {
-    for (int m = 0; m < micro; ++m) {
-      Batch g = to_double(global_batches.batch({0, step * micro + m}));
-      if (global) {
-        train_micro_step(ref, g, one, true);
-      } else {
-        for (int r = 0; r < w; ++r) train_micro_step(ref, batch_slice(g, r * kB, (r + 1) * kB), one, true);
-      }
-      train_micro_step(dist, batch_slice(g, comm_.rank() * kB, (comm_.rank() + 1) * kB), many,
-                       m + 1 == micro);
-    }
-    reducer.finish();
-    ref_opt->step();
-    dist_opt->step();
-    EXPECT_EQ(adalora_update_and_allocate(*ref->bert, schedule, step + 1).budget,
-              adalora_update_and_allocate(*dist->bert, schedule, step + 1).budget);
-    ref_opt->zero_grad();
-    dist_opt->zero_grad();
+    micro_steps(x, global_batches, step, kB);
+    x.ref_opt->step();
+    x.dist_opt->step();
+    EXPECT_EQ(adalora_update_and_allocate(*x.ref->bert, schedule, step + 1).budget,
+              adalora_update_and_allocate(*x.dist->bert, schedule, step + 1).budget);
+    x.ref_opt->zero_grad();
+    x.dist_opt->zero_grad();
   }
   Recommender fresh = make_model(f, true);
-  expect_same_trained_parameters(ref_params, dist_params, fresh);
-  const auto pattern = adalora_rank_pattern(*dist->bert);
-  EXPECT_EQ(pattern, adalora_rank_pattern(*ref->bert));
+  expect_same_trained_parameters(x.ref_params, x.dist_params, fresh);
+  const auto pattern = adalora_rank_pattern(*x.dist->bert);
+  EXPECT_EQ(pattern, adalora_rank_pattern(*x.ref->bert));
   std::vector<double> kept;
   for (const auto& [name, flags] : pattern) kept.insert(kept.end(), flags.begin(), flags.end());
   EXPECT_EQ(std::accumulate(kept.begin(), kept.end(), 0.0), 2.0);  // target_r x 2 modules

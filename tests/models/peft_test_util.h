@@ -1,0 +1,35 @@
+#pragma once
+// PEFT directories with edited adapter_config.json, for the loaders' tests.
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/error.h"
+#include "models/lora.h"
+
+namespace llmrec::testing {
+
+/// Copies the PEFT directory `ok` to `dir` with its adapter_config.json
+/// changed by `edit`, and loads that into a clone of `base`: the error's
+/// message, or "" when it loads.
+inline std::string load_edited_peft(const std::string& ok, const std::string& dir, const BertModel& base,
+                                    const std::function<void(nlohmann::json&)>& edit) {
+  namespace fs = std::filesystem;
+  std::ifstream in(fs::path(ok) / "adapter_config.json");
+  nlohmann::json c = nlohmann::json::parse(in);
+  edit(c);
+  fs::create_directories(dir);
+  std::ofstream(fs::path(dir) / "adapter_config.json") << c.dump();
+  fs::copy_file(fs::path(ok) / "adapter_model.safetensors", fs::path(dir) / "adapter_model.safetensors");
+  BertModel m(std::dynamic_pointer_cast<BertModelImpl>(base->clone()));
+  try {
+    load_peft_adapter(dir, m);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace llmrec::testing
