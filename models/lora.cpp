@@ -609,7 +609,9 @@ void load_adalora_tensors(const SafetensorsFile& file, const PeftAdapterConfig& 
   const std::map<std::string, std::string> found =
       match_adapter_tensors(file, expected, parsed.options.r, where);
   torch::NoGradGuard no_grad;
-  for (const auto& [name, linear] : adapted_linears(*model)) {
+  for (const auto& item : adapted_linears(*model)) {
+    const std::string& name = item.first;
+    LoraLinearImpl* linear = item.second;
     const torch::Tensor& idx = kept.at(name);
     auto stored = [&](const char* part, const torch::Tensor& like) {
       return file.tensors.at(found.at(name + part)).to(like.device(), like.scalar_type());
