@@ -19,7 +19,7 @@
 #include "models/adalora.h"
 #include "models/lora.h"
 #include "models/safetensors.h"
-#include "tests/models/peft_test_util.h"
+#include "tests/models/lora_test_util.h"
 
 namespace llmrec {
 namespace {
@@ -28,17 +28,8 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 BertModel make_model() {
-  BertConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 24;
-  c.max_position_embeddings = 10;
-  c.hidden_dropout_prob = 0.0;
-  c.attention_probs_dropout_prob = 0.0;
   torch::manual_seed(3);
-  BertModel model(c);
+  BertModel model(::llmrec::testing::small_bert_config());
   model->to(torch::kDouble);
   model->eval();
   return model;

@@ -17,7 +17,7 @@
 #include "models/hf_loader.h"
 #include "models/lora.h"
 #include "models/safetensors.h"
-#include "tests/models/peft_test_util.h"
+#include "tests/models/lora_test_util.h"
 
 namespace llmrec {
 namespace {
@@ -26,22 +26,9 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-BertConfig small_config() {
-  BertConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 24;
-  c.max_position_embeddings = 10;
-  c.hidden_dropout_prob = 0.0;
-  c.attention_probs_dropout_prob = 0.0;
-  return c;
-}
-
 BertModel make_model(c10::ScalarType dtype = torch::kDouble) {
   torch::manual_seed(3);
-  BertModel model(small_config());
+  BertModel model(::llmrec::testing::small_bert_config());
   model->to(dtype);
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);

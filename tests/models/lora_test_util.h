@@ -1,5 +1,6 @@
 #pragma once
-// PEFT directories with edited adapter_config.json, for the loaders' tests.
+// The adapters' tests: a small BERT, and PEFT directories with an edited
+// adapter_config.json for the loaders.
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -10,6 +11,20 @@
 #include "models/lora.h"
 
 namespace llmrec::testing {
+
+/// 2 layers of width 16 over 40 tokens, without dropout.
+inline BertConfig small_bert_config() {
+  BertConfig c;
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 24;
+  c.max_position_embeddings = 10;
+  c.hidden_dropout_prob = 0.0;
+  c.attention_probs_dropout_prob = 0.0;
+  return c;
+}
 
 /// Copies the PEFT directory `ok` to `dir` with its adapter_config.json
 /// changed by `edit`, and loads that into a clone of `base`: the error's
