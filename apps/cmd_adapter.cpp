@@ -17,7 +17,6 @@
 // llmrec's own and stay in the checkpoint and the export.
 #include <torch/torch.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -81,15 +80,9 @@ int run_adapter(const AdapterCommand& cmd, const Config& config) {
       if (p.key().find("lora_B") != std::string::npos) p.value().zero_();
     }
     save_hf_directory(base, frozen, model->bert_config(), vocab_path.string());
-    std::string kind = fmt::format("LoRA r {}", lora.r);
-    if (lora.adaptive.enabled) {
-      std::int64_t kept = 0, modules = 0;
-      for (const auto& [name, flags] : adalora_rank_pattern(*bert)) {
-        kept += std::count(flags.begin(), flags.end(), true);
-        ++modules;
-      }
-      kind = fmt::format("AdaLoRA init_r {}, {} of {} triplets kept", lora.r, kept, modules * lora.r);
-    }
+    const std::string kind = lora.adaptive.enabled
+                                 ? fmt::format("AdaLoRA init_r {}, {}", lora.r, adalora_rank_summary(*bert))
+                                 : fmt::format("LoRA r {}", lora.r);
     written +=
         fmt::format(", {}/adapter (PEFT {}, alpha {}, on {}) and {}/base (the frozen encoder)", out.string(),
                     kind, lora.alpha, fmt::join(lora.target_modules, ", "), out.string());

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "common/error.h"
@@ -25,7 +26,7 @@ std::vector<NamedAdapter> adaptive_adapters(const torch::nn::Module& model) {
 
 /// I = beta1 I + (1 - beta1) |p grad|; U = beta2 U + (1 - beta2) |ipt - I|
 /// (PEFT's update_ipt: U uses the I just updated).
-void smooth(const torch::Tensor& p, torch::Tensor& ipt, torch::Tensor& unc, const AdaLoraSchedule& s) {
+void smooth(const torch::Tensor& p, torch::Tensor& ipt, torch::Tensor& unc, const ModelAdaLoraConfig& s) {
   if (!p.grad().defined()) return;  // no gradient this step: nothing learned about it
   const torch::Tensor now = (p * p.grad()).abs();
   ipt.mul_(s.beta1).add_(now, 1.0 - s.beta1);
@@ -59,13 +60,13 @@ void mask_to_budget(const std::vector<NamedAdapter>& adapters, std::int64_t init
 
 }  // namespace
 
-AdaLoraBudget adalora_budget(const AdaLoraSchedule& s, std::int64_t init_budget, std::int64_t target_budget,
-                             std::int64_t step) {
+AdaLoraBudget adalora_budget(const ModelAdaLoraConfig& s, std::int64_t init_budget,
+                             std::int64_t target_budget, std::int64_t step) {
   AdaLoraBudget b;
   if (step <= s.tinit) {  // warm-up at the full rank
     b.budget = init_budget;
     b.mask = false;
-  } else if (step > s.total_step - s.tfinal) {  // the final budget
+  } else if (step > std::int64_t{s.total_step} - s.tfinal) {  // the final budget
     b.budget = target_budget;
     b.mask = true;
   } else {  // cubic decrease
@@ -79,7 +80,7 @@ AdaLoraBudget adalora_budget(const AdaLoraSchedule& s, std::int64_t init_budget,
   return b;
 }
 
-void adalora_check_schedule(const AdaLoraSchedule& s, std::int64_t init_r) {
+void adalora_check_schedule(const ModelAdaLoraConfig& s, std::int64_t init_r) {
   std::vector<std::string> problems;
   if (s.target_r < 0 || s.target_r > init_r) {
     problems.push_back(fmt::format("model.lora.adaptive.target_r ({}) must be in [0, model.lora.r = {}]",
@@ -90,7 +91,7 @@ void adalora_check_schedule(const AdaLoraSchedule& s, std::int64_t init_r) {
         fmt::format("model.lora.adaptive: tinit ({}) and tfinal ({}) must be >= 0, delta_t ({}) >= 1",
                     s.tinit, s.tfinal, s.delta_t));
   }
-  if (s.tinit + s.tfinal >= s.total_step) {
+  if (std::int64_t{s.tinit} + s.tfinal >= s.total_step) {
     problems.push_back(fmt::format(
         "model.lora.adaptive: tinit ({}) + tfinal ({}) must be below the run's {} steps, which leaves no "
         "step for the budget to fall in",
@@ -106,14 +107,14 @@ void adalora_check_schedule(const AdaLoraSchedule& s, std::int64_t init_r) {
   throw ConfigError(message);
 }
 
-AdaLoraUpdate adalora_update_and_allocate(torch::nn::Module& model, const AdaLoraSchedule& s,
+AdaLoraUpdate adalora_update_and_allocate(torch::nn::Module& model, const ModelAdaLoraConfig& s,
                                           std::int64_t step) {
   const std::vector<NamedAdapter> adapters = adaptive_adapters(model);
   LLMREC_CHECK(!adapters.empty(), "adalora_update_and_allocate: the model has no adaptive LoRA adapter");
   std::int64_t init_budget = 0;
   for (const auto& item : adapters) init_budget += item.second->adapter().r();
-  const std::int64_t target_budget = s.target_r * static_cast<std::int64_t>(adapters.size());
-  const std::int64_t final_step = s.total_step - s.tfinal;
+  const std::int64_t target_budget = std::int64_t{s.target_r} * static_cast<std::int64_t>(adapters.size());
+  const std::int64_t final_step = std::int64_t{s.total_step} - s.tfinal;
   torch::NoGradGuard no_grad;
   AdaLoraUpdate u;
   if (step < final_step) {  // PEFT: the scores stop at the final allocation
@@ -165,6 +166,18 @@ torch::Tensor adalora_orthogonal_regulariser(const torch::nn::Module& model) {
     sum = sum.defined() ? sum + term : term;
   }
   return sum / static_cast<double>(2 * adapters.size());
+}
+
+std::string adalora_rank_summary(const torch::nn::Module& model) {
+  std::int64_t kept = 0, all = 0;
+  std::vector<std::string> modules;
+  for (const auto& [name, flags] : adalora_rank_pattern(model)) {
+    const auto k = std::count(flags.begin(), flags.end(), true);
+    kept += k;
+    all += static_cast<std::int64_t>(flags.size());
+    modules.push_back(fmt::format("{} {}", name, k));
+  }
+  return fmt::format("{} of {} rank-1 triplets kept ({})", kept, all, fmt::join(modules, ", "));
 }
 
 std::vector<std::pair<std::string, std::vector<bool>>> adalora_rank_pattern(const torch::nn::Module& model) {

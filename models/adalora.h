@@ -23,7 +23,7 @@
 /// allocator's state lives in each adapter's buffers, so checkpoints carry
 /// it and a resumed run continues exactly.
 ///
-///   AdaLoraSchedule s{...};                       // from model.lora.adaptive
+///   const ModelAdaLoraConfig& s = config.lora.adaptive;  // total_step set
 ///   loss = loss + adalora_orthogonal_regulariser(*bert) * s.orth_reg_weight;
 ///   ... backward, all-reduce, optimizer.step() ...
 ///   adalora_update_and_allocate(*bert, s, step);  // step = optimizer steps done
@@ -32,21 +32,12 @@
 #include <torch/nn/module.h>
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
 
-namespace llmrec {
+#include "models/model_config.h"
 
-struct AdaLoraSchedule {
-  std::int64_t target_r = 8;  ///< average rank per module at the end
-  std::int64_t tinit = 0;     ///< steps at the full rank before pruning starts
-  std::int64_t tfinal = 0;    ///< steps at the final budget at the end
-  std::int64_t delta_t = 1;   ///< steps between two allocations while the budget falls
-  std::int64_t total_step = 0;
-  double beta1 = 0.85;
-  double beta2 = 0.85;
-};
+namespace llmrec {
 
 /// The budget at `step` (triplets kept over all modules) and whether the
 /// allocator masks at that step: PEFT's RankAllocator.budget_schedule.
@@ -54,13 +45,13 @@ struct AdaLoraBudget {
   std::int64_t budget = 0;
   bool mask = false;
 };
-AdaLoraBudget adalora_budget(const AdaLoraSchedule& s, std::int64_t init_budget, std::int64_t target_budget,
-                             std::int64_t step);
+AdaLoraBudget adalora_budget(const ModelAdaLoraConfig& s, std::int64_t init_budget,
+                             std::int64_t target_budget, std::int64_t step);
 
 /// Throws ConfigError naming the keys (`model.lora.adaptive.*`) when the
 /// schedule leaves no step to prune in (tinit + tfinal >= total_step) or a
-/// value is out of range.
-void adalora_check_schedule(const AdaLoraSchedule& s, std::int64_t init_r);
+/// value is out of range. `s.enabled` is not read: the schedule's own.
+void adalora_check_schedule(const ModelAdaLoraConfig& s, std::int64_t init_r);
 
 /// What one call did: the budget, and whether triplets were masked.
 struct AdaLoraUpdate {
@@ -71,7 +62,7 @@ struct AdaLoraUpdate {
 /// After optimizer step `step` (1 = the first), with the step's gradients
 /// in place: PEFT's AdaLoraModel.update_and_allocate over every adaptive
 /// adapter of `model`. Throws llmrec::Error when `model` has none.
-AdaLoraUpdate adalora_update_and_allocate(torch::nn::Module& model, const AdaLoraSchedule& s,
+AdaLoraUpdate adalora_update_and_allocate(torch::nn::Module& model, const ModelAdaLoraConfig& s,
                                           std::int64_t step);
 
 /// Sets E to 0 for every triplet the last allocation pruned (between two
@@ -87,5 +78,7 @@ torch::Tensor adalora_orthogonal_regulariser(const torch::nn::Module& model);
 /// Each adaptive adapter's kept triplets (module name -> r flags), in
 /// module order.
 std::vector<std::pair<std::string, std::vector<bool>>> adalora_rank_pattern(const torch::nn::Module& model);
+/// That pattern in words: "K of M rank-1 triplets kept (<module> k, ...)".
+std::string adalora_rank_summary(const torch::nn::Module& model);
 
 }  // namespace llmrec

@@ -263,8 +263,11 @@ void refuse_unsupported(const json& j, bool adaptive, const JsonFail& fail) {
   if (const json* v = json_field(j, "modules_to_save"); v != nullptr && !(v->is_array() && v->empty())) {
     fail(fmt::format("'modules_to_save' is {}; fully trained extra modules are not supported", v->dump()));
   }
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (adaptive && std::string(key) == "rank_pattern") continue;  // AdaLoRA's own (parse_adalora_fields)
+  // AdaLoRA's rank_pattern is its own (parse_adalora_fields).
+  const std::vector<const char*> patterns = adaptive
+                                                ? std::vector<const char*>{"alpha_pattern"}
+                                                : std::vector<const char*>{"rank_pattern", "alpha_pattern"};
+  for (const char* key : patterns) {
     if (const json* v = json_field(j, key); v != nullptr && !(v->is_object() && v->empty())) {
       fail(fmt::format("'{}' is {}; per-module ranks or alphas are not supported", key, v->dump()));
     }

@@ -20,6 +20,7 @@
 #include "data/wordpiece.h"
 #include "distributed/agree.h"
 #include "distributed/gradient_reducer.h"
+#include "models/adalora.h"
 #include "trainer/optimizer.h"
 #include "trainer/progress.h"
 #include "trainer/train_step.h"
@@ -29,38 +30,15 @@ namespace llmrec {
 namespace fs = std::filesystem;
 namespace {
 
-/// AdaLoRA's kept triplets per module after `steps` steps, in one line.
-void log_rank_pattern(const torch::nn::Module& bert, std::int64_t steps) {
-  std::int64_t kept = 0, all = 0;
-  std::vector<std::string> modules;
-  for (const auto& [name, flags] : adalora_rank_pattern(bert)) {
-    const auto k = std::count(flags.begin(), flags.end(), true);
-    kept += k;
-    all += static_cast<std::int64_t>(flags.size());
-    modules.push_back(fmt::format("{} {}", name, k));
-  }
-  spdlog::info("AdaLoRA after step {}: {} of {} rank-1 triplets kept ({})", steps, kept, all,
-               fmt::join(modules, ", "));
-}
-
-/// model.lora.adaptive's schedule over the run; total_step 0 becomes the
-/// planned steps, written into `lora` so that the model's configuration
-/// (and so every checkpoint and saved adapter) carries it. nullopt without
-/// AdaLoRA; ConfigError naming the keys for a schedule that cannot run.
-std::optional<AdaLoraSchedule> adalora_schedule(ModelLoraConfig& lora, std::int64_t planned_steps) {
+/// model.lora.adaptive's total_step 0 becomes the planned steps, written
+/// into `lora` so that the model's configuration (and so every checkpoint
+/// and saved adapter) carries it; ConfigError naming the keys for a
+/// schedule that cannot run. Nothing without AdaLoRA.
+void resolve_adalora_schedule(ModelLoraConfig& lora, std::int64_t planned_steps) {
   ModelAdaLoraConfig& a = lora.adaptive;
-  if (!a.enabled) return std::nullopt;
+  if (!a.enabled) return;
   if (a.total_step == 0) a.total_step = static_cast<int>(std::min<std::int64_t>(planned_steps, 2000000000));
-  AdaLoraSchedule s;
-  s.target_r = a.target_r;
-  s.tinit = a.tinit;
-  s.tfinal = a.tfinal;
-  s.delta_t = a.delta_t;
-  s.total_step = a.total_step;
-  s.beta1 = a.beta1;
-  s.beta2 = a.beta2;
-  adalora_check_schedule(s, lora.r);
-  return s;
+  adalora_check_schedule(a, lora.r);
 }
 
 /// The model's time and context features, the context columns' sizes read
@@ -185,7 +163,7 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
                     sampler_->steps_per_epoch(), setup_.train.micro_batches));
   }
   planned_steps_ = setup_.train.max_steps > 0 ? setup_.train.max_steps : per_epoch * setup_.train.epochs;
-  adalora_ = adalora_schedule(setup_.model.lora, planned_steps_);
+  resolve_adalora_schedule(setup_.model.lora, planned_steps_);
 
   torch::manual_seed(static_cast<std::uint64_t>(setup_.train.seed));  // same initial weights on every rank
   model_ = Recommender(RecommenderOptions(setup_.model)
@@ -296,8 +274,9 @@ Trainer::StepSums Trainer::optimizer_step(BatchLoader& loader, const StepContext
   sums.lr = learning_rate(tc, step, planned_steps_);
   set_learning_rate(optimizer, sums.lr);
   optimizer.step();
-  if (adalora_) {  // the all-reduced gradients are still there: every rank allocates the same ranks
-    sums.adalora_budget = adalora_update_and_allocate(*model_->bert, *adalora_, step + 1).budget;
+  const ModelAdaLoraConfig& adalora = setup_.model.lora.adaptive;
+  if (adalora.enabled) {  // the all-reduced gradients are still there: every rank allocates the same ranks
+    sums.adalora_budget = adalora_update_and_allocate(*model_->bert, adalora, step + 1).budget;
   }
   optimizer.zero_grad();
   return sums;
@@ -455,7 +434,8 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
     }
   }
   result.examples_per_s = logger.rate();
-  if (adalora_) log_rank_pattern(*model_->bert, result.steps);
+  if (setup_.model.lora.adaptive.enabled)
+    spdlog::info("AdaLoRA after step {}: {}", result.steps, adalora_rank_summary(*model_->bert));
   model_->eval();
   if (best_) best_->eval();
   return result;

@@ -20,13 +20,11 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "data/sampler.h"
 #include "distributed/communicator.h"
 #include "distributed/gradient_reducer.h"
-#include "models/adalora.h"
 #include "models/model_config.h"
 #include "models/recommender.h"
 #include "trainer/checkpoint.h"
@@ -105,8 +103,6 @@ class Trainer {
   Recommender best_{nullptr};
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
-  /// model.lora.adaptive: the rank allocator's schedule.
-  std::optional<AdaLoraSchedule> adalora_;
 
   /// Where a run starts: a fresh start, or a checkpoint's state (setup.resume).
   struct ResumePoint {

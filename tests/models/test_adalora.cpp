@@ -96,7 +96,7 @@ TEST(AdaLoraLayer, StartsAsANoOpAndComputesTheSvdForm) {
 }
 
 TEST(AdaLoraSchedule, FollowsPeftsCubicBudget) {
-  AdaLoraSchedule s;
+  ModelAdaLoraConfig s;
   s.tinit = 2;
   s.tfinal = 3;
   s.delta_t = 2;
@@ -145,7 +145,7 @@ void importance_by_position(BertModel& model) {
 TEST(AdaLoraAllocator, MasksTheLeastImportantTripletsOverAllModules) {
   BertModel model = make_model();
   apply_lora(model, adaptive_options(4, 1));  // 4 modules: budget 16 -> 4
-  AdaLoraSchedule s;
+  ModelAdaLoraConfig s;
   s.target_r = 1;
   s.tfinal = 2;
   s.total_step = 6;
@@ -187,7 +187,7 @@ TEST(AdaLoraAllocator, MasksTheLeastImportantTripletsOverAllModules) {
 TEST(AdaLoraAllocator, NeedsAdaptiveAdapters) {
   BertModel model = make_model();
   apply_lora(model, LoraOptions{4, 8.0, 0.0, {"query"}});
-  AdaLoraSchedule s;
+  ModelAdaLoraConfig s;
   s.total_step = 4;
   EXPECT_THROW(adalora_update_and_allocate(*model, s, 1), Error);
   EXPECT_FALSE(adalora_orthogonal_regulariser(*model).defined());
@@ -229,7 +229,7 @@ TEST_F(AdaLoraPeft, SavesTheKeptTripletsWithTheirRankPatternAndLoadsBack) {
   LoraOptions options = adaptive_options(4, 1);
   options.adaptive.total_step = 6;
   apply_lora(model, options);
-  AdaLoraSchedule s;
+  ModelAdaLoraConfig s;
   s.target_r = 1;
   s.total_step = 6;
   importance_by_position(model);

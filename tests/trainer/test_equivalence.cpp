@@ -192,7 +192,7 @@ TEST_P(EquivalenceTest, AdaLoraAllocatesTheSameRanksOnEveryWorldSize) {
   if (w < 2 || sequences) GTEST_SKIP() << "needs 2 or more ranks; the item tower is what it prunes";
   DatasetFile f(dataset_);
   BatchSampler global_batches(f, 0, 1, sampler_options(f, kB * w, false));
-  AdaLoraSchedule schedule;
+  ModelAdaLoraConfig schedule;
   schedule.target_r = 1;
   schedule.tfinal = 1;
   schedule.total_step = kSteps;  // steps 1-2 prune, 3 is final, 4 keeps the pattern
