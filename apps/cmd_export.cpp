@@ -53,6 +53,9 @@ std::string summary_tail(const ExportSummary& s, int ranks) {
   out += fmt::format(
       "encoded {} items in {:.2f} s ({:.0f} items/s) and {} users on {} rank(s); {:.2f} s in all\n",
       s.items_encoded, s.encode_seconds, rate, s.users_encoded, ranks, s.seconds);
+  if (s.users_with_profile >= 0)
+    out += fmt::format("user profiles: {} of {} users have one (users/profile_vectors)\n",
+                       s.users_with_profile, s.users);
   out += fmt::format("-> {} ({})\n", s.path, human_bytes(s.file_bytes));
   return out;
 }

@@ -45,13 +45,28 @@ struct CatalogueColumns {
   }
 };
 
+struct UserProfileColumns {
+  std::string user = "user_id";
+  std::vector<std::string> text = {"profile"};
+
+  template <class V>
+  void visit(V& v) {
+    v.field("user", user, "User id column of the user table (the ids of the interactions file)");
+    v.field("text", text,
+            "Columns joined (in this order, ' ; ' between) into the user's profile text (age band, "
+            "region, stated interests, ...), which the item encoder reads for model.user.profile");
+  }
+};
+
 struct DataConfig {
   std::string interactions;  ///< raw behaviour log
   std::string catalogue;     ///< raw product catalogue
+  std::string users;         ///< optional user table (profile text); "" = none
   std::string format = "auto";
   std::string dataset = "dataset.h5";
   InteractionColumns columns;
   CatalogueColumns catalogue_columns;
+  UserProfileColumns user_columns;
   std::string time_format = "auto";
   std::map<std::string, double> event_weights = {
       {"view", 1.0}, {"click", 1.0}, {"cart", 2.0}, {"purchase", 4.0}};
@@ -71,11 +86,15 @@ struct DataConfig {
   void visit(V& v) {
     v.field("interactions", interactions, "Interactions file (CSV/TSV with a header, or JSONL)");
     v.field("catalogue", catalogue, "Catalogue file (CSV/TSV with a header, or JSONL)");
+    v.field("users", users,
+            "Optional user table (CSV/TSV with a header, or JSONL): one row per user id with profile "
+            "text; \"\" = none");
     v.field("format", format, "File format; auto = by extension (.csv, .tsv/.tab, .jsonl/.ndjson)",
             config_one_of({"auto", "csv", "tsv", "jsonl"}));
     v.field("dataset", dataset, "The prepared HDF5 dataset: written by `llmrec prepare`, read by training");
     v.section("columns", columns, "Column names of the interactions file");
     v.section("catalogue_columns", catalogue_columns, "Column names of the catalogue file");
+    v.section("user_columns", user_columns, "Column names of the user table (data.users)");
     v.field("time_format", time_format,
             "How timestamps are written; auto = ISO 8601, or a unix time whose unit follows from its size "
             "(below 1e11: seconds, below 1e14: milliseconds, below 1e17: microseconds, else nanoseconds)",

@@ -36,6 +36,13 @@ void write_dataset(const std::string& path, const DatasetArrays& d, const std::s
   f.write("users/train_end", d.users.train_end);
   f.write("users/valid", d.users.valid);
   f.write("users/test", d.users.test);
+  if (d.has_profiles) {
+    f.write_strings("users/profile_text", d.users.profile_texts);
+    f.write<std::int32_t>(
+        "users/profile_tokens", d.users.profile_tokens.data(),
+        {static_cast<std::uint64_t>(d.users.ids.size()), static_cast<std::uint64_t>(d.text_len)});
+    f.write("users/profile_length", d.users.profile_length);
+  }
 
   f.write("events/item", d.events.item);
   f.write("events/time", d.events.time);
@@ -101,6 +108,16 @@ DatasetFile::DatasetFile(const std::string& path) : impl_(new Impl{h5::File::ope
   for (const char* n : {"events/time", "events/type", "events/weight"}) check(n, num_events_);
   check("items/id/offsets", num_items_ + 1);
   check("users/id/offsets", num_users_ + 1);
+  has_profiles_ = f.exists("users/profile_tokens");
+  if (has_profiles_) {
+    const auto shape = f.shape("users/profile_tokens");
+    if (shape.size() != 2 || static_cast<std::int64_t>(shape[0]) != num_users_ ||
+        static_cast<int>(shape[1]) != text_len_) {
+      throw IoError(fmt::format("{}: users/profile_tokens must be [{} users, text_len {}]", path, num_users_,
+                                text_len_));
+    }
+    check("users/profile_length", num_users_);
+  }
 }
 
 DatasetFile::~DatasetFile() = default;
@@ -211,6 +228,15 @@ UserSlice DatasetFile::read_users(std::int64_t begin, std::int64_t end,
   s.users.train_end = f.read_rows<std::int64_t>("users/train_end", b, n);
   s.users.valid = f.read_rows<std::int64_t>("users/valid", b, n);
   s.users.test = f.read_rows<std::int64_t>("users/test", b, n);
+  if (has_profiles_) {
+    s.users.profile_tokens = f.read_rows<std::int32_t>("users/profile_tokens", b, n);
+    s.users.profile_length = f.read_rows<std::int32_t>("users/profile_length", b, n);
+    for (const std::int32_t len : s.users.profile_length) {
+      if (len < 0 || len > text_len_)
+        throw IoError(
+            fmt::format("{}: users/profile_length value {} outside [0, {}]", path(), len, text_len_));
+    }
+  }
   for (std::uint64_t u = 0; u < n; ++u) {
     const std::int64_t lo = s.users.offsets[u], hi = s.users.offsets[u + 1];
     if (hi < lo || s.users.train_end[u] < 0 || s.users.train_end[u] > hi - lo) {

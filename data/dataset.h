@@ -31,6 +31,12 @@ struct UserTable {
   std::vector<std::int64_t> train_end;  ///< training events of user u: the first train_end of them
   std::vector<std::int64_t> valid;      ///< absolute event index, -1 = none
   std::vector<std::int64_t> test;       ///< absolute event index, -1 = none
+  /// With a user table (data.users), else all empty: each user's profile
+  /// text ("" = none), tokens [users, text_len] ([CLS] ... [SEP], padded;
+  /// all padding without a profile) and real tokens (0 = no profile).
+  std::vector<std::string> profile_texts;
+  std::vector<std::int32_t> profile_tokens;
+  std::vector<std::int32_t> profile_length;
 };
 
 struct EventTable {
@@ -54,6 +60,7 @@ struct DatasetArrays {
   std::vector<std::string> context_names;
   std::vector<std::vector<std::string>> context_values;
   bool has_rating = false;
+  bool has_profiles = false;  ///< users.profile_* are filled (data.users)
   ItemTable items;
   UserTable users;
   EventTable events;
@@ -70,7 +77,7 @@ struct UserSlice {
   std::int64_t begin = 0;
   std::int64_t end = 0;
   std::int64_t first_event = 0;  ///< dataset index of the slice's first event
-  UserTable users;               ///< ids, offsets (end-begin+1, from 0), train_end, valid, test
+  UserTable users;  ///< ids, offsets (end-begin+1, from 0), train_end, valid, test, profile tokens and length
   EventTable events;  ///< item, time, type, weight, the context columns asked for (rating not read)
 };
 
@@ -88,6 +95,8 @@ class DatasetFile {
   std::int64_t num_items() const { return num_items_; }
   std::int64_t num_events() const { return num_events_; }
   int text_len() const { return text_len_; }
+  /// The users have profile text (prepared with data.users).
+  bool has_profiles() const { return has_profiles_; }
   std::string split() const;
   std::string config_yaml() const;
   std::string report_json() const;
@@ -118,6 +127,7 @@ class DatasetFile {
   std::int64_t num_items_ = 0;
   std::int64_t num_events_ = 0;
   int text_len_ = 0;
+  bool has_profiles_ = false;
 };
 
 }  // namespace llmrec

@@ -229,26 +229,42 @@ std::string utc_iso(std::int64_t t) {
 
 }  // namespace
 
-Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
+namespace {
+
+/// What read_text_table() reads: an id column, an optional category column
+/// and text columns, with the config keys that name them and the words its
+/// messages use.
+struct TextTableSpec {
+  std::pair<std::string, std::string> id;        ///< column, config key
+  std::pair<std::string, std::string> category;  ///< column ("" = none), config key
+  const std::vector<std::string>& text;
+  std::string text_key;   ///< config key of the text columns
+  std::string noun;       ///< "item", "user"
+  std::string text_noun;  ///< "item text", "profile text"
+  std::string table;      ///< "catalogue", "user table"
+};
+
+/// Rows of (id, category, joined text), validated: well-formed, UTF-8, an
+/// id, no duplicate id, some text, cut to data.max_text_chars characters.
+Catalogue read_text_table(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report,
+                          const TextTableSpec& spec) {
   report.path = path;
-  std::vector<std::pair<std::string, std::string>> cat_cols = {
-      {cfg.catalogue_columns.item, "data.catalogue_columns.item"},
-      {cfg.catalogue_columns.category, "data.catalogue_columns.category"}};
-  for (const auto& t : cfg.catalogue_columns.text) cat_cols.emplace_back(t, "data.catalogue_columns.text");
+  std::vector<std::pair<std::string, std::string>> cols = {spec.id, spec.category};
+  for (const auto& t : spec.text) cols.emplace_back(t, spec.text_key);
   Catalogue out;
-  std::unordered_map<std::string, std::int64_t> item_line;
-  RowSource src(path, detect_format(path, cfg.format), cat_cols);
+  std::unordered_map<std::string, std::int64_t> id_line;
+  RowSource src(path, detect_format(path, cfg.format), cols);
   BadRows bad(cfg, report);
   std::vector<std::string> v;
   std::int64_t line = 0;
   while (src.next_valid(v, line, bad, report.rows_read)) {
     if (v[0].empty()) {
-      bad.add(line, "missing item id", fmt::format("column '{}' is empty", cat_cols[0].first));
+      bad.add(line, "missing " + spec.noun + " id", fmt::format("column '{}' is empty", cols[0].first));
       continue;
     }
-    if (item_line.count(v[0])) {
-      bad.add(line, "duplicate item id",
-              fmt::format("'{}' first defined at line {}", shorten(v[0]), item_line[v[0]]));
+    if (id_line.count(v[0])) {
+      bad.add(line, "duplicate " + spec.noun + " id",
+              fmt::format("'{}' first defined at line {}", shorten(v[0]), id_line[v[0]]));
       continue;
     }
     std::string text;
@@ -258,8 +274,8 @@ Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, Prepare
       text += v[k];
     }
     if (text.empty()) {
-      bad.add(line, "missing item text",
-              fmt::format("item '{}' has no text in any text column", shorten(v[0])));
+      bad.add(line, "missing " + spec.text_noun,
+              fmt::format("{} '{}' has no text in any text column", spec.noun, shorten(v[0])));
       continue;
     }
     // The model reads data.text_len tokens: a longer text is cut, not lost.
@@ -268,15 +284,41 @@ Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, Prepare
       text.resize(keep);
       ++report.texts_cut;
     }
-    item_line.emplace(v[0], line);
+    id_line.emplace(v[0], line);
     out.ids.push_back(v[0]);
     out.categories.push_back(v[1]);
     out.texts.push_back(std::move(text));
     out.lines.push_back(line);
     ++report.rows_kept;
   }
-  if (out.ids.empty()) throw IoError(fmt::format("{}: no valid catalogue rows", path));
+  if (out.ids.empty()) throw IoError(fmt::format("{}: no valid {} rows", path, spec.table));
   return out;
+}
+
+}  // namespace
+
+Catalogue read_catalogue(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
+  const CatalogueColumns& c = cfg.catalogue_columns;
+  return read_text_table(path, cfg, report,
+                         {{c.item, "data.catalogue_columns.item"},
+                          {c.category, "data.catalogue_columns.category"},
+                          c.text,
+                          "data.catalogue_columns.text",
+                          "item",
+                          "item text",
+                          "catalogue"});
+}
+
+Catalogue read_user_profiles(const std::string& path, const DataConfig& cfg, PrepareReport::Source& report) {
+  const UserProfileColumns& c = cfg.user_columns;
+  return read_text_table(path, cfg, report,
+                         {{c.user, "data.user_columns.user"},
+                          {"", ""},
+                          c.text,
+                          "data.user_columns.text",
+                          "user",
+                          "profile text",
+                          "user table"});
 }
 
 TokenizedTexts tokenize_item_texts(const WordPieceTokenizer& tokenizer, const std::vector<std::string>& texts,
@@ -642,8 +684,8 @@ void build_users(const DataConfig& cfg, std::int64_t cut, const RawEvents& raw,
   }
 }
 
-/// Tokenizes every catalogue item once, with data.vocab or a vocabulary
-/// built from the catalogue's texts.
+/// Tokenizes every catalogue item (and user profile) once, with data.vocab
+/// or a vocabulary built from the catalogue's (and the profiles') texts.
 void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport& report) {
   const std::vector<std::string>& item_texts = out.items.texts;
   WordPieceTokenizer tokenizer = [&] {
@@ -652,6 +694,7 @@ void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport
     options.vocab_size = cfg.vocab_size;
     VocabBuilder builder(options);
     for (const auto& t : item_texts) builder.add_text(t);
+    for (const auto& t : out.users.profile_texts) builder.add_text(t);
     return WordPieceTokenizer::from_tokens(builder.build());
   }();
   out.vocab = tokenizer.tokens();
@@ -663,6 +706,38 @@ void tokenize_catalogue(const DataConfig& cfg, DatasetArrays& out, PrepareReport
   const std::int64_t unk = tokenized.unk, total = tokenized.total;
   report.unk_token_share = total > 0 ? static_cast<double>(unk) / static_cast<double>(total) : 0.0;
   report.vocab_size = static_cast<std::int64_t>(out.vocab.size());
+  if (!out.has_profiles) return;
+  // A user without a profile keeps an empty text: length 0, all padding.
+  TokenizedTexts profiles = tokenize_item_texts(tokenizer, out.users.profile_texts, cfg.text_len);
+  for (std::size_t u = 0; u < out.users.profile_texts.size(); ++u) {
+    if (!out.users.profile_texts[u].empty()) continue;
+    profiles.length[u] = 0;
+    std::fill_n(profiles.tokens.begin() + static_cast<std::ptrdiff_t>(u) * cfg.text_len, cfg.text_len,
+                tokenizer.pad_id());
+  }
+  out.users.profile_tokens = std::move(profiles.tokens);
+  out.users.profile_length = std::move(profiles.length);
+}
+
+/// The profile text of every dataset user from data.users ("" = none), and
+/// the counts of the report: users with a profile, profile rows of users
+/// the dataset does not have.
+void attach_profiles(const DataConfig& cfg, DatasetArrays& out, PrepareReport& report) {
+  if (cfg.users.empty()) return;
+  const Catalogue table = read_user_profiles(cfg.users, cfg, report.user_table);
+  std::unordered_map<std::string, std::size_t> row_of;
+  for (std::size_t r = 0; r < table.ids.size(); ++r) row_of.emplace(table.ids[r], r);
+  out.has_profiles = true;
+  out.users.profile_texts.assign(out.users.ids.size(), std::string());
+  std::int64_t matched = 0;
+  for (std::size_t u = 0; u < out.users.ids.size(); ++u) {
+    const auto it = row_of.find(out.users.ids[u]);
+    if (it == row_of.end()) continue;
+    out.users.profile_texts[u] = table.texts[it->second];
+    ++matched;
+  }
+  report.users_with_profile = matched;
+  report.profiles_of_other_users = static_cast<std::int64_t>(table.ids.size()) - matched;
 }
 
 }  // namespace
@@ -689,6 +764,7 @@ PrepareReport prepare_dataset(const DataConfig& cfg, const std::string& resolved
   out.items.categories = catalogue.categories;
   out.items.texts = catalogue.texts;
   build_users(cfg, cut, raw, alive, out, report);
+  attach_profiles(cfg, out, report);
   tokenize_catalogue(cfg, out, report);
 
   report.users = static_cast<std::int64_t>(out.users.ids.size());
@@ -737,6 +813,11 @@ std::string PrepareReport::to_json() const {
       {"truncated_texts", truncated_texts},
       {"unk_token_share", unk_token_share},
   };
+  if (!user_table.path.empty()) {
+    j["user_table"] = source(user_table);
+    j["users_with_profile"] = users_with_profile;
+    j["profiles_of_other_users"] = profiles_of_other_users;
+  }
   // Paths and examples hold bytes from the input; never throw over them.
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -757,6 +838,7 @@ std::string PrepareReport::to_text() const {
   };
   source("catalogue", catalogue);
   source("interactions", interactions);
+  if (!user_table.path.empty()) source("user table", user_table);
   s += fmt::format("events after validation: {} from {} users\n", events_after_validation, users_seen);
   if (kcore_events_removed > 0) {
     s += fmt::format("k-core: removed {} events, {} users; {} items lost all their events\n",
@@ -774,6 +856,12 @@ std::string PrepareReport::to_text() const {
                    train_events, valid_events, test_events, test_events_on_cold_items);
   s += fmt::format("text: vocabulary {} tokens, {} item texts truncated, {:.2f}% [UNK] tokens\n", vocab_size,
                    truncated_texts, 100.0 * unk_token_share);
+  if (!user_table.path.empty()) {
+    s += fmt::format(
+        "profiles: {} of {} users have one ({} without); {} profile rows name users the dataset does not "
+        "have (not in the interactions, or filtered out: unused)\n",
+        users_with_profile, users, users - users_with_profile, profiles_of_other_users);
+  }
   return s;
 }
 

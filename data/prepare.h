@@ -33,6 +33,9 @@ struct PrepareReport {
   };
   Source catalogue;
   Source interactions;
+  Source user_table;                         ///< data.users (path "" when none)
+  std::int64_t users_with_profile = 0;       ///< dataset users with a profile row
+  std::int64_t profiles_of_other_users = 0;  ///< profile rows of users the dataset does not have
   std::int64_t events_after_validation = 0;
   std::int64_t users_seen = 0;
   std::int64_t kcore_events_removed = 0;
@@ -77,6 +80,12 @@ struct Catalogue {
 /// the reason, or counted in `report` with examples); `report.path` is set to
 /// `path`. IoError when no valid row is left.
 Catalogue read_catalogue(const std::string& path, const DataConfig& config, PrepareReport::Source& report);
+
+/// The same for data.users (columns config.user_columns): ids are user ids,
+/// texts the joined profile columns, categories all "". The same checks
+/// (a user id, no duplicate, some text, ...) and bad-row policy.
+Catalogue read_user_profiles(const std::string& path, const DataConfig& config,
+                             PrepareReport::Source& report);
 
 /// Item texts tokenized as the dataset stores them (step 3).
 struct TokenizedTexts {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/random.h"
@@ -60,6 +61,12 @@ BatchSampler::BatchSampler(const DatasetFile& dataset, int rank, int world, cons
                "sampler: {} context columns named, values of {} given", options.context_columns.size(),
                options.context.column_values.size());
   slice_ = dataset.read_users(shard_.user_begin, shard_.user_end, options.context_columns);
+  if (options.profiles && !dataset.has_profiles()) {
+    throw ConfigError(fmt::format(
+        "model.user.profile is on but {} has no user profiles: prepare it with data.users (a user table "
+        "with profile text)",
+        dataset.path()));
+  }
   event_codes_ = context_codes_by_event(slice_.events);
   std::int64_t targets = 0;
   for (std::size_t u = 0; u + 1 < slice_.users.offsets.size(); ++u) {
@@ -131,22 +138,34 @@ std::vector<std::int64_t> BatchSampler::batch_negatives(const Cursor& cursor, st
   return negatives;
 }
 
+std::pair<at::Tensor, at::Tensor> text_tensors(const std::vector<std::int32_t>& tokens,
+                                               const std::vector<std::int32_t>& length, int text_len,
+                                               const std::vector<std::int64_t>& rows) {
+  const auto n = static_cast<std::int64_t>(rows.size());
+  at::Tensor tok_t = at::zeros({n, text_len}, at::kLong);
+  at::Tensor mask_t = at::zeros({n, text_len}, at::kLong);
+  auto* tok = tok_t.data_ptr<std::int64_t>();
+  auto* mask = mask_t.data_ptr<std::int64_t>();
+  const auto L = static_cast<std::size_t>(text_len);
+  for (std::int64_t r = 0; r < n; ++r) {
+    const std::int64_t row = rows[static_cast<std::size_t>(r)];
+    if (row < 0) continue;
+    const auto at = static_cast<std::size_t>(row);
+    LLMREC_CHECK(at < length.size() && (at + 1) * L <= tokens.size(), "text row {} outside the table's {}",
+                 row, length.size());
+    const std::int32_t len = length[at];
+    for (int k = 0; k < text_len; ++k) {
+      tok[r * text_len + k] = tokens[at * L + static_cast<std::size_t>(k)];
+      mask[r * text_len + k] = k < len ? 1 : 0;
+    }
+  }
+  return {tok_t, mask_t};
+}
+
 void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) const {
   const auto u = static_cast<std::int64_t>(ids.size());
   out.item_ids = u == 0 ? at::empty({0}, at::kLong) : at::tensor(ids, at::kLong);
-  out.item_tokens = at::empty({u, text_len_}, at::kLong);
-  out.item_mask = at::empty({u, text_len_}, at::kLong);
-  auto* tok = out.item_tokens.data_ptr<std::int64_t>();
-  auto* mask = out.item_mask.data_ptr<std::int64_t>();
-  for (std::int64_t r = 0; r < u; ++r) {
-    const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
-    const std::int32_t len = items_.length[item];
-    for (int k = 0; k < text_len_; ++k) {
-      tok[r * text_len_ + k] =
-          items_.tokens[item * static_cast<std::size_t>(text_len_) + static_cast<std::size_t>(k)];
-      mask[r * text_len_ + k] = k < len ? 1 : 0;
-    }
-  }
+  std::tie(out.item_tokens, out.item_mask) = text_tensors(items_.tokens, items_.length, text_len_, ids);
   // log q: an item's share of training events (add-one smoothed), the
   // rate at which in-batch sampling meets it.
   out.item_log_q = at::empty({u}, at::kFloat);
@@ -155,6 +174,15 @@ void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) 
     const auto item = static_cast<std::size_t>(ids[static_cast<std::size_t>(r)]);
     log_q[r] = static_cast<float>(std::log(static_cast<double>(items_.train_count[item] + 1) / log_q_total_));
   }
+}
+
+void BatchSampler::fill_profiles(const std::vector<std::int64_t>& perm, std::int64_t lo, std::int64_t hi,
+                                 Batch& out) const {
+  std::vector<std::int64_t> users;
+  for (std::int64_t k = lo; k < hi; ++k)
+    users.push_back(example_user_[static_cast<std::size_t>(perm[static_cast<std::size_t>(k)])]);
+  std::tie(out.profile_tokens, out.profile_mask) =
+      text_tensors(slice_.users.profile_tokens, slice_.users.profile_length, text_len_, users);
 }
 
 std::int64_t BatchSampler::window_begin(std::size_t e) const {
@@ -272,6 +300,7 @@ Batch BatchSampler::batch(const Cursor& cursor) const {
   }
   LLMREC_CHECK(t == n_targets, "batch {}:{}: {} targets written, {} counted", cursor.epoch, cursor.step, t,
                n_targets);
+  if (options_.profiles) fill_profiles(perm, lo, hi, out);
   return out;
 }
 
@@ -311,9 +340,9 @@ void BatchLoader::run() {
     try {
       Batch b = sampler_->batch(c);
       if (pin_memory_) {  // page-locked: the copy to the GPU is asynchronous
-        for (at::Tensor* t :
-             {&b.item_ids, &b.item_tokens, &b.item_mask, &b.item_log_q, &b.history, &b.target, &b.negatives,
-              &b.weight, &b.target_slot, &b.history_context, &b.query_context}) {
+        for (at::Tensor* t : {&b.item_ids, &b.item_tokens, &b.item_mask, &b.item_log_q, &b.history, &b.target,
+                              &b.negatives, &b.weight, &b.target_slot, &b.history_context, &b.query_context,
+                              &b.profile_tokens, &b.profile_mask}) {
           if (t->defined()) *t = t->pin_memory();
         }
       }

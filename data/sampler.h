@@ -39,6 +39,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/time_features.h"
@@ -99,6 +100,10 @@ struct Batch {
   /// With SamplerOptions::context features (F of them), else undefined:
   at::Tensor history_context;  ///< [rows, T, F] int64 each slot's event's values (0 in padding)
   at::Tensor query_context;    ///< [B] x F int64 each target event's values (gap: since the event before it)
+  /// With SamplerOptions::profiles, else undefined: each row's user's
+  /// profile text, [rows, L] int64 tokens and mask (zeros: no profile).
+  at::Tensor profile_tokens;
+  at::Tensor profile_mask;
   std::int64_t size() const { return target.defined() ? target.size(0) : 0; }
   /// Rows of `history`: users (sequence windows with target_slot).
   std::int64_t rows() const { return history.defined() ? history.size(0) : 0; }
@@ -121,7 +126,17 @@ struct SamplerOptions {
   /// `context_columns` (the dataset's data.columns.context names).
   ContextSpec context;
   std::vector<std::string> context_columns;
+  /// Each row carries its user's profile text (model.user.profile); the
+  /// dataset must have been prepared with data.users.
+  bool profiles = false;
 };
+
+/// Rows `rows` of a [n, text_len] token table (int32, `length` real tokens
+/// per row) as int64 tensors tokens [R, text_len] and mask [R, text_len]
+/// (1 = token); a row -1 is all padding (token 0, mask 0).
+std::pair<at::Tensor, at::Tensor> text_tensors(const std::vector<std::int32_t>& tokens,
+                                               const std::vector<std::int32_t>& length, int text_len,
+                                               const std::vector<std::int64_t>& rows);
 
 class BatchSampler {
  public:
@@ -149,6 +164,9 @@ class BatchSampler {
   std::vector<std::int64_t> batch_negatives(const Cursor& cursor, std::int64_t rows) const;
   /// item_ids, item_tokens, item_mask and item_log_q of the batch's unique items.
   void fill_items(const std::vector<std::int64_t>& ids, Batch& out) const;
+  /// profile_tokens and profile_mask of the rows perm[lo, hi): their users' profiles.
+  void fill_profiles(const std::vector<std::int64_t>& perm, std::int64_t lo, std::int64_t hi,
+                     Batch& out) const;
   /// The first event of example e's window: its history (or inputs) and
   /// target(s) are events [window_begin(e), example_event_[e]].
   std::int64_t window_begin(std::size_t e) const;

@@ -92,6 +92,8 @@ const std::array<const char*, 5> kPriceBands = {"budget", "value", "mid", "premi
 const std::array<const char*, 20> kSyllables = {"nor", "vik", "zen", "tra", "lum", "ora", "kel",
                                                 "dan", "mar", "sol", "vex", "ari", "tek", "bel",
                                                 "cor", "fin", "gal", "hux", "jor", "pax"};
+const std::array<const char*, 6> kAges = {"18-24", "25-34", "35-44", "45-54", "55-64", "65+"};
+const std::array<const char*, 5> kRegions = {"north", "south", "east", "west", "central"};
 const std::array<const char*, 4> kEvents = {"view", "click", "cart", "purchase"};
 const std::array<double, 4> kEventShare = {0.50, 0.25, 0.15, 0.10};
 
@@ -427,6 +429,37 @@ std::string latent_user_row(std::int64_t u, const User& user, const Brands& bran
       }));
 }
 
+constexpr double kProfileShare = 0.85;     ///< users with a row in users.csv
+constexpr double kProfileLeaf = 0.6;       ///< each liked leaf stated
+constexpr double kProfileNoise = 0.3;      ///< one leaf stated that is not liked
+constexpr double kProfileStyle = 0.5;      ///< each liked style stated
+constexpr double kProfileBrand = 0.3;      ///< each liked brand stated
+constexpr double kProfilePriceBand = 0.5;  ///< the preferred price band stated
+
+/// The user's row of users.csv ("" = no profile): an age band and a region
+/// that carry no taste, and stated interests drawn from the latent tastes
+/// (each liked leaf, style, brand and the price band with a probability
+/// above) plus one leaf the user does not like (kProfileNoise).
+std::string profile_row(Rng& rng, std::int64_t u, const User& user, const Brands& brands) {
+  if (rng.uniform() >= kProfileShare) return "";
+  std::vector<std::string> interests;
+  for (int leaf : user.leaves)
+    if (rng.uniform() < kProfileLeaf) interests.emplace_back(kLeaves[static_cast<std::size_t>(leaf)].name);
+  if (rng.uniform() < kProfileNoise)
+    interests.emplace_back(kLeaves[static_cast<std::size_t>(rng.below(kLeaves.size()))].name);
+  for (int style : user.styles)
+    if (rng.uniform() < kProfileStyle) interests.emplace_back(kStyles[static_cast<std::size_t>(style)]);
+  for (int brand : user.brands)
+    if (rng.uniform() < kProfileBrand) interests.push_back(brands.names[static_cast<std::size_t>(brand)]);
+  std::string price;
+  if (rng.uniform() < kProfilePriceBand) price = kPriceBands[static_cast<std::size_t>(user.band)];
+  const char* age = kAges[static_cast<std::size_t>(rng.below(kAges.size()))];
+  const char* region = kRegions[static_cast<std::size_t>(rng.below(kRegions.size()))];
+  std::string stated;
+  for (const std::string& x : interests) stated += (stated.empty() ? "" : " ") + x;
+  return fmt::format("{},{},{},{},{}\n", user_id(u), age, region, stated, price);
+}
+
 nlohmann::json synth_meta(const SynthOptions& o, const SynthSummary& summary) {
   return {
       {"generator", "llmrec synth"},
@@ -503,12 +536,14 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
   std::ofstream inter(fs::path(out_dir) / "interactions.csv", std::ios::binary);
   inter << "user_id,item_id,timestamp,event,rating,device\n";
   std::string latent_users = "user_id,leaves,brands,styles,price_band,brand_ids,departments\n";
+  std::string profiles = "user_id,age,region,interests,price\n";
   std::string buf;
   std::vector<std::int64_t> chosen;
   std::vector<std::int64_t> times;
   // The device of each event comes from a stream of its own, so the rest
   // of the shop is what it was before the column existed.
   Rng device_rng(splitmix64(o.seed ^ 0xdeU));
+  Rng profile_rng(splitmix64(o.seed ^ 0x9f0U));  // users.csv: a stream of its own too
   for (std::int64_t u = 0; u < o.users; ++u) {
     const User user = draw_user(rng, leaf_table, brands);
     std::int64_t n = o.min_history + rng.geometric(o.mean_history - o.min_history);
@@ -527,6 +562,7 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
       summary.cold_events += it.cold;
     }
     latent_users += latent_user_row(u, user, brands);
+    profiles += profile_row(profile_rng, u, user, brands);
     if (buf.size() > (1 << 20)) {
       inter << buf;
       buf.clear();
@@ -536,6 +572,7 @@ SynthSummary write_synth_shop(const SynthOptions& o, const std::string& out_dir)
   if (!inter)
     throw IoError(fmt::format("cannot write {}", (fs::path(out_dir) / "interactions.csv").string()));
   write_file(fs::path(out_dir) / "latent_users.csv", latent_users);
+  write_file(fs::path(out_dir) / "users.csv", profiles);
   write_file(fs::path(out_dir) / "synth.json", synth_meta(o, summary).dump(2) + "\n");
   return summary;
 }

@@ -16,9 +16,12 @@
 /// each user's last event falls after the cut, so cold items appear only as
 /// last (test) events and only their text can recommend them.
 ///
-/// Output, in raw export shape: catalogue.csv, interactions.csv, and the
-/// latent truth for the oracle: latent_items.csv, latent_users.csv,
-/// synth.json (parameters and counts). Deterministic for a seed.
+/// Output, in raw export shape: catalogue.csv, interactions.csv, users.csv
+/// (profile text for 85% of the users: an age band and a region that carry
+/// no taste, and stated interests drawn from the latent tastes with noise;
+/// data.users / model.user.profile), and the latent truth for the oracle:
+/// latent_items.csv, latent_users.csv, synth.json (parameters and counts).
+/// Deterministic for a seed.
 
 #include <cstdint>
 #include <string>

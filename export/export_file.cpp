@@ -211,6 +211,8 @@ const IntAttribute kIntAttributes[] = {
     {"ranker_layers", &ExportData::ranker_layers, true, 0, [](const ExportData&) { return kMaxLayers; }},
     {"ranker_ff_dim", &ExportData::ranker_ff_dim, false, 0, [](const ExportData&) { return 16 * kMaxDim; }},
     {"text_len", &ExportData::text_len, true, 1, [](const ExportData&) { return kMaxTextLen; }},
+    {"ranker_profile", &ExportData::ranker_profile, false, 0,
+     [](const ExportData&) { return std::int64_t{1}; }},
     {"catalogue_updates", &ExportData::catalogue_updates, false, 0,
      [](const ExportData&) { return std::numeric_limits<std::int64_t>::max(); }},
 };
@@ -418,6 +420,16 @@ void read_users(Reader& r, ExportData& e) {
   if (r.file().exists("users/history_times")) {
     e.history_times = r.read<std::int64_t>("users/history_times", {E}, "one time per event");
   }
+  if (e.ranker_profile != 0) {
+    e.user_profiles = r.read<float>("users/profile_vectors", {U, d}, "[num_users, dim]");
+    r.check_finite("users/profile_vectors", e.user_profiles);
+    e.user_has_profile = r.read<std::uint8_t>("users/has_profile", {U}, "a 0/1 flag per user");
+    for (std::size_t u = 0; u < e.user_has_profile.size(); ++u) {
+      if (e.user_has_profile[u] > 1)
+        r.fail(
+            fmt::format("dataset 'users/has_profile' value {} is {}, not 0 or 1", u, e.user_has_profile[u]));
+    }
+  }
   const auto C = static_cast<std::uint64_t>(e.ranker_context_columns.size());
   for (const auto& name : e.ranker_context_columns) {
     const std::string values = "context/" + name + "/values";
@@ -599,12 +611,14 @@ void check_export_sizes(const ExportData& e) {
                    e.item_keys.size() == I * d && e.hour_counts.size() == I * kHours &&
                    e.cf_neighbours.size() == I * K && e.cf_similarity.size() == I * K,
                "export: the item tables disagree with the {} item ids", I);
-  LLMREC_CHECK(e.user_vectors.size() == U * d && e.history_offsets.size() == U + 1 &&
-                   static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E &&
-                   (e.history_times.empty() || e.history_times.size() == E) &&
-                   e.context_values.size() == e.ranker_context_columns.size() &&
-                   e.history_context.size() == E * e.ranker_context_columns.size(),
-               "export: the user tables disagree with the {} user ids", U);
+  LLMREC_CHECK(
+      e.user_vectors.size() == U * d && e.history_offsets.size() == U + 1 &&
+          static_cast<std::uint64_t>(e.history_offsets.back()) == E && e.history_types.size() == E &&
+          (e.history_times.empty() || e.history_times.size() == E) &&
+          e.context_values.size() == e.ranker_context_columns.size() &&
+          e.history_context.size() == E * e.ranker_context_columns.size() &&
+          (e.ranker_profile == 0 || (e.user_profiles.size() == U * d && e.user_has_profile.size() == U)),
+      "export: the user tables disagree with the {} user ids", U);
   LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
                "export: TF-IDF rows for {} items, the export has {}",
                e.tfidf ? e.tfidf->matrix().num_items() : 0, I);
@@ -653,6 +667,10 @@ void write_export_file(const std::string& path, const ExportData& e) {
   f.write("users/history_items", e.history_items);
   f.write("users/history_types", e.history_types);
   if (!e.history_times.empty()) f.write("users/history_times", e.history_times);
+  if (e.ranker_profile != 0) {
+    f.write<float>("users/profile_vectors", e.user_profiles.data(), {U, d});
+    f.write("users/has_profile", e.user_has_profile);
+  }
   if (!e.ranker_context_columns.empty()) {
     const auto C = static_cast<std::uint64_t>(e.ranker_context_columns.size());
     f.write<std::int32_t>("users/history_context", e.history_context.data(),
@@ -689,7 +707,8 @@ UserTowerOptions export_tower_options(const ExportData& e) {
       .ff_dim(e.ranker_ff_dim)
       .activation(e.ranker_activation)
       .pooling(e.ranker_pooling)
-      .context_sizes(e.context_spec().sizes());
+      .context_sizes(e.context_spec().sizes())
+      .profile(e.ranker_profile != 0);
 }
 
 ContextSpec ExportData::context_spec() const {
@@ -711,6 +730,7 @@ void export_set_tower(ExportData& e, std::shared_ptr<UserTowerImpl> tower) {
   e.ranker_ff_dim = o.ff_dim();
   e.ranker_pooling = o.pooling();
   e.ranker_activation = o.activation();
+  e.ranker_profile = o.profile() ? 1 : 0;
   LLMREC_CHECK(
       e.context_spec().sizes() == o.context_sizes(),
       "export: the tower's context features do not match ranker_time_features [{}] and the values of "

@@ -58,6 +58,9 @@ struct ExportData {
   std::int64_t ranker_ff_dim = 0;            ///< feed-forward width of the tower's layers; 0 = 4 x dim
   std::string ranker_pooling = "attention";  ///< absent in older exports: attention
   std::string ranker_activation = "gelu";    ///< absent in older exports: gelu
+  /// 1: the tower reads a profile token (model.user.profile), and
+  /// users/profile_vectors, users/has_profile hold each user's (absent: 0).
+  std::int64_t ranker_profile = 0;
   /// The tower's time features (model.user.time_features; absent in older exports: none).
   std::vector<std::string> ranker_time_features;
   /// The tower's context columns (model.user.context_columns; absent: none)
@@ -94,11 +97,16 @@ struct ExportData {
 
   // ---- users
   std::vector<std::string> user_ids;
-  std::vector<float> user_vectors;            ///< [U, d]
-  std::vector<std::int64_t> history_offsets;  ///< U + 1
-  std::vector<std::int32_t> history_items;    ///< E, oldest first per user
-  std::vector<std::uint8_t> history_types;    ///< E
-  std::vector<std::int64_t> history_times;    ///< E unix seconds (absent in older exports: empty)
+  std::vector<float> user_vectors;  ///< [U, d]
+  /// With ranker_profile (else empty): each user's profile vector (the item
+  /// tower's text vector of its profile text; zeros without one) and
+  /// whether it has one.
+  std::vector<float> user_profiles;            ///< [U, d]
+  std::vector<std::uint8_t> user_has_profile;  ///< [U] 1 = has a profile
+  std::vector<std::int64_t> history_offsets;   ///< U + 1
+  std::vector<std::int32_t> history_items;     ///< E, oldest first per user
+  std::vector<std::uint8_t> history_types;     ///< E
+  std::vector<std::int64_t> history_times;     ///< E unix seconds (absent in older exports: empty)
   std::vector<std::int32_t>
       history_context;  ///< [E, C] codes of the context columns (-1 unknown); C = 0: empty
 
@@ -124,6 +132,7 @@ struct ExportData {
   const float* vector(std::int64_t item) const { return item_vectors.data() + item * dim; }
   const float* key(std::int64_t item) const { return item_keys.data() + item * dim; }
   const float* user_vector(std::int64_t user) const { return user_vectors.data() + user * dim; }
+  const float* user_profile(std::int64_t user) const { return user_profiles.data() + user * dim; }
   const std::int32_t* neighbours(std::int64_t item) const { return cf_neighbours.data() + item * cf_k; }
   const float* similarity(std::int64_t item) const { return cf_similarity.data() + item * cf_k; }
   std::int64_t events_begin(std::int64_t user) const {

@@ -45,6 +45,10 @@ void ModelConfig::validate() const {
         "model.lora.targets is empty while model.lora.r > 0; name the modules to "
         "adapt (e.g. [query, value]) or set model.lora.r: 0 for full fine-tuning");
   }
+  if (user.profile && !item_text) {
+    problems.push_back(
+        "model.user.profile needs the item encoder to read the profile text: set model.item_text true");
+  }
   try {
     parse_time_features(user.time_features);
   } catch (const Error& e) {

@@ -139,6 +139,7 @@ struct ModelUserConfig {
   bool projection = true;
   std::vector<std::string> time_features;
   std::vector<std::string> context_columns;
+  bool profile = false;
 
   template <class V>
   void visit(V& v) {
@@ -182,6 +183,12 @@ struct ModelUserConfig {
             "Context columns (names among data.columns.context) learned like the time features: each "
             "history slot adds the embedding of its event's value, the user vector that of the "
             "request's (serving: the request's context); docs/ranker.md");
+    v.field("profile", profile,
+            "Read each user's profile text (data.users: age band, region, stated interests, ...) "
+            "through the item encoder and feed it to the user tower as one more token before the "
+            "history, so users with few events are recommended from what they said about "
+            "themselves; needs model.item_text and a dataset prepared with data.users "
+            "(docs/ranker.md)");
   }
 };
 

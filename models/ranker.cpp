@@ -166,6 +166,10 @@ void UserTowerImpl::reset() {
     context = register_parameter("context", torch::randn({context_rows, d}) * scale);
     query_context = register_parameter("query_context", torch::zeros({context_rows, d}));
   }
+  if (options.profile()) {  // at the positions' scale
+    const double scale = causal ? 1.0 / std::sqrt(static_cast<double>(d)) : 0.02;
+    profile_tag = register_parameter("profile_tag", torch::randn({1, d}) * scale);
+  }
   layers = register_module("layers", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < options.layers(); ++i) {
     layers->push_back(HistoryEncoderLayer(HistoryEncoderLayerOptions(d, options.heads())
@@ -251,56 +255,91 @@ torch::Tensor UserTowerImpl::query_vectors(const torch::Tensor& values) {
   return context_sum(query_context, values);
 }
 
+std::pair<torch::Tensor, torch::Tensor> UserTowerImpl::with_profile(const torch::Tensor& h,
+                                                                    const torch::Tensor& mask,
+                                                                    const torch::Tensor& profile,
+                                                                    const torch::Tensor& profile_mask,
+                                                                    double scale) const {
+  if (!profile.defined()) return {h, mask};
+  LLMREC_CHECK(options.profile(), "user tower: given a profile, but built without options.profile");
+  const std::int64_t B = h.size(0);
+  LLMREC_CHECK(profile.dim() == 2 && profile.size(0) == B && profile.size(1) == options.dim() &&
+                   profile_mask.defined() && profile_mask.dim() == 1 && profile_mask.size(0) == B &&
+                   profile_mask.scalar_type() == torch::kBool,
+               "user tower: the profile must be [B = {}, d = {}] with a [B] bool mask, got {} and {}", B,
+               options.dim(), shape_of(profile), shape_of(profile_mask));
+  const torch::Tensor token = (profile.to(h.scalar_type()) * scale + profile_tag.to(h.scalar_type()))
+                                  .masked_fill(profile_mask.logical_not().unsqueeze(-1), 0.0);
+  return {torch::cat({token.unsqueeze(1), h}, 1), torch::cat({profile_mask.unsqueeze(1), mask}, 1)};
+}
+
+std::pair<torch::Tensor, torch::Tensor> UserTowerImpl::causal_states(const torch::Tensor& items,
+                                                                     const torch::Tensor& mask,
+                                                                     const torch::Tensor& context_values,
+                                                                     const torch::Tensor& profile,
+                                                                     const torch::Tensor& profile_mask) {
+  const std::int64_t B = items.size(0);
+  const std::int64_t S = items.size(1);
+  const std::int64_t d = options.dim();
+  const double scale = std::sqrt(static_cast<double>(d));
+  torch::Tensor h = items * scale;
+  if (S > 0) {
+    h = add_context(h + positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d}),
+                    context_values);
+  }
+  auto [x, m] = with_profile(h, mask, profile, profile_mask, scale);
+  x = torch::dropout(x.masked_fill(m.logical_not().unsqueeze(-1), 0.0), options.dropout(), is_training());
+  for (const auto& layer : *layers) {
+    x = layer->as<HistoryEncoderLayer>()->forward(x, m);
+  }
+  return {proj(norm(x.to(norm->weight.scalar_type()))), m};
+}
+
 torch::Tensor UserTowerImpl::forward_all(const torch::Tensor& items, const torch::Tensor& mask,
-                                         const torch::Tensor& context_values) {
+                                         const torch::Tensor& context_values, const torch::Tensor& profile,
+                                         const torch::Tensor& profile_mask) {
   check_history(items, mask, options);
   LLMREC_CHECK(options.pooling() == "causal", "user tower: forward_all needs pooling 'causal', not '{}'",
                options.pooling());
-  const std::int64_t B = items.size(0);
-  const std::int64_t S = items.size(1);
-  const std::int64_t d = options.dim();
-  torch::Tensor h = items * std::sqrt(static_cast<double>(d)) +
-                    positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
-  h = add_context(h, context_values);
-  h = torch::dropout(h.masked_fill(mask.logical_not().unsqueeze(-1), 0.0), options.dropout(), is_training());
-  for (const auto& layer : *layers) {
-    h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
-  }
-  return proj(norm(h.to(norm->weight.scalar_type())));
+  const torch::Tensor all = causal_states(items, mask, context_values, profile, profile_mask).first;
+  // The profile's own slot predicts nothing: the outputs after each item.
+  return profile.defined() ? all.narrow(1, 1, items.size(1)) : all;
 }
 
 torch::Tensor UserTowerImpl::forward(const torch::Tensor& items, const torch::Tensor& mask,
-                                     const torch::Tensor& context_values) {
+                                     const torch::Tensor& context_values, const torch::Tensor& profile,
+                                     const torch::Tensor& profile_mask) {
   check_history(items, mask, options);
   const std::int64_t B = items.size(0);
   const std::int64_t S = items.size(1);
   const std::int64_t d = options.dim();
 
-  if (options.pooling() == "causal" && S > 0) {
-    // The slot of the most recent real item (slot 0 for a user without
-    // one: the learned no-history vector proj(norm(0))).
-    const torch::Tensor slot_numbers = torch::arange(1, S + 1, mask.options().dtype(torch::kLong));
-    const torch::Tensor last = (mask.to(torch::kLong) * slot_numbers).argmax(1);  // [B]
-    const torch::Tensor all = forward_all(items, mask, context_values);
+  if (options.pooling() == "causal" && (S > 0 || profile.defined())) {
+    // The slot of the most recent real token (slot 0 for a user without
+    // one: the learned no-history vector proj(norm(0))); the profile's
+    // slot for a user with a profile and no history.
+    const auto [all, m] = causal_states(items, mask, context_values, profile, profile_mask);
+    const torch::Tensor slot_numbers = torch::arange(1, m.size(1) + 1, m.options().dtype(torch::kLong));
+    const torch::Tensor last = (m.to(torch::kLong) * slot_numbers).argmax(1);  // [B]
     return all.gather(1, last.view({B, 1, 1}).expand({B, 1, d})).squeeze(1);
   }
-  const torch::Tensor pad = mask.logical_not().unsqueeze(-1);
   const bool attention = options.pooling() == "attention";
   torch::Tensor h = items;
   if (attention) h = h + positions.index_select(0, position_rows(mask).reshape({-1})).view({B, S, d});
   if (S > 0) h = add_context(h, context_values);
-  h = h.masked_fill(pad, 0.0);  // padded slots may hold anything, even NaN
+  h = h.masked_fill(mask.logical_not().unsqueeze(-1), 0.0);  // padded slots may hold anything, even NaN
+  auto [x, m] = with_profile(h, mask, profile, profile_mask, 1.0);
   for (const auto& layer : *layers) {
-    h = layer->as<HistoryEncoderLayer>()->forward(h, mask);
+    x = layer->as<HistoryEncoderLayer>()->forward(x, m);
   }
-  torch::Tensor pooled;                 // [B, d]; zeros for a user with no real item
+  torch::Tensor pooled;                 // [B, d]; zeros for a user with no real token
   if (options.pooling() == "causal") {  // no slot at all
-    pooled = torch::zeros({B, d}, h.options());
+    pooled = torch::zeros({B, d}, x.options());
   } else if (attention) {
-    pooled = attn(query.expand({B, 1, d}), h, mask).squeeze(1);
+    pooled = attn(query.expand({B, 1, d}), x, m).squeeze(1);
   } else {
-    const torch::Tensor real = mask.to(h.scalar_type()).sum(1, /*keepdim=*/true);
-    pooled = h.sum(1) / real.clamp_min(1.0);
+    const torch::Tensor real = m.to(x.scalar_type()).sum(1, /*keepdim=*/true);
+    pooled = x.sum(1) / real.clamp_min(1.0);
   }
   // In the LayerNorm's own dtype: under autocast the pooled vector is bf16,
   // and CPU autocast (LibTorch 1.13) does not cast LayerNorm's input.

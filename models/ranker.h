@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/time_features.h"
@@ -145,6 +146,9 @@ struct UserTowerOptions {
   /// (common/time_features.h): the number of values of each, 0 = unknown
   /// included. Empty: none.
   TORCH_ARG(std::vector<std::int64_t>, context_sizes) = {};
+  /// The user's profile vector (model.user.profile) enters as one more
+  /// token, before the history: forward() and forward_all() take it.
+  TORCH_ARG(bool, profile) = false;
 };
 
 /// u = proj(norm(pool(h))).
@@ -176,6 +180,16 @@ struct UserTowerOptions {
 /// query_context[offset_f + value_f] (initialised to zero), which the caller
 /// adds to u for the time the recommendation is for. A value 0 (unknown)
 /// adds nothing.
+///
+/// With options.profile: `profile` [B, d] (the user's profile text through
+/// the item tower) and `profile_mask` [B] bool (false = the user has none)
+/// add a token before the first slot, profile + profile_tag (parameter
+/// [1, d], at the positions' scale; with pooling causal the profile enters
+/// at sqrt(d) times its size, as the items). Every slot attends to it (the
+/// causal mask included) and the pooling reads it: a user with a profile
+/// and no history gets a vector from the profile alone. Without a profile
+/// (mask false) the token is padding, so the output is what it would be
+/// without the option.
 class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
  public:
   explicit UserTowerImpl(const UserTowerOptions& options);
@@ -187,13 +201,18 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
   /// NaN) -> u [B, d].
   /// `context` [B, S, F] int64: each slot's feature values (needed when
   /// options.context_sizes is not empty, else ignored).
+  /// `profile` [B, d], `profile_mask` [B] bool: with options.profile
+  /// (undefined = no user has one).
   torch::Tensor forward(const torch::Tensor& items, const torch::Tensor& mask,
-                        const torch::Tensor& context = {});
+                        const torch::Tensor& context = {}, const torch::Tensor& profile = {},
+                        const torch::Tensor& profile_mask = {});
 
   /// pooling "causal" only: the user vector after each slot, [B, S, d]
-  /// (slot t reads slots 0..t; padded slots hold proj(norm(0))).
+  /// (slot t reads slots 0..t and the profile; padded slots hold
+  /// proj(norm(0))).
   torch::Tensor forward_all(const torch::Tensor& items, const torch::Tensor& mask,
-                            const torch::Tensor& context = {});
+                            const torch::Tensor& context = {}, const torch::Tensor& profile = {},
+                            const torch::Tensor& profile_mask = {});
 
   /// The query's context vector: values [N, F] int64 -> [N, d] (zeros
   /// without context features).
@@ -211,6 +230,7 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
   torch::Tensor query;
   torch::Tensor context;        ///< [sum of context_sizes, d]; undefined without context features
   torch::Tensor query_context;  ///< [sum of context_sizes, d]; undefined without context features
+  torch::Tensor profile_tag;    ///< [1, d]; undefined without options.profile
   torch::nn::ModuleList layers{nullptr};
   MaskedAttention attn{nullptr};
   torch::nn::LayerNorm norm{nullptr};
@@ -222,6 +242,18 @@ class UserTowerImpl : public torch::nn::Cloneable<UserTowerImpl> {
   torch::Tensor context_sum(const torch::Tensor& table, const torch::Tensor& values) const;
   /// The slot inputs `h` [B, S, d] plus the slots' context vectors.
   torch::Tensor add_context(const torch::Tensor& h, const torch::Tensor& values) const;
+  /// With options.profile and a defined `profile`: h [B, S, d] and mask
+  /// [B, S] with the profile token (profile x scale + profile_tag) before
+  /// slot 0 -> [B, S + 1, ...]; else h and mask as they are.
+  std::pair<torch::Tensor, torch::Tensor> with_profile(const torch::Tensor& h, const torch::Tensor& mask,
+                                                       const torch::Tensor& profile,
+                                                       const torch::Tensor& profile_mask, double scale) const;
+  /// pooling "causal": the outputs of every slot of with_profile()'s
+  /// sequence, and its mask.
+  std::pair<torch::Tensor, torch::Tensor> causal_states(const torch::Tensor& items, const torch::Tensor& mask,
+                                                        const torch::Tensor& context,
+                                                        const torch::Tensor& profile,
+                                                        const torch::Tensor& profile_mask);
 };
 TORCH_MODULE(UserTower);
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/time_features.h"
@@ -155,7 +156,8 @@ void RecommenderImpl::reset() {
                                                .ff_dim(cfg.user.ff_dim)
                                                .activation(cfg.user.activation)
                                                .projection(cfg.user.projection)
-                                               .context_sizes(context_spec_.sizes())));
+                                               .context_sizes(context_spec_.sizes())
+                                               .profile(cfg.user.profile)));
   scorer =
       register_module("scorer", BilinearScorer(BilinearScorerOptions(d).learned(cfg.score == "bilinear")));
 }
@@ -218,6 +220,23 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
   return vecs + id_vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
 }
 
+std::pair<torch::Tensor, torch::Tensor> RecommenderImpl::profile_vectors(const torch::Tensor& tokens,
+                                                                         const torch::Tensor& mask) {
+  LLMREC_CHECK(options_.config().item_text,
+               "profile_vectors: the model reads no text (model.item_text false)");
+  LLMREC_CHECK(tokens.defined() && tokens.dim() == 2 && mask.defined() && mask.sizes() == tokens.sizes(),
+               "profile_vectors: tokens and mask must be [B, L], got {} and {}", shape_of(tokens),
+               shape_of(mask));
+  const torch::Device device = item_proj->weight.device();
+  const torch::Tensor present = mask.to(device).sum(1) > 0;
+  const torch::Tensor rows = present.nonzero().view({-1});
+  torch::Tensor vecs = torch::zeros({tokens.size(0), options_.config().dim}, item_proj->weight.options());
+  if (rows.numel() == 0) return {vecs, present};
+  const torch::Tensor encoded =
+      encode_items(tokens.to(device).index_select(0, rows), mask.to(device).index_select(0, rows));
+  return {vecs.to(encoded.scalar_type()).index_copy(0, rows, encoded), present};
+}
+
 torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
                                             const torch::Tensor& item_vecs, const torch::Tensor& slots,
                                             const UserContext& context) {
@@ -241,12 +260,26 @@ torch::Tensor RecommenderImpl::user_vectors(const torch::Tensor& history_index,
                "user_vectors: the model has time or context features (model.user.time_features, "
                "context_columns), so the history's and the query's values are required");
   const torch::Tensor history_context = timed ? context.history : torch::Tensor();
+  torch::Tensor profile, has_profile;
+  if (options_.config().user.profile && context.profile_tokens.defined()) {
+    LLMREC_CHECK(context.profile_tokens.dim() == 2 && context.profile_tokens.size(0) == B &&
+                     context.profile_mask.defined() &&
+                     context.profile_mask.sizes() == context.profile_tokens.sizes(),
+                 "user_vectors: the profiles must be [B = {}, L] tokens and mask, got {} and {}", B,
+                 shape_of(context.profile_tokens), shape_of(context.profile_mask));
+    std::tie(profile, has_profile) = profile_vectors(context.profile_tokens, context.profile_mask);
+  } else if (options_.config().user.profile && context.profile_vectors.defined()) {
+    profile = context.profile_vectors.to(items.device());
+    has_profile =
+        context.has_profile.defined() ? context.has_profile.to(items.device()) : context.has_profile;
+  }
+  if (profile.defined()) profile = profile.to(items.scalar_type());
   torch::Tensor u;
   if (!slots.defined()) {
-    u = user(items, mask, history_context);
+    u = user(items, mask, history_context, profile, has_profile);
   } else {
     check_rows(slots, "target_slot", 1);
-    u = user->forward_all(items, mask, history_context)
+    u = user->forward_all(items, mask, history_context, profile, has_profile)
             .reshape({B * S, item_vecs.size(1)})
             .index_select(0, slots.to(index.device()));
   }
@@ -289,8 +322,9 @@ LossResult RecommenderImpl::forward_result(const RecBatch& batch) {
   }
 
   const torch::Tensor item_vecs = encode_items(batch.item_tokens, batch.item_mask, batch.item_ids);
-  const torch::Tensor users =
-      user_vectors(batch.history, item_vecs, {}, UserContext{batch.history_context, batch.query_context});
+  const torch::Tensor users = user_vectors(
+      batch.history, item_vecs, {},
+      UserContext{batch.history_context, batch.query_context, batch.profile_tokens, batch.profile_mask});
   const torch::Tensor keys = scorer->item_keys(item_vecs);
   const torch::Device device = item_vecs.device();
 

@@ -26,6 +26,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "models/bert.h"
@@ -48,6 +49,9 @@ struct RecBatch {
   torch::Tensor item_log_q;       ///< [U] float log q per row; required with model.loss.logq_correction
   torch::Tensor history_context;  ///< [B, S, F] int64 time and context values (Recommender::context_spec)
   torch::Tensor query_context;    ///< [B, F] int64 the targets' time feature values; the same
+  torch::Tensor
+      profile_tokens;          ///< [B, L] int64 each user's profile text (model.user.profile); else undefined
+  torch::Tensor profile_mask;  ///< [B, L] 1 = token; a row of zeros = no profile
 };
 
 /// The time and context features (common/time_features.h, ContextSpec) a
@@ -56,6 +60,15 @@ struct RecBatch {
 struct UserContext {
   torch::Tensor history;  ///< [B, S, F] int64: each history slot's event
   torch::Tensor query;    ///< [B, F] (or [N, F] with slots) int64: the time recommended for
+  /// With model.user.profile: each user's profile text, [B, L] int64 tokens
+  /// and [B, L] mask (a row of zeros = the user has none); undefined = no
+  /// user has one.
+  torch::Tensor profile_tokens;
+  torch::Tensor profile_mask;
+  /// Or the profile vectors already encoded (profile_vectors()): [B, d] and
+  /// [B] bool; read when profile_tokens is undefined.
+  torch::Tensor profile_vectors;
+  torch::Tensor has_profile;
 };
 
 struct RecommenderOptions {
@@ -101,9 +114,17 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
   /// learned no-history vector (ranker.h). With `slots` [N] int64 (causal
   /// user tower only): the user vectors after the slots b * S + s -> [N, d].
   /// With time features, `context` gives the slots' and the queries' values
-  /// and u gains the query's context vector.
+  /// and u gains the query's context vector. With model.user.profile, the
+  /// users' profile texts in `context` are encoded (profile_vectors) and
+  /// fed to the tower.
   torch::Tensor user_vectors(const torch::Tensor& history_index, const torch::Tensor& item_vecs,
                              const torch::Tensor& slots = {}, const UserContext& context = {});
+
+  /// The profile vectors of texts tokens [B, L], mask [B, L]: the item
+  /// tower's text vector (no ID vector) of each row with a token, zeros for
+  /// a row without one; and that presence, [B] bool.
+  std::pair<torch::Tensor, torch::Tensor> profile_vectors(const torch::Tensor& tokens,
+                                                          const torch::Tensor& mask);
 
   /// A l per item (what an export stores): [.., d] -> [.., d].
   torch::Tensor item_keys(const torch::Tensor& item_vecs) const { return scorer->item_keys(item_vecs); }

@@ -471,10 +471,13 @@ std::vector<std::uint8_t> eligible_items(const ExportData& e, const std::vector<
 /// One batched tower forward: row b reads the items of windows[b] (time
 /// order, right-aligned, padding first), with `drop[b]` (if not -1) masked
 /// out wherever it occurs, and the slots' time feature values contexts[b]
-/// (F per slot; with time features). -> [B, d].
+/// (F per slot; with time features). With a tower that reads profiles,
+/// `users[b]` is row b's export user (its stored profile vector), -1 (or
+/// `users` empty) for a fresh history without one. -> [B, d].
 at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vector<std::int32_t>*>& windows,
                          const std::vector<std::int32_t>& drop,
-                         const std::vector<const std::vector<std::int64_t>*>& contexts) {
+                         const std::vector<const std::vector<std::int64_t>*>& contexts,
+                         const std::vector<std::int32_t>& users = {}) {
   torch::NoGradGuard no_grad;
   const auto B = static_cast<std::int64_t>(windows.size());
   const std::int64_t d = e.dim;
@@ -501,7 +504,18 @@ at::Tensor tower_forward(const ExportData& e, const std::vector<const std::vecto
       std::copy(c.begin(), c.end(), context.data_ptr<std::int64_t>() + (b * S + pad) * F);
     }
   }
-  return e.tower->forward(items, mask, context).contiguous();
+  at::Tensor profile, has_profile;
+  if (e.ranker_profile != 0) {
+    profile = at::zeros({B, d}, at::kFloat);
+    has_profile = at::zeros({B}, at::kBool);
+    for (std::size_t b = 0; b < users.size(); ++b) {
+      const std::int32_t u = users[b];
+      if (u < 0 || e.user_has_profile[static_cast<std::size_t>(u)] == 0) continue;
+      std::copy_n(e.user_profile(u), d, profile.data_ptr<float>() + static_cast<std::int64_t>(b) * d);
+      has_profile.data_ptr<bool>()[b] = true;
+    }
+  }
+  return e.tower->forward(items, mask, context, profile, has_profile).contiguous();
 }
 
 /// The model scores of every item for the users' rows `exact` (keys . u,
@@ -625,6 +639,7 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(
   std::vector<const std::vector<std::int32_t>*> windows;
   std::vector<const std::vector<std::int64_t>*> contexts, queries;
   std::vector<std::int64_t> fresh_rows;
+  std::vector<std::int32_t> fresh_users;  // a live known user keeps its profile
   for (std::int64_t b = 0; b < B; ++b) {
     const Resolved& r = rs[static_cast<std::size_t>(b)];
     queries.push_back(&r.query_context);
@@ -634,10 +649,11 @@ std::vector<Recommendation> RecommendEngine::recommend_batch(
       windows.push_back(&r.window);
       contexts.push_back(&r.window_context);
       fresh_rows.push_back(b);
+      fresh_users.push_back(r.user);
     }
   }
   if (!windows.empty()) {
-    at::Tensor u = tower_forward(e, windows, {}, contexts);
+    at::Tensor u = tower_forward(e, windows, {}, contexts, fresh_users);
     for (std::size_t j = 0; j < fresh_rows.size(); ++j) {
       std::copy_n(u.data_ptr<float>() + static_cast<std::int64_t>(j) * d, d,
                   users.data_ptr<float>() + fresh_rows[j] * d);
@@ -979,7 +995,8 @@ void RecommendEngine::explain(const Resolved& r, bool use_cf, Recommendation& ou
     drop.insert(drop.end(), distinct.begin(), distinct.end());
     const std::vector<const std::vector<std::int64_t>*> contexts(static_cast<std::size_t>(n + 1),
                                                                  &r.window_context);
-    const at::Tensor users = tower_forward(e, windows, drop, contexts);  // [n + 1, d]
+    const at::Tensor users = tower_forward(
+        e, windows, drop, contexts, std::vector<std::int32_t>(static_cast<std::size_t>(n + 1), r.user));
     std::vector<std::int64_t> rows;
     for (const auto& it : out.items) rows.push_back(it.item);
     // Centred keys: removing h moves every item's score; what is specific

@@ -1,7 +1,7 @@
 #pragma once
 // Multi-rank tests: rank 0 writes a small synthetic dataset (with the shop's
-// `device` context column), every rank gets its path (broadcast). Deleted by
-// dataset_helper_cleanup().
+// `device` context column; with `profiles` its users.csv as data.users),
+// every rank gets its path (broadcast). Deleted by dataset_helper_cleanup().
 #include <ATen/ATen.h>
 #include <unistd.h>
 
@@ -17,7 +17,8 @@
 namespace llmrec::testing {
 
 inline std::string make_test_dataset(Communicator& comm, const std::string& tag, std::int64_t items,
-                                     std::int64_t users, double mean_history, int text_len) {
+                                     std::int64_t users, double mean_history, int text_len,
+                                     bool profiles = false) {
   namespace fs = std::filesystem;
   std::string path;
   if (comm.rank() == 0) {
@@ -35,6 +36,10 @@ inline std::string make_test_dataset(Communicator& comm, const std::string& tag,
     cfg.vocab_size = 400;
     cfg.columns.context = {"device"};  // the synthetic shop's context column
     cfg.text_len = text_len;
+    if (profiles) {
+      cfg.users = (dir / "shop" / "users.csv").string();
+      cfg.user_columns.text = {"age", "region", "interests", "price"};
+    }
     prepare_dataset(cfg, "");
     path = cfg.dataset;
   }

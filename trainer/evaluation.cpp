@@ -116,7 +116,7 @@ std::vector<UserRanking> rank_rows(const Evaluator::Block& blk, const float* sco
 }  // namespace
 
 const std::vector<std::string>& eval_history_segments() {
-  static const std::vector<std::string> names = {"0-4", "5-9", "10-19", "20-49", "50+"};
+  static const std::vector<std::string> names = {"0-2", "3-4", "5-9", "10-19", "20-49", "50+"};
   return names;
 }
 
@@ -126,7 +126,7 @@ const std::vector<std::string>& eval_popularity_segments() {
 }
 
 std::size_t eval_history_segment(std::int64_t length) {
-  return length < 5 ? 0 : length < 10 ? 1 : length < 20 ? 2 : length < 50 ? 3 : 4;
+  return length < 3 ? 0 : length < 5 ? 1 : length < 10 ? 2 : length < 20 ? 3 : length < 50 ? 4 : 5;
 }
 
 std::size_t eval_popularity_segment(std::int64_t train_count) {
@@ -190,6 +190,7 @@ Evaluator::Evaluator(const DatasetFile& file, Communicator& comm, std::string sp
     slice_.events.context.resize(file.context_names().size());
   }
   context_names_ = file.context_names();
+  profile_len_ = file.text_len();
   const bool valid = split_ == "valid";
   for (std::int64_t u = 0; u < shard_.user_end - shard_.user_begin; ++u) {
     const auto su = static_cast<std::size_t>(u);
@@ -224,6 +225,7 @@ Evaluator::Block Evaluator::block(std::int64_t call) const {
   std::vector<std::int64_t> times;
   std::vector<std::int32_t> codes, query_codes;
   out.request.context_names = context_names_;
+  if (!slice_.users.profile_length.empty()) out.request.profile_len = profile_len_;
   const std::size_t C = context_names_.size();
   auto codes_of = [&](std::int64_t event, std::vector<std::int32_t>& to) {
     for (std::size_t c = 0; c < C; ++c)
@@ -254,6 +256,11 @@ Evaluator::Block Evaluator::block(std::int64_t call) const {
     out.request.add_user(user, items.data(), times.data(), static_cast<std::int64_t>(items.size()),
                          slice_.events.time[static_cast<std::size_t>(held)], codes.data(),
                          query_codes.data());
+    if (out.request.profile_len > 0) {
+      out.request.add_profile(
+          slice_.users.profile_tokens.data() + su * static_cast<std::size_t>(profile_len_),
+          slice_.users.profile_length[su]);
+    }
     out.targets.push_back(slice_.events.item[static_cast<std::size_t>(held)]);
   }
   return out;
@@ -362,11 +369,16 @@ ScoreRequest swap_histories(const ScoreRequest& request) {
     const auto begin = static_cast<std::size_t>(request.history_begin(from));
     const std::size_t C = request.context_names.size();
     out.context_names = request.context_names;
+    out.profile_len = request.profile_len;
     out.add_user(request.users[static_cast<std::size_t>(from)], request.history_items.data() + begin,
                  request.history_times.data() + begin, request.history_size(from),
                  request.query_times[static_cast<std::size_t>(r)],
                  C > 0 ? request.history_context.data() + begin * C : nullptr,
                  C > 0 ? request.query_context.data() + static_cast<std::size_t>(r) * C : nullptr);
+    if (request.profile_len > 0) {  // the profile goes with the user, as the history
+      out.add_profile(request.profile_tokens.data() + static_cast<std::size_t>(from * request.profile_len),
+                      request.profile_length[static_cast<std::size_t>(from)]);
+    }
   }
   return out;
 }

@@ -79,8 +79,9 @@ struct EvalSegment {
   double recall = 0;
 };
 
-/// Pure: the segment of a history of `length` events ("0-4", "5-9",
-/// "10-19", "20-49", "50+") and of a held-out item with `train_count`
+/// Pure: the segment of a history of `length` events ("0-2", "3-4", "5-9",
+/// "10-19", "20-49", "50+"; a test user with at most 3 events has a history
+/// of at most 2) and of a held-out item with `train_count`
 /// training events ("0 (cold)", "1-9", "10-49", "50-199", "200+"); each
 /// list in order.
 const std::vector<std::string>& eval_history_segments();
@@ -180,8 +181,9 @@ class Evaluator {
   bool has_categories_ = false;
   UserSlice slice_;
   std::vector<std::string> context_names_;  ///< the dataset's context columns (their codes are in slice_)
-  std::int64_t skipped_ = 0;                ///< this rank's users without a held-out event
-  std::int64_t repeats_ = 0;                ///< this rank's held-out items found in the history
+  int profile_len_ = 0;       ///< tokens per profile row of slice_.users (the dataset's text_len)
+  std::int64_t skipped_ = 0;  ///< this rank's users without a held-out event
+  std::int64_t repeats_ = 0;  ///< this rank's held-out items found in the history
 };
 
 /// One-shot form of Evaluator::evaluate (collective).

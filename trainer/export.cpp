@@ -9,7 +9,10 @@
 #include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <tuple>
 #include <unordered_map>
+#include <utility>
 
 #include "common/config.h"
 #include "common/error.h"
@@ -18,6 +21,7 @@
 #include "common/sha256.h"
 #include "data/data_config.h"
 #include "data/prepare.h"
+#include "data/sampler.h"
 #include "data/wordpiece.h"
 #include "distributed/agree.h"
 #include "export/export_file.h"
@@ -67,11 +71,13 @@ std::pair<std::int64_t, std::int64_t> user_share(std::int64_t users, const Commu
 /// u are items[offsets[u] .. offsets[u+1]); times parallel and the context
 /// columns' codes C per event, nullptr when unknown), in blocks of
 /// kExportUserBlock users; `item_vecs` [I, d] in the model's dtype. The
-/// query's moment is unknown (serving adds its vector per request).
-/// float [n, d].
+/// query's moment is unknown (serving adds its vector per request). With
+/// model.user.profile, `profiles` [n, d] float and `has_profile` [n] bool
+/// (undefined: nobody has one). float [n, d].
 torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs, const std::int64_t* offsets,
                               std::int64_t n, const std::int32_t* items, const std::int64_t* times,
-                              const std::int32_t* codes) {
+                              const std::int32_t* codes, const torch::Tensor& profiles = {},
+                              const torch::Tensor& has_profile = {}) {
   torch::NoGradGuard no_grad;
   const ModelConfig& mc = model->options().config();
   std::vector<torch::Tensor> out;
@@ -79,10 +85,35 @@ torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs
     const std::int64_t b = std::min(kExportUserBlock, n - lo);
     const HistoryInputs in = history_inputs(mc.user.history, model->context_spec(), offsets + lo, b, items,
                                             times, codes, nullptr, nullptr);
-    out.push_back(
-        model->user_vectors(in.history, item_vecs, {}, UserContext{in.context, in.query}).to(torch::kFloat));
+    UserContext context{in.context, in.query};
+    if (profiles.defined()) {
+      context.profile_vectors = profiles.narrow(0, lo, b);
+      context.has_profile = has_profile.narrow(0, lo, b);
+    }
+    out.push_back(model->user_vectors(in.history, item_vecs, {}, context).to(torch::kFloat));
   }
   return out.empty() ? torch::zeros({0, mc.dim}) : torch::cat(out);
+}
+
+/// The profile vectors of users [0, n) of `users` (profile tokens of a
+/// dataset slice) in blocks of kExportUserBlock: float [n, d] and [n] bool.
+std::pair<torch::Tensor, torch::Tensor> profile_vectors_of(Recommender& model, const UserTable& users,
+                                                           std::int64_t n, int text_len) {
+  torch::NoGradGuard no_grad;
+  const int len = std::min(text_len, model->options().config().text_len);
+  std::vector<torch::Tensor> vecs, has;
+  for (std::int64_t lo = 0; lo < n; lo += kExportUserBlock) {
+    const std::int64_t b = std::min(kExportUserBlock, n - lo);
+    std::vector<std::int64_t> rows(static_cast<std::size_t>(b));
+    std::iota(rows.begin(), rows.end(), lo);
+    const auto [tokens, mask] = text_tensors(users.profile_tokens, users.profile_length, text_len, rows);
+    auto [v, h] = model->profile_vectors(tokens.narrow(1, 0, len), mask.narrow(1, 0, len));
+    vecs.push_back(v.to(torch::kCPU, torch::kFloat));
+    has.push_back(h.to(torch::kCPU));
+  }
+  if (vecs.empty())
+    return {torch::zeros({0, model->options().config().dim}), torch::zeros({0}, torch::kBool)};
+  return {torch::cat(vecs), torch::cat(has)};
 }
 
 /// Collective: the ranks' row blocks, concatenated in rank order.
@@ -141,6 +172,8 @@ void check_export_fits(Recommender& model, const std::string& checkpoint_path, c
 /// Users and the hour-of-day counts of the items' training events.
 struct ExportUsers {
   torch::Tensor vectors;            ///< float [U, d], every rank
+  torch::Tensor profiles;           ///< float [U, d] with model.user.profile, else undefined
+  torch::Tensor has_profile;        ///< [U] bool, the same
   std::vector<std::int64_t> hours;  ///< [I * kHours], summed over the ranks
 };
 
@@ -151,12 +184,23 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   const std::int64_t I = file.num_items(), U = file.num_users(), d = model->options().config().dim;
   const auto [ub, ue] = user_share(U, comm);
   std::vector<std::int64_t> hours(static_cast<std::size_t>(I * kHours), 0);
+  const bool profiles = model->options().config().user.profile;
+  if (profiles && !file.has_profiles()) {
+    throw ConfigError(
+        fmt::format("the model reads user profiles (model.user.profile) but {} has none: "
+                    "prepare it with data.users",
+                    file.path()));
+  }
   torch::Tensor mine = torch::zeros({0, d});
+  torch::Tensor my_profiles = torch::zeros({0, d}), my_has = torch::zeros({0}, torch::kBool);
   if (ue > ub) {
     UserSlice slice = file.read_users(ub, ue, model->options().config().user.context_columns);
     const std::vector<std::int32_t> codes = context_codes_by_event(slice.events);
+    if (profiles)
+      std::tie(my_profiles, my_has) = profile_vectors_of(model, slice.users, ue - ub, file.text_len());
     mine = user_vectors_of(model, item_vecs, slice.users.offsets.data(), ue - ub, slice.events.item.data(),
-                           slice.events.time.data(), codes.data());
+                           slice.events.time.data(), codes.data(), profiles ? my_profiles : torch::Tensor(),
+                           profiles ? my_has : torch::Tensor());
     for (std::int64_t u = 0; u < ue - ub; ++u) {
       const std::int64_t lo = slice.users.offsets[static_cast<std::size_t>(u)];
       const std::int64_t hi = lo + slice.users.train_end[static_cast<std::size_t>(u)];
@@ -168,6 +212,10 @@ ExportUsers export_users(Recommender& model, const DatasetFile& file, const torc
   }
   ExportUsers out;
   out.vectors = gather_rows(mine, comm);
+  if (profiles) {
+    out.profiles = gather_rows(my_profiles, comm);
+    out.has_profile = gather_rows(my_has.to(torch::kByte), comm).to(torch::kBool);
+  }
   LLMREC_CHECK(out.vectors.size(0) == U, "export: gathered {} user vectors, expected {}", out.vectors.size(0),
                U);
   torch::Tensor hours_t = torch::from_blob(hours.data(), {I * kHours}, torch::kLong);
@@ -356,7 +404,16 @@ torch::Tensor update_user_vectors(const ExportData& c, Recommender& model, const
         c.history_context.empty()
             ? nullptr
             : c.history_context.data() + e0 * static_cast<std::int64_t>(c.ranker_context_columns.size());
-    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist, times, codes);
+    torch::Tensor profiles, has_profile;
+    if (c.ranker_profile != 0) {  // the profiles' text did not change: their stored vectors
+      profiles = matrix_of(c.user_profiles, c.dim).narrow(0, ub, ue - ub);
+      has_profile = torch::tensor(std::vector<std::uint8_t>(c.user_has_profile.begin() + ub,
+                                                            c.user_has_profile.begin() + ue),
+                                  torch::kByte)
+                        .to(torch::kBool);
+    }
+    mine = user_vectors_of(model, item_vecs.to(dtype), offsets.data(), ue - ub, hist, times, codes, profiles,
+                           has_profile);
   }
   return gather_rows(mine, comm);
 }
@@ -418,6 +475,11 @@ void export_set_users(ExportData& c, const DatasetFile& file, const ExportUsers&
     c.pseudonym_check = check_pseudonym_key(pseudonym_key);
   }
   c.user_vectors = floats_of(users.vectors);
+  if (users.profiles.defined()) {
+    c.user_profiles = floats_of(users.profiles);
+    torch::Tensor has = users.has_profile.to(torch::kByte).contiguous();
+    c.user_has_profile.assign(has.data_ptr<std::uint8_t>(), has.data_ptr<std::uint8_t>() + has.numel());
+  }
 }
 
 }  // namespace
@@ -453,6 +515,7 @@ ExportSummary write_export(const std::string& output, Recommender& model, const 
 
   const ExportUsers users = export_users(model, file, vecs_m, comm);
   s.users_encoded = U;
+  if (users.has_profile.defined()) s.users_with_profile = users.has_profile.sum().item<std::int64_t>();
   // CF neighbours: ItemKNN over the training histories, as in evaluation.
   TrainingHistories histories = gather_training_histories(file, comm);
   ItemKnnScorer knn(histories, ranking.itemknn, comm);

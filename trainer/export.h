@@ -49,9 +49,11 @@ struct ExportSummary {
   std::int64_t neighbours = 0;     ///< K: CF neighbours per item
   std::int64_t items_encoded = 0;  ///< items run through the item tower
   std::int64_t users_encoded = 0;  ///< users run through the user tower
-  double encode_seconds = 0;       ///< wall time of the item tower
-  double seconds = 0;              ///< wall time of the whole call
-  std::int64_t file_bytes = 0;     ///< size of the file written (rank 0)
+  std::int64_t users_with_profile =
+      -1;                       ///< with model.user.profile: users whose profile the tower reads; else -1
+  double encode_seconds = 0;    ///< wall time of the item tower
+  double seconds = 0;           ///< wall time of the whole call
+  std::int64_t file_bytes = 0;  ///< size of the file written (rank 0)
   std::int64_t catalogue_updates = 0;
   // A catalogue update only:
   std::int64_t catalogue_rows = 0;   ///< valid rows of the new catalogue file

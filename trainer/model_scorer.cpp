@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <random>
+
+#include "data/sampler.h"
 
 namespace llmrec {
 
@@ -153,9 +156,20 @@ at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
                      codes.data(), query_timed ? request.query_times.data() : nullptr, query_codes.data());
   const torch::Device device = item_vecs_model_.device();
   const auto on_device = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  return model_
-      ->user_vectors(in.history.to(device), item_vecs_model_, {},
-                     UserContext{on_device(in.context), on_device(in.query)})
+  UserContext context{on_device(in.context), on_device(in.query)};
+  if (model_->options().config().user.profile) {
+    LLMREC_CHECK(request.profile_len > 0 || request.size() == 0,
+                 "the model reads user profiles (model.user.profile) but the dataset has none: prepare it "
+                 "with data.users");
+    std::vector<std::int64_t> rows(static_cast<std::size_t>(request.size()));
+    std::iota(rows.begin(), rows.end(), 0);
+    auto [tokens, mask] =
+        text_tensors(request.profile_tokens, request.profile_length, request.profile_len, rows);
+    const std::int64_t len = std::min<std::int64_t>(request.profile_len, model_->options().config().text_len);
+    context.profile_tokens = tokens.narrow(1, 0, len).to(device);
+    context.profile_mask = mask.narrow(1, 0, len).to(device);
+  }
+  return model_->user_vectors(in.history.to(device), item_vecs_model_, {}, context)
       .to(torch::kCPU, torch::kFloat);
 }
 

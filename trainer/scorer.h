@@ -48,6 +48,12 @@ struct ScoreRequest {
   std::vector<std::string> context_names;
   std::vector<std::int32_t> history_context;  ///< C per history event, parallel to history_items
   std::vector<std::int32_t> query_context;    ///< C per row: the context of the moment recommended for
+  /// Users' profile texts (a dataset prepared with data.users), else all
+  /// empty and profile_len 0: profile_len tokens per row, and the real
+  /// tokens of each (0 = no profile).
+  int profile_len = 0;
+  std::vector<std::int32_t> profile_tokens;
+  std::vector<std::int32_t> profile_length;
 
   std::int64_t size() const { return static_cast<std::int64_t>(users.size()); }
   std::int64_t history_begin(std::int64_t row) const {
@@ -81,6 +87,13 @@ struct ScoreRequest {
     } else {
       query_context.insert(query_context.end(), static_cast<std::size_t>(c), -1);
     }
+  }
+
+  /// With profile_len > 0, after add_user(): the row's profile (profile_len
+  /// tokens, `length` real).
+  void add_profile(const std::int32_t* tokens, std::int32_t length) {
+    profile_tokens.insert(profile_tokens.end(), tokens, tokens + profile_len);
+    profile_length.push_back(length);
   }
 };
 

@@ -85,7 +85,8 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
                 ? dev.item_log_q.index_select(0, cand_rows)
                 : torch::zeros({cand_rows.numel()}, floats);
   f.user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot,
-                                            UserContext{dev.history_context, dev.query_context})
+                                            UserContext{dev.history_context, dev.query_context,
+                                                        dev.profile_tokens, dev.profile_mask})
                       : torch::zeros({0, d}, floats);
   f.target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
   f.weights = b > 0 ? dev.weight : torch::empty({0}, floats);
@@ -172,6 +173,10 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   Batch cpu = batch;
   cpu.item_tokens = batch.item_tokens.narrow(1, 0, ctx.text_len);
   cpu.item_mask = batch.item_mask.narrow(1, 0, ctx.text_len);
+  if (batch.profile_tokens.defined()) {
+    cpu.profile_tokens = batch.profile_tokens.narrow(1, 0, ctx.text_len);
+    cpu.profile_mask = batch.profile_mask.narrow(1, 0, ctx.text_len);
+  }
   const torch::Tensor emb_ids = embedding_ids(batch, ctx).to(ctx.device, /*non_blocking=*/true);
   const Batch dev = batch_to(cpu, ctx.device);
 
@@ -218,6 +223,8 @@ Batch batch_to(const Batch& batch, const torch::Device& device) {
   out.target_slot = move(batch.target_slot);
   out.history_context = move(batch.history_context);
   out.query_context = move(batch.query_context);
+  out.profile_tokens = move(batch.profile_tokens);
+  out.profile_mask = move(batch.profile_mask);
   return out;  // example_user / example_event stay on the CPU: bookkeeping only
 }
 
@@ -258,6 +265,10 @@ Batch batch_slice(const Batch& batch, std::int64_t begin, std::int64_t end) {
   if (batch.history_context.defined()) {
     out.history_context = batch.history_context.narrow(0, begin, b);
     out.query_context = batch.query_context.index_select(0, picked);
+  }
+  if (batch.profile_tokens.defined()) {
+    out.profile_tokens = batch.profile_tokens.narrow(0, begin, b);
+    out.profile_mask = batch.profile_mask.narrow(0, begin, b);
   }
   out.example_user = batch.example_user.index_select(0, picked);
   out.example_event = batch.example_event.index_select(0, picked);

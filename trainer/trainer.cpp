@@ -154,6 +154,7 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   so.all_items = setup_.model.loss.negatives == "all";  // every item a candidate: a full softmax
   so.context = context_spec_of(setup_.model, dataset);
   so.context_columns = setup_.model.user.context_columns;
+  so.profiles = setup_.model.user.profile;
   sampler_ = std::make_shared<BatchSampler>(dataset, comm_.rank(), comm_.size(), so);
   const std::int64_t per_epoch = sampler_->steps_per_epoch() / setup_.train.micro_batches;
   if (per_epoch == 0) {

@@ -384,6 +384,39 @@ else
   fail "AdaLoRA train + adapter: exit $rc" ada_adapter.txt
 fi
 
+# User profiles (model.user.profile): synth's users.csv prepared with
+# data.users; training on 2 ranks, evaluation and the export read them; a
+# model that asks for profiles refuses a dataset without them.
+"$bin" prepare -c tiny.yaml "${pset[@]}" --set data.users=shop/users.csv --set data.dataset=ds_prof.h5 \
+  --set "data.user_columns.text=[age, region, interests, price]" >prof_prep.txt 2>&1 \
+  && expect "prepare reads synth's user table" prof_prep.txt \
+    'user table shop/users.csv: ([0-9]+) rows read, \1 kept, 0 skipped' \
+    'profiles: 1[0-9][0-9] of 200 users have one \([1-9][0-9]* without\)' \
+  || fail "prepare with data.users" prof_prep.txt
+LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set data.dataset=ds_prof.h5 \
+  --set run.dir=prof_run --set model.user.profile=true --set train.max_steps=8 --set "eval.baselines=[]" \
+  --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >prof_train.txt 2>&1 \
+  && mpirun "${root[@]}" --oversubscribe -np 2 "$bin" export -c tiny.yaml --set data.dataset=ds_prof.h5 \
+    --set run.dir=prof_run --checkpoint prof_run/model.h5 --output export_prof.h5 >prof_export.txt 2>&1
+rc=$?
+if [[ $rc -eq 0 ]]; then
+  expect "train with user profiles on 2 ranks" prof_train.txt '^model +0\.[0-9]+'
+  n_prof=$(grep -oE 'profiles: [0-9]+' prof_prep.txt | grep -oE '[0-9]+')
+  expect "export stores every profile prepare matched" prof_export.txt \
+    "user profiles: $n_prof of 200 users have one"
+  puser=$(tail -n +2 shop/users.csv | head -1 | cut -d, -f1)
+  "$bin" recommend --export export_prof.h5 --user "$puser" --k 5 >prof_rec.json 2>&1 \
+    && expect "recommend for a user with a profile" prof_rec.json '"items"' || fail "recommend (profiles)" prof_rec.json
+else
+  fail "train + export with user profiles: exit $rc" prof_export.txt
+fi
+"$bin" train -c tiny.yaml --set run.dir=prof_bad --set model.user.profile=true --set train.max_steps=2 \
+  >prof_bad.txt 2>&1
+rc=$?
+[[ $rc -eq 1 ]] && expect "model.user.profile without profiles in the dataset is refused" prof_bad.txt \
+  'model.user.profile is on but .*ds.h5 has no user profiles: prepare it with data.users' \
+  || fail "model.user.profile on a dataset without profiles: exit $rc" prof_bad.txt
+
 # llmrec pretrain on 2 ranks: an HF directory that encode reads and training
 # fine-tunes from with adapters; run.dir's checkpoints are not overwritten
 # by a fresh start, and --resume auto continues them.

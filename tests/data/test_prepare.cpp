@@ -6,13 +6,16 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "data/csv.h"
 #include "data/dataset.h"
 #include "data/prepare.h"
 #include "data/synth.h"
 #include "data/text.h"
+#include "data/wordpiece.h"
 
 namespace llmrec {
 namespace {
@@ -175,6 +178,80 @@ TEST_F(PrepareTest, BadCatalogueRows) {
   EXPECT_THAT(catalogue_error(""), HasSubstr("set data.catalogue_columns.item"));
 }
 
+TEST_F(PrepareTest, UserProfilesAreTokenizedPerDatasetUserAndEveryRowIsAccounted) {
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  // u1 and u3 have profiles (two text columns joined), u2 none; u9 is not in the interactions.
+  cfg_.users = write("users.csv",
+                     "user_id,age,interests\n"
+                     "u3,25-34,green tea\n"
+                     "u9,18-24,lamps\n"
+                     "u1,,running shoes\n");
+  cfg_.user_columns.text = {"age", "interests"};
+  PrepareReport r = prepare_dataset(cfg_, "");
+  EXPECT_EQ(r.user_table.rows_read, 3);
+  EXPECT_EQ(r.user_table.rows_kept, 3);
+  EXPECT_EQ(r.users_with_profile, 2);
+  EXPECT_EQ(r.profiles_of_other_users, 1);
+  EXPECT_THAT(r.to_text(),
+              HasSubstr("profiles: 2 of 3 users have one (1 without); 1 profile rows name users"));
+  EXPECT_EQ(nlohmann::json::parse(r.to_json())["users_with_profile"], 2);
+
+  DatasetFile f(cfg_.dataset);
+  ASSERT_TRUE(f.has_profiles());
+  const UserSlice all = f.read_users(0, f.num_users());
+  const std::vector<std::string> ids = f.read_user_ids();
+  ASSERT_EQ(ids.size(), 3u);
+  ASSERT_EQ(all.users.profile_length.size(), 3u);
+  ASSERT_EQ(all.users.profile_tokens.size(), 3u * 16);
+  const std::vector<std::string> vocab = f.vocab();
+  const WordPieceTokenizer tok = WordPieceTokenizer::from_tokens(vocab);
+  for (std::size_t u = 0; u < 3; ++u) {
+    const std::string& id = ids[u];
+    const std::string text = id == "u1" ? "running shoes" : id == "u3" ? "25-34 ; green tea" : "";
+    std::vector<std::int32_t> want;
+    if (!text.empty()) tok.encode_into(text, want, 16);
+    ASSERT_EQ(all.users.profile_length[u], static_cast<std::int32_t>(want.size())) << id;
+    for (std::size_t k = 0; k < 16; ++k) {
+      const std::int32_t got = all.users.profile_tokens[u * 16 + k];
+      EXPECT_EQ(got, k < want.size() ? want[k] : tok.pad_id()) << id << " token " << k;
+    }
+  }
+  // Without data.users: no profiles in the file.
+  cfg_.users.clear();
+  prepare_dataset(cfg_, "");
+  EXPECT_FALSE(DatasetFile(cfg_.dataset).has_profiles());
+  EXPECT_TRUE(DatasetFile(cfg_.dataset).read_users(0, 3).users.profile_length.empty());
+}
+
+TEST_F(PrepareTest, BadUserTableRowsNameFileLineAndReason) {
+  cfg_.interactions = write("interactions.csv", "user_id,item_id,timestamp,event,rating\n" + good_rows());
+  auto error_with = [&](const std::string& table) {
+    cfg_.users = write("users.csv", table);
+    try {
+      prepare_dataset(cfg_, "");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_THAT(error_with("user_id,profile\nu1,runner\nu1,again\n"),
+              HasSubstr("users.csv:3: duplicate user id: 'u1' first defined at line 2"));
+  EXPECT_THAT(error_with("user_id,profile\n,runner\n"), HasSubstr("users.csv:2: missing user id"));
+  EXPECT_THAT(error_with("user_id,profile\nu1,\n"), HasSubstr("users.csv:2: missing profile text"));
+  EXPECT_THAT(
+      error_with("user_id,bio\nu1,x\n"),
+      HasSubstr("no column 'profile' in the header (columns: user_id, bio); set data.user_columns.text"));
+  // Skipped and counted under on_error: skip.
+  cfg_.on_error = "skip";
+  cfg_.users = write("users.csv", "user_id,profile\nu1,runner\nu1,again\n,x\nu2,\"unclosed\n");
+  PrepareReport r = prepare_dataset(cfg_, "");
+  EXPECT_EQ(r.user_table.rows_kept, 1);
+  EXPECT_EQ(r.user_table.skipped.at("duplicate user id"), 1);
+  EXPECT_EQ(r.user_table.skipped.at("missing user id"), 1);
+  EXPECT_EQ(r.users_with_profile, 1);
+  EXPECT_THAT(r.to_text(), HasSubstr("user table "));
+}
+
 TEST_F(PrepareTest, SkipPolicyCountsEveryRowByReason) {
   cfg_.on_error = "skip";
   cfg_.show_errors = 1;
@@ -276,6 +353,44 @@ TEST_F(PrepareTest, JsonlAndTsvGiveTheSameDataset) {
   } catch (const IoError& e) {
     EXPECT_THAT(e.what(), HasSubstr("bad.jsonl:1: malformed jsonl"));
   }
+}
+
+TEST_F(PrepareTest, SynthProfilesStateTheLatentTastesWithNoise) {
+  SynthOptions o;
+  o.items = 300;
+  o.users = 1000;
+  write_synth_shop(o, (dir_ / "shop").string());
+  auto rows = [&](const std::string& name) {
+    CsvReader csv((dir_ / "shop" / name).string(), ',');
+    std::vector<std::vector<std::string>> out;
+    std::vector<std::string> fields;
+    std::int64_t line = 0;
+    std::string reason;
+    while (csv.next(fields, line, reason) == CsvReader::Status::kRecord) out.push_back(fields);
+    return out;
+  };
+  const auto profiles = rows("users.csv");
+  const auto latent = rows("latent_users.csv");
+  ASSERT_EQ(profiles.front(), (std::vector<std::string>{"user_id", "age", "region", "interests", "price"}));
+  const auto n = static_cast<double>(profiles.size() - 1);
+  EXPECT_NEAR(n / 1000.0, 0.85, 0.04);       // 85% of the users have a row
+  std::map<std::string, std::string> liked;  // user -> its liked leaves ("a;b")
+  for (std::size_t r = 1; r < latent.size(); ++r) liked[latent[r][0]] = latent[r][1];
+  // Each liked leaf is stated with probability 0.6: most profiles name one
+  // of the user's leaves, and an unliked leaf is named far less often.
+  std::int64_t names_liked = 0;
+  for (std::size_t r = 1; r < profiles.size(); ++r) {
+    const std::string& interests = profiles[r][3];
+    std::stringstream leaves(liked.at(profiles[r][0]));
+    bool hit = false;
+    for (std::string leaf; std::getline(leaves, leaf, ';');)
+      hit = hit || interests.find(leaf) != std::string::npos;
+    names_liked += hit;
+    EXPECT_FALSE(profiles[r][1].empty());  // an age band and a region on every row
+    EXPECT_FALSE(profiles[r][2].empty());
+  }
+  EXPECT_GT(static_cast<double>(names_liked) / n, 0.6);
+  EXPECT_LT(static_cast<double>(names_liked) / n, 0.95);  // not every time: the text is noisy
 }
 
 TEST_F(PrepareTest, AFlippedByteIsDetectedByTheChecksum) {

@@ -261,6 +261,69 @@ TEST(UserTower, TimeFeaturesAddToTheirSlotOnlyAndUnknownValuesAddNothing) {
   EXPECT_EQ(plain->query_vectors(torch::zeros({2, 0}, torch::kLong)).abs().sum().item<double>(), 0.0);
 }
 
+UserTower make_profile_tower(std::int64_t layers, const std::string& pooling) {
+  torch::manual_seed(7);
+  UserTower tower(UserTowerOptions(kDim, kHistory).heads(2).layers(layers).pooling(pooling).profile(true));
+  torch::NoGradGuard no_grad;
+  for (auto& p : tower->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  tower->eval();
+  return tower;
+}
+
+TEST(UserTower, ProfileIsOneMoreTokenThatEverySlotReadsAndAbsentProfilesChangeNothing) {
+  for (const std::string pooling : {"attention", "mean", "causal"}) {
+    for (std::int64_t layers : {0, 2}) {
+      if (pooling == "causal" && layers == 0) continue;  // a causal tower needs a layer to read anything
+      SCOPED_TRACE(pooling + " layers " + std::to_string(layers));
+      UserTower tower = make_profile_tower(layers, pooling);
+      std::vector<std::string> names;
+      for (const auto& p : tower->named_parameters()) names.push_back(p.key());
+      EXPECT_EQ(std::count(names.begin(), names.end(), "profile_tag"), 1);
+      torch::manual_seed(19);
+      const torch::Tensor items = torch::randn({3, kDim});
+      auto [h, m] = place(items, kHistory, {5, 6, 7}, 1.0);
+      const torch::Tensor profile = torch::randn({1, kDim});
+      const torch::Tensor yes = torch::ones({1}, torch::kBool), no = torch::zeros({1}, torch::kBool);
+      // A user without a profile: exactly the tower without the option.
+      const torch::Tensor plain = tower(h, m);
+      EXPECT_TRUE(torch::allclose(tower->forward(h, m, {}, profile * 100, no), plain, 1e-5, 1e-6));
+      // With one, the user vector reads it, and another profile gives another vector.
+      const torch::Tensor with = tower->forward(h, m, {}, profile, yes);
+      EXPECT_FALSE(torch::allclose(with, plain, 1e-4, 1e-5));
+      EXPECT_FALSE(torch::allclose(tower->forward(h, m, {}, torch::randn({1, kDim}), yes), with, 1e-4, 1e-5));
+      // No history at all: the profile alone makes the vector, the
+      // no-history vector without one.
+      const torch::Tensor empty = torch::zeros({1, kHistory, kDim});
+      const torch::Tensor none = torch::zeros({1, kHistory}, torch::kBool);
+      const torch::Tensor expected =
+          torch::matmul(tower->proj->weight, tower->norm->bias) + tower->proj->bias;
+      EXPECT_TRUE(torch::allclose(tower->forward(empty, none, {}, profile, no)[0], expected, 1e-5, 1e-6));
+      EXPECT_FALSE(torch::allclose(tower->forward(empty, none, {}, profile, yes)[0], expected, 1e-4, 1e-5));
+      EXPECT_FALSE(torch::allclose(tower->forward(empty, none, {}, profile, yes),
+                                   tower->forward(empty, none, {}, torch::randn({1, kDim}), yes), 1e-4,
+                                   1e-5));
+      if (pooling != "causal") continue;
+      // Every slot sees the profile (the causal mask included), the user is
+      // the last slot, and forward_all keeps one output per history slot.
+      const torch::Tensor all = tower->forward_all(h, m, {}, profile, yes);
+      ASSERT_EQ(all.sizes(), (std::vector<std::int64_t>{1, kHistory, kDim}));
+      EXPECT_TRUE(torch::allclose(all[0][kHistory - 1], with[0], 1e-6, 1e-7));
+      const torch::Tensor all_plain = tower->forward_all(h, m);
+      EXPECT_TRUE(torch::allclose(tower->forward_all(h, m, {}, profile, no), all_plain, 1e-5, 1e-6));
+      for (std::int64_t t = 5; t < kHistory; ++t)
+        EXPECT_FALSE(torch::allclose(all[0][t], all_plain[0][t], 1e-4, 1e-5)) << "slot " << t;
+    }
+  }
+  UserTower without = make_tower(1, "attention");
+  EXPECT_THROW(without->forward(torch::zeros({1, 2, kDim}), torch::ones({1, 2}, torch::kBool), {},
+                                torch::zeros({1, kDim}), torch::ones({1}, torch::kBool)),
+               Error);
+  UserTower tower = make_profile_tower(1, "attention");
+  EXPECT_THROW(tower->forward(torch::zeros({2, 2, kDim}), torch::ones({2, 2}, torch::kBool), {},
+                              torch::zeros({1, kDim}), torch::ones({1}, torch::kBool)),
+               Error);
+}
+
 TEST(UserTower, UnknownPoolingIsAnError) {
   EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).pooling("max")), Error);
   EXPECT_THROW(UserTower(UserTowerOptions(kDim, kHistory).activation("tanh")), Error);

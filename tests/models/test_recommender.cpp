@@ -230,6 +230,46 @@ TEST(Recommender, UserVectorsIgnorePadding) {
   EXPECT_THROW(model->user_vectors(torch::tensor({{1, 2, 3, 4, 5, 6, 7}}, torch::kLong), l), Error);
 }
 
+TEST(Recommender, ProfileTextReachesTheUserVectorThroughTheItemEncoder) {
+  torch::manual_seed(12);
+  ModelConfig cfg = small_config();
+  cfg.user.profile = true;
+  cfg.item_id_embedding = true;
+  Recommender model(cfg, /*id_items=*/10);
+  model->eval();
+  RecBatch batch = random_batch(3, 4, cfg.text_len, cfg.user.history, cfg.bert.vocab_size);
+  const torch::Tensor l = torch::randn({12, cfg.dim});
+  const torch::Tensor history = torch::tensor({{4, 9, 2}, {-1, -1, -1}, {1, 2, 3}}, torch::kLong);
+  // Users 0 and 1 have profiles (items' texts 0 and 1), user 2 none.
+  UserContext context;
+  context.profile_tokens = batch.item_tokens.slice(0, 0, 3).clone();
+  context.profile_mask = batch.item_mask.slice(0, 0, 3).clone();
+  context.profile_mask[2].zero_();
+  const torch::Tensor u = model->user_vectors(history, l, {}, context);
+  const torch::Tensor plain = model->user_vectors(history, l);
+  EXPECT_FALSE(torch::allclose(u[0], plain[0], 1e-4, 1e-5));
+  EXPECT_FALSE(torch::allclose(u[1], plain[1], 1e-4, 1e-5));  // no history: the profile alone
+  EXPECT_TRUE(torch::allclose(u[2], plain[2], 1e-5, 1e-6));
+  // The profile vector is the item tower's text vector, without an ID vector.
+  const auto [vecs, present] = model->profile_vectors(context.profile_tokens, context.profile_mask);
+  EXPECT_TRUE(torch::equal(present, torch::tensor({true, true, false})));
+  EXPECT_TRUE(torch::allclose(
+      vecs.slice(0, 0, 2),
+      model->encode_items(batch.item_tokens.slice(0, 0, 2), batch.item_mask.slice(0, 0, 2)), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(vecs[2], torch::zeros({cfg.dim})));
+  // Precomputed vectors (what an export stores) give the same users.
+  UserContext stored;
+  stored.profile_vectors = vecs;
+  stored.has_profile = present;
+  EXPECT_TRUE(torch::allclose(model->user_vectors(history, l, {}, stored), u, 1e-5, 1e-6));
+  // The profile needs the text encoder.
+  ModelConfig ids_only = small_config();
+  ids_only.user.profile = true;
+  ids_only.item_text = false;
+  ids_only.item_id_embedding = true;
+  EXPECT_THROW(ids_only.validate(), ConfigError);
+}
+
 TEST(Recommender, ItemIdVectorsForWarmItemsOnly) {
   torch::manual_seed(11);
   ModelConfig cfg = small_config();

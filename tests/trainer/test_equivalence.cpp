@@ -5,7 +5,8 @@
 //    batches as micro-batches;
 // both with and without gradient accumulation on top, and for the causal
 // user tower (a loss at every position of each sequence window, with time
-// and context features of every slot and target), and AdaLoRA's rank
+// and context features of every slot and target, and the users' profile
+// tokens), and AdaLoRA's rank
 // allocation (the same triplets kept on every rank as in one process).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -36,7 +37,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
  protected:
   static std::string dataset_;
   static void SetUpTestSuite() {
-    dataset_ = testing::make_test_dataset(test_comm(), "equiv", 120, 60, 8, 10);
+    dataset_ = testing::make_test_dataset(test_comm(), "equiv", 120, 60, 8, 10, /*profiles=*/true);
   }
   static void TearDownTestSuite() { testing::dataset_helper_cleanup(test_comm(), dataset_); }
 
@@ -51,6 +52,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
       m.user.layers = 1;
       m.user.time_features = kTimeFeatures;
       m.user.context_columns = {"device"};
+      m.user.profile = true;
     }
     torch::manual_seed(11);
     const std::vector<std::int64_t> values = {static_cast<std::int64_t>(f.context_values("device").size())};
@@ -73,6 +75,7 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
       so.context.time = parse_time_features(kTimeFeatures);
       so.context.column_values = {static_cast<std::int64_t>(f.context_values("device").size())};
       so.context_columns = {"device"};
+      so.profiles = true;
     }
     return so;
   }

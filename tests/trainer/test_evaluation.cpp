@@ -364,8 +364,10 @@ TEST_F(EvaluationTest, SwappedHistoriesLeavePopularityAsItIsAndCostPersonalisedS
 }
 
 TEST(EvalSegments, BucketsOfHistoryLengthAndPopularity) {
-  EXPECT_EQ(eval_history_segments()[eval_history_segment(0)], "0-4");
-  EXPECT_EQ(eval_history_segments()[eval_history_segment(4)], "0-4");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(0)], "0-2");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(2)], "0-2");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(3)], "3-4");
+  EXPECT_EQ(eval_history_segments()[eval_history_segment(4)], "3-4");
   EXPECT_EQ(eval_history_segments()[eval_history_segment(5)], "5-9");
   EXPECT_EQ(eval_history_segments()[eval_history_segment(49)], "20-49");
   EXPECT_EQ(eval_history_segments()[eval_history_segment(50)], "50+");

@@ -579,6 +579,86 @@ void expect_users_follow_items(Recommender& model, h5::File& b) {
   EXPECT_GT(checked, 0);
 }
 
+/// model.user.profile: the export stores each user's profile vector and
+/// flag; a known user's stored vector and a live user's vector in serving
+/// are the model's on the same history with the same profile, and the
+/// profile changes them.
+TEST_F(ExportTest, ProfilesReachTheExportAndServingAsEvaluationReadsThem) {
+  const std::string path = testing::make_test_dataset(comm_, "export_prof", 120, 200, 6, kTextLen, true);
+  {
+    DatasetFile file(path);
+    ASSERT_TRUE(file.has_profiles());
+    torch::manual_seed(11);
+    ModelConfig m = testing::tiny_model_config(static_cast<int>(file.vocab().size()));
+    m.user.profile = true;
+    Recommender model(RecommenderOptions(m).id_items(file.num_items()));
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
+    }
+    model->eval();
+    const std::string out = (fs::path(path).parent_path() / "profiles.h5").string();
+    const ExportSummary s =
+        write_export(out, model, checkpoint(), file, config_yaml(), export_ranking_of(eval_config()), comm_);
+    const auto engine = serving::RecommendEngine::open(out);
+    const ExportData& e = engine->data();
+    EXPECT_EQ(e.ranker_profile, 1);
+    const UserSlice all = file.read_users(0, file.num_users());
+    std::int64_t with = 0;
+    for (std::size_t u = 0; u < all.users.profile_length.size(); ++u) {
+      EXPECT_EQ(e.user_has_profile[u], all.users.profile_length[u] > 0 ? 1 : 0) << "user " << u;
+      with += all.users.profile_length[u] > 0;
+    }
+    EXPECT_EQ(s.users_with_profile, with);
+    ASSERT_GT(with, 0);
+    ASSERT_LT(with, file.num_users());  // synth leaves some users without one
+
+    // The model on a user's events (and a live one), with and without its profile.
+    ModelScorer scorer(model, file.read_items(), m.text_len, comm_);
+    const std::vector<std::string> ids = file.read_user_ids();
+    auto model_vector = [&](std::int32_t u, const std::vector<std::int32_t>& items, bool profile) {
+      ScoreRequest q;
+      q.profile_len = file.text_len();
+      const std::vector<std::int64_t> times(items.size(), 0);
+      q.add_user(u, items.data(), times.data(), static_cast<std::int64_t>(items.size()), 0);
+      q.add_profile(all.users.profile_tokens.data() + static_cast<std::size_t>(u) * file.text_len(),
+                    profile ? all.users.profile_length[static_cast<std::size_t>(u)] : 0);
+      return scorer.user_vectors(q)[0];
+    };
+    std::int64_t checked = 0;
+    for (std::int32_t u = 0; u < file.num_users() && checked < 6; ++u) {
+      if (e.user_has_profile[static_cast<std::size_t>(u)] == 0) continue;
+      ++checked;
+      std::vector<std::int32_t> items(e.history_items.begin() + e.events_begin(u),
+                                      e.history_items.begin() + e.events_end(u));
+      const at::Tensor stored = torch::tensor(std::vector<float>(e.user_vector(u), e.user_vector(u) + e.dim));
+      EXPECT_TRUE(torch::allclose(stored, model_vector(u, items, true), 1e-5, 1e-6)) << "user " << u;
+      EXPECT_FALSE(torch::allclose(stored, model_vector(u, items, false), 1e-4, 1e-5)) << "user " << u;
+      // A live event: the tower runs in serving on stored + live events and the stored profile.
+      serving::RecommendRequest q;
+      q.user = ids[static_cast<std::size_t>(u)];
+      q.live = {7};
+      q.k = 5;
+      q.cf_weight = 0;
+      q.popularity_weight = 0;
+      q.tfidf_weight = 0;
+      const serving::Recommendation got = engine->recommend(q);
+      items.push_back(7);
+      const at::Tensor want = model_vector(u, items, true);
+      for (const auto& it : got.items) {
+        const float key_dot =
+            torch::dot(torch::tensor(std::vector<float>(e.key(it.item), e.key(it.item) + e.dim)), want)
+                .item<float>();
+        EXPECT_NEAR(it.model_score,
+                    key_dot + (e.item_cold[static_cast<std::size_t>(it.item)] ? e.cold_shift : 0.0), 1e-4)
+            << "user " << u << " item " << it.item;
+      }
+    }
+    EXPECT_EQ(checked, 6);
+  }
+  testing::dataset_helper_cleanup(comm_, path);
+}
+
 TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
