@@ -275,6 +275,47 @@ TEST_F(ExportReaderTest, TowerTensorsAreCheckedByName) {
   expect_refused(write(fx_, h), "ranker/query");
 }
 
+TEST_F(ExportReaderTest, ProfileTablesLoadAndDamagedOnesAreRefused) {
+  // A tower that reads profiles (ranker_profile 1): its profile_tag, and a
+  // profile vector and flag per user.
+  const std::size_t U = fx_.user_ids.size(), d = 16;
+  auto profiles = [&](std::vector<std::uint8_t> flags, std::vector<float> vectors, bool tag) {
+    return [=](h5::File& g) {
+      g.set_attr("/", "ranker_profile", std::int64_t{1});
+      if (tag) g.write<float>("ranker/profile_tag", std::vector<float>(d, 0.01f).data(), {1, d});
+      if (!vectors.empty()) g.write<float>("users/profile_vectors", vectors.data(), {U, d});
+      if (!flags.empty()) g.write("users/has_profile", flags);
+    };
+  };
+  std::vector<std::uint8_t> flags(U, 1);
+  flags[2] = 0;
+  std::vector<float> vectors(U * d, 0.5f);
+  WriteHooks h;
+  h.tamper = profiles(flags, vectors, true);
+  auto e = read_export(write(fx_, h));
+  EXPECT_EQ(e->ranker_profile, 1);
+  EXPECT_EQ(e->user_has_profile, flags);
+  EXPECT_FLOAT_EQ(e->user_profile(3)[5], 0.5f);
+  EXPECT_TRUE(e->tower->options.profile());
+  // An export without the attribute is read as a tower without profiles.
+  EXPECT_EQ(read_export(write(fx_))->ranker_profile, 0);
+
+  std::vector<std::uint8_t> bad_flags = flags;
+  bad_flags[4] = 2;
+  h.tamper = profiles(bad_flags, vectors, true);
+  expect_refused(write(fx_, h), "'users/has_profile' value 4 is 2, not 0 or 1");
+  std::vector<float> nan_vectors = vectors;
+  nan_vectors[7] = std::nanf("");
+  h.tamper = profiles(flags, nan_vectors, true);
+  expect_refused(write(fx_, h), "users/profile_vectors");
+  h.tamper = profiles(flags, {}, true);
+  expect_refused(write(fx_, h), "users/profile_vectors");
+  h.tamper = profiles(flags, vectors, false);
+  expect_refused(write(fx_, h), "'profile_tag' is missing");
+  h.tamper = [](h5::File& g) { g.set_attr("/", "ranker_profile", std::int64_t{2}); };
+  expect_refused(write(fx_, h), "ranker_profile");
+}
+
 TEST_F(ExportReaderTest, HugeClaimedSizesAreRefusedWithoutAllocating) {
   // Attributes that make the expected shapes enormous, with datasets to match
   // in shape only: the reader must refuse before allocating.
