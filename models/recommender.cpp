@@ -324,7 +324,8 @@ LossResult RecommenderImpl::forward_result(const RecBatch& batch) {
   const torch::Tensor item_vecs = encode_items(batch.item_tokens, batch.item_mask, batch.item_ids);
   const torch::Tensor users = user_vectors(
       batch.history, item_vecs, {},
-      UserContext{batch.history_context, batch.query_context, batch.profile_tokens, batch.profile_mask});
+      UserContext{
+          batch.history_context, batch.query_context, batch.profile_tokens, batch.profile_mask, {}, {}});
   const torch::Tensor keys = scorer->item_keys(item_vecs);
   const torch::Device device = item_vecs.device();
 

@@ -85,7 +85,7 @@ torch::Tensor user_vectors_of(Recommender& model, const torch::Tensor& item_vecs
     const std::int64_t b = std::min(kExportUserBlock, n - lo);
     const HistoryInputs in = history_inputs(mc.user.history, model->context_spec(), offsets + lo, b, items,
                                             times, codes, nullptr, nullptr);
-    UserContext context{in.context, in.query};
+    UserContext context{in.context, in.query, {}, {}, {}, {}};
     if (profiles.defined()) {
       context.profile_vectors = profiles.narrow(0, lo, b);
       context.has_profile = has_profile.narrow(0, lo, b);

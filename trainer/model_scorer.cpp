@@ -156,7 +156,7 @@ at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
                      codes.data(), query_timed ? request.query_times.data() : nullptr, query_codes.data());
   const torch::Device device = item_vecs_model_.device();
   const auto on_device = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  UserContext context{on_device(in.context), on_device(in.query)};
+  UserContext context{on_device(in.context), on_device(in.query), {}, {}, {}, {}};
   if (model_->options().config().user.profile) {
     LLMREC_CHECK(request.profile_len > 0 || request.size() == 0,
                  "the model reads user profiles (model.user.profile) but the dataset has none: prepare it "

@@ -84,10 +84,12 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   f.log_q = dev.item_log_q.defined() && dev.item_log_q.numel() > 0
                 ? dev.item_log_q.index_select(0, cand_rows)
                 : torch::zeros({cand_rows.numel()}, floats);
-  f.user_vecs = b > 0 ? model->user_vectors(dev.history, item_vecs, dev.target_slot,
-                                            UserContext{dev.history_context, dev.query_context,
-                                                        dev.profile_tokens, dev.profile_mask})
-                      : torch::zeros({0, d}, floats);
+  f.user_vecs =
+      b > 0 ? model->user_vectors(
+                  dev.history, item_vecs, dev.target_slot,
+                  UserContext{
+                      dev.history_context, dev.query_context, dev.profile_tokens, dev.profile_mask, {}, {}})
+            : torch::zeros({0, d}, floats);
   f.target_ids = b > 0 ? dev.item_ids.index_select(0, dev.target) : torch::empty({0}, longs);
   f.weights = b > 0 ? dev.weight : torch::empty({0}, floats);
   return f;

@@ -279,7 +279,7 @@ TEST_F(ExportReaderTest, ProfileTablesLoadAndDamagedOnesAreRefused) {
   // A tower that reads profiles (ranker_profile 1): its profile_tag, and a
   // profile vector and flag per user.
   const std::size_t U = fx_.user_ids.size(), d = 16;
-  auto profiles = [&](std::vector<std::uint8_t> flags, std::vector<float> vectors, bool tag) {
+  auto profiles = [&](const std::vector<std::uint8_t>& flags, const std::vector<float>& vectors, bool tag) {
     return [=](h5::File& g) {
       g.set_attr("/", "ranker_profile", std::int64_t{1});
       if (tag) g.write<float>("ranker/profile_tag", std::vector<float>(d, 0.01f).data(), {1, d});
