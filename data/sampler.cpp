@@ -162,6 +162,22 @@ std::pair<at::Tensor, at::Tensor> text_tensors(const std::vector<std::int32_t>& 
   return {tok_t, mask_t};
 }
 
+std::pair<at::Tensor, at::Tensor> text_rows(const std::vector<std::int32_t>& tokens,
+                                            const std::vector<std::int32_t>& length, std::int64_t full_len,
+                                            std::int64_t lo, std::int64_t hi, std::int64_t keep) {
+  LLMREC_CHECK(0 <= lo && lo <= hi && hi <= static_cast<std::int64_t>(length.size()) &&
+                   hi * full_len <= static_cast<std::int64_t>(tokens.size()) && 0 <= keep && keep <= full_len,
+               "text rows [{}, {}) x {} of {} outside a table of {} rows x {}", lo, hi, keep, full_len,
+               length.size(), full_len);
+  const at::Tensor all =
+      at::from_blob(const_cast<std::int32_t*>(tokens.data()) + lo * full_len, {hi - lo, full_len}, at::kInt)
+          .to(at::kLong);
+  const at::Tensor len =
+      at::from_blob(const_cast<std::int32_t*>(length.data()) + lo, {hi - lo}, at::kInt).to(at::kLong);
+  return {all.narrow(1, 0, keep).contiguous(),
+          (at::arange(keep, at::kLong).unsqueeze(0) < len.unsqueeze(1)).to(at::kLong)};
+}
+
 void BatchSampler::fill_items(const std::vector<std::int64_t>& ids, Batch& out) const {
   const auto u = static_cast<std::int64_t>(ids.size());
   out.item_ids = u == 0 ? at::empty({0}, at::kLong) : at::tensor(ids, at::kLong);

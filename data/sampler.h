@@ -138,6 +138,13 @@ std::pair<at::Tensor, at::Tensor> text_tensors(const std::vector<std::int32_t>& 
                                                const std::vector<std::int32_t>& length, int text_len,
                                                const std::vector<std::int64_t>& rows);
 
+/// Rows [lo, hi) of a [n, full_len] token table (int32, `length` real
+/// tokens per row), their first `keep` columns (a model reading fewer
+/// tokens than the table holds): int64 tokens [hi - lo, keep] and mask.
+std::pair<at::Tensor, at::Tensor> text_rows(const std::vector<std::int32_t>& tokens,
+                                            const std::vector<std::int32_t>& length, std::int64_t full_len,
+                                            std::int64_t lo, std::int64_t hi, std::int64_t keep);
+
 class BatchSampler {
  public:
   /// Reads this rank's users from `dataset` and the whole item table.

@@ -9,7 +9,6 @@
 #include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <numeric>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -104,10 +103,9 @@ std::pair<torch::Tensor, torch::Tensor> profile_vectors_of(Recommender& model, c
   std::vector<torch::Tensor> vecs, has;
   for (std::int64_t lo = 0; lo < n; lo += kExportUserBlock) {
     const std::int64_t b = std::min(kExportUserBlock, n - lo);
-    std::vector<std::int64_t> rows(static_cast<std::size_t>(b));
-    std::iota(rows.begin(), rows.end(), lo);
-    const auto [tokens, mask] = text_tensors(users.profile_tokens, users.profile_length, text_len, rows);
-    auto [v, h] = model->profile_vectors(tokens.narrow(1, 0, len), mask.narrow(1, 0, len));
+    const auto [tokens, mask] =
+        text_rows(users.profile_tokens, users.profile_length, text_len, lo, lo + b, len);
+    auto [v, h] = model->profile_vectors(tokens, mask);
     vecs.push_back(v.to(torch::kCPU, torch::kFloat));
     has.push_back(h.to(torch::kCPU));
   }

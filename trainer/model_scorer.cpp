@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <random>
 
 #include "data/sampler.h"
@@ -25,16 +24,7 @@ at::Tensor encode_all_items(Recommender& model, const ItemTable& items, int text
   std::vector<torch::Tensor> mine;
   for (std::int64_t blk = comm.rank(); blk < blocks; blk += comm.size()) {
     const std::int64_t lo = blk * kEncodeBlock, hi = std::min(n, lo + kEncodeBlock);
-    torch::Tensor all_tokens =
-        torch::from_blob(const_cast<std::int32_t*>(items.tokens.data()) + lo * full_len, {hi - lo, full_len},
-                         torch::kInt)
-            .to(torch::kLong);
-    torch::Tensor tokens = all_tokens.narrow(1, 0, text_len).contiguous();
-    torch::Tensor len =
-        torch::from_blob(const_cast<std::int32_t*>(items.length.data()) + lo, {hi - lo}, torch::kInt)
-            .to(torch::kLong);
-    torch::Tensor mask =
-        (torch::arange(text_len, torch::kLong).unsqueeze(0) < len.unsqueeze(1)).to(torch::kLong);
+    const auto [tokens, mask] = text_rows(items.tokens, items.length, full_len, lo, hi, text_len);
     torch::Tensor ids = item_ids.empty() ? torch::arange(lo, hi, torch::kLong)
                                          : torch::from_blob(const_cast<std::int64_t*>(item_ids.data()) + lo,
                                                             {hi - lo}, torch::kLong)
@@ -161,13 +151,11 @@ at::Tensor ModelScorer::user_vectors(const ScoreRequest& request) {
     LLMREC_CHECK(request.profile_len > 0 || request.size() == 0,
                  "the model reads user profiles (model.user.profile) but the dataset has none: prepare it "
                  "with data.users");
-    std::vector<std::int64_t> rows(static_cast<std::size_t>(request.size()));
-    std::iota(rows.begin(), rows.end(), 0);
-    auto [tokens, mask] =
-        text_tensors(request.profile_tokens, request.profile_length, request.profile_len, rows);
-    const std::int64_t len = std::min<std::int64_t>(request.profile_len, model_->options().config().text_len);
-    context.profile_tokens = tokens.narrow(1, 0, len).to(device);
-    context.profile_mask = mask.narrow(1, 0, len).to(device);
+    const auto [tokens, mask] =
+        text_rows(request.profile_tokens, request.profile_length, request.profile_len, 0, request.size(),
+                  std::min<std::int64_t>(request.profile_len, model_->options().config().text_len));
+    context.profile_tokens = tokens.to(device);
+    context.profile_mask = mask.to(device);
   }
   return model_->user_vectors(in.history.to(device), item_vecs_model_, {}, context)
       .to(torch::kCPU, torch::kFloat);
