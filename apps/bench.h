@@ -15,7 +15,8 @@ struct BenchOptions {
   int warmup = 5;
   std::int64_t batch = 0;  ///< 0 = the workload's
   std::string pooling = "cls";
-  int lora_r = -1;  ///< -1 = the workload's; 0 = full fine-tuning
+  int lora_r = -1;      ///< -1 = the workload's; 0 = full fine-tuning
+  std::string profile;  ///< bench train: a chrome trace of rank 0's measured steps, per operator
   int repeats = 3;
   int max_mb = 256;
   std::string export_path;  ///< bench serve

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -390,15 +391,18 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   const double sgemm = sgemm_gflops();
   TrainStepTimes times;
   Clock::time_point t_start;
+  std::optional<torch::autograd::profiler::RecordProfile> profile;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     if (step == o.warmup) {
       comm.barrier();
       t_start = Clock::now();
+      if (!o.profile.empty() && comm.rank() == 0) profile.emplace(o.profile);
     }
     bench_train_step(t, data, w, ctx, step >= o.warmup, times);
   }
   comm.barrier();
   const double elapsed = since(t_start);
+  profile.reset();  // writes the trace (its time is not in the figures)
 
   double mean_unique = 0;
   for (double u : times.unique_items) mean_unique += u;
@@ -967,6 +971,9 @@ void add_train_bench_options(CLI::App& cmd, BenchOptions& o) {
                  "LoRA rank of the item tower (default: the workload's, 8); 0 = full fine-tuning, whose "
                  "~18 MB gradient makes the all-reduce a visible share of the step")
       ->check(CLI::Range(0, 1024));
+  cmd.add_option("--profile", o.profile,
+                 "Write a chrome://tracing file of rank 0's measured steps, one event per operator "
+                 "(the profiler slows the steps: the figures of a profiled run are not comparable)");
 }
 
 void add_pretrain_bench_options(CLI::App& cmd, BenchOptions& o) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "models/batched_matmul.h"
 
 namespace llmrec {
 namespace {
@@ -268,10 +269,10 @@ torch::Tensor BertSelfAttentionImpl::attend(const torch::Tensor& xq, const torch
   torch::Tensor q = split(query(xq));
   torch::Tensor k = split(key(x));
   torch::Tensor v = split(value(x));
-  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
+  torch::Tensor scores = batched_matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
   scores = scores + additive_mask;
   torch::Tensor probs = dropout(torch::softmax(scores, -1));
-  return torch::matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, xq.size(1), config.hidden_size});
+  return batched_matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, xq.size(1), config.hidden_size});
 }
 
 BertResidualImpl::BertResidualImpl(const BertConfig& config_, std::int64_t in_features_)

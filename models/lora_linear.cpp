@@ -76,11 +76,13 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& input) {
   torch::Tensor out = torch::linear(input, weight, bias);
   if (adapter_ && !merged_) {
     const torch::Tensor x = adapter_->dropout() > 0 ? lora_dropout(input) : input;
-    if (adapter_->adaptive()) {
-      out = out + torch::linear(torch::linear(x, svd_a * svd_e), svd_b) * scaling();
-    } else {
-      out = out + lora_B(lora_A(x)) * scaling();
-    }
+    const torch::Tensor h = adapter_->adaptive() ? torch::linear(x, svd_a * svd_e) : lora_A(x);  // [..., r]
+    // out + scaling (h B^T) as one product: no [..., out] temporaries for the
+    // scale and the sum, forward or backward.
+    const std::vector<std::int64_t> shape = out.sizes().vec();
+    out = torch::addmm(out.reshape({-1, shape.back()}), h.reshape({-1, h.size(-1)}), adapter_b().t(), 1.0,
+                       scaling())
+              .view(shape);
   }
   return out;
 }

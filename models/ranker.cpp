@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "common/error.h"
+#include "models/batched_matmul.h"
 
 namespace llmrec {
 
@@ -82,11 +83,11 @@ torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const tor
   }
   const torch::Tensor has_key = allowed.any(-1, /*keepdim=*/true);  // [B, 1 or Q, 1]
   const torch::Tensor attend = allowed.logical_or(has_key.logical_not());
-  torch::Tensor logits = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(dh));
+  torch::Tensor logits = batched_matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(dh));
   logits = logits.masked_fill(attend.logical_not().unsqueeze(1), -std::numeric_limits<double>::infinity());
   torch::Tensor p = torch::softmax(logits, -1);
   p = torch::dropout(p, options.dropout(), is_training());
-  torch::Tensor ctx = torch::matmul(p, v).transpose(1, 2).reshape({B, Q, d});
+  torch::Tensor ctx = batched_matmul(p, v).transpose(1, 2).reshape({B, Q, d});
   return out_proj(ctx).masked_fill(has_key.logical_not(), 0.0);
 }
 

@@ -1,6 +1,7 @@
 // BertModel without goldens: HF parameter names and initialisation, mask
 // forms, padding that cannot leak into real tokens, float32/float64, dropout
 // in train mode only, input validation, clone().
+#include <ATen/Parallel.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -8,6 +9,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "models/batched_matmul.h"
 #include "models/bert.h"
 
 namespace llmrec {
@@ -259,6 +261,69 @@ TEST(Bert, CloneIsDeepAndEqual) {
   other->encoder->layer->at<BertLayerImpl>(1).output->dense->weight.add_(1.0);
   EXPECT_FALSE(torch::equal(model(ids, torch::ones_like(ids)).last_hidden_state,
                             other(ids, torch::ones_like(ids)).last_hidden_state));
+}
+
+// ---------------------------------------------------------------- batched_matmul
+
+/// batched_matmul(a, b) and its gradients against torch::matmul's.
+void expect_matches_matmul(const torch::Tensor& a0, const torch::Tensor& b0) {
+  ASSERT_TRUE(batched_matmul_uses_blas(a0, b0)) << a0.sizes() << " x " << b0.sizes();
+  torch::Tensor a = a0.detach().requires_grad_(true), b = b0.detach().requires_grad_(true);
+  torch::Tensor c = batched_matmul(a, b);
+  torch::Tensor a_ref = a0.detach().requires_grad_(true), b_ref = b0.detach().requires_grad_(true);
+  torch::Tensor c_ref = torch::matmul(a_ref, b_ref);
+  ASSERT_EQ(c.sizes(), c_ref.sizes());
+  EXPECT_TRUE(torch::allclose(c, c_ref, 1e-5, 1e-5));
+  const torch::Tensor g = torch::randn_like(c_ref);
+  (c * g).sum().backward();
+  (c_ref * g).sum().backward();
+  EXPECT_TRUE(torch::allclose(a.grad(), a_ref.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(b.grad(), b_ref.grad(), 1e-5, 1e-5));
+}
+
+TEST(BatchedMatmul, EqualsMatmulOnTheViewsAttentionPasses) {
+  torch::manual_seed(3);
+  // q k^T and p v as BERT's attention forms them: [N, A, L, d] permuted
+  // views of [N, L, A, d] (row stride A*d), k transposed (column-major).
+  const torch::Tensor q = torch::randn({5, 7, 2, 4}).permute({0, 2, 1, 3});
+  const torch::Tensor k = torch::randn({5, 7, 2, 4}).permute({0, 2, 1, 3});
+  expect_matches_matmul(q, k.transpose(-1, -2));
+  expect_matches_matmul(torch::softmax(torch::randn({5, 2, 7, 7}), -1), k);
+  // Contiguous 3-d, a column-major left operand, an operand that needs a copy
+  // (every other column), and degenerate sizes.
+  expect_matches_matmul(torch::randn({3, 6, 5}), torch::randn({3, 5, 4}));
+  expect_matches_matmul(torch::randn({3, 5, 6}).transpose(-1, -2), torch::randn({3, 5, 4}));
+  expect_matches_matmul(torch::randn({3, 6, 10}).slice(-1, 0, 10, 2), torch::randn({3, 5, 4}));
+  expect_matches_matmul(torch::randn({4, 1, 3}), torch::randn({4, 3, 1}));
+  expect_matches_matmul(torch::randn({4, 6, 1}), torch::randn({4, 1, 5}));
+  expect_matches_matmul(torch::randn({0, 6, 3}), torch::randn({0, 3, 5}));
+  const torch::Tensor empty_k = batched_matmul(torch::randn({2, 3, 0}), torch::randn({2, 0, 4}));
+  EXPECT_TRUE(torch::equal(empty_k, torch::zeros({2, 3, 4})));
+}
+
+TEST(BatchedMatmul, ResultsDoNotDependOnTheThreadCount) {
+  torch::manual_seed(4);
+  const torch::Tensor a = torch::randn({300, 2, 16, 8});
+  const torch::Tensor b = torch::randn({300, 2, 8, 16});
+  const int before = at::get_num_threads();
+  at::set_num_threads(1);
+  const torch::Tensor one = batched_matmul(a, b);
+  at::set_num_threads(2);
+  const torch::Tensor two = batched_matmul(a, b);
+  at::set_num_threads(before);
+  EXPECT_TRUE(torch::equal(one, two));
+}
+
+TEST(BatchedMatmul, OtherInputsAreTorchMatmul) {
+  const torch::Tensor a = torch::randn({3, 4, 5}, torch::kFloat64),
+                      b = torch::randn({3, 5, 2}, torch::kFloat64);
+  EXPECT_FALSE(batched_matmul_uses_blas(a, b));
+  EXPECT_TRUE(torch::equal(batched_matmul(a, b), torch::matmul(a, b)));
+  // Broadcast batch dimensions and plain matrices.
+  const torch::Tensor x = torch::randn({3, 4, 5}), y = torch::randn({1, 5, 2});
+  EXPECT_FALSE(batched_matmul_uses_blas(x, y));
+  EXPECT_TRUE(torch::equal(batched_matmul(x, y), torch::matmul(x, y)));
+  EXPECT_FALSE(batched_matmul_uses_blas(torch::randn({4, 5}), torch::randn({5, 2})));
 }
 
 }  // namespace
