@@ -25,7 +25,9 @@ struct RunConfig {
     v.field("dir", dir,
             "Run directory: resolved config (config.yaml), per-rank logs (logs/rank-R.log) and results");
     v.field("threads", threads,
-            "Intra-op threads per rank (LibTorch/OpenMP); 0 keeps OMP_NUM_THREADS or the library default",
+            "Intra-op threads per rank (LibTorch/OpenMP); 0 keeps OMP_NUM_THREADS or the library default. "
+            "More than one in a single process (no mpirun): OMP_WAIT_POLICY=active unless set, "
+            "docs/performance.md",
             config_range(0, 1024));
     v.field("device", device,
             "Where the model runs: cuda (rank with local rank L uses GPU L % GPUs per node), cpu, or auto "

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "common/malloc_policy.h"
+#include "common/openmp_policy.h"
 #include "common/version.h"
 #include "distributed/communicator.h"
 
@@ -58,6 +59,8 @@ int app_run_distributed(const ConfigOptions& options, const std::function<int(Ap
   const std::string malloc_policy = set_malloc_policy(ctx.config.run.malloc_policy);
   if (ctx.config.run.threads > 0) at::set_num_threads(ctx.config.run.threads);
   const c10::DeviceType device = app_device_type(ctx.config.run);
+  // Before MPI starts: this may start the process again (common/openmp_policy.h).
+  const std::string wait_policy = openmp_wait_policy(at::get_num_threads(), device == c10::DeviceType::CPU);
   ctx.comm = create_communicator(ctx.config.comm, device);
   if (device == c10::DeviceType::CUDA) {  // the GPU the NCCL backend chose by the same rule
     const int gpus = static_cast<int>(torch::cuda::device_count());
@@ -70,7 +73,8 @@ int app_run_distributed(const ConfigOptions& options, const std::function<int(Ap
     spdlog::info("llmrec {} ({}) on {} rank(s), {}, device {}{}", version_string(), version_git_revision(),
                  ctx.comm->size(), ctx.comm->describe(), ctx.device.str(),
                  ctx.config.run.precision == "bf16" ? ", bf16 autocast" : "");
-    spdlog::info("malloc: {}", malloc_policy);
+    spdlog::info("malloc: {}; OpenMP: {} thread(s), wait policy {}", malloc_policy, at::get_num_threads(),
+                 wait_policy);
     spdlog::debug("resolved configuration:\n{}", ConfigWriter::write(ctx.config));
     return body(ctx);
   } catch (const CommTimeout& e) {

@@ -248,6 +248,8 @@ nlohmann::json header(const std::string& bench, const std::string& workload, Com
           {"git", version_git_revision()},
           {"world_size", comm.size()},
           {"threads_per_rank", at::get_num_threads()},
+          {"omp_wait_policy",
+           std::getenv("OMP_WAIT_POLICY") != nullptr ? std::getenv("OMP_WAIT_POLICY") : "default"},
           {"device", device},
           {"blas", blas_describe()}};
 }

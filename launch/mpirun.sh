@@ -8,7 +8,8 @@
 #   -n NP         ranks in all (default 1)
 #   -t THREADS    OpenMP/LibTorch threads per rank (default 1); also run.threads
 #   -H HOSTFILE   Open MPI host file ("node1 slots=8" per line); default: this host
-#   -b BIND       core (default: each rank bound to THREADS cores) or none
+#   -b BIND       core (default: each rank bound to THREADS cores; with
+#                 THREADS > 1 also OMP_WAIT_POLICY=active unless set) or none
 #   -o            allow more ranks than cores (implies -b none)
 #   -x VAR        export VAR to every rank (repeatable)
 # Environment: LLMREC_BIN (default: build/llmrec next to this script, or,
@@ -28,7 +29,7 @@ bind=core
 oversubscribe=0
 exports=()
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -58,7 +59,10 @@ args=(-np "$np" -x "OMP_NUM_THREADS=$threads" "${exports[@]}")
   --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 3)
 [[ $oversubscribe -eq 1 ]] && args+=(--oversubscribe)
 case "$bind" in
-  core) args+=(--map-by "slot:PE=$threads" --bind-to core) ;;
+  core) args+=(--map-by "slot:PE=$threads" --bind-to core)
+    # Each rank owns its cores: its idle OpenMP threads may spin between
+    # operators instead of sleeping (docs/performance.md "Small products and idle threads").
+    [[ $threads -gt 1 && -z ${OMP_WAIT_POLICY:-} ]] && args+=(-x OMP_WAIT_POLICY=active) ;;
   none) args+=(--bind-to none) ;;
   *) echo "launch/mpirun.sh: -b must be core or none, got '$bind'" >&2; exit 2 ;;
 esac

@@ -526,6 +526,23 @@ mpirun "${root[@]}" --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "$bin" bench allr
   --set run.dir=bench_run >bench_ar.txt 2>&1 \
   && expect "bench allreduce -np 2" bench_ar.txt '"bench":"allreduce".*"bytes":1048576' \
   || fail "bench allreduce" bench_ar.txt
+# Idle OpenMP threads (common/openmp_policy.h): a single process with two
+# threads starts again with OMP_WAIT_POLICY=active; a policy of the user's is
+# kept; a rank under mpirun keeps the default (its cores may be shared).
+omp_bench=(bench train --steps 1 --warmup 0 --batch 8 --set run.dir=bench_run --set run.threads=2)
+env -u OMP_WAIT_POLICY OMP_NUM_THREADS=2 "$bin" "${omp_bench[@]}" >omp_active.txt 2>&1 \
+  && expect "one process, 2 threads: OMP_WAIT_POLICY=active" omp_active.txt '"omp_wait_policy":"active"' \
+    'wait policy active \(set by llmrec\)' \
+  || fail "bench train, 2 threads" omp_active.txt
+OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 "$bin" "${omp_bench[@]}" >omp_passive.txt 2>&1 \
+  && expect "one process, 2 threads: the user's OMP_WAIT_POLICY kept" omp_passive.txt \
+    '"omp_wait_policy":"passive"' 'wait policy passive \(OMP_WAIT_POLICY\)' \
+  || fail "bench train, OMP_WAIT_POLICY=passive" omp_passive.txt
+env -u OMP_WAIT_POLICY mpirun "${root[@]}" --oversubscribe -np 1 -x OMP_NUM_THREADS=2 "$bin" "${omp_bench[@]}" \
+  >omp_mpi.txt 2>&1 \
+  && expect "mpirun, 2 threads: the default wait policy" omp_mpi.txt '"omp_wait_policy":"default"' \
+    'wait policy default \(under an MPI launcher' \
+  || fail "bench train under mpirun, 2 threads" omp_mpi.txt
 
 # bench tokenize prints one JSON line with the figures.
 "$bin" bench tokenize --workload demo --repeats 2 >bench.txt 2>&1 \
