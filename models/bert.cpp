@@ -428,15 +428,32 @@ BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::T
 torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                          const torch::Tensor& token_type_ids) {
   auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
-  const std::int64_t n = ids.size(0), full = ids.size(1);
   auto& layers = *encoder->layer;
-  auto run = [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
+  return by_length(ids, types, mask, [&](const torch::Tensor& g_ids, const torch::Tensor& g_types,
+                                         const torch::Tensor& g_mask) {
     torch::Tensor x = embeddings(g_ids, g_types);
     const torch::Tensor additive = bert_additive_mask(g_mask, x.scalar_type());
     const std::size_t last = layers.size() - 1;
     for (std::size_t i = 0; i < last; ++i) x = layers.at<BertLayerImpl>(i).forward(x, additive);
     return layers.at<BertLayerImpl>(last).forward_first(x, additive);
-  };
+  });
+}
+
+torch::Tensor BertModelImpl::mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                         const torch::Tensor& token_type_ids) {
+  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
+  return by_length(ids, types, mask, [&](const torch::Tensor& g_ids, const torch::Tensor& g_types,
+                                         const torch::Tensor& g_mask) {
+    torch::Tensor x = embeddings(g_ids, g_types);
+    x = encoder(x, bert_additive_mask(g_mask, x.scalar_type()));
+    const torch::Tensor m = g_mask.to(x.scalar_type()).unsqueeze(-1);
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
+  });
+}
+
+torch::Tensor BertModelImpl::by_length(const torch::Tensor& ids, const torch::Tensor& types,
+                                       const torch::Tensor& mask, const RowsFn& run) {
+  const std::int64_t n = ids.size(0), full = ids.size(1);
   if (n == 0 || full == 0) return run(ids, types, mask);
   // Length of each row: one past its last real token, rounded up to 4.
   const torch::Tensor positions =

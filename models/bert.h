@@ -24,6 +24,7 @@
 ///   bert->eval();
 ///   BertOutput out = bert(input_ids, attention_mask);   // [N, L, H], [N, H]
 ///   torch::Tensor cls = bert->first_token(input_ids, attention_mask);  // [N, H], cheaper
+///   torch::Tensor mean = bert->mean_pooled(input_ids, attention_mask);  // [N, H], padding cut
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -33,6 +34,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <tuple>
 
@@ -232,6 +234,13 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   torch::Tensor first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                             const torch::Tensor& token_type_ids = {});
 
+  /// The mean of forward(...).last_hidden_state over each row's real tokens
+  /// (attention_mask != 0; a row without any gives zeros), equal up to
+  /// float rounding, with padding cut as in first_token: on short texts
+  /// (titles) most of a padded row is never computed.
+  torch::Tensor mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                            const torch::Tensor& token_type_ids = {});
+
   const BertConfig& config() const { return config_; }
   bool has_pooler() const { return add_pooler_; }
 
@@ -244,6 +253,13 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> inputs(const torch::Tensor& input_ids,
                                                                  const torch::Tensor& attention_mask,
                                                                  const torch::Tensor& token_type_ids) const;
+
+  /// Rows grouped by their length (one past the last real token, rounded
+  /// up to 4), each group cut to it and given to `run` (ids, types, mask ->
+  /// one row each), the results back in the input order.
+  using RowsFn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
+  static torch::Tensor by_length(const torch::Tensor& ids, const torch::Tensor& types, const torch::Tensor& mask,
+                                 const RowsFn& run);
 
   BertConfig config_;
   bool add_pooler_;

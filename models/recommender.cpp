@@ -197,9 +197,7 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
   }
   torch::Tensor pooled;
   if (options_.config().pooling == "mean") {
-    const BertOutput out = bert(tokens, mask);
-    torch::Tensor m = mask.to(out.last_hidden_state.dtype()).unsqueeze(-1);
-    pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp_min(1.0);
+    pooled = bert->mean_pooled(tokens, mask);  // padding cut
   } else {
     pooled = bert->first_token(tokens, mask);  // h_[CLS], computing only what it needs
   }

@@ -191,6 +191,46 @@ TEST(Bert, FirstTokenEqualsTheFullForwardWithItsGradients) {
   }
 }
 
+TEST(Bert, MeanPooledEqualsTheMaskedMeanOfTheFullForwardWithItsGradients) {
+  // Rows of many lengths, a hole in one mask and a row without real tokens
+  // (zeros); 0 layers (embeddings alone: a bag of word pieces) to 2.
+  for (std::int64_t layers : {0, 1, 2}) {
+    BertConfig config = small_config();
+    config.num_hidden_layers = layers;
+    BertModel model = noisy_model(config);
+    torch::manual_seed(4);
+    const std::int64_t n = 10, L = 12;
+    torch::Tensor ids = torch::randint(1, 50, {n, L}, torch::kLong);
+    torch::Tensor lengths = torch::tensor({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, torch::kLong);
+    torch::Tensor mask = (torch::arange(L).unsqueeze(0) < lengths.unsqueeze(1)).to(torch::kLong);
+    mask[8][2] = 0;
+    torch::Tensor types = torch::randint(0, 2, {n, L}, torch::kLong);
+    auto masked_mean = [&] {
+      const torch::Tensor h = model(ids, mask, types).last_hidden_state;
+      const torch::Tensor m = mask.to(h.scalar_type()).unsqueeze(-1);
+      return (h * m).sum(1) / m.sum(1).clamp_min(1.0);
+    };
+    const torch::Tensor full = masked_mean();
+    const torch::Tensor pooled = model->mean_pooled(ids, mask, types);
+    ASSERT_EQ(pooled.sizes(), full.sizes());
+    EXPECT_TRUE(torch::allclose(pooled, full, 0, 1e-12))
+        << layers << " layers: max diff " << (pooled - full).abs().max().item<double>();
+    EXPECT_TRUE(torch::equal(pooled[9], torch::zeros_like(pooled[9])));
+    auto g_full = torch::autograd::grad({masked_mean().pow(2).sum()}, model->parameters(), {}, false, false, true);
+    auto g_pooled = torch::autograd::grad({model->mean_pooled(ids, mask, types).pow(2).sum()},
+                                          model->parameters(), {}, false, false, true);
+    ASSERT_EQ(g_full.size(), g_pooled.size());
+    for (std::size_t i = 0; i < g_full.size(); ++i) {
+      if (!g_full[i].defined()) {
+        EXPECT_TRUE(!g_pooled[i].defined() || g_pooled[i].abs().max().item<double>() == 0);
+        continue;
+      }
+      ASSERT_TRUE(g_pooled[i].defined()) << i;
+      EXPECT_TRUE(torch::allclose(g_pooled[i], g_full[i], 0, 1e-11)) << layers << " layers, parameter " << i;
+    }
+  }
+}
+
 TEST(Bert, Float32AndFloat64Agree) {
   BertModel f64 = noisy_model(small_config(), torch::kDouble);
   BertModel f32(std::dynamic_pointer_cast<BertModelImpl>(f64->clone()));
