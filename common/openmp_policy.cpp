@@ -46,7 +46,8 @@ std::string openmp_wait_policy(int threads, bool cpu) {
     return fmt::format("{} ({})", set, std::getenv(kChosen) != nullptr ? "set by llmrec" : "OMP_WAIT_POLICY");
   }
   if (threads <= 1 || !cpu) return "default";
-  if (under_mpi_launcher()) return "default (under an MPI launcher: launch/mpirun.sh sets it when ranks own cores)";
+  if (under_mpi_launcher())
+    return "default (under an MPI launcher: launch/mpirun.sh sets it when ranks own cores)";
   std::vector<std::string> args = own_arguments();
   if (args.empty()) return "default (cannot read /proc/self/cmdline to start again with it active)";
   std::vector<char*> argv;

@@ -61,7 +61,8 @@ Operand operand_of(const at::Tensor& x) {
   for (std::int64_t d = 0; d < dims - 2; ++d) {
     const std::int64_t size = o.t.size(d), stride = o.t.stride(d);
     block /= size;
-    for (std::int64_t i = 0; i < count; ++i) o.offsets[static_cast<std::size_t>(i)] += (i / block) % size * stride;
+    for (std::int64_t i = 0; i < count; ++i)
+      o.offsets[static_cast<std::size_t>(i)] += (i / block) % size * stride;
   }
   return o;
 }
@@ -86,7 +87,8 @@ at::Tensor blas_bmm(const at::Tensor& a, const at::Tensor& b) {
   const int ldb = static_cast<int>(B.ld), lda = static_cast<int>(A.ld), ldc = static_cast<int>(N);
   const float one = 1.0F, zero = 0.0F;
   // About 256k multiply-adds per task: enough to pay for the hand-off.
-  const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(1, M * N * K));
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(1, M * N * K));
   at::parallel_for(0, count, grain, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
       const auto s = static_cast<std::size_t>(i);

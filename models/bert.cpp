@@ -429,26 +429,28 @@ torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const t
                                          const torch::Tensor& token_type_ids) {
   auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
   auto& layers = *encoder->layer;
-  return by_length(ids, types, mask, [&](const torch::Tensor& g_ids, const torch::Tensor& g_types,
-                                         const torch::Tensor& g_mask) {
-    torch::Tensor x = embeddings(g_ids, g_types);
-    const torch::Tensor additive = bert_additive_mask(g_mask, x.scalar_type());
-    const std::size_t last = layers.size() - 1;
-    for (std::size_t i = 0; i < last; ++i) x = layers.at<BertLayerImpl>(i).forward(x, additive);
-    return layers.at<BertLayerImpl>(last).forward_first(x, additive);
-  });
+  return by_length(
+      ids, types, mask,
+      [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
+        torch::Tensor x = embeddings(g_ids, g_types);
+        const torch::Tensor additive = bert_additive_mask(g_mask, x.scalar_type());
+        const std::size_t last = layers.size() - 1;
+        for (std::size_t i = 0; i < last; ++i) x = layers.at<BertLayerImpl>(i).forward(x, additive);
+        return layers.at<BertLayerImpl>(last).forward_first(x, additive);
+      });
 }
 
 torch::Tensor BertModelImpl::mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                          const torch::Tensor& token_type_ids) {
   auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
-  return by_length(ids, types, mask, [&](const torch::Tensor& g_ids, const torch::Tensor& g_types,
-                                         const torch::Tensor& g_mask) {
-    torch::Tensor x = embeddings(g_ids, g_types);
-    x = encoder(x, bert_additive_mask(g_mask, x.scalar_type()));
-    const torch::Tensor m = g_mask.to(x.scalar_type()).unsqueeze(-1);
-    return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
-  });
+  return by_length(
+      ids, types, mask,
+      [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
+        torch::Tensor x = embeddings(g_ids, g_types);
+        x = encoder(x, bert_additive_mask(g_mask, x.scalar_type()));
+        const torch::Tensor m = g_mask.to(x.scalar_type()).unsqueeze(-1);
+        return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
+      });
 }
 
 torch::Tensor BertModelImpl::by_length(const torch::Tensor& ids, const torch::Tensor& types,

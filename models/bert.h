@@ -257,9 +257,10 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   /// Rows grouped by their length (one past the last real token, rounded
   /// up to 4), each group cut to it and given to `run` (ids, types, mask ->
   /// one row each), the results back in the input order.
-  using RowsFn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
-  static torch::Tensor by_length(const torch::Tensor& ids, const torch::Tensor& types, const torch::Tensor& mask,
-                                 const RowsFn& run);
+  using RowsFn =
+      std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
+  static torch::Tensor by_length(const torch::Tensor& ids, const torch::Tensor& types,
+                                 const torch::Tensor& mask, const RowsFn& run);
 
   BertConfig config_;
   bool add_pooler_;

@@ -216,7 +216,8 @@ TEST(Bert, MeanPooledEqualsTheMaskedMeanOfTheFullForwardWithItsGradients) {
     EXPECT_TRUE(torch::allclose(pooled, full, 0, 1e-12))
         << layers << " layers: max diff " << (pooled - full).abs().max().item<double>();
     EXPECT_TRUE(torch::equal(pooled[9], torch::zeros_like(pooled[9])));
-    auto g_full = torch::autograd::grad({masked_mean().pow(2).sum()}, model->parameters(), {}, false, false, true);
+    auto g_full =
+        torch::autograd::grad({masked_mean().pow(2).sum()}, model->parameters(), {}, false, false, true);
     auto g_pooled = torch::autograd::grad({model->mean_pooled(ids, mask, types).pow(2).sum()},
                                           model->parameters(), {}, false, false, true);
     ASSERT_EQ(g_full.size(), g_pooled.size());
