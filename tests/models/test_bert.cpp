@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "models/batched_matmul.h"
@@ -155,80 +158,77 @@ TEST(Bert, PaddingNeverReachesRealTokens) {
   EXPECT_TRUE(torch::isfinite(empty.last_hidden_state).all().item<bool>());
 }
 
+/// Right-padded rows of the given lengths (arbitrary ids in the padding)
+/// with a hole in row 8's mask; random token types.
+struct RaggedRows {
+  torch::Tensor ids, mask, types;
+};
+
+RaggedRows ragged_rows(const std::vector<std::int64_t>& lengths, std::int64_t L, std::uint64_t seed) {
+  torch::manual_seed(seed);
+  const auto n = static_cast<std::int64_t>(lengths.size());
+  RaggedRows r;
+  r.ids = torch::randint(1, 50, {n, L}, torch::kLong);
+  r.mask = (torch::arange(L).unsqueeze(0) < torch::tensor(lengths).unsqueeze(1)).to(torch::kLong);
+  r.mask[8][2] = 0;  // a hole inside a row
+  r.types = torch::randint(0, 2, {n, L}, torch::kLong);
+  return r;
+}
+
+/// `fast()` equals `reference()` ([N, H] each) in value and in the gradient
+/// of every parameter of `model`.
+void expect_same_with_gradients(BertModel& model, const std::function<torch::Tensor()>& reference,
+                                const std::function<torch::Tensor()>& fast, const std::string& what) {
+  const torch::Tensor want = reference(), got = fast();
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  EXPECT_TRUE(torch::allclose(got, want, 0, 1e-12))
+      << what << ": max diff " << (got - want).abs().max().item<double>();
+  auto g_want =
+      torch::autograd::grad({reference().pow(2).sum()}, model->parameters(), {}, false, false, true);
+  auto g_got = torch::autograd::grad({fast().pow(2).sum()}, model->parameters(), {}, false, false, true);
+  ASSERT_EQ(g_want.size(), g_got.size());
+  for (std::size_t i = 0; i < g_want.size(); ++i) {
+    if (!g_want[i].defined()) {
+      EXPECT_TRUE(!g_got[i].defined() || g_got[i].abs().max().item<double>() == 0)
+          << what << ", parameter " << i;
+      continue;
+    }
+    ASSERT_TRUE(g_got[i].defined()) << what << ", parameter " << i;
+    EXPECT_TRUE(torch::allclose(g_got[i], g_want[i], 0, 1e-11)) << what << ", parameter " << i;
+  }
+}
+
 TEST(Bert, FirstTokenEqualsTheFullForwardWithItsGradients) {
-  // Rows of many lengths (grouped and cut by first_token), right-padded
-  // with arbitrary ids, and one row with a hole in its mask; 1 to 3 layers.
+  // Rows of many lengths (grouped and cut by first_token); 1 to 3 layers.
   for (std::int64_t layers : {1, 2, 3}) {
     BertConfig config = small_config();
     config.num_hidden_layers = layers;
     BertModel model = noisy_model(config);
-    torch::manual_seed(3);
-    const std::int64_t n = 9, L = 12;
-    torch::Tensor ids = torch::randint(1, 50, {n, L}, torch::kLong);
-    torch::Tensor lengths = torch::tensor({1, 2, 3, 5, 7, 8, 11, 12, 6}, torch::kLong);
-    torch::Tensor mask = (torch::arange(L).unsqueeze(0) < lengths.unsqueeze(1)).to(torch::kLong);
-    mask[8][2] = 0;  // a hole inside a row
-    torch::Tensor types = torch::randint(0, 2, {n, L}, torch::kLong);
-
-    torch::Tensor full = model(ids, mask, types).last_hidden_state.select(1, 0);
-    auto g_full = torch::autograd::grad({model(ids, mask, types).last_hidden_state.select(1, 0).pow(2).sum()},
-                                        model->parameters(), {}, false, false, true);
-    torch::Tensor first = model->first_token(ids, mask, types);
-    ASSERT_EQ(first.sizes(), full.sizes());
-    EXPECT_TRUE(torch::allclose(first, full, 0, 1e-12))
-        << layers << " layers: max diff " << (first - full).abs().max().item<double>();
-    auto g_first = torch::autograd::grad({model->first_token(ids, mask, types).pow(2).sum()},
-                                         model->parameters(), {}, false, false, true);
-    ASSERT_EQ(g_full.size(), g_first.size());
-    for (std::size_t i = 0; i < g_full.size(); ++i) {
-      if (!g_full[i].defined()) {
-        EXPECT_TRUE(!g_first[i].defined() || g_first[i].abs().max().item<double>() == 0);
-        continue;
-      }
-      ASSERT_TRUE(g_first[i].defined()) << i;
-      EXPECT_TRUE(torch::allclose(g_first[i], g_full[i], 0, 1e-11)) << layers << " layers, parameter " << i;
-    }
+    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6}, 12, 3);
+    expect_same_with_gradients(
+        model, [&] { return model(r.ids, r.mask, r.types).last_hidden_state.select(1, 0); },
+        [&] { return model->first_token(r.ids, r.mask, r.types); }, std::to_string(layers) + " layers");
   }
 }
 
 TEST(Bert, MeanPooledEqualsTheMaskedMeanOfTheFullForwardWithItsGradients) {
-  // Rows of many lengths, a hole in one mask and a row without real tokens
-  // (zeros); 0 layers (embeddings alone: a bag of word pieces) to 2.
+  // The same kind of rows and one without real tokens (zeros); 0 layers
+  // (embeddings alone: a bag of word pieces) to 2.
   for (std::int64_t layers : {0, 1, 2}) {
     BertConfig config = small_config();
     config.num_hidden_layers = layers;
     BertModel model = noisy_model(config);
-    torch::manual_seed(4);
-    const std::int64_t n = 10, L = 12;
-    torch::Tensor ids = torch::randint(1, 50, {n, L}, torch::kLong);
-    torch::Tensor lengths = torch::tensor({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, torch::kLong);
-    torch::Tensor mask = (torch::arange(L).unsqueeze(0) < lengths.unsqueeze(1)).to(torch::kLong);
-    mask[8][2] = 0;
-    torch::Tensor types = torch::randint(0, 2, {n, L}, torch::kLong);
+    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, 12, 4);
     auto masked_mean = [&] {
-      const torch::Tensor h = model(ids, mask, types).last_hidden_state;
-      const torch::Tensor m = mask.to(h.scalar_type()).unsqueeze(-1);
+      const torch::Tensor h = model(r.ids, r.mask, r.types).last_hidden_state;
+      const torch::Tensor m = r.mask.to(h.scalar_type()).unsqueeze(-1);
       return (h * m).sum(1) / m.sum(1).clamp_min(1.0);
     };
-    const torch::Tensor full = masked_mean();
-    const torch::Tensor pooled = model->mean_pooled(ids, mask, types);
-    ASSERT_EQ(pooled.sizes(), full.sizes());
-    EXPECT_TRUE(torch::allclose(pooled, full, 0, 1e-12))
-        << layers << " layers: max diff " << (pooled - full).abs().max().item<double>();
-    EXPECT_TRUE(torch::equal(pooled[9], torch::zeros_like(pooled[9])));
-    auto g_full =
-        torch::autograd::grad({masked_mean().pow(2).sum()}, model->parameters(), {}, false, false, true);
-    auto g_pooled = torch::autograd::grad({model->mean_pooled(ids, mask, types).pow(2).sum()},
-                                          model->parameters(), {}, false, false, true);
-    ASSERT_EQ(g_full.size(), g_pooled.size());
-    for (std::size_t i = 0; i < g_full.size(); ++i) {
-      if (!g_full[i].defined()) {
-        EXPECT_TRUE(!g_pooled[i].defined() || g_pooled[i].abs().max().item<double>() == 0);
-        continue;
-      }
-      ASSERT_TRUE(g_pooled[i].defined()) << i;
-      EXPECT_TRUE(torch::allclose(g_pooled[i], g_full[i], 0, 1e-11)) << layers << " layers, parameter " << i;
-    }
+    expect_same_with_gradients(
+        model, masked_mean, [&] { return model->mean_pooled(r.ids, r.mask, r.types); },
+        std::to_string(layers) + " layers");
+    const torch::Tensor empty_row = model->mean_pooled(r.ids, r.mask, r.types)[9];
+    EXPECT_TRUE(torch::equal(empty_row, torch::zeros_like(empty_row)));
   }
 }
 
