@@ -8,6 +8,15 @@
 #include "common/error.h"
 
 namespace llmrec {
+namespace {
+
+/// The adapter's [r, in] factor as the product uses it: A, or diag(E) A
+/// (AdaLoRA's P diag(E) Q), for the forward and for delta_weight alike.
+torch::Tensor input_factor(const LoraLinearImpl& layer) {
+  return layer.adaptive() ? layer.svd_a * layer.svd_e : layer.adapter_a();
+}
+
+}  // namespace
 
 LoraLinearImpl::LoraLinearImpl(const LoraLinearOptions& options_) : options(options_) {
   LLMREC_CHECK(options.in_features() > 0 && options.out_features() > 0,
@@ -76,7 +85,7 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& input) {
   torch::Tensor out = torch::linear(input, weight, bias);
   if (adapter_ && !merged_) {
     const torch::Tensor x = adapter_->dropout() > 0 ? lora_dropout(input) : input;
-    const torch::Tensor h = adapter_->adaptive() ? torch::linear(x, svd_a * svd_e) : lora_A(x);  // [..., r]
+    const torch::Tensor h = torch::linear(x, input_factor(*this));  // [..., r]
     // out + scaling (h B^T) as one product: no [..., out] temporaries for the
     // scale and the sum, forward or backward.
     const std::vector<std::int64_t> shape = out.sizes().vec();
@@ -139,8 +148,7 @@ torch::Tensor LoraLinearImpl::adapter_b() const {
 
 torch::Tensor LoraLinearImpl::delta_weight() const {
   torch::NoGradGuard no_grad;
-  const torch::Tensor a = adapter().adaptive() ? svd_a * svd_e : adapter_a();
-  return torch::matmul(adapter_b().detach(), a.detach()) * scaling();
+  return torch::matmul(adapter_b().detach(), input_factor(*this).detach()) * scaling();
 }
 
 void LoraLinearImpl::merge() {
