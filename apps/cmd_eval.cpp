@@ -163,7 +163,11 @@ std::shared_ptr<FusedScorer> build_fusion(const std::vector<std::shared_ptr<Scor
       "fusion: tuned on valid over {} weightings: {}, cold items {} ({}) (NDCG@10 {:.4f}, on cold "
       "targets {:.4f}{}; cold tolerance {:g})",
       t.tried.size(), picked, fusion_missing_name(t.missing), cold, t.ndcg10, t.cold_ndcg10,
-      t.cold_withheld > 0 ? fmt::format(" with {} training items withheld", t.cold_withheld) : "",
+      t.cold_withheld > 0 ? fmt::format(" with {} training items withheld{}", t.cold_withheld,
+                                        t.real_cold_left_out ? " as the new items, items without training "
+                                                               "events left out, both figures there"
+                                                             : "")
+                          : "",
       t.cold_tolerance);
   return std::make_shared<FusedScorer>(fused_with_tuning(std::move(components), t, valid.items().cold));
 }

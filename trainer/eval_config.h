@@ -167,6 +167,7 @@ struct EvalColdCalibrationConfig {
   double withhold = 0.05;
   std::int64_t seed = 1;
   int neighbours = 10;
+  std::string real_cold = "rank";
 
   template <class V>
   void visit(V& v) {
@@ -183,6 +184,12 @@ struct EvalColdCalibrationConfig {
             "Training items (most similar TF-IDF vectors of the item text) whose ID vectors a cold item "
             "borrows, weighted by cosine",
             config_range(1, 1000));
+    v.field("real_cold", real_cold,
+            "The items without training events while alpha and b are chosen: rank = scored as cold items "
+            "next to the withheld ones (they were on sale in the validation period, a real shop's usual "
+            "case); leave_out = left out of that ranking, so the withheld items alone play the new ones "
+            "(new items that arrive after the validation period, as in the synthetic shop)",
+            config_one_of({"rank", "leave_out"}));
   }
 };
 

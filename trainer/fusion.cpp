@@ -144,12 +144,18 @@ struct TunePoints {
 };
 
 /// Collective: validation NDCG@10 of each point (each component scores each
-/// block once), and in `cold_ndcg` that over the users whose target is in
-/// `cold_items`; `cold_only`: those users alone (the others are not fused).
+/// block once; `cold_items` take the point's cold weights), and in
+/// `cold_ndcg` that over the users whose target is in `cold_targets`;
+/// `cold_only`: those users alone (the others are not fused). Items of
+/// `left_out` (when not empty) score -inf: out of the ranking.
 std::vector<double> tune_evaluate(const std::vector<std::shared_ptr<Scorer>>& components, const TunePoints& p,
                                   Evaluator& valid, const std::vector<std::uint8_t>& cold_items,
-                                  std::vector<double>& cold_ndcg, bool cold_only) {
+                                  const std::vector<std::uint8_t>& cold_targets,
+                                  std::vector<double>& cold_ndcg, bool cold_only,
+                                  const std::vector<std::uint8_t>& left_out = {}) {
   const std::uint8_t* cold = cold_items.data();
+  const std::uint8_t* targets_cold = cold_targets.data();
+  const std::uint8_t* out_of_ranking = left_out.empty() ? nullptr : left_out.data();
   const std::int64_t n = valid.num_items();
   std::vector<std::vector<float>> zs;
   auto fused = [&](const Evaluator::Block& blk, int g) {
@@ -165,15 +171,21 @@ std::vector<double> tune_evaluate(const std::vector<std::shared_ptr<Scorer>>& co
                                : at::empty({blk.request.size(), n}, at::kFloat);
     std::vector<const float*> rows(zs.size());
     for (std::int64_t r = 0; r < blk.request.size(); ++r) {
-      if (cold_only && cold[blk.targets[static_cast<std::size_t>(r)]] == 0) continue;
+      if (cold_only && targets_cold[blk.targets[static_cast<std::size_t>(r)]] == 0) continue;
       for (std::size_t k = 0; k < zs.size(); ++k) rows[k] = zs[k].data() + r * n;
-      fusion_combine(rows, p.weights[q], n, out.data_ptr<float>() + r * n,
-                     p.missing[q] == FusionMissing::kScored ? nullptr : cold, p.cold[q]);
+      float* row = out.data_ptr<float>() + r * n;
+      fusion_combine(rows, p.weights[q], n, row, p.missing[q] == FusionMissing::kScored ? nullptr : cold,
+                     p.cold[q]);
+      if (out_of_ranking != nullptr) {
+        for (std::int64_t i = 0; i < n; ++i) {
+          if (out_of_ranking[i] != 0) row[i] = -std::numeric_limits<float>::infinity();
+        }
+      }
     }
     return out;
   };
-  return valid.mean_ndcg(kTuneK, static_cast<int>(p.weights.size()), fused, "fusion", &cold_ndcg, &cold_items,
-                         cold_only);
+  return valid.mean_ndcg(kTuneK, static_cast<int>(p.weights.size()), fused, "fusion", &cold_ndcg,
+                         &cold_targets, cold_only);
 }
 
 /// Point `g` of the Cartesian product of fusion_grid() over the entries
@@ -269,13 +281,24 @@ FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::si
   for (const auto& c : components) scores_cold.push_back(c.scorer->scores_cold_items());
   const bool any_cf = std::find(scores_cold.begin(), scores_cold.end(), false) != scores_cold.end();
   FusionTuning t;
+  const bool in_world = world != nullptr && !world->left_out.empty();
+  std::vector<std::uint8_t> withheld_only;  // the world's cold targets when the real cold items are left out
+  if (in_world) {
+    withheld_only = world->cold;
+    for (std::size_t i = 0; i < withheld_only.size(); ++i) withheld_only[i] &= world->left_out[i] == 0;
+  }
   auto record = [&](const TunePoints& p) {
-    std::vector<double> cold_ndcg;
-    const std::vector<double> ndcg = tune_evaluate(real, p, valid, cold, cold_ndcg, false);
-    if (world != nullptr) {  // the cold-target figures of the world: its cold-target users alone
-      std::vector<double> world_ndcg;
-      tune_evaluate(world->scorers, p, valid, world->cold, world_ndcg, true);
-      cold_ndcg = world_ndcg;
+    std::vector<double> cold_ndcg, ndcg;
+    if (in_world) {  // everything in the world, its real cold items out of the ranking
+      ndcg = tune_evaluate(world->scorers, p, valid, world->cold, withheld_only, cold_ndcg, false,
+                           world->left_out);
+    } else {
+      ndcg = tune_evaluate(real, p, valid, cold, cold, cold_ndcg, false);
+      if (world != nullptr) {  // the cold-target figures of the world: its cold-target users alone
+        std::vector<double> world_ndcg;
+        tune_evaluate(world->scorers, p, valid, world->cold, world->cold, world_ndcg, true);
+        cold_ndcg = world_ndcg;
+      }
     }
     for (std::size_t g = 0; g < p.weights.size(); ++g) {
       t.tried.push_back(p.weights[g]);
@@ -306,6 +329,7 @@ FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::si
   t.cold_ndcg10 = t.tried_cold_ndcg10[best];
   t.cold_tolerance = tolerance;
   t.cold_withheld = world != nullptr ? world->withheld : 0;
+  t.real_cold_left_out = in_world;
   return t;
 }
 
@@ -338,7 +362,12 @@ FusedScorer fused_with_tuning(std::vector<FusionComponent> components, const Fus
        {"best_valid_ndcg@10", tuning.ndcg10},
        {"best_valid_cold_ndcg@10", tuning.cold_ndcg10},
        {"cold_tolerance", tuning.cold_tolerance},
-       {"cold_targets", tuning.cold_withheld > 0
+       {"cold_targets", tuning.cold_withheld > 0 && tuning.real_cold_left_out
+                            ? fmt::format("validation users whose target is one of {} training items whose "
+                                          "IDs and events were withheld (every figure measured with them "
+                                          "as the new items, the items without training events left out)",
+                                          tuning.cold_withheld)
+                        : tuning.cold_withheld > 0
                             ? fmt::format("validation users whose target is cold or one of {} training "
                                           "items whose IDs and events were withheld",
                                           tuning.cold_withheld)

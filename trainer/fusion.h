@@ -85,6 +85,11 @@ struct FusionColdWorld {
   std::vector<std::shared_ptr<Scorer>> scorers;  ///< one per component, in this world
   std::vector<std::uint8_t> cold;                ///< [num_items]: the real cold items and the withheld ones
   std::int64_t withheld = 0;                     ///< training items playing new ones
+  /// [num_items] or empty: items left out of this world's ranking (the real
+  /// cold items, eval.cold_calibration.real_cold leave_out). When set, the
+  /// whole tuning is measured here: every point's NDCG@10 over all users and
+  /// its cold-target figure over the users whose target is withheld.
+  std::vector<std::uint8_t> left_out;
 };
 
 /// What tune_fusion found.
@@ -100,7 +105,8 @@ struct FusionTuning {
   std::vector<double> tried_cold_ndcg10;           ///< its validation NDCG@10 on the users with a cold target
   double cold_ndcg10 = 0;                          ///< that of the best point
   double cold_tolerance = 0;                       ///< eval.fusion.cold_tolerance it was chosen with
-  std::int64_t cold_withheld = 0;  ///< training items withheld for the cold-target figures (0: none)
+  std::int64_t cold_withheld = 0;   ///< training items withheld for the cold-target figures (0: none)
+  bool real_cold_left_out = false;  ///< every figure measured in the world (FusionColdWorld::left_out)
 };
 
 /// Collective: grid search over the weights on `valid` (an Evaluator of the
@@ -118,7 +124,9 @@ struct FusionTuning {
 /// the best validation NDCG@10 (ties: the better NDCG@10, then the first
 /// grid point in that order). With `world`, the cold-target figures are
 /// those of each point in that world (its scorers, its cold items) and the
-/// NDCG@10 stays the real one.
+/// NDCG@10 stays the real one; with `world->left_out` set, both figures are
+/// the world's (NDCG@10 over all users, the cold-target one over the users
+/// whose target is withheld), the left-out items out of every ranking.
 FusionTuning tune_fusion(const std::vector<FusionComponent>& components, std::size_t reference,
                          Evaluator& valid, const FusionColdWorld* world = nullptr);
 

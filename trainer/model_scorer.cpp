@@ -198,7 +198,7 @@ nlohmann::json ColdCalibration::to_json() const {
       {"split", "valid"},         {"objective", "NDCG@10"}, {"neighbour_weight", scoring.neighbour_weight},
       {"shift", scoring.shift},   {"scale", scale},         {"weights", weights},
       {"shifts", shifts},         {"ndcg@10", ndcg10},      {"withheld", withheld},
-      {"cold_users", cold_users}, {"skipped", skipped}};
+      {"cold_users", cold_users}, {"real_cold", real_cold}, {"skipped", skipped}};
 }
 
 std::string ColdCalibration::summary() const {
@@ -211,10 +211,11 @@ std::string ColdCalibration::summary() const {
   }
   return fmt::format(
       "cold items: neighbour weight alpha {} and shift {:.4f} ({} x sigma {:.4f}), chosen on valid "
-      "with {} training items' IDs withheld ({} users with a text-only target); NDCG@10 by alpha, "
+      "with {} training items' IDs withheld ({} users with a text-only target{}); NDCG@10 by alpha, "
       "then b / sigma in {}: {}",
       scoring.neighbour_weight, scoring.shift, scale > 0 ? scoring.shift / scale : 0.0, scale, withheld,
-      cold_users, nlohmann::json(shifts).dump(), curve);
+      cold_users, real_cold == "leave_out" ? "; items without training events left out" : "",
+      nlohmann::json(shifts).dump(), curve);
 }
 
 const std::vector<double>& cold_weight_grid() {
@@ -338,8 +339,20 @@ ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len
   }
   ModelScorer& probe = *probes.front();
   const torch::Tensor text_only = torch::from_blob(items.cold.data(), {n}, torch::kByte).to(torch::kFloat);
+  // real_cold leave_out: the items without training events are not in this
+  // world's ranking (score -inf, the same at every point), so the withheld
+  // items alone play the new ones.
+  c.real_cold = config.real_cold;
+  std::vector<std::uint8_t> counted = items.cold;
+  torch::Tensor left_out;
+  if (config.real_cold == "leave_out") {
+    counted.assign(static_cast<std::size_t>(n), 0);
+    for (std::int64_t i : withheld) counted[static_cast<std::size_t>(i)] = 1;
+    left_out =
+        torch::from_blob(const_cast<std::uint8_t*>(real.cold.data()), {n}, torch::kByte).to(torch::kBool);
+  }
 
-  c.scale = mean_score_spread(probe, valid, items.cold, c.cold_users);
+  c.scale = mean_score_spread(probe, valid, counted, c.cold_users);
   if (!(c.scale > 0)) {
     c.skipped = "every validation user's scores are equal";
     return c;
@@ -352,7 +365,10 @@ ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len
   auto point = [&](const Evaluator::Block& blk, int g) {
     if (g % per_weight == 0) base = probes[static_cast<std::size_t>(g / per_weight)]->score(blk.request);
     const double b = c.scale * c.shifts[static_cast<std::size_t>(g % per_weight)];
-    return (base + text_only.unsqueeze(0) * b).contiguous();
+    torch::Tensor scores = base + text_only.unsqueeze(0) * b;
+    if (left_out.defined())
+      scores = scores.masked_fill(left_out.unsqueeze(0), -std::numeric_limits<float>::infinity());
+    return scores.contiguous();
   };
   c.ndcg10 = valid.mean_ndcg(10, static_cast<int>(c.weights.size() * c.shifts.size()), point, "cold scoring");
   std::size_t best = 0;
@@ -431,6 +447,7 @@ std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionCompone
   FusionColdWorld world;
   world.cold = items.cold;
   world.withheld = static_cast<std::int64_t>(withheld.size());
+  if (config.real_cold == "leave_out") world.left_out = valid.items().cold;
   for (const auto& c : components) {
     if (c.scorer == model) {
       world.scorers.push_back(std::make_shared<ModelScorer>(model->model(), items, m.text_len, valid.comm(),

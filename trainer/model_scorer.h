@@ -97,7 +97,9 @@ struct ColdCalibration {
   std::vector<double> shifts;   ///< b / sigma tried
   std::vector<double> ndcg10;   ///< validation NDCG@10, alpha-major (withheld IDs)
   std::int64_t withheld = 0;    ///< training items whose ID vector was withheld
-  std::int64_t cold_users = 0;  ///< validation users whose target was cold or withheld
+  std::int64_t cold_users = 0;  ///< validation users whose target was cold or withheld (withheld only with
+                                ///< real_cold leave_out)
+  std::string real_cold;        ///< eval.cold_calibration.real_cold when searched
   std::string skipped;          ///< why nothing was searched ("" = searched)
   nlohmann::json to_json() const;
   /// One line for the log: the choice and the curve.
@@ -123,6 +125,9 @@ std::vector<std::int64_t> cold_withheld_items(const std::vector<std::uint8_t>& c
 /// smaller alpha, then the smaller shift), sigma being the mean per-user
 /// standard deviation of the scores at alpha = b = 0. The neighbours come
 /// from the TF-IDF vectors of the items' text (`vocab`, eval.tfidf.max_df).
+/// With eval.cold_calibration.real_cold "leave_out" the items without
+/// training events score -inf at every point (left out of the ranking), so
+/// the withheld items alone are the new ones and cold_users counts theirs.
 /// A model without both item text and ID vectors, or
 /// eval.cold_calibration.enabled false, gets alpha = b = 0 without scoring.
 /// Identical on every rank and world size.
@@ -145,7 +150,9 @@ std::shared_ptr<ModelScorer> calibrated_model_scorer(Recommender model, Evaluato
 /// collaborative component (scores_cold_items() false) has no evidence on
 /// them (their scores set to the row's lowest finite score, what an item
 /// without events gets from popularity and ItemKNN); the others are as
-/// they are. std::nullopt when no component is a ModelScorer of a model
+/// they are. With eval.cold_calibration.real_cold "leave_out", `left_out`
+/// marks the real cold items (the tuning then happens in this world with
+/// them out of the ranking). std::nullopt when no component is a ModelScorer of a model
 /// with item text and ID vectors, eval.cold_calibration is disabled, or
 /// nothing is withheld.
 std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionComponent>& components,

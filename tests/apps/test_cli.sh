@@ -266,7 +266,7 @@ model:
   user: {history: 8}
   loss: {sampled_negatives: 16}
 train: {batch_size: 16, epochs: 1, log_every: 5, eval_every: 20, clip_norm: 0}
-eval: {baselines: [popularity, itemknn], oracle_dir: shop}
+eval: {baselines: [popularity, itemknn, tfidf], oracle_dir: shop}
 YAML
 # --dry-run: the checks and the plan, no training; every problem listed, exit 1.
 LLMREC_BIN=$bin "$src/launch/mpirun.sh" -n 2 -o -- train -c tiny.yaml --set run.dir=dry_run --dry-run >dry.txt 2>&1 \

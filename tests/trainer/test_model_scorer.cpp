@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
@@ -222,6 +223,80 @@ TEST_F(ModelScorerTest, CalibrationCurveIsTheEvaluationOfEachPointOnAnyWorldSize
   EXPECT_EQ(c1.cold_users, c.cold_users);
 }
 
+/// `inner` with the items of `out` left out of the ranking (score -inf).
+class LeftOutScorer : public Scorer {
+ public:
+  LeftOutScorer(Scorer& inner, const std::vector<std::uint8_t>& out)
+      : inner_(inner),
+        out_(torch::from_blob(const_cast<std::uint8_t*>(out.data()), {static_cast<std::int64_t>(out.size())},
+                              torch::kByte)
+                 .to(torch::kBool)) {}
+  std::string name() const override { return inner_.name(); }
+  nlohmann::json params() const override { return inner_.params(); }
+  at::Tensor score(const ScoreRequest& request) override {
+    return inner_.score(request).masked_fill(out_.unsqueeze(0), -std::numeric_limits<float>::infinity());
+  }
+
+ private:
+  Scorer& inner_;
+  at::Tensor out_;
+};
+
+TEST_F(ModelScorerTest, RealColdLeaveOutRanksTheWithheldItemsAloneAsNewOnes) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  EvalConfig e = withheld_config();
+  e.cold_calibration.real_cold = "leave_out";
+  Evaluator valid(file, comm_, "valid", e);
+  const std::vector<std::uint8_t>& real = valid.items().cold;
+  ASSERT_GT(std::count(real.begin(), real.end(), 1), 0) << "the shop needs items without training events";
+  const ColdCalibration c = calibrate_cold(model, valid, kTextLen, file.vocab());
+  ASSERT_TRUE(c.skipped.empty()) << c.skipped;
+  EXPECT_EQ(c.real_cold, "leave_out");
+  EXPECT_EQ(c.to_json().at("real_cold"), "leave_out");
+  EXPECT_THAT(c.summary(), ::testing::HasSubstr("items without training events left out"));
+  Evaluator rank_valid(file, comm_, "valid", withheld_config());
+  const ColdCalibration ranked = calibrate_cold(model, rank_valid, kTextLen, file.vocab());
+  EXPECT_EQ(ranked.real_cold, "rank");
+  EXPECT_NE(c.ndcg10, ranked.ndcg10);
+
+  // Each point is evaluate() of the withheld world with the real cold items
+  // at -inf; cold_users counts the users whose target is withheld.
+  const std::vector<std::int64_t> withheld = cold_withheld_items(real, 0.2, 5);
+  ItemTable items = valid.items();
+  for (std::int64_t i : withheld) items.cold[static_cast<std::size_t>(i)] = 1;
+  const TfidfMatrix tfidf =
+      tfidf_matrix(valid.items(), kTextLen, file.vocab(), {e.tfidf.profile_items, e.tfidf.max_df});
+  const std::size_t per = c.shifts.size();
+  for (std::size_t g : {std::size_t{0}, per - 1, c.ndcg10.size() - 1}) {
+    ColdScoring cold;
+    cold.neighbour_weight = c.weights[g / per];
+    cold.shift = c.scale * c.shifts[g % per];
+    cold.neighbours = tfidf_neighbours(tfidf, items.cold, e.cold_calibration.neighbours);
+    ModelScorer s(model, items, kTextLen, comm_, "model", cold);
+    LeftOutScorer left_out(s, real);
+    EXPECT_NEAR(valid.evaluate(left_out).all.ndcg[0], c.ndcg10[g], 1e-12) << "grid point " << g;
+  }
+  std::vector<std::uint8_t> is_withheld(real.size(), 0);
+  for (std::int64_t i : withheld) is_withheld[static_cast<std::size_t>(i)] = 1;
+  std::vector<double> local;  // per user: target withheld, target withheld or cold
+  for (std::int64_t call = 0; call < valid.calls(); ++call) {
+    const Evaluator::Block blk = valid.block(call);
+    for (std::int64_t t : blk.targets) {
+      local.push_back(is_withheld[static_cast<std::size_t>(t)]);
+      local.push_back(is_withheld[static_cast<std::size_t>(t)] | real[static_cast<std::size_t>(t)]);
+    }
+  }
+  const std::vector<double> rows = valid.gather_user_rows(local, 2);
+  double total_withheld = 0, total_cold = 0;
+  for (std::size_t r = 0; r < rows.size(); r += 2) {
+    total_withheld += rows[r];
+    total_cold += rows[r + 1];
+  }
+  EXPECT_EQ(c.cold_users, static_cast<std::int64_t>(total_withheld));
+  EXPECT_EQ(ranked.cold_users, static_cast<std::int64_t>(total_cold));
+}
+
 TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsColdTargets) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
@@ -276,6 +351,42 @@ TEST_F(ModelScorerTest, TheFusionColdWorldWithholdsIdsAndEvidenceAndTunesOnItsCo
         &world->cold);
     EXPECT_NEAR(t.tried_cold_ndcg10[g], cold_mean[0], 1e-12) << "point " << g;
   }
+
+  // real_cold leave_out: the world marks the real cold items left out, and
+  // every figure of the tuning is the world's with them at -inf: NDCG@10
+  // over all users, the cold one over the users whose target is withheld.
+  EvalConfig lo = e;
+  lo.cold_calibration.real_cold = "leave_out";
+  Evaluator lo_valid(file, comm_, "valid", lo);
+  const std::optional<FusionColdWorld> lo_world = fusion_cold_world(components, lo_valid, file.vocab());
+  ASSERT_TRUE(lo_world.has_value());
+  EXPECT_EQ(lo_world->left_out, valid.items().cold);
+  EXPECT_TRUE(world->left_out.empty());
+  const FusionTuning lt = tune_fusion(components, 0, lo_valid, &*lo_world);
+  EXPECT_TRUE(lt.real_cold_left_out);
+  EXPECT_FALSE(t.real_cold_left_out);
+  std::vector<std::uint8_t> withheld_only(lo_world->cold.size(), 0);
+  for (std::int64_t i : withheld) withheld_only[static_cast<std::size_t>(i)] = 1;
+  const torch::Tensor out = torch::from_blob(const_cast<std::uint8_t*>(lo_world->left_out.data()),
+                                             {valid.num_items()}, torch::kByte)
+                                .to(torch::kBool);
+  for (std::size_t g : {std::size_t{0}, lt.tried.size() / 2, lt.tried.size() - 1}) {
+    FusedScorer fused({{lo_world->scorers[0], lt.tried[g][0]}, {lo_world->scorers[1], lt.tried[g][1]}},
+                      "fusion", nullptr, lt.tried_missing[g], lo_world->cold, lt.tried_cold[g]);
+    std::vector<double> cold_mean;
+    const std::vector<double> all = lo_valid.mean_ndcg(
+        10, 1,
+        [&](const Evaluator::Block& b, int) {
+          return fused.score(b.request).masked_fill(out.unsqueeze(0),
+                                                    -std::numeric_limits<float>::infinity());
+        },
+        "world", &cold_mean, &withheld_only);
+    EXPECT_NEAR(lt.tried_ndcg10[g], all[0], 1e-12) << "point " << g;
+    EXPECT_NEAR(lt.tried_cold_ndcg10[g], cold_mean[0], 1e-12) << "point " << g;
+  }
+  const FusedScorer lo_fused = fused_with_tuning(components, lt, valid.items().cold);
+  EXPECT_THAT(lo_fused.params().dump(), ::testing::HasSubstr("items without training events left out"));
+
   // No world without ID vectors, or with the calibration off.
   auto no_ids = std::make_shared<ModelScorer>(make_model(file, false), valid.items(), kTextLen, comm_);
   EXPECT_FALSE(fusion_cold_world({{no_ids, 1.0}, {pop, 1.0}}, valid, file.vocab()).has_value());
