@@ -259,15 +259,29 @@ TfidfMatrix items_tfidf(Evaluator& valid, const std::vector<std::string>& vocab)
                       {valid.config().tfidf.profile_items, valid.config().tfidf.max_df});
 }
 
-/// `valid`'s items with the training items of cold_withheld_items()
-/// (eval.cold_calibration's share and seed) marked cold; `withheld`
-/// receives them.
-ItemTable items_withheld(Evaluator& valid, std::vector<std::int64_t>& withheld) {
+/// The validation world where training items play new ones (the model's
+/// cold calibration and the fusion's cold figures).
+struct WithheldWorld {
+  ItemTable items;                     ///< `valid`'s, the withheld items marked cold
+  std::vector<std::int64_t> withheld;  ///< the items of cold_withheld_items(), sorted
+  std::vector<std::uint8_t> hidden;    ///< [num_items]: 1 = withheld
+  std::vector<std::uint8_t> left_out;  ///< real_cold leave_out: [num_items], 1 = without training
+                                       ///< events (out of this world's rankings); else empty
+};
+
+/// `valid`'s world with eval.cold_calibration's share and seed withheld.
+WithheldWorld withheld_world(Evaluator& valid) {
   const EvalColdCalibrationConfig& config = valid.config().cold_calibration;
-  ItemTable items = valid.items();
-  withheld = cold_withheld_items(items.cold, config.withhold, config.seed);
-  for (std::int64_t i : withheld) items.cold[static_cast<std::size_t>(i)] = 1;
-  return items;
+  WithheldWorld w;
+  w.items = valid.items();
+  w.withheld = cold_withheld_items(w.items.cold, config.withhold, config.seed);
+  w.hidden.assign(w.items.cold.size(), 0);
+  for (std::int64_t i : w.withheld) {
+    w.items.cold[static_cast<std::size_t>(i)] = 1;
+    w.hidden[static_cast<std::size_t>(i)] = 1;
+  }
+  if (config.real_cold == "leave_out") w.left_out = valid.items().cold;
+  return w;
 }
 
 }  // namespace
@@ -323,9 +337,9 @@ ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len
   const ItemTable& real = valid.items();
   const std::int64_t n = valid.num_items();
   const TfidfMatrix tfidf = items_tfidf(valid, vocab);
-  std::vector<std::int64_t> withheld;
-  ItemTable items = items_withheld(valid, withheld);
-  c.withheld = static_cast<std::int64_t>(withheld.size());
+  const WithheldWorld world = withheld_world(valid);
+  const ItemTable& items = world.items;
+  c.withheld = static_cast<std::int64_t>(world.withheld.size());
   // One scorer per alpha (the neighbours' ID vectors enter the history's
   // item vectors too).
   ColdScoring lent;
@@ -338,21 +352,19 @@ ColdCalibration calibrate_cold(Recommender model, Evaluator& valid, int text_len
         std::make_unique<ModelScorer>(model, items, text_len, valid.comm(), "model (IDs withheld)", lent));
   }
   ModelScorer& probe = *probes.front();
-  const torch::Tensor text_only = torch::from_blob(items.cold.data(), {n}, torch::kByte).to(torch::kFloat);
+  const torch::Tensor text_only =
+      torch::from_blob(const_cast<std::uint8_t*>(items.cold.data()), {n}, torch::kByte).to(torch::kFloat);
   // real_cold leave_out: the items without training events are not in this
   // world's ranking (score -inf, the same at every point), so the withheld
   // items alone play the new ones.
   c.real_cold = config.real_cold;
-  std::vector<std::uint8_t> counted = items.cold;
   torch::Tensor left_out;
-  if (config.real_cold == "leave_out") {
-    counted.assign(static_cast<std::size_t>(n), 0);
-    for (std::int64_t i : withheld) counted[static_cast<std::size_t>(i)] = 1;
-    left_out =
-        torch::from_blob(const_cast<std::uint8_t*>(real.cold.data()), {n}, torch::kByte).to(torch::kBool);
+  if (!world.left_out.empty()) {
+    left_out = torch::from_blob(const_cast<std::uint8_t*>(world.left_out.data()), {n}, torch::kByte)
+                   .to(torch::kBool);
   }
 
-  c.scale = mean_score_spread(probe, valid, counted, c.cold_users);
+  c.scale = mean_score_spread(probe, valid, world.left_out.empty() ? items.cold : world.hidden, c.cold_users);
   if (!(c.scale > 0)) {
     c.skipped = "every validation user's scores are equal";
     return c;
@@ -435,25 +447,23 @@ std::optional<FusionColdWorld> fusion_cold_world(const std::vector<FusionCompone
   if (!config.enabled || model == nullptr) return std::nullopt;
   const ModelConfig& m = model->model()->options().config();
   if (!m.item_text || !m.item_id_embedding) return std::nullopt;
-  std::vector<std::int64_t> withheld;
-  const ItemTable items = items_withheld(valid, withheld);
-  if (withheld.empty()) return std::nullopt;
-  std::vector<std::uint8_t> hidden(items.cold.size(), 0);
-  for (std::int64_t i : withheld) hidden[static_cast<std::size_t>(i)] = 1;
+  const WithheldWorld withheld = withheld_world(valid);
+  if (withheld.withheld.empty()) return std::nullopt;
+  const ItemTable& items = withheld.items;
   ColdScoring scoring = model->cold_scoring();
   if (scoring.neighbour_weight != 0) {
     scoring.neighbours = tfidf_neighbours(items_tfidf(valid, vocab), items.cold, config.neighbours);
   }
   FusionColdWorld world;
   world.cold = items.cold;
-  world.withheld = static_cast<std::int64_t>(withheld.size());
-  if (config.real_cold == "leave_out") world.left_out = valid.items().cold;
+  world.withheld = static_cast<std::int64_t>(withheld.withheld.size());
+  world.left_out = withheld.left_out;
   for (const auto& c : components) {
     if (c.scorer == model) {
       world.scorers.push_back(std::make_shared<ModelScorer>(model->model(), items, m.text_len, valid.comm(),
                                                             model->name(), scoring));
     } else if (!c.scorer->scores_cold_items()) {
-      world.scorers.push_back(std::make_shared<WithoutEvidenceScorer>(c.scorer, hidden));
+      world.scorers.push_back(std::make_shared<WithoutEvidenceScorer>(c.scorer, withheld.hidden));
     } else {
       world.scorers.push_back(c.scorer);
     }
