@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "common/logging.h"
 #include "common/pseudonym.h"
+#include "common/utf8.h"
 #include "serving/engine.h"
 #include "serving/request.h"
 
@@ -50,23 +51,15 @@ struct RecommendArgs {
   bool table = false;
 };
 
-/// At most `width` code points of `s` (UTF-8), with "..." when cut.
-std::string truncate_utf8(const std::string& s, std::size_t width) {
-  std::size_t points = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;
-    if (points == width - 3) {
-      std::size_t rest = 0;
-      for (std::size_t j = i; j < s.size(); ++j) rest += (static_cast<unsigned char>(s[j]) & 0xC0) != 0x80;
-      if (rest > 3) return s.substr(0, i) + "...";
-    }
-    ++points;
-  }
-  return s;
-}
-
 std::string table_text(const ExportData& e, const serving::Recommendation& r) {
   std::string out;
+  // A history item in an explanation: its id and the start of its text.
+  auto named = [&e](std::int32_t item) {
+    const auto i = static_cast<std::size_t>(item);
+    return e.item_text[i].empty()
+               ? e.item_ids[i]
+               : fmt::format("{} \"{}\"", e.item_ids[i], utf8_truncate(e.item_text[i], 32));
+  };
   const std::string who =
       r.user >= 0
           ? fmt::format("user {} ({} events)", e.user_ids[static_cast<std::size_t>(r.user)], r.history.size())
@@ -90,24 +83,22 @@ std::string table_text(const ExportData& e, const serving::Recommendation& r) {
   for (std::size_t j = 0; j < r.items.size(); ++j) {
     const auto& it = r.items[j];
     const auto i = static_cast<std::size_t>(it.item);
-    out += fmt::format("{:>4}  {:<16} {:>10.4f}  {:<16} {:<4}  {}\n", j + 1, truncate_utf8(e.item_ids[i], 16),
-                       it.score, truncate_utf8(e.item_category[i], 16), e.item_cold[i] ? "*" : "",
-                       truncate_utf8(e.item_text[i], 48));
+    out += fmt::format("{:>4}  {:<16} {:>10.4f}  {:<16} {:<4}  {}\n", j + 1, utf8_truncate(e.item_ids[i], 16),
+                       it.score, utf8_truncate(e.item_category[i], 16), e.item_cold[i] ? "*" : "",
+                       utf8_truncate(e.item_text[i], 48));
     if (r.explain) {
       // The table shows the history items that raise this item above the
       // catalogue's average change (the JSON has the top 3 whatever their sign).
       std::string because;
       for (const auto& c : it.because) {
         if (c.value <= 0) continue;
-        because += fmt::format("{}{} ({:+.4f})", because.empty() ? "" : ", ",
-                               e.item_ids[static_cast<std::size_t>(c.item)], c.value);
+        because += fmt::format("{}{} ({:+.4f})", because.empty() ? "" : ", ", named(c.item), c.value);
       }
       if (because.empty() && !it.because.empty())
         because = "no single history item (the user's taste as a whole)";
       std::string cf;
       for (const auto& c : it.cf) {
-        cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ",
-                          e.item_ids[static_cast<std::size_t>(c.item)], c.similarity);
+        cf += fmt::format("{}{} ({:.3f})", cf.empty() ? "" : ", ", named(c.item), c.similarity);
       }
       std::string matches;
       for (const auto& m : it.matches) matches += (matches.empty() ? "" : ", ") + m;

@@ -291,8 +291,8 @@ void add_serve_command(CLI::App& app) {
   add_ann_args(cmd, a->ann);
   cmd->add_option(
       "--access-log", a->access_log,
-      "Append one line per request (UTC time, method, path, status, latency; never the query string or "
-      "the body) to this file; - = stdout");
+      "Append one line per request (UTC time, method, path, status, latency, the A/B arm or -; never the "
+      "query string or the body) to this file; - = stdout");
   cmd->callback([a] {
     const int rc = run_serve(*a);
     if (rc != 0) throw CLI::RuntimeError(rc);

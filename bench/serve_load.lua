@@ -2,10 +2,12 @@
 -- users, with a share of malformed requests mixed in, and a tally of the
 -- response statuses per request kind.
 --
---   wrk -t 4 -c 4 -d 20s --latency -s bench/serve_load.lua http://127.0.0.1:PORT -- users.txt 0.1
+--   wrk -t 4 -c 4 -d 20s --latency -s bench/serve_load.lua http://127.0.0.1:PORT -- users.txt 0.1 [0.2]
 --
--- Arguments after --: a file of known user ids (one per line) and the share
--- of malformed requests (default 0.1). Run it with as many wrk threads as
+-- Arguments after --: a file of known user ids (one per line), the share
+-- of malformed requests (default 0.1) and the share of answers whose first
+-- item the user then clicks (default 0: no clicks; the server needs
+-- --events-log for them). Run it with as many wrk threads as
 -- connections (-t N -c N): each thread then has one connection, whose
 -- requests and responses alternate, so the kind of the last request sent is
 -- the kind of the next response (wrk's callbacks do not name the connection).
@@ -17,12 +19,14 @@
 --   wrong_type     {"user": <known>, "k": "10"}            400
 --   unknown_item   {"history": ["no-such-item-<n>"]}       404
 --   wrong_method   DELETE /recommend                       405
+--   click          POST /events {"user": <the user>, "item": <the answer's first item>, "type": "click"}
+--                  (the request after a valid answer, at the click share)    200
 -- done() prints one line per kind and then "unexpected: N", the number of
 -- responses whose status is not the one their kind must get.
 
 local expected = {valid = 200, bad_json = 400, unknown_field = 400, wrong_type = 400, unknown_item = 404,
-                  wrong_method = 405}
-local kinds = {"valid", "bad_json", "unknown_field", "wrong_type", "unknown_item", "wrong_method"}
+                  wrong_method = 405, click = 200}
+local kinds = {"valid", "bad_json", "unknown_field", "wrong_type", "unknown_item", "wrong_method", "click"}
 local json_headers = {["Content-Type"] = "application/json"}
 
 local threads = {}
@@ -38,7 +42,10 @@ end
 -- Per-thread state from here on.
 local users = {}
 local malformed_share = 0.1
+local click_share = 0
 local last_kind = nil
+local last_user = nil
+local pending_click = nil  -- the event body to send next
 tallies = {}  -- global: done() reads it with thread:get
 
 function init(args)
@@ -49,6 +56,7 @@ function init(args)
   end
   if #users == 0 then error("serve_load.lua: no user ids in " .. path) end
   if args[2] ~= nil then malformed_share = tonumber(args[2]) end
+  if args[3] ~= nil then click_share = tonumber(args[3]) end
   math.randomseed(os.time() * 1000 + (thread_id or 0))
 end
 
@@ -68,7 +76,14 @@ local function malformed(user)
 end
 
 function request()
+  if pending_click ~= nil then
+    local body = pending_click
+    pending_click = nil
+    last_kind = "click"
+    return wrk.format("POST", "/events", json_headers, body)
+  end
   local user = users[math.random(#users)]
+  last_user = user
   local req
   if math.random() < malformed_share then
     last_kind, req = malformed(user)
@@ -82,6 +97,13 @@ end
 function response(status, headers, body)
   local key = (last_kind or "unknown") .. " " .. status
   tallies[key] = (tallies[key] or 0) + 1
+  if last_kind == "valid" and status == 200 and click_share > 0 and math.random() < click_share then
+    -- The response's keys are sorted: the first "id" is the first item's.
+    local item = body:match('"id":"([^"]+)"')
+    if item ~= nil then
+      pending_click = '{"user": "' .. last_user .. '", "item": "' .. item .. '", "type": "click"}'
+    end
+  end
   last_kind = nil
 end
 

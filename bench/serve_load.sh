@@ -30,8 +30,10 @@
 #   --malformed F       share of malformed requests (default 0.1)
 #   --reloads N         send N SIGHUPs spread over the measured run: the export
 #                       is reloaded N times while wrk runs (default 0)
-#   --arms              serve the export as two A/B arms (control, candidate)
-#                       and print each arm's answers and latency
+#   --arms              serve the export as two A/B arms (control, candidate),
+#                       click the first item of 20% of the answers (POST
+#                       /events, the server with --events-log) and print each
+#                       arm's answers, clicks, click-through and latency
 #   --dir DIR           work directory (default: a temporary one, removed)
 # Environment: LLMREC_BIN (default: build/llmrec), WRK (default: wrk).
 set -euo pipefail
@@ -127,7 +129,11 @@ fi
 # 2. The server.
 : >serve.log
 serve_args=(--export "$export_file")
-[[ $arms -eq 1 ]] && serve_args=(--arm "control=$export_file" --arm "candidate=$export_file:1")
+clicks=0
+if [[ $arms -eq 1 ]]; then
+  serve_args=(--arm "control=$export_file" --arm "candidate=$export_file:1" --events-log events.jsonl)
+  clicks=0.2
+fi
 "$bin" serve "${serve_args[@]}" --port 0 --threads "$server_threads" >>serve.log 2>&1 &
 server=$!
 port=""
@@ -156,13 +162,13 @@ rss_idle=$(rss)
 # 3. Warm-up, then the measured run with RSS samples every second.
 lua=$here/serve_load.lua
 if [[ $warmup -gt 0 ]]; then
-  "$wrk" -t "$connections" -c "$connections" -d "${warmup}s" -s "$lua" "$url" -- users.txt "$malformed" >warmup.txt 2>&1
+  "$wrk" -t "$connections" -c "$connections" -d "${warmup}s" -s "$lua" "$url" -- users.txt "$malformed" "$clicks" >warmup.txt 2>&1
 fi
 rss_start=$(rss)
 : >rss.txt
 ( while kill -0 "$server" 2>/dev/null; do echo "$(date +%s.%N) $(rss)" >>rss.txt; sleep 1; done ) &
 sampler=$!
-cmd=("$wrk" -t "$connections" -c "$connections" -d "${duration}s" --latency -s "$lua" "$url" -- users.txt "$malformed")
+cmd=("$wrk" -t "$connections" -c "$connections" -d "${duration}s" --latency -s "$lua" "$url" -- users.txt "$malformed" "$clicks")
 log "${cmd[*]/#$here/bench}"
 wrk_rc=0
 if [[ $reloads -gt 0 ]]; then  # SIGHUPs spread over the run, while wrk keeps the server busy
@@ -212,7 +218,8 @@ if [[ $arms -eq 1 ]]; then
 import json, sys
 for name, a in json.load(open(sys.argv[1]))["arms"].items():
     l = a["latency_ms"]
-    print("  arm %-10s  %d answers, p50 %.2f ms, p99 %.2f ms" % (name, a["recommendations"], l["p50"] or 0, l["p99"] or 0))' metrics.json
+    print("  arm %-10s  %d answers, %d clicks (click-through %.3f), p50 %.2f ms, p99 %.2f ms" % (
+        name, a["recommendations"], a["clicks"], a["click_through"] or 0, l["p50"] or 0, l["p99"] or 0))' metrics.json
 fi
 unexpected=$(sed -nE 's/^unexpected: ([0-9]+).*/\1/p' wrk.txt)
 [[ $wrk_rc -eq 0 && $rc -eq 0 && "$unexpected" == 0 && $reloaded -ge $reloads ]]

@@ -56,4 +56,9 @@ std::size_t utf8_prefix_bytes(std::string_view s, std::size_t chars) {
   return s.size();
 }
 
+std::string utf8_truncate(std::string_view s, std::size_t width) {
+  if (utf8_length(s) <= width) return std::string(s);
+  return std::string(s.substr(0, utf8_prefix_bytes(s, width - 3))) + "...";
+}
+
 }  // namespace llmrec

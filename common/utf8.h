@@ -3,6 +3,7 @@
 /// (export/).
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace llmrec {
@@ -14,5 +15,8 @@ bool utf8_valid(std::string_view s);
 std::size_t utf8_length(std::string_view s);
 /// Bytes of the first `chars` code points of valid UTF-8 `s` (all of it when shorter).
 std::size_t utf8_prefix_bytes(std::string_view s, std::size_t chars);
+/// At most `width` (>= 4) code points of valid UTF-8 `s`: cut to `width` - 3
+/// and "..." appended when longer.
+std::string utf8_truncate(std::string_view s, std::size_t width);
 
 }  // namespace llmrec

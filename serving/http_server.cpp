@@ -216,9 +216,12 @@ struct HttpServer::Impl {
       const bool known_method = req.method == "GET" || req.method == "POST" || req.method == "HEAD" ||
                                 req.method == "PUT" || req.method == "DELETE" || req.method == "OPTIONS" ||
                                 req.method == "PATCH";
-      options.access_log(fmt::format("{}.{:03d}Z {} {} {} {:.3f} ms", stamp, millis,
+      // The arm that answered ("-" for requests no arm answers).
+      const bool armed = t_arm >= 0 && static_cast<std::size_t>(t_arm) < arms.size();
+      options.access_log(fmt::format("{}.{:03d}Z {} {} {} {:.3f} ms {}", stamp, millis,
                                      known_method ? req.method : std::string("OTHER"), endpoint, status,
-                                     std::max(ms, 0.0)));
+                                     std::max(ms, 0.0),
+                                     armed ? arms[static_cast<std::size_t>(t_arm)]->name : std::string("-")));
     }
     ++counts[endpoint][status];
     ++total;
@@ -731,6 +734,12 @@ HttpServer::HttpServer(std::vector<ServingArm> arms, HttpServerOptions options)
     if (a.name.empty() || !names.insert(a.name).second) {
       throw ConfigError(
           fmt::format("A/B arm names must be unique and not empty, got '{}' twice or empty", a.name));
+    }
+    // Names go into Prometheus labels and the access log as they are.
+    if (a.name.size() > 64 || a.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                       "0123456789._-") != std::string::npos) {
+      throw ConfigError(
+          fmt::format("A/B arm '{}': a name is 1 to 64 letters, digits, '.', '_' or '-'", a.name));
     }
     if (!(a.share > 0) || !std::isfinite(a.share)) {
       throw ConfigError(

@@ -9,8 +9,13 @@
 #include <map>
 #include <set>
 
+#include "common/utf8.h"
+
 namespace llmrec::serving {
 namespace {
+
+/// Code points of a history item's text in an explanation's `because` / `cf` entry.
+constexpr std::size_t kExplainedTextChars = 80;
 
 using nlohmann::json;
 
@@ -366,14 +371,25 @@ json recommendation_json(const ExportData& e, const Recommendation& r) {
       if (r.hour) o["hour_score"] = it.hour_score;
       if (r.tfidf_weight > 0) o["tfidf_score"] = it.tfidf_score;
       o["matches"] = it.matches;
+      // A history item in an explanation: its id and the start of its text.
+      auto named = [&e](std::int32_t item) {
+        const auto i = static_cast<std::size_t>(item);
+        return json{{"id", e.item_ids[i]}, {"text", utf8_truncate(e.item_text[i], kExplainedTextChars)}};
+      };
       json because = json::array();
-      for (const auto& c : it.because)
-        because.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"contribution", c.value}});
+      for (const auto& c : it.because) {
+        json h = named(c.item);
+        h["contribution"] = c.value;
+        because.push_back(std::move(h));
+      }
       o["because"] = std::move(because);
       if (r.cf_weight > 0) {
         json cf = json::array();
-        for (const auto& c : it.cf)
-          cf.push_back({{"id", e.item_ids[static_cast<std::size_t>(c.item)]}, {"similarity", c.similarity}});
+        for (const auto& c : it.cf) {
+          json h = named(c.item);
+          h["similarity"] = c.similarity;
+          cf.push_back(std::move(h));
+        }
         o["cf"] = std::move(cf);
       }
     }

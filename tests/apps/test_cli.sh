@@ -798,7 +798,8 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
   [[ $rc -eq 1 ]] && expect "serve: --export and --arm together are refused" ab_bad.txt 'give --export FILE, or two or more --arm' \
     || fail "serve --export with --arm: exit $rc" ab_bad.txt
   : >serve_ab.txt
-  "$bin" serve --arm control=export.h5 --arm candidate=export_cold.h5:1 --port 0 --threads 2 >>serve_ab.txt 2>&1 &
+  "$bin" serve --arm control=export.h5 --arm candidate=export_cold.h5:1 --port 0 --threads 2 \
+    --events-log ab_events.jsonl >>serve_ab.txt 2>&1 &
   spid=$!
   port=""
   for _ in $(seq 1 100); do
@@ -811,6 +812,25 @@ print("p50 %.3f ms, p99 %.3f ms" % (l["p50"], l["p99"]))' http_body.txt >metrics
     users=$(tail -n +2 shop/interactions.csv | cut -d, -f1 | sort -u | head -20)
     for u in $users; do curl -s --max-time 10 "http://127.0.0.1:$port/recommend?user=$u&k=3"; echo; done >ab_answers.txt
     curl -s --max-time 10 "http://127.0.0.1:$port/metrics" >ab_metrics.json
+    # Under load, with clicks: 2 s of wrk, the first item of 30 % of the
+    # answers clicked (POST /events); each arm counts its clicks.
+    if command -v wrk >/dev/null; then
+      tail -n +2 shop/interactions.csv | cut -d, -f1 | sort | uniq -c | awk '$1 >= 3 { print $2 }' >ab_users.txt
+      wrk -t 2 -c 2 -d 2s -s "$src/bench/serve_load.lua" "http://127.0.0.1:$port" -- ab_users.txt 0 0.3 >ab_wrk.txt 2>&1
+      curl -s --max-time 10 "http://127.0.0.1:$port/metrics" >ab_metrics_load.json
+      python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))["arms"]
+for name, a in m.items():
+    assert a["clicks"] > 0 and abs(a["click_through"] - a["clicks"] / a["recommendations"]) < 1e-9, (name, a)
+print(", ".join("%s %d clicks of %d answers" % (n, a["clicks"], a["recommendations"]) for n, a in m.items()))' \
+        ab_metrics_load.json >ab_load_check.txt 2>&1 \
+        && expect "serve --arm under wrk with clicks: $(cat ab_load_check.txt)" ab_wrk.txt \
+          '^kind click +[1-9][0-9]* requests, +[1-9][0-9]* with the expected 200' '^unexpected: 0$' \
+        || fail "serve --arm under wrk with clicks" ab_load_check.txt
+    else
+      fail "serve --arm: wrk is missing (make deps installs it)"
+    fi
     kill -TERM $spid; wait $spid
     python3 -c '
 import json, sys
@@ -860,8 +880,9 @@ print("control %d, candidate %d" % (arms.count("control"), arms.count("candidate
     http "serve: SIGHUP swaps in the new export" 200 '"items":301' -H "Authorization: Bearer tok-$$" "$url/health"
     kill -TERM $spid; wait $spid
     if [[ $(wc -l <access.log) -eq 5 ]] && ! grep -q -e "$user" -e "tok-$$" -e '?' access.log; then
-      expect "serve --access-log: a line per request, no ids" access.log '^[0-9T:.-]+Z GET /recommend 401 [0-9.]+ ms$' \
-        '^[0-9T:.-]+Z GET /health 200 [0-9.]+ ms$'
+      expect "serve --access-log: a line per request, no ids" access.log '^[0-9T:.-]+Z GET /recommend 401 [0-9.]+ ms -$' \
+        '^[0-9T:.-]+Z GET /health 200 [0-9.]+ ms -$' \
+        '^[0-9T:.-]+Z GET /recommend 200 [0-9.]+ ms default$'
     else
       fail "serve --access-log: 5 lines without ids expected" access.log
     fi

@@ -88,8 +88,21 @@ TEST_F(HttpTest, ValidRequests) {
   json j = body_of(r);
   EXPECT_EQ(j["user"], "u3");
   ASSERT_EQ(j["items"].size(), 5u);
-  EXPECT_TRUE(j["items"][0].contains("because"));
   EXPECT_TRUE(j["items"][0].contains("text"));
+  // Explanations name history items by id and the start of their text.
+  ASSERT_FALSE(j["items"][0]["because"].empty()) << j.dump();
+  for (const char* part : {"because", "cf"}) {
+    for (const auto& h : j["items"][0][part]) {
+      const std::string id = h["id"];
+      const auto& data = (*engine_)->data();
+      const std::int32_t row = data.find_item(id);
+      ASSERT_GE(row, 0) << id;
+      const std::string& text = data.item_text[static_cast<std::size_t>(row)];
+      const std::string shown = h["text"];
+      EXPECT_EQ(shown, text.size() <= 80 ? text : text.substr(0, 77) + "...") << part << " " << id;
+      EXPECT_FALSE(shown.empty()) << part << " " << id;
+    }
+  }
   EXPECT_TRUE(j["items"][0].contains("cold"));
   EXPECT_TRUE(j["took_ms"].is_number());
   // The same request as a GET query string gives the same items.
@@ -270,9 +283,9 @@ TEST_F(HttpTest, BearerTokenOnAllButHealthAndAnAccessLogWithoutIds) {
   std::lock_guard<std::mutex> lock(mu);
   ASSERT_EQ(log.size(), 9u);
   EXPECT_THAT(log[0], ::testing::MatchesRegex(
-                          "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\\.[0-9]{3}Z GET /health 200 [0-9.]+ ms"));
-  EXPECT_THAT(log[1], ::testing::MatchesRegex(".*Z GET /recommend 401 [0-9.]+ ms"));
-  EXPECT_THAT(log[7], ::testing::MatchesRegex(".*Z POST /recommend 200 [0-9.]+ ms"));
+                          "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\\.[0-9]{3}Z GET /health 200 [0-9.]+ ms -"));
+  EXPECT_THAT(log[1], ::testing::MatchesRegex(".*Z GET /recommend 401 [0-9.]+ ms -"));
+  EXPECT_THAT(log[7], ::testing::MatchesRegex(".*Z POST /recommend 200 [0-9.]+ ms default"));
   for (const auto& line : log) {
     EXPECT_THAT(line, ::testing::Not(HasSubstr("u3")));
     EXPECT_THAT(line, ::testing::Not(HasSubstr("i7")));
@@ -319,6 +332,14 @@ TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
                "still serving the export loaded before (300 items");
   EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);
   ASSERT_EQ(cli.Get("/recommend?user=u1&k=5")->status, 200);
+  // An intact export of another format version: refused by name, the old one serves on.
+  llmrec::testing::WriteHooks future;
+  future.skip = {"version"};
+  future.tamper = [](h5::File& g) { g.set_attr("/", "version", std::int64_t{2}); };
+  llmrec::testing::write_export_fixture(live, llmrec::testing::make_export_fixture(spec), future);
+  expect_error(cli.Post("/admin/reload", "", "application/json"), 409, "export version 2 is not supported");
+  EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);
+  ASSERT_EQ(cli.Get("/recommend?user=u1&k=5")->status, 200);
 
   // Ten reloads while four clients keep asking: not one request fails.
   std::atomic<bool> stop{false};
@@ -352,7 +373,7 @@ TEST_F(HttpTest, ReloadSwapsTheExportWhileRequestsGoOnAndRefusesABadOne) {
   EXPECT_EQ(body_of(cli.Get("/health"))["items"], 300);  // the tenth install was b
   json m = server.metrics();
   EXPECT_EQ(m["reloads"]["ok"], 11);
-  EXPECT_EQ(m["reloads"]["refused"], 1);
+  EXPECT_EQ(m["reloads"]["refused"], 2);
   server.stop();
 }
 
@@ -481,6 +502,12 @@ TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheIt
   o.threads = 2;
   o.events_log = log;
   o.ab_salt = "test";
+  std::mutex access_mu;
+  std::vector<std::string> access;
+  o.access_log = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(access_mu);
+    access.push_back(line);
+  };
   HttpServer server({{"control", 1.0, *engine_}, {"candidate", 1.0, RecommendEngine::open(b)}}, o);
   const int port = server.bind();
   server.start();
@@ -522,8 +549,20 @@ TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheIt
   const std::string text = server.metrics_prometheus();
   EXPECT_THAT(text, HasSubstr("llmrec_arm_clicks_total{arm=\"" + clicker_arm + "\"} 1\n"));
   server.stop();
+  // The access log names the arm of every answer ("-" where no arm answers).
+  std::map<std::string, int> logged;
+  for (const auto& line : access) {
+    const std::string arm = line.substr(line.rfind(' ') + 1);
+    EXPECT_EQ(arm, line.find(" /recommend 200 ") != std::string::npos ? arm : std::string("-")) << line;
+    ++logged[arm];
+  }
+  EXPECT_EQ(logged["control"], answered["control"]);
+  EXPECT_EQ(logged["candidate"], answered["candidate"]);
+  EXPECT_EQ(logged["-"], 4) << "the four events";
   EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"a", 1.0, *engine_}}, o), ConfigError);
   EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"b", 0.0, *engine_}}, o), ConfigError);
+  EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"b c", 1.0, *engine_}}, o), ConfigError);
+  EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"b\"", 1.0, *engine_}}, o), ConfigError);
 }
 
 TEST_F(HttpTest, StopsAndCannotBindTwice) {
