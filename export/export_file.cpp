@@ -476,6 +476,16 @@ void read_tfidf(Reader& r, ExportData& e) {
   m.terms = r.read<std::int32_t>("tfidf/terms", tshape, "one term id per entry");
   m.weights = r.read<float>("tfidf/weights", tshape, "the shape of 'tfidf/terms'");
   r.check_finite("tfidf/weights", m.weights);
+  if (r.file().exists("tfidf/idf")) {  // absent in exports written before it was stored
+    m.idf = r.read<double>("tfidf/idf", {static_cast<std::uint64_t>(e.vocab.size())},
+                           "one weight per token of 'tokenizer/vocab'");
+    for (std::size_t t = 0; t < m.idf.size(); ++t) {
+      if (!std::isfinite(m.idf[t]) || m.idf[t] < 0 || m.idf[t] > kMaxAbs) {
+        r.fail(
+            fmt::format("dataset 'tfidf/idf' value {} is {} (weights must be finite and >= 0)", t, m.idf[t]));
+      }
+    }
+  }
   if (m.offsets.front() != 0 || m.offsets.back() != static_cast<std::int64_t>(m.terms.size())) {
     r.fail(fmt::format("dataset 'tfidf/offsets' must run from 0 to {} (the entries of 'tfidf/terms')",
                        m.terms.size()));
@@ -622,6 +632,10 @@ void check_export_sizes(const ExportData& e) {
   LLMREC_CHECK(e.tfidf == nullptr || e.tfidf->matrix().num_items() == static_cast<std::int64_t>(I),
                "export: TF-IDF rows for {} items, the export has {}",
                e.tfidf ? e.tfidf->matrix().num_items() : 0, I);
+  LLMREC_CHECK(
+      e.tfidf == nullptr || e.tfidf->matrix().idf.empty() || e.tfidf->matrix().idf.size() == e.vocab.size(),
+      "export: {} TF-IDF idf weights for a vocabulary of {} tokens",
+      e.tfidf ? e.tfidf->matrix().idf.size() : 0, e.vocab.size());
 }
 
 /// The root attributes: format, version, sizes, the user tower's spec, provenance, ranking.
@@ -696,6 +710,7 @@ void write_export_file(const std::string& path, const ExportData& e) {
     f.write("tfidf/offsets", m.offsets);
     f.write("tfidf/terms", m.terms);
     f.write<float>("tfidf/weights", m.weights.data(), {static_cast<std::uint64_t>(m.weights.size())});
+    if (!m.idf.empty()) f.write("tfidf/idf", m.idf);
   }
   f.commit();
 }

@@ -23,6 +23,10 @@ struct TfidfMatrix {
   std::vector<float> weights;            ///< parallel to terms
   std::vector<std::int64_t> df;          ///< [num_terms] items holding the term (before max_df)
   std::int64_t terms_kept = 0;           ///< terms with 1 <= df <= max_df * items
+  /// [num_terms] the weight of one occurrence of each term (0: a dropped
+  /// term), so that rows of new texts can be weighted as these were; empty
+  /// where unknown (an export written before it was stored).
+  std::vector<double> idf;
 
   std::int64_t num_items() const { return static_cast<std::int64_t>(offsets.size()) - 1; }
 };

@@ -144,13 +144,17 @@ struct HttpServer::Impl {
     return std::atomic_load(&arms[arm]->engine_now);
   }
   std::size_t pick_arm(const RecommendRequest& q) const {
-    if (arms.size() == 1) return 0;
     std::string key;
     if (q.user) {
       key = *q.user;
     } else if (q.history) {
       for (const auto& id : *q.history) key += id + ",";
     }
+    return arm_of(key);
+  }
+  /// The arm of a user id (or a fresh history's key).
+  std::size_t arm_of(const std::string& key) const {
+    if (arms.size() == 1) return 0;
     std::vector<double> shares;
     for (const auto& a : arms) shares.push_back(a->share);
     return ab_arm_of(key, shares, options.ab_salt);
@@ -528,7 +532,9 @@ struct HttpServer::Impl {
     if (options.events_log.empty()) {
       throw RequestError(404, "", "events are not recorded by this server (start it with --events-log FILE)");
     }
-    const auto engine = current();
+    // Checked against the export of the user's arm: an arm may hold items
+    // the others do not (a candidate catalogue).
+    const auto engine = current(arm_of(e.user));
     const ExportData& d = engine->data();
     if (d.find_item(e.item) < 0) throw RequestError(404, "item", fmt::format("unknown item id '{}'", e.item));
     if (!e.type.empty() &&

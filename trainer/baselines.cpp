@@ -434,26 +434,27 @@ at::Tensor BprScorer::score(const ScoreRequest& request) {
 
 // ---------------------------------------------------------------- TF-IDF
 
-TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
-                         const TfidfOptions& options) {
+namespace {
+
+/// Each item's distinct terms (ascending) and their raw counts, as a CSR
+/// table: the token ids of its first length[i] tokens but the special ones.
+struct TermCounts {
+  std::vector<std::int64_t> offsets{0};
+  std::vector<std::int32_t> terms, counts;
+};
+
+TermCounts count_terms(const ItemTable& items, int text_len, const std::vector<std::string>& vocab) {
   const auto n_items = static_cast<std::int64_t>(items.length.size());
   const auto n_terms = static_cast<std::int32_t>(vocab.size());
   LLMREC_CHECK(text_len >= 0 && static_cast<std::int64_t>(items.tokens.size()) == n_items * text_len,
                "tfidf: {} token ids for {} items of {} tokens", items.tokens.size(), n_items, text_len);
-  LLMREC_CHECK(options.profile_items >= 1 && options.max_df > 0 && options.max_df <= 1,
-               "tfidf needs profile_items >= 1 and max_df in (0, 1] (got {} and {})", options.profile_items,
-               options.max_df);
   std::vector<std::uint8_t> special(static_cast<std::size_t>(n_terms), 0);
   for (std::string_view token : {kPadToken, kUnkToken, kClsToken, kSepToken, kMaskToken}) {
     auto it = std::find(vocab.begin(), vocab.end(), token);
     if (it != vocab.end()) special[static_cast<std::size_t>(it - vocab.begin())] = 1;
   }
-  // Each item's distinct terms (ascending) and their raw counts; document frequencies.
-  TfidfMatrix m;
-  m.num_terms = n_terms;
-  m.df.assign(static_cast<std::size_t>(n_terms), 0);
-  std::vector<std::int64_t> row_offsets{0};
-  std::vector<std::int32_t> row_terms, row_counts, buf;
+  TermCounts out;
+  std::vector<std::int32_t> buf;
   for (std::int64_t i = 0; i < n_items; ++i) {
     const std::int32_t len = items.length[static_cast<std::size_t>(i)];
     LLMREC_CHECK(len >= 0 && len <= text_len, "tfidf: item {} has {} tokens, more than text_len {}", i, len,
@@ -471,43 +472,78 @@ TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector
     for (std::size_t a = 0; a < buf.size();) {
       std::size_t b = a;
       while (b < buf.size() && buf[b] == buf[a]) ++b;
-      row_terms.push_back(buf[a]);
-      row_counts.push_back(static_cast<std::int32_t>(b - a));
-      ++m.df[static_cast<std::size_t>(buf[a])];
+      out.terms.push_back(buf[a]);
+      out.counts.push_back(static_cast<std::int32_t>(b - a));
       a = b;
     }
-    row_offsets.push_back(static_cast<std::int64_t>(row_terms.size()));
+    out.offsets.push_back(static_cast<std::int64_t>(out.terms.size()));
   }
-  // Stop terms: in more than max_df of the items (scikit-learn's max_df).
-  const double max_count = options.max_df * static_cast<double>(n_items);
-  std::vector<double> idf(static_cast<std::size_t>(n_terms), 0.0);
-  for (std::int32_t t = 0; t < n_terms; ++t) {
-    const auto df = m.df[static_cast<std::size_t>(t)];
-    if (df >= 1 && static_cast<double>(df) <= max_count) {
-      idf[static_cast<std::size_t>(t)] =
-          std::log((1.0 + static_cast<double>(n_items)) / (1.0 + static_cast<double>(df))) + 1.0;
-      ++m.terms_kept;
-    }
-  }
+  return out;
+}
+
+/// The rows of `m` from the counts: tf * idf, L2-normalised, dropped terms
+/// (idf 0) left out.
+void weigh_rows(const TermCounts& c, TfidfMatrix& m) {
+  const auto n_items = static_cast<std::int64_t>(c.offsets.size()) - 1;
+  m.offsets.assign(1, 0);
   m.offsets.reserve(static_cast<std::size_t>(n_items) + 1);
   std::vector<double> w;
   for (std::int64_t i = 0; i < n_items; ++i) {
-    const auto a = static_cast<std::size_t>(row_offsets[static_cast<std::size_t>(i)]);
-    const auto b = static_cast<std::size_t>(row_offsets[static_cast<std::size_t>(i) + 1]);
+    const auto a = static_cast<std::size_t>(c.offsets[static_cast<std::size_t>(i)]);
+    const auto b = static_cast<std::size_t>(c.offsets[static_cast<std::size_t>(i) + 1]);
     w.clear();
     double norm2 = 0;
     for (std::size_t k = a; k < b; ++k) {
-      w.push_back(row_counts[k] * idf[static_cast<std::size_t>(row_terms[k])]);
+      w.push_back(c.counts[k] * m.idf[static_cast<std::size_t>(c.terms[k])]);
       norm2 += w.back() * w.back();
     }
     const double norm = std::sqrt(norm2);
     for (std::size_t k = a; k < b; ++k) {
       if (w[k - a] == 0) continue;  // a dropped term
-      m.terms.push_back(row_terms[k]);
+      m.terms.push_back(c.terms[k]);
       m.weights.push_back(static_cast<float>(w[k - a] / norm));
     }
     m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
   }
+}
+
+}  // namespace
+
+TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                         const TfidfOptions& options) {
+  LLMREC_CHECK(options.profile_items >= 1 && options.max_df > 0 && options.max_df <= 1,
+               "tfidf needs profile_items >= 1 and max_df in (0, 1] (got {} and {})", options.profile_items,
+               options.max_df);
+  const TermCounts counts = count_terms(items, text_len, vocab);
+  const auto n_items = static_cast<std::int64_t>(items.length.size());
+  const auto n_terms = static_cast<std::int32_t>(vocab.size());
+  TfidfMatrix m;
+  m.num_terms = n_terms;
+  m.df.assign(static_cast<std::size_t>(n_terms), 0);
+  for (const std::int32_t t : counts.terms) ++m.df[static_cast<std::size_t>(t)];
+  // Stop terms: in more than max_df of the items (scikit-learn's max_df).
+  const double max_count = options.max_df * static_cast<double>(n_items);
+  m.idf.assign(static_cast<std::size_t>(n_terms), 0.0);
+  for (std::int32_t t = 0; t < n_terms; ++t) {
+    const auto df = m.df[static_cast<std::size_t>(t)];
+    if (df >= 1 && static_cast<double>(df) <= max_count) {
+      m.idf[static_cast<std::size_t>(t)] =
+          std::log((1.0 + static_cast<double>(n_items)) / (1.0 + static_cast<double>(df))) + 1.0;
+      ++m.terms_kept;
+    }
+  }
+  weigh_rows(counts, m);
+  return m;
+}
+
+TfidfMatrix tfidf_rows(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                       const std::vector<double>& idf) {
+  LLMREC_CHECK(idf.size() == vocab.size(), "tfidf_rows: {} idf weights for a vocabulary of {} tokens",
+               idf.size(), vocab.size());
+  TfidfMatrix m;
+  m.num_terms = static_cast<std::int32_t>(vocab.size());
+  m.idf = idf;
+  weigh_rows(count_terms(items, text_len, vocab), m);
   return m;
 }
 

@@ -166,6 +166,13 @@ class BprScorer : public Scorer {
 TfidfMatrix tfidf_matrix(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
                          const TfidfOptions& options);
 
+/// Pure: the rows of `items` weighted with a given `idf` (that of
+/// tfidf_matrix over another corpus: an export's items), as tfidf_matrix
+/// weights its own; `idf` is carried into the result, df is left empty.
+/// An item's row equals its tfidf_matrix row when `idf` is that matrix's.
+TfidfMatrix tfidf_rows(const ItemTable& items, int text_len, const std::vector<std::string>& vocab,
+                       const std::vector<double>& idf);
+
 /// Pure: text neighbours. For each item i with query[i] == 1, the (at most)
 /// k items j with query[j] == 0 whose TF-IDF vectors are the most similar to
 /// i's (cosine > 0; most similar first, ties: the smaller id first), with

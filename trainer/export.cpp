@@ -1,6 +1,7 @@
 #include "trainer/export.h"
 
 #include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -361,23 +362,32 @@ CatalogueChanges catalogue_changes(const ExportData& c, const Catalogue& cat,
   return out;
 }
 
-/// The TF-IDF rows of the items an update left as they were; new and
-/// changed items (`stale_ids`) get none until the next export.
-std::shared_ptr<const TfidfIndex> tfidf_without(const TfidfIndex& index, std::int64_t I0, std::int64_t I,
-                                                const std::vector<std::int64_t>& stale_ids) {
+/// The TF-IDF rows after an update: the items it left as they were keep
+/// theirs; new and changed items (`fresh`, at rows `fresh_ids`) get theirs,
+/// weighted with the export's idf (empty rows when the export predates
+/// `tfidf/idf`).
+std::shared_ptr<const TfidfIndex> tfidf_updated(const TfidfIndex& index, std::int64_t I0, std::int64_t I,
+                                                const std::vector<std::int64_t>& fresh_ids,
+                                                const TfidfMatrix& fresh) {
   const TfidfMatrix& old = index.matrix();
-  std::vector<std::uint8_t> stale(static_cast<std::size_t>(I), 0);
-  for (auto id : stale_ids) stale[static_cast<std::size_t>(id)] = 1;
+  std::vector<std::int64_t> fresh_row(static_cast<std::size_t>(I), -1);
+  for (std::size_t j = 0; j < fresh_ids.size(); ++j)
+    fresh_row[static_cast<std::size_t>(fresh_ids[j])] = static_cast<std::int64_t>(j);
   TfidfMatrix m;
   m.num_terms = old.num_terms;
+  m.idf = old.idf;
+  auto copy_row = [&m](const TfidfMatrix& from, std::int64_t row) {
+    const auto a = static_cast<std::ptrdiff_t>(from.offsets[static_cast<std::size_t>(row)]);
+    const auto b = static_cast<std::ptrdiff_t>(from.offsets[static_cast<std::size_t>(row) + 1]);
+    m.terms.insert(m.terms.end(), from.terms.begin() + a, from.terms.begin() + b);
+    m.weights.insert(m.weights.end(), from.weights.begin() + a, from.weights.begin() + b);
+  };
   for (std::int64_t i = 0; i < I; ++i) {
-    if (i < I0 && !stale[static_cast<std::size_t>(i)]) {
-      const auto a = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i)]);
-      const auto b = static_cast<std::size_t>(old.offsets[static_cast<std::size_t>(i) + 1]);
-      m.terms.insert(m.terms.end(), old.terms.begin() + static_cast<std::ptrdiff_t>(a),
-                     old.terms.begin() + static_cast<std::ptrdiff_t>(b));
-      m.weights.insert(m.weights.end(), old.weights.begin() + static_cast<std::ptrdiff_t>(a),
-                       old.weights.begin() + static_cast<std::ptrdiff_t>(b));
+    const std::int64_t f = fresh_row[static_cast<std::size_t>(i)];
+    if (f >= 0 && fresh.num_items() > 0) {
+      copy_row(fresh, f);
+    } else if (f < 0 && i < I0) {
+      copy_row(old, i);
     }
     m.offsets.push_back(static_cast<std::int64_t>(m.terms.size()));
   }
@@ -595,7 +605,18 @@ void apply_item_changes(ExportData& c, const ItemTable& sub, const std::vector<s
     c.item_text[i] = sub.texts[j];
     c.item_category[i] = sub.categories[j];
   }
-  if (c.tfidf != nullptr) c.tfidf = tfidf_without(*c.tfidf, I0, I, sub_ids);
+  if (c.tfidf != nullptr) {
+    const std::vector<double>& idf = c.tfidf->matrix().idf;
+    if (idf.empty()) {
+      spdlog::warn(
+          "export --update: this export has no tfidf/idf (written before llmrec stored it): the {} new and "
+          "changed items get no TF-IDF row (no content score, no keywords) until the next full export",
+          sub_ids.size());
+    }
+    const TfidfMatrix fresh =
+        idf.empty() ? TfidfMatrix{} : tfidf_rows(sub, static_cast<int>(c.text_len), c.vocab, idf);
+    c.tfidf = tfidf_updated(*c.tfidf, I0, I, sub_ids, fresh);
+  }
   c.item_cold.resize(static_cast<std::size_t>(I), 1);
   c.item_popularity.resize(static_cast<std::size_t>(I), 0);
   c.hour_counts.resize(static_cast<std::size_t>(I * kHours), 0);

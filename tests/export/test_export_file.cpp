@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "export/export_file.h"
 #include "tests/export/export_fixture.h"
@@ -152,6 +153,32 @@ TEST_F(ExportReaderTest, WrongAttributesAreRefused) {
   WriteHooks missing;
   missing.skip = {"event_types"};
   expect_refused(write(fx_, missing), "missing root attribute 'event_types'");
+}
+
+/// tfidf/idf: optional (older exports lack it); read back as written; the
+/// wrong length or a negative or non-finite weight is refused by name.
+TEST_F(ExportReaderTest, TfidfIdfIsOptionalAndChecked) {
+  const auto I = static_cast<std::size_t>(fx_.spec.items);
+  auto with_tfidf = [&](const std::vector<double>& idf) {
+    WriteHooks h;
+    h.tamper = [I, idf](h5::File& g) {
+      std::vector<std::int64_t> offsets(I + 1);
+      for (std::size_t i = 0; i <= I; ++i) offsets[i] = static_cast<std::int64_t>(i);
+      g.write("tfidf/offsets", offsets);
+      g.write("tfidf/terms", std::vector<std::int32_t>(I, 4));  // "item"
+      g.write("tfidf/weights", std::vector<float>(I, 1.0f));
+      if (!idf.empty()) g.write("tfidf/idf", idf);
+    };
+    return write(fx_, h);
+  };
+  auto older = read_export(with_tfidf({}));
+  ASSERT_TRUE(older->tfidf);
+  EXPECT_TRUE(older->tfidf->matrix().idf.empty());
+  const std::vector<double> idf = {0, 0, 0, 0, 1.75};
+  EXPECT_EQ(read_export(with_tfidf(idf))->tfidf->matrix().idf, idf);
+  expect_refused(with_tfidf({0, 0, 0, 1.75}), "'tfidf/idf' has shape [4], expected [5]");
+  expect_refused(with_tfidf({0, 0, 0, -1, 1.75}), "'tfidf/idf' value 3 is -1");
+  expect_refused(with_tfidf({0, 0, 0, 0, std::numeric_limits<double>::infinity()}), "'tfidf/idf' value 4");
 }
 
 TEST_F(ExportReaderTest, WrongShapesAreRefused) {

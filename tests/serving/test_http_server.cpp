@@ -539,6 +539,17 @@ TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheIt
     ASSERT_TRUE(e);
     ASSERT_EQ(e->status, 200) << e->body;
   }
+  // An item only the control's export holds (500 items, the candidate's
+  // 300): an event is checked against the export of the user's arm.
+  const std::string only_control = "i499";
+  ASSERT_GE((*engine_)->data().find_item(only_control), 0);
+  for (int u = 0; u < 20; ++u) {
+    const std::string user = "u" + std::to_string(u);
+    auto e = cli.Post("/events", json{{"user", user}, {"item", only_control}, {"type", "view"}}.dump(),
+                      "application/json");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->status, ab_arm_of(user, {1, 1}, "test") == 0 ? 200 : 404) << user << " " << e->body;
+  }
   const json m = server.metrics();
   ASSERT_TRUE(m.contains("arms")) << m.dump();
   for (const auto& name : {"control", "candidate"}) {
@@ -558,7 +569,7 @@ TEST_F(HttpTest, AbArmsNameThemselvesAndClicksAreCreditedToTheArmThatShowedTheIt
   }
   EXPECT_EQ(logged["control"], answered["control"]);
   EXPECT_EQ(logged["candidate"], answered["candidate"]);
-  EXPECT_EQ(logged["-"], 4) << "the four events";
+  EXPECT_EQ(logged["-"], 24) << "the four events and the twenty views";
   EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"a", 1.0, *engine_}}, o), ConfigError);
   EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"b", 0.0, *engine_}}, o), ConfigError);
   EXPECT_THROW(HttpServer({{"a", 1.0, *engine_}, {"b c", 1.0, *engine_}}, o), ConfigError);

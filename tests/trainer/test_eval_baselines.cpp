@@ -332,6 +332,33 @@ TEST(Tfidf, MatrixIsHandComputedSmoothIdfL2Normalised) {
   EXPECT_FLOAT_EQ(m.weights[4], 0.8444932f);  // worked out apart: 2a / sqrt(4a^2 + b^2)
 }
 
+/// New texts weighted with a corpus's idf: the idf the matrix carries, rows
+/// of the corpus's own texts equal to the matrix's, terms the corpus
+/// dropped or never saw left out.
+TEST(Tfidf, RowsOfNewTextsUseTheCorpusIdf) {
+  const TfidfMatrix m = tfidf_matrix(hand_tfidf_items(), 8, kTfidfVocab, {});
+  const double a = std::log(5.0 / 3.0) + 1.0, b = std::log(5.0 / 2.0) + 1.0;
+  ASSERT_EQ(m.idf.size(), kTfidfVocab.size());
+  EXPECT_DOUBLE_EQ(m.idf[kRed], a);
+  EXPECT_DOUBLE_EQ(m.idf[kWool], b);
+  EXPECT_EQ(m.idf[kThe], 0.0);  // in every item: dropped
+  const TfidfMatrix same = tfidf_rows(hand_tfidf_items(), 8, kTfidfVocab, m.idf);
+  EXPECT_EQ(same.offsets, m.offsets);
+  EXPECT_EQ(same.terms, m.terms);
+  EXPECT_EQ(same.weights, m.weights);
+  EXPECT_EQ(same.idf, m.idf);
+  // "the blue wool hat hat": the = 0 and counts 1, 1, 2 with idf b each.
+  const TfidfMatrix fresh =
+      tfidf_rows(tfidf_items({{kThe, kBlue, kWool, kHat, kHat}}, 8), 8, kTfidfVocab, m.idf);
+  EXPECT_THAT(fresh.terms, ElementsAre(kBlue, kHat, kWool));
+  const double n = std::sqrt(6.0) * b;
+  EXPECT_THAT(fresh.weights, ::testing::Pointwise(
+                                 ::testing::FloatNear(1e-7f),
+                                 std::vector<float>{static_cast<float>(b / n), static_cast<float>(2 * b / n),
+                                                    static_cast<float>(b / n)}));
+  EXPECT_THROW(tfidf_rows(hand_tfidf_items(), 8, kTfidfVocab, {1.0, 2.0}), Error);
+}
+
 TEST(Tfidf, ScoresAreHandComputedCosines) {
   TfidfScorer s(hand_tfidf_items(), 8, kTfidfVocab, {});
   // Values from the vectors above (cosine of the normalised mean profile).

@@ -19,6 +19,7 @@
 #include "common/sha256.h"
 #include "data/prepare.h"
 #include "data/wordpiece.h"
+#include "export/export_file.h"
 #include "serving/engine.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
@@ -712,6 +713,51 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   EXPECT_EQ(c.attr_int("/", "catalogue_updates"), 2);
   EXPECT_EQ(c.read_strings("items/ids").back(), "brand-new-2");
   EXPECT_EQ(c.read<float>("users/vectors"), b.read<float>("users/vectors"));
+  comm_.barrier();
+}
+
+/// export --update weighs the new items' TF-IDF rows with the export's idf:
+/// a new item with an existing item's text gets that item's row exactly,
+/// so serving's content score and keywords treat the two alike; the other
+/// rows and the idf are kept.
+TEST_F(ExportTest, CatalogueUpdateGivesNewItemsTheirTfidfRows) {
+  DatasetFile file(dataset_);
+  Recommender model = make_model(file);
+  const std::string ckpt = checkpoint();
+  const std::string before = in_dir("export_tfidf_before.h5");
+  write_export(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
+  const std::string line1 = second_catalogue_line(dir());  // item 1's line
+  const std::string cat = write_file(comm_, dir(), "copy_of_1.csv",
+                                     "item_id,title,description,category,brand,price,tags\ncopy-of-1" +
+                                         line1.substr(line1.find(',')) + "\n");
+  const std::string after = in_dir("export_tfidf_after.h5");
+  add_catalogue_to_export(before, cat, model, ckpt, after, comm_);
+  if (comm_.rank() != 0) {
+    comm_.barrier();
+    return;
+  }
+  const auto a = read_export(before), b = read_export(after);
+  ASSERT_TRUE(a->tfidf && b->tfidf);
+  const TfidfMatrix &ma = a->tfidf->matrix(), &mb = b->tfidf->matrix();
+  const std::int64_t I = file.num_items();
+  ASSERT_EQ(ma.idf.size(), a->vocab.size());
+  EXPECT_EQ(mb.idf, ma.idf);
+  ASSERT_EQ(mb.num_items(), I + 1);
+  auto row = [](const TfidfMatrix& m, std::int64_t i) {
+    const auto lo = static_cast<std::ptrdiff_t>(m.offsets[static_cast<std::size_t>(i)]);
+    const auto hi = static_cast<std::ptrdiff_t>(m.offsets[static_cast<std::size_t>(i) + 1]);
+    return std::make_pair(std::vector<std::int32_t>(m.terms.begin() + lo, m.terms.begin() + hi),
+                          std::vector<float>(m.weights.begin() + lo, m.weights.begin() + hi));
+  };
+  ASSERT_FALSE(row(ma, 1).first.empty());
+  EXPECT_EQ(row(mb, I), row(ma, 1)) << "the copy's row is item 1's";
+  for (std::int64_t i = 0; i < I; ++i) EXPECT_EQ(row(mb, i), row(ma, i)) << "item " << i;
+  // Serving: the copy's content score and keywords are item 1's for any history.
+  const std::vector<std::int32_t> history = {0, 2, 3, 5};
+  std::vector<float> score(static_cast<std::size_t>(I + 1));
+  b->tfidf->score(history.data(), static_cast<std::int64_t>(history.size()), 20, score.data());
+  EXPECT_EQ(score[static_cast<std::size_t>(I)], score[1]);
+  EXPECT_EQ(b->tfidf->top_terms(I, 3), b->tfidf->top_terms(1, 3));
   comm_.barrier();
 }
 
