@@ -98,7 +98,7 @@ MlmSums pretrain_step(BertForMaskedLMImpl& model, const MlmBatch& batch, double 
   }
   set_learning_rate(optimizer, lr);
   optimizer.step();
-  optimizer.zero_grad();
+  release_gradients(optimizer);
   return s;
 }
 

@@ -279,7 +279,7 @@ Trainer::StepSums Trainer::optimizer_step(BatchLoader& loader, const StepContext
   if (adalora.enabled) {  // the all-reduced gradients are still there: every rank allocates the same ranks
     sums.adalora_budget = adalora_update_and_allocate(*model_->bert, adalora, step + 1).budget;
   }
-  optimizer.zero_grad();
+  release_gradients(optimizer);
   return sums;
 }
 
