@@ -350,7 +350,7 @@ void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w
   const double wait_s = t.reducer->stats().wait_s;
   const auto t3 = Clock::now();
   t.optimizer->step();
-  t.optimizer->zero_grad();
+  release_gradients(*t.optimizer);
   if (ctx.device.is_cuda())
     torch::cuda::synchronize(ctx.device.index());  // step times include the GPU's queued work
   // The Trainer's per-step loss / examples / stop all-reduce.
@@ -446,11 +446,14 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
 
 /// Model FLOPs of one pre-training step on one rank: `rows` texts padded to
 /// `width` tokens through BERT (every weight trained: backward 2x forward),
-/// the head at `masked` positions (dense H x H and the tied decoder H x V).
+/// the last layer's keys and values for every token but the rest for the
+/// `masked` positions alone (BertModel::hidden_at: what the head reads),
+/// the head at those positions (dense H x H and the tied decoder H x V).
 double mlm_step_flops(const ModelConfig& m, double rows, double width, double masked) {
   const double H = m.bert.hidden, I = m.bert.intermediate, V = m.bert.vocab_size, S = width;
   const double layer = 2 * S * H * H * 4 + 2 * S * H * I * 2 + 2 * S * S * H * 2;
-  return 3 * (rows * m.bert.layers * layer + masked * (2 * H * H + 2 * H * V));
+  const double last = 2 * S * H * H * 2 * rows + masked * (2 * H * H * 2 + 2 * H * I * 2 + 2 * S * H * 2);
+  return 3 * (rows * (m.bert.layers - 1) * layer + last + masked * (2 * H * H + 2 * H * V));
 }
 
 /// `bench pretrain`, workload mlm-tiny (../shared/peers/torch_mlm_bench.py):
@@ -517,11 +520,13 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   std::vector<double> t_step, t_data, t_wait, t_opt;
   double flops = 0, tokens_done = 0, loss_last = 0;
   std::uint64_t text_seed = 0;
+  std::optional<torch::autograd::profiler::RecordProfile> profile;
   Clock::time_point t_start;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
     if (step == o.warmup) {
       comm.barrier();
       t_start = Clock::now();
+      if (!o.profile.empty() && comm.rank() == 0) profile.emplace(o.profile);
     }
     const auto t0 = Clock::now();
     double real = 0;
@@ -547,6 +552,7 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   }
   comm.barrier();
   const double elapsed = since(t_start);
+  profile.reset();  // writes the trace (its time is not in the figures)
   auto m = max_over_ranks(comm, {median(t_step), median(t_data), median(t_wait), median(t_opt), peak_rss_mb(),
                                  median(alone) * 1e3});
   at::Tensor all_tokens = at::tensor({tokens_done}, at::kDouble);
@@ -959,6 +965,12 @@ void add_step_options(CLI::App& cmd, BenchOptions& o) {
       ->capture_default_str();
 }
 
+void add_profile_option(CLI::App& cmd, BenchOptions& o) {
+  cmd.add_option("--profile", o.profile,
+                 "Write a chrome://tracing file of rank 0's measured steps, one event per operator "
+                 "(the profiler slows the steps: the figures of a profiled run are not comparable)");
+}
+
 void add_train_bench_options(CLI::App& cmd, BenchOptions& o) {
   add_workload_options(cmd, o);
   add_step_options(cmd, o);
@@ -973,9 +985,7 @@ void add_train_bench_options(CLI::App& cmd, BenchOptions& o) {
                  "LoRA rank of the item tower (default: the workload's, 8); 0 = full fine-tuning, whose "
                  "~18 MB gradient makes the all-reduce a visible share of the step")
       ->check(CLI::Range(0, 1024));
-  cmd.add_option("--profile", o.profile,
-                 "Write a chrome://tracing file of rank 0's measured steps, one event per operator "
-                 "(the profiler slows the steps: the figures of a profiled run are not comparable)");
+  add_profile_option(cmd, o);
 }
 
 void add_pretrain_bench_options(CLI::App& cmd, BenchOptions& o) {
@@ -983,6 +993,7 @@ void add_pretrain_bench_options(CLI::App& cmd, BenchOptions& o) {
   cmd.add_option("--batch", o.batch, "Texts per rank and step (0 = the workload's 128)")
       ->check(CLI::Range(0, 1 << 20));
   add_step_options(cmd, o);
+  add_profile_option(cmd, o);
 }
 
 void add_allreduce_bench_options(CLI::App& cmd, BenchOptions& o) {

@@ -259,20 +259,23 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch
 
 torch::Tensor BertSelfAttentionImpl::attend(const torch::Tensor& xq, const torch::Tensor& x,
                                             const torch::Tensor& additive_mask) {
-  const std::int64_t n = x.size(0);
+  return context(query(xq), key(x), value(x), additive_mask);
+}
+
+torch::Tensor BertSelfAttentionImpl::context(const torch::Tensor& q, const torch::Tensor& k,
+                                             const torch::Tensor& v, const torch::Tensor& additive_mask) {
+  const std::int64_t n = k.size(0);
   const std::int64_t heads = config.num_attention_heads;
   const std::int64_t head_size = config.head_size();
   // [N, L, H] -> [N, A, L, H/A]: head a owns features a*H/A .. (a+1)*H/A - 1.
   auto split = [&](const torch::Tensor& t) {
     return t.view({n, t.size(1), heads, head_size}).permute({0, 2, 1, 3});
   };
-  torch::Tensor q = split(query(xq));
-  torch::Tensor k = split(key(x));
-  torch::Tensor v = split(value(x));
-  torch::Tensor scores = batched_matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
+  torch::Tensor scores =
+      batched_matmul(split(q), split(k).transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
   scores = scores + additive_mask;
   torch::Tensor probs = dropout(torch::softmax(scores, -1));
-  return batched_matmul(probs, v).permute({0, 2, 1, 3}).reshape({n, xq.size(1), config.hidden_size});
+  return batched_matmul(probs, split(v)).permute({0, 2, 1, 3}).reshape({n, q.size(1), config.hidden_size});
 }
 
 BertResidualImpl::BertResidualImpl(const BertConfig& config_, std::int64_t in_features_)
@@ -336,9 +339,13 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
 }
 
 torch::Tensor BertLayerImpl::forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask) {
-  const torch::Tensor first = x.narrow(1, 0, 1);
-  torch::Tensor a = attention->output(attention->self->attend(first, x, additive_mask), first);
-  return output(intermediate(a), a).select(1, 0);
+  return forward_queries(x.narrow(1, 0, 1), x, additive_mask).select(1, 0);
+}
+
+torch::Tensor BertLayerImpl::forward_queries(const torch::Tensor& xq, const torch::Tensor& x,
+                                             const torch::Tensor& additive_mask) {
+  torch::Tensor a = attention->output(attention->self->attend(xq, x, additive_mask), xq);
+  return output(intermediate(a), a);
 }
 
 BertEncoderImpl::BertEncoderImpl(const BertConfig& config_) : config(config_) {
@@ -438,6 +445,90 @@ torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const t
         for (std::size_t i = 0; i < last; ++i) x = layers.at<BertLayerImpl>(i).forward(x, additive);
         return layers.at<BertLayerImpl>(last).forward_first(x, additive);
       });
+}
+
+namespace {
+
+/// The tokens a packed forward computes, [T] flat indices into N x L, and
+/// the moves between [T, H] (token-wise work: projections, feed-forward,
+/// LayerNorm) and [N, L, H] (attention; zeros at the tokens left out).
+struct Packing {
+  torch::Tensor index;
+  std::int64_t n = 0, len = 0;
+
+  torch::Tensor pad(const torch::Tensor& t) const {
+    return torch::zeros({n * len, t.size(1)}, t.options()).index_copy(0, index, t).view({n, len, t.size(1)});
+  }
+  torch::Tensor unpad(const torch::Tensor& t) const {
+    return t.reshape({n * len, t.size(-1)}).index_select(0, index);
+  }
+};
+
+/// BertLayer::forward on the packed tokens xt [T, H] -> [T, H].
+torch::Tensor packed_layer(BertLayerImpl& layer, const torch::Tensor& xt, const Packing& p,
+                           const torch::Tensor& additive_mask) {
+  BertSelfAttentionImpl& self = *layer.attention->self;
+  const torch::Tensor ctx =
+      self.context(p.pad(self.query(xt)), p.pad(self.key(xt)), p.pad(self.value(xt)), additive_mask);
+  const torch::Tensor a = layer.attention->output(p.unpad(ctx), xt);
+  return layer.output(layer.intermediate(a), a);
+}
+
+}  // namespace
+
+torch::Tensor BertModelImpl::hidden_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                       const torch::Tensor& positions, const torch::Tensor& token_type_ids) {
+  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
+  const std::int64_t n = ids.size(0), len = ids.size(1), m = positions.numel(), h = config_.hidden_size;
+  const torch::Tensor pos = positions.reshape({-1}).to(torch::kLong).to(ids.device());
+  if (m > 0) {
+    const auto [lo, hi] = torch::aminmax(pos);
+    if (lo.item<std::int64_t>() < 0 || hi.item<std::int64_t>() >= n * len) {
+      throw Error(fmt::format("BertModel: positions must lie in [0, {}) (N x L of input_ids), got [{}, {}]",
+                              n * len, lo.item<std::int64_t>(), hi.item<std::int64_t>()));
+    }
+  }
+  if (n * len == 0) return torch::zeros({0, h}, embeddings->word_embeddings->weight.options());
+  // Each position becomes query slot j of its row: a [N, Q] table of
+  // columns (Q = the most positions of any row; unused slots ask for
+  // column 0 and are dropped), and each position's flat slot n * Q + j.
+  const torch::Tensor row = pos.div(len, "floor");
+  const torch::Tensor order = std::get<1>(torch::sort(row, c10::optional<bool>(true), 0));  // stable
+  const torch::Tensor counts = torch::bincount(row, {}, n);
+  const torch::Tensor first = counts.cumsum(0) - counts;  // each row's first place in `order`
+  torch::Tensor slot = torch::empty_like(pos);
+  slot.index_put_({order},
+                  torch::arange(m, pos.options()) - first.index_select(0, row.index_select(0, order)));
+  const std::int64_t q = m > 0 ? std::max<std::int64_t>(1, counts.max().item<std::int64_t>()) : 1;
+  torch::Tensor columns = torch::zeros({n, q}, pos.options());
+  columns.index_put_({row, slot}, pos - row * len);
+
+  // Token-wise work on the tokens that matter only: the real ones, the
+  // asked ones and every token of a row without real tokens (whose
+  // attention, as HF's, spreads over its padding). Padding never reaches
+  // them, so leaving the rest out changes nothing but the work.
+  const torch::Tensor real = mask.ne(0);
+  torch::Tensor keep = real.logical_or(real.any(1, /*keepdim=*/true).logical_not()).reshape({-1});
+  if (m > 0) keep.index_fill_(0, pos, true);
+  Packing p;
+  p.index = keep.nonzero().squeeze(1);
+  p.n = n;
+  p.len = len;
+  torch::Tensor x = embeddings(ids, types);
+  const torch::Tensor additive = bert_additive_mask(mask, x.scalar_type());
+  torch::Tensor xt = p.unpad(x);
+  auto& layers = *encoder->layer;
+  const std::size_t last = layers.size() - 1;
+  for (std::size_t i = 0; i < last; ++i) xt = packed_layer(layers.at<BertLayerImpl>(i), xt, p, additive);
+  // The last layer: keys and values of the tokens, the rest at the queries.
+  BertLayerImpl& top = layers.at<BertLayerImpl>(last);
+  BertSelfAttentionImpl& self = *top.attention->self;
+  const torch::Tensor xq = p.pad(xt).gather(1, columns.unsqueeze(2).expand({n, q, h}));
+  const torch::Tensor ctx =
+      self.context(self.query(xq), p.pad(self.key(xt)), p.pad(self.value(xt)), additive);
+  const torch::Tensor a = top.attention->output(ctx, xq);
+  const torch::Tensor out = top.output(top.intermediate(a), a);
+  return out.reshape({n * q, h}).index_select(0, row * q + slot);
 }
 
 torch::Tensor BertModelImpl::mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,

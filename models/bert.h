@@ -115,6 +115,10 @@ class BertSelfAttentionImpl : public torch::nn::Cloneable<BertSelfAttentionImpl>
   /// Queries from `xq` [N, Q, H], keys and values from `x` [N, L, H] ->
   /// context [N, Q, H] (forward(x, m) is attend(x, x, m)).
   torch::Tensor attend(const torch::Tensor& xq, const torch::Tensor& x, const torch::Tensor& additive_mask);
+  /// The attention itself, of projected queries q [N, Q, H] over projected
+  /// keys k and values v [N, L, H] -> context [N, Q, H].
+  torch::Tensor context(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& additive_mask);
 
   BertConfig config;
   LoraLinear query{nullptr};
@@ -175,6 +179,12 @@ class BertLayerImpl : public torch::nn::Cloneable<BertLayerImpl> {
   /// The output at the first position only, [N, H]: keys and values of
   /// every token, everything else for token 0 alone.
   torch::Tensor forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask);
+  /// The output at chosen positions, [N, Q, H]: `xq` [N, Q, H] holds the
+  /// layer's input at Q positions of each row of x [N, L, H]; they attend to
+  /// every token of their row, so this is forward(x) at those positions, for
+  /// the work of Q tokens (keys and values of all L).
+  torch::Tensor forward_queries(const torch::Tensor& xq, const torch::Tensor& x,
+                                const torch::Tensor& additive_mask);
 
   BertConfig config;
   BertAttention attention{nullptr};
@@ -233,6 +243,16 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   /// output and feed-forward for token 0 alone. Same checks as forward().
   torch::Tensor first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                             const torch::Tensor& token_type_ids = {});
+
+  /// forward(...).last_hidden_state at the flat positions `positions` [M]
+  /// (indices into N x L, any order, repeats allowed) -> [M, H], equal up to
+  /// float rounding, for a fraction of the work: token-wise products and
+  /// norms run on the real tokens alone (packed, no padding; attention
+  /// itself on the padded rows), and the last layer computes keys and
+  /// values for every token but the rest for the asked positions alone
+  /// (the masked-LM head needs ~15% of them). Same checks as forward().
+  torch::Tensor hidden_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                          const torch::Tensor& positions, const torch::Tensor& token_type_ids = {});
 
   /// The mean of forward(...).last_hidden_state over each row's real tokens
   /// (attention_mask != 0; a row without any gives zeros), equal up to

@@ -63,4 +63,18 @@ LossResult recommender_loss(const at::Tensor& user_vecs, const at::Tensor& cand_
                             const at::Tensor& weights, const LossOptions& options,
                             const at::Tensor& cand_log_q = {});
 
+/// sum_i CE(x_i W^T + b, target_i): the softmax cross-entropy of a linear
+/// layer over a large output (the masked-LM decoder over the vocabulary),
+/// summed over the rows. x [M, H], weight [V, H], bias [V], target [M]
+/// int64 in [0, V); differentiable in x, weight and bias. Equal, up to float
+/// rounding, to cross_entropy(linear(x, weight, bias), target, sum), for a
+/// fraction of its passes over the [M, V] logits: they are exponentiated in
+/// place, and the backward pass folds the softmax's normalisation and the
+/// target's -1 into its two products (dx = (E W) / s - W[t], dW = E^T (x /
+/// s) - scatter(t, x), E = exp(logits - max), s its row sums) instead of
+/// materialising log-softmax, its gradient and the one-hot. The [M, V]
+/// buffer is the only one kept for the backward pass.
+at::Tensor linear_cross_entropy_sum(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                    const at::Tensor& target);
+
 }  // namespace llmrec

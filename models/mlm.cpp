@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/random.h"
 #include "models/lora.h"
+#include "models/loss.h"
 
 namespace llmrec {
 namespace {
@@ -111,6 +112,10 @@ MaskedText mlm_mask_text(const std::int32_t* tokens, std::int64_t len, const Mlm
 
 BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) : config_(config) {
   bert = register_module("bert", BertModel(config_, /*add_pooler=*/false));
+  // The lookup's gradient as sparse rows: the tied decoder's dense gradient
+  // (always there, zeros without masked pieces) absorbs them in place,
+  // instead of a zeroed [V, H] gradient of its own added to it each step.
+  bert->embeddings->word_embeddings->options.sparse(true);
   auto cls = register_module("cls", std::make_shared<torch::nn::Module>());
   auto predictions = cls->register_module("predictions", std::make_shared<torch::nn::Module>());
   auto transform = predictions->register_module("transform", std::make_shared<torch::nn::Module>());
@@ -124,27 +129,36 @@ BertForMaskedLMImpl::BertForMaskedLMImpl(const BertConfig& config) : config_(con
   dense->bias.zero_();
 }
 
+torch::Tensor BertForMaskedLMImpl::transformed_at(const torch::Tensor& input_ids,
+                                                  const torch::Tensor& attention_mask,
+                                                  const torch::Tensor& positions) {
+  return layer_norm(torch::gelu(dense(bert->hidden_at(input_ids, attention_mask, positions))));
+}
+
 torch::Tensor BertForMaskedLMImpl::logits_at(const torch::Tensor& input_ids,
                                              const torch::Tensor& attention_mask,
                                              const torch::Tensor& positions) {
-  torch::Tensor x = bert->forward(input_ids, attention_mask).last_hidden_state;
-  x = x.reshape({-1, config_.hidden_size}).index_select(0, positions.to(x.device()));
-  x = layer_norm(torch::gelu(dense(x)));
-  return torch::nn::functional::linear(x, bert->embeddings->word_embeddings->weight, bias);
+  return torch::nn::functional::linear(transformed_at(input_ids, attention_mask, positions),
+                                       bert->embeddings->word_embeddings->weight, bias);
 }
 
 MlmSums BertForMaskedLMImpl::loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                   const torch::Tensor& labels, bool accuracy) {
   const torch::Tensor flat = labels.reshape({-1}).to(torch::kLong);
   const torch::Tensor positions = flat.ge(0).nonzero().squeeze(1);
-  const torch::Tensor logits = logits_at(input_ids, attention_mask, positions);
-  const torch::Tensor target = flat.index_select(0, positions).to(logits.device());
+  const torch::Tensor h = transformed_at(input_ids, attention_mask, positions);
+  const torch::Tensor& decoder = bert->embeddings->word_embeddings->weight;
+  const torch::Tensor target = flat.index_select(0, positions).to(h.device());
   MlmSums s;
-  s.loss_sum = torch::nn::functional::cross_entropy(
-      logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   s.predicted = positions.numel();
-  if (accuracy && s.predicted > 0)
+  if (accuracy && s.predicted > 0) {  // the logits themselves are needed
+    const torch::Tensor logits = torch::nn::functional::linear(h, decoder, bias);
+    s.loss_sum = torch::nn::functional::cross_entropy(
+        logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     s.correct = logits.detach().argmax(1).eq(target).sum().item<std::int64_t>();
+  } else {
+    s.loss_sum = linear_cross_entropy_sum(h, decoder, bias, target);
+  }
   return s;
 }
 

@@ -83,9 +83,15 @@ class BertForMaskedLMImpl : public torch::nn::Module {
                           const torch::Tensor& positions);
   /// Cross-entropy sums at labels >= 0 (labels [N, L], int64); `correct`
   /// only with `accuracy` (an argmax over the vocabulary per masked piece,
-  /// left out of training steps).
+  /// left out of training steps, which take the fused
+  /// linear_cross_entropy_sum of models/loss.h instead of the logits). BERT's
+  /// last layer runs at the predicted positions only (BertModel::hidden_at).
   MlmSums loss(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                const torch::Tensor& labels, bool accuracy = true);
+  /// The head's transform, LayerNorm(gelu(dense(h))), of the last hidden
+  /// state at `positions` [M] -> [M, H]: the decoder's input.
+  torch::Tensor transformed_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                               const torch::Tensor& positions);
   /// The head's tensors by HF name (cls.predictions.*), for saving.
   std::map<std::string, torch::Tensor> head_tensors() const;
   /// Copies HF-named head tensors in (those present; shapes checked,

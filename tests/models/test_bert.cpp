@@ -232,6 +232,38 @@ TEST(Bert, MeanPooledEqualsTheMaskedMeanOfTheFullForwardWithItsGradients) {
   }
 }
 
+TEST(Bert, HiddenAtEqualsTheFullForwardAtThosePositionsWithItsGradients) {
+  // Positions in any order, repeated, several in one row, none in others,
+  // padding included; 1 to 3 layers (the last runs at the positions alone,
+  // the others on the real tokens and the asked ones).
+  for (std::int64_t layers : {1, 2, 3}) {
+    BertConfig config = small_config();
+    config.num_hidden_layers = layers;
+    BertModel model = noisy_model(config);
+    // Row 9 has no real token (its attention spreads over its padding).
+    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, 12, 5);
+    const torch::Tensor positions =
+        torch::tensor({40, 3, 100, 41, 0, 40, 107, 13, 50, 49, 96, 113}, torch::kLong);
+    expect_same_with_gradients(
+        model,
+        [&] {
+          return model(r.ids, r.mask, r.types).last_hidden_state.reshape({-1, 16}).index_select(0, positions);
+        },
+        [&] { return model->hidden_at(r.ids, r.mask, positions, r.types); },
+        std::to_string(layers) + " layers");
+  }
+  BertModel model = noisy_model(small_config());
+  const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6}, 12, 5);
+  EXPECT_EQ(model->hidden_at(r.ids, r.mask, torch::zeros({0}, torch::kLong)).sizes(),
+            (std::vector<std::int64_t>{0, 16}));
+  try {
+    model->hidden_at(r.ids, r.mask, torch::tensor({3, 108}, torch::kLong));
+    FAIL() << "a position past N x L was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("positions must lie in [0, 108)"));
+  }
+}
+
 TEST(Bert, Float32AndFloat64Agree) {
   BertModel f64 = noisy_model(small_config(), torch::kDouble);
   BertModel f32(std::dynamic_pointer_cast<BertModelImpl>(f64->clone()));

@@ -1,11 +1,13 @@
 // The recommender loss: hand-computed small cases, the false-negative and
 // duplicate masks, weights, sampled negatives, logQ correction, temperature,
 // and autograd against central finite differences in float64.
+#include <ATen/Parallel.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "common/error.h"
 #include "models/loss.h"
@@ -184,6 +186,96 @@ TEST_F(RecommenderLoss, GradientsMatchFiniteDifferences) {
   // Columns 3 and 5 are duplicates: no gradient at all.
   EXPECT_EQ(k.grad()[3].abs().sum().item<double>(), 0.0);
   EXPECT_EQ(k.grad()[5].abs().sum().item<double>(), 0.0);
+}
+
+TEST(LinearCrossEntropySum, EqualsCrossEntropyOfTheLinearLayerWithItsGradients) {
+  // Repeated targets, a row far from zero (the max is subtracted), an
+  // upstream gradient other than 1; float64 and float32.
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    torch::manual_seed(21);
+    const auto o = torch::TensorOptions().dtype(dtype);
+    const torch::Tensor x0 = torch::randn({6, 5}, o), w0 = torch::randn({11, 5}, o),
+                        b0 = torch::randn({11}, o);
+    x0[2] *= 40;
+    const torch::Tensor target = torch::tensor({3, 0, 10, 3, 7, 3}, torch::kLong);
+    auto run = [&](bool fused) {
+      torch::Tensor x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true),
+                    b = b0.clone().requires_grad_(true);
+      torch::Tensor loss = fused
+                               ? linear_cross_entropy_sum(x, w, b, target)
+                               : torch::nn::functional::cross_entropy(
+                                     torch::nn::functional::linear(x, w, b), target,
+                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      (loss * 2.5).backward();
+      return std::vector<torch::Tensor>{loss.detach(), x.grad(), w.grad(), b.grad()};
+    };
+    const auto want = run(false), got = run(true);
+    const double tol = dtype == torch::kDouble ? 1e-12 : 1e-4;
+    const char* names[] = {"loss", "d x", "d weight", "d bias"};
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      ASSERT_TRUE(got[i].defined()) << names[i];
+      EXPECT_TRUE(torch::allclose(got[i], want[i], tol, tol))
+          << names[i] << ": max diff " << (got[i] - want[i]).abs().max().item<double>();
+    }
+    EXPECT_GT(want[0].item<double>(), 0.0);
+  }
+  // A vocabulary of vector width and more (the float32 CPU kernel's vector
+  // body and scalar tail; rows over two threads); two losses alive at once
+  // (the second must not reuse the first's kept buffer).
+  {
+    at::set_num_threads(2);
+    torch::manual_seed(22);
+    const torch::Tensor x0 = torch::randn({37, 8}) * 3, w0 = torch::randn({1003, 8}),
+                        b0 = torch::randn({1003});
+    const torch::Tensor target = torch::randint(0, 1003, {37}, torch::kLong);
+    auto grads = [&](bool fused, bool twice) {
+      torch::Tensor x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true),
+                    b = b0.clone().requires_grad_(true);
+      auto one = [&](const torch::Tensor& xs) {
+        return fused ? linear_cross_entropy_sum(xs, w, b, target)
+                     : torch::nn::functional::cross_entropy(
+                           torch::nn::functional::linear(xs, w, b), target,
+                           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      };
+      torch::Tensor loss = one(x);
+      if (twice) loss = loss + one(x * 0.5);
+      loss.backward();
+      return std::vector<torch::Tensor>{loss.detach(), x.grad(), w.grad(), b.grad()};
+    };
+    for (bool twice : {false, true}) {
+      const auto want = grads(false, twice), got = grads(true, twice);
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-4, 1e-5))
+            << "tensor " << i << (twice ? ", two losses" : "") << ": max diff "
+            << (got[i] - want[i]).abs().max().item<double>();
+      }
+    }
+    at::set_num_threads(1);
+    // A NaN logit makes the loss NaN, as cross_entropy does.
+    torch::Tensor xn = x0.clone();
+    xn[3][1] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_TRUE(std::isnan(linear_cross_entropy_sum(xn, w0, b0, target).item<double>()));
+  }
+  // No rows: a zero loss, zero gradients.
+  torch::Tensor w = torch::randn({4, 3}).requires_grad_(true);
+  torch::Tensor none =
+      linear_cross_entropy_sum(torch::zeros({0, 3}), w, torch::zeros({4}), torch::zeros({0}, torch::kLong));
+  EXPECT_EQ(none.item<double>(), 0.0);
+  none.backward();
+  EXPECT_EQ(w.grad().abs().sum().item<double>(), 0.0);
+  // Shapes are checked by name.
+  try {
+    linear_cross_entropy_sum(torch::zeros({2, 3}), w, torch::zeros({5}), torch::zeros({2}, torch::kLong));
+    FAIL() << "a bias of the wrong size was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("bias must be [V = 4]"));
+  }
+  try {
+    linear_cross_entropy_sum(torch::zeros({2, 3}), w, torch::zeros({4}), torch::tensor({1, 4}, torch::kLong));
+    FAIL() << "a target past the vocabulary was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("targets must lie in [0, 4), got [1, 4]"));
+  }
 }
 
 }  // namespace

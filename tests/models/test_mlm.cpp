@@ -195,6 +195,35 @@ TEST(BertForMaskedLM, HeadIsHfsWithTheDecoderTiedToTheWordEmbeddings) {
   const double ce =
       -(torch::log_softmax(expect, 1)[0][6] + torch::log_softmax(expect, 1)[1][9]).item<double>();
   EXPECT_NEAR(s.loss_sum.item<double>(), ce, 1e-4);
+  // Training steps (no accuracy) take the fused loss: the same sum, the
+  // same gradient for every parameter.
+  auto grads_of = [&](bool accuracy) {
+    mlm->zero_grad();
+    MlmSums r = mlm->loss(ids, mask, labels, accuracy);
+    r.loss_sum.backward();
+    std::vector<torch::Tensor> out{r.loss_sum.detach()};
+    for (const auto& p : mlm->parameters()) out.push_back(p.grad().clone());
+    return out;
+  };
+  {
+    torch::AutoGradMode enable(true);  // the guard above holds gradients off
+    const auto plain = grads_of(true), fused = grads_of(false);
+    for (std::size_t i = 0; i < plain.size(); ++i)
+      EXPECT_TRUE(torch::allclose(fused[i], plain[i], 1e-4, 1e-6)) << "tensor " << i;
+    // The word embeddings' lookup gradient (sparse rows) lands in the tied
+    // decoder's dense one, also without a single masked piece.
+    const torch::Tensor& word = mlm->bert->embeddings->word_embeddings->weight;
+    EXPECT_FALSE(word.grad().is_sparse());
+    auto& word_options = mlm->bert->embeddings->word_embeddings->options;
+    word_options.sparse(false);  // a dense lookup gradient gives the same sum
+    const auto dense = grads_of(false);
+    word_options.sparse(true);
+    for (std::size_t i = 0; i < dense.size(); ++i)
+      EXPECT_TRUE(torch::allclose(fused[i], dense[i], 1e-6, 1e-7)) << "tensor " << i;
+    mlm->zero_grad();
+    mlm->loss(ids, mask, torch::full({2, 5}, -1, torch::kLong), false).loss_sum.backward();
+    EXPECT_FALSE(word.grad().is_sparse());
+  }
 }
 
 TEST(BertForMaskedLM, SavesAnHfDirectoryThatLoadsBack) {
