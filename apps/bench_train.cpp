@@ -337,6 +337,15 @@ BenchTrainer bench_trainer(AppContext& ctx, const Workload& w) {
   return t;
 }
 
+/// The start of the measured steps: every rank at once, and rank 0's
+/// profiler from here on with --profile.
+Clock::time_point start_measuring(Communicator& comm, const BenchOptions& o,
+                                  std::optional<torch::autograd::profiler::RecordProfile>& profile) {
+  comm.barrier();
+  if (!o.profile.empty() && comm.rank() == 0) profile.emplace(o.profile);
+  return Clock::now();
+}
+
 /// One optimizer step as the Trainer runs it (micro-step, reducer, AdamW,
 /// the per-step loss all-reduce), timed into `times` when `measured`.
 void bench_train_step(BenchTrainer& t, SyntheticBatches& data, const Workload& w, AppContext& ctx,
@@ -395,11 +404,7 @@ int bench_train(AppContext& ctx, const BenchOptions& o) {
   Clock::time_point t_start;
   std::optional<torch::autograd::profiler::RecordProfile> profile;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
-    if (step == o.warmup) {
-      comm.barrier();
-      t_start = Clock::now();
-      if (!o.profile.empty() && comm.rank() == 0) profile.emplace(o.profile);
-    }
+    if (step == o.warmup) t_start = start_measuring(comm, o, profile);
     bench_train_step(t, data, w, ctx, step >= o.warmup, times);
   }
   comm.barrier();
@@ -523,11 +528,7 @@ int bench_pretrain(AppContext& ctx, const BenchOptions& o) {
   std::optional<torch::autograd::profiler::RecordProfile> profile;
   Clock::time_point t_start;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
-    if (step == o.warmup) {
-      comm.barrier();
-      t_start = Clock::now();
-      if (!o.profile.empty() && comm.rank() == 0) profile.emplace(o.profile);
-    }
+    if (step == o.warmup) t_start = start_measuring(comm, o, profile);
     const auto t0 = Clock::now();
     double real = 0;
     MlmBatch b = random_mlm_batch(tokens, cat.length, mv, batch, draw, text_seed, real);

@@ -231,30 +231,17 @@ bool has_avx2() {
   return yes;
 }
 
-/// The [M, V] buffer of the fused loss, kept between calls on this thread:
-/// a fresh one per step costs the kernel's page faults and zeroing (tens of
-/// MB, above malloc's mmap threshold). Reused only when nobody holds it any
-/// more (the previous step's backward pass has released it).
-at::Tensor logits_buffer(std::int64_t m, std::int64_t v) {
-  thread_local at::Tensor cache;
-  if (!cache.defined() || cache.numel() < m * v || cache.storage().use_count() > 1)
-    cache = at::empty({std::max<std::int64_t>(m * v, 1)}, at::kFloat);
-  return cache.narrow(0, 0, m * v).view({m, v});
-}
-
 bool cpu_float(const at::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
 
-/// The forward pass on float32 CPU tensors: the product into a kept buffer,
-/// then per row (threads over rows) the bias, the maximum, exp and the sum
-/// in two passes over a row that stays in cache. Returns (E, row sums,
-/// loss).
+/// The forward pass on float32 CPU tensors: the product, then per row
+/// (threads over rows) the bias, the maximum, exp and the sum in two passes
+/// over a row that stays in cache. Returns (E, row sums, loss).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, const at::Tensor& weight,
                                                            const at::Tensor& bias, const at::Tensor& target) {
   const std::int64_t m = x.size(0), v = weight.size(0);
-  at::Tensor e = logits_buffer(m, v);
-  at::mm_out(e, x, weight.t());
+  at::Tensor e = at::mm(x, weight.t());
   at::Tensor sums = at::empty({m, 1}, x.options());
   std::vector<double> row_loss(static_cast<std::size_t>(m), 0.0);
   float* ep = e.data_ptr<float>();

@@ -73,7 +73,10 @@ LossResult recommender_loss(const at::Tensor& user_vecs, const at::Tensor& cand_
 /// target's -1 into its two products (dx = (E W) / s - W[t], dW = E^T (x /
 /// s) - scatter(t, x), E = exp(logits - max), s its row sums) instead of
 /// materialising log-softmax, its gradient and the one-hot. The [M, V]
-/// buffer is the only one kept for the backward pass.
+/// buffer is the only one kept for the backward pass. Float32 CPU tensors
+/// take a row kernel (bias, maximum, exp and sum in two passes over a row
+/// in cache; AVX2 where the CPU has it, the same results without); others
+/// (GPUs, float64) the same steps as tensor operations.
 at::Tensor linear_cross_entropy_sum(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                                     const at::Tensor& target);
 

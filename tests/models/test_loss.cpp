@@ -220,8 +220,7 @@ TEST(LinearCrossEntropySum, EqualsCrossEntropyOfTheLinearLayerWithItsGradients) 
     EXPECT_GT(want[0].item<double>(), 0.0);
   }
   // A vocabulary of vector width and more (the float32 CPU kernel's vector
-  // body and scalar tail; rows over two threads); two losses alive at once
-  // (the second must not reuse the first's kept buffer).
+  // body and scalar tail; rows over two threads); two losses alive at once.
   {
     at::set_num_threads(2);
     torch::manual_seed(22);
