@@ -55,8 +55,10 @@ GradientReducer::GradientReducer(Communicator& comm,
     for (std::size_t i = 0; i < buckets_[b].params.size(); ++i) where_[buckets_[b].params[i]] = {b, i};
     const at::Device device =
         params_[buckets_[b].params.front()].device();  // the gradients' device (a GPU: NCCL)
-    flat_.push_back(
-        at::zeros({buckets_[b].numel}, at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
+    flat_.push_back(comm_.size() == 1  // one rank reduces nothing: no buffers
+                        ? at::Tensor()
+                        : at::zeros({buckets_[b].numel},
+                                    at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
     pending_.push_back(buckets_[b].params.size());
   }
   work_.resize(buckets_.size());
@@ -75,7 +77,7 @@ GradientReducer::~GradientReducer() {
 
 std::int64_t GradientReducer::bytes_per_step() const {
   std::int64_t bytes = 0;
-  for (const auto& f : flat_) bytes += f.numel() * static_cast<std::int64_t>(f.element_size());
+  for (const auto& b : buckets_) bytes += b.numel * static_cast<std::int64_t>(c10::elementSize(b.dtype));
   return bytes;
 }
 
@@ -140,6 +142,10 @@ void GradientReducer::mark_ready(std::size_t param, const at::Tensor& grad) {
                     "synchronised backward, or run extra backward passes inside no_sync()",
                     names_[param]));
   }
+  if (comm_.size() == 1) {  // nothing to reduce: the gradient stays where backward puts it
+    ready_[param] = 1;
+    return;
+  }
   auto [b, pos] = where_[param];
   const at::Tensor& p = params_[param];
   at::Tensor view = flat_[b].narrow(0, buckets_[b].offsets[pos], p.numel()).view(p.sizes());
@@ -174,6 +180,15 @@ std::string GradientReducer::bucket_name(std::size_t b) const {
 
 void GradientReducer::finish() {
   std::lock_guard<std::mutex> lock(mutex_);
+  if (comm_.size() == 1) {  // the reduction of one rank is its gradient; none is zeros, as below
+    for (auto& p : params_) {
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    }
+    std::fill(ready_.begin(), ready_.end(), 0);
+    stats_ = ReducerStats{};
+    current_ = ReducerStats{};
+    return;
+  }
   // Parameters without a gradient this step: their accumulated gradient, or
   // zeros. Every rank fills and launches the rest in bucket order.
   for (std::size_t b = next_launch_; b < buckets_.size(); ++b) {

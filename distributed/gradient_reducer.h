@@ -19,6 +19,9 @@
 ///     reduced values back into each parameter's .grad.
 ///  Micro-steps without communication: wrap their backward in no_sync();
 ///  gradients then accumulate in .grad as usual.
+///  One rank has nothing to reduce: no buffers, no collectives (stats say
+///  0 buckets, 0 bytes); gradients stay in .grad as backward leaves them,
+///  and finish() gives a parameter without one zeros, as above.
 ///
 ///   GradientReducer reducer(comm, named_trainable_params, {25.0, ReduceOp::kAvg});
 ///   { auto guard = reducer.no_sync(); loss1.backward(); }   // accumulate only
@@ -96,7 +99,7 @@ class GradientReducer {
 
   const std::vector<Bucket>& buckets() const { return buckets_; }
   const ReducerStats& stats() const { return stats_; }
-  /// Bytes all-reduced per step.
+  /// Bytes all-reduced per step on more than one rank (the gradients' size).
   std::int64_t bytes_per_step() const;
 
  private:
