@@ -55,10 +55,10 @@ GradientReducer::GradientReducer(Communicator& comm,
     for (std::size_t i = 0; i < buckets_[b].params.size(); ++i) where_[buckets_[b].params[i]] = {b, i};
     const at::Device device =
         params_[buckets_[b].params.front()].device();  // the gradients' device (a GPU: NCCL)
-    flat_.push_back(comm_.size() == 1  // one rank reduces nothing: no buffers
-                        ? at::Tensor()
-                        : at::zeros({buckets_[b].numel},
-                                    at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
+    flat_.push_back(
+        comm_.size() == 1  // one rank reduces nothing: no buffers
+            ? at::Tensor()
+            : at::zeros({buckets_[b].numel}, at::TensorOptions().dtype(buckets_[b].dtype).device(device)));
     pending_.push_back(buckets_[b].params.size());
   }
   work_.resize(buckets_.size());
