@@ -45,6 +45,13 @@ BertModel noisy_model(const BertConfig& config, c10::ScalarType dtype = torch::k
   return model;
 }
 
+/// noisy_model of small_config() with `layers` layers.
+BertModel model_with_layers(std::int64_t layers) {
+  BertConfig config = small_config();
+  config.num_hidden_layers = layers;
+  return noisy_model(config);
+}
+
 std::string error_of(BertModel& model, const torch::Tensor& ids, const torch::Tensor& mask,
                      const torch::Tensor& types = {}) {
   try {
@@ -201,9 +208,7 @@ void expect_same_with_gradients(BertModel& model, const std::function<torch::Ten
 TEST(Bert, FirstTokenEqualsTheFullForwardWithItsGradients) {
   // Rows of many lengths (grouped and cut by first_token); 1 to 3 layers.
   for (std::int64_t layers : {1, 2, 3}) {
-    BertConfig config = small_config();
-    config.num_hidden_layers = layers;
-    BertModel model = noisy_model(config);
+    BertModel model = model_with_layers(layers);
     const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6}, 12, 3);
     expect_same_with_gradients(
         model, [&] { return model(r.ids, r.mask, r.types).last_hidden_state.select(1, 0); },
@@ -215,9 +220,7 @@ TEST(Bert, MeanPooledEqualsTheMaskedMeanOfTheFullForwardWithItsGradients) {
   // The same kind of rows and one without real tokens (zeros); 0 layers
   // (embeddings alone: a bag of word pieces) to 2.
   for (std::int64_t layers : {0, 1, 2}) {
-    BertConfig config = small_config();
-    config.num_hidden_layers = layers;
-    BertModel model = noisy_model(config);
+    BertModel model = model_with_layers(layers);
     const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, 12, 4);
     auto masked_mean = [&] {
       const torch::Tensor h = model(r.ids, r.mask, r.types).last_hidden_state;
@@ -237,9 +240,7 @@ TEST(Bert, HiddenAtEqualsTheFullForwardAtThosePositionsWithItsGradients) {
   // padding included; 1 to 3 layers (the last runs at the positions alone,
   // the others on the real tokens and the asked ones).
   for (std::int64_t layers : {1, 2, 3}) {
-    BertConfig config = small_config();
-    config.num_hidden_layers = layers;
-    BertModel model = noisy_model(config);
+    BertModel model = model_with_layers(layers);
     // Row 9 has no real token (its attention spreads over its padding).
     const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, 12, 5);
     const torch::Tensor positions =
