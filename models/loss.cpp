@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "common/cpu_features.h"
 #include "common/error.h"
 
 namespace llmrec {
@@ -226,11 +227,6 @@ __attribute__((target("avx2"))) RowSums softmax_row_avx2(float* e, const float* 
   return r;
 }
 
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
-}
-
 bool cpu_float(const at::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
@@ -248,7 +244,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, 
   const float* bp = bias.data_ptr<float>();
   float* sp = sums.data_ptr<float>();
   const std::int64_t* tp = target.data_ptr<std::int64_t>();
-  const bool avx2 = has_avx2();
+  const bool avx2 = cpu_has_avx2();
   at::parallel_for(0, m, 1, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
       const RowSums r = (avx2 ? softmax_row_avx2 : softmax_row_base)(ep + i * v, bp, v, tp[i]);

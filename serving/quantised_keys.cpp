@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 
+#include "common/cpu_features.h"
 #include "common/error.h"
 
 namespace llmrec::serving {
@@ -54,11 +55,6 @@ void int8_dots_base(const std::int8_t* codes, std::int64_t n, std::int64_t strid
       acc += static_cast<std::int32_t>(c[j]) * static_cast<std::int32_t>(v[j]);
     out[i] = acc;
   }
-}
-
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
 }
 
 /// The float just above x (bounds are rounded up, never down).
@@ -132,7 +128,7 @@ std::vector<std::int32_t> QuantisedKeys::candidates(const float* u, std::int64_t
   dots.resize(static_cast<std::size_t>(n_));
   lower.resize(static_cast<std::size_t>(n_));
   upper.resize(static_cast<std::size_t>(n_));
-  if (has_avx2()) {
+  if (cpu_has_avx2()) {
     int8_dots_avx2(codes_.data(), n_, stride_, v.data(), dots.data());
   } else {
     int8_dots_base(codes_.data(), n_, stride_, v.data(), dots.data());

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "common/cpu_features.h"
 #include "common/error.h"
 
 namespace llmrec {
@@ -54,11 +55,6 @@ __attribute__((target("avx2"))) void adamw_avx2(float* p, const float* g, float*
     _mm256_storeu_ps(p + i, _mm256_add_ps(pi, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
   }
   adamw_base(p + i, g + i, m + i, v + i, n - i, c);
-}
-
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
 }
 
 bool fusable(const torch::Tensor& t) {
@@ -114,7 +110,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const float* gp = p.grad().data_ptr<float>();
       float* mp = st.exp_avg().data_ptr<float>();
       float* vp = st.exp_avg_sq().data_ptr<float>();
-      const bool avx2 = has_avx2();
+      const bool avx2 = cpu_has_avx2();
       at::parallel_for(0, p.numel(), 1 << 15, [&](std::int64_t begin, std::int64_t end) {
         (avx2 ? adamw_avx2 : adamw_base)(pp + begin, gp + begin, mp + begin, vp + begin, end - begin, c);
       });
