@@ -334,8 +334,7 @@ void BertLayerImpl::reset() {
 }
 
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
-  torch::Tensor a = attention(x, additive_mask);
-  return output(intermediate(a), a);
+  return from_context(attention->self(x, additive_mask), x);
 }
 
 torch::Tensor BertLayerImpl::forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask) {
@@ -344,7 +343,11 @@ torch::Tensor BertLayerImpl::forward_first(const torch::Tensor& x, const torch::
 
 torch::Tensor BertLayerImpl::forward_queries(const torch::Tensor& xq, const torch::Tensor& x,
                                              const torch::Tensor& additive_mask) {
-  torch::Tensor a = attention->output(attention->self->attend(xq, x, additive_mask), xq);
+  return from_context(attention->self->attend(xq, x, additive_mask), xq);
+}
+
+torch::Tensor BertLayerImpl::from_context(const torch::Tensor& ctx, const torch::Tensor& input) {
+  const torch::Tensor a = attention->output(ctx, input);
   return output(intermediate(a), a);
 }
 
@@ -470,8 +473,7 @@ torch::Tensor packed_layer(BertLayerImpl& layer, const torch::Tensor& xt, const 
   BertSelfAttentionImpl& self = *layer.attention->self;
   const torch::Tensor ctx =
       self.context(p.pad(self.query(xt)), p.pad(self.key(xt)), p.pad(self.value(xt)), additive_mask);
-  const torch::Tensor a = layer.attention->output(p.unpad(ctx), xt);
-  return layer.output(layer.intermediate(a), a);
+  return layer.from_context(p.unpad(ctx), xt);
 }
 
 }  // namespace
@@ -526,9 +528,7 @@ torch::Tensor BertModelImpl::hidden_at(const torch::Tensor& input_ids, const tor
   const torch::Tensor xq = p.pad(xt).gather(1, columns.unsqueeze(2).expand({n, q, h}));
   const torch::Tensor ctx =
       self.context(self.query(xq), p.pad(self.key(xt)), p.pad(self.value(xt)), additive);
-  const torch::Tensor a = top.attention->output(ctx, xq);
-  const torch::Tensor out = top.output(top.intermediate(a), a);
-  return out.reshape({n * q, h}).index_select(0, row * q + slot);
+  return top.from_context(ctx, xq).reshape({n * q, h}).index_select(0, row * q + slot);
 }
 
 torch::Tensor BertModelImpl::mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,

@@ -185,6 +185,11 @@ class BertLayerImpl : public torch::nn::Cloneable<BertLayerImpl> {
   /// the work of Q tokens (keys and values of all L).
   torch::Tensor forward_queries(const torch::Tensor& xq, const torch::Tensor& x,
                                 const torch::Tensor& additive_mask);
+  /// The layer after self-attention: attention.output (dense, LayerNorm
+  /// with the residual `input`, the tokens' layer input), intermediate and
+  /// output, for the attention context `ctx` of those tokens (any shape
+  /// [..., H] both).
+  torch::Tensor from_context(const torch::Tensor& ctx, const torch::Tensor& input);
 
   BertConfig config;
   BertAttention attention{nullptr};
