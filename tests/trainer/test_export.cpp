@@ -113,6 +113,16 @@ class ExportTest : public ::testing::Test {
     return path;
   }
 
+  /// `name` in the test directory: the export of `model` as written after
+  /// training (the eval config's ranking, checkpoint `ckpt`); the
+  /// catalogue-update tests start from it.
+  std::string plain_export(const std::string& name, Recommender& model, const std::string& ckpt,
+                           const DatasetFile& file) {
+    const std::string path = in_dir(name);
+    write_export(path, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
+    return path;
+  }
+
   static EvalConfig eval_config() {
     EvalConfig e;
     e.itemknn.neighbours = 20;
@@ -664,8 +674,7 @@ TEST_F(ExportTest, CatalogueUpdateAppendsNewItemsAndReencodesChangedOnes) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
-  const std::string before = in_dir("export_before.h5");
-  write_export(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
+  const std::string before = plain_export("export_before.h5", model, ckpt, file);
   ItemTable items = file.read_items();
   const std::int64_t I = file.num_items();
   // Item 1's own catalogue line (unchanged), item 0 with a new title, a new item.
@@ -724,8 +733,7 @@ TEST_F(ExportTest, CatalogueUpdateGivesNewItemsTheirTfidfRows) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
-  const std::string before = in_dir("export_tfidf_before.h5");
-  write_export(before, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
+  const std::string before = plain_export("export_tfidf_before.h5", model, ckpt, file);
   const std::string line1 = second_catalogue_line(dir());  // item 1's line
   const std::string cat = write_file(comm_, dir(), "copy_of_1.csv",
                                      "item_id,title,description,category,brand,price,tags\ncopy-of-1" +
@@ -765,8 +773,7 @@ TEST_F(ExportTest, CatalogueUpdateRefusesABadRowAndAnotherCheckpoint) {
   DatasetFile file(dataset_);
   Recommender model = make_model(file);
   const std::string ckpt = checkpoint();
-  const std::string exp = in_dir("export_bad.h5");
-  write_export(exp, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
+  const std::string exp = plain_export("export_bad.h5", model, ckpt, file);
   const std::string bad = write_file(comm_, dir(), "bad.csv",
                                      "item_id,title,description,category,brand,price,tags\n"
                                      "fine-1,A fine item,,Toys,,1,\n"
