@@ -118,7 +118,7 @@ class ExportTest : public ::testing::Test {
   /// catalogue-update tests start from it.
   std::string plain_export(const std::string& name, Recommender& model, const std::string& ckpt,
                            const DatasetFile& file) {
-    const std::string path = in_dir(name);
+    std::string path = in_dir(name);
     write_export(path, model, ckpt, file, config_yaml(), export_ranking_of(eval_config()), comm_);
     return path;
   }
