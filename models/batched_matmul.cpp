@@ -3,12 +3,15 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <dlfcn.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <vector>
+
+#include "common/error.h"
 
 namespace llmrec {
 namespace {
@@ -67,14 +70,26 @@ Operand operand_of(const at::Tensor& x) {
   return o;
 }
 
-/// C = A B for every matrix of the batch (no autograd).
-at::Tensor blas_bmm(const at::Tensor& a, const at::Tensor& b) {
-  std::vector<std::int64_t> shape = a.sizes().vec();
+/// Whether each matrix of `c` is row-major (stride (ld, 1)) or
+/// column-major as it stands: then BLAS can write it in place.
+bool blas_writable(const at::Tensor& c) {
+  const std::int64_t rows = c.size(-2), cols = c.size(-1), rs = c.stride(-2), cs = c.stride(-1);
+  return c.is_non_overlapping_and_dense() &&
+         (((cs == 1 || cols == 1) && rs >= std::max<std::int64_t>(1, cols)) ||
+          ((rs == 1 || rows == 1) && cs >= std::max<std::int64_t>(1, rows)));
+}
+
+/// c = a b for every matrix of the batch (no autograd); c is blas_writable.
+void blas_bmm_into(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
   const std::int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
-  shape.back() = N;
-  at::Tensor c = at::empty(shape, a.options().memory_format(at::MemoryFormat::Contiguous));
-  if (c.numel() == 0) return c;
-  if (K == 0) return c.zero_();
+  if (c.numel() == 0) return;
+  if (K == 0) {
+    c.zero_();
+    return;
+  }
+  const Operand C = operand_of(c);
+  // A column-major C is the row-major C^T = B^T A^T.
+  if (C.column_major) return blas_bmm_into(b.transpose(-1, -2), a.transpose(-1, -2), c.transpose(-1, -2));
   const Operand A = operand_of(a), B = operand_of(b);
   const std::int64_t count = c.numel() / (M * N);
   float* out = c.data_ptr<float>();
@@ -84,7 +99,7 @@ at::Tensor blas_bmm(const at::Tensor& a, const at::Tensor& b) {
   // transpose ('N'); a column-major one needs 'T'.
   const char tb = B.column_major ? 'T' : 'N', ta = A.column_major ? 'T' : 'N';
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-  const int ldb = static_cast<int>(B.ld), lda = static_cast<int>(A.ld), ldc = static_cast<int>(N);
+  const int ldb = static_cast<int>(B.ld), lda = static_cast<int>(A.ld), ldc = static_cast<int>(C.ld);
   const float one = 1.0F, zero = 0.0F;
   // About 256k multiply-adds per task: enough to pay for the hand-off.
   const std::int64_t grain =
@@ -93,19 +108,57 @@ at::Tensor blas_bmm(const at::Tensor& a, const at::Tensor& b) {
     for (std::int64_t i = begin; i < end; ++i) {
       const auto s = static_cast<std::size_t>(i);
       sgemm(&tb, &ta, &m, &n, &k, &one, B.data + B.offsets[s], &ldb, A.data + A.offsets[s], &lda, &zero,
-            out + i * M * N, &ldc);
+            out + C.offsets[s], &ldc);
     }
   });
+}
+
+/// a b with the strides `strides` where BLAS can write them (dense, each
+/// matrix row- or column-major), else contiguous.
+at::Tensor blas_bmm(const at::Tensor& a, const at::Tensor& b, at::IntArrayRef strides) {
+  std::vector<std::int64_t> shape = a.sizes().vec();
+  shape.back() = b.size(-1);
+  at::Tensor c;
+  if (strides.size() == shape.size()) c = at::empty_strided(shape, strides, a.options());
+  if (!c.defined() || !blas_writable(c)) c = at::empty(shape, a.options());
+  blas_bmm_into(a, b, c);
   return c;
+}
+
+/// The strides a tensor of `sizes` has when its dimensions lie in memory in
+/// the order `layout` (outermost first; empty: contiguous, empty strides).
+std::vector<std::int64_t> layout_strides(at::IntArrayRef sizes, at::IntArrayRef layout) {
+  if (layout.empty()) return {};
+  const std::size_t dims = sizes.size();
+  LLMREC_CHECK(layout.size() == dims, "batched_matmul: layout has {} dimensions, the result {}",
+               layout.size(), dims);
+  std::vector<std::int64_t> strides(dims, -1);
+  std::int64_t step = 1;
+  for (std::size_t i = dims; i-- > 0;) {
+    const std::int64_t d = layout[i];
+    LLMREC_CHECK(d >= 0 && d < static_cast<std::int64_t>(dims) && strides[static_cast<std::size_t>(d)] < 0,
+                 "batched_matmul: layout must be a permutation of 0..{}, got [{}]", dims - 1,
+                 fmt::join(layout, ", "));
+    strides[static_cast<std::size_t>(d)] = step;
+    step *= std::max<std::int64_t>(1, sizes[static_cast<std::size_t>(d)]);
+  }
+  return strides;
+}
+
+/// The strides of x where BLAS may write its layout (dense), else empty.
+std::vector<std::int64_t> dense_strides(const at::Tensor& x) {
+  return x.is_non_overlapping_and_dense() ? x.strides().vec() : std::vector<std::int64_t>{};
 }
 
 struct BatchedMatmul : public torch::autograd::Function<BatchedMatmul> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
-                               const torch::Tensor& b) {
+                               const torch::Tensor& b, const std::vector<std::int64_t>& strides) {
     ctx->save_for_backward({a, b});
-    return blas_bmm(a, b);
+    return blas_bmm(a, b, strides);
   }
 
+  /// Each gradient in the layout of its input: the gradient of a permuted
+  /// view (attention's heads) needs no copy on its way back.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -113,9 +166,9 @@ struct BatchedMatmul : public torch::autograd::Function<BatchedMatmul> {
     const torch::Tensor& b = saved[1];
     const torch::Tensor& g = grads[0];
     torch::Tensor ga, gb;
-    if (ctx->needs_input_grad(0)) ga = blas_bmm(g, b.transpose(-1, -2));
-    if (ctx->needs_input_grad(1)) gb = blas_bmm(a.transpose(-1, -2), g);
-    return {ga, gb};
+    if (ctx->needs_input_grad(0)) ga = blas_bmm(g, b.transpose(-1, -2), dense_strides(a));
+    if (ctx->needs_input_grad(1)) gb = blas_bmm(a.transpose(-1, -2), g, dense_strides(b));
+    return {ga, gb, torch::Tensor()};
   }
 };
 
@@ -135,9 +188,12 @@ bool batched_matmul_uses_blas(const torch::Tensor& a, const torch::Tensor& b) {
   return true;
 }
 
-torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b) {
+torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b, at::IntArrayRef layout) {
+  std::vector<std::int64_t> shape = a.sizes().vec();
+  if (!shape.empty() && b.dim() > 0) shape.back() = b.size(-1);
+  const std::vector<std::int64_t> strides = layout_strides(shape, layout);  // checks it
   if (!batched_matmul_uses_blas(a, b)) return torch::matmul(a, b);
-  return BatchedMatmul::apply(a, b);
+  return BatchedMatmul::apply(a, b, strides);
 }
 
 }  // namespace llmrec

@@ -275,7 +275,10 @@ torch::Tensor BertSelfAttentionImpl::context(const torch::Tensor& q, const torch
       batched_matmul(split(q), split(k).transpose(-1, -2)) / std::sqrt(static_cast<double>(head_size));
   scores = scores + additive_mask;
   torch::Tensor probs = dropout(torch::softmax(scores, -1));
-  return batched_matmul(probs, split(v)).permute({0, 2, 1, 3}).reshape({n, q.size(1), config.hidden_size});
+  // The context stored as [N, L, A, H/A]: merging the heads is a view.
+  return batched_matmul(probs, split(v), {0, 2, 1, 3})
+      .permute({0, 2, 1, 3})
+      .reshape({n, q.size(1), config.hidden_size});
 }
 
 BertResidualImpl::BertResidualImpl(const BertConfig& config_, std::int64_t in_features_)
@@ -435,21 +438,6 @@ BertOutput BertModelImpl::forward(const torch::Tensor& input_ids, const torch::T
   return out;
 }
 
-torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                         const torch::Tensor& token_type_ids) {
-  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
-  auto& layers = *encoder->layer;
-  return by_length(
-      ids, types, mask,
-      [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
-        torch::Tensor x = embeddings(g_ids, g_types);
-        const torch::Tensor additive = bert_additive_mask(g_mask, x.scalar_type());
-        const std::size_t last = layers.size() - 1;
-        for (std::size_t i = 0; i < last; ++i) x = layers.at<BertLayerImpl>(i).forward(x, additive);
-        return layers.at<BertLayerImpl>(last).forward_first(x, additive);
-      });
-}
-
 namespace {
 
 /// The tokens a packed forward computes, [T] flat indices into N x L, and
@@ -460,7 +448,7 @@ struct Packing {
   std::int64_t n = 0, len = 0;
 
   torch::Tensor pad(const torch::Tensor& t) const {
-    return torch::zeros({n * len, t.size(1)}, t.options()).index_copy(0, index, t).view({n, len, t.size(1)});
+    return torch::zeros({n * len, t.size(1)}, t.options()).index_copy_(0, index, t).view({n, len, t.size(1)});
   }
   torch::Tensor unpad(const torch::Tensor& t) const {
     return t.reshape({n * len, t.size(-1)}).index_select(0, index);
@@ -476,21 +464,47 @@ torch::Tensor packed_layer(BertLayerImpl& layer, const torch::Tensor& xt, const 
   return layer.from_context(p.unpad(ctx), xt);
 }
 
-}  // namespace
+/// The embeddings and the first `layers` layers of `model` on the tokens
+/// `keep` ([N x L] bool) alone: xt [T, H] and what the rest needs.
+struct PackedRun {
+  Packing p;
+  torch::Tensor xt, additive;
+};
 
-torch::Tensor BertModelImpl::hidden_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                       const torch::Tensor& positions, const torch::Tensor& token_type_ids) {
-  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
-  const std::int64_t n = ids.size(0), len = ids.size(1), m = positions.numel(), h = config_.hidden_size;
-  const torch::Tensor pos = positions.reshape({-1}).to(torch::kLong).to(ids.device());
-  if (m > 0) {
-    const auto [lo, hi] = torch::aminmax(pos);
-    if (lo.item<std::int64_t>() < 0 || hi.item<std::int64_t>() >= n * len) {
-      throw Error(fmt::format("BertModel: positions must lie in [0, {}) (N x L of input_ids), got [{}, {}]",
-                              n * len, lo.item<std::int64_t>(), hi.item<std::int64_t>()));
-    }
-  }
-  if (n * len == 0) return torch::zeros({0, h}, embeddings->word_embeddings->weight.options());
+PackedRun run_packed(BertModelImpl& model, const torch::Tensor& ids, const torch::Tensor& types,
+                     const torch::Tensor& mask, const torch::Tensor& keep, std::size_t layers) {
+  PackedRun r;
+  r.p.index = keep.nonzero().squeeze(1);
+  r.p.n = ids.size(0);
+  r.p.len = ids.size(1);
+  const torch::Tensor x = model.embeddings(ids, types);
+  r.additive = bert_additive_mask(mask, x.scalar_type());
+  r.xt = r.p.unpad(x);
+  auto& all = *model.encoder->layer;
+  for (std::size_t i = 0; i < layers; ++i)
+    r.xt = packed_layer(all.at<BertLayerImpl>(i), r.xt, r.p, r.additive);
+  return r;
+}
+
+/// The length every row fits in: one past the last real token of the
+/// longest row, where a row without real tokens needs `empty_row` (at
+/// least 1). Tokens past it never reach a real one, so cutting them
+/// changes nothing but the work.
+std::int64_t fitting_length(const torch::Tensor& mask, std::int64_t empty_row) {
+  const std::int64_t n = mask.size(0), full = mask.size(1);
+  if (n == 0 || full == 0) return full;
+  const torch::Tensor real = mask.ne(0);
+  const torch::Tensor ends =
+      (real.to(torch::kLong) * torch::arange(1, full + 1, real.options().dtype(torch::kLong))).amax(1);
+  const std::int64_t longest = ends.max().item<std::int64_t>();
+  const bool any_empty = ends.eq(0).any().item<bool>();
+  return std::max<std::int64_t>({longest, any_empty ? empty_row : 1, 1});
+}
+
+/// hidden_at on validated inputs.
+torch::Tensor packed_hidden_at(BertModelImpl& model, const torch::Tensor& ids, const torch::Tensor& types,
+                               const torch::Tensor& mask, const torch::Tensor& pos) {
+  const std::int64_t n = ids.size(0), len = ids.size(1), m = pos.numel(), h = model.config().hidden_size;
   // Each position becomes query slot j of its row: a [N, Q] table of
   // columns (Q = the most positions of any row; unused slots ask for
   // column 0 and are dropped), and each position's flat slot n * Q + j.
@@ -509,65 +523,68 @@ torch::Tensor BertModelImpl::hidden_at(const torch::Tensor& input_ids, const tor
   // asked ones and every token of a row without real tokens (whose
   // attention, as HF's, spreads over its padding). Padding never reaches
   // them, so leaving the rest out changes nothing but the work.
+  const std::size_t layers = model.encoder->layer->size();
+  if (layers == 0) return model.embeddings(ids, types).reshape({n * len, h}).index_select(0, pos);
   const torch::Tensor real = mask.ne(0);
   torch::Tensor keep = real.logical_or(real.any(1, /*keepdim=*/true).logical_not()).reshape({-1});
   if (m > 0) keep.index_fill_(0, pos, true);
-  Packing p;
-  p.index = keep.nonzero().squeeze(1);
-  p.n = n;
-  p.len = len;
-  torch::Tensor x = embeddings(ids, types);
-  const torch::Tensor additive = bert_additive_mask(mask, x.scalar_type());
-  torch::Tensor xt = p.unpad(x);
-  auto& layers = *encoder->layer;
-  const std::size_t last = layers.size() - 1;
-  for (std::size_t i = 0; i < last; ++i) xt = packed_layer(layers.at<BertLayerImpl>(i), xt, p, additive);
+  const std::size_t last = layers - 1;
+  const PackedRun r = run_packed(model, ids, types, mask, keep, last);
   // The last layer: keys and values of the tokens, the rest at the queries.
-  BertLayerImpl& top = layers.at<BertLayerImpl>(last);
+  BertLayerImpl& top = model.encoder->layer->at<BertLayerImpl>(last);
   BertSelfAttentionImpl& self = *top.attention->self;
-  const torch::Tensor xq = p.pad(xt).gather(1, columns.unsqueeze(2).expand({n, q, h}));
+  const torch::Tensor xq = r.p.pad(r.xt).gather(1, columns.unsqueeze(2).expand({n, q, h}));
   const torch::Tensor ctx =
-      self.context(self.query(xq), p.pad(self.key(xt)), p.pad(self.value(xt)), additive);
+      self.context(self.query(xq), r.p.pad(self.key(r.xt)), r.p.pad(self.value(r.xt)), r.additive);
   return top.from_context(ctx, xq).reshape({n * q, h}).index_select(0, row * q + slot);
+}
+
+}  // namespace
+
+torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                         const torch::Tensor& token_type_ids) {
+  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
+  const std::int64_t n = ids.size(0);
+  if (n == 0) return torch::zeros({0, config_.hidden_size}, embeddings->word_embeddings->weight.options());
+  if (ids.size(1) == 0) throw Error("BertModel: first_token needs sequences of length >= 1, got length 0");
+  // A row without real tokens attends over all of its padding, as in forward.
+  const std::int64_t len = fitting_length(mask, ids.size(1));
+  auto cut = [&](const torch::Tensor& t) { return t.narrow(1, 0, len); };
+  return packed_hidden_at(*this, cut(ids), cut(types), cut(mask), torch::arange(n, ids.options()) * len);
+}
+
+torch::Tensor BertModelImpl::hidden_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                       const torch::Tensor& positions, const torch::Tensor& token_type_ids) {
+  auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
+  const std::int64_t n = ids.size(0), len = ids.size(1), m = positions.numel(), h = config_.hidden_size;
+  const torch::Tensor pos = positions.reshape({-1}).to(torch::kLong).to(ids.device());
+  if (m > 0) {
+    const auto [lo, hi] = torch::aminmax(pos);
+    if (lo.item<std::int64_t>() < 0 || hi.item<std::int64_t>() >= n * len) {
+      throw Error(fmt::format("BertModel: positions must lie in [0, {}) (N x L of input_ids), got [{}, {}]",
+                              n * len, lo.item<std::int64_t>(), hi.item<std::int64_t>()));
+    }
+  }
+  if (n * len == 0) return torch::zeros({0, h}, embeddings->word_embeddings->weight.options());
+  return packed_hidden_at(*this, ids, types, mask, pos);
 }
 
 torch::Tensor BertModelImpl::mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                          const torch::Tensor& token_type_ids) {
   auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
-  return by_length(
-      ids, types, mask,
-      [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
-        torch::Tensor x = embeddings(g_ids, g_types);
-        x = encoder(x, bert_additive_mask(g_mask, x.scalar_type()));
-        const torch::Tensor m = g_mask.to(x.scalar_type()).unsqueeze(-1);
-        return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
-      });
-}
-
-torch::Tensor BertModelImpl::by_length(const torch::Tensor& ids, const torch::Tensor& types,
-                                       const torch::Tensor& mask, const RowsFn& run) {
-  const std::int64_t n = ids.size(0), full = ids.size(1);
-  if (n == 0 || full == 0) return run(ids, types, mask);
-  // Length of each row: one past its last real token, rounded up to 4.
-  const torch::Tensor positions =
-      torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
-  torch::Tensor used = (mask.ne(0).to(torch::kLong) * positions).amax(1).clamp_min(1);
-  used = ((used + 3) / 4 * 4).clamp_max(full).cpu();
-  const torch::Tensor sorted = std::get<0>(torch::_unique(used, /*sorted=*/true));
-  if (sorted.numel() == 1 && sorted.item<std::int64_t>() == full) return run(ids, types, mask);
-  std::vector<torch::Tensor> parts, rows;
-  for (std::int64_t i = 0; i < sorted.numel(); ++i) {
-    const std::int64_t len = sorted[i].item<std::int64_t>();
-    torch::Tensor r = used.eq(len).nonzero().squeeze(1).to(ids.device());
-    rows.push_back(r);
-    parts.push_back(run(ids.index_select(0, r).narrow(1, 0, len), types.index_select(0, r).narrow(1, 0, len),
-                        mask.index_select(0, r).narrow(1, 0, len)));
-  }
-  // Back to the input order (differentiable: a permutation of the rows).
-  const torch::Tensor order = torch::cat(rows);
-  const torch::Tensor inverse =
-      torch::empty_like(order).index_put_({order}, torch::arange(n, order.options()));
-  return torch::cat(parts).index_select(0, inverse);
+  const std::int64_t n = ids.size(0);
+  const torch::TensorOptions options = embeddings->word_embeddings->weight.options();
+  if (n == 0 || ids.size(1) == 0) return torch::zeros({n, config_.hidden_size}, options);
+  // Every layer on the real tokens alone (a row without any gives zeros).
+  const std::int64_t len = fitting_length(mask, 1);
+  auto cut = [&](const torch::Tensor& t) { return t.narrow(1, 0, len); };
+  const torch::Tensor m = cut(mask);
+  const PackedRun r =
+      run_packed(*this, cut(ids), cut(types), m, m.ne(0).reshape({-1}), encoder->layer->size());
+  const torch::Tensor weight = m.reshape({-1}).index_select(0, r.p.index).to(r.xt.scalar_type());
+  const torch::Tensor sum = torch::zeros({n, r.xt.size(1)}, r.xt.options())
+                                .index_add(0, r.p.index.div(len, "floor"), r.xt * weight.unsqueeze(1));
+  return sum / m.to(r.xt.scalar_type()).sum(1, /*keepdim=*/true).clamp_min(1.0);
 }
 
 torch::Tensor bert_additive_mask(const torch::Tensor& attention_mask, c10::ScalarType dtype) {

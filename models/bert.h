@@ -240,12 +240,14 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
                      const torch::Tensor& token_type_ids = {});
 
   /// forward(...).last_hidden_state[:, 0] (h_[CLS]), equal up to float
-  /// rounding, for a fraction of the work: sequences are grouped by their
-  /// length (last real token, rounded up to a multiple of 4) and each group
-  /// is cut to it, so padding beyond it is never computed (real tokens
-  /// never attend to padding, so this changes nothing); and the last layer
+  /// rounding, for a fraction of the work: the batch is cut to its longest
+  /// row (one past its last real token; all of L if a row has none, whose
+  /// attention spreads over its padding), token-wise products and norms run
+  /// on the real tokens alone (packed, no padding, one product per layer for
+  /// the whole batch; attention on the cut rows), and the last layer
   /// computes keys and values for every token but the query, attention
-  /// output and feed-forward for token 0 alone. Same checks as forward().
+  /// output and feed-forward for token 0 alone. Same checks as forward();
+  /// L = 0 is an error.
   torch::Tensor first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                             const torch::Tensor& token_type_ids = {});
 
@@ -261,8 +263,9 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
 
   /// The mean of forward(...).last_hidden_state over each row's real tokens
   /// (attention_mask != 0; a row without any gives zeros), equal up to
-  /// float rounding, with padding cut as in first_token: on short texts
-  /// (titles) most of a padded row is never computed.
+  /// float rounding, for a fraction of the work: every layer's token-wise
+  /// work on the real tokens alone, packed as in first_token (on short
+  /// texts such as titles most of a padded row is never computed).
   torch::Tensor mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                             const torch::Tensor& token_type_ids = {});
 
@@ -278,14 +281,6 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> inputs(const torch::Tensor& input_ids,
                                                                  const torch::Tensor& attention_mask,
                                                                  const torch::Tensor& token_type_ids) const;
-
-  /// Rows grouped by their length (one past the last real token, rounded
-  /// up to 4), each group cut to it and given to `run` (ids, types, mask ->
-  /// one row each), the results back in the input order.
-  using RowsFn =
-      std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
-  static torch::Tensor by_length(const torch::Tensor& ids, const torch::Tensor& types,
-                                 const torch::Tensor& mask, const RowsFn& run);
 
   BertConfig config_;
   bool add_pooler_;

@@ -87,7 +87,7 @@ torch::Tensor MaskedAttentionImpl::forward(const torch::Tensor& query, const tor
   logits = logits.masked_fill(attend.logical_not().unsqueeze(1), -std::numeric_limits<double>::infinity());
   torch::Tensor p = torch::softmax(logits, -1);
   p = torch::dropout(p, options.dropout(), is_training());
-  torch::Tensor ctx = batched_matmul(p, v).transpose(1, 2).reshape({B, Q, d});
+  torch::Tensor ctx = batched_matmul(p, v, {0, 2, 1, 3}).transpose(1, 2).reshape({B, Q, d});  // a view
   return out_proj(ctx).masked_fill(has_key.logical_not(), 0.0);
 }
 

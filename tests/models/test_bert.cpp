@@ -206,13 +206,28 @@ void expect_same_with_gradients(BertModel& model, const std::function<torch::Ten
 }
 
 TEST(Bert, FirstTokenEqualsTheFullForwardWithItsGradients) {
-  // Rows of many lengths (grouped and cut by first_token); 1 to 3 layers.
-  for (std::int64_t layers : {1, 2, 3}) {
+  // Rows of many lengths, all shorter than L (packed and cut by
+  // first_token); 0 layers (the embeddings) to 3.
+  for (std::int64_t layers : {0, 1, 2, 3}) {
     BertModel model = model_with_layers(layers);
-    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6}, 12, 3);
+    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 10, 9, 6}, 12, 3);
     expect_same_with_gradients(
         model, [&] { return model(r.ids, r.mask, r.types).last_hidden_state.select(1, 0); },
         [&] { return model->first_token(r.ids, r.mask, r.types); }, std::to_string(layers) + " layers");
+  }
+  // A row without real tokens attends over all of its padding, as forward.
+  BertModel model = model_with_layers(2);
+  const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 10, 9, 6, 0}, 12, 6);
+  expect_same_with_gradients(
+      model, [&] { return model(r.ids, r.mask, r.types).last_hidden_state.select(1, 0); },
+      [&] { return model->first_token(r.ids, r.mask, r.types); }, "a row without real tokens");
+  EXPECT_EQ(model->first_token(r.ids.narrow(0, 0, 0), r.mask.narrow(0, 0, 0)).sizes(),
+            (std::vector<std::int64_t>{0, 16}));
+  try {
+    model->first_token(r.ids.narrow(1, 0, 0), r.mask.narrow(1, 0, 0));
+    FAIL() << "first_token of empty sequences was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("first_token needs sequences of length >= 1"));
   }
 }
 
@@ -221,7 +236,7 @@ TEST(Bert, MeanPooledEqualsTheMaskedMeanOfTheFullForwardWithItsGradients) {
   // (embeddings alone: a bag of word pieces) to 2.
   for (std::int64_t layers : {0, 1, 2}) {
     BertModel model = model_with_layers(layers);
-    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 11, 12, 6, 0}, 12, 4);
+    const RaggedRows r = ragged_rows({1, 2, 3, 5, 7, 8, 10, 9, 6, 0}, 12, 4);
     auto masked_mean = [&] {
       const torch::Tensor h = model(r.ids, r.mask, r.types).last_hidden_state;
       const torch::Tensor m = r.mask.to(h.scalar_type()).unsqueeze(-1);
@@ -373,6 +388,35 @@ TEST(BatchedMatmul, EqualsMatmulOnTheViewsAttentionPasses) {
   expect_matches_matmul(torch::randn({0, 6, 3}), torch::randn({0, 3, 5}));
   const torch::Tensor empty_k = batched_matmul(torch::randn({2, 3, 0}), torch::randn({2, 0, 4}));
   EXPECT_TRUE(torch::equal(empty_k, torch::zeros({2, 3, 4})));
+}
+
+TEST(BatchedMatmul, WritesTheAskedLayoutAndGradientsInTheInputsLayouts) {
+  torch::manual_seed(5);
+  // Attention's heads: q, k, v [N, A, L, d] permuted views of [N, L, A, d].
+  auto heads = [](const torch::Tensor& t) { return t.permute({0, 2, 1, 3}).detach().requires_grad_(true); };
+  const torch::Tensor q = heads(torch::randn({3, 6, 2, 4})), k = heads(torch::randn({3, 6, 2, 4})),
+                      v = heads(torch::randn({3, 6, 2, 4}));
+  const torch::Tensor p = torch::softmax(batched_matmul(q, k.transpose(-1, -2)), -1);
+  const torch::Tensor ctx = batched_matmul(p, v, {0, 2, 1, 3});
+  const torch::Tensor want = torch::matmul(torch::softmax(torch::matmul(q, k.transpose(-1, -2)), -1), v);
+  EXPECT_TRUE(torch::allclose(ctx, want, 1e-5, 1e-5));
+  // Stored as [N, L, A, d]: merging the heads back is a view.
+  EXPECT_TRUE(ctx.permute({0, 2, 1, 3}).is_contiguous());
+  EXPECT_FALSE(batched_matmul(p, v).permute({0, 2, 1, 3}).is_contiguous());
+  const torch::Tensor g = torch::randn_like(want);
+  auto grads = torch::autograd::grad({(ctx * g).sum()}, {q, k, v});
+  auto grads_want = torch::autograd::grad({(want * g).sum()}, {q, k, v});
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(grads[i], grads_want[i], 1e-5, 1e-5)) << "input " << i;
+    // In the input's layout: the permuted-back gradient is contiguous.
+    EXPECT_TRUE(grads[i].permute({0, 2, 1, 3}).is_contiguous()) << "input " << i;
+  }
+  try {
+    batched_matmul(p, v, {0, 2, 2, 3});
+    FAIL() << "a layout that is not a permutation was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("layout must be a permutation of 0..3"));
+  }
 }
 
 TEST(BatchedMatmul, ResultsDoNotDependOnTheThreadCount) {
