@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -539,6 +540,37 @@ torch::Tensor packed_hidden_at(BertModelImpl& model, const torch::Tensor& ids, c
   return top.from_context(ctx, xq).reshape({n * q, h}).index_select(0, row * q + slot);
 }
 
+/// Rows grouped by their length (one past the last real token, rounded up
+/// to 4), each group cut to it and given to `run` (ids, types, mask -> one
+/// row each), the results back in the input order.
+using RowsFn = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
+
+torch::Tensor by_length(const torch::Tensor& ids, const torch::Tensor& types, const torch::Tensor& mask,
+                        const RowsFn& run) {
+  const std::int64_t n = ids.size(0), full = ids.size(1);
+  if (n == 0 || full == 0) return run(ids, types, mask);
+  // Length of each row: one past its last real token, rounded up to 4.
+  const torch::Tensor positions =
+      torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  torch::Tensor used = (mask.ne(0).to(torch::kLong) * positions).amax(1).clamp_min(1);
+  used = ((used + 3) / 4 * 4).clamp_max(full).cpu();
+  const torch::Tensor sorted = std::get<0>(torch::_unique(used, /*sorted=*/true));
+  if (sorted.numel() == 1 && sorted.item<std::int64_t>() == full) return run(ids, types, mask);
+  std::vector<torch::Tensor> parts, rows;
+  for (std::int64_t i = 0; i < sorted.numel(); ++i) {
+    const std::int64_t len = sorted[i].item<std::int64_t>();
+    torch::Tensor r = used.eq(len).nonzero().squeeze(1).to(ids.device());
+    rows.push_back(r);
+    parts.push_back(run(ids.index_select(0, r).narrow(1, 0, len), types.index_select(0, r).narrow(1, 0, len),
+                        mask.index_select(0, r).narrow(1, 0, len)));
+  }
+  // Back to the input order (differentiable: a permutation of the rows).
+  const torch::Tensor order = torch::cat(rows);
+  const torch::Tensor inverse =
+      torch::empty_like(order).index_put_({order}, torch::arange(n, order.options()));
+  return torch::cat(parts).index_select(0, inverse);
+}
+
 }  // namespace
 
 torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
@@ -572,19 +604,14 @@ torch::Tensor BertModelImpl::hidden_at(const torch::Tensor& input_ids, const tor
 torch::Tensor BertModelImpl::mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                          const torch::Tensor& token_type_ids) {
   auto [ids, types, mask] = inputs(input_ids, attention_mask, token_type_ids);
-  const std::int64_t n = ids.size(0);
-  const torch::TensorOptions options = embeddings->word_embeddings->weight.options();
-  if (n == 0 || ids.size(1) == 0) return torch::zeros({n, config_.hidden_size}, options);
-  // Every layer on the real tokens alone (a row without any gives zeros).
-  const std::int64_t len = fitting_length(mask, 1);
-  auto cut = [&](const torch::Tensor& t) { return t.narrow(1, 0, len); };
-  const torch::Tensor m = cut(mask);
-  const PackedRun r =
-      run_packed(*this, cut(ids), cut(types), m, m.ne(0).reshape({-1}), encoder->layer->size());
-  const torch::Tensor weight = m.reshape({-1}).index_select(0, r.p.index).to(r.xt.scalar_type());
-  const torch::Tensor sum = torch::zeros({n, r.xt.size(1)}, r.xt.options())
-                                .index_add(0, r.p.index.div(len, "floor"), r.xt * weight.unsqueeze(1));
-  return sum / m.to(r.xt.scalar_type()).sum(1, /*keepdim=*/true).clamp_min(1.0);
+  return by_length(
+      ids, types, mask,
+      [&](const torch::Tensor& g_ids, const torch::Tensor& g_types, const torch::Tensor& g_mask) {
+        torch::Tensor x = embeddings(g_ids, g_types);
+        x = encoder(x, bert_additive_mask(g_mask, x.scalar_type()));
+        const torch::Tensor m = g_mask.to(x.scalar_type()).unsqueeze(-1);
+        return (x * m).sum(1) / m.sum(1).clamp_min(1.0);
+      });
 }
 
 torch::Tensor bert_additive_mask(const torch::Tensor& attention_mask, c10::ScalarType dtype) {

@@ -34,7 +34,6 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <tuple>
 
@@ -263,9 +262,11 @@ class BertModelImpl : public torch::nn::Cloneable<BertModelImpl> {
 
   /// The mean of forward(...).last_hidden_state over each row's real tokens
   /// (attention_mask != 0; a row without any gives zeros), equal up to
-  /// float rounding, for a fraction of the work: every layer's token-wise
-  /// work on the real tokens alone, packed as in first_token (on short
-  /// texts such as titles most of a padded row is never computed).
+  /// float rounding, with padding cut: rows grouped by their length (last
+  /// real token, rounded up to a multiple of 4) and each group cut to it,
+  /// so on short texts (titles) most of a padded row is never computed.
+  /// (Packing as first_token does was measured slower for the shipped
+  /// configs' 0-layer bag of word pieces: docs/performance.md.)
   torch::Tensor mean_pooled(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                             const torch::Tensor& token_type_ids = {});
 
