@@ -58,7 +58,9 @@ test-mpi: build
 # prepared into a dataset, the 2-rank installation check, training on 2
 # ranks with validation and the test-split table next to the baselines and
 # the oracle, the saved model evaluated again from its file, the export
-# serving reads, and recommendations for one user from that export alone.
+# serving reads, and recommendations for one user from that export alone;
+# then the documented pre-training path beside it: the encoder pre-trained
+# on the shop's text (masked LM) and LoRA adapters trained on it.
 DEMO_USER ?= u000042
 demo: build
 	@echo "== llmrec --version"
@@ -89,8 +91,28 @@ demo: build
 	@echo "== llmrec recommend --export $(DEMO_DIR)/export.h5 --user $(DEMO_USER) --k 10 --explain --table"
 	@$(BUILD)/llmrec recommend --export $(DEMO_DIR)/export.h5 --user $(DEMO_USER) --k 10 --explain --table
 	@echo
+	@echo "== launch/mpirun.sh -n 2 -- pretrain -c configs/quickstart.yaml   (the item encoder pre-trained on the shop's own text)"
+	@rm -rf $(DEMO_DIR)/pretrain $(DEMO_DIR)/pretrained
+	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- pretrain -c configs/quickstart.yaml $(DEMO_SET) \
+	  --set pretrain.epochs=100 --set pretrain.log_every=290 --set pretrain.eval_every=580
+	@echo
+	@echo "== launch/mpirun.sh -n 2 -- train ... --set model.bert.pretrained=$(DEMO_DIR)/pretrained --set model.lora.r=8"
+	@echo "   (LoRA adapters on the frozen pre-trained encoder, beside the model above; a fresh run in $(DEMO_DIR)/lora)"
+	@rm -rf $(DEMO_DIR)/lora
+	@LLMREC_BIN=$(BUILD)/llmrec launch/mpirun.sh -n 2 -o -- train -c configs/quickstart.yaml $(DEMO_SET) \
+	  --set run.dir=$(DEMO_DIR)/lora --set model.bert.pretrained=$(DEMO_DIR)/pretrained --set model.lora.r=8 \
+	  $(if $(filter runs/quickstart,$(DEMO_DIR)),,--set eval.oracle_dir=$(DEMO_DIR)/shop)
+	@echo
+	@echo "On this shop the model trained from scratch (above, exported and served) ranks better than"
+	@echo "pre-training + LoRA, cold items above all: docs/results.md, 'Pre-training the item encoder'."
+	@echo
+	@echo "== llmrec adapter --checkpoint $(DEMO_DIR)/lora/model.h5 --out $(DEMO_DIR)/lora/hf   (PEFT's layout, and merged)"
+	@$(BUILD)/llmrec adapter -c $(DEMO_DIR)/lora/config.yaml --checkpoint $(DEMO_DIR)/lora/model.h5 --out $(DEMO_DIR)/lora/hf
+	@echo
 	@echo "Everything is in $(DEMO_DIR)/: shop/ (raw CSV), dataset.h5 (+ .report.json), config.yaml, logs/,"
-	@echo "check.json, metrics.jsonl, checkpoints/, model.h5, eval_test.json, report.html, export.h5."
+	@echo "check.json, metrics.jsonl, checkpoints/, model.h5, eval_test.json, report.html, export.h5,"
+	@echo "pretrain/ and pretrained/ (the pre-trained encoder, an HF directory), lora/ (the LoRA run; lora/hf:"
+	@echo "the adapter for PEFT, the base and the merged encoder for HF)."
 	@echo "The run's report (open it in a browser): $(DEMO_DIR)/report.html"
 	@echo "Serve it: $(BUILD)/llmrec serve --export $(DEMO_DIR)/export.h5 --port 8080"
 
