@@ -341,15 +341,6 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
   return from_context(attention->self(x, additive_mask), x);
 }
 
-torch::Tensor BertLayerImpl::forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask) {
-  return forward_queries(x.narrow(1, 0, 1), x, additive_mask).select(1, 0);
-}
-
-torch::Tensor BertLayerImpl::forward_queries(const torch::Tensor& xq, const torch::Tensor& x,
-                                             const torch::Tensor& additive_mask) {
-  return from_context(attention->self->attend(xq, x, additive_mask), xq);
-}
-
 torch::Tensor BertLayerImpl::from_context(const torch::Tensor& ctx, const torch::Tensor& input) {
   const torch::Tensor a = attention->output(ctx, input);
   return output(intermediate(a), a);
@@ -487,19 +478,21 @@ PackedRun run_packed(BertModelImpl& model, const torch::Tensor& ids, const torch
   return r;
 }
 
-/// The length every row fits in: one past the last real token of the
-/// longest row, where a row without real tokens needs `empty_row` (at
-/// least 1). Tokens past it never reach a real one, so cutting them
-/// changes nothing but the work.
-std::int64_t fitting_length(const torch::Tensor& mask, std::int64_t empty_row) {
-  const std::int64_t n = mask.size(0), full = mask.size(1);
-  if (n == 0 || full == 0) return full;
-  const torch::Tensor real = mask.ne(0);
-  const torch::Tensor ends =
-      (real.to(torch::kLong) * torch::arange(1, full + 1, real.options().dtype(torch::kLong))).amax(1);
-  const std::int64_t longest = ends.max().item<std::int64_t>();
-  const bool any_empty = ends.eq(0).any().item<bool>();
-  return std::max<std::int64_t>({longest, any_empty ? empty_row : 1, 1});
+/// One past each row's last real token, [N] int64 (0 for a row without
+/// any); L >= 1.
+torch::Tensor row_ends(const torch::Tensor& mask) {
+  const torch::Tensor positions = torch::arange(1, mask.size(1) + 1, mask.options().dtype(torch::kLong));
+  return (mask.ne(0).to(torch::kLong) * positions).amax(1);
+}
+
+/// The length every row of a batch (N, L >= 1) fits in: one past the last
+/// real token of the longest row, or all of L where a row has no real
+/// token (its attention spreads over all of its padding). Tokens past it
+/// never reach a kept one, so cutting them changes nothing but the work.
+std::int64_t fitting_length(const torch::Tensor& mask) {
+  const torch::Tensor ends = row_ends(mask);
+  if (ends.eq(0).any().item<bool>()) return mask.size(1);
+  return ends.max().item<std::int64_t>();
 }
 
 /// hidden_at on validated inputs.
@@ -550,9 +543,7 @@ torch::Tensor by_length(const torch::Tensor& ids, const torch::Tensor& types, co
   const std::int64_t n = ids.size(0), full = ids.size(1);
   if (n == 0 || full == 0) return run(ids, types, mask);
   // Length of each row: one past its last real token, rounded up to 4.
-  const torch::Tensor positions =
-      torch::arange(1, full + 1, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
-  torch::Tensor used = (mask.ne(0).to(torch::kLong) * positions).amax(1).clamp_min(1);
+  torch::Tensor used = row_ends(mask).clamp_min(1);
   used = ((used + 3) / 4 * 4).clamp_max(full).cpu();
   const torch::Tensor sorted = std::get<0>(torch::_unique(used, /*sorted=*/true));
   if (sorted.numel() == 1 && sorted.item<std::int64_t>() == full) return run(ids, types, mask);
@@ -579,8 +570,7 @@ torch::Tensor BertModelImpl::first_token(const torch::Tensor& input_ids, const t
   const std::int64_t n = ids.size(0);
   if (n == 0) return torch::zeros({0, config_.hidden_size}, embeddings->word_embeddings->weight.options());
   if (ids.size(1) == 0) throw Error("BertModel: first_token needs sequences of length >= 1, got length 0");
-  // A row without real tokens attends over all of its padding, as in forward.
-  const std::int64_t len = fitting_length(mask, ids.size(1));
+  const std::int64_t len = fitting_length(mask);
   auto cut = [&](const torch::Tensor& t) { return t.narrow(1, 0, len); };
   return packed_hidden_at(*this, cut(ids), cut(types), cut(mask), torch::arange(n, ids.options()) * len);
 }

@@ -175,15 +175,6 @@ class BertLayerImpl : public torch::nn::Cloneable<BertLayerImpl> {
   explicit BertLayerImpl(const BertConfig& config);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask);
-  /// The output at the first position only, [N, H]: keys and values of
-  /// every token, everything else for token 0 alone.
-  torch::Tensor forward_first(const torch::Tensor& x, const torch::Tensor& additive_mask);
-  /// The output at chosen positions, [N, Q, H]: `xq` [N, Q, H] holds the
-  /// layer's input at Q positions of each row of x [N, L, H]; they attend to
-  /// every token of their row, so this is forward(x) at those positions, for
-  /// the work of Q tokens (keys and values of all L).
-  torch::Tensor forward_queries(const torch::Tensor& xq, const torch::Tensor& x,
-                                const torch::Tensor& additive_mask);
   /// The layer after self-attention: attention.output (dense, LayerNorm
   /// with the residual `input`, the tokens' layer input), intermediate and
   /// output, for the attention context `ctx` of those tokens (any shape
