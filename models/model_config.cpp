@@ -45,6 +45,12 @@ void ModelConfig::validate() const {
         "model.lora.targets is empty while model.lora.r > 0; name the modules to "
         "adapt (e.g. [query, value]) or set model.lora.r: 0 for full fine-tuning");
   }
+  if (bert.freeze && (!item_text || lora.r > 0)) {
+    problems.push_back(fmt::format(
+        "model.bert.freeze needs the text encoder without adapters (model.item_text true, model.lora.r 0; "
+        "got item_text {}, r {}): with r > 0 the base is frozen already and the adapters train",
+        item_text, lora.r));
+  }
   if (user.profile && !item_text) {
     problems.push_back(
         "model.user.profile needs the item encoder to read the profile text: set model.item_text true");

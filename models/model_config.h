@@ -37,12 +37,13 @@ struct ModelBertConfig {
   int max_positions = 512;
   double dropout = 0.0;
   bool add_pooler = false;
+  bool freeze = false;
 
   template <class V>
   void visit(V& v) {
     v.field("pretrained", pretrained,
             "HF model directory (config.json, model.safetensors); its config.json then sets the "
-            "architecture and the keys layers..dropout below are ignored (add_pooler applies). "
+            "architecture and the keys layers..dropout below are ignored (add_pooler and freeze apply). "
             "\"\" builds a randomly initialised BERT from those keys");
     v.field("layers", layers,
             "Transformer layers (num_hidden_layers); 0 = the embeddings alone (word piece + position, "
@@ -66,6 +67,12 @@ struct ModelBertConfig {
     v.field("add_pooler", add_pooler,
             "Build the pooler (dense+tanh over [CLS]); the recommender reads h_[CLS] itself, so the "
             "pooler is always frozen and only counts as a frozen parameter");
+    v.field("freeze", freeze,
+            "Train no BERT weight and add no adapters (model.lora.r must be 0): the encoder, in "
+            "inference mode (no dropout), is a fixed function of an item's text, e.g. a pre-trained "
+            "one (pretrained). Training computes each item's pooled output once and keeps it, so a "
+            "full softmax over the catalogue costs what the bag of word pieces costs; item_proj, the "
+            "ID vectors and the user tower train");
   }
 };
 

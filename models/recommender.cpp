@@ -129,7 +129,10 @@ void RecommenderImpl::reset() {
   if (cfg.item_text) {
     bert = register_module("bert", BertModel(bert_config_, cfg.bert.add_pooler));
     apply_lora(bert, lora_options(cfg.lora));  // r > 0: base frozen, adapters trainable; r = 0: all trainable
-    if (bert->has_pooler()) {
+    if (cfg.bert.freeze) {
+      for (auto& p : bert->parameters()) p.requires_grad_(false);
+      bert->train(false);
+    } else if (bert->has_pooler()) {
       for (auto& p : bert->pooler->parameters()) p.requires_grad_(false);
     }
     item_proj = register_module("item_proj", torch::nn::Linear(bert_config_.hidden_size, d));
@@ -195,18 +198,27 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
     const torch::Tensor vecs = item_id_embedding(ids.clamp(0, n - 1));
     return vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
   }
-  torch::Tensor pooled;
-  if (options_.config().pooling == "mean") {
-    pooled = bert->mean_pooled(tokens, mask);  // padding cut
-  } else {
-    pooled = bert->first_token(tokens, mask);  // h_[CLS], computing only what it needs
-  }
-  torch::Tensor vecs = item_proj(pooled);
+  return item_vectors(text_features(tokens, mask), item_ids);
+}
+
+torch::Tensor RecommenderImpl::text_features(const torch::Tensor& tokens, const torch::Tensor& mask) {
+  LLMREC_CHECK(options_.config().item_text, "text_features: the model reads no text (model.item_text false)");
+  if (options_.config().pooling == "mean") return bert->mean_pooled(tokens, mask);  // padding cut
+  return bert->first_token(tokens, mask);  // h_[CLS], computing only what it needs
+}
+
+torch::Tensor RecommenderImpl::item_vectors(const torch::Tensor& text_features,
+                                            const torch::Tensor& item_ids) {
+  LLMREC_CHECK(options_.config().item_text && text_features.dim() == 2,
+               "item_vectors: text features must be [U, H] of a model that reads text, got {}",
+               shape_of(text_features));
+  torch::Tensor vecs = item_proj(text_features);
   if (!item_id_embedding || !item_ids.defined()) return vecs;
 
-  LLMREC_CHECK(
-      item_ids.dim() == 1 && item_ids.size(0) == tokens.size(0) && item_ids.scalar_type() == torch::kLong,
-      "encode_items: item_ids must be [U = {}] int64, got {}", tokens.size(0), shape_of(item_ids));
+  LLMREC_CHECK(item_ids.dim() == 1 && item_ids.size(0) == text_features.size(0) &&
+                   item_ids.scalar_type() == torch::kLong,
+               "encode_items: item_ids must be [U = {}] int64, got {}", text_features.size(0),
+               shape_of(item_ids));
   const std::int64_t n = options_.id_items();
   const torch::Tensor ids = item_ids.to(vecs.device());
   torch::Tensor has_id = (ids >= 0).logical_and(ids < n);  // cold items: text only
@@ -216,6 +228,11 @@ torch::Tensor RecommenderImpl::encode_items(const torch::Tensor& tokens, const t
   }
   const torch::Tensor id_vecs = item_id_embedding(ids.clamp(0, n - 1));
   return vecs + id_vecs * has_id.unsqueeze(1).to(vecs.scalar_type());
+}
+
+void RecommenderImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (encoder_frozen()) bert->train(false);
 }
 
 std::pair<torch::Tensor, torch::Tensor> RecommenderImpl::profile_vectors(const torch::Tensor& tokens,

@@ -16,7 +16,7 @@
 /// (BilinearScorer, parameter `scorer.weight` = A).
 ///
 /// Trainable: with model.lora.r > 0 the adapters, not the BERT base; with
-/// r = 0 every BERT weight. The BERT pooler (model.bert.add_pooler) is never
+/// r = 0 every BERT weight, unless model.bert.freeze (none). The BERT pooler (model.bert.add_pooler) is never
 /// trained: the item vector reads h_[CLS], not the pooler output. Everything
 /// outside `bert` is trainable.
 
@@ -108,6 +108,18 @@ class RecommenderImpl : public torch::nn::Cloneable<RecommenderImpl> {
   /// row's ID vector is dropped with probability model.id_dropout.
   torch::Tensor encode_items(const torch::Tensor& tokens, const torch::Tensor& mask,
                              const torch::Tensor& item_ids = {});
+  /// encode_items in two parts (model.item_text): the encoder's pooled
+  /// output of each text, [U, H], and the item vectors from it.
+  /// encode_items(t, m, ids) == item_vectors(text_features(t, m), ids).
+  torch::Tensor text_features(const torch::Tensor& tokens, const torch::Tensor& mask);
+  torch::Tensor item_vectors(const torch::Tensor& text_features, const torch::Tensor& item_ids = {});
+  /// model.bert.freeze: no BERT weight trains and the encoder stays in
+  /// inference mode whatever train() says, so text_features is a fixed
+  /// function of the text (trainer/train_step.h keeps it per item).
+  bool encoder_frozen() const { return options_.config().item_text && options_.config().bert.freeze; }
+  /// Module::train, except that a frozen encoder (model.bert.freeze) stays
+  /// in inference mode.
+  void train(bool on = true) override;
 
   /// User tower over rows of `item_vecs` [U, d]: history_index [B, S] int64
   /// (-1 = padding, S <= T) -> u [B, d]. Users without history get the

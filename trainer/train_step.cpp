@@ -60,15 +60,23 @@ struct StepForward {
 /// targets and sampled negatives, or every item of the batch) and the user
 /// tower.
 StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tensor& emb_ids,
-                         const torch::Device& device) {
+                         const StepContext& ctx) {
+  const torch::Device& device = ctx.device;
   const ModelConfig& mc = model->options().config();
   const std::int64_t b = dev.size();
   const std::int64_t d = mc.dim;
   const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
   const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const std::int64_t u = dev.item_ids.numel();
-  torch::Tensor item_vecs =
-      u > 0 ? model->encode_items(dev.item_tokens, dev.item_mask, emb_ids) : torch::zeros({0, d}, floats);
+  torch::Tensor item_vecs;
+  if (u == 0) {
+    item_vecs = torch::zeros({0, d}, floats);
+  } else if (ctx.text_cache != nullptr && model->encoder_frozen()) {
+    item_vecs = model->item_vectors(
+        ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask), emb_ids);
+  } else {
+    item_vecs = model->encode_items(dev.item_tokens, dev.item_mask, emb_ids);
+  }
   torch::Tensor cand_rows;
   if (mc.loss.negatives == "batch_items") {
     cand_rows = torch::arange(u, longs);
@@ -157,6 +165,38 @@ StepClock::time_point backward_global(Recommender& model, const StepForward& f, 
 
 }  // namespace
 
+torch::Tensor FrozenTextCache::features(Recommender& model, const torch::Tensor& item_ids,
+                                        const torch::Tensor& tokens, const torch::Tensor& mask) {
+  LLMREC_CHECK(model->encoder_frozen(),
+               "FrozenTextCache: the model's encoder is not frozen (model.bert.freeze)");
+  LLMREC_CHECK(item_ids.dim() == 1 && item_ids.scalar_type() == torch::kLong && tokens.dim() == 2 &&
+                   tokens.size(0) == item_ids.size(0) && mask.sizes() == tokens.sizes(),
+               "FrozenTextCache: item_ids [U] int64 with tokens and mask [U, L], got {}, {} and {}",
+               c10::str(item_ids.sizes()), c10::str(tokens.sizes()), c10::str(mask.sizes()));
+  if (!kept_rows_.defined()) kept_rows_ = torch::zeros({num_items_}, item_ids.options().dtype(torch::kBool));
+  if (item_ids.numel() > 0) {
+    const auto [lo, hi] = torch::aminmax(item_ids);
+    LLMREC_CHECK(lo.item<std::int64_t>() >= 0 && hi.item<std::int64_t>() < num_items_,
+                 "FrozenTextCache: item ids in [{}, {}] outside [0, {})", lo.item<std::int64_t>(),
+                 hi.item<std::int64_t>(), num_items_);
+  }
+  const torch::Tensor missing = kept_rows_.index_select(0, item_ids).logical_not().nonzero().view({-1});
+  if (missing.numel() > 0) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor feats =
+        model->text_features(tokens.index_select(0, missing), mask.index_select(0, missing));
+    if (!table_.defined()) {
+      table_ = torch::zeros({num_items_, feats.size(1)}, feats.options().dtype(torch::kFloat));
+    }
+    const torch::Tensor ids = item_ids.index_select(0, missing);
+    table_.index_copy_(0, ids, feats.to(table_.scalar_type()));
+    kept_rows_.index_fill_(0, ids, true);
+    kept_ += missing.numel();
+  }
+  if (!table_.defined()) return model->text_features(tokens, mask);  // U = 0
+  return table_.index_select(0, item_ids);
+}
+
 MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync) {
   const std::int64_t b = batch.size();
   const int world = ctx.comm != nullptr ? ctx.comm->size() : 1;
@@ -185,7 +225,7 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   // Forward up to the loss; with run.precision bf16 under autocast.
   std::optional<AutocastGuard> autocast;
   autocast.emplace(ctx.device.type(), ctx.bf16);
-  const StepForward f = step_forward(model, dev, emb_ids, ctx.device);
+  const StepForward f = step_forward(model, dev, emb_ids, ctx);
   std::unique_ptr<GradientReducer::NoSync> no_sync;
   if (!sync && ctx.reducer != nullptr) no_sync = std::make_unique<GradientReducer::NoSync>(*ctx.reducer);
 

@@ -36,6 +36,31 @@
 
 namespace llmrec {
 
+/// The pooled encoder output (RecommenderImpl::text_features) of each item
+/// of a frozen encoder (model.bert.freeze), computed the first time a batch
+/// holds the item and kept: the encoder is then a fixed function of the
+/// text, so the kept rows are what encoding again would give, and a step
+/// costs item_proj and the ID vectors, not the encoder. Nothing of it is
+/// trained or checkpointed.
+class FrozenTextCache {
+ public:
+  /// Items are dataset ids in [0, num_items).
+  explicit FrozenTextCache(std::int64_t num_items) : num_items_(num_items) {}
+  /// The features [U, H] of items `item_ids` [U] whose texts are `tokens`,
+  /// `mask` [U, L]: kept rows, the others encoded (without a graph) and
+  /// kept. The model must have a frozen encoder.
+  torch::Tensor features(Recommender& model, const torch::Tensor& item_ids, const torch::Tensor& tokens,
+                         const torch::Tensor& mask);
+  /// Items kept so far.
+  std::int64_t size() const { return kept_; }
+
+ private:
+  std::int64_t num_items_;
+  std::int64_t kept_ = 0;
+  torch::Tensor table_;      ///< [num_items, H]
+  torch::Tensor kept_rows_;  ///< [num_items] bool
+};
+
 struct StepContext {
   Communicator* comm = nullptr;        ///< null = one process
   GradientReducer* reducer = nullptr;  ///< null = no reduction (one process)
@@ -49,6 +74,8 @@ struct StepContext {
   torch::Device device = torch::kCPU;
   /// Forward pass under bf16 autocast on `device` (run.precision: bf16).
   bool bf16 = false;
+  /// With a frozen encoder: its features per item; null = encode every step.
+  FrozenTextCache* text_cache = nullptr;
 };
 
 struct MicroStepResult {

@@ -208,6 +208,11 @@ void Trainer::log_plan(const GradientReducer& reducer,
   spdlog::info(
       "model: {} parameters, {} trainable ({} tensors); {} bytes all-reduced per step in {} bucket(s)",
       n_total, n_trainable, params.size(), reducer.bytes_per_step(), reducer.buckets().size());
+  if (model_->encoder_frozen()) {
+    spdlog::info(
+        "model.bert.freeze: the item encoder trains nothing; each item's pooled output is computed "
+        "the first time a batch holds it and kept");
+  }
   spdlog::info(
       "data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
       "planned ({} micro-batches each, negatives {})",
@@ -295,6 +300,10 @@ StepContext Trainer::step_context(GradientReducer& reducer) {
   ctx.num_items = static_cast<std::int64_t>(sampler_->items().ids.size());
   ctx.device = setup_.device;
   ctx.bf16 = setup_.bf16;
+  if (model_->encoder_frozen()) {
+    text_cache_ = std::make_unique<FrozenTextCache>(ctx.num_items);
+    ctx.text_cache = text_cache_.get();
+  }
   return ctx;
 }
 

@@ -103,6 +103,7 @@ class Trainer {
   Recommender best_{nullptr};
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
+  std::unique_ptr<FrozenTextCache> text_cache_;  ///< with model.bert.freeze
 
   /// Where a run starts: a fresh start, or a checkpoint's state (setup.resume).
   struct ResumePoint {

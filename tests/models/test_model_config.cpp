@@ -111,6 +111,7 @@ TEST(ModelConfig, ValidateNamesTheKeysThatDisagree) {
   m.bert.heads = 4;
   m.text_len = 600;
   m.lora.targets.clear();
+  m.bert.freeze = true;  // with adapters
   try {
     m.validate();
     FAIL() << "expected ConfigError";
@@ -120,11 +121,17 @@ TEST(ModelConfig, ValidateNamesTheKeysThatDisagree) {
     EXPECT_THAT(what, HasSubstr("model.bert.hidden (130) must be divisible by model.bert.heads (4)"));
     EXPECT_THAT(what, HasSubstr("model.text_len (600) exceeds model.bert.max_positions (512)"));
     EXPECT_THAT(what, HasSubstr("model.lora.targets is empty"));
+    EXPECT_THAT(what, HasSubstr("model.bert.freeze needs the text encoder without adapters"));
   }
   m = ModelConfig();
   m.lora.r = 0;
   m.lora.targets.clear();  // full fine-tuning needs no targets
   EXPECT_NO_THROW(m.validate());
+  m.bert.freeze = true;  // a fixed encoder: no adapters
+  EXPECT_NO_THROW(m.validate());
+  m.item_text = false;
+  m.item_id_embedding = true;
+  EXPECT_THROW(m.validate(), ConfigError);
 }
 
 }  // namespace

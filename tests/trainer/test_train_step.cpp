@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <set>
+#include <vector>
 
 #include "data/sampler.h"
 #include "tests/mpi_test_main.h"
@@ -97,6 +99,73 @@ TEST(TrainStep, Bf16AutocastAgreesWithFloat32) {
     nb += y.pow(2).sum().item<double>();
   }
   EXPECT_GT(dot / std::sqrt(na * nb), 0.99) << "accumulated gradients point the same way";
+  testing::dataset_helper_cleanup(test_comm(), path);
+}
+
+// model.bert.freeze: no BERT weight trains, the encoder stays in inference
+// mode under train(), and a step with FrozenTextCache gives the loss and
+// gradients of encoding every step, from features it encodes once per item.
+TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
+  auto path = testing::make_test_dataset(test_comm(), "trainstep_frozen", 120, 60, 8, 10);
+  DatasetFile f(path);
+  BatchSampler sampler(f, 0, 1, small_batches());
+  ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
+  m.lora.r = 0;
+  m.bert.freeze = true;
+  m.bert.dropout = 0.3;  // must stay off: the encoder is a fixed function
+  m.user.dropout = 0.0;
+  torch::manual_seed(9);
+  Recommender cached(RecommenderOptions(m).id_items(f.num_items()));
+  Recommender fresh(std::dynamic_pointer_cast<RecommenderImpl>(cached->clone()));
+  cached->train();
+  fresh->train();
+  EXPECT_TRUE(cached->is_training());
+  EXPECT_FALSE(cached->bert->is_training());
+  EXPECT_FALSE(fresh->bert->is_training()) << "a clone keeps the encoder in inference mode";
+  for (const auto& [name, p] : trainable_named_parameters(*cached)) {
+    EXPECT_NE(name.rfind("bert.", 0), 0U) << name << " trains although the encoder is frozen";
+  }
+  FrozenTextCache cache(f.num_items());
+  StepContext with;
+  with.text_len = 10;
+  with.num_items = f.num_items();
+  with.text_cache = &cache;
+  StepContext without = with;
+  without.text_cache = nullptr;
+  std::set<std::int64_t> seen;
+  std::vector<double> first_losses;
+  for (int k = 0; k < 3; ++k) {
+    Batch batch = sampler.batch({0, k});
+    for (std::int64_t i = 0; i < batch.item_ids.numel(); ++i)
+      seen.insert(batch.item_ids[i].item<std::int64_t>());
+    MicroStepResult a = train_micro_step(cached, batch, with, true);
+    MicroStepResult b = train_micro_step(fresh, batch, without, true);
+    EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-4 * std::abs(b.loss_sum)) << "batch " << k;
+    first_losses.push_back(a.loss_sum);
+    EXPECT_EQ(cache.size(), static_cast<std::int64_t>(seen.size())) << "each item encoded once";
+  }
+  auto pa = cached->named_parameters(), pb = fresh->named_parameters();
+  std::size_t compared = 0;
+  for (const auto& p : pa) {
+    const torch::Tensor& x = p.value().grad();
+    if (!x.defined()) continue;
+    ++compared;
+    EXPECT_TRUE(torch::allclose(x, pb[p.key()].grad(), 1e-4, 1e-6)) << p.key();
+  }
+  EXPECT_GT(compared, 3U);
+  // The kept features are used: an encoder changed behind the cache's back
+  // moves the loss of encoding every step, not the cached one.
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor change = torch::randn_like(cached->bert->embeddings->word_embeddings->weight);
+    cached->bert->embeddings->word_embeddings->weight.add_(change);
+    fresh->bert->embeddings->word_embeddings->weight.add_(change);
+  }
+  Batch batch = sampler.batch({0, 0});
+  MicroStepResult a = train_micro_step(cached, batch, with, true);
+  MicroStepResult b = train_micro_step(fresh, batch, without, true);
+  EXPECT_NEAR(a.loss_sum, first_losses[0], 1e-5 * std::abs(first_losses[0]));
+  EXPECT_GT(std::abs(b.loss_sum - first_losses[0]), 1e-3 * std::abs(first_losses[0]));
   testing::dataset_helper_cleanup(test_comm(), path);
 }
 
