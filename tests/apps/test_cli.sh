@@ -435,6 +435,17 @@ if [[ $rc -eq 0 ]]; then
     --set train.max_steps=3 --set "eval.baselines=[]" --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' \
     >ft.txt 2>&1 && expect "train fine-tunes the pre-trained encoder with LoRA" ft.txt '^model +0\.[0-9]+' \
     || fail "train from the pre-trained encoder" ft.txt
+  "$bin" train -c tiny.yaml --set run.dir=frz_run --set model.bert.pretrained=pt_run/pretrained \
+    --set model.bert.freeze=true --set model.lora.r=0 --set train.max_steps=3 --set "eval.baselines=[]" \
+    --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >frz.txt 2>&1 \
+    && expect "train with the pre-trained encoder frozen" frz.txt \
+      'model.bert.freeze: the item encoder trains nothing' '^model +0\.[0-9]+' \
+    || fail "train with the pre-trained encoder frozen" frz.txt
+  "$bin" train -c tiny.yaml --set run.dir=frz_bad --set model.bert.freeze=true --set model.lora.r=4 >frz_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "model.bert.freeze with adapters is refused" frz_bad.txt \
+    'model.bert.freeze needs the text encoder without adapters' \
+    || fail "model.bert.freeze with model.lora.r 4: exit $rc" frz_bad.txt
   "$bin" pretrain -c tiny.yaml --set run.dir=pt_run --set pretrain.max_steps=6 --set pretrain.batch_size=8 >pt_again.txt 2>&1
   rc=$?
   [[ $rc -eq 1 ]] && expect "pretrain refuses to start over a run's checkpoints" pt_again.txt 'already holds 1 checkpoint' \
