@@ -217,7 +217,7 @@ torch::Tensor RecommenderImpl::item_vectors(const torch::Tensor& text_features,
 
   LLMREC_CHECK(item_ids.dim() == 1 && item_ids.size(0) == text_features.size(0) &&
                    item_ids.scalar_type() == torch::kLong,
-               "encode_items: item_ids must be [U = {}] int64, got {}", text_features.size(0),
+               "item_vectors (encode_items): item_ids must be [U = {}] int64, got {}", text_features.size(0),
                shape_of(item_ids));
   const std::int64_t n = options_.id_items();
   const torch::Tensor ids = item_ids.to(vecs.device());
