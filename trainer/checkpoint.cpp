@@ -304,6 +304,77 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts) {
   }
 }
 
+namespace {
+
+/// ConfigError unless the checkpoint's model was built for the dataset of
+/// `model` (its ID vectors and context columns).
+void check_same_dataset(const h5::File& f, const RecommenderImpl& model) {
+  if (f.attr_int("/", "id_items") != model.options().id_items()) {
+    throw ConfigError(
+        fmt::format("{}: the checkpoint has ID vectors for {} items, this dataset for {}: it was "
+                    "trained on another dataset",
+                    f.path(), f.attr_int("/", "id_items"), model.options().id_items()));
+  }
+  const std::vector<std::int64_t> context_values = stored_context_values(f);
+  if (context_values != model.options().context_values()) {
+    throw ConfigError(fmt::format(
+        "{}: the checkpoint's context columns have [{}] values, this dataset's [{}]: it "
+        "was trained on another dataset",
+        f.path(), fmt::join(context_values, ", "), fmt::join(model.options().context_values(), ", ")));
+  }
+}
+
+/// Whether model config key `key` (flat, "model.x.y") may differ between a
+/// checkpoint and the model that train.init_from starts from it: how the
+/// model trains, not what its weights mean.
+bool init_may_differ(const std::string& key, bool stored_adapters) {
+  static const char* const kTraining[] = {"model.bert.freeze", "model.bert.dropout", "model.user.dropout",
+                                          "model.id_dropout"};
+  for (const char* k : kTraining)
+    if (key == k) return true;
+  if (key.rfind("model.loss.", 0) == 0) return true;
+  return !stored_adapters && key.rfind("model.lora.", 0) == 0;
+}
+
+/// An adapter tensor: LoraLinear's lora_* parameters, buffers and modules
+/// (a path component starting with "lora_").
+bool is_adapter_tensor(const std::string& name) {
+  return name.rfind("lora_", 0) == 0 || name.find(".lora_") != std::string::npos;
+}
+
+}  // namespace
+
+std::int64_t checkpoint_init_model(const std::string& path, Recommender& model,
+                                   std::vector<std::string>* fresh) {
+  LLMREC_CHECK(static_cast<bool>(model), "checkpoint_init_model: no model");
+  auto f = open_training_checkpoint(path);
+  const ModelConfig stored = stored_model_config(f);
+  const bool stored_adapters = stored.lora.r > 0;
+  std::vector<std::string> differ;
+  for (const std::string& d : model_config_diff(stored, model->options().config())) {
+    if (!init_may_differ(d.substr(0, d.find(':')), stored_adapters)) differ.push_back(d);
+  }
+  if (!differ.empty()) {
+    throw ConfigError(fmt::format(
+        "train.init_from {}: the file's model differs from this one in what its weights mean; only "
+        "model.bert.freeze, model.loss.*, dropouts and (when the file has no adapters) model.lora.* may "
+        "differ:\n  {}",
+        path, fmt::join(differ, "\n  ")));
+  }
+  check_same_dataset(f, *model);
+  const std::string dtype = stored_dtype(f);
+  std::int64_t loaded = 0;
+  for (auto& [name, t] : model_tensors(*model)) {
+    if (!stored_adapters && is_adapter_tensor(name)) {
+      if (fresh != nullptr) fresh->push_back(name);
+      continue;
+    }
+    read_tensor(f, "model/" + name, "model/" + name, dtype, t);
+    ++loaded;
+  }
+  return loaded;
+}
+
 void load_checkpoint(const std::string& path, CheckpointParts& parts) {
   LLMREC_CHECK(static_cast<bool>(parts.model), "load_checkpoint: no model");
   auto f = open_training_checkpoint(path);
@@ -315,19 +386,7 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
                     "model section or start a new run.dir:\n  {}",
                     path, fmt::join(diff, "\n  ")));
   }
-  if (f.attr_int("/", "id_items") != parts.model->options().id_items()) {
-    throw ConfigError(
-        fmt::format("{}: the checkpoint has ID vectors for {} items, this dataset for {}: it was "
-                    "trained on another dataset",
-                    path, f.attr_int("/", "id_items"), parts.model->options().id_items()));
-  }
-  const std::vector<std::int64_t> context_values = stored_context_values(f);
-  if (context_values != parts.model->options().context_values()) {
-    throw ConfigError(fmt::format(
-        "{}: the checkpoint's context columns have [{}] values, this dataset's [{}]: it "
-        "was trained on another dataset",
-        path, fmt::join(context_values, ", "), fmt::join(parts.model->options().context_values(), ", ")));
-  }
+  check_same_dataset(f, *parts.model);
   const std::string dtype = stored_dtype(f);
   checkpoint_read_module(f, "model", dtype, *parts.model);
   const bool training = f.has_attr("/", "training") && f.attr_int("/", "training") == 1;

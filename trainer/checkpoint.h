@@ -82,6 +82,19 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts);
 /// Builds the recommender a checkpoint describes and loads its weights.
 Recommender checkpoint_load_model(const std::string& path);
 
+/// Loads the weights of the checkpoint `path` (a model file or a training
+/// checkpoint) into `model`, to start a new run from them (train.init_from).
+/// The stored model configuration may differ from `model`'s only in how the
+/// model trains: model.bert.freeze, model.bert.dropout, model.user.dropout,
+/// model.id_dropout, model.loss.*, and model.lora.* when the file has no
+/// adapters (model.lora.r 0): `model`'s adapter tensors (lora_*) then keep
+/// their initialisation and are appended to `fresh`. Any other difference
+/// is a ConfigError listing the keys (a file with adapters into a model
+/// without them would lose them); a different dataset (ID vectors, context
+/// values) too. Returns the number of tensors loaded.
+std::int64_t checkpoint_init_model(const std::string& path, Recommender& model,
+                                   std::vector<std::string>* fresh);
+
 /// Reads every dataset of a checkpoint (verifying checksums and the
 /// format); IoError describing the first problem.
 void verify_checkpoint(const std::string& path);

@@ -31,6 +31,7 @@ struct TrainConfig {
   bool progress = true;
   int checkpoint_every = 0;
   int keep_checkpoints = 3;
+  std::string init_from;
 
   template <class V>
   void visit(V& v) {
@@ -81,6 +82,12 @@ struct TrainConfig {
         config_range(0, 1 << 30));
     v.field("keep_checkpoints", keep_checkpoints, "Training checkpoints kept (the newest)",
             config_range(1, 1 << 20));
+    v.field("init_from", init_from,
+            "Start from the weights of a model file of `llmrec train` (model.h5 or a training checkpoint) of "
+            "the same model and dataset; only how the model trains may differ: new adapters (model.lora.* "
+            "when the file has none; they start at zero, so the model starts as the file's), "
+            "model.bert.freeze, model.loss.*, dropouts. Not its optimizer state or schedule. \"\" = the "
+            "initialisation; ignored when resuming");
   }
 };
 

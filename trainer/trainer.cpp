@@ -170,6 +170,20 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   model_ = Recommender(RecommenderOptions(setup_.model)
                            .id_items(dataset.num_items())
                            .context_values(so.context.column_values));
+  const std::string& init_from = setup_.train.init_from;
+  if (!init_from.empty() && setup_.resume.empty()) {
+    std::vector<std::string> fresh;
+    const std::int64_t loaded = checkpoint_init_model(init_from, model_, &fresh);
+    spdlog::info("train.init_from {}: {} tensors loaded{}", init_from, loaded,
+                 fresh.empty()
+                     ? std::string()
+                     : fmt::format("; {} adapter tensors new (the file has none), starting at their "
+                                   "initialisation",
+                                   fresh.size()));
+  } else if (!init_from.empty()) {
+    spdlog::info("train.init_from {} not read: resuming from {}, which holds the weights", init_from,
+                 setup_.resume);
+  }
   model_->to(setup_.device);  // initialised on the CPU (same weights on every rank), then moved
 }
 

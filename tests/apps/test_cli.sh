@@ -441,6 +441,19 @@ if [[ $rc -eq 0 ]]; then
     && expect "train with the pre-trained encoder frozen" frz.txt \
       'model.bert.freeze: the item encoder trains nothing' '^model +0\.[0-9]+' \
     || fail "train with the pre-trained encoder frozen" frz.txt
+  # Two stages: adapters fine-tuned from the frozen run's model (train.init_from).
+  "$bin" train -c tiny.yaml --set run.dir=lpft_run --set model.bert.pretrained=pt_run/pretrained \
+    --set model.lora.r=4 --set train.init_from=frz_run/model.h5 --set train.max_steps=3 --set "eval.baselines=[]" \
+    --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >lpft.txt 2>&1 \
+    && expect "train with adapters from the frozen run's model" lpft.txt \
+      'train.init_from frz_run/model.h5: [0-9]+ tensors loaded; [0-9]+ adapter tensors new' '^model +0\.[0-9]+' \
+    || fail "train.init_from the frozen run's model" lpft.txt
+  "$bin" train -c tiny.yaml --set run.dir=init_bad --set model.bert.pretrained=pt_run/pretrained \
+    --set train.init_from=frz_run/model.h5 --set model.dim=8 --set train.max_steps=3 >init_bad.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "train.init_from of another model shape is refused" init_bad.txt \
+    "train.init_from frz_run/model.h5: the file's model differs from this one" 'model.dim: checkpoint' \
+    || fail "train.init_from with another model.dim: exit $rc" init_bad.txt
   "$bin" train -c tiny.yaml --set run.dir=frz_bad --set model.bert.freeze=true --set model.lora.r=4 >frz_bad.txt 2>&1
   rc=$?
   [[ $rc -eq 1 ]] && expect "model.bert.freeze with adapters is refused" frz_bad.txt \

@@ -74,5 +74,92 @@ TEST(Checkpoint, RoundTripGivesTheSameModel) {
   fs::remove_all(dir);
 }
 
+/// A saved model of `mc` with every weight moved off its initialisation.
+std::string save_perturbed(const fs::path& dir, const std::string& name, const ModelConfig& mc,
+                           std::int64_t id_items, Recommender* out) {
+  torch::manual_seed(11);
+  Recommender model(RecommenderOptions(mc).id_items(id_items));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  }
+  CheckpointParts parts;
+  parts.model = model;
+  parts.run_config_yaml = "run: {}\n";
+  const std::string path = (dir / name).string();
+  save_checkpoint(path, parts);
+  if (out != nullptr) *out = model;
+  return path;
+}
+
+TEST(Checkpoint, InitFromLoadsEveryWeightAndStartsNewAdaptersAtZero) {
+  fs::path dir = fs::temp_directory_path() / ("llmrec_init_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  ModelConfig plain = testing::tiny_model_config(50);
+  plain.lora.r = 0;
+  Recommender source{nullptr};
+  const std::string path = save_perturbed(dir, "plain.h5", plain, 20, &source);
+
+  // Fine-tuning it with adapters, another loss and dropout: allowed.
+  ModelConfig tuned = plain;
+  tuned.lora.r = 4;
+  tuned.loss.temperature = 0.5;
+  tuned.id_dropout = 0.3;
+  torch::manual_seed(99);
+  Recommender model(RecommenderOptions(tuned).id_items(20));
+  std::vector<std::string> fresh;
+  const std::int64_t loaded = checkpoint_init_model(path, model, &fresh);
+  auto src = source->named_parameters();
+  std::int64_t source_tensors = static_cast<std::int64_t>(src.size() + source->named_buffers().size());
+  EXPECT_EQ(loaded, source_tensors);
+  ASSERT_FALSE(fresh.empty());
+  for (const auto& n : fresh) EXPECT_THAT(n, HasSubstr("lora_"));
+  auto got = model->named_parameters();
+  EXPECT_EQ(got.size(), src.size() + fresh.size());
+  for (const auto& p : src) EXPECT_TRUE(torch::equal(p.value(), got[p.key()])) << p.key();
+  // The adapters add nothing yet: the model scores items as the file's.
+  source->eval();
+  model->eval();
+  torch::Tensor tokens = torch::randint(5, 50, {3, 10}, torch::kLong);
+  torch::Tensor mask = torch::ones({3, 10}, torch::kLong);
+  torch::Tensor ids = torch::tensor({1, 7, 30}, torch::kLong);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::allclose(model->encode_items(tokens, mask, ids),
+                                source->encode_items(tokens, mask, ids), 1e-6, 1e-6));
+  }
+
+  // A file with adapters into a model with them: they are loaded too.
+  const std::string adapted = save_perturbed(dir, "adapted.h5", tuned, 20, &source);
+  torch::manual_seed(98);
+  Recommender again(RecommenderOptions(tuned).id_items(20));
+  fresh.clear();
+  EXPECT_EQ(checkpoint_init_model(adapted, again, &fresh),
+            static_cast<std::int64_t>(source->named_parameters().size() + source->named_buffers().size()));
+  EXPECT_TRUE(fresh.empty());
+  auto adapted_src = source->named_parameters(), adapted_got = again->named_parameters();
+  for (const auto& p : adapted_src) EXPECT_TRUE(torch::equal(p.value(), adapted_got[p.key()])) << p.key();
+
+  auto refused = [&](const std::string& file, const ModelConfig& mc, std::int64_t id_items) {
+    Recommender m(RecommenderOptions(mc).id_items(id_items));
+    try {
+      checkpoint_init_model(file, m, nullptr);
+    } catch (const ConfigError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(file));
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "not refused";
+    return std::string();
+  };
+  // ... but not into a model without them (they would be lost),
+  EXPECT_THAT(refused(adapted, plain, 20), HasSubstr("model.lora.r"));
+  // nor into another shape or another dataset.
+  ModelConfig wider = plain;
+  wider.dim = 32;
+  EXPECT_THAT(refused(path, wider, 20), HasSubstr("model.dim"));
+  EXPECT_THAT(refused(path, plain, 21), HasSubstr("another dataset"));
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace llmrec
