@@ -173,7 +173,12 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   const std::string& init_from = setup_.train.init_from;
   if (!init_from.empty() && setup_.resume.empty()) {
     std::vector<std::string> fresh;
-    const std::int64_t loaded = checkpoint_init_model(init_from, model_, &fresh);
+    std::int64_t loaded = 0;
+    try {
+      loaded = checkpoint_init_model(init_from, model_, &fresh);
+    } catch (const IoError& e) {  // a missing or damaged file: name the key that pointed at it
+      throw IoError(fmt::format("train.init_from: {}", e.what()));
+    }
     spdlog::info("train.init_from {}: {} tensors loaded{}", init_from, loaded,
                  fresh.empty()
                      ? std::string()

@@ -454,6 +454,10 @@ if [[ $rc -eq 0 ]]; then
   [[ $rc -eq 1 ]] && expect "train.init_from of another model shape is refused" init_bad.txt \
     "train.init_from frz_run/model.h5: the file's model differs from this one" 'model.dim: checkpoint' \
     || fail "train.init_from with another model.dim: exit $rc" init_bad.txt
+  "$bin" train -c tiny.yaml --set run.dir=init_none --set train.init_from=frz_run/none.h5 >init_none.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "train.init_from of a missing file names the key" init_none.txt \
+    'train.init_from: frz_run/none.h5: no such file' || fail "train.init_from a missing file: exit $rc" init_none.txt
   "$bin" train -c tiny.yaml --set run.dir=frz_bad --set model.bert.freeze=true --set model.lora.r=4 >frz_bad.txt 2>&1
   rc=$?
   [[ $rc -eq 1 ]] && expect "model.bert.freeze with adapters is refused" frz_bad.txt \
