@@ -328,9 +328,9 @@ void check_same_dataset(const h5::File& f, const RecommenderImpl& model) {
 /// checkpoint and the model that train.init_from starts from it: how the
 /// model trains, not what its weights mean.
 bool init_may_differ(const std::string& key, bool stored_adapters) {
-  static const char* const kTraining[] = {"model.bert.freeze", "model.bert.dropout", "model.user.dropout",
-                                          "model.id_dropout"};
-  for (const char* k : kTraining)
+  static const char* const training_keys[] = {"model.bert.freeze", "model.bert.dropout", "model.user.dropout",
+                                              "model.id_dropout"};
+  for (const char* k : training_keys)
     if (key == k) return true;
   if (key.rfind("model.loss.", 0) == 0) return true;
   return !stored_adapters && key.rfind("model.lora.", 0) == 0;

@@ -86,7 +86,7 @@ std::string save_perturbed(const fs::path& dir, const std::string& name, const M
   CheckpointParts parts;
   parts.model = model;
   parts.run_config_yaml = "run: {}\n";
-  const std::string path = (dir / name).string();
+  std::string path = (dir / name).string();
   save_checkpoint(path, parts);
   if (out != nullptr) *out = model;
   return path;
