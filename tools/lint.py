@@ -115,6 +115,8 @@ def tidy_unit(entry, version, cache):
         return src, text.replace(PLACEHOLDER, str(ROOT)), int(rc)
     r = subprocess.run(["clang-tidy", "--quiet", src, "--", *flags],
                        cwd=entry["directory"], capture_output=True, text=True)
+    if r.returncode < 0:  # stopped by a signal (a lint interrupted): no verdict, so nothing cached
+        return src, f"lint: clang-tidy was stopped by signal {-r.returncode} on {src}", 1
     diags = "\n".join(l for l in r.stdout.splitlines() if l.strip())
     rc = 1 if (r.returncode != 0 or re.search(r": (warning|error):", diags)) else 0
     if r.returncode != 0 and not diags:
