@@ -16,22 +16,31 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-TEST(Checkpoint, RoundTripGivesTheSameModel) {
-  fs::path dir = fs::temp_directory_path() / ("llmrec_ckpt_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "model.h5").string();
-  torch::manual_seed(5);
-  Recommender model(RecommenderOptions(testing::tiny_model_config(50)).id_items(20));
-  // Make every weight non-default, so that the comparison means something.
+/// A saved model of `mc` with every weight moved off its initialisation.
+std::string save_perturbed(const fs::path& dir, const std::string& name, const ModelConfig& mc,
+                           std::int64_t id_items, Recommender* out) {
+  torch::manual_seed(11);
+  Recommender model(RecommenderOptions(mc).id_items(id_items));
   {
     torch::NoGradGuard no_grad;
     for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
   }
-  model->eval();
   CheckpointParts parts;
   parts.model = model;
   parts.run_config_yaml = "run: {}\n";
+  std::string path = (dir / name).string();
   save_checkpoint(path, parts);
+  if (out != nullptr) *out = model;
+  return path;
+}
+
+TEST(Checkpoint, RoundTripGivesTheSameModel) {
+  fs::path dir = fs::temp_directory_path() / ("llmrec_ckpt_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  // Every weight non-default, so that the comparison means something.
+  Recommender model{nullptr};
+  const std::string path = save_perturbed(dir, "model.h5", testing::tiny_model_config(50), 20, &model);
+  model->eval();
   Recommender loaded = checkpoint_load_model(path);
   auto a = model->named_parameters(), b = loaded->named_parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -72,24 +81,6 @@ TEST(Checkpoint, RoundTripGivesTheSameModel) {
   std::ofstream(path, std::ios::binary) << "not a checkpoint";
   EXPECT_THROW(checkpoint_load_model(path), IoError);
   fs::remove_all(dir);
-}
-
-/// A saved model of `mc` with every weight moved off its initialisation.
-std::string save_perturbed(const fs::path& dir, const std::string& name, const ModelConfig& mc,
-                           std::int64_t id_items, Recommender* out) {
-  torch::manual_seed(11);
-  Recommender model(RecommenderOptions(mc).id_items(id_items));
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
-  }
-  CheckpointParts parts;
-  parts.model = model;
-  parts.run_config_yaml = "run: {}\n";
-  std::string path = (dir / name).string();
-  save_checkpoint(path, parts);
-  if (out != nullptr) *out = model;
-  return path;
 }
 
 TEST(Checkpoint, InitFromLoadsEveryWeightAndStartsNewAdaptersAtZero) {
