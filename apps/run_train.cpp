@@ -166,11 +166,11 @@ int run_train(AppContext& ctx, const TrainRunOptions& options) {
     CheckpointParts parts;
     parts.model = trainer.model();
     parts.run_config_yaml = resolved_yaml;
-    parts.model_step = r.best_step > 0 ? r.best_step : r.steps;
+    parts.model_step = r.best_step >= 0 ? r.best_step : r.steps;
     parts.model_world_size = ctx.comm->size();
     save_checkpoint(path, parts);
-    spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})", r.best_step > 0 ? "best" : "final",
-                 path, path);
+    spdlog::info("wrote the {} model to {} (llmrec eval --checkpoint {})",
+                 r.best_step >= 0 ? "best" : "final", path, path);
   }
 
   // Test split: the best model next to the baselines (and the oracle).

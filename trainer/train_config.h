@@ -86,8 +86,9 @@ struct TrainConfig {
             "Start from the weights of a model file of `llmrec train` (model.h5 or a training checkpoint) of "
             "the same model and dataset; only how the model trains may differ: new adapters (model.lora.* "
             "when the file has none; they start at zero, so the model starts as the file's), "
-            "model.bert.freeze, model.loss.*, dropouts. Not its optimizer state or schedule. \"\" = the "
-            "initialisation; ignored when resuming");
+            "model.bert.freeze, model.loss.*, dropouts. Not its optimizer state or schedule. Its model is "
+            "validated before step 1 and is the first best. \"\" = the initialisation; ignored when "
+            "resuming");
   }
 };
 

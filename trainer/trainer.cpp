@@ -176,6 +176,7 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
     std::int64_t loaded = 0;
     try {
       loaded = checkpoint_init_model(init_from, model_, &fresh);
+      init_loaded_ = true;
     } catch (const IoError& e) {  // a missing or damaged file: name the key that pointed at it
       throw IoError(fmt::format("train.init_from: {}", e.what()));
     }
@@ -434,6 +435,9 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   };
   // A run stopped by a signal right at a validation step validates first.
   if (at.validation_due && validate) validate_now(validate, at.step, result, bad_evals, metrics_out);
+  // A run from train.init_from validates the file's model first: it is the
+  // first best, so the run's best model is never below where it started.
+  if (init_loaded_ && at.step == 0 && validate) validate_now(validate, 0, result, bad_evals, metrics_out);
 
   model_->train();
   for (std::int64_t step = at.step; step < planned_steps_ && !result.early_stopped; ++step) {

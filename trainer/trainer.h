@@ -104,6 +104,7 @@ class Trainer {
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
   std::unique_ptr<FrozenTextCache> text_cache_;  ///< with model.bert.freeze
+  bool init_loaded_ = false;                     ///< the weights came from train.init_from (not a resume)
 
   /// Where a run starts: a fresh start, or a checkpoint's state (setup.resume).
   struct ResumePoint {

@@ -448,6 +448,13 @@ if [[ $rc -eq 0 ]]; then
     && expect "train with adapters from the frozen run's model" lpft.txt \
       'train.init_from frz_run/model.h5: [0-9]+ tensors loaded; [0-9]+ adapter tensors new' '^model +0\.[0-9]+' \
     || fail "train.init_from the frozen run's model" lpft.txt
+  # It validates the file's model before its first step: the frozen run's best
+  # score (new adapters start at zero), the first best of the new run.
+  frz_best=$(sed -n 's/.*best validation NDCG@10 \([0-9.]*\) at step.*/\1/p' frz.txt)
+  [[ -n $frz_best ]] && grep -q "validation after step 0: NDCG@10 $frz_best (best)" lpft.txt \
+    && grep -q '"step":0,"valid_ndcg@10"' lpft_run/metrics.jsonl \
+    && ok "train.init_from validates the file's model first ($frz_best, as the frozen run's best)" \
+    || fail "train.init_from: no step-0 validation equal to the frozen run's best '$frz_best'" lpft.txt
   "$bin" train -c tiny.yaml --set run.dir=init_bad --set model.bert.pretrained=pt_run/pretrained \
     --set train.init_from=frz_run/model.h5 --set model.dim=8 --set train.max_steps=3 >init_bad.txt 2>&1
   rc=$?
