@@ -225,6 +225,48 @@ std::vector<at::Tensor> checkpoint_read_rng(const h5::File& f) {
   return out;
 }
 
+namespace {
+
+void checkpoint_write_item_features(h5::File& f, const CheckpointParts& parts) {
+  const torch::Tensor table = parts.item_features.to(torch::kCPU, torch::kFloat).contiguous();
+  const torch::Tensor kept = parts.item_features_kept.to(torch::kCPU, torch::kUInt8).contiguous();
+  LLMREC_CHECK(table.dim() == 2 && kept.dim() == 1 && kept.size(0) == table.size(0),
+               "save_checkpoint: item features {} with kept rows {}", c10::str(table.sizes()),
+               c10::str(kept.sizes()));
+  f.write<float>("item_features/table", table.data_ptr<float>(),
+                 {static_cast<std::uint64_t>(table.size(0)), static_cast<std::uint64_t>(table.size(1))});
+  f.write<std::uint8_t>("item_features/kept", kept.data_ptr<std::uint8_t>(),
+                        {static_cast<std::uint64_t>(kept.size(0))});
+}
+
+/// The kept item features of a training checkpoint, into `parts` (left
+/// undefined when the file has none); IoError naming the file on a bad shape.
+void checkpoint_read_item_features(const h5::File& f, CheckpointParts& parts) {
+  if (!f.exists("item_features/table")) return;
+  const auto dims = f.shape("item_features/table");
+  const auto kept_dims =
+      f.exists("item_features/kept") ? f.shape("item_features/kept") : std::vector<std::uint64_t>{};
+  if (dims.size() != 2 || kept_dims.size() != 1 || kept_dims[0] != dims[0]) {
+    throw IoError(
+        fmt::format("{}: item_features/table and item_features/kept of shapes [{}] and [{}]: "
+                    "expected [items, H] and [items]",
+                    f.path(), fmt::join(dims, ", "), fmt::join(kept_dims, ", ")));
+  }
+  std::vector<float> table = f.read<float>("item_features/table");
+  std::vector<std::uint8_t> kept = f.read<std::uint8_t>("item_features/kept");
+  const auto rows = static_cast<std::int64_t>(dims[0]);
+  const auto cols = static_cast<std::int64_t>(dims[1]);
+  if (static_cast<std::int64_t>(table.size()) != rows * cols ||
+      static_cast<std::int64_t>(kept.size()) != rows) {
+    throw IoError(fmt::format("{}: item_features: {} and {} values read for [{}, {}]", f.path(), table.size(),
+                              kept.size(), rows, cols));
+  }
+  parts.item_features = torch::from_blob(table.data(), {rows, cols}, torch::kFloat).clone();
+  parts.item_features_kept = torch::from_blob(kept.data(), {rows}, torch::kUInt8).clone();
+}
+
+}  // namespace
+
 std::vector<at::Tensor> gather_rng_states(Communicator& comm) {
   at::Tensor rng;
   {
@@ -294,6 +336,7 @@ void save_checkpoint(const std::string& path, const CheckpointParts& parts) {
       checkpoint_write_rng(f, s->rng);
     }
     if (parts.best) checkpoint_write_module(f, "best", *parts.best);
+    if (parts.item_features.defined()) checkpoint_write_item_features(f, parts);
     if (parts.optimizer != nullptr) {
       LLMREC_CHECK(parts.params != nullptr, "save_checkpoint: optimizer without parameter names");
       checkpoint_write_optimizer(f, *parts.optimizer, *parts.params);
@@ -412,6 +455,7 @@ void load_checkpoint(const std::string& path, CheckpointParts& parts) {
                       path, s.step, s.world_size, s.cursor.epoch, s.cursor.step, s.steps_per_epoch));
     }
     s.rng = checkpoint_read_rng(f);
+    checkpoint_read_item_features(f, parts);
   }
   if (parts.best) {
     if (f.exists("best")) {

@@ -10,7 +10,8 @@
 /// `model/<module path>` for every parameter and buffer in the model's dtype;
 /// a training checkpoint adds `optimizer/<parameter>/{exp_avg,exp_avg_sq}`
 /// with attribute `step`, `rng/<rank>` (each rank's CPU generator state),
-/// `best/<module path>` (the best model so far, when validated) and the
+/// `best/<module path>` (the best model so far, when validated),
+/// `item_features/{table,kept}` (with train.item_cache_refresh) and the
 /// attributes `cursor_epoch`, `cursor_step`, `steps_per_epoch`,
 /// `planned_steps`, `best_score`, `best_step`, `bad_evals`, `validation_due`. Every dataset is
 /// checksummed (Fletcher32); files are written to a temporary name, fsynced
@@ -63,6 +64,12 @@ struct CheckpointParts {
   Recommender best{nullptr};
   TrainingState* state = nullptr;
   std::string run_config_yaml;
+  /// A training checkpoint's kept item features (TextFeatureCache::state,
+  /// train.item_cache_refresh): `item_features/table` [items, H] float32 and
+  /// `item_features/kept` [items] uint8; undefined = none. load_checkpoint
+  /// sets them from a training checkpoint that has them.
+  torch::Tensor item_features;
+  torch::Tensor item_features_kept;
   /// The `step` attribute of a model file (without `state`).
   std::int64_t model_step = 0;
   int model_world_size = 1;

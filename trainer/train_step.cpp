@@ -56,6 +56,19 @@ struct StepForward {
   torch::Tensor weights;     ///< [targets]
 };
 
+/// The rows (into item_ids) of the batch's own items: its histories' items
+/// and its targets, sorted and distinct.
+torch::Tensor own_rows(const Batch& dev) {
+  std::vector<torch::Tensor> parts;
+  if (dev.history.defined() && dev.history.numel() > 0) {
+    const torch::Tensor h = dev.history.flatten();
+    parts.push_back(h.masked_select(h >= 0));
+  }
+  if (dev.target.defined() && dev.target.numel() > 0) parts.push_back(dev.target);
+  if (parts.empty()) return torch::empty({0}, dev.item_ids.options());
+  return std::get<0>(torch::_unique(torch::cat(parts)));
+}
+
 /// The item tower over the batch's unique items, the candidates (the
 /// targets and sampled negatives, or every item of the batch) and the user
 /// tower.
@@ -71,9 +84,14 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   torch::Tensor item_vecs;
   if (u == 0) {
     item_vecs = torch::zeros({0, d}, floats);
-  } else if (ctx.text_cache != nullptr && model->encoder_frozen()) {
-    item_vecs = model->item_vectors(
-        ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask), emb_ids);
+  } else if (ctx.text_cache != nullptr) {
+    // A frozen encoder: every row kept. A trainable one: the batch's own
+    // items encoded now, the other candidates' rows kept (stale keys).
+    const torch::Tensor feats =
+        model->encoder_frozen()
+            ? ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask)
+            : ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask, own_rows(dev));
+    item_vecs = model->item_vectors(feats, emb_ids);
   } else {
     item_vecs = model->encode_items(dev.item_tokens, dev.item_mask, emb_ids);
   }
@@ -165,24 +183,45 @@ StepClock::time_point backward_global(Recommender& model, const StepForward& f, 
 
 }  // namespace
 
-torch::Tensor FrozenTextCache::features(Recommender& model, const torch::Tensor& item_ids,
-                                        const torch::Tensor& tokens, const torch::Tensor& mask) {
-  LLMREC_CHECK(model->encoder_frozen(),
-               "FrozenTextCache: the model's encoder is not frozen (model.bert.freeze)");
+namespace {
+
+/// Puts a module in inference mode for a scope and back (a frozen encoder
+/// is in inference mode already and stays there).
+class InferenceMode {
+ public:
+  explicit InferenceMode(torch::nn::Module& m) : m_(m), was_training_(m.is_training()) {
+    if (was_training_) m_.eval();
+  }
+  ~InferenceMode() {
+    if (was_training_) m_.train();
+  }
+  InferenceMode(const InferenceMode&) = delete;
+  InferenceMode& operator=(const InferenceMode&) = delete;
+
+ private:
+  torch::nn::Module& m_;
+  bool was_training_;
+};
+
+}  // namespace
+
+torch::Tensor TextFeatureCache::features(Recommender& model, const torch::Tensor& item_ids,
+                                         const torch::Tensor& tokens, const torch::Tensor& mask) {
   LLMREC_CHECK(item_ids.dim() == 1 && item_ids.scalar_type() == torch::kLong && tokens.dim() == 2 &&
                    tokens.size(0) == item_ids.size(0) && mask.sizes() == tokens.sizes(),
-               "FrozenTextCache: item_ids [U] int64 with tokens and mask [U, L], got {}, {} and {}",
+               "TextFeatureCache: item_ids [U] int64 with tokens and mask [U, L], got {}, {} and {}",
                c10::str(item_ids.sizes()), c10::str(tokens.sizes()), c10::str(mask.sizes()));
   if (!kept_rows_.defined()) kept_rows_ = torch::zeros({num_items_}, item_ids.options().dtype(torch::kBool));
   if (item_ids.numel() > 0) {
     const auto [lo, hi] = torch::aminmax(item_ids);
     LLMREC_CHECK(lo.item<std::int64_t>() >= 0 && hi.item<std::int64_t>() < num_items_,
-                 "FrozenTextCache: item ids in [{}, {}] outside [0, {})", lo.item<std::int64_t>(),
+                 "TextFeatureCache: item ids in [{}, {}] outside [0, {})", lo.item<std::int64_t>(),
                  hi.item<std::int64_t>(), num_items_);
   }
   const torch::Tensor missing = kept_rows_.index_select(0, item_ids).logical_not().nonzero().view({-1});
   if (missing.numel() > 0) {
     torch::NoGradGuard no_grad;
+    InferenceMode inference(*model->bert);
     const torch::Tensor feats =
         model->text_features(tokens.index_select(0, missing), mask.index_select(0, missing));
     if (!table_.defined()) {
@@ -193,8 +232,43 @@ torch::Tensor FrozenTextCache::features(Recommender& model, const torch::Tensor&
     kept_rows_.index_fill_(0, ids, true);
     kept_ += missing.numel();
   }
-  if (!table_.defined()) return model->text_features(tokens, mask);  // U = 0
+  if (!table_.defined()) {  // U = 0
+    torch::NoGradGuard no_grad;
+    return model->text_features(tokens, mask).to(torch::kFloat);
+  }
   return table_.index_select(0, item_ids);
+}
+
+torch::Tensor TextFeatureCache::features(Recommender& model, const torch::Tensor& item_ids,
+                                         const torch::Tensor& tokens, const torch::Tensor& mask,
+                                         const torch::Tensor& fresh) {
+  const torch::Tensor kept = features(model, item_ids, tokens, mask);
+  if (fresh.numel() == 0) return kept;
+  const torch::Tensor now = model->text_features(tokens.index_select(0, fresh), mask.index_select(0, fresh));
+  return kept.index_copy(0, fresh, now.to(kept.scalar_type()));
+}
+
+void TextFeatureCache::clear() {
+  if (kept_rows_.defined()) kept_rows_.fill_(false);
+  kept_ = 0;
+}
+
+std::pair<torch::Tensor, torch::Tensor> TextFeatureCache::state() const {
+  if (!table_.defined()) return {};
+  return {table_, kept_rows_.to(torch::kUInt8)};
+}
+
+void TextFeatureCache::restore(const torch::Tensor& table, const torch::Tensor& kept, std::int64_t width,
+                               const std::string& what) {
+  if (table.dim() != 2 || table.size(0) != num_items_ || table.size(1) != width || kept.dim() != 1 ||
+      kept.size(0) != num_items_) {
+    throw IoError(fmt::format("{}: kept item features of shape {} and {}, expected [{}, {}] and [{}]", what,
+                              c10::str(table.sizes()), c10::str(kept.sizes()), num_items_, width,
+                              num_items_));
+  }
+  table_ = table.to(torch::kFloat).clone();
+  kept_rows_ = kept.to(table.device()).ne(0);
+  kept_ = kept_rows_.sum().item<std::int64_t>();
 }
 
 MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const StepContext& ctx, bool sync) {

@@ -27,6 +27,8 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "data/sampler.h"
@@ -36,23 +38,39 @@
 
 namespace llmrec {
 
-/// The pooled encoder output (RecommenderImpl::text_features) of each item
-/// of a frozen encoder (model.bert.freeze), computed the first time a batch
-/// holds the item and kept: the encoder is then a fixed function of the
-/// text, so the kept rows are what encoding again would give, and a step
-/// costs item_proj and the ID vectors, not the encoder. Nothing of it is
-/// trained or checkpointed.
-class FrozenTextCache {
+/// The pooled encoder output (RecommenderImpl::text_features) of each item,
+/// encoded without a graph (the encoder in inference mode) the first time a
+/// step needs the item, and kept:
+/// - a frozen encoder (model.bert.freeze) is a fixed function of the text,
+///   so the kept rows are what encoding again would give, for the whole run:
+///   a step costs item_proj and the ID vectors, not the encoder;
+/// - a trainable encoder with train.item_cache_refresh N: the kept rows are
+///   stale keys for the candidates that are not the batch's own items, which
+///   the second `features` encodes again with a graph; clear() every N steps.
+///   The table is kept in training checkpoints (state / restore), so a
+///   resumed run continues with the same stale rows.
+class TextFeatureCache {
  public:
   /// Items are dataset ids in [0, num_items).
-  explicit FrozenTextCache(std::int64_t num_items) : num_items_(num_items) {}
-  /// The features [U, H] of items `item_ids` [U] whose texts are `tokens`,
-  /// `mask` [U, L]: kept rows, the others encoded (without a graph) and
-  /// kept. The model must have a frozen encoder.
+  explicit TextFeatureCache(std::int64_t num_items) : num_items_(num_items) {}
+  /// The features [U, H] (float32, no graph) of items `item_ids` [U] whose
+  /// texts are `tokens`, `mask` [U, L]: kept rows, the others encoded and kept.
   torch::Tensor features(Recommender& model, const torch::Tensor& item_ids, const torch::Tensor& tokens,
                          const torch::Tensor& mask);
-  /// Items kept so far.
+  /// The same with rows `fresh` [F] (indices into item_ids) encoded now with
+  /// a graph: the encoder's gradient flows through those rows alone.
+  torch::Tensor features(Recommender& model, const torch::Tensor& item_ids, const torch::Tensor& tokens,
+                         const torch::Tensor& mask, const torch::Tensor& fresh);
+  /// Forgets every row: each is encoded again when next needed.
+  void clear();
+  /// Items kept.
   std::int64_t size() const { return kept_; }
+  /// The table [num_items, H] float32 and its kept rows [num_items] uint8
+  /// (undefined before the first row); restore() takes them back (IoError
+  /// naming `what` unless they are [num_items, width] and [num_items]).
+  std::pair<torch::Tensor, torch::Tensor> state() const;
+  void restore(const torch::Tensor& table, const torch::Tensor& kept, std::int64_t width,
+               const std::string& what);
 
  private:
   std::int64_t num_items_;
@@ -74,8 +92,9 @@ struct StepContext {
   torch::Device device = torch::kCPU;
   /// Forward pass under bf16 autocast on `device` (run.precision: bf16).
   bool bf16 = false;
-  /// With a frozen encoder: its features per item; null = encode every step.
-  FrozenTextCache* text_cache = nullptr;
+  /// With a frozen encoder or train.item_cache_refresh: the items' kept
+  /// encoder features; null = encode every candidate at every step.
+  TextFeatureCache* text_cache = nullptr;
 };
 
 struct MicroStepResult {

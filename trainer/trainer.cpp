@@ -14,6 +14,7 @@
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "common/error.h"
 #include "common/time_features.h"
@@ -191,6 +192,17 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
                  setup_.resume);
   }
   model_->to(setup_.device);  // initialised on the CPU (same weights on every rank), then moved
+  if (setup_.train.item_cache_refresh > 0) {
+    if (!setup_.model.item_text) {
+      throw ConfigError("train.item_cache_refresh: the model reads no item text (model.item_text false)");
+    }
+    if (model_->encoder_frozen()) {
+      throw ConfigError(
+          "train.item_cache_refresh: model.bert.freeze keeps every item's features for the whole run "
+          "already; set train.item_cache_refresh to 0");
+    }
+    cache_refresh_ = setup_.train.item_cache_refresh;
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -210,6 +222,7 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
     parts.params = &params;
     parts.best = best_;
     parts.state = &state;
+    if (cache_refresh_ > 0) std::tie(parts.item_features, parts.item_features_kept) = text_cache_->state();
     parts.run_config_yaml = setup_.run_config_yaml;
     save_checkpoint(path, parts);
     checkpoint_prune(dir, setup_.train.keep_checkpoints);
@@ -232,6 +245,11 @@ void Trainer::log_plan(const GradientReducer& reducer,
     spdlog::info(
         "model.bert.freeze: the item encoder trains nothing; each item's pooled output is computed "
         "the first time a batch holds it and kept");
+  } else if (cache_refresh_ > 0) {
+    spdlog::info(
+        "train.item_cache_refresh {}: the batch's own items encoded at every step; the other "
+        "candidates' encoder outputs kept, encoded again every {} steps",
+        cache_refresh_, cache_refresh_);
   }
   spdlog::info(
       "data: {} training examples ({} on this rank), {} batches of {} per rank and epoch, {} steps "
@@ -254,6 +272,13 @@ Trainer::ResumePoint Trainer::resume(torch::optim::AdamW& optimizer,
   load_checkpoint(setup_.resume, parts);
   best_ = parts.best;
   if (best_) best_->eval();
+  if (cache_refresh_ > 0 && parts.item_features.defined()) {
+    text_cache_->restore(parts.item_features.to(setup_.device), parts.item_features_kept.to(setup_.device),
+                         model_->options().config().bert.hidden, setup_.resume);
+  } else if (cache_refresh_ > 0) {
+    spdlog::info("{} keeps no item features: every candidate is encoded again at the next step",
+                 setup_.resume);
+  }
   at.step = saved.step;
   at.best_score = saved.best_score;
   at.best_step = saved.best_step;
@@ -320,8 +345,8 @@ StepContext Trainer::step_context(GradientReducer& reducer) {
   ctx.num_items = static_cast<std::int64_t>(sampler_->items().ids.size());
   ctx.device = setup_.device;
   ctx.bf16 = setup_.bf16;
-  if (model_->encoder_frozen()) {
-    text_cache_ = std::make_unique<FrozenTextCache>(ctx.num_items);
+  if (model_->encoder_frozen() || cache_refresh_ > 0) {
+    text_cache_ = std::make_unique<TextFeatureCache>(ctx.num_items);
     ctx.text_cache = text_cache_.get();
   }
   return ctx;
@@ -442,6 +467,7 @@ TrainResult Trainer::run(const std::function<double(Recommender&)>& validate) {
   model_->train();
   for (std::int64_t step = at.step; step < planned_steps_ && !result.early_stopped; ++step) {
     const auto t_step = Clock::now();
+    if (cache_refresh_ > 0 && step % cache_refresh_ == 0) text_cache_->clear();  // stale keys renewed
     const StepSums sums = optimizer_step(loader, ctx, reducer, *optimizer, trainable, step);
     const StepTotals totals = reduce_step_totals(comm_, sums.loss_sum, static_cast<double>(sums.examples));
     result.steps = step + 1;

@@ -103,8 +103,9 @@ class Trainer {
   Recommender best_{nullptr};
   std::int64_t planned_steps_ = 0;
   int text_len_ = 0;
-  std::unique_ptr<FrozenTextCache> text_cache_;  ///< with model.bert.freeze
-  bool init_loaded_ = false;                     ///< the weights came from train.init_from (not a resume)
+  std::unique_ptr<TextFeatureCache> text_cache_;  ///< with model.bert.freeze or train.item_cache_refresh
+  int cache_refresh_ = 0;     ///< train.item_cache_refresh with a trainable encoder (else 0)
+  bool init_loaded_ = false;  ///< the weights came from train.init_from (not a resume)
 
   /// Where a run starts: a fresh start, or a checkpoint's state (setup.resume).
   struct ResumePoint {

@@ -128,6 +128,17 @@ TEST_F(Resume, StopAndResumeIsBitwiseTheUninterruptedRun) {
   expect_resume_is_bitwise("", [](TrainerSetup&) {});
 }
 
+// train.item_cache_refresh: the kept item features are in the checkpoint,
+// so a run stopped between two refreshes (3 and 6) scores the other
+// candidates from the same stale rows after the resume.
+TEST_F(Resume, KeptItemFeaturesResumeBetweenRefreshes) {
+  expect_resume_is_bitwise("kept", [](TrainerSetup& s) {
+    s.train.item_cache_refresh = 3;
+    s.model.loss.negatives = "all";  // candidates beyond the batch's own items
+    s.train.negatives = "local";
+  });
+}
+
 // AdaLoRA's allocator state (smoothed importance, kept triplets) is in the
 // checkpoint: stopped in the middle of the pruning, the run goes on exactly.
 TEST_F(Resume, AdaLoraResumesMidPruning) {

@@ -8,6 +8,7 @@
 #include <set>
 #include <vector>
 
+#include "common/error.h"
 #include "data/sampler.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
@@ -103,7 +104,7 @@ TEST(TrainStep, Bf16AutocastAgreesWithFloat32) {
 }
 
 // model.bert.freeze: no BERT weight trains, the encoder stays in inference
-// mode under train(), and a step with FrozenTextCache gives the loss and
+// mode under train(), and a step with TextFeatureCache gives the loss and
 // gradients of encoding every step, from features it encodes once per item.
 TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
   auto path = testing::make_test_dataset(test_comm(), "trainstep_frozen", 120, 60, 8, 10);
@@ -125,7 +126,7 @@ TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
   for (const auto& [name, p] : trainable_named_parameters(*cached)) {
     EXPECT_NE(name.rfind("bert.", 0), 0U) << name << " trains although the encoder is frozen";
   }
-  FrozenTextCache cache(f.num_items());
+  TextFeatureCache cache(f.num_items());
   StepContext with;
   with.text_len = 10;
   with.num_items = f.num_items();
@@ -166,6 +167,86 @@ TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
   MicroStepResult b = train_micro_step(fresh, batch, without, true);
   EXPECT_NEAR(a.loss_sum, first_losses[0], 1e-5 * std::abs(first_losses[0]));
   EXPECT_GT(std::abs(b.loss_sum - first_losses[0]), 1e-3 * std::abs(first_losses[0]));
+  testing::dataset_helper_cleanup(test_comm(), path);
+}
+
+// train.item_cache_refresh: with a trainable encoder, the candidates that
+// are not the batch's own items (histories and targets) are scored from kept
+// rows (stale keys). Right after a clear the loss and every gradient but the
+// encoder's are those of encoding every candidate; the encoder's comes from
+// the batch's own items alone. When the encoder moves, the kept rows stay
+// (the loss differs from encoding everything) until clear().
+TEST(TrainStep, KeptFeaturesScoreTheOtherCandidatesUntilCleared) {
+  auto path = testing::make_test_dataset(test_comm(), "trainstep_kept", 120, 60, 8, 10);
+  DatasetFile f(path);
+  SamplerOptions so = small_batches();
+  so.batch_size = 4;
+  so.all_items = true;  // a full softmax: most candidates are not the batch's own
+  BatchSampler sampler(f, 0, 1, so);
+  ModelConfig m = testing::tiny_model_config(static_cast<int>(f.vocab().size()));
+  m.lora.r = 0;  // every encoder weight trains
+  m.loss.negatives = "all";
+  m.bert.dropout = 0.0;
+  m.user.dropout = 0.0;
+  torch::manual_seed(13);
+  Recommender kept(RecommenderOptions(m).id_items(f.num_items()));
+  Recommender every(std::dynamic_pointer_cast<RecommenderImpl>(kept->clone()));
+  kept->train();
+  every->train();
+  TextFeatureCache cache(f.num_items());
+  StepContext with;
+  with.text_len = 10;
+  with.num_items = f.num_items();
+  with.text_cache = &cache;
+  StepContext without = with;
+  without.text_cache = nullptr;
+  const Batch batch = sampler.batch({0, 0});
+  ASSERT_GT(batch.item_ids.numel(), 4 * so.history) << "the batch must have candidates of its own and others";
+
+  MicroStepResult a = train_micro_step(kept, batch, with, true);
+  MicroStepResult b = train_micro_step(every, batch, without, true);
+  EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-5 * std::abs(b.loss_sum));
+  EXPECT_EQ(cache.size(), batch.item_ids.numel());
+  auto pa = kept->named_parameters(), pb = every->named_parameters();
+  std::size_t same = 0, encoder_differs = 0;
+  for (const auto& p : pa) {
+    const torch::Tensor& x = p.value().grad();
+    const torch::Tensor& y = pb[p.key()].grad();
+    ASSERT_EQ(x.defined(), y.defined()) << p.key();
+    if (!x.defined()) continue;
+    ASSERT_GT(x.abs().sum().item<double>(), 0.0) << p.key() << " gets no gradient";
+    if (p.key().rfind("bert.", 0) == 0) {
+      encoder_differs += torch::allclose(x, y, 1e-4, 1e-7) ? 0 : 1;
+    } else {
+      EXPECT_TRUE(torch::allclose(x, y, 1e-4, 1e-7)) << p.key();
+      ++same;
+    }
+  }
+  EXPECT_GT(same, 3U);
+  EXPECT_GT(encoder_differs, 0U) << "the other candidates' rows carry no encoder gradient";
+
+  {  // the encoder moves: the kept rows do not, until cleared
+    torch::NoGradGuard no_grad;
+    const torch::Tensor change = 0.5 * torch::randn_like(kept->bert->embeddings->word_embeddings->weight);
+    kept->bert->embeddings->word_embeddings->weight.add_(change);
+    every->bert->embeddings->word_embeddings->weight.add_(change);
+  }
+  a = train_micro_step(kept, batch, with, true);
+  b = train_micro_step(every, batch, without, true);
+  EXPECT_GT(std::abs(a.loss_sum - b.loss_sum), 1e-4 * std::abs(b.loss_sum)) << "stale rows were used";
+  cache.clear();
+  EXPECT_EQ(cache.size(), 0);
+  a = train_micro_step(kept, batch, with, true);
+  EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-5 * std::abs(b.loss_sum)) << "cleared: every row encoded again";
+  EXPECT_TRUE(kept->bert->is_training()) << "the kept rows are encoded in inference mode, then back";
+
+  // state() / restore() round trip, and a table of another width is refused.
+  auto [table, rows] = cache.state();
+  TextFeatureCache back(f.num_items());
+  back.restore(table, rows, table.size(1), "t.h5");
+  EXPECT_EQ(back.size(), cache.size());
+  EXPECT_TRUE(torch::equal(back.state().first, table));
+  EXPECT_THROW(back.restore(table, rows, table.size(1) + 1, "t.h5"), IoError);
   testing::dataset_helper_cleanup(test_comm(), path);
 }
 
