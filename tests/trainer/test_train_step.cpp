@@ -29,6 +29,24 @@ SamplerOptions small_batches() {
   return so;
 }
 
+/// A one-process step context reading 10 tokens, with `cache` (or none).
+StepContext text_context(std::int64_t num_items, TextFeatureCache* cache) {
+  StepContext ctx;
+  ctx.text_len = 10;
+  ctx.num_items = num_items;
+  ctx.text_cache = cache;
+  return ctx;
+}
+
+/// The same random change (times `scale`) to both models' word embeddings,
+/// behind any cache's back.
+void move_encoder(Recommender& a, Recommender& b, double scale) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor change = scale * torch::randn_like(a->bert->embeddings->word_embeddings->weight);
+  a->bert->embeddings->word_embeddings->weight.add_(change);
+  b->bert->embeddings->word_embeddings->weight.add_(change);
+}
+
 TEST(TrainStep, OverfitsAFixedBatch) {
   auto path = testing::make_test_dataset(test_comm(), "trainstep", 120, 60, 8, 10);
   DatasetFile f(path);
@@ -127,12 +145,8 @@ TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
     EXPECT_NE(name.rfind("bert.", 0), 0U) << name << " trains although the encoder is frozen";
   }
   TextFeatureCache cache(f.num_items());
-  StepContext with;
-  with.text_len = 10;
-  with.num_items = f.num_items();
-  with.text_cache = &cache;
-  StepContext without = with;
-  without.text_cache = nullptr;
+  const StepContext with = text_context(f.num_items(), &cache);
+  const StepContext without = text_context(f.num_items(), nullptr);
   std::set<std::int64_t> seen;
   std::vector<double> first_losses;
   for (int k = 0; k < 3; ++k) {
@@ -156,12 +170,7 @@ TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
   EXPECT_GT(compared, 3U);
   // The kept features are used: an encoder changed behind the cache's back
   // moves the loss of encoding every step, not the cached one.
-  {
-    torch::NoGradGuard no_grad;
-    const torch::Tensor change = torch::randn_like(cached->bert->embeddings->word_embeddings->weight);
-    cached->bert->embeddings->word_embeddings->weight.add_(change);
-    fresh->bert->embeddings->word_embeddings->weight.add_(change);
-  }
+  move_encoder(cached, fresh, 1.0);
   Batch batch = sampler.batch({0, 0});
   MicroStepResult a = train_micro_step(cached, batch, with, true);
   MicroStepResult b = train_micro_step(fresh, batch, without, true);
@@ -194,12 +203,8 @@ TEST(TrainStep, KeptFeaturesScoreTheOtherCandidatesUntilCleared) {
   kept->train();
   every->train();
   TextFeatureCache cache(f.num_items());
-  StepContext with;
-  with.text_len = 10;
-  with.num_items = f.num_items();
-  with.text_cache = &cache;
-  StepContext without = with;
-  without.text_cache = nullptr;
+  const StepContext with = text_context(f.num_items(), &cache);
+  const StepContext without = text_context(f.num_items(), nullptr);
   const Batch batch = sampler.batch({0, 0});
   ASSERT_GT(batch.item_ids.numel(), 4 * so.history) << "the batch must have candidates of its own and others";
 
@@ -225,12 +230,7 @@ TEST(TrainStep, KeptFeaturesScoreTheOtherCandidatesUntilCleared) {
   EXPECT_GT(same, 3U);
   EXPECT_GT(encoder_differs, 0U) << "the other candidates' rows carry no encoder gradient";
 
-  {  // the encoder moves: the kept rows do not, until cleared
-    torch::NoGradGuard no_grad;
-    const torch::Tensor change = 0.5 * torch::randn_like(kept->bert->embeddings->word_embeddings->weight);
-    kept->bert->embeddings->word_embeddings->weight.add_(change);
-    every->bert->embeddings->word_embeddings->weight.add_(change);
-  }
+  move_encoder(kept, every, 0.5);  // the kept rows do not move until cleared
   a = train_micro_step(kept, batch, with, true);
   b = train_micro_step(every, batch, without, true);
   EXPECT_GT(std::abs(a.loss_sum - b.loss_sum), 1e-4 * std::abs(b.loss_sum)) << "stale rows were used";
