@@ -84,11 +84,11 @@ struct TrainConfig {
     v.field("keep_checkpoints", keep_checkpoints, "Training checkpoints kept (the newest)",
             config_range(1, 1 << 20));
     v.field("item_cache_refresh", item_cache_refresh,
-            "With a trainable text encoder: candidate items that are not the batch's own (its histories' "
-            "items and targets) are scored from a table of every item's encoder output, encoded again "
-            "every this many steps and kept in checkpoints, so a step encodes the batch's items, not "
-            "every candidate; the encoder's gradient then comes from the batch's items alone. 0 = every "
-            "candidate encoded at every step",
+            "With a trainable text encoder: every item is scored from a table of its encoder output, "
+            "encoded again every this many steps and kept in checkpoints; the batch's own items (its "
+            "histories' items and targets) are encoded at every step for the encoder's gradient, which "
+            "comes from them alone. A step then encodes the batch's items, not every candidate. 0 = "
+            "every candidate encoded at every step",
             config_range(0, 1 << 30));
     v.field("init_from", init_from,
             "Start from the weights of a model file of `llmrec train` (model.h5 or a training checkpoint) of "

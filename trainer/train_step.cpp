@@ -56,17 +56,48 @@ struct StepForward {
   torch::Tensor weights;     ///< [targets]
 };
 
-/// The rows (into item_ids) of the batch's own items: its histories' items
-/// and its targets, sorted and distinct.
-torch::Tensor own_rows(const Batch& dev) {
-  std::vector<torch::Tensor> parts;
+/// The rows (into item_ids) encoded again for the encoder's gradient when
+/// every row's value is kept (train.item_cache_refresh), with their gradient
+/// weights: the batch's own items (its histories' items and its targets,
+/// weight 1) and as many of the other candidates, drawn uniformly without
+/// replacement, weighted (other candidates) / (drawn), an unbiased estimate
+/// of the other candidates' share of the encoder's gradient (all of them,
+/// weight 1, when there are no more of them than own items).
+std::pair<torch::Tensor, torch::Tensor> gradient_rows(const Batch& dev, const torch::Tensor& cand_rows) {
+  const std::int64_t u = dev.item_ids.numel();
+  const auto longs = dev.item_ids.options();
+  torch::Tensor own = torch::zeros({u}, longs.dtype(torch::kBool));
   if (dev.history.defined() && dev.history.numel() > 0) {
     const torch::Tensor h = dev.history.flatten();
-    parts.push_back(h.masked_select(h >= 0));
+    own.index_fill_(0, h.masked_select(h >= 0), true);
   }
-  if (dev.target.defined() && dev.target.numel() > 0) parts.push_back(dev.target);
-  if (parts.empty()) return torch::empty({0}, dev.item_ids.options());
-  return std::get<0>(torch::_unique(torch::cat(parts)));
+  if (dev.target.defined() && dev.target.numel() > 0) own.index_fill_(0, dev.target, true);
+  torch::Tensor other = torch::zeros({u}, longs.dtype(torch::kBool));
+  if (cand_rows.numel() > 0) other.index_fill_(0, cand_rows, true);
+  other = other.logical_and(own.logical_not()).nonzero().view({-1});
+  const torch::Tensor own_rows = own.nonzero().view({-1});
+  const std::int64_t n_other = other.numel();
+  const std::int64_t drawn = std::min(n_other, own_rows.numel());
+  torch::Tensor rows = own_rows;
+  torch::Tensor weight = torch::ones({own_rows.numel()}, longs.dtype(torch::kFloat));
+  if (drawn > 0) {
+    const torch::Tensor pick = other.index_select(0, torch::randperm(n_other, longs).narrow(0, 0, drawn));
+    rows = torch::cat({own_rows, pick});
+    weight =
+        torch::cat({weight, torch::full({drawn}, static_cast<double>(n_other) / static_cast<double>(drawn),
+                                        weight.options())});
+  }
+  return {rows, weight};
+}
+
+/// The candidates' rows (into item_ids): every item of the batch
+/// (batch_items), or its targets and negatives.
+torch::Tensor candidate_rows(const Batch& dev, const ModelConfig& mc, const torch::TensorOptions& longs) {
+  if (mc.loss.negatives == "batch_items") return torch::arange(dev.item_ids.numel(), longs);
+  std::vector<torch::Tensor> parts;
+  if (dev.size() > 0) parts.push_back(dev.target);
+  if (dev.negatives.defined() && dev.negatives.numel() > 0) parts.push_back(dev.negatives);
+  return parts.empty() ? torch::empty({0}, longs) : std::get<0>(torch::_unique(torch::cat(parts)));
 }
 
 /// The item tower over the batch's unique items, the candidates (the
@@ -81,28 +112,19 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
   const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const std::int64_t u = dev.item_ids.numel();
+  const torch::Tensor cand_rows = candidate_rows(dev, mc, longs);
   torch::Tensor item_vecs;
   if (u == 0) {
     item_vecs = torch::zeros({0, d}, floats);
-  } else if (ctx.text_cache != nullptr) {
-    // A frozen encoder: every row kept. A trainable one: the batch's own
-    // items encoded now, the other candidates' rows kept (stale keys).
-    const torch::Tensor feats =
-        model->encoder_frozen()
-            ? ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask)
-            : ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask, own_rows(dev));
-    item_vecs = model->item_vectors(feats, emb_ids);
+  } else if (ctx.text_cache != nullptr && model->encoder_frozen()) {  // every row kept
+    item_vecs = model->item_vectors(
+        ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask), emb_ids);
+  } else if (ctx.text_cache != nullptr) {  // kept values, the encoder's gradient through some rows
+    const auto [rows, weight] = gradient_rows(dev, cand_rows);
+    item_vecs = model->item_vectors(
+        ctx.text_cache->features(model, dev.item_ids, dev.item_tokens, dev.item_mask, rows, weight), emb_ids);
   } else {
     item_vecs = model->encode_items(dev.item_tokens, dev.item_mask, emb_ids);
-  }
-  torch::Tensor cand_rows;
-  if (mc.loss.negatives == "batch_items") {
-    cand_rows = torch::arange(u, longs);
-  } else {
-    std::vector<torch::Tensor> parts;
-    if (b > 0) parts.push_back(dev.target);
-    if (dev.negatives.defined() && dev.negatives.numel() > 0) parts.push_back(dev.negatives);
-    cand_rows = parts.empty() ? torch::empty({0}, longs) : std::get<0>(torch::_unique(torch::cat(parts)));
   }
   StepForward f;
   f.keys = model->item_keys(item_vecs.index_select(0, cand_rows));
@@ -241,11 +263,19 @@ torch::Tensor TextFeatureCache::features(Recommender& model, const torch::Tensor
 
 torch::Tensor TextFeatureCache::features(Recommender& model, const torch::Tensor& item_ids,
                                          const torch::Tensor& tokens, const torch::Tensor& mask,
-                                         const torch::Tensor& fresh) {
+                                         const torch::Tensor& fresh, const torch::Tensor& weight) {
   const torch::Tensor kept = features(model, item_ids, tokens, mask);
   if (fresh.numel() == 0) return kept;
-  const torch::Tensor now = model->text_features(tokens.index_select(0, fresh), mask.index_select(0, fresh));
-  return kept.index_copy(0, fresh, now.to(kept.scalar_type()));
+  LLMREC_CHECK(weight.dim() == 1 && weight.size(0) == fresh.size(0),
+               "TextFeatureCache: {} gradient weights for {} rows", weight.numel(), fresh.numel());
+  const torch::Tensor now =
+      model->text_features(tokens.index_select(0, fresh), mask.index_select(0, fresh)).to(kept.scalar_type());
+  // The values stay the kept rows' (now - now.detach() is exactly 0), so no
+  // candidate can be told from the others by its age or its dropout (the
+  // targets are always the batch's own); the gradient flows through `now`,
+  // times each row's weight.
+  const torch::Tensor grad_path = (now - now.detach()) * weight.to(now.dtype()).unsqueeze(1);
+  return kept.index_copy(0, fresh, kept.index_select(0, fresh) + grad_path);
 }
 
 void TextFeatureCache::clear() {

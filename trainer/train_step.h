@@ -45,8 +45,8 @@ namespace llmrec {
 ///   so the kept rows are what encoding again would give, for the whole run:
 ///   a step costs item_proj and the ID vectors, not the encoder;
 /// - a trainable encoder with train.item_cache_refresh N: the kept rows are
-///   stale keys for the candidates that are not the batch's own items, which
-///   the second `features` encodes again with a graph; clear() every N steps.
+///   stale keys; the second `features` encodes the batch's own items again
+///   with a graph for the encoder's gradient; clear() every N steps.
 ///   The table is kept in training checkpoints (state / restore), so a
 ///   resumed run continues with the same stale rows.
 class TextFeatureCache {
@@ -57,10 +57,13 @@ class TextFeatureCache {
   /// texts are `tokens`, `mask` [U, L]: kept rows, the others encoded and kept.
   torch::Tensor features(Recommender& model, const torch::Tensor& item_ids, const torch::Tensor& tokens,
                          const torch::Tensor& mask);
-  /// The same with rows `fresh` [F] (indices into item_ids) encoded now with
-  /// a graph: the encoder's gradient flows through those rows alone.
+  /// The same, with rows `fresh` [F] (indices into item_ids) encoded now
+  /// with a graph for the encoder's gradient, which flows through those rows
+  /// alone, times `weight` [F]; the values returned are still the kept rows'
+  /// (every candidate scored from features of one age, none told apart by
+  /// dropout).
   torch::Tensor features(Recommender& model, const torch::Tensor& item_ids, const torch::Tensor& tokens,
-                         const torch::Tensor& mask, const torch::Tensor& fresh);
+                         const torch::Tensor& mask, const torch::Tensor& fresh, const torch::Tensor& weight);
   /// Forgets every row: each is encoded again when next needed.
   void clear();
   /// Items kept.

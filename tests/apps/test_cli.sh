@@ -441,13 +441,17 @@ if [[ $rc -eq 0 ]]; then
     && expect "train with the pre-trained encoder frozen" frz.txt \
       'model.bert.freeze: the item encoder trains nothing' '^model +0\.[0-9]+' \
     || fail "train with the pre-trained encoder frozen" frz.txt
-  # Two stages: adapters fine-tuned from the frozen run's model (train.init_from).
+  # Two stages: adapters fine-tuned from the frozen run's model (train.init_from),
+  # the other candidates scored from kept features (train.item_cache_refresh).
   "$bin" train -c tiny.yaml --set run.dir=lpft_run --set model.bert.pretrained=pt_run/pretrained \
     --set model.lora.r=4 --set train.init_from=frz_run/model.h5 --set train.max_steps=3 --set "eval.baselines=[]" \
-    --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >lpft.txt 2>&1 \
-    && expect "train with adapters from the frozen run's model" lpft.txt \
+    --set train.item_cache_refresh=2 --set "eval.fusion.weights={}" --set 'eval.oracle_dir=""' >lpft.txt 2>&1 \
+    && expect "train with adapters from the frozen run's model, kept item features" lpft.txt \
       'train.init_from frz_run/model.h5: [0-9]+ tensors loaded; [0-9]+ adapter tensors new' '^model +0\.[0-9]+' \
-    || fail "train.init_from the frozen run's model" lpft.txt
+      'train.item_cache_refresh 2: the batch' \
+    && grep -qa 'item_features' lpft_run/checkpoints/step-00000003.h5 \
+    && ok "the training checkpoint keeps the item features" \
+    || fail "train.init_from the frozen run's model, train.item_cache_refresh 2" lpft.txt
   # It validates the file's model before its first step: the frozen run's best
   # score (new adapters start at zero), the first best of the new run.
   frz_best=$(sed -n 's/.*best validation NDCG@10 \([0-9.]*\) at step.*/\1/p' frz.txt)
@@ -465,6 +469,12 @@ if [[ $rc -eq 0 ]]; then
   rc=$?
   [[ $rc -eq 1 ]] && expect "train.init_from of a missing file names the key" init_none.txt \
     'train.init_from: frz_run/none.h5: no such file' || fail "train.init_from a missing file: exit $rc" init_none.txt
+  "$bin" train -c tiny.yaml --set run.dir=frz_refresh --set model.bert.freeze=true --set model.lora.r=0 \
+    --set train.item_cache_refresh=5 >frz_refresh.txt 2>&1
+  rc=$?
+  [[ $rc -eq 1 ]] && expect "train.item_cache_refresh with a frozen encoder is refused" frz_refresh.txt \
+    "train.item_cache_refresh: model.bert.freeze keeps every item's features" \
+    || fail "train.item_cache_refresh with model.bert.freeze: exit $rc" frz_refresh.txt
   "$bin" train -c tiny.yaml --set run.dir=frz_bad --set model.bert.freeze=true --set model.lora.r=4 >frz_bad.txt 2>&1
   rc=$?
   [[ $rc -eq 1 ]] && expect "model.bert.freeze with adapters is refused" frz_bad.txt \

@@ -179,12 +179,13 @@ TEST(TrainStep, FrozenEncoderKeepsEachItemsFeaturesAndTrainsTheSame) {
   testing::dataset_helper_cleanup(test_comm(), path);
 }
 
-// train.item_cache_refresh: with a trainable encoder, the candidates that
-// are not the batch's own items (histories and targets) are scored from kept
-// rows (stale keys). Right after a clear the loss and every gradient but the
-// encoder's are those of encoding every candidate; the encoder's comes from
-// the batch's own items alone. When the encoder moves, the kept rows stay
-// (the loss differs from encoding everything) until clear().
+// train.item_cache_refresh: with a trainable encoder every candidate is
+// scored from kept rows (stale keys) and the encoder's gradient comes from
+// the batch's own items (histories and targets) and a weighted sample of the
+// other candidates, encoded again. Right after a clear the loss and every
+// gradient but the encoder's are those of encoding every candidate (the
+// encoder's too when every other candidate is drawn). When the encoder moves
+// the kept rows stay (the same loss as before it moved) until clear().
 TEST(TrainStep, KeptFeaturesScoreTheOtherCandidatesUntilCleared) {
   auto path = testing::make_test_dataset(test_comm(), "trainstep_kept", 120, 60, 8, 10);
   DatasetFile f(path);
@@ -228,17 +229,48 @@ TEST(TrainStep, KeptFeaturesScoreTheOtherCandidatesUntilCleared) {
     }
   }
   EXPECT_GT(same, 3U);
-  EXPECT_GT(encoder_differs, 0U) << "the other candidates' rows carry no encoder gradient";
+  EXPECT_GT(encoder_differs, 0U) << "a sample of the other candidates carries their encoder gradient";
 
+  const double first = a.loss_sum;
   move_encoder(kept, every, 0.5);  // the kept rows do not move until cleared
+  kept->zero_grad();
   a = train_micro_step(kept, batch, with, true);
   b = train_micro_step(every, batch, without, true);
-  EXPECT_GT(std::abs(a.loss_sum - b.loss_sum), 1e-4 * std::abs(b.loss_sum)) << "stale rows were used";
+  EXPECT_EQ(a.loss_sum, first) << "every candidate, the batch's own too, is scored from the kept rows";
+  EXPECT_GT(std::abs(b.loss_sum - first), 1e-4 * std::abs(first)) << "the encoder did move";
+  const torch::Tensor& word_grad = kept->bert->embeddings->word_embeddings->weight.grad();
+  ASSERT_TRUE(word_grad.defined());
+  EXPECT_GT(word_grad.abs().sum().item<double>(), 0.0) << "the encoder's gradient flows through the own rows";
   cache.clear();
   EXPECT_EQ(cache.size(), 0);
   a = train_micro_step(kept, batch, with, true);
   EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-5 * std::abs(b.loss_sum)) << "cleared: every row encoded again";
   EXPECT_TRUE(kept->bert->is_training()) << "the kept rows are encoded in inference mode, then back";
+
+  // A batch whose own items outnumber the other candidates draws all of
+  // those (weight 1): the encoder's gradient too is then exact.
+  SamplerOptions wide_options = so;
+  wide_options.batch_size = 32;
+  BatchSampler wide_sampler(f, 0, 1, wide_options);
+  const Batch wide = wide_sampler.batch({0, 0});
+  const torch::Tensor hist = wide.history.flatten();
+  const std::int64_t own =
+      std::get<0>(torch::_unique(torch::cat({hist.masked_select(hist >= 0), wide.target}))).numel();
+  ASSERT_GE(2 * own, wide.item_ids.numel()) << "the test needs more own items than others";
+  cache.clear();
+  kept->zero_grad();
+  every->zero_grad();
+  a = train_micro_step(kept, wide, with, true);
+  b = train_micro_step(every, wide, without, true);
+  EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-5 * std::abs(b.loss_sum));
+  std::size_t compared = 0;
+  for (const auto& p : kept->named_parameters()) {
+    const torch::Tensor& x = p.value().grad();
+    if (!x.defined()) continue;
+    ++compared;
+    EXPECT_TRUE(torch::allclose(x, every->named_parameters()[p.key()].grad(), 1e-4, 1e-7)) << p.key();
+  }
+  EXPECT_GT(compared, 3U);
 
   // state() / restore() round trip, and a table of another width is refused.
   auto [table, rows] = cache.state();
