@@ -213,7 +213,7 @@ struct ModelLossConfig {
             "(as the PyTorch peer); batch_items = every unique item encoded for the batch "
             "(targets, history items and sampled negatives); all = every item with training events (a "
             "full softmax, as SASRec-CE: cheap with item_text false or bert.layers 0, every item's "
-            "text encoded per step otherwise, the batch's own items alone with train.item_cache_refresh)",
+            "text encoded per step otherwise, a share of them with train.item_cache_refresh)",
             config_one_of({"in_batch", "batch_items", "all"}));
     v.field("sampled_negatives", sampled_negatives,
             "Extra negatives the batch builder draws per batch and appends as candidates "

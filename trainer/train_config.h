@@ -85,10 +85,11 @@ struct TrainConfig {
             config_range(1, 1 << 20));
     v.field("item_cache_refresh", item_cache_refresh,
             "With a trainable text encoder: every item is scored from a table of its encoder output, "
-            "encoded again every this many steps and kept in checkpoints; the batch's own items (its "
-            "histories' items and targets) are encoded at every step for the encoder's gradient, which "
-            "comes from them alone. A step then encodes the batch's items, not every candidate. 0 = "
-            "every candidate encoded at every step",
+            "encoded again every this many steps and kept in checkpoints; the encoder's gradient flows "
+            "through the batch's own items (its histories' items and targets) and as many other "
+            "candidates drawn at random (weighted: unbiased), encoded at every step. A step then "
+            "encodes twice the batch's items, not every candidate. 0 = every candidate encoded at "
+            "every step",
             config_range(0, 1 << 30));
     v.field("init_from", init_from,
             "Start from the weights of a model file of `llmrec train` (model.h5 or a training checkpoint) of "
