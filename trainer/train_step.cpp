@@ -264,7 +264,7 @@ torch::Tensor TextFeatureCache::features(Recommender& model, const torch::Tensor
 torch::Tensor TextFeatureCache::features(Recommender& model, const torch::Tensor& item_ids,
                                          const torch::Tensor& tokens, const torch::Tensor& mask,
                                          const torch::Tensor& fresh, const torch::Tensor& weight) {
-  const torch::Tensor kept = features(model, item_ids, tokens, mask);
+  torch::Tensor kept = features(model, item_ids, tokens, mask);
   if (fresh.numel() == 0) return kept;
   LLMREC_CHECK(weight.dim() == 1 && weight.size(0) == fresh.size(0),
                "TextFeatureCache: {} gradient weights for {} rows", weight.numel(), fresh.numel());

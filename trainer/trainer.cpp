@@ -31,6 +31,47 @@ namespace llmrec {
 namespace fs = std::filesystem;
 namespace {
 
+/// train.init_from: the file's weights into `model` unless resuming (the
+/// checkpoint holds them then). Whether it loaded them.
+bool load_init_from(const TrainerSetup& setup, Recommender& model) {
+  const std::string& init_from = setup.train.init_from;
+  if (init_from.empty()) return false;
+  if (!setup.resume.empty()) {
+    spdlog::info("train.init_from {} not read: resuming from {}, which holds the weights", init_from,
+                 setup.resume);
+    return false;
+  }
+  std::vector<std::string> fresh;
+  std::int64_t loaded = 0;
+  try {
+    loaded = checkpoint_init_model(init_from, model, &fresh);
+  } catch (const IoError& e) {  // a missing or damaged file: name the key that pointed at it
+    throw IoError(fmt::format("train.init_from: {}", e.what()));
+  }
+  spdlog::info("train.init_from {}: {} tensors loaded{}", init_from, loaded,
+               fresh.empty() ? std::string()
+                             : fmt::format("; {} adapter tensors new (the file has none), starting at their "
+                                           "initialisation",
+                                           fresh.size()));
+  return true;
+}
+
+/// train.item_cache_refresh for `model` (0 = off); ConfigError where it
+/// has no meaning.
+int item_cache_refresh(const TrainerSetup& setup, const RecommenderImpl& model) {
+  const int refresh = setup.train.item_cache_refresh;
+  if (refresh == 0) return 0;
+  if (!setup.model.item_text) {
+    throw ConfigError("train.item_cache_refresh: the model reads no item text (model.item_text false)");
+  }
+  if (model.encoder_frozen()) {
+    throw ConfigError(
+        "train.item_cache_refresh: model.bert.freeze keeps every item's features for the whole run "
+        "already; set train.item_cache_refresh to 0");
+  }
+  return refresh;
+}
+
 /// model.lora.adaptive's total_step 0 becomes the planned steps, written
 /// into `lora` so that the model's configuration (and so every checkpoint
 /// and saved adapter) carries it; ConfigError naming the keys for a
@@ -171,38 +212,9 @@ Trainer::Trainer(TrainerSetup setup, Communicator& comm) : setup_(std::move(setu
   model_ = Recommender(RecommenderOptions(setup_.model)
                            .id_items(dataset.num_items())
                            .context_values(so.context.column_values));
-  const std::string& init_from = setup_.train.init_from;
-  if (!init_from.empty() && setup_.resume.empty()) {
-    std::vector<std::string> fresh;
-    std::int64_t loaded = 0;
-    try {
-      loaded = checkpoint_init_model(init_from, model_, &fresh);
-      init_loaded_ = true;
-    } catch (const IoError& e) {  // a missing or damaged file: name the key that pointed at it
-      throw IoError(fmt::format("train.init_from: {}", e.what()));
-    }
-    spdlog::info("train.init_from {}: {} tensors loaded{}", init_from, loaded,
-                 fresh.empty()
-                     ? std::string()
-                     : fmt::format("; {} adapter tensors new (the file has none), starting at their "
-                                   "initialisation",
-                                   fresh.size()));
-  } else if (!init_from.empty()) {
-    spdlog::info("train.init_from {} not read: resuming from {}, which holds the weights", init_from,
-                 setup_.resume);
-  }
+  init_loaded_ = load_init_from(setup_, model_);
   model_->to(setup_.device);  // initialised on the CPU (same weights on every rank), then moved
-  if (setup_.train.item_cache_refresh > 0) {
-    if (!setup_.model.item_text) {
-      throw ConfigError("train.item_cache_refresh: the model reads no item text (model.item_text false)");
-    }
-    if (model_->encoder_frozen()) {
-      throw ConfigError(
-          "train.item_cache_refresh: model.bert.freeze keeps every item's features for the whole run "
-          "already; set train.item_cache_refresh to 0");
-    }
-    cache_refresh_ = setup_.train.item_cache_refresh;
-  }
+  cache_refresh_ = item_cache_refresh(setup_, *model_);
 }
 
 Trainer::~Trainer() = default;
