@@ -230,39 +230,43 @@ namespace {
 void checkpoint_write_item_features(h5::File& f, const CheckpointParts& parts) {
   const torch::Tensor table = parts.item_features.to(torch::kCPU, torch::kFloat).contiguous();
   const torch::Tensor kept = parts.item_features_kept.to(torch::kCPU, torch::kUInt8).contiguous();
-  LLMREC_CHECK(table.dim() == 2 && kept.dim() == 1 && kept.size(0) == table.size(0),
-               "save_checkpoint: item features {} with kept rows {}", c10::str(table.sizes()),
-               c10::str(kept.sizes()));
-  f.write<float>("item_features/table", table.data_ptr<float>(),
-                 {static_cast<std::uint64_t>(table.size(0)), static_cast<std::uint64_t>(table.size(1))});
-  f.write<std::uint8_t>("item_features/kept", kept.data_ptr<std::uint8_t>(),
-                        {static_cast<std::uint64_t>(kept.size(0))});
+  LLMREC_CHECK(
+      table.dim() == 3 && kept.dim() == 2 && kept.size(0) == table.size(0) && kept.size(1) == table.size(1),
+      "save_checkpoint: item features {} with kept rows {}", c10::str(table.sizes()), c10::str(kept.sizes()));
+  std::vector<std::uint64_t> dims;
+  for (const std::int64_t d : table.sizes()) dims.push_back(static_cast<std::uint64_t>(d));
+  f.write<float>("item_features/table", table.data_ptr<float>(), dims);
+  dims.pop_back();
+  f.write<std::uint8_t>("item_features/kept", kept.data_ptr<std::uint8_t>(), dims);
 }
 
 /// The kept item features of a training checkpoint, into `parts` (left
-/// undefined when the file has none); IoError naming the file on a bad shape.
+/// undefined when the file has none): [tables, items, H] and [tables,
+/// items]. IoError naming the file on a bad shape.
 void checkpoint_read_item_features(const h5::File& f, CheckpointParts& parts) {
   if (!f.exists("item_features/table")) return;
-  const auto dims = f.shape("item_features/table");
-  const auto kept_dims =
+  const std::vector<std::uint64_t> dims = f.shape("item_features/table");
+  const std::vector<std::uint64_t> kept_dims =
       f.exists("item_features/kept") ? f.shape("item_features/kept") : std::vector<std::uint64_t>{};
-  if (dims.size() != 2 || kept_dims.size() != 1 || kept_dims[0] != dims[0]) {
+  if (dims.size() != 3 || kept_dims.size() != 2 || dims[0] == 0 || kept_dims[0] != dims[0] ||
+      kept_dims[1] != dims[1]) {
     throw IoError(
         fmt::format("{}: item_features/table and item_features/kept of shapes [{}] and [{}]: "
-                    "expected [items, H] and [items]",
+                    "expected [tables, items, H] and [tables, items]",
                     f.path(), fmt::join(dims, ", "), fmt::join(kept_dims, ", ")));
   }
   std::vector<float> table = f.read<float>("item_features/table");
   std::vector<std::uint8_t> kept = f.read<std::uint8_t>("item_features/kept");
-  const auto rows = static_cast<std::int64_t>(dims[0]);
-  const auto cols = static_cast<std::int64_t>(dims[1]);
-  if (static_cast<std::int64_t>(table.size()) != rows * cols ||
-      static_cast<std::int64_t>(kept.size()) != rows) {
-    throw IoError(fmt::format("{}: item_features: {} and {} values read for [{}, {}]", f.path(), table.size(),
-                              kept.size(), rows, cols));
+  const auto tables = static_cast<std::int64_t>(dims[0]);
+  const auto rows = static_cast<std::int64_t>(dims[1]);
+  const auto cols = static_cast<std::int64_t>(dims[2]);
+  if (static_cast<std::int64_t>(table.size()) != tables * rows * cols ||
+      static_cast<std::int64_t>(kept.size()) != tables * rows) {
+    throw IoError(fmt::format("{}: item_features: {} and {} values read for [{}, {}, {}]", f.path(),
+                              table.size(), kept.size(), tables, rows, cols));
   }
-  parts.item_features = torch::from_blob(table.data(), {rows, cols}, torch::kFloat).clone();
-  parts.item_features_kept = torch::from_blob(kept.data(), {rows}, torch::kUInt8).clone();
+  parts.item_features = torch::from_blob(table.data(), {tables, rows, cols}, torch::kFloat).clone();
+  parts.item_features_kept = torch::from_blob(kept.data(), {tables, rows}, torch::kUInt8).clone();
 }
 
 }  // namespace

@@ -65,9 +65,10 @@ struct CheckpointParts {
   TrainingState* state = nullptr;
   std::string run_config_yaml;
   /// A training checkpoint's kept item features (TextFeatureCache::state,
-  /// train.item_cache_refresh): `item_features/table` [items, H] float32 and
-  /// `item_features/kept` [items] uint8; undefined = none. load_checkpoint
-  /// sets them from a training checkpoint that has them.
+  /// train.item_cache_refresh): `item_features/table` [tables, items, H]
+  /// float32 and `item_features/kept` [tables, items] uint8, one table per
+  /// rank or one for all when the ranks' are the same; undefined = none.
+  /// load_checkpoint sets them from a training checkpoint that has them.
   torch::Tensor item_features;
   torch::Tensor item_features_kept;
   /// The `step` attribute of a model file (without `state`).

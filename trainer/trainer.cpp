@@ -72,6 +72,33 @@ int item_cache_refresh(const TrainerSetup& setup, const RecommenderImpl& model) 
   return refresh;
 }
 
+/// Every rank's kept item features, for a checkpoint: [tables, items,
+/// width] float32 and [tables, items] uint8, one table per rank (rank r's
+/// rows were encoded when its own batches first needed them), or one table
+/// when every rank keeps the same (model.loss.negatives: all, or one rank:
+/// then only a fingerprint of each is gathered, not the tables).
+/// Collective: every rank calls it at the same step.
+std::pair<torch::Tensor, torch::Tensor> gather_item_features(Communicator& comm,
+                                                             const TextFeatureCache& cache,
+                                                             std::int64_t items, std::int64_t width,
+                                                             const torch::Device& device) {
+  const auto [table, kept] = cache.state();
+  const torch::Tensor mine =
+      table.defined()
+          ? torch::cat({table.to(torch::kFloat), kept.to(torch::kFloat).unsqueeze(1)}, 1)
+          : torch::zeros({items, width + 1}, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  torch::Tensor all = mine.unsqueeze(0);
+  if (comm.size() > 1) {
+    const torch::Tensor v = mine.to(torch::kDouble).flatten();
+    const torch::Tensor print =
+        torch::stack({v.sum(), (v * torch::arange(1, v.numel() + 1, v.options())).sum(), v.abs().sum()});
+    const torch::Tensor prints = comm.all_gather(print);
+    if (!prints.eq(prints[0]).all().item<bool>()) all = comm.all_gather(mine);
+  }
+  all = all.cpu();
+  return {all.narrow(2, 0, width).contiguous(), all.select(2, width).to(torch::kUInt8).contiguous()};
+}
+
 /// model.lora.adaptive's total_step 0 becomes the planned steps, written
 /// into `lora` so that the model's configuration (and so every checkpoint
 /// and saved adapter) carries it; ConfigError naming the keys for a
@@ -226,6 +253,12 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
   std::string path = checkpoint_path(dir, state.step);
   // Rank 0 writes; every rank learns how it went (a full disk is the same
   // error everywhere, naming the path), so none waits or goes on alone.
+  std::pair<torch::Tensor, torch::Tensor> item_features;
+  if (cache_refresh_ > 0) {
+    item_features =
+        gather_item_features(comm_, *text_cache_, static_cast<std::int64_t>(sampler_->items().ids.size()),
+                             model_->options().config().bert.hidden, setup_.device);
+  }
   run_on_rank0(comm_, [&] {
     std::filesystem::create_directories(dir);
     CheckpointParts parts;
@@ -234,7 +267,7 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
     parts.params = &params;
     parts.best = best_;
     parts.state = &state;
-    if (cache_refresh_ > 0) std::tie(parts.item_features, parts.item_features_kept) = text_cache_->state();
+    std::tie(parts.item_features, parts.item_features_kept) = item_features;
     parts.run_config_yaml = setup_.run_config_yaml;
     save_checkpoint(path, parts);
     checkpoint_prune(dir, setup_.train.keep_checkpoints);
@@ -285,7 +318,11 @@ Trainer::ResumePoint Trainer::resume(torch::optim::AdamW& optimizer,
   best_ = parts.best;
   if (best_) best_->eval();
   if (cache_refresh_ > 0 && parts.item_features.defined()) {
-    text_cache_->restore(parts.item_features.to(setup_.device), parts.item_features_kept.to(setup_.device),
+    // Each rank its own table (the same one when the ranks kept the same);
+    // on another world size rank r takes table r mod the tables saved.
+    const std::int64_t t = comm_.rank() % parts.item_features.size(0);
+    text_cache_->restore(parts.item_features[t].to(setup_.device),
+                         parts.item_features_kept[t].to(setup_.device),
                          model_->options().config().bert.hidden, setup_.resume);
   } else if (cache_refresh_ > 0) {
     spdlog::info("{} keeps no item features: every candidate is encoded again at the next step",

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 
+#include "common/hdf5.h"
 #include "tests/mpi_test_main.h"
 #include "tests/test_dataset_helper.h"
 #include "tests/trainer/eval_test_util.h"
@@ -120,6 +121,17 @@ class Resume : public ::testing::Test {
     expect_same(a.model(), c.model(), "best weights");
   }
 
+  /// The tables of kept item features in the step-4 checkpoint of
+  /// expect_resume_is_bitwise(name, ...) (call on rank 0).
+  static std::uint64_t kept_tables(const std::string& name) {
+    const auto f = h5::File::open(checkpoint_path(checkpoint_dir(run_dir(name + "sliced")), 4));
+    const std::vector<std::uint64_t> table = f.shape("item_features/table");
+    EXPECT_EQ(table.size(), 3U);
+    if (table.size() != 3) return 0;
+    EXPECT_EQ(f.shape("item_features/kept"), (std::vector<std::uint64_t>{table[0], table[1]}));
+    return table[0];
+  }
+
   static std::string* dataset_;
 };
 std::string* Resume::dataset_ = nullptr;
@@ -137,6 +149,21 @@ TEST_F(Resume, KeptItemFeaturesResumeBetweenRefreshes) {
     s.model.loss.negatives = "all";  // candidates beyond the batch's own items
     s.train.negatives = "local";
   });
+  if (::llmrec::testing::test_comm().rank() == 0) {
+    EXPECT_EQ(kept_tables("kept"), 1U);  // every rank encoded every item after the refresh: one table
+  }
+}
+
+// With the batch's own items as the only candidates each rank keeps the
+// rows its own batches needed, encoded at the step they first did: the
+// checkpoint holds every rank's table (one when they are the same), and
+// each rank resumes from its own.
+TEST_F(Resume, EachRanksKeptItemFeaturesResume) {
+  expect_resume_is_bitwise("kept_ranks", [](TrainerSetup& s) { s.train.item_cache_refresh = 3; });
+  Communicator& comm = ::llmrec::testing::test_comm();
+  if (comm.rank() == 0) {
+    EXPECT_EQ(kept_tables("kept_ranks"), static_cast<std::uint64_t>(comm.size()));  // one table a rank
+  }
 }
 
 // AdaLoRA's allocator state (smoothed importance, kept triplets) is in the
