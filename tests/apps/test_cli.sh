@@ -475,6 +475,11 @@ if [[ $rc -eq 0 ]]; then
   [[ $rc -eq 1 ]] && expect "train.item_cache_refresh with a frozen encoder is refused" frz_refresh.txt \
     "train.item_cache_refresh: model.bert.freeze keeps every item's features" \
     || fail "train.item_cache_refresh with model.bert.freeze: exit $rc" frz_refresh.txt
+  "$bin" train -c tiny.yaml --set run.dir=full_refresh --set model.lora.r=0 --set train.item_cache_refresh=2 \
+    --stop-after 1 >full_refresh.txt 2>&1 \
+    && expect "train.item_cache_refresh with every encoder weight trainable warns" full_refresh.txt \
+      'warn.*train.item_cache_refresh 2 with every encoder weight trainable' \
+    || fail "train.item_cache_refresh with model.lora.r 0" full_refresh.txt
   "$bin" train -c tiny.yaml --set run.dir=frz_bad --set model.bert.freeze=true --set model.lora.r=4 >frz_bad.txt 2>&1
   rc=$?
   [[ $rc -eq 1 ]] && expect "model.bert.freeze with adapters is refused" frz_bad.txt \
