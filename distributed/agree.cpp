@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cstring>
+
 #include "common/error.h"
+#include "common/sha256.h"
 #include "distributed/broadcast_string.h"
 
 namespace llmrec {
@@ -49,6 +52,22 @@ std::int64_t run_on_rank0(Communicator& comm, const std::function<std::int64_t()
   at::Tensor v = at::tensor({value}, at::kLong);
   comm.broadcast(v, {0});
   return v.item<std::int64_t>();
+}
+
+int first_rank_differing(Communicator& comm, const std::vector<at::Tensor>& tensors) {
+  Sha256 h;
+  for (const at::Tensor& t : tensors) {
+    const at::Tensor bytes = t.cpu().contiguous();
+    h.update(bytes.data_ptr(), static_cast<std::size_t>(bytes.nbytes()));
+  }
+  const auto d = h.digest();
+  std::vector<std::int64_t> words(d.size() / sizeof(std::int64_t));
+  std::memcpy(words.data(), d.data(), d.size());
+  const at::Tensor all = comm.all_gather(at::tensor(words, at::kLong));
+  for (int r = 1; r < comm.size(); ++r) {
+    if (!at::equal(all[r], all[0])) return r;
+  }
+  return -1;
 }
 
 }  // namespace llmrec

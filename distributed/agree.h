@@ -12,11 +12,13 @@
 ///   // rank 1 failed: rank 0 throws "loading the shards failed on rank 1: ..."
 ///
 ///   auto bytes = run_on_rank0(comm, [&] { write(path); return file_size(path); });
+///   if (first_rank_differing(comm, {weights}) >= 0) ...  // not the same everywhere
 
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "distributed/communicator.h"
 
@@ -33,5 +35,10 @@ void agree_on_failure(Communicator& comm, const std::exception_ptr& error, const
 /// outcome shared (collective): every rank returns rank 0's result or throws
 /// rank 0's error, as agree_on_failure.
 std::int64_t run_on_rank0(Communicator& comm, const std::function<std::int64_t()>& work);
+
+/// Collective: the lowest rank whose `tensors` (their bytes, compared by
+/// SHA-256 digest) differ from rank 0's, or -1 when every rank holds the
+/// same. Only the 32-byte digests cross ranks.
+int first_rank_differing(Communicator& comm, const std::vector<at::Tensor>& tensors);
 
 }  // namespace llmrec

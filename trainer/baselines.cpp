@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -15,8 +14,8 @@
 #include <string_view>
 
 #include "common/error.h"
-#include "common/sha256.h"
 #include "data/wordpiece.h"
+#include "distributed/agree.h"
 #include "trainer/oracle.h"
 
 namespace llmrec {
@@ -362,21 +361,12 @@ class BprTraining {
 /// Collective: every rank trained the same factors; prove it with a digest
 /// of the bytes (CommError naming the first rank that differs).
 void check_bpr_same_on_every_rank(const BprScorer& bpr, Communicator& comm) {
-  Sha256 h;
-  for (const at::Tensor* t : {&bpr.user_factors(), &bpr.item_factors(), &bpr.item_bias()}) {
-    h.update(t->data_ptr(), static_cast<std::size_t>(t->nbytes()));
-  }
-  const auto d = h.digest();
-  std::vector<std::int64_t> words(4);
-  std::memcpy(words.data(), d.data(), d.size());
-  at::Tensor all = comm.all_gather(at::tensor(words, at::kLong));
-  for (int r = 1; r < comm.size(); ++r) {
-    if (!at::equal(all[r], all[0])) {
-      throw CommError(
-          fmt::format("bpr: rank {} trained different factors than rank 0 (same data and seed): the ranks "
-                      "do not compute identically; run all ranks on one kind of CPU",
-                      r));
-    }
+  const int r = first_rank_differing(comm, {bpr.user_factors(), bpr.item_factors(), bpr.item_bias()});
+  if (r >= 0) {
+    throw CommError(
+        fmt::format("bpr: rank {} trained different factors than rank 0 (same data and seed): the ranks "
+                    "do not compute identically; run all ranks on one kind of CPU",
+                    r));
   }
 }
 

@@ -84,7 +84,7 @@ int item_cache_refresh(const TrainerSetup& setup, const RecommenderImpl& model) 
 /// width] float32 and [tables, items] uint8, one table per rank (rank r's
 /// rows were encoded when its own batches first needed them), or one table
 /// when every rank keeps the same (model.loss.negatives: all, or one rank:
-/// then only a fingerprint of each is gathered, not the tables).
+/// then only the tables' digests cross ranks, not the tables).
 /// Collective: every rank calls it at the same step.
 std::pair<torch::Tensor, torch::Tensor> gather_item_features(Communicator& comm,
                                                              const TextFeatureCache& cache,
@@ -95,15 +95,8 @@ std::pair<torch::Tensor, torch::Tensor> gather_item_features(Communicator& comm,
       table.defined()
           ? torch::cat({table.to(torch::kFloat), kept.to(torch::kFloat).unsqueeze(1)}, 1)
           : torch::zeros({items, width + 1}, torch::TensorOptions().dtype(torch::kFloat).device(device));
-  torch::Tensor all = mine.unsqueeze(0);
-  if (comm.size() > 1) {
-    const torch::Tensor v = mine.to(torch::kDouble).flatten();
-    const torch::Tensor print =
-        torch::stack({v.sum(), (v * torch::arange(1, v.numel() + 1, v.options())).sum(), v.abs().sum()});
-    const torch::Tensor prints = comm.all_gather(print);
-    if (!prints.eq(prints[0]).all().item<bool>()) all = comm.all_gather(mine);
-  }
-  all = all.cpu();
+  const torch::Tensor all =
+      (first_rank_differing(comm, {mine}) < 0 ? mine.unsqueeze(0) : comm.all_gather(mine)).cpu();
   return {all.narrow(2, 0, width).contiguous(), all.select(2, width).to(torch::kUInt8).contiguous()};
 }
 
@@ -259,14 +252,14 @@ std::string Trainer::write_checkpoint(TrainingState& state, torch::optim::AdamW&
   state.rng = gather_rng_states(comm_);
   const std::string dir = checkpoint_dir(setup_.run_dir);
   std::string path = checkpoint_path(dir, state.step);
-  // Rank 0 writes; every rank learns how it went (a full disk is the same
-  // error everywhere, naming the path), so none waits or goes on alone.
   std::pair<torch::Tensor, torch::Tensor> item_features;
   if (cache_refresh_ > 0) {
     item_features =
         gather_item_features(comm_, *text_cache_, static_cast<std::int64_t>(sampler_->items().ids.size()),
                              model_->options().config().bert.hidden, setup_.device);
   }
+  // Rank 0 writes; every rank learns how it went (a full disk is the same
+  // error everywhere, naming the path), so none waits or goes on alone.
   run_on_rank0(comm_, [&] {
     std::filesystem::create_directories(dir);
     CheckpointParts parts;

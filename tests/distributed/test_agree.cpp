@@ -1,5 +1,6 @@
-// The one error transport across ranks (distributed/agree.h) and the
-// in-process backend's own failure paths, with ranks as threads.
+// The one error transport across ranks (distributed/agree.h), the check
+// that every rank holds the same bytes, and the in-process backend's own
+// failure paths, with ranks as threads.
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -111,6 +112,23 @@ TEST(Rank0RunTest, Rank0sErrorKeepsItsTypeOnEveryRank) {
     } catch (const IoError& e) {
       EXPECT_THAT(e.what(), HasSubstr("runs/x/model.h5: cannot create"));
     }
+  });
+}
+
+TEST(FirstRankDifferingTest, NamesTheLowestRankWhoseBytesDiffer) {
+  on_every_rank([](Communicator& comm) {
+    const at::Tensor same = at::arange(12, at::kFloat).view({3, 4});
+    EXPECT_EQ(first_rank_differing(comm, {same, at::ones({2}, at::kLong)}), -1);
+    // The same values, not contiguous: compared by value, not by layout.
+    EXPECT_EQ(first_rank_differing(comm, {same.t().contiguous().t()}), -1);
+    at::Tensor mine = same.clone();
+    if (comm.rank() >= 2) mine[1][2] = 7.5F;  // one value on ranks 2 and up
+    EXPECT_EQ(first_rank_differing(comm, {mine}), comm.size() > 2 ? 2 : -1);
+    // The order of the tensors counts.
+    const at::Tensor a = at::zeros({1}, at::kFloat), b = at::ones({1}, at::kFloat);
+    EXPECT_EQ(first_rank_differing(
+                  comm, comm.rank() == 1 ? std::vector<at::Tensor>{b, a} : std::vector<at::Tensor>{a, b}),
+              comm.size() > 1 ? 1 : -1);
   });
 }
 
