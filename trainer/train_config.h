@@ -32,6 +32,7 @@ struct TrainConfig {
   int checkpoint_every = 0;
   int keep_checkpoints = 3;
   int item_cache_refresh = 0;
+  bool shard_item_encoding = true;
   std::string init_from;
 
   template <class V>
@@ -91,6 +92,12 @@ struct TrainConfig {
             "encodes twice the batch's items, not every candidate. 0 = every candidate encoded at "
             "every step",
             config_range(0, 1 << 30));
+    v.field("shard_item_encoding", shard_item_encoding,
+            "With model.loss.negatives: all, local negatives and more than one rank (every rank holds "
+            "every item as a candidate) and the items encoded at every step: each rank encodes a 1/W share "
+            "of them, the vectors are all-gathered and their gradient, summed over the ranks, flows back "
+            "into each share (exact; the item tower's cost divided by W). false = every rank encodes "
+            "every item");
     v.field("init_from", init_from,
             "Start from the weights of a model file of `llmrec train` (model.h5 or a training checkpoint) of "
             "the same model and dataset; only how the model trains may differ: new adapters (model.lora.* "

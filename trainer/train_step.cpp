@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <optional>
 
 #include "common/error.h"
@@ -54,6 +56,12 @@ struct StepForward {
   torch::Tensor log_q;       ///< their log q [C]
   torch::Tensor target_ids;  ///< [targets]
   torch::Tensor weights;     ///< [targets]
+  /// Sharded item encoding (StepContext::shard_items): every rank's item
+  /// vectors gathered, a leaf [U, d]; this rank's share of them with its
+  /// graph, rows [own_offset, own_offset + own_items.size(0)).
+  torch::Tensor shared_items;
+  torch::Tensor own_items;
+  std::int64_t own_offset = 0;
 };
 
 /// The rows (into item_ids) encoded again for the encoder's gradient when
@@ -100,6 +108,59 @@ torch::Tensor candidate_rows(const Batch& dev, const ModelConfig& mc, const torc
   return parts.empty() ? torch::empty({0}, longs) : std::get<0>(torch::_unique(torch::cat(parts)));
 }
 
+/// Sharded item encoding (StepContext::shard_items). The ranks holding
+/// items must hold the same ones (checked by their count and id sums, the
+/// same verdict on every rank); a rank without examples holds none and
+/// encodes none. Each holding rank encodes its contiguous share; the shares
+/// are all-gathered into f.shared_items. Returns this rank's item vectors
+/// ([0, d] when it holds none).
+torch::Tensor shard_encode(Recommender& model, const Batch& dev, const torch::Tensor& emb_ids,
+                           const StepContext& ctx, std::int64_t d, StepForward& f) {
+  Communicator& comm = *ctx.comm;
+  const std::int64_t u = dev.item_ids.numel();
+  std::int64_t id_sum = 0;
+  std::int64_t id_squares = 0;
+  if (u > 0) {
+    const torch::Tensor ids = dev.item_ids.to(torch::kCPU);
+    id_sum = ids.sum().item<std::int64_t>();
+    id_squares = ids.mul(ids).sum().item<std::int64_t>();
+  }
+  const std::vector<at::Tensor> sigs = comm.all_gather_v(at::tensor({u, id_sum, id_squares}, at::kLong));
+  std::vector<int> holders;
+  at::Tensor first;
+  for (std::size_t r = 0; r < sigs.size(); ++r) {
+    const at::Tensor sig = sigs[r].to(torch::kCPU);
+    if (sig[0].item<std::int64_t>() == 0) continue;
+    if (!first.defined()) first = sig;
+    LLMREC_CHECK(torch::equal(sig, first),
+                 "sharded item encoding: rank {} holds other items than rank {} ({} against {} items)", r,
+                 holders.front(), sig[0].item<std::int64_t>(), first[0].item<std::int64_t>());
+    holders.push_back(static_cast<int>(r));
+  }
+  // Gathered in the parameters' dtype (float32 under bf16 autocast), which
+  // a rank without items knows too.
+  const auto floats = torch::TensorOptions().dtype(model->item_proj->weight.scalar_type()).device(ctx.device);
+  if (holders.empty()) return torch::zeros({0, d}, floats);  // no rank has examples
+  const std::int64_t total = first[0].item<std::int64_t>();
+  const auto me = std::find(holders.begin(), holders.end(), comm.rank());
+  const auto a = static_cast<std::int64_t>(holders.size());
+  const std::int64_t k = me == holders.end() ? -1 : me - holders.begin();
+  const std::int64_t lo = k < 0 ? 0 : k * total / a;
+  const std::int64_t hi = k < 0 ? 0 : (k + 1) * total / a;
+  f.own_offset = lo;
+  f.own_items =
+      hi > lo ? model->encode_items(dev.item_tokens.narrow(0, lo, hi - lo),
+                                    dev.item_mask.narrow(0, lo, hi - lo), emb_ids.narrow(0, lo, hi - lo))
+              : torch::zeros({0, d}, floats);
+  const std::vector<at::Tensor> parts =
+      comm.all_gather_v(f.own_items.detach().to(floats.dtype()).contiguous());
+  f.shared_items = cat_or_empty(parts, parts.front()).view({-1, d});
+  LLMREC_CHECK(f.shared_items.size(0) == total,
+               "sharded item encoding: {} item vectors gathered for {} items", f.shared_items.size(0), total);
+  f.shared_items.requires_grad_(true);
+  return u > 0 ? f.shared_items : torch::zeros({0, d}, f.shared_items.options());
+}
+
 /// The item tower over the batch's unique items, the candidates (the
 /// targets and sampled negatives, or every item of the batch) and the user
 /// tower.
@@ -113,8 +174,11 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   const auto floats = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const std::int64_t u = dev.item_ids.numel();
   const torch::Tensor cand_rows = candidate_rows(dev, mc, longs);
+  StepForward f;
   torch::Tensor item_vecs;
-  if (u == 0) {
+  if (ctx.shard_items && ctx.text_cache == nullptr && ctx.comm != nullptr && ctx.comm->size() > 1) {
+    item_vecs = shard_encode(model, dev, emb_ids, ctx, d, f);
+  } else if (u == 0) {
     item_vecs = torch::zeros({0, d}, floats);
   } else if (ctx.text_cache != nullptr && model->encoder_frozen()) {  // every row kept
     item_vecs = model->item_vectors(
@@ -126,7 +190,6 @@ StepForward step_forward(Recommender& model, const Batch& dev, const torch::Tens
   } else {
     item_vecs = model->encode_items(dev.item_tokens, dev.item_mask, emb_ids);
   }
-  StepForward f;
   f.keys = model->item_keys(item_vecs.index_select(0, cand_rows));
   f.ids = u > 0 ? dev.item_ids.index_select(0, cand_rows) : torch::empty({0}, longs);
   f.log_q = dev.item_log_q.defined() && dev.item_log_q.numel() > 0
@@ -194,6 +257,47 @@ StepClock::time_point backward_global(Recommender& model, const StepForward& f, 
   if (f.keys.numel() > 0) {
     roots.push_back(f.keys);
     grads.push_back(grad_keys.narrow(0, own_offset, f.keys.size(0)));
+  }
+  if (penalty.defined()) {
+    roots.push_back(penalty);
+    grads.push_back(torch::ones_like(penalty));
+  }
+  if (!roots.empty()) torch::autograd::backward(roots, grads);
+  return t_forward;
+}
+
+/// Sharded item encoding: the loss's gradient on every item vector, summed
+/// over the ranks (each rank's users see every item), pushed into this
+/// rank's share within the one backward pass (the reducer's hooks fire once
+/// per parameter). Ends autocast; returns the time the forward ended.
+StepClock::time_point backward_shared(const StepForward& f, const StepContext& ctx,
+                                      std::optional<AutocastGuard>& autocast, double scale,
+                                      const torch::Tensor& penalty, MicroStepResult& result,
+                                      const std::function<torch::Tensor()>& weighted_loss_sum) {
+  torch::Tensor loss;
+  if (f.target_ids.numel() > 0) {
+    const torch::Tensor weighted = weighted_loss_sum();
+    result.loss_sum = weighted.item<double>();
+    loss = weighted * scale;
+  }
+  autocast.reset();
+  const auto t_forward = StepClock::now();
+  torch::Tensor grad;
+  if (loss.defined()) {
+    grad = torch::autograd::grad({loss}, {f.shared_items}, {}, /*retain_graph=*/true, /*create_graph=*/false,
+                                 /*allow_unused=*/true)[0];
+  }
+  grad = grad.defined() ? grad.contiguous() : torch::zeros_like(f.shared_items);
+  ctx.comm->all_reduce(grad);  // in the parameters' dtype, as the vectors were gathered
+  grad = grad.to(f.own_items.scalar_type());
+  std::vector<torch::Tensor> roots, grads;
+  if (loss.defined()) {
+    roots.push_back(loss);
+    grads.push_back(torch::ones_like(loss));
+  }
+  if (f.own_items.numel() > 0) {
+    roots.push_back(f.own_items);
+    grads.push_back(grad.narrow(0, f.own_offset, f.own_items.size(0)));
   }
   if (penalty.defined()) {
     roots.push_back(penalty);
@@ -335,7 +439,11 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
 
   StepClock::time_point t_forward;
   if (ctx.global_negatives && ctx.comm != nullptr && world > 1) {
+    LLMREC_CHECK(!f.shared_items.defined(), "sharded item encoding with global negatives");
     t_forward = backward_global(model, f, ctx, autocast, scale, penalty, result);
+  } else if (f.shared_items.defined()) {
+    t_forward = backward_shared(f, ctx, autocast, scale, penalty, result,
+                                [&] { return weighted_loss(model, f, f.keys, f.ids, f.log_q); });
   } else if (b > 0) {
     torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
     result.loss_sum = weighted.item<double>();

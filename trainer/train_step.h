@@ -98,6 +98,12 @@ struct StepContext {
   /// With a frozen encoder or train.item_cache_refresh: the items' kept
   /// encoder features; null = encode every candidate at every step.
   TextFeatureCache* text_cache = nullptr;
+  /// Every rank's batch holds the same items (model.loss.negatives: all,
+  /// local negatives, no kept features): each rank encodes a contiguous
+  /// share of them, the vectors are all-gathered, and their gradient,
+  /// summed over the ranks, goes back into each rank's share (exact; the
+  /// item tower's cost divided by the ranks). Collective on every micro-step.
+  bool shard_items = false;
 };
 
 struct MicroStepResult {

@@ -399,6 +399,10 @@ StepContext Trainer::step_context(GradientReducer& reducer) {
     text_cache_ = std::make_unique<TextFeatureCache>(ctx.num_items);
     ctx.text_cache = text_cache_.get();
   }
+  // A full softmax over local negatives: every rank holds every item, so
+  // each encodes its share (exact, docs/training.md "A full softmax shared out").
+  ctx.shard_items = tc.shard_item_encoding && setup_.model.loss.negatives == "all" && !ctx.global_negatives &&
+                    ctx.text_cache == nullptr && comm_.size() > 1 && setup_.model.item_text;
   return ctx;
 }
 

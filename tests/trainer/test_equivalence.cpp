@@ -160,27 +160,84 @@ class EquivalenceTest : public ::testing::TestWithParam<std::tuple<bool, int, bo
     }
     x.reducer->finish();
   }
-};
-std::string EquivalenceTest::dataset_;
-
-TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
-  const int micro = std::get<1>(GetParam());
-  const bool sequences = std::get<2>(GetParam());
-  const int w = comm_.size();
-  if (w < 2) GTEST_SKIP() << "needs 2 or more ranks";
-  DatasetFile f(dataset_);
-  // Windows carry several targets each: a smaller per-rank batch keeps
-  // kSteps * micro steps in an epoch at 3 ranks.
-  const std::int64_t kb = sequences ? kB - 2 : kB;
-  BatchSampler global_batches(f, 0, 1, sampler_options(f, kb * w, sequences));
-  ASSERT_GE(global_batches.steps_per_epoch(), kSteps * micro);
-  Replicas x = make_replicas(f);
-  for (int step = 0; step < kSteps; ++step) {
-    micro_steps(x, global_batches, step, kb);
+  /// kSteps optimizer steps of the reference and this rank's replica, then
+  /// their parameters compared. With `all_items` every item with training
+  /// events is a candidate of every slice (model.loss.negatives: all) and
+  /// the replica shares their encoding out (StepContext::shard_items).
+  void train_both_and_compare(bool all_items) {
+    const bool sequences = std::get<2>(GetParam());
+    DatasetFile f(dataset_);
+    // Windows carry several targets each: a smaller per-rank batch keeps
+    // kSteps * micro steps in an epoch at 3 ranks.
+    const std::int64_t kb = sequences ? kB - 2 : kB;
+    SamplerOptions so = sampler_options(f, kb * comm_.size(), sequences);
+    so.all_items = all_items;
+    BatchSampler global_batches(f, 0, 1, so);
+    ASSERT_GE(global_batches.steps_per_epoch(), kSteps * std::get<1>(GetParam()));
+    Replicas x = make_replicas(f);
+    x.many.shard_items = all_items;
+    for (int step = 0; step < kSteps; ++step) {
+      micro_steps(x, global_batches, step, kb);
+      step_both(x);
+    }
+    Recommender fresh = make_model(f);
+    expect_same_trained_parameters(x.ref_params, x.dist_params, fresh);
+  }
+  /// One AdamW step of the reference and of the replica.
+  static void step_both(Replicas& x) {
     x.ref_opt->step();
     x.ref_opt->zero_grad();
     x.dist_opt->step();
     x.dist_opt->zero_grad();
+  }
+};
+std::string EquivalenceTest::dataset_;
+
+TEST_P(EquivalenceTest, DistributedStepsEqualOneProcess) {
+  if (comm_.size() < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  train_both_and_compare(/*all_items=*/false);
+}
+
+/// A full softmax over local negatives (model.loss.negatives: all): every
+/// rank holds every item, encodes a share of them (StepContext::shard_items)
+/// and gets the others' vectors and its share's summed gradient; the steps
+/// equal one process encoding every item for each slice.
+TEST_P(EquivalenceTest, ShardedItemEncodingEqualsOneProcess) {
+  if (comm_.size() < 2 || std::get<0>(GetParam()))
+    GTEST_SKIP() << "needs 2 or more ranks and local negatives";
+  train_both_and_compare(/*all_items=*/true);
+}
+
+/// The same with the last rank's batch empty (the tail of an epoch): it
+/// holds no items, encodes none and still joins the collectives; the steps
+/// equal one process accumulating the other ranks' slices.
+TEST_P(EquivalenceTest, ShardedItemEncodingWithAnEmptyRank) {
+  const bool global = std::get<0>(GetParam());
+  const int w = comm_.size();
+  if (w < 2 || global || std::get<1>(GetParam()) != 1 || std::get<2>(GetParam()))
+    GTEST_SKIP() << "needs 2 or more ranks, local negatives, no accumulation";
+  DatasetFile f(dataset_);
+  SamplerOptions so = sampler_options(f, kB * w, false);
+  so.all_items = true;
+  BatchSampler global_batches(f, 0, 1, so);
+  Replicas x = make_replicas(f);
+  x.one.micro_batches = w - 1;
+  x.many.shard_items = true;
+  for (int step = 0; step < kSteps; ++step) {
+    const Batch g = to_double(global_batches.batch({0, step}));
+    for (int r = 0; r + 1 < w; ++r)
+      train_micro_step(x.ref, batch_slice(g, r * kB, (r + 1) * kB), x.one, true);
+    Batch mine = batch_slice(g, comm_.rank() * kB, (comm_.rank() + 1) * kB);
+    if (comm_.rank() + 1 == w) {  // as the batch builder makes it: no rows, no items
+      mine = batch_slice(g, 0, 0);
+      for (at::Tensor* t :
+           {&mine.item_ids, &mine.item_tokens, &mine.item_mask, &mine.item_log_q, &mine.negatives})
+        if (t->defined()) *t = t->narrow(0, 0, 0);
+    }
+    const MicroStepResult result = train_micro_step(x.dist, mine, x.many, true);
+    EXPECT_EQ(result.global_examples, (w - 1) * kB);
+    x.reducer->finish();
+    step_both(x);
   }
   Recommender fresh = make_model(f);
   expect_same_trained_parameters(x.ref_params, x.dist_params, fresh);
