@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <optional>
 
 #include "common/error.h"
@@ -214,6 +213,39 @@ torch::Tensor weighted_loss(Recommender& model, const StepForward& f, const torc
   return (lr.nll * f.weights).sum();
 }
 
+/// The loss's gradient on `gathered` (every rank's rows, a leaf without
+/// their graph), summed over the ranks (in float32 for bf16 rows), pushed
+/// into this rank's own rows [offset, offset + own.size(0)) in one backward
+/// pass with the loss and the penalty, so the reducer's hooks fire once per
+/// parameter. `loss` is undefined on a rank without targets.
+void backward_through_gathered(Communicator& comm, const torch::Tensor& loss, const torch::Tensor& gathered,
+                               const torch::Tensor& own, std::int64_t offset, const torch::Tensor& penalty) {
+  torch::Tensor grad;
+  if (loss.defined()) {
+    grad = torch::autograd::grad({loss}, {gathered}, {}, /*retain_graph=*/true, /*create_graph=*/false,
+                                 /*allow_unused=*/true)[0];
+  }
+  if (!grad.defined()) grad = torch::zeros_like(gathered);
+  const bool low = grad.scalar_type() == torch::kBFloat16 || grad.scalar_type() == torch::kHalf;
+  torch::Tensor sum = (low ? grad.to(torch::kFloat) : grad).contiguous();
+  comm.all_reduce(sum);
+  grad = sum.to(own.scalar_type());
+  std::vector<torch::Tensor> roots, grads;
+  if (loss.defined()) {
+    roots.push_back(loss);
+    grads.push_back(torch::ones_like(loss));
+  }
+  if (own.numel() > 0) {
+    roots.push_back(own);
+    grads.push_back(grad.narrow(0, offset, own.size(0)));
+  }
+  if (penalty.defined()) {
+    roots.push_back(penalty);
+    grads.push_back(torch::ones_like(penalty));
+  }
+  if (!roots.empty()) torch::autograd::backward(roots, grads);
+}
+
 /// Global negatives: every rank's candidate keys are every rank's
 /// negatives. The keys are gathered without their graph; each rank's users'
 /// gradient on every key is summed over the ranks and pushed back into this
@@ -231,79 +263,33 @@ StepClock::time_point backward_global(Recommender& model, const StepForward& f, 
   torch::Tensor all_keys = cat_or_empty(key_parts, f.keys).view({-1, d}).requires_grad_(true);
   torch::Tensor all_ids = cat_or_empty(id_parts, f.ids);
   torch::Tensor all_logq = cat_or_empty(logq_parts, f.log_q);
-  const bool has_targets = f.target_ids.numel() > 0;
-  torch::Tensor grad_keys;
   torch::Tensor loss;
-  if (has_targets) {
+  if (f.target_ids.numel() > 0) {
     torch::Tensor weighted = weighted_loss(model, f, all_keys, all_ids, all_logq);
     result.loss_sum = weighted.item<double>();
     loss = weighted * scale;
   }
   autocast.reset();
   const auto t_forward = StepClock::now();
-  grad_keys = has_targets ? torch::autograd::grad({loss}, {all_keys}, {}, /*retain_graph=*/true)[0]
-                          : torch::zeros_like(all_keys);
-  {  // every rank's users' gradient on every key, summed in float32 (bf16 keys under autocast)
-    const bool low = grad_keys.scalar_type() == torch::kBFloat16 || grad_keys.scalar_type() == torch::kHalf;
-    torch::Tensor sum = low ? grad_keys.to(torch::kFloat) : grad_keys;
-    comm.all_reduce(sum);
-    grad_keys = sum.to(grad_keys.scalar_type());
-  }
-  std::vector<torch::Tensor> roots, grads;
-  if (has_targets) {
-    roots.push_back(loss);
-    grads.push_back(torch::ones_like(loss));
-  }
-  if (f.keys.numel() > 0) {
-    roots.push_back(f.keys);
-    grads.push_back(grad_keys.narrow(0, own_offset, f.keys.size(0)));
-  }
-  if (penalty.defined()) {
-    roots.push_back(penalty);
-    grads.push_back(torch::ones_like(penalty));
-  }
-  if (!roots.empty()) torch::autograd::backward(roots, grads);
+  backward_through_gathered(comm, loss, all_keys, f.keys, own_offset, penalty);
   return t_forward;
 }
 
-/// Sharded item encoding: the loss's gradient on every item vector, summed
-/// over the ranks (each rank's users see every item), pushed into this
-/// rank's share within the one backward pass (the reducer's hooks fire once
-/// per parameter). Ends autocast; returns the time the forward ended.
-StepClock::time_point backward_shared(const StepForward& f, const StepContext& ctx,
+/// Sharded item encoding: every rank's users' gradient on every item
+/// vector, summed over the ranks, pushed into this rank's share. Ends
+/// autocast; returns the time the forward ended.
+StepClock::time_point backward_shared(Recommender& model, const StepForward& f, const StepContext& ctx,
                                       std::optional<AutocastGuard>& autocast, double scale,
-                                      const torch::Tensor& penalty, MicroStepResult& result,
-                                      const std::function<torch::Tensor()>& weighted_loss_sum) {
+                                      const torch::Tensor& penalty, MicroStepResult& result) {
   torch::Tensor loss;
   if (f.target_ids.numel() > 0) {
-    const torch::Tensor weighted = weighted_loss_sum();
+    const torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
     result.loss_sum = weighted.item<double>();
     loss = weighted * scale;
   }
   autocast.reset();
   const auto t_forward = StepClock::now();
-  torch::Tensor grad;
-  if (loss.defined()) {
-    grad = torch::autograd::grad({loss}, {f.shared_items}, {}, /*retain_graph=*/true, /*create_graph=*/false,
-                                 /*allow_unused=*/true)[0];
-  }
-  grad = grad.defined() ? grad.contiguous() : torch::zeros_like(f.shared_items);
-  ctx.comm->all_reduce(grad);  // in the parameters' dtype, as the vectors were gathered
-  grad = grad.to(f.own_items.scalar_type());
-  std::vector<torch::Tensor> roots, grads;
-  if (loss.defined()) {
-    roots.push_back(loss);
-    grads.push_back(torch::ones_like(loss));
-  }
-  if (f.own_items.numel() > 0) {
-    roots.push_back(f.own_items);
-    grads.push_back(grad.narrow(0, f.own_offset, f.own_items.size(0)));
-  }
-  if (penalty.defined()) {
-    roots.push_back(penalty);
-    grads.push_back(torch::ones_like(penalty));
-  }
-  if (!roots.empty()) torch::autograd::backward(roots, grads);
+  backward_through_gathered(*ctx.comm, loss, f.shared_items, f.own_items, f.own_offset, penalty);
   return t_forward;
 }
 
@@ -442,8 +428,7 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
     LLMREC_CHECK(!f.shared_items.defined(), "sharded item encoding with global negatives");
     t_forward = backward_global(model, f, ctx, autocast, scale, penalty, result);
   } else if (f.shared_items.defined()) {
-    t_forward = backward_shared(f, ctx, autocast, scale, penalty, result,
-                                [&] { return weighted_loss(model, f, f.keys, f.ids, f.log_q); });
+    t_forward = backward_shared(model, f, ctx, autocast, scale, penalty, result);
   } else if (b > 0) {
     torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
     result.loss_sum = weighted.item<double>();
