@@ -29,6 +29,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,9 +122,11 @@ def tidy_unit(entry, version, cache):
     rc = 1 if (r.returncode != 0 or re.search(r": (warning|error):", diags)) else 0
     if r.returncode != 0 and not diags:
         diags = r.stderr
-    tmp = path.with_suffix(".tmp%d" % os.getpid())
-    tmp.write_text(f"{rc}\n{normalise(diags)}")
-    tmp.replace(path)
+    # A name of its own per writer: two units can share a key (the same file in
+    # two targets with the same flags) and run at once in this process's threads.
+    with tempfile.NamedTemporaryFile("w", dir=cache, prefix=path.name + ".", suffix=".tmp", delete=False) as tmp:
+        tmp.write(f"{rc}\n{normalise(diags)}")
+    os.replace(tmp.name, path)
     return src, diags, rc
 
 
