@@ -246,53 +246,6 @@ void backward_through_gathered(Communicator& comm, const torch::Tensor& loss, co
   if (!roots.empty()) torch::autograd::backward(roots, grads);
 }
 
-/// Global negatives: every rank's candidate keys are every rank's
-/// negatives. The keys are gathered without their graph; each rank's users'
-/// gradient on every key is summed over the ranks and pushed back into this
-/// rank's own keys. Ends autocast; returns the time the forward ended.
-StepClock::time_point backward_global(Recommender& model, const StepForward& f, const StepContext& ctx,
-                                      std::optional<AutocastGuard>& autocast, double scale,
-                                      const torch::Tensor& penalty, MicroStepResult& result) {
-  Communicator& comm = *ctx.comm;
-  const std::int64_t d = f.keys.size(1);
-  auto key_parts = comm.all_gather_v(f.keys.detach().contiguous());
-  auto id_parts = comm.all_gather_v(f.ids.contiguous());
-  auto logq_parts = comm.all_gather_v(f.log_q.contiguous());
-  std::int64_t own_offset = 0;
-  for (int r = 0; r < comm.rank(); ++r) own_offset += key_parts[static_cast<std::size_t>(r)].size(0);
-  torch::Tensor all_keys = cat_or_empty(key_parts, f.keys).view({-1, d}).requires_grad_(true);
-  torch::Tensor all_ids = cat_or_empty(id_parts, f.ids);
-  torch::Tensor all_logq = cat_or_empty(logq_parts, f.log_q);
-  torch::Tensor loss;
-  if (f.target_ids.numel() > 0) {
-    torch::Tensor weighted = weighted_loss(model, f, all_keys, all_ids, all_logq);
-    result.loss_sum = weighted.item<double>();
-    loss = weighted * scale;
-  }
-  autocast.reset();
-  const auto t_forward = StepClock::now();
-  backward_through_gathered(comm, loss, all_keys, f.keys, own_offset, penalty);
-  return t_forward;
-}
-
-/// Sharded item encoding: every rank's users' gradient on every item
-/// vector, summed over the ranks, pushed into this rank's share. Ends
-/// autocast; returns the time the forward ended.
-StepClock::time_point backward_shared(Recommender& model, const StepForward& f, const StepContext& ctx,
-                                      std::optional<AutocastGuard>& autocast, double scale,
-                                      const torch::Tensor& penalty, MicroStepResult& result) {
-  torch::Tensor loss;
-  if (f.target_ids.numel() > 0) {
-    const torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
-    result.loss_sum = weighted.item<double>();
-    loss = weighted * scale;
-  }
-  autocast.reset();
-  const auto t_forward = StepClock::now();
-  backward_through_gathered(*ctx.comm, loss, f.shared_items, f.own_items, f.own_offset, penalty);
-  return t_forward;
-}
-
 }  // namespace
 
 namespace {
@@ -423,24 +376,44 @@ MicroStepResult train_micro_step(Recommender& model, const Batch& batch, const S
   std::unique_ptr<GradientReducer::NoSync> no_sync;
   if (!sync && ctx.reducer != nullptr) no_sync = std::make_unique<GradientReducer::NoSync>(*ctx.reducer);
 
-  StepClock::time_point t_forward;
+  // The candidates the loss ranks: this rank's, or with global negatives
+  // every rank's keys, gathered without their graph. Gathered rows (those
+  // keys, or the shared-out item vectors) get their summed gradient pushed
+  // back into this rank's own rows.
+  torch::Tensor keys = f.keys, ids = f.ids, log_q = f.log_q;
+  torch::Tensor gathered, own;
+  std::int64_t own_offset = 0;
   if (ctx.global_negatives && ctx.comm != nullptr && world > 1) {
     LLMREC_CHECK(!f.shared_items.defined(), "sharded item encoding with global negatives");
-    t_forward = backward_global(model, f, ctx, autocast, scale, penalty, result);
+    Communicator& comm = *ctx.comm;
+    const std::int64_t d = f.keys.size(1);
+    auto key_parts = comm.all_gather_v(f.keys.detach().contiguous());
+    auto id_parts = comm.all_gather_v(f.ids.contiguous());
+    auto logq_parts = comm.all_gather_v(f.log_q.contiguous());
+    for (int r = 0; r < comm.rank(); ++r) own_offset += key_parts[static_cast<std::size_t>(r)].size(0);
+    keys = gathered = cat_or_empty(key_parts, f.keys).view({-1, d}).requires_grad_(true);
+    ids = cat_or_empty(id_parts, f.ids);
+    log_q = cat_or_empty(logq_parts, f.log_q);
+    own = f.keys;
   } else if (f.shared_items.defined()) {
-    t_forward = backward_shared(model, f, ctx, autocast, scale, penalty, result);
-  } else if (b > 0) {
-    torch::Tensor weighted = weighted_loss(model, f, f.keys, f.ids, f.log_q);
+    gathered = f.shared_items;
+    own = f.own_items;
+    own_offset = f.own_offset;
+  }
+  torch::Tensor loss;
+  if (f.target_ids.numel() > 0) {
+    const torch::Tensor weighted = weighted_loss(model, f, keys, ids, log_q);
     result.loss_sum = weighted.item<double>();
-    torch::Tensor loss = weighted * scale;
-    if (penalty.defined()) loss = loss + penalty;
-    autocast.reset();
-    t_forward = StepClock::now();
-    loss.backward();
-  } else {
-    autocast.reset();
-    t_forward = StepClock::now();
-    if (penalty.defined()) penalty.backward();
+    loss = weighted * scale;
+  }
+  autocast.reset();
+  const auto t_forward = StepClock::now();
+  if (gathered.defined()) {
+    backward_through_gathered(*ctx.comm, loss, gathered, own, own_offset, penalty);
+  } else if (loss.defined()) {
+    (penalty.defined() ? loss + penalty : loss).backward();
+  } else if (penalty.defined()) {
+    penalty.backward();
   }
   result.forward_s = seconds_between(t_start, t_forward);
   result.backward_s = seconds_between(t_forward, StepClock::now());
